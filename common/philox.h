@@ -1,0 +1,99 @@
+// Philox4x32-10: a counter-based random number generator (Salmon et al., SC'11).
+//
+// A counter-based RNG is a pure function: random = philox(counter, key). Nothing is
+// carried from one draw to the next, so any thread can draw the number for any
+// element directly. That is what lets the CPU reference reproduce the GPU's dropout
+// masks bit for bit, and lets a fused kernel that visits elements in a different
+// order (flash attention walks key blocks) draw exactly the same mask.
+//
+// Our convention for dropout (used by every step, CPU and GPU alike):
+//   key     = the run's seed (64 bits)
+//   counter = (element_index / 4 as 64 bits, offset as 64 bits)
+//   keep    = uniform[element_index % 4] >= p
+// where `offset` names the dropout site and training step (dropout_offset below) and
+// `element_index` is the element's *logical* index: for attention probabilities
+// ((batch * heads + head) * seq + query) * seq + key; for hidden dropout the flat
+// index into the [seq, batch, hidden] tensor. One Philox call gives the 4 numbers of
+// 4 consecutive elements.
+//
+// This header is plain C and CUDA at once: the same code runs on host and device.
+#ifndef COMMON_PHILOX_H
+#define COMMON_PHILOX_H
+
+#include <stdint.h>
+
+#if defined(__CUDACC__)
+#define PHILOX_FN static __host__ __device__ __forceinline__
+#else
+#define PHILOX_FN static inline
+#endif
+
+typedef struct {
+    uint32_t x[4];
+} Philox4;
+
+#define PHILOX_M0 0xD2511F53u
+#define PHILOX_M1 0xCD9E8D57u
+#define PHILOX_W0 0x9E3779B9u
+#define PHILOX_W1 0xBB67AE85u
+
+// 32 x 32 -> 64-bit product, split into its high and low words.
+PHILOX_FN uint32_t philox_mulhilo(uint32_t a, uint32_t b, uint32_t *hi) {
+#if defined(__CUDA_ARCH__)
+    *hi = __umulhi(a, b);
+    return a * b;
+#else
+    uint64_t p = (uint64_t)a * b;
+    *hi = (uint32_t)(p >> 32);
+    return (uint32_t)p;
+#endif
+}
+
+// Ten rounds of the Philox bijection on a 128-bit counter under a 64-bit key.
+PHILOX_FN Philox4 philox4x32_10(uint64_t counter_lo, uint64_t counter_hi, uint64_t key) {
+    uint32_t c0 = (uint32_t)counter_lo, c1 = (uint32_t)(counter_lo >> 32);
+    uint32_t c2 = (uint32_t)counter_hi, c3 = (uint32_t)(counter_hi >> 32);
+    uint32_t k0 = (uint32_t)key, k1 = (uint32_t)(key >> 32);
+    for (int round = 0; round < 10; round++) {
+        uint32_t hi0, hi1;
+        uint32_t lo0 = philox_mulhilo(PHILOX_M0, c0, &hi0);
+        uint32_t lo1 = philox_mulhilo(PHILOX_M1, c2, &hi1);
+        uint32_t n0 = hi1 ^ c1 ^ k0;
+        uint32_t n2 = hi0 ^ c3 ^ k1;
+        c0 = n0;
+        c1 = lo1;
+        c2 = n2;
+        c3 = lo0;
+        k0 += PHILOX_W0;
+        k1 += PHILOX_W1;
+    }
+    Philox4 r = {{c0, c1, c2, c3}};
+    return r;
+}
+
+// A 32-bit random word to a float in [0, 1) with 24 random bits (exact in float).
+PHILOX_FN float philox_to_unit_float(uint32_t bits) {
+    return (float)(bits >> 8) * (1.0f / 16777216.0f);
+}
+
+// The dropout sites of the layer; each gets its own stream of masks.
+enum { DROPOUT_SITE_ATTENTION = 0, DROPOUT_SITE_HIDDEN = 1, DROPOUT_NUM_SITES = 2 };
+
+// The Philox offset of a dropout site at a given training step: every step and every
+// site draws a fresh, independent mask.
+PHILOX_FN uint64_t dropout_offset(uint64_t step, int site) {
+    return step * DROPOUT_NUM_SITES + (uint64_t)site;
+}
+
+// The four uniforms of the group of four elements that holds `element_index`.
+PHILOX_FN Philox4 dropout_uniform_group(uint64_t seed, uint64_t offset, uint64_t element_index) {
+    return philox4x32_10(element_index >> 2, offset, seed);
+}
+
+// Is element `element_index` kept (1) or dropped (0) with drop probability p?
+PHILOX_FN int dropout_keep(uint64_t seed, uint64_t offset, uint64_t element_index, float p) {
+    Philox4 r = dropout_uniform_group(seed, offset, element_index);
+    return philox_to_unit_float(r.x[element_index & 3]) >= p;
+}
+
+#endif  // COMMON_PHILOX_H

@@ -1,0 +1,47 @@
+#include "tests/test_util.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+
+#include "common/check.h"
+#include "common/compare.h"
+#include "common/gpu.h"
+
+int test_have_gpu(void) {
+    static int have = -1;
+    if (have < 0) {
+        have = gpu_count() > 0;
+        if (have) gpu_require();
+    }
+    return have;
+}
+
+const char *test_gpu_reason(void) { return gpu_unavailable_reason(); }
+
+void assert_rel_error_at(const float *a, const float *ref, int64_t n, double tol,
+                         const char *what, const char *file, int line) {
+    double err = rel_error(a, ref, n);
+    print_message("  %-28s rel.err %.3e (tol %.1e)\n", what, err, tol);
+    if (!(err <= tol)) {
+        fail_msg("%s:%d: %s: relative error %.3e exceeds tolerance %.1e", file, line, what, err, tol);
+    }
+}
+
+static uint64_t seed_value;
+static uint64_t stream_counter;
+
+uint64_t test_seed(void) {
+    if (!seed_value) {
+        const char *env = getenv("TEST_SEED");
+        seed_value = env ? strtoull(env, NULL, 10) : (uint64_t)time(NULL);
+        printf("random seed %llu (set TEST_SEED to replay)\n", (unsigned long long)seed_value);
+    }
+    return seed_value;
+}
+
+float *random_floats(int64_t n, float lo, float hi) {
+    float *x = xmalloc((size_t)n * sizeof(float));
+    fill_uniform(x, n, lo, hi, test_seed(), 1000 + stream_counter++);
+    return x;
+}

@@ -1,0 +1,54 @@
+"""cuda_library: compile .cu files with nvcc and wrap the objects in a cc_library.
+
+rules_cuda cannot be fetched offline, so this small macro does the job: one genrule
+per .cu file runs nvcc (from the toolkit that @local_cuda found), and the resulting
+objects become the srcs of an ordinary cc_library that C code can depend on.
+
+Settings (from .bazelrc, override with --define):
+  CUDA_ARCHS  comma-separated list of GPU architectures, e.g. 90a or 90a,89
+"""
+
+# Headers any kernel may include; listed so that editing them rebuilds the kernels.
+_SHARED_HEADERS = ["//common:headers", "//kernels:headers"]
+
+_NVCC_FLAGS = " ".join([
+    "-O3",
+    "-std=c++17",
+    "-lineinfo",
+    "--expt-relaxed-constexpr",
+    "-Xcompiler=-fPIC,-Wall,-Wextra,-Werror",
+    "-Werror=all-warnings",
+    "-I.",
+    "-I$(GENDIR)",
+])
+
+def cuda_library(name, srcs, hdrs = [], deps = [], nvcc_flags = [], **kwargs):
+    objs = []
+    for src in srcs:
+        obj = "_%s_%s.o" % (name, src.replace("/", "_").replace(".cu", ""))
+        native.genrule(
+            name = obj.replace(".", "_") + "_nvcc",
+            srcs = [src] + hdrs + _SHARED_HEADERS,
+            tools = ["@local_cuda//:root.txt"],
+            outs = [obj],
+            cmd = " ".join([
+                "ROOT=$$(cat $(location @local_cuda//:root.txt));",
+                "GENCODE=;",
+                "for a in $$(echo $(CUDA_ARCHS) | tr , ' '); do",
+                "GENCODE=\"$$GENCODE -gencode=arch=compute_$$a,code=sm_$$a\"; done;",
+                "$$ROOT/bin/nvcc $$GENCODE",
+                _NVCC_FLAGS,
+                " ".join(nvcc_flags),
+                "-c $(location %s) -o $@" % src,
+            ]),
+            message = "nvcc " + src,
+        )
+        objs.append(obj)
+    native.cc_library(
+        name = name,
+        srcs = objs,
+        hdrs = hdrs,
+        deps = deps + ["@local_cuda//:cudart"],
+        alwayslink = True,
+        **kwargs
+    )

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Builds everything here and packs the binaries for the GPU machine, which has the CUDA
+# toolkit but no Bazel and no cmocka: every cc_binary and cc_test goes into .gpu/bin
+# (git-ignored) with libcmocka.so.0 beside them (our binaries carry rpath $ORIGIN), plus
+# tools/gpu_run.sh. Then, with the device tool: carry ".gpu", run "bash .gpu/gpu_run.sh".
+#
+#   tools/gpu_pack.sh [bazel flags]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+tools/bootstrap.sh
+bazel build //... "$@"
+rm -rf .gpu && mkdir -p .gpu/bin
+targets=$(bazel query 'kind("cc_test|cc_binary", //...)' 2>/dev/null)
+for t in $targets; do
+  path="bazel-bin/${t#//}"; path="${path/://}"
+  [ -x "$path" ] && cp "$path" .gpu/bin/
+done
+cp "$(ldconfig -p | awk '/libcmocka.so.0 /{print $NF; exit}')" .gpu/bin/libcmocka.so.0
+cp tools/gpu_run.sh .gpu/
+echo "packed $(ls .gpu/bin | wc -l) files into .gpu ($(du -sh .gpu | cut -f1))"

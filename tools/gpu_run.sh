@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Runs on the GPU machine, from the repository root, over binaries packed by
+# tools/gpu_pack.sh: the GPU tests, every step's --check at fp16 and bf16, the
+# micro-benchmarks and the per-step comparison. Ends with a short table.
+#
+#   bash .gpu/gpu_run.sh [tests] [check] [bench] [compare]     (default: all four)
+# Logs and JSON go to $OUT (the device tool brings them back) or ./out.
+set -uo pipefail
+BIN=.gpu/bin
+OUT=${OUT:-out}
+mkdir -p "$OUT"
+what="${*:-tests check bench compare}"
+summary="$OUT/summary.txt"
+: > "$summary"
+note() { echo "$*" | tee -a "$summary"; }
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee -a "$summary"
+
+if [[ $what == *tests* ]]; then
+  for t in "$BIN"/*_test; do
+    [ -x "$t" ] || continue
+    out=$("$t" 2>&1); rc=$?
+    echo "$out" >> "$OUT/tests.log"
+    p=$(echo "$out" | grep -ao '^\[  PASSED  \] [0-9]*' | awk '{s+=$NF} END{print s+0}')
+    f=$(echo "$out" | grep -ao '^\[  FAILED  \] [0-9]*' | awk '{s+=$NF} END{print s+0}')
+    s=$(echo "$out" | grep -ao '^\[  SKIPPED \] [0-9]*' | awk '{s+=$NF} END{print s+0}')
+    [ $rc -ne 0 ] && [ "$f" -eq 0 ] && f=1
+    note "test $(basename "$t"): $p passed, $f failed, $s skipped"
+    [ "$f" -ne 0 ] && echo "$out" | grep -aE 'FAIL|rel.err|error' | head -20
+  done
+fi
+
+if [[ $what == *check* ]]; then
+  for s in "$BIN"/step*; do
+    [ -x "$s" ] || continue
+    for dt in fp16 bf16; do
+      out=$("$s" --check --dtype "$dt" 2>&1); rc=$?
+      echo "$out" >> "$OUT/check.log"
+      note "check $(basename "$s") $dt: $(echo "$out" | grep -aE 'CHECK|error' | tail -1) (rc $rc)"
+    done
+  done
+fi
+
+if [[ $what == *bench* ]]; then
+  for b in "$BIN"/*_bench; do
+    [ -x "$b" ] || continue
+    "$b" 2>&1 | tee -a "$OUT/bench.log" | tail -8 | tee -a "$summary"
+  done
+fi
+
+if [[ $what == *compare* ]] && [ -x "$BIN/compare" ]; then
+  "$BIN/compare" --json "$OUT/compare.json" --svg "$OUT/compare.svg" 2>&1 | tee "$OUT/compare.log" | tail -15 >> "$summary"
+fi
+echo "================ summary"
+cat "$summary"
