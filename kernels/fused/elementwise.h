@@ -1,0 +1,40 @@
+// Fused elementwise kernels for the layer's residual branches.
+//
+// Unfused, "y = residual + dropout(x + bias)" is three kernels, each reading and writing the
+// whole [tokens, hidden] tensor. Fused, it is one read of x and residual and one write of y:
+// a third of the bytes. The dropout mask is not stored: it is recomputed from Philox (the
+// same logical index, common/philox.h) in backward, which costs arithmetic, not bytes.
+//
+// All tensors are [rows, cols] row-major in the dtype given; n = rows * cols must be a
+// multiple of 8 (every kernel moves 16 bytes per thread per access).
+#ifndef KERNELS_FUSED_ELEMENTWISE_H
+#define KERNELS_FUSED_ELEMENTWISE_H
+
+#include <stdint.h>
+
+#include "common/layer.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+// out = residual + dropout(x + bias); bias [cols] may be NULL. Dropout element i uses the
+// flat index i. out may alias residual.
+void bias_dropout_add_forward(const void *x, const void *bias, const void *residual, void *out,
+                              int64_t rows, int cols, float p, uint64_t seed, uint64_t offset,
+                              DType dtype);
+
+// The backward of "y = residual + dropout(z)" where y's gradient is the sum a + b (b may be
+// NULL): writes grad_sum = a + b (the gradient reaching the residual) and
+// grad_z = dropout'(a + b) = keep * (a + b) / (1 - p). grad_sum may be NULL.
+void add_dropout_backward(const void *a, const void *b, void *grad_sum, void *grad_z, int64_t n,
+                          float p, uint64_t seed, uint64_t offset, DType dtype);
+
+// a += b.
+void add_inplace(void *a, const void *b, int64_t n, DType dtype);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif  // KERNELS_FUSED_ELEMENTWISE_H

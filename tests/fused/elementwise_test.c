@@ -1,0 +1,79 @@
+// The fused elementwise kernels against the CPU reference ops, fp16 and bf16, fresh data.
+#include <stdlib.h>
+
+#include "common/gpu.h"
+#include "common/philox.h"
+#include "common/reference.h"
+#include "kernels/fused/elementwise.h"
+#include "tests/test_util.h"
+
+// Storage rounding of a 16-bit type: fp16 has 11 significant bits, bf16 8; the results
+// are rounded once (or twice), so the norm-wise error is a fraction of a unit in the last place.
+static double tolerance(DType dt) { return dt == DTYPE_BF16 ? 8e-3 : 1e-3; }
+
+static void test_bias_dropout_add(void **state) {
+    (void)state;
+    SKIP_WITHOUT_GPU();
+    const int rows = 333, cols = 264;
+    const int64_t n = (int64_t)rows * cols;
+    for (int d = 0; d < 2; d++) {
+        DType dt = d ? DTYPE_BF16 : DTYPE_FP16;
+        float *x = random_floats(n, -2, 2), *bias = random_floats(cols, -1, 1),
+              *res = random_floats(n, -2, 2);
+        round_to_dtype(x, n, dt);
+        round_to_dtype(bias, cols, dt);
+        round_to_dtype(res, n, dt);
+        const uint64_t seed = test_seed(), offset = 3;
+        // Reference: z = x + bias; y = res + dropout(z).
+        float *z = malloc(n * sizeof(float)), *ref = malloc(n * sizeof(float));
+        for (int64_t i = 0; i < n; i++) z[i] = x[i] + bias[i % cols];
+        ref_dropout_forward(z, n, 0.1f, seed, offset, ref);
+        for (int64_t i = 0; i < n; i++) ref[i] += res[i];
+        void *dx = dev_upload(x, n, dt), *db = dev_upload(bias, cols, dt), *dr = dev_upload(res, n, dt);
+        void *dout = dev_alloc((size_t)n * 2);
+        bias_dropout_add_forward(dx, db, dr, dout, rows, cols, 0.1f, seed, offset, dt);
+        float *got = malloc(n * sizeof(float));
+        dev_download(got, dout, n, dt);
+        assert_rel_error(got, ref, n, tolerance(dt));
+        dev_free(dx); dev_free(db); dev_free(dr); dev_free(dout);
+        free(x); free(bias); free(res); free(z); free(ref); free(got);
+    }
+}
+
+static void test_add_dropout_backward(void **state) {
+    (void)state;
+    SKIP_WITHOUT_GPU();
+    const int64_t n = 8 * 12345;
+    for (int d = 0; d < 2; d++) {
+        DType dt = d ? DTYPE_BF16 : DTYPE_FP16;
+        float *a = random_floats(n, -1, 1), *b = random_floats(n, -1, 1);
+        round_to_dtype(a, n, dt);
+        round_to_dtype(b, n, dt);
+        const uint64_t seed = test_seed() + 1, offset = 11;
+        float *sum = malloc(n * sizeof(float)), *ref = malloc(n * sizeof(float));
+        for (int64_t i = 0; i < n; i++) sum[i] = a[i] + b[i];
+        ref_dropout_backward(sum, n, 0.25f, seed, offset, ref);
+        void *da = dev_upload(a, n, dt), *dbb = dev_upload(b, n, dt);
+        void *dsum = dev_alloc((size_t)n * 2), *dz = dev_alloc((size_t)n * 2);
+        add_dropout_backward(da, dbb, dsum, dz, n, 0.25f, seed, offset, dt);
+        float *got = malloc(n * sizeof(float));
+        dev_download(got, dsum, n, dt);
+        assert_rel_error(got, sum, n, tolerance(dt));
+        dev_download(got, dz, n, dt);
+        assert_rel_error(got, ref, n, 2 * tolerance(dt));
+        // a += b
+        add_inplace(da, dbb, n, dt);
+        dev_download(got, da, n, dt);
+        assert_rel_error(got, sum, n, tolerance(dt));
+        dev_free(da); dev_free(dbb); dev_free(dsum); dev_free(dz);
+        free(a); free(b); free(sum); free(ref); free(got);
+    }
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_bias_dropout_add),
+        cmocka_unit_test(test_add_dropout_backward),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
