@@ -1,5 +1,6 @@
 #include <math.h>
 
+#include "common/gpu.h"
 #include "common/philox.h"
 #include "kernels/device_utils.cuh"
 #include "kernels/naive/naive_ops.h"
@@ -73,22 +74,82 @@ __global__ void layernorm_backward_dx_kernel(const T *dy, const T *x, const T *g
     }
 }
 
-// dgamma[c] = sum_r dy * xhat, dbeta[c] = sum_r dy: one thread per column walks the rows
-// (neighbouring threads read neighbouring columns: coalesced).
+// Column sums over many rows, in two stages so that the whole GPU works on them: stage 1
+// gives each block 32 columns x a chunk of rows (threads along x read neighbouring columns:
+// coalesced) and writes one float partial sum per (chunk, column); stage 2 adds the chunks.
+// With_xhat = true sums dy * xhat as well (LayerNorm's dgamma) beside dy (dbeta, bias grad).
+static const int COLSUM_CHUNKS = 128;
+
+template <typename T, bool with_xhat>
+__global__ void column_sums_stage1(const T *dy, const T *x, const float *mean, const float *rstd,
+                                   float *partial_dy, float *partial_dyx, int64_t rows, int cols) {
+    __shared__ float s_dy[8][33], s_dyx[8][33];
+    int c = blockIdx.x * 32 + threadIdx.x;
+    int64_t per_chunk = (rows + gridDim.y - 1) / gridDim.y;
+    int64_t r0 = blockIdx.y * per_chunk, r1 = min(rows, r0 + per_chunk);
+    float a = 0.0f, b = 0.0f;
+    if (c < cols) {
+        for (int64_t r = r0 + threadIdx.y; r < r1; r += blockDim.y) {
+            float g = to_float(dy[r * cols + c]);
+            a += g;
+            if (with_xhat) b += g * (to_float(x[r * cols + c]) - mean[r]) * rstd[r];
+        }
+    }
+    s_dy[threadIdx.y][threadIdx.x] = a;
+    s_dyx[threadIdx.y][threadIdx.x] = b;
+    __syncthreads();
+    if (threadIdx.y == 0 && c < cols) {
+        for (int k = 1; k < 8; k++) {
+            a += s_dy[k][threadIdx.x];
+            b += s_dyx[k][threadIdx.x];
+        }
+        partial_dy[(int64_t)blockIdx.y * cols + c] = a;
+        if (with_xhat) partial_dyx[(int64_t)blockIdx.y * cols + c] = b;
+    }
+}
+
 template <typename T>
-__global__ void layernorm_backward_params_kernel(const T *dy, const T *x, const float *mean,
-                                                 const float *rstd, T *dgamma, T *dbeta, int64_t rows,
-                                                 int cols) {
+__global__ void column_sums_stage2(const float *partial, T *out, int chunks, int cols) {
     int c = blockIdx.x * blockDim.x + threadIdx.x;
     if (c >= cols) return;
-    float dg = 0.0f, db = 0.0f;
-    for (int64_t r = 0; r < rows; r++) {
-        float g = to_float(dy[r * cols + c]);
-        dg += g * (to_float(x[r * cols + c]) - mean[r]) * rstd[r];
-        db += g;
+    float s = 0.0f;
+    for (int k = 0; k < chunks; k++) s += partial[(int64_t)k * cols + c];
+    out[c] = from_float<T>(s);
+}
+
+// One float scratch buffer for the partial sums, grown when a larger one is needed and
+// kept (it is tiny: chunks x cols floats). Everything runs on one stream, so reusing it
+// between launches is safe.
+static float *column_sums_scratch(size_t floats) {
+    static float *scratch;
+    static size_t capacity;
+    if (floats > capacity) {
+        if (scratch) dev_free(scratch);
+        scratch = (float *)dev_alloc(floats * sizeof(float));
+        capacity = floats;
     }
-    dgamma[c] = from_float<T>(dg);
-    dbeta[c] = from_float<T>(db);
+    return scratch;
+}
+
+// dsum[c] = sum_r dy[r, c] and, if dsum_xhat, dsum_xhat[c] = sum_r dy * (x - mean) * rstd.
+template <typename T>
+static void column_sums(const T *dy, const T *x, const float *mean, const float *rstd, T *dsum,
+                        T *dsum_xhat, int64_t rows, int cols) {
+    int chunks = (int)(rows < COLSUM_CHUNKS ? rows : COLSUM_CHUNKS);
+    float *partial = column_sums_scratch((size_t)chunks * cols * 2);
+    float *partial_x = partial + (size_t)chunks * cols;
+    dim3 grid(ceil_div(cols, 32), chunks), block(32, 8);
+    if (dsum_xhat)
+        column_sums_stage1<T, true><<<grid, block>>>(dy, x, mean, rstd, partial, partial_x, rows, cols);
+    else
+        column_sums_stage1<T, false><<<grid, block>>>(dy, x, mean, rstd, partial, partial_x, rows, cols);
+    CHECK_LAUNCH();
+    column_sums_stage2<T><<<ceil_div(cols, 256), 256>>>(partial, dsum, chunks, cols);
+    CHECK_LAUNCH();
+    if (dsum_xhat) {
+        column_sums_stage2<T><<<ceil_div(cols, 256), 256>>>(partial_x, dsum_xhat, chunks, cols);
+        CHECK_LAUNCH();
+    }
 }
 
 // ---- bias ----------------------------------------------------------------------------------
@@ -96,15 +157,6 @@ template <typename T>
 __global__ void bias_add_kernel(T *y, const T *bias, int64_t n, int cols) {
     int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i < n) y[i] = from_float<T>(to_float(y[i]) + to_float(bias[i % cols]));
-}
-
-template <typename T>
-__global__ void bias_grad_kernel(const T *dy, T *dbias, int64_t rows, int cols) {
-    int c = blockIdx.x * blockDim.x + threadIdx.x;
-    if (c >= cols) return;
-    float s = 0.0f;
-    for (int64_t r = 0; r < rows; r++) s += to_float(dy[r * cols + c]);
-    dbias[c] = from_float<T>(s);
 }
 
 // ---- GELU (tanh approximation) ---------------------------------------------------------
@@ -194,10 +246,8 @@ extern "C" void naive_layernorm_backward(const void *dy, const void *x, const vo
         layernorm_backward_dx_kernel<T><<<(unsigned)rows, THREADS>>>(
             (const T *)dy, (const T *)x, (const T *)gamma, mean, rstd, (T *)dx, cols);
         CHECK_LAUNCH();
-        layernorm_backward_params_kernel<T><<<ceil_div(cols, THREADS), THREADS>>>(
-            (const T *)dy, (const T *)x, mean, rstd, (T *)dgamma, (T *)dbeta, rows, cols);
+        column_sums<T>((const T *)dy, (const T *)x, mean, rstd, (T *)dbeta, (T *)dgamma, rows, cols);
     });
-    CHECK_LAUNCH();
 }
 
 extern "C" void naive_bias_add(void *y, const void *bias, int64_t rows, int cols, DType dtype) {
@@ -208,10 +258,7 @@ extern "C" void naive_bias_add(void *y, const void *bias, int64_t rows, int cols
 }
 
 extern "C" void naive_bias_grad(const void *dy, void *dbias, int64_t rows, int cols, DType dtype) {
-    DISPATCH_DTYPE(dtype, T,
-                   bias_grad_kernel<T><<<ceil_div(cols, THREADS), THREADS>>>((const T *)dy, (T *)dbias,
-                                                                             rows, cols));
-    CHECK_LAUNCH();
+    DISPATCH_DTYPE(dtype, T, column_sums<T>((const T *)dy, NULL, NULL, NULL, (T *)dbias, NULL, rows, cols));
 }
 
 extern "C" void naive_gelu_forward(const void *x, void *y, int64_t n, DType dtype) {

@@ -49,7 +49,9 @@ static void expect(char *const argv[], int exit_code, const char *message) {
     }
 }
 
-#define COMPARE "steps/compare"
+// The comparison binary: in Bazel's runfiles, or beside this test (the GPU machine's flat
+// folder of packed binaries).
+static char COMPARE[4096] = "steps/compare";
 
 static void test_unknown_flag(void **state) {
     (void)state;
@@ -71,7 +73,13 @@ static void test_bad_values(void **state) {
     expect((char *const[]){COMPARE, "--preset", "huge", NULL}, 1, "unknown preset 'huge'");
 }
 
-int main(void) {
+int main(int argc, char **argv) {
+    (void)argc;
+    if (access(COMPARE, X_OK) != 0) {
+        snprintf(COMPARE, sizeof COMPARE, "%s", argv[0]);
+        char *slash = strrchr(COMPARE, '/');
+        snprintf(slash ? slash + 1 : COMPARE, sizeof COMPARE - (size_t)(slash ? slash + 1 - COMPARE : 0), "compare");
+    }
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_unknown_flag),
         cmocka_unit_test(test_hidden_not_divisible_by_heads),
