@@ -1,0 +1,128 @@
+// Graded: exercise "layernorm_backward" (common/exercises/layernorm_backward.c).
+//
+// The gradient is checked against finite differences of the forward pass (which is not part
+// of the exercise), so these tests need no trusted backward. Each test case is one point.
+#include <math.h>
+#include <stdlib.h>
+
+#include "common/reference.h"
+#include "tests/test_util.h"
+
+enum { ROWS = 4, COLS = 16 };
+
+typedef struct {
+    float x[ROWS * COLS], gamma[COLS], beta[COLS], w[ROWS * COLS];
+} Problem;
+
+static void make_problem(Problem *p, int unit_gamma) {
+    float *x = random_floats(ROWS * COLS, -2, 2), *g = random_floats(COLS, 0.5f, 1.5f);
+    float *b = random_floats(COLS, -1, 1), *w = random_floats(ROWS * COLS, -1, 1);
+    for (int i = 0; i < ROWS * COLS; i++) p->x[i] = x[i], p->w[i] = w[i];
+    for (int c = 0; c < COLS; c++) p->gamma[c] = unit_gamma ? 1.0f : g[c], p->beta[c] = b[c];
+    free(x), free(g), free(b), free(w);
+}
+
+// L = sum(y * w): its gradient with respect to y is w.
+static double loss(Problem *p) {
+    float y[ROWS * COLS], mean[ROWS], rstd[ROWS];
+    ref_layernorm_forward(p->x, p->gamma, p->beta, ROWS, COLS, 1e-5f, y, mean, rstd);
+    double l = 0;
+    for (int i = 0; i < ROWS * COLS; i++) l += (double)y[i] * p->w[i];
+    return l;
+}
+
+static void backward(Problem *p, float *dx, float *dgamma, float *dbeta) {
+    float y[ROWS * COLS], mean[ROWS], rstd[ROWS];
+    ref_layernorm_forward(p->x, p->gamma, p->beta, ROWS, COLS, 1e-5f, y, mean, rstd);
+    ref_layernorm_backward(p->w, p->x, p->gamma, mean, rstd, ROWS, COLS, dx, dgamma, dbeta);
+}
+
+static double fd(Problem *p, float *v) {
+    const double h = 1e-2;
+    float saved = *v;
+    *v = (float)(saved + h);
+    double up = loss(p);
+    *v = (float)(saved - h);
+    double down = loss(p);
+    *v = saved;
+    return (up - down) / (2 * h);
+}
+
+// ||a - b|| / ||b|| over n entries, must be below 1e-3 (the finite differences' own error
+// is near 1e-5 here; a missing term is off by O(1)).
+static void expect_close(const char *what, const double *got, const double *want, int n) {
+    double diff = 0, norm = 0;
+    for (int i = 0; i < n; i++) diff += (got[i] - want[i]) * (got[i] - want[i]), norm += want[i] * want[i];
+    double err = sqrt(diff / fmax(norm, 1e-30));
+    print_message("  %-8s rel.err %.2e\n", what, err);
+    if (!(err < 1e-3)) fail_msg("%s is wrong: relative error %.2e against finite differences", what, err);
+}
+
+static void test_dbeta(void **state) {
+    (void)state;
+    Problem p;
+    make_problem(&p, 0);
+    float dx[ROWS * COLS], dg[COLS], db[COLS];
+    backward(&p, dx, dg, db);
+    double got[COLS], want[COLS];
+    for (int c = 0; c < COLS; c++) got[c] = db[c], want[c] = fd(&p, &p.beta[c]);
+    expect_close("dbeta", got, want, COLS);
+}
+
+static void test_dgamma(void **state) {
+    (void)state;
+    Problem p;
+    make_problem(&p, 0);
+    float dx[ROWS * COLS], dg[COLS], db[COLS];
+    backward(&p, dx, dg, db);
+    double got[COLS], want[COLS];
+    for (int c = 0; c < COLS; c++) got[c] = dg[c], want[c] = fd(&p, &p.gamma[c]);
+    expect_close("dgamma", got, want, COLS);
+}
+
+static void dx_case(int unit_gamma) {
+    Problem p;
+    make_problem(&p, unit_gamma);
+    float dx[ROWS * COLS], dg[COLS], db[COLS];
+    backward(&p, dx, dg, db);
+    double got[ROWS * COLS], want[ROWS * COLS];
+    for (int i = 0; i < ROWS * COLS; i++) got[i] = dx[i], want[i] = fd(&p, &p.x[i]);
+    expect_close("dx", got, want, ROWS * COLS);
+}
+
+static void test_dx_unit_gamma(void **state) {
+    (void)state;
+    dx_case(1);
+}
+
+static void test_dx(void **state) {
+    (void)state;
+    dx_case(0);
+}
+
+// LayerNorm's output does not change when a constant is added to a row, so each row of dx
+// sums to zero.
+static void test_dx_rows_sum_to_zero(void **state) {
+    (void)state;
+    Problem p;
+    make_problem(&p, 0);
+    float dx[ROWS * COLS], dg[COLS], db[COLS];
+    backward(&p, dx, dg, db);
+    double total = 0;
+    for (int r = 0; r < ROWS; r++) {
+        double s = 0, a = 0;
+        for (int c = 0; c < COLS; c++) s += dx[r * COLS + c], a += fabs(dx[r * COLS + c]);
+        assert_true(a > 1e-3);  // not all zero
+        total += fabs(s);
+    }
+    assert_true(total < 1e-4);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_dbeta),         cmocka_unit_test(test_dgamma),
+        cmocka_unit_test(test_dx_unit_gamma), cmocka_unit_test(test_dx),
+        cmocka_unit_test(test_dx_rows_sum_to_zero),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
