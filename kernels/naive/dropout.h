@@ -1,0 +1,34 @@
+// Dropout with the shared Philox mask (common/philox.h): y = keep ? x / (1 - p) : 0, where
+// element i of the array is keyed by its flat index i: keep = dropout_keep(seed, offset, i, p).
+//
+// The mask is never stored. Backward draws it again from the same (seed, offset, index):
+// Philox is a pure function, so the second draw is the same mask, and we save the bytes of
+// a mask tensor (eager PyTorch stores one) for a little arithmetic.
+//
+// The same kernel serves both dropout sites of the layer: hidden dropout on [s, b, h]
+// (flat index), and the attention probabilities stored as [batch * heads, seq, seq], whose
+// flat index ((b * heads + h) * seq + i) * seq + j is exactly the logical index the
+// convention asks for.
+#ifndef KERNELS_NAIVE_DROPOUT_H
+#define KERNELS_NAIVE_DROPOUT_H
+
+#include <stdint.h>
+
+#include "common/layer.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+// y may alias x. p == 0 copies x to y.
+void dropout_forward(const void *x, int64_t n, float p, uint64_t seed, uint64_t offset, void *y,
+                     DType dtype);
+// Dropout is linear, so its backward is the same masking and scaling of the gradient.
+void dropout_backward(const void *dy, int64_t n, float p, uint64_t seed, uint64_t offset, void *dx,
+                      DType dtype);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif  // KERNELS_NAIVE_DROPOUT_H

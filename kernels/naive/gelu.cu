@@ -1,0 +1,44 @@
+#include "kernels/naive/gelu.h"
+
+#include "kernels/device_utils.cuh"
+
+#define GELU_K 0.7978845608028654f  // sqrt(2 / pi)
+#define GELU_C 0.044715f
+
+template <typename T>
+__global__ void gelu_forward_kernel(const T *x, int64_t n, T *y) {
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
+        float v = to_float(x[i]);
+        y[i] = from_float<T>(0.5f * v * (1.0f + tanhf(GELU_K * (v + GELU_C * v * v * v))));
+    }
+}
+
+// d/dx [0.5 x (1 + tanh(u))] = 0.5 (1 + tanh(u)) + 0.5 x (1 - tanh(u)^2) k (1 + 3 c x^2).
+template <typename T>
+__global__ void gelu_backward_kernel(const T *dy, const T *x, int64_t n, T *dx) {
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
+        float v = to_float(x[i]);
+        float t = tanhf(GELU_K * (v + GELU_C * v * v * v));
+        float d = 0.5f * (1.0f + t) + 0.5f * v * (1.0f - t * t) * GELU_K * (1.0f + 3.0f * GELU_C * v * v);
+        dx[i] = from_float<T>(to_float(dy[i]) * d);
+    }
+}
+
+// Enough blocks to fill the GPU several times over; the kernels loop over the rest.
+static unsigned elementwise_blocks(int64_t n) {
+    int64_t blocks = (n + 255) / 256;
+    return (unsigned)(blocks < 65536 ? blocks : 65536);
+}
+
+extern "C" void gelu_forward(const void *x, int64_t n, void *y, DType dtype) {
+    if (n <= 0) return;
+    DISPATCH_DTYPE(dtype, T, gelu_forward_kernel<T><<<elementwise_blocks(n), 256>>>((const T *)x, n, (T *)y));
+    CHECK_LAUNCH();
+}
+
+extern "C" void gelu_backward(const void *dy, const void *x, int64_t n, void *dx, DType dtype) {
+    if (n <= 0) return;
+    DISPATCH_DTYPE(dtype, T,
+                   gelu_backward_kernel<T><<<elementwise_blocks(n), 256>>>((const T *)dy, (const T *)x, n, (T *)dx));
+    CHECK_LAUNCH();
+}
