@@ -232,10 +232,6 @@ int step_main(int argc, char **argv, const StepOps *step) {
         const char *why = step->unsupported(cfg);
         if (why) fail_user("step %s cannot run this configuration: %s", step->id, why);
     }
-    gpu_require();
-    printf("step %s: %s\nGPU: %s\n", step->id, step->title, gpu_description());
-    print_config(cfg);
-
     LayerParams params;
     layer_params_alloc(cfg, &params);
     if (o.weights_path) load_layer_params(o.weights_path, cfg, &params);
@@ -246,6 +242,11 @@ int step_main(int argc, char **argv, const StepOps *step) {
     if (o.input_path) load_layer_inputs(o.input_path, cfg, &inputs);
     else layer_inputs_init_random(cfg, cfg->seed + 1, &inputs);
     layer_inputs_round(cfg, &inputs);
+
+    // Files are read before looking for a GPU: a bad file is reported on any machine.
+    gpu_require();
+    printf("step %s: %s\nGPU: %s\n", step->id, step->title, gpu_description());
+    print_config(cfg);
 
     StepReport report = {0};
     report.max_rel_error = -1;

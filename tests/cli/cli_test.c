@@ -7,6 +7,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "common/weights_io.h"
 #include "tests/test_util.h"
 
 typedef struct {
@@ -49,9 +50,28 @@ static void expect(char *const argv[], int exit_code, const char *message) {
     }
 }
 
-// The comparison binary: in Bazel's runfiles, or beside this test (the GPU machine's flat
-// folder of packed binaries).
+// The binaries: in Bazel's runfiles, or beside this test (the GPU machine's flat folder of
+// packed binaries).
 static char COMPARE[4096] = "steps/compare";
+static char STEP01[4096] = "steps/01_naive/step01_naive";
+
+static void locate(char *path, size_t size, const char *argv0, const char *name) {
+    if (access(path, X_OK) == 0) return;
+    snprintf(path, size, "%s", argv0);
+    char *slash = strrchr(path, '/');
+    size_t dir_len = slash ? (size_t)(slash + 1 - path) : 0;
+    snprintf(path + dir_len, size - dir_len, "%s", name);
+}
+
+static char tmpdir[256];
+
+static const char *tmp_file(const char *name) {
+    static char buf[4][512];
+    static int next;
+    char *b = buf[next++ % 4];
+    snprintf(b, 512, "%s/%s", tmpdir, name);
+    return b;
+}
 
 static void test_unknown_flag(void **state) {
     (void)state;
@@ -73,14 +93,57 @@ static void test_bad_values(void **state) {
     expect((char *const[]){COMPARE, "--preset", "huge", NULL}, 1, "unknown preset 'huge'");
 }
 
+// Weight and input files are checked before the GPU is looked for, so these run anywhere.
+static void test_missing_weights_file(void **state) {
+    (void)state;
+    expect((char *const[]){STEP01, "--preset", "tiny", "--weights", "/nonexistent/w.safetensors", NULL}, 1,
+           "cannot open /nonexistent/w.safetensors");
+}
+
+static void test_weights_of_another_shape(void **state) {
+    (void)state;
+    // Weights saved for hidden 128 do not fit a layer of hidden 64.
+    LayerConfig c;
+    layer_config_preset("tiny", &c);
+    LayerParams p;
+    layer_params_alloc(&c, &p);
+    layer_params_init_random(&c, 1, &p);
+    save_layer_params(tmp_file("w128.safetensors"), &c, &p);
+    layer_params_free(&p);
+    expect((char *const[]){STEP01, "--preset", "tiny", "--hidden", "64", "--weights",
+                           (char *)tmp_file("w128.safetensors"), NULL}, 1,
+           "tensor 'ln1.weight' has shape [128], expected [64]");
+    // A truncated copy of a good file.
+    FILE *in = fopen(tmp_file("w128.safetensors"), "rb"), *out = fopen(tmp_file("cut.safetensors"), "wb");
+    char buf[4096];
+    size_t n = fread(buf, 1, sizeof buf, in);
+    fwrite(buf, 1, n, out);
+    fclose(in);
+    fclose(out);
+    expect((char *const[]){STEP01, "--preset", "tiny", "--weights", (char *)tmp_file("cut.safetensors"), NULL},
+           1, "truncated");
+}
+
+static void test_no_gpu(void **state) {
+    (void)state;
+    if (test_have_gpu()) {
+        print_message("[ SKIP     ] there is a GPU here: the no-GPU message cannot be tested\n");
+        skip();
+    }
+    expect((char *const[]){STEP01, "--preset", "tiny", NULL}, 1, "needs a CUDA GPU");
+}
+
 int main(int argc, char **argv) {
     (void)argc;
-    if (access(COMPARE, X_OK) != 0) {
-        snprintf(COMPARE, sizeof COMPARE, "%s", argv[0]);
-        char *slash = strrchr(COMPARE, '/');
-        snprintf(slash ? slash + 1 : COMPARE, sizeof COMPARE - (size_t)(slash ? slash + 1 - COMPARE : 0), "compare");
-    }
+    locate(COMPARE, sizeof COMPARE, argv[0], "compare");
+    locate(STEP01, sizeof STEP01, argv[0], "step01_naive");
+    const char *t = getenv("TEST_TMPDIR");
+    snprintf(tmpdir, sizeof tmpdir, "%s/cli_XXXXXX", t ? t : "/tmp");
+    if (!mkdtemp(tmpdir)) return 1;
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_missing_weights_file),
+        cmocka_unit_test(test_weights_of_another_shape),
+        cmocka_unit_test(test_no_gpu),
         cmocka_unit_test(test_unknown_flag),
         cmocka_unit_test(test_hidden_not_divisible_by_heads),
         cmocka_unit_test(test_bad_values),
