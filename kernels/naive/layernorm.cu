@@ -84,7 +84,7 @@ __global__ void layernorm_param_grad_kernel(const T *dy, const T *x, const float
     }
 }
 
-extern "C" void layernorm_forward(const void *x, const void *gamma, const void *beta, int64_t rows,
+extern "C" void naive_layernorm_forward(const void *x, const void *gamma, const void *beta, int64_t rows,
                                   int cols, float eps, void *y, float *mean, float *rstd,
                                   DType dtype) {
     if (rows <= 0) return;
@@ -94,7 +94,7 @@ extern "C" void layernorm_forward(const void *x, const void *gamma, const void *
     CHECK_LAUNCH();
 }
 
-extern "C" void layernorm_backward(const void *dy, const void *x, const void *gamma,
+extern "C" void naive_layernorm_backward(const void *dy, const void *x, const void *gamma,
                                    const float *mean, const float *rstd, int64_t rows, int cols,
                                    void *dx, void *dgamma, void *dbeta, DType dtype) {
     if (rows <= 0) return;

@@ -13,11 +13,11 @@
 extern "C" {
 #endif
 
-void layernorm_forward(const void *x, const void *gamma, const void *beta, int64_t rows, int cols,
+void naive_layernorm_forward(const void *x, const void *gamma, const void *beta, int64_t rows, int cols,
                        float eps, void *y, float *mean, float *rstd, DType dtype);
 
 // Overwrites dx [rows, cols], dgamma [cols] and dbeta [cols].
-void layernorm_backward(const void *dy, const void *x, const void *gamma, const float *mean,
+void naive_layernorm_backward(const void *dy, const void *x, const void *gamma, const float *mean,
                         const float *rstd, int64_t rows, int cols, void *dx, void *dgamma,
                         void *dbeta, DType dtype);
 

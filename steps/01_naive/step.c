@@ -119,7 +119,7 @@ static void naive_forward(Naive *s, const void *x, uint64_t step) {
     const int T = (int)layer_tokens(c), h = c->hidden, f = c->ffn;
     void **w = s->param;
 
-    layernorm_forward(x, w[P_LN1_WEIGHT], w[P_LN1_BIAS], T, h, c->eps, s->ln1_out, s->ln1_mean, s->ln1_rstd, dt);
+    naive_layernorm_forward(x, w[P_LN1_WEIGHT], w[P_LN1_BIAS], T, h, c->eps, s->ln1_out, s->ln1_mean, s->ln1_rstd, dt);
     linear_forward(s->ln1_out, w[P_QKV_WEIGHT], w[P_QKV_BIAS], T, h, 3 * h, s->qkv, dt);
     naive_attention_forward(&s->attn, s->qkv, s->ctx, dropout_offset(step, DROPOUT_SITE_ATTENTION));
     // y = x + dropout(ctx W_proj^T + b_proj). The projection goes to y's buffer, is dropped
@@ -129,7 +129,7 @@ static void naive_forward(Naive *s, const void *x, uint64_t step) {
     dropout_forward(s->y, (int64_t)T * h, c->hidden_dropout, c->seed, dropout_offset(step, DROPOUT_SITE_HIDDEN), s->y, dt);
     residual_add(s->y, x, (int64_t)T * h, s->y, dt);
     // out = y + FC2(GELU(FC1(LN2(y))))
-    layernorm_forward(s->y, w[P_LN2_WEIGHT], w[P_LN2_BIAS], T, h, c->eps, s->ln2_out, s->ln2_mean, s->ln2_rstd, dt);
+    naive_layernorm_forward(s->y, w[P_LN2_WEIGHT], w[P_LN2_BIAS], T, h, c->eps, s->ln2_out, s->ln2_mean, s->ln2_rstd, dt);
     linear_forward(s->ln2_out, w[P_FC1_WEIGHT], w[P_FC1_BIAS], T, h, f, s->fc1_out, dt);
     gelu_forward(s->fc1_out, (int64_t)T * f, s->gelu_out, dt);
     linear_forward(s->gelu_out, w[P_FC2_WEIGHT], w[P_FC2_BIAS], T, f, h, s->out, dt);
@@ -146,7 +146,7 @@ static void naive_backward(Naive *s, const void *x, const void *dout, uint64_t s
     linear_backward(dout, s->gelu_out, w[P_FC2_WEIGHT], T, f, h, s->d_ffn, g[P_FC2_WEIGHT], g[P_FC2_BIAS], dt);
     gelu_backward(s->d_ffn, s->fc1_out, (int64_t)T * f, s->d_ffn, dt);
     linear_backward(s->d_ffn, s->ln2_out, w[P_FC1_WEIGHT], T, h, f, s->d_hidden, g[P_FC1_WEIGHT], g[P_FC1_BIAS], dt);
-    layernorm_backward(s->d_hidden, s->y, w[P_LN2_WEIGHT], s->ln2_mean, s->ln2_rstd, T, h, s->d_y,
+    naive_layernorm_backward(s->d_hidden, s->y, w[P_LN2_WEIGHT], s->ln2_mean, s->ln2_rstd, T, h, s->d_y,
                        g[P_LN2_WEIGHT], g[P_LN2_BIAS], dt);
     residual_add(s->d_y, dout, (int64_t)T * h, s->d_y, dt);  // the gradient that skipped the MLP
     // The attention branch: y = x + dropout(proj).
@@ -154,7 +154,7 @@ static void naive_backward(Naive *s, const void *x, const void *dout, uint64_t s
     linear_backward(s->d_proj, s->ctx, w[P_PROJ_WEIGHT], T, h, h, s->d_ctx, g[P_PROJ_WEIGHT], g[P_PROJ_BIAS], dt);
     naive_attention_backward(&s->attn, s->qkv, s->d_ctx, s->d_qkv, dropout_offset(step, DROPOUT_SITE_ATTENTION));
     linear_backward(s->d_qkv, s->ln1_out, w[P_QKV_WEIGHT], T, h, 3 * h, s->d_hidden, g[P_QKV_WEIGHT], g[P_QKV_BIAS], dt);
-    layernorm_backward(s->d_hidden, x, w[P_LN1_WEIGHT], s->ln1_mean, s->ln1_rstd, T, h, s->dx,
+    naive_layernorm_backward(s->d_hidden, x, w[P_LN1_WEIGHT], s->ln1_mean, s->ln1_rstd, T, h, s->dx,
                        g[P_LN1_WEIGHT], g[P_LN1_BIAS], dt);
     residual_add(s->dx, s->d_y, (int64_t)T * h, s->dx, dt);  // the gradient that skipped attention
 }

@@ -58,8 +58,8 @@ static void test_layernorm(void **state) {
         void *d_dy = dev_upload(dy, n, dt), *d_y = dev_alloc(n * 2), *d_dx = dev_alloc(n * 2);
         void *d_dg = dev_alloc(cols * 2), *d_db = dev_alloc(cols * 2);
         float *d_mean = dev_alloc(rows * sizeof(float)), *d_rstd = dev_alloc(rows * sizeof(float));
-        layernorm_forward(d_x, d_g, d_b, rows, cols, 1e-5f, d_y, d_mean, d_rstd, dt);
-        layernorm_backward(d_dy, d_x, d_g, d_mean, d_rstd, rows, cols, d_dx, d_dg, d_db, dt);
+        naive_layernorm_forward(d_x, d_g, d_b, rows, cols, 1e-5f, d_y, d_mean, d_rstd, dt);
+        naive_layernorm_backward(d_dy, d_x, d_g, d_mean, d_rstd, rows, cols, d_dx, d_dg, d_db, dt);
 
         float *got_y = download(d_y, n, dt), *got_dx = download(d_dx, n, dt);
         float *got_dg = download(d_dg, cols, dt), *got_db = download(d_db, cols, dt);

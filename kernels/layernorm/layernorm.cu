@@ -1,0 +1,232 @@
+#include "common/gpu.h"
+#include "kernels/device_utils.cuh"
+#include "kernels/layernorm/layernorm.h"
+
+static const int THREADS = 128;  // 4 warps per row
+static const int WARPS = THREADS / 32;
+
+// Eight 16-bit values: one 16-byte load or store.
+template <typename T>
+struct alignas(16) Pack8 {
+    T v[8];
+};
+
+// Sums of two values over the block; every thread gets both.
+__device__ __forceinline__ float2 block_sum2(float a, float b) {
+    __shared__ float2 partial[WARPS];
+    a = warp_sum(a);
+    b = warp_sum(b);
+    int warp = threadIdx.x / 32;
+    __syncthreads();  // the previous row's readers are done with partial[]
+    if (threadIdx.x % 32 == 0) partial[warp] = make_float2(a, b);
+    __syncthreads();
+    float2 s = make_float2(0.0f, 0.0f);
+#pragma unroll
+    for (int w = 0; w < WARPS; w++) s.x += partial[w].x, s.y += partial[w].y;
+    return s;
+}
+
+// Thread t owns the packs t, t + THREADS, t + 2 THREADS, ... of its row: VPT of them.
+template <typename T, int VPT>
+__device__ __forceinline__ void load_row(const T *row, int cols, float (&v)[VPT][8]) {
+#pragma unroll
+    for (int i = 0; i < VPT; i++) {
+        int c = (threadIdx.x + i * THREADS) * 8;
+        if (c < cols) {
+            Pack8<T> p = *reinterpret_cast<const Pack8<T> *>(row + c);
+#pragma unroll
+            for (int j = 0; j < 8; j++) v[i][j] = to_float(p.v[j]);
+        } else {
+#pragma unroll
+            for (int j = 0; j < 8; j++) v[i][j] = 0.0f;
+        }
+    }
+}
+
+template <typename T, int VPT>
+__global__ void __launch_bounds__(THREADS) layernorm_forward_kernel(
+    const T *x, const T *gamma, const T *beta, T *y, float *mean_out, float *rstd_out, int cols, float eps) {
+    const int64_t row = blockIdx.x;
+    float v[VPT][8];
+    load_row<T, VPT>(x + row * cols, cols, v);
+    float sum = 0.0f;
+#pragma unroll
+    for (int i = 0; i < VPT; i++)
+#pragma unroll
+        for (int j = 0; j < 8; j++) sum += v[i][j];
+    const float mean = block_sum2(sum, 0.0f).x / cols;
+    // Second pass over registers, not memory: the variance of (x - mean) is exact-er than
+    // E[x^2] - mean^2 and costs no extra bytes.
+    float sq = 0.0f;
+#pragma unroll
+    for (int i = 0; i < VPT; i++) {
+        int c = (threadIdx.x + i * THREADS) * 8;
+        if (c < cols)
+#pragma unroll
+            for (int j = 0; j < 8; j++) sq += (v[i][j] - mean) * (v[i][j] - mean);
+    }
+    const float rstd = rsqrtf(block_sum2(sq, 0.0f).x / cols + eps);
+#pragma unroll
+    for (int i = 0; i < VPT; i++) {
+        int c = (threadIdx.x + i * THREADS) * 8;
+        if (c >= cols) continue;
+        Pack8<T> g = *reinterpret_cast<const Pack8<T> *>(gamma + c);
+        Pack8<T> b = *reinterpret_cast<const Pack8<T> *>(beta + c);
+        Pack8<T> out;
+#pragma unroll
+        for (int j = 0; j < 8; j++)
+            out.v[j] = from_float<T>((v[i][j] - mean) * rstd * to_float(g.v[j]) + to_float(b.v[j]));
+        *reinterpret_cast<Pack8<T> *>(y + row * cols + c) = out;
+    }
+    if (threadIdx.x == 0) {
+        mean_out[row] = mean;
+        rstd_out[row] = rstd;
+    }
+}
+
+// Each block walks rows blockIdx.x, blockIdx.x + gridDim.x, ... keeping its share of dgamma
+// and dbeta in registers; at the end it writes them to partial[blockIdx.x][cols].
+template <typename T, int VPT>
+__global__ void __launch_bounds__(THREADS) layernorm_backward_kernel(
+    const T *dy, const T *x, const T *gamma, const float *mean, const float *rstd, const T *dresidual,
+    T *dx, float *partial_dgamma, float *partial_dbeta, int64_t rows, int cols) {
+    float g[VPT][8], dgamma[VPT][8], dbeta[VPT][8];
+#pragma unroll
+    for (int i = 0; i < VPT; i++) {
+        int c = (threadIdx.x + i * THREADS) * 8;
+#pragma unroll
+        for (int j = 0; j < 8; j++) dgamma[i][j] = dbeta[i][j] = 0.0f;
+        if (c < cols) {
+            Pack8<T> p = *reinterpret_cast<const Pack8<T> *>(gamma + c);
+#pragma unroll
+            for (int j = 0; j < 8; j++) g[i][j] = to_float(p.v[j]);
+        } else {
+#pragma unroll
+            for (int j = 0; j < 8; j++) g[i][j] = 0.0f;
+        }
+    }
+    for (int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
+        float xv[VPT][8], dyv[VPT][8];
+        load_row<T, VPT>(x + row * cols, cols, xv);
+        load_row<T, VPT>(dy + row * cols, cols, dyv);
+        const float mu = mean[row], rs = rstd[row];
+        float sum_g = 0.0f, sum_gx = 0.0f;
+#pragma unroll
+        for (int i = 0; i < VPT; i++)
+#pragma unroll
+            for (int j = 0; j < 8; j++) {
+                xv[i][j] = (xv[i][j] - mu) * rs;  // xhat, in place
+                float gy = dyv[i][j] * g[i][j];
+                sum_g += gy;
+                sum_gx += gy * xv[i][j];
+                dgamma[i][j] += dyv[i][j] * xv[i][j];
+                dbeta[i][j] += dyv[i][j];
+            }
+        float2 s = block_sum2(sum_g, sum_gx);
+        const float mean_g = s.x / cols, mean_gx = s.y / cols;
+#pragma unroll
+        for (int i = 0; i < VPT; i++) {
+            int c = (threadIdx.x + i * THREADS) * 8;
+            if (c >= cols) continue;
+            Pack8<T> r;
+            if (dresidual) r = *reinterpret_cast<const Pack8<T> *>(dresidual + row * cols + c);
+            Pack8<T> out;
+#pragma unroll
+            for (int j = 0; j < 8; j++) {
+                float d = rs * (dyv[i][j] * g[i][j] - mean_g - xv[i][j] * mean_gx);
+                if (dresidual) d += to_float(r.v[j]);
+                out.v[j] = from_float<T>(d);
+            }
+            *reinterpret_cast<Pack8<T> *>(dx + row * cols + c) = out;
+        }
+    }
+#pragma unroll
+    for (int i = 0; i < VPT; i++) {
+        int c = (threadIdx.x + i * THREADS) * 8;
+        if (c >= cols) continue;
+#pragma unroll
+        for (int j = 0; j < 8; j++) {
+            partial_dgamma[(int64_t)blockIdx.x * cols + c + j] = dgamma[i][j];
+            partial_dbeta[(int64_t)blockIdx.x * cols + c + j] = dbeta[i][j];
+        }
+    }
+}
+
+// Stage 2: add the blocks' partial sums, one thread per column.
+template <typename T>
+__global__ void sum_partials_kernel(const float *partial_dgamma, const float *partial_dbeta, int blocks,
+                                    int cols, T *dgamma, T *dbeta) {
+    int c = blockIdx.x * blockDim.x + threadIdx.x;
+    if (c >= cols) return;
+    float a = 0.0f, b = 0.0f;
+    for (int k = 0; k < blocks; k++) {
+        a += partial_dgamma[(int64_t)k * cols + c];
+        b += partial_dbeta[(int64_t)k * cols + c];
+    }
+    dgamma[c] = from_float<T>(a);
+    dbeta[c] = from_float<T>(b);
+}
+
+// Packs per thread: the smallest power of two that covers the row.
+static int packs_per_thread(int cols) {
+    if (cols % 8 != 0 || cols <= 0 || cols > 16 * 8 * THREADS)
+        DIE("fast LayerNorm: row length %d must be a positive multiple of 8, at most %d", cols,
+            16 * 8 * THREADS);
+    int packs = (cols / 8 + THREADS - 1) / THREADS, vpt = 1;
+    while (vpt < packs) vpt *= 2;
+    return vpt;
+}
+
+#define DISPATCH_VPT(vpt, V, ...)            \
+    switch (vpt) {                           \
+        case 1: { const int V = 1; __VA_ARGS__; break; } \
+        case 2: { const int V = 2; __VA_ARGS__; break; } \
+        case 4: { const int V = 4; __VA_ARGS__; break; } \
+        case 8: { const int V = 8; __VA_ARGS__; break; } \
+        default: { const int V = 16; __VA_ARGS__; break; } \
+    }
+
+extern "C" void layernorm_fast_forward(const void *x, const void *gamma, const void *beta, void *y,
+                                       float *mean, float *rstd, int64_t rows, int cols, float eps,
+                                       DType dtype) {
+    int vpt = packs_per_thread(cols);
+    DISPATCH_DTYPE(dtype, T, DISPATCH_VPT(vpt, V,
+        layernorm_forward_kernel<T, V><<<(unsigned)rows, THREADS>>>(
+            (const T *)x, (const T *)gamma, (const T *)beta, (T *)y, mean, rstd, cols, eps)));
+    CHECK_LAUNCH();
+}
+
+// Blocks of the backward: enough to keep every multiprocessor busy with a few each.
+static int backward_blocks(void) {
+    static int blocks;
+    if (!blocks) {
+        int sms;
+        CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
+        blocks = 2 * sms;
+    }
+    return blocks;
+}
+
+extern "C" size_t layernorm_fast_backward_workspace_bytes(int cols) {
+    return (size_t)backward_blocks() * cols * 2 * sizeof(float);
+}
+
+extern "C" void layernorm_fast_backward(const void *dy, const void *x, const void *gamma,
+                                        const float *mean, const float *rstd, const void *dresidual,
+                                        void *dx, void *dgamma, void *dbeta, void *workspace,
+                                        int64_t rows, int cols, DType dtype) {
+    int vpt = packs_per_thread(cols);
+    int blocks = backward_blocks();
+    if (rows < blocks) blocks = (int)rows;
+    float *partial_dgamma = (float *)workspace, *partial_dbeta = partial_dgamma + (size_t)blocks * cols;
+    DISPATCH_DTYPE(dtype, T, {
+        DISPATCH_VPT(vpt, V,
+            layernorm_backward_kernel<T, V><<<blocks, THREADS>>>(
+                (const T *)dy, (const T *)x, (const T *)gamma, mean, rstd, (const T *)dresidual, (T *)dx,
+                partial_dgamma, partial_dbeta, rows, cols));
+        CHECK_LAUNCH();
+        sum_partials_kernel<T><<<ceil_div(cols, 256), 256>>>(partial_dgamma, partial_dbeta, blocks, cols,
+                                                             (T *)dgamma, (T *)dbeta);
+    });
+    CHECK_LAUNCH();
+}

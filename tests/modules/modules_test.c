@@ -1,0 +1,209 @@
+// The TE-style modules (common/modules) against the CPU reference, fp16 and bf16, on fresh
+// random data; then steps 02 and 03 as a whole.
+#include <stdlib.h>
+
+#include "common/gpu.h"
+#include "common/modules/gemm.h"
+#include "common/modules/layernorm.h"
+#include "common/modules/layernorm_linear.h"
+#include "common/modules/layernorm_mlp.h"
+#include "common/modules/linear.h"
+#include "common/reference.h"
+#include "common/step.h"
+#include "steps/02_te_modules/step02.h"
+#include "steps/03_fused_modules/step03.h"
+#include "tests/test_util.h"
+
+// Relative-error tolerances: storage rounding of the result (fp16 2^-11, bf16 2^-8 per
+// element) and of the intermediates a fused module keeps in 16 bits; float32 accumulation.
+static double tol(DType dt) { return dt == DTYPE_BF16 ? 1.2e-2 : 2e-3; }
+
+static float *rnd(int64_t n, float lo, float hi, DType dt) {
+    float *x = random_floats(n, lo, hi);
+    round_to_dtype(x, n, dt);
+    return x;
+}
+
+static float *down(const void *dev, int64_t n, DType dt) {
+    float *x = malloc((size_t)n * sizeof(float));
+    dev_download(x, dev, n, dt);
+    return x;
+}
+
+static void check(const char *what, const void *dev, const float *ref, int64_t n, DType dt, double t) {
+    float *got = down(dev, n, dt);
+    print_message("  %-14s", what);
+    assert_rel_error(got, ref, n, t);
+    free(got);
+}
+
+static void test_linear(void **state) {
+    (void)state;
+    SKIP_WITHOUT_GPU();
+    const int tokens = 200, in = 264, out = 136;
+    for (int d = 0; d < 2; d++) {
+        DType dt = d ? DTYPE_BF16 : DTYPE_FP16;
+        float *x = rnd(tokens * in, -1, 1, dt), *w = rnd(out * in, -0.2f, 0.2f, dt), *b = rnd(out, -1, 1, dt);
+        float *r = rnd(tokens * out, -1, 1, dt), *dy = rnd(tokens * out, -1, 1, dt);
+        float *y = malloc(tokens * out * 4), *dx = malloc(tokens * in * 4), *dw = malloc(out * in * 4), *db = malloc(out * 4);
+        ref_linear_forward(x, w, b, tokens, in, out, y);
+        for (int i = 0; i < tokens * out; i++) y[i] += r[i];  // with a residual
+        ref_linear_backward(dy, x, w, tokens, in, out, dx, dw, db);
+        Linear l;
+        linear_init(&l, in, out, w, b, dt);
+        void *d_x = dev_upload(x, tokens * in, dt), *d_r = dev_upload(r, tokens * out, dt);
+        void *d_dy = dev_upload(dy, tokens * out, dt), *d_y = dev_alloc(tokens * out * 2), *d_dx = dev_alloc(tokens * in * 2);
+        linear_forward(&l, d_x, d_y, tokens, d_r);
+        linear_backward(&l, d_dy, d_dx, tokens);
+        print_message(" Linear %s\n", dtype_name(dt));
+        check("y", d_y, y, tokens * out, dt, tol(dt));
+        check("dx", d_dx, dx, tokens * in, dt, tol(dt));
+        check("dweight", l.dweight, dw, out * in, dt, tol(dt));
+        check("dbias (BGRADB)", l.dbias, db, out, dt, tol(dt));
+        linear_free(&l);
+        dev_free(d_x), dev_free(d_r), dev_free(d_dy), dev_free(d_y), dev_free(d_dx);
+        free(x), free(w), free(b), free(r), free(dy), free(y), free(dx), free(dw), free(db);
+    }
+    int plans;
+    long hits;
+    gemm_cache_stats(&plans, &hits);
+    print_message("  GEMM plans %d, cache hits %ld\n", plans, hits);
+    assert_true(plans >= 3);
+}
+
+static void layernorm_case(DType dt, int rows, int cols) {
+    float *x = rnd((int64_t)rows * cols, -2, 3, dt), *g = rnd(cols, 0.5f, 1.5f, dt), *b = rnd(cols, -1, 1, dt);
+    float *dy = rnd((int64_t)rows * cols, -1, 1, dt), *res = rnd((int64_t)rows * cols, -1, 1, dt);
+    int64_t n = (int64_t)rows * cols;
+    float *y = malloc(n * 4), *mean = malloc(rows * 4), *rstd = malloc(rows * 4), *dx = malloc(n * 4);
+    float *dg = malloc(cols * 4), *db = malloc(cols * 4);
+    ref_layernorm_forward(x, g, b, rows, cols, 1e-5f, y, mean, rstd);
+    ref_layernorm_backward(dy, x, g, mean, rstd, rows, cols, dx, dg, db);
+    for (int64_t i = 0; i < n; i++) dx[i] += res[i];
+    LayerNorm ln;
+    layernorm_init(&ln, cols, rows, 1e-5f, g, b, dt);
+    void *d_x = dev_upload(x, n, dt), *d_dy = dev_upload(dy, n, dt), *d_res = dev_upload(res, n, dt);
+    void *d_y = dev_alloc(n * 2), *d_dx = dev_alloc(n * 2);
+    layernorm_forward(&ln, d_x, d_y, rows);
+    layernorm_backward(&ln, d_dy, d_res, d_dx, rows);
+    print_message(" LayerNorm %s %d x %d\n", dtype_name(dt), rows, cols);
+    check("y", d_y, y, n, dt, tol(dt));
+    check("dx (+resid.)", d_dx, dx, n, dt, tol(dt));
+    check("dgamma", ln.dgamma, dg, cols, dt, tol(dt));
+    check("dbeta", ln.dbeta, db, cols, dt, tol(dt));
+    float *m = malloc(rows * 4);
+    dev_download_f32(m, ln.mean, rows);
+    assert_rel_error(m, mean, rows, 1e-5);
+    free(m);
+    layernorm_free(&ln);
+    dev_free(d_x), dev_free(d_dy), dev_free(d_res), dev_free(d_y), dev_free(d_dx);
+    free(x), free(g), free(b), free(dy), free(res), free(y), free(mean), free(rstd), free(dx), free(dg), free(db);
+}
+
+static void test_layernorm(void **state) {
+    (void)state;
+    SKIP_WITHOUT_GPU();
+    layernorm_case(DTYPE_FP16, 300, 64);     // fewer packs than threads
+    layernorm_case(DTYPE_FP16, 1000, 1032);  // not a multiple of the block's stride
+    layernorm_case(DTYPE_BF16, 513, 4096);   // the quickstart's width
+    layernorm_case(DTYPE_FP16, 64, 8192);
+}
+
+static void test_layernorm_mlp_and_linear(void **state) {
+    (void)state;
+    SKIP_WITHOUT_GPU();
+    const int t = 130, h = 128, f = 512;
+    for (int d = 0; d < 2; d++) {
+        DType dt = d ? DTYPE_BF16 : DTYPE_FP16;
+        float *x = rnd(t * h, -1, 1, dt), *g = rnd(h, 0.8f, 1.2f, dt), *b = rnd(h, -0.2f, 0.2f, dt);
+        float *w1 = rnd(f * h, -0.1f, 0.1f, dt), *b1 = rnd(f, -0.5f, 0.5f, dt);
+        float *w2 = rnd(h * f, -0.05f, 0.05f, dt), *b2 = rnd(h, -0.5f, 0.5f, dt), *dy = rnd(t * h, -1, 1, dt);
+        // Reference: out = x + FC2(GELU(FC1(LN(x)))), and its backward.
+        float *ln = malloc(t * h * 4), *mean = malloc(t * 4), *rstd = malloc(t * 4), *h1 = malloc(t * f * 4);
+        float *a1 = malloc(t * f * 4), *out = malloc(t * h * 4), *da1 = malloc(t * f * 4), *dh1 = malloc(t * f * 4);
+        float *dln = malloc(t * h * 4), *dx = malloc(t * h * 4), *dg = malloc(h * 4), *db = malloc(h * 4);
+        float *dw1 = malloc(f * h * 4), *db1 = malloc(f * 4), *dw2 = malloc(h * f * 4), *db2 = malloc(h * 4);
+        ref_layernorm_forward(x, g, b, t, h, 1e-5f, ln, mean, rstd);
+        ref_linear_forward(ln, w1, b1, t, h, f, h1);
+        ref_gelu_forward(h1, t * f, a1);
+        ref_linear_forward(a1, w2, b2, t, f, h, out);
+        for (int i = 0; i < t * h; i++) out[i] += x[i];
+        ref_linear_backward(dy, a1, w2, t, f, h, da1, dw2, db2);
+        ref_gelu_backward(da1, h1, t * f, dh1);
+        ref_linear_backward(dh1, ln, w1, t, h, f, dln, dw1, db1);
+        ref_layernorm_backward(dln, x, g, mean, rstd, t, h, dx, dg, db);
+        for (int i = 0; i < t * h; i++) dx[i] += dy[i];
+        LayerNormMLP m;
+        layernorm_mlp_init(&m, h, f, t, 1e-5f, g, b, w1, b1, w2, b2, dt);
+        void *d_x = dev_upload(x, t * h, dt), *d_dy = dev_upload(dy, t * h, dt);
+        void *d_out = dev_alloc(t * h * 2), *d_dx = dev_alloc(t * h * 2);
+        layernorm_mlp_forward(&m, d_x, d_out, t, d_x);
+        layernorm_mlp_backward(&m, d_dy, d_dy, d_dx, t);
+        print_message(" LayerNormMLP %s\n", dtype_name(dt));
+        check("out", d_out, out, t * h, dt, tol(dt));
+        check("dx", d_dx, dx, t * h, dt, 2 * tol(dt));
+        check("dgamma", m.ln.dgamma, dg, h, dt, 2 * tol(dt));
+        check("dbeta", m.ln.dbeta, db, h, dt, 2 * tol(dt));
+        check("dW1", m.fc1.dweight, dw1, f * h, dt, 2 * tol(dt));
+        check("db1 (DGELU)", m.fc1.dbias, db1, f, dt, 2 * tol(dt));
+        check("dW2", m.fc2.dweight, dw2, h * f, dt, tol(dt));
+        check("db2", m.fc2.dbias, db2, h, dt, tol(dt));
+        layernorm_mlp_free(&m);
+        // LayerNormLinear on the same LN and FC1 weights: y = FC1(LN(x)).
+        LayerNormLinear lnl;
+        layernorm_linear_init(&lnl, h, f, t, 1e-5f, g, b, w1, b1, dt);
+        void *d_y = dev_alloc(t * f * 2), *d_dh = dev_upload(dh1, t * f, dt);
+        layernorm_linear_forward(&lnl, d_x, d_y, t);
+        layernorm_linear_backward(&lnl, d_dh, NULL, d_dx, t);
+        float *dx2 = malloc(t * h * 4);
+        ref_layernorm_backward(dln, x, g, mean, rstd, t, h, dx2, dg, db);
+        print_message(" LayerNormLinear %s\n", dtype_name(dt));
+        check("y", d_y, h1, t * f, dt, tol(dt));
+        check("dx", d_dx, dx2, t * h, dt, 2 * tol(dt));
+        check("dW", lnl.linear.dweight, dw1, f * h, dt, 2 * tol(dt));
+        layernorm_linear_free(&lnl);
+        dev_free(d_x), dev_free(d_dy), dev_free(d_out), dev_free(d_dx), dev_free(d_y), dev_free(d_dh);
+        float *all[] = {x, g, b, w1, b1, w2, b2, dy, ln, mean, rstd, h1, a1, out, da1, dh1, dln, dx, dg, db,
+                        dw1, db1, dw2, db2, dx2};
+        for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) free(all[i]);
+    }
+}
+
+static void whole_step(const StepOps *step, DType dt, int causal) {
+    LayerConfig cfg;
+    layer_config_preset("small", &cfg);
+    cfg.dtype = dt, cfg.causal = causal, cfg.seed = test_seed();
+    LayerParams p;
+    LayerInputs in;
+    layer_params_alloc(&cfg, &p);
+    layer_params_init_random(&cfg, cfg.seed, &p);
+    layer_params_round(&cfg, &p);
+    layer_inputs_alloc(&cfg, &in);
+    layer_inputs_init_random(&cfg, cfg.seed + 1, &in);
+    layer_inputs_round(&cfg, &in);
+    StepReport r = {0};
+    step_check(step, &cfg, &p, &in, stdout, &r);
+    print_message(" step %s %s causal %d: max rel.err %.3e\n", step->id, dtype_name(dt), causal, r.max_rel_error);
+    assert_int_equal(r.check_passed, 1);
+    layer_params_free(&p);
+    layer_inputs_free(&in);
+}
+
+static void test_steps(void **state) {
+    (void)state;
+    SKIP_WITHOUT_GPU();
+    whole_step(&STEP_02_TE_MODULES, DTYPE_FP16, 0);
+    whole_step(&STEP_02_TE_MODULES, DTYPE_BF16, 1);
+    whole_step(&STEP_03_FUSED_MODULES, DTYPE_FP16, 1);
+    whole_step(&STEP_03_FUSED_MODULES, DTYPE_BF16, 0);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_linear),
+        cmocka_unit_test(test_layernorm),
+        cmocka_unit_test(test_layernorm_mlp_and_linear),
+        cmocka_unit_test(test_steps),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
