@@ -48,6 +48,38 @@ static void set_pointers(cublasLtMatmulDesc_t desc, const Gemm *g) {
                                                     &g->aux, sizeof g->aux));
 }
 
+enum { MAX_CANDIDATES = 8 };
+int gemm_autotune = 1;
+
+static void run_plan(const Plan *p, const Gemm *g, const cublasLtMatmulAlgo_t *algo);
+
+// Times each candidate (median of 3 runs after one warm-up) and returns the fastest.
+static cublasLtMatmulAlgo_t fastest(const Plan *p, const Gemm *g, const cublasLtMatmulHeuristicResult_t *r,
+                                    int n) {
+    cudaEvent_t start, stop;
+    CUDA_CHECK(cudaEventCreate(&start));
+    CUDA_CHECK(cudaEventCreate(&stop));
+    int best = 0;
+    float best_ms = 1e30f;
+    for (int i = 0; i < n; i++) {
+        float t[3];
+        run_plan(p, g, &r[i].algo);
+        for (int k = 0; k < 3; k++) {
+            CUDA_CHECK(cudaEventRecord(start, 0));
+            run_plan(p, g, &r[i].algo);
+            CUDA_CHECK(cudaEventRecord(stop, 0));
+            CUDA_CHECK(cudaEventSynchronize(stop));
+            CUDA_CHECK(cudaEventElapsedTime(&t[k], start, stop));
+        }
+        float med = t[0] > t[1] ? (t[1] > t[2] ? t[1] : (t[0] > t[2] ? t[2] : t[0]))
+                                : (t[0] > t[2] ? t[0] : (t[1] > t[2] ? t[2] : t[1]));
+        if (med < best_ms) best_ms = med, best = i;
+    }
+    CUDA_CHECK(cudaEventDestroy(start));
+    CUDA_CHECK(cudaEventDestroy(stop));
+    return r[best].algo;
+}
+
 static Plan *make_plan(const PlanKey *key, const Gemm *g) {
     if (num_plans == MAX_PLANS) DIE("more than %d GEMM shapes: raise MAX_PLANS", MAX_PLANS);
     Plan *p = &plans[num_plans];
@@ -74,15 +106,20 @@ static Plan *make_plan(const PlanKey *key, const Gemm *g) {
     CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
     CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
                                                       &ws_bytes, sizeof ws_bytes));
-    cublasLtMatmulHeuristicResult_t result;
+    cublasLtMatmulHeuristicResult_t results[MAX_CANDIDATES];
     int found = 0;
     CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic((cublasLtHandle_t)gpu_cublaslt_handle(), p->desc, p->a,
-                                                p->b, p->c, p->d, pref, 1, &result, &found));
+                                                p->b, p->c, p->d, pref, gemm_autotune ? MAX_CANDIDATES : 1,
+                                                results, &found));
     cublasLtMatmulPreferenceDestroy(pref);
     if (!found)
         DIE("cuBLASLt has no algorithm for m=%lld n=%lld k=%lld (trans %d%d, epilogue %d)",
             (long long)g->m, (long long)g->n, (long long)g->k, g->trans_a, g->trans_b, g->epilogue);
-    p->algo = result.algo;
+    p->algo = results[0].algo;
+    // The heuristic's first choice is good, not always best (notably with epilogues): if
+    // asked, time its candidates once on the real operands and keep the fastest. Not when D
+    // is also C: the trial runs would add the residual more than once.
+    if (gemm_autotune && found > 1 && g->c != g->d) p->algo = fastest(p, g, results, found);
     num_plans++;
     return p;
 }
@@ -103,12 +140,28 @@ static Plan *find_plan(const Gemm *g) {
     return make_plan(&key, g);
 }
 
-void gemm_run(const Gemm *g) {
-    Plan *p = find_plan(g);
+static void run_plan(const Plan *p, const Gemm *g, const cublasLtMatmulAlgo_t *algo) {
     set_pointers(p->desc, g);
     const float alpha = 1.0f, beta = g->c ? 1.0f : 0.0f;
     size_t ws_bytes;
     void *ws = gpu_workspace(&ws_bytes);
     CUBLAS_CHECK(cublasLtMatmul((cublasLtHandle_t)gpu_cublaslt_handle(), p->desc, &alpha, g->a, p->a, g->b,
-                                p->b, &beta, g->c ? g->c : g->d, p->c, g->d, p->d, &p->algo, ws, ws_bytes, 0));
+                                p->b, &beta, g->c ? g->c : g->d, p->c, g->d, p->d, algo, ws, ws_bytes, 0));
+}
+
+void gemm_run(const Gemm *g) {
+    Plan *p = find_plan(g);
+    run_plan(p, g, &p->algo);
+}
+
+void gemm_clear_plans(void) {
+    for (int i = 0; i < num_plans; i++) {
+        cublasLtMatmulDescDestroy(plans[i].desc);
+        cublasLtMatrixLayoutDestroy(plans[i].a);
+        cublasLtMatrixLayoutDestroy(plans[i].b);
+        cublasLtMatrixLayoutDestroy(plans[i].c);
+        cublasLtMatrixLayoutDestroy(plans[i].d);
+    }
+    num_plans = 0;
+    cache_hits = 0;
 }

@@ -46,6 +46,12 @@ typedef struct {
 // Runs the product on the default stream.
 void gemm_run(const Gemm *g);
 
+// 1 (default): when a shape is first seen, time cuBLASLt's candidate algorithms on it and
+// keep the fastest; 0: take the heuristic's first choice.
+extern int gemm_autotune;
+// Forget every plan (the next call of each shape plans again).
+void gemm_clear_plans(void);
+
 // How many distinct shapes have been planned so far, and how many calls found their plan in
 // the cache (for tests and curiosity).
 void gemm_cache_stats(int *plans, long *hits);

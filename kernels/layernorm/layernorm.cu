@@ -2,8 +2,11 @@
 #include "kernels/device_utils.cuh"
 #include "kernels/layernorm/layernorm.h"
 
-static const int THREADS = 128;  // 4 warps per row
-static const int WARPS = THREADS / 32;
+// Forward: 4 warps per row, one row per block. Backward: 8 warps per row, so that each
+// thread keeps fewer values in registers (it holds x, dy and its dgamma/dbeta sums) and
+// more warps per multiprocessor have loads in flight.
+static const int THREADS = 128;
+static const int BWD_THREADS = 256;
 
 // Eight 16-bit values: one 16-byte load or store.
 template <typename T>
@@ -12,7 +15,9 @@ struct alignas(16) Pack8 {
 };
 
 // Sums of two values over the block; every thread gets both.
+template <int BLOCK>
 __device__ __forceinline__ float2 block_sum2(float a, float b) {
+    constexpr int WARPS = BLOCK / 32;
     __shared__ float2 partial[WARPS];
     a = warp_sum(a);
     b = warp_sum(b);
@@ -26,12 +31,12 @@ __device__ __forceinline__ float2 block_sum2(float a, float b) {
     return s;
 }
 
-// Thread t owns the packs t, t + THREADS, t + 2 THREADS, ... of its row: VPT of them.
-template <typename T, int VPT>
+// Thread t owns the packs t, t + BLOCK, t + 2 BLOCK, ... of its row: VPT of them.
+template <typename T, int VPT, int BLOCK>
 __device__ __forceinline__ void load_row(const T *row, int cols, float (&v)[VPT][8]) {
 #pragma unroll
     for (int i = 0; i < VPT; i++) {
-        int c = (threadIdx.x + i * THREADS) * 8;
+        int c = (threadIdx.x + i * BLOCK) * 8;
         if (c < cols) {
             Pack8<T> p = *reinterpret_cast<const Pack8<T> *>(row + c);
 #pragma unroll
@@ -48,13 +53,13 @@ __global__ void __launch_bounds__(THREADS) layernorm_forward_kernel(
     const T *x, const T *gamma, const T *beta, T *y, float *mean_out, float *rstd_out, int cols, float eps) {
     const int64_t row = blockIdx.x;
     float v[VPT][8];
-    load_row<T, VPT>(x + row * cols, cols, v);
+    load_row<T, VPT, THREADS>(x + row * cols, cols, v);
     float sum = 0.0f;
 #pragma unroll
     for (int i = 0; i < VPT; i++)
 #pragma unroll
         for (int j = 0; j < 8; j++) sum += v[i][j];
-    const float mean = block_sum2(sum, 0.0f).x / cols;
+    const float mean = block_sum2<THREADS>(sum, 0.0f).x / cols;
     // Second pass over registers, not memory: the variance of (x - mean) is exact-er than
     // E[x^2] - mean^2 and costs no extra bytes.
     float sq = 0.0f;
@@ -65,7 +70,7 @@ __global__ void __launch_bounds__(THREADS) layernorm_forward_kernel(
 #pragma unroll
             for (int j = 0; j < 8; j++) sq += (v[i][j] - mean) * (v[i][j] - mean);
     }
-    const float rstd = rsqrtf(block_sum2(sq, 0.0f).x / cols + eps);
+    const float rstd = rsqrtf(block_sum2<THREADS>(sq, 0.0f).x / cols + eps);
 #pragma unroll
     for (int i = 0; i < VPT; i++) {
         int c = (threadIdx.x + i * THREADS) * 8;
@@ -87,13 +92,13 @@ __global__ void __launch_bounds__(THREADS) layernorm_forward_kernel(
 // Each block walks rows blockIdx.x, blockIdx.x + gridDim.x, ... keeping its share of dgamma
 // and dbeta in registers; at the end it writes them to partial[blockIdx.x][cols].
 template <typename T, int VPT>
-__global__ void __launch_bounds__(THREADS) layernorm_backward_kernel(
+__global__ void __launch_bounds__(BWD_THREADS) layernorm_backward_kernel(
     const T *dy, const T *x, const T *gamma, const float *mean, const float *rstd, const T *dresidual,
     T *dx, float *partial_dgamma, float *partial_dbeta, int64_t rows, int cols) {
     float g[VPT][8], dgamma[VPT][8], dbeta[VPT][8];
 #pragma unroll
     for (int i = 0; i < VPT; i++) {
-        int c = (threadIdx.x + i * THREADS) * 8;
+        int c = (threadIdx.x + i * BWD_THREADS) * 8;
 #pragma unroll
         for (int j = 0; j < 8; j++) dgamma[i][j] = dbeta[i][j] = 0.0f;
         if (c < cols) {
@@ -107,8 +112,8 @@ __global__ void __launch_bounds__(THREADS) layernorm_backward_kernel(
     }
     for (int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
         float xv[VPT][8], dyv[VPT][8];
-        load_row<T, VPT>(x + row * cols, cols, xv);
-        load_row<T, VPT>(dy + row * cols, cols, dyv);
+        load_row<T, VPT, BWD_THREADS>(x + row * cols, cols, xv);
+        load_row<T, VPT, BWD_THREADS>(dy + row * cols, cols, dyv);
         const float mu = mean[row], rs = rstd[row];
         float sum_g = 0.0f, sum_gx = 0.0f;
 #pragma unroll
@@ -122,11 +127,11 @@ __global__ void __launch_bounds__(THREADS) layernorm_backward_kernel(
                 dgamma[i][j] += dyv[i][j] * xv[i][j];
                 dbeta[i][j] += dyv[i][j];
             }
-        float2 s = block_sum2(sum_g, sum_gx);
+        float2 s = block_sum2<BWD_THREADS>(sum_g, sum_gx);
         const float mean_g = s.x / cols, mean_gx = s.y / cols;
 #pragma unroll
         for (int i = 0; i < VPT; i++) {
-            int c = (threadIdx.x + i * THREADS) * 8;
+            int c = (threadIdx.x + i * BWD_THREADS) * 8;
             if (c >= cols) continue;
             Pack8<T> r;
             if (dresidual) r = *reinterpret_cast<const Pack8<T> *>(dresidual + row * cols + c);
@@ -142,7 +147,7 @@ __global__ void __launch_bounds__(THREADS) layernorm_backward_kernel(
     }
 #pragma unroll
     for (int i = 0; i < VPT; i++) {
-        int c = (threadIdx.x + i * THREADS) * 8;
+        int c = (threadIdx.x + i * BWD_THREADS) * 8;
         if (c >= cols) continue;
 #pragma unroll
         for (int j = 0; j < 8; j++) {
@@ -168,11 +173,11 @@ __global__ void sum_partials_kernel(const float *partial_dgamma, const float *pa
 }
 
 // Packs per thread: the smallest power of two that covers the row.
-static int packs_per_thread(int cols) {
+static int packs_per_thread(int cols, int threads) {
     if (cols % 8 != 0 || cols <= 0 || cols > 16 * 8 * THREADS)
         DIE("fast LayerNorm: row length %d must be a positive multiple of 8, at most %d", cols,
             16 * 8 * THREADS);
-    int packs = (cols / 8 + THREADS - 1) / THREADS, vpt = 1;
+    int packs = (cols / 8 + threads - 1) / threads, vpt = 1;
     while (vpt < packs) vpt *= 2;
     return vpt;
 }
@@ -189,7 +194,7 @@ static int packs_per_thread(int cols) {
 extern "C" void layernorm_fast_forward(const void *x, const void *gamma, const void *beta, void *y,
                                        float *mean, float *rstd, int64_t rows, int cols, float eps,
                                        DType dtype) {
-    int vpt = packs_per_thread(cols);
+    int vpt = packs_per_thread(cols, THREADS);
     DISPATCH_DTYPE(dtype, T, DISPATCH_VPT(vpt, V,
         layernorm_forward_kernel<T, V><<<(unsigned)rows, THREADS>>>(
             (const T *)x, (const T *)gamma, (const T *)beta, (T *)y, mean, rstd, cols, eps)));
@@ -215,13 +220,13 @@ extern "C" void layernorm_fast_backward(const void *dy, const void *x, const voi
                                         const float *mean, const float *rstd, const void *dresidual,
                                         void *dx, void *dgamma, void *dbeta, void *workspace,
                                         int64_t rows, int cols, DType dtype) {
-    int vpt = packs_per_thread(cols);
+    int vpt = packs_per_thread(cols, BWD_THREADS);
     int blocks = backward_blocks();
     if (rows < blocks) blocks = (int)rows;
     float *partial_dgamma = (float *)workspace, *partial_dbeta = partial_dgamma + (size_t)blocks * cols;
     DISPATCH_DTYPE(dtype, T, {
         DISPATCH_VPT(vpt, V,
-            layernorm_backward_kernel<T, V><<<blocks, THREADS>>>(
+            layernorm_backward_kernel<T, V><<<blocks, BWD_THREADS>>>(
                 (const T *)dy, (const T *)x, (const T *)gamma, mean, rstd, (const T *)dresidual, (T *)dx,
                 partial_dgamma, partial_dbeta, rows, cols));
         CHECK_LAUNCH();
