@@ -4,10 +4,12 @@
 //   forward   FC1's GEMM adds the bias, applies GELU and keeps GELU's input (its "aux"
 //             output) for backward: no separate bias and GELU kernels, no extra pass;
 //             FC2's GEMM adds its bias and, optionally, the residual (beta = 1).
-//   backward  FC2's input-gradient GEMM multiplies by GELU'(aux) and sums FC1's bias
-//             gradient in its epilogue (DGELU_BGRAD); the weight-gradient GEMMs sum the
-//             other bias gradient (BGRADB); the LayerNorm backward adds the residual's
-//             gradient in the same pass.
+//   backward  the weight-gradient GEMMs sum the bias gradients (BGRADB); the LayerNorm
+//             backward adds the residual's gradient in the same pass. GELU' can run in
+//             FC2's input-gradient epilogue too (DGELU_BGRAD, `dgelu_in_epilogue`), but on
+//             the H100 with cuBLAS 13.1 that epilogue made the GEMM 0.8 ms slower at the
+//             quickstart's shape, far more than one elementwise pass costs (0.3 ms), so by
+//             default GELU' is a separate kernel and FC1's weight-gradient GEMM sums db1.
 #ifndef COMMON_MODULES_LAYERNORM_MLP_H
 #define COMMON_MODULES_LAYERNORM_MLP_H
 
@@ -21,6 +23,7 @@ extern "C" {
 typedef struct {
     LayerNorm ln;
     Linear fc1, fc2;
+    int dgelu_in_epilogue;  // 1: GELU' and db1 in the DGELU_BGRAD epilogue (default 0)
     void *ln_out;     // [tokens, hidden]
     void *fc1_pre;    // [tokens, ffn] FC1's output before GELU (the epilogue's aux)
     void *gelu_out;   // [tokens, ffn]
