@@ -57,15 +57,64 @@ __device__ __forceinline__ void load_ctx_tile(T *tile, const T *x, int64_t token
     }
 }
 
-// The dropout factor of probabilities (i, j) and (i, j + 1), j even: one Philox call gives
-// the uniforms of the group of four that holds both.
-__device__ __forceinline__ float2 dropout_pair(uint64_t seed, uint64_t offset, uint64_t row_index, int j,
-                                               float p, float keep_scale) {
-    uint64_t index = row_index + (uint64_t)j;
-    Philox4 r = dropout_uniform_group(seed, offset, index);
-    int lane = (int)(index & 3);
-    return make_float2(philox_to_unit_float(r.x[lane]) >= p ? keep_scale : 0.0f,
-                       philox_to_unit_float(r.x[lane + 1]) >= p ? keep_scale : 0.0f);
+// Element `lane` (0..3) of a Philox result, without indexing a register array at run time.
+__device__ __forceinline__ uint32_t philox_pick(const Philox4 &r, int lane) {
+    uint32_t lo = (lane & 1) ? r.x[1] : r.x[0], hi = (lane & 1) ? r.x[3] : r.x[2];
+    return (lane & 2) ? hi : lo;
+}
+
+// The dropout factors (0 or 1 / (1 - p)) of the probabilities this thread holds in a 16 x 64
+// tile: rows g and g + 8 (r = 0, 1), n-blocks n = 0..7, columns 2c and 2c + 1 of each.
+// row_index[r] is ((b * heads + h) * seq + i) * seq for the row's query i; col0 is the
+// tile's first key.
+//
+// One Philox call gives the uniforms of 4 consecutive elements. The 4 lanes of a quad hold
+// 8 consecutive columns of 2 rows: 4 groups of 4. When seq is a multiple of 4 the groups
+// line up with the columns, so each lane draws one group per n-block (8 calls, not 16),
+// packs its 4 keep bits per n-block into one word, and the quad swaps words by shuffles.
+__device__ __forceinline__ void dropout_tile_factors(float (&f)[2][8][2], const uint64_t (&row_index)[2],
+                                                     int col0, int seq, uint64_t seed, uint64_t offset,
+                                                     float p, float keep_scale) {
+    const int lane = threadIdx.x % 32, c = lane % 4;
+    if (seq % 4 == 0) {
+        const int my_row = c >> 1, my_group = c & 1;  // this lane draws (row, group of 4 columns)
+        const uint64_t start = row_index[my_row] + (uint64_t)col0 + 4 * my_group;
+        uint32_t word = 0;
+#pragma unroll
+        for (int n = 0; n < 8; n++) {
+            Philox4 r = dropout_uniform_group(seed, offset, start + 8 * n);
+            uint32_t bits = 0;
+#pragma unroll
+            for (int e = 0; e < 4; e++) bits |= (uint32_t)(philox_to_unit_float(r.x[e]) >= p) << e;
+            word |= bits << (4 * n);
+        }
+        // Columns 2c, 2c + 1 of every n-block lie in group c / 2: drawn by lanes c/2 (row 0)
+        // and 2 + c/2 (row 1) of this quad.
+        const int quad = lane & ~3;
+        uint32_t w[2] = {__shfl_sync(0xffffffffu, word, quad | (c >> 1)),
+                         __shfl_sync(0xffffffffu, word, quad | 2 | (c >> 1))};
+        const int shift = (c & 1) * 2;
+#pragma unroll
+        for (int r = 0; r < 2; r++)
+#pragma unroll
+            for (int n = 0; n < 8; n++) {
+                uint32_t nibble = w[r] >> (4 * n + shift);
+                f[r][n][0] = (nibble & 1u) ? keep_scale : 0.0f;
+                f[r][n][1] = (nibble & 2u) ? keep_scale : 0.0f;
+            }
+    } else {  // groups straddle the columns: draw each element's group (twice the work)
+#pragma unroll
+        for (int r = 0; r < 2; r++)
+#pragma unroll
+            for (int n = 0; n < 8; n++)
+#pragma unroll
+                for (int e = 0; e < 2; e++) {
+                    int j = col0 + n * 8 + 2 * c + e;
+                    uint64_t index = row_index[r] + (uint64_t)(j < seq ? j : 0);
+                    Philox4 g = dropout_uniform_group(seed, offset, index);
+                    f[r][n][e] = philox_to_unit_float(philox_pick(g, (int)(index & 3))) >= p ? keep_scale : 0.0f;
+                }
+    }
 }
 
 // ---- forward --------------------------------------------------------------------------------
@@ -184,19 +233,14 @@ __global__ void __launch_bounds__(THREADS) flash_forward_kernel(
             o[n][2] *= alpha[1], o[n][3] *= alpha[1];
         }
         if (p_drop > 0.0f) {
+            float f[2][8][2];
+            const uint64_t row_index[2] = {((uint64_t)bh * seq + min(row_i[0], seq - 1)) * seq,
+                                           ((uint64_t)bh * seq + min(row_i[1], seq - 1)) * seq};
+            dropout_tile_factors(f, row_index, k0, seq, seed, offset, p_drop, keep_scale);
 #pragma unroll
-            for (int r = 0; r < 2; r++) {
-                if (row_i[r] >= seq) continue;
-                uint64_t row_index = ((uint64_t)bh * seq + row_i[r]) * seq;
+            for (int n = 0; n < 8; n++)
 #pragma unroll
-                for (int n = 0; n < 8; n++) {
-                    int j = k0 + n * 8 + c2;
-                    if (j >= seq) continue;  // p is already 0 there
-                    float2 f = dropout_pair(seed, offset, row_index, j, p_drop, keep_scale);
-                    s[n][2 * r] *= f.x;
-                    s[n][2 * r + 1] *= f.y;
-                }
-            }
+                for (int e = 0; e < 4; e++) s[n][e] *= f[e / 2][n][e & 1];
         }
         // O += P V: P's fragments become A fragments directly (16 keys per k-step).
 #pragma unroll
@@ -325,27 +369,29 @@ __global__ void __launch_bounds__(THREADS) flash_backward_kernel(
             }
         }
         // P = exp(S scale - lse); Pd = P * mask; dS = P * (dP - Dsum) with dP = dPd * mask.
+        float f[2][8][2];
+        if (p_drop > 0.0f) {
+            const uint64_t row_index[2] = {((uint64_t)bh * seq + min(q0 + warp * 16 + g, seq - 1)) * seq,
+                                           ((uint64_t)bh * seq + min(q0 + warp * 16 + g + 8, seq - 1)) * seq};
+            dropout_tile_factors(f, row_index, k0, seq, seed, offset, p_drop, keep_scale);
+        }
 #pragma unroll
         for (int r = 0; r < 2; r++) {
             int il = warp * 16 + g + 8 * r, i = q0 + il;
             float lse_i = lse_tile[il], dsum_i = dsum_tile[il];
-            uint64_t row_index = ((uint64_t)bh * seq + (i < seq ? i : 0)) * seq;
 #pragma unroll
             for (int n = 0; n < 8; n++) {
                 int jl = n * 8 + c2, j = k0 + jl;
-                float p[2], f[2] = {1.0f, 1.0f};
+                float p[2], k[2];
 #pragma unroll
                 for (int e = 0; e < 2; e++) {
                     bool masked = i >= seq || j + e >= seq || (causal && j + e > i);
                     p[e] = masked ? 0.0f : exp2f(s[n][2 * r + e] * scale_log2 - lse_i);
+                    k[e] = p_drop > 0.0f ? f[r][n][e] : 1.0f;
                 }
-                if (p_drop > 0.0f && i < seq && j < seq) {
-                    float2 k = dropout_pair(seed, offset, row_index, j, p_drop, keep_scale);
-                    f[0] = k.x, f[1] = k.y;
-                }
-                float ds0 = p[0] * (dp[n][2 * r] * f[0] - dsum_i);
-                float ds1 = p[1] * (dp[n][2 * r + 1] * f[1] - dsum_i);
-                *reinterpret_cast<uint32_t *>(p_tile + il * LDP + jl) = pack2<T>(p[0] * f[0], p[1] * f[1]);
+                float ds0 = p[0] * (dp[n][2 * r] * k[0] - dsum_i);
+                float ds1 = p[1] * (dp[n][2 * r + 1] * k[1] - dsum_i);
+                *reinterpret_cast<uint32_t *>(p_tile + il * LDP + jl) = pack2<T>(p[0] * k[0], p[1] * k[1]);
                 *reinterpret_cast<uint32_t *>(ds_tile + il * LDP + jl) = pack2<T>(ds0, ds1);
             }
         }
