@@ -9,7 +9,8 @@
 //
 // Encoding rounds to nearest, ties to even, and saturates: finite values beyond the largest
 // (and infinities) become +-largest - what CUDA's __nv_cvt_float_to_fp8(x, __NV_SATFINITE, ..)
-// does, bit for bit (tests/fp8 checks that on the GPU). NaN stays NaN (with its sign).
+// does on the GPU, bit for bit (tests/fp8 checks that on the H100). NaN becomes sign | 0x7f,
+// a NaN in both formats (the H100's conversion gives 0x7f for a float NaN in E5M2 too).
 #ifndef COMMON_FP8_H
 #define COMMON_FP8_H
 

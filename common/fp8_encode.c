@@ -10,8 +10,7 @@ uint8_t fp8_encode(float x, Fp8Format f) {
     memcpy(&u, &x, 4);
     const uint8_t sign = (uint8_t)((u >> 24) & 0x80);
     const uint32_t a = u & 0x7fffffffu;
-    if (a > 0x7f800000u)  // NaN: E4M3 has one NaN pattern; E5M2 keeps a quiet NaN
-        return sign | (f == FP8_E4M3 ? 0x7f : (uint8_t)(0x7e | ((a >> 21) & 3)));
+    if (a > 0x7f800000u) return sign | 0x7f;  // NaN: all exponent and mantissa bits set
     if (a == 0x7f800000u) return sign | (uint8_t)max_code;  // infinity saturates
     const int e = (int)(a >> 23);
     if (e == 0) return sign;  // float subnormals are far below FP8's range: +-0

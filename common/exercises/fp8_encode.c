@@ -6,7 +6,7 @@
 // Rules (those of CUDA's __nv_cvt_float_to_fp8 with __NV_SATFINITE):
 //   - round to nearest, ties to even (also into the subnormals, exponent field 0);
 //   - finite values too large for the format, and infinities, become +-largest;
-//   - NaN becomes NaN (E4M3: sign | 0x7f; E5M2: sign | 0x7e | the float's top 2 mantissa bits);
+//   - NaN becomes sign | 0x7f (a NaN in both formats: exponent and mantissa bits all ones);
 //   - the sign is kept, also on zero.
 // Hint: take the float's bits; its 24-bit significand (with the implicit 1) times a power of
 // two is the value; shift away the bits FP8 has no room for and round what you dropped.

@@ -95,15 +95,18 @@ __device__ __forceinline__ void copy_async_16(void *smem, const void *gmem) {
                  "l"(gmem));
 }
 
-// Starts copying this thread's packs of x and dy of `row` into shared buffer `buf`.
+// Starts copying this thread's packs of x, dy (and dresidual, if any) of `row` into the
+// shared buffer `buf` ([x | dy | dresidual], cols each).
 template <typename T, int VPT>
-__device__ __forceinline__ void prefetch_row(T *sx, T *sdy, const T *x, const T *dy, int64_t row, int cols) {
+__device__ __forceinline__ void prefetch_row(T *buf, const T *x, const T *dy, const T *dresidual, int64_t row,
+                                             int cols) {
 #pragma unroll
     for (int i = 0; i < VPT; i++) {
         int c = (threadIdx.x + i * BWD_THREADS) * 8;
         if (c < cols) {
-            copy_async_16(sx + c, x + row * cols + c);
-            copy_async_16(sdy + c, dy + row * cols + c);
+            copy_async_16(buf + c, x + row * cols + c);
+            copy_async_16(buf + cols + c, dy + row * cols + c);
+            if (dresidual) copy_async_16(buf + 2 * cols + c, dresidual + row * cols + c);
         }
     }
     asm volatile("cp.async.commit_group;\n" ::);
@@ -119,7 +122,7 @@ __global__ void __launch_bounds__(BWD_THREADS) layernorm_backward_kernel(
     const T *dy, const T *x, const T *gamma, const float *mean, const float *rstd, const T *dresidual,
     T *dx, float *partial_dgamma, float *partial_dbeta, int64_t rows, int cols) {
     extern __shared__ __align__(16) unsigned char smem_raw[];
-    // Buffer b holds x at smem + 2 b cols and dy right after it.
+    // Two buffers of [x | dy | dresidual] rows, cols each.
     T *const smem = reinterpret_cast<T *>(smem_raw);
     float g[VPT][8], dgamma[VPT][8], dbeta[VPT][8];
 #pragma unroll
@@ -136,18 +139,28 @@ __global__ void __launch_bounds__(BWD_THREADS) layernorm_backward_kernel(
             for (int j = 0; j < 8; j++) g[i][j] = 0.0f;
         }
     }
-    if (blockIdx.x < rows) prefetch_row<T, VPT>(smem, smem + cols, x, dy, blockIdx.x, cols);
+    // The row statistics are fetched one row ahead too: their load latency would otherwise
+    // stall every row.
+    float mu = 0.0f, rs = 0.0f;
+    if (blockIdx.x < rows) {
+        prefetch_row<T, VPT>(smem, x, dy, dresidual, blockIdx.x, cols);
+        mu = mean[blockIdx.x], rs = rstd[blockIdx.x];
+    }
     int it = 0;
     for (int64_t row = blockIdx.x; row < rows; row += gridDim.x, it++) {
         const int64_t next = row + gridDim.x;
-        T *const nbuf = smem + ((it + 1) & 1) * 2 * cols, *const buf = smem + (it & 1) * 2 * cols;
-        if (next < rows) prefetch_row<T, VPT>(nbuf, nbuf + cols, x, dy, next, cols);
-        else asm volatile("cp.async.commit_group;\n" ::);  // keep one group per row
-        asm volatile("cp.async.wait_group 1;\n" ::);          // this row's copies are done
+        T *const buf = smem + (it & 1) * 3 * cols, *const nbuf = smem + ((it + 1) & 1) * 3 * cols;
+        float next_mu = 0.0f, next_rs = 0.0f;
+        if (next < rows) {
+            prefetch_row<T, VPT>(nbuf, x, dy, dresidual, next, cols);
+            next_mu = mean[next], next_rs = rstd[next];
+        } else {
+            asm volatile("cp.async.commit_group;\n" ::);  // keep one group per row
+        }
+        asm volatile("cp.async.wait_group 1;\n" ::);  // this row's copies are done
         float xv[VPT][8], dyv[VPT][8];
         load_row<T, VPT, BWD_THREADS>(buf, cols, xv);
         load_row<T, VPT, BWD_THREADS>(buf + cols, cols, dyv);
-        const float mu = mean[row], rs = rstd[row];
         float sum_g = 0.0f, sum_gx = 0.0f;
 #pragma unroll
         for (int i = 0; i < VPT; i++)
@@ -167,7 +180,7 @@ __global__ void __launch_bounds__(BWD_THREADS) layernorm_backward_kernel(
             int c = (threadIdx.x + i * BWD_THREADS) * 8;
             if (c >= cols) continue;
             Pack8<T> r;
-            if (dresidual) r = *reinterpret_cast<const Pack8<T> *>(dresidual + row * cols + c);
+            if (dresidual) r = *reinterpret_cast<const Pack8<T> *>(buf + 2 * cols + c);
             Pack8<T> out;
 #pragma unroll
             for (int j = 0; j < 8; j++) {
@@ -177,6 +190,7 @@ __global__ void __launch_bounds__(BWD_THREADS) layernorm_backward_kernel(
             }
             *reinterpret_cast<Pack8<T> *>(dx + row * cols + c) = out;
         }
+        mu = next_mu, rs = next_rs;
     }
 #pragma unroll
     for (int i = 0; i < VPT; i++) {
@@ -265,8 +279,8 @@ extern "C" void layernorm_fast_backward(const void *dy, const void *x, const voi
     int blocks = backward_blocks();
     if (rows < blocks) blocks = (int)rows;
     float *partial_dgamma = (float *)workspace, *partial_dbeta = partial_dgamma + (size_t)blocks * cols;
-    const size_t smem = (size_t)4 * cols * 2;  // two rows of x and dy, double-buffered
-    if (smem > 48 * 1024)  // rows over 6144 values: allow the kernel more shared memory
+    const size_t smem = (size_t)6 * cols * 2;  // two buffers of x, dy and dresidual rows  // two rows of x and dy, double-buffered
+    if (smem > 48 * 1024)  // rows over 4096 values: allow the kernel more shared memory
         DISPATCH_DTYPE(dtype, T, DISPATCH_VPT(vpt, V,
             CUDA_CHECK(cudaFuncSetAttribute(layernorm_backward_kernel<T, V>,
                                             cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem))));
