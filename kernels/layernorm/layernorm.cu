@@ -280,10 +280,10 @@ extern "C" void layernorm_fast_backward(const void *dy, const void *x, const voi
     if (rows < blocks) blocks = (int)rows;
     float *partial_dgamma = (float *)workspace, *partial_dbeta = partial_dgamma + (size_t)blocks * cols;
     const size_t smem = (size_t)6 * cols * 2;  // two buffers of x, dy and dresidual rows  // two rows of x and dy, double-buffered
-    if (smem > 48 * 1024)  // rows over 4096 values: allow the kernel more shared memory
-        DISPATCH_DTYPE(dtype, T, DISPATCH_VPT(vpt, V,
-            CUDA_CHECK(cudaFuncSetAttribute(layernorm_backward_kernel<T, V>,
-                                            cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem))));
+    // Dynamic shared memory past 48 KB must be allowed explicitly (a cheap host call).
+    DISPATCH_DTYPE(dtype, T, DISPATCH_VPT(vpt, V,
+        CUDA_CHECK(cudaFuncSetAttribute(layernorm_backward_kernel<T, V>,
+                                        cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem))));
     DISPATCH_DTYPE(dtype, T, {
         DISPATCH_VPT(vpt, V,
             layernorm_backward_kernel<T, V><<<blocks, BWD_THREADS, smem>>>(
