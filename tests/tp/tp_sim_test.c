@@ -107,18 +107,31 @@ static void test_layer_matches_unsharded(void **state) {
     check_layer(c, 2);
 }
 
-// Attention dropout keyed by the LOCAL head index would give rank r > 0 the masks of heads
-// 0.. again: the sharded layer would then differ from the unsharded one. This checks that
-// the test above can see that mistake: the masks of local and global keying differ.
-static void test_global_head_index_matters(void **state) {
+// Attention dropout must be keyed by the GLOBAL head index: rank 1 of 2 holds heads 2 and 3,
+// and its masks must be those of heads 2 and 3 in the unsharded layer. Keyed by the local
+// index (0 and 1) it would reuse rank 0's masks: a different (and correlated) dropout.
+static void test_attention_shard_uses_global_heads(void **state) {
     (void)state;
-    LayerConfig c = test_config();
-    int differ = 0;
-    for (int i = 0; i < c.seq * c.seq; i++) {
-        uint64_t local = (uint64_t)i, global = (uint64_t)(2 * c.seq * c.seq + i);  // head 2 = rank 1's head 0
-        differ += dropout_keep(c.seed, 0, local, 0.1f) != dropout_keep(c.seed, 0, global, 0.1f);
+    const int seq = 16, batch = 2, heads = 4, d = 8, tp = 2, hl = heads / tp;
+    const int64_t T = (int64_t)seq * batch;
+    float *qkv = random_floats(T * heads * 3 * d, -1.0f, 1.0f);
+    float *ctx = calloc((size_t)(T * heads * d), sizeof(float));
+    float *probs = calloc((size_t)(batch * heads * seq * seq), sizeof(float));
+    float *qkv1 = calloc((size_t)(T * hl * 3 * d), sizeof(float));
+    float *ctx1 = calloc((size_t)(T * hl * d), sizeof(float)), *want = calloc((size_t)(T * hl * d), sizeof(float));
+    float *probs1 = calloc((size_t)(batch * hl * seq * seq), sizeof(float));
+    ref_attention_forward(qkv, seq, batch, heads, d, 0.3f, 0, test_seed(), 5, ctx, probs);
+    for (int64_t t = 0; t < T; t++) {  // rank 1's heads: a contiguous slice of every token
+        memcpy(qkv1 + t * hl * 3 * d, qkv + t * heads * 3 * d + hl * 3 * d, (size_t)(hl * 3 * d) * sizeof(float));
+        memcpy(want + t * hl * d, ctx + t * heads * d + hl * d, (size_t)(hl * d) * sizeof(float));
     }
-    assert_true(differ > 0);
+    ref_attention_forward_heads(qkv1, seq, batch, hl, d, hl, heads, 0.3f, 0, test_seed(), 5, ctx1, probs1);
+    assert_rel_error(ctx1, want, T * hl * d, 1e-6);
+    ref_attention_forward_heads(qkv1, seq, batch, hl, d, 0, heads, 0.3f, 0, test_seed(), 5, ctx1, probs1);
+    double wrong = rel_err(ctx1, want, T * hl * d);
+    print_message("attention of rank 1 with local head keys: rel. error %.2e (must be large)\n", wrong);
+    assert_true(wrong > 1e-2);
+    free(qkv), free(ctx), free(probs), free(qkv1), free(ctx1), free(want), free(probs1);
 }
 
 // In plain TP every rank holds the same x, the same LayerNorm outputs and the same
@@ -275,7 +288,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_shard_gather_round_trip),
         cmocka_unit_test(test_layer_matches_unsharded),
-        cmocka_unit_test(test_global_head_index_matters),
+        cmocka_unit_test(test_attention_shard_uses_global_heads),
         cmocka_unit_test(test_replicated_gradients_agree),
         cmocka_unit_test(test_sequence_parallel_needs_all_reduce),
         cmocka_unit_test(test_block_exact_matches_unsharded),
