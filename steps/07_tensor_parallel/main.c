@@ -34,6 +34,7 @@
 #include "common/nccl_check.h"
 #include "common/reference.h"
 #include "common/tp_reference.h"
+#include "common/weights_io.h"
 #include "kernels/naive/bias.h"
 #include "kernels/naive/gelu.h"
 #include "kernels/naive/residual.h"
@@ -44,17 +45,21 @@ typedef struct {
     int tp;  // --tp N: fork N local ranks (0: take the ranks from the environment)
     int port, warmup, iters, check, sweep;
     double timeout_s;
+    const char *weights_path;  // unsharded (tp = 1) parameters; NULL: random
 } Args;
 
 static void usage(void) {
     printf("usage: tp [--tp N] [--preset quickstart|small|tiny] [--dtype fp16|bf16]\n"
            "          [--iters N] [--warmup N] [--check] [--no-sweep] [--port P] [--timeout S]\n"
+           "          [--weights FILE]\n"
            "  --tp N      fork N ranks on this node (one per GPU); without it the rank and world\n"
            "              size come from mpirun / srun / RANK,WORLD_SIZE and NCCL_COMM_ID\n"
            "  --check     compare every rank's results (out, dx, its gradient shards) with the\n"
            "              CPU reference (use --preset small)\n"
            "  --no-sweep  skip the all-reduce bandwidth table\n"
-           "  --timeout S seconds any rank waits for its peers before aborting (default 120)\n");
+           "  --timeout S seconds any rank waits for its peers before aborting (default 120)\n"
+           "  --weights F the layer's unsharded parameters (safetensors, PyTorch names); each\n"
+           "              rank keeps its shard (default: random)\n");
 }
 
 static int parse_int(const char *flag, const char *v, int lo, int hi) {
@@ -79,6 +84,10 @@ static void parse_args(int argc, char **argv, Args *a) {
         else if (!strcmp(f, "--iters")) a->iters = parse_int(f, v, 1, 100000), i++;
         else if (!strcmp(f, "--warmup")) a->warmup = parse_int(f, v, 0, 100000), i++;
         else if (!strcmp(f, "--timeout")) a->timeout_s = parse_int(f, v, 1, 86400), i++;
+        else if (!strcmp(f, "--weights")) {
+            if (!v) fail_user("--weights needs a file");
+            a->weights_path = v, i++;
+        }
         else if (!strcmp(f, "--preset")) {
             if (!v || !layer_config_preset(v, &a->cfg)) fail_user("--preset: unknown preset '%s'", v ? v : "");
             i++;
@@ -197,7 +206,7 @@ static int check_rank(const Args *a, int rank, int tp, TpMlp *m, const LayerPara
     LayerParams ref_shard;  // the reference's gradients cut like the parameters
     tp_shard_params(c, tp, rank, &ref.grad, &ref_shard);
     float *got = xmalloc((size_t)(n > (int64_t)c->ffn * c->hidden ? n : (int64_t)c->ffn * c->hidden) * sizeof(float));
-    float *got_b = xmalloc((size_t)c->ffn * sizeof(float));
+    float *got_b = xmalloc((size_t)(c->ffn > c->hidden ? c->ffn : c->hidden) * sizeof(float));
     double tol = check_tolerance(c->dtype), worst = 0.0;
     struct { const char *name; double err; } rows[9];
     int k = 0;
@@ -239,9 +248,11 @@ static void all_reduce_sweep(TpComm *comm, DType dtype, int64_t layer_elems) {
         printf("\nall-reduce (sum, %s) across %d GPUs; bus bandwidth = 2 (n-1)/n * bytes / time\n", dtype_name(dtype), comm->world);
         printf("| %12s | %10s | %12s |\n|---:|---:|---:|\n", "bytes", "time (us)", "bus GB/s");
     }
-    for (int64_t n = (int64_t)1 << 19; n <= max_elems; n *= 4) {
-        int64_t elems = n;
-        if (n == (int64_t)1 << 23 && layer_elems <= max_elems) elems = layer_elems;  // the layer's [T, h]
+    // 1, 4, 16, 64, 256 MiB, then the size the layer sends (its [T, h] activation).
+    int64_t sizes[6] = {(int64_t)1 << 19, (int64_t)1 << 21, (int64_t)1 << 23, (int64_t)1 << 25,
+                        (int64_t)1 << 27, layer_elems < max_elems ? layer_elems : max_elems};
+    for (int k = 0; k < 6; k++) {
+        const int64_t elems = sizes[k];
         const int iters = 20;
         for (int i = 0; i < 3; i++) tp_all_reduce(comm, buf, (size_t)elems, nccl_type(dtype), 0);
         CUDA_CHECK(cudaEventRecord(e0, 0));
@@ -253,7 +264,7 @@ static void all_reduce_sweep(TpComm *comm, DType dtype, int64_t layer_elems) {
         double t = ms / 1e3 / iters, bytes = (double)elems * 2;
         double bus = 2.0 * (comm->world - 1) / comm->world * bytes / t / 1e9;
         if (comm->rank == 0)
-            printf("| %12.0f | %10.1f | %12.1f |%s\n", bytes, t * 1e6, bus, elems == layer_elems ? "  <- the layer's [T, h]" : "");
+            printf("| %12.0f | %10.1f | %12.1f |%s\n", bytes, t * 1e6, bus, k == 5 ? "  <- the layer's [T, h]" : "");
     }
     cudaEventDestroy(e0), cudaEventDestroy(e1);
     dev_free(buf);
@@ -268,6 +279,19 @@ static int run_rank(void *ctx) {
     const int tp = info.world;
     const char *problem = tp_config_problem(c, tp);
     if (problem) fail_user("%s", problem);
+    // Shard-on-load: every rank reads (--weights) or builds (random, deterministic in the
+    // seed) the same unsharded parameters and keeps only its own shard. Files are read
+    // before any GPU is touched, so a bad file is reported as such.
+    LayerParams full, shard;
+    LayerInputs in;  // in.x plays y, the MLP half's input; in.dy its output gradient
+    layer_params_alloc(c, &full);
+    if (a->weights_path) load_layer_params(a->weights_path, c, &full);
+    else layer_params_init_random(c, c->seed, &full);
+    layer_params_round(c, &full);
+    layer_inputs_alloc(c, &in);
+    layer_inputs_init_random(c, c->seed + 1, &in);
+    layer_inputs_round(c, &in);
+    tp_shard_params(c, tp, info.rank, &full, &shard);
     int gpus = gpu_count();
     if (gpus == 0) fail_user("rank %d: no GPU (%s)", info.rank, gpu_unavailable_reason());
     if (info.local_rank >= gpus)
@@ -275,18 +299,6 @@ static int run_rank(void *ctx) {
                   "than the number of GPUs", info.rank, info.local_rank, gpus, tp);
     CUDA_CHECK(cudaSetDevice(info.local_rank));
     keep_nvls_off();
-
-    // Shard-on-load: every rank builds the same unsharded parameters (deterministic in the
-    // seed; a real run would read them from a file) and keeps only its own shard.
-    LayerParams full, shard;
-    LayerInputs in;  // in.x plays y, the MLP half's input; in.dy its output gradient
-    layer_params_alloc(c, &full);
-    layer_params_init_random(c, c->seed, &full);
-    layer_params_round(c, &full);
-    layer_inputs_alloc(c, &in);
-    layer_inputs_init_random(c, c->seed + 1, &in);
-    layer_inputs_round(c, &in);
-    tp_shard_params(c, tp, info.rank, &full, &shard);
 
     TpComm comm = {0};
     comm.rank = info.rank, comm.world = tp, comm.timeout_s = a->timeout_s;

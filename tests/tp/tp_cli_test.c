@@ -64,6 +64,8 @@ static void test_bad_flags(void **state) {
     expect((char *const[]){TP_BIN, "--tp", "2", NULL}, env, "drop --tp");
     const char *bad[] = {"RANK=2", "WORLD_SIZE=2", NULL};
     expect((char *const[]){TP_BIN, "--preset", "tiny", NULL}, bad, "out of range");
+    expect((char *const[]){TP_BIN, "--weights", "/nonexistent/w.safetensors", "--preset", "tiny", NULL}, NULL,
+           "cannot open /nonexistent/w.safetensors");
 }
 
 // More ranks than GPUs: every rank that has no GPU says so and exits; the launcher stops the

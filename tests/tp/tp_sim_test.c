@@ -7,15 +7,18 @@
 // (~6e-8 relative each) per element, somewhat amplified by LayerNorm and softmax: we observe
 // 1e-8..1e-6. 1e-5 leaves a margin, while a real mistake (a head in the wrong shard, the
 // row-parallel bias added tp times, a mask keyed by the local head) is off by 1e-2 or more.
+#define _DEFAULT_SOURCE  // mkdtemp
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "common/layer.h"
 #include "common/philox.h"
 #include "common/reference.h"
 #include "common/tp_reference.h"
+#include "common/weights_io.h"
 #include "tests/test_util.h"
 
 static const double TP_TOL = 1e-5;
@@ -64,6 +67,36 @@ static void test_shard_gather_round_trip(void **state) {
     }
     layer_params_free(&full);
     layer_params_free(&back);
+}
+
+// Through files with the unsharded (PyTorch) names: load the tp = 1 checkpoint, shard it on
+// load, gather the shards back and save them under the same names: the same checkpoint.
+static void test_checkpoint_round_trip(void **state) {
+    (void)state;
+    LayerConfig c = test_config();
+    LayerParams full, loaded, back, again;
+    layer_params_alloc(&c, &full);
+    layer_params_alloc(&c, &loaded);
+    layer_params_alloc(&c, &back);
+    layer_params_alloc(&c, &again);
+    layer_params_init_random(&c, test_seed(), &full);
+    char dir[] = "/tmp/tp_ckpt_XXXXXX", a[64], b[64];
+    assert_non_null(mkdtemp(dir));
+    snprintf(a, sizeof a, "%s/full.safetensors", dir);
+    snprintf(b, sizeof b, "%s/gathered.safetensors", dir);
+    save_layer_params(a, &c, &full);
+    load_layer_params(a, &c, &loaded);
+    const int tp = 4;
+    LayerParams shards[4];
+    for (int r = 0; r < tp; r++) tp_shard_params(&c, tp, r, &loaded, &shards[r]);
+    tp_gather_params(&c, tp, shards, &back);
+    save_layer_params(b, &c, &back);
+    load_layer_params(b, &c, &again);
+    for (int id = 0; id < NUM_PARAMS; id++)
+        assert_memory_equal(again.tensor[id], full.tensor[id], (size_t)param_numel(&c, id) * sizeof(float));
+    for (int r = 0; r < tp; r++) layer_params_free(&shards[r]);
+    layer_params_free(&full), layer_params_free(&loaded), layer_params_free(&back), layer_params_free(&again);
+    remove(a), remove(b), rmdir(dir);
 }
 
 // ---- The whole layer ------------------------------------------------------------------------
@@ -287,6 +320,7 @@ static void test_bad_tp_sizes(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_shard_gather_round_trip),
+        cmocka_unit_test(test_checkpoint_round_trip),
         cmocka_unit_test(test_layer_matches_unsharded),
         cmocka_unit_test(test_attention_shard_uses_global_heads),
         cmocka_unit_test(test_replicated_gradients_agree),
