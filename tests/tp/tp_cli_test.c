@@ -64,6 +64,8 @@ static void test_bad_flags(void **state) {
     expect((char *const[]){TP_BIN, "--tp", "2", NULL}, env, "drop --tp");
     const char *bad[] = {"RANK=2", "WORLD_SIZE=2", NULL};
     expect((char *const[]){TP_BIN, "--preset", "tiny", NULL}, bad, "out of range");
+    expect((char *const[]){TP_BIN, "--block", "groupnorm", NULL}, NULL, "--block must be local or exact");
+    expect((char *const[]){TP_BIN, "--check", NULL}, NULL, "--preset small");
     expect((char *const[]){TP_BIN, "--weights", "/nonexistent/w.safetensors", "--preset", "tiny", NULL}, NULL,
            "cannot open /nonexistent/w.safetensors");
 }
