@@ -11,6 +11,10 @@
 // kernels. The attention half is cut the same way (QKV by heads, projection row-parallel)
 // and is proven on the CPU (common/tp_reference.c, tests/tp); its GPU version is not here yet.
 //
+// With --block local|exact it runs instead this step's own block, Linear -> LayerNorm ->
+// Linear, with the LayerNorm over the features the column-parallel Linear has split (see the
+// chapter: shard-local statistics or exact ones through an all-reduce of 2 floats per token).
+//
 // Then the all-reduce itself, timed alone at the sizes the layer sends, with the bus
 // bandwidth 2 (n - 1) / n * bytes / time (what a ring all-reduce moves per GPU).
 //
