@@ -3,11 +3,13 @@
 #include "steps/01_naive/step01.h"
 #include "steps/02_te_modules/step02.h"
 #include "steps/03_fused_modules/step03.h"
+#include "steps/04_transformer_layer/step04.h"
 
 // A new step joins the comparison here (and in steps/BUILD's registry deps).
 const StepOps *const ALL_STEPS[] = {
     &STEP_01_NAIVE,
     &STEP_02_TE_MODULES,
     &STEP_03_FUSED_MODULES,
+    &STEP_04_TRANSFORMER_LAYER,
 };
 const int NUM_STEPS = (int)(sizeof ALL_STEPS / sizeof ALL_STEPS[0]);

@@ -89,12 +89,41 @@ __global__ void __launch_bounds__(THREADS) layernorm_forward_kernel(
     }
 }
 
+// 16-byte asynchronous copy global -> shared (completes at cp.async.wait_group).
+__device__ __forceinline__ void copy_async_16(void *smem, const void *gmem) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"((uint32_t)__cvta_generic_to_shared(smem)),
+                 "l"(gmem));
+}
+
+// Starts copying this thread's packs of x, dy (and dresidual, if any) of `row` into the
+// shared buffer `buf` ([x | dy | dresidual], cols each).
+template <typename T, int VPT>
+__device__ __forceinline__ void prefetch_row(T *buf, const T *x, const T *dy, const T *dresidual, int64_t row,
+                                             int cols) {
+#pragma unroll
+    for (int i = 0; i < VPT; i++) {
+        int c = (threadIdx.x + i * BWD_THREADS) * 8;
+        if (c < cols) {
+            copy_async_16(buf + c, x + row * cols + c);
+            copy_async_16(buf + cols + c, dy + row * cols + c);
+            if (dresidual) copy_async_16(buf + 2 * cols + c, dresidual + row * cols + c);
+        }
+    }
+    asm volatile("cp.async.commit_group;\n" ::);
+}
+
 // Each block walks rows blockIdx.x, blockIdx.x + gridDim.x, ... keeping its share of dgamma
-// and dbeta in registers; at the end it writes them to partial[blockIdx.x][cols].
+// and dbeta in registers; at the end it writes them to partial[blockIdx.x][cols]. The next
+// row's x and dy are copied into shared memory (cp.async) while this row is computed, so a
+// block always has loads in flight. Each thread reads back only the packs it copied itself,
+// so the copies need no barrier.
 template <typename T, int VPT>
 __global__ void __launch_bounds__(BWD_THREADS) layernorm_backward_kernel(
     const T *dy, const T *x, const T *gamma, const float *mean, const float *rstd, const T *dresidual,
     T *dx, float *partial_dgamma, float *partial_dbeta, int64_t rows, int cols) {
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    // Two buffers of [x | dy | dresidual] rows, cols each.
+    T *const smem = reinterpret_cast<T *>(smem_raw);
     float g[VPT][8], dgamma[VPT][8], dbeta[VPT][8];
 #pragma unroll
     for (int i = 0; i < VPT; i++) {
@@ -110,11 +139,28 @@ __global__ void __launch_bounds__(BWD_THREADS) layernorm_backward_kernel(
             for (int j = 0; j < 8; j++) g[i][j] = 0.0f;
         }
     }
-    for (int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
+    // The row statistics are fetched one row ahead too: their load latency would otherwise
+    // stall every row.
+    float mu = 0.0f, rs = 0.0f;
+    if (blockIdx.x < rows) {
+        prefetch_row<T, VPT>(smem, x, dy, dresidual, blockIdx.x, cols);
+        mu = mean[blockIdx.x], rs = rstd[blockIdx.x];
+    }
+    int it = 0;
+    for (int64_t row = blockIdx.x; row < rows; row += gridDim.x, it++) {
+        const int64_t next = row + gridDim.x;
+        T *const buf = smem + (it & 1) * 3 * cols, *const nbuf = smem + ((it + 1) & 1) * 3 * cols;
+        float next_mu = 0.0f, next_rs = 0.0f;
+        if (next < rows) {
+            prefetch_row<T, VPT>(nbuf, x, dy, dresidual, next, cols);
+            next_mu = mean[next], next_rs = rstd[next];
+        } else {
+            asm volatile("cp.async.commit_group;\n" ::);  // keep one group per row
+        }
+        asm volatile("cp.async.wait_group 1;\n" ::);  // this row's copies are done
         float xv[VPT][8], dyv[VPT][8];
-        load_row<T, VPT, BWD_THREADS>(x + row * cols, cols, xv);
-        load_row<T, VPT, BWD_THREADS>(dy + row * cols, cols, dyv);
-        const float mu = mean[row], rs = rstd[row];
+        load_row<T, VPT, BWD_THREADS>(buf, cols, xv);
+        load_row<T, VPT, BWD_THREADS>(buf + cols, cols, dyv);
         float sum_g = 0.0f, sum_gx = 0.0f;
 #pragma unroll
         for (int i = 0; i < VPT; i++)
@@ -127,14 +173,14 @@ __global__ void __launch_bounds__(BWD_THREADS) layernorm_backward_kernel(
                 dgamma[i][j] += dyv[i][j] * xv[i][j];
                 dbeta[i][j] += dyv[i][j];
             }
-        float2 s = block_sum2<BWD_THREADS>(sum_g, sum_gx);
+    float2 s = block_sum2<BWD_THREADS>(sum_g, sum_gx);
         const float mean_g = s.x / cols, mean_gx = s.y / cols;
 #pragma unroll
         for (int i = 0; i < VPT; i++) {
             int c = (threadIdx.x + i * BWD_THREADS) * 8;
             if (c >= cols) continue;
             Pack8<T> r;
-            if (dresidual) r = *reinterpret_cast<const Pack8<T> *>(dresidual + row * cols + c);
+            if (dresidual) r = *reinterpret_cast<const Pack8<T> *>(buf + 2 * cols + c);
             Pack8<T> out;
 #pragma unroll
             for (int j = 0; j < 8; j++) {
@@ -144,6 +190,7 @@ __global__ void __launch_bounds__(BWD_THREADS) layernorm_backward_kernel(
             }
             *reinterpret_cast<Pack8<T> *>(dx + row * cols + c) = out;
         }
+        mu = next_mu, rs = next_rs;
     }
 #pragma unroll
     for (int i = 0; i < VPT; i++) {
@@ -232,9 +279,14 @@ extern "C" void layernorm_fast_backward(const void *dy, const void *x, const voi
     int blocks = backward_blocks();
     if (rows < blocks) blocks = (int)rows;
     float *partial_dgamma = (float *)workspace, *partial_dbeta = partial_dgamma + (size_t)blocks * cols;
+    const size_t smem = (size_t)6 * cols * 2;  // two buffers of x, dy and dresidual rows  // two rows of x and dy, double-buffered
+    if (smem > 48 * 1024)  // rows over 4096 values: allow the kernel more shared memory
+        DISPATCH_DTYPE(dtype, T, DISPATCH_VPT(vpt, V,
+            CUDA_CHECK(cudaFuncSetAttribute(layernorm_backward_kernel<T, V>,
+                                            cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem))));
     DISPATCH_DTYPE(dtype, T, {
         DISPATCH_VPT(vpt, V,
-            layernorm_backward_kernel<T, V><<<blocks, BWD_THREADS>>>(
+            layernorm_backward_kernel<T, V><<<blocks, BWD_THREADS, smem>>>(
                 (const T *)dy, (const T *)x, (const T *)gamma, mean, rstd, (const T *)dresidual, (T *)dx,
                 partial_dgamma, partial_dbeta, rows, cols));
         CHECK_LAUNCH();

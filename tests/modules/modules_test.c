@@ -12,6 +12,7 @@
 #include "common/step.h"
 #include "steps/02_te_modules/step02.h"
 #include "steps/03_fused_modules/step03.h"
+#include "steps/04_transformer_layer/step04.h"
 #include "tests/test_util.h"
 
 // Relative-error tolerances: storage rounding of the result (fp16 2^-11, bf16 2^-8 per
@@ -196,6 +197,8 @@ static void test_steps(void **state) {
     whole_step(&STEP_02_TE_MODULES, DTYPE_BF16, 1);
     whole_step(&STEP_03_FUSED_MODULES, DTYPE_FP16, 1);
     whole_step(&STEP_03_FUSED_MODULES, DTYPE_BF16, 0);
+    whole_step(&STEP_04_TRANSFORMER_LAYER, DTYPE_FP16, 0);
+    whole_step(&STEP_04_TRANSFORMER_LAYER, DTYPE_BF16, 1);
 }
 
 int main(void) {

@@ -1,0 +1,84 @@
+// Flash attention's forward and backward TFLOP/s at the quickstart's attention shape.
+//
+// FLOPs: forward 4 b s^2 heads d (two matrix products), backward 2.5x forward (five), both
+// halved when causal. CUDA events, median of 20 after 3 warm-ups, random inputs.
+//
+//   attention_bench [batch heads seq]     default 4 32 2048
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "common/cuda_check.h"
+#include "common/gpu.h"
+#include "kernels/attention/flash_attention.h"
+
+typedef struct {
+    int seq, batch, heads, d, causal;
+    float p;
+    void *qkv, *ctx, *dctx, *dqkv, *scratch;
+    float *lse;
+} Case;
+
+static void fwd(const Case *c) {
+    flash_attention_forward(c->qkv, c->ctx, c->lse, c->seq, c->batch, c->heads, c->d, DTYPE_FP16, c->p, c->causal,
+                            1234, 0);
+}
+
+static void bwd(const Case *c) {
+    flash_attention_backward(c->qkv, c->ctx, c->dctx, c->lse, c->dqkv, c->scratch, c->seq, c->batch, c->heads, c->d,
+                             DTYPE_FP16, c->p, c->causal, 1234, 0);
+}
+
+static int cmp(const void *a, const void *b) {
+    float x = *(const float *)a, y = *(const float *)b;
+    return (x > y) - (x < y);
+}
+
+static double median_ms(void (*op)(const Case *), const Case *c) {
+    enum { N = 20 };
+    float t[N];
+    cudaEvent_t a, b;
+    CUDA_CHECK(cudaEventCreate(&a));
+    CUDA_CHECK(cudaEventCreate(&b));
+    for (int i = 0; i < 3; i++) op(c);
+    for (int i = 0; i < N; i++) {
+        CUDA_CHECK(cudaEventRecord(a, 0));
+        op(c);
+        CUDA_CHECK(cudaEventRecord(b, 0));
+        CUDA_CHECK(cudaEventSynchronize(b));
+        CUDA_CHECK(cudaEventElapsedTime(&t[i], a, b));
+    }
+    qsort(t, N, sizeof(float), cmp);
+    return t[N / 2];
+}
+
+int main(int argc, char **argv) {
+    gpu_require();
+    int batch = 4, heads = 32, seq = 2048;
+    if (argc == 4) batch = atoi(argv[1]), heads = atoi(argv[2]), seq = atoi(argv[3]);
+    printf("GPU: %s; flash attention, fp16, batch %d, heads %d, seq %d\n", gpu_description(), batch, heads, seq);
+    printf("%4s %8s %7s %10s %9s %10s %9s\n", "d", "dropout", "causal", "fwd ms", "TFLOP/s", "bwd ms", "TFLOP/s");
+    int dims[2] = {128, 64};
+    for (int di = 0; di < 2; di++) {
+        int d = dims[di];
+        int64_t nqkv = (int64_t)seq * batch * heads * 3 * d, nctx = nqkv / 3;
+        float *h = malloc((size_t)nqkv * sizeof(float));
+        fill_uniform(h, nqkv, -1.0f, 1.0f, 5, 1);
+        Case c = {.seq = seq, .batch = batch, .heads = heads, .d = d};
+        c.qkv = dev_upload(h, nqkv, DTYPE_FP16);
+        c.dctx = dev_upload(h, nctx, DTYPE_FP16);
+        free(h);
+        c.ctx = dev_alloc((size_t)nctx * 2), c.dqkv = dev_alloc((size_t)nqkv * 2);
+        c.lse = dev_alloc((size_t)seq * batch * heads * sizeof(float));
+        c.scratch = dev_alloc(flash_attention_backward_scratch_bytes(seq, batch, heads, d));
+        for (int variant = 0; variant < 3; variant++) {
+            c.p = variant == 1 ? 0.1f : 0.0f;
+            c.causal = variant == 2;
+            double flops = 4.0 * batch * (double)seq * seq * heads * d * (c.causal ? 0.5 : 1.0);
+            double tf = median_ms(fwd, &c), tb = median_ms(bwd, &c);
+            printf("%4d %8.1f %7d %10.3f %9.0f %10.3f %9.0f\n", d, c.p, c.causal, tf, flops / tf / 1e9, tb,
+                   2.5 * flops / tb / 1e9);
+        }
+        dev_free(c.qkv), dev_free(c.dctx), dev_free(c.ctx), dev_free(c.dqkv), dev_free(c.lse), dev_free(c.scratch);
+    }
+    return 0;
+}

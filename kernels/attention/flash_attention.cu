@@ -1,0 +1,559 @@
+// Flash attention forward and backward: see flash_attention.h for what and why,
+// mma.cuh for the tensor-core fragments.
+#include <math.h>
+
+#include "common/gpu.h"
+#include "common/philox.h"
+#include "kernels/attention/flash_attention.h"
+#include "kernels/attention/mma.cuh"
+#include "kernels/device_utils.cuh"
+
+// Tiles: 64 queries x 64 keys per step, 4 warps; each warp owns 16 rows of a tile.
+static const int BLOCK_M = 64;
+static const int BLOCK_N = 64;
+static const int THREADS = 128;
+static const float LOG2E = 1.4426950408889634f;
+
+// Shared-memory rows are padded by 8 elements (16 bytes), so that the 8 rows an ldmatrix
+// reads start in different banks.
+template <int D>
+struct Tile {
+    static constexpr int LD = D + 8;
+};
+
+// Where head (b, h)'s q, k or v vector of token i starts, in the fused QKV tensor.
+struct QkvView {
+    int64_t token_stride;  // batch * heads * 3d
+    int64_t head_offset;   // (b * heads + h) * 3d
+    __device__ __forceinline__ int64_t at(int i, int part, int d) const {
+        return (int64_t)i * token_stride + head_offset + (int64_t)part * d;
+    }
+};
+
+// Copies rows [row0, row0 + 64) of one part (q, k or v) of a head into a shared tile;
+// rows at or past seq become zeros.
+template <typename T, int D>
+__device__ __forceinline__ void load_tile(T *tile, const T *qkv, const QkvView &view, int part, int row0,
+                                          int seq) {
+    constexpr int CHUNKS = D / 8;  // 16-byte chunks per row
+    for (int c = threadIdx.x; c < BLOCK_M * CHUNKS; c += THREADS) {
+        int r = c / CHUNKS, col = (c % CHUNKS) * 8;
+        int row = row0 + r;
+        const T *src = qkv + view.at(row < seq ? row : 0, part, D) + col;
+        cp_async_16(tile + r * Tile<D>::LD + col, src, row < seq);
+    }
+}
+
+// Same for a [seq, batch, heads, d] tensor (ctx, dctx).
+template <typename T, int D>
+__device__ __forceinline__ void load_ctx_tile(T *tile, const T *x, int64_t token_stride, int64_t head_offset,
+                                              int row0, int seq) {
+    constexpr int CHUNKS = D / 8;
+    for (int c = threadIdx.x; c < BLOCK_M * CHUNKS; c += THREADS) {
+        int r = c / CHUNKS, col = (c % CHUNKS) * 8;
+        int row = row0 + r;
+        const T *src = x + (int64_t)(row < seq ? row : 0) * token_stride + head_offset + col;
+        cp_async_16(tile + r * Tile<D>::LD + col, src, row < seq);
+    }
+}
+
+// Element `lane` (0..3) of a Philox result, without indexing a register array at run time.
+__device__ __forceinline__ uint32_t philox_pick(const Philox4 &r, int lane) {
+    uint32_t lo = (lane & 1) ? r.x[1] : r.x[0], hi = (lane & 1) ? r.x[3] : r.x[2];
+    return (lane & 2) ? hi : lo;
+}
+
+// The dropout factors (0 or 1 / (1 - p)) of the probabilities this thread holds in a 16 x 64
+// tile: rows g and g + 8 (r = 0, 1), n-blocks n = 0..7, columns 2c and 2c + 1 of each.
+// row_index[r] is ((b * heads + h) * seq + i) * seq for the row's query i; col0 is the
+// tile's first key.
+//
+// One Philox call gives the uniforms of 4 consecutive elements. The 4 lanes of a quad hold
+// 8 consecutive columns of 2 rows: 4 groups of 4. When seq is a multiple of 4 the groups
+// line up with the columns, so each lane draws one group per n-block (8 calls, not 16),
+// packs its 4 keep bits per n-block into one word, and the quad swaps words by shuffles.
+__device__ __forceinline__ void dropout_tile_factors(float (&f)[2][8][2], const uint64_t (&row_index)[2],
+                                                     int col0, int seq, uint64_t seed, uint64_t offset,
+                                                     float p, float keep_scale) {
+    const int lane = threadIdx.x % 32, c = lane % 4;
+    if (seq % 4 == 0) {
+        const int my_row = c >> 1, my_group = c & 1;  // this lane draws (row, group of 4 columns)
+        const uint64_t start = row_index[my_row] + (uint64_t)col0 + 4 * my_group;
+        uint32_t word = 0;
+#pragma unroll
+        for (int n = 0; n < 8; n++) {
+            Philox4 r = dropout_uniform_group(seed, offset, start + 8 * n);
+            uint32_t bits = 0;
+#pragma unroll
+            for (int e = 0; e < 4; e++) bits |= (uint32_t)(philox_to_unit_float(r.x[e]) >= p) << e;
+            word |= bits << (4 * n);
+        }
+        // Columns 2c, 2c + 1 of every n-block lie in group c / 2: drawn by lanes c/2 (row 0)
+        // and 2 + c/2 (row 1) of this quad.
+        const int quad = lane & ~3;
+        uint32_t w[2] = {__shfl_sync(0xffffffffu, word, quad | (c >> 1)),
+                         __shfl_sync(0xffffffffu, word, quad | 2 | (c >> 1))};
+        const int shift = (c & 1) * 2;
+#pragma unroll
+        for (int r = 0; r < 2; r++)
+#pragma unroll
+            for (int n = 0; n < 8; n++) {
+                uint32_t nibble = w[r] >> (4 * n + shift);
+                f[r][n][0] = (nibble & 1u) ? keep_scale : 0.0f;
+                f[r][n][1] = (nibble & 2u) ? keep_scale : 0.0f;
+            }
+    } else {  // groups straddle the columns: draw each element's group (twice the work)
+#pragma unroll
+        for (int r = 0; r < 2; r++)
+#pragma unroll
+            for (int n = 0; n < 8; n++)
+#pragma unroll
+                for (int e = 0; e < 2; e++) {
+                    int j = col0 + n * 8 + 2 * c + e;
+                    uint64_t index = row_index[r] + (uint64_t)(j < seq ? j : 0);
+                    Philox4 g = dropout_uniform_group(seed, offset, index);
+                    f[r][n][e] = philox_to_unit_float(philox_pick(g, (int)(index & 3))) >= p ? keep_scale : 0.0f;
+                }
+    }
+}
+
+// ---- forward --------------------------------------------------------------------------------
+template <typename T, int D>
+__global__ void __launch_bounds__(THREADS) flash_forward_kernel(
+    const T *qkv, T *ctx, float *lse, int seq, int batch, int heads, float scale, float p_drop, int causal,
+    uint64_t seed, uint64_t offset) {
+    constexpr int LD = Tile<D>::LD;
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    T *q_tile = reinterpret_cast<T *>(smem_raw);
+    T *k_tiles = q_tile + BLOCK_M * LD;         // two buffers
+    T *v_tiles = k_tiles + 2 * BLOCK_N * LD;    // two buffers
+
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int bh = blockIdx.y, b = bh / heads, h = bh % heads;
+    const int q0 = blockIdx.x * BLOCK_M;
+    const QkvView view = {(int64_t)batch * heads * 3 * D, ((int64_t)b * heads + h) * 3 * D};
+    const float scale_log2 = scale * LOG2E;  // exp(x) = exp2(x log2 e)
+    const float keep_scale = 1.0f / (1.0f - p_drop);
+
+    const int kv_end = causal ? min(seq, q0 + BLOCK_M) : seq;
+    const int tiles = (kv_end + BLOCK_N - 1) / BLOCK_N;
+
+    load_tile<T, D>(q_tile, qkv, view, 0, q0, seq);
+    cp_async_commit();
+    if (tiles > 0) {
+        load_tile<T, D>(k_tiles, qkv, view, 1, 0, seq);
+        load_tile<T, D>(v_tiles, qkv, view, 2, 0, seq);
+    }
+    cp_async_commit();
+    cp_async_wait<1>();  // Q has arrived
+    __syncthreads();
+
+    // This warp's 16 query rows as A fragments, for every 16-wide slice of d.
+    uint32_t qa[D / 16][4];
+#pragma unroll
+    for (int kk = 0; kk < D / 16; kk++)
+        ldmatrix_x4(qa[kk], q_tile + (warp * 16 + lane % 16) * LD + kk * 16 + (lane / 16) * 8);
+
+    // Rows g and g + 8 of the warp's 16: running max (log2 domain), sum, and output.
+    const int g = lane / 4, c2 = (lane % 4) * 2;
+    const int row_i[2] = {q0 + warp * 16 + g, q0 + warp * 16 + g + 8};
+    float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
+    float o[D / 8][4];
+#pragma unroll
+    for (int n = 0; n < D / 8; n++) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
+
+    for (int t = 0; t < tiles; t++) {
+        const int k0 = t * BLOCK_N;
+        if (t + 1 < tiles) {  // prefetch the next K/V tiles while this one is used
+            load_tile<T, D>(k_tiles + ((t + 1) % 2) * BLOCK_N * LD, qkv, view, 1, k0 + BLOCK_N, seq);
+            load_tile<T, D>(v_tiles + ((t + 1) % 2) * BLOCK_N * LD, qkv, view, 2, k0 + BLOCK_N, seq);
+            cp_async_commit();
+            cp_async_wait<1>();
+        } else {
+            cp_async_wait<0>();
+        }
+        __syncthreads();
+        const T *k_tile = k_tiles + (t % 2) * BLOCK_N * LD;
+        const T *v_tile = v_tiles + (t % 2) * BLOCK_N * LD;
+
+        // S = Q K^T: 16 x 64 per warp, as 8 fragments of 16 x 8.
+        float s[8][4];
+#pragma unroll
+        for (int n = 0; n < 8; n++) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
+#pragma unroll
+        for (int kk = 0; kk < D / 16; kk++) {
+#pragma unroll
+            for (int n2 = 0; n2 < 4; n2++) {
+                uint32_t kb[4];
+                ldmatrix_x4(kb, k_tile + (n2 * 16 + (lane / 16) * 8 + lane % 8) * LD + kk * 16 + ((lane / 8) % 2) * 8);
+                mma_16816<T>(s[2 * n2], qa[kk], kb[0], kb[1]);
+                mma_16816<T>(s[2 * n2 + 1], qa[kk], kb[2], kb[3]);
+            }
+        }
+        // Scale into the log2 domain, mask, and update the running max and sum.
+        float tile_max[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+        for (int n = 0; n < 8; n++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                int j = k0 + n * 8 + c2 + (e & 1), i = row_i[e / 2];
+                float v = s[n][e] * scale_log2;
+                if (j >= seq || (causal && j > i)) v = -INFINITY;
+                s[n][e] = v;
+                tile_max[e / 2] = fmaxf(tile_max[e / 2], v);
+            }
+        float m_use[2], alpha[2];
+#pragma unroll
+        for (int r = 0; r < 2; r++) {
+            tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 1));
+            tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 2));
+            float m_new = fmaxf(m[r], tile_max[r]);
+            m_use[r] = m_new == -INFINITY ? 0.0f : m_new;  // a fully masked row so far: exp2(-inf) = 0
+            alpha[r] = exp2f(m[r] - m_use[r]);
+            m[r] = m_new;
+        }
+        float row_sum[2] = {0.0f, 0.0f};
+#pragma unroll
+        for (int n = 0; n < 8; n++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                float p = exp2f(s[n][e] - m_use[e / 2]);
+                s[n][e] = p;
+                row_sum[e / 2] += p;
+            }
+#pragma unroll
+        for (int r = 0; r < 2; r++) {
+            row_sum[r] += __shfl_xor_sync(0xffffffffu, row_sum[r], 1);
+            row_sum[r] += __shfl_xor_sync(0xffffffffu, row_sum[r], 2);
+            l[r] = l[r] * alpha[r] + row_sum[r];  // the normaliser counts dropped keys too
+        }
+#pragma unroll
+        for (int n = 0; n < D / 8; n++) {
+            o[n][0] *= alpha[0], o[n][1] *= alpha[0];
+            o[n][2] *= alpha[1], o[n][3] *= alpha[1];
+        }
+        if (p_drop > 0.0f) {
+            float f[2][8][2];
+            const uint64_t row_index[2] = {((uint64_t)bh * seq + min(row_i[0], seq - 1)) * seq,
+                                           ((uint64_t)bh * seq + min(row_i[1], seq - 1)) * seq};
+            dropout_tile_factors(f, row_index, k0, seq, seed, offset, p_drop, keep_scale);
+#pragma unroll
+            for (int n = 0; n < 8; n++)
+#pragma unroll
+                for (int e = 0; e < 4; e++) s[n][e] *= f[e / 2][n][e & 1];
+        }
+        // O += P V: P's fragments become A fragments directly (16 keys per k-step).
+#pragma unroll
+        for (int kk = 0; kk < BLOCK_N / 16; kk++) {
+            uint32_t pa[4] = {pack2<T>(s[2 * kk][0], s[2 * kk][1]), pack2<T>(s[2 * kk][2], s[2 * kk][3]),
+                              pack2<T>(s[2 * kk + 1][0], s[2 * kk + 1][1]),
+                              pack2<T>(s[2 * kk + 1][2], s[2 * kk + 1][3])};
+#pragma unroll
+            for (int n2 = 0; n2 < D / 16; n2++) {
+                uint32_t vb[4];
+                ldmatrix_x4_trans(vb, v_tile + (kk * 16 + ((lane / 8) % 2) * 8 + lane % 8) * LD + (n2 * 2 + lane / 16) * 8);
+                mma_16816<T>(o[2 * n2], pa, vb[0], vb[1]);
+                mma_16816<T>(o[2 * n2 + 1], pa, vb[2], vb[3]);
+            }
+        }
+        __syncthreads();  // everyone is done with this buffer before it is refilled
+    }
+
+    // ctx = O / l, and the logsumexp ln(sum exp(scaled scores)) = (m + log2 l) ln 2.
+    const int64_t token_stride = (int64_t)batch * heads * D, head_offset = ((int64_t)b * heads + h) * D;
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        int i = row_i[r];
+        if (i >= seq) continue;
+        float inv = l[r] > 0.0f ? 1.0f / l[r] : 0.0f;
+        T *out = ctx + (int64_t)i * token_stride + head_offset;
+#pragma unroll
+        for (int n = 0; n < D / 8; n++)
+            *reinterpret_cast<uint32_t *>(out + n * 8 + c2) = pack2<T>(o[n][2 * r] * inv, o[n][2 * r + 1] * inv);
+        if (lane % 4 == 0) lse[(int64_t)bh * seq + i] = l[r] > 0.0f ? (m[r] + log2f(l[r])) / LOG2E : -INFINITY;
+    }
+}
+
+// ---- backward -------------------------------------------------------------------------------
+// Pre-pass: Dsum[i] = rowsum(dO * O) for every query (one warp per query row), and dQ's
+// float accumulator cleared.
+template <typename T, int D>
+__global__ void flash_backward_prepare_kernel(const T *ctx, const T *dctx, float *dsum, float *dq_accum,
+                                              int seq, int batch, int heads) {
+    const int warp = (blockIdx.x * blockDim.x + threadIdx.x) / 32, lane = threadIdx.x % 32;
+    const int rows = seq * batch * heads;
+    if (warp >= rows) return;
+    // warp indexes (bh, i); ctx is [seq, batch, heads, d]
+    const int bh = warp / seq, i = warp % seq;
+    const T *o = ctx + ((int64_t)i * batch * heads + bh) * D;
+    const T *d_o = dctx + ((int64_t)i * batch * heads + bh) * D;
+    float acc = 0.0f;
+    for (int t = lane; t < D; t += 32) acc += to_float(o[t]) * to_float(d_o[t]);
+    acc = warp_sum(acc);
+    if (lane == 0) dsum[(int64_t)bh * seq + i] = acc;
+    float *dq = dq_accum + ((int64_t)bh * seq + i) * D;
+    for (int t = lane; t < D; t += 32) dq[t] = 0.0f;
+}
+
+// One block per 64 keys of one head: dK and dV for those keys stay in registers while the
+// block walks over all query blocks; dQ is accumulated in float with atomics.
+template <typename T, int D>
+__global__ void __launch_bounds__(THREADS) flash_backward_kernel(
+    const T *qkv, const T *dctx, const float *lse, const float *dsum, float *dq_accum, T *dqkv, int seq,
+    int batch, int heads, float scale, float p_drop, int causal, uint64_t seed, uint64_t offset) {
+    constexpr int LD = Tile<D>::LD;
+    constexpr int LDP = BLOCK_N + 8;
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    T *k_tile = reinterpret_cast<T *>(smem_raw);
+    T *v_tile = k_tile + BLOCK_N * LD;
+    T *q_tile = v_tile + BLOCK_N * LD;
+    T *do_tile = q_tile + BLOCK_M * LD;
+    T *p_tile = do_tile + BLOCK_M * LD;   // dropped probabilities [query][key]
+    T *ds_tile = p_tile + BLOCK_M * LDP;  // dS [query][key]
+    float *lse_tile = reinterpret_cast<float *>(ds_tile + BLOCK_M * LDP);
+    float *dsum_tile = lse_tile + BLOCK_M;
+
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int g = lane / 4, c2 = (lane % 4) * 2;
+    const int bh = blockIdx.y, b = bh / heads, h = bh % heads;
+    const int k0 = blockIdx.x * BLOCK_N;
+    const QkvView view = {(int64_t)batch * heads * 3 * D, ((int64_t)b * heads + h) * 3 * D};
+    const int64_t ctx_stride = (int64_t)batch * heads * D, ctx_offset = ((int64_t)b * heads + h) * D;
+    const float scale_log2 = scale * LOG2E;
+    const float keep_scale = 1.0f / (1.0f - p_drop);
+
+    load_tile<T, D>(k_tile, qkv, view, 1, k0, seq);
+    load_tile<T, D>(v_tile, qkv, view, 2, k0, seq);
+    cp_async_commit();
+
+    float dk[D / 8][4], dv[D / 8][4];
+#pragma unroll
+    for (int n = 0; n < D / 8; n++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) dk[n][e] = dv[n][e] = 0.0f;
+
+    const int m_start = causal ? (k0 / BLOCK_M) * BLOCK_M : 0;
+    for (int q0 = m_start; q0 < seq; q0 += BLOCK_M) {
+        load_tile<T, D>(q_tile, qkv, view, 0, q0, seq);
+        load_ctx_tile<T, D>(do_tile, dctx, ctx_stride, ctx_offset, q0, seq);
+        cp_async_commit();
+        for (int r = threadIdx.x; r < BLOCK_M; r += THREADS) {
+            int i = q0 + r;
+            lse_tile[r] = i < seq ? lse[(int64_t)bh * seq + i] * LOG2E : 0.0f;
+            dsum_tile[r] = i < seq ? dsum[(int64_t)bh * seq + i] : 0.0f;
+        }
+        cp_async_wait<0>();
+        __syncthreads();
+
+        // Warp w: queries [16w, 16w + 16) against all 64 keys. S = Q K^T and dPd = dO V^T.
+        float s[8][4], dp[8][4];
+#pragma unroll
+        for (int n = 0; n < 8; n++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) s[n][e] = dp[n][e] = 0.0f;
+#pragma unroll
+        for (int kk = 0; kk < D / 16; kk++) {
+            uint32_t qa[4], da[4];
+            ldmatrix_x4(qa, q_tile + (warp * 16 + lane % 16) * LD + kk * 16 + (lane / 16) * 8);
+            ldmatrix_x4(da, do_tile + (warp * 16 + lane % 16) * LD + kk * 16 + (lane / 16) * 8);
+#pragma unroll
+            for (int n2 = 0; n2 < 4; n2++) {
+                uint32_t kb[4], vb[4];
+                int row = (n2 * 16 + (lane / 16) * 8 + lane % 8) * LD + kk * 16 + ((lane / 8) % 2) * 8;
+                ldmatrix_x4(kb, k_tile + row);
+                ldmatrix_x4(vb, v_tile + row);
+                mma_16816<T>(s[2 * n2], qa, kb[0], kb[1]);
+                mma_16816<T>(s[2 * n2 + 1], qa, kb[2], kb[3]);
+                mma_16816<T>(dp[2 * n2], da, vb[0], vb[1]);
+                mma_16816<T>(dp[2 * n2 + 1], da, vb[2], vb[3]);
+            }
+        }
+        // P = exp(S scale - lse); Pd = P * mask; dS = P * (dP - Dsum) with dP = dPd * mask.
+        float f[2][8][2];
+        if (p_drop > 0.0f) {
+            const uint64_t row_index[2] = {((uint64_t)bh * seq + min(q0 + warp * 16 + g, seq - 1)) * seq,
+                                           ((uint64_t)bh * seq + min(q0 + warp * 16 + g + 8, seq - 1)) * seq};
+            dropout_tile_factors(f, row_index, k0, seq, seed, offset, p_drop, keep_scale);
+        }
+#pragma unroll
+        for (int r = 0; r < 2; r++) {
+            int il = warp * 16 + g + 8 * r, i = q0 + il;
+            float lse_i = lse_tile[il], dsum_i = dsum_tile[il];
+#pragma unroll
+            for (int n = 0; n < 8; n++) {
+                int jl = n * 8 + c2, j = k0 + jl;
+                float p[2], k[2];
+#pragma unroll
+                for (int e = 0; e < 2; e++) {
+                    bool masked = i >= seq || j + e >= seq || (causal && j + e > i);
+                    p[e] = masked ? 0.0f : exp2f(s[n][2 * r + e] * scale_log2 - lse_i);
+                    k[e] = p_drop > 0.0f ? f[r][n][e] : 1.0f;
+                }
+                float ds0 = p[0] * (dp[n][2 * r] * k[0] - dsum_i);
+                float ds1 = p[1] * (dp[n][2 * r + 1] * k[1] - dsum_i);
+                *reinterpret_cast<uint32_t *>(p_tile + il * LDP + jl) = pack2<T>(p[0] * k[0], p[1] * k[1]);
+                *reinterpret_cast<uint32_t *>(ds_tile + il * LDP + jl) = pack2<T>(ds0, ds1);
+            }
+        }
+        __syncthreads();
+
+        // Warp w: keys [16w, 16w + 16). dV += Pd^T dO and dK += dS^T Q (scale applied at the end).
+#pragma unroll
+        for (int kq = 0; kq < BLOCK_M / 16; kq++) {
+            uint32_t pa[4], sa[4];
+            int at = (kq * 16 + (lane / 16) * 8 + lane % 8) * LDP + warp * 16 + ((lane / 8) % 2) * 8;
+            ldmatrix_x4_trans(pa, p_tile + at);
+            ldmatrix_x4_trans(sa, ds_tile + at);
+            // The tiles are stored [query][key]; transposed on the way in, lane groups 0-3 fetch
+            // (keys 0-7, q 0-7), (keys 8-15, q 0-7), (keys 0-7, q 8-15), (keys 8-15, q 8-15):
+            // A fragments of Pd^T and dS^T (16 keys x 16 queries).
+#pragma unroll
+            for (int n2 = 0; n2 < D / 16; n2++) {
+                uint32_t ob[4], qb[4];
+                int bt = (kq * 16 + ((lane / 8) % 2) * 8 + lane % 8) * LD + (n2 * 2 + lane / 16) * 8;
+                ldmatrix_x4_trans(ob, do_tile + bt);
+                ldmatrix_x4_trans(qb, q_tile + bt);
+                mma_16816<T>(dv[2 * n2], pa, ob[0], ob[1]);
+                mma_16816<T>(dv[2 * n2 + 1], pa, ob[2], ob[3]);
+                mma_16816<T>(dk[2 * n2], sa, qb[0], qb[1]);
+                mma_16816<T>(dk[2 * n2 + 1], sa, qb[2], qb[3]);
+            }
+        }
+        // Warp w: queries [16w, 16w + 16). dQ += dS K * scale, added into the float accumulator.
+        {
+            float dq[D / 8][4];
+#pragma unroll
+            for (int n = 0; n < D / 8; n++) dq[n][0] = dq[n][1] = dq[n][2] = dq[n][3] = 0.0f;
+#pragma unroll
+            for (int kk = 0; kk < BLOCK_N / 16; kk++) {
+                uint32_t sa[4];
+                ldmatrix_x4(sa, ds_tile + (warp * 16 + lane % 16) * LDP + kk * 16 + (lane / 16) * 8);
+#pragma unroll
+                for (int n2 = 0; n2 < D / 16; n2++) {
+                    uint32_t kb[4];
+                    ldmatrix_x4_trans(kb, k_tile + (kk * 16 + ((lane / 8) % 2) * 8 + lane % 8) * LD + (n2 * 2 + lane / 16) * 8);
+                    mma_16816<T>(dq[2 * n2], sa, kb[0], kb[1]);
+                    mma_16816<T>(dq[2 * n2 + 1], sa, kb[2], kb[3]);
+                }
+            }
+#pragma unroll
+            for (int r = 0; r < 2; r++) {
+                int i = q0 + warp * 16 + g + 8 * r;
+                if (i >= seq) continue;
+                float *acc = dq_accum + ((int64_t)bh * seq + i) * D;
+#pragma unroll
+                for (int n = 0; n < D / 8; n++) {
+                    atomicAdd(acc + n * 8 + c2, dq[n][2 * r] * scale);
+                    atomicAdd(acc + n * 8 + c2 + 1, dq[n][2 * r + 1] * scale);
+                }
+            }
+        }
+        __syncthreads();  // before the next query block overwrites the tiles
+    }
+
+    // dK (scaled) and dV of this warp's 16 keys into dqkv's k and v slots.
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        int j = k0 + warp * 16 + g + 8 * r;
+        if (j >= seq) continue;
+        T *dkp = dqkv + view.at(j, 1, D), *dvp = dqkv + view.at(j, 2, D);
+#pragma unroll
+        for (int n = 0; n < D / 8; n++) {
+            *reinterpret_cast<uint32_t *>(dkp + n * 8 + c2) = pack2<T>(dk[n][2 * r] * scale, dk[n][2 * r + 1] * scale);
+            *reinterpret_cast<uint32_t *>(dvp + n * 8 + c2) = pack2<T>(dv[n][2 * r], dv[n][2 * r + 1]);
+        }
+    }
+}
+
+// dQ's float accumulator into dqkv's q slots.
+template <typename T, int D>
+__global__ void flash_backward_dq_kernel(const float *dq_accum, T *dqkv, int seq, int batch, int heads) {
+    int64_t idx = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;  // over (bh, i, t)
+    int64_t total = (int64_t)batch * heads * seq * D;
+    if (idx >= total) return;
+    int t = (int)(idx % D);
+    int64_t row = idx / D;
+    int i = (int)(row % seq), bh = (int)(row / seq);
+    dqkv[(int64_t)i * batch * heads * 3 * D + (int64_t)bh * 3 * D + t] = from_float<T>(dq_accum[idx]);
+}
+
+// ---- launchers --------------------------------------------------------------------------
+extern "C" const char *flash_attention_unsupported(int head_dim) {
+    return head_dim == 64 || head_dim == 128 ? NULL : "the flash-attention kernels support head_dim 64 and 128";
+}
+
+template <typename T, int D>
+static void forward(const void *qkv, void *ctx, float *lse, int seq, int batch, int heads, float p_drop,
+                    int causal, uint64_t seed, uint64_t offset) {
+    const size_t smem = (size_t)(BLOCK_M + 4 * BLOCK_N) * Tile<D>::LD * sizeof(T);
+    static bool configured = false;
+    if (!configured) {
+        CUDA_CHECK(cudaFuncSetAttribute(flash_forward_kernel<T, D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                        (int)smem));
+        configured = true;
+    }
+    dim3 grid(ceil_div(seq, BLOCK_M), batch * heads);
+    flash_forward_kernel<T, D><<<grid, THREADS, smem>>>((const T *)qkv, (T *)ctx, lse, seq, batch, heads,
+                                                        1.0f / sqrtf((float)D), p_drop, causal, seed, offset);
+    CHECK_LAUNCH();
+}
+
+template <typename T, int D>
+static void backward(const void *qkv, const void *ctx, const void *dctx, const float *lse, void *dqkv,
+                     void *scratch, int seq, int batch, int heads, float p_drop, int causal, uint64_t seed,
+                     uint64_t offset) {
+    float *dsum = (float *)scratch;
+    float *dq_accum = dsum + (size_t)batch * heads * seq;
+    int rows = seq * batch * heads;
+    flash_backward_prepare_kernel<T, D><<<ceil_div((int64_t)rows * 32, 256), 256>>>(
+        (const T *)ctx, (const T *)dctx, dsum, dq_accum, seq, batch, heads);
+    CHECK_LAUNCH();
+    const size_t smem = (size_t)(2 * BLOCK_N + 2 * BLOCK_M) * Tile<D>::LD * sizeof(T) +
+                        (size_t)2 * BLOCK_M * (BLOCK_N + 8) * sizeof(T) + 2 * BLOCK_M * sizeof(float);
+    static bool configured = false;
+    if (!configured) {
+        CUDA_CHECK(cudaFuncSetAttribute(flash_backward_kernel<T, D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                        (int)smem));
+        configured = true;
+    }
+    dim3 grid(ceil_div(seq, BLOCK_N), batch * heads);
+    flash_backward_kernel<T, D><<<grid, THREADS, smem>>>((const T *)qkv, (const T *)dctx, lse, dsum, dq_accum,
+                                                         (T *)dqkv, seq, batch, heads, 1.0f / sqrtf((float)D),
+                                                         p_drop, causal, seed, offset);
+    CHECK_LAUNCH();
+    int64_t total = (int64_t)rows * D;
+    flash_backward_dq_kernel<T, D><<<ceil_div(total, 256), 256>>>(dq_accum, (T *)dqkv, seq, batch, heads);
+    CHECK_LAUNCH();
+}
+
+#define DISPATCH_HEAD_DIM(d, D, ...)                                                   \
+    do {                                                                               \
+        const char *why_ = flash_attention_unsupported(d);                            \
+        if (why_) DIE("%s (got %d)", why_, d);                                        \
+        if ((d) == 64) {                                                               \
+            const int D = 64;                                                          \
+            __VA_ARGS__;                                                               \
+        } else {                                                                       \
+            const int D = 128;                                                         \
+            __VA_ARGS__;                                                               \
+        }                                                                              \
+    } while (0)
+
+extern "C" void flash_attention_forward(const void *qkv, void *ctx, float *lse, int seq, int batch, int heads,
+                                        int head_dim, DType dtype, float p_drop, int causal, uint64_t seed,
+                                        uint64_t offset) {
+    DISPATCH_DTYPE(dtype, T, DISPATCH_HEAD_DIM(head_dim, D,
+        forward<T, D>(qkv, ctx, lse, seq, batch, heads, p_drop, causal, seed, offset)));
+}
+
+extern "C" size_t flash_attention_backward_scratch_bytes(int seq, int batch, int heads, int head_dim) {
+    size_t rows = (size_t)seq * batch * heads;
+    return rows * sizeof(float) * (1 + (size_t)head_dim);
+}
+
+extern "C" void flash_attention_backward(const void *qkv, const void *ctx, const void *dctx, const float *lse,
+                                         void *dqkv, void *scratch, int seq, int batch, int heads, int head_dim,
+                                         DType dtype, float p_drop, int causal, uint64_t seed, uint64_t offset) {
+    DISPATCH_DTYPE(dtype, T, DISPATCH_HEAD_DIM(head_dim, D,
+        backward<T, D>(qkv, ctx, dctx, lse, dqkv, scratch, seq, batch, heads, p_drop, causal, seed, offset)));
+}

@@ -1,0 +1,46 @@
+// Fused ("flash") attention, forward and backward, on the tensor cores.
+//
+// The [seq x seq] scores never reach device memory. Forward: each block of 64 queries
+// streams over blocks of 64 keys, computes S = Q K^T in registers, updates a running
+// maximum and sum (the online softmax, common/flash_reference.h shows it in plain C) and
+// accumulates P V; it saves one float per query, the logsumexp, for backward. Backward
+// recomputes P block by block from Q, K and the logsumexp (FlashAttention-2's scheme).
+//
+// q, k, v are read straight from the fused QKV projection's output, [seq, batch, heads,
+// 3*d] with each head's 3*d values [q | k | v]; ctx is [seq, batch, heads, d]; dqkv has
+// qkv's layout. Attention dropout is drawn inside the kernels from Philox with the logical
+// index ((b * heads + h) * seq + i) * seq + j (common/philox.h), so the CPU reference and
+// step 01 draw the same mask. Head dims 64 and 128; any seq; fp16 and bf16; optional causal.
+#ifndef KERNELS_ATTENTION_FLASH_ATTENTION_H
+#define KERNELS_ATTENTION_FLASH_ATTENTION_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/layer.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+// NULL if the kernels support this head dim, else why not.
+const char *flash_attention_unsupported(int head_dim);
+
+// lse: [batch, heads, seq] float, the logsumexp of each query's scaled scores.
+void flash_attention_forward(const void *qkv, void *ctx, float *lse, int seq, int batch, int heads,
+                             int head_dim, DType dtype, float p_drop, int causal, uint64_t seed,
+                             uint64_t offset);
+
+// Scratch of the backward: rowsum(dO * O) per query and a float accumulator for dQ.
+size_t flash_attention_backward_scratch_bytes(int seq, int batch, int heads, int head_dim);
+
+// dqkv (all of it) from dctx, with ctx and lse as the forward left them.
+void flash_attention_backward(const void *qkv, const void *ctx, const void *dctx, const float *lse,
+                              void *dqkv, void *scratch, int seq, int batch, int heads, int head_dim,
+                              DType dtype, float p_drop, int causal, uint64_t seed, uint64_t offset);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif  // KERNELS_ATTENTION_FLASH_ATTENTION_H

@@ -1,0 +1,58 @@
+// Step 04: the whole layer as one TransformerLayer module (common/modules/transformer_layer.c)
+// with our own fused attention. What is new against step 03: attention never writes the
+// [seq x seq] scores (flash attention, kernels/attention), and the projection's bias, dropout
+// and residual add are one elementwise pass (kernels/fused).
+#include <stdlib.h>
+
+#include "common/check.h"
+#include "common/gpu.h"
+#include "common/modules/transformer_layer.h"
+#include "steps/04_transformer_layer/step04.h"
+
+typedef struct {
+    TransformerLayer layer;
+    void *out, *dx;
+} Step04;
+
+static void *create(const LayerConfig *c, const LayerParams *p) {
+    Step04 *s = xcalloc(1, sizeof *s);
+    transformer_layer_init(&s->layer, c, p);
+    size_t bytes = (size_t)layer_tokens(c) * c->hidden * dtype_bytes(c->dtype);
+    s->out = dev_alloc(bytes);
+    s->dx = dev_alloc(bytes);
+    return s;
+}
+
+static void train_step(void *state, const void *x, const void *dout, uint64_t step) {
+    Step04 *s = state;
+    transformer_layer_forward(&s->layer, x, s->out, step);
+    transformer_layer_backward(&s->layer, dout, s->dx, step);
+}
+
+static void read_results(void *state, LayerResults *r) {
+    Step04 *s = state;
+    const LayerConfig *c = &s->layer.cfg;
+    int64_t n = layer_tokens(c) * c->hidden;
+    dev_download(r->out, s->out, n, c->dtype);
+    dev_download(r->dx, s->dx, n, c->dtype);
+    transformer_layer_read_grads(&s->layer, &r->grad);
+}
+
+static void destroy(void *state) {
+    Step04 *s = state;
+    transformer_layer_free(&s->layer);
+    dev_free(s->out);
+    dev_free(s->dx);
+    free(s);
+}
+
+const StepOps STEP_04_TRANSFORMER_LAYER = {
+    .id = "04_transformer_layer",
+    .title = "TransformerLayer",
+    .whats_new = "flash attention (no s x s scores), fused bias-dropout-add",
+    .unsupported = transformer_layer_unsupported,
+    .create = create,
+    .train_step = train_step,
+    .read_results = read_results,
+    .destroy = destroy,
+};

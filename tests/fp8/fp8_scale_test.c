@@ -1,0 +1,84 @@
+// Graded: exercise "fp8_scale" (common/exercises/fp8_scale.c): the delayed-scaling rule on
+// hand-made amax histories, through fp8_update_scale (which picks the amax and rolls the history).
+#include <float.h>
+#include <math.h>
+
+#include "common/fp8_recipe.h"
+#include "tests/test_util.h"
+
+static Fp8Meta with_history(const DelayedScaling *r, int gradient, const float *h) {
+    Fp8Meta m;
+    fp8_meta_init(&m, r, gradient);
+    for (int i = 0; i < r->history_len; i++) m.amax_history[i] = h[i];
+    return m;
+}
+
+static void test_max_of_history(void **state) {
+    (void)state;
+    DelayedScaling r = {FP8_RECIPE_HYBRID, 0, 4, AMAX_ALGO_MAX};
+    float h[4] = {2.0f, 7.0f, 3.5f, 1.0f};
+    Fp8Meta m = with_history(&r, 0, h);
+    fp8_update_scale(&m, &r);
+    assert_true(fabsf(m.scale - 448.0f / 7.0f) < 1e-4f);  // E4M3 forward tensor, amax 7
+    assert_true(fabsf(m.scale_inv - 7.0f / 448.0f) < 1e-7f);
+    // The history rolled: every entry one slot older, the oldest dropped, a fresh newest slot.
+    assert_true(m.amax_history[0] == 0.0f && m.amax_history[1] == 2.0f && m.amax_history[2] == 7.0f &&
+                m.amax_history[3] == 3.5f);
+    fp8_meta_free(&m);
+}
+
+static void test_most_recent_and_gradient_format(void **state) {
+    (void)state;
+    DelayedScaling r = {FP8_RECIPE_HYBRID, 0, 3, AMAX_ALGO_MOST_RECENT};
+    float h[3] = {4.0f, 100.0f, 100.0f};
+    Fp8Meta m = with_history(&r, 1, h);  // a gradient under HYBRID: E5M2
+    fp8_update_scale(&m, &r);
+    assert_int_equal(m.format, FP8_E5M2);
+    assert_true(fabsf(m.scale - 57344.0f / 4.0f) < 1e-2f);
+    fp8_meta_free(&m);
+}
+
+static void test_margin(void **state) {
+    (void)state;
+    DelayedScaling r = {FP8_RECIPE_E4M3, 2, 2, AMAX_ALGO_MAX};
+    float h[2] = {1.0f, 0.5f};
+    Fp8Meta m = with_history(&r, 1, h);  // E4M3 recipe: gradients E4M3 too
+    fp8_update_scale(&m, &r);
+    assert_int_equal(m.format, FP8_E4M3);
+    assert_true(fabsf(m.scale - 448.0f / 4.0f) < 1e-4f);  // divided by 2^margin
+    fp8_meta_free(&m);
+}
+
+static void test_zero_and_nonfinite_keep_scale(void **state) {
+    (void)state;
+    DelayedScaling r = {FP8_RECIPE_HYBRID, 0, 2, AMAX_ALGO_MAX};
+    float zeros[2] = {0.0f, 0.0f}, infs[2] = {INFINITY, 1.0f};
+    Fp8Meta m = with_history(&r, 0, zeros);
+    m.scale = 3.0f;
+    fp8_update_scale(&m, &r);
+    assert_true(m.scale == 3.0f);  // nothing seen: keep
+    fp8_meta_free(&m);
+    m = with_history(&r, 0, infs);
+    m.scale = 5.0f;
+    fp8_update_scale(&m, &r);
+    assert_true(m.scale == 5.0f);  // an infinite amax: keep
+    fp8_meta_free(&m);
+    assert_true(fp8_compute_scale(NAN, 448.0f, 0, 9.0f) == 9.0f);
+}
+
+static void test_overflow_gives_flt_max(void **state) {
+    (void)state;
+    assert_true(fp8_compute_scale(1e-40f, 448.0f, 0, 1.0f) == FLT_MAX);
+    assert_true(fabsf(fp8_compute_scale(2.0f, 448.0f, 1, 1.0f) - 112.0f) < 1e-4f);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_max_of_history),
+        cmocka_unit_test(test_most_recent_and_gradient_format),
+        cmocka_unit_test(test_margin),
+        cmocka_unit_test(test_zero_and_nonfinite_keep_scale),
+        cmocka_unit_test(test_overflow_gives_flt_max),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
