@@ -130,6 +130,13 @@ static inline uint64_t attn_prob_index(int b, int h, int i, int j, int heads, in
 void ref_attention_forward(const float *qkv, int seq, int batch, int heads, int head_dim,
                            float p_drop, int causal, uint64_t seed, uint64_t offset, float *ctx,
                            float *probs) {
+    ref_attention_forward_heads(qkv, seq, batch, heads, head_dim, 0, heads, p_drop, causal, seed,
+                                offset, ctx, probs);
+}
+
+void ref_attention_forward_heads(const float *qkv, int seq, int batch, int heads, int head_dim,
+                                 int head_offset, int total_heads, float p_drop, int causal,
+                                 uint64_t seed, uint64_t offset, float *ctx, float *probs) {
     const int d = head_dim;
     const double scale = 1.0 / sqrt((double)d);
     const double keep_scale = 1.0 / (1.0 - p_drop);
@@ -161,7 +168,7 @@ void ref_attention_forward(const float *qkv, int seq, int batch, int heads, int 
                 // Dropout on the probabilities, then ctx = P v.
                 for (int j = 0; j <= last; j++) {
                     if (p_drop > 0.0f)
-                        row[j] = dropout_keep(seed, offset, attn_prob_index(b, h, i, j, heads, seq), p_drop)
+                        row[j] = dropout_keep(seed, offset, attn_prob_index(b, head_offset + h, i, j, total_heads, seq), p_drop)
                                      ? row[j] * keep_scale : 0.0;
                 }
                 for (int t = 0; t < d; t++) {
@@ -181,6 +188,14 @@ void ref_attention_forward(const float *qkv, int seq, int batch, int heads, int 
 void ref_attention_backward(const float *dctx, const float *qkv, const float *probs, int seq,
                             int batch, int heads, int head_dim, float p_drop, int causal,
                             uint64_t seed, uint64_t offset, float *dqkv) {
+    ref_attention_backward_heads(dctx, qkv, probs, seq, batch, heads, head_dim, 0, heads, p_drop,
+                                 causal, seed, offset, dqkv);
+}
+
+void ref_attention_backward_heads(const float *dctx, const float *qkv, const float *probs,
+                                  int seq, int batch, int heads, int head_dim, int head_offset,
+                                  int total_heads, float p_drop, int causal, uint64_t seed,
+                                  uint64_t offset, float *dqkv) {
     const int d = head_dim;
     const double scale = 1.0 / sqrt((double)d);
     const double keep_scale = 1.0 / (1.0 - p_drop);
@@ -197,7 +212,7 @@ void ref_attention_backward(const float *dctx, const float *qkv, const float *pr
                 for (int j = 0; j <= last; j++) {
                     double m = 1.0;
                     if (p_drop > 0.0f)
-                        m = dropout_keep(seed, offset, attn_prob_index(b, h, i, j, heads, seq), p_drop) ? keep_scale : 0.0;
+                        m = dropout_keep(seed, offset, attn_prob_index(b, head_offset + h, i, j, total_heads, seq), p_drop) ? keep_scale : 0.0;
                     pd[j] = pr[j] * m;
                     double g = 0.0;  // dO_i . v_j
                     for (int t = 0; t < d; t++)

@@ -56,6 +56,19 @@ void ref_attention_backward(const float *dctx, const float *qkv, const float *pr
                             int batch, int heads, int head_dim, float p_drop, int causal,
                             uint64_t seed, uint64_t offset, float *dqkv);
 
+// The same two on a contiguous group of `heads` heads, [head_offset, head_offset + heads),
+// of a layer with total_heads heads: a tensor-parallel rank's share (qkv, ctx and probs
+// hold just those heads). Only the dropout mask depends on where the group sits: the
+// probability (b, h, i, j) of local head h is keyed by the GLOBAL head head_offset + h, so
+// the ranks together draw exactly the masks of the unsharded layer.
+void ref_attention_forward_heads(const float *qkv, int seq, int batch, int heads, int head_dim,
+                                 int head_offset, int total_heads, float p_drop, int causal,
+                                 uint64_t seed, uint64_t offset, float *ctx, float *probs);
+void ref_attention_backward_heads(const float *dctx, const float *qkv, const float *probs,
+                                  int seq, int batch, int heads, int head_dim, int head_offset,
+                                  int total_heads, float p_drop, int causal, uint64_t seed,
+                                  uint64_t offset, float *dqkv);
+
 // ---- The whole layer --------------------------------------------------------------------
 // One training step: forward from in->x, backward from in->dy; fills res->out, res->dx and
 // every parameter gradient. `step` selects the dropout masks (dropout_offset(step, site)).

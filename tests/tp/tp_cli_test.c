@@ -1,0 +1,104 @@
+// The step 07 program's bad input, on any machine (these fail before a GPU is touched, or
+// because there is none): a clear message, exit 1, and no rank left waiting.
+#define _POSIX_C_SOURCE 200809L
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "common/gpu.h"
+#include "tests/test_util.h"
+
+static char TP_BIN[4096] = "steps/07_tensor_parallel/tp";
+
+// Runs argv with extra environment settings "NAME=value" (NULL-terminated), capturing
+// stdout and stderr; returns the exit status (-1 if killed) and fills out.
+static int run(char *const argv[], const char *const env[], char *out, size_t size) {
+    int fd[2];
+    assert_int_equal(pipe(fd), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        dup2(fd[1], 1), dup2(fd[1], 2), close(fd[0]);
+        for (int i = 0; env && env[i]; i++) putenv((char *)env[i]);
+        execv(argv[0], argv);
+        perror("execv");
+        _exit(127);
+    }
+    close(fd[1]);
+    size_t used = 0;
+    ssize_t got;
+    while ((got = read(fd[0], out + used, size - 1 - used)) > 0) used += (size_t)got;
+    out[used] = 0;
+    close(fd[0]);
+    int status;
+    waitpid(pid, &status, 0);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+static void expect(char *const argv[], const char *const env[], const char *message) {
+    char out[8192];
+    int code = run(argv, env, out, sizeof out);
+    print_message("  $ tp %s %s -> exit %d: %s", argv[1] ? argv[1] : "", argv[1] && argv[2] ? argv[2] : "", code, out);
+    if (code != 1 || !strstr(out, message)) fail_msg("expected exit 1 and '%s'; got exit %d and:\n%s", message, code, out);
+}
+
+static void test_tp_not_dividing_heads(void **state) {
+    (void)state;
+    expect((char *const[]){TP_BIN, "--tp", "3", NULL}, NULL, "must divide the number of heads (32)");
+    expect((char *const[]){TP_BIN, "--tp", "4", "--preset", "tiny", NULL}, NULL, "must divide the number of heads (2)");
+}
+
+static void test_tp_from_environment_not_dividing_heads(void **state) {
+    (void)state;
+    const char *env[] = {"RANK=0", "WORLD_SIZE=3", NULL};
+    expect((char *const[]){TP_BIN, "--preset", "small", NULL}, env, "must divide the number of heads (4)");
+}
+
+static void test_bad_flags(void **state) {
+    (void)state;
+    expect((char *const[]){TP_BIN, "--tp", "0", NULL}, NULL, "--tp needs an integer");
+    expect((char *const[]){TP_BIN, "--bogus", NULL}, NULL, "unknown flag '--bogus'");
+    const char *env[] = {"RANK=1", "WORLD_SIZE=2", NULL};
+    expect((char *const[]){TP_BIN, "--tp", "2", NULL}, env, "drop --tp");
+    const char *bad[] = {"RANK=2", "WORLD_SIZE=2", NULL};
+    expect((char *const[]){TP_BIN, "--preset", "tiny", NULL}, bad, "out of range");
+    expect((char *const[]){TP_BIN, "--block", "groupnorm", NULL}, NULL, "--block must be local or exact");
+    expect((char *const[]){TP_BIN, "--check", NULL}, NULL, "--preset small");
+    expect((char *const[]){TP_BIN, "--weights", "/nonexistent/w.safetensors", "--preset", "tiny", NULL}, NULL,
+           "cannot open /nonexistent/w.safetensors");
+}
+
+// More ranks than GPUs: every rank that has no GPU says so and exits; the launcher stops the
+// others instead of letting them wait for the missing peers.
+static void test_more_ranks_than_gpus(void **state) {
+    (void)state;
+    int gpus = gpu_count();
+    if (gpus >= 2) {
+        print_message("[ SKIP     ] this machine has %d GPUs: --tp 2 would run\n", gpus);
+        skip();
+    }
+    char out[8192];
+    int code = run((char *const[]){TP_BIN, "--tp", "2", "--preset", "tiny", "--timeout", "20", NULL}, NULL, out, sizeof out);
+    print_message("  $ tp --tp 2 -> exit %d: %s", code, out);
+    assert_int_equal(code, 1);
+    assert_non_null(strstr(out, "stopping the others"));
+    assert_true(strstr(out, "no GPU") || strstr(out, "larger than the number of GPUs"));
+}
+
+int main(int argc, char **argv) {
+    (void)argc;
+    if (access(TP_BIN, X_OK) != 0) {  // not in Bazel's runfiles: beside this test
+        snprintf(TP_BIN, sizeof TP_BIN, "%s", argv[0]);
+        char *slash = strrchr(TP_BIN, '/');
+        snprintf(slash ? slash + 1 : TP_BIN, sizeof TP_BIN - (size_t)(slash ? slash + 1 - TP_BIN : 0), "tp");
+    }
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_tp_not_dividing_heads),
+        cmocka_unit_test(test_tp_from_environment_not_dividing_heads),
+        cmocka_unit_test(test_bad_flags),
+        cmocka_unit_test(test_more_ranks_than_gpus),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
