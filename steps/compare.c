@@ -10,6 +10,8 @@
 #include <string.h>
 #include <time.h>
 
+#include <jansson.h>
+
 #include "common/check.h"
 #include "common/cuda_check.h"
 #include "common/gpu.h"
@@ -18,9 +20,34 @@
 #include "steps/registry.h"
 
 typedef struct {
-    const char *json_path, *svg_path, *only_steps;
+    const char *json_path, *svg_path, *only_steps, *pytorch_path;
     int skip_check;
 } CompareFlags;
+
+// Timings of the same layer in PyTorch (tools/pytorch_compare.py writes them), shown beside
+// our steps: {"PyTorch eager": {"mean_ms": 26.0, ...}, ...}.
+typedef struct {
+    char name[64];
+    double mean_ms;
+} Baseline;
+
+static int load_baselines(const char *path, Baseline *out, int max) {
+    json_error_t err;
+    json_t *root = json_load_file(path, 0, &err);
+    if (!root) fail_user("--pytorch %s: %s (line %d)", path, err.text, err.line);
+    int n = 0;
+    const char *key;
+    json_t *value;
+    json_object_foreach(root, key, value) {
+        json_t *ms = json_object_get(value, "mean_ms");
+        if (!json_is_object(value) || !json_is_number(ms) || n == max) continue;
+        snprintf(out[n].name, sizeof out[n].name, "%s", key);
+        out[n].mean_ms = json_number_value(ms);
+        n++;
+    }
+    json_decref(root);
+    return n;
+}
 
 // Takes the comparison's own flags out of argv; the rest are the steps' shared flags.
 static int take_compare_flags(int argc, char **argv, CompareFlags *f) {
@@ -29,9 +56,10 @@ static int take_compare_flags(int argc, char **argv, CompareFlags *f) {
         if (!strcmp(argv[i], "--json") && i + 1 < argc) f->json_path = argv[++i];
         else if (!strcmp(argv[i], "--svg") && i + 1 < argc) f->svg_path = argv[++i];
         else if (!strcmp(argv[i], "--steps") && i + 1 < argc) f->only_steps = argv[++i];
+        else if (!strcmp(argv[i], "--pytorch") && i + 1 < argc) f->pytorch_path = argv[++i];
         else if (!strcmp(argv[i], "--skip-check")) f->skip_check = 1;
         else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            printf("usage: compare [--steps 01,03] [--skip-check] [--json FILE] [--svg FILE] "
+            printf("usage: compare [--steps 01,03] [--skip-check] [--json FILE] [--svg FILE] [--pytorch FILE] "
                    "[layer flags of any step, e.g. --dtype bf16 --preset small]\n");
             argv[out++] = argv[i];
         } else argv[out++] = argv[i];
@@ -139,13 +167,15 @@ static void write_json(const char *path, const LayerConfig *c, const Row *rows, 
 
 // A horizontal bar per step (mean ms), and a dashed line at the floor: the layer's FLOPs at
 // the measured rate of a large matrix product.
-static void write_svg(const char *path, const LayerConfig *c, const Row *rows, int n, double floor_ms) {
+static void write_svg(const char *path, const LayerConfig *c, const Row *rows, int n, double floor_ms,
+                      const Baseline *base, int nbase) {
     FILE *f = fopen(path, "w");
     if (!f) fail_user("cannot write %s", path);
     double max_ms = floor_ms;
     for (int i = 0; i < n; i++) max_ms = fmax(max_ms, rows[i].report.mean_ms);
+    for (int i = 0; i < nbase; i++) max_ms = fmax(max_ms, base[i].mean_ms);
     const int left = 230, width = 460, bar = 26, gap = 10, top = 50;
-    int height = top + n * (bar + gap) + 50;
+    int height = top + (n + nbase) * (bar + gap) + 50;
     double sx = width / (max_ms * 1.1);
     fprintf(f, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" "
             "font-family=\"sans-serif\" font-size=\"13\">\n", left + width + 80, height);
@@ -163,8 +193,16 @@ static void write_svg(const char *path, const LayerConfig *c, const Row *rows, i
                 ms * sx, bar);
         fprintf(f, "<text x=\"%.1f\" y=\"%d\">%.2f ms</text>\n", left + ms * sx + 5, y + bar - 8, ms);
     }
+    for (int i = 0; i < nbase; i++) {
+        int y = top + (n + i) * (bar + gap);
+        fprintf(f, "<text x=\"%d\" y=\"%d\" text-anchor=\"end\">%s</text>\n", left - 8, y + bar - 8, base[i].name);
+        fprintf(f, "<rect x=\"%d\" y=\"%d\" width=\"%.1f\" height=\"%d\" fill=\"#999\"/>\n", left, y,
+                base[i].mean_ms * sx, bar);
+        fprintf(f, "<text x=\"%.1f\" y=\"%d\">%.2f ms</text>\n", left + base[i].mean_ms * sx + 5, y + bar - 8,
+                base[i].mean_ms);
+    }
     double fx = left + floor_ms * sx;
-    int bottom = top + n * (bar + gap);
+    int bottom = top + (n + nbase) * (bar + gap);
     fprintf(f, "<line x1=\"%.1f\" y1=\"%d\" x2=\"%.1f\" y2=\"%d\" stroke=\"#c00\" "
             "stroke-dasharray=\"5,4\" stroke-width=\"2\"/>\n", fx, top - 5, fx, bottom);
     fprintf(f, "<text x=\"%.1f\" y=\"%d\" fill=\"#c00\">floor %.2f ms: all FLOPs at the measured "
@@ -257,9 +295,14 @@ int main(int argc, char **argv) {
         printf("%-22s %-46.46s %9.2f %7.2fx %8.1f %9.0f %14s\n", rows[i].step->id,
                rows[i].step->whats_new, r->mean_ms, base / r->mean_ms, r->tflops, r->peak_mib, err);
     }
+    Baseline torch_rows[8];
+    int ntorch = flags.pytorch_path ? load_baselines(flags.pytorch_path, torch_rows, 8) : 0;
+    for (int i = 0; i < ntorch; i++)
+        printf("%-22s %-46s %9.2f %7.2fx\n", torch_rows[i].name, "the same layer in PyTorch (same GPU)",
+               torch_rows[i].mean_ms, base / torch_rows[i].mean_ms);
     printf("%-22s %-46s %9.2f\n", "floor", "layer FLOPs at the large-GEMM rate", floor_ms);
     if (flags.json_path) write_json(flags.json_path, cfg, rows, n, gemm_tflops);
-    if (flags.svg_path) write_svg(flags.svg_path, cfg, rows, n, floor_ms);
+    if (flags.svg_path) write_svg(flags.svg_path, cfg, rows, n, floor_ms, torch_rows, ntorch);
     free(rows);
     return failed ? 1 : 0;
 }

@@ -3,13 +3,13 @@
 # tools/gpu_pack.sh: the GPU tests, every step's --check at fp16 and bf16, the
 # micro-benchmarks and the per-step comparison. Ends with a short table.
 #
-#   bash .gpu/gpu_run.sh [tests] [check] [bench] [compare]     (default: all four)
+#   bash .gpu/gpu_run.sh [tests] [check] [bench] [pytorch] [compare]   (default: all)
 # Logs and JSON go to $OUT (the device tool brings them back) or ./out.
 set -uo pipefail
 BIN=.gpu/bin
 OUT=${OUT:-out}
 mkdir -p "$OUT"
-what="${*:-tests check bench compare}"
+what="${*:-tests check bench pytorch compare}"
 summary="$OUT/summary.txt"
 : > "$summary"
 note() { echo "$*" | tee -a "$summary"; }
@@ -47,8 +47,18 @@ if [[ $what == *bench* ]]; then
   done
 fi
 
+if [[ $what == *pytorch* ]] && python3 -c "import torch, safetensors" 2>/dev/null; then
+  PYTHONUNBUFFERED=1 python3 tools/pytorch_compare.py --bin "$BIN" --json "$OUT/pytorch.json" 2>&1 |
+    tee "$OUT/pytorch.log" | grep -E "PyTorch|max rel|PYTORCH" >> "$summary"
+fi
+
 if [[ $what == *compare* ]] && [ -x "$BIN/compare" ]; then
-  "$BIN/compare" --json "$OUT/compare.json" --svg "$OUT/compare.svg" 2>&1 | tee "$OUT/compare.log" | tail -15 >> "$summary"
+  base=(); [ -f "$OUT/pytorch.json" ] && base=(--pytorch "$OUT/pytorch.json")
+  for dt in fp16 bf16; do
+    "$BIN/compare" --dtype $dt --json "$OUT/compare_$dt.json" --svg "$OUT/compare_$dt.svg" "${base[@]}" 2>&1 |
+      tee "$OUT/compare_$dt.log" | tail -9 >> "$summary"
+    base=()  # PyTorch was timed at fp16
+  done
 fi
 echo "================ summary"
 cat "$summary"
