@@ -120,8 +120,8 @@ __device__ __forceinline__ void dropout_tile_factors(float (&f)[2][8][2], const 
 // ---- forward --------------------------------------------------------------------------------
 template <typename T, int D>
 __global__ void __launch_bounds__(THREADS) flash_forward_kernel(
-    const T *qkv, T *ctx, float *lse, int seq, int batch, int heads, float scale, float p_drop, int causal,
-    uint64_t seed, uint64_t offset) {
+    const T *qkv, T *ctx, float *lse, int seq, int batch, int heads, int64_t qkv_row, int64_t ctx_row,
+    float scale, float p_drop, int causal, uint64_t seed, uint64_t offset) {
     constexpr int LD = Tile<D>::LD;
     extern __shared__ __align__(16) unsigned char smem_raw[];
     T *q_tile = reinterpret_cast<T *>(smem_raw);
@@ -131,7 +131,7 @@ __global__ void __launch_bounds__(THREADS) flash_forward_kernel(
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int bh = blockIdx.y, b = bh / heads, h = bh % heads;
     const int q0 = blockIdx.x * BLOCK_M;
-    const QkvView view = {(int64_t)batch * heads * 3 * D, ((int64_t)b * heads + h) * 3 * D};
+    const QkvView view = {(int64_t)batch * qkv_row, (int64_t)b * qkv_row + (int64_t)h * 3 * D};
     const float scale_log2 = scale * LOG2E;  // exp(x) = exp2(x log2 e)
     const float keep_scale = 1.0f / (1.0f - p_drop);
 
@@ -260,7 +260,7 @@ __global__ void __launch_bounds__(THREADS) flash_forward_kernel(
     }
 
     // ctx = O / l, and the logsumexp ln(sum exp(scaled scores)) = (m + log2 l) ln 2.
-    const int64_t token_stride = (int64_t)batch * heads * D, head_offset = ((int64_t)b * heads + h) * D;
+    const int64_t token_stride = (int64_t)batch * ctx_row, head_offset = (int64_t)b * ctx_row + (int64_t)h * D;
 #pragma unroll
     for (int r = 0; r < 2; r++) {
         int i = row_i[r];
@@ -279,14 +279,15 @@ __global__ void __launch_bounds__(THREADS) flash_forward_kernel(
 // float accumulator cleared.
 template <typename T, int D>
 __global__ void flash_backward_prepare_kernel(const T *ctx, const T *dctx, float *dsum, float *dq_accum,
-                                              int seq, int batch, int heads) {
+                                              int seq, int batch, int heads, int64_t ctx_row) {
     const int warp = (blockIdx.x * blockDim.x + threadIdx.x) / 32, lane = threadIdx.x % 32;
     const int rows = seq * batch * heads;
     if (warp >= rows) return;
     // warp indexes (bh, i); ctx is [seq, batch, heads, d]
     const int bh = warp / seq, i = warp % seq;
-    const T *o = ctx + ((int64_t)i * batch * heads + bh) * D;
-    const T *d_o = dctx + ((int64_t)i * batch * heads + bh) * D;
+    const int64_t at = ((int64_t)i * batch + bh / heads) * ctx_row + (int64_t)(bh % heads) * D;
+    const T *o = ctx + at;
+    const T *d_o = dctx + at;
     float acc = 0.0f;
     for (int t = lane; t < D; t += 32) acc += to_float(o[t]) * to_float(d_o[t]);
     acc = warp_sum(acc);
@@ -300,7 +301,8 @@ __global__ void flash_backward_prepare_kernel(const T *ctx, const T *dctx, float
 template <typename T, int D>
 __global__ void __launch_bounds__(THREADS) flash_backward_kernel(
     const T *qkv, const T *dctx, const float *lse, const float *dsum, float *dq_accum, T *dqkv, int seq,
-    int batch, int heads, float scale, float p_drop, int causal, uint64_t seed, uint64_t offset) {
+    int batch, int heads, int64_t qkv_row, int64_t ctx_row, float scale, float p_drop, int causal, uint64_t seed,
+    uint64_t offset) {
     constexpr int LD = Tile<D>::LD;
     constexpr int LDP = BLOCK_N + 8;
     extern __shared__ __align__(16) unsigned char smem_raw[];
@@ -317,8 +319,8 @@ __global__ void __launch_bounds__(THREADS) flash_backward_kernel(
     const int g = lane / 4, c2 = (lane % 4) * 2;
     const int bh = blockIdx.y, b = bh / heads, h = bh % heads;
     const int k0 = blockIdx.x * BLOCK_N;
-    const QkvView view = {(int64_t)batch * heads * 3 * D, ((int64_t)b * heads + h) * 3 * D};
-    const int64_t ctx_stride = (int64_t)batch * heads * D, ctx_offset = ((int64_t)b * heads + h) * D;
+    const QkvView view = {(int64_t)batch * qkv_row, (int64_t)b * qkv_row + (int64_t)h * 3 * D};
+    const int64_t ctx_stride = (int64_t)batch * ctx_row, ctx_offset = (int64_t)b * ctx_row + (int64_t)h * D;
     const float scale_log2 = scale * LOG2E;
     const float keep_scale = 1.0f / (1.0f - p_drop);
 
@@ -467,14 +469,15 @@ __global__ void __launch_bounds__(THREADS) flash_backward_kernel(
 
 // dQ's float accumulator into dqkv's q slots.
 template <typename T, int D>
-__global__ void flash_backward_dq_kernel(const float *dq_accum, T *dqkv, int seq, int batch, int heads) {
+__global__ void flash_backward_dq_kernel(const float *dq_accum, T *dqkv, int seq, int batch, int heads,
+                                         int64_t qkv_row) {
     int64_t idx = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;  // over (bh, i, t)
     int64_t total = (int64_t)batch * heads * seq * D;
     if (idx >= total) return;
     int t = (int)(idx % D);
     int64_t row = idx / D;
     int i = (int)(row % seq), bh = (int)(row / seq);
-    dqkv[(int64_t)i * batch * heads * 3 * D + (int64_t)bh * 3 * D + t] = from_float<T>(dq_accum[idx]);
+    dqkv[((int64_t)i * batch + bh / heads) * qkv_row + (int64_t)(bh % heads) * 3 * D + t] = from_float<T>(dq_accum[idx]);
 }
 
 // ---- launchers --------------------------------------------------------------------------
@@ -483,8 +486,8 @@ extern "C" const char *flash_attention_unsupported(int head_dim) {
 }
 
 template <typename T, int D>
-static void forward(const void *qkv, void *ctx, float *lse, int seq, int batch, int heads, float p_drop,
-                    int causal, uint64_t seed, uint64_t offset) {
+static void forward(const void *qkv, void *ctx, float *lse, int seq, int batch, int heads, int64_t qkv_row,
+                    int64_t ctx_row, float p_drop, int causal, uint64_t seed, uint64_t offset) {
     const size_t smem = (size_t)(BLOCK_M + 4 * BLOCK_N) * Tile<D>::LD * sizeof(T);
     static bool configured = false;
     if (!configured) {
@@ -493,20 +496,20 @@ static void forward(const void *qkv, void *ctx, float *lse, int seq, int batch, 
         configured = true;
     }
     dim3 grid(ceil_div(seq, BLOCK_M), batch * heads);
-    flash_forward_kernel<T, D><<<grid, THREADS, smem>>>((const T *)qkv, (T *)ctx, lse, seq, batch, heads,
-                                                        1.0f / sqrtf((float)D), p_drop, causal, seed, offset);
+    flash_forward_kernel<T, D><<<grid, THREADS, smem>>>((const T *)qkv, (T *)ctx, lse, seq, batch, heads, qkv_row,
+                                                        ctx_row, 1.0f / sqrtf((float)D), p_drop, causal, seed, offset);
     CHECK_LAUNCH();
 }
 
 template <typename T, int D>
 static void backward(const void *qkv, const void *ctx, const void *dctx, const float *lse, void *dqkv,
-                     void *scratch, int seq, int batch, int heads, float p_drop, int causal, uint64_t seed,
-                     uint64_t offset) {
+                     void *scratch, int seq, int batch, int heads, int64_t qkv_row, int64_t ctx_row, float p_drop,
+                     int causal, uint64_t seed, uint64_t offset) {
     float *dsum = (float *)scratch;
     float *dq_accum = dsum + (size_t)batch * heads * seq;
     int rows = seq * batch * heads;
     flash_backward_prepare_kernel<T, D><<<ceil_div((int64_t)rows * 32, 256), 256>>>(
-        (const T *)ctx, (const T *)dctx, dsum, dq_accum, seq, batch, heads);
+        (const T *)ctx, (const T *)dctx, dsum, dq_accum, seq, batch, heads, ctx_row);
     CHECK_LAUNCH();
     const size_t smem = (size_t)(2 * BLOCK_N + 2 * BLOCK_M) * Tile<D>::LD * sizeof(T) +
                         (size_t)2 * BLOCK_M * (BLOCK_N + 8) * sizeof(T) + 2 * BLOCK_M * sizeof(float);
@@ -518,11 +521,11 @@ static void backward(const void *qkv, const void *ctx, const void *dctx, const f
     }
     dim3 grid(ceil_div(seq, BLOCK_N), batch * heads);
     flash_backward_kernel<T, D><<<grid, THREADS, smem>>>((const T *)qkv, (const T *)dctx, lse, dsum, dq_accum,
-                                                         (T *)dqkv, seq, batch, heads, 1.0f / sqrtf((float)D),
-                                                         p_drop, causal, seed, offset);
+                                                         (T *)dqkv, seq, batch, heads, qkv_row, ctx_row,
+                                                         1.0f / sqrtf((float)D), p_drop, causal, seed, offset);
     CHECK_LAUNCH();
     int64_t total = (int64_t)rows * D;
-    flash_backward_dq_kernel<T, D><<<ceil_div(total, 256), 256>>>(dq_accum, (T *)dqkv, seq, batch, heads);
+    flash_backward_dq_kernel<T, D><<<ceil_div(total, 256), 256>>>(dq_accum, (T *)dqkv, seq, batch, heads, qkv_row);
     CHECK_LAUNCH();
 }
 
@@ -539,11 +542,21 @@ static void backward(const void *qkv, const void *ctx, const void *dctx, const f
         }                                                                              \
     } while (0)
 
+extern "C" void flash_attention_forward_strided(const void *qkv, int64_t qkv_row_stride, void *ctx,
+                                                int64_t ctx_row_stride, float *lse, int seq, int batch, int heads,
+                                                int head_dim, DType dtype, float p_drop, int causal, uint64_t seed,
+                                                uint64_t offset) {
+    DISPATCH_DTYPE(dtype, T, DISPATCH_HEAD_DIM(head_dim, D,
+        forward<T, D>(qkv, ctx, lse, seq, batch, heads, qkv_row_stride, ctx_row_stride, p_drop, causal, seed,
+                      offset)));
+}
+
 extern "C" void flash_attention_forward(const void *qkv, void *ctx, float *lse, int seq, int batch, int heads,
                                         int head_dim, DType dtype, float p_drop, int causal, uint64_t seed,
                                         uint64_t offset) {
-    DISPATCH_DTYPE(dtype, T, DISPATCH_HEAD_DIM(head_dim, D,
-        forward<T, D>(qkv, ctx, lse, seq, batch, heads, p_drop, causal, seed, offset)));
+    int64_t hidden = (int64_t)heads * head_dim;
+    flash_attention_forward_strided(qkv, 3 * hidden, ctx, hidden, lse, seq, batch, heads, head_dim, dtype, p_drop,
+                                    causal, seed, offset);
 }
 
 extern "C" size_t flash_attention_backward_scratch_bytes(int seq, int batch, int heads, int head_dim) {
@@ -551,9 +564,20 @@ extern "C" size_t flash_attention_backward_scratch_bytes(int seq, int batch, int
     return rows * sizeof(float) * (1 + (size_t)head_dim);
 }
 
+extern "C" void flash_attention_backward_strided(const void *qkv, int64_t qkv_row_stride, const void *ctx,
+                                                 const void *dctx, int64_t ctx_row_stride, const float *lse,
+                                                 void *dqkv, void *scratch, int seq, int batch, int heads,
+                                                 int head_dim, DType dtype, float p_drop, int causal, uint64_t seed,
+                                                 uint64_t offset) {
+    DISPATCH_DTYPE(dtype, T, DISPATCH_HEAD_DIM(head_dim, D,
+        backward<T, D>(qkv, ctx, dctx, lse, dqkv, scratch, seq, batch, heads, qkv_row_stride, ctx_row_stride,
+                       p_drop, causal, seed, offset)));
+}
+
 extern "C" void flash_attention_backward(const void *qkv, const void *ctx, const void *dctx, const float *lse,
                                          void *dqkv, void *scratch, int seq, int batch, int heads, int head_dim,
                                          DType dtype, float p_drop, int causal, uint64_t seed, uint64_t offset) {
-    DISPATCH_DTYPE(dtype, T, DISPATCH_HEAD_DIM(head_dim, D,
-        backward<T, D>(qkv, ctx, dctx, lse, dqkv, scratch, seq, batch, heads, p_drop, causal, seed, offset)));
+    int64_t hidden = (int64_t)heads * head_dim;
+    flash_attention_backward_strided(qkv, 3 * hidden, ctx, dctx, hidden, lse, dqkv, scratch, seq, batch, heads,
+                                     head_dim, dtype, p_drop, causal, seed, offset);
 }

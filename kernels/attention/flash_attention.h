@@ -39,6 +39,18 @@ void flash_attention_backward(const void *qkv, const void *ctx, const void *dctx
                               void *dqkv, void *scratch, int seq, int batch, int heads, int head_dim,
                               DType dtype, float p_drop, int causal, uint64_t seed, uint64_t offset);
 
+// The same on views: token (s, b)'s qkv values start qkv_row_stride elements after token
+// (s, b - 1)'s (3 * hidden when qkv is a tensor of its own; more when it is the first 3 *
+// hidden columns of a wider tensor, as in step 06's fused input projection), and likewise
+// ctx (and dctx) with ctx_row_stride. dqkv has qkv's strides.
+void flash_attention_forward_strided(const void *qkv, int64_t qkv_row_stride, void *ctx, int64_t ctx_row_stride,
+                                     float *lse, int seq, int batch, int heads, int head_dim, DType dtype,
+                                     float p_drop, int causal, uint64_t seed, uint64_t offset);
+void flash_attention_backward_strided(const void *qkv, int64_t qkv_row_stride, const void *ctx, const void *dctx,
+                                      int64_t ctx_row_stride, const float *lse, void *dqkv, void *scratch, int seq,
+                                      int batch, int heads, int head_dim, DType dtype, float p_drop, int causal,
+                                      uint64_t seed, uint64_t offset);
+
 #ifdef __cplusplus
 }
 #endif
