@@ -127,6 +127,13 @@ void unfuse_parallel_params(const LayerConfig *c, const FusedParallelParams *f, 
     }
 }
 
+void parallel_grads_from_fused(const LayerConfig *c, const FusedParallelParams *g, LayerParams *out) {
+    unfuse_parallel_params(c, g, out);
+    memcpy(out->tensor[P_FC2_BIAS], g->b_out, (size_t)c->hidden * sizeof(float));
+    memset(out->tensor[P_LN2_WEIGHT], 0, (size_t)c->hidden * sizeof(float));
+    memset(out->tensor[P_LN2_BIAS], 0, (size_t)c->hidden * sizeof(float));
+}
+
 // Copies columns [col0, col0 + width) of a [rows, row_len] matrix into a [rows, width] one
 // (or back, if `to_view` is 0): what the GPU does with strides, the CPU does with copies.
 static void columns(float *matrix, int64_t rows, int row_len, int col0, int width, float *view, int to_view) {

@@ -40,6 +40,10 @@ void fuse_parallel_params(const LayerConfig *cfg, const LayerParams *p, FusedPar
 // Fused -> separate. b_out has no unique split: it all goes to b_proj and b_fc2 is zero.
 void unfuse_parallel_params(const LayerConfig *cfg, const FusedParallelParams *f, LayerParams *p);
 
+// Gradients in the fused layout -> the separate layout: like unfuse_parallel_params, except
+// that b_out's gradient is the gradient of both output biases (they enter as a sum).
+void parallel_grads_from_fused(const LayerConfig *cfg, const FusedParallelParams *grad, LayerParams *out);
+
 // The same training step computed the fused way: one input linear with N = 3h + ffn whose
 // output is split by views, one output linear with K = h + ffn that sums the branches.
 // Gradients come back in the fused layout (grad has the same shapes as params).

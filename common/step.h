@@ -38,6 +38,10 @@ typedef struct StepOps {
     const char *flags_help;  // lines appended to --help, or NULL
     // Optional: tolerances differ from the default (FP8). NULL: check_tolerance(dtype).
     double (*tolerance)(const LayerConfig *cfg, int which);
+    // Optional: the CPU reference of a step that computes another layer (step 06's parallel
+    // layer). NULL: ref_layer_train_step, the serial layer.
+    void (*reference)(const LayerConfig *cfg, const LayerParams *params, const LayerInputs *in, uint64_t step,
+                      LayerResults *res);
 } StepOps;
 
 // Command line shared by all steps (see `--help`).

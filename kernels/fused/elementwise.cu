@@ -118,3 +118,55 @@ extern "C" void add_inplace(void *a, const void *b, int64_t n, DType dtype) {
     DISPATCH_DTYPE(dtype, T, add_inplace_kernel<T><<<grid_for(n), 256>>>((T *)a, (const T *)b, n));
     CHECK_LAUNCH();
 }
+
+// ---- GELU on strided views ---------------------------------------------------------------
+__device__ __forceinline__ float gelu_tanh(float x) {
+    const float k = 0.7978845608f, c = 0.044715f;
+    return 0.5f * x * (1.0f + tanhf(k * (x + c * x * x * x)));
+}
+
+__device__ __forceinline__ float gelu_tanh_grad(float x) {
+    const float k = 0.7978845608f, c = 0.044715f;
+    float t = tanhf(k * (x + c * x * x * x));
+    return 0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * k * (1.0f + 3.0f * c * x * x);
+}
+
+// One thread per 8 columns of a row (cols % 8 == 0, rows 16-byte aligned).
+template <typename T>
+__global__ void gelu_strided_kernel(const T *dy, int64_t dy_row, const T *x, int64_t x_row, T *out,
+                                    int64_t out_row, int64_t rows, int cols) {
+    const int packs = cols / 8;
+    for (int64_t p = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; p < rows * packs;
+         p += (int64_t)gridDim.x * blockDim.x) {
+        int64_t r = p / packs;
+        int c = (int)(p % packs) * 8;
+        Vec8<T> xv = *reinterpret_cast<const Vec8<T> *>(x + r * x_row + c), o;
+        if (dy) {  // backward
+            Vec8<T> g = *reinterpret_cast<const Vec8<T> *>(dy + r * dy_row + c);
+#pragma unroll
+            for (int j = 0; j < 8; j++) o.v[j] = from_float<T>(to_float(g.v[j]) * gelu_tanh_grad(to_float(xv.v[j])));
+        } else {
+#pragma unroll
+            for (int j = 0; j < 8; j++) o.v[j] = from_float<T>(gelu_tanh(to_float(xv.v[j])));
+        }
+        *reinterpret_cast<Vec8<T> *>(out + r * out_row + c) = o;
+    }
+}
+
+extern "C" void gelu_forward_strided(const void *x, int64_t x_row, void *y, int64_t y_row, int64_t rows, int cols,
+                                     DType dtype) {
+    require_multiple_of_8(cols, "gelu_forward_strided");
+    DISPATCH_DTYPE(dtype, T,
+                   gelu_strided_kernel<T><<<grid_for(rows * cols), 256>>>(NULL, 0, (const T *)x, x_row, (T *)y,
+                                                                          y_row, rows, cols));
+    CHECK_LAUNCH();
+}
+
+extern "C" void gelu_backward_strided(const void *dy, int64_t dy_row, const void *x, int64_t x_row, void *dx,
+                                      int64_t dx_row, int64_t rows, int cols, DType dtype) {
+    require_multiple_of_8(cols, "gelu_backward_strided");
+    DISPATCH_DTYPE(dtype, T,
+                   gelu_strided_kernel<T><<<grid_for(rows * cols), 256>>>((const T *)dy, dy_row, (const T *)x,
+                                                                          x_row, (T *)dx, dx_row, rows, cols));
+    CHECK_LAUNCH();
+}

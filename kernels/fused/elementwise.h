@@ -33,6 +33,15 @@ void add_dropout_backward(const void *a, const void *b, void *grad_sum, void *gr
 // a += b.
 void add_inplace(void *a, const void *b, int64_t n, DType dtype);
 
+// GELU (tanh) on a [rows, cols] view of a wider tensor: row r of x starts at x + r * x_row,
+// row r of y at y + r * y_row. Step 06 reads FC1's part of the fused input projection and
+// writes next to the attention output, without copies.
+void gelu_forward_strided(const void *x, int64_t x_row, void *y, int64_t y_row, int64_t rows, int cols,
+                          DType dtype);
+// dx = dy * GELU'(x), all three strided views.
+void gelu_backward_strided(const void *dy, int64_t dy_row, const void *x, int64_t x_row, void *dx,
+                           int64_t dx_row, int64_t rows, int cols, DType dtype);
+
 #ifdef __cplusplus
 }
 #endif

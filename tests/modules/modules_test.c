@@ -13,6 +13,7 @@
 #include "steps/02_te_modules/step02.h"
 #include "steps/03_fused_modules/step03.h"
 #include "steps/04_transformer_layer/step04.h"
+#include "steps/06_parallel_layers/step06.h"
 #include "tests/test_util.h"
 
 // Relative-error tolerances: storage rounding of the result (fp16 2^-11, bf16 2^-8 per
@@ -199,6 +200,9 @@ static void test_steps(void **state) {
     whole_step(&STEP_03_FUSED_MODULES, DTYPE_BF16, 0);
     whole_step(&STEP_04_TRANSFORMER_LAYER, DTYPE_FP16, 0);
     whole_step(&STEP_04_TRANSFORMER_LAYER, DTYPE_BF16, 1);
+    whole_step(&STEP_06_PARALLEL_LAYERS, DTYPE_FP16, 0);
+    whole_step(&STEP_06_PARALLEL_LAYERS, DTYPE_BF16, 1);
+    whole_step(&STEP_06_PARALLEL_UNFUSED, DTYPE_FP16, 1);
 }
 
 int main(void) {

@@ -1,0 +1,208 @@
+// Step 06: the parallel layer - attention and MLP side by side on one LayerNorm,
+//     out = x + Dropout(Attn(LN(x)) + MLP(LN(x)))
+// (common/parallel_reference.h has the reference and why dropout acts on the sum).
+//
+// Fused (the default): the weights are stored the way the GEMMs want them,
+//     W_in  = [W_qkv ; W_fc1]  [3h + ffn, h]      one GEMM with N = 3h + ffn on LN(x)
+//     W_out = [W_proj | W_fc2] [h, h + ffn]       one GEMM with K = h + ffn
+// and nothing is copied in between: flash attention reads q, k, v from the first 3h columns
+// of the input GEMM's output and writes ctx into the first h columns of a [tokens, h + ffn]
+// tensor; GELU reads the last ffn columns and writes the other columns of that tensor; the
+// output GEMM then sums the two branches as part of its own K loop.
+// Unfused (--unfused): the same layer with four separate Linears and an add, so that the
+// comparison shows what the fusions buy apart from what the parallel structure buys.
+#include <stdlib.h>
+
+#include "common/check.h"
+#include "common/gpu.h"
+#include "common/modules/gemm.h"
+#include "common/modules/layernorm.h"
+#include "common/modules/linear.h"
+#include "common/parallel_reference.h"
+#include "common/philox.h"
+#include "kernels/attention/flash_attention.h"
+#include "kernels/fused/elementwise.h"
+#include "steps/06_parallel_layers/step06.h"
+
+typedef struct {
+    LayerConfig cfg;
+    int fused;
+    LayerNorm ln;
+    Linear in, out;                // fused: W_in, W_out
+    Linear qkv, fc1, proj, fc2;    // unfused
+    void *a, *in_out, *cat, *z, *y, *d_z, *d_cat, *d_in, *d_a, *dx;  // fused buffers
+    void *qkv_out, *h1, *g, *ctx, *z2, *d_ctx, *d_g, *d_h1, *d_qkv, *d_a2;  // unfused buffers
+    float *lse;
+    void *attn_scratch;
+} Step06;
+
+static void *alloc_t(const LayerConfig *c, int64_t width) {
+    return dev_alloc((size_t)layer_tokens(c) * width * dtype_bytes(c->dtype));
+}
+
+static void *create_common(const LayerConfig *c, const LayerParams *p, int fused) {
+    const char *why = flash_attention_unsupported(layer_head_dim(c));
+    if (why) fail_user("step 06: %s", why);
+    Step06 *s = xcalloc(1, sizeof *s);
+    s->cfg = *c;
+    s->fused = fused;
+    const int h = c->hidden, f = c->ffn;
+    const int64_t t = layer_tokens(c);
+    float *const *w = p->tensor;
+    layernorm_init(&s->ln, h, t, c->eps, w[P_LN1_WEIGHT], w[P_LN1_BIAS], c->dtype);
+    s->a = alloc_t(c, h), s->y = alloc_t(c, h), s->d_z = alloc_t(c, h), s->d_a = alloc_t(c, h), s->dx = alloc_t(c, h);
+    s->z = alloc_t(c, h);
+    s->lse = dev_alloc((size_t)c->batch * c->heads * c->seq * sizeof(float));
+    s->attn_scratch = dev_alloc(flash_attention_backward_scratch_bytes(c->seq, c->batch, c->heads, layer_head_dim(c)));
+    if (fused) {
+        FusedParallelParams fp;
+        fused_parallel_alloc(c, &fp);
+        fuse_parallel_params(c, p, &fp);
+        linear_init(&s->in, h, 3 * h + f, fp.w_in, fp.b_in, c->dtype);
+        linear_init(&s->out, h + f, h, fp.w_out, fp.b_out, c->dtype);
+        fused_parallel_free(&fp);
+        s->in_out = alloc_t(c, 3 * h + f), s->d_in = alloc_t(c, 3 * h + f);
+        s->cat = alloc_t(c, h + f), s->d_cat = alloc_t(c, h + f);
+    } else {
+        linear_init(&s->qkv, h, 3 * h, w[P_QKV_WEIGHT], w[P_QKV_BIAS], c->dtype);
+        linear_init(&s->fc1, h, f, w[P_FC1_WEIGHT], w[P_FC1_BIAS], c->dtype);
+        linear_init(&s->proj, h, h, w[P_PROJ_WEIGHT], w[P_PROJ_BIAS], c->dtype);
+        linear_init(&s->fc2, f, h, w[P_FC2_WEIGHT], w[P_FC2_BIAS], c->dtype);
+        s->qkv_out = alloc_t(c, 3 * h), s->d_qkv = alloc_t(c, 3 * h);
+        s->h1 = alloc_t(c, f), s->g = alloc_t(c, f), s->d_g = alloc_t(c, f), s->d_h1 = alloc_t(c, f);
+        s->ctx = alloc_t(c, h), s->z2 = alloc_t(c, h), s->d_ctx = alloc_t(c, h), s->d_a2 = alloc_t(c, h);
+    }
+    return s;
+}
+
+static void *create_fused(const LayerConfig *c, const LayerParams *p) { return create_common(c, p, 1); }
+static void *create_unfused(const LayerConfig *c, const LayerParams *p) { return create_common(c, p, 0); }
+
+static void train_fused(Step06 *s, const void *x, const void *dout, uint64_t step) {
+    const LayerConfig *c = &s->cfg;
+    const int64_t t = layer_tokens(c), h = c->hidden, f = c->ffn, n_in = 3 * h + f, k_out = h + f;
+    const size_t e = dtype_bytes(c->dtype);
+    const int d = layer_head_dim(c);
+    const uint64_t attn_off = dropout_offset(step, DROPOUT_SITE_ATTENTION), hid_off = dropout_offset(step, DROPOUT_SITE_HIDDEN);
+    // Forward: LN, one GEMM for q, k, v and FC1; attention and GELU write side by side; one
+    // GEMM sums the branches; bias, dropout and the residual in one pass.
+    layernorm_forward(&s->ln, x, s->a, t);
+    linear_forward(&s->in, s->a, s->in_out, t, NULL);
+    flash_attention_forward_strided(s->in_out, n_in, s->cat, k_out, s->lse, c->seq, c->batch, c->heads, d, c->dtype,
+                                    c->attn_dropout, c->causal, c->seed, attn_off);
+    gelu_forward_strided((char *)s->in_out + 3 * h * e, n_in, (char *)s->cat + h * e, k_out, t, (int)f, c->dtype);
+    linear_gemm_forward(&s->out, s->cat, s->z, t, GEMM_EPILOGUE_NONE, NULL, NULL, NULL);
+    s->out.saved_x = s->cat;
+    bias_dropout_add_forward(s->z, s->out.bias, x, s->y, t, (int)h, c->hidden_dropout, c->seed, hid_off, c->dtype);
+    // Backward.
+    add_dropout_backward(dout, NULL, NULL, s->d_z, t * h, c->hidden_dropout, c->seed, hid_off, c->dtype);
+    linear_backward(&s->out, s->d_z, s->d_cat, t);  // d[ctx | g], dW_out, db_out
+    flash_attention_backward_strided(s->in_out, n_in, s->cat, s->d_cat, k_out, s->lse, s->d_in, s->attn_scratch,
+                                     c->seq, c->batch, c->heads, d, c->dtype, c->attn_dropout, c->causal, c->seed,
+                                     attn_off);
+    gelu_backward_strided((char *)s->d_cat + h * e, k_out, (char *)s->in_out + 3 * h * e, n_in,
+                          (char *)s->d_in + 3 * h * e, n_in, t, (int)f, c->dtype);
+    linear_backward(&s->in, s->d_in, s->d_a, t);
+    layernorm_backward(&s->ln, s->d_a, dout, s->dx, t);
+}
+
+static void train_unfused(Step06 *s, const void *x, const void *dout, uint64_t step) {
+    const LayerConfig *c = &s->cfg;
+    const int64_t t = layer_tokens(c), h = c->hidden, f = c->ffn;
+    const int d = layer_head_dim(c);
+    const uint64_t attn_off = dropout_offset(step, DROPOUT_SITE_ATTENTION), hid_off = dropout_offset(step, DROPOUT_SITE_HIDDEN);
+    layernorm_forward(&s->ln, x, s->a, t);
+    linear_forward(&s->qkv, s->a, s->qkv_out, t, NULL);
+    linear_forward(&s->fc1, s->a, s->h1, t, NULL);
+    flash_attention_forward(s->qkv_out, s->ctx, s->lse, c->seq, c->batch, c->heads, d, c->dtype, c->attn_dropout,
+                            c->causal, c->seed, attn_off);
+    gelu_forward_strided(s->h1, f, s->g, f, t, (int)f, c->dtype);
+    linear_forward(&s->proj, s->ctx, s->z, t, NULL);
+    linear_forward(&s->fc2, s->g, s->z2, t, NULL);
+    add_inplace(s->z, s->z2, t * h, c->dtype);
+    bias_dropout_add_forward(s->z, NULL, x, s->y, t, (int)h, c->hidden_dropout, c->seed, hid_off, c->dtype);
+    add_dropout_backward(dout, NULL, NULL, s->d_z, t * h, c->hidden_dropout, c->seed, hid_off, c->dtype);
+    linear_backward(&s->proj, s->d_z, s->d_ctx, t);
+    linear_backward(&s->fc2, s->d_z, s->d_g, t);
+    flash_attention_backward(s->qkv_out, s->ctx, s->d_ctx, s->lse, s->d_qkv, s->attn_scratch, c->seq, c->batch,
+                             c->heads, d, c->dtype, c->attn_dropout, c->causal, c->seed, attn_off);
+    gelu_backward_strided(s->d_g, f, s->h1, f, s->d_h1, f, t, (int)f, c->dtype);
+    linear_backward(&s->fc1, s->d_h1, s->d_a, t);
+    linear_backward(&s->qkv, s->d_qkv, s->d_a2, t);
+    add_inplace(s->d_a, s->d_a2, t * h, c->dtype);
+    layernorm_backward(&s->ln, s->d_a, dout, s->dx, t);
+}
+
+static void train_step(void *state, const void *x, const void *dout, uint64_t step) {
+    Step06 *s = state;
+    if (s->fused) train_fused(s, x, dout, step);
+    else train_unfused(s, x, dout, step);
+}
+
+static void read_results(void *state, LayerResults *r) {
+    Step06 *s = state;
+    const LayerConfig *c = &s->cfg;
+    const int64_t n = layer_tokens(c) * c->hidden;
+    float **g = r->grad.tensor;
+    dev_download(r->out, s->y, n, c->dtype);
+    dev_download(r->dx, s->dx, n, c->dtype);
+    layernorm_read_grads(&s->ln, g[P_LN1_WEIGHT], g[P_LN1_BIAS]);
+    if (s->fused) {
+        FusedParallelParams fg;
+        fused_parallel_alloc(c, &fg);
+        layernorm_read_grads(&s->ln, fg.ln_weight, fg.ln_bias);
+        linear_read_grads(&s->in, fg.w_in, fg.b_in);
+        linear_read_grads(&s->out, fg.w_out, fg.b_out);
+        parallel_grads_from_fused(c, &fg, &r->grad);
+        fused_parallel_free(&fg);
+    } else {
+        linear_read_grads(&s->qkv, g[P_QKV_WEIGHT], g[P_QKV_BIAS]);
+        linear_read_grads(&s->fc1, g[P_FC1_WEIGHT], g[P_FC1_BIAS]);
+        linear_read_grads(&s->proj, g[P_PROJ_WEIGHT], g[P_PROJ_BIAS]);
+        linear_read_grads(&s->fc2, g[P_FC2_WEIGHT], g[P_FC2_BIAS]);
+        for (int i = 0; i < c->hidden; i++) g[P_LN2_WEIGHT][i] = g[P_LN2_BIAS][i] = 0.0f;
+    }
+}
+
+static void destroy(void *state) {
+    Step06 *s = state;
+    layernorm_free(&s->ln);
+    if (s->fused) {
+        linear_free(&s->in);
+        linear_free(&s->out);
+    } else {
+        linear_free(&s->qkv), linear_free(&s->fc1), linear_free(&s->proj), linear_free(&s->fc2);
+    }
+    void *bufs[] = {s->a, s->in_out, s->cat, s->z, s->y, s->d_z, s->d_cat, s->d_in, s->d_a, s->dx, s->qkv_out,
+                    s->h1, s->g, s->ctx, s->z2, s->d_ctx, s->d_g, s->d_h1, s->d_qkv, s->d_a2, s->lse,
+                    s->attn_scratch};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) dev_free(bufs[i]);
+    free(s);
+}
+
+static const char *unsupported(const LayerConfig *c) { return flash_attention_unsupported(layer_head_dim(c)); }
+
+const StepOps STEP_06_PARALLEL_LAYERS = {
+    .id = "06_parallel_layers",
+    .title = "parallel attention + MLP, fused weights",
+    .whats_new = "one LN; [W_qkv;W_fc1] and [W_proj|W_fc2] GEMMs",
+    .unsupported = unsupported,
+    .create = create_fused,
+    .train_step = train_step,
+    .read_results = read_results,
+    .destroy = destroy,
+    .flags_help = "  --unfused            the same parallel layer with four separate Linears\n",
+    .reference = ref_parallel_train_step,
+};
+
+const StepOps STEP_06_PARALLEL_UNFUSED = {
+    .id = "06u_parallel_unfused",
+    .title = "parallel attention + MLP, separate weights",
+    .whats_new = "one LN; four separate Linears (no weight fusion)",
+    .unsupported = unsupported,
+    .create = create_unfused,
+    .train_step = train_step,
+    .read_results = read_results,
+    .destroy = destroy,
+    .reference = ref_parallel_train_step,
+};

@@ -1,0 +1,11 @@
+#ifndef STEPS_06_PARALLEL_LAYERS_STEP06_H
+#define STEPS_06_PARALLEL_LAYERS_STEP06_H
+
+#include "common/step.h"
+
+extern const StepOps STEP_06_PARALLEL_LAYERS;
+
+// Runs the same parallel layer without the weight fusions (for the comparison).
+extern const StepOps STEP_06_PARALLEL_UNFUSED;
+
+#endif
