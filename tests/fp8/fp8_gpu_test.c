@@ -7,6 +7,7 @@
 #include "common/cuda_check.h"
 #include "common/fp8.h"
 #include "common/gpu.h"
+#include "common/modules/fp8_gemm.h"
 #include "kernels/fp8/fp8_cast.h"
 #include "tests/test_util.h"
 
@@ -58,10 +59,58 @@ static void test_cast_amax(void **state) {
     dev_free(d_x), dev_free(d_out), dev_free(d_scale), dev_free(d_amax), free(out), free(x);
 }
 
+// D = a_scale_inv b_scale_inv A^T B on cuBLASLt against the same product of the decoded FP8
+// values in double, for E4M3 x E4M3 (fast accumulation, with bias) and E4M3 x E5M2.
+static void fp8_gemm_case(Fp8Format bf, int fast, int with_bias) {
+    const int m = 128, n = 96, k = 256;
+    const float sa = 8.0f, sb = bf == FP8_E4M3 ? 16.0f : 1024.0f;
+    float *x = random_floats((int64_t)m * k, -2, 2), *y = random_floats((int64_t)n * k, -2, 2);
+    float *bias = random_floats(m, -1, 1);
+    round_to_dtype(bias, m, DTYPE_FP16);
+    uint8_t *a = malloc((size_t)m * k), *b = malloc((size_t)n * k);
+    for (int i = 0; i < m * k; i++) a[i] = fp8_encode(x[i] * sa, FP8_E4M3);
+    for (int i = 0; i < n * k; i++) b[i] = fp8_encode(y[i] * sb, bf);
+    float *ref = malloc((size_t)m * n * sizeof(float));
+    for (int j = 0; j < n; j++)  // D is column-major [m x n]: element (i, j) at j * m + i
+        for (int i = 0; i < m; i++) {
+            double acc = 0;
+            for (int t = 0; t < k; t++) acc += (double)fp8_decode(a[i * k + t], FP8_E4M3) * fp8_decode(b[j * k + t], bf);
+            ref[j * m + i] = (float)(acc / ((double)sa * sb) + (with_bias ? bias[i] : 0.0f));
+        }
+    uint8_t *da = dev_alloc((size_t)m * k), *db = dev_alloc((size_t)n * k);
+    CUDA_CHECK(cudaMemcpy(da, a, (size_t)m * k, cudaMemcpyHostToDevice));
+    CUDA_CHECK(cudaMemcpy(db, b, (size_t)n * k, cudaMemcpyHostToDevice));
+    float inv[2] = {1.0f / sa, 1.0f / sb};
+    float *d_inv = dev_upload_f32(inv, 2);
+    void *d_bias = dev_upload(bias, m, DTYPE_FP16), *d_out = dev_alloc((size_t)m * n * 2);
+    Fp8Gemm g = {.m = m, .n = n, .k = k, .a = da, .a_format = FP8_E4M3, .a_scale_inv = d_inv, .b = db,
+                 .b_format = bf, .b_scale_inv = d_inv + 1, .d = d_out, .ldd = m, .out_dtype = DTYPE_FP16,
+                 .bias = with_bias ? d_bias : NULL, .fast_accum = fast};
+    fp8_gemm_run(&g);
+    float *got = malloc((size_t)m * n * sizeof(float));
+    dev_download(got, d_out, (int64_t)m * n, DTYPE_FP16);
+    print_message("  E4M3 x %s, fast accumulation %d, bias %d:", fp8_format_name(bf), fast, with_bias);
+    assert_rel_error(got, ref, (int64_t)m * n, 2e-3);  // the fp16 output's rounding
+    dev_free(da), dev_free(db), dev_free(d_inv), dev_free(d_bias), dev_free(d_out);
+    free(x), free(y), free(bias), free(a), free(b), free(ref), free(got);
+}
+
+static void test_fp8_gemm(void **state) {
+    (void)state;
+    SKIP_WITHOUT_GPU();
+    if (gpu_compute_capability() < 89) {
+        print_message("[ SKIP     ] FP8 GEMMs need compute capability 8.9+\n");
+        skip();
+    }
+    fp8_gemm_case(FP8_E4M3, 1, 1);
+    fp8_gemm_case(FP8_E5M2, 0, 0);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_encoder_matches_cuda),
         cmocka_unit_test(test_cast_amax),
+        cmocka_unit_test(test_fp8_gemm),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,70 @@
+// The layer's twelve linear products (forward, input gradient, weight gradient of QKV,
+// projection, FC1, FC2) at the quickstart size, in fp16 and in FP8 on cuBLASLt: the
+// ceiling step 05 works towards. FP8: E4M3 x E4M3 with fast accumulation for forward,
+// E4M3 x E5M2 without it for the gradients, as TE does.
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "common/cuda_check.h"
+#include "common/gpu.h"
+#include "common/modules/fp8_gemm.h"
+#include "common/modules/gemm.h"
+
+static double time_ms(void (*run)(const void *), const void *arg) {
+    cudaEvent_t a, b;
+    CUDA_CHECK(cudaEventCreate(&a));
+    CUDA_CHECK(cudaEventCreate(&b));
+    for (int i = 0; i < 3; i++) run(arg);
+    CUDA_CHECK(cudaEventRecord(a, 0));
+    for (int i = 0; i < 10; i++) run(arg);
+    CUDA_CHECK(cudaEventRecord(b, 0));
+    CUDA_CHECK(cudaEventSynchronize(b));
+    float ms;
+    CUDA_CHECK(cudaEventElapsedTime(&ms, a, b));
+    return ms / 10;
+}
+
+static void run_fp16(const void *g) { gemm_run((const Gemm *)g); }
+static void run_fp8(const void *g) { fp8_gemm_run((const Fp8Gemm *)g); }
+
+int main(void) {
+    gpu_require();
+    if (gpu_compute_capability() < 89) fail_user("FP8 GEMMs need compute capability 8.9 or newer (this GPU: %d)", gpu_compute_capability());
+    const int64_t t = 8192, h = 4096, f = 16384;
+    const int64_t linears[4][2] = {{h, 3 * h}, {h, h}, {h, f}, {f, h}};  // {in, out}
+    const char *names[4] = {"QKV", "proj", "FC1", "FC2"};
+    const size_t big = (size_t)f * t;  // the largest operand
+    float *host = malloc(big * sizeof(float));
+    fill_uniform(host, (int64_t)big, -1.0f, 1.0f, 3, 1);
+    void *a16 = dev_upload(host, (int64_t)big, DTYPE_FP16), *b16 = dev_upload(host, (int64_t)big, DTYPE_FP16);
+    free(host);
+    uint8_t *a8 = dev_alloc(big), *b8 = dev_alloc(big);
+    CUDA_CHECK(cudaMemset(a8, 0x35, big));  // a mix of moderate E4M3/E5M2 values
+    CUDA_CHECK(cudaMemset(b8, 0x2c, big));
+    void *d = dev_alloc(big * 2);
+    float one = 1.0f;
+    float *scale = dev_upload_f32(&one, 1);
+    printf("GPU: %s; the quickstart layer's linear products (tokens 8192)\n", gpu_description());
+    printf("%-6s %-7s %8s %8s %8s %9s %9s\n", "linear", "product", "m", "n", "k", "fp16 ms", "fp8 ms");
+    double total16 = 0, total8 = 0, flops = 0;
+    for (int l = 0; l < 4; l++) {
+        int64_t in = linears[l][0], out = linears[l][1];
+        const char *what[3] = {"fwd", "dgrad", "wgrad"};
+        int64_t shapes[3][3] = {{out, t, in}, {in, t, out}, {in, out, t}};  // m, n, k
+        for (int p = 0; p < 3; p++) {
+            int64_t m = shapes[p][0], n = shapes[p][1], k = shapes[p][2];
+            Gemm g16 = {.trans_a = 1, .m = m, .n = n, .k = k, .a = a16, .lda = k, .b = b16, .ldb = k, .d = d,
+                        .ldd = m, .dtype = DTYPE_FP16};
+            Fp8Gemm g8 = {.m = m, .n = n, .k = k, .a = a8, .a_format = FP8_E4M3, .a_scale_inv = scale, .b = b8,
+                          .b_format = p == 0 ? FP8_E4M3 : FP8_E5M2, .b_scale_inv = scale, .d = d, .ldd = m,
+                          .out_dtype = DTYPE_FP16, .fast_accum = p == 0};
+            double ms16 = time_ms(run_fp16, &g16), ms8 = time_ms(run_fp8, &g8);
+            total16 += ms16, total8 += ms8, flops += 2.0 * m * n * k;
+            printf("%-6s %-7s %8lld %8lld %8lld %9.3f %9.3f\n", names[l], what[p], (long long)m, (long long)n,
+                   (long long)k, ms16, ms8);
+        }
+    }
+    printf("all 12: fp16 %.2f ms (%.0f TFLOP/s), FP8 %.2f ms (%.0f TFLOP/s), %.2fx\n", total16,
+           flops / total16 / 1e9, total8, flops / total8 / 1e9, total16 / total8);
+    return 0;
+}
