@@ -5,7 +5,8 @@
 // A and B are FP8 (E4M3 or E5M2; not both E5M2), stored [k x m] and [k x n]: cuBLASLt's FP8
 // products take only this "TN" layout, which is why step 05 needs transposed FP8 copies of
 // activations and gradients for its weight-gradient products. The scales are device pointers
-// (delayed scaling updates them on the GPU) and hold the inverse scales: FP8 data is x * scale,
+// (delayed scaling updates them on the GPU; each 16-byte aligned, as dev_alloc gives) and
+// hold the inverse scales: FP8 data is x * scale,
 // so the product is rescaled by 1 / (scale_a scale_b). D is fp16 or bf16.
 //
 // fast_accum: cuBLASLt's faster FP8 accumulation, which promotes partial sums to full float32

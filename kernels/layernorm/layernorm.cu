@@ -14,20 +14,20 @@ struct alignas(16) Pack8 {
     T v[8];
 };
 
-// Sums of two values over the block; every thread gets both.
+// Sums of two values over the block; every thread gets both. One barrier per call: the
+// warps' partial sums alternate between two shared arrays (`parity`), so a call never
+// overwrites what a slower warp may still be reading from the previous call.
 template <int BLOCK>
-__device__ __forceinline__ float2 block_sum2(float a, float b) {
+__device__ __forceinline__ float2 block_sum2(float a, float b, int parity = 0) {
     constexpr int WARPS = BLOCK / 32;
-    __shared__ float2 partial[WARPS];
+    __shared__ float2 partial[2][WARPS];
     a = warp_sum(a);
     b = warp_sum(b);
-    int warp = threadIdx.x / 32;
-    __syncthreads();  // the previous row's readers are done with partial[]
-    if (threadIdx.x % 32 == 0) partial[warp] = make_float2(a, b);
+    if (threadIdx.x % 32 == 0) partial[parity][threadIdx.x / 32] = make_float2(a, b);
     __syncthreads();
     float2 s = make_float2(0.0f, 0.0f);
 #pragma unroll
-    for (int w = 0; w < WARPS; w++) s.x += partial[w].x, s.y += partial[w].y;
+    for (int w = 0; w < WARPS; w++) s.x += partial[parity][w].x, s.y += partial[parity][w].y;
     return s;
 }
 
@@ -59,7 +59,7 @@ __global__ void __launch_bounds__(THREADS) layernorm_forward_kernel(
     for (int i = 0; i < VPT; i++)
 #pragma unroll
         for (int j = 0; j < 8; j++) sum += v[i][j];
-    const float mean = block_sum2<THREADS>(sum, 0.0f).x / cols;
+    const float mean = block_sum2<THREADS>(sum, 0.0f, 0).x / cols;
     // Second pass over registers, not memory: the variance of (x - mean) is exact-er than
     // E[x^2] - mean^2 and costs no extra bytes.
     float sq = 0.0f;
@@ -70,7 +70,7 @@ __global__ void __launch_bounds__(THREADS) layernorm_forward_kernel(
 #pragma unroll
             for (int j = 0; j < 8; j++) sq += (v[i][j] - mean) * (v[i][j] - mean);
     }
-    const float rstd = rsqrtf(block_sum2<THREADS>(sq, 0.0f).x / cols + eps);
+    const float rstd = rsqrtf(block_sum2<THREADS>(sq, 0.0f, 1).x / cols + eps);
 #pragma unroll
     for (int i = 0; i < VPT; i++) {
         int c = (threadIdx.x + i * THREADS) * 8;
@@ -173,7 +173,7 @@ __global__ void __launch_bounds__(BWD_THREADS) layernorm_backward_kernel(
                 dgamma[i][j] += dyv[i][j] * xv[i][j];
                 dbeta[i][j] += dyv[i][j];
             }
-    float2 s = block_sum2<BWD_THREADS>(sum_g, sum_gx);
+    float2 s = block_sum2<BWD_THREADS>(sum_g, sum_gx, it & 1);
         const float mean_g = s.x / cols, mean_gx = s.y / cols;
 #pragma unroll
         for (int i = 0; i < VPT; i++) {

@@ -80,18 +80,18 @@ static void fp8_gemm_case(Fp8Format bf, int fast, int with_bias) {
     uint8_t *da = dev_alloc((size_t)m * k), *db = dev_alloc((size_t)n * k);
     CUDA_CHECK(cudaMemcpy(da, a, (size_t)m * k, cudaMemcpyHostToDevice));
     CUDA_CHECK(cudaMemcpy(db, b, (size_t)n * k, cudaMemcpyHostToDevice));
-    float inv[2] = {1.0f / sa, 1.0f / sb};
-    float *d_inv = dev_upload_f32(inv, 2);
+    float inv_a = 1.0f / sa, inv_b = 1.0f / sb;  // separate allocations: scale pointers must be aligned
+    float *d_inv = dev_upload_f32(&inv_a, 1), *d_inv_b = dev_upload_f32(&inv_b, 1);
     void *d_bias = dev_upload(bias, m, DTYPE_FP16), *d_out = dev_alloc((size_t)m * n * 2);
     Fp8Gemm g = {.m = m, .n = n, .k = k, .a = da, .a_format = FP8_E4M3, .a_scale_inv = d_inv, .b = db,
-                 .b_format = bf, .b_scale_inv = d_inv + 1, .d = d_out, .ldd = m, .out_dtype = DTYPE_FP16,
+                 .b_format = bf, .b_scale_inv = d_inv_b, .d = d_out, .ldd = m, .out_dtype = DTYPE_FP16,
                  .bias = with_bias ? d_bias : NULL, .fast_accum = fast};
     fp8_gemm_run(&g);
     float *got = malloc((size_t)m * n * sizeof(float));
     dev_download(got, d_out, (int64_t)m * n, DTYPE_FP16);
     print_message("  E4M3 x %s, fast accumulation %d, bias %d:", fp8_format_name(bf), fast, with_bias);
     assert_rel_error(got, ref, (int64_t)m * n, 2e-3);  // the fp16 output's rounding
-    dev_free(da), dev_free(db), dev_free(d_inv), dev_free(d_bias), dev_free(d_out);
+    dev_free(da), dev_free(db), dev_free(d_inv), dev_free(d_inv_b), dev_free(d_bias), dev_free(d_out);
     free(x), free(y), free(bias), free(a), free(b), free(ref), free(got);
 }
 
