@@ -241,6 +241,45 @@ void ref_attention_backward_heads(const float *dctx, const float *qkv, const flo
     free(dp);
 }
 
+// ---- Linears, exact or with rounded operands --------------------------------------------------
+static float *quantized_copy(const RefQuantizer *q, const float *x, int64_t n, int is_gradient) {
+    float *c = xmalloc((size_t)n * sizeof(float));
+    memcpy(c, x, (size_t)n * sizeof(float));
+    q->quantize(q, c, n, is_gradient);
+    return c;
+}
+
+static void linear_forward_q(const RefQuantizer *q, const float *x, const float *w, const float *b, int64_t rows,
+                             int in, int out, float *y) {
+    if (!q) {
+        ref_linear_forward(x, w, b, rows, in, out, y);
+        return;
+    }
+    float *xq = quantized_copy(q, x, rows * in, 0), *wq = quantized_copy(q, w, (int64_t)in * out, 0);
+    ref_linear_forward(xq, wq, b, rows, in, out, y);
+    free(xq);
+    free(wq);
+}
+
+static void linear_backward_q(const RefQuantizer *q, const float *dy, const float *x, const float *w, int64_t rows,
+                              int in, int out, float *dx, float *dw, float *db) {
+    if (!q) {
+        ref_linear_backward(dy, x, w, rows, in, out, dx, dw, db);
+        return;
+    }
+    float *xq = quantized_copy(q, x, rows * in, 0), *wq = quantized_copy(q, w, (int64_t)in * out, 0);
+    float *dyq = quantized_copy(q, dy, rows * out, 1);
+    ref_linear_backward(dyq, xq, wq, rows, in, out, dx, dw, NULL);
+    for (int o = 0; o < out; o++) {  // the bias gradient from the unrounded dy
+        double s = 0.0;
+        for (int64_t r = 0; r < rows; r++) s += dy[r * out + o];
+        db[o] = (float)s;
+    }
+    free(xq);
+    free(wq);
+    free(dyq);
+}
+
 // ---- The whole layer ----------------------------------------------------------------------
 // Everything the forward keeps for the backward.
 typedef struct {
@@ -276,26 +315,26 @@ static void saved_free(Saved *s) {
 }
 
 static void layer_forward(const LayerConfig *c, const LayerParams *p, const float *x, uint64_t step,
-                          Saved *s, float *out) {
+                          const RefQuantizer *q, Saved *s, float *out) {
     const int64_t T = layer_tokens(c);
     const int h = c->hidden, f = c->ffn;
     float *const *w = p->tensor;
     ref_layernorm_forward(x, w[P_LN1_WEIGHT], w[P_LN1_BIAS], T, h, c->eps, s->ln1_out, s->ln1_mean, s->ln1_rstd);
-    ref_linear_forward(s->ln1_out, w[P_QKV_WEIGHT], w[P_QKV_BIAS], T, h, 3 * h, s->qkv);
+    linear_forward_q(q, s->ln1_out, w[P_QKV_WEIGHT], w[P_QKV_BIAS], T, h, 3 * h, s->qkv);
     ref_attention_forward(s->qkv, c->seq, c->batch, c->heads, layer_head_dim(c), c->attn_dropout,
                           c->causal, c->seed, dropout_offset(step, DROPOUT_SITE_ATTENTION), s->ctx, s->probs);
-    ref_linear_forward(s->ctx, w[P_PROJ_WEIGHT], w[P_PROJ_BIAS], T, h, h, s->proj);
+    linear_forward_q(q, s->ctx, w[P_PROJ_WEIGHT], w[P_PROJ_BIAS], T, h, h, s->proj);
     ref_dropout_forward(s->proj, T * h, c->hidden_dropout, c->seed, dropout_offset(step, DROPOUT_SITE_HIDDEN), s->y);
     for (int64_t i = 0; i < T * h; i++) s->y[i] += x[i];
     ref_layernorm_forward(s->y, w[P_LN2_WEIGHT], w[P_LN2_BIAS], T, h, c->eps, s->ln2_out, s->ln2_mean, s->ln2_rstd);
-    ref_linear_forward(s->ln2_out, w[P_FC1_WEIGHT], w[P_FC1_BIAS], T, h, f, s->fc1);
+    linear_forward_q(q, s->ln2_out, w[P_FC1_WEIGHT], w[P_FC1_BIAS], T, h, f, s->fc1);
     ref_gelu_forward(s->fc1, T * f, s->gelu);
-    ref_linear_forward(s->gelu, w[P_FC2_WEIGHT], w[P_FC2_BIAS], T, f, h, out);
+    linear_forward_q(q, s->gelu, w[P_FC2_WEIGHT], w[P_FC2_BIAS], T, f, h, out);
     for (int64_t i = 0; i < T * h; i++) out[i] += s->y[i];
 }
 
 static void layer_backward(const LayerConfig *c, const LayerParams *p, const float *x, uint64_t step,
-                           const Saved *s, const float *dout, float *dx, LayerParams *g) {
+                           const RefQuantizer *q, const Saved *s, const float *dout, float *dx, LayerParams *g) {
     const int64_t T = layer_tokens(c);
     const int h = c->hidden, f = c->ffn;
     float *const *w = p->tensor;
@@ -310,18 +349,18 @@ static void layer_backward(const LayerConfig *c, const LayerParams *p, const flo
     float *d_ln1 = xmalloc((size_t)(T * h) * sizeof(float));
 
     // out = y + FC2(GELU(FC1(LN2(y))))
-    ref_linear_backward(dout, s->gelu, w[P_FC2_WEIGHT], T, f, h, d_gelu, gw[P_FC2_WEIGHT], gw[P_FC2_BIAS]);
+    linear_backward_q(q, dout, s->gelu, w[P_FC2_WEIGHT], T, f, h, d_gelu, gw[P_FC2_WEIGHT], gw[P_FC2_BIAS]);
     ref_gelu_backward(d_gelu, s->fc1, T * f, d_fc1);
-    ref_linear_backward(d_fc1, s->ln2_out, w[P_FC1_WEIGHT], T, h, f, d_ln2, gw[P_FC1_WEIGHT], gw[P_FC1_BIAS]);
+    linear_backward_q(q, d_fc1, s->ln2_out, w[P_FC1_WEIGHT], T, h, f, d_ln2, gw[P_FC1_WEIGHT], gw[P_FC1_BIAS]);
     ref_layernorm_backward(d_ln2, s->y, w[P_LN2_WEIGHT], s->ln2_mean, s->ln2_rstd, T, h, dy,
                            gw[P_LN2_WEIGHT], gw[P_LN2_BIAS]);
     for (int64_t i = 0; i < T * h; i++) dy[i] += dout[i];  // the residual
     // y = x + dropout(proj)
     ref_dropout_backward(dy, T * h, c->hidden_dropout, c->seed, dropout_offset(step, DROPOUT_SITE_HIDDEN), d_proj);
-    ref_linear_backward(d_proj, s->ctx, w[P_PROJ_WEIGHT], T, h, h, d_ctx, gw[P_PROJ_WEIGHT], gw[P_PROJ_BIAS]);
+    linear_backward_q(q, d_proj, s->ctx, w[P_PROJ_WEIGHT], T, h, h, d_ctx, gw[P_PROJ_WEIGHT], gw[P_PROJ_BIAS]);
     ref_attention_backward(d_ctx, s->qkv, s->probs, c->seq, c->batch, c->heads, layer_head_dim(c),
                            c->attn_dropout, c->causal, c->seed, dropout_offset(step, DROPOUT_SITE_ATTENTION), d_qkv);
-    ref_linear_backward(d_qkv, s->ln1_out, w[P_QKV_WEIGHT], T, h, 3 * h, d_ln1, gw[P_QKV_WEIGHT], gw[P_QKV_BIAS]);
+    linear_backward_q(q, d_qkv, s->ln1_out, w[P_QKV_WEIGHT], T, h, 3 * h, d_ln1, gw[P_QKV_WEIGHT], gw[P_QKV_BIAS]);
     ref_layernorm_backward(d_ln1, x, w[P_LN1_WEIGHT], s->ln1_mean, s->ln1_rstd, T, h, dx,
                            gw[P_LN1_WEIGHT], gw[P_LN1_BIAS]);
     for (int64_t i = 0; i < T * h; i++) dx[i] += dy[i];  // the residual
@@ -334,7 +373,7 @@ void ref_layer_forward(const LayerConfig *cfg, const LayerParams *params, const 
                        uint64_t step, float *out) {
     Saved s;
     saved_alloc(cfg, &s);
-    layer_forward(cfg, params, x, step, &s, out);
+    layer_forward(cfg, params, x, step, NULL, &s, out);
     saved_free(&s);
 }
 
@@ -342,7 +381,16 @@ void ref_layer_train_step(const LayerConfig *cfg, const LayerParams *params,
                           const LayerInputs *in, uint64_t step, LayerResults *res) {
     Saved s;
     saved_alloc(cfg, &s);
-    layer_forward(cfg, params, in->x, step, &s, res->out);
-    layer_backward(cfg, params, in->x, step, &s, in->dy, res->dx, &res->grad);
+    layer_forward(cfg, params, in->x, step, NULL, &s, res->out);
+    layer_backward(cfg, params, in->x, step, NULL, &s, in->dy, res->dx, &res->grad);
+    saved_free(&s);
+}
+
+void ref_layer_train_step_quantized(const LayerConfig *cfg, const LayerParams *params, const LayerInputs *in,
+                                    uint64_t step, const RefQuantizer *q, LayerResults *res) {
+    Saved s;
+    saved_alloc(cfg, &s);
+    layer_forward(cfg, params, in->x, step, q, &s, res->out);
+    layer_backward(cfg, params, in->x, step, q, &s, in->dy, res->dx, &res->grad);
     saved_free(&s);
 }

@@ -75,6 +75,18 @@ void ref_attention_backward_heads(const float *dctx, const float *qkv, const flo
 void ref_layer_train_step(const LayerConfig *cfg, const LayerParams *params,
                           const LayerInputs *in, uint64_t step, LayerResults *res);
 
+// The same training step with the Linears' operands rounded the way an FP8 step rounds them
+// (step 05): `quantize` is applied to a copy of each Linear's input and weight (is_gradient
+// 0) before its products, and to each Linear's output gradient (is_gradient 1) before the
+// input- and weight-gradient products. Bias gradients use the unrounded gradient.
+typedef struct RefQuantizer {
+    void (*quantize)(const struct RefQuantizer *q, float *x, int64_t n, int is_gradient);
+    const void *ctx;
+} RefQuantizer;
+
+void ref_layer_train_step_quantized(const LayerConfig *cfg, const LayerParams *params, const LayerInputs *in,
+                                    uint64_t step, const RefQuantizer *q, LayerResults *res);
+
 // Forward only (out = layer(x)); for finite-difference checks and loss curves.
 void ref_layer_forward(const LayerConfig *cfg, const LayerParams *params, const float *x,
                        uint64_t step, float *out);

@@ -4,6 +4,7 @@
 #include "steps/02_te_modules/step02.h"
 #include "steps/03_fused_modules/step03.h"
 #include "steps/04_transformer_layer/step04.h"
+#include "steps/05_fp8/step05.h"
 #include "steps/06_parallel_layers/step06.h"
 
 // A new step joins the comparison here (and in steps/BUILD's registry deps).
@@ -12,6 +13,7 @@ const StepOps *const ALL_STEPS[] = {
     &STEP_02_TE_MODULES,
     &STEP_03_FUSED_MODULES,
     &STEP_04_TRANSFORMER_LAYER,
+    &STEP_05_FP8,
     &STEP_06_PARALLEL_UNFUSED,
     &STEP_06_PARALLEL_LAYERS,
 };

@@ -21,6 +21,23 @@ void fp8_encode_device(const float *x, uint8_t *out, int64_t n, Fp8Format format
 void fp8_cast_amax(const void *x, uint8_t *out, int64_t n, const float *scale, float *amax,
                    Fp8Format format, DType dtype);
 
+// The fused cast + transpose: out = fp8(x * scale) [rows, cols] AND out_t = its transpose
+// [cols, rows], in one pass (FP8 GEMMs take only the "TN" layout, so weight gradients need
+// transposed FP8 copies of activations and output gradients). *amax = max(*amax, max |x|).
+// out or out_t may be NULL.
+void fp8_cast_transpose(const void *x, uint8_t *out, uint8_t *out_t, int64_t rows, int64_t cols,
+                        const float *scale, float *amax, Fp8Format format, DType dtype);
+
+// The scaling state of one FP8 tensor on the GPU, in one float array:
+//   [0] scale, [4] scale_inv (16-byte aligned for cuBLASLt), [8 ...] the amax history, the
+//   newest slot first (casts record into [8]).
+enum { FP8_META_SCALE = 0, FP8_META_SCALE_INV = 4, FP8_META_HISTORY = 8 };
+
+// After a step: the delayed-scaling update of common/fp8_recipe.h on the GPU (same rule:
+// amax from the history's max or newest entry; keep the scale when amax is 0 or not finite;
+// FLT_MAX on overflow; then roll the history and clear the newest slot).
+void fp8_update_scale_device(float *meta, int history_len, float fp8_max, int margin, int most_recent);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,0 +1,49 @@
+// Linear in FP8 with delayed scaling (step 05): y = x W^T + b with the products on FP8.
+//
+//   forward   x -> fp8 E4M3 (and its transpose, kept for the weight gradient), W -> fp8 E4M3
+//             (and its transpose, for the input gradient); y = x8 W8^T in one FP8 GEMM
+//             with fast accumulation, bias in the epilogue, fp16/bf16 out.
+//   backward  dy -> fp8 (E5M2 under HYBRID) and its transpose;
+//             dx = dy8 W8 (W's transposed copy), dW = dy8^T x8 (both transposed copies),
+//             no fast accumulation; db = column sums of dy.
+// The master weight, its gradient and the bias stay in 16 bits (`base`). Each of x, W and dy
+// has its scaling state on the GPU (kernels/fp8/fp8_cast.h: scale, scale_inv, amax history);
+// every cast records its tensor's amax, and fp8_linear_update_scales() applies the recipe
+// after the step - on the GPU, with no host round trip.
+#ifndef COMMON_MODULES_FP8_LINEAR_H
+#define COMMON_MODULES_FP8_LINEAR_H
+
+#include <stdint.h>
+
+#include "common/fp8_recipe.h"
+#include "common/modules/linear.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct {
+    Linear base;
+    DelayedScaling recipe;
+    Fp8Format fwd_format, bwd_format;
+    float *meta_x, *meta_w, *meta_dy;  // device scaling states
+    uint8_t *x8, *xt8, *w8, *wt8, *dy8, *dyt8;
+    int64_t max_tokens;
+} Fp8Linear;
+
+void fp8_linear_init(Fp8Linear *l, int in, int out, int64_t max_tokens, const float *weight, const float *bias,
+                     DType dtype, const DelayedScaling *recipe);
+void fp8_linear_free(Fp8Linear *l);
+// y = x W^T (+ b if add_bias; the bias gradient is computed either way).
+void fp8_linear_forward(Fp8Linear *l, const void *x, void *y, int64_t tokens, int add_bias);
+void fp8_linear_backward(Fp8Linear *l, const void *dy, void *dx, int64_t tokens);
+// The delayed-scaling update of x's, W's and dy's scales, after a training step.
+void fp8_linear_update_scales(Fp8Linear *l);
+// Host copies of the three scales (x, w, dy) and the newest amaxes, for the chart.
+void fp8_linear_read_scaling(const Fp8Linear *l, float scale[3], float amax[3]);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif  // COMMON_MODULES_FP8_LINEAR_H
