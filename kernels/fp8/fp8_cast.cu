@@ -45,42 +45,57 @@ extern "C" void fp8_cast_amax(const void *x, uint8_t *out, int64_t n, const floa
     CHECK_LAUNCH();
 }
 
-// 32 x 32 tiles through shared memory: reads along rows and writes along columns both stay
-// coalesced. Each block is 32 x 8 threads, each thread 4 rows of the tile.
+// 64 x 64 tiles through shared memory, 256 threads. Every global access moves 4 elements:
+// 4 input values (8 bytes), 4 FP8 codes (one 32-bit store) along the rows of `out`, and 4
+// codes gathered down a column of the tile for each 32-bit store of `out_t`: byte-wide
+// stores would waste most of each memory transaction. rows and cols must be multiples of 4.
 template <typename T>
-__global__ void cast_transpose_kernel(const T *x, uint8_t *out, uint8_t *out_t, int64_t rows, int64_t cols,
-                                      const float *scale, float *amax, Fp8Format f) {
-    __shared__ uint8_t tile[32][33];
+__global__ void __launch_bounds__(256) cast_transpose_kernel(const T *x, uint8_t *out, uint8_t *out_t, int64_t rows,
+                                                             int64_t cols, const float *scale, float *amax,
+                                                             Fp8Format f) {
+    __shared__ uint8_t tile[64][64 + 4];
     const float s = *scale;
-    const int64_t r0 = (int64_t)blockIdx.y * 32, c0 = (int64_t)blockIdx.x * 32;
+    const int64_t r0 = (int64_t)blockIdx.y * 64, c0 = (int64_t)blockIdx.x * 64;
     float local = 0.0f;
-    for (int k = threadIdx.y; k < 32; k += 8) {
-        int64_t r = r0 + k, c = c0 + threadIdx.x;
-        uint8_t code = 0;
-        if (r < rows && c < cols) {
-            float v = to_float(x[r * cols + c]);
-            local = fmaxf(local, fabsf(v));
-            code = to_fp8(v * s, f);
-            if (out) out[r * cols + c] = code;
+    for (int q = threadIdx.x; q < 64 * 16; q += 256) {  // 16 quads per tile row
+        const int r = q / 16, c = (q % 16) * 4;
+        const int64_t gr = r0 + r, gc = c0 + c;
+        uint32_t packed = 0;
+        if (gr < rows && gc < cols) {
+            struct alignas(8) Quad { T v[4]; } in = *reinterpret_cast<const Quad *>(x + gr * cols + gc);
+#pragma unroll
+            for (int j = 0; j < 4; j++) {
+                float v = to_float(in.v[j]);
+                local = fmaxf(local, fabsf(v));
+                uint8_t code = to_fp8(v * s, f);
+                tile[r][c + j] = code;
+                packed |= (uint32_t)code << (8 * j);
+            }
+            if (out) *reinterpret_cast<uint32_t *>(out + gr * cols + gc) = packed;
         }
-        tile[k][threadIdx.x] = code;
     }
     __syncthreads();
-    if (out_t)
-        for (int k = threadIdx.y; k < 32; k += 8) {
-            int64_t c = c0 + k, r = r0 + threadIdx.x;  // out_t[c][r] = tile[r][c]
-            if (r < rows && c < cols) out_t[c * rows + r] = tile[threadIdx.x][k];
+    if (out_t) {
+        for (int q = threadIdx.x; q < 64 * 16; q += 256) {  // out_t row = a column of x
+            const int c = q / 16, r = (q % 16) * 4;
+            const int64_t gc = c0 + c, gr = r0 + r;
+            if (gc < cols && gr < rows) {
+                uint32_t packed = (uint32_t)tile[r][c] | (uint32_t)tile[r + 1][c] << 8 |
+                                  (uint32_t)tile[r + 2][c] << 16 | (uint32_t)tile[r + 3][c] << 24;
+                *reinterpret_cast<uint32_t *>(out_t + gc * rows + gr) = packed;
+            }
         }
+    }
     local = warp_max(local);
-    if (threadIdx.x == 0 && amax) atomic_max_nonneg(amax, local);
+    if (threadIdx.x % 32 == 0 && amax) atomic_max_nonneg(amax, local);
 }
 
 extern "C" void fp8_cast_transpose(const void *x, uint8_t *out, uint8_t *out_t, int64_t rows, int64_t cols,
                                    const float *scale, float *amax, Fp8Format format, DType dtype) {
-    dim3 grid(ceil_div(cols, 32), ceil_div(rows, 32)), block(32, 8);
+    if (rows % 4 || cols % 4) DIE("fp8_cast_transpose: %lld x %lld is not a multiple of 4", (long long)rows, (long long)cols);
+    dim3 grid(ceil_div(cols, 64), ceil_div(rows, 64));
     DISPATCH_DTYPE(dtype, T,
-                   cast_transpose_kernel<T><<<grid, block>>>((const T *)x, out, out_t, rows, cols, scale, amax,
-                                                             format));
+                   cast_transpose_kernel<T><<<grid, 256>>>((const T *)x, out, out_t, rows, cols, scale, amax, format));
     CHECK_LAUNCH();
 }
 

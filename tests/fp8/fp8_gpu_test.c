@@ -59,6 +59,36 @@ static void test_cast_amax(void **state) {
     dev_free(d_x), dev_free(d_out), dev_free(d_scale), dev_free(d_amax), free(out), free(x);
 }
 
+// The fused cast + transpose: both outputs bit-exact with the C encoder, and the amax.
+static void test_cast_transpose(void **state) {
+    (void)state;
+    SKIP_WITHOUT_GPU();
+    const int64_t rows = 100, cols = 136;  // not multiples of the 64-wide tiles
+    float *x = random_floats(rows * cols, -5.0f, 5.0f);
+    round_to_dtype(x, rows * cols, DTYPE_FP16);
+    x[37] = 6.5f;
+    void *d_x = dev_upload(x, rows * cols, DTYPE_FP16);
+    uint8_t *d_out = dev_alloc((size_t)(rows * cols)), *d_out_t = dev_alloc((size_t)(rows * cols));
+    float scale = 3.0f, zero = 0.0f, amax;
+    float *d_scale = dev_upload_f32(&scale, 1), *d_amax = dev_upload_f32(&zero, 1);
+    fp8_cast_transpose(d_x, d_out, d_out_t, rows, cols, d_scale, d_amax, FP8_E5M2, DTYPE_FP16);
+    uint8_t *out = malloc((size_t)(rows * cols)), *out_t = malloc((size_t)(rows * cols));
+    CUDA_CHECK(cudaMemcpy(out, d_out, (size_t)(rows * cols), cudaMemcpyDeviceToHost));
+    CUDA_CHECK(cudaMemcpy(out_t, d_out_t, (size_t)(rows * cols), cudaMemcpyDeviceToHost));
+    dev_download_f32(&amax, d_amax, 1);
+    int64_t bad = 0;
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t c = 0; c < cols; c++) {
+            uint8_t want = fp8_encode(x[r * cols + c] * scale, FP8_E5M2);
+            bad += out[r * cols + c] != want;
+            bad += out_t[c * rows + r] != want;
+        }
+    assert_int_equal(bad, 0);
+    assert_true(amax == 6.5f);
+    dev_free(d_x), dev_free(d_out), dev_free(d_out_t), dev_free(d_scale), dev_free(d_amax);
+    free(x), free(out), free(out_t);
+}
+
 // D = a_scale_inv b_scale_inv A^T B on cuBLASLt against the same product of the decoded FP8
 // values in double, for E4M3 x E4M3 (fast accumulation, with bias) and E4M3 x E5M2.
 static void fp8_gemm_case(Fp8Format bf, int fast, int with_bias) {
@@ -110,6 +140,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_encoder_matches_cuda),
         cmocka_unit_test(test_cast_amax),
+        cmocka_unit_test(test_cast_transpose),
         cmocka_unit_test(test_fp8_gemm),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
