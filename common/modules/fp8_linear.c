@@ -89,6 +89,6 @@ void fp8_linear_read_scaling(const Fp8Linear *l, float scale[3], float amax[3]) 
         float m[FP8_META_HISTORY + 2];
         dev_download_f32(m, metas[i], FP8_META_HISTORY + 2);
         scale[i] = m[FP8_META_SCALE];
-        amax[i] = fmaxf(m[FP8_META_HISTORY], m[FP8_META_HISTORY + 1]);  // newest, or just rolled
+        amax[i] = m[FP8_META_HISTORY];  // this step's (read before the update rolls the history)
     }
 }

@@ -39,7 +39,8 @@ void fp8_linear_forward(Fp8Linear *l, const void *x, void *y, int64_t tokens, in
 void fp8_linear_backward(Fp8Linear *l, const void *dy, void *dx, int64_t tokens);
 // The delayed-scaling update of x's, W's and dy's scales, after a training step.
 void fp8_linear_update_scales(Fp8Linear *l);
-// Host copies of the three scales (x, w, dy) and the newest amaxes, for the chart.
+// Host copies of the three scales (x, w, dy) used by this step and this step's amaxes (call it
+// before fp8_linear_update_scales), for the scaling chart.
 void fp8_linear_read_scaling(const Fp8Linear *l, float scale[3], float amax[3]);
 
 #ifdef __cplusplus

@@ -1,0 +1,62 @@
+#!/usr/bin/env python3
+"""Draws step 05's FP8 scaling log as an SVG: one panel per FP8 tensor (x, w, dy of each
+Linear), its amax per training step (dots) and the scale each step used (line), both on a
+log axis. The delay is visible: a step's scale comes from the amaxes of the steps before it.
+
+  step05_fp8 --iters 40 --fp8-log out/fp8.csv && python3 tools/plot_fp8_scaling.py out/fp8.csv out/fp8.svg
+
+Standard library only.
+"""
+import csv
+import math
+import sys
+from collections import defaultdict
+
+
+def main(src, dst):
+    series = defaultdict(lambda: {"step": [], "amax": [], "scale": []})
+    with open(src) as fh:
+        for row in csv.DictReader(fh):
+            s = series[(row["linear"], row["tensor"])]
+            s["step"].append(int(row["step"]))
+            s["amax"].append(float(row["amax"]))
+            s["scale"].append(float(row["scale"]))
+    keys = sorted(series, key=lambda k: (["qkv", "proj", "fc1", "fc2"].index(k[0]), ["x", "w", "dy"].index(k[1])))
+    cols, pw, ph, pad = 3, 300, 150, 45
+    rows = (len(keys) + cols - 1) // cols
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{cols * (pw + pad) + pad}" '
+           f'height="{rows * (ph + pad) + 60}" font-family="sans-serif" font-size="11">',
+           '<rect width="100%" height="100%" fill="white"/>',
+           '<text x="10" y="20" font-size="14" font-weight="bold">FP8 delayed scaling: amax per step '
+           '(dots, green) and the scale that step used (line, blue); log axes</text>']
+    for n, key in enumerate(keys):
+        s = series[key]
+        x0, y0 = pad + (n % cols) * (pw + pad), 40 + (n // cols) * (ph + pad)
+        steps = max(s["step"]) or 1
+
+        def ypos(values):
+            logs = [math.log10(v) for v in values if v > 0]
+            lo, hi = (min(logs), max(logs)) if logs else (0, 1)
+            hi = hi if hi > lo else lo + 1
+            return lambda v: y0 + ph - (math.log10(v) - lo) / (hi - lo) * (ph - 10) - 5 if v > 0 else y0 + ph, lo, hi
+
+        out.append(f'<rect x="{x0}" y="{y0}" width="{pw}" height="{ph}" fill="none" stroke="#ccc"/>')
+        out.append(f'<text x="{x0}" y="{y0 - 4}" font-weight="bold">{key[0]}.{key[1]}</text>')
+        ya, lo_a, hi_a = ypos(s["amax"])
+        ys, lo_s, hi_s = ypos(s["scale"])
+        pts = " ".join(f'{x0 + st / steps * pw:.1f},{ys(v):.1f}' for st, v in zip(s["step"], s["scale"]))
+        out.append(f'<polyline points="{pts}" fill="none" stroke="#1f5fbf" stroke-width="1.5"/>')
+        for st, v in zip(s["step"], s["amax"]):
+            out.append(f'<circle cx="{x0 + st / steps * pw:.1f}" cy="{ya(v):.1f}" r="2" fill="#3a3"/>')
+        out.append(f'<text x="{x0 + 4}" y="{y0 + ph - 4}" fill="#3a3">amax {10**lo_a:.2g}..{10**hi_a:.2g}</text>')
+        out.append(f'<text x="{x0 + pw - 4}" y="{y0 + 12}" fill="#1f5fbf" text-anchor="end">'
+                   f'scale {10**lo_s:.3g}..{10**hi_s:.3g}</text>')
+    out.append("</svg>")
+    with open(dst, "w") as fh:
+        fh.write("\n".join(out))
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 3:
+        sys.exit("usage: plot_fp8_scaling.py LOG.csv OUT.svg")
+    main(sys.argv[1], sys.argv[2])
