@@ -3,13 +3,13 @@
 # tools/gpu_pack.sh: the GPU tests, every step's --check at fp16 and bf16, the
 # micro-benchmarks and the per-step comparison. Ends with a short table.
 #
-#   bash .gpu/gpu_run.sh [tests] [check] [bench] [pytorch] [compare]   (default: all)
+#   bash .gpu/gpu_run.sh [tests] [check] [bench] [fp8] [pytorch] [compare]   (default: all)
 # Logs and JSON go to $OUT (the device tool brings them back) or ./out.
 set -uo pipefail
 BIN=.gpu/bin
 OUT=${OUT:-out}
 mkdir -p "$OUT"
-what="${*:-tests check bench pytorch compare}"
+what="${*:-tests check bench fp8 pytorch compare}"
 summary="$OUT/summary.txt"
 : > "$summary"
 note() { echo "$*" | tee -a "$summary"; }
@@ -40,6 +40,11 @@ if [[ $what == *check* ]]; then
   done
 fi
 
+if [[ $what == *fp8* ]] && [ -x "$BIN/step05_fp8" ]; then  # the scaling log of 40 steps, drawn
+  "$BIN/step05_fp8" --iters 40 --fp8-log "$OUT/fp8_scaling.csv" | tail -2 | tee -a "$summary"
+  python3 tools/plot_fp8_scaling.py "$OUT/fp8_scaling.csv" "$OUT/fp8_scaling.svg"
+fi
+
 if [[ $what == *bench* ]]; then
   for b in "$BIN"/*_bench; do
     [ -x "$b" ] || continue
@@ -56,7 +61,7 @@ if [[ $what == *compare* ]] && [ -x "$BIN/compare" ]; then
   base=(); [ -f "$OUT/pytorch.json" ] && base=(--pytorch "$OUT/pytorch.json")
   for dt in fp16 bf16; do
     "$BIN/compare" --dtype $dt --json "$OUT/compare_$dt.json" --svg "$OUT/compare_$dt.svg" "${base[@]}" 2>&1 |
-      tee "$OUT/compare_$dt.log" | tail -9 >> "$summary"
+      tee "$OUT/compare_$dt.log" | tail -12 >> "$summary"
     base=()  # PyTorch was timed at fp16
   done
 fi
