@@ -30,6 +30,8 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
+FP8_TOLERANCE = 0.15
+
 PARAM_NAMES = [
     "ln1.weight", "ln1.bias", "qkv_projection.weight", "qkv_projection.bias",
     "projection.weight", "projection.bias", "ln2.weight", "ln2.bias",
@@ -113,6 +115,9 @@ def check_steps(args, dtype_name):
     for exe in sorted(os.listdir(args.bin)):
         if not exe.startswith("step") or exe.endswith("_test"):
             continue
+        if exe.startswith("step06"):
+            rows.append((exe, float("nan"), "skipped: the parallel layer is another model (see its --check)"))
+            continue
         opath = os.path.join(tmp, f"{exe}.safetensors")
         cmd = [os.path.join(args.bin, exe), "--preset", "small", "--dtype", dtype_name, "--dropout", "0",
                "--weights", wpath, "--input", ipath, "--save", opath, "--warmup", "0", "--iters", "1"]
@@ -124,7 +129,10 @@ def check_steps(args, dtype_name):
         got = load_file(opath)
         errs = {k: rel_error(got[k].cuda(), ref[k]) for k in ref}
         worst = max(errs, key=errs.get)
-        passed = errs[worst] <= max(3 * torch_err, tol)
+        # FP8 (step 05): its first step casts with scale 1 (no amax seen yet), so its error
+        # against float32 is FP8's rounding of every Linear operand: a tolerance of its own.
+        step_tol = FP8_TOLERANCE if exe.startswith("step05") else max(3 * torch_err, tol)
+        passed = errs[worst] <= step_tol
         ok &= passed
         rows.append((exe, errs[worst], f"worst {worst}; {'ok' if passed else 'FAIL'}"))
     print(f"\n{dtype_name}: PyTorch {dtype_name} itself vs float32: max rel.err {torch_err:.2e}")
