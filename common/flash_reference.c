@@ -6,6 +6,16 @@
 #include "common/check.h"
 #include "common/philox.h"
 
+// The state before any key: nothing summed, maximum -infinity. (online_softmax_update and
+// online_softmax_finish are in online_softmax.c: they are the exercise.)
+void online_softmax_init(OnlineSoftmax *st, double *acc, int d) {
+    st->max = -INFINITY;
+    st->sum = 0.0;
+    st->acc = acc;
+    st->d = d;
+    for (int t = 0; t < d; t++) acc[t] = 0.0;
+}
+
 void ref_flash_attention_forward(const float *qkv, int seq, int batch, int heads, int head_dim,
                                  float p_drop, int causal, uint64_t seed, uint64_t offset,
                                  int block_k, float *ctx, float *lse) {

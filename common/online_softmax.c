@@ -3,14 +3,6 @@
 
 #include "common/flash_reference.h"
 
-void online_softmax_init(OnlineSoftmax *st, double *acc, int d) {
-    st->max = -INFINITY;
-    st->sum = 0.0;
-    st->acc = acc;
-    st->d = d;
-    for (int t = 0; t < d; t++) acc[t] = 0.0;
-}
-
 void online_softmax_update(OnlineSoftmax *st, const double *scores, const float *const *v,
                            const double *keep, int n) {
     double block_max = -INFINITY;

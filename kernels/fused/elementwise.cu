@@ -2,11 +2,6 @@
 #include "kernels/device_utils.cuh"
 #include "kernels/fused/elementwise.h"
 
-// Eight 16-bit values: one 16-byte load or store.
-template <typename T>
-struct alignas(16) Vec8 {
-    T v[8];
-};
 
 // The keep flags of elements [i, i + 8), i a multiple of 8: two Philox calls of 4 each.
 __device__ __forceinline__ void dropout_keep8(uint64_t seed, uint64_t offset, uint64_t i, float p,
@@ -25,20 +20,20 @@ __global__ void bias_dropout_add_kernel(const T *x, const T *bias, const T *resi
     const float scale = 1.0f / (1.0f - p);
     for (int64_t i = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) * 8; i < n;
          i += (int64_t)gridDim.x * blockDim.x * 8) {
-        Vec8<T> xv = *reinterpret_cast<const Vec8<T> *>(x + i);
-        Vec8<T> rv = *reinterpret_cast<const Vec8<T> *>(residual + i);
-        Vec8<T> bv;
-        if (bias) bv = *reinterpret_cast<const Vec8<T> *>(bias + i % cols);  // cols % 8 == 0
+        Pack8<T> xv = *reinterpret_cast<const Pack8<T> *>(x + i);
+        Pack8<T> rv = *reinterpret_cast<const Pack8<T> *>(residual + i);
+        Pack8<T> bv;
+        if (bias) bv = *reinterpret_cast<const Pack8<T> *>(bias + i % cols);  // cols % 8 == 0
         bool keep[8];
         if (p > 0.0f) dropout_keep8(seed, offset, (uint64_t)i, p, keep);
-        Vec8<T> o;
+        Pack8<T> o;
 #pragma unroll
         for (int j = 0; j < 8; j++) {
             float z = to_float(xv.v[j]) + (bias ? to_float(bv.v[j]) : 0.0f);
             if (p > 0.0f) z = keep[j] ? z * scale : 0.0f;
             o.v[j] = from_float<T>(to_float(rv.v[j]) + z);
         }
-        *reinterpret_cast<Vec8<T> *>(out + i) = o;
+        *reinterpret_cast<Pack8<T> *>(out + i) = o;
     }
 }
 
@@ -48,12 +43,12 @@ __global__ void add_dropout_backward_kernel(const T *a, const T *b, T *grad_sum,
     const float scale = 1.0f / (1.0f - p);
     for (int64_t i = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) * 8; i < n;
          i += (int64_t)gridDim.x * blockDim.x * 8) {
-        Vec8<T> av = *reinterpret_cast<const Vec8<T> *>(a + i);
-        Vec8<T> bv;
-        if (b) bv = *reinterpret_cast<const Vec8<T> *>(b + i);
+        Pack8<T> av = *reinterpret_cast<const Pack8<T> *>(a + i);
+        Pack8<T> bv;
+        if (b) bv = *reinterpret_cast<const Pack8<T> *>(b + i);
         bool keep[8];
         if (p > 0.0f) dropout_keep8(seed, offset, (uint64_t)i, p, keep);
-        Vec8<T> s, z;
+        Pack8<T> s, z;
 #pragma unroll
         for (int j = 0; j < 8; j++) {
             // Round the sum to T first: the residual path stores it in T, and the reference
@@ -64,8 +59,8 @@ __global__ void add_dropout_backward_kernel(const T *a, const T *b, T *grad_sum,
             if (p > 0.0f) g = keep[j] ? g * scale : 0.0f;
             z.v[j] = from_float<T>(g);
         }
-        if (grad_sum) *reinterpret_cast<Vec8<T> *>(grad_sum + i) = s;
-        *reinterpret_cast<Vec8<T> *>(grad_z + i) = z;
+        if (grad_sum) *reinterpret_cast<Pack8<T> *>(grad_sum + i) = s;
+        *reinterpret_cast<Pack8<T> *>(grad_z + i) = z;
     }
 }
 
@@ -73,11 +68,11 @@ template <typename T>
 __global__ void add_inplace_kernel(T *a, const T *b, int64_t n) {
     for (int64_t i = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) * 8; i < n;
          i += (int64_t)gridDim.x * blockDim.x * 8) {
-        Vec8<T> av = *reinterpret_cast<const Vec8<T> *>(a + i);
-        Vec8<T> bv = *reinterpret_cast<const Vec8<T> *>(b + i);
+        Pack8<T> av = *reinterpret_cast<const Pack8<T> *>(a + i);
+        Pack8<T> bv = *reinterpret_cast<const Pack8<T> *>(b + i);
 #pragma unroll
         for (int j = 0; j < 8; j++) av.v[j] = from_float<T>(to_float(av.v[j]) + to_float(bv.v[j]));
-        *reinterpret_cast<Vec8<T> *>(a + i) = av;
+        *reinterpret_cast<Pack8<T> *>(a + i) = av;
     }
 }
 
@@ -120,17 +115,6 @@ extern "C" void add_inplace(void *a, const void *b, int64_t n, DType dtype) {
 }
 
 // ---- GELU on strided views ---------------------------------------------------------------
-__device__ __forceinline__ float gelu_tanh(float x) {
-    const float k = 0.7978845608f, c = 0.044715f;
-    return 0.5f * x * (1.0f + tanhf(k * (x + c * x * x * x)));
-}
-
-__device__ __forceinline__ float gelu_tanh_grad(float x) {
-    const float k = 0.7978845608f, c = 0.044715f;
-    float t = tanhf(k * (x + c * x * x * x));
-    return 0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * k * (1.0f + 3.0f * c * x * x);
-}
-
 // One thread per 8 columns of a row (cols % 8 == 0, rows 16-byte aligned).
 template <typename T>
 __global__ void gelu_strided_kernel(const T *dy, int64_t dy_row, const T *x, int64_t x_row, T *out,
@@ -140,16 +124,16 @@ __global__ void gelu_strided_kernel(const T *dy, int64_t dy_row, const T *x, int
          p += (int64_t)gridDim.x * blockDim.x) {
         int64_t r = p / packs;
         int c = (int)(p % packs) * 8;
-        Vec8<T> xv = *reinterpret_cast<const Vec8<T> *>(x + r * x_row + c), o;
+        Pack8<T> xv = *reinterpret_cast<const Pack8<T> *>(x + r * x_row + c), o;
         if (dy) {  // backward
-            Vec8<T> g = *reinterpret_cast<const Vec8<T> *>(dy + r * dy_row + c);
+            Pack8<T> g = *reinterpret_cast<const Pack8<T> *>(dy + r * dy_row + c);
 #pragma unroll
             for (int j = 0; j < 8; j++) o.v[j] = from_float<T>(to_float(g.v[j]) * gelu_tanh_grad(to_float(xv.v[j])));
         } else {
 #pragma unroll
             for (int j = 0; j < 8; j++) o.v[j] = from_float<T>(gelu_tanh(to_float(xv.v[j])));
         }
-        *reinterpret_cast<Vec8<T> *>(out + r * out_row + c) = o;
+        *reinterpret_cast<Pack8<T> *>(out + r * out_row + c) = o;
     }
 }
 

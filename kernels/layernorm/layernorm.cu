@@ -8,12 +8,6 @@
 static const int THREADS = 128;
 static const int BWD_THREADS = 256;
 
-// Eight 16-bit values: one 16-byte load or store.
-template <typename T>
-struct alignas(16) Pack8 {
-    T v[8];
-};
-
 // Sums of two values over the block; every thread gets both. One barrier per call: the
 // warps' partial sums alternate between two shared arrays (`parity`), so a call never
 // overwrites what a slower warp may still be reading from the previous call.

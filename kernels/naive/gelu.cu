@@ -2,25 +2,20 @@
 
 #include "kernels/device_utils.cuh"
 
-#define GELU_K 0.7978845608028654f  // sqrt(2 / pi)
-#define GELU_C 0.044715f
-
 template <typename T>
 __global__ void gelu_forward_kernel(const T *x, int64_t n, T *y) {
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
         float v = to_float(x[i]);
-        y[i] = from_float<T>(0.5f * v * (1.0f + tanhf(GELU_K * (v + GELU_C * v * v * v))));
+        y[i] = from_float<T>(gelu_tanh(v));
     }
 }
 
-// d/dx [0.5 x (1 + tanh(u))] = 0.5 (1 + tanh(u)) + 0.5 x (1 - tanh(u)^2) k (1 + 3 c x^2).
+// dx = dy * GELU'(x) (device_utils.cuh has the formula).
 template <typename T>
 __global__ void gelu_backward_kernel(const T *dy, const T *x, int64_t n, T *dx) {
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
         float v = to_float(x[i]);
-        float t = tanhf(GELU_K * (v + GELU_C * v * v * v));
-        float d = 0.5f * (1.0f + t) + 0.5f * v * (1.0f - t * t) * GELU_K * (1.0f + 3.0f * GELU_C * v * v);
-        dx[i] = from_float<T>(to_float(dy[i]) * d);
+        dx[i] = from_float<T>(to_float(dy[i]) * gelu_tanh_grad(v));
     }
 }
 
