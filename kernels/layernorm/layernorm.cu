@@ -198,16 +198,16 @@ __global__ void __launch_bounds__(BWD_THREADS) layernorm_backward_kernel(
     }
 }
 
-// Stage 2: add the blocks' partial sums. Each block takes 32 columns; its 8 rows of
+// Stage 2: add the blocks' partial sums. Each block takes 32 columns; its 32 rows of
 // threads split the partial rows between them, then add up through shared memory.
 template <typename T>
-__global__ void sum_partials_kernel(const float *partial_dgamma, const float *partial_dbeta, int blocks,
-                                    int cols, T *dgamma, T *dbeta) {
-    __shared__ float sg[8][33], sb[8][33];
+__global__ void __launch_bounds__(1024) sum_partials_kernel(const float *partial_dgamma, const float *partial_dbeta,
+                                                            int blocks, int cols, T *dgamma, T *dbeta) {
+    __shared__ float sg[32][33], sb[32][33];
     int c = blockIdx.x * 32 + threadIdx.x;
     float a = 0.0f, b = 0.0f;
     if (c < cols)
-        for (int k = threadIdx.y; k < blocks; k += 8) {
+        for (int k = threadIdx.y; k < blocks; k += 32) {
             a += partial_dgamma[(int64_t)k * cols + c];
             b += partial_dbeta[(int64_t)k * cols + c];
         }
@@ -215,7 +215,7 @@ __global__ void sum_partials_kernel(const float *partial_dgamma, const float *pa
     sb[threadIdx.y][threadIdx.x] = b;
     __syncthreads();
     if (threadIdx.y == 0 && c < cols) {
-        for (int k = 1; k < 8; k++) a += sg[k][threadIdx.x], b += sb[k][threadIdx.x];
+        for (int k = 1; k < 32; k++) a += sg[k][threadIdx.x], b += sb[k][threadIdx.x];
         dgamma[c] = from_float<T>(a);
         dbeta[c] = from_float<T>(b);
     }
@@ -284,7 +284,7 @@ extern "C" void layernorm_fast_backward(const void *dy, const void *x, const voi
                 (const T *)dy, (const T *)x, (const T *)gamma, mean, rstd, (const T *)dresidual, (T *)dx,
                 partial_dgamma, partial_dbeta, rows, cols));
         CHECK_LAUNCH();
-        sum_partials_kernel<T><<<ceil_div(cols, 32), dim3(32, 8)>>>(partial_dgamma, partial_dbeta, blocks, cols,
+        sum_partials_kernel<T><<<ceil_div(cols, 32), dim3(32, 32)>>>(partial_dgamma, partial_dbeta, blocks, cols,
                                                              (T *)dgamma, (T *)dbeta);
     });
     CHECK_LAUNCH();
