@@ -19,9 +19,9 @@ double rel_error(const float *a, const float *ref, int64_t n);
 // significant bits, bf16 8, and the layer's intermediates are rounded to them several times.
 double check_tolerance(DType dtype);
 
-// Compares out, dx and all 12 gradients; prints one line each with error and tolerance.
-// Returns the largest error relative to its tolerance's pass/fail: *max_err gets the
-// largest error, the return value is 1 if every tensor passed.
+// Compares out, dx and all 12 gradients; prints one line each with its error and the
+// tolerance (to `log`, which may be NULL). *max_err gets the largest error; returns 1 if
+// every tensor is within the tolerance, else 0.
 int compare_results(const LayerConfig *cfg, const LayerResults *got, const LayerResults *ref,
                     double tolerance, FILE *log, double *max_err);
 

@@ -54,6 +54,8 @@ static void expect(char *const argv[], int exit_code, const char *message) {
 // packed binaries).
 static char COMPARE[4096] = "steps/compare";
 static char STEP01[4096] = "steps/01_naive/step01_naive";
+static char STEP05[4096] = "steps/05_fp8/step05_fp8";
+static char STEP06[4096] = "steps/06_parallel_layers/step06_parallel_layers";
 
 static void locate(char *path, size_t size, const char *argv0, const char *name) {
     if (access(path, X_OK) == 0) return;
@@ -124,6 +126,19 @@ static void test_weights_of_another_shape(void **state) {
            1, "truncated");
 }
 
+// The steps' own flags are checked like the shared ones.
+static void test_step_flags(void **state) {
+    (void)state;
+    expect((char *const[]){STEP05, "--fp8-format", "e5m2", NULL}, 1, "--fp8-format expects hybrid or e4m3");
+    expect((char *const[]){STEP05, "--amax-history", "0", NULL}, 1, "--amax-history expects 1..1024");
+    expect((char *const[]){STEP05, "--amax-algo", "mean", NULL}, 1, "--amax-algo expects max or most_recent");
+    expect((char *const[]){STEP05, "--help", NULL}, 0, "--margin N");
+    expect((char *const[]){STEP06, "--help", NULL}, 0, "--unfused");
+    // A head size the flash-attention kernels do not have is refused before any GPU work.
+    expect((char *const[]){STEP06, "--hidden", "96", "--heads", "1", "--ffn", "64", NULL}, 1,
+           "support head_dim 64 and 128");
+}
+
 static void test_no_gpu(void **state) {
     (void)state;
     if (test_have_gpu()) {
@@ -137,12 +152,15 @@ int main(int argc, char **argv) {
     (void)argc;
     locate(COMPARE, sizeof COMPARE, argv[0], "compare");
     locate(STEP01, sizeof STEP01, argv[0], "step01_naive");
+    locate(STEP05, sizeof STEP05, argv[0], "step05_fp8");
+    locate(STEP06, sizeof STEP06, argv[0], "step06_parallel_layers");
     const char *t = getenv("TEST_TMPDIR");
     snprintf(tmpdir, sizeof tmpdir, "%s/cli_XXXXXX", t ? t : "/tmp");
     if (!mkdtemp(tmpdir)) return 1;
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_missing_weights_file),
         cmocka_unit_test(test_weights_of_another_shape),
+        cmocka_unit_test(test_step_flags),
         cmocka_unit_test(test_no_gpu),
         cmocka_unit_test(test_unknown_flag),
         cmocka_unit_test(test_hidden_not_divisible_by_heads),
