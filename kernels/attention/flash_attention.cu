@@ -500,12 +500,18 @@ static void forward(const void *qkv, void *ctx, float *lse, int seq, int batch, 
     CHECK_LAUNCH();
 }
 
+// The scratch holds Dsum (one float per query) and then dQ's accumulator, which the vector
+// atomics need 16-byte aligned: Dsum's part is rounded up to a multiple of 64 floats.
+static size_t dsum_floats(int seq, int batch, int heads) {
+    return ((size_t)seq * batch * heads + 63) / 64 * 64;
+}
+
 template <typename T, int D>
 static void backward(const void *qkv, const void *ctx, const void *dctx, const float *lse, void *dqkv,
                      void *scratch, int seq, int batch, int heads, int64_t qkv_row, int64_t ctx_row, float p_drop,
                      int causal, uint64_t seed, uint64_t offset) {
     float *dsum = (float *)scratch;
-    float *dq_accum = dsum + (size_t)batch * heads * seq;
+    float *dq_accum = dsum + dsum_floats(seq, batch, heads);
     int rows = seq * batch * heads;
     flash_backward_prepare_kernel<T, D><<<ceil_div((int64_t)rows * 32, 256), 256>>>(
         (const T *)ctx, (const T *)dctx, dsum, dq_accum, seq, batch, heads, ctx_row);
@@ -559,8 +565,7 @@ extern "C" void flash_attention_forward(const void *qkv, void *ctx, float *lse, 
 }
 
 extern "C" size_t flash_attention_backward_scratch_bytes(int seq, int batch, int heads, int head_dim) {
-    size_t rows = (size_t)seq * batch * heads;
-    return rows * sizeof(float) * (1 + (size_t)head_dim);
+    return (dsum_floats(seq, batch, heads) + (size_t)seq * batch * heads * head_dim) * sizeof(float);
 }
 
 extern "C" void flash_attention_backward_strided(const void *qkv, int64_t qkv_row_stride, const void *ctx,
