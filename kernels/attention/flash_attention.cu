@@ -444,9 +444,15 @@ __global__ void __launch_bounds__(THREADS) flash_backward_kernel(
                 if (i >= seq) continue;
                 float *acc = dq_accum + ((int64_t)bh * seq + i) * D;
 #pragma unroll
-                for (int n = 0; n < D / 8; n++)  // one 8-byte atomic per pair (sm_90): half the L2 operations
+                for (int n = 0; n < D / 8; n++) {
+#if __CUDA_ARCH__ >= 900  // one 8-byte atomic per pair: half the L2 operations, which limit this kernel
                     atomicAdd(reinterpret_cast<float2 *>(acc + n * 8 + c2),
                               make_float2(dq[n][2 * r] * scale, dq[n][2 * r + 1] * scale));
+#else  // before Hopper: one float at a time
+                    atomicAdd(acc + n * 8 + c2, dq[n][2 * r] * scale);
+                    atomicAdd(acc + n * 8 + c2 + 1, dq[n][2 * r + 1] * scale);
+#endif
+                }
             }
         }
         __syncthreads();  // before the next query block overwrites the tiles
