@@ -1,179 +1,450 @@
-// safetensors: round trips, and every kind of bad file ending in a clear message and exit 1.
+// Tests of common/safetensors and common/weights_io.
+//
+// Round trips: values written (F32, F16, BF16) read back equal, after the storage dtype's
+// rounding. Bad files: each is built byte by byte here, loaded in a child process (a bad
+// file ends the program through fail_user, exit status 1), and the test checks the exit
+// status and that the message names the file and the problem.
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "common/half.h"
+#include "common/layer.h"
 #include "common/safetensors.h"
 #include "common/weights_io.h"
 #include "tests/test_util.h"
 
-static char dir[256];
+// ---- helpers ------------------------------------------------------------------------------
 
-static const char *path_of(const char *name) {
-    static char buf[512];
-    snprintf(buf, sizeof buf, "%s/%s", dir, name);
-    return buf;
-}
+static char tmp_dir[512];
 
-static int setup(void **state) {
+static int make_tmp_dir(void **state) {
     (void)state;
-    const char *tmp = getenv("TEST_TMPDIR");
-    snprintf(dir, sizeof dir, "%s/io_test_XXXXXX", tmp ? tmp : "/tmp");
-    return mkdtemp(dir) ? 0 : -1;
+    const char *base = getenv("TEST_TMPDIR");
+    snprintf(tmp_dir, sizeof tmp_dir, "%s/io_test_XXXXXX", base ? base : "/tmp");
+    if (!mkdtemp(tmp_dir)) return -1;
+    return 0;
 }
 
-static LayerConfig tiny(void) {
+static int remove_tmp_dir(void **state) {
+    (void)state;
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp_dir);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+// A path in the temporary directory (a static buffer per call site is enough: rotating).
+static const char *tmp_path(const char *name) {
+    static char bufs[4][600];
+    static int next;
+    char *p = bufs[next++ % 4];
+    snprintf(p, sizeof bufs[0], "%s/%s", tmp_dir, name);
+    return p;
+}
+
+static LayerConfig tiny_config(void) {
     LayerConfig c;
-    layer_config_preset("tiny", &c);
+    assert_true(layer_config_preset("tiny", &c));
     return c;
 }
 
-// ---- round trips ------------------------------------------------------------------------
-static void test_params_round_trip(void **state) {
-    (void)state;
-    LayerConfig c = tiny();
-    LayerParams a, b;
-    layer_params_alloc(&c, &a);
-    layer_params_alloc(&c, &b);
-    layer_params_init_random(&c, test_seed(), &a);
-    save_layer_params(path_of("p.safetensors"), &c, &a);
-    load_layer_params(path_of("p.safetensors"), &c, &b);
-    for (int i = 0; i < NUM_PARAMS; i++)
-        assert_memory_equal(a.tensor[i], b.tensor[i], (size_t)param_numel(&c, i) * sizeof(float));
-    layer_params_free(&a);
-    layer_params_free(&b);
+// Writes a file byte by byte: the 8-byte little-endian header length (header_len, or the
+// header's real length when header_len is AUTO_LEN), the header text, then data_len bytes.
+#define AUTO_LEN UINT64_MAX
+static void write_raw(const char *path, uint64_t header_len, const char *header,
+                      const void *data, size_t data_len) {
+    FILE *f = fopen(path, "wb");
+    assert_non_null(f);
+    if (header_len == AUTO_LEN) header_len = strlen(header);
+    unsigned char len_bytes[8];
+    for (int i = 0; i < 8; i++) len_bytes[i] = (unsigned char)(header_len >> (8 * i));
+    assert_int_equal(fwrite(len_bytes, 1, 8, f), 8);
+    assert_int_equal(fwrite(header, 1, strlen(header), f), strlen(header));
+    if (data_len) assert_int_equal(fwrite(data, 1, data_len, f), data_len);
+    assert_int_equal(fclose(f), 0);
 }
 
-static void test_half_types_round_trip(void **state) {
-    (void)state;
-    const int n = 1000;
-    float *x = random_floats(n, -100, 100);
-    float *y = malloc(n * sizeof(float));
-    for (int t = 0; t < 2; t++) {
-        StDType dt = t ? ST_BF16 : ST_F16;
-        StEntry e = {.name = "x", .ndim = 2, .shape = {10, 100}, .data = x, .dtype = dt};
-        st_write(path_of("h.safetensors"), &e, 1);
-        SafeTensors *st = st_open(path_of("h.safetensors"));
-        st_read_f32(st, "x", 2, (int64_t[]){10, 100}, y);
-        st_close(st);
-        float *r = malloc(n * sizeof(float));
-        memcpy(r, x, n * sizeof(float));
-        round_to_dtype(r, n, t ? DTYPE_BF16 : DTYPE_FP16);
-        assert_memory_equal(r, y, n * sizeof(float));  // stored rounded to nearest even
-        free(r);
-    }
-    free(x);
-    free(y);
-}
-
-static void test_results_and_inputs(void **state) {
-    (void)state;
-    LayerConfig c = tiny();
-    LayerResults r;
-    layer_results_alloc(&c, &r);
-    int64_t n = layer_tokens(&c) * c.hidden;
-    for (int64_t i = 0; i < n; i++) r.out[i] = (float)i, r.dx[i] = (float)-i;
-    save_layer_results(path_of("r.safetensors"), &c, &r);
-    SafeTensors *st = st_open(path_of("r.safetensors"));
-    assert_true(st_has(st, "out") && st_has(st, "dx") && st_has(st, "grad.mlp.linear2.bias"));
-    st_close(st);
-    // "out" and "dx" have the inputs' shape: load them back as x and dy via a file that has both.
-    StEntry e[2] = {{.name = "x", .ndim = 3, .shape = {c.seq, c.batch, c.hidden}, .data = r.out},
-                    {.name = "dy", .ndim = 3, .shape = {c.seq, c.batch, c.hidden}, .data = r.dx}};
-    st_write(path_of("in.safetensors"), e, 2);
-    LayerInputs in;
-    layer_inputs_alloc(&c, &in);
-    load_layer_inputs(path_of("in.safetensors"), &c, &in);
-    assert_memory_equal(in.x, r.out, (size_t)n * sizeof(float));
-    assert_memory_equal(in.dy, r.dx, (size_t)n * sizeof(float));
-    layer_inputs_free(&in);
-    layer_results_free(&r);
-}
-
-// ---- bad files: the loader runs in a child process, which must exit 1 with the message ---
-static void write_raw(const char *name, const char *header, size_t header_len, size_t data_bytes,
-                      uint64_t claimed_len) {
-    FILE *f = fopen(path_of(name), "wb");
-    unsigned char len[8];
-    for (int i = 0; i < 8; i++) len[i] = (unsigned char)(claimed_len >> (8 * i));
-    fwrite(len, 1, 8, f);
-    fwrite(header, 1, header_len, f);
-    for (size_t i = 0; i < data_bytes; i++) fputc(0, f);
-    fclose(f);
-}
-
-static void write_header(const char *name, const char *header, size_t data_bytes) {
-    write_raw(name, header, strlen(header), data_bytes, strlen(header));
-}
-
-static void expect_failure(const char *file, int64_t rows, int64_t cols, const char *message) {
-    char errpath[512];
-    snprintf(errpath, sizeof errpath, "%s/stderr.txt", dir);
+// Runs run(path) in a child process with stderr captured, and asserts that it exited with
+// status 1 and that its message contains every word of the NULL-terminated list. Prints the
+// message, so the log shows what a user would see.
+static void expect_failure(void (*run)(const char *), const char *path, ...) {
+    char err_path[600];
+    snprintf(err_path, sizeof err_path, "%s/stderr.txt", tmp_dir);
+    fflush(stdout);
+    fflush(stderr);
     pid_t pid = fork();
     assert_true(pid >= 0);
     if (pid == 0) {
-        if (!freopen(errpath, "w", stderr)) _exit(99);
-        SafeTensors *st = st_open(path_of(file));
-        float out[64];
-        st_read_f32(st, "w", 2, (int64_t[]){rows, cols}, out);
-        _exit(0);  // loaded: the test fails below
+        int fd = open(err_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        if (fd < 0 || dup2(fd, 2) < 0) _exit(3);
+        run(path);
+        _exit(0);  // the load succeeded: the parent reports that
     }
     int status;
-    waitpid(pid, &status, 0);
-    FILE *f = fopen(errpath, "r");
-    char text[1024] = "";
-    size_t got = f ? fread(text, 1, sizeof text - 1, f) : 0;
-    text[got] = 0;
-    if (f) fclose(f);
-    print_message("  %-22s -> %s", file, text);
-    assert_true(WIFEXITED(status));
-    assert_int_equal(WEXITSTATUS(status), 1);
-    if (!strstr(text, message)) fail_msg("message '%s' does not contain '%s'", text, message);
-    assert_non_null(strstr(text, file));  // names the file
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    char msg[4096] = "";
+    FILE *f = fopen(err_path, "r");
+    assert_non_null(f);
+    size_t len = fread(msg, 1, sizeof msg - 1, f);
+    msg[len] = '\0';
+    fclose(f);
+    print_message("    message: %s", msg);
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 1)
+        fail_msg("expected exit status 1, got %s %d", WIFEXITED(status) ? "exit" : "signal",
+                 WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
+    va_list ap;
+    va_start(ap, path);
+    for (const char *word; (word = va_arg(ap, const char *));)
+        if (!strstr(msg, word)) fail_msg("the message does not contain \"%s\"", word);
+    va_end(ap);
 }
 
-static void test_bad_files(void **state) {
-    (void)state;
-    const char *good = "{\"w\":{\"dtype\":\"F32\",\"shape\":[2,3],\"data_offsets\":[0,24]}}";
-    write_header("good.safetensors", good, 24);
-    // The good file loads (in a child, like the others, to be sure the harness can pass).
-    pid_t pid = fork();
-    if (pid == 0) {
-        SafeTensors *st = st_open(path_of("good.safetensors"));
-        float out[6];
-        st_read_f32(st, "w", 2, (int64_t[]){2, 3}, out);
-        _exit(0);
-    }
-    int status;
-    waitpid(pid, &status, 0);
-    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+// What the child processes run.
+static void run_load_params(const char *path) {
+    LayerConfig c = tiny_config();
+    LayerParams p;
+    layer_params_alloc(&c, &p);
+    load_layer_params(path, &c, &p);
+}
 
-    expect_failure("missing.safetensors", 2, 3, "cannot open");
-    write_header("notjson.safetensors", "{\"w\": [1, 2", 0);
-    expect_failure("notjson.safetensors", 2, 3, "not valid JSON");
-    write_raw("longheader.safetensors", good, strlen(good), 24, 1u << 20);
-    expect_failure("longheader.safetensors", 2, 3, "larger than the file");
-    write_header("truncated.safetensors", good, 10);
-    expect_failure("truncated.safetensors", 2, 3, "truncated");
-    expect_failure("good.safetensors", 3, 2, "has shape [2, 3], expected [3, 2]");
-    write_header("dtype.safetensors", "{\"w\":{\"dtype\":\"I64\",\"shape\":[2,3],\"data_offsets\":[0,48]}}", 48);
-    expect_failure("dtype.safetensors", 2, 3, "dtype I64");
-    write_header("offsets.safetensors", "{\"w\":{\"dtype\":\"F32\",\"shape\":[2,3],\"data_offsets\":[0,20]}}", 24);
-    expect_failure("offsets.safetensors", 2, 3, "need 24");
-    write_header("other.safetensors", "{\"v\":{\"dtype\":\"F32\",\"shape\":[2,3],\"data_offsets\":[0,24]}}", 24);
-    expect_failure("other.safetensors", 2, 3, "no tensor named 'w'");
-    write_raw("tiny.safetensors", "", 0, 0, 0);
-    expect_failure("tiny.safetensors", 2, 3, "not valid JSON");
+static void run_load_inputs(const char *path) {
+    LayerConfig c = tiny_config();
+    LayerInputs in;
+    layer_inputs_alloc(&c, &in);
+    load_layer_inputs(path, &c, &in);
+}
+
+// Reads tensor "w", expecting shape [4].
+static void run_read_w4(const char *path) {
+    SafeTensors *st = st_open(path);
+    float out[4];
+    const int64_t shape[1] = {4};
+    st_read_f32(st, "w", 1, shape, out);
+    st_close(st);
+}
+
+static void run_open(const char *path) { st_close(st_open(path)); }
+
+static const float FOUR[4] = {1.0f, -2.5f, 0.125f, 3.0f};
+
+// ---- round trips --------------------------------------------------------------------------
+
+static void test_params_round_trip(void **state) {
+    (void)state;
+    LayerConfig c = tiny_config();
+    LayerParams p, q;
+    layer_params_alloc(&c, &p);
+    layer_params_alloc(&c, &q);
+    layer_params_init_random(&c, test_seed(), &p);
+    const char *path = tmp_path("params.safetensors");
+    save_layer_params(path, &c, &p);
+    load_layer_params(path, &c, &q);
+    for (int i = 0; i < NUM_PARAMS; i++)
+        assert_memory_equal(p.tensor[i], q.tensor[i], (size_t)param_numel(&c, i) * sizeof(float));
+    layer_params_free(&p);
+    layer_params_free(&q);
+}
+
+static void test_results_round_trip(void **state) {
+    (void)state;
+    LayerConfig c = tiny_config();
+    LayerResults r;
+    layer_results_alloc(&c, &r);
+    int64_t n = layer_tokens(&c) * c.hidden;
+    float *out = random_floats(n, -1, 1), *dx = random_floats(n, -1, 1);
+    memcpy(r.out, out, (size_t)n * sizeof(float));
+    memcpy(r.dx, dx, (size_t)n * sizeof(float));
+    layer_params_init_random(&c, test_seed() + 1, &r.grad);
+    const char *path = tmp_path("results.safetensors");
+    save_layer_results(path, &c, &r);
+
+    SafeTensors *st = st_open(path);
+    assert_int_equal(st_count(st), 2 + NUM_PARAMS);
+    const int64_t act[3] = {c.seq, c.batch, c.hidden};
+    float *got = malloc((size_t)n * sizeof(float));
+    st_read_f32(st, "out", 3, act, got);
+    assert_memory_equal(got, out, (size_t)n * sizeof(float));
+    st_read_f32(st, "dx", 3, act, got);
+    assert_memory_equal(got, dx, (size_t)n * sizeof(float));
+    for (int i = 0; i < NUM_PARAMS; i++) {
+        char name[64];
+        snprintf(name, sizeof name, "grad.%s", PARAM_NAMES[i]);
+        int64_t shape[2];
+        int ndim = param_shape(&c, i, shape);
+        float *g = malloc((size_t)param_numel(&c, i) * sizeof(float));
+        st_read_f32(st, name, ndim, shape, g);
+        assert_memory_equal(g, r.grad.tensor[i], (size_t)param_numel(&c, i) * sizeof(float));
+        free(g);
+    }
+    st_close(st);
+
+    // The header is padded so that the data section starts 8-byte aligned.
+    FILE *f = fopen(path, "rb");
+    unsigned char len_bytes[8];
+    assert_int_equal(fread(len_bytes, 1, 8, f), 8);
+    fclose(f);
+    assert_int_equal(len_bytes[0] % 8, 0);
+    free(got);
+    free(out);
+    free(dx);
+    layer_results_free(&r);
+}
+
+// F16 and BF16 storage: values come back as the nearest 16-bit value, and a parameter file
+// stored in bf16 loads into the layer.
+static void test_half_storage_round_trip(void **state) {
+    (void)state;
+    const int n = 1000;
+    float *v = random_floats(n, -4, 4);
+    StWriteEntry e[3] = {
+        {.name = "h", .ndim = 2, .shape = {10, 100}, .data = v, .dtype = ST_F16},
+        {.name = "b", .ndim = 1, .shape = {n}, .data = v, .dtype = ST_BF16},
+        {.name = "f", .ndim = 3, .shape = {10, 10, 10}, .data = v},  // F32 by default
+    };
+    const char *path = tmp_path("half.safetensors");
+    st_write(path, e, 3);
+    SafeTensors *st = st_open(path);
+    float *got = malloc(n * sizeof(float));
+    st_read_f32(st, "h", 2, e[0].shape, got);
+    for (int i = 0; i < n; i++) assert_true(got[i] == fp16_to_float(float_to_fp16(v[i])));
+    st_read_f32(st, "b", 1, e[1].shape, got);
+    for (int i = 0; i < n; i++) assert_true(got[i] == bf16_to_float(float_to_bf16(v[i])));
+    st_read_f32(st, "f", 3, e[2].shape, got);
+    assert_memory_equal(got, v, n * sizeof(float));
+    st_close(st);
+
+    // The 12 parameters stored as BF16.
+    LayerConfig c = tiny_config();
+    LayerParams p, q;
+    layer_params_alloc(&c, &p);
+    layer_params_alloc(&c, &q);
+    layer_params_init_random(&c, test_seed() + 2, &p);
+    StWriteEntry pe[NUM_PARAMS];
+    for (int i = 0; i < NUM_PARAMS; i++) {
+        pe[i] = (StWriteEntry){.name = PARAM_NAMES[i], .data = p.tensor[i], .dtype = ST_BF16};
+        pe[i].ndim = param_shape(&c, i, pe[i].shape);
+    }
+    path = tmp_path("params_bf16.safetensors");
+    st_write(path, pe, NUM_PARAMS);
+    load_layer_params(path, &c, &q);
+    for (int i = 0; i < NUM_PARAMS; i++)
+        for (int64_t j = 0; j < param_numel(&c, i); j++)
+            assert_true(q.tensor[i][j] == bf16_to_float(float_to_bf16(p.tensor[i][j])));
+    layer_params_free(&p);
+    layer_params_free(&q);
+    free(got);
+    free(v);
+}
+
+// A file written by hand, as another writer might lay it out: metadata, keys in any order,
+// data not in key order, F16 and BF16 bit patterns with known values, an extra I64 tensor.
+static void test_hand_crafted_file(void **state) {
+    (void)state;
+    const char *header =
+        "{\"__metadata__\":{\"format\":\"pt\"},"
+        "\"w\":{\"dtype\":\"BF16\",\"shape\":[2],\"data_offsets\":[4,8]},"
+        "\"v\":{\"dtype\":\"F16\",\"shape\":[2],\"data_offsets\":[0,4]},"
+        "\"step\":{\"dtype\":\"I64\",\"shape\":[],\"data_offsets\":[8,16]}}   ";
+    const unsigned char data[16] = {
+        0x00, 0x3c, 0x00, 0xc0,  // F16 1.0, -2.0
+        0x80, 0x3f, 0x49, 0x40,  // BF16 1.0, 3.140625
+        7, 0, 0, 0, 0, 0, 0, 0,  // I64 7
+    };
+    const char *path = tmp_path("hand.safetensors");
+    write_raw(path, AUTO_LEN, header, data, sizeof data);
+    SafeTensors *st = st_open(path);
+    assert_int_equal(st_count(st), 3);
+    assert_string_equal(st_name(st, 0), "step");  // names are listed sorted
+    assert_string_equal(st_metadata(st, "format"), "pt");
+    assert_null(st_metadata(st, "other"));
+    assert_true(st_has(st, "v"));
+    assert_false(st_has(st, "x"));
+    const int64_t two[1] = {2};
+    float got[2];
+    st_read_f32(st, "v", 1, two, got);
+    assert_true(got[0] == 1.0f && got[1] == -2.0f);
+    st_read_f32(st, "w", 1, two, got);
+    assert_true(got[0] == 1.0f && got[1] == 3.140625f);
+    st_close(st);
+}
+
+// ---- bad files ----------------------------------------------------------------------------
+
+static void test_missing_file(void **state) {
+    (void)state;
+    const char *path = tmp_path("does_not_exist.safetensors");
+    expect_failure(run_load_params, path, "cannot open", path, "No such file", NULL);
+}
+
+static void test_not_json(void **state) {
+    (void)state;
+    const char *path = tmp_path("not_json.safetensors");
+    write_raw(path, AUTO_LEN, "{\"w\": {\"dtype\": \"F32\",\n  shape: [4]}}", FOUR, 16);
+    expect_failure(run_read_w4, path, path, "not valid JSON", "line 2", NULL);
+    write_raw(path, AUTO_LEN, "[1, 2]", NULL, 0);
+    expect_failure(run_open, path, path, "not an object", NULL);
+    write_raw(path, AUTO_LEN,
+              "{\"w\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[0,16]},"
+              "\"w\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[0,16]}}",
+              FOUR, 16);
+    expect_failure(run_open, path, path, "duplicate", NULL);
+}
+
+static void test_header_length_too_large(void **state) {
+    (void)state;
+    const char *path = tmp_path("long_header.safetensors");
+    write_raw(path, 1000, "{}", NULL, 0);
+    expect_failure(run_open, path, path, "header length", "1000", "larger than the file", NULL);
+    // A text file: its first 8 bytes read as an enormous length.
+    FILE *f = fopen(path, "w");
+    fputs("hello, this is not a safetensors file\n", f);
+    fclose(f);
+    expect_failure(run_open, path, path, "larger than the file", NULL);
+    // Too short to hold the length itself.
+    write_raw(path, AUTO_LEN, "", NULL, 0);
+    assert_int_equal(truncate(path, 5), 0);
+    expect_failure(run_open, path, path, "fewer than the 8", NULL);
+    // Longer than the format allows, in a (sparse) file large enough to hold it.
+    write_raw(path, 200ull << 20, "{}", NULL, 0);
+    assert_int_equal(truncate(path, 300ll << 20), 0);
+    expect_failure(run_open, path, path, "limit", NULL);
+    remove(path);
+}
+
+static void test_truncated_data(void **state) {
+    (void)state;
+    const char *path = tmp_path("truncated.safetensors");
+    write_raw(path, AUTO_LEN, "{\"w\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[0,16]}}",
+              FOUR, 10);
+    expect_failure(run_read_w4, path, path, "truncated", "16 bytes", "only 10", NULL);
+    // A real parameter file cut short (as by a full disk or an interrupted copy).
+    LayerConfig c = tiny_config();
+    LayerParams p;
+    layer_params_alloc(&c, &p);
+    save_layer_params(path, &c, &p);
+    FILE *f = fopen(path, "rb");
+    fseek(f, 0, SEEK_END);
+    long size = ftell(f);
+    fclose(f);
+    assert_int_equal(truncate(path, size - 100), 0);
+    expect_failure(run_load_params, path, path, "truncated", NULL);
+    layer_params_free(&p);
+}
+
+static void test_wrong_shape(void **state) {
+    (void)state;
+    const char *path = tmp_path("shape.safetensors");
+    write_raw(path, AUTO_LEN, "{\"w\":{\"dtype\":\"F32\",\"shape\":[2,2],\"data_offsets\":[0,16]}}",
+              FOUR, 16);
+    expect_failure(run_read_w4, path, path, "'w'", "[2, 2]", "[4]", NULL);
+    // Parameters saved for another configuration: FC1's shapes differ first.
+    LayerConfig c = tiny_config();
+    c.ffn *= 2;
+    LayerParams p;
+    layer_params_alloc(&c, &p);
+    save_layer_params(path, &c, &p);
+    char found[64], expected[64];
+    snprintf(found, sizeof found, "[%d, %d]", c.ffn, c.hidden);
+    snprintf(expected, sizeof expected, "[%d, %d]", c.ffn / 2, c.hidden);
+    expect_failure(run_load_params, path, path, PARAM_NAMES[P_FC1_WEIGHT], found, expected,
+                   "ffn", NULL);
+    layer_params_free(&p);
+}
+
+static void test_unknown_dtype(void **state) {
+    (void)state;
+    const char *path = tmp_path("dtype.safetensors");
+    write_raw(path, AUTO_LEN, "{\"w\":{\"dtype\":\"F33\",\"shape\":[4],\"data_offsets\":[0,16]}}",
+              FOUR, 16);
+    expect_failure(run_read_w4, path, path, "'w'", "unknown dtype", "F33", NULL);
+    // A valid safetensors dtype that is not a float type we convert.
+    write_raw(path, AUTO_LEN, "{\"w\":{\"dtype\":\"I32\",\"shape\":[4],\"data_offsets\":[0,16]}}",
+              FOUR, 16);
+    expect_failure(run_read_w4, path, path, "'w'", "I32", "only F32, F16 and BF16", NULL);
+    write_raw(path, AUTO_LEN, "{\"w\":{\"shape\":[4],\"data_offsets\":[0,16]}}", FOUR, 16);
+    expect_failure(run_read_w4, path, path, "'w'", "no \"dtype\"", NULL);
+}
+
+static void test_missing_tensor(void **state) {
+    (void)state;
+    const char *path = tmp_path("missing.safetensors");
+    // A results file given where parameters are expected.
+    LayerConfig c = tiny_config();
+    LayerResults r;
+    layer_results_alloc(&c, &r);
+    save_layer_results(path, &c, &r);
+    expect_failure(run_load_params, path, path, "no tensor named 'ln1.weight'", "'dx'",
+                   "(2 more)", NULL);
+    layer_results_free(&r);
+    // Names with a prefix: the message points at the likely match.
+    const int64_t n = layer_tokens(&c) * c.hidden;
+    float *x = calloc((size_t)n, sizeof(float));
+    StWriteEntry e[2] = {
+        {.name = "layer0.x", .ndim = 3, .shape = {c.seq, c.batch, c.hidden}, .data = x},
+        {.name = "layer0.dy", .ndim = 3, .shape = {c.seq, c.batch, c.hidden}, .data = x},
+    };
+    st_write(path, e, 2);
+    expect_failure(run_load_inputs, path, path, "no tensor named 'x'", "layer0.x", NULL);
+    free(x);
+}
+
+static void test_bad_offsets(void **state) {
+    (void)state;
+    const char *path = tmp_path("offsets.safetensors");
+    // Past the end of the data section.
+    write_raw(path, AUTO_LEN,
+              "{\"w\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[100,116]}}", FOUR, 16);
+    expect_failure(run_read_w4, path, path, "'w'", "[100, 116]", "out of range", NULL);
+    // Inconsistent with the shape.
+    write_raw(path, AUTO_LEN, "{\"w\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[0,8]}}",
+              FOUR, 16);
+    expect_failure(run_read_w4, path, path, "'w'", "8 bytes", "needs 16 bytes", NULL);
+    // Overlapping tensors.
+    float eight[8] = {0};
+    write_raw(path, AUTO_LEN,
+              "{\"v\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[0,16]},"
+              "\"w\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[0,16]}}",
+              eight, 32);
+    expect_failure(run_read_w4, path, path, "overlaps", NULL);
+    // Not two integers; negative; end before begin.
+    write_raw(path, AUTO_LEN, "{\"w\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[0]}}",
+              FOUR, 16);
+    expect_failure(run_read_w4, path, path, "'w'", "data_offsets", NULL);
+    write_raw(path, AUTO_LEN, "{\"w\":{\"dtype\":\"F32\",\"shape\":[-4],\"data_offsets\":[0,16]}}",
+              FOUR, 16);
+    expect_failure(run_read_w4, path, path, "'w'", "non-negative", NULL);
+    write_raw(path, AUTO_LEN, "{\"w\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[16,0]}}",
+              FOUR, 16);
+    expect_failure(run_read_w4, path, path, "'w'", "end before", NULL);
+    // Bytes left over after the last tensor.
+    write_raw(path, AUTO_LEN, "{\"w\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}",
+              FOUR, 16);
+    expect_failure(run_open, path, path, "8 unexpected bytes", NULL);
+    // A shape whose byte count would overflow 64 bits.
+    write_raw(path, AUTO_LEN,
+              "{\"w\":{\"dtype\":\"F32\",\"shape\":[4294967296,4294967296],"
+              "\"data_offsets\":[0,0]}}",
+              NULL, 0);
+    expect_failure(run_open, path, path, "'w'", "impossibly large", NULL);
 }
 
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_params_round_trip),
-        cmocka_unit_test(test_half_types_round_trip),
-        cmocka_unit_test(test_results_and_inputs),
-        cmocka_unit_test(test_bad_files),
+        cmocka_unit_test(test_results_round_trip),
+        cmocka_unit_test(test_half_storage_round_trip),
+        cmocka_unit_test(test_hand_crafted_file),
+        cmocka_unit_test(test_missing_file),
+        cmocka_unit_test(test_not_json),
+        cmocka_unit_test(test_header_length_too_large),
+        cmocka_unit_test(test_truncated_data),
+        cmocka_unit_test(test_wrong_shape),
+        cmocka_unit_test(test_unknown_dtype),
+        cmocka_unit_test(test_missing_tensor),
+        cmocka_unit_test(test_bad_offsets),
     };
-    return cmocka_run_group_tests(tests, setup, NULL);
+    return cmocka_run_group_tests(tests, make_tmp_dir, remove_tmp_dir);
 }

@@ -67,7 +67,7 @@ static void test_bad_flags(void **state) {
     expect((char *const[]){TP_BIN, "--block", "groupnorm", NULL}, NULL, "--block must be local or exact");
     expect((char *const[]){TP_BIN, "--check", NULL}, NULL, "--preset small");
     expect((char *const[]){TP_BIN, "--weights", "/nonexistent/w.safetensors", "--preset", "tiny", NULL}, NULL,
-           "cannot open /nonexistent/w.safetensors");
+           "cannot open '/nonexistent/w.safetensors'");
 }
 
 // More ranks than GPUs: every rank that has no GPU says so and exits; the launcher stops the
