@@ -23,28 +23,6 @@ __device__ __forceinline__ void atomic_max_nonneg(float *addr, float v) {
     atomicMax(reinterpret_cast<int *>(addr), __float_as_int(v));
 }
 
-template <typename T>
-__global__ void cast_amax_kernel(const T *x, uint8_t *out, int64_t n, const float *scale, float *amax, Fp8Format f) {
-    const float s = *scale;
-    float local = 0.0f;
-    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
-        float v = to_float(x[i]);
-        local = fmaxf(local, fabsf(v));
-        out[i] = to_fp8(v * s, f);
-    }
-    local = warp_max(local);
-    if (threadIdx.x % 32 == 0) atomic_max_nonneg(amax, local);
-}
-
-extern "C" void fp8_cast_amax(const void *x, uint8_t *out, int64_t n, const float *scale, float *amax,
-                              Fp8Format format, DType dtype) {
-    unsigned int blocks = ceil_div(n, 256);
-    if (blocks > 132 * 8) blocks = 132 * 8;
-    DISPATCH_DTYPE(dtype, T,
-                   cast_amax_kernel<T><<<blocks, 256>>>((const T *)x, out, n, scale, amax, format));
-    CHECK_LAUNCH();
-}
-
 // 64 x 64 tiles through shared memory, 256 threads. Every global access moves 4 elements:
 // 4 input values (8 bytes), 4 FP8 codes (one 32-bit store) along the rows of `out`, and 4
 // codes gathered down a column of the tile for each 32-bit store of `out_t`: byte-wide

@@ -15,16 +15,11 @@ extern "C" {
 // encoder (common/fp8.h) is tested against.
 void fp8_encode_device(const float *x, uint8_t *out, int64_t n, Fp8Format format);
 
-// out = fp8(x * scale) for a 16-bit tensor x; *amax = max(*amax, max |x|) (an atomic max on
-// a device float, which must start at 0 each step). scale and amax are device pointers:
-// delayed scaling updates them on the GPU without a host round trip.
-void fp8_cast_amax(const void *x, uint8_t *out, int64_t n, const float *scale, float *amax,
-                   Fp8Format format, DType dtype);
-
 // The fused cast + transpose: out = fp8(x * scale) [rows, cols] AND out_t = its transpose
 // [cols, rows], in one pass (FP8 GEMMs take only the "TN" layout, so weight gradients need
 // transposed FP8 copies of activations and output gradients). *amax = max(*amax, max |x|).
-// out or out_t may be NULL.
+// out or out_t may be NULL. scale and amax are device pointers: delayed scaling updates them
+// on the GPU without a host round trip; *amax must start each step at 0.
 void fp8_cast_transpose(const void *x, uint8_t *out, uint8_t *out_t, int64_t rows, int64_t cols,
                         const float *scale, float *amax, Fp8Format format, DType dtype);
 
