@@ -113,9 +113,14 @@ static int run_cpu_only(const LayerConfig *requested) {
 static double measure_gemm_tflops(void) {
     const int n = 8192;
     size_t bytes = (size_t)n * n * 2;
-    void *a = dev_alloc(bytes), *b = dev_alloc(bytes), *c = dev_alloc(bytes);
-    CUDA_CHECK(cudaMemset(a, 0x3c, bytes));  // arbitrary non-zero halves (~1.0 + noise)
-    CUDA_CHECK(cudaMemset(b, 0x2a, bytes));
+    // Random operands: constant or zero data makes the tensor cores draw less power and run
+    // faster than they do on real data, which would flatter the ceiling.
+    float *host = xmalloc(bytes / 2 * sizeof(float));
+    fill_uniform(host, (int64_t)n * n, -1.0f, 1.0f, 17, 1);
+    void *a = dev_upload(host, (int64_t)n * n, DTYPE_FP16);
+    fill_uniform(host, (int64_t)n * n, -1.0f, 1.0f, 17, 2);
+    void *b = dev_upload(host, (int64_t)n * n, DTYPE_FP16), *c = dev_alloc(bytes);
+    free(host);
     cublasHandle_t h = gpu_cublas_handle();
     float alpha = 1.0f, beta = 0.0f;
     cudaEvent_t e0, e1;
