@@ -30,6 +30,17 @@ struct QkvView {
     }
 };
 
+// Which heads of the whole layer this call computes, for the dropout mask only: the mask of
+// head h of batch b is keyed by its index in the unsharded layer, (b * total + first + h),
+// so that a tensor-parallel rank holding heads [first, first + heads) draws the same mask as
+// one GPU holding them all (step 07). Unsharded: total = heads, first = 0.
+struct HeadRange {
+    int total, first;
+    __device__ __forceinline__ uint64_t global_bh(int b, int h) const {
+        return (uint64_t)b * total + first + h;
+    }
+};
+
 // Copies rows [row0, row0 + 64) of one part (q, k or v) of a head into a shared tile;
 // rows at or past seq become zeros.
 template <typename T, int D>
@@ -121,7 +132,7 @@ __device__ __forceinline__ void dropout_tile_factors(float (&f)[2][8][2], const 
 template <typename T, int D>
 __global__ void __launch_bounds__(THREADS) flash_forward_kernel(
     const T *qkv, T *ctx, float *lse, int seq, int batch, int heads, int64_t qkv_row, int64_t ctx_row,
-    float scale, float p_drop, int causal, uint64_t seed, uint64_t offset) {
+    float scale, float p_drop, int causal, uint64_t seed, uint64_t offset, HeadRange drop) {
     constexpr int LD = Tile<D>::LD;
     extern __shared__ __align__(16) unsigned char smem_raw[];
     T *q_tile = reinterpret_cast<T *>(smem_raw);
@@ -234,8 +245,9 @@ __global__ void __launch_bounds__(THREADS) flash_forward_kernel(
         }
         if (p_drop > 0.0f) {
             float f[2][8][2];
-            const uint64_t row_index[2] = {((uint64_t)bh * seq + min(row_i[0], seq - 1)) * seq,
-                                           ((uint64_t)bh * seq + min(row_i[1], seq - 1)) * seq};
+            const uint64_t dbh = drop.global_bh(b, h);
+            const uint64_t row_index[2] = {(dbh * seq + min(row_i[0], seq - 1)) * seq,
+                                           (dbh * seq + min(row_i[1], seq - 1)) * seq};
             dropout_tile_factors(f, row_index, k0, seq, seed, offset, p_drop, keep_scale);
 #pragma unroll
             for (int n = 0; n < 8; n++)
@@ -302,7 +314,7 @@ template <typename T, int D>
 __global__ void __launch_bounds__(THREADS) flash_backward_kernel(
     const T *qkv, const T *dctx, const float *lse, const float *dsum, float *dq_accum, T *dqkv, int seq,
     int batch, int heads, int64_t qkv_row, int64_t ctx_row, float scale, float p_drop, int causal, uint64_t seed,
-    uint64_t offset) {
+    uint64_t offset, HeadRange drop) {
     constexpr int LD = Tile<D>::LD;
     constexpr int LDP = BLOCK_N + 8;
     extern __shared__ __align__(16) unsigned char smem_raw[];
@@ -373,8 +385,9 @@ __global__ void __launch_bounds__(THREADS) flash_backward_kernel(
         // P = exp(S scale - lse); Pd = P * mask; dS = P * (dP - Dsum) with dP = dPd * mask.
         float f[2][8][2];
         if (p_drop > 0.0f) {
-            const uint64_t row_index[2] = {((uint64_t)bh * seq + min(q0 + warp * 16 + g, seq - 1)) * seq,
-                                           ((uint64_t)bh * seq + min(q0 + warp * 16 + g + 8, seq - 1)) * seq};
+            const uint64_t dbh = drop.global_bh(b, h);
+            const uint64_t row_index[2] = {(dbh * seq + min(q0 + warp * 16 + g, seq - 1)) * seq,
+                                           (dbh * seq + min(q0 + warp * 16 + g + 8, seq - 1)) * seq};
             dropout_tile_factors(f, row_index, k0, seq, seed, offset, p_drop, keep_scale);
         }
 #pragma unroll
@@ -492,7 +505,7 @@ extern "C" const char *flash_attention_unsupported(int head_dim) {
 
 template <typename T, int D>
 static void forward(const void *qkv, void *ctx, float *lse, int seq, int batch, int heads, int64_t qkv_row,
-                    int64_t ctx_row, float p_drop, int causal, uint64_t seed, uint64_t offset) {
+                    int64_t ctx_row, float p_drop, int causal, uint64_t seed, uint64_t offset, HeadRange drop) {
     const size_t smem = (size_t)(BLOCK_M + 4 * BLOCK_N) * Tile<D>::LD * sizeof(T);
     static bool configured = false;
     if (!configured) {
@@ -502,7 +515,8 @@ static void forward(const void *qkv, void *ctx, float *lse, int seq, int batch, 
     }
     dim3 grid(ceil_div(seq, BLOCK_M), batch * heads);
     flash_forward_kernel<T, D><<<grid, THREADS, smem>>>((const T *)qkv, (T *)ctx, lse, seq, batch, heads, qkv_row,
-                                                        ctx_row, 1.0f / sqrtf((float)D), p_drop, causal, seed, offset);
+                                                        ctx_row, 1.0f / sqrtf((float)D), p_drop, causal, seed, offset,
+                                                        drop);
     CHECK_LAUNCH();
 }
 
@@ -515,7 +529,7 @@ static size_t dsum_floats(int seq, int batch, int heads) {
 template <typename T, int D>
 static void backward(const void *qkv, const void *ctx, const void *dctx, const float *lse, void *dqkv,
                      void *scratch, int seq, int batch, int heads, int64_t qkv_row, int64_t ctx_row, float p_drop,
-                     int causal, uint64_t seed, uint64_t offset) {
+                     int causal, uint64_t seed, uint64_t offset, HeadRange drop) {
     float *dsum = (float *)scratch;
     float *dq_accum = dsum + dsum_floats(seq, batch, heads);
     int rows = seq * batch * heads;
@@ -533,7 +547,7 @@ static void backward(const void *qkv, const void *ctx, const void *dctx, const f
     dim3 grid(ceil_div(seq, BLOCK_N), batch * heads);
     flash_backward_kernel<T, D><<<grid, THREADS, smem>>>((const T *)qkv, (const T *)dctx, lse, dsum, dq_accum,
                                                          (T *)dqkv, seq, batch, heads, qkv_row, ctx_row,
-                                                         1.0f / sqrtf((float)D), p_drop, causal, seed, offset);
+                                                         1.0f / sqrtf((float)D), p_drop, causal, seed, offset, drop);
     CHECK_LAUNCH();
     int64_t total = (int64_t)rows * D;
     flash_backward_dq_kernel<T, D><<<ceil_div(total, 256), 256>>>(dq_accum, (T *)dqkv, seq, batch, heads, qkv_row);
@@ -553,21 +567,51 @@ static void backward(const void *qkv, const void *ctx, const void *dctx, const f
         }                                                                              \
     } while (0)
 
+// The entry points below all end here: the strided, head-range form of each pass.
+static void forward_any(const void *qkv, int64_t qkv_row, void *ctx, int64_t ctx_row, float *lse, int seq,
+                        int batch, int heads, int head_dim, DType dtype, float p_drop, int causal, uint64_t seed,
+                        uint64_t offset, HeadRange drop) {
+    DISPATCH_DTYPE(dtype, T, DISPATCH_HEAD_DIM(head_dim, D,
+        forward<T, D>(qkv, ctx, lse, seq, batch, heads, qkv_row, ctx_row, p_drop, causal, seed, offset, drop)));
+}
+
+static void backward_any(const void *qkv, int64_t qkv_row, const void *ctx, const void *dctx, int64_t ctx_row,
+                         const float *lse, void *dqkv, void *scratch, int seq, int batch, int heads, int head_dim,
+                         DType dtype, float p_drop, int causal, uint64_t seed, uint64_t offset, HeadRange drop) {
+    DISPATCH_DTYPE(dtype, T, DISPATCH_HEAD_DIM(head_dim, D,
+        backward<T, D>(qkv, ctx, dctx, lse, dqkv, scratch, seq, batch, heads, qkv_row, ctx_row, p_drop, causal,
+                       seed, offset, drop)));
+}
+
+static HeadRange shard_range(int heads, int total_heads, int first_head) {
+    if (total_heads < heads || first_head < 0 || first_head + heads > total_heads)
+        DIE("flash attention: heads [%d, %d) are not within the layer's %d heads", first_head, first_head + heads,
+            total_heads);
+    return HeadRange{total_heads, first_head};
+}
+
 extern "C" void flash_attention_forward_strided(const void *qkv, int64_t qkv_row_stride, void *ctx,
                                                 int64_t ctx_row_stride, float *lse, int seq, int batch, int heads,
                                                 int head_dim, DType dtype, float p_drop, int causal, uint64_t seed,
                                                 uint64_t offset) {
-    DISPATCH_DTYPE(dtype, T, DISPATCH_HEAD_DIM(head_dim, D,
-        forward<T, D>(qkv, ctx, lse, seq, batch, heads, qkv_row_stride, ctx_row_stride, p_drop, causal, seed,
-                      offset)));
+    forward_any(qkv, qkv_row_stride, ctx, ctx_row_stride, lse, seq, batch, heads, head_dim, dtype, p_drop, causal,
+                seed, offset, HeadRange{heads, 0});
 }
 
 extern "C" void flash_attention_forward(const void *qkv, void *ctx, float *lse, int seq, int batch, int heads,
                                         int head_dim, DType dtype, float p_drop, int causal, uint64_t seed,
                                         uint64_t offset) {
     int64_t hidden = (int64_t)heads * head_dim;
-    flash_attention_forward_strided(qkv, 3 * hidden, ctx, hidden, lse, seq, batch, heads, head_dim, dtype, p_drop,
-                                    causal, seed, offset);
+    forward_any(qkv, 3 * hidden, ctx, hidden, lse, seq, batch, heads, head_dim, dtype, p_drop, causal, seed, offset,
+                HeadRange{heads, 0});
+}
+
+extern "C" void flash_attention_forward_shard(const void *qkv, void *ctx, float *lse, int seq, int batch, int heads,
+                                              int total_heads, int first_head, int head_dim, DType dtype,
+                                              float p_drop, int causal, uint64_t seed, uint64_t offset) {
+    int64_t hidden = (int64_t)heads * head_dim;
+    forward_any(qkv, 3 * hidden, ctx, hidden, lse, seq, batch, heads, head_dim, dtype, p_drop, causal, seed, offset,
+                shard_range(heads, total_heads, first_head));
 }
 
 extern "C" size_t flash_attention_backward_scratch_bytes(int seq, int batch, int heads, int head_dim) {
@@ -579,15 +623,23 @@ extern "C" void flash_attention_backward_strided(const void *qkv, int64_t qkv_ro
                                                  void *dqkv, void *scratch, int seq, int batch, int heads,
                                                  int head_dim, DType dtype, float p_drop, int causal, uint64_t seed,
                                                  uint64_t offset) {
-    DISPATCH_DTYPE(dtype, T, DISPATCH_HEAD_DIM(head_dim, D,
-        backward<T, D>(qkv, ctx, dctx, lse, dqkv, scratch, seq, batch, heads, qkv_row_stride, ctx_row_stride,
-                       p_drop, causal, seed, offset)));
+    backward_any(qkv, qkv_row_stride, ctx, dctx, ctx_row_stride, lse, dqkv, scratch, seq, batch, heads, head_dim,
+                 dtype, p_drop, causal, seed, offset, HeadRange{heads, 0});
 }
 
 extern "C" void flash_attention_backward(const void *qkv, const void *ctx, const void *dctx, const float *lse,
                                          void *dqkv, void *scratch, int seq, int batch, int heads, int head_dim,
                                          DType dtype, float p_drop, int causal, uint64_t seed, uint64_t offset) {
     int64_t hidden = (int64_t)heads * head_dim;
-    flash_attention_backward_strided(qkv, 3 * hidden, ctx, dctx, hidden, lse, dqkv, scratch, seq, batch, heads,
-                                     head_dim, dtype, p_drop, causal, seed, offset);
+    backward_any(qkv, 3 * hidden, ctx, dctx, hidden, lse, dqkv, scratch, seq, batch, heads, head_dim, dtype, p_drop,
+                 causal, seed, offset, HeadRange{heads, 0});
+}
+
+extern "C" void flash_attention_backward_shard(const void *qkv, const void *ctx, const void *dctx, const float *lse,
+                                               void *dqkv, void *scratch, int seq, int batch, int heads,
+                                               int total_heads, int first_head, int head_dim, DType dtype,
+                                               float p_drop, int causal, uint64_t seed, uint64_t offset) {
+    int64_t hidden = (int64_t)heads * head_dim;
+    backward_any(qkv, 3 * hidden, ctx, dctx, hidden, lse, dqkv, scratch, seq, batch, heads, head_dim, dtype, p_drop,
+                 causal, seed, offset, shard_range(heads, total_heads, first_head));
 }

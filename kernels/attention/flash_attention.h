@@ -51,6 +51,18 @@ void flash_attention_backward_strided(const void *qkv, int64_t qkv_row_stride, c
                                       int batch, int heads, int head_dim, DType dtype, float p_drop, int causal,
                                       uint64_t seed, uint64_t offset);
 
+// Tensor parallelism (step 07): this rank's `heads` are heads [first_head, first_head + heads)
+// of a layer with total_heads; q, k, v, ctx are the rank's own contiguous tensors. Only the
+// dropout mask depends on it: it is drawn with the head's index in the whole layer, so every
+// tp draws the mask of the unsharded layer.
+void flash_attention_forward_shard(const void *qkv, void *ctx, float *lse, int seq, int batch, int heads,
+                                   int total_heads, int first_head, int head_dim, DType dtype, float p_drop,
+                                   int causal, uint64_t seed, uint64_t offset);
+void flash_attention_backward_shard(const void *qkv, const void *ctx, const void *dctx, const float *lse, void *dqkv,
+                                    void *scratch, int seq, int batch, int heads, int total_heads, int first_head,
+                                    int head_dim, DType dtype, float p_drop, int causal, uint64_t seed,
+                                    uint64_t offset);
+
 #ifdef __cplusplus
 }
 #endif

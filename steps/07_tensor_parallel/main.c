@@ -1,15 +1,18 @@
 // Step 07: tensor parallelism over NCCL, one process per GPU.
 //
-// What runs on the GPUs: the MLP half of the layer, Megatron-style, forward and backward,
+// What runs on the GPUs: the whole layer of step 04, Megatron-style, forward and backward,
 //
-//   out = y + FC2(GELU(FC1(LN2(y))))      FC1 column-parallel (ffn/tp outputs per rank),
-//                                         FC2 row-parallel (ffn/tp inputs per rank),
-//                                         one all-reduce forward (FC2's partial outputs)
-//                                         and one backward (LN2's partial input gradient),
+//   y   = x + dropout(Proj(Attn(QKV(LN1(x)))))   QKV column-parallel (this rank's heads),
+//                                                attention on those heads only, Proj
+//                                                row-parallel: one all-reduce forward (Proj's
+//                                                partial outputs), one backward (LN1's partial
+//                                                input gradient)
+//   out = y + FC2(GELU(FC1(LN2(y))))             FC1 column-parallel (ffn/tp outputs per rank),
+//                                                FC2 row-parallel: the same two all-reduces
 //
-// built from step 02's modules (Linear, LayerNorm on cuBLASLt) and step 01's GELU and bias
-// kernels. The attention half is cut the same way (QKV by heads, projection row-parallel)
-// and is proven on the CPU (common/tp_reference.c, tests/tp); its GPU version is not here yet.
+// built from step 02's modules (Linear, LayerNorm on cuBLASLt), step 04's flash attention
+// and fused bias-dropout-add, and step 01's GELU and bias kernels. The attention dropout is
+// drawn with each head's index in the whole layer, so every tp draws the unsharded mask.
 //
 // With --block local|exact it runs instead this step's own block, Linear -> LayerNorm ->
 // Linear, with the LayerNorm over the features the column-parallel Linear has split (see the
@@ -37,8 +40,11 @@
 #include "common/modules/linear.h"
 #include "common/nccl_check.h"
 #include "common/reference.h"
+#include "common/philox.h"
 #include "common/tp_reference.h"
 #include "common/weights_io.h"
+#include "kernels/attention/flash_attention.h"
+#include "kernels/fused/elementwise.h"
 #include "kernels/naive/bias.h"
 #include "kernels/naive/gelu.h"
 #include "kernels/naive/residual.h"
@@ -119,18 +125,7 @@ static void parse_args(int argc, char **argv, Args *a) {
         fail_user("--check runs the CPU reference, which would take hours at this size: add --preset small");
 }
 
-// ---- The MLP half of the layer on one rank ----------------------------------------------------
-typedef struct {
-    int h, fl;          // hidden; this rank's share of ffn
-    int64_t T;          // tokens
-    DType dtype;
-    LayerNorm ln2;      // replicated: every rank normalises the whole y
-    Linear fc1;         // rows [r f/tp, (r+1) f/tp) of W1 and b1
-    Linear fc2;         // columns [r f/tp, (r+1) f/tp) of W2, no bias: added once, after the sum
-    void *b2, *db2;     // FC2's bias, replicated (and its gradient, the same on every rank)
-    void *ln_out, *fc1_out, *act, *out, *d_act, *d_ln, *dx;
-} TpMlp;
-
+// ---- All-reduces, timed ------------------------------------------------------------------------
 static ncclDataType_t nccl_type(DType d) { return d == DTYPE_BF16 ? ncclBfloat16 : ncclHalf; }
 
 // Every all-reduce of a step, bracketed by events so that its share of the step can be
@@ -175,6 +170,91 @@ static void timed_all_reduce(TpComm *comm, void *buf, size_t count, ncclDataType
     timer.bytes += (double)count * elem_bytes;
 }
 
+// ---- The attention half of the layer on one rank --------------------------------------------
+typedef struct {
+    LayerConfig cfg;
+    int hl, heads_local, first_head;  // this rank's share of hidden (= its heads * d), its heads
+    int64_t T;
+    LayerNorm ln1;         // replicated: every rank normalises the whole x
+    Linear qkv;            // rows [3h r/tp, 3h (r+1)/tp) of W_qkv, b_qkv: this rank's heads
+    Linear proj;           // columns [h r/tp, h (r+1)/tp) of W_proj, no bias: added after the sum
+    void *b_proj, *db_proj;  // replicated
+    void *ln_out, *qkv_out, *ctx, *proj_out, *y, *d_proj, *d_ctx, *d_qkv, *d_ln, *dx;
+    float *lse;
+    void *attn_scratch;
+} TpAttention;
+
+static void tp_attention_init(TpAttention *m, const LayerConfig *c, int tp, int rank, const LayerParams *shard) {
+    memset(m, 0, sizeof *m);
+    m->cfg = *c;
+    m->heads_local = c->heads / tp, m->first_head = rank * m->heads_local;
+    m->hl = c->hidden / tp, m->T = layer_tokens(c);
+    const int h = c->hidden, d = layer_head_dim(c);
+    float *const *w = shard->tensor;
+    layernorm_init(&m->ln1, h, m->T, c->eps, w[P_LN1_WEIGHT], w[P_LN1_BIAS], c->dtype);
+    linear_init(&m->qkv, h, 3 * m->hl, w[P_QKV_WEIGHT], w[P_QKV_BIAS], c->dtype);
+    linear_init(&m->proj, m->hl, h, w[P_PROJ_WEIGHT], NULL, c->dtype);
+    m->b_proj = dev_upload(w[P_PROJ_BIAS], h, c->dtype);
+    m->db_proj = dev_alloc((size_t)h * dtype_bytes(c->dtype));
+    const size_t e = dtype_bytes(c->dtype), th = (size_t)m->T * h * e, tl = (size_t)m->T * m->hl * e;
+    m->ln_out = dev_alloc(th), m->proj_out = dev_alloc(th), m->y = dev_alloc(th), m->d_proj = dev_alloc(th);
+    m->d_ln = dev_alloc(th), m->dx = dev_alloc(th);
+    m->qkv_out = dev_alloc(3 * tl), m->d_qkv = dev_alloc(3 * tl), m->ctx = dev_alloc(tl), m->d_ctx = dev_alloc(tl);
+    m->lse = dev_alloc((size_t)c->batch * m->heads_local * c->seq * sizeof(float));
+    m->attn_scratch = dev_alloc(flash_attention_backward_scratch_bytes(c->seq, c->batch, m->heads_local, d));
+}
+
+static void tp_attention_free(TpAttention *m) {
+    layernorm_free(&m->ln1), linear_free(&m->qkv), linear_free(&m->proj);
+    void *bufs[] = {m->b_proj, m->db_proj, m->ln_out, m->qkv_out, m->ctx, m->proj_out, m->y, m->d_proj,
+                    m->d_ctx, m->d_qkv, m->d_ln, m->dx, m->lse, m->attn_scratch};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) dev_free(bufs[i]);
+}
+
+// y = x + dropout(sum_r ctx_r W_proj[:, r]^T + b_proj)
+static void tp_attention_forward(TpAttention *m, TpComm *comm, const void *x, uint64_t step) {
+    const LayerConfig *c = &m->cfg;
+    const int h = c->hidden;
+    layernorm_forward(&m->ln1, x, m->ln_out, m->T);                // replicated
+    linear_forward(&m->qkv, m->ln_out, m->qkv_out, m->T, NULL);    // column-parallel: [T, 3h/tp]
+    flash_attention_forward_shard(m->qkv_out, m->ctx, m->lse, c->seq, c->batch, m->heads_local, c->heads,
+                                  m->first_head, layer_head_dim(c), c->dtype, c->attn_dropout, c->causal, c->seed,
+                                  dropout_offset(step, DROPOUT_SITE_ATTENTION));
+    linear_forward(&m->proj, m->ctx, m->proj_out, m->T, NULL);     // row-parallel: a partial [T, h]
+    timed_all_reduce(comm, m->proj_out, (size_t)(m->T * h), nccl_type(c->dtype), dtype_bytes(c->dtype));
+    // The bias once, and the same dropout mask on every rank (same seed, same flat index).
+    bias_dropout_add_forward(m->proj_out, m->b_proj, x, m->y, m->T, h, c->hidden_dropout, c->seed,
+                             dropout_offset(step, DROPOUT_SITE_HIDDEN), c->dtype);
+}
+
+// dy: the gradient reaching y (the MLP half's dx, its residual path included).
+static void tp_attention_backward(TpAttention *m, TpComm *comm, const void *dy, uint64_t step) {
+    const LayerConfig *c = &m->cfg;
+    const int h = c->hidden;
+    add_dropout_backward(dy, NULL, NULL, m->d_proj, m->T * h, c->hidden_dropout, c->seed,
+                         dropout_offset(step, DROPOUT_SITE_HIDDEN), c->dtype);
+    bias_grad(m->d_proj, m->T, h, m->db_proj, c->dtype);       // replicated: same on every rank
+    linear_backward(&m->proj, m->d_proj, m->d_ctx, m->T);      // dW_proj shard; d_ctx local
+    flash_attention_backward_shard(m->qkv_out, m->ctx, m->d_ctx, m->lse, m->d_qkv, m->attn_scratch, c->seq,
+                                   c->batch, m->heads_local, c->heads, m->first_head, layer_head_dim(c), c->dtype,
+                                   c->attn_dropout, c->causal, c->seed, dropout_offset(step, DROPOUT_SITE_ATTENTION));
+    linear_backward(&m->qkv, m->d_qkv, m->d_ln, m->T);         // dW_qkv, db_qkv shards; d_ln partial
+    timed_all_reduce(comm, m->d_ln, (size_t)(m->T * h), nccl_type(c->dtype), dtype_bytes(c->dtype));
+    layernorm_backward(&m->ln1, m->d_ln, dy, m->dx, m->T);     // + the residual's gradient
+}
+
+// ---- The MLP half of the layer on one rank ----------------------------------------------------
+typedef struct {
+    int h, fl;          // hidden; this rank's share of ffn
+    int64_t T;          // tokens
+    DType dtype;
+    LayerNorm ln2;      // replicated: every rank normalises the whole y
+    Linear fc1;         // rows [r f/tp, (r+1) f/tp) of W1 and b1
+    Linear fc2;         // columns [r f/tp, (r+1) f/tp) of W2, no bias: added once, after the sum
+    void *b2, *db2;     // FC2's bias, replicated (and its gradient, the same on every rank)
+    void *ln_out, *fc1_out, *act, *out, *d_act, *d_ln, *dx;
+} TpMlp;
+
 static void tp_mlp_init(TpMlp *m, const LayerConfig *c, int tp, const LayerParams *shard) {
     memset(m, 0, sizeof *m);
     m->h = c->hidden, m->fl = c->ffn / tp, m->T = layer_tokens(c), m->dtype = c->dtype;
@@ -214,67 +294,65 @@ static void tp_mlp_backward(TpMlp *m, TpComm *comm, const void *dout) {
     layernorm_backward(&m->ln2, m->d_ln, dout, m->dx, m->T);  // + the residual's gradient
 }
 
-// ---- The CPU reference of the MLP half, for --check --------------------------------------------
-static void ref_mlp(const LayerConfig *c, const LayerParams *p, const float *y, const float *dout,
-                    float *out, float *dx, LayerParams *g) {
-    const int64_t T = layer_tokens(c);
-    const int h = c->hidden, f = c->ffn;
-    float *const *w = p->tensor;
-    float **gw = g->tensor;
-    float *ln = xmalloc((size_t)(T * h) * sizeof(float)), *mean = xmalloc((size_t)T * sizeof(float));
-    float *rstd = xmalloc((size_t)T * sizeof(float)), *fc1 = xmalloc((size_t)(T * f) * sizeof(float));
-    float *act = xmalloc((size_t)(T * f) * sizeof(float)), *d_act = xmalloc((size_t)(T * f) * sizeof(float));
-    float *d_ln = xmalloc((size_t)(T * h) * sizeof(float));
-    ref_layernorm_forward(y, w[P_LN2_WEIGHT], w[P_LN2_BIAS], T, h, c->eps, ln, mean, rstd);
-    ref_linear_forward(ln, w[P_FC1_WEIGHT], w[P_FC1_BIAS], T, h, f, fc1);
-    ref_gelu_forward(fc1, T * f, act);
-    ref_linear_forward(act, w[P_FC2_WEIGHT], w[P_FC2_BIAS], T, f, h, out);
-    for (int64_t i = 0; i < T * h; i++) out[i] += y[i];
-    ref_linear_backward(dout, act, w[P_FC2_WEIGHT], T, f, h, d_act, gw[P_FC2_WEIGHT], gw[P_FC2_BIAS]);
-    ref_gelu_backward(d_act, fc1, T * f, d_act);
-    ref_linear_backward(d_act, ln, w[P_FC1_WEIGHT], T, h, f, d_ln, gw[P_FC1_WEIGHT], gw[P_FC1_BIAS]);
-    ref_layernorm_backward(d_ln, y, w[P_LN2_WEIGHT], mean, rstd, T, h, dx, gw[P_LN2_WEIGHT], gw[P_LN2_BIAS]);
-    for (int64_t i = 0; i < T * h; i++) dx[i] += dout[i];
-    free(ln), free(mean), free(rstd), free(fc1), free(act), free(d_act), free(d_ln);
+// ---- The whole layer on one rank -----------------------------------------------------------------
+typedef struct {
+    TpAttention attn;
+    TpMlp mlp;
+} TpLayer;
+
+static void tp_layer_train_step(TpLayer *l, TpComm *comm, const void *x, const void *dout, uint64_t step) {
+    tp_attention_forward(&l->attn, comm, x, step);
+    tp_mlp_forward(&l->mlp, comm, l->attn.y);
+    tp_mlp_backward(&l->mlp, comm, dout);
+    tp_attention_backward(&l->attn, comm, l->mlp.dx, step);
 }
 
-// Each rank compares what it holds: out and dx (replicated) and its own gradient shards
-// against the same slice of the unsharded reference's gradients.
-static int check_rank(const Args *a, int rank, int tp, TpMlp *m, const LayerParams *full,
-                      const float *y, const float *dout) {
+// This rank's gradients, in the shapes of its parameter shards (grads allocated by the caller).
+static void tp_layer_read_grads(const TpLayer *l, DType dtype, LayerParams *grads) {
+    float **g = grads->tensor;
+    layernorm_read_grads(&l->attn.ln1, g[P_LN1_WEIGHT], g[P_LN1_BIAS]);
+    linear_read_grads(&l->attn.qkv, g[P_QKV_WEIGHT], g[P_QKV_BIAS]);
+    linear_read_grads(&l->attn.proj, g[P_PROJ_WEIGHT], NULL);
+    dev_download(g[P_PROJ_BIAS], l->attn.db_proj, l->mlp.h, dtype);
+    layernorm_read_grads(&l->mlp.ln2, g[P_LN2_WEIGHT], g[P_LN2_BIAS]);
+    linear_read_grads(&l->mlp.fc1, g[P_FC1_WEIGHT], g[P_FC1_BIAS]);
+    linear_read_grads(&l->mlp.fc2, g[P_FC2_WEIGHT], NULL);
+    dev_download(g[P_FC2_BIAS], l->mlp.db2, l->mlp.h, dtype);
+}
+
+// Each rank compares what it holds - out and dx (replicated), and every gradient it owns -
+// with the unsharded CPU reference (ref_layer_train_step, step 0), its gradients cut like
+// the parameters. Sharded gradients are the rank's own; replicated ones must be the whole.
+static int check_rank(const Args *a, int rank, int tp, const TpLayer *l, const LayerParams *full,
+                      const LayerInputs *in) {
     const LayerConfig *c = &a->cfg;
-    const int64_t T = layer_tokens(c), n = T * c->hidden;
+    const int64_t n = layer_tokens(c) * c->hidden;
     LayerResults ref;
     layer_results_alloc(c, &ref);
-    ref_mlp(c, full, y, dout, ref.out, ref.dx, &ref.grad);
-    LayerParams ref_shard;  // the reference's gradients cut like the parameters
-    tp_shard_params(c, tp, rank, &ref.grad, &ref_shard);
-    float *got = xmalloc((size_t)(n > (int64_t)c->ffn * c->hidden ? n : (int64_t)c->ffn * c->hidden) * sizeof(float));
-    float *got_b = xmalloc((size_t)(c->ffn > c->hidden ? c->ffn : c->hidden) * sizeof(float));
-    double tol = check_tolerance(c->dtype), worst = 0.0;
-    struct { const char *name; double err; } rows[9];
-    int k = 0;
-    dev_download(got, m->out, n, c->dtype);
-    rows[k].name = "out", rows[k++].err = rel_error(got, ref.out, n);
-    dev_download(got, m->dx, n, c->dtype);
-    rows[k].name = "dx", rows[k++].err = rel_error(got, ref.dx, n);
-    linear_read_grads(&m->fc1, got, got_b);
-    rows[k].name = "dW1 shard", rows[k++].err = rel_error(got, ref_shard.tensor[P_FC1_WEIGHT], tp_param_shard_numel(c, tp, P_FC1_WEIGHT));
-    rows[k].name = "db1 shard", rows[k++].err = rel_error(got_b, ref_shard.tensor[P_FC1_BIAS], m->fl);
-    linear_read_grads(&m->fc2, got, NULL);
-    rows[k].name = "dW2 shard", rows[k++].err = rel_error(got, ref_shard.tensor[P_FC2_WEIGHT], tp_param_shard_numel(c, tp, P_FC2_WEIGHT));
-    dev_download(got, m->db2, c->hidden, c->dtype);
-    rows[k].name = "db2", rows[k++].err = rel_error(got, ref.grad.tensor[P_FC2_BIAS], c->hidden);
-    layernorm_read_grads(&m->ln2, got, got_b);
-    rows[k].name = "dgamma2", rows[k++].err = rel_error(got, ref.grad.tensor[P_LN2_WEIGHT], c->hidden);
-    rows[k].name = "dbeta2", rows[k++].err = rel_error(got_b, ref.grad.tensor[P_LN2_BIAS], c->hidden);
-    for (int i = 0; i < k; i++) {
-        printf("rank %d  %-10s rel. error %.2e%s\n", rank, rows[i].name, rows[i].err, rows[i].err > tol ? "  FAIL" : "");
-        if (rows[i].err > worst) worst = rows[i].err;
+    ref_layer_train_step(c, full, in, 0, &ref);
+    LayerParams want, got;  // the reference's gradients cut like the parameters; this rank's
+    tp_shard_params(c, tp, rank, &ref.grad, &want);
+    tp_shard_params(c, tp, rank, &ref.grad, &got);
+    tp_layer_read_grads(l, c->dtype, &got);
+    float *x = xmalloc((size_t)n * sizeof(float));
+    const double tol = check_tolerance(c->dtype);
+    double worst = 0.0;
+    dev_download(x, l->mlp.out, n, c->dtype);
+    double e_out = rel_error(x, ref.out, n);
+    dev_download(x, l->attn.dx, n, c->dtype);
+    double e_dx = rel_error(x, ref.dx, n);
+    printf("rank %d  %-24s rel. error %.2e%s\n", rank, "out", e_out, e_out > tol ? "  FAIL" : "");
+    printf("rank %d  %-24s rel. error %.2e%s\n", rank, "dx", e_dx, e_dx > tol ? "  FAIL" : "");
+    worst = e_out > e_dx ? e_out : e_dx;
+    for (int id = 0; id < NUM_PARAMS; id++) {
+        double e = rel_error(got.tensor[id], want.tensor[id], tp_param_shard_numel(c, tp, id));
+        printf("rank %d  d%-23s rel. error %.2e  (%s)%s\n", rank, PARAM_NAMES[id], e,
+               tp_split_name(tp_param_split(id)), e > tol ? "  FAIL" : "");
+        if (e > worst) worst = e;
     }
     printf("rank %d  check %s (worst %.2e, tolerance %.0e)\n", rank, worst <= tol ? "passed" : "FAILED", worst, tol);
-    free(got), free(got_b);
-    layer_params_free(&ref_shard);
+    free(x);
+    layer_params_free(&want), layer_params_free(&got);
     layer_results_free(&ref);
     return worst <= tol ? 0 : 1;
 }
@@ -457,7 +535,7 @@ static int run_rank(void *ctx) {
     // seed) the same unsharded parameters and keeps only its own shard. Files are read
     // before any GPU is touched, so a bad file is reported as such.
     LayerParams full, shard;
-    LayerInputs in;  // in.x plays y, the MLP half's input; in.dy its output gradient
+    LayerInputs in;
     layer_params_alloc(c, &full);
     if (a->weights_path) load_layer_params(a->weights_path, c, &full);
     else layer_params_init_random(c, c->seed, &full);
@@ -485,13 +563,13 @@ static int run_rank(void *ctx) {
                    a->ln_mode == TP_LN_EXACT ? "exact" : "shard-local", c->ffn, c->hidden, tp, info.source,
                    dtype_name(c->dtype), (long long)T);
         else
-            printf("step 07: MLP half of the layer, tensor-parallel over %d GPU(s) (%s), %s, hidden %d, "
-                   "ffn %d (%d per rank), tokens %lld\n", tp, info.source, dtype_name(c->dtype), c->hidden,
-                   c->ffn, c->ffn / tp, (long long)T);
+            printf("step 07: the layer, tensor-parallel over %d GPU(s) (%s), %s, hidden %d, heads %d (%d per "
+                   "rank), ffn %d (%d per rank), tokens %lld\n", tp, info.source, dtype_name(c->dtype), c->hidden,
+                   c->heads, c->heads / tp, c->ffn, c->ffn / tp, (long long)T);
     }
 
     void *d_x = dev_upload(in.x, n, c->dtype), *d_dout = dev_upload(in.dy, n, c->dtype);
-    TpMlp m;
+    TpLayer layer;
     TpBlockGpu blk;
     TpBlock block_params;  // the block's unsharded parameters (random, the same on every rank)
     if (a->block) {
@@ -505,7 +583,8 @@ static int run_rank(void *ctx) {
         round_to_dtype(block_params.b2, c->hidden, c->dtype);
         tp_block_gpu_init(&blk, &block_params, T, tp, info.rank, a->ln_mode, c->eps, c->dtype);
     } else {
-        tp_mlp_init(&m, c, tp, &shard);
+        tp_attention_init(&layer.attn, c, tp, info.rank, &shard);
+        tp_mlp_init(&layer.mlp, c, tp, &shard);
     }
     timer_init();
     cudaEvent_t start, stop;
@@ -520,8 +599,7 @@ static int run_rank(void *ctx) {
             tp_block_gpu_forward(&blk, &comm, d_x);
             tp_block_gpu_backward(&blk, &comm, d_dout);
         } else {
-            tp_mlp_forward(&m, &comm, d_x);
-            tp_mlp_backward(&m, &comm, d_dout);
+            tp_layer_train_step(&layer, &comm, d_x, d_dout, (uint64_t)it);
         }
         CUDA_CHECK(cudaEventRecord(stop, 0));
         tp_sync(&comm, 0, "a training step");
@@ -541,11 +619,15 @@ static int run_rank(void *ctx) {
 
     int status = 0;
     if (a->check && a->block) status = check_block_rank(a, info.rank, tp, &blk, &block_params, in.x, in.dy);
-    else if (a->check) status = check_rank(a, info.rank, tp, &m, &full, in.x, in.dy);
+    else if (a->check) {
+        tp_layer_train_step(&layer, &comm, d_x, d_dout, 0);  // step 0, as the reference draws dropout
+        tp_sync(&comm, 0, "the checked step");
+        status = check_rank(a, info.rank, tp, &layer, &full, &in);
+    }
     if (a->sweep) all_reduce_sweep(&comm, c->dtype, n);
 
     if (a->block) tp_block_gpu_free(&blk), tp_block_free(&block_params);
-    else tp_mlp_free(&m);
+    else tp_attention_free(&layer.attn), tp_mlp_free(&layer.mlp);
     timer_free();
     dev_free(d_x), dev_free(d_dout);
     cudaEventDestroy(start), cudaEventDestroy(stop);

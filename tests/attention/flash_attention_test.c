@@ -6,6 +6,7 @@
 #include <math.h>
 #include <stdlib.h>
 
+#include "common/compare.h"
 #include "common/cuda_check.h"
 #include "common/flash_reference.h"
 #include "common/gpu.h"
@@ -85,6 +86,72 @@ static void test_dropout(void **state) {
     run_case(DTYPE_BF16, 77, 1, 1, 64, 0.0f, 0);  // an odd number of queries in all
 }
 
+// Heads [first, first + hl) of a [seq, batch, heads, width] tensor, as a tensor of their own.
+static float *head_slice(const float *x, int64_t tokens, int heads, int width, int first, int hl) {
+    float *out = malloc((size_t)(tokens * hl * width) * sizeof(float));
+    for (int64_t t = 0; t < tokens; t++)
+        for (int k = 0; k < hl * width; k++) out[t * hl * width + k] = x[(t * heads + first) * width + k];
+    return out;
+}
+
+// Tensor parallelism (step 07): a rank computes heads [first, first + hl) of the layer on its
+// own q, k, v. With the shard entry points it must reproduce exactly those heads of the
+// unsharded run, dropout included; keyed by local head indices (the plain entry points), rank
+// 1 would draw rank 0's masks - the test shows that gives a different answer.
+static void test_shard_draws_the_unsharded_mask(void **state) {
+    (void)state;
+    SKIP_WITHOUT_GPU();
+    const DType dt = DTYPE_FP16;
+    const int seq = 77, batch = 2, heads = 4, d = 64, tp = 2, hl = heads / tp;
+    const float p = 0.1f;
+    const uint64_t seed = test_seed(), offset = 5;
+    const int64_t T = (int64_t)seq * batch, nqkv = T * heads * 3 * d, nctx = nqkv / 3;
+    float *qkv = random_floats(nqkv, -2.0f, 2.0f), *dctx = random_floats(nctx, -1.0f, 1.0f);
+    round_to_dtype(qkv, nqkv, dt);
+    round_to_dtype(dctx, nctx, dt);
+    // The unsharded run, on the GPU.
+    void *d_qkv = dev_upload(qkv, nqkv, dt), *d_dctx = dev_upload(dctx, nctx, dt);
+    void *d_ctx = dev_alloc(nctx * 2), *d_dqkv = dev_alloc(nqkv * 2);
+    float *d_lse = dev_alloc((size_t)T * heads * 4);
+    void *scratch = dev_alloc(flash_attention_backward_scratch_bytes(seq, batch, heads, d));
+    flash_attention_forward(d_qkv, d_ctx, d_lse, seq, batch, heads, d, dt, p, 0, seed, offset);
+    flash_attention_backward(d_qkv, d_ctx, d_dctx, d_lse, d_dqkv, scratch, seq, batch, heads, d, dt, p, 0, seed,
+                             offset);
+    float *ctx = malloc(nctx * 4), *dqkv = malloc(nqkv * 4);
+    dev_download(ctx, d_ctx, nctx, dt);
+    dev_download(dqkv, d_dqkv, nqkv, dt);
+    for (int rank = 0; rank < tp; rank++) {
+        const int first = rank * hl;
+        float *s_qkv = head_slice(qkv, T, heads, 3 * d, first, hl), *s_dctx = head_slice(dctx, T, heads, d, first, hl);
+        float *want_ctx = head_slice(ctx, T, heads, d, first, hl), *want_dqkv = head_slice(dqkv, T, heads, 3 * d, first, hl);
+        const int64_t sq = T * hl * 3 * d, sc = sq / 3;
+        void *e_qkv = dev_upload(s_qkv, sq, dt), *e_dctx = dev_upload(s_dctx, sc, dt);
+        void *e_ctx = dev_alloc(sc * 2), *e_dqkv = dev_alloc(sq * 2);
+        float *e_lse = dev_alloc((size_t)T * hl * 4);
+        void *e_scratch = dev_alloc(flash_attention_backward_scratch_bytes(seq, batch, hl, d));
+        flash_attention_forward_shard(e_qkv, e_ctx, e_lse, seq, batch, hl, heads, first, d, dt, p, 0, seed, offset);
+        flash_attention_backward_shard(e_qkv, e_ctx, e_dctx, e_lse, e_dqkv, e_scratch, seq, batch, hl, heads, first,
+                                       d, dt, p, 0, seed, offset);
+        float *got = malloc(sq * 4);
+        dev_download(got, e_ctx, sc, dt);
+        print_message(" rank %d of %d: heads [%d, %d)\n", rank, tp, first, first + hl);
+        assert_rel_error(got, want_ctx, sc, 1e-6);
+        dev_download(got, e_dqkv, sq, dt);
+        assert_rel_error(got, want_dqkv, sq, 1e-6);
+        if (rank > 0) {  // keyed by the local head index instead: another mask, another answer
+            flash_attention_forward(e_qkv, e_ctx, e_lse, seq, batch, hl, d, dt, p, 0, seed, offset);
+            dev_download(got, e_ctx, sc, dt);
+            double err = rel_error(got, want_ctx, sc);
+            print_message(" rank %d keyed by local heads: rel. error %.2e (must be large)\n", rank, err);
+            assert_true(err > 1e-2);
+        }
+        dev_free(e_qkv), dev_free(e_dctx), dev_free(e_ctx), dev_free(e_dqkv), dev_free(e_lse), dev_free(e_scratch);
+        free(s_qkv), free(s_dctx), free(want_ctx), free(want_dqkv), free(got);
+    }
+    dev_free(d_qkv), dev_free(d_dctx), dev_free(d_ctx), dev_free(d_dqkv), dev_free(d_lse), dev_free(scratch);
+    free(qkv), free(dctx), free(ctx), free(dqkv);
+}
+
 static void test_unsupported_head_dim(void **state) {
     (void)state;
     assert_non_null(flash_attention_unsupported(96));
@@ -96,7 +163,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_unsupported_head_dim), cmocka_unit_test(test_plain),
         cmocka_unit_test(test_ragged_seq),           cmocka_unit_test(test_causal),
-        cmocka_unit_test(test_dropout),
+        cmocka_unit_test(test_dropout),              cmocka_unit_test(test_shard_draws_the_unsharded_mask),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
