@@ -15,7 +15,7 @@ typedef struct {
 static float *buf(int64_t n) { return xcalloc((size_t)n, sizeof(float)); }
 
 static void parallel_forward(const LayerConfig *c, const LayerParams *p, const float *x, uint64_t step,
-                             ParallelSaved *s, float *out) {
+                             const RefQuantizer *q, ParallelSaved *s, float *out) {
     const int64_t T = layer_tokens(c);
     const int h = c->hidden, f = c->ffn;
     float *const *w = p->tensor;
@@ -24,16 +24,16 @@ static void parallel_forward(const LayerConfig *c, const LayerParams *p, const f
     s->h1 = buf(T * f), s->g = buf(T * f), s->z = buf(T * h);
     ref_layernorm_forward(x, w[P_LN1_WEIGHT], w[P_LN1_BIAS], T, h, c->eps, s->a, s->mean, s->rstd);
     // Attention branch.
-    ref_linear_forward(s->a, w[P_QKV_WEIGHT], w[P_QKV_BIAS], T, h, 3 * h, s->qkv);
+    ref_linear_forward_quantized(q, s->a, w[P_QKV_WEIGHT], w[P_QKV_BIAS], T, h, 3 * h, s->qkv);
     ref_attention_forward(s->qkv, c->seq, c->batch, c->heads, layer_head_dim(c), c->attn_dropout, c->causal, c->seed,
                           dropout_offset(step, DROPOUT_SITE_ATTENTION), s->ctx, s->probs);
     // MLP branch, on the same a.
-    ref_linear_forward(s->a, w[P_FC1_WEIGHT], w[P_FC1_BIAS], T, h, f, s->h1);
+    ref_linear_forward_quantized(q, s->a, w[P_FC1_WEIGHT], w[P_FC1_BIAS], T, h, f, s->h1);
     ref_gelu_forward(s->h1, T * f, s->g);
     // z = Attn + MLP: both output projections, both biases.
     float *m = buf(T * h);
-    ref_linear_forward(s->ctx, w[P_PROJ_WEIGHT], w[P_PROJ_BIAS], T, h, h, s->z);
-    ref_linear_forward(s->g, w[P_FC2_WEIGHT], w[P_FC2_BIAS], T, f, h, m);
+    ref_linear_forward_quantized(q, s->ctx, w[P_PROJ_WEIGHT], w[P_PROJ_BIAS], T, h, h, s->z);
+    ref_linear_forward_quantized(q, s->g, w[P_FC2_WEIGHT], w[P_FC2_BIAS], T, f, h, m);
     for (int64_t i = 0; i < T * h; i++) s->z[i] += m[i];
     free(m);
     ref_dropout_forward(s->z, T * h, c->hidden_dropout, c->seed, dropout_offset(step, DROPOUT_SITE_HIDDEN), out);
@@ -47,28 +47,28 @@ static void saved_free(ParallelSaved *s) {
 
 void ref_parallel_forward(const LayerConfig *c, const LayerParams *p, const float *x, uint64_t step, float *out) {
     ParallelSaved s;
-    parallel_forward(c, p, x, step, &s, out);
+    parallel_forward(c, p, x, step, NULL, &s, out);
     saved_free(&s);
 }
 
-void ref_parallel_train_step(const LayerConfig *c, const LayerParams *p, const LayerInputs *in, uint64_t step,
-                             LayerResults *r) {
+void ref_parallel_train_step_quantized(const LayerConfig *c, const LayerParams *p, const LayerInputs *in,
+                                       uint64_t step, const RefQuantizer *q, LayerResults *r) {
     const int64_t T = layer_tokens(c);
     const int h = c->hidden, f = c->ffn;
     float *const *w = p->tensor;
     float **gw = r->grad.tensor;
     ParallelSaved s;
-    parallel_forward(c, p, in->x, step, &s, r->out);
+    parallel_forward(c, p, in->x, step, q, &s, r->out);
     float *dz = buf(T * h), *dctx = buf(T * h), *dg = buf(T * f), *dh1 = buf(T * f), *dqkv = buf(T * 3 * h);
     float *da = buf(T * h), *da2 = buf(T * h);
     ref_dropout_backward(in->dy, T * h, c->hidden_dropout, c->seed, dropout_offset(step, DROPOUT_SITE_HIDDEN), dz);
-    ref_linear_backward(dz, s.ctx, w[P_PROJ_WEIGHT], T, h, h, dctx, gw[P_PROJ_WEIGHT], gw[P_PROJ_BIAS]);
-    ref_linear_backward(dz, s.g, w[P_FC2_WEIGHT], T, f, h, dg, gw[P_FC2_WEIGHT], gw[P_FC2_BIAS]);
+    ref_linear_backward_quantized(q, dz, s.ctx, w[P_PROJ_WEIGHT], T, h, h, dctx, gw[P_PROJ_WEIGHT], gw[P_PROJ_BIAS]);
+    ref_linear_backward_quantized(q, dz, s.g, w[P_FC2_WEIGHT], T, f, h, dg, gw[P_FC2_WEIGHT], gw[P_FC2_BIAS]);
     ref_gelu_backward(dg, s.h1, T * f, dh1);
-    ref_linear_backward(dh1, s.a, w[P_FC1_WEIGHT], T, h, f, da, gw[P_FC1_WEIGHT], gw[P_FC1_BIAS]);
+    ref_linear_backward_quantized(q, dh1, s.a, w[P_FC1_WEIGHT], T, h, f, da, gw[P_FC1_WEIGHT], gw[P_FC1_BIAS]);
     ref_attention_backward(dctx, s.qkv, s.probs, c->seq, c->batch, c->heads, layer_head_dim(c), c->attn_dropout,
                            c->causal, c->seed, dropout_offset(step, DROPOUT_SITE_ATTENTION), dqkv);
-    ref_linear_backward(dqkv, s.a, w[P_QKV_WEIGHT], T, h, 3 * h, da2, gw[P_QKV_WEIGHT], gw[P_QKV_BIAS]);
+    ref_linear_backward_quantized(q, dqkv, s.a, w[P_QKV_WEIGHT], T, h, 3 * h, da2, gw[P_QKV_WEIGHT], gw[P_QKV_BIAS]);
     for (int64_t i = 0; i < T * h; i++) da[i] += da2[i];  // a feeds both branches
     ref_layernorm_backward(da, in->x, w[P_LN1_WEIGHT], s.mean, s.rstd, T, h, r->dx, gw[P_LN1_WEIGHT], gw[P_LN1_BIAS]);
     for (int64_t i = 0; i < T * h; i++) r->dx[i] += in->dy[i];  // the residual
@@ -77,6 +77,11 @@ void ref_parallel_train_step(const LayerConfig *c, const LayerParams *p, const L
     float *tmp[] = {dz, dctx, dg, dh1, dqkv, da, da2};
     for (size_t i = 0; i < sizeof tmp / sizeof tmp[0]; i++) free(tmp[i]);
     saved_free(&s);
+}
+
+void ref_parallel_train_step(const LayerConfig *c, const LayerParams *p, const LayerInputs *in, uint64_t step,
+                             LayerResults *r) {
+    ref_parallel_train_step_quantized(c, p, in, step, NULL, r);
 }
 
 // ---- the fused layout -------------------------------------------------------------------------

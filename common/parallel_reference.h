@@ -16,6 +16,7 @@
 #define COMMON_PARALLEL_REFERENCE_H
 
 #include "common/layer.h"
+#include "common/reference.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -24,6 +25,9 @@ extern "C" {
 // One training step of the parallel layer (unfused weights, LayerParams slots as above).
 void ref_parallel_train_step(const LayerConfig *cfg, const LayerParams *params, const LayerInputs *in,
                              uint64_t step, LayerResults *res);
+// The same with the Linears' operands rounded by q (step 06 in FP8; see RefQuantizer).
+void ref_parallel_train_step_quantized(const LayerConfig *cfg, const LayerParams *params, const LayerInputs *in,
+                                       uint64_t step, const RefQuantizer *q, LayerResults *res);
 void ref_parallel_forward(const LayerConfig *cfg, const LayerParams *params, const float *x, uint64_t step,
                           float *out);
 

@@ -249,7 +249,7 @@ static float *quantized_copy(const RefQuantizer *q, const float *x, int64_t n, i
     return c;
 }
 
-static void linear_forward_q(const RefQuantizer *q, const float *x, const float *w, const float *b, int64_t rows,
+void ref_linear_forward_quantized(const RefQuantizer *q, const float *x, const float *w, const float *b, int64_t rows,
                              int in, int out, float *y) {
     if (!q) {
         ref_linear_forward(x, w, b, rows, in, out, y);
@@ -261,7 +261,7 @@ static void linear_forward_q(const RefQuantizer *q, const float *x, const float 
     free(wq);
 }
 
-static void linear_backward_q(const RefQuantizer *q, const float *dy, const float *x, const float *w, int64_t rows,
+void ref_linear_backward_quantized(const RefQuantizer *q, const float *dy, const float *x, const float *w, int64_t rows,
                               int in, int out, float *dx, float *dw, float *db) {
     if (!q) {
         ref_linear_backward(dy, x, w, rows, in, out, dx, dw, db);
@@ -320,16 +320,16 @@ static void layer_forward(const LayerConfig *c, const LayerParams *p, const floa
     const int h = c->hidden, f = c->ffn;
     float *const *w = p->tensor;
     ref_layernorm_forward(x, w[P_LN1_WEIGHT], w[P_LN1_BIAS], T, h, c->eps, s->ln1_out, s->ln1_mean, s->ln1_rstd);
-    linear_forward_q(q, s->ln1_out, w[P_QKV_WEIGHT], w[P_QKV_BIAS], T, h, 3 * h, s->qkv);
+    ref_linear_forward_quantized(q, s->ln1_out, w[P_QKV_WEIGHT], w[P_QKV_BIAS], T, h, 3 * h, s->qkv);
     ref_attention_forward(s->qkv, c->seq, c->batch, c->heads, layer_head_dim(c), c->attn_dropout,
                           c->causal, c->seed, dropout_offset(step, DROPOUT_SITE_ATTENTION), s->ctx, s->probs);
-    linear_forward_q(q, s->ctx, w[P_PROJ_WEIGHT], w[P_PROJ_BIAS], T, h, h, s->proj);
+    ref_linear_forward_quantized(q, s->ctx, w[P_PROJ_WEIGHT], w[P_PROJ_BIAS], T, h, h, s->proj);
     ref_dropout_forward(s->proj, T * h, c->hidden_dropout, c->seed, dropout_offset(step, DROPOUT_SITE_HIDDEN), s->y);
     for (int64_t i = 0; i < T * h; i++) s->y[i] += x[i];
     ref_layernorm_forward(s->y, w[P_LN2_WEIGHT], w[P_LN2_BIAS], T, h, c->eps, s->ln2_out, s->ln2_mean, s->ln2_rstd);
-    linear_forward_q(q, s->ln2_out, w[P_FC1_WEIGHT], w[P_FC1_BIAS], T, h, f, s->fc1);
+    ref_linear_forward_quantized(q, s->ln2_out, w[P_FC1_WEIGHT], w[P_FC1_BIAS], T, h, f, s->fc1);
     ref_gelu_forward(s->fc1, T * f, s->gelu);
-    linear_forward_q(q, s->gelu, w[P_FC2_WEIGHT], w[P_FC2_BIAS], T, f, h, out);
+    ref_linear_forward_quantized(q, s->gelu, w[P_FC2_WEIGHT], w[P_FC2_BIAS], T, f, h, out);
     for (int64_t i = 0; i < T * h; i++) out[i] += s->y[i];
 }
 
@@ -349,18 +349,18 @@ static void layer_backward(const LayerConfig *c, const LayerParams *p, const flo
     float *d_ln1 = xmalloc((size_t)(T * h) * sizeof(float));
 
     // out = y + FC2(GELU(FC1(LN2(y))))
-    linear_backward_q(q, dout, s->gelu, w[P_FC2_WEIGHT], T, f, h, d_gelu, gw[P_FC2_WEIGHT], gw[P_FC2_BIAS]);
+    ref_linear_backward_quantized(q, dout, s->gelu, w[P_FC2_WEIGHT], T, f, h, d_gelu, gw[P_FC2_WEIGHT], gw[P_FC2_BIAS]);
     ref_gelu_backward(d_gelu, s->fc1, T * f, d_fc1);
-    linear_backward_q(q, d_fc1, s->ln2_out, w[P_FC1_WEIGHT], T, h, f, d_ln2, gw[P_FC1_WEIGHT], gw[P_FC1_BIAS]);
+    ref_linear_backward_quantized(q, d_fc1, s->ln2_out, w[P_FC1_WEIGHT], T, h, f, d_ln2, gw[P_FC1_WEIGHT], gw[P_FC1_BIAS]);
     ref_layernorm_backward(d_ln2, s->y, w[P_LN2_WEIGHT], s->ln2_mean, s->ln2_rstd, T, h, dy,
                            gw[P_LN2_WEIGHT], gw[P_LN2_BIAS]);
     for (int64_t i = 0; i < T * h; i++) dy[i] += dout[i];  // the residual
     // y = x + dropout(proj)
     ref_dropout_backward(dy, T * h, c->hidden_dropout, c->seed, dropout_offset(step, DROPOUT_SITE_HIDDEN), d_proj);
-    linear_backward_q(q, d_proj, s->ctx, w[P_PROJ_WEIGHT], T, h, h, d_ctx, gw[P_PROJ_WEIGHT], gw[P_PROJ_BIAS]);
+    ref_linear_backward_quantized(q, d_proj, s->ctx, w[P_PROJ_WEIGHT], T, h, h, d_ctx, gw[P_PROJ_WEIGHT], gw[P_PROJ_BIAS]);
     ref_attention_backward(d_ctx, s->qkv, s->probs, c->seq, c->batch, c->heads, layer_head_dim(c),
                            c->attn_dropout, c->causal, c->seed, dropout_offset(step, DROPOUT_SITE_ATTENTION), d_qkv);
-    linear_backward_q(q, d_qkv, s->ln1_out, w[P_QKV_WEIGHT], T, h, 3 * h, d_ln1, gw[P_QKV_WEIGHT], gw[P_QKV_BIAS]);
+    ref_linear_backward_quantized(q, d_qkv, s->ln1_out, w[P_QKV_WEIGHT], T, h, 3 * h, d_ln1, gw[P_QKV_WEIGHT], gw[P_QKV_BIAS]);
     ref_layernorm_backward(d_ln1, x, w[P_LN1_WEIGHT], s->ln1_mean, s->ln1_rstd, T, h, dx,
                            gw[P_LN1_WEIGHT], gw[P_LN1_BIAS]);
     for (int64_t i = 0; i < T * h; i++) dx[i] += dy[i];  // the residual

@@ -87,6 +87,13 @@ typedef struct RefQuantizer {
 void ref_layer_train_step_quantized(const LayerConfig *cfg, const LayerParams *params, const LayerInputs *in,
                                     uint64_t step, const RefQuantizer *q, LayerResults *res);
 
+// Its Linears, for the references of other layers in FP8 (step 06): ref_linear_forward and
+// ref_linear_backward on rounded copies of the operands; q NULL: exact.
+void ref_linear_forward_quantized(const RefQuantizer *q, const float *x, const float *w, const float *b,
+                                  int64_t rows, int in, int out, float *y);
+void ref_linear_backward_quantized(const RefQuantizer *q, const float *dy, const float *x, const float *w,
+                                   int64_t rows, int in, int out, float *dx, float *dw, float *db);
+
 // Forward only (out = layer(x)); for finite-difference checks and loss curves.
 void ref_layer_forward(const LayerConfig *cfg, const LayerParams *params, const float *x,
                        uint64_t step, float *out);

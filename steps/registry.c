@@ -16,5 +16,6 @@ const StepOps *const ALL_STEPS[] = {
     &STEP_05_FP8,
     &STEP_06_PARALLEL_UNFUSED,
     &STEP_06_PARALLEL_LAYERS,
+    &STEP_06_PARALLEL_FP8,
 };
 const int NUM_STEPS = (int)(sizeof ALL_STEPS / sizeof ALL_STEPS[0]);

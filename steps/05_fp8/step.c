@@ -14,6 +14,7 @@
 #include "common/check.h"
 #include "common/fp8.h"
 #include "common/fp8_recipe.h"
+#include "common/fp8_step.h"
 #include "common/gpu.h"
 #include "common/modules/fp8_linear.h"
 #include "common/modules/layernorm.h"
@@ -152,52 +153,25 @@ static void destroy(void *state) {
     free(s);
 }
 
-// The CPU reference of the first step: each Linear's input and weight rounded to E4M3 and
-// its output gradient to the recipe's gradient format, all with scale 1 (what the GPU uses
-// before any amax has been seen).
-static void quantize_first_step(const RefQuantizer *q, float *x, int64_t n, int is_gradient) {
-    (void)q;
-    Fp8Format f = is_gradient && recipe.format == FP8_RECIPE_HYBRID ? FP8_E5M2 : FP8_E4M3;
-    for (int64_t i = 0; i < n; i++) x[i] = fp8_decode(fp8_encode(x[i], f), f);
-}
-
 static void reference(const LayerConfig *cfg, const LayerParams *p, const LayerInputs *in, uint64_t step,
                       LayerResults *res) {
-    RefQuantizer q = {.quantize = quantize_first_step};
+    RefQuantizer q = fp8_first_step_quantizer(&recipe);
     ref_layer_train_step_quantized(cfg, p, in, step, &q, res);
 }
 
-// The two products of FP8 operands agree to FP8's rounding of the activations computed in 16
-// bits vs in float (an element near a rounding boundary can land one FP8 step away: 6-12%
-// for that element), so the tolerance is wider than fp16's; still 10x tighter than the error
-// against the unrounded reference.
 static double tolerance(const LayerConfig *cfg, int which) {
     (void)which;
-    return cfg->dtype == DTYPE_BF16 ? 4e-2 : 2.5e-2;
+    return fp8_check_tolerance(cfg->dtype);
 }
 
 static int parse_flag(const char *flag, const char *value) {
     if (!value) return 0;
-    if (!strcmp(flag, "--fp8-format")) {
-        if (!strcmp(value, "hybrid")) recipe.format = FP8_RECIPE_HYBRID;
-        else if (!strcmp(value, "e4m3")) recipe.format = FP8_RECIPE_E4M3;
-        else fail_user("--fp8-format expects hybrid or e4m3, got '%s'", value);
-    } else if (!strcmp(flag, "--amax-history")) {
-        recipe.history_len = atoi(value);
-        if (recipe.history_len < 1 || recipe.history_len > 1024) fail_user("--amax-history expects 1..1024, got '%s'", value);
-    } else if (!strcmp(flag, "--amax-algo")) {
-        if (!strcmp(value, "max")) recipe.amax_algo = AMAX_ALGO_MAX;
-        else if (!strcmp(value, "most_recent")) recipe.amax_algo = AMAX_ALGO_MOST_RECENT;
-        else fail_user("--amax-algo expects max or most_recent, got '%s'", value);
-    } else if (!strcmp(flag, "--margin")) {
-        recipe.margin = atoi(value);
-        if (recipe.margin < 0 || recipe.margin > 30) fail_user("--margin expects 0..30, got '%s'", value);
-    } else if (!strcmp(flag, "--fp8-log")) {
+    if (fp8_recipe_parse_flag(&recipe, flag, value)) return 1;
+    if (!strcmp(flag, "--fp8-log")) {
         scaling_csv = value;
-    } else {
-        return 0;
+        return 1;
     }
-    return 1;
+    return 0;
 }
 
 const StepOps STEP_05_FP8 = {
@@ -210,10 +184,7 @@ const StepOps STEP_05_FP8 = {
     .read_results = read_results,
     .destroy = destroy,
     .parse_flag = parse_flag,
-    .flags_help = "  --fp8-format hybrid|e4m3   HYBRID: E4M3 forward, E5M2 gradients (default)\n"
-                  "  --amax-history N           steps of amax remembered (default 16)\n"
-                  "  --amax-algo max|most_recent  which amax sets the scale (default max)\n"
-                  "  --margin N                 scale = fp8_max / amax / 2^N (default 0)\n"
+    .flags_help = FP8_RECIPE_FLAGS_HELP
                   "  --fp8-log FILE             write every FP8 tensor's amax and scale per step (CSV)\n",
     .tolerance = tolerance,
     .reference = reference,

@@ -11,10 +11,14 @@
 // output GEMM then sums the two branches as part of its own K loop.
 // Unfused (--unfused): the same layer with four separate Linears and an add, so that the
 // comparison shows what the fusions buy apart from what the parallel structure buys.
+// FP8 (--fp8): the fused layer with its two GEMMs in FP8 under step 05's delayed scaling
+// (each fused GEMM is one Fp8Linear: one scale for [W_qkv ; W_fc1], one for [ctx | g], ...).
 #include <stdlib.h>
 
 #include "common/check.h"
+#include "common/fp8_step.h"
 #include "common/gpu.h"
+#include "common/modules/fp8_linear.h"
 #include "common/modules/gemm.h"
 #include "common/modules/layernorm.h"
 #include "common/modules/linear.h"
@@ -26,9 +30,10 @@
 
 typedef struct {
     LayerConfig cfg;
-    int fused;
+    int fused, fp8;
     LayerNorm ln;
     Linear in, out;                // fused: W_in, W_out
+    Fp8Linear in8, out8;           // fused in FP8: the same two GEMMs
     Linear qkv, fc1, proj, fc2;    // unfused
     void *a, *in_out, *cat, *z, *y, *d_z, *d_cat, *d_in, *d_a, *dx;  // fused buffers
     void *qkv_out, *h1, *g, *ctx, *z2, *d_ctx, *d_g, *d_h1, *d_qkv, *d_a2;  // unfused buffers
@@ -40,12 +45,14 @@ static void *alloc_t(const LayerConfig *c, int64_t width) {
     return dev_alloc((size_t)layer_tokens(c) * width * dtype_bytes(c->dtype));
 }
 
-static void *create_common(const LayerConfig *c, const LayerParams *p, int fused) {
+static DelayedScaling recipe = {FP8_RECIPE_HYBRID, 0, 16, AMAX_ALGO_MAX};  // --fp8-format, ...
+
+static void *create_common(const LayerConfig *c, const LayerParams *p, int fused, int fp8) {
     const char *why = flash_attention_unsupported(layer_head_dim(c));
     if (why) fail_user("step 06: %s", why);
     Step06 *s = xcalloc(1, sizeof *s);
     s->cfg = *c;
-    s->fused = fused;
+    s->fused = fused, s->fp8 = fp8;
     const int h = c->hidden, f = c->ffn;
     const int64_t t = layer_tokens(c);
     float *const *w = p->tensor;
@@ -58,8 +65,13 @@ static void *create_common(const LayerConfig *c, const LayerParams *p, int fused
         FusedParallelParams fp;
         fused_parallel_alloc(c, &fp);
         fuse_parallel_params(c, p, &fp);
-        linear_init(&s->in, h, 3 * h + f, fp.w_in, fp.b_in, c->dtype);
-        linear_init(&s->out, h + f, h, fp.w_out, fp.b_out, c->dtype);
+        if (fp8) {
+            fp8_linear_init(&s->in8, h, 3 * h + f, t, fp.w_in, fp.b_in, c->dtype, &recipe);
+            fp8_linear_init(&s->out8, h + f, h, t, fp.w_out, fp.b_out, c->dtype, &recipe);
+        } else {
+            linear_init(&s->in, h, 3 * h + f, fp.w_in, fp.b_in, c->dtype);
+            linear_init(&s->out, h + f, h, fp.w_out, fp.b_out, c->dtype);
+        }
         fused_parallel_free(&fp);
         s->in_out = alloc_t(c, 3 * h + f), s->d_in = alloc_t(c, 3 * h + f);
         s->cat = alloc_t(c, h + f), s->d_cat = alloc_t(c, h + f);
@@ -75,8 +87,37 @@ static void *create_common(const LayerConfig *c, const LayerParams *p, int fused
     return s;
 }
 
-static void *create_fused(const LayerConfig *c, const LayerParams *p) { return create_common(c, p, 1); }
-static void *create_unfused(const LayerConfig *c, const LayerParams *p) { return create_common(c, p, 0); }
+static void *create_fused(const LayerConfig *c, const LayerParams *p) { return create_common(c, p, 1, 0); }
+static void *create_unfused(const LayerConfig *c, const LayerParams *p) { return create_common(c, p, 0, 0); }
+static void *create_fp8(const LayerConfig *c, const LayerParams *p) { return create_common(c, p, 1, 1); }
+
+// The fused layer's two GEMMs, in 16 bits or in FP8. in: [q k v | h1] = a W_in^T + b_in.
+// out: z = [ctx | g] W_out^T, its bias left to the bias-dropout-add that follows.
+static void input_gemm_forward(Step06 *s, int64_t t) {
+    if (s->fp8) fp8_linear_forward(&s->in8, s->a, s->in_out, t, 1);
+    else linear_forward(&s->in, s->a, s->in_out, t, NULL);
+}
+
+static void output_gemm_forward(Step06 *s, int64_t t) {
+    if (s->fp8) {
+        fp8_linear_forward(&s->out8, s->cat, s->z, t, 0);
+    } else {
+        linear_gemm_forward(&s->out, s->cat, s->z, t, GEMM_EPILOGUE_NONE, NULL, NULL, NULL);
+        s->out.saved_x = s->cat;
+    }
+}
+
+static const void *output_bias(const Step06 *s) { return s->fp8 ? s->out8.base.bias : s->out.bias; }
+
+static void input_gemm_backward(Step06 *s, int64_t t) {
+    if (s->fp8) fp8_linear_backward(&s->in8, s->d_in, s->d_a, t);
+    else linear_backward(&s->in, s->d_in, s->d_a, t);
+}
+
+static void output_gemm_backward(Step06 *s, int64_t t) {
+    if (s->fp8) fp8_linear_backward(&s->out8, s->d_z, s->d_cat, t);
+    else linear_backward(&s->out, s->d_z, s->d_cat, t);
+}
 
 static void train_fused(Step06 *s, const void *x, const void *dout, uint64_t step) {
     const LayerConfig *c = &s->cfg;
@@ -87,23 +128,26 @@ static void train_fused(Step06 *s, const void *x, const void *dout, uint64_t ste
     // Forward: LN, one GEMM for q, k, v and FC1; attention and GELU write side by side; one
     // GEMM sums the branches; bias, dropout and the residual in one pass.
     layernorm_forward(&s->ln, x, s->a, t);
-    linear_forward(&s->in, s->a, s->in_out, t, NULL);
+    input_gemm_forward(s, t);
     flash_attention_forward_strided(s->in_out, n_in, s->cat, k_out, s->lse, c->seq, c->batch, c->heads, d, c->dtype,
                                     c->attn_dropout, c->causal, c->seed, attn_off);
     gelu_forward_strided((char *)s->in_out + 3 * h * e, n_in, (char *)s->cat + h * e, k_out, t, (int)f, c->dtype);
-    linear_gemm_forward(&s->out, s->cat, s->z, t, GEMM_EPILOGUE_NONE, NULL, NULL, NULL);
-    s->out.saved_x = s->cat;
-    bias_dropout_add_forward(s->z, s->out.bias, x, s->y, t, (int)h, c->hidden_dropout, c->seed, hid_off, c->dtype);
+    output_gemm_forward(s, t);
+    bias_dropout_add_forward(s->z, output_bias(s), x, s->y, t, (int)h, c->hidden_dropout, c->seed, hid_off, c->dtype);
     // Backward.
     add_dropout_backward(dout, NULL, NULL, s->d_z, t * h, c->hidden_dropout, c->seed, hid_off, c->dtype);
-    linear_backward(&s->out, s->d_z, s->d_cat, t);  // d[ctx | g], dW_out, db_out
+    output_gemm_backward(s, t);  // d[ctx | g], dW_out, db_out
     flash_attention_backward_strided(s->in_out, n_in, s->cat, s->d_cat, k_out, s->lse, s->d_in, s->attn_scratch,
                                      c->seq, c->batch, c->heads, d, c->dtype, c->attn_dropout, c->causal, c->seed,
                                      attn_off);
     gelu_backward_strided((char *)s->d_cat + h * e, k_out, (char *)s->in_out + 3 * h * e, n_in,
                           (char *)s->d_in + 3 * h * e, n_in, t, (int)f, c->dtype);
-    linear_backward(&s->in, s->d_in, s->d_a, t);
+    input_gemm_backward(s, t);
     layernorm_backward(&s->ln, s->d_a, dout, s->dx, t);
+    if (s->fp8) {  // delayed scaling: the next step's scales
+        fp8_linear_update_scales(&s->in8);
+        fp8_linear_update_scales(&s->out8);
+    }
 }
 
 static void train_unfused(Step06 *s, const void *x, const void *dout, uint64_t step) {
@@ -151,8 +195,8 @@ static void read_results(void *state, LayerResults *r) {
         FusedParallelParams fg;
         fused_parallel_alloc(c, &fg);
         layernorm_read_grads(&s->ln, fg.ln_weight, fg.ln_bias);
-        linear_read_grads(&s->in, fg.w_in, fg.b_in);
-        linear_read_grads(&s->out, fg.w_out, fg.b_out);
+        linear_read_grads(s->fp8 ? &s->in8.base : &s->in, fg.w_in, fg.b_in);
+        linear_read_grads(s->fp8 ? &s->out8.base : &s->out, fg.w_out, fg.b_out);
         parallel_grads_from_fused(c, &fg, &r->grad);
         fused_parallel_free(&fg);
     } else {
@@ -167,7 +211,10 @@ static void read_results(void *state, LayerResults *r) {
 static void destroy(void *state) {
     Step06 *s = state;
     layernorm_free(&s->ln);
-    if (s->fused) {
+    if (s->fp8) {
+        fp8_linear_free(&s->in8);
+        fp8_linear_free(&s->out8);
+    } else if (s->fused) {
         linear_free(&s->in);
         linear_free(&s->out);
     } else {
@@ -182,6 +229,27 @@ static void destroy(void *state) {
 
 static const char *unsupported(const LayerConfig *c) { return flash_attention_unsupported(layer_head_dim(c)); }
 
+static const char *unsupported_fp8(const LayerConfig *c) {
+    if (unsupported(c)) return unsupported(c);
+    if (c->hidden % 16 || c->ffn % 16 || layer_tokens(c) % 16)
+        return "FP8 GEMMs need hidden, ffn and seq * batch to be multiples of 16";
+    return NULL;
+}
+
+// The CPU reference rounds the Linears' operands as the GPU's first FP8 step does.
+static void reference_fp8(const LayerConfig *cfg, const LayerParams *p, const LayerInputs *in, uint64_t step,
+                          LayerResults *res) {
+    RefQuantizer q = fp8_first_step_quantizer(&recipe);
+    ref_parallel_train_step_quantized(cfg, p, in, step, &q, res);
+}
+
+static double tolerance_fp8(const LayerConfig *cfg, int which) {
+    (void)which;
+    return fp8_check_tolerance(cfg->dtype);
+}
+
+static int parse_flag_fp8(const char *flag, const char *value) { return fp8_recipe_parse_flag(&recipe, flag, value); }
+
 const StepOps STEP_06_PARALLEL_LAYERS = {
     .id = "06_parallel_layers",
     .title = "parallel attention + MLP, fused weights",
@@ -191,7 +259,8 @@ const StepOps STEP_06_PARALLEL_LAYERS = {
     .train_step = train_step,
     .read_results = read_results,
     .destroy = destroy,
-    .flags_help = "  --unfused            the same parallel layer with four separate Linears\n",
+    .flags_help = "  --unfused            the same parallel layer with four separate Linears\n"
+                  "  --fp8                its two fused GEMMs in FP8 (delayed scaling; step 05's flags)\n",
     .reference = ref_parallel_train_step,
 };
 
@@ -205,4 +274,19 @@ const StepOps STEP_06_PARALLEL_UNFUSED = {
     .read_results = read_results,
     .destroy = destroy,
     .reference = ref_parallel_train_step,
+};
+
+const StepOps STEP_06_PARALLEL_FP8 = {
+    .id = "06f_parallel_fp8",
+    .title = "parallel attention + MLP, fused weights, FP8",
+    .whats_new = "step 06's two fused GEMMs in FP8 (delayed scaling)",
+    .unsupported = unsupported_fp8,
+    .create = create_fp8,
+    .train_step = train_step,
+    .read_results = read_results,
+    .destroy = destroy,
+    .parse_flag = parse_flag_fp8,
+    .flags_help = FP8_RECIPE_FLAGS_HELP,
+    .tolerance = tolerance_fp8,
+    .reference = reference_fp8,
 };
