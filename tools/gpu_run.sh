@@ -3,13 +3,15 @@
 # tools/gpu_pack.sh: the GPU tests, every step's --check at fp16 and bf16, the
 # micro-benchmarks and the per-step comparison. Ends with a short table.
 #
-#   bash .gpu/gpu_run.sh [tests] [check] [bench] [fp8] [pytorch] [compare]   (default: all)
+#   bash .gpu/gpu_run.sh [tests] [check] [bench] [fp8] [tp] [pytorch] [compare]   (default: all)
+# (tp needs 2 or more GPUs: step 07's --check at tp 2, then its timing at tp 1 and at every
+# tp up to the GPUs there are.)
 # Logs and JSON go to $OUT (the device tool brings them back) or ./out.
 set -uo pipefail
 BIN=.gpu/bin
 OUT=${OUT:-out}
 mkdir -p "$OUT"
-what="${*:-tests check bench fp8 pytorch compare}"
+what="${*:-tests check bench fp8 tp pytorch compare}"
 summary="$OUT/summary.txt"
 : > "$summary"
 note() { echo "$*" | tee -a "$summary"; }
@@ -30,12 +32,14 @@ if [[ $what == *tests* ]]; then
 fi
 
 if [[ $what == *check* ]]; then
-  for s in "$BIN"/step*; do
-    [ -x "$s" ] && [[ $s != *_test ]] || continue
+  runs=()
+  for s in "$BIN"/step*; do [ -x "$s" ] && [[ $s != *_test ]] && runs+=("$s"); done
+  runs+=("$BIN/step06_parallel_layers --unfused" "$BIN/step06_parallel_layers --fp8")
+  for r in "${runs[@]}"; do
     for dt in fp16 bf16; do
-      out=$("$s" --check --dtype "$dt" 2>&1); rc=$?
+      out=$($r --check --dtype "$dt" 2>&1); rc=$?
       echo "$out" >> "$OUT/check.log"
-      note "check $(basename "$s") $dt: $(echo "$out" | grep -aE 'CHECK|error' | tail -1) (rc $rc)"
+      note "check $(basename "$r") $dt: $(echo "$out" | grep -aE 'CHECK|error' | tail -1) (rc $rc)"
     done
   done
 fi
@@ -49,6 +53,21 @@ if [[ $what == *bench* ]]; then
   for b in "$BIN"/*_bench; do
     [ -x "$b" ] || continue
     "$b" 2>&1 | tee -a "$OUT/bench.log" | tail -8 | tee -a "$summary"
+  done
+fi
+
+gpus=$(nvidia-smi -L | wc -l)
+if [[ $what == *tp* ]] && [ "$gpus" -ge 2 ] && [ -x "$BIN/tp" ]; then
+  export NCCL_NVLS_ENABLE=0
+  for dt in fp16 bf16; do
+    "$BIN/tp" --tp 2 --preset small --check --no-sweep --dtype $dt 2>&1 | tee -a "$OUT/tp.log" |
+      grep -aE "check|error" | sed "s/^/tp check $dt: /" >> "$summary"
+  done
+  for tp in 1 2 4 8; do
+    [ "$tp" -le "$gpus" ] || break
+    sweep=--no-sweep; [ "$tp" -eq "$gpus" ] && sweep=
+    "$BIN/tp" --tp $tp $sweep 2>&1 | tee -a "$OUT/tp.log" | grep -aE "^rank 0:|error|<-" |
+      sed "s/^/tp $tp: /" >> "$summary"
   done
 fi
 
