@@ -17,5 +17,5 @@ for t in $targets; do
 done
 cp "$(ldconfig -p | awk '/libcmocka.so.0 /{print $NF; exit}')" .gpu/bin/libcmocka.so.0
 cp tools/gpu_run.sh .gpu/
-mkdir -p .gpu/tools && cp tools/pytorch_compare.py .gpu/tools/
+mkdir -p .gpu/tools && cp tools/pytorch_compare.py tools/profile_step.sh .gpu/tools/
 echo "packed $(ls .gpu/bin | wc -l) files into .gpu ($(du -sh .gpu | cut -f1))"

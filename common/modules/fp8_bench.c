@@ -9,6 +9,7 @@
 #include "common/gpu.h"
 #include "common/modules/fp8_gemm.h"
 #include "common/modules/gemm.h"
+#include "kernels/fp8/fp8_cast.h"
 
 static double time_ms(void (*run)(const void *), const void *arg) {
     cudaEvent_t a, b;
@@ -22,6 +23,28 @@ static double time_ms(void (*run)(const void *), const void *arg) {
     float ms;
     CUDA_CHECK(cudaEventElapsedTime(&ms, a, b));
     return ms / 10;
+}
+
+typedef struct {
+    const void *x;
+    void *copy, *dbias;
+    uint8_t *out, *out_t;
+    int64_t rows, cols;
+    float *scale, *amax, *workspace;
+} Cast;
+
+static void run_copy(const void *p) {
+    const Cast *c = p;
+    CUDA_CHECK(cudaMemcpyAsync(c->copy, c->x, (size_t)(c->rows * c->cols) * 2, cudaMemcpyDeviceToDevice, 0));
+}
+static void run_cast(const void *p) {
+    const Cast *c = p;
+    fp8_cast_transpose(c->x, c->out, c->out_t, c->rows, c->cols, c->scale, c->amax, FP8_E4M3, DTYPE_FP16);
+}
+static void run_cast_dbias(const void *p) {
+    const Cast *c = p;
+    fp8_cast_transpose_dbias(c->x, c->out, c->out_t, c->rows, c->cols, c->scale, c->amax, FP8_E5M2, DTYPE_FP16,
+                             c->dbias, c->workspace);
 }
 
 static void run_fp16(const void *g) { gemm_run((const Gemm *)g); }
@@ -66,5 +89,15 @@ int main(void) {
     }
     printf("all 12: fp16 %.2f ms (%.0f TFLOP/s), FP8 %.2f ms (%.0f TFLOP/s), %.2fx\n", total16,
            flops / total16 / 1e9, total8, flops / total8 / 1e9, total16 / total8);
+    // The casts, at the largest activation ([tokens, ffn]: FC2's input, FC1's output gradient).
+    float zero = 0.0f;
+    Cast c = {.x = a16, .copy = d, .dbias = dev_alloc((size_t)f * 2), .out = a8, .out_t = b8, .rows = t, .cols = f,
+              .scale = scale, .amax = dev_upload_f32(&zero, 1),
+              .workspace = dev_alloc(fp8_cast_transpose_dbias_workspace_bytes(t, f))};
+    const double bytes = 4.0 * t * f;
+    double copy = time_ms(run_copy, &c), cast = time_ms(run_cast, &c), cast_db = time_ms(run_cast_dbias, &c);
+    printf("[%lld x %lld] fp16 -> FP8 + transposed FP8: copy %.1f us (%.0f GB/s); cast+transpose %.1f us "
+           "(%.0f GB/s, %.0f%% of copy); with dbias %.1f us (%.0f%%)\n", (long long)t, (long long)f, copy * 1e3,
+           bytes / copy / 1e6, cast * 1e3, bytes / cast / 1e6, 100 * copy / cast, cast_db * 1e3, 100 * copy / cast_db);
     return 0;
 }

@@ -8,7 +8,6 @@
 #include "common/gpu.h"
 #include "common/modules/fp8_gemm.h"
 #include "kernels/fp8/fp8_cast.h"
-#include "kernels/naive/bias.h"
 
 static float *new_meta(int history_len) {
     int n = FP8_META_HISTORY + history_len;
@@ -35,11 +34,12 @@ void fp8_linear_init(Fp8Linear *l, int in, int out, int64_t max_tokens, const fl
     l->x8 = dev_alloc((size_t)max_tokens * in), l->xt8 = dev_alloc((size_t)max_tokens * in);
     l->w8 = dev_alloc((size_t)in * out), l->wt8 = dev_alloc((size_t)in * out);
     l->dy8 = dev_alloc((size_t)max_tokens * out), l->dyt8 = dev_alloc((size_t)max_tokens * out);
+    l->dbias_workspace = dev_alloc(fp8_cast_transpose_dbias_workspace_bytes(max_tokens, out));
 }
 
 void fp8_linear_free(Fp8Linear *l) {
     linear_free(&l->base);
-    void *bufs[] = {l->meta_x, l->meta_w, l->meta_dy, l->x8, l->xt8, l->w8, l->wt8, l->dy8, l->dyt8};
+    void *bufs[] = {l->meta_x, l->meta_w, l->meta_dy, l->x8, l->xt8, l->w8, l->wt8, l->dy8, l->dyt8, l->dbias_workspace};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) dev_free(bufs[i]);
 }
 
@@ -59,8 +59,14 @@ void fp8_linear_forward(Fp8Linear *l, const void *x, void *y, int64_t tokens, in
 
 void fp8_linear_backward(Fp8Linear *l, const void *dy, void *dx, int64_t tokens) {
     const int in = l->base.in, out = l->base.out;
-    fp8_cast_transpose(dy, l->dy8, l->dyt8, tokens, out, l->meta_dy + FP8_META_SCALE, l->meta_dy + FP8_META_HISTORY,
-                       l->bwd_format, l->base.dtype);
+    // dy is read once: its FP8 copies, its transposed FP8 copy and the bias gradient together.
+    if (l->base.bias)
+        fp8_cast_transpose_dbias(dy, l->dy8, l->dyt8, tokens, out, l->meta_dy + FP8_META_SCALE,
+                                 l->meta_dy + FP8_META_HISTORY, l->bwd_format, l->base.dtype, l->base.dbias,
+                                 l->dbias_workspace);
+    else
+        fp8_cast_transpose(dy, l->dy8, l->dyt8, tokens, out, l->meta_dy + FP8_META_SCALE,
+                           l->meta_dy + FP8_META_HISTORY, l->bwd_format, l->base.dtype);
     // dx: D [in x T] = Wt8 (W^T row-major [in, out], stored [out x in])^T  dy8 (stored [out x T])
     Fp8Gemm dgrad = {.m = in, .n = tokens, .k = out, .a = l->wt8, .a_format = l->fwd_format,
                      .a_scale_inv = l->meta_w + FP8_META_SCALE_INV, .b = l->dy8, .b_format = l->bwd_format,
@@ -73,7 +79,6 @@ void fp8_linear_backward(Fp8Linear *l, const void *dy, void *dx, int64_t tokens)
                      .b_scale_inv = l->meta_dy + FP8_META_SCALE_INV, .d = l->base.dweight, .ldd = in,
                      .out_dtype = l->base.dtype, .fast_accum = 0};
     fp8_gemm_run(&wgrad);
-    if (l->base.bias) bias_grad(dy, tokens, out, l->base.dbias, l->base.dtype);
 }
 
 void fp8_linear_update_scales(Fp8Linear *l) {

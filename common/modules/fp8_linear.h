@@ -5,7 +5,7 @@
 //             with fast accumulation, bias in the epilogue, fp16/bf16 out.
 //   backward  dy -> fp8 (E5M2 under HYBRID) and its transpose;
 //             dx = dy8 W8 (W's transposed copy), dW = dy8^T x8 (both transposed copies),
-//             no fast accumulation; db = column sums of dy.
+//             no fast accumulation; db = column sums of dy, summed by dy's cast.
 // The master weight, its gradient and the bias stay in 16 bits (`base`). Each of x, W and dy
 // has its scaling state on the GPU (kernels/fp8/fp8_cast.h: scale, scale_inv, amax history);
 // every cast records its tensor's amax, and fp8_linear_update_scales() applies the recipe
@@ -28,6 +28,7 @@ typedef struct {
     Fp8Format fwd_format, bwd_format;
     float *meta_x, *meta_w, *meta_dy;  // device scaling states
     uint8_t *x8, *xt8, *w8, *wt8, *dy8, *dyt8;
+    float *dbias_workspace;  // per-tile partial column sums of dy (the bias gradient)
     int64_t max_tokens;
 } Fp8Linear;
 

@@ -23,57 +23,119 @@ __device__ __forceinline__ void atomic_max_nonneg(float *addr, float v) {
     atomicMax(reinterpret_cast<int *>(addr), __float_as_int(v));
 }
 
-// 64 x 64 tiles through shared memory, 256 threads. Every global access moves 4 elements:
-// 4 input values (8 bytes), 4 FP8 codes (one 32-bit store) along the rows of `out`, and 4
-// codes gathered down a column of the tile for each 32-bit store of `out_t`: byte-wide
-// stores would waste most of each memory transaction. rows and cols must be multiples of 4.
-template <typename T>
+// The cast + transpose without shared memory: the transpose happens in registers.
+//
+// A block of 8 warps covers a tile of 128 rows x 64 columns. Lane l of warp w takes rows
+// 4l .. 4l + 3 and columns 8w .. 8w + 7 of the tile: four 16-byte loads. It converts its
+// 4 x 8 values and writes
+//   out:   its 4 rows of 8 codes, one 8-byte store each;
+//   out_t: its 8 columns of 4 codes (regathered with byte permutes), one 4-byte store each -
+//          and since the 32 lanes hold 128 consecutive rows, each of these stores is one
+//          fully used 128-byte line of out_t.
+// Optionally it also sums each column over the tile's rows (the bias gradient, when x is a
+// Linear's output gradient) into one partial row per tile. rows % 4 == 0, cols % 8 == 0.
+static const int CT_ROWS = 128, CT_COLS = 64;
+
+// Byte j of each of four 8-byte rows (row k's bytes: lo[k] = 0..3, hi[k] = 4..7), as one word.
+__device__ __forceinline__ uint32_t gather_column(const uint32_t (&lo)[4], const uint32_t (&hi)[4], int j) {
+    const uint32_t *w = j < 4 ? lo : hi;
+    const uint32_t sel = (uint32_t)(j & 3) | (uint32_t)((j & 3) + 4) << 4;  // byte j of a, of b
+    uint32_t r01 = __byte_perm(w[0], w[1], sel), r23 = __byte_perm(w[2], w[3], sel);
+    return __byte_perm(r01, r23, 0x5410);
+}
+
+template <typename T, bool DBIAS>
 __global__ void __launch_bounds__(256) cast_transpose_kernel(const T *x, uint8_t *out, uint8_t *out_t, int64_t rows,
                                                              int64_t cols, const float *scale, float *amax,
-                                                             Fp8Format f) {
-    __shared__ uint8_t tile[64][64 + 4];
+                                                             Fp8Format f, float *dbias_partial) {
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int64_t r = (int64_t)blockIdx.y * CT_ROWS + 4 * lane, c = (int64_t)blockIdx.x * CT_COLS + 8 * warp;
+    const bool inside = r < rows && c < cols;
     const float s = *scale;
-    const int64_t r0 = (int64_t)blockIdx.y * 64, c0 = (int64_t)blockIdx.x * 64;
-    float local = 0.0f;
-    for (int q = threadIdx.x; q < 64 * 16; q += 256) {  // 16 quads per tile row
-        const int r = q / 16, c = (q % 16) * 4;
-        const int64_t gr = r0 + r, gc = c0 + c;
-        uint32_t packed = 0;
-        if (gr < rows && gc < cols) {
-            struct alignas(8) Quad { T v[4]; } in = *reinterpret_cast<const Quad *>(x + gr * cols + gc);
+    float v[4][8], local = 0.0f;
 #pragma unroll
-            for (int j = 0; j < 4; j++) {
-                float v = to_float(in.v[j]);
-                local = fmaxf(local, fabsf(v));
-                uint8_t code = to_fp8(v * s, f);
-                tile[r][c + j] = code;
-                packed |= (uint32_t)code << (8 * j);
-            }
-            if (out) *reinterpret_cast<uint32_t *>(out + gr * cols + gc) = packed;
-        }
+    for (int k = 0; k < 4; k++) {
+        Pack8<T> p;
+        if (inside) p = *reinterpret_cast<const Pack8<T> *>(x + (r + k) * cols + c);
+#pragma unroll
+        for (int j = 0; j < 8; j++) v[k][j] = inside ? to_float(p.v[j]) : 0.0f;
     }
-    __syncthreads();
-    if (out_t) {
-        for (int q = threadIdx.x; q < 64 * 16; q += 256) {  // out_t row = a column of x
-            const int c = q / 16, r = (q % 16) * 4;
-            const int64_t gc = c0 + c, gr = r0 + r;
-            if (gc < cols && gr < rows) {
-                uint32_t packed = (uint32_t)tile[r][c] | (uint32_t)tile[r + 1][c] << 8 |
-                                  (uint32_t)tile[r + 2][c] << 16 | (uint32_t)tile[r + 3][c] << 24;
-                *reinterpret_cast<uint32_t *>(out_t + gc * rows + gr) = packed;
-            }
+    uint32_t lo[4], hi[4];
+#pragma unroll
+    for (int k = 0; k < 4; k++) {
+        uint32_t code[8];
+#pragma unroll
+        for (int j = 0; j < 8; j++) {
+            local = fmaxf(local, fabsf(v[k][j]));
+            code[j] = to_fp8(v[k][j] * s, f);
+        }
+        lo[k] = code[0] | code[1] << 8 | code[2] << 16 | code[3] << 24;
+        hi[k] = code[4] | code[5] << 8 | code[6] << 16 | code[7] << 24;
+    }
+    if (inside) {
+        if (out)
+#pragma unroll
+            for (int k = 0; k < 4; k++) *reinterpret_cast<uint2 *>(out + (r + k) * cols + c) = make_uint2(lo[k], hi[k]);
+        if (out_t)
+#pragma unroll
+            for (int j = 0; j < 8; j++) *reinterpret_cast<uint32_t *>(out_t + (c + j) * rows + r) = gather_column(lo, hi, j);
+    }
+    if (DBIAS) {  // column sums over the warp's 128 rows (rows past the end hold zeros)
+        float col[8];
+#pragma unroll
+        for (int j = 0; j < 8; j++) col[j] = warp_sum(v[0][j] + v[1][j] + v[2][j] + v[3][j]);
+        if (lane == 0 && c < cols) {
+            float4 *dst = reinterpret_cast<float4 *>(dbias_partial + (int64_t)blockIdx.y * cols + c);
+            dst[0] = make_float4(col[0], col[1], col[2], col[3]);
+            dst[1] = make_float4(col[4], col[5], col[6], col[7]);
         }
     }
     local = warp_max(local);
-    if (threadIdx.x % 32 == 0 && amax) atomic_max_nonneg(amax, local);
+    if (lane == 0 && amax) atomic_max_nonneg(amax, local);
+}
+
+// dbias[c] = the sum of the tiles' partial rows (one thread per column: coalesced reads).
+template <typename T>
+__global__ void sum_partial_rows_kernel(const float *partial, int tiles, int64_t cols, T *dbias) {
+    int64_t c = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (c >= cols) return;
+    float acc = 0.0f;
+    for (int t = 0; t < tiles; t++) acc += partial[(int64_t)t * cols + c];
+    dbias[c] = from_float<T>(acc);
+}
+
+static void check_cast_shape(const char *who, int64_t rows, int64_t cols) {
+    if (rows % 4 || cols % 8)
+        DIE("%s: %lld x %lld needs rows a multiple of 4 and cols a multiple of 8", who, (long long)rows,
+            (long long)cols);
 }
 
 extern "C" void fp8_cast_transpose(const void *x, uint8_t *out, uint8_t *out_t, int64_t rows, int64_t cols,
                                    const float *scale, float *amax, Fp8Format format, DType dtype) {
-    if (rows % 4 || cols % 4) DIE("fp8_cast_transpose: %lld x %lld is not a multiple of 4", (long long)rows, (long long)cols);
-    dim3 grid(ceil_div(cols, 64), ceil_div(rows, 64));
+    check_cast_shape("fp8_cast_transpose", rows, cols);
+    dim3 grid(ceil_div(cols, CT_COLS), ceil_div(rows, CT_ROWS));
     DISPATCH_DTYPE(dtype, T,
-                   cast_transpose_kernel<T><<<grid, 256>>>((const T *)x, out, out_t, rows, cols, scale, amax, format));
+                   cast_transpose_kernel<T, false><<<grid, 256>>>((const T *)x, out, out_t, rows, cols, scale, amax,
+                                                                  format, NULL));
+    CHECK_LAUNCH();
+}
+
+extern "C" size_t fp8_cast_transpose_dbias_workspace_bytes(int64_t rows, int64_t cols) {
+    return (size_t)ceil_div(rows, CT_ROWS) * cols * sizeof(float);
+}
+
+extern "C" void fp8_cast_transpose_dbias(const void *x, uint8_t *out, uint8_t *out_t, int64_t rows, int64_t cols,
+                                         const float *scale, float *amax, Fp8Format format, DType dtype,
+                                         void *dbias, float *workspace) {
+    check_cast_shape("fp8_cast_transpose_dbias", rows, cols);
+    const int tiles = (int)ceil_div(rows, CT_ROWS);
+    dim3 grid(ceil_div(cols, CT_COLS), tiles);
+    DISPATCH_DTYPE(dtype, T, {
+        cast_transpose_kernel<T, true><<<grid, 256>>>((const T *)x, out, out_t, rows, cols, scale, amax, format,
+                                                      workspace);
+        CHECK_LAUNCH();
+        sum_partial_rows_kernel<T><<<ceil_div(cols, 256), 256>>>(workspace, tiles, cols, (T *)dbias);
+    });
     CHECK_LAUNCH();
 }
 

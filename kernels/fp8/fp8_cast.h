@@ -18,10 +18,19 @@ void fp8_encode_device(const float *x, uint8_t *out, int64_t n, Fp8Format format
 // The fused cast + transpose: out = fp8(x * scale) [rows, cols] AND out_t = its transpose
 // [cols, rows], in one pass (FP8 GEMMs take only the "TN" layout, so weight gradients need
 // transposed FP8 copies of activations and output gradients). *amax = max(*amax, max |x|).
-// out or out_t may be NULL. scale and amax are device pointers: delayed scaling updates them
+// out or out_t may be NULL; rows must be a multiple of 4, cols of 8. scale and amax are device pointers: delayed scaling updates them
 // on the GPU without a host round trip; *amax must start each step at 0.
 void fp8_cast_transpose(const void *x, uint8_t *out, uint8_t *out_t, int64_t rows, int64_t cols,
                         const float *scale, float *amax, Fp8Format format, DType dtype);
+
+// The same, also writing dbias[c] = sum over rows of x[r][c] (x's dtype): the bias gradient
+// when x is a Linear's output gradient, computed while x is being read anyway (TE's
+// cast_transpose_dbias) instead of by a kernel that reads it again. workspace: a float
+// buffer of fp8_cast_transpose_dbias_workspace_bytes(rows, cols).
+size_t fp8_cast_transpose_dbias_workspace_bytes(int64_t rows, int64_t cols);
+void fp8_cast_transpose_dbias(const void *x, uint8_t *out, uint8_t *out_t, int64_t rows, int64_t cols,
+                              const float *scale, float *amax, Fp8Format format, DType dtype, void *dbias,
+                              float *workspace);
 
 // The scaling state of one FP8 tensor on the GPU, in one float array:
 //   [0] scale, [4] scale_inv (16-byte aligned for cuBLASLt), [8 ...] the amax history, the

@@ -90,6 +90,47 @@ static void test_cast_transpose(void **state) {
     free(x), free(out), free(out_t);
 }
 
+// The cast + transpose that also sums the columns (the bias gradient of a Linear whose output
+// gradient is x): codes as above, dbias against the column sums in double, several shapes
+// (rows past the 128-row tiles, columns past the 64-column tiles).
+static void cast_dbias_case(int64_t rows, int64_t cols, DType dt) {
+    float *x = random_floats(rows * cols, -2.0f, 2.0f);
+    round_to_dtype(x, rows * cols, dt);
+    void *d_x = dev_upload(x, rows * cols, dt);
+    uint8_t *d_out = dev_alloc((size_t)(rows * cols)), *d_out_t = dev_alloc((size_t)(rows * cols));
+    void *d_dbias = dev_alloc((size_t)cols * 2);
+    float *ws = dev_alloc(fp8_cast_transpose_dbias_workspace_bytes(rows, cols));
+    float scale = 2.0f, zero = 0.0f;
+    float *d_scale = dev_upload_f32(&scale, 1), *d_amax = dev_upload_f32(&zero, 1);
+    fp8_cast_transpose_dbias(d_x, d_out, d_out_t, rows, cols, d_scale, d_amax, FP8_E5M2, dt, d_dbias, ws);
+    uint8_t *out_t = malloc((size_t)(rows * cols));
+    float *dbias = malloc((size_t)cols * sizeof(float)), *want = malloc((size_t)cols * sizeof(float));
+    CUDA_CHECK(cudaMemcpy(out_t, d_out_t, (size_t)(rows * cols), cudaMemcpyDeviceToHost));
+    dev_download(dbias, d_dbias, cols, dt);
+    int64_t bad = 0;
+    for (int64_t c = 0; c < cols; c++) {
+        double sum = 0.0;
+        for (int64_t r = 0; r < rows; r++) {
+            sum += x[r * cols + c];
+            bad += out_t[c * rows + r] != fp8_encode(x[r * cols + c] * scale, FP8_E5M2);
+        }
+        want[c] = (float)sum;
+    }
+    print_message(" %lld x %lld %s\n", (long long)rows, (long long)cols, dtype_name(dt));
+    assert_int_equal(bad, 0);
+    assert_rel_error(dbias, want, cols, dt == DTYPE_BF16 ? 8e-3 : 1e-3);  // the 16-bit rounding of dbias
+    dev_free(d_x), dev_free(d_out), dev_free(d_out_t), dev_free(d_dbias), dev_free(ws), dev_free(d_scale);
+    dev_free(d_amax), free(x), free(out_t), free(dbias), free(want);
+}
+
+static void test_cast_transpose_dbias(void **state) {
+    (void)state;
+    SKIP_WITHOUT_GPU();
+    cast_dbias_case(100, 136, DTYPE_FP16);
+    cast_dbias_case(300, 520, DTYPE_BF16);
+    cast_dbias_case(1024, 256, DTYPE_FP16);
+}
+
 // D = a_scale_inv b_scale_inv A^T B on cuBLASLt against the same product of the decoded FP8
 // values in double, for E4M3 x E4M3 (fast accumulation, with bias) and E4M3 x E5M2.
 static void fp8_gemm_case(Fp8Format bf, int fast, int with_bias) {
@@ -141,7 +182,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_encoder_matches_cuda),
         cmocka_unit_test(test_cast_amax),
-        cmocka_unit_test(test_cast_transpose),
+        cmocka_unit_test(test_cast_transpose), cmocka_unit_test(test_cast_transpose_dbias),
         cmocka_unit_test(test_fp8_gemm),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
