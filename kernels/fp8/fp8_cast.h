@@ -18,7 +18,7 @@ void fp8_encode_device(const float *x, uint8_t *out, int64_t n, Fp8Format format
 // The fused cast + transpose: out = fp8(x * scale) [rows, cols] AND out_t = its transpose
 // [cols, rows], in one pass (FP8 GEMMs take only the "TN" layout, so weight gradients need
 // transposed FP8 copies of activations and output gradients). *amax = max(*amax, max |x|).
-// out or out_t may be NULL; rows must be a multiple of 4, cols of 8. scale and amax are device pointers: delayed scaling updates them
+// out or out_t may be NULL; rows and cols must be multiples of 8. scale and amax are device pointers: delayed scaling updates them
 // on the GPU without a host round trip; *amax must start each step at 0.
 void fp8_cast_transpose(const void *x, uint8_t *out, uint8_t *out_t, int64_t rows, int64_t cols,
                         const float *scale, float *amax, Fp8Format format, DType dtype);
