@@ -41,13 +41,13 @@ struct HeadRange {
     }
 };
 
-// Copies rows [row0, row0 + 64) of one part (q, k or v) of a head into a shared tile;
-// rows at or past seq become zeros.
-template <typename T, int D>
+// Copies rows [row0, row0 + ROWS) of one part (q, k or v) of a head into a shared tile, with
+// NTHREADS threads; rows at or past seq become zeros.
+template <typename T, int D, int ROWS = BLOCK_M, int NTHREADS = THREADS>
 __device__ __forceinline__ void load_tile(T *tile, const T *qkv, const QkvView &view, int part, int row0,
                                           int seq) {
     constexpr int CHUNKS = D / 8;  // 16-byte chunks per row
-    for (int c = threadIdx.x; c < BLOCK_M * CHUNKS; c += THREADS) {
+    for (int c = threadIdx.x; c < ROWS * CHUNKS; c += NTHREADS) {
         int r = c / CHUNKS, col = (c % CHUNKS) * 8;
         int row = row0 + r;
         const T *src = qkv + view.at(row < seq ? row : 0, part, D) + col;
@@ -56,11 +56,11 @@ __device__ __forceinline__ void load_tile(T *tile, const T *qkv, const QkvView &
 }
 
 // Same for a [seq, batch, heads, d] tensor (ctx, dctx).
-template <typename T, int D>
+template <typename T, int D, int ROWS = BLOCK_M, int NTHREADS = THREADS>
 __device__ __forceinline__ void load_ctx_tile(T *tile, const T *x, int64_t token_stride, int64_t head_offset,
                                               int row0, int seq) {
     constexpr int CHUNKS = D / 8;
-    for (int c = threadIdx.x; c < BLOCK_M * CHUNKS; c += THREADS) {
+    for (int c = threadIdx.x; c < ROWS * CHUNKS; c += NTHREADS) {
         int r = c / CHUNKS, col = (c % CHUNKS) * 8;
         int row = row0 + r;
         const T *src = x + (int64_t)(row < seq ? row : 0) * token_stride + head_offset + col;
@@ -308,19 +308,25 @@ __global__ void flash_backward_prepare_kernel(const T *ctx, const T *dctx, float
     for (int t = lane; t < D; t += 32) dq[t] = 0.0f;
 }
 
-// One block per 64 keys of one head: dK and dV for those keys stay in registers while the
-// block walks over all query blocks; dQ is accumulated in float with atomics.
+// One block per 128 keys of one head, 8 warps: dK and dV for those keys stay in registers
+// while the block walks over the queries, 64 at a time; dQ is accumulated in float with
+// atomics. Why 128 keys and not 64: every key block adds its share into every dQ row, and
+// those atomics (seq / keys-per-block of them per element of dQ) are what limits this kernel
+// on the H100's L2; 128 keys per block halve them.
+static const int BWD_BLOCK_N = 128;
+static const int BWD_THREADS = 256;
+
 template <typename T, int D>
-__global__ void __launch_bounds__(THREADS) flash_backward_kernel(
+__global__ void __launch_bounds__(BWD_THREADS) flash_backward_kernel(
     const T *qkv, const T *dctx, const float *lse, const float *dsum, float *dq_accum, T *dqkv, int seq,
     int batch, int heads, int64_t qkv_row, int64_t ctx_row, float scale, float p_drop, int causal, uint64_t seed,
     uint64_t offset, HeadRange drop) {
     constexpr int LD = Tile<D>::LD;
-    constexpr int LDP = BLOCK_N + 8;
+    constexpr int LDP = BWD_BLOCK_N + 8;
     extern __shared__ __align__(16) unsigned char smem_raw[];
     T *k_tile = reinterpret_cast<T *>(smem_raw);
-    T *v_tile = k_tile + BLOCK_N * LD;
-    T *q_tile = v_tile + BLOCK_N * LD;
+    T *v_tile = k_tile + BWD_BLOCK_N * LD;
+    T *q_tile = v_tile + BWD_BLOCK_N * LD;
     T *do_tile = q_tile + BLOCK_M * LD;
     T *p_tile = do_tile + BLOCK_M * LD;   // dropped probabilities [query][key]
     T *ds_tile = p_tile + BLOCK_M * LDP;  // dS [query][key]
@@ -330,16 +336,21 @@ __global__ void __launch_bounds__(THREADS) flash_backward_kernel(
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int g = lane / 4, c2 = (lane % 4) * 2;
     const int bh = blockIdx.y, b = bh / heads, h = bh % heads;
-    const int k0 = blockIdx.x * BLOCK_N;
+    const int k0 = blockIdx.x * BWD_BLOCK_N;
+    // For S, dP and dQ the 8 warps split the 64 x 128 (query x key) step in a 4 x 2 grid:
+    // warp w takes queries [16 qw, 16 qw + 16) and, for S and dP, keys [64 kh, 64 kh + 64);
+    // for dQ, the output columns [D/2 kh, D/2 kh + D/2) over all 128 keys.
+    const int qw = warp % 4, kh = warp / 4;
     const QkvView view = {(int64_t)batch * qkv_row, (int64_t)b * qkv_row + (int64_t)h * 3 * D};
     const int64_t ctx_stride = (int64_t)batch * ctx_row, ctx_offset = (int64_t)b * ctx_row + (int64_t)h * D;
     const float scale_log2 = scale * LOG2E;
     const float keep_scale = 1.0f / (1.0f - p_drop);
 
-    load_tile<T, D>(k_tile, qkv, view, 1, k0, seq);
-    load_tile<T, D>(v_tile, qkv, view, 2, k0, seq);
+    load_tile<T, D, BWD_BLOCK_N, BWD_THREADS>(k_tile, qkv, view, 1, k0, seq);
+    load_tile<T, D, BWD_BLOCK_N, BWD_THREADS>(v_tile, qkv, view, 2, k0, seq);
     cp_async_commit();
 
+    // dK and dV of this warp's 16 keys [16 w, 16 w + 16).
     float dk[D / 8][4], dv[D / 8][4];
 #pragma unroll
     for (int n = 0; n < D / 8; n++)
@@ -348,10 +359,10 @@ __global__ void __launch_bounds__(THREADS) flash_backward_kernel(
 
     const int m_start = causal ? (k0 / BLOCK_M) * BLOCK_M : 0;
     for (int q0 = m_start; q0 < seq; q0 += BLOCK_M) {
-        load_tile<T, D>(q_tile, qkv, view, 0, q0, seq);
-        load_ctx_tile<T, D>(do_tile, dctx, ctx_stride, ctx_offset, q0, seq);
+        load_tile<T, D, BLOCK_M, BWD_THREADS>(q_tile, qkv, view, 0, q0, seq);
+        load_ctx_tile<T, D, BLOCK_M, BWD_THREADS>(do_tile, dctx, ctx_stride, ctx_offset, q0, seq);
         cp_async_commit();
-        for (int r = threadIdx.x; r < BLOCK_M; r += THREADS) {
+        for (int r = threadIdx.x; r < BLOCK_M; r += BWD_THREADS) {
             int i = q0 + r;
             lse_tile[r] = i < seq ? lse[(int64_t)bh * seq + i] * LOG2E : 0.0f;
             dsum_tile[r] = i < seq ? dsum[(int64_t)bh * seq + i] : 0.0f;
@@ -359,7 +370,8 @@ __global__ void __launch_bounds__(THREADS) flash_backward_kernel(
         cp_async_wait<0>();
         __syncthreads();
 
-        // Warp w: queries [16w, 16w + 16) against all 64 keys. S = Q K^T and dPd = dO V^T.
+        // S = Q K^T and dPd = dO V^T for this warp's 16 queries x 64 keys.
+        const int kb0 = 64 * kh;  // the warp's first key within the block
         float s[8][4], dp[8][4];
 #pragma unroll
         for (int n = 0; n < 8; n++)
@@ -368,12 +380,12 @@ __global__ void __launch_bounds__(THREADS) flash_backward_kernel(
 #pragma unroll
         for (int kk = 0; kk < D / 16; kk++) {
             uint32_t qa[4], da[4];
-            ldmatrix_x4(qa, q_tile + (warp * 16 + lane % 16) * LD + kk * 16 + (lane / 16) * 8);
-            ldmatrix_x4(da, do_tile + (warp * 16 + lane % 16) * LD + kk * 16 + (lane / 16) * 8);
+            ldmatrix_x4(qa, q_tile + (qw * 16 + lane % 16) * LD + kk * 16 + (lane / 16) * 8);
+            ldmatrix_x4(da, do_tile + (qw * 16 + lane % 16) * LD + kk * 16 + (lane / 16) * 8);
 #pragma unroll
             for (int n2 = 0; n2 < 4; n2++) {
                 uint32_t kb[4], vb[4];
-                int row = (n2 * 16 + (lane / 16) * 8 + lane % 8) * LD + kk * 16 + ((lane / 8) % 2) * 8;
+                int row = (kb0 + n2 * 16 + (lane / 16) * 8 + lane % 8) * LD + kk * 16 + ((lane / 8) % 2) * 8;
                 ldmatrix_x4(kb, k_tile + row);
                 ldmatrix_x4(vb, v_tile + row);
                 mma_16816<T>(s[2 * n2], qa, kb[0], kb[1]);
@@ -386,17 +398,17 @@ __global__ void __launch_bounds__(THREADS) flash_backward_kernel(
         float f[2][8][2];
         if (p_drop > 0.0f) {
             const uint64_t dbh = drop.global_bh(b, h);
-            const uint64_t row_index[2] = {(dbh * seq + min(q0 + warp * 16 + g, seq - 1)) * seq,
-                                           (dbh * seq + min(q0 + warp * 16 + g + 8, seq - 1)) * seq};
-            dropout_tile_factors(f, row_index, k0, seq, seed, offset, p_drop, keep_scale);
+            const uint64_t row_index[2] = {(dbh * seq + min(q0 + qw * 16 + g, seq - 1)) * seq,
+                                           (dbh * seq + min(q0 + qw * 16 + g + 8, seq - 1)) * seq};
+            dropout_tile_factors(f, row_index, k0 + kb0, seq, seed, offset, p_drop, keep_scale);
         }
 #pragma unroll
         for (int r = 0; r < 2; r++) {
-            int il = warp * 16 + g + 8 * r, i = q0 + il;
+            int il = qw * 16 + g + 8 * r, i = q0 + il;
             float lse_i = lse_tile[il], dsum_i = dsum_tile[il];
 #pragma unroll
             for (int n = 0; n < 8; n++) {
-                int jl = n * 8 + c2, j = k0 + jl;
+                int jl = kb0 + n * 8 + c2, j = k0 + jl;
                 float p[2], k[2];
 #pragma unroll
                 for (int e = 0; e < 2; e++) {
@@ -434,31 +446,35 @@ __global__ void __launch_bounds__(THREADS) flash_backward_kernel(
                 mma_16816<T>(dk[2 * n2 + 1], sa, qb[2], qb[3]);
             }
         }
-        // Warp w: queries [16w, 16w + 16). dQ += dS K * scale, added into the float accumulator.
+        // dQ += dS K * scale for this warp's 16 queries and D/2 columns, over all 128 keys,
+        // added into the float accumulator.
         {
-            float dq[D / 8][4];
+            constexpr int DH = D / 2;
+            const int d0 = DH * kh;
+            float dq[DH / 8][4];
 #pragma unroll
-            for (int n = 0; n < D / 8; n++) dq[n][0] = dq[n][1] = dq[n][2] = dq[n][3] = 0.0f;
+            for (int n = 0; n < DH / 8; n++) dq[n][0] = dq[n][1] = dq[n][2] = dq[n][3] = 0.0f;
 #pragma unroll
-            for (int kk = 0; kk < BLOCK_N / 16; kk++) {
+            for (int kk = 0; kk < BWD_BLOCK_N / 16; kk++) {
                 uint32_t sa[4];
-                ldmatrix_x4(sa, ds_tile + (warp * 16 + lane % 16) * LDP + kk * 16 + (lane / 16) * 8);
+                ldmatrix_x4(sa, ds_tile + (qw * 16 + lane % 16) * LDP + kk * 16 + (lane / 16) * 8);
 #pragma unroll
-                for (int n2 = 0; n2 < D / 16; n2++) {
+                for (int n2 = 0; n2 < DH / 16; n2++) {
                     uint32_t kb[4];
-                    ldmatrix_x4_trans(kb, k_tile + (kk * 16 + ((lane / 8) % 2) * 8 + lane % 8) * LD + (n2 * 2 + lane / 16) * 8);
+                    ldmatrix_x4_trans(kb, k_tile + (kk * 16 + ((lane / 8) % 2) * 8 + lane % 8) * LD + d0 +
+                                              (n2 * 2 + lane / 16) * 8);
                     mma_16816<T>(dq[2 * n2], sa, kb[0], kb[1]);
                     mma_16816<T>(dq[2 * n2 + 1], sa, kb[2], kb[3]);
                 }
             }
 #pragma unroll
             for (int r = 0; r < 2; r++) {
-                int i = q0 + warp * 16 + g + 8 * r;
+                int i = q0 + qw * 16 + g + 8 * r;
                 if (i >= seq) continue;
-                float *acc = dq_accum + ((int64_t)bh * seq + i) * D;
+                float *acc = dq_accum + ((int64_t)bh * seq + i) * D + d0;
 #pragma unroll
-                for (int n = 0; n < D / 8; n++) {
-#if __CUDA_ARCH__ >= 900  // one 8-byte atomic per pair: half the L2 operations, which limit this kernel
+                for (int n = 0; n < DH / 8; n++) {
+#if __CUDA_ARCH__ >= 900  // one 8-byte atomic per pair: half the L2 operations
                     atomicAdd(reinterpret_cast<float2 *>(acc + n * 8 + c2),
                               make_float2(dq[n][2 * r] * scale, dq[n][2 * r + 1] * scale));
 #else  // before Hopper: one float at a time
@@ -536,16 +552,16 @@ static void backward(const void *qkv, const void *ctx, const void *dctx, const f
     flash_backward_prepare_kernel<T, D><<<ceil_div((int64_t)rows * 32, 256), 256>>>(
         (const T *)ctx, (const T *)dctx, dsum, dq_accum, seq, batch, heads, ctx_row);
     CHECK_LAUNCH();
-    const size_t smem = (size_t)(2 * BLOCK_N + 2 * BLOCK_M) * Tile<D>::LD * sizeof(T) +
-                        (size_t)2 * BLOCK_M * (BLOCK_N + 8) * sizeof(T) + 2 * BLOCK_M * sizeof(float);
+    const size_t smem = (size_t)(2 * BWD_BLOCK_N + 2 * BLOCK_M) * Tile<D>::LD * sizeof(T) +
+                        (size_t)2 * BLOCK_M * (BWD_BLOCK_N + 8) * sizeof(T) + 2 * BLOCK_M * sizeof(float);
     static bool configured = false;
     if (!configured) {
         CUDA_CHECK(cudaFuncSetAttribute(flash_backward_kernel<T, D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                         (int)smem));
         configured = true;
     }
-    dim3 grid(ceil_div(seq, BLOCK_N), batch * heads);
-    flash_backward_kernel<T, D><<<grid, THREADS, smem>>>((const T *)qkv, (const T *)dctx, lse, dsum, dq_accum,
+    dim3 grid(ceil_div(seq, BWD_BLOCK_N), batch * heads);
+    flash_backward_kernel<T, D><<<grid, BWD_THREADS, smem>>>((const T *)qkv, (const T *)dctx, lse, dsum, dq_accum,
                                                          (T *)dqkv, seq, batch, heads, qkv_row, ctx_row,
                                                          1.0f / sqrtf((float)D), p_drop, causal, seed, offset, drop);
     CHECK_LAUNCH();
