@@ -8,13 +8,20 @@
 //
 // Our convention for dropout (used by every step, CPU and GPU alike):
 //   key     = the run's seed (64 bits)
-//   counter = (element_index / 4 as 64 bits, offset as 64 bits)
-//   keep    = uniform[element_index % 4] >= p
+//   counter = (element_index / 16 as 64 bits, offset as 64 bits)
+//   byte    = byte element_index % 16 of the 16 bytes Philox returns (word k / 4, byte k % 4)
+//   keep    = byte >= dropout_threshold(p) = round(256 p)
 // where `offset` names the dropout site and training step (dropout_offset below) and
 // `element_index` is the element's *logical* index: for attention probabilities
 // ((batch * heads + head) * seq + query) * seq + key; for hidden dropout the flat
-// index into the [seq, batch, hidden] tensor. One Philox call gives the 4 numbers of
-// 4 consecutive elements.
+// index into the [seq, batch, hidden] tensor.
+//
+// One byte per element, as FlashAttention draws its masks: one Philox call (ten rounds of
+// multiplies) serves 16 elements. With a 32-bit uniform per element it served 4, and inside
+// the attention kernels - which draw a number for every one of the s^2 probabilities - the
+// generator then cost as much time as the matrix products. The price: p is rounded to a
+// multiple of 1/256 (0.1 becomes 26/256 = 0.1016), and kept elements are scaled by
+// dropout_keep_scale(p) = 256 / (256 - threshold), which keeps the expectation exact.
 //
 // This header is plain C and CUDA at once: the same code runs on host and device.
 #ifndef COMMON_PHILOX_H
@@ -85,15 +92,31 @@ PHILOX_FN uint64_t dropout_offset(uint64_t step, int site) {
     return step * DROPOUT_NUM_SITES + (uint64_t)site;
 }
 
-// The four uniforms of the group of four elements that holds `element_index`.
-PHILOX_FN Philox4 dropout_uniform_group(uint64_t seed, uint64_t offset, uint64_t element_index) {
-    return philox4x32_10(element_index >> 2, offset, seed);
+// Dropped iff an element's byte is below this: round(256 p), at most 255.
+PHILOX_FN uint32_t dropout_threshold(float p) {
+    float t = p * 256.0f + 0.5f;
+    return t <= 0.0f ? 0u : t >= 255.0f ? 255u : (uint32_t)t;
+}
+
+// What kept elements are multiplied by: 1 / (1 - the drop probability actually used).
+PHILOX_FN float dropout_keep_scale(float p) {
+    return 256.0f / (float)(256u - dropout_threshold(p));
+}
+
+// The 16 random bytes of the group of 16 elements that holds `element_index`.
+PHILOX_FN Philox4 dropout_random_bytes(uint64_t seed, uint64_t offset, uint64_t element_index) {
+    return philox4x32_10(element_index >> 4, offset, seed);
+}
+
+// Byte k (0..15) of a group's random bytes.
+PHILOX_FN uint32_t dropout_byte(Philox4 r, int k) {
+    return (r.x[k >> 2] >> (8 * (k & 3))) & 0xffu;
 }
 
 // Is element `element_index` kept (1) or dropped (0) with drop probability p?
 PHILOX_FN int dropout_keep(uint64_t seed, uint64_t offset, uint64_t element_index, float p) {
-    Philox4 r = dropout_uniform_group(seed, offset, element_index);
-    return philox_to_unit_float(r.x[element_index & 3]) >= p;
+    Philox4 r = dropout_random_bytes(seed, offset, element_index);
+    return dropout_byte(r, (int)(element_index & 15)) >= dropout_threshold(p);
 }
 
 #endif  // COMMON_PHILOX_H

@@ -100,7 +100,7 @@ void ref_gelu_backward(const float *dy, const float *x, int64_t n, float *dx) {
 // ---- Dropout --------------------------------------------------------------------------------
 void ref_dropout_forward(const float *x, int64_t n, float p, uint64_t seed, uint64_t offset,
                          float *y) {
-    double scale = 1.0 / (1.0 - p);
+    double scale = dropout_keep_scale(p);
     for (int64_t i = 0; i < n; i++)
         y[i] = (p > 0.0f && !dropout_keep(seed, offset, (uint64_t)i, p)) ? 0.0f : (float)(x[i] * (p > 0.0f ? scale : 1.0));
 }
@@ -139,7 +139,7 @@ void ref_attention_forward_heads(const float *qkv, int seq, int batch, int heads
                                  uint64_t seed, uint64_t offset, float *ctx, float *probs) {
     const int d = head_dim;
     const double scale = 1.0 / sqrt((double)d);
-    const double keep_scale = 1.0 / (1.0 - p_drop);
+    const double keep_scale = dropout_keep_scale(p_drop);
     double *row = xmalloc((size_t)seq * sizeof(double));
     for (int b = 0; b < batch; b++) {
         for (int h = 0; h < heads; h++) {
@@ -198,7 +198,7 @@ void ref_attention_backward_heads(const float *dctx, const float *qkv, const flo
                                   uint64_t offset, float *dqkv) {
     const int d = head_dim;
     const double scale = 1.0 / sqrt((double)d);
-    const double keep_scale = 1.0 / (1.0 - p_drop);
+    const double keep_scale = dropout_keep_scale(p_drop);
     double *pd = xmalloc((size_t)seq * sizeof(double));  // dropped probabilities of one row
     double *dp = xmalloc((size_t)seq * sizeof(double));  // gradient of one row of P
     int64_t total = (int64_t)seq * batch * heads * 3 * d;

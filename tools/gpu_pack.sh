@@ -2,7 +2,9 @@
 # Builds everything here and packs the binaries for the GPU machine, which has the CUDA
 # toolkit but no Bazel and no cmocka: every cc_binary and cc_test goes into .gpu/bin
 # (git-ignored) with libcmocka.so.0 beside them (our binaries carry rpath $ORIGIN), plus
-# tools/gpu_run.sh. Then, with the device tool: carry ".gpu", run "bash .gpu/gpu_run.sh".
+# tools/gpu_run.sh. The binaries travel compressed (.gpu/bin.tgz, a quarter of their size:
+# the device tool carries 64 MiB at most); gpu_run.sh unpacks them. Then, with the device
+# tool: carry ".gpu", run "bash .gpu/gpu_run.sh".
 #
 #   tools/gpu_pack.sh [bazel flags]
 set -euo pipefail
@@ -18,4 +20,6 @@ done
 cp "$(ldconfig -p | awk '/libcmocka.so.0 /{print $NF; exit}')" .gpu/bin/libcmocka.so.0
 cp tools/gpu_run.sh .gpu/
 mkdir -p .gpu/tools && cp tools/pytorch_compare.py tools/profile_step.sh .gpu/tools/
-echo "packed $(ls .gpu/bin | wc -l) files into .gpu ($(du -sh .gpu | cut -f1))"
+count=$(ls .gpu/bin | wc -l)
+tar czf .gpu/bin.tgz -C .gpu bin && rm -rf .gpu/bin
+echo "packed $count files into .gpu ($(du -sh .gpu | cut -f1))"

@@ -9,6 +9,7 @@
 # Logs and JSON go to $OUT (the device tool brings them back) or ./out.
 set -uo pipefail
 BIN=.gpu/bin
+[ -d "$BIN" ] || tar xzf .gpu/bin.tgz -C .gpu  # tools/gpu_pack.sh ships them compressed
 OUT=${OUT:-out}
 mkdir -p "$OUT"
 what="${*:-tests check bench fp8 tp pytorch compare}"

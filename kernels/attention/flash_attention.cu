@@ -8,7 +8,7 @@
 #include "kernels/attention/mma.cuh"
 #include "kernels/device_utils.cuh"
 
-// Tiles: 64 queries x 64 keys per step, 4 warps; each warp owns 16 rows of a tile.
+// Tiles of 64 keys; 64 queries per step in backward (128 per block in forward); 4 warps.
 static const int BLOCK_M = 64;
 static const int BLOCK_N = 64;
 static const int THREADS = 128;
@@ -68,52 +68,41 @@ __device__ __forceinline__ void load_ctx_tile(T *tile, const T *x, int64_t token
     }
 }
 
-// Element `lane` (0..3) of a Philox result, without indexing a register array at run time.
-__device__ __forceinline__ uint32_t philox_pick(const Philox4 &r, int lane) {
-    uint32_t lo = (lane & 1) ? r.x[1] : r.x[0], hi = (lane & 1) ? r.x[3] : r.x[2];
-    return (lane & 2) ? hi : lo;
-}
-
-// The dropout factors (0 or 1 / (1 - p)) of the probabilities this thread holds in a 16 x 64
-// tile: rows g and g + 8 (r = 0, 1), n-blocks n = 0..7, columns 2c and 2c + 1 of each.
-// row_index[r] is ((b * heads + h) * seq + i) * seq for the row's query i; col0 is the
-// tile's first key.
+// Which of the probabilities this thread holds in a 16 x 64 tile are kept by dropout: rows g
+// and g + 8 (r = 0, 1), n-blocks n = 0..7, columns 2c and 2c + 1 of each; bit 2n + e of
+// keep[r] for column 2c + e of n-block n. (Bits, not factors: 2 registers instead of 32,
+// which the forward's two m-tiles cannot spare.) row_index[r] is ((b * heads + h) * seq + i)
+// * seq for the row's query i; col0 is the tile's first key.
 //
-// One Philox call gives the uniforms of 4 consecutive elements. The 4 lanes of a quad hold
-// 8 consecutive columns of 2 rows: 4 groups of 4. When seq is a multiple of 4 the groups
-// line up with the columns, so each lane draws one group per n-block (8 calls, not 16),
-// packs its 4 keep bits per n-block into one word, and the quad swaps words by shuffles.
-__device__ __forceinline__ void dropout_tile_factors(float (&f)[2][8][2], const uint64_t (&row_index)[2],
-                                                     int col0, int seq, uint64_t seed, uint64_t offset,
-                                                     float p, float keep_scale) {
+// One Philox call gives the random bytes of 16 consecutive elements (common/philox.h). When
+// seq is a multiple of 16 the groups line up with the tile's columns: the 4 lanes of a quad,
+// which between them hold rows g and g + 8 of all 64 columns, each draw one row's 32
+// consecutive columns (2 calls per lane per tile) and swap the 32-bit masks by shuffles.
+__device__ __forceinline__ void dropout_tile_keep_bits(uint32_t (&keep)[2], const uint64_t (&row_index)[2],
+                                                       int col0, int seq, uint64_t seed, uint64_t offset, float p) {
     const int lane = threadIdx.x % 32, c = lane % 4;
-    if (seq % 4 == 0) {
-        const int my_row = c >> 1, my_group = c & 1;  // this lane draws (row, group of 4 columns)
-        const uint64_t start = row_index[my_row] + (uint64_t)col0 + 4 * my_group;
-        uint32_t word = 0;
+    const uint32_t threshold = dropout_threshold(p);
+    keep[0] = keep[1] = 0;
+    if (seq % 16 == 0) {
+        const int my_row = c >> 1, my_half = c & 1;  // this lane draws columns [32 my_half, +32) of a row
+        const uint64_t start = row_index[my_row] + (uint64_t)col0 + 32 * my_half;
+        uint32_t word = 0;  // bit b: column 32 my_half + b
 #pragma unroll
-        for (int n = 0; n < 8; n++) {
-            Philox4 r = dropout_uniform_group(seed, offset, start + 8 * n);
-            uint32_t bits = 0;
+        for (int group = 0; group < 2; group++) {
+            const Philox4 r = dropout_random_bytes(seed, offset, start + 16 * group);
 #pragma unroll
-            for (int e = 0; e < 4; e++) bits |= (uint32_t)(philox_to_unit_float(r.x[e]) >= p) << e;
-            word |= bits << (4 * n);
+            for (int k = 0; k < 16; k++) word |= (uint32_t)(dropout_byte(r, k) >= threshold) << (16 * group + k);
         }
-        // Columns 2c, 2c + 1 of every n-block lie in group c / 2: drawn by lanes c/2 (row 0)
-        // and 2 + c/2 (row 1) of this quad.
         const int quad = lane & ~3;
-        uint32_t w[2] = {__shfl_sync(0xffffffffu, word, quad | (c >> 1)),
-                         __shfl_sync(0xffffffffu, word, quad | 2 | (c >> 1))};
-        const int shift = (c & 1) * 2;
 #pragma unroll
-        for (int r = 0; r < 2; r++)
+        for (int r = 0; r < 2; r++) {
+            const uint32_t half[2] = {__shfl_sync(0xffffffffu, word, quad | (r << 1)),
+                                      __shfl_sync(0xffffffffu, word, quad | (r << 1) | 1)};
 #pragma unroll
-            for (int n = 0; n < 8; n++) {
-                uint32_t nibble = w[r] >> (4 * n + shift);
-                f[r][n][0] = (nibble & 1u) ? keep_scale : 0.0f;
-                f[r][n][1] = (nibble & 2u) ? keep_scale : 0.0f;
-            }
-    } else {  // groups straddle the columns: draw each element's group (twice the work)
+            for (int n = 0; n < 8; n++)  // columns 8n + 2c, 8n + 2c + 1
+                keep[r] |= ((half[n >> 2] >> ((8 * n + 2 * c) & 31)) & 3u) << (2 * n);
+        }
+    } else {  // groups straddle the tiles: one call per element (ragged seq only)
 #pragma unroll
         for (int r = 0; r < 2; r++)
 #pragma unroll
@@ -122,13 +111,88 @@ __device__ __forceinline__ void dropout_tile_factors(float (&f)[2][8][2], const 
                 for (int e = 0; e < 2; e++) {
                     int j = col0 + n * 8 + 2 * c + e;
                     uint64_t index = row_index[r] + (uint64_t)(j < seq ? j : 0);
-                    Philox4 g = dropout_uniform_group(seed, offset, index);
-                    f[r][n][e] = philox_to_unit_float(philox_pick(g, (int)(index & 3))) >= p ? keep_scale : 0.0f;
+                    const Philox4 g = dropout_random_bytes(seed, offset, index);
+                    keep[r] |= (uint32_t)(dropout_byte(g, (int)(index & 15)) >= threshold) << (2 * n + e);
                 }
     }
 }
 
+// The dropout factor (0 or dropout_keep_scale(p)) of row r, n-block n, column 2c + e.
+__device__ __forceinline__ float dropout_factor(const uint32_t (&keep)[2], int r, int n, int e, float keep_scale) {
+    return (keep[r] >> (2 * n + e)) & 1u ? keep_scale : 0.0f;
+}
+
 // ---- forward --------------------------------------------------------------------------------
+// 128 queries per block, 4 warps, each warp 32 query rows: two 16-row m-tiles, so that every
+// K or V fragment a warp loads from shared memory feeds two tensor-core products instead of
+// one (FlashAttention-2's layout). Q stays in shared memory and is re-read per key tile:
+// keeping it in registers as well would not fit next to the two m-tiles' accumulators.
+static const int FWD_BLOCK_M = 128;
+static const int FWD_MT = 2;  // m-tiles per warp
+
+// The online-softmax step for one m-tile: s holds this tile's scores (16 rows x 64 keys, as
+// fragments); m, l, o the running max (log2 domain), sum and output of rows g and g + 8.
+// Turns s into the probabilities to multiply with V (dropout applied), rescales o.
+template <int D>
+__device__ __forceinline__ void online_softmax_step(float (&s)[8][4], float (&m)[2], float (&l)[2],
+                                                    float (&o)[D / 8][4], const int (&row_i)[2], int k0, int seq,
+                                                    int causal, float scale_log2, float p_drop, float keep_scale,
+                                                    uint64_t drop_bh, uint64_t seed, uint64_t offset) {
+    const int lane = threadIdx.x % 32, c2 = (lane % 4) * 2;
+    // Scale into the log2 domain, mask, and update the running max and sum.
+    float tile_max[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+    for (int n = 0; n < 8; n++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            int j = k0 + n * 8 + c2 + (e & 1), i = row_i[e / 2];
+            float v = s[n][e] * scale_log2;
+            if (j >= seq || (causal && j > i)) v = -INFINITY;
+            s[n][e] = v;
+            tile_max[e / 2] = fmaxf(tile_max[e / 2], v);
+        }
+    float m_use[2], alpha[2];
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 1));
+        tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 2));
+        float m_new = fmaxf(m[r], tile_max[r]);
+        m_use[r] = m_new == -INFINITY ? 0.0f : m_new;  // a fully masked row so far: exp2(-inf) = 0
+        alpha[r] = exp2f(m[r] - m_use[r]);
+        m[r] = m_new;
+    }
+    float row_sum[2] = {0.0f, 0.0f};
+#pragma unroll
+    for (int n = 0; n < 8; n++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            float p = exp2f(s[n][e] - m_use[e / 2]);
+            s[n][e] = p;
+            row_sum[e / 2] += p;
+        }
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        row_sum[r] += __shfl_xor_sync(0xffffffffu, row_sum[r], 1);
+        row_sum[r] += __shfl_xor_sync(0xffffffffu, row_sum[r], 2);
+        l[r] = l[r] * alpha[r] + row_sum[r];  // the normaliser counts dropped keys too
+    }
+#pragma unroll
+    for (int n = 0; n < D / 8; n++) {
+        o[n][0] *= alpha[0], o[n][1] *= alpha[0];
+        o[n][2] *= alpha[1], o[n][3] *= alpha[1];
+    }
+    if (p_drop > 0.0f) {
+        uint32_t keep[2];
+        const uint64_t row_index[2] = {(drop_bh * seq + min(row_i[0], seq - 1)) * seq,
+                                       (drop_bh * seq + min(row_i[1], seq - 1)) * seq};
+        dropout_tile_keep_bits(keep, row_index, k0, seq, seed, offset, p_drop);
+#pragma unroll
+        for (int n = 0; n < 8; n++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) s[n][e] *= dropout_factor(keep, e / 2, n, e & 1, keep_scale);
+    }
+}
+
 template <typename T, int D>
 __global__ void __launch_bounds__(THREADS) flash_forward_kernel(
     const T *qkv, T *ctx, float *lse, int seq, int batch, int heads, int64_t qkv_row, int64_t ctx_row,
@@ -136,48 +200,44 @@ __global__ void __launch_bounds__(THREADS) flash_forward_kernel(
     constexpr int LD = Tile<D>::LD;
     extern __shared__ __align__(16) unsigned char smem_raw[];
     T *q_tile = reinterpret_cast<T *>(smem_raw);
-    T *k_tiles = q_tile + BLOCK_M * LD;         // two buffers
+    T *k_tiles = q_tile + FWD_BLOCK_M * LD;     // two buffers
     T *v_tiles = k_tiles + 2 * BLOCK_N * LD;    // two buffers
 
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int bh = blockIdx.y, b = bh / heads, h = bh % heads;
-    const int q0 = blockIdx.x * BLOCK_M;
+    const int q0 = blockIdx.x * FWD_BLOCK_M;
     const QkvView view = {(int64_t)batch * qkv_row, (int64_t)b * qkv_row + (int64_t)h * 3 * D};
     const float scale_log2 = scale * LOG2E;  // exp(x) = exp2(x log2 e)
-    const float keep_scale = 1.0f / (1.0f - p_drop);
+    const float keep_scale = dropout_keep_scale(p_drop);
+    const uint64_t drop_bh = drop.global_bh(b, h);
 
-    const int kv_end = causal ? min(seq, q0 + BLOCK_M) : seq;
+    const int kv_end = causal ? min(seq, q0 + FWD_BLOCK_M) : seq;
     const int tiles = (kv_end + BLOCK_N - 1) / BLOCK_N;
 
-    load_tile<T, D>(q_tile, qkv, view, 0, q0, seq);
-    cp_async_commit();
+    load_tile<T, D, FWD_BLOCK_M>(q_tile, qkv, view, 0, q0, seq);
     if (tiles > 0) {
-        load_tile<T, D>(k_tiles, qkv, view, 1, 0, seq);
-        load_tile<T, D>(v_tiles, qkv, view, 2, 0, seq);
+        load_tile<T, D, BLOCK_N>(k_tiles, qkv, view, 1, 0, seq);
+        load_tile<T, D, BLOCK_N>(v_tiles, qkv, view, 2, 0, seq);
     }
     cp_async_commit();
-    cp_async_wait<1>();  // Q has arrived
-    __syncthreads();
 
-    // This warp's 16 query rows as A fragments, for every 16-wide slice of d.
-    uint32_t qa[D / 16][4];
-#pragma unroll
-    for (int kk = 0; kk < D / 16; kk++)
-        ldmatrix_x4(qa[kk], q_tile + (warp * 16 + lane % 16) * LD + kk * 16 + (lane / 16) * 8);
-
-    // Rows g and g + 8 of the warp's 16: running max (log2 domain), sum, and output.
+    // Rows g and g + 8 of each of the warp's two m-tiles: running max (log2 domain), sum, output.
     const int g = lane / 4, c2 = (lane % 4) * 2;
-    const int row_i[2] = {q0 + warp * 16 + g, q0 + warp * 16 + g + 8};
-    float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
-    float o[D / 8][4];
+    int row_i[FWD_MT][2];
+    float m[FWD_MT][2], l[FWD_MT][2], o[FWD_MT][D / 8][4];
 #pragma unroll
-    for (int n = 0; n < D / 8; n++) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
+    for (int mt = 0; mt < FWD_MT; mt++) {
+        row_i[mt][0] = q0 + warp * 32 + mt * 16 + g, row_i[mt][1] = row_i[mt][0] + 8;
+        m[mt][0] = m[mt][1] = -INFINITY, l[mt][0] = l[mt][1] = 0.0f;
+#pragma unroll
+        for (int n = 0; n < D / 8; n++) o[mt][n][0] = o[mt][n][1] = o[mt][n][2] = o[mt][n][3] = 0.0f;
+    }
 
     for (int t = 0; t < tiles; t++) {
         const int k0 = t * BLOCK_N;
         if (t + 1 < tiles) {  // prefetch the next K/V tiles while this one is used
-            load_tile<T, D>(k_tiles + ((t + 1) % 2) * BLOCK_N * LD, qkv, view, 1, k0 + BLOCK_N, seq);
-            load_tile<T, D>(v_tiles + ((t + 1) % 2) * BLOCK_N * LD, qkv, view, 2, k0 + BLOCK_N, seq);
+            load_tile<T, D, BLOCK_N>(k_tiles + ((t + 1) % 2) * BLOCK_N * LD, qkv, view, 1, k0 + BLOCK_N, seq);
+            load_tile<T, D, BLOCK_N>(v_tiles + ((t + 1) % 2) * BLOCK_N * LD, qkv, view, 2, k0 + BLOCK_N, seq);
             cp_async_commit();
             cp_async_wait<1>();
         } else {
@@ -187,85 +247,54 @@ __global__ void __launch_bounds__(THREADS) flash_forward_kernel(
         const T *k_tile = k_tiles + (t % 2) * BLOCK_N * LD;
         const T *v_tile = v_tiles + (t % 2) * BLOCK_N * LD;
 
-        // S = Q K^T: 16 x 64 per warp, as 8 fragments of 16 x 8.
-        float s[8][4];
+        // S = Q K^T: per m-tile 16 x 64, as 8 fragments of 16 x 8; each K fragment serves both.
+        float s[FWD_MT][8][4];
 #pragma unroll
-        for (int n = 0; n < 8; n++) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
+        for (int mt = 0; mt < FWD_MT; mt++)
+#pragma unroll
+            for (int n = 0; n < 8; n++) s[mt][n][0] = s[mt][n][1] = s[mt][n][2] = s[mt][n][3] = 0.0f;
 #pragma unroll
         for (int kk = 0; kk < D / 16; kk++) {
+            uint32_t qa[FWD_MT][4];
+#pragma unroll
+            for (int mt = 0; mt < FWD_MT; mt++)
+                ldmatrix_x4(qa[mt], q_tile + (warp * 32 + mt * 16 + lane % 16) * LD + kk * 16 + (lane / 16) * 8);
 #pragma unroll
             for (int n2 = 0; n2 < 4; n2++) {
                 uint32_t kb[4];
                 ldmatrix_x4(kb, k_tile + (n2 * 16 + (lane / 16) * 8 + lane % 8) * LD + kk * 16 + ((lane / 8) % 2) * 8);
-                mma_16816<T>(s[2 * n2], qa[kk], kb[0], kb[1]);
-                mma_16816<T>(s[2 * n2 + 1], qa[kk], kb[2], kb[3]);
+#pragma unroll
+                for (int mt = 0; mt < FWD_MT; mt++) {
+                    mma_16816<T>(s[mt][2 * n2], qa[mt], kb[0], kb[1]);
+                    mma_16816<T>(s[mt][2 * n2 + 1], qa[mt], kb[2], kb[3]);
+                }
             }
         }
-        // Scale into the log2 domain, mask, and update the running max and sum.
-        float tile_max[2] = {-INFINITY, -INFINITY};
 #pragma unroll
-        for (int n = 0; n < 8; n++)
-#pragma unroll
-            for (int e = 0; e < 4; e++) {
-                int j = k0 + n * 8 + c2 + (e & 1), i = row_i[e / 2];
-                float v = s[n][e] * scale_log2;
-                if (j >= seq || (causal && j > i)) v = -INFINITY;
-                s[n][e] = v;
-                tile_max[e / 2] = fmaxf(tile_max[e / 2], v);
-            }
-        float m_use[2], alpha[2];
-#pragma unroll
-        for (int r = 0; r < 2; r++) {
-            tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 1));
-            tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 2));
-            float m_new = fmaxf(m[r], tile_max[r]);
-            m_use[r] = m_new == -INFINITY ? 0.0f : m_new;  // a fully masked row so far: exp2(-inf) = 0
-            alpha[r] = exp2f(m[r] - m_use[r]);
-            m[r] = m_new;
-        }
-        float row_sum[2] = {0.0f, 0.0f};
-#pragma unroll
-        for (int n = 0; n < 8; n++)
-#pragma unroll
-            for (int e = 0; e < 4; e++) {
-                float p = exp2f(s[n][e] - m_use[e / 2]);
-                s[n][e] = p;
-                row_sum[e / 2] += p;
-            }
-#pragma unroll
-        for (int r = 0; r < 2; r++) {
-            row_sum[r] += __shfl_xor_sync(0xffffffffu, row_sum[r], 1);
-            row_sum[r] += __shfl_xor_sync(0xffffffffu, row_sum[r], 2);
-            l[r] = l[r] * alpha[r] + row_sum[r];  // the normaliser counts dropped keys too
-        }
-#pragma unroll
-        for (int n = 0; n < D / 8; n++) {
-            o[n][0] *= alpha[0], o[n][1] *= alpha[0];
-            o[n][2] *= alpha[1], o[n][3] *= alpha[1];
-        }
-        if (p_drop > 0.0f) {
-            float f[2][8][2];
-            const uint64_t dbh = drop.global_bh(b, h);
-            const uint64_t row_index[2] = {(dbh * seq + min(row_i[0], seq - 1)) * seq,
-                                           (dbh * seq + min(row_i[1], seq - 1)) * seq};
-            dropout_tile_factors(f, row_index, k0, seq, seed, offset, p_drop, keep_scale);
-#pragma unroll
-            for (int n = 0; n < 8; n++)
-#pragma unroll
-                for (int e = 0; e < 4; e++) s[n][e] *= f[e / 2][n][e & 1];
-        }
-        // O += P V: P's fragments become A fragments directly (16 keys per k-step).
+        for (int mt = 0; mt < FWD_MT; mt++)
+            online_softmax_step<D>(s[mt], m[mt], l[mt], o[mt], row_i[mt], k0, seq, causal, scale_log2, p_drop,
+                                   keep_scale, drop_bh, seed, offset);
+        // O += P V: P's fragments become A fragments directly (16 keys per k-step); each V
+        // fragment serves both m-tiles.
 #pragma unroll
         for (int kk = 0; kk < BLOCK_N / 16; kk++) {
-            uint32_t pa[4] = {pack2<T>(s[2 * kk][0], s[2 * kk][1]), pack2<T>(s[2 * kk][2], s[2 * kk][3]),
-                              pack2<T>(s[2 * kk + 1][0], s[2 * kk + 1][1]),
-                              pack2<T>(s[2 * kk + 1][2], s[2 * kk + 1][3])};
+            uint32_t pa[FWD_MT][4];
+#pragma unroll
+            for (int mt = 0; mt < FWD_MT; mt++) {
+                pa[mt][0] = pack2<T>(s[mt][2 * kk][0], s[mt][2 * kk][1]);
+                pa[mt][1] = pack2<T>(s[mt][2 * kk][2], s[mt][2 * kk][3]);
+                pa[mt][2] = pack2<T>(s[mt][2 * kk + 1][0], s[mt][2 * kk + 1][1]);
+                pa[mt][3] = pack2<T>(s[mt][2 * kk + 1][2], s[mt][2 * kk + 1][3]);
+            }
 #pragma unroll
             for (int n2 = 0; n2 < D / 16; n2++) {
                 uint32_t vb[4];
                 ldmatrix_x4_trans(vb, v_tile + (kk * 16 + ((lane / 8) % 2) * 8 + lane % 8) * LD + (n2 * 2 + lane / 16) * 8);
-                mma_16816<T>(o[2 * n2], pa, vb[0], vb[1]);
-                mma_16816<T>(o[2 * n2 + 1], pa, vb[2], vb[3]);
+#pragma unroll
+                for (int mt = 0; mt < FWD_MT; mt++) {
+                    mma_16816<T>(o[mt][2 * n2], pa[mt], vb[0], vb[1]);
+                    mma_16816<T>(o[mt][2 * n2 + 1], pa[mt], vb[2], vb[3]);
+                }
             }
         }
         __syncthreads();  // everyone is done with this buffer before it is refilled
@@ -274,16 +303,20 @@ __global__ void __launch_bounds__(THREADS) flash_forward_kernel(
     // ctx = O / l, and the logsumexp ln(sum exp(scaled scores)) = (m + log2 l) ln 2.
     const int64_t token_stride = (int64_t)batch * ctx_row, head_offset = (int64_t)b * ctx_row + (int64_t)h * D;
 #pragma unroll
-    for (int r = 0; r < 2; r++) {
-        int i = row_i[r];
-        if (i >= seq) continue;
-        float inv = l[r] > 0.0f ? 1.0f / l[r] : 0.0f;
-        T *out = ctx + (int64_t)i * token_stride + head_offset;
+    for (int mt = 0; mt < FWD_MT; mt++)
 #pragma unroll
-        for (int n = 0; n < D / 8; n++)
-            *reinterpret_cast<uint32_t *>(out + n * 8 + c2) = pack2<T>(o[n][2 * r] * inv, o[n][2 * r + 1] * inv);
-        if (lane % 4 == 0) lse[(int64_t)bh * seq + i] = l[r] > 0.0f ? (m[r] + log2f(l[r])) / LOG2E : -INFINITY;
-    }
+        for (int r = 0; r < 2; r++) {
+            int i = row_i[mt][r];
+            if (i >= seq) continue;
+            float inv = l[mt][r] > 0.0f ? 1.0f / l[mt][r] : 0.0f;
+            T *out = ctx + (int64_t)i * token_stride + head_offset;
+#pragma unroll
+            for (int n = 0; n < D / 8; n++)
+                *reinterpret_cast<uint32_t *>(out + n * 8 + c2) =
+                    pack2<T>(o[mt][n][2 * r] * inv, o[mt][n][2 * r + 1] * inv);
+            if (lane % 4 == 0)
+                lse[(int64_t)bh * seq + i] = l[mt][r] > 0.0f ? (m[mt][r] + log2f(l[mt][r])) / LOG2E : -INFINITY;
+        }
 }
 
 // ---- backward -------------------------------------------------------------------------------
@@ -344,7 +377,7 @@ __global__ void __launch_bounds__(BWD_THREADS) flash_backward_kernel(
     const QkvView view = {(int64_t)batch * qkv_row, (int64_t)b * qkv_row + (int64_t)h * 3 * D};
     const int64_t ctx_stride = (int64_t)batch * ctx_row, ctx_offset = (int64_t)b * ctx_row + (int64_t)h * D;
     const float scale_log2 = scale * LOG2E;
-    const float keep_scale = 1.0f / (1.0f - p_drop);
+    const float keep_scale = dropout_keep_scale(p_drop);
 
     load_tile<T, D, BWD_BLOCK_N, BWD_THREADS>(k_tile, qkv, view, 1, k0, seq);
     load_tile<T, D, BWD_BLOCK_N, BWD_THREADS>(v_tile, qkv, view, 2, k0, seq);
@@ -395,12 +428,12 @@ __global__ void __launch_bounds__(BWD_THREADS) flash_backward_kernel(
             }
         }
         // P = exp(S scale - lse); Pd = P * mask; dS = P * (dP - Dsum) with dP = dPd * mask.
-        float f[2][8][2];
+        uint32_t keep[2] = {0, 0};
         if (p_drop > 0.0f) {
             const uint64_t dbh = drop.global_bh(b, h);
             const uint64_t row_index[2] = {(dbh * seq + min(q0 + qw * 16 + g, seq - 1)) * seq,
                                            (dbh * seq + min(q0 + qw * 16 + g + 8, seq - 1)) * seq};
-            dropout_tile_factors(f, row_index, k0 + kb0, seq, seed, offset, p_drop, keep_scale);
+            dropout_tile_keep_bits(keep, row_index, k0 + kb0, seq, seed, offset, p_drop);
         }
 #pragma unroll
         for (int r = 0; r < 2; r++) {
@@ -414,7 +447,7 @@ __global__ void __launch_bounds__(BWD_THREADS) flash_backward_kernel(
                 for (int e = 0; e < 2; e++) {
                     bool masked = i >= seq || j + e >= seq || (causal && j + e > i);
                     p[e] = masked ? 0.0f : exp2f(s[n][2 * r + e] * scale_log2 - lse_i);
-                    k[e] = p_drop > 0.0f ? f[r][n][e] : 1.0f;
+                    k[e] = p_drop > 0.0f ? dropout_factor(keep, r, n, e, keep_scale) : 1.0f;
                 }
                 float ds0 = p[0] * (dp[n][2 * r] * k[0] - dsum_i);
                 float ds1 = p[1] * (dp[n][2 * r + 1] * k[1] - dsum_i);
@@ -522,14 +555,14 @@ extern "C" const char *flash_attention_unsupported(int head_dim) {
 template <typename T, int D>
 static void forward(const void *qkv, void *ctx, float *lse, int seq, int batch, int heads, int64_t qkv_row,
                     int64_t ctx_row, float p_drop, int causal, uint64_t seed, uint64_t offset, HeadRange drop) {
-    const size_t smem = (size_t)(BLOCK_M + 4 * BLOCK_N) * Tile<D>::LD * sizeof(T);
+    const size_t smem = (size_t)(FWD_BLOCK_M + 4 * BLOCK_N) * Tile<D>::LD * sizeof(T);
     static bool configured = false;
     if (!configured) {
         CUDA_CHECK(cudaFuncSetAttribute(flash_forward_kernel<T, D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                         (int)smem));
         configured = true;
     }
-    dim3 grid(ceil_div(seq, BLOCK_M), batch * heads);
+    dim3 grid(ceil_div(seq, FWD_BLOCK_M), batch * heads);
     flash_forward_kernel<T, D><<<grid, THREADS, smem>>>((const T *)qkv, (T *)ctx, lse, seq, batch, heads, qkv_row,
                                                         ctx_row, 1.0f / sqrtf((float)D), p_drop, causal, seed, offset,
                                                         drop);

@@ -2,22 +2,19 @@
 #include "kernels/device_utils.cuh"
 #include "kernels/fused/elementwise.h"
 
-
-// The keep flags of elements [i, i + 8), i a multiple of 8: two Philox calls of 4 each.
+// The keep flags of elements [i, i + 8), i a multiple of 8: half of one Philox call's 16 bytes.
 __device__ __forceinline__ void dropout_keep8(uint64_t seed, uint64_t offset, uint64_t i, float p,
                                               bool keep[8]) {
-    Philox4 lo = dropout_uniform_group(seed, offset, i);
-    Philox4 hi = dropout_uniform_group(seed, offset, i + 4);
-    for (int j = 0; j < 4; j++) {
-        keep[j] = philox_to_unit_float(lo.x[j]) >= p;
-        keep[j + 4] = philox_to_unit_float(hi.x[j]) >= p;
-    }
+    const Philox4 r = dropout_random_bytes(seed, offset, i);
+    const int first = (int)(i & 15);  // 0 or 8
+    const uint32_t threshold = dropout_threshold(p);
+    for (int j = 0; j < 8; j++) keep[j] = dropout_byte(r, first + j) >= threshold;
 }
 
 template <typename T>
 __global__ void bias_dropout_add_kernel(const T *x, const T *bias, const T *residual, T *out,
                                         int64_t n, int cols, float p, uint64_t seed, uint64_t offset) {
-    const float scale = 1.0f / (1.0f - p);
+    const float scale = dropout_keep_scale(p);
     for (int64_t i = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) * 8; i < n;
          i += (int64_t)gridDim.x * blockDim.x * 8) {
         Pack8<T> xv = *reinterpret_cast<const Pack8<T> *>(x + i);
@@ -40,7 +37,7 @@ __global__ void bias_dropout_add_kernel(const T *x, const T *bias, const T *resi
 template <typename T>
 __global__ void add_dropout_backward_kernel(const T *a, const T *b, T *grad_sum, T *grad_z,
                                             int64_t n, float p, uint64_t seed, uint64_t offset) {
-    const float scale = 1.0f / (1.0f - p);
+    const float scale = dropout_keep_scale(p);
     for (int64_t i = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) * 8; i < n;
          i += (int64_t)gridDim.x * blockDim.x * 8) {
         Pack8<T> av = *reinterpret_cast<const Pack8<T> *>(a + i);

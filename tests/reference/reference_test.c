@@ -133,11 +133,13 @@ static void test_dropout(void **state) {
     ref_dropout_forward(x, n, 0.0f, 1, 2, y);
     assert_memory_equal(x, y, n * sizeof(float));  // p = 0 is the identity
     ref_dropout_forward(x, n, 0.2f, 1, 2, y);
+    const float scale = 256.0f / (256.0f - 51.0f);  // p = 0.2 is drawn as 51/256 (common/philox.h)
+    assert_true(dropout_threshold(0.2f) == 51 && dropout_keep_scale(0.2f) == scale);
     int64_t dropped = 0;
     for (int64_t i = 0; i < n; i++) {
         int keep = dropout_keep(1, 2, (uint64_t)i, 0.2f);
         dropped += !keep;
-        assert_true(keep ? fabsf(y[i] - x[i] / 0.8f) < 1e-6f : y[i] == 0.0f);
+        assert_true(keep ? fabsf(y[i] - x[i] * scale) < 1e-6f : y[i] == 0.0f);
     }
     assert_true(dropped > n / 10 && dropped < 3 * n / 10);
     free(x); free(y);
