@@ -22,14 +22,17 @@
 typedef struct {
     const DelayedScaling *recipe;
     double spacing;    // relative spacing of the 16-bit dtype (2^-10 fp16, 2^-7 bf16)
+    uint64_t key;      // which draw of perturbations
     uint64_t counter;  // Philox counter: a fresh perturbation for every element
 } Perturbation;
+
+enum { DRAWS = 6 };  // the floor is the worst of several draws: one draw varies by ~15%
 
 static void quantize_perturbed(const RefQuantizer *q, float *x, int64_t n, int is_gradient) {
     Perturbation *p = (Perturbation *)q->ctx;
     Fp8Format f = is_gradient && p->recipe->format == FP8_RECIPE_HYBRID ? FP8_E5M2 : FP8_E4M3;
     for (int64_t i = 0; i < n; i++) {
-        Philox4 r = philox4x32_10(p->counter++, 0, test_seed());
+        Philox4 r = philox4x32_10(p->counter++, 0, p->key);
         double u = (philox_to_unit_float(r.x[0]) - 0.5) * p->spacing;  // within half a spacing
         x[i] = fp8_decode(fp8_encode((float)(x[i] * (1.0 + u)), f), f);
     }
@@ -66,12 +69,17 @@ static void measure(const char *layer, TrainStepQ step, DType dtype) {
     LayerResults fp8, perturbed, exact;
     layer_results_alloc(&c, &fp8), layer_results_alloc(&c, &perturbed), layer_results_alloc(&c, &exact);
     RefQuantizer q = fp8_first_step_quantizer(&recipe);
-    Perturbation pert = {&recipe, dtype == DTYPE_BF16 ? 1.0 / 128 : 1.0 / 1024, 0};
-    RefQuantizer qp = {.quantize = quantize_perturbed, .ctx = &pert};
     step(&c, &p, &in, 0, &q, &fp8);
-    step(&c, &p, &in, 0, &qp, &perturbed);
     step(&c, &p, &in, 0, NULL, &exact);
-    const double noise = worst_error(&c, &perturbed, &fp8), gap = worst_error(&c, &exact, &fp8);
+    double noise = 0.0;
+    for (uint64_t key = 1; key <= DRAWS; key++) {
+        Perturbation pert = {&recipe, dtype == DTYPE_BF16 ? 1.0 / 128 : 1.0 / 1024, key, 0};
+        RefQuantizer qp = {.quantize = quantize_perturbed, .ctx = &pert};
+        step(&c, &p, &in, 0, &qp, &perturbed);
+        const double e = worst_error(&c, &perturbed, &fp8);
+        if (e > noise) noise = e;
+    }
+    const double gap = worst_error(&c, &exact, &fp8);
     const double tol = fp8_check_tolerance(dtype);
     print_message(" %-8s %s: noise floor %.3f, tolerance %.3f, unrounded layer vs FP8 %.3f\n", layer,
                   dtype_name(dtype), noise, tol, gap);
