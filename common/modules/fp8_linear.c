@@ -43,10 +43,9 @@ void fp8_linear_free(Fp8Linear *l) {
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) dev_free(bufs[i]);
 }
 
-void fp8_linear_forward(Fp8Linear *l, const void *x, void *y, int64_t tokens, int add_bias) {
+// y = x8 W8^T (+ b), once x8 and xt8 hold this step's input: the weight's casts and the GEMM.
+static void forward_from_fp8_input(Fp8Linear *l, void *y, int64_t tokens, int add_bias) {
     const int in = l->base.in, out = l->base.out;
-    fp8_cast_transpose(x, l->x8, l->xt8, tokens, in, l->meta_x + FP8_META_SCALE, l->meta_x + FP8_META_HISTORY,
-                       l->fwd_format, l->base.dtype);
     fp8_cast_transpose(l->base.weight, l->w8, l->wt8, out, in, l->meta_w + FP8_META_SCALE,
                        l->meta_w + FP8_META_HISTORY, l->fwd_format, l->base.dtype);
     // D [out x T] = W8 (stored [in x out]) ^T  x8 (stored [in x T])
@@ -55,6 +54,18 @@ void fp8_linear_forward(Fp8Linear *l, const void *x, void *y, int64_t tokens, in
                  .b_scale_inv = l->meta_x + FP8_META_SCALE_INV, .d = y, .ldd = out, .out_dtype = l->base.dtype,
                  .bias = add_bias ? l->base.bias : NULL, .fast_accum = 1};
     fp8_gemm_run(&g);
+}
+
+void fp8_linear_forward(Fp8Linear *l, const void *x, void *y, int64_t tokens, int add_bias) {
+    fp8_cast_transpose(x, l->x8, l->xt8, tokens, l->base.in, l->meta_x + FP8_META_SCALE,
+                       l->meta_x + FP8_META_HISTORY, l->fwd_format, l->base.dtype);
+    forward_from_fp8_input(l, y, tokens, add_bias);
+}
+
+void fp8_linear_forward_gelu(Fp8Linear *l, const void *pre_activation, void *y, int64_t tokens, int add_bias) {
+    fp8_gelu_cast_transpose(pre_activation, l->x8, l->xt8, tokens, l->base.in, l->meta_x + FP8_META_SCALE,
+                            l->meta_x + FP8_META_HISTORY, l->fwd_format, l->base.dtype);
+    forward_from_fp8_input(l, y, tokens, add_bias);
 }
 
 void fp8_linear_backward(Fp8Linear *l, const void *dy, void *dx, int64_t tokens) {

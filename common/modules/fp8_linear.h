@@ -37,6 +37,9 @@ void fp8_linear_init(Fp8Linear *l, int in, int out, int64_t max_tokens, const fl
 void fp8_linear_free(Fp8Linear *l);
 // y = x W^T (+ b if add_bias; the bias gradient is computed either way).
 void fp8_linear_forward(Fp8Linear *l, const void *x, void *y, int64_t tokens, int add_bias);
+// y = GELU(pre_activation) W^T (+ b): GELU is applied by the cast to FP8, so its output is
+// never written in 16 bits (backward needs only the pre-activation, and the FP8 copies).
+void fp8_linear_forward_gelu(Fp8Linear *l, const void *pre_activation, void *y, int64_t tokens, int add_bias);
 void fp8_linear_backward(Fp8Linear *l, const void *dy, void *dx, int64_t tokens);
 // The delayed-scaling update of x's, W's and dy's scales, after a training step.
 void fp8_linear_update_scales(Fp8Linear *l);

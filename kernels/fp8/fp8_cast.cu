@@ -36,7 +36,8 @@ __device__ __forceinline__ void atomic_max_nonneg(float *addr, float v) {
 // the H100: 87% of a copy's bandwidth; with 4 rows per thread, 63%; through shared memory
 // in 64 x 64 tiles with 4-byte accesses, 39%.) Optionally it also sums each column over the
 // tile's 128 rows (the bias gradient, when x is a Linear's output gradient) into one partial
-// row per tile. rows % 8 == 0, cols % 8 == 0.
+// row per tile, or cast GELU(x) instead of x (step 05's FC2 input: GELU written straight to
+// FP8, never stored in 16 bits). rows % 8 == 0, cols % 8 == 0.
 static const int CT_ROWS = 128, CT_COLS = 128, CT_RPT = 8;
 
 // Byte j of each of four 8-byte rows (row k's bytes: lo[k] = 0..3, hi[k] = 4..7), as one word.
@@ -47,7 +48,7 @@ __device__ __forceinline__ uint32_t gather_column(const uint32_t *lo, const uint
     return __byte_perm(r01, r23, 0x5410);
 }
 
-template <typename T, bool DBIAS>
+template <typename T, bool DBIAS, bool GELU = false>
 __global__ void __launch_bounds__(256) cast_transpose_kernel(const T *x, uint8_t *out, uint8_t *out_t, int64_t rows,
                                                              int64_t cols, const float *scale, float *amax,
                                                              Fp8Format f, float *dbias_partial) {
@@ -70,7 +71,8 @@ __global__ void __launch_bounds__(256) cast_transpose_kernel(const T *x, uint8_t
         uint32_t code[8];
 #pragma unroll
         for (int j = 0; j < 8; j++) {
-            const float v = inside ? to_float(p[k].v[j]) : 0.0f;
+            float v = inside ? to_float(p[k].v[j]) : 0.0f;
+            if (GELU) v = gelu_tanh(v);  // gelu(0) = 0: the padding stays zero
             local = fmaxf(local, fabsf(v));
             if (DBIAS) col_sum[j] += v;
             code[j] = to_fp8(v * s, f);
@@ -130,6 +132,16 @@ extern "C" void fp8_cast_transpose(const void *x, uint8_t *out, uint8_t *out_t, 
     DISPATCH_DTYPE(dtype, T,
                    cast_transpose_kernel<T, false><<<grid, 256>>>((const T *)x, out, out_t, rows, cols, scale, amax,
                                                                   format, NULL));
+    CHECK_LAUNCH();
+}
+
+extern "C" void fp8_gelu_cast_transpose(const void *x, uint8_t *out, uint8_t *out_t, int64_t rows, int64_t cols,
+                                        const float *scale, float *amax, Fp8Format format, DType dtype) {
+    check_cast_shape("fp8_gelu_cast_transpose", rows, cols);
+    dim3 grid(ceil_div(cols, CT_COLS), ceil_div(rows, CT_ROWS));
+    DISPATCH_DTYPE(dtype, T,
+                   (cast_transpose_kernel<T, false, true><<<grid, 256>>>((const T *)x, out, out_t, rows, cols, scale,
+                                                                         amax, format, NULL)));
     CHECK_LAUNCH();
 }
 

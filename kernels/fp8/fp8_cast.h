@@ -23,6 +23,11 @@ void fp8_encode_device(const float *x, uint8_t *out, int64_t n, Fp8Format format
 void fp8_cast_transpose(const void *x, uint8_t *out, uint8_t *out_t, int64_t rows, int64_t cols,
                         const float *scale, float *amax, Fp8Format format, DType dtype);
 
+// The same for GELU(x) (tanh form): the FP8 copies of a GELU output, which is then never
+// stored in 16 bits (step 05's FC2 input). *amax is that of GELU(x).
+void fp8_gelu_cast_transpose(const void *x, uint8_t *out, uint8_t *out_t, int64_t rows, int64_t cols,
+                             const float *scale, float *amax, Fp8Format format, DType dtype);
+
 // The same, also writing dbias[c] = sum over rows of x[r][c] (x's dtype): the bias gradient
 // when x is a Linear's output gradient, computed while x is being read anyway (TE's
 // cast_transpose_dbias) instead of by a kernel that reads it again. workspace: a float

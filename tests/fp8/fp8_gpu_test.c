@@ -7,6 +7,7 @@
 #include "common/cuda_check.h"
 #include "common/fp8.h"
 #include "common/gpu.h"
+#include "common/reference.h"
 #include "common/modules/fp8_gemm.h"
 #include "kernels/fp8/fp8_cast.h"
 #include "tests/test_util.h"
@@ -131,6 +132,41 @@ static void test_cast_transpose_dbias(void **state) {
     cast_dbias_case(1024, 256, DTYPE_FP16);
 }
 
+// GELU applied by the cast: the FP8 codes of GELU(x) * scale, in both layouts, against the
+// reference GELU (within FP8's rounding: E4M3 keeps 3 mantissa bits) and the amax of GELU(x).
+static void test_gelu_cast_transpose(void **state) {
+    (void)state;
+    SKIP_WITHOUT_GPU();
+    const int64_t rows = 136, cols = 264, n = rows * cols;
+    float *x = random_floats(n, -4.0f, 4.0f), *g = malloc((size_t)n * sizeof(float));
+    round_to_dtype(x, n, DTYPE_FP16);
+    ref_gelu_forward(x, n, g);
+    float amax_want = 0.0f;
+    for (int64_t i = 0; i < n; i++) amax_want = fabsf(g[i]) > amax_want ? fabsf(g[i]) : amax_want;
+    void *d_x = dev_upload(x, n, DTYPE_FP16);
+    uint8_t *d_out = dev_alloc((size_t)n), *d_out_t = dev_alloc((size_t)n);
+    float scale = 2.0f, zero = 0.0f, amax;
+    float *d_scale = dev_upload_f32(&scale, 1), *d_amax = dev_upload_f32(&zero, 1);
+    fp8_gelu_cast_transpose(d_x, d_out, d_out_t, rows, cols, d_scale, d_amax, FP8_E4M3, DTYPE_FP16);
+    uint8_t *out = malloc((size_t)n), *out_t = malloc((size_t)n);
+    CUDA_CHECK(cudaMemcpy(out, d_out, (size_t)n, cudaMemcpyDeviceToHost));
+    CUDA_CHECK(cudaMemcpy(out_t, d_out_t, (size_t)n, cudaMemcpyDeviceToHost));
+    dev_download_f32(&amax, d_amax, 1);
+    float *got = malloc((size_t)n * sizeof(float)), *want = malloc((size_t)n * sizeof(float));
+    int64_t layouts_differ = 0;
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t c = 0; c < cols; c++) {
+            got[r * cols + c] = fp8_decode(out[r * cols + c], FP8_E4M3);
+            want[r * cols + c] = g[r * cols + c] * scale;
+            layouts_differ += out[r * cols + c] != out_t[c * rows + r];
+        }
+    assert_int_equal(layouts_differ, 0);
+    assert_rel_error(got, want, n, 3e-2);  // E4M3 rounding: at most 1/16 per element
+    assert_true(fabsf(amax - amax_want) <= 1e-3f * amax_want);
+    dev_free(d_x), dev_free(d_out), dev_free(d_out_t), dev_free(d_scale), dev_free(d_amax);
+    free(x), free(g), free(out), free(out_t), free(got), free(want);
+}
+
 // D = a_scale_inv b_scale_inv A^T B on cuBLASLt against the same product of the decoded FP8
 // values in double, for E4M3 x E4M3 (fast accumulation, with bias) and E4M3 x E5M2.
 static void fp8_gemm_case(Fp8Format bf, int fast, int with_bias) {
@@ -183,6 +219,7 @@ int main(void) {
         cmocka_unit_test(test_encoder_matches_cuda),
         cmocka_unit_test(test_cast_amax),
         cmocka_unit_test(test_cast_transpose), cmocka_unit_test(test_cast_transpose_dbias),
+        cmocka_unit_test(test_gelu_cast_transpose),
         cmocka_unit_test(test_fp8_gemm),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
