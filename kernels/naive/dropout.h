@@ -1,5 +1,6 @@
 // Dropout with the shared Philox mask (common/philox.h): y = keep ? x / (1 - p) : 0, where
-// element i of the array is keyed by its flat index i: keep = dropout_keep(seed, offset, i, p).
+// element i of the array is keyed by its flat index i: keep = dropout_keep(seed, offset, i, p),
+// and p is the drop probability as drawn (a multiple of 1/256: dropout_keep_scale(p) = 1 / (1 - p)).
 //
 // The mask is never stored. Backward draws it again from the same (seed, offset, index):
 // Philox is a pure function, so the second draw is the same mask, and we save the bytes of
