@@ -42,6 +42,13 @@ typedef struct StepOps {
     // layer). NULL: ref_layer_train_step, the serial layer.
     void (*reference)(const LayerConfig *cfg, const LayerParams *params, const LayerInputs *in, uint64_t step,
                       LayerResults *res);
+    // Optional, for training loops whose output gradient depends on the output (the FP8
+    // training demo, steps/05_fp8/train_demo.c): train_step's two halves, the output of the
+    // last forward (device, cfg->dtype), and new parameter values for the next step.
+    void (*forward)(void *state, const void *d_x, uint64_t step);
+    void (*backward)(void *state, const void *d_dy, uint64_t step);
+    const void *(*output)(const void *state);
+    void (*load_params)(void *state, const LayerParams *params);
 } StepOps;
 
 // Command line shared by all steps (see `--help`).

@@ -48,6 +48,8 @@ fi
 if [[ $what == *fp8* ]] && [ -x "$BIN/step05_fp8" ]; then  # the scaling log of 40 steps, drawn
   "$BIN/step05_fp8" --iters 40 --fp8-log "$OUT/fp8_scaling.csv" | tail -2 | tee -a "$summary"
   python3 tools/plot_fp8_scaling.py "$OUT/fp8_scaling.csv" "$OUT/fp8_scaling.svg"
+  "$BIN/step05_train_demo" > "$OUT/fp8_training.log" 2>&1  # does it still train: 16-bit vs FP8
+  tail -3 "$OUT/fp8_training.log" | tee -a "$summary"
 fi
 
 if [[ $what == *bench* ]]; then

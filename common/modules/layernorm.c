@@ -37,6 +37,11 @@ void layernorm_backward(LayerNorm *ln, const void *dy, const void *dresidual, vo
                             ln->dbeta, ln->workspace, rows, ln->cols, ln->dtype);
 }
 
+void layernorm_load_params(LayerNorm *ln, const float *gamma, const float *beta) {
+    dev_upload_to(ln->gamma, gamma, ln->cols, ln->dtype);
+    dev_upload_to(ln->beta, beta, ln->cols, ln->dtype);
+}
+
 void layernorm_read_grads(const LayerNorm *ln, float *dgamma, float *dbeta) {
     dev_download(dgamma, ln->dgamma, ln->cols, ln->dtype);
     dev_download(dbeta, ln->dbeta, ln->cols, ln->dtype);

@@ -29,6 +29,8 @@ void layernorm_forward(LayerNorm *ln, const void *x, void *y, int64_t rows);
 // dx = LayerNorm'(dy) + dresidual (dresidual may be NULL; it may alias dx).
 void layernorm_backward(LayerNorm *ln, const void *dy, const void *dresidual, void *dx, int64_t rows);
 void layernorm_read_grads(const LayerNorm *ln, float *dgamma, float *dbeta);
+// New values for gamma and beta (host floats).
+void layernorm_load_params(LayerNorm *ln, const float *gamma, const float *beta);
 
 #ifdef __cplusplus
 }

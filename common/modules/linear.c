@@ -71,6 +71,11 @@ void linear_backward(Linear *l, const void *dy, void *dx, int64_t tokens) {
     linear_gemm_backward_weight(l, dy, l->saved_x, tokens);
 }
 
+void linear_load_params(Linear *l, const float *weight, const float *bias) {
+    dev_upload_to(l->weight, weight, (int64_t)l->in * l->out, l->dtype);
+    if (l->bias && bias) dev_upload_to(l->bias, bias, l->out, l->dtype);
+}
+
 void linear_read_grads(const Linear *l, float *dweight, float *dbias) {
     dev_download(dweight, l->dweight, (int64_t)l->in * l->out, l->dtype);
     if (l->bias && dbias) dev_download(dbias, l->dbias, l->out, l->dtype);

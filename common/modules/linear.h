@@ -37,6 +37,9 @@ void linear_forward(Linear *l, const void *x, void *y, int64_t tokens, const voi
 void linear_backward(Linear *l, const void *dy, void *dx, int64_t tokens);
 // Copies dW and db (if there is a bias) to host floats.
 void linear_read_grads(const Linear *l, float *dweight, float *dbias);
+// New values for W and b (host floats, rounded to the module's dtype), e.g. after an optimizer
+// step on float master weights.
+void linear_load_params(Linear *l, const float *weight, const float *bias);
 
 // The three products, for modules that fuse around them (layernorm_mlp.c):
 // D [tokens, out] = x W^T with an epilogue, in row-major terms.

@@ -79,3 +79,13 @@ void transformer_layer_read_grads(const TransformerLayer *t, LayerParams *g) {
     linear_read_grads(&t->mlp.fc1, w[P_FC1_WEIGHT], w[P_FC1_BIAS]);
     linear_read_grads(&t->mlp.fc2, w[P_FC2_WEIGHT], w[P_FC2_BIAS]);
 }
+
+void transformer_layer_load_params(TransformerLayer *t, const LayerParams *p) {
+    float *const *w = p->tensor;
+    layernorm_load_params(&t->ln_qkv.ln, w[P_LN1_WEIGHT], w[P_LN1_BIAS]);
+    linear_load_params(&t->ln_qkv.linear, w[P_QKV_WEIGHT], w[P_QKV_BIAS]);
+    linear_load_params(&t->proj, w[P_PROJ_WEIGHT], w[P_PROJ_BIAS]);
+    layernorm_load_params(&t->mlp.ln, w[P_LN2_WEIGHT], w[P_LN2_BIAS]);
+    linear_load_params(&t->mlp.fc1, w[P_FC1_WEIGHT], w[P_FC1_BIAS]);
+    linear_load_params(&t->mlp.fc2, w[P_FC2_WEIGHT], w[P_FC2_BIAS]);
+}

@@ -43,6 +43,8 @@ void transformer_layer_forward(TransformerLayer *t, const void *x, void *out, ui
 void transformer_layer_backward(TransformerLayer *t, const void *dout, void *dx, uint64_t step);
 // Every parameter's gradient to host floats, in LayerParams order.
 void transformer_layer_read_grads(const TransformerLayer *t, LayerParams *grads);
+// New parameter values (host floats, LayerParams order).
+void transformer_layer_load_params(TransformerLayer *t, const LayerParams *params);
 
 #ifdef __cplusplus
 }

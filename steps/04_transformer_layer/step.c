@@ -23,11 +23,24 @@ static void *create(const LayerConfig *c, const LayerParams *p) {
     return s;
 }
 
-static void train_step(void *state, const void *x, const void *dout, uint64_t step) {
+static void forward(void *state, const void *x, uint64_t step) {
     Step04 *s = state;
     transformer_layer_forward(&s->layer, x, s->out, step);
+}
+
+static void backward(void *state, const void *dout, uint64_t step) {
+    Step04 *s = state;
     transformer_layer_backward(&s->layer, dout, s->dx, step);
 }
+
+static void train_step(void *state, const void *x, const void *dout, uint64_t step) {
+    forward(state, x, step);
+    backward(state, dout, step);
+}
+
+static const void *output(const void *state) { return ((const Step04 *)state)->out; }
+
+static void load_params(void *state, const LayerParams *p) { transformer_layer_load_params(&((Step04 *)state)->layer, p); }
 
 static void read_results(void *state, LayerResults *r) {
     Step04 *s = state;
@@ -55,4 +68,8 @@ const StepOps STEP_04_TRANSFORMER_LAYER = {
     .train_step = train_step,
     .read_results = read_results,
     .destroy = destroy,
+    .forward = forward,
+    .backward = backward,
+    .output = output,
+    .load_params = load_params,
 };

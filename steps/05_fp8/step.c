@@ -91,13 +91,12 @@ static void log_scaling(Step05 *s) {
     }
 }
 
-static void train_step(void *state, const void *x, const void *dout, uint64_t step) {
+static void forward(void *state, const void *x, uint64_t step) {
     Step05 *s = state;
     const LayerConfig *c = &s->cfg;
-    const int64_t t = layer_tokens(c), h = c->hidden, f = c->ffn;
+    const int64_t t = layer_tokens(c), h = c->hidden;
     const int d = layer_head_dim(c);
     const uint64_t attn_off = dropout_offset(step, DROPOUT_SITE_ATTENTION), hid_off = dropout_offset(step, DROPOUT_SITE_HIDDEN);
-    // Forward.
     layernorm_forward(&s->ln1, x, s->ln1_out, t);
     fp8_linear_forward(&s->lin[QKV], s->ln1_out, s->qkv, t, 1);
     flash_attention_forward(s->qkv, s->ctx, s->lse, c->seq, c->batch, c->heads, d, c->dtype, c->attn_dropout,
@@ -109,7 +108,14 @@ static void train_step(void *state, const void *x, const void *dout, uint64_t st
     fp8_linear_forward(&s->lin[FC1], s->ln2_out, s->h1, t, 1);
     fp8_linear_forward_gelu(&s->lin[FC2], s->h1, s->out, t, 1);  // GELU goes straight to FP8
     add_inplace(s->out, s->y, t * h, c->dtype);
-    // Backward.
+}
+
+static void backward(void *state, const void *dout, uint64_t step) {
+    Step05 *s = state;
+    const LayerConfig *c = &s->cfg;
+    const int64_t t = layer_tokens(c), h = c->hidden, f = c->ffn;
+    const int d = layer_head_dim(c);
+    const uint64_t attn_off = dropout_offset(step, DROPOUT_SITE_ATTENTION), hid_off = dropout_offset(step, DROPOUT_SITE_HIDDEN);
     fp8_linear_backward(&s->lin[FC2], dout, s->d_g, t);
     gelu_backward_strided(s->d_g, f, s->h1, f, s->d_h1, f, t, (int)f, c->dtype);
     fp8_linear_backward(&s->lin[FC1], s->d_h1, s->d_ln2, t);
@@ -124,6 +130,25 @@ static void train_step(void *state, const void *x, const void *dout, uint64_t st
     if (s->log) log_scaling(s);
     for (int l = 0; l < NUM_LINEARS; l++) fp8_linear_update_scales(&s->lin[l]);
     s->steps_done++;
+}
+
+static void train_step(void *state, const void *x, const void *dout, uint64_t step) {
+    forward(state, x, step);
+    backward(state, dout, step);
+}
+
+static const void *output(const void *state) { return ((const Step05 *)state)->out; }
+
+// New master-weight values: the 16-bit weights change, the FP8 scaling state carries on.
+static void load_params(void *state, const LayerParams *p) {
+    Step05 *s = state;
+    float *const *w = p->tensor;
+    layernorm_load_params(&s->ln1, w[P_LN1_WEIGHT], w[P_LN1_BIAS]);
+    layernorm_load_params(&s->ln2, w[P_LN2_WEIGHT], w[P_LN2_BIAS]);
+    linear_load_params(&s->lin[QKV].base, w[P_QKV_WEIGHT], w[P_QKV_BIAS]);
+    linear_load_params(&s->lin[PROJ].base, w[P_PROJ_WEIGHT], w[P_PROJ_BIAS]);
+    linear_load_params(&s->lin[FC1].base, w[P_FC1_WEIGHT], w[P_FC1_BIAS]);
+    linear_load_params(&s->lin[FC2].base, w[P_FC2_WEIGHT], w[P_FC2_BIAS]);
 }
 
 static void read_results(void *state, LayerResults *r) {
@@ -184,6 +209,10 @@ const StepOps STEP_05_FP8 = {
     .read_results = read_results,
     .destroy = destroy,
     .parse_flag = parse_flag,
+    .forward = forward,
+    .backward = backward,
+    .output = output,
+    .load_params = load_params,
     .flags_help = FP8_RECIPE_FLAGS_HELP
                   "  --fp8-log FILE             write every FP8 tensor's amax and scale per step (CSV)\n",
     .tolerance = tolerance,
