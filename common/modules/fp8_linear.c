@@ -62,6 +62,16 @@ void fp8_linear_forward(Fp8Linear *l, const void *x, void *y, int64_t tokens, in
     forward_from_fp8_input(l, y, tokens, add_bias);
 }
 
+Fp8Input fp8_linear_input(Fp8Linear *l) {
+    Fp8Input in = {l->x8, l->meta_x + FP8_META_SCALE, l->meta_x + FP8_META_HISTORY, l->fwd_format};
+    return in;
+}
+
+void fp8_linear_forward_fp8_input(Fp8Linear *l, void *y, int64_t tokens, int add_bias) {
+    fp8_transpose(l->x8, l->xt8, tokens, l->base.in);
+    forward_from_fp8_input(l, y, tokens, add_bias);
+}
+
 void fp8_linear_forward_gelu(Fp8Linear *l, const void *pre_activation, void *y, int64_t tokens, int add_bias) {
     fp8_gelu_cast_transpose(pre_activation, l->x8, l->xt8, tokens, l->base.in, l->meta_x + FP8_META_SCALE,
                             l->meta_x + FP8_META_HISTORY, l->fwd_format, l->base.dtype);

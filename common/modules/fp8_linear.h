@@ -37,6 +37,18 @@ void fp8_linear_init(Fp8Linear *l, int in, int out, int64_t max_tokens, const fl
 void fp8_linear_free(Fp8Linear *l);
 // y = x W^T (+ b if add_bias; the bias gradient is computed either way).
 void fp8_linear_forward(Fp8Linear *l, const void *x, void *y, int64_t tokens, int add_bias);
+// For a producer that writes this Linear's input in FP8 itself (step 05's LayerNorms): where
+// to write it, with which scale, and where to fold its amax. Then fp8_linear_forward_fp8_input.
+typedef struct {
+    uint8_t *data;  // [tokens, in]
+    const float *scale;
+    float *amax;
+    Fp8Format format;
+} Fp8Input;
+Fp8Input fp8_linear_input(Fp8Linear *l);
+// y = x8 W^T (+ b) with x8 already written through fp8_linear_input(); makes its transposed
+// copy (for the weight gradient) from the FP8 codes.
+void fp8_linear_forward_fp8_input(Fp8Linear *l, void *y, int64_t tokens, int add_bias);
 // y = GELU(pre_activation) W^T (+ b): GELU is applied by the cast to FP8, so its output is
 // never written in 16 bits (backward needs only the pre-activation, and the FP8 copies).
 void fp8_linear_forward_gelu(Fp8Linear *l, const void *pre_activation, void *y, int64_t tokens, int add_bias);

@@ -31,6 +31,14 @@ void layernorm_forward(LayerNorm *ln, const void *x, void *y, int64_t rows) {
     layernorm_fast_forward(x, ln->gamma, ln->beta, y, ln->mean, ln->rstd, rows, ln->cols, ln->eps, ln->dtype);
 }
 
+void layernorm_forward_fp8(LayerNorm *ln, const void *x, uint8_t *y8, const float *scale, float *amax,
+                           Fp8Format format, int64_t rows) {
+    if (rows > ln->max_rows) DIE("layernorm_forward_fp8: %lld rows, module sized for %lld", (long long)rows, (long long)ln->max_rows);
+    ln->saved_x = x;
+    layernorm_fast_forward_fp8(x, ln->gamma, ln->beta, y8, scale, amax, format, ln->mean, ln->rstd, rows, ln->cols,
+                               ln->eps, ln->dtype);
+}
+
 void layernorm_backward(LayerNorm *ln, const void *dy, const void *dresidual, void *dx, int64_t rows) {
     if (!ln->saved_x) DIE("layernorm_backward before layernorm_forward");
     layernorm_fast_backward(dy, ln->saved_x, ln->gamma, ln->mean, ln->rstd, dresidual, dx, ln->dgamma,

@@ -5,6 +5,7 @@
 
 #include <stdint.h>
 
+#include "common/fp8.h"
 #include "common/layer.h"
 
 #ifdef __cplusplus
@@ -26,6 +27,10 @@ void layernorm_init(LayerNorm *ln, int cols, int64_t max_rows, float eps, const 
                     const float *beta, DType dtype);
 void layernorm_free(LayerNorm *ln);
 void layernorm_forward(LayerNorm *ln, const void *x, void *y, int64_t rows);
+// The same with the output in FP8: codes of y * (*scale) into y8, max |y| folded into *amax
+// (step 05 hands it an FP8 Linear's input, fp8_linear_input()).
+void layernorm_forward_fp8(LayerNorm *ln, const void *x, uint8_t *y8, const float *scale, float *amax,
+                           Fp8Format format, int64_t rows);
 // dx = LayerNorm'(dy) + dresidual (dresidual may be NULL; it may alias dx).
 void layernorm_backward(LayerNorm *ln, const void *dy, const void *dresidual, void *dx, int64_t rows);
 void layernorm_read_grads(const LayerNorm *ln, float *dgamma, float *dbeta);

@@ -109,6 +109,39 @@ __global__ void __launch_bounds__(256) cast_transpose_kernel(const T *x, uint8_t
     if (lane == 0 && amax) atomic_max_nonneg(amax, local);
 }
 
+static void check_cast_shape(const char *who, int64_t rows, int64_t cols) {
+    if (rows % CT_RPT || cols % 8)
+        DIE("%s: %lld x %lld needs rows and cols multiples of 8", who, (long long)rows,
+            (long long)cols);
+}
+
+// out_t = the transpose of FP8 codes x [rows, cols], with the cast kernel's layout: each thread
+// moves an 8 x 8 block of bytes (one 8-byte load per row, one 8-byte store per column).
+__global__ void __launch_bounds__(256) transpose_bytes_kernel(const uint8_t *x, uint8_t *out_t, int64_t rows,
+                                                              int64_t cols) {
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int64_t r = (int64_t)blockIdx.y * CT_ROWS + 32 * (warp / 2) + CT_RPT * (lane / 8);
+    const int64_t c = (int64_t)blockIdx.x * CT_COLS + 64 * (warp % 2) + 8 * (lane % 8);
+    if (r >= rows || c >= cols) return;
+    uint32_t lo[CT_RPT], hi[CT_RPT];
+#pragma unroll
+    for (int k = 0; k < CT_RPT; k++) {
+        uint2 v = *reinterpret_cast<const uint2 *>(x + (r + k) * cols + c);
+        lo[k] = v.x, hi[k] = v.y;
+    }
+#pragma unroll
+    for (int j = 0; j < 8; j++)
+        *reinterpret_cast<uint2 *>(out_t + (c + j) * rows + r) =
+            make_uint2(gather_column(lo, hi, j), gather_column(lo + 4, hi + 4, j));
+}
+
+extern "C" void fp8_transpose(const uint8_t *x, uint8_t *out_t, int64_t rows, int64_t cols) {
+    check_cast_shape("fp8_transpose", rows, cols);
+    dim3 grid(ceil_div(cols, CT_COLS), ceil_div(rows, CT_ROWS));
+    transpose_bytes_kernel<<<grid, 256>>>(x, out_t, rows, cols);
+    CHECK_LAUNCH();
+}
+
 // dbias[c] = the sum of the tiles' partial rows (one thread per column: coalesced reads).
 template <typename T>
 __global__ void sum_partial_rows_kernel(const float *partial, int tiles, int64_t cols, T *dbias) {
@@ -119,11 +152,6 @@ __global__ void sum_partial_rows_kernel(const float *partial, int tiles, int64_t
     dbias[c] = from_float<T>(acc);
 }
 
-static void check_cast_shape(const char *who, int64_t rows, int64_t cols) {
-    if (rows % CT_RPT || cols % 8)
-        DIE("%s: %lld x %lld needs rows and cols multiples of 8", who, (long long)rows,
-            (long long)cols);
-}
 
 extern "C" void fp8_cast_transpose(const void *x, uint8_t *out, uint8_t *out_t, int64_t rows, int64_t cols,
                                    const float *scale, float *amax, Fp8Format format, DType dtype) {

@@ -28,6 +28,10 @@ void fp8_cast_transpose(const void *x, uint8_t *out, uint8_t *out_t, int64_t row
 void fp8_gelu_cast_transpose(const void *x, uint8_t *out, uint8_t *out_t, int64_t rows, int64_t cols,
                              const float *scale, float *amax, Fp8Format format, DType dtype);
 
+// out_t [cols, rows] = the transpose of the FP8 codes x [rows, cols] (for an input that was
+// written in FP8 by its producer, e.g. LayerNorm). rows and cols multiples of 8.
+void fp8_transpose(const uint8_t *x, uint8_t *out_t, int64_t rows, int64_t cols);
+
 // The same, also writing dbias[c] = sum over rows of x[r][c] (x's dtype): the bias gradient
 // when x is a Linear's output gradient, computed while x is being read anyway (TE's
 // cast_transpose_dbias) instead of by a kernel that reads it again. workspace: a float

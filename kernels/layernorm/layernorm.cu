@@ -1,3 +1,5 @@
+#include <cuda_fp8.h>
+
 #include "common/gpu.h"
 #include "kernels/device_utils.cuh"
 #include "kernels/layernorm/layernorm.h"
@@ -42,9 +44,20 @@ __device__ __forceinline__ void load_row(const T *row, int cols, float (&v)[VPT]
     }
 }
 
-template <typename T, int VPT>
+// Where the normalised rows go: y in the input's dtype, or (FP8 = true, step 05) FP8 codes of
+// y * scale in y8, with max |y| folded into *amax - the cast the next FP8 GEMM needs, done
+// while the row is still in registers instead of in a pass over a 16-bit copy.
+struct Fp8Out {
+    uint8_t *y8;
+    const float *scale;
+    float *amax;
+    __nv_fp8_interpretation_t format;
+};
+
+template <typename T, int VPT, bool FP8 = false>
 __global__ void __launch_bounds__(THREADS) layernorm_forward_kernel(
-    const T *x, const T *gamma, const T *beta, T *y, float *mean_out, float *rstd_out, int cols, float eps) {
+    const T *x, const T *gamma, const T *beta, T *y, float *mean_out, float *rstd_out, int cols, float eps,
+    Fp8Out fp8 = Fp8Out{}) {
     const int64_t row = blockIdx.x;
     float v[VPT][8];
     load_row<T, VPT, THREADS>(x + row * cols, cols, v);
@@ -65,17 +78,37 @@ __global__ void __launch_bounds__(THREADS) layernorm_forward_kernel(
             for (int j = 0; j < 8; j++) sq += (v[i][j] - mean) * (v[i][j] - mean);
     }
     const float rstd = rsqrtf(block_sum2<THREADS>(sq, 0.0f, 1).x / cols + eps);
+    const float fp8_scale = FP8 ? *fp8.scale : 1.0f;
+    float amax = 0.0f;
 #pragma unroll
     for (int i = 0; i < VPT; i++) {
         int c = (threadIdx.x + i * THREADS) * 8;
         if (c >= cols) continue;
         Pack8<T> g = *reinterpret_cast<const Pack8<T> *>(gamma + c);
         Pack8<T> b = *reinterpret_cast<const Pack8<T> *>(beta + c);
-        Pack8<T> out;
+        float out[8];
 #pragma unroll
-        for (int j = 0; j < 8; j++)
-            out.v[j] = from_float<T>((v[i][j] - mean) * rstd * to_float(g.v[j]) + to_float(b.v[j]));
-        *reinterpret_cast<Pack8<T> *>(y + row * cols + c) = out;
+        for (int j = 0; j < 8; j++) out[j] = (v[i][j] - mean) * rstd * to_float(g.v[j]) + to_float(b.v[j]);
+        if (FP8) {
+            uint32_t code[8];
+#pragma unroll
+            for (int j = 0; j < 8; j++) {
+                amax = fmaxf(amax, fabsf(out[j]));
+                code[j] = __nv_cvt_float_to_fp8(out[j] * fp8_scale, __NV_SATFINITE, fp8.format);
+            }
+            *reinterpret_cast<uint2 *>(fp8.y8 + row * cols + c) =
+                make_uint2(code[0] | code[1] << 8 | code[2] << 16 | code[3] << 24,
+                           code[4] | code[5] << 8 | code[6] << 16 | code[7] << 24);
+        } else {
+            Pack8<T> packed;
+#pragma unroll
+            for (int j = 0; j < 8; j++) packed.v[j] = from_float<T>(out[j]);
+            *reinterpret_cast<Pack8<T> *>(y + row * cols + c) = packed;
+        }
+    }
+    if (FP8) {  // |values| compare as ints: one atomic per warp
+        amax = warp_max(amax);
+        if (threadIdx.x % 32 == 0) atomicMax(reinterpret_cast<int *>(fp8.amax), __float_as_int(amax));
     }
     if (threadIdx.x == 0) {
         mean_out[row] = mean;
@@ -250,6 +283,17 @@ extern "C" void layernorm_fast_forward(const void *x, const void *gamma, const v
     DISPATCH_DTYPE(dtype, T, DISPATCH_VPT(vpt, V,
         layernorm_forward_kernel<T, V><<<(unsigned)rows, THREADS>>>(
             (const T *)x, (const T *)gamma, (const T *)beta, (T *)y, mean, rstd, cols, eps)));
+    CHECK_LAUNCH();
+}
+
+extern "C" void layernorm_fast_forward_fp8(const void *x, const void *gamma, const void *beta, uint8_t *y8,
+                                           const float *scale, float *amax, Fp8Format format, float *mean,
+                                           float *rstd, int64_t rows, int cols, float eps, DType dtype) {
+    int vpt = packs_per_thread(cols, THREADS);
+    const Fp8Out out = {y8, scale, amax, format == FP8_E4M3 ? __NV_E4M3 : __NV_E5M2};
+    DISPATCH_DTYPE(dtype, T, DISPATCH_VPT(vpt, V,
+        (layernorm_forward_kernel<T, V, true><<<(unsigned)rows, THREADS>>>(
+            (const T *)x, (const T *)gamma, (const T *)beta, NULL, mean, rstd, cols, eps, out))));
     CHECK_LAUNCH();
 }
 

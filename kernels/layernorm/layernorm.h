@@ -16,6 +16,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/fp8.h"
 #include "common/layer.h"
 
 #ifdef __cplusplus
@@ -25,6 +26,12 @@ extern "C" {
 // y = (x - mean) * rstd * gamma + beta over rows of `cols`; writes mean and rstd [rows].
 void layernorm_fast_forward(const void *x, const void *gamma, const void *beta, void *y, float *mean,
                             float *rstd, int64_t rows, int cols, float eps, DType dtype);
+
+// The same, writing FP8 codes of y * (*scale) to y8 [rows, cols] instead of y, and folding
+// max |y| into *amax (step 05: LayerNorm's output goes straight to the next GEMM's FP8 input).
+void layernorm_fast_forward_fp8(const void *x, const void *gamma, const void *beta, uint8_t *y8, const float *scale,
+                                float *amax, Fp8Format format, float *mean, float *rstd, int64_t rows, int cols,
+                                float eps, DType dtype);
 
 // Scratch the backward needs for its partial sums (float32).
 size_t layernorm_fast_backward_workspace_bytes(int cols);

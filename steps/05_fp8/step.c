@@ -35,7 +35,7 @@ typedef struct {
     LayerConfig cfg;
     LayerNorm ln1, ln2;
     Fp8Linear lin[NUM_LINEARS];
-    void *ln1_out, *qkv, *ctx, *proj, *y, *ln2_out, *h1, *out;
+    void *qkv, *ctx, *proj, *y, *h1, *out;
     void *d_g, *d_h1, *d_ln2, *d_y, *d_proj, *d_ctx, *d_qkv, *d_ln1, *dx;
     float *lse;
     void *attn_scratch;
@@ -63,7 +63,7 @@ static void *create(const LayerConfig *c, const LayerParams *p) {
     fp8_linear_init(&s->lin[PROJ], h, h, t, w[P_PROJ_WEIGHT], w[P_PROJ_BIAS], c->dtype, &recipe);
     fp8_linear_init(&s->lin[FC1], h, f, t, w[P_FC1_WEIGHT], w[P_FC1_BIAS], c->dtype, &recipe);
     fp8_linear_init(&s->lin[FC2], f, h, t, w[P_FC2_WEIGHT], w[P_FC2_BIAS], c->dtype, &recipe);
-    void **hs[] = {&s->ln1_out, &s->ctx, &s->proj, &s->y, &s->ln2_out, &s->out, &s->d_ln2, &s->d_y, &s->d_proj,
+    void **hs[] = {&s->ctx, &s->proj, &s->y, &s->out, &s->d_ln2, &s->d_y, &s->d_proj,
                    &s->d_ctx, &s->d_ln1, &s->dx};
     for (size_t i = 0; i < sizeof hs / sizeof hs[0]; i++) *hs[i] = dev_alloc((size_t)t * h * e);
     void **fs[] = {&s->h1, &s->d_g, &s->d_h1};
@@ -97,15 +97,17 @@ static void forward(void *state, const void *x, uint64_t step) {
     const int64_t t = layer_tokens(c), h = c->hidden;
     const int d = layer_head_dim(c);
     const uint64_t attn_off = dropout_offset(step, DROPOUT_SITE_ATTENTION), hid_off = dropout_offset(step, DROPOUT_SITE_HIDDEN);
-    layernorm_forward(&s->ln1, x, s->ln1_out, t);
-    fp8_linear_forward(&s->lin[QKV], s->ln1_out, s->qkv, t, 1);
+    // The LayerNorms write their output straight in FP8, as the next Linear's input.
+    const Fp8Input qkv_in = fp8_linear_input(&s->lin[QKV]), fc1_in = fp8_linear_input(&s->lin[FC1]);
+    layernorm_forward_fp8(&s->ln1, x, qkv_in.data, qkv_in.scale, qkv_in.amax, qkv_in.format, t);
+    fp8_linear_forward_fp8_input(&s->lin[QKV], s->qkv, t, 1);
     flash_attention_forward(s->qkv, s->ctx, s->lse, c->seq, c->batch, c->heads, d, c->dtype, c->attn_dropout,
                             c->causal, c->seed, attn_off);
     fp8_linear_forward(&s->lin[PROJ], s->ctx, s->proj, t, 0);
     bias_dropout_add_forward(s->proj, s->lin[PROJ].base.bias, x, s->y, t, (int)h, c->hidden_dropout, c->seed,
                              hid_off, c->dtype);
-    layernorm_forward(&s->ln2, s->y, s->ln2_out, t);
-    fp8_linear_forward(&s->lin[FC1], s->ln2_out, s->h1, t, 1);
+    layernorm_forward_fp8(&s->ln2, s->y, fc1_in.data, fc1_in.scale, fc1_in.amax, fc1_in.format, t);
+    fp8_linear_forward_fp8_input(&s->lin[FC1], s->h1, t, 1);
     fp8_linear_forward_gelu(&s->lin[FC2], s->h1, s->out, t, 1);  // GELU goes straight to FP8
     add_inplace(s->out, s->y, t * h, c->dtype);
 }
@@ -171,7 +173,7 @@ static void destroy(void *state) {
     layernorm_free(&s->ln1);
     layernorm_free(&s->ln2);
     for (int l = 0; l < NUM_LINEARS; l++) fp8_linear_free(&s->lin[l]);
-    void *bufs[] = {s->ln1_out, s->qkv, s->ctx, s->proj, s->y, s->ln2_out, s->h1, s->out, s->d_g, s->d_h1,
+    void *bufs[] = {s->qkv, s->ctx, s->proj, s->y, s->h1, s->out, s->d_g, s->d_h1,
                     s->d_ln2, s->d_y, s->d_proj, s->d_ctx, s->d_qkv, s->d_ln1, s->dx, s->lse, s->attn_scratch};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) dev_free(bufs[i]);
     if (s->log) fclose(s->log);

@@ -10,6 +10,7 @@
 #include "common/reference.h"
 #include "common/modules/fp8_gemm.h"
 #include "kernels/fp8/fp8_cast.h"
+#include "kernels/layernorm/layernorm.h"
 #include "tests/test_util.h"
 
 static void test_encoder_matches_cuda(void **state) {
@@ -167,6 +168,58 @@ static void test_gelu_cast_transpose(void **state) {
     free(x), free(g), free(out), free(out_t), free(got), free(want);
 }
 
+// The byte transpose (for an FP8 input its producer wrote itself): exact, past the tiles' edges.
+static void test_fp8_transpose(void **state) {
+    (void)state;
+    SKIP_WITHOUT_GPU();
+    const int64_t rows = 136, cols = 264, n = rows * cols;
+    uint8_t *x = malloc((size_t)n), *got = malloc((size_t)n);
+    for (int64_t i = 0; i < n; i++) x[i] = (uint8_t)(i * 2654435761u >> 13);
+    uint8_t *d_x = dev_alloc((size_t)n), *d_t = dev_alloc((size_t)n);
+    CUDA_CHECK(cudaMemcpy(d_x, x, (size_t)n, cudaMemcpyHostToDevice));
+    fp8_transpose(d_x, d_t, rows, cols);
+    CUDA_CHECK(cudaMemcpy(got, d_t, (size_t)n, cudaMemcpyDeviceToHost));
+    int64_t bad = 0;
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t c = 0; c < cols; c++) bad += got[c * rows + r] != x[r * cols + c];
+    assert_int_equal(bad, 0);
+    dev_free(d_x), dev_free(d_t), free(x), free(got);
+}
+
+// LayerNorm writing FP8 (step 05): the decoded codes against the reference LayerNorm times the
+// scale (within E4M3's rounding), and the amax of the normalised output.
+static void test_layernorm_fp8(void **state) {
+    (void)state;
+    SKIP_WITHOUT_GPU();
+    const int64_t rows = 96;
+    const int cols = 512;
+    const int64_t n = rows * cols;
+    float *x = random_floats(n, -3.0f, 3.0f), *gamma = random_floats(cols, 0.5f, 1.5f);
+    float *beta = random_floats(cols, -0.5f, 0.5f), *y = malloc((size_t)n * sizeof(float));
+    float *mean = malloc((size_t)rows * sizeof(float)), *rstd = malloc((size_t)rows * sizeof(float));
+    round_to_dtype(x, n, DTYPE_BF16), round_to_dtype(gamma, cols, DTYPE_BF16), round_to_dtype(beta, cols, DTYPE_BF16);
+    ref_layernorm_forward(x, gamma, beta, rows, cols, 1e-5f, y, mean, rstd);
+    float amax_want = 0.0f;
+    for (int64_t i = 0; i < n; i++) amax_want = fabsf(y[i]) > amax_want ? fabsf(y[i]) : amax_want;
+    void *d_x = dev_upload(x, n, DTYPE_BF16), *d_g = dev_upload(gamma, cols, DTYPE_BF16);
+    void *d_b = dev_upload(beta, cols, DTYPE_BF16);
+    uint8_t *d_y8 = dev_alloc((size_t)n), *y8 = malloc((size_t)n);
+    float *d_mean = dev_alloc((size_t)rows * 4), *d_rstd = dev_alloc((size_t)rows * 4);
+    float scale = 100.0f, zero = 0.0f, amax;
+    float *d_scale = dev_upload_f32(&scale, 1), *d_amax = dev_upload_f32(&zero, 1);
+    layernorm_fast_forward_fp8(d_x, d_g, d_b, d_y8, d_scale, d_amax, FP8_E4M3, d_mean, d_rstd, rows, cols, 1e-5f,
+                               DTYPE_BF16);
+    CUDA_CHECK(cudaMemcpy(y8, d_y8, (size_t)n, cudaMemcpyDeviceToHost));
+    dev_download_f32(&amax, d_amax, 1);
+    float *got = malloc((size_t)n * sizeof(float));
+    for (int64_t i = 0; i < n; i++) got[i] = fp8_decode(y8[i], FP8_E4M3) / scale;
+    assert_rel_error(got, y, n, 3e-2);  // E4M3 rounding: at most 1/16 per element
+    assert_true(fabsf(amax - amax_want) <= 1e-3f * amax_want);
+    dev_free(d_x), dev_free(d_g), dev_free(d_b), dev_free(d_y8), dev_free(d_mean), dev_free(d_rstd);
+    dev_free(d_scale), dev_free(d_amax);
+    free(x), free(gamma), free(beta), free(y), free(mean), free(rstd), free(y8), free(got);
+}
+
 // D = a_scale_inv b_scale_inv A^T B on cuBLASLt against the same product of the decoded FP8
 // values in double, for E4M3 x E4M3 (fast accumulation, with bias) and E4M3 x E5M2.
 static void fp8_gemm_case(Fp8Format bf, int fast, int with_bias) {
@@ -219,7 +272,8 @@ int main(void) {
         cmocka_unit_test(test_encoder_matches_cuda),
         cmocka_unit_test(test_cast_amax),
         cmocka_unit_test(test_cast_transpose), cmocka_unit_test(test_cast_transpose_dbias),
-        cmocka_unit_test(test_gelu_cast_transpose),
+        cmocka_unit_test(test_gelu_cast_transpose), cmocka_unit_test(test_fp8_transpose),
+        cmocka_unit_test(test_layernorm_fp8),
         cmocka_unit_test(test_fp8_gemm),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
