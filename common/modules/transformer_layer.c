@@ -30,7 +30,6 @@ void transformer_layer_init(TransformerLayer *t, const LayerConfig *c, const Lay
     for (size_t i = 0; i < sizeof hs / sizeof hs[0]; i++) *hs[i] = dev_alloc((size_t)n * h * e);
     t->lse = dev_alloc((size_t)c->batch * c->heads * c->seq * sizeof(float));
     t->attn_scratch = dev_alloc(flash_attention_backward_scratch_bytes(c->seq, c->batch, c->heads, layer_head_dim(c)));
-    t->attn_mask = dev_alloc(flash_attention_dropout_mask_bytes(c->seq, c->batch, c->heads));
 }
 
 void transformer_layer_free(TransformerLayer *t) {
@@ -38,7 +37,7 @@ void transformer_layer_free(TransformerLayer *t) {
     linear_free(&t->proj);
     layernorm_mlp_free(&t->mlp);
     void *bufs[] = {t->qkv, t->d_qkv, t->ctx, t->proj_out, t->y, t->d_y, t->d_proj, t->d_ctx, t->lse,
-                    t->attn_scratch, t->attn_mask};
+                    t->attn_scratch};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) dev_free(bufs[i]);
 }
 
@@ -47,7 +46,7 @@ void transformer_layer_forward(TransformerLayer *t, const void *x, void *out, ui
     const int64_t n = layer_tokens(c);
     t->saved_x = x;
     layernorm_linear_forward(&t->ln_qkv, x, t->qkv, n);
-    flash_attention_forward(t->qkv, t->ctx, t->lse, t->attn_mask, c->seq, c->batch, c->heads, layer_head_dim(c), c->dtype,
+    flash_attention_forward(t->qkv, t->ctx, t->lse, c->seq, c->batch, c->heads, layer_head_dim(c), c->dtype,
                             c->attn_dropout, c->causal, c->seed, dropout_offset(step, DROPOUT_SITE_ATTENTION));
     // The projection's GEMM without its bias: bias, dropout and the residual add follow in
     // one elementwise pass.
@@ -65,7 +64,7 @@ void transformer_layer_backward(TransformerLayer *t, const void *dout, void *dx,
     add_dropout_backward(t->d_y, NULL, NULL, t->d_proj, n * c->hidden, c->hidden_dropout, c->seed,
                          dropout_offset(step, DROPOUT_SITE_HIDDEN), c->dtype);
     linear_backward(&t->proj, t->d_proj, t->d_ctx, n);  // the bias gradient from BGRADB
-    flash_attention_backward(t->qkv, t->ctx, t->d_ctx, t->lse, t->attn_mask, t->d_qkv, t->attn_scratch, c->seq, c->batch,
+    flash_attention_backward(t->qkv, t->ctx, t->d_ctx, t->lse, t->d_qkv, t->attn_scratch, c->seq, c->batch,
                              c->heads, layer_head_dim(c), c->dtype, c->attn_dropout, c->causal, c->seed,
                              dropout_offset(step, DROPOUT_SITE_ATTENTION));
     layernorm_linear_backward(&t->ln_qkv, t->d_qkv, t->d_y, dx, n);

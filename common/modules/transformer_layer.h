@@ -29,7 +29,6 @@ typedef struct {
     LayerNormMLP mlp;
     void *qkv, *ctx, *proj_out, *y;  // activations kept for backward
     float *lse;                       // [batch, heads, seq] from the attention forward
-    uint32_t *attn_mask;              // the attention dropout's keep bits, for the backward
     void *d_y, *d_proj, *d_ctx, *d_qkv;
     void *attn_scratch;
     const void *saved_x;

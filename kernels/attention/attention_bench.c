@@ -16,16 +16,15 @@ typedef struct {
     float p;
     void *qkv, *ctx, *dctx, *dqkv, *scratch;
     float *lse;
-    uint32_t *mask;  // the dropout mask, forward to backward (as the steps run it)
 } Case;
 
 static void fwd(const Case *c) {
-    flash_attention_forward(c->qkv, c->ctx, c->lse, c->mask, c->seq, c->batch, c->heads, c->d, DTYPE_FP16, c->p, c->causal,
+    flash_attention_forward(c->qkv, c->ctx, c->lse, c->seq, c->batch, c->heads, c->d, DTYPE_FP16, c->p, c->causal,
                             1234, 0);
 }
 
 static void bwd(const Case *c) {
-    flash_attention_backward(c->qkv, c->ctx, c->dctx, c->lse, c->mask, c->dqkv, c->scratch, c->seq, c->batch, c->heads, c->d,
+    flash_attention_backward(c->qkv, c->ctx, c->dctx, c->lse, c->dqkv, c->scratch, c->seq, c->batch, c->heads, c->d,
                              DTYPE_FP16, c->p, c->causal, 1234, 0);
 }
 
@@ -71,7 +70,6 @@ int main(int argc, char **argv) {
         c.ctx = dev_alloc((size_t)nctx * 2), c.dqkv = dev_alloc((size_t)nqkv * 2);
         c.lse = dev_alloc((size_t)seq * batch * heads * sizeof(float));
         c.scratch = dev_alloc(flash_attention_backward_scratch_bytes(seq, batch, heads, d));
-        c.mask = dev_alloc(flash_attention_dropout_mask_bytes(seq, batch, heads));
         for (int variant = 0; variant < 3; variant++) {
             c.p = variant == 1 ? 0.1f : 0.0f;
             c.causal = variant == 2;
@@ -81,7 +79,6 @@ int main(int argc, char **argv) {
                    2.5 * flops / tb / 1e9);
         }
         dev_free(c.qkv), dev_free(c.dctx), dev_free(c.ctx), dev_free(c.dqkv), dev_free(c.lse), dev_free(c.scratch);
-        dev_free(c.mask);
     }
     return 0;
 }

@@ -78,71 +78,44 @@ __device__ __forceinline__ void load_ctx_tile(T *tile, const T *x, int64_t token
 // seq is a multiple of 16 the groups line up with the tile's columns: the 4 lanes of a quad,
 // which between them hold rows g and g + 8 of all 64 columns, each draw one row's 32
 // consecutive columns (2 calls per lane per tile) and swap the 32-bit masks by shuffles.
-//
-// The fast path's two halves. This lane's word: the keep bits of columns [32 half, 32 half +
-// 32) of row `row` (0: g, 1: g + 8), half = lane % 2, row = (lane % 4) / 2.
-__device__ __forceinline__ uint32_t dropout_lane_word(const uint64_t (&row_index)[2], int col0, uint64_t seed,
-                                                      uint64_t offset, uint32_t threshold) {
-    const int c = threadIdx.x % 4, my_row = c >> 1, my_half = c & 1;
-    const uint64_t start = row_index[my_row] + (uint64_t)col0 + 32 * my_half;
-    uint32_t word = 0;  // bit b: column 32 my_half + b
-#pragma unroll
-    for (int group = 0; group < 2; group++) {
-        const Philox4 r = dropout_random_bytes(seed, offset, start + 16 * group);
-#pragma unroll
-        for (int k = 0; k < 16; k++) word |= (uint32_t)(dropout_byte(r, k) >= threshold) << (16 * group + k);
-    }
-    return word;
-}
-
-// The quad's four words, swapped by shuffles into each lane's keep bits (layout above).
-__device__ __forceinline__ void keep_bits_from_words(uint32_t (&keep)[2], uint32_t word) {
-    const int lane = threadIdx.x % 32, c = lane % 4, quad = lane & ~3;
-#pragma unroll
-    for (int r = 0; r < 2; r++) {
-        const uint32_t half[2] = {__shfl_sync(0xffffffffu, word, quad | (r << 1)),
-                                  __shfl_sync(0xffffffffu, word, quad | (r << 1) | 1)};
-        keep[r] = 0;
-#pragma unroll
-        for (int n = 0; n < 8; n++)  // columns 8n + 2c, 8n + 2c + 1
-            keep[r] |= ((half[n >> 2] >> ((8 * n + 2 * c) & 31)) & 3u) << (2 * n);
-    }
-}
-
 __device__ __forceinline__ void dropout_tile_keep_bits(uint32_t (&keep)[2], const uint64_t (&row_index)[2],
                                                        int col0, int seq, uint64_t seed, uint64_t offset, float p) {
     const int lane = threadIdx.x % 32, c = lane % 4;
     const uint32_t threshold = dropout_threshold(p);
+    keep[0] = keep[1] = 0;
     if (seq % 16 == 0) {
-        keep_bits_from_words(keep, dropout_lane_word(row_index, col0, seed, offset, threshold));
-        return;
+        const int my_row = c >> 1, my_half = c & 1;  // this lane draws columns [32 my_half, +32) of a row
+        const uint64_t start = row_index[my_row] + (uint64_t)col0 + 32 * my_half;
+        uint32_t word = 0;  // bit b: column 32 my_half + b
+#pragma unroll
+        for (int group = 0; group < 2; group++) {
+            const Philox4 r = dropout_random_bytes(seed, offset, start + 16 * group);
+#pragma unroll
+            for (int k = 0; k < 16; k++) word |= (uint32_t)(dropout_byte(r, k) >= threshold) << (16 * group + k);
+        }
+        const int quad = lane & ~3;
+#pragma unroll
+        for (int r = 0; r < 2; r++) {
+            const uint32_t half[2] = {__shfl_sync(0xffffffffu, word, quad | (r << 1)),
+                                      __shfl_sync(0xffffffffu, word, quad | (r << 1) | 1)};
+#pragma unroll
+            for (int n = 0; n < 8; n++)  // columns 8n + 2c, 8n + 2c + 1
+                keep[r] |= ((half[n >> 2] >> ((8 * n + 2 * c) & 31)) & 3u) << (2 * n);
+        }
+    } else {  // groups straddle the tiles: one call per element (ragged seq only)
+#pragma unroll
+        for (int r = 0; r < 2; r++)
+#pragma unroll
+            for (int n = 0; n < 8; n++)
+#pragma unroll
+                for (int e = 0; e < 2; e++) {
+                    int j = col0 + n * 8 + 2 * c + e;
+                    uint64_t index = row_index[r] + (uint64_t)(j < seq ? j : 0);
+                    const Philox4 g = dropout_random_bytes(seed, offset, index);
+                    keep[r] |= (uint32_t)(dropout_byte(g, (int)(index & 15)) >= threshold) << (2 * n + e);
+                }
     }
-    keep[0] = keep[1] = 0;  // groups straddle the tiles: one call per element (ragged seq only)
-#pragma unroll
-    for (int r = 0; r < 2; r++)
-#pragma unroll
-        for (int n = 0; n < 8; n++)
-#pragma unroll
-            for (int e = 0; e < 2; e++) {
-                int j = col0 + n * 8 + 2 * c + e;
-                uint64_t index = row_index[r] + (uint64_t)(j < seq ? j : 0);
-                const Philox4 g = dropout_random_bytes(seed, offset, index);
-                keep[r] |= (uint32_t)(dropout_byte(g, (int)(index & 15)) >= threshold) << (2 * n + e);
-            }
 }
-
-// The stored mask (MaskStore below): one bit per probability, [batch * heads, seq, seq / 32]
-// words, written by the forward so that the backward does not draw the numbers again. Where
-// this lane's word lives: its row (g or g + 8 of the tile's rows, from `rows`) and its half of
-// the 64 columns from col0; -1 if that is outside the attention matrix.
-struct MaskStore {
-    uint32_t *words;  // NULL: no stored mask (backward draws again)
-    __device__ __forceinline__ int64_t lane_word(int bh, const int (&rows)[2], int col0, int seq) const {
-        const int c = threadIdx.x % 4, row = rows[c >> 1], col = col0 + 32 * (c & 1);
-        if (row >= seq || col >= seq) return -1;
-        return ((int64_t)bh * seq + row) * (seq / 32) + col / 32;
-    }
-};
 
 // The dropout factor (0 or dropout_keep_scale(p)) of row r, n-block n, column 2c + e.
 __device__ __forceinline__ float dropout_factor(const uint32_t (&keep)[2], int r, int n, int e, float keep_scale) {
@@ -164,8 +137,7 @@ template <int D>
 __device__ __forceinline__ void online_softmax_step(float (&s)[8][4], float (&m)[2], float (&l)[2],
                                                     float (&o)[D / 8][4], const int (&row_i)[2], int k0, int seq,
                                                     int causal, float scale_log2, float p_drop, float keep_scale,
-                                                    uint64_t drop_bh, uint64_t seed, uint64_t offset,
-                                                    MaskStore mask, int bh) {
+                                                    uint64_t drop_bh, uint64_t seed, uint64_t offset) {
     const int lane = threadIdx.x % 32, c2 = (lane % 4) * 2;
     // Scale into the log2 domain, mask, and update the running max and sum.
     float tile_max[2] = {-INFINITY, -INFINITY};
@@ -213,14 +185,7 @@ __device__ __forceinline__ void online_softmax_step(float (&s)[8][4], float (&m)
         uint32_t keep[2];
         const uint64_t row_index[2] = {(drop_bh * seq + min(row_i[0], seq - 1)) * seq,
                                        (drop_bh * seq + min(row_i[1], seq - 1)) * seq};
-        if (mask.words) {  // draw, keep the bits for the backward, and use them
-            const uint32_t word = dropout_lane_word(row_index, k0, seed, offset, dropout_threshold(p_drop));
-            const int64_t at = mask.lane_word(bh, row_i, k0, seq);
-            if (at >= 0) mask.words[at] = word;
-            keep_bits_from_words(keep, word);
-        } else {
-            dropout_tile_keep_bits(keep, row_index, k0, seq, seed, offset, p_drop);
-        }
+        dropout_tile_keep_bits(keep, row_index, k0, seq, seed, offset, p_drop);
 #pragma unroll
         for (int n = 0; n < 8; n++)
 #pragma unroll
@@ -231,7 +196,7 @@ __device__ __forceinline__ void online_softmax_step(float (&s)[8][4], float (&m)
 template <typename T, int D>
 __global__ void __launch_bounds__(THREADS) flash_forward_kernel(
     const T *qkv, T *ctx, float *lse, int seq, int batch, int heads, int64_t qkv_row, int64_t ctx_row,
-    float scale, float p_drop, int causal, uint64_t seed, uint64_t offset, HeadRange drop, MaskStore mask) {
+    float scale, float p_drop, int causal, uint64_t seed, uint64_t offset, HeadRange drop) {
     constexpr int LD = Tile<D>::LD;
     extern __shared__ __align__(16) unsigned char smem_raw[];
     T *q_tile = reinterpret_cast<T *>(smem_raw);
@@ -308,7 +273,7 @@ __global__ void __launch_bounds__(THREADS) flash_forward_kernel(
 #pragma unroll
         for (int mt = 0; mt < FWD_MT; mt++)
             online_softmax_step<D>(s[mt], m[mt], l[mt], o[mt], row_i[mt], k0, seq, causal, scale_log2, p_drop,
-                                   keep_scale, drop_bh, seed, offset, mask, bh);
+                                   keep_scale, drop_bh, seed, offset);
         // O += P V: P's fragments become A fragments directly (16 keys per k-step); each V
         // fragment serves both m-tiles.
 #pragma unroll
@@ -388,7 +353,7 @@ template <typename T, int D>
 __global__ void __launch_bounds__(BWD_THREADS) flash_backward_kernel(
     const T *qkv, const T *dctx, const float *lse, const float *dsum, float *dq_accum, T *dqkv, int seq,
     int batch, int heads, int64_t qkv_row, int64_t ctx_row, float scale, float p_drop, int causal, uint64_t seed,
-    uint64_t offset, HeadRange drop, MaskStore mask) {
+    uint64_t offset, HeadRange drop) {
     constexpr int LD = Tile<D>::LD;
     constexpr int LDP = BWD_BLOCK_N + 8;
     extern __shared__ __align__(16) unsigned char smem_raw[];
@@ -468,13 +433,7 @@ __global__ void __launch_bounds__(BWD_THREADS) flash_backward_kernel(
             const uint64_t dbh = drop.global_bh(b, h);
             const uint64_t row_index[2] = {(dbh * seq + min(q0 + qw * 16 + g, seq - 1)) * seq,
                                            (dbh * seq + min(q0 + qw * 16 + g + 8, seq - 1)) * seq};
-            if (mask.words) {  // the forward's bits (read only here)
-                const int rows[2] = {q0 + qw * 16 + g, q0 + qw * 16 + g + 8};
-                const int64_t at = mask.lane_word(bh, rows, k0 + kb0, seq);
-                keep_bits_from_words(keep, at >= 0 ? mask.words[at] : 0u);
-            } else {
-                dropout_tile_keep_bits(keep, row_index, k0 + kb0, seq, seed, offset, p_drop);
-            }
+            dropout_tile_keep_bits(keep, row_index, k0 + kb0, seq, seed, offset, p_drop);
         }
 #pragma unroll
         for (int r = 0; r < 2; r++) {
@@ -595,8 +554,7 @@ extern "C" const char *flash_attention_unsupported(int head_dim) {
 
 template <typename T, int D>
 static void forward(const void *qkv, void *ctx, float *lse, int seq, int batch, int heads, int64_t qkv_row,
-                    int64_t ctx_row, float p_drop, int causal, uint64_t seed, uint64_t offset, HeadRange drop,
-                    MaskStore mask) {
+                    int64_t ctx_row, float p_drop, int causal, uint64_t seed, uint64_t offset, HeadRange drop) {
     const size_t smem = (size_t)(FWD_BLOCK_M + 4 * BLOCK_N) * Tile<D>::LD * sizeof(T);
     static bool configured = false;
     if (!configured) {
@@ -607,7 +565,7 @@ static void forward(const void *qkv, void *ctx, float *lse, int seq, int batch, 
     dim3 grid(ceil_div(seq, FWD_BLOCK_M), batch * heads);
     flash_forward_kernel<T, D><<<grid, THREADS, smem>>>((const T *)qkv, (T *)ctx, lse, seq, batch, heads, qkv_row,
                                                         ctx_row, 1.0f / sqrtf((float)D), p_drop, causal, seed, offset,
-                                                        drop, mask);
+                                                        drop);
     CHECK_LAUNCH();
 }
 
@@ -620,7 +578,7 @@ static size_t dsum_floats(int seq, int batch, int heads) {
 template <typename T, int D>
 static void backward(const void *qkv, const void *ctx, const void *dctx, const float *lse, void *dqkv,
                      void *scratch, int seq, int batch, int heads, int64_t qkv_row, int64_t ctx_row, float p_drop,
-                     int causal, uint64_t seed, uint64_t offset, HeadRange drop, MaskStore mask) {
+                     int causal, uint64_t seed, uint64_t offset, HeadRange drop) {
     float *dsum = (float *)scratch;
     float *dq_accum = dsum + dsum_floats(seq, batch, heads);
     int rows = seq * batch * heads;
@@ -638,8 +596,7 @@ static void backward(const void *qkv, const void *ctx, const void *dctx, const f
     dim3 grid(ceil_div(seq, BWD_BLOCK_N), batch * heads);
     flash_backward_kernel<T, D><<<grid, BWD_THREADS, smem>>>((const T *)qkv, (const T *)dctx, lse, dsum, dq_accum,
                                                          (T *)dqkv, seq, batch, heads, qkv_row, ctx_row,
-                                                         1.0f / sqrtf((float)D), p_drop, causal, seed, offset, drop,
-                                                         mask);
+                                                         1.0f / sqrtf((float)D), p_drop, causal, seed, offset, drop);
     CHECK_LAUNCH();
     int64_t total = (int64_t)rows * D;
     flash_backward_dq_kernel<T, D><<<ceil_div(total, 256), 256>>>(dq_accum, (T *)dqkv, seq, batch, heads, qkv_row);
@@ -659,29 +616,20 @@ static void backward(const void *qkv, const void *ctx, const void *dctx, const f
         }                                                                              \
     } while (0)
 
-// The stored dropout mask is used when there is dropout and seq is a multiple of 32 (whole
-// 32-bit words per row); otherwise the backward draws the numbers again.
-static MaskStore mask_store(const uint32_t *words, float p_drop, int seq) {
-    MaskStore m = {p_drop > 0.0f && seq % 32 == 0 ? const_cast<uint32_t *>(words) : NULL};  // backward only reads
-    return m;
-}
-
 // The entry points below all end here: the strided, head-range form of each pass.
-static void forward_any(const void *qkv, int64_t qkv_row, void *ctx, int64_t ctx_row, float *lse, uint32_t *mask,
-                        int seq, int batch, int heads, int head_dim, DType dtype, float p_drop, int causal,
-                        uint64_t seed, uint64_t offset, HeadRange drop) {
+static void forward_any(const void *qkv, int64_t qkv_row, void *ctx, int64_t ctx_row, float *lse, int seq,
+                        int batch, int heads, int head_dim, DType dtype, float p_drop, int causal, uint64_t seed,
+                        uint64_t offset, HeadRange drop) {
     DISPATCH_DTYPE(dtype, T, DISPATCH_HEAD_DIM(head_dim, D,
-        forward<T, D>(qkv, ctx, lse, seq, batch, heads, qkv_row, ctx_row, p_drop, causal, seed, offset, drop,
-                      mask_store(mask, p_drop, seq))));
+        forward<T, D>(qkv, ctx, lse, seq, batch, heads, qkv_row, ctx_row, p_drop, causal, seed, offset, drop)));
 }
 
 static void backward_any(const void *qkv, int64_t qkv_row, const void *ctx, const void *dctx, int64_t ctx_row,
-                         const float *lse, const uint32_t *mask, void *dqkv, void *scratch, int seq, int batch,
-                         int heads, int head_dim, DType dtype, float p_drop, int causal, uint64_t seed,
-                         uint64_t offset, HeadRange drop) {
+                         const float *lse, void *dqkv, void *scratch, int seq, int batch, int heads, int head_dim,
+                         DType dtype, float p_drop, int causal, uint64_t seed, uint64_t offset, HeadRange drop) {
     DISPATCH_DTYPE(dtype, T, DISPATCH_HEAD_DIM(head_dim, D,
         backward<T, D>(qkv, ctx, dctx, lse, dqkv, scratch, seq, batch, heads, qkv_row, ctx_row, p_drop, causal,
-                       seed, offset, drop, mask_store(mask, p_drop, seq))));
+                       seed, offset, drop)));
 }
 
 static HeadRange shard_range(int heads, int total_heads, int first_head) {
@@ -691,33 +639,28 @@ static HeadRange shard_range(int heads, int total_heads, int first_head) {
     return HeadRange{total_heads, first_head};
 }
 
-extern "C" size_t flash_attention_dropout_mask_bytes(int seq, int batch, int heads) {
-    return (size_t)batch * heads * seq * ((seq + 31) / 32) * sizeof(uint32_t);
-}
-
 extern "C" void flash_attention_forward_strided(const void *qkv, int64_t qkv_row_stride, void *ctx,
-                                                int64_t ctx_row_stride, float *lse, uint32_t *dropout_mask, int seq,
-                                                int batch, int heads, int head_dim, DType dtype, float p_drop,
-                                                int causal, uint64_t seed, uint64_t offset) {
-    forward_any(qkv, qkv_row_stride, ctx, ctx_row_stride, lse, dropout_mask, seq, batch, heads, head_dim, dtype,
-                p_drop, causal, seed, offset, HeadRange{heads, 0});
-}
-
-extern "C" void flash_attention_forward(const void *qkv, void *ctx, float *lse, uint32_t *dropout_mask, int seq,
-                                        int batch, int heads, int head_dim, DType dtype, float p_drop, int causal,
-                                        uint64_t seed, uint64_t offset) {
-    int64_t hidden = (int64_t)heads * head_dim;
-    forward_any(qkv, 3 * hidden, ctx, hidden, lse, dropout_mask, seq, batch, heads, head_dim, dtype, p_drop, causal,
+                                                int64_t ctx_row_stride, float *lse, int seq, int batch, int heads,
+                                                int head_dim, DType dtype, float p_drop, int causal, uint64_t seed,
+                                                uint64_t offset) {
+    forward_any(qkv, qkv_row_stride, ctx, ctx_row_stride, lse, seq, batch, heads, head_dim, dtype, p_drop, causal,
                 seed, offset, HeadRange{heads, 0});
 }
 
-extern "C" void flash_attention_forward_shard(const void *qkv, void *ctx, float *lse, uint32_t *dropout_mask,
-                                              int seq, int batch, int heads, int total_heads, int first_head,
-                                              int head_dim, DType dtype, float p_drop, int causal, uint64_t seed,
-                                              uint64_t offset) {
+extern "C" void flash_attention_forward(const void *qkv, void *ctx, float *lse, int seq, int batch, int heads,
+                                        int head_dim, DType dtype, float p_drop, int causal, uint64_t seed,
+                                        uint64_t offset) {
     int64_t hidden = (int64_t)heads * head_dim;
-    forward_any(qkv, 3 * hidden, ctx, hidden, lse, dropout_mask, seq, batch, heads, head_dim, dtype, p_drop, causal,
-                seed, offset, shard_range(heads, total_heads, first_head));
+    forward_any(qkv, 3 * hidden, ctx, hidden, lse, seq, batch, heads, head_dim, dtype, p_drop, causal, seed, offset,
+                HeadRange{heads, 0});
+}
+
+extern "C" void flash_attention_forward_shard(const void *qkv, void *ctx, float *lse, int seq, int batch, int heads,
+                                              int total_heads, int first_head, int head_dim, DType dtype,
+                                              float p_drop, int causal, uint64_t seed, uint64_t offset) {
+    int64_t hidden = (int64_t)heads * head_dim;
+    forward_any(qkv, 3 * hidden, ctx, hidden, lse, seq, batch, heads, head_dim, dtype, p_drop, causal, seed, offset,
+                shard_range(heads, total_heads, first_head));
 }
 
 extern "C" size_t flash_attention_backward_scratch_bytes(int seq, int batch, int heads, int head_dim) {
@@ -726,28 +669,26 @@ extern "C" size_t flash_attention_backward_scratch_bytes(int seq, int batch, int
 
 extern "C" void flash_attention_backward_strided(const void *qkv, int64_t qkv_row_stride, const void *ctx,
                                                  const void *dctx, int64_t ctx_row_stride, const float *lse,
-                                                 const uint32_t *dropout_mask, void *dqkv, void *scratch, int seq,
-                                                 int batch, int heads, int head_dim, DType dtype, float p_drop,
-                                                 int causal, uint64_t seed, uint64_t offset) {
-    backward_any(qkv, qkv_row_stride, ctx, dctx, ctx_row_stride, lse, dropout_mask, dqkv, scratch, seq, batch, heads,
-                 head_dim, dtype, p_drop, causal, seed, offset, HeadRange{heads, 0});
-}
-
-extern "C" void flash_attention_backward(const void *qkv, const void *ctx, const void *dctx, const float *lse,
-                                         const uint32_t *dropout_mask, void *dqkv, void *scratch, int seq, int batch,
-                                         int heads, int head_dim, DType dtype, float p_drop, int causal,
-                                         uint64_t seed, uint64_t offset) {
-    int64_t hidden = (int64_t)heads * head_dim;
-    backward_any(qkv, 3 * hidden, ctx, dctx, hidden, lse, dropout_mask, dqkv, scratch, seq, batch, heads, head_dim,
+                                                 void *dqkv, void *scratch, int seq, int batch, int heads,
+                                                 int head_dim, DType dtype, float p_drop, int causal, uint64_t seed,
+                                                 uint64_t offset) {
+    backward_any(qkv, qkv_row_stride, ctx, dctx, ctx_row_stride, lse, dqkv, scratch, seq, batch, heads, head_dim,
                  dtype, p_drop, causal, seed, offset, HeadRange{heads, 0});
 }
 
-extern "C" void flash_attention_backward_shard(const void *qkv, const void *ctx, const void *dctx, const float *lse,
-                                               const uint32_t *dropout_mask, void *dqkv, void *scratch, int seq,
-                                               int batch, int heads, int total_heads, int first_head, int head_dim,
-                                               DType dtype, float p_drop, int causal, uint64_t seed,
-                                               uint64_t offset) {
+extern "C" void flash_attention_backward(const void *qkv, const void *ctx, const void *dctx, const float *lse,
+                                         void *dqkv, void *scratch, int seq, int batch, int heads, int head_dim,
+                                         DType dtype, float p_drop, int causal, uint64_t seed, uint64_t offset) {
     int64_t hidden = (int64_t)heads * head_dim;
-    backward_any(qkv, 3 * hidden, ctx, dctx, hidden, lse, dropout_mask, dqkv, scratch, seq, batch, heads, head_dim,
-                 dtype, p_drop, causal, seed, offset, shard_range(heads, total_heads, first_head));
+    backward_any(qkv, 3 * hidden, ctx, dctx, hidden, lse, dqkv, scratch, seq, batch, heads, head_dim, dtype, p_drop,
+                 causal, seed, offset, HeadRange{heads, 0});
+}
+
+extern "C" void flash_attention_backward_shard(const void *qkv, const void *ctx, const void *dctx, const float *lse,
+                                               void *dqkv, void *scratch, int seq, int batch, int heads,
+                                               int total_heads, int first_head, int head_dim, DType dtype,
+                                               float p_drop, int causal, uint64_t seed, uint64_t offset) {
+    int64_t hidden = (int64_t)heads * head_dim;
+    backward_any(qkv, 3 * hidden, ctx, dctx, hidden, lse, dqkv, scratch, seq, batch, heads, head_dim, dtype, p_drop,
+                 causal, seed, offset, shard_range(heads, total_heads, first_head));
 }

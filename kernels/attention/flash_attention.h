@@ -26,50 +26,42 @@ extern "C" {
 // NULL if the kernels support this head dim, else why not.
 const char *flash_attention_unsupported(int head_dim);
 
-// dropout_mask (may be NULL): one bit per attention probability, [batch * heads, seq, seq / 32]
-// 32-bit words of flash_attention_dropout_mask_bytes(). The forward writes the keep bits it
-// draws there and the backward reads them instead of drawing the same numbers again (ten
-// Philox rounds per 16 probabilities, against one bit stored and loaded: at the quickstart
-// size 64 MiB per layer). Used when there is dropout and seq is a multiple of 32; with NULL,
-// or otherwise, the backward draws again - the same mask either way.
-size_t flash_attention_dropout_mask_bytes(int seq, int batch, int heads);
-
 // lse: [batch, heads, seq] float, the logsumexp of each query's scaled scores.
-void flash_attention_forward(const void *qkv, void *ctx, float *lse, uint32_t *dropout_mask, int seq, int batch,
-                             int heads, int head_dim, DType dtype, float p_drop, int causal, uint64_t seed,
+void flash_attention_forward(const void *qkv, void *ctx, float *lse, int seq, int batch, int heads,
+                             int head_dim, DType dtype, float p_drop, int causal, uint64_t seed,
                              uint64_t offset);
 
 // Scratch of the backward: rowsum(dO * O) per query and a float accumulator for dQ.
 size_t flash_attention_backward_scratch_bytes(int seq, int batch, int heads, int head_dim);
 
-// dqkv (all of it) from dctx, with ctx, lse and dropout_mask as the forward left them.
+// dqkv (all of it) from dctx, with ctx and lse as the forward left them.
 void flash_attention_backward(const void *qkv, const void *ctx, const void *dctx, const float *lse,
-                              const uint32_t *dropout_mask, void *dqkv, void *scratch, int seq, int batch, int heads,
-                              int head_dim, DType dtype, float p_drop, int causal, uint64_t seed, uint64_t offset);
+                              void *dqkv, void *scratch, int seq, int batch, int heads, int head_dim,
+                              DType dtype, float p_drop, int causal, uint64_t seed, uint64_t offset);
 
 // The same on views: token (s, b)'s qkv values start qkv_row_stride elements after token
 // (s, b - 1)'s (3 * hidden when qkv is a tensor of its own; more when it is the first 3 *
 // hidden columns of a wider tensor, as in step 06's fused input projection), and likewise
 // ctx (and dctx) with ctx_row_stride. dqkv has qkv's strides.
 void flash_attention_forward_strided(const void *qkv, int64_t qkv_row_stride, void *ctx, int64_t ctx_row_stride,
-                                     float *lse, uint32_t *dropout_mask, int seq, int batch, int heads, int head_dim,
-                                     DType dtype, float p_drop, int causal, uint64_t seed, uint64_t offset);
+                                     float *lse, int seq, int batch, int heads, int head_dim, DType dtype,
+                                     float p_drop, int causal, uint64_t seed, uint64_t offset);
 void flash_attention_backward_strided(const void *qkv, int64_t qkv_row_stride, const void *ctx, const void *dctx,
-                                      int64_t ctx_row_stride, const float *lse, const uint32_t *dropout_mask,
-                                      void *dqkv, void *scratch, int seq, int batch, int heads, int head_dim,
-                                      DType dtype, float p_drop, int causal, uint64_t seed, uint64_t offset);
+                                      int64_t ctx_row_stride, const float *lse, void *dqkv, void *scratch, int seq,
+                                      int batch, int heads, int head_dim, DType dtype, float p_drop, int causal,
+                                      uint64_t seed, uint64_t offset);
 
 // Tensor parallelism (step 07): this rank's `heads` are heads [first_head, first_head + heads)
 // of a layer with total_heads; q, k, v, ctx are the rank's own contiguous tensors. Only the
 // dropout mask depends on it: it is drawn with the head's index in the whole layer, so every
 // tp draws the mask of the unsharded layer.
-void flash_attention_forward_shard(const void *qkv, void *ctx, float *lse, uint32_t *dropout_mask, int seq,
-                                   int batch, int heads, int total_heads, int first_head, int head_dim, DType dtype,
-                                   float p_drop, int causal, uint64_t seed, uint64_t offset);
-void flash_attention_backward_shard(const void *qkv, const void *ctx, const void *dctx, const float *lse,
-                                    const uint32_t *dropout_mask, void *dqkv, void *scratch, int seq, int batch,
-                                    int heads, int total_heads, int first_head, int head_dim, DType dtype,
-                                    float p_drop, int causal, uint64_t seed, uint64_t offset);
+void flash_attention_forward_shard(const void *qkv, void *ctx, float *lse, int seq, int batch, int heads,
+                                   int total_heads, int first_head, int head_dim, DType dtype, float p_drop,
+                                   int causal, uint64_t seed, uint64_t offset);
+void flash_attention_backward_shard(const void *qkv, const void *ctx, const void *dctx, const float *lse, void *dqkv,
+                                    void *scratch, int seq, int batch, int heads, int total_heads, int first_head,
+                                    int head_dim, DType dtype, float p_drop, int causal, uint64_t seed,
+                                    uint64_t offset);
 
 #ifdef __cplusplus
 }

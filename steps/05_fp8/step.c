@@ -38,7 +38,6 @@ typedef struct {
     void *qkv, *ctx, *proj, *y, *h1, *out;
     void *d_g, *d_h1, *d_ln2, *d_y, *d_proj, *d_ctx, *d_qkv, *d_ln1, *dx;
     float *lse;
-    uint32_t *attn_mask;  // attention dropout's keep bits, forward to backward
     void *attn_scratch;
     FILE *log;
     uint64_t steps_done;
@@ -72,7 +71,6 @@ static void *create(const LayerConfig *c, const LayerParams *p) {
     s->qkv = dev_alloc((size_t)t * 3 * h * e), s->d_qkv = dev_alloc((size_t)t * 3 * h * e);
     s->lse = dev_alloc((size_t)c->batch * c->heads * c->seq * sizeof(float));
     s->attn_scratch = dev_alloc(flash_attention_backward_scratch_bytes(c->seq, c->batch, c->heads, layer_head_dim(c)));
-    s->attn_mask = dev_alloc(flash_attention_dropout_mask_bytes(c->seq, c->batch, c->heads));
     if (scaling_csv) {
         s->log = fopen(scaling_csv, "w");
         if (!s->log) fail_user("cannot write %s", scaling_csv);
@@ -103,7 +101,7 @@ static void forward(void *state, const void *x, uint64_t step) {
     const Fp8Input qkv_in = fp8_linear_input(&s->lin[QKV]), fc1_in = fp8_linear_input(&s->lin[FC1]);
     layernorm_forward_fp8(&s->ln1, x, qkv_in.data, qkv_in.scale, qkv_in.amax, qkv_in.format, t);
     fp8_linear_forward_fp8_input(&s->lin[QKV], s->qkv, t, 1);
-    flash_attention_forward(s->qkv, s->ctx, s->lse, s->attn_mask, c->seq, c->batch, c->heads, d, c->dtype, c->attn_dropout,
+    flash_attention_forward(s->qkv, s->ctx, s->lse, c->seq, c->batch, c->heads, d, c->dtype, c->attn_dropout,
                             c->causal, c->seed, attn_off);
     fp8_linear_forward(&s->lin[PROJ], s->ctx, s->proj, t, 0);
     bias_dropout_add_forward(s->proj, s->lin[PROJ].base.bias, x, s->y, t, (int)h, c->hidden_dropout, c->seed,
@@ -126,7 +124,7 @@ static void backward(void *state, const void *dout, uint64_t step) {
     layernorm_backward(&s->ln2, s->d_ln2, dout, s->d_y, t);
     add_dropout_backward(s->d_y, NULL, NULL, s->d_proj, t * h, c->hidden_dropout, c->seed, hid_off, c->dtype);
     fp8_linear_backward(&s->lin[PROJ], s->d_proj, s->d_ctx, t);
-    flash_attention_backward(s->qkv, s->ctx, s->d_ctx, s->lse, s->attn_mask, s->d_qkv, s->attn_scratch, c->seq, c->batch,
+    flash_attention_backward(s->qkv, s->ctx, s->d_ctx, s->lse, s->d_qkv, s->attn_scratch, c->seq, c->batch,
                              c->heads, d, c->dtype, c->attn_dropout, c->causal, c->seed, attn_off);
     fp8_linear_backward(&s->lin[QKV], s->d_qkv, s->d_ln1, t);
     layernorm_backward(&s->ln1, s->d_ln1, s->d_y, s->dx, t);
@@ -176,8 +174,7 @@ static void destroy(void *state) {
     layernorm_free(&s->ln2);
     for (int l = 0; l < NUM_LINEARS; l++) fp8_linear_free(&s->lin[l]);
     void *bufs[] = {s->qkv, s->ctx, s->proj, s->y, s->h1, s->out, s->d_g, s->d_h1,
-                    s->d_ln2, s->d_y, s->d_proj, s->d_ctx, s->d_qkv, s->d_ln1, s->dx, s->lse, s->attn_scratch,
-                    s->attn_mask};
+                    s->d_ln2, s->d_y, s->d_proj, s->d_ctx, s->d_qkv, s->d_ln1, s->dx, s->lse, s->attn_scratch};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) dev_free(bufs[i]);
     if (s->log) fclose(s->log);
     free(s);

@@ -38,7 +38,6 @@ typedef struct {
     void *a, *in_out, *cat, *z, *y, *d_z, *d_cat, *d_in, *d_a, *dx;  // fused buffers
     void *qkv_out, *h1, *g, *ctx, *z2, *d_ctx, *d_g, *d_h1, *d_qkv, *d_a2;  // unfused buffers
     float *lse;
-    uint32_t *attn_mask;  // attention dropout's keep bits, forward to backward
     void *attn_scratch;
 } Step06;
 
@@ -62,7 +61,6 @@ static void *create_common(const LayerConfig *c, const LayerParams *p, int fused
     s->z = alloc_t(c, h);
     s->lse = dev_alloc((size_t)c->batch * c->heads * c->seq * sizeof(float));
     s->attn_scratch = dev_alloc(flash_attention_backward_scratch_bytes(c->seq, c->batch, c->heads, layer_head_dim(c)));
-    s->attn_mask = dev_alloc(flash_attention_dropout_mask_bytes(c->seq, c->batch, c->heads));
     if (fused) {
         FusedParallelParams fp;
         fused_parallel_alloc(c, &fp);
@@ -131,7 +129,7 @@ static void train_fused(Step06 *s, const void *x, const void *dout, uint64_t ste
     // GEMM sums the branches; bias, dropout and the residual in one pass.
     layernorm_forward(&s->ln, x, s->a, t);
     input_gemm_forward(s, t);
-    flash_attention_forward_strided(s->in_out, n_in, s->cat, k_out, s->lse, s->attn_mask, c->seq, c->batch, c->heads, d, c->dtype,
+    flash_attention_forward_strided(s->in_out, n_in, s->cat, k_out, s->lse, c->seq, c->batch, c->heads, d, c->dtype,
                                     c->attn_dropout, c->causal, c->seed, attn_off);
     gelu_forward_strided((char *)s->in_out + 3 * h * e, n_in, (char *)s->cat + h * e, k_out, t, (int)f, c->dtype);
     output_gemm_forward(s, t);
@@ -139,7 +137,7 @@ static void train_fused(Step06 *s, const void *x, const void *dout, uint64_t ste
     // Backward.
     add_dropout_backward(dout, NULL, NULL, s->d_z, t * h, c->hidden_dropout, c->seed, hid_off, c->dtype);
     output_gemm_backward(s, t);  // d[ctx | g], dW_out, db_out
-    flash_attention_backward_strided(s->in_out, n_in, s->cat, s->d_cat, k_out, s->lse, s->attn_mask, s->d_in, s->attn_scratch,
+    flash_attention_backward_strided(s->in_out, n_in, s->cat, s->d_cat, k_out, s->lse, s->d_in, s->attn_scratch,
                                      c->seq, c->batch, c->heads, d, c->dtype, c->attn_dropout, c->causal, c->seed,
                                      attn_off);
     gelu_backward_strided((char *)s->d_cat + h * e, k_out, (char *)s->in_out + 3 * h * e, n_in,
@@ -160,7 +158,7 @@ static void train_unfused(Step06 *s, const void *x, const void *dout, uint64_t s
     layernorm_forward(&s->ln, x, s->a, t);
     linear_forward(&s->qkv, s->a, s->qkv_out, t, NULL);
     linear_forward(&s->fc1, s->a, s->h1, t, NULL);
-    flash_attention_forward(s->qkv_out, s->ctx, s->lse, s->attn_mask, c->seq, c->batch, c->heads, d, c->dtype, c->attn_dropout,
+    flash_attention_forward(s->qkv_out, s->ctx, s->lse, c->seq, c->batch, c->heads, d, c->dtype, c->attn_dropout,
                             c->causal, c->seed, attn_off);
     gelu_forward_strided(s->h1, f, s->g, f, t, (int)f, c->dtype);
     linear_forward(&s->proj, s->ctx, s->z, t, NULL);
@@ -170,7 +168,7 @@ static void train_unfused(Step06 *s, const void *x, const void *dout, uint64_t s
     add_dropout_backward(dout, NULL, NULL, s->d_z, t * h, c->hidden_dropout, c->seed, hid_off, c->dtype);
     linear_backward(&s->proj, s->d_z, s->d_ctx, t);
     linear_backward(&s->fc2, s->d_z, s->d_g, t);
-    flash_attention_backward(s->qkv_out, s->ctx, s->d_ctx, s->lse, s->attn_mask, s->d_qkv, s->attn_scratch, c->seq, c->batch,
+    flash_attention_backward(s->qkv_out, s->ctx, s->d_ctx, s->lse, s->d_qkv, s->attn_scratch, c->seq, c->batch,
                              c->heads, d, c->dtype, c->attn_dropout, c->causal, c->seed, attn_off);
     gelu_backward_strided(s->d_g, f, s->h1, f, s->d_h1, f, t, (int)f, c->dtype);
     linear_backward(&s->fc1, s->d_h1, s->d_a, t);
@@ -224,7 +222,7 @@ static void destroy(void *state) {
     }
     void *bufs[] = {s->a, s->in_out, s->cat, s->z, s->y, s->d_z, s->d_cat, s->d_in, s->d_a, s->dx, s->qkv_out,
                     s->h1, s->g, s->ctx, s->z2, s->d_ctx, s->d_g, s->d_h1, s->d_qkv, s->d_a2, s->lse,
-                    s->attn_scratch, s->attn_mask};
+                    s->attn_scratch};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) dev_free(bufs[i]);
     free(s);
 }

@@ -215,7 +215,6 @@ typedef struct {
     void *b_proj, *db_proj;  // replicated
     void *ln_out, *qkv_out, *ctx, *proj_out, *y, *d_proj, *d_ctx, *d_qkv, *d_ln, *dx;
     float *lse;
-    uint32_t *attn_mask;  // attention dropout's keep bits, forward to backward
     void *attn_scratch;
 } TpAttention;
 
@@ -237,13 +236,12 @@ static void tp_attention_init(TpAttention *m, const LayerConfig *c, int tp, int 
     m->qkv_out = dev_alloc(3 * tl), m->d_qkv = dev_alloc(3 * tl), m->ctx = dev_alloc(tl), m->d_ctx = dev_alloc(tl);
     m->lse = dev_alloc((size_t)c->batch * m->heads_local * c->seq * sizeof(float));
     m->attn_scratch = dev_alloc(flash_attention_backward_scratch_bytes(c->seq, c->batch, m->heads_local, d));
-    m->attn_mask = dev_alloc(flash_attention_dropout_mask_bytes(c->seq, c->batch, m->heads_local));
 }
 
 static void tp_attention_free(TpAttention *m) {
     layernorm_free(&m->ln1), linear_free(&m->qkv), linear_free(&m->proj);
     void *bufs[] = {m->b_proj, m->db_proj, m->ln_out, m->qkv_out, m->ctx, m->proj_out, m->y, m->d_proj,
-                    m->d_ctx, m->d_qkv, m->d_ln, m->dx, m->lse, m->attn_scratch, m->attn_mask};
+                    m->d_ctx, m->d_qkv, m->d_ln, m->dx, m->lse, m->attn_scratch};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) dev_free(bufs[i]);
 }
 
@@ -253,7 +251,7 @@ static void tp_attention_forward(TpAttention *m, TpComm *comm, const void *x, ui
     const int h = c->hidden;
     layernorm_forward(&m->ln1, x, m->ln_out, m->T);                // replicated
     linear_forward(&m->qkv, m->ln_out, m->qkv_out, m->T, NULL);    // column-parallel: [T, 3h/tp]
-    flash_attention_forward_shard(m->qkv_out, m->ctx, m->lse, m->attn_mask, c->seq, c->batch, m->heads_local, c->heads,
+    flash_attention_forward_shard(m->qkv_out, m->ctx, m->lse, c->seq, c->batch, m->heads_local, c->heads,
                                   m->first_head, layer_head_dim(c), c->dtype, c->attn_dropout, c->causal, c->seed,
                                   dropout_offset(step, DROPOUT_SITE_ATTENTION));
     linear_forward(&m->proj, m->ctx, m->proj_out, m->T, NULL);     // row-parallel: a partial [T, h]
@@ -271,7 +269,7 @@ static void tp_attention_backward(TpAttention *m, TpComm *comm, const void *dy, 
                          dropout_offset(step, DROPOUT_SITE_HIDDEN), c->dtype);
     bias_grad(m->d_proj, m->T, h, m->db_proj, c->dtype);       // replicated: same on every rank
     linear_backward(&m->proj, m->d_proj, m->d_ctx, m->T);      // dW_proj shard; d_ctx local
-    flash_attention_backward_shard(m->qkv_out, m->ctx, m->d_ctx, m->lse, m->attn_mask, m->d_qkv, m->attn_scratch, c->seq,
+    flash_attention_backward_shard(m->qkv_out, m->ctx, m->d_ctx, m->lse, m->d_qkv, m->attn_scratch, c->seq,
                                    c->batch, m->heads_local, c->heads, m->first_head, layer_head_dim(c), c->dtype,
                                    c->attn_dropout, c->causal, c->seed, dropout_offset(step, DROPOUT_SITE_ATTENTION));
     linear_gemm_backward_input(&m->qkv, m->d_qkv, m->d_ln, m->T, GEMM_EPILOGUE_NONE, NULL, NULL);  // partial

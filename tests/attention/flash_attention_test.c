@@ -19,9 +19,7 @@
 static double tol_fwd(DType dt) { return dt == DTYPE_BF16 ? 2e-2 : 3e-3; }
 static double tol_bwd(DType dt) { return dt == DTYPE_BF16 ? 3e-2 : 6e-3; }
 
-// use_mask: the forward stores the dropout mask and the backward reads it (as the steps run
-// it) instead of drawing it again.
-static void run_case_mask(DType dt, int seq, int batch, int heads, int d, float p, int causal, int use_mask) {
+static void run_case(DType dt, int seq, int batch, int heads, int d, float p, int causal) {
     const int64_t nqkv = (int64_t)seq * batch * heads * 3 * d, nctx = nqkv / 3;
     const uint64_t seed = test_seed(), offset = 3;
     float *qkv = random_floats(nqkv, -2.0f, 2.0f), *dctx = random_floats(nctx, -1.0f, 1.0f);
@@ -37,14 +35,13 @@ static void run_case_mask(DType dt, int seq, int batch, int heads, int d, float 
     void *d_ctx = dev_alloc(nctx * 2), *d_dqkv = dev_alloc(nqkv * 2);
     float *d_lse = dev_alloc((size_t)seq * batch * heads * 4);
     void *scratch = dev_alloc(flash_attention_backward_scratch_bytes(seq, batch, heads, d));
-    uint32_t *mask = use_mask ? dev_alloc(flash_attention_dropout_mask_bytes(seq, batch, heads)) : NULL;
     CUDA_CHECK(cudaMemset(d_ctx, 0xff, nctx * 2));  // NaN in fp16 and bf16
     CUDA_CHECK(cudaMemset(d_dqkv, 0xff, nqkv * 2));
-    flash_attention_forward(d_qkv, d_ctx, d_lse, mask, seq, batch, heads, d, dt, p, causal, seed, offset);
-    flash_attention_backward(d_qkv, d_ctx, d_dctx, d_lse, mask, d_dqkv, scratch, seq, batch, heads, d, dt, p, causal,
+    flash_attention_forward(d_qkv, d_ctx, d_lse, seq, batch, heads, d, dt, p, causal, seed, offset);
+    flash_attention_backward(d_qkv, d_ctx, d_dctx, d_lse, d_dqkv, scratch, seq, batch, heads, d, dt, p, causal,
                              seed, offset);
-    print_message(" %s seq %d batch %d heads %d d %d dropout %.1f causal %d%s\n", dtype_name(dt), seq, batch, heads,
-                  d, p, causal, use_mask ? ", stored mask" : "");
+    print_message(" %s seq %d batch %d heads %d d %d dropout %.1f causal %d\n", dtype_name(dt), seq, batch, heads,
+                  d, p, causal);
     float *got = malloc(nqkv * 4);
     dev_download(got, d_ctx, nctx, dt);
     assert_rel_error(got, ctx, nctx, tol_fwd(dt));
@@ -54,12 +51,7 @@ static void run_case_mask(DType dt, int seq, int batch, int heads, int d, float 
     dev_download(got, d_dqkv, nqkv, dt);
     assert_rel_error(got, dqkv, nqkv, tol_bwd(dt));
     dev_free(d_qkv), dev_free(d_dctx), dev_free(d_ctx), dev_free(d_dqkv), dev_free(d_lse), dev_free(scratch);
-    if (mask) dev_free(mask);
     free(qkv), free(dctx), free(ctx), free(dqkv), free(lse), free(probs), free(tmp), free(got), free(got_lse);
-}
-
-static void run_case(DType dt, int seq, int batch, int heads, int d, float p, int causal) {
-    run_case_mask(dt, seq, batch, heads, d, p, causal, 0);
 }
 
 static void test_plain(void **state) {
@@ -94,16 +86,6 @@ static void test_dropout(void **state) {
     run_case(DTYPE_BF16, 77, 1, 1, 64, 0.0f, 0);  // an odd number of queries in all
 }
 
-// The mask stored by the forward and read by the backward must be the reference's too.
-static void test_dropout_stored_mask(void **state) {
-    (void)state;
-    SKIP_WITHOUT_GPU();
-    run_case_mask(DTYPE_FP16, 128, 2, 2, 64, 0.1f, 0, 1);
-    run_case_mask(DTYPE_BF16, 256, 1, 3, 128, 0.2f, 1, 1);
-    run_case_mask(DTYPE_FP16, 192, 1, 2, 128, 0.1f, 0, 1);  // a key block past the end of seq
-    run_case_mask(DTYPE_FP16, 200, 1, 2, 64, 0.1f, 0, 1);   // seq % 32 != 0: drawn again instead
-}
-
 // Heads [first, first + hl) of a [seq, batch, heads, width] tensor, as a tensor of their own.
 static float *head_slice(const float *x, int64_t tokens, int heads, int width, int first, int hl) {
     float *out = malloc((size_t)(tokens * hl * width) * sizeof(float));
@@ -132,8 +114,8 @@ static void test_shard_draws_the_unsharded_mask(void **state) {
     void *d_ctx = dev_alloc(nctx * 2), *d_dqkv = dev_alloc(nqkv * 2);
     float *d_lse = dev_alloc((size_t)T * heads * 4);
     void *scratch = dev_alloc(flash_attention_backward_scratch_bytes(seq, batch, heads, d));
-    flash_attention_forward(d_qkv, d_ctx, d_lse, NULL, seq, batch, heads, d, dt, p, 0, seed, offset);
-    flash_attention_backward(d_qkv, d_ctx, d_dctx, d_lse, NULL, d_dqkv, scratch, seq, batch, heads, d, dt, p, 0, seed,
+    flash_attention_forward(d_qkv, d_ctx, d_lse, seq, batch, heads, d, dt, p, 0, seed, offset);
+    flash_attention_backward(d_qkv, d_ctx, d_dctx, d_lse, d_dqkv, scratch, seq, batch, heads, d, dt, p, 0, seed,
                              offset);
     float *ctx = malloc(nctx * 4), *dqkv = malloc(nqkv * 4);
     dev_download(ctx, d_ctx, nctx, dt);
@@ -147,8 +129,8 @@ static void test_shard_draws_the_unsharded_mask(void **state) {
         void *e_ctx = dev_alloc(sc * 2), *e_dqkv = dev_alloc(sq * 2);
         float *e_lse = dev_alloc((size_t)T * hl * 4);
         void *e_scratch = dev_alloc(flash_attention_backward_scratch_bytes(seq, batch, hl, d));
-        flash_attention_forward_shard(e_qkv, e_ctx, e_lse, NULL, seq, batch, hl, heads, first, d, dt, p, 0, seed, offset);
-        flash_attention_backward_shard(e_qkv, e_ctx, e_dctx, e_lse, NULL, e_dqkv, e_scratch, seq, batch, hl, heads, first,
+        flash_attention_forward_shard(e_qkv, e_ctx, e_lse, seq, batch, hl, heads, first, d, dt, p, 0, seed, offset);
+        flash_attention_backward_shard(e_qkv, e_ctx, e_dctx, e_lse, e_dqkv, e_scratch, seq, batch, hl, heads, first,
                                        d, dt, p, 0, seed, offset);
         float *got = malloc(sq * 4);
         dev_download(got, e_ctx, sc, dt);
@@ -157,7 +139,7 @@ static void test_shard_draws_the_unsharded_mask(void **state) {
         dev_download(got, e_dqkv, sq, dt);
         assert_rel_error(got, want_dqkv, sq, 1e-6);
         if (rank > 0) {  // keyed by the local head index instead: another mask, another answer
-            flash_attention_forward(e_qkv, e_ctx, e_lse, NULL, seq, batch, hl, d, dt, p, 0, seed, offset);
+            flash_attention_forward(e_qkv, e_ctx, e_lse, seq, batch, hl, d, dt, p, 0, seed, offset);
             dev_download(got, e_ctx, sc, dt);
             double err = rel_error(got, want_ctx, sc);
             print_message(" rank %d keyed by local heads: rel. error %.2e (must be large)\n", rank, err);
@@ -182,7 +164,6 @@ int main(void) {
         cmocka_unit_test(test_unsupported_head_dim), cmocka_unit_test(test_plain),
         cmocka_unit_test(test_ragged_seq),           cmocka_unit_test(test_causal),
         cmocka_unit_test(test_dropout),              cmocka_unit_test(test_shard_draws_the_unsharded_mask),
-        cmocka_unit_test(test_dropout_stored_mask),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
