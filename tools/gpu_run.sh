@@ -34,7 +34,7 @@ fi
 
 if [[ $what == *check* ]]; then
   runs=()
-  for s in "$BIN"/step*; do [ -x "$s" ] && [[ $s != *_test ]] && runs+=("$s"); done
+  for s in "$BIN"/step*; do [ -x "$s" ] && [[ $s != *_test && $s != *_demo ]] && runs+=("$s"); done
   runs+=("$BIN/step06_parallel_layers --unfused" "$BIN/step06_parallel_layers --fp8")
   for r in "${runs[@]}"; do
     for dt in fp16 bf16; do
