@@ -41,3 +41,14 @@ RefQuantizer fp8_first_step_quantizer(const DelayedScaling *recipe) {
 }
 
 double fp8_check_tolerance(DType dtype) { return dtype == DTYPE_BF16 ? 7e-2 : 4.5e-2; }
+
+double fp8_step_tolerance(const LayerConfig *cfg, int which) {
+    (void)which;
+    return fp8_check_tolerance(cfg->dtype);
+}
+
+const char *fp8_layer_unsupported(const LayerConfig *c) {
+    if (c->hidden % 16 || c->ffn % 16 || layer_tokens(c) % 16)
+        return "FP8 GEMMs need hidden, ffn and seq * batch to be multiples of 16";
+    return NULL;
+}

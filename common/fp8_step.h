@@ -34,6 +34,12 @@ RefQuantizer fp8_first_step_quantizer(const DelayedScaling *recipe);
 // cannot even tell an FP8 layer from an unrounded one: the casts and FP8 GEMMs are checked
 // bit-exactly or against the decoded FP8 product in tests/fp8/fp8_gpu_test.
 double fp8_check_tolerance(DType dtype);
+// The same in StepOps.tolerance's shape.
+double fp8_step_tolerance(const LayerConfig *cfg, int which);
+
+// NULL if the FP8 GEMMs can run this layer, else why not (cuBLASLt's FP8 GEMMs need every
+// dimension a multiple of 16).
+const char *fp8_layer_unsupported(const LayerConfig *cfg);
 
 #ifdef __cplusplus
 }

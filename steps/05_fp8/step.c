@@ -44,10 +44,8 @@ typedef struct {
 } Step05;
 
 static const char *unsupported(const LayerConfig *c) {
-    if (flash_attention_unsupported(layer_head_dim(c))) return flash_attention_unsupported(layer_head_dim(c));
-    if (c->hidden % 16 || c->ffn % 16 || layer_tokens(c) % 16)
-        return "FP8 GEMMs need hidden, ffn and seq * batch to be multiples of 16";
-    return NULL;
+    const char *why = flash_attention_unsupported(layer_head_dim(c));
+    return why ? why : fp8_layer_unsupported(c);
 }
 
 static void *create(const LayerConfig *c, const LayerParams *p) {
@@ -186,11 +184,6 @@ static void reference(const LayerConfig *cfg, const LayerParams *p, const LayerI
     ref_layer_train_step_quantized(cfg, p, in, step, &q, res);
 }
 
-static double tolerance(const LayerConfig *cfg, int which) {
-    (void)which;
-    return fp8_check_tolerance(cfg->dtype);
-}
-
 static int parse_flag(const char *flag, const char *value) {
     if (!value) return 0;
     if (fp8_recipe_parse_flag(&recipe, flag, value)) return 1;
@@ -217,6 +210,6 @@ const StepOps STEP_05_FP8 = {
     .load_params = load_params,
     .flags_help = FP8_RECIPE_FLAGS_HELP
                   "  --fp8-log FILE             write every FP8 tensor's amax and scale per step (CSV)\n",
-    .tolerance = tolerance,
+    .tolerance = fp8_step_tolerance,
     .reference = reference,
 };

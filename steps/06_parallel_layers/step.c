@@ -230,10 +230,8 @@ static void destroy(void *state) {
 static const char *unsupported(const LayerConfig *c) { return flash_attention_unsupported(layer_head_dim(c)); }
 
 static const char *unsupported_fp8(const LayerConfig *c) {
-    if (unsupported(c)) return unsupported(c);
-    if (c->hidden % 16 || c->ffn % 16 || layer_tokens(c) % 16)
-        return "FP8 GEMMs need hidden, ffn and seq * batch to be multiples of 16";
-    return NULL;
+    const char *why = unsupported(c);
+    return why ? why : fp8_layer_unsupported(c);
 }
 
 // The CPU reference rounds the Linears' operands as the GPU's first FP8 step does.
@@ -241,11 +239,6 @@ static void reference_fp8(const LayerConfig *cfg, const LayerParams *p, const La
                           LayerResults *res) {
     RefQuantizer q = fp8_first_step_quantizer(&recipe);
     ref_parallel_train_step_quantized(cfg, p, in, step, &q, res);
-}
-
-static double tolerance_fp8(const LayerConfig *cfg, int which) {
-    (void)which;
-    return fp8_check_tolerance(cfg->dtype);
 }
 
 static int parse_flag_fp8(const char *flag, const char *value) { return fp8_recipe_parse_flag(&recipe, flag, value); }
@@ -287,6 +280,6 @@ const StepOps STEP_06_PARALLEL_FP8 = {
     .destroy = destroy,
     .parse_flag = parse_flag_fp8,
     .flags_help = FP8_RECIPE_FLAGS_HELP,
-    .tolerance = tolerance_fp8,
+    .tolerance = fp8_step_tolerance,
     .reference = reference_fp8,
 };
