@@ -8,7 +8,8 @@
 #include "kernels/attention/mma.cuh"
 #include "kernels/device_utils.cuh"
 
-// Tiles of 64 keys; 64 queries per step in backward (128 per block in forward); 4 warps.
+// Forward: blocks of 128 queries (FWD_BLOCK_M, 4 warps of THREADS) over key tiles of BLOCK_N.
+// Backward: blocks of 128 keys (BWD_BLOCK_N, 8 warps) over query tiles of BLOCK_M.
 static const int BLOCK_M = 64;
 static const int BLOCK_N = 64;
 static const int THREADS = 128;

@@ -1,6 +1,6 @@
 // Fused ("flash") attention, forward and backward, on the tensor cores.
 //
-// The [seq x seq] scores never reach device memory. Forward: each block of 64 queries
+// The [seq x seq] scores never reach device memory. Forward: each block of 128 queries
 // streams over blocks of 64 keys, computes S = Q K^T in registers, updates a running
 // maximum and sum (the online softmax, common/flash_reference.h shows it in plain C) and
 // accumulates P V; it saves one float per query, the logsumexp, for backward. Backward
@@ -9,8 +9,8 @@
 // q, k, v are read straight from the fused QKV projection's output, [seq, batch, heads,
 // 3*d] with each head's 3*d values [q | k | v]; ctx is [seq, batch, heads, d]; dqkv has
 // qkv's layout. Attention dropout is drawn inside the kernels from Philox with the logical
-// index ((b * heads + h) * seq + i) * seq + j (common/philox.h), so the CPU reference and
-// step 01 draw the same mask. Head dims 64 and 128; any seq; fp16 and bf16; optional causal.
+// index ((b * heads + h) * seq + i) * seq + j (common/philox.h: one random byte per
+// element), so the CPU reference and step 01 draw the same mask. Head dims 64 and 128; any seq; fp16 and bf16; optional causal.
 #ifndef KERNELS_ATTENTION_FLASH_ATTENTION_H
 #define KERNELS_ATTENTION_FLASH_ATTENTION_H
 
