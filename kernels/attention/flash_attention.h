@@ -10,7 +10,8 @@
 // 3*d] with each head's 3*d values [q | k | v]; ctx is [seq, batch, heads, d]; dqkv has
 // qkv's layout. Attention dropout is drawn inside the kernels from Philox with the logical
 // index ((b * heads + h) * seq + i) * seq + j (common/philox.h: one random byte per
-// element), so the CPU reference and step 01 draw the same mask. Head dims 64 and 128; any seq; fp16 and bf16; optional causal.
+// element), so the CPU reference and step 01 draw the same mask. Head dims 64 and 128; any
+// seq; fp16 and bf16; optional causal.
 #ifndef KERNELS_ATTENTION_FLASH_ATTENTION_H
 #define KERNELS_ATTENTION_FLASH_ATTENTION_H
 
