@@ -32,9 +32,9 @@ __device__ __forceinline__ void atomic_max_nonneg(float *addr, float v) {
 //   out_t: its 8 columns of 8 codes (regathered with byte permutes), one 8-byte store each.
 // The lanes are laid out 8 across (columns) by 4 down (rows): 8 lanes read 128 contiguous
 // bytes of a row of x and write 64 of a row of out; 4 lanes write 32 contiguous bytes of a
-// row of out_t - every access fills whole 32-byte sectors. (Measured at [8192 x 16384] on
-// the H100: 87% of a copy's bandwidth; with 4 rows per thread, 63%; through shared memory
-// in 64 x 64 tiles with 4-byte accesses, 39%.) Optionally it also sums each column over the
+// row of out_t - every access fills whole 32-byte sectors. (At [8192 x 16384] on the H100:
+// 88% of a copy's bandwidth in fp8_bench; in a sweep of variants, 4 rows per thread gave 63%;
+// the first version, 64 x 64 tiles through shared memory with 4-byte accesses, 39%.) Optionally it also sums each column over the
 // tile's 128 rows (the bias gradient, when x is a Linear's output gradient) into one partial
 // row per tile, or cast GELU(x) instead of x (step 05's FC2 input: GELU written straight to
 // FP8, never stored in 16 bits). rows % 8 == 0, cols % 8 == 0.
