@@ -9,7 +9,7 @@
 #include "kernels/device_utils.cuh"
 
 // Forward: blocks of 128 queries (FWD_BLOCK_M, 4 warps of THREADS) over key tiles of BLOCK_N.
-// Backward: blocks of 128 keys (BWD_BLOCK_N, 8 warps) over query tiles of BLOCK_M.
+// Backward: blocks of 128 keys (64 at d = 64; BwdTile) over query tiles of BLOCK_M.
 static const int BLOCK_M = 64;
 static const int BLOCK_N = 64;
 static const int THREADS = 128;
@@ -350,20 +350,26 @@ __global__ void flash_backward_prepare_kernel(const T *ctx, const T *dctx, float
     for (int t = lane; t < D; t += 32) dq[t] = 0.0f;
 }
 
-// One block per 128 keys of one head, 8 warps: dK and dV for those keys stay in registers
-// while the block walks over the queries, 64 at a time; dQ is accumulated in float with
-// atomics. Why 128 keys and not 64: every key block adds its share into every dQ row, and
-// those atomics (seq / keys-per-block of them per element of dQ) are what limits this kernel
-// on the H100's L2; 128 keys per block halve them.
-static const int BWD_BLOCK_N = 128;
-static const int BWD_THREADS = 256;
+// One block per 128 keys of one head (d = 128; 64 keys for d = 64), 8 warps (4): dK and dV for
+// those keys stay in registers while the block walks over the queries, 64 at a time; dQ is
+// accumulated in float with atomics. Why 128 keys at d = 128: every key block adds its share
+// into every dQ row, and those atomics (seq / keys-per-block of them per element of dQ) kept
+// the H100's L2 busy; 128 keys per block halve them (170 -> 182 TFLOP/s). At d = 64 the
+// smaller blocks pay more: more of them share a multiprocessor (159 against 148 TFLOP/s).
+template <int D>
+struct BwdTile {
+    static constexpr int KEY_HALVES = D == 128 ? 2 : 1;  // blocks of 64 keys per block
+    static constexpr int BLOCK_N = 64 * KEY_HALVES;
+    static constexpr int THREADS = 128 * KEY_HALVES;     // 4 warps per 64 keys
+};
 
 template <typename T, int D>
-__global__ void __launch_bounds__(BWD_THREADS) flash_backward_kernel(
+__global__ void __launch_bounds__(BwdTile<D>::THREADS) flash_backward_kernel(
     const T *qkv, const T *dctx, const float *lse, const float *dsum, float *dq_accum, T *dqkv, int seq,
     int batch, int heads, int64_t qkv_row, int64_t ctx_row, float scale, float p_drop, int causal, uint64_t seed,
     uint64_t offset, HeadRange drop) {
     constexpr int LD = Tile<D>::LD;
+    constexpr int BWD_BLOCK_N = BwdTile<D>::BLOCK_N, BWD_THREADS = BwdTile<D>::THREADS;
     constexpr int LDP = BWD_BLOCK_N + 8;
     extern __shared__ __align__(16) unsigned char smem_raw[];
     T *k_tile = reinterpret_cast<T *>(smem_raw);
@@ -379,9 +385,9 @@ __global__ void __launch_bounds__(BWD_THREADS) flash_backward_kernel(
     const int g = lane / 4, c2 = (lane % 4) * 2;
     const int bh = blockIdx.y, b = bh / heads, h = bh % heads;
     const int k0 = blockIdx.x * BWD_BLOCK_N;
-    // For S, dP and dQ the 8 warps split the 64 x 128 (query x key) step in a 4 x 2 grid:
+    // For S, dP and dQ the warps split the 64-query x BLOCK_N-key step in a 4 x KEY_HALVES grid:
     // warp w takes queries [16 qw, 16 qw + 16) and, for S and dP, keys [64 kh, 64 kh + 64);
-    // for dQ, the output columns [D/2 kh, D/2 kh + D/2) over all 128 keys.
+    // for dQ, the output columns [DH kh, DH kh + DH) (DH = D / KEY_HALVES) over all the keys.
     const int qw = warp % 4, kh = warp / 4;
     const QkvView view = {(int64_t)batch * qkv_row, (int64_t)b * qkv_row + (int64_t)h * 3 * D};
     const int64_t ctx_stride = (int64_t)batch * ctx_row, ctx_offset = (int64_t)b * ctx_row + (int64_t)h * D;
@@ -491,7 +497,7 @@ __global__ void __launch_bounds__(BWD_THREADS) flash_backward_kernel(
         // dQ += dS K * scale for this warp's 16 queries and D/2 columns, over all 128 keys,
         // added into the float accumulator.
         {
-            constexpr int DH = D / 2;
+            constexpr int DH = D / BwdTile<D>::KEY_HALVES;
             const int d0 = DH * kh;
             float dq[DH / 8][4];
 #pragma unroll
@@ -594,6 +600,7 @@ static void backward(const void *qkv, const void *ctx, const void *dctx, const f
     flash_backward_prepare_kernel<T, D><<<ceil_div((int64_t)rows * 32, 256), 256>>>(
         (const T *)ctx, (const T *)dctx, dsum, dq_accum, seq, batch, heads, ctx_row);
     CHECK_LAUNCH();
+    constexpr int BWD_BLOCK_N = BwdTile<D>::BLOCK_N;
     const size_t smem = (size_t)(2 * BWD_BLOCK_N + 2 * BLOCK_M) * Tile<D>::LD * sizeof(T) +
                         (size_t)2 * BLOCK_M * (BWD_BLOCK_N + 8) * sizeof(T) + 2 * BLOCK_M * sizeof(float);
     static bool configured = false;
@@ -603,7 +610,7 @@ static void backward(const void *qkv, const void *ctx, const void *dctx, const f
         configured = true;
     }
     dim3 grid(ceil_div(seq, BWD_BLOCK_N), batch * heads);
-    flash_backward_kernel<T, D><<<grid, BWD_THREADS, smem>>>((const T *)qkv, (const T *)dctx, lse, dsum, dq_accum,
+    flash_backward_kernel<T, D><<<grid, BwdTile<D>::THREADS, smem>>>((const T *)qkv, (const T *)dctx, lse, dsum, dq_accum,
                                                          (T *)dqkv, seq, batch, heads, qkv_row, ctx_row,
                                                          1.0f / sqrtf((float)D), p_drop, causal, seed, offset, drop);
     CHECK_LAUNCH();
