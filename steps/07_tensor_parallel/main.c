@@ -11,7 +11,8 @@
 //                                                FC2 row-parallel: the same two all-reduces
 //
 // built from step 02's modules (Linear, LayerNorm on cuBLASLt), step 04's flash attention
-// and fused bias-dropout-add, and step 01's GELU and bias kernels. The attention dropout is
+// and fused elementwise kernels (bias-dropout-add, GELU), and step 01's bias-gradient and
+// bias kernels (for the split LayerNorm block). The attention dropout is
 // drawn with each head's index in the whole layer, so every tp draws the unsharded mask.
 //
 // With --block local|exact it runs instead this step's own block, Linear -> LayerNorm ->
@@ -47,8 +48,6 @@
 #include "kernels/attention/flash_attention.h"
 #include "kernels/fused/elementwise.h"
 #include "kernels/naive/bias.h"
-#include "kernels/naive/gelu.h"
-#include "kernels/naive/residual.h"
 #include "steps/07_tensor_parallel/split_layernorm.h"
 #include "steps/07_tensor_parallel/tp_comm.h"
 
@@ -314,17 +313,17 @@ static void tp_mlp_free(TpMlp *m) {
 static void tp_mlp_forward(TpMlp *m, TpComm *comm, const void *y) {
     layernorm_forward(&m->ln2, y, m->ln_out, m->T);           // replicated
     linear_forward(&m->fc1, m->ln_out, m->fc1_out, m->T, NULL);  // column-parallel: [T, f/tp]
-    gelu_forward(m->fc1_out, m->T * m->fl, m->act, m->dtype);
+    gelu_forward_strided(m->fc1_out, m->fl, m->act, m->fl, m->T, m->fl, m->dtype);
     linear_forward(&m->fc2, m->act, m->out, m->T, NULL);      // row-parallel: a partial [T, h]
     timed_all_reduce(comm, m->out, (size_t)(m->T * m->h), nccl_type(m->dtype), 2);  // sum of the partials
-    bias_add(m->out, m->b2, m->T, m->h, m->dtype);            // the bias once, not tp times
-    residual_add(m->out, y, m->T * m->h, m->out, m->dtype);
+    // The bias once (not tp times) and the residual, in one pass (dropout 0: FC2 has none).
+    bias_dropout_add_forward(m->out, m->b2, y, m->out, m->T, m->h, 0.0f, 0, 0, m->dtype);
 }
 
 static void tp_mlp_backward(TpMlp *m, TpComm *comm, const void *dout) {
     linear_backward(&m->fc2, dout, m->d_act, m->T);           // dW2 shard; d_act local [T, f/tp]
     bias_grad(dout, m->T, m->h, m->db2, m->dtype);            // replicated: same on every rank
-    gelu_backward(m->d_act, m->fc1_out, m->T * m->fl, m->d_act, m->dtype);
+    gelu_backward_strided(m->d_act, m->fl, m->fc1_out, m->fl, m->d_act, m->fl, m->T, m->fl, m->dtype);
     linear_gemm_backward_input(&m->fc1, m->d_act, m->d_ln, m->T, GEMM_EPILOGUE_NONE, NULL, NULL);  // partial
     all_reduce_start(comm, m->d_ln, (size_t)(m->T * m->h), nccl_type(m->dtype), 2);
     linear_gemm_backward_weight(&m->fc1, m->d_act, m->ln_out, m->T);  // dW1, db1 shards, meanwhile
