@@ -41,15 +41,10 @@ static void quantize_perturbed(const RefQuantizer *q, float *x, int64_t n, int i
 typedef void (*TrainStepQ)(const LayerConfig *, const LayerParams *, const LayerInputs *, uint64_t,
                            const RefQuantizer *, LayerResults *);
 
-// The largest relative error over out, dx and every gradient (what step_check compares).
+// The largest relative error over out, dx and every gradient: what step_check compares.
 static double worst_error(const LayerConfig *c, const LayerResults *a, const LayerResults *b) {
-    const int64_t n = layer_tokens(c) * c->hidden;
-    double worst = rel_error(a->out, b->out, n), e = rel_error(a->dx, b->dx, n);
-    if (e > worst) worst = e;
-    for (int i = 0; i < NUM_PARAMS; i++) {
-        e = rel_error(a->grad.tensor[i], b->grad.tensor[i], param_numel(c, i));
-        if (e > worst) worst = e;
-    }
+    double worst;
+    compare_results(c, a, b, 1.0, NULL, &worst);
     return worst;
 }
 
