@@ -1,26 +1,17 @@
-#include <cuda_fp8.h>
 #include <float.h>
 
 #include "kernels/device_utils.cuh"
 #include "kernels/fp8/fp8_cast.h"
-
-__device__ __forceinline__ uint8_t to_fp8(float x, Fp8Format f) {
-    return (uint8_t)__nv_cvt_float_to_fp8(x, __NV_SATFINITE, f == FP8_E4M3 ? __NV_E4M3 : __NV_E5M2);
-}
+#include "kernels/fp8_device.cuh"
 
 __global__ void encode_kernel(const float *x, uint8_t *out, int64_t n, Fp8Format f) {
     int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i < n) out[i] = to_fp8(x[i], f);
+    if (i < n) out[i] = (uint8_t)to_fp8(x[i], f);
 }
 
 extern "C" void fp8_encode_device(const float *x, uint8_t *out, int64_t n, Fp8Format format) {
     encode_kernel<<<ceil_div(n, 256), 256>>>(x, out, n, format);
     CHECK_LAUNCH();
-}
-
-// |x| is non-negative, so comparing floats as signed ints orders them: atomicMax on ints.
-__device__ __forceinline__ void atomic_max_nonneg(float *addr, float v) {
-    atomicMax(reinterpret_cast<int *>(addr), __float_as_int(v));
 }
 
 // The cast + transpose, transposing in registers.
@@ -77,8 +68,7 @@ __global__ void __launch_bounds__(256) cast_transpose_kernel(const T *x, uint8_t
             if (DBIAS) col_sum[j] += v;
             code[j] = to_fp8(v * s, f);
         }
-        lo[k] = code[0] | code[1] << 8 | code[2] << 16 | code[3] << 24;
-        hi[k] = code[4] | code[5] << 8 | code[6] << 16 | code[7] << 24;
+        lo[k] = pack_fp8x4(code), hi[k] = pack_fp8x4(code + 4);
     }
     if (inside) {
         if (out)

@@ -1,7 +1,6 @@
-#include <cuda_fp8.h>
-
 #include "common/gpu.h"
 #include "kernels/device_utils.cuh"
+#include "kernels/fp8_device.cuh"
 #include "kernels/layernorm/layernorm.h"
 
 // Forward: 4 warps per row, one row per block. Backward: 8 warps per row, so that each
@@ -51,7 +50,7 @@ struct Fp8Out {
     uint8_t *y8;
     const float *scale;
     float *amax;
-    __nv_fp8_interpretation_t format;
+    Fp8Format format;
 };
 
 template <typename T, int VPT, bool FP8 = false>
@@ -94,11 +93,10 @@ __global__ void __launch_bounds__(THREADS) layernorm_forward_kernel(
 #pragma unroll
             for (int j = 0; j < 8; j++) {
                 amax = fmaxf(amax, fabsf(out[j]));
-                code[j] = __nv_cvt_float_to_fp8(out[j] * fp8_scale, __NV_SATFINITE, fp8.format);
+                code[j] = to_fp8(out[j] * fp8_scale, fp8.format);
             }
             *reinterpret_cast<uint2 *>(fp8.y8 + row * cols + c) =
-                make_uint2(code[0] | code[1] << 8 | code[2] << 16 | code[3] << 24,
-                           code[4] | code[5] << 8 | code[6] << 16 | code[7] << 24);
+                make_uint2(pack_fp8x4(code), pack_fp8x4(code + 4));
         } else {
             Pack8<T> packed;
 #pragma unroll
@@ -106,9 +104,9 @@ __global__ void __launch_bounds__(THREADS) layernorm_forward_kernel(
             *reinterpret_cast<Pack8<T> *>(y + row * cols + c) = packed;
         }
     }
-    if (FP8) {  // |values| compare as ints: one atomic per warp
+    if (FP8) {  // one atomic per warp
         amax = warp_max(amax);
-        if (threadIdx.x % 32 == 0) atomicMax(reinterpret_cast<int *>(fp8.amax), __float_as_int(amax));
+        if (threadIdx.x % 32 == 0) atomic_max_nonneg(fp8.amax, amax);
     }
     if (threadIdx.x == 0) {
         mean_out[row] = mean;
@@ -290,7 +288,7 @@ extern "C" void layernorm_fast_forward_fp8(const void *x, const void *gamma, con
                                            const float *scale, float *amax, Fp8Format format, float *mean,
                                            float *rstd, int64_t rows, int cols, float eps, DType dtype) {
     int vpt = packs_per_thread(cols, THREADS);
-    const Fp8Out out = {y8, scale, amax, format == FP8_E4M3 ? __NV_E4M3 : __NV_E5M2};
+    const Fp8Out out = {y8, scale, amax, format};
     DISPATCH_DTYPE(dtype, T, DISPATCH_VPT(vpt, V,
         (layernorm_forward_kernel<T, V, true><<<(unsigned)rows, THREADS>>>(
             (const T *)x, (const T *)gamma, (const T *)beta, NULL, mean, rstd, cols, eps, out))));
