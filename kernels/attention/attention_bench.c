@@ -1,7 +1,8 @@
 // Flash attention's forward and backward TFLOP/s at the quickstart's attention shape.
 //
 // FLOPs: forward 4 b s^2 heads d (two matrix products), backward 2.5x forward (five), both
-// halved when causal. CUDA events, median of 20 after 3 warm-ups, random inputs.
+// halved when causal. CUDA events, median of 20 after 3 warm-ups, random inputs. The forward
+// is timed with both kernels, Hopper's wgmma one (the default) and the mma.sync one.
 //
 //   attention_bench [batch heads seq]     default 4 32 2048
 #include <stdio.h>
@@ -56,7 +57,8 @@ int main(int argc, char **argv) {
     int batch = 4, heads = 32, seq = 2048;
     if (argc == 4) batch = atoi(argv[1]), heads = atoi(argv[2]), seq = atoi(argv[3]);
     printf("GPU: %s; flash attention, fp16, batch %d, heads %d, seq %d\n", gpu_description(), batch, heads, seq);
-    printf("%4s %8s %7s %10s %9s %10s %9s\n", "d", "dropout", "causal", "fwd ms", "TFLOP/s", "bwd ms", "TFLOP/s");
+    printf("%4s %8s %7s %10s %9s %13s %9s %10s %9s\n", "d", "dropout", "causal", "fwd ms", "TFLOP/s",
+           "mma.sync ms", "TFLOP/s", "bwd ms", "TFLOP/s");
     int dims[2] = {128, 64};
     for (int di = 0; di < 2; di++) {
         int d = dims[di];
@@ -74,9 +76,12 @@ int main(int argc, char **argv) {
             c.p = variant == 1 ? 0.1f : 0.0f;
             c.causal = variant == 2;
             double flops = 4.0 * batch * (double)seq * seq * heads * d * (c.causal ? 0.5 : 1.0);
+            flash_attention_set_forward_kernel(FLASH_FORWARD_MMA_SYNC);
+            double tm = median_ms(fwd, &c);
+            flash_attention_set_forward_kernel(FLASH_FORWARD_WGMMA);
             double tf = median_ms(fwd, &c), tb = median_ms(bwd, &c);
-            printf("%4d %8.1f %7d %10.3f %9.0f %10.3f %9.0f\n", d, c.p, c.causal, tf, flops / tf / 1e9, tb,
-                   2.5 * flops / tb / 1e9);
+            printf("%4d %8.1f %7d %10.3f %9.0f %13.3f %9.0f %10.3f %9.0f\n", d, c.p, c.causal, tf, flops / tf / 1e9,
+                   tm, flops / tm / 1e9, tb, 2.5 * flops / tb / 1e9);
         }
         dev_free(c.qkv), dev_free(c.dctx), dev_free(c.ctx), dev_free(c.dqkv), dev_free(c.lse), dev_free(c.scratch);
     }

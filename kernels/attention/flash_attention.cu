@@ -3,8 +3,8 @@
 #include <math.h>
 
 #include "common/gpu.h"
-#include "common/philox.h"
 #include "kernels/attention/flash_attention.h"
+#include "kernels/attention/flash_common.cuh"
 #include "kernels/attention/mma.cuh"
 #include "kernels/device_utils.cuh"
 
@@ -13,33 +13,12 @@
 static const int BLOCK_M = 64;
 static const int BLOCK_N = 64;
 static const int THREADS = 128;
-static const float LOG2E = 1.4426950408889634f;
 
 // Shared-memory rows are padded by 8 elements (16 bytes), so that the 8 rows an ldmatrix
 // reads start in different banks.
 template <int D>
 struct Tile {
     static constexpr int LD = D + 8;
-};
-
-// Where head (b, h)'s q, k or v vector of token i starts, in the fused QKV tensor.
-struct QkvView {
-    int64_t token_stride;  // batch * heads * 3d
-    int64_t head_offset;   // (b * heads + h) * 3d
-    __device__ __forceinline__ int64_t at(int i, int part, int d) const {
-        return (int64_t)i * token_stride + head_offset + (int64_t)part * d;
-    }
-};
-
-// Which heads of the whole layer this call computes, for the dropout mask only: the mask of
-// head h of batch b is keyed by its index in the unsharded layer, (b * total + first + h),
-// so that a tensor-parallel rank holding heads [first, first + heads) draws the same mask as
-// one GPU holding them all (step 07). Unsharded: total = heads, first = 0.
-struct HeadRange {
-    int total, first;
-    __device__ __forceinline__ uint64_t global_bh(int b, int h) const {
-        return (uint64_t)b * total + first + h;
-    }
 };
 
 // Copies rows [row0, row0 + ROWS) of one part (q, k or v) of a head into a shared tile, with
@@ -69,68 +48,6 @@ __device__ __forceinline__ void load_ctx_tile(T *tile, const T *x, int64_t token
     }
 }
 
-// Which of the probabilities this thread holds in a 16 x 64 tile are kept by dropout: rows g
-// and g + 8 (r = 0, 1), n-blocks n = 0..7, columns 2c and 2c + 1 of each; bit 2n + e of
-// keep[r] for column 2c + e of n-block n. (Bits, not factors: 2 registers instead of 32,
-// which the forward's two m-tiles cannot spare.) row_index[r] is ((b * heads + h) * seq + i)
-// * seq for the row's query i; col0 is the tile's first key.
-//
-// One Philox call gives the random bytes of 16 consecutive elements (common/philox.h). When
-// seq is a multiple of 16 the groups line up with the tile's columns: the 4 lanes of a quad,
-// which between them hold rows g and g + 8 of all 64 columns, each draw one row's 32
-// consecutive columns (2 calls per lane per tile) and swap the 32-bit masks by shuffles.
-__device__ __forceinline__ void dropout_tile_keep_bits(uint32_t (&keep)[2], const uint64_t (&row_index)[2],
-                                                       int col0, int seq, uint64_t seed, uint64_t offset, float p) {
-    const int lane = threadIdx.x % 32, c = lane % 4;
-    const uint32_t threshold = dropout_threshold(p);
-    keep[0] = keep[1] = 0;
-    if (seq % 16 == 0) {
-        const int my_row = c >> 1, my_half = c & 1;  // this lane draws columns [32 my_half, +32) of a row
-        const uint64_t start = row_index[my_row] + (uint64_t)col0 + 32 * my_half;
-        // Four bytes are compared at once (__vcmpgeu4: 0xff where byte >= threshold) and their
-        // flags gathered into four bits by one multiply: flag k sits at bit 8k, and * 0x01020408
-        // moves bits 0, 8, 16, 24 to 24, 25, 26, 27 without carries. (Sixteen separate
-        // compares per Philox call cost about as much as the call itself.)
-        const uint32_t threshold4 = threshold * 0x01010101u;
-        uint32_t word = 0;  // bit b: column 32 my_half + b
-#pragma unroll
-        for (int group = 0; group < 2; group++) {
-            const Philox4 r = dropout_random_bytes(seed, offset, start + 16 * group);
-#pragma unroll
-            for (int q = 0; q < 4; q++) {  // bytes 4q .. 4q + 3 of the group: word q of the call
-                const uint32_t flags = __vcmpgeu4(r.x[q], threshold4) & 0x01010101u;
-                word |= ((flags * 0x01020408u) >> 24) << (16 * group + 4 * q);
-            }
-        }
-        const int quad = lane & ~3;
-#pragma unroll
-        for (int r = 0; r < 2; r++) {
-            const uint32_t half[2] = {__shfl_sync(0xffffffffu, word, quad | (r << 1)),
-                                      __shfl_sync(0xffffffffu, word, quad | (r << 1) | 1)};
-#pragma unroll
-            for (int n = 0; n < 8; n++)  // columns 8n + 2c, 8n + 2c + 1
-                keep[r] |= ((half[n >> 2] >> ((8 * n + 2 * c) & 31)) & 3u) << (2 * n);
-        }
-    } else {  // groups straddle the tiles: one call per element (ragged seq only)
-#pragma unroll
-        for (int r = 0; r < 2; r++)
-#pragma unroll
-            for (int n = 0; n < 8; n++)
-#pragma unroll
-                for (int e = 0; e < 2; e++) {
-                    int j = col0 + n * 8 + 2 * c + e;
-                    uint64_t index = row_index[r] + (uint64_t)(j < seq ? j : 0);
-                    const Philox4 g = dropout_random_bytes(seed, offset, index);
-                    keep[r] |= (uint32_t)(dropout_byte(g, (int)(index & 15)) >= threshold) << (2 * n + e);
-                }
-    }
-}
-
-// The dropout factor (0 or dropout_keep_scale(p)) of row r, n-block n, column 2c + e.
-__device__ __forceinline__ float dropout_factor(const uint32_t (&keep)[2], int r, int n, int e, float keep_scale) {
-    return (keep[r] >> (2 * n + e)) & 1u ? keep_scale : 0.0f;
-}
-
 // ---- forward --------------------------------------------------------------------------------
 // 128 queries per block, 4 warps, each warp 32 query rows: two 16-row m-tiles, so that every
 // K or V fragment a warp loads from shared memory feeds two tensor-core products instead of
@@ -138,69 +55,6 @@ __device__ __forceinline__ float dropout_factor(const uint32_t (&keep)[2], int r
 // keeping it in registers as well would not fit next to the two m-tiles' accumulators.
 static const int FWD_BLOCK_M = 128;
 static const int FWD_MT = 2;  // m-tiles per warp
-
-// The online-softmax step for one m-tile: s holds this tile's scores (16 rows x 64 keys, as
-// fragments); m, l, o the running max (log2 domain), sum and output of rows g and g + 8.
-// Turns s into the probabilities to multiply with V (dropout applied), rescales o.
-template <int D>
-__device__ __forceinline__ void online_softmax_step(float (&s)[8][4], float (&m)[2], float (&l)[2],
-                                                    float (&o)[D / 8][4], const int (&row_i)[2], int k0, int seq,
-                                                    int causal, float scale_log2, float p_drop, float keep_scale,
-                                                    uint64_t drop_bh, uint64_t seed, uint64_t offset) {
-    const int lane = threadIdx.x % 32, c2 = (lane % 4) * 2;
-    // Scale into the log2 domain, mask, and update the running max and sum.
-    float tile_max[2] = {-INFINITY, -INFINITY};
-#pragma unroll
-    for (int n = 0; n < 8; n++)
-#pragma unroll
-        for (int e = 0; e < 4; e++) {
-            int j = k0 + n * 8 + c2 + (e & 1), i = row_i[e / 2];
-            float v = s[n][e] * scale_log2;
-            if (j >= seq || (causal && j > i)) v = -INFINITY;
-            s[n][e] = v;
-            tile_max[e / 2] = fmaxf(tile_max[e / 2], v);
-        }
-    float m_use[2], alpha[2];
-#pragma unroll
-    for (int r = 0; r < 2; r++) {
-        tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 1));
-        tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 2));
-        float m_new = fmaxf(m[r], tile_max[r]);
-        m_use[r] = m_new == -INFINITY ? 0.0f : m_new;  // a fully masked row so far: exp2(-inf) = 0
-        alpha[r] = exp2f(m[r] - m_use[r]);
-        m[r] = m_new;
-    }
-    float row_sum[2] = {0.0f, 0.0f};
-#pragma unroll
-    for (int n = 0; n < 8; n++)
-#pragma unroll
-        for (int e = 0; e < 4; e++) {
-            float p = exp2f(s[n][e] - m_use[e / 2]);
-            s[n][e] = p;
-            row_sum[e / 2] += p;
-        }
-#pragma unroll
-    for (int r = 0; r < 2; r++) {
-        row_sum[r] += __shfl_xor_sync(0xffffffffu, row_sum[r], 1);
-        row_sum[r] += __shfl_xor_sync(0xffffffffu, row_sum[r], 2);
-        l[r] = l[r] * alpha[r] + row_sum[r];  // the normaliser counts dropped keys too
-    }
-#pragma unroll
-    for (int n = 0; n < D / 8; n++) {
-        o[n][0] *= alpha[0], o[n][1] *= alpha[0];
-        o[n][2] *= alpha[1], o[n][3] *= alpha[1];
-    }
-    if (p_drop > 0.0f) {
-        uint32_t keep[2];
-        const uint64_t row_index[2] = {(drop_bh * seq + min(row_i[0], seq - 1)) * seq,
-                                       (drop_bh * seq + min(row_i[1], seq - 1)) * seq};
-        dropout_tile_keep_bits(keep, row_index, k0, seq, seed, offset, p_drop);
-#pragma unroll
-        for (int n = 0; n < 8; n++)
-#pragma unroll
-            for (int e = 0; e < 4; e++) s[n][e] *= dropout_factor(keep, e / 2, n, e & 1, keep_scale);
-    }
-}
 
 template <typename T, int D>
 __global__ void __launch_bounds__(THREADS) flash_forward_kernel(
@@ -231,7 +85,7 @@ __global__ void __launch_bounds__(THREADS) flash_forward_kernel(
     cp_async_commit();
 
     // Rows g and g + 8 of each of the warp's two m-tiles: running max (log2 domain), sum, output.
-    const int g = lane / 4, c2 = (lane % 4) * 2;
+    const int g = lane / 4;
     int row_i[FWD_MT][2];
     float m[FWD_MT][2], l[FWD_MT][2], o[FWD_MT][D / 8][4];
 #pragma unroll
@@ -280,9 +134,12 @@ __global__ void __launch_bounds__(THREADS) flash_forward_kernel(
             }
         }
 #pragma unroll
-        for (int mt = 0; mt < FWD_MT; mt++)
-            online_softmax_step<D>(s[mt], m[mt], l[mt], o[mt], row_i[mt], k0, seq, causal, scale_log2, p_drop,
-                                   keep_scale, drop_bh, seed, offset);
+        for (int mt = 0; mt < FWD_MT; mt++) {
+            float alpha[2];
+            online_softmax_step(s[mt], m[mt], l[mt], alpha, row_i[mt], k0, seq, causal, scale_log2, p_drop,
+                                keep_scale, drop_bh, seed, offset);
+            rescale_output(o[mt], alpha);
+        }
         // O += P V: P's fragments become A fragments directly (16 keys per k-step); each V
         // fragment serves both m-tiles.
 #pragma unroll
@@ -309,23 +166,11 @@ __global__ void __launch_bounds__(THREADS) flash_forward_kernel(
         __syncthreads();  // everyone is done with this buffer before it is refilled
     }
 
-    // ctx = O / l, and the logsumexp ln(sum exp(scaled scores)) = (m + log2 l) ln 2.
     const int64_t token_stride = (int64_t)batch * ctx_row, head_offset = (int64_t)b * ctx_row + (int64_t)h * D;
 #pragma unroll
     for (int mt = 0; mt < FWD_MT; mt++)
-#pragma unroll
-        for (int r = 0; r < 2; r++) {
-            int i = row_i[mt][r];
-            if (i >= seq) continue;
-            float inv = l[mt][r] > 0.0f ? 1.0f / l[mt][r] : 0.0f;
-            T *out = ctx + (int64_t)i * token_stride + head_offset;
-#pragma unroll
-            for (int n = 0; n < D / 8; n++)
-                *reinterpret_cast<uint32_t *>(out + n * 8 + c2) =
-                    pack2<T>(o[mt][n][2 * r] * inv, o[mt][n][2 * r + 1] * inv);
-            if (lane % 4 == 0)
-                lse[(int64_t)bh * seq + i] = l[mt][r] > 0.0f ? (m[mt][r] + log2f(l[mt][r])) / LOG2E : -INFINITY;
-        }
+        write_output_rows<T>(ctx, lse + (int64_t)bh * seq, o[mt], m[mt], l[mt], row_i[mt], seq, token_stride,
+                             head_offset);
 }
 
 // ---- backward -------------------------------------------------------------------------------
@@ -567,9 +412,32 @@ extern "C" const char *flash_attention_unsupported(int head_dim) {
     return head_dim == 64 || head_dim == 128 ? NULL : "the flash-attention kernels support head_dim 64 and 128";
 }
 
+static FlashForwardKernel forward_kernel = FLASH_FORWARD_WGMMA;
+
+extern "C" FlashForwardKernel flash_attention_set_forward_kernel(FlashForwardKernel kernel) {
+    FlashForwardKernel previous = forward_kernel;
+    forward_kernel = kernel;
+    return previous;
+}
+
+// wgmma exists on compute capability 9.0 only (Hopper; later GPUs have other instructions).
+static bool device_has_wgmma(void) {
+    static int major = -1, minor = -1;
+    if (major < 0) {
+        int device;
+        CUDA_CHECK(cudaGetDevice(&device));
+        CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
+        CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device));
+    }
+    return major == 9 && minor == 0;
+}
+
 template <typename T, int D>
-static void forward(const void *qkv, void *ctx, float *lse, int seq, int batch, int heads, int64_t qkv_row,
-                    int64_t ctx_row, float p_drop, int causal, uint64_t seed, uint64_t offset, HeadRange drop) {
+static void forward(const FwdArgs &a) {
+    if (forward_kernel == FLASH_FORWARD_WGMMA && device_has_wgmma()) {
+        flash_forward_wgmma<T, D>(a);
+        return;
+    }
     const size_t smem = (size_t)(FWD_BLOCK_M + 4 * BLOCK_N) * Tile<D>::LD * sizeof(T);
     static bool configured = false;
     if (!configured) {
@@ -577,10 +445,10 @@ static void forward(const void *qkv, void *ctx, float *lse, int seq, int batch, 
                                         (int)smem));
         configured = true;
     }
-    dim3 grid(ceil_div(seq, FWD_BLOCK_M), batch * heads);
-    flash_forward_kernel<T, D><<<grid, THREADS, smem>>>((const T *)qkv, (T *)ctx, lse, seq, batch, heads, qkv_row,
-                                                        ctx_row, 1.0f / sqrtf((float)D), p_drop, causal, seed, offset,
-                                                        drop);
+    dim3 grid(ceil_div(a.seq, FWD_BLOCK_M), a.batch * a.heads);
+    flash_forward_kernel<T, D><<<grid, THREADS, smem>>>((const T *)a.qkv, (T *)a.ctx, a.lse, a.seq, a.batch, a.heads,
+                                                        a.qkv_row, a.ctx_row, 1.0f / sqrtf((float)D), a.p_drop,
+                                                        a.causal, a.seed, a.offset, a.drop);
     CHECK_LAUNCH();
 }
 
@@ -636,8 +504,8 @@ static void backward(const void *qkv, const void *ctx, const void *dctx, const f
 static void forward_any(const void *qkv, int64_t qkv_row, void *ctx, int64_t ctx_row, float *lse, int seq,
                         int batch, int heads, int head_dim, DType dtype, float p_drop, int causal, uint64_t seed,
                         uint64_t offset, HeadRange drop) {
-    DISPATCH_DTYPE(dtype, T, DISPATCH_HEAD_DIM(head_dim, D,
-        forward<T, D>(qkv, ctx, lse, seq, batch, heads, qkv_row, ctx_row, p_drop, causal, seed, offset, drop)));
+    const FwdArgs a = {qkv, ctx, lse, seq, batch, heads, qkv_row, ctx_row, p_drop, causal, seed, offset, drop};
+    DISPATCH_DTYPE(dtype, T, DISPATCH_HEAD_DIM(head_dim, D, forward<T, D>(a)));
 }
 
 static void backward_any(const void *qkv, int64_t qkv_row, const void *ctx, const void *dctx, int64_t ctx_row,

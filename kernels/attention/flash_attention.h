@@ -24,6 +24,13 @@
 extern "C" {
 #endif
 
+// Which forward kernel runs. FLASH_FORWARD_WGMMA (the default): Hopper's warpgroup MMA
+// (flash_forward_wgmma.cu), on GPUs of compute capability 9.0; elsewhere the mma.sync kernel
+// runs instead. FLASH_FORWARD_MMA_SYNC: the FlashAttention-2-style mma.sync kernel, kept so
+// that the tests check both and the benchmark compares them. Returns the previous choice.
+typedef enum { FLASH_FORWARD_WGMMA, FLASH_FORWARD_MMA_SYNC } FlashForwardKernel;
+FlashForwardKernel flash_attention_set_forward_kernel(FlashForwardKernel kernel);
+
 // NULL if the kernels support this head dim, else why not.
 const char *flash_attention_unsupported(int head_dim);
 

@@ -1,6 +1,6 @@
 // Flash attention against the CPU reference: several shapes (seq not a multiple of the
-// 64-wide tiles included), head dims 64 and 128, fp16 and bf16, with and without dropout and
-// the causal mask. Outputs are poisoned with NaN first, so an element the kernels forget to
+// 64- and 128-wide tiles included), head dims 64 and 128, fp16 and bf16, with and without
+// dropout and the causal mask, each through both forward kernels (wgmma and mma.sync). Outputs are poisoned with NaN first, so an element the kernels forget to
 // write fails the test. The dropout mask must match the reference's exactly: a different
 // mask would put the error near 10%, far above the tolerances.
 #include <math.h>
@@ -19,7 +19,9 @@
 static double tol_fwd(DType dt) { return dt == DTYPE_BF16 ? 2e-2 : 3e-3; }
 static double tol_bwd(DType dt) { return dt == DTYPE_BF16 ? 3e-2 : 6e-3; }
 
-static void run_case(DType dt, int seq, int batch, int heads, int d, float p, int causal) {
+static void run_case_with(FlashForwardKernel kernel, DType dt, int seq, int batch, int heads, int d, float p,
+                          int causal) {
+    flash_attention_set_forward_kernel(kernel);
     const int64_t nqkv = (int64_t)seq * batch * heads * 3 * d, nctx = nqkv / 3;
     const uint64_t seed = test_seed(), offset = 3;
     float *qkv = random_floats(nqkv, -2.0f, 2.0f), *dctx = random_floats(nctx, -1.0f, 1.0f);
@@ -40,8 +42,9 @@ static void run_case(DType dt, int seq, int batch, int heads, int d, float p, in
     flash_attention_forward(d_qkv, d_ctx, d_lse, seq, batch, heads, d, dt, p, causal, seed, offset);
     flash_attention_backward(d_qkv, d_ctx, d_dctx, d_lse, d_dqkv, scratch, seq, batch, heads, d, dt, p, causal,
                              seed, offset);
-    print_message(" %s seq %d batch %d heads %d d %d dropout %.1f causal %d\n", dtype_name(dt), seq, batch, heads,
-                  d, p, causal);
+    print_message(" %s forward, %s seq %d batch %d heads %d d %d dropout %.1f causal %d\n",
+                  kernel == FLASH_FORWARD_WGMMA ? "wgmma" : "mma.sync", dtype_name(dt), seq, batch, heads, d, p,
+                  causal);
     float *got = malloc(nqkv * 4);
     dev_download(got, d_ctx, nctx, dt);
     assert_rel_error(got, ctx, nctx, tol_fwd(dt));
@@ -52,6 +55,13 @@ static void run_case(DType dt, int seq, int batch, int heads, int d, float p, in
     assert_rel_error(got, dqkv, nqkv, tol_bwd(dt));
     dev_free(d_qkv), dev_free(d_dctx), dev_free(d_ctx), dev_free(d_dqkv), dev_free(d_lse), dev_free(scratch);
     free(qkv), free(dctx), free(ctx), free(dqkv), free(lse), free(probs), free(tmp), free(got), free(got_lse);
+}
+
+// Both forward kernels (Hopper's wgmma one and the mma.sync one), each followed by the backward.
+static void run_case(DType dt, int seq, int batch, int heads, int d, float p, int causal) {
+    run_case_with(FLASH_FORWARD_WGMMA, dt, seq, batch, heads, d, p, causal);
+    run_case_with(FLASH_FORWARD_MMA_SYNC, dt, seq, batch, heads, d, p, causal);
+    flash_attention_set_forward_kernel(FLASH_FORWARD_WGMMA);
 }
 
 static void test_plain(void **state) {
@@ -84,6 +94,7 @@ static void test_dropout(void **state) {
     run_case(DTYPE_BF16, 150, 2, 2, 128, 0.2f, 0);
     run_case(DTYPE_FP16, 77, 2, 2, 64, 0.1f, 0);  // seq odd: Philox groups straddle the columns
     run_case(DTYPE_BF16, 77, 1, 1, 64, 0.0f, 0);  // an odd number of queries in all
+    run_case(DTYPE_FP16, 520, 1, 2, 128, 0.1f, 1);  // many key tiles, the last one ragged
 }
 
 // Heads [first, first + hl) of a [seq, batch, heads, width] tensor, as a tensor of their own.

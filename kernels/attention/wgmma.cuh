@@ -1,0 +1,126 @@
+// Hopper's warpgroup matrix multiply (wgmma), as thin wrappers over PTX.
+//
+// A warpgroup - 4 consecutive warps, 128 threads - computes D[64 x N] (+)= A[64 x 16] *
+// B[16 x N] in one instruction, asynchronously: wgmmas are issued, grouped by
+// wgmma_commit(), and wgmma_wait<n>() blocks until at most n groups are still running. B
+// (and A, when it is not in registers) is read by the tensor cores straight from shared
+// memory, described by a 64-bit "matrix descriptor"; nothing passes through the threads'
+// registers, which is what lets Hopper's tensor cores run at twice mma.sync's rate.
+//
+// Fragments (warp w of the group, g = lane / 4, c = lane % 4), the same per warp as
+// mma.sync's (mma.cuh), which is what lets a score accumulator become an A operand:
+//   D (float): d[n][0], d[n][1] = D[16w + g][8n + 2c, +1]; d[n][2], d[n][3] = row 16w + g + 8
+//   A (16-bit, in registers): mma.sync's A fragment of rows [16w, 16w + 16)
+//
+// Shared-memory layout used here ("128-byte swizzle"): a tile is stored as panels of 64
+// 16-bit columns (128 bytes per row); in each panel, 16-byte chunk k of row r sits at chunk
+// k ^ (r % 8) of the row, so that the 8 rows of an 8 x 8 core matrix fall in different
+// banks. Panels start at 1024-byte boundaries (8 rows, one swizzle period).
+#ifndef KERNELS_ATTENTION_WGMMA_CUH
+#define KERNELS_ATTENTION_WGMMA_CUH
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <stdint.h>
+
+// Byte offset of (row, 16-byte chunk) in a swizzled panel of 128-byte rows.
+__device__ __forceinline__ uint32_t swizzled_offset(int row, int chunk) {
+    return (uint32_t)(row * 128 + ((chunk ^ (row % 8)) * 16));
+}
+
+// The descriptor of a swizzled operand whose first element is at shared address `addr`.
+// K-major (the reduction dimension contiguous, like Q and K): stride = 1024, the step from
+// one 8-row group to the next; `leading` is unused. MN-major (like V, whose rows are keys,
+// the reduction dimension of P V): leading = the step from one 64-column panel to the next,
+// stride = 1024, the step from one group of 8 keys to the next.
+__device__ __forceinline__ uint64_t wgmma_descriptor(uint32_t addr, uint32_t leading, uint32_t stride) {
+    uint64_t desc = (uint64_t)((addr & 0x3FFFF) >> 4);
+    desc |= (uint64_t)((leading & 0x3FFFF) >> 4) << 16;
+    desc |= (uint64_t)((stride & 0x3FFFF) >> 4) << 32;
+    desc |= (uint64_t)1 << 62;  // 128-byte swizzle
+    return desc;
+}
+
+__device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
+template <int N>
+__device__ __forceinline__ void wgmma_wait() {
+    asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
+}
+
+// Shared memory written by ordinary stores (or cp.async) must be made visible to the tensor
+// cores' "async proxy" before a wgmma reads it.
+__device__ __forceinline__ void fence_shared_for_wgmma() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
+
+// The compiler does not know that a wgmma writes its accumulators later, at wgmma_wait: this
+// empty asm, placed after the wait, keeps it from reading them any earlier.
+template <int NB>
+__device__ __forceinline__ void wgmma_settle(float (&d)[NB][4]) {
+#pragma unroll
+    for (int n = 0; n < NB; n++)
+        asm volatile("" : "+f"(d[n][0]), "+f"(d[n][1]), "+f"(d[n][2]), "+f"(d[n][3])::"memory");
+}
+
+// The accumulator operand lists: N / 2 floats per thread (N = 64: 32, N = 128: 64).
+#define WG_ACC4(n) "+f"(d[n][0]), "+f"(d[n][1]), "+f"(d[n][2]), "+f"(d[n][3])
+#define WG_ACC32 WG_ACC4(0), WG_ACC4(1), WG_ACC4(2), WG_ACC4(3), WG_ACC4(4), WG_ACC4(5), WG_ACC4(6), WG_ACC4(7)
+#define WG_ACC64                                                                                              \
+    WG_ACC32, WG_ACC4(8), WG_ACC4(9), WG_ACC4(10), WG_ACC4(11), WG_ACC4(12), WG_ACC4(13), WG_ACC4(14), \
+        WG_ACC4(15)
+#define WG_REGS32                                                                                            \
+    "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, " \
+    "%22, %23, %24, %25, %26, %27, %28, %29, %30, %31}"
+#define WG_REGS64                                                                                             \
+    "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, "  \
+    "%22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, "   \
+    "%42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, "   \
+    "%62, %63}"
+
+// D[64 x N] += A B, A (K-major) and B (K-major) in shared memory.
+template <typename T, int N>
+__device__ __forceinline__ void wgmma_ss(float (&d)[N / 8][4], uint64_t a_desc, uint64_t b_desc);
+
+// D[64 x N] += A B, A in registers, B in shared memory MN-major ("transposed B").
+template <typename T, int N>
+__device__ __forceinline__ void wgmma_rs_mn(float (&d)[N / 8][4], const uint32_t (&a)[4], uint64_t b_desc);
+
+// The definitions for each type and N. PTX names operands by number: the accumulators are
+// %0 .. %(N/2 - 1) and the other operands follow (A, B, and the "accumulate" predicate's
+// source, always 1: D += A B), so their numbers are spelled out for each N.
+#define WG_DEFINE_SS(TYPE, PTX_TYPE, N, REGS, ACC, A, B, FLAG)                                             \
+    template <>                                                                                          \
+    __device__ __forceinline__ void wgmma_ss<TYPE, N>(float (&d)[N / 8][4], uint64_t a_desc, uint64_t b_desc) { \
+        asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, " FLAG ", 0;\n"                                   \
+                     "wgmma.mma_async.sync.aligned.m64n" #N "k16.f32." PTX_TYPE "." PTX_TYPE " " REGS      \
+                     ", " A ", " B ", p, 1, 1, 0, 0;\n}\n"                                                \
+                     : ACC                                                                               \
+                     : "l"(a_desc), "l"(b_desc), "r"(1));                                       \
+    }
+
+#define WG_DEFINE_RS_MN(TYPE, PTX_TYPE, N, REGS, ACC, A, B, FLAG)                                          \
+    template <>                                                                                          \
+    __device__ __forceinline__ void wgmma_rs_mn<TYPE, N>(float (&d)[N / 8][4], const uint32_t (&a)[4],     \
+                                                         uint64_t b_desc) {                              \
+        asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, " FLAG ", 0;\n"                                   \
+                     "wgmma.mma_async.sync.aligned.m64n" #N "k16.f32." PTX_TYPE "." PTX_TYPE " " REGS      \
+                     ", " A ", " B ", p, 1, 1, 1;\n}\n"                                                   \
+                     : ACC                                                                               \
+                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b_desc), "r"(1));                 \
+    }
+
+WG_DEFINE_SS(__half, "f16", 128, WG_REGS64, WG_ACC64, "%64", "%65", "%66")
+WG_DEFINE_SS(__nv_bfloat16, "bf16", 128, WG_REGS64, WG_ACC64, "%64", "%65", "%66")
+WG_DEFINE_RS_MN(__half, "f16", 128, WG_REGS64, WG_ACC64, "{%64, %65, %66, %67}", "%68", "%69")
+WG_DEFINE_RS_MN(__nv_bfloat16, "bf16", 128, WG_REGS64, WG_ACC64, "{%64, %65, %66, %67}", "%68", "%69")
+WG_DEFINE_RS_MN(__half, "f16", 64, WG_REGS32, WG_ACC32, "{%32, %33, %34, %35}", "%36", "%37")
+WG_DEFINE_RS_MN(__nv_bfloat16, "bf16", 64, WG_REGS32, WG_ACC32, "{%32, %33, %34, %35}", "%36", "%37")
+
+#undef WG_DEFINE_SS
+#undef WG_DEFINE_RS_MN
+#undef WG_ACC4
+#undef WG_ACC32
+#undef WG_ACC64
+#undef WG_REGS32
+#undef WG_REGS64
+
+#endif  // KERNELS_ATTENTION_WGMMA_CUH
