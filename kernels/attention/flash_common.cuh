@@ -106,18 +106,30 @@ __device__ __forceinline__ void online_softmax_step(float (&s)[NB][4], float (&m
                                                     int causal, float scale_log2, float p_drop, float keep_scale,
                                                     uint64_t drop_bh, uint64_t seed, uint64_t offset) {
     const int lane = threadIdx.x % 32, c2 = (lane % 4) * 2;
-    // Scale into the log2 domain, mask, and update the running max and sum.
+    // Scale into the log2 domain, mask, and update the running max and sum. Only tiles that
+    // reach past seq, or past this thread's first row when causal, need the mask (most don't).
     float tile_max[2] = {-INFINITY, -INFINITY};
+    const bool needs_mask = k0 + NB * 8 > seq || (causal && k0 + NB * 8 - 1 > row_i[0]);
+    if (needs_mask) {
 #pragma unroll
-    for (int n = 0; n < NB; n++)
+        for (int n = 0; n < NB; n++)
 #pragma unroll
-        for (int e = 0; e < 4; e++) {
-            int j = k0 + n * 8 + c2 + (e & 1), i = row_i[e / 2];
-            float v = s[n][e] * scale_log2;
-            if (j >= seq || (causal && j > i)) v = -INFINITY;
-            s[n][e] = v;
-            tile_max[e / 2] = fmaxf(tile_max[e / 2], v);
-        }
+            for (int e = 0; e < 4; e++) {
+                int j = k0 + n * 8 + c2 + (e & 1), i = row_i[e / 2];
+                float v = s[n][e] * scale_log2;
+                if (j >= seq || (causal && j > i)) v = -INFINITY;
+                s[n][e] = v;
+                tile_max[e / 2] = fmaxf(tile_max[e / 2], v);
+            }
+    } else {
+#pragma unroll
+        for (int n = 0; n < NB; n++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                s[n][e] *= scale_log2;
+                tile_max[e / 2] = fmaxf(tile_max[e / 2], s[n][e]);
+            }
+    }
     float m_use[2];
 #pragma unroll
     for (int r = 0; r < 2; r++) {

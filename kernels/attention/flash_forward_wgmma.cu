@@ -63,14 +63,7 @@ __global__ void __launch_bounds__(WG_THREADS, 1) flash_forward_wgmma_kernel(cons
     const uint64_t drop_bh = a.drop.global_bh(b, h);
 
     const int kv_end = a.causal ? min(seq, q0 + WG_BLOCK_M) : seq;
-    const int tiles = (kv_end + WG_BLOCK_N - 1) / WG_BLOCK_N;
-
-    load_swizzled<T, D, WG_BLOCK_M>(q_tile, qkv, view, 0, q0, seq);
-    if (tiles > 0) {
-        load_swizzled<T, D, WG_BLOCK_N>(k_tiles, qkv, view, 1, 0, seq);
-        load_swizzled<T, D, WG_BLOCK_N>(v_tiles, qkv, view, 2, 0, seq);
-    }
-    cp_async_commit();
+    const int tiles = (kv_end + WG_BLOCK_N - 1) / WG_BLOCK_N;  // >= 1: q0 < seq
 
     // This thread's rows (g and g + 8 of its warp's 16; warpgroup w has rows [64 w, 64 w + 64)),
     // their running max (log2 domain) and sum, and its part of their output.
@@ -80,26 +73,16 @@ __global__ void __launch_bounds__(WG_THREADS, 1) flash_forward_wgmma_kernel(cons
     float o[D / 8][4];
 #pragma unroll
     for (int n = 0; n < D / 8; n++) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
+    float s[WG_BLOCK_N / 8][4];
+    uint32_t p[WG_BLOCK_N / 16][4];  // the probabilities as A operands, 16 keys each
     const uint32_t q_addr = smem_addr(q_tile) + warpgroup * 64 * 128;  // the warpgroup's rows, in each panel
+    auto k_buffer = [&](int t) { return k_tiles + (t % 2) * KV_BYTES; };
+    auto v_buffer = [&](int t) { return v_tiles + (t % 2) * KV_BYTES; };
 
-    for (int t = 0; t < tiles; t++) {
-        const int k0 = t * WG_BLOCK_N;
-        if (t + 1 < tiles) {  // prefetch the next K/V tiles while this one is used
-            load_swizzled<T, D, WG_BLOCK_N>(k_tiles + ((t + 1) % 2) * KV_BYTES, qkv, view, 1, k0 + WG_BLOCK_N, seq);
-            load_swizzled<T, D, WG_BLOCK_N>(v_tiles + ((t + 1) % 2) * KV_BYTES, qkv, view, 2, k0 + WG_BLOCK_N, seq);
-            cp_async_commit();
-            cp_async_wait<1>();
-        } else {
-            cp_async_wait<0>();
-        }
-        fence_shared_for_wgmma();
-        __syncthreads();
-        const uint32_t k_addr = smem_addr(k_tiles + (t % 2) * KV_BYTES);
-        const uint32_t v_addr = smem_addr(v_tiles + (t % 2) * KV_BYTES);
-
-        // S = Q K^T, 64 x 128 per warpgroup, in d / 16 steps of 16 columns of Q and K: step kk
-        // reads 32 bytes into panel kk / 4 (the hardware applies the swizzle to the address).
-        float s[WG_BLOCK_N / 8][4];
+    // S = Q K_t^T, 64 x 128 per warpgroup, in d / 16 steps of 16 columns of Q and K: step kk
+    // reads 32 bytes into panel kk / 4 (the hardware applies the swizzle to the address).
+    auto issue_scores = [&](int t) {
+        const uint32_t k_addr = smem_addr(k_buffer(t));
 #pragma unroll
         for (int n = 0; n < WG_BLOCK_N / 8; n++) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
         wgmma_fence();
@@ -110,18 +93,19 @@ __global__ void __launch_bounds__(WG_THREADS, 1) flash_forward_wgmma_kernel(cons
                                     wgmma_descriptor(k_addr + (kk / 4) * KV_PANEL + col, 0, 1024));
         }
         wgmma_commit();
-        wgmma_wait<0>();
-        wgmma_settle(s);
-
-        float alpha[2];
-        online_softmax_step(s, m, l, alpha, row_i, k0, seq, a.causal, scale_log2, a.p_drop, keep_scale, drop_bh,
-                            a.seed, a.offset);
-        rescale_output(o, alpha);
-
-        // O += P V: the probabilities of 16 keys at a time become an A operand (register pairs
-        // of the score layout, as in the mma.sync kernel); V's rows are keys, so it is read
-        // "MN-major": step kk starts 16 rows (2048 bytes) further, panels are KV_PANEL apart.
-        uint32_t p[WG_BLOCK_N / 16][4];
+    };
+    // O += P V_t: V's rows are keys, the reduction dimension, so it is read "MN-major": step kk
+    // starts 16 rows (2048 bytes) further, and the panels of 64 columns are KV_PANEL apart.
+    auto issue_output = [&](int t) {
+        const uint32_t v_addr = smem_addr(v_buffer(t));
+        wgmma_fence();
+#pragma unroll
+        for (int kk = 0; kk < WG_BLOCK_N / 16; kk++)
+            wgmma_rs_mn<T, D>(o, p[kk], wgmma_descriptor(v_addr + kk * 16 * 128, KV_PANEL, 1024));
+        wgmma_commit();
+    };
+    // P from the scores: register pairs of the score layout are the A operand's (as mma.sync's).
+    auto pack_probabilities = [&]() {
 #pragma unroll
         for (int kk = 0; kk < WG_BLOCK_N / 16; kk++) {
             p[kk][0] = pack2<T>(s[2 * kk][0], s[2 * kk][1]);
@@ -129,15 +113,60 @@ __global__ void __launch_bounds__(WG_THREADS, 1) flash_forward_wgmma_kernel(cons
             p[kk][2] = pack2<T>(s[2 * kk + 1][0], s[2 * kk + 1][1]);
             p[kk][3] = pack2<T>(s[2 * kk + 1][2], s[2 * kk + 1][3]);
         }
-        wgmma_fence();
-#pragma unroll
-        for (int kk = 0; kk < WG_BLOCK_N / 16; kk++)
-            wgmma_rs_mn<T, D>(o, p[kk], wgmma_descriptor(v_addr + kk * 16 * 128, KV_PANEL, 1024));
-        wgmma_commit();
-        wgmma_wait<0>();
+    };
+    auto softmax = [&](int t, float (&alpha)[2]) {
+        online_softmax_step(s, m, l, alpha, row_i, t * WG_BLOCK_N, seq, a.causal, scale_log2, a.p_drop, keep_scale,
+                            drop_bh, a.seed, a.offset);
+    };
+    // The loads: iteration t reads K_t and V_(t-1), and meanwhile copies K_(t+1) and V_t into
+    // the other buffers (whose previous tiles, K_(t-1) and V_(t-2), iteration t-1 finished).
+    auto load_next = [&](int t) {
+        if (t + 1 < tiles) load_swizzled<T, D, WG_BLOCK_N>(k_buffer(t + 1), qkv, view, 1, (t + 1) * WG_BLOCK_N, seq);
+        load_swizzled<T, D, WG_BLOCK_N>(v_buffer(t), qkv, view, 2, t * WG_BLOCK_N, seq);
+        cp_async_commit();
+    };
+
+    // Tile 0: only its scores.
+    load_swizzled<T, D, WG_BLOCK_M>(q_tile, qkv, view, 0, q0, seq);
+    load_swizzled<T, D, WG_BLOCK_N>(k_buffer(0), qkv, view, 1, 0, seq);
+    cp_async_commit();
+    load_next(0);
+    cp_async_wait<1>();  // Q and K_0
+    fence_shared_for_wgmma();
+    __syncthreads();
+    issue_scores(0);
+    wgmma_wait<0>();
+    wgmma_settle(s);
+    float alpha[2];
+    softmax(0, alpha);  // o is still zero: nothing to rescale
+    pack_probabilities();
+
+    // Tile t: the scores of t and the output of t - 1 are issued together, so the tensor cores
+    // work on P_(t-1) V_(t-1) while this warpgroup runs the softmax of tile t (FlashAttention-3's
+    // overlap within a warpgroup). o may be rescaled only once that product has landed.
+    for (int t = 1; t < tiles; t++) {
+        cp_async_wait<0>();  // K_t and V_(t-1)
+        fence_shared_for_wgmma();
+        __syncthreads();  // everyone's copies landed; everyone finished iteration t - 1
+        load_next(t);
+        issue_scores(t);
+        issue_output(t - 1);
+        wgmma_wait<1>();  // the scores
+        wgmma_settle(s);
+        softmax(t, alpha);
+        wgmma_wait<0>();  // the output
         wgmma_settle(o);
-        __syncthreads();  // everyone is done with this buffer before it is refilled
+        wgmma_settle(p);  // P_(t-1)'s registers stay untouched until its product has landed
+        rescale_output(o, alpha);
+        pack_probabilities();
     }
+    cp_async_wait<0>();  // the last V
+    fence_shared_for_wgmma();
+    __syncthreads();
+    issue_output(tiles - 1);
+    wgmma_wait<0>();
+    wgmma_settle(o);
+    wgmma_settle(p);
 
     const int64_t token_stride = (int64_t)a.batch * a.ctx_row;
     const int64_t head_offset = (int64_t)b * a.ctx_row + (int64_t)h * D;

@@ -61,6 +61,14 @@ __device__ __forceinline__ void wgmma_settle(float (&d)[NB][4]) {
         asm volatile("" : "+f"(d[n][0]), "+f"(d[n][1]), "+f"(d[n][2]), "+f"(d[n][3])::"memory");
 }
 
+// The same for A operands in registers: the compiler must not reuse them while the wgmma
+// that reads them is still running.
+template <int NK>
+__device__ __forceinline__ void wgmma_settle(uint32_t (&a)[NK][4]) {
+#pragma unroll
+    for (int k = 0; k < NK; k++) asm volatile("" : "+r"(a[k][0]), "+r"(a[k][1]), "+r"(a[k][2]), "+r"(a[k][3])::"memory");
+}
+
 // The accumulator operand lists: N / 2 floats per thread (N = 64: 32, N = 128: 64).
 #define WG_ACC4(n) "+f"(d[n][0]), "+f"(d[n][1]), "+f"(d[n][2]), "+f"(d[n][3])
 #define WG_ACC32 WG_ACC4(0), WG_ACC4(1), WG_ACC4(2), WG_ACC4(3), WG_ACC4(4), WG_ACC4(5), WG_ACC4(6), WG_ACC4(7)
