@@ -412,11 +412,11 @@ extern "C" const char *flash_attention_unsupported(int head_dim) {
     return head_dim == 64 || head_dim == 128 ? NULL : "the flash-attention kernels support head_dim 64 and 128";
 }
 
-static FlashForwardKernel forward_kernel = FLASH_FORWARD_WGMMA;
+static FlashKernels kernels_in_use = FLASH_KERNELS_WGMMA;
 
-extern "C" FlashForwardKernel flash_attention_set_forward_kernel(FlashForwardKernel kernel) {
-    FlashForwardKernel previous = forward_kernel;
-    forward_kernel = kernel;
+extern "C" FlashKernels flash_attention_set_kernels(FlashKernels kernels) {
+    FlashKernels previous = kernels_in_use;
+    kernels_in_use = kernels;
     return previous;
 }
 
@@ -432,9 +432,11 @@ static bool device_has_wgmma(void) {
     return major == 9 && minor == 0;
 }
 
+static bool use_wgmma(void) { return kernels_in_use == FLASH_KERNELS_WGMMA && device_has_wgmma(); }
+
 template <typename T, int D>
 static void forward(const FwdArgs &a) {
-    if (forward_kernel == FLASH_FORWARD_WGMMA && device_has_wgmma()) {
+    if (use_wgmma()) {
         flash_forward_wgmma<T, D>(a);
         return;
     }
@@ -459,6 +461,11 @@ static size_t dsum_floats(int seq, int batch, int heads) {
 }
 
 template <typename T, int D>
+static void backward_mma_sync(const void *qkv, const void *dctx, const float *lse, const float *dsum, float *dq_accum,
+                              void *dqkv, int seq, int batch, int heads, int64_t qkv_row, int64_t ctx_row,
+                              float p_drop, int causal, uint64_t seed, uint64_t offset, HeadRange drop);
+
+template <typename T, int D>
 static void backward(const void *qkv, const void *ctx, const void *dctx, const float *lse, void *dqkv,
                      void *scratch, int seq, int batch, int heads, int64_t qkv_row, int64_t ctx_row, float p_drop,
                      int causal, uint64_t seed, uint64_t offset, HeadRange drop) {
@@ -468,6 +475,23 @@ static void backward(const void *qkv, const void *ctx, const void *dctx, const f
     flash_backward_prepare_kernel<T, D><<<ceil_div((int64_t)rows * 32, 256), 256>>>(
         (const T *)ctx, (const T *)dctx, dsum, dq_accum, seq, batch, heads, ctx_row);
     CHECK_LAUNCH();
+    if (D == 128 && use_wgmma()) {
+        const BwdArgs a = {qkv,   dctx,   lse,     dsum,   dq_accum, dqkv, seq,    batch, heads,
+                           qkv_row, ctx_row, p_drop, causal, seed,     offset, drop};
+        flash_backward_wgmma_d128<T>(a);
+    } else {
+        backward_mma_sync<T, D>(qkv, dctx, lse, dsum, dq_accum, dqkv, seq, batch, heads, qkv_row, ctx_row, p_drop,
+                                causal, seed, offset, drop);
+    }
+    int64_t total = (int64_t)rows * D;
+    flash_backward_dq_kernel<T, D><<<ceil_div(total, 256), 256>>>(dq_accum, (T *)dqkv, seq, batch, heads, qkv_row);
+    CHECK_LAUNCH();
+}
+
+template <typename T, int D>
+static void backward_mma_sync(const void *qkv, const void *dctx, const float *lse, const float *dsum, float *dq_accum,
+                              void *dqkv, int seq, int batch, int heads, int64_t qkv_row, int64_t ctx_row,
+                              float p_drop, int causal, uint64_t seed, uint64_t offset, HeadRange drop) {
     constexpr int BWD_BLOCK_N = BwdTile<D>::BLOCK_N;
     const size_t smem = (size_t)(2 * BWD_BLOCK_N + 2 * BLOCK_M) * Tile<D>::LD * sizeof(T) +
                         (size_t)2 * BLOCK_M * (BWD_BLOCK_N + 8) * sizeof(T) + 2 * BLOCK_M * sizeof(float);
@@ -481,9 +505,6 @@ static void backward(const void *qkv, const void *ctx, const void *dctx, const f
     flash_backward_kernel<T, D><<<grid, BwdTile<D>::THREADS, smem>>>((const T *)qkv, (const T *)dctx, lse, dsum, dq_accum,
                                                          (T *)dqkv, seq, batch, heads, qkv_row, ctx_row,
                                                          1.0f / sqrtf((float)D), p_drop, causal, seed, offset, drop);
-    CHECK_LAUNCH();
-    int64_t total = (int64_t)rows * D;
-    flash_backward_dq_kernel<T, D><<<ceil_div(total, 256), 256>>>(dq_accum, (T *)dqkv, seq, batch, heads, qkv_row);
     CHECK_LAUNCH();
 }
 

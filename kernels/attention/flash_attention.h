@@ -24,12 +24,13 @@
 extern "C" {
 #endif
 
-// Which forward kernel runs. FLASH_FORWARD_WGMMA (the default): Hopper's warpgroup MMA
-// (flash_forward_wgmma.cu), on GPUs of compute capability 9.0; elsewhere the mma.sync kernel
-// runs instead. FLASH_FORWARD_MMA_SYNC: the FlashAttention-2-style mma.sync kernel, kept so
-// that the tests check both and the benchmark compares them. Returns the previous choice.
-typedef enum { FLASH_FORWARD_WGMMA, FLASH_FORWARD_MMA_SYNC } FlashForwardKernel;
-FlashForwardKernel flash_attention_set_forward_kernel(FlashForwardKernel kernel);
+// Which kernels run. FLASH_KERNELS_WGMMA (the default): Hopper's warpgroup MMA
+// (flash_forward_wgmma.cu; flash_backward_wgmma.cu at head dim 128) on GPUs of compute
+// capability 9.0; elsewhere, and for the backward at head dim 64, the mma.sync kernels.
+// FLASH_KERNELS_MMA_SYNC: the FlashAttention-2-style mma.sync kernels (flash_attention.cu),
+// kept so that the tests check both and the benchmark compares them. Returns the previous.
+typedef enum { FLASH_KERNELS_WGMMA, FLASH_KERNELS_MMA_SYNC } FlashKernels;
+FlashKernels flash_attention_set_kernels(FlashKernels kernels);
 
 // NULL if the kernels support this head dim, else why not.
 const char *flash_attention_unsupported(int head_dim);

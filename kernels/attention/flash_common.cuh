@@ -9,6 +9,7 @@
 
 #include "common/philox.h"
 #include "kernels/attention/mma.cuh"
+#include "kernels/attention/wgmma.cuh"
 
 
 static const float LOG2E = 1.4426950408889634f;
@@ -32,6 +33,20 @@ struct HeadRange {
         return (uint64_t)b * total + first + h;
     }
 };
+
+// Copies rows [row0, row0 + ROWS) of a [seq x D] matrix whose row i starts at x + i * stride
+// (a head's q, k or v in the fused QKV tensor, or its ctx) into a 128-byte-swizzled tile
+// for the wgmma kernels (wgmma.cuh), with NTHREADS threads; rows at or past seq become zeros.
+// Consecutive threads copy consecutive 16 bytes of a row.
+template <typename T, int D, int ROWS, int NTHREADS>
+__device__ __forceinline__ void load_swizzled(unsigned char *tile, const T *x, int64_t stride, int row0, int seq) {
+    constexpr int CHUNKS = D / 8;  // 16-byte chunks per row, 8 per 64-column panel
+    for (int c = threadIdx.x; c < ROWS * CHUNKS; c += NTHREADS) {
+        const int r = c / CHUNKS, chunk = c % CHUNKS, row = row0 + r;
+        const T *src = x + (int64_t)(row < seq ? row : 0) * stride + chunk * 8;
+        cp_async_16(tile + (chunk / 8) * ROWS * 128 + swizzled_offset(r, chunk % 8), src, row < seq);
+    }
+}
 
 // Which of the probabilities this thread holds in a 16 x 64 tile are kept by dropout: rows g
 // and g + 8 (r = 0, 1), n-blocks n = 0..7, columns 2c and 2c + 1 of each; bit 2n + e of
@@ -218,5 +233,25 @@ struct FwdArgs {
 // Hopper's forward kernel (flash_forward_wgmma.cu), for T = __half or __nv_bfloat16, D = 64 or 128.
 template <typename T, int D>
 void flash_forward_wgmma(const FwdArgs &a);
+
+// A backward launch: q, k, v from qkv and dO from dctx as in the forward, lse from the
+// forward, dsum = rowsum(dO * O) per query, dq_accum the (zeroed) float accumulator of dQ;
+// writes dK and dV into dqkv (its dQ part is left to the caller).
+struct BwdArgs {
+    const void *qkv, *dctx;
+    const float *lse, *dsum;
+    float *dq_accum;
+    void *dqkv;
+    int seq, batch, heads;
+    int64_t qkv_row, ctx_row;
+    float p_drop;
+    int causal;
+    uint64_t seed, offset;
+    HeadRange drop;
+};
+
+// Hopper's backward kernel (flash_backward_wgmma.cu), for head dim 128.
+template <typename T>
+void flash_backward_wgmma_d128(const BwdArgs &a);
 
 #endif  // KERNELS_ATTENTION_FLASH_COMMON_CUH

@@ -30,19 +30,6 @@ constexpr int tile_bytes(int rows) {
     return rows * D * 2;
 }
 
-// Copies rows [row0, row0 + ROWS) of one part (q, k or v) of a head into a swizzled tile;
-// rows at or past seq become zeros. Consecutive threads copy consecutive 16 bytes of a row.
-template <typename T, int D, int ROWS>
-__device__ __forceinline__ void load_swizzled(unsigned char *tile, const T *qkv, const QkvView &view, int part,
-                                              int row0, int seq) {
-    constexpr int CHUNKS = D / 8;  // 16-byte chunks per row, 8 per panel
-    for (int c = threadIdx.x; c < ROWS * CHUNKS; c += WG_THREADS) {
-        const int r = c / CHUNKS, chunk = c % CHUNKS, row = row0 + r;
-        const T *src = qkv + view.at(row < seq ? row : 0, part, D) + chunk * 8;
-        cp_async_16(tile + (chunk / 8) * ROWS * 128 + swizzled_offset(r, chunk % 8), src, row < seq);
-    }
-}
-
 template <typename T, int D>
 __global__ void __launch_bounds__(WG_THREADS, 1) flash_forward_wgmma_kernel(const FwdArgs a, float scale) {
     constexpr int Q_PANEL = WG_BLOCK_M * 128, KV_PANEL = WG_BLOCK_N * 128;  // bytes per 64-column panel
@@ -120,15 +107,18 @@ __global__ void __launch_bounds__(WG_THREADS, 1) flash_forward_wgmma_kernel(cons
     };
     // The loads: iteration t reads K_t and V_(t-1), and meanwhile copies K_(t+1) and V_t into
     // the other buffers (whose previous tiles, K_(t-1) and V_(t-2), iteration t-1 finished).
+    const T *k_rows = qkv + view.at(0, 1, D), *v_rows = qkv + view.at(0, 2, D);
     auto load_next = [&](int t) {
-        if (t + 1 < tiles) load_swizzled<T, D, WG_BLOCK_N>(k_buffer(t + 1), qkv, view, 1, (t + 1) * WG_BLOCK_N, seq);
-        load_swizzled<T, D, WG_BLOCK_N>(v_buffer(t), qkv, view, 2, t * WG_BLOCK_N, seq);
+        if (t + 1 < tiles)
+            load_swizzled<T, D, WG_BLOCK_N, WG_THREADS>(k_buffer(t + 1), k_rows, view.token_stride, (t + 1) * WG_BLOCK_N,
+                                                        seq);
+        load_swizzled<T, D, WG_BLOCK_N, WG_THREADS>(v_buffer(t), v_rows, view.token_stride, t * WG_BLOCK_N, seq);
         cp_async_commit();
     };
 
     // Tile 0: only its scores.
-    load_swizzled<T, D, WG_BLOCK_M>(q_tile, qkv, view, 0, q0, seq);
-    load_swizzled<T, D, WG_BLOCK_N>(k_buffer(0), qkv, view, 1, 0, seq);
+    load_swizzled<T, D, WG_BLOCK_M, WG_THREADS>(q_tile, qkv + view.at(0, 0, D), view.token_stride, q0, seq);
+    load_swizzled<T, D, WG_BLOCK_N, WG_THREADS>(k_buffer(0), qkv + view.at(0, 1, D), view.token_stride, 0, seq);
     cp_async_commit();
     load_next(0);
     cp_async_wait<1>();  // Q and K_0

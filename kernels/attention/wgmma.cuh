@@ -84,25 +84,27 @@ __device__ __forceinline__ void wgmma_settle(uint32_t (&a)[NK][4]) {
     "%42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, "   \
     "%62, %63}"
 
-// D[64 x N] += A B, A (K-major) and B (K-major) in shared memory.
-template <typename T, int N>
+// D[64 x N] += A B, A and B in shared memory, each K-major (TRANS = 0: the reduction
+// dimension contiguous) or MN-major (TRANS = 1, "transposed").
+template <typename T, int N, int TRANS_A = 0, int TRANS_B = 0>
 __device__ __forceinline__ void wgmma_ss(float (&d)[N / 8][4], uint64_t a_desc, uint64_t b_desc);
 
 // D[64 x N] += A B, A in registers, B in shared memory MN-major ("transposed B").
 template <typename T, int N>
 __device__ __forceinline__ void wgmma_rs_mn(float (&d)[N / 8][4], const uint32_t (&a)[4], uint64_t b_desc);
 
-// The definitions for each type and N. PTX names operands by number: the accumulators are
-// %0 .. %(N/2 - 1) and the other operands follow (A, B, and the "accumulate" predicate's
-// source, always 1: D += A B), so their numbers are spelled out for each N.
-#define WG_DEFINE_SS(TYPE, PTX_TYPE, N, REGS, ACC, A, B, FLAG)                                             \
+// The definitions for each type, N and layout. PTX names operands by number: the
+// accumulators are %0 .. %(N/2 - 1) and the other operands follow (A, B, and the
+// "accumulate" predicate's source, always 1: D += A B), so their numbers are spelled out.
+#define WG_DEFINE_SS(TYPE, PTX_TYPE, N, TA, TB, REGS, ACC, A, B, FLAG)                                      \
     template <>                                                                                          \
-    __device__ __forceinline__ void wgmma_ss<TYPE, N>(float (&d)[N / 8][4], uint64_t a_desc, uint64_t b_desc) { \
+    __device__ __forceinline__ void wgmma_ss<TYPE, N, TA, TB>(float (&d)[N / 8][4], uint64_t a_desc,       \
+                                                              uint64_t b_desc) {                         \
         asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, " FLAG ", 0;\n"                                   \
                      "wgmma.mma_async.sync.aligned.m64n" #N "k16.f32." PTX_TYPE "." PTX_TYPE " " REGS      \
-                     ", " A ", " B ", p, 1, 1, 0, 0;\n}\n"                                                \
+                     ", " A ", " B ", p, 1, 1, " #TA ", " #TB ";\n}\n"                                     \
                      : ACC                                                                               \
-                     : "l"(a_desc), "l"(b_desc), "r"(1));                                       \
+                     : "l"(a_desc), "l"(b_desc), "r"(1));                                                \
     }
 
 #define WG_DEFINE_RS_MN(TYPE, PTX_TYPE, N, REGS, ACC, A, B, FLAG)                                          \
@@ -116,13 +118,20 @@ __device__ __forceinline__ void wgmma_rs_mn(float (&d)[N / 8][4], const uint32_t
                      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b_desc), "r"(1));                 \
     }
 
-WG_DEFINE_SS(__half, "f16", 128, WG_REGS64, WG_ACC64, "%64", "%65", "%66")
-WG_DEFINE_SS(__nv_bfloat16, "bf16", 128, WG_REGS64, WG_ACC64, "%64", "%65", "%66")
-WG_DEFINE_RS_MN(__half, "f16", 128, WG_REGS64, WG_ACC64, "{%64, %65, %66, %67}", "%68", "%69")
-WG_DEFINE_RS_MN(__nv_bfloat16, "bf16", 128, WG_REGS64, WG_ACC64, "{%64, %65, %66, %67}", "%68", "%69")
-WG_DEFINE_RS_MN(__half, "f16", 64, WG_REGS32, WG_ACC32, "{%32, %33, %34, %35}", "%36", "%37")
-WG_DEFINE_RS_MN(__nv_bfloat16, "bf16", 64, WG_REGS32, WG_ACC32, "{%32, %33, %34, %35}", "%36", "%37")
+// Forward: S = Q K^T (N = 128 keys), O += P V (N = d).
+#define WG_DEFINE_ALL(TYPE, PTX_TYPE)                                                                       \
+    WG_DEFINE_SS(TYPE, PTX_TYPE, 128, 0, 0, WG_REGS64, WG_ACC64, "%64", "%65", "%66")                        \
+    WG_DEFINE_RS_MN(TYPE, PTX_TYPE, 128, WG_REGS64, WG_ACC64, "{%64, %65, %66, %67}", "%68", "%69")          \
+    WG_DEFINE_RS_MN(TYPE, PTX_TYPE, 64, WG_REGS32, WG_ACC32, "{%32, %33, %34, %35}", "%36", "%37")           \
+    /* Backward: S and dP (N = 64 keys), dV and dK (A and B transposed), dQ (B transposed). */             \
+    WG_DEFINE_SS(TYPE, PTX_TYPE, 64, 0, 0, WG_REGS32, WG_ACC32, "%32", "%33", "%34")                         \
+    WG_DEFINE_SS(TYPE, PTX_TYPE, 128, 1, 1, WG_REGS64, WG_ACC64, "%64", "%65", "%66")                        \
+    WG_DEFINE_SS(TYPE, PTX_TYPE, 64, 0, 1, WG_REGS32, WG_ACC32, "%32", "%33", "%34")
 
+WG_DEFINE_ALL(__half, "f16")
+WG_DEFINE_ALL(__nv_bfloat16, "bf16")
+
+#undef WG_DEFINE_ALL
 #undef WG_DEFINE_SS
 #undef WG_DEFINE_RS_MN
 #undef WG_ACC4

@@ -1,7 +1,8 @@
 // Flash attention against the CPU reference: several shapes (seq not a multiple of the
 // 64- and 128-wide tiles included), head dims 64 and 128, fp16 and bf16, with and without
-// dropout and the causal mask, each through both forward kernels (wgmma and mma.sync). Outputs are poisoned with NaN first, so an element the kernels forget to
-// write fails the test. The dropout mask must match the reference's exactly: a different
+// dropout and the causal mask, each through both sets of kernels (Hopper's wgmma ones and
+// the mma.sync ones). Outputs are poisoned with NaN first, so an element the kernels forget
+// to write fails the test. The dropout mask must match the reference's exactly: a different
 // mask would put the error near 10%, far above the tolerances.
 #include <math.h>
 #include <stdlib.h>
@@ -19,9 +20,9 @@
 static double tol_fwd(DType dt) { return dt == DTYPE_BF16 ? 2e-2 : 3e-3; }
 static double tol_bwd(DType dt) { return dt == DTYPE_BF16 ? 3e-2 : 6e-3; }
 
-static void run_case_with(FlashForwardKernel kernel, DType dt, int seq, int batch, int heads, int d, float p,
+static void run_case_with(FlashKernels kernels, DType dt, int seq, int batch, int heads, int d, float p,
                           int causal) {
-    flash_attention_set_forward_kernel(kernel);
+    flash_attention_set_kernels(kernels);
     const int64_t nqkv = (int64_t)seq * batch * heads * 3 * d, nctx = nqkv / 3;
     const uint64_t seed = test_seed(), offset = 3;
     float *qkv = random_floats(nqkv, -2.0f, 2.0f), *dctx = random_floats(nctx, -1.0f, 1.0f);
@@ -42,8 +43,8 @@ static void run_case_with(FlashForwardKernel kernel, DType dt, int seq, int batc
     flash_attention_forward(d_qkv, d_ctx, d_lse, seq, batch, heads, d, dt, p, causal, seed, offset);
     flash_attention_backward(d_qkv, d_ctx, d_dctx, d_lse, d_dqkv, scratch, seq, batch, heads, d, dt, p, causal,
                              seed, offset);
-    print_message(" %s forward, %s seq %d batch %d heads %d d %d dropout %.1f causal %d\n",
-                  kernel == FLASH_FORWARD_WGMMA ? "wgmma" : "mma.sync", dtype_name(dt), seq, batch, heads, d, p,
+    print_message(" %s kernels, %s seq %d batch %d heads %d d %d dropout %.1f causal %d\n",
+                  kernels == FLASH_KERNELS_WGMMA ? "wgmma" : "mma.sync", dtype_name(dt), seq, batch, heads, d, p,
                   causal);
     float *got = malloc(nqkv * 4);
     dev_download(got, d_ctx, nctx, dt);
@@ -57,11 +58,11 @@ static void run_case_with(FlashForwardKernel kernel, DType dt, int seq, int batc
     free(qkv), free(dctx), free(ctx), free(dqkv), free(lse), free(probs), free(tmp), free(got), free(got_lse);
 }
 
-// Both forward kernels (Hopper's wgmma one and the mma.sync one), each followed by the backward.
+// Both sets of kernels: wgmma (on a GPU that has it) and mma.sync.
 static void run_case(DType dt, int seq, int batch, int heads, int d, float p, int causal) {
-    run_case_with(FLASH_FORWARD_WGMMA, dt, seq, batch, heads, d, p, causal);
-    run_case_with(FLASH_FORWARD_MMA_SYNC, dt, seq, batch, heads, d, p, causal);
-    flash_attention_set_forward_kernel(FLASH_FORWARD_WGMMA);
+    run_case_with(FLASH_KERNELS_WGMMA, dt, seq, batch, heads, d, p, causal);
+    run_case_with(FLASH_KERNELS_MMA_SYNC, dt, seq, batch, heads, d, p, causal);
+    flash_attention_set_kernels(FLASH_KERNELS_WGMMA);
 }
 
 static void test_plain(void **state) {

@@ -1,0 +1,211 @@
+// Flash attention backward on Hopper's warpgroup MMA (wgmma), head dim 128: the same
+// algorithm as the mma.sync backward in flash_attention.cu (FlashAttention-2's), with the five
+// matrix products done by wgmmas reading their operands from 128-byte-swizzled shared memory
+// (wgmma.cuh) instead of by warps loading fragments into registers.
+//
+// Block: 128 keys of one head, two warpgroups; warpgroup w owns keys [64 w, 64 w + 64) and
+// keeps their dK and dV in registers while the block walks over the queries, 64 at a time.
+// Per query tile, warpgroup w:
+//   S  = Q K_w^T, dP = dO V_w^T        64 queries x 64 keys, Q, K, dO, V all K-major
+//   P, dS in registers (as the mma.sync kernel), then stored to shared memory
+//   dV_w += P_w^T dO, dK_w += dS_w^T Q   A read transposed (keys are P's contiguous dimension)
+//   dQ[:, 64 w, + 64] = dS K            over all 128 keys (both warpgroups' dS), added into
+//                                       the float accumulator with atomics
+// The next query tile's Q and dO are copied (cp.async) while this one is used.
+#include "common/cuda_check.h"
+#include "kernels/attention/flash_common.cuh"
+#include "kernels/attention/wgmma.cuh"
+#include "kernels/device_utils.cuh"
+
+namespace {
+
+constexpr int D = 128;
+constexpr int BW_BLOCK_N = 128;  // keys per block
+constexpr int BW_BLOCK_M = 64;   // queries per step
+constexpr int BW_THREADS = 256;  // two warpgroups
+
+constexpr int KV_PANEL = BW_BLOCK_N * 128;  // bytes of a 64-column panel of K or V (128 rows)
+constexpr int QO_PANEL = BW_BLOCK_M * 128;  // ... of Q or dO (64 rows)
+constexpr int PS_PANEL = BW_BLOCK_M * 128;  // ... of P or dS: 64 queries x one warpgroup's 64 keys
+constexpr int KV_BYTES = 2 * KV_PANEL, QO_BYTES = 2 * QO_PANEL, PS_BYTES = 2 * PS_PANEL;
+constexpr size_t SMEM_BYTES = 2 * KV_BYTES + 4 * QO_BYTES + 2 * PS_BYTES + 1024;  // + alignment room
+
+template <typename T>
+__global__ void __launch_bounds__(BW_THREADS, 1) flash_backward_wgmma_kernel(const BwdArgs a, float scale) {
+    extern __shared__ unsigned char smem_raw[];
+    unsigned char *k_tile = smem_raw + ((1024 - (smem_addr(smem_raw) & 1023)) & 1023);
+    unsigned char *v_tile = k_tile + KV_BYTES;
+    unsigned char *q_tiles = v_tile + KV_BYTES;     // two buffers
+    unsigned char *do_tiles = q_tiles + 2 * QO_BYTES;  // two buffers
+    unsigned char *p_tile = do_tiles + 2 * QO_BYTES;   // dropped probabilities, [query][key]
+    unsigned char *ds_tile = p_tile + PS_BYTES;        // dS, [query][key]
+
+    const T *qkv = static_cast<const T *>(a.qkv), *dctx = static_cast<const T *>(a.dctx);
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, warpgroup = warp / 4, wq = warp % 4;
+    const int g = lane / 4, c = lane % 4;
+    const int bh = blockIdx.y, b = bh / a.heads, h = bh % a.heads, seq = a.seq;
+    const int k0 = blockIdx.x * BW_BLOCK_N;
+    const int key0 = k0 + 64 * warpgroup;  // this warpgroup's first key
+    const QkvView view = {(int64_t)a.batch * a.qkv_row, (int64_t)b * a.qkv_row + (int64_t)h * 3 * D};
+    const int64_t ctx_stride = (int64_t)a.batch * a.ctx_row, ctx_offset = (int64_t)b * a.ctx_row + (int64_t)h * D;
+    const float scale_log2 = scale * LOG2E;
+    const float keep_scale = dropout_keep_scale(a.p_drop);
+    const T *q_rows = qkv + view.at(0, 0, D), *do_rows = dctx + ctx_offset;
+
+    load_swizzled<T, D, BW_BLOCK_N, BW_THREADS>(k_tile, qkv + view.at(0, 1, D), view.token_stride, k0, seq);
+    load_swizzled<T, D, BW_BLOCK_N, BW_THREADS>(v_tile, qkv + view.at(0, 2, D), view.token_stride, k0, seq);
+    const int m_start = a.causal ? (k0 / BW_BLOCK_M) * BW_BLOCK_M : 0;
+    load_swizzled<T, D, BW_BLOCK_M, BW_THREADS>(q_tiles, q_rows, view.token_stride, m_start, seq);
+    load_swizzled<T, D, BW_BLOCK_M, BW_THREADS>(do_tiles, do_rows, ctx_stride, m_start, seq);
+    cp_async_commit();
+
+    // dK and dV of keys key0 + 16 wq + g (+ 8): wgmma accumulators of 64 keys x 128 columns.
+    float dk[D / 8][4], dv[D / 8][4];
+#pragma unroll
+    for (int n = 0; n < D / 8; n++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) dk[n][e] = dv[n][e] = 0.0f;
+
+    const uint32_t k_addr = smem_addr(k_tile), v_addr = smem_addr(v_tile);
+    const uint32_t p_addr = smem_addr(p_tile), ds_addr = smem_addr(ds_tile);
+    int step = 0;
+    for (int q0 = m_start; q0 < seq; q0 += BW_BLOCK_M, step++) {
+        cp_async_wait<0>();
+        fence_shared_for_wgmma();
+        __syncthreads();  // this tile landed; everyone is done with the previous one
+        if (q0 + BW_BLOCK_M < seq) {
+            const int next = (step + 1) % 2;
+            load_swizzled<T, D, BW_BLOCK_M, BW_THREADS>(q_tiles + next * QO_BYTES, q_rows, view.token_stride,
+                                                        q0 + BW_BLOCK_M, seq);
+            load_swizzled<T, D, BW_BLOCK_M, BW_THREADS>(do_tiles + next * QO_BYTES, do_rows, ctx_stride,
+                                                        q0 + BW_BLOCK_M, seq);
+            cp_async_commit();
+        }
+        const uint32_t q_addr = smem_addr(q_tiles + (step % 2) * QO_BYTES);
+        const uint32_t do_addr = smem_addr(do_tiles + (step % 2) * QO_BYTES);
+
+        // S = Q K_w^T and dP = dO V_w^T: step kk takes 16 of the 128 columns (panel kk / 4);
+        // the warpgroup's keys start 64 rows (8192 bytes) into each panel of K and V.
+        float s[8][4], dp[8][4];
+#pragma unroll
+        for (int n = 0; n < 8; n++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) s[n][e] = dp[n][e] = 0.0f;
+        wgmma_fence();
+#pragma unroll
+        for (int kk = 0; kk < D / 16; kk++) {
+            const uint32_t qo = (kk / 4) * QO_PANEL + (kk % 4) * 32;
+            const uint32_t kv = (kk / 4) * KV_PANEL + warpgroup * 64 * 128 + (kk % 4) * 32;
+            wgmma_ss<T, 64>(s, wgmma_descriptor(q_addr + qo, 0, 1024), wgmma_descriptor(k_addr + kv, 0, 1024));
+            wgmma_ss<T, 64>(dp, wgmma_descriptor(do_addr + qo, 0, 1024), wgmma_descriptor(v_addr + kv, 0, 1024));
+        }
+        wgmma_commit();
+        wgmma_wait<0>();
+        wgmma_settle(s);
+        wgmma_settle(dp);
+
+        // P = exp(S scale - lse); Pd = P * mask; dS = P * (dP * mask - Dsum): this thread's
+        // queries 16 wq + g (+ 8) and keys 8n + 2c (+ 1) of the warpgroup's 64, stored as
+        // 16-bit pairs into the warpgroup's panel of the P and dS tiles.
+        uint32_t keep[2] = {0, 0};
+        if (a.p_drop > 0.0f) {
+            const uint64_t dbh = a.drop.global_bh(b, h);
+            const uint64_t row_index[2] = {(dbh * seq + min(q0 + 16 * wq + g, seq - 1)) * seq,
+                                           (dbh * seq + min(q0 + 16 * wq + g + 8, seq - 1)) * seq};
+            dropout_tile_keep_bits(keep, row_index, key0, seq, a.seed, a.offset, a.p_drop);
+        }
+#pragma unroll
+        for (int r = 0; r < 2; r++) {
+            const int il = 16 * wq + g + 8 * r, i = q0 + il;
+            const float lse_i = i < seq ? a.lse[(int64_t)bh * seq + i] * LOG2E : 0.0f;
+            const float dsum_i = i < seq ? a.dsum[(int64_t)bh * seq + i] : 0.0f;
+#pragma unroll
+            for (int n = 0; n < 8; n++) {
+                const int j = key0 + 8 * n + 2 * c;
+                float p[2], kf[2];
+#pragma unroll
+                for (int e = 0; e < 2; e++) {
+                    const bool masked = i >= seq || j + e >= seq || (a.causal && j + e > i);
+                    p[e] = masked ? 0.0f : exp2f(s[n][2 * r + e] * scale_log2 - lse_i);
+                    kf[e] = a.p_drop > 0.0f ? dropout_factor(keep, r, n, e, keep_scale) : 1.0f;
+                }
+                const uint32_t at = warpgroup * PS_PANEL + swizzled_offset(il, n) + 4 * c;
+                *reinterpret_cast<uint32_t *>(p_tile + at) = pack2<T>(p[0] * kf[0], p[1] * kf[1]);
+                *reinterpret_cast<uint32_t *>(ds_tile + at) = pack2<T>(p[0] * (dp[n][2 * r] * kf[0] - dsum_i),
+                                                                       p[1] * (dp[n][2 * r + 1] * kf[1] - dsum_i));
+            }
+        }
+        fence_shared_for_wgmma();
+        __syncthreads();  // dQ needs both warpgroups' dS
+
+        // dV_w += Pd_w^T dO and dK_w += dS_w^T Q: A = the warpgroup's panel read transposed
+        // (keys are its contiguous dimension), B = dO or Q read transposed (their columns are
+        // the output's); step kk takes 16 queries, 16 rows (2048 bytes) further.
+        // dQ[:, 64 w, + 64] = dS K: A = dS, keys contiguous (panel kk / 4); B = K's panel w,
+        // read transposed, 16 keys (2048 bytes) per step.
+        float dq[8][4];
+#pragma unroll
+        for (int n = 0; n < 8; n++) dq[n][0] = dq[n][1] = dq[n][2] = dq[n][3] = 0.0f;
+        wgmma_fence();
+#pragma unroll
+        for (int kk = 0; kk < BW_BLOCK_M / 16; kk++) {
+            const uint32_t ps = warpgroup * PS_PANEL + kk * 2048, qo = kk * 2048;
+            wgmma_ss<T, D, 1, 1>(dv, wgmma_descriptor(p_addr + ps, PS_PANEL, 1024),
+                                 wgmma_descriptor(do_addr + qo, QO_PANEL, 1024));
+            wgmma_ss<T, D, 1, 1>(dk, wgmma_descriptor(ds_addr + ps, PS_PANEL, 1024),
+                                 wgmma_descriptor(q_addr + qo, QO_PANEL, 1024));
+        }
+#pragma unroll
+        for (int kk = 0; kk < BW_BLOCK_N / 16; kk++)
+            wgmma_ss<T, 64, 0, 1>(dq, wgmma_descriptor(ds_addr + (kk / 4) * PS_PANEL + (kk % 4) * 32, 0, 1024),
+                                  wgmma_descriptor(k_addr + warpgroup * KV_PANEL + kk * 2048, KV_PANEL, 1024));
+        wgmma_commit();
+        wgmma_wait<0>();
+        wgmma_settle(dv);
+        wgmma_settle(dk);
+        wgmma_settle(dq);
+
+#pragma unroll
+        for (int r = 0; r < 2; r++) {
+            const int i = q0 + 16 * wq + g + 8 * r;
+            if (i >= seq) continue;
+            float *acc = a.dq_accum + ((int64_t)bh * seq + i) * D + 64 * warpgroup;
+#pragma unroll
+            for (int n = 0; n < 8; n++)  // one 8-byte atomic per pair
+                atomicAdd(reinterpret_cast<float2 *>(acc + 8 * n + 2 * c),
+                          make_float2(dq[n][2 * r] * scale, dq[n][2 * r + 1] * scale));
+        }
+    }
+
+    // dK (scaled) and dV of this thread's keys into dqkv's k and v slots.
+    T *dqkv = static_cast<T *>(a.dqkv);
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        const int j = key0 + 16 * wq + g + 8 * r;
+        if (j >= seq) continue;
+        T *dkp = dqkv + view.at(j, 1, D), *dvp = dqkv + view.at(j, 2, D);
+#pragma unroll
+        for (int n = 0; n < D / 8; n++) {
+            *reinterpret_cast<uint32_t *>(dkp + 8 * n + 2 * c) = pack2<T>(dk[n][2 * r] * scale, dk[n][2 * r + 1] * scale);
+            *reinterpret_cast<uint32_t *>(dvp + 8 * n + 2 * c) = pack2<T>(dv[n][2 * r], dv[n][2 * r + 1]);
+        }
+    }
+}
+
+}  // namespace
+
+template <typename T>
+void flash_backward_wgmma_d128(const BwdArgs &a) {
+    static bool configured = false;
+    if (!configured) {
+        CUDA_CHECK(cudaFuncSetAttribute(flash_backward_wgmma_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                        (int)SMEM_BYTES));
+        configured = true;
+    }
+    dim3 grid(ceil_div(a.seq, BW_BLOCK_N), a.batch * a.heads);
+    flash_backward_wgmma_kernel<T><<<grid, BW_THREADS, SMEM_BYTES>>>(a, 1.0f / sqrtf((float)D));
+    CHECK_LAUNCH();
+}
+
+template void flash_backward_wgmma_d128<__half>(const BwdArgs &);
+template void flash_backward_wgmma_d128<__nv_bfloat16>(const BwdArgs &);
