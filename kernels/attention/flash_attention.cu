@@ -1,5 +1,6 @@
-// Flash attention forward and backward: see flash_attention.h for what and why,
-// mma.cuh for the tensor-core fragments.
+// Flash attention forward and backward on mma.sync (see flash_attention.h for what and why,
+// mma.cuh for the tensor-core fragments), the launchers, and the choice between these
+// kernels and Hopper's wgmma ones (flash_forward_wgmma.cu, flash_backward_wgmma.cu).
 #include <math.h>
 
 #include "common/gpu.h"

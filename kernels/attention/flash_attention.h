@@ -1,10 +1,15 @@
 // Fused ("flash") attention, forward and backward, on the tensor cores.
 //
 // The [seq x seq] scores never reach device memory. Forward: each block of 128 queries
-// streams over blocks of 64 keys, computes S = Q K^T in registers, updates a running
-// maximum and sum (the online softmax, common/flash_reference.h shows it in plain C) and
-// accumulates P V; it saves one float per query, the logsumexp, for backward. Backward
-// recomputes P block by block from Q, K and the logsumexp (FlashAttention-2's scheme).
+// streams over tiles of keys, computes S = Q K^T in registers, updates a running maximum
+// and sum (the online softmax, common/flash_reference.h shows it in plain C) and accumulates
+// P V; it saves one float per query, the logsumexp, for backward. Backward recomputes P
+// block by block from Q, K and the logsumexp (FlashAttention-2's scheme).
+//
+// Two sets of kernels do it: the mma.sync ones (flash_attention.cu, any GPU since Ampere;
+// warps load their operands into registers), and Hopper's wgmma ones (flash_forward_wgmma.cu,
+// flash_backward_wgmma.cu; the tensor cores read operands from shared memory), which run
+// by default where they can (flash_attention_set_kernels).
 //
 // q, k, v are read straight from the fused QKV projection's output, [seq, batch, heads,
 // 3*d] with each head's 3*d values [q | k | v]; ctx is [seq, batch, heads, d]; dqkv has

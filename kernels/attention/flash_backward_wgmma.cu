@@ -84,29 +84,28 @@ __global__ void __launch_bounds__(BW_THREADS, 1) flash_backward_wgmma_kernel(con
         const uint32_t q_addr = smem_addr(q_tiles + (step % 2) * QO_BYTES);
         const uint32_t do_addr = smem_addr(do_tiles + (step % 2) * QO_BYTES);
 
-        // S = Q K_w^T and dP = dO V_w^T: step kk takes 16 of the 128 columns (panel kk / 4);
-        // the warpgroup's keys start 64 rows (8192 bytes) into each panel of K and V.
+        // S = Q K_w^T and dP = dO V_w^T, two groups: step kk takes 16 of the 128 columns (panel
+        // kk / 4); the warpgroup's keys start 64 rows (8192 bytes) into each panel of K and V.
         float s[8][4], dp[8][4];
-#pragma unroll
-        for (int n = 0; n < 8; n++)
-#pragma unroll
-            for (int e = 0; e < 4; e++) s[n][e] = dp[n][e] = 0.0f;
         wgmma_fence();
 #pragma unroll
         for (int kk = 0; kk < D / 16; kk++) {
             const uint32_t qo = (kk / 4) * QO_PANEL + (kk % 4) * 32;
             const uint32_t kv = (kk / 4) * KV_PANEL + warpgroup * 64 * 128 + (kk % 4) * 32;
-            wgmma_ss<T, 64>(s, wgmma_descriptor(q_addr + qo, 0, 1024), wgmma_descriptor(k_addr + kv, 0, 1024));
-            wgmma_ss<T, 64>(dp, wgmma_descriptor(do_addr + qo, 0, 1024), wgmma_descriptor(v_addr + kv, 0, 1024));
+            wgmma_ss<T, 64>(s, wgmma_descriptor(q_addr + qo, 0, 1024), wgmma_descriptor(k_addr + kv, 0, 1024), kk > 0);
         }
         wgmma_commit();
-        wgmma_wait<0>();
-        wgmma_settle(s);
-        wgmma_settle(dp);
+#pragma unroll
+        for (int kk = 0; kk < D / 16; kk++) {
+            const uint32_t qo = (kk / 4) * QO_PANEL + (kk % 4) * 32;
+            const uint32_t kv = (kk / 4) * KV_PANEL + warpgroup * 64 * 128 + (kk % 4) * 32;
+            wgmma_ss<T, 64>(dp, wgmma_descriptor(do_addr + qo, 0, 1024), wgmma_descriptor(v_addr + kv, 0, 1024),
+                            kk > 0);
+        }
+        wgmma_commit();
 
-        // P = exp(S scale - lse); Pd = P * mask; dS = P * (dP * mask - Dsum): this thread's
-        // queries 16 wq + g (+ 8) and keys 8n + 2c (+ 1) of the warpgroup's 64, stored as
-        // 16-bit pairs into the warpgroup's panel of the P and dS tiles.
+        // While the tensor cores work: the dropout mask of this thread's queries 16 wq + g (+ 8)
+        // and keys 8n + 2c (+ 1) of the warpgroup's 64, and their lse and Dsum.
         uint32_t keep[2] = {0, 0};
         if (a.p_drop > 0.0f) {
             const uint64_t dbh = a.drop.global_bh(b, h);
@@ -114,51 +113,79 @@ __global__ void __launch_bounds__(BW_THREADS, 1) flash_backward_wgmma_kernel(con
                                            (dbh * seq + min(q0 + 16 * wq + g + 8, seq - 1)) * seq};
             dropout_tile_keep_bits(keep, row_index, key0, seq, a.seed, a.offset, a.p_drop);
         }
+        float lse_i[2], dsum_i[2];
+#pragma unroll
+        for (int r = 0; r < 2; r++) {
+            const int i = q0 + 16 * wq + g + 8 * r;
+            lse_i[r] = i < seq ? a.lse[(int64_t)bh * seq + i] * LOG2E : 0.0f;
+            dsum_i[r] = i < seq ? a.dsum[(int64_t)bh * seq + i] : 0.0f;
+        }
+
+        // P = exp(S scale - lse) (kept in s) and Pd = P * mask, stored as 16-bit pairs into the
+        // warpgroup's panel of the P tile (while dP is still being computed).
+        wgmma_wait<1>();
+        wgmma_settle(s);
 #pragma unroll
         for (int r = 0; r < 2; r++) {
             const int il = 16 * wq + g + 8 * r, i = q0 + il;
-            const float lse_i = i < seq ? a.lse[(int64_t)bh * seq + i] * LOG2E : 0.0f;
-            const float dsum_i = i < seq ? a.dsum[(int64_t)bh * seq + i] : 0.0f;
 #pragma unroll
             for (int n = 0; n < 8; n++) {
                 const int j = key0 + 8 * n + 2 * c;
-                float p[2], kf[2];
 #pragma unroll
                 for (int e = 0; e < 2; e++) {
                     const bool masked = i >= seq || j + e >= seq || (a.causal && j + e > i);
-                    p[e] = masked ? 0.0f : exp2f(s[n][2 * r + e] * scale_log2 - lse_i);
-                    kf[e] = a.p_drop > 0.0f ? dropout_factor(keep, r, n, e, keep_scale) : 1.0f;
+                    s[n][2 * r + e] = masked ? 0.0f : exp2f(s[n][2 * r + e] * scale_log2 - lse_i[r]);
                 }
-                const uint32_t at = warpgroup * PS_PANEL + swizzled_offset(il, n) + 4 * c;
-                *reinterpret_cast<uint32_t *>(p_tile + at) = pack2<T>(p[0] * kf[0], p[1] * kf[1]);
-                *reinterpret_cast<uint32_t *>(ds_tile + at) = pack2<T>(p[0] * (dp[n][2 * r] * kf[0] - dsum_i),
-                                                                       p[1] * (dp[n][2 * r + 1] * kf[1] - dsum_i));
+                const float k0f = a.p_drop > 0.0f ? dropout_factor(keep, r, n, 0, keep_scale) : 1.0f;
+                const float k1f = a.p_drop > 0.0f ? dropout_factor(keep, r, n, 1, keep_scale) : 1.0f;
+                *reinterpret_cast<uint32_t *>(p_tile + warpgroup * PS_PANEL + swizzled_offset(il, n) + 4 * c) =
+                    pack2<T>(s[n][2 * r] * k0f, s[n][2 * r + 1] * k1f);
+            }
+        }
+        fence_shared_for_wgmma();
+        warpgroup_barrier(warpgroup);  // the warpgroup's P panel is complete
+
+        // dV_w += Pd_w^T dO: A = the warpgroup's panel read transposed (keys are its contiguous
+        // dimension), B = dO read transposed (its columns are the output's); step kk takes 16
+        // queries, 16 rows (2048 bytes) further. It runs while dS is computed.
+        wgmma_fence();
+#pragma unroll
+        for (int kk = 0; kk < BW_BLOCK_M / 16; kk++)
+            wgmma_ss<T, D, 1, 1>(dv, wgmma_descriptor(p_addr + warpgroup * PS_PANEL + kk * 2048, PS_PANEL, 1024),
+                                 wgmma_descriptor(do_addr + kk * 2048, QO_PANEL, 1024));
+        wgmma_commit();
+
+        // dS = P * (dP * mask - Dsum) into the dS tile.
+        wgmma_wait<1>();
+        wgmma_settle(dp);
+#pragma unroll
+        for (int r = 0; r < 2; r++) {
+            const int il = 16 * wq + g + 8 * r;
+#pragma unroll
+            for (int n = 0; n < 8; n++) {
+                const float k0f = a.p_drop > 0.0f ? dropout_factor(keep, r, n, 0, keep_scale) : 1.0f;
+                const float k1f = a.p_drop > 0.0f ? dropout_factor(keep, r, n, 1, keep_scale) : 1.0f;
+                *reinterpret_cast<uint32_t *>(ds_tile + warpgroup * PS_PANEL + swizzled_offset(il, n) + 4 * c) =
+                    pack2<T>(s[n][2 * r] * (dp[n][2 * r] * k0f - dsum_i[r]),
+                             s[n][2 * r + 1] * (dp[n][2 * r + 1] * k1f - dsum_i[r]));
             }
         }
         fence_shared_for_wgmma();
         __syncthreads();  // dQ needs both warpgroups' dS
 
-        // dV_w += Pd_w^T dO and dK_w += dS_w^T Q: A = the warpgroup's panel read transposed
-        // (keys are its contiguous dimension), B = dO or Q read transposed (their columns are
-        // the output's); step kk takes 16 queries, 16 rows (2048 bytes) further.
-        // dQ[:, 64 w, + 64] = dS K: A = dS, keys contiguous (panel kk / 4); B = K's panel w,
-        // read transposed, 16 keys (2048 bytes) per step.
+        // dK_w += dS_w^T Q, as dV. dQ[:, 64 w, + 64] = dS K: A = dS, keys contiguous (panel
+        // kk / 4); B = K's panel w, read transposed, 16 keys (2048 bytes) per step.
         float dq[8][4];
-#pragma unroll
-        for (int n = 0; n < 8; n++) dq[n][0] = dq[n][1] = dq[n][2] = dq[n][3] = 0.0f;
         wgmma_fence();
 #pragma unroll
-        for (int kk = 0; kk < BW_BLOCK_M / 16; kk++) {
-            const uint32_t ps = warpgroup * PS_PANEL + kk * 2048, qo = kk * 2048;
-            wgmma_ss<T, D, 1, 1>(dv, wgmma_descriptor(p_addr + ps, PS_PANEL, 1024),
-                                 wgmma_descriptor(do_addr + qo, QO_PANEL, 1024));
-            wgmma_ss<T, D, 1, 1>(dk, wgmma_descriptor(ds_addr + ps, PS_PANEL, 1024),
-                                 wgmma_descriptor(q_addr + qo, QO_PANEL, 1024));
-        }
+        for (int kk = 0; kk < BW_BLOCK_M / 16; kk++)
+            wgmma_ss<T, D, 1, 1>(dk, wgmma_descriptor(ds_addr + warpgroup * PS_PANEL + kk * 2048, PS_PANEL, 1024),
+                                 wgmma_descriptor(q_addr + kk * 2048, QO_PANEL, 1024));
 #pragma unroll
         for (int kk = 0; kk < BW_BLOCK_N / 16; kk++)
             wgmma_ss<T, 64, 0, 1>(dq, wgmma_descriptor(ds_addr + (kk / 4) * PS_PANEL + (kk % 4) * 32, 0, 1024),
-                                  wgmma_descriptor(k_addr + warpgroup * KV_PANEL + kk * 2048, KV_PANEL, 1024));
+                                  wgmma_descriptor(k_addr + warpgroup * KV_PANEL + kk * 2048, KV_PANEL, 1024),
+                                  kk > 0);
         wgmma_commit();
         wgmma_wait<0>();
         wgmma_settle(dv);

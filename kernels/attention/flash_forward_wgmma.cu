@@ -70,14 +70,12 @@ __global__ void __launch_bounds__(WG_THREADS, 1) flash_forward_wgmma_kernel(cons
     // reads 32 bytes into panel kk / 4 (the hardware applies the swizzle to the address).
     auto issue_scores = [&](int t) {
         const uint32_t k_addr = smem_addr(k_buffer(t));
-#pragma unroll
-        for (int n = 0; n < WG_BLOCK_N / 8; n++) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
         wgmma_fence();
 #pragma unroll
         for (int kk = 0; kk < D / 16; kk++) {
             const uint32_t col = (kk % 4) * 32;
             wgmma_ss<T, WG_BLOCK_N>(s, wgmma_descriptor(q_addr + (kk / 4) * Q_PANEL + col, 0, 1024),
-                                    wgmma_descriptor(k_addr + (kk / 4) * KV_PANEL + col, 0, 1024));
+                                    wgmma_descriptor(k_addr + (kk / 4) * KV_PANEL + col, 0, 1024), kk > 0);
         }
         wgmma_commit();
     };

@@ -52,6 +52,11 @@ __device__ __forceinline__ void wgmma_wait() {
 // cores' "async proxy" before a wgmma reads it.
 __device__ __forceinline__ void fence_shared_for_wgmma() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
 
+// A barrier for the 128 threads of one warpgroup (ids 1 and 2; 0 is __syncthreads').
+__device__ __forceinline__ void warpgroup_barrier(int warpgroup) {
+    asm volatile("bar.sync %0, 128;\n" ::"r"(1 + warpgroup) : "memory");
+}
+
 // The compiler does not know that a wgmma writes its accumulators later, at wgmma_wait: this
 // empty asm, placed after the wait, keeps it from reading them any earlier.
 template <int NB>
@@ -84,10 +89,11 @@ __device__ __forceinline__ void wgmma_settle(uint32_t (&a)[NK][4]) {
     "%42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, "   \
     "%62, %63}"
 
-// D[64 x N] += A B, A and B in shared memory, each K-major (TRANS = 0: the reduction
-// dimension contiguous) or MN-major (TRANS = 1, "transposed").
+// D[64 x N] += A B (D = A B when accumulate is 0: D need not be initialised), A and B in
+// shared memory, each K-major (TRANS = 0: the reduction dimension contiguous) or MN-major
+// (TRANS = 1, "transposed").
 template <typename T, int N, int TRANS_A = 0, int TRANS_B = 0>
-__device__ __forceinline__ void wgmma_ss(float (&d)[N / 8][4], uint64_t a_desc, uint64_t b_desc);
+__device__ __forceinline__ void wgmma_ss(float (&d)[N / 8][4], uint64_t a_desc, uint64_t b_desc, int accumulate = 1);
 
 // D[64 x N] += A B, A in registers, B in shared memory MN-major ("transposed B").
 template <typename T, int N>
@@ -95,16 +101,16 @@ __device__ __forceinline__ void wgmma_rs_mn(float (&d)[N / 8][4], const uint32_t
 
 // The definitions for each type, N and layout. PTX names operands by number: the
 // accumulators are %0 .. %(N/2 - 1) and the other operands follow (A, B, and the
-// "accumulate" predicate's source, always 1: D += A B), so their numbers are spelled out.
+// "accumulate" predicate's source), so their numbers are spelled out.
 #define WG_DEFINE_SS(TYPE, PTX_TYPE, N, TA, TB, REGS, ACC, A, B, FLAG)                                      \
     template <>                                                                                          \
     __device__ __forceinline__ void wgmma_ss<TYPE, N, TA, TB>(float (&d)[N / 8][4], uint64_t a_desc,       \
-                                                              uint64_t b_desc) {                         \
+                                                              uint64_t b_desc, int accumulate) {         \
         asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, " FLAG ", 0;\n"                                   \
                      "wgmma.mma_async.sync.aligned.m64n" #N "k16.f32." PTX_TYPE "." PTX_TYPE " " REGS      \
                      ", " A ", " B ", p, 1, 1, " #TA ", " #TB ";\n}\n"                                     \
                      : ACC                                                                               \
-                     : "l"(a_desc), "l"(b_desc), "r"(1));                                                \
+                     : "l"(a_desc), "l"(b_desc), "r"(accumulate));                                                \
     }
 
 #define WG_DEFINE_RS_MN(TYPE, PTX_TYPE, N, REGS, ACC, A, B, FLAG)                                          \
