@@ -125,7 +125,7 @@ def check_steps(args, dtype_name):
     tol = {"fp16": 4e-3, "bf16": 2e-2}[dtype_name]
     rows, ok = [], True
     for exe in sorted(os.listdir(args.bin)):
-        if not exe.startswith("step") or exe.endswith("_test"):
+        if not exe.startswith("step") or exe.endswith(("_test", "_demo")):  # steps only, not their tests or demos
             continue
         opath = os.path.join(tmp, f"{exe}.safetensors")
         cmd = [os.path.join(args.bin, exe), "--preset", "small", "--dtype", dtype_name, "--dropout", "0",
