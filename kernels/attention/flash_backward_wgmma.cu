@@ -32,6 +32,7 @@ constexpr size_t SMEM_BYTES = 2 * KV_BYTES + 4 * QO_BYTES + 2 * PS_BYTES + 1024;
 
 template <typename T>
 __global__ void __launch_bounds__(BW_THREADS, 1) flash_backward_wgmma_kernel(const BwdArgs a, float scale) {
+#if WGMMA_AVAILABLE
     extern __shared__ unsigned char smem_raw[];
     unsigned char *k_tile = smem_raw + ((1024 - (smem_addr(smem_raw) & 1023)) & 1023);
     unsigned char *v_tile = k_tile + KV_BYTES;
@@ -217,6 +218,10 @@ __global__ void __launch_bounds__(BW_THREADS, 1) flash_backward_wgmma_kernel(con
             *reinterpret_cast<uint32_t *>(dvp + 8 * n + 2 * c) = pack2<T>(dv[n][2 * r], dv[n][2 * r + 1]);
         }
     }
+#else
+    (void)a, (void)scale;
+    __trap();
+#endif
 }
 
 }  // namespace

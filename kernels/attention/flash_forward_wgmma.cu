@@ -32,6 +32,7 @@ constexpr int tile_bytes(int rows) {
 
 template <typename T, int D>
 __global__ void __launch_bounds__(WG_THREADS, 1) flash_forward_wgmma_kernel(const FwdArgs a, float scale) {
+#if WGMMA_AVAILABLE
     constexpr int Q_PANEL = WG_BLOCK_M * 128, KV_PANEL = WG_BLOCK_N * 128;  // bytes per 64-column panel
     constexpr int Q_BYTES = tile_bytes<D>(WG_BLOCK_M), KV_BYTES = tile_bytes<D>(WG_BLOCK_N);
     // The swizzle repeats every 1024 bytes, and the tiles must start on such a boundary.
@@ -160,6 +161,10 @@ __global__ void __launch_bounds__(WG_THREADS, 1) flash_forward_wgmma_kernel(cons
     const int64_t head_offset = (int64_t)b * a.ctx_row + (int64_t)h * D;
     write_output_rows<T>(static_cast<T *>(a.ctx), a.lse + (int64_t)bh * seq, o, m, l, row_i, seq, token_stride,
                          head_offset);
+#else
+    (void)a, (void)scale;
+    __trap();
+#endif
 }
 
 }  // namespace

@@ -23,6 +23,15 @@
 #include <cuda_fp16.h>
 #include <stdint.h>
 
+// wgmma exists only in code compiled for sm_90a. For other targets (a build with
+// CUDA_ARCHS=89, say) the wgmma kernels compile to a trap: they are never launched there,
+// since flash_attention.cu checks the GPU's compute capability first.
+#if !defined(__CUDA_ARCH__) || defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#define WGMMA_AVAILABLE 1
+#else
+#define WGMMA_AVAILABLE 0
+#endif
+
 // Byte offset of (row, 16-byte chunk) in a swizzled panel of 128-byte rows.
 __device__ __forceinline__ uint32_t swizzled_offset(int row, int chunk) {
     return (uint32_t)(row * 128 + ((chunk ^ (row % 8)) * 16));
