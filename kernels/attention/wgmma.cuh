@@ -57,8 +57,8 @@ __device__ __forceinline__ void wgmma_wait() {
     asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
 }
 
-// Shared memory written by ordinary stores (or cp.async) must be made visible to the tensor
-// cores' "async proxy" before a wgmma reads it.
+// Shared memory written by ordinary stores (or cp.async) must be made visible to the "async
+// proxy" - the tensor cores of a wgmma, the TMA unit of a bulk copy - before those read it.
 __device__ __forceinline__ void fence_shared_for_wgmma() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
 
 // A barrier for the 128 threads of one warpgroup (ids 1 and 2; 0 is __syncthreads').
