@@ -151,19 +151,29 @@ __global__ void __launch_bounds__(BW_THREADS, 1) flash_backward_wgmma_kernel(con
 
         // P = exp(S scale - lse) (kept in s) and Pd = P * mask, stored as 16-bit pairs into the
         // warpgroup's panel of the P tile (while dP is still being computed).
+        // Masked scores become -inf (exp: 0); only tiles at the edges or, when causal, on the
+        // diagonal need it.
         wgmma_wait<1>();
         wgmma_settle(s);
+        const int i_first = q0 + 16 * wq + g;  // this thread's rows: i_first and i_first + 8
+        if (i_first + 8 >= seq || key0 + 64 > seq || (a.causal && key0 + 63 > i_first)) {
+#pragma unroll
+            for (int r = 0; r < 2; r++)
+#pragma unroll
+                for (int n = 0; n < 8; n++)
+#pragma unroll
+                    for (int e = 0; e < 2; e++) {
+                        const int i = i_first + 8 * r, j = key0 + 8 * n + 2 * c + e;
+                        if (i >= seq || j >= seq || (a.causal && j > i)) s[n][2 * r + e] = -INFINITY;
+                    }
+        }
 #pragma unroll
         for (int r = 0; r < 2; r++) {
-            const int il = 16 * wq + g + 8 * r, i = q0 + il;
+            const int il = 16 * wq + g + 8 * r;
 #pragma unroll
             for (int n = 0; n < 8; n++) {
-                const int j = key0 + 8 * n + 2 * c;
 #pragma unroll
-                for (int e = 0; e < 2; e++) {
-                    const bool masked = i >= seq || j + e >= seq || (a.causal && j + e > i);
-                    s[n][2 * r + e] = masked ? 0.0f : exp2f(s[n][2 * r + e] * scale_log2 - lse_i[r]);
-                }
+                for (int e = 0; e < 2; e++) s[n][2 * r + e] = exp2f(s[n][2 * r + e] * scale_log2 - lse_i[r]);
                 const float k0f = a.p_drop > 0.0f ? dropout_factor(keep, r, n, 0, keep_scale) : 1.0f;
                 const float k1f = a.p_drop > 0.0f ? dropout_factor(keep, r, n, 1, keep_scale) : 1.0f;
                 *reinterpret_cast<uint32_t *>(p_tile + warpgroup * PS_PANEL + swizzled_offset(il, n) + 4 * c) =
