@@ -137,9 +137,9 @@ __global__ void __launch_bounds__(WG_THREADS, 1) flash_forward_wgmma_kernel(cons
         cp_async_wait<0>();  // K_t and V_(t-1)
         fence_shared_for_wgmma();
         __syncthreads();  // everyone's copies landed; everyone finished iteration t - 1
-        load_next(t);
         issue_scores(t);
         issue_output(t - 1);
+        load_next(t);  // after the products are on their way: other buffers than theirs
         wgmma_wait<1>();  // the scores
         wgmma_settle(s);
         softmax(t, alpha);
