@@ -1,5 +1,7 @@
-// Flash attention forward on Hopper's warpgroup MMA (wgmma): flash_attention.h says what it
-// computes, wgmma.cuh explains the instructions and the swizzled shared-memory layout.
+// Flash attention forward on Hopper: warpgroup MMA (wgmma), TMA copies and warp
+// specialisation. flash_attention.h says what it computes; wgmma.cuh explains the tensor-core
+// instructions and the swizzled shared-memory layout, hopper_pipeline.cuh the copies and
+// barriers.
 //
 // Why a second forward kernel: the mma.sync one (flash_attention.cu) tops out near 250
 // TFLOP/s on an H100, because every warp must first copy each K and V fragment from shared
@@ -7,14 +9,25 @@
 // B operand (and here also Q) from shared memory itself, for four warps at once, and runs at
 // Hopper's full tensor-core rate.
 //
-// Block: 128 queries, two warpgroups of 64 query rows each (8 warps), over tiles of 128 keys.
-// Per key tile, each warpgroup computes S = Q K^T (d / 16 wgmmas, Q and K from shared
-// memory), runs the online softmax on S in registers (flash_common.cuh: the very step the
-// mma.sync kernel uses, since both accumulator layouts agree per warp), and adds P V with P
-// taken straight from the score registers as the A operand. K and V are double-buffered: the
-// next tile's copies (cp.async) run while this tile is used.
+// Block: 128 queries of one head, three warpgroups with different jobs (FlashAttention-3's
+// layout):
+//   producer (warpgroup 0): one thread issues TMA copies of Q once and of K and V tile by tile
+//     into two stages each, as soon as the consumers have released a stage;
+//   consumers (warpgroups 1 and 2, 64 query rows each): per tile of 128 keys, S = Q K^T (d / 16
+//     wgmmas), the online softmax on S in registers (flash_common.cuh: the very step the
+//     mma.sync kernel uses, since both accumulator layouts agree per warp), and O += P V with
+//     P straight from the score registers as the A operand.
+// The consumers never wait for each other's copies (no __syncthreads per tile) and take turns
+// to issue their products ("ping-pong"), so that one's softmax runs while the other's
+// products keep the tensor cores busy.
+#include <cudaTypedefs.h>
+
+#include <type_traits>
+
+#include "common/check.h"
 #include "common/cuda_check.h"
 #include "kernels/attention/flash_common.cuh"
+#include "kernels/attention/hopper_pipeline.cuh"
 #include "kernels/attention/wgmma.cuh"
 #include "kernels/device_utils.cuh"
 
@@ -22,7 +35,9 @@ namespace {
 
 constexpr int WG_BLOCK_M = 128;  // queries per block
 constexpr int WG_BLOCK_N = 128;  // keys per tile
-constexpr int WG_THREADS = 256;  // two warpgroups
+constexpr int WG_THREADS = 384;  // a producer warpgroup and two consumer warpgroups
+[[maybe_unused]] constexpr int CONSUMERS = 256;   // consumer threads
+[[maybe_unused]] constexpr int PINGPONG = 3;      // named barriers 3 and 4: consumer 0's and consumer 1's turn to issue
 
 // A swizzled [rows x D] tile of 16-bit values is D / 64 panels of rows x 128 bytes.
 template <int D>
@@ -30,30 +45,73 @@ constexpr int tile_bytes(int rows) {
     return rows * D * 2;
 }
 
+// The block's barriers: a stage's "full" completes when its copy has landed, "empty" when
+// both consumers are done with it.
+struct Barriers {
+    uint64_t q_full, k_full[2], v_full[2], k_empty[2], v_empty[2];
+};
+
 template <typename T, int D>
-__global__ void __launch_bounds__(WG_THREADS, 1) flash_forward_wgmma_kernel(const FwdArgs a, float scale) {
+__global__ void __launch_bounds__(WG_THREADS, 1)
+    flash_forward_wgmma_kernel(const __grid_constant__ CUtensorMap qkv_map, const FwdArgs a, float scale) {
 #if WGMMA_AVAILABLE
     constexpr int Q_PANEL = WG_BLOCK_M * 128, KV_PANEL = WG_BLOCK_N * 128;  // bytes per 64-column panel
     constexpr int Q_BYTES = tile_bytes<D>(WG_BLOCK_M), KV_BYTES = tile_bytes<D>(WG_BLOCK_N);
     // The swizzle repeats every 1024 bytes, and the tiles must start on such a boundary.
     extern __shared__ unsigned char smem_raw[];
+    __shared__ Barriers bars;
     unsigned char *q_tile = smem_raw + ((1024 - (smem_addr(smem_raw) & 1023)) & 1023);
-    unsigned char *k_tiles = q_tile + Q_BYTES;        // two buffers
-    unsigned char *v_tiles = k_tiles + 2 * KV_BYTES;  // two buffers
+    unsigned char *k_tiles = q_tile + Q_BYTES;        // two stages
+    unsigned char *v_tiles = k_tiles + 2 * KV_BYTES;  // two stages
 
-    const T *qkv = static_cast<const T *>(a.qkv);
-    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, warpgroup = warp / 4;
+    const int warpgroup = threadIdx.x / 128, lane = threadIdx.x % 32;
     const int bh = blockIdx.y, b = bh / a.heads, h = bh % a.heads, seq = a.seq;
     const int q0 = blockIdx.x * WG_BLOCK_M;
-    const QkvView view = {(int64_t)a.batch * a.qkv_row, (int64_t)b * a.qkv_row + (int64_t)h * 3 * D};
+    const int kv_end = a.causal ? min(seq, q0 + WG_BLOCK_M) : seq;
+    const int tiles = (kv_end + WG_BLOCK_N - 1) / WG_BLOCK_N;  // >= 1: q0 < seq
+
+    if (threadIdx.x == 0) {
+        mbarrier_init(&bars.q_full, 1);
+        for (int s = 0; s < 2; s++) {
+            mbarrier_init(&bars.k_full[s], 1), mbarrier_init(&bars.v_full[s], 1);
+            mbarrier_init(&bars.k_empty[s], CONSUMERS), mbarrier_init(&bars.v_empty[s], CONSUMERS);
+        }
+    }
+    __syncthreads();  // the last block-wide barrier: from here on the warpgroups go their own ways
+
+    if (warpgroup == 0) {  // ---- the producer
+        warpgroup_release_registers<24>();
+        if (threadIdx.x != 0) return;
+        // The tensor map sees qkv as [seq][batch][qkv_row]; a box is 128 rows x 64 columns of
+        // one batch entry. Column of panel `panel` of part 0/1/2 (q/k/v) of head h:
+        auto col = [&](int part, int panel) { return h * 3 * D + part * D + 64 * panel; };
+        mbarrier_arrive_expect_tx(&bars.q_full, Q_BYTES);
+        for (int panel = 0; panel < D / 64; panel++)
+            tma_load_3d(q_tile + panel * Q_PANEL, &qkv_map, col(0, panel), b, q0, &bars.q_full);
+        for (int t = 0; t < tiles; t++) {
+            const int s = t % 2, use = t / 2;  // stage, and how often it was filled before
+            if (use > 0) mbarrier_wait(&bars.k_empty[s], (use - 1) & 1);
+            mbarrier_arrive_expect_tx(&bars.k_full[s], KV_BYTES);
+            for (int panel = 0; panel < D / 64; panel++)
+                tma_load_3d(k_tiles + s * KV_BYTES + panel * KV_PANEL, &qkv_map, col(1, panel), b,
+                            t * WG_BLOCK_N, &bars.k_full[s]);
+            if (use > 0) mbarrier_wait(&bars.v_empty[s], (use - 1) & 1);
+            mbarrier_arrive_expect_tx(&bars.v_full[s], KV_BYTES);
+            for (int panel = 0; panel < D / 64; panel++)
+                tma_load_3d(v_tiles + s * KV_BYTES + panel * KV_PANEL, &qkv_map, col(2, panel), b,
+                            t * WG_BLOCK_N, &bars.v_full[s]);
+        }
+        return;
+    }
+
+    // ---- the consumers
+    warpgroup_claim_registers<240>();
+    const int consumer = warpgroup - 1, warp = threadIdx.x / 32 - 4;  // warp 0..7 of the consumers
     const float scale_log2 = scale * LOG2E;
     const float keep_scale = dropout_keep_scale(a.p_drop);
     const uint64_t drop_bh = a.drop.global_bh(b, h);
 
-    const int kv_end = a.causal ? min(seq, q0 + WG_BLOCK_M) : seq;
-    const int tiles = (kv_end + WG_BLOCK_N - 1) / WG_BLOCK_N;  // >= 1: q0 < seq
-
-    // This thread's rows (g and g + 8 of its warp's 16; warpgroup w has rows [64 w, 64 w + 64)),
+    // This thread's rows (g and g + 8 of its warp's 16; consumer c has rows [64 c, 64 c + 64)),
     // their running max (log2 domain) and sum, and its part of their output.
     const int g = lane / 4;
     const int row_i[2] = {q0 + 16 * warp + g, q0 + 16 * warp + g + 8};
@@ -63,14 +121,12 @@ __global__ void __launch_bounds__(WG_THREADS, 1) flash_forward_wgmma_kernel(cons
     for (int n = 0; n < D / 8; n++) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
     float s[WG_BLOCK_N / 8][4];
     uint32_t p[WG_BLOCK_N / 16][4];  // the probabilities as A operands, 16 keys each
-    const uint32_t q_addr = smem_addr(q_tile) + warpgroup * 64 * 128;  // the warpgroup's rows, in each panel
-    auto k_buffer = [&](int t) { return k_tiles + (t % 2) * KV_BYTES; };
-    auto v_buffer = [&](int t) { return v_tiles + (t % 2) * KV_BYTES; };
+    const uint32_t q_addr = smem_addr(q_tile) + consumer * 64 * 128;  // the consumer's rows, in each panel
 
-    // S = Q K_t^T, 64 x 128 per warpgroup, in d / 16 steps of 16 columns of Q and K: step kk
+    // S = Q K_t^T, 64 x 128 per consumer, in d / 16 steps of 16 columns of Q and K: step kk
     // reads 32 bytes into panel kk / 4 (the hardware applies the swizzle to the address).
     auto issue_scores = [&](int t) {
-        const uint32_t k_addr = smem_addr(k_buffer(t));
+        const uint32_t k_addr = smem_addr(k_tiles + (t % 2) * KV_BYTES);
         wgmma_fence();
 #pragma unroll
         for (int kk = 0; kk < D / 16; kk++) {
@@ -83,7 +139,7 @@ __global__ void __launch_bounds__(WG_THREADS, 1) flash_forward_wgmma_kernel(cons
     // O += P V_t: V's rows are keys, the reduction dimension, so it is read "MN-major": step kk
     // starts 16 rows (2048 bytes) further, and the panels of 64 columns are KV_PANEL apart.
     auto issue_output = [&](int t) {
-        const uint32_t v_addr = smem_addr(v_buffer(t));
+        const uint32_t v_addr = smem_addr(v_tiles + (t % 2) * KV_BYTES);
         wgmma_fence();
 #pragma unroll
         for (int kk = 0; kk < WG_BLOCK_N / 16; kk++)
@@ -104,55 +160,51 @@ __global__ void __launch_bounds__(WG_THREADS, 1) flash_forward_wgmma_kernel(cons
         online_softmax_step(s, m, l, alpha, row_i, t * WG_BLOCK_N, seq, a.causal, scale_log2, a.p_drop, keep_scale,
                             drop_bh, a.seed, a.offset);
     };
-    // The loads: iteration t reads K_t and V_(t-1), and meanwhile copies K_(t+1) and V_t into
-    // the other buffers (whose previous tiles, K_(t-1) and V_(t-2), iteration t-1 finished).
-    const T *k_rows = qkv + view.at(0, 1, D), *v_rows = qkv + view.at(0, 2, D);
-    auto load_next = [&](int t) {
-        if (t + 1 < tiles)
-            load_swizzled<T, D, WG_BLOCK_N, WG_THREADS>(k_buffer(t + 1), k_rows, view.token_stride, (t + 1) * WG_BLOCK_N,
-                                                        seq);
-        load_swizzled<T, D, WG_BLOCK_N, WG_THREADS>(v_buffer(t), v_rows, view.token_stride, t * WG_BLOCK_N, seq);
-        cp_async_commit();
-    };
+    // Ping-pong: consumer c issues its products only in its turn and then hands the turn over.
+    // Consumer 1 skips the hand-over after its last issue, and hands consumer 0 its first turn,
+    // so that every barrier use has 128 threads waiting and 128 arriving.
+    auto my_turn = [&]() { named_barrier_sync(PINGPONG + consumer, CONSUMERS); };
+    auto your_turn = [&]() { named_barrier_arrive(PINGPONG + 1 - consumer, CONSUMERS); };
+    if (consumer == 1) your_turn();
 
     // Tile 0: only its scores.
-    load_swizzled<T, D, WG_BLOCK_M, WG_THREADS>(q_tile, qkv + view.at(0, 0, D), view.token_stride, q0, seq);
-    load_swizzled<T, D, WG_BLOCK_N, WG_THREADS>(k_buffer(0), qkv + view.at(0, 1, D), view.token_stride, 0, seq);
-    cp_async_commit();
-    load_next(0);
-    cp_async_wait<1>();  // Q and K_0
-    fence_shared_for_wgmma();
-    __syncthreads();
+    mbarrier_wait(&bars.q_full, 0);
+    mbarrier_wait(&bars.k_full[0], 0);
+    my_turn();
     issue_scores(0);
+    your_turn();
     wgmma_wait<0>();
     wgmma_settle(s);
+    mbarrier_arrive(&bars.k_empty[0]);
     float alpha[2];
     softmax(0, alpha);  // o is still zero: nothing to rescale
     pack_probabilities();
 
     // Tile t: the scores of t and the output of t - 1 are issued together, so the tensor cores
-    // work on P_(t-1) V_(t-1) while this warpgroup runs the softmax of tile t (FlashAttention-3's
+    // work on P_(t-1) V_(t-1) while this consumer runs the softmax of tile t (FlashAttention-3's
     // overlap within a warpgroup). o may be rescaled only once that product has landed.
     for (int t = 1; t < tiles; t++) {
-        cp_async_wait<0>();  // K_t and V_(t-1)
-        fence_shared_for_wgmma();
-        __syncthreads();  // everyone's copies landed; everyone finished iteration t - 1
+        mbarrier_wait(&bars.k_full[t % 2], (t / 2) & 1);
+        mbarrier_wait(&bars.v_full[(t - 1) % 2], ((t - 1) / 2) & 1);
+        my_turn();
         issue_scores(t);
         issue_output(t - 1);
-        load_next(t);  // after the products are on their way: other buffers than theirs
+        your_turn();
         wgmma_wait<1>();  // the scores
         wgmma_settle(s);
+        mbarrier_arrive(&bars.k_empty[t % 2]);
         softmax(t, alpha);
         wgmma_wait<0>();  // the output
         wgmma_settle(o);
         wgmma_settle(p);  // P_(t-1)'s registers stay untouched until its product has landed
+        mbarrier_arrive(&bars.v_empty[(t - 1) % 2]);
         rescale_output(o, alpha);
         pack_probabilities();
     }
-    cp_async_wait<0>();  // the last V
-    fence_shared_for_wgmma();
-    __syncthreads();
+    mbarrier_wait(&bars.v_full[(tiles - 1) % 2], ((tiles - 1) / 2) & 1);
+    my_turn();
     issue_output(tiles - 1);
+    if (consumer == 0) your_turn();
     wgmma_wait<0>();
     wgmma_settle(o);
     wgmma_settle(p);
@@ -162,16 +214,43 @@ __global__ void __launch_bounds__(WG_THREADS, 1) flash_forward_wgmma_kernel(cons
     write_output_rows<T>(static_cast<T *>(a.ctx), a.lse + (int64_t)bh * seq, o, m, l, row_i, seq, token_stride,
                          head_offset);
 #else
-    (void)a, (void)scale;
+    (void)qkv_map, (void)a, (void)scale;
     __trap();
 #endif
+}
+
+// The tensor map of qkv for the TMA: [seq][batch][qkv_row] 16-bit values (innermost last),
+// boxes of 128 rows x 64 columns (128 bytes, the swizzle's width), written swizzled; rows
+// past seq read as zeros. cuTensorMapEncodeTiled is a driver function: fetched through the
+// runtime, so that nothing links against the driver library.
+template <typename T>
+CUtensorMap qkv_tensor_map(const FwdArgs &a) {
+    static PFN_cuTensorMapEncodeTiled_v12000 encode = nullptr;
+    if (!encode) {
+        cudaDriverEntryPointQueryResult found;
+        CUDA_CHECK(cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", (void **)&encode, 12000,
+                                                    cudaEnableDefault, &found));
+        if (found != cudaDriverEntryPointSuccess) DIE("the CUDA driver has no cuTensorMapEncodeTiled");
+    }
+    CUtensorMap map;
+    const cuuint64_t dims[3] = {(cuuint64_t)a.qkv_row, (cuuint64_t)a.batch, (cuuint64_t)a.seq};
+    const cuuint64_t strides[2] = {(cuuint64_t)a.qkv_row * sizeof(T), (cuuint64_t)a.batch * a.qkv_row * sizeof(T)};
+    const cuuint32_t box[3] = {64, 1, WG_BLOCK_N}, element_strides[3] = {1, 1, 1};
+    const CUresult r =
+        encode(&map, std::is_same<T, __half>::value ? CU_TENSOR_MAP_DATA_TYPE_FLOAT16 : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16,
+               3, const_cast<void *>(a.qkv), dims, strides, box, element_strides, CU_TENSOR_MAP_INTERLEAVE_NONE,
+               CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_128B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+    if (r != CUDA_SUCCESS)
+        DIE("flash attention: cannot describe qkv for the TMA (error %d; its rows must be 16-byte aligned)", (int)r);
+    return map;
 }
 
 }  // namespace
 
 template <typename T, int D>
 void flash_forward_wgmma(const FwdArgs &a) {
-    // Q, two K and two V buffers, and room to align them to 1024 bytes.
+    static_assert(WG_BLOCK_M == WG_BLOCK_N, "the tensor map's box serves Q and K/V tiles alike");
+    // Q, two K and two V stages, and room to align them to 1024 bytes.
     const size_t smem = (size_t)tile_bytes<D>(WG_BLOCK_M) + 4 * (size_t)tile_bytes<D>(WG_BLOCK_N) + 1024;
     static bool configured = false;
     if (!configured) {
@@ -180,7 +259,7 @@ void flash_forward_wgmma(const FwdArgs &a) {
         configured = true;
     }
     dim3 grid(ceil_div(a.seq, WG_BLOCK_M), a.batch * a.heads);
-    flash_forward_wgmma_kernel<T, D><<<grid, WG_THREADS, smem>>>(a, 1.0f / sqrtf((float)D));
+    flash_forward_wgmma_kernel<T, D><<<grid, WG_THREADS, smem>>>(qkv_tensor_map<T>(a), a, 1.0f / sqrtf((float)D));
     CHECK_LAUNCH();
 }
 
