@@ -9,11 +9,14 @@
 //   S  = Q K_w^T, dP = dO V_w^T        64 queries x 64 keys, Q, K, dO, V all K-major
 //   P, dS in registers (as the mma.sync kernel), then stored to shared memory
 //   dV_w += P_w^T dO, dK_w += dS_w^T Q   A read transposed (keys are P's contiguous dimension)
-//   dQ[:, 64 w, + 64] = dS K            over all 128 keys (both warpgroups' dS), added into
-//                                       the float accumulator with atomics
-// The next query tile's Q and dO are copied (cp.async) while this one is used.
+//   dQ[:, 64 w, + 64] = dS K            over all 128 keys (both warpgroups' dS), staged in
+//                                       shared memory and added into the float accumulator
+//                                       by the TMA unit
+// Copies are TMA copies issued by one thread (hopper_pipeline.cuh): K and V once, Q and dO of
+// the query tile after next into the stage the block has just finished with.
 #include "common/cuda_check.h"
 #include "kernels/attention/flash_common.cuh"
+#include "kernels/attention/hopper_pipeline.cuh"
 #include "kernels/attention/wgmma.cuh"
 #include "kernels/device_utils.cuh"
 
@@ -28,28 +31,20 @@ constexpr int KV_PANEL = BW_BLOCK_N * 128;  // bytes of a 64-column panel of K o
 constexpr int QO_PANEL = BW_BLOCK_M * 128;  // ... of Q or dO (64 rows)
 constexpr int PS_PANEL = BW_BLOCK_M * 128;  // ... of P or dS: 64 queries x one warpgroup's 64 keys
 constexpr int KV_BYTES = 2 * KV_PANEL, QO_BYTES = 2 * QO_PANEL, PS_BYTES = 2 * PS_PANEL;
-// dQ of a query tile waits in shared memory, float rows padded by 8 floats so that a warp's
-// 8-byte stores (8 rows x 4 column pairs) fall in different banks.
+// dQ of a query tile waits in shared memory (float rows padded by 8 floats, so that a warp's
+// 8-byte stores - 8 rows x 4 column pairs - fall in different banks) and its rows are added
+// into the float accumulator by the TMA unit: one bulk reduction (bulk_reduce_add,
+// hopper_pipeline.cuh) per 128-float row, issued by one thread each, instead of 8-byte
+// atomics from every thread - those took a fifth of the kernel's time (2.67 ms with them,
+// 2.10 without, b4 h32 s2048 d128; FlashAttention-3 does the same).
 constexpr int DQ_PITCH = D + 8;
 constexpr int DQ_BYTES = BW_BLOCK_M * DQ_PITCH * 4;
 constexpr size_t SMEM_BYTES = 2 * KV_BYTES + 4 * QO_BYTES + 2 * PS_BYTES + DQ_BYTES + 1024;  // + alignment room
 
-// dQ's rows are added into the float accumulator by the TMA unit: one bulk reduction
-// (cp.reduce.async.bulk ... add.f32) per 128-float row, issued by one thread each, instead
-// of 8-byte atomics from every thread - those took a fifth of the kernel's time (2.67 ms
-// with them, 2.10 without, b4 h32 s2048 d128; FlashAttention-3 does the same).
-__device__ __forceinline__ void bulk_reduce_add(float *global_dst, const float *shared_src, int bytes) {
-    asm volatile("cp.reduce.async.bulk.global.shared::cta.bulk_group.add.f32 [%0], [%1], %2;\n"
-                 ::"l"(global_dst), "r"(smem_addr(shared_src)), "r"(bytes) : "memory");
-    asm volatile("cp.async.bulk.commit_group;\n" ::: "memory");
-}
-// Until this thread's bulk reductions have read their shared-memory source.
-__device__ __forceinline__ void bulk_wait_read() { asm volatile("cp.async.bulk.wait_group.read 0;\n" ::: "memory"); }
-// Until they have completed.
-__device__ __forceinline__ void bulk_wait_all() { asm volatile("cp.async.bulk.wait_group 0;\n" ::: "memory"); }
-
 template <typename T>
-__global__ void __launch_bounds__(BW_THREADS, 1) flash_backward_wgmma_kernel(const BwdArgs a, float scale) {
+__global__ void __launch_bounds__(BW_THREADS, 1)
+    flash_backward_wgmma_kernel(const __grid_constant__ CUtensorMap q_map, const __grid_constant__ CUtensorMap kv_map,
+                                const __grid_constant__ CUtensorMap do_map, const BwdArgs a, float scale) {
 #if WGMMA_AVAILABLE
     extern __shared__ unsigned char smem_raw[];
     unsigned char *k_tile = smem_raw + ((1024 - (smem_addr(smem_raw) & 1023)) & 1023);
@@ -60,24 +55,43 @@ __global__ void __launch_bounds__(BW_THREADS, 1) flash_backward_wgmma_kernel(con
     unsigned char *ds_tile = p_tile + PS_BYTES;        // dS, [query][key]
     float *dq_stage = reinterpret_cast<float *>(ds_tile + PS_BYTES);  // dQ of a query tile
 
-    const T *qkv = static_cast<const T *>(a.qkv), *dctx = static_cast<const T *>(a.dctx);
+    __shared__ uint64_t kv_full, qdo_full[2];  // mbarriers: K and V landed; a stage's Q and dO landed
+
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, warpgroup = warp / 4, wq = warp % 4;
     const int g = lane / 4, c = lane % 4;
     const int bh = blockIdx.y, b = bh / a.heads, h = bh % a.heads, seq = a.seq;
     const int k0 = blockIdx.x * BW_BLOCK_N;
     const int key0 = k0 + 64 * warpgroup;  // this warpgroup's first key
     const QkvView view = {(int64_t)a.batch * a.qkv_row, (int64_t)b * a.qkv_row + (int64_t)h * 3 * D};
-    const int64_t ctx_stride = (int64_t)a.batch * a.ctx_row, ctx_offset = (int64_t)b * a.ctx_row + (int64_t)h * D;
     const float scale_log2 = scale * LOG2E;
     const float keep_scale = dropout_keep_scale(a.p_drop);
-    const T *q_rows = qkv + view.at(0, 0, D), *do_rows = dctx + ctx_offset;
-
-    load_swizzled<T, D, BW_BLOCK_N, BW_THREADS>(k_tile, qkv + view.at(0, 1, D), view.token_stride, k0, seq);
-    load_swizzled<T, D, BW_BLOCK_N, BW_THREADS>(v_tile, qkv + view.at(0, 2, D), view.token_stride, k0, seq);
     const int m_start = a.causal ? (k0 / BW_BLOCK_M) * BW_BLOCK_M : 0;
-    load_swizzled<T, D, BW_BLOCK_M, BW_THREADS>(q_tiles, q_rows, view.token_stride, m_start, seq);
-    load_swizzled<T, D, BW_BLOCK_M, BW_THREADS>(do_tiles, do_rows, ctx_stride, m_start, seq);
-    cp_async_commit();
+    const int steps = (seq - m_start + BW_BLOCK_M - 1) / BW_BLOCK_M;
+
+    // The copies: thread 0 issues TMA copies (hopper_pipeline.cuh) - K and V once, Q and dO of
+    // query tile `step` into stage step % 2 - and each lands counted on its mbarrier.
+    // Columns of the tensors: head h's q, k, v at h * 3d, + d, + 2d in qkv; its dO at h * d.
+    auto load_query_tile = [&](int step) {
+        uint64_t *bar = &qdo_full[step % 2];
+        const int row = m_start + step * BW_BLOCK_M;
+        mbarrier_arrive_expect_tx(bar, 2 * QO_BYTES);
+        for (int panel = 0; panel < 2; panel++) {
+            tma_load_3d(q_tiles + (step % 2) * QO_BYTES + panel * QO_PANEL, &q_map, h * 3 * D + 64 * panel, b, row, bar);
+            tma_load_3d(do_tiles + (step % 2) * QO_BYTES + panel * QO_PANEL, &do_map, h * D + 64 * panel, b, row, bar);
+        }
+    };
+    if (threadIdx.x == 0) {
+        mbarrier_init(&kv_full, 1), mbarrier_init(&qdo_full[0], 1), mbarrier_init(&qdo_full[1], 1);
+        fence_shared_for_wgmma();  // the initialised barriers, for the TMA unit
+        mbarrier_arrive_expect_tx(&kv_full, 2 * KV_BYTES);
+        for (int panel = 0; panel < 2; panel++) {
+            tma_load_3d(k_tile + panel * KV_PANEL, &kv_map, h * 3 * D + D + 64 * panel, b, k0, &kv_full);
+            tma_load_3d(v_tile + panel * KV_PANEL, &kv_map, h * 3 * D + 2 * D + 64 * panel, b, k0, &kv_full);
+        }
+        load_query_tile(0);
+        if (steps > 1) load_query_tile(1);
+    }
+    __syncthreads();  // the barriers are initialised
 
     // dK and dV of keys key0 + 16 wq + g (+ 8): wgmma accumulators of 64 keys x 128 columns.
     float dk[D / 8][4], dv[D / 8][4];
@@ -94,21 +108,10 @@ __global__ void __launch_bounds__(BW_THREADS, 1) flash_backward_wgmma_kernel(con
         if (threadIdx.x < BW_BLOCK_M && i < seq)
             bulk_reduce_add(a.dq_accum + ((int64_t)bh * seq + i) * D, dq_stage + threadIdx.x * DQ_PITCH, D * 4);
     };
-    int step = 0, last_q0 = m_start;
-    for (int q0 = m_start; q0 < seq; q0 += BW_BLOCK_M, step++) {
-        last_q0 = q0;
-        cp_async_wait<0>();
-        fence_shared_for_wgmma();  // also makes the previous tile's staged dQ visible to the TMA unit
-        __syncthreads();  // this tile landed; everyone is done with the previous one
-        if (q0 > m_start) add_dq_row(q0 - BW_BLOCK_M);  // the previous tile's dQ, while this one runs
-        if (q0 + BW_BLOCK_M < seq) {
-            const int next = (step + 1) % 2;
-            load_swizzled<T, D, BW_BLOCK_M, BW_THREADS>(q_tiles + next * QO_BYTES, q_rows, view.token_stride,
-                                                        q0 + BW_BLOCK_M, seq);
-            load_swizzled<T, D, BW_BLOCK_M, BW_THREADS>(do_tiles + next * QO_BYTES, do_rows, ctx_stride,
-                                                        q0 + BW_BLOCK_M, seq);
-            cp_async_commit();
-        }
+    mbarrier_wait(&kv_full, 0);
+    for (int step = 0; step < steps; step++) {
+        const int q0 = m_start + step * BW_BLOCK_M;
+        mbarrier_wait(&qdo_full[step % 2], (step / 2) & 1);
         const uint32_t q_addr = smem_addr(q_tiles + (step % 2) * QO_BYTES);
         const uint32_t do_addr = smem_addr(do_tiles + (step % 2) * QO_BYTES);
 
@@ -239,10 +242,11 @@ __global__ void __launch_bounds__(BW_THREADS, 1) flash_backward_wgmma_kernel(con
                 *reinterpret_cast<float2 *>(row + 8 * n + 2 * c) =
                     make_float2(dq[n][2 * r] * scale, dq[n][2 * r + 1] * scale);
         }
+        fence_shared_for_wgmma();  // the staged dQ, for the TMA unit
+        __syncthreads();           // both warpgroups are done with this tile and have staged its dQ
+        add_dq_row(q0);            // it is added while the next tile runs
+        if (threadIdx.x == 0 && step + 2 < steps) load_query_tile(step + 2);  // into the stage just freed
     }
-    fence_shared_for_wgmma();
-    __syncthreads();
-    add_dq_row(last_q0);  // the last tile's dQ
     bulk_wait_all();  // before the block's shared memory goes away
 
     // dK (scaled) and dV of this thread's keys into dqkv's k and v slots.
@@ -259,7 +263,7 @@ __global__ void __launch_bounds__(BW_THREADS, 1) flash_backward_wgmma_kernel(con
         }
     }
 #else
-    (void)a, (void)scale;
+    (void)q_map, (void)kv_map, (void)do_map, (void)a, (void)scale;
     __trap();
 #endif
 }
@@ -275,7 +279,13 @@ void flash_backward_wgmma_d128(const BwdArgs &a) {
         configured = true;
     }
     dim3 grid(ceil_div(a.seq, BW_BLOCK_N), a.batch * a.heads);
-    flash_backward_wgmma_kernel<T><<<grid, BW_THREADS, SMEM_BYTES>>>(a, 1.0f / sqrtf((float)D));
+    // The TMA sees qkv and dctx as [seq][batch][row] and copies boxes of 64 columns: 128 rows for
+    // K and V, 64 for Q and dO.
+    const CUtensorMap q_map = tensor_map_rows<T>(a.qkv, a.qkv_row, a.batch, a.seq, BW_BLOCK_M);
+    const CUtensorMap kv_map = tensor_map_rows<T>(a.qkv, a.qkv_row, a.batch, a.seq, BW_BLOCK_N);
+    const CUtensorMap do_map = tensor_map_rows<T>(a.dctx, a.ctx_row, a.batch, a.seq, BW_BLOCK_M);
+    flash_backward_wgmma_kernel<T>
+        <<<grid, BW_THREADS, SMEM_BYTES>>>(q_map, kv_map, do_map, a, 1.0f / sqrtf((float)D));
     CHECK_LAUNCH();
 }
 

@@ -20,11 +20,6 @@
 // The consumers never wait for each other's copies (no __syncthreads per tile) and take turns
 // to issue their products ("ping-pong"), so that one's softmax runs while the other's
 // products keep the tensor cores busy.
-#include <cudaTypedefs.h>
-
-#include <type_traits>
-
-#include "common/check.h"
 #include "common/cuda_check.h"
 #include "kernels/attention/flash_common.cuh"
 #include "kernels/attention/hopper_pipeline.cuh"
@@ -76,6 +71,7 @@ __global__ void __launch_bounds__(WG_THREADS, 1)
             mbarrier_init(&bars.k_full[s], 1), mbarrier_init(&bars.v_full[s], 1);
             mbarrier_init(&bars.k_empty[s], CONSUMERS), mbarrier_init(&bars.v_empty[s], CONSUMERS);
         }
+        fence_shared_for_wgmma();  // the initialised barriers, for the TMA unit
     }
     __syncthreads();  // the last block-wide barrier: from here on the warpgroups go their own ways
 
@@ -219,32 +215,6 @@ __global__ void __launch_bounds__(WG_THREADS, 1)
 #endif
 }
 
-// The tensor map of qkv for the TMA: [seq][batch][qkv_row] 16-bit values (innermost last),
-// boxes of 128 rows x 64 columns (128 bytes, the swizzle's width), written swizzled; rows
-// past seq read as zeros. cuTensorMapEncodeTiled is a driver function: fetched through the
-// runtime, so that nothing links against the driver library.
-template <typename T>
-CUtensorMap qkv_tensor_map(const FwdArgs &a) {
-    static PFN_cuTensorMapEncodeTiled_v12000 encode = nullptr;
-    if (!encode) {
-        cudaDriverEntryPointQueryResult found;
-        CUDA_CHECK(cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", (void **)&encode, 12000,
-                                                    cudaEnableDefault, &found));
-        if (found != cudaDriverEntryPointSuccess) DIE("the CUDA driver has no cuTensorMapEncodeTiled");
-    }
-    CUtensorMap map;
-    const cuuint64_t dims[3] = {(cuuint64_t)a.qkv_row, (cuuint64_t)a.batch, (cuuint64_t)a.seq};
-    const cuuint64_t strides[2] = {(cuuint64_t)a.qkv_row * sizeof(T), (cuuint64_t)a.batch * a.qkv_row * sizeof(T)};
-    const cuuint32_t box[3] = {64, 1, WG_BLOCK_N}, element_strides[3] = {1, 1, 1};
-    const CUresult r =
-        encode(&map, std::is_same<T, __half>::value ? CU_TENSOR_MAP_DATA_TYPE_FLOAT16 : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16,
-               3, const_cast<void *>(a.qkv), dims, strides, box, element_strides, CU_TENSOR_MAP_INTERLEAVE_NONE,
-               CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_128B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
-    if (r != CUDA_SUCCESS)
-        DIE("flash attention: cannot describe qkv for the TMA (error %d; its rows must be 16-byte aligned)", (int)r);
-    return map;
-}
-
 }  // namespace
 
 template <typename T, int D>
@@ -259,7 +229,9 @@ void flash_forward_wgmma(const FwdArgs &a) {
         configured = true;
     }
     dim3 grid(ceil_div(a.seq, WG_BLOCK_M), a.batch * a.heads);
-    flash_forward_wgmma_kernel<T, D><<<grid, WG_THREADS, smem>>>(qkv_tensor_map<T>(a), a, 1.0f / sqrtf((float)D));
+    // The TMA sees qkv as [seq][batch][qkv_row] and copies boxes of 128 rows x 64 columns.
+    const CUtensorMap qkv_map = tensor_map_rows<T>(a.qkv, a.qkv_row, a.batch, a.seq, WG_BLOCK_N);
+    flash_forward_wgmma_kernel<T, D><<<grid, WG_THREADS, smem>>>(qkv_map, a, 1.0f / sqrtf((float)D));
     CHECK_LAUNCH();
 }
 

@@ -15,9 +15,43 @@
 #define KERNELS_ATTENTION_HOPPER_PIPELINE_CUH
 
 #include <cuda.h>
+#include <cudaTypedefs.h>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <stdint.h>
 
+#include <type_traits>
+
+#include "common/check.h"
+#include "common/cuda_check.h"
 #include "kernels/attention/mma.cuh"
+
+// Host: the tensor map of a [seq][batch][row_elems] tensor of 16-bit values (a fused QKV
+// tensor, or ctx) for TMA copies of boxes of box_rows tokens x 64 columns (128 bytes, the
+// swizzle's width) of one batch entry, written to shared memory with the 128-byte swizzle;
+// tokens past seq read as zeros. cuTensorMapEncodeTiled is a driver function, fetched through
+// the runtime so that nothing links against the driver library.
+template <typename T>
+inline CUtensorMap tensor_map_rows(const void *base, int64_t row_elems, int batch, int seq, int box_rows) {
+    static PFN_cuTensorMapEncodeTiled_v12000 encode = nullptr;
+    if (!encode) {
+        cudaDriverEntryPointQueryResult found;
+        CUDA_CHECK(cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", (void **)&encode, 12000,
+                                                    cudaEnableDefault, &found));
+        if (found != cudaDriverEntryPointSuccess) DIE("the CUDA driver has no cuTensorMapEncodeTiled");
+    }
+    CUtensorMap map;
+    const cuuint64_t dims[3] = {(cuuint64_t)row_elems, (cuuint64_t)batch, (cuuint64_t)seq};
+    const cuuint64_t strides[2] = {(cuuint64_t)row_elems * sizeof(T), (cuuint64_t)batch * row_elems * sizeof(T)};
+    const cuuint32_t box[3] = {64, 1, (cuuint32_t)box_rows}, element_strides[3] = {1, 1, 1};
+    const CUresult r = encode(
+        &map, std::is_same<T, __half>::value ? CU_TENSOR_MAP_DATA_TYPE_FLOAT16 : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 3,
+        const_cast<void *>(base), dims, strides, box, element_strides, CU_TENSOR_MAP_INTERLEAVE_NONE,
+        CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_128B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+    if (r != CUDA_SUCCESS)
+        DIE("flash attention: cannot describe a tensor for the TMA (error %d; rows must be 16-byte aligned)", (int)r);
+    return map;
+}
 
 __device__ __forceinline__ void mbarrier_init(uint64_t *bar, int count) {
     asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(smem_addr(bar)), "r"(count) : "memory");
@@ -55,6 +89,19 @@ __device__ __forceinline__ void tma_load_3d(void *dst, const CUtensorMap *map, i
         "l"(reinterpret_cast<uint64_t>(map)), "r"(c0), "r"(c1), "r"(c2), "r"(smem_addr(bar))
         : "memory");
 }
+
+// TMA bulk reduction: global_dst[i] += shared_src[i] for `bytes` bytes of floats (16-byte
+// aligned, a multiple of 16), issued by one thread and tracked in that thread's "bulk group".
+__device__ __forceinline__ void bulk_reduce_add(float *global_dst, const float *shared_src, int bytes) {
+    asm volatile("cp.reduce.async.bulk.global.shared::cta.bulk_group.add.f32 [%0], [%1], %2;\n" ::"l"(global_dst),
+                 "r"(smem_addr(shared_src)), "r"(bytes)
+                 : "memory");
+    asm volatile("cp.async.bulk.commit_group;\n" ::: "memory");
+}
+// Until this thread's bulk reductions have read their shared-memory source.
+__device__ __forceinline__ void bulk_wait_read() { asm volatile("cp.async.bulk.wait_group.read 0;\n" ::: "memory"); }
+// Until they have completed.
+__device__ __forceinline__ void bulk_wait_all() { asm volatile("cp.async.bulk.wait_group 0;\n" ::: "memory"); }
 
 // Named barriers (ids 1-15; 0 is __syncthreads'): `threads` threads take part, some waiting
 // (sync), some only signalling (arrive).
