@@ -9,7 +9,6 @@
 
 #include "common/philox.h"
 #include "kernels/attention/mma.cuh"
-#include "kernels/attention/wgmma.cuh"
 
 
 static const float LOG2E = 1.4426950408889634f;
@@ -33,20 +32,6 @@ struct HeadRange {
         return (uint64_t)b * total + first + h;
     }
 };
-
-// Copies rows [row0, row0 + ROWS) of a [seq x D] matrix whose row i starts at x + i * stride
-// (a head's q, k or v in the fused QKV tensor, or its ctx) into a 128-byte-swizzled tile
-// for the wgmma kernels (wgmma.cuh), with NTHREADS threads; rows at or past seq become zeros.
-// Consecutive threads copy consecutive 16 bytes of a row.
-template <typename T, int D, int ROWS, int NTHREADS>
-__device__ __forceinline__ void load_swizzled(unsigned char *tile, const T *x, int64_t stride, int row0, int seq) {
-    constexpr int CHUNKS = D / 8;  // 16-byte chunks per row, 8 per 64-column panel
-    for (int c = threadIdx.x; c < ROWS * CHUNKS; c += NTHREADS) {
-        const int r = c / CHUNKS, chunk = c % CHUNKS, row = row0 + r;
-        const T *src = x + (int64_t)(row < seq ? row : 0) * stride + chunk * 8;
-        cp_async_16(tile + (chunk / 8) * ROWS * 128 + swizzled_offset(r, chunk % 8), src, row < seq);
-    }
-}
 
 // Which of the probabilities this thread holds in a 16 x 64 tile are kept by dropout: rows g
 // and g + 8 (r = 0, 1), n-blocks n = 0..7, columns 2c and 2c + 1 of each; bit 2n + e of
