@@ -78,16 +78,9 @@ void fp8_linear_forward_gelu(Fp8Linear *l, const void *pre_activation, void *y, 
     forward_from_fp8_input(l, y, tokens, add_bias);
 }
 
-void fp8_linear_backward(Fp8Linear *l, const void *dy, void *dx, int64_t tokens) {
+// The two GEMMs of backward, from dy's FP8 copies: dx and dW.
+static void backward_from_fp8_dy(Fp8Linear *l, void *dx, int64_t tokens) {
     const int in = l->base.in, out = l->base.out;
-    // dy is read once: its FP8 copies, its transposed FP8 copy and the bias gradient together.
-    if (l->base.bias)
-        fp8_cast_transpose_dbias(dy, l->dy8, l->dyt8, tokens, out, l->meta_dy + FP8_META_SCALE,
-                                 l->meta_dy + FP8_META_HISTORY, l->bwd_format, l->base.dtype, l->base.dbias,
-                                 l->dbias_workspace);
-    else
-        fp8_cast_transpose(dy, l->dy8, l->dyt8, tokens, out, l->meta_dy + FP8_META_SCALE,
-                           l->meta_dy + FP8_META_HISTORY, l->bwd_format, l->base.dtype);
     // dx: D [in x T] = Wt8 (W^T row-major [in, out], stored [out x in])^T  dy8 (stored [out x T])
     Fp8Gemm dgrad = {.m = in, .n = tokens, .k = out, .a = l->wt8, .a_format = l->fwd_format,
                      .a_scale_inv = l->meta_w + FP8_META_SCALE_INV, .b = l->dy8, .b_format = l->bwd_format,
@@ -100,6 +93,28 @@ void fp8_linear_backward(Fp8Linear *l, const void *dy, void *dx, int64_t tokens)
                      .b_scale_inv = l->meta_dy + FP8_META_SCALE_INV, .d = l->base.dweight, .ldd = in,
                      .out_dtype = l->base.dtype, .fast_accum = 0};
     fp8_gemm_run(&wgrad);
+}
+
+void fp8_linear_backward(Fp8Linear *l, const void *dy, void *dx, int64_t tokens) {
+    const int out = l->base.out;
+    // dy is read once: its FP8 copies, its transposed FP8 copy and the bias gradient together.
+    if (l->base.bias)
+        fp8_cast_transpose_dbias(dy, l->dy8, l->dyt8, tokens, out, l->meta_dy + FP8_META_SCALE,
+                                 l->meta_dy + FP8_META_HISTORY, l->bwd_format, l->base.dtype, l->base.dbias,
+                                 l->dbias_workspace);
+    else
+        fp8_cast_transpose(dy, l->dy8, l->dyt8, tokens, out, l->meta_dy + FP8_META_SCALE,
+                           l->meta_dy + FP8_META_HISTORY, l->bwd_format, l->base.dtype);
+    backward_from_fp8_dy(l, dx, tokens);
+}
+
+void fp8_linear_backward_dgelu(Fp8Linear *l, const void *d_gelu_out, const void *pre_activation, void *dx,
+                               int64_t tokens) {
+    if (!l->base.bias) DIE("fp8_linear_backward_dgelu: the Linear has no bias (its gradient is summed here)");
+    fp8_dgelu_cast_transpose_dbias(d_gelu_out, pre_activation, l->dy8, l->dyt8, tokens, l->base.out,
+                                   l->meta_dy + FP8_META_SCALE, l->meta_dy + FP8_META_HISTORY, l->bwd_format,
+                                   l->base.dtype, l->base.dbias, l->dbias_workspace);
+    backward_from_fp8_dy(l, dx, tokens);
 }
 
 void fp8_linear_update_scales(Fp8Linear *l) {

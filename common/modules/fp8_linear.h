@@ -53,6 +53,10 @@ void fp8_linear_forward_fp8_input(Fp8Linear *l, void *y, int64_t tokens, int add
 // never written in 16 bits (backward needs only the pre-activation, and the FP8 copies).
 void fp8_linear_forward_gelu(Fp8Linear *l, const void *pre_activation, void *y, int64_t tokens, int add_bias);
 void fp8_linear_backward(Fp8Linear *l, const void *dy, void *dx, int64_t tokens);
+// The same for a Linear whose output feeds a GELU (step 05's FC1): dy = d_gelu_out *
+// GELU'(pre_activation), computed by the cast to FP8, so it is never written in 16 bits.
+void fp8_linear_backward_dgelu(Fp8Linear *l, const void *d_gelu_out, const void *pre_activation, void *dx,
+                               int64_t tokens);
 // The delayed-scaling update of x's, W's and dy's scales, after a training step.
 void fp8_linear_update_scales(Fp8Linear *l);
 // Host copies of the three scales (x, w, dy) used by this step and this step's amaxes (call it

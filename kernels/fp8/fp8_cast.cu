@@ -28,7 +28,8 @@ extern "C" void fp8_encode_device(const float *x, uint8_t *out, int64_t n, Fp8Fo
 // the first version, 64 x 64 tiles through shared memory with 4-byte accesses, 39%.) Optionally it also sums each column over the
 // tile's 128 rows (the bias gradient, when x is a Linear's output gradient) into one partial
 // row per tile, or cast GELU(x) instead of x (step 05's FC2 input: GELU written straight to
-// FP8, never stored in 16 bits). rows % 8 == 0, cols % 8 == 0.
+// FP8, never stored in 16 bits), or x * GELU'(pre) (step 05's FC1 output gradient: GELU's
+// backward done by the cast, its 16-bit result never stored). rows % 8 == 0, cols % 8 == 0.
 static const int CT_ROWS = 128, CT_COLS = 128, CT_RPT = 8;
 
 // Byte j of each of four 8-byte rows (row k's bytes: lo[k] = 0..3, hi[k] = 4..7), as one word.
@@ -39,10 +40,11 @@ __device__ __forceinline__ uint32_t gather_column(const uint32_t *lo, const uint
     return __byte_perm(r01, r23, 0x5410);
 }
 
-template <typename T, bool DBIAS, bool GELU = false>
+template <typename T, bool DBIAS, bool GELU = false, bool DGELU = false>
 __global__ void __launch_bounds__(256) cast_transpose_kernel(const T *x, uint8_t *out, uint8_t *out_t, int64_t rows,
                                                              int64_t cols, const float *scale, float *amax,
-                                                             Fp8Format f, float *dbias_partial) {
+                                                             Fp8Format f, float *dbias_partial,
+                                                             const T *pre = nullptr) {
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int warp_row = warp / 2, warp_col = warp % 2;  // 4 x 2 warps of 32 x 64
     const int lane_row = lane / 8, lane_col = lane % 8;  // 4 x 8 lanes of 8 x 8
@@ -51,10 +53,13 @@ __global__ void __launch_bounds__(256) cast_transpose_kernel(const T *x, uint8_t
     const int64_t c = (int64_t)blockIdx.x * CT_COLS + tile_col;
     const bool inside = r < rows && c < cols;
     const float s = *scale;
-    Pack8<T> p[CT_RPT];
+    Pack8<T> p[CT_RPT], q[DGELU ? CT_RPT : 1];
 #pragma unroll
     for (int k = 0; k < CT_RPT; k++)
-        if (inside) p[k] = *reinterpret_cast<const Pack8<T> *>(x + (r + k) * cols + c);
+        if (inside) {
+            p[k] = *reinterpret_cast<const Pack8<T> *>(x + (r + k) * cols + c);
+            if (DGELU) q[k] = *reinterpret_cast<const Pack8<T> *>(pre + (r + k) * cols + c);
+        }
     float local = 0.0f, col_sum[8] = {0, 0, 0, 0, 0, 0, 0, 0};
     uint32_t lo[CT_RPT], hi[CT_RPT];
 #pragma unroll
@@ -64,6 +69,7 @@ __global__ void __launch_bounds__(256) cast_transpose_kernel(const T *x, uint8_t
         for (int j = 0; j < 8; j++) {
             float v = inside ? to_float(p[k].v[j]) : 0.0f;
             if (GELU) v = gelu_tanh(v);  // gelu(0) = 0: the padding stays zero
+            if (DGELU && inside) v *= gelu_tanh_grad(to_float(q[DGELU ? k : 0].v[j]));
             local = fmaxf(local, fabsf(v));
             if (DBIAS) col_sum[j] += v;
             code[j] = to_fp8(v * s, f);
@@ -160,6 +166,21 @@ extern "C" void fp8_gelu_cast_transpose(const void *x, uint8_t *out, uint8_t *ou
     DISPATCH_DTYPE(dtype, T,
                    (cast_transpose_kernel<T, false, true><<<grid, 256>>>((const T *)x, out, out_t, rows, cols, scale,
                                                                          amax, format, NULL)));
+    CHECK_LAUNCH();
+}
+
+extern "C" void fp8_dgelu_cast_transpose_dbias(const void *dy, const void *pre, uint8_t *out, uint8_t *out_t,
+                                               int64_t rows, int64_t cols, const float *scale, float *amax,
+                                               Fp8Format format, DType dtype, void *dbias, float *workspace) {
+    check_cast_shape("fp8_dgelu_cast_transpose_dbias", rows, cols);
+    const int tiles = (int)ceil_div(rows, CT_ROWS);
+    dim3 grid(ceil_div(cols, CT_COLS), tiles);
+    DISPATCH_DTYPE(dtype, T, {
+        cast_transpose_kernel<T, true, false, true><<<grid, 256>>>((const T *)dy, out, out_t, rows, cols, scale,
+                                                                   amax, format, workspace, (const T *)pre);
+        CHECK_LAUNCH();
+        sum_partial_rows_kernel<T><<<ceil_div(cols, 256), 256>>>(workspace, tiles, cols, (T *)dbias);
+    });
     CHECK_LAUNCH();
 }
 

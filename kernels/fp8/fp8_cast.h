@@ -41,6 +41,13 @@ void fp8_cast_transpose_dbias(const void *x, uint8_t *out, uint8_t *out_t, int64
                               const float *scale, float *amax, Fp8Format format, DType dtype, void *dbias,
                               float *workspace);
 
+// The same for dy * GELU'(pre) (tanh form) instead of x: the output gradient of a Linear
+// followed by a GELU, from the GELU output's gradient dy and the pre-activation pre (both
+// [rows, cols], dtype); *amax and dbias are those of dy * GELU'(pre), which is never stored.
+void fp8_dgelu_cast_transpose_dbias(const void *dy, const void *pre, uint8_t *out, uint8_t *out_t, int64_t rows,
+                                    int64_t cols, const float *scale, float *amax, Fp8Format format, DType dtype,
+                                    void *dbias, float *workspace);
+
 // The scaling state of one FP8 tensor on the GPU, in one float array:
 //   [0] scale, [4] scale_inv (16-byte aligned for cuBLASLt), [8 ...] the amax history, the
 //   newest slot first (casts record into [8]).

@@ -36,7 +36,7 @@ typedef struct {
     LayerNorm ln1, ln2;
     Fp8Linear lin[NUM_LINEARS];
     void *qkv, *ctx, *proj, *y, *h1, *out;
-    void *d_g, *d_h1, *d_ln2, *d_y, *d_proj, *d_ctx, *d_qkv, *d_ln1, *dx;
+    void *d_g, *d_ln2, *d_y, *d_proj, *d_ctx, *d_qkv, *d_ln1, *dx;
     float *lse;
     void *attn_scratch;
     FILE *log;
@@ -64,7 +64,7 @@ static void *create(const LayerConfig *c, const LayerParams *p) {
     void **hs[] = {&s->ctx, &s->proj, &s->y, &s->out, &s->d_ln2, &s->d_y, &s->d_proj,
                    &s->d_ctx, &s->d_ln1, &s->dx};
     for (size_t i = 0; i < sizeof hs / sizeof hs[0]; i++) *hs[i] = dev_alloc((size_t)t * h * e);
-    void **fs[] = {&s->h1, &s->d_g, &s->d_h1};
+    void **fs[] = {&s->h1, &s->d_g};
     for (size_t i = 0; i < sizeof fs / sizeof fs[0]; i++) *fs[i] = dev_alloc((size_t)t * f * e);
     s->qkv = dev_alloc((size_t)t * 3 * h * e), s->d_qkv = dev_alloc((size_t)t * 3 * h * e);
     s->lse = dev_alloc((size_t)c->batch * c->heads * c->seq * sizeof(float));
@@ -113,12 +113,11 @@ static void forward(void *state, const void *x, uint64_t step) {
 static void backward(void *state, const void *dout, uint64_t step) {
     Step05 *s = state;
     const LayerConfig *c = &s->cfg;
-    const int64_t t = layer_tokens(c), h = c->hidden, f = c->ffn;
+    const int64_t t = layer_tokens(c), h = c->hidden;
     const int d = layer_head_dim(c);
     const uint64_t attn_off = dropout_offset(step, DROPOUT_SITE_ATTENTION), hid_off = dropout_offset(step, DROPOUT_SITE_HIDDEN);
     fp8_linear_backward(&s->lin[FC2], dout, s->d_g, t);
-    gelu_backward_strided(s->d_g, f, s->h1, f, s->d_h1, f, t, (int)f, c->dtype);
-    fp8_linear_backward(&s->lin[FC1], s->d_h1, s->d_ln2, t);
+    fp8_linear_backward_dgelu(&s->lin[FC1], s->d_g, s->h1, s->d_ln2, t);  // GELU' applied by the cast
     layernorm_backward(&s->ln2, s->d_ln2, dout, s->d_y, t);
     add_dropout_backward(s->d_y, NULL, NULL, s->d_proj, t * h, c->hidden_dropout, c->seed, hid_off, c->dtype);
     fp8_linear_backward(&s->lin[PROJ], s->d_proj, s->d_ctx, t);
@@ -171,7 +170,7 @@ static void destroy(void *state) {
     layernorm_free(&s->ln1);
     layernorm_free(&s->ln2);
     for (int l = 0; l < NUM_LINEARS; l++) fp8_linear_free(&s->lin[l]);
-    void *bufs[] = {s->qkv, s->ctx, s->proj, s->y, s->h1, s->out, s->d_g, s->d_h1,
+    void *bufs[] = {s->qkv, s->ctx, s->proj, s->y, s->h1, s->out, s->d_g,
                     s->d_ln2, s->d_y, s->d_proj, s->d_ctx, s->d_qkv, s->d_ln1, s->dx, s->lse, s->attn_scratch};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) dev_free(bufs[i]);
     if (s->log) fclose(s->log);

@@ -168,6 +168,52 @@ static void test_gelu_cast_transpose(void **state) {
     free(x), free(g), free(out), free(out_t), free(got), free(want);
 }
 
+// GELU's backward applied by the cast (step 05's FC1): the FP8 codes of dy * GELU'(pre) * scale
+// in both layouts, its amax and its column sums (the bias gradient), against the reference's
+// GELU backward (within E4M3's rounding for the codes, 16-bit rounding for dbias).
+static void test_dgelu_cast_transpose_dbias(void **state) {
+    (void)state;
+    SKIP_WITHOUT_GPU();
+    const int64_t rows = 136, cols = 264, n = rows * cols;
+    float *dy = random_floats(n, -1.0f, 1.0f), *pre = random_floats(n, -4.0f, 4.0f);
+    round_to_dtype(dy, n, DTYPE_FP16);
+    round_to_dtype(pre, n, DTYPE_FP16);
+    float *v = malloc((size_t)n * sizeof(float));
+    ref_gelu_backward(dy, pre, n, v);
+    float amax_want = 0.0f;
+    for (int64_t i = 0; i < n; i++) amax_want = fabsf(v[i]) > amax_want ? fabsf(v[i]) : amax_want;
+    void *d_dy = dev_upload(dy, n, DTYPE_FP16), *d_pre = dev_upload(pre, n, DTYPE_FP16);
+    uint8_t *d_out = dev_alloc((size_t)n), *d_out_t = dev_alloc((size_t)n);
+    void *d_dbias = dev_alloc((size_t)cols * 2);
+    float *ws = dev_alloc(fp8_cast_transpose_dbias_workspace_bytes(rows, cols));
+    float scale = 2.0f, zero = 0.0f, amax;
+    float *d_scale = dev_upload_f32(&scale, 1), *d_amax = dev_upload_f32(&zero, 1);
+    fp8_dgelu_cast_transpose_dbias(d_dy, d_pre, d_out, d_out_t, rows, cols, d_scale, d_amax, FP8_E4M3, DTYPE_FP16,
+                                   d_dbias, ws);
+    uint8_t *out = malloc((size_t)n), *out_t = malloc((size_t)n);
+    CUDA_CHECK(cudaMemcpy(out, d_out, (size_t)n, cudaMemcpyDeviceToHost));
+    CUDA_CHECK(cudaMemcpy(out_t, d_out_t, (size_t)n, cudaMemcpyDeviceToHost));
+    dev_download_f32(&amax, d_amax, 1);
+    float *got = malloc((size_t)n * sizeof(float)), *want = malloc((size_t)n * sizeof(float));
+    float *dbias = malloc((size_t)cols * sizeof(float)), *dbias_want = calloc((size_t)cols, sizeof(float));
+    dev_download(dbias, d_dbias, cols, DTYPE_FP16);
+    int64_t layouts_differ = 0;
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t c = 0; c < cols; c++) {
+            got[r * cols + c] = fp8_decode(out[r * cols + c], FP8_E4M3);
+            want[r * cols + c] = v[r * cols + c] * scale;
+            dbias_want[c] += v[r * cols + c];
+            layouts_differ += out[r * cols + c] != out_t[c * rows + r];
+        }
+    assert_int_equal(layouts_differ, 0);
+    assert_rel_error(got, want, n, 3e-2);  // E4M3 rounding: at most 1/16 per element
+    assert_rel_error(dbias, dbias_want, cols, 2e-3);
+    assert_true(fabsf(amax - amax_want) <= 1e-3f * amax_want);
+    dev_free(d_dy), dev_free(d_pre), dev_free(d_out), dev_free(d_out_t), dev_free(d_dbias), dev_free(ws);
+    dev_free(d_scale), dev_free(d_amax);
+    free(dy), free(pre), free(v), free(out), free(out_t), free(got), free(want), free(dbias), free(dbias_want);
+}
+
 // The byte transpose (for an FP8 input its producer wrote itself): exact, past the tiles' edges.
 static void test_fp8_transpose(void **state) {
     (void)state;
@@ -272,7 +318,8 @@ int main(void) {
         cmocka_unit_test(test_encoder_matches_cuda),
         cmocka_unit_test(test_cast_amax),
         cmocka_unit_test(test_cast_transpose), cmocka_unit_test(test_cast_transpose_dbias),
-        cmocka_unit_test(test_gelu_cast_transpose), cmocka_unit_test(test_fp8_transpose),
+        cmocka_unit_test(test_gelu_cast_transpose), cmocka_unit_test(test_dgelu_cast_transpose_dbias),
+        cmocka_unit_test(test_fp8_transpose),
         cmocka_unit_test(test_layernorm_fp8),
         cmocka_unit_test(test_fp8_gemm),
     };
