@@ -382,17 +382,7 @@ __global__ void __launch_bounds__(BwdTile<D>::THREADS) flash_backward_kernel(
     }
 
     // dK (scaled) and dV of this warp's 16 keys into dqkv's k and v slots.
-#pragma unroll
-    for (int r = 0; r < 2; r++) {
-        int j = k0 + warp * 16 + g + 8 * r;
-        if (j >= seq) continue;
-        T *dkp = dqkv + view.at(j, 1, D), *dvp = dqkv + view.at(j, 2, D);
-#pragma unroll
-        for (int n = 0; n < D / 8; n++) {
-            *reinterpret_cast<uint32_t *>(dkp + n * 8 + c2) = pack2<T>(dk[n][2 * r] * scale, dk[n][2 * r + 1] * scale);
-            *reinterpret_cast<uint32_t *>(dvp + n * 8 + c2) = pack2<T>(dv[n][2 * r], dv[n][2 * r + 1]);
-        }
-    }
+    write_dk_dv_rows<T>(dqkv, view, dk, dv, k0 + warp * 16 + g, seq, scale);
 }
 
 // dQ's float accumulator into dqkv's q slots, 8 values per thread: two 16-byte loads, one

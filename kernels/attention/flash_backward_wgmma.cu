@@ -250,18 +250,7 @@ __global__ void __launch_bounds__(BW_THREADS, 1)
     bulk_wait_all();  // before the block's shared memory goes away
 
     // dK (scaled) and dV of this thread's keys into dqkv's k and v slots.
-    T *dqkv = static_cast<T *>(a.dqkv);
-#pragma unroll
-    for (int r = 0; r < 2; r++) {
-        const int j = key0 + 16 * wq + g + 8 * r;
-        if (j >= seq) continue;
-        T *dkp = dqkv + view.at(j, 1, D), *dvp = dqkv + view.at(j, 2, D);
-#pragma unroll
-        for (int n = 0; n < D / 8; n++) {
-            *reinterpret_cast<uint32_t *>(dkp + 8 * n + 2 * c) = pack2<T>(dk[n][2 * r] * scale, dk[n][2 * r + 1] * scale);
-            *reinterpret_cast<uint32_t *>(dvp + 8 * n + 2 * c) = pack2<T>(dv[n][2 * r], dv[n][2 * r + 1]);
-        }
-    }
+    write_dk_dv_rows<T>(static_cast<T *>(a.dqkv), view, dk, dv, key0 + 16 * wq + g, seq, scale);
 #else
     (void)q_map, (void)kv_map, (void)do_map, (void)a, (void)scale;
     __trap();

@@ -201,6 +201,25 @@ __device__ __forceinline__ void write_output_rows(T *ctx, float *lse, const floa
     }
 }
 
+// The backward's last act for one warp's rows g and g + 8 of dK and dV (key indices
+// j_first and j_first + 8): dK * scale and dV into dqkv's k and v slots of those keys.
+template <typename T, int NB>
+__device__ __forceinline__ void write_dk_dv_rows(T *dqkv, const QkvView &view, const float (&dk)[NB][4],
+                                                 const float (&dv)[NB][4], int j_first, int seq, float scale) {
+    const int c2 = (threadIdx.x % 4) * 2;
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        const int j = j_first + 8 * r;
+        if (j >= seq) continue;
+        T *dkp = dqkv + view.at(j, 1, NB * 8), *dvp = dqkv + view.at(j, 2, NB * 8);
+#pragma unroll
+        for (int n = 0; n < NB; n++) {
+            *reinterpret_cast<uint32_t *>(dkp + n * 8 + c2) = pack2<T>(dk[n][2 * r] * scale, dk[n][2 * r + 1] * scale);
+            *reinterpret_cast<uint32_t *>(dvp + n * 8 + c2) = pack2<T>(dv[n][2 * r], dv[n][2 * r + 1]);
+        }
+    }
+}
+
 // Everything a forward launch needs: q, k, v read from qkv (token stride batch * qkv_row, see
 // flash_attention.h), ctx written with token stride batch * ctx_row, lse [batch, heads, seq].
 struct FwdArgs {
