@@ -34,16 +34,21 @@ static cublasLtEpilogue_t lt_epilogue(GemmEpilogue e) {
         case GEMM_EPILOGUE_BIAS: return CUBLASLT_EPILOGUE_BIAS;
         case GEMM_EPILOGUE_GELU_AUX_BIAS: return CUBLASLT_EPILOGUE_GELU_AUX_BIAS;
         case GEMM_EPILOGUE_DGELU_BGRAD: return CUBLASLT_EPILOGUE_DGELU_BGRAD;
+        case GEMM_EPILOGUE_DGELU: return CUBLASLT_EPILOGUE_DGELU;
         case GEMM_EPILOGUE_BGRADB: return CUBLASLT_EPILOGUE_BGRADB;
         default: return CUBLASLT_EPILOGUE_DEFAULT;
     }
 }
 
+static int reads_or_writes_aux(GemmEpilogue e) {
+    return e == GEMM_EPILOGUE_GELU_AUX_BIAS || e == GEMM_EPILOGUE_DGELU_BGRAD || e == GEMM_EPILOGUE_DGELU;
+}
+
 static void set_pointers(cublasLtMatmulDesc_t desc, const Gemm *g) {
-    if (g->epilogue != GEMM_EPILOGUE_NONE)
+    if (g->epilogue != GEMM_EPILOGUE_NONE && g->epilogue != GEMM_EPILOGUE_DGELU)
         CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &g->bias,
                                                     sizeof g->bias));
-    if (g->epilogue == GEMM_EPILOGUE_GELU_AUX_BIAS || g->epilogue == GEMM_EPILOGUE_DGELU_BGRAD)
+    if (reads_or_writes_aux(g->epilogue))
         CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER,
                                                     &g->aux, sizeof g->aux));
 }
@@ -93,7 +98,7 @@ static Plan *make_plan(const PlanKey *key, const Gemm *g) {
     CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
     cublasLtEpilogue_t epi = lt_epilogue(g->epilogue);
     CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi));
-    if (g->epilogue == GEMM_EPILOGUE_GELU_AUX_BIAS || g->epilogue == GEMM_EPILOGUE_DGELU_BGRAD)
+    if (reads_or_writes_aux(g->epilogue))
         CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD,
                                                     &g->aux_ld, sizeof g->aux_ld));
     set_pointers(p->desc, g);

@@ -23,6 +23,7 @@ typedef enum {
     GEMM_EPILOGUE_BIAS,       // D = AB + bias[row]                          (bias: m values)
     GEMM_EPILOGUE_GELU_AUX_BIAS,  // aux = AB + bias[row]; D = GELU(aux)   (aux: m x n, ld aux_ld)
     GEMM_EPILOGUE_DGELU_BGRAD,    // D = AB * GELU'(aux); bias = sum over columns of D
+    GEMM_EPILOGUE_DGELU,      // D = AB * GELU'(aux)                        (aux as above)
     GEMM_EPILOGUE_BGRADB,     // D = AB; bias = sum of B over the k dimension (n values)
 } GemmEpilogue;
 
@@ -38,7 +39,7 @@ typedef struct {
     int64_t ldd;
     GemmEpilogue epilogue;
     void *bias;  // bias (read) or bias gradient (written), per the epilogue
-    void *aux;   // GELU's input (written by GELU_AUX_BIAS, read by DGELU_BGRAD)
+    void *aux;   // GELU's input (written by GELU_AUX_BIAS, read by DGELU(_BGRAD))
     int64_t aux_ld;
     DType dtype;  // of A, B, C, D, bias and aux; accumulation is float32
 } Gemm;

@@ -54,6 +54,8 @@ int main(void) {
         {"FC2 dgrad +dGELU+bgrad", {.m = f, .n = t, .k = h, .a = w2, .lda = f, .b = dy, .ldb = h, .d = out_f,
                                     .ldd = f, .epilogue = GEMM_EPILOGUE_DGELU_BGRAD, .bias = dbias, .aux = aux,
                                     .aux_ld = f}},
+        {"FC2 dgrad +dGELU", {.m = f, .n = t, .k = h, .a = w2, .lda = f, .b = dy, .ldb = h, .d = out_f, .ldd = f,
+                              .epilogue = GEMM_EPILOGUE_DGELU, .aux = aux, .aux_ld = f}},
         {"FC1 wgrad", {.trans_b = 1, .m = h, .n = f, .k = t, .a = x, .lda = h, .b = act, .ldb = f, .d = dw, .ldd = h}},
         {"FC1 wgrad +bgradB", {.trans_b = 1, .m = h, .n = f, .k = t, .a = x, .lda = h, .b = act, .ldb = f, .d = dw,
                                .ldd = h, .epilogue = GEMM_EPILOGUE_BGRADB, .bias = dbias}},

@@ -7,7 +7,7 @@
 void layernorm_mlp_init(LayerNormMLP *m, int hidden, int ffn, int64_t max_tokens, float eps,
                         const float *gamma, const float *beta, const float *w1, const float *b1,
                         const float *w2, const float *b2, DType dtype) {
-    m->dgelu_in_epilogue = 0;
+    m->gelu_backward = GELU_BACKWARD_SEPARATE_PASS;
     layernorm_init(&m->ln, hidden, max_tokens, eps, gamma, beta, dtype);
     linear_init(&m->fc1, hidden, ffn, w1, b1, dtype);
     linear_init(&m->fc2, ffn, hidden, w2, b2, dtype);
@@ -39,27 +39,30 @@ void layernorm_mlp_forward(LayerNormMLP *m, const void *x, void *y, int64_t toke
 
 void layernorm_mlp_backward(LayerNormMLP *m, const void *dy, const void *dresidual, void *dx,
                             int64_t tokens) {
-    // FC2: dW2 and db2 (BGRADB) ...
+    // FC2: dW2 and db2 (BGRADB), then d(fc1_pre) = (dy W2) * GELU'(fc1_pre).
     linear_gemm_backward_weight(&m->fc2, dy, m->gelu_out, tokens);
-    if (m->dgelu_in_epilogue) {
-        // ... and d(fc1_pre) = (dy W2) * GELU'(fc1_pre) with db1 summed, all in one epilogue.
-        linear_gemm_backward_input(&m->fc2, dy, m->d_fc1_pre, tokens, GEMM_EPILOGUE_DGELU_BGRAD,
-                                   m->fc1.dbias, m->fc1_pre);
-    } else {
-        // ... or a plain GEMM, GELU' in one elementwise pass, and db1 left to FC1's
-        // weight-gradient GEMM (BGRADB) below. Measured faster on the H100 with cuBLAS 13.1:
-        // see common/modules/gemm_bench.c and docs/results.md.
-        linear_gemm_backward_input(&m->fc2, dy, m->d_fc1_pre, tokens, GEMM_EPILOGUE_NONE, NULL, NULL);
-        // (16-byte accesses: step 01's one-element-per-thread gelu_backward took 0.47 ms here.)
-        const int ffn = m->fc1.out;
-        gelu_backward_strided(m->d_fc1_pre, ffn, m->fc1_pre, ffn, m->d_fc1_pre, ffn, tokens, ffn, m->fc1.dtype);
+    const int ffn = m->fc1.out;
+    switch (m->gelu_backward) {
+        case GELU_BACKWARD_SEPARATE_PASS:
+            linear_gemm_backward_input(&m->fc2, dy, m->d_fc1_pre, tokens, GEMM_EPILOGUE_NONE, NULL, NULL);
+            // (16-byte accesses: step 01's one-element-per-thread gelu_backward took 0.47 ms here.)
+            gelu_backward_strided(m->d_fc1_pre, ffn, m->fc1_pre, ffn, m->d_fc1_pre, ffn, tokens, ffn, m->fc1.dtype);
+            break;
+        case GELU_BACKWARD_IN_EPILOGUE:
+            linear_gemm_backward_input(&m->fc2, dy, m->d_fc1_pre, tokens, GEMM_EPILOGUE_DGELU, NULL, m->fc1_pre);
+            break;
+        case GELU_BACKWARD_IN_EPILOGUE_WITH_BGRAD:
+            linear_gemm_backward_input(&m->fc2, dy, m->d_fc1_pre, tokens, GEMM_EPILOGUE_DGELU_BGRAD, m->fc1.dbias,
+                                       m->fc1_pre);
+            break;
     }
-    // FC1: d(ln_out) and dW1 (+ db1 unless the epilogue above made it).
+    // FC1: d(ln_out) and dW1 (+ db1 unless the epilogue above summed it).
     linear_gemm_backward_input(&m->fc1, m->d_fc1_pre, m->d_ln_out, tokens, GEMM_EPILOGUE_NONE, NULL, NULL);
+    const int db1_summed = m->gelu_backward == GELU_BACKWARD_IN_EPILOGUE_WITH_BGRAD;
     Gemm wgrad = {.trans_a = 0, .trans_b = 1, .m = m->fc1.in, .n = m->fc1.out, .k = tokens,
                   .a = m->ln_out, .lda = m->fc1.in, .b = m->d_fc1_pre, .ldb = m->fc1.out,
                   .d = m->fc1.dweight, .ldd = m->fc1.in,
-                  .epilogue = m->dgelu_in_epilogue ? GEMM_EPILOGUE_NONE : GEMM_EPILOGUE_BGRADB,
+                  .epilogue = db1_summed ? GEMM_EPILOGUE_NONE : GEMM_EPILOGUE_BGRADB,
                   .bias = m->fc1.dbias, .dtype = m->fc1.dtype};
     gemm_run(&wgrad);
     layernorm_backward(&m->ln, m->d_ln_out, dresidual, dx, tokens);

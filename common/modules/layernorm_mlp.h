@@ -5,11 +5,11 @@
 //             output) for backward: no separate bias and GELU kernels, no extra pass;
 //             FC2's GEMM adds its bias and, optionally, the residual (beta = 1).
 //   backward  the weight-gradient GEMMs sum the bias gradients (BGRADB); the LayerNorm
-//             backward adds the residual's gradient in the same pass. GELU' can run in
-//             FC2's input-gradient epilogue too (DGELU_BGRAD, `dgelu_in_epilogue`), but on
-//             the H100 with cuBLAS 13.1 that epilogue made the GEMM 0.8 ms slower at the
-//             quickstart's shape, far more than one elementwise pass costs (0.3 ms), so by
-//             default GELU' is a separate kernel and FC1's weight-gradient GEMM sums db1.
+//             backward adds the residual's gradient in the same pass. GELU' runs where
+//             `gelu_backward` says (GeluBackward below): by default as one elementwise pass
+//             after FC2's input-gradient GEMM, because on the H100 with cuBLAS 13.1 the
+//             epilogue that also sums db1 (DGELU_BGRAD) made that GEMM 0.8 ms slower at the
+//             quickstart's shape, far more than the pass costs (0.3 ms).
 #ifndef COMMON_MODULES_LAYERNORM_MLP_H
 #define COMMON_MODULES_LAYERNORM_MLP_H
 
@@ -20,10 +20,26 @@
 extern "C" {
 #endif
 
+// Where the backward applies GELU' and sums db1 (the module test checks all three; time
+// them with common/modules:gemm_bench or by setting gelu_backward after init):
+typedef enum {
+    // A plain GEMM, then GELU' as one elementwise pass that reads FC2's input gradient and
+    // the saved aux and writes d(fc1_pre) (0.28 ms at the quickstart's shape); FC1's
+    // weight-gradient GEMM sums db1 (BGRADB). The default.
+    GELU_BACKWARD_SEPARATE_PASS,
+    // FC2's input-gradient epilogue applies GELU' (DGELU, reading the aux), so d(fc1_pre) is
+    // written once and the pass is gone; FC1's weight-gradient GEMM sums db1 (BGRADB). Not
+    // timed on a GPU yet (gemm_bench's "FC2 dgrad +dGELU" row says what the epilogue costs).
+    GELU_BACKWARD_IN_EPILOGUE,
+    // DGELU_BGRAD: GELU' and db1 both in FC2's input-gradient epilogue (measured 1 ms slower
+    // than the plain GEMM at the quickstart's shape, docs/results.md).
+    GELU_BACKWARD_IN_EPILOGUE_WITH_BGRAD,
+} GeluBackward;
+
 typedef struct {
     LayerNorm ln;
     Linear fc1, fc2;
-    int dgelu_in_epilogue;  // 1: GELU' and db1 in the DGELU_BGRAD epilogue (default 0)
+    GeluBackward gelu_backward;  // set to GELU_BACKWARD_SEPARATE_PASS by init
     void *ln_out;     // [tokens, hidden]
     void *fc1_pre;    // [tokens, ffn] FC1's output before GELU (the epilogue's aux)
     void *gelu_out;   // [tokens, ffn]

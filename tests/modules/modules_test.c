@@ -135,22 +135,29 @@ static void test_layernorm_mlp_and_linear(void **state) {
         ref_linear_backward(dh1, ln, w1, t, h, f, dln, dw1, db1);
         ref_layernorm_backward(dln, x, g, mean, rstd, t, h, dx, dg, db);
         for (int i = 0; i < t * h; i++) dx[i] += dy[i];
-        LayerNormMLP m;
-        layernorm_mlp_init(&m, h, f, t, 1e-5f, g, b, w1, b1, w2, b2, dt);
         void *d_x = dev_upload(x, t * h, dt), *d_dy = dev_upload(dy, t * h, dt);
         void *d_out = dev_alloc(t * h * 2), *d_dx = dev_alloc(t * h * 2);
-        layernorm_mlp_forward(&m, d_x, d_out, t, d_x);
-        layernorm_mlp_backward(&m, d_dy, d_dy, d_dx, t);
-        print_message(" LayerNormMLP %s\n", dtype_name(dt));
-        check("out", d_out, out, t * h, dt, tol(dt));
-        check("dx", d_dx, dx, t * h, dt, 2 * tol(dt));
-        check("dgamma", m.ln.dgamma, dg, h, dt, 2 * tol(dt));
-        check("dbeta", m.ln.dbeta, db, h, dt, 2 * tol(dt));
-        check("dW1", m.fc1.dweight, dw1, f * h, dt, 2 * tol(dt));
-        check("db1 (DGELU)", m.fc1.dbias, db1, f, dt, 2 * tol(dt));
-        check("dW2", m.fc2.dweight, dw2, h * f, dt, tol(dt));
-        check("db2", m.fc2.dbias, db2, h, dt, tol(dt));
-        layernorm_mlp_free(&m);
+        // Every place GELU' can run (layernorm_mlp.h) computes the same gradients.
+        const GeluBackward modes[] = {GELU_BACKWARD_IN_EPILOGUE, GELU_BACKWARD_SEPARATE_PASS,
+                                      GELU_BACKWARD_IN_EPILOGUE_WITH_BGRAD};
+        const char *mode_names[] = {"GELU' in FC2's epilogue", "GELU' as a pass", "GELU' and db1 in the epilogue"};
+        for (int mode = 0; mode < 3; mode++) {
+            LayerNormMLP m;
+            layernorm_mlp_init(&m, h, f, t, 1e-5f, g, b, w1, b1, w2, b2, dt);
+            m.gelu_backward = modes[mode];
+            layernorm_mlp_forward(&m, d_x, d_out, t, d_x);
+            layernorm_mlp_backward(&m, d_dy, d_dy, d_dx, t);
+            print_message(" LayerNormMLP %s, %s\n", dtype_name(dt), mode_names[mode]);
+            check("out", d_out, out, t * h, dt, tol(dt));
+            check("dx", d_dx, dx, t * h, dt, 2 * tol(dt));
+            check("dgamma", m.ln.dgamma, dg, h, dt, 2 * tol(dt));
+            check("dbeta", m.ln.dbeta, db, h, dt, 2 * tol(dt));
+            check("dW1", m.fc1.dweight, dw1, f * h, dt, 2 * tol(dt));
+            check("db1", m.fc1.dbias, db1, f, dt, 2 * tol(dt));
+            check("dW2", m.fc2.dweight, dw2, h * f, dt, tol(dt));
+            check("db2", m.fc2.dbias, db2, h, dt, tol(dt));
+            layernorm_mlp_free(&m);
+        }
         // LayerNormLinear on the same LN and FC1 weights: y = FC1(LN(x)).
         LayerNormLinear lnl;
         layernorm_linear_init(&lnl, h, f, t, 1e-5f, g, b, w1, b1, dt);
