@@ -42,7 +42,7 @@ void ref_flash_attention_forward(const float *qkv, int seq, int batch, int heads
                         for (int t = 0; t < d; t++) s += (double)q[t] * k[t];
                         scores[j] = s * scale;
                         v[j] = k + d;
-                        uint64_t index = (((uint64_t)b * heads + h) * seq + i) * seq + (uint64_t)(j0 + j);
+                        uint64_t index = attention_dropout_index((uint64_t)b * heads + h, i, j0 + j, seq);
                         keep[j] = p_drop > 0.0f ? (dropout_keep(seed, offset, index, p_drop) ? (double)dropout_keep_scale(p_drop) : 0.0) : 1.0;
                     }
                     online_softmax_update(&st, scores, v, keep, n);

@@ -12,9 +12,10 @@
 //   byte    = byte element_index % 16 of the 16 bytes Philox returns (word k / 4, byte k % 4)
 //   keep    = byte >= dropout_threshold(p) = round(256 p)
 // where `offset` names the dropout site and training step (dropout_offset below) and
-// `element_index` is the element's *logical* index: for attention probabilities
-// ((batch * heads + head) * seq + query) * seq + key; for hidden dropout the flat
-// index into the [seq, batch, hidden] tensor.
+// `element_index` is the element's number: for hidden dropout its flat index into the [seq,
+// batch, hidden] tensor; for attention probabilities the number attention_dropout_index()
+// gives (key, query) of a head - a flat index with the keys of each 64-key block reordered
+// the way the tensor-core kernels hold them (see "Attention's probabilities" below).
 //
 // One byte per element, as FlashAttention draws its masks: one Philox call (ten rounds of
 // multiplies) serves 16 elements. With a 32-bit uniform per element it served 4, and inside
@@ -117,6 +118,77 @@ PHILOX_FN uint32_t dropout_byte(Philox4 r, int k) {
 PHILOX_FN int dropout_keep(uint64_t seed, uint64_t offset, uint64_t element_index, float p) {
     Philox4 r = dropout_random_bytes(seed, offset, element_index);
     return dropout_byte(r, (int)(element_index & 15)) >= dropout_threshold(p);
+}
+
+// ---- Attention's probabilities ----------------------------------------------------------
+//
+// The fused attention kernels draw a mask for every one of the s^2 probabilities, so how the
+// random bytes are spread over the threads decides what dropout costs there. Every
+// tensor-core layout those kernels use (mma.sync's m16n8 accumulators and wgmma's alike)
+// gives each thread, in each row it holds and each block of 64 keys, the 16 keys
+//     64 kb + 8n + 2c + e      n = 0..7 (the 8-key column block), e = 0, 1
+// where c = lane % 4. So attention's probabilities are numbered to make exactly those 16 one
+// Philox group: the probability of query i and key j of head bh = batch * heads + head is
+//     element_index = 16 group + 2n + e,  group = ((bh seq + i) key_blocks + kb) 4 + c
+// with j = 64 kb + 8n + 2c + e and key_blocks = ceil(seq / 64). A thread draws its 16 bytes
+// with one call and finds byte 2n + e where its n-th pair of keys needs it. (With the plain
+// row-major number (bh seq + i) seq + j, a call's 16 bytes belonged to four lanes, which had
+// to trade bits by shuffles: those and the bit juggling cost more than the generator.)
+PHILOX_FN uint64_t attention_key_blocks(int seq) {
+    return (uint64_t)(seq + 63) / 64;
+}
+
+// The Philox group (counter) of query i's keys [64 kb, 64 kb + 64) held by lanes with
+// lane % 4 == quad.
+PHILOX_FN uint64_t attention_dropout_group(uint64_t bh, int i, int key_block, int quad, int seq) {
+    return (((bh * (uint64_t)seq + (uint64_t)i) * attention_key_blocks(seq) + (uint64_t)key_block) << 2) +
+           (uint64_t)quad;
+}
+
+// The element index of probability (i, j) of head bh, for dropout_keep().
+PHILOX_FN uint64_t attention_dropout_index(uint64_t bh, int i, int j, int seq) {
+    const int in_block = j & 63;  // 8n + 2c + e
+    const int n = in_block >> 3, quad = (in_block & 7) >> 1, e = in_block & 1;
+    return attention_dropout_group(bh, i, j >> 6, quad, seq) * 16 + (uint64_t)(2 * n + e);
+}
+
+// Four keep decisions at once (SIMD within a register): bit 7 of byte k of the result is set
+// iff byte k of `bytes` >= threshold (0..255); the other bits are junk. One subtraction
+// compares the low 7 bits of every byte - each byte's top bit is set first, so no borrow
+// crosses into the next byte - and the top bits decide the rest: byte >= threshold iff
+// (its top bit, or low bits >= threshold's) when threshold < 128, (both) when >= 128.
+PHILOX_FN uint32_t dropout_keep_flags4(uint32_t bytes, uint32_t threshold) {
+    const uint32_t low_ge = (bytes | 0x80808080u) - (threshold & 0x7fu) * 0x01010101u;
+    const uint32_t threshold_high = threshold & 0x80u ? 0xffffffffu : 0u;
+    return (bytes & low_ge) | (~threshold_high & (bytes | low_ge));
+}
+
+// Masks from keep flags, built by one byte permute on the GPU (PTX prmt: a selector nibble
+// with bit 3 set copies the top bit of the chosen byte into all 8 bits of the result byte).
+PHILOX_FN uint32_t dropout_spread_flags(uint32_t flags4, uint32_t selector) {
+#if defined(__CUDA_ARCH__)
+    uint32_t r;
+    asm("prmt.b32 %0, %1, 0, %2;" : "=r"(r) : "r"(flags4), "r"(selector));
+    return r;
+#else
+    uint32_t r = 0;
+    for (int k = 0; k < 4; k++) {
+        const uint32_t byte = (selector >> (4 * k)) & 3u;  // our selectors read flags4 only
+        r |= ((flags4 >> (8 * byte + 7)) & 1u ? 0xffu : 0u) << (8 * k);
+    }
+    return r;
+#endif
+}
+
+// The AND-mask of a pair of 16-bit values packed in one word, from the flags of bytes b
+// (low half) and b + 1 (high half) of a flags word, b = 0 or 2: 0xffff where kept.
+PHILOX_FN uint32_t dropout_pair_mask(uint32_t flags4, int b) {
+    return dropout_spread_flags(flags4, b ? 0xbbaau : 0x9988u);
+}
+
+// The AND-mask of one 32-bit value from the flag of byte b (0..3): all ones where kept.
+PHILOX_FN uint32_t dropout_word_mask(uint32_t flags4, int b) {
+    return dropout_spread_flags(flags4, 0x8888u + (uint32_t)b * 0x1111u);
 }
 
 #endif  // COMMON_PHILOX_H

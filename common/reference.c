@@ -122,9 +122,10 @@ static inline int64_t ctx_index(int s, int b, int h, int t, int batch, int heads
     return (((int64_t)s * batch + b) * heads + h) * d + t;
 }
 
-// The logical index of probability (b, h, i, j): what the dropout mask is keyed by.
+// The number of probability (b, h, i, j) that its dropout mask is keyed by (attention's
+// numbering, common/philox.h).
 static inline uint64_t attn_prob_index(int b, int h, int i, int j, int heads, int seq) {
-    return (((uint64_t)b * heads + h) * seq + i) * seq + j;
+    return attention_dropout_index((uint64_t)b * heads + h, i, j, seq);
 }
 
 void ref_attention_forward(const float *qkv, int seq, int batch, int heads, int head_dim,

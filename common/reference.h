@@ -48,7 +48,8 @@ void ref_dropout_backward(const float *dy, int64_t n, float p, uint64_t seed, ui
 // ctx is [seq, batch, heads, d] (= [seq, batch, hidden]).
 // probs, if not NULL, receives the softmax probabilities before dropout, [batch, heads,
 // seq, seq]: backward needs them. The dropout mask of probability (b, h, i, j) is keyed by
-// logical index ((b * heads + h) * seq + i) * seq + j. causal: key j > query i is masked.
+// attention_dropout_index(b * heads + h, i, j, seq) (common/philox.h). causal: key j > query
+// i is masked.
 void ref_attention_forward(const float *qkv, int seq, int batch, int heads, int head_dim,
                            float p_drop, int causal, uint64_t seed, uint64_t offset, float *ctx,
                            float *probs);

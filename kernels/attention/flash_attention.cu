@@ -72,7 +72,8 @@ __global__ void __launch_bounds__(THREADS) flash_forward_kernel(
     const int q0 = blockIdx.x * FWD_BLOCK_M;
     const QkvView view = {(int64_t)batch * qkv_row, (int64_t)b * qkv_row + (int64_t)h * 3 * D};
     const float scale_log2 = scale * LOG2E;  // exp(x) = exp2(x log2 e)
-    const float keep_scale = dropout_keep_scale(p_drop);
+    const bool dropping = p_drop > 0.0f;
+    const uint32_t drop_threshold = dropout_threshold(p_drop);
     const uint64_t drop_bh = drop.global_bh(b, h);
 
     const int kv_end = causal ? min(seq, q0 + FWD_BLOCK_M) : seq;
@@ -88,10 +89,13 @@ __global__ void __launch_bounds__(THREADS) flash_forward_kernel(
     // Rows g and g + 8 of each of the warp's two m-tiles: running max (log2 domain), sum, output.
     const int g = lane / 4;
     int row_i[FWD_MT][2];
+    uint64_t row_group[FWD_MT][2];  // of the dropout mask (flash_common.cuh)
     float m[FWD_MT][2], l[FWD_MT][2], o[FWD_MT][D / 8][4];
 #pragma unroll
     for (int mt = 0; mt < FWD_MT; mt++) {
         row_i[mt][0] = q0 + warp * 32 + mt * 16 + g, row_i[mt][1] = row_i[mt][0] + 8;
+        row_group[mt][0] = dropout_row_group(drop_bh, row_i[mt][0], seq);
+        row_group[mt][1] = dropout_row_group(drop_bh, row_i[mt][1], seq);
         m[mt][0] = m[mt][1] = -INFINITY, l[mt][0] = l[mt][1] = 0.0f;
 #pragma unroll
         for (int n = 0; n < D / 8; n++) o[mt][n][0] = o[mt][n][1] = o[mt][n][2] = o[mt][n][3] = 0.0f;
@@ -134,15 +138,16 @@ __global__ void __launch_bounds__(THREADS) flash_forward_kernel(
                 }
             }
         }
+        TileDropout dropped[FWD_MT];  // this 64-key tile's masks
 #pragma unroll
         for (int mt = 0; mt < FWD_MT; mt++) {
             float alpha[2];
-            online_softmax_step(s[mt], m[mt], l[mt], alpha, row_i[mt], k0, seq, causal, scale_log2, p_drop,
-                                keep_scale, drop_bh, seed, offset);
+            online_softmax_step(s[mt], m[mt], l[mt], alpha, row_i[mt], k0, seq, causal, scale_log2);
             rescale_output(o[mt], alpha);
+            if (dropping) dropped[mt] = tile_dropout(row_group[mt], t, seed, offset, drop_threshold);
         }
-        // O += P V: P's fragments become A fragments directly (16 keys per k-step); each V
-        // fragment serves both m-tiles.
+        // O += P V: P's fragments become A fragments directly (16 keys per k-step), dropped by
+        // ANDing them with the masks; each V fragment serves both m-tiles.
 #pragma unroll
         for (int kk = 0; kk < BLOCK_N / 16; kk++) {
             uint32_t pa[FWD_MT][4];
@@ -152,6 +157,7 @@ __global__ void __launch_bounds__(THREADS) flash_forward_kernel(
                 pa[mt][1] = pack2<T>(s[mt][2 * kk][2], s[mt][2 * kk][3]);
                 pa[mt][2] = pack2<T>(s[mt][2 * kk + 1][0], s[mt][2 * kk + 1][1]);
                 pa[mt][3] = pack2<T>(s[mt][2 * kk + 1][2], s[mt][2 * kk + 1][3]);
+                if (dropping) drop_a_fragment(pa[mt], dropped[mt], kk);
             }
 #pragma unroll
             for (int n2 = 0; n2 < D / 16; n2++) {
@@ -171,7 +177,7 @@ __global__ void __launch_bounds__(THREADS) flash_forward_kernel(
 #pragma unroll
     for (int mt = 0; mt < FWD_MT; mt++)
         write_output_rows<T>(ctx, lse + (int64_t)bh * seq, o[mt], m[mt], l[mt], row_i[mt], seq, token_stride,
-                             head_offset);
+                             head_offset, dropout_keep_scale(p_drop));
 }
 
 // ---- backward -------------------------------------------------------------------------------
@@ -238,6 +244,8 @@ __global__ void __launch_bounds__(BwdTile<D>::THREADS) flash_backward_kernel(
     const QkvView view = {(int64_t)batch * qkv_row, (int64_t)b * qkv_row + (int64_t)h * 3 * D};
     const int64_t ctx_stride = (int64_t)batch * ctx_row, ctx_offset = (int64_t)b * ctx_row + (int64_t)h * D;
     const float scale_log2 = scale * LOG2E;
+    const bool dropping = p_drop > 0.0f;
+    const uint32_t drop_threshold = dropout_threshold(p_drop);
     const float keep_scale = dropout_keep_scale(p_drop);
 
     load_tile<T, D, BWD_BLOCK_N, BWD_THREADS>(k_tile, qkv, view, 1, k0, seq);
@@ -288,32 +296,36 @@ __global__ void __launch_bounds__(BwdTile<D>::THREADS) flash_backward_kernel(
                 mma_16816<T>(dp[2 * n2 + 1], da, vb[2], vb[3]);
             }
         }
-        // P = exp(S scale - lse); Pd = P * mask; dS = P * (dP - Dsum) with dP = dPd * mask.
-        uint32_t keep[2] = {0, 0};
-        if (p_drop > 0.0f) {
+        // P = exp(S scale - lse); Pd = P * mask (the factor 1 / (1 - p) is applied to dV at the
+        // end); dS = P * (dP - Dsum) with dP = dPd * mask / (1 - p).
+        TileDropout dropped;
+        if (dropping) {
             const uint64_t dbh = drop.global_bh(b, h);
-            const uint64_t row_index[2] = {(dbh * seq + min(q0 + qw * 16 + g, seq - 1)) * seq,
-                                           (dbh * seq + min(q0 + qw * 16 + g + 8, seq - 1)) * seq};
-            dropout_tile_keep_bits(keep, row_index, k0 + kb0, seq, seed, offset, p_drop);
+            const uint64_t row_group[2] = {dropout_row_group(dbh, q0 + qw * 16 + g, seq),
+                                           dropout_row_group(dbh, q0 + qw * 16 + g + 8, seq)};
+            dropped = tile_dropout(row_group, (k0 + kb0) / 64, seed, offset, drop_threshold);
         }
 #pragma unroll
         for (int r = 0; r < 2; r++) {
             int il = qw * 16 + g + 8 * r, i = q0 + il;
             float lse_i = lse_tile[il], dsum_i = dsum_tile[il];
+
 #pragma unroll
             for (int n = 0; n < 8; n++) {
                 int jl = kb0 + n * 8 + c2, j = k0 + jl;
-                float p[2], k[2];
+                float p[2], dpd[2];
 #pragma unroll
                 for (int e = 0; e < 2; e++) {
-                    bool masked = i >= seq || j + e >= seq || (causal && j + e > i);
-                    p[e] = masked ? 0.0f : exp2f(s[n][2 * r + e] * scale_log2 - lse_i);
-                    k[e] = p_drop > 0.0f ? dropout_factor(keep, r, n, e, keep_scale) : 1.0f;
+                    bool masked_out = i >= seq || j + e >= seq || (causal && j + e > i);
+                    p[e] = masked_out ? 0.0f : exp2f(s[n][2 * r + e] * scale_log2 - lse_i);
+                    dpd[e] = dropping ? masked(dp[n][2 * r + e], dropped.row[r].element_mask(n, e)) * keep_scale
+                                      : dp[n][2 * r + e];
                 }
-                float ds0 = p[0] * (dp[n][2 * r] * k[0] - dsum_i);
-                float ds1 = p[1] * (dp[n][2 * r + 1] * k[1] - dsum_i);
-                *reinterpret_cast<uint32_t *>(p_tile + il * LDP + jl) = pack2<T>(p[0] * k[0], p[1] * k[1]);
-                *reinterpret_cast<uint32_t *>(ds_tile + il * LDP + jl) = pack2<T>(ds0, ds1);
+                uint32_t pd = pack2<T>(p[0], p[1]);
+                if (dropping) pd &= dropped.row[r].pair_mask(n);
+                *reinterpret_cast<uint32_t *>(p_tile + il * LDP + jl) = pd;
+                *reinterpret_cast<uint32_t *>(ds_tile + il * LDP + jl) =
+                    pack2<T>(p[0] * (dpd[0] - dsum_i), p[1] * (dpd[1] - dsum_i));
             }
         }
         __syncthreads();
@@ -381,8 +393,8 @@ __global__ void __launch_bounds__(BwdTile<D>::THREADS) flash_backward_kernel(
         __syncthreads();  // before the next query block overwrites the tiles
     }
 
-    // dK (scaled) and dV of this warp's 16 keys into dqkv's k and v slots.
-    write_dk_dv_rows<T>(dqkv, view, dk, dv, k0 + warp * 16 + g, seq, scale);
+    // dK (scaled) and dV (times dropout's 1 / (1 - p)) of this warp's 16 keys into dqkv's k and v slots.
+    write_dk_dv_rows<T>(dqkv, view, dk, dv, k0 + warp * 16 + g, seq, scale, keep_scale);
 }
 
 // dQ's float accumulator into dqkv's q slots, 8 values per thread: two 16-byte loads, one

@@ -13,9 +13,10 @@
 //
 // q, k, v are read straight from the fused QKV projection's output, [seq, batch, heads,
 // 3*d] with each head's 3*d values [q | k | v]; ctx is [seq, batch, heads, d]; dqkv has
-// qkv's layout. Attention dropout is drawn inside the kernels from Philox with the logical
-// index ((b * heads + h) * seq + i) * seq + j (common/philox.h: one random byte per
-// element), so the CPU reference and step 01 draw the same mask. Head dims 64 and 128; any
+// qkv's layout. Attention dropout is drawn inside the kernels from Philox, probability (b,
+// h, i, j) keyed by attention_dropout_index(b * heads + h, i, j, seq) (common/philox.h: one
+// random byte per element, one call per 16 values a thread holds), so the CPU reference and
+// step 01 draw the same mask. Head dims 64 and 128; any
 // seq; fp16 and bf16; optional causal.
 #ifndef KERNELS_ATTENTION_FLASH_ATTENTION_H
 #define KERNELS_ATTENTION_FLASH_ATTENTION_H

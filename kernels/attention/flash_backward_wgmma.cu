@@ -64,7 +64,10 @@ __global__ void __launch_bounds__(BW_THREADS, 1)
     const int key0 = k0 + 64 * warpgroup;  // this warpgroup's first key
     const QkvView view = {(int64_t)a.batch * a.qkv_row, (int64_t)b * a.qkv_row + (int64_t)h * 3 * D};
     const float scale_log2 = scale * LOG2E;
+    const bool dropping = a.p_drop > 0.0f;
+    const uint32_t drop_threshold = dropout_threshold(a.p_drop);
     const float keep_scale = dropout_keep_scale(a.p_drop);
+    const uint64_t drop_bh = a.drop.global_bh(b, h);
     const int m_start = a.causal ? (k0 / BW_BLOCK_M) * BW_BLOCK_M : 0;
     const int steps = (seq - m_start + BW_BLOCK_M - 1) / BW_BLOCK_M;
 
@@ -137,12 +140,11 @@ __global__ void __launch_bounds__(BW_THREADS, 1)
 
         // While the tensor cores work: the dropout mask of this thread's queries 16 wq + g (+ 8)
         // and keys 8n + 2c (+ 1) of the warpgroup's 64, and their lse and Dsum.
-        uint32_t keep[2] = {0, 0};
-        if (a.p_drop > 0.0f) {
-            const uint64_t dbh = a.drop.global_bh(b, h);
-            const uint64_t row_index[2] = {(dbh * seq + min(q0 + 16 * wq + g, seq - 1)) * seq,
-                                           (dbh * seq + min(q0 + 16 * wq + g + 8, seq - 1)) * seq};
-            dropout_tile_keep_bits(keep, row_index, key0, seq, a.seed, a.offset, a.p_drop);
+        TileDropout dropped;
+        if (dropping) {
+            const uint64_t row_group[2] = {dropout_row_group(drop_bh, q0 + 16 * wq + g, seq),
+                                           dropout_row_group(drop_bh, q0 + 16 * wq + g + 8, seq)};
+            dropped = tile_dropout(row_group, key0 / 64, a.seed, a.offset, drop_threshold);
         }
         float lse_i[2], dsum_i[2];
 #pragma unroll
@@ -152,10 +154,10 @@ __global__ void __launch_bounds__(BW_THREADS, 1)
             dsum_i[r] = i < seq ? a.dsum[(int64_t)bh * seq + i] : 0.0f;
         }
 
-        // P = exp(S scale - lse) (kept in s) and Pd = P * mask, stored as 16-bit pairs into the
-        // warpgroup's panel of the P tile (while dP is still being computed).
-        // Masked scores become -inf (exp: 0); only tiles at the edges or, when causal, on the
-        // diagonal need it.
+        // P = exp(S scale - lse) (kept in s) and Pd = P * mask (the factor 1 / (1 - p) is applied
+        // to dV at the end), stored as 16-bit pairs into the warpgroup's panel of the P tile
+        // (while dP is still being computed). Masked scores become -inf (exp: 0); only tiles at
+        // the edges or, when causal, on the diagonal need it.
         wgmma_wait<1>();
         wgmma_settle(s);
         const int i_first = q0 + 16 * wq + g;  // this thread's rows: i_first and i_first + 8
@@ -177,10 +179,9 @@ __global__ void __launch_bounds__(BW_THREADS, 1)
             for (int n = 0; n < 8; n++) {
 #pragma unroll
                 for (int e = 0; e < 2; e++) s[n][2 * r + e] = exp2f(s[n][2 * r + e] * scale_log2 - lse_i[r]);
-                const float k0f = a.p_drop > 0.0f ? dropout_factor(keep, r, n, 0, keep_scale) : 1.0f;
-                const float k1f = a.p_drop > 0.0f ? dropout_factor(keep, r, n, 1, keep_scale) : 1.0f;
-                *reinterpret_cast<uint32_t *>(p_tile + warpgroup * PS_PANEL + swizzled_offset(il, n) + 4 * c) =
-                    pack2<T>(s[n][2 * r] * k0f, s[n][2 * r + 1] * k1f);
+                uint32_t pd = pack2<T>(s[n][2 * r], s[n][2 * r + 1]);
+                if (dropping) pd &= dropped.row[r].pair_mask(n);
+                *reinterpret_cast<uint32_t *>(p_tile + warpgroup * PS_PANEL + swizzled_offset(il, n) + 4 * c) = pd;
             }
         }
         fence_shared_for_wgmma();
@@ -196,7 +197,7 @@ __global__ void __launch_bounds__(BW_THREADS, 1)
                                  wgmma_descriptor(do_addr + kk * 2048, QO_PANEL, 1024));
         wgmma_commit();
 
-        // dS = P * (dP * mask - Dsum) into the dS tile.
+        // dS = P * (dP - Dsum) with dP = dPd * mask / (1 - p), into the dS tile.
         wgmma_wait<1>();
         wgmma_settle(dp);
 #pragma unroll
@@ -204,11 +205,13 @@ __global__ void __launch_bounds__(BW_THREADS, 1)
             const int il = 16 * wq + g + 8 * r;
 #pragma unroll
             for (int n = 0; n < 8; n++) {
-                const float k0f = a.p_drop > 0.0f ? dropout_factor(keep, r, n, 0, keep_scale) : 1.0f;
-                const float k1f = a.p_drop > 0.0f ? dropout_factor(keep, r, n, 1, keep_scale) : 1.0f;
+                float dpd[2];
+#pragma unroll
+                for (int e = 0; e < 2; e++)
+                    dpd[e] = dropping ? masked(dp[n][2 * r + e], dropped.row[r].element_mask(n, e)) * keep_scale
+                                      : dp[n][2 * r + e];
                 *reinterpret_cast<uint32_t *>(ds_tile + warpgroup * PS_PANEL + swizzled_offset(il, n) + 4 * c) =
-                    pack2<T>(s[n][2 * r] * (dp[n][2 * r] * k0f - dsum_i[r]),
-                             s[n][2 * r + 1] * (dp[n][2 * r + 1] * k1f - dsum_i[r]));
+                    pack2<T>(s[n][2 * r] * (dpd[0] - dsum_i[r]), s[n][2 * r + 1] * (dpd[1] - dsum_i[r]));
             }
         }
         bulk_wait_read();  // (threads that added dQ rows) the staging buffer is free again
@@ -250,7 +253,7 @@ __global__ void __launch_bounds__(BW_THREADS, 1)
     bulk_wait_all();  // before the block's shared memory goes away
 
     // dK (scaled) and dV of this thread's keys into dqkv's k and v slots.
-    write_dk_dv_rows<T>(static_cast<T *>(a.dqkv), view, dk, dv, key0 + 16 * wq + g, seq, scale);
+    write_dk_dv_rows<T>(static_cast<T *>(a.dqkv), view, dk, dv, key0 + 16 * wq + g, seq, scale, keep_scale);
 #else
     (void)q_map, (void)kv_map, (void)do_map, (void)a, (void)scale;
     __trap();

@@ -33,78 +33,76 @@ struct HeadRange {
     }
 };
 
-// Which of the probabilities this thread holds in a 16 x 64 tile are kept by dropout: rows g
-// and g + 8 (r = 0, 1), n-blocks n = 0..7, columns 2c and 2c + 1 of each; bit 2n + e of
-// keep[r] for column 2c + e of n-block n. (Bits, not factors: 2 registers instead of 32,
-// which the forward's two m-tiles cannot spare.) row_index[r] is ((b * heads + h) * seq + i)
-// * seq for the row's query i; col0 is the tile's first key.
-//
-// One Philox call gives the random bytes of 16 consecutive elements (common/philox.h). When
-// seq is a multiple of 16 the groups line up with the tile's columns: the 4 lanes of a quad,
-// which between them hold rows g and g + 8 of all 64 columns, each draw one row's 32
-// consecutive columns (2 calls per lane per tile) and swap the 32-bit masks by shuffles.
-__device__ __forceinline__ void dropout_tile_keep_bits(uint32_t (&keep)[2], const uint64_t (&row_index)[2],
-                                                       int col0, int seq, uint64_t seed, uint64_t offset, float p) {
-    const int lane = threadIdx.x % 32, c = lane % 4;
-    const uint32_t threshold = dropout_threshold(p);
-    keep[0] = keep[1] = 0;
-    if (seq % 16 == 0) {
-        const int my_row = c >> 1, my_half = c & 1;  // this lane draws columns [32 my_half, +32) of a row
-        const uint64_t start = row_index[my_row] + (uint64_t)col0 + 32 * my_half;
-        // Four bytes are compared at once (__vcmpgeu4: 0xff where byte >= threshold) and their
-        // flags gathered into four bits by one multiply: flag k sits at bit 8k, and * 0x01020408
-        // moves bits 0, 8, 16, 24 to 24, 25, 26, 27 without carries. (Sixteen separate
-        // compares per Philox call cost about as much as the call itself.)
-        const uint32_t threshold4 = threshold * 0x01010101u;
-        uint32_t word = 0;  // bit b: column 32 my_half + b
-#pragma unroll
-        for (int group = 0; group < 2; group++) {
-            const Philox4 r = dropout_random_bytes(seed, offset, start + 16 * group);
-#pragma unroll
-            for (int q = 0; q < 4; q++) {  // bytes 4q .. 4q + 3 of the group: word q of the call
-                const uint32_t flags = __vcmpgeu4(r.x[q], threshold4) & 0x01010101u;
-                word |= ((flags * 0x01020408u) >> 24) << (16 * group + 4 * q);
-            }
-        }
-        const int quad = lane & ~3;
-#pragma unroll
-        for (int r = 0; r < 2; r++) {
-            const uint32_t half[2] = {__shfl_sync(0xffffffffu, word, quad | (r << 1)),
-                                      __shfl_sync(0xffffffffu, word, quad | (r << 1) | 1)};
-#pragma unroll
-            for (int n = 0; n < 8; n++)  // columns 8n + 2c, 8n + 2c + 1
-                keep[r] |= ((half[n >> 2] >> ((8 * n + 2 * c) & 31)) & 3u) << (2 * n);
-        }
-    } else {  // groups straddle the tiles: one call per element (ragged seq only)
-#pragma unroll
-        for (int r = 0; r < 2; r++)
-#pragma unroll
-            for (int n = 0; n < 8; n++)
-#pragma unroll
-                for (int e = 0; e < 2; e++) {
-                    int j = col0 + n * 8 + 2 * c + e;
-                    uint64_t index = row_index[r] + (uint64_t)(j < seq ? j : 0);
-                    const Philox4 g = dropout_random_bytes(seed, offset, index);
-                    keep[r] |= (uint32_t)(dropout_byte(g, (int)(index & 15)) >= threshold) << (2 * n + e);
-                }
+// The dropout mask of the probabilities this thread holds in a 16 x 64 tile: rows g and
+// g + 8 (r = 0, 1), keys 8n + 2c + e of the tile (n = 0..7, e = 0, 1). common/philox.h numbers
+// attention's probabilities so that those 16 keys of a row are one Philox group: one call per
+// row, and its bytes turned into keep flags four at a time (dropout_keep_flags4). The masks
+// are then applied as bit masks - to probabilities packed as 16-bit pairs (pair_mask) or to
+// one float (element_mask) - and the factor 1 / (1 - p) is left to the end (the kernels scale
+// O, and dV, once), so dropping costs one AND per pair instead of a select and a multiply per
+// value.
+struct RowDropout {
+    uint32_t flags[4];  // bit 7 of byte 2n + e of the 16 (word n / 2): key 8n + 2c + e is kept
+
+    __device__ __forceinline__ uint32_t pair_mask(int n) const {  // keys 8n + 2c, + 1
+        return dropout_pair_mask(flags[n >> 1], 2 * (n & 1));
     }
+    __device__ __forceinline__ uint32_t element_mask(int n, int e) const {  // key 8n + 2c + e
+        return dropout_word_mask(flags[n >> 1], 2 * (n & 1) + e);
+    }
+};
+
+// The Philox group of this thread's keys of query i in key block 0 (attention_dropout_group,
+// common/philox.h); key block kb's group is 4 kb further.
+__device__ __forceinline__ uint64_t dropout_row_group(uint64_t global_bh, int i, int seq) {
+    return attention_dropout_group(global_bh, i, 0, threadIdx.x % 4, seq);
 }
 
-// The dropout factor (0 or dropout_keep_scale(p)) of row r, n-block n, column 2c + e.
-__device__ __forceinline__ float dropout_factor(const uint32_t (&keep)[2], int r, int n, int e, float keep_scale) {
-    return (keep[r] >> (2 * n + e)) & 1u ? keep_scale : 0.0f;
+// The mask of key block kb (keys [64 kb, 64 kb + 64)) of the row whose group is row_group.
+__device__ __forceinline__ RowDropout row_dropout(uint64_t row_group, int key_block, uint64_t seed, uint64_t offset,
+                                                  uint32_t threshold) {
+    RowDropout d;
+    const Philox4 bytes = philox4x32_10(row_group + 4 * (uint64_t)key_block, offset, seed);
+#pragma unroll
+    for (int w = 0; w < 4; w++) d.flags[w] = dropout_keep_flags4(bytes.x[w], threshold);
+    return d;
+}
+
+// Both rows' (g and g + 8) masks of a 16 x 64 tile.
+struct TileDropout {
+    RowDropout row[2];
+};
+
+__device__ __forceinline__ TileDropout tile_dropout(const uint64_t (&row_group)[2], int key_block, uint64_t seed,
+                                                    uint64_t offset, uint32_t threshold) {
+    return {{row_dropout(row_group[0], key_block, seed, offset, threshold),
+             row_dropout(row_group[1], key_block, seed, offset, threshold)}};
+}
+
+// Dropout on k-step kk (keys 16 kk .. 16 kk + 15 of the tile) of P as an A fragment of the
+// m16n8k16 / wgmma layout: registers 0, 1 hold n-block 2 kk of rows g, g + 8; 2, 3 n-block 2 kk + 1.
+__device__ __forceinline__ void drop_a_fragment(uint32_t (&a)[4], const TileDropout &d, int kk) {
+    a[0] &= d.row[0].pair_mask(2 * kk);
+    a[1] &= d.row[1].pair_mask(2 * kk);
+    a[2] &= d.row[0].pair_mask(2 * kk + 1);
+    a[3] &= d.row[1].pair_mask(2 * kk + 1);
+}
+
+// A float with its bits ANDed with a mask: itself or +0.
+__device__ __forceinline__ float masked(float x, uint32_t mask) {
+    return __uint_as_float(__float_as_uint(x) & mask);
 }
 
 // The online-softmax step for one warp's 16 rows of a tile of NB * 8 keys starting at key
 // k0: s holds the scores as fragments (mma.sync's or wgmma's accumulator layout, which agree
 // per warp); m and l the running max (log2 domain) and sum of rows g and g + 8. Turns s into
-// the probabilities to multiply with V (dropout applied) and returns in alpha the factor by
-// which the output accumulated so far must be rescaled (rescale_output).
+// the (not yet dropped) probabilities exp(s - m) and returns in alpha the factor by which the
+// output accumulated so far must be rescaled (rescale_output). Dropout comes after, on the
+// packed probabilities: the normaliser l counts dropped keys too.
 template <int NB>
 __device__ __forceinline__ void online_softmax_step(float (&s)[NB][4], float (&m)[2], float (&l)[2],
                                                     float (&alpha)[2], const int (&row_i)[2], int k0, int seq,
-                                                    int causal, float scale_log2, float p_drop, float keep_scale,
-                                                    uint64_t drop_bh, uint64_t seed, uint64_t offset) {
+                                                    int causal, float scale_log2) {
     const int lane = threadIdx.x % 32, c2 = (lane % 4) * 2;
     // Scale into the log2 domain, mask, and update the running max and sum. Only tiles that
     // reach past seq, or past this thread's first row when causal, need the mask (most don't).
@@ -153,20 +151,7 @@ __device__ __forceinline__ void online_softmax_step(float (&s)[NB][4], float (&m
     for (int r = 0; r < 2; r++) {
         row_sum[r] += __shfl_xor_sync(0xffffffffu, row_sum[r], 1);
         row_sum[r] += __shfl_xor_sync(0xffffffffu, row_sum[r], 2);
-        l[r] = l[r] * alpha[r] + row_sum[r];  // the normaliser counts dropped keys too
-    }
-    if (p_drop > 0.0f) {  // one 16 x 64 mask tile at a time
-        const uint64_t row_index[2] = {(drop_bh * seq + min(row_i[0], seq - 1)) * seq,
-                                       (drop_bh * seq + min(row_i[1], seq - 1)) * seq};
-#pragma unroll
-        for (int part = 0; part < NB / 8; part++) {
-            uint32_t keep[2];
-            dropout_tile_keep_bits(keep, row_index, k0 + 64 * part, seq, seed, offset, p_drop);
-#pragma unroll
-            for (int n = 0; n < 8; n++)
-#pragma unroll
-                for (int e = 0; e < 4; e++) s[8 * part + n][e] *= dropout_factor(keep, e / 2, n, e & 1, keep_scale);
-        }
+        l[r] = l[r] * alpha[r] + row_sum[r];
     }
 }
 
@@ -181,18 +166,19 @@ __device__ __forceinline__ void rescale_output(float (&o)[NB][4], const float (&
 }
 
 // The forward's last act for one warp's rows g and g + 8 (query indices row_i): ctx = O / l
+// times out_scale (dropout's 1 / (1 - p), which the kept probabilities were not multiplied by)
 // (the row of token i starts at i * token_stride + head_offset), and the logsumexp
 // ln(sum exp(scaled scores)) = (m + log2 l) ln 2 at lse[i].
 template <typename T, int NB>
 __device__ __forceinline__ void write_output_rows(T *ctx, float *lse, const float (&o)[NB][4], const float (&m)[2],
                                                   const float (&l)[2], const int (&row_i)[2], int seq,
-                                                  int64_t token_stride, int64_t head_offset) {
+                                                  int64_t token_stride, int64_t head_offset, float out_scale) {
     const int lane = threadIdx.x % 32, c2 = (lane % 4) * 2;
 #pragma unroll
     for (int r = 0; r < 2; r++) {
         const int i = row_i[r];
         if (i >= seq) continue;
-        const float inv = l[r] > 0.0f ? 1.0f / l[r] : 0.0f;
+        const float inv = l[r] > 0.0f ? out_scale / l[r] : 0.0f;
         T *out = ctx + (int64_t)i * token_stride + head_offset;
 #pragma unroll
         for (int n = 0; n < NB; n++)
@@ -202,10 +188,12 @@ __device__ __forceinline__ void write_output_rows(T *ctx, float *lse, const floa
 }
 
 // The backward's last act for one warp's rows g and g + 8 of dK and dV (key indices
-// j_first and j_first + 8): dK * scale and dV into dqkv's k and v slots of those keys.
+// j_first and j_first + 8): dK * dk_scale and dV * dv_scale (dropout's 1 / (1 - p), which the
+// kept probabilities were not multiplied by) into dqkv's k and v slots of those keys.
 template <typename T, int NB>
 __device__ __forceinline__ void write_dk_dv_rows(T *dqkv, const QkvView &view, const float (&dk)[NB][4],
-                                                 const float (&dv)[NB][4], int j_first, int seq, float scale) {
+                                                 const float (&dv)[NB][4], int j_first, int seq, float dk_scale,
+                                                 float dv_scale) {
     const int c2 = (threadIdx.x % 4) * 2;
 #pragma unroll
     for (int r = 0; r < 2; r++) {
@@ -214,8 +202,8 @@ __device__ __forceinline__ void write_dk_dv_rows(T *dqkv, const QkvView &view, c
         T *dkp = dqkv + view.at(j, 1, NB * 8), *dvp = dqkv + view.at(j, 2, NB * 8);
 #pragma unroll
         for (int n = 0; n < NB; n++) {
-            *reinterpret_cast<uint32_t *>(dkp + n * 8 + c2) = pack2<T>(dk[n][2 * r] * scale, dk[n][2 * r + 1] * scale);
-            *reinterpret_cast<uint32_t *>(dvp + n * 8 + c2) = pack2<T>(dv[n][2 * r], dv[n][2 * r + 1]);
+            *reinterpret_cast<uint32_t *>(dkp + n * 8 + c2) = pack2<T>(dk[n][2 * r] * dk_scale, dk[n][2 * r + 1] * dk_scale);
+            *reinterpret_cast<uint32_t *>(dvp + n * 8 + c2) = pack2<T>(dv[n][2 * r] * dv_scale, dv[n][2 * r + 1] * dv_scale);
         }
     }
 }

@@ -105,13 +105,15 @@ __global__ void __launch_bounds__(WG_THREADS, 1)
     warpgroup_claim_registers<240>();
     const int consumer = warpgroup - 1, warp = threadIdx.x / 32 - 4;  // warp 0..7 of the consumers
     const float scale_log2 = scale * LOG2E;
-    const float keep_scale = dropout_keep_scale(a.p_drop);
-    const uint64_t drop_bh = a.drop.global_bh(b, h);
+    const bool dropping = a.p_drop > 0.0f;
+    const uint32_t drop_threshold = dropout_threshold(a.p_drop);
 
     // This thread's rows (g and g + 8 of its warp's 16; consumer c has rows [64 c, 64 c + 64)),
     // their running max (log2 domain) and sum, and its part of their output.
     const int g = lane / 4;
     const int row_i[2] = {q0 + 16 * warp + g, q0 + 16 * warp + g + 8};
+    const uint64_t drop_bh = a.drop.global_bh(b, h);
+    const uint64_t row_group[2] = {dropout_row_group(drop_bh, row_i[0], seq), dropout_row_group(drop_bh, row_i[1], seq)};
     float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
     float o[D / 8][4];
 #pragma unroll
@@ -143,7 +145,15 @@ __global__ void __launch_bounds__(WG_THREADS, 1)
             wgmma_rs_mn<T, D>(o, p[kk], wgmma_descriptor(v_addr + kk * 16 * 128, KV_PANEL, 1024));
         wgmma_commit();
     };
-    // P from the scores: register pairs of the score layout are the A operand's (as mma.sync's).
+    // The dropout masks of tile t's two blocks of 64 keys, drawn while the tensor cores work.
+    TileDropout drop[WG_BLOCK_N / 64];
+    auto draw_dropout = [&](int t) {
+#pragma unroll
+        for (int part = 0; part < WG_BLOCK_N / 64; part++)
+            drop[part] = tile_dropout(row_group, t * (WG_BLOCK_N / 64) + part, a.seed, a.offset, drop_threshold);
+    };
+    // P from the scores: register pairs of the score layout are the A operand's (as mma.sync's),
+    // then dropped by ANDing them with the masks.
     auto pack_probabilities = [&]() {
 #pragma unroll
         for (int kk = 0; kk < WG_BLOCK_N / 16; kk++) {
@@ -151,11 +161,12 @@ __global__ void __launch_bounds__(WG_THREADS, 1)
             p[kk][1] = pack2<T>(s[2 * kk][2], s[2 * kk][3]);
             p[kk][2] = pack2<T>(s[2 * kk + 1][0], s[2 * kk + 1][1]);
             p[kk][3] = pack2<T>(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+            if (dropping) drop_a_fragment(p[kk], drop[kk / 4], kk % 4);
         }
     };
     auto softmax = [&](int t, float (&alpha)[2]) {
-        online_softmax_step(s, m, l, alpha, row_i, t * WG_BLOCK_N, seq, a.causal, scale_log2, a.p_drop, keep_scale,
-                            drop_bh, a.seed, a.offset);
+        online_softmax_step(s, m, l, alpha, row_i, t * WG_BLOCK_N, seq, a.causal, scale_log2);
+        if (dropping) draw_dropout(t);
     };
     // Ping-pong: consumer c issues its products only in its turn and then hands the turn over.
     // Consumer 1 skips the hand-over after its last issue, and hands consumer 0 its first turn,
@@ -209,7 +220,7 @@ __global__ void __launch_bounds__(WG_THREADS, 1)
     const int64_t token_stride = (int64_t)a.batch * a.ctx_row;
     const int64_t head_offset = (int64_t)b * a.ctx_row + (int64_t)h * D;
     write_output_rows<T>(static_cast<T *>(a.ctx), a.lse + (int64_t)bh * seq, o, m, l, row_i, seq, token_stride,
-                         head_offset);
+                         head_offset, dropout_keep_scale(a.p_drop));
 #else
     (void)qkv_map, (void)a, (void)scale;
     __trap();

@@ -47,6 +47,51 @@ extern "C" void dropout_forward(const void *x, int64_t n, float p, uint64_t seed
     CHECK_LAUNCH();
 }
 
+// Attention's probabilities, [rows = batch * heads * seq, seq]: row r = bh * seq + i. They are
+// keyed by attention's numbering (common/philox.h), in which the 16 keys 64 kb + 8n + 2c + e
+// (n = 0..7, e = 0, 1) of a row form Philox group (r * key_blocks + kb) * 4 + c: one thread
+// per group, so thread g draws group g. Its keys come in pairs 2 apart from its neighbours'
+// (c is the fastest index), so four consecutive threads cover 8 consecutive keys.
+template <typename T>
+__global__ void attention_dropout_kernel(const T *x, int64_t rows, int seq, float p, uint64_t seed, uint64_t offset,
+                                         T *y) {
+    const int64_t key_blocks = (int64_t)attention_key_blocks(seq), groups = rows * key_blocks * 4;
+    const float scale = dropout_keep_scale(p);
+    const uint32_t threshold = dropout_threshold(p);
+    for (int64_t g = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; g < groups; g += (int64_t)gridDim.x * blockDim.x) {
+        const int64_t r = g / 4 / key_blocks;
+        const int first_key = (int)(g / 4 % key_blocks) * 64 + 2 * (int)(g % 4);
+        const Philox4 bytes = philox4x32_10((uint64_t)g, offset, seed);
+        for (int n = 0; n < 8; n++)
+            for (int e = 0; e < 2; e++) {
+                const int j = first_key + 8 * n + e;
+                if (j >= seq) continue;
+                const int64_t at = r * seq + j;
+                y[at] = from_float<T>(dropout_byte(bytes, 2 * n + e) >= threshold ? to_float(x[at]) * scale : 0.0f);
+            }
+    }
+}
+
+extern "C" void attention_dropout_forward(const void *probs, int64_t rows, int seq, float p, uint64_t seed,
+                                          uint64_t offset, void *y, DType dtype) {
+    if (rows <= 0 || seq <= 0) return;
+    if (p == 0.0f) {
+        if (probs != y) CUDA_CHECK(cudaMemcpy(y, probs, (size_t)rows * seq * 2, cudaMemcpyDeviceToDevice));
+        return;
+    }
+    int64_t blocks = (rows * (int64_t)attention_key_blocks(seq) * 4 + 255) / 256;
+    if (blocks > 65536) blocks = 65536;
+    DISPATCH_DTYPE(dtype, T,
+                   attention_dropout_kernel<T><<<(unsigned)blocks, 256>>>((const T *)probs, rows, seq, p, seed, offset,
+                                                                          (T *)y));
+    CHECK_LAUNCH();
+}
+
+extern "C" void attention_dropout_backward(const void *dy, int64_t rows, int seq, float p, uint64_t seed,
+                                           uint64_t offset, void *dx, DType dtype) {
+    attention_dropout_forward(dy, rows, seq, p, seed, offset, dx, dtype);
+}
+
 extern "C" void dropout_backward(const void *dy, int64_t n, float p, uint64_t seed, uint64_t offset,
                                  void *dx, DType dtype) {
     dropout_forward(dy, n, p, seed, offset, dx, dtype);

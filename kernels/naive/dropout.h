@@ -6,10 +6,10 @@
 // Philox is a pure function, so the second draw is the same mask, and we save the bytes of
 // a mask tensor (eager PyTorch stores one) for a little arithmetic.
 //
-// The same kernel serves both dropout sites of the layer: hidden dropout on [s, b, h]
-// (flat index), and the attention probabilities stored as [batch * heads, seq, seq], whose
-// flat index ((b * heads + h) * seq + i) * seq + j is exactly the logical index the
-// convention asks for.
+// Hidden dropout on [s, b, h] is keyed by the flat index (dropout_forward); the attention
+// probabilities, stored as [batch * heads, seq, seq], by attention's numbering
+// (attention_dropout_forward; common/philox.h says why it differs), which the fused attention
+// kernels of step 04 use too.
 #ifndef KERNELS_NAIVE_DROPOUT_H
 #define KERNELS_NAIVE_DROPOUT_H
 
@@ -27,6 +27,14 @@ void dropout_forward(const void *x, int64_t n, float p, uint64_t seed, uint64_t 
 // Dropout is linear, so its backward is the same masking and scaling of the gradient.
 void dropout_backward(const void *dy, int64_t n, float p, uint64_t seed, uint64_t offset, void *dx,
                       DType dtype);
+
+// Dropout of attention's probabilities [rows = batch * heads * seq, seq] (row r = (b * heads +
+// h) * seq + i), probability (r, j) keyed by attention_dropout_index(b * heads + h, i, j, seq).
+// y may alias probs.
+void attention_dropout_forward(const void *probs, int64_t rows, int seq, float p, uint64_t seed, uint64_t offset,
+                               void *y, DType dtype);
+void attention_dropout_backward(const void *dy, int64_t rows, int seq, float p, uint64_t seed, uint64_t offset,
+                                void *dx, DType dtype);
 
 #ifdef __cplusplus
 }

@@ -101,8 +101,8 @@ void naive_attention_forward(NaiveAttention *a, const void *qkv, void *ctx, uint
     batched_matmul(0, 1, s, s, d, scale, qkv_part(qkv, 0, a, &l), qkv_part(qkv, 1, a, &l),
                    a->dscores, s, l.score_stride, l.n, a->dtype);
     softmax_forward(scores.ptr, rows, s, 1.0f, a->causal, a->probs, a->dtype);
-    // probs is [batch * heads, seq, seq]: its flat index is the logical index of the mask.
-    dropout_forward(a->probs, rows * s, a->p_drop, a->seed, dropout_offset, a->dropped, a->dtype);
+    // probs is [batch * heads, seq, seq]: row r is query r % seq of head r / seq.
+    attention_dropout_forward(a->probs, rows, s, a->p_drop, a->seed, dropout_offset, a->dropped, a->dtype);
     // ctx = D V: [s, s] x [s, d], written straight into ctx's [s, b, heads, d] layout.
     batched_matmul(0, 0, s, d, s, 1.0f, dropped, qkv_part(qkv, 2, a, &l), ctx, l.ctx_ld,
                    l.ctx_stride, l.n, a->dtype);
@@ -128,7 +128,7 @@ void naive_attention_backward(NaiveAttention *a, const void *qkv, const void *dc
     // dV = D^T dctx: [s, s] x [s, d].
     batched_matmul(1, 0, s, d, s, 1.0f, dropped, dctx_op, dv, l.qkv_ld, l.qkv_stride, l.n, a->dtype);
     // Through the dropout (the same mask, drawn again) and the softmax, in place.
-    dropout_backward(a->dscores, rows * s, a->p_drop, a->seed, dropout_offset, a->dscores, a->dtype);
+    attention_dropout_backward(a->dscores, rows, s, a->p_drop, a->seed, dropout_offset, a->dscores, a->dtype);
     softmax_backward(a->dscores, a->probs, rows, s, a->dscores, a->dtype);
     // dQ = dS K * scale: [s, s] x [s, d].
     batched_matmul(0, 0, s, d, s, scale, dscores, qkv_part(qkv, 1, a, &l), dq, l.qkv_ld,

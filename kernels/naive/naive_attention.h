@@ -3,7 +3,7 @@
 //
 //   S = Q K^T / sqrt(d)         one batched cuBLAS product (the scale folded into alpha)
 //   P = softmax(S)              (causal: keys after the query masked)      -> probs
-//   D = dropout(P)              Philox mask on the logical index           -> dropped
+//   D = dropout(P)              Philox mask, attention's numbering         -> dropped
 //   ctx = D V                   one batched cuBLAS product
 //
 // qkv is [seq, batch, heads, 3 * head_dim] with each head's values [q | k | v]; ctx is

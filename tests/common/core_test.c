@@ -1,6 +1,7 @@
 // Tests of common/: Philox against its published known-answer vectors, fp16/bf16
 // conversions, the layer's configuration checks.
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "common/half.h"
@@ -42,6 +43,77 @@ static void test_dropout_keep_rate(void **state) {
     assert_true(fabs(rate - 0.9) < 0.01);
     // Independent masks agree on about 0.9^2 + 0.1^2 = 82% of the elements, not all.
     assert_true(same_other_offset < n * 0.86 && same_other_offset > n * 0.78);
+}
+
+// Attention's numbering (common/philox.h) is one-to-one: no two probabilities of any head
+// share a random byte, at sequence lengths that fill their last 64-key block and ones that don't.
+static void test_attention_dropout_index_is_one_to_one(void **state) {
+    (void)state;
+    const int seqs[] = {1, 7, 64, 65, 130, 200};
+    for (size_t t = 0; t < sizeof seqs / sizeof seqs[0]; t++) {
+        const int seq = seqs[t], heads = 3;
+        const uint64_t per_head = (uint64_t)seq * attention_key_blocks(seq) * 64;  // bytes of a head
+        unsigned char *seen = calloc((size_t)per_head * heads, 1);
+        for (int bh = 0; bh < heads; bh++)
+            for (int i = 0; i < seq; i++)
+                for (int j = 0; j < seq; j++) {
+                    const uint64_t index = attention_dropout_index((uint64_t)bh, i, j, seq);
+                    assert_true(index < per_head * heads);
+                    assert_int_equal(seen[index], 0);
+                    seen[index] = 1;
+                    // The 16 bytes of a group are 16 keys of one row and one 64-key block.
+                    assert_true(index / 16 == attention_dropout_group((uint64_t)bh, i, j / 64, (j % 8) / 2, seq));
+                }
+        free(seen);
+    }
+}
+
+// The four-at-a-time keep test (dropout_keep_flags4) agrees with byte >= threshold for every
+// threshold and every byte value, in each of the four positions, whatever the other bytes.
+static void test_dropout_keep_flags4(void **state) {
+    (void)state;
+    uint64_t filler = 0x9e3779b97f4a7c15ull;
+    for (uint32_t threshold = 0; threshold < 256; threshold++)
+        for (uint32_t byte = 0; byte < 256; byte++)
+            for (int k = 0; k < 4; k++) {
+                filler = filler * 6364136223846793005ull + 1442695040888963407ull;
+                const uint32_t others = (uint32_t)(filler >> 32) & ~(0xffu << (8 * k));
+                const uint32_t flags = dropout_keep_flags4(others | byte << (8 * k), threshold);
+                assert_int_equal((flags >> (8 * k + 7)) & 1u, byte >= threshold);
+            }
+}
+
+// What a fused attention kernel's thread does (kernels/attention/flash_common.cuh,
+// TileDropout) - one Philox call per row of a 64-key block, flags four bytes at a time, masks
+// by byte permutes - done here for every lane of a warp: each lane's masks must be
+// dropout_keep() of the probabilities it holds (rows g, g + 8; keys 8n + 2c + e).
+static void test_attention_dropout_lane_masks(void **state) {
+    (void)state;
+    const int seq = 200, key_block = 2, first_row = 16;
+    const uint64_t bh = 5, seed = 77, offset = 3;
+    const float ps[] = {0.1f, 0.5f, 0.7f};  // thresholds 26, 128, 179: both branches of the test
+    for (size_t t = 0; t < sizeof ps / sizeof ps[0]; t++) {
+        const float p = ps[t];
+        const uint32_t threshold = dropout_threshold(p);
+        for (int lane = 0; lane < 32; lane++) {
+            const int g = lane / 4, c = lane % 4;
+            for (int r = 0; r < 2; r++) {
+                const int i = first_row + g + 8 * r;
+                const Philox4 bytes =
+                    philox4x32_10(attention_dropout_group(bh, i, 0, c, seq) + 4 * (uint64_t)key_block, offset, seed);
+                for (int n = 0; n < 8; n++) {
+                    const uint32_t flags = dropout_keep_flags4(bytes.x[n >> 1], threshold);
+                    const uint32_t pair = dropout_pair_mask(flags, 2 * (n & 1));
+                    for (int e = 0; e < 2; e++) {
+                        const int j = 64 * key_block + 8 * n + 2 * c + e;
+                        const int keep = dropout_keep(seed, offset, attention_dropout_index(bh, i, j, seq), p);
+                        assert_int_equal((pair >> (16 * e)) & 0xffffu, keep ? 0xffffu : 0u);
+                        assert_int_equal(dropout_word_mask(flags, 2 * (n & 1) + e), keep ? 0xffffffffu : 0u);
+                    }
+                }
+            }
+        }
+    }
 }
 
 static void test_fp16_round_trip(void **state) {
@@ -108,6 +180,8 @@ static void test_param_shapes(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_philox_known_answers), cmocka_unit_test(test_dropout_keep_rate),
+        cmocka_unit_test(test_attention_dropout_index_is_one_to_one), cmocka_unit_test(test_dropout_keep_flags4),
+        cmocka_unit_test(test_attention_dropout_lane_masks),
         cmocka_unit_test(test_fp16_round_trip),      cmocka_unit_test(test_bf16_rounding),
         cmocka_unit_test(test_config_problems),      cmocka_unit_test(test_param_shapes),
     };

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "common/gpu.h"
+#include "common/philox.h"
 #include "common/reference.h"
 #include "kernels/naive/bias.h"
 #include "kernels/naive/dropout.h"
@@ -171,6 +172,37 @@ static void test_dropout(void **state) {
     }
 }
 
+// Attention's probabilities [heads * seq, seq] with attention's numbering (common/philox.h),
+// at a seq whose last 64-key block is partial: the same mask as the reference's keep test on
+// attention_dropout_index, and the kept values scaled.
+static void test_attention_dropout(void **state) {
+    (void)state;
+    SKIP_WITHOUT_GPU();
+    const int seq = 100, heads = 3;
+    const int64_t rows = (int64_t)heads * seq, n = rows * seq;
+    const float p = 0.1f;
+    const uint64_t seed = test_seed() + 23, offset = 9;
+    for (int d = 0; d < 2; d++) {
+        DType dt = DTYPES[d];
+        float *x = random_rounded(n, 0.5f, 1.5f, dt), *ref = malloc(n * sizeof(float));
+        for (int64_t r = 0; r < rows; r++)
+            for (int j = 0; j < seq; j++) {
+                const uint64_t index = attention_dropout_index((uint64_t)(r / seq), (int)(r % seq), j, seq);
+                ref[r * seq + j] = dropout_keep(seed, offset, index, p) ? x[r * seq + j] * dropout_keep_scale(p) : 0.0f;
+            }
+        void *d_x = dev_upload(x, n, dt), *d_y = dev_alloc(n * 2);
+        attention_dropout_forward(d_x, rows, seq, p, seed, offset, d_y, dt);
+        float *got = download(d_y, n, dt);
+        int64_t mask_mismatch = 0;
+        for (int64_t i = 0; i < n; i++) mask_mismatch += (got[i] == 0.0f) != (ref[i] == 0.0f);
+        print_message("  %s: mask mismatches %lld of %lld\n", dtype_name(dt), (long long)mask_mismatch, (long long)n);
+        assert_int_equal(mask_mismatch, 0);
+        assert_rel_error(got, ref, n, tol_out(dt));
+        dev_free(d_x), dev_free(d_y);
+        free(x), free(ref), free(got);
+    }
+}
+
 static void test_residual_add(void **state) {
     (void)state;
     SKIP_WITHOUT_GPU();
@@ -242,7 +274,7 @@ static void test_softmax(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_layernorm), cmocka_unit_test(test_bias),
-        cmocka_unit_test(test_gelu),      cmocka_unit_test(test_dropout),
+        cmocka_unit_test(test_gelu),      cmocka_unit_test(test_dropout), cmocka_unit_test(test_attention_dropout),
         cmocka_unit_test(test_residual_add), cmocka_unit_test(test_softmax),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -205,7 +205,7 @@ static void test_attention_semantics(void **state) {
     for (int t = 0; t < d; t++) {
         double acc = 0;
         for (int j = 0; j < seq; j++) {
-            uint64_t index = ((uint64_t)(0 * heads + h) * seq + i) * seq + j;
+            uint64_t index = attention_dropout_index((uint64_t)(0 * heads + h), i, j, seq);
             if (dropout_keep(21, 3, index, p))
                 acc += probs[(h * seq + i) * seq + j] / (1.0 - p) * qkv[(j * heads + h) * 3 * d + 2 * d + t];
         }
