@@ -50,8 +50,9 @@ extern "C" void dropout_forward(const void *x, int64_t n, float p, uint64_t seed
 // Attention's probabilities, [rows = batch * heads * seq, seq]: row r = bh * seq + i. They are
 // keyed by attention's numbering (common/philox.h), in which the 16 keys 64 kb + 8n + 2c + e
 // (n = 0..7, e = 0, 1) of a row form Philox group (r * key_blocks + kb) * 4 + c: one thread
-// per group, so thread g draws group g. Its keys come in pairs 2 apart from its neighbours'
-// (c is the fastest index), so four consecutive threads cover 8 consecutive keys.
+// per group, so thread g draws group g. Its keys come in pairs 8 apart, and c is the fastest
+// index, so four consecutive threads cover 8 consecutive keys: with an even seq each pair is
+// one 4-byte access and a warp's accesses of one n fall into eight 16-byte pieces.
 template <typename T>
 __global__ void attention_dropout_kernel(const T *x, int64_t rows, int seq, float p, uint64_t seed, uint64_t offset,
                                          T *y) {
@@ -62,13 +63,25 @@ __global__ void attention_dropout_kernel(const T *x, int64_t rows, int seq, floa
         const int64_t r = g / 4 / key_blocks;
         const int first_key = (int)(g / 4 % key_blocks) * 64 + 2 * (int)(g % 4);
         const Philox4 bytes = philox4x32_10((uint64_t)g, offset, seed);
-        for (int n = 0; n < 8; n++)
-            for (int e = 0; e < 2; e++) {
-                const int j = first_key + 8 * n + e;
-                if (j >= seq) continue;
-                const int64_t at = r * seq + j;
-                y[at] = from_float<T>(dropout_byte(bytes, 2 * n + e) >= threshold ? to_float(x[at]) * scale : 0.0f);
+        for (int n = 0; n < 8; n++) {
+            const int j = first_key + 8 * n;  // keys j and j + 1 use bytes 2n and 2n + 1
+            if (j >= seq) break;
+            const int64_t at = r * seq + j;
+            const bool keep0 = dropout_byte(bytes, 2 * n) >= threshold;
+            const bool keep1 = dropout_byte(bytes, 2 * n + 1) >= threshold;
+            if (seq % 2 == 0) {  // j even, r * seq even: the pair is 4-byte aligned, and j + 1 < seq
+                uint32_t pair = *reinterpret_cast<const uint32_t *>(x + at);
+                T v[2];
+                memcpy(v, &pair, sizeof pair);
+                v[0] = from_float<T>(keep0 ? to_float(v[0]) * scale : 0.0f);
+                v[1] = from_float<T>(keep1 ? to_float(v[1]) * scale : 0.0f);
+                memcpy(&pair, v, sizeof pair);
+                *reinterpret_cast<uint32_t *>(y + at) = pair;
+            } else {
+                y[at] = from_float<T>(keep0 ? to_float(x[at]) * scale : 0.0f);
+                if (j + 1 < seq) y[at + 1] = from_float<T>(keep1 ? to_float(x[at + 1]) * scale : 0.0f);
             }
+        }
     }
 }
 
