@@ -7,6 +7,9 @@
 # tool: carry ".gpu", run "bash .gpu/gpu_run.sh".
 #
 #   tools/gpu_pack.sh [bazel flags]
+#   BASELINE=<git revision> tools/gpu_pack.sh   also packs that revision's benchmarks and
+#       steps 04-06 (.gpu/baseline.tgz), so that `gpu_run.sh baseline` times the two versions
+#       side by side in one run (a worktree of the revision, built with the same flags)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tools/bootstrap.sh
@@ -20,6 +23,23 @@ done
 cp "$(ldconfig -p | awk '/libcmocka.so.0 /{print $NF; exit}')" .gpu/bin/libcmocka.so.0
 cp tools/gpu_run.sh .gpu/
 mkdir -p .gpu/tools && cp tools/pytorch_compare.py tools/profile_step.sh .gpu/tools/
+if [ -n "${BASELINE:-}" ]; then
+  rev=$(git rev-parse --short "$BASELINE")
+  wt=$(mktemp -d)/baseline
+  git worktree add --detach "$wt" "$rev" >/dev/null
+  baseline_targets=(//kernels/attention:attention_bench //common/modules:gemm_bench
+    //steps/04_transformer_layer:step04_transformer_layer //steps/05_fp8:step05_fp8
+    //steps/06_parallel_layers:step06_parallel_layers)
+  (cd "$wt" && bazel build "${baseline_targets[@]}" "$@")
+  mkdir -p .gpu/baseline
+  for t in "${baseline_targets[@]}"; do
+    path="$wt/bazel-bin/${t#//}"; cp "${path/://}" .gpu/baseline/
+  done
+  echo "$rev" > .gpu/baseline/REVISION
+  (cd "$wt" && bazel clean --expunge >/dev/null 2>&1 || true)
+  git worktree remove --force "$wt"
+  tar czf .gpu/baseline.tgz -C .gpu baseline && rm -rf .gpu/baseline
+fi
 count=$(ls .gpu/bin | wc -l)
 tar czf .gpu/bin.tgz -C .gpu bin && rm -rf .gpu/bin
 echo "packed $count files into .gpu ($(du -sh .gpu | cut -f1))"

@@ -3,7 +3,8 @@
 # tools/gpu_pack.sh: the GPU tests, every step's --check at fp16 and bf16, the
 # micro-benchmarks and the per-step comparison. Ends with a short table.
 #
-#   bash .gpu/gpu_run.sh [tests] [check] [bench] [fp8] [tp] [pytorch] [compare]   (default: all)
+#   bash .gpu/gpu_run.sh [tests] [check] [bench] [fp8] [tp] [pytorch] [compare] [baseline]
+#   (default: all; baseline runs only when tools/gpu_pack.sh packed one: BASELINE=<rev>)
 # (tp needs 2 or more GPUs: step 07's --check at tp 2, then its timing at tp 1 and at every
 # tp up to the GPUs there are.)
 # Logs and JSON go to $OUT (the device tool brings them back) or ./out.
@@ -87,5 +88,27 @@ if [[ $what == *compare* ]] && [ -x "$BIN/compare" ]; then
     base=()  # PyTorch was timed at fp16
   done
 fi
+# This version against the baseline's binaries (BASELINE=<rev> tools/gpu_pack.sh), taking
+# turns so that both see the same machine: attention_bench, gemm_bench, steps 04-06.
+if [[ $what == *baseline* || -z "$*" ]] && [ -f .gpu/baseline.tgz ]; then
+  tar xzf .gpu/baseline.tgz -C .gpu
+  BASE=.gpu/baseline; rev=$(cat $BASE/REVISION)
+  for round in 1 2; do
+    for who in new $rev; do
+      dir=$BIN; [ "$who" = new ] || dir=$BASE
+      "$dir/attention_bench" 2>&1 | tee -a "$OUT/baseline.log" | grep -E "^ *128 " | sed "s/^/attention $who: /" >> "$summary"
+    done
+  done
+  for round in 1 2 3; do
+    for run in "step04_transformer_layer" "step05_fp8" "step06_parallel_layers" "step06_parallel_layers --unfused"; do
+      for who in new $rev; do
+        dir=$BIN; [ "$who" = new ] || dir=$BASE
+        ms=$($dir/$run --iters 20 2>&1 | tee -a "$OUT/baseline.log" | grep -aoE "Mean time: [0-9.]+ ms" | head -1)
+        note "baseline round $round: $run ($who): $ms"
+      done
+    done
+  done
+fi
+
 echo "================ summary"
 cat "$summary"
