@@ -317,7 +317,7 @@ __global__ void __launch_bounds__(BwdTile<D>::THREADS) flash_backward_kernel(
 #pragma unroll
                 for (int e = 0; e < 2; e++) {
                     bool masked_out = i >= seq || j + e >= seq || (causal && j + e > i);
-                    p[e] = masked_out ? 0.0f : exp2f(s[n][2 * r + e] * scale_log2 - lse_i);
+                    p[e] = masked_out ? 0.0f : exp2_approx(fmaf(s[n][2 * r + e], scale_log2, -lse_i));
                     dpd[e] = dropping ? masked(dp[n][2 * r + e], dropped.row[r].element_mask(n, e)) * keep_scale
                                       : dp[n][2 * r + e];
                 }

@@ -178,7 +178,7 @@ __global__ void __launch_bounds__(BW_THREADS, 1)
 #pragma unroll
             for (int n = 0; n < 8; n++) {
 #pragma unroll
-                for (int e = 0; e < 2; e++) s[n][2 * r + e] = exp2f(s[n][2 * r + e] * scale_log2 - lse_i[r]);
+                for (int e = 0; e < 2; e++) s[n][2 * r + e] = exp2_approx(fmaf(s[n][2 * r + e], scale_log2, -lse_i[r]));
                 uint32_t pd = pack2<T>(s[n][2 * r], s[n][2 * r + 1]);
                 if (dropping) pd &= dropped.row[r].pair_mask(n);
                 *reinterpret_cast<uint32_t *>(p_tile + warpgroup * PS_PANEL + swizzled_offset(il, n) + 4 * c) = pd;

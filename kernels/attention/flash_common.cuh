@@ -93,6 +93,17 @@ __device__ __forceinline__ float masked(float x, uint32_t mask) {
     return __uint_as_float(__float_as_uint(x) & mask);
 }
 
+// 2^x by the special-function unit alone (PTX ex2.approx.ftz). exp2f adds, for results that
+// would be denormal, a compare and two predicated multiplies to every call - three issue slots
+// per probability, in kernels whose softmax competes with the tensor cores for issue slots -
+// and buys nothing here: a probability below 2^-126 of the row's largest is zero to a 16-bit
+// P and to the row's sum alike. (FlashAttention gets the same by compiling with fast math.)
+__device__ __forceinline__ float exp2_approx(float x) {
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+    return y;
+}
+
 // The online-softmax step for one warp's 16 rows of a tile of NB * 8 keys starting at key
 // k0: s holds the scores as fragments (mma.sync's or wgmma's accumulator layout, which agree
 // per warp); m and l the running max (log2 domain) and sum of rows g and g + 8. Turns s into
@@ -104,8 +115,10 @@ __device__ __forceinline__ void online_softmax_step(float (&s)[NB][4], float (&m
                                                     float (&alpha)[2], const int (&row_i)[2], int k0, int seq,
                                                     int causal, float scale_log2) {
     const int lane = threadIdx.x % 32, c2 = (lane % 4) * 2;
-    // Scale into the log2 domain, mask, and update the running max and sum. Only tiles that
-    // reach past seq, or past this thread's first row when causal, need the mask (most don't).
+    // Mask, and find the tile's row maxima. Only tiles that reach past seq, or past this
+    // thread's first row when causal, need the mask (most don't). The scale (> 0, so it keeps
+    // the order) is applied to the maxima here and to each score inside the exponent's FFMA
+    // below: one instruction per score fewer than scaling the scores first.
     float tile_max[2] = {-INFINITY, -INFINITY};
     const bool needs_mask = k0 + NB * 8 > seq || (causal && k0 + NB * 8 - 1 > row_i[0]);
     if (needs_mask) {
@@ -114,28 +127,21 @@ __device__ __forceinline__ void online_softmax_step(float (&s)[NB][4], float (&m
 #pragma unroll
             for (int e = 0; e < 4; e++) {
                 int j = k0 + n * 8 + c2 + (e & 1), i = row_i[e / 2];
-                float v = s[n][e] * scale_log2;
-                if (j >= seq || (causal && j > i)) v = -INFINITY;
-                s[n][e] = v;
-                tile_max[e / 2] = fmaxf(tile_max[e / 2], v);
-            }
-    } else {
-#pragma unroll
-        for (int n = 0; n < NB; n++)
-#pragma unroll
-            for (int e = 0; e < 4; e++) {
-                s[n][e] *= scale_log2;
-                tile_max[e / 2] = fmaxf(tile_max[e / 2], s[n][e]);
+                if (j >= seq || (causal && j > i)) s[n][e] = -INFINITY;
             }
     }
+#pragma unroll
+    for (int n = 0; n < NB; n++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) tile_max[e / 2] = fmaxf(tile_max[e / 2], s[n][e]);
     float m_use[2];
 #pragma unroll
     for (int r = 0; r < 2; r++) {
         tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 1));
         tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 2));
-        float m_new = fmaxf(m[r], tile_max[r]);
+        float m_new = fmaxf(m[r], tile_max[r] * scale_log2);
         m_use[r] = m_new == -INFINITY ? 0.0f : m_new;  // a fully masked row so far: exp2(-inf) = 0
-        alpha[r] = exp2f(m[r] - m_use[r]);
+        alpha[r] = exp2_approx(m[r] - m_use[r]);
         m[r] = m_new;
     }
     float row_sum[2] = {0.0f, 0.0f};
@@ -143,7 +149,7 @@ __device__ __forceinline__ void online_softmax_step(float (&s)[NB][4], float (&m
     for (int n = 0; n < NB; n++)
 #pragma unroll
         for (int e = 0; e < 4; e++) {
-            float p = exp2f(s[n][e] - m_use[e / 2]);
+            float p = exp2_approx(fmaf(s[n][e], scale_log2, -m_use[e / 2]));
             s[n][e] = p;
             row_sum[e / 2] += p;
         }
