@@ -60,7 +60,7 @@ static const int FWD_MT = 2;  // m-tiles per warp
 template <typename T, int D>
 __global__ void __launch_bounds__(THREADS) flash_forward_kernel(
     const T *qkv, T *ctx, float *lse, int seq, int batch, int heads, int64_t qkv_row, int64_t ctx_row,
-    float scale, float p_drop, int causal, uint64_t seed, uint64_t offset, HeadRange drop) {
+    float scale, float p_drop, int causal, const __grid_constant__ PhiloxKeys keys, uint64_t offset, HeadRange drop) {
     constexpr int LD = Tile<D>::LD;
     extern __shared__ __align__(16) unsigned char smem_raw[];
     T *q_tile = reinterpret_cast<T *>(smem_raw);
@@ -144,7 +144,7 @@ __global__ void __launch_bounds__(THREADS) flash_forward_kernel(
             float alpha[2];
             online_softmax_step(s[mt], m[mt], l[mt], alpha, row_i[mt], k0, seq, causal, scale_log2);
             rescale_output(o[mt], alpha);
-            if (dropping) dropped[mt] = tile_dropout(row_group[mt], t, seed, offset, drop_threshold);
+            if (dropping) dropped[mt] = tile_dropout(row_group[mt], t, keys, offset, drop_threshold);
         }
         // O += P V: P's fragments become A fragments directly (16 keys per k-step), dropped by
         // ANDing them with the masks; each V fragment serves both m-tiles.
@@ -218,7 +218,8 @@ struct BwdTile {
 template <typename T, int D>
 __global__ void __launch_bounds__(BwdTile<D>::THREADS) flash_backward_kernel(
     const T *qkv, const T *dctx, const float *lse, const float *dsum, float *dq_accum, T *dqkv, int seq,
-    int batch, int heads, int64_t qkv_row, int64_t ctx_row, float scale, float p_drop, int causal, uint64_t seed,
+    int batch, int heads, int64_t qkv_row, int64_t ctx_row, float scale, float p_drop, int causal,
+    const __grid_constant__ PhiloxKeys keys,
     uint64_t offset, HeadRange drop) {
     constexpr int LD = Tile<D>::LD;
     constexpr int BWD_BLOCK_N = BwdTile<D>::BLOCK_N, BWD_THREADS = BwdTile<D>::THREADS;
@@ -303,7 +304,7 @@ __global__ void __launch_bounds__(BwdTile<D>::THREADS) flash_backward_kernel(
             const uint64_t dbh = drop.global_bh(b, h);
             const uint64_t row_group[2] = {dropout_row_group(dbh, q0 + qw * 16 + g, seq),
                                            dropout_row_group(dbh, q0 + qw * 16 + g + 8, seq)};
-            dropped = tile_dropout(row_group, (k0 + kb0) / 64, seed, offset, drop_threshold);
+            dropped = tile_dropout(row_group, (k0 + kb0) / 64, keys, offset, drop_threshold);
         }
 #pragma unroll
         for (int r = 0; r < 2; r++) {
@@ -460,7 +461,7 @@ static void forward(const FwdArgs &a) {
     dim3 grid(ceil_div(a.seq, FWD_BLOCK_M), a.batch * a.heads);
     flash_forward_kernel<T, D><<<grid, THREADS, smem>>>((const T *)a.qkv, (T *)a.ctx, a.lse, a.seq, a.batch, a.heads,
                                                         a.qkv_row, a.ctx_row, 1.0f / sqrtf((float)D), a.p_drop,
-                                                        a.causal, a.seed, a.offset, a.drop);
+                                                        a.causal, a.keys, a.offset, a.drop);
     CHECK_LAUNCH();
 }
 
@@ -473,7 +474,7 @@ static size_t dsum_floats(int seq, int batch, int heads) {
 template <typename T, int D>
 static void backward_mma_sync(const void *qkv, const void *dctx, const float *lse, const float *dsum, float *dq_accum,
                               void *dqkv, int seq, int batch, int heads, int64_t qkv_row, int64_t ctx_row,
-                              float p_drop, int causal, uint64_t seed, uint64_t offset, HeadRange drop);
+                              float p_drop, int causal, const PhiloxKeys &keys, uint64_t offset, HeadRange drop);
 
 template <typename T, int D>
 static void backward(const void *qkv, const void *ctx, const void *dctx, const float *lse, void *dqkv,
@@ -485,13 +486,14 @@ static void backward(const void *qkv, const void *ctx, const void *dctx, const f
     flash_backward_prepare_kernel<T, D><<<ceil_div((int64_t)rows * 32, 256), 256>>>(
         (const T *)ctx, (const T *)dctx, dsum, dq_accum, seq, batch, heads, ctx_row);
     CHECK_LAUNCH();
+    const PhiloxKeys keys = philox_keys(seed);
     if (D == 128 && use_wgmma()) {
         const BwdArgs a = {qkv,   dctx,   lse,     dsum,   dq_accum, dqkv, seq,    batch, heads,
-                           qkv_row, ctx_row, p_drop, causal, seed,     offset, drop};
+                           qkv_row, ctx_row, p_drop, causal, keys,     offset, drop};
         flash_backward_wgmma_d128<T>(a);
     } else {
         backward_mma_sync<T, D>(qkv, dctx, lse, dsum, dq_accum, dqkv, seq, batch, heads, qkv_row, ctx_row, p_drop,
-                                causal, seed, offset, drop);
+                                causal, keys, offset, drop);
     }
     const int64_t total = (int64_t)rows * D;  // a multiple of 8, and dqkv's rows are 16-byte aligned
     flash_backward_dq_kernel<T, D><<<ceil_div(total / 8, 256), 256>>>(dq_accum, (T *)dqkv, seq, batch, heads, qkv_row);
@@ -501,7 +503,7 @@ static void backward(const void *qkv, const void *ctx, const void *dctx, const f
 template <typename T, int D>
 static void backward_mma_sync(const void *qkv, const void *dctx, const float *lse, const float *dsum, float *dq_accum,
                               void *dqkv, int seq, int batch, int heads, int64_t qkv_row, int64_t ctx_row,
-                              float p_drop, int causal, uint64_t seed, uint64_t offset, HeadRange drop) {
+                              float p_drop, int causal, const PhiloxKeys &keys, uint64_t offset, HeadRange drop) {
     constexpr int BWD_BLOCK_N = BwdTile<D>::BLOCK_N;
     const size_t smem = (size_t)(2 * BWD_BLOCK_N + 2 * BLOCK_M) * Tile<D>::LD * sizeof(T) +
                         (size_t)2 * BLOCK_M * (BWD_BLOCK_N + 8) * sizeof(T) + 2 * BLOCK_M * sizeof(float);
@@ -514,7 +516,7 @@ static void backward_mma_sync(const void *qkv, const void *dctx, const float *ls
     dim3 grid(ceil_div(seq, BWD_BLOCK_N), batch * heads);
     flash_backward_kernel<T, D><<<grid, BwdTile<D>::THREADS, smem>>>((const T *)qkv, (const T *)dctx, lse, dsum, dq_accum,
                                                          (T *)dqkv, seq, batch, heads, qkv_row, ctx_row,
-                                                         1.0f / sqrtf((float)D), p_drop, causal, seed, offset, drop);
+                                                         1.0f / sqrtf((float)D), p_drop, causal, keys, offset, drop);
     CHECK_LAUNCH();
 }
 
@@ -535,7 +537,8 @@ static void backward_mma_sync(const void *qkv, const void *dctx, const float *ls
 static void forward_any(const void *qkv, int64_t qkv_row, void *ctx, int64_t ctx_row, float *lse, int seq,
                         int batch, int heads, int head_dim, DType dtype, float p_drop, int causal, uint64_t seed,
                         uint64_t offset, HeadRange drop) {
-    const FwdArgs a = {qkv, ctx, lse, seq, batch, heads, qkv_row, ctx_row, p_drop, causal, seed, offset, drop};
+    const FwdArgs a = {qkv,     ctx,     lse,    seq,    batch,             heads, qkv_row,
+                       ctx_row, p_drop, causal, philox_keys(seed), offset, drop};
     DISPATCH_DTYPE(dtype, T, DISPATCH_HEAD_DIM(head_dim, D, forward<T, D>(a)));
 }
 

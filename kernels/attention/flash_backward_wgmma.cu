@@ -44,7 +44,8 @@ constexpr size_t SMEM_BYTES = 2 * KV_BYTES + 4 * QO_BYTES + 2 * PS_BYTES + DQ_BY
 template <typename T>
 __global__ void __launch_bounds__(BW_THREADS, 1)
     flash_backward_wgmma_kernel(const __grid_constant__ CUtensorMap q_map, const __grid_constant__ CUtensorMap kv_map,
-                                const __grid_constant__ CUtensorMap do_map, const BwdArgs a, float scale) {
+                                const __grid_constant__ CUtensorMap do_map, const __grid_constant__ BwdArgs a,
+                                float scale) {
 #if WGMMA_AVAILABLE
     extern __shared__ unsigned char smem_raw[];
     unsigned char *k_tile = smem_raw + ((1024 - (smem_addr(smem_raw) & 1023)) & 1023);
@@ -144,7 +145,7 @@ __global__ void __launch_bounds__(BW_THREADS, 1)
         if (dropping) {
             const uint64_t row_group[2] = {dropout_row_group(drop_bh, q0 + 16 * wq + g, seq),
                                            dropout_row_group(drop_bh, q0 + 16 * wq + g + 8, seq)};
-            dropped = tile_dropout(row_group, key0 / 64, a.seed, a.offset, drop_threshold);
+            dropped = tile_dropout(row_group, key0 / 64, a.keys, a.offset, drop_threshold);
         }
         float lse_i[2], dsum_i[2];
 #pragma unroll

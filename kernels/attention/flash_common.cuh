@@ -59,10 +59,10 @@ __device__ __forceinline__ uint64_t dropout_row_group(uint64_t global_bh, int i,
 }
 
 // The mask of key block kb (keys [64 kb, 64 kb + 64)) of the row whose group is row_group.
-__device__ __forceinline__ RowDropout row_dropout(uint64_t row_group, int key_block, uint64_t seed, uint64_t offset,
-                                                  uint32_t threshold) {
+__device__ __forceinline__ RowDropout row_dropout(uint64_t row_group, int key_block, const PhiloxKeys &keys,
+                                                  uint64_t offset, uint32_t threshold) {
     RowDropout d;
-    const Philox4 bytes = philox4x32_10(row_group + 4 * (uint64_t)key_block, offset, seed);
+    const Philox4 bytes = philox4x32_10_keyed(row_group + 4 * (uint64_t)key_block, offset, &keys);
 #pragma unroll
     for (int w = 0; w < 4; w++) d.flags[w] = dropout_keep_flags4(bytes.x[w], threshold);
     return d;
@@ -73,10 +73,10 @@ struct TileDropout {
     RowDropout row[2];
 };
 
-__device__ __forceinline__ TileDropout tile_dropout(const uint64_t (&row_group)[2], int key_block, uint64_t seed,
-                                                    uint64_t offset, uint32_t threshold) {
-    return {{row_dropout(row_group[0], key_block, seed, offset, threshold),
-             row_dropout(row_group[1], key_block, seed, offset, threshold)}};
+__device__ __forceinline__ TileDropout tile_dropout(const uint64_t (&row_group)[2], int key_block,
+                                                    const PhiloxKeys &keys, uint64_t offset, uint32_t threshold) {
+    return {{row_dropout(row_group[0], key_block, keys, offset, threshold),
+             row_dropout(row_group[1], key_block, keys, offset, threshold)}};
 }
 
 // Dropout on k-step kk (keys 16 kk .. 16 kk + 15 of the tile) of P as an A fragment of the
@@ -224,7 +224,8 @@ struct FwdArgs {
     int64_t qkv_row, ctx_row;
     float p_drop;
     int causal;
-    uint64_t seed, offset;
+    PhiloxKeys keys;  // the dropout seed's round keys (philox_keys)
+    uint64_t offset;
     HeadRange drop;
 };
 
@@ -244,7 +245,8 @@ struct BwdArgs {
     int64_t qkv_row, ctx_row;
     float p_drop;
     int causal;
-    uint64_t seed, offset;
+    PhiloxKeys keys;  // the dropout seed's round keys (philox_keys)
+    uint64_t offset;
     HeadRange drop;
 };
 

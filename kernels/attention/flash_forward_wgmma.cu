@@ -49,7 +49,8 @@ struct Barriers {
 
 template <typename T, int D>
 __global__ void __launch_bounds__(WG_THREADS, 1)
-    flash_forward_wgmma_kernel(const __grid_constant__ CUtensorMap qkv_map, const FwdArgs a, float scale) {
+    flash_forward_wgmma_kernel(const __grid_constant__ CUtensorMap qkv_map, const __grid_constant__ FwdArgs a,
+                               float scale) {
 #if WGMMA_AVAILABLE
     constexpr int Q_PANEL = WG_BLOCK_M * 128, KV_PANEL = WG_BLOCK_N * 128;  // bytes per 64-column panel
     constexpr int Q_BYTES = tile_bytes<D>(WG_BLOCK_M), KV_BYTES = tile_bytes<D>(WG_BLOCK_N);
@@ -150,7 +151,7 @@ __global__ void __launch_bounds__(WG_THREADS, 1)
     auto draw_dropout = [&](int t) {
 #pragma unroll
         for (int part = 0; part < WG_BLOCK_N / 64; part++)
-            drop[part] = tile_dropout(row_group, t * (WG_BLOCK_N / 64) + part, a.seed, a.offset, drop_threshold);
+            drop[part] = tile_dropout(row_group, t * (WG_BLOCK_N / 64) + part, a.keys, a.offset, drop_threshold);
     };
     // P from the scores: register pairs of the score layout are the A operand's (as mma.sync's),
     // then dropped by ANDing them with the masks.
