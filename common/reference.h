@@ -36,8 +36,8 @@ void ref_gelu_forward(const float *x, int64_t n, float *y);
 void ref_gelu_backward(const float *dy, const float *x, int64_t n, float *dx);
 
 // ---- Dropout with the Philox mask of common/philox.h: y = keep ? x / (1 - p) : 0 -------
-// Element i of the array uses element number i (its flat index); p is the drop probability as drawn, a multiple of
-// 1/256 (common/philox.h), so the scale is dropout_keep_scale(p).
+// Element i of the array is keyed by its flat index i; p is the drop probability as drawn, a
+// multiple of 1/256 (common/philox.h), so the scale is dropout_keep_scale(p).
 void ref_dropout_forward(const float *x, int64_t n, float p, uint64_t seed, uint64_t offset,
                          float *y);
 void ref_dropout_backward(const float *dy, int64_t n, float p, uint64_t seed, uint64_t offset,
