@@ -14,7 +14,7 @@
 // where `offset` names the dropout site and training step (dropout_offset below) and
 // `element_index` is the element's number: for hidden dropout its flat index into the [seq,
 // batch, hidden] tensor; for attention probabilities the number attention_dropout_index()
-// gives (key, query) of a head - a flat index with the keys of each 64-key block reordered
+// gives (query, key) of a head - a flat index with the keys of each 64-key block reordered
 // the way the tensor-core kernels hold them (see "Attention's probabilities" below).
 //
 // One byte per element, as FlashAttention draws its masks: one Philox call (ten rounds of
@@ -58,9 +58,9 @@ PHILOX_FN uint32_t philox_mulhilo(uint32_t a, uint32_t b, uint32_t *hi) {
 }
 
 // The round keys: round r mixes key + r * (W0, W1) into the state. They depend on the key
-// alone, so a kernel that draws in its inner loop is handed them precomputed: on the GPU they
-// then stay in the kernel's parameter (constant) bank and the XORs read them from there,
-// instead of every call adding them up again (20 of its 60 instructions).
+// alone, so a kernel that draws in its inner loop is handed them precomputed, as a kernel
+// parameter: the GPU loads them once into uniform registers, which the XORs read, instead of
+// every call adding them up again (a third of its instructions).
 typedef struct {
     uint32_t lo[10], hi[10];
 } PhiloxKeys;
