@@ -12,6 +12,10 @@
 #       side by side in one run (a worktree of the revision, built with the same flags)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if [ -n "${BASELINE:-}" ]; then  # checked before the long build
+  rev=$(git rev-parse --short --verify --quiet "$BASELINE^{commit}") ||
+    { echo "BASELINE=$BASELINE: not a revision of this repository" >&2; exit 1; }
+fi
 tools/bootstrap.sh
 bazel build //... "$@"
 rm -rf .gpu && mkdir -p .gpu/bin
@@ -24,9 +28,9 @@ cp "$(ldconfig -p | awk '/libcmocka.so.0 /{print $NF; exit}')" .gpu/bin/libcmock
 cp tools/gpu_run.sh .gpu/
 mkdir -p .gpu/tools && cp tools/pytorch_compare.py tools/profile_step.sh .gpu/tools/
 if [ -n "${BASELINE:-}" ]; then
-  rev=$(git rev-parse --short "$BASELINE")
   wt=$(mktemp -d)/baseline
   git worktree add --detach "$wt" "$rev" >/dev/null
+  trap 'git worktree remove --force "$wt" 2>/dev/null' EXIT  # also when its build fails
   baseline_targets=(//kernels/attention:attention_bench //common/modules:gemm_bench
     //steps/04_transformer_layer:step04_transformer_layer //steps/05_fp8:step05_fp8
     //steps/06_parallel_layers:step06_parallel_layers)
