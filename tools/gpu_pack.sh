@@ -30,7 +30,7 @@ mkdir -p .gpu/tools && cp tools/pytorch_compare.py tools/profile_step.sh .gpu/to
 if [ -n "${BASELINE:-}" ]; then
   wt=$(mktemp -d)/baseline
   git worktree add --detach "$wt" "$rev" >/dev/null
-  trap 'git worktree remove --force "$wt" 2>/dev/null' EXIT  # also when its build fails
+  trap 'git worktree remove --force "$wt" 2>/dev/null || true' EXIT  # also when its build fails
   baseline_targets=(//kernels/attention:attention_bench //common/modules:gemm_bench
     //steps/04_transformer_layer:step04_transformer_layer //steps/05_fp8:step05_fp8
     //steps/06_parallel_layers:step06_parallel_layers)
