@@ -7,7 +7,7 @@
 void layernorm_mlp_init(LayerNormMLP *m, int hidden, int ffn, int64_t max_tokens, float eps,
                         const float *gamma, const float *beta, const float *w1, const float *b1,
                         const float *w2, const float *b2, DType dtype) {
-    m->gelu_backward = GELU_BACKWARD_SEPARATE_PASS;
+    m->gelu_backward = GELU_BACKWARD_IN_EPILOGUE;
     layernorm_init(&m->ln, hidden, max_tokens, eps, gamma, beta, dtype);
     linear_init(&m->fc1, hidden, ffn, w1, b1, dtype);
     linear_init(&m->fc2, ffn, hidden, w2, b2, dtype);

@@ -6,10 +6,10 @@
 //             FC2's GEMM adds its bias and, optionally, the residual (beta = 1).
 //   backward  the weight-gradient GEMMs sum the bias gradients (BGRADB); the LayerNorm
 //             backward adds the residual's gradient in the same pass. GELU' runs where
-//             `gelu_backward` says (GeluBackward below): by default as one elementwise pass
-//             after FC2's input-gradient GEMM, because on the H100 with cuBLAS 13.1 the
-//             epilogue that also sums db1 (DGELU_BGRAD) made that GEMM 0.8 ms slower at the
-//             quickstart's shape, far more than the pass costs (0.3 ms).
+//             `gelu_backward` says (GeluBackward below): by default in FC2's input-gradient
+//             GEMM (the DGELU epilogue, reading the saved aux), with db1 still summed by
+//             FC1's weight-gradient GEMM. Not DGELU_BGRAD, which sums db1 in the same
+//             epilogue: on the H100 with cuBLAS 13.1 it made that GEMM 0.9 ms slower.
 #ifndef COMMON_MODULES_LAYERNORM_MLP_H
 #define COMMON_MODULES_LAYERNORM_MLP_H
 
@@ -25,11 +25,12 @@ extern "C" {
 typedef enum {
     // A plain GEMM, then GELU' as one elementwise pass that reads FC2's input gradient and
     // the saved aux and writes d(fc1_pre) (0.28 ms at the quickstart's shape); FC1's
-    // weight-gradient GEMM sums db1 (BGRADB). The default.
+    // weight-gradient GEMM sums db1 (BGRADB).
     GELU_BACKWARD_SEPARATE_PASS,
     // FC2's input-gradient epilogue applies GELU' (DGELU, reading the aux), so d(fc1_pre) is
-    // written once and the pass is gone; FC1's weight-gradient GEMM sums db1 (BGRADB). Not
-    // timed on a GPU yet (gemm_bench's "FC2 dgrad +dGELU" row says what the epilogue costs).
+    // written once and the pass is gone; FC1's weight-gradient GEMM sums db1 (BGRADB). The
+    // default: on the H100 the epilogue costs the GEMM about 0-0.2 ms, less than the pass,
+    // and step 04 got 0.1-0.3 ms faster (docs/results.md).
     GELU_BACKWARD_IN_EPILOGUE,
     // DGELU_BGRAD: GELU' and db1 both in FC2's input-gradient epilogue (measured 1 ms slower
     // than the plain GEMM at the quickstart's shape, docs/results.md).
@@ -39,7 +40,7 @@ typedef enum {
 typedef struct {
     LayerNorm ln;
     Linear fc1, fc2;
-    GeluBackward gelu_backward;  // set to GELU_BACKWARD_SEPARATE_PASS by init
+    GeluBackward gelu_backward;  // set to GELU_BACKWARD_IN_EPILOGUE by init
     void *ln_out;     // [tokens, hidden]
     void *fc1_pre;    // [tokens, ffn] FC1's output before GELU (the epilogue's aux)
     void *gelu_out;   // [tokens, ffn]
