@@ -472,38 +472,32 @@ static size_t dsum_floats(int seq, int batch, int heads) {
 }
 
 template <typename T, int D>
-static void backward_mma_sync(const void *qkv, const void *dctx, const float *lse, const float *dsum, float *dq_accum,
-                              void *dqkv, int seq, int batch, int heads, int64_t qkv_row, int64_t ctx_row,
-                              float p_drop, int causal, const PhiloxKeys &keys, uint64_t offset, HeadRange drop);
+static void backward_mma_sync(const BwdArgs &a);
 
+// Dsum and dQ's zeroed accumulator first, then the kernel for dK, dV (and dQ's partial sums),
+// then dQ converted to T into dqkv.
 template <typename T, int D>
-static void backward(const void *qkv, const void *ctx, const void *dctx, const float *lse, void *dqkv,
-                     void *scratch, int seq, int batch, int heads, int64_t qkv_row, int64_t ctx_row, float p_drop,
-                     int causal, uint64_t seed, uint64_t offset, HeadRange drop) {
+static void backward(const AttentionProblem &p, const void *qkv, const void *ctx, const void *dctx,
+                     const float *lse, void *dqkv, void *scratch) {
     float *dsum = (float *)scratch;
-    float *dq_accum = dsum + dsum_floats(seq, batch, heads);
-    int rows = seq * batch * heads;
+    float *dq_accum = dsum + dsum_floats(p.seq, p.batch, p.heads);
+    int rows = p.seq * p.batch * p.heads;
     flash_backward_prepare_kernel<T, D><<<ceil_div((int64_t)rows * 32, 256), 256>>>(
-        (const T *)ctx, (const T *)dctx, dsum, dq_accum, seq, batch, heads, ctx_row);
+        (const T *)ctx, (const T *)dctx, dsum, dq_accum, p.seq, p.batch, p.heads, p.ctx_row);
     CHECK_LAUNCH();
-    const PhiloxKeys keys = philox_keys(seed);
-    if (D == 128 && use_wgmma()) {
-        const BwdArgs a = {qkv,   dctx,   lse,     dsum,   dq_accum, dqkv, seq,    batch, heads,
-                           qkv_row, ctx_row, p_drop, causal, keys,     offset, drop};
+    const BwdArgs a = {p, qkv, dctx, lse, dsum, dq_accum, dqkv};
+    if (D == 128 && use_wgmma())
         flash_backward_wgmma_d128<T>(a);
-    } else {
-        backward_mma_sync<T, D>(qkv, dctx, lse, dsum, dq_accum, dqkv, seq, batch, heads, qkv_row, ctx_row, p_drop,
-                                causal, keys, offset, drop);
-    }
+    else
+        backward_mma_sync<T, D>(a);
     const int64_t total = (int64_t)rows * D;  // a multiple of 8, and dqkv's rows are 16-byte aligned
-    flash_backward_dq_kernel<T, D><<<ceil_div(total / 8, 256), 256>>>(dq_accum, (T *)dqkv, seq, batch, heads, qkv_row);
+    flash_backward_dq_kernel<T, D><<<ceil_div(total / 8, 256), 256>>>(dq_accum, (T *)dqkv, p.seq, p.batch, p.heads,
+                                                                      p.qkv_row);
     CHECK_LAUNCH();
 }
 
 template <typename T, int D>
-static void backward_mma_sync(const void *qkv, const void *dctx, const float *lse, const float *dsum, float *dq_accum,
-                              void *dqkv, int seq, int batch, int heads, int64_t qkv_row, int64_t ctx_row,
-                              float p_drop, int causal, const PhiloxKeys &keys, uint64_t offset, HeadRange drop) {
+static void backward_mma_sync(const BwdArgs &a) {
     constexpr int BWD_BLOCK_N = BwdTile<D>::BLOCK_N;
     const size_t smem = (size_t)(2 * BWD_BLOCK_N + 2 * BLOCK_M) * Tile<D>::LD * sizeof(T) +
                         (size_t)2 * BLOCK_M * (BWD_BLOCK_N + 8) * sizeof(T) + 2 * BLOCK_M * sizeof(float);
@@ -513,10 +507,10 @@ static void backward_mma_sync(const void *qkv, const void *dctx, const float *ls
                                         (int)smem));
         configured = true;
     }
-    dim3 grid(ceil_div(seq, BWD_BLOCK_N), batch * heads);
-    flash_backward_kernel<T, D><<<grid, BwdTile<D>::THREADS, smem>>>((const T *)qkv, (const T *)dctx, lse, dsum, dq_accum,
-                                                         (T *)dqkv, seq, batch, heads, qkv_row, ctx_row,
-                                                         1.0f / sqrtf((float)D), p_drop, causal, keys, offset, drop);
+    dim3 grid(ceil_div(a.seq, BWD_BLOCK_N), a.batch * a.heads);
+    flash_backward_kernel<T, D><<<grid, BwdTile<D>::THREADS, smem>>>(
+        (const T *)a.qkv, (const T *)a.dctx, a.lse, a.dsum, a.dq_accum, (T *)a.dqkv, a.seq, a.batch, a.heads,
+        a.qkv_row, a.ctx_row, 1.0f / sqrtf((float)D), a.p_drop, a.causal, a.keys, a.offset, a.drop);
     CHECK_LAUNCH();
 }
 
@@ -537,17 +531,16 @@ static void backward_mma_sync(const void *qkv, const void *dctx, const float *ls
 static void forward_any(const void *qkv, int64_t qkv_row, void *ctx, int64_t ctx_row, float *lse, int seq,
                         int batch, int heads, int head_dim, DType dtype, float p_drop, int causal, uint64_t seed,
                         uint64_t offset, HeadRange drop) {
-    const FwdArgs a = {qkv,     ctx,     lse,    seq,    batch,             heads, qkv_row,
-                       ctx_row, p_drop, causal, philox_keys(seed), offset, drop};
+    const AttentionProblem p = {seq, batch, heads, qkv_row, ctx_row, p_drop, causal, philox_keys(seed), offset, drop};
+    const FwdArgs a = {p, qkv, ctx, lse};
     DISPATCH_DTYPE(dtype, T, DISPATCH_HEAD_DIM(head_dim, D, forward<T, D>(a)));
 }
 
 static void backward_any(const void *qkv, int64_t qkv_row, const void *ctx, const void *dctx, int64_t ctx_row,
                          const float *lse, void *dqkv, void *scratch, int seq, int batch, int heads, int head_dim,
                          DType dtype, float p_drop, int causal, uint64_t seed, uint64_t offset, HeadRange drop) {
-    DISPATCH_DTYPE(dtype, T, DISPATCH_HEAD_DIM(head_dim, D,
-        backward<T, D>(qkv, ctx, dctx, lse, dqkv, scratch, seq, batch, heads, qkv_row, ctx_row, p_drop, causal,
-                       seed, offset, drop)));
+    const AttentionProblem p = {seq, batch, heads, qkv_row, ctx_row, p_drop, causal, philox_keys(seed), offset, drop};
+    DISPATCH_DTYPE(dtype, T, DISPATCH_HEAD_DIM(head_dim, D, backward<T, D>(p, qkv, ctx, dctx, lse, dqkv, scratch)));
 }
 
 static HeadRange shard_range(int heads, int total_heads, int first_head) {
