@@ -2,62 +2,88 @@
 #include "kernels/device_utils.cuh"
 #include "kernels/fused/elementwise.h"
 
-// The keep flags of elements [i, i + 8), i a multiple of 8: half of one Philox call's 16 bytes.
-__device__ __forceinline__ void dropout_keep8(uint64_t seed, uint64_t offset, uint64_t i, float p,
-                                              bool keep[8]) {
-    const Philox4 r = dropout_random_bytes(seed, offset, i);
-    const int first = (int)(i & 15);  // 0 or 8
-    const uint32_t threshold = dropout_threshold(p);
-    for (int j = 0; j < 8; j++) keep[j] = dropout_byte(r, first + j) >= threshold;
+// Each thread takes 16 consecutive elements [i, i + 16), i a multiple of 16: exactly one
+// Philox group (common/philox.h), so every random byte is drawn once. (With 8 elements per
+// thread, two threads drew each group and kept half of it.) Its two 16-byte halves are loaded
+// before the generator runs, so the loads are in flight while it computes.
+constexpr int PER_THREAD = 16;
+
+// The keep flags of elements [i, i + 16), i a multiple of 16: one Philox call.
+__device__ __forceinline__ void dropout_keep16(const PhiloxKeys &keys, uint64_t offset, int64_t i,
+                                               uint32_t threshold, bool keep[PER_THREAD]) {
+    const Philox4 r = philox4x32_10_keyed((uint64_t)i >> 4, offset, &keys);
+#pragma unroll
+    for (int j = 0; j < PER_THREAD; j++) keep[j] = dropout_byte(r, j) >= threshold;
 }
 
 template <typename T>
-__global__ void bias_dropout_add_kernel(const T *x, const T *bias, const T *residual, T *out,
-                                        int64_t n, int cols, float p, uint64_t seed, uint64_t offset) {
+__global__ void bias_dropout_add_kernel(const T *x, const T *bias, const T *residual, T *out, int64_t n, int cols,
+                                        float p, PhiloxKeys keys, uint64_t offset) {
     const float scale = dropout_keep_scale(p);
-    for (int64_t i = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) * 8; i < n;
-         i += (int64_t)gridDim.x * blockDim.x * 8) {
-        Pack8<T> xv = *reinterpret_cast<const Pack8<T> *>(x + i);
-        Pack8<T> rv = *reinterpret_cast<const Pack8<T> *>(residual + i);
-        Pack8<T> bv;
-        if (bias) bv = *reinterpret_cast<const Pack8<T> *>(bias + i % cols);  // cols % 8 == 0
-        bool keep[8];
-        if (p > 0.0f) dropout_keep8(seed, offset, (uint64_t)i, p, keep);
-        Pack8<T> o;
+    const uint32_t threshold = dropout_threshold(p);
+    const int64_t stride = (int64_t)gridDim.x * blockDim.x * PER_THREAD;
+    for (int64_t i = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) * PER_THREAD; i < n; i += stride) {
+        const int halves = i + 8 < n ? 2 : 1;  // n is a multiple of 8, not always of 16
+        Pack8<T> xv[2], rv[2], bv[2];
+        // The bias columns of the two halves: cols % 8 == 0, so each half lies in one row.
+        const int col0 = (int)(i % cols), col1 = col0 + 8 == cols ? 0 : col0 + 8;
 #pragma unroll
-        for (int j = 0; j < 8; j++) {
-            float z = to_float(xv.v[j]) + (bias ? to_float(bv.v[j]) : 0.0f);
-            if (p > 0.0f) z = keep[j] ? z * scale : 0.0f;
-            o.v[j] = from_float<T>(to_float(rv.v[j]) + z);
+        for (int hf = 0; hf < 2; hf++) {
+            if (hf >= halves) break;
+            xv[hf] = *reinterpret_cast<const Pack8<T> *>(x + i + 8 * hf);
+            rv[hf] = *reinterpret_cast<const Pack8<T> *>(residual + i + 8 * hf);
+            if (bias) bv[hf] = *reinterpret_cast<const Pack8<T> *>(bias + (hf ? col1 : col0));
         }
-        *reinterpret_cast<Pack8<T> *>(out + i) = o;
+        bool keep[PER_THREAD];
+        if (p > 0.0f) dropout_keep16(keys, offset, i, threshold, keep);
+#pragma unroll
+        for (int hf = 0; hf < 2; hf++) {
+            if (hf >= halves) break;
+            Pack8<T> o;
+#pragma unroll
+            for (int j = 0; j < 8; j++) {
+                float z = to_float(xv[hf].v[j]) + (bias ? to_float(bv[hf].v[j]) : 0.0f);
+                if (p > 0.0f) z = keep[8 * hf + j] ? z * scale : 0.0f;
+                o.v[j] = from_float<T>(to_float(rv[hf].v[j]) + z);
+            }
+            *reinterpret_cast<Pack8<T> *>(out + i + 8 * hf) = o;
+        }
     }
 }
 
 template <typename T>
-__global__ void add_dropout_backward_kernel(const T *a, const T *b, T *grad_sum, T *grad_z,
-                                            int64_t n, float p, uint64_t seed, uint64_t offset) {
+__global__ void add_dropout_backward_kernel(const T *a, const T *b, T *grad_sum, T *grad_z, int64_t n, float p,
+                                            PhiloxKeys keys, uint64_t offset) {
     const float scale = dropout_keep_scale(p);
-    for (int64_t i = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) * 8; i < n;
-         i += (int64_t)gridDim.x * blockDim.x * 8) {
-        Pack8<T> av = *reinterpret_cast<const Pack8<T> *>(a + i);
-        Pack8<T> bv;
-        if (b) bv = *reinterpret_cast<const Pack8<T> *>(b + i);
-        bool keep[8];
-        if (p > 0.0f) dropout_keep8(seed, offset, (uint64_t)i, p, keep);
-        Pack8<T> s, z;
+    const uint32_t threshold = dropout_threshold(p);
+    const int64_t stride = (int64_t)gridDim.x * blockDim.x * PER_THREAD;
+    for (int64_t i = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) * PER_THREAD; i < n; i += stride) {
+        const int halves = i + 8 < n ? 2 : 1;
+        Pack8<T> av[2], bv[2];
 #pragma unroll
-        for (int j = 0; j < 8; j++) {
-            // Round the sum to T first: the residual path stores it in T, and the reference
-            // sees the same value on both paths.
-            T sum = from_float<T>(to_float(av.v[j]) + (b ? to_float(bv.v[j]) : 0.0f));
-            s.v[j] = sum;
-            float g = to_float(sum);
-            if (p > 0.0f) g = keep[j] ? g * scale : 0.0f;
-            z.v[j] = from_float<T>(g);
+        for (int hf = 0; hf < 2; hf++) {
+            if (hf >= halves) break;
+            av[hf] = *reinterpret_cast<const Pack8<T> *>(a + i + 8 * hf);
+            if (b) bv[hf] = *reinterpret_cast<const Pack8<T> *>(b + i + 8 * hf);
         }
-        if (grad_sum) *reinterpret_cast<Pack8<T> *>(grad_sum + i) = s;
-        *reinterpret_cast<Pack8<T> *>(grad_z + i) = z;
+        bool keep[PER_THREAD];
+        if (p > 0.0f) dropout_keep16(keys, offset, i, threshold, keep);
+#pragma unroll
+        for (int hf = 0; hf < 2; hf++) {
+            if (hf >= halves) break;
+            Pack8<T> sum, z;
+#pragma unroll
+            for (int j = 0; j < 8; j++) {
+                // Round the sum to T first: the residual path stores it in T, and the reference
+                // sees the same value on both paths.
+                sum.v[j] = from_float<T>(to_float(av[hf].v[j]) + (b ? to_float(bv[hf].v[j]) : 0.0f));
+                float g = to_float(sum.v[j]);
+                if (p > 0.0f) g = keep[8 * hf + j] ? g * scale : 0.0f;
+                z.v[j] = from_float<T>(g);
+            }
+            if (grad_sum) *reinterpret_cast<Pack8<T> *>(grad_sum + i + 8 * hf) = sum;
+            *reinterpret_cast<Pack8<T> *>(grad_z + i + 8 * hf) = z;
+        }
     }
 }
 
@@ -74,8 +100,8 @@ __global__ void add_inplace_kernel(T *a, const T *b, int64_t n) {
 }
 
 // Enough blocks to fill the GPU several times over; the kernels stride over the rest.
-static unsigned int grid_for(int64_t n) {
-    int64_t blocks = (n / 8 + 255) / 256;
+static unsigned int grid_for(int64_t n, int per_thread) {
+    int64_t blocks = (n / per_thread + 255) / 256;
     return (unsigned int)(blocks < 132 * 16 ? (blocks > 0 ? blocks : 1) : 132 * 16);
 }
 
@@ -89,9 +115,9 @@ extern "C" void bias_dropout_add_forward(const void *x, const void *bias, const 
     int64_t n = rows * cols;
     require_multiple_of_8(cols, "bias_dropout_add_forward");
     DISPATCH_DTYPE(dtype, T,
-                   bias_dropout_add_kernel<T><<<grid_for(n), 256>>>(
+                   bias_dropout_add_kernel<T><<<grid_for(n + 8, PER_THREAD), 256>>>(
                        (const T *)x, (const T *)bias, (const T *)residual, (T *)out, n, cols, p,
-                       seed, offset));
+                       philox_keys(seed), offset));
     CHECK_LAUNCH();
 }
 
@@ -100,14 +126,14 @@ extern "C" void add_dropout_backward(const void *a, const void *b, void *grad_su
                                      DType dtype) {
     require_multiple_of_8(n, "add_dropout_backward");
     DISPATCH_DTYPE(dtype, T,
-                   add_dropout_backward_kernel<T><<<grid_for(n), 256>>>(
-                       (const T *)a, (const T *)b, (T *)grad_sum, (T *)grad_z, n, p, seed, offset));
+                   add_dropout_backward_kernel<T><<<grid_for(n + 8, PER_THREAD), 256>>>(
+                       (const T *)a, (const T *)b, (T *)grad_sum, (T *)grad_z, n, p, philox_keys(seed), offset));
     CHECK_LAUNCH();
 }
 
 extern "C" void add_inplace(void *a, const void *b, int64_t n, DType dtype) {
     require_multiple_of_8(n, "add_inplace");
-    DISPATCH_DTYPE(dtype, T, add_inplace_kernel<T><<<grid_for(n), 256>>>((T *)a, (const T *)b, n));
+    DISPATCH_DTYPE(dtype, T, add_inplace_kernel<T><<<grid_for(n, 8), 256>>>((T *)a, (const T *)b, n));
     CHECK_LAUNCH();
 }
 
@@ -138,7 +164,7 @@ extern "C" void gelu_forward_strided(const void *x, int64_t x_row, void *y, int6
                                      DType dtype) {
     require_multiple_of_8(cols, "gelu_forward_strided");
     DISPATCH_DTYPE(dtype, T,
-                   gelu_strided_kernel<T><<<grid_for(rows * cols), 256>>>(NULL, 0, (const T *)x, x_row, (T *)y,
+                   gelu_strided_kernel<T><<<grid_for(rows * cols, 8), 256>>>(NULL, 0, (const T *)x, x_row, (T *)y,
                                                                           y_row, rows, cols));
     CHECK_LAUNCH();
 }
@@ -147,7 +173,7 @@ extern "C" void gelu_backward_strided(const void *dy, int64_t dy_row, const void
                                       int64_t dx_row, int64_t rows, int cols, DType dtype) {
     require_multiple_of_8(cols, "gelu_backward_strided");
     DISPATCH_DTYPE(dtype, T,
-                   gelu_strided_kernel<T><<<grid_for(rows * cols), 256>>>((const T *)dy, dy_row, (const T *)x,
+                   gelu_strided_kernel<T><<<grid_for(rows * cols, 8), 256>>>((const T *)dy, dy_row, (const T *)x,
                                                                           x_row, (T *)dx, dx_row, rows, cols));
     CHECK_LAUNCH();
 }
