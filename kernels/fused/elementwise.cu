@@ -99,9 +99,10 @@ __global__ void add_inplace_kernel(T *a, const T *b, int64_t n) {
     }
 }
 
-// Enough blocks to fill the GPU several times over; the kernels stride over the rest.
+// Enough blocks of 256 threads, each taking per_thread elements, to fill the GPU several times
+// over; the kernels stride over the rest.
 static unsigned int grid_for(int64_t n, int per_thread) {
-    int64_t blocks = (n / per_thread + 255) / 256;
+    int64_t blocks = ((n + per_thread - 1) / per_thread + 255) / 256;
     return (unsigned int)(blocks < 132 * 16 ? (blocks > 0 ? blocks : 1) : 132 * 16);
 }
 
@@ -115,7 +116,7 @@ extern "C" void bias_dropout_add_forward(const void *x, const void *bias, const 
     int64_t n = rows * cols;
     require_multiple_of_8(cols, "bias_dropout_add_forward");
     DISPATCH_DTYPE(dtype, T,
-                   bias_dropout_add_kernel<T><<<grid_for(n + 8, PER_THREAD), 256>>>(
+                   bias_dropout_add_kernel<T><<<grid_for(n, PER_THREAD), 256>>>(
                        (const T *)x, (const T *)bias, (const T *)residual, (T *)out, n, cols, p,
                        philox_keys(seed), offset));
     CHECK_LAUNCH();
@@ -126,7 +127,7 @@ extern "C" void add_dropout_backward(const void *a, const void *b, void *grad_su
                                      DType dtype) {
     require_multiple_of_8(n, "add_dropout_backward");
     DISPATCH_DTYPE(dtype, T,
-                   add_dropout_backward_kernel<T><<<grid_for(n + 8, PER_THREAD), 256>>>(
+                   add_dropout_backward_kernel<T><<<grid_for(n, PER_THREAD), 256>>>(
                        (const T *)a, (const T *)b, (T *)grad_sum, (T *)grad_z, n, p, philox_keys(seed), offset));
     CHECK_LAUNCH();
 }
