@@ -1,5 +1,6 @@
 #include "common/modules/gemm.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 #include "common/cuda_check.h"
@@ -54,7 +55,7 @@ static void set_pointers(cublasLtMatmulDesc_t desc, const Gemm *g) {
 }
 
 enum { MAX_CANDIDATES = 8 };
-int gemm_autotune = 1;
+int gemm_autotune = -1;
 
 static void run_plan(const Plan *p, const Gemm *g, const cublasLtMatmulAlgo_t *algo);
 
@@ -87,6 +88,13 @@ static cublasLtMatmulAlgo_t fastest(const Plan *p, const Gemm *g, const cublasLt
     return r[best].algo;
 }
 
+// gemm_autotune if set, else the environment's GEMM_AUTOTUNE (off unless it is 1).
+static int autotuning(void) {
+    if (gemm_autotune >= 0) return gemm_autotune;
+    const char *env = getenv("GEMM_AUTOTUNE");
+    return env && !strcmp(env, "1");
+}
+
 static Plan *make_plan(const PlanKey *key, const Gemm *g) {
     if (num_plans == MAX_PLANS) DIE("more than %d GEMM shapes: raise MAX_PLANS", MAX_PLANS);
     Plan *p = &plans[num_plans];
@@ -113,10 +121,11 @@ static Plan *make_plan(const PlanKey *key, const Gemm *g) {
     CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
     CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
                                                       &ws_bytes, sizeof ws_bytes));
+    const int tune = autotuning();
     cublasLtMatmulHeuristicResult_t results[MAX_CANDIDATES];
     int found = 0;
     CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic((cublasLtHandle_t)gpu_cublaslt_handle(), p->desc, p->a,
-                                                p->b, p->c, p->d, pref, gemm_autotune ? MAX_CANDIDATES : 1,
+                                                p->b, p->c, p->d, pref, tune ? MAX_CANDIDATES : 1,
                                                 results, &found));
     cublasLtMatmulPreferenceDestroy(pref);
     if (!found)
@@ -126,7 +135,7 @@ static Plan *make_plan(const PlanKey *key, const Gemm *g) {
     // The heuristic's first choice is good, not always best (notably with epilogues): if
     // asked, time its candidates once on the real operands and keep the fastest. Not when D
     // is also C: the trial runs would add the residual more than once.
-    if (gemm_autotune && found > 1 && g->c != g->d) p->algo = fastest(p, g, results, found);
+    if (tune && found > 1 && g->c != g->d) p->algo = fastest(p, g, results, found);
     num_plans++;
     return p;
 }

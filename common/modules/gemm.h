@@ -47,8 +47,12 @@ typedef struct {
 // Runs the product on the default stream.
 void gemm_run(const Gemm *g);
 
-// 1 (default): when a shape is first seen, time cuBLASLt's candidate algorithms on it and
-// keep the fastest; 0: take the heuristic's first choice.
+// Which algorithm a shape gets when it is first seen. 0: cuBLASLt's heuristic's first choice;
+// 1: time the heuristic's candidates on the real operands and keep the fastest ("autotuning").
+// -1 (the default): what the environment says, GEMM_AUTOTUNE=1 or 0, else 0 - so any step can
+// be timed both ways, `GEMM_AUTOTUNE=1 step04_transformer_layer`, as TE exposes its knobs.
+// Off by default: on the H100, step 04 was faster with the heuristic's choices in each of 5
+// paired runs (docs/results.md); the timing of single candidates picked worse ones.
 extern int gemm_autotune;
 // Forget every plan (the next call of each shape plans again).
 void gemm_clear_plans(void);
