@@ -3,8 +3,9 @@
 # tools/gpu_pack.sh: the GPU tests, every step's --check at fp16 and bf16, the
 # micro-benchmarks and the per-step comparison. Ends with a short table.
 #
-#   bash .gpu/gpu_run.sh [tests] [check] [bench] [fp8] [tp] [pytorch] [compare] [baseline]
-#   (default: all; baseline runs only when tools/gpu_pack.sh packed one: BASELINE=<rev>)
+#   bash .gpu/gpu_run.sh [tests] [check] [bench] [fp8] [tp] [pytorch] [compare] [baseline] [autotune]
+#   (default: all but autotune; baseline runs only when tools/gpu_pack.sh packed one:
+#   BASELINE=<rev>; autotune times steps 02-04 and 06 with GEMM_AUTOTUNE=1 and 0 in turns)
 # (tp needs 2 or more GPUs: step 07's --check at tp 2, then its timing at tp 1 and at every
 # tp up to the GPUs there are.)
 # Logs and JSON go to $OUT (the device tool brings them back) or ./out.
@@ -105,6 +106,21 @@ if [[ $what == *baseline* || -z "$*" ]] && [ -f .gpu/baseline.tgz ]; then
         dir=$BIN; [ "$who" = new ] || dir=$BASE
         ms=$($dir/$run --iters 20 2>&1 | tee -a "$OUT/baseline.log" | grep -aoE "Mean time: [0-9.]+ ms" | head -1)
         note "baseline round $round: $run ($who): $ms"
+      done
+    done
+  done
+fi
+
+# cuBLASLt's heuristic choice (the default) against autotuning (common/modules/gemm.h), taking
+# turns on one machine.
+if [[ $what == *autotune* ]]; then
+  for round in 1 2 3; do
+    for run in step02_te_modules step03_fused_modules step04_transformer_layer step06_parallel_layers; do
+      for dt in fp16 bf16; do
+        for tune in 1 0; do
+          ms=$(GEMM_AUTOTUNE=$tune $BIN/$run --iters 20 --dtype $dt 2>&1 | grep -aoE "Mean time: [0-9.]+ ms" | head -1)
+          note "autotune round $round: $run $dt GEMM_AUTOTUNE=$tune: $ms"
+        done
       done
     done
   done
