@@ -11,7 +11,7 @@
 //   dV_w += P_w^T dO, dK_w += dS_w^T Q   A read transposed (keys are P's contiguous dimension)
 //   dQ[:, 64 w, + 64] = dS K            over all 128 keys (both warpgroups' dS), staged in
 //                                       shared memory and added into the float accumulator
-//                                       by the TMA unit
+//                                       by the TMA unit (four tensor reductions per tile)
 // Copies are TMA copies issued by one thread (hopper_pipeline.cuh): K and V once, Q and dO of
 // the query tile after next into the stage the block has just finished with.
 #include "common/cuda_check.h"
@@ -31,20 +31,30 @@ constexpr int KV_PANEL = BW_BLOCK_N * 128;  // bytes of a 64-column panel of K o
 constexpr int QO_PANEL = BW_BLOCK_M * 128;  // ... of Q or dO (64 rows)
 constexpr int PS_PANEL = BW_BLOCK_M * 128;  // ... of P or dS: 64 queries x one warpgroup's 64 keys
 constexpr int KV_BYTES = 2 * KV_PANEL, QO_BYTES = 2 * QO_PANEL, PS_BYTES = 2 * PS_PANEL;
-// dQ of a query tile waits in shared memory (float rows padded by 8 floats, so that a warp's
-// 8-byte stores - 8 rows x 4 column pairs - fall in different banks) and its rows are added
-// into the float accumulator by the TMA unit: one bulk reduction (bulk_reduce_add,
-// hopper_pipeline.cuh) per 128-float row, issued by one thread each, instead of 8-byte
-// atomics from every thread - those took a fifth of the kernel's time (2.67 ms with them,
-// 2.10 without, b4 h32 s2048 d128; FlashAttention-3 does the same).
-constexpr int DQ_PITCH = D + 8;
-constexpr int DQ_BYTES = BW_BLOCK_M * DQ_PITCH * 4;
+// dQ of a query tile waits in shared memory and is added into the float accumulator by the TMA
+// unit, instead of by 8-byte atomics from every thread - those took a fifth of the kernel's
+// time (2.67 ms with them, 2.10 without, b4 h32 s2048 d128; FlashAttention-3 does the same).
+// The staged tile is four panels of 32 columns, [64 rows][128 bytes] each, with the 128-byte
+// swizzle (dq_stage_offset), so that one thread adds it with four tensor reductions
+// (tma_reduce_add_3d). (The version before staged plain rows and added each with a bulk copy
+// issued by its own thread: 64 per tile, from two warps, which the compiler turns into a loop
+// of 32 turns per warp - Nsight Compute found those two warps spending about a third of the
+// kernel in it, their warpgroup late at every barrier and the other one waiting there.)
+constexpr int DQ_PANEL = BW_BLOCK_M * 128;  // 64 rows x 32 floats
+constexpr int DQ_BYTES = 4 * DQ_PANEL;
 constexpr size_t SMEM_BYTES = 2 * KV_BYTES + 4 * QO_BYTES + 2 * PS_BYTES + DQ_BYTES + 1024;  // + alignment room
+
+// Byte offset of dQ's (row, col) in the staged tile. A warp's 8-byte stores of one step (8 rows
+// x 4 column pairs) land in 16-byte chunks that the swizzle spreads over all 32 banks.
+__device__ __forceinline__ uint32_t dq_stage_offset(int row, int col) {
+    return (uint32_t)((col / 32) * DQ_PANEL) + swizzled_offset(row, (col % 32) / 4) + 4 * (col % 4);
+}
 
 template <typename T>
 __global__ void __launch_bounds__(BW_THREADS, 1)
     flash_backward_wgmma_kernel(const __grid_constant__ CUtensorMap q_map, const __grid_constant__ CUtensorMap kv_map,
-                                const __grid_constant__ CUtensorMap do_map, const __grid_constant__ BwdArgs a,
+                                const __grid_constant__ CUtensorMap do_map, const __grid_constant__ CUtensorMap dq_map,
+                                const __grid_constant__ BwdArgs a,
                                 float scale) {
 #if WGMMA_AVAILABLE
     extern __shared__ unsigned char smem_raw[];
@@ -54,7 +64,7 @@ __global__ void __launch_bounds__(BW_THREADS, 1)
     unsigned char *do_tiles = q_tiles + 2 * QO_BYTES;  // two buffers
     unsigned char *p_tile = do_tiles + 2 * QO_BYTES;   // dropped probabilities, [query][key]
     unsigned char *ds_tile = p_tile + PS_BYTES;        // dS, [query][key]
-    float *dq_stage = reinterpret_cast<float *>(ds_tile + PS_BYTES);  // dQ of a query tile
+    unsigned char *dq_stage = ds_tile + PS_BYTES;      // dQ of a query tile, floats
 
     __shared__ uint64_t kv_full, qdo_full[2];  // mbarriers: K and V landed; a stage's Q and dO landed
 
@@ -106,12 +116,27 @@ __global__ void __launch_bounds__(BW_THREADS, 1)
 
     const uint32_t k_addr = smem_addr(k_tile), v_addr = smem_addr(v_tile);
     const uint32_t p_addr = smem_addr(p_tile), ds_addr = smem_addr(ds_tile);
-    // Thread r < 64 adds row r of the staged dQ of query tile q0 into the accumulator.
-    auto add_dq_row = [&](int q0) {
-        const int i = q0 + (int)threadIdx.x;
-        if (threadIdx.x < BW_BLOCK_M && i < seq)
-            bulk_reduce_add(a.dq_accum + ((int64_t)bh * seq + i) * D, dq_stage + threadIdx.x * DQ_PITCH, D * 4);
+    // The staged dQ of query tile q0 into the accumulator, by a thread of the second warpgroup
+    // (thread 0, in the first, issues the copies).
+    auto add_dq_tile = [&](int q0) {
+        if (threadIdx.x == BW_THREADS / 2)
+            for (int panel = 0; panel < 4; panel++)
+                tma_reduce_add_3d(&dq_map, 32 * panel, q0, bh,
+                                  reinterpret_cast<const float *>(dq_stage + panel * DQ_PANEL));
     };
+    // lse and Dsum of this thread's queries 16 wq + g (+ 8) of the tile starting at q0: loaded a
+    // tile ahead (the loads' latency was in the way of the exponentials), and used only there
+    // (so that the thread does not wait for them where it loads them).
+    float lse_i[2], dsum_i[2];
+    auto load_row_stats = [&](int q0) {
+#pragma unroll
+        for (int r = 0; r < 2; r++) {
+            const int i = q0 + 16 * wq + g + 8 * r;
+            lse_i[r] = i < seq ? a.lse[(int64_t)bh * seq + i] : 0.0f;
+            dsum_i[r] = i < seq ? a.dsum[(int64_t)bh * seq + i] : 0.0f;
+        }
+    };
+    load_row_stats(m_start);
     mbarrier_wait(&kv_full, 0);
     for (int step = 0; step < steps; step++) {
         const int q0 = m_start + step * BW_BLOCK_M;
@@ -140,19 +165,12 @@ __global__ void __launch_bounds__(BW_THREADS, 1)
         wgmma_commit();
 
         // While the tensor cores work: the dropout mask of this thread's queries 16 wq + g (+ 8)
-        // and keys 8n + 2c (+ 1) of the warpgroup's 64, and their lse and Dsum.
+        // and keys 8n + 2c (+ 1) of the warpgroup's 64.
         TileDropout dropped;
         if (dropping) {
             const uint64_t row_group[2] = {dropout_row_group(drop_bh, q0 + 16 * wq + g, seq),
                                            dropout_row_group(drop_bh, q0 + 16 * wq + g + 8, seq)};
             dropped = tile_dropout(row_group, key0 / 64, a.keys, a.offset, drop_threshold);
-        }
-        float lse_i[2], dsum_i[2];
-#pragma unroll
-        for (int r = 0; r < 2; r++) {
-            const int i = q0 + 16 * wq + g + 8 * r;
-            lse_i[r] = i < seq ? a.lse[(int64_t)bh * seq + i] * LOG2E : 0.0f;
-            dsum_i[r] = i < seq ? a.dsum[(int64_t)bh * seq + i] : 0.0f;
         }
 
         // P = exp(S scale - lse) (kept in s) and Pd = P * mask (the factor 1 / (1 - p) is applied
@@ -176,10 +194,11 @@ __global__ void __launch_bounds__(BW_THREADS, 1)
 #pragma unroll
         for (int r = 0; r < 2; r++) {
             const int il = 16 * wq + g + 8 * r;
+            const float lse_log2 = lse_i[r] * LOG2E;
 #pragma unroll
             for (int n = 0; n < 8; n++) {
 #pragma unroll
-                for (int e = 0; e < 2; e++) s[n][2 * r + e] = exp2_approx(fmaf(s[n][2 * r + e], scale_log2, -lse_i[r]));
+                for (int e = 0; e < 2; e++) s[n][2 * r + e] = exp2_approx(fmaf(s[n][2 * r + e], scale_log2, -lse_log2));
                 uint32_t pd = pack2<T>(s[n][2 * r], s[n][2 * r + 1]);
                 if (dropping) pd &= dropped.row[r].pair_mask(n);
                 *reinterpret_cast<uint32_t *>(p_tile + warpgroup * PS_PANEL + swizzled_offset(il, n) + 4 * c) = pd;
@@ -215,7 +234,8 @@ __global__ void __launch_bounds__(BW_THREADS, 1)
                     pack2<T>(s[n][2 * r] * (dpd[0] - dsum_i[r]), s[n][2 * r + 1] * (dpd[1] - dsum_i[r]));
             }
         }
-        bulk_wait_read();  // (threads that added dQ rows) the staging buffer is free again
+        if (step + 1 < steps) load_row_stats(q0 + BW_BLOCK_M);  // dS was their last use in this tile
+        bulk_wait_read();  // (the thread that added dQ) the staging buffer is free again
         fence_shared_for_wgmma();
         __syncthreads();  // dQ needs both warpgroups' dS
 
@@ -239,16 +259,15 @@ __global__ void __launch_bounds__(BW_THREADS, 1)
         wgmma_settle(dq);
 
 #pragma unroll
-        for (int r = 0; r < 2; r++) {
-            float *row = dq_stage + (16 * wq + g + 8 * r) * DQ_PITCH + 64 * warpgroup;
+        for (int r = 0; r < 2; r++)
 #pragma unroll
             for (int n = 0; n < 8; n++)
-                *reinterpret_cast<float2 *>(row + 8 * n + 2 * c) =
+                *reinterpret_cast<float2 *>(dq_stage +
+                                            dq_stage_offset(16 * wq + g + 8 * r, 64 * warpgroup + 8 * n + 2 * c)) =
                     make_float2(dq[n][2 * r] * scale, dq[n][2 * r + 1] * scale);
-        }
         fence_shared_for_wgmma();  // the staged dQ, for the TMA unit
         __syncthreads();           // both warpgroups are done with this tile and have staged its dQ
-        add_dq_row(q0);            // it is added while the next tile runs
+        add_dq_tile(q0);           // it is added while the next tile runs
         if (threadIdx.x == 0 && step + 2 < steps) load_query_tile(step + 2);  // into the stage just freed
     }
     bulk_wait_all();  // before the block's shared memory goes away
@@ -256,7 +275,7 @@ __global__ void __launch_bounds__(BW_THREADS, 1)
     // dK (scaled) and dV of this thread's keys into dqkv's k and v slots.
     write_dk_dv_rows<T>(static_cast<T *>(a.dqkv), view, dk, dv, key0 + 16 * wq + g, seq, scale, keep_scale);
 #else
-    (void)q_map, (void)kv_map, (void)do_map, (void)a, (void)scale;
+    (void)q_map, (void)kv_map, (void)do_map, (void)dq_map, (void)a, (void)scale;
     __trap();
 #endif
 }
@@ -277,8 +296,10 @@ void flash_backward_wgmma_d128(const BwdArgs &a) {
     const CUtensorMap q_map = tensor_map_rows<T>(a.qkv, a.qkv_row, a.batch, a.seq, BW_BLOCK_M);
     const CUtensorMap kv_map = tensor_map_rows<T>(a.qkv, a.qkv_row, a.batch, a.seq, BW_BLOCK_N);
     const CUtensorMap do_map = tensor_map_rows<T>(a.dctx, a.ctx_row, a.batch, a.seq, BW_BLOCK_M);
+    // dQ's accumulator, [batch * heads][seq][128] floats, takes boxes of 64 rows x 32 floats.
+    const CUtensorMap dq_map = tensor_map_float_rows(a.dq_accum, D, a.seq, a.batch * a.heads, BW_BLOCK_M);
     flash_backward_wgmma_kernel<T>
-        <<<grid, BW_THREADS, SMEM_BYTES>>>(q_map, kv_map, do_map, a, 1.0f / sqrtf((float)D));
+        <<<grid, BW_THREADS, SMEM_BYTES>>>(q_map, kv_map, do_map, dq_map, a, 1.0f / sqrtf((float)D));
     CHECK_LAUNCH();
 }
 

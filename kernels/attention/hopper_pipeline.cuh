@@ -26,13 +26,9 @@
 #include "common/cuda_check.h"
 #include "kernels/attention/mma.cuh"
 
-// Host: the tensor map of a [seq][batch][row_elems] tensor of 16-bit values (a fused QKV
-// tensor, or ctx) for TMA copies of boxes of box_rows tokens x 64 columns (128 bytes, the
-// swizzle's width) of one batch entry, written to shared memory with the 128-byte swizzle;
-// tokens past seq read as zeros. cuTensorMapEncodeTiled is a driver function, fetched through
-// the runtime so that nothing links against the driver library.
-template <typename T>
-inline CUtensorMap tensor_map_rows(const void *base, int64_t row_elems, int batch, int seq, int box_rows) {
+// cuTensorMapEncodeTiled is a driver function, fetched through the runtime so that nothing
+// links against the driver library.
+inline PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
     static PFN_cuTensorMapEncodeTiled_v12000 encode = nullptr;
     if (!encode) {
         cudaDriverEntryPointQueryResult found;
@@ -40,16 +36,41 @@ inline CUtensorMap tensor_map_rows(const void *base, int64_t row_elems, int batc
                                                     cudaEnableDefault, &found));
         if (found != cudaDriverEntryPointSuccess) DIE("the CUDA driver has no cuTensorMapEncodeTiled");
     }
+    return encode;
+}
+
+// Host: the tensor map of a [seq][batch][row_elems] tensor of 16-bit values (a fused QKV
+// tensor, or ctx) for TMA copies of boxes of box_rows tokens x 64 columns (128 bytes, the
+// swizzle's width) of one batch entry, written to shared memory with the 128-byte swizzle;
+// tokens past seq read as zeros.
+template <typename T>
+inline CUtensorMap tensor_map_rows(const void *base, int64_t row_elems, int batch, int seq, int box_rows) {
     CUtensorMap map;
     const cuuint64_t dims[3] = {(cuuint64_t)row_elems, (cuuint64_t)batch, (cuuint64_t)seq};
     const cuuint64_t strides[2] = {(cuuint64_t)row_elems * sizeof(T), (cuuint64_t)batch * row_elems * sizeof(T)};
     const cuuint32_t box[3] = {64, 1, (cuuint32_t)box_rows}, element_strides[3] = {1, 1, 1};
-    const CUresult r = encode(
+    const CUresult r = tensor_map_encoder()(
         &map, std::is_same<T, __half>::value ? CU_TENSOR_MAP_DATA_TYPE_FLOAT16 : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 3,
         const_cast<void *>(base), dims, strides, box, element_strides, CU_TENSOR_MAP_INTERLEAVE_NONE,
         CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_128B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
     if (r != CUDA_SUCCESS)
         DIE("flash attention: cannot describe a tensor for the TMA (error %d; rows must be 16-byte aligned)", (int)r);
+    return map;
+}
+
+// Host: the tensor map of a float tensor [heads][seq][row_floats] (the backward's dQ
+// accumulator, one [seq][row_floats] matrix per batch entry and head) for TMA reductions of
+// boxes of box_rows rows x 32 floats (128 bytes) of one matrix, read from shared memory with the
+// 128-byte swizzle; rows past seq are left alone.
+inline CUtensorMap tensor_map_float_rows(float *base, int row_floats, int seq, int matrices, int box_rows) {
+    CUtensorMap map;
+    const cuuint64_t dims[3] = {(cuuint64_t)row_floats, (cuuint64_t)seq, (cuuint64_t)matrices};
+    const cuuint64_t strides[2] = {(cuuint64_t)row_floats * 4, (cuuint64_t)seq * row_floats * 4};
+    const cuuint32_t box[3] = {32, (cuuint32_t)box_rows, 1}, element_strides[3] = {1, 1, 1};
+    const CUresult r = tensor_map_encoder()(&map, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, 3, base, dims, strides, box,
+                                            element_strides, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+                                            CU_TENSOR_MAP_L2_PROMOTION_L2_128B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+    if (r != CUDA_SUCCESS) DIE("flash attention: cannot describe dQ's accumulator for the TMA (error %d)", (int)r);
     return map;
 }
 
@@ -90,14 +111,20 @@ __device__ __forceinline__ void tma_load_3d(void *dst, const CUtensorMap *map, i
         : "memory");
 }
 
-// TMA bulk reduction: global_dst[i] += shared_src[i] for `bytes` bytes of floats (16-byte
-// aligned, a multiple of 16), issued by one thread and tracked in that thread's "bulk group".
-__device__ __forceinline__ void bulk_reduce_add(float *global_dst, const float *shared_src, int bytes) {
-    asm volatile("cp.reduce.async.bulk.global.shared::cta.bulk_group.add.f32 [%0], [%1], %2;\n" ::"l"(global_dst),
-                 "r"(smem_addr(shared_src)), "r"(bytes)
-                 : "memory");
+// A TMA reduction, issued by one thread: the TMA unit reads a box of floats from shared memory
+// (laid out as the map's swizzle says) and adds it element by element into the tensor of `map`
+// at (c0, c1, c2), in L2. Committed as one of this thread's bulk groups, which bulk_wait_read
+// and bulk_wait_all wait for.
+__device__ __forceinline__ void tma_reduce_add_3d(const CUtensorMap *map, int c0, int c1, int c2,
+                                                  const float *shared_src) {
+    asm volatile(
+        "cp.reduce.async.bulk.tensor.3d.global.shared::cta.add.tile.bulk_group [%0, {%1, %2, %3}], [%4];\n" ::"l"(
+            reinterpret_cast<uint64_t>(map)),
+        "r"(c0), "r"(c1), "r"(c2), "r"(smem_addr(shared_src))
+        : "memory");
     asm volatile("cp.async.bulk.commit_group;\n" ::: "memory");
 }
+
 // Until this thread's bulk reductions have read their shared-memory source.
 __device__ __forceinline__ void bulk_wait_read() { asm volatile("cp.async.bulk.wait_group.read 0;\n" ::: "memory"); }
 // Until they have completed.
