@@ -35,8 +35,8 @@ constexpr int KV_BYTES = 2 * KV_PANEL, QO_BYTES = 2 * QO_PANEL, PS_BYTES = 2 * P
 // unit, instead of by 8-byte atomics from every thread - those took a fifth of the kernel's
 // time (2.67 ms with them, 2.10 without, b4 h32 s2048 d128; FlashAttention-3 does the same).
 // The staged tile is four panels of 32 columns, [64 rows][128 bytes] each, with the 128-byte
-// swizzle (dq_stage_offset), so that one thread adds it with four tensor reductions
-// (tma_reduce_add_3d). (The version before staged plain rows and added each with a bulk copy
+// swizzle (dq_stage_offset), added with four tensor reductions (tma_reduce_add_3d), one per
+// warp of the second warpgroup. (The version before staged plain rows and added each with a bulk copy
 // issued by its own thread: 64 per tile, from two warps, which the compiler turns into a loop
 // of 32 turns per warp - Nsight Compute found those two warps spending about a third of the
 // kernel in it, their warpgroup late at every barrier and the other one waiting there.)
@@ -82,20 +82,29 @@ __global__ void __launch_bounds__(BW_THREADS, 1)
     const int m_start = a.causal ? (k0 / BW_BLOCK_M) * BW_BLOCK_M : 0;
     const int steps = (seq - m_start + BW_BLOCK_M - 1) / BW_BLOCK_M;
 
-    // The copies: thread 0 issues TMA copies (hopper_pipeline.cuh) - K and V once, Q and dO of
-    // query tile `step` into stage step % 2 - and each lands counted on its mbarrier.
-    // Columns of the tensors: head h's q, k, v at h * 3d, + d, + 2d in qkv; its dO at h * d.
-    auto load_query_tile = [&](int step) {
+    // The copies are TMA copies (hopper_pipeline.cuh): K and V once, by thread 0; Q and dO of
+    // query tile `step` into stage step % 2 as four parts (Q's two 64-column panels, dO's two),
+    // each part arriving on the stage's mbarrier with its bytes. In the loop the first
+    // warpgroup's four warps issue one part each: a thread issuing a TMA instruction waits until
+    // the unit takes it, and the wgmmas wait for all four warps of a warpgroup, so a warp that
+    // issued all four held up its warpgroup (Nsight Compute: 8% of the kernel's stall samples
+    // at the first wgmma of a tile). Columns: head h's q, k, v at h * 3d, + d, + 2d in qkv; its
+    // dO at h * d.
+    auto load_query_part = [&](int step, int part) {
         uint64_t *bar = &qdo_full[step % 2];
-        const int row = m_start + step * BW_BLOCK_M;
-        mbarrier_arrive_expect_tx(bar, 2 * QO_BYTES);
-        for (int panel = 0; panel < 2; panel++) {
-            tma_load_3d(q_tiles + (step % 2) * QO_BYTES + panel * QO_PANEL, &q_map, h * 3 * D + 64 * panel, b, row, bar);
+        const int row = m_start + step * BW_BLOCK_M, panel = part % 2;
+        mbarrier_arrive_expect_tx(bar, QO_PANEL);
+        if (part < 2)
+            tma_load_3d(q_tiles + (step % 2) * QO_BYTES + panel * QO_PANEL, &q_map, h * 3 * D + 64 * panel, b, row,
+                        bar);
+        else
             tma_load_3d(do_tiles + (step % 2) * QO_BYTES + panel * QO_PANEL, &do_map, h * D + 64 * panel, b, row, bar);
-        }
+    };
+    auto load_query_tile = [&](int step) {
+        for (int part = 0; part < 4; part++) load_query_part(step, part);
     };
     if (threadIdx.x == 0) {
-        mbarrier_init(&kv_full, 1), mbarrier_init(&qdo_full[0], 1), mbarrier_init(&qdo_full[1], 1);
+        mbarrier_init(&kv_full, 1), mbarrier_init(&qdo_full[0], 4), mbarrier_init(&qdo_full[1], 4);
         fence_shared_for_wgmma();  // the initialised barriers, for the TMA unit
         mbarrier_arrive_expect_tx(&kv_full, 2 * KV_BYTES);
         for (int panel = 0; panel < 2; panel++) {
@@ -116,13 +125,11 @@ __global__ void __launch_bounds__(BW_THREADS, 1)
 
     const uint32_t k_addr = smem_addr(k_tile), v_addr = smem_addr(v_tile);
     const uint32_t p_addr = smem_addr(p_tile), ds_addr = smem_addr(ds_tile);
-    // The staged dQ of query tile q0 into the accumulator, by a thread of the second warpgroup
-    // (thread 0, in the first, issues the copies).
+    // The staged dQ of query tile q0 into the accumulator: warp wq of the second warpgroup adds
+    // panel wq (the first warpgroup's warps issue the copies).
     auto add_dq_tile = [&](int q0) {
-        if (threadIdx.x == BW_THREADS / 2)
-            for (int panel = 0; panel < 4; panel++)
-                tma_reduce_add_3d(&dq_map, 32 * panel, q0, bh,
-                                  reinterpret_cast<const float *>(dq_stage + panel * DQ_PANEL));
+        if (warpgroup == 1 && lane == 0)
+            tma_reduce_add_3d(&dq_map, 32 * wq, q0, bh, reinterpret_cast<const float *>(dq_stage + wq * DQ_PANEL));
     };
     // lse and Dsum of this thread's queries 16 wq + g (+ 8) of the tile starting at q0: loaded a
     // tile ahead (the loads' latency was in the way of the exponentials), and used only there
@@ -235,7 +242,7 @@ __global__ void __launch_bounds__(BW_THREADS, 1)
             }
         }
         if (step + 1 < steps) load_row_stats(q0 + BW_BLOCK_M);  // dS was their last use in this tile
-        bulk_wait_read();  // (the thread that added dQ) the staging buffer is free again
+        bulk_wait_read();  // (the threads that added dQ) the staging buffer is free again
         fence_shared_for_wgmma();
         __syncthreads();  // dQ needs both warpgroups' dS
 
@@ -268,7 +275,7 @@ __global__ void __launch_bounds__(BW_THREADS, 1)
         fence_shared_for_wgmma();  // the staged dQ, for the TMA unit
         __syncthreads();           // both warpgroups are done with this tile and have staged its dQ
         add_dq_tile(q0);           // it is added while the next tile runs
-        if (threadIdx.x == 0 && step + 2 < steps) load_query_tile(step + 2);  // into the stage just freed
+        if (warpgroup == 0 && lane == 0 && step + 2 < steps) load_query_part(step + 2, wq);  // the stage just freed
     }
     bulk_wait_all();  // before the block's shared memory goes away
 
