@@ -36,10 +36,11 @@ constexpr int KV_BYTES = 2 * KV_PANEL, QO_BYTES = 2 * QO_PANEL, PS_BYTES = 2 * P
 // time (2.67 ms with them, 2.10 without, b4 h32 s2048 d128; FlashAttention-3 does the same).
 // The staged tile is four panels of 32 columns, [64 rows][128 bytes] each, with the 128-byte
 // swizzle (dq_stage_offset), added with four tensor reductions (tma_reduce_add_3d), one per
-// warp of the second warpgroup. (The version before staged plain rows and added each with a bulk copy
-// issued by its own thread: 64 per tile, from two warps, which the compiler turns into a loop
-// of 32 turns per warp - Nsight Compute found those two warps spending about a third of the
-// kernel in it, their warpgroup late at every barrier and the other one waiting there.)
+// warp of the second warpgroup. (The version before staged plain rows and added each with a
+// bulk copy issued by its own thread: 64 per tile, from two warps, which the compiler turns
+// into a loop of 32 turns per warp - Nsight Compute found those two warps spending about a
+// third of the kernel in it, their warpgroup late at every barrier and the other one waiting
+// there.)
 constexpr int DQ_PANEL = BW_BLOCK_M * 128;  // 64 rows x 32 floats
 constexpr int DQ_BYTES = 4 * DQ_PANEL;
 constexpr size_t SMEM_BYTES = 2 * KV_BYTES + 4 * QO_BYTES + 2 * PS_BYTES + DQ_BYTES + 1024;  // + alignment room
