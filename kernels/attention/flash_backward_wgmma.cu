@@ -12,8 +12,9 @@
 //   dQ[:, 64 w, + 64] = dS K            over all 128 keys (both warpgroups' dS), staged in
 //                                       shared memory and added into the float accumulator
 //                                       by the TMA unit (four tensor reductions per tile)
-// Copies are TMA copies issued by one thread (hopper_pipeline.cuh): K and V once, Q and dO of
-// the query tile after next into the stage the block has just finished with.
+// Copies are TMA copies (hopper_pipeline.cuh): K and V once, by one thread; Q and dO of the
+// query tile after next, by four warps (a part each), into the stage the block has just
+// finished with.
 #include "common/cuda_check.h"
 #include "kernels/attention/flash_common.cuh"
 #include "kernels/attention/hopper_pipeline.cuh"
