@@ -7,8 +7,8 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
-#include "common/cuda_check.h"
-#include "common/layer.h"
+#include "common/gpu/cuda_check.h"
+#include "common/core/layer.h"
 
 // Conversions between float and the 16-bit storage types, by overloading.
 __device__ __forceinline__ float to_float(float x) { return x; }

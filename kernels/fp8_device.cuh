@@ -6,9 +6,9 @@
 #include <cuda_fp8.h>
 #include <stdint.h>
 
-#include "common/fp8.h"
+#include "common/fp8/fp8_format.h"
 
-// x to an FP8 code: round to nearest even, saturating (what common/fp8.h's encoder matches).
+// x to an FP8 code: round to nearest even, saturating (what common/fp8/fp8_format.h's encoder matches).
 __device__ __forceinline__ uint32_t to_fp8(float x, Fp8Format f) {
     return (uint32_t)__nv_cvt_float_to_fp8(x, __NV_SATFINITE, f == FP8_E4M3 ? __NV_E4M3 : __NV_E5M2);
 }

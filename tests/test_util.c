@@ -4,9 +4,9 @@
 #include <stdlib.h>
 #include <time.h>
 
-#include "common/check.h"
-#include "common/compare.h"
-#include "common/gpu.h"
+#include "common/core/errors.h"
+#include "common/core/tolerance.h"
+#include "common/gpu/gpu.h"
 
 int test_have_gpu(void) {
     static int have = -1;

@@ -13,7 +13,7 @@
 #include <cmocka.h>
 // clang-format on
 
-#include "common/layer.h"
+#include "common/core/layer.h"
 
 // GPU test cases start with this: without a usable GPU the case is reported as skipped,
 // with the reason, instead of failing.

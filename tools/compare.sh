@@ -7,6 +7,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tools/bootstrap.sh
-bazel build //steps:compare
+bazel build //steps/compare:compare
 mkdir -p out
-bazel-bin/steps/compare --json out/compare.json --svg out/compare.svg "$@"
+bazel-bin/steps/compare/compare --json out/compare.json --svg out/compare.svg "$@"

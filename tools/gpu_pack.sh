@@ -31,9 +31,9 @@ if [ -n "${BASELINE:-}" ]; then
   wt=$(mktemp -d)/baseline
   git worktree add --detach "$wt" "$rev" >/dev/null
   trap 'git worktree remove --force "$wt" 2>/dev/null || true' EXIT  # also when its build fails
-  baseline_targets=(//kernels/attention:attention_bench //common/modules:gemm_bench
-    //steps/04_transformer_layer:step04_transformer_layer //steps/05_fp8:step05_fp8
-    //steps/06_parallel_layers:step06_parallel_layers)
+  # Found by name, so that a revision from before or after a move of folders packs the same.
+  mapfile -t baseline_targets < <(cd "$wt" && bazel query 'kind(cc_binary, //...)' 2>/dev/null |
+    grep -E ':(attention_bench|gemm_bench|step04_transformer_layer|step05_fp8|step06_parallel_layers)$')
   (cd "$wt" && bazel build "${baseline_targets[@]}" "$@")
   mkdir -p .gpu/baseline
   for t in "${baseline_targets[@]}"; do

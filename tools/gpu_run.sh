@@ -111,7 +111,7 @@ if [[ $what == *baseline* || -z "$*" ]] && [ -f .gpu/baseline.tgz ]; then
   done
 fi
 
-# cuBLASLt's heuristic choice (the default) against autotuning (common/modules/gemm.h), taking
+# cuBLASLt's heuristic choice (the default) against autotuning (modules/gemm.h), taking
 # turns on one machine.
 if [[ $what == *autotune* ]]; then
   for round in 1 2 3; do

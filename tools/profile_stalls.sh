@@ -2,7 +2,7 @@
 # Where a kernel's warps wait, instruction by instruction, on the GPU machine (needs ncu,
 # Nsight Compute): the warp-stall samples of one launch, summed by reason and listed for the
 # SASS instructions that hold the most. This is how the attention backward's imbalances were
-# found (docs/04_transformer_layer.md): samples on a barrier mean warps waiting for other
+# found (steps/04_transformer_layer/README.md): samples on a barrier mean warps waiting for other
 # warps; samples on a wgmma that starts a group, for the rest of their warpgroup.
 #
 #   tools/profile_stalls.sh BINARY KERNEL_REGEX [step flags...]

@@ -18,7 +18,7 @@ tools/gpu_pack.sh):
    within max(3 x PyTorch-fp16's, the tolerance).
 3. Times the PyTorch layer at the quickstart config, eager and with
    scaled_dot_product_attention, fwd+bwd, and writes the times as JSON for the comparison
-   table (steps/compare --pytorch FILE).
+   table (steps/compare/compare --pytorch FILE).
 """
 import argparse
 import json

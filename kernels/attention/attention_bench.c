@@ -8,8 +8,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "common/cuda_check.h"
-#include "common/gpu.h"
+#include "common/gpu/cuda_check.h"
+#include "common/gpu/gpu.h"
 #include "kernels/attention/flash_attention.h"
 
 typedef struct {

@@ -3,7 +3,7 @@
 // kernels and Hopper's wgmma ones (flash_forward_wgmma.cu, flash_backward_wgmma.cu).
 #include <math.h>
 
-#include "common/gpu.h"
+#include "common/gpu/gpu.h"
 #include "kernels/attention/flash_attention.h"
 #include "kernels/attention/flash_common.cuh"
 #include "kernels/attention/mma.cuh"

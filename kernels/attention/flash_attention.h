@@ -2,7 +2,7 @@
 //
 // The [seq x seq] scores never reach device memory. Forward: each block of 128 queries
 // streams over tiles of keys, computes S = Q K^T in registers, updates a running maximum
-// and sum (the online softmax, common/flash_reference.h shows it in plain C) and accumulates
+// and sum (the online softmax, reference/attention_reference.h shows it in plain C) and accumulates
 // P V; it saves one float per query, the logsumexp, for backward. Backward recomputes P
 // block by block from Q, K and the logsumexp (FlashAttention-2's scheme).
 //
@@ -14,7 +14,7 @@
 // q, k, v are read straight from the fused QKV projection's output, [seq, batch, heads,
 // 3*d] with each head's 3*d values [q | k | v]; ctx is [seq, batch, heads, d]; dqkv has
 // qkv's layout. Attention dropout is drawn inside the kernels from Philox, probability (b,
-// h, i, j) keyed by attention_dropout_index(b * heads + h, i, j, seq) (common/philox.h: one
+// h, i, j) keyed by attention_dropout_index(b * heads + h, i, j, seq) (common/core/philox.h: one
 // random byte per element, one call per 16 values a thread holds), so the CPU reference and
 // step 01 draw the same mask. Head dims 64 and 128; any
 // seq; fp16 and bf16; optional causal.
@@ -24,7 +24,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "common/layer.h"
+#include "common/core/layer.h"
 
 #ifdef __cplusplus
 extern "C" {

@@ -15,7 +15,7 @@
 // Copies are TMA copies (hopper_pipeline.cuh): K and V once, by one thread; Q and dO of the
 // query tile after next, by four warps (a part each), into the stage the block has just
 // finished with.
-#include "common/cuda_check.h"
+#include "common/gpu/cuda_check.h"
 #include "kernels/attention/flash_common.cuh"
 #include "kernels/attention/hopper_pipeline.cuh"
 #include "kernels/attention/wgmma.cuh"

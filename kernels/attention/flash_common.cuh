@@ -7,7 +7,7 @@
 #include <math.h>
 #include <stdint.h>
 
-#include "common/philox.h"
+#include "common/core/philox.h"
 #include "kernels/attention/mma.cuh"
 
 
@@ -34,7 +34,7 @@ struct HeadRange {
 };
 
 // The dropout mask of the probabilities this thread holds in a 16 x 64 tile: rows g and
-// g + 8 (r = 0, 1), keys 8n + 2c + e of the tile (n = 0..7, e = 0, 1). common/philox.h numbers
+// g + 8 (r = 0, 1), keys 8n + 2c + e of the tile (n = 0..7, e = 0, 1). common/core/philox.h numbers
 // attention's probabilities so that those 16 keys of a row are one Philox group: one call per
 // row, and its bytes turned into keep flags four at a time (dropout_keep_flags4). The masks
 // are then applied as bit masks - to probabilities packed as 16-bit pairs (pair_mask) or to
@@ -53,7 +53,7 @@ struct RowDropout {
 };
 
 // The Philox group of this thread's keys of query i in key block 0 (attention_dropout_group,
-// common/philox.h); key block kb's group is 4 kb further.
+// common/core/philox.h); key block kb's group is 4 kb further.
 __device__ __forceinline__ uint64_t dropout_row_group(uint64_t global_bh, int i, int seq) {
     return attention_dropout_group(global_bh, i, 0, threadIdx.x % 4, seq);
 }

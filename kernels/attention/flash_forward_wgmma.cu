@@ -20,7 +20,7 @@
 // The consumers never wait for each other's copies (no __syncthreads per tile) and take turns
 // to issue their products ("ping-pong"), so that one's softmax runs while the other's
 // products keep the tensor cores busy.
-#include "common/cuda_check.h"
+#include "common/gpu/cuda_check.h"
 #include "kernels/attention/flash_common.cuh"
 #include "kernels/attention/hopper_pipeline.cuh"
 #include "kernels/attention/wgmma.cuh"

@@ -22,8 +22,8 @@
 
 #include <type_traits>
 
-#include "common/check.h"
-#include "common/cuda_check.h"
+#include "common/core/errors.h"
+#include "common/gpu/cuda_check.h"
 #include "kernels/attention/mma.cuh"
 
 // cuTensorMapEncodeTiled is a driver function, fetched through the runtime so that nothing

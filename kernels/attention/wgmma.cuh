@@ -33,7 +33,7 @@
 #endif
 
 // Byte offset of (row, 16-byte chunk) in a swizzled panel of 128-byte rows (the same layout in
-// plain C, with the reasons and tests: common/swizzle.h, the "swizzle" exercise).
+// plain C, with the reasons and tests: reference/swizzle.h, the "swizzle" exercise).
 __device__ __forceinline__ uint32_t swizzled_offset(int row, int chunk) {
     return (uint32_t)(row * 128 + ((chunk ^ (row % 8)) * 16));
 }

@@ -4,15 +4,15 @@
 
 #include <stdint.h>
 
-#include "common/fp8.h"
-#include "common/layer.h"
+#include "common/fp8/fp8_format.h"
+#include "common/core/layer.h"
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
 // out[i] = CUDA's own conversion of x[i] (float) to FP8, saturating: the yardstick the C
-// encoder (common/fp8.h) is tested against.
+// encoder (common/fp8/fp8_format.h) is tested against.
 void fp8_encode_device(const float *x, uint8_t *out, int64_t n, Fp8Format format);
 
 // The fused cast + transpose: out = fp8(x * scale) [rows, cols] AND out_t = its transpose
@@ -53,7 +53,7 @@ void fp8_dgelu_cast_transpose_dbias(const void *dy, const void *pre, uint8_t *ou
 //   newest slot first (casts record into [8]).
 enum { FP8_META_SCALE = 0, FP8_META_SCALE_INV = 4, FP8_META_HISTORY = 8 };
 
-// After a step: the delayed-scaling update of common/fp8_recipe.h on the GPU (same rule:
+// After a step: the delayed-scaling update of common/fp8/fp8_recipe.h on the GPU (same rule:
 // amax from the history's max or newest entry; keep the scale when amax is 0 or not finite;
 // FLT_MAX on overflow; then roll the history and clear the newest slot).
 void fp8_update_scale_device(float *meta, int history_len, float fp8_max, int margin, int most_recent);

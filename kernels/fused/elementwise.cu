@@ -1,9 +1,9 @@
-#include "common/philox.h"
+#include "common/core/philox.h"
 #include "kernels/device_utils.cuh"
 #include "kernels/fused/elementwise.h"
 
 // Each thread takes 16 consecutive elements [i, i + 16), i a multiple of 16: exactly one
-// Philox group (common/philox.h), so every random byte is drawn once. (With 8 elements per
+// Philox group (common/core/philox.h), so every random byte is drawn once. (With 8 elements per
 // thread, two threads drew each group and kept half of it.) Its two 16-byte halves are loaded
 // before the generator runs, so the loads are in flight while it computes.
 constexpr int PER_THREAD = 16;

@@ -3,7 +3,7 @@
 // Unfused, "y = residual + dropout(x + bias)" is three kernels, each reading and writing the
 // whole [tokens, hidden] tensor. Fused, it is one read of x and residual and one write of y:
 // a third of the bytes. The dropout mask is not stored: it is recomputed from Philox (the
-// same flat index, common/philox.h) in backward, which costs arithmetic, not bytes.
+// same flat index, common/core/philox.h) in backward, which costs arithmetic, not bytes.
 //
 // All tensors are [rows, cols] row-major in the dtype given; n = rows * cols must be a
 // multiple of 8 (every kernel moves 16 bytes per thread per access).
@@ -12,7 +12,7 @@
 
 #include <stdint.h>
 
-#include "common/layer.h"
+#include "common/core/layer.h"
 
 #ifdef __cplusplus
 extern "C" {

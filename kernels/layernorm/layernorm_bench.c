@@ -8,9 +8,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "common/cuda_check.h"
-#include "common/gpu.h"
-#include "kernels/layernorm/layernorm.h"
+#include "common/gpu/cuda_check.h"
+#include "common/gpu/gpu.h"
+#include "kernels/layernorm/fast_layernorm.h"
 
 typedef void (*Op)(void *ctx);
 

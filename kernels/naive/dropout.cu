@@ -1,10 +1,10 @@
 #include "kernels/naive/dropout.h"
 
-#include "common/philox.h"
+#include "common/core/philox.h"
 #include "kernels/device_utils.cuh"
 
 // One thread per group of 16 consecutive elements: a single Philox call gives the 16 random
-// bytes of the group (common/philox.h). The thread moves its 16 elements as two 16-byte
+// bytes of the group (common/core/philox.h). The thread moves its 16 elements as two 16-byte
 // loads and stores: one element at a time, a warp's accesses would be 32 bytes apart and
 // the kernel (run on attention's [s x s] probabilities) several times slower.
 template <typename T>
@@ -48,7 +48,7 @@ extern "C" void dropout_forward(const void *x, int64_t n, float p, uint64_t seed
 }
 
 // Attention's probabilities, [rows = batch * heads * seq, seq]: row r = bh * seq + i. They are
-// keyed by attention's numbering (common/philox.h), in which the 16 keys 64 kb + 8n + 2c + e
+// keyed by attention's numbering (common/core/philox.h), in which the 16 keys 64 kb + 8n + 2c + e
 // (n = 0..7, e = 0, 1) of a row form Philox group (r * key_blocks + kb) * 4 + c: one thread
 // per group, so thread g draws group g. Its keys come in pairs 8 apart, and c is the fastest
 // index, so four consecutive threads cover 8 consecutive keys: with an even seq each pair is

@@ -1,4 +1,4 @@
-// Dropout with the shared Philox mask (common/philox.h): y = keep ? x / (1 - p) : 0, where
+// Dropout with the shared Philox mask (common/core/philox.h): y = keep ? x / (1 - p) : 0, where
 // element i of the array is keyed by its flat index i: keep = dropout_keep(seed, offset, i, p),
 // and p is the drop probability as drawn (a multiple of 1/256: dropout_keep_scale(p) = 1 / (1 - p)).
 //
@@ -8,14 +8,14 @@
 //
 // Hidden dropout on [s, b, h] is keyed by the flat index (dropout_forward); the attention
 // probabilities, stored as [batch * heads, seq, seq], by attention's numbering
-// (attention_dropout_forward; common/philox.h says why it differs), which the fused attention
+// (attention_dropout_forward; common/core/philox.h says why it differs), which the fused attention
 // kernels of step 04 use too.
 #ifndef KERNELS_NAIVE_DROPOUT_H
 #define KERNELS_NAIVE_DROPOUT_H
 
 #include <stdint.h>
 
-#include "common/layer.h"
+#include "common/core/layer.h"
 
 #ifdef __cplusplus
 extern "C" {

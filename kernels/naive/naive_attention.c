@@ -8,8 +8,8 @@
 
 #include <math.h>
 
-#include "common/cuda_check.h"
-#include "common/gpu.h"
+#include "common/gpu/cuda_check.h"
+#include "common/gpu/gpu.h"
 #include "kernels/naive/dropout.h"
 #include "kernels/naive/softmax.h"
 

@@ -6,7 +6,7 @@
 
 #include <stdint.h>
 
-#include "common/layer.h"
+#include "common/core/layer.h"
 
 #ifdef __cplusplus
 extern "C" {

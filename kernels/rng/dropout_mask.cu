@@ -1,4 +1,4 @@
-#include "common/philox.h"
+#include "common/core/philox.h"
 #include "kernels/device_utils.cuh"
 #include "kernels/rng/dropout_mask.h"
 

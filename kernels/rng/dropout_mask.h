@@ -1,6 +1,6 @@
 // The dropout mask as bytes (1 = keep), drawn on the GPU from the shared Philox stream.
 // Used by tests (GPU mask == host mask) and by kernels that want a mask they can read
-// twice; fused kernels call dropout_keep() from common/philox.h directly instead.
+// twice; fused kernels call dropout_keep() from common/core/philox.h directly instead.
 #ifndef KERNELS_RNG_DROPOUT_MASK_H
 #define KERNELS_RNG_DROPOUT_MASK_H
 

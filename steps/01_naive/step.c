@@ -17,14 +17,14 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "common/check.h"
-#include "common/cuda_check.h"
-#include "common/gpu.h"
-#include "common/philox.h"
+#include "common/core/errors.h"
+#include "common/gpu/cuda_check.h"
+#include "common/gpu/gpu.h"
+#include "common/core/philox.h"
 #include "kernels/naive/bias.h"
 #include "kernels/naive/dropout.h"
 #include "kernels/naive/gelu.h"
-#include "kernels/naive/layernorm.h"
+#include "kernels/naive/naive_layernorm.h"
 #include "kernels/naive/naive_attention.h"
 #include "kernels/naive/residual.h"
 #include "steps/01_naive/step01.h"

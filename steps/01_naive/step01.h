@@ -2,7 +2,7 @@
 #ifndef STEPS_01_NAIVE_STEP01_H
 #define STEPS_01_NAIVE_STEP01_H
 
-#include "common/step.h"
+#include "steps/driver/step.h"
 
 #ifdef __cplusplus
 extern "C" {

@@ -7,11 +7,11 @@
 // attention is still step 01's unfused one: the step's time should be about step 01's.
 #include <stdlib.h>
 
-#include "common/check.h"
-#include "common/gpu.h"
-#include "common/modules/layernorm.h"
-#include "common/modules/linear.h"
-#include "common/philox.h"
+#include "common/core/errors.h"
+#include "common/gpu/gpu.h"
+#include "modules/layernorm.h"
+#include "modules/linear.h"
+#include "common/core/philox.h"
 #include "kernels/naive/dropout.h"
 #include "kernels/naive/gelu.h"
 #include "kernels/naive/naive_attention.h"

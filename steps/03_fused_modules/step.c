@@ -10,12 +10,12 @@
 // d_fc1), and three residual adds. Attention is still step 01's unfused one.
 #include <stdlib.h>
 
-#include "common/check.h"
-#include "common/gpu.h"
-#include "common/modules/layernorm_linear.h"
-#include "common/modules/layernorm_mlp.h"
-#include "common/modules/linear.h"
-#include "common/philox.h"
+#include "common/core/errors.h"
+#include "common/gpu/gpu.h"
+#include "modules/layernorm_linear.h"
+#include "modules/layernorm_mlp.h"
+#include "modules/linear.h"
+#include "common/core/philox.h"
 #include "kernels/naive/dropout.h"
 #include "kernels/naive/naive_attention.h"
 #include "kernels/naive/residual.h"

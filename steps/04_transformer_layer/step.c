@@ -1,12 +1,12 @@
-// Step 04: the whole layer as one TransformerLayer module (common/modules/transformer_layer.c)
+// Step 04: the whole layer as one TransformerLayer module (modules/transformer_layer.c)
 // with our own fused attention. What is new against step 03: attention never writes the
 // [seq x seq] scores (flash attention, kernels/attention), and the projection's bias, dropout
 // and residual add are one elementwise pass (kernels/fused).
 #include <stdlib.h>
 
-#include "common/check.h"
-#include "common/gpu.h"
-#include "common/modules/transformer_layer.h"
+#include "common/core/errors.h"
+#include "common/gpu/gpu.h"
+#include "modules/transformer_layer.h"
 #include "steps/04_transformer_layer/step04.h"
 
 typedef struct {

@@ -5,22 +5,22 @@
 //   y -> LN2 -> [FP8 Linear fc1] -> GELU -> [FP8 Linear fc2] -> +y -> out
 // (GELU is applied by fc2's cast to FP8: its output never exists in 16 bits.)
 // After each training step every FP8 tensor's scale is updated from its amax history on the
-// GPU (common/modules/fp8_linear.c). --check compares with the CPU reference whose Linears
+// GPU (modules/fp8_linear.c). --check compares with the CPU reference whose Linears
 // round their operands to FP8 with the same scales (1 at the first step), so FP8's own error
 // is not waved through a loose tolerance.
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "common/check.h"
-#include "common/fp8.h"
-#include "common/fp8_recipe.h"
-#include "common/fp8_step.h"
-#include "common/gpu.h"
-#include "common/modules/fp8_linear.h"
-#include "common/modules/layernorm.h"
-#include "common/philox.h"
-#include "common/reference.h"
+#include "common/core/errors.h"
+#include "common/fp8/fp8_format.h"
+#include "common/fp8/fp8_recipe.h"
+#include "steps/driver/fp8_step.h"
+#include "common/gpu/gpu.h"
+#include "modules/fp8_linear.h"
+#include "modules/layernorm.h"
+#include "common/core/philox.h"
+#include "reference/reference.h"
 #include "kernels/attention/flash_attention.h"
 #include "kernels/fused/elementwise.h"
 #include "steps/05_fp8/step05.h"

@@ -16,10 +16,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "common/check.h"
-#include "common/gpu.h"
-#include "common/layer.h"
-#include "common/step.h"
+#include "common/core/errors.h"
+#include "common/gpu/gpu.h"
+#include "common/core/layer.h"
+#include "steps/driver/step.h"
 #include "steps/04_transformer_layer/step04.h"
 #include "steps/05_fp8/step05.h"
 

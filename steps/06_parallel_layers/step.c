@@ -1,6 +1,6 @@
 // Step 06: the parallel layer - attention and MLP side by side on one LayerNorm,
 //     out = x + Dropout(Attn(LN(x)) + MLP(LN(x)))
-// (common/parallel_reference.h has the reference and why dropout acts on the sum).
+// (reference/parallel_reference.h has the reference and why dropout acts on the sum).
 //
 // Fused (the default): the weights are stored the way the GEMMs want them,
 //     W_in  = [W_qkv ; W_fc1]  [3h + ffn, h]      one GEMM with N = 3h + ffn on LN(x)
@@ -15,15 +15,15 @@
 // (each fused GEMM is one Fp8Linear: one scale for [W_qkv ; W_fc1], one for [ctx | g], ...).
 #include <stdlib.h>
 
-#include "common/check.h"
-#include "common/fp8_step.h"
-#include "common/gpu.h"
-#include "common/modules/fp8_linear.h"
-#include "common/modules/gemm.h"
-#include "common/modules/layernorm.h"
-#include "common/modules/linear.h"
-#include "common/parallel_reference.h"
-#include "common/philox.h"
+#include "common/core/errors.h"
+#include "steps/driver/fp8_step.h"
+#include "common/gpu/gpu.h"
+#include "modules/fp8_linear.h"
+#include "modules/gemm.h"
+#include "modules/layernorm.h"
+#include "modules/linear.h"
+#include "reference/parallel_reference.h"
+#include "common/core/philox.h"
 #include "kernels/attention/flash_attention.h"
 #include "kernels/fused/elementwise.h"
 #include "steps/06_parallel_layers/step06.h"

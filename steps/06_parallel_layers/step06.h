@@ -1,7 +1,7 @@
 #ifndef STEPS_06_PARALLEL_LAYERS_STEP06_H
 #define STEPS_06_PARALLEL_LAYERS_STEP06_H
 
-#include "common/step.h"
+#include "steps/driver/step.h"
 
 extern const StepOps STEP_06_PARALLEL_LAYERS;
 

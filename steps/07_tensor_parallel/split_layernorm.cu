@@ -2,7 +2,7 @@
 // tuned: one block per row for the per-row sums, one thread per column for dgamma/dbeta.
 #include "steps/07_tensor_parallel/split_layernorm.h"
 
-#include "common/cuda_check.h"
+#include "common/gpu/cuda_check.h"
 #include "kernels/device_utils.cuh"
 
 static const int THREADS = 256;

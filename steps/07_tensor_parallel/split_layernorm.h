@@ -13,12 +13,12 @@
 //
 // z, y, dy, dz are [rows, cols] in `dtype`; gamma, beta, dgamma, dbeta [cols] in `dtype`;
 // stats, sums [rows, 2] and mean, rstd [rows] fp32. Statistics in fp32.
-#ifndef STEPS_07_SPLIT_LAYERNORM_H
-#define STEPS_07_SPLIT_LAYERNORM_H
+#ifndef STEPS_07_TENSOR_PARALLEL_SPLIT_LAYERNORM_H
+#define STEPS_07_TENSOR_PARALLEL_SPLIT_LAYERNORM_H
 
 #include <stdint.h>
 
-#include "common/layer.h"
+#include "common/core/layer.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -40,4 +40,4 @@ void split_ln_param_grads(const void *dy, const void *z, const float *mean, cons
 }
 #endif
 
-#endif  // STEPS_07_SPLIT_LAYERNORM_H
+#endif  // STEPS_07_TENSOR_PARALLEL_SPLIT_LAYERNORM_H

@@ -12,9 +12,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "common/check.h"
-#include "common/cuda_check.h"
-#include "common/nccl_check.h"
+#include "common/core/errors.h"
+#include "common/gpu/cuda_check.h"
+#include "common/gpu/nccl_check.h"
 
 // ---- Who am I -------------------------------------------------------------------------------
 static int env_int(const char *name, int *out) {

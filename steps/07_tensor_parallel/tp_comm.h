@@ -14,8 +14,8 @@
 //     for the communicator to be ready, for a collective to finish - polls
 //     ncclCommGetAsyncError and the stream with a deadline; on error or timeout the rank
 //     calls ncclCommAbort (which releases the peers blocked on it) and exits with a message.
-#ifndef STEPS_07_TP_COMM_H
-#define STEPS_07_TP_COMM_H
+#ifndef STEPS_07_TENSOR_PARALLEL_TP_COMM_H
+#define STEPS_07_TENSOR_PARALLEL_TP_COMM_H
 
 #include <cuda_runtime.h>
 #include <nccl.h>
@@ -52,4 +52,4 @@ void tp_all_reduce(TpComm *c, void *buf, size_t count, ncclDataType_t type, cuda
 // Waits for `stream` to drain while watching the communicator; aborts on error or timeout.
 void tp_sync(TpComm *c, cudaStream_t stream, const char *what);
 
-#endif  // STEPS_07_TP_COMM_H
+#endif  // STEPS_07_TENSOR_PARALLEL_TP_COMM_H

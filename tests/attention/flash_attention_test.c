@@ -7,11 +7,11 @@
 #include <math.h>
 #include <stdlib.h>
 
-#include "common/compare.h"
-#include "common/cuda_check.h"
-#include "common/flash_reference.h"
-#include "common/gpu.h"
-#include "common/reference.h"
+#include "common/core/tolerance.h"
+#include "common/gpu/cuda_check.h"
+#include "reference/attention_reference.h"
+#include "common/gpu/gpu.h"
+#include "reference/reference.h"
 #include "kernels/attention/flash_attention.h"
 #include "tests/test_util.h"
 

@@ -7,7 +7,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "common/weights_io.h"
+#include "common/io/weights_io.h"
 #include "tests/test_util.h"
 
 typedef struct {
@@ -52,7 +52,7 @@ static void expect(char *const argv[], int exit_code, const char *message) {
 
 // The binaries: in Bazel's runfiles, or beside this test (the GPU machine's flat folder of
 // packed binaries).
-static char COMPARE[4096] = "steps/compare";
+static char COMPARE[4096] = "steps/compare/compare";
 static char STEP01[4096] = "steps/01_naive/step01_naive";
 static char STEP05[4096] = "steps/05_fp8/step05_fp8";
 static char STEP06[4096] = "steps/06_parallel_layers/step06_parallel_layers";

@@ -4,9 +4,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "common/half.h"
-#include "common/layer.h"
-#include "common/philox.h"
+#include "common/core/half.h"
+#include "common/core/layer.h"
+#include "common/core/philox.h"
 #include "tests/test_util.h"
 
 // Known-answer vectors of Philox4x32-10 from the Random123 distribution (kat_vectors).
@@ -45,7 +45,7 @@ static void test_dropout_keep_rate(void **state) {
     assert_true(same_other_offset < n * 0.86 && same_other_offset > n * 0.78);
 }
 
-// Attention's numbering (common/philox.h) is one-to-one: no two probabilities of any head
+// Attention's numbering (common/core/philox.h) is one-to-one: no two probabilities of any head
 // share a random byte, at sequence lengths that fill their last 64-key block and ones that don't.
 static void test_attention_dropout_index_is_one_to_one(void **state) {
     (void)state;

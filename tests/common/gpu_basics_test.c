@@ -2,9 +2,9 @@
 // uploads and downloads round-trip.
 #include <stdlib.h>
 
-#include "common/cuda_check.h"
-#include "common/gpu.h"
-#include "common/philox.h"
+#include "common/gpu/cuda_check.h"
+#include "common/gpu/gpu.h"
+#include "common/core/philox.h"
 #include "kernels/rng/dropout_mask.h"
 #include "tests/test_util.h"
 

@@ -1,11 +1,11 @@
-// Graded: exercise "layernorm_backward" (common/exercises/layernorm_backward.c).
+// Graded: exercise "layernorm_backward" (exercises/layernorm_backward.c).
 //
 // The gradient is checked against finite differences of the forward pass (which is not part
 // of the exercise), so these tests need no trusted backward. Each test case is one point.
 #include <math.h>
 #include <stdlib.h>
 
-#include "common/reference.h"
+#include "reference/reference.h"
 #include "tests/test_util.h"
 
 enum { ROWS = 4, COLS = 16 };

@@ -1,4 +1,4 @@
-// Graded: exercise "online_softmax" (common/exercises/online_softmax.c).
+// Graded: exercise "online_softmax" (exercises/online_softmax.c).
 //
 // Attention computed block by block with the online softmax must equal the plain
 // reference (ref_attention_forward, which materialises whole rows of scores), for any block
@@ -6,8 +6,8 @@
 #include <math.h>
 #include <stdlib.h>
 
-#include "common/flash_reference.h"
-#include "common/reference.h"
+#include "reference/attention_reference.h"
+#include "reference/reference.h"
 #include "tests/test_util.h"
 
 static void compare_case(int seq, int heads, int d, int block, float p, int causal) {

@@ -1,9 +1,9 @@
-// Graded: exercise "swizzle" (common/exercises/swizzle.c).
+// Graded: exercise "swizzle" (exercises/swizzle.c).
 //
-// The 128-byte swizzle of common/swizzle.h: each row keeps its bytes, a core matrix's eight
+// The 128-byte swizzle of reference/swizzle.h: each row keeps its bytes, a core matrix's eight
 // rows fall in eight different bank groups, and the pattern is the one Hopper's TMA and
 // wgmma use. Each test case is one point.
-#include "common/swizzle.h"
+#include "reference/swizzle.h"
 #include "tests/test_util.h"
 
 // Shared memory has 32 banks of 4 bytes: a 16-byte chunk covers 4 banks, and the 8 chunk

@@ -1,4 +1,4 @@
-// Where the FP8 steps' --check tolerance comes from (common/fp8_step.h), on the CPU.
+// Where the FP8 steps' --check tolerance comes from (steps/driver/fp8_step.h), on the CPU.
 //
 // The GPU computes every activation and gradient in 16 bits, the reference in float, and
 // both then round them to FP8. FP8's steps are coarse (E5M2: 25% apart), so a value that a
@@ -12,11 +12,11 @@
 // the FP8 GEMMs themselves are checked tightly in fp8_gpu_test).
 #include <stdlib.h>
 
-#include "common/compare.h"
-#include "common/fp8.h"
-#include "common/fp8_step.h"
-#include "common/parallel_reference.h"
-#include "common/philox.h"
+#include "common/core/tolerance.h"
+#include "common/fp8/fp8_format.h"
+#include "steps/driver/fp8_step.h"
+#include "reference/parallel_reference.h"
+#include "common/core/philox.h"
 #include "tests/test_util.h"
 
 typedef struct {

@@ -1,7 +1,7 @@
 // Decoding FP8 (not an exercise): the values of selected codes, NaN and infinity patterns.
 #include <math.h>
 
-#include "common/fp8.h"
+#include "common/fp8/fp8_format.h"
 #include "tests/test_util.h"
 
 static void test_decode_values(void **state) {

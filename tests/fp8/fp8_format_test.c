@@ -1,9 +1,9 @@
-// Graded: exercise "fp8_encode" (common/exercises/fp8_encode.c). Every case checks the encoder
+// Graded: exercise "fp8_encode" (exercises/fp8_encode.c). Every case checks the encoder
 // against the format's definition (decoding is given): all 256 codes of each format, ties,
 // subnormals, saturation, NaN and signed zero.
 #include <math.h>
 
-#include "common/fp8.h"
+#include "common/fp8/fp8_format.h"
 #include "tests/test_util.h"
 
 // Every non-NaN code decodes to a value that encodes back to the same code.

@@ -4,13 +4,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "common/cuda_check.h"
-#include "common/fp8.h"
-#include "common/gpu.h"
-#include "common/reference.h"
-#include "common/modules/fp8_gemm.h"
+#include "common/gpu/cuda_check.h"
+#include "common/fp8/fp8_format.h"
+#include "common/gpu/gpu.h"
+#include "reference/reference.h"
+#include "modules/fp8_gemm.h"
 #include "kernels/fp8/fp8_cast.h"
-#include "kernels/layernorm/layernorm.h"
+#include "kernels/layernorm/fast_layernorm.h"
 #include "tests/test_util.h"
 
 static void test_encoder_matches_cuda(void **state) {

@@ -1,9 +1,9 @@
-// Graded: exercise "fp8_scale" (common/exercises/fp8_scale.c): the delayed-scaling rule on
+// Graded: exercise "fp8_scale" (exercises/fp8_scale.c): the delayed-scaling rule on
 // hand-made amax histories, through fp8_update_scale (which picks the amax and rolls the history).
 #include <float.h>
 #include <math.h>
 
-#include "common/fp8_recipe.h"
+#include "common/fp8/fp8_recipe.h"
 #include "tests/test_util.h"
 
 static Fp8Meta with_history(const DelayedScaling *r, int gradient, const float *h) {

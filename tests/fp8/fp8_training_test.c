@@ -7,10 +7,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "common/check.h"
-#include "common/fp8.h"
-#include "common/fp8_recipe.h"
-#include "common/reference.h"
+#include "common/core/errors.h"
+#include "common/fp8/fp8_format.h"
+#include "common/fp8/fp8_recipe.h"
+#include "reference/reference.h"
 #include "tests/test_util.h"
 
 enum { STEPS = 300, TENSORS_PER_STEP = 20 };

@@ -1,9 +1,9 @@
 // The fused elementwise kernels against the CPU reference ops, fp16 and bf16, fresh data.
 #include <stdlib.h>
 
-#include "common/gpu.h"
-#include "common/philox.h"
-#include "common/reference.h"
+#include "common/gpu/gpu.h"
+#include "common/core/philox.h"
+#include "reference/reference.h"
 #include "kernels/fused/elementwise.h"
 #include "tests/test_util.h"
 

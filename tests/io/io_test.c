@@ -11,10 +11,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "common/half.h"
-#include "common/layer.h"
-#include "common/safetensors.h"
-#include "common/weights_io.h"
+#include "common/core/half.h"
+#include "common/core/layer.h"
+#include "common/io/safetensors.h"
+#include "common/io/weights_io.h"
 #include "tests/test_util.h"
 
 // ---- helpers ------------------------------------------------------------------------------

@@ -2,14 +2,14 @@
 // random data; then steps 02 and 03 as a whole.
 #include <stdlib.h>
 
-#include "common/gpu.h"
-#include "common/modules/gemm.h"
-#include "common/modules/layernorm.h"
-#include "common/modules/layernorm_linear.h"
-#include "common/modules/layernorm_mlp.h"
-#include "common/modules/linear.h"
-#include "common/reference.h"
-#include "common/step.h"
+#include "common/gpu/gpu.h"
+#include "modules/gemm.h"
+#include "modules/layernorm.h"
+#include "modules/layernorm_linear.h"
+#include "modules/layernorm_mlp.h"
+#include "modules/linear.h"
+#include "reference/reference.h"
+#include "steps/driver/step.h"
 #include "steps/02_te_modules/step02.h"
 #include "steps/03_fused_modules/step03.h"
 #include "steps/04_transformer_layer/step04.h"

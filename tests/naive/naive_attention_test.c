@@ -9,9 +9,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "common/gpu.h"
-#include "common/philox.h"
-#include "common/reference.h"
+#include "common/gpu/gpu.h"
+#include "common/core/philox.h"
+#include "reference/reference.h"
 #include "kernels/naive/naive_attention.h"
 #include "tests/test_util.h"
 

@@ -1,4 +1,4 @@
-// Step 01's kernels against the CPU reference ops (common/reference.h), on fresh random
+// Step 01's kernels against the CPU reference ops (reference/reference.h), on fresh random
 // data, in fp16 and bf16.
 //
 // Inputs are rounded to the storage type before both sides see them, so what remains is
@@ -9,13 +9,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "common/gpu.h"
-#include "common/philox.h"
-#include "common/reference.h"
+#include "common/gpu/gpu.h"
+#include "common/core/philox.h"
+#include "reference/reference.h"
 #include "kernels/naive/bias.h"
 #include "kernels/naive/dropout.h"
 #include "kernels/naive/gelu.h"
-#include "kernels/naive/layernorm.h"
+#include "kernels/naive/naive_layernorm.h"
 #include "kernels/naive/residual.h"
 #include "kernels/naive/softmax.h"
 #include "tests/test_util.h"
@@ -172,7 +172,7 @@ static void test_dropout(void **state) {
     }
 }
 
-// Attention's probabilities [heads * seq, seq] with attention's numbering (common/philox.h),
+// Attention's probabilities [heads * seq, seq] with attention's numbering (common/core/philox.h),
 // at a seq whose last 64-key block is partial: the same mask as the reference's keep test on
 // attention_dropout_index, and the kept values scaled.
 static void test_attention_dropout(void **state) {
@@ -221,7 +221,7 @@ static void test_residual_add(void **state) {
     }
 }
 
-// The softmax of common/reference.c's attention, written out here for a bare score matrix
+// The softmax of reference/reference.c's attention, written out here for a bare score matrix
 // (the reference has it only inside ref_attention_forward): double precision.
 static void cpu_softmax(const float *s, int64_t rows, int seq, float scale, int causal, float *p) {
     for (int64_t r = 0; r < rows; r++) {

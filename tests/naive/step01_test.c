@@ -2,9 +2,9 @@
 // reference layer (ref_layer_train_step), at small sizes, fp16 and bf16, dropout on, causal
 // and not. Checks out, dx and all 12 parameter gradients with the tolerance --check uses
 // (check_tolerance: 4e-3 fp16, 2e-2 bf16, norm-wise relative error).
-#include "common/compare.h"
-#include "common/gpu.h"
-#include "common/reference.h"
+#include "common/core/tolerance.h"
+#include "common/gpu/gpu.h"
+#include "reference/reference.h"
 #include "steps/01_naive/step01.h"
 #include "tests/test_util.h"
 

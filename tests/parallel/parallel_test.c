@@ -4,11 +4,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "common/check.h"
-#include "common/compare.h"
-#include "common/parallel_reference.h"
-#include "common/philox.h"
-#include "common/reference.h"
+#include "common/core/errors.h"
+#include "common/core/tolerance.h"
+#include "reference/parallel_reference.h"
+#include "common/core/philox.h"
+#include "reference/reference.h"
 #include "tests/test_util.h"
 
 static LayerConfig tiny(void) {

@@ -10,9 +10,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "common/check.h"
-#include "common/philox.h"
-#include "common/reference.h"
+#include "common/core/errors.h"
+#include "common/core/philox.h"
+#include "reference/reference.h"
 #include "tests/test_util.h"
 
 static const double FD_STEP = 1e-2;
@@ -133,7 +133,7 @@ static void test_dropout(void **state) {
     ref_dropout_forward(x, n, 0.0f, 1, 2, y);
     assert_memory_equal(x, y, n * sizeof(float));  // p = 0 is the identity
     ref_dropout_forward(x, n, 0.2f, 1, 2, y);
-    const float scale = 256.0f / (256.0f - 51.0f);  // p = 0.2 is drawn as 51/256 (common/philox.h)
+    const float scale = 256.0f / (256.0f - 51.0f);  // p = 0.2 is drawn as 51/256 (common/core/philox.h)
     assert_true(dropout_threshold(0.2f) == 51 && dropout_keep_scale(0.2f) == scale);
     int64_t dropped = 0;
     for (int64_t i = 0; i < n; i++) {

@@ -1,7 +1,7 @@
 // The split LayerNorm kernels (steps/07_tensor_parallel/split_layernorm.h) on one GPU: the
 // tp ranks' slices are separate device buffers, and the all-reduce of the 2 floats per row
 // is done on the host. Gathered, y, dz, dgamma and dbeta must equal the unsharded
-// reference LayerNorm (common/reference.h) for tp = 1, 2, 4.
+// reference LayerNorm (reference/reference.h) for tp = 1, 2, 4.
 //
 // Tolerance: values are stored in fp16/bf16 (one rounding of y and dz: ~5e-4 / 4e-3
 // relative), statistics in fp32; 2e-3 (fp16) and 1.5e-2 (bf16) as for the other LayerNorm
@@ -9,9 +9,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "common/cuda_check.h"
-#include "common/gpu.h"
-#include "common/reference.h"
+#include "common/gpu/cuda_check.h"
+#include "common/gpu/gpu.h"
+#include "reference/reference.h"
 #include "steps/07_tensor_parallel/split_layernorm.h"
 #include "tests/test_util.h"
 

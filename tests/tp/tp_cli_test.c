@@ -7,7 +7,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "common/gpu.h"
+#include "common/gpu/gpu.h"
 #include "tests/test_util.h"
 
 static char TP_BIN[4096] = "steps/07_tensor_parallel/tp";

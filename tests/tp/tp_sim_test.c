@@ -1,4 +1,4 @@
-// Tensor parallelism simulated on the CPU (common/tp_reference.h) against the unsharded
+// Tensor parallelism simulated on the CPU (reference/tp_reference.h) against the unsharded
 // reference.
 //
 // Tolerance. The sharded computation does the same arithmetic as the reference except that
@@ -14,11 +14,11 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "common/layer.h"
-#include "common/philox.h"
-#include "common/reference.h"
-#include "common/tp_reference.h"
-#include "common/weights_io.h"
+#include "common/core/layer.h"
+#include "common/core/philox.h"
+#include "reference/reference.h"
+#include "reference/tp_reference.h"
+#include "common/io/weights_io.h"
 #include "tests/test_util.h"
 
 static const double TP_TOL = 1e-5;

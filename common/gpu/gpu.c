@@ -1,0 +1,148 @@
+#include "common/gpu/gpu.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/gpu/cuda_check.h"
+#include "common/core/half.h"
+
+static char unavailable_reason[256];
+
+int gpu_count(void) {
+    int n = 0;
+    cudaError_t err = cudaGetDeviceCount(&n);
+    if (err != cudaSuccess) {
+        snprintf(unavailable_reason, sizeof unavailable_reason, "%s", cudaGetErrorString(err));
+        cudaGetLastError();  // clear the sticky error
+        return 0;
+    }
+    if (n == 0) snprintf(unavailable_reason, sizeof unavailable_reason, "no CUDA GPU found");
+    return n;
+}
+
+const char *gpu_unavailable_reason(void) { return unavailable_reason; }
+
+static struct cudaDeviceProp device_props;
+static char description[320];
+
+void gpu_require(void) {
+    if (gpu_count() == 0)
+        fail_user("this program needs a CUDA GPU, and none is usable here (%s)",
+                  gpu_unavailable_reason());
+    CUDA_CHECK(cudaSetDevice(0));
+    CUDA_CHECK(cudaGetDeviceProperties(&device_props, 0));
+    snprintf(description, sizeof description, "%s, compute capability %d.%d", device_props.name,
+             device_props.major, device_props.minor);
+}
+
+const char *gpu_description(void) { return description; }
+int gpu_compute_capability(void) { return device_props.major * 10 + device_props.minor; }
+
+// ---- counted device memory --------------------------------------------------------------
+// A small table of live allocations is enough: steps make a few dozen of them.
+typedef struct {
+    void *ptr;
+    size_t bytes;
+} Allocation;
+
+static Allocation *allocations;
+static size_t num_allocations, cap_allocations;
+static size_t bytes_in_use, peak_bytes;
+
+void *dev_alloc(size_t bytes) {
+    void *p = NULL;
+    cudaError_t err = cudaMalloc(&p, bytes ? bytes : 1);
+    if (err != cudaSuccess)
+        DIE("cudaMalloc of %.1f MiB failed (%s); %.1f MiB already in use by this program",
+            bytes / 1048576.0, cudaGetErrorString(err), bytes_in_use / 1048576.0);
+    if (num_allocations == cap_allocations) {
+        cap_allocations = cap_allocations ? 2 * cap_allocations : 64;
+        allocations = realloc(allocations, cap_allocations * sizeof *allocations);
+        if (!allocations) DIE("out of host memory");
+    }
+    allocations[num_allocations++] = (Allocation){p, bytes};
+    bytes_in_use += bytes;
+    if (bytes_in_use > peak_bytes) peak_bytes = bytes_in_use;
+    return p;
+}
+
+void dev_free(void *ptr) {
+    if (!ptr) return;
+    for (size_t i = 0; i < num_allocations; i++) {
+        if (allocations[i].ptr == ptr) {
+            bytes_in_use -= allocations[i].bytes;
+            allocations[i] = allocations[--num_allocations];
+            CUDA_CHECK(cudaFree(ptr));
+            return;
+        }
+    }
+    DIE("dev_free of a pointer that dev_alloc did not return");
+}
+
+size_t dev_bytes_in_use(void) { return bytes_in_use; }
+size_t dev_peak_bytes(void) { return peak_bytes; }
+void dev_reset_peak(void) { peak_bytes = bytes_in_use; }
+
+// ---- transfers with conversion -----------------------------------------------------------
+void dev_upload_to(void *dev, const float *host, int64_t n, DType dtype) {
+    uint16_t *tmp = xmalloc((size_t)n * sizeof(uint16_t));
+    for (int64_t i = 0; i < n; i++)
+        tmp[i] = dtype == DTYPE_BF16 ? float_to_bf16(host[i]) : float_to_fp16(host[i]);
+    CUDA_CHECK(cudaMemcpy(dev, tmp, (size_t)n * sizeof(uint16_t), cudaMemcpyHostToDevice));
+    free(tmp);
+}
+
+void *dev_upload(const float *host, int64_t n, DType dtype) {
+    void *dev = dev_alloc((size_t)n * dtype_bytes(dtype));
+    dev_upload_to(dev, host, n, dtype);
+    return dev;
+}
+
+void dev_download(float *host, const void *dev, int64_t n, DType dtype) {
+    uint16_t *tmp = xmalloc((size_t)n * sizeof(uint16_t));
+    CUDA_CHECK(cudaMemcpy(tmp, dev, (size_t)n * sizeof(uint16_t), cudaMemcpyDeviceToHost));
+    for (int64_t i = 0; i < n; i++)
+        host[i] = dtype == DTYPE_BF16 ? bf16_to_float(tmp[i]) : fp16_to_float(tmp[i]);
+    free(tmp);
+}
+
+void *dev_upload_f32(const float *host, int64_t n) {
+    void *dev = dev_alloc((size_t)n * sizeof(float));
+    CUDA_CHECK(cudaMemcpy(dev, host, (size_t)n * sizeof(float), cudaMemcpyHostToDevice));
+    return dev;
+}
+
+void dev_download_f32(float *host, const void *dev, int64_t n) {
+    CUDA_CHECK(cudaMemcpy(host, dev, (size_t)n * sizeof(float), cudaMemcpyDeviceToHost));
+}
+
+// ---- shared handles ----------------------------------------------------------------------
+static cublasHandle_t cublas;
+static cublasLtHandle_t cublaslt;
+static void *workspace;
+// 32 MiB: what cuBLAS recommends for Hopper (it uses more for its fastest split-K kernels).
+static const size_t WORKSPACE_BYTES = 32u << 20;
+
+void *gpu_workspace(size_t *bytes) {
+    if (!workspace) workspace = dev_alloc(WORKSPACE_BYTES);
+    if (bytes) *bytes = WORKSPACE_BYTES;
+    return workspace;
+}
+
+void *gpu_cublas_handle(void) {
+    if (!cublas) {
+        CUBLAS_CHECK(cublasCreate(&cublas));
+        size_t bytes;
+        void *ws = gpu_workspace(&bytes);
+        CUBLAS_CHECK(cublasSetWorkspace(cublas, ws, bytes));
+    }
+    return cublas;
+}
+
+void *gpu_cublaslt_handle(void) {
+    if (!cublaslt) CUBLAS_CHECK(cublasLtCreate(&cublaslt));
+    return cublaslt;
+}
+
+void gpu_synchronize(void) { CUDA_CHECK(cudaDeviceSynchronize()); }

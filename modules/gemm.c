@@ -1,0 +1,183 @@
+#include "modules/gemm.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/gpu/cuda_check.h"
+#include "common/gpu/gpu.h"
+
+// What identifies a plan: everything cuBLASLt's heuristic looks at except the pointers'
+// values (all our device pointers are 256-byte aligned).
+typedef struct {
+    int trans_a, trans_b, has_c, epilogue, dtype;
+    int64_t m, n, k, lda, ldb, ldd, aux_ld;
+} PlanKey;
+
+typedef struct {
+    PlanKey key;
+    cublasLtMatmulDesc_t desc;
+    cublasLtMatrixLayout_t a, b, c, d;
+    cublasLtMatmulAlgo_t algo;
+} Plan;
+
+enum { MAX_PLANS = 128 };
+static Plan plans[MAX_PLANS];
+static int num_plans;
+static long cache_hits;
+
+void gemm_cache_stats(int *n, long *hits) {
+    *n = num_plans;
+    *hits = cache_hits;
+}
+
+static cublasLtEpilogue_t lt_epilogue(GemmEpilogue e) {
+    switch (e) {
+        case GEMM_EPILOGUE_BIAS: return CUBLASLT_EPILOGUE_BIAS;
+        case GEMM_EPILOGUE_GELU_AUX_BIAS: return CUBLASLT_EPILOGUE_GELU_AUX_BIAS;
+        case GEMM_EPILOGUE_DGELU_BGRAD: return CUBLASLT_EPILOGUE_DGELU_BGRAD;
+        case GEMM_EPILOGUE_DGELU: return CUBLASLT_EPILOGUE_DGELU;
+        case GEMM_EPILOGUE_BGRADB: return CUBLASLT_EPILOGUE_BGRADB;
+        default: return CUBLASLT_EPILOGUE_DEFAULT;
+    }
+}
+
+static int reads_or_writes_aux(GemmEpilogue e) {
+    return e == GEMM_EPILOGUE_GELU_AUX_BIAS || e == GEMM_EPILOGUE_DGELU_BGRAD || e == GEMM_EPILOGUE_DGELU;
+}
+
+static void set_pointers(cublasLtMatmulDesc_t desc, const Gemm *g) {
+    if (g->epilogue != GEMM_EPILOGUE_NONE && g->epilogue != GEMM_EPILOGUE_DGELU)
+        CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &g->bias,
+                                                    sizeof g->bias));
+    if (reads_or_writes_aux(g->epilogue))
+        CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER,
+                                                    &g->aux, sizeof g->aux));
+}
+
+enum { MAX_CANDIDATES = 8 };
+int gemm_autotune = -1;
+
+static void run_plan(const Plan *p, const Gemm *g, const cublasLtMatmulAlgo_t *algo);
+
+// Times each candidate (the fastest of 5 runs after two warm-ups: the minimum is the most
+// repeatable statistic for a kernel this long) and returns the fastest.
+static cublasLtMatmulAlgo_t fastest(const Plan *p, const Gemm *g, const cublasLtMatmulHeuristicResult_t *r,
+                                    int n) {
+    cudaEvent_t start, stop;
+    CUDA_CHECK(cudaEventCreate(&start));
+    CUDA_CHECK(cudaEventCreate(&stop));
+    int best = 0;
+    float best_ms = 1e30f;
+    for (int i = 0; i < n; i++) {
+        run_plan(p, g, &r[i].algo);
+        run_plan(p, g, &r[i].algo);
+        float fastest_run = 1e30f;
+        for (int k = 0; k < 5; k++) {
+            float t;
+            CUDA_CHECK(cudaEventRecord(start, 0));
+            run_plan(p, g, &r[i].algo);
+            CUDA_CHECK(cudaEventRecord(stop, 0));
+            CUDA_CHECK(cudaEventSynchronize(stop));
+            CUDA_CHECK(cudaEventElapsedTime(&t, start, stop));
+            if (t < fastest_run) fastest_run = t;
+        }
+        if (fastest_run < best_ms) best_ms = fastest_run, best = i;
+    }
+    CUDA_CHECK(cudaEventDestroy(start));
+    CUDA_CHECK(cudaEventDestroy(stop));
+    return r[best].algo;
+}
+
+// gemm_autotune if set, else the environment's GEMM_AUTOTUNE (off unless it is 1).
+static int autotuning(void) {
+    if (gemm_autotune >= 0) return gemm_autotune;
+    const char *env = getenv("GEMM_AUTOTUNE");
+    return env && !strcmp(env, "1");
+}
+
+static Plan *make_plan(const PlanKey *key, const Gemm *g) {
+    if (num_plans == MAX_PLANS) DIE("more than %d GEMM shapes: raise MAX_PLANS", MAX_PLANS);
+    Plan *p = &plans[num_plans];
+    p->key = *key;
+    cudaDataType_t t = g->dtype == DTYPE_BF16 ? CUDA_R_16BF : CUDA_R_16F;
+    CUBLAS_CHECK(cublasLtMatmulDescCreate(&p->desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+    cublasOperation_t ta = g->trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, tb = g->trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
+    CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
+    CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
+    cublasLtEpilogue_t epi = lt_epilogue(g->epilogue);
+    CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi));
+    if (reads_or_writes_aux(g->epilogue))
+        CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD,
+                                                    &g->aux_ld, sizeof g->aux_ld));
+    set_pointers(p->desc, g);
+    // Stored shapes: op(A) is m x k, so A itself is m x k or k x m; likewise B.
+    CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p->a, t, g->trans_a ? g->k : g->m, g->trans_a ? g->m : g->k, g->lda));
+    CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p->b, t, g->trans_b ? g->n : g->k, g->trans_b ? g->k : g->n, g->ldb));
+    CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p->c, t, g->m, g->n, g->ldd));
+    CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p->d, t, g->m, g->n, g->ldd));
+    cublasLtMatmulPreference_t pref;
+    size_t ws_bytes;
+    gpu_workspace(&ws_bytes);
+    CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
+    CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+                                                      &ws_bytes, sizeof ws_bytes));
+    const int tune = autotuning();
+    cublasLtMatmulHeuristicResult_t results[MAX_CANDIDATES];
+    int found = 0;
+    CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic((cublasLtHandle_t)gpu_cublaslt_handle(), p->desc, p->a,
+                                                p->b, p->c, p->d, pref, tune ? MAX_CANDIDATES : 1,
+                                                results, &found));
+    cublasLtMatmulPreferenceDestroy(pref);
+    if (!found)
+        DIE("cuBLASLt has no algorithm for m=%lld n=%lld k=%lld (trans %d%d, epilogue %d)",
+            (long long)g->m, (long long)g->n, (long long)g->k, g->trans_a, g->trans_b, g->epilogue);
+    p->algo = results[0].algo;
+    // The heuristic's first choice is good, not always best (notably with epilogues): if
+    // asked, time its candidates once on the real operands and keep the fastest. Not when D
+    // is also C: the trial runs would add the residual more than once.
+    if (tune && found > 1 && g->c != g->d) p->algo = fastest(p, g, results, found);
+    num_plans++;
+    return p;
+}
+
+static Plan *find_plan(const Gemm *g) {
+    PlanKey key;
+    memset(&key, 0, sizeof key);  // padding too: keys are compared with memcmp
+    key.trans_a = g->trans_a, key.trans_b = g->trans_b, key.has_c = g->c != NULL;
+    key.epilogue = g->epilogue, key.dtype = g->dtype;
+    key.m = g->m, key.n = g->n, key.k = g->k;
+    key.lda = g->lda, key.ldb = g->ldb, key.ldd = g->ldd, key.aux_ld = g->aux_ld;
+    for (int i = 0; i < num_plans; i++) {
+        if (!memcmp(&plans[i].key, &key, sizeof key)) {
+            cache_hits++;
+            return &plans[i];
+        }
+    }
+    return make_plan(&key, g);
+}
+
+static void run_plan(const Plan *p, const Gemm *g, const cublasLtMatmulAlgo_t *algo) {
+    set_pointers(p->desc, g);
+    const float alpha = 1.0f, beta = g->c ? 1.0f : 0.0f;
+    size_t ws_bytes;
+    void *ws = gpu_workspace(&ws_bytes);
+    CUBLAS_CHECK(cublasLtMatmul((cublasLtHandle_t)gpu_cublaslt_handle(), p->desc, &alpha, g->a, p->a, g->b,
+                                p->b, &beta, g->c ? g->c : g->d, p->c, g->d, p->d, algo, ws, ws_bytes, 0));
+}
+
+void gemm_run(const Gemm *g) {
+    Plan *p = find_plan(g);
+    run_plan(p, g, &p->algo);
+}
+
+void gemm_clear_plans(void) {
+    for (int i = 0; i < num_plans; i++) {
+        cublasLtMatmulDescDestroy(plans[i].desc);
+        cublasLtMatrixLayoutDestroy(plans[i].a);
+        cublasLtMatrixLayoutDestroy(plans[i].b);
+        cublasLtMatrixLayoutDestroy(plans[i].c);
+        cublasLtMatrixLayoutDestroy(plans[i].d);
+    }
+    num_plans = 0;
+    cache_hits = 0;
+}

@@ -1,0 +1,68 @@
+// One matrix product on cuBLASLt, with its epilogue, its algorithm chosen once per shape.
+//
+// Everything here is in cuBLASLt's own (column-major) terms: D = alpha op(A) op(B) + beta C,
+// D is m x n. The modules (linear.c) translate their row-major products into these terms.
+//
+// Why cuBLASLt rather than cublasGemmEx: its epilogues run inside the GEMM's last stage,
+// on the tile while it is still in registers. Adding a bias, applying GELU (and keeping
+// its input for backward), or summing a bias gradient then costs no extra pass over
+// device memory - the first kind of fusion this course shows.
+#ifndef MODULES_GEMM_H
+#define MODULES_GEMM_H
+
+#include <stdint.h>
+
+#include "common/core/layer.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum {
+    GEMM_EPILOGUE_NONE,       // D = AB (+ C)
+    GEMM_EPILOGUE_BIAS,       // D = AB + bias[row]                          (bias: m values)
+    GEMM_EPILOGUE_GELU_AUX_BIAS,  // aux = AB + bias[row]; D = GELU(aux)   (aux: m x n, ld aux_ld)
+    GEMM_EPILOGUE_DGELU_BGRAD,    // D = AB * GELU'(aux); bias = sum over columns of D
+    GEMM_EPILOGUE_DGELU,      // D = AB * GELU'(aux)                        (aux as above)
+    GEMM_EPILOGUE_BGRADB,     // D = AB; bias = sum of B over the k dimension (n values)
+} GemmEpilogue;
+
+typedef struct {
+    int trans_a, trans_b;  // 1: op(X) = X^T
+    int64_t m, n, k;
+    const void *a;
+    int64_t lda;
+    const void *b;
+    int64_t ldb;
+    const void *c;  // added with beta = 1 when not NULL (a residual); ldc = ldd
+    void *d;
+    int64_t ldd;
+    GemmEpilogue epilogue;
+    void *bias;  // bias (read) or bias gradient (written), per the epilogue
+    void *aux;   // GELU's input (written by GELU_AUX_BIAS, read by DGELU(_BGRAD))
+    int64_t aux_ld;
+    DType dtype;  // of A, B, C, D, bias and aux; accumulation is float32
+} Gemm;
+
+// Runs the product on the default stream.
+void gemm_run(const Gemm *g);
+
+// Which algorithm a shape gets when it is first seen. 0: cuBLASLt's heuristic's first choice;
+// 1: time the heuristic's candidates on the real operands and keep the fastest ("autotuning").
+// -1 (the default): what the environment says, GEMM_AUTOTUNE=1 or 0, else 0 - so any step can
+// be timed both ways, `GEMM_AUTOTUNE=1 step04_transformer_layer`, as TE exposes its knobs.
+// Off by default: on the H100, step 04 was faster with the heuristic's choices in each of 5
+// paired runs (docs/results.md); the timing of single candidates picked worse ones.
+extern int gemm_autotune;
+// Forget every plan (the next call of each shape plans again).
+void gemm_clear_plans(void);
+
+// How many distinct shapes have been planned so far, and how many calls found their plan in
+// the cache (for tests and curiosity).
+void gemm_cache_stats(int *plans, long *hits);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif  // MODULES_GEMM_H

@@ -1,0 +1,65 @@
+// LayerNormMLP: y = FC2(GELU(FC1(LayerNorm(x)))) (+ residual) as one module.
+//
+// The fusions, all in cuBLASLt epilogues:
+//   forward   FC1's GEMM adds the bias, applies GELU and keeps GELU's input (its "aux"
+//             output) for backward: no separate bias and GELU kernels, no extra pass;
+//             FC2's GEMM adds its bias and, optionally, the residual (beta = 1).
+//   backward  the weight-gradient GEMMs sum the bias gradients (BGRADB); the LayerNorm
+//             backward adds the residual's gradient in the same pass. GELU' runs where
+//             `gelu_backward` says (GeluBackward below): by default in FC2's input-gradient
+//             GEMM (the DGELU epilogue, reading the saved aux), with db1 still summed by
+//             FC1's weight-gradient GEMM. Not DGELU_BGRAD, which sums db1 in the same
+//             epilogue: on the H100 with cuBLAS 13.1 it made that GEMM 0.9 ms slower.
+#ifndef MODULES_LAYERNORM_MLP_H
+#define MODULES_LAYERNORM_MLP_H
+
+#include "modules/layernorm.h"
+#include "modules/linear.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+// Where the backward applies GELU' and sums db1 (the module test checks all three; time
+// them with common/modules:gemm_bench or by setting gelu_backward after init):
+typedef enum {
+    // A plain GEMM, then GELU' as one elementwise pass that reads FC2's input gradient and
+    // the saved aux and writes d(fc1_pre) (0.28 ms at the quickstart's shape); FC1's
+    // weight-gradient GEMM sums db1 (BGRADB).
+    GELU_BACKWARD_SEPARATE_PASS,
+    // FC2's input-gradient epilogue applies GELU' (DGELU, reading the aux), so d(fc1_pre) is
+    // written once and the pass is gone; FC1's weight-gradient GEMM sums db1 (BGRADB). The
+    // default: on the H100 the epilogue costs the GEMM about 0-0.2 ms, less than the pass,
+    // and step 04 got 0.1-0.3 ms faster (docs/results.md).
+    GELU_BACKWARD_IN_EPILOGUE,
+    // DGELU_BGRAD: GELU' and db1 both in FC2's input-gradient epilogue (measured 1 ms slower
+    // than the plain GEMM at the quickstart's shape, docs/results.md).
+    GELU_BACKWARD_IN_EPILOGUE_WITH_BGRAD,
+} GeluBackward;
+
+typedef struct {
+    LayerNorm ln;
+    Linear fc1, fc2;
+    GeluBackward gelu_backward;  // set to GELU_BACKWARD_IN_EPILOGUE by init
+    void *ln_out;     // [tokens, hidden]
+    void *fc1_pre;    // [tokens, ffn] FC1's output before GELU (the epilogue's aux)
+    void *gelu_out;   // [tokens, ffn]
+    void *d_fc1_pre;  // [tokens, ffn]
+    void *d_ln_out;   // [tokens, hidden]
+} LayerNormMLP;
+
+void layernorm_mlp_init(LayerNormMLP *m, int hidden, int ffn, int64_t max_tokens, float eps,
+                        const float *gamma, const float *beta, const float *w1, const float *b1,
+                        const float *w2, const float *b2, DType dtype);
+void layernorm_mlp_free(LayerNormMLP *m);
+// y = FC2(GELU(FC1(LN(x)))) + residual (residual may be NULL).
+void layernorm_mlp_forward(LayerNormMLP *m, const void *x, void *y, int64_t tokens, const void *residual);
+// dx = d/dx of the above applied to dy, + dresidual (may be NULL or alias dx).
+void layernorm_mlp_backward(LayerNormMLP *m, const void *dy, const void *dresidual, void *dx,
+                            int64_t tokens);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif  // MODULES_LAYERNORM_MLP_H

@@ -1,0 +1,82 @@
+#include "modules/linear.h"
+
+#include <stddef.h>
+
+#include "common/core/errors.h"
+#include "common/gpu/gpu.h"
+#include "modules/gemm.h"
+
+void linear_init(Linear *l, int in, int out, const float *weight, const float *bias, DType dtype) {
+    l->in = in;
+    l->out = out;
+    l->dtype = dtype;
+    l->weight = dev_upload(weight, (int64_t)in * out, dtype);
+    l->dweight = dev_alloc((size_t)in * out * dtype_bytes(dtype));
+    l->bias = bias ? dev_upload(bias, out, dtype) : NULL;
+    l->dbias = bias ? dev_alloc((size_t)out * dtype_bytes(dtype)) : NULL;
+    l->saved_x = NULL;
+}
+
+void linear_free(Linear *l) {
+    dev_free(l->weight);
+    dev_free(l->dweight);
+    dev_free(l->bias);
+    dev_free(l->dbias);
+}
+
+// Row-major Y [T, out] = X [T, in] W^T is column-major Y^T [out x T] = W^T... in cuBLASLt's
+// terms: A = W stored column-major as [in x out] (so op(A) = A^T is out x in), B = X stored
+// as [in x T]; D = [out x T] with leading dimension out. The epilogue's bias runs along D's
+// rows, i.e. along `out`: exactly a Linear's bias.
+void linear_gemm_forward(const Linear *l, const void *x, void *y, int64_t tokens, int epilogue,
+                         void *bias, void *aux, const void *residual) {
+    Gemm g = {.trans_a = 1, .trans_b = 0, .m = l->out, .n = tokens, .k = l->in,
+              .a = l->weight, .lda = l->in, .b = x, .ldb = l->in, .c = residual, .d = y,
+              .ldd = l->out, .epilogue = (GemmEpilogue)epilogue, .bias = bias, .aux = aux,
+              .aux_ld = l->out, .dtype = l->dtype};
+    gemm_run(&g);
+}
+
+// Row-major dX [T, in] = dY [T, out] W [out, in]: column-major dX^T [in x T] = A B with
+// A = W stored as [in x out] (no transpose) and B = dY stored as [out x T].
+void linear_gemm_backward_input(const Linear *l, const void *dy, void *dx, int64_t tokens,
+                                int epilogue, void *bias, void *aux) {
+    Gemm g = {.trans_a = 0, .trans_b = 0, .m = l->in, .n = tokens, .k = l->out,
+              .a = l->weight, .lda = l->in, .b = dy, .ldb = l->out, .d = dx, .ldd = l->in,
+              .epilogue = (GemmEpilogue)epilogue, .bias = bias, .aux = aux, .aux_ld = l->in,
+              .dtype = l->dtype};
+    gemm_run(&g);
+}
+
+// Row-major dW [out, in] = dY^T X: column-major dW^T [in x out] = A B^T with A = X stored as
+// [in x T] and B = dY stored as [out x T]. BGRADB sums B over the k dimension (tokens): the
+// bias gradient, for free.
+void linear_gemm_backward_weight(const Linear *l, const void *dy, const void *x, int64_t tokens) {
+    Gemm g = {.trans_a = 0, .trans_b = 1, .m = l->in, .n = l->out, .k = tokens,
+              .a = x, .lda = l->in, .b = dy, .ldb = l->out, .d = l->dweight, .ldd = l->in,
+              .epilogue = l->bias ? GEMM_EPILOGUE_BGRADB : GEMM_EPILOGUE_NONE, .bias = l->dbias,
+              .dtype = l->dtype};
+    gemm_run(&g);
+}
+
+void linear_forward(Linear *l, const void *x, void *y, int64_t tokens, const void *residual) {
+    l->saved_x = x;
+    linear_gemm_forward(l, x, y, tokens, l->bias ? GEMM_EPILOGUE_BIAS : GEMM_EPILOGUE_NONE, l->bias,
+                        NULL, residual);
+}
+
+void linear_backward(Linear *l, const void *dy, void *dx, int64_t tokens) {
+    if (!l->saved_x) DIE("linear_backward before linear_forward");
+    if (dx) linear_gemm_backward_input(l, dy, dx, tokens, GEMM_EPILOGUE_NONE, NULL, NULL);
+    linear_gemm_backward_weight(l, dy, l->saved_x, tokens);
+}
+
+void linear_load_params(Linear *l, const float *weight, const float *bias) {
+    dev_upload_to(l->weight, weight, (int64_t)l->in * l->out, l->dtype);
+    if (l->bias && bias) dev_upload_to(l->bias, bias, l->out, l->dtype);
+}
+
+void linear_read_grads(const Linear *l, float *dweight, float *dbias) {
+    dev_download(dweight, l->dweight, (int64_t)l->in * l->out, l->dtype);
+    if (l->bias && dbias) dev_download(dbias, l->dbias, l->out, l->dtype);
+}

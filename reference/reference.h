@@ -1,0 +1,107 @@
+// The CPU reference: the whole layer, forward and backward, in plain textbook C.
+//
+// This is the ground truth every GPU step is checked against. It favours clarity over
+// speed: float32 storage, double accumulation, one loop nest per formula. Each op has a
+// forward and a backward function so that single GPU kernels can be tested against it
+// too. All tensors are row-major float arrays.
+#ifndef REFERENCE_REFERENCE_H
+#define REFERENCE_REFERENCE_H
+
+#include <stdint.h>
+
+#include "common/core/layer.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+// ---- LayerNorm over the last axis: y = (x - mean) * rstd * gamma + beta ----------------
+// mean and rstd (= 1 / sqrt(var + eps), biased variance) are saved per row for backward.
+void ref_layernorm_forward(const float *x, const float *gamma, const float *beta, int64_t rows,
+                           int cols, float eps, float *y, float *mean, float *rstd);
+// Overwrites dx, dgamma and dbeta.
+void ref_layernorm_backward(const float *dy, const float *x, const float *gamma, const float *mean,
+                            const float *rstd, int64_t rows, int cols, float *dx, float *dgamma,
+                            float *dbeta);
+
+// ---- Linear: y[rows, out] = x[rows, in] @ w[out, in]^T + b[out] (b may be NULL) ---------
+void ref_linear_forward(const float *x, const float *w, const float *b, int64_t rows, int in,
+                        int out, float *y);
+// Overwrites dx[rows, in], dw[out, in] and db[out] (db may be NULL).
+void ref_linear_backward(const float *dy, const float *x, const float *w, int64_t rows, int in,
+                         int out, float *dx, float *dw, float *db);
+
+// ---- GELU, tanh approximation: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) ---------
+void ref_gelu_forward(const float *x, int64_t n, float *y);
+void ref_gelu_backward(const float *dy, const float *x, int64_t n, float *dx);
+
+// ---- Dropout with the Philox mask of common/core/philox.h: y = keep ? x / (1 - p) : 0 -------
+// Element i of the array is keyed by its flat index i; p is the drop probability as drawn, a
+// multiple of 1/256 (common/core/philox.h), so the scale is dropout_keep_scale(p).
+void ref_dropout_forward(const float *x, int64_t n, float p, uint64_t seed, uint64_t offset,
+                         float *y);
+void ref_dropout_backward(const float *dy, int64_t n, float p, uint64_t seed, uint64_t offset,
+                          float *dx);
+
+// ---- Attention on the fused QKV layout ------------------------------------------------
+// qkv is [seq, batch, heads, 3*d] with each head's 3*d values split [q | k | v];
+// ctx is [seq, batch, heads, d] (= [seq, batch, hidden]).
+// probs, if not NULL, receives the softmax probabilities before dropout, [batch, heads,
+// seq, seq]: backward needs them. The dropout mask of probability (b, h, i, j) is keyed by
+// attention_dropout_index(b * heads + h, i, j, seq) (common/core/philox.h). causal: key j > query
+// i is masked.
+void ref_attention_forward(const float *qkv, int seq, int batch, int heads, int head_dim,
+                           float p_drop, int causal, uint64_t seed, uint64_t offset, float *ctx,
+                           float *probs);
+// dqkv (same layout as qkv) is overwritten. probs: as saved by the forward.
+void ref_attention_backward(const float *dctx, const float *qkv, const float *probs, int seq,
+                            int batch, int heads, int head_dim, float p_drop, int causal,
+                            uint64_t seed, uint64_t offset, float *dqkv);
+
+// The same two on a contiguous group of `heads` heads, [head_offset, head_offset + heads),
+// of a layer with total_heads heads: a tensor-parallel rank's share (qkv, ctx and probs
+// hold just those heads). Only the dropout mask depends on where the group sits: the
+// probability (b, h, i, j) of local head h is keyed by the GLOBAL head head_offset + h, so
+// the ranks together draw exactly the masks of the unsharded layer.
+void ref_attention_forward_heads(const float *qkv, int seq, int batch, int heads, int head_dim,
+                                 int head_offset, int total_heads, float p_drop, int causal,
+                                 uint64_t seed, uint64_t offset, float *ctx, float *probs);
+void ref_attention_backward_heads(const float *dctx, const float *qkv, const float *probs,
+                                  int seq, int batch, int heads, int head_dim, int head_offset,
+                                  int total_heads, float p_drop, int causal, uint64_t seed,
+                                  uint64_t offset, float *dqkv);
+
+// ---- The whole layer --------------------------------------------------------------------
+// One training step: forward from in->x, backward from in->dy; fills res->out, res->dx and
+// every parameter gradient. `step` selects the dropout masks (dropout_offset(step, site)).
+void ref_layer_train_step(const LayerConfig *cfg, const LayerParams *params,
+                          const LayerInputs *in, uint64_t step, LayerResults *res);
+
+// The same training step with the Linears' operands rounded the way an FP8 step rounds them
+// (step 05): `quantize` is applied to a copy of each Linear's input and weight (is_gradient
+// 0) before its products, and to each Linear's output gradient (is_gradient 1) before the
+// input- and weight-gradient products. Bias gradients use the unrounded gradient.
+typedef struct RefQuantizer {
+    void (*quantize)(const struct RefQuantizer *q, float *x, int64_t n, int is_gradient);
+    const void *ctx;
+} RefQuantizer;
+
+void ref_layer_train_step_quantized(const LayerConfig *cfg, const LayerParams *params, const LayerInputs *in,
+                                    uint64_t step, const RefQuantizer *q, LayerResults *res);
+
+// Its Linears, for the references of other layers in FP8 (step 06): ref_linear_forward and
+// ref_linear_backward on rounded copies of the operands; q NULL: exact.
+void ref_linear_forward_quantized(const RefQuantizer *q, const float *x, const float *w, const float *b,
+                                  int64_t rows, int in, int out, float *y);
+void ref_linear_backward_quantized(const RefQuantizer *q, const float *dy, const float *x, const float *w,
+                                   int64_t rows, int in, int out, float *dx, float *dw, float *db);
+
+// Forward only (out = layer(x)); for finite-difference checks and loss curves.
+void ref_layer_forward(const LayerConfig *cfg, const LayerParams *params, const float *x,
+                       uint64_t step, float *out);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif  // REFERENCE_REFERENCE_H

@@ -1,0 +1,121 @@
+// Megatron-style tensor parallelism, simulated on the CPU: the reference layer applied shard
+// by shard for `tp` ranks inside one process, with the partial sums added up exactly where
+// the GPUs would call ncclAllReduce. It is how step 07 is proven without a GPU: the sharded
+// computation, gathered, must equal the unsharded reference (ref_layer_train_step).
+//
+// How the layer is cut (Megatron-LM, Shoeybi et al. 2019). Every rank holds the whole input
+// x and runs the LayerNorms itself (replicated); the two pairs of linears are cut so that
+// each pair needs ONE all-reduce forward and ONE backward:
+//
+//   qkv   column-parallel by heads: rank r owns heads [r H/tp, (r+1) H/tp). W_qkv's rows are
+//         ordered [head][q|k|v][d], so a head group is one contiguous block of 3h/tp rows.
+//   attn  local: a head only looks at its own q, k, v.
+//   proj  row-parallel: rank r owns the h/tp input columns of its heads and produces a
+//         PARTIAL [T, h] output; all-reduce(sum), then the bias, once.
+//   fc1   column-parallel (f/tp output rows), GELU local.
+//   fc2   row-parallel, partial outputs, all-reduce, bias once.
+//
+// Backward mirrors it: a column-parallel linear's input gradient dx = dy W is a partial sum
+// over the rank's output columns, so d(LN1 out) and d(LN2 out) are all-reduced.
+//
+// Parameters are sharded (qkv, fc1 weight and bias by rows; proj, fc2 weight by columns: each
+// rank's gradient is its own and stays local) or replicated (LN1, LN2, proj bias, fc2 bias:
+// every rank computes the SAME gradient from the same replicated activations, so plain TP
+// needs no all-reduce for them; with sequence parallelism each rank would see only its own
+// tokens and they would need one).
+#ifndef REFERENCE_TP_REFERENCE_H
+#define REFERENCE_TP_REFERENCE_H
+
+#include <stdint.h>
+
+#include "common/core/layer.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define TP_MAX_RANKS 64
+
+// How a parameter is split across the ranks.
+typedef enum {
+    TP_REPLICATED = 0,  // every rank holds all of it
+    TP_SPLIT_ROWS = 1,  // column-parallel linear: rank r holds output rows [r n/tp, (r+1) n/tp)
+    TP_SPLIT_COLS = 2,  // row-parallel linear: rank r holds input columns [r n/tp, (r+1) n/tp)
+} TpSplit;
+
+TpSplit tp_param_split(int id);
+const char *tp_split_name(TpSplit s);  // "replicated", "rows", "columns"
+
+// NULL if the layer can be cut tp ways, else a message saying why not (tp must divide the
+// heads, and so hidden and 3 hidden, and the ffn width).
+const char *tp_config_problem(const LayerConfig *cfg, int tp);
+
+// Shape of one rank's shard of a parameter; returns ndim.
+int tp_param_shard_shape(const LayerConfig *cfg, int tp, int id, int64_t shape[2]);
+int64_t tp_param_shard_numel(const LayerConfig *cfg, int tp, int id);
+
+// Shard-on-load: allocates `shard` and copies rank `rank`'s part of the unsharded parameters.
+void tp_shard_params(const LayerConfig *cfg, int tp, int rank, const LayerParams *full,
+                     LayerParams *shard);
+// Gathers tp shards back into unsharded tensors (full must be allocated, unsharded shapes):
+// split parameters are concatenated, replicated ones are taken from rank 0.
+void tp_gather_params(const LayerConfig *cfg, int tp, const LayerParams *shards,
+                      LayerParams *full);
+
+// Sum of the tp buffers, written back into every one of them: what ncclAllReduce(sum) does.
+// The partials are added in rank order, as a ring all-reduce might.
+void tp_sim_all_reduce(float *const *bufs, int tp, int64_t n);
+
+// One training step of the layer cut tp ways. res receives out, dx and the gathered
+// gradients (comparable with ref_layer_train_step). rank_grads, if not NULL, is an array of
+// tp LayerParams that receives each rank's own gradient shards (allocated here; free with
+// layer_params_free), e.g. to check that the replicated parameters' gradients agree.
+void tp_sim_layer_train_step(const LayerConfig *cfg, int tp, const LayerParams *params,
+                             const LayerInputs *in, uint64_t step, LayerResults *res,
+                             LayerParams *rank_grads);
+
+// ---- The step's own block: column-parallel Linear -> LayerNorm(f) -> row-parallel Linear ----
+// out = LN(x W1^T + b1) W2^T + b2, with x, out [T, h] and the LayerNorm over the f features.
+// Under TP the LayerNorm's input is split across the ranks by features. Two ways to cope:
+typedef enum {
+    TP_LN_SHARD_LOCAL = 0,  // each rank normalises its own f/tp slice with its own gamma/beta
+                            // slice: a GroupNorm with tp groups, NOT the unsharded function
+    TP_LN_EXACT = 1,        // per token, all-reduce the slice's sum and sum of squares (2
+                            // floats) for full-width statistics; backward all-reduces
+                            // sum(dy gamma) and sum(dy gamma xhat): the unsharded function
+} TpLnMode;
+
+typedef struct {
+    int hidden, ffn;
+    float *w1, *b1;       // [f, h], [f]
+    float *gamma, *beta;  // [f]
+    float *w2, *b2;       // [h, f], [h]
+} TpBlock;
+
+void tp_block_alloc(TpBlock *b, int hidden, int ffn);  // zero-filled
+void tp_block_free(TpBlock *b);
+void tp_block_init_random(TpBlock *b, uint64_t seed);
+
+typedef struct {
+    float *out, *dx;  // [T, h]
+    TpBlock grad;     // gradients, unsharded shapes (gathered)
+} TpBlockResults;
+
+void tp_block_results_alloc(TpBlockResults *r, int64_t tokens, int hidden, int ffn);
+void tp_block_results_free(TpBlockResults *r);
+
+// The unsharded block, forward and backward, on the reference/reference.h ops.
+void tp_block_reference(const TpBlock *p, const float *x, const float *dout, int64_t tokens,
+                        float eps, TpBlockResults *res);
+// The same cut tp ways (fc1 column-parallel, fc2 row-parallel), LayerNorm in `mode`; the
+// gradients are gathered into res->grad.
+void tp_block_sim(const TpBlock *p, const float *x, const float *dout, int64_t tokens, float eps,
+                  int tp, TpLnMode mode, TpBlockResults *res);
+// NULL if the block can be cut tp ways, else why not.
+const char *tp_block_problem(int hidden, int ffn, int tp);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif  // REFERENCE_TP_REFERENCE_H

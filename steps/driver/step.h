@@ -1,0 +1,91 @@
+// What a step is, and the driver every step's main() hands itself to.
+//
+// A step fills in a StepOps: how to build its layer on the GPU from host parameters, run one
+// training step (forward + backward) on device inputs, read its results back, and free it.
+// Everything else - flags, random or loaded weights, the timing loop (the "speedometer"),
+// --check against the CPU reference, --save, JSON - is the same for every step and lives in
+// step_main.c. A step's main.c is then just:
+//
+//     int main(int argc, char **argv) { return step_main(argc, argv, &STEP_01_NAIVE); }
+#ifndef STEPS_DRIVER_STEP_H
+#define STEPS_DRIVER_STEP_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+#include "common/core/layer.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct StepOps {
+    const char *id;         // "01_naive"
+    const char *title;      // "naive GPU port"
+    const char *whats_new;  // one line for the comparison table
+    // NULL if the step can run this configuration, else why not (e.g. head_dim 96).
+    const char *(*unsupported)(const LayerConfig *cfg);
+    // Upload `params` (already rounded to cfg->dtype) and allocate everything the step needs.
+    void *(*create)(const LayerConfig *cfg, const LayerParams *params);
+    // One training step: forward from d_x, backward from d_dy (device, cfg->dtype,
+    // [seq, batch, hidden]). `step` selects the dropout masks: dropout_offset(step, site).
+    void (*train_step)(void *state, const void *d_x, const void *d_dy, uint64_t step);
+    // Copy out, dx and every parameter gradient of the last train_step to host floats.
+    void (*read_results)(void *state, LayerResults *res);
+    void (*destroy)(void *state);
+    // Optional: step-specific flags. Return 1 if `flag` (with its `value`) was taken.
+    int (*parse_flag)(const char *flag, const char *value);
+    const char *flags_help;  // lines appended to --help, or NULL
+    // Optional: tolerances differ from the default (FP8). NULL: check_tolerance(dtype).
+    double (*tolerance)(const LayerConfig *cfg, int which);
+    // Optional: the CPU reference of a step that computes another layer (step 06's parallel
+    // layer). NULL: ref_layer_train_step, the serial layer.
+    void (*reference)(const LayerConfig *cfg, const LayerParams *params, const LayerInputs *in, uint64_t step,
+                      LayerResults *res);
+    // Optional, for training loops whose output gradient depends on the output (the FP8
+    // training demo, steps/05_fp8/train_demo.c): train_step's two halves, the output of the
+    // last forward (device, cfg->dtype), and new parameter values for the next step.
+    void (*forward)(void *state, const void *d_x, uint64_t step);
+    void (*backward)(void *state, const void *d_dy, uint64_t step);
+    const void *(*output)(const void *state);
+    void (*load_params)(void *state, const LayerParams *params);
+} StepOps;
+
+// Command line shared by all steps (see `--help`).
+typedef struct {
+    LayerConfig layer;
+    int warmup, iters;
+    int check;
+    int check_config_given;  // --preset or a dimension was given explicitly
+    const char *weights_path, *input_path, *save_path, *json_path;
+} Options;
+
+void options_defaults(Options *o);
+// Parses argv into o; unknown flags and bad values are errors (message, exit 1).
+void options_parse(int argc, char **argv, Options *o, const StepOps *step);
+
+// Results of one run, for the table and JSON.
+typedef struct {
+    double mean_ms, median_ms, min_ms;
+    double tflops;           // layer_train_flops / mean time
+    double peak_mib;         // peak device memory of the step (inputs included)
+    double max_rel_error;    // worst ||gpu - ref|| / ||ref|| over out, dx, grads (-1: not checked)
+    int check_passed;        // 1 passed, 0 failed, -1 not checked
+} StepReport;
+
+// Times the step: `warmup` untimed steps, then `iters` timed ones (CUDA events).
+StepReport step_time(const StepOps *step, const LayerConfig *cfg, const LayerParams *params,
+                     const LayerInputs *inputs, int warmup, int iters);
+// Runs one step on the GPU and the CPU reference from the same inputs and compares out, dx
+// and every gradient; prints a table to `log` (may be NULL). Fills max_rel_error/check_passed.
+void step_check(const StepOps *step, const LayerConfig *cfg, const LayerParams *params,
+                const LayerInputs *inputs, FILE *log, StepReport *report);
+
+// The whole program of a step binary.
+int step_main(int argc, char **argv, const StepOps *step);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif  // STEPS_DRIVER_STEP_H
