@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "common/gpu/cuda_check.h"
+#include "common/core/gpu_arch.h"
 #include "common/core/half.h"
 
 static char unavailable_reason[256];
@@ -38,6 +39,36 @@ void gpu_require(void) {
 
 const char *gpu_description(void) { return description; }
 int gpu_compute_capability(void) { return device_props.major * 10 + device_props.minor; }
+
+static int effective_cc = -1, cc_simulated;
+
+int gpu_effective_cc(void) {
+    if (effective_cc >= 0) return effective_cc;
+    effective_cc = gpu_compute_capability();
+    const char *sim = getenv("GPU_SIMULATE_CC");
+    if (sim && *sim) {
+        int cc = gpu_arch_parse_cc(sim);
+        if (cc < 0)
+            fail_user("GPU_SIMULATE_CC=%s: expected a compute capability such as 8.0, 8.6 or 8.9", sim);
+        if (cc > effective_cc)
+            fail_user("GPU_SIMULATE_CC=%s: a GPU can only be made to act as an older one, and this %s is %d.%d",
+                      sim, device_props.name, effective_cc / 10, effective_cc % 10);
+        cc_simulated = cc != effective_cc;
+        effective_cc = cc;
+    }
+    return effective_cc;
+}
+
+int gpu_cc_is_simulated(void) {
+    gpu_effective_cc();
+    return cc_simulated;
+}
+
+size_t gpu_max_smem_per_block(void) {
+    size_t device = device_props.sharedMemPerBlockOptin;
+    size_t generation = gpu_arch_max_smem_per_block(gpu_effective_cc());
+    return generation < device ? generation : device;
+}
 
 // ---- counted device memory --------------------------------------------------------------
 // A small table of live allocations is enough: steps make a few dozen of them.

@@ -22,7 +22,17 @@ const char *gpu_unavailable_reason(void);
 void gpu_require(void);
 // "NVIDIA H100 80GB HBM3, compute capability 9.0" (after gpu_require).
 const char *gpu_description(void);
-int gpu_compute_capability(void);  // e.g. 90
+int gpu_compute_capability(void);  // e.g. 90: the device's own
+
+// The compute capability that kernel dispatch and refusals use (after gpu_require): the
+// device's, or a lower one from the environment variable GPU_SIMULATE_CC ("8.0", "8.6", "8.9"),
+// so that the non-Hopper paths and the refusals of older GPUs run on a Hopper GPU. A value
+// that does not parse, or is above the device's, stops the program with a clear message.
+int gpu_effective_cc(void);
+int gpu_cc_is_simulated(void);
+// The most dynamic shared memory a block may use here, in bytes: the device's opt-in limit,
+// or the simulated generation's (common/core/gpu_arch.h) when that is smaller.
+size_t gpu_max_smem_per_block(void);
 
 // Device memory, counted: every step allocates through these so that the driver can
 // report its peak device memory.
