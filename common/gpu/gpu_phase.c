@@ -20,12 +20,15 @@ void gpu_phase_record_enter(Category c) { record(phase_marks_enter(&marks, c)); 
 
 void gpu_phase_record_leave(void) { record(phase_marks_leave(&marks)); }
 
+void gpu_phase_prepare(void) {
+    if (events) return;
+    phase_marks_init(&marks, MAX_MARKS);
+    events = xmalloc(sizeof(cudaEvent_t) * MAX_MARKS);
+    for (int i = 0; i < MAX_MARKS; i++) CUDA_CHECK(cudaEventCreate(&events[i]));
+}
+
 void gpu_phase_start_step(void) {
-    if (!events) {
-        phase_marks_init(&marks, MAX_MARKS);
-        events = xmalloc(sizeof(cudaEvent_t) * MAX_MARKS);
-        for (int i = 0; i < MAX_MARKS; i++) CUDA_CHECK(cudaEventCreate(&events[i]));
-    }
+    gpu_phase_prepare();
     record(phase_marks_start(&marks));
     gpu_phase_recording = 1;
 }

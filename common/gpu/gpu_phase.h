@@ -53,6 +53,9 @@ static inline void gpu_phase_end(void) {
         gpu_phase_end();         \
     } while (0)
 
+// Creates the events (a few ms, once), so that no cudaEventCreate runs while a step is being
+// recorded. gpu_phase_start_step calls it too.
+void gpu_phase_prepare(void);
 // Starts recording: records the step's first event. Call between steps, with the GPU idle
 // or busy (the first event is queued behind earlier work).
 void gpu_phase_start_step(void);
