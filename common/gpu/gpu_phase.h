@@ -16,8 +16,9 @@
 // events need nothing but the CUDA runtime - no libcupti on the GPU machine, no profiler -
 // and they bracket module calls, which is what the categories are: cuBLASLt runs the same
 // kernel for a forward and a weight-gradient GEMM, so a kernel's name cannot say which it
-// was, while the call site knows. Events recorded between kernels on one stream cost about a
-// microsecond of GPU time each, and a step of the quickstart has about 50 of them.
+// was, while the call site knows. An event is a small command in the stream between two
+// kernels; whether the recorded step is slower than the others is what the driver prints
+// (the recorded step against the timed steps' mean).
 //
 // All our kernels and cuBLAS calls run on the default (legacy) stream, so one stream's events
 // order them. Work on other streams (step 07's NCCL) is seen only where the default stream
