@@ -6,6 +6,7 @@
 #include "common/core/errors.h"
 #include "common/gpu/cuda_check.h"
 #include "common/gpu/gpu.h"
+#include "common/gpu/gpu_phase.h"
 #include "modules/fp8_gemm.h"
 #include "kernels/fp8/fp8_cast.h"
 
@@ -53,7 +54,7 @@ static void forward_from_fp8_input(Fp8Linear *l, void *y, int64_t tokens, int ad
                  .a_scale_inv = l->meta_w + FP8_META_SCALE_INV, .b = l->x8, .b_format = l->fwd_format,
                  .b_scale_inv = l->meta_x + FP8_META_SCALE_INV, .d = y, .ldd = out, .out_dtype = l->base.dtype,
                  .bias = add_bias ? l->base.bias : NULL, .fast_accum = 1};
-    fp8_gemm_run(&g);
+    GPU_PHASE(CAT_GEMM_FPROP, fp8_gemm_run(&g));
 }
 
 void fp8_linear_forward(Fp8Linear *l, const void *x, void *y, int64_t tokens, int add_bias) {
@@ -86,13 +87,13 @@ static void backward_from_fp8_dy(Fp8Linear *l, void *dx, int64_t tokens) {
                      .a_scale_inv = l->meta_w + FP8_META_SCALE_INV, .b = l->dy8, .b_format = l->bwd_format,
                      .b_scale_inv = l->meta_dy + FP8_META_SCALE_INV, .d = dx, .ldd = in,
                      .out_dtype = l->base.dtype, .fast_accum = 0};
-    fp8_gemm_run(&dgrad);
+    GPU_PHASE(CAT_GEMM_DGRAD, fp8_gemm_run(&dgrad));
     // dW: D [in x out] = xt8 (stored [T x in])^T  dyt8 (stored [T x out])
     Fp8Gemm wgrad = {.m = in, .n = out, .k = tokens, .a = l->xt8, .a_format = l->fwd_format,
                      .a_scale_inv = l->meta_x + FP8_META_SCALE_INV, .b = l->dyt8, .b_format = l->bwd_format,
                      .b_scale_inv = l->meta_dy + FP8_META_SCALE_INV, .d = l->base.dweight, .ldd = in,
                      .out_dtype = l->base.dtype, .fast_accum = 0};
-    fp8_gemm_run(&wgrad);
+    GPU_PHASE(CAT_GEMM_WGRAD, fp8_gemm_run(&wgrad));
 }
 
 void fp8_linear_backward(Fp8Linear *l, const void *dy, void *dx, int64_t tokens) {

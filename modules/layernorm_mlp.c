@@ -1,6 +1,7 @@
 #include "modules/layernorm_mlp.h"
 
 #include "common/gpu/gpu.h"
+#include "common/gpu/gpu_phase.h"
 #include "modules/gemm.h"
 #include "kernels/fused/elementwise.h"
 
@@ -64,6 +65,6 @@ void layernorm_mlp_backward(LayerNormMLP *m, const void *dy, const void *dresidu
                   .d = m->fc1.dweight, .ldd = m->fc1.in,
                   .epilogue = db1_summed ? GEMM_EPILOGUE_NONE : GEMM_EPILOGUE_BGRADB,
                   .bias = m->fc1.dbias, .dtype = m->fc1.dtype};
-    gemm_run(&wgrad);
+    GPU_PHASE(CAT_GEMM_WGRAD, gemm_run(&wgrad));
     layernorm_backward(&m->ln, m->d_ln_out, dresidual, dx, tokens);
 }

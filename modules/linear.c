@@ -4,6 +4,7 @@
 
 #include "common/core/errors.h"
 #include "common/gpu/gpu.h"
+#include "common/gpu/gpu_phase.h"
 #include "modules/gemm.h"
 
 void linear_init(Linear *l, int in, int out, const float *weight, const float *bias, DType dtype) {
@@ -34,7 +35,7 @@ void linear_gemm_forward(const Linear *l, const void *x, void *y, int64_t tokens
               .a = l->weight, .lda = l->in, .b = x, .ldb = l->in, .c = residual, .d = y,
               .ldd = l->out, .epilogue = (GemmEpilogue)epilogue, .bias = bias, .aux = aux,
               .aux_ld = l->out, .dtype = l->dtype};
-    gemm_run(&g);
+    GPU_PHASE(CAT_GEMM_FPROP, gemm_run(&g));
 }
 
 // Row-major dX [T, in] = dY [T, out] W [out, in]: column-major dX^T [in x T] = A B with
@@ -45,7 +46,7 @@ void linear_gemm_backward_input(const Linear *l, const void *dy, void *dx, int64
               .a = l->weight, .lda = l->in, .b = dy, .ldb = l->out, .d = dx, .ldd = l->in,
               .epilogue = (GemmEpilogue)epilogue, .bias = bias, .aux = aux, .aux_ld = l->in,
               .dtype = l->dtype};
-    gemm_run(&g);
+    GPU_PHASE(CAT_GEMM_DGRAD, gemm_run(&g));
 }
 
 // Row-major dW [out, in] = dY^T X: column-major dW^T [in x out] = A B^T with A = X stored as
@@ -56,7 +57,7 @@ void linear_gemm_backward_weight(const Linear *l, const void *dy, const void *x,
               .a = x, .lda = l->in, .b = dy, .ldb = l->out, .d = l->dweight, .ldd = l->in,
               .epilogue = l->bias ? GEMM_EPILOGUE_BGRADB : GEMM_EPILOGUE_NONE, .bias = l->dbias,
               .dtype = l->dtype};
-    gemm_run(&g);
+    GPU_PHASE(CAT_GEMM_WGRAD, gemm_run(&g));
 }
 
 void linear_forward(Linear *l, const void *x, void *y, int64_t tokens, const void *residual) {

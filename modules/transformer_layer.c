@@ -2,6 +2,7 @@
 
 #include "common/core/errors.h"
 #include "common/gpu/gpu.h"
+#include "common/gpu/gpu_phase.h"
 #include "modules/gemm.h"
 #include "common/core/philox.h"
 #include "kernels/attention/flash_attention.h"
@@ -46,8 +47,10 @@ void transformer_layer_forward(TransformerLayer *t, const void *x, void *out, ui
     const int64_t n = layer_tokens(c);
     t->saved_x = x;
     layernorm_linear_forward(&t->ln_qkv, x, t->qkv, n);
+    gpu_phase(CAT_ATTN_FWD);
     flash_attention_forward(t->qkv, t->ctx, t->lse, c->seq, c->batch, c->heads, layer_head_dim(c), c->dtype,
                             c->attn_dropout, c->causal, c->seed, dropout_offset(step, DROPOUT_SITE_ATTENTION));
+    gpu_phase_end();
     // The projection's GEMM without its bias: bias, dropout and the residual add follow in
     // one elementwise pass.
     linear_gemm_forward(&t->proj, t->ctx, t->proj_out, n, GEMM_EPILOGUE_NONE, NULL, NULL, NULL);
@@ -64,9 +67,11 @@ void transformer_layer_backward(TransformerLayer *t, const void *dout, void *dx,
     add_dropout_backward(t->d_y, NULL, NULL, t->d_proj, n * c->hidden, c->hidden_dropout, c->seed,
                          dropout_offset(step, DROPOUT_SITE_HIDDEN), c->dtype);
     linear_backward(&t->proj, t->d_proj, t->d_ctx, n);  // the bias gradient from BGRADB
+    gpu_phase(CAT_ATTN_BWD);
     flash_attention_backward(t->qkv, t->ctx, t->d_ctx, t->lse, t->d_qkv, t->attn_scratch, c->seq, c->batch,
                              c->heads, layer_head_dim(c), c->dtype, c->attn_dropout, c->causal, c->seed,
                              dropout_offset(step, DROPOUT_SITE_ATTENTION));
+    gpu_phase_end();
     layernorm_linear_backward(&t->ln_qkv, t->d_qkv, t->d_y, dx, n);
 }
 

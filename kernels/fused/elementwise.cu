@@ -1,4 +1,5 @@
 #include "common/core/philox.h"
+#include "common/gpu/gpu_phase.h"
 #include "kernels/device_utils.cuh"
 #include "kernels/fused/elementwise.h"
 
@@ -115,27 +116,33 @@ extern "C" void bias_dropout_add_forward(const void *x, const void *bias, const 
                                          uint64_t offset, DType dtype) {
     int64_t n = rows * cols;
     require_multiple_of_8(cols, "bias_dropout_add_forward");
+    gpu_phase(CAT_ELEMENTWISE);
     DISPATCH_DTYPE(dtype, T,
                    bias_dropout_add_kernel<T><<<grid_for(n, PER_THREAD), 256>>>(
                        (const T *)x, (const T *)bias, (const T *)residual, (T *)out, n, cols, p,
                        philox_keys(seed), offset));
     CHECK_LAUNCH();
+    gpu_phase_end();
 }
 
 extern "C" void add_dropout_backward(const void *a, const void *b, void *grad_sum, void *grad_z,
                                      int64_t n, float p, uint64_t seed, uint64_t offset,
                                      DType dtype) {
     require_multiple_of_8(n, "add_dropout_backward");
+    gpu_phase(CAT_ELEMENTWISE);
     DISPATCH_DTYPE(dtype, T,
                    add_dropout_backward_kernel<T><<<grid_for(n, PER_THREAD), 256>>>(
                        (const T *)a, (const T *)b, (T *)grad_sum, (T *)grad_z, n, p, philox_keys(seed), offset));
     CHECK_LAUNCH();
+    gpu_phase_end();
 }
 
 extern "C" void add_inplace(void *a, const void *b, int64_t n, DType dtype) {
     require_multiple_of_8(n, "add_inplace");
+    gpu_phase(CAT_ELEMENTWISE);
     DISPATCH_DTYPE(dtype, T, add_inplace_kernel<T><<<grid_for(n, 8), 256>>>((T *)a, (const T *)b, n));
     CHECK_LAUNCH();
+    gpu_phase_end();
 }
 
 // ---- GELU on strided views ---------------------------------------------------------------
@@ -164,17 +171,21 @@ __global__ void gelu_strided_kernel(const T *dy, int64_t dy_row, const T *x, int
 extern "C" void gelu_forward_strided(const void *x, int64_t x_row, void *y, int64_t y_row, int64_t rows, int cols,
                                      DType dtype) {
     require_multiple_of_8(cols, "gelu_forward_strided");
+    gpu_phase(CAT_ELEMENTWISE);
     DISPATCH_DTYPE(dtype, T,
                    gelu_strided_kernel<T><<<grid_for(rows * cols, 8), 256>>>(NULL, 0, (const T *)x, x_row, (T *)y,
                                                                           y_row, rows, cols));
     CHECK_LAUNCH();
+    gpu_phase_end();
 }
 
 extern "C" void gelu_backward_strided(const void *dy, int64_t dy_row, const void *x, int64_t x_row, void *dx,
                                       int64_t dx_row, int64_t rows, int cols, DType dtype) {
     require_multiple_of_8(cols, "gelu_backward_strided");
+    gpu_phase(CAT_ELEMENTWISE);
     DISPATCH_DTYPE(dtype, T,
                    gelu_strided_kernel<T><<<grid_for(rows * cols, 8), 256>>>((const T *)dy, dy_row, (const T *)x,
                                                                           x_row, (T *)dx, dx_row, rows, cols));
     CHECK_LAUNCH();
+    gpu_phase_end();
 }

@@ -17,6 +17,7 @@
 #include "common/fp8/fp8_recipe.h"
 #include "steps/driver/fp8_step.h"
 #include "common/gpu/gpu.h"
+#include "common/gpu/gpu_phase.h"
 #include "modules/fp8_linear.h"
 #include "modules/layernorm.h"
 #include "common/core/philox.h"
@@ -99,8 +100,10 @@ static void forward(void *state, const void *x, uint64_t step) {
     const Fp8Input qkv_in = fp8_linear_input(&s->lin[QKV]), fc1_in = fp8_linear_input(&s->lin[FC1]);
     layernorm_forward_fp8(&s->ln1, x, qkv_in.data, qkv_in.scale, qkv_in.amax, qkv_in.format, t);
     fp8_linear_forward_fp8_input(&s->lin[QKV], s->qkv, t, 1);
+    gpu_phase(CAT_ATTN_FWD);
     flash_attention_forward(s->qkv, s->ctx, s->lse, c->seq, c->batch, c->heads, d, c->dtype, c->attn_dropout,
                             c->causal, c->seed, attn_off);
+    gpu_phase_end();
     fp8_linear_forward(&s->lin[PROJ], s->ctx, s->proj, t, 0);
     bias_dropout_add_forward(s->proj, s->lin[PROJ].base.bias, x, s->y, t, (int)h, c->hidden_dropout, c->seed,
                              hid_off, c->dtype);
@@ -121,8 +124,10 @@ static void backward(void *state, const void *dout, uint64_t step) {
     layernorm_backward(&s->ln2, s->d_ln2, dout, s->d_y, t);
     add_dropout_backward(s->d_y, NULL, NULL, s->d_proj, t * h, c->hidden_dropout, c->seed, hid_off, c->dtype);
     fp8_linear_backward(&s->lin[PROJ], s->d_proj, s->d_ctx, t);
+    gpu_phase(CAT_ATTN_BWD);
     flash_attention_backward(s->qkv, s->ctx, s->d_ctx, s->lse, s->d_qkv, s->attn_scratch, c->seq, c->batch,
                              c->heads, d, c->dtype, c->attn_dropout, c->causal, c->seed, attn_off);
+    gpu_phase_end();
     fp8_linear_backward(&s->lin[QKV], s->d_qkv, s->d_ln1, t);
     layernorm_backward(&s->ln1, s->d_ln1, s->d_y, s->dx, t);
     // Delayed scaling: the next step's scales from this step's (and earlier) amaxes.
@@ -211,4 +216,5 @@ const StepOps STEP_05_FP8 = {
                   "  --fp8-log FILE             write every FP8 tensor's amax and scale per step (CSV)\n",
     .tolerance = fp8_step_tolerance,
     .reference = reference,
+    .variant = {LAYER_SERIAL, 1, 1},  // its four GEMMs in FP8, for --breakdown's floors
 };

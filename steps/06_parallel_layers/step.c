@@ -18,6 +18,7 @@
 #include "common/core/errors.h"
 #include "steps/driver/fp8_step.h"
 #include "common/gpu/gpu.h"
+#include "common/gpu/gpu_phase.h"
 #include "modules/fp8_linear.h"
 #include "modules/gemm.h"
 #include "modules/layernorm.h"
@@ -129,17 +130,21 @@ static void train_fused(Step06 *s, const void *x, const void *dout, uint64_t ste
     // GEMM sums the branches; bias, dropout and the residual in one pass.
     layernorm_forward(&s->ln, x, s->a, t);
     input_gemm_forward(s, t);
+    gpu_phase(CAT_ATTN_FWD);
     flash_attention_forward_strided(s->in_out, n_in, s->cat, k_out, s->lse, c->seq, c->batch, c->heads, d, c->dtype,
                                     c->attn_dropout, c->causal, c->seed, attn_off);
+    gpu_phase_end();
     gelu_forward_strided((char *)s->in_out + 3 * h * e, n_in, (char *)s->cat + h * e, k_out, t, (int)f, c->dtype);
     output_gemm_forward(s, t);
     bias_dropout_add_forward(s->z, output_bias(s), x, s->y, t, (int)h, c->hidden_dropout, c->seed, hid_off, c->dtype);
     // Backward.
     add_dropout_backward(dout, NULL, NULL, s->d_z, t * h, c->hidden_dropout, c->seed, hid_off, c->dtype);
     output_gemm_backward(s, t);  // d[ctx | g], dW_out, db_out
+    gpu_phase(CAT_ATTN_BWD);
     flash_attention_backward_strided(s->in_out, n_in, s->cat, s->d_cat, k_out, s->lse, s->d_in, s->attn_scratch,
                                      c->seq, c->batch, c->heads, d, c->dtype, c->attn_dropout, c->causal, c->seed,
                                      attn_off);
+    gpu_phase_end();
     gelu_backward_strided((char *)s->d_cat + h * e, k_out, (char *)s->in_out + 3 * h * e, n_in,
                           (char *)s->d_in + 3 * h * e, n_in, t, (int)f, c->dtype);
     input_gemm_backward(s, t);
@@ -158,8 +163,10 @@ static void train_unfused(Step06 *s, const void *x, const void *dout, uint64_t s
     layernorm_forward(&s->ln, x, s->a, t);
     linear_forward(&s->qkv, s->a, s->qkv_out, t, NULL);
     linear_forward(&s->fc1, s->a, s->h1, t, NULL);
+    gpu_phase(CAT_ATTN_FWD);
     flash_attention_forward(s->qkv_out, s->ctx, s->lse, c->seq, c->batch, c->heads, d, c->dtype, c->attn_dropout,
                             c->causal, c->seed, attn_off);
+    gpu_phase_end();
     gelu_forward_strided(s->h1, f, s->g, f, t, (int)f, c->dtype);
     linear_forward(&s->proj, s->ctx, s->z, t, NULL);
     linear_forward(&s->fc2, s->g, s->z2, t, NULL);
@@ -168,8 +175,10 @@ static void train_unfused(Step06 *s, const void *x, const void *dout, uint64_t s
     add_dropout_backward(dout, NULL, NULL, s->d_z, t * h, c->hidden_dropout, c->seed, hid_off, c->dtype);
     linear_backward(&s->proj, s->d_z, s->d_ctx, t);
     linear_backward(&s->fc2, s->d_z, s->d_g, t);
+    gpu_phase(CAT_ATTN_BWD);
     flash_attention_backward(s->qkv_out, s->ctx, s->d_ctx, s->lse, s->d_qkv, s->attn_scratch, c->seq, c->batch,
                              c->heads, d, c->dtype, c->attn_dropout, c->causal, c->seed, attn_off);
+    gpu_phase_end();
     gelu_backward_strided(s->d_g, f, s->h1, f, s->d_h1, f, t, (int)f, c->dtype);
     linear_backward(&s->fc1, s->d_h1, s->d_a, t);
     linear_backward(&s->qkv, s->d_qkv, s->d_a2, t);
@@ -255,6 +264,7 @@ const StepOps STEP_06_PARALLEL_LAYERS = {
     .flags_help = "  --unfused            the same parallel layer with four separate Linears\n"
                   "  --fp8                its two fused GEMMs in FP8 (delayed scaling; step 05's flags)\n",
     .reference = ref_parallel_train_step,
+    .variant = {LAYER_PARALLEL, 0, 1},  // for --breakdown's floors
 };
 
 const StepOps STEP_06_PARALLEL_UNFUSED = {
@@ -267,6 +277,7 @@ const StepOps STEP_06_PARALLEL_UNFUSED = {
     .read_results = read_results,
     .destroy = destroy,
     .reference = ref_parallel_train_step,
+    .variant = {LAYER_PARALLEL, 0, 1},
 };
 
 const StepOps STEP_06_PARALLEL_FP8 = {
@@ -282,4 +293,5 @@ const StepOps STEP_06_PARALLEL_FP8 = {
     .flags_help = FP8_RECIPE_FLAGS_HELP,
     .tolerance = fp8_step_tolerance,
     .reference = reference_fp8,
+    .variant = {LAYER_PARALLEL, 1, 1},
 };
