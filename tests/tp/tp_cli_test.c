@@ -81,8 +81,8 @@ static void test_shared_flags(void **state) {
                            "5", "--warmup", "1", "--iters", "2", "--tp", "4", NULL},
            NULL, "must divide the number of heads (2)");
     expect((char *const[]){TP_BIN, "--preset", "small", "--attn-dropout", "0.1", "--hidden-dropout", "0.1",
-                           "--dtype", "bf16", "--ffn", "1002", "--tp", "4", NULL},
-           NULL, "must divide ffn (1002)");
+                           "--dtype", "bf16", "--heads", "16", "--ffn", "1000", "--tp", "16", NULL},
+           NULL, "must divide ffn (1000)");
     expect((char *const[]){TP_BIN, "--dropout", "2", NULL}, NULL, "--dropout expects a probability");
     expect((char *const[]){TP_BIN, "--preset", "small", "--sequence-parallel", "--seq", "131", "--tp", "2", NULL},
            NULL, "must divide seq (131)");
