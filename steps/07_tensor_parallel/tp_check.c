@@ -38,9 +38,9 @@ int tp_check_layer_rank(const LayerConfig *c, int tp, int rank, const TpLayer *l
         if (e > worst) worst = e;
     }
     const int passed = worst <= tol;
-    printf("rank %d  check %s (%s, against the unsharded %s reference; worst %.2e, tolerance %.0e)\n", rank,
-           passed ? "passed" : "FAILED", tp_variant_name(v), v->layer == TP_LAYER_PARALLEL ? "parallel" : "serial",
-           worst, tol);
+    printf("rank %d  check: %s, max relative error %.2e (%s, against the unsharded %s reference; tolerance %.0e)\n",
+           rank, passed ? "CHECK PASSED" : "CHECK FAILED", worst, tp_variant_name(v),
+           v->layer == TP_LAYER_PARALLEL ? "parallel" : "serial", tol);
     free(x);
     layer_params_free(&want), layer_params_free(&got);
     layer_results_free(&ref);
@@ -82,9 +82,9 @@ int tp_check_block_rank(const LayerConfig *c, int tp, int rank, const TpBlockGpu
     for (size_t i = 0; i < sizeof errs / sizeof errs[0]; i++) worst = errs[i] > worst ? errs[i] : worst;
     const int passed = worst <= tol;
     printf("rank %d  block (%s): vs the CPU simulation out %.1e dx %.1e dW1 %.1e db1 %.1e dW2 %.1e dgamma %.1e "
-           "dbeta %.1e db2 %.1e -> check %s; out vs the UNSHARDED block %.1e\n",
+           "dbeta %.1e db2 %.1e -> check: %s; out vs the UNSHARDED block %.1e\n",
            rank, b->mode == TP_LN_EXACT ? "exact" : "shard-local", errs[0], errs[1], errs[2], errs[3], errs[4],
-           errs[5], errs[6], errs[7], passed ? "passed" : "FAILED", e_out_unsharded);
+           errs[5], errs[6], errs[7], passed ? "CHECK PASSED" : "CHECK FAILED", e_out_unsharded);
     free(y), free(want_w2);
     tp_block_free(&got);
     tp_block_results_free(&sim), tp_block_results_free(&ref);

@@ -8,7 +8,8 @@
 //   the block  out, dx and the rank's gradient slices against the CPU simulation of the same
 //              LayerNorm mode (tp_block_sim: for the shard-local mode that is NOT the
 //              unsharded block), and, for information, out against the unsharded block
-// Tolerance: check_tolerance(dtype). One line per tensor, then "rank r  check passed|FAILED".
+// Tolerance: check_tolerance(dtype). One line per tensor, then
+// "rank r  check: CHECK PASSED|CHECK FAILED, max relative error ..." (the other steps' words).
 #ifndef STEPS_07_TENSOR_PARALLEL_TP_CHECK_H
 #define STEPS_07_TENSOR_PARALLEL_TP_CHECK_H
 
