@@ -62,16 +62,16 @@ if [[ $what == *bench* ]]; then
 fi
 
 gpus=$(nvidia-smi -L | wc -l)
-if [[ $what == *tp* ]] && [ "$gpus" -ge 2 ] && [ -x "$BIN/tp" ]; then
+if [[ $what == *tp* ]] && [ "$gpus" -ge 2 ] && [ -x "$BIN/step07_tensor_parallel" ]; then
   export NCCL_NVLS_ENABLE=0
   for dt in fp16 bf16; do
-    "$BIN/tp" --tp 2 --preset small --check --no-sweep --dtype $dt 2>&1 | tee -a "$OUT/tp.log" |
+    "$BIN/step07_tensor_parallel" --tp 2 --preset small --check --no-sweep --dtype $dt 2>&1 | tee -a "$OUT/tp.log" |
       grep -aE "check|error" | sed "s/^/tp check $dt: /" >> "$summary"
   done
   for tp in 1 2 4 8; do
     [ "$tp" -le "$gpus" ] || break
     sweep=--no-sweep; [ "$tp" -eq "$gpus" ] && sweep=
-    "$BIN/tp" --tp $tp $sweep 2>&1 | tee -a "$OUT/tp.log" | grep -aE "^rank 0:|error|<-" |
+    "$BIN/step07_tensor_parallel" --tp $tp $sweep 2>&1 | tee -a "$OUT/tp.log" | grep -aE "^rank 0:|error|<-" |
       sed "s/^/tp $tp: /" >> "$summary"
   done
 fi
