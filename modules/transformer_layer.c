@@ -4,17 +4,19 @@
 #include "common/gpu/gpu.h"
 #include "modules/gemm.h"
 #include "common/core/philox.h"
-#include "kernels/attention/flash_attention.h"
+#include "kernels/attention/attention.h"
 #include "kernels/fused/elementwise.h"
 
 const char *transformer_layer_unsupported(const LayerConfig *cfg) {
-    return flash_attention_unsupported(layer_head_dim(cfg));
+    const AttentionProblem attn = attention_layer_problem(cfg);
+    return attention_unsupported(&attn);
 }
 
 void transformer_layer_init(TransformerLayer *t, const LayerConfig *c, const LayerParams *p) {
     const char *why = transformer_layer_unsupported(c);
     if (why) fail_user("TransformerLayer: %s (head_dim %d)", why, layer_head_dim(c));
     t->cfg = *c;
+    t->attn = attention_layer_problem(c);
     const int h = c->hidden, f = c->ffn;
     const int64_t n = layer_tokens(c);
     float *const *w = p->tensor;
@@ -29,7 +31,7 @@ void transformer_layer_init(TransformerLayer *t, const LayerConfig *c, const Lay
     void **hs[] = {&t->ctx, &t->proj_out, &t->y, &t->d_y, &t->d_proj, &t->d_ctx};
     for (size_t i = 0; i < sizeof hs / sizeof hs[0]; i++) *hs[i] = dev_alloc((size_t)n * h * e);
     t->lse = dev_alloc((size_t)c->batch * c->heads * c->seq * sizeof(float));
-    t->attn_scratch = dev_alloc(flash_attention_backward_scratch_bytes(c->seq, c->batch, c->heads, layer_head_dim(c)));
+    t->attn_workspace = dev_alloc(attention_backward_workspace_bytes(&t->attn));
 }
 
 void transformer_layer_free(TransformerLayer *t) {
@@ -37,7 +39,7 @@ void transformer_layer_free(TransformerLayer *t) {
     linear_free(&t->proj);
     layernorm_mlp_free(&t->mlp);
     void *bufs[] = {t->qkv, t->d_qkv, t->ctx, t->proj_out, t->y, t->d_y, t->d_proj, t->d_ctx, t->lse,
-                    t->attn_scratch};
+                    t->attn_workspace};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) dev_free(bufs[i]);
 }
 
@@ -46,8 +48,8 @@ void transformer_layer_forward(TransformerLayer *t, const void *x, void *out, ui
     const int64_t n = layer_tokens(c);
     t->saved_x = x;
     layernorm_linear_forward(&t->ln_qkv, x, t->qkv, n);
-    flash_attention_forward(t->qkv, t->ctx, t->lse, c->seq, c->batch, c->heads, layer_head_dim(c), c->dtype,
-                            c->attn_dropout, c->causal, c->seed, dropout_offset(step, DROPOUT_SITE_ATTENTION));
+    const AttentionDropout attn_dropout = attention_layer_dropout(c, step);
+    attention_forward(&t->attn, &attn_dropout, t->qkv, t->ctx, t->lse);
     // The projection's GEMM without its bias: bias, dropout and the residual add follow in
     // one elementwise pass.
     linear_gemm_forward(&t->proj, t->ctx, t->proj_out, n, GEMM_EPILOGUE_NONE, NULL, NULL, NULL);
@@ -64,9 +66,8 @@ void transformer_layer_backward(TransformerLayer *t, const void *dout, void *dx,
     add_dropout_backward(t->d_y, NULL, NULL, t->d_proj, n * c->hidden, c->hidden_dropout, c->seed,
                          dropout_offset(step, DROPOUT_SITE_HIDDEN), c->dtype);
     linear_backward(&t->proj, t->d_proj, t->d_ctx, n);  // the bias gradient from BGRADB
-    flash_attention_backward(t->qkv, t->ctx, t->d_ctx, t->lse, t->d_qkv, t->attn_scratch, c->seq, c->batch,
-                             c->heads, layer_head_dim(c), c->dtype, c->attn_dropout, c->causal, c->seed,
-                             dropout_offset(step, DROPOUT_SITE_ATTENTION));
+    const AttentionDropout attn_dropout = attention_layer_dropout(c, step);
+    attention_backward(&t->attn, &attn_dropout, t->qkv, t->ctx, t->d_ctx, t->lse, t->d_qkv, t->attn_workspace);
     layernorm_linear_backward(&t->ln_qkv, t->d_qkv, t->d_y, dx, n);
 }
 

@@ -45,7 +45,7 @@
 #include "common/core/philox.h"
 #include "reference/tp_reference.h"
 #include "common/io/weights_io.h"
-#include "kernels/attention/flash_attention.h"
+#include "kernels/attention/attention.h"
 #include "kernels/fused/elementwise.h"
 #include "kernels/naive/bias.h"
 #include "steps/07_tensor_parallel/split_layernorm.h"
@@ -213,8 +213,9 @@ typedef struct {
     Linear proj;           // columns [h r/tp, h (r+1)/tp) of W_proj, no bias: added after the sum
     void *b_proj, *db_proj;  // replicated
     void *ln_out, *qkv_out, *ctx, *proj_out, *y, *d_proj, *d_ctx, *d_qkv, *d_ln, *dx;
+    AttentionProblem attn;  // this rank's heads [first_head, first_head + heads_local) of the layer's
     float *lse;
-    void *attn_scratch;
+    void *attn_workspace;
 } TpAttention;
 
 static void tp_attention_init(TpAttention *m, const LayerConfig *c, int tp, int rank, const LayerParams *shard) {
@@ -222,7 +223,9 @@ static void tp_attention_init(TpAttention *m, const LayerConfig *c, int tp, int 
     m->cfg = *c;
     m->heads_local = c->heads / tp, m->first_head = rank * m->heads_local;
     m->hl = c->hidden / tp, m->T = layer_tokens(c);
-    const int h = c->hidden, d = layer_head_dim(c);
+    const int h = c->hidden;
+    m->attn = attention_layer_problem(c);
+    m->attn.heads = m->heads_local, m->attn.total_heads = c->heads, m->attn.first_head = m->first_head;
     float *const *w = shard->tensor;
     layernorm_init(&m->ln1, h, m->T, c->eps, w[P_LN1_WEIGHT], w[P_LN1_BIAS], c->dtype);
     linear_init(&m->qkv, h, 3 * m->hl, w[P_QKV_WEIGHT], w[P_QKV_BIAS], c->dtype);
@@ -234,13 +237,13 @@ static void tp_attention_init(TpAttention *m, const LayerConfig *c, int tp, int 
     m->d_ln = dev_alloc(th), m->dx = dev_alloc(th);
     m->qkv_out = dev_alloc(3 * tl), m->d_qkv = dev_alloc(3 * tl), m->ctx = dev_alloc(tl), m->d_ctx = dev_alloc(tl);
     m->lse = dev_alloc((size_t)c->batch * m->heads_local * c->seq * sizeof(float));
-    m->attn_scratch = dev_alloc(flash_attention_backward_scratch_bytes(c->seq, c->batch, m->heads_local, d));
+    m->attn_workspace = dev_alloc(attention_backward_workspace_bytes(&m->attn));
 }
 
 static void tp_attention_free(TpAttention *m) {
     layernorm_free(&m->ln1), linear_free(&m->qkv), linear_free(&m->proj);
     void *bufs[] = {m->b_proj, m->db_proj, m->ln_out, m->qkv_out, m->ctx, m->proj_out, m->y, m->d_proj,
-                    m->d_ctx, m->d_qkv, m->d_ln, m->dx, m->lse, m->attn_scratch};
+                    m->d_ctx, m->d_qkv, m->d_ln, m->dx, m->lse, m->attn_workspace};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) dev_free(bufs[i]);
 }
 
@@ -250,9 +253,8 @@ static void tp_attention_forward(TpAttention *m, TpComm *comm, const void *x, ui
     const int h = c->hidden;
     layernorm_forward(&m->ln1, x, m->ln_out, m->T);                // replicated
     linear_forward(&m->qkv, m->ln_out, m->qkv_out, m->T, NULL);    // column-parallel: [T, 3h/tp]
-    flash_attention_forward_shard(m->qkv_out, m->ctx, m->lse, c->seq, c->batch, m->heads_local, c->heads,
-                                  m->first_head, layer_head_dim(c), c->dtype, c->attn_dropout, c->causal, c->seed,
-                                  dropout_offset(step, DROPOUT_SITE_ATTENTION));
+    const AttentionDropout attn_dropout = attention_layer_dropout(c, step);  // the unsharded layer's mask
+    attention_forward(&m->attn, &attn_dropout, m->qkv_out, m->ctx, m->lse);
     linear_forward(&m->proj, m->ctx, m->proj_out, m->T, NULL);     // row-parallel: a partial [T, h]
     timed_all_reduce(comm, m->proj_out, (size_t)(m->T * h), nccl_type(c->dtype), dtype_bytes(c->dtype));
     // The bias once, and the same dropout mask on every rank (same seed, same flat index).
@@ -268,9 +270,8 @@ static void tp_attention_backward(TpAttention *m, TpComm *comm, const void *dy, 
                          dropout_offset(step, DROPOUT_SITE_HIDDEN), c->dtype);
     bias_grad(m->d_proj, m->T, h, m->db_proj, c->dtype);       // replicated: same on every rank
     linear_backward(&m->proj, m->d_proj, m->d_ctx, m->T);      // dW_proj shard; d_ctx local
-    flash_attention_backward_shard(m->qkv_out, m->ctx, m->d_ctx, m->lse, m->d_qkv, m->attn_scratch, c->seq,
-                                   c->batch, m->heads_local, c->heads, m->first_head, layer_head_dim(c), c->dtype,
-                                   c->attn_dropout, c->causal, c->seed, dropout_offset(step, DROPOUT_SITE_ATTENTION));
+    const AttentionDropout attn_dropout = attention_layer_dropout(c, step);
+    attention_backward(&m->attn, &attn_dropout, m->qkv_out, m->ctx, m->d_ctx, m->lse, m->d_qkv, m->attn_workspace);
     linear_gemm_backward_input(&m->qkv, m->d_qkv, m->d_ln, m->T, GEMM_EPILOGUE_NONE, NULL, NULL);  // partial
     all_reduce_start(comm, m->d_ln, (size_t)(m->T * h), nccl_type(c->dtype), dtype_bytes(c->dtype));
     linear_gemm_backward_weight(&m->qkv, m->d_qkv, m->ln_out, m->T);  // dW_qkv, db_qkv shards, meanwhile
