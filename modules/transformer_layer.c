@@ -2,7 +2,6 @@
 
 #include "common/core/errors.h"
 #include "common/gpu/gpu.h"
-#include "modules/gemm.h"
 #include "common/core/philox.h"
 #include "kernels/attention/attention.h"
 #include "kernels/fused/elementwise.h"
@@ -12,6 +11,18 @@ const char *transformer_layer_unsupported(const LayerConfig *cfg) {
     return attention_unsupported(&attn);
 }
 
+// The layer's parameters (or gradients) that each fused module holds, by the module's names.
+static LayerNormLinearTensors ln_qkv_tensors(const LayerParams *p) {
+    float *const *w = p->tensor;
+    return (LayerNormLinearTensors){w[P_LN1_WEIGHT], w[P_LN1_BIAS], w[P_QKV_WEIGHT], w[P_QKV_BIAS]};
+}
+
+static LayerNormMLPTensors mlp_tensors(const LayerParams *p) {
+    float *const *w = p->tensor;
+    return (LayerNormMLPTensors){w[P_LN2_WEIGHT], w[P_LN2_BIAS], w[P_FC1_WEIGHT],
+                                 w[P_FC1_BIAS],   w[P_FC2_WEIGHT], w[P_FC2_BIAS]};
+}
+
 void transformer_layer_init(TransformerLayer *t, const LayerConfig *c, const LayerParams *p) {
     const char *why = transformer_layer_unsupported(c);
     if (why) fail_user("TransformerLayer: %s (head_dim %d)", why, layer_head_dim(c));
@@ -19,12 +30,11 @@ void transformer_layer_init(TransformerLayer *t, const LayerConfig *c, const Lay
     t->attn = attention_layer_problem(c);
     const int h = c->hidden, f = c->ffn;
     const int64_t n = layer_tokens(c);
-    float *const *w = p->tensor;
-    layernorm_linear_init(&t->ln_qkv, h, 3 * h, n, c->eps, w[P_LN1_WEIGHT], w[P_LN1_BIAS], w[P_QKV_WEIGHT],
-                          w[P_QKV_BIAS], c->dtype);
-    linear_init(&t->proj, h, h, w[P_PROJ_WEIGHT], w[P_PROJ_BIAS], c->dtype);
-    layernorm_mlp_init(&t->mlp, h, f, n, c->eps, w[P_LN2_WEIGHT], w[P_LN2_BIAS], w[P_FC1_WEIGHT], w[P_FC1_BIAS],
-                       w[P_FC2_WEIGHT], w[P_FC2_BIAS], c->dtype);
+    const LayerNormLinearTensors ln_qkv = ln_qkv_tensors(p);
+    const LayerNormMLPTensors mlp = mlp_tensors(p);
+    layernorm_linear_init(&t->ln_qkv, h, 3 * h, n, c->eps, &ln_qkv, c->dtype);
+    linear_init(&t->proj, h, h, p->tensor[P_PROJ_WEIGHT], p->tensor[P_PROJ_BIAS], c->dtype);
+    layernorm_mlp_init(&t->mlp, h, f, n, c->eps, &mlp, c->dtype);
     size_t e = dtype_bytes(c->dtype);
     t->qkv = dev_alloc((size_t)n * 3 * h * e);
     t->d_qkv = dev_alloc((size_t)n * 3 * h * e);
@@ -46,15 +56,13 @@ void transformer_layer_free(TransformerLayer *t) {
 void transformer_layer_forward(TransformerLayer *t, const void *x, void *out, uint64_t step) {
     const LayerConfig *c = &t->cfg;
     const int64_t n = layer_tokens(c);
-    t->saved_x = x;
     layernorm_linear_forward(&t->ln_qkv, x, t->qkv, n);
     const AttentionDropout attn_dropout = attention_layer_dropout(c, step);
     attention_forward(&t->attn, &attn_dropout, t->qkv, t->ctx, t->lse);
     // The projection's GEMM without its bias: bias, dropout and the residual add follow in
     // one elementwise pass.
-    linear_gemm_forward(&t->proj, t->ctx, t->proj_out, n, GEMM_EPILOGUE_NONE, NULL, NULL, NULL);
-    t->proj.saved_x = t->ctx;
-    bias_dropout_add_forward(t->proj_out, t->proj.bias, x, t->y, n, c->hidden, c->hidden_dropout, c->seed,
+    const void *proj_bias = linear_forward_return_bias(&t->proj, t->ctx, t->proj_out, n);
+    bias_dropout_add_forward(t->proj_out, proj_bias, x, t->y, n, c->hidden, c->hidden_dropout, c->seed,
                              dropout_offset(step, DROPOUT_SITE_HIDDEN), c->dtype);
     layernorm_mlp_forward(&t->mlp, t->y, out, n, t->y);
 }
@@ -72,21 +80,17 @@ void transformer_layer_backward(TransformerLayer *t, const void *dout, void *dx,
 }
 
 void transformer_layer_read_grads(const TransformerLayer *t, LayerParams *g) {
-    float **w = g->tensor;
-    layernorm_read_grads(&t->ln_qkv.ln, w[P_LN1_WEIGHT], w[P_LN1_BIAS]);
-    linear_read_grads(&t->ln_qkv.linear, w[P_QKV_WEIGHT], w[P_QKV_BIAS]);
-    linear_read_grads(&t->proj, w[P_PROJ_WEIGHT], w[P_PROJ_BIAS]);
-    layernorm_read_grads(&t->mlp.ln, w[P_LN2_WEIGHT], w[P_LN2_BIAS]);
-    linear_read_grads(&t->mlp.fc1, w[P_FC1_WEIGHT], w[P_FC1_BIAS]);
-    linear_read_grads(&t->mlp.fc2, w[P_FC2_WEIGHT], w[P_FC2_BIAS]);
+    const LayerNormLinearTensors ln_qkv = ln_qkv_tensors(g);
+    const LayerNormMLPTensors mlp = mlp_tensors(g);
+    layernorm_linear_read_grads(&t->ln_qkv, &ln_qkv);
+    linear_read_grads(&t->proj, g->tensor[P_PROJ_WEIGHT], g->tensor[P_PROJ_BIAS]);
+    layernorm_mlp_read_grads(&t->mlp, &mlp);
 }
 
 void transformer_layer_load_params(TransformerLayer *t, const LayerParams *p) {
-    float *const *w = p->tensor;
-    layernorm_load_params(&t->ln_qkv.ln, w[P_LN1_WEIGHT], w[P_LN1_BIAS]);
-    linear_load_params(&t->ln_qkv.linear, w[P_QKV_WEIGHT], w[P_QKV_BIAS]);
-    linear_load_params(&t->proj, w[P_PROJ_WEIGHT], w[P_PROJ_BIAS]);
-    layernorm_load_params(&t->mlp.ln, w[P_LN2_WEIGHT], w[P_LN2_BIAS]);
-    linear_load_params(&t->mlp.fc1, w[P_FC1_WEIGHT], w[P_FC1_BIAS]);
-    linear_load_params(&t->mlp.fc2, w[P_FC2_WEIGHT], w[P_FC2_BIAS]);
+    const LayerNormLinearTensors ln_qkv = ln_qkv_tensors(p);
+    const LayerNormMLPTensors mlp = mlp_tensors(p);
+    layernorm_linear_load_params(&t->ln_qkv, &ln_qkv);
+    linear_load_params(&t->proj, p->tensor[P_PROJ_WEIGHT], p->tensor[P_PROJ_BIAS]);
+    layernorm_mlp_load_params(&t->mlp, &mlp);
 }

@@ -33,7 +33,6 @@ typedef struct {
     float *lse;                       // [batch, heads, seq] from the attention forward
     void *d_y, *d_proj, *d_ctx, *d_qkv;
     void *attn_workspace;  // attention_backward_workspace_bytes(&attn)
-    const void *saved_x;
 } TransformerLayer;
 
 // NULL if the layer can run this configuration, else why not.

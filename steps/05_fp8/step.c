@@ -103,9 +103,8 @@ static void forward(void *state, const void *x, uint64_t step) {
     layernorm_forward_fp8(&s->ln1, x, qkv_in.data, qkv_in.scale, qkv_in.amax, qkv_in.format, t);
     fp8_linear_forward_fp8_input(&s->lin[QKV], s->qkv, t, 1);
     attention_forward(&s->attn, &attn_dropout, s->qkv, s->ctx, s->lse);
-    fp8_linear_forward(&s->lin[PROJ], s->ctx, s->proj, t, 0);
-    bias_dropout_add_forward(s->proj, s->lin[PROJ].base.bias, x, s->y, t, (int)h, c->hidden_dropout, c->seed,
-                             hid_off, c->dtype);
+    const void *proj_bias = fp8_linear_forward_return_bias(&s->lin[PROJ], s->ctx, s->proj, t);
+    bias_dropout_add_forward(s->proj, proj_bias, x, s->y, t, (int)h, c->hidden_dropout, c->seed, hid_off, c->dtype);
     layernorm_forward_fp8(&s->ln2, s->y, fc1_in.data, fc1_in.scale, fc1_in.amax, fc1_in.format, t);
     fp8_linear_forward_fp8_input(&s->lin[FC1], s->h1, t, 1);
     fp8_linear_forward_gelu(&s->lin[FC2], s->h1, s->out, t, 1);  // GELU goes straight to FP8
@@ -145,10 +144,10 @@ static void load_params(void *state, const LayerParams *p) {
     float *const *w = p->tensor;
     layernorm_load_params(&s->ln1, w[P_LN1_WEIGHT], w[P_LN1_BIAS]);
     layernorm_load_params(&s->ln2, w[P_LN2_WEIGHT], w[P_LN2_BIAS]);
-    linear_load_params(&s->lin[QKV].base, w[P_QKV_WEIGHT], w[P_QKV_BIAS]);
-    linear_load_params(&s->lin[PROJ].base, w[P_PROJ_WEIGHT], w[P_PROJ_BIAS]);
-    linear_load_params(&s->lin[FC1].base, w[P_FC1_WEIGHT], w[P_FC1_BIAS]);
-    linear_load_params(&s->lin[FC2].base, w[P_FC2_WEIGHT], w[P_FC2_BIAS]);
+    fp8_linear_load_params(&s->lin[QKV], w[P_QKV_WEIGHT], w[P_QKV_BIAS]);
+    fp8_linear_load_params(&s->lin[PROJ], w[P_PROJ_WEIGHT], w[P_PROJ_BIAS]);
+    fp8_linear_load_params(&s->lin[FC1], w[P_FC1_WEIGHT], w[P_FC1_BIAS]);
+    fp8_linear_load_params(&s->lin[FC2], w[P_FC2_WEIGHT], w[P_FC2_BIAS]);
 }
 
 static void read_results(void *state, LayerResults *r) {
@@ -160,10 +159,10 @@ static void read_results(void *state, LayerResults *r) {
     dev_download(r->dx, s->dx, n, c->dtype);
     layernorm_read_grads(&s->ln1, g[P_LN1_WEIGHT], g[P_LN1_BIAS]);
     layernorm_read_grads(&s->ln2, g[P_LN2_WEIGHT], g[P_LN2_BIAS]);
-    linear_read_grads(&s->lin[QKV].base, g[P_QKV_WEIGHT], g[P_QKV_BIAS]);
-    linear_read_grads(&s->lin[PROJ].base, g[P_PROJ_WEIGHT], g[P_PROJ_BIAS]);
-    linear_read_grads(&s->lin[FC1].base, g[P_FC1_WEIGHT], g[P_FC1_BIAS]);
-    linear_read_grads(&s->lin[FC2].base, g[P_FC2_WEIGHT], g[P_FC2_BIAS]);
+    fp8_linear_read_grads(&s->lin[QKV], g[P_QKV_WEIGHT], g[P_QKV_BIAS]);
+    fp8_linear_read_grads(&s->lin[PROJ], g[P_PROJ_WEIGHT], g[P_PROJ_BIAS]);
+    fp8_linear_read_grads(&s->lin[FC1], g[P_FC1_WEIGHT], g[P_FC1_BIAS]);
+    fp8_linear_read_grads(&s->lin[FC2], g[P_FC2_WEIGHT], g[P_FC2_BIAS]);
 }
 
 static void destroy(void *state) {

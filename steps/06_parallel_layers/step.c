@@ -19,7 +19,6 @@
 #include "steps/driver/fp8_step.h"
 #include "common/gpu/gpu.h"
 #include "modules/fp8_linear.h"
-#include "modules/gemm.h"
 #include "modules/layernorm.h"
 #include "modules/linear.h"
 #include "reference/parallel_reference.h"
@@ -102,22 +101,16 @@ static void *create_unfused(const LayerConfig *c, const LayerParams *p) { return
 static void *create_fp8(const LayerConfig *c, const LayerParams *p) { return create_common(c, p, 1, 1); }
 
 // The fused layer's two GEMMs, in 16 bits or in FP8. in: [q k v | h1] = a W_in^T + b_in.
-// out: z = [ctx | g] W_out^T, its bias left to the bias-dropout-add that follows.
+// out: z = [ctx | g] W_out^T; returns b_out, left to the bias-dropout-add that follows.
 static void input_gemm_forward(Step06 *s, int64_t t) {
     if (s->fp8) fp8_linear_forward(&s->in8, s->a, s->in_out, t, 1);
     else linear_forward(&s->in, s->a, s->in_out, t, NULL);
 }
 
-static void output_gemm_forward(Step06 *s, int64_t t) {
-    if (s->fp8) {
-        fp8_linear_forward(&s->out8, s->cat, s->z, t, 0);
-    } else {
-        linear_gemm_forward(&s->out, s->cat, s->z, t, GEMM_EPILOGUE_NONE, NULL, NULL, NULL);
-        s->out.saved_x = s->cat;
-    }
+static const void *output_gemm_forward(Step06 *s, int64_t t) {
+    return s->fp8 ? fp8_linear_forward_return_bias(&s->out8, s->cat, s->z, t)
+                  : linear_forward_return_bias(&s->out, s->cat, s->z, t);
 }
-
-static const void *output_bias(const Step06 *s) { return s->fp8 ? s->out8.base.bias : s->out.bias; }
 
 static void input_gemm_backward(Step06 *s, int64_t t) {
     if (s->fp8) fp8_linear_backward(&s->in8, s->d_in, s->d_a, t);
@@ -141,8 +134,8 @@ static void train_fused(Step06 *s, const void *x, const void *dout, uint64_t ste
     input_gemm_forward(s, t);
     attention_forward(&s->attn, &attn_dropout, s->in_out, s->cat, s->lse);
     gelu_forward_strided((char *)s->in_out + 3 * h * e, n_in, (char *)s->cat + h * e, k_out, t, (int)f, c->dtype);
-    output_gemm_forward(s, t);
-    bias_dropout_add_forward(s->z, output_bias(s), x, s->y, t, (int)h, c->hidden_dropout, c->seed, hid_off, c->dtype);
+    const void *out_bias = output_gemm_forward(s, t);
+    bias_dropout_add_forward(s->z, out_bias, x, s->y, t, (int)h, c->hidden_dropout, c->seed, hid_off, c->dtype);
     // Backward.
     add_dropout_backward(dout, NULL, NULL, s->d_z, t * h, c->hidden_dropout, c->seed, hid_off, c->dtype);
     output_gemm_backward(s, t);  // d[ctx | g], dW_out, db_out
@@ -200,8 +193,13 @@ static void read_results(void *state, LayerResults *r) {
         FusedParallelParams fg;
         fused_parallel_alloc(c, &fg);
         layernorm_read_grads(&s->ln, fg.ln_weight, fg.ln_bias);
-        linear_read_grads(s->fp8 ? &s->in8.base : &s->in, fg.w_in, fg.b_in);
-        linear_read_grads(s->fp8 ? &s->out8.base : &s->out, fg.w_out, fg.b_out);
+        if (s->fp8) {
+            fp8_linear_read_grads(&s->in8, fg.w_in, fg.b_in);
+            fp8_linear_read_grads(&s->out8, fg.w_out, fg.b_out);
+        } else {
+            linear_read_grads(&s->in, fg.w_in, fg.b_in);
+            linear_read_grads(&s->out, fg.w_out, fg.b_out);
+        }
         parallel_grads_from_fused(c, &fg, &r->grad);
         fused_parallel_free(&fg);
     } else {

@@ -272,9 +272,9 @@ static void tp_attention_backward(TpAttention *m, TpComm *comm, const void *dy, 
     linear_backward(&m->proj, m->d_proj, m->d_ctx, m->T);      // dW_proj shard; d_ctx local
     const AttentionDropout attn_dropout = attention_layer_dropout(c, step);
     attention_backward(&m->attn, &attn_dropout, m->qkv_out, m->ctx, m->d_ctx, m->lse, m->d_qkv, m->attn_workspace);
-    linear_gemm_backward_input(&m->qkv, m->d_qkv, m->d_ln, m->T, GEMM_EPILOGUE_NONE, NULL, NULL);  // partial
+    linear_dgrad(&m->qkv, m->d_qkv, m->d_ln, m->T);  // partial
     all_reduce_start(comm, m->d_ln, (size_t)(m->T * h), nccl_type(c->dtype), dtype_bytes(c->dtype));
-    linear_gemm_backward_weight(&m->qkv, m->d_qkv, m->ln_out, m->T);  // dW_qkv, db_qkv shards, meanwhile
+    linear_wgrad(&m->qkv, m->d_qkv, m->T, 1);  // dW_qkv, db_qkv shards, meanwhile
     all_reduce_finish(comm);
     layernorm_backward(&m->ln1, m->d_ln, dy, m->dx, m->T);     // + the residual's gradient
 }
@@ -325,9 +325,9 @@ static void tp_mlp_backward(TpMlp *m, TpComm *comm, const void *dout) {
     linear_backward(&m->fc2, dout, m->d_act, m->T);           // dW2 shard; d_act local [T, f/tp]
     bias_grad(dout, m->T, m->h, m->db2, m->dtype);            // replicated: same on every rank
     gelu_backward_strided(m->d_act, m->fl, m->fc1_out, m->fl, m->d_act, m->fl, m->T, m->fl, m->dtype);
-    linear_gemm_backward_input(&m->fc1, m->d_act, m->d_ln, m->T, GEMM_EPILOGUE_NONE, NULL, NULL);  // partial
+    linear_dgrad(&m->fc1, m->d_act, m->d_ln, m->T);  // partial
     all_reduce_start(comm, m->d_ln, (size_t)(m->T * m->h), nccl_type(m->dtype), 2);
-    linear_gemm_backward_weight(&m->fc1, m->d_act, m->ln_out, m->T);  // dW1, db1 shards, meanwhile
+    linear_wgrad(&m->fc1, m->d_act, m->T, 1);  // dW1, db1 shards, meanwhile
     all_reduce_finish(comm);
     layernorm_backward(&m->ln2, m->d_ln, dout, m->dx, m->T);  // + the residual's gradient
 }
