@@ -11,7 +11,8 @@
 #include "kernels/device_utils.cuh"
 
 // Forward: blocks of 128 queries (FWD_BLOCK_M, 4 warps of THREADS) over key tiles of BLOCK_N.
-// Backward: blocks of 128 keys (64 at d = 64; BwdTile) over query tiles of BLOCK_M.
+// Backward: blocks of 128 keys (64 at d = 64, and where shared memory is short; BwdTile) over
+// query tiles of BLOCK_M.
 static const int BLOCK_M = 64;
 static const int BLOCK_N = 64;
 static const int THREADS = 128;
