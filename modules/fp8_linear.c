@@ -31,7 +31,6 @@ void fp8_linear_init(Fp8Linear *l, int in, int out, int64_t max_tokens, const fl
     l->meta_x = new_meta(recipe->history_len);
     l->meta_w = new_meta(recipe->history_len);
     l->meta_dy = new_meta(recipe->history_len);
-    l->max_tokens = max_tokens;
     l->x8 = dev_alloc((size_t)max_tokens * in), l->xt8 = dev_alloc((size_t)max_tokens * in);
     l->w8 = dev_alloc((size_t)in * out), l->wt8 = dev_alloc((size_t)in * out);
     l->dy8 = dev_alloc((size_t)max_tokens * out), l->dyt8 = dev_alloc((size_t)max_tokens * out);
@@ -61,6 +60,11 @@ void fp8_linear_forward(Fp8Linear *l, const void *x, void *y, int64_t tokens, in
     fp8_cast_transpose(x, l->x8, l->xt8, tokens, l->base.in, l->meta_x + FP8_META_SCALE,
                        l->meta_x + FP8_META_HISTORY, l->fwd_format, l->base.dtype);
     forward_from_fp8_input(l, y, tokens, add_bias);
+}
+
+const void *fp8_linear_forward_return_bias(Fp8Linear *l, const void *x, void *y, int64_t tokens) {
+    fp8_linear_forward(l, x, y, tokens, 0);
+    return l->base.bias;
 }
 
 Fp8Input fp8_linear_input(Fp8Linear *l) {
@@ -116,6 +120,14 @@ void fp8_linear_backward_dgelu(Fp8Linear *l, const void *d_gelu_out, const void 
                                    l->meta_dy + FP8_META_SCALE, l->meta_dy + FP8_META_HISTORY, l->bwd_format,
                                    l->base.dtype, l->base.dbias, l->dbias_workspace);
     backward_from_fp8_dy(l, dx, tokens);
+}
+
+void fp8_linear_load_params(Fp8Linear *l, const float *weight, const float *bias) {
+    linear_load_params(&l->base, weight, bias);
+}
+
+void fp8_linear_read_grads(const Fp8Linear *l, float *dweight, float *dbias) {
+    linear_read_grads(&l->base, dweight, dbias);
 }
 
 void fp8_linear_update_scales(Fp8Linear *l) {

@@ -43,8 +43,24 @@ void gpu_require_device(int device) {
 
 void gpu_require(void) { gpu_require_device(0); }
 
-const char *gpu_description(void) { return description; }
-int gpu_compute_capability(void) { return device_props.major * 10 + device_props.minor; }
+// The current device's properties: gpu_require() reads device 0's; a program that picks its
+// device itself (step 07's ranks: cudaSetDevice(local_rank)) has them read on first use.
+static const struct cudaDeviceProp *props(void) {
+    if (device_props.major == 0) {
+        int device;
+        CUDA_CHECK(cudaGetDevice(&device));
+        CUDA_CHECK(cudaGetDeviceProperties(&device_props, device));
+        snprintf(description, sizeof description, "%s, compute capability %d.%d", device_props.name,
+                 device_props.major, device_props.minor);
+    }
+    return &device_props;
+}
+
+const char *gpu_description(void) {
+    props();
+    return description;
+}
+int gpu_compute_capability(void) { return props()->major * 10 + props()->minor; }
 
 static int effective_cc = -1, cc_simulated;
 
@@ -71,7 +87,7 @@ int gpu_cc_is_simulated(void) {
 }
 
 size_t gpu_max_smem_per_block(void) {
-    size_t device = device_props.sharedMemPerBlockOptin;
+    size_t device = props()->sharedMemPerBlockOptin;
     size_t generation = gpu_arch_max_smem_per_block(gpu_effective_cc());
     return generation < device ? generation : device;
 }

@@ -24,7 +24,7 @@
 #include "common/gpu/cuda_check.h"
 #include "common/gpu/gpu.h"
 #include "common/io/weights_io.h"
-#include "kernels/attention/flash_attention.h"
+#include "kernels/attention/attention.h"
 #include "reference/tp_layer_reference.h"
 #include "reference/tp_reference.h"
 #include "steps/07_tensor_parallel/layer_comm.h"
@@ -73,7 +73,10 @@ static int parse_flag(const char *f, const char *v) {
     return 0;
 }
 
-static const char *unsupported(const LayerConfig *c) { return flash_attention_unsupported(layer_head_dim(c)); }
+static const char *unsupported(const LayerConfig *c) {
+    const AttentionProblem p = attention_layer_problem(c);
+    return attention_unsupported(&p);
+}
 
 // The unsharded reference of the variant the flags chose.
 static void reference(const LayerConfig *c, const LayerParams *p, const LayerInputs *in, uint64_t step,

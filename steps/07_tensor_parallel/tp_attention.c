@@ -6,7 +6,7 @@
 #include "common/core/errors.h"
 #include "common/core/philox.h"
 #include "common/gpu/gpu.h"
-#include "kernels/attention/flash_attention.h"
+#include "kernels/attention/attention.h"
 #include "kernels/fused/elementwise.h"
 #include "kernels/naive/bias.h"
 #include "modules/gemm.h"
@@ -20,19 +20,28 @@ static void *tensor(TpAttention *m, int64_t rows, int64_t cols, int kept) {
     return dev_alloc(bytes);
 }
 
+// This rank's heads, [first_head, first_head + heads_local) of the layer's: the dropout mask is
+// the unsharded layer's.
+static AttentionProblem attention_problem(const TpAttention *m) {
+    AttentionProblem p = attention_layer_problem(&m->cfg);
+    p.heads = m->heads_local, p.total_heads = m->cfg.heads, p.first_head = m->first_head;
+    return p;
+}
+
 void tp_attention_init(TpAttention *m, const LayerConfig *c, int tp, int rank, int sequence_parallel,
                        const LayerParams *shard) {
     memset(m, 0, sizeof *m);
     const TpVariant v = {TP_LAYER_SERIAL, sequence_parallel, 0};
     const char *problem = tp_variant_problem(c, tp, &v);
     if (problem) fail_user("%s", problem);
-    const char *why = flash_attention_unsupported(layer_head_dim(c));
-    if (why) fail_user("step 07: %s", why);
     m->cfg = *c;
     m->tp = tp, m->rank = rank, m->sequence_parallel = sequence_parallel;
     m->heads_local = c->heads / tp, m->first_head = rank * m->heads_local, m->hl = c->hidden / tp;
+    const AttentionProblem ap = attention_problem(m);
+    const char *why = attention_unsupported(&ap);
+    if (why) fail_user("step 07: %s", why);
     m->T = layer_tokens(c), m->Tl = sequence_parallel ? m->T / tp : m->T;
-    const int h = c->hidden, d = layer_head_dim(c);
+    const int h = c->hidden;
     const int64_t T = m->T, Tl = m->Tl;
     float *const *w = shard->tensor;
     layernorm_init(&m->ln1, h, Tl, c->eps, w[P_LN1_WEIGHT], w[P_LN1_BIAS], c->dtype);
@@ -58,7 +67,7 @@ void tp_attention_init(TpAttention *m, const LayerConfig *c, int tp, int rank, i
     m->d_ln = tensor(m, T, h, 0);
     m->d_ln_loc = sequence_parallel ? tensor(m, Tl, h, 0) : m->d_ln;
     m->dx = tensor(m, Tl, h, 0);
-    m->attn_scratch = dev_alloc(flash_attention_backward_scratch_bytes(c->seq, c->batch, m->heads_local, d));
+    m->attn_scratch = dev_alloc(attention_backward_workspace_bytes(&ap));
 }
 
 void tp_attention_free(TpAttention *m) {
@@ -86,9 +95,9 @@ void tp_attention_forward(TpAttention *m, LayerComm *lc, const void *x, uint64_t
     layernorm_forward(&m->ln1, x, m->ln_loc, m->Tl);  // the rank's tokens
     const void *ln = layer_enter_region(lc, sp, m->ln_loc, m->ln, m->Tl * h, c->dtype);
     linear_forward(&m->qkv, ln, m->qkv_out, m->T, NULL);  // column-parallel: [T, 3h/tp]
-    flash_attention_forward_shard(m->qkv_out, m->ctx, m->lse, c->seq, c->batch, m->heads_local, c->heads,
-                                  m->first_head, layer_head_dim(c), c->dtype, c->attn_dropout, c->causal, c->seed,
-                                  dropout_offset(step, DROPOUT_SITE_ATTENTION));
+    const AttentionProblem ap = attention_problem(m);
+    const AttentionDropout drop = attention_layer_dropout(c, step);
+    attention_forward(&ap, &drop, m->qkv_out, m->ctx, m->lse);  // this rank's heads
     linear_forward(&m->proj, m->ctx, m->proj_out, m->T, NULL);  // row-parallel: a partial [T, h]
     layer_leave_region(lc, sp, m->proj_out, m->proj_loc, m->Tl * h, c->dtype, 0);
     // The bias once, and the unsharded layer's dropout mask on the rank's tokens.
@@ -103,15 +112,14 @@ void tp_attention_backward(TpAttention *m, LayerComm *lc, const void *dy, uint64
                             dropout_offset(step, DROPOUT_SITE_HIDDEN), first_element(m), c->dtype);
     bias_grad(m->d_proj_loc, m->Tl, h, m->db_proj, c->dtype);  // SP: over the rank's tokens only
     const void *d_proj = layer_enter_region(lc, sp, m->d_proj_loc, m->d_proj, m->Tl * h, c->dtype);
-    linear_gemm_backward_input(&m->proj, d_proj, m->d_ctx, m->T, GEMM_EPILOGUE_NONE, NULL, NULL);  // local
-    linear_gemm_backward_weight(&m->proj, d_proj, m->ctx, m->T);  // dW_proj shard
-    flash_attention_backward_shard(m->qkv_out, m->ctx, m->d_ctx, m->lse, m->d_qkv, m->attn_scratch, c->seq,
-                                   c->batch, m->heads_local, c->heads, m->first_head, layer_head_dim(c), c->dtype,
-                                   c->attn_dropout, c->causal, c->seed, dropout_offset(step, DROPOUT_SITE_ATTENTION));
-    linear_gemm_backward_input(&m->qkv, m->d_qkv, m->d_ln, m->T, GEMM_EPILOGUE_NONE, NULL, NULL);  // partial
+    linear_dgrad(&m->proj, d_proj, m->d_ctx, m->T);  // local
+    linear_wgrad(&m->proj, d_proj, m->T, 1);          // dW_proj shard
+    const AttentionProblem ap = attention_problem(m);
+    const AttentionDropout drop = attention_layer_dropout(c, step);
+    attention_backward(&ap, &drop, m->qkv_out, m->ctx, m->d_ctx, m->lse, m->d_qkv, m->attn_scratch);
+    linear_dgrad(&m->qkv, m->d_qkv, m->d_ln, m->T);  // partial
     layer_leave_region(lc, sp, m->d_ln, m->d_ln_loc, m->Tl * h, c->dtype, 1);  // on the side stream...
-    const void *ln = sp ? m->ln : m->ln_loc;
-    linear_gemm_backward_weight(&m->qkv, m->d_qkv, ln, m->T);  // ...while dW_qkv, db_qkv run
+    linear_wgrad(&m->qkv, m->d_qkv, m->T, 1);  // ...while dW_qkv, db_qkv run (x = ln, recorded)
     layer_side_wait(lc);
     layernorm_backward(&m->ln1, m->d_ln_loc, dy, m->dx, m->Tl);  // + the residual's gradient
     if (sp) {  // gamma, beta and b_proj saw only this rank's tokens: sum over the ranks

@@ -74,12 +74,12 @@ void tp_mlp_backward(TpMlp *m, LayerComm *lc, const void *dout) {
     const int h = m->cfg.hidden, sp = m->sequence_parallel;
     bias_grad(dout, m->Tl, h, m->db2, dt);  // SP: over the rank's tokens only
     const void *dout_all = layer_enter_region(lc, sp, dout, m->dout, m->Tl * h, dt);
-    linear_gemm_backward_input(&m->fc2, dout_all, m->d_act, m->T, GEMM_EPILOGUE_NONE, NULL, NULL);  // local
-    linear_gemm_backward_weight(&m->fc2, dout_all, m->act, m->T);  // dW2 shard
+    linear_dgrad(&m->fc2, dout_all, m->d_act, m->T);  // local
+    linear_wgrad(&m->fc2, dout_all, m->T, 1);          // dW2 shard
     gelu_backward_strided(m->d_act, m->fl, m->fc1_out, m->fl, m->d_act, m->fl, m->T, m->fl, dt);
-    linear_gemm_backward_input(&m->fc1, m->d_act, m->d_ln, m->T, GEMM_EPILOGUE_NONE, NULL, NULL);  // partial
+    linear_dgrad(&m->fc1, m->d_act, m->d_ln, m->T);  // partial
     layer_leave_region(lc, sp, m->d_ln, m->d_ln_loc, m->Tl * h, dt, 1);  // on the side stream...
-    linear_gemm_backward_weight(&m->fc1, m->d_act, sp ? m->ln : m->ln_loc, m->T);  // ...while dW1, db1 run
+    linear_wgrad(&m->fc1, m->d_act, m->T, 1);  // ...while dW1, db1 run (x = ln, recorded)
     layer_side_wait(lc);
     layernorm_backward(&m->ln2, m->d_ln_loc, dout, m->dx, m->Tl);  // + the residual's gradient
     if (sp) {  // gamma, beta and b2 saw only this rank's tokens: sum over the ranks

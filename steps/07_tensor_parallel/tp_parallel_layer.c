@@ -8,7 +8,7 @@
 #include "common/core/philox.h"
 #include "common/gpu/cuda_check.h"
 #include "common/gpu/gpu.h"
-#include "kernels/attention/flash_attention.h"
+#include "kernels/attention/attention.h"
 #include "kernels/fused/elementwise.h"
 #include "kernels/naive/bias.h"
 #include "modules/gemm.h"
@@ -21,18 +21,29 @@ static void *tensor(TpParallelLayer *m, int64_t rows, int64_t cols, int kept) {
     return dev_alloc(bytes);
 }
 
+// Attention on this rank's heads, read in place: q, k, v are the first 3 h/tp columns of the
+// fused input GEMM's output (row stride n_in), and ctx goes straight into the first h/tp
+// columns of the fused output GEMM's input (row stride k_out); their gradients likewise.
+static AttentionProblem attention_problem(const TpParallelLayer *m) {
+    AttentionProblem p = attention_layer_problem(&m->cfg);
+    p.heads = m->heads_local, p.total_heads = m->cfg.heads, p.first_head = m->first_head;
+    p.qkv_row_stride = m->n_in, p.ctx_row_stride = m->k_out;
+    return p;
+}
+
 void tp_parallel_layer_init(TpParallelLayer *m, const LayerConfig *c, int tp, int rank, int sequence_parallel,
                             const LayerParams *shard) {
     memset(m, 0, sizeof *m);
     const TpVariant v = {TP_LAYER_PARALLEL, sequence_parallel, 0};
     const char *problem = tp_variant_problem(c, tp, &v);
     if (problem) fail_user("%s", problem);
-    const char *why = flash_attention_unsupported(layer_head_dim(c));
-    if (why) fail_user("step 07: %s", why);
     m->cfg = *c;
     m->tp = tp, m->rank = rank, m->sequence_parallel = sequence_parallel;
     m->hl = c->hidden / tp, m->fl = c->ffn / tp, m->heads_local = c->heads / tp, m->first_head = rank * m->heads_local;
     m->n_in = 3 * m->hl + m->fl, m->k_out = m->hl + m->fl;
+    const AttentionProblem ap = attention_problem(m);
+    const char *why = attention_unsupported(&ap);
+    if (why) fail_user("step 07: %s", why);
     m->T = layer_tokens(c), m->Tl = sequence_parallel ? m->T / tp : m->T;
     const int h = c->hidden;
     const int64_t T = m->T, Tl = m->Tl;
@@ -48,8 +59,6 @@ void tp_parallel_layer_init(TpParallelLayer *m, const LayerConfig *c, int tp, in
     m->a_loc = tensor(m, Tl, h, 1);
     m->a = sequence_parallel ? tensor(m, T, h, 1) : m->a_loc;  // W_in's input, kept for its wgrad
     m->in_out = tensor(m, T, m->n_in, 1);                      // h1 for GELU's backward
-    m->qkv = tensor(m, T, 3 * m->hl, 1);
-    m->ctx = tensor(m, T, m->hl, 1);
     m->lse = dev_alloc((size_t)c->batch * m->heads_local * c->seq * sizeof(float));
     m->activation_bytes += (size_t)c->batch * m->heads_local * c->seq * sizeof(float);
     m->cat = tensor(m, T, m->k_out, 1);                        // W_out's input
@@ -59,34 +68,23 @@ void tp_parallel_layer_init(TpParallelLayer *m, const LayerConfig *c, int tp, in
     m->dz_loc = tensor(m, Tl, h, 0);
     m->dz = sequence_parallel ? tensor(m, T, h, 0) : m->dz_loc;
     m->d_cat = tensor(m, T, m->k_out, 0);
-    m->d_ctx = tensor(m, T, m->hl, 0);
-    m->d_qkv = tensor(m, T, 3 * m->hl, 0);
     m->d_in = tensor(m, T, m->n_in, 0);
     m->d_a = tensor(m, T, h, 0);
     m->d_a_loc = sequence_parallel ? tensor(m, Tl, h, 0) : m->d_a;
     m->dx = tensor(m, Tl, h, 0);
-    m->attn_scratch = dev_alloc(flash_attention_backward_scratch_bytes(c->seq, c->batch, m->heads_local,
-                                                                       layer_head_dim(c)));
+    m->attn_scratch = dev_alloc(attention_backward_workspace_bytes(&ap));
 }
 
 void tp_parallel_layer_free(TpParallelLayer *m) {
     layernorm_free(&m->ln), linear_free(&m->in), linear_free(&m->out);
-    void *bufs[] = {m->b_out, m->db_out, m->a_loc, m->in_out, m->qkv, m->ctx, m->lse, m->cat, m->z, m->y,
-                    m->dz_loc, m->d_cat, m->d_ctx, m->d_qkv, m->d_in, m->d_a, m->dx, m->attn_scratch};
+    void *bufs[] = {m->b_out, m->db_out, m->a_loc, m->in_out, m->lse, m->cat, m->z, m->y,
+                    m->dz_loc, m->d_cat, m->d_in, m->d_a, m->dx, m->attn_scratch};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) dev_free(bufs[i]);
     if (m->sequence_parallel) {
         void *sp[] = {m->a, m->z_loc, m->dz, m->d_a_loc};
         for (size_t i = 0; i < sizeof sp / sizeof sp[0]; i++) dev_free(sp[i]);
     }
     memset(m, 0, sizeof *m);
-}
-
-// Columns [col0, col0 + cols) of a [rows, src_ld] tensor into a [rows, dst_ld] one at dst_col0.
-static void copy_columns(void *dst, int64_t dst_ld, int64_t dst_col0, const void *src, int64_t src_ld,
-                         int64_t src_col0, int64_t rows, int64_t cols, DType dt) {
-    const size_t e = dtype_bytes(dt);
-    CUDA_CHECK(cudaMemcpy2DAsync((char *)dst + dst_col0 * e, dst_ld * e, (const char *)src + src_col0 * e, src_ld * e,
-                                 cols * e, rows, cudaMemcpyDeviceToDevice, 0));
 }
 
 static uint64_t first_element(const TpParallelLayer *m) {
@@ -101,11 +99,9 @@ void tp_parallel_layer_forward(TpParallelLayer *m, LayerComm *lc, const void *x,
     layernorm_forward(&m->ln, x, m->a_loc, m->Tl);
     const void *a = layer_enter_region(lc, sp, m->a_loc, m->a, m->Tl * h, dt);
     linear_forward(&m->in, a, m->in_out, m->T, NULL);  // column-parallel: [T, 3h/tp + f/tp]
-    copy_columns(m->qkv, 3 * hl, 0, m->in_out, m->n_in, 0, m->T, 3 * hl, dt);
-    flash_attention_forward_shard(m->qkv, m->ctx, m->lse, c->seq, c->batch, m->heads_local, c->heads, m->first_head,
-                                  layer_head_dim(c), dt, c->attn_dropout, c->causal, c->seed,
-                                  dropout_offset(step, DROPOUT_SITE_ATTENTION));
-    copy_columns(m->cat, m->k_out, 0, m->ctx, hl, 0, m->T, hl, dt);
+    const AttentionProblem ap = attention_problem(m);
+    const AttentionDropout drop = attention_layer_dropout(c, step);
+    attention_forward(&ap, &drop, m->in_out, m->cat, m->lse);
     gelu_forward_strided((char *)m->in_out + 3 * hl * e, m->n_in, (char *)m->cat + hl * e, m->k_out, m->T, m->fl, dt);
     linear_forward(&m->out, m->cat, m->z, m->T, NULL);  // row-parallel: both branches, partial
     layer_leave_region(lc, sp, m->z, m->z_loc, m->Tl * h, dt, 0);
@@ -122,18 +118,16 @@ void tp_parallel_layer_backward(TpParallelLayer *m, LayerComm *lc, const void *d
                             dropout_offset(step, DROPOUT_SITE_HIDDEN), first_element(m), dt);
     bias_grad(m->dz_loc, m->Tl, h, m->db_out, dt);
     const void *dz = layer_enter_region(lc, sp, m->dz_loc, m->dz, m->Tl * h, dt);
-    linear_gemm_backward_input(&m->out, dz, m->d_cat, m->T, GEMM_EPILOGUE_NONE, NULL, NULL);  // local
-    linear_gemm_backward_weight(&m->out, dz, m->cat, m->T);
-    copy_columns(m->d_ctx, hl, 0, m->d_cat, m->k_out, 0, m->T, hl, dt);
-    flash_attention_backward_shard(m->qkv, m->ctx, m->d_ctx, m->lse, m->d_qkv, m->attn_scratch, c->seq, c->batch,
-                                   m->heads_local, c->heads, m->first_head, layer_head_dim(c), dt, c->attn_dropout,
-                                   c->causal, c->seed, dropout_offset(step, DROPOUT_SITE_ATTENTION));
-    copy_columns(m->d_in, m->n_in, 0, m->d_qkv, 3 * hl, 0, m->T, 3 * hl, dt);
+    linear_dgrad(&m->out, dz, m->d_cat, m->T);  // local
+    linear_wgrad(&m->out, dz, m->T, 1);
+    const AttentionProblem ap = attention_problem(m);
+    const AttentionDropout drop = attention_layer_dropout(c, step);
+    attention_backward(&ap, &drop, m->in_out, m->cat, m->d_cat, m->lse, m->d_in, m->attn_scratch);
     gelu_backward_strided((char *)m->d_cat + hl * e, m->k_out, (char *)m->in_out + 3 * hl * e, m->n_in,
                           (char *)m->d_in + 3 * hl * e, m->n_in, m->T, m->fl, dt);
-    linear_gemm_backward_input(&m->in, m->d_in, m->d_a, m->T, GEMM_EPILOGUE_NONE, NULL, NULL);  // partial
+    linear_dgrad(&m->in, m->d_in, m->d_a, m->T);  // partial
     layer_leave_region(lc, sp, m->d_a, m->d_a_loc, m->Tl * h, dt, 1);  // on the side stream...
-    linear_gemm_backward_weight(&m->in, m->d_in, sp ? m->a : m->a_loc, m->T);  // ...while dW_in runs
+    linear_wgrad(&m->in, m->d_in, m->T, 1);  // ...while dW_in runs (x = a, recorded)
     layer_side_wait(lc);
     layernorm_backward(&m->ln, m->d_a_loc, dout, m->dx, m->Tl);  // + the residual's gradient
     if (sp) {

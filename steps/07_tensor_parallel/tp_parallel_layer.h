@@ -19,9 +19,9 @@
 // after W_out (backward: all-gather of the output gradient, reduce-scatter of LN's input
 // gradient), and the gradients of gamma, beta, b_out all-reduced.
 //
-// Attention reads a contiguous copy of its q, k, v columns and writes ctx to a contiguous
-// buffer that is copied into [ctx | g] (flash attention has no entry point that is both
-// strided and a head range yet); GELU reads and writes its columns in place.
+// Attention reads its q, k, v columns in place (a row stride and a head range in one
+// AttentionProblem) and writes ctx straight into [ctx | g]; GELU reads and writes its columns
+// in place too: no copies.
 // Shapes: T tokens, h hidden, f ffn; activations in cfg->dtype. CPU twin:
 // reference/tp_layer_reference.c (parallel_train_step); weights: reference/tp_reference.h
 // (TpFusedShard).
@@ -49,14 +49,13 @@ typedef struct {
     // Forward (the *_loc tensors are the whole ones under plain TP).
     void *a_loc, *a;                   // LN's output [Tl, h]; gathered [T, h]
     void *in_out;                      // [T, n_in] = [q k v | h1]
-    void *qkv, *ctx;                   // [T, 3 hl], [T, hl]: attention's contiguous operands
     float *lse;
     void *cat;                         // [T, k_out] = [ctx | GELU(h1)]
     void *z, *z_loc;                   // W_out's partial [T, h]; summed [Tl, h]
     void *y;                           // [Tl, h]: the output
     // Backward.
     void *dz_loc, *dz;                 // [Tl, h]; gathered [T, h]
-    void *d_cat, *d_ctx, *d_qkv, *d_in;
+    void *d_cat, *d_in;
     void *d_a, *d_a_loc;               // LN's output gradient: partial [T, h]; summed [Tl, h]
     void *dx;                          // [Tl, h]
     void *attn_scratch;

@@ -8,7 +8,7 @@
 #include "common/fp8/fp8_format.h"
 #include "common/gpu/cuda_check.h"
 #include "common/gpu/gpu.h"
-#include "kernels/attention/flash_attention.h"
+#include "kernels/attention/attention.h"
 #include "modules/fp8_gemm.h"
 #include "modules/gemm.h"
 
@@ -96,21 +96,24 @@ typedef struct {
 static void run_attention_forward(const void *ctx) {
     const AttentionCase *a = ctx;
     const LayerConfig *c = a->cfg;
-    flash_attention_forward(a->qkv, a->ctx, a->lse, c->seq, c->batch, c->heads, layer_head_dim(c), c->dtype,
-                            c->attn_dropout, c->causal, c->seed, 0);
+    const AttentionProblem p = attention_layer_problem(c);
+    const AttentionDropout d = attention_layer_dropout(c, 0);
+    attention_forward(&p, &d, a->qkv, a->ctx, a->lse);
 }
 
 static void run_attention_backward(const void *ctx) {
     const AttentionCase *a = ctx;
     const LayerConfig *c = a->cfg;
-    flash_attention_backward(a->qkv, a->ctx, a->dctx, a->lse, a->dqkv, a->scratch, c->seq, c->batch, c->heads,
-                             layer_head_dim(c), c->dtype, c->attn_dropout, c->causal, c->seed, 0);
+    const AttentionProblem p = attention_layer_problem(c);
+    const AttentionDropout d = attention_layer_dropout(c, 0);
+    attention_backward(&p, &d, a->qkv, a->ctx, a->dctx, a->lse, a->dqkv, a->scratch);
 }
 
 // Forward and backward TFLOP/s, FLOPs counted as layer_category_work counts them.
 static void attention_tflops(const LayerConfig *c, double *fwd, double *bwd) {
     *fwd = *bwd = 0;
-    if (flash_attention_unsupported(layer_head_dim(c))) return;
+    const AttentionProblem p = attention_layer_problem(c);
+    if (attention_unsupported(&p)) return;
     const int64_t t = layer_tokens(c), h = c->hidden;
     AttentionCase a = {.cfg = c};
     a.qkv = random_device(t * 3 * h, c->dtype, 5);
@@ -118,7 +121,7 @@ static void attention_tflops(const LayerConfig *c, double *fwd, double *bwd) {
     a.ctx = dev_alloc((size_t)t * h * dtype_bytes(c->dtype));
     a.dqkv = dev_alloc((size_t)t * 3 * h * dtype_bytes(c->dtype));
     a.lse = dev_alloc((size_t)c->batch * c->heads * c->seq * sizeof(float));
-    a.scratch = dev_alloc(flash_attention_backward_scratch_bytes(c->seq, c->batch, c->heads, layer_head_dim(c)));
+    a.scratch = dev_alloc(attention_backward_workspace_bytes(&p));
     CategoryWork w;
     layer_category_work(c, &(LayerVariant){LAYER_SERIAL, 0, 1}, &w);
     *fwd = w.flops[CAT_ATTN_FWD] / (fastest_ms(run_attention_forward, &a, 5, 1) * 1e-3) / 1e12;

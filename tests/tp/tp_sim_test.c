@@ -375,8 +375,10 @@ static void test_sequence_parallel_needs_the_grad_all_reduce(void **state) {
         for (int s = 0; s < 3; s++) assert_true(spread[s] == 0.0);  // bit-identical copies
         assert_true(distance <= TP_TOL);
         distance = train_copies((TpLayerKind)layer, 1, spread);
-        assert_true(spread[0] > 1e-4);                               // apart after one step
-        assert_true(spread[1] > spread[0] && spread[2] > spread[1]);  // and further with each
+        // Apart after one step, and they stay apart: each rank follows its own gradient. (Not
+        // necessarily further apart with each step: on some draws the second step's spread was
+        // a little below the first's, 0.30 -> 0.26 -> 0.45.)
+        for (int s = 0; s < 3; s++) assert_true(spread[s] > 1e-2);
         assert_true(distance > 1e-4);                                // not the layer any more
     }
 }
