@@ -16,6 +16,7 @@
 #include <stdlib.h>
 
 #include "common/core/errors.h"
+#include "common/core/gpu_arch.h"
 #include "steps/driver/fp8_step.h"
 #include "common/gpu/gpu.h"
 #include "modules/fp8_linear.h"
@@ -282,4 +283,5 @@ const StepOps STEP_06_PARALLEL_FP8 = {
     .flags_help = FP8_RECIPE_FLAGS_HELP,
     .tolerance = fp8_step_tolerance,
     .reference = reference_fp8,
+    .min_cc = GPU_ARCH_MIN_FP8,
 };

@@ -586,7 +586,7 @@ static int run_rank(void *ctx) {
     if (info.local_rank >= gpus)
         fail_user("rank %d needs GPU %d but this node has %d: tensor-parallel size %d is larger "
                   "than the number of GPUs", info.rank, info.local_rank, gpus, tp);
-    CUDA_CHECK(cudaSetDevice(info.local_rank));
+    gpu_select(info.local_rank);  // and refuse a GPU this binary cannot run on, in a sentence
     keep_nvls_off();
 
     TpComm comm = {0};
