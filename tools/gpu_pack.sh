@@ -10,6 +10,9 @@
 #                      the GPU's driver JIT-compiles, as it does for an sm_80 binary on a newer
 #                      GPU; on a Hopper GPU it runs the non-Hopper kernels from compute_80 code.
 #                      `gpu_run.sh portable` runs the GPU tests and every step's --check on it.
+#   .gpu/portable.txz  also holds sm86_only/step01_naive: machine code for sm_86 only, which
+#                      a GPU of another major version cannot run (`gpu_run.sh nocode` expects
+#                      it to say so in a sentence, not fail a launch with "no kernel image").
 #
 # The binaries travel as tar + xz with a 128 MiB dictionary (the device tool carries 64 MiB
 # at most): every binary holds the same kernels, and a dictionary larger than one binary
@@ -55,6 +58,8 @@ rm -rf .gpu && mkdir -p .gpu
 if [ "${PORTABLE:-1}" != 0 ]; then
   # First, so that the default build is the one left in bazel-bin.
   build_into portable "$@" --config=portable
+  bazel build //steps/01_naive:step01_naive "$@" --define=CUDA_ARCHS=86
+  mkdir -p .gpu/portable/sm86_only && cp bazel-bin/steps/01_naive/step01_naive .gpu/portable/sm86_only/
   compress portable
 fi
 build_into bin "$@"

@@ -22,7 +22,9 @@ capability 8.9 must refuse with a clear message, and count as "refused as expect
              (no wgmma kernels, A100 shared memory, FP8 refused)
   sim89      the default build with GPU_SIMULATE_CC=8.9: an L4 / L40S (FP8, no wgmma)
   portable   the portable build (.gpu/portable: PTX for compute_80 only, JIT-compiled)
-  arch       tests check sim80 sim89 portable
+  nocode     a step built for sm_86 only, on a GPU of another major version: it must say
+             that it holds no code for this GPU
+  arch       tests check sim80 sim89 portable nocode
 Logs and JSON go to $OUT (the device tool brings them back) or ./out.
 EOF
 }
@@ -30,12 +32,12 @@ set -uo pipefail
 for arg in "$@"; do
   case $arg in
     -h|--help) usage; exit 0 ;;
-    tests|check|bench|fp8|tp|pytorch|compare|baseline|autotune|sim80|sim89|portable|arch) ;;
+    tests|check|bench|fp8|tp|pytorch|compare|baseline|autotune|sim80|sim89|portable|nocode|arch) ;;
     *) echo "gpu_run.sh: unknown mode '$arg'" >&2; usage >&2; exit 2 ;;
   esac
 done
 what=" ${*:-tests check bench fp8 tp pytorch compare} "
-what=${what/ arch / tests check sim80 sim89 portable }
+what=${what/ arch / tests check sim80 sim89 portable nocode }
 wants() { [[ $what == *" $1 "* ]]; }
 
 # .gpu/$1 from .gpu/$1.txz (tools/gpu_pack.sh; .tgz from an older one) unless it is there.
@@ -151,6 +153,24 @@ if wants portable; then
   fi
 fi
 
+if wants nocode; then
+  if ! unpack portable || [ ! -x .gpu/portable/sm86_only/step01_naive ]; then
+    note "[nocode] skipped: no .gpu/portable/sm86_only/step01_naive (tools/gpu_pack.sh packs it)"
+  elif [ "${device_cc%%.*}" = 8 ]; then
+    note "[nocode] skipped: this GPU (${device_cc}) can run sm_86 code"
+  else
+    out=$(.gpu/portable/sm86_only/step01_naive --preset tiny --check 2>&1); rc=$?
+    echo "$out" > "$OUT/nocode.log"
+    if [ $rc -eq 1 ] && [[ $out == *"holds no GPU code that this"* ]]; then
+      note "[nocode] step01_naive built for sm_86 only: refused as expected: $(echo "$out" | tail -1 | cut -c1-160)"
+      arch_rows+=("$(printf '%-9s %-22s %6s %6s %7s   %6d %6d %9d' sm86-only "$device_cc" - - - 0 0 1)")
+    else
+      note "[nocode] step01_naive built for sm_86 only: FAILED: expected the no-code sentence; got (rc $rc): $(echo "$out" | tail -2)"
+      arch_rows+=("$(printf '%-9s %-22s %6s %6s %7s   %6d %6d %9d' sm86-only "$device_cc" - - - 0 1 0)")
+    fi
+  fi
+fi
+
 if wants fp8 && [ -x "$BIN/step05_fp8" ]; then  # the scaling log of 40 steps, drawn
   "$BIN/step05_fp8" --iters 40 --fp8-log "$OUT/fp8_scaling.csv" | tail -2 | tee -a "$summary"
   python3 tools/plot_fp8_scaling.py "$OUT/fp8_scaling.csv" "$OUT/fp8_scaling.svg"
@@ -232,8 +252,9 @@ fi
 echo "================ summary"
 cat "$summary"
 if ((${#arch_rows[@]})); then
-  echo "================ builds and GPU generations (tests: cases; checks: runs at fp16 and bf16)"
+  echo "================ builds and GPU generations"
+  printf '%-32s %-22s   %-26s\n' "" "tests (cases)" "checks (fp16 and bf16 runs)"
   printf '%-9s %-22s %6s %6s %7s   %6s %6s %9s\n' build "GPU acts as" passed failed skipped passed failed refused
   printf '%s\n' "${arch_rows[@]}"
-  echo "(refused: an FP8 run below 8.9 that stopped with the expected message)"
+  echo "(refused: an FP8 run below 8.9, or a binary without code for this GPU, that stopped with the expected sentence)"
 fi | tee -a "$summary"
