@@ -40,7 +40,7 @@ compress() {
 
 # Builds //... with the given flags and copies every test and binary into .gpu/$1.
 build_into() {
-  local dir=.gpu/$1
+  local name=$1 dir=.gpu/$1
   shift
   bazel build //... "$@"
   mkdir -p "$dir"
@@ -51,7 +51,7 @@ build_into() {
     [ -x "$path" ] && cp "$path" "$dir/"
   done
   cp "$(ldconfig -p | awk '/libcmocka.so.0 /{print $NF; exit}')" "$dir/libcmocka.so.0"
-  echo "$1: $(ls "$dir" | wc -l) files, built with: bazel build //... $*" > "$dir/BUILT_WITH"
+  echo "$name: $(ls "$dir" | wc -l) files, built with: bazel build //... $*" > "$dir/BUILT_WITH"
 }
 
 rm -rf .gpu && mkdir -p .gpu
