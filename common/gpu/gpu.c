@@ -48,21 +48,28 @@ static int simulated_cc(int device_cc) {
 // Runs the probe kernel: does this binary hold code for the device, and which?
 static void probe_code(void) {
     const char *archs = gpu_probe_build_archs();
-    int err = gpu_probe_code(&code_arch, &code_sm90a);
-    if (err != cudaSuccess) {
+    cudaError_t err = (cudaError_t)gpu_probe_code(&code_arch, &code_sm90a);
+    if (err == cudaErrorNoKernelImageForDevice || err == cudaErrorInvalidKernelImage ||
+        err == cudaErrorUnsupportedPtxVersion || err == cudaErrorInvalidPtx || err == cudaErrorJitCompilerNotFound) {
         int driver = 0;
         cudaDriverGetVersion(&driver);
         fail_user("this binary holds no GPU code that this %s (compute capability %d.%d) can run: it was built "
                   "for CUDA_ARCHS=%s with CUDA %d.%d, and the driver supports CUDA %d.%d (%s). Build for this GPU "
                   "with the default CUDA_ARCHS (.bazelrc) or `bazel build $(tools/cuda_archs.sh) //...`",
                   device_props.name, device_props.major, device_props.minor, archs, CUDART_VERSION / 1000,
-                  CUDART_VERSION % 1000 / 10, driver / 1000, driver % 1000 / 10,
-                  cudaGetErrorString((cudaError_t)err));
+                  CUDART_VERSION % 1000 / 10, driver / 1000, driver % 1000 / 10, cudaGetErrorString(err));
     }
+    if (err != cudaSuccess)
+        fail_user("the first kernel launch on this %s failed: %s (%s)", device_props.name, cudaGetErrorName(err),
+                  cudaGetErrorString(err));
     char image[32];
     GpuCodeKind kind = gpu_arch_code_for(archs, gpu_compute_capability(), image, sizeof image);
-    snprintf(code_description, sizeof code_description, "%s %s (built for %s)", image,
-             kind == GPU_CODE_PTX ? "PTX, JIT-compiled by the driver" : "machine code", archs);
+    if (kind != GPU_CODE_NONE && atoi(image + strcspn(image, "0123456789")) == code_arch / 10)
+        snprintf(code_description, sizeof code_description, "%s %s (built for %s)", image,
+                 kind == GPU_CODE_PTX ? "PTX, JIT-compiled by the driver" : "machine code", archs);
+    else  // the driver chose otherwise than gpu_arch_code_for expects: the probe's word is final
+        snprintf(code_description, sizeof code_description, "code compiled for %d.%d (built for %s)",
+                 code_arch / 100, code_arch % 100 / 10, archs);
 }
 
 void gpu_select(int device) {
