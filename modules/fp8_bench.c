@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "common/core/gpu_arch.h"
 #include "common/gpu/cuda_check.h"
 #include "common/gpu/gpu.h"
 #include "modules/fp8_gemm.h"
@@ -52,7 +53,7 @@ static void run_fp8(const void *g) { fp8_gemm_run((const Fp8Gemm *)g); }
 
 int main(void) {
     gpu_require();
-    if (gpu_compute_capability() < 89) fail_user("FP8 GEMMs need compute capability 8.9 or newer (this GPU: %d)", gpu_compute_capability());
+    gpu_require_cc("fp8_bench (cuBLASLt's FP8 GEMMs)", GPU_ARCH_MIN_FP8);
     const int64_t t = 8192, h = 4096, f = 16384;
     const int64_t linears[4][2] = {{h, 3 * h}, {h, h}, {h, f}, {f, h}};  // {in, out}
     const char *names[4] = {"QKV", "proj", "FC1", "FC2"};

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 
 #include "common/core/errors.h"
+#include "common/core/gpu_arch.h"
 #include "common/gpu/cuda_check.h"
 #include "common/gpu/gpu.h"
 #include "common/gpu/gpu_phase.h"
@@ -21,9 +22,7 @@ static float *new_meta(int history_len) {
 
 void fp8_linear_init(Fp8Linear *l, int in, int out, int64_t max_tokens, const float *weight, const float *bias,
                      DType dtype, const DelayedScaling *recipe) {
-    if (gpu_compute_capability() < 89)
-        fail_user("FP8 needs a GPU of compute capability 8.9 or newer (Ada, Hopper); this one is %d.%d",
-                  gpu_compute_capability() / 10, gpu_compute_capability() % 10);
+    gpu_require_cc("an FP8 Linear (cuBLASLt's FP8 GEMMs)", GPU_ARCH_MIN_FP8);
     linear_init(&l->base, in, out, weight, bias, dtype);
     l->recipe = *recipe;
     l->fwd_format = FP8_E4M3;

@@ -6,6 +6,8 @@
 
 void layernorm_init(LayerNorm *ln, int cols, int64_t max_rows, float eps, const float *gamma,
                     const float *beta, DType dtype) {
+    const char *why = layernorm_fast_backward_unsupported(cols, dtype);  // before any work
+    if (why) fail_user("%s", why);
     ln->cols = cols;
     ln->max_rows = max_rows;
     ln->eps = eps;

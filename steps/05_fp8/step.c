@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "common/core/errors.h"
+#include "common/core/gpu_arch.h"
 #include "common/fp8/fp8_format.h"
 #include "common/fp8/fp8_recipe.h"
 #include "steps/driver/fp8_step.h"
@@ -210,6 +211,7 @@ const StepOps STEP_05_FP8 = {
     .flags_help = FP8_RECIPE_FLAGS_HELP
                   "  --fp8-log FILE             write every FP8 tensor's amax and scale per step (CSV)\n",
     .tolerance = fp8_step_tolerance,
+    .min_cc = GPU_ARCH_MIN_FP8,
     .reference = reference,
     .variant = {LAYER_SERIAL, 1, 1},  // its four GEMMs in FP8, for --breakdown's floors
 };

@@ -16,6 +16,7 @@
 #include <stdlib.h>
 
 #include "common/core/errors.h"
+#include "common/core/gpu_arch.h"
 #include "steps/driver/fp8_step.h"
 #include "common/gpu/gpu.h"
 #include "modules/fp8_linear.h"
@@ -296,4 +297,5 @@ const StepOps STEP_06_PARALLEL_FP8 = {
     .tolerance = fp8_step_tolerance,
     .reference = reference_fp8,
     .variant = {LAYER_PARALLEL, 1, 1},
+    .min_cc = GPU_ARCH_MIN_FP8,
 };

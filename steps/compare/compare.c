@@ -379,7 +379,7 @@ int main(int argc, char **argv) {
     check_cfg.attn_dropout = cfg->attn_dropout;
     check_cfg.hidden_dropout = cfg->hidden_dropout;
 
-    printf("GPU: %s\n", gpu_description());
+    printf("GPU: %s\nGPU code: %s\n", gpu_description(), gpu_code_description());
     printf("timing: hidden %d, ffn %d, heads %d, seq %d, batch %d, %s, dropout %g; "
            "%d warm-up + %d timed steps\n", cfg->hidden, cfg->ffn, cfg->heads, cfg->seq, cfg->batch,
            dtype_name(cfg->dtype), cfg->attn_dropout, o.warmup, o.iters);
@@ -404,6 +404,7 @@ int main(int argc, char **argv) {
         Row *row = &rows[n];
         row->step = step;
         const char *why = step->unsupported ? step->unsupported(cfg) : NULL;
+        if (!why) why = step_gpu_refusal(step);  // FP8 below compute capability 8.9
         if (why) {
             printf("step %s skipped: %s\n", step->id, why);
             continue;

@@ -53,6 +53,10 @@ typedef struct StepOps {
     // Which layer the step computes and whether its GEMMs are FP8: the work behind each
     // category's floor in --breakdown (common/core/breakdown.h). Zero: the serial layer in 16 bits.
     LayerVariant variant;
+    // What the step needs of the GPU beyond what every step needs (compute capability 8.0,
+    // which gpu_require checks): GPU_ARCH_MIN_FP8 (common/core/gpu_arch.h) for the FP8 steps.
+    // 0: nothing more. The driver refuses an older GPU before any work (step_gpu_refusal).
+    int min_cc;
 } StepOps;
 
 // Command line shared by all steps (see `--help`).
@@ -102,6 +106,12 @@ void print_step_breakdown(FILE *f, const StepReport *r, const CategoryWork *work
 // and every gradient; prints a table to `log` (may be NULL). Fills max_rel_error/check_passed.
 void step_check(const StepOps *step, const LayerConfig *cfg, const LayerParams *params,
                 const LayerInputs *inputs, FILE *log, StepReport *report);
+
+// NULL if this GPU (gpu_effective_cc: GPU_SIMULATE_CC=8.0 makes a Hopper GPU act as an A100)
+// can run the step, else the sentence saying why not, e.g. "step 05_fp8 (FP8 with delayed
+// scaling) needs FP8 tensor cores (compute capability 8.9 or newer: ...); this NVIDIA
+// A100-SXM4-80GB is compute capability 8.0". After gpu_require.
+const char *step_gpu_refusal(const StepOps *step);
 
 // The whole program of a step binary.
 int step_main(int argc, char **argv, const StepOps *step);

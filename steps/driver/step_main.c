@@ -250,6 +250,13 @@ static void write_json(const char *path, const StepOps *step, const LayerConfig 
     fclose(f);
 }
 
+const char *step_gpu_refusal(const StepOps *step) {
+    if (!step->min_cc) return NULL;
+    char what[160];
+    snprintf(what, sizeof what, "step %s (%s)", step->id, step->title);
+    return gpu_refusal(what, step->min_cc);
+}
+
 int step_main(int argc, char **argv, const StepOps *step) {
     Options o;
     options_defaults(&o);
@@ -272,7 +279,10 @@ int step_main(int argc, char **argv, const StepOps *step) {
 
     // Files are read before looking for a GPU: a bad file is reported on any machine.
     gpu_require();
-    printf("step %s: %s\nGPU: %s\n", step->id, step->title, gpu_description());
+    const char *refusal = step_gpu_refusal(step);
+    if (refusal) fail_user("%s", refusal);
+    printf("step %s: %s\nGPU: %s\nGPU code: %s\n", step->id, step->title, gpu_description(),
+           gpu_code_description());
     print_config(cfg);
 
     StepReport report = {0};

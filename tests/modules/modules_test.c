@@ -2,9 +2,11 @@
 // data, through their own API (forward, backward, load_params, read_grads); then steps 02,
 // 03, 04 and 06 as a whole.
 #include <stdlib.h>
+#include <string.h>
 
 #include "common/gpu/cuda_check.h"
 #include "common/gpu/gpu.h"
+#include "kernels/layernorm/fast_layernorm.h"
 #include "modules/gemm.h"
 #include "modules/layernorm.h"
 #include "modules/layernorm_linear.h"
@@ -125,6 +127,28 @@ static void test_layernorm(void **state) {
     layernorm_case(DTYPE_FP16, 1000, 1032);  // not a multiple of the block's stride
     layernorm_case(DTYPE_BF16, 513, 4096);   // the quickstart's width
     layernorm_case(DTYPE_FP16, 64, 8192);
+}
+
+// The backward's rows must fit one block's shared memory, which is a third smaller on an A100
+// than on Hopper, and smaller again on RTX 30xx/40xx and L4: what does not fit is refused in a
+// sentence (GPU_SIMULATE_CC=8.0 or 8.6 shows it on a Hopper GPU).
+static void test_layernorm_shared_memory_limit(void **state) {
+    (void)state;
+    SKIP_WITHOUT_GPU();
+    const size_t have = gpu_max_smem_per_block();
+    print_message("  shared memory per block here: %zu bytes\n", have);
+    assert_null(layernorm_fast_backward_unsupported(4096, DTYPE_BF16));  // the quickstart, on any GPU
+    for (int cols = 8192; cols <= 16384; cols += 8192) {
+        const char *why = layernorm_fast_backward_unsupported(cols, DTYPE_FP16);
+        print_message("  cols %d: %s\n", cols, why ? why : "fits");
+        const int fits = (size_t)12 * cols + 1024 <= have;  // 12 bytes a column, + room for the static arrays
+        const int too_big = (size_t)12 * cols > have;
+        if (fits) assert_null(why);
+        if (too_big) {
+            assert_non_null(why);
+            assert_non_null(strstr(why, "values per row here"));
+        }
+    }
 }
 
 static void test_layernorm_mlp_and_linear(void **state) {
@@ -252,6 +276,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_linear),
         cmocka_unit_test(test_layernorm),
+        cmocka_unit_test(test_layernorm_shared_memory_limit),
         cmocka_unit_test(test_layernorm_mlp_and_linear),
         cmocka_unit_test(test_steps),
     };
