@@ -14,6 +14,7 @@
 #include "common/core/errors.h"
 #include "common/core/philox.h"
 #include "reference/reference.h"
+#include "reference/tp_rank.h"
 
 // ---- Which parameter is cut how --------------------------------------------------------------
 TpSplit tp_param_split(int id) {
@@ -119,32 +120,11 @@ void tp_sim_all_reduce(float *const *bufs, int tp, int64_t n) {
 }
 
 // ---- The whole layer, cut tp ways -----------------------------------------------------------
-// What one rank holds: its parameter shards and its activations. Sizes: T tokens, h hidden,
-// f ffn, H heads; hl = h/tp, Hl = H/tp, fl = f/tp.
-typedef struct {
-    LayerParams w, g;                      // parameter shards and their gradients
-    float *ln1_out, *ln1_mean, *ln1_rstd;  // [T, h], [T], [T]: replicated
-    float *qkv;                            // [T, 3 hl]: this rank's heads
-    float *probs;                          // [b, Hl, s, s]
-    float *ctx;                            // [T, hl]
-    float *proj;                           // [T, h]: partial, then all-reduced
-    float *y;                              // [T, h]: replicated
-    float *ln2_out, *ln2_mean, *ln2_rstd;  // replicated
-    float *fc1, *gelu;                     // [T, fl]
-    float *out;                            // [T, h]: partial, then all-reduced
-    // backward
-    float *d_gelu, *d_fc1;                 // [T, fl]
-    float *d_ln2;                          // [T, h]: partial, then all-reduced
-    float *dy, *d_proj;                    // [T, h]: replicated
-    float *d_ctx;                          // [T, hl]
-    float *d_qkv;                          // [T, 3 hl]
-    float *d_ln1;                          // [T, h]: partial, then all-reduced
-    float *dx;                             // [T, h]: replicated
-} Rank;
-
+// What one rank holds (TpRank) and the all-reduce of one of its buffers (TP_ALL_REDUCE):
+// reference/tp_rank.h. The backward is tp_sim_backward, in tp_backward.c (a graded exercise).
 static float *fbuf(int64_t n) { return xcalloc((size_t)n, sizeof(float)); }
 
-static void rank_alloc(const LayerConfig *c, int tp, Rank *k) {
+static void rank_alloc(const LayerConfig *c, int tp, TpRank *k) {
     const int64_t T = layer_tokens(c), h = c->hidden, hl = h / tp, fl = c->ffn / tp;
     const int64_t Hl = c->heads / tp;
     for (int id = 0; id < NUM_PARAMS; id++) k->g.tensor[id] = fbuf(tp_param_shard_numel(c, tp, id));
@@ -158,7 +138,7 @@ static void rank_alloc(const LayerConfig *c, int tp, Rank *k) {
     k->d_qkv = fbuf(T * 3 * hl), k->d_ln1 = fbuf(T * h), k->dx = fbuf(T * h);
 }
 
-static void rank_free(Rank *k, int keep_grads) {
+static void rank_free(TpRank *k, int keep_grads) {
     layer_params_free(&k->w);
     if (!keep_grads) layer_params_free(&k->g);
     float *all[] = {k->ln1_out, k->ln1_mean, k->ln1_rstd, k->qkv, k->probs, k->ctx, k->proj,
@@ -168,21 +148,13 @@ static void rank_free(Rank *k, int keep_grads) {
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) free(all[i]);
 }
 
-// The all-reduce of one named buffer of every rank.
-#define ALL_REDUCE(ranks, tp, field, n)                               \
-    do {                                                              \
-        float *bufs_[TP_MAX_RANKS] = {0};                             \
-        for (int r_ = 0; r_ < (tp); r_++) bufs_[r_] = (ranks)[r_].field; \
-        tp_sim_all_reduce(bufs_, (tp), (n));                          \
-    } while (0)
-
-static void tp_forward(const LayerConfig *c, int tp, Rank *ranks, const float *x, uint64_t step) {
+static void tp_forward(const LayerConfig *c, int tp, TpRank *ranks, const float *x, uint64_t step) {
     const int64_t T = layer_tokens(c);
     const int h = c->hidden, hl = h / tp, fl = c->ffn / tp, Hl = c->heads / tp, d = layer_head_dim(c);
     const uint64_t attn_off = dropout_offset(step, DROPOUT_SITE_ATTENTION);
     const uint64_t hid_off = dropout_offset(step, DROPOUT_SITE_HIDDEN);
     for (int r = 0; r < tp; r++) {  // LN1 (replicated), QKV (column-parallel), attention, proj partial
-        Rank *k = &ranks[r];
+        TpRank *k = &ranks[r];
         float *const *w = k->w.tensor;
         ref_layernorm_forward(x, w[P_LN1_WEIGHT], w[P_LN1_BIAS], T, h, c->eps, k->ln1_out, k->ln1_mean, k->ln1_rstd);
         ref_linear_forward(k->ln1_out, w[P_QKV_WEIGHT], w[P_QKV_BIAS], T, h, 3 * hl, k->qkv);
@@ -190,9 +162,9 @@ static void tp_forward(const LayerConfig *c, int tp, Rank *ranks, const float *x
                                     c->causal, c->seed, attn_off, k->ctx, k->probs);
         ref_linear_forward(k->ctx, w[P_PROJ_WEIGHT], NULL, T, hl, h, k->proj);  // no bias: partial
     }
-    ALL_REDUCE(ranks, tp, proj, T * h);
+    TP_ALL_REDUCE(ranks, tp, proj, T * h);
     for (int r = 0; r < tp; r++) {  // bias once, dropout (same mask everywhere), LN2, FC1, GELU, FC2 partial
-        Rank *k = &ranks[r];
+        TpRank *k = &ranks[r];
         float *const *w = k->w.tensor;
         for (int64_t i = 0; i < T * h; i++) k->proj[i] += w[P_PROJ_BIAS][i % h];
         ref_dropout_forward(k->proj, T * h, c->hidden_dropout, c->seed, hid_off, k->y);
@@ -202,48 +174,10 @@ static void tp_forward(const LayerConfig *c, int tp, Rank *ranks, const float *x
         ref_gelu_forward(k->fc1, T * fl, k->gelu);
         ref_linear_forward(k->gelu, w[P_FC2_WEIGHT], NULL, T, fl, h, k->out);
     }
-    ALL_REDUCE(ranks, tp, out, T * h);
+    TP_ALL_REDUCE(ranks, tp, out, T * h);
     for (int r = 0; r < tp; r++) {
-        Rank *k = &ranks[r];
+        TpRank *k = &ranks[r];
         for (int64_t i = 0; i < T * h; i++) k->out[i] += k->w.tensor[P_FC2_BIAS][i % h] + k->y[i];
-    }
-}
-
-static void tp_backward(const LayerConfig *c, int tp, Rank *ranks, const float *x,
-                        const float *dout, uint64_t step) {
-    const int64_t T = layer_tokens(c);
-    const int h = c->hidden, hl = h / tp, fl = c->ffn / tp, Hl = c->heads / tp, d = layer_head_dim(c);
-    const uint64_t attn_off = dropout_offset(step, DROPOUT_SITE_ATTENTION);
-    const uint64_t hid_off = dropout_offset(step, DROPOUT_SITE_HIDDEN);
-    for (int r = 0; r < tp; r++) {  // FC2 (row-parallel: dx is local), GELU, FC1 (dx partial)
-        Rank *k = &ranks[r];
-        float *const *w = k->w.tensor;
-        float **g = k->g.tensor;
-        // db2 = sum of dout: the same on every rank (dout is replicated).
-        ref_linear_backward(dout, k->gelu, w[P_FC2_WEIGHT], T, fl, h, k->d_gelu, g[P_FC2_WEIGHT], g[P_FC2_BIAS]);
-        ref_gelu_backward(k->d_gelu, k->fc1, T * fl, k->d_fc1);
-        ref_linear_backward(k->d_fc1, k->ln2_out, w[P_FC1_WEIGHT], T, h, fl, k->d_ln2, g[P_FC1_WEIGHT], g[P_FC1_BIAS]);
-    }
-    ALL_REDUCE(ranks, tp, d_ln2, T * h);
-    for (int r = 0; r < tp; r++) {  // LN2 (replicated), residual, dropout, proj (row-parallel), attention, QKV
-        Rank *k = &ranks[r];
-        float *const *w = k->w.tensor;
-        float **g = k->g.tensor;
-        ref_layernorm_backward(k->d_ln2, k->y, w[P_LN2_WEIGHT], k->ln2_mean, k->ln2_rstd, T, h, k->dy,
-                               g[P_LN2_WEIGHT], g[P_LN2_BIAS]);
-        for (int64_t i = 0; i < T * h; i++) k->dy[i] += dout[i];
-        ref_dropout_backward(k->dy, T * h, c->hidden_dropout, c->seed, hid_off, k->d_proj);
-        ref_linear_backward(k->d_proj, k->ctx, w[P_PROJ_WEIGHT], T, hl, h, k->d_ctx, g[P_PROJ_WEIGHT], g[P_PROJ_BIAS]);
-        ref_attention_backward_heads(k->d_ctx, k->qkv, k->probs, c->seq, c->batch, Hl, d, r * Hl, c->heads,
-                                     c->attn_dropout, c->causal, c->seed, attn_off, k->d_qkv);
-        ref_linear_backward(k->d_qkv, k->ln1_out, w[P_QKV_WEIGHT], T, h, 3 * hl, k->d_ln1, g[P_QKV_WEIGHT], g[P_QKV_BIAS]);
-    }
-    ALL_REDUCE(ranks, tp, d_ln1, T * h);
-    for (int r = 0; r < tp; r++) {  // LN1 (replicated) and the residual
-        Rank *k = &ranks[r];
-        ref_layernorm_backward(k->d_ln1, x, k->w.tensor[P_LN1_WEIGHT], k->ln1_mean, k->ln1_rstd, T, h, k->dx,
-                               k->g.tensor[P_LN1_WEIGHT], k->g.tensor[P_LN1_BIAS]);
-        for (int64_t i = 0; i < T * h; i++) k->dx[i] += k->dy[i];
     }
 }
 
@@ -252,14 +186,14 @@ void tp_sim_layer_train_step(const LayerConfig *c, int tp, const LayerParams *pa
                              LayerParams *rank_grads) {
     const char *problem = tp_config_problem(c, tp);
     if (problem) fail_user("%s", problem);
-    Rank *ranks = xcalloc((size_t)tp, sizeof(Rank));
+    TpRank *ranks = xcalloc((size_t)tp, sizeof(TpRank));
     LayerParams *grads = xcalloc((size_t)tp, sizeof(LayerParams));
     for (int r = 0; r < tp; r++) {
         tp_shard_params(c, tp, r, params, &ranks[r].w);
         rank_alloc(c, tp, &ranks[r]);
     }
     tp_forward(c, tp, ranks, in->x, step);
-    tp_backward(c, tp, ranks, in->x, in->dy, step);
+    tp_sim_backward(c, tp, ranks, in->x, in->dy, step);
     // Every rank ends with the same out and dx; take rank 0's.
     const size_t bytes = (size_t)(layer_tokens(c) * c->hidden) * sizeof(float);
     memcpy(res->out, ranks[0].out, bytes);
@@ -414,7 +348,7 @@ void tp_block_sim(const TpBlock *p, const float *x, const float *dout, int64_t T
         }
     }
     if (mode == TP_LN_EXACT) {
-        ALL_REDUCE(ranks, tp, stats, 2 * T);  // 2 floats per token
+        TP_ALL_REDUCE(ranks, tp, stats, 2 * T);  // 2 floats per token
         for (int r = 0; r < tp; r++) {
             BlockRank *k = &ranks[r];
             for (int64_t t = 0; t < T; t++) {
@@ -428,7 +362,7 @@ void tp_block_sim(const TpBlock *p, const float *x, const float *dout, int64_t T
     }
     for (int r = 0; r < tp; r++)  // row-parallel: partial outputs, no bias yet
         ref_linear_forward(ranks[r].n, ranks[r].w.w2, NULL, T, fl, h, ranks[r].out);
-    ALL_REDUCE(ranks, tp, out, T * h);
+    TP_ALL_REDUCE(ranks, tp, out, T * h);
     for (int r = 0; r < tp; r++)
         for (int64_t i = 0; i < T * h; i++) ranks[r].out[i] += ranks[r].w.b2[i % h];
     // ---- backward
@@ -454,7 +388,7 @@ void tp_block_sim(const TpBlock *p, const float *x, const float *dout, int64_t T
         }
     }
     if (mode == TP_LN_EXACT) {
-        ALL_REDUCE(ranks, tp, stats, 2 * T);
+        TP_ALL_REDUCE(ranks, tp, stats, 2 * T);
         for (int r = 0; r < tp; r++) {
             BlockRank *k = &ranks[r];
             for (int64_t t = 0; t < T; t++) {
@@ -471,7 +405,7 @@ void tp_block_sim(const TpBlock *p, const float *x, const float *dout, int64_t T
         BlockRank *k = &ranks[r];
         ref_linear_backward(k->dz, x, k->w.w1, T, h, fl, k->dx, k->g.w1, k->g.b1);
     }
-    ALL_REDUCE(ranks, tp, dx, T * h);
+    TP_ALL_REDUCE(ranks, tp, dx, T * h);
     memcpy(res->out, ranks[0].out, (size_t)(T * h) * sizeof(float));
     memcpy(res->dx, ranks[0].dx, (size_t)(T * h) * sizeof(float));
     block_gather(ranks, tp, &res->grad);
