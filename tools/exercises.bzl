@@ -90,15 +90,17 @@ def gpu_exercise(name, solution, stub, launchers, bugs = [], hdrs = [], deps = [
     cuda = solution.endswith(".cu")
     rename = ["-D%s=solution_%s" % (l, l[len("ex_"):]) for l in launchers]
     targets = {}
-    for i, (setting, src, learner) in enumerate(v):
-        target = "%s__variant%d" % (name, i)
-        if cuda:
-            cuda_library(name = target, srcs = [src], hdrs = hdrs, deps = deps,
-                         warnings_as_errors = not learner, **kwargs)
-        else:
-            native.cc_library(name = target, srcs = [src] + hdrs, deps = deps,
-                              copts = ["-Wno-error"] if learner else [], **kwargs)
-        targets[setting or "//conditions:default"] = ":" + target
+    built = {}  # source -> its library (the stub serves two settings)
+    for setting, src, learner in v:
+        if src not in built:
+            built[src] = "%s__variant%d" % (name, len(built))
+            if cuda:
+                cuda_library(name = built[src], srcs = [src], hdrs = hdrs, deps = deps,
+                             warnings_as_errors = not learner, **kwargs)
+            else:
+                native.cc_library(name = built[src], srcs = [src] + hdrs, deps = deps,
+                                  copts = ["-Wno-error"] if learner else [], **kwargs)
+        targets[setting or "//conditions:default"] = ":" + built[src]
     native.alias(name = name, actual = select(targets))
     if cuda:
         cuda_library(name = name + "_solution_copy", srcs = [solution], hdrs = hdrs, deps = deps,

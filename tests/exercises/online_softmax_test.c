@@ -54,6 +54,7 @@ static void test_logsumexp(void **state) {
     const int seq = 20, d = 8;
     float *qkv = random_floats((int64_t)seq * 3 * d, -2, 2);
     float *ctx = malloc((size_t)seq * d * sizeof(float)), lse[20];
+    fill_nan(ctx, (int64_t)seq * d);
     ref_flash_attention_forward(qkv, seq, 1, 1, d, 0.0f, 0, 1, 1, 6, ctx, lse);
     for (int i = 0; i < seq; i++) {
         double s = 0;
