@@ -17,7 +17,7 @@
 # is fresh on every run (TEST_SEED=<n> replays a run: each test prints its seed).
 # Full logs: bazel-testlogs/<test's package>/<test>/test.log.
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 2
 
 # name                  chapter needs stub (the file to edit)             graded test
 EXERCISES="\
