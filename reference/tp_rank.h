@@ -1,6 +1,7 @@
-// One rank of step 07's CPU simulation (reference/tp_reference.c): what it holds, and the
-// all-reduce of one of its buffers across all ranks. Shared by the simulation and its backward
-// pass (reference/tp_backward.c, the graded exercise "tp_backward").
+// One rank of step 07's serial layer simulated on the CPU (reference/tp_layer_reference.c):
+// what it holds, and the layer's backward pass on the tp ranks (reference/tp_backward.c, the
+// graded exercise "tp_backward"). The forward pass and the entry points are in
+// tp_layer_reference.c; the collectives in reference/tp_reference.h.
 #ifndef REFERENCE_TP_RANK_H
 #define REFERENCE_TP_RANK_H
 
@@ -13,45 +14,41 @@
 extern "C" {
 #endif
 
-// What one rank holds: its parameter shards and its activations, float32, row-major. Sizes:
-// T tokens, h hidden, f ffn, H heads; hl = h/tp, Hl = H/tp, fl = f/tp.
+// What one rank holds: its parameter shards and its activations, float32, row-major.
+// Sizes: T tokens, h hidden, H heads, f ffn; per rank hl = h/tp, Hl = H/tp, fl = f/tp, and Tl
+// tokens in the replicated part (LayerNorms, dropout, residuals): all T in plain TP, the
+// rank's slice of the sequence, tokens [r Tl, (r+1) Tl) with Tl = T/tp, under sequence
+// parallelism. Names ending in _loc are [Tl, ...]; the rest are [T, ...].
 typedef struct {
-    LayerParams w, g;                      // parameter shards (tp_shard_params) and their gradients
-    // forward (tp_forward), saved for the backward
-    float *ln1_out, *ln1_mean, *ln1_rstd;  // [T, h], [T], [T]: replicated
-    float *qkv;                            // [T, 3 hl]: this rank's heads
-    float *probs;                          // [b, Hl, s, s]
-    float *ctx;                            // [T, hl]
-    float *proj;                           // [T, h]: partial, then all-reduced
-    float *y;                              // [T, h]: replicated
-    float *ln2_out, *ln2_mean, *ln2_rstd;  // replicated
-    float *fc1, *gelu;                     // [T, fl]
-    float *out;                            // [T, h]: partial, then all-reduced
-    // backward (tp_sim_backward): the gradient of the loss with respect to ...
-    float *d_gelu, *d_fc1;                 // [T, fl]  ... GELU's output and input
-    float *d_ln2;                          // [T, h]   ... LN2's output
-    float *dy, *d_proj;                    // [T, h]   ... y, and the projection's output
-    float *d_ctx;                          // [T, hl]  ... this rank's attention output
-    float *d_qkv;                          // [T, 3 hl] ... this rank's q, k, v
-    float *d_ln1;                          // [T, h]   ... LN1's output
-    float *dx;                             // [T, h]   ... the layer's input x
-} TpRank;
+    LayerParams w, g;                        // shards (tp_shard_params' shapes; the caller's, read
+                                             //   only) and their gradients
+    // the forward pass, saved for the backward
+    float *x_loc, *dout_loc;                 // [Tl, h]: the rank's tokens of x and of dy (the loss's
+                                             //   gradient at the layer's output)
+    float *a_loc, *ln1_mean, *ln1_rstd, *a;  // LN1's output [Tl, h], its stats [Tl]; a: all-gathered [T, h]
+    float *qkv, *probs, *ctx;                // [T, 3hl] (this rank's heads), [b, Hl, s, s], [T, hl]
+    float *p, *p_loc, *y_loc;                // Proj's partial output [T, h]; reduced [Tl, h]; y [Tl, h]
+    float *b_loc, *ln2_mean, *ln2_rstd, *b;  // LN2's output [Tl, h], stats [Tl]; all-gathered [T, h]
+    float *fc1, *gelu, *o, *out_loc;         // [T, fl] x2; FC2's partial output [T, h]; out [Tl, h]
+    // the backward pass: the gradient of the loss with respect to ...
+    float *dout;                             // [T, h]    ... out, for every token
+    float *d_gelu, *d_fc1;                   // [T, fl]   ... GELU's output and input
+    float *d_ln2, *d_ln2_loc;                // [T, h]    ... LN2's output (b); [Tl, h]: the rank's tokens
+    float *dy_loc;                           // [Tl, h]   ... y
+    float *d_proj_loc, *d_proj;              // [Tl, h]   ... Proj's output (p); [T, h]: every token
+    float *d_ctx, *d_qkv;                    // [T, hl], [T, 3hl] ... this rank's ctx and q, k, v
+    float *d_ln1, *d_ln1_loc;                // [T, h]    ... LN1's output (a); [Tl, h]: the rank's tokens
+    float *dx_loc;                           // [Tl, h]   ... the layer's input x
+} TpSerialRank;
 
-// ncclAllReduce(sum) of one buffer of every rank: ranks[r].field[0..n) for r = 0..tp-1 are
-// replaced by their sum (tp_sim_all_reduce), e.g. TP_ALL_REDUCE(ranks, tp, proj, T * h).
-#define TP_ALL_REDUCE(ranks, tp, field, n)                                 \
-    do {                                                                   \
-        float *bufs_[TP_MAX_RANKS] = {0};                                  \
-        for (int r_ = 0; r_ < (tp); r_++) bufs_[r_] = (ranks)[r_].field;   \
-        tp_sim_all_reduce(bufs_, (tp), (n));                               \
-    } while (0)
-
-// The layer's backward pass on tp ranks after tp_forward: dout [T, h] is the gradient
-// arriving at the output (replicated: every rank has all of it), x [T, h] the layer's input.
-// Writes every rank's gradient shards (ranks[r].g, overwritten) and its dx, which must equal
-// the unsharded ref_layer_train_step's. The exercise "tp_backward".
-void tp_sim_backward(const LayerConfig *cfg, int tp, TpRank *ranks, const float *x, const float *dout,
-                     uint64_t step);
+// The serial layer's backward pass on tp ranks, after its forward pass filled the ranks.
+// Plain TP (sequence_parallel = 0) or sequence parallelism (1). Writes every rank's dx_loc
+// and its parameter gradients g (overwritten); gathered, they must equal the unsharded
+// ref_layer_train_step's. Under sequence parallelism, leave the replicated parameters'
+// gradients (LN1, LN2, the Proj and FC2 biases) as the rank computed them: the caller
+// all-reduces them (tp_layer_reference.c; chapter 07, "Sequence parallelism").
+void tp_serial_backward(const LayerConfig *cfg, int tp, int sequence_parallel, TpSerialRank *ranks,
+                        uint64_t step);
 
 #ifdef __cplusplus
 }

@@ -1,9 +1,11 @@
-// Tensor parallelism simulated on the CPU: see tp_reference.h.
+// Tensor parallelism simulated on the CPU: how the parameters are cut, the collectives, the
+// parallel layer's fused shards and step 07's block (see tp_reference.h; the layer itself is
+// in tp_layer_reference.c).
 //
-// The code is written the way the GPU program runs: every phase is a loop over the ranks
-// ("each GPU does this on its own data"), and the phases are separated by
-// tp_sim_all_reduce ("the GPUs exchange partial sums"). Nothing a rank computes reads
-// another rank's buffers except through the all-reduce.
+// The simulations are written the way the GPU program runs: every phase is a loop over the
+// ranks ("each GPU does this on its own data"), and the phases are separated by a simulated
+// collective ("the GPUs exchange partial sums"). Nothing a rank computes reads another
+// rank's buffers except through a collective.
 #include "reference/tp_reference.h"
 
 #include <math.h>
@@ -14,7 +16,6 @@
 #include "common/core/errors.h"
 #include "common/core/philox.h"
 #include "reference/reference.h"
-#include "reference/tp_rank.h"
 
 // ---- Which parameter is cut how --------------------------------------------------------------
 TpSplit tp_param_split(int id) {
@@ -69,6 +70,8 @@ int64_t tp_param_shard_numel(const LayerConfig *c, int tp, int id) {
     return ndim == 1 ? shape[0] : shape[0] * shape[1];
 }
 
+static float *fbuf(int64_t n) { return xcalloc((size_t)n, sizeof(float)); }
+
 // Block [r0, r0 + nr) x [c0, c0 + nc) of a row-major matrix with `cols` columns, to or from a
 // dense [nr, nc] shard.
 static void copy_block(const float *src, int64_t src_cols, int64_t r0, int64_t c0, int64_t nr,
@@ -119,93 +122,98 @@ void tp_sim_all_reduce(float *const *bufs, int tp, int64_t n) {
     }
 }
 
-// ---- The whole layer, cut tp ways -----------------------------------------------------------
-// What one rank holds (TpRank) and the all-reduce of one of its buffers (TP_ALL_REDUCE):
-// reference/tp_rank.h. The backward is tp_sim_backward, in tp_backward.c (a graded exercise).
-static float *fbuf(int64_t n) { return xcalloc((size_t)n, sizeof(float)); }
-
-static void rank_alloc(const LayerConfig *c, int tp, TpRank *k) {
-    const int64_t T = layer_tokens(c), h = c->hidden, hl = h / tp, fl = c->ffn / tp;
-    const int64_t Hl = c->heads / tp;
-    for (int id = 0; id < NUM_PARAMS; id++) k->g.tensor[id] = fbuf(tp_param_shard_numel(c, tp, id));
-    k->ln1_out = fbuf(T * h), k->ln1_mean = fbuf(T), k->ln1_rstd = fbuf(T);
-    k->qkv = fbuf(T * 3 * hl), k->probs = fbuf((int64_t)c->batch * Hl * c->seq * c->seq);
-    k->ctx = fbuf(T * hl), k->proj = fbuf(T * h), k->y = fbuf(T * h);
-    k->ln2_out = fbuf(T * h), k->ln2_mean = fbuf(T), k->ln2_rstd = fbuf(T);
-    k->fc1 = fbuf(T * fl), k->gelu = fbuf(T * fl), k->out = fbuf(T * h);
-    k->d_gelu = fbuf(T * fl), k->d_fc1 = fbuf(T * fl), k->d_ln2 = fbuf(T * h);
-    k->dy = fbuf(T * h), k->d_proj = fbuf(T * h), k->d_ctx = fbuf(T * hl);
-    k->d_qkv = fbuf(T * 3 * hl), k->d_ln1 = fbuf(T * h), k->dx = fbuf(T * h);
+void tp_sim_all_gather(const float *const *slice, float *const *full, int tp, int64_t n) {
+    for (int dst = 0; dst < tp; dst++)
+        for (int src = 0; src < tp; src++) memcpy(full[dst] + src * n, slice[src], (size_t)n * sizeof(float));
 }
 
-static void rank_free(TpRank *k, int keep_grads) {
-    layer_params_free(&k->w);
-    if (!keep_grads) layer_params_free(&k->g);
-    float *all[] = {k->ln1_out, k->ln1_mean, k->ln1_rstd, k->qkv, k->probs, k->ctx, k->proj,
-                    k->y, k->ln2_out, k->ln2_mean, k->ln2_rstd, k->fc1, k->gelu, k->out,
-                    k->d_gelu, k->d_fc1, k->d_ln2, k->dy, k->d_proj, k->d_ctx, k->d_qkv,
-                    k->d_ln1, k->dx};
+void tp_sim_reduce_scatter(const float *const *full, float *const *slice, int tp, int64_t n) {
+    for (int dst = 0; dst < tp; dst++)
+        for (int64_t i = 0; i < n; i++) {
+            float sum = 0.0f;
+            for (int r = 0; r < tp; r++) sum += full[r][dst * n + i];
+            slice[dst][i] = sum;
+        }
+}
+
+// ---- At the boundary of the tensor-parallel region -------------------------------------------
+void tp_gather_tokens(int tp, int sp, float *const *loc, float *const *full, int64_t n) {
+    if (sp) tp_sim_all_gather((const float *const *)loc, full, tp, n);
+    else
+        for (int r = 0; r < tp; r++) memcpy(full[r], loc[r], (size_t)n * sizeof(float));
+}
+
+void tp_reduce_tokens(int tp, int sp, float *const *partial, float *const *loc, int64_t n) {
+    if (sp) {
+        tp_sim_reduce_scatter((const float *const *)partial, loc, tp, n);
+    } else {
+        tp_sim_all_reduce(partial, tp, n);
+        for (int r = 0; r < tp; r++) memcpy(loc[r], partial[r], (size_t)n * sizeof(float));
+    }
+}
+
+void tp_dropout_at(const float *x, int64_t n, float p, uint64_t seed, uint64_t offset, uint64_t first,
+                   float *y) {
+    double scale = dropout_keep_scale(p);
+    for (int64_t i = 0; i < n; i++)
+        y[i] = (p > 0.0f && !dropout_keep(seed, offset, first + (uint64_t)i, p)) ? 0.0f
+                                                                               : (float)(x[i] * (p > 0.0f ? scale : 1.0));
+}
+
+void tp_column_sums(const float *dy, int64_t rows, int cols, float *db) {
+    for (int c = 0; c < cols; c++) {
+        double s = 0.0;
+        for (int64_t r = 0; r < rows; r++) s += dy[r * cols + c];
+        db[c] = (float)s;
+    }
+}
+
+// ---- The parallel layer's fused shards ---------------------------------------------------------
+void tp_fused_shard_alloc(const LayerConfig *c, int tp, TpFusedShard *f) {
+    const int h = c->hidden, hl = h / tp, fl = c->ffn / tp;
+    f->hidden = h, f->n_in = 3 * hl + fl, f->k_out = hl + fl;
+    f->ln_weight = fbuf(h), f->ln_bias = fbuf(h);
+    f->w_in = fbuf((int64_t)f->n_in * h), f->b_in = fbuf(f->n_in);
+    f->w_out = fbuf((int64_t)h * f->k_out), f->b_out = fbuf(h);
+}
+
+void tp_fused_shard_free(TpFusedShard *f) {
+    float *all[] = {f->ln_weight, f->ln_bias, f->w_in, f->b_in, f->w_out, f->b_out};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) free(all[i]);
+    memset(f, 0, sizeof *f);
 }
 
-static void tp_forward(const LayerConfig *c, int tp, TpRank *ranks, const float *x, uint64_t step) {
-    const int64_t T = layer_tokens(c);
-    const int h = c->hidden, hl = h / tp, fl = c->ffn / tp, Hl = c->heads / tp, d = layer_head_dim(c);
-    const uint64_t attn_off = dropout_offset(step, DROPOUT_SITE_ATTENTION);
-    const uint64_t hid_off = dropout_offset(step, DROPOUT_SITE_HIDDEN);
-    for (int r = 0; r < tp; r++) {  // LN1 (replicated), QKV (column-parallel), attention, proj partial
-        TpRank *k = &ranks[r];
-        float *const *w = k->w.tensor;
-        ref_layernorm_forward(x, w[P_LN1_WEIGHT], w[P_LN1_BIAS], T, h, c->eps, k->ln1_out, k->ln1_mean, k->ln1_rstd);
-        ref_linear_forward(k->ln1_out, w[P_QKV_WEIGHT], w[P_QKV_BIAS], T, h, 3 * hl, k->qkv);
-        ref_attention_forward_heads(k->qkv, c->seq, c->batch, Hl, d, r * Hl, c->heads, c->attn_dropout,
-                                    c->causal, c->seed, attn_off, k->ctx, k->probs);
-        ref_linear_forward(k->ctx, w[P_PROJ_WEIGHT], NULL, T, hl, h, k->proj);  // no bias: partial
-    }
-    TP_ALL_REDUCE(ranks, tp, proj, T * h);
-    for (int r = 0; r < tp; r++) {  // bias once, dropout (same mask everywhere), LN2, FC1, GELU, FC2 partial
-        TpRank *k = &ranks[r];
-        float *const *w = k->w.tensor;
-        for (int64_t i = 0; i < T * h; i++) k->proj[i] += w[P_PROJ_BIAS][i % h];
-        ref_dropout_forward(k->proj, T * h, c->hidden_dropout, c->seed, hid_off, k->y);
-        for (int64_t i = 0; i < T * h; i++) k->y[i] += x[i];
-        ref_layernorm_forward(k->y, w[P_LN2_WEIGHT], w[P_LN2_BIAS], T, h, c->eps, k->ln2_out, k->ln2_mean, k->ln2_rstd);
-        ref_linear_forward(k->ln2_out, w[P_FC1_WEIGHT], w[P_FC1_BIAS], T, h, fl, k->fc1);
-        ref_gelu_forward(k->fc1, T * fl, k->gelu);
-        ref_linear_forward(k->gelu, w[P_FC2_WEIGHT], NULL, T, fl, h, k->out);
-    }
-    TP_ALL_REDUCE(ranks, tp, out, T * h);
-    for (int r = 0; r < tp; r++) {
-        TpRank *k = &ranks[r];
-        for (int64_t i = 0; i < T * h; i++) k->out[i] += k->w.tensor[P_FC2_BIAS][i % h] + k->y[i];
-    }
+void tp_fuse_shard(const LayerConfig *c, int tp, const LayerParams *shard, TpFusedShard *f) {
+    const int64_t h = c->hidden, hl = h / tp, fl = c->ffn / tp;
+    float *const *w = shard->tensor;
+    memcpy(f->ln_weight, w[P_LN1_WEIGHT], (size_t)h * sizeof(float));
+    memcpy(f->ln_bias, w[P_LN1_BIAS], (size_t)h * sizeof(float));
+    // Rows (output features) stacked: the rank's 3h/tp of qkv, then its f/tp of fc1.
+    copy_block(w[P_QKV_WEIGHT], h, 0, 0, 3 * hl, h, f->w_in, h, 0, 0);
+    copy_block(w[P_FC1_WEIGHT], h, 0, 0, fl, h, f->w_in, h, 3 * hl, 0);
+    memcpy(f->b_in, w[P_QKV_BIAS], (size_t)(3 * hl) * sizeof(float));
+    memcpy(f->b_in + 3 * hl, w[P_FC1_BIAS], (size_t)fl * sizeof(float));
+    // Columns (input features) side by side: the rank's h/tp of proj, then its f/tp of fc2.
+    copy_block(w[P_PROJ_WEIGHT], hl, 0, 0, h, hl, f->w_out, f->k_out, 0, 0);
+    copy_block(w[P_FC2_WEIGHT], fl, 0, 0, h, fl, f->w_out, f->k_out, 0, hl);
+    for (int64_t o = 0; o < h; o++) f->b_out[o] = w[P_PROJ_BIAS][o] + w[P_FC2_BIAS][o];
 }
 
-void tp_sim_layer_train_step(const LayerConfig *c, int tp, const LayerParams *params,
-                             const LayerInputs *in, uint64_t step, LayerResults *res,
-                             LayerParams *rank_grads) {
-    const char *problem = tp_config_problem(c, tp);
-    if (problem) fail_user("%s", problem);
-    TpRank *ranks = xcalloc((size_t)tp, sizeof(TpRank));
-    LayerParams *grads = xcalloc((size_t)tp, sizeof(LayerParams));
-    for (int r = 0; r < tp; r++) {
-        tp_shard_params(c, tp, r, params, &ranks[r].w);
-        rank_alloc(c, tp, &ranks[r]);
-    }
-    tp_forward(c, tp, ranks, in->x, step);
-    tp_sim_backward(c, tp, ranks, in->x, in->dy, step);
-    // Every rank ends with the same out and dx; take rank 0's.
-    const size_t bytes = (size_t)(layer_tokens(c) * c->hidden) * sizeof(float);
-    memcpy(res->out, ranks[0].out, bytes);
-    memcpy(res->dx, ranks[0].dx, bytes);
-    for (int r = 0; r < tp; r++) grads[r] = ranks[r].g;
-    tp_gather_params(c, tp, grads, &res->grad);
-    for (int r = 0; r < tp; r++) {
-        if (rank_grads) rank_grads[r] = ranks[r].g;
-        rank_free(&ranks[r], rank_grads != NULL);
-    }
-    free(grads);
-    free(ranks);
+void tp_unfuse_shard_grads(const LayerConfig *c, int tp, const TpFusedShard *g, LayerParams *out) {
+    const int64_t h = c->hidden, hl = h / tp, fl = c->ffn / tp;
+    float **w = out->tensor;
+    memcpy(w[P_LN1_WEIGHT], g->ln_weight, (size_t)h * sizeof(float));
+    memcpy(w[P_LN1_BIAS], g->ln_bias, (size_t)h * sizeof(float));
+    memset(w[P_LN2_WEIGHT], 0, (size_t)h * sizeof(float));  // ln2 is not used
+    memset(w[P_LN2_BIAS], 0, (size_t)h * sizeof(float));
+    copy_block(g->w_in, h, 0, 0, 3 * hl, h, w[P_QKV_WEIGHT], h, 0, 0);
+    copy_block(g->w_in, h, 3 * hl, 0, fl, h, w[P_FC1_WEIGHT], h, 0, 0);
+    memcpy(w[P_QKV_BIAS], g->b_in, (size_t)(3 * hl) * sizeof(float));
+    memcpy(w[P_FC1_BIAS], g->b_in + 3 * hl, (size_t)fl * sizeof(float));
+    copy_block(g->w_out, g->k_out, 0, 0, h, hl, w[P_PROJ_WEIGHT], hl, 0, 0);
+    copy_block(g->w_out, g->k_out, 0, hl, h, fl, w[P_FC2_WEIGHT], fl, 0, 0);
+    memcpy(w[P_PROJ_BIAS], g->b_out, (size_t)h * sizeof(float));  // both biases enter as a sum
+    memcpy(w[P_FC2_BIAS], g->b_out, (size_t)h * sizeof(float));
 }
 
 // ---- The block: column-parallel Linear -> LayerNorm -> row-parallel Linear -------------------

@@ -15,14 +15,13 @@
 //   fc1   column-parallel (f/tp output rows), GELU local.
 //   fc2   row-parallel, partial outputs, all-reduce, bias once.
 //
-// Backward mirrors it: a column-parallel linear's input gradient dx = dy W is a partial sum
-// over the rank's output columns, so d(LN1 out) and d(LN2 out) are all-reduced.
+// Parameters are sharded (qkv, fc1 weight and bias by rows; proj, fc2 weight by columns) or
+// replicated (LN1, LN2, proj bias, fc2 bias). Which gradients the backward pass all-reduces -
+// of the activations and of the parameters - is the graded exercise "tp_backward"
+// (exercises/tp_backward.c, chapter 07); the answer is in reference/tp_backward.c.
 //
-// Parameters are sharded (qkv, fc1 weight and bias by rows; proj, fc2 weight by columns: each
-// rank's gradient is its own and stays local) or replicated (LN1, LN2, proj bias, fc2 bias:
-// every rank computes the SAME gradient from the same replicated activations, so plain TP
-// needs no all-reduce for them; with sequence parallelism each rank would see only its own
-// tokens and they would need one).
+// This file: how the parameters are cut, the collectives simulated, the fused shards of the
+// parallel layer, and step 07's own Linear -> LayerNorm -> Linear block.
 #ifndef REFERENCE_TP_REFERENCE_H
 #define REFERENCE_TP_REFERENCE_H
 
@@ -62,17 +61,90 @@ void tp_shard_params(const LayerConfig *cfg, int tp, int rank, const LayerParams
 void tp_gather_params(const LayerConfig *cfg, int tp, const LayerParams *shards,
                       LayerParams *full);
 
-// Sum of the tp buffers, written back into every one of them: what ncclAllReduce(sum) does.
-// The partials are added in rank order, as a ring all-reduce might.
+// ---- The collectives, simulated: every rank's buffer is in this one process ---------------
+// Sums are taken in float, the partials added in rank order, as the GPUs' fp32 reduction
+// might; n is the number of elements of one buffer (all-reduce) or of one slice.
+//   all-reduce      bufs[r][n] = sum over ranks, written back into every one of them
+//   all-gather      full[r][tp * n] = slice[0] | slice[1] | ... (each [n])
+//   reduce-scatter  slice[r][n] = part r of the sum over ranks of full[*][tp * n]
 void tp_sim_all_reduce(float *const *bufs, int tp, int64_t n);
+void tp_sim_all_gather(const float *const *slice, float *const *full, int tp, int64_t n);
+void tp_sim_reduce_scatter(const float *const *full, float *const *slice, int tp, int64_t n);
 
-// One training step of the layer cut tp ways. res receives out, dx and the gathered
-// gradients (comparable with ref_layer_train_step). rank_grads, if not NULL, is an array of
-// tp LayerParams that receives each rank's own gradient shards (allocated here; free with
-// layer_params_free), e.g. to check that the replicated parameters' gradients agree.
-void tp_sim_layer_train_step(const LayerConfig *cfg, int tp, const LayerParams *params,
-                             const LayerInputs *in, uint64_t step, LayerResults *res,
-                             LayerParams *rank_grads);
+// The same on one named buffer of every rank, where `ranks` is an array of per-rank structs:
+// TP_RANK_BUFS(name, ranks, tp, field) declares float *name[TP_MAX_RANKS] holding every
+// rank's `field`; TP_ALL_REDUCE(ranks, tp, field, n) all-reduces ranks[*].field[0..n).
+#define TP_RANK_BUFS(name, ranks, tp, field) \
+    float *name[TP_MAX_RANKS] = {0};         \
+    for (int r_ = 0; r_ < (tp); r_++) name[r_] = (ranks)[r_].field
+
+#define TP_ALL_REDUCE(ranks, tp, field, n)     \
+    do {                                       \
+        TP_RANK_BUFS(bufs_, ranks, tp, field); \
+        tp_sim_all_reduce(bufs_, (tp), (n));   \
+    } while (0)
+
+// ---- At the boundary of the tensor-parallel region (reference/tp_layer_reference.h) ---------
+// The replicated part of the layer (LayerNorms, dropout, residuals) holds Tl tokens per rank:
+// all T in plain TP, the rank's T/tp slice of the sequence under sequence parallelism (sp).
+// Buffers of that part are [Tl, h] ("loc"); the GEMMs between read and write [T, h].
+//   tp_gather_tokens  entering the region: a GEMM that needs all T tokens (forward: a
+//                     column-parallel GEMM's input):
+//                     plain TP: full[r] = loc[r] (a copy: the rank has them all);
+//                     sp: all-gather of the [T/tp, h] slices. n = Tl * h (one slice).
+//   tp_reduce_tokens  leaving the region with a [T, h] result that is a PARTIAL sum on each
+//                     rank (forward: a row-parallel GEMM's output):
+//                     plain TP: all-reduce, then loc[r] = the sum (partial[r] holds it too);
+//                     sp: reduce-scatter, loc[r] = rank r's slice of the sum. n = Tl * h.
+void tp_gather_tokens(int tp, int sp, float *const *loc, float *const *full, int64_t n);
+void tp_reduce_tokens(int tp, int sp, float *const *partial, float *const *loc, int64_t n);
+
+// The same on named buffers of every rank, e.g. the forward's TP_REDUCE_TOKENS(ranks, tp, sp,
+// p, p_loc, Tl * h): ranks[*].p [T, h] (partial) -> ranks[*].p_loc [Tl, h].
+#define TP_GATHER_TOKENS(ranks, tp, sp, loc_field, full_field, n) \
+    do {                                                          \
+        TP_RANK_BUFS(loc_, ranks, tp, loc_field);                 \
+        TP_RANK_BUFS(full_, ranks, tp, full_field);               \
+        tp_gather_tokens((tp), (sp), loc_, full_, (n));           \
+    } while (0)
+
+#define TP_REDUCE_TOKENS(ranks, tp, sp, partial_field, loc_field, n) \
+    do {                                                             \
+        TP_RANK_BUFS(partial_, ranks, tp, partial_field);            \
+        TP_RANK_BUFS(loc_, ranks, tp, loc_field);                    \
+        tp_reduce_tokens((tp), (sp), partial_, loc_, (n));           \
+    } while (0)
+
+// Dropout (forward, or backward: the same mask and scale) on elements [first, first + n) of
+// the whole [T, h] tensor: ref_dropout_forward keyed by each element's index in the
+// unsharded tensor, so that a slice draws the unsharded layer's mask.
+void tp_dropout_at(const float *x, int64_t n, float p, uint64_t seed, uint64_t offset, uint64_t first,
+                   float *y);
+
+// db[cols] = sum over the rows of dy [rows, cols], summed in double: a bias's gradient over
+// the rank's own tokens (overwrites db).
+void tp_column_sums(const float *dy, int64_t rows, int cols, float *db);
+
+// ---- One rank's weights of step 06's parallel layer, fused -------------------------------
+// The parallel layer (reference/parallel_reference.h) under TP: rank r's shards of the
+// separate weights (tp_shard_params), stacked the way its two GEMMs read them:
+//   w_in  [3h/tp + f/tp, h] = [W_qkv rows of its heads ; W_fc1 rows r]     column-parallel
+//   b_in  [3h/tp + f/tp]    = [b_qkv of its heads ; b_fc1 rows r]
+//   w_out [h, h/tp + f/tp]  = [W_proj columns of its heads | W_fc2 columns r]  row-parallel
+//   b_out [h]               = b_proj + b_fc2: replicated, added once after the sum
+//   ln_weight, ln_bias [h]  = ln1: replicated (ln2 is not used by the parallel layer)
+typedef struct {
+    int hidden, n_in, k_out;  // h, 3h/tp + f/tp, h/tp + f/tp
+    float *ln_weight, *ln_bias, *w_in, *b_in, *w_out, *b_out;
+} TpFusedShard;
+
+void tp_fused_shard_alloc(const LayerConfig *cfg, int tp, TpFusedShard *f);  // zero-filled
+void tp_fused_shard_free(TpFusedShard *f);
+// shard: one rank's separate shards (tp_shard_params) -> f (allocated by the caller).
+void tp_fuse_shard(const LayerConfig *cfg, int tp, const LayerParams *shard, TpFusedShard *f);
+// Gradients of a fused shard -> the separate layout of a shard (allocated, shard shapes):
+// b_out's gradient is the gradient of both output biases (they enter as a sum), ln2's is 0.
+void tp_unfuse_shard_grads(const LayerConfig *cfg, int tp, const TpFusedShard *grad, LayerParams *shard_grads);
 
 // ---- The step's own block: column-parallel Linear -> LayerNorm(f) -> row-parallel Linear ----
 // out = LN(x W1^T + b1) W2^T + b2, with x, out [T, h] and the LayerNorm over the f features.

@@ -28,7 +28,7 @@ for t in $targets; do
 done
 cp "$(ldconfig -p | awk '/libcmocka.so.0 /{print $NF; exit}')" .gpu/bin/libcmocka.so.0
 cp tools/gpu_run.sh .gpu/
-mkdir -p .gpu/tools && cp tools/pytorch_compare.py tools/profile_step.sh tools/profile_stalls.sh .gpu/tools/
+mkdir -p .gpu/tools && cp tools/pytorch_compare.py tools/torch_categories.py tools/profile_step.sh tools/profile_stalls.sh .gpu/tools/
 if [ -n "${BASELINE:-}" ]; then
   wt=$(mktemp -d)/baseline
   git worktree add --detach "$wt" "$rev" >/dev/null

@@ -3,7 +3,7 @@
 # tools/gpu_pack.sh: the GPU tests, every step's --check at fp16 and bf16, the
 # micro-benchmarks and the per-step comparison. Ends with a short table.
 #
-#   bash .gpu/gpu_run.sh [tests] [check] [bench] [fp8] [tp] [pytorch] [compare] [baseline] [autotune]
+#   bash .gpu/gpu_run.sh [tests] [check] [bench] [fp8] [tp] [pytorch] [compare] [breakdown] [baseline] [autotune]
 #   (default: all but autotune; baseline runs only when tools/gpu_pack.sh packed one:
 #   BASELINE=<rev>; autotune times steps 02-04 and 06 with GEMM_AUTOTUNE=1 and 0 in turns)
 # (tp needs 2 or more GPUs: step 07's --check at tp 2, then its timing at tp 1 and at every
@@ -17,7 +17,7 @@ BIN=.gpu/bin
 [ -d "$BIN" ] || tar xzf .gpu/bin.tgz -C .gpu  # tools/gpu_pack.sh ships them compressed
 OUT=${OUT:-out}
 mkdir -p "$OUT"
-what="${*:-tests check bench fp8 tp pytorch compare}"
+what="${*:-tests check bench fp8 tp pytorch compare breakdown}"
 summary="$OUT/summary.txt"
 : > "$summary"
 note() { echo "$*" | tee -a "$summary"; }
@@ -65,16 +65,16 @@ if [[ $what == *bench* ]]; then
 fi
 
 gpus=$(nvidia-smi -L | wc -l)
-if [[ $what == *tp* ]] && [ "$gpus" -ge 2 ] && [ -x "$BIN/tp" ]; then
+if [[ $what == *tp* ]] && [ "$gpus" -ge 2 ] && [ -x "$BIN/step07_tensor_parallel" ]; then
   export NCCL_NVLS_ENABLE=0
   for dt in fp16 bf16; do
-    "$BIN/tp" --tp 2 --preset small --check --no-sweep --dtype $dt 2>&1 | tee -a "$OUT/tp.log" |
+    "$BIN/step07_tensor_parallel" --tp 2 --preset small --check --no-sweep --dtype $dt 2>&1 | tee -a "$OUT/tp.log" |
       grep -aE "check|error" | sed "s/^/tp check $dt: /" >> "$summary"
   done
   for tp in 1 2 4 8; do
     [ "$tp" -le "$gpus" ] || break
     sweep=--no-sweep; [ "$tp" -eq "$gpus" ] && sweep=
-    "$BIN/tp" --tp $tp $sweep 2>&1 | tee -a "$OUT/tp.log" | grep -aE "^rank 0:|error|<-" |
+    "$BIN/step07_tensor_parallel" --tp $tp $sweep 2>&1 | tee -a "$OUT/tp.log" | grep -aE "^rank 0:|error|<-" |
       sed "s/^/tp $tp: /" >> "$summary"
   done
 fi
@@ -88,9 +88,16 @@ if [[ $what == *compare* ]] && [ -x "$BIN/compare" ]; then
   base=(); [ -f "$OUT/pytorch.json" ] && base=(--pytorch "$OUT/pytorch.json")
   for dt in fp16 bf16; do
     "$BIN/compare" --dtype $dt --json "$OUT/compare_$dt.json" --svg "$OUT/compare_$dt.svg" "${base[@]}" 2>&1 |
-      tee "$OUT/compare_$dt.log" | tail -12 >> "$summary"
+      tee "$OUT/compare_$dt.log" | tail -18 >> "$summary"
     base=()  # PyTorch was timed at fp16
   done
+fi
+# Where each step's time goes, by category, beside each category's floor (fp16, PyTorch's
+# peers too when they were timed): the table, JSON and the stacked chart.
+if [[ $what == *breakdown* ]] && [ -x "$BIN/compare" ]; then
+  base=(); [ -f "$OUT/pytorch.json" ] && base=(--pytorch "$OUT/pytorch.json")
+  "$BIN/compare" --breakdown --skip-check --json "$OUT/breakdown_fp16.json" --svg "$OUT/breakdown_fp16.svg" \
+    "${base[@]}" 2>&1 | tee "$OUT/breakdown_fp16.log" | sed -n '/^Where each step/,$p' >> "$summary"
 fi
 # This version against the baseline's binaries (BASELINE=<rev> tools/gpu_pack.sh), taking
 # turns so that both see the same machine: attention_bench, gemm_bench, steps 04-06.

@@ -27,18 +27,40 @@ const char *gpu_unavailable_reason(void) { return unavailable_reason; }
 static struct cudaDeviceProp device_props;
 static char description[320];
 
-void gpu_require(void) {
-    if (gpu_count() == 0)
+void gpu_require_device(int device) {
+    int n = gpu_count();
+    if (n == 0)
         fail_user("this program needs a CUDA GPU, and none is usable here (%s)",
                   gpu_unavailable_reason());
-    CUDA_CHECK(cudaSetDevice(0));
-    CUDA_CHECK(cudaGetDeviceProperties(&device_props, 0));
+    if (device < 0 || device >= n)
+        fail_user("GPU %d was asked for, but this machine has %d usable GPU%s (0..%d)", device, n,
+                  n == 1 ? "" : "s", n - 1);
+    CUDA_CHECK(cudaSetDevice(device));
+    CUDA_CHECK(cudaGetDeviceProperties(&device_props, device));
     snprintf(description, sizeof description, "%s, compute capability %d.%d", device_props.name,
              device_props.major, device_props.minor);
 }
 
-const char *gpu_description(void) { return description; }
-int gpu_compute_capability(void) { return device_props.major * 10 + device_props.minor; }
+void gpu_require(void) { gpu_require_device(0); }
+
+// The current device's properties: gpu_require() reads device 0's; a program that picks its
+// device itself (step 07's ranks: cudaSetDevice(local_rank)) has them read on first use.
+static const struct cudaDeviceProp *props(void) {
+    if (device_props.major == 0) {
+        int device;
+        CUDA_CHECK(cudaGetDevice(&device));
+        CUDA_CHECK(cudaGetDeviceProperties(&device_props, device));
+        snprintf(description, sizeof description, "%s, compute capability %d.%d", device_props.name,
+                 device_props.major, device_props.minor);
+    }
+    return &device_props;
+}
+
+const char *gpu_description(void) {
+    props();
+    return description;
+}
+int gpu_compute_capability(void) { return props()->major * 10 + props()->minor; }
 
 static int effective_cc = -1, cc_simulated;
 
@@ -65,7 +87,7 @@ int gpu_cc_is_simulated(void) {
 }
 
 size_t gpu_max_smem_per_block(void) {
-    size_t device = device_props.sharedMemPerBlockOptin;
+    size_t device = props()->sharedMemPerBlockOptin;
     size_t generation = gpu_arch_max_smem_per_block(gpu_effective_cc());
     return generation < device ? generation : device;
 }

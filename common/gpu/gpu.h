@@ -20,6 +20,9 @@ int gpu_count(void);
 const char *gpu_unavailable_reason(void);
 // Exits with a clear message if there is no GPU; otherwise selects device 0.
 void gpu_require(void);
+// The same for device `device` (one process per GPU: step 07's ranks); exits with a message
+// naming both numbers if there are not that many GPUs.
+void gpu_require_device(int device);
 // "NVIDIA H100 80GB HBM3, compute capability 9.0" (after gpu_require).
 const char *gpu_description(void);
 int gpu_compute_capability(void);  // e.g. 90: the device's own

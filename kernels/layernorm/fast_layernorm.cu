@@ -1,4 +1,5 @@
 #include "common/gpu/gpu.h"
+#include "common/gpu/gpu_phase.h"
 #include "kernels/device_utils.cuh"
 #include "kernels/fp8_device.cuh"
 #include "kernels/layernorm/fast_layernorm.h"
@@ -278,10 +279,12 @@ extern "C" void layernorm_fast_forward(const void *x, const void *gamma, const v
                                        float *mean, float *rstd, int64_t rows, int cols, float eps,
                                        DType dtype) {
     int vpt = packs_per_thread(cols, THREADS);
+    gpu_phase(CAT_LAYERNORM);
     DISPATCH_DTYPE(dtype, T, DISPATCH_VPT(vpt, V,
         layernorm_forward_kernel<T, V><<<(unsigned)rows, THREADS>>>(
             (const T *)x, (const T *)gamma, (const T *)beta, (T *)y, mean, rstd, cols, eps)));
     CHECK_LAUNCH();
+    gpu_phase_end();
 }
 
 extern "C" void layernorm_fast_forward_fp8(const void *x, const void *gamma, const void *beta, uint8_t *y8,
@@ -289,10 +292,12 @@ extern "C" void layernorm_fast_forward_fp8(const void *x, const void *gamma, con
                                            float *rstd, int64_t rows, int cols, float eps, DType dtype) {
     int vpt = packs_per_thread(cols, THREADS);
     const Fp8Out out = {y8, scale, amax, format};
+    gpu_phase(CAT_LAYERNORM);
     DISPATCH_DTYPE(dtype, T, DISPATCH_VPT(vpt, V,
         (layernorm_forward_kernel<T, V, true><<<(unsigned)rows, THREADS>>>(
             (const T *)x, (const T *)gamma, (const T *)beta, NULL, mean, rstd, cols, eps, out))));
     CHECK_LAUNCH();
+    gpu_phase_end();
 }
 
 // Blocks of the backward: enough to keep every multiprocessor busy with a few each.
@@ -320,6 +325,7 @@ extern "C" void layernorm_fast_backward(const void *dy, const void *x, const voi
     float *partial_dgamma = (float *)workspace, *partial_dbeta = partial_dgamma + (size_t)blocks * cols;
     const size_t smem = (size_t)6 * cols * 2;  // two buffers of x, dy and dresidual rows
     // Dynamic shared memory past 48 KB must be allowed explicitly (a cheap host call).
+    gpu_phase(CAT_LAYERNORM);
     DISPATCH_DTYPE(dtype, T, DISPATCH_VPT(vpt, V,
         CUDA_CHECK(cudaFuncSetAttribute(layernorm_backward_kernel<T, V>,
                                         cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem))));
@@ -333,4 +339,5 @@ extern "C" void layernorm_fast_backward(const void *dy, const void *x, const voi
                                                              (T *)dgamma, (T *)dbeta);
     });
     CHECK_LAUNCH();
+    gpu_phase_end();
 }

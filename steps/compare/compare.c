@@ -4,6 +4,14 @@
 // then the timing at the chosen configuration (default: the quickstart). Prints a table and
 // writes it as JSON (--json) and as an SVG bar chart (--svg). Without a GPU it says so and
 // runs what can run: the CPU reference at the tiny preset.
+//
+// Each step's fraction of its floor (model FLOPs utilisation against the GEMM rate measured
+// here, and time over floor: common/core/breakdown.h) is in the table. With --breakdown, each
+// step also runs one more step timed by category; the table of categories beside their floors
+// follows, and the SVG becomes a stacked bar per step with its floor's bar under it.
+//
+// The chart is drawn here, in C, rather than with a plotting library: it is a few rectangles,
+// and this way the one binary writes table, JSON and chart on any machine, Python or not.
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,8 +22,11 @@
 
 #include "common/core/errors.h"
 #include "common/gpu/cuda_check.h"
+#include "common/core/breakdown.h"
 #include "common/gpu/gpu.h"
 #include "reference/reference.h"
+#include "steps/driver/breakdown_report.h"
+#include "steps/driver/floors.h"
 #include "steps/driver/step.h"
 #include "steps/compare/registry.h"
 
@@ -25,10 +36,13 @@ typedef struct {
 } CompareFlags;
 
 // Timings of the same layer in PyTorch (tools/pytorch_compare.py writes them), shown beside
-// our steps: {"PyTorch eager": {"mean_ms": 26.0, ...}, ...}.
+// our steps: {"PyTorch eager": {"mean_ms": 26.0, "peak_mib": 9665, "categories": {"gemm_fprop":
+// 4.1, ...}}, ...}. A category PyTorch's profiler did not give is NAN.
 typedef struct {
     char name[64];
-    double mean_ms;
+    double mean_ms, peak_mib;
+    int has_categories;
+    double category_ms[NUM_CATEGORIES];
 } Baseline;
 
 static int load_baselines(const char *path, Baseline *out, int max) {
@@ -41,9 +55,17 @@ static int load_baselines(const char *path, Baseline *out, int max) {
     json_object_foreach(root, key, value) {
         json_t *ms = json_object_get(value, "mean_ms");
         if (!json_is_object(value) || !json_is_number(ms) || n == max) continue;
-        snprintf(out[n].name, sizeof out[n].name, "%s", key);
-        out[n].mean_ms = json_number_value(ms);
-        n++;
+        Baseline *b = &out[n++];
+        snprintf(b->name, sizeof b->name, "%s", key);
+        b->mean_ms = json_number_value(ms);
+        json_t *peak = json_object_get(value, "peak_mib");
+        b->peak_mib = json_is_number(peak) ? json_number_value(peak) : NAN;
+        json_t *cats = json_object_get(value, "categories");
+        b->has_categories = json_is_object(cats);
+        for (int c = 0; c < NUM_CATEGORIES; c++) {
+            json_t *v = b->has_categories ? json_object_get(cats, category_key((Category)c)) : NULL;
+            b->category_ms[c] = json_is_number(v) ? json_number_value(v) : NAN;
+        }
     }
     json_decref(root);
     return n;
@@ -59,8 +81,8 @@ static int take_compare_flags(int argc, char **argv, CompareFlags *f) {
         else if (!strcmp(argv[i], "--pytorch") && i + 1 < argc) f->pytorch_path = argv[++i];
         else if (!strcmp(argv[i], "--skip-check")) f->skip_check = 1;
         else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            printf("usage: compare [--steps 01,03] [--skip-check] [--json FILE] [--svg FILE] [--pytorch FILE] "
-                   "[layer flags of any step, e.g. --dtype bf16 --preset small]\n");
+            printf("usage: compare [--steps 01,03] [--skip-check] [--breakdown] [--json FILE] [--svg FILE] "
+                   "[--pytorch FILE] [layer flags of any step, e.g. --dtype bf16 --preset small]\n");
             argv[out++] = argv[i];
         } else argv[out++] = argv[i];
     }
@@ -109,62 +131,48 @@ static int run_cpu_only(const LayerConfig *requested) {
     return 0;
 }
 
-// The rate of one large fp16 matrix product on this GPU: the ceiling for the "floor" line.
-static double measure_gemm_tflops(void) {
-    const int n = 8192;
-    size_t bytes = (size_t)n * n * 2;
-    // Random operands: constant or zero data makes the tensor cores draw less power and run
-    // faster than they do on real data, which would flatter the ceiling.
-    float *host = xmalloc(bytes / 2 * sizeof(float));
-    fill_uniform(host, (int64_t)n * n, -1.0f, 1.0f, 17, 1);
-    void *a = dev_upload(host, (int64_t)n * n, DTYPE_FP16);
-    fill_uniform(host, (int64_t)n * n, -1.0f, 1.0f, 17, 2);
-    void *b = dev_upload(host, (int64_t)n * n, DTYPE_FP16), *c = dev_alloc(bytes);
-    free(host);
-    cublasHandle_t h = gpu_cublas_handle();
-    float alpha = 1.0f, beta = 0.0f;
-    cudaEvent_t e0, e1;
-    CUDA_CHECK(cudaEventCreate(&e0));
-    CUDA_CHECK(cudaEventCreate(&e1));
-    for (int rep = 0; rep < 2; rep++) {  // first pass warms up
-        CUDA_CHECK(cudaEventRecord(e0, 0));
-        for (int i = 0; i < 10; i++)
-            CUBLAS_CHECK(cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, n, n, n, &alpha, a, CUDA_R_16F, n, b,
-                                      CUDA_R_16F, n, &beta, c, CUDA_R_16F, n, CUBLAS_COMPUTE_32F,
-                                      CUBLAS_GEMM_DEFAULT));
-        CUDA_CHECK(cudaEventRecord(e1, 0));
-    }
-    CUDA_CHECK(cudaEventSynchronize(e1));
-    float ms;
-    CUDA_CHECK(cudaEventElapsedTime(&ms, e0, e1));
-    dev_free(a);
-    dev_free(b);
-    dev_free(c);
-    return 10 * 2.0 * n * (double)n * n / (ms * 1e-3) / 1e12;
-}
-
 typedef struct {
     const StepOps *step;
     StepReport report;
+    double floor_ms[NUM_CATEGORIES];  // the step's floor per category (its work at the measured rates)
+    double floor_total_ms;            // their sum; NAN where a rate is missing
+    double mfu;                       // model FLOPs / mean time / the GEMM rate of its precision
 } Row;
 
 static void write_json(const char *path, const LayerConfig *c, const Row *rows, int n,
-                       double gemm_tflops) {
+                       const MeasuredRates *rates, const Baseline *base, int nbase) {
     FILE *f = fopen(path, "w");
     if (!f) fail_user("cannot write %s", path);
     fprintf(f, "{\n  \"gpu\": \"%s\",\n  \"config\": {\"hidden\": %d, \"ffn\": %d, \"heads\": %d, "
             "\"seq\": %d, \"batch\": %d, \"dtype\": \"%s\", \"dropout\": %g},\n"
-            "  \"gemm_tflops\": %.1f,\n  \"floor_ms\": %.3f,\n  \"steps\": [\n",
+            "  \"gemm_tflops\": %.1f,\n  \"floor_ms\": %.3f,\n  \"rates\": ",
             gpu_description(), c->hidden, c->ffn, c->heads, c->seq, c->batch, dtype_name(c->dtype),
-            c->attn_dropout, gemm_tflops, layer_train_flops(c) / (gemm_tflops * 1e12) * 1e3);
+            c->attn_dropout, rates->gemm_tflops, layer_train_flops(c) / (rates->gemm_tflops * 1e12) * 1e3);
+    fprint_json(f, rates_json(rates));
+    fprintf(f, ",\n  \"steps\": [\n");
     for (int i = 0; i < n; i++) {
         const StepReport *r = &rows[i].report;
         fprintf(f, "    {\"step\": \"%s\", \"title\": \"%s\", \"whats_new\": \"%s\", \"mean_ms\": %.4f, "
                 "\"median_ms\": %.4f, \"tflops\": %.2f, \"peak_mib\": %.1f, \"max_rel_error\": %.4g, "
-                "\"check_passed\": %d}%s\n",
+                "\"check_passed\": %d, \"breakdown\": ",
                 rows[i].step->id, rows[i].step->title, rows[i].step->whats_new, r->mean_ms,
-                r->median_ms, r->tflops, r->peak_mib, r->max_rel_error, r->check_passed,
-                i + 1 < n ? "," : "");
+                r->median_ms, r->tflops, r->peak_mib, r->max_rel_error, r->check_passed);
+        fprint_json(f, step_breakdown_json(rows[i].step, c, rates, r));
+        fprintf(f, "}%s\n", i + 1 < n ? "," : "");
+    }
+    fprintf(f, "  ],\n  \"pytorch\": [\n");
+    for (int i = 0; i < nbase; i++) {
+        json_t *o = json_object(), *cats = json_object();
+        json_object_set_new(o, "name", json_string(base[i].name));
+        json_object_set_new(o, "mean_ms", json_real(base[i].mean_ms));
+        json_object_set_new(o, "peak_mib", isnan(base[i].peak_mib) ? json_null() : json_real(base[i].peak_mib));
+        for (int k = 0; k < NUM_CATEGORIES; k++)
+            if (!isnan(base[i].category_ms[k]))
+                json_object_set_new(cats, category_key((Category)k), json_real(base[i].category_ms[k]));
+        json_object_set_new(o, "categories", base[i].has_categories ? cats : (json_decref(cats), json_null()));
+        fprintf(f, "    ");
+        fprint_json(f, o);
+        fprintf(f, "%s\n", i + 1 < nbase ? "," : "");
     }
     fprintf(f, "  ]\n}\n");
     fclose(f);
@@ -216,6 +224,145 @@ static void write_svg(const char *path, const LayerConfig *c, const Row *rows, i
     fclose(f);
 }
 
+// ---- the breakdown: table and stacked chart (--breakdown) -----------------------------------
+// Short column labels and chart colours, by category.
+static const char *const SHORT[NUM_CATEGORIES] = {
+    [CAT_OTHER] = "other", [CAT_GEMM_FPROP] = "fprop", [CAT_GEMM_DGRAD] = "dgrad",
+    [CAT_GEMM_WGRAD] = "wgrad", [CAT_ATTN_FWD] = "attn fwd", [CAT_ATTN_BWD] = "attn bwd",
+    [CAT_LAYERNORM] = "LN", [CAT_ELEMENTWISE] = "eltwise", [CAT_FP8_CAST] = "FP8 cast",
+    [CAT_COMM] = "comm",
+};
+static const char *const COLOUR[NUM_CATEGORIES] = {
+    [CAT_OTHER] = "#b0b0b0", [CAT_GEMM_FPROP] = "#1f5fa8", [CAT_GEMM_DGRAD] = "#4a90d9",
+    [CAT_GEMM_WGRAD] = "#9cc4ee", [CAT_ATTN_FWD] = "#c62828", [CAT_ATTN_BWD] = "#f28b82",
+    [CAT_LAYERNORM] = "#2e7d32", [CAT_ELEMENTWISE] = "#ef8a17", [CAT_FP8_CAST] = "#7b4fa6",
+    [CAT_COMM] = "#795548",
+};
+
+// The categories worth a column: those with time or a floor in any row.
+static void used_categories(const Row *rows, int n, const Baseline *base, int nbase, int used[NUM_CATEGORIES]) {
+    for (int c = 0; c < NUM_CATEGORIES; c++) {
+        used[c] = c == CAT_OTHER;
+        for (int i = 0; i < n; i++) used[c] |= rows[i].report.category_ms[c] > 0 || rows[i].floor_ms[c] > 0;
+        for (int i = 0; i < nbase; i++) used[c] |= base[i].category_ms[c] > 0;
+    }
+}
+
+static void print_cells(const double ms[NUM_CATEGORIES], const int used[NUM_CATEGORIES]) {
+    for (int c = 1; c <= NUM_CATEGORIES; c++) {
+        int k = c % NUM_CATEGORIES;  // "other" last
+        if (!used[k]) continue;
+        if (isnan(ms[k])) printf(" %8s", "-");
+        else printf(" %8.3f", ms[k]);
+    }
+}
+
+static void print_breakdown_table(const Row *rows, int n, const Baseline *base, int nbase) {
+    int used[NUM_CATEGORIES];
+    used_categories(rows, n, base, nbase, used);
+    printf("\nWhere each step's time goes, ms (one step recorded after the timed ones; CUDA events at the GPU's\n"
+           "clocks; the floor row under it: the same work at the rates measured above)\n%-22s", "step");
+    for (int c = 1; c <= NUM_CATEGORIES; c++)
+        if (used[c % NUM_CATEGORIES]) printf(" %8s", SHORT[c % NUM_CATEGORIES]);
+    printf(" %9s %9s %8s\n", "sum", "mean", "sum/mean");
+    for (int i = 0; i < n; i++) {
+        const StepReport *r = &rows[i].report;
+        printf("%-22s", rows[i].step->id);
+        print_cells(r->category_ms, used);
+        printf(" %9.3f %9.3f %7.1f%%\n", r->breakdown_ms, r->mean_ms, 100.0 * r->breakdown_ms / r->mean_ms);
+        printf("%-22s", "  floor");
+        print_cells(rows[i].floor_ms, used);
+        printf(" %9.3f\n", rows[i].floor_total_ms);
+    }
+    for (int i = 0; i < nbase; i++) {
+        if (!base[i].has_categories) continue;
+        double sum = 0;
+        for (int c = 0; c < NUM_CATEGORIES; c++) sum += isnan(base[i].category_ms[c]) ? 0 : base[i].category_ms[c];
+        printf("%-22.22s", base[i].name);
+        print_cells(base[i].category_ms, used);
+        printf(" %9.3f %9.3f %7.1f%%   (PyTorch's profiler, one step)\n", sum, base[i].mean_ms,
+               100.0 * sum / base[i].mean_ms);
+    }
+}
+
+// One stacked bar: each category's segment in its colour, from x0, `scale` pixels per ms.
+static double svg_stack(FILE *f, const double ms[NUM_CATEGORIES], double x0, int y, int height, double scale,
+                        double opacity) {
+    double x = x0;
+    for (int c = 1; c <= NUM_CATEGORIES; c++) {
+        int k = c % NUM_CATEGORIES;  // "other" last, at the end of the bar
+        if (isnan(ms[k]) || ms[k] <= 0) continue;
+        fprintf(f, "<rect x=\"%.2f\" y=\"%d\" width=\"%.2f\" height=\"%d\" fill=\"%s\" fill-opacity=\"%.2f\">"
+                "<title>%s: %.3f ms</title></rect>\n", x, y, ms[k] * scale, height, COLOUR[k], opacity,
+                category_name((Category)k), ms[k]);
+        x += ms[k] * scale;
+    }
+    return x;
+}
+
+// A stacked bar per step (the recorded step, by category) with a thin bar under it (the same
+// categories' floors), then PyTorch's rows: stacked where its profiler gave categories.
+static void write_breakdown_svg(const char *path, const LayerConfig *c, const Row *rows, int n, const Baseline *base,
+                                int nbase) {
+    FILE *f = fopen(path, "w");
+    if (!f) fail_user("cannot write %s", path);
+    int used[NUM_CATEGORIES];
+    used_categories(rows, n, base, nbase, used);
+    double max_ms = 0;
+    for (int i = 0; i < n; i++) {
+        max_ms = fmax(max_ms, fmax(rows[i].report.breakdown_ms, rows[i].report.mean_ms));
+        if (!isnan(rows[i].floor_total_ms)) max_ms = fmax(max_ms, rows[i].floor_total_ms);
+    }
+    for (int i = 0; i < nbase; i++) max_ms = fmax(max_ms, base[i].mean_ms);
+    const int left = 250, width = 560, bar = 18, floor_bar = 7, row_h = 38, top = 88;
+    const double sx = width / (max_ms * 1.12);
+    const int height = top + (n + nbase) * row_h + 40;
+    fprintf(f, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" font-family=\"sans-serif\" "
+            "font-size=\"12\">\n<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n", left + width + 120, height);
+    fprintf(f, "<text x=\"10\" y=\"20\" font-size=\"15\" font-weight=\"bold\">Where a training step's time goes "
+            "(fwd+bwd), %s, h%d ffn%d heads%d s%d b%d</text>\n", dtype_name(c->dtype), c->hidden, c->ffn, c->heads,
+            c->seq, c->batch);
+    fprintf(f, "<text x=\"10\" y=\"37\" fill=\"#555\">%s; thick bar: one recorded step by category; thin bar "
+            "under it: each category's floor (its work at rates measured in this run)</text>\n", gpu_description());
+    int lx = 10;
+    for (int k = 1; k <= NUM_CATEGORIES; k++) {
+        int cat = k % NUM_CATEGORIES;
+        if (!used[cat]) continue;
+        fprintf(f, "<rect x=\"%d\" y=\"50\" width=\"12\" height=\"12\" fill=\"%s\"/><text x=\"%d\" y=\"60\">%s</text>\n",
+                lx, COLOUR[cat], lx + 16, SHORT[cat]);
+        lx += 24 + 8 * (int)strlen(SHORT[cat]);
+    }
+    for (int i = 0; i < n; i++) {
+        const StepReport *r = &rows[i].report;
+        const int y = top + i * row_h;
+        fprintf(f, "<text x=\"%d\" y=\"%d\" text-anchor=\"end\">%s</text>\n", left - 8, y + bar - 5, rows[i].step->id);
+        double end = svg_stack(f, r->category_ms, left, y, bar, sx, 1.0);
+        fprintf(f, "<text x=\"%.1f\" y=\"%d\">%.2f ms</text>\n", end + 5, y + bar - 5, r->breakdown_ms);
+        end = svg_stack(f, rows[i].floor_ms, left, y + bar + 2, floor_bar, sx, 0.6);
+        if (isnan(rows[i].floor_total_ms))
+            fprintf(f, "<text x=\"%.1f\" y=\"%d\" font-size=\"10\" fill=\"#555\">floor: a rate was not measured</text>\n",
+                    end + 5, y + bar + floor_bar + 1);
+        else
+            fprintf(f, "<text x=\"%.1f\" y=\"%d\" font-size=\"10\" fill=\"#555\">floor %.2f</text>\n", end + 5,
+                    y + bar + floor_bar + 1, rows[i].floor_total_ms);
+    }
+    for (int i = 0; i < nbase; i++) {
+        const int y = top + (n + i) * row_h;
+        fprintf(f, "<text x=\"%d\" y=\"%d\" text-anchor=\"end\">%s</text>\n", left - 8, y + bar - 5, base[i].name);
+        double end;
+        if (base[i].has_categories) {
+            end = svg_stack(f, base[i].category_ms, left, y, bar, sx, 1.0);
+        } else {
+            end = left + base[i].mean_ms * sx;
+            fprintf(f, "<rect x=\"%d\" y=\"%d\" width=\"%.2f\" height=\"%d\" fill=\"#999\"/>\n", left, y,
+                    base[i].mean_ms * sx, bar);
+        }
+        fprintf(f, "<text x=\"%.1f\" y=\"%d\">%.2f ms (mean)</text>\n", end + 5, y + bar - 5, base[i].mean_ms);
+    }
+    fprintf(f, "</svg>\n");
+    fclose(f);
+}
+
 int main(int argc, char **argv) {
     CompareFlags flags = {0};
     argc = take_compare_flags(argc, argv, &flags);
@@ -239,10 +386,16 @@ int main(int argc, char **argv) {
     if (!flags.skip_check)
         printf("check: the small preset (hidden %d, seq %d) against the CPU reference\n",
                check_cfg.hidden, check_cfg.seq);
-    double gemm_tflops = measure_gemm_tflops();
-    double floor_ms = layer_train_flops(cfg) / (gemm_tflops * 1e12) * 1e3;
-    printf("large fp16 GEMM: %.0f TFLOP/s -> floor for this layer %.2f ms\n\n", gemm_tflops, floor_ms);
+    int any_fp8 = 0;
+    for (int s = 0; s < NUM_STEPS; s++) any_fp8 |= step_selected(&flags, ALL_STEPS[s]) && ALL_STEPS[s]->variant.fp8_gemms;
+    const MeasuredRates rates = measure_rates(cfg, any_fp8);
+    print_rates(stdout, cfg, &rates);
+    double floor_ms = layer_train_flops(cfg) / (rates.gemm_tflops * 1e12) * 1e3;
+    printf("all the layer's FLOPs at the %s GEMM rate: %.2f ms\n\n", dtype_name(cfg->dtype), floor_ms);
 
+    // A bad --pytorch file is reported now, not after the steps have run.
+    Baseline torch_rows[8];
+    int ntorch = flags.pytorch_path ? load_baselines(flags.pytorch_path, torch_rows, 8) : 0;
     Row *rows = xcalloc((size_t)NUM_STEPS, sizeof(Row));
     int n = 0;
     for (int s = 0; s < NUM_STEPS; s++) {
@@ -278,7 +431,10 @@ int main(int argc, char **argv) {
         layer_inputs_alloc(cfg, &inputs);
         layer_inputs_init_random(cfg, cfg->seed + 1, &inputs);
         layer_inputs_round(cfg, &inputs);
-        row->report = step_time(step, cfg, &params, &inputs, o.warmup, o.iters);
+        row->report = step_time(step, cfg, &params, &inputs, o.warmup, o.iters, o.breakdown);
+        CategoryWork work;
+        row->floor_total_ms = step_floors(step, cfg, &rates, &work, row->floor_ms);
+        row->mfu = step_mfu(step, cfg, &rates, row->report.mean_ms);
         row->report.max_rel_error = check.max_rel_error;
         row->report.check_passed = check.check_passed;
         layer_params_free(&params);
@@ -287,8 +443,8 @@ int main(int argc, char **argv) {
         fflush(stdout);
     }
 
-    printf("\n%-22s %-46s %9s %8s %8s %9s %14s\n", "step", "what is new", "mean ms", "speedup",
-           "TFLOP/s", "peak MiB", "max rel.err");
+    printf("\n%-22s %-46s %9s %8s %8s %6s %8s %9s %14s\n", "step", "what is new", "mean ms", "speedup",
+           "TFLOP/s", "MFU", "x floor", "peak MiB", "max rel.err");
     double base = n ? rows[0].report.mean_ms : 0;
     int failed = 0;
     for (int i = 0; i < n; i++) {
@@ -297,17 +453,25 @@ int main(int argc, char **argv) {
         if (r->check_passed < 0) snprintf(err, sizeof err, "not checked");
         else snprintf(err, sizeof err, "%.2e %s", r->max_rel_error, r->check_passed ? "ok" : "FAIL");
         failed += r->check_passed == 0;
-        printf("%-22s %-46.46s %9.2f %7.2fx %8.1f %9.0f %14s\n", rows[i].step->id,
-               rows[i].step->whats_new, r->mean_ms, base / r->mean_ms, r->tflops, r->peak_mib, err);
+        char mfu[16] = "-", over[16] = "-";
+        if (!isnan(rows[i].mfu)) snprintf(mfu, sizeof mfu, "%.1f%%", 100.0 * rows[i].mfu);
+        if (!isnan(rows[i].floor_total_ms)) snprintf(over, sizeof over, "%.2fx", r->mean_ms / rows[i].floor_total_ms);
+        printf("%-22s %-46.46s %9.2f %7.2fx %8.1f %6s %8s %9.0f %14s\n", rows[i].step->id,
+               rows[i].step->whats_new, r->mean_ms, base / r->mean_ms, r->tflops, mfu, over, r->peak_mib, err);
     }
-    Baseline torch_rows[8];
-    int ntorch = flags.pytorch_path ? load_baselines(flags.pytorch_path, torch_rows, 8) : 0;
     for (int i = 0; i < ntorch; i++)
-        printf("%-22s %-46s %9.2f %7.2fx\n", torch_rows[i].name, "the same layer in PyTorch (same GPU)",
-               torch_rows[i].mean_ms, base / torch_rows[i].mean_ms);
-    printf("%-22s %-46s %9.2f\n", "floor", "layer FLOPs at the large-GEMM rate", floor_ms);
-    if (flags.json_path) write_json(flags.json_path, cfg, rows, n, gemm_tflops);
-    if (flags.svg_path) write_svg(flags.svg_path, cfg, rows, n, floor_ms, torch_rows, ntorch);
+        printf("%-22.22s %-46s %9.2f %7.2fx %8.1f %6s %8s %9.0f\n", torch_rows[i].name,
+               "the same layer in PyTorch (same GPU)", torch_rows[i].mean_ms, base / torch_rows[i].mean_ms,
+               layer_train_flops(cfg) / (torch_rows[i].mean_ms * 1e-3) / 1e12, "", "", torch_rows[i].peak_mib);
+    printf("%-22s %-46s %9.2f\n", "all FLOPs at GEMM rate", "the layer's FLOPs at the large-GEMM rate", floor_ms);
+    printf("(MFU: model FLOPs per second over the measured GEMM rate of the step's precision; x floor: mean time\n"
+           " over the sum of its categories' floors - common/core/breakdown.h)\n");
+    if (o.breakdown) print_breakdown_table(rows, n, torch_rows, ntorch);
+    if (flags.json_path) write_json(flags.json_path, cfg, rows, n, &rates, torch_rows, ntorch);
+    if (flags.svg_path) {
+        if (o.breakdown) write_breakdown_svg(flags.svg_path, cfg, rows, n, torch_rows, ntorch);
+        else write_svg(flags.svg_path, cfg, rows, n, floor_ms, torch_rows, ntorch);
+    }
     free(rows);
     return failed ? 1 : 0;
 }

@@ -10,7 +10,10 @@
 #include "common/core/tolerance.h"
 #include "common/gpu/cuda_check.h"
 #include "common/gpu/gpu.h"
+#include "common/gpu/gpu_phase.h"
 #include "reference/reference.h"
+#include "steps/driver/breakdown_report.h"
+#include "steps/driver/floors.h"
 #include "steps/driver/step.h"
 #include "common/io/weights_io.h"
 
@@ -41,6 +44,8 @@ static void print_help(const char *prog, const StepOps *step) {
         "  --weights FILE       load the 12 parameters from safetensors (PyTorch names)\n"
         "  --input FILE         load x and dy from safetensors (else random)\n"
         "  --save FILE          save out, dx and grad.<name> after one step (safetensors)\n"
+        "  --breakdown          then one more step timed by category (GEMM fprop/dgrad/wgrad,\n"
+        "                       attention, LayerNorm, ...), each beside its floor measured here\n"
         "  --json FILE          write the results as JSON\n"
         "  --help\n");
     if (step && step->flags_help) printf("Flags of this step\n%s", step->flags_help);
@@ -74,6 +79,7 @@ void options_parse(int argc, char **argv, Options *o, const StepOps *step) {
         }
         if (!strcmp(f, "--check")) { o->check = 1; continue; }
         if (!strcmp(f, "--causal")) { c->causal = 1; continue; }
+        if (!strcmp(f, "--breakdown")) { o->breakdown = 1; continue; }
         if (step && step->parse_flag && step->parse_flag(f, NULL)) continue;
         // Flags with a value.
         if (strncmp(f, "--", 2) != 0) fail_user("unexpected argument '%s' (see --help)", f);
@@ -106,6 +112,7 @@ void options_parse(int argc, char **argv, Options *o, const StepOps *step) {
         else if (step && step->parse_flag && step->parse_flag(f, v)) {}
         else fail_user("unknown flag '%s' (see --help)", f);
     }
+    if (o->check && o->breakdown) fail_user("--breakdown times a step and --check checks one: give one of them");
     if (o->check && !o->check_config_given) {
         LayerConfig small;
         layer_config_preset("small", &small);
@@ -134,7 +141,7 @@ static int compare_doubles(const void *a, const void *b) {
 }
 
 StepReport step_time(const StepOps *step, const LayerConfig *cfg, const LayerParams *params,
-                     const LayerInputs *inputs, int warmup, int iters) {
+                     const LayerInputs *inputs, int warmup, int iters, int breakdown) {
     StepReport r = {0};
     r.max_rel_error = -1;
     r.check_passed = -1;
@@ -150,6 +157,7 @@ StepReport step_time(const StepOps *step, const LayerConfig *cfg, const LayerPar
 
     cudaEvent_t *events = xmalloc(sizeof(cudaEvent_t) * (size_t)(iters + 1));
     for (int i = 0; i <= iters; i++) CUDA_CHECK(cudaEventCreate(&events[i]));
+    if (breakdown) gpu_phase_prepare();
     CUDA_CHECK(cudaEventRecord(events[0], 0));
     for (int i = 0; i < iters; i++) {
         // The last timed step is bracketed for profilers that start late, so that
@@ -159,6 +167,12 @@ StepReport step_time(const StepOps *step, const LayerConfig *cfg, const LayerPar
         step->train_step(state, d_x, d_dy, step_index++);
         CUDA_CHECK(cudaEventRecord(events[i + 1], 0));
         if (i == iters - 1) CUDA_CHECK(cudaProfilerStop());
+    }
+    if (breakdown) {  // queued behind the last timed step, so the GPU does not wait for it
+        gpu_phase_start_step();
+        step->train_step(state, d_x, d_dy, step_index++);
+        r.breakdown_ms = gpu_phase_finish_step(r.category_ms);
+        r.has_breakdown = 1;
     }
     CUDA_CHECK(cudaEventSynchronize(events[iters]));
     CHECK_LAUNCH();
@@ -215,17 +229,24 @@ void step_check(const StepOps *step, const LayerConfig *cfg, const LayerParams *
 }
 
 static void write_json(const char *path, const StepOps *step, const LayerConfig *c,
-                       const StepReport *r) {
+                       const StepReport *r, const MeasuredRates *rates) {
     FILE *f = fopen(path, "w");
     if (!f) fail_user("cannot write %s: %s", path, strerror(errno));
     fprintf(f,
             "{\"step\": \"%s\", \"title\": \"%s\", \"gpu\": \"%s\", \"hidden\": %d, \"ffn\": %d, "
             "\"heads\": %d, \"seq\": %d, \"batch\": %d, \"dtype\": \"%s\", \"mean_ms\": %.4f, "
             "\"median_ms\": %.4f, \"tflops\": %.2f, \"peak_mib\": %.1f, \"max_rel_error\": %.4g, "
-            "\"check_passed\": %d}\n",
+            "\"check_passed\": %d",
             step->id, step->title, gpu_description(), c->hidden, c->ffn, c->heads, c->seq,
             c->batch, dtype_name(c->dtype), r->mean_ms, r->median_ms, r->tflops, r->peak_mib,
             r->max_rel_error, r->check_passed);
+    if (r->has_breakdown) {
+        fprintf(f, ", \"rates\": ");
+        fprint_json(f, rates_json(rates));
+        fprintf(f, ", \"breakdown\": ");
+        fprint_json(f, step_breakdown_json(step, c, rates, r));
+    }
+    fprintf(f, "}\n");
     fclose(f);
 }
 
@@ -255,6 +276,7 @@ int step_main(int argc, char **argv, const StepOps *step) {
     print_config(cfg);
 
     StepReport report = {0};
+    MeasuredRates rates = {0};
     report.max_rel_error = -1;
     report.check_passed = -1;
     if (o.check) {
@@ -262,13 +284,26 @@ int step_main(int argc, char **argv, const StepOps *step) {
         printf("%s: max relative error %.3e\n", report.check_passed ? "CHECK PASSED" : "CHECK FAILED",
                report.max_rel_error);
     } else {
-        StepReport t = step_time(step, cfg, &params, &inputs, o.warmup, o.iters);
+        StepReport t = step_time(step, cfg, &params, &inputs, o.warmup, o.iters, o.breakdown);
         t.max_rel_error = report.max_rel_error;
         t.check_passed = report.check_passed;
         report = t;
         printf("Mean time: %.3f ms   (median %.3f ms over %d steps after %d warm-up; "
                "fwd+bwd)\n", report.mean_ms, report.median_ms, o.iters, o.warmup);
         printf("%.1f TFLOP/s, peak device memory %.0f MiB\n", report.tflops, report.peak_mib);
+        if (o.breakdown) {
+            rates = measure_rates(cfg, step->variant.fp8_gemms);
+            CategoryWork work;
+            double floor_ms[NUM_CATEGORIES];
+            const double floor = step_floors(step, cfg, &rates, &work, floor_ms);
+            print_step_breakdown(stdout, &report, &work, floor_ms);
+            printf("\n");
+            print_rates(stdout, cfg, &rates);
+            printf("model FLOPs utilisation %.1f%% of the measured %s GEMM rate; mean step %.2fx its floor "
+                   "(%.3f ms)\n", 100.0 * step_mfu(step, cfg, &rates, report.mean_ms),
+                   step->variant.fp8_gemms ? "FP8" : dtype_name(cfg->dtype), time_over_floor(report.mean_ms, floor),
+                   floor);
+        }
     }
     if (o.save_path) {
         LayerResults res;
@@ -278,7 +313,7 @@ int step_main(int argc, char **argv, const StepOps *step) {
         printf("saved out, dx and %d gradients to %s\n", NUM_PARAMS, o.save_path);
         layer_results_free(&res);
     }
-    if (o.json_path) write_json(o.json_path, step, cfg, &report);
+    if (o.json_path) write_json(o.json_path, step, cfg, &report, &rates);
     layer_params_free(&params);
     layer_inputs_free(&inputs);
     return report.check_passed == 0 ? 1 : 0;

@@ -1,17 +1,19 @@
 // Graded: exercise "tp_backward" (exercises/tp_backward.c), chapter 07.
 //
-// The layer cut tp ways on the CPU (reference/tp_reference.c, with your backward pass) must give
-// the unsharded reference's dx and gradients (ref_layer_train_step), at tp 2 and 3 and with 6
-// heads of 6 features, ffn 30, seq 5: shapes that no power of two divides. The tolerance, 1e-5,
-// is tests/tp/tp_sim_test.c's: an all-reduce adds tp float partial sums where the reference
-// adds in double, ~1e-7; a missing or extra all-reduce is off by 1e-2 or more. Each test case
-// is one point; every message names the tensor, tp and what a wrong all-reduce would look like.
+// The serial layer cut tp ways on the CPU (reference/tp_layer_reference.c, with your backward
+// pass) must give the unsharded reference's dx and gradients (ref_layer_train_step), in plain TP
+// at tp 2, 3 and 6 with 6 heads of 6 features, ffn 30, seq 5 (shapes that no power of two
+// divides), and under sequence parallelism at tp 3 (seq 6). The tolerance, 1e-5, is
+// tests/tp/tp_sim_test.c's: an all-reduce adds tp float partial sums where the reference adds
+// in double, ~1e-7; a missing or extra all-reduce is off by 1e-2 or more. Each test case is one
+// point; every message names the tensor, tp and what a wrong all-reduce would look like.
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "common/core/layer.h"
 #include "reference/reference.h"
+#include "reference/tp_layer_reference.h"
 #include "reference/tp_reference.h"
 #include "tests/exercises/grading.h"
 #include "tests/test_util.h"
@@ -25,14 +27,18 @@ typedef struct {
     LayerResults want, got;
     LayerParams rank_grads[TP_MAX_RANKS];
     int tp;
+    const char *variant;  // "" or ", sequence-parallel", for the messages
 } Run;
 
-static void run(Run *r, int tp, float dropout, int causal) {
+static void run_variant(Run *r, int tp, float dropout, int causal, int sequence_parallel) {
+    const TpVariant v = {.layer = TP_LAYER_SERIAL, .sequence_parallel = sequence_parallel};
     layer_config_preset("tiny", &r->cfg);
-    r->cfg.hidden = 36, r->cfg.ffn = 30, r->cfg.heads = 6, r->cfg.seq = 5, r->cfg.batch = 2;
+    r->cfg.hidden = 36, r->cfg.ffn = 30, r->cfg.heads = 6, r->cfg.batch = 2;
+    r->cfg.seq = sequence_parallel ? 6 : 5;  // sequence parallelism: tp must divide seq
     r->cfg.attn_dropout = dropout, r->cfg.hidden_dropout = dropout, r->cfg.causal = causal;
     r->cfg.seed = test_seed();
     r->tp = tp;
+    r->variant = sequence_parallel ? ", sequence-parallel" : "";
     layer_params_alloc(&r->cfg, &r->params);
     layer_params_init_random(&r->cfg, test_seed() + 11, &r->params);
     layer_inputs_alloc(&r->cfg, &r->in);
@@ -41,8 +47,10 @@ static void run(Run *r, int tp, float dropout, int causal) {
     layer_results_alloc(&r->cfg, &r->want);
     layer_results_alloc(&r->cfg, &r->got);
     ref_layer_train_step(&r->cfg, &r->params, &r->in, 4, &r->want);
-    tp_sim_layer_train_step(&r->cfg, tp, &r->params, &r->in, 4, &r->got, r->rank_grads);
+    tp_sim_layer_train_step(&r->cfg, tp, &v, &r->params, &r->in, 4, &r->got, r->rank_grads);
 }
+
+static void run(Run *r, int tp, float dropout, int causal) { run_variant(r, tp, dropout, causal, 0); }
 
 static void drop(Run *r) {
     for (int k = 0; k < r->tp; k++) layer_params_free(&r->rank_grads[k]);
@@ -71,7 +79,7 @@ static void check_tensor(const Run *r, const char *what, const float *got, const
         snprintf(hint, sizeof hint, "got/want along want: %.2f. Did a rank use its partial sum where the ranks' "
                  "total was needed, or sum something that was not partial?", k);
     char name[96];
-    snprintf(name, sizeof name, "%s at tp %d", what, r->tp);
+    snprintf(name, sizeof name, "%s at tp %d%s", what, r->tp, r->variant);
     expect_close(name, got, want, rows, cols, TOL, hint);
 }
 
@@ -141,6 +149,19 @@ static void test_whole_step_tp6(void **state) {
     drop(&r);
 }
 
+// Sequence parallelism: each rank holds T/tp tokens of the LayerNorms, dropout and residuals.
+// TP_REDUCE_TOKENS reduce-scatters there, so a backward pass that reduces the right buffers with
+// it is right here too. (The replicated parameters' gradients are then partial sums over each
+// rank's tokens: tp_layer_reference.c all-reduces them after your function returns.)
+static void test_sequence_parallel_tp3(void **state) {
+    (void)state;
+    Run r;
+    run_variant(&r, 3, 0.1f, 0, 1);
+    check_tensor(&r, "dx", r.got.dx, r.want.dx, layer_tokens(&r.cfg), r.cfg.hidden);
+    for (int id = 0; id < NUM_PARAMS; id++) check_param(&r, id);
+    drop(&r);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_dx_tp2),
@@ -148,6 +169,7 @@ int main(void) {
         cmocka_unit_test(test_replicated_gradients_tp3),
         cmocka_unit_test(test_whole_step_tp3_dropout_causal),
         cmocka_unit_test(test_whole_step_tp6),
+        cmocka_unit_test(test_sequence_parallel_tp3),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,8 +1,4 @@
-# All-reduces the gradients of the replicated LayerNorm parameters: every rank already has them
-# in full, so the sum is tp times too large.
-s|^\(    TP_ALL_REDUCE(ranks, tp, d_ln1, T \* h);\)|\1\
-    for (int id = P_LN2_WEIGHT; id <= P_LN2_BIAS; id++) {\
-        float *bufs[TP_MAX_RANKS] = {0};\
-        for (int r = 0; r < tp; r++) bufs[r] = ranks[r].g.tensor[id];\
-        tp_sim_all_reduce(bufs, tp, h);\
-    }|
+# All-reduces the gradients of LN2's (replicated) weight and bias: tp times too large.
+# In plain TP every rank already has them in full.
+s|^\(    TP_REDUCE_TOKENS(ranks, tp, sp, d_ln1, d_ln1_loc, Tl \* h);.*\)$|\1\
+    for (int id = P_LN2_WEIGHT; id <= P_LN2_BIAS; id++) TP_ALL_REDUCE(ranks, tp, g.tensor[id], h);|
