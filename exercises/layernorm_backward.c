@@ -1,4 +1,5 @@
-// EXERCISE "layernorm_backward" (CPU, graded by tests/exercises: tools/grade.sh).
+// EXERCISE "layernorm_backward" (CPU, chapter 00; graded by tests/exercises/layernorm_backward_test.c:
+// tools/grade.sh layernorm_backward).
 //
 // Write the backward pass of LayerNorm over the last axis. The forward was
 //     mean_r = (1/C) sum_c x[r,c]
@@ -6,7 +7,7 @@
 //     xhat   = (x - mean_r) * rstd_r
 //     y      = xhat * gamma + beta
 // and it saved mean and rstd for you. Given dy (the gradient of the loss with respect to y),
-// compute (overwriting the outputs):
+// compute (overwriting the outputs: the test hands them to you filled with NaN):
 //     dgamma[c] = sum over rows of dy * xhat
 //     dbeta[c]  = sum over rows of dy
 //     dx[r,c]   = ?   (derive it: xhat depends on x through mean and rstd too)

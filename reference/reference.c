@@ -29,8 +29,8 @@ void ref_layernorm_forward(const float *x, const float *gamma, const float *beta
     }
 }
 
-// ref_layernorm_backward is in reference_layernorm_backward.c: it is a graded exercise
-// (exercises/layernorm_backward.c is its stub).
+// ref_layernorm_backward is in layernorm_backward.c: it is a graded exercise
+// (exercises/layernorm_backward.c is its stub; try it before reading the solution).
 
 // ---- Linear ---------------------------------------------------------------------------------
 void ref_linear_forward(const float *x, const float *w, const float *b, int64_t rows, int in,

@@ -15,8 +15,8 @@
 //
 //   plain TP (Megatron-LM, Shoeybi et al. 2019): every rank holds all T tokens of x and
 //     runs the LayerNorms, dropout and residuals itself (replicated); after each
-//     row-parallel GEMM an all-reduce sums the partial [T, h] outputs; backward all-reduces
-//     the partial input gradient of each column-parallel GEMM.
+//     row-parallel GEMM an all-reduce sums the partial [T, h] outputs; backward needs
+//     collectives too: which, and where, is the exercise "tp_backward" (below).
 //   sequence parallelism (Korthikanti et al. 2022, "Reducing Activation Recomputation in
 //     Large Transformer Models"; TE's sequence_parallel=True): the replicated part runs on
 //     each rank's slice of the sequence, tokens [r T/tp, (r+1) T/tp) (seq is the outer
@@ -31,6 +31,9 @@
 //     now sees only its rank's tokens, so each rank's gradient is a partial sum: they must
 //     be ALL-REDUCED. Without that all-reduce every rank applies a different update to what
 //     should be one parameter, and the copies drift apart (tests/tp/tp_sim_test.c shows it).
+//
+// The serial layer's backward pass is in reference/tp_backward.c (tp_serial_backward, on the
+// ranks of reference/tp_rank.h): it is the graded exercise "tp_backward".
 #ifndef REFERENCE_TP_LAYER_REFERENCE_H
 #define REFERENCE_TP_LAYER_REFERENCE_H
 

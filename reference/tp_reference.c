@@ -136,6 +136,38 @@ void tp_sim_reduce_scatter(const float *const *full, float *const *slice, int tp
         }
 }
 
+// ---- At the boundary of the tensor-parallel region -------------------------------------------
+void tp_gather_tokens(int tp, int sp, float *const *loc, float *const *full, int64_t n) {
+    if (sp) tp_sim_all_gather((const float *const *)loc, full, tp, n);
+    else
+        for (int r = 0; r < tp; r++) memcpy(full[r], loc[r], (size_t)n * sizeof(float));
+}
+
+void tp_reduce_tokens(int tp, int sp, float *const *partial, float *const *loc, int64_t n) {
+    if (sp) {
+        tp_sim_reduce_scatter((const float *const *)partial, loc, tp, n);
+    } else {
+        tp_sim_all_reduce(partial, tp, n);
+        for (int r = 0; r < tp; r++) memcpy(loc[r], partial[r], (size_t)n * sizeof(float));
+    }
+}
+
+void tp_dropout_at(const float *x, int64_t n, float p, uint64_t seed, uint64_t offset, uint64_t first,
+                   float *y) {
+    double scale = dropout_keep_scale(p);
+    for (int64_t i = 0; i < n; i++)
+        y[i] = (p > 0.0f && !dropout_keep(seed, offset, first + (uint64_t)i, p)) ? 0.0f
+                                                                               : (float)(x[i] * (p > 0.0f ? scale : 1.0));
+}
+
+void tp_column_sums(const float *dy, int64_t rows, int cols, float *db) {
+    for (int c = 0; c < cols; c++) {
+        double s = 0.0;
+        for (int64_t r = 0; r < rows; r++) s += dy[r * cols + c];
+        db[c] = (float)s;
+    }
+}
+
 // ---- The parallel layer's fused shards ---------------------------------------------------------
 void tp_fused_shard_alloc(const LayerConfig *c, int tp, TpFusedShard *f) {
     const int h = c->hidden, hl = h / tp, fl = c->ffn / tp;
@@ -183,14 +215,6 @@ void tp_unfuse_shard_grads(const LayerConfig *c, int tp, const TpFusedShard *g, 
     memcpy(w[P_PROJ_BIAS], g->b_out, (size_t)h * sizeof(float));  // both biases enter as a sum
     memcpy(w[P_FC2_BIAS], g->b_out, (size_t)h * sizeof(float));
 }
-
-// The all-reduce of one named buffer of every rank.
-#define ALL_REDUCE(ranks, tp, field, n)                                  \
-    do {                                                                 \
-        float *bufs_[TP_MAX_RANKS] = {0};                                \
-        for (int r_ = 0; r_ < (tp); r_++) bufs_[r_] = (ranks)[r_].field; \
-        tp_sim_all_reduce(bufs_, (tp), (n));                             \
-    } while (0)
 
 // ---- The block: column-parallel Linear -> LayerNorm -> row-parallel Linear -------------------
 void tp_block_alloc(TpBlock *b, int hidden, int ffn) {
@@ -332,7 +356,7 @@ void tp_block_sim(const TpBlock *p, const float *x, const float *dout, int64_t T
         }
     }
     if (mode == TP_LN_EXACT) {
-        ALL_REDUCE(ranks, tp, stats, 2 * T);  // 2 floats per token
+        TP_ALL_REDUCE(ranks, tp, stats, 2 * T);  // 2 floats per token
         for (int r = 0; r < tp; r++) {
             BlockRank *k = &ranks[r];
             for (int64_t t = 0; t < T; t++) {
@@ -346,7 +370,7 @@ void tp_block_sim(const TpBlock *p, const float *x, const float *dout, int64_t T
     }
     for (int r = 0; r < tp; r++)  // row-parallel: partial outputs, no bias yet
         ref_linear_forward(ranks[r].n, ranks[r].w.w2, NULL, T, fl, h, ranks[r].out);
-    ALL_REDUCE(ranks, tp, out, T * h);
+    TP_ALL_REDUCE(ranks, tp, out, T * h);
     for (int r = 0; r < tp; r++)
         for (int64_t i = 0; i < T * h; i++) ranks[r].out[i] += ranks[r].w.b2[i % h];
     // ---- backward
@@ -372,7 +396,7 @@ void tp_block_sim(const TpBlock *p, const float *x, const float *dout, int64_t T
         }
     }
     if (mode == TP_LN_EXACT) {
-        ALL_REDUCE(ranks, tp, stats, 2 * T);
+        TP_ALL_REDUCE(ranks, tp, stats, 2 * T);
         for (int r = 0; r < tp; r++) {
             BlockRank *k = &ranks[r];
             for (int64_t t = 0; t < T; t++) {
@@ -389,7 +413,7 @@ void tp_block_sim(const TpBlock *p, const float *x, const float *dout, int64_t T
         BlockRank *k = &ranks[r];
         ref_linear_backward(k->dz, x, k->w.w1, T, h, fl, k->dx, k->g.w1, k->g.b1);
     }
-    ALL_REDUCE(ranks, tp, dx, T * h);
+    TP_ALL_REDUCE(ranks, tp, dx, T * h);
     memcpy(res->out, ranks[0].out, (size_t)(T * h) * sizeof(float));
     memcpy(res->dx, ranks[0].dx, (size_t)(T * h) * sizeof(float));
     block_gather(ranks, tp, &res->grad);

@@ -15,14 +15,10 @@
 //   fc1   column-parallel (f/tp output rows), GELU local.
 //   fc2   row-parallel, partial outputs, all-reduce, bias once.
 //
-// Backward mirrors it: a column-parallel linear's input gradient dx = dy W is a partial sum
-// over the rank's output columns, so d(LN1 out) and d(LN2 out) are all-reduced.
-//
-// Parameters are sharded (qkv, fc1 weight and bias by rows; proj, fc2 weight by columns: each
-// rank's gradient is its own and stays local) or replicated (LN1, LN2, proj bias, fc2 bias:
-// every rank computes the SAME gradient from the same replicated activations, so plain TP
-// needs no all-reduce for them; with sequence parallelism each rank sees only its own
-// tokens and they need one: reference/tp_layer_reference.h).
+// Parameters are sharded (qkv, fc1 weight and bias by rows; proj, fc2 weight by columns) or
+// replicated (LN1, LN2, proj bias, fc2 bias). Which gradients the backward pass all-reduces -
+// of the activations and of the parameters - is the graded exercise "tp_backward"
+// (exercises/tp_backward.c, chapter 07); the answer is in reference/tp_backward.c.
 //
 // This file: how the parameters are cut, the collectives simulated, the fused shards of the
 // parallel layer, and step 07's own Linear -> LayerNorm -> Linear block.
@@ -74,6 +70,60 @@ void tp_gather_params(const LayerConfig *cfg, int tp, const LayerParams *shards,
 void tp_sim_all_reduce(float *const *bufs, int tp, int64_t n);
 void tp_sim_all_gather(const float *const *slice, float *const *full, int tp, int64_t n);
 void tp_sim_reduce_scatter(const float *const *full, float *const *slice, int tp, int64_t n);
+
+// The same on one named buffer of every rank, where `ranks` is an array of per-rank structs:
+// TP_RANK_BUFS(name, ranks, tp, field) declares float *name[TP_MAX_RANKS] holding every
+// rank's `field`; TP_ALL_REDUCE(ranks, tp, field, n) all-reduces ranks[*].field[0..n).
+#define TP_RANK_BUFS(name, ranks, tp, field) \
+    float *name[TP_MAX_RANKS] = {0};         \
+    for (int r_ = 0; r_ < (tp); r_++) name[r_] = (ranks)[r_].field
+
+#define TP_ALL_REDUCE(ranks, tp, field, n)     \
+    do {                                       \
+        TP_RANK_BUFS(bufs_, ranks, tp, field); \
+        tp_sim_all_reduce(bufs_, (tp), (n));   \
+    } while (0)
+
+// ---- At the boundary of the tensor-parallel region (reference/tp_layer_reference.h) ---------
+// The replicated part of the layer (LayerNorms, dropout, residuals) holds Tl tokens per rank:
+// all T in plain TP, the rank's T/tp slice of the sequence under sequence parallelism (sp).
+// Buffers of that part are [Tl, h] ("loc"); the GEMMs between read and write [T, h].
+//   tp_gather_tokens  entering the region: a GEMM that needs all T tokens (forward: a
+//                     column-parallel GEMM's input):
+//                     plain TP: full[r] = loc[r] (a copy: the rank has them all);
+//                     sp: all-gather of the [T/tp, h] slices. n = Tl * h (one slice).
+//   tp_reduce_tokens  leaving the region with a [T, h] result that is a PARTIAL sum on each
+//                     rank (forward: a row-parallel GEMM's output):
+//                     plain TP: all-reduce, then loc[r] = the sum (partial[r] holds it too);
+//                     sp: reduce-scatter, loc[r] = rank r's slice of the sum. n = Tl * h.
+void tp_gather_tokens(int tp, int sp, float *const *loc, float *const *full, int64_t n);
+void tp_reduce_tokens(int tp, int sp, float *const *partial, float *const *loc, int64_t n);
+
+// The same on named buffers of every rank, e.g. the forward's TP_REDUCE_TOKENS(ranks, tp, sp,
+// p, p_loc, Tl * h): ranks[*].p [T, h] (partial) -> ranks[*].p_loc [Tl, h].
+#define TP_GATHER_TOKENS(ranks, tp, sp, loc_field, full_field, n) \
+    do {                                                          \
+        TP_RANK_BUFS(loc_, ranks, tp, loc_field);                 \
+        TP_RANK_BUFS(full_, ranks, tp, full_field);               \
+        tp_gather_tokens((tp), (sp), loc_, full_, (n));           \
+    } while (0)
+
+#define TP_REDUCE_TOKENS(ranks, tp, sp, partial_field, loc_field, n) \
+    do {                                                             \
+        TP_RANK_BUFS(partial_, ranks, tp, partial_field);            \
+        TP_RANK_BUFS(loc_, ranks, tp, loc_field);                    \
+        tp_reduce_tokens((tp), (sp), partial_, loc_, (n));           \
+    } while (0)
+
+// Dropout (forward, or backward: the same mask and scale) on elements [first, first + n) of
+// the whole [T, h] tensor: ref_dropout_forward keyed by each element's index in the
+// unsharded tensor, so that a slice draws the unsharded layer's mask.
+void tp_dropout_at(const float *x, int64_t n, float p, uint64_t seed, uint64_t offset, uint64_t first,
+                   float *y);
+
+// db[cols] = sum over the rows of dy [rows, cols], summed in double: a bias's gradient over
+// the rank's own tokens (overwrites db).
+void tp_column_sums(const float *dy, int64_t rows, int cols, float *db);
 
 // ---- One rank's weights of step 06's parallel layer, fused -------------------------------
 // The parallel layer (reference/parallel_reference.h) under TP: rank r's shards of the

@@ -24,6 +24,8 @@
 #   BASELINE=<git revision> tools/gpu_pack.sh   also packs that revision's benchmarks and
 #       steps 04-06 (.gpu/baseline.txz), so that `gpu_run.sh baseline` times the two versions
 #       side by side in one run (a worktree of the revision, built with the same flags)
+# The GPU exercises' graded tests are also packed built with the untouched stubs and with each
+# planted bug (.gpu/bin/grade/<exercise>/), for `gpu_run.sh grade` (pack_graded_gpu_exercises).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ -n "${BASELINE:-}" ]; then  # checked before the long build
@@ -82,6 +84,33 @@ if [ -n "${BASELINE:-}" ]; then
   git worktree remove --force "$wt"
   compress baseline
 fi
+
+# The GPU exercises, for `gpu_run.sh grade`: each graded GPU test built with the reference
+# solution, with the untouched stub and with each planted bug (tools/exercises.bzl:
+# --define=EXERCISES=<exercise>[.<bug>]), as .gpu/bin/grade/<exercise>/{solution,stub,<bug>}.
+pack_graded_gpu_exercises() {
+  local tests t exercise bin variant define
+  tests=$(bazel query 'attr(tags, "\bgraded\b", attr(tags, "\bgpu\b", tests(//...)))' 2>/dev/null)
+  cp tools/cmocka_report.awk .gpu/tools/
+  for t in $tests; do
+    exercise=$(bazel query "$t" --output=build 2>/dev/null | grep -o 'exercise=[a-z0-9_]*' | head -1 | cut -d= -f2)
+    bin="bazel-bin/${t#//}"; bin="${bin/://}"
+    mkdir -p ".gpu/bin/grade/$exercise"
+    for variant in solution stub $(cd tools/solutions/bugs && ls "$exercise".*.sed 2>/dev/null | sed 's/\.sed$//'); do
+      case "$variant" in
+        solution) define=() ;;
+        stub) define=(--define=EXERCISES="$exercise") ;;
+        *) define=(--define=EXERCISES="$variant") ;;
+      esac
+      bazel build "$@" "${define[@]}" "$t" >.gpu/grade_build.log 2>&1 ||
+        { tail -20 .gpu/grade_build.log; echo "gpu_pack: $t did not build as $variant" >&2; exit 1; }
+      cp "$bin" ".gpu/bin/grade/$exercise/${variant#"$exercise".}"
+    done
+  done
+  bazel build "$@" $tests >/dev/null 2>&1  # leave bazel-bin with the solutions, as //... built it
+  rm -f .gpu/grade_build.log
+}
+pack_graded_gpu_exercises "$@"
 count=$(ls .gpu/bin | wc -l)
 compress bin
 echo "packed $count files into .gpu ($(du -sh .gpu | cut -f1)): $(cd .gpu && ls *.txz | tr '\n' ' ')"

@@ -18,6 +18,8 @@ MODEs (default: tests check bench fp8 tp pytorch compare breakdown, and baseline
              when pytorch ran first)
   baseline   this version against the one packed with BASELINE=<rev> tools/gpu_pack.sh
   autotune   steps 02-04 and 06 with GEMM_AUTOTUNE=1 and 0 in turns
+  grade      the GPU exercises as packed: every reference solution passes all its cases (and
+             prints its speed line), every untouched stub fails all, every planted bug at least one
 Every GPU generation on one GPU (each runs tests + check; FP8 runs below compute
 capability 8.9 must refuse with a clear message, and count as "refused as expected"):
   sim80      the default build with GPU_SIMULATE_CC=8.0: the GPU acts as an A100
@@ -34,7 +36,7 @@ set -uo pipefail
 for arg in "$@"; do
   case $arg in
     -h|--help) usage; exit 0 ;;
-    tests|check|bench|fp8|tp|pytorch|compare|breakdown|baseline|autotune|sim80|sim89|portable|nocode|arch) ;;
+    tests|check|bench|fp8|tp|pytorch|compare|breakdown|baseline|autotune|grade|sim80|sim89|portable|nocode|arch) ;;
     *) echo "gpu_run.sh: unknown mode '$arg'" >&2; usage >&2; exit 2 ;;
   esac
 done
@@ -262,6 +264,50 @@ if wants autotune; then
     done
   done
 fi
+
+# The GPU exercises (.gpu/bin/grade/<exercise>/{solution,stub,<bug>}, from gpu_pack.sh): read
+# each binary's cmocka output the way tools/grade.sh does (tools/cmocka_report.awk) and check
+# that the graded tests bite. The solutions' speed lines go to the summary.
+grade_gpu_binary() {  # exercise, binary, variant (solution, stub or a bug's name)
+  local ex="$1" bin="$2" variant="$3" out table pass fail skip cases verdict
+  out=$(LD_LIBRARY_PATH="$BIN${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" "$bin" 2>&1)
+  printf '=== %s %s\n%s\n' "$ex" "$variant" "$out" >> "$OUT/grade.log"
+  table=$(echo "$out" | awk -f "$grade_report")
+  pass=$(echo "$table" | grep -c '^PASS')
+  fail=$(echo "$table" | grep -cE '^(FAIL|CRASH)')
+  skip=$(echo "$table" | grep -c '^SKIP')
+  cases=$(echo "$table" | awk -F'\t' '$1 == "CASES" {print $3}')
+  case "$variant" in
+    solution) verdict=ok; { [ "$pass" -gt 0 ] && [ "$pass" -eq "${cases:-0}" ]; } || verdict="ERROR: the solution does not pass every case" ;;
+    stub) verdict=ok; { [ "$pass" -eq 0 ] && [ "$skip" -eq 0 ]; } || verdict="ERROR: the stub passes or skips a case" ;;
+    *) verdict=caught; [ "$fail" -gt 0 ] || verdict="ERROR: NOT CAUGHT by any case" ;;
+  esac
+  [[ $verdict == ERROR* ]] && grade_bad=1
+  note "grade $ex $variant: $pass passed, $fail failed, $skip skipped of ${cases:-?} - $verdict"
+  if [ "$variant" = solution ]; then
+    echo "$table" | awk -F'\t' '$1 == "SPEED" {print "  " $3}' | tee -a "$summary"
+  else
+    echo "$table" | awk -F'\t' '$1 == "FAIL" || $1 == "CRASH" {print "  first failure, " $2 ": " substr($3, 1, 400); exit}'
+  fi
+}
+
+grade_gpu_exercises() {
+  local dir ex bin
+  grade_report=.gpu/tools/cmocka_report.awk; [ -f "$grade_report" ] || grade_report=tools/cmocka_report.awk
+  grade_bad=0
+  [ -d "$BIN/grade" ] || { note "grade: no $BIN/grade (pack with tools/gpu_pack.sh)"; return; }
+  for dir in "$BIN"/grade/*/; do
+    ex=$(basename "$dir")
+    grade_gpu_binary "$ex" "$dir/solution" solution
+    grade_gpu_binary "$ex" "$dir/stub" stub
+    for bin in "$dir"/*; do
+      case "$(basename "$bin")" in solution|stub) continue ;; esac
+      grade_gpu_binary "$ex" "$bin" "$(basename "$bin")"
+    done
+  done
+  note "grade: $([ "$grade_bad" -eq 0 ] && echo "every solution passes, every stub and planted bug fails" || echo "ERRORS above")"
+}
+wants grade && grade_gpu_exercises
 
 echo "================ summary"
 cat "$summary"

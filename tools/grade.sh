@@ -1,57 +1,216 @@
 #!/usr/bin/env bash
-# The grader: runs the graded tests against your exercise code and prints a score per
-# exercise and in total.
+# The grader: builds and runs each exercise's graded tests against your code and prints, per
+# exercise, a table of its test cases with the first failing check's message under each failure.
 #
-#   tools/grade.sh                      grade your exercises (the stubs you edited)
-#   tools/grade.sh --solutions          grade the reference solutions (all should pass)
-#   tools/grade.sh --expect-stubs-fail  CI: every graded test must FAIL on the untouched stubs
+#   tools/grade.sh [NAME ...]            grade your exercises (the stubs in exercises/ you edited)
+#   tools/grade.sh --list                the exercises: chapter, CPU or GPU, the file to edit
+#   tools/grade.sh --solutions [NAME]    the reference solutions (what full marks look like)
+#   tools/grade.sh --expect-stubs-fail   CI: every graded case must FAIL on the untouched stubs
+#   tools/grade.sh --bugs [NAME]         CI: every planted bug (tools/solutions/bugs/) must fail a case
+#   tools/grade.sh --help
 #
-# A graded test is a cmocka test tagged "graded" and "exercise=<name>" (tests/exercises/).
-# Each test case is one point. GPU exercises are skipped (no points, no failure) without a GPU.
+# Each exercise is built and graded on its own (--define=EXERCISES=<name>: its stub, every other
+# exercise's reference solution), so one that does not build scores 0 by itself and says so, with
+# the compiler's first errors. Your files build with warnings, not errors (the grader shows them).
+# Each test case is one point. GPU exercises are graded where there is a GPU; elsewhere their
+# cases are reported as skipped, with the reason (still built, so compile errors show). Test data
+# is fresh on every run (TEST_SEED=<n> replays a run: each test prints its seed).
+# Full logs: bazel-testlogs/<test's package>/<test>/test.log.
 set -uo pipefail
-cd "$(dirname "$0")/.."
-tools/bootstrap.sh >/dev/null || exit 1
-mode=exercises
-case "${1:-}" in
-  --solutions) mode=solutions ;;
-  --expect-stubs-fail) mode=expect_fail ;;
-  "") ;;
-  *) echo "usage: tools/grade.sh [--solutions | --expect-stubs-fail]" >&2; exit 2 ;;
-esac
-config=(--config=exercises)
-[ "$mode" = solutions ] && config=()
+cd "$(dirname "$0")/.." || exit 2
 
-targets=$(bazel query 'attr(tags, "\bgraded\b", tests(//...))' 2>/dev/null)
-[ -n "$targets" ] || { echo "no graded tests found"; exit 1; }
-log=$(mktemp)
-bazel test "${config[@]}" --test_output=summary --test_summary=terse $targets >"$log" 2>&1
-rc=$?
-if [ $rc -ne 0 ] && [ $rc -ne 3 ]; then  # 3: some tests failed, which grading expects
-  tail -20 "$log"; echo "grade: bazel could not run the graded tests (exit $rc)"; exit 1
-fi
-rm -f "$log"
+# name                  chapter needs stub (the file to edit)             graded test
+EXERCISES="\
+layernorm_backward      00  CPU  exercises/layernorm_backward.c      //tests/exercises:layernorm_backward_test
+layernorm_forward_gpu   02  GPU  exercises/layernorm_forward_gpu.cu  //tests/exercises:layernorm_forward_gpu_test
+linear_cublaslt         02  GPU  exercises/linear_cublaslt.c         //tests/exercises:linear_cublaslt_test
+bias_gelu_gpu           03  GPU  exercises/bias_gelu_gpu.cu          //tests/exercises:bias_gelu_gpu_test
+online_softmax          04  CPU  exercises/online_softmax.c          //tests/exercises:online_softmax_test
+attention_tile_gpu      04  GPU  exercises/attention_tile_gpu.cu     //tests/exercises:attention_tile_gpu_test
+swizzle                 04  CPU  exercises/swizzle.c                 //tests/exercises:swizzle_test
+fp8_encode              05  CPU  exercises/fp8_encode.c              //tests/fp8:fp8_format_test
+fp8_scale               05  CPU  exercises/fp8_scale.c               //tests/fp8:fp8_scale_test
+fp8_cast_gpu            05  GPU  exercises/fp8_cast_gpu.cu           //tests/exercises:fp8_cast_gpu_test
+fused_weights           06  CPU  exercises/fused_weights.c           //tests/exercises:fused_weights_test
+tp_backward             07  CPU  exercises/tp_backward.c             //tests/exercises:tp_backward_test"
 
-total_pass=0 total_cases=0 bad=0
-printf "%-28s %-6s %s\n" "exercise" "score" "test"
-for t in $targets; do
-  ex=$(bazel query "attr(tags, 'exercise=', $t)" --output=build 2>/dev/null |
-       grep -o 'exercise=[a-z0-9_]*' | head -1 | cut -d= -f2)
-  dir="bazel-testlogs/${t#//}"; dir="${dir/://}"
-  log="$dir/test.log"
-  p=$(grep -ao '^\[  PASSED  \] [0-9]*' "$log" 2>/dev/null | awk '{s+=$NF} END{print s+0}')
-  f=$(grep -ao '^\[  FAILED  \] [0-9]*' "$log" 2>/dev/null | awk '{s+=$NF} END{print s+0}')
-  s=$(grep -ao '^\[  SKIPPED \] [0-9]*' "$log" 2>/dev/null | awk '{s+=$NF} END{print s+0}')
-  n=$((p + f))
-  [ "$n" -eq 0 ] && [ "$s" -eq 0 ] && { n=1; f=1; }  # did not build or crashed: no points
-  note=""; [ "$s" -gt 0 ] && note=" ($s skipped: needs a GPU)"
-  printf "%-28s %2d/%-3d %s%s\n" "${ex:-?}" "$p" "$n" "$t" "$note"
-  total_pass=$((total_pass + p)); total_cases=$((total_cases + n))
-  if [ "$mode" = expect_fail ] && [ "$p" -ne 0 ]; then
-    echo "  ERROR: $p graded case(s) of $t pass on the untouched stub: the test does not bite"; bad=1
-  fi
-  if [ "$mode" = solutions ] && [ "$f" -ne 0 ]; then
-    echo "  ERROR: the reference solution fails $f graded case(s) of $t"; bad=1
-  fi
+usage() { sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; }
+mode=learner
+names=()
+for arg in "$@"; do
+  case "$arg" in
+    -h|--help) usage; exit 0 ;;
+    --list) mode=list ;;
+    --solutions) mode=solutions ;;
+    --expect-stubs-fail) mode=expect_fail ;;
+    --bugs) mode=bugs ;;
+    -*) echo "grade: unknown option $arg" >&2; usage >&2; exit 2 ;;
+    *) echo "$EXERCISES" | awk '{print $1}' | grep -qx -- "$arg" ||
+         { echo "grade: no exercise named '$arg' (tools/grade.sh --list)" >&2; exit 2; }
+       names+=("$arg") ;;
+  esac
 done
-echo "total: $total_pass/$total_cases"
+[ ${#names[@]} -eq 0 ] && mapfile -t names < <(echo "$EXERCISES" | awk '{print $1}')
+field() { echo "$EXERCISES" | awk -v n="$1" -v f="$2" '$1 == n {print $f}'; }
+
+if [ "$mode" = list ]; then
+  printf "%-22s %-8s %-5s %-36s %s\n" exercise chapter needs "edit" "graded by"
+  for n in "${names[@]}"; do
+    printf "%-22s %-8s %-5s %-36s %s\n" "$n" "$(field "$n" 2)" "$(field "$n" 3)" "$(field "$n" 4)" "$(field "$n" 5)"
+  done
+  exit 0
+fi
+
+tools/bootstrap.sh >/dev/null || exit 1
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+# The test target's log and the number of cases its source declares.
+log_of() { local d="bazel-testlogs/${1#//}"; echo "${d/://}/test.log"; }
+cases_in_source() { local s="${1#//}"; s="${s/://}.c"; grep -c 'cmocka_unit_test(' "$s" 2>/dev/null || echo 1; }
+
+# The compiler's first errors in a Bazel log (gcc "file:line:col: error", nvcc "file(line): error",
+# the linker's "undefined reference"), with a line of context each.
+first_errors() {
+  grep -aE -A2 '(^[^ ]+:[0-9]+:[0-9]+: (fatal )?error)|(^[^ ]+\([0-9]+\): error)|undefined reference|error: ld ' "$1" |
+    grep -av '^--$' | head -12 | sed 's/^/      | /'
+  grep -aqE '(: (fatal )?error)|(\): error)|undefined reference' "$1" ||
+    grep -a '^ERROR: ' "$1" | head -3 | cut -c1-300 | sed 's/^/      | /'
+}
+
+# Warnings in the exercise's own file (they do not stop the build; they often point at a bug).
+warnings_in() {
+  local stub="$2" base; base=$(basename "$2")
+  grep -aE "($stub|$base).*warning" "$1" | sort -u | head -5 | sed 's/^/      | /'
+}
+
+# Grades one exercise from its Bazel run: prints its table; sets score_pass, score_cases,
+# n_fail, n_pass, n_skip, skip_reason, built.
+report() {
+  local name="$1" target="$2" bazel_log="$3" shown_file="$4"
+  local tl; tl=$(log_of "$target")
+  score_pass=0; score_cases=$(cases_in_source "$target"); n_fail=0; n_pass=0; n_skip=0; skip_reason=""; built=1
+  printf "\n== %s (chapter %s, %s): %s\n" "$name" "$(field "$name" 2)" "$(field "$name" 3)" "$shown_file"
+  if ! grep -aqE "^$target +(\(cached\) )?(PASSED|FAILED|TIMEOUT|FLAKY)(,| in)" "$bazel_log"; then
+    built=0; n_fail=$score_cases
+    echo "   DID NOT BUILD - 0/$score_cases. The compiler's first errors:"
+    first_errors "$bazel_log"
+    echo "   (all of them: bazel build --define=EXERCISES=${name%%.*} $target)"
+    return
+  fi
+  local w; w=$(warnings_in "$bazel_log" "$(field "$name" 4)")
+  [ -n "$w" ] && { echo "   warnings in your file (not errors, but worth a look):"; echo "$w"; }
+  awk -f tools/cmocka_report.awk "$tl" > "$work/cases" 2>/dev/null || : > "$work/cases"
+  local announced; announced=$(awk -F'\t' '$1 == "CASES" {print $3}' "$work/cases")
+  [ -n "$announced" ] && [ "$announced" -gt 0 ] && score_cases=$announced
+  local seen=0 table=""
+  while IFS=$'\t' read -r status case msg; do
+    case "$status" in
+      PASS) table+=$(printf "   PASS   %s" "$case")$'\n'; n_pass=$((n_pass + 1)) ;;
+      FAIL) table+=$(printf "   FAIL   %s\n          %s" "$case" "$msg")$'\n'; n_fail=$((n_fail + 1)) ;;
+      SKIP) table+=$(printf "   SKIP   %s: %s" "$case" "$msg")$'\n'; n_skip=$((n_skip + 1)); skip_reason="$msg" ;;
+      CRASH) table+=$(printf "   CRASH  %s: the test program stopped here\n          %s" "$case" "$msg")$'\n'
+             n_fail=$((n_fail + 1)) ;;
+      SPEED) table+=$(printf "   %s" "$msg")$'\n' ;;
+    esac
+    [ "$status" != SPEED ] && [ "$status" != CASES ] && seen=$((seen + 1))
+  done < "$work/cases"
+  # All skipped (a GPU exercise without a GPU): the reason once, not once per case.
+  [ "$n_skip" -gt 0 ] && [ "$n_skip" -eq "$seen" ] || printf "%s" "$table"
+  if [ "$seen" -lt "$score_cases" ]; then
+    local missing=$((score_cases - seen))
+    [ "$seen" -eq 0 ] && echo "   the test program printed no results (timed out or crashed at start): $tl"
+    [ "$seen" -gt 0 ] && echo "   $missing case(s) never ran (the program stopped): 0 points for them"
+    n_fail=$((n_fail + missing))
+  fi
+  score_pass=$n_pass
+  if [ "$n_skip" -gt 0 ] && [ "$n_skip" -eq "$score_cases" ]; then
+    echo "   score: skipped - $skip_reason"
+  else
+    echo "   score: $n_pass/$score_cases"
+  fi
+}
+
+# bazel test of the given targets with the given flags; returns Bazel's exit status.
+run_bazel() {
+  local log="$1"; shift
+  bazel test --keep_going --nocache_test_results --test_output=summary --test_summary=short "$@" >"$log" 2>&1
+}
+
+total_pass=0 total_cases=0 skipped=() summary=() bad=0
+
+case "$mode" in
+learner | expect_fail)
+  for n in "${names[@]}"; do
+    target=$(field "$n" 5)
+    run_bazel "$work/bazel.log" --define=EXERCISES="$n" "$target"
+    report "$n" "$target" "$work/bazel.log" "$(field "$n" 4)"
+    if [ "$n_skip" -gt 0 ] && [ "$n_skip" -eq "$score_cases" ]; then
+      skipped+=("$n"); summary+=("$(printf "%-22s %-7s %-4s skipped: %s" "$n" "$(field "$n" 2)" "$(field "$n" 3)" "$skip_reason")")
+    else
+      summary+=("$(printf "%-22s %-7s %-4s %d/%d" "$n" "$(field "$n" 2)" "$(field "$n" 3)" "$score_pass" "$score_cases")")
+      total_pass=$((total_pass + score_pass)); total_cases=$((total_cases + score_cases))
+    fi
+    if [ "$mode" = expect_fail ]; then
+      [ "$built" -eq 0 ] && { echo "   ERROR: the untouched stub of $n does not build"; bad=1; }
+      [ "$n_pass" -ne 0 ] && { echo "   ERROR: $n_pass graded case(s) of $n pass on the untouched stub: they do not bite"; bad=1; }
+    fi
+  done ;;
+solutions)
+  targets=()
+  for n in "${names[@]}"; do targets+=("$(field "$n" 5)"); done
+  # Every graded test in the tree must be in the table above (and so be graded).
+  if [ ${#names[@]} -eq "$(echo "$EXERCISES" | wc -l)" ]; then
+    for t in $(bazel query 'attr(tags, "\bgraded\b", tests(//...))' 2>/dev/null); do
+      echo "$EXERCISES" | awk '{print $5}' | grep -qx -- "$t" ||
+        { echo "grade: $t is tagged graded but not in tools/grade.sh's table"; bad=1; }
+    done
+  fi
+  run_bazel "$work/bazel.log" "${targets[@]}"
+  for n in "${names[@]}"; do
+    report "$n" "$(field "$n" 5)" "$work/bazel.log" "the reference solution"
+    if [ "$n_skip" -gt 0 ] && [ "$n_skip" -eq "$score_cases" ]; then
+      skipped+=("$n"); summary+=("$(printf "%-22s %-7s %-4s skipped: %s" "$n" "$(field "$n" 2)" "$(field "$n" 3)" "$skip_reason")")
+    else
+      summary+=("$(printf "%-22s %-7s %-4s %d/%d" "$n" "$(field "$n" 2)" "$(field "$n" 3)" "$score_pass" "$score_cases")")
+      total_pass=$((total_pass + score_pass)); total_cases=$((total_cases + score_cases))
+    fi
+    [ "$n_fail" -ne 0 ] && { echo "   ERROR: the reference solution of $n fails $n_fail graded case(s)"; bad=1; }
+  done ;;
+bugs)
+  for n in "${names[@]}"; do
+    target=$(field "$n" 5)
+    bugs=(tools/solutions/bugs/"$n".*.sed)
+    [ -e "${bugs[0]}" ] || { echo "   ERROR: $n has no planted bugs in tools/solutions/bugs/"; bad=1; continue; }
+    for b in "${bugs[@]}"; do
+      bug=$(basename "$b" .sed)
+      run_bazel "$work/bazel.log" --define=EXERCISES="$bug" "$target"
+      what=$(grep -m1 '^#' "$b" | sed 's/^# *//')
+      report "$bug" "$target" "$work/bazel.log" "$what" >"$work/report" 2>&1
+      if [ "$built" -eq 0 ]; then
+        result="ERROR: does not build"; bad=1; cat "$work/report"
+      elif [ "$n_fail" -gt 0 ]; then
+        first=$(awk -F'\t' '$1 == "FAIL" || $1 == "CRASH" {print $2 ": " $3; exit}' "$work/cases")
+        result="caught by $n_fail of $score_cases case(s); first: $first"
+      elif [ "$n_skip" -eq "$score_cases" ]; then
+        result="not checked here: $skip_reason"; skipped+=("$bug")
+      else
+        result="ERROR: NOT CAUGHT - every graded case passes with this bug"; bad=1
+      fi
+      printf "%-48s %s\n  planted: %s\n" "$bug" "$result" "$what"
+      summary+=("$(printf "%-48s %s" "$bug" "${result:0:60}")")
+    done
+  done
+  echo; echo "== planted bugs"; printf "%s\n" "${summary[@]}"
+  [ "$bad" -eq 0 ] && echo "every planted bug that could run here was caught"
+  exit $bad ;;
+esac
+
+echo
+echo "== scores"
+printf "%-22s %-7s %-4s %s\n" exercise chapter runs score
+printf "%s\n" "${summary[@]}"
+echo "total: $total_pass/$total_cases$([ ${#skipped[@]} -gt 0 ] && echo " (skipped, no GPU here: ${skipped[*]})")"
+[ "$mode" = learner ] && [ ${#skipped[@]} -gt 0 ] &&
+  echo "(GPU exercises build here; grade them where there is a GPU: tools/grade.sh NAME there, or tools/gpu_pack.sh + gpu_run.sh grade)"
 exit $bad

@@ -1,11 +1,13 @@
 // Graded: exercise "layernorm_backward" (exercises/layernorm_backward.c).
 //
 // The gradient is checked against finite differences of the forward pass (which is not part
-// of the exercise), so these tests need no trusted backward. Each test case is one point.
+// of the exercise), so these tests need no trusted backward. The outputs handed to the code under
+// test start as NaN: it must overwrite them, not add to them. Each test case is one point.
 #include <math.h>
 #include <stdlib.h>
 
 #include "reference/reference.h"
+#include "tests/exercises/grading.h"
 #include "tests/test_util.h"
 
 enum { ROWS = 4, COLS = 16 };
@@ -34,6 +36,7 @@ static double loss(Problem *p) {
 static void backward(Problem *p, float *dx, float *dgamma, float *dbeta) {
     float y[ROWS * COLS], mean[ROWS], rstd[ROWS];
     ref_layernorm_forward(p->x, p->gamma, p->beta, ROWS, COLS, 1e-5f, y, mean, rstd);
+    fill_nan(dx, ROWS * COLS), fill_nan(dgamma, COLS), fill_nan(dbeta, COLS);
     ref_layernorm_backward(p->w, p->x, p->gamma, mean, rstd, ROWS, COLS, dx, dgamma, dbeta);
 }
 
@@ -50,12 +53,24 @@ static double fd(Problem *p, float *v) {
 
 // ||a - b|| / ||b|| over n entries, must be below 1e-3 (the finite differences' own error
 // is near 1e-5 here; a missing term is off by O(1)).
-static void expect_close(const char *what, const double *got, const double *want, int n) {
+static void expect_fd_close(const char *what, const double *got, const double *want, int n) {
     double diff = 0, norm = 0;
     for (int i = 0; i < n; i++) diff += (got[i] - want[i]) * (got[i] - want[i]), norm += want[i] * want[i];
     double err = sqrt(diff / fmax(norm, 1e-30));
     print_message("  %-8s rel.err %.2e\n", what, err);
-    if (!(err < 1e-3)) fail_msg("%s is wrong: relative error %.2e against finite differences", what, err);
+    if (err < 1e-3) return;
+    int worst = 0;  // a NaN (never written: outputs start as NaN), else the largest difference
+    for (int i = 0; i < n; i++) {
+        if (isnan(got[i])) {
+            worst = i;
+            break;
+        }
+        if (fabs(got[i] - want[i]) > fabs(got[worst] - want[worst])) worst = i;
+    }
+    fail_msg("%s is wrong (%d x %d input, random x, gamma, beta, dy): relative error %.2e against finite "
+             "differences; worst element %d: got %.6g, expected %.6g%s",
+             what, ROWS, COLS, err, worst, got[worst], want[worst],
+             isnan(got[worst]) ? " (the outputs start as NaN: overwrite them, do not add to them)" : "");
 }
 
 static void test_dbeta(void **state) {
@@ -66,7 +81,7 @@ static void test_dbeta(void **state) {
     backward(&p, dx, dg, db);
     double got[COLS], want[COLS];
     for (int c = 0; c < COLS; c++) got[c] = db[c], want[c] = fd(&p, &p.beta[c]);
-    expect_close("dbeta", got, want, COLS);
+    expect_fd_close("dbeta", got, want, COLS);
 }
 
 static void test_dgamma(void **state) {
@@ -77,7 +92,7 @@ static void test_dgamma(void **state) {
     backward(&p, dx, dg, db);
     double got[COLS], want[COLS];
     for (int c = 0; c < COLS; c++) got[c] = dg[c], want[c] = fd(&p, &p.gamma[c]);
-    expect_close("dgamma", got, want, COLS);
+    expect_fd_close("dgamma", got, want, COLS);
 }
 
 static void dx_case(int unit_gamma) {
@@ -87,7 +102,7 @@ static void dx_case(int unit_gamma) {
     backward(&p, dx, dg, db);
     double got[ROWS * COLS], want[ROWS * COLS];
     for (int i = 0; i < ROWS * COLS; i++) got[i] = dx[i], want[i] = fd(&p, &p.x[i]);
-    expect_close("dx", got, want, ROWS * COLS);
+    expect_fd_close("dx", got, want, ROWS * COLS);
 }
 
 static void test_dx_unit_gamma(void **state) {
@@ -108,14 +123,14 @@ static void test_dx_rows_sum_to_zero(void **state) {
     make_problem(&p, 0);
     float dx[ROWS * COLS], dg[COLS], db[COLS];
     backward(&p, dx, dg, db);
-    double total = 0;
     for (int r = 0; r < ROWS; r++) {
         double s = 0, a = 0;
         for (int c = 0; c < COLS; c++) s += dx[r * COLS + c], a += fabs(dx[r * COLS + c]);
-        assert_true(a > 1e-3);  // not all zero
-        total += fabs(s);
+        expect_true(a > 1e-3, "row %d of dx is all zero (sum of |dx| = %.3g): a LayerNorm passes gradient through", r,
+                    a);
+        expect_true(fabs(s) < 1e-4, "row %d of dx sums to %.3g, expected 0: adding a constant to a row of x does not "
+                    "change LayerNorm's output, so its gradient along (1, ..., 1) is zero", r, s);
     }
-    assert_true(total < 1e-4);
 }
 
 int main(void) {

@@ -4,6 +4,7 @@
 // rows fall in eight different bank groups, and the pattern is the one Hopper's TMA and
 // wgmma use. Each test case is one point.
 #include "reference/swizzle.h"
+#include "tests/exercises/grading.h"
 #include "tests/test_util.h"
 
 // Shared memory has 32 banks of 4 bytes: a 16-byte chunk covers 4 banks, and the 8 chunk
@@ -17,11 +18,16 @@ static void test_rows_keep_their_bytes(void **state) {
         int seen = 0;
         for (int chunk = 0; chunk < 8; chunk++) {
             const uint32_t at = swizzle128_offset(row, chunk);
-            assert_true(at % 16 == 0);
-            assert_true(at >= (uint32_t)row * 128 && at < (uint32_t)row * 128 + 128);
-            seen |= 1 << ((at - (uint32_t)row * 128) / 16);
+            expect_true(at % 16 == 0, "swizzle128_offset(row %d, chunk %d) = %u is not a multiple of 16: chunks are "
+                        "16-byte units", row, chunk, at);
+            expect_true(at >= (uint32_t)row * 128 && at < (uint32_t)row * 128 + 128,
+                        "swizzle128_offset(row %d, chunk %d) = %u is outside row %d's own bytes [%d, %d)", row, chunk,
+                        at, row, row * 128, row * 128 + 128);
+            const int moved_to = (int)((at - (uint32_t)row * 128) / 16);
+            expect_true(!(seen & (1 << moved_to)), "row %d: chunk %d lands on chunk position %d, which an earlier "
+                        "chunk of the row already took", row, chunk, moved_to);
+            seen |= 1 << moved_to;
         }
-        assert_int_equal(seen, 0xff);
     }
 }
 
@@ -32,8 +38,13 @@ static void test_core_matrices_are_conflict_free(void **state) {
     for (int group = 0; group < 8; group++)
         for (int chunk = 0; chunk < 8; chunk++) {
             int seen = 0;
-            for (int r = 0; r < 8; r++) seen |= 1 << bank_group(swizzle128_offset(8 * group + r, chunk));
-            assert_int_equal(seen, 0xff);
+            for (int r = 0; r < 8; r++) {
+                const int row = 8 * group + r, bank = bank_group(swizzle128_offset(row, chunk));
+                expect_true(!(seen & (1 << bank)), "chunk %d of rows %d..%d (one core matrix): row %d's lands in bank "
+                            "group %d like an earlier row's - a bank conflict", chunk, 8 * group, 8 * group + 7, row,
+                            bank);
+                seen |= 1 << bank;
+            }
         }
 }
 
@@ -43,7 +54,8 @@ static void test_matches_hopper(void **state) {
     (void)state;
     for (int row = 0; row < 64; row++)
         for (int chunk = 0; chunk < 8; chunk++)
-            assert_int_equal(swizzle128_offset(row, chunk), (uint32_t)(row * 128 + 16 * (chunk ^ (row % 8))));
+            expect_int_eq(swizzle128_offset(row, chunk), (uint32_t)(row * 128 + 16 * (chunk ^ (row % 8))),
+                          "swizzle128_offset(row %d, chunk %d), Hopper's pattern", row, chunk);
 }
 
 int main(void) {

@@ -4,6 +4,7 @@
 #include <math.h>
 
 #include "common/fp8/fp8_recipe.h"
+#include "tests/exercises/grading.h"
 #include "tests/test_util.h"
 
 static Fp8Meta with_history(const DelayedScaling *r, int gradient, const float *h) {
@@ -19,11 +20,14 @@ static void test_max_of_history(void **state) {
     float h[4] = {2.0f, 7.0f, 3.5f, 1.0f};
     Fp8Meta m = with_history(&r, 0, h);
     fp8_update_scale(&m, &r);
-    assert_true(fabsf(m.scale - 448.0f / 7.0f) < 1e-4f);  // E4M3 forward tensor, amax 7
-    assert_true(fabsf(m.scale_inv - 7.0f / 448.0f) < 1e-7f);
+    expect_true(fabsf(m.scale - 448.0f / 7.0f) < 1e-4f, "E4M3 tensor, amax history {2, 7, 3.5, 1} (algorithm max), "
+                "margin 0: scale %.9g, expected 448 / 7 = %.9g", m.scale, 448.0f / 7.0f);
+    expect_true(fabsf(m.scale_inv - 7.0f / 448.0f) < 1e-7f, "scale_inv %.9g, expected 1 / scale = 7 / 448 = %.9g",
+                m.scale_inv, 7.0f / 448.0f);
     // The history rolled: every entry one slot older, the oldest dropped, a fresh newest slot.
-    assert_true(m.amax_history[0] == 0.0f && m.amax_history[1] == 2.0f && m.amax_history[2] == 7.0f &&
-                m.amax_history[3] == 3.5f);
+    expect_true(m.amax_history[0] == 0.0f && m.amax_history[1] == 2.0f && m.amax_history[2] == 7.0f &&
+                m.amax_history[3] == 3.5f, "history after the update {%g, %g, %g, %g}, expected {0, 2, 7, 3.5}",
+                m.amax_history[0], m.amax_history[1], m.amax_history[2], m.amax_history[3]);
     fp8_meta_free(&m);
 }
 
@@ -33,8 +37,9 @@ static void test_most_recent_and_gradient_format(void **state) {
     float h[3] = {4.0f, 100.0f, 100.0f};
     Fp8Meta m = with_history(&r, 1, h);  // a gradient under HYBRID: E5M2
     fp8_update_scale(&m, &r);
-    assert_int_equal(m.format, FP8_E5M2);
-    assert_true(fabsf(m.scale - 57344.0f / 4.0f) < 1e-2f);
+    expect_int_eq(m.format, FP8_E5M2, "a gradient's format under HYBRID (0 = E4M3, 1 = E5M2)");
+    expect_true(fabsf(m.scale - 57344.0f / 4.0f) < 1e-2f, "E5M2 gradient, history {4, 100, 100}, algorithm "
+                "most_recent (4): scale %.9g, expected 57344 / 4 = %.9g", m.scale, 57344.0f / 4.0f);
     fp8_meta_free(&m);
 }
 
@@ -44,8 +49,9 @@ static void test_margin(void **state) {
     float h[2] = {1.0f, 0.5f};
     Fp8Meta m = with_history(&r, 1, h);  // E4M3 recipe: gradients E4M3 too
     fp8_update_scale(&m, &r);
-    assert_int_equal(m.format, FP8_E4M3);
-    assert_true(fabsf(m.scale - 448.0f / 4.0f) < 1e-4f);  // divided by 2^margin
+    expect_int_eq(m.format, FP8_E4M3, "a gradient's format under the E4M3 recipe (0 = E4M3, 1 = E5M2)");
+    expect_true(fabsf(m.scale - 448.0f / 4.0f) < 1e-4f, "E4M3, amax 1, margin 2: scale %.9g, expected "
+                "(448 / 1) / 2^2 = 112 (the margin divides)", m.scale);
     fp8_meta_free(&m);
 }
 
@@ -56,20 +62,27 @@ static void test_zero_and_nonfinite_keep_scale(void **state) {
     Fp8Meta m = with_history(&r, 0, zeros);
     m.scale = 3.0f;
     fp8_update_scale(&m, &r);
-    assert_true(m.scale == 3.0f);  // nothing seen: keep
+    expect_true(m.scale == 3.0f, "amax history all 0 (nothing seen yet), previous scale 3: scale %.9g, expected 3 "
+                "(kept)", m.scale);
     fp8_meta_free(&m);
     m = with_history(&r, 0, infs);
     m.scale = 5.0f;
     fp8_update_scale(&m, &r);
-    assert_true(m.scale == 5.0f);  // an infinite amax: keep
+    expect_true(m.scale == 5.0f, "amax history {inf, 1} (algorithm max: amax inf), previous scale 5: scale %.9g, "
+                "expected 5 (kept)", m.scale);
     fp8_meta_free(&m);
-    assert_true(fp8_compute_scale(NAN, 448.0f, 0, 9.0f) == 9.0f);
+    const float s_nan = fp8_compute_scale(NAN, 448.0f, 0, 9.0f);
+    expect_true(s_nan == 9.0f, "fp8_compute_scale(amax NaN, 448, margin 0, previous 9) = %.9g, expected 9 (kept)",
+                s_nan);
 }
 
 static void test_overflow_gives_flt_max(void **state) {
     (void)state;
-    assert_true(fp8_compute_scale(1e-40f, 448.0f, 0, 1.0f) == FLT_MAX);
-    assert_true(fabsf(fp8_compute_scale(2.0f, 448.0f, 1, 1.0f) - 112.0f) < 1e-4f);
+    const float tiny = fp8_compute_scale(1e-40f, 448.0f, 0, 1.0f), two = fp8_compute_scale(2.0f, 448.0f, 1, 1.0f);
+    expect_true(tiny == FLT_MAX, "fp8_compute_scale(amax 1e-40, 448, margin 0, previous 1) = %.9g, expected FLT_MAX "
+                "= %.9g (448 / 1e-40 overflows: the largest float, not inf)", tiny, FLT_MAX);
+    expect_true(fabsf(two - 112.0f) < 1e-4f, "fp8_compute_scale(amax 2, 448, margin 1, previous 1) = %.9g, expected "
+                "(448 / 2) / 2^1 = 112", two);
 }
 
 int main(void) {
