@@ -4,6 +4,7 @@
 # micro-benchmarks and the per-step comparison. Ends with a short table.
 #
 #   bash .gpu/gpu_run.sh [tests] [check] [bench] [fp8] [tp] [pytorch] [compare] [breakdown] [baseline] [autotune]
+#                        [determinism]
 #   (default: all but autotune; baseline runs only when tools/gpu_pack.sh packed one:
 #   BASELINE=<rev>; autotune times steps 02-04 and 06 with GEMM_AUTOTUNE=1 and 0 in turns)
 # (tp needs 2 or more GPUs: step 07's --check at tp 2, then its timing at tp 1 and at every
@@ -14,7 +15,7 @@ BIN=.gpu/bin
 [ -d "$BIN" ] || tar xzf .gpu/bin.tgz -C .gpu  # tools/gpu_pack.sh ships them compressed
 OUT=${OUT:-out}
 mkdir -p "$OUT"
-what="${*:-tests check bench fp8 tp pytorch compare breakdown}"
+what="${*:-tests check bench fp8 tp pytorch compare breakdown determinism}"
 summary="$OUT/summary.txt"
 : > "$summary"
 note() { echo "$*" | tee -a "$summary"; }
@@ -129,6 +130,35 @@ if [[ $what == *autotune* ]]; then
           note "autotune round $round: $run $dt GEMM_AUTOTUNE=$tune: $ms"
         done
       done
+    done
+  done
+fi
+
+# --deterministic (steps/04_transformer_layer/README.md): two runs with the same seed must save
+# identical files; without the flag they may differ. At seq 128 (the small preset) a dQ row
+# gets at most two key blocks' shares, and a + b == b + a: even the default path repeats
+# itself there, so seq 1024 (16 key blocks of 64) is the case that shows the difference.
+# Then the flag's cost: step 04 at the quickstart shape, with and without, in turns.
+if [[ $what == *determinism* ]]; then
+  for s in step04_transformer_layer step05_fp8 step06_parallel_layers; do
+    [ -x "$BIN/$s" ] || continue
+    for seq in 128 1024; do
+      for mode in --deterministic --default; do
+        flag=; [ $mode = --deterministic ] && flag=--deterministic
+        for run in a b; do
+          "$BIN/$s" --preset small --seq $seq --warmup 0 --iters 1 $flag --save "$OUT/repro_$run.safetensors" \
+            >> "$OUT/determinism.log" 2>&1 || note "determinism $s: the run failed (see determinism.log)"
+        done
+        same=DIFFERENT; cmp -s "$OUT/repro_a.safetensors" "$OUT/repro_b.safetensors" && same=identical
+        note "determinism $s seq $seq $mode: the two runs' files are $same"
+      done
+    done
+  done
+  rm -f "$OUT"/repro_[ab].safetensors
+  for round in 1 2; do
+    for flag in "" --deterministic; do
+      ms=$("$BIN/step04_transformer_layer" --iters 20 $flag 2>&1 | grep -aoE "Mean time: [0-9.]+ ms" | head -1)
+      note "determinism cost round $round: step04 ${flag:-default}: $ms"
     done
   done
 fi
