@@ -4,10 +4,12 @@
 
 #include "common/gpu/cuda_check.h"
 #include "common/gpu/gpu.h"
+#include "modules/gemm.h"
 
 typedef struct {
     int64_t m, n, k, ldd;
     int a_format, b_format, out_dtype, has_bias, fast_accum;
+    int deterministic;  // planned under gemm_set_deterministic(1)
 } Fp8Key;
 
 typedef struct {
@@ -29,6 +31,7 @@ static Fp8Plan *plan_for(const Fp8Gemm *g) {
     key.m = g->m, key.n = g->n, key.k = g->k, key.ldd = g->ldd;
     key.a_format = g->a_format, key.b_format = g->b_format, key.out_dtype = g->out_dtype;
     key.has_bias = g->bias != NULL, key.fast_accum = g->fast_accum;
+    key.deterministic = gemm_deterministic();
     for (int i = 0; i < num_plans; i++)
         if (!memcmp(&plans[i].key, &key, sizeof key)) return &plans[i];
     if (num_plans == MAX_FP8_PLANS) DIE("too many FP8 GEMM shapes");
@@ -62,6 +65,11 @@ static Fp8Plan *plan_for(const Fp8Gemm *g) {
     CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
     CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws_bytes,
                                                       sizeof ws_bytes));
+    if (key.deterministic) {  // as gemm.c's products (gemm_set_deterministic)
+        const uint32_t schemes = gemm_reduction_schemes();
+        CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK, &schemes,
+                                                          sizeof schemes));
+    }
     cublasLtMatmulHeuristicResult_t r;
     int found = 0;
     CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic((cublasLtHandle_t)gpu_cublaslt_handle(), p->desc, p->a, p->b, p->c,
@@ -69,6 +77,7 @@ static Fp8Plan *plan_for(const Fp8Gemm *g) {
     cublasLtMatmulPreferenceDestroy(pref);
     if (!found) DIE("cuBLASLt has no FP8 algorithm for m=%lld n=%lld k=%lld", (long long)g->m, (long long)g->n, (long long)g->k);
     p->algo = r.algo;
+    if (key.deterministic) gemm_require_reduction_scheme(&p->algo);
     num_plans++;
     return p;
 }

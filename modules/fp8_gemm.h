@@ -13,6 +13,8 @@
 // less often. TE uses it for forward products and not for gradients: gradients (E5M2, 2
 // mantissa bits) already carry little precision, and their sums over many tokens are where
 // lost low bits would add up.
+//
+// Under gemm_set_deterministic(1) (modules/gemm.h) the algorithms are restricted as gemm.h's.
 #ifndef MODULES_FP8_GEMM_H
 #define MODULES_FP8_GEMM_H
 

@@ -1,5 +1,6 @@
 #include "modules/gemm.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -10,6 +11,7 @@
 // values (all our device pointers are 256-byte aligned).
 typedef struct {
     int trans_a, trans_b, has_c, epilogue, dtype;
+    int deterministic;  // planned under gemm_set_deterministic(1)
     int64_t m, n, k, lda, ldb, ldd, aux_ld;
 } PlanKey;
 
@@ -56,6 +58,15 @@ static void set_pointers(cublasLtMatmulDesc_t desc, const Gemm *g) {
 
 enum { MAX_CANDIDATES = 8 };
 int gemm_autotune = -1;
+static int deterministic;
+
+void gemm_set_deterministic(int on) { deterministic = on != 0; }
+int gemm_deterministic(void) { return deterministic; }
+
+uint32_t gemm_reduction_schemes(void) {
+    return deterministic ? CUBLASLT_REDUCTION_SCHEME_MASK & ~CUBLASLT_REDUCTION_SCHEME_INPLACE
+                         : CUBLASLT_REDUCTION_SCHEME_MASK;
+}
 
 static void run_plan(const Plan *p, const Gemm *g, const cublasLtMatmulAlgo_t *algo);
 
@@ -88,11 +99,28 @@ static cublasLtMatmulAlgo_t fastest(const Plan *p, const Gemm *g, const cublasLt
     return r[best].algo;
 }
 
-// gemm_autotune if set, else the environment's GEMM_AUTOTUNE (off unless it is 1).
+// gemm_autotune if set, else the environment's GEMM_AUTOTUNE (off unless it is 1). Never when
+// deterministic: timing may pick another algorithm on another run (said once).
 static int autotuning(void) {
-    if (gemm_autotune >= 0) return gemm_autotune;
     const char *env = getenv("GEMM_AUTOTUNE");
-    return env && !strcmp(env, "1");
+    const int asked = gemm_autotune >= 0 ? gemm_autotune : env && !strcmp(env, "1");
+    if (asked && deterministic) {
+        static int told;
+        if (!told) fprintf(stderr, "note: GEMM autotuning is off in deterministic mode (timing may pick another "
+                                   "algorithm on another run)\n");
+        told = 1;
+        return 0;
+    }
+    return asked;
+}
+
+void gemm_require_reduction_scheme(const cublasLtMatmulAlgo_t *algo) {
+    uint32_t scheme = 0;
+    size_t written = 0;
+    CUBLAS_CHECK(cublasLtMatmulAlgoConfigGetAttribute(algo, CUBLASLT_ALGO_CONFIG_REDUCTION_SCHEME, &scheme,
+                                                      sizeof scheme, &written));
+    if (scheme & ~gemm_reduction_schemes())
+        DIE("cuBLASLt chose an algorithm with reduction scheme %u, which the preference excluded", scheme);
 }
 
 static Plan *make_plan(const PlanKey *key, const Gemm *g) {
@@ -121,6 +149,11 @@ static Plan *make_plan(const PlanKey *key, const Gemm *g) {
     CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
     CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
                                                       &ws_bytes, sizeof ws_bytes));
+    if (deterministic) {
+        const uint32_t schemes = gemm_reduction_schemes();
+        CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK, &schemes,
+                                                          sizeof schemes));
+    }
     const int tune = autotuning();
     cublasLtMatmulHeuristicResult_t results[MAX_CANDIDATES];
     int found = 0;
@@ -136,6 +169,7 @@ static Plan *make_plan(const PlanKey *key, const Gemm *g) {
     // asked, time its candidates once on the real operands and keep the fastest. Not when D
     // is also C: the trial runs would add the residual more than once.
     if (tune && found > 1 && g->c != g->d) p->algo = fastest(p, g, results, found);
+    if (deterministic) gemm_require_reduction_scheme(&p->algo);
     num_plans++;
     return p;
 }
@@ -144,6 +178,7 @@ static Plan *find_plan(const Gemm *g) {
     PlanKey key;
     memset(&key, 0, sizeof key);  // padding too: keys are compared with memcmp
     key.trans_a = g->trans_a, key.trans_b = g->trans_b, key.has_c = g->c != NULL;
+    key.deterministic = deterministic;
     key.epilogue = g->epilogue, key.dtype = g->dtype;
     key.m = g->m, key.n = g->n, key.k = g->k;
     key.lda = g->lda, key.ldb = g->ldb, key.ldd = g->ldd, key.aux_ld = g->aux_ld;

@@ -10,6 +10,7 @@
 #ifndef MODULES_GEMM_H
 #define MODULES_GEMM_H
 
+#include <cublasLt.h>
 #include <stdint.h>
 
 #include "common/core/layer.h"
@@ -56,6 +57,28 @@ void gemm_run(const Gemm *g);
 extern int gemm_autotune;
 // Forget every plan (the next call of each shape plans again).
 void gemm_clear_plans(void);
+
+// Bit-reproducible products (LayerConfig.deterministic, `--deterministic`; for the whole
+// process, as PyTorch's torch.use_deterministic_algorithms). cuBLAS gives the same bits on
+// every run of one algorithm on one GPU model (its documentation: same architecture, same
+// number of SMs, one stream), so what can vary is the choice of algorithm and how a split-K
+// algorithm adds its parts. When on, the shapes planned from then on:
+//  - exclude the "in place" split-K reduction (CUBLASLT_REDUCTION_SCHEME_INPLACE: the parts
+//    added in the output buffer, their order kept by counters in the workspace) from the
+//    heuristic's candidates; the other schemes add the parts in a separate, fixed pass;
+//  - take the heuristic's first choice even under GEMM_AUTOTUNE=1: the fastest candidate by
+//    timing can differ from run to run, and two algorithms need not round alike.
+// The FP8 products (fp8_gemm.h) follow the same switch. Off by default.
+void gemm_set_deterministic(int on);
+int gemm_deterministic(void);
+// The cuBLASLt reduction schemes (cublasLtReductionScheme_t bits, for
+// CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK) a product may use now: all but INPLACE when
+// deterministic, else all (CUBLASLT_REDUCTION_SCHEME_MASK).
+uint32_t gemm_reduction_schemes(void);
+// Stops (DIE) if `algo`, as chosen by the heuristic (or the autotuner, among its candidates),
+// sums its split-K parts by a scheme gemm_reduction_schemes() excludes: the check that
+// cuBLASLt honoured the preference.
+void gemm_require_reduction_scheme(const cublasLtMatmulAlgo_t *algo);
 
 // How many distinct shapes have been planned so far, and how many calls found their plan in
 // the cache (for tests and curiosity).

@@ -18,6 +18,8 @@ MODEs (default: tests check bench fp8 tp pytorch compare breakdown, and baseline
              when pytorch ran first)
   baseline   this version against the one packed with BASELINE=<rev> tools/gpu_pack.sh
   autotune   steps 02-04 and 06 with GEMM_AUTOTUNE=1 and 0 in turns
+  determinism  --deterministic: two runs with one seed save identical files (steps 04-06),
+             and what the flag costs step 04
   grade      the GPU exercises as packed: every reference solution passes all its cases (and
              prints its speed line), every untouched stub fails all, every planted bug at least one
 Every GPU generation on one GPU (each runs tests + check; FP8 runs below compute
@@ -36,7 +38,7 @@ set -uo pipefail
 for arg in "$@"; do
   case $arg in
     -h|--help) usage; exit 0 ;;
-    tests|check|bench|fp8|tp|pytorch|compare|breakdown|baseline|autotune|grade|sim80|sim89|portable|nocode|arch) ;;
+    tests|check|bench|fp8|tp|pytorch|compare|breakdown|baseline|autotune|grade|determinism|sim80|sim89|portable|nocode|arch) ;;
     *) echo "gpu_run.sh: unknown mode '$arg'" >&2; usage >&2; exit 2 ;;
   esac
 done
@@ -308,6 +310,34 @@ grade_gpu_exercises() {
   note "grade: $([ "$grade_bad" -eq 0 ] && echo "every solution passes, every stub and planted bug fails" || echo "ERRORS above")"
 }
 wants grade && grade_gpu_exercises
+# --deterministic (steps/04_transformer_layer/README.md): two runs with the same seed must save
+# identical files; without the flag they may differ. At seq 128 (the small preset) a dQ row
+# gets at most two key blocks' shares, and a + b == b + a: even the default path repeats
+# itself there, so seq 1024 (16 key blocks of 64) is the case that shows the difference.
+# Then the flag's cost: step 04 at the quickstart shape, with and without, in turns.
+if wants determinism; then
+  for s in step04_transformer_layer step05_fp8 step06_parallel_layers; do
+    [ -x "$BIN/$s" ] || continue
+    for seq in 128 1024; do
+      for mode in --deterministic --default; do
+        flag=; [ $mode = --deterministic ] && flag=--deterministic
+        for run in a b; do
+          "$BIN/$s" --preset small --seq $seq --warmup 0 --iters 1 $flag --save "$OUT/repro_$run.safetensors" \
+            >> "$OUT/determinism.log" 2>&1 || note "determinism $s: the run failed (see determinism.log)"
+        done
+        same=DIFFERENT; cmp -s "$OUT/repro_a.safetensors" "$OUT/repro_b.safetensors" && same=identical
+        note "determinism $s seq $seq $mode: the two runs' files are $same"
+      done
+    done
+  done
+  rm -f "$OUT"/repro_[ab].safetensors
+  for round in 1 2; do
+    for flag in "" --deterministic; do
+      ms=$("$BIN/step04_transformer_layer" --iters 20 $flag 2>&1 | grep -aoE "Mean time: [0-9.]+ ms" | head -1)
+      note "determinism cost round $round: step04 ${flag:-default}: $ms"
+    done
+  done
+fi
 
 echo "================ summary"
 cat "$summary"

@@ -37,6 +37,10 @@ typedef struct {
     float eps;             // LayerNorm epsilon
     int causal;            // 1: query i attends to keys 0..i only
     uint64_t seed;         // dropout masks and random initialisation
+    // 1: bit-reproducible training steps (`--deterministic`): every sum over a parallel split
+    // in a fixed order - attention's dQ (AttentionProblem.deterministic), the cuBLASLt
+    // algorithms (gemm_set_deterministic) - at some cost in time and memory. 0: the fast path.
+    int deterministic;
 } LayerConfig;
 
 // The quickstart's configuration: hidden 4096, ffn 16384, heads 32, seq 2048, batch 4, fp16.

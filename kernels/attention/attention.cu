@@ -19,7 +19,7 @@
 extern "C" AttentionProblem attention_layer_problem(const LayerConfig *c) {
     AttentionProblem p = {};
     p.seq = c->seq, p.batch = c->batch, p.heads = c->heads, p.head_dim = layer_head_dim(c);
-    p.dtype = c->dtype, p.causal = c->causal;
+    p.dtype = c->dtype, p.causal = c->causal, p.deterministic = c->deterministic;
     return p;
 }
 
@@ -45,6 +45,7 @@ extern "C" const char *attention_unsupported(const AttentionProblem *p) {
     const bool sharded = p->total_heads != 0 || p->first_head != 0;
     if (sharded && (p->first_head < 0 || p->first_head + p->heads > p->total_heads))
         return "attention: heads [first_head, first_head + heads) must lie within the layer's total_heads";
+    if (p->deterministic != 0 && p->deterministic != 1) return "attention: deterministic must be 0 or 1";
     return NULL;
 }
 
@@ -169,11 +170,15 @@ static void forward(const FwdArgs &a, const AttentionKernelChoice &k) {
         flash_forward_mma<T, D>(a, k.tile);
 }
 
+// Keys per block of the backward kernel `k`: the number of dQ slices it writes when deterministic.
+static int backward_block_keys(const AttentionKernelChoice &k) { return k.wgmma ? 128 : k.tile; }
+
 // Dsum and dQ's zeroed accumulator first, then the kernel for dK, dV (and dQ's partial sums),
-// then dQ converted to T into dqkv.
+// then dQ converted to T into dqkv. Deterministic: the accumulator is not zeroed (every block
+// overwrites its own slice), and the last pass sums the slices in key-block order.
 template <typename T, int D>
 static void backward(const BwdArgs &a, const void *ctx, float *dsum, const AttentionKernelChoice &k) {
-    flash_backward_prepare<T, D>(a, ctx, a.dctx, dsum, a.dq_accum);
+    flash_backward_prepare<T, D>(a, ctx, a.dctx, dsum, a.deterministic ? nullptr : a.dq_accum);
     if (k.wgmma) {
         if constexpr (D == 128)
             flash_backward_wgmma_d128<T>(a);
@@ -182,7 +187,10 @@ static void backward(const BwdArgs &a, const void *ctx, float *dsum, const Atten
     } else {
         flash_backward_mma<T, D>(a, k.tile);
     }
-    flash_backward_write_dq<T, D>(a, a.dq_accum, a.dqkv);
+    if (a.deterministic)
+        flash_backward_sum_dq_slices<T, D>(a, a.dq_accum, backward_block_keys(k), a.dqkv);
+    else
+        flash_backward_write_dq<T, D>(a, a.dq_accum, a.dqkv);
 }
 
 #define DISPATCH_HEAD_DIM(d, D, ...) \
@@ -210,11 +218,18 @@ extern "C" void attention_forward(const AttentionProblem *p, const AttentionDrop
 
 // The workspace holds Dsum (one float per query) and then dQ's accumulator, which the vector
 // atomics and the TMA reductions need 16-byte aligned: Dsum's part is rounded up to a
-// multiple of 64 floats.
+// multiple of 64 floats. Deterministic: one accumulator per block of keys, as many as the
+// kernel with the fewest keys per block (64) has blocks, whichever kernel runs.
 static size_t dsum_floats(const AttentionProblem *p) { return ((size_t)p->seq * p->batch * p->heads + 63) / 64 * 64; }
 
+static const int DQ_SLICE_KEYS = 64;  // the fewest keys per block of any backward kernel
+
+static size_t dq_slices(const AttentionProblem *p) {
+    return p->deterministic ? (size_t)(p->seq + DQ_SLICE_KEYS - 1) / DQ_SLICE_KEYS : 1;
+}
+
 extern "C" size_t attention_backward_workspace_bytes(const AttentionProblem *p) {
-    return (dsum_floats(p) + (size_t)p->seq * p->batch * p->heads * p->head_dim) * sizeof(float);
+    return (dsum_floats(p) + dq_slices(p) * p->seq * p->batch * p->heads * p->head_dim) * sizeof(float);
 }
 
 extern "C" void attention_backward(const AttentionProblem *p, const AttentionDropout *dropout, const void *qkv,
@@ -224,8 +239,10 @@ extern "C" void attention_backward(const AttentionProblem *p, const AttentionDro
     const void *tensors[] = {qkv, ctx, dctx, lse, dqkv, workspace};
     require_aligned(tensors, 6, "attention_backward");
     const AttentionKernelChoice k = choose(ATTENTION_BACKWARD, p->head_dim);
+    if (p->deterministic && backward_block_keys(k) < DQ_SLICE_KEYS)  // more slices than the workspace holds
+        DIE("attention_backward: %s has fewer than %d keys per block", k.kernel, DQ_SLICE_KEYS);
     float *dsum = (float *)workspace;
-    const BwdArgs a = {flash_params(p, dropout), qkv, dctx, lse, dsum, dsum + dsum_floats(p), dqkv};
+    const BwdArgs a = {flash_params(p, dropout), qkv, dctx, lse, dsum, dsum + dsum_floats(p), dqkv, p->deterministic};
     gpu_phase(CAT_ATTN_BWD);
     DISPATCH_DTYPE(p->dtype, T, DISPATCH_HEAD_DIM(p->head_dim, D, backward<T, D>(a, ctx, dsum, k)));
     gpu_phase_end();

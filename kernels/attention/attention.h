@@ -57,6 +57,11 @@ typedef struct {
     // Tensor parallelism (step 07): these heads are heads [first_head, first_head + heads)
     // of a layer with total_heads. Only the dropout mask depends on it. 0, 0: unsharded.
     int total_heads, first_head;
+    // 1: a bit-reproducible backward - dQ's sum over key blocks in a fixed order (below), so
+    // that the same inputs give the same bits on every run. 0 (the default): the fast path,
+    // whose float atomics / TMA reductions add the key blocks' shares of dQ in whatever order
+    // they arrive (float addition is not associative: the last bits vary from run to run).
+    int deterministic;
 } AttentionProblem;
 
 // Attention dropout: probability p of zeroing a probability (kept ones are scaled by 1 / (1 -
@@ -81,7 +86,12 @@ void attention_forward(const AttentionProblem *p, const AttentionDropout *dropou
                        float *lse);
 
 // Bytes of device workspace attention_backward needs: rowsum(dO * O) per query and a float
-// accumulator for dQ ([batch, heads, seq, head_dim] floats).
+// accumulator for dQ ([batch, heads, seq, head_dim] floats), into which every block of keys
+// adds its share. Deterministic: instead one such array per block of keys (the
+// [key_blocks][batch, heads, seq, head_dim] slices, key_blocks = seq / 64 rounded up, enough
+// for any kernel), each written with plain stores by its block, then summed in key-block
+// order 0, 1, 2, ... by a small kernel. That is seq / 64 times the memory (4 GiB at b 4,
+// heads 32, seq 2048, d 128) - the price of not depending on the order blocks finish in.
 size_t attention_backward_workspace_bytes(const AttentionProblem *p);
 
 // dqkv from dctx, with ctx and lse as the forward left them (same problem, same dropout).

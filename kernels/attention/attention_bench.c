@@ -4,7 +4,8 @@
 // halved when causal. CUDA events, median of 20 after 3 warm-ups, random inputs. Every set of
 // kernels is timed (attention_set_kernels): the best this GPU runs (Hopper's wgmma ones on an
 // H100), the mma.sync ones with their largest tiles (an A100's), and the mma.sync ones with
-// the tiles of a 99 KiB GPU (sm_86, sm_89).
+// the tiles of a 99 KiB GPU (sm_86, sm_89). For the first set also the deterministic backward
+// (AttentionProblem.deterministic: dQ summed in a fixed order), and its time over the default's.
 //
 //   attention_bench [batch heads seq]     default 4 32 2048
 #include <stdio.h>
@@ -25,6 +26,12 @@ static void fwd(const Case *c) { attention_forward(&c->problem, &c->dropout, c->
 
 static void bwd(const Case *c) {
     attention_backward(&c->problem, &c->dropout, c->qkv, c->ctx, c->dctx, c->lse, c->dqkv, c->workspace);
+}
+
+static void bwd_deterministic(const Case *c) {
+    AttentionProblem p = c->problem;
+    p.deterministic = 1;
+    attention_backward(&p, &c->dropout, c->qkv, c->ctx, c->dctx, c->lse, c->dqkv, c->workspace);
 }
 
 static int cmp(const void *a, const void *b) {
@@ -67,8 +74,8 @@ int main(int argc, char **argv) {
                    attention_kernel_name(ATTENTION_BACKWARD, dims[di]));
         }
     }
-    printf("%4s %8s %7s | %22s | %22s | %20s | %20s\n", "", "", "", "A: forward ms TFLOP/s", "A: backward ms TFLOP/s",
-           "B: TFLOP/s fwd  bwd", "C: TFLOP/s fwd  bwd");
+    printf("%4s %8s %7s | %22s | %22s | %20s | %20s | %26s\n", "", "", "", "A: forward ms TFLOP/s",
+           "A: backward ms TFLOP/s", "B: TFLOP/s fwd  bwd", "C: TFLOP/s fwd  bwd", "A: deterministic bwd ms  x");
     printf("%4s %8s %7s |\n", "d", "dropout", "causal");
     for (int di = 0; di < 2; di++) {
         int d = dims[di];
@@ -83,7 +90,9 @@ int main(int argc, char **argv) {
         free(h);
         c.ctx = dev_alloc((size_t)nctx * 2), c.dqkv = dev_alloc((size_t)nqkv * 2);
         c.lse = dev_alloc((size_t)seq * batch * heads * sizeof(float));
-        c.workspace = dev_alloc(attention_backward_workspace_bytes(&c.problem));
+        AttentionProblem deterministic = c.problem;  // the larger workspace serves both backwards
+        deterministic.deterministic = 1;
+        c.workspace = dev_alloc(attention_backward_workspace_bytes(&deterministic));
         for (int variant = 0; variant < 3; variant++) {
             c.dropout = (AttentionDropout){.p = variant == 1 ? 0.1f : 0.0f, .seed = 1234, .offset = 0};
             c.problem.causal = variant == 2;
@@ -93,10 +102,11 @@ int main(int argc, char **argv) {
                 attention_set_kernels(SETS[k]);
                 f_ms[k] = median_ms(fwd, &c), b_ms[k] = median_ms(bwd, &c);
             }
-            printf("%4d %8.1f %7d | %11.3f %10.0f | %12.3f %9.0f | %12.0f %7.0f | %12.0f %7.0f\n", d, c.dropout.p,
-                   c.problem.causal, f_ms[0], flops / f_ms[0] / 1e9, b_ms[0], 2.5 * flops / b_ms[0] / 1e9,
+            const double det_ms = median_ms(bwd_deterministic, &c);
+            printf("%4d %8.1f %7d | %11.3f %10.0f | %12.3f %9.0f | %12.0f %7.0f | %12.0f %7.0f | %19.3f %5.2f\n", d,
+                   c.dropout.p, c.problem.causal, f_ms[0], flops / f_ms[0] / 1e9, b_ms[0], 2.5 * flops / b_ms[0] / 1e9,
                    flops / f_ms[1] / 1e9, 2.5 * flops / b_ms[1] / 1e9, flops / f_ms[2] / 1e9,
-                   2.5 * flops / b_ms[2] / 1e9);
+                   2.5 * flops / b_ms[2] / 1e9, det_ms, det_ms / b_ms[0]);
         }
         dev_free(c.qkv), dev_free(c.dctx), dev_free(c.ctx), dev_free(c.dqkv), dev_free(c.lse), dev_free(c.workspace);
     }

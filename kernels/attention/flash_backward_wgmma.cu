@@ -11,7 +11,9 @@
 //   dV_w += P_w^T dO, dK_w += dS_w^T Q   A read transposed (keys are P's contiguous dimension)
 //   dQ[:, 64 w, + 64] = dS K            over all 128 keys (both warpgroups' dS), staged in
 //                                       shared memory and added into the float accumulator
-//                                       by the TMA unit (four tensor reductions per tile)
+//                                       by the TMA unit (four tensor reductions per tile);
+//                                       DETERMINISTIC: stored, by four TMA stores, into the
+//                                       block's own slice (BwdArgs), summed later in order
 // Copies are TMA copies (hopper_pipeline.cuh): K and V once, by one thread; Q and dO of the
 // query tile after next, by four warps (a part each), into the stage the block has just
 // finished with.
@@ -56,7 +58,7 @@ constexpr size_t SMEM_BYTES = 2 * KV_BYTES + 4 * QO_BYTES + 2 * PS_BYTES + DQ_BY
 }
 #endif
 
-template <typename T>
+template <typename T, bool DETERMINISTIC>
 __global__ void __launch_bounds__(BW_THREADS, 1)
     flash_backward_wgmma_kernel(const __grid_constant__ CUtensorMap q_map, const __grid_constant__ CUtensorMap kv_map,
                                 const __grid_constant__ CUtensorMap do_map, const __grid_constant__ CUtensorMap dq_map,
@@ -132,10 +134,16 @@ __global__ void __launch_bounds__(BW_THREADS, 1)
     const uint32_t k_addr = smem_addr(k_tile), v_addr = smem_addr(v_tile);
     const uint32_t p_addr = smem_addr(p_tile), ds_addr = smem_addr(ds_tile);
     // The staged dQ of query tile q0 into the accumulator: warp wq of the second warpgroup adds
-    // panel wq (the first warpgroup's warps issue the copies).
+    // panel wq (the first warpgroup's warps issue the copies). DETERMINISTIC: stores it into
+    // this block's slice, matrix blockIdx.x * batch * heads + bh of dq_map's.
     auto add_dq_tile = [&](int q0) {
-        if (warpgroup == 1 && lane == 0)
-            tma_reduce_add_3d(&dq_map, 32 * wq, q0, bh, reinterpret_cast<const float *>(dq_stage + wq * DQ_PANEL));
+        if (warpgroup == 1 && lane == 0) {
+            const float *staged = reinterpret_cast<const float *>(dq_stage + wq * DQ_PANEL);
+            if constexpr (DETERMINISTIC)
+                tma_store_3d(&dq_map, 32 * wq, q0, blockIdx.x * gridDim.y + bh, staged);
+            else
+                tma_reduce_add_3d(&dq_map, 32 * wq, q0, bh, staged);
+        }
     };
     // lse and Dsum of this thread's queries 16 wq + g (+ 8) of the tile starting at q0: loaded a
     // tile ahead (the loads' latency was in the way of the exponentials), and used only there
@@ -293,29 +301,41 @@ __global__ void __launch_bounds__(BW_THREADS, 1)
 #endif
 }
 
+// One instantiation of the kernel, its shared-memory limit set on first use.
+template <typename T, bool DETERMINISTIC>
+void launch_kernel(const BwdArgs &a, dim3 grid, const CUtensorMap &q_map, const CUtensorMap &kv_map,
+                   const CUtensorMap &do_map, const CUtensorMap &dq_map) {
+    static bool configured = false;
+    if (!configured) {
+        CUDA_CHECK(cudaFuncSetAttribute(flash_backward_wgmma_kernel<T, DETERMINISTIC>,
+                                        cudaFuncAttributeMaxDynamicSharedMemorySize, (int)SMEM_BYTES));
+        configured = true;
+    }
+    flash_backward_wgmma_kernel<T, DETERMINISTIC>
+        <<<grid, BW_THREADS, SMEM_BYTES>>>(q_map, kv_map, do_map, dq_map, a, 1.0f / sqrtf((float)D));
+    CHECK_LAUNCH();
+}
+
 }  // namespace
 
 size_t flash_backward_wgmma_smem_bytes(void) { return SMEM_BYTES; }
 
 template <typename T>
 void flash_backward_wgmma_d128(const BwdArgs &a) {
-    static bool configured = false;
-    if (!configured) {
-        CUDA_CHECK(cudaFuncSetAttribute(flash_backward_wgmma_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                        (int)SMEM_BYTES));
-        configured = true;
-    }
     dim3 grid(ceil_div(a.seq, BW_BLOCK_N), a.batch * a.heads);
     // The TMA sees qkv and dctx as [seq][batch][row] and copies boxes of 64 columns: 128 rows for
     // K and V, 64 for Q and dO.
     const CUtensorMap q_map = tensor_map_rows<T>(a.qkv, a.qkv_row, a.batch, a.seq, BW_BLOCK_M);
     const CUtensorMap kv_map = tensor_map_rows<T>(a.qkv, a.qkv_row, a.batch, a.seq, BW_BLOCK_N);
     const CUtensorMap do_map = tensor_map_rows<T>(a.dctx, a.ctx_row, a.batch, a.seq, BW_BLOCK_M);
-    // dQ's accumulator, [batch * heads][seq][128] floats, takes boxes of 64 rows x 32 floats.
-    const CUtensorMap dq_map = tensor_map_float_rows(a.dq_accum, D, a.seq, a.batch * a.heads, BW_BLOCK_M);
-    flash_backward_wgmma_kernel<T>
-        <<<grid, BW_THREADS, SMEM_BYTES>>>(q_map, kv_map, do_map, dq_map, a, 1.0f / sqrtf((float)D));
-    CHECK_LAUNCH();
+    // dQ's accumulator, [batch * heads][seq][128] floats (deterministic: one per key block,
+    // [key blocks * batch * heads][seq][128]), takes boxes of 64 rows x 32 floats.
+    const int dq_matrices = (a.deterministic ? (int)grid.x : 1) * a.batch * a.heads;
+    const CUtensorMap dq_map = tensor_map_float_rows(a.dq_accum, D, a.seq, dq_matrices, BW_BLOCK_M);
+    if (a.deterministic)
+        launch_kernel<T, true>(a, grid, q_map, kv_map, do_map, dq_map);
+    else
+        launch_kernel<T, false>(a, grid, q_map, kv_map, do_map, dq_map);
 }
 
 template void flash_backward_wgmma_d128<__half>(const BwdArgs &);

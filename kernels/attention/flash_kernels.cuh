@@ -31,13 +31,18 @@ struct FwdArgs : FlashParams {
 };
 
 // A backward launch: q, k, v from qkv and dO from dctx as in the forward, lse from the
-// forward, dsum = rowsum(dO * O) per query, dq_accum the (zeroed) float accumulator of dQ;
-// writes dK and dV into dqkv (its dQ part is left to flash_backward_write_dq).
+// forward, dsum = rowsum(dO * O) per query, dq_accum the (zeroed) float accumulator of dQ
+// ([batch * heads][seq][D]) that every block of keys adds its share into; writes dK and dV
+// into dqkv (its dQ part is left to flash_backward_write_dq). deterministic = 1: dq_accum is
+// instead one such accumulator per block of keys ([key block][batch * heads][seq][D], not
+// zeroed), into which block kb stores its share of the rows it visits - plain stores, no
+// additions - for flash_backward_sum_dq_slices to add up in a fixed order.
 struct BwdArgs : FlashParams {
     const void *qkv, *dctx;
     const float *lse, *dsum;
     float *dq_accum;
     void *dqkv;
+    int deterministic;
 };
 
 // In every launcher below T is __half or __nv_bfloat16 and D the head dim, 64 or 128. Each
@@ -57,12 +62,18 @@ template <typename T, int D>
 void flash_backward_mma(const BwdArgs &a, int block_keys);
 
 // The passes around either backward kernel: first dsum = rowsum(dO * O) per query
-// ([batch, heads, seq]) and dQ's float accumulator ([batch, heads, seq, D]) set to zero; last
-// dQ from the accumulator into dqkv's q slots.
+// ([batch, heads, seq]) and dQ's float accumulator ([batch, heads, seq, D]) set to zero (not
+// when dq_accum is NULL: the deterministic slices need no zeroing); last dQ from the
+// accumulator into dqkv's q slots.
 template <typename T, int D>
 void flash_backward_prepare(const FlashParams &p, const void *ctx, const void *dctx, float *dsum, float *dq_accum);
 template <typename T, int D>
 void flash_backward_write_dq(const FlashParams &p, const float *dq_accum, void *dqkv);
+// The deterministic backward's last pass: dQ = the sum of the key blocks' slices
+// (BwdArgs.deterministic), added in key-block order 0, 1, 2, ... (only the blocks that wrote
+// the row: when causal, those that start at or before it), into dqkv's q slots.
+template <typename T, int D>
+void flash_backward_sum_dq_slices(const FlashParams &p, const float *dq_slices, int block_keys, void *dqkv);
 
 // ---- flash_forward_wgmma.cu, flash_backward_wgmma.cu: Hopper (sm_90a) ------------------------
 // 1 if the code running on this GPU holds the wgmma kernels' bodies (they were compiled for

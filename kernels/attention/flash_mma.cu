@@ -207,8 +207,8 @@ __global__ void __launch_bounds__(THREADS) flash_forward_kernel(
 
 // ---- backward -------------------------------------------------------------------------------
 // Pre-pass: Dsum[i] = rowsum(dO * O) for every query (one warp per query row), and dQ's
-// float accumulator cleared.
-template <typename T, int D>
+// float accumulator cleared (CLEAR_DQ; the deterministic backward's slices need no clearing).
+template <typename T, int D, bool CLEAR_DQ = true>
 __global__ void flash_backward_prepare_kernel(const T *ctx, const T *dctx, float *dsum, float *dq_accum,
                                               int seq, int batch, int heads, int64_t ctx_row) {
     const int warp = (blockIdx.x * blockDim.x + threadIdx.x) / 32, lane = threadIdx.x % 32;
@@ -223,16 +223,20 @@ __global__ void flash_backward_prepare_kernel(const T *ctx, const T *dctx, float
     for (int t = lane; t < D; t += 32) acc += to_float(o[t]) * to_float(d_o[t]);
     acc = warp_sum(acc);
     if (lane == 0) dsum[(int64_t)bh * seq + i] = acc;
-    float *dq = dq_accum + ((int64_t)bh * seq + i) * D;
-    for (int t = lane; t < D; t += 32) dq[t] = 0.0f;
+    if constexpr (CLEAR_DQ) {
+        float *dq = dq_accum + ((int64_t)bh * seq + i) * D;
+        for (int t = lane; t < D; t += 32) dq[t] = 0.0f;
+    }
 }
 
 // One block per 128 keys of one head (d = 128; 64 keys for d = 64), 8 warps (4): dK and dV for
 // those keys stay in registers while the block walks over the queries, 64 at a time; dQ is
-// accumulated in float with atomics. Why 128 keys at d = 128: every key block adds its share
-// into every dQ row, and those atomics (seq / keys-per-block of them per element of dQ) kept
-// the H100's L2 busy; 128 keys per block halve them (170 -> 182 TFLOP/s). At d = 64 the
-// smaller blocks pay more: more of them share a multiprocessor (159 against 148 TFLOP/s).
+// accumulated in float with atomics (DETERMINISTIC: stored into the block's own slice of the
+// workspace, see BwdArgs, and summed in order afterwards). Why 128 keys at d = 128: every key
+// block adds its share into every dQ row, and those atomics (seq / keys-per-block of them per
+// element of dQ) kept the H100's L2 busy; 128 keys per block halve them (170 -> 182 TFLOP/s).
+// At d = 64 the smaller blocks pay more: more of them share a multiprocessor (159 against 148
+// TFLOP/s).
 // d = 128 with 64 keys per block is the tile for GPUs with 99 KiB per block (sm_86, sm_89):
 // 87 KiB of shared memory against 137 KiB.
 template <int BLOCK_KEYS>
@@ -242,7 +246,7 @@ struct BwdTile {
     static constexpr int THREADS = 128 * KEY_HALVES;    // 4 warps per 64 keys
 };
 
-template <typename T, int D, int BLOCK_KEYS>
+template <typename T, int D, int BLOCK_KEYS, bool DETERMINISTIC = false>
 __global__ void __launch_bounds__(BwdTile<BLOCK_KEYS>::THREADS) flash_backward_kernel(
     const T *qkv, const T *dctx, const float *lse, const float *dsum, float *dq_accum, T *dqkv, int seq,
     int batch, int heads, int64_t qkv_row, int64_t ctx_row, float scale, float p_drop, int causal,
@@ -381,7 +385,8 @@ __global__ void __launch_bounds__(BwdTile<BLOCK_KEYS>::THREADS) flash_backward_k
             }
         }
         // dQ += dS K * scale for this warp's 16 queries and D/2 columns, over all 128 keys,
-        // added into the float accumulator.
+        // added into the float accumulator (DETERMINISTIC: stored into this block's slice,
+        // matrix blockIdx.x * batch * heads + bh of the slices).
         {
             constexpr int DH = D / BwdTile<BLOCK_KEYS>::KEY_HALVES;
             const int d0 = DH * kh;
@@ -405,16 +410,22 @@ __global__ void __launch_bounds__(BwdTile<BLOCK_KEYS>::THREADS) flash_backward_k
             for (int r = 0; r < 2; r++) {
                 int i = q0 + qw * 16 + g + 8 * r;
                 if (i >= seq) continue;
-                float *acc = dq_accum + ((int64_t)bh * seq + i) * D + d0;
+                const int64_t matrix = DETERMINISTIC ? (int64_t)blockIdx.x * gridDim.y + bh : bh;
+                float *acc = dq_accum + (matrix * seq + i) * D + d0;
 #pragma unroll
                 for (int n = 0; n < DH / 8; n++) {
+                    if constexpr (DETERMINISTIC) {
+                        *reinterpret_cast<float2 *>(acc + n * 8 + c2) =
+                            make_float2(dq[n][2 * r] * scale, dq[n][2 * r + 1] * scale);
+                    } else {
 #if __CUDA_ARCH__ >= 900  // one 8-byte atomic per pair: half the L2 operations
-                    atomicAdd(reinterpret_cast<float2 *>(acc + n * 8 + c2),
-                              make_float2(dq[n][2 * r] * scale, dq[n][2 * r + 1] * scale));
+                        atomicAdd(reinterpret_cast<float2 *>(acc + n * 8 + c2),
+                                  make_float2(dq[n][2 * r] * scale, dq[n][2 * r + 1] * scale));
 #else  // before Hopper: one float at a time
-                    atomicAdd(acc + n * 8 + c2, dq[n][2 * r] * scale);
-                    atomicAdd(acc + n * 8 + c2 + 1, dq[n][2 * r + 1] * scale);
+                        atomicAdd(acc + n * 8 + c2, dq[n][2 * r] * scale);
+                        atomicAdd(acc + n * 8 + c2 + 1, dq[n][2 * r + 1] * scale);
 #endif
+                    }
                 }
             }
         }
@@ -423,6 +434,18 @@ __global__ void __launch_bounds__(BwdTile<BLOCK_KEYS>::THREADS) flash_backward_k
 
     // dK (scaled) and dV (times dropout's 1 / (1 - p)) of this warp's 16 keys into dqkv's k and v slots.
     write_dk_dv_rows<T>(dqkv, view, dk, dv, k0 + warp * 16 + g, seq, scale, keep_scale);
+}
+
+// Values t .. t + 7 of dQ's row for query i of head bh (batch * heads + head), converted to T,
+// into that query's q slot of dqkv: one 16-byte store.
+template <typename T, int D>
+__device__ __forceinline__ void write_dq8(T *dqkv, const float (&v)[8], int i, int bh, int t, int batch, int heads,
+                                          int64_t qkv_row) {
+    Pack8<T> out;
+#pragma unroll
+    for (int k = 0; k < 8; k++) out.v[k] = from_float<T>(v[k]);
+    *reinterpret_cast<Pack8<T> *>(dqkv + ((int64_t)i * batch + bh / heads) * qkv_row + (int64_t)(bh % heads) * 3 * D +
+                                  t) = out;
 }
 
 // dQ's float accumulator into dqkv's q slots, 8 values per thread: two 16-byte loads, one
@@ -438,11 +461,32 @@ __global__ void flash_backward_dq_kernel(const float *dq_accum, T *dqkv, int seq
     const float4 lo = *reinterpret_cast<const float4 *>(dq_accum + idx);
     const float4 hi = *reinterpret_cast<const float4 *>(dq_accum + idx + 4);
     const float v[8] = {lo.x, lo.y, lo.z, lo.w, hi.x, hi.y, hi.z, hi.w};
-    Pack8<T> out;
-#pragma unroll
-    for (int k = 0; k < 8; k++) out.v[k] = from_float<T>(v[k]);
-    *reinterpret_cast<Pack8<T> *>(dqkv + ((int64_t)i * batch + bh / heads) * qkv_row + (int64_t)(bh % heads) * 3 * D +
-                                  t) = out;
+    write_dq8<T, D>(dqkv, v, i, bh, t, batch, heads, qkv_row);
+}
+
+// The deterministic backward's dQ: per 8 values, the slices of the key blocks that wrote the
+// row (all of them; when causal, blocks 0 .. i / block_keys, the rest start past query i and
+// did not visit it) added in block order 0, 1, 2, ... - the same order on every run, so the
+// same rounding - then converted as above. Reads 4 * key_blocks bytes per value: memory-bound.
+template <typename T, int D>
+__global__ void flash_backward_sum_dq_kernel(const float *dq_slices, T *dqkv, int seq, int batch, int heads,
+                                             int64_t qkv_row, int key_blocks, int block_keys, int causal) {
+    const int64_t slice = (int64_t)batch * heads * seq * D;                    // floats per key block
+    const int64_t idx = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) * 8;  // over (bh, i, t)
+    if (idx >= slice) return;
+    const int t = (int)(idx % D);
+    const int64_t row = idx / D;
+    const int i = (int)(row % seq), bh = (int)(row / seq);
+    const int blocks = causal ? min(key_blocks, i / block_keys + 1) : key_blocks;
+    float v[8] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
+    for (int kb = 0; kb < blocks; kb++) {
+        const float *part = dq_slices + kb * slice + idx;
+        const float4 lo = *reinterpret_cast<const float4 *>(part);
+        const float4 hi = *reinterpret_cast<const float4 *>(part + 4);
+        v[0] += lo.x, v[1] += lo.y, v[2] += lo.z, v[3] += lo.w;
+        v[4] += hi.x, v[5] += hi.y, v[6] += hi.z, v[7] += hi.w;
+    }
+    write_dq8<T, D>(dqkv, v, i, bh, t, batch, heads, qkv_row);
 }
 
 // ---- launchers --------------------------------------------------------------------------
@@ -488,20 +532,28 @@ void flash_forward_mma(const FwdArgs &a, int kv_stages) {
         launch_forward<T, D, 1>(a);
 }
 
-template <typename T, int D, int BLOCK_KEYS>
-static void launch_backward(const BwdArgs &a) {
+template <typename T, int D, int BLOCK_KEYS, bool DETERMINISTIC>
+static void launch_backward_kernel(const BwdArgs &a) {
     constexpr size_t smem = backward_smem_bytes(D, BLOCK_KEYS);
     static bool configured = false;
     if (!configured) {
-        CUDA_CHECK(cudaFuncSetAttribute(flash_backward_kernel<T, D, BLOCK_KEYS>,
+        CUDA_CHECK(cudaFuncSetAttribute(flash_backward_kernel<T, D, BLOCK_KEYS, DETERMINISTIC>,
                                         cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
         configured = true;
     }
     dim3 grid(ceil_div(a.seq, BLOCK_KEYS), a.batch * a.heads);
-    flash_backward_kernel<T, D, BLOCK_KEYS><<<grid, BwdTile<BLOCK_KEYS>::THREADS, smem>>>(
+    flash_backward_kernel<T, D, BLOCK_KEYS, DETERMINISTIC><<<grid, BwdTile<BLOCK_KEYS>::THREADS, smem>>>(
         (const T *)a.qkv, (const T *)a.dctx, a.lse, a.dsum, a.dq_accum, (T *)a.dqkv, a.seq, a.batch, a.heads,
         a.qkv_row, a.ctx_row, 1.0f / sqrtf((float)D), a.p_drop, a.causal, a.keys, a.offset, a.drop);
     CHECK_LAUNCH();
+}
+
+template <typename T, int D, int BLOCK_KEYS>
+static void launch_backward(const BwdArgs &a) {
+    if (a.deterministic)
+        launch_backward_kernel<T, D, BLOCK_KEYS, true>(a);
+    else
+        launch_backward_kernel<T, D, BLOCK_KEYS, false>(a);
 }
 
 // 128 keys per block at d = 128 only: at d = 64 the 64-key blocks are faster (above), so
@@ -520,8 +572,13 @@ void flash_backward_mma(const BwdArgs &a, int block_keys) {
 template <typename T, int D>
 void flash_backward_prepare(const FlashParams &p, const void *ctx, const void *dctx, float *dsum, float *dq_accum) {
     const int rows = p.seq * p.batch * p.heads;
-    flash_backward_prepare_kernel<T, D><<<ceil_div((int64_t)rows * 32, 256), 256>>>(
-        (const T *)ctx, (const T *)dctx, dsum, dq_accum, p.seq, p.batch, p.heads, p.ctx_row);
+    const unsigned blocks = ceil_div((int64_t)rows * 32, 256);
+    if (dq_accum)
+        flash_backward_prepare_kernel<T, D><<<blocks, 256>>>((const T *)ctx, (const T *)dctx, dsum, dq_accum, p.seq,
+                                                             p.batch, p.heads, p.ctx_row);
+    else
+        flash_backward_prepare_kernel<T, D, false><<<blocks, 256>>>((const T *)ctx, (const T *)dctx, dsum, nullptr,
+                                                                    p.seq, p.batch, p.heads, p.ctx_row);
     CHECK_LAUNCH();
 }
 
@@ -533,12 +590,22 @@ void flash_backward_write_dq(const FlashParams &p, const float *dq_accum, void *
     CHECK_LAUNCH();
 }
 
+template <typename T, int D>
+void flash_backward_sum_dq_slices(const FlashParams &p, const float *dq_slices, int block_keys, void *dqkv) {
+    const int64_t total = (int64_t)p.seq * p.batch * p.heads * D;  // as flash_backward_write_dq
+    flash_backward_sum_dq_kernel<T, D><<<ceil_div(total / 8, 256), 256>>>(
+        dq_slices, (T *)dqkv, p.seq, p.batch, p.heads, p.qkv_row, (int)ceil_div(p.seq, block_keys), block_keys,
+        p.causal);
+    CHECK_LAUNCH();
+}
+
 #define INSTANTIATE(T, D)                                                                                  \
     template void flash_forward_mma<T, D>(const FwdArgs &, int);                                          \
     template void flash_backward_mma<T, D>(const BwdArgs &, int);                                         \
     template void flash_backward_prepare<T, D>(const FlashParams &, const void *, const void *, float *, \
                                                float *);                                                  \
-    template void flash_backward_write_dq<T, D>(const FlashParams &, const float *, void *);
+    template void flash_backward_write_dq<T, D>(const FlashParams &, const float *, void *);              \
+    template void flash_backward_sum_dq_slices<T, D>(const FlashParams &, const float *, int, void *);
 INSTANTIATE(__half, 64)
 INSTANTIATE(__half, 128)
 INSTANTIATE(__nv_bfloat16, 64)

@@ -58,8 +58,9 @@ inline CUtensorMap tensor_map_rows(const void *base, int64_t row_elems, int batc
     return map;
 }
 
-// Host: the tensor map of a float tensor [heads][seq][row_floats] (the backward's dQ
-// accumulator, one [seq][row_floats] matrix per batch entry and head) for TMA reductions of
+// Host: the tensor map of a float tensor [matrices][seq][row_floats] (the backward's dQ
+// accumulator, one [seq][row_floats] matrix per batch entry and head; or the deterministic
+// backward's slices, one such accumulator per key block) for TMA reductions or stores of
 // boxes of box_rows rows x 32 floats (128 bytes) of one matrix, read from shared memory with the
 // 128-byte swizzle; rows past seq are left alone.
 inline CUtensorMap tensor_map_float_rows(float *base, int row_floats, int seq, int matrices, int box_rows) {
@@ -125,7 +126,17 @@ __device__ __forceinline__ void tma_reduce_add_3d(const CUtensorMap *map, int c0
     asm volatile("cp.async.bulk.commit_group;\n" ::: "memory");
 }
 
-// Until this thread's bulk reductions have read their shared-memory source.
+// A TMA store, issued by one thread: as tma_reduce_add_3d, but the box overwrites the tensor's
+// values instead of adding to them (the deterministic backward's dQ slices).
+__device__ __forceinline__ void tma_store_3d(const CUtensorMap *map, int c0, int c1, int c2, const float *shared_src) {
+    asm volatile("cp.async.bulk.tensor.3d.global.shared::cta.bulk_group [%0, {%1, %2, %3}], [%4];\n" ::"l"(
+                     reinterpret_cast<uint64_t>(map)),
+                 "r"(c0), "r"(c1), "r"(c2), "r"(smem_addr(shared_src))
+                 : "memory");
+    asm volatile("cp.async.bulk.commit_group;\n" ::: "memory");
+}
+
+// Until this thread's bulk reductions (or stores) have read their shared-memory source.
 __device__ __forceinline__ void bulk_wait_read() { asm volatile("cp.async.bulk.wait_group.read 0;\n" ::: "memory"); }
 // Until they have completed.
 __device__ __forceinline__ void bulk_wait_all() { asm volatile("cp.async.bulk.wait_group 0;\n" ::: "memory"); }

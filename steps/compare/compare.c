@@ -378,6 +378,7 @@ int main(int argc, char **argv) {
     check_cfg.causal = cfg->causal;
     check_cfg.attn_dropout = cfg->attn_dropout;
     check_cfg.hidden_dropout = cfg->hidden_dropout;
+    check_cfg.deterministic = cfg->deterministic;
 
     printf("GPU: %s\nGPU code: %s\n", gpu_description(), gpu_code_description());
     printf("timing: hidden %d, ffn %d, heads %d, seq %d, batch %d, %s, dropout %g; "

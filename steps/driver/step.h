@@ -66,6 +66,7 @@ typedef struct {
     int check;
     int breakdown;           // --breakdown: one more step, timed by category, beside its floors
     int check_config_given;  // --preset or a dimension was given explicitly
+    int deterministic;       // --deterministic: becomes layer.deterministic once all flags are read
     const char *weights_path, *input_path, *save_path, *json_path;
 } Options;
 

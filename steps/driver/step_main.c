@@ -16,6 +16,7 @@
 #include "steps/driver/floors.h"
 #include "steps/driver/step.h"
 #include "common/io/weights_io.h"
+#include "modules/gemm.h"
 
 // ---- flags --------------------------------------------------------------------------------
 void options_defaults(Options *o) {
@@ -37,6 +38,7 @@ static void print_help(const char *prog, const StepOps *step) {
         "  --attn-dropout P --hidden-dropout P\n"
         "  --causal             causal attention mask\n"
         "  --seed N             dropout masks and random weights/inputs (default 1234)\n"
+        "  --deterministic      bit-reproducible steps: attention's dQ and the GEMMs sum in a fixed order\n"
         "Running\n"
         "  --warmup N --iters N untimed and timed training steps (default 3 and 10)\n"
         "  --check              compare out, dx and every gradient with the CPU reference\n"
@@ -80,6 +82,7 @@ void options_parse(int argc, char **argv, Options *o, const StepOps *step) {
         if (!strcmp(f, "--check")) { o->check = 1; continue; }
         if (!strcmp(f, "--causal")) { c->causal = 1; continue; }
         if (!strcmp(f, "--breakdown")) { o->breakdown = 1; continue; }
+        if (!strcmp(f, "--deterministic")) { o->deterministic = 1; continue; }
         if (step && step->parse_flag && step->parse_flag(f, NULL)) continue;
         // Flags with a value.
         if (strncmp(f, "--", 2) != 0) fail_user("unexpected argument '%s' (see --help)", f);
@@ -123,6 +126,7 @@ void options_parse(int argc, char **argv, Options *o, const StepOps *step) {
         small.seed = c->seed;
         *c = small;
     }
+    c->deterministic = o->deterministic;  // after --preset and --check's configuration, which replace *c
     const char *problem = layer_config_problem(c);
     if (problem) fail_user("bad configuration: %s", problem);
 }
@@ -130,14 +134,21 @@ void options_parse(int argc, char **argv, Options *o, const StepOps *step) {
 // ---- running a step ----------------------------------------------------------------------
 static void print_config(const LayerConfig *c) {
     printf("config: hidden %d, ffn %d, heads %d (head_dim %d), seq %d, batch %d, %s, "
-           "dropout %.2g/%.2g%s\n",
+           "dropout %.2g/%.2g%s%s\n",
            c->hidden, c->ffn, c->heads, layer_head_dim(c), c->seq, c->batch, dtype_name(c->dtype),
-           c->attn_dropout, c->hidden_dropout, c->causal ? ", causal" : "");
+           c->attn_dropout, c->hidden_dropout, c->causal ? ", causal" : "", c->deterministic ? ", deterministic" : "");
 }
 
 static int compare_doubles(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
     return (x > y) - (x < y);
+}
+
+// The step's state on the GPU. --deterministic reaches the attention through cfg; the GEMMs'
+// switch is the process's (their plans are), so it is set here, before the step plans any.
+static void *create_step(const StepOps *step, const LayerConfig *cfg, const LayerParams *params) {
+    gemm_set_deterministic(cfg->deterministic);
+    return step->create(cfg, params);
 }
 
 StepReport step_time(const StepOps *step, const LayerConfig *cfg, const LayerParams *params,
@@ -150,7 +161,7 @@ StepReport step_time(const StepOps *step, const LayerConfig *cfg, const LayerPar
     int64_t n = layer_tokens(cfg) * cfg->hidden;
     void *d_x = dev_upload(inputs->x, n, cfg->dtype);
     void *d_dy = dev_upload(inputs->dy, n, cfg->dtype);
-    void *state = step->create(cfg, params);
+    void *state = create_step(step, cfg, params);
 
     uint64_t step_index = 0;
     for (int i = 0; i < warmup; i++) step->train_step(state, d_x, d_dy, step_index++);
@@ -205,7 +216,7 @@ static void run_once(const StepOps *step, const LayerConfig *cfg, const LayerPar
     int64_t n = layer_tokens(cfg) * cfg->hidden;
     void *d_x = dev_upload(inputs->x, n, cfg->dtype);
     void *d_dy = dev_upload(inputs->dy, n, cfg->dtype);
-    void *state = step->create(cfg, params);
+    void *state = create_step(step, cfg, params);
     step->train_step(state, d_x, d_dy, 0);
     CUDA_CHECK(cudaDeviceSynchronize());
     step->read_results(state, res);

@@ -189,6 +189,28 @@ static void test_unsupported_problems(void **state) {
     assert_non_null(attention_unsupported(&p));
     p = ok, p.total_heads = 2;
     assert_non_null(attention_unsupported(&p));
+    // deterministic is a switch.
+    p = ok, p.deterministic = 1;
+    assert_null(attention_unsupported(&p));
+    p = ok, p.deterministic = 2;
+    assert_non_null(attention_unsupported(&p));
+}
+
+// The workspace: Dsum (rounded up to 64 floats) and dQ's float accumulator; deterministic, one
+// accumulator per 64 keys (seq 300: 5), whichever kernel runs - the default's size unchanged.
+static void test_backward_workspace(void **state) {
+    (void)state;
+    AttentionProblem p = {.seq = 300, .batch = 3, .heads = 8, .head_dim = 128, .dtype = DTYPE_FP16};
+    const size_t dsum = (300 * 3 * 8 + 63) / 64 * 64, accumulator = (size_t)300 * 3 * 8 * 128;
+    assert_int_equal(attention_backward_workspace_bytes(&p), (dsum + accumulator) * 4);
+    p.deterministic = 1;
+    assert_int_equal(attention_backward_workspace_bytes(&p), (dsum + 5 * accumulator) * 4);
+    p.seq = 320;  // 5 blocks of 64 exactly
+    assert_int_equal(attention_backward_workspace_bytes(&p),
+                     ((320 * 3 * 8 + 63) / 64 * 64 + 5 * (size_t)320 * 3 * 8 * 128) * 4);
+    p.causal = 1, p.head_dim = 64;  // causal: the same (block kb writes rows 64 kb on of a whole slice)
+    assert_int_equal(attention_backward_workspace_bytes(&p),
+                     ((320 * 3 * 8 + 63) / 64 * 64 + 5 * (size_t)320 * 3 * 8 * 64) * 4);
 }
 
 static void test_layer_problem(void **state) {
@@ -199,7 +221,11 @@ static void test_layer_problem(void **state) {
     assert_int_equal(p.head_dim, 128);
     assert_int_equal(p.heads, 8), assert_int_equal(p.seq, 300), assert_int_equal(p.batch, 3);
     assert_int_equal(p.causal, 1);
+    assert_int_equal(p.deterministic, 0);
     assert_int_equal(p.qkv_row_stride, 0), assert_int_equal(p.total_heads, 0);
+    LayerConfig deterministic = c;
+    deterministic.deterministic = 1;
+    assert_int_equal(attention_layer_problem(&deterministic).deterministic, 1);
     const AttentionDropout d = attention_layer_dropout(&c, 7);
     assert_true(d.p == 0.1f);
     assert_int_equal(d.seed, 42);
@@ -212,7 +238,7 @@ int main(void) {
         cmocka_unit_test(test_a100),                    cmocka_unit_test(test_99_kib_gpus),
         cmocka_unit_test(test_forced_sets),             cmocka_unit_test(test_every_choice_fits),
         cmocka_unit_test(test_refusals),                cmocka_unit_test(test_unsupported_problems),
-        cmocka_unit_test(test_layer_problem),
+        cmocka_unit_test(test_layer_problem),           cmocka_unit_test(test_backward_workspace),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -6,10 +6,13 @@
 // first, so an element the kernels forget to write fails the test. The dropout mask must
 // match the reference's exactly: a different mask would put the error near 10%, far above
 // the tolerances. Views into wider tensors (row strides) and tensor-parallel shards must
-// reproduce the plain run exactly.
+// reproduce the plain run exactly. The deterministic backward (AttentionProblem.deterministic)
+// must match the reference too, and repeat its bits exactly from run to run.
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
+#include "common/core/half.h"
 #include "common/core/tolerance.h"
 #include "common/gpu/cuda_check.h"
 #include "reference/attention_reference.h"
@@ -256,6 +259,161 @@ static void test_views(void **state) {
     attention_set_kernels(ATTENTION_KERNELS_BEST);
 }
 
+// ---- the deterministic backward --------------------------------------------------------------
+// A device tensor's raw bytes, for comparing bits.
+static void *download_bytes(const void *dev, size_t bytes) {
+    void *host = malloc(bytes);
+    CUDA_CHECK(cudaMemcpy(host, dev, bytes, cudaMemcpyDeviceToHost));
+    return host;
+}
+
+// How many of n 16-bit values differ between a and b.
+static int64_t values_differing(const uint16_t *a, const uint16_t *b, int64_t n) {
+    int64_t k = 0;
+    for (int64_t i = 0; i < n; i++) k += a[i] != b[i];
+    return k;
+}
+
+// One backward into a fresh dqkv (NaN everywhere first: every value must be written), from a
+// workspace whose every byte is `fill` first - 0xff makes each float NaN, 0x7f 3.4e38 - so that
+// a deterministic backward that reads a slice nobody wrote gives NaN, inf or another answer on
+// the next run. Returns dqkv's bytes.
+static uint16_t *backward_bits(const AttentionProblem *p, const AttentionDropout *dropout, const void *qkv,
+                               const void *ctx, const void *dctx, const float *lse, int fill) {
+    const size_t dqkv_bytes = (size_t)p->seq * p->batch * p->heads * 3 * p->head_dim * 2;
+    const size_t ws_bytes = attention_backward_workspace_bytes(p);
+    void *dqkv = dev_alloc(dqkv_bytes), *workspace = dev_alloc(ws_bytes);
+    CUDA_CHECK(cudaMemset(dqkv, 0xff, dqkv_bytes));
+    CUDA_CHECK(cudaMemset(workspace, fill, ws_bytes));
+    attention_backward(p, dropout, qkv, ctx, dctx, lse, dqkv, workspace);
+    uint16_t *bits = download_bytes(dqkv, dqkv_bytes);
+    dev_free(dqkv), dev_free(workspace);
+    return bits;
+}
+
+static float *bits_to_floats(const uint16_t *bits, int64_t n, DType dt) {
+    float *x = malloc((size_t)n * sizeof(float));
+    if (dt == DTYPE_BF16)
+        for (int64_t i = 0; i < n; i++) x[i] = bf16_to_float(bits[i]);
+    else
+        for (int64_t i = 0; i < n; i++) x[i] = fp16_to_float(bits[i]);
+    return x;
+}
+
+// One problem through every set of kernels: the deterministic backward against the CPU
+// reference at the usual tolerances, run twice from differently poisoned workspaces, dq, dk
+// and dv compared bit for bit (memcmp). Then the default backward twice, for contrast: how
+// many values its atomics' order changed (printed, not asserted: arrival order is up to the
+// GPU). seq 520: 9 blocks of 64 keys (5 of 128) add into most dQ rows, the last block ragged
+// - with two, a + b == b + a would hide any order. (Too few values to catch a varying order
+// for certain: test_deterministic_backward_large is the case that would.)
+static void check_deterministic(DType dt, int d, float p, int causal) {
+    const int seq = 520, batch = 1, heads = 2;
+    const AttentionProblem problem = {.seq = seq, .batch = batch, .heads = heads, .head_dim = d, .dtype = dt,
+                                      .causal = causal, .deterministic = 1};
+    AttentionProblem fast = problem;
+    fast.deterministic = 0;
+    const int64_t nqkv = (int64_t)seq * batch * heads * 3 * d, nctx = nqkv / 3;
+    const uint64_t seed = test_seed();
+    const AttentionDropout dropout = {p, seed, 9};
+    float *qkv = random_floats(nqkv, -2.0f, 2.0f), *dctx = random_floats(nctx, -1.0f, 1.0f);
+    round_to_dtype(qkv, nqkv, dt);
+    round_to_dtype(dctx, nctx, dt);
+    float *ctx = malloc(nctx * 4), *dqkv = malloc(nqkv * 4);
+    float *probs = malloc((size_t)batch * heads * seq * seq * 4);
+    ref_attention_forward(qkv, seq, batch, heads, d, p, causal, seed, 9, ctx, probs);
+    ref_attention_backward(dctx, qkv, probs, seq, batch, heads, d, p, causal, seed, 9, dqkv);
+
+    void *d_qkv = dev_upload(qkv, nqkv, dt), *d_dctx = dev_upload(dctx, nctx, dt), *d_ctx = dev_alloc(nctx * 2);
+    float *d_lse = dev_alloc((size_t)seq * batch * heads * 4);
+    const AttentionKernels sets[] = {ATTENTION_KERNELS_BEST, ATTENTION_KERNELS_MMA_SYNC,
+                                     ATTENTION_KERNELS_MMA_SYNC_SMALL_TILES};
+    for (int k = 0; k < 3; k++) {
+        attention_set_kernels(sets[k]);
+        attention_forward(&problem, &dropout, d_qkv, d_ctx, d_lse);
+        uint16_t *first = backward_bits(&problem, &dropout, d_qkv, d_ctx, d_dctx, d_lse, 0xff);
+        uint16_t *second = backward_bits(&problem, &dropout, d_qkv, d_ctx, d_dctx, d_lse, 0x7f);
+        uint16_t *fast1 = backward_bits(&fast, &dropout, d_qkv, d_ctx, d_dctx, d_lse, 0xff);
+        uint16_t *fast2 = backward_bits(&fast, &dropout, d_qkv, d_ctx, d_dctx, d_lse, 0xff);
+        print_message(" %s: %s, deterministic; %s seq %d d %d dropout %.1f causal %d: default path %lld of %lld "
+                      "values differ between two runs\n",
+                      SET_NAMES[sets[k]], attention_kernel_name(ATTENTION_BACKWARD, d), dtype_name(dt), seq, d, p,
+                      causal, (long long)values_differing(fast1, fast2, nqkv), (long long)nqkv);
+        float *got = bits_to_floats(first, nqkv, dt);
+        assert_rel_error(got, dqkv, nqkv, tol_bwd(dt));
+        assert_true(memcmp(first, second, (size_t)nqkv * 2) == 0);
+        free(first), free(second), free(fast1), free(fast2), free(got);
+    }
+    attention_set_kernels(ATTENTION_KERNELS_BEST);
+    dev_free(d_qkv), dev_free(d_dctx), dev_free(d_ctx), dev_free(d_lse);
+    free(qkv), free(dctx), free(ctx), free(dqkv), free(probs);
+}
+
+// Every kernel set (above) at d 64 and 128, dropout and causal on and off, fp16 and bf16.
+static void test_deterministic_backward(void **state) {
+    (void)state;
+    SKIP_WITHOUT_GPU();
+    const DType dtypes[] = {DTYPE_FP16, DTYPE_BF16};
+    const int dims[] = {64, 128};
+    for (int t = 0; t < 2; t++)
+        for (int di = 0; di < 2; di++)
+            for (int drop = 0; drop < 2; drop++)
+                for (int causal = 0; causal < 2; causal++)
+                    check_deterministic(dtypes[t], dims[di], drop ? 0.1f : 0.0f, causal);
+}
+
+// Training-sized problems (no CPU reference: bits only), through every kernel set, both head
+// dims and dtypes, causal or not: the deterministic backward must repeat itself bit for bit;
+// the default one is expected to differ (printed). Why this size: the order of a sum shows in
+// the float result's last bit, and survives the rounding to 16 bits only where the sum lies
+// that close to a rounding boundary - about 2^-13 of the values that differ in fp16, 2^-16 in
+// bf16 - so it takes millions of values (here 4.2 M per dq) for an order that varies to show
+// in dq, dk, dv with near certainty. The cases above (seq 520) are too small to count on that.
+static void check_deterministic_large(AttentionKernels kernels, DType dt, int d, int causal) {
+    attention_set_kernels(kernels);
+    const int seq = 2048, batch = 2, heads = 8 * 128 / d;
+    const AttentionProblem problem = {.seq = seq, .batch = batch, .heads = heads, .head_dim = d, .dtype = dt,
+                                      .causal = causal, .deterministic = 1};
+    AttentionProblem fast = problem;
+    fast.deterministic = 0;
+    const int64_t nqkv = (int64_t)seq * batch * heads * 3 * d, nctx = nqkv / 3;
+    const AttentionDropout dropout = {0.1f, test_seed(), 4};
+    float *qkv = random_floats(nqkv, -2.0f, 2.0f), *dctx = random_floats(nctx, -1.0f, 1.0f);
+    void *d_qkv = dev_upload(qkv, nqkv, dt), *d_dctx = dev_upload(dctx, nctx, dt), *d_ctx = dev_alloc(nctx * 2);
+    float *d_lse = dev_alloc((size_t)seq * batch * heads * 4);
+    attention_forward(&problem, &dropout, d_qkv, d_ctx, d_lse);
+    uint16_t *first = backward_bits(&problem, &dropout, d_qkv, d_ctx, d_dctx, d_lse, 0xff);
+    uint16_t *second = backward_bits(&problem, &dropout, d_qkv, d_ctx, d_dctx, d_lse, 0x7f);
+    uint16_t *fast1 = backward_bits(&fast, &dropout, d_qkv, d_ctx, d_dctx, d_lse, 0xff);
+    uint16_t *fast2 = backward_bits(&fast, &dropout, d_qkv, d_ctx, d_dctx, d_lse, 0xff);
+    const int64_t fast_differ = values_differing(fast1, fast2, nqkv);
+    print_message(" %s: %s, %s seq %d batch %d heads %d d %d causal %d: deterministic %lld, default %lld of %lld "
+                  "values differ between two runs%s\n",
+                  SET_NAMES[kernels], attention_kernel_name(ATTENTION_BACKWARD, d), dtype_name(dt), seq, batch, heads,
+                  d, causal, (long long)values_differing(first, second, nqkv), (long long)fast_differ,
+                  (long long)nqkv, fast_differ ? "" : " (the default path happened to repeat itself)");
+    assert_true(memcmp(first, second, (size_t)nqkv * 2) == 0);
+    // Either order is as good as the other: the two paths agree to rounding.
+    float *det = bits_to_floats(first, nqkv, dt), *def = bits_to_floats(fast1, nqkv, dt);
+    assert_rel_error(det, def, nqkv, dt == DTYPE_BF16 ? 8e-3 : 1e-3);
+    dev_free(d_qkv), dev_free(d_dctx), dev_free(d_ctx), dev_free(d_lse);
+    free(qkv), free(dctx), free(first), free(second), free(fast1), free(fast2), free(det), free(def);
+}
+
+static void test_deterministic_backward_large(void **state) {
+    (void)state;
+    SKIP_WITHOUT_GPU();
+    const AttentionKernels sets[] = {ATTENTION_KERNELS_BEST, ATTENTION_KERNELS_MMA_SYNC,
+                                     ATTENTION_KERNELS_MMA_SYNC_SMALL_TILES};
+    const DType dtypes[] = {DTYPE_FP16, DTYPE_BF16};
+    const int dims[] = {64, 128};
+    for (int k = 0; k < 3; k++)
+        for (int t = 0; t < 2; t++)
+            for (int di = 0; di < 2; di++)
+                for (int causal = 0; causal < 2; causal++) check_deterministic_large(sets[k], dtypes[t], dims[di], causal);
+    attention_set_kernels(ATTENTION_KERNELS_BEST);
+}
+
 // Bad problems stop with a message rather than running: checked on the CPU by
 // tests/attention/attention_dispatch_test.c; here only that the API's check and the
 // kernels agree on the head dims.
@@ -274,7 +432,8 @@ int main(void) {
         cmocka_unit_test(test_unsupported_head_dim), cmocka_unit_test(test_plain),
         cmocka_unit_test(test_ragged_seq),           cmocka_unit_test(test_causal),
         cmocka_unit_test(test_dropout),              cmocka_unit_test(test_shard_draws_the_unsharded_mask),
-        cmocka_unit_test(test_views),
+        cmocka_unit_test(test_views),                cmocka_unit_test(test_deterministic_backward),
+        cmocka_unit_test(test_deterministic_backward_large),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -139,6 +139,7 @@ static void test_step_flags(void **state) {
     expect((char *const[]){STEP05, "--amax-algo", "mean", NULL}, 1, "--amax-algo expects max or most_recent");
     expect((char *const[]){STEP05, "--help", NULL}, 0, "--margin N");
     expect((char *const[]){STEP06, "--help", NULL}, 0, "--unfused");
+    expect((char *const[]){STEP06, "--help", NULL}, 0, "--deterministic");
     // A head size the flash-attention kernels do not have is refused before any GPU work.
     expect((char *const[]){STEP06, "--hidden", "96", "--heads", "1", "--ffn", "64", NULL}, 1,
            "support head_dim 64 and 128");

@@ -1,6 +1,6 @@
 // The TE-style modules (modules/) against the CPU reference, fp16 and bf16, on fresh random
 // data, through their own API (forward, backward, load_params, read_grads); then steps 02,
-// 03, 04 and 06 as a whole.
+// 03, 04 and 06 as a whole; and --deterministic's steps, which must repeat their bits.
 #include <stdlib.h>
 #include <string.h>
 
@@ -272,8 +272,92 @@ static void test_steps(void **state) {
     whole_step(&STEP_06_PARALLEL_UNFUSED, DTYPE_FP16, 1);
 }
 
+// ---- deterministic steps (LayerConfig.deterministic) ------------------------------------------
+// One training step (step index 0) on the GPU, its results on the host: what --save writes.
+static void gpu_step(const StepOps *step, const LayerConfig *cfg, const LayerParams *p, const LayerInputs *in,
+                     LayerResults *res) {
+    const int64_t n = layer_tokens(cfg) * cfg->hidden;
+    void *d_x = dev_upload(in->x, n, cfg->dtype), *d_dy = dev_upload(in->dy, n, cfg->dtype);
+    void *state = step->create(cfg, p);
+    step->train_step(state, d_x, d_dy, 0);
+    CUDA_CHECK(cudaDeviceSynchronize());
+    step->read_results(state, res);
+    step->destroy(state);
+    dev_free(d_x), dev_free(d_dy);
+}
+
+static int same_bits(const float *a, const float *b, int64_t n) { return memcmp(a, b, (size_t)n * sizeof(float)) == 0; }
+
+// The step in deterministic mode: --check's comparison with the reference (small preset), then
+// two steps at seq 512 (8 key blocks per dQ row at head dim 64, so the order of their sum
+// matters) whose out, dx and every gradient must agree bit for bit.
+static void deterministic_step(const StepOps *step, DType dt, int causal) {
+    LayerConfig cfg;
+    layer_config_preset("small", &cfg);
+    cfg.dtype = dt, cfg.causal = causal, cfg.seed = test_seed(), cfg.deterministic = 1;
+    gemm_set_deterministic(1);  // as the driver does for --deterministic
+    for (int seq = 128; seq <= 512; seq += 384) {
+        cfg.seq = seq;
+        LayerParams p;
+        LayerInputs in;
+        layer_params_alloc(&cfg, &p);
+        layer_params_init_random(&cfg, cfg.seed, &p);
+        layer_params_round(&cfg, &p);
+        layer_inputs_alloc(&cfg, &in);
+        layer_inputs_init_random(&cfg, cfg.seed + 1, &in);
+        layer_inputs_round(&cfg, &in);
+        if (seq == 128) {
+            StepReport r = {0};
+            step_check(step, &cfg, &p, &in, stdout, &r);
+            print_message(" step %s %s causal %d, deterministic: max rel.err %.3e\n", step->id, dtype_name(dt),
+                          causal, r.max_rel_error);
+            assert_int_equal(r.check_passed, 1);
+        } else {
+            LayerResults a, b;
+            layer_results_alloc(&cfg, &a);
+            layer_results_alloc(&cfg, &b);
+            gpu_step(step, &cfg, &p, &in, &a);
+            gpu_step(step, &cfg, &p, &in, &b);
+            const int64_t n = layer_tokens(&cfg) * cfg.hidden;
+            int same = same_bits(a.out, b.out, n) && same_bits(a.dx, b.dx, n);
+            for (int i = 0; i < NUM_PARAMS; i++) same &= same_bits(a.grad.tensor[i], b.grad.tensor[i], param_numel(&cfg, i));
+            print_message(" step %s %s causal %d seq %d, deterministic: two runs %s\n", step->id, dtype_name(dt),
+                          causal, seq, same ? "bit-identical" : "DIFFER");
+            assert_true(same);
+            layer_results_free(&a);
+            layer_results_free(&b);
+        }
+        layer_params_free(&p);
+        layer_inputs_free(&in);
+    }
+    gemm_set_deterministic(0);
+}
+
+static void test_deterministic_steps(void **state) {
+    (void)state;
+    SKIP_WITHOUT_GPU();
+    deterministic_step(&STEP_04_TRANSFORMER_LAYER, DTYPE_FP16, 0);
+    deterministic_step(&STEP_04_TRANSFORMER_LAYER, DTYPE_BF16, 1);
+    deterministic_step(&STEP_06_PARALLEL_LAYERS, DTYPE_FP16, 1);
+}
+
+// What the GEMMs may use: every reduction scheme by default, all but the in-place one when
+// deterministic (no GPU needed).
+static void test_gemm_reduction_schemes(void **state) {
+    (void)state;
+    assert_int_equal(gemm_reduction_schemes(), CUBLASLT_REDUCTION_SCHEME_MASK);
+    gemm_set_deterministic(1);
+    assert_int_equal(gemm_deterministic(), 1);
+    assert_int_equal(gemm_reduction_schemes() & CUBLASLT_REDUCTION_SCHEME_INPLACE, 0);
+    assert_int_equal(gemm_reduction_schemes() | CUBLASLT_REDUCTION_SCHEME_INPLACE, CUBLASLT_REDUCTION_SCHEME_MASK);
+    gemm_set_deterministic(0);
+    assert_int_equal(gemm_reduction_schemes(), CUBLASLT_REDUCTION_SCHEME_MASK);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_gemm_reduction_schemes),
+        cmocka_unit_test(test_deterministic_steps),
         cmocka_unit_test(test_linear),
         cmocka_unit_test(test_layernorm),
         cmocka_unit_test(test_layernorm_shared_memory_limit),
