@@ -4,8 +4,12 @@
 #include "common/gpu/gpu.h"
 #include "kernels/layernorm/fast_layernorm.h"
 
+const char *layernorm_unsupported(int cols) { return layernorm_fast_unsupported(cols); }
+
 void layernorm_init(LayerNorm *ln, int cols, int64_t max_rows, float eps, const float *gamma,
                     const float *beta, DType dtype) {
+    const char *why = layernorm_fast_unsupported(cols);
+    if (why) fail_user("LayerNorm: %s", why);
     ln->cols = cols;
     ln->max_rows = max_rows;
     ln->eps = eps;

@@ -6,14 +6,16 @@
 #include "common/core/philox.h"
 #include "kernels/attention/flash_attention.h"
 #include "kernels/fused/elementwise.h"
+#include "kernels/layernorm/fast_layernorm.h"
 
 const char *transformer_layer_unsupported(const LayerConfig *cfg) {
-    return flash_attention_unsupported(layer_head_dim(cfg));
+    const char *why = flash_attention_unsupported(layer_head_dim(cfg));
+    return why ? why : layernorm_fast_unsupported(cfg->hidden);
 }
 
 void transformer_layer_init(TransformerLayer *t, const LayerConfig *c, const LayerParams *p) {
     const char *why = transformer_layer_unsupported(c);
-    if (why) fail_user("TransformerLayer: %s (head_dim %d)", why, layer_head_dim(c));
+    if (why) fail_user("TransformerLayer: %s", why);
     t->cfg = *c;
     const int h = c->hidden, f = c->ffn;
     const int64_t n = layer_tokens(c);

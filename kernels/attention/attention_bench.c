@@ -4,9 +4,13 @@
 // halved when causal. CUDA events, median of 20 after 3 warm-ups, random inputs. Both sets of
 // kernels are timed: Hopper's wgmma ones (the default) and the mma.sync ones.
 //
-//   attention_bench [batch heads seq]     default 4 32 2048
+//   attention_bench [--batch N] [--heads N] [--seq N]     default 4 32 2048
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+
+#include "common/core/errors.h"
+#include "common/core/flags.h"
 
 #include "common/gpu/cuda_check.h"
 #include "common/gpu/gpu.h"
@@ -52,10 +56,30 @@ static double median_ms(void (*op)(const Case *), const Case *c) {
     return t[N / 2];
 }
 
+static FlagKind bench_flag_kind(const char *name, void *ctx) {
+    static const char *const NAMES[] = {"--batch", "--heads", "--seq"};
+    (void)ctx;
+    return flag_is_one_of(name, NAMES, 3) ? FLAG_VALUE : FLAG_UNKNOWN;
+}
+
 int main(int argc, char **argv) {
-    gpu_require();
     int batch = 4, heads = 32, seq = 2048;
-    if (argc == 4) batch = atoi(argv[1]), heads = atoi(argv[2]), seq = atoi(argv[3]);
+    FlagArg *flags = xcalloc((size_t)argc, sizeof(FlagArg));
+    const int n = flags_split(argc, argv, bench_flag_kind, NULL, flags);
+    if (n < 0) {
+        printf("usage: attention_bench [--batch N] [--heads N] [--seq N]   (default 4 32 2048)\n"
+               "  Flash attention's forward and backward TFLOP/s at head dims 128 and 64, without and with\n"
+               "  dropout and causal; Hopper's wgmma kernels and the mma.sync ones. Needs a CUDA GPU.\n");
+        return 0;
+    }
+    for (int i = 0; i < n; i++) {
+        const char *f = flags[i].name, *v = flags[i].value;
+        if (!strcmp(f, "--batch")) batch = (int)parse_int_flag(f, v, 1, 1 << 16);
+        else if (!strcmp(f, "--heads")) heads = (int)parse_int_flag(f, v, 1, 1 << 12);
+        else seq = (int)parse_int_flag(f, v, 1, 1 << 20);
+    }
+    free(flags);
+    gpu_require();
     printf("GPU: %s; flash attention, fp16, batch %d, heads %d, seq %d\n", gpu_description(), batch, heads, seq);
     printf("%4s %8s %7s | %22s | %22s | %20s\n", "", "", "", "forward ms  TFLOP/s", "backward ms  TFLOP/s",
            "mma.sync fwd   bwd");
@@ -64,7 +88,7 @@ int main(int argc, char **argv) {
     for (int di = 0; di < 2; di++) {
         int d = dims[di];
         int64_t nqkv = (int64_t)seq * batch * heads * 3 * d, nctx = nqkv / 3;
-        float *h = malloc((size_t)nqkv * sizeof(float));
+        float *h = xmalloc((size_t)nqkv * sizeof(float));
         fill_uniform(h, nqkv, -1.0f, 1.0f, 5, 1);
         Case c = {.seq = seq, .batch = batch, .heads = heads, .d = d};
         c.qkv = dev_upload(h, nqkv, DTYPE_FP16);

@@ -2,6 +2,7 @@
 // mma.cuh for the tensor-core fragments), the launchers, and the choice between these
 // kernels and Hopper's wgmma ones (flash_forward_wgmma.cu, flash_backward_wgmma.cu).
 #include <math.h>
+#include <stdio.h>
 
 #include "common/gpu/gpu.h"
 #include "kernels/attention/flash_attention.h"
@@ -420,7 +421,10 @@ __global__ void flash_backward_dq_kernel(const float *dq_accum, T *dqkv, int seq
 
 // ---- launchers --------------------------------------------------------------------------
 extern "C" const char *flash_attention_unsupported(int head_dim) {
-    return head_dim == 64 || head_dim == 128 ? NULL : "the flash-attention kernels support head_dim 64 and 128";
+    static char why[96];
+    if (head_dim == 64 || head_dim == 128) return NULL;
+    snprintf(why, sizeof why, "the flash-attention kernels support head_dim 64 and 128, not %d", head_dim);
+    return why;
 }
 
 static FlashKernels kernels_in_use = FLASH_KERNELS_WGMMA;
@@ -517,7 +521,7 @@ static void backward_mma_sync(const BwdArgs &a) {
 #define DISPATCH_HEAD_DIM(d, D, ...)                                                   \
     do {                                                                               \
         const char *why_ = flash_attention_unsupported(d);                            \
-        if (why_) DIE("%s (got %d)", why_, d);                                        \
+        if (why_) DIE("%s", why_);                                                     \
         if ((d) == 64) {                                                               \
             const int D = 64;                                                          \
             __VA_ARGS__;                                                               \

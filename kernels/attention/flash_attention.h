@@ -38,7 +38,7 @@ extern "C" {
 typedef enum { FLASH_KERNELS_WGMMA, FLASH_KERNELS_MMA_SYNC } FlashKernels;
 FlashKernels flash_attention_set_kernels(FlashKernels kernels);
 
-// NULL if the kernels support this head dim, else why not.
+// NULL if the kernels support this head dim, else why not (naming head_dim).
 const char *flash_attention_unsupported(int head_dim);
 
 // lse: [batch, heads, seq] float, the logsumexp of each query's scaled scores.

@@ -3,7 +3,10 @@
 // For each step: --check at the small preset (max relative error against the CPU reference),
 // then the timing at the chosen configuration (default: the quickstart). Prints a table and
 // writes it as JSON (--json) and as an SVG bar chart (--svg). Without a GPU it says so and
-// runs what can run: the CPU reference at the tiny preset.
+// runs what can run - the CPU reference at the tiny preset - and writes that, marked as such,
+// to the same files. Everything it is told is checked before any work: the steps named by
+// --steps exist, the --pytorch file reads, the output files can be written; the flags that
+// make no sense here (--check, --weights, --input, --save) are refused.
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,14 +18,10 @@
 #include "common/core/errors.h"
 #include "common/gpu/cuda_check.h"
 #include "common/gpu/gpu.h"
+#include "common/io/output_file.h"
 #include "reference/reference.h"
 #include "steps/driver/step.h"
 #include "steps/compare/registry.h"
-
-typedef struct {
-    const char *json_path, *svg_path, *only_steps, *pytorch_path;
-    int skip_check;
-} CompareFlags;
 
 // Timings of the same layer in PyTorch (tools/pytorch_compare.py writes them), shown beside
 // our steps: {"PyTorch eager": {"mean_ms": 26.0, ...}, ...}.
@@ -31,56 +30,154 @@ typedef struct {
     double mean_ms;
 } Baseline;
 
-static int load_baselines(const char *path, Baseline *out, int max) {
+enum { MAX_BASELINES = 8 };
+
+// compare's own flags (StepOps.parse_flag has no context, so they live here).
+static struct {
+    const char *svg_path;
+    int skip_check;
+    int selected[16];  // by index into ALL_STEPS; all of them when --steps is not given
+    int steps_given;
+    Baseline torch[MAX_BASELINES];
+    int ntorch;
+} flags;
+
+static void load_baselines(const char *path) {
     json_error_t err;
     json_t *root = json_load_file(path, 0, &err);
-    if (!root) fail_user("--pytorch %s: %s (line %d)", path, err.text, err.line);
-    int n = 0;
+    if (!root && err.line > 0) fail_user("--pytorch %s: %s (line %d)", path, err.text, err.line);
+    if (!root) fail_user("--pytorch %s: %s", path, err.text);
+    if (!json_is_object(root)) fail_user("--pytorch %s: expected a JSON object {\"name\": {\"mean_ms\": ...}}", path);
     const char *key;
     json_t *value;
+    flags.ntorch = 0;
     json_object_foreach(root, key, value) {
         json_t *ms = json_object_get(value, "mean_ms");
-        if (!json_is_object(value) || !json_is_number(ms) || n == max) continue;
-        snprintf(out[n].name, sizeof out[n].name, "%s", key);
-        out[n].mean_ms = json_number_value(ms);
-        n++;
+        if (!json_is_object(value) || !json_is_number(ms) || flags.ntorch == MAX_BASELINES) continue;
+        snprintf(flags.torch[flags.ntorch].name, sizeof flags.torch[0].name, "%s", key);
+        flags.torch[flags.ntorch].mean_ms = json_number_value(ms);
+        flags.ntorch++;
     }
     json_decref(root);
-    return n;
+    if (flags.ntorch == 0) fail_user("--pytorch %s: no entry with a \"mean_ms\" number", path);
 }
 
-// Takes the comparison's own flags out of argv; the rest are the steps' shared flags.
-static int take_compare_flags(int argc, char **argv, CompareFlags *f) {
-    int out = 1;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--json") && i + 1 < argc) f->json_path = argv[++i];
-        else if (!strcmp(argv[i], "--svg") && i + 1 < argc) f->svg_path = argv[++i];
-        else if (!strcmp(argv[i], "--steps") && i + 1 < argc) f->only_steps = argv[++i];
-        else if (!strcmp(argv[i], "--pytorch") && i + 1 < argc) f->pytorch_path = argv[++i];
-        else if (!strcmp(argv[i], "--skip-check")) f->skip_check = 1;
-        else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            printf("usage: compare [--steps 01,03] [--skip-check] [--json FILE] [--svg FILE] [--pytorch FILE] "
-                   "[layer flags of any step, e.g. --dtype bf16 --preset small]\n");
-            argv[out++] = argv[i];
-        } else argv[out++] = argv[i];
+// A step's short name: "01" for 01_naive, "06u" for 06u_parallel_unfused.
+static void short_id(const StepOps *s, char out[8]) {
+    size_t n = strcspn(s->id, "_");
+    snprintf(out, 8, "%.*s", (int)(n < 7 ? n : 7), s->id);
+}
+
+// --steps 01,04,06u: each item names a step by its number (all of its variants: "06" is 06,
+// 06u and 06f) or its short name ("06u"), or its full id.
+static void select_steps(const char *list) {
+    flags.steps_given = 1;
+    char *copy = strdup(list);
+    if (!copy) DIE("out of memory");
+    for (char *save = NULL, *item = strtok_r(copy, ",", &save); item; item = strtok_r(NULL, ",", &save)) {
+        int found = 0;
+        for (int s = 0; s < NUM_STEPS; s++) {
+            char id[8];
+            short_id(ALL_STEPS[s], id);
+            if (!strcmp(item, id) || !strcmp(item, ALL_STEPS[s]->id) || (strlen(item) == 2 && !strncmp(item, id, 2)))
+                flags.selected[s] = found = 1;
+        }
+        if (!found) {
+            char known[256] = "";
+            size_t used = 0;
+            for (int s = 0; s < NUM_STEPS && used < sizeof known; s++) {
+                char id[8];
+                short_id(ALL_STEPS[s], id);
+                used += (size_t)snprintf(known + used, sizeof known - used, "%s%s", s ? ", " : "", id);
+            }
+            fail_user("--steps %s: there is no step '%s' (the steps: %s)", list, item, known);
+        }
     }
-    return out;
+    free(copy);
 }
 
-static int step_selected(const CompareFlags *f, const StepOps *s) {
-    if (!f->only_steps) return 1;
-    char id[3] = {s->id[0], s->id[1], 0};
-    return strstr(f->only_steps, id) != NULL;
+static int parse_compare_flag(const char *flag, const char *value) {
+    if (!value) {
+        if (strcmp(flag, "--skip-check") != 0) return 0;
+        flags.skip_check = 1;
+        return 1;
+    }
+    if (!strcmp(flag, "--svg")) {
+        output_check_writable(flag, value);
+        flags.svg_path = value;
+    } else if (!strcmp(flag, "--steps")) {
+        select_steps(value);
+    } else if (!strcmp(flag, "--pytorch")) {
+        load_baselines(value);
+    } else {
+        return 0;
+    }
+    return 1;
 }
+
+static const StepOps COMPARE = {
+    .parse_flag = parse_compare_flag,
+    .flags_help =
+        "  --steps LIST         the steps to run, e.g. 01,04 (06 is all three variants; 06u, 06f one)\n"
+        "  --skip-check         time only; no check at the small preset\n"
+        "  --json FILE          the table as JSON (also without a GPU: the CPU reference's time)\n"
+        "  --svg FILE           the table as an SVG bar chart (also without a GPU)\n"
+        "  --pytorch FILE       PyTorch's times (tools/pytorch_compare.py) as extra rows\n"
+        "compare takes the layer flags above and --warmup, --iters; not --check (it checks every step\n"
+        "at the small preset unless --skip-check), --weights, --input or --save (each step runs on\n"
+        "random weights and inputs; for those, run the step's own binary).\n",
+};
+
+static int step_selected(int s) { return !flags.steps_given || flags.selected[s]; }
+
+// One row of the table: a step, or the CPU reference when there is no GPU.
+typedef struct {
+    const char *id, *title, *whats_new;
+    StepReport report;
+} Row;
+
+static json_t *number_or_null(double x, int have) { return have ? json_real(x) : json_null(); }
+
+// The table as JSON (jansson; keys in this order). gemm_tflops <= 0: no GPU, no floor.
+static void write_json(const char *path, const char *gpu, const LayerConfig *c, const Row *rows, int n,
+                       double gemm_tflops) {
+    const int have_gpu = gemm_tflops > 0;
+    json_t *root = json_object(), *steps = json_array();
+    json_object_set_new(root, "gpu", json_string(gpu));
+    json_object_set_new(root, "config", json_pack("{s:i, s:i, s:i, s:i, s:i, s:s, s:f}", "hidden", c->hidden, "ffn",
+                                                  c->ffn, "heads", c->heads, "seq", c->seq, "batch", c->batch,
+                                                  "dtype", dtype_name(c->dtype), "dropout", (double)c->attn_dropout));
+    json_object_set_new(root, "gemm_tflops", number_or_null(gemm_tflops, have_gpu));
+    json_object_set_new(root, "floor_ms",
+                        number_or_null(layer_train_flops(c) / (gemm_tflops * 1e12) * 1e3, have_gpu));
+    for (int i = 0; i < n; i++) {
+        const StepReport *r = &rows[i].report;
+        json_array_append_new(steps, json_pack("{s:s, s:s, s:s, s:f, s:f, s:f, s:f, s:f, s:i}", "step", rows[i].id,
+                                               "title", rows[i].title, "whats_new", rows[i].whats_new, "mean_ms",
+                                               r->mean_ms, "median_ms", r->median_ms, "tflops", r->tflops, "peak_mib",
+                                               r->peak_mib, "max_rel_error", r->max_rel_error, "check_passed",
+                                               r->check_passed));
+    }
+    json_object_set_new(root, "steps", steps);
+    FILE *f = output_open(path, "w");
+    if (json_dumpf(root, f, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(7)) != 0) DIE("json_dumpf failed for %s", path);
+    fputc('\n', f);
+    output_commit(f, path);
+    json_decref(root);
+    printf("wrote %s\n", path);
+}
+
+static void write_svg(const char *path, const char *gpu, const LayerConfig *c, const Row *rows, int n,
+                      double floor_ms, const Baseline *base, int nbase);
 
 // Without a GPU: time the CPU reference at the tiny preset, so the command still shows
-// something real on a laptop or in CI.
-static int run_cpu_only(const LayerConfig *requested) {
+// something real on a laptop or in CI, and write that to the --json and --svg files asked for.
+static int run_cpu_only(const Options *o) {
     printf("No usable CUDA GPU here (%s).\n", gpu_unavailable_reason());
     printf("Running what can run on the CPU: the reference layer at the tiny preset.\n\n");
     LayerConfig cfg;
     layer_config_preset("tiny", &cfg);
-    cfg.dtype = requested->dtype;
+    cfg.dtype = o->layer.dtype;
     LayerParams params;
     LayerInputs inputs;
     LayerResults res;
@@ -90,19 +187,36 @@ static int run_cpu_only(const LayerConfig *requested) {
     layer_inputs_init_random(&cfg, cfg.seed + 1, &inputs);
     layer_results_alloc(&cfg, &res);
     const int iters = 5;
-    struct timespec t0, t1;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
-    for (int i = 0; i < iters; i++) ref_layer_train_step(&cfg, &params, &inputs, (uint64_t)i, &res);
-    clock_gettime(CLOCK_MONOTONIC, &t1);
-    double ms = ((t1.tv_sec - t0.tv_sec) * 1e3 + (t1.tv_nsec - t0.tv_nsec) * 1e-6) / iters;
+    double *ms = xmalloc(iters * sizeof(double));
+    for (int i = 0; i < iters; i++) {
+        struct timespec t0, t1;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        ref_layer_train_step(&cfg, &params, &inputs, (uint64_t)i, &res);
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        ms[i] = (t1.tv_sec - t0.tv_sec) * 1e3 + (t1.tv_nsec - t0.tv_nsec) * 1e-6;
+    }
+    Row row = {.id = "reference", .title = "CPU reference", .whats_new = "plain C, double accumulation (no GPU here)"};
+    StepReport *r = &row.report;
+    for (int i = 0; i < iters; i++) r->mean_ms += ms[i] / iters;
+    r->min_ms = ms[0];
+    for (int i = 1; i < iters; i++) r->min_ms = fmin(r->min_ms, ms[i]);
+    r->median_ms = ms[iters / 2];  // not sorted: close enough for 5 runs of the same work
+    r->tflops = layer_train_flops(&cfg) / (r->mean_ms * 1e-3) / 1e12;
+    r->max_rel_error = -1;
+    r->check_passed = -1;
+    free(ms);
     double out_norm = 0;
     for (int64_t i = 0; i < layer_tokens(&cfg) * cfg.hidden; i++) out_norm += (double)res.out[i] * res.out[i];
     printf("%-22s %-40s %10s %12s\n", "step", "what", "mean ms", "GFLOP/s");
-    printf("%-22s %-40s %10.2f %12.2f\n", "reference (CPU)", "plain C, double accumulation", ms,
-           layer_train_flops(&cfg) / (ms * 1e-3) / 1e9);
+    printf("%-22s %-40s %10.2f %12.2f\n", "reference (CPU)", "plain C, double accumulation", r->mean_ms,
+           r->tflops * 1e3);
     printf("\n(hidden %d, ffn %d, heads %d, seq %d, batch %d; ||out|| = %.4f)\n", cfg.hidden, cfg.ffn,
            cfg.heads, cfg.seq, cfg.batch, sqrt(out_norm));
     printf("The GPU steps need an NVIDIA GPU (Hopper for every step): see README.md.\n");
+    char gpu[320];
+    snprintf(gpu, sizeof gpu, "none: %s", gpu_unavailable_reason());
+    if (o->json_path) write_json(o->json_path, gpu, &cfg, &row, 1, 0.0);
+    if (flags.svg_path) write_svg(flags.svg_path, gpu, &cfg, &row, 1, 0.0, flags.torch, 0);
     layer_params_free(&params);
     layer_inputs_free(&inputs);
     layer_results_free(&res);
@@ -143,39 +257,12 @@ static double measure_gemm_tflops(void) {
     return 10 * 2.0 * n * (double)n * n / (ms * 1e-3) / 1e12;
 }
 
-typedef struct {
-    const StepOps *step;
-    StepReport report;
-} Row;
-
-static void write_json(const char *path, const LayerConfig *c, const Row *rows, int n,
-                       double gemm_tflops) {
-    FILE *f = fopen(path, "w");
-    if (!f) fail_user("cannot write %s", path);
-    fprintf(f, "{\n  \"gpu\": \"%s\",\n  \"config\": {\"hidden\": %d, \"ffn\": %d, \"heads\": %d, "
-            "\"seq\": %d, \"batch\": %d, \"dtype\": \"%s\", \"dropout\": %g},\n"
-            "  \"gemm_tflops\": %.1f,\n  \"floor_ms\": %.3f,\n  \"steps\": [\n",
-            gpu_description(), c->hidden, c->ffn, c->heads, c->seq, c->batch, dtype_name(c->dtype),
-            c->attn_dropout, gemm_tflops, layer_train_flops(c) / (gemm_tflops * 1e12) * 1e3);
-    for (int i = 0; i < n; i++) {
-        const StepReport *r = &rows[i].report;
-        fprintf(f, "    {\"step\": \"%s\", \"title\": \"%s\", \"whats_new\": \"%s\", \"mean_ms\": %.4f, "
-                "\"median_ms\": %.4f, \"tflops\": %.2f, \"peak_mib\": %.1f, \"max_rel_error\": %.4g, "
-                "\"check_passed\": %d}%s\n",
-                rows[i].step->id, rows[i].step->title, rows[i].step->whats_new, r->mean_ms,
-                r->median_ms, r->tflops, r->peak_mib, r->max_rel_error, r->check_passed,
-                i + 1 < n ? "," : "");
-    }
-    fprintf(f, "  ]\n}\n");
-    fclose(f);
-}
-
 // A horizontal bar per step (mean ms), and a dashed line at the floor: the layer's FLOPs at
 // the measured rate of a large matrix product.
-static void write_svg(const char *path, const LayerConfig *c, const Row *rows, int n, double floor_ms,
-                      const Baseline *base, int nbase) {
-    FILE *f = fopen(path, "w");
-    if (!f) fail_user("cannot write %s", path);
+// (floor_ms <= 0: no GPU, no floor line.)
+static void write_svg(const char *path, const char *gpu, const LayerConfig *c, const Row *rows, int n,
+                      double floor_ms, const Baseline *base, int nbase) {
+    FILE *f = output_open(path, "w");
     double max_ms = floor_ms;
     for (int i = 0; i < n; i++) max_ms = fmax(max_ms, rows[i].report.mean_ms);
     for (int i = 0; i < nbase; i++) max_ms = fmax(max_ms, base[i].mean_ms);
@@ -188,12 +275,12 @@ static void write_svg(const char *path, const LayerConfig *c, const Row *rows, i
     fprintf(f, "<text x=\"10\" y=\"22\" font-size=\"15\" font-weight=\"bold\">Training step time "
             "(fwd+bwd), %s, h%d ffn%d heads%d s%d b%d</text>\n",
             dtype_name(c->dtype), c->hidden, c->ffn, c->heads, c->seq, c->batch);
-    fprintf(f, "<text x=\"10\" y=\"40\" fill=\"#555\">%s</text>\n", gpu_description());
+    fprintf(f, "<text x=\"10\" y=\"40\" fill=\"#555\">%s</text>\n", gpu);
     for (int i = 0; i < n; i++) {
         int y = top + i * (bar + gap);
         double ms = rows[i].report.mean_ms;
         fprintf(f, "<text x=\"%d\" y=\"%d\" text-anchor=\"end\">%s %s</text>\n", left - 8,
-                y + bar - 8, rows[i].step->id, rows[i].step->title);
+                y + bar - 8, rows[i].id, rows[i].title);
         fprintf(f, "<rect x=\"%d\" y=\"%d\" width=\"%.1f\" height=\"%d\" fill=\"#76b900\"/>\n", left, y,
                 ms * sx, bar);
         fprintf(f, "<text x=\"%.1f\" y=\"%d\">%.2f ms</text>\n", left + ms * sx + 5, y + bar - 8, ms);
@@ -208,23 +295,50 @@ static void write_svg(const char *path, const LayerConfig *c, const Row *rows, i
     }
     double fx = left + floor_ms * sx;
     int bottom = top + (n + nbase) * (bar + gap);
-    fprintf(f, "<line x1=\"%.1f\" y1=\"%d\" x2=\"%.1f\" y2=\"%d\" stroke=\"#c00\" "
+    if (floor_ms > 0) fprintf(f, "<line x1=\"%.1f\" y1=\"%d\" x2=\"%.1f\" y2=\"%d\" stroke=\"#c00\" "
             "stroke-dasharray=\"5,4\" stroke-width=\"2\"/>\n", fx, top - 5, fx, bottom);
-    fprintf(f, "<text x=\"%.1f\" y=\"%d\" fill=\"#c00\">floor %.2f ms: all FLOPs at the measured "
-            "large-GEMM rate</text>\n", fx, bottom + 18, floor_ms);
+    if (floor_ms > 0)
+        fprintf(f, "<text x=\"%.1f\" y=\"%d\" fill=\"#c00\">floor %.2f ms: all FLOPs at the measured "
+                "large-GEMM rate</text>\n", fx, bottom + 18, floor_ms);
+    else
+        fprintf(f, "<text x=\"10\" y=\"%d\" fill=\"#c00\">no GPU here: the CPU reference at the tiny "
+                "preset, not a GPU step</text>\n", bottom + 18);
     fprintf(f, "</svg>\n");
-    fclose(f);
+    output_commit(f, path);
+    printf("wrote %s\n", path);
+}
+
+// The flags a single step takes that compare cannot mean.
+static void refuse_step_only_flags(const Options *o) {
+    if (o->check)
+        fail_user("compare checks every step at the small preset by itself (--skip-check to skip): drop --check");
+    const char *flag = o->weights_path ? "--weights" : o->input_path ? "--input" : o->save_path ? "--save" : NULL;
+    if (flag)
+        fail_user("compare runs every step on random weights and inputs, so %s would be ignored: run the step's own "
+                  "binary with it", flag);
 }
 
 int main(int argc, char **argv) {
-    CompareFlags flags = {0};
-    argc = take_compare_flags(argc, argv, &flags);
     Options o;
     options_defaults(&o);
-    options_parse(argc, argv, &o, NULL);
-    if (gpu_count() == 0) return run_cpu_only(&o.layer);
-    gpu_require();
+    options_parse(argc, argv, &o, &COMPARE);
+    refuse_step_only_flags(&o);
     const LayerConfig *cfg = &o.layer;
+    // Which steps run: one the user named that cannot run this configuration is refused now;
+    // of all steps (no --steps), those that cannot are skipped with the reason.
+    int runnable[16] = {0}, nrunnable = 0;
+    for (int s = 0; s < NUM_STEPS; s++) {
+        const StepOps *step = ALL_STEPS[s];
+        if (!step_selected(s)) continue;
+        const char *why = step->unsupported ? step->unsupported(cfg) : NULL;
+        if (why && flags.steps_given)
+            fail_user("step %s cannot run this configuration (hidden %d / heads %d = head_dim %d): %s", step->id,
+                      cfg->hidden, cfg->heads, layer_head_dim(cfg), why);
+        if (why) printf("step %s skipped: %s\n", step->id, why);
+        else runnable[s] = 1, nrunnable++;
+    }
+    if (gpu_count() == 0) return run_cpu_only(&o);
+    gpu_require();
     LayerConfig check_cfg;
     layer_config_preset("small", &check_cfg);
     check_cfg.dtype = cfg->dtype;
@@ -243,18 +357,13 @@ int main(int argc, char **argv) {
     double floor_ms = layer_train_flops(cfg) / (gemm_tflops * 1e12) * 1e3;
     printf("large fp16 GEMM: %.0f TFLOP/s -> floor for this layer %.2f ms\n\n", gemm_tflops, floor_ms);
 
-    Row *rows = xcalloc((size_t)NUM_STEPS, sizeof(Row));
+    Row *rows = xcalloc((size_t)(nrunnable ? nrunnable : 1), sizeof(Row));
     int n = 0;
     for (int s = 0; s < NUM_STEPS; s++) {
         const StepOps *step = ALL_STEPS[s];
-        if (!step_selected(&flags, step)) continue;
+        if (!runnable[s]) continue;
         Row *row = &rows[n];
-        row->step = step;
-        const char *why = step->unsupported ? step->unsupported(cfg) : NULL;
-        if (why) {
-            printf("step %s skipped: %s\n", step->id, why);
-            continue;
-        }
+        *row = (Row){.id = step->id, .title = step->title, .whats_new = step->whats_new};
         n++;
         StepReport check = {.max_rel_error = -1, .check_passed = -1};
         if (!flags.skip_check) {
@@ -297,17 +406,15 @@ int main(int argc, char **argv) {
         if (r->check_passed < 0) snprintf(err, sizeof err, "not checked");
         else snprintf(err, sizeof err, "%.2e %s", r->max_rel_error, r->check_passed ? "ok" : "FAIL");
         failed += r->check_passed == 0;
-        printf("%-22s %-46.46s %9.2f %7.2fx %8.1f %9.0f %14s\n", rows[i].step->id,
-               rows[i].step->whats_new, r->mean_ms, base / r->mean_ms, r->tflops, r->peak_mib, err);
+        printf("%-22s %-46.46s %9.2f %7.2fx %8.1f %9.0f %14s\n", rows[i].id,
+               rows[i].whats_new, r->mean_ms, base / r->mean_ms, r->tflops, r->peak_mib, err);
     }
-    Baseline torch_rows[8];
-    int ntorch = flags.pytorch_path ? load_baselines(flags.pytorch_path, torch_rows, 8) : 0;
-    for (int i = 0; i < ntorch; i++)
-        printf("%-22s %-46s %9.2f %7.2fx\n", torch_rows[i].name, "the same layer in PyTorch (same GPU)",
-               torch_rows[i].mean_ms, base / torch_rows[i].mean_ms);
+    for (int i = 0; i < flags.ntorch; i++)
+        printf("%-22s %-46s %9.2f %7.2fx\n", flags.torch[i].name, "the same layer in PyTorch (same GPU)",
+               flags.torch[i].mean_ms, base / flags.torch[i].mean_ms);
     printf("%-22s %-46s %9.2f\n", "floor", "layer FLOPs at the large-GEMM rate", floor_ms);
-    if (flags.json_path) write_json(flags.json_path, cfg, rows, n, gemm_tflops);
-    if (flags.svg_path) write_svg(flags.svg_path, cfg, rows, n, floor_ms, torch_rows, ntorch);
+    if (o.json_path) write_json(o.json_path, gpu_description(), cfg, rows, n, gemm_tflops);
+    if (flags.svg_path) write_svg(flags.svg_path, gpu_description(), cfg, rows, n, floor_ms, flags.torch, flags.ntorch);
     free(rows);
     return failed ? 1 : 0;
 }
