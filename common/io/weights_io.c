@@ -48,12 +48,15 @@ static void check_fits_dtype(const char *path, const LayerConfig *cfg, const cha
     for (int d = ndim - 1; d >= 0; d--) index[d] = rest % shape[d], rest /= shape[d];
     char where[160];
     shape_str(where, ndim, index);
+    if (!isfinite(x[bad]))
+        fail_user("'%s': tensor '%s' holds %g at index %s (element %lld of %lld): not a finite number", path, name,
+                  x[bad], where, (long long)bad, (long long)numel);
     const double max = dtype_max(cfg->dtype);
     fail_user("'%s': tensor '%s' holds %.9g at index %s (element %lld of %lld), outside %s's range "
-              "[-%.8g, %.8g]: stored as %s it would become %s. Use values within the range, or a dtype "
-              "that holds them (bf16 reaches %.3g)",
+              "[-%.8g, %.8g]: stored as %s it would become an infinity.%s",
               path, name, x[bad], where, (long long)bad, (long long)numel, dtype_name(cfg->dtype), max, max,
-              dtype_name(cfg->dtype), isnan(x[bad]) ? "NaN" : "an infinity", dtype_max(DTYPE_BF16));
+              dtype_name(cfg->dtype),
+              cfg->dtype == DTYPE_FP16 ? " Scale the values into range, or use --dtype bf16 (up to 3.39e+38)" : "");
 }
 
 void load_layer_params(const char *path, const LayerConfig *cfg, LayerParams *params) {
