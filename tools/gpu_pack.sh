@@ -11,6 +11,12 @@
 #       steps 04-06 (.gpu/baseline.tgz), so that `gpu_run.sh baseline` times the two versions
 #       side by side in one run (a worktree of the revision, built with the same flags)
 set -euo pipefail
+case "${1:-}" in
+  -h|--help)
+    echo "usage: tools/gpu_pack.sh [bazel flags...]   build everything, pack the binaries into .gpu/ for the GPU machine"
+    echo "       BASELINE=<git revision> tools/gpu_pack.sh   also pack that revision's benchmarks and steps 04-06"
+    exit 0 ;;
+esac
 cd "$(dirname "$0")/.."
 if [ -n "${BASELINE:-}" ]; then  # checked before the long build
   rev=$(git rev-parse --short --verify --quiet "$BASELINE^{commit}") ||

@@ -7,6 +7,7 @@ log axis. The delay is visible: a step's scale comes from the amaxes of the step
 
 Standard library only.
 """
+import argparse
 import csv
 import math
 import sys
@@ -57,6 +58,8 @@ def main(src, dst):
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 3:
-        sys.exit("usage: plot_fp8_scaling.py LOG.csv OUT.svg")
-    main(sys.argv[1], sys.argv[2])
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("log", metavar="LOG.csv", help="step05_fp8 --fp8-log's CSV")
+    ap.add_argument("svg", metavar="OUT.svg", help="the SVG to write")
+    args = ap.parse_args()  # --help: usage, exit 0; a missing argument: usage, exit 2
+    main(args.log, args.svg)

@@ -28,9 +28,24 @@ import subprocess
 import sys
 import tempfile
 
-import torch
-import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+
+def parse_args():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--bin", default=".gpu/bin", help="folder with the step binaries")
+    ap.add_argument("--no-time", action="store_true", help="skip timing PyTorch")
+    ap.add_argument("--json", default="out/pytorch.json")
+    return ap.parse_args()
+
+
+# The arguments are read before PyTorch is imported, so that --help (and a bad flag) need no
+# PyTorch; then a missing PyTorch is said in words.
+ARGS = parse_args() if __name__ == "__main__" else None
+try:
+    import torch
+    import torch.nn.functional as F
+    from safetensors.torch import load_file, save_file
+except ImportError as e:
+    sys.exit(f"pytorch_compare.py needs PyTorch and safetensors ({e}): pip install torch safetensors")
 
 FP8_TOLERANCE = 0.15
 
@@ -172,12 +187,7 @@ def time_pytorch(sdpa, dtype=torch.float16, warmup=3, iters=10):
     return start.elapsed_time(end) / iters, peak
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--bin", default=".gpu/bin", help="folder with the step binaries")
-    ap.add_argument("--no-time", action="store_true", help="skip timing PyTorch")
-    ap.add_argument("--json", default="out/pytorch.json")
-    args = ap.parse_args()
+def main(args):
     ok = check_steps(args, "fp16") & check_steps(args, "bf16")
     if not args.no_time:
         results = {}
@@ -193,4 +203,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    main(ARGS)
