@@ -1,6 +1,7 @@
 #include "common/io/output_file.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -17,10 +18,12 @@ static char *tmp_name(const char *path) {
 
 void output_check_writable(const char *flag, const char *path) {
     if (!path || !*path) fail_user("%s needs a file name", flag);
+    char tmp[PATH_MAX + 8];  // on the stack: a refusal leaves nothing behind
+    if (strlen(path) >= PATH_MAX) fail_user("%s: a path of %zu characters is too long", flag, strlen(path));
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
     struct stat sb;
     if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode))
         fail_user("%s %s: that is a folder; give a file name", flag, path);
-    char *tmp = tmp_name(path);
     // Append mode: a .tmp file that is already there (another run's, being written) keeps
     // its contents; one that we created is removed again.
     int existed = stat(tmp, &sb) == 0;
@@ -28,7 +31,6 @@ void output_check_writable(const char *flag, const char *path) {
     if (!f) fail_user("%s %s: cannot write there: %s", flag, path, strerror(errno));
     fclose(f);
     if (!existed) remove(tmp);
-    free(tmp);
 }
 
 FILE *output_open(const char *path, const char *mode) {

@@ -106,8 +106,12 @@ static int apply_shared(Options *o, const FlagArg *f) {
     return 1;
 }
 
+// More arguments than any real command line has; the parser then needs no heap.
+enum { MAX_ARGUMENTS = 256 };
+
 void options_parse(int argc, char **argv, Options *o, const StepOps *step) {
-    FlagArg *flags = xcalloc((size_t)argc, sizeof(FlagArg));
+    if (argc > MAX_ARGUMENTS) fail_user("%d arguments: at most %d are taken", argc - 1, MAX_ARGUMENTS - 1);
+    FlagArg flags[MAX_ARGUMENTS];
     const int n = flags_split(argc, argv, flag_kind, (void *)step, flags);
     if (n < 0) {
         print_help(argv[0], step);
@@ -140,7 +144,6 @@ void options_parse(int argc, char **argv, Options *o, const StepOps *step) {
         else if (step && step->parse_flag && step->parse_flag(f->name, f->value)) {}
         else fail_user("unknown flag '%s' (see --help)", f->name);
     }
-    free(flags);
 
     const char *problem = layer_config_problem(&o->layer);
     if (problem) fail_user("bad configuration: %s", problem);
