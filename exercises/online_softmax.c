@@ -3,7 +3,7 @@
 // Flash attention never stores a row of scores: keys arrive in blocks, and each query keeps
 // a running max, a running sum and a running output (reference/attention_reference.h explains the
 // state; online_softmax_init in flash_reference.c sets it up). Write the two functions
-// below; ref_flash_attention_forward (flash_reference.c) calls them block by block, and the
+// below; ref_flash_attention_forward (reference/attention_reference.c) calls them block by block, and the
 // graded tests compare its output with the plain reference attention.
 //
 // online_softmax_update, for one block of n scores:

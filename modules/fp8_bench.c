@@ -6,6 +6,7 @@
 #include <stdlib.h>
 
 #include "common/core/flags.h"
+#include "common/core/gpu_arch.h"
 #include "common/gpu/cuda_check.h"
 #include "common/gpu/gpu.h"
 #include "modules/fp8_gemm.h"
@@ -56,7 +57,7 @@ int main(int argc, char **argv) {
                        "  The layer's twelve linear products at the quickstart size, fp16 against FP8 (cuBLASLt).\n"
                        "  Takes no flags; needs a CUDA GPU of compute capability 8.9 or newer.\n");
     gpu_require();
-    if (gpu_compute_capability() < 89) fail_user("FP8 GEMMs need compute capability 8.9 or newer (this GPU: %d)", gpu_compute_capability());
+    gpu_require_cc("fp8_bench (cuBLASLt's FP8 GEMMs)", GPU_ARCH_MIN_FP8);
     const int64_t t = 8192, h = 4096, f = 16384;
     const int64_t linears[4][2] = {{h, 3 * h}, {h, h}, {h, f}, {f, h}};  // {in, out}
     const char *names[4] = {"QKV", "proj", "FC1", "FC2"};

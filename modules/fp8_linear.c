@@ -4,8 +4,10 @@
 #include <stdlib.h>
 
 #include "common/core/errors.h"
+#include "common/core/gpu_arch.h"
 #include "common/gpu/cuda_check.h"
 #include "common/gpu/gpu.h"
+#include "common/gpu/gpu_phase.h"
 #include "modules/fp8_gemm.h"
 #include "kernels/fp8/fp8_cast.h"
 
@@ -20,9 +22,7 @@ static float *new_meta(int history_len) {
 
 void fp8_linear_init(Fp8Linear *l, int in, int out, int64_t max_tokens, const float *weight, const float *bias,
                      DType dtype, const DelayedScaling *recipe) {
-    if (gpu_compute_capability() < 89)
-        fail_user("FP8 needs a GPU of compute capability 8.9 or newer (Ada, Hopper); this one is %d.%d",
-                  gpu_compute_capability() / 10, gpu_compute_capability() % 10);
+    gpu_require_cc("an FP8 Linear (cuBLASLt's FP8 GEMMs)", GPU_ARCH_MIN_FP8);
     linear_init(&l->base, in, out, weight, bias, dtype);
     l->recipe = *recipe;
     l->fwd_format = FP8_E4M3;
@@ -30,7 +30,6 @@ void fp8_linear_init(Fp8Linear *l, int in, int out, int64_t max_tokens, const fl
     l->meta_x = new_meta(recipe->history_len);
     l->meta_w = new_meta(recipe->history_len);
     l->meta_dy = new_meta(recipe->history_len);
-    l->max_tokens = max_tokens;
     l->x8 = dev_alloc((size_t)max_tokens * in), l->xt8 = dev_alloc((size_t)max_tokens * in);
     l->w8 = dev_alloc((size_t)in * out), l->wt8 = dev_alloc((size_t)in * out);
     l->dy8 = dev_alloc((size_t)max_tokens * out), l->dyt8 = dev_alloc((size_t)max_tokens * out);
@@ -53,13 +52,18 @@ static void forward_from_fp8_input(Fp8Linear *l, void *y, int64_t tokens, int ad
                  .a_scale_inv = l->meta_w + FP8_META_SCALE_INV, .b = l->x8, .b_format = l->fwd_format,
                  .b_scale_inv = l->meta_x + FP8_META_SCALE_INV, .d = y, .ldd = out, .out_dtype = l->base.dtype,
                  .bias = add_bias ? l->base.bias : NULL, .fast_accum = 1};
-    fp8_gemm_run(&g);
+    GPU_PHASE(CAT_GEMM_FPROP, fp8_gemm_run(&g));
 }
 
 void fp8_linear_forward(Fp8Linear *l, const void *x, void *y, int64_t tokens, int add_bias) {
     fp8_cast_transpose(x, l->x8, l->xt8, tokens, l->base.in, l->meta_x + FP8_META_SCALE,
                        l->meta_x + FP8_META_HISTORY, l->fwd_format, l->base.dtype);
     forward_from_fp8_input(l, y, tokens, add_bias);
+}
+
+const void *fp8_linear_forward_return_bias(Fp8Linear *l, const void *x, void *y, int64_t tokens) {
+    fp8_linear_forward(l, x, y, tokens, 0);
+    return l->base.bias;
 }
 
 Fp8Input fp8_linear_input(Fp8Linear *l) {
@@ -86,13 +90,13 @@ static void backward_from_fp8_dy(Fp8Linear *l, void *dx, int64_t tokens) {
                      .a_scale_inv = l->meta_w + FP8_META_SCALE_INV, .b = l->dy8, .b_format = l->bwd_format,
                      .b_scale_inv = l->meta_dy + FP8_META_SCALE_INV, .d = dx, .ldd = in,
                      .out_dtype = l->base.dtype, .fast_accum = 0};
-    fp8_gemm_run(&dgrad);
+    GPU_PHASE(CAT_GEMM_DGRAD, fp8_gemm_run(&dgrad));
     // dW: D [in x out] = xt8 (stored [T x in])^T  dyt8 (stored [T x out])
     Fp8Gemm wgrad = {.m = in, .n = out, .k = tokens, .a = l->xt8, .a_format = l->fwd_format,
                      .a_scale_inv = l->meta_x + FP8_META_SCALE_INV, .b = l->dyt8, .b_format = l->bwd_format,
                      .b_scale_inv = l->meta_dy + FP8_META_SCALE_INV, .d = l->base.dweight, .ldd = in,
                      .out_dtype = l->base.dtype, .fast_accum = 0};
-    fp8_gemm_run(&wgrad);
+    GPU_PHASE(CAT_GEMM_WGRAD, fp8_gemm_run(&wgrad));
 }
 
 void fp8_linear_backward(Fp8Linear *l, const void *dy, void *dx, int64_t tokens) {
@@ -115,6 +119,14 @@ void fp8_linear_backward_dgelu(Fp8Linear *l, const void *d_gelu_out, const void 
                                    l->meta_dy + FP8_META_SCALE, l->meta_dy + FP8_META_HISTORY, l->bwd_format,
                                    l->base.dtype, l->base.dbias, l->dbias_workspace);
     backward_from_fp8_dy(l, dx, tokens);
+}
+
+void fp8_linear_load_params(Fp8Linear *l, const float *weight, const float *bias) {
+    linear_load_params(&l->base, weight, bias);
+}
+
+void fp8_linear_read_grads(const Fp8Linear *l, float *dweight, float *dbias) {
+    linear_read_grads(&l->base, dweight, dbias);
 }
 
 void fp8_linear_update_scales(Fp8Linear *l) {

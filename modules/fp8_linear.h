@@ -29,7 +29,6 @@ typedef struct {
     float *meta_x, *meta_w, *meta_dy;  // device scaling states
     uint8_t *x8, *xt8, *w8, *wt8, *dy8, *dyt8;
     float *dbias_workspace;  // per-tile partial column sums of dy (the bias gradient)
-    int64_t max_tokens;
 } Fp8Linear;
 
 void fp8_linear_init(Fp8Linear *l, int in, int out, int64_t max_tokens, const float *weight, const float *bias,
@@ -37,6 +36,9 @@ void fp8_linear_init(Fp8Linear *l, int in, int out, int64_t max_tokens, const fl
 void fp8_linear_free(Fp8Linear *l);
 // y = x W^T (+ b if add_bias; the bias gradient is computed either way).
 void fp8_linear_forward(Fp8Linear *l, const void *x, void *y, int64_t tokens, int add_bias);
+// y = x W^T, and the bias returned (device, [out]) for the caller to add in a fused pass that
+// follows: TE's return_bias=True, as linear_forward_return_bias.
+const void *fp8_linear_forward_return_bias(Fp8Linear *l, const void *x, void *y, int64_t tokens);
 // For a producer that writes this Linear's input in FP8 itself (step 05's LayerNorms): where
 // to write it, with which scale, and where to fold its amax. Then fp8_linear_forward_fp8_input.
 typedef struct {
@@ -57,6 +59,10 @@ void fp8_linear_backward(Fp8Linear *l, const void *dy, void *dx, int64_t tokens)
 // GELU'(pre_activation), computed by the cast to FP8, so it is never written in 16 bits.
 void fp8_linear_backward_dgelu(Fp8Linear *l, const void *d_gelu_out, const void *pre_activation, void *dx,
                                int64_t tokens);
+// New values for the 16-bit master weight and bias (host floats); the scaling state carries on.
+void fp8_linear_load_params(Fp8Linear *l, const float *weight, const float *bias);
+// dW and db of the last backward, as host floats.
+void fp8_linear_read_grads(const Fp8Linear *l, float *dweight, float *dbias);
 // The delayed-scaling update of x's, W's and dy's scales, after a training step.
 void fp8_linear_update_scales(Fp8Linear *l);
 // Host copies of the three scales (x, w, dy) used by this step and this step's amaxes (call it

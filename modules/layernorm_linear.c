@@ -3,10 +3,9 @@
 #include "common/gpu/gpu.h"
 
 void layernorm_linear_init(LayerNormLinear *m, int in, int out, int64_t max_tokens, float eps,
-                           const float *gamma, const float *beta, const float *weight,
-                           const float *bias, DType dtype) {
-    layernorm_init(&m->ln, in, max_tokens, eps, gamma, beta, dtype);
-    linear_init(&m->linear, in, out, weight, bias, dtype);
+                           const LayerNormLinearTensors *p, DType dtype) {
+    layernorm_init(&m->ln, in, max_tokens, eps, p->layer_norm_weight, p->layer_norm_bias, dtype);
+    linear_init(&m->linear, in, out, p->weight, p->bias, dtype);
     m->ln_out = dev_alloc((size_t)max_tokens * in * dtype_bytes(dtype));
     m->d_ln_out = dev_alloc((size_t)max_tokens * in * dtype_bytes(dtype));
 }
@@ -22,6 +21,16 @@ const void *layernorm_linear_forward(LayerNormLinear *m, const void *x, void *y,
     layernorm_forward(&m->ln, x, m->ln_out, tokens);
     linear_forward(&m->linear, m->ln_out, y, tokens, NULL);
     return m->ln_out;
+}
+
+void layernorm_linear_load_params(LayerNormLinear *m, const LayerNormLinearTensors *p) {
+    layernorm_load_params(&m->ln, p->layer_norm_weight, p->layer_norm_bias);
+    linear_load_params(&m->linear, p->weight, p->bias);
+}
+
+void layernorm_linear_read_grads(const LayerNormLinear *m, const LayerNormLinearTensors *g) {
+    layernorm_read_grads(&m->ln, g->layer_norm_weight, g->layer_norm_bias);
+    linear_read_grads(&m->linear, g->weight, g->bias);
 }
 
 void layernorm_linear_backward(LayerNormLinear *m, const void *dy, const void *dresidual, void *dx,

@@ -20,10 +20,19 @@ typedef struct {
     void *d_ln_out;
 } LayerNormLinear;
 
+// The module's parameters (or their gradients) as host floats, with TE's names:
+// layer_norm_weight, layer_norm_bias [in]; weight [out, in]; bias [out] (NULL: none).
+typedef struct {
+    float *layer_norm_weight, *layer_norm_bias, *weight, *bias;
+} LayerNormLinearTensors;
+
 void layernorm_linear_init(LayerNormLinear *m, int in, int out, int64_t max_tokens, float eps,
-                           const float *gamma, const float *beta, const float *weight,
-                           const float *bias, DType dtype);
+                           const LayerNormLinearTensors *params, DType dtype);
 void layernorm_linear_free(LayerNormLinear *m);
+// New parameter values (rounded to the module's dtype), e.g. after an optimizer step.
+void layernorm_linear_load_params(LayerNormLinear *m, const LayerNormLinearTensors *params);
+// The gradients of the last backward, into the host arrays `grads` points to.
+void layernorm_linear_read_grads(const LayerNormLinear *m, const LayerNormLinearTensors *grads);
 // y = LN(x) W^T + b. Returns LN(x) (owned by the module) for callers that want it.
 const void *layernorm_linear_forward(LayerNormLinear *m, const void *x, void *y, int64_t tokens);
 // dx = LN'(dy W) + dresidual (dresidual may be NULL or alias dx).

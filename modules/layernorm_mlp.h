@@ -21,7 +21,7 @@ extern "C" {
 #endif
 
 // Where the backward applies GELU' and sums db1 (the module test checks all three; time
-// them with common/modules:gemm_bench or by setting gelu_backward after init):
+// them with //modules:gemm_bench or by setting gelu_backward after init):
 typedef enum {
     // A plain GEMM, then GELU' as one elementwise pass that reads FC2's input gradient and
     // the saved aux and writes d(fc1_pre) (0.28 ms at the quickstart's shape); FC1's
@@ -48,10 +48,20 @@ typedef struct {
     void *d_ln_out;   // [tokens, hidden]
 } LayerNormMLP;
 
+// The module's parameters (or their gradients) as host floats, with TE's names:
+// layer_norm_weight, layer_norm_bias [hidden]; fc1_weight [ffn, hidden], fc1_bias [ffn];
+// fc2_weight [hidden, ffn], fc2_bias [hidden].
+typedef struct {
+    float *layer_norm_weight, *layer_norm_bias, *fc1_weight, *fc1_bias, *fc2_weight, *fc2_bias;
+} LayerNormMLPTensors;
+
 void layernorm_mlp_init(LayerNormMLP *m, int hidden, int ffn, int64_t max_tokens, float eps,
-                        const float *gamma, const float *beta, const float *w1, const float *b1,
-                        const float *w2, const float *b2, DType dtype);
+                        const LayerNormMLPTensors *params, DType dtype);
 void layernorm_mlp_free(LayerNormMLP *m);
+// New parameter values (rounded to the module's dtype), e.g. after an optimizer step.
+void layernorm_mlp_load_params(LayerNormMLP *m, const LayerNormMLPTensors *params);
+// The gradients of the last backward, into the host arrays `grads` points to.
+void layernorm_mlp_read_grads(const LayerNormMLP *m, const LayerNormMLPTensors *grads);
 // y = FC2(GELU(FC1(LN(x)))) + residual (residual may be NULL).
 void layernorm_mlp_forward(LayerNormMLP *m, const void *x, void *y, int64_t tokens, const void *residual);
 // dx = d/dx of the above applied to dy, + dresidual (may be NULL or alias dx).

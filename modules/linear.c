@@ -4,6 +4,7 @@
 
 #include "common/core/errors.h"
 #include "common/gpu/gpu.h"
+#include "common/gpu/gpu_phase.h"
 #include "modules/gemm.h"
 
 void linear_init(Linear *l, int in, int out, const float *weight, const float *bias, DType dtype) {
@@ -27,48 +28,62 @@ void linear_free(Linear *l) {
 // Row-major Y [T, out] = X [T, in] W^T is column-major Y^T [out x T] = W^T... in cuBLASLt's
 // terms: A = W stored column-major as [in x out] (so op(A) = A^T is out x in), B = X stored
 // as [in x T]; D = [out x T] with leading dimension out. The epilogue's bias runs along D's
-// rows, i.e. along `out`: exactly a Linear's bias.
-void linear_gemm_forward(const Linear *l, const void *x, void *y, int64_t tokens, int epilogue,
-                         void *bias, void *aux, const void *residual) {
+// rows, i.e. along `out`: exactly a Linear's bias. Every forward goes through here, and
+// records x for the wgrad.
+static void fprop(Linear *l, const void *x, void *y, int64_t tokens, GemmEpilogue epilogue, void *aux,
+                  const void *residual) {
     Gemm g = {.trans_a = 1, .trans_b = 0, .m = l->out, .n = tokens, .k = l->in,
               .a = l->weight, .lda = l->in, .b = x, .ldb = l->in, .c = residual, .d = y,
-              .ldd = l->out, .epilogue = (GemmEpilogue)epilogue, .bias = bias, .aux = aux,
-              .aux_ld = l->out, .dtype = l->dtype};
-    gemm_run(&g);
+              .ldd = l->out, .epilogue = epilogue, .bias = epilogue == GEMM_EPILOGUE_NONE ? NULL : l->bias,
+              .aux = aux, .aux_ld = l->out, .dtype = l->dtype};
+    GPU_PHASE(CAT_GEMM_FPROP, gemm_run(&g));
+    l->saved_x = x;
+}
+
+void linear_forward(Linear *l, const void *x, void *y, int64_t tokens, const void *residual) {
+    fprop(l, x, y, tokens, l->bias ? GEMM_EPILOGUE_BIAS : GEMM_EPILOGUE_NONE, NULL, residual);
+}
+
+const void *linear_forward_return_bias(Linear *l, const void *x, void *y, int64_t tokens) {
+    fprop(l, x, y, tokens, GEMM_EPILOGUE_NONE, NULL, NULL);
+    return l->bias;
+}
+
+void linear_forward_gelu(Linear *l, const void *x, void *y, void *pre_gelu, int64_t tokens) {
+    if (!l->bias) DIE("linear_forward_gelu: the epilogue adds a bias, and this Linear has none");
+    fprop(l, x, y, tokens, GEMM_EPILOGUE_GELU_AUX_BIAS, pre_gelu, NULL);
 }
 
 // Row-major dX [T, in] = dY [T, out] W [out, in]: column-major dX^T [in x T] = A B with
 // A = W stored as [in x out] (no transpose) and B = dY stored as [out x T].
-void linear_gemm_backward_input(const Linear *l, const void *dy, void *dx, int64_t tokens,
-                                int epilogue, void *bias, void *aux) {
+void linear_dgrad_epilogue(const Linear *l, const void *dy, void *dx, int64_t tokens, GemmEpilogue epilogue,
+                           void *bias_grad, void *aux) {
     Gemm g = {.trans_a = 0, .trans_b = 0, .m = l->in, .n = tokens, .k = l->out,
               .a = l->weight, .lda = l->in, .b = dy, .ldb = l->out, .d = dx, .ldd = l->in,
-              .epilogue = (GemmEpilogue)epilogue, .bias = bias, .aux = aux, .aux_ld = l->in,
-              .dtype = l->dtype};
-    gemm_run(&g);
+              .epilogue = epilogue, .bias = bias_grad, .aux = aux, .aux_ld = l->in, .dtype = l->dtype};
+    GPU_PHASE(CAT_GEMM_DGRAD, gemm_run(&g));
+}
+
+void linear_dgrad(const Linear *l, const void *dy, void *dx, int64_t tokens) {
+    linear_dgrad_epilogue(l, dy, dx, tokens, GEMM_EPILOGUE_NONE, NULL, NULL);
 }
 
 // Row-major dW [out, in] = dY^T X: column-major dW^T [in x out] = A B^T with A = X stored as
 // [in x T] and B = dY stored as [out x T]. BGRADB sums B over the k dimension (tokens): the
 // bias gradient, for free.
-void linear_gemm_backward_weight(const Linear *l, const void *dy, const void *x, int64_t tokens) {
+void linear_wgrad(const Linear *l, const void *dy, int64_t tokens, int bias_grad) {
+    if (!l->saved_x) DIE("linear_wgrad before a forward of this Linear");
+    const int sum_db = bias_grad && l->bias;
     Gemm g = {.trans_a = 0, .trans_b = 1, .m = l->in, .n = l->out, .k = tokens,
-              .a = x, .lda = l->in, .b = dy, .ldb = l->out, .d = l->dweight, .ldd = l->in,
-              .epilogue = l->bias ? GEMM_EPILOGUE_BGRADB : GEMM_EPILOGUE_NONE, .bias = l->dbias,
+              .a = l->saved_x, .lda = l->in, .b = dy, .ldb = l->out, .d = l->dweight, .ldd = l->in,
+              .epilogue = sum_db ? GEMM_EPILOGUE_BGRADB : GEMM_EPILOGUE_NONE, .bias = l->dbias,
               .dtype = l->dtype};
-    gemm_run(&g);
-}
-
-void linear_forward(Linear *l, const void *x, void *y, int64_t tokens, const void *residual) {
-    l->saved_x = x;
-    linear_gemm_forward(l, x, y, tokens, l->bias ? GEMM_EPILOGUE_BIAS : GEMM_EPILOGUE_NONE, l->bias,
-                        NULL, residual);
+    GPU_PHASE(CAT_GEMM_WGRAD, gemm_run(&g));
 }
 
 void linear_backward(Linear *l, const void *dy, void *dx, int64_t tokens) {
-    if (!l->saved_x) DIE("linear_backward before linear_forward");
-    if (dx) linear_gemm_backward_input(l, dy, dx, tokens, GEMM_EPILOGUE_NONE, NULL, NULL);
-    linear_gemm_backward_weight(l, dy, l->saved_x, tokens);
+    if (dx) linear_dgrad(l, dy, dx, tokens);
+    linear_wgrad(l, dy, tokens, 1);
 }
 
 void linear_load_params(Linear *l, const float *weight, const float *bias) {

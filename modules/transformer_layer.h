@@ -14,6 +14,7 @@
 #include <stdint.h>
 
 #include "common/core/layer.h"
+#include "kernels/attention/attention.h"
 #include "modules/layernorm_linear.h"
 #include "modules/layernorm_mlp.h"
 #include "modules/linear.h"
@@ -24,14 +25,14 @@ extern "C" {
 
 typedef struct {
     LayerConfig cfg;
+    AttentionProblem attn;  // the layer's attention: packed, unsharded
     LayerNormLinear ln_qkv;
     Linear proj;
     LayerNormMLP mlp;
     void *qkv, *ctx, *proj_out, *y;  // activations kept for backward
     float *lse;                       // [batch, heads, seq] from the attention forward
     void *d_y, *d_proj, *d_ctx, *d_qkv;
-    void *attn_scratch;
-    const void *saved_x;
+    void *attn_workspace;  // attention_backward_workspace_bytes(&attn)
 } TransformerLayer;
 
 // NULL if the layer can run this configuration, else why not.

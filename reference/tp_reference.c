@@ -1,9 +1,11 @@
-// Tensor parallelism simulated on the CPU: see tp_reference.h.
+// Tensor parallelism simulated on the CPU: how the parameters are cut, the collectives, the
+// parallel layer's fused shards and step 07's block (see tp_reference.h; the layer itself is
+// in tp_layer_reference.c).
 //
-// The code is written the way the GPU program runs: every phase is a loop over the ranks
-// ("each GPU does this on its own data"), and the phases are separated by
-// tp_sim_all_reduce ("the GPUs exchange partial sums"). Nothing a rank computes reads
-// another rank's buffers except through the all-reduce.
+// The simulations are written the way the GPU program runs: every phase is a loop over the
+// ranks ("each GPU does this on its own data"), and the phases are separated by a simulated
+// collective ("the GPUs exchange partial sums"). Nothing a rank computes reads another
+// rank's buffers except through a collective.
 #include "reference/tp_reference.h"
 
 #include <math.h>
@@ -68,6 +70,8 @@ int64_t tp_param_shard_numel(const LayerConfig *c, int tp, int id) {
     return ndim == 1 ? shape[0] : shape[0] * shape[1];
 }
 
+static float *fbuf(int64_t n) { return xcalloc((size_t)n, sizeof(float)); }
+
 // Block [r0, r0 + nr) x [c0, c0 + nc) of a row-major matrix with `cols` columns, to or from a
 // dense [nr, nc] shard.
 static void copy_block(const float *src, int64_t src_cols, int64_t r0, int64_t c0, int64_t nr,
@@ -118,161 +122,75 @@ void tp_sim_all_reduce(float *const *bufs, int tp, int64_t n) {
     }
 }
 
-// ---- The whole layer, cut tp ways -----------------------------------------------------------
-// What one rank holds: its parameter shards and its activations. Sizes: T tokens, h hidden,
-// f ffn, H heads; hl = h/tp, Hl = H/tp, fl = f/tp.
-typedef struct {
-    LayerParams w, g;                      // parameter shards and their gradients
-    float *ln1_out, *ln1_mean, *ln1_rstd;  // [T, h], [T], [T]: replicated
-    float *qkv;                            // [T, 3 hl]: this rank's heads
-    float *probs;                          // [b, Hl, s, s]
-    float *ctx;                            // [T, hl]
-    float *proj;                           // [T, h]: partial, then all-reduced
-    float *y;                              // [T, h]: replicated
-    float *ln2_out, *ln2_mean, *ln2_rstd;  // replicated
-    float *fc1, *gelu;                     // [T, fl]
-    float *out;                            // [T, h]: partial, then all-reduced
-    // backward
-    float *d_gelu, *d_fc1;                 // [T, fl]
-    float *d_ln2;                          // [T, h]: partial, then all-reduced
-    float *dy, *d_proj;                    // [T, h]: replicated
-    float *d_ctx;                          // [T, hl]
-    float *d_qkv;                          // [T, 3 hl]
-    float *d_ln1;                          // [T, h]: partial, then all-reduced
-    float *dx;                             // [T, h]: replicated
-} Rank;
-
-static float *fbuf(int64_t n) { return xcalloc((size_t)n, sizeof(float)); }
-
-static void rank_alloc(const LayerConfig *c, int tp, Rank *k) {
-    const int64_t T = layer_tokens(c), h = c->hidden, hl = h / tp, fl = c->ffn / tp;
-    const int64_t Hl = c->heads / tp;
-    for (int id = 0; id < NUM_PARAMS; id++) k->g.tensor[id] = fbuf(tp_param_shard_numel(c, tp, id));
-    k->ln1_out = fbuf(T * h), k->ln1_mean = fbuf(T), k->ln1_rstd = fbuf(T);
-    k->qkv = fbuf(T * 3 * hl), k->probs = fbuf((int64_t)c->batch * Hl * c->seq * c->seq);
-    k->ctx = fbuf(T * hl), k->proj = fbuf(T * h), k->y = fbuf(T * h);
-    k->ln2_out = fbuf(T * h), k->ln2_mean = fbuf(T), k->ln2_rstd = fbuf(T);
-    k->fc1 = fbuf(T * fl), k->gelu = fbuf(T * fl), k->out = fbuf(T * h);
-    k->d_gelu = fbuf(T * fl), k->d_fc1 = fbuf(T * fl), k->d_ln2 = fbuf(T * h);
-    k->dy = fbuf(T * h), k->d_proj = fbuf(T * h), k->d_ctx = fbuf(T * hl);
-    k->d_qkv = fbuf(T * 3 * hl), k->d_ln1 = fbuf(T * h), k->dx = fbuf(T * h);
+void tp_sim_all_gather(const float *const *slice, float *const *full, int tp, int64_t n) {
+    for (int dst = 0; dst < tp; dst++)
+        for (int src = 0; src < tp; src++) memcpy(full[dst] + src * n, slice[src], (size_t)n * sizeof(float));
 }
 
-static void rank_free(Rank *k, int keep_grads) {
-    layer_params_free(&k->w);
-    if (!keep_grads) layer_params_free(&k->g);
-    float *all[] = {k->ln1_out, k->ln1_mean, k->ln1_rstd, k->qkv, k->probs, k->ctx, k->proj,
-                    k->y, k->ln2_out, k->ln2_mean, k->ln2_rstd, k->fc1, k->gelu, k->out,
-                    k->d_gelu, k->d_fc1, k->d_ln2, k->dy, k->d_proj, k->d_ctx, k->d_qkv,
-                    k->d_ln1, k->dx};
+void tp_sim_reduce_scatter(const float *const *full, float *const *slice, int tp, int64_t n) {
+    for (int dst = 0; dst < tp; dst++)
+        for (int64_t i = 0; i < n; i++) {
+            float sum = 0.0f;
+            for (int r = 0; r < tp; r++) sum += full[r][dst * n + i];
+            slice[dst][i] = sum;
+        }
+}
+
+// ---- The parallel layer's fused shards ---------------------------------------------------------
+void tp_fused_shard_alloc(const LayerConfig *c, int tp, TpFusedShard *f) {
+    const int h = c->hidden, hl = h / tp, fl = c->ffn / tp;
+    f->hidden = h, f->n_in = 3 * hl + fl, f->k_out = hl + fl;
+    f->ln_weight = fbuf(h), f->ln_bias = fbuf(h);
+    f->w_in = fbuf((int64_t)f->n_in * h), f->b_in = fbuf(f->n_in);
+    f->w_out = fbuf((int64_t)h * f->k_out), f->b_out = fbuf(h);
+}
+
+void tp_fused_shard_free(TpFusedShard *f) {
+    float *all[] = {f->ln_weight, f->ln_bias, f->w_in, f->b_in, f->w_out, f->b_out};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) free(all[i]);
+    memset(f, 0, sizeof *f);
+}
+
+void tp_fuse_shard(const LayerConfig *c, int tp, const LayerParams *shard, TpFusedShard *f) {
+    const int64_t h = c->hidden, hl = h / tp, fl = c->ffn / tp;
+    float *const *w = shard->tensor;
+    memcpy(f->ln_weight, w[P_LN1_WEIGHT], (size_t)h * sizeof(float));
+    memcpy(f->ln_bias, w[P_LN1_BIAS], (size_t)h * sizeof(float));
+    // Rows (output features) stacked: the rank's 3h/tp of qkv, then its f/tp of fc1.
+    copy_block(w[P_QKV_WEIGHT], h, 0, 0, 3 * hl, h, f->w_in, h, 0, 0);
+    copy_block(w[P_FC1_WEIGHT], h, 0, 0, fl, h, f->w_in, h, 3 * hl, 0);
+    memcpy(f->b_in, w[P_QKV_BIAS], (size_t)(3 * hl) * sizeof(float));
+    memcpy(f->b_in + 3 * hl, w[P_FC1_BIAS], (size_t)fl * sizeof(float));
+    // Columns (input features) side by side: the rank's h/tp of proj, then its f/tp of fc2.
+    copy_block(w[P_PROJ_WEIGHT], hl, 0, 0, h, hl, f->w_out, f->k_out, 0, 0);
+    copy_block(w[P_FC2_WEIGHT], fl, 0, 0, h, fl, f->w_out, f->k_out, 0, hl);
+    for (int64_t o = 0; o < h; o++) f->b_out[o] = w[P_PROJ_BIAS][o] + w[P_FC2_BIAS][o];
+}
+
+void tp_unfuse_shard_grads(const LayerConfig *c, int tp, const TpFusedShard *g, LayerParams *out) {
+    const int64_t h = c->hidden, hl = h / tp, fl = c->ffn / tp;
+    float **w = out->tensor;
+    memcpy(w[P_LN1_WEIGHT], g->ln_weight, (size_t)h * sizeof(float));
+    memcpy(w[P_LN1_BIAS], g->ln_bias, (size_t)h * sizeof(float));
+    memset(w[P_LN2_WEIGHT], 0, (size_t)h * sizeof(float));  // ln2 is not used
+    memset(w[P_LN2_BIAS], 0, (size_t)h * sizeof(float));
+    copy_block(g->w_in, h, 0, 0, 3 * hl, h, w[P_QKV_WEIGHT], h, 0, 0);
+    copy_block(g->w_in, h, 3 * hl, 0, fl, h, w[P_FC1_WEIGHT], h, 0, 0);
+    memcpy(w[P_QKV_BIAS], g->b_in, (size_t)(3 * hl) * sizeof(float));
+    memcpy(w[P_FC1_BIAS], g->b_in + 3 * hl, (size_t)fl * sizeof(float));
+    copy_block(g->w_out, g->k_out, 0, 0, h, hl, w[P_PROJ_WEIGHT], hl, 0, 0);
+    copy_block(g->w_out, g->k_out, 0, hl, h, fl, w[P_FC2_WEIGHT], fl, 0, 0);
+    memcpy(w[P_PROJ_BIAS], g->b_out, (size_t)h * sizeof(float));  // both biases enter as a sum
+    memcpy(w[P_FC2_BIAS], g->b_out, (size_t)h * sizeof(float));
 }
 
 // The all-reduce of one named buffer of every rank.
-#define ALL_REDUCE(ranks, tp, field, n)                               \
-    do {                                                              \
-        float *bufs_[TP_MAX_RANKS] = {0};                             \
+#define ALL_REDUCE(ranks, tp, field, n)                                  \
+    do {                                                                 \
+        float *bufs_[TP_MAX_RANKS] = {0};                                \
         for (int r_ = 0; r_ < (tp); r_++) bufs_[r_] = (ranks)[r_].field; \
-        tp_sim_all_reduce(bufs_, (tp), (n));                          \
+        tp_sim_all_reduce(bufs_, (tp), (n));                             \
     } while (0)
-
-static void tp_forward(const LayerConfig *c, int tp, Rank *ranks, const float *x, uint64_t step) {
-    const int64_t T = layer_tokens(c);
-    const int h = c->hidden, hl = h / tp, fl = c->ffn / tp, Hl = c->heads / tp, d = layer_head_dim(c);
-    const uint64_t attn_off = dropout_offset(step, DROPOUT_SITE_ATTENTION);
-    const uint64_t hid_off = dropout_offset(step, DROPOUT_SITE_HIDDEN);
-    for (int r = 0; r < tp; r++) {  // LN1 (replicated), QKV (column-parallel), attention, proj partial
-        Rank *k = &ranks[r];
-        float *const *w = k->w.tensor;
-        ref_layernorm_forward(x, w[P_LN1_WEIGHT], w[P_LN1_BIAS], T, h, c->eps, k->ln1_out, k->ln1_mean, k->ln1_rstd);
-        ref_linear_forward(k->ln1_out, w[P_QKV_WEIGHT], w[P_QKV_BIAS], T, h, 3 * hl, k->qkv);
-        ref_attention_forward_heads(k->qkv, c->seq, c->batch, Hl, d, r * Hl, c->heads, c->attn_dropout,
-                                    c->causal, c->seed, attn_off, k->ctx, k->probs);
-        ref_linear_forward(k->ctx, w[P_PROJ_WEIGHT], NULL, T, hl, h, k->proj);  // no bias: partial
-    }
-    ALL_REDUCE(ranks, tp, proj, T * h);
-    for (int r = 0; r < tp; r++) {  // bias once, dropout (same mask everywhere), LN2, FC1, GELU, FC2 partial
-        Rank *k = &ranks[r];
-        float *const *w = k->w.tensor;
-        for (int64_t i = 0; i < T * h; i++) k->proj[i] += w[P_PROJ_BIAS][i % h];
-        ref_dropout_forward(k->proj, T * h, c->hidden_dropout, c->seed, hid_off, k->y);
-        for (int64_t i = 0; i < T * h; i++) k->y[i] += x[i];
-        ref_layernorm_forward(k->y, w[P_LN2_WEIGHT], w[P_LN2_BIAS], T, h, c->eps, k->ln2_out, k->ln2_mean, k->ln2_rstd);
-        ref_linear_forward(k->ln2_out, w[P_FC1_WEIGHT], w[P_FC1_BIAS], T, h, fl, k->fc1);
-        ref_gelu_forward(k->fc1, T * fl, k->gelu);
-        ref_linear_forward(k->gelu, w[P_FC2_WEIGHT], NULL, T, fl, h, k->out);
-    }
-    ALL_REDUCE(ranks, tp, out, T * h);
-    for (int r = 0; r < tp; r++) {
-        Rank *k = &ranks[r];
-        for (int64_t i = 0; i < T * h; i++) k->out[i] += k->w.tensor[P_FC2_BIAS][i % h] + k->y[i];
-    }
-}
-
-static void tp_backward(const LayerConfig *c, int tp, Rank *ranks, const float *x,
-                        const float *dout, uint64_t step) {
-    const int64_t T = layer_tokens(c);
-    const int h = c->hidden, hl = h / tp, fl = c->ffn / tp, Hl = c->heads / tp, d = layer_head_dim(c);
-    const uint64_t attn_off = dropout_offset(step, DROPOUT_SITE_ATTENTION);
-    const uint64_t hid_off = dropout_offset(step, DROPOUT_SITE_HIDDEN);
-    for (int r = 0; r < tp; r++) {  // FC2 (row-parallel: dx is local), GELU, FC1 (dx partial)
-        Rank *k = &ranks[r];
-        float *const *w = k->w.tensor;
-        float **g = k->g.tensor;
-        // db2 = sum of dout: the same on every rank (dout is replicated).
-        ref_linear_backward(dout, k->gelu, w[P_FC2_WEIGHT], T, fl, h, k->d_gelu, g[P_FC2_WEIGHT], g[P_FC2_BIAS]);
-        ref_gelu_backward(k->d_gelu, k->fc1, T * fl, k->d_fc1);
-        ref_linear_backward(k->d_fc1, k->ln2_out, w[P_FC1_WEIGHT], T, h, fl, k->d_ln2, g[P_FC1_WEIGHT], g[P_FC1_BIAS]);
-    }
-    ALL_REDUCE(ranks, tp, d_ln2, T * h);
-    for (int r = 0; r < tp; r++) {  // LN2 (replicated), residual, dropout, proj (row-parallel), attention, QKV
-        Rank *k = &ranks[r];
-        float *const *w = k->w.tensor;
-        float **g = k->g.tensor;
-        ref_layernorm_backward(k->d_ln2, k->y, w[P_LN2_WEIGHT], k->ln2_mean, k->ln2_rstd, T, h, k->dy,
-                               g[P_LN2_WEIGHT], g[P_LN2_BIAS]);
-        for (int64_t i = 0; i < T * h; i++) k->dy[i] += dout[i];
-        ref_dropout_backward(k->dy, T * h, c->hidden_dropout, c->seed, hid_off, k->d_proj);
-        ref_linear_backward(k->d_proj, k->ctx, w[P_PROJ_WEIGHT], T, hl, h, k->d_ctx, g[P_PROJ_WEIGHT], g[P_PROJ_BIAS]);
-        ref_attention_backward_heads(k->d_ctx, k->qkv, k->probs, c->seq, c->batch, Hl, d, r * Hl, c->heads,
-                                     c->attn_dropout, c->causal, c->seed, attn_off, k->d_qkv);
-        ref_linear_backward(k->d_qkv, k->ln1_out, w[P_QKV_WEIGHT], T, h, 3 * hl, k->d_ln1, g[P_QKV_WEIGHT], g[P_QKV_BIAS]);
-    }
-    ALL_REDUCE(ranks, tp, d_ln1, T * h);
-    for (int r = 0; r < tp; r++) {  // LN1 (replicated) and the residual
-        Rank *k = &ranks[r];
-        ref_layernorm_backward(k->d_ln1, x, k->w.tensor[P_LN1_WEIGHT], k->ln1_mean, k->ln1_rstd, T, h, k->dx,
-                               k->g.tensor[P_LN1_WEIGHT], k->g.tensor[P_LN1_BIAS]);
-        for (int64_t i = 0; i < T * h; i++) k->dx[i] += k->dy[i];
-    }
-}
-
-void tp_sim_layer_train_step(const LayerConfig *c, int tp, const LayerParams *params,
-                             const LayerInputs *in, uint64_t step, LayerResults *res,
-                             LayerParams *rank_grads) {
-    const char *problem = tp_config_problem(c, tp);
-    if (problem) fail_user("%s", problem);
-    Rank *ranks = xcalloc((size_t)tp, sizeof(Rank));
-    LayerParams *grads = xcalloc((size_t)tp, sizeof(LayerParams));
-    for (int r = 0; r < tp; r++) {
-        tp_shard_params(c, tp, r, params, &ranks[r].w);
-        rank_alloc(c, tp, &ranks[r]);
-    }
-    tp_forward(c, tp, ranks, in->x, step);
-    tp_backward(c, tp, ranks, in->x, in->dy, step);
-    // Every rank ends with the same out and dx; take rank 0's.
-    const size_t bytes = (size_t)(layer_tokens(c) * c->hidden) * sizeof(float);
-    memcpy(res->out, ranks[0].out, bytes);
-    memcpy(res->dx, ranks[0].dx, bytes);
-    for (int r = 0; r < tp; r++) grads[r] = ranks[r].g;
-    tp_gather_params(c, tp, grads, &res->grad);
-    for (int r = 0; r < tp; r++) {
-        if (rank_grads) rank_grads[r] = ranks[r].g;
-        rank_free(&ranks[r], rank_grads != NULL);
-    }
-    free(grads);
-    free(ranks);
-}
 
 // ---- The block: column-parallel Linear -> LayerNorm -> row-parallel Linear -------------------
 void tp_block_alloc(TpBlock *b, int hidden, int ffn) {

@@ -21,8 +21,11 @@
 // Parameters are sharded (qkv, fc1 weight and bias by rows; proj, fc2 weight by columns: each
 // rank's gradient is its own and stays local) or replicated (LN1, LN2, proj bias, fc2 bias:
 // every rank computes the SAME gradient from the same replicated activations, so plain TP
-// needs no all-reduce for them; with sequence parallelism each rank would see only its own
-// tokens and they would need one).
+// needs no all-reduce for them; with sequence parallelism each rank sees only its own
+// tokens and they need one: reference/tp_layer_reference.h).
+//
+// This file: how the parameters are cut, the collectives simulated, the fused shards of the
+// parallel layer, and step 07's own Linear -> LayerNorm -> Linear block.
 #ifndef REFERENCE_TP_REFERENCE_H
 #define REFERENCE_TP_REFERENCE_H
 
@@ -62,17 +65,36 @@ void tp_shard_params(const LayerConfig *cfg, int tp, int rank, const LayerParams
 void tp_gather_params(const LayerConfig *cfg, int tp, const LayerParams *shards,
                       LayerParams *full);
 
-// Sum of the tp buffers, written back into every one of them: what ncclAllReduce(sum) does.
-// The partials are added in rank order, as a ring all-reduce might.
+// ---- The collectives, simulated: every rank's buffer is in this one process ---------------
+// Sums are taken in float, the partials added in rank order, as the GPUs' fp32 reduction
+// might; n is the number of elements of one buffer (all-reduce) or of one slice.
+//   all-reduce      bufs[r][n] = sum over ranks, written back into every one of them
+//   all-gather      full[r][tp * n] = slice[0] | slice[1] | ... (each [n])
+//   reduce-scatter  slice[r][n] = part r of the sum over ranks of full[*][tp * n]
 void tp_sim_all_reduce(float *const *bufs, int tp, int64_t n);
+void tp_sim_all_gather(const float *const *slice, float *const *full, int tp, int64_t n);
+void tp_sim_reduce_scatter(const float *const *full, float *const *slice, int tp, int64_t n);
 
-// One training step of the layer cut tp ways. res receives out, dx and the gathered
-// gradients (comparable with ref_layer_train_step). rank_grads, if not NULL, is an array of
-// tp LayerParams that receives each rank's own gradient shards (allocated here; free with
-// layer_params_free), e.g. to check that the replicated parameters' gradients agree.
-void tp_sim_layer_train_step(const LayerConfig *cfg, int tp, const LayerParams *params,
-                             const LayerInputs *in, uint64_t step, LayerResults *res,
-                             LayerParams *rank_grads);
+// ---- One rank's weights of step 06's parallel layer, fused -------------------------------
+// The parallel layer (reference/parallel_reference.h) under TP: rank r's shards of the
+// separate weights (tp_shard_params), stacked the way its two GEMMs read them:
+//   w_in  [3h/tp + f/tp, h] = [W_qkv rows of its heads ; W_fc1 rows r]     column-parallel
+//   b_in  [3h/tp + f/tp]    = [b_qkv of its heads ; b_fc1 rows r]
+//   w_out [h, h/tp + f/tp]  = [W_proj columns of its heads | W_fc2 columns r]  row-parallel
+//   b_out [h]               = b_proj + b_fc2: replicated, added once after the sum
+//   ln_weight, ln_bias [h]  = ln1: replicated (ln2 is not used by the parallel layer)
+typedef struct {
+    int hidden, n_in, k_out;  // h, 3h/tp + f/tp, h/tp + f/tp
+    float *ln_weight, *ln_bias, *w_in, *b_in, *w_out, *b_out;
+} TpFusedShard;
+
+void tp_fused_shard_alloc(const LayerConfig *cfg, int tp, TpFusedShard *f);  // zero-filled
+void tp_fused_shard_free(TpFusedShard *f);
+// shard: one rank's separate shards (tp_shard_params) -> f (allocated by the caller).
+void tp_fuse_shard(const LayerConfig *cfg, int tp, const LayerParams *shard, TpFusedShard *f);
+// Gradients of a fused shard -> the separate layout of a shard (allocated, shard shapes):
+// b_out's gradient is the gradient of both output biases (they enter as a sum), ln2's is 0.
+void tp_unfuse_shard_grads(const LayerConfig *cfg, int tp, const TpFusedShard *grad, LayerParams *shard_grads);
 
 // ---- The step's own block: column-parallel Linear -> LayerNorm(f) -> row-parallel Linear ----
 // out = LN(x W1^T + b1) W2^T + b2, with x, out [T, h] and the LayerNorm over the f features.

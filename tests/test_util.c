@@ -19,6 +19,8 @@ int test_have_gpu(void) {
 
 const char *test_gpu_reason(void) { return gpu_unavailable_reason(); }
 
+const char *test_gpu_refusal(const char *what, int min_cc) { return gpu_refusal(what, min_cc); }
+
 void assert_rel_error_at(const float *a, const float *ref, int64_t n, double tol,
                          const char *what, const char *file, int line) {
     double err = rel_error(a, ref, n);

@@ -26,7 +26,21 @@
         }                                                                                    \
     } while (0)
 
+// GPU test cases of what only newer GPUs have (FP8: min_cc GPU_ARCH_MIN_FP8, from
+// common/core/gpu_arch.h) start with this after SKIP_WITHOUT_GPU: on an older GPU, or one that
+// GPU_SIMULATE_CC makes act as one, the case is reported as skipped, with the GPU's refusal.
+#define SKIP_BELOW_CC(min_cc, what)                                                          \
+    do {                                                                                     \
+        const char *refusal_ = test_gpu_refusal(what, min_cc);                              \
+        if (refusal_) {                                                                      \
+            print_message("[ SKIP     ] %s: %s\n", __func__, refusal_);                      \
+            skip();                                                                          \
+        }                                                                                    \
+    } while (0)
+
 int test_have_gpu(void);           // selects device 0 when there is one
+// NULL when the GPU (its effective compute capability) has min_cc, else why not.
+const char *test_gpu_refusal(const char *what, int min_cc);
 const char *test_gpu_reason(void);
 
 // Asserts that the relative error ||a - ref|| / ||ref|| is at most tol, printing the

@@ -2,13 +2,27 @@
 # Builds everything here and packs the binaries for the GPU machine, which has the CUDA
 # toolkit but no Bazel and no cmocka: every cc_binary and cc_test goes into .gpu/bin
 # (git-ignored) with libcmocka.so.0 beside them (our binaries carry rpath $ORIGIN), plus
-# tools/gpu_run.sh. The binaries travel compressed (.gpu/bin.tgz, a quarter of their size:
-# the device tool carries 64 MiB at most); gpu_run.sh unpacks them. Then, with the device
-# tool: carry ".gpu", run "bash .gpu/gpu_run.sh".
+# tools/gpu_run.sh. Then, with the device tool: carry ".gpu", run "bash .gpu/gpu_run.sh".
 #
-#   tools/gpu_pack.sh [bazel flags]
+#   .gpu/bin.txz       the default build (.bazelrc: machine code for sm_80, sm_86, sm_89,
+#                      sm_90a and PTX for compute_90)
+#   .gpu/portable.txz  everything again with --config=portable: PTX for compute_80 only, which
+#                      the GPU's driver JIT-compiles, as it does for an sm_80 binary on a newer
+#                      GPU; on a Hopper GPU it runs the non-Hopper kernels from compute_80 code.
+#                      `gpu_run.sh portable` runs the GPU tests and every step's --check on it.
+#   .gpu/portable.txz  also holds sm86_only/step01_naive: machine code for sm_86 only, which
+#                      a GPU of another major version cannot run (`gpu_run.sh nocode` expects
+#                      it to say so in a sentence, not fail a launch with "no kernel image").
+#
+# The binaries travel as tar + xz with a 128 MiB dictionary (the device tool carries 64 MiB
+# at most): every binary holds the same kernels, and a dictionary larger than one binary
+# stores them once. (Measured 2026-11-29 on the default build's 38 binaries, 410 MiB: gzip
+# 85 MB, this 5.2 MB.) gpu_run.sh unpacks them.
+#
+#   tools/gpu_pack.sh [bazel flags]       e.g. --define=CUDA_ARCHS=90a for a quicker build
+#   PORTABLE=0 tools/gpu_pack.sh          without the portable build (half the build time)
 #   BASELINE=<git revision> tools/gpu_pack.sh   also packs that revision's benchmarks and
-#       steps 04-06 (.gpu/baseline.tgz), so that `gpu_run.sh baseline` times the two versions
+#       steps 04-06 (.gpu/baseline.txz), so that `gpu_run.sh baseline` times the two versions
 #       side by side in one run (a worktree of the revision, built with the same flags)
 set -euo pipefail
 case "${1:-}" in
@@ -23,16 +37,40 @@ if [ -n "${BASELINE:-}" ]; then  # checked before the long build
     { echo "BASELINE=$BASELINE: not a revision of this repository" >&2; exit 1; }
 fi
 tools/bootstrap.sh
-bazel build //... "$@"
-rm -rf .gpu && mkdir -p .gpu/bin
-targets=$(bazel query 'kind("cc_test|cc_binary", //...)' 2>/dev/null)
-for t in $targets; do
-  path="bazel-bin/${t#//}"; path="${path/://}"
-  [ -x "$path" ] && cp "$path" .gpu/bin/
-done
-cp "$(ldconfig -p | awk '/libcmocka.so.0 /{print $NF; exit}')" .gpu/bin/libcmocka.so.0
+
+# .gpu/$1.txz from the folder .gpu/$1, which is then removed.
+compress() {
+  tar cf - -C .gpu "$1" | xz -T2 --lzma2=preset=1,dict=128MiB > ".gpu/$1.txz"
+  rm -rf ".gpu/$1"
+}
+
+# Builds //... with the given flags and copies every test and binary into .gpu/$1.
+build_into() {
+  local name=$1 dir=.gpu/$1
+  shift
+  bazel build //... "$@"
+  mkdir -p "$dir"
+  local targets
+  targets=$(bazel query 'kind("cc_test|cc_binary", //...)' 2>/dev/null)
+  for t in $targets; do
+    path="bazel-bin/${t#//}"; path="${path/://}"
+    [ -x "$path" ] && cp "$path" "$dir/"
+  done
+  cp "$(ldconfig -p | awk '/libcmocka.so.0 /{print $NF; exit}')" "$dir/libcmocka.so.0"
+  echo "$name: $(ls "$dir" | wc -l) files, built with: bazel build //... $*" > "$dir/BUILT_WITH"
+}
+
+rm -rf .gpu && mkdir -p .gpu
+if [ "${PORTABLE:-1}" != 0 ]; then
+  # First, so that the default build is the one left in bazel-bin.
+  build_into portable "$@" --config=portable
+  bazel build //steps/01_naive:step01_naive "$@" --define=CUDA_ARCHS=86
+  mkdir -p .gpu/portable/sm86_only && cp bazel-bin/steps/01_naive/step01_naive .gpu/portable/sm86_only/
+  compress portable
+fi
+build_into bin "$@"
 cp tools/gpu_run.sh .gpu/
-mkdir -p .gpu/tools && cp tools/pytorch_compare.py tools/profile_step.sh tools/profile_stalls.sh .gpu/tools/
+mkdir -p .gpu/tools && cp tools/pytorch_compare.py tools/torch_categories.py tools/profile_step.sh tools/profile_stalls.sh .gpu/tools/
 if [ -n "${BASELINE:-}" ]; then
   wt=$(mktemp -d)/baseline
   git worktree add --detach "$wt" "$rev" >/dev/null
@@ -48,8 +86,8 @@ if [ -n "${BASELINE:-}" ]; then
   echo "$rev" > .gpu/baseline/REVISION
   (cd "$wt" && bazel clean --expunge >/dev/null 2>&1 || true)
   git worktree remove --force "$wt"
-  tar czf .gpu/baseline.tgz -C .gpu baseline && rm -rf .gpu/baseline
+  compress baseline
 fi
 count=$(ls .gpu/bin | wc -l)
-tar czf .gpu/bin.tgz -C .gpu bin && rm -rf .gpu/bin
-echo "packed $count files into .gpu ($(du -sh .gpu | cut -f1))"
+compress bin
+echo "packed $count files into .gpu ($(du -sh .gpu | cut -f1)): $(cd .gpu && ls *.txz | tr '\n' ' ')"

@@ -2,59 +2,190 @@
 # Runs on the GPU machine, from the repository root, over binaries packed by
 # tools/gpu_pack.sh: the GPU tests, every step's --check at fp16 and bf16, the
 # micro-benchmarks and the per-step comparison. Ends with a short table.
-#
-#   bash .gpu/gpu_run.sh [tests] [check] [bench] [fp8] [tp] [pytorch] [compare] [baseline] [autotune]
-#   (default: all but autotune; baseline runs only when tools/gpu_pack.sh packed one:
-#   BASELINE=<rev>; autotune times steps 02-04 and 06 with GEMM_AUTOTUNE=1 and 0 in turns)
-# (tp needs 2 or more GPUs: step 07's --check at tp 2, then its timing at tp 1 and at every
-# tp up to the GPUs there are.)
-# Logs and JSON go to $OUT (the device tool brings them back) or ./out.
+usage() {
+  cat <<'EOF'
+usage: bash .gpu/gpu_run.sh [MODE ...]      (from the folder that holds .gpu/)
+
+MODEs (default: tests check bench fp8 tp pytorch compare breakdown, and baseline when packed):
+  tests      every GPU test program of the default build
+  check      every step's --check at fp16 and bf16 (step 06 also --unfused and --fp8)
+  bench      the micro-benchmarks
+  fp8        step 05's amax/scale log of 40 steps (drawn as SVG) and the training demo
+  tp         step 07 (2 or more GPUs): --check at tp 2, then the timing at each tp
+  pytorch    the same layer in PyTorch (where torch is installed)
+  compare    the per-step comparison, fp16 and bf16
+  breakdown  where each step's time goes, by category, beside its floor (fp16; PyTorch's peers
+             when pytorch ran first)
+  baseline   this version against the one packed with BASELINE=<rev> tools/gpu_pack.sh
+  autotune   steps 02-04 and 06 with GEMM_AUTOTUNE=1 and 0 in turns
+Every GPU generation on one GPU (each runs tests + check; FP8 runs below compute
+capability 8.9 must refuse with a clear message, and count as "refused as expected"):
+  sim80      the default build with GPU_SIMULATE_CC=8.0: the GPU acts as an A100
+             (no wgmma kernels, A100 shared memory, FP8 refused)
+  sim89      the default build with GPU_SIMULATE_CC=8.9: an L4 / L40S (FP8, no wgmma)
+  portable   the portable build (.gpu/portable: PTX for compute_80 only, JIT-compiled)
+  nocode     a step built for sm_86 only, on a GPU of another major version: it must say
+             that it holds no code for this GPU
+  arch       tests check sim80 sim89 portable nocode
+Logs and JSON go to $OUT (the device tool brings them back) or ./out.
+EOF
+}
 set -uo pipefail
+for arg in "$@"; do
+  case $arg in
+    -h|--help) usage; exit 0 ;;
+    tests|check|bench|fp8|tp|pytorch|compare|breakdown|baseline|autotune|sim80|sim89|portable|nocode|arch) ;;
+    *) echo "gpu_run.sh: unknown mode '$arg'" >&2; usage >&2; exit 2 ;;
+  esac
+done
+what=" ${*:-tests check bench fp8 tp pytorch compare breakdown} "
+what=${what/ arch / tests check sim80 sim89 portable nocode }
+wants() { [[ $what == *" $1 "* ]]; }
+
+# .gpu/$1 from .gpu/$1.txz (tools/gpu_pack.sh; .tgz from an older one) unless it is there.
+unpack() {
+  [ -d ".gpu/$1" ] && return 0
+  if [ -f ".gpu/$1.txz" ]; then
+    if command -v xz >/dev/null 2>&1; then tar xJf ".gpu/$1.txz" -C .gpu
+    else python3 -c 'import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2])' ".gpu/$1.txz" .gpu
+    fi
+  elif [ -f ".gpu/$1.tgz" ]; then tar xzf ".gpu/$1.tgz" -C .gpu
+  else return 1
+  fi
+}
+if ! unpack bin; then
+  echo "gpu_run.sh: no .gpu/bin.txz here: run tools/gpu_pack.sh first, and this from the folder holding .gpu/" >&2
+  exit 1
+fi
 BIN=.gpu/bin
-[ -d "$BIN" ] || tar xzf .gpu/bin.tgz -C .gpu  # tools/gpu_pack.sh ships them compressed
 OUT=${OUT:-out}
 mkdir -p "$OUT"
-what="${*:-tests check bench fp8 tp pytorch compare}"
 summary="$OUT/summary.txt"
 : > "$summary"
 note() { echo "$*" | tee -a "$summary"; }
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee -a "$summary"
+nvidia-smi --query-gpu=name,driver_version,memory.total,compute_cap --format=csv,noheader | tee -a "$summary"
+device_cc=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader | head -1 | tr -d ' ')
 
-if [[ $what == *tests* ]]; then
-  for t in "$BIN"/*_test; do
+# One row per build and GPU generation for the table at the end: tests (cases passed/failed/
+# skipped) and checks (passed/failed/refused as expected).
+arch_rows=()
+tests_p=0 tests_f=0 tests_s=0 checks_p=0 checks_f=0 checks_r=0
+
+# The GPU test programs in folder $1; $2 labels the lines ("" for the default run).
+run_tests() {
+  local dir=$1 label=$2
+  tests_p=0 tests_f=0 tests_s=0
+  for t in "$dir"/*_test; do
     [ -x "$t" ] || continue
     out=$("$t" 2>&1); rc=$?
-    echo "$out" >> "$OUT/tests.log"
+    echo "$out" >> "$OUT/tests${label:+_$label}.log"
     p=$(echo "$out" | grep -ao '^\[  PASSED  \] [0-9]*' | awk '{s+=$NF} END{print s+0}')
     f=$(echo "$out" | grep -ao '^\[  FAILED  \] [0-9]*' | awk '{s+=$NF} END{print s+0}')
     s=$(echo "$out" | grep -ao '^\[  SKIPPED \] [0-9]*' | awk '{s+=$NF} END{print s+0}')
     [ $rc -ne 0 ] && [ "$f" -eq 0 ] && f=1
-    note "test $(basename "$t"): $p passed, $f failed, $s skipped"
+    note "${label:+[$label] }test $(basename "$t"): $p passed, $f failed, $s skipped"
     [ "$f" -ne 0 ] && echo "$out" | grep -aE 'FAIL|rel.err|error' | head -20
+    tests_p=$((tests_p + p)) tests_f=$((tests_f + f)) tests_s=$((tests_s + s))
   done
-fi
+}
 
-if [[ $what == *check* ]]; then
-  runs=()
-  for s in "$BIN"/step*; do [ -x "$s" ] && [[ $s != *_test && $s != *_demo ]] && runs+=("$s"); done
-  runs+=("$BIN/step06_parallel_layers --unfused" "$BIN/step06_parallel_layers --fp8")
+# Every step's --check at fp16 and bf16 with the binaries in $1, on a GPU of compute
+# capability $3 ("9.0"; the simulated one where GPU_SIMULATE_CC is set). Below 8.9 the FP8
+# runs must refuse, naming FP8 and the minimum: that is a pass ("refused as expected").
+run_checks() {
+  local dir=$1 label=$2 cc=${3/./}
+  checks_p=0 checks_f=0 checks_r=0
+  local runs=()
+  for s in "$dir"/step*; do [ -x "$s" ] && [[ $s != *_test && $s != *_demo ]] && runs+=("$s"); done
+  runs+=("$dir/step06_parallel_layers --unfused" "$dir/step06_parallel_layers --fp8")
   for r in "${runs[@]}"; do
     for dt in fp16 bf16; do
       out=$($r --check --dtype "$dt" 2>&1); rc=$?
-      echo "$out" >> "$OUT/check.log"
-      note "check $(basename "$r") $dt: $(echo "$out" | grep -aE 'CHECK|error' | tail -1) (rc $rc)"
+      echo "$out" >> "$OUT/check${label:+_$label}.log"
+      local result
+      if [[ $r == *fp8* ]] && [ "$cc" -lt 89 ]; then
+        if [ $rc -eq 1 ] && echo "$out" | grep -q "needs FP8 tensor cores (compute capability 8.9"; then
+          result="refused as expected: $(echo "$out" | grep -ao 'needs FP8.*' | head -1)"
+          checks_r=$((checks_r + 1))
+        else
+          result="FAILED: expected the FP8 refusal below 8.9 ($(echo "$out" | tail -1)) (rc $rc)"
+          checks_f=$((checks_f + 1))
+        fi
+      else
+        result="$(echo "$out" | grep -aE 'CHECK|error' | tail -1) (rc $rc)"
+        if [ $rc -eq 0 ] && [[ $result == *"CHECK PASSED"* ]]; then checks_p=$((checks_p + 1))
+        else checks_f=$((checks_f + 1)); fi
+      fi
+      note "${label:+[$label] }check $(basename "$r") $dt: $result"
     done
   done
+}
+
+# tests + check for one build and generation; adds a row to the table.
+run_arch() {
+  local dir=$1 label=$2 cc=$3 build=$4
+  run_tests "$dir" "$label"
+  run_checks "$dir" "$label" "$cc"
+  arch_rows+=("$(printf '%-9s %-22s %6d %6d %7d   %6d %6d %9d' "$build" "$cc${GPU_SIMULATE_CC:+ (GPU_SIMULATE_CC)}" \
+    "$tests_p" "$tests_f" "$tests_s" "$checks_p" "$checks_f" "$checks_r")")
+}
+
+# GPU_SIMULATE_CC may also be set for a whole run (e.g. to time the non-Hopper path with
+# `GPU_SIMULATE_CC=8.0 bash .gpu/gpu_run.sh compare`): the checks then expect its refusals.
+acts_as=${GPU_SIMULATE_CC:-$device_cc}
+if wants tests && wants check; then
+  run_arch "$BIN" "" "$acts_as" default
+else
+  wants tests && run_tests "$BIN" ""
+  wants check && run_checks "$BIN" "" "$acts_as"
+fi
+for sim in 8.0 8.9; do
+  if wants "sim${sim/./}"; then
+    if [ "${device_cc/./}" -lt "${sim/./}" ]; then
+      note "[sim ${sim}] skipped: this GPU is ${device_cc}, and can only act as an older one"
+      continue
+    fi
+    GPU_SIMULATE_CC=$sim run_arch "$BIN" "sim${sim/./}" "$sim" default
+  fi
+done
+if wants portable; then
+  if unpack portable; then
+    # The driver caches what it JIT-compiles on disk: every program has the same kernels, so
+    # only the first one to use a module waits for its compilation (ptxas takes about 25 s for
+    # step 05's modules on one core). A cache of our own, large enough to hold them all.
+    CUDA_CACHE_DISABLE=0 CUDA_CACHE_PATH="$PWD/.gpu/jit_cache" CUDA_CACHE_MAXSIZE=4294967296 \
+      run_arch .gpu/portable portable "$device_cc" portable
+  else
+    note "[portable] skipped: no .gpu/portable.txz (tools/gpu_pack.sh packs it unless PORTABLE=0)"
+  fi
 fi
 
-if [[ $what == *fp8* ]] && [ -x "$BIN/step05_fp8" ]; then  # the scaling log of 40 steps, drawn
+if wants nocode; then
+  if ! unpack portable || [ ! -x .gpu/portable/sm86_only/step01_naive ]; then
+    note "[nocode] skipped: no .gpu/portable/sm86_only/step01_naive (tools/gpu_pack.sh packs it)"
+  elif [ "${device_cc%%.*}" = 8 ]; then
+    note "[nocode] skipped: this GPU (${device_cc}) can run sm_86 code"
+  else
+    out=$(.gpu/portable/sm86_only/step01_naive --preset tiny --check 2>&1); rc=$?
+    echo "$out" > "$OUT/nocode.log"
+    if [ $rc -eq 1 ] && [[ $out == *"holds no GPU code that this"* ]]; then
+      note "[nocode] step01_naive built for sm_86 only: refused as expected: $(echo "$out" | tail -1 | cut -c1-160)"
+      arch_rows+=("$(printf '%-9s %-22s %6s %6s %7s   %6d %6d %9d' sm86-only "$device_cc" - - - 0 0 1)")
+    else
+      note "[nocode] step01_naive built for sm_86 only: FAILED: expected the no-code sentence; got (rc $rc): $(echo "$out" | tail -2)"
+      arch_rows+=("$(printf '%-9s %-22s %6s %6s %7s   %6d %6d %9d' sm86-only "$device_cc" - - - 0 1 0)")
+    fi
+  fi
+fi
+
+if wants fp8 && [ -x "$BIN/step05_fp8" ]; then  # the scaling log of 40 steps, drawn
   "$BIN/step05_fp8" --iters 40 --fp8-log "$OUT/fp8_scaling.csv" | tail -2 | tee -a "$summary"
   python3 tools/plot_fp8_scaling.py "$OUT/fp8_scaling.csv" "$OUT/fp8_scaling.svg"
   "$BIN/step05_train_demo" > "$OUT/fp8_training.log" 2>&1  # does it still train: 16-bit vs FP8
   tail -3 "$OUT/fp8_training.log" | tee -a "$summary"
 fi
 
-if [[ $what == *bench* ]]; then
+if wants bench; then
   for b in "$BIN"/*_bench; do
     [ -x "$b" ] || continue
     "$b" 2>&1 | tee -a "$OUT/bench.log" | tail -8 | tee -a "$summary"
@@ -62,37 +193,43 @@ if [[ $what == *bench* ]]; then
 fi
 
 gpus=$(nvidia-smi -L | wc -l)
-if [[ $what == *tp* ]] && [ "$gpus" -ge 2 ] && [ -x "$BIN/tp" ]; then
+if wants tp && [ "$gpus" -ge 2 ] && [ -x "$BIN/step07_tensor_parallel" ]; then
   export NCCL_NVLS_ENABLE=0
   for dt in fp16 bf16; do
-    "$BIN/tp" --tp 2 --preset small --check --no-sweep --dtype $dt 2>&1 | tee -a "$OUT/tp.log" |
+    "$BIN/step07_tensor_parallel" --tp 2 --preset small --check --no-sweep --dtype $dt 2>&1 | tee -a "$OUT/tp.log" |
       grep -aE "check|error" | sed "s/^/tp check $dt: /" >> "$summary"
   done
   for tp in 1 2 4 8; do
     [ "$tp" -le "$gpus" ] || break
     sweep=--no-sweep; [ "$tp" -eq "$gpus" ] && sweep=
-    "$BIN/tp" --tp $tp $sweep 2>&1 | tee -a "$OUT/tp.log" | grep -aE "^rank 0:|error|<-" |
+    "$BIN/step07_tensor_parallel" --tp $tp $sweep 2>&1 | tee -a "$OUT/tp.log" | grep -aE "^rank 0:|error|<-" |
       sed "s/^/tp $tp: /" >> "$summary"
   done
 fi
 
-if [[ $what == *pytorch* ]] && python3 -c "import torch, safetensors" 2>/dev/null; then
+if wants pytorch && python3 -c "import torch, safetensors" 2>/dev/null; then
   PYTHONUNBUFFERED=1 python3 tools/pytorch_compare.py --bin "$BIN" --json "$OUT/pytorch.json" 2>&1 |
     tee "$OUT/pytorch.log" | grep -E "PyTorch|max rel|PYTORCH" >> "$summary"
 fi
 
-if [[ $what == *compare* ]] && [ -x "$BIN/compare" ]; then
+if wants compare && [ -x "$BIN/compare" ]; then
   base=(); [ -f "$OUT/pytorch.json" ] && base=(--pytorch "$OUT/pytorch.json")
   for dt in fp16 bf16; do
     "$BIN/compare" --dtype $dt --json "$OUT/compare_$dt.json" --svg "$OUT/compare_$dt.svg" "${base[@]}" 2>&1 |
-      tee "$OUT/compare_$dt.log" | tail -12 >> "$summary"
+      tee "$OUT/compare_$dt.log" | tail -18 >> "$summary"
     base=()  # PyTorch was timed at fp16
   done
 fi
+# Where each step's time goes, by category, beside each category's floor (fp16, PyTorch's
+# peers too when they were timed): the table, JSON and the stacked chart.
+if wants breakdown && [ -x "$BIN/compare" ]; then
+  base=(); [ -f "$OUT/pytorch.json" ] && base=(--pytorch "$OUT/pytorch.json")
+  "$BIN/compare" --breakdown --skip-check --json "$OUT/breakdown_fp16.json" --svg "$OUT/breakdown_fp16.svg" \
+    "${base[@]}" 2>&1 | tee "$OUT/breakdown_fp16.log" | sed -n '/^Where each step/,$p' >> "$summary"
+fi
 # This version against the baseline's binaries (BASELINE=<rev> tools/gpu_pack.sh), taking
 # turns so that both see the same machine: attention_bench, gemm_bench, steps 04-06.
-if [[ $what == *baseline* || -z "$*" ]] && [ -f .gpu/baseline.tgz ]; then
-  tar xzf .gpu/baseline.tgz -C .gpu
+if { wants baseline || [ -z "$*" ]; } && unpack baseline; then
   BASE=.gpu/baseline; rev=$(cat $BASE/REVISION)
   for round in 1 2; do
     for who in new $rev; do
@@ -113,7 +250,7 @@ fi
 
 # cuBLASLt's heuristic choice (the default) against autotuning (modules/gemm.h), taking
 # turns on one machine.
-if [[ $what == *autotune* ]]; then
+if wants autotune; then
   for round in 1 2 3; do
     for run in step02_te_modules step03_fused_modules step04_transformer_layer step06_parallel_layers; do
       for dt in fp16 bf16; do
@@ -128,3 +265,10 @@ fi
 
 echo "================ summary"
 cat "$summary"
+if ((${#arch_rows[@]})); then
+  echo "================ builds and GPU generations"
+  printf '%-32s %-22s   %-26s\n' "" "tests (cases)" "checks (fp16 and bf16 runs)"
+  printf '%-9s %-22s %6s %6s %7s   %6s %6s %9s\n' build "GPU acts as" passed failed skipped passed failed refused
+  printf '%s\n' "${arch_rows[@]}"
+  echo "(refused: an FP8 run below 8.9, or a binary without code for this GPU, that stopped with the expected sentence)"
+fi | tee -a "$summary"

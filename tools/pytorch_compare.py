@@ -16,11 +16,19 @@ tools/gpu_pack.sh):
    float32 from the same fp16-rounded weights and inputs. As a yardstick it also reports how
    far PyTorch's own fp16 run is from that float32 result: a step passes when its error is
    within max(3 x PyTorch-fp16's, the tolerance).
-3. Times the PyTorch layer at the quickstart config, eager and with
-   scaled_dot_product_attention, fwd+bwd, and writes the times as JSON for the comparison
-   table (steps/compare/compare --pytorch FILE).
+3. Times the PyTorch layer at the quickstart config, fwd+bwd (dx included, as our steps
+   compute it), as four honest peers:
+     PyTorch eager          the layer as TE's quickstart builds it (quickstart_utils'
+                            DotProductAttention: two bmm around a softmax in the input dtype)
+     PyTorch SDPA           attention by F.scaled_dot_product_attention, default backend
+     PyTorch SDPA cuDNN     the same, forced onto cuDNN's attention (sdpa_kernel)
+     PyTorch SDPA compiled  torch.compile of the SDPA layer
+   each with its mean time, peak memory and, from torch.profiler on one more step, its time
+   per category of our breakdown (tools/torch_categories.py sorts the kernels). Writes them as
+   JSON for the comparison (steps/compare/compare --pytorch FILE [--breakdown]).
 """
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -33,6 +41,8 @@ def parse_args():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bin", default=".gpu/bin", help="folder with the step binaries")
     ap.add_argument("--no-time", action="store_true", help="skip timing PyTorch")
+    ap.add_argument("--no-check", action="store_true", help="skip checking the step binaries")
+    ap.add_argument("--dtype", choices=("fp16", "bf16"), default="fp16", help="of the timed peers")
     ap.add_argument("--json", default="out/pytorch.json")
     return ap.parse_args()
 
@@ -46,6 +56,9 @@ try:
     from safetensors.torch import load_file, save_file
 except ImportError as e:
     sys.exit(f"pytorch_compare.py needs PyTorch and safetensors ({e}): pip install torch safetensors")
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from torch_categories import classify  # noqa: E402  (beside this file)
 
 FP8_TOLERANCE = 0.15
 
@@ -71,15 +84,20 @@ class Layer(torch.nn.Module):
         self.mlp.linear2 = torch.nn.Linear(ffn, hidden)
 
     def attention(self, q, k, v):  # each [s, b, heads, d]
-        q, k, v = (t.permute(1, 2, 0, 3) for t in (q, k, v))  # [b, heads, s, d]
-        if self.sdpa:
-            ctx = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0)
-        else:
-            scores = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(self.d)
-            probs = F.dropout(torch.softmax(scores.float(), dim=-1).to(q.dtype), self.dropout, self.training)
-            ctx = torch.matmul(probs, v)
-        s, b = ctx.shape[2], ctx.shape[0]
-        return ctx.permute(2, 0, 1, 3).reshape(s, b, -1)
+        s, b, heads, d = q.shape
+        # The forward's kernels are found by this range in the profile (tools/torch_categories.py).
+        with torch.profiler.record_function("attention"):
+            if self.sdpa:
+                q, k, v = (t.permute(1, 2, 0, 3) for t in (q, k, v))  # [b, heads, s, d]
+                ctx = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0)
+                return ctx.permute(2, 0, 1, 3).reshape(s, b, -1)
+            # As TE's quickstart does it (quickstart_utils.DotProductAttention): [s, b * heads, d]
+            # views, two batched products, the softmax in the input dtype.
+            q, k, v = (t.reshape(s, b * heads, d).transpose(0, 1) for t in (q, k, v))  # [b * heads, s, d]
+            scores = torch.bmm(q, k.transpose(1, 2)) / math.sqrt(d)
+            probs = F.dropout(torch.softmax(scores, dim=-1), self.dropout, self.training)
+            ctx = torch.bmm(probs, v).view(b, heads, s, d)
+            return ctx.permute(2, 0, 1, 3).contiguous().view(s, b, heads * d)
 
     def forward(self, x):
         s, b, h = x.shape
@@ -166,38 +184,110 @@ def check_steps(args, dtype_name):
     return ok
 
 
-def time_pytorch(sdpa, dtype=torch.float16, warmup=3, iters=10):
-    h, f, heads, s, b = 4096, 16384, 32, 2048, 4
-    layer = Layer(h, f, heads, dropout=0.1, sdpa=sdpa).cuda().to(dtype)
-    x = torch.rand(s, b, h, device="cuda", dtype=dtype, requires_grad=True)
-    dy = torch.rand(s, b, h, device="cuda", dtype=dtype)
-    for _ in range(warmup):
-        layer(x).backward(dy)
+QUICKSTART = dict(hidden=4096, ffn=16384, heads=32, seq=2048, batch=4)  # as our steps' default
+CATEGORY_KEYS = ("gemm_fprop", "gemm_dgrad", "gemm_wgrad", "attention_fwd", "attention_bwd", "layernorm",
+                 "elementwise", "fp8_cast", "communication", "other")
+
+# name, attention through SDPA, the SDPA backend to force (None: PyTorch's choice), compiled
+PEERS = (
+    ("PyTorch eager", False, None, False),
+    ("PyTorch SDPA", True, None, False),
+    ("PyTorch SDPA cuDNN", True, "CUDNN_ATTENTION", False),
+    ("PyTorch SDPA compiled", True, None, True),
+)
+
+
+def profile_categories(train_step, tokens, seq):
+    """One step under torch.profiler: ms per category, and the span from the first kernel's start
+    to the last one's end (what is not in any kernel is "other")."""
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA], record_shapes=True) as prof:
+        train_step()
+        torch.cuda.synchronize()
+    ms = dict.fromkeys(CATEGORY_KEYS, 0.0)
+    start, end = math.inf, -math.inf
+    for e in prof.events():
+        if e.device_type == DeviceType.CUDA:
+            start, end = min(start, e.time_range.start), max(end, e.time_range.end)
+            continue
+        kernels = getattr(e, "kernels", None) or []
+        if not kernels:
+            continue
+        ops, parent = [], e
+        while parent is not None:
+            ops.append(parent.name)
+            parent = parent.cpu_parent
+        backward = any("backward" in o.lower() for o in ops)
+        for k in kernels:  # the kernels this op launched; duration in us
+            ms[classify(k.name, ops, backward, e.input_shapes, tokens, seq)] += k.duration / 1e3
+    span = (end - start) / 1e3 if end > start else 0.0
+    ms["other"] = max(0.0, span - sum(ms.values()))
+    return ms, span
+
+
+def time_peer(sdpa, backend, compiled, dtype, warmup=3, iters=10):
+    """Mean ms of a training step (after warm-up), peak MiB (parameters, gradients, inputs and
+    activations, as our steps count it) and the profiled step's categories."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    c = QUICKSTART
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats()
+    layer = Layer(c["hidden"], c["ffn"], c["heads"], dropout=0.1, sdpa=sdpa).cuda().to(dtype)
+    x = torch.rand(c["seq"], c["batch"], c["hidden"], device="cuda", dtype=dtype, requires_grad=True)
+    dy = torch.rand(c["seq"], c["batch"], c["hidden"], device="cuda", dtype=dtype)
+    model = torch.compile(layer) if compiled else layer
+    backend_scope = (lambda: sdpa_kernel(getattr(SDPBackend, backend))) if backend else contextlib.nullcontext
+
+    def train_step():  # gradients written, not accumulated: the same work as our steps
+        x.grad = None
+        for p in layer.parameters():
+            p.grad = None
+        with backend_scope():
+            model(x).backward(dy)
+
+    for _ in range(warmup + (3 if compiled else 0)):  # compiling takes the first call or two
+        train_step()
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     torch.cuda.synchronize()
     start.record()
     for _ in range(iters):
-        layer(x).backward(dy)
+        train_step()
     end.record()
     torch.cuda.synchronize()
+    mean_ms = start.elapsed_time(end) / iters
     peak = torch.cuda.max_memory_allocated() / 2**20
-    del layer, x, dy
+    categories, span = profile_categories(train_step, c["seq"] * c["batch"], c["seq"])
+    del model, layer, x, dy
     torch.cuda.empty_cache()
-    torch.cuda.reset_peak_memory_stats()
-    return start.elapsed_time(end) / iters, peak
+    return {"mean_ms": mean_ms, "peak_mib": peak, "profiled_step_ms": span, "categories": categories}
 
 
 def main(args):
-    ok = check_steps(args, "fp16") & check_steps(args, "bf16")
+    if not args.no_check and not os.path.isdir(args.bin):
+        sys.exit(f"--bin {args.bin}: no such folder (the step binaries; or --no-check)")
+    ok = args.no_check or (check_steps(args, "fp16") & check_steps(args, "bf16"))
     if not args.no_time:
+        dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}[args.dtype]
         results = {}
-        for name, sdpa in (("PyTorch eager", False), ("PyTorch SDPA", True)):
-            ms, peak = time_pytorch(sdpa)
-            results[name] = {"mean_ms": ms, "peak_mib": peak}
-            print(f"{name:16s} quickstart fp16 fwd+bwd: {ms:.2f} ms, peak {peak:.0f} MiB")
+        for name, sdpa, backend, compiled in PEERS:
+            try:
+                r = time_peer(sdpa, backend, compiled, dtype)
+            except Exception as e:  # e.g. no cuDNN attention in this PyTorch or on this GPU
+                print(f"{name:22s} not timed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+                results[name] = {"error": f"{type(e).__name__}: {e}"[:300]}
+                continue
+            results[name] = r
+            cats = ", ".join(f"{k} {v:.2f}" for k, v in r["categories"].items() if v > 0)
+            print(f"{name:22s} quickstart {args.dtype} fwd+bwd: {r['mean_ms']:.2f} ms, peak {r['peak_mib']:.0f} MiB; "
+                  f"profiled step {r['profiled_step_ms']:.2f} ms: {cats}")
         os.makedirs(os.path.dirname(args.json) or ".", exist_ok=True)
         with open(args.json, "w") as fh:
-            json.dump({"gpu": torch.cuda.get_device_name(), "torch": torch.__version__, **results}, fh, indent=1)
+            json.dump({"gpu": torch.cuda.get_device_name(), "torch": torch.__version__,
+                       "config": {**QUICKSTART, "dtype": args.dtype, "dropout": 0.1}, **results}, fh, indent=1)
     print("PYTORCH COMPARISON", "PASSED" if ok else "FAILED")
     sys.exit(0 if ok else 1)
 

@@ -30,11 +30,24 @@ static int in_range(double x, double lo, double hi, RangeEnds ends) {
     return above_lo && below_hi;
 }
 
-double parse_float_flag(const char *flag, const char *text, double lo, double hi, RangeEnds ends) {
+// Strict as above; 0 and the value in *x if the text is a finite number, else 1.
+static int parse_finite(const char *text, double *x) {
     char *end = NULL;
     errno = 0;
-    double x = starts_like_a_number(text) ? strtod(text, &end) : 0.0;
-    if (!end || end == text || *end || errno == ERANGE || !isfinite(x) || !in_range(x, lo, hi, ends)) {
+    *x = starts_like_a_number(text) ? strtod(text, &end) : 0.0;
+    return !end || end == text || *end || errno == ERANGE || !isfinite(*x);
+}
+
+double parse_probability_flag(const char *flag, const char *text) {
+    double x;
+    if (parse_finite(text, &x) || !(x >= 0.0 && x < 1.0))
+        fail_user("%s expects a probability in [0, 1), got '%s'", flag, text);
+    return x;
+}
+
+double parse_float_flag(const char *flag, const char *text, double lo, double hi, RangeEnds ends) {
+    double x;
+    if (parse_finite(text, &x) || !in_range(x, lo, hi, ends)) {
         const char open = (ends == RANGE_OPEN_BELOW || ends == RANGE_OPEN) ? '(' : '[';
         const char close = (ends == RANGE_OPEN_ABOVE || ends == RANGE_OPEN) ? ')' : ']';
         fail_user("%s expects a number in %c%g, %g%c, got '%s'", flag, open, lo, hi, close, text);

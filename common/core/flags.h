@@ -38,6 +38,9 @@ typedef enum {
 // A finite decimal number ("0.1", "1e-3") within the range.
 double parse_float_flag(const char *flag, const char *text, double lo, double hi, RangeEnds ends);
 
+// A probability in [0, 1): parse_float_flag's rule, and the message says "a probability".
+double parse_probability_flag(const char *flag, const char *text);
+
 // One of a list of words ("fp16", "bf16"): returns its index in choices[0..n).
 int parse_choice_flag(const char *flag, const char *text, const char *const *choices, int n);
 

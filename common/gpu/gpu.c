@@ -8,6 +8,7 @@
 #include "common/gpu/cuda_check.h"
 #include "common/core/gpu_arch.h"
 #include "common/core/half.h"
+#include "common/gpu/gpu_probe.h"
 
 static char unavailable_reason[256];
 
@@ -38,48 +39,144 @@ int gpu_count(void) {
 const char *gpu_unavailable_reason(void) { return unavailable_reason; }
 
 static struct cudaDeviceProp device_props;
-static char description[320];
+static int selected_device = -1;
+static char description[400];
+static int effective_cc, cc_simulated;
+static int code_arch, code_sm90a;
+static char code_description[160];
 
-void gpu_require(void) {
-    if (gpu_count() == 0)
-        fail_user("this program needs a CUDA GPU, and none is usable here: %s", gpu_unavailable_reason());
-    CUDA_CHECK(cudaSetDevice(0));
-    CUDA_CHECK(cudaGetDeviceProperties(&device_props, 0));
-    snprintf(description, sizeof description, "%s, compute capability %d.%d", device_props.name,
-             device_props.major, device_props.minor);
+// The compute capability GPU_SIMULATE_CC asks for, checked against the device's own.
+static int simulated_cc(int device_cc) {
+    const char *sim = getenv("GPU_SIMULATE_CC");
+    if (!sim || !*sim) return device_cc;
+    int cc = gpu_arch_parse_cc(sim);
+    if (cc < 0)
+        fail_user("GPU_SIMULATE_CC=%s: expected a compute capability such as 8.0, 8.6 or 8.9", sim);
+    if (cc > device_cc)
+        fail_user("GPU_SIMULATE_CC=%s: a GPU can only be made to act as an older one, and this %s is %d.%d",
+                  sim, device_props.name, device_cc / 10, device_cc % 10);
+    return cc;
 }
 
-const char *gpu_description(void) { return description; }
-int gpu_compute_capability(void) { return device_props.major * 10 + device_props.minor; }
+// Runs the probe kernel: does this binary hold code for the device, and which?
+static void probe_code(void) {
+    const char *archs = gpu_probe_build_archs();
+    cudaError_t err = (cudaError_t)gpu_probe_code(&code_arch, &code_sm90a);
+    if (err == cudaErrorNoKernelImageForDevice || err == cudaErrorInvalidKernelImage ||
+        err == cudaErrorUnsupportedPtxVersion || err == cudaErrorInvalidPtx || err == cudaErrorJitCompilerNotFound) {
+        int driver = 0;
+        cudaDriverGetVersion(&driver);
+        fail_user("this binary holds no GPU code that this %s (compute capability %d.%d) can run: it was built "
+                  "for CUDA_ARCHS=%s with CUDA %d.%d, and the driver supports CUDA %d.%d (%s). Build for this GPU "
+                  "with the default CUDA_ARCHS (.bazelrc) or `bazel build $(tools/cuda_archs.sh) //...`",
+                  device_props.name, device_props.major, device_props.minor, archs, CUDART_VERSION / 1000,
+                  CUDART_VERSION % 1000 / 10, driver / 1000, driver % 1000 / 10, cudaGetErrorString(err));
+    }
+    if (err != cudaSuccess)
+        fail_user("the first kernel launch on this %s failed: %s (%s)", device_props.name, cudaGetErrorName(err),
+                  cudaGetErrorString(err));
+    char image[32];
+    GpuCodeKind kind = gpu_arch_code_for(archs, gpu_compute_capability(), image, sizeof image);
+    if (kind != GPU_CODE_NONE && atoi(image + strcspn(image, "0123456789")) == code_arch / 10)
+        snprintf(code_description, sizeof code_description, "%s %s (built for %s)", image,
+                 kind == GPU_CODE_PTX ? "PTX, JIT-compiled by the driver" : "machine code", archs);
+    else  // the driver chose otherwise than gpu_arch_code_for expects: the probe's word is final
+        snprintf(code_description, sizeof code_description, "code compiled for %d.%d (built for %s)",
+                 code_arch / 100, code_arch % 100 / 10, archs);
+}
 
-static int effective_cc = -1, cc_simulated;
+void gpu_select(int device) {
+    CUDA_CHECK(cudaSetDevice(device));
+    CUDA_CHECK(cudaGetDeviceProperties(&device_props, device));
+    selected_device = device;
+    const int own = gpu_compute_capability();
+    effective_cc = simulated_cc(own);
+    cc_simulated = effective_cc != own;
+    int n = snprintf(description, sizeof description, "%s, compute capability %d.%d", device_props.name,
+                     device_props.major, device_props.minor);
+    if (cc_simulated && n > 0 && (size_t)n < sizeof description)
+        snprintf(description + n, sizeof description - (size_t)n, ", acting as %d.%d (GPU_SIMULATE_CC)",
+                 effective_cc / 10, effective_cc % 10);
+    gpu_require_cc("this program", GPU_ARCH_MIN);  // before the probe: a T4 hears what it lacks
+    probe_code();
+}
+
+void gpu_require_device(int device) {
+    int n = gpu_count();
+    if (n == 0)
+        fail_user("this program needs a CUDA GPU, and none is usable here: %s", gpu_unavailable_reason());
+    if (device < 0 || device >= n)
+        fail_user("GPU %d was asked for, but this machine has %d usable GPU%s (0..%d)", device, n,
+                  n == 1 ? "" : "s", n - 1);
+    gpu_select(device);
+}
+
+void gpu_require(void) { gpu_require_device(0); }
+
+// Every query works on the selected device; a program that set one itself (step 07's ranks)
+// gets the current one selected, and checked, on first use.
+static void ensure_selected(void) {
+    if (selected_device >= 0) return;
+    int device;
+    CUDA_CHECK(cudaGetDevice(&device));
+    gpu_select(device);
+}
+
+const char *gpu_description(void) {
+    ensure_selected();
+    return description;
+}
+
+int gpu_compute_capability(void) {
+    if (selected_device < 0) ensure_selected();
+    return device_props.major * 10 + device_props.minor;
+}
 
 int gpu_effective_cc(void) {
-    if (effective_cc >= 0) return effective_cc;
-    effective_cc = gpu_compute_capability();
-    const char *sim = getenv("GPU_SIMULATE_CC");
-    if (sim && *sim) {
-        int cc = gpu_arch_parse_cc(sim);
-        if (cc < 0)
-            fail_user("GPU_SIMULATE_CC=%s: expected a compute capability such as 8.0, 8.6 or 8.9", sim);
-        if (cc > effective_cc)
-            fail_user("GPU_SIMULATE_CC=%s: a GPU can only be made to act as an older one, and this %s is %d.%d",
-                      sim, device_props.name, effective_cc / 10, effective_cc % 10);
-        cc_simulated = cc != effective_cc;
-        effective_cc = cc;
-    }
+    ensure_selected();
     return effective_cc;
 }
 
 int gpu_cc_is_simulated(void) {
-    gpu_effective_cc();
+    ensure_selected();
     return cc_simulated;
 }
 
 size_t gpu_max_smem_per_block(void) {
+    ensure_selected();
     size_t device = device_props.sharedMemPerBlockOptin;
-    size_t generation = gpu_arch_max_smem_per_block(gpu_effective_cc());
+    size_t generation = gpu_arch_max_smem_per_block(effective_cc);
     return generation < device ? generation : device;
+}
+
+const char *gpu_refusal(const char *what, int min_cc) {
+    static char sentence[512];
+    ensure_selected();
+    char name[320];
+    if (cc_simulated) snprintf(name, sizeof name, "%s (GPU_SIMULATE_CC=%d.%d)", device_props.name,
+                               effective_cc / 10, effective_cc % 10);
+    else snprintf(name, sizeof name, "%s", device_props.name);
+    return gpu_arch_refusal(effective_cc, name, what, min_cc, sentence, sizeof sentence);
+}
+
+void gpu_require_cc(const char *what, int min_cc) {
+    const char *why = gpu_refusal(what, min_cc);
+    if (why) fail_user("%s", why);
+}
+
+int gpu_code_arch(void) {
+    ensure_selected();
+    return code_arch;
+}
+
+int gpu_code_has_sm90a(void) {
+    ensure_selected();
+    return code_sm90a;
+}
+
+const char *gpu_code_description(void) {
+    ensure_selected();
+    return code_description;
 }
 
 // ---- counted device memory --------------------------------------------------------------

@@ -19,21 +19,54 @@ int gpu_count(void);
 // Why gpu_count() is 0, in words: "no GPU (no NVIDIA driver / device found)" on a machine
 // without an NVIDIA device, else CUDA's own reason (e.g. a driver too old for this runtime).
 const char *gpu_unavailable_reason(void);
-// Exits with a clear message if there is no GPU; otherwise selects device 0.
+// Exits with a clear message if there is no GPU; otherwise gpu_select(0).
 void gpu_require(void);
+// The same for device `device` (one process per GPU: step 07's ranks); exits with a message
+// naming both numbers if there are not that many GPUs.
+void gpu_require_device(int device);
 // "NVIDIA H100 80GB HBM3, compute capability 9.0" (after gpu_require).
+// Makes `device` the current GPU and checks, before any real work, that this program can run
+// there; otherwise exits (status 1) with one sentence saying why:
+//   - its (effective, see gpu_effective_cc) compute capability is below 8.0 (no bf16 tensor
+//     cores: a T4 or a V100);
+//   - this binary holds no code the GPU can run (built for other GPUs: the sentence names
+//     the CUDA_ARCHS it was built with), or its PTX is newer than the driver.
+// Every query below selects the current device this way if nothing has yet.
+void gpu_select(int device);
+// "NVIDIA H100 80GB HBM3, compute capability 9.0"; with GPU_SIMULATE_CC=8.0 set:
+// "NVIDIA H200, compute capability 9.0, acting as 8.0 (GPU_SIMULATE_CC)".
 const char *gpu_description(void);
 int gpu_compute_capability(void);  // e.g. 90: the device's own
 
-// The compute capability that kernel dispatch and refusals use (after gpu_require): the
-// device's, or a lower one from the environment variable GPU_SIMULATE_CC ("8.0", "8.6", "8.9"),
-// so that the non-Hopper paths and the refusals of older GPUs run on a Hopper GPU. A value
-// that does not parse, or is above the device's, stops the program with a clear message.
+// The compute capability that kernel dispatch and refusals use: the device's, or a lower one
+// from the environment variable GPU_SIMULATE_CC ("8.0", "8.6", "8.9"; "7.5" to see the
+// refusal of a T4), so that the non-Hopper paths and the refusals of older GPUs run on a
+// Hopper GPU. A value that does not parse, or is above the device's, stops the program with
+// a clear message.
 int gpu_effective_cc(void);
 int gpu_cc_is_simulated(void);
-// The most dynamic shared memory a block may use here, in bytes: the device's opt-in limit,
-// or the simulated generation's (common/core/gpu_arch.h) when that is smaller.
+// The most dynamic shared memory a block may use here, in bytes (static __shared__ arrays
+// count against it too): the device's opt-in limit, or the simulated generation's
+// (common/core/gpu_arch.h) when that is smaller.
 size_t gpu_max_smem_per_block(void);
+
+// NULL when this GPU (its effective capability) has what `what` needs (min_cc, e.g.
+// GPU_ARCH_MIN_FP8), else the refusal sentence (common/core/gpu_arch.h; a static buffer,
+// overwritten by the next call), which names the GPU, its capability and the minimum.
+const char *gpu_refusal(const char *what, int min_cc);
+// gpu_refusal, as an exit: prints "error: <sentence>" and exits 1 when the GPU falls short.
+void gpu_require_cc(const char *what, int min_cc);
+
+// The code this binary runs on this GPU (found by a probe kernel in gpu_select): the
+// __CUDA_ARCH__ it was compiled for (800: sm_80 machine code, or compute_80 PTX that the
+// driver JIT-compiled; 900: sm_90a), and whether with sm_90a's features (wgmma, TMA): only
+// then do the bodies of the sm_90a kernels exist. A Hopper GPU running a build of PTX for
+// compute_80 has gpu_code_arch() 800 and gpu_code_has_sm90a() 0.
+int gpu_code_arch(void);
+int gpu_code_has_sm90a(void);
+// "sm_90a machine code" or "compute_80 PTX, JIT-compiled by the driver", and the CUDA_ARCHS
+// of the build: "sm_90a machine code (built for 80,86,89,90a,compute_90)".
+const char *gpu_code_description(void);
 
 // Device memory, counted: every step allocates through these so that the driver can
 // report its peak device memory.

@@ -1,8 +1,10 @@
 // Flash attention's forward and backward TFLOP/s at the quickstart's attention shape.
 //
 // FLOPs: forward 4 b s^2 heads d (two matrix products), backward 2.5x forward (five), both
-// halved when causal. CUDA events, median of 20 after 3 warm-ups, random inputs. Both sets of
-// kernels are timed: Hopper's wgmma ones (the default) and the mma.sync ones.
+// halved when causal. CUDA events, median of 20 after 3 warm-ups, random inputs. Every set of
+// kernels is timed (attention_set_kernels): the best this GPU runs (Hopper's wgmma ones on an
+// H100), the mma.sync ones with their largest tiles (an A100's), and the mma.sync ones with
+// the tiles of a 99 KiB GPU (sm_86, sm_89).
 //
 //   attention_bench [--batch N] [--heads N] [--seq N]     default 4 32 2048
 #include <stdio.h>
@@ -11,26 +13,21 @@
 
 #include "common/core/errors.h"
 #include "common/core/flags.h"
-
 #include "common/gpu/cuda_check.h"
 #include "common/gpu/gpu.h"
-#include "kernels/attention/flash_attention.h"
+#include "kernels/attention/attention.h"
 
 typedef struct {
-    int seq, batch, heads, d, causal;
-    float p;
-    void *qkv, *ctx, *dctx, *dqkv, *scratch;
+    AttentionProblem problem;
+    AttentionDropout dropout;
+    void *qkv, *ctx, *dctx, *dqkv, *workspace;
     float *lse;
 } Case;
 
-static void fwd(const Case *c) {
-    flash_attention_forward(c->qkv, c->ctx, c->lse, c->seq, c->batch, c->heads, c->d, DTYPE_FP16, c->p, c->causal,
-                            1234, 0);
-}
+static void fwd(const Case *c) { attention_forward(&c->problem, &c->dropout, c->qkv, c->ctx, c->lse); }
 
 static void bwd(const Case *c) {
-    flash_attention_backward(c->qkv, c->ctx, c->dctx, c->lse, c->dqkv, c->scratch, c->seq, c->batch, c->heads, c->d,
-                             DTYPE_FP16, c->p, c->causal, 1234, 0);
+    attention_backward(&c->problem, &c->dropout, c->qkv, c->ctx, c->dctx, c->lse, c->dqkv, c->workspace);
 }
 
 static int cmp(const void *a, const void *b) {
@@ -56,6 +53,10 @@ static double median_ms(void (*op)(const Case *), const Case *c) {
     return t[N / 2];
 }
 
+static const AttentionKernels SETS[] = {ATTENTION_KERNELS_BEST, ATTENTION_KERNELS_MMA_SYNC,
+                                        ATTENTION_KERNELS_MMA_SYNC_SMALL_TILES};
+enum { NUM_SETS = 3 };
+
 static FlagKind bench_flag_kind(const char *name, void *ctx) {
     static const char *const NAMES[] = {"--batch", "--heads", "--seq"};
     (void)ctx;
@@ -69,7 +70,8 @@ int main(int argc, char **argv) {
     if (n < 0) {
         printf("usage: attention_bench [--batch N] [--heads N] [--seq N]   (default 4 32 2048)\n"
                "  Flash attention's forward and backward TFLOP/s at head dims 128 and 64, without and with\n"
-               "  dropout and causal; Hopper's wgmma kernels and the mma.sync ones. Needs a CUDA GPU.\n");
+               "  dropout and causal, for every set of kernels (A: the best here, B: mma.sync, C: mma.sync\n"
+               "  with small tiles). Needs a CUDA GPU.\n");
         return 0;
     }
     for (int i = 0; i < n; i++) {
@@ -81,34 +83,46 @@ int main(int argc, char **argv) {
     free(flags);
     gpu_require();
     printf("GPU: %s; flash attention, fp16, batch %d, heads %d, seq %d\n", gpu_description(), batch, heads, seq);
-    printf("%4s %8s %7s | %22s | %22s | %20s\n", "", "", "", "forward ms  TFLOP/s", "backward ms  TFLOP/s",
-           "mma.sync fwd   bwd");
-    printf("%4s %8s %7s |\n", "d", "dropout", "causal");
     int dims[2] = {128, 64};
+    for (int di = 0; di < 2; di++) {
+        for (int k = 0; k < NUM_SETS; k++) {
+            attention_set_kernels(SETS[k]);
+            printf("d %d, set %c: %s; %s\n", dims[di], 'A' + k, attention_kernel_name(ATTENTION_FORWARD, dims[di]),
+                   attention_kernel_name(ATTENTION_BACKWARD, dims[di]));
+        }
+    }
+    printf("%4s %8s %7s | %22s | %22s | %20s | %20s\n", "", "", "", "A: forward ms TFLOP/s", "A: backward ms TFLOP/s",
+           "B: TFLOP/s fwd  bwd", "C: TFLOP/s fwd  bwd");
+    printf("%4s %8s %7s |\n", "d", "dropout", "causal");
     for (int di = 0; di < 2; di++) {
         int d = dims[di];
         int64_t nqkv = (int64_t)seq * batch * heads * 3 * d, nctx = nqkv / 3;
         float *h = xmalloc((size_t)nqkv * sizeof(float));
         fill_uniform(h, nqkv, -1.0f, 1.0f, 5, 1);
-        Case c = {.seq = seq, .batch = batch, .heads = heads, .d = d};
+        Case c = {.problem = {.seq = seq, .batch = batch, .heads = heads, .head_dim = d, .dtype = DTYPE_FP16}};
+        const char *why = attention_unsupported(&c.problem);
+        if (why) fail_user("%s", why);
         c.qkv = dev_upload(h, nqkv, DTYPE_FP16);
         c.dctx = dev_upload(h, nctx, DTYPE_FP16);
         free(h);
         c.ctx = dev_alloc((size_t)nctx * 2), c.dqkv = dev_alloc((size_t)nqkv * 2);
         c.lse = dev_alloc((size_t)seq * batch * heads * sizeof(float));
-        c.scratch = dev_alloc(flash_attention_backward_scratch_bytes(seq, batch, heads, d));
+        c.workspace = dev_alloc(attention_backward_workspace_bytes(&c.problem));
         for (int variant = 0; variant < 3; variant++) {
-            c.p = variant == 1 ? 0.1f : 0.0f;
-            c.causal = variant == 2;
-            double flops = 4.0 * batch * (double)seq * seq * heads * d * (c.causal ? 0.5 : 1.0);
-            flash_attention_set_kernels(FLASH_KERNELS_MMA_SYNC);
-            double mf = median_ms(fwd, &c), mb = median_ms(bwd, &c);
-            flash_attention_set_kernels(FLASH_KERNELS_WGMMA);
-            double tf = median_ms(fwd, &c), tb = median_ms(bwd, &c);
-            printf("%4d %8.1f %7d | %11.3f %10.0f | %12.3f %9.0f | %12.0f %7.0f\n", d, c.p, c.causal, tf,
-                   flops / tf / 1e9, tb, 2.5 * flops / tb / 1e9, flops / mf / 1e9, 2.5 * flops / mb / 1e9);
+            c.dropout = (AttentionDropout){.p = variant == 1 ? 0.1f : 0.0f, .seed = 1234, .offset = 0};
+            c.problem.causal = variant == 2;
+            double flops = 4.0 * batch * (double)seq * seq * heads * d * (c.problem.causal ? 0.5 : 1.0);
+            double f_ms[NUM_SETS], b_ms[NUM_SETS];
+            for (int k = NUM_SETS - 1; k >= 0; k--) {  // the default set last, as before
+                attention_set_kernels(SETS[k]);
+                f_ms[k] = median_ms(fwd, &c), b_ms[k] = median_ms(bwd, &c);
+            }
+            printf("%4d %8.1f %7d | %11.3f %10.0f | %12.3f %9.0f | %12.0f %7.0f | %12.0f %7.0f\n", d, c.dropout.p,
+                   c.problem.causal, f_ms[0], flops / f_ms[0] / 1e9, b_ms[0], 2.5 * flops / b_ms[0] / 1e9,
+                   flops / f_ms[1] / 1e9, 2.5 * flops / b_ms[1] / 1e9, flops / f_ms[2] / 1e9,
+                   2.5 * flops / b_ms[2] / 1e9);
         }
-        dev_free(c.qkv), dev_free(c.dctx), dev_free(c.ctx), dev_free(c.dqkv), dev_free(c.lse), dev_free(c.scratch);
+        dev_free(c.qkv), dev_free(c.dctx), dev_free(c.ctx), dev_free(c.dqkv), dev_free(c.lse), dev_free(c.workspace);
     }
     return 0;
 }

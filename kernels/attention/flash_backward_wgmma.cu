@@ -1,5 +1,5 @@
 // Flash attention backward on Hopper's warpgroup MMA (wgmma), head dim 128: the same
-// algorithm as the mma.sync backward in flash_attention.cu (FlashAttention-2's), with the five
+// algorithm as the mma.sync backward in flash_mma.cu (FlashAttention-2's), with the five
 // matrix products done by wgmmas reading their operands from 128-byte-swizzled shared memory
 // (wgmma.cuh) instead of by warps loading fragments into registers.
 //
@@ -17,6 +17,7 @@
 // finished with.
 #include "common/gpu/cuda_check.h"
 #include "kernels/attention/flash_common.cuh"
+#include "kernels/attention/flash_kernels.cuh"
 #include "kernels/attention/hopper_pipeline.cuh"
 #include "kernels/attention/wgmma.cuh"
 #include "kernels/device_utils.cuh"
@@ -46,11 +47,14 @@ constexpr int DQ_PANEL = BW_BLOCK_M * 128;  // 64 rows x 32 floats
 constexpr int DQ_BYTES = 4 * DQ_PANEL;
 constexpr size_t SMEM_BYTES = 2 * KV_BYTES + 4 * QO_BYTES + 2 * PS_BYTES + DQ_BYTES + 1024;  // + alignment room
 
+#if WGMMA_AVAILABLE  // only the kernel's body uses it, and that exists where wgmma does
 // Byte offset of dQ's (row, col) in the staged tile. A warp's 8-byte stores of one step (8 rows
 // x 4 column pairs) land in 16-byte chunks that the swizzle spreads over all 32 banks.
-__device__ __forceinline__ uint32_t dq_stage_offset(int row, int col) {
+// (maybe_unused: the stub compiled for other GPUs than sm_90a does not use it.)
+[[maybe_unused]] __device__ __forceinline__ uint32_t dq_stage_offset(int row, int col) {
     return (uint32_t)((col / 32) * DQ_PANEL) + swizzled_offset(row, (col % 32) / 4) + 4 * (col % 4);
 }
+#endif
 
 template <typename T>
 __global__ void __launch_bounds__(BW_THREADS, 1)
@@ -290,6 +294,8 @@ __global__ void __launch_bounds__(BW_THREADS, 1)
 }
 
 }  // namespace
+
+size_t flash_backward_wgmma_smem_bytes(void) { return SMEM_BYTES; }
 
 template <typename T>
 void flash_backward_wgmma_d128(const BwdArgs &a) {

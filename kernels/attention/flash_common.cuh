@@ -1,6 +1,6 @@
-// What the flash-attention kernels share (flash_attention.cu's mma.sync kernels and
-// flash_forward_wgmma.cu's Hopper forward): where a head's q, k, v live, the dropout mask
-// drawn in registers, and the online-softmax step over one tile of scores.
+// What the flash-attention kernels share (flash_mma.cu's mma.sync kernels and the Hopper
+// ones, flash_forward_wgmma.cu, flash_backward_wgmma.cu): where a head's q, k, v live, the
+// dropout mask drawn in registers, and the online-softmax step over one tile of scores.
 #ifndef KERNELS_ATTENTION_FLASH_COMMON_CUH
 #define KERNELS_ATTENTION_FLASH_COMMON_CUH
 
@@ -213,43 +213,5 @@ __device__ __forceinline__ void write_dk_dv_rows(T *dqkv, const QkvView &view, c
         }
     }
 }
-
-// What every attention launch shares: the shape, the token strides of qkv and of ctx / dctx
-// (batch * qkv_row and batch * ctx_row between tokens, see flash_attention.h), the causal
-// mask and dropout (probability, the seed's round keys, the step's offset, which heads).
-struct AttentionProblem {
-    int seq, batch, heads;
-    int64_t qkv_row, ctx_row;
-    float p_drop;
-    int causal;
-    PhiloxKeys keys;  // the dropout seed's round keys (philox_keys)
-    uint64_t offset;
-    HeadRange drop;
-};
-
-// A forward launch: q, k, v read from qkv, ctx written, lse [batch, heads, seq] saved.
-struct FwdArgs : AttentionProblem {
-    const void *qkv;
-    void *ctx;
-    float *lse;
-};
-
-// Hopper's forward kernel (flash_forward_wgmma.cu), for T = __half or __nv_bfloat16, D = 64 or 128.
-template <typename T, int D>
-void flash_forward_wgmma(const FwdArgs &a);
-
-// A backward launch: q, k, v from qkv and dO from dctx as in the forward, lse from the
-// forward, dsum = rowsum(dO * O) per query, dq_accum the (zeroed) float accumulator of dQ;
-// writes dK and dV into dqkv (its dQ part is left to the caller).
-struct BwdArgs : AttentionProblem {
-    const void *qkv, *dctx;
-    const float *lse, *dsum;
-    float *dq_accum;
-    void *dqkv;
-};
-
-// Hopper's backward kernel (flash_backward_wgmma.cu), for head dim 128.
-template <typename T>
-void flash_backward_wgmma_d128(const BwdArgs &a);
 
 #endif  // KERNELS_ATTENTION_FLASH_COMMON_CUH

@@ -1,9 +1,10 @@
 // Flash attention forward on Hopper: warpgroup MMA (wgmma), TMA copies and warp
-// specialisation. flash_attention.h says what it computes; wgmma.cuh explains the tensor-core
+// specialisation. attention.h says what it computes; wgmma.cuh explains the tensor-core
 // instructions and the swizzled shared-memory layout, hopper_pipeline.cuh the copies and
-// barriers.
+// barriers. Also here: the probe that tells the dispatch (attention.cu) whether the code
+// running on the GPU holds these kernels' bodies at all.
 //
-// Why a second forward kernel: the mma.sync one (flash_attention.cu) tops out near 275
+// Why a second forward kernel: the mma.sync one (flash_mma.cu) tops out near 275
 // TFLOP/s on an H100 (d 128), because every warp must first copy each K and V fragment from
 // shared memory into its own registers (ldmatrix) for the tensor cores to use it. A wgmma
 // reads its B operand (and here also Q) from shared memory itself, for four warps at once,
@@ -21,7 +22,9 @@
 // to issue their products ("ping-pong"), so that one's softmax runs while the other's
 // products keep the tensor cores busy.
 #include "common/gpu/cuda_check.h"
+#include "common/gpu/gpu.h"
 #include "kernels/attention/flash_common.cuh"
+#include "kernels/attention/flash_kernels.cuh"
 #include "kernels/attention/hopper_pipeline.cuh"
 #include "kernels/attention/wgmma.cuh"
 #include "kernels/device_utils.cuh"
@@ -228,13 +231,45 @@ __global__ void __launch_bounds__(WG_THREADS, 1)
 #endif
 }
 
+// Whether this image holds the kernels above: the same test as theirs (WGMMA_AVAILABLE), in
+// the same translation unit, so compiled for the same targets and loaded from the same
+// image as they are. A build without sm_90a code runs on a Hopper GPU through the PTX of an
+// older target, JIT-compiled, in which the kernels above are traps.
+__device__ int wgmma_image_flag;
+__global__ void wgmma_image_probe_kernel() { wgmma_image_flag = WGMMA_AVAILABLE; }
+
+// Q, two K and two V stages (the swizzled 16-bit tiles of tile_bytes), and room to align
+// them to 1024 bytes.
+constexpr size_t forward_smem_bytes(int head_dim) {
+    return (size_t)WG_BLOCK_M * head_dim * 2 + 4 * (size_t)WG_BLOCK_N * head_dim * 2 + 1024;
+}
+
 }  // namespace
+
+int flash_wgmma_image_loaded(void) {
+    static int loaded = -1;
+    if (loaded < 0) {
+        wgmma_image_probe_kernel<<<1, 1>>>();
+        const cudaError_t err = cudaGetLastError();
+        if (err == cudaErrorNoKernelImageForDevice) {
+            const int cc = gpu_compute_capability();
+            fail_user("this build holds no code that this GPU (compute capability %d.%d) can run: build for it "
+                      "(--define=CUDA_ARCHS=...)",
+                      cc / 10, cc % 10);
+        }
+        CUDA_CHECK(err);
+        CUDA_CHECK(cudaMemcpyFromSymbol(&loaded, wgmma_image_flag, sizeof loaded));
+    }
+    return loaded;
+}
+
+size_t flash_forward_wgmma_smem_bytes(int head_dim) { return forward_smem_bytes(head_dim); }
 
 template <typename T, int D>
 void flash_forward_wgmma(const FwdArgs &a) {
     static_assert(WG_BLOCK_M == WG_BLOCK_N, "the tensor map's box serves Q and K/V tiles alike");
-    // Q, two K and two V stages, and room to align them to 1024 bytes.
-    const size_t smem = (size_t)tile_bytes<D>(WG_BLOCK_M) + 4 * (size_t)tile_bytes<D>(WG_BLOCK_N) + 1024;
+    static_assert(forward_smem_bytes(D) == (size_t)5 * tile_bytes<D>(WG_BLOCK_N) + 1024, "the kernel's carve-up");
+    constexpr size_t smem = forward_smem_bytes(D);
     static bool configured = false;
     if (!configured) {
         CUDA_CHECK(cudaFuncSetAttribute(flash_forward_wgmma_kernel<T, D>,

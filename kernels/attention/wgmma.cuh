@@ -24,8 +24,9 @@
 #include <stdint.h>
 
 // wgmma exists only in code compiled for sm_90a. For other targets (a build with
-// CUDA_ARCHS=89, say) the wgmma kernels compile to a trap: they are never launched there,
-// since flash_attention.cu checks the GPU's compute capability first.
+// CUDA_ARCHS=89, say, or the PTX of an older target JIT-compiled on a Hopper GPU) the wgmma
+// kernels compile to a trap: they are never launched there, since attention.cu asks a probe
+// compiled the same way (flash_wgmma_image_loaded) before it chooses them.
 #if !defined(__CUDA_ARCH__) || defined(__CUDA_ARCH_FEAT_SM90_ALL)
 #define WGMMA_AVAILABLE 1
 #else

@@ -1,5 +1,6 @@
 #include <float.h>
 
+#include "common/gpu/gpu_phase.h"
 #include "kernels/device_utils.cuh"
 #include "kernels/fp8/fp8_cast.h"
 #include "kernels/fp8_device.cuh"
@@ -10,8 +11,10 @@ __global__ void encode_kernel(const float *x, uint8_t *out, int64_t n, Fp8Format
 }
 
 extern "C" void fp8_encode_device(const float *x, uint8_t *out, int64_t n, Fp8Format format) {
+    gpu_phase(CAT_FP8_CAST);
     encode_kernel<<<ceil_div(n, 256), 256>>>(x, out, n, format);
     CHECK_LAUNCH();
+    gpu_phase_end();
 }
 
 // The cast + transpose, transposing in registers.
@@ -134,8 +137,10 @@ __global__ void __launch_bounds__(256) transpose_bytes_kernel(const uint8_t *x, 
 extern "C" void fp8_transpose(const uint8_t *x, uint8_t *out_t, int64_t rows, int64_t cols) {
     check_cast_shape("fp8_transpose", rows, cols);
     dim3 grid(ceil_div(cols, CT_COLS), ceil_div(rows, CT_ROWS));
+    gpu_phase(CAT_FP8_CAST);
     transpose_bytes_kernel<<<grid, 256>>>(x, out_t, rows, cols);
     CHECK_LAUNCH();
+    gpu_phase_end();
 }
 
 // dbias[c] = the sum of the tiles' partial rows (one thread per column: coalesced reads).
@@ -153,20 +158,24 @@ extern "C" void fp8_cast_transpose(const void *x, uint8_t *out, uint8_t *out_t, 
                                    const float *scale, float *amax, Fp8Format format, DType dtype) {
     check_cast_shape("fp8_cast_transpose", rows, cols);
     dim3 grid(ceil_div(cols, CT_COLS), ceil_div(rows, CT_ROWS));
+    gpu_phase(CAT_FP8_CAST);
     DISPATCH_DTYPE(dtype, T,
                    cast_transpose_kernel<T, false><<<grid, 256>>>((const T *)x, out, out_t, rows, cols, scale, amax,
                                                                   format, NULL));
     CHECK_LAUNCH();
+    gpu_phase_end();
 }
 
 extern "C" void fp8_gelu_cast_transpose(const void *x, uint8_t *out, uint8_t *out_t, int64_t rows, int64_t cols,
                                         const float *scale, float *amax, Fp8Format format, DType dtype) {
     check_cast_shape("fp8_gelu_cast_transpose", rows, cols);
     dim3 grid(ceil_div(cols, CT_COLS), ceil_div(rows, CT_ROWS));
+    gpu_phase(CAT_FP8_CAST);
     DISPATCH_DTYPE(dtype, T,
                    (cast_transpose_kernel<T, false, true><<<grid, 256>>>((const T *)x, out, out_t, rows, cols, scale,
                                                                          amax, format, NULL)));
     CHECK_LAUNCH();
+    gpu_phase_end();
 }
 
 extern "C" void fp8_dgelu_cast_transpose_dbias(const void *dy, const void *pre, uint8_t *out, uint8_t *out_t,
@@ -175,6 +184,7 @@ extern "C" void fp8_dgelu_cast_transpose_dbias(const void *dy, const void *pre, 
     check_cast_shape("fp8_dgelu_cast_transpose_dbias", rows, cols);
     const int tiles = (int)ceil_div(rows, CT_ROWS);
     dim3 grid(ceil_div(cols, CT_COLS), tiles);
+    gpu_phase(CAT_FP8_CAST);
     DISPATCH_DTYPE(dtype, T, {
         cast_transpose_kernel<T, true, false, true><<<grid, 256>>>((const T *)dy, out, out_t, rows, cols, scale,
                                                                    amax, format, workspace, (const T *)pre);
@@ -182,6 +192,7 @@ extern "C" void fp8_dgelu_cast_transpose_dbias(const void *dy, const void *pre, 
         sum_partial_rows_kernel<T><<<ceil_div(cols, 256), 256>>>(workspace, tiles, cols, (T *)dbias);
     });
     CHECK_LAUNCH();
+    gpu_phase_end();
 }
 
 extern "C" size_t fp8_cast_transpose_dbias_workspace_bytes(int64_t rows, int64_t cols) {
@@ -194,6 +205,7 @@ extern "C" void fp8_cast_transpose_dbias(const void *x, uint8_t *out, uint8_t *o
     check_cast_shape("fp8_cast_transpose_dbias", rows, cols);
     const int tiles = (int)ceil_div(rows, CT_ROWS);
     dim3 grid(ceil_div(cols, CT_COLS), tiles);
+    gpu_phase(CAT_FP8_CAST);
     DISPATCH_DTYPE(dtype, T, {
         cast_transpose_kernel<T, true><<<grid, 256>>>((const T *)x, out, out_t, rows, cols, scale, amax, format,
                                                       workspace);
@@ -201,6 +213,7 @@ extern "C" void fp8_cast_transpose_dbias(const void *x, uint8_t *out, uint8_t *o
         sum_partial_rows_kernel<T><<<ceil_div(cols, 256), 256>>>(workspace, tiles, cols, (T *)dbias);
     });
     CHECK_LAUNCH();
+    gpu_phase_end();
 }
 
 __global__ void update_scale_kernel(float *meta, int len, float fp8_max, int margin, int most_recent) {
@@ -220,6 +233,8 @@ __global__ void update_scale_kernel(float *meta, int len, float fp8_max, int mar
 }
 
 extern "C" void fp8_update_scale_device(float *meta, int history_len, float fp8_max, int margin, int most_recent) {
+    gpu_phase(CAT_FP8_CAST);
     update_scale_kernel<<<1, 1>>>(meta, history_len, fp8_max, margin, most_recent);
     CHECK_LAUNCH();
+    gpu_phase_end();
 }

@@ -1,4 +1,5 @@
 #include "common/core/philox.h"
+#include "common/gpu/gpu_phase.h"
 #include "kernels/device_utils.cuh"
 #include "kernels/fused/elementwise.h"
 
@@ -18,7 +19,7 @@ __device__ __forceinline__ void dropout_keep16(const PhiloxKeys &keys, uint64_t 
 
 template <typename T>
 __global__ void bias_dropout_add_kernel(const T *x, const T *bias, const T *residual, T *out, int64_t n, int cols,
-                                        float p, PhiloxKeys keys, uint64_t offset) {
+                                        float p, PhiloxKeys keys, uint64_t offset, uint64_t first) {
     const float scale = dropout_keep_scale(p);
     const uint32_t threshold = dropout_threshold(p);
     const int64_t stride = (int64_t)gridDim.x * blockDim.x * PER_THREAD;
@@ -35,7 +36,7 @@ __global__ void bias_dropout_add_kernel(const T *x, const T *bias, const T *resi
             if (bias) bv[hf] = *reinterpret_cast<const Pack8<T> *>(bias + (hf ? col1 : col0));
         }
         bool keep[PER_THREAD];
-        if (p > 0.0f) dropout_keep16(keys, offset, i, threshold, keep);
+        if (p > 0.0f) dropout_keep16(keys, offset, (int64_t)first + i, threshold, keep);
 #pragma unroll
         for (int hf = 0; hf < 2; hf++) {
             if (hf >= halves) break;
@@ -53,7 +54,7 @@ __global__ void bias_dropout_add_kernel(const T *x, const T *bias, const T *resi
 
 template <typename T>
 __global__ void add_dropout_backward_kernel(const T *a, const T *b, T *grad_sum, T *grad_z, int64_t n, float p,
-                                            PhiloxKeys keys, uint64_t offset) {
+                                            PhiloxKeys keys, uint64_t offset, uint64_t first) {
     const float scale = dropout_keep_scale(p);
     const uint32_t threshold = dropout_threshold(p);
     const int64_t stride = (int64_t)gridDim.x * blockDim.x * PER_THREAD;
@@ -67,7 +68,7 @@ __global__ void add_dropout_backward_kernel(const T *a, const T *b, T *grad_sum,
             if (b) bv[hf] = *reinterpret_cast<const Pack8<T> *>(b + i + 8 * hf);
         }
         bool keep[PER_THREAD];
-        if (p > 0.0f) dropout_keep16(keys, offset, i, threshold, keep);
+        if (p > 0.0f) dropout_keep16(keys, offset, (int64_t)first + i, threshold, keep);
 #pragma unroll
         for (int hf = 0; hf < 2; hf++) {
             if (hf >= halves) break;
@@ -110,32 +111,58 @@ static void require_multiple_of_8(int64_t n, const char *what) {
     if (n % 8) DIE("%s: %lld elements is not a multiple of 8", what, (long long)n);
 }
 
-extern "C" void bias_dropout_add_forward(const void *x, const void *bias, const void *residual,
-                                         void *out, int64_t rows, int cols, float p, uint64_t seed,
-                                         uint64_t offset, DType dtype) {
+// A slice must start on a Philox group: then each thread still draws exactly one group.
+static void require_group_start(uint64_t first, const char *what) {
+    if (first % PER_THREAD) DIE("%s: first element %llu is not a multiple of %d", what, (unsigned long long)first, PER_THREAD);
+}
+
+extern "C" void bias_dropout_add_forward_at(const void *x, const void *bias, const void *residual, void *out,
+                                            int64_t rows, int cols, float p, uint64_t seed, uint64_t offset,
+                                            uint64_t first_index, DType dtype) {
     int64_t n = rows * cols;
     require_multiple_of_8(cols, "bias_dropout_add_forward");
+    require_group_start(first_index, "bias_dropout_add_forward_at");
+    gpu_phase(CAT_ELEMENTWISE);
     DISPATCH_DTYPE(dtype, T,
                    bias_dropout_add_kernel<T><<<grid_for(n, PER_THREAD), 256>>>(
                        (const T *)x, (const T *)bias, (const T *)residual, (T *)out, n, cols, p,
-                       philox_keys(seed), offset));
+                       philox_keys(seed), offset, first_index));
     CHECK_LAUNCH();
+    gpu_phase_end();
+}
+
+extern "C" void bias_dropout_add_forward(const void *x, const void *bias, const void *residual,
+                                         void *out, int64_t rows, int cols, float p, uint64_t seed,
+                                         uint64_t offset, DType dtype) {
+    bias_dropout_add_forward_at(x, bias, residual, out, rows, cols, p, seed, offset, 0, dtype);
+}
+
+extern "C" void add_dropout_backward_at(const void *a, const void *b, void *grad_sum, void *grad_z, int64_t n,
+                                        float p, uint64_t seed, uint64_t offset, uint64_t first_index,
+                                        DType dtype) {
+    require_multiple_of_8(n, "add_dropout_backward");
+    require_group_start(first_index, "add_dropout_backward_at");
+    gpu_phase(CAT_ELEMENTWISE);
+    DISPATCH_DTYPE(dtype, T,
+                   add_dropout_backward_kernel<T><<<grid_for(n, PER_THREAD), 256>>>(
+                       (const T *)a, (const T *)b, (T *)grad_sum, (T *)grad_z, n, p, philox_keys(seed), offset,
+                       first_index));
+    CHECK_LAUNCH();
+    gpu_phase_end();
 }
 
 extern "C" void add_dropout_backward(const void *a, const void *b, void *grad_sum, void *grad_z,
                                      int64_t n, float p, uint64_t seed, uint64_t offset,
                                      DType dtype) {
-    require_multiple_of_8(n, "add_dropout_backward");
-    DISPATCH_DTYPE(dtype, T,
-                   add_dropout_backward_kernel<T><<<grid_for(n, PER_THREAD), 256>>>(
-                       (const T *)a, (const T *)b, (T *)grad_sum, (T *)grad_z, n, p, philox_keys(seed), offset));
-    CHECK_LAUNCH();
+    add_dropout_backward_at(a, b, grad_sum, grad_z, n, p, seed, offset, 0, dtype);
 }
 
 extern "C" void add_inplace(void *a, const void *b, int64_t n, DType dtype) {
     require_multiple_of_8(n, "add_inplace");
+    gpu_phase(CAT_ELEMENTWISE);
     DISPATCH_DTYPE(dtype, T, add_inplace_kernel<T><<<grid_for(n, 8), 256>>>((T *)a, (const T *)b, n));
     CHECK_LAUNCH();
+    gpu_phase_end();
 }
 
 // ---- GELU on strided views ---------------------------------------------------------------
@@ -164,17 +191,21 @@ __global__ void gelu_strided_kernel(const T *dy, int64_t dy_row, const T *x, int
 extern "C" void gelu_forward_strided(const void *x, int64_t x_row, void *y, int64_t y_row, int64_t rows, int cols,
                                      DType dtype) {
     require_multiple_of_8(cols, "gelu_forward_strided");
+    gpu_phase(CAT_ELEMENTWISE);
     DISPATCH_DTYPE(dtype, T,
                    gelu_strided_kernel<T><<<grid_for(rows * cols, 8), 256>>>(NULL, 0, (const T *)x, x_row, (T *)y,
                                                                           y_row, rows, cols));
     CHECK_LAUNCH();
+    gpu_phase_end();
 }
 
 extern "C" void gelu_backward_strided(const void *dy, int64_t dy_row, const void *x, int64_t x_row, void *dx,
                                       int64_t dx_row, int64_t rows, int cols, DType dtype) {
     require_multiple_of_8(cols, "gelu_backward_strided");
+    gpu_phase(CAT_ELEMENTWISE);
     DISPATCH_DTYPE(dtype, T,
                    gelu_strided_kernel<T><<<grid_for(rows * cols, 8), 256>>>((const T *)dy, dy_row, (const T *)x,
                                                                           x_row, (T *)dx, dx_row, rows, cols));
     CHECK_LAUNCH();
+    gpu_phase_end();
 }

@@ -30,6 +30,16 @@ void bias_dropout_add_forward(const void *x, const void *bias, const void *resid
 void add_dropout_backward(const void *a, const void *b, void *grad_sum, void *grad_z, int64_t n,
                           float p, uint64_t seed, uint64_t offset, DType dtype);
 
+// The same two on a slice of a bigger tensor (sequence parallelism: a rank's tokens of the
+// [T, hidden] activation): element i of this call draws the mask of element first_index + i
+// of the whole, so the slices together draw the unsharded tensor's mask. first_index must be
+// a multiple of 16 (each thread draws one whole Philox group of 16 elements).
+void bias_dropout_add_forward_at(const void *x, const void *bias, const void *residual, void *out,
+                                 int64_t rows, int cols, float p, uint64_t seed, uint64_t offset,
+                                 uint64_t first_index, DType dtype);
+void add_dropout_backward_at(const void *a, const void *b, void *grad_sum, void *grad_z, int64_t n,
+                             float p, uint64_t seed, uint64_t offset, uint64_t first_index, DType dtype);
+
 // a += b.
 void add_inplace(void *a, const void *b, int64_t n, DType dtype);
 

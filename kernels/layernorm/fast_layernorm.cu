@@ -1,6 +1,7 @@
 #include <stdio.h>
 
 #include "common/gpu/gpu.h"
+#include "common/gpu/gpu_phase.h"
 #include "kernels/device_utils.cuh"
 #include "kernels/fp8_device.cuh"
 #include "kernels/layernorm/fast_layernorm.h"
@@ -289,10 +290,12 @@ extern "C" void layernorm_fast_forward(const void *x, const void *gamma, const v
                                        float *mean, float *rstd, int64_t rows, int cols, float eps,
                                        DType dtype) {
     int vpt = packs_per_thread(cols, THREADS);
+    gpu_phase(CAT_LAYERNORM);
     DISPATCH_DTYPE(dtype, T, DISPATCH_VPT(vpt, V,
         layernorm_forward_kernel<T, V><<<(unsigned)rows, THREADS>>>(
             (const T *)x, (const T *)gamma, (const T *)beta, (T *)y, mean, rstd, cols, eps)));
     CHECK_LAUNCH();
+    gpu_phase_end();
 }
 
 extern "C" void layernorm_fast_forward_fp8(const void *x, const void *gamma, const void *beta, uint8_t *y8,
@@ -300,10 +303,12 @@ extern "C" void layernorm_fast_forward_fp8(const void *x, const void *gamma, con
                                            float *rstd, int64_t rows, int cols, float eps, DType dtype) {
     int vpt = packs_per_thread(cols, THREADS);
     const Fp8Out out = {y8, scale, amax, format};
+    gpu_phase(CAT_LAYERNORM);
     DISPATCH_DTYPE(dtype, T, DISPATCH_VPT(vpt, V,
         (layernorm_forward_kernel<T, V, true><<<(unsigned)rows, THREADS>>>(
             (const T *)x, (const T *)gamma, (const T *)beta, NULL, mean, rstd, cols, eps, out))));
     CHECK_LAUNCH();
+    gpu_phase_end();
 }
 
 // Blocks of the backward: enough to keep every multiprocessor busy with a few each.
@@ -321,6 +326,33 @@ extern "C" size_t layernorm_fast_backward_workspace_bytes(int cols) {
     return (size_t)backward_blocks() * cols * 2 * sizeof(float);
 }
 
+// The backward's dynamic shared memory: two buffers (cp.async double buffering) of a row of
+// x, dy and dresidual, 2 bytes a value.
+static size_t backward_smem_bytes(int cols) { return (size_t)2 * 3 * cols * 2; }
+
+// NULL if backward_smem_bytes(cols) plus the kernel's own __shared__ arrays fit a block here.
+template <typename T, int V>
+static const char *backward_smem_problem(int cols) {
+    static char why[400];
+    cudaFuncAttributes attr;
+    CUDA_CHECK(cudaFuncGetAttributes(&attr, layernorm_backward_kernel<T, V>));
+    const size_t need = attr.sharedSizeBytes + backward_smem_bytes(cols), have = gpu_max_smem_per_block();
+    if (need <= have) return NULL;
+    const long most = (long)(have - attr.sharedSizeBytes) / 12 / 8 * 8;
+    snprintf(why, sizeof why,
+             "LayerNorm backward: rows of %d values need %zu bytes of shared memory per block (two rows each "
+             "of x, dy and dresidual), and a block may use %zu on this GPU (%s): at most %ld values per row here",
+             cols, need, have, gpu_description(), most);
+    return why;
+}
+
+extern "C" const char *layernorm_fast_backward_unsupported(int cols, DType dtype) {
+    const char *why = NULL;
+    int vpt = packs_per_thread(cols, BWD_THREADS);
+    DISPATCH_DTYPE(dtype, T, DISPATCH_VPT(vpt, V, why = backward_smem_problem<T, V>(cols)));
+    return why;
+}
+
 extern "C" void layernorm_fast_backward(const void *dy, const void *x, const void *gamma,
                                         const float *mean, const float *rstd, const void *dresidual,
                                         void *dx, void *dgamma, void *dbeta, void *workspace,
@@ -329,8 +361,11 @@ extern "C" void layernorm_fast_backward(const void *dy, const void *x, const voi
     int blocks = backward_blocks();
     if (rows < blocks) blocks = (int)rows;
     float *partial_dgamma = (float *)workspace, *partial_dbeta = partial_dgamma + (size_t)blocks * cols;
-    const size_t smem = (size_t)6 * cols * 2;  // two buffers of x, dy and dresidual rows
+    const size_t smem = backward_smem_bytes(cols);
+    const char *why = layernorm_fast_backward_unsupported(cols, dtype);  // modules check it at init
+    if (why) fail_user("%s", why);
     // Dynamic shared memory past 48 KB must be allowed explicitly (a cheap host call).
+    gpu_phase(CAT_LAYERNORM);
     DISPATCH_DTYPE(dtype, T, DISPATCH_VPT(vpt, V,
         CUDA_CHECK(cudaFuncSetAttribute(layernorm_backward_kernel<T, V>,
                                         cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem))));
@@ -344,4 +379,5 @@ extern "C" void layernorm_fast_backward(const void *dy, const void *x, const voi
                                                              (T *)dgamma, (T *)dbeta);
     });
     CHECK_LAUNCH();
+    gpu_phase_end();
 }

@@ -43,8 +43,16 @@ void layernorm_fast_forward_fp8(const void *x, const void *gamma, const void *be
 // Scratch the backward needs for its partial sums (float32).
 size_t layernorm_fast_backward_workspace_bytes(int cols);
 
+// NULL if layernorm_fast_backward can run rows of `cols` on this GPU, else a sentence saying
+// why not. It keeps two rows each of x, dy and dresidual in shared memory (12 bytes a column),
+// which must fit one block (gpu_max_smem_per_block()): up to cols of about 13,900 on an A100
+// (163 KiB), 8,400 on RTX 30xx / 40xx, L4 and L40S (99 KiB), all 16384 on Hopper (227 KiB).
+// The returned sentence is a static buffer, overwritten by the next call.
+const char *layernorm_fast_backward_unsupported(int cols, DType dtype);
+
 // dx = LayerNorm'(dy) (+ dresidual if not NULL: the gradient arriving through a residual
-// connection, added in the same pass); dgamma, dbeta [cols] overwritten.
+// connection, added in the same pass); dgamma, dbeta [cols] overwritten. Exits with
+// layernorm_fast_backward_unsupported's sentence where the row does not fit.
 void layernorm_fast_backward(const void *dy, const void *x, const void *gamma, const float *mean,
                              const float *rstd, const void *dresidual, void *dx, void *dgamma,
                              void *dbeta, void *workspace, int64_t rows, int cols, DType dtype);

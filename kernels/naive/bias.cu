@@ -1,5 +1,6 @@
 #include "kernels/naive/bias.h"
 
+#include "common/gpu/gpu_phase.h"
 #include "kernels/device_utils.cuh"
 
 // A 2D grid: x over columns, y over rows, so no thread divides by cols to find its column.
@@ -33,12 +34,16 @@ __global__ void bias_grad_kernel(const T *dy, int64_t rows, int cols, T *dbias) 
 extern "C" void bias_add(void *y, const void *bias, int64_t rows, int cols, DType dtype) {
     if (rows <= 0) return;
     dim3 grid(ceil_div(cols, 256), (unsigned)(rows < 65535 ? rows : 65535));
+    gpu_phase(CAT_ELEMENTWISE);
     DISPATCH_DTYPE(dtype, T, bias_add_kernel<T><<<grid, 256>>>((T *)y, (const T *)bias, rows, cols));
     CHECK_LAUNCH();
+    gpu_phase_end();
 }
 
 extern "C" void bias_grad(const void *dy, int64_t rows, int cols, void *dbias, DType dtype) {
+    gpu_phase(CAT_ELEMENTWISE);
     DISPATCH_DTYPE(dtype, T,
                    bias_grad_kernel<T><<<ceil_div(cols, 32), dim3(32, 32)>>>((const T *)dy, rows, cols, (T *)dbias));
     CHECK_LAUNCH();
+    gpu_phase_end();
 }

@@ -1,6 +1,7 @@
 #include "kernels/naive/dropout.h"
 
 #include "common/core/philox.h"
+#include "common/gpu/gpu_phase.h"
 #include "kernels/device_utils.cuh"
 
 // One thread per group of 16 consecutive elements: a single Philox call gives the 16 random
@@ -36,15 +37,17 @@ extern "C" void dropout_forward(const void *x, int64_t n, float p, uint64_t seed
                                 void *y, DType dtype) {
     if (n <= 0) return;
     if (p == 0.0f) {  // nothing dropped, nothing scaled: skip the random numbers
-        if (x != y) CUDA_CHECK(cudaMemcpy(y, x, (size_t)n * 2, cudaMemcpyDeviceToDevice));
+        if (x != y) GPU_PHASE(CAT_ELEMENTWISE, CUDA_CHECK(cudaMemcpy(y, x, (size_t)n * 2, cudaMemcpyDeviceToDevice)));
         return;
     }
     const bool aligned = ((uintptr_t)x | (uintptr_t)y) % 16 == 0;
     int64_t blocks = ((n + 15) / 16 + 255) / 256;
     if (blocks > 65536) blocks = 65536;
+    gpu_phase(CAT_ELEMENTWISE);
     DISPATCH_DTYPE(dtype, T,
                    dropout_kernel<T><<<(unsigned)blocks, 256>>>((const T *)x, n, p, seed, offset, (T *)y, aligned));
     CHECK_LAUNCH();
+    gpu_phase_end();
 }
 
 // Attention's probabilities, [rows = batch * heads * seq, seq]: row r = bh * seq + i. They are
@@ -89,15 +92,17 @@ extern "C" void attention_dropout_forward(const void *probs, int64_t rows, int s
                                           uint64_t offset, void *y, DType dtype) {
     if (rows <= 0 || seq <= 0) return;
     if (p == 0.0f) {
-        if (probs != y) CUDA_CHECK(cudaMemcpy(y, probs, (size_t)rows * seq * 2, cudaMemcpyDeviceToDevice));
+        if (probs != y) GPU_PHASE(CAT_ELEMENTWISE, CUDA_CHECK(cudaMemcpy(y, probs, (size_t)rows * seq * 2, cudaMemcpyDeviceToDevice)));
         return;
     }
     int64_t blocks = (rows * (int64_t)attention_key_blocks(seq) * 4 + 255) / 256;
     if (blocks > 65536) blocks = 65536;
+    gpu_phase(CAT_ELEMENTWISE);
     DISPATCH_DTYPE(dtype, T,
                    attention_dropout_kernel<T><<<(unsigned)blocks, 256>>>((const T *)probs, rows, seq, p, seed, offset,
                                                                           (T *)y));
     CHECK_LAUNCH();
+    gpu_phase_end();
 }
 
 extern "C" void attention_dropout_backward(const void *dy, int64_t rows, int seq, float p, uint64_t seed,

@@ -1,5 +1,6 @@
 #include "kernels/naive/gelu.h"
 
+#include "common/gpu/gpu_phase.h"
 #include "kernels/device_utils.cuh"
 
 template <typename T>
@@ -27,13 +28,17 @@ static unsigned elementwise_blocks(int64_t n) {
 
 extern "C" void gelu_forward(const void *x, int64_t n, void *y, DType dtype) {
     if (n <= 0) return;
+    gpu_phase(CAT_ELEMENTWISE);
     DISPATCH_DTYPE(dtype, T, gelu_forward_kernel<T><<<elementwise_blocks(n), 256>>>((const T *)x, n, (T *)y));
     CHECK_LAUNCH();
+    gpu_phase_end();
 }
 
 extern "C" void gelu_backward(const void *dy, const void *x, int64_t n, void *dx, DType dtype) {
     if (n <= 0) return;
+    gpu_phase(CAT_ELEMENTWISE);
     DISPATCH_DTYPE(dtype, T,
                    gelu_backward_kernel<T><<<elementwise_blocks(n), 256>>>((const T *)dy, (const T *)x, n, (T *)dx));
     CHECK_LAUNCH();
+    gpu_phase_end();
 }

@@ -10,6 +10,7 @@
 
 #include "common/gpu/cuda_check.h"
 #include "common/gpu/gpu.h"
+#include "common/gpu/gpu_phase.h"
 #include "kernels/naive/dropout.h"
 #include "kernels/naive/softmax.h"
 
@@ -95,6 +96,7 @@ void naive_attention_forward(NaiveAttention *a, const void *qkv, void *ctx, uint
     const int64_t rows = (int64_t)l.n * s;
     Operand scores = {a->dscores, s, l.score_stride};  // the scratch holds S until softmax
     Operand dropped = {a->dropped, s, l.score_stride};
+    gpu_phase(CAT_ATTN_FWD);  // the whole of it: products, softmax and dropout
 
     // S = Q K^T * scale: [s, d] x [d, s] per entry. Folding the scale into the product keeps
     // the stored 16-bit scores small.
@@ -106,6 +108,7 @@ void naive_attention_forward(NaiveAttention *a, const void *qkv, void *ctx, uint
     // ctx = D V: [s, s] x [s, d], written straight into ctx's [s, b, heads, d] layout.
     batched_matmul(0, 0, s, d, s, 1.0f, dropped, qkv_part(qkv, 2, a, &l), ctx, l.ctx_ld,
                    l.ctx_stride, l.n, a->dtype);
+    gpu_phase_end();
 }
 
 // With D = dropout(P) and ctx = D V:
@@ -121,6 +124,7 @@ void naive_attention_backward(NaiveAttention *a, const void *qkv, const void *dc
     Operand dscores = {a->dscores, s, l.score_stride};
     Operand dropped = {a->dropped, s, l.score_stride};
     char *dq = dqkv, *dk = (char *)dqkv + (size_t)d * l.elem, *dv = (char *)dqkv + 2 * (size_t)d * l.elem;
+    gpu_phase(CAT_ATTN_BWD);
 
     // dD = dctx V^T: [s, d] x [d, s].
     batched_matmul(0, 1, s, s, d, 1.0f, dctx_op, qkv_part(qkv, 2, a, &l), a->dscores, s,
@@ -136,4 +140,5 @@ void naive_attention_backward(NaiveAttention *a, const void *qkv, const void *dc
     // dK = dS^T Q * scale: [s, s]^T x [s, d].
     batched_matmul(1, 0, s, d, s, scale, dscores, qkv_part(qkv, 0, a, &l), dk, l.qkv_ld,
                    l.qkv_stride, l.n, a->dtype);
+    gpu_phase_end();
 }

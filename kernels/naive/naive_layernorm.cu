@@ -1,5 +1,6 @@
 // LayerNorm: one thread block per row for the row statistics, and a column reduction for
 // the parameter gradients.
+#include "common/gpu/gpu_phase.h"
 #include "kernels/naive/block_reduce.cuh"
 #include "kernels/naive/naive_layernorm.h"
 
@@ -88,16 +89,19 @@ extern "C" void naive_layernorm_forward(const void *x, const void *gamma, const 
                                   int cols, float eps, void *y, float *mean, float *rstd,
                                   DType dtype) {
     if (rows <= 0) return;
+    gpu_phase(CAT_LAYERNORM);
     DISPATCH_DTYPE(dtype, T,
                    layernorm_forward_kernel<T><<<(unsigned)rows, ROW_THREADS>>>(
                        (const T *)x, (const T *)gamma, (const T *)beta, cols, eps, (T *)y, mean, rstd));
     CHECK_LAUNCH();
+    gpu_phase_end();
 }
 
 extern "C" void naive_layernorm_backward(const void *dy, const void *x, const void *gamma,
                                    const float *mean, const float *rstd, int64_t rows, int cols,
                                    void *dx, void *dgamma, void *dbeta, DType dtype) {
     if (rows <= 0) return;
+    gpu_phase(CAT_LAYERNORM);
     DISPATCH_DTYPE(dtype, T, {
         layernorm_backward_dx_kernel<T><<<(unsigned)rows, ROW_THREADS>>>(
             (const T *)dy, (const T *)x, (const T *)gamma, mean, rstd, cols, (T *)dx);
@@ -106,4 +110,5 @@ extern "C" void naive_layernorm_backward(const void *dy, const void *x, const vo
             (const T *)dy, (const T *)x, mean, rstd, rows, cols, (T *)dgamma, (T *)dbeta);
         CHECK_LAUNCH();
     });
+    gpu_phase_end();
 }

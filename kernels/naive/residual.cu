@@ -1,5 +1,6 @@
 #include "kernels/naive/residual.h"
 
+#include "common/gpu/gpu_phase.h"
 #include "kernels/device_utils.cuh"
 
 template <typename T>
@@ -12,7 +13,9 @@ extern "C" void residual_add(const void *a, const void *b, int64_t n, void *out,
     if (n <= 0) return;
     int64_t blocks = (n + 255) / 256;
     if (blocks > 65536) blocks = 65536;
+    gpu_phase(CAT_ELEMENTWISE);
     DISPATCH_DTYPE(dtype, T,
                    residual_add_kernel<T><<<(unsigned)blocks, 256>>>((const T *)a, (const T *)b, n, (T *)out));
     CHECK_LAUNCH();
+    gpu_phase_end();
 }

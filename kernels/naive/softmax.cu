@@ -1,6 +1,7 @@
 // Softmax: one thread block per row. Three passes over the row (it stays in L1/L2): the
 // maximum, the sum of exponentials, then the normalised values. Subtracting the maximum
 // keeps exp() from overflowing; it does not change the result.
+#include "common/gpu/gpu_phase.h"
 #include "kernels/naive/block_reduce.cuh"
 #include "kernels/naive/softmax.h"
 
@@ -37,18 +38,22 @@ extern "C" void softmax_forward(const void *scores, int64_t rows, int seq, float
                                 void *probs, DType dtype) {
     if (rows <= 0) return;
     if (rows > 0x7fffffff) DIE("softmax_forward: %lld rows is too many for a 1D grid", (long long)rows);
+    gpu_phase(CAT_ATTN_FWD);
     DISPATCH_DTYPE(dtype, T,
                    softmax_forward_kernel<T><<<(unsigned)rows, SOFTMAX_THREADS>>>(
                        (const T *)scores, seq, scale, causal, (T *)probs));
     CHECK_LAUNCH();
+    gpu_phase_end();
 }
 
 extern "C" void softmax_backward(const void *dprobs, const void *probs, int64_t rows, int seq,
                                  void *dscores, DType dtype) {
     if (rows <= 0) return;
     if (rows > 0x7fffffff) DIE("softmax_backward: %lld rows is too many for a 1D grid", (long long)rows);
+    gpu_phase(CAT_ATTN_BWD);
     DISPATCH_DTYPE(dtype, T,
                    softmax_backward_kernel<T><<<(unsigned)rows, SOFTMAX_THREADS>>>(
                        (const T *)dprobs, (const T *)probs, seq, (T *)dscores));
     CHECK_LAUNCH();
+    gpu_phase_end();
 }

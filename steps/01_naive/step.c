@@ -20,6 +20,7 @@
 #include "common/core/errors.h"
 #include "common/gpu/cuda_check.h"
 #include "common/gpu/gpu.h"
+#include "common/gpu/gpu_phase.h"
 #include "common/core/philox.h"
 #include "kernels/naive/bias.h"
 #include "kernels/naive/dropout.h"
@@ -65,15 +66,15 @@ static void gemm(cublasOperation_t op_a, cublasOperation_t op_b, int m, int n, i
 // y[M, N] = x[M, K] w[N, K]^T + b[N]   (PyTorch's Linear: weight [out, in])
 static void linear_forward(const void *x, const void *w, const void *b, int M, int K, int N,
                            void *y, DType dtype) {
-    gemm(CUBLAS_OP_T, CUBLAS_OP_N, N, M, K, w, K, x, K, y, N, dtype);
+    GPU_PHASE(CAT_GEMM_FPROP, gemm(CUBLAS_OP_T, CUBLAS_OP_N, N, M, K, w, K, x, K, y, N, dtype));
     bias_add(y, b, M, N, dtype);
 }
 
 // dx[M, K] = dy[M, N] w[N, K];  dw[N, K] = dy^T x;  db[N] = column sums of dy.
 static void linear_backward(const void *dy, const void *x, const void *w, int M, int K, int N,
                             void *dx, void *dw, void *db, DType dtype) {
-    gemm(CUBLAS_OP_N, CUBLAS_OP_N, K, M, N, w, K, dy, N, dx, K, dtype);
-    gemm(CUBLAS_OP_N, CUBLAS_OP_T, K, N, M, x, K, dy, N, dw, K, dtype);
+    GPU_PHASE(CAT_GEMM_DGRAD, gemm(CUBLAS_OP_N, CUBLAS_OP_N, K, M, N, w, K, dy, N, dx, K, dtype));
+    GPU_PHASE(CAT_GEMM_WGRAD, gemm(CUBLAS_OP_N, CUBLAS_OP_T, K, N, M, x, K, dy, N, dw, K, dtype));
     bias_grad(dy, M, N, db, dtype);
 }
 

@@ -32,17 +32,28 @@ typedef struct {
     void *d_y, *d_proj, *d_ctx, *d_qkv, *dx;
 } Step03;
 
+// The layer's parameters (or gradients) that each fused module holds, by the module's names.
+static LayerNormLinearTensors ln_qkv_tensors(const LayerParams *p) {
+    float *const *w = p->tensor;
+    return (LayerNormLinearTensors){w[P_LN1_WEIGHT], w[P_LN1_BIAS], w[P_QKV_WEIGHT], w[P_QKV_BIAS]};
+}
+
+static LayerNormMLPTensors mlp_tensors(const LayerParams *p) {
+    float *const *w = p->tensor;
+    return (LayerNormMLPTensors){w[P_LN2_WEIGHT], w[P_LN2_BIAS], w[P_FC1_WEIGHT],
+                                 w[P_FC1_BIAS],   w[P_FC2_WEIGHT], w[P_FC2_BIAS]};
+}
+
 static void *create(const LayerConfig *c, const LayerParams *p) {
     Step03 *s = xcalloc(1, sizeof *s);
     s->cfg = *c;
     const int h = c->hidden, f = c->ffn;
     const int64_t t = layer_tokens(c);
-    float *const *w = p->tensor;
-    layernorm_linear_init(&s->ln_qkv, h, 3 * h, t, c->eps, w[P_LN1_WEIGHT], w[P_LN1_BIAS],
-                          w[P_QKV_WEIGHT], w[P_QKV_BIAS], c->dtype);
-    linear_init(&s->proj, h, h, w[P_PROJ_WEIGHT], w[P_PROJ_BIAS], c->dtype);
-    layernorm_mlp_init(&s->mlp, h, f, t, c->eps, w[P_LN2_WEIGHT], w[P_LN2_BIAS], w[P_FC1_WEIGHT],
-                       w[P_FC1_BIAS], w[P_FC2_WEIGHT], w[P_FC2_BIAS], c->dtype);
+    const LayerNormLinearTensors ln_qkv = ln_qkv_tensors(p);
+    const LayerNormMLPTensors mlp = mlp_tensors(p);
+    layernorm_linear_init(&s->ln_qkv, h, 3 * h, t, c->eps, &ln_qkv, c->dtype);
+    linear_init(&s->proj, h, h, p->tensor[P_PROJ_WEIGHT], p->tensor[P_PROJ_BIAS], c->dtype);
+    layernorm_mlp_init(&s->mlp, h, f, t, c->eps, &mlp, c->dtype);
     naive_attention_init(&s->attn, c);
     size_t e = dtype_bytes(c->dtype);
     void **hs[] = {&s->ctx, &s->proj_out, &s->proj_dropped, &s->y, &s->out, &s->d_y, &s->d_proj,
@@ -78,15 +89,13 @@ static void train_step(void *state, const void *x, const void *dout, uint64_t st
 static void read_results(void *state, LayerResults *r) {
     Step03 *s = state;
     int64_t n = layer_tokens(&s->cfg) * s->cfg.hidden;
-    float **g = r->grad.tensor;
     dev_download(r->out, s->out, n, s->cfg.dtype);
     dev_download(r->dx, s->dx, n, s->cfg.dtype);
-    layernorm_read_grads(&s->ln_qkv.ln, g[P_LN1_WEIGHT], g[P_LN1_BIAS]);
-    linear_read_grads(&s->ln_qkv.linear, g[P_QKV_WEIGHT], g[P_QKV_BIAS]);
-    linear_read_grads(&s->proj, g[P_PROJ_WEIGHT], g[P_PROJ_BIAS]);
-    layernorm_read_grads(&s->mlp.ln, g[P_LN2_WEIGHT], g[P_LN2_BIAS]);
-    linear_read_grads(&s->mlp.fc1, g[P_FC1_WEIGHT], g[P_FC1_BIAS]);
-    linear_read_grads(&s->mlp.fc2, g[P_FC2_WEIGHT], g[P_FC2_BIAS]);
+    const LayerNormLinearTensors ln_qkv = ln_qkv_tensors(&r->grad);
+    const LayerNormMLPTensors mlp = mlp_tensors(&r->grad);
+    layernorm_linear_read_grads(&s->ln_qkv, &ln_qkv);
+    linear_read_grads(&s->proj, r->grad.tensor[P_PROJ_WEIGHT], r->grad.tensor[P_PROJ_BIAS]);
+    layernorm_mlp_read_grads(&s->mlp, &mlp);
 }
 
 static void destroy(void *state) {

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "common/core/errors.h"
+#include "common/core/gpu_arch.h"
 #include "common/fp8/fp8_format.h"
 #include "common/fp8/fp8_recipe.h"
 #include "steps/driver/fp8_step.h"
@@ -22,7 +23,7 @@
 #include "modules/layernorm.h"
 #include "common/core/philox.h"
 #include "reference/reference.h"
-#include "kernels/attention/flash_attention.h"
+#include "kernels/attention/attention.h"
 #include "kernels/fused/elementwise.h"
 #include "steps/05_fp8/step05.h"
 
@@ -38,14 +39,16 @@ typedef struct {
     Fp8Linear lin[NUM_LINEARS];
     void *qkv, *ctx, *proj, *y, *h1, *out;
     void *d_g, *d_ln2, *d_y, *d_proj, *d_ctx, *d_qkv, *d_ln1, *dx;
+    AttentionProblem attn;
     float *lse;
-    void *attn_scratch;
+    void *attn_workspace;
     FILE *log;
     uint64_t steps_done;
 } Step05;
 
 static const char *unsupported(const LayerConfig *c) {
-    const char *why = flash_attention_unsupported(layer_head_dim(c));
+    const AttentionProblem attn = attention_layer_problem(c);
+    const char *why = attention_unsupported(&attn);
     if (!why) why = layernorm_unsupported(c->hidden);
     return why ? why : fp8_layer_unsupported(c);
 }
@@ -53,6 +56,7 @@ static const char *unsupported(const LayerConfig *c) {
 static void *create(const LayerConfig *c, const LayerParams *p) {
     Step05 *s = xcalloc(1, sizeof *s);
     s->cfg = *c;
+    s->attn = attention_layer_problem(c);
     const int h = c->hidden, f = c->ffn;
     const int64_t t = layer_tokens(c);
     const size_t e = dtype_bytes(c->dtype);
@@ -70,7 +74,7 @@ static void *create(const LayerConfig *c, const LayerParams *p) {
     for (size_t i = 0; i < sizeof fs / sizeof fs[0]; i++) *fs[i] = dev_alloc((size_t)t * f * e);
     s->qkv = dev_alloc((size_t)t * 3 * h * e), s->d_qkv = dev_alloc((size_t)t * 3 * h * e);
     s->lse = dev_alloc((size_t)c->batch * c->heads * c->seq * sizeof(float));
-    s->attn_scratch = dev_alloc(flash_attention_backward_scratch_bytes(c->seq, c->batch, c->heads, layer_head_dim(c)));
+    s->attn_workspace = dev_alloc(attention_backward_workspace_bytes(&s->attn));
     if (scaling_csv) {  // written beside and renamed at destroy: whole or not at all
         s->log = output_open(scaling_csv, "w");
         fprintf(s->log, "step,linear,tensor,amax,scale\n");
@@ -94,17 +98,15 @@ static void forward(void *state, const void *x, uint64_t step) {
     Step05 *s = state;
     const LayerConfig *c = &s->cfg;
     const int64_t t = layer_tokens(c), h = c->hidden;
-    const int d = layer_head_dim(c);
-    const uint64_t attn_off = dropout_offset(step, DROPOUT_SITE_ATTENTION), hid_off = dropout_offset(step, DROPOUT_SITE_HIDDEN);
+    const AttentionDropout attn_dropout = attention_layer_dropout(c, step);
+    const uint64_t hid_off = dropout_offset(step, DROPOUT_SITE_HIDDEN);
     // The LayerNorms write their output straight in FP8, as the next Linear's input.
     const Fp8Input qkv_in = fp8_linear_input(&s->lin[QKV]), fc1_in = fp8_linear_input(&s->lin[FC1]);
     layernorm_forward_fp8(&s->ln1, x, qkv_in.data, qkv_in.scale, qkv_in.amax, qkv_in.format, t);
     fp8_linear_forward_fp8_input(&s->lin[QKV], s->qkv, t, 1);
-    flash_attention_forward(s->qkv, s->ctx, s->lse, c->seq, c->batch, c->heads, d, c->dtype, c->attn_dropout,
-                            c->causal, c->seed, attn_off);
-    fp8_linear_forward(&s->lin[PROJ], s->ctx, s->proj, t, 0);
-    bias_dropout_add_forward(s->proj, s->lin[PROJ].base.bias, x, s->y, t, (int)h, c->hidden_dropout, c->seed,
-                             hid_off, c->dtype);
+    attention_forward(&s->attn, &attn_dropout, s->qkv, s->ctx, s->lse);
+    const void *proj_bias = fp8_linear_forward_return_bias(&s->lin[PROJ], s->ctx, s->proj, t);
+    bias_dropout_add_forward(s->proj, proj_bias, x, s->y, t, (int)h, c->hidden_dropout, c->seed, hid_off, c->dtype);
     layernorm_forward_fp8(&s->ln2, s->y, fc1_in.data, fc1_in.scale, fc1_in.amax, fc1_in.format, t);
     fp8_linear_forward_fp8_input(&s->lin[FC1], s->h1, t, 1);
     fp8_linear_forward_gelu(&s->lin[FC2], s->h1, s->out, t, 1);  // GELU goes straight to FP8
@@ -115,15 +117,14 @@ static void backward(void *state, const void *dout, uint64_t step) {
     Step05 *s = state;
     const LayerConfig *c = &s->cfg;
     const int64_t t = layer_tokens(c), h = c->hidden;
-    const int d = layer_head_dim(c);
-    const uint64_t attn_off = dropout_offset(step, DROPOUT_SITE_ATTENTION), hid_off = dropout_offset(step, DROPOUT_SITE_HIDDEN);
+    const AttentionDropout attn_dropout = attention_layer_dropout(c, step);
+    const uint64_t hid_off = dropout_offset(step, DROPOUT_SITE_HIDDEN);
     fp8_linear_backward(&s->lin[FC2], dout, s->d_g, t);
     fp8_linear_backward_dgelu(&s->lin[FC1], s->d_g, s->h1, s->d_ln2, t);  // GELU' applied by the cast
     layernorm_backward(&s->ln2, s->d_ln2, dout, s->d_y, t);
     add_dropout_backward(s->d_y, NULL, NULL, s->d_proj, t * h, c->hidden_dropout, c->seed, hid_off, c->dtype);
     fp8_linear_backward(&s->lin[PROJ], s->d_proj, s->d_ctx, t);
-    flash_attention_backward(s->qkv, s->ctx, s->d_ctx, s->lse, s->d_qkv, s->attn_scratch, c->seq, c->batch,
-                             c->heads, d, c->dtype, c->attn_dropout, c->causal, c->seed, attn_off);
+    attention_backward(&s->attn, &attn_dropout, s->qkv, s->ctx, s->d_ctx, s->lse, s->d_qkv, s->attn_workspace);
     fp8_linear_backward(&s->lin[QKV], s->d_qkv, s->d_ln1, t);
     layernorm_backward(&s->ln1, s->d_ln1, s->d_y, s->dx, t);
     // Delayed scaling: the next step's scales from this step's (and earlier) amaxes.
@@ -145,10 +146,10 @@ static void load_params(void *state, const LayerParams *p) {
     float *const *w = p->tensor;
     layernorm_load_params(&s->ln1, w[P_LN1_WEIGHT], w[P_LN1_BIAS]);
     layernorm_load_params(&s->ln2, w[P_LN2_WEIGHT], w[P_LN2_BIAS]);
-    linear_load_params(&s->lin[QKV].base, w[P_QKV_WEIGHT], w[P_QKV_BIAS]);
-    linear_load_params(&s->lin[PROJ].base, w[P_PROJ_WEIGHT], w[P_PROJ_BIAS]);
-    linear_load_params(&s->lin[FC1].base, w[P_FC1_WEIGHT], w[P_FC1_BIAS]);
-    linear_load_params(&s->lin[FC2].base, w[P_FC2_WEIGHT], w[P_FC2_BIAS]);
+    fp8_linear_load_params(&s->lin[QKV], w[P_QKV_WEIGHT], w[P_QKV_BIAS]);
+    fp8_linear_load_params(&s->lin[PROJ], w[P_PROJ_WEIGHT], w[P_PROJ_BIAS]);
+    fp8_linear_load_params(&s->lin[FC1], w[P_FC1_WEIGHT], w[P_FC1_BIAS]);
+    fp8_linear_load_params(&s->lin[FC2], w[P_FC2_WEIGHT], w[P_FC2_BIAS]);
 }
 
 static void read_results(void *state, LayerResults *r) {
@@ -160,10 +161,10 @@ static void read_results(void *state, LayerResults *r) {
     dev_download(r->dx, s->dx, n, c->dtype);
     layernorm_read_grads(&s->ln1, g[P_LN1_WEIGHT], g[P_LN1_BIAS]);
     layernorm_read_grads(&s->ln2, g[P_LN2_WEIGHT], g[P_LN2_BIAS]);
-    linear_read_grads(&s->lin[QKV].base, g[P_QKV_WEIGHT], g[P_QKV_BIAS]);
-    linear_read_grads(&s->lin[PROJ].base, g[P_PROJ_WEIGHT], g[P_PROJ_BIAS]);
-    linear_read_grads(&s->lin[FC1].base, g[P_FC1_WEIGHT], g[P_FC1_BIAS]);
-    linear_read_grads(&s->lin[FC2].base, g[P_FC2_WEIGHT], g[P_FC2_BIAS]);
+    fp8_linear_read_grads(&s->lin[QKV], g[P_QKV_WEIGHT], g[P_QKV_BIAS]);
+    fp8_linear_read_grads(&s->lin[PROJ], g[P_PROJ_WEIGHT], g[P_PROJ_BIAS]);
+    fp8_linear_read_grads(&s->lin[FC1], g[P_FC1_WEIGHT], g[P_FC1_BIAS]);
+    fp8_linear_read_grads(&s->lin[FC2], g[P_FC2_WEIGHT], g[P_FC2_BIAS]);
 }
 
 static void destroy(void *state) {
@@ -172,7 +173,7 @@ static void destroy(void *state) {
     layernorm_free(&s->ln2);
     for (int l = 0; l < NUM_LINEARS; l++) fp8_linear_free(&s->lin[l]);
     void *bufs[] = {s->qkv, s->ctx, s->proj, s->y, s->h1, s->out, s->d_g,
-                    s->d_ln2, s->d_y, s->d_proj, s->d_ctx, s->d_qkv, s->d_ln1, s->dx, s->lse, s->attn_scratch};
+                    s->d_ln2, s->d_y, s->d_proj, s->d_ctx, s->d_qkv, s->d_ln1, s->dx, s->lse, s->attn_workspace};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) dev_free(bufs[i]);
     if (s->log) output_commit(s->log, scaling_csv);
     free(s);
@@ -212,5 +213,7 @@ const StepOps STEP_05_FP8 = {
     .flags_help = FP8_RECIPE_FLAGS_HELP
                   "  --fp8-log FILE             write every FP8 tensor's amax and scale per step (CSV)\n",
     .tolerance = fp8_step_tolerance,
+    .min_cc = GPU_ARCH_MIN_FP8,
     .reference = reference,
+    .variant = {LAYER_SERIAL, 1, 1},  // its four GEMMs in FP8, for --breakdown's floors
 };

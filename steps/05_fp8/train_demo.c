@@ -126,6 +126,7 @@ int main(int argc, char **argv) {
     Demo d = parse_args(argc, argv);
     const StepOps *fp16 = &STEP_04_TRANSFORMER_LAYER, *fp8 = &STEP_05_FP8;
     const char *why = fp8->unsupported(&d.cfg);
+    if (!why) why = step_gpu_refusal(fp8);  // before the teacher is even built
     if (why) fail_user("%s", why);
     gpu_require();
     printf("GPU: %s\n", gpu_description());

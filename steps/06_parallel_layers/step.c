@@ -17,15 +17,15 @@
 #include <string.h>
 
 #include "common/core/errors.h"
+#include "common/core/gpu_arch.h"
 #include "steps/driver/fp8_step.h"
 #include "common/gpu/gpu.h"
 #include "modules/fp8_linear.h"
-#include "modules/gemm.h"
 #include "modules/layernorm.h"
 #include "modules/linear.h"
 #include "reference/parallel_reference.h"
 #include "common/core/philox.h"
-#include "kernels/attention/flash_attention.h"
+#include "kernels/attention/attention.h"
 #include "kernels/fused/elementwise.h"
 #include "steps/06_parallel_layers/step06.h"
 
@@ -38,8 +38,9 @@ typedef struct {
     Linear qkv, fc1, proj, fc2;    // unfused
     void *a, *in_out, *cat, *z, *y, *d_z, *d_cat, *d_in, *d_a, *dx;  // fused buffers
     void *qkv_out, *h1, *g, *ctx, *z2, *d_ctx, *d_g, *d_h1, *d_qkv, *d_a2;  // unfused buffers
+    AttentionProblem attn;  // fused: q, k, v and ctx are views into wider tensors (row strides)
     float *lse;
-    void *attn_scratch;
+    void *attn_workspace;
 } Step06;
 
 static void *alloc_t(const LayerConfig *c, int64_t width) {
@@ -48,20 +49,29 @@ static void *alloc_t(const LayerConfig *c, int64_t width) {
 
 static DelayedScaling recipe = {FP8_RECIPE_HYBRID, 0, 16, AMAX_ALGO_MAX};  // --fp8-format, ...
 
+// The layer's attention. Fused, it reads q, k, v from the first 3h columns of [q k v | h1]
+// and writes ctx into the first h columns of [ctx | g]: views, described by row strides.
+static AttentionProblem attention_problem(const LayerConfig *c, int fused) {
+    AttentionProblem p = attention_layer_problem(c);
+    if (fused) p.qkv_row_stride = 3 * c->hidden + c->ffn, p.ctx_row_stride = c->hidden + c->ffn;
+    return p;
+}
+
 static void *create_common(const LayerConfig *c, const LayerParams *p, int fused, int fp8) {
-    const char *why = flash_attention_unsupported(layer_head_dim(c));
-    if (why) fail_user("step 06: %s", why);
     Step06 *s = xcalloc(1, sizeof *s);
     s->cfg = *c;
     s->fused = fused, s->fp8 = fp8;
     const int h = c->hidden, f = c->ffn;
+    s->attn = attention_problem(c, fused);
+    const char *why = attention_unsupported(&s->attn);
+    if (why) fail_user("step 06: %s", why);
     const int64_t t = layer_tokens(c);
     float *const *w = p->tensor;
     layernorm_init(&s->ln, h, t, c->eps, w[P_LN1_WEIGHT], w[P_LN1_BIAS], c->dtype);
     s->a = alloc_t(c, h), s->y = alloc_t(c, h), s->d_z = alloc_t(c, h), s->d_a = alloc_t(c, h), s->dx = alloc_t(c, h);
     s->z = alloc_t(c, h);
     s->lse = dev_alloc((size_t)c->batch * c->heads * c->seq * sizeof(float));
-    s->attn_scratch = dev_alloc(flash_attention_backward_scratch_bytes(c->seq, c->batch, c->heads, layer_head_dim(c)));
+    s->attn_workspace = dev_alloc(attention_backward_workspace_bytes(&s->attn));
     if (fused) {
         FusedParallelParams fp;
         fused_parallel_alloc(c, &fp);
@@ -93,22 +103,16 @@ static void *create_unfused(const LayerConfig *c, const LayerParams *p) { return
 static void *create_fp8(const LayerConfig *c, const LayerParams *p) { return create_common(c, p, 1, 1); }
 
 // The fused layer's two GEMMs, in 16 bits or in FP8. in: [q k v | h1] = a W_in^T + b_in.
-// out: z = [ctx | g] W_out^T, its bias left to the bias-dropout-add that follows.
+// out: z = [ctx | g] W_out^T; returns b_out, left to the bias-dropout-add that follows.
 static void input_gemm_forward(Step06 *s, int64_t t) {
     if (s->fp8) fp8_linear_forward(&s->in8, s->a, s->in_out, t, 1);
     else linear_forward(&s->in, s->a, s->in_out, t, NULL);
 }
 
-static void output_gemm_forward(Step06 *s, int64_t t) {
-    if (s->fp8) {
-        fp8_linear_forward(&s->out8, s->cat, s->z, t, 0);
-    } else {
-        linear_gemm_forward(&s->out, s->cat, s->z, t, GEMM_EPILOGUE_NONE, NULL, NULL, NULL);
-        s->out.saved_x = s->cat;
-    }
+static const void *output_gemm_forward(Step06 *s, int64_t t) {
+    return s->fp8 ? fp8_linear_forward_return_bias(&s->out8, s->cat, s->z, t)
+                  : linear_forward_return_bias(&s->out, s->cat, s->z, t);
 }
-
-static const void *output_bias(const Step06 *s) { return s->fp8 ? s->out8.base.bias : s->out.bias; }
 
 static void input_gemm_backward(Step06 *s, int64_t t) {
     if (s->fp8) fp8_linear_backward(&s->in8, s->d_in, s->d_a, t);
@@ -124,23 +128,20 @@ static void train_fused(Step06 *s, const void *x, const void *dout, uint64_t ste
     const LayerConfig *c = &s->cfg;
     const int64_t t = layer_tokens(c), h = c->hidden, f = c->ffn, n_in = 3 * h + f, k_out = h + f;
     const size_t e = dtype_bytes(c->dtype);
-    const int d = layer_head_dim(c);
-    const uint64_t attn_off = dropout_offset(step, DROPOUT_SITE_ATTENTION), hid_off = dropout_offset(step, DROPOUT_SITE_HIDDEN);
+    const AttentionDropout attn_dropout = attention_layer_dropout(c, step);
+    const uint64_t hid_off = dropout_offset(step, DROPOUT_SITE_HIDDEN);
     // Forward: LN, one GEMM for q, k, v and FC1; attention and GELU write side by side; one
     // GEMM sums the branches; bias, dropout and the residual in one pass.
     layernorm_forward(&s->ln, x, s->a, t);
     input_gemm_forward(s, t);
-    flash_attention_forward_strided(s->in_out, n_in, s->cat, k_out, s->lse, c->seq, c->batch, c->heads, d, c->dtype,
-                                    c->attn_dropout, c->causal, c->seed, attn_off);
+    attention_forward(&s->attn, &attn_dropout, s->in_out, s->cat, s->lse);
     gelu_forward_strided((char *)s->in_out + 3 * h * e, n_in, (char *)s->cat + h * e, k_out, t, (int)f, c->dtype);
-    output_gemm_forward(s, t);
-    bias_dropout_add_forward(s->z, output_bias(s), x, s->y, t, (int)h, c->hidden_dropout, c->seed, hid_off, c->dtype);
+    const void *out_bias = output_gemm_forward(s, t);
+    bias_dropout_add_forward(s->z, out_bias, x, s->y, t, (int)h, c->hidden_dropout, c->seed, hid_off, c->dtype);
     // Backward.
     add_dropout_backward(dout, NULL, NULL, s->d_z, t * h, c->hidden_dropout, c->seed, hid_off, c->dtype);
     output_gemm_backward(s, t);  // d[ctx | g], dW_out, db_out
-    flash_attention_backward_strided(s->in_out, n_in, s->cat, s->d_cat, k_out, s->lse, s->d_in, s->attn_scratch,
-                                     c->seq, c->batch, c->heads, d, c->dtype, c->attn_dropout, c->causal, c->seed,
-                                     attn_off);
+    attention_backward(&s->attn, &attn_dropout, s->in_out, s->cat, s->d_cat, s->lse, s->d_in, s->attn_workspace);
     gelu_backward_strided((char *)s->d_cat + h * e, k_out, (char *)s->in_out + 3 * h * e, n_in,
                           (char *)s->d_in + 3 * h * e, n_in, t, (int)f, c->dtype);
     input_gemm_backward(s, t);
@@ -154,13 +155,12 @@ static void train_fused(Step06 *s, const void *x, const void *dout, uint64_t ste
 static void train_unfused(Step06 *s, const void *x, const void *dout, uint64_t step) {
     const LayerConfig *c = &s->cfg;
     const int64_t t = layer_tokens(c), h = c->hidden, f = c->ffn;
-    const int d = layer_head_dim(c);
-    const uint64_t attn_off = dropout_offset(step, DROPOUT_SITE_ATTENTION), hid_off = dropout_offset(step, DROPOUT_SITE_HIDDEN);
+    const AttentionDropout attn_dropout = attention_layer_dropout(c, step);
+    const uint64_t hid_off = dropout_offset(step, DROPOUT_SITE_HIDDEN);
     layernorm_forward(&s->ln, x, s->a, t);
     linear_forward(&s->qkv, s->a, s->qkv_out, t, NULL);
     linear_forward(&s->fc1, s->a, s->h1, t, NULL);
-    flash_attention_forward(s->qkv_out, s->ctx, s->lse, c->seq, c->batch, c->heads, d, c->dtype, c->attn_dropout,
-                            c->causal, c->seed, attn_off);
+    attention_forward(&s->attn, &attn_dropout, s->qkv_out, s->ctx, s->lse);
     gelu_forward_strided(s->h1, f, s->g, f, t, (int)f, c->dtype);
     linear_forward(&s->proj, s->ctx, s->z, t, NULL);
     linear_forward(&s->fc2, s->g, s->z2, t, NULL);
@@ -169,8 +169,7 @@ static void train_unfused(Step06 *s, const void *x, const void *dout, uint64_t s
     add_dropout_backward(dout, NULL, NULL, s->d_z, t * h, c->hidden_dropout, c->seed, hid_off, c->dtype);
     linear_backward(&s->proj, s->d_z, s->d_ctx, t);
     linear_backward(&s->fc2, s->d_z, s->d_g, t);
-    flash_attention_backward(s->qkv_out, s->ctx, s->d_ctx, s->lse, s->d_qkv, s->attn_scratch, c->seq, c->batch,
-                             c->heads, d, c->dtype, c->attn_dropout, c->causal, c->seed, attn_off);
+    attention_backward(&s->attn, &attn_dropout, s->qkv_out, s->ctx, s->d_ctx, s->lse, s->d_qkv, s->attn_workspace);
     gelu_backward_strided(s->d_g, f, s->h1, f, s->d_h1, f, t, (int)f, c->dtype);
     linear_backward(&s->fc1, s->d_h1, s->d_a, t);
     linear_backward(&s->qkv, s->d_qkv, s->d_a2, t);
@@ -196,8 +195,13 @@ static void read_results(void *state, LayerResults *r) {
         FusedParallelParams fg;
         fused_parallel_alloc(c, &fg);
         layernorm_read_grads(&s->ln, fg.ln_weight, fg.ln_bias);
-        linear_read_grads(s->fp8 ? &s->in8.base : &s->in, fg.w_in, fg.b_in);
-        linear_read_grads(s->fp8 ? &s->out8.base : &s->out, fg.w_out, fg.b_out);
+        if (s->fp8) {
+            fp8_linear_read_grads(&s->in8, fg.w_in, fg.b_in);
+            fp8_linear_read_grads(&s->out8, fg.w_out, fg.b_out);
+        } else {
+            linear_read_grads(&s->in, fg.w_in, fg.b_in);
+            linear_read_grads(&s->out, fg.w_out, fg.b_out);
+        }
         parallel_grads_from_fused(c, &fg, &r->grad);
         fused_parallel_free(&fg);
     } else {
@@ -223,18 +227,25 @@ static void destroy(void *state) {
     }
     void *bufs[] = {s->a, s->in_out, s->cat, s->z, s->y, s->d_z, s->d_cat, s->d_in, s->d_a, s->dx, s->qkv_out,
                     s->h1, s->g, s->ctx, s->z2, s->d_ctx, s->d_g, s->d_h1, s->d_qkv, s->d_a2, s->lse,
-                    s->attn_scratch};
+                    s->attn_workspace};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) dev_free(bufs[i]);
     free(s);
 }
 
-static const char *unsupported(const LayerConfig *c) {
-    const char *why = flash_attention_unsupported(layer_head_dim(c));
+static const char *unsupported_fused(const LayerConfig *c) {
+    const AttentionProblem attn = attention_problem(c, 1);
+    const char *why = attention_unsupported(&attn);
+    return why ? why : layernorm_unsupported(c->hidden);
+}
+
+static const char *unsupported_unfused(const LayerConfig *c) {
+    const AttentionProblem attn = attention_problem(c, 0);
+    const char *why = attention_unsupported(&attn);
     return why ? why : layernorm_unsupported(c->hidden);
 }
 
 static const char *unsupported_fp8(const LayerConfig *c) {
-    const char *why = unsupported(c);
+    const char *why = unsupported_fused(c);
     return why ? why : fp8_layer_unsupported(c);
 }
 
@@ -267,7 +278,7 @@ const StepOps STEP_06_PARALLEL_LAYERS = {
     .id = "06_parallel_layers",
     .title = "parallel attention + MLP, fused weights",
     .whats_new = "one LN; [W_qkv;W_fc1] and [W_proj|W_fc2] GEMMs",
-    .unsupported = unsupported,
+    .unsupported = unsupported_fused,
     .create = create_fused,
     .train_step = train_step,
     .read_results = read_results,
@@ -279,13 +290,14 @@ const StepOps STEP_06_PARALLEL_LAYERS = {
                   FP8_RECIPE_FLAGS_HELP,
     .reference = ref_parallel_train_step,
     .reference_rounded = ref_parallel_train_step_quantized,
+    .variant = {LAYER_PARALLEL, 0, 1},  // for --breakdown's floors
 };
 
 const StepOps STEP_06_PARALLEL_UNFUSED = {
     .id = "06u_parallel_unfused",
     .title = "parallel attention + MLP, separate weights",
     .whats_new = "one LN; four separate Linears (no weight fusion)",
-    .unsupported = unsupported,
+    .unsupported = unsupported_unfused,
     .create = create_unfused,
     .train_step = train_step,
     .read_results = read_results,
@@ -293,6 +305,7 @@ const StepOps STEP_06_PARALLEL_UNFUSED = {
     .parse_flag = parse_flag_16bit,
     .reference = ref_parallel_train_step,
     .reference_rounded = ref_parallel_train_step_quantized,
+    .variant = {LAYER_PARALLEL, 0, 1},
 };
 
 const StepOps STEP_06_PARALLEL_FP8 = {
@@ -308,4 +321,6 @@ const StepOps STEP_06_PARALLEL_FP8 = {
     .flags_help = FP8_RECIPE_FLAGS_HELP,
     .tolerance = fp8_step_tolerance,
     .reference = reference_fp8,
+    .variant = {LAYER_PARALLEL, 1, 1},
+    .min_cc = GPU_ARCH_MIN_FP8,
 };

@@ -1,9 +1,13 @@
-// Ranks, the one-node launcher, and a non-blocking NCCL communicator with deadlines.
+// Ranks, the one-node launcher, and a blocking NCCL communicator kept from hanging by a
+// watchdog thread (see tp_comm.h).
 #define _POSIX_C_SOURCE 200809L
 #include "steps/07_tensor_parallel/tp_comm.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,6 +18,7 @@
 
 #include "common/core/errors.h"
 #include "common/gpu/cuda_check.h"
+#include "common/gpu/gpu.h"
 #include "common/gpu/nccl_check.h"
 
 // ---- Who am I -------------------------------------------------------------------------------
@@ -51,6 +56,38 @@ int rank_from_env(RankInfo *info) {
 void keep_nvls_off(void) {
     // NVLink SHARP multicast is not for this machine's GPUs as they are lent: keep it off.
     if (!getenv("NCCL_NVLS_ENABLE")) setenv("NCCL_NVLS_ENABLE", "0", 1);
+}
+
+// ---- How many GPUs, without touching CUDA here -------------------------------------------------
+int gpu_count_without_cuda(char *why, size_t why_size) {
+    int fd[2];
+    if (pipe(fd) != 0) DIE("pipe: %s", strerror(errno));
+    fflush(stdout), fflush(stderr);
+    pid_t pid = fork();
+    if (pid < 0) DIE("fork: %s", strerror(errno));
+    if (pid == 0) {  // the child asks CUDA and reports "count reason" through the pipe
+        close(fd[0]);
+        int n = gpu_count();
+        char msg[320];
+        int len = snprintf(msg, sizeof msg, "%d %s", n, n ? "" : gpu_unavailable_reason());
+        ssize_t wrote = write(fd[1], msg, (size_t)len);
+        _exit(wrote == len ? 0 : 1);
+    }
+    close(fd[1]);
+    char msg[320] = {0};
+    size_t used = 0;
+    ssize_t got;
+    while (used < sizeof msg - 1 && (got = read(fd[0], msg + used, sizeof msg - 1 - used)) > 0) used += (size_t)got;
+    close(fd[0]);
+    int status;
+    waitpid(pid, &status, 0);
+    int n = 0, skip = 0;
+    if (sscanf(msg, "%d %n", &n, &skip) < 1) {
+        snprintf(why, why_size, "the GPU probe process failed (status %d)", status);
+        return 0;
+    }
+    snprintf(why, why_size, "%s", msg + skip);
+    return n;
 }
 
 // ---- --tp N: fork N ranks on this node --------------------------------------------------------
@@ -100,40 +137,71 @@ int launch_local(int tp, int port, int (*body)(void *ctx), void *ctx) {
     return status_out;
 }
 
-// ---- The communicator -----------------------------------------------------------------------
-static double now_s(void) {
+// ---- The watchdog -------------------------------------------------------------------------------
+static int64_t now_ns(void) {
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+    return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
 }
 
 static void sleep_us(long us) {
-    struct timespec t = {0, us * 1000};
+    struct timespec t = {us / 1000000, (us % 1000000) * 1000};
     nanosleep(&t, NULL);
 }
 
+// What the main thread is blocked in, if anything. The main thread writes, the watchdog
+// reads: atomics, no lock (a lock would put the watchdog's latency on the hot path).
+static struct {
+    _Atomic int64_t deadline_ns;  // 0: nothing armed
+    _Atomic(const char *) what;
+    _Atomic(ncclComm_t) comm;     // aborted on a timeout, if it exists yet
+    _Atomic int rank;
+    _Atomic int64_t timeout_ns;
+    pthread_t thread;
+    int started;
+} watchdog;
+
+static void *watchdog_main(void *arg) {
+    (void)arg;
+    for (;;) {
+        sleep_us(10000);
+        int64_t deadline = atomic_load(&watchdog.deadline_ns);
+        if (deadline == 0 || now_ns() < deadline) continue;
+        fprintf(stderr, "rank %d: timed out after %.0f s in %s: a peer is missing or stuck (see its log); "
+                "aborting the communicator\n", atomic_load(&watchdog.rank), 1e-9 * (double)atomic_load(&watchdog.timeout_ns),
+                atomic_load(&watchdog.what));
+        ncclComm_t comm = atomic_load(&watchdog.comm);
+        if (comm) ncclCommAbort(comm);  // releases the NCCL calls blocked on it
+        _exit(1);  // not exit(): the main thread is still inside NCCL
+    }
+    return NULL;
+}
+
+void tp_watchdog_arm(TpComm *c, const char *what) {
+    if (!watchdog.started) {
+        watchdog.started = 1;
+        if (pthread_create(&watchdog.thread, NULL, watchdog_main, NULL) != 0) DIE("cannot start the watchdog thread");
+        pthread_detach(watchdog.thread);
+    }
+    const int64_t timeout_ns = (int64_t)(c->timeout_s * 1e9);
+    atomic_store(&watchdog.timeout_ns, timeout_ns);
+    atomic_store(&watchdog.rank, c->rank);
+    atomic_store(&watchdog.comm, c->comm);
+    atomic_store(&watchdog.what, what);
+    atomic_store(&watchdog.deadline_ns, now_ns() + timeout_ns);  // last: arms the rest
+}
+
+void tp_watchdog_disarm(void) { atomic_store(&watchdog.deadline_ns, 0); }
+
+// ---- The communicator -----------------------------------------------------------------------
 // Gives up: abort the communicator (its peers see the failure instead of waiting forever).
-static void give_up(TpComm *c, const char *fmt, const char *what, const char *why) __attribute__((noreturn));
-static void give_up(TpComm *c, const char *fmt, const char *what, const char *why) {
-    fprintf(stderr, "rank %d: ", c->rank);
-    fprintf(stderr, fmt, what, why);
-    fprintf(stderr, "\n");
+static void give_up(TpComm *c, const char *what, const char *why) __attribute__((noreturn));
+static void give_up(TpComm *c, const char *what, const char *why) {
+    fprintf(stderr, "rank %d: %s: %s\n", c->rank, what, why);
+    tp_watchdog_disarm();
     if (c->comm) ncclCommAbort(c->comm);
     c->comm = NULL;
     exit(1);
-}
-
-// Polls the communicator's state until it is no longer "in progress".
-static void wait_comm_ready(TpComm *c, const char *what) {
-    double deadline = now_s() + c->timeout_s;
-    for (;;) {
-        ncclResult_t state;
-        NCCL_CHECK(ncclCommGetAsyncError(c->comm, &state));
-        if (state == ncclSuccess) return;
-        if (state != ncclInProgress) give_up(c, "NCCL failed during %s: %s", what, ncclGetErrorString(state));
-        if (now_s() > deadline) give_up(c, "timed out during %s (%s): a peer is missing or stuck", what, "see its log");
-        sleep_us(200);
-    }
 }
 
 void tp_comm_init(TpComm *c, const RankInfo *info, double timeout_s) {
@@ -144,43 +212,83 @@ void tp_comm_init(TpComm *c, const RankInfo *info, double timeout_s) {
                   "(e.g. NCCL_COMM_ID=node0:29500), or use --tp N on one node");
     ncclUniqueId id;
     NCCL_CHECK(ncclGetUniqueId(&id));  // derived from NCCL_COMM_ID: the same on every rank
-    ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
-    config.blocking = 0;
-    ncclResult_t r = ncclCommInitRankConfig(&c->comm, c->world, id, c->rank, &config);
-    if (r != ncclSuccess && r != ncclInProgress)
-        give_up(c, "ncclCommInitRankConfig failed (%s): %s", ncclGetErrorString(r), ncclGetLastError(NULL));
-    wait_comm_ready(c, "communicator initialisation");
+    tp_watchdog_arm(c, "communicator initialisation (ncclCommInitRank)");
+    ncclResult_t r = ncclCommInitRank(&c->comm, c->world, id, c->rank);
+    tp_watchdog_disarm();
+    if (r != ncclSuccess) give_up(c, "ncclCommInitRank failed", ncclGetErrorString(r));
 }
 
 void tp_comm_destroy(TpComm *c) {
     if (!c->comm) return;
-    ncclResult_t r = ncclCommFinalize(c->comm);  // flushes outstanding work, non-blocking
-    if (r != ncclSuccess && r != ncclInProgress) give_up(c, "ncclCommFinalize: %s%s", ncclGetErrorString(r), "");
-    wait_comm_ready(c, "finalize");
+    tp_watchdog_arm(c, "ncclCommFinalize (flushing outstanding work)");
+    ncclResult_t r = ncclCommFinalize(c->comm);
+    tp_watchdog_disarm();
+    if (r != ncclSuccess) give_up(c, "ncclCommFinalize", ncclGetErrorString(r));
     NCCL_CHECK(ncclCommDestroy(c->comm));
     c->comm = NULL;
 }
 
-void tp_all_reduce(TpComm *c, void *buf, size_t count, ncclDataType_t type, cudaStream_t stream) {
-    if (c->world == 1) return;  // nothing to add
-    ncclResult_t r = ncclAllReduce(buf, buf, count, type, ncclSum, c->comm, stream);
-    if (r != ncclSuccess && r != ncclInProgress) give_up(c, "ncclAllReduce: %s%s", ncclGetErrorString(r), "");
-    if (r == ncclInProgress) wait_comm_ready(c, "all-reduce enqueue");
+ncclComm_t tp_comm_split_plain(TpComm *c) {
+    ncclComm_t plain = NULL;
+    tp_watchdog_arm(c, "ncclCommSplit (the yardstick's communicator)");
+    ncclResult_t r = ncclCommSplit(c->comm, 0, c->rank, &plain, NULL);  // NULL: the parent's config
+    tp_watchdog_disarm();
+    if (r != ncclSuccess) give_up(c, "ncclCommSplit", ncclGetErrorString(r));
+    return plain;
 }
 
+// The hot path: arm (a clock read, three stores), enqueue, disarm. A first collective may
+// block in NCCL's lazy connection set-up until every peer joins: that is what the arm is for.
+void tp_all_reduce(TpComm *c, void *buf, size_t count, ncclDataType_t type, cudaStream_t stream) {
+    if (c->world == 1) return;  // nothing to add
+    tp_watchdog_arm(c, "an all-reduce");
+    ncclResult_t r = ncclAllReduce(buf, buf, count, type, ncclSum, c->comm, stream);
+    tp_watchdog_disarm();
+    if (r != ncclSuccess) give_up(c, "ncclAllReduce", ncclGetErrorString(r));
+}
+
+static size_t type_bytes(ncclDataType_t t) { return t == ncclFloat32 ? 4 : t == ncclHalf || t == ncclBfloat16 ? 2 : 0; }
+
+void tp_all_gather(TpComm *c, const void *send, void *recv, size_t count, ncclDataType_t type,
+                   cudaStream_t stream) {
+    if (c->world == 1) {  // the gathered tensor is this rank's slice
+        if (send != recv) CUDA_CHECK(cudaMemcpyAsync(recv, send, count * type_bytes(type), cudaMemcpyDeviceToDevice, stream));
+        return;
+    }
+    tp_watchdog_arm(c, "an all-gather");
+    ncclResult_t r = ncclAllGather(send, recv, count, type, c->comm, stream);
+    tp_watchdog_disarm();
+    if (r != ncclSuccess) give_up(c, "ncclAllGather", ncclGetErrorString(r));
+}
+
+void tp_reduce_scatter(TpComm *c, const void *send, void *recv, size_t count, ncclDataType_t type,
+                       cudaStream_t stream) {
+    if (c->world == 1) {  // the sum of one rank, all of it this rank's slice
+        if (send != recv) CUDA_CHECK(cudaMemcpyAsync(recv, send, count * type_bytes(type), cudaMemcpyDeviceToDevice, stream));
+        return;
+    }
+    tp_watchdog_arm(c, "a reduce-scatter");
+    ncclResult_t r = ncclReduceScatter(send, recv, count, type, ncclSum, c->comm, stream);
+    tp_watchdog_disarm();
+    if (r != ncclSuccess) give_up(c, "ncclReduceScatter", ncclGetErrorString(r));
+}
+
+// Not the hot path (once per step, after the step's events are recorded): polling with short
+// sleeps costs nothing that is timed.
 void tp_sync(TpComm *c, cudaStream_t stream, const char *what) {
-    double deadline = now_s() + c->timeout_s;
+    const int64_t deadline = now_ns() + (int64_t)(c->timeout_s * 1e9);
+    char msg[160];
     for (;;) {
         cudaError_t e = cudaStreamQuery(stream);
         if (e == cudaSuccess) return;
-        if (e != cudaErrorNotReady) give_up(c, "CUDA error while waiting for %s: %s", what, cudaGetErrorString(e));
+        snprintf(msg, sizeof msg, "waiting for %s", what);
+        if (e != cudaErrorNotReady) give_up(c, msg, cudaGetErrorString(e));
         if (c->comm && c->world > 1) {
             ncclResult_t state;
             NCCL_CHECK(ncclCommGetAsyncError(c->comm, &state));
-            if (state != ncclSuccess && state != ncclInProgress)
-                give_up(c, "NCCL failed while waiting for %s: %s", what, ncclGetErrorString(state));
+            if (state != ncclSuccess && state != ncclInProgress) give_up(c, msg, ncclGetErrorString(state));
         }
-        if (now_s() > deadline) give_up(c, "timed out waiting for %s (%s): a peer is missing or stuck", what, "see its log");
+        if (now_ns() > deadline) give_up(c, msg, "timed out: a peer is missing or stuck (see its log)");
         sleep_us(50);
     }
 }

@@ -8,6 +8,8 @@
 //   - Without --preset, --check starts from the small preset unless a size is given;
 //     otherwise the start is the layer Options held (options_defaults: the quickstart).
 //   - Values are parsed strictly (common/core/flags.h); unknown flags are named as unknown.
+//   - Contradictions are refused (--check with --breakdown here; the driver refuses --check
+//     with --warmup/--iters, which step 07 may mean otherwise).
 //   - Output paths (--save, --json) are checked writable here, before any work.
 // Nothing here touches the GPU: the flags are read and refused on any machine.
 #include <stdio.h>
@@ -49,13 +51,15 @@ static void print_help(const char *prog, const StepOps *step) {
         "  --weights FILE       load the 12 parameters from safetensors (PyTorch names)\n"
         "  --input FILE         load x and dy from safetensors (else random)\n"
         "  --save FILE          save out, dx and grad.<name> after one step (safetensors)\n"
+        "  --breakdown          then one more step timed by category (GEMM fprop/dgrad/wgrad,\n"
+        "                       attention, LayerNorm, ...), each beside its floor measured here\n"
         "  --json FILE          write the results as JSON\n"
         "  --help\n"
         "Every flag takes --flag VALUE or --flag=VALUE; numbers must be whole and in range.\n");
     if (step && step->flags_help) printf("%s\n%s", step->id ? "Flags of this step" : "Flags of this program", step->flags_help);
 }
 
-static const char *const SWITCHES[] = {"--check", "--causal"};
+static const char *const SWITCHES[] = {"--check", "--causal", "--breakdown"};
 static const char *const VALUE_FLAGS[] = {
     "--preset", "--hidden", "--ffn",  "--heads", "--seq",    "--batch",   "--dtype",   "--dropout", "--attn-dropout",
     "--hidden-dropout", "--seed", "--warmup", "--iters", "--weights", "--input", "--save", "--json",
@@ -75,7 +79,7 @@ static FlagKind flag_kind(const char *name, void *ctx) {
 }
 
 static float parse_dropout(const char *flag, const char *value) {
-    float p = (float)parse_float_flag(flag, value, 0.0, 1.0, RANGE_OPEN_ABOVE);
+    float p = (float)parse_probability_flag(flag, value);
     const char *why = dropout_problem(p);
     if (why) fail_user("%s %s: %s", flag, value, why);
     return p;
@@ -139,12 +143,14 @@ void options_parse(int argc, char **argv, Options *o, const StepOps *step) {
         const FlagArg *f = &flags[i];
         if (!strcmp(f->name, "--preset") || !strcmp(f->name, "--check")) continue;
         if (!strcmp(f->name, "--causal")) o->layer.causal = 1;
+        else if (!strcmp(f->name, "--breakdown")) o->breakdown = 1;
         else if (!f->value) continue;  // a step's switch, applied by flags_split
         else if (apply_shared(o, f)) {}
         else if (step && step->parse_flag && step->parse_flag(f->name, f->value)) {}
         else fail_user("unknown flag '%s' (see --help)", f->name);
     }
 
+    if (o->check && o->breakdown) fail_user("--breakdown times a step and --check checks one: give one of them");
     const char *problem = layer_config_problem(&o->layer);
     if (problem) fail_user("bad configuration: %s", problem);
     if (o->save_path) output_check_writable("--save", o->save_path);

@@ -13,6 +13,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "common/core/breakdown.h"
 #include "common/core/layer.h"
 #include "reference/reference.h"
 
@@ -62,6 +63,13 @@ typedef struct StepOps {
     void (*backward)(void *state, const void *d_dy, uint64_t step);
     const void *(*output)(const void *state);
     void (*load_params)(void *state, const LayerParams *params);
+    // Which layer the step computes and whether its GEMMs are FP8: the work behind each
+    // category's floor in --breakdown (common/core/breakdown.h). Zero: the serial layer in 16 bits.
+    LayerVariant variant;
+    // What the step needs of the GPU beyond what every step needs (compute capability 8.0,
+    // which gpu_require checks): GPU_ARCH_MIN_FP8 (common/core/gpu_arch.h) for the FP8 steps.
+    // 0: nothing more. The driver refuses an older GPU before any work (step_gpu_refusal).
+    int min_cc;
 } StepOps;
 
 // Command line shared by all steps (see `--help`, and options.c for the rules).
@@ -69,6 +77,7 @@ typedef struct {
     LayerConfig layer;
     int warmup, iters;
     int check;
+    int breakdown;           // --breakdown: one more step, timed by category, beside its floors
     int check_config_given;  // --preset or a dimension was given explicitly
     int timing_given;        // --warmup or --iters was given
     const char *preset;      // the --preset given, or NULL
@@ -91,15 +100,38 @@ typedef struct {
     double peak_mib;         // peak device memory of the step (inputs included)
     double max_rel_error;    // worst ||gpu - ref|| / ||ref|| over out, dx, grads (-1: not checked)
     int check_passed;        // 1 passed, 0 failed, -1 not checked
+    // With a breakdown: one more steady-state step, after the timed ones, recorded by category
+    // (common/gpu/gpu_phase.h). breakdown_ms is that step's time, the sum of category_ms.
+    int has_breakdown;
+    double breakdown_ms;
+    double category_ms[NUM_CATEGORIES];
 } StepReport;
 
-// Times the step: `warmup` untimed steps, then `iters` timed ones (CUDA events).
+// Times the step: `warmup` untimed steps, then `iters` timed ones (CUDA events); with
+// `breakdown`, one more step recorded by category (has_breakdown, category_ms).
 StepReport step_time(const StepOps *step, const LayerConfig *cfg, const LayerParams *params,
-                     const LayerInputs *inputs, int warmup, int iters);
+                     const LayerInputs *inputs, int warmup, int iters, int breakdown);
+
+// The breakdown's floors for this step: its work per category (common/core/breakdown.h) at
+// the measured rates. Returns the step's floor, the sum of floor_ms (NAN if a rate is missing).
+double step_floors(const StepOps *step, const LayerConfig *cfg, const MeasuredRates *rates,
+                   CategoryWork *work, double floor_ms[NUM_CATEGORIES]);
+// Model FLOPs utilisation of a step that took step_ms: against the FP8 GEMM rate for a step
+// whose GEMMs are FP8, else the 16-bit one (NAN where that rate was not measured).
+double step_mfu(const StepOps *step, const LayerConfig *cfg, const MeasuredRates *rates, double step_ms);
+// The table of one step's breakdown: per category its time, share, floor and time over floor.
+void print_step_breakdown(FILE *f, const StepReport *r, const CategoryWork *work,
+                          const double floor_ms[NUM_CATEGORIES]);
 // Runs one step on the GPU and the CPU reference from the same inputs and compares out, dx
 // and every gradient; prints a table to `log` (may be NULL). Fills max_rel_error/check_passed.
 void step_check(const StepOps *step, const LayerConfig *cfg, const LayerParams *params,
                 const LayerInputs *inputs, FILE *log, StepReport *report);
+
+// NULL if this GPU (gpu_effective_cc: GPU_SIMULATE_CC=8.0 makes a Hopper GPU act as an A100)
+// can run the step, else the sentence saying why not, e.g. "step 05_fp8 (FP8 with delayed
+// scaling) needs FP8 tensor cores (compute capability 8.9 or newer: ...); this NVIDIA
+// A100-SXM4-80GB is compute capability 8.0". After gpu_require.
+const char *step_gpu_refusal(const StepOps *step);
 
 // The whole program of a step binary.
 int step_main(int argc, char **argv, const StepOps *step);

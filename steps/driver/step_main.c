@@ -14,7 +14,10 @@
 #include "common/gpu/gpu.h"
 #include "common/io/output_file.h"
 #include "common/io/weights_io.h"
+#include "common/gpu/gpu_phase.h"
 #include "reference/reference.h"
+#include "steps/driver/breakdown_report.h"
+#include "steps/driver/floors.h"
 #include "steps/driver/step.h"
 
 // ---- running a step ----------------------------------------------------------------------
@@ -39,7 +42,7 @@ static int compare_doubles(const void *a, const void *b) {
 }
 
 StepReport step_time(const StepOps *step, const LayerConfig *cfg, const LayerParams *params,
-                     const LayerInputs *inputs, int warmup, int iters) {
+                     const LayerInputs *inputs, int warmup, int iters, int breakdown) {
     StepReport r = {0};
     r.max_rel_error = -1;
     r.check_passed = -1;
@@ -55,6 +58,7 @@ StepReport step_time(const StepOps *step, const LayerConfig *cfg, const LayerPar
 
     cudaEvent_t *events = xmalloc(sizeof(cudaEvent_t) * (size_t)(iters + 1));
     for (int i = 0; i <= iters; i++) CUDA_CHECK(cudaEventCreate(&events[i]));
+    if (breakdown) gpu_phase_prepare();
     CUDA_CHECK(cudaEventRecord(events[0], 0));
     for (int i = 0; i < iters; i++) {
         // The last timed step is bracketed for profilers that start late, so that
@@ -64,6 +68,12 @@ StepReport step_time(const StepOps *step, const LayerConfig *cfg, const LayerPar
         step->train_step(state, d_x, d_dy, step_index++);
         CUDA_CHECK(cudaEventRecord(events[i + 1], 0));
         if (i == iters - 1) CUDA_CHECK(cudaProfilerStop());
+    }
+    if (breakdown) {  // queued behind the last timed step, so the GPU does not wait for it
+        gpu_phase_start_step();
+        step->train_step(state, d_x, d_dy, step_index++);
+        r.breakdown_ms = gpu_phase_finish_step(r.category_ms);
+        r.has_breakdown = 1;
     }
     CUDA_CHECK(cudaEventSynchronize(events[iters]));
     CHECK_LAUNCH();
@@ -136,16 +146,23 @@ void step_check(const StepOps *step, const LayerConfig *cfg, const LayerParams *
 }
 
 static void write_json(const char *path, const StepOps *step, const LayerConfig *c,
-                       const StepReport *r) {
+                       const StepReport *r, const MeasuredRates *rates) {
     FILE *f = output_open(path, "w");
     fprintf(f,
             "{\"step\": \"%s\", \"title\": \"%s\", \"gpu\": \"%s\", \"hidden\": %d, \"ffn\": %d, "
             "\"heads\": %d, \"seq\": %d, \"batch\": %d, \"dtype\": \"%s\", \"mean_ms\": %.4f, "
             "\"median_ms\": %.4f, \"tflops\": %.2f, \"peak_mib\": %.1f, \"max_rel_error\": %.4g, "
-            "\"check_passed\": %d}\n",
+            "\"check_passed\": %d",
             step->id, step->title, gpu_description(), c->hidden, c->ffn, c->heads, c->seq,
             c->batch, dtype_name(c->dtype), r->mean_ms, r->median_ms, r->tflops, r->peak_mib,
             r->max_rel_error, r->check_passed);
+    if (r->has_breakdown) {
+        fprintf(f, ", \"rates\": ");
+        fprint_json(f, rates_json(rates));
+        fprintf(f, ", \"breakdown\": ");
+        fprint_json(f, step_breakdown_json(step, c, rates, r));
+    }
+    fprintf(f, "}\n");
     output_commit(f, path);
 }
 
@@ -192,6 +209,13 @@ static void require_runnable(const StepOps *step, const Options *o) {
                   cfg->batch, why);
 }
 
+const char *step_gpu_refusal(const StepOps *step) {
+    if (!step->min_cc) return NULL;
+    char what[160];
+    snprintf(what, sizeof what, "step %s (%s)", step->id, step->title);
+    return gpu_refusal(what, step->min_cc);
+}
+
 int step_main(int argc, char **argv, const StepOps *step) {
     Options o;
     options_defaults(&o);
@@ -212,11 +236,15 @@ int step_main(int argc, char **argv, const StepOps *step) {
 
     // Files are read before looking for a GPU: a bad file is reported on any machine.
     gpu_require();
+    const char *refusal = step_gpu_refusal(step);
+    if (refusal) fail_user("%s", refusal);
     require_device_memory(cfg);
-    printf("step %s: %s\nGPU: %s\n", step->id, step->title, gpu_description());
+    printf("step %s: %s\nGPU: %s\nGPU code: %s\n", step->id, step->title, gpu_description(),
+           gpu_code_description());
     print_config(cfg);
 
     StepReport report = {0};
+    MeasuredRates rates = {0};
     report.max_rel_error = -1;
     report.check_passed = -1;
     if (o.check) {
@@ -224,13 +252,26 @@ int step_main(int argc, char **argv, const StepOps *step) {
         printf("%s: max relative error %.3e\n", report.check_passed ? "CHECK PASSED" : "CHECK FAILED",
                report.max_rel_error);
     } else {
-        StepReport t = step_time(step, cfg, &params, &inputs, o.warmup, o.iters);
+        StepReport t = step_time(step, cfg, &params, &inputs, o.warmup, o.iters, o.breakdown);
         t.max_rel_error = report.max_rel_error;
         t.check_passed = report.check_passed;
         report = t;
         printf("Mean time: %.3f ms   (median %.3f ms over %d steps after %d warm-up; "
                "fwd+bwd)\n", report.mean_ms, report.median_ms, o.iters, o.warmup);
         printf("%.1f TFLOP/s, peak device memory %.0f MiB\n", report.tflops, report.peak_mib);
+        if (o.breakdown) {
+            rates = measure_rates(cfg, step->variant.fp8_gemms);
+            CategoryWork work;
+            double floor_ms[NUM_CATEGORIES];
+            const double floor = step_floors(step, cfg, &rates, &work, floor_ms);
+            print_step_breakdown(stdout, &report, &work, floor_ms);
+            printf("\n");
+            print_rates(stdout, cfg, &rates);
+            printf("model FLOPs utilisation %.1f%% of the measured %s GEMM rate; mean step %.2fx its floor "
+                   "(%.3f ms)\n", 100.0 * step_mfu(step, cfg, &rates, report.mean_ms),
+                   step->variant.fp8_gemms ? "FP8" : dtype_name(cfg->dtype), time_over_floor(report.mean_ms, floor),
+                   floor);
+        }
     }
     if (o.save_path) {
         LayerResults res;
@@ -240,7 +281,7 @@ int step_main(int argc, char **argv, const StepOps *step) {
         printf("saved out, dx and %d gradients to %s\n", NUM_PARAMS, o.save_path);
         layer_results_free(&res);
     }
-    if (o.json_path) write_json(o.json_path, step, cfg, &report);
+    if (o.json_path) write_json(o.json_path, step, cfg, &report, &rates);
     layer_params_free(&params);
     layer_inputs_free(&inputs);
     return report.check_passed == 0 ? 1 : 0;

@@ -16,8 +16,9 @@ typedef struct {
     char output[32768];
 } RunResult;
 
-// Runs argv (NULL-terminated), capturing stdout and stderr together.
-static RunResult run(char *const argv[]) {
+// Runs argv (NULL-terminated), capturing stdout and stderr together; with GPU_SIMULATE_CC set
+// to simulate_cc in its environment unless that is NULL.
+static RunResult run_as(const char *simulate_cc, char *const argv[]) {
     RunResult r = {0};
     int pipefd[2];
     assert_int_equal(pipe(pipefd), 0);
@@ -27,6 +28,7 @@ static RunResult run(char *const argv[]) {
         dup2(pipefd[1], 1);
         dup2(pipefd[1], 2);
         close(pipefd[0]);
+        if (simulate_cc) setenv("GPU_SIMULATE_CC", simulate_cc, 1);
         execv(argv[0], argv);
         perror("execv");
         _exit(127);
@@ -42,14 +44,17 @@ static RunResult run(char *const argv[]) {
     return r;
 }
 
-static void expect(char *const argv[], int exit_code, const char *message) {
-    RunResult r = run(argv);
-    print_message("  $ %s %s ...  -> exit %d\n", argv[0], argv[1] ? argv[1] : "", r.exit_code);
+static void expect_as(const char *simulate_cc, char *const argv[], int exit_code, const char *message) {
+    RunResult r = run_as(simulate_cc, argv);
+    print_message("  $ %s%s %s %s ...  -> exit %d\n", simulate_cc ? "GPU_SIMULATE_CC=" : "", simulate_cc ? simulate_cc : "",
+                  argv[0], argv[1] ? argv[1] : "", r.exit_code);
     if (r.exit_code != exit_code || !strstr(r.output, message)) {
         fail_msg("expected exit %d and '%s'; got exit %d and:\n%s", exit_code, message, r.exit_code,
                  r.output);
     }
 }
+
+static void expect(char *const argv[], int exit_code, const char *message) { expect_as(NULL, argv, exit_code, message); }
 
 // The binaries: in Bazel's runfiles, or beside this test (the GPU machine's flat folder of
 // packed binaries).
@@ -96,7 +101,7 @@ static void test_hidden_not_divisible_by_heads(void **state) {
 static void test_bad_values(void **state) {
     (void)state;
     expect((char *const[]){COMPARE, "--dtype", "fp64", NULL}, 1, "--dtype expects fp16 or bf16");
-    expect((char *const[]){COMPARE, "--dropout", "1.5", NULL}, 1, "--dropout expects a number in [0, 1)");
+    expect((char *const[]){COMPARE, "--dropout", "1.5", NULL}, 1, "--dropout expects a probability in [0, 1)");
     expect((char *const[]){COMPARE, "--seq", "-4", NULL}, 1, "--seq expects an integer");
     expect((char *const[]){COMPARE, "--seq", NULL}, 1, "--seq needs a value");
     expect((char *const[]){COMPARE, "--preset", "huge", NULL}, 1, "unknown preset 'huge'");
@@ -298,6 +303,24 @@ static void test_compare(void **state) {
         fail_msg("compare's SVG without a GPU lacks the reference bar:\n%s", text);
 }
 
+// The wrong GPU, simulated on the GPU at hand (GPU_SIMULATE_CC, common/gpu/gpu.h): one
+// sentence naming what is missing, the GPU and the minimum, and exit 1 before any work.
+static void test_gpu_too_old(void **state) {
+    (void)state;
+    SKIP_WITHOUT_GPU();
+    expect_as("8.0", (char *const[]){STEP05, "--check", NULL}, 1,
+              "needs FP8 tensor cores (compute capability 8.9 or newer");
+    expect_as("8.6", (char *const[]){STEP06, "--fp8", "--check", NULL}, 1, "(GPU_SIMULATE_CC=8.6) is compute capability 8.6");
+    expect_as("8.0", (char *const[]){COMPARE, "--steps", "05", "--skip-check", "--iters", "1", NULL}, 0,
+              "step 05_fp8 skipped: step 05_fp8 (FP8 with delayed scaling) needs FP8 tensor cores");
+    expect_as("7.5", (char *const[]){STEP01, "--preset", "tiny", NULL}, 1,
+              "this program needs bf16 tensor cores (compute capability 8.0 or newer");
+    expect_as("7.0", (char *const[]){COMPARE, NULL}, 1, "is compute capability 7.0");
+    expect_as("8.O", (char *const[]){STEP01, "--preset", "tiny", NULL}, 1,
+              "GPU_SIMULATE_CC=8.O: expected a compute capability such as 8.0");
+    expect_as("99.0", (char *const[]){STEP01, "--preset", "tiny", NULL}, 1, "can only be made to act as an older one");
+}
+
 int main(int argc, char **argv) {
     (void)argc;
     locate(COMPARE, sizeof COMPARE, argv[0], "compare");
@@ -318,6 +341,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_weights_of_another_shape),
         cmocka_unit_test(test_step_flags),
         cmocka_unit_test(test_no_gpu),
+        cmocka_unit_test(test_gpu_too_old),
         cmocka_unit_test(test_unknown_flag),
         cmocka_unit_test(test_hidden_not_divisible_by_heads),
         cmocka_unit_test(test_bad_values),

@@ -226,7 +226,7 @@ static void test_values_in_range(void **state) {
     EXPECT_EXIT(1, "--seq expects an integer in [1, 1048576], got '16abc'", "--seq", "16abc");
     EXPECT_EXIT(1, "--batch expects an integer", "--batch", "4294967297");
     EXPECT_EXIT(1, "--iters expects an integer", "--iters", "1.5");
-    EXPECT_EXIT(1, "--dropout expects a number in [0, 1)", "--dropout", "0.1x");
+    EXPECT_EXIT(1, "--dropout expects a probability in [0, 1)", "--dropout", "0.1x");
     EXPECT_EXIT(1, "--level expects an integer in [0, 9], got '30x'", "--level", "30x");
     EXPECT_EXIT(1, "--dtype expects fp16 or bf16, got 'fp64'", "--dtype", "fp64");
 }

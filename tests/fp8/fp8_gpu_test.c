@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/core/gpu_arch.h"
 #include "common/gpu/cuda_check.h"
 #include "common/fp8/fp8_format.h"
 #include "common/gpu/gpu.h"
@@ -305,10 +306,7 @@ static void fp8_gemm_case(Fp8Format bf, int fast, int with_bias) {
 static void test_fp8_gemm(void **state) {
     (void)state;
     SKIP_WITHOUT_GPU();
-    if (gpu_compute_capability() < 89) {
-        print_message("[ SKIP     ] FP8 GEMMs need compute capability 8.9+\n");
-        skip();
-    }
+    SKIP_BELOW_CC(GPU_ARCH_MIN_FP8, "cuBLASLt's FP8 GEMMs");
     fp8_gemm_case(FP8_E4M3, 1, 1);
     fp8_gemm_case(FP8_E5M2, 0, 0);
 }

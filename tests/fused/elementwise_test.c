@@ -70,10 +70,58 @@ static void test_add_dropout_backward(void **state) {
     }
 }
 
+// Sequence parallelism: 4 ranks' slices of the tokens, each with its place in the whole
+// (first_index = r * rows/4 * cols), must give the whole tensor's result bit for bit; a
+// slice keyed from 0 (the plain entry point) draws another mask.
+static void test_dropout_on_slices(void **state) {
+    (void)state;
+    SKIP_WITHOUT_GPU();
+    const int rows = 64, cols = 264, parts = 4, slice_rows = rows / parts;
+    const int64_t n = (int64_t)rows * cols, slice_n = n / parts;
+    for (int d = 0; d < 2; d++) {
+        DType dt = d ? DTYPE_BF16 : DTYPE_FP16;
+        float *x = random_floats(n, -2, 2), *bias = random_floats(cols, -1, 1), *res = random_floats(n, -2, 2);
+        const uint64_t seed = test_seed() + 2, offset = 5;
+        void *dx = dev_upload(x, n, dt), *db = dev_upload(bias, cols, dt), *dr = dev_upload(res, n, dt);
+        void *whole = dev_alloc((size_t)n * 2), *sliced = dev_alloc((size_t)n * 2);
+        void *gsum_whole = dev_alloc((size_t)n * 2), *gz_whole = dev_alloc((size_t)n * 2);
+        void *gsum_sliced = dev_alloc((size_t)n * 2), *gz_sliced = dev_alloc((size_t)n * 2);
+        bias_dropout_add_forward(dx, db, dr, whole, rows, cols, 0.3f, seed, offset, dt);
+        add_dropout_backward(dx, dr, gsum_whole, gz_whole, n, 0.3f, seed, offset, dt);
+        for (int r = 0; r < parts; r++) {
+            const int64_t at = r * slice_n;  // elements before rank r's tokens
+            bias_dropout_add_forward_at((char *)dx + at * 2, db, (char *)dr + at * 2, (char *)sliced + at * 2,
+                                        slice_rows, cols, 0.3f, seed, offset, (uint64_t)at, dt);
+            add_dropout_backward_at((char *)dx + at * 2, (char *)dr + at * 2, (char *)gsum_sliced + at * 2,
+                                    (char *)gz_sliced + at * 2, slice_n, 0.3f, seed, offset, (uint64_t)at, dt);
+        }
+        float *a = malloc(n * sizeof(float)), *b = malloc(n * sizeof(float));
+        dev_download(a, whole, n, dt), dev_download(b, sliced, n, dt);
+        assert_memory_equal(a, b, (size_t)n * sizeof(float));
+        dev_download(a, gz_whole, n, dt), dev_download(b, gz_sliced, n, dt);
+        assert_memory_equal(a, b, (size_t)n * sizeof(float));
+        dev_download(a, gsum_whole, n, dt), dev_download(b, gsum_sliced, n, dt);
+        assert_memory_equal(a, b, (size_t)n * sizeof(float));
+        // The last slice keyed from 0: not the whole's mask.
+        bias_dropout_add_forward((char *)dx + 3 * slice_n * 2, db, (char *)dr + 3 * slice_n * 2, sliced, slice_rows,
+                                 cols, 0.3f, seed, offset, dt);
+        dev_download(a, whole, n, dt), dev_download(b, sliced, slice_n, dt);
+        int64_t differ = 0;
+        for (int64_t i = 0; i < slice_n; i++) differ += a[3 * slice_n + i] != b[i];
+        print_message("slice keyed from 0: %lld of %lld elements differ from the whole's\n", (long long)differ,
+                      (long long)slice_n);
+        assert_true(differ > slice_n / 10);
+        void *bufs[] = {dx, db, dr, whole, sliced, gsum_whole, gz_whole, gsum_sliced, gz_sliced};
+        for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) dev_free(bufs[i]);
+        free(x), free(bias), free(res), free(a), free(b);
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_bias_dropout_add),
         cmocka_unit_test(test_add_dropout_backward),
+        cmocka_unit_test(test_dropout_on_slices),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

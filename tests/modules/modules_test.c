@@ -1,8 +1,12 @@
-// The TE-style modules (common/modules) against the CPU reference, fp16 and bf16, on fresh
-// random data; then steps 02 and 03 as a whole.
+// The TE-style modules (modules/) against the CPU reference, fp16 and bf16, on fresh random
+// data, through their own API (forward, backward, load_params, read_grads); then steps 02,
+// 03, 04 and 06 as a whole.
 #include <stdlib.h>
+#include <string.h>
 
+#include "common/gpu/cuda_check.h"
 #include "common/gpu/gpu.h"
+#include "kernels/layernorm/fast_layernorm.h"
 #include "modules/gemm.h"
 #include "modules/layernorm.h"
 #include "modules/layernorm_linear.h"
@@ -62,6 +66,20 @@ static void test_linear(void **state) {
         check("dx", d_dx, dx, tokens * in, dt, tol(dt));
         check("dweight", l.dweight, dw, out * in, dt, tol(dt));
         check("dbias (BGRADB)", l.dbias, db, out, dt, tol(dt));
+        // Without the bias, which is handed back for a later pass (TE's return_bias); its
+        // gradient is still summed, from the same dy. The backward in two halves, as step 07
+        // runs it (dgrad, then wgrad from the x this forward recorded).
+        ref_linear_forward(x, w, NULL, tokens, in, out, y);
+        assert_ptr_equal(linear_forward_return_bias(&l, d_x, d_y, tokens), l.bias);
+        CUDA_CHECK(cudaMemset(l.dweight, 0, (size_t)out * in * 2));
+        CUDA_CHECK(cudaMemset(l.dbias, 0, (size_t)out * 2));
+        linear_dgrad(&l, d_dy, d_dx, tokens);
+        linear_wgrad(&l, d_dy, tokens, 1);
+        print_message(" Linear %s, bias returned, dgrad and wgrad apart\n", dtype_name(dt));
+        check("y (no bias)", d_y, y, tokens * out, dt, tol(dt));
+        check("dx", d_dx, dx, tokens * in, dt, tol(dt));
+        check("dweight", l.dweight, dw, out * in, dt, tol(dt));
+        check("dbias (BGRADB)", l.dbias, db, out, dt, tol(dt));
         linear_free(&l);
         dev_free(d_x), dev_free(d_r), dev_free(d_dy), dev_free(d_y), dev_free(d_dx);
         free(x), free(w), free(b), free(r), free(dy), free(y), free(dx), free(dw), free(db);
@@ -111,6 +129,28 @@ static void test_layernorm(void **state) {
     layernorm_case(DTYPE_FP16, 64, 8192);
 }
 
+// The backward's rows must fit one block's shared memory, which is a third smaller on an A100
+// than on Hopper, and smaller again on RTX 30xx/40xx and L4: what does not fit is refused in a
+// sentence (GPU_SIMULATE_CC=8.0 or 8.6 shows it on a Hopper GPU).
+static void test_layernorm_shared_memory_limit(void **state) {
+    (void)state;
+    SKIP_WITHOUT_GPU();
+    const size_t have = gpu_max_smem_per_block();
+    print_message("  shared memory per block here: %zu bytes\n", have);
+    assert_null(layernorm_fast_backward_unsupported(4096, DTYPE_BF16));  // the quickstart, on any GPU
+    for (int cols = 8192; cols <= 16384; cols += 8192) {
+        const char *why = layernorm_fast_backward_unsupported(cols, DTYPE_FP16);
+        print_message("  cols %d: %s\n", cols, why ? why : "fits");
+        const int fits = (size_t)12 * cols + 1024 <= have;  // 12 bytes a column, + room for the static arrays
+        const int too_big = (size_t)12 * cols > have;
+        if (fits) assert_null(why);
+        if (too_big) {
+            assert_non_null(why);
+            assert_non_null(strstr(why, "values per row here"));
+        }
+    }
+}
+
 static void test_layernorm_mlp_and_linear(void **state) {
     (void)state;
     SKIP_WITHOUT_GPU();
@@ -141,36 +181,56 @@ static void test_layernorm_mlp_and_linear(void **state) {
         const GeluBackward modes[] = {GELU_BACKWARD_IN_EPILOGUE, GELU_BACKWARD_SEPARATE_PASS,
                                       GELU_BACKWARD_IN_EPILOGUE_WITH_BGRAD};
         const char *mode_names[] = {"GELU' in FC2's epilogue", "GELU' as a pass", "GELU' and db1 in the epilogue"};
+        // The modules start from other random weights and get the real ones by load_params,
+        // and their gradients are read by read_grads: both must reach every tensor.
+        float *o_g = rnd(h, 0.8f, 1.2f, dt), *o_b = rnd(h, -0.2f, 0.2f, dt), *o_w1 = rnd(f * h, -0.1f, 0.1f, dt);
+        float *o_b1 = rnd(f, -0.5f, 0.5f, dt), *o_w2 = rnd(h * f, -0.05f, 0.05f, dt), *o_b2 = rnd(h, -0.5f, 0.5f, dt);
+        const LayerNormMLPTensors real = {g, b, w1, b1, w2, b2}, other = {o_g, o_b, o_w1, o_b1, o_w2, o_b2};
+        float *gg = malloc(h * 4), *gb = malloc(h * 4), *gw1 = malloc(f * h * 4), *gb1 = malloc(f * 4);
+        float *gw2 = malloc(h * f * 4), *gb2 = malloc(h * 4);
+        const LayerNormMLPTensors grads = {gg, gb, gw1, gb1, gw2, gb2};
         for (int mode = 0; mode < 3; mode++) {
             LayerNormMLP m;
-            layernorm_mlp_init(&m, h, f, t, 1e-5f, g, b, w1, b1, w2, b2, dt);
+            layernorm_mlp_init(&m, h, f, t, 1e-5f, mode == 0 ? &real : &other, dt);
+            if (mode > 0) layernorm_mlp_load_params(&m, &real);
             m.gelu_backward = modes[mode];
             layernorm_mlp_forward(&m, d_x, d_out, t, d_x);
             layernorm_mlp_backward(&m, d_dy, d_dy, d_dx, t);
-            print_message(" LayerNormMLP %s, %s\n", dtype_name(dt), mode_names[mode]);
+            layernorm_mlp_read_grads(&m, &grads);
+            print_message(" LayerNormMLP %s, %s%s\n", dtype_name(dt), mode_names[mode],
+                          mode > 0 ? ", weights by load_params" : "");
             check("out", d_out, out, t * h, dt, tol(dt));
             check("dx", d_dx, dx, t * h, dt, 2 * tol(dt));
-            check("dgamma", m.ln.dgamma, dg, h, dt, 2 * tol(dt));
-            check("dbeta", m.ln.dbeta, db, h, dt, 2 * tol(dt));
-            check("dW1", m.fc1.dweight, dw1, f * h, dt, 2 * tol(dt));
-            check("db1", m.fc1.dbias, db1, f, dt, 2 * tol(dt));
-            check("dW2", m.fc2.dweight, dw2, h * f, dt, tol(dt));
-            check("db2", m.fc2.dbias, db2, h, dt, tol(dt));
+            assert_rel_error(gg, dg, h, 2 * tol(dt));
+            assert_rel_error(gb, db, h, 2 * tol(dt));
+            assert_rel_error(gw1, dw1, f * h, 2 * tol(dt));
+            assert_rel_error(gb1, db1, f, 2 * tol(dt));
+            assert_rel_error(gw2, dw2, h * f, tol(dt));
+            assert_rel_error(gb2, db2, h, tol(dt));
             layernorm_mlp_free(&m);
         }
         // LayerNormLinear on the same LN and FC1 weights: y = FC1(LN(x)).
         LayerNormLinear lnl;
-        layernorm_linear_init(&lnl, h, f, t, 1e-5f, g, b, w1, b1, dt);
+        const LayerNormLinearTensors lnl_other = {o_g, o_b, o_w1, o_b1}, lnl_real = {g, b, w1, b1};
+        const LayerNormLinearTensors lnl_grads = {gg, gb, gw1, gb1};
+        layernorm_linear_init(&lnl, h, f, t, 1e-5f, &lnl_other, dt);
+        layernorm_linear_load_params(&lnl, &lnl_real);
         void *d_y = dev_alloc(t * f * 2), *d_dh = dev_upload(dh1, t * f, dt);
         layernorm_linear_forward(&lnl, d_x, d_y, t);
         layernorm_linear_backward(&lnl, d_dh, NULL, d_dx, t);
+        layernorm_linear_read_grads(&lnl, &lnl_grads);
         float *dx2 = malloc(t * h * 4);
         ref_layernorm_backward(dln, x, g, mean, rstd, t, h, dx2, dg, db);
-        print_message(" LayerNormLinear %s\n", dtype_name(dt));
+        print_message(" LayerNormLinear %s, weights by load_params\n", dtype_name(dt));
         check("y", d_y, h1, t * f, dt, tol(dt));
         check("dx", d_dx, dx2, t * h, dt, 2 * tol(dt));
-        check("dW", lnl.linear.dweight, dw1, f * h, dt, 2 * tol(dt));
+        assert_rel_error(gw1, dw1, f * h, 2 * tol(dt));
+        assert_rel_error(gb1, db1, f, 2 * tol(dt));
+        assert_rel_error(gg, dg, h, 2 * tol(dt));
+        assert_rel_error(gb, db, h, 2 * tol(dt));
         layernorm_linear_free(&lnl);
+        float *more[] = {o_g, o_b, o_w1, o_b1, o_w2, o_b2, gg, gb, gw1, gb1, gw2, gb2};
+        for (size_t i = 0; i < sizeof more / sizeof more[0]; i++) free(more[i]);
         dev_free(d_x), dev_free(d_dy), dev_free(d_out), dev_free(d_dx), dev_free(d_y), dev_free(d_dh);
         float *all[] = {x, g, b, w1, b1, w2, b2, dy, ln, mean, rstd, h1, a1, out, da1, dh1, dln, dx, dg, db,
                         dw1, db1, dw2, db2, dx2};
@@ -216,6 +276,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_linear),
         cmocka_unit_test(test_layernorm),
+        cmocka_unit_test(test_layernorm_shared_memory_limit),
         cmocka_unit_test(test_layernorm_mlp_and_linear),
         cmocka_unit_test(test_steps),
     };

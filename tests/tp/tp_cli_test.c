@@ -1,5 +1,5 @@
-// The step 07 program's bad input, on any machine (these fail before a GPU is touched, or
-// because there is none): a clear message, exit 1, and no rank left waiting.
+// Step 07's bad input, on any machine (these fail before a GPU is touched, or because there
+// are not enough): a clear message, exit 1, and no rank left waiting.
 #define _POSIX_C_SOURCE 200809L
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,7 +10,7 @@
 #include "common/gpu/gpu.h"
 #include "tests/test_util.h"
 
-static char TP_BIN[4096] = "steps/07_tensor_parallel/tp";
+static char TP_BIN[4096] = "steps/07_tensor_parallel/step07_tensor_parallel";
 
 // Runs argv with extra environment settings "NAME=value" (NULL-terminated), capturing
 // stdout and stderr; returns the exit status (-1 if killed) and fills out.
@@ -40,7 +40,8 @@ static int run(char *const argv[], const char *const env[], char *out, size_t si
 static void expect(char *const argv[], const char *const env[], const char *message) {
     char out[8192];
     int code = run(argv, env, out, sizeof out);
-    print_message("  $ tp %s %s -> exit %d: %s", argv[1] ? argv[1] : "", argv[1] && argv[2] ? argv[2] : "", code, out);
+    print_message("  $ step07_tensor_parallel %s %s ... -> exit %d: %s", argv[1] ? argv[1] : "",
+                  argv[1] && argv[2] ? argv[2] : "", code, out);
     if (code != 1 || !strstr(out, message)) fail_msg("expected exit 1 and '%s'; got exit %d and:\n%s", message, code, out);
 }
 
@@ -59,32 +60,52 @@ static void test_tp_from_environment_not_dividing_heads(void **state) {
 static void test_bad_flags(void **state) {
     (void)state;
     expect((char *const[]){TP_BIN, "--tp", "0", NULL}, NULL, "--tp needs an integer");
-    expect((char *const[]){TP_BIN, "--bogus", NULL}, NULL, "unknown flag '--bogus'");
+    expect((char *const[]){TP_BIN, "--bogus", "1", NULL}, NULL, "unknown flag '--bogus'");
     const char *env[] = {"RANK=1", "WORLD_SIZE=2", NULL};
     expect((char *const[]){TP_BIN, "--tp", "2", NULL}, env, "drop --tp");
     const char *bad[] = {"RANK=2", "WORLD_SIZE=2", NULL};
     expect((char *const[]){TP_BIN, "--preset", "tiny", NULL}, bad, "out of range");
     expect((char *const[]){TP_BIN, "--block", "groupnorm", NULL}, NULL, "--block must be local or exact");
-    expect((char *const[]){TP_BIN, "--check", NULL}, NULL, "--preset small");
+    expect((char *const[]){TP_BIN, "--block", "exact", "--parallel", NULL}, NULL, "drop --parallel");
+    expect((char *const[]){TP_BIN, "--check", "--preset", "quickstart", NULL}, NULL, "--preset small");
     expect((char *const[]){TP_BIN, "--weights", "/nonexistent/w.safetensors", "--preset", "tiny", NULL}, NULL,
            "cannot open '/nonexistent/w.safetensors'");
 }
 
-// More ranks than GPUs: every rank that has no GPU says so and exits; the launcher stops the
-// others instead of letting them wait for the missing peers.
+// The shared flags go through the driver's parser like every step's (before, step 07 had a
+// parser of its own and answered "unknown flag" to them): each is taken, as the refusal
+// that follows from its value shows.
+static void test_shared_flags(void **state) {
+    (void)state;
+    expect((char *const[]){TP_BIN, "--preset", "small", "--heads", "2", "--dropout", "0.2", "--causal", "--seed",
+                           "5", "--warmup", "1", "--iters", "2", "--tp", "4", NULL},
+           NULL, "must divide the number of heads (2)");
+    expect((char *const[]){TP_BIN, "--preset", "small", "--attn-dropout", "0.1", "--hidden-dropout", "0.1",
+                           "--dtype", "bf16", "--heads", "16", "--ffn", "1000", "--tp", "16", NULL},
+           NULL, "must divide ffn (1000)");
+    expect((char *const[]){TP_BIN, "--dropout", "2", NULL}, NULL, "--dropout expects a probability");
+    expect((char *const[]){TP_BIN, "--preset", "small", "--sequence-parallel", "--seq", "131", "--tp", "2", NULL},
+           NULL, "must divide seq (131)");
+    expect((char *const[]){TP_BIN, "--input", "/nonexistent/x.safetensors", "--preset", "tiny", NULL}, NULL,
+           "cannot open '/nonexistent/x.safetensors'");
+}
+
+// More ranks than GPUs: one clear message naming both numbers from the launcher, before any
+// rank starts (no rank reports a failure, none is left waiting). On any machine: twice as
+// many ranks as it has GPUs (or 2 where there are none).
 static void test_more_ranks_than_gpus(void **state) {
     (void)state;
     int gpus = gpu_count();
-    if (gpus >= 2) {
-        print_message("[ SKIP     ] this machine has %d GPUs: --tp 2 would run\n", gpus);
-        skip();
-    }
-    char out[8192];
-    int code = run((char *const[]){TP_BIN, "--tp", "2", "--preset", "tiny", "--timeout", "20", NULL}, NULL, out, sizeof out);
-    print_message("  $ tp --tp 2 -> exit %d: %s", code, out);
+    char tp[16], out[8192], want[160];
+    snprintf(tp, sizeof tp, "%d", gpus > 0 ? 2 * gpus : 2);
+    int code = run((char *const[]){TP_BIN, "--tp", tp, "--preset", "quickstart", "--timeout", "20", NULL}, NULL, out,
+                   sizeof out);
+    print_message("  $ step07_tensor_parallel --tp %s (this machine: %d GPUs) -> exit %d: %s", tp, gpus, code, out);
     assert_int_equal(code, 1);
-    assert_non_null(strstr(out, "stopping the others"));
-    assert_true(strstr(out, "no GPU") || strstr(out, "larger than the number of GPUs"));
+    if (gpus > 0) snprintf(want, sizeof want, "--tp %s needs %s GPUs, one per rank, but this machine has %d", tp, tp, gpus);
+    else snprintf(want, sizeof want, "--tp 2: this machine has no usable GPU");
+    if (!strstr(out, want)) fail_msg("expected '%s' in:\n%s", want, out);
+    assert_null(strstr(out, "rank"));  // said before any rank started
 }
 
 int main(int argc, char **argv) {
@@ -92,12 +113,14 @@ int main(int argc, char **argv) {
     if (access(TP_BIN, X_OK) != 0) {  // not in Bazel's runfiles: beside this test
         snprintf(TP_BIN, sizeof TP_BIN, "%s", argv[0]);
         char *slash = strrchr(TP_BIN, '/');
-        snprintf(slash ? slash + 1 : TP_BIN, sizeof TP_BIN - (size_t)(slash ? slash + 1 - TP_BIN : 0), "tp");
+        snprintf(slash ? slash + 1 : TP_BIN, sizeof TP_BIN - (size_t)(slash ? slash + 1 - TP_BIN : 0),
+                 "step07_tensor_parallel");
     }
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_tp_not_dividing_heads),
         cmocka_unit_test(test_tp_from_environment_not_dividing_heads),
         cmocka_unit_test(test_bad_flags),
+        cmocka_unit_test(test_shared_flags),
         cmocka_unit_test(test_more_ranks_than_gpus),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

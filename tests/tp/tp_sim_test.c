@@ -17,6 +17,7 @@
 #include "common/core/layer.h"
 #include "common/core/philox.h"
 #include "reference/reference.h"
+#include "reference/tp_layer_reference.h"
 #include "reference/tp_reference.h"
 #include "common/io/weights_io.h"
 #include "tests/test_util.h"
@@ -99,8 +100,43 @@ static void test_checkpoint_round_trip(void **state) {
     remove(a), remove(b), rmdir(dir);
 }
 
-// ---- The whole layer ------------------------------------------------------------------------
-static void check_layer(LayerConfig c, int tp) {
+// ---- The collectives -------------------------------------------------------------------------
+// An all-reduce is a reduce-scatter followed by an all-gather (that is how a ring does it, and
+// why sequence parallelism moves the same bytes as plain TP).
+static void test_reduce_scatter_then_all_gather_is_all_reduce(void **state) {
+    (void)state;
+    const int tp = 4;
+    const int64_t n = 24;  // per slice
+    float *full[4], *slice[4], *gathered[4], *want[4];
+    for (int r = 0; r < tp; r++) {
+        full[r] = random_floats(tp * n, -1.0f, 1.0f);
+        want[r] = malloc((size_t)(tp * n) * sizeof(float));
+        memcpy(want[r], full[r], (size_t)(tp * n) * sizeof(float));
+        slice[r] = calloc((size_t)n, sizeof(float));
+        gathered[r] = calloc((size_t)(tp * n), sizeof(float));
+    }
+    tp_sim_all_reduce(want, tp, tp * n);
+    tp_sim_reduce_scatter((const float *const *)full, slice, tp, n);
+    tp_sim_all_gather((const float *const *)slice, gathered, tp, n);
+    for (int r = 0; r < tp; r++) assert_memory_equal(gathered[r], want[r], (size_t)(tp * n) * sizeof(float));
+    // and the gather puts rank r's slice at r n
+    assert_memory_equal(gathered[0] + 2 * n, slice[2], (size_t)n * sizeof(float));
+    for (int r = 0; r < tp; r++) free(full[r]), free(slice[r]), free(gathered[r]), free(want[r]);
+}
+
+// ---- The whole layer, every variant ----------------------------------------------------------
+static const TpVariant SERIAL = {TP_LAYER_SERIAL, 0, 0}, PARALLEL = {TP_LAYER_PARALLEL, 0, 0};
+static const TpVariant SERIAL_SP = {TP_LAYER_SERIAL, 1, 0}, PARALLEL_SP = {TP_LAYER_PARALLEL, 1, 0};
+
+// 8 heads and seq 16, so that tp = 8 still gives every rank a head and two positions.
+static LayerConfig variant_config(void) {
+    LayerConfig c = test_config();
+    c.heads = 8;
+    return c;
+}
+
+// Returns the worst relative error of out, dx and the 12 gathered gradients.
+static double check_layer(LayerConfig c, int tp, const TpVariant *v) {
     LayerParams p;
     LayerInputs in;
     LayerResults ref, sim;
@@ -111,33 +147,86 @@ static void check_layer(LayerConfig c, int tp) {
     layer_results_alloc(&c, &ref);
     layer_results_alloc(&c, &sim);
     const uint64_t step = 3;
-    ref_layer_train_step(&c, &p, &in, step, &ref);
-    tp_sim_layer_train_step(&c, tp, &p, &in, step, &sim, NULL);
+    tp_variant_reference(v)(&c, &p, &in, step, &ref);
+    tp_sim_layer_train_step(&c, tp, v, &p, &in, step, &sim, NULL);
     int64_t n = layer_tokens(&c) * c.hidden;
-    double worst = fmax(rel_err(sim.out, ref.out, n), rel_err(sim.dx, ref.dx, n));
-    const char *worst_name = "out/dx";
+    double e_out = rel_err(sim.out, ref.out, n), e_dx = rel_err(sim.dx, ref.dx, n), worst = fmax(e_out, e_dx);
+    const char *worst_name = e_out > e_dx ? "out" : "dx";
     for (int id = 0; id < NUM_PARAMS; id++) {
         double e = rel_err(sim.grad.tensor[id], ref.grad.tensor[id], param_numel(&c, id));
         if (e > worst) worst = e, worst_name = PARAM_NAMES[id];
     }
-    print_message("layer tp=%d causal=%d: out %.2e dx %.2e, worst of all %.2e (%s)\n", tp, c.causal,
-                  rel_err(sim.out, ref.out, n), rel_err(sim.dx, ref.dx, n), worst, worst_name);
-    assert_rel_error(sim.out, ref.out, n, TP_TOL);
-    assert_rel_error(sim.dx, ref.dx, n, TP_TOL);
-    for (int id = 0; id < NUM_PARAMS; id++)
-        assert_rel_error(sim.grad.tensor[id], ref.grad.tensor[id], param_numel(&c, id), TP_TOL);
+    print_message("| %-27s | %d | %d | %.1e | %.1e | %.1e (%s)\n", tp_variant_name(v), tp, c.causal, e_out, e_dx,
+                  worst, worst_name);
     layer_params_free(&p);
     layer_inputs_free(&in);
     layer_results_free(&ref);
     layer_results_free(&sim);
+    return worst;
 }
 
-static void test_layer_matches_unsharded(void **state) {
-    (void)state;
-    LayerConfig c = test_config();
-    for (int tp = 1; tp <= 4; tp *= 2) check_layer(c, tp);
+static void check_variant_at_every_tp(const TpVariant *v) {
+    LayerConfig c = variant_config();
+    print_message("| variant                     | tp | causal | out | dx | worst of all 14 |\n");
+    for (int tp = 1; tp <= 8; tp *= 2) assert_true(check_layer(c, tp, v) <= TP_TOL);
     c.causal = 1;
-    check_layer(c, 2);
+    assert_true(check_layer(c, 2, v) <= TP_TOL);
+}
+
+static void test_serial_layer_matches_unsharded(void **state) {
+    (void)state;
+    check_variant_at_every_tp(&SERIAL);
+}
+
+// Step 06's parallel layer under TP: one fused column-parallel GEMM, one fused row-parallel
+// GEMM, one all-reduce each way - against ref_parallel_train_step.
+static void test_parallel_layer_matches_unsharded(void **state) {
+    (void)state;
+    check_variant_at_every_tp(&PARALLEL);
+}
+
+static void test_sequence_parallel_serial_matches_unsharded(void **state) {
+    (void)state;
+    check_variant_at_every_tp(&SERIAL_SP);
+}
+
+static void test_sequence_parallel_parallel_matches_unsharded(void **state) {
+    (void)state;
+    check_variant_at_every_tp(&PARALLEL_SP);
+}
+
+// The cut must matter: the parallel layer checked against the SERIAL reference fails (so
+// the comparisons above are not trivially true), and so does sequence parallelism with a
+// slice's dropout keyed from 0 instead of its place in the whole tensor - which the
+// simulation cannot do by construction, so we show the masks differ instead.
+static void test_variants_are_different_functions(void **state) {
+    (void)state;
+    LayerConfig c = variant_config();
+    LayerParams p;
+    LayerInputs in;
+    LayerResults ref, sim;
+    layer_params_alloc(&c, &p);
+    layer_params_init_random(&c, test_seed() + 1, &p);
+    layer_inputs_alloc(&c, &in);
+    layer_inputs_init_random(&c, test_seed() + 2, &in);
+    layer_results_alloc(&c, &ref);
+    layer_results_alloc(&c, &sim);
+    ref_layer_train_step(&c, &p, &in, 0, &ref);
+    tp_sim_layer_train_step(&c, 2, &PARALLEL, &p, &in, 0, &sim, NULL);
+    double e = rel_err(sim.out, ref.out, layer_tokens(&c) * c.hidden);
+    print_message("parallel layer (tp 2) against the serial reference: out %.2e (must be large)\n", e);
+    assert_true(e > 1e-2);
+    const int64_t half = layer_tokens(&c) * c.hidden / 2;
+    int same = 0;
+    for (int64_t i = 0; i < half; i++)
+        same += dropout_keep(c.seed, 7, (uint64_t)i, 0.5f) == dropout_keep(c.seed, 7, (uint64_t)(half + i), 0.5f);
+    print_message("second half's dropout mask keyed from 0: agrees with its own on %.0f%% of elements\n",
+                  100.0 * same / half);
+    assert_true(same < half * 0.6);
+    layer_params_free(&p);
+    layer_inputs_free(&in);
+    layer_results_free(&ref);
+    layer_results_free(&sim);
 }
 
 // Attention dropout must be keyed by the GLOBAL head index: rank 1 of 2 holds heads 2 and 3,
@@ -169,10 +258,10 @@ static void test_attention_shard_uses_global_heads(void **state) {
 
 // In plain TP every rank holds the same x, the same LayerNorm outputs and the same
 // all-reduced gradients, so the replicated parameters get the same gradient everywhere:
-// bit for bit, no all-reduce needed. The sharded ones are each rank's own.
-static void test_replicated_gradients_agree(void **state) {
-    (void)state;
-    LayerConfig c = test_config();
+// bit for bit, no all-reduce needed. The sharded ones are each rank's own. Under sequence
+// parallelism the same holds only after the all-reduce of the replicated gradients.
+static void replicated_gradients_agree(const TpVariant *v) {
+    LayerConfig c = variant_config();
     const int tp = 4;
     LayerParams p, rank_grads[4];
     LayerInputs in;
@@ -182,17 +271,20 @@ static void test_replicated_gradients_agree(void **state) {
     layer_inputs_alloc(&c, &in);
     layer_inputs_init_random(&c, test_seed() + 2, &in);
     layer_results_alloc(&c, &sim);
-    tp_sim_layer_train_step(&c, tp, &p, &in, 0, &sim, rank_grads);
+    tp_sim_layer_train_step(&c, tp, v, &p, &in, 0, &sim, rank_grads);
+    print_message("%s:\n", tp_variant_name(v));
     for (int id = 0; id < NUM_PARAMS; id++) {
         TpSplit s = tp_param_split(id);
         int64_t n = tp_param_shard_numel(&c, tp, id);
-        print_message("%-22s %-10s shard %6lld of %6lld\n", PARAM_NAMES[id], tp_split_name(s),
-                      (long long)n, (long long)param_numel(&c, id));
+        int same_everywhere = 1;
         for (int r = 1; r < tp; r++) {
             int same = !memcmp(rank_grads[r].tensor[id], rank_grads[0].tensor[id], (size_t)n * sizeof(float));
-            if (s == TP_REPLICATED) assert_true(same);   // identical: nothing to reduce
+            same_everywhere &= same;
+            if (s == TP_REPLICATED) assert_true(same);   // identical: one parameter
             else assert_false(same);                     // different slices of the gradient
         }
+        print_message("  %-22s %-10s shard %6lld of %6lld, same on every rank: %s\n", PARAM_NAMES[id],
+                      tp_split_name(s), (long long)n, (long long)param_numel(&c, id), same_everywhere ? "yes" : "no");
     }
     for (int r = 0; r < tp; r++) layer_params_free(&rank_grads[r]);
     layer_params_free(&p);
@@ -200,34 +292,95 @@ static void test_replicated_gradients_agree(void **state) {
     layer_results_free(&sim);
 }
 
-// With sequence parallelism the LayerNorms run on a 1/tp slice of the tokens on each rank.
-// Then each rank's LN gradient is the sum over ITS tokens only: they differ, and only their
-// sum (an all-reduce) is the gradient of the layer.
-static void test_sequence_parallel_needs_all_reduce(void **state) {
+static void test_replicated_gradients_agree(void **state) {
     (void)state;
-    const int64_t T = 32;
-    const int h = 64, tp = 4;
-    float *x = random_floats(T * h, -1.0f, 1.0f), *dy = random_floats(T * h, -1.0f, 1.0f);
-    float *gamma = random_floats(h, 0.9f, 1.1f), *beta = random_floats(h, -0.1f, 0.1f);
-    float *y = calloc((size_t)(T * h), sizeof(float)), *dx = calloc((size_t)(T * h), sizeof(float));
-    float mean[32], rstd[32], dg[64], db[64], dg_r[4][64], db_r[4][64], dg_sum[64], db_sum[64];
-    ref_layernorm_forward(x, gamma, beta, T, h, 1e-5f, y, mean, rstd);
-    ref_layernorm_backward(dy, x, gamma, mean, rstd, T, h, dx, dg, db);
-    const int64_t Tl = T / tp;
-    for (int r = 0; r < tp; r++)  // rank r: tokens [r T/tp, (r+1) T/tp)
-        ref_layernorm_backward(dy + r * Tl * h, x + r * Tl * h, gamma, mean + r * Tl, rstd + r * Tl,
-                               Tl, h, dx + r * Tl * h, dg_r[r], db_r[r]);
-    double own = rel_err(dg_r[0], dg, h);
-    print_message("sequence parallel: rank 0's own dgamma vs the full one: %.2e (needs the all-reduce)\n", own);
-    assert_true(own > 0.1);
-    float *bufs_g[4] = {dg_r[0], dg_r[1], dg_r[2], dg_r[3]}, *bufs_b[4] = {db_r[0], db_r[1], db_r[2], db_r[3]};
-    tp_sim_all_reduce(bufs_g, tp, h);
-    tp_sim_all_reduce(bufs_b, tp, h);
-    memcpy(dg_sum, dg_r[0], sizeof dg_sum);
-    memcpy(db_sum, db_r[0], sizeof db_sum);
-    assert_rel_error(dg_sum, dg, h, TP_TOL);
-    assert_rel_error(db_sum, db, h, TP_TOL);
-    free(x), free(dy), free(gamma), free(beta), free(y), free(dx);
+    replicated_gradients_agree(&SERIAL);
+    replicated_gradients_agree(&PARALLEL);
+    replicated_gradients_agree(&SERIAL_SP);
+    replicated_gradients_agree(&PARALLEL_SP);
+}
+
+// ---- Sequence parallelism without the all-reduce of the replicated gradients ------------------
+// Each rank trains its own copies of the parameters with plain SGD for a few steps. With the
+// all-reduce, the copies of every replicated parameter stay bit-identical and equal the
+// unsharded layer trained the same way. Without it, each rank's LayerNorm sees only its own
+// tokens, the copies get different updates, and they drift further apart with every step:
+// what should be one LayerNorm becomes tp different ones.
+static const double SGD_LR = 1e-2;
+
+// max over ranks r and replicated parameters of ||w_r - w_0|| / ||w_0||.
+static double replicated_spread(const LayerConfig *c, int tp, const LayerParams *shards) {
+    double worst = 0.0;
+    for (int id = 0; id < NUM_PARAMS; id++) {
+        if (tp_param_split(id) != TP_REPLICATED) continue;
+        for (int r = 1; r < tp; r++)
+            worst = fmax(worst, rel_err(shards[r].tensor[id], shards[0].tensor[id], param_numel(c, id)));
+    }
+    return worst;
+}
+
+static void sgd(LayerParams *w, const LayerParams *g, const LayerConfig *c, int tp) {
+    for (int id = 0; id < NUM_PARAMS; id++)
+        for (int64_t i = 0; i < tp_param_shard_numel(c, tp, id); i++) w->tensor[id][i] -= (float)SGD_LR * g->tensor[id][i];
+}
+
+// Trains 3 steps; returns the spread of the replicated copies after each, and the distance
+// of the gathered parameters from the unsharded layer trained the same way.
+static double train_copies(TpLayerKind layer, int skip, double spread[3]) {
+    LayerConfig c = variant_config();
+    const int tp = 4, steps = 3;
+    const TpVariant v = {layer, 1, skip};
+    LayerParams full, ref_params, gathered, shards[4], grads[4];
+    LayerInputs in;
+    LayerResults ref;
+    layer_params_alloc(&c, &full);
+    layer_params_init_random(&c, test_seed() + 1, &full);
+    layer_params_alloc(&c, &ref_params);
+    layer_params_init_random(&c, test_seed() + 1, &ref_params);
+    layer_params_alloc(&c, &gathered);
+    layer_inputs_alloc(&c, &in);
+    layer_inputs_init_random(&c, test_seed() + 2, &in);
+    layer_results_alloc(&c, &ref);
+    for (int r = 0; r < tp; r++) tp_shard_params(&c, tp, r, &full, &shards[r]);
+    float *out = calloc((size_t)(layer_tokens(&c) * c.hidden), sizeof(float));
+    float *dx = calloc((size_t)(layer_tokens(&c) * c.hidden), sizeof(float));
+    for (int step = 0; step < steps; step++) {
+        tp_sim_train_step(&c, tp, &v, shards, &in, (uint64_t)step, out, dx, grads);
+        for (int r = 0; r < tp; r++) sgd(&shards[r], &grads[r], &c, tp), layer_params_free(&grads[r]);
+        spread[step] = replicated_spread(&c, tp, shards);
+        tp_variant_reference(&v)(&c, &ref_params, &in, (uint64_t)step, &ref);
+        sgd(&ref_params, &ref.grad, &c, 1);
+    }
+    tp_gather_params(&c, tp, shards, &gathered);  // replicated ones from rank 0
+    double distance = 0.0;
+    for (int id = 0; id < NUM_PARAMS; id++)
+        distance = fmax(distance, rel_err(gathered.tensor[id], ref_params.tensor[id], param_numel(&c, id)));
+    print_message("%s, sequence-parallel, tp %d, %s the all-reduce of the replicated gradients: copies' spread "
+                  "after steps 1, 2, 3: %.1e %.1e %.1e; rank 0 vs the unsharded layer trained alike: %.1e\n",
+                  layer == TP_LAYER_PARALLEL ? "parallel" : "serial", tp, skip ? "WITHOUT" : "with", spread[0],
+                  spread[1], spread[2], distance);
+    for (int r = 0; r < tp; r++) layer_params_free(&shards[r]);
+    layer_params_free(&full), layer_params_free(&ref_params), layer_params_free(&gathered);
+    layer_inputs_free(&in);
+    layer_results_free(&ref);
+    free(out), free(dx);
+    return distance;
+}
+
+static void test_sequence_parallel_needs_the_grad_all_reduce(void **state) {
+    (void)state;
+    for (int layer = TP_LAYER_SERIAL; layer <= TP_LAYER_PARALLEL; layer++) {
+        double spread[3];
+        double distance = train_copies((TpLayerKind)layer, 0, spread);
+        for (int s = 0; s < 3; s++) assert_true(spread[s] == 0.0);  // bit-identical copies
+        assert_true(distance <= TP_TOL);
+        distance = train_copies((TpLayerKind)layer, 1, spread);
+        // Apart after one step, and they stay apart: each rank follows its own gradient. (Not
+        // necessarily further apart with each step: on some draws the second step's spread was
+        // a little below the first's, 0.30 -> 0.26 -> 0.45.)
+        for (int s = 0; s < 3; s++) assert_true(spread[s] > 1e-2);
+        assert_true(distance > 1e-4);                                // not the layer any more
+    }
 }
 
 // ---- The block: column-parallel Linear -> LayerNorm -> row-parallel Linear -------------------
@@ -276,7 +429,7 @@ static void print_block_header(void) {
 static void test_block_exact_matches_unsharded(void **state) {
     (void)state;
     print_block_header();
-    for (int tp = 1; tp <= 4; tp *= 2) assert_true(block_worst(block_errors(tp, TP_LN_EXACT)) <= TP_TOL);
+    for (int tp = 1; tp <= 8; tp *= 2) assert_true(block_worst(block_errors(tp, TP_LN_EXACT)) <= TP_TOL);
 }
 
 // Shard-local statistics are the unsharded LayerNorm only when there is one shard. For
@@ -311,6 +464,13 @@ static void test_bad_tp_sizes(void **state) {
     assert_non_null(strstr(m, "ffn"));
     c.ffn = 256;
     assert_null(tp_config_problem(&c, 8));
+    c.seq = 12;  // sequence parallelism also cuts the sequence
+    assert_null(tp_variant_problem(&c, 8, &SERIAL));
+    m = tp_variant_problem(&c, 8, &SERIAL_SP);
+    assert_non_null(m);
+    print_message("seq=12 tp=8 sequence-parallel: %s\n", m);
+    assert_non_null(strstr(m, "seq (12)"));
+    assert_null(tp_variant_problem(&c, 4, &PARALLEL_SP));
     m = tp_block_problem(64, 100, 8);
     assert_non_null(m);
     assert_non_null(strstr(m, "ffn"));
@@ -321,10 +481,15 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_shard_gather_round_trip),
         cmocka_unit_test(test_checkpoint_round_trip),
-        cmocka_unit_test(test_layer_matches_unsharded),
+        cmocka_unit_test(test_reduce_scatter_then_all_gather_is_all_reduce),
+        cmocka_unit_test(test_serial_layer_matches_unsharded),
+        cmocka_unit_test(test_parallel_layer_matches_unsharded),
+        cmocka_unit_test(test_sequence_parallel_serial_matches_unsharded),
+        cmocka_unit_test(test_sequence_parallel_parallel_matches_unsharded),
+        cmocka_unit_test(test_variants_are_different_functions),
         cmocka_unit_test(test_attention_shard_uses_global_heads),
         cmocka_unit_test(test_replicated_gradients_agree),
-        cmocka_unit_test(test_sequence_parallel_needs_all_reduce),
+        cmocka_unit_test(test_sequence_parallel_needs_the_grad_all_reduce),
         cmocka_unit_test(test_block_exact_matches_unsharded),
         cmocka_unit_test(test_block_shard_local_differs),
         cmocka_unit_test(test_bad_tp_sizes),

@@ -5,7 +5,9 @@ per .cu file runs nvcc (from the toolkit that @local_cuda found), and the result
 objects become the srcs of an ordinary cc_library that C code can depend on.
 
 Settings (from .bazelrc, override with --define):
-  CUDA_ARCHS  comma-separated list of GPU architectures, e.g. 90a or 90a,89
+  CUDA_ARCHS  comma-separated list of GPU architectures: 80, 86, 89, 90a for machine code,
+              compute_90 for PTX (tools/cuda/gencode.sh says what each means). Default
+              (.bazelrc) 80,86,89,90a,compute_90: every GPU from an A100 up.
 """
 
 # Headers any kernel may include; listed so that editing them rebuilds the kernels.
@@ -29,13 +31,11 @@ def cuda_library(name, srcs, hdrs = [], deps = [], nvcc_flags = [], **kwargs):
         native.genrule(
             name = obj.replace(".", "_") + "_nvcc",
             srcs = [src] + hdrs + _SHARED_HEADERS,
-            tools = ["@local_cuda//:root.txt"],
+            tools = ["@local_cuda//:root.txt", "//tools/cuda:gencode.sh"],
             outs = [obj],
             cmd = " ".join([
                 "ROOT=$$(cat $(location @local_cuda//:root.txt));",
-                "GENCODE=;",
-                "for a in $$(echo $(CUDA_ARCHS) | tr , ' '); do",
-                "GENCODE=\"$$GENCODE -gencode=arch=compute_$$a,code=sm_$$a\"; done;",
+                "GENCODE=$$($(location //tools/cuda:gencode.sh) '$(CUDA_ARCHS)') || exit 1;",
                 "$$ROOT/bin/nvcc $$GENCODE",
                 _NVCC_FLAGS,
                 " ".join(nvcc_flags),

@@ -1,17 +1,18 @@
-// Flash attention forward and backward on mma.sync (see flash_attention.h for what and why,
-// mma.cuh for the tensor-core fragments), the launchers, and the choice between these
-// kernels and Hopper's wgmma ones (flash_forward_wgmma.cu, flash_backward_wgmma.cu).
+// Flash attention forward and backward on mma.sync, any GPU since Ampere (attention.h says
+// what they compute, mma.cuh explains the tensor-core fragments), their launchers, and the
+// backward's pre- and post-pass, which the Hopper backward uses too. Which kernel runs, with
+// which tile, is attention.cu's choice.
 #include <math.h>
-#include <stdio.h>
 
-#include "common/gpu/gpu.h"
-#include "kernels/attention/flash_attention.h"
+#include "common/gpu/cuda_check.h"
 #include "kernels/attention/flash_common.cuh"
+#include "kernels/attention/flash_kernels.cuh"
 #include "kernels/attention/mma.cuh"
 #include "kernels/device_utils.cuh"
 
 // Forward: blocks of 128 queries (FWD_BLOCK_M, 4 warps of THREADS) over key tiles of BLOCK_N.
-// Backward: blocks of 128 keys (64 at d = 64; BwdTile) over query tiles of BLOCK_M.
+// Backward: blocks of 128 keys (64 at d = 64, and where shared memory is short; BwdTile) over
+// query tiles of BLOCK_M.
 static const int BLOCK_M = 64;
 static const int BLOCK_N = 64;
 static const int THREADS = 128;
@@ -55,18 +56,21 @@ __device__ __forceinline__ void load_ctx_tile(T *tile, const T *x, int64_t token
 // K or V fragment a warp loads from shared memory feeds two tensor-core products instead of
 // one (FlashAttention-2's layout). Q stays in shared memory and is re-read per key tile:
 // keeping it in registers as well would not fit next to the two m-tiles' accumulators.
+// K and V in KV_STAGES buffers each. 2: tile t + 1 is copied while tile t is used (102 KiB
+// at d = 128). 1 (for GPUs with 99 KiB per block): K_(t+1) is copied while P V_t runs and
+// V_(t+1) while S_(t+1) = Q K_(t+1)^T does - FlashAttention-2's order on such GPUs (68 KiB).
 static const int FWD_BLOCK_M = 128;
 static const int FWD_MT = 2;  // m-tiles per warp
 
-template <typename T, int D>
+template <typename T, int D, int KV_STAGES>
 __global__ void __launch_bounds__(THREADS) flash_forward_kernel(
     const T *qkv, T *ctx, float *lse, int seq, int batch, int heads, int64_t qkv_row, int64_t ctx_row,
     float scale, float p_drop, int causal, const __grid_constant__ PhiloxKeys keys, uint64_t offset, HeadRange drop) {
     constexpr int LD = Tile<D>::LD;
     extern __shared__ __align__(16) unsigned char smem_raw[];
     T *q_tile = reinterpret_cast<T *>(smem_raw);
-    T *k_tiles = q_tile + FWD_BLOCK_M * LD;     // two buffers
-    T *v_tiles = k_tiles + 2 * BLOCK_N * LD;    // two buffers
+    T *k_tiles = q_tile + FWD_BLOCK_M * LD;            // KV_STAGES buffers
+    T *v_tiles = k_tiles + KV_STAGES * BLOCK_N * LD;   // KV_STAGES buffers
 
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int bh = blockIdx.y, b = bh / heads, h = bh % heads;
@@ -83,6 +87,9 @@ __global__ void __launch_bounds__(THREADS) flash_forward_kernel(
     load_tile<T, D, FWD_BLOCK_M>(q_tile, qkv, view, 0, q0, seq);
     if (tiles > 0) {
         load_tile<T, D, BLOCK_N>(k_tiles, qkv, view, 1, 0, seq);
+        // One stage: Q and K_0 are one group and V_0 the next, so that S_0 waits for K_0 only.
+        // From then on one group per tile and tensor: K_(t+1), V_(t+1), ...
+        if constexpr (KV_STAGES == 1) cp_async_commit();
         load_tile<T, D, BLOCK_N>(v_tiles, qkv, view, 2, 0, seq);
     }
     cp_async_commit();
@@ -104,17 +111,21 @@ __global__ void __launch_bounds__(THREADS) flash_forward_kernel(
 
     for (int t = 0; t < tiles; t++) {
         const int k0 = t * BLOCK_N;
-        if (t + 1 < tiles) {  // prefetch the next K/V tiles while this one is used
-            load_tile<T, D, BLOCK_N>(k_tiles + ((t + 1) % 2) * BLOCK_N * LD, qkv, view, 1, k0 + BLOCK_N, seq);
-            load_tile<T, D, BLOCK_N>(v_tiles + ((t + 1) % 2) * BLOCK_N * LD, qkv, view, 2, k0 + BLOCK_N, seq);
-            cp_async_commit();
-            cp_async_wait<1>();
+        if constexpr (KV_STAGES == 2) {
+            if (t + 1 < tiles) {  // prefetch the next K/V tiles while this one is used
+                load_tile<T, D, BLOCK_N>(k_tiles + ((t + 1) % 2) * BLOCK_N * LD, qkv, view, 1, k0 + BLOCK_N, seq);
+                load_tile<T, D, BLOCK_N>(v_tiles + ((t + 1) % 2) * BLOCK_N * LD, qkv, view, 2, k0 + BLOCK_N, seq);
+                cp_async_commit();
+                cp_async_wait<1>();
+            } else {
+                cp_async_wait<0>();
+            }
         } else {
-            cp_async_wait<0>();
+            cp_async_wait<1>();  // K_t has landed (V_t may still be on its way)
         }
         __syncthreads();
-        const T *k_tile = k_tiles + (t % 2) * BLOCK_N * LD;
-        const T *v_tile = v_tiles + (t % 2) * BLOCK_N * LD;
+        const T *k_tile = k_tiles + (t % KV_STAGES) * BLOCK_N * LD;
+        const T *v_tile = v_tiles + (t % KV_STAGES) * BLOCK_N * LD;
 
         // S = Q K^T: per m-tile 16 x 64, as 8 fragments of 16 x 8; each K fragment serves both.
         float s[FWD_MT][8][4];
@@ -139,6 +150,11 @@ __global__ void __launch_bounds__(THREADS) flash_forward_kernel(
                 }
             }
         }
+        if constexpr (KV_STAGES == 1) {  // every warp is done with K_t: fetch K_(t+1) into its buffer
+            __syncthreads();
+            if (t + 1 < tiles) load_tile<T, D, BLOCK_N>(k_tiles, qkv, view, 1, k0 + BLOCK_N, seq);
+            cp_async_commit();  // (empty after the last tile: one group per tile and tensor)
+        }
         TileDropout dropped[FWD_MT];  // this 64-key tile's masks
 #pragma unroll
         for (int mt = 0; mt < FWD_MT; mt++) {
@@ -146,6 +162,10 @@ __global__ void __launch_bounds__(THREADS) flash_forward_kernel(
             online_softmax_step(s[mt], m[mt], l[mt], alpha, row_i[mt], k0, seq, causal, scale_log2);
             rescale_output(o[mt], alpha);
             if (dropping) dropped[mt] = tile_dropout(row_group[mt], t, keys, offset, drop_threshold);
+        }
+        if constexpr (KV_STAGES == 1) {
+            cp_async_wait<1>();  // V_t has landed (K_(t+1) may still be on its way)
+            __syncthreads();
         }
         // O += P V: P's fragments become A fragments directly (16 keys per k-step), dropped by
         // ANDing them with the masks; each V fragment serves both m-tiles.
@@ -172,6 +192,10 @@ __global__ void __launch_bounds__(THREADS) flash_forward_kernel(
             }
         }
         __syncthreads();  // everyone is done with this buffer before it is refilled
+        if constexpr (KV_STAGES == 1) {
+            if (t + 1 < tiles) load_tile<T, D, BLOCK_N>(v_tiles, qkv, view, 2, k0 + BLOCK_N, seq);
+            cp_async_commit();
+        }
     }
 
     const int64_t token_stride = (int64_t)batch * ctx_row, head_offset = (int64_t)b * ctx_row + (int64_t)h * D;
@@ -209,21 +233,23 @@ __global__ void flash_backward_prepare_kernel(const T *ctx, const T *dctx, float
 // into every dQ row, and those atomics (seq / keys-per-block of them per element of dQ) kept
 // the H100's L2 busy; 128 keys per block halve them (170 -> 182 TFLOP/s). At d = 64 the
 // smaller blocks pay more: more of them share a multiprocessor (159 against 148 TFLOP/s).
-template <int D>
+// d = 128 with 64 keys per block is the tile for GPUs with 99 KiB per block (sm_86, sm_89):
+// 87 KiB of shared memory against 137 KiB.
+template <int BLOCK_KEYS>
 struct BwdTile {
-    static constexpr int KEY_HALVES = D == 128 ? 2 : 1;  // blocks of 64 keys per block
+    static constexpr int KEY_HALVES = BLOCK_KEYS / 64;  // blocks of 64 keys per block
     static constexpr int BLOCK_N = 64 * KEY_HALVES;
-    static constexpr int THREADS = 128 * KEY_HALVES;     // 4 warps per 64 keys
+    static constexpr int THREADS = 128 * KEY_HALVES;    // 4 warps per 64 keys
 };
 
-template <typename T, int D>
-__global__ void __launch_bounds__(BwdTile<D>::THREADS) flash_backward_kernel(
+template <typename T, int D, int BLOCK_KEYS>
+__global__ void __launch_bounds__(BwdTile<BLOCK_KEYS>::THREADS) flash_backward_kernel(
     const T *qkv, const T *dctx, const float *lse, const float *dsum, float *dq_accum, T *dqkv, int seq,
     int batch, int heads, int64_t qkv_row, int64_t ctx_row, float scale, float p_drop, int causal,
     const __grid_constant__ PhiloxKeys keys,
     uint64_t offset, HeadRange drop) {
     constexpr int LD = Tile<D>::LD;
-    constexpr int BWD_BLOCK_N = BwdTile<D>::BLOCK_N, BWD_THREADS = BwdTile<D>::THREADS;
+    constexpr int BWD_BLOCK_N = BwdTile<BLOCK_KEYS>::BLOCK_N, BWD_THREADS = BwdTile<BLOCK_KEYS>::THREADS;
     constexpr int LDP = BWD_BLOCK_N + 8;
     extern __shared__ __align__(16) unsigned char smem_raw[];
     T *k_tile = reinterpret_cast<T *>(smem_raw);
@@ -357,7 +383,7 @@ __global__ void __launch_bounds__(BwdTile<D>::THREADS) flash_backward_kernel(
         // dQ += dS K * scale for this warp's 16 queries and D/2 columns, over all 128 keys,
         // added into the float accumulator.
         {
-            constexpr int DH = D / BwdTile<D>::KEY_HALVES;
+            constexpr int DH = D / BwdTile<BLOCK_KEYS>::KEY_HALVES;
             const int d0 = DH * kh;
             float dq[DH / 8][4];
 #pragma unroll
@@ -420,190 +446,100 @@ __global__ void flash_backward_dq_kernel(const float *dq_accum, T *dqkv, int seq
 }
 
 // ---- launchers --------------------------------------------------------------------------
-extern "C" const char *flash_attention_unsupported(int head_dim) {
-    static char why[96];
-    if (head_dim == 64 || head_dim == 128) return NULL;
-    snprintf(why, sizeof why, "the flash-attention kernels support head_dim 64 and 128, not %d", head_dim);
-    return why;
+// The shared memory of each kernel, as it carves it up (both dtypes are 16 bits wide).
+// Forward: Q, then KV_STAGES buffers each of K and V, rows padded to Tile<D>::LD.
+static constexpr size_t forward_smem_bytes(int head_dim, int kv_stages) {
+    return (size_t)(FWD_BLOCK_M + 2 * kv_stages * BLOCK_N) * (head_dim + 8) * 2;
 }
 
-static FlashKernels kernels_in_use = FLASH_KERNELS_WGMMA;
-
-extern "C" FlashKernels flash_attention_set_kernels(FlashKernels kernels) {
-    FlashKernels previous = kernels_in_use;
-    kernels_in_use = kernels;
-    return previous;
+// Backward: K and V of the block's keys, Q and dO of a query tile, P and dS [query][key]
+// (rows of keys + 8), then lse and Dsum of the tile in float.
+static constexpr size_t backward_smem_bytes(int head_dim, int block_keys) {
+    return (size_t)(2 * block_keys + 2 * BLOCK_M) * (head_dim + 8) * 2 + (size_t)2 * BLOCK_M * (block_keys + 8) * 2 +
+           2 * BLOCK_M * sizeof(float);
 }
 
-// wgmma exists on compute capability 9.0 only (Hopper; later GPUs have other instructions).
-static bool device_has_wgmma(void) {
-    static int major = -1, minor = -1;
-    if (major < 0) {
-        int device;
-        CUDA_CHECK(cudaGetDevice(&device));
-        CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
-        CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device));
-    }
-    return major == 9 && minor == 0;
+size_t flash_forward_mma_smem_bytes(int head_dim, int kv_stages) { return forward_smem_bytes(head_dim, kv_stages); }
+size_t flash_backward_mma_smem_bytes(int head_dim, int block_keys) {
+    return backward_smem_bytes(head_dim, block_keys);
 }
 
-static bool use_wgmma(void) { return kernels_in_use == FLASH_KERNELS_WGMMA && device_has_wgmma(); }
-
-template <typename T, int D>
-static void forward(const FwdArgs &a) {
-    if (use_wgmma()) {
-        flash_forward_wgmma<T, D>(a);
-        return;
-    }
-    const size_t smem = (size_t)(FWD_BLOCK_M + 4 * BLOCK_N) * Tile<D>::LD * sizeof(T);
+template <typename T, int D, int KV_STAGES>
+static void launch_forward(const FwdArgs &a) {
+    constexpr size_t smem = forward_smem_bytes(D, KV_STAGES);
     static bool configured = false;
     if (!configured) {
-        CUDA_CHECK(cudaFuncSetAttribute(flash_forward_kernel<T, D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                        (int)smem));
+        CUDA_CHECK(cudaFuncSetAttribute(flash_forward_kernel<T, D, KV_STAGES>,
+                                        cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
         configured = true;
     }
     dim3 grid(ceil_div(a.seq, FWD_BLOCK_M), a.batch * a.heads);
-    flash_forward_kernel<T, D><<<grid, THREADS, smem>>>((const T *)a.qkv, (T *)a.ctx, a.lse, a.seq, a.batch, a.heads,
-                                                        a.qkv_row, a.ctx_row, 1.0f / sqrtf((float)D), a.p_drop,
-                                                        a.causal, a.keys, a.offset, a.drop);
+    flash_forward_kernel<T, D, KV_STAGES><<<grid, THREADS, smem>>>(
+        (const T *)a.qkv, (T *)a.ctx, a.lse, a.seq, a.batch, a.heads, a.qkv_row, a.ctx_row, 1.0f / sqrtf((float)D),
+        a.p_drop, a.causal, a.keys, a.offset, a.drop);
     CHECK_LAUNCH();
 }
 
-// The scratch holds Dsum (one float per query) and then dQ's accumulator, which the vector
-// atomics need 16-byte aligned: Dsum's part is rounded up to a multiple of 64 floats.
-static size_t dsum_floats(int seq, int batch, int heads) {
-    return ((size_t)seq * batch * heads + 63) / 64 * 64;
-}
-
 template <typename T, int D>
-static void backward_mma_sync(const BwdArgs &a);
-
-// Dsum and dQ's zeroed accumulator first, then the kernel for dK, dV (and dQ's partial sums),
-// then dQ converted to T into dqkv.
-template <typename T, int D>
-static void backward(const AttentionProblem &p, const void *qkv, const void *ctx, const void *dctx,
-                     const float *lse, void *dqkv, void *scratch) {
-    float *dsum = (float *)scratch;
-    float *dq_accum = dsum + dsum_floats(p.seq, p.batch, p.heads);
-    int rows = p.seq * p.batch * p.heads;
-    flash_backward_prepare_kernel<T, D><<<ceil_div((int64_t)rows * 32, 256), 256>>>(
-        (const T *)ctx, (const T *)dctx, dsum, dq_accum, p.seq, p.batch, p.heads, p.ctx_row);
-    CHECK_LAUNCH();
-    const BwdArgs a = {p, qkv, dctx, lse, dsum, dq_accum, dqkv};
-    if (D == 128 && use_wgmma())
-        flash_backward_wgmma_d128<T>(a);
+void flash_forward_mma(const FwdArgs &a, int kv_stages) {
+    if (kv_stages == 2)
+        launch_forward<T, D, 2>(a);
     else
-        backward_mma_sync<T, D>(a);
-    const int64_t total = (int64_t)rows * D;  // a multiple of 8, and dqkv's rows are 16-byte aligned
-    flash_backward_dq_kernel<T, D><<<ceil_div(total / 8, 256), 256>>>(dq_accum, (T *)dqkv, p.seq, p.batch, p.heads,
-                                                                      p.qkv_row);
-    CHECK_LAUNCH();
+        launch_forward<T, D, 1>(a);
 }
 
-template <typename T, int D>
-static void backward_mma_sync(const BwdArgs &a) {
-    constexpr int BWD_BLOCK_N = BwdTile<D>::BLOCK_N;
-    const size_t smem = (size_t)(2 * BWD_BLOCK_N + 2 * BLOCK_M) * Tile<D>::LD * sizeof(T) +
-                        (size_t)2 * BLOCK_M * (BWD_BLOCK_N + 8) * sizeof(T) + 2 * BLOCK_M * sizeof(float);
+template <typename T, int D, int BLOCK_KEYS>
+static void launch_backward(const BwdArgs &a) {
+    constexpr size_t smem = backward_smem_bytes(D, BLOCK_KEYS);
     static bool configured = false;
     if (!configured) {
-        CUDA_CHECK(cudaFuncSetAttribute(flash_backward_kernel<T, D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                        (int)smem));
+        CUDA_CHECK(cudaFuncSetAttribute(flash_backward_kernel<T, D, BLOCK_KEYS>,
+                                        cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
         configured = true;
     }
-    dim3 grid(ceil_div(a.seq, BWD_BLOCK_N), a.batch * a.heads);
-    flash_backward_kernel<T, D><<<grid, BwdTile<D>::THREADS, smem>>>(
+    dim3 grid(ceil_div(a.seq, BLOCK_KEYS), a.batch * a.heads);
+    flash_backward_kernel<T, D, BLOCK_KEYS><<<grid, BwdTile<BLOCK_KEYS>::THREADS, smem>>>(
         (const T *)a.qkv, (const T *)a.dctx, a.lse, a.dsum, a.dq_accum, (T *)a.dqkv, a.seq, a.batch, a.heads,
         a.qkv_row, a.ctx_row, 1.0f / sqrtf((float)D), a.p_drop, a.causal, a.keys, a.offset, a.drop);
     CHECK_LAUNCH();
 }
 
-#define DISPATCH_HEAD_DIM(d, D, ...)                                                   \
-    do {                                                                               \
-        const char *why_ = flash_attention_unsupported(d);                            \
-        if (why_) DIE("%s", why_);                                                     \
-        if ((d) == 64) {                                                               \
-            const int D = 64;                                                          \
-            __VA_ARGS__;                                                               \
-        } else {                                                                       \
-            const int D = 128;                                                         \
-            __VA_ARGS__;                                                               \
-        }                                                                              \
-    } while (0)
-
-// The entry points below all end here: the strided, head-range form of each pass.
-static void forward_any(const void *qkv, int64_t qkv_row, void *ctx, int64_t ctx_row, float *lse, int seq,
-                        int batch, int heads, int head_dim, DType dtype, float p_drop, int causal, uint64_t seed,
-                        uint64_t offset, HeadRange drop) {
-    const AttentionProblem p = {seq, batch, heads, qkv_row, ctx_row, p_drop, causal, philox_keys(seed), offset, drop};
-    const FwdArgs a = {p, qkv, ctx, lse};
-    DISPATCH_DTYPE(dtype, T, DISPATCH_HEAD_DIM(head_dim, D, forward<T, D>(a)));
+// 128 keys per block at d = 128 only: at d = 64 the 64-key blocks are faster (above), so
+// only those are compiled.
+template <typename T, int D>
+void flash_backward_mma(const BwdArgs &a, int block_keys) {
+    if constexpr (D == 128) {
+        if (block_keys == 128) {
+            launch_backward<T, D, 128>(a);
+            return;
+        }
+    }
+    launch_backward<T, D, 64>(a);
 }
 
-static void backward_any(const void *qkv, int64_t qkv_row, const void *ctx, const void *dctx, int64_t ctx_row,
-                         const float *lse, void *dqkv, void *scratch, int seq, int batch, int heads, int head_dim,
-                         DType dtype, float p_drop, int causal, uint64_t seed, uint64_t offset, HeadRange drop) {
-    const AttentionProblem p = {seq, batch, heads, qkv_row, ctx_row, p_drop, causal, philox_keys(seed), offset, drop};
-    DISPATCH_DTYPE(dtype, T, DISPATCH_HEAD_DIM(head_dim, D, backward<T, D>(p, qkv, ctx, dctx, lse, dqkv, scratch)));
+template <typename T, int D>
+void flash_backward_prepare(const FlashParams &p, const void *ctx, const void *dctx, float *dsum, float *dq_accum) {
+    const int rows = p.seq * p.batch * p.heads;
+    flash_backward_prepare_kernel<T, D><<<ceil_div((int64_t)rows * 32, 256), 256>>>(
+        (const T *)ctx, (const T *)dctx, dsum, dq_accum, p.seq, p.batch, p.heads, p.ctx_row);
+    CHECK_LAUNCH();
 }
 
-static HeadRange shard_range(int heads, int total_heads, int first_head) {
-    if (total_heads < heads || first_head < 0 || first_head + heads > total_heads)
-        DIE("flash attention: heads [%d, %d) are not within the layer's %d heads", first_head, first_head + heads,
-            total_heads);
-    return HeadRange{total_heads, first_head};
+template <typename T, int D>
+void flash_backward_write_dq(const FlashParams &p, const float *dq_accum, void *dqkv) {
+    const int64_t total = (int64_t)p.seq * p.batch * p.heads * D;  // a multiple of 8; dqkv's rows are 16-byte aligned
+    flash_backward_dq_kernel<T, D><<<ceil_div(total / 8, 256), 256>>>(dq_accum, (T *)dqkv, p.seq, p.batch, p.heads,
+                                                                      p.qkv_row);
+    CHECK_LAUNCH();
 }
 
-extern "C" void flash_attention_forward_strided(const void *qkv, int64_t qkv_row_stride, void *ctx,
-                                                int64_t ctx_row_stride, float *lse, int seq, int batch, int heads,
-                                                int head_dim, DType dtype, float p_drop, int causal, uint64_t seed,
-                                                uint64_t offset) {
-    forward_any(qkv, qkv_row_stride, ctx, ctx_row_stride, lse, seq, batch, heads, head_dim, dtype, p_drop, causal,
-                seed, offset, HeadRange{heads, 0});
-}
-
-extern "C" void flash_attention_forward(const void *qkv, void *ctx, float *lse, int seq, int batch, int heads,
-                                        int head_dim, DType dtype, float p_drop, int causal, uint64_t seed,
-                                        uint64_t offset) {
-    int64_t hidden = (int64_t)heads * head_dim;
-    forward_any(qkv, 3 * hidden, ctx, hidden, lse, seq, batch, heads, head_dim, dtype, p_drop, causal, seed, offset,
-                HeadRange{heads, 0});
-}
-
-extern "C" void flash_attention_forward_shard(const void *qkv, void *ctx, float *lse, int seq, int batch, int heads,
-                                              int total_heads, int first_head, int head_dim, DType dtype,
-                                              float p_drop, int causal, uint64_t seed, uint64_t offset) {
-    int64_t hidden = (int64_t)heads * head_dim;
-    forward_any(qkv, 3 * hidden, ctx, hidden, lse, seq, batch, heads, head_dim, dtype, p_drop, causal, seed, offset,
-                shard_range(heads, total_heads, first_head));
-}
-
-extern "C" size_t flash_attention_backward_scratch_bytes(int seq, int batch, int heads, int head_dim) {
-    return (dsum_floats(seq, batch, heads) + (size_t)seq * batch * heads * head_dim) * sizeof(float);
-}
-
-extern "C" void flash_attention_backward_strided(const void *qkv, int64_t qkv_row_stride, const void *ctx,
-                                                 const void *dctx, int64_t ctx_row_stride, const float *lse,
-                                                 void *dqkv, void *scratch, int seq, int batch, int heads,
-                                                 int head_dim, DType dtype, float p_drop, int causal, uint64_t seed,
-                                                 uint64_t offset) {
-    backward_any(qkv, qkv_row_stride, ctx, dctx, ctx_row_stride, lse, dqkv, scratch, seq, batch, heads, head_dim,
-                 dtype, p_drop, causal, seed, offset, HeadRange{heads, 0});
-}
-
-extern "C" void flash_attention_backward(const void *qkv, const void *ctx, const void *dctx, const float *lse,
-                                         void *dqkv, void *scratch, int seq, int batch, int heads, int head_dim,
-                                         DType dtype, float p_drop, int causal, uint64_t seed, uint64_t offset) {
-    int64_t hidden = (int64_t)heads * head_dim;
-    backward_any(qkv, 3 * hidden, ctx, dctx, hidden, lse, dqkv, scratch, seq, batch, heads, head_dim, dtype, p_drop,
-                 causal, seed, offset, HeadRange{heads, 0});
-}
-
-extern "C" void flash_attention_backward_shard(const void *qkv, const void *ctx, const void *dctx, const float *lse,
-                                               void *dqkv, void *scratch, int seq, int batch, int heads,
-                                               int total_heads, int first_head, int head_dim, DType dtype,
-                                               float p_drop, int causal, uint64_t seed, uint64_t offset) {
-    int64_t hidden = (int64_t)heads * head_dim;
-    backward_any(qkv, 3 * hidden, ctx, dctx, hidden, lse, dqkv, scratch, seq, batch, heads, head_dim, dtype, p_drop,
-                 causal, seed, offset, shard_range(heads, total_heads, first_head));
-}
+#define INSTANTIATE(T, D)                                                                                  \
+    template void flash_forward_mma<T, D>(const FwdArgs &, int);                                          \
+    template void flash_backward_mma<T, D>(const BwdArgs &, int);                                         \
+    template void flash_backward_prepare<T, D>(const FlashParams &, const void *, const void *, float *, \
+                                               float *);                                                  \
+    template void flash_backward_write_dq<T, D>(const FlashParams &, const float *, void *);
+INSTANTIATE(__half, 64)
+INSTANTIATE(__half, 128)
+INSTANTIATE(__nv_bfloat16, 64)
+INSTANTIATE(__nv_bfloat16, 128)

@@ -1,0 +1,236 @@
+// The attention API (attention.h): checks the problem, chooses a kernel for each pass from
+// what this GPU can run, and launches it. The kernels live in flash_mma.cu (mma.sync) and
+// flash_forward_wgmma.cu / flash_backward_wgmma.cu (Hopper); flash_kernels.cuh is the line
+// between them and this file.
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "common/core/gpu_arch.h"
+#include "common/core/philox.h"
+#include "common/gpu/cuda_check.h"
+#include "common/gpu/gpu.h"
+#include "common/gpu/gpu_phase.h"
+#include "kernels/attention/attention.h"
+#include "kernels/attention/flash_kernels.cuh"
+#include "kernels/device_utils.cuh"
+
+// ---- the problem ----------------------------------------------------------------------------
+extern "C" AttentionProblem attention_layer_problem(const LayerConfig *c) {
+    AttentionProblem p = {};
+    p.seq = c->seq, p.batch = c->batch, p.heads = c->heads, p.head_dim = layer_head_dim(c);
+    p.dtype = c->dtype, p.causal = c->causal;
+    return p;
+}
+
+extern "C" AttentionDropout attention_layer_dropout(const LayerConfig *c, uint64_t step) {
+    return AttentionDropout{c->attn_dropout, c->seed, dropout_offset(step, DROPOUT_SITE_ATTENTION)};
+}
+
+static const char HEAD_DIM_UNSUPPORTED[] = "the flash-attention kernels support head_dim 64 and 128";
+
+// A row stride is 0 (packed) or at least the packed width, in whole 16-byte chunks: the
+// kernels copy rows 16 bytes at a time (cp.async, TMA), which also needs 16-byte aligned rows.
+static bool row_stride_ok(int64_t stride, int64_t packed) { return stride == 0 || (stride >= packed && stride % 8 == 0); }
+
+extern "C" const char *attention_unsupported(const AttentionProblem *p) {
+    if (p->head_dim != 64 && p->head_dim != 128) {  // naming the head dim it was given
+        static char why[sizeof HEAD_DIM_UNSUPPORTED + 24];
+        snprintf(why, sizeof why, "%s, not %d", HEAD_DIM_UNSUPPORTED, p->head_dim);
+        return why;
+    }
+    if (p->seq <= 0 || p->batch <= 0 || p->heads <= 0) return "attention: seq, batch and heads must be positive";
+    if (p->dtype != DTYPE_FP16 && p->dtype != DTYPE_BF16) return "attention: the dtype must be fp16 or bf16";
+    const int64_t hidden = (int64_t)p->heads * p->head_dim;
+    if (!row_stride_ok(p->qkv_row_stride, 3 * hidden))
+        return "attention: qkv_row_stride must be 0 (packed) or a multiple of 8 of at least 3 * heads * head_dim";
+    if (!row_stride_ok(p->ctx_row_stride, hidden))
+        return "attention: ctx_row_stride must be 0 (packed) or a multiple of 8 of at least heads * head_dim";
+    const bool sharded = p->total_heads != 0 || p->first_head != 0;
+    if (sharded && (p->first_head < 0 || p->first_head + p->heads > p->total_heads))
+        return "attention: heads [first_head, first_head + heads) must lie within the layer's total_heads";
+    return NULL;
+}
+
+// ---- the choice of kernel -------------------------------------------------------------------
+static AttentionKernels kernels_in_use = ATTENTION_KERNELS_BEST;
+
+extern "C" AttentionKernels attention_set_kernels(AttentionKernels kernels) {
+    const AttentionKernels previous = kernels_in_use;
+    kernels_in_use = kernels;
+    return previous;
+}
+
+// The mma.sync kernels' tiles, largest (fastest) first: forward K/V stages, backward keys
+// per block (128 at head dim 128 only).
+struct MmaTile {
+    int tile;
+    const char *kernel;
+};
+static const MmaTile FORWARD_TILES[] = {{2, "mma.sync forward (2 K/V stages)"}, {1, "mma.sync forward (1 K/V stage)"}};
+static const MmaTile BACKWARD_TILES[] = {{128, "mma.sync backward (128 keys per block)"},
+                                         {64, "mma.sync backward (64 keys per block)"}};
+static const int NUM_TILES = 2;  // of each
+
+extern "C" const char *attention_choose_kernel(const AttentionDevice *dev, AttentionKernels kernels,
+                                               AttentionPass pass, int head_dim, AttentionKernelChoice *choice,
+                                               char *why, size_t n) {
+    const bool forward = pass == ATTENTION_FORWARD;
+    if (head_dim != 64 && head_dim != 128) {
+        snprintf(why, n, "%s (got %d)", HEAD_DIM_UNSUPPORTED, head_dim);
+        return why;
+    }
+    if (dev->cc < GPU_ARCH_MIN) {
+        snprintf(why, n, "attention: the kernels need compute capability %d.%d or newer (cp.async, bf16 mma.sync); "
+                 "this GPU is %d.%d", GPU_ARCH_MIN / 10, GPU_ARCH_MIN % 10, dev->cc / 10, dev->cc % 10);
+        return why;
+    }
+    // Hopper's kernels: on compute capability 9.0 only, and only if the running code holds
+    // their sm_90a bodies; the forward at both head dims, the backward at 128.
+    if (kernels == ATTENTION_KERNELS_BEST && gpu_arch_has_wgmma(dev->cc) && dev->wgmma_image_loaded &&
+        (forward || head_dim == 128)) {
+        const size_t smem = forward ? flash_forward_wgmma_smem_bytes(head_dim) : flash_backward_wgmma_smem_bytes();
+        if (smem <= dev->max_smem_per_block) {
+            *choice = AttentionKernelChoice{forward ? "wgmma forward" : "wgmma backward", 1, 0, smem};
+            return NULL;
+        }
+    }
+    // mma.sync: the largest tile that fits.
+    size_t limit = dev->max_smem_per_block;
+    const size_t small = gpu_arch_max_smem_per_block(89);  // sm_86 / sm_89: 99 KiB
+    if (kernels == ATTENTION_KERNELS_MMA_SYNC_SMALL_TILES && small < limit) limit = small;
+    const MmaTile *tiles = forward ? FORWARD_TILES : BACKWARD_TILES;
+    size_t smem = 0;
+    for (int i = 0; i < NUM_TILES; i++) {
+        if (!forward && tiles[i].tile == 128 && head_dim != 128) continue;
+        smem = forward ? flash_forward_mma_smem_bytes(head_dim, tiles[i].tile)
+                       : flash_backward_mma_smem_bytes(head_dim, tiles[i].tile);
+        if (smem <= limit) {
+            *choice = AttentionKernelChoice{tiles[i].kernel, 0, tiles[i].tile, smem};
+            return NULL;
+        }
+    }
+    snprintf(why, n, "attention: the %s at head dim %d needs %zu bytes of shared memory per block; the limit here "
+             "is %zu", tiles[NUM_TILES - 1].kernel, head_dim, smem, limit);
+    return why;
+}
+
+// This GPU as the choice sees it, asked once. The probe runs only on compute capability 9.0.
+static AttentionDevice this_device(void) {
+    static AttentionDevice device;
+    static bool known = false;
+    if (!known) {
+        device.cc = gpu_effective_cc();
+        device.wgmma_image_loaded = gpu_arch_has_wgmma(device.cc) ? flash_wgmma_image_loaded() : 0;
+        device.max_smem_per_block = gpu_max_smem_per_block();
+        known = true;
+    }
+    return device;
+}
+
+static AttentionKernelChoice choose(AttentionPass pass, int head_dim) {
+    const AttentionDevice device = this_device();
+    AttentionKernelChoice choice;
+    char why[320];
+    if (attention_choose_kernel(&device, kernels_in_use, pass, head_dim, &choice, why, sizeof why))
+        fail_user("%s (%s)", why, gpu_description());
+    return choice;
+}
+
+extern "C" const char *attention_kernel_name(AttentionPass pass, int head_dim) { return choose(pass, head_dim).kernel; }
+
+// ---- the passes -----------------------------------------------------------------------------
+static void require_supported(const AttentionProblem *p, const char *who) {
+    const char *why = attention_unsupported(p);
+    if (why) DIE("%s: %s", who, why);
+}
+
+static void require_aligned(const void *const *pointers, int n, const char *who) {
+    for (int i = 0; i < n; i++)
+        if ((uintptr_t)pointers[i] % 16 != 0) DIE("%s: tensor %d of its arguments is not 16-byte aligned", who, i + 1);
+}
+
+// What every kernel is given: the strides resolved, the dropout seed's round keys, the head range.
+static FlashParams flash_params(const AttentionProblem *p, const AttentionDropout *dropout) {
+    const int64_t hidden = (int64_t)p->heads * p->head_dim;
+    const AttentionDropout none = {0.0f, 0, 0};
+    const AttentionDropout *d = dropout ? dropout : &none;
+    FlashParams f;
+    f.seq = p->seq, f.batch = p->batch, f.heads = p->heads;
+    f.qkv_row = p->qkv_row_stride ? p->qkv_row_stride : 3 * hidden;
+    f.ctx_row = p->ctx_row_stride ? p->ctx_row_stride : hidden;
+    f.p_drop = d->p, f.causal = p->causal;
+    f.keys = philox_keys(d->seed), f.offset = d->offset;
+    f.drop = HeadRange{p->total_heads ? p->total_heads : p->heads, p->first_head};
+    return f;
+}
+
+template <typename T, int D>
+static void forward(const FwdArgs &a, const AttentionKernelChoice &k) {
+    if (k.wgmma)
+        flash_forward_wgmma<T, D>(a);
+    else
+        flash_forward_mma<T, D>(a, k.tile);
+}
+
+// Dsum and dQ's zeroed accumulator first, then the kernel for dK, dV (and dQ's partial sums),
+// then dQ converted to T into dqkv.
+template <typename T, int D>
+static void backward(const BwdArgs &a, const void *ctx, float *dsum, const AttentionKernelChoice &k) {
+    flash_backward_prepare<T, D>(a, ctx, a.dctx, dsum, a.dq_accum);
+    if (k.wgmma) {
+        if constexpr (D == 128)
+            flash_backward_wgmma_d128<T>(a);
+        else
+            DIE("no wgmma backward at head dim %d", D);
+    } else {
+        flash_backward_mma<T, D>(a, k.tile);
+    }
+    flash_backward_write_dq<T, D>(a, a.dq_accum, a.dqkv);
+}
+
+#define DISPATCH_HEAD_DIM(d, D, ...) \
+    do {                             \
+        if ((d) == 64) {             \
+            const int D = 64;        \
+            __VA_ARGS__;             \
+        } else {                     \
+            const int D = 128;       \
+            __VA_ARGS__;             \
+        }                            \
+    } while (0)
+
+extern "C" void attention_forward(const AttentionProblem *p, const AttentionDropout *dropout, const void *qkv,
+                                  void *ctx, float *lse) {
+    require_supported(p, "attention_forward");
+    const void *tensors[] = {qkv, ctx, lse};
+    require_aligned(tensors, 3, "attention_forward");
+    const AttentionKernelChoice k = choose(ATTENTION_FORWARD, p->head_dim);
+    const FwdArgs a = {flash_params(p, dropout), qkv, ctx, lse};
+    gpu_phase(CAT_ATTN_FWD);  // --breakdown's category (common/gpu/gpu_phase.h)
+    DISPATCH_DTYPE(p->dtype, T, DISPATCH_HEAD_DIM(p->head_dim, D, forward<T, D>(a, k)));
+    gpu_phase_end();
+}
+
+// The workspace holds Dsum (one float per query) and then dQ's accumulator, which the vector
+// atomics and the TMA reductions need 16-byte aligned: Dsum's part is rounded up to a
+// multiple of 64 floats.
+static size_t dsum_floats(const AttentionProblem *p) { return ((size_t)p->seq * p->batch * p->heads + 63) / 64 * 64; }
+
+extern "C" size_t attention_backward_workspace_bytes(const AttentionProblem *p) {
+    return (dsum_floats(p) + (size_t)p->seq * p->batch * p->heads * p->head_dim) * sizeof(float);
+}
+
+extern "C" void attention_backward(const AttentionProblem *p, const AttentionDropout *dropout, const void *qkv,
+                                   const void *ctx, const void *dctx, const float *lse, void *dqkv,
+                                   void *workspace) {
+    require_supported(p, "attention_backward");
+    const void *tensors[] = {qkv, ctx, dctx, lse, dqkv, workspace};
+    require_aligned(tensors, 6, "attention_backward");
+    const AttentionKernelChoice k = choose(ATTENTION_BACKWARD, p->head_dim);
+    float *dsum = (float *)workspace;
+    const BwdArgs a = {flash_params(p, dropout), qkv, dctx, lse, dsum, dsum + dsum_floats(p), dqkv};
+    gpu_phase(CAT_ATTN_BWD);
+    DISPATCH_DTYPE(p->dtype, T, DISPATCH_HEAD_DIM(p->head_dim, D, backward<T, D>(a, ctx, dsum, k)));
+    gpu_phase_end();
+}

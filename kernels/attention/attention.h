@@ -1,0 +1,134 @@
+// Fused ("flash") attention, forward and backward, on the tensor cores: the one API.
+//
+// The [seq x seq] scores never reach device memory. Forward: each block of 128 queries
+// streams over tiles of keys, computes S = Q K^T in registers, updates a running maximum
+// and sum (the online softmax, reference/attention_reference.h shows it in plain C) and
+// accumulates P V; it saves one float per query, the logsumexp, for backward. Backward
+// recomputes P block by block from Q, K and the logsumexp (FlashAttention-2's scheme: Dao,
+// "FlashAttention-2", 2023; the Hopper kernels follow FlashAttention-3, Shah et al., 2024).
+//
+// Two sets of kernels do it, chosen per call by attention.cu (attention_choose_kernel):
+//   mma.sync (flash_mma.cu): any GPU since Ampere (compute capability 8.0); warps load their
+//     operands into registers. Their tiles shrink where shared memory is scarce (99 KiB per
+//     block on sm_86 / sm_89 against 163 KiB on an A100).
+//   wgmma (flash_forward_wgmma.cu, flash_backward_wgmma.cu at head dim 128): Hopper's
+//     warpgroup MMA and TMA copies; only where the GPU is 9.0 (gpu_effective_cc(), which
+//     GPU_SIMULATE_CC can lower) AND the running code holds their sm_90a bodies (a build
+//     without sm_90a, e.g. PTX for compute_80 JIT-compiled on an H100, does not).
+//
+// Tensors (row-major, fp16 or bf16, token (s, b) = row s * batch + b):
+//   qkv   [seq, batch, heads, 3 * head_dim]: each head's 3 * head_dim values are [q | k | v],
+//         as the fused QKV projection writes them; read in place.
+//   ctx   [seq, batch, heads, head_dim]; dctx likewise; dqkv has qkv's layout (all of it
+//         is written).
+//   lse   [batch, heads, seq] float: the logsumexp of each query's scaled scores.
+// Either tensor may be a view into a wider one (AttentionProblem's row strides): step 06
+// reads qkv from the first 3 * hidden columns of its fused input GEMM's output.
+//
+// Dropout is drawn inside the kernels from Philox: probability (b, h, i, j) is keyed by
+// attention_dropout_index(b * total_heads + first_head + h, i, j, seq) (common/core/philox.h:
+// one random byte per element, one call per 16 values a thread holds), so the CPU reference
+// and step 01 draw the same mask, and a tensor-parallel rank the mask of the unsharded layer.
+#ifndef KERNELS_ATTENTION_ATTENTION_H
+#define KERNELS_ATTENTION_ATTENTION_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/core/layer.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+// The problem: shapes, dtype, layout, mask, and which heads of the layer this call computes.
+// Fields left 0 take the plain case, so `{.seq = s, .batch = b, .heads = h, .head_dim = d,
+// .dtype = dt}` is a whole, packed, unsharded problem.
+typedef struct {
+    int seq, batch;
+    int heads;     // the heads this call computes (a tensor-parallel rank: its own)
+    int head_dim;  // 64 or 128
+    DType dtype;   // DTYPE_FP16 or DTYPE_BF16
+    int causal;    // 1: query i sees keys j <= i only
+    // Layout, in elements: from token (s, b)'s row to token (s, b + 1)'s in qkv (and dqkv),
+    // and in ctx (and dctx). 0: packed, 3 * heads * head_dim and heads * head_dim. Larger
+    // when the tensor is the first columns of a wider one. Multiples of 8 (16 bytes).
+    int64_t qkv_row_stride, ctx_row_stride;
+    // Tensor parallelism (step 07): these heads are heads [first_head, first_head + heads)
+    // of a layer with total_heads. Only the dropout mask depends on it. 0, 0: unsharded.
+    int total_heads, first_head;
+} AttentionProblem;
+
+// Attention dropout: probability p of zeroing a probability (kept ones are scaled by 1 / (1 -
+// p)), the run's seed and this call's Philox offset (dropout_offset(step, site)). p = 0: none.
+typedef struct {
+    float p;
+    uint64_t seed, offset;
+} AttentionDropout;
+
+// The problem and the dropout of a whole layer (LayerConfig): packed, unsharded; the dropout
+// of training step `step` (dropout_offset(step, DROPOUT_SITE_ATTENTION)).
+AttentionProblem attention_layer_problem(const LayerConfig *cfg);
+AttentionDropout attention_layer_dropout(const LayerConfig *cfg, uint64_t step);
+
+// NULL if the kernels can compute this problem, else why not (a sentence naming the field).
+// Does not need a GPU.
+const char *attention_unsupported(const AttentionProblem *p);
+
+// ctx and lse from qkv. Stops with a clear message if the problem is unsupported, a pointer
+// is not 16-byte aligned, or no kernel fits this GPU's shared memory.
+void attention_forward(const AttentionProblem *p, const AttentionDropout *dropout, const void *qkv, void *ctx,
+                       float *lse);
+
+// Bytes of device workspace attention_backward needs: rowsum(dO * O) per query and a float
+// accumulator for dQ ([batch, heads, seq, head_dim] floats).
+size_t attention_backward_workspace_bytes(const AttentionProblem *p);
+
+// dqkv from dctx, with ctx and lse as the forward left them (same problem, same dropout).
+void attention_backward(const AttentionProblem *p, const AttentionDropout *dropout, const void *qkv,
+                        const void *ctx, const void *dctx, const float *lse, void *dqkv, void *workspace);
+
+// ---- Which kernels run ---------------------------------------------------------------------
+// ATTENTION_KERNELS_BEST (the default): wgmma where it can run, else mma.sync with the
+// largest tiles that fit. ATTENTION_KERNELS_MMA_SYNC: the mma.sync kernels with the largest
+// tiles that fit (what an A100 runs). ATTENTION_KERNELS_MMA_SYNC_SMALL_TILES: the mma.sync
+// kernels with the tiles that fit 99 KiB per block (what sm_86 / sm_89 GPUs run). The last two
+// let the tests and the benchmark check every kernel on one GPU. Returns the previous choice.
+typedef enum {
+    ATTENTION_KERNELS_BEST,
+    ATTENTION_KERNELS_MMA_SYNC,
+    ATTENTION_KERNELS_MMA_SYNC_SMALL_TILES,
+} AttentionKernels;
+AttentionKernels attention_set_kernels(AttentionKernels kernels);
+
+typedef enum { ATTENTION_FORWARD, ATTENTION_BACKWARD } AttentionPass;
+
+// What the choice depends on: the GPU as dispatch sees it.
+typedef struct {
+    int cc;                     // compute capability, 10 * major + minor (gpu_effective_cc())
+    int wgmma_image_loaded;     // 1: the running code holds the wgmma kernels' sm_90a bodies
+    size_t max_smem_per_block;  // bytes of dynamic shared memory a block may use
+} AttentionDevice;
+
+typedef struct {
+    const char *kernel;  // e.g. "mma.sync forward (2 K/V stages)", for messages and tables
+    int wgmma;           // 1: the Hopper kernel
+    int tile;            // mma.sync forward: K/V stages (2, 1); backward: keys per block (128, 64)
+    size_t smem_bytes;   // dynamic shared memory per block
+} AttentionKernelChoice;
+
+// The kernel of one pass: a pure function of its arguments (tested on the CPU). NULL with
+// *choice filled, or, when nothing fits, a sentence naming the kernel, the bytes it needs
+// and the limit, written into why[n].
+const char *attention_choose_kernel(const AttentionDevice *device, AttentionKernels kernels, AttentionPass pass,
+                                    int head_dim, AttentionKernelChoice *choice, char *why, size_t n);
+
+// The kernel that attention_forward / attention_backward would run here now (after
+// gpu_require), for tables and logs.
+const char *attention_kernel_name(AttentionPass pass, int head_dim);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif  // KERNELS_ATTENTION_ATTENTION_H

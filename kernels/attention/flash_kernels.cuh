@@ -1,0 +1,81 @@
+// The attention kernels as the dispatch (attention.cu) sees them: what a launch is given,
+// each kernel's launcher and the shared memory it needs. Callers use attention.h; this header
+// is the line between the dispatch and the kernel files (flash_mma.cu for mma.sync,
+// flash_forward_wgmma.cu and flash_backward_wgmma.cu for Hopper).
+#ifndef KERNELS_ATTENTION_FLASH_KERNELS_CUH
+#define KERNELS_ATTENTION_FLASH_KERNELS_CUH
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kernels/attention/flash_common.cuh"
+
+// What every attention launch shares: the shape, the row strides of qkv and of ctx / dctx in
+// elements (batch * qkv_row and batch * ctx_row between tokens, see attention.h), the causal
+// mask and dropout (probability, the seed's round keys, the step's offset, which heads).
+struct FlashParams {
+    int seq, batch, heads;
+    int64_t qkv_row, ctx_row;
+    float p_drop;
+    int causal;
+    PhiloxKeys keys;  // the dropout seed's round keys (philox_keys)
+    uint64_t offset;
+    HeadRange drop;
+};
+
+// A forward launch: q, k, v read from qkv, ctx written, lse [batch, heads, seq] saved.
+struct FwdArgs : FlashParams {
+    const void *qkv;
+    void *ctx;
+    float *lse;
+};
+
+// A backward launch: q, k, v from qkv and dO from dctx as in the forward, lse from the
+// forward, dsum = rowsum(dO * O) per query, dq_accum the (zeroed) float accumulator of dQ;
+// writes dK and dV into dqkv (its dQ part is left to flash_backward_write_dq).
+struct BwdArgs : FlashParams {
+    const void *qkv, *dctx;
+    const float *lse, *dsum;
+    float *dq_accum;
+    void *dqkv;
+};
+
+// In every launcher below T is __half or __nv_bfloat16 and D the head dim, 64 or 128. Each
+// sets its kernel's shared-memory limit on first use; the dispatch has checked that the
+// bytes fit the GPU.
+
+// ---- flash_mma.cu: mma.sync, any GPU since Ampere --------------------------------------------
+// Forward with 2 K/V stages (the next tile's copy overlaps this one's products) or 1 (K's
+// and V's copies overlap the other's products: less shared memory).
+size_t flash_forward_mma_smem_bytes(int head_dim, int kv_stages);
+template <typename T, int D>
+void flash_forward_mma(const FwdArgs &a, int kv_stages);
+
+// Backward (dK, dV, dQ's partial sums) with 128 or 64 keys per block (128: at d = 128 only).
+size_t flash_backward_mma_smem_bytes(int head_dim, int block_keys);
+template <typename T, int D>
+void flash_backward_mma(const BwdArgs &a, int block_keys);
+
+// The passes around either backward kernel: first dsum = rowsum(dO * O) per query
+// ([batch, heads, seq]) and dQ's float accumulator ([batch, heads, seq, D]) set to zero; last
+// dQ from the accumulator into dqkv's q slots.
+template <typename T, int D>
+void flash_backward_prepare(const FlashParams &p, const void *ctx, const void *dctx, float *dsum, float *dq_accum);
+template <typename T, int D>
+void flash_backward_write_dq(const FlashParams &p, const float *dq_accum, void *dqkv);
+
+// ---- flash_forward_wgmma.cu, flash_backward_wgmma.cu: Hopper (sm_90a) ------------------------
+// 1 if the code running on this GPU holds the wgmma kernels' bodies (they were compiled for
+// sm_90a and the driver loaded that image), else 0. Launches a one-thread probe once.
+int flash_wgmma_image_loaded(void);
+
+size_t flash_forward_wgmma_smem_bytes(int head_dim);
+template <typename T, int D>
+void flash_forward_wgmma(const FwdArgs &a);
+
+// Head dim 128 only.
+size_t flash_backward_wgmma_smem_bytes(void);
+template <typename T>
+void flash_backward_wgmma_d128(const BwdArgs &a);
+
+#endif  // KERNELS_ATTENTION_FLASH_KERNELS_CUH

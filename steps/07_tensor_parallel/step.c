@@ -1,0 +1,390 @@
+// Step 07: the layer tensor-parallel over NCCL, one process per GPU (see step07.h and the
+// chapter, README.md).
+//
+// What one rank does (run_rank):
+//   1. take its GPU (LOCAL_RANK) and join the communicator (tp_comm.h)
+//   2. keep its shard of the unsharded parameters (shard-on-load: tp_shard_params) and its
+//      tokens of x and dy (all of them, or its slice under sequence parallelism)
+//   3. build the layer (tp_layer.h: serial or parallel; plain TP or sequence parallelism) or
+//      the step's Linear -> LayerNorm -> Linear block (tp_block.h)
+//   4. time warm-up + timed training steps; print the time per step, the time in
+//      collectives (layer_comm.h) and the memory
+//   5. --check: one more step (step 0's dropout masks) against the CPU (tp_check.h);
+//      --save, --json; the all-reduce sweep against bare NCCL (tp_sweep.h)
+#define _POSIX_C_SOURCE 200809L
+#include <cuda_runtime.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common/core/errors.h"
+#include "common/core/tolerance.h"
+#include "common/gpu/cuda_check.h"
+#include "common/gpu/gpu.h"
+#include "common/io/weights_io.h"
+#include "kernels/attention/attention.h"
+#include "reference/tp_layer_reference.h"
+#include "reference/tp_reference.h"
+#include "steps/07_tensor_parallel/layer_comm.h"
+#include "steps/07_tensor_parallel/step07.h"
+#include "steps/07_tensor_parallel/tp_block.h"
+#include "steps/07_tensor_parallel/tp_check.h"
+#include "steps/07_tensor_parallel/tp_comm.h"
+#include "steps/07_tensor_parallel/tp_layer.h"
+#include "steps/07_tensor_parallel/tp_sweep.h"
+
+// ---- This step's flags ---------------------------------------------------------------------
+static struct {
+    int tp;             // --tp N: fork N ranks here (0: the environment's rank, or one process)
+    int port;           // --port P: where rank 0 listens (NCCL_COMM_ID=127.0.0.1:P); 0: chosen
+    double timeout_s;   // --timeout S: how long any rank waits for its peers
+    int sweep;          // --no-sweep clears it
+    int block;          // --block local|exact: the Linear -> LayerNorm -> Linear block instead
+    TpLnMode ln_mode;
+    TpVariant variant;  // --parallel, --sequence-parallel
+} flags = {0, 0, 120.0, 1, 0, TP_LN_SHARD_LOCAL, {TP_LAYER_SERIAL, 0, 0}};
+
+static int flag_int(const char *flag, const char *v, int lo, int hi) {
+    char *end;
+    errno = 0;
+    long x = strtol(v, &end, 10);
+    if (errno || *end || end == v || x < lo || x > hi) fail_user("%s needs an integer in %d..%d (got '%s')", flag, lo, hi, v);
+    return (int)x;
+}
+
+static int parse_flag(const char *f, const char *v) {
+    if (!v) {  // flags without a value
+        if (!strcmp(f, "--no-sweep")) return flags.sweep = 0, 1;
+        if (!strcmp(f, "--parallel")) return flags.variant.layer = TP_LAYER_PARALLEL, 1;
+        if (!strcmp(f, "--sequence-parallel")) return flags.variant.sequence_parallel = 1, 1;
+        return 0;
+    }
+    if (!strcmp(f, "--tp")) return flags.tp = flag_int(f, v, 1, TP_MAX_RANKS), 1;
+    if (!strcmp(f, "--port")) return flags.port = flag_int(f, v, 1024, 65535), 1;
+    if (!strcmp(f, "--timeout")) return flags.timeout_s = flag_int(f, v, 1, 86400), 1;
+    if (!strcmp(f, "--block")) {
+        if (!strcmp(v, "local")) flags.ln_mode = TP_LN_SHARD_LOCAL;
+        else if (!strcmp(v, "exact")) flags.ln_mode = TP_LN_EXACT;
+        else fail_user("--block must be local or exact (got '%s')", v);
+        return flags.block = 1, 1;
+    }
+    return 0;
+}
+
+static const char *unsupported(const LayerConfig *c) {
+    const AttentionProblem p = attention_layer_problem(c);
+    return attention_unsupported(&p);
+}
+
+// The unsharded reference of the variant the flags chose.
+static void reference(const LayerConfig *c, const LayerParams *p, const LayerInputs *in, uint64_t step,
+                      LayerResults *res) {
+    tp_variant_reference(&flags.variant)(c, p, in, step, res);
+}
+
+const StepOps STEP_07_TENSOR_PARALLEL = {
+    .id = "07_tensor_parallel",
+    .title = "tensor parallelism over NCCL",
+    .whats_new = "Megatron-style TP: column-/row-parallel Linears, all-reduces; sequence parallelism",
+    .unsupported = unsupported,
+    .parse_flag = parse_flag,
+    .flags_help =
+        "  --tp N               fork N ranks on this machine, one per GPU; without it the rank and\n"
+        "                       world size come from mpirun / srun / RANK,WORLD_SIZE and NCCL_COMM_ID\n"
+        "  --parallel           step 06's parallel layer (one all-reduce each way) instead of the\n"
+        "                       serial one (two each way)\n"
+        "  --sequence-parallel  LayerNorm, dropout, residual on each rank's seq/tp tokens; all-gather\n"
+        "                       before and reduce-scatter after the tensor-parallel GEMMs\n"
+        "  --block local|exact  the block Linear(h->ffn) -> LayerNorm(ffn) -> Linear(ffn->h) instead,\n"
+        "                       its LayerNorm shard-local (a GroupNorm) or exact (statistics all-reduced)\n"
+        "  --no-sweep           skip the all-reduce sweep (ours against bare NCCL)\n"
+        "  --timeout S          seconds any rank waits for its peers before aborting (default 120)\n"
+        "  --port P             where rank 0 listens for --tp (default 29500 + pid % 1000)\n"
+        "  --check compares every rank's out, dx and gradient shards with the unsharded CPU reference.\n",
+    .reference = reference,
+};
+
+// ---- One rank ----------------------------------------------------------------------------------
+typedef struct {
+    const Options *o;
+    const LayerParams *full;  // unsharded, read (or drawn) once before the ranks start
+    const LayerInputs *in;    // the whole x and dy
+} RankJob;
+
+typedef struct {
+    double ms, collective_ms, bus_gbps, activation_mib, peak_mib;
+    int collectives;
+    double collective_mb;
+} RankTimes;
+
+static void print_header(const Options *o, const RankInfo *info) {
+    const LayerConfig *c = &o->layer;
+    const int tp = info->world;
+    printf("step %s: %s\nGPU: %s\n", STEP_07_TENSOR_PARALLEL.id, STEP_07_TENSOR_PARALLEL.title, gpu_description());
+    printf("config: hidden %d, ffn %d, heads %d (head_dim %d), seq %d, batch %d, %s, dropout %.2g/%.2g%s\n",
+           c->hidden, c->ffn, c->heads, layer_head_dim(c), c->seq, c->batch, dtype_name(c->dtype), c->attn_dropout,
+           c->hidden_dropout, c->causal ? ", causal" : "");
+    if (flags.block)
+        printf("tensor-parallel over %d GPU(s) (%s): the block Linear(%d->%d) -> LayerNorm(%d, %s) -> "
+               "Linear(%d->%d), tokens %lld\n", tp, info->source, c->hidden, c->ffn, c->ffn,
+               flags.ln_mode == TP_LN_EXACT ? "exact" : "shard-local", c->ffn, c->hidden, (long long)layer_tokens(c));
+    else
+        printf("tensor-parallel over %d GPU(s) (%s): the %s layer; per rank %d of %d heads, %d of %d ffn "
+               "features, %lld of %lld tokens outside the tensor-parallel GEMMs\n", tp, info->source,
+               tp_variant_name(&flags.variant), c->heads / tp, c->heads, c->ffn / tp, c->ffn,
+               (long long)(layer_tokens(c) / (flags.variant.sequence_parallel ? tp : 1)), (long long)layer_tokens(c));
+    fflush(stdout);
+}
+
+// Rank 0 gets the results of step 0 put together: out and dx (gathered under sequence
+// parallelism) and every gradient, through one fp32 all-reduce per parameter of a tensor in
+// which each rank has written its shard in its place and zeros elsewhere (replicated
+// parameters: rank 0's copy only). Used by --save.
+static void gather_results(const LayerConfig *c, TpComm *comm, const TpLayer *l, LayerResults *res) {
+    const int tp = comm->world, sp = l->variant.sequence_parallel;
+    const int64_t n = layer_tokens(c) * c->hidden, n_loc = sp ? n / tp : n;
+    void *whole = dev_alloc((size_t)n * dtype_bytes(c->dtype));
+    const ncclDataType_t type = c->dtype == DTYPE_BF16 ? ncclBfloat16 : ncclHalf;
+    const void *mine[2] = {tp_layer_output(l), tp_layer_dx(l)};
+    float *dst[2] = {res->out, res->dx};
+    for (int k = 0; k < 2; k++) {
+        if (sp) tp_all_gather(comm, mine[k], whole, (size_t)n_loc, type, 0);  // the ranks' slices, in order
+        else CUDA_CHECK(cudaMemcpy(whole, mine[k], (size_t)n * dtype_bytes(c->dtype), cudaMemcpyDeviceToDevice));
+        tp_sync(comm, 0, "gathering out and dx");
+        dev_download(dst[k], whole, n, c->dtype);
+    }
+    dev_free(whole);
+    LayerParams *shards = xcalloc((size_t)tp, sizeof(LayerParams));  // zeros but for this rank's
+    for (int r = 0; r < tp; r++)
+        for (int id = 0; id < NUM_PARAMS; id++)
+            shards[r].tensor[id] = xcalloc((size_t)tp_param_shard_numel(c, tp, id), sizeof(float));
+    tp_layer_read_grads(l, &shards[comm->rank]);
+    tp_gather_params(c, tp, shards, &res->grad);
+    for (int id = 0; id < NUM_PARAMS; id++) {
+        const int64_t numel = param_numel(c, id);
+        float *d = dev_upload_f32(res->grad.tensor[id], numel);
+        tp_all_reduce(comm, d, (size_t)numel, ncclFloat32, 0);
+        tp_sync(comm, 0, "gathering the gradients");
+        dev_download_f32(res->grad.tensor[id], d, numel);
+        dev_free(d);
+    }
+    for (int r = 0; r < tp; r++) layer_params_free(&shards[r]);
+    free(shards);
+}
+
+static void write_json(const char *path, const Options *o, int tp, const RankTimes *t, double max_err, int passed) {
+    const LayerConfig *c = &o->layer;
+    FILE *f = fopen(path, "w");
+    if (!f) fail_user("cannot write %s: %s", path, strerror(errno));
+    fprintf(f,
+            "{\"step\": \"%s\", \"title\": \"%s\", \"gpu\": \"%s\", \"hidden\": %d, \"ffn\": %d, \"heads\": %d, "
+            "\"seq\": %d, \"batch\": %d, \"dtype\": \"%s\", \"tp\": %d, \"variant\": \"%s\", \"mean_ms\": %.4f, "
+            "\"collective_ms\": %.4f, \"collectives\": %d, \"bus_gbps\": %.1f, \"activation_mib\": %.1f, "
+            "\"peak_mib\": %.1f, \"tflops_per_gpu\": %.2f, \"max_rel_error\": %.4g, \"check_passed\": %d}\n",
+            STEP_07_TENSOR_PARALLEL.id, STEP_07_TENSOR_PARALLEL.title, gpu_description(), c->hidden, c->ffn, c->heads,
+            c->seq, c->batch, dtype_name(c->dtype), tp,
+            flags.block ? (flags.ln_mode == TP_LN_EXACT ? "block, exact" : "block, shard-local")
+                        : tp_variant_name(&flags.variant),
+            t->ms, t->collective_ms, t->collectives, t->bus_gbps, t->activation_mib, t->peak_mib,
+            layer_train_flops(c) / tp / (t->ms * 1e-3) / 1e12, max_err, passed);
+    fclose(f);
+}
+
+static int run_rank(void *arg) {
+    const RankJob *job = arg;
+    const Options *o = job->o;
+    const LayerConfig *c = &o->layer;
+    RankInfo info = {0, 1, 0, "one process"};
+    rank_from_env(&info);
+    const int tp = info.world, rank = info.rank, sp = flags.variant.sequence_parallel;
+    // 1. The GPU and the communicator.
+    const int gpus = gpu_count();
+    if (gpus == 0) fail_user("rank %d: no usable GPU (%s)", rank, gpu_unavailable_reason());
+    if (info.local_rank >= gpus)
+        fail_user("rank %d is rank %d on its machine, which has %d GPU%s: tensor-parallel size %d needs one GPU per "
+                  "rank", rank, info.local_rank, gpus, gpus == 1 ? "" : "s", tp);
+    gpu_require_device(info.local_rank);
+    keep_nvls_off();
+    TpComm comm = {NULL, rank, tp, flags.timeout_s};
+    if (tp > 1) tp_comm_init(&comm, &info, flags.timeout_s);
+    LayerComm lc;
+    layer_comm_init(&lc, &comm);
+    if (rank == 0) print_header(o, &info);
+
+    // 2-3. The rank's parameters and tokens; the layer (or the block).
+    const int64_t T = layer_tokens(c), h = c->hidden, Tl = (sp && !flags.block) ? T / tp : T;
+    const size_t baseline = dev_bytes_in_use();
+    dev_reset_peak();
+    void *x = dev_upload(job->in->x + (sp ? rank * Tl * h : 0), Tl * h, c->dtype);
+    void *dout = dev_upload(job->in->dy + (sp ? rank * Tl * h : 0), Tl * h, c->dtype);
+    TpLayer layer;
+    TpBlockGpu block;
+    TpBlock block_params;  // the block's unsharded parameters (random, the same on every rank)
+    if (flags.block) {
+        tp_block_alloc(&block_params, c->hidden, c->ffn);
+        tp_block_init_random(&block_params, c->seed + 2);
+        float *tensors[] = {block_params.w1, block_params.b1, block_params.gamma, block_params.beta,
+                            block_params.w2, block_params.b2};
+        int64_t sizes[] = {(int64_t)c->ffn * h, c->ffn, c->ffn, c->ffn, h * c->ffn, h};
+        for (int i = 0; i < 6; i++) round_to_dtype(tensors[i], sizes[i], c->dtype);
+        tp_block_gpu_init(&block, &block_params, T, tp, rank, flags.ln_mode, c->eps, c->dtype);
+    } else {
+        LayerParams shard;
+        tp_shard_params(c, tp, rank, job->full, &shard);
+        tp_layer_init(&layer, c, tp, rank, &flags.variant, &shard);
+        layer_params_free(&shard);
+    }
+
+    // 4. The speedometer.
+    cudaEvent_t start, stop;
+    CUDA_CHECK(cudaEventCreate(&start));
+    CUDA_CHECK(cudaEventCreate(&stop));
+    RankTimes t = {0};
+    for (int it = 0; it < o->warmup + o->iters; it++) {
+        layer_comm_step_begin(&lc);
+        CUDA_CHECK(cudaEventRecord(start, 0));
+        if (flags.block) {
+            tp_block_gpu_forward(&block, &lc, x);
+            tp_block_gpu_backward(&block, &lc, dout);
+        } else {
+            tp_layer_train_step(&layer, &lc, x, dout, (uint64_t)it);
+        }
+        CUDA_CHECK(cudaEventRecord(stop, 0));
+        tp_sync(&comm, 0, "a training step");
+        if (it < o->warmup) continue;
+        float ms;
+        CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
+        LayerCommStats s = layer_comm_step_stats(&lc);
+        t.ms += ms, t.collective_ms += s.ms;
+        t.collectives = s.calls, t.collective_mb = s.bytes / 1e6;
+        t.bus_gbps = s.bus_bytes;  // bytes per step; a rate below
+    }
+    t.ms /= o->iters, t.collective_ms /= o->iters;
+    t.bus_gbps = t.collective_ms > 0 ? t.bus_gbps / (t.collective_ms * 1e-3) / 1e9 : 0.0;
+    t.peak_mib = (double)(dev_peak_bytes() - baseline) / 1048576.0;
+    t.activation_mib = flags.block ? 0.0 : (double)tp_layer_activation_bytes(&layer) / 1048576.0;
+    // The backward's collectives run beside its weight-gradient GEMMs, so their time is not
+    // all on the step's critical path: "collectives running" is their summed duration.
+    printf("rank %d: %.3f ms per forward+backward; collectives running %.3f ms (%.0f%% of the step; %d of them, "
+           "%.1f MB in all, bus bandwidth %.1f GB/s); activations kept for backward %.0f MiB, peak device memory "
+           "%.0f MiB\n", rank, t.ms, t.collective_ms, t.ms > 0 ? 100.0 * t.collective_ms / t.ms : 0.0,
+           t.collectives, t.collective_mb, t.bus_gbps, t.activation_mib, t.peak_mib);
+    if (rank == 0)
+        printf("Mean time: %.3f ms   (rank 0, %d steps after %d warm-up; fwd+bwd)\n%.1f TFLOP/s per GPU\n", t.ms,
+               o->iters, o->warmup, layer_train_flops(c) / tp / (t.ms * 1e-3) / 1e12);
+    fflush(stdout);
+
+    // 5. --check, --save, --json, the sweep.
+    int passed = -1;
+    double max_err = -1.0;
+    if (o->check && flags.block) {
+        passed = tp_check_block_rank(c, tp, rank, &block, &block_params, job->in->x, job->in->dy, &max_err);
+    } else if (o->check) {
+        tp_layer_train_step(&layer, &lc, x, dout, 0);  // step 0, as the reference draws dropout
+        tp_sync(&comm, 0, "the checked step");
+        passed = tp_check_layer_rank(c, tp, rank, &layer, job->full, job->in, &max_err);
+    }
+    fflush(stdout);
+    if (o->save_path) {
+        if (!o->check) {
+            tp_layer_train_step(&layer, &lc, x, dout, 0);
+            tp_sync(&comm, 0, "the saved step");
+        }
+        LayerResults res;
+        layer_results_alloc(c, &res);
+        gather_results(c, &comm, &layer, &res);
+        if (rank == 0) {
+            save_layer_results(o->save_path, c, &res);
+            printf("saved out, dx and %d gradients (gathered from %d ranks) to %s\n", NUM_PARAMS, tp, o->save_path);
+        }
+        layer_results_free(&res);
+    }
+    if (o->json_path && rank == 0) write_json(o->json_path, o, tp, &t, max_err, passed);
+    if (flags.sweep) all_reduce_sweep(&comm, c->dtype, T * h);
+
+    if (flags.block) tp_block_gpu_free(&block), tp_block_free(&block_params);
+    else tp_layer_free(&layer);
+    layer_comm_free(&lc);
+    dev_free(x), dev_free(dout);
+    cudaEventDestroy(start), cudaEventDestroy(stop);
+    if (tp > 1) tp_comm_destroy(&comm);
+    return passed == 0 ? 1 : 0;
+}
+
+// ---- Before any rank starts ---------------------------------------------------------------------
+// Everything that can be wrong with the command line, said once, by one process.
+static int world_size(RankInfo *info, int *from_env) {
+    *from_env = rank_from_env(info);
+    if (flags.tp > 0 && *from_env)
+        fail_user("--tp %d forks local ranks, but this process already is rank %d of %d (%s): drop --tp", flags.tp,
+                  info->rank, info->world, info->source);
+    return flags.tp > 0 ? flags.tp : *from_env ? info->world : 1;
+}
+
+static void refuse_what_cannot_run(const Options *o, int tp) {
+    const LayerConfig *c = &o->layer;
+    if (flags.block) {
+        if (flags.variant.layer == TP_LAYER_PARALLEL || flags.variant.sequence_parallel)
+            fail_user("--block runs the Linear -> LayerNorm -> Linear block alone: drop --parallel and "
+                      "--sequence-parallel");
+        if (o->weights_path || o->save_path)
+            fail_user("--weights and --save are the layer's parameters and results; --block runs its own random block");
+        const char *problem = tp_block_problem(c->hidden, c->ffn, tp);
+        if (problem) fail_user("%s", problem);
+    } else {
+        const char *problem = tp_variant_problem(c, tp, &flags.variant);
+        if (problem) fail_user("%s", problem);
+        const char *why = unsupported(c);
+        if (why) fail_user("step %s cannot run this configuration: %s", STEP_07_TENSOR_PARALLEL.id, why);
+        const int64_t slice = layer_tokens(c) / tp * c->hidden;
+        if (flags.variant.sequence_parallel && slice % 16 != 0)
+            fail_user("sequence parallelism: each rank's %lld elements of [T, h] must be a multiple of 16 (the "
+                      "dropout kernels draw 16 at a time)", (long long)slice);
+    }
+    if (o->check && (double)layer_tokens(c) * c->hidden * c->ffn > 1e10)
+        fail_user("--check runs the CPU reference, which would take hours at this size: add --preset small");
+}
+
+int step07_run(const Options *o) {
+    const LayerConfig *c = &o->layer;
+    RankInfo info;
+    int from_env;
+    const int tp = world_size(&info, &from_env);
+    refuse_what_cannot_run(o, tp);
+    // The ranks need one GPU each. Asked in a child process: the ranks are forked from this
+    // one, which must stay free of CUDA.
+    if (flags.tp > 1) {
+        char why[320];
+        int gpus = gpu_count_without_cuda(why, sizeof why);
+        if (gpus == 0) fail_user("--tp %d: this machine has no usable GPU (%s)", flags.tp, why);
+        if (flags.tp > gpus)
+            fail_user("--tp %d needs %d GPUs, one per rank, but this machine has %d: use --tp %d or less", flags.tp,
+                      flags.tp, gpus, gpus);
+    }
+    // Files are read once, here, before any rank starts (the forked ranks share them): a bad
+    // file is reported once, as such.
+    LayerParams full;
+    LayerInputs in;
+    layer_params_alloc(c, &full);
+    if (o->weights_path) load_layer_params(o->weights_path, c, &full);
+    else layer_params_init_random(c, c->seed, &full);
+    layer_params_round(c, &full);
+    layer_inputs_alloc(c, &in);
+    if (o->input_path) load_layer_inputs(o->input_path, c, &in);
+    else layer_inputs_init_random(c, c->seed + 1, &in);
+    layer_inputs_round(c, &in);
+    RankJob job = {o, &full, &in};
+    int status;
+    if (flags.tp > 1) {
+        int port = flags.port ? flags.port : 29500 + (int)(getpid() % 1000);
+        status = launch_local(flags.tp, port, run_rank, &job);
+    } else {
+        keep_nvls_off();
+        status = run_rank(&job);
+    }
+    layer_params_free(&full);
+    layer_inputs_free(&in);
+    return status;
+}

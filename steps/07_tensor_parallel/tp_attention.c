@@ -1,0 +1,138 @@
+// The serial layer's attention half on one tensor-parallel rank: see tp_attention.h.
+#include "steps/07_tensor_parallel/tp_attention.h"
+
+#include <string.h>
+
+#include "common/core/errors.h"
+#include "common/core/philox.h"
+#include "common/gpu/gpu.h"
+#include "kernels/attention/attention.h"
+#include "kernels/fused/elementwise.h"
+#include "kernels/naive/bias.h"
+#include "modules/gemm.h"
+#include "reference/tp_layer_reference.h"
+
+// A device tensor of `rows` x `cols` in the layer's dtype, counted as activation memory when
+// forward keeps it for backward.
+static void *tensor(TpAttention *m, int64_t rows, int64_t cols, int kept) {
+    size_t bytes = (size_t)(rows * cols) * dtype_bytes(m->cfg.dtype);
+    if (kept) m->activation_bytes += bytes;
+    return dev_alloc(bytes);
+}
+
+// This rank's heads, [first_head, first_head + heads_local) of the layer's: the dropout mask is
+// the unsharded layer's.
+static AttentionProblem attention_problem(const TpAttention *m) {
+    AttentionProblem p = attention_layer_problem(&m->cfg);
+    p.heads = m->heads_local, p.total_heads = m->cfg.heads, p.first_head = m->first_head;
+    return p;
+}
+
+void tp_attention_init(TpAttention *m, const LayerConfig *c, int tp, int rank, int sequence_parallel,
+                       const LayerParams *shard) {
+    memset(m, 0, sizeof *m);
+    const TpVariant v = {TP_LAYER_SERIAL, sequence_parallel, 0};
+    const char *problem = tp_variant_problem(c, tp, &v);
+    if (problem) fail_user("%s", problem);
+    m->cfg = *c;
+    m->tp = tp, m->rank = rank, m->sequence_parallel = sequence_parallel;
+    m->heads_local = c->heads / tp, m->first_head = rank * m->heads_local, m->hl = c->hidden / tp;
+    const AttentionProblem ap = attention_problem(m);
+    const char *why = attention_unsupported(&ap);
+    if (why) fail_user("step 07: %s", why);
+    m->T = layer_tokens(c), m->Tl = sequence_parallel ? m->T / tp : m->T;
+    const int h = c->hidden;
+    const int64_t T = m->T, Tl = m->Tl;
+    float *const *w = shard->tensor;
+    layernorm_init(&m->ln1, h, Tl, c->eps, w[P_LN1_WEIGHT], w[P_LN1_BIAS], c->dtype);
+    linear_init(&m->qkv, h, 3 * m->hl, w[P_QKV_WEIGHT], w[P_QKV_BIAS], c->dtype);
+    linear_init(&m->proj, m->hl, h, w[P_PROJ_WEIGHT], NULL, c->dtype);
+    m->b_proj = dev_upload(w[P_PROJ_BIAS], h, c->dtype);
+    m->db_proj = dev_alloc((size_t)h * dtype_bytes(c->dtype));
+    // Forward's tensors; under plain TP the rank's slice is the whole, one buffer for both.
+    m->ln_loc = tensor(m, Tl, h, 1);
+    m->ln = sequence_parallel ? tensor(m, T, h, 1) : m->ln_loc;  // QKV's input, kept for its wgrad
+    m->qkv_out = tensor(m, T, 3 * m->hl, 1);
+    m->ctx = tensor(m, T, m->hl, 1);
+    m->lse = dev_alloc((size_t)c->batch * m->heads_local * c->seq * sizeof(float));
+    m->activation_bytes += (size_t)c->batch * m->heads_local * c->seq * sizeof(float);
+    m->proj_out = tensor(m, T, h, 0);
+    m->proj_loc = sequence_parallel ? tensor(m, Tl, h, 0) : m->proj_out;
+    m->y = tensor(m, Tl, h, 1);  // LN2's input, kept for its backward
+    // Backward's.
+    m->d_proj_loc = tensor(m, Tl, h, 0);
+    m->d_proj = sequence_parallel ? tensor(m, T, h, 0) : m->d_proj_loc;
+    m->d_ctx = tensor(m, T, m->hl, 0);
+    m->d_qkv = tensor(m, T, 3 * m->hl, 0);
+    m->d_ln = tensor(m, T, h, 0);
+    m->d_ln_loc = sequence_parallel ? tensor(m, Tl, h, 0) : m->d_ln;
+    m->dx = tensor(m, Tl, h, 0);
+    m->attn_scratch = dev_alloc(attention_backward_workspace_bytes(&ap));
+}
+
+void tp_attention_free(TpAttention *m) {
+    layernorm_free(&m->ln1), linear_free(&m->qkv), linear_free(&m->proj);
+    void *bufs[] = {m->b_proj, m->db_proj, m->ln_loc, m->qkv_out, m->ctx, m->lse, m->proj_out, m->y,
+                    m->d_proj_loc, m->d_ctx, m->d_qkv, m->d_ln, m->dx, m->attn_scratch};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) dev_free(bufs[i]);
+    if (m->sequence_parallel) {  // the slices' own buffers
+        void *sp[] = {m->ln, m->proj_loc, m->d_proj, m->d_ln_loc};
+        for (size_t i = 0; i < sizeof sp / sizeof sp[0]; i++) dev_free(sp[i]);
+    }
+    memset(m, 0, sizeof *m);
+}
+
+// Where the rank's first token sits in the whole [T, h] tensor: its dropout mask is the
+// unsharded layer's from there on.
+static uint64_t first_element(const TpAttention *m) {
+    return m->sequence_parallel ? (uint64_t)(m->rank * m->Tl * m->cfg.hidden) : 0;
+}
+
+// y = x + dropout(sum_r ctx_r W_proj[:, r]^T + b_proj)
+void tp_attention_forward(TpAttention *m, LayerComm *lc, const void *x, uint64_t step) {
+    const LayerConfig *c = &m->cfg;
+    const int h = c->hidden, sp = m->sequence_parallel;
+    layernorm_forward(&m->ln1, x, m->ln_loc, m->Tl);  // the rank's tokens
+    const void *ln = layer_enter_region(lc, sp, m->ln_loc, m->ln, m->Tl * h, c->dtype);
+    linear_forward(&m->qkv, ln, m->qkv_out, m->T, NULL);  // column-parallel: [T, 3h/tp]
+    const AttentionProblem ap = attention_problem(m);
+    const AttentionDropout drop = attention_layer_dropout(c, step);
+    attention_forward(&ap, &drop, m->qkv_out, m->ctx, m->lse);  // this rank's heads
+    linear_forward(&m->proj, m->ctx, m->proj_out, m->T, NULL);  // row-parallel: a partial [T, h]
+    layer_leave_region(lc, sp, m->proj_out, m->proj_loc, m->Tl * h, c->dtype, 0);
+    // The bias once, and the unsharded layer's dropout mask on the rank's tokens.
+    bias_dropout_add_forward_at(m->proj_loc, m->b_proj, x, m->y, m->Tl, h, c->hidden_dropout, c->seed,
+                                dropout_offset(step, DROPOUT_SITE_HIDDEN), first_element(m), c->dtype);
+}
+
+void tp_attention_backward(TpAttention *m, LayerComm *lc, const void *dy, uint64_t step) {
+    const LayerConfig *c = &m->cfg;
+    const int h = c->hidden, sp = m->sequence_parallel;
+    add_dropout_backward_at(dy, NULL, NULL, m->d_proj_loc, m->Tl * h, c->hidden_dropout, c->seed,
+                            dropout_offset(step, DROPOUT_SITE_HIDDEN), first_element(m), c->dtype);
+    bias_grad(m->d_proj_loc, m->Tl, h, m->db_proj, c->dtype);  // SP: over the rank's tokens only
+    const void *d_proj = layer_enter_region(lc, sp, m->d_proj_loc, m->d_proj, m->Tl * h, c->dtype);
+    linear_dgrad(&m->proj, d_proj, m->d_ctx, m->T);  // local
+    linear_wgrad(&m->proj, d_proj, m->T, 1);          // dW_proj shard
+    const AttentionProblem ap = attention_problem(m);
+    const AttentionDropout drop = attention_layer_dropout(c, step);
+    attention_backward(&ap, &drop, m->qkv_out, m->ctx, m->d_ctx, m->lse, m->d_qkv, m->attn_scratch);
+    linear_dgrad(&m->qkv, m->d_qkv, m->d_ln, m->T);  // partial
+    layer_leave_region(lc, sp, m->d_ln, m->d_ln_loc, m->Tl * h, c->dtype, 1);  // on the side stream...
+    linear_wgrad(&m->qkv, m->d_qkv, m->T, 1);  // ...while dW_qkv, db_qkv run (x = ln, recorded)
+    layer_side_wait(lc);
+    layernorm_backward(&m->ln1, m->d_ln_loc, dy, m->dx, m->Tl);  // + the residual's gradient
+    if (sp) {  // gamma, beta and b_proj saw only this rank's tokens: sum over the ranks
+        layer_all_reduce(lc, m->ln1.dgamma, h, c->dtype);
+        layer_all_reduce(lc, m->ln1.dbeta, h, c->dtype);
+        layer_all_reduce(lc, m->db_proj, h, c->dtype);
+    }
+}
+
+void tp_attention_read_grads(const TpAttention *m, LayerParams *grads) {
+    float **g = grads->tensor;
+    layernorm_read_grads(&m->ln1, g[P_LN1_WEIGHT], g[P_LN1_BIAS]);
+    linear_read_grads(&m->qkv, g[P_QKV_WEIGHT], g[P_QKV_BIAS]);
+    linear_read_grads(&m->proj, g[P_PROJ_WEIGHT], NULL);
+    dev_download(g[P_PROJ_BIAS], m->db_proj, m->cfg.hidden, m->cfg.dtype);
+}

@@ -1,0 +1,98 @@
+// The serial layer's MLP half on one tensor-parallel rank: see tp_mlp.h.
+#include "steps/07_tensor_parallel/tp_mlp.h"
+
+#include <string.h>
+
+#include "common/core/errors.h"
+#include "common/gpu/gpu.h"
+#include "kernels/fused/elementwise.h"
+#include "kernels/naive/bias.h"
+#include "modules/gemm.h"
+#include "reference/tp_layer_reference.h"
+
+static void *tensor(TpMlp *m, int64_t rows, int64_t cols, int kept) {
+    size_t bytes = (size_t)(rows * cols) * dtype_bytes(m->cfg.dtype);
+    if (kept) m->activation_bytes += bytes;
+    return dev_alloc(bytes);
+}
+
+void tp_mlp_init(TpMlp *m, const LayerConfig *c, int tp, int rank, int sequence_parallel, const LayerParams *shard) {
+    memset(m, 0, sizeof *m);
+    const TpVariant v = {TP_LAYER_SERIAL, sequence_parallel, 0};
+    const char *problem = tp_variant_problem(c, tp, &v);
+    if (problem) fail_user("%s", problem);
+    m->cfg = *c;
+    m->tp = tp, m->rank = rank, m->sequence_parallel = sequence_parallel;
+    m->fl = c->ffn / tp, m->T = layer_tokens(c), m->Tl = sequence_parallel ? m->T / tp : m->T;
+    const int h = c->hidden;
+    const int64_t T = m->T, Tl = m->Tl;
+    float *const *w = shard->tensor;
+    layernorm_init(&m->ln2, h, Tl, c->eps, w[P_LN2_WEIGHT], w[P_LN2_BIAS], c->dtype);
+    linear_init(&m->fc1, h, m->fl, w[P_FC1_WEIGHT], w[P_FC1_BIAS], c->dtype);
+    linear_init(&m->fc2, m->fl, h, w[P_FC2_WEIGHT], NULL, c->dtype);
+    m->b2 = dev_upload(w[P_FC2_BIAS], h, c->dtype);
+    m->db2 = dev_alloc((size_t)h * dtype_bytes(c->dtype));
+    m->ln_loc = tensor(m, Tl, h, 1);
+    m->ln = sequence_parallel ? tensor(m, T, h, 1) : m->ln_loc;  // FC1's input, kept for its wgrad
+    m->fc1_out = tensor(m, T, m->fl, 1);                         // GELU's input
+    m->act = tensor(m, T, m->fl, 1);                             // FC2's input
+    m->fc2_out = tensor(m, T, h, 0);
+    m->out = sequence_parallel ? tensor(m, Tl, h, 0) : m->fc2_out;  // the sum lands in place
+    m->dout = sequence_parallel ? tensor(m, T, h, 0) : NULL;
+    m->d_act = tensor(m, T, m->fl, 0);
+    m->d_ln = tensor(m, T, h, 0);
+    m->d_ln_loc = sequence_parallel ? tensor(m, Tl, h, 0) : m->d_ln;
+    m->dx = tensor(m, Tl, h, 0);
+}
+
+void tp_mlp_free(TpMlp *m) {
+    layernorm_free(&m->ln2), linear_free(&m->fc1), linear_free(&m->fc2);
+    void *bufs[] = {m->b2, m->db2, m->ln_loc, m->fc1_out, m->act, m->fc2_out, m->d_act, m->d_ln, m->dx};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) dev_free(bufs[i]);
+    if (m->sequence_parallel) {
+        void *sp[] = {m->ln, m->out, m->dout, m->d_ln_loc};
+        for (size_t i = 0; i < sizeof sp / sizeof sp[0]; i++) dev_free(sp[i]);
+    }
+    memset(m, 0, sizeof *m);
+}
+
+void tp_mlp_forward(TpMlp *m, LayerComm *lc, const void *y) {
+    const DType dt = m->cfg.dtype;
+    const int h = m->cfg.hidden, sp = m->sequence_parallel;
+    layernorm_forward(&m->ln2, y, m->ln_loc, m->Tl);  // the rank's tokens
+    const void *ln = layer_enter_region(lc, sp, m->ln_loc, m->ln, m->Tl * h, dt);
+    linear_forward(&m->fc1, ln, m->fc1_out, m->T, NULL);  // column-parallel: [T, f/tp]
+    gelu_forward_strided(m->fc1_out, m->fl, m->act, m->fl, m->T, m->fl, dt);
+    linear_forward(&m->fc2, m->act, m->fc2_out, m->T, NULL);  // row-parallel: a partial [T, h]
+    layer_leave_region(lc, sp, m->fc2_out, m->out, m->Tl * h, dt, 0);
+    // The bias once (not tp times) and the residual, in one pass (dropout 0: FC2 has none).
+    bias_dropout_add_forward(m->out, m->b2, y, m->out, m->Tl, h, 0.0f, 0, 0, dt);
+}
+
+void tp_mlp_backward(TpMlp *m, LayerComm *lc, const void *dout) {
+    const DType dt = m->cfg.dtype;
+    const int h = m->cfg.hidden, sp = m->sequence_parallel;
+    bias_grad(dout, m->Tl, h, m->db2, dt);  // SP: over the rank's tokens only
+    const void *dout_all = layer_enter_region(lc, sp, dout, m->dout, m->Tl * h, dt);
+    linear_dgrad(&m->fc2, dout_all, m->d_act, m->T);  // local
+    linear_wgrad(&m->fc2, dout_all, m->T, 1);          // dW2 shard
+    gelu_backward_strided(m->d_act, m->fl, m->fc1_out, m->fl, m->d_act, m->fl, m->T, m->fl, dt);
+    linear_dgrad(&m->fc1, m->d_act, m->d_ln, m->T);  // partial
+    layer_leave_region(lc, sp, m->d_ln, m->d_ln_loc, m->Tl * h, dt, 1);  // on the side stream...
+    linear_wgrad(&m->fc1, m->d_act, m->T, 1);  // ...while dW1, db1 run (x = ln, recorded)
+    layer_side_wait(lc);
+    layernorm_backward(&m->ln2, m->d_ln_loc, dout, m->dx, m->Tl);  // + the residual's gradient
+    if (sp) {  // gamma, beta and b2 saw only this rank's tokens: sum over the ranks
+        layer_all_reduce(lc, m->ln2.dgamma, h, dt);
+        layer_all_reduce(lc, m->ln2.dbeta, h, dt);
+        layer_all_reduce(lc, m->db2, h, dt);
+    }
+}
+
+void tp_mlp_read_grads(const TpMlp *m, LayerParams *grads) {
+    float **g = grads->tensor;
+    layernorm_read_grads(&m->ln2, g[P_LN2_WEIGHT], g[P_LN2_BIAS]);
+    linear_read_grads(&m->fc1, g[P_FC1_WEIGHT], g[P_FC1_BIAS]);
+    linear_read_grads(&m->fc2, g[P_FC2_WEIGHT], NULL);
+    dev_download(g[P_FC2_BIAS], m->db2, m->cfg.hidden, m->cfg.dtype);
+}

@@ -1,0 +1,149 @@
+// Step 06's parallel layer on one tensor-parallel rank: see tp_parallel_layer.h.
+#include "steps/07_tensor_parallel/tp_parallel_layer.h"
+
+#include <cuda_runtime.h>
+#include <string.h>
+
+#include "common/core/errors.h"
+#include "common/core/philox.h"
+#include "common/gpu/cuda_check.h"
+#include "common/gpu/gpu.h"
+#include "kernels/attention/attention.h"
+#include "kernels/fused/elementwise.h"
+#include "kernels/naive/bias.h"
+#include "modules/gemm.h"
+#include "reference/tp_layer_reference.h"
+#include "reference/tp_reference.h"
+
+static void *tensor(TpParallelLayer *m, int64_t rows, int64_t cols, int kept) {
+    size_t bytes = (size_t)(rows * cols) * dtype_bytes(m->cfg.dtype);
+    if (kept) m->activation_bytes += bytes;
+    return dev_alloc(bytes);
+}
+
+// Attention on this rank's heads, read in place: q, k, v are the first 3 h/tp columns of the
+// fused input GEMM's output (row stride n_in), and ctx goes straight into the first h/tp
+// columns of the fused output GEMM's input (row stride k_out); their gradients likewise.
+static AttentionProblem attention_problem(const TpParallelLayer *m) {
+    AttentionProblem p = attention_layer_problem(&m->cfg);
+    p.heads = m->heads_local, p.total_heads = m->cfg.heads, p.first_head = m->first_head;
+    p.qkv_row_stride = m->n_in, p.ctx_row_stride = m->k_out;
+    return p;
+}
+
+void tp_parallel_layer_init(TpParallelLayer *m, const LayerConfig *c, int tp, int rank, int sequence_parallel,
+                            const LayerParams *shard) {
+    memset(m, 0, sizeof *m);
+    const TpVariant v = {TP_LAYER_PARALLEL, sequence_parallel, 0};
+    const char *problem = tp_variant_problem(c, tp, &v);
+    if (problem) fail_user("%s", problem);
+    m->cfg = *c;
+    m->tp = tp, m->rank = rank, m->sequence_parallel = sequence_parallel;
+    m->hl = c->hidden / tp, m->fl = c->ffn / tp, m->heads_local = c->heads / tp, m->first_head = rank * m->heads_local;
+    m->n_in = 3 * m->hl + m->fl, m->k_out = m->hl + m->fl;
+    const AttentionProblem ap = attention_problem(m);
+    const char *why = attention_unsupported(&ap);
+    if (why) fail_user("step 07: %s", why);
+    m->T = layer_tokens(c), m->Tl = sequence_parallel ? m->T / tp : m->T;
+    const int h = c->hidden;
+    const int64_t T = m->T, Tl = m->Tl;
+    TpFusedShard f;
+    tp_fused_shard_alloc(c, tp, &f);
+    tp_fuse_shard(c, tp, shard, &f);
+    layernorm_init(&m->ln, h, Tl, c->eps, f.ln_weight, f.ln_bias, c->dtype);
+    linear_init(&m->in, h, m->n_in, f.w_in, f.b_in, c->dtype);
+    linear_init(&m->out, m->k_out, h, f.w_out, NULL, c->dtype);
+    m->b_out = dev_upload(f.b_out, h, c->dtype);
+    m->db_out = dev_alloc((size_t)h * dtype_bytes(c->dtype));
+    tp_fused_shard_free(&f);
+    m->a_loc = tensor(m, Tl, h, 1);
+    m->a = sequence_parallel ? tensor(m, T, h, 1) : m->a_loc;  // W_in's input, kept for its wgrad
+    m->in_out = tensor(m, T, m->n_in, 1);                      // h1 for GELU's backward
+    m->lse = dev_alloc((size_t)c->batch * m->heads_local * c->seq * sizeof(float));
+    m->activation_bytes += (size_t)c->batch * m->heads_local * c->seq * sizeof(float);
+    m->cat = tensor(m, T, m->k_out, 1);                        // W_out's input
+    m->z = tensor(m, T, h, 0);
+    m->z_loc = sequence_parallel ? tensor(m, Tl, h, 0) : m->z;
+    m->y = tensor(m, Tl, h, 0);
+    m->dz_loc = tensor(m, Tl, h, 0);
+    m->dz = sequence_parallel ? tensor(m, T, h, 0) : m->dz_loc;
+    m->d_cat = tensor(m, T, m->k_out, 0);
+    m->d_in = tensor(m, T, m->n_in, 0);
+    m->d_a = tensor(m, T, h, 0);
+    m->d_a_loc = sequence_parallel ? tensor(m, Tl, h, 0) : m->d_a;
+    m->dx = tensor(m, Tl, h, 0);
+    m->attn_scratch = dev_alloc(attention_backward_workspace_bytes(&ap));
+}
+
+void tp_parallel_layer_free(TpParallelLayer *m) {
+    layernorm_free(&m->ln), linear_free(&m->in), linear_free(&m->out);
+    void *bufs[] = {m->b_out, m->db_out, m->a_loc, m->in_out, m->lse, m->cat, m->z, m->y,
+                    m->dz_loc, m->d_cat, m->d_in, m->d_a, m->dx, m->attn_scratch};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) dev_free(bufs[i]);
+    if (m->sequence_parallel) {
+        void *sp[] = {m->a, m->z_loc, m->dz, m->d_a_loc};
+        for (size_t i = 0; i < sizeof sp / sizeof sp[0]; i++) dev_free(sp[i]);
+    }
+    memset(m, 0, sizeof *m);
+}
+
+static uint64_t first_element(const TpParallelLayer *m) {
+    return m->sequence_parallel ? (uint64_t)(m->rank * m->Tl * m->cfg.hidden) : 0;
+}
+
+void tp_parallel_layer_forward(TpParallelLayer *m, LayerComm *lc, const void *x, uint64_t step) {
+    const LayerConfig *c = &m->cfg;
+    const DType dt = c->dtype;
+    const int h = c->hidden, sp = m->sequence_parallel, hl = m->hl;
+    const size_t e = dtype_bytes(dt);
+    layernorm_forward(&m->ln, x, m->a_loc, m->Tl);
+    const void *a = layer_enter_region(lc, sp, m->a_loc, m->a, m->Tl * h, dt);
+    linear_forward(&m->in, a, m->in_out, m->T, NULL);  // column-parallel: [T, 3h/tp + f/tp]
+    const AttentionProblem ap = attention_problem(m);
+    const AttentionDropout drop = attention_layer_dropout(c, step);
+    attention_forward(&ap, &drop, m->in_out, m->cat, m->lse);
+    gelu_forward_strided((char *)m->in_out + 3 * hl * e, m->n_in, (char *)m->cat + hl * e, m->k_out, m->T, m->fl, dt);
+    linear_forward(&m->out, m->cat, m->z, m->T, NULL);  // row-parallel: both branches, partial
+    layer_leave_region(lc, sp, m->z, m->z_loc, m->Tl * h, dt, 0);
+    bias_dropout_add_forward_at(m->z_loc, m->b_out, x, m->y, m->Tl, h, c->hidden_dropout, c->seed,
+                                dropout_offset(step, DROPOUT_SITE_HIDDEN), first_element(m), dt);
+}
+
+void tp_parallel_layer_backward(TpParallelLayer *m, LayerComm *lc, const void *dout, uint64_t step) {
+    const LayerConfig *c = &m->cfg;
+    const DType dt = c->dtype;
+    const int h = c->hidden, sp = m->sequence_parallel, hl = m->hl;
+    const size_t e = dtype_bytes(dt);
+    add_dropout_backward_at(dout, NULL, NULL, m->dz_loc, m->Tl * h, c->hidden_dropout, c->seed,
+                            dropout_offset(step, DROPOUT_SITE_HIDDEN), first_element(m), dt);
+    bias_grad(m->dz_loc, m->Tl, h, m->db_out, dt);
+    const void *dz = layer_enter_region(lc, sp, m->dz_loc, m->dz, m->Tl * h, dt);
+    linear_dgrad(&m->out, dz, m->d_cat, m->T);  // local
+    linear_wgrad(&m->out, dz, m->T, 1);
+    const AttentionProblem ap = attention_problem(m);
+    const AttentionDropout drop = attention_layer_dropout(c, step);
+    attention_backward(&ap, &drop, m->in_out, m->cat, m->d_cat, m->lse, m->d_in, m->attn_scratch);
+    gelu_backward_strided((char *)m->d_cat + hl * e, m->k_out, (char *)m->in_out + 3 * hl * e, m->n_in,
+                          (char *)m->d_in + 3 * hl * e, m->n_in, m->T, m->fl, dt);
+    linear_dgrad(&m->in, m->d_in, m->d_a, m->T);  // partial
+    layer_leave_region(lc, sp, m->d_a, m->d_a_loc, m->Tl * h, dt, 1);  // on the side stream...
+    linear_wgrad(&m->in, m->d_in, m->T, 1);  // ...while dW_in runs (x = a, recorded)
+    layer_side_wait(lc);
+    layernorm_backward(&m->ln, m->d_a_loc, dout, m->dx, m->Tl);  // + the residual's gradient
+    if (sp) {
+        layer_all_reduce(lc, m->ln.dgamma, h, dt);
+        layer_all_reduce(lc, m->ln.dbeta, h, dt);
+        layer_all_reduce(lc, m->db_out, h, dt);
+    }
+}
+
+void tp_parallel_layer_read_grads(const TpParallelLayer *m, LayerParams *grads) {
+    TpFusedShard g;
+    tp_fused_shard_alloc(&m->cfg, m->tp, &g);
+    layernorm_read_grads(&m->ln, g.ln_weight, g.ln_bias);
+    linear_read_grads(&m->in, g.w_in, g.b_in);
+    linear_read_grads(&m->out, g.w_out, NULL);
+    dev_download(g.b_out, m->db_out, m->cfg.hidden, m->cfg.dtype);
+    tp_unfuse_shard_grads(&m->cfg, m->tp, &g, grads);
+    tp_fused_shard_free(&g);
+}

@@ -1,0 +1,30 @@
+// The time breakdown as JSON, shared by the step driver (--breakdown --json) and compare.
+//
+// step_breakdown_json(): {"floor_ms", "mfu", "time_over_floor", "recorded_step_ms",
+// "categories": {"gemm_fprop": {"name", "ms", "floor_ms", "flops", "bytes"}, ...}} - ms is null
+// without a recorded step, a floor null where its rate was not measured.
+// rates_json(): the measured rates ({"gemm_tflops", ..., "copy_gbps"}, null where not measured).
+#ifndef STEPS_DRIVER_BREAKDOWN_REPORT_H
+#define STEPS_DRIVER_BREAKDOWN_REPORT_H
+
+#include <stdio.h>
+
+#include <jansson.h>
+
+#include "steps/driver/step.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+json_t *step_breakdown_json(const StepOps *step, const LayerConfig *cfg, const MeasuredRates *rates,
+                            const StepReport *r);
+json_t *rates_json(const MeasuredRates *r);
+// Writes `value` compactly to f and releases it.
+void fprint_json(FILE *f, json_t *value);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif  // STEPS_DRIVER_BREAKDOWN_REPORT_H

@@ -1,0 +1,218 @@
+// Which attention kernel runs where (attention_choose_kernel), and which problems the API
+// accepts (attention_unsupported): pure functions of their arguments, checked on the CPU for
+// every GPU generation the workshops meet. Shared-memory limits come from
+// common/core/gpu_arch.h, as on a real GPU of that compute capability.
+#include <stdio.h>
+#include <string.h>
+
+#include "common/core/gpu_arch.h"
+#include "common/core/philox.h"
+#include "kernels/attention/attention.h"
+#include "tests/test_util.h"
+
+static AttentionDevice gpu(int cc, int wgmma_image_loaded) {
+    return (AttentionDevice){cc, wgmma_image_loaded, gpu_arch_max_smem_per_block(cc)};
+}
+
+// The choice for one pass; fails the test if there is none.
+static AttentionKernelChoice choose(AttentionDevice dev, AttentionKernels set, AttentionPass pass, int d) {
+    AttentionKernelChoice k;
+    char why[320];
+    const char *err = attention_choose_kernel(&dev, set, pass, d, &k, why, sizeof why);
+    if (err) fail_msg("cc %d image %d d %d: %s", dev.cc, dev.wgmma_image_loaded, d, err);
+    print_message("  cc %d, sm_90a image %d, limit %6zu, set %d, d %3d: %-40s %6zu bytes\n", dev.cc,
+                  dev.wgmma_image_loaded, dev.max_smem_per_block, set, d, k.kernel, k.smem_bytes);
+    return k;
+}
+
+// An H100 / H200 with the default build: Hopper's kernels, except the backward at d = 64.
+static void test_hopper_with_sm90a_image(void **state) {
+    (void)state;
+    const AttentionDevice h100 = gpu(90, 1);
+    for (int d = 64; d <= 128; d += 64) assert_int_equal(choose(h100, ATTENTION_KERNELS_BEST, ATTENTION_FORWARD, d).wgmma, 1);
+    assert_int_equal(choose(h100, ATTENTION_KERNELS_BEST, ATTENTION_BACKWARD, 128).wgmma, 1);
+    AttentionKernelChoice k = choose(h100, ATTENTION_KERNELS_BEST, ATTENTION_BACKWARD, 64);
+    assert_int_equal(k.wgmma, 0);
+    assert_int_equal(k.tile, 64);
+}
+
+// The same GPU running a build without sm_90a code (PTX for compute_80, JIT-compiled): the
+// wgmma kernels' bodies are not there, so the mma.sync ones run, with an A100's tiles.
+static void test_hopper_without_sm90a_image(void **state) {
+    (void)state;
+    const AttentionDevice h100 = gpu(90, 0);
+    for (int d = 64; d <= 128; d += 64) {
+        AttentionKernelChoice f = choose(h100, ATTENTION_KERNELS_BEST, ATTENTION_FORWARD, d);
+        AttentionKernelChoice b = choose(h100, ATTENTION_KERNELS_BEST, ATTENTION_BACKWARD, d);
+        assert_int_equal(f.wgmma, 0);
+        assert_int_equal(b.wgmma, 0);
+        assert_int_equal(f.tile, 2);
+        assert_int_equal(b.tile, d == 128 ? 128 : 64);
+    }
+}
+
+// An A100 (163 KiB per block): mma.sync with the largest tiles. Never wgmma, even if a probe
+// said the image held it: the compute capability decides first.
+static void test_a100(void **state) {
+    (void)state;
+    for (int image = 0; image <= 1; image++) {
+        const AttentionDevice a100 = gpu(80, image);
+        for (int d = 64; d <= 128; d += 64) {
+            AttentionKernelChoice f = choose(a100, ATTENTION_KERNELS_BEST, ATTENTION_FORWARD, d);
+            AttentionKernelChoice b = choose(a100, ATTENTION_KERNELS_BEST, ATTENTION_BACKWARD, d);
+            assert_int_equal(f.wgmma, 0);
+            assert_int_equal(b.wgmma, 0);
+            assert_int_equal(f.tile, 2);
+            assert_int_equal(b.tile, d == 128 ? 128 : 64);
+        }
+    }
+}
+
+// sm_86 / sm_89 (RTX 30xx / 40xx, L4, L40S: 99 KiB per block): at d = 128 the forward keeps one
+// K/V stage and the backward takes 64 keys per block; at d = 64 the large tiles fit.
+static void test_99_kib_gpus(void **state) {
+    (void)state;
+    const int ccs[] = {86, 89};
+    for (int i = 0; i < 2; i++) {
+        const AttentionDevice g = gpu(ccs[i], 0);
+        assert_int_equal(g.max_smem_per_block, 99 * 1024);
+        AttentionKernelChoice f128 = choose(g, ATTENTION_KERNELS_BEST, ATTENTION_FORWARD, 128);
+        AttentionKernelChoice b128 = choose(g, ATTENTION_KERNELS_BEST, ATTENTION_BACKWARD, 128);
+        AttentionKernelChoice f64 = choose(g, ATTENTION_KERNELS_BEST, ATTENTION_FORWARD, 64);
+        AttentionKernelChoice b64 = choose(g, ATTENTION_KERNELS_BEST, ATTENTION_BACKWARD, 64);
+        assert_int_equal(f128.tile, 1);
+        assert_int_equal(b128.tile, 64);
+        assert_int_equal(f64.tile, 2);
+        assert_int_equal(b64.tile, 64);
+        const AttentionKernelChoice all[] = {f128, b128, f64, b64};
+        for (int k = 0; k < 4; k++) {
+            assert_int_equal(all[k].wgmma, 0);
+            assert_true(all[k].smem_bytes <= 99 * 1024);
+        }
+    }
+}
+
+// The sets the tests and the benchmark force: mma.sync with the largest tiles, and with the
+// tiles of a 99 KiB GPU, on an H100 whose image holds the wgmma kernels.
+static void test_forced_sets(void **state) {
+    (void)state;
+    const AttentionDevice h100 = gpu(90, 1);
+    AttentionKernelChoice f = choose(h100, ATTENTION_KERNELS_MMA_SYNC, ATTENTION_FORWARD, 128);
+    AttentionKernelChoice b = choose(h100, ATTENTION_KERNELS_MMA_SYNC, ATTENTION_BACKWARD, 128);
+    assert_int_equal(f.wgmma, 0), assert_int_equal(f.tile, 2);
+    assert_int_equal(b.wgmma, 0), assert_int_equal(b.tile, 128);
+    f = choose(h100, ATTENTION_KERNELS_MMA_SYNC_SMALL_TILES, ATTENTION_FORWARD, 128);
+    b = choose(h100, ATTENTION_KERNELS_MMA_SYNC_SMALL_TILES, ATTENTION_BACKWARD, 128);
+    assert_int_equal(f.wgmma, 0), assert_int_equal(f.tile, 1);
+    assert_int_equal(b.wgmma, 0), assert_int_equal(b.tile, 64);
+}
+
+// Every combination: a chosen kernel fits the limit, and wgmma only where it can run.
+static void test_every_choice_fits(void **state) {
+    (void)state;
+    const int ccs[] = {80, 86, 87, 89, 90, 120};
+    const AttentionKernels sets[] = {ATTENTION_KERNELS_BEST, ATTENTION_KERNELS_MMA_SYNC,
+                                     ATTENTION_KERNELS_MMA_SYNC_SMALL_TILES};
+    for (int c = 0; c < 6; c++)
+        for (int image = 0; image <= 1; image++)
+            for (int s = 0; s < 3; s++)
+                for (int pass = 0; pass <= 1; pass++)
+                    for (int d = 64; d <= 128; d += 64) {
+                        const AttentionDevice dev = gpu(ccs[c], image);
+                        AttentionKernelChoice k;
+                        char why[320];
+                        assert_null(attention_choose_kernel(&dev, sets[s], (AttentionPass)pass, d, &k, why, sizeof why));
+                        assert_true(k.smem_bytes <= dev.max_smem_per_block);
+                        if (k.wgmma) {
+                            assert_int_equal(dev.cc, 90);
+                            assert_int_equal(image, 1);
+                            assert_int_equal(sets[s], ATTENTION_KERNELS_BEST);
+                        }
+                    }
+}
+
+// Nothing fits, a GPU below 8.0, a head dim the kernels lack: a sentence that names the
+// kernel, the bytes it needs and the limit (or what is missing).
+static void test_refusals(void **state) {
+    (void)state;
+    AttentionKernelChoice k;
+    char why[320];
+    const AttentionDevice small = {80, 0, 48 * 1024};
+    const char *err = attention_choose_kernel(&small, ATTENTION_KERNELS_BEST, ATTENTION_FORWARD, 128, &k, why, sizeof why);
+    assert_non_null(err);
+    print_message("  %s\n", err);
+    assert_non_null(strstr(err, "mma.sync forward (1 K/V stage)"));
+    assert_non_null(strstr(err, "needs 69632 bytes"));  // (128 + 2 * 64) rows of 136 16-bit values
+    assert_non_null(strstr(err, "49152"));
+    err = attention_choose_kernel(&small, ATTENTION_KERNELS_BEST, ATTENTION_BACKWARD, 128, &k, why, sizeof why);
+    assert_non_null(err);
+    print_message("  %s\n", err);
+    assert_non_null(strstr(err, "mma.sync backward (64 keys per block)"));
+
+    const AttentionDevice t4 = gpu(75, 0);
+    err = attention_choose_kernel(&t4, ATTENTION_KERNELS_BEST, ATTENTION_FORWARD, 64, &k, why, sizeof why);
+    assert_non_null(err);
+    print_message("  %s\n", err);
+    assert_non_null(strstr(err, "8.0"));
+    assert_non_null(strstr(err, "7.5"));
+
+    const AttentionDevice h100 = gpu(90, 1);
+    assert_non_null(attention_choose_kernel(&h100, ATTENTION_KERNELS_BEST, ATTENTION_FORWARD, 96, &k, why, sizeof why));
+}
+
+static void test_unsupported_problems(void **state) {
+    (void)state;
+    const AttentionProblem ok = {.seq = 77, .batch = 2, .heads = 4, .head_dim = 64, .dtype = DTYPE_BF16};
+    assert_null(attention_unsupported(&ok));
+    AttentionProblem p = ok;
+    p.head_dim = 96;
+    assert_non_null(attention_unsupported(&p));
+    p = ok, p.head_dim = 128;
+    assert_null(attention_unsupported(&p));
+    p = ok, p.seq = 0;
+    assert_non_null(attention_unsupported(&p));
+    // Views: at least the packed width, in 16-byte steps.
+    p = ok, p.qkv_row_stride = 3 * 4 * 64 + 8, p.ctx_row_stride = 4 * 64 + 64;
+    assert_null(attention_unsupported(&p));
+    p = ok, p.qkv_row_stride = 3 * 4 * 64 - 8;
+    assert_non_null(attention_unsupported(&p));
+    p = ok, p.qkv_row_stride = 3 * 4 * 64 + 4;
+    assert_non_null(attention_unsupported(&p));
+    p = ok, p.ctx_row_stride = 4 * 64 - 8;
+    assert_non_null(attention_unsupported(&p));
+    // A shard's heads lie within the layer's.
+    p = ok, p.total_heads = 8, p.first_head = 4;
+    assert_null(attention_unsupported(&p));
+    p = ok, p.total_heads = 8, p.first_head = 5;
+    assert_non_null(attention_unsupported(&p));
+    p = ok, p.total_heads = 8, p.first_head = -1;
+    assert_non_null(attention_unsupported(&p));
+    p = ok, p.total_heads = 2;
+    assert_non_null(attention_unsupported(&p));
+}
+
+static void test_layer_problem(void **state) {
+    (void)state;
+    const LayerConfig c = {.hidden = 1024, .ffn = 4096, .heads = 8, .seq = 300, .batch = 3, .dtype = DTYPE_FP16,
+                           .causal = 1, .attn_dropout = 0.1f, .seed = 42};
+    const AttentionProblem p = attention_layer_problem(&c);
+    assert_int_equal(p.head_dim, 128);
+    assert_int_equal(p.heads, 8), assert_int_equal(p.seq, 300), assert_int_equal(p.batch, 3);
+    assert_int_equal(p.causal, 1);
+    assert_int_equal(p.qkv_row_stride, 0), assert_int_equal(p.total_heads, 0);
+    const AttentionDropout d = attention_layer_dropout(&c, 7);
+    assert_true(d.p == 0.1f);
+    assert_int_equal(d.seed, 42);
+    assert_int_equal(d.offset, dropout_offset(7, DROPOUT_SITE_ATTENTION));
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_hopper_with_sm90a_image), cmocka_unit_test(test_hopper_without_sm90a_image),
+        cmocka_unit_test(test_a100),                    cmocka_unit_test(test_99_kib_gpus),
+        cmocka_unit_test(test_forced_sets),             cmocka_unit_test(test_every_choice_fits),
+        cmocka_unit_test(test_refusals),                cmocka_unit_test(test_unsupported_problems),
+        cmocka_unit_test(test_layer_problem),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
