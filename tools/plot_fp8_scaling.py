@@ -10,6 +10,7 @@ Standard library only.
 import argparse
 import csv
 import math
+import os
 import sys
 from collections import defaultdict
 
@@ -53,8 +54,9 @@ def main(src, dst):
         out.append(f'<text x="{x0 + pw - 4}" y="{y0 + 12}" fill="#1f5fbf" text-anchor="end">'
                    f'scale {10**lo_s:.3g}..{10**hi_s:.3g}</text>')
     out.append("</svg>")
-    with open(dst, "w") as fh:
+    with open(dst + ".tmp", "w") as fh:  # written beside and renamed: whole or not at all
         fh.write("\n".join(out))
+    os.replace(dst + ".tmp", dst)
 
 
 if __name__ == "__main__":

@@ -285,9 +285,10 @@ def main(args):
             print(f"{name:22s} quickstart {args.dtype} fwd+bwd: {r['mean_ms']:.2f} ms, peak {r['peak_mib']:.0f} MiB; "
                   f"profiled step {r['profiled_step_ms']:.2f} ms: {cats}")
         os.makedirs(os.path.dirname(args.json) or ".", exist_ok=True)
-        with open(args.json, "w") as fh:
+        with open(args.json + ".tmp", "w") as fh:  # written beside and renamed: whole or not at all
             json.dump({"gpu": torch.cuda.get_device_name(), "torch": torch.__version__,
                        "config": {**QUICKSTART, "dtype": args.dtype, "dropout": 0.1}, **results}, fh, indent=1)
+        os.replace(args.json + ".tmp", args.json)
     print("PYTORCH COMPARISON", "PASSED" if ok else "FAILED")
     sys.exit(0 if ok else 1)
 
