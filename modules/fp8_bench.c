@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "common/core/flags.h"
 #include "common/core/gpu_arch.h"
 #include "common/gpu/cuda_check.h"
 #include "common/gpu/gpu.h"
@@ -51,7 +52,10 @@ static void run_cast_dbias(const void *p) {
 static void run_fp16(const void *g) { gemm_run((const Gemm *)g); }
 static void run_fp8(const void *g) { fp8_gemm_run((const Fp8Gemm *)g); }
 
-int main(void) {
+int main(int argc, char **argv) {
+    flags_require_none(argc, argv, "usage: fp8_bench\n"
+                       "  The layer's twelve linear products at the quickstart size, fp16 against FP8 (cuBLASLt).\n"
+                       "  Takes no flags; needs a CUDA GPU of compute capability 8.9 or newer.\n");
     gpu_require();
     gpu_require_cc("fp8_bench (cuBLASLt's FP8 GEMMs)", GPU_ARCH_MIN_FP8);
     const int64_t t = 8192, h = 4096, f = 16384;

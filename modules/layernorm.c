@@ -4,9 +4,12 @@
 #include "common/gpu/gpu.h"
 #include "kernels/layernorm/fast_layernorm.h"
 
+const char *layernorm_unsupported(int cols) { return layernorm_fast_unsupported(cols); }
+
 void layernorm_init(LayerNorm *ln, int cols, int64_t max_rows, float eps, const float *gamma,
                     const float *beta, DType dtype) {
-    const char *why = layernorm_fast_backward_unsupported(cols, dtype);  // before any work
+    const char *why = layernorm_fast_unsupported(cols);  // the kernels' width, any GPU
+    if (!why) why = layernorm_fast_backward_unsupported(cols, dtype);  // this GPU's shared memory
     if (why) fail_user("%s", why);
     ln->cols = cols;
     ln->max_rows = max_rows;

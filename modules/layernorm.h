@@ -23,6 +23,10 @@ typedef struct {
     const void *saved_x;  // the input of the last forward
 } LayerNorm;
 
+// NULL if the module takes rows of `cols` values (the fast kernels' limit,
+// LAYERNORM_FAST_MAX_COLS), else why not: for a step's `unsupported`, so that a configuration
+// is refused when it is read. layernorm_init refuses the same (fail_user).
+const char *layernorm_unsupported(int cols);
 void layernorm_init(LayerNorm *ln, int cols, int64_t max_rows, float eps, const float *gamma,
                     const float *beta, DType dtype);
 void layernorm_free(LayerNorm *ln);

@@ -5,10 +5,12 @@
 #include "common/core/philox.h"
 #include "kernels/attention/attention.h"
 #include "kernels/fused/elementwise.h"
+#include "kernels/layernorm/fast_layernorm.h"
 
 const char *transformer_layer_unsupported(const LayerConfig *cfg) {
     const AttentionProblem attn = attention_layer_problem(cfg);
-    return attention_unsupported(&attn);
+    const char *why = attention_unsupported(&attn);
+    return why ? why : layernorm_fast_unsupported(cfg->hidden);
 }
 
 // The layer's parameters (or gradients) that each fused module holds, by the module's names.
@@ -25,7 +27,7 @@ static LayerNormMLPTensors mlp_tensors(const LayerParams *p) {
 
 void transformer_layer_init(TransformerLayer *t, const LayerConfig *c, const LayerParams *p) {
     const char *why = transformer_layer_unsupported(c);
-    if (why) fail_user("TransformerLayer: %s (head_dim %d)", why, layer_head_dim(c));
+    if (why) fail_user("TransformerLayer: %s", why);
     t->cfg = *c;
     t->attn = attention_layer_problem(c);
     const int h = c->hidden, f = c->ffn;

@@ -1,5 +1,6 @@
 #include "reference/parallel_reference.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -23,21 +24,28 @@ static void parallel_forward(const LayerConfig *c, const LayerParams *p, const f
     s->probs = buf((int64_t)c->batch * c->heads * c->seq * c->seq), s->ctx = buf(T * h);
     s->h1 = buf(T * f), s->g = buf(T * f), s->z = buf(T * h);
     ref_layernorm_forward(x, w[P_LN1_WEIGHT], w[P_LN1_BIAS], T, h, c->eps, s->a, s->mean, s->rstd);
+    ref_store(q, "ln1_out", s->a, T * h);
     // Attention branch.
     ref_linear_forward_quantized(q, s->a, w[P_QKV_WEIGHT], w[P_QKV_BIAS], T, h, 3 * h, s->qkv);
+    ref_store(q, "qkv", s->qkv, T * 3 * h);
     ref_attention_forward(s->qkv, c->seq, c->batch, c->heads, layer_head_dim(c), c->attn_dropout, c->causal, c->seed,
                           dropout_offset(step, DROPOUT_SITE_ATTENTION), s->ctx, s->probs);
+    ref_store(q, "ctx", s->ctx, T * h);
     // MLP branch, on the same a.
     ref_linear_forward_quantized(q, s->a, w[P_FC1_WEIGHT], w[P_FC1_BIAS], T, h, f, s->h1);
+    ref_store(q, "fc1", s->h1, T * f);
     ref_gelu_forward(s->h1, T * f, s->g);
+    ref_store(q, "gelu", s->g, T * f);
     // z = Attn + MLP: both output projections, both biases.
     float *m = buf(T * h);
     ref_linear_forward_quantized(q, s->ctx, w[P_PROJ_WEIGHT], w[P_PROJ_BIAS], T, h, h, s->z);
     ref_linear_forward_quantized(q, s->g, w[P_FC2_WEIGHT], w[P_FC2_BIAS], T, f, h, m);
     for (int64_t i = 0; i < T * h; i++) s->z[i] += m[i];
     free(m);
+    ref_store(q, "proj", s->z, T * h);
     ref_dropout_forward(s->z, T * h, c->hidden_dropout, c->seed, dropout_offset(step, DROPOUT_SITE_HIDDEN), out);
     for (int64_t i = 0; i < T * h; i++) out[i] += x[i];
+    ref_store(q, "out", out, T * h);
 }
 
 static void saved_free(ParallelSaved *s) {
@@ -62,18 +70,30 @@ void ref_parallel_train_step_quantized(const LayerConfig *c, const LayerParams *
     float *dz = buf(T * h), *dctx = buf(T * h), *dg = buf(T * f), *dh1 = buf(T * f), *dqkv = buf(T * 3 * h);
     float *da = buf(T * h), *da2 = buf(T * h);
     ref_dropout_backward(in->dy, T * h, c->hidden_dropout, c->seed, dropout_offset(step, DROPOUT_SITE_HIDDEN), dz);
+    ref_store(q, "d_proj", dz, T * h);
     ref_linear_backward_quantized(q, dz, s.ctx, w[P_PROJ_WEIGHT], T, h, h, dctx, gw[P_PROJ_WEIGHT], gw[P_PROJ_BIAS]);
+    ref_store(q, "d_ctx", dctx, T * h);
     ref_linear_backward_quantized(q, dz, s.g, w[P_FC2_WEIGHT], T, f, h, dg, gw[P_FC2_WEIGHT], gw[P_FC2_BIAS]);
+    ref_store(q, "d_gelu", dg, T * f);
     ref_gelu_backward(dg, s.h1, T * f, dh1);
+    ref_store(q, "d_fc1", dh1, T * f);
     ref_linear_backward_quantized(q, dh1, s.a, w[P_FC1_WEIGHT], T, h, f, da, gw[P_FC1_WEIGHT], gw[P_FC1_BIAS]);
     ref_attention_backward(dctx, s.qkv, s.probs, c->seq, c->batch, c->heads, layer_head_dim(c), c->attn_dropout,
                            c->causal, c->seed, dropout_offset(step, DROPOUT_SITE_ATTENTION), dqkv);
+    ref_store(q, "d_qkv", dqkv, T * 3 * h);
     ref_linear_backward_quantized(q, dqkv, s.a, w[P_QKV_WEIGHT], T, h, 3 * h, da2, gw[P_QKV_WEIGHT], gw[P_QKV_BIAS]);
     for (int64_t i = 0; i < T * h; i++) da[i] += da2[i];  // a feeds both branches
+    ref_store(q, "d_ln1", da, T * h);
     ref_layernorm_backward(da, in->x, w[P_LN1_WEIGHT], s.mean, s.rstd, T, h, r->dx, gw[P_LN1_WEIGHT], gw[P_LN1_BIAS]);
     for (int64_t i = 0; i < T * h; i++) r->dx[i] += in->dy[i];  // the residual
+    ref_store(q, "dx", r->dx, T * h);
     memset(gw[P_LN2_WEIGHT], 0, (size_t)h * sizeof(float));   // ln2 is not used
     memset(gw[P_LN2_BIAS], 0, (size_t)h * sizeof(float));
+    for (int i = 0; i < NUM_PARAMS; i++) {
+        char name[64];
+        snprintf(name, sizeof name, "grad.%s", PARAM_NAMES[i]);
+        ref_store(q, name, gw[i], param_numel(c, i));
+    }
     float *tmp[] = {dz, dctx, dg, dh1, dqkv, da, da2};
     for (size_t i = 0; i < sizeof tmp / sizeof tmp[0]; i++) free(tmp[i]);
     saved_free(&s);

@@ -25,7 +25,8 @@ extern "C" {
 // One training step of the parallel layer (unfused weights, LayerParams slots as above).
 void ref_parallel_train_step(const LayerConfig *cfg, const LayerParams *params, const LayerInputs *in,
                              uint64_t step, LayerResults *res);
-// The same with the Linears' operands rounded by q (step 06 in FP8; see RefQuantizer).
+// The same with rounding where the GPU rounds (see RefQuantizer): the Linears' operands
+// (quantize: step 06 in FP8) and the tensors kept between ops (store: --check's noise run).
 void ref_parallel_train_step_quantized(const LayerConfig *cfg, const LayerParams *params, const LayerInputs *in,
                                        uint64_t step, const RefQuantizer *q, LayerResults *res);
 void ref_parallel_forward(const LayerConfig *cfg, const LayerParams *params, const float *x, uint64_t step,

@@ -5,6 +5,7 @@
 #include "reference/reference.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -252,7 +253,7 @@ static float *quantized_copy(const RefQuantizer *q, const float *x, int64_t n, i
 
 void ref_linear_forward_quantized(const RefQuantizer *q, const float *x, const float *w, const float *b, int64_t rows,
                              int in, int out, float *y) {
-    if (!q) {
+    if (!q || !q->quantize) {
         ref_linear_forward(x, w, b, rows, in, out, y);
         return;
     }
@@ -264,7 +265,7 @@ void ref_linear_forward_quantized(const RefQuantizer *q, const float *x, const f
 
 void ref_linear_backward_quantized(const RefQuantizer *q, const float *dy, const float *x, const float *w, int64_t rows,
                               int in, int out, float *dx, float *dw, float *db) {
-    if (!q) {
+    if (!q || !q->quantize) {
         ref_linear_backward(dy, x, w, rows, in, out, dx, dw, db);
         return;
     }
@@ -279,6 +280,31 @@ void ref_linear_backward_quantized(const RefQuantizer *q, const float *dy, const
     free(xq);
     free(wq);
     free(dyq);
+}
+
+// ---- Rounding where the GPU stores -----------------------------------------------------------
+void ref_store(const RefQuantizer *q, const char *name, float *x, int64_t n) {
+    if (q && q->store) q->store(q, name, x, n);
+}
+
+static void store_rounded(const RefQuantizer *q, const char *name, float *x, int64_t n) {
+    (void)name;
+    round_to_dtype(x, n, *(const DType *)q->ctx);
+}
+
+RefQuantizer ref_rounding_to_dtype(const DType *dtype) {
+    RefQuantizer q = {.store = store_rounded, .ctx = dtype};
+    return q;
+}
+
+// Every parameter gradient through the store hook, as "grad.<name>".
+static void store_param_grads(const RefQuantizer *q, const LayerConfig *c, LayerParams *g) {
+    if (!q || !q->store) return;
+    for (int i = 0; i < NUM_PARAMS; i++) {
+        char name[64];
+        snprintf(name, sizeof name, "grad.%s", PARAM_NAMES[i]);
+        q->store(q, name, g->tensor[i], param_numel(c, i));
+    }
 }
 
 // ---- The whole layer ----------------------------------------------------------------------
@@ -321,17 +347,26 @@ static void layer_forward(const LayerConfig *c, const LayerParams *p, const floa
     const int h = c->hidden, f = c->ffn;
     float *const *w = p->tensor;
     ref_layernorm_forward(x, w[P_LN1_WEIGHT], w[P_LN1_BIAS], T, h, c->eps, s->ln1_out, s->ln1_mean, s->ln1_rstd);
+    ref_store(q, "ln1_out", s->ln1_out, T * h);
     ref_linear_forward_quantized(q, s->ln1_out, w[P_QKV_WEIGHT], w[P_QKV_BIAS], T, h, 3 * h, s->qkv);
+    ref_store(q, "qkv", s->qkv, T * 3 * h);
     ref_attention_forward(s->qkv, c->seq, c->batch, c->heads, layer_head_dim(c), c->attn_dropout,
                           c->causal, c->seed, dropout_offset(step, DROPOUT_SITE_ATTENTION), s->ctx, s->probs);
+    ref_store(q, "ctx", s->ctx, T * h);
     ref_linear_forward_quantized(q, s->ctx, w[P_PROJ_WEIGHT], w[P_PROJ_BIAS], T, h, h, s->proj);
+    ref_store(q, "proj", s->proj, T * h);
     ref_dropout_forward(s->proj, T * h, c->hidden_dropout, c->seed, dropout_offset(step, DROPOUT_SITE_HIDDEN), s->y);
     for (int64_t i = 0; i < T * h; i++) s->y[i] += x[i];
+    ref_store(q, "y", s->y, T * h);
     ref_layernorm_forward(s->y, w[P_LN2_WEIGHT], w[P_LN2_BIAS], T, h, c->eps, s->ln2_out, s->ln2_mean, s->ln2_rstd);
+    ref_store(q, "ln2_out", s->ln2_out, T * h);
     ref_linear_forward_quantized(q, s->ln2_out, w[P_FC1_WEIGHT], w[P_FC1_BIAS], T, h, f, s->fc1);
+    ref_store(q, "fc1", s->fc1, T * f);
     ref_gelu_forward(s->fc1, T * f, s->gelu);
+    ref_store(q, "gelu", s->gelu, T * f);
     ref_linear_forward_quantized(q, s->gelu, w[P_FC2_WEIGHT], w[P_FC2_BIAS], T, f, h, out);
     for (int64_t i = 0; i < T * h; i++) out[i] += s->y[i];
+    ref_store(q, "out", out, T * h);
 }
 
 static void layer_backward(const LayerConfig *c, const LayerParams *p, const float *x, uint64_t step,
@@ -351,20 +386,30 @@ static void layer_backward(const LayerConfig *c, const LayerParams *p, const flo
 
     // out = y + FC2(GELU(FC1(LN2(y))))
     ref_linear_backward_quantized(q, dout, s->gelu, w[P_FC2_WEIGHT], T, f, h, d_gelu, gw[P_FC2_WEIGHT], gw[P_FC2_BIAS]);
+    ref_store(q, "d_gelu", d_gelu, T * f);
     ref_gelu_backward(d_gelu, s->fc1, T * f, d_fc1);
+    ref_store(q, "d_fc1", d_fc1, T * f);
     ref_linear_backward_quantized(q, d_fc1, s->ln2_out, w[P_FC1_WEIGHT], T, h, f, d_ln2, gw[P_FC1_WEIGHT], gw[P_FC1_BIAS]);
+    ref_store(q, "d_ln2", d_ln2, T * h);
     ref_layernorm_backward(d_ln2, s->y, w[P_LN2_WEIGHT], s->ln2_mean, s->ln2_rstd, T, h, dy,
                            gw[P_LN2_WEIGHT], gw[P_LN2_BIAS]);
     for (int64_t i = 0; i < T * h; i++) dy[i] += dout[i];  // the residual
+    ref_store(q, "d_y", dy, T * h);
     // y = x + dropout(proj)
     ref_dropout_backward(dy, T * h, c->hidden_dropout, c->seed, dropout_offset(step, DROPOUT_SITE_HIDDEN), d_proj);
+    ref_store(q, "d_proj", d_proj, T * h);
     ref_linear_backward_quantized(q, d_proj, s->ctx, w[P_PROJ_WEIGHT], T, h, h, d_ctx, gw[P_PROJ_WEIGHT], gw[P_PROJ_BIAS]);
+    ref_store(q, "d_ctx", d_ctx, T * h);
     ref_attention_backward(d_ctx, s->qkv, s->probs, c->seq, c->batch, c->heads, layer_head_dim(c),
                            c->attn_dropout, c->causal, c->seed, dropout_offset(step, DROPOUT_SITE_ATTENTION), d_qkv);
+    ref_store(q, "d_qkv", d_qkv, T * 3 * h);
     ref_linear_backward_quantized(q, d_qkv, s->ln1_out, w[P_QKV_WEIGHT], T, h, 3 * h, d_ln1, gw[P_QKV_WEIGHT], gw[P_QKV_BIAS]);
+    ref_store(q, "d_ln1", d_ln1, T * h);
     ref_layernorm_backward(d_ln1, x, w[P_LN1_WEIGHT], s->ln1_mean, s->ln1_rstd, T, h, dx,
                            gw[P_LN1_WEIGHT], gw[P_LN1_BIAS]);
     for (int64_t i = 0; i < T * h; i++) dx[i] += dy[i];  // the residual
+    ref_store(q, "dx", dx, T * h);
+    store_param_grads(q, c, g);
 
     float *tmp[] = {d_gelu, d_fc1, d_ln2, dy, d_proj, d_ctx, d_qkv, d_ln1};
     for (size_t i = 0; i < sizeof tmp / sizeof tmp[0]; i++) free(tmp[i]);

@@ -77,20 +77,33 @@ void ref_attention_backward_heads(const float *dctx, const float *qkv, const flo
 void ref_layer_train_step(const LayerConfig *cfg, const LayerParams *params,
                           const LayerInputs *in, uint64_t step, LayerResults *res);
 
-// The same training step with the Linears' operands rounded the way an FP8 step rounds them
-// (step 05): `quantize` is applied to a copy of each Linear's input and weight (is_gradient
-// 0) before its products, and to each Linear's output gradient (is_gradient 1) before the
-// input- and weight-gradient products. Bias gradients use the unrounded gradient.
+// The same training step with rounding where a GPU rounds. Two hooks, each optional:
+//   quantize: applied to a copy of each Linear's input and weight (is_gradient 0) before its
+//     products, and to each Linear's output gradient (is_gradient 1) before the input- and
+//     weight-gradient products; bias gradients use the unrounded gradient. An FP8 step's
+//     casts (step 05: steps/driver/fp8_step.h).
+//   store: applied in place to every tensor the layer keeps between its ops, as the GPU
+//     stores them in its 16-bit dtype: the activations (names "ln1_out", "qkv", "ctx",
+//     "proj", "y", "ln2_out", "fc1", "gelu", "out"), the gradients between ops ("d_gelu",
+//     "d_fc1", "d_ln2", "d_y", "d_proj", "d_ctx", "d_qkv", "d_ln1", "dx") and the parameter
+//     gradients ("grad.<name>"). What --check measures the dtype's rounding noise with
+//     (ref_rounding_to_dtype); the attention's internal probabilities are not rounded.
 typedef struct RefQuantizer {
     void (*quantize)(const struct RefQuantizer *q, float *x, int64_t n, int is_gradient);
     const void *ctx;
+    void (*store)(const struct RefQuantizer *q, const char *name, float *x, int64_t n);
 } RefQuantizer;
+
+// A RefQuantizer whose store rounds to *dtype (round_to_dtype) and that has no quantize.
+RefQuantizer ref_rounding_to_dtype(const DType *dtype);
+// q->store(q, name, x, n) when q and its store hook are there; for the references' code.
+void ref_store(const RefQuantizer *q, const char *name, float *x, int64_t n);
 
 void ref_layer_train_step_quantized(const LayerConfig *cfg, const LayerParams *params, const LayerInputs *in,
                                     uint64_t step, const RefQuantizer *q, LayerResults *res);
 
 // Its Linears, for the references of other layers in FP8 (step 06): ref_linear_forward and
-// ref_linear_backward on rounded copies of the operands; q NULL: exact.
+// ref_linear_backward on rounded copies of the operands; q NULL or without quantize: exact.
 void ref_linear_forward_quantized(const RefQuantizer *q, const float *x, const float *w, const float *b,
                                   int64_t rows, int in, int out, float *y);
 void ref_linear_backward_quantized(const RefQuantizer *q, const float *dy, const float *x, const float *w,

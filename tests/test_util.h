@@ -20,7 +20,7 @@
 #define SKIP_WITHOUT_GPU()                                                                   \
     do {                                                                                     \
         if (!test_have_gpu()) {                                                              \
-            print_message("[ SKIP     ] %s: needs a CUDA GPU (%s)\n", __func__,              \
+            print_message("[ SKIP     ] %s: needs a CUDA GPU: %s\n", __func__,                \
                           test_gpu_reason());                                                \
             skip();                                                                          \
         }                                                                                    \

@@ -3,6 +3,13 @@
 # a second run installs nothing. The CUDA toolkit itself (nvcc, cuBLAS, NCCL) is a
 # prerequisite: the README says where it comes from.
 set -euo pipefail
+case "${1:-}" in
+  -h|--help)
+    echo "usage: tools/bootstrap.sh   install the Debian packages the build needs (idempotent); check for nvcc"
+    exit 0 ;;
+  "") ;;
+  *) echo "usage: tools/bootstrap.sh   (it takes no arguments)" >&2; exit 2 ;;
+esac
 
 packages=(
   bazel-bootstrap     # Bazel 4.2.3, the build

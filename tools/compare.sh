@@ -5,6 +5,14 @@
 #   tools/compare.sh                       quickstart config, fp16
 #   tools/compare.sh --dtype bf16 --steps 01,04 --iters 20
 set -euo pipefail
+case "${1:-}" in
+  -h|--help)
+    echo "usage: tools/compare.sh [compare's flags...]   every step side by side; writes out/compare.json and out/compare.svg"
+    echo "  e.g. tools/compare.sh --dtype bf16 --steps 01,04 --iters 20"
+    echo "  Without a GPU: the CPU reference at the tiny preset, written to the same files."
+    echo "  All the flags: bazel run //steps/compare:compare -- --help"
+    exit 0 ;;
+esac
 cd "$(dirname "$0")/.."
 tools/bootstrap.sh
 bazel build //steps/compare:compare

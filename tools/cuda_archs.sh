@@ -9,6 +9,14 @@
 # (Not nvcc's -arch=native, which gives an H100 sm_90 without the "a" features.) Exits 1,
 # printing the reason on stderr and nothing on stdout, where there is no GPU.
 set -euo pipefail
+case "${1:-}" in
+  -h|--help)
+    echo "usage: tools/cuda_archs.sh   print the --define that builds GPU code for this machine's GPUs only"
+    echo "  e.g. bazel build \$(tools/cuda_archs.sh) //...   (exit 1, saying why, where there is no GPU)"
+    exit 0 ;;
+  "") ;;
+  *) echo "usage: tools/cuda_archs.sh   (it takes no arguments)" >&2; exit 2 ;;
+esac
 if ! command -v nvidia-smi >/dev/null 2>&1; then
   echo "cuda_archs.sh: no nvidia-smi here, so no GPU to build for; use the default build" >&2
   exit 1

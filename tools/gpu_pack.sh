@@ -27,6 +27,12 @@
 # The GPU exercises' graded tests are also packed built with the untouched stubs and with each
 # planted bug (.gpu/bin/grade/<exercise>/), for `gpu_run.sh grade` (pack_graded_gpu_exercises).
 set -euo pipefail
+case "${1:-}" in
+  -h|--help)
+    echo "usage: tools/gpu_pack.sh [bazel flags...]   build everything, pack the binaries into .gpu/ for the GPU machine"
+    echo "       BASELINE=<git revision> tools/gpu_pack.sh   also pack that revision's benchmarks and steps 04-06"
+    exit 0 ;;
+esac
 cd "$(dirname "$0")/.."
 if [ -n "${BASELINE:-}" ]; then  # checked before the long build
   rev=$(git rev-parse --short --verify --quiet "$BASELINE^{commit}") ||

@@ -199,15 +199,24 @@ fi
 gpus=$(nvidia-smi -L | wc -l)
 if wants tp && [ "$gpus" -ge 2 ] && [ -x "$BIN/step07_tensor_parallel" ]; then
   export NCCL_NVLS_ENABLE=0
-  for dt in fp16 bf16; do
-    "$BIN/step07_tensor_parallel" --tp 2 --preset small --check --no-sweep --dtype $dt 2>&1 | tee -a "$OUT/tp.log" |
-      grep -aE "check|error" | sed "s/^/tp check $dt: /" >> "$summary"
+  S07="$BIN/step07_tensor_parallel"
+  # --check on every rank, each variant, both dtypes (the small preset).
+  for v in "" "--parallel" "--sequence-parallel" "--parallel --sequence-parallel"; do
+    for dt in fp16 bf16; do
+      $S07 --tp 2 --preset small --check --no-sweep --dtype $dt $v 2>&1 | tee -a "$OUT/tp.log" |
+        grep -aE "check|error" | sed "s/^/tp check $dt ${v:-serial}: /" >> "$summary"
+    done
   done
+  # The quickstart layer at every tp, each variant (time, collectives, memory per rank); the
+  # all-reduce sweep beside NCCL's own at the widest tp.
   for tp in 1 2 4 8; do
     [ "$tp" -le "$gpus" ] || break
-    sweep=--no-sweep; [ "$tp" -eq "$gpus" ] && sweep=
-    "$BIN/step07_tensor_parallel" --tp $tp $sweep 2>&1 | tee -a "$OUT/tp.log" | grep -aE "^rank 0:|error|<-" |
-      sed "s/^/tp $tp: /" >> "$summary"
+    for v in "" "--parallel" "--sequence-parallel"; do
+      [ "$tp" -eq 1 ] && [ -n "$v" ] && [ "$v" != "--parallel" ] && continue
+      sweep=--no-sweep; [ "$tp" -eq "$gpus" ] && [ -z "$v" ] && sweep=
+      $S07 --tp $tp $sweep --iters 20 $v 2>&1 | tee -a "$OUT/tp.log" |
+        grep -aE "^rank 0|error|<-|ours|NCCL|GB/s|memory|MiB" | sed "s/^/tp $tp ${v:-serial}: /" >> "$summary"
+    done
   done
 fi
 

@@ -7,8 +7,10 @@ log axis. The delay is visible: a step's scale comes from the amaxes of the step
 
 Standard library only.
 """
+import argparse
 import csv
 import math
+import os
 import sys
 from collections import defaultdict
 
@@ -52,11 +54,14 @@ def main(src, dst):
         out.append(f'<text x="{x0 + pw - 4}" y="{y0 + 12}" fill="#1f5fbf" text-anchor="end">'
                    f'scale {10**lo_s:.3g}..{10**hi_s:.3g}</text>')
     out.append("</svg>")
-    with open(dst, "w") as fh:
+    with open(dst + ".tmp", "w") as fh:  # written beside and renamed: whole or not at all
         fh.write("\n".join(out))
+    os.replace(dst + ".tmp", dst)
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 3:
-        sys.exit("usage: plot_fp8_scaling.py LOG.csv OUT.svg")
-    main(sys.argv[1], sys.argv[2])
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("log", metavar="LOG.csv", help="step05_fp8 --fp8-log's CSV")
+    ap.add_argument("svg", metavar="OUT.svg", help="the SVG to write")
+    args = ap.parse_args()  # --help: usage, exit 0; a missing argument: usage, exit 2
+    main(args.log, args.svg)

@@ -10,6 +10,15 @@
 # Profiles the kernel's first launch inside the step's profiled region (step_time brackets
 # its last timed step with cudaProfilerStart/Stop). The report stays in $OUT (or /tmp).
 set -euo pipefail
+usage() {
+  echo "usage: tools/profile_stalls.sh BINARY KERNEL_REGEX [step flags...]"
+  echo "  e.g. tools/profile_stalls.sh .gpu/bin/step04_transformer_layer flash_backward_wgmma (needs ncu)"
+}
+case "${1:-}" in
+  -h|--help) usage; exit 0 ;;
+esac
+[ $# -ge 2 ] || { usage >&2; exit 2; }
+[ -x "$1" ] || { echo "profile_stalls.sh: '$1' is not an executable file" >&2; usage >&2; exit 2; }
 bin=$1 kernel=$2; shift 2
 out=${OUT:-/tmp}
 report="$out/stalls_$kernel"

@@ -6,6 +6,12 @@
 #
 #   tools/profile_step.sh BINARY [step flags...]      e.g. .gpu/bin/step04_transformer_layer
 set -euo pipefail
+usage() { echo "usage: tools/profile_step.sh BINARY [step flags...]   e.g. .gpu/bin/step04_transformer_layer (needs ncu)"; }
+case "${1:-}" in
+  -h|--help) usage; exit 0 ;;
+  "") usage >&2; exit 2 ;;
+esac
+[ -x "$1" ] || { echo "profile_step.sh: '$1' is not an executable file" >&2; usage >&2; exit 2; }
 bin=$1; shift
 csv=$(mktemp)
 ncu --profile-from-start off --metrics gpu__time_duration.sum --csv --print-units base \

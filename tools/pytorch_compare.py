@@ -36,9 +36,26 @@ import subprocess
 import sys
 import tempfile
 
-import torch
-import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+
+def parse_args():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--bin", default=".gpu/bin", help="folder with the step binaries")
+    ap.add_argument("--no-time", action="store_true", help="skip timing PyTorch")
+    ap.add_argument("--no-check", action="store_true", help="skip checking the step binaries")
+    ap.add_argument("--dtype", choices=("fp16", "bf16"), default="fp16", help="of the timed peers")
+    ap.add_argument("--json", default="out/pytorch.json")
+    return ap.parse_args()
+
+
+# The arguments are read before PyTorch is imported, so that --help (and a bad flag) need no
+# PyTorch; then a missing PyTorch is said in words.
+ARGS = parse_args() if __name__ == "__main__" else None
+try:
+    import torch
+    import torch.nn.functional as F
+    from safetensors.torch import load_file, save_file
+except ImportError as e:
+    sys.exit(f"pytorch_compare.py needs PyTorch and safetensors ({e}): pip install torch safetensors")
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from torch_categories import classify  # noqa: E402  (beside this file)
@@ -249,14 +266,7 @@ def time_peer(sdpa, backend, compiled, dtype, warmup=3, iters=10):
     return {"mean_ms": mean_ms, "peak_mib": peak, "profiled_step_ms": span, "categories": categories}
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--bin", default=".gpu/bin", help="folder with the step binaries")
-    ap.add_argument("--no-time", action="store_true", help="skip timing PyTorch")
-    ap.add_argument("--no-check", action="store_true", help="skip checking the step binaries")
-    ap.add_argument("--dtype", choices=("fp16", "bf16"), default="fp16", help="of the timed peers")
-    ap.add_argument("--json", default="out/pytorch.json")
-    args = ap.parse_args()
+def main(args):
     if not args.no_check and not os.path.isdir(args.bin):
         sys.exit(f"--bin {args.bin}: no such folder (the step binaries; or --no-check)")
     ok = args.no_check or (check_steps(args, "fp16") & check_steps(args, "bf16"))
@@ -275,12 +285,13 @@ def main():
             print(f"{name:22s} quickstart {args.dtype} fwd+bwd: {r['mean_ms']:.2f} ms, peak {r['peak_mib']:.0f} MiB; "
                   f"profiled step {r['profiled_step_ms']:.2f} ms: {cats}")
         os.makedirs(os.path.dirname(args.json) or ".", exist_ok=True)
-        with open(args.json, "w") as fh:
+        with open(args.json + ".tmp", "w") as fh:  # written beside and renamed: whole or not at all
             json.dump({"gpu": torch.cuda.get_device_name(), "torch": torch.__version__,
                        "config": {**QUICKSTART, "dtype": args.dtype, "dropout": 0.1}, **results}, fh, indent=1)
+        os.replace(args.json + ".tmp", args.json)
     print("PYTORCH COMPARISON", "PASSED" if ok else "FAILED")
     sys.exit(0 if ok else 1)
 
 
 if __name__ == "__main__":
-    main()
+    main(ARGS)

@@ -1,37 +1,69 @@
 #!/usr/bin/env bash
-# Runs the whole test suite: every cmocka test under Bazel. GPU test cases skip themselves,
-# with a message, on a machine without a GPU. Ends with one line "N passed, N failed,
-# N skipped" counting test cases (cmocka's own counts, summed over all test binaries).
+# Runs the whole test suite: every cmocka test under Bazel. GPU test cases skip themselves
+# on a machine without a GPU; each skipped case is listed with its reason. Ends with one line
+# "N passed, N failed, N skipped" counting test cases (cmocka's own counts, summed over all
+# test binaries).
 #
-#   tools/test.sh                 all tests
+#   tools/test.sh                      all tests
 #   tools/test.sh --config=exercises   the graded exercises' stubs instead of solutions
+#   tools/test.sh --summarize LOG      only the summary, from a saved `bazel test` output and
+#                                      the test logs under $TESTLOGS (default bazel-testlogs)
 set -uo pipefail
+usage() {
+  echo "usage: tools/test.sh [bazel test flags...]   run every test, list the skipped cases with their reasons"
+  echo "       tools/test.sh --summarize LOG         the same summary from a saved 'bazel test' output"
+}
+case "${1:-}" in
+  -h|--help) usage; exit 0 ;;
+esac
 cd "$(dirname "$0")/.."
-tools/bootstrap.sh || exit 1
 
+# The summary: per test target, cmocka's counts from its log; every skipped case with the
+# reason its test printed ("[ SKIP     ] <function>: <reason>" just before cmocka's
+# "[  SKIPPED ] <case>"). A target that failed without cmocka saying so (a crash, a timeout,
+# a build error) counts as one failed case.
+summarize() {
+  local log=$1 testlogs=${TESTLOGS:-bazel-testlogs} bazel_status=${2:-0}
+  local passed=0 failed=0 skipped=0 target status dir tl p f s
+  while read -r target status; do
+    dir="$testlogs/${target#//}"
+    dir="${dir/://}"
+    tl="$dir/test.log"
+    p=0 f=0 s=0
+    if [ -f "$tl" ]; then
+      p=$(grep -ao '^\[  PASSED  \] [0-9]*' "$tl" | awk '{s+=$NF} END{print s+0}')
+      f=$(grep -ao '^\[  FAILED  \] [0-9]*' "$tl" | awk '{s+=$NF} END{print s+0}')
+      s=$(grep -ao '^\[  SKIPPED \] [0-9]* test' "$tl" | awk '{s+=$(NF-1)} END{print s+0}')
+      awk -v target="$target" '
+        /^\[ RUN      \] / { reason = "" }
+        /^\[ SKIP     \] / { reason = substr($0, 14); sub(/^[A-Za-z0-9_]+: /, "", reason); next }
+        /^\[  SKIPPED \] [0-9]+ test/ { listed = 1 }
+        !listed && /^\[  SKIPPED \] / {
+          printf "skipped %s %s: %s\n", target, substr($0, 14), reason == "" ? "(the test printed no reason)" : reason
+          reason = ""
+        }' "$tl"
+    fi
+    if [ "$status" != PASSED ] && [ "$f" -eq 0 ]; then f=1; fi
+    passed=$((passed + p)); failed=$((failed + f)); skipped=$((skipped + s))
+  done < <(grep -aE '^//[^ ]+ +(\(cached\) )?(PASSED|FAILED|TIMEOUT|NO STATUS|FLAKY)' "$log" |
+           sed -E 's/\(cached\) //' | awk '{print $1, $2}')
+  if [ "$bazel_status" -ne 0 ] && [ "$failed" -eq 0 ]; then failed=1; fi  # e.g. build failure
+  echo "$passed passed, $failed failed, $skipped skipped"
+  [ "$failed" -eq 0 ]
+}
+
+if [ "${1:-}" = --summarize ]; then
+  [ $# -eq 2 ] || { usage >&2; exit 2; }
+  [ -f "$2" ] || { echo "tools/test.sh --summarize: no such file '$2'" >&2; exit 2; }
+  summarize "$2"
+  exit
+fi
+
+tools/bootstrap.sh || exit 1
 log=$(mktemp)
 bazel test //... --test_output=errors --test_summary=short "$@" 2>&1 | tee "$log"
 bazel_status=${PIPESTATUS[0]}
-
-passed=0 failed=0 skipped=0
-# Each test target's log; a target that failed without cmocka saying so (a crash, a
-# timeout, a build error) counts as one failed case.
-while read -r target status; do
-  dir="bazel-testlogs/${target#//}"
-  dir="${dir/://}"
-  tl="$dir/test.log"
-  p=0 f=0 s=0
-  if [ -f "$tl" ]; then
-    p=$(grep -ao '^\[  PASSED  \] [0-9]*' "$tl" | awk '{s+=$NF} END{print s+0}')
-    f=$(grep -ao '^\[  FAILED  \] [0-9]*' "$tl" | awk '{s+=$NF} END{print s+0}')
-    s=$(grep -ao '^\[  SKIPPED \] [0-9]*' "$tl" | awk '{s+=$NF} END{print s+0}')
-  fi
-  if [ "$status" != PASSED ] && [ "$f" -eq 0 ]; then f=1; fi
-  passed=$((passed + p)); failed=$((failed + f)); skipped=$((skipped + s))
-done < <(grep -aE '^//[^ ]+ +(\(cached\) )?(PASSED|FAILED|TIMEOUT|NO STATUS|FLAKY)' "$log" |
-         sed -E 's/\(cached\) //' | awk '{print $1, $2}')
-
-if [ "$bazel_status" -ne 0 ] && [ "$failed" -eq 0 ]; then failed=1; fi  # e.g. build failure
+summarize "$log" "$bazel_status"
+rc=$?
 rm -f "$log"
-echo "$passed passed, $failed failed, $skipped skipped"
-[ "$failed" -eq 0 ]
+exit $rc

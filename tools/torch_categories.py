@@ -109,4 +109,10 @@ def _self_test():
 
 
 if __name__ == "__main__":
+    import sys
+    if sys.argv[1:] in (["-h"], ["--help"]):
+        print("usage: python3 tools/torch_categories.py   run the rules' self-test (a module of pytorch_compare.py)")
+        raise SystemExit(0)
+    if sys.argv[1:]:
+        raise SystemExit("usage: python3 tools/torch_categories.py   (it takes no arguments)")
     raise SystemExit(0 if _self_test() else 1)

@@ -17,6 +17,17 @@ const char *const PARAM_NAMES[NUM_PARAMS] = {
 
 const char *dtype_name(DType dtype) { return dtype == DTYPE_BF16 ? "bf16" : "fp16"; }
 
+double dtype_max(DType dtype) { return dtype == DTYPE_BF16 ? 3.3895313892515355e38 : 65504.0; }
+
+int64_t first_value_outside_dtype(const float *x, int64_t n, DType dtype) {
+    for (int64_t i = 0; i < n; i++) {
+        float r = x[i];
+        round_to_dtype(&r, 1, dtype);
+        if (!isfinite(r)) return i;  // also catches NaN and inf in x itself
+    }
+    return -1;
+}
+
 LayerConfig layer_config_quickstart(void) {
     LayerConfig c = {
         .hidden = 4096, .ffn = 16384, .heads = 32, .seq = 2048, .batch = 4,
@@ -46,7 +57,7 @@ int layer_config_preset(const char *name, LayerConfig *out) {
 }
 
 const char *layer_config_problem(const LayerConfig *c) {
-    static char msg[256];
+    static char msg[640];
     if (c->hidden <= 0 || c->ffn <= 0 || c->heads <= 0 || c->seq <= 0 || c->batch <= 0) {
         snprintf(msg, sizeof msg, "hidden, ffn, heads, seq and batch must all be positive "
                  "(got %d, %d, %d, %d, %d)", c->hidden, c->ffn, c->heads, c->seq, c->batch);
@@ -61,10 +72,16 @@ const char *layer_config_problem(const LayerConfig *c) {
                  "(16-byte aligned rows for the tensor cores)", c->hidden, c->ffn);
         return msg;
     }
-    if (!(c->attn_dropout >= 0.0f && c->attn_dropout < 1.0f) ||
-        !(c->hidden_dropout >= 0.0f && c->hidden_dropout < 1.0f)) {
-        snprintf(msg, sizeof msg, "dropout probabilities must be in [0, 1) (got %g and %g)",
-                 c->attn_dropout, c->hidden_dropout);
+    if (layer_tokens(c) > LAYER_MAX_TOKENS) {
+        snprintf(msg, sizeof msg, "seq * batch = %d * %d = %lld tokens, more than the %lld that 32-bit "
+                 "sizes allow (cuBLAS's GEMM sizes, a kernel grid's rows)",
+                 c->seq, c->batch, (long long)layer_tokens(c), LAYER_MAX_TOKENS);
+        return msg;
+    }
+    const char *why = dropout_problem(c->attn_dropout);
+    if (!why) why = dropout_problem(c->hidden_dropout);
+    if (why) {
+        snprintf(msg, sizeof msg, "dropout: %s", why);
         return msg;
     }
     if (!(c->eps > 0.0f)) {
@@ -72,6 +89,48 @@ const char *layer_config_problem(const LayerConfig *c) {
         return msg;
     }
     return NULL;
+}
+
+double dropout_used(float p) { return dropout_threshold(p) / 256.0; }
+
+const char *dropout_problem(float p) {
+    static char msg[512];
+    if (!(p >= 0.0f && p < 1.0f)) {
+        snprintf(msg, sizeof msg, "a dropout probability must be in [0, 1), got %g", p);
+        return msg;
+    }
+    if (p == 0.0f) return NULL;
+    const double used = dropout_used(p);
+    const double drop_change = fabs(used - p) / p, keep_change = fabs((1.0 - used) - (1.0 - p)) / (1.0 - p);
+    if (drop_change <= DROPOUT_MAX_CHANGE && keep_change <= DROPOUT_MAX_CHANGE) return NULL;
+    // The two multiples of 1/256 around p run exactly as asked (0% change): offer those.
+    const int below = (int)floor(p * 256.0), above = below + 1;
+    char offer[96];
+    if (below == 0) snprintf(offer, sizeof offer, "the smallest is 1/256 = %.5g", 1.0 / 256.0);
+    else if (above >= 256) snprintf(offer, sizeof offer, "the largest is 255/256 = %.5g", 255.0 / 256.0);
+    else snprintf(offer, sizeof offer, "e.g. %d/256 = %.5g or %d/256 = %.5g", below, below / 256.0, above, above / 256.0);
+    snprintf(msg, sizeof msg,
+             "probability %g cannot be used: dropout draws one random byte per element, so it runs at a "
+             "multiple of 1/256, and the nearest, %d/256 = %.4g, changes the %s probability by %.0f%% (at most "
+             "%.0f%% is allowed). Use 0 or a multiple of 1/256 (%s)",
+             p, (int)dropout_threshold(p), used, drop_change > keep_change ? "drop" : "keep",
+             100.0 * fmax(drop_change, keep_change), 100.0 * DROPOUT_MAX_CHANGE, offer);
+    return msg;
+}
+
+double layer_host_bytes(const LayerConfig *c, int check) {
+    double params = 0;
+    for (int i = 0; i < NUM_PARAMS; i++) params += (double)param_numel(c, i);
+    const double t = (double)layer_tokens(c), h = c->hidden, f = c->ffn;
+    const double inputs = 2 * t * h, results = params + 2 * t * h;
+    double floats = params + inputs + results;
+    if (check) {
+        // The reference's own results, and what its forward keeps: LN1, qkv, ctx, proj, y,
+        // LN2 (9 t h in all), FC1 and GELU (2 t f), and the attention probabilities.
+        const double probs = (double)c->batch * c->heads * (double)c->seq * c->seq;
+        floats += results + 9 * t * h + 2 * t * f + probs;
+    }
+    return 4.0 * floats;
 }
 
 double layer_train_flops(const LayerConfig *c) {

@@ -24,6 +24,11 @@ extern "C" {
 typedef enum { DTYPE_FP16 = 0, DTYPE_BF16 = 1 } DType;
 
 const char *dtype_name(DType dtype);  // "fp16" or "bf16"
+// The largest finite value of a dtype: 65504 (fp16), about 3.39e38 (bf16).
+double dtype_max(DType dtype);
+// The index of the first value in x[0..n) that is not finite or rounds to an infinity in
+// `dtype` (fp16: |x| >= 65520), or -1 if every value fits.
+int64_t first_value_outside_dtype(const float *x, int64_t n, DType dtype);
 
 typedef struct {
     int hidden;            // h
@@ -47,8 +52,30 @@ typedef struct {
 LayerConfig layer_config_quickstart(void);
 // Looks up a preset by name ("quickstart", "small", "tiny"); returns 0 if unknown.
 int layer_config_preset(const char *name, LayerConfig *out);
-// NULL if the configuration is valid, else a message saying what is wrong with it.
+// NULL if the configuration is valid, else a message saying what is wrong with it: sizes
+// (positive; hidden divisible by heads; hidden and ffn multiples of 8; seq * batch at most
+// LAYER_MAX_TOKENS), dropout probabilities (dropout_problem), eps.
 const char *layer_config_problem(const LayerConfig *cfg);
+
+// seq * batch at most 2^31 - 1: cuBLAS takes 32-bit sizes, and the kernels launch one block
+// per token row (a grid's x dimension is at most 2^31 - 1).
+#define LAYER_MAX_TOKENS 2147483647LL
+
+// Dropout draws one random byte per element (common/core/philox.h), so the probability it
+// uses is a multiple of 1/256: dropout_used(p) = round(256 p) / 256. A probability that this
+// changes by more than DROPOUT_MAX_CHANGE (relative), in the drop probability p or in the
+// keep probability 1 - p, is refused: 0.1 runs as 26/256 = 0.1016 (1.6% more drops), but
+// 0.001 would run as 0 (no dropout at all) and 0.999 as 0.996 (keeping 3.9x as many).
+#define DROPOUT_MAX_CHANGE 0.05
+double dropout_used(float p);
+// NULL if p can be used (it is 0, or within DROPOUT_MAX_CHANGE as above), else why not.
+const char *dropout_problem(float p);
+
+// Host memory a run needs at least, in bytes: the parameters, the inputs and one set of
+// results (gradients, out, dx) as float32, and with `check` the CPU reference's second set
+// of results and the activations it keeps for the backward (including the attention
+// probabilities, [batch, heads, seq, seq]). A lower bound: the refusal it backs is never wrong.
+double layer_host_bytes(const LayerConfig *cfg, int check);
 
 static inline int layer_head_dim(const LayerConfig *c) { return c->hidden / c->heads; }
 static inline int64_t layer_tokens(const LayerConfig *c) { return (int64_t)c->seq * c->batch; }

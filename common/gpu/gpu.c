@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "common/gpu/cuda_check.h"
 #include "common/core/gpu_arch.h"
@@ -11,15 +12,27 @@
 
 static char unavailable_reason[256];
 
+// The device files an NVIDIA driver creates (/dev/nvidia0.., /dev/nvidiactl; /dev/dxg under
+// WSL). Without them there is no GPU to talk to, whatever CUDA's error says.
+static int nvidia_device_files_present(void) {
+    return access("/dev/nvidiactl", F_OK) == 0 || access("/dev/nvidia0", F_OK) == 0 || access("/dev/dxg", F_OK) == 0;
+}
+
 int gpu_count(void) {
     int n = 0;
     cudaError_t err = cudaGetDeviceCount(&n);
     if (err != cudaSuccess) {
-        snprintf(unavailable_reason, sizeof unavailable_reason, "%s", cudaGetErrorString(err));
+        // With no driver at all, the runtime reports cudaErrorInsufficientDriver ("CUDA driver
+        // version is insufficient for CUDA runtime version"): true, but it sends a learner on a
+        // machine without a GPU looking for a driver update. Say what is the case.
+        const int no_gpu = (err == cudaErrorInsufficientDriver || err == cudaErrorNoDevice) &&
+                           !nvidia_device_files_present();
+        snprintf(unavailable_reason, sizeof unavailable_reason, "%s",
+                 no_gpu ? "no GPU (no NVIDIA driver / device found)" : cudaGetErrorString(err));
         cudaGetLastError();  // clear the sticky error
         return 0;
     }
-    if (n == 0) snprintf(unavailable_reason, sizeof unavailable_reason, "no CUDA GPU found");
+    if (n == 0) snprintf(unavailable_reason, sizeof unavailable_reason, "no GPU (no NVIDIA driver / device found)");
     return n;
 }
 
@@ -91,8 +104,7 @@ void gpu_select(int device) {
 void gpu_require_device(int device) {
     int n = gpu_count();
     if (n == 0)
-        fail_user("this program needs a CUDA GPU, and none is usable here (%s)",
-                  gpu_unavailable_reason());
+        fail_user("this program needs a CUDA GPU, and none is usable here: %s", gpu_unavailable_reason());
     if (device < 0 || device >= n)
         fail_user("GPU %d was asked for, but this machine has %d usable GPU%s (0..%d)", device, n,
                   n == 1 ? "" : "s", n - 1);

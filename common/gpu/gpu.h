@@ -16,7 +16,8 @@ extern "C" {
 
 // Number of usable CUDA GPUs; 0 when there are none or no driver (never fails).
 int gpu_count(void);
-// Why gpu_count() is 0, in words (e.g. "no CUDA-capable device is detected").
+// Why gpu_count() is 0, in words: "no GPU (no NVIDIA driver / device found)" on a machine
+// without an NVIDIA device, else CUDA's own reason (e.g. a driver too old for this runtime).
 const char *gpu_unavailable_reason(void);
 // Exits with a clear message if there is no GPU; otherwise gpu_select(0).
 void gpu_require(void);

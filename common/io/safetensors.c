@@ -16,15 +16,18 @@
 
 #include "common/core/errors.h"
 #include "common/core/half.h"
+#include "common/io/output_file.h"
 
 // Tensor bytes are little-endian in the file; we copy them straight into floats.
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "safetensors data is little-endian: this code assumes a little-endian host"
 #endif
 
-// The reference implementation refuses headers over 100 MB; a real header is a few KB.
-// A larger "length" means the file is not safetensors (or is damaged).
-#define ST_MAX_HEADER_BYTES (100ull << 20)
+// The format's reference reader (Hugging Face's safetensors, MAX_HEADER_SIZE in
+// safetensors/src/tensor.rs) refuses a header of more than 100,000,000 bytes - decimal, not
+// 100 MiB - so a file with a longer one loads nowhere else and is refused here too. A real
+// header is a few KB; a larger "length" means the file is not safetensors (or is damaged).
+#define ST_MAX_HEADER_BYTES 100000000ull
 
 // ---- dtypes -------------------------------------------------------------------------------
 
@@ -209,7 +212,7 @@ SafeTensors *st_open(const char *path) {
                   path, header_bytes, file_bytes);
     if (header_bytes > ST_MAX_HEADER_BYTES)
         fail_user("'%s' is not a valid safetensors file: its header length, %" PRIu64 " bytes, "
-                  "is over the format's limit of %llu",
+                  "is over the %llu bytes that the format's reference reader (safetensors) accepts",
                   path, header_bytes, ST_MAX_HEADER_BYTES);
 
     char *text = xmalloc((size_t)header_bytes);
@@ -423,30 +426,12 @@ void st_write(const char *path, const StWriteEntry *entries, int n) {
     unsigned char len_bytes[8];
     for (int i = 0; i < 8; i++) len_bytes[i] = (unsigned char)((uint64_t)padded >> (8 * i));
 
-    // Write beside the target and rename at the end: an interrupted run never leaves a
-    // half-written file under the real name.
-    size_t tmp_len = strlen(path) + 5;
-    char *tmp = xmalloc(tmp_len);
-    snprintf(tmp, tmp_len, "%s.tmp", path);
-    FILE *f = fopen(tmp, "wb");
-    if (!f) fail_user("cannot create '%s': %s", tmp, strerror(errno));
+    // Written beside the target and renamed at the end (common/io/output_file.h): an
+    // interrupted run never leaves a half-written file under the real name.
+    FILE *f = output_open(path, "wb");
     int ok = fwrite(len_bytes, 1, 8, f) == 8 && fwrite(header, 1, header_len, f) == header_len;
     for (size_t i = header_len; i < padded && ok; i++) ok = fputc(' ', f) != EOF;
     for (int i = 0; i < n && ok; i++) ok = write_data(f, &entries[i]);
-    int saved_errno = errno;
-    if (fclose(f) != 0 && ok) {
-        ok = 0;
-        saved_errno = errno;
-    }
     free(header);
-    if (!ok) {
-        remove(tmp);
-        fail_user("cannot write '%s': %s", tmp, strerror(saved_errno));
-    }
-    if (rename(tmp, path) != 0) {
-        saved_errno = errno;
-        remove(tmp);
-        fail_user("cannot rename '%s' to '%s': %s", tmp, path, strerror(saved_errno));
-    }
-    free(tmp);
+    output_commit(f, path);
 }

@@ -2,6 +2,7 @@
 // PARAM_NAMES), so that a file saved from the PyTorch quickstart loads here unchanged.
 #include "common/io/weights_io.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdint.h>
 
@@ -34,6 +35,30 @@ static void check_shape(SafeTensors *st, const char *path, const LayerConfig *cf
     }
 }
 
+// Refuses a tensor holding a value that the layer's dtype cannot hold: rounded to fp16, 66246
+// becomes inf, and every output it touches turns into inf or NaN. The message gives the
+// value, where it is (multi-index and flat element number) and the dtype's range.
+static void check_fits_dtype(const char *path, const LayerConfig *cfg, const char *name, int ndim,
+                             const int64_t *shape, const float *x) {
+    int64_t numel = 1;
+    for (int d = 0; d < ndim; d++) numel *= shape[d];
+    const int64_t bad = first_value_outside_dtype(x, numel, cfg->dtype);
+    if (bad < 0) return;
+    int64_t index[3] = {0}, rest = bad;
+    for (int d = ndim - 1; d >= 0; d--) index[d] = rest % shape[d], rest /= shape[d];
+    char where[160];
+    shape_str(where, ndim, index);
+    if (!isfinite(x[bad]))
+        fail_user("'%s': tensor '%s' holds %g at index %s (element %lld of %lld): not a finite number", path, name,
+                  x[bad], where, (long long)bad, (long long)numel);
+    const double max = dtype_max(cfg->dtype);
+    fail_user("'%s': tensor '%s' holds %.9g at index %s (element %lld of %lld), outside %s's range "
+              "[-%.8g, %.8g]: stored as %s it would become an infinity.%s",
+              path, name, x[bad], where, (long long)bad, (long long)numel, dtype_name(cfg->dtype), max, max,
+              dtype_name(cfg->dtype),
+              cfg->dtype == DTYPE_FP16 ? " Scale the values into range, or use --dtype bf16 (up to 3.39e+38)" : "");
+}
+
 void load_layer_params(const char *path, const LayerConfig *cfg, LayerParams *params) {
     SafeTensors *st = st_open(path);
     for (int i = 0; i < NUM_PARAMS; i++) {
@@ -41,6 +66,7 @@ void load_layer_params(const char *path, const LayerConfig *cfg, LayerParams *pa
         int ndim = param_shape(cfg, i, shape);
         check_shape(st, path, cfg, PARAM_NAMES[i], ndim, shape);
         st_read_f32(st, PARAM_NAMES[i], ndim, shape, params->tensor[i]);
+        check_fits_dtype(path, cfg, PARAM_NAMES[i], ndim, shape, params->tensor[i]);
     }
     st_close(st);
 }
@@ -50,8 +76,10 @@ void load_layer_inputs(const char *path, const LayerConfig *cfg, LayerInputs *in
     const int64_t shape[3] = {cfg->seq, cfg->batch, cfg->hidden};
     check_shape(st, path, cfg, "x", 3, shape);
     st_read_f32(st, "x", 3, shape, inputs->x);
+    check_fits_dtype(path, cfg, "x", 3, shape, inputs->x);
     check_shape(st, path, cfg, "dy", 3, shape);
     st_read_f32(st, "dy", 3, shape, inputs->dy);
+    check_fits_dtype(path, cfg, "dy", 3, shape, inputs->dy);
     st_close(st);
 }
 

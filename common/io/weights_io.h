@@ -6,7 +6,10 @@
 //
 // Files may store f32, f16 or bf16; values are converted to float. Every problem (a missing
 // file or tensor, a wrong shape or dtype, a truncated file, a bad header) is reported with
-// a clear message naming the file and tensor, and the program exits with status 1.
+// a clear message naming the file and tensor, and the program exits with status 1. So is a
+// value that the layer's dtype cannot hold (at fp16, |x| >= 65520, which would round to an
+// infinity; NaN or inf anywhere): the message names the tensor, the value, its index and the
+// dtype's range.
 #ifndef COMMON_IO_WEIGHTS_IO_H
 #define COMMON_IO_WEIGHTS_IO_H
 

@@ -34,7 +34,11 @@ static const char HEAD_DIM_UNSUPPORTED[] = "the flash-attention kernels support 
 static bool row_stride_ok(int64_t stride, int64_t packed) { return stride == 0 || (stride >= packed && stride % 8 == 0); }
 
 extern "C" const char *attention_unsupported(const AttentionProblem *p) {
-    if (p->head_dim != 64 && p->head_dim != 128) return HEAD_DIM_UNSUPPORTED;
+    if (p->head_dim != 64 && p->head_dim != 128) {  // naming the head dim it was given
+        static char why[sizeof HEAD_DIM_UNSUPPORTED + 24];
+        snprintf(why, sizeof why, "%s, not %d", HEAD_DIM_UNSUPPORTED, p->head_dim);
+        return why;
+    }
     if (p->seq <= 0 || p->batch <= 0 || p->heads <= 0) return "attention: seq, batch and heads must be positive";
     if (p->dtype != DTYPE_FP16 && p->dtype != DTYPE_BF16) return "attention: the dtype must be fp16 or bf16";
     const int64_t hidden = (int64_t)p->heads * p->head_dim;

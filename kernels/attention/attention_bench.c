@@ -7,10 +7,13 @@
 // the tiles of a 99 KiB GPU (sm_86, sm_89). For the first set also the deterministic backward
 // (AttentionProblem.deterministic: dQ summed in a fixed order), and its time over the default's.
 //
-//   attention_bench [batch heads seq]     default 4 32 2048
+//   attention_bench [--batch N] [--heads N] [--seq N]     default 4 32 2048
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
+#include "common/core/errors.h"
+#include "common/core/flags.h"
 #include "common/gpu/cuda_check.h"
 #include "common/gpu/gpu.h"
 #include "kernels/attention/attention.h"
@@ -61,10 +64,31 @@ static const AttentionKernels SETS[] = {ATTENTION_KERNELS_BEST, ATTENTION_KERNEL
                                         ATTENTION_KERNELS_MMA_SYNC_SMALL_TILES};
 enum { NUM_SETS = 3 };
 
+static FlagKind bench_flag_kind(const char *name, void *ctx) {
+    static const char *const NAMES[] = {"--batch", "--heads", "--seq"};
+    (void)ctx;
+    return flag_is_one_of(name, NAMES, 3) ? FLAG_VALUE : FLAG_UNKNOWN;
+}
+
 int main(int argc, char **argv) {
-    gpu_require();
     int batch = 4, heads = 32, seq = 2048;
-    if (argc == 4) batch = atoi(argv[1]), heads = atoi(argv[2]), seq = atoi(argv[3]);
+    FlagArg *flags = xcalloc((size_t)argc, sizeof(FlagArg));
+    const int n = flags_split(argc, argv, bench_flag_kind, NULL, flags);
+    if (n < 0) {
+        printf("usage: attention_bench [--batch N] [--heads N] [--seq N]   (default 4 32 2048)\n"
+               "  Flash attention's forward and backward TFLOP/s at head dims 128 and 64, without and with\n"
+               "  dropout and causal, for every set of kernels (A: the best here, B: mma.sync, C: mma.sync\n"
+               "  with small tiles). Needs a CUDA GPU.\n");
+        return 0;
+    }
+    for (int i = 0; i < n; i++) {
+        const char *f = flags[i].name, *v = flags[i].value;
+        if (!strcmp(f, "--batch")) batch = (int)parse_int_flag(f, v, 1, 1 << 16);
+        else if (!strcmp(f, "--heads")) heads = (int)parse_int_flag(f, v, 1, 1 << 12);
+        else seq = (int)parse_int_flag(f, v, 1, 1 << 20);
+    }
+    free(flags);
+    gpu_require();
     printf("GPU: %s; flash attention, fp16, batch %d, heads %d, seq %d\n", gpu_description(), batch, heads, seq);
     int dims[2] = {128, 64};
     for (int di = 0; di < 2; di++) {
@@ -80,7 +104,7 @@ int main(int argc, char **argv) {
     for (int di = 0; di < 2; di++) {
         int d = dims[di];
         int64_t nqkv = (int64_t)seq * batch * heads * 3 * d, nctx = nqkv / 3;
-        float *h = malloc((size_t)nqkv * sizeof(float));
+        float *h = xmalloc((size_t)nqkv * sizeof(float));
         fill_uniform(h, nqkv, -1.0f, 1.0f, 5, 1);
         Case c = {.problem = {.seq = seq, .batch = batch, .heads = heads, .head_dim = d, .dtype = DTYPE_FP16}};
         const char *why = attention_unsupported(&c.problem);

@@ -258,11 +258,20 @@ __global__ void __launch_bounds__(1024) sum_partials_kernel(const float *partial
     }
 }
 
+static_assert(LAYERNORM_FAST_MAX_COLS == 16 * 8 * THREADS, "16 packs of 8 values per forward thread");
+
+extern "C" const char *layernorm_fast_unsupported(int cols) {
+    static char why[160];
+    if (cols > 0 && cols % 8 == 0 && cols <= LAYERNORM_FAST_MAX_COLS) return NULL;
+    snprintf(why, sizeof why, "the fast LayerNorm kernels take rows of a positive multiple of 8 values, at most %d "
+             "(hidden is %d)", LAYERNORM_FAST_MAX_COLS, cols);
+    return why;
+}
+
 // Packs per thread: the smallest power of two that covers the row.
 static int packs_per_thread(int cols, int threads) {
-    if (cols % 8 != 0 || cols <= 0 || cols > 16 * 8 * THREADS)
-        DIE("fast LayerNorm: row length %d must be a positive multiple of 8, at most %d", cols,
-            16 * 8 * THREADS);
+    const char *why = layernorm_fast_unsupported(cols);
+    if (why) DIE("%s", why);
     int packs = (cols / 8 + threads - 1) / threads, vpt = 1;
     while (vpt < packs) vpt *= 2;
     return vpt;

@@ -9,7 +9,9 @@
 //     each block keeps float sums for its rows in registers and writes them once, then a
 //     small kernel adds the blocks' partial sums.
 // Statistics are float32 (mean and rstd saved for backward); rows must be multiples of 8
-// elements and at most 16384.
+// elements and at most LAYERNORM_FAST_MAX_COLS (a thread holds at most 16 packs of 8 values in
+// registers, and the forward has 128 threads a row); layernorm_fast_unsupported says so
+// before any work, so that a configuration is refused when it is read, not at the first launch.
 #ifndef KERNELS_LAYERNORM_FAST_LAYERNORM_H
 #define KERNELS_LAYERNORM_FAST_LAYERNORM_H
 
@@ -22,6 +24,11 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
+
+#define LAYERNORM_FAST_MAX_COLS 16384
+
+// NULL if the kernels take rows of `cols` values, else why not (naming cols and the limit).
+const char *layernorm_fast_unsupported(int cols);
 
 // y = (x - mean) * rstd * gamma + beta over rows of `cols`; writes mean and rstd [rows].
 void layernorm_fast_forward(const void *x, const void *gamma, const void *beta, void *y, float *mean,

@@ -4,9 +4,13 @@
 // written once. Forward: x, gamma, beta in; y, mean, rstd out. Backward: x, dy, gamma, mean,
 // rstd in; dx, dgamma, dbeta out. The copy counts bytes read plus bytes written.
 //
-//   layernorm_bench [rows cols]      default 8192 x 4096 (the quickstart's tokens x hidden)
+//   layernorm_bench [--rows N] [--cols N]    default 8192 x 4096 (the quickstart's tokens x hidden)
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+
+#include "common/core/errors.h"
+#include "common/core/flags.h"
 
 #include "common/gpu/cuda_check.h"
 #include "common/gpu/gpu.h"
@@ -64,12 +68,33 @@ static void run_backward(void *p) {
                             b->rows, b->cols, b->dtype);
 }
 
+static FlagKind bench_flag_kind(const char *name, void *ctx) {
+    static const char *const NAMES[] = {"--rows", "--cols"};
+    (void)ctx;
+    return flag_is_one_of(name, NAMES, 2) ? FLAG_VALUE : FLAG_UNKNOWN;
+}
+
 int main(int argc, char **argv) {
-    gpu_require();
     Bench b = {.rows = 8192, .cols = 4096, .dtype = DTYPE_FP16};
-    if (argc == 3) b.rows = atoll(argv[1]), b.cols = atoi(argv[2]);
+    FlagArg *flags = xcalloc((size_t)argc, sizeof(FlagArg));
+    const int nflags = flags_split(argc, argv, bench_flag_kind, NULL, flags);
+    if (nflags < 0) {
+        printf("usage: layernorm_bench [--rows N] [--cols N]   (default 8192 x 4096)\n"
+               "  LayerNorm forward and backward bandwidth against a device-to-device copy, fp16.\n"
+               "  cols: a multiple of 8, at most %d. Needs a CUDA GPU.\n", LAYERNORM_FAST_MAX_COLS);
+        return 0;
+    }
+    for (int i = 0; i < nflags; i++) {
+        const char *f = flags[i].name, *v = flags[i].value;
+        if (!strcmp(f, "--rows")) b.rows = parse_int_flag(f, v, 1, 1 << 24);
+        else b.cols = (int)parse_int_flag(f, v, 8, LAYERNORM_FAST_MAX_COLS);
+    }
+    free(flags);
+    const char *why = layernorm_fast_unsupported(b.cols);
+    if (why) fail_user("--cols %d: %s", b.cols, why);
+    gpu_require();
     int64_t n = b.rows * b.cols;
-    float *host = malloc((size_t)n * sizeof(float));
+    float *host = xmalloc((size_t)n * sizeof(float));
     fill_uniform(host, n, -2.0f, 2.0f, 42, 1);  // random data: zeros would flatter the timing
     b.x = dev_upload(host, n, b.dtype);
     fill_uniform(host, n, -1.0f, 1.0f, 42, 2);

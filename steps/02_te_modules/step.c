@@ -114,10 +114,13 @@ static void destroy(void *state) {
     free(s);
 }
 
+static const char *unsupported(const LayerConfig *c) { return layernorm_unsupported(c->hidden); }
+
 const StepOps STEP_02_TE_MODULES = {
     .id = "02_te_modules",
     .title = "TE-style modules",
     .whats_new = "Linear on cuBLASLt (bias in epilogue), fast LayerNorm",
+    .unsupported = unsupported,
     .create = create,
     .train_step = train_step,
     .read_results = read_results,

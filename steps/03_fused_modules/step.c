@@ -12,6 +12,7 @@
 
 #include "common/core/errors.h"
 #include "common/gpu/gpu.h"
+#include "modules/layernorm.h"
 #include "modules/layernorm_linear.h"
 #include "modules/layernorm_mlp.h"
 #include "modules/linear.h"
@@ -109,10 +110,13 @@ static void destroy(void *state) {
     free(s);
 }
 
+static const char *unsupported(const LayerConfig *c) { return layernorm_unsupported(c->hidden); }
+
 const StepOps STEP_03_FUSED_MODULES = {
     .id = "03_fused_modules",
     .title = "fused modules",
     .whats_new = "LayerNormLinear, LayerNormMLP: GELU/bias/residual fused",
+    .unsupported = unsupported,
     .create = create,
     .train_step = train_step,
     .read_results = read_results,

@@ -18,6 +18,7 @@
 #include "common/fp8/fp8_recipe.h"
 #include "steps/driver/fp8_step.h"
 #include "common/gpu/gpu.h"
+#include "common/io/output_file.h"
 #include "modules/fp8_linear.h"
 #include "modules/layernorm.h"
 #include "common/core/philox.h"
@@ -48,6 +49,7 @@ typedef struct {
 static const char *unsupported(const LayerConfig *c) {
     const AttentionProblem attn = attention_layer_problem(c);
     const char *why = attention_unsupported(&attn);
+    if (!why) why = layernorm_unsupported(c->hidden);
     return why ? why : fp8_layer_unsupported(c);
 }
 
@@ -73,9 +75,8 @@ static void *create(const LayerConfig *c, const LayerParams *p) {
     s->qkv = dev_alloc((size_t)t * 3 * h * e), s->d_qkv = dev_alloc((size_t)t * 3 * h * e);
     s->lse = dev_alloc((size_t)c->batch * c->heads * c->seq * sizeof(float));
     s->attn_workspace = dev_alloc(attention_backward_workspace_bytes(&s->attn));
-    if (scaling_csv) {
-        s->log = fopen(scaling_csv, "w");
-        if (!s->log) fail_user("cannot write %s", scaling_csv);
+    if (scaling_csv) {  // written beside and renamed at destroy: whole or not at all
+        s->log = output_open(scaling_csv, "w");
         fprintf(s->log, "step,linear,tensor,amax,scale\n");
     }
     return s;
@@ -174,7 +175,7 @@ static void destroy(void *state) {
     void *bufs[] = {s->qkv, s->ctx, s->proj, s->y, s->h1, s->out, s->d_g,
                     s->d_ln2, s->d_y, s->d_proj, s->d_ctx, s->d_qkv, s->d_ln1, s->dx, s->lse, s->attn_workspace};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) dev_free(bufs[i]);
-    if (s->log) fclose(s->log);
+    if (s->log) output_commit(s->log, scaling_csv);
     free(s);
 }
 
@@ -188,6 +189,7 @@ static int parse_flag(const char *flag, const char *value) {
     if (!value) return 0;
     if (fp8_recipe_parse_flag(&recipe, flag, value)) return 1;
     if (!strcmp(flag, "--fp8-log")) {
+        output_check_writable(flag, value);  // now, not after the GPU work
         scaling_csv = value;
         return 1;
     }

@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "common/core/errors.h"
+#include "common/core/flags.h"
 #include "common/gpu/gpu.h"
 #include "common/core/layer.h"
 #include "steps/driver/step.h"
@@ -31,6 +32,13 @@ typedef struct {
     float lr;
 } Demo;
 
+static const char *const DEMO_FLAGS[] = {"--steps", "--lr", "--dtype"};
+
+static FlagKind demo_flag_kind(const char *name, void *ctx) {
+    (void)ctx;
+    return flag_is_one_of(name, DEMO_FLAGS, 3) ? FLAG_VALUE : FLAG_UNKNOWN;
+}
+
 // A layer small enough to train in seconds, with the shapes the kernels need (head dim 64,
 // FP8 dims multiples of 16), and no dropout: the loss then depends on the weights only.
 static Demo parse_args(int argc, char **argv) {
@@ -38,26 +46,24 @@ static Demo parse_args(int argc, char **argv) {
     layer_config_preset("tiny", &d.cfg);
     d.cfg.hidden = 128, d.cfg.ffn = 256, d.cfg.heads = 2, d.cfg.seq = 64, d.cfg.batch = 4;
     d.cfg.attn_dropout = d.cfg.hidden_dropout = 0.0f;
-    for (int i = 1; i < argc; i++) {
-        const char *f = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(f, "--help")) {
-            printf("usage: step05_train_demo [--steps N] [--lr X] [--dtype fp16|bf16]\n");
-            exit(0);
-        } else if (!strcmp(f, "--steps") && v) {
-            d.steps = atoi(v), i++;
-            if (d.steps < 1 || d.steps > 100000) fail_user("--steps expects 1..100000, got '%s'", v);
-        } else if (!strcmp(f, "--lr") && v) {
-            d.lr = strtof(v, NULL), i++;
-            if (!(d.lr > 0.0f && d.lr < 100.0f)) fail_user("--lr expects a positive number below 100, got '%s'", v);
-        } else if (!strcmp(f, "--dtype") && v) {
-            if (!strcmp(v, "fp16")) d.cfg.dtype = DTYPE_FP16;
-            else if (!strcmp(v, "bf16")) d.cfg.dtype = DTYPE_BF16;
-            else fail_user("--dtype expects fp16 or bf16, got '%s'", v);
-            i++;
-        } else {
-            fail_user("unknown flag or missing value: '%s' (see --help)", f);
-        }
+    FlagArg *flags = xcalloc((size_t)argc, sizeof(FlagArg));
+    const int n = flags_split(argc, argv, demo_flag_kind, NULL, flags);
+    if (n < 0) {
+        printf("usage: step05_train_demo [--steps N] [--lr X] [--dtype fp16|bf16]\n"
+               "  --steps N            SGD steps, 1..100000 (default 300)\n"
+               "  --lr X               learning rate, above 0 and below 100 (default 2)\n"
+               "  --dtype fp16|bf16    the 16-bit type of both layers (default fp16)\n"
+               "Every flag takes --flag VALUE or --flag=VALUE.\n");
+        exit(0);
     }
+    static const char *const DTYPES[] = {"fp16", "bf16"};
+    for (int i = 0; i < n; i++) {
+        const char *f = flags[i].name, *v = flags[i].value;
+        if (!strcmp(f, "--steps")) d.steps = (int)parse_int_flag(f, v, 1, 100000);
+        else if (!strcmp(f, "--lr")) d.lr = (float)parse_float_flag(f, v, 0.0, 100.0, RANGE_OPEN);
+        else d.cfg.dtype = parse_choice_flag(f, v, DTYPES, 2) ? DTYPE_BF16 : DTYPE_FP16;
+    }
+    free(flags);
     return d;
 }
 
@@ -118,11 +124,11 @@ static void train(const Demo *d, const StepOps *layer, const StepOps *teacher_op
 
 int main(int argc, char **argv) {
     Demo d = parse_args(argc, argv);
-    gpu_require();
     const StepOps *fp16 = &STEP_04_TRANSFORMER_LAYER, *fp8 = &STEP_05_FP8;
     const char *why = fp8->unsupported(&d.cfg);
     if (!why) why = step_gpu_refusal(fp8);  // before the teacher is even built
     if (why) fail_user("%s", why);
+    gpu_require();
     printf("GPU: %s\n", gpu_description());
     printf("student learns a random teacher: hidden %d, ffn %d, heads %d, seq %d, batch %d, %s, no dropout; "
            "SGD lr %g, %d steps\n", d.cfg.hidden, d.cfg.ffn, d.cfg.heads, d.cfg.seq, d.cfg.batch,

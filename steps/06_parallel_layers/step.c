@@ -14,6 +14,7 @@
 // FP8 (--fp8): the fused layer with its two GEMMs in FP8 under step 05's delayed scaling
 // (each fused GEMM is one Fp8Linear: one scale for [W_qkv ; W_fc1], one for [ctx | g], ...).
 #include <stdlib.h>
+#include <string.h>
 
 #include "common/core/errors.h"
 #include "common/core/gpu_arch.h"
@@ -233,12 +234,14 @@ static void destroy(void *state) {
 
 static const char *unsupported_fused(const LayerConfig *c) {
     const AttentionProblem attn = attention_problem(c, 1);
-    return attention_unsupported(&attn);
+    const char *why = attention_unsupported(&attn);
+    return why ? why : layernorm_unsupported(c->hidden);
 }
 
 static const char *unsupported_unfused(const LayerConfig *c) {
     const AttentionProblem attn = attention_problem(c, 0);
-    return attention_unsupported(&attn);
+    const char *why = attention_unsupported(&attn);
+    return why ? why : layernorm_unsupported(c->hidden);
 }
 
 static const char *unsupported_fp8(const LayerConfig *c) {
@@ -253,7 +256,23 @@ static void reference_fp8(const LayerConfig *cfg, const LayerParams *p, const La
     ref_parallel_train_step_quantized(cfg, p, in, step, &q, res);
 }
 
-static int parse_flag_fp8(const char *flag, const char *value) { return fp8_recipe_parse_flag(&recipe, flag, value); }
+// --fp8 and --unfused pick the variant (main.c takes them out of argv); here they are known as
+// switches only so that "--fp8=1" is refused as a switch given a value.
+static int is_variant_switch(const char *flag, const char *value) {
+    return !value && (!strcmp(flag, "--fp8") || !strcmp(flag, "--unfused"));
+}
+
+static int parse_flag_fp8(const char *flag, const char *value) {
+    return is_variant_switch(flag, value) || fp8_recipe_parse_flag(&recipe, flag, value);
+}
+
+// Without --fp8 the recipe's flags would change nothing: refused, saying what they need.
+static int parse_flag_16bit(const char *flag, const char *value) {
+    if (is_variant_switch(flag, value)) return 1;
+    DelayedScaling unused = recipe;
+    if (!value || !fp8_recipe_parse_flag(&unused, flag, value)) return 0;
+    fail_user("%s sets the FP8 recipe, which only --fp8 uses: add --fp8", flag);
+}
 
 const StepOps STEP_06_PARALLEL_LAYERS = {
     .id = "06_parallel_layers",
@@ -264,9 +283,13 @@ const StepOps STEP_06_PARALLEL_LAYERS = {
     .train_step = train_step,
     .read_results = read_results,
     .destroy = destroy,
+    .parse_flag = parse_flag_16bit,
     .flags_help = "  --unfused            the same parallel layer with four separate Linears\n"
-                  "  --fp8                its two fused GEMMs in FP8 (delayed scaling; step 05's flags)\n",
+                  "  --fp8                its two fused GEMMs in FP8 (delayed scaling; step 05's flags below)\n"
+                  "                       (--fp8 and --unfused exclude each other: the FP8 variant is the fused one)\n"
+                  FP8_RECIPE_FLAGS_HELP,
     .reference = ref_parallel_train_step,
+    .reference_rounded = ref_parallel_train_step_quantized,
     .variant = {LAYER_PARALLEL, 0, 1},  // for --breakdown's floors
 };
 
@@ -279,7 +302,9 @@ const StepOps STEP_06_PARALLEL_UNFUSED = {
     .train_step = train_step,
     .read_results = read_results,
     .destroy = destroy,
+    .parse_flag = parse_flag_16bit,
     .reference = ref_parallel_train_step,
+    .reference_rounded = ref_parallel_train_step_quantized,
     .variant = {LAYER_PARALLEL, 0, 1},
 };
 

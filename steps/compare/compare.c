@@ -3,7 +3,10 @@
 // For each step: --check at the small preset (max relative error against the CPU reference),
 // then the timing at the chosen configuration (default: the quickstart). Prints a table and
 // writes it as JSON (--json) and as an SVG bar chart (--svg). Without a GPU it says so and
-// runs what can run: the CPU reference at the tiny preset.
+// runs what can run - the CPU reference at the tiny preset - and writes that, marked as such,
+// to the same files. Everything it is told is checked before any work: the steps named by
+// --steps exist, the --pytorch file reads, the output files can be written; the flags that
+// make no sense here (--check, --weights, --input, --save) are refused.
 //
 // Each step's fraction of its floor (model FLOPs utilisation against the GEMM rate measured
 // here, and time over floor: common/core/breakdown.h) is in the table. With --breakdown, each
@@ -24,16 +27,12 @@
 #include "common/gpu/cuda_check.h"
 #include "common/core/breakdown.h"
 #include "common/gpu/gpu.h"
+#include "common/io/output_file.h"
 #include "reference/reference.h"
 #include "steps/driver/breakdown_report.h"
 #include "steps/driver/floors.h"
 #include "steps/driver/step.h"
 #include "steps/compare/registry.h"
-
-typedef struct {
-    const char *json_path, *svg_path, *only_steps, *pytorch_path;
-    int skip_check;
-} CompareFlags;
 
 // Timings of the same layer in PyTorch (tools/pytorch_compare.py writes them), shown beside
 // our steps: {"PyTorch eager": {"mean_ms": 26.0, "peak_mib": 9665, "categories": {"gemm_fprop":
@@ -45,17 +44,32 @@ typedef struct {
     double category_ms[NUM_CATEGORIES];
 } Baseline;
 
-static int load_baselines(const char *path, Baseline *out, int max) {
+enum { MAX_BASELINES = 8 };
+
+// compare's own flags (StepOps.parse_flag has no context, so they live here).
+static struct {
+    const char *svg_path;
+    int skip_check;
+    int selected[16];  // by index into ALL_STEPS; all of them when --steps is not given
+    int steps_given;
+    Baseline torch[MAX_BASELINES];
+    int ntorch;
+} flags;
+
+// Read while the flags are: a bad --pytorch file is reported before any work.
+static void load_baselines(const char *path) {
     json_error_t err;
     json_t *root = json_load_file(path, 0, &err);
-    if (!root) fail_user("--pytorch %s: %s (line %d)", path, err.text, err.line);
-    int n = 0;
+    if (!root && err.line > 0) fail_user("--pytorch %s: %s (line %d)", path, err.text, err.line);
+    if (!root) fail_user("--pytorch %s: %s", path, err.text);
+    if (!json_is_object(root)) fail_user("--pytorch %s: expected a JSON object {\"name\": {\"mean_ms\": ...}}", path);
     const char *key;
     json_t *value;
+    flags.ntorch = 0;
     json_object_foreach(root, key, value) {
         json_t *ms = json_object_get(value, "mean_ms");
-        if (!json_is_object(value) || !json_is_number(ms) || n == max) continue;
-        Baseline *b = &out[n++];
+        if (!json_is_object(value) || !json_is_number(ms) || flags.ntorch == MAX_BASELINES) continue;
+        Baseline *b = &flags.torch[flags.ntorch++];
         snprintf(b->name, sizeof b->name, "%s", key);
         b->mean_ms = json_number_value(ms);
         json_t *peak = json_object_get(value, "peak_mib");
@@ -68,71 +82,92 @@ static int load_baselines(const char *path, Baseline *out, int max) {
         }
     }
     json_decref(root);
-    return n;
+    if (flags.ntorch == 0) fail_user("--pytorch %s: no entry with a \"mean_ms\" number", path);
 }
 
-// Takes the comparison's own flags out of argv; the rest are the steps' shared flags.
-static int take_compare_flags(int argc, char **argv, CompareFlags *f) {
-    int out = 1;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--json") && i + 1 < argc) f->json_path = argv[++i];
-        else if (!strcmp(argv[i], "--svg") && i + 1 < argc) f->svg_path = argv[++i];
-        else if (!strcmp(argv[i], "--steps") && i + 1 < argc) f->only_steps = argv[++i];
-        else if (!strcmp(argv[i], "--pytorch") && i + 1 < argc) f->pytorch_path = argv[++i];
-        else if (!strcmp(argv[i], "--skip-check")) f->skip_check = 1;
-        else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            printf("usage: compare [--steps 01,03] [--skip-check] [--breakdown] [--json FILE] [--svg FILE] "
-                   "[--pytorch FILE] [layer flags of any step, e.g. --dtype bf16 --preset small]\n");
-            argv[out++] = argv[i];
-        } else argv[out++] = argv[i];
+// A step's short name: "01" for 01_naive, "06u" for 06u_parallel_unfused.
+static void short_id(const StepOps *s, char out[8]) {
+    size_t n = strcspn(s->id, "_");
+    snprintf(out, 8, "%.*s", (int)(n < 7 ? n : 7), s->id);
+}
+
+// --steps 01,04,06u: each item names a step by its number (all of its variants: "06" is 06,
+// 06u and 06f), its short name ("06u") or its full id. One that names no step is refused.
+static void select_steps(const char *list) {
+    flags.steps_given = 1;
+    char *copy = strdup(list);
+    if (!copy) DIE("out of memory");
+    for (char *save = NULL, *item = strtok_r(copy, ",", &save); item; item = strtok_r(NULL, ",", &save)) {
+        int found = 0;
+        for (int s = 0; s < NUM_STEPS; s++) {
+            char id[8];
+            short_id(ALL_STEPS[s], id);
+            if (!strcmp(item, id) || !strcmp(item, ALL_STEPS[s]->id) || (strlen(item) == 2 && !strncmp(item, id, 2)))
+                flags.selected[s] = found = 1;
+        }
+        if (!found) {
+            char known[256] = "";
+            size_t used = 0;
+            for (int s = 0; s < NUM_STEPS && used < sizeof known; s++) {
+                char id[8];
+                short_id(ALL_STEPS[s], id);
+                used += (size_t)snprintf(known + used, sizeof known - used, "%s%s", s ? ", " : "", id);
+            }
+            fail_user("--steps %s: there is no step '%s' (the steps: %s)", list, item, known);
+        }
     }
-    return out;
+    free(copy);
 }
 
-static int step_selected(const CompareFlags *f, const StepOps *s) {
-    if (!f->only_steps) return 1;
-    char id[3] = {s->id[0], s->id[1], 0};
-    return strstr(f->only_steps, id) != NULL;
+static int parse_compare_flag(const char *flag, const char *value) {
+    if (!value) {
+        if (strcmp(flag, "--skip-check") != 0) return 0;
+        flags.skip_check = 1;
+        return 1;
+    }
+    if (!strcmp(flag, "--svg")) {
+        output_check_writable(flag, value);
+        flags.svg_path = value;
+    } else if (!strcmp(flag, "--steps")) {
+        select_steps(value);
+    } else if (!strcmp(flag, "--pytorch")) {
+        load_baselines(value);
+    } else {
+        return 0;
+    }
+    return 1;
 }
 
-// Without a GPU: time the CPU reference at the tiny preset, so the command still shows
-// something real on a laptop or in CI.
-static int run_cpu_only(const LayerConfig *requested) {
-    printf("No usable CUDA GPU here (%s).\n", gpu_unavailable_reason());
-    printf("Running what can run on the CPU: the reference layer at the tiny preset.\n\n");
-    LayerConfig cfg;
-    layer_config_preset("tiny", &cfg);
-    cfg.dtype = requested->dtype;
-    LayerParams params;
-    LayerInputs inputs;
-    LayerResults res;
-    layer_params_alloc(&cfg, &params);
-    layer_params_init_random(&cfg, cfg.seed, &params);
-    layer_inputs_alloc(&cfg, &inputs);
-    layer_inputs_init_random(&cfg, cfg.seed + 1, &inputs);
-    layer_results_alloc(&cfg, &res);
-    const int iters = 5;
-    struct timespec t0, t1;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
-    for (int i = 0; i < iters; i++) ref_layer_train_step(&cfg, &params, &inputs, (uint64_t)i, &res);
-    clock_gettime(CLOCK_MONOTONIC, &t1);
-    double ms = ((t1.tv_sec - t0.tv_sec) * 1e3 + (t1.tv_nsec - t0.tv_nsec) * 1e-6) / iters;
-    double out_norm = 0;
-    for (int64_t i = 0; i < layer_tokens(&cfg) * cfg.hidden; i++) out_norm += (double)res.out[i] * res.out[i];
-    printf("%-22s %-40s %10s %12s\n", "step", "what", "mean ms", "GFLOP/s");
-    printf("%-22s %-40s %10.2f %12.2f\n", "reference (CPU)", "plain C, double accumulation", ms,
-           layer_train_flops(&cfg) / (ms * 1e-3) / 1e9);
-    printf("\n(hidden %d, ffn %d, heads %d, seq %d, batch %d; ||out|| = %.4f)\n", cfg.hidden, cfg.ffn,
-           cfg.heads, cfg.seq, cfg.batch, sqrt(out_norm));
-    printf("The GPU steps need an NVIDIA GPU (Hopper for every step): see README.md.\n");
-    layer_params_free(&params);
-    layer_inputs_free(&inputs);
-    layer_results_free(&res);
-    return 0;
+static const StepOps COMPARE = {
+    .parse_flag = parse_compare_flag,
+    .flags_help =
+        "  --steps LIST         the steps to run, e.g. 01,04 (06 is all three variants; 06u, 06f one)\n"
+        "  --skip-check         time only; no check at the small preset\n"
+        "  --json FILE          the table as JSON (also without a GPU: the CPU reference's time)\n"
+        "  --svg FILE           the table as an SVG bar chart (also without a GPU); with --breakdown,\n"
+        "                       a stacked bar per step beside its floor\n"
+        "  --pytorch FILE       PyTorch's times (tools/pytorch_compare.py) as extra rows\n"
+        "compare takes the layer flags above and --warmup, --iters, --breakdown; not --check (it checks\n"
+        "every step at the small preset unless --skip-check), --weights, --input or --save (each step\n"
+        "runs on random weights and inputs; for those, run the step's own binary).\n",
+};
+
+static int step_selected(int s) { return !flags.steps_given || flags.selected[s]; }
+
+// The flags a single step takes that compare cannot mean.
+static void refuse_step_only_flags(const Options *o) {
+    if (o->check)
+        fail_user("compare checks every step at the small preset by itself (--skip-check to skip): drop --check");
+    const char *flag = o->weights_path ? "--weights" : o->input_path ? "--input" : o->save_path ? "--save" : NULL;
+    if (flag)
+        fail_user("compare runs every step on random weights and inputs, so %s would be ignored: run the step's own "
+                  "binary with it", flag);
 }
 
+// One row of the table: a step, or (step NULL) the CPU reference where there is no GPU.
 typedef struct {
     const StepOps *step;
+    const char *id, *title, *whats_new;
     StepReport report;
     double floor_ms[NUM_CATEGORIES];  // the step's floor per category (its work at the measured rates)
     double floor_total_ms;            // their sum; NAN where a rate is missing
@@ -141,8 +176,7 @@ typedef struct {
 
 static void write_json(const char *path, const LayerConfig *c, const Row *rows, int n,
                        const MeasuredRates *rates, const Baseline *base, int nbase) {
-    FILE *f = fopen(path, "w");
-    if (!f) fail_user("cannot write %s", path);
+    FILE *f = output_open(path, "w");
     fprintf(f, "{\n  \"gpu\": \"%s\",\n  \"config\": {\"hidden\": %d, \"ffn\": %d, \"heads\": %d, "
             "\"seq\": %d, \"batch\": %d, \"dtype\": \"%s\", \"dropout\": %g},\n"
             "  \"gemm_tflops\": %.1f,\n  \"floor_ms\": %.3f,\n  \"rates\": ",
@@ -175,15 +209,14 @@ static void write_json(const char *path, const LayerConfig *c, const Row *rows, 
         fprintf(f, "%s\n", i + 1 < nbase ? "," : "");
     }
     fprintf(f, "  ]\n}\n");
-    fclose(f);
+    output_commit(f, path);
 }
 
 // A horizontal bar per step (mean ms), and a dashed line at the floor: the layer's FLOPs at
-// the measured rate of a large matrix product.
-static void write_svg(const char *path, const LayerConfig *c, const Row *rows, int n, double floor_ms,
-                      const Baseline *base, int nbase) {
-    FILE *f = fopen(path, "w");
-    if (!f) fail_user("cannot write %s", path);
+// the measured rate of a large matrix product (floor_ms <= 0: no GPU, no floor).
+static void write_svg(const char *path, const char *gpu, const LayerConfig *c, const Row *rows, int n,
+                      double floor_ms, const Baseline *base, int nbase) {
+    FILE *f = output_open(path, "w");
     double max_ms = floor_ms;
     for (int i = 0; i < n; i++) max_ms = fmax(max_ms, rows[i].report.mean_ms);
     for (int i = 0; i < nbase; i++) max_ms = fmax(max_ms, base[i].mean_ms);
@@ -196,12 +229,12 @@ static void write_svg(const char *path, const LayerConfig *c, const Row *rows, i
     fprintf(f, "<text x=\"10\" y=\"22\" font-size=\"15\" font-weight=\"bold\">Training step time "
             "(fwd+bwd), %s, h%d ffn%d heads%d s%d b%d</text>\n",
             dtype_name(c->dtype), c->hidden, c->ffn, c->heads, c->seq, c->batch);
-    fprintf(f, "<text x=\"10\" y=\"40\" fill=\"#555\">%s</text>\n", gpu_description());
+    fprintf(f, "<text x=\"10\" y=\"40\" fill=\"#555\">%s</text>\n", gpu);
     for (int i = 0; i < n; i++) {
         int y = top + i * (bar + gap);
         double ms = rows[i].report.mean_ms;
         fprintf(f, "<text x=\"%d\" y=\"%d\" text-anchor=\"end\">%s %s</text>\n", left - 8,
-                y + bar - 8, rows[i].step->id, rows[i].step->title);
+                y + bar - 8, rows[i].id, rows[i].title);
         fprintf(f, "<rect x=\"%d\" y=\"%d\" width=\"%.1f\" height=\"%d\" fill=\"#76b900\"/>\n", left, y,
                 ms * sx, bar);
         fprintf(f, "<text x=\"%.1f\" y=\"%d\">%.2f ms</text>\n", left + ms * sx + 5, y + bar - 8, ms);
@@ -216,12 +249,18 @@ static void write_svg(const char *path, const LayerConfig *c, const Row *rows, i
     }
     double fx = left + floor_ms * sx;
     int bottom = top + (n + nbase) * (bar + gap);
-    fprintf(f, "<line x1=\"%.1f\" y1=\"%d\" x2=\"%.1f\" y2=\"%d\" stroke=\"#c00\" "
-            "stroke-dasharray=\"5,4\" stroke-width=\"2\"/>\n", fx, top - 5, fx, bottom);
-    fprintf(f, "<text x=\"%.1f\" y=\"%d\" fill=\"#c00\">floor %.2f ms: all FLOPs at the measured "
-            "large-GEMM rate</text>\n", fx, bottom + 18, floor_ms);
+    if (floor_ms > 0) {
+        fprintf(f, "<line x1=\"%.1f\" y1=\"%d\" x2=\"%.1f\" y2=\"%d\" stroke=\"#c00\" "
+                "stroke-dasharray=\"5,4\" stroke-width=\"2\"/>\n", fx, top - 5, fx, bottom);
+        fprintf(f, "<text x=\"%.1f\" y=\"%d\" fill=\"#c00\">floor %.2f ms: all FLOPs at the measured "
+                "large-GEMM rate</text>\n", fx, bottom + 18, floor_ms);
+    } else {
+        fprintf(f, "<text x=\"10\" y=\"%d\" fill=\"#c00\">no GPU here: the CPU reference at the tiny "
+                "preset, not a GPU step</text>\n", bottom + 18);
+    }
     fprintf(f, "</svg>\n");
-    fclose(f);
+    output_commit(f, path);
+    printf("wrote %s\n", path);
 }
 
 // ---- the breakdown: table and stacked chart (--breakdown) -----------------------------------
@@ -304,8 +343,7 @@ static double svg_stack(FILE *f, const double ms[NUM_CATEGORIES], double x0, int
 // categories' floors), then PyTorch's rows: stacked where its profiler gave categories.
 static void write_breakdown_svg(const char *path, const LayerConfig *c, const Row *rows, int n, const Baseline *base,
                                 int nbase) {
-    FILE *f = fopen(path, "w");
-    if (!f) fail_user("cannot write %s", path);
+    FILE *f = output_open(path, "w");
     int used[NUM_CATEGORIES];
     used_categories(rows, n, base, nbase, used);
     double max_ms = 0;
@@ -360,18 +398,102 @@ static void write_breakdown_svg(const char *path, const LayerConfig *c, const Ro
         fprintf(f, "<text x=\"%.1f\" y=\"%d\">%.2f ms (mean)</text>\n", end + 5, y + bar - 5, base[i].mean_ms);
     }
     fprintf(f, "</svg>\n");
-    fclose(f);
+    output_commit(f, path);
+    printf("wrote %s\n", path);
+}
+
+// Without a GPU: the table as JSON, with the CPU reference's row (jansson; keys in order).
+static void write_cpu_json(const char *path, const char *gpu, const LayerConfig *c, const Row *row) {
+    const StepReport *r = &row->report;
+    json_t *root = json_object();
+    json_object_set_new(root, "gpu", json_string(gpu));
+    json_object_set_new(root, "config", json_pack("{s:i, s:i, s:i, s:i, s:i, s:s, s:f}", "hidden", c->hidden, "ffn",
+                                                  c->ffn, "heads", c->heads, "seq", c->seq, "batch", c->batch,
+                                                  "dtype", dtype_name(c->dtype), "dropout", (double)c->attn_dropout));
+    json_object_set_new(root, "gemm_tflops", json_null());
+    json_object_set_new(root, "floor_ms", json_null());
+    json_object_set_new(root, "steps",
+                        json_pack("[{s:s, s:s, s:s, s:f, s:f, s:f, s:f, s:f, s:i}]", "step", row->id, "title",
+                                  row->title, "whats_new", row->whats_new, "mean_ms", r->mean_ms, "median_ms",
+                                  r->median_ms, "tflops", r->tflops, "peak_mib", r->peak_mib, "max_rel_error",
+                                  r->max_rel_error, "check_passed", r->check_passed));
+    FILE *f = output_open(path, "w");
+    if (json_dumpf(root, f, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(7)) != 0)
+        DIE("json_dumpf failed for %s", path);
+    fputc('\n', f);
+    output_commit(f, path);
+    json_decref(root);
+    printf("wrote %s\n", path);
+}
+
+// Without a GPU: time the CPU reference at the tiny preset, so the command still shows
+// something real on a laptop or in CI, and write that to the --json and --svg files asked for.
+static int run_cpu_only(const Options *o) {
+    printf("No usable CUDA GPU here (%s).\n", gpu_unavailable_reason());
+    printf("Running what can run on the CPU: the reference layer at the tiny preset.\n\n");
+    LayerConfig cfg;
+    layer_config_preset("tiny", &cfg);
+    cfg.dtype = o->layer.dtype;
+    LayerParams params;
+    LayerInputs inputs;
+    LayerResults res;
+    layer_params_alloc(&cfg, &params);
+    layer_params_init_random(&cfg, cfg.seed, &params);
+    layer_inputs_alloc(&cfg, &inputs);
+    layer_inputs_init_random(&cfg, cfg.seed + 1, &inputs);
+    layer_results_alloc(&cfg, &res);
+    enum { ITERS = 5 };
+    double ms[ITERS];
+    for (int i = 0; i < ITERS; i++) {
+        struct timespec t0, t1;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        ref_layer_train_step(&cfg, &params, &inputs, (uint64_t)i, &res);
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        ms[i] = (t1.tv_sec - t0.tv_sec) * 1e3 + (t1.tv_nsec - t0.tv_nsec) * 1e-6;
+    }
+    Row row = {.id = "reference", .title = "CPU reference", .whats_new = "plain C, double accumulation (no GPU here)"};
+    StepReport *r = &row.report;
+    r->min_ms = ms[0];
+    for (int i = 0; i < ITERS; i++) r->mean_ms += ms[i] / ITERS, r->min_ms = fmin(r->min_ms, ms[i]);
+    r->median_ms = ms[ITERS / 2];  // unsorted: close enough for 5 runs of the same work
+    r->tflops = layer_train_flops(&cfg) / (r->mean_ms * 1e-3) / 1e12;
+    r->max_rel_error = -1;
+    r->check_passed = -1;
+    double out_norm = 0;
+    for (int64_t i = 0; i < layer_tokens(&cfg) * cfg.hidden; i++) out_norm += (double)res.out[i] * res.out[i];
+    printf("%-22s %-40s %10s %12s\n", "step", "what", "mean ms", "GFLOP/s");
+    printf("%-22s %-40s %10.2f %12.2f\n", "reference (CPU)", "plain C, double accumulation", r->mean_ms,
+           r->tflops * 1e3);
+    printf("\n(hidden %d, ffn %d, heads %d, seq %d, batch %d; ||out|| = %.4f)\n", cfg.hidden, cfg.ffn,
+           cfg.heads, cfg.seq, cfg.batch, sqrt(out_norm));
+    printf("The GPU steps need an NVIDIA GPU (Hopper for every step): see README.md.\n");
+    char gpu[320];
+    snprintf(gpu, sizeof gpu, "none: %s", gpu_unavailable_reason());
+    if (o->json_path) write_cpu_json(o->json_path, gpu, &cfg, &row);
+    if (flags.svg_path) write_svg(flags.svg_path, gpu, &cfg, &row, 1, 0.0, flags.torch, 0);
+    layer_params_free(&params);
+    layer_inputs_free(&inputs);
+    layer_results_free(&res);
+    return 0;
 }
 
 int main(int argc, char **argv) {
-    CompareFlags flags = {0};
-    argc = take_compare_flags(argc, argv, &flags);
     Options o;
     options_defaults(&o);
-    options_parse(argc, argv, &o, NULL);
-    if (gpu_count() == 0) return run_cpu_only(&o.layer);
-    gpu_require();
+    options_parse(argc, argv, &o, &COMPARE);
+    refuse_step_only_flags(&o);
     const LayerConfig *cfg = &o.layer;
+    // A step the user named that cannot run this configuration is refused now; of all steps
+    // (no --steps), those that cannot are skipped below with the reason.
+    for (int s = 0; s < NUM_STEPS && flags.steps_given; s++) {
+        const StepOps *step = ALL_STEPS[s];
+        const char *why = step_selected(s) && step->unsupported ? step->unsupported(cfg) : NULL;
+        if (why)
+            fail_user("step %s cannot run this configuration (hidden %d / heads %d = head_dim %d): %s", step->id,
+                      cfg->hidden, cfg->heads, layer_head_dim(cfg), why);
+    }
+    if (gpu_count() == 0) return run_cpu_only(&o);
+    gpu_require();
     LayerConfig check_cfg;
     layer_config_preset("small", &check_cfg);
     check_cfg.dtype = cfg->dtype;
@@ -388,22 +510,21 @@ int main(int argc, char **argv) {
         printf("check: the small preset (hidden %d, seq %d) against the CPU reference\n",
                check_cfg.hidden, check_cfg.seq);
     int any_fp8 = 0;
-    for (int s = 0; s < NUM_STEPS; s++) any_fp8 |= step_selected(&flags, ALL_STEPS[s]) && ALL_STEPS[s]->variant.fp8_gemms;
+    for (int s = 0; s < NUM_STEPS; s++) any_fp8 |= step_selected(s) && ALL_STEPS[s]->variant.fp8_gemms;
     const MeasuredRates rates = measure_rates(cfg, any_fp8);
     print_rates(stdout, cfg, &rates);
     double floor_ms = layer_train_flops(cfg) / (rates.gemm_tflops * 1e12) * 1e3;
     printf("all the layer's FLOPs at the %s GEMM rate: %.2f ms\n\n", dtype_name(cfg->dtype), floor_ms);
 
-    // A bad --pytorch file is reported now, not after the steps have run.
-    Baseline torch_rows[8];
-    int ntorch = flags.pytorch_path ? load_baselines(flags.pytorch_path, torch_rows, 8) : 0;
+    const Baseline *torch_rows = flags.torch;  // read with the flags
+    const int ntorch = flags.ntorch;
     Row *rows = xcalloc((size_t)NUM_STEPS, sizeof(Row));
     int n = 0;
     for (int s = 0; s < NUM_STEPS; s++) {
         const StepOps *step = ALL_STEPS[s];
-        if (!step_selected(&flags, step)) continue;
+        if (!step_selected(s)) continue;
         Row *row = &rows[n];
-        row->step = step;
+        *row = (Row){.step = step, .id = step->id, .title = step->title, .whats_new = step->whats_new};
         const char *why = step->unsupported ? step->unsupported(cfg) : NULL;
         if (!why) why = step_gpu_refusal(step);  // FP8 below compute capability 8.9
         if (why) {
@@ -469,10 +590,10 @@ int main(int argc, char **argv) {
     printf("(MFU: model FLOPs per second over the measured GEMM rate of the step's precision; x floor: mean time\n"
            " over the sum of its categories' floors - common/core/breakdown.h)\n");
     if (o.breakdown) print_breakdown_table(rows, n, torch_rows, ntorch);
-    if (flags.json_path) write_json(flags.json_path, cfg, rows, n, &rates, torch_rows, ntorch);
+    if (o.json_path) write_json(o.json_path, cfg, rows, n, &rates, torch_rows, ntorch);
     if (flags.svg_path) {
         if (o.breakdown) write_breakdown_svg(flags.svg_path, cfg, rows, n, torch_rows, ntorch);
-        else write_svg(flags.svg_path, cfg, rows, n, floor_ms, torch_rows, ntorch);
+        else write_svg(flags.svg_path, gpu_description(), cfg, rows, n, floor_ms, torch_rows, ntorch);
     }
     free(rows);
     return failed ? 1 : 0;

@@ -4,28 +4,19 @@
 #include <string.h>
 
 #include "common/core/errors.h"
+#include "common/core/flags.h"
 #include "common/fp8/fp8_format.h"
 
 int fp8_recipe_parse_flag(DelayedScaling *recipe, const char *flag, const char *value) {
+    static const char *const FORMATS[] = {"hybrid", "e4m3"}, *const ALGOS[] = {"max", "most_recent"};
     if (!value) return 0;
-    if (!strcmp(flag, "--fp8-format")) {
-        if (!strcmp(value, "hybrid")) recipe->format = FP8_RECIPE_HYBRID;
-        else if (!strcmp(value, "e4m3")) recipe->format = FP8_RECIPE_E4M3;
-        else fail_user("--fp8-format expects hybrid or e4m3, got '%s'", value);
-    } else if (!strcmp(flag, "--amax-history")) {
-        recipe->history_len = atoi(value);
-        if (recipe->history_len < 1 || recipe->history_len > 1024)
-            fail_user("--amax-history expects 1..1024, got '%s'", value);
-    } else if (!strcmp(flag, "--amax-algo")) {
-        if (!strcmp(value, "max")) recipe->amax_algo = AMAX_ALGO_MAX;
-        else if (!strcmp(value, "most_recent")) recipe->amax_algo = AMAX_ALGO_MOST_RECENT;
-        else fail_user("--amax-algo expects max or most_recent, got '%s'", value);
-    } else if (!strcmp(flag, "--margin")) {
-        recipe->margin = atoi(value);
-        if (recipe->margin < 0 || recipe->margin > 30) fail_user("--margin expects 0..30, got '%s'", value);
-    } else {
-        return 0;
-    }
+    if (!strcmp(flag, "--fp8-format"))
+        recipe->format = parse_choice_flag(flag, value, FORMATS, 2) ? FP8_RECIPE_E4M3 : FP8_RECIPE_HYBRID;
+    else if (!strcmp(flag, "--amax-history")) recipe->history_len = (int)parse_int_flag(flag, value, 1, 1024);
+    else if (!strcmp(flag, "--amax-algo"))
+        recipe->amax_algo = parse_choice_flag(flag, value, ALGOS, 2) ? AMAX_ALGO_MOST_RECENT : AMAX_ALGO_MAX;
+    else if (!strcmp(flag, "--margin")) recipe->margin = (int)parse_int_flag(flag, value, 0, 30);
+    else return 0;
     return 1;
 }
 

@@ -11,7 +11,8 @@ extern "C" {
 #endif
 
 // --fp8-format, --amax-history, --amax-algo, --margin into *recipe: 1 if flag was one of
-// them (bad values are a clear error), 0 if not.
+// them, 0 if not (or if value is NULL: none of them is a switch). Values are parsed strictly
+// (common/core/flags.h): "--margin 2x" or "--amax-history 16abc" is an error, not 2 or 16.
 int fp8_recipe_parse_flag(DelayedScaling *recipe, const char *flag, const char *value);
 #define FP8_RECIPE_FLAGS_HELP                                                             \
     "  --fp8-format hybrid|e4m3   HYBRID: E4M3 forward, E5M2 gradients (default)\n"     \

@@ -15,6 +15,7 @@
 
 #include "common/core/breakdown.h"
 #include "common/core/layer.h"
+#include "reference/reference.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -34,15 +35,27 @@ typedef struct StepOps {
     // Copy out, dx and every parameter gradient of the last train_step to host floats.
     void (*read_results)(void *state, LayerResults *res);
     void (*destroy)(void *state);
-    // Optional: step-specific flags. Return 1 if `flag` (with its `value`) was taken.
+    // Optional: step-specific flags, read by options_parse after the shared ones. Called
+    // with value NULL to ask whether `flag` is a switch of the step (then it is applied, and
+    // 1 returned), and with the value of a "--flag value" or "--flag=value" pair; returns 1
+    // if the flag was taken. Bad values are refused by the step itself (common/core/flags.h).
     int (*parse_flag)(const char *flag, const char *value);
-    const char *flags_help;  // lines appended to --help, or NULL
+    // Lines appended to --help, or NULL. Each flag of the step should appear here as
+    // "--name" at the start of its line: that is how the parser tells a step's flag given
+    // last without its value ("--margin needs a value") from an unknown flag.
+    const char *flags_help;
     // Optional: tolerances differ from the default (FP8). NULL: check_tolerance(dtype).
     double (*tolerance)(const LayerConfig *cfg, int which);
     // Optional: the CPU reference of a step that computes another layer (step 06's parallel
     // layer). NULL: ref_layer_train_step, the serial layer.
     void (*reference)(const LayerConfig *cfg, const LayerParams *params, const LayerInputs *in, uint64_t step,
                       LayerResults *res);
+    // Optional, with `reference`: the same reference with the rounding of `rounding` (its
+    // store hook: every stored activation and gradient rounded to the GPU's dtype), which
+    // --check runs to measure the dtype's rounding noise on the input at hand (see
+    // step_check). NULL with a `reference`: no noise run, the fixed tolerance alone.
+    void (*reference_rounded)(const LayerConfig *cfg, const LayerParams *params, const LayerInputs *in,
+                              uint64_t step, const RefQuantizer *rounding, LayerResults *res);
     // Optional, for training loops whose output gradient depends on the output (the FP8
     // training demo, steps/05_fp8/train_demo.c): train_step's two halves, the output of the
     // last forward (device, cfg->dtype), and new parameter values for the next step.
@@ -59,7 +72,7 @@ typedef struct StepOps {
     int min_cc;
 } StepOps;
 
-// Command line shared by all steps (see `--help`).
+// Command line shared by all steps (see `--help`, and options.c for the rules).
 typedef struct {
     LayerConfig layer;
     int warmup, iters;
@@ -67,11 +80,18 @@ typedef struct {
     int breakdown;           // --breakdown: one more step, timed by category, beside its floors
     int check_config_given;  // --preset or a dimension was given explicitly
     int deterministic;       // --deterministic: becomes layer.deterministic once all flags are read
+    int timing_given;        // --warmup or --iters was given
+    const char *preset;      // the --preset given, or NULL
     const char *weights_path, *input_path, *save_path, *json_path;
 } Options;
 
 void options_defaults(Options *o);
-// Parses argv into o; unknown flags and bad values are errors (message, exit 1).
+// Parses argv into o (see --help): the preset first (--preset NAME wherever it is given, else
+// "small" for --check without sizes, else the layer o holds), then every other flag in the
+// order given, so a flag overrides the preset exactly where it is given. "--flag=value" is
+// "--flag value". Refuses (message, exit 1) unknown flags, bad values (strict, in range),
+// two presets, an invalid configuration (layer_config_problem), and --save/--json paths that
+// cannot be written. --help prints the shared flags and the step's, then exits 0.
 void options_parse(int argc, char **argv, Options *o, const StepOps *step);
 
 // Results of one run, for the table and JSON.

@@ -1,142 +1,41 @@
-// The driver shared by every step: flags, inputs, the speedometer, --check, --save, JSON.
+// The driver shared by every step: inputs, the speedometer, --check, --save, JSON (the flags
+// are options.c's).
 #include <cuda_profiler_api.h>
-#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "common/core/errors.h"
+#include "common/core/philox.h"
 #include "common/core/tolerance.h"
 #include "common/gpu/cuda_check.h"
 #include "common/gpu/gpu.h"
+#include "common/io/output_file.h"
+#include "common/io/weights_io.h"
 #include "common/gpu/gpu_phase.h"
 #include "reference/reference.h"
 #include "steps/driver/breakdown_report.h"
 #include "steps/driver/floors.h"
 #include "steps/driver/step.h"
-#include "common/io/weights_io.h"
 #include "modules/gemm.h"
 
-// ---- flags --------------------------------------------------------------------------------
-void options_defaults(Options *o) {
-    memset(o, 0, sizeof *o);
-    o->layer = layer_config_quickstart();
-    o->warmup = 3;
-    o->iters = 10;
-}
-
-static void print_help(const char *prog, const StepOps *step) {
-    printf("usage: %s [flags]\n", prog);
-    if (step) printf("Step %s: %s\n  %s\n", step->id, step->title, step->whats_new);
-    printf(
-        "\nThe layer (defaults: the quickstart configuration)\n"
-        "  --preset NAME        quickstart (h4096 ffn16384 heads32 s2048 b4), small (--check's), tiny\n"
-        "  --hidden N --ffn N --heads N --seq N --batch N\n"
-        "  --dtype fp16|bf16    storage type on the GPU (default fp16)\n"
-        "  --dropout P          attention and hidden dropout (default 0.1)\n"
-        "  --attn-dropout P --hidden-dropout P\n"
-        "  --causal             causal attention mask\n"
-        "  --seed N             dropout masks and random weights/inputs (default 1234)\n"
-        "  --deterministic      bit-reproducible steps: attention's dQ and the GEMMs sum in a fixed order\n"
-        "Running\n"
-        "  --warmup N --iters N untimed and timed training steps (default 3 and 10)\n"
-        "  --check              compare out, dx and every gradient with the CPU reference\n"
-        "                       (uses the small preset unless a preset or size is given)\n"
-        "  --weights FILE       load the 12 parameters from safetensors (PyTorch names)\n"
-        "  --input FILE         load x and dy from safetensors (else random)\n"
-        "  --save FILE          save out, dx and grad.<name> after one step (safetensors)\n"
-        "  --breakdown          then one more step timed by category (GEMM fprop/dgrad/wgrad,\n"
-        "                       attention, LayerNorm, ...), each beside its floor measured here\n"
-        "  --json FILE          write the results as JSON\n"
-        "  --help\n");
-    if (step && step->flags_help) printf("Flags of this step\n%s", step->flags_help);
-}
-
-static long parse_int(const char *flag, const char *v, long lo, long hi) {
-    char *end;
-    errno = 0;
-    long x = strtol(v, &end, 10);
-    if (errno || *end || end == v || x < lo || x > hi)
-        fail_user("%s expects an integer in [%ld, %ld], got '%s'", flag, lo, hi, v);
-    return x;
-}
-
-static float parse_prob(const char *flag, const char *v) {
-    char *end;
-    float x = strtof(v, &end);
-    if (*end || end == v || !(x >= 0.0f && x < 1.0f))
-        fail_user("%s expects a probability in [0, 1), got '%s'", flag, v);
-    return x;
-}
-
-void options_parse(int argc, char **argv, Options *o, const StepOps *step) {
-    LayerConfig *c = &o->layer;
-    for (int i = 1; i < argc; i++) {
-        const char *f = argv[i];
-        // Flags without a value.
-        if (!strcmp(f, "--help") || !strcmp(f, "-h")) {
-            print_help(argv[0], step);
-            exit(0);
-        }
-        if (!strcmp(f, "--check")) { o->check = 1; continue; }
-        if (!strcmp(f, "--causal")) { c->causal = 1; continue; }
-        if (!strcmp(f, "--breakdown")) { o->breakdown = 1; continue; }
-        if (!strcmp(f, "--deterministic")) { o->deterministic = 1; continue; }
-        if (step && step->parse_flag && step->parse_flag(f, NULL)) continue;
-        // Flags with a value.
-        if (strncmp(f, "--", 2) != 0) fail_user("unexpected argument '%s' (see --help)", f);
-        if (i + 1 >= argc) fail_user("%s needs a value (see --help)", f);
-        const char *v = argv[++i];
-        if (!strcmp(f, "--preset")) {
-            uint64_t seed = c->seed;
-            if (!layer_config_preset(v, c)) fail_user("unknown preset '%s' (quickstart, small, tiny)", v);
-            c->seed = seed;
-            o->check_config_given = 1;
-        } else if (!strcmp(f, "--hidden")) { c->hidden = (int)parse_int(f, v, 1, 1 << 20); o->check_config_given = 1; }
-        else if (!strcmp(f, "--ffn")) { c->ffn = (int)parse_int(f, v, 1, 1 << 22); o->check_config_given = 1; }
-        else if (!strcmp(f, "--heads")) { c->heads = (int)parse_int(f, v, 1, 1 << 12); o->check_config_given = 1; }
-        else if (!strcmp(f, "--seq")) { c->seq = (int)parse_int(f, v, 1, 1 << 20); o->check_config_given = 1; }
-        else if (!strcmp(f, "--batch")) { c->batch = (int)parse_int(f, v, 1, 1 << 16); o->check_config_given = 1; }
-        else if (!strcmp(f, "--dtype")) {
-            if (!strcmp(v, "fp16")) c->dtype = DTYPE_FP16;
-            else if (!strcmp(v, "bf16")) c->dtype = DTYPE_BF16;
-            else fail_user("--dtype expects fp16 or bf16, got '%s'", v);
-        } else if (!strcmp(f, "--dropout")) { c->attn_dropout = c->hidden_dropout = parse_prob(f, v); }
-        else if (!strcmp(f, "--attn-dropout")) { c->attn_dropout = parse_prob(f, v); }
-        else if (!strcmp(f, "--hidden-dropout")) { c->hidden_dropout = parse_prob(f, v); }
-        else if (!strcmp(f, "--seed")) { c->seed = (uint64_t)parse_int(f, v, 0, 0x7fffffffffffffffL); }
-        else if (!strcmp(f, "--warmup")) { o->warmup = (int)parse_int(f, v, 0, 1000000); }
-        else if (!strcmp(f, "--iters")) { o->iters = (int)parse_int(f, v, 1, 1000000); }
-        else if (!strcmp(f, "--weights")) { o->weights_path = v; }
-        else if (!strcmp(f, "--input")) { o->input_path = v; }
-        else if (!strcmp(f, "--save")) { o->save_path = v; }
-        else if (!strcmp(f, "--json")) { o->json_path = v; }
-        else if (step && step->parse_flag && step->parse_flag(f, v)) {}
-        else fail_user("unknown flag '%s' (see --help)", f);
-    }
-    if (o->check && o->breakdown) fail_user("--breakdown times a step and --check checks one: give one of them");
-    if (o->check && !o->check_config_given) {
-        LayerConfig small;
-        layer_config_preset("small", &small);
-        small.dtype = c->dtype;
-        small.attn_dropout = c->attn_dropout;
-        small.hidden_dropout = c->hidden_dropout;
-        small.causal = c->causal;
-        small.seed = c->seed;
-        *c = small;
-    }
-    c->deterministic = o->deterministic;  // after --preset and --check's configuration, which replace *c
-    const char *problem = layer_config_problem(c);
-    if (problem) fail_user("bad configuration: %s", problem);
-}
-
 // ---- running a step ----------------------------------------------------------------------
+// "0.1016 (26/256 for 0.1)": the probability dropout uses, and what was asked when it differs.
+static const char *dropout_words(char buf[64], float p) {
+    if (dropout_used(p) == p) snprintf(buf, 64, "%g", p);
+    else snprintf(buf, 64, "%.4g (%u/256 for %g)", dropout_used(p), dropout_threshold(p), p);
+    return buf;
+}
+
 static void print_config(const LayerConfig *c) {
+    char attn[64], hid[64];
     printf("config: hidden %d, ffn %d, heads %d (head_dim %d), seq %d, batch %d, %s, "
-           "dropout %.2g/%.2g%s%s\n",
+           "dropout %s / %s%s%s\n",
            c->hidden, c->ffn, c->heads, layer_head_dim(c), c->seq, c->batch, dtype_name(c->dtype),
-           c->attn_dropout, c->hidden_dropout, c->causal ? ", causal" : "", c->deterministic ? ", deterministic" : "");
+           dropout_words(attn, c->attn_dropout), dropout_words(hid, c->hidden_dropout), c->causal ? ", causal" : "",
+           c->deterministic ? ", deterministic" : "");
 }
 
 static int compare_doubles(const void *a, const void *b) {
@@ -227,22 +126,37 @@ static void run_once(const StepOps *step, const LayerConfig *cfg, const LayerPar
 
 void step_check(const StepOps *step, const LayerConfig *cfg, const LayerParams *params,
                 const LayerInputs *inputs, FILE *log, StepReport *report) {
-    LayerResults gpu, ref;
+    LayerResults gpu, ref, noisy;
     layer_results_alloc(cfg, &gpu);
     layer_results_alloc(cfg, &ref);
     run_once(step, cfg, params, inputs, &gpu);
     (step->reference ? step->reference : ref_layer_train_step)(cfg, params, inputs, 0, &ref);
-    double tol = step->tolerance ? step->tolerance(cfg, -1) : check_tolerance(cfg->dtype);
-    if (log) fprintf(log, "check against the CPU reference (||gpu - ref|| / ||ref||):\n");
-    report->check_passed = compare_results(cfg, &gpu, &ref, tol, log, &report->max_rel_error);
+    // The noise run: the same reference, every stored tensor rounded to the dtype (see
+    // CHECK_NOISE_FACTOR in common/core/tolerance.h).
+    const RefQuantizer rounding = ref_rounding_to_dtype(&cfg->dtype);
+    int have_noise = 1;
+    layer_results_alloc(cfg, &noisy);
+    if (!step->reference) ref_layer_train_step_quantized(cfg, params, inputs, 0, &rounding, &noisy);
+    else if (step->reference_rounded) step->reference_rounded(cfg, params, inputs, 0, &rounding, &noisy);
+    else have_noise = 0;
+    const double floor = step->tolerance ? step->tolerance(cfg, -1) : check_tolerance(cfg->dtype);
+    if (log) {
+        fprintf(log, "check against the CPU reference (||gpu - ref|| / ||ref||)");
+        if (have_noise)
+            fprintf(log, "; tolerance max(%.1e, %g x noise), noise = the same error of the CPU reference run "
+                    "with every stored tensor rounded to %s", floor, CHECK_NOISE_FACTOR, dtype_name(cfg->dtype));
+        fprintf(log, ":\n");
+    }
+    report->check_passed =
+        compare_results_with_noise(cfg, &gpu, &ref, have_noise ? &noisy : NULL, floor, log, &report->max_rel_error);
     layer_results_free(&gpu);
     layer_results_free(&ref);
+    layer_results_free(&noisy);
 }
 
 static void write_json(const char *path, const StepOps *step, const LayerConfig *c,
                        const StepReport *r, const MeasuredRates *rates) {
-    FILE *f = fopen(path, "w");
-    if (!f) fail_user("cannot write %s: %s", path, strerror(errno));
+    FILE *f = output_open(path, "w");
     fprintf(f,
             "{\"step\": \"%s\", \"title\": \"%s\", \"gpu\": \"%s\", \"hidden\": %d, \"ffn\": %d, "
             "\"heads\": %d, \"seq\": %d, \"batch\": %d, \"dtype\": \"%s\", \"mean_ms\": %.4f, "
@@ -258,7 +172,50 @@ static void write_json(const char *path, const StepOps *step, const LayerConfig 
         fprint_json(f, step_breakdown_json(step, c, rates, r));
     }
     fprintf(f, "}\n");
-    fclose(f);
+    output_commit(f, path);
+}
+
+static double gib(double bytes) { return bytes / (1024.0 * 1024.0 * 1024.0); }
+
+// Host memory: what the run needs at least, against what this machine has.
+static void require_host_memory(const LayerConfig *c, int check) {
+    const double need = layer_host_bytes(c, check);
+    const double have = (double)sysconf(_SC_PHYS_PAGES) * (double)sysconf(_SC_PAGE_SIZE);
+    if (have > 0 && need > have)
+        fail_user("this configuration (hidden %d, ffn %d, heads %d, seq %d, batch %d%s) needs at least %.1f GiB "
+                  "of host memory for its weights, inputs and results%s; this machine has %.1f GiB",
+                  c->hidden, c->ffn, c->heads, c->seq, c->batch, check ? ", --check" : "", gib(need),
+                  check ? " and the CPU reference's activations" : "", gib(have));
+}
+
+// Device memory, at least: the parameters and their gradients, the inputs, and the
+// activations every step keeps for the backward (LN1's output, qkv, ctx, y, LN2's output, the
+// FC1 output, out: 9 t h + t f values), all 16-bit. A lower bound: the refusal is never wrong.
+static void require_device_memory(const LayerConfig *c) {
+    double params = 0;
+    for (int i = 0; i < NUM_PARAMS; i++) params += (double)param_numel(c, i);
+    const double t = (double)layer_tokens(c);
+    const double need = 2.0 * (2.0 * params + 2.0 * t * c->hidden + t * (9.0 * c->hidden + c->ffn));
+    size_t free_bytes = 0, total_bytes = 0;
+    CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
+    if (need > (double)free_bytes)
+        fail_user("this configuration (hidden %d, ffn %d, heads %d, seq %d, batch %d) needs at least %.1f GiB of "
+                  "device memory for its weights, gradients and activations; the GPU has %.1f GiB free (of %.1f)",
+                  c->hidden, c->ffn, c->heads, c->seq, c->batch, gib(need), gib((double)free_bytes),
+                  gib((double)total_bytes));
+}
+
+// Refuses what the driver's run cannot mean, and what the step cannot run, before any work.
+static void require_runnable(const StepOps *step, const Options *o) {
+    const LayerConfig *cfg = &o->layer;
+    if (o->check && o->timing_given)
+        fail_user("--check runs one step against the CPU reference and times nothing, so --warmup and --iters "
+                  "would be ignored: drop them, or time without --check");
+    const char *why = step->unsupported ? step->unsupported(cfg) : NULL;
+    if (why)
+        fail_user("step %s cannot run this configuration (hidden %d / heads %d = head_dim %d, ffn %d, seq %d, "
+                  "batch %d): %s", step->id, cfg->hidden, cfg->heads, layer_head_dim(cfg), cfg->ffn, cfg->seq,
+                  cfg->batch, why);
 }
 
 const char *step_gpu_refusal(const StepOps *step) {
@@ -273,10 +230,8 @@ int step_main(int argc, char **argv, const StepOps *step) {
     options_defaults(&o);
     options_parse(argc, argv, &o, step);
     const LayerConfig *cfg = &o.layer;
-    if (step->unsupported) {
-        const char *why = step->unsupported(cfg);
-        if (why) fail_user("step %s cannot run this configuration: %s", step->id, why);
-    }
+    require_runnable(step, &o);
+    require_host_memory(cfg, o.check);
     LayerParams params;
     layer_params_alloc(cfg, &params);
     if (o.weights_path) load_layer_params(o.weights_path, cfg, &params);
@@ -292,6 +247,7 @@ int step_main(int argc, char **argv, const StepOps *step) {
     gpu_require();
     const char *refusal = step_gpu_refusal(step);
     if (refusal) fail_user("%s", refusal);
+    require_device_memory(cfg);
     printf("step %s: %s\nGPU: %s\nGPU code: %s\n", step->id, step->title, gpu_description(),
            gpu_code_description());
     print_config(cfg);

@@ -7,12 +7,13 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "common/io/safetensors.h"
 #include "common/io/weights_io.h"
 #include "tests/test_util.h"
 
 typedef struct {
     int exit_code;   // -1: killed by a signal
-    char output[8192];
+    char output[32768];
 } RunResult;
 
 // Runs argv (NULL-terminated), capturing stdout and stderr together; with GPU_SIMULATE_CC set
@@ -61,6 +62,12 @@ static char COMPARE[4096] = "steps/compare/compare";
 static char STEP01[4096] = "steps/01_naive/step01_naive";
 static char STEP05[4096] = "steps/05_fp8/step05_fp8";
 static char STEP06[4096] = "steps/06_parallel_layers/step06_parallel_layers";
+static char STEP02[4096] = "steps/02_te_modules/step02_te_modules";
+static char DEMO[4096] = "steps/05_fp8/step05_train_demo";
+static char ATTN_BENCH[4096] = "kernels/attention/attention_bench";
+static char LN_BENCH[4096] = "kernels/layernorm/layernorm_bench";
+static char GEMM_BENCH[4096] = "modules/gemm_bench";
+static char FP8_BENCH[4096] = "modules/fp8_bench";
 
 static void locate(char *path, size_t size, const char *argv0, const char *name) {
     if (access(path, X_OK) == 0) return;
@@ -94,7 +101,7 @@ static void test_hidden_not_divisible_by_heads(void **state) {
 static void test_bad_values(void **state) {
     (void)state;
     expect((char *const[]){COMPARE, "--dtype", "fp64", NULL}, 1, "--dtype expects fp16 or bf16");
-    expect((char *const[]){COMPARE, "--dropout", "1.5", NULL}, 1, "probability in [0, 1)");
+    expect((char *const[]){COMPARE, "--dropout", "1.5", NULL}, 1, "--dropout expects a probability in [0, 1)");
     expect((char *const[]){COMPARE, "--seq", "-4", NULL}, 1, "--seq expects an integer");
     expect((char *const[]){COMPARE, "--seq", NULL}, 1, "--seq needs a value");
     expect((char *const[]){COMPARE, "--preset", "huge", NULL}, 1, "unknown preset 'huge'");
@@ -135,14 +142,16 @@ static void test_weights_of_another_shape(void **state) {
 static void test_step_flags(void **state) {
     (void)state;
     expect((char *const[]){STEP05, "--fp8-format", "e5m2", NULL}, 1, "--fp8-format expects hybrid or e4m3");
-    expect((char *const[]){STEP05, "--amax-history", "0", NULL}, 1, "--amax-history expects 1..1024");
+    expect((char *const[]){STEP05, "--amax-history", "0", NULL}, 1, "--amax-history expects an integer in [1, 1024]");
     expect((char *const[]){STEP05, "--amax-algo", "mean", NULL}, 1, "--amax-algo expects max or most_recent");
     expect((char *const[]){STEP05, "--help", NULL}, 0, "--margin N");
     expect((char *const[]){STEP06, "--help", NULL}, 0, "--unfused");
     expect((char *const[]){STEP06, "--help", NULL}, 0, "--deterministic");
     // A head size the flash-attention kernels do not have is refused before any GPU work.
     expect((char *const[]){STEP06, "--hidden", "96", "--heads", "1", "--ffn", "64", NULL}, 1,
-           "support head_dim 64 and 128");
+           "support head_dim 64 and 128, not 96");
+    expect((char *const[]){STEP06, "--hidden", "96", "--heads", "1", "--ffn", "64", NULL}, 1,
+           "hidden 96 / heads 1 = head_dim 96");
 }
 
 static void test_no_gpu(void **state) {
@@ -152,6 +161,147 @@ static void test_no_gpu(void **state) {
         skip();
     }
     expect((char *const[]){STEP01, "--preset", "tiny", NULL}, 1, "needs a CUDA GPU");
+}
+
+
+// ---- issue 18's examples, one kind each ------------------------------------------------------
+
+// What a run that passed the flags says next: without a GPU it stops there; with one it runs.
+static void expect_accepted(char *const argv[]) {
+    if (test_have_gpu()) expect(argv, 0, "");
+    else expect(argv, 1, "needs a CUDA GPU");
+}
+
+// 1. The preset applies first, wherever it stands.
+static void test_preset_position(void **state) {
+    (void)state;
+    // --hidden 12 --heads 3 used to be undone by the later preset, and the run went ahead.
+    expect((char *const[]){STEP01, "--hidden", "12", "--heads", "3", "--preset", "tiny", NULL}, 1,
+           "hidden (12) and ffn (512) must be multiples of 8");
+    // compare --dtype bf16 --preset small (its own --help's form) used to run fp16.
+    if (test_have_gpu()) return;  // the check below is the CPU-only run's JSON
+    const char *json = tmp_file("preset.json");
+    expect((char *const[]){COMPARE, "--dtype", "bf16", "--preset", "small", "--json", (char *)json, NULL}, 0,
+           "wrote");
+    FILE *f = fopen(json, "r");
+    char text[4096] = "";
+    assert_non_null(f);
+    text[fread(text, 1, sizeof text - 1, f)] = 0;
+    fclose(f);
+    if (!strstr(text, "\"dtype\": \"bf16\"")) fail_msg("compare's JSON is not bf16:\n%s", text);
+}
+
+// 2. Numbers parsed strictly, with ranges, in every binary.
+static void test_strict_numbers(void **state) {
+    (void)state;
+    expect((char *const[]){STEP05, "--amax-history", "16abc", NULL}, 1, "--amax-history expects an integer in [1, 1024], got '16abc'");
+    expect((char *const[]){STEP05, "--amax-history", "4294967312", NULL}, 1, "got '4294967312'");
+    expect((char *const[]){STEP05, "--margin", "1.5", NULL}, 1, "--margin expects an integer in [0, 30], got '1.5'");
+    expect((char *const[]){STEP05, "--margin", "30x", NULL}, 1, "got '30x'");
+    expect((char *const[]){STEP06, "--fp8", "--margin", "2x", NULL}, 1, "--margin expects an integer in [0, 30], got '2x'");
+    expect((char *const[]){DEMO, "--steps", "10abc", NULL}, 1, "--steps expects an integer in [1, 100000], got '10abc'");
+    expect((char *const[]){DEMO, "--steps", "4294967297", NULL}, 1, "got '4294967297'");
+    expect((char *const[]){DEMO, "--lr", "1.5xyz", NULL}, 1, "--lr expects a number in (0, 100), got '1.5xyz'");
+    expect((char *const[]){ATTN_BENCH, "--seq", "2048x", NULL}, 1, "--seq expects an integer");
+    expect((char *const[]){LN_BENCH, "--cols", "20480", NULL}, 1, "--cols expects an integer in [8, 16384]");
+    expect((char *const[]){LN_BENCH, "--cols", "100", NULL}, 1, "multiple of 8");
+    expect((char *const[]){GEMM_BENCH, "8192", NULL}, 1, "unexpected argument '8192'");
+    expect((char *const[]){FP8_BENCH, "--iters", "3", NULL}, 1, "unknown flag '--iters'");
+    expect((char *const[]){GEMM_BENCH, "--help", NULL}, 0, "usage: gemm_bench");
+    expect((char *const[]){ATTN_BENCH, "--help", NULL}, 0, "usage: attention_bench");
+}
+
+// 3. Values beyond the dtype in --input / --weights files are refused, named and placed.
+static void test_values_beyond_dtype(void **state) {
+    (void)state;
+    LayerConfig c;
+    layer_config_preset("tiny", &c);
+    LayerInputs in;
+    layer_inputs_alloc(&c, &in);
+    layer_inputs_init_random(&c, 1, &in);
+    in.x[1 * c.hidden + 17] = 66246.0f;  // token 1 = (seq 0, batch 1), element 17
+    const int64_t shape[3] = {c.seq, c.batch, c.hidden};
+    StWriteEntry e[2] = {{.name = "x", .ndim = 3, .data = in.x}, {.name = "dy", .ndim = 3, .data = in.dy}};
+    memcpy(e[0].shape, shape, sizeof shape);
+    memcpy(e[1].shape, shape, sizeof shape);
+    st_write(tmp_file("big_x.safetensors"), e, 2);
+    expect((char *const[]){STEP01, "--preset", "tiny", "--input", (char *)tmp_file("big_x.safetensors"), NULL}, 1,
+           "tensor 'x' holds 66246 at index [0, 1, 17] (element 145 of 4096), outside fp16's range [-65504, 65504]");
+    // bf16 holds it: the same file runs.
+    expect_accepted((char *const[]){STEP01, "--preset", "tiny", "--dtype", "bf16", "--iters", "1", "--input",
+                                    (char *)tmp_file("big_x.safetensors"), NULL});
+    layer_inputs_free(&in);
+
+    LayerParams p;
+    layer_params_alloc(&c, &p);
+    layer_params_init_random(&c, 1, &p);
+    p.tensor[P_FC1_WEIGHT][5] = -70000.0f;
+    save_layer_params(tmp_file("big_w.safetensors"), &c, &p);
+    expect((char *const[]){STEP01, "--preset", "tiny", "--weights", (char *)tmp_file("big_w.safetensors"), NULL}, 1,
+           "tensor 'mlp.linear1.weight' holds -70000 at index [0, 5]");
+    layer_params_free(&p);
+}
+
+// 4. Words that say what is wrong.
+static void test_clear_words(void **state) {
+    (void)state;
+    expect((char *const[]){STEP01, "--preset", "tiny", "--bogus", NULL}, 1, "unknown flag '--bogus'");
+    expect_accepted((char *const[]){STEP01, "--preset=tiny", "--iters=1", "--warmup=0", NULL});
+    expect((char *const[]){STEP06, "--fp8", "--unfused", NULL}, 1, "--fp8 and --unfused cannot be combined");
+    expect((char *const[]){STEP06, "--margin", "2", NULL}, 1, "--margin sets the FP8 recipe, which only --fp8 uses");
+    expect((char *const[]){STEP01, "--dropout", "0.001", NULL}, 1, "nearest, 0/256 = 0");
+    expect((char *const[]){STEP01, "--dropout", "0.999", NULL}, 1, "255/256 = 0.9961");
+    expect((char *const[]){STEP01, "--check", "--iters", "5", NULL}, 1, "--check runs one step");
+    expect((char *const[]){STEP01, "--seq", "1048576", "--batch", "65536", NULL}, 1, "68719476736 tokens");
+    // More host memory than any machine has: said with the figure, before any allocation.
+    expect((char *const[]){STEP01, "--preset", "tiny", "--hidden", "1048576", "--heads", "4096", "--ffn", "8", NULL},
+           1, "GiB of host memory");
+    // The LayerNorm kernels' width, at configuration time: before the weights are even read.
+    expect((char *const[]){STEP02, "--hidden", "20480", "--heads", "160", "--weights", "/nonexistent/w.safetensors",
+                           NULL}, 1, "at most 16384 (hidden is 20480)");
+}
+
+// 5. Output folders checked before any work.
+static void test_outputs_checked_first(void **state) {
+    (void)state;
+    expect((char *const[]){STEP01, "--preset", "tiny", "--save", "/nonexistent/dir/r.safetensors", NULL}, 1,
+           "--save /nonexistent/dir/r.safetensors: cannot write there");
+    expect((char *const[]){STEP01, "--preset", "tiny", "--json", "/nonexistent/dir/r.json", NULL}, 1,
+           "--json /nonexistent/dir/r.json: cannot write there");
+    expect((char *const[]){STEP05, "--preset", "tiny", "--fp8-log", "/nonexistent/dir/f.csv", NULL}, 1,
+           "--fp8-log /nonexistent/dir/f.csv: cannot write there");
+    expect((char *const[]){COMPARE, "--svg", "/nonexistent/dir/c.svg", NULL}, 1, "--svg /nonexistent/dir/c.svg: cannot write there");
+}
+
+// 6. compare without a GPU writes what it says; compare refuses what it cannot do.
+static void test_compare(void **state) {
+    (void)state;
+    expect((char *const[]){COMPARE, "--steps", "99", NULL}, 1, "there is no step '99'");
+    expect((char *const[]){COMPARE, "--pytorch", "/nonexistent", NULL}, 1, "--pytorch /nonexistent");
+    expect((char *const[]){COMPARE, "--json", "/nonexistent/dir/c.json", NULL}, 1, "cannot write there");
+    expect((char *const[]){COMPARE, "--check", NULL}, 1, "drop --check");
+    expect((char *const[]){COMPARE, "--weights", "w.safetensors", NULL}, 1, "--weights would be ignored");
+    expect((char *const[]){COMPARE, "--steps", "04", "--hidden", "96", "--heads", "1", "--ffn", "64", NULL}, 1,
+           "step 04_transformer_layer cannot run this configuration");
+    if (test_have_gpu()) {
+        print_message("[ SKIP     ] the CPU-only comparison: there is a GPU here\n");
+        return;
+    }
+    const char *json = tmp_file("c.json"), *svg = tmp_file("c.svg");
+    expect((char *const[]){COMPARE, "--json", (char *)json, "--svg", (char *)svg, NULL}, 0, "No usable CUDA GPU here");
+    FILE *f = fopen(json, "r");
+    assert_non_null(f);
+    char text[4096] = "";
+    text[fread(text, 1, sizeof text - 1, f)] = 0;
+    fclose(f);
+    if (!strstr(text, "\"step\": \"reference\"") || !strstr(text, "\"mean_ms\"") || !strstr(text, "\"gpu\": \"none"))
+        fail_msg("compare's JSON without a GPU lacks the reference row:\n%s", text);
+    f = fopen(svg, "r");
+    assert_non_null(f);
+    text[fread(text, 1, sizeof text - 1, f)] = 0;
+    fclose(f);
+    if (!strstr(text, "<svg") || !strstr(text, "reference CPU reference") || !strstr(text, "</svg>"))
+        fail_msg("compare's SVG without a GPU lacks the reference bar:\n%s", text);
 }
 
 // The wrong GPU, simulated on the GPU at hand (GPU_SIMULATE_CC, common/gpu/gpu.h): one
@@ -178,6 +328,12 @@ int main(int argc, char **argv) {
     locate(STEP01, sizeof STEP01, argv[0], "step01_naive");
     locate(STEP05, sizeof STEP05, argv[0], "step05_fp8");
     locate(STEP06, sizeof STEP06, argv[0], "step06_parallel_layers");
+    locate(STEP02, sizeof STEP02, argv[0], "step02_te_modules");
+    locate(DEMO, sizeof DEMO, argv[0], "step05_train_demo");
+    locate(ATTN_BENCH, sizeof ATTN_BENCH, argv[0], "attention_bench");
+    locate(LN_BENCH, sizeof LN_BENCH, argv[0], "layernorm_bench");
+    locate(GEMM_BENCH, sizeof GEMM_BENCH, argv[0], "gemm_bench");
+    locate(FP8_BENCH, sizeof FP8_BENCH, argv[0], "fp8_bench");
     const char *t = getenv("TEST_TMPDIR");
     snprintf(tmpdir, sizeof tmpdir, "%s/cli_XXXXXX", t ? t : "/tmp");
     if (!mkdtemp(tmpdir)) return 1;
@@ -190,6 +346,12 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_unknown_flag),
         cmocka_unit_test(test_hidden_not_divisible_by_heads),
         cmocka_unit_test(test_bad_values),
+        cmocka_unit_test(test_preset_position),
+        cmocka_unit_test(test_strict_numbers),
+        cmocka_unit_test(test_values_beyond_dtype),
+        cmocka_unit_test(test_clear_words),
+        cmocka_unit_test(test_outputs_checked_first),
+        cmocka_unit_test(test_compare),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

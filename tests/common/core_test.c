@@ -159,6 +159,56 @@ static void test_config_problems(void **state) {
     assert_null(layer_config_problem(&c));
 }
 
+// Dropout runs at round(256 p) / 256: a probability that this moves by more than 5% (drop or
+// keep probability) is refused, and the message offers the multiples of 1/256 around it.
+static void test_dropout_representable(void **state) {
+    (void)state;
+    assert_true(dropout_used(0.1f) == 26.0 / 256.0);
+    assert_true(dropout_used(0.5f) == 0.5);
+    assert_null(dropout_problem(0.0f));
+    assert_null(dropout_problem(0.1f));    // 1.6% more drops
+    assert_null(dropout_problem(0.2f));
+    assert_null(dropout_problem(3.0f / 256.0f));
+    assert_non_null(dropout_problem(0.001f));  // would be 0: no dropout at all
+    assert_non_null(dropout_problem(0.999f));  // would keep 3.9x as many
+    assert_non_null(dropout_problem(0.01f));   // 3/256: 17% more drops
+    assert_non_null(dropout_problem(1.0f));
+    assert_non_null(dropout_problem(-0.1f));
+    assert_non_null(strstr(dropout_problem(0.001f), "the smallest is 1/256"));
+    assert_non_null(strstr(dropout_problem(0.01f), "e.g. 2/256 = 0.0078125 or 3/256 = 0.011719"));
+    LayerConfig c;
+    layer_config_preset("tiny", &c);
+    c.hidden_dropout = 0.001f;
+    assert_non_null(strstr(layer_config_problem(&c), "dropout: probability 0.001 cannot be used"));
+}
+
+// The first value a dtype cannot hold (rounds to an infinity, or is not finite).
+static void test_values_outside_dtype(void **state) {
+    (void)state;
+    float x[6] = {1.0f, -65504.0f, 65519.0f, 65520.0f, 1e6f, 2.0f};
+    assert_int_equal(first_value_outside_dtype(x, 3, DTYPE_FP16), -1);
+    assert_int_equal(first_value_outside_dtype(x, 6, DTYPE_FP16), 3);  // 65520 rounds to inf
+    assert_int_equal(first_value_outside_dtype(x, 6, DTYPE_BF16), -1);
+    x[5] = NAN;
+    assert_int_equal(first_value_outside_dtype(x, 6, DTYPE_BF16), 5);
+    float big = 3.4e38f;
+    assert_int_equal(first_value_outside_dtype(&big, 1, DTYPE_BF16), 0);
+    assert_true(dtype_max(DTYPE_FP16) == 65504.0);
+}
+
+// seq * batch above 2^31 - 1 is refused with the product; the host-memory estimate grows.
+static void test_size_limits(void **state) {
+    (void)state;
+    LayerConfig c;
+    layer_config_preset("tiny", &c);
+    c.seq = 1 << 20, c.batch = 1 << 16;
+    assert_non_null(strstr(layer_config_problem(&c), "68719476736 tokens"));
+    c.seq = 16, c.batch = 2;
+    const double tiny = layer_host_bytes(&c, 0);
+    assert_true(tiny > 4.0 * 3 * 128 * 128);  // at least the QKV weight, in float
+    assert_true(layer_host_bytes(&c, 1) > tiny);
+}
+
 static void test_param_shapes(void **state) {
     (void)state;
     LayerConfig c = layer_config_quickstart();
@@ -184,6 +234,8 @@ int main(void) {
         cmocka_unit_test(test_attention_dropout_lane_masks),
         cmocka_unit_test(test_fp16_round_trip),      cmocka_unit_test(test_bf16_rounding),
         cmocka_unit_test(test_config_problems),      cmocka_unit_test(test_param_shapes),
+        cmocka_unit_test(test_dropout_representable), cmocka_unit_test(test_values_outside_dtype),
+        cmocka_unit_test(test_size_limits),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -5,6 +5,7 @@
 // file ends the program through fail_user, exit status 1), and the test checks the exit
 // status and that the message names the file and the problem.
 #include <fcntl.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -307,11 +308,69 @@ static void test_header_length_too_large(void **state) {
     write_raw(path, AUTO_LEN, "", NULL, 0);
     assert_int_equal(truncate(path, 5), 0);
     expect_failure(run_open, path, path, "fewer than the 8", NULL);
-    // Longer than the format allows, in a (sparse) file large enough to hold it.
+    // Longer than the format allows, in a (sparse) file large enough to hold it: the
+    // format's reference reader (safetensors' MAX_HEADER_SIZE) refuses more than 100,000,000
+    // bytes - decimal, not 100 MiB (104,857,600), which we used to allow.
+    write_raw(path, 100000001ull, "{}", NULL, 0);
+    assert_int_equal(truncate(path, 100000001ll + 8 + 16), 0);
+    expect_failure(run_open, path, path, "100000001 bytes", "over the 100000000 bytes",
+                   "format's reference reader", NULL);
     write_raw(path, 200ull << 20, "{}", NULL, 0);
     assert_int_equal(truncate(path, 300ll << 20), 0);
-    expect_failure(run_open, path, path, "limit", NULL);
+    expect_failure(run_open, path, path, "over the 100000000 bytes", NULL);
     remove(path);
+}
+
+// A value the layer's dtype cannot hold: named, placed, and the dtype's range given.
+static void run_load_inputs_fp16(const char *path) { run_load_inputs(path); }
+
+static void run_load_params_bf16(const char *path) {
+    LayerConfig c = tiny_config();
+    c.dtype = DTYPE_BF16;
+    LayerParams p;
+    layer_params_alloc(&c, &p);
+    load_layer_params(path, &c, &p);
+}
+
+static void test_values_beyond_dtype(void **state) {
+    (void)state;
+    LayerConfig c = tiny_config();
+    const int64_t n = layer_tokens(&c) * c.hidden;
+    float *x = calloc((size_t)n, sizeof(float)), *dy = calloc((size_t)n, sizeof(float));
+    StWriteEntry e[2] = {
+        {.name = "x", .ndim = 3, .shape = {c.seq, c.batch, c.hidden}, .data = x},
+        {.name = "dy", .ndim = 3, .shape = {c.seq, c.batch, c.hidden}, .data = dy},
+    };
+    const char *path = tmp_path("beyond.safetensors");
+    // 65519.99 still rounds to fp16's largest, 65504: it fits.
+    x[3] = 65519.0f, dy[7] = -65504.0f;
+    st_write(path, e, 2);
+    run_load_inputs(path);
+    // 66246 rounds to inf at fp16.
+    x[3] = 0.0f, dy[2 * c.hidden + 5] = 66246.0f;
+    st_write(path, e, 2);
+    expect_failure(run_load_inputs_fp16, path, path, "tensor 'dy' holds 66246 at index [1, 0, 5]",
+                   "outside fp16's range [-65504, 65504]", "would become an infinity", "--dtype bf16", NULL);
+    dy[2 * c.hidden + 5] = 0.0f, x[9] = -70000.0f;
+    st_write(path, e, 2);
+    expect_failure(run_load_inputs_fp16, path, path, "tensor 'x' holds -70000 at index [0, 0, 9] (element 9", NULL);
+    x[9] = NAN;
+    st_write(path, e, 2);
+    expect_failure(run_load_inputs_fp16, path, path, "tensor 'x' holds nan at index [0, 0, 9]", "not a finite number",
+                   NULL);
+    free(x);
+    free(dy);
+    // bf16 holds 1e38 but not 3.4e38 (float's largest).
+    LayerParams p;
+    layer_params_alloc(&c, &p);
+    p.tensor[P_QKV_BIAS][1] = 1e38f;
+    save_layer_params(path, &c, &p);
+    run_load_params_bf16(path);
+    p.tensor[P_QKV_BIAS][1] = 3.4e38f;
+    save_layer_params(path, &c, &p);
+    expect_failure(run_load_params_bf16, path, "tensor 'qkv_projection.bias' holds 3.39999995e+38 at index [1]",
+                   "bf16's range", NULL);
+    layer_params_free(&p);
 }
 
 static void test_truncated_data(void **state) {
@@ -441,6 +500,7 @@ int main(void) {
         cmocka_unit_test(test_not_json),
         cmocka_unit_test(test_header_length_too_large),
         cmocka_unit_test(test_truncated_data),
+        cmocka_unit_test(test_values_beyond_dtype),
         cmocka_unit_test(test_wrong_shape),
         cmocka_unit_test(test_unknown_dtype),
         cmocka_unit_test(test_missing_tensor),

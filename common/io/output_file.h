@@ -1,0 +1,32 @@
+// Output files (--save, --json, --svg, --fp8-log): checked before any work, written whole.
+//
+// A run that is told to write a file should say at once if it cannot, not after minutes of
+// GPU work: output_check_writable() is called while the flags are read. And a file should
+// appear complete or not at all: output_open() writes "<path>.tmp" beside it, and
+// output_commit() renames that over `path` (rename is atomic within a folder), so an
+// interrupted or failed run never leaves a half-written file under the real name.
+#ifndef COMMON_IO_OUTPUT_FILE_H
+#define COMMON_IO_OUTPUT_FILE_H
+
+#include <stdio.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+// Refuses (fail_user, naming `flag`) a path that cannot be written: its folder is missing or
+// not writable, or the path is a folder. It creates and removes "<path>.tmp" to find out,
+// the file output_open() will write.
+void output_check_writable(const char *flag, const char *path);
+
+// Opens "<path>.tmp" for writing ("w" or "wb"); fails (fail_user) if it cannot.
+FILE *output_open(const char *path, const char *mode);
+// Closes f and renames "<path>.tmp" to path; on any write error removes the .tmp file and
+// fails (fail_user) with the system's reason.
+void output_commit(FILE *f, const char *path);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif  // COMMON_IO_OUTPUT_FILE_H
