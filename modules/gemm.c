@@ -22,7 +22,11 @@ typedef struct {
     cublasLtMatmulAlgo_t algo;
 } Plan;
 
-enum { MAX_PLANS = 128 };
+// One plan per GEMM shape, epilogue and mode seen by this process. A step needs a dozen; a test
+// program that runs every step at several sizes, with and without --deterministic (whose plans
+// are kept apart), needed more than 128 on the H200 (modules_test, 2026-11-29). Plans are
+// handed out by address, so the table does not move: a fixed size, generous.
+enum { MAX_PLANS = 1024 };
 static Plan plans[MAX_PLANS];
 static int num_plans;
 static long cache_hits;
