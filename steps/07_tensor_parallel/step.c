@@ -20,9 +20,11 @@
 #include <unistd.h>
 
 #include "common/core/errors.h"
+#include "common/core/flags.h"
 #include "common/core/tolerance.h"
 #include "common/gpu/cuda_check.h"
 #include "common/gpu/gpu.h"
+#include "common/io/output_file.h"
 #include "common/io/weights_io.h"
 #include "kernels/attention/attention.h"
 #include "reference/tp_layer_reference.h"
@@ -46,14 +48,6 @@ static struct {
     TpVariant variant;  // --parallel, --sequence-parallel
 } flags = {0, 0, 120.0, 1, 0, TP_LN_SHARD_LOCAL, {TP_LAYER_SERIAL, 0, 0}};
 
-static int flag_int(const char *flag, const char *v, int lo, int hi) {
-    char *end;
-    errno = 0;
-    long x = strtol(v, &end, 10);
-    if (errno || *end || end == v || x < lo || x > hi) fail_user("%s needs an integer in %d..%d (got '%s')", flag, lo, hi, v);
-    return (int)x;
-}
-
 static int parse_flag(const char *f, const char *v) {
     if (!v) {  // flags without a value
         if (!strcmp(f, "--no-sweep")) return flags.sweep = 0, 1;
@@ -61,13 +55,12 @@ static int parse_flag(const char *f, const char *v) {
         if (!strcmp(f, "--sequence-parallel")) return flags.variant.sequence_parallel = 1, 1;
         return 0;
     }
-    if (!strcmp(f, "--tp")) return flags.tp = flag_int(f, v, 1, TP_MAX_RANKS), 1;
-    if (!strcmp(f, "--port")) return flags.port = flag_int(f, v, 1024, 65535), 1;
-    if (!strcmp(f, "--timeout")) return flags.timeout_s = flag_int(f, v, 1, 86400), 1;
+    if (!strcmp(f, "--tp")) return flags.tp = (int)parse_int_flag(f, v, 1, TP_MAX_RANKS), 1;
+    if (!strcmp(f, "--port")) return flags.port = (int)parse_int_flag(f, v, 1024, 65535), 1;
+    if (!strcmp(f, "--timeout")) return flags.timeout_s = (double)parse_int_flag(f, v, 1, 86400), 1;
     if (!strcmp(f, "--block")) {
-        if (!strcmp(v, "local")) flags.ln_mode = TP_LN_SHARD_LOCAL;
-        else if (!strcmp(v, "exact")) flags.ln_mode = TP_LN_EXACT;
-        else fail_user("--block must be local or exact (got '%s')", v);
+        static const char *const modes[] = {"local", "exact"};
+        flags.ln_mode = parse_choice_flag(f, v, modes, 2) == 1 ? TP_LN_EXACT : TP_LN_SHARD_LOCAL;
         return flags.block = 1, 1;
     }
     return 0;
@@ -176,8 +169,7 @@ static void gather_results(const LayerConfig *c, TpComm *comm, const TpLayer *l,
 
 static void write_json(const char *path, const Options *o, int tp, const RankTimes *t, double max_err, int passed) {
     const LayerConfig *c = &o->layer;
-    FILE *f = fopen(path, "w");
-    if (!f) fail_user("cannot write %s: %s", path, strerror(errno));
+    FILE *f = output_open(path, "w");  // beside, then renamed: never a half-written file
     fprintf(f,
             "{\"step\": \"%s\", \"title\": \"%s\", \"gpu\": \"%s\", \"hidden\": %d, \"ffn\": %d, \"heads\": %d, "
             "\"seq\": %d, \"batch\": %d, \"dtype\": \"%s\", \"tp\": %d, \"variant\": \"%s\", \"mean_ms\": %.4f, "
@@ -189,7 +181,7 @@ static void write_json(const char *path, const Options *o, int tp, const RankTim
                         : tp_variant_name(&flags.variant),
             t->ms, t->collective_ms, t->collectives, t->bus_gbps, t->activation_mib, t->peak_mib,
             layer_train_flops(c) / tp / (t->ms * 1e-3) / 1e12, max_err, passed);
-    fclose(f);
+    output_commit(f, path);
 }
 
 static int run_rank(void *arg) {

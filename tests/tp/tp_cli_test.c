@@ -59,13 +59,13 @@ static void test_tp_from_environment_not_dividing_heads(void **state) {
 
 static void test_bad_flags(void **state) {
     (void)state;
-    expect((char *const[]){TP_BIN, "--tp", "0", NULL}, NULL, "--tp needs an integer");
+    expect((char *const[]){TP_BIN, "--tp", "0", NULL}, NULL, "--tp expects an integer in [1, 64], got '0'");
     expect((char *const[]){TP_BIN, "--bogus", "1", NULL}, NULL, "unknown flag '--bogus'");
     const char *env[] = {"RANK=1", "WORLD_SIZE=2", NULL};
     expect((char *const[]){TP_BIN, "--tp", "2", NULL}, env, "drop --tp");
     const char *bad[] = {"RANK=2", "WORLD_SIZE=2", NULL};
     expect((char *const[]){TP_BIN, "--preset", "tiny", NULL}, bad, "out of range");
-    expect((char *const[]){TP_BIN, "--block", "groupnorm", NULL}, NULL, "--block must be local or exact");
+    expect((char *const[]){TP_BIN, "--block", "groupnorm", NULL}, NULL, "--block expects local or exact, got 'groupnorm'");
     expect((char *const[]){TP_BIN, "--block", "exact", "--parallel", NULL}, NULL, "drop --parallel");
     expect((char *const[]){TP_BIN, "--check", "--preset", "quickstart", NULL}, NULL, "--preset small");
     expect((char *const[]){TP_BIN, "--weights", "/nonexistent/w.safetensors", "--preset", "tiny", NULL}, NULL,
