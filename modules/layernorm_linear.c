@@ -38,3 +38,8 @@ void layernorm_linear_backward(LayerNormLinear *m, const void *dy, const void *d
     linear_backward(&m->linear, dy, m->d_ln_out, tokens);
     layernorm_backward(&m->ln, m->d_ln_out, dresidual, dx, tokens);
 }
+
+LayerNormLinearTensors layernorm_linear_qkv_of_layer(const LayerParams *p) {
+    float *const *w = p->tensor;
+    return (LayerNormLinearTensors){w[P_LN1_WEIGHT], w[P_LN1_BIAS], w[P_QKV_WEIGHT], w[P_QKV_BIAS]};
+}

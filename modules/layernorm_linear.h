@@ -31,6 +31,9 @@ void layernorm_linear_init(LayerNormLinear *m, int in, int out, int64_t max_toke
 void layernorm_linear_free(LayerNormLinear *m);
 // New parameter values (rounded to the module's dtype), e.g. after an optimizer step.
 void layernorm_linear_load_params(LayerNormLinear *m, const LayerNormLinearTensors *params);
+// The layer's first LayerNorm and QKV projection (ln1.*, qkv_projection.*) of a whole layer's
+// parameters or gradients, as this module's tensors (pointers into p, nothing copied).
+LayerNormLinearTensors layernorm_linear_qkv_of_layer(const LayerParams *p);
 // The gradients of the last backward, into the host arrays `grads` points to.
 void layernorm_linear_read_grads(const LayerNormLinear *m, const LayerNormLinearTensors *grads);
 // y = LN(x) W^T + b. Returns LN(x) (owned by the module) for callers that want it.

@@ -69,3 +69,9 @@ void layernorm_mlp_backward(LayerNormMLP *m, const void *dy, const void *dresidu
     linear_wgrad(&m->fc1, m->d_fc1_pre, tokens, m->gelu_backward != GELU_BACKWARD_IN_EPILOGUE_WITH_BGRAD);
     layernorm_backward(&m->ln, m->d_ln_out, dresidual, dx, tokens);
 }
+
+LayerNormMLPTensors layernorm_mlp_of_layer(const LayerParams *p) {
+    float *const *w = p->tensor;
+    return (LayerNormMLPTensors){w[P_LN2_WEIGHT], w[P_LN2_BIAS], w[P_FC1_WEIGHT],
+                                 w[P_FC1_BIAS],   w[P_FC2_WEIGHT], w[P_FC2_BIAS]};
+}

@@ -60,6 +60,9 @@ void layernorm_mlp_init(LayerNormMLP *m, int hidden, int ffn, int64_t max_tokens
 void layernorm_mlp_free(LayerNormMLP *m);
 // New parameter values (rounded to the module's dtype), e.g. after an optimizer step.
 void layernorm_mlp_load_params(LayerNormMLP *m, const LayerNormMLPTensors *params);
+// The layer's MLP block (ln2.*, mlp.linear1.*, mlp.linear2.*) of a whole layer's parameters or
+// gradients, as this module's tensors (pointers into p, nothing copied).
+LayerNormMLPTensors layernorm_mlp_of_layer(const LayerParams *p);
 // The gradients of the last backward, into the host arrays `grads` points to.
 void layernorm_mlp_read_grads(const LayerNormMLP *m, const LayerNormMLPTensors *grads);
 // y = FC2(GELU(FC1(LN(x)))) + residual (residual may be NULL).

@@ -13,18 +13,6 @@ const char *transformer_layer_unsupported(const LayerConfig *cfg) {
     return why ? why : layernorm_fast_unsupported(cfg->hidden);
 }
 
-// The layer's parameters (or gradients) that each fused module holds, by the module's names.
-static LayerNormLinearTensors ln_qkv_tensors(const LayerParams *p) {
-    float *const *w = p->tensor;
-    return (LayerNormLinearTensors){w[P_LN1_WEIGHT], w[P_LN1_BIAS], w[P_QKV_WEIGHT], w[P_QKV_BIAS]};
-}
-
-static LayerNormMLPTensors mlp_tensors(const LayerParams *p) {
-    float *const *w = p->tensor;
-    return (LayerNormMLPTensors){w[P_LN2_WEIGHT], w[P_LN2_BIAS], w[P_FC1_WEIGHT],
-                                 w[P_FC1_BIAS],   w[P_FC2_WEIGHT], w[P_FC2_BIAS]};
-}
-
 void transformer_layer_init(TransformerLayer *t, const LayerConfig *c, const LayerParams *p) {
     const char *why = transformer_layer_unsupported(c);
     if (why) fail_user("TransformerLayer: %s", why);
@@ -32,8 +20,8 @@ void transformer_layer_init(TransformerLayer *t, const LayerConfig *c, const Lay
     t->attn = attention_layer_problem(c);
     const int h = c->hidden, f = c->ffn;
     const int64_t n = layer_tokens(c);
-    const LayerNormLinearTensors ln_qkv = ln_qkv_tensors(p);
-    const LayerNormMLPTensors mlp = mlp_tensors(p);
+    const LayerNormLinearTensors ln_qkv = layernorm_linear_qkv_of_layer(p);
+    const LayerNormMLPTensors mlp = layernorm_mlp_of_layer(p);
     layernorm_linear_init(&t->ln_qkv, h, 3 * h, n, c->eps, &ln_qkv, c->dtype);
     linear_init(&t->proj, h, h, p->tensor[P_PROJ_WEIGHT], p->tensor[P_PROJ_BIAS], c->dtype);
     layernorm_mlp_init(&t->mlp, h, f, n, c->eps, &mlp, c->dtype);
@@ -82,16 +70,16 @@ void transformer_layer_backward(TransformerLayer *t, const void *dout, void *dx,
 }
 
 void transformer_layer_read_grads(const TransformerLayer *t, LayerParams *g) {
-    const LayerNormLinearTensors ln_qkv = ln_qkv_tensors(g);
-    const LayerNormMLPTensors mlp = mlp_tensors(g);
+    const LayerNormLinearTensors ln_qkv = layernorm_linear_qkv_of_layer(g);
+    const LayerNormMLPTensors mlp = layernorm_mlp_of_layer(g);
     layernorm_linear_read_grads(&t->ln_qkv, &ln_qkv);
     linear_read_grads(&t->proj, g->tensor[P_PROJ_WEIGHT], g->tensor[P_PROJ_BIAS]);
     layernorm_mlp_read_grads(&t->mlp, &mlp);
 }
 
 void transformer_layer_load_params(TransformerLayer *t, const LayerParams *p) {
-    const LayerNormLinearTensors ln_qkv = ln_qkv_tensors(p);
-    const LayerNormMLPTensors mlp = mlp_tensors(p);
+    const LayerNormLinearTensors ln_qkv = layernorm_linear_qkv_of_layer(p);
+    const LayerNormMLPTensors mlp = layernorm_mlp_of_layer(p);
     layernorm_linear_load_params(&t->ln_qkv, &ln_qkv);
     linear_load_params(&t->proj, p->tensor[P_PROJ_WEIGHT], p->tensor[P_PROJ_BIAS]);
     layernorm_mlp_load_params(&t->mlp, &mlp);

@@ -32,25 +32,13 @@ typedef struct {
     void *d_y, *d_proj, *d_ctx, *d_qkv, *dx;
 } Step03;
 
-// The layer's parameters (or gradients) that each fused module holds, by the module's names.
-static LayerNormLinearTensors ln_qkv_tensors(const LayerParams *p) {
-    float *const *w = p->tensor;
-    return (LayerNormLinearTensors){w[P_LN1_WEIGHT], w[P_LN1_BIAS], w[P_QKV_WEIGHT], w[P_QKV_BIAS]};
-}
-
-static LayerNormMLPTensors mlp_tensors(const LayerParams *p) {
-    float *const *w = p->tensor;
-    return (LayerNormMLPTensors){w[P_LN2_WEIGHT], w[P_LN2_BIAS], w[P_FC1_WEIGHT],
-                                 w[P_FC1_BIAS],   w[P_FC2_WEIGHT], w[P_FC2_BIAS]};
-}
-
 static void *create(const LayerConfig *c, const LayerParams *p) {
     Step03 *s = xcalloc(1, sizeof *s);
     s->cfg = *c;
     const int h = c->hidden, f = c->ffn;
     const int64_t t = layer_tokens(c);
-    const LayerNormLinearTensors ln_qkv = ln_qkv_tensors(p);
-    const LayerNormMLPTensors mlp = mlp_tensors(p);
+    const LayerNormLinearTensors ln_qkv = layernorm_linear_qkv_of_layer(p);
+    const LayerNormMLPTensors mlp = layernorm_mlp_of_layer(p);
     layernorm_linear_init(&s->ln_qkv, h, 3 * h, t, c->eps, &ln_qkv, c->dtype);
     linear_init(&s->proj, h, h, p->tensor[P_PROJ_WEIGHT], p->tensor[P_PROJ_BIAS], c->dtype);
     layernorm_mlp_init(&s->mlp, h, f, t, c->eps, &mlp, c->dtype);
@@ -91,8 +79,8 @@ static void read_results(void *state, LayerResults *r) {
     int64_t n = layer_tokens(&s->cfg) * s->cfg.hidden;
     dev_download(r->out, s->out, n, s->cfg.dtype);
     dev_download(r->dx, s->dx, n, s->cfg.dtype);
-    const LayerNormLinearTensors ln_qkv = ln_qkv_tensors(&r->grad);
-    const LayerNormMLPTensors mlp = mlp_tensors(&r->grad);
+    const LayerNormLinearTensors ln_qkv = layernorm_linear_qkv_of_layer(&r->grad);
+    const LayerNormMLPTensors mlp = layernorm_mlp_of_layer(&r->grad);
     layernorm_linear_read_grads(&s->ln_qkv, &ln_qkv);
     linear_read_grads(&s->proj, r->grad.tensor[P_PROJ_WEIGHT], r->grad.tensor[P_PROJ_BIAS]);
     layernorm_mlp_read_grads(&s->mlp, &mlp);
