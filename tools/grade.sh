@@ -123,6 +123,10 @@ report() {
     [ "$seen" -gt 0 ] && echo "   $missing case(s) never ran (the program stopped): 0 points for them"
     n_fail=$((n_fail + missing))
   fi
+  if [ "$n_fail" -gt 0 ]; then  # the data was random: say how to draw the same data again
+    local seed; seed=$(grep -aom1 'random seed [0-9]*' "$tl" 2>/dev/null | awk '{print $3}')
+    [ -n "$seed" ] && echo "   (random seed $seed: TEST_SEED=$seed tools/grade.sh $name replays these inputs)"
+  fi
   score_pass=$n_pass
   if [ "$n_skip" -gt 0 ] && [ "$n_skip" -eq "$score_cases" ]; then
     echo "   score: skipped - $skip_reason"
@@ -134,7 +138,8 @@ report() {
 # bazel test of the given targets with the given flags; returns Bazel's exit status.
 run_bazel() {
   local log="$1"; shift
-  bazel test --keep_going --nocache_test_results --test_output=summary --test_summary=short "$@" >"$log" 2>&1
+  local seed=(); [ -n "${TEST_SEED:-}" ] && seed=(--test_env=TEST_SEED="$TEST_SEED")  # replay a run
+  bazel test --keep_going --nocache_test_results --test_output=summary --test_summary=short "${seed[@]}" "$@" >"$log" 2>&1
 }
 
 total_pass=0 total_cases=0 skipped=() summary=() bad=0
@@ -212,5 +217,5 @@ printf "%-22s %-7s %-4s %s\n" exercise chapter runs score
 printf "%s\n" "${summary[@]}"
 echo "total: $total_pass/$total_cases$([ ${#skipped[@]} -gt 0 ] && echo " (skipped, no GPU here: ${skipped[*]})")"
 [ "$mode" = learner ] && [ ${#skipped[@]} -gt 0 ] &&
-  echo "(GPU exercises build here; grade them where there is a GPU: tools/grade.sh NAME there, or tools/gpu_pack.sh + gpu_run.sh grade)"
+  echo "(GPU exercises build here; grade them where there is a GPU: tools/grade.sh NAME there)"
 exit $bad

@@ -466,7 +466,7 @@ static int run_cpu_only(const Options *o) {
            r->tflops * 1e3);
     printf("\n(hidden %d, ffn %d, heads %d, seq %d, batch %d; ||out|| = %.4f)\n", cfg.hidden, cfg.ffn,
            cfg.heads, cfg.seq, cfg.batch, sqrt(out_norm));
-    printf("The GPU steps need an NVIDIA GPU (Hopper for every step): see README.md.\n");
+    printf("The GPU steps need an NVIDIA GPU of compute capability 8.0 or newer (8.9 for FP8): see README.md, \"Which GPUs\".\n");
     char gpu[320];
     snprintf(gpu, sizeof gpu, "none: %s", gpu_unavailable_reason());
     if (o->json_path) write_cpu_json(o->json_path, gpu, &cfg, &row);

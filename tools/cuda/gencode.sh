@@ -14,6 +14,10 @@
 # (so no wgmma kernels), and its output would be cached under a name that says nothing about
 # the GPU; tools/cuda_archs.sh asks the GPU here instead and prints the --define to use.
 set -euo pipefail
+if [ "${1:-}" = --help ] || [ "${1:-}" = -h ]; then
+  sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'
+  exit 0
+fi
 if [ $# -ne 1 ] || [ -z "$1" ]; then
   echo "usage: gencode.sh ARCH[,ARCH...]   e.g. 80,86,89,90a,compute_90" >&2
   exit 2
