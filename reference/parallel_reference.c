@@ -84,7 +84,7 @@ void ref_parallel_train_step_quantized(const LayerConfig *c, const LayerParams *
     ref_linear_backward_quantized(q, dqkv, s.a, w[P_QKV_WEIGHT], T, h, 3 * h, da2, gw[P_QKV_WEIGHT], gw[P_QKV_BIAS]);
     for (int64_t i = 0; i < T * h; i++) da[i] += da2[i];  // a feeds both branches
     ref_store(q, "d_ln1", da, T * h);
-    ref_layernorm_backward(da, in->x, w[P_LN1_WEIGHT], s.mean, s.rstd, T, h, r->dx, gw[P_LN1_WEIGHT], gw[P_LN1_BIAS]);
+    ref_layernorm_backward_quantized(q, da, in->x, w[P_LN1_WEIGHT], s.mean, s.rstd, T, h, r->dx, gw[P_LN1_WEIGHT], gw[P_LN1_BIAS]);
     for (int64_t i = 0; i < T * h; i++) r->dx[i] += in->dy[i];  // the residual
     ref_store(q, "dx", r->dx, T * h);
     memset(gw[P_LN2_WEIGHT], 0, (size_t)h * sizeof(float));   // ln2 is not used

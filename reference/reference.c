@@ -263,8 +263,33 @@ void ref_linear_forward_quantized(const RefQuantizer *q, const float *x, const f
     free(wq);
 }
 
+// dw[o, i] = sum_rows |dy[r, o]| |x[r, i]|, db[o] = sum_rows |dy[r, o]| (db may be NULL); the
+// loops of ref_linear_backward's dW.
+static void linear_grad_magnitudes(const float *dy, const float *x, int64_t rows, int in, int out, float *dw,
+                                   float *db) {
+    double *acc = xmalloc((size_t)in * sizeof(double));
+    for (int o = 0; o < out; o++) {
+        for (int i = 0; i < in; i++) acc[i] = 0.0;
+        double bias = 0.0;
+        for (int64_t r = 0; r < rows; r++) {
+            const double g = fabs((double)dy[r * out + o]);
+            const float *xr = x + r * in;
+            for (int i = 0; i < in; i++) acc[i] += g * fabs((double)xr[i]);
+            bias += g;
+        }
+        for (int i = 0; i < in; i++) dw[(int64_t)o * in + i] = (float)acc[i];
+        if (db) db[o] = (float)bias;
+    }
+    free(acc);
+}
+
 void ref_linear_backward_quantized(const RefQuantizer *q, const float *dy, const float *x, const float *w, int64_t rows,
                               int in, int out, float *dx, float *dw, float *db) {
+    if (q && q->grad_magnitudes) {
+        ref_linear_backward(dy, x, w, rows, in, out, dx, dw, db);
+        linear_grad_magnitudes(dy, x, rows, in, out, dw, db);
+        return;
+    }
     if (!q || !q->quantize) {
         ref_linear_backward(dy, x, w, rows, in, out, dx, dw, db);
         return;
@@ -280,6 +305,28 @@ void ref_linear_backward_quantized(const RefQuantizer *q, const float *dy, const
     free(xq);
     free(wq);
     free(dyq);
+}
+
+void ref_layernorm_backward_quantized(const RefQuantizer *q, const float *dy, const float *x, const float *gamma,
+                                      const float *mean, const float *rstd, int64_t rows, int cols, float *dx,
+                                      float *dgamma, float *dbeta) {
+    ref_layernorm_backward(dy, x, gamma, mean, rstd, rows, cols, dx, dgamma, dbeta);
+    if (!q || !q->grad_magnitudes) return;
+    for (int c = 0; c < cols; c++) {
+        double sg = 0.0, sb = 0.0;
+        for (int64_t r = 0; r < rows; r++) {
+            double xhat = (x[r * cols + c] - mean[r]) * (double)rstd[r];
+            sg += fabs(dy[r * cols + c] * xhat);
+            sb += fabs((double)dy[r * cols + c]);
+        }
+        dgamma[c] = (float)sg;
+        dbeta[c] = (float)sb;
+    }
+}
+
+RefQuantizer ref_grad_magnitudes(void) {
+    RefQuantizer q = {.grad_magnitudes = 1};
+    return q;
 }
 
 // ---- Rounding where the GPU stores -----------------------------------------------------------
@@ -391,7 +438,7 @@ static void layer_backward(const LayerConfig *c, const LayerParams *p, const flo
     ref_store(q, "d_fc1", d_fc1, T * f);
     ref_linear_backward_quantized(q, d_fc1, s->ln2_out, w[P_FC1_WEIGHT], T, h, f, d_ln2, gw[P_FC1_WEIGHT], gw[P_FC1_BIAS]);
     ref_store(q, "d_ln2", d_ln2, T * h);
-    ref_layernorm_backward(d_ln2, s->y, w[P_LN2_WEIGHT], s->ln2_mean, s->ln2_rstd, T, h, dy,
+    ref_layernorm_backward_quantized(q, d_ln2, s->y, w[P_LN2_WEIGHT], s->ln2_mean, s->ln2_rstd, T, h, dy,
                            gw[P_LN2_WEIGHT], gw[P_LN2_BIAS]);
     for (int64_t i = 0; i < T * h; i++) dy[i] += dout[i];  // the residual
     ref_store(q, "d_y", dy, T * h);
@@ -405,7 +452,7 @@ static void layer_backward(const LayerConfig *c, const LayerParams *p, const flo
     ref_store(q, "d_qkv", d_qkv, T * 3 * h);
     ref_linear_backward_quantized(q, d_qkv, s->ln1_out, w[P_QKV_WEIGHT], T, h, 3 * h, d_ln1, gw[P_QKV_WEIGHT], gw[P_QKV_BIAS]);
     ref_store(q, "d_ln1", d_ln1, T * h);
-    ref_layernorm_backward(d_ln1, x, w[P_LN1_WEIGHT], s->ln1_mean, s->ln1_rstd, T, h, dx,
+    ref_layernorm_backward_quantized(q, d_ln1, x, w[P_LN1_WEIGHT], s->ln1_mean, s->ln1_rstd, T, h, dx,
                            gw[P_LN1_WEIGHT], gw[P_LN1_BIAS]);
     for (int64_t i = 0; i < T * h; i++) dx[i] += dy[i];  // the residual
     ref_store(q, "dx", dx, T * h);

@@ -88,11 +88,21 @@ void ref_layer_train_step(const LayerConfig *cfg, const LayerParams *params,
 //     "d_fc1", "d_ln2", "d_y", "d_proj", "d_ctx", "d_qkv", "d_ln1", "dx") and the parameter
 //     gradients ("grad.<name>"). What --check measures the dtype's rounding noise with
 //     (ref_rounding_to_dtype); the attention's internal probabilities are not rounded.
+//   grad_magnitudes: 1 makes the run a magnitude run (ref_grad_magnitudes): out and dx as
+//     usual, but every parameter gradient is replaced, element-wise, by the sum over tokens
+//     of the absolute values of the terms it sums - sum_t |dy_t,o| |x_t,i| for a Linear's
+//     weight, sum_t |dy_t,o| for its bias, sum_t |dy_t,c| |xhat_t,c| and sum_t |dy_t,c| for a
+//     LayerNorm's gamma and beta - from the exact (unrounded) operands. The scale that the
+//     rounding error of each sum is bounded by (--check's rule, common/core/tolerance.h).
 typedef struct RefQuantizer {
     void (*quantize)(const struct RefQuantizer *q, float *x, int64_t n, int is_gradient);
     const void *ctx;
     void (*store)(const struct RefQuantizer *q, const char *name, float *x, int64_t n);
+    int grad_magnitudes;
 } RefQuantizer;
+
+// The RefQuantizer of a magnitude run: grad_magnitudes 1, no rounding.
+RefQuantizer ref_grad_magnitudes(void);
 
 // A RefQuantizer whose store rounds to *dtype (round_to_dtype) and that has no quantize.
 RefQuantizer ref_rounding_to_dtype(const DType *dtype);
@@ -108,6 +118,11 @@ void ref_linear_forward_quantized(const RefQuantizer *q, const float *x, const f
                                   int64_t rows, int in, int out, float *y);
 void ref_linear_backward_quantized(const RefQuantizer *q, const float *dy, const float *x, const float *w,
                                    int64_t rows, int in, int out, float *dx, float *dw, float *db);
+// ref_layernorm_backward for the layers' references: with q->grad_magnitudes, dgamma and dbeta
+// are the magnitudes described at RefQuantizer (dx is exact either way); q may be NULL.
+void ref_layernorm_backward_quantized(const RefQuantizer *q, const float *dy, const float *x, const float *gamma,
+                                      const float *mean, const float *rstd, int64_t rows, int cols, float *dx,
+                                      float *dgamma, float *dbeta);
 
 // Forward only (out = layer(x)); for finite-difference checks and loss curves.
 void ref_layer_forward(const LayerConfig *cfg, const LayerParams *params, const float *x,

@@ -53,7 +53,8 @@ typedef struct StepOps {
     // Optional, with `reference`: the same reference with the rounding of `rounding` (its
     // store hook: every stored activation and gradient rounded to the GPU's dtype), which
     // --check runs to measure the dtype's rounding noise on the input at hand (see
-    // step_check). NULL with a `reference`: no noise run, the fixed tolerance alone.
+    // step_check), and with ref_grad_magnitudes() for the magnitude run (sums that cancel).
+    // NULL with a `reference`: no noise or magnitude run, the fixed tolerance alone.
     void (*reference_rounded)(const LayerConfig *cfg, const LayerParams *params, const LayerInputs *in,
                               uint64_t step, const RefQuantizer *rounding, LayerResults *res);
     // Optional, for training loops whose output gradient depends on the output (the FP8

@@ -139,19 +139,27 @@ void step_check(const StepOps *step, const LayerConfig *cfg, const LayerParams *
     if (!step->reference) ref_layer_train_step_quantized(cfg, params, inputs, 0, &rounding, &noisy);
     else if (step->reference_rounded) step->reference_rounded(cfg, params, inputs, 0, &rounding, &noisy);
     else have_noise = 0;
+    // The magnitude run, for the sums that cancel (CHECK_SUM_ROUNDINGS in tolerance.h).
+    const RefQuantizer magnitude_run = ref_grad_magnitudes();
+    LayerResults magnitudes;
+    layer_results_alloc(cfg, &magnitudes);
+    if (!step->reference) ref_layer_train_step_quantized(cfg, params, inputs, 0, &magnitude_run, &magnitudes);
+    else if (step->reference_rounded) step->reference_rounded(cfg, params, inputs, 0, &magnitude_run, &magnitudes);
     const double floor = step->tolerance ? step->tolerance(cfg, -1) : check_tolerance(cfg->dtype);
     if (log) {
         fprintf(log, "check against the CPU reference (||gpu - ref|| / ||ref||)");
         if (have_noise)
             fprintf(log, "; tolerance max(%.1e, %g x noise), noise = the same error of the CPU reference run "
-                    "with every stored tensor rounded to %s", floor, CHECK_NOISE_FACTOR, dtype_name(cfg->dtype));
+                    "with every stored tensor rounded to %s; a gradient whose sum cancels: ||gpu - ref|| <= %g u "
+                    "||sum over tokens of |terms|||", floor, CHECK_NOISE_FACTOR, dtype_name(cfg->dtype), CHECK_SUM_ROUNDINGS);
         fprintf(log, ":\n");
     }
     report->check_passed =
-        compare_results_with_noise(cfg, &gpu, &ref, have_noise ? &noisy : NULL, floor, log, &report->max_rel_error);
+        compare_results_with_noise(cfg, &gpu, &ref, have_noise ? &noisy : NULL, have_noise ? &magnitudes : NULL, floor, log, &report->max_rel_error);
     layer_results_free(&gpu);
     layer_results_free(&ref);
     layer_results_free(&noisy);
+    layer_results_free(&magnitudes);
 }
 
 static void write_json(const char *path, const StepOps *step, const LayerConfig *c,

@@ -51,9 +51,12 @@ static double fd(Problem *p, float *v) {
     return (up - down) / (2 * h);
 }
 
+#define RANDOM_PROBLEM "random x, gamma, beta, dy"
+
 // ||a - b|| / ||b|| over n entries, must be below 1e-3 (the finite differences' own error
 // is near 1e-5 here; a missing term is off by O(1)).
-static void expect_fd_close(const char *what, const double *got, const double *want, int n) {
+// input: how the problem was made, for the message.
+static void expect_fd_close(const char *what, const char *input, const double *got, const double *want, int n) {
     double diff = 0, norm = 0;
     for (int i = 0; i < n; i++) diff += (got[i] - want[i]) * (got[i] - want[i]), norm += want[i] * want[i];
     double err = sqrt(diff / fmax(norm, 1e-30));
@@ -67,9 +70,9 @@ static void expect_fd_close(const char *what, const double *got, const double *w
         }
         if (fabs(got[i] - want[i]) > fabs(got[worst] - want[worst])) worst = i;
     }
-    fail_msg("%s is wrong (%d x %d input, random x, gamma, beta, dy): relative error %.2e against finite "
+    fail_msg("%s is wrong (%d x %d input, %s): relative error %.2e against finite "
              "differences; worst element %d: got %.6g, expected %.6g%s",
-             what, ROWS, COLS, err, worst, got[worst], want[worst],
+             what, ROWS, COLS, input, err, worst, got[worst], want[worst],
              isnan(got[worst]) ? " (the outputs start as NaN: overwrite them, do not add to them)" : "");
 }
 
@@ -81,7 +84,7 @@ static void test_dbeta(void **state) {
     backward(&p, dx, dg, db);
     double got[COLS], want[COLS];
     for (int c = 0; c < COLS; c++) got[c] = db[c], want[c] = fd(&p, &p.beta[c]);
-    expect_fd_close("dbeta", got, want, COLS);
+    expect_fd_close("dbeta", RANDOM_PROBLEM, got, want, COLS);
 }
 
 static void test_dgamma(void **state) {
@@ -92,7 +95,7 @@ static void test_dgamma(void **state) {
     backward(&p, dx, dg, db);
     double got[COLS], want[COLS];
     for (int c = 0; c < COLS; c++) got[c] = dg[c], want[c] = fd(&p, &p.gamma[c]);
-    expect_fd_close("dgamma", got, want, COLS);
+    expect_fd_close("dgamma", RANDOM_PROBLEM, got, want, COLS);
 }
 
 static void dx_case(int unit_gamma) {
@@ -102,7 +105,7 @@ static void dx_case(int unit_gamma) {
     backward(&p, dx, dg, db);
     double got[ROWS * COLS], want[ROWS * COLS];
     for (int i = 0; i < ROWS * COLS; i++) got[i] = dx[i], want[i] = fd(&p, &p.x[i]);
-    expect_fd_close("dx", got, want, ROWS * COLS);
+    expect_fd_close("dx", unit_gamma ? "random x, beta, dy; gamma all ones" : RANDOM_PROBLEM, got, want, ROWS * COLS);
 }
 
 static void test_dx_unit_gamma(void **state) {
