@@ -77,20 +77,34 @@ tests_p=0 tests_f=0 tests_s=0 checks_p=0 checks_f=0 checks_r=0
 
 # The GPU test programs in folder $1; $2 labels the lines ("" for the default run).
 run_tests() {
-  local dir=$1 label=$2
+  local dir=$1 label=$2 t out rc p f s
   tests_p=0 tests_f=0 tests_s=0
+  # The programs run side by side (GPU_TEST_JOBS at once, default 8: most of their time is
+  # the CPU reference, and the GPU machine has 16 cores), except those that time the GPU
+  # (TIMED_TESTS), which run alone afterwards. Results are reported in name order.
+  local tmp; tmp=$(mktemp -d)
+  local timed=" ${TIMED_TESTS:-breakdown_gpu_test} " parallel=() alone=()
   for t in "$dir"/*_test; do
     [ -x "$t" ] || continue
-    out=$("$t" 2>&1); rc=$?
+    if [[ $timed == *" $(basename "$t") "* ]]; then alone+=("$t"); else parallel+=("$t"); fi
+  done
+  run_one_test() { "$1" > "$2/$(basename "$1").out" 2>&1; echo $? > "$2/$(basename "$1").rc"; }
+  export -f run_one_test
+  [ ${#parallel[@]} -gt 0 ] && printf '%s\n' "${parallel[@]}" | xargs -P "${GPU_TEST_JOBS:-8}" -I{} bash -c 'run_one_test "$1" "$2"' _ {} "$tmp"
+  for t in "${alone[@]}"; do run_one_test "$t" "$tmp"; done
+  printf '%s\n' "${parallel[@]}" "${alone[@]}" | grep . | sort > "$tmp/order"
+  while read -r t; do
+    out=$(cat "$tmp/$(basename "$t").out"); rc=$(cat "$tmp/$(basename "$t").rc")
     echo "$out" >> "$OUT/tests${label:+_$label}.log"
     p=$(echo "$out" | grep -ao '^\[  PASSED  \] [0-9]*' | awk '{s+=$NF} END{print s+0}')
     f=$(echo "$out" | grep -ao '^\[  FAILED  \] [0-9]*' | awk '{s+=$NF} END{print s+0}')
     s=$(echo "$out" | grep -ao '^\[  SKIPPED \] [0-9]*' | awk '{s+=$NF} END{print s+0}')
-    [ $rc -ne 0 ] && [ "$f" -eq 0 ] && f=1
+    [ "$rc" -ne 0 ] && [ "$f" -eq 0 ] && f=1
     note "${label:+[$label] }test $(basename "$t"): $p passed, $f failed, $s skipped"
     [ "$f" -ne 0 ] && echo "$out" | grep -aE 'FAIL|rel.err|error' | head -20
     tests_p=$((tests_p + p)) tests_f=$((tests_f + f)) tests_s=$((tests_s + s))
-  done
+  done < "$tmp/order"
+  rm -rf "$tmp"
 }
 
 # Every step's --check at fp16 and bf16 with the binaries in $1, on a GPU of compute
