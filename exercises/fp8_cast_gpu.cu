@@ -17,8 +17,9 @@
 //   - one thread per block folds the block's max into *amax with an atomic. There is no
 //     atomicMax for float - but for floats >= 0 the order of the values is the order of their
 //     bit patterns read as int: atomicMax((int *)amax, __float_as_int(m)).
-// A plain store instead of the atomic, or a max of x * scale, or of x instead of |x|: each
-// gives a wrong amax, and the tests say which input showed it.
+// A cast whose out[] is right can still record a wrong amax: before you run the tests, check
+// your kernel against the contract's second line word by word, and ask what happens when many
+// blocks finish at once. The tests say which input showed a wrong amax.
 //
 // The test prints a speed line: your kernel's bandwidth against a device-to-device copy's, and
 // the reference solution's.

@@ -1,4 +1,5 @@
-// EXERCISE "fp8_encode" (CPU, graded by tests/exercises: tools/grade.sh).
+// EXERCISE "fp8_encode" (CPU, chapter 05; graded by tests/fp8/fp8_format_test.c:
+// tools/grade.sh fp8_encode).
 //
 // Encode a float as FP8 (common/fp8/fp8_format.h explains both formats):
 //   E4M3: sign, 4 exponent bits (bias 7), 3 mantissa bits; largest 448 (0x7e); NaN 0x7f

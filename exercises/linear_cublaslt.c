@@ -8,20 +8,19 @@
 // fp32 accumulation; return the status of the first call that fails (0 if none), and destroy
 // whatever you created either way.
 //
-// The pieces, in order (cublasLt.h; the cuBLAS documentation's "cuBLASLt API" has each one):
-//   1. cublasLtMatmulDescCreate(&op, CUBLAS_COMPUTE_32F, CUDA_R_32F), then
-//      cublasLtMatmulDescSetAttribute for CUBLASLT_MATMUL_DESC_TRANSA (or _TRANSB),
-//      CUBLASLT_MATMUL_DESC_EPILOGUE (CUBLASLT_EPILOGUE_BIAS) and CUBLASLT_MATMUL_DESC_BIAS_POINTER
-//      (the attribute's value is the pointer itself: pass &bias, sizeof bias);
-//   2. cublasLtMatrixLayoutCreate for A, B and D: (CUDA_R_16F, rows, cols, leading dimension),
-//      COLUMN-major - and our tensors are row-major (chapter 02 shows how y = x W^T maps to
-//      D = op(A) op(B) with the bias added to each column of D);
-//   3. a cublasLtMatmulPreference with CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, and
-//      cublasLtMatmulAlgoGetHeuristic(..., 1 result, ...): found == 0 means no algorithm fits;
-//   4. cublasLtMatmul(handle, op, &alpha, A, layout_a, B, layout_b, &beta, C, layout_c, D,
-//      layout_d, &algo, workspace, workspace_bytes, stream 0) with alpha = 1 and beta = 0
-//      (then C is not read: pass D and its layout again);
-//   5. destroy the preference, the layouts and the descriptor.
+// cuBLASLt describes one product, D = alpha op(A) op(B) + beta C, with objects you create, set
+// and destroy (cublasLt.h; the cuBLAS documentation's "cuBLASLt API" has each call). In order:
+//   1. a matmul descriptor (cublasLtMatmulDesc_t): fp32 compute, and as its attributes which
+//      operand is transposed, the epilogue that adds the bias, and where the bias is;
+//   2. a matrix layout (cublasLtMatrixLayout_t) for each of A, B and D: element type, rows,
+//      columns, leading dimension - column-major, while our tensors are row-major;
+//   3. a preference (cublasLtMatmulPreference_t) saying how much workspace an algorithm may use,
+//      and the heuristic's algorithm for these descriptors (it may find none: then return
+//      CUBLAS_STATUS_NOT_SUPPORTED);
+//   4. the product itself, cublasLtMatmul, with alpha = 1 and beta = 0;
+//   5. then destroy what you created.
+// Which of x and W is A and which is B, which one is transposed, each layout's shape and what
+// the attributes take: chapter 02, "Linear" (modules/gemm.c makes the same calls).
 // The handle and a workspace: gpu_cublaslt_handle() and gpu_workspace(&bytes) (common/gpu/gpu.h).
 //
 // The test prints a speed line: your Linear's FLOP rate against cuBLAS's plain GEMM of the same

@@ -1,10 +1,11 @@
-// EXERCISE "online_softmax" (CPU, graded by tests/exercises: tools/grade.sh).
+// EXERCISE "online_softmax" (CPU, chapter 04; graded by tests/exercises/online_softmax_test.c:
+// tools/grade.sh online_softmax).
 //
 // Flash attention never stores a row of scores: keys arrive in blocks, and each query keeps
 // a running max, a running sum and a running output (reference/attention_reference.h explains the
-// state; online_softmax_init in flash_reference.c sets it up). Write the two functions
-// below; ref_flash_attention_forward (reference/attention_reference.c) calls them block by block, and the
-// graded tests compare its output with the plain reference attention.
+// state; online_softmax_init in reference/attention_reference.c sets it up). Write the two
+// functions below; ref_flash_attention_forward (reference/attention_reference.c) calls them block
+// by block, and the graded tests compare its output with the plain reference attention.
 //
 // online_softmax_update, for one block of n scores:
 //   1. new_max = max(old max, the block's scores)

@@ -7,7 +7,7 @@
 #include "common/core/philox.h"
 
 // The state before any key: nothing summed, maximum -infinity. (online_softmax_update and
-// online_softmax_finish are in online_softmax.c: they are the exercise.)
+// online_softmax_finish are the graded exercise "online_softmax": docs/exercises.md.)
 void online_softmax_init(OnlineSoftmax *st, double *acc, int d) {
     st->max = -INFINITY;
     st->sum = 0.0;

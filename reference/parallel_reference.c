@@ -117,7 +117,8 @@ void fused_parallel_free(FusedParallelParams *f) {
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) free(all[i]);
 }
 
-// fuse_parallel_params and unfuse_parallel_params: fused_weights.c (a graded exercise).
+// fuse_parallel_params and unfuse_parallel_params: the graded exercise "fused_weights"
+// (docs/exercises.md).
 
 void parallel_grads_from_fused(const LayerConfig *c, const FusedParallelParams *g, LayerParams *out) {
     unfuse_parallel_params(c, g, out);

@@ -30,8 +30,8 @@ void ref_layernorm_forward(const float *x, const float *gamma, const float *beta
     }
 }
 
-// ref_layernorm_backward is in layernorm_backward.c: it is a graded exercise
-// (exercises/layernorm_backward.c is its stub; try it before reading the solution).
+// ref_layernorm_backward is the graded exercise "layernorm_backward" (exercises/layernorm_backward.c
+// is its stub; docs/exercises.md).
 
 // ---- Linear ---------------------------------------------------------------------------------
 void ref_linear_forward(const float *x, const float *w, const float *b, int64_t rows, int in,

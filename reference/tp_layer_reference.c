@@ -48,7 +48,7 @@ static float *fbuf(int64_t n) { return xcalloc((size_t)n, sizeof(float)); }
 // What crosses the boundary of the tensor-parallel region (tp_gather_tokens, tp_reduce_tokens),
 // dropout on a slice (tp_dropout_at) and a bias's gradient over the rank's tokens
 // (tp_column_sums) are in reference/tp_reference.h: the serial layer's backward pass
-// (reference/tp_backward.c, a graded exercise) uses them too.
+// (tp_serial_backward, the graded exercise "tp_backward") uses them too.
 
 // Columns [col0, col0 + width) of a [rows, row_len] matrix to or from a dense [rows, width]
 // one: what the GPU does with strided views, the CPU does with copies.
@@ -70,7 +70,7 @@ static void all_reduce_replicated_grads(const TpVariant *v, int tp, float *const
 
 // ---- The serial layer ---------------------------------------------------------------------------
 // What one rank holds: TpSerialRank (reference/tp_rank.h). The backward pass is tp_serial_backward
-// (reference/tp_backward.c).
+// (the graded exercise "tp_backward": docs/exercises.md).
 
 static void serial_alloc(const LayerConfig *c, int tp, int64_t Tl, TpSerialRank *k) {
     const int64_t T = layer_tokens(c), h = c->hidden, hl = h / tp, fl = c->ffn / tp, Hl = c->heads / tp;

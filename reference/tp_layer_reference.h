@@ -32,8 +32,8 @@
 //     be ALL-REDUCED. Without that all-reduce every rank applies a different update to what
 //     should be one parameter, and the copies drift apart (tests/tp/tp_sim_test.c shows it).
 //
-// The serial layer's backward pass is in reference/tp_backward.c (tp_serial_backward, on the
-// ranks of reference/tp_rank.h): it is the graded exercise "tp_backward".
+// The serial layer's backward pass (tp_serial_backward, on the ranks of reference/tp_rank.h) is
+// the graded exercise "tp_backward" (docs/exercises.md).
 #ifndef REFERENCE_TP_LAYER_REFERENCE_H
 #define REFERENCE_TP_LAYER_REFERENCE_H
 

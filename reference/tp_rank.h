@@ -1,6 +1,6 @@
 // One rank of step 07's serial layer simulated on the CPU (reference/tp_layer_reference.c):
-// what it holds, and the layer's backward pass on the tp ranks (reference/tp_backward.c, the
-// graded exercise "tp_backward"). The forward pass and the entry points are in
+// what it holds, and the layer's backward pass on the tp ranks (tp_serial_backward, the graded
+// exercise "tp_backward": docs/exercises.md). The forward pass and the entry points are in
 // tp_layer_reference.c; the collectives in reference/tp_reference.h.
 #ifndef REFERENCE_TP_RANK_H
 #define REFERENCE_TP_RANK_H

@@ -18,7 +18,7 @@
 // Parameters are sharded (qkv, fc1 weight and bias by rows; proj, fc2 weight by columns) or
 // replicated (LN1, LN2, proj bias, fc2 bias). Which gradients the backward pass all-reduces -
 // of the activations and of the parameters - is the graded exercise "tp_backward"
-// (exercises/tp_backward.c, chapter 07); the answer is in reference/tp_backward.c.
+// (exercises/tp_backward.c, chapter 07; docs/exercises.md).
 //
 // This file: how the parameters are cut, the collectives simulated, the fused shards of the
 // parallel layer, and step 07's own Linear -> LayerNorm -> Linear block.

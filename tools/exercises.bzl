@@ -16,7 +16,8 @@ is a cc_library built from one of these sources:
     (nothing)                                the solution
 
 Learner code (stubs, planted bugs) compiles with warnings that are not errors: an unused
-variable in a half-written exercise must not stop the grader. Solutions keep -Werror.
+variable in a half-written exercise must not stop the grader. Solutions keep -Werror. Under
+--define=GRADE_STRICT=1 (tools/grade.sh --strict) learner code gets -Werror too.
 
 gpu_exercise() does the same for a CUDA (.cu) or cuBLASLt host (.c) exercise, plus a copy of
 the solution with its launchers renamed ex_NAME -> solution_NAME, which the graded test times
@@ -26,6 +27,15 @@ Graded tests carry the tags "graded" and "exercise=<exercise>"; tools/grade.sh r
 """
 
 load("//tools/cuda:cuda.bzl", "cuda_library")
+
+# Warnings are errors in learner code too (tools/grade.sh --strict).
+_STRICT = "//tools:grade_strict"
+
+# After the learner's -Wno-error, so that it wins under --strict.
+_STRICT_COPTS = select({
+    _STRICT: ["-Werror"],
+    "//conditions:default": [],
+})
 
 def _basename(label):
     return label.split(":")[-1].split("/")[-1]
@@ -79,7 +89,7 @@ def exercise_library(name, exercise, solution, stub, bugs = [], srcs = [], copts
     native.cc_library(
         name = name,
         srcs = _select_srcs(v) + srcs,
-        copts = copts + _select_learner_copts(v),
+        copts = copts + _select_learner_copts(v) + _STRICT_COPTS,
         **kwargs
     )
 
@@ -96,10 +106,10 @@ def gpu_exercise(name, solution, stub, launchers, bugs = [], hdrs = [], deps = [
             built[src] = "%s__variant%d" % (name, len(built))
             if cuda:
                 cuda_library(name = built[src], srcs = [src], hdrs = hdrs, deps = deps,
-                             warnings_as_errors = not learner, **kwargs)
+                             warnings_as_errors = _STRICT if learner else True, **kwargs)
             else:
                 native.cc_library(name = built[src], srcs = [src] + hdrs, deps = deps,
-                                  copts = ["-Wno-error"] if learner else [], **kwargs)
+                                  copts = (["-Wno-error"] if learner else []) + _STRICT_COPTS, **kwargs)
         targets[setting or "//conditions:default"] = ":" + built[src]
     native.alias(name = name, actual = select(targets))
     if cuda:

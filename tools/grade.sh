@@ -3,6 +3,8 @@
 # exercise, a table of its test cases with the first failing check's message under each failure.
 #
 #   tools/grade.sh [NAME ...]            grade your exercises (the stubs in exercises/ you edited)
+#   tools/grade.sh --strict [NAME ...]   the same, your files built with warnings as errors (-Werror,
+#                                        as CI builds the solutions): a warning costs the exercise
 #   tools/grade.sh --list                the exercises: chapter, CPU or GPU, the file to edit
 #   tools/grade.sh --solutions [NAME]    the reference solutions (what full marks look like)
 #   tools/grade.sh --expect-stubs-fail   CI: every graded case must FAIL on the untouched stubs
@@ -11,7 +13,8 @@
 #
 # Each exercise is built and graded on its own (--define=EXERCISES=<name>: its stub, every other
 # exercise's reference solution), so one that does not build scores 0 by itself and says so, with
-# the compiler's first errors. Your files build with warnings, not errors (the grader shows them).
+# the compiler's first errors. Your files build with warnings, not errors (the grader shows them),
+# unless --strict.
 # Each test case is one point. GPU exercises are graded where there is a GPU; elsewhere their
 # cases are reported as skipped, with the reason (still built, so compile errors show). Test data
 # is fresh on every run (TEST_SEED=<n> replays a run: each test prints its seed).
@@ -34,8 +37,9 @@ fp8_cast_gpu            05  GPU  exercises/fp8_cast_gpu.cu           //tests/exe
 fused_weights           06  CPU  exercises/fused_weights.c           //tests/exercises:fused_weights_test
 tp_backward             07  CPU  exercises/tp_backward.c             //tests/exercises:tp_backward_test"
 
-usage() { sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; }
 mode=learner
+strict=()  # --strict: the define that makes the learner's warnings errors (tools/exercises.bzl)
 names=()
 for arg in "$@"; do
   case "$arg" in
@@ -44,12 +48,16 @@ for arg in "$@"; do
     --solutions) mode=solutions ;;
     --expect-stubs-fail) mode=expect_fail ;;
     --bugs) mode=bugs ;;
+    --strict) strict=(--define=GRADE_STRICT=1) ;;
     -*) echo "grade: unknown option $arg" >&2; usage >&2; exit 2 ;;
     *) echo "$EXERCISES" | awk '{print $1}' | grep -qx -- "$arg" ||
          { echo "grade: no exercise named '$arg' (tools/grade.sh --list)" >&2; exit 2; }
        names+=("$arg") ;;
   esac
 done
+[ ${#strict[@]} -gt 0 ] && [ "$mode" != learner ] &&
+  { echo "grade: --strict grades your own files: not with --list, --solutions, --expect-stubs-fail, --bugs" >&2
+    exit 2; }
 [ ${#names[@]} -eq 0 ] && mapfile -t names < <(echo "$EXERCISES" | awk '{print $1}')
 field() { echo "$EXERCISES" | awk -v n="$1" -v f="$2" '$1 == n {print $f}'; }
 
@@ -67,7 +75,11 @@ trap 'rm -rf "$work"' EXIT
 
 # The test target's log and the number of cases its source declares.
 log_of() { local d="bazel-testlogs/${1#//}"; echo "${d/://}/test.log"; }
-cases_in_source() { local s="${1#//}"; s="${s/://}.c"; grep -c 'cmocka_unit_test(' "$s" 2>/dev/null || echo 1; }
+cases_in_source() {  # every cmocka_unit_test( counts, several may share a line
+  local s="${1#//}" n; s="${s/://}.c"
+  n=$(grep -o 'cmocka_unit_test(' "$s" 2>/dev/null | wc -l)
+  [ "$n" -gt 0 ] && echo "$n" || echo 1
+}
 
 # The compiler's first errors in a Bazel log (gcc "file:line:col: error", nvcc "file(line): error",
 # the linker's "undefined reference"), with a line of context each.
@@ -95,7 +107,7 @@ report() {
     built=0; n_fail=$score_cases
     echo "   DID NOT BUILD - 0/$score_cases. The compiler's first errors:"
     first_errors "$bazel_log"
-    echo "   (all of them: bazel build --define=EXERCISES=${name%%.*} $target)"
+    echo "   (all of them: bazel build ${strict[*]:+${strict[*]} }--define=EXERCISES=${name%%.*} $target)"
     return
   fi
   local w; w=$(warnings_in "$bazel_log" "$(field "$name" 4)")
@@ -148,7 +160,7 @@ case "$mode" in
 learner | expect_fail)
   for n in "${names[@]}"; do
     target=$(field "$n" 5)
-    run_bazel "$work/bazel.log" --define=EXERCISES="$n" "$target"
+    run_bazel "$work/bazel.log" "${strict[@]}" --define=EXERCISES="$n" "$target"
     report "$n" "$target" "$work/bazel.log" "$(field "$n" 4)"
     if [ "$n_skip" -gt 0 ] && [ "$n_skip" -eq "$score_cases" ]; then
       skipped+=("$n"); summary+=("$(printf "%-22s %-7s %-4s skipped: %s" "$n" "$(field "$n" 2)" "$(field "$n" 3)" "$skip_reason")")
@@ -183,12 +195,20 @@ solutions)
     [ "$n_fail" -ne 0 ] && { echo "   ERROR: the reference solution of $n fails $n_fail graded case(s)"; bad=1; }
   done ;;
 bugs)
+  # The planted bugs the build knows (tools/exercises.bzl: a genrule <exercise>__<bug>_src each);
+  # a .sed file it does not know would silently build the solution.
+  declared=$(bazel query 'kind(genrule, attr(name, "__.*_src$", //...))' 2>/dev/null)
   for n in "${names[@]}"; do
     target=$(field "$n" 5)
     bugs=(tools/solutions/bugs/"$n".*.sed)
     [ -e "${bugs[0]}" ] || { echo "   ERROR: $n has no planted bugs in tools/solutions/bugs/"; bad=1; continue; }
     for b in "${bugs[@]}"; do
       bug=$(basename "$b" .sed)
+      if ! grep -q ":${bug//./__}_src\$" <<<"$declared"; then
+        echo "$bug: ERROR: the build does not know $b:"
+        echo "  add it to the bugs of its exercise_library (reference/BUILD or common/BUILD)"
+        summary+=("$(printf "%-48s %s" "$bug" "ERROR: not in the build")"); bad=1; continue
+      fi
       run_bazel "$work/bazel.log" --define=EXERCISES="$bug" "$target"
       what=$(grep -m1 '^#' "$b" | sed 's/^# *//')
       report "$bug" "$target" "$work/bazel.log" "$what" >"$work/report" 2>&1

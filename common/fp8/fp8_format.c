@@ -1,4 +1,5 @@
-// fp8_decode and the format's parameters. fp8_encode is in fp8_encode.c (a graded exercise).
+// fp8_decode and the format's parameters. fp8_encode is the graded exercise "fp8_encode"
+// (docs/exercises.md).
 #include "common/fp8/fp8_format.h"
 
 #include <math.h>

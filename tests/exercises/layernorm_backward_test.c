@@ -55,8 +55,9 @@ static double fd(Problem *p, float *v) {
 
 // ||a - b|| / ||b|| over n entries, must be below 1e-3 (the finite differences' own error
 // is near 1e-5 here; a missing term is off by O(1)).
-// input: how the problem was made, for the message.
-static void expect_fd_close(const char *what, const char *input, const double *got, const double *want, int n) {
+// input: how the problem was made, for the message; hint (or NULL) is added to it.
+static void expect_fd_close(const char *what, const char *input, const double *got, const double *want, int n,
+                            const char *hint) {
     double diff = 0, norm = 0;
     for (int i = 0; i < n; i++) diff += (got[i] - want[i]) * (got[i] - want[i]), norm += want[i] * want[i];
     double err = sqrt(diff / fmax(norm, 1e-30));
@@ -71,9 +72,10 @@ static void expect_fd_close(const char *what, const char *input, const double *g
         if (fabs(got[i] - want[i]) > fabs(got[worst] - want[worst])) worst = i;
     }
     fail_msg("%s is wrong (%d x %d input, %s): relative error %.2e against finite "
-             "differences; worst element %d: got %.6g, expected %.6g%s",
+             "differences; worst element %d: got %.6g, expected %.6g%s%s%s",
              what, ROWS, COLS, input, err, worst, got[worst], want[worst],
-             isnan(got[worst]) ? " (the outputs start as NaN: overwrite them, do not add to them)" : "");
+             isnan(got[worst]) ? " (the outputs start as NaN: overwrite them, do not add to them)" : "",
+             hint ? ". " : "", hint ? hint : "");
 }
 
 static void test_dbeta(void **state) {
@@ -84,7 +86,7 @@ static void test_dbeta(void **state) {
     backward(&p, dx, dg, db);
     double got[COLS], want[COLS];
     for (int c = 0; c < COLS; c++) got[c] = db[c], want[c] = fd(&p, &p.beta[c]);
-    expect_fd_close("dbeta", RANDOM_PROBLEM, got, want, COLS);
+    expect_fd_close("dbeta", RANDOM_PROBLEM, got, want, COLS, NULL);
 }
 
 static void test_dgamma(void **state) {
@@ -95,7 +97,7 @@ static void test_dgamma(void **state) {
     backward(&p, dx, dg, db);
     double got[COLS], want[COLS];
     for (int c = 0; c < COLS; c++) got[c] = dg[c], want[c] = fd(&p, &p.gamma[c]);
-    expect_fd_close("dgamma", RANDOM_PROBLEM, got, want, COLS);
+    expect_fd_close("dgamma", RANDOM_PROBLEM, got, want, COLS, NULL);
 }
 
 static void dx_case(int unit_gamma) {
@@ -105,7 +107,64 @@ static void dx_case(int unit_gamma) {
     backward(&p, dx, dg, db);
     double got[ROWS * COLS], want[ROWS * COLS];
     for (int i = 0; i < ROWS * COLS; i++) got[i] = dx[i], want[i] = fd(&p, &p.x[i]);
-    expect_fd_close("dx", unit_gamma ? "random x, beta, dy; gamma all ones" : RANDOM_PROBLEM, got, want, ROWS * COLS);
+    expect_fd_close("dx", unit_gamma ? "random x, beta, dy; gamma all ones" : RANDOM_PROBLEM, got, want, ROWS * COLS,
+                    NULL);
+}
+
+// How much of dx's error (got - want) is NOT a multiple of xhat within its row: 0 when each row's
+// error lies along xhat, as it does when the -xhat * mean(g * xhat) term is missing or off.
+static double error_off_xhat(const double *got, const double *want, const float *x, const float *mean,
+                             const float *rstd) {
+    double off = 0, all = 0;
+    for (int r = 0; r < ROWS; r++) {
+        double xhat[COLS], e[COLS], ex = 0, xx = 0;
+        for (int c = 0; c < COLS; c++) {
+            xhat[c] = (x[r * COLS + c] - mean[r]) * (double)rstd[r];
+            e[c] = got[r * COLS + c] - want[r * COLS + c];
+            ex += e[c] * xhat[c], xx += xhat[c] * xhat[c];
+        }
+        for (int c = 0; c < COLS; c++) {
+            double rest = e[c] - ex / xx * xhat[c];
+            off += rest * rest, all += e[c] * e[c];
+        }
+    }
+    return all > 0 ? sqrt(off / all) : 0.0;
+}
+
+// dx where -xhat * mean(g * xhat) is the only row-wide term: gamma all ones and every row of dy
+// with mean 0, so mean(g) = 0; and dy leans on xhat, so mean(g * xhat) is far from 0. Then
+// dx = rstd * (g - xhat * mean(g * xhat)), and a dx without that term, rstd * g, is off by O(1).
+static void test_dx_mean_g_xhat_term(void **state) {
+    (void)state;
+    Problem p;
+    make_problem(&p, 1);
+    float y[ROWS * COLS], mean[ROWS], rstd[ROWS];
+    ref_layernorm_forward(p.x, p.gamma, p.beta, ROWS, COLS, 1e-5f, y, mean, rstd);
+    for (int r = 0; r < ROWS; r++) {  // dy = random + xhat, with its row mean taken out
+        float *w = p.w + r * COLS;
+        double m = 0;
+        for (int c = 0; c < COLS; c++) w[c] += (float)((p.x[r * COLS + c] - mean[r]) * (double)rstd[r]), m += w[c];
+        for (int c = 0; c < COLS; c++) w[c] -= (float)(m / COLS);
+    }
+    float dx[ROWS * COLS], dg[COLS], db[COLS];
+    backward(&p, dx, dg, db);
+    double got[ROWS * COLS], want[ROWS * COLS], without_term[ROWS * COLS];
+    for (int i = 0; i < ROWS * COLS; i++) {
+        got[i] = dx[i], want[i] = fd(&p, &p.x[i]);
+        without_term[i] = (double)rstd[i / COLS] * p.w[i];  // rstd * (g - mean(g)): g = dy, mean(g) = 0
+    }
+    double diff = 0, norm = 0;
+    for (int i = 0; i < ROWS * COLS; i++)
+        diff += (got[i] - without_term[i]) * (got[i] - without_term[i]), norm += without_term[i] * without_term[i];
+    const char *hint = NULL;
+    if (sqrt(diff / norm) < 1e-3)
+        hint = "Your dx is rstd * (g - mean(g)): it lacks the row-wide term -xhat * mean(g * xhat), which comes "
+               "from rstd depending on every x of the row";
+    else if (error_off_xhat(got, want, p.x, mean, rstd) < 0.05)
+        hint = "In every row your dx is off by a multiple of xhat: look at the term -xhat * mean(g * xhat) (the "
+               "only row-wide term here, where mean(g) = 0): its sign, and what is averaged";
+    expect_fd_close("dx", "random x, beta; gamma all ones; every row of dy has mean 0 and leans on xhat", got, want,
+                    ROWS * COLS, hint);
 }
 
 static void test_dx_unit_gamma(void **state) {
@@ -139,8 +198,8 @@ static void test_dx_rows_sum_to_zero(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_dbeta),         cmocka_unit_test(test_dgamma),
-        cmocka_unit_test(test_dx_unit_gamma), cmocka_unit_test(test_dx),
-        cmocka_unit_test(test_dx_rows_sum_to_zero),
+        cmocka_unit_test(test_dx_mean_g_xhat_term), cmocka_unit_test(test_dx_unit_gamma),
+        cmocka_unit_test(test_dx),                  cmocka_unit_test(test_dx_rows_sum_to_zero),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

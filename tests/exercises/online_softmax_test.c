@@ -12,19 +12,43 @@
 #include "tests/exercises/grading.h"
 #include "tests/test_util.h"
 
-static void compare_case(int seq, int heads, int d, int block, float p, int causal) {
-    const int batch = 2;
-    int64_t nqkv = (int64_t)seq * batch * heads * 3 * d, nctx = nqkv / 3;
-    float *qkv = random_floats(nqkv, -2, 2);
-    float *want = malloc(nctx * sizeof(float)), *got = malloc(nctx * sizeof(float));
-    float *probs = malloc((size_t)batch * heads * seq * seq * sizeof(float));
-    ref_attention_forward(qkv, seq, batch, heads, d, p, causal, 5, 9, want, probs);
+enum { BATCH = 2 };
+#define TOLERANCE 1e-5
+
+// The online softmax's attention output for keys in blocks of `block` (fresh NaN-filled ctx).
+static float *flash_output(const float *qkv, int seq, int heads, int d, int block, float p, int causal) {
+    const int64_t nctx = (int64_t)seq * BATCH * heads * d;
+    float *got = malloc(nctx * sizeof(float));
     fill_nan(got, nctx);
-    ref_flash_attention_forward(qkv, seq, batch, heads, d, p, causal, 5, 9, block, got, NULL);
+    ref_flash_attention_forward(qkv, seq, BATCH, heads, d, p, causal, 5, 9, block, got, NULL);
+    return got;
+}
+
+static void compare_case(int seq, int heads, int d, int block, float p, int causal) {
+    int64_t nqkv = (int64_t)seq * BATCH * heads * 3 * d, nctx = nqkv / 3;
+    float *qkv = random_floats(nqkv, -2, 2);
+    float *want = malloc(nctx * sizeof(float));
+    float *probs = malloc((size_t)BATCH * heads * seq * seq * sizeof(float));
+    ref_attention_forward(qkv, seq, BATCH, heads, d, p, causal, 5, 9, want, probs);
+    float *got = flash_output(qkv, seq, heads, d, block, p, causal);
+    // Wrong in blocks: is the same input right with every key in one block? Then what goes wrong
+    // is what happens between blocks, when the running max changes.
+    const char *hint = NULL;
+    char one_block_right[300];
+    if (block < seq && !(relative_error(got, want, nctx) <= TOLERANCE)) {
+        float *whole = flash_output(qkv, seq, heads, d, seq, p, causal);
+        if (relative_error(whole, want, nctx) <= TOLERANCE) {
+            snprintf(one_block_right, sizeof one_block_right, "Right with all %d keys in one block but wrong in "
+                     "blocks of %d: when a block raised the running max, did you rescale what you had summed "
+                     "so far (the sum and the output accumulator) to the new max?", seq, block);
+            hint = one_block_right;
+        }
+        free(whole);
+    }
     char what[160];
     snprintf(what, sizeof what, "the attention output (rows: tokens; seq %d, heads %d, head_dim %d, keys in blocks "
              "of %d, dropout %.1f, causal %d)", seq, heads, d, block, p, causal);
-    expect_close(what, got, want, (int64_t)seq * batch, (int64_t)heads * d, 1e-5, NULL);
+    expect_close(what, got, want, (int64_t)seq * BATCH, (int64_t)heads * d, TOLERANCE, hint);
     free(qkv), free(want), free(got), free(probs);
 }
 
