@@ -46,14 +46,28 @@ static struct {
     int block;          // --block local|exact: the Linear -> LayerNorm -> Linear block instead
     TpLnMode ln_mode;
     TpVariant variant;  // --parallel, --sequence-parallel
-} flags = {0, 0, 120.0, 1, 0, TP_LN_SHARD_LOCAL, {TP_LAYER_SERIAL, 0, 0}};
+    LayerCommOptions comm;       // --no-overlap, --overlap-priority, --overlap-ctas
+    SpGatheredInput sp_input;    // --keep-gathered
+    int overlap_flags_given;     // --overlap-priority or --overlap-ctas (refused with --no-overlap)
+} flags = {0, 0, 120.0, 1, 0, TP_LN_SHARD_LOCAL, {TP_LAYER_SERIAL, 0, 0}, {1, 1, 0}, SP_REGATHER, 0};
 
 static int parse_flag(const char *f, const char *v) {
     if (!v) {  // flags without a value
         if (!strcmp(f, "--no-sweep")) return flags.sweep = 0, 1;
         if (!strcmp(f, "--parallel")) return flags.variant.layer = TP_LAYER_PARALLEL, 1;
         if (!strcmp(f, "--sequence-parallel")) return flags.variant.sequence_parallel = 1, 1;
+        if (!strcmp(f, "--no-overlap")) return flags.comm.overlap = 0, 1;
+        if (!strcmp(f, "--keep-gathered")) return flags.sp_input = SP_KEEP_GATHERED, 1;
         return 0;
+    }
+    if (!strcmp(f, "--overlap-priority")) {
+        static const char *const levels[] = {"normal", "high"};
+        flags.comm.side_priority_high = parse_choice_flag(f, v, levels, 2);
+        return flags.overlap_flags_given = 1, 1;
+    }
+    if (!strcmp(f, "--overlap-ctas")) {
+        flags.comm.side_ctas = (int)parse_int_flag(f, v, 1, 64);
+        return flags.overlap_flags_given = 1, 1;
     }
     if (!strcmp(f, "--tp")) return flags.tp = (int)parse_int_flag(f, v, 1, TP_MAX_RANKS), 1;
     if (!strcmp(f, "--port")) return flags.port = (int)parse_int_flag(f, v, 1024, 65535), 1;
@@ -90,6 +104,14 @@ const StepOps STEP_07_TENSOR_PARALLEL = {
         "                       serial one (two each way)\n"
         "  --sequence-parallel  LayerNorm, dropout, residual on each rank's seq/tp tokens; all-gather\n"
         "                       before and reduce-scatter after the tensor-parallel GEMMs\n"
+        "  --no-overlap         run backward's collectives in line on the compute stream, instead of\n"
+        "                       starting each on a side stream beside the weight-gradient GEMM (default)\n"
+        "  --overlap-priority high|normal  the side stream's priority (default high: NCCL's blocks get\n"
+        "                       free multiprocessors before the GEMM's)\n"
+        "  --overlap-ctas N     the overlapped collectives on a second communicator of N CTAs (default:\n"
+        "                       the main communicator, NCCL's own count)\n"
+        "  --keep-gathered      with --sequence-parallel: keep the all-gathered LayerNorm outputs for the\n"
+        "                       weight gradients instead of all-gathering them again in backward\n"
         "  --block local|exact  the block Linear(h->ffn) -> LayerNorm(ffn) -> Linear(ffn->h) instead,\n"
         "                       its LayerNorm shard-local (a GroupNorm) or exact (statistics all-reduced)\n"
         "  --no-sweep           skip the all-reduce sweep (ours against bare NCCL)\n"
@@ -112,7 +134,13 @@ typedef struct {
     double collective_mb;
 } RankTimes;
 
-static void print_header(const Options *o, const RankInfo *info) {
+// What the flags chose for the collectives, in words (the header, the timing line, --json).
+static const char *sp_input_name(void) {
+    if (flags.block || !flags.variant.sequence_parallel) return "-";
+    return flags.sp_input == SP_KEEP_GATHERED ? "kept gathered" : "gathered again in backward";
+}
+
+static void print_header(const Options *o, const RankInfo *info, const LayerComm *lc) {
     const LayerConfig *c = &o->layer;
     const int tp = info->world;
     printf("step %s: %s\nGPU: %s\n", STEP_07_TENSOR_PARALLEL.id, STEP_07_TENSOR_PARALLEL.title, gpu_description());
@@ -128,6 +156,11 @@ static void print_header(const Options *o, const RankInfo *info) {
                "features, %lld of %lld tokens outside the tensor-parallel GEMMs\n", tp, info->source,
                tp_variant_name(&flags.variant), c->heads / tp, c->heads, c->ffn / tp, c->ffn,
                (long long)(layer_tokens(c) / (flags.variant.sequence_parallel ? tp : 1)), (long long)layer_tokens(c));
+    char sched[128];
+    if (!flags.block)
+        printf("backward's collectives %s%s%s\n", layer_comm_schedule_name(lc, sched, sizeof sched),
+               flags.variant.sequence_parallel ? "; the LayerNorm outputs for the weight gradients " : "",
+               flags.variant.sequence_parallel ? sp_input_name() : "");
     fflush(stdout);
 }
 
@@ -167,20 +200,23 @@ static void gather_results(const LayerConfig *c, TpComm *comm, const TpLayer *l,
     free(shards);
 }
 
-static void write_json(const char *path, const Options *o, int tp, const RankTimes *t, double max_err, int passed) {
+static void write_json(const char *path, const Options *o, int tp, const RankTimes *t, double max_err, int passed,
+                       const LayerComm *lc) {
     const LayerConfig *c = &o->layer;
     FILE *f = output_open(path, "w");  // beside, then renamed: never a half-written file
     fprintf(f,
             "{\"step\": \"%s\", \"title\": \"%s\", \"gpu\": \"%s\", \"hidden\": %d, \"ffn\": %d, \"heads\": %d, "
             "\"seq\": %d, \"batch\": %d, \"dtype\": \"%s\", \"tp\": %d, \"variant\": \"%s\", \"mean_ms\": %.4f, "
             "\"collective_ms\": %.4f, \"collectives\": %d, \"bus_gbps\": %.1f, \"activation_mib\": %.1f, "
-            "\"peak_mib\": %.1f, \"tflops_per_gpu\": %.2f, \"max_rel_error\": %.4g, \"check_passed\": %d}\n",
+            "\"peak_mib\": %.1f, \"tflops_per_gpu\": %.2f, \"max_rel_error\": %.4g, \"check_passed\": %d, "
+            "\"overlap\": %d, \"overlap_priority\": \"%s\", \"overlap_ctas\": %d, \"sp_layernorm_outputs\": \"%s\"}\n",
             STEP_07_TENSOR_PARALLEL.id, STEP_07_TENSOR_PARALLEL.title, gpu_description(), c->hidden, c->ffn, c->heads,
             c->seq, c->batch, dtype_name(c->dtype), tp,
             flags.block ? (flags.ln_mode == TP_LN_EXACT ? "block, exact" : "block, shard-local")
                         : tp_variant_name(&flags.variant),
             t->ms, t->collective_ms, t->collectives, t->bus_gbps, t->activation_mib, t->peak_mib,
-            layer_train_flops(c) / tp / (t->ms * 1e-3) / 1e12, max_err, passed);
+            layer_train_flops(c) / tp / (t->ms * 1e-3) / 1e12, max_err, passed, lc->opt.overlap,
+            lc->opt.side_priority_high ? "high" : "normal", lc->opt.side_ctas, sp_input_name());
     output_commit(f, path);
 }
 
@@ -202,8 +238,8 @@ static int run_rank(void *arg) {
     TpComm comm = {NULL, rank, tp, flags.timeout_s};
     if (tp > 1) tp_comm_init(&comm, &info, flags.timeout_s);
     LayerComm lc;
-    layer_comm_init(&lc, &comm);
-    if (rank == 0) print_header(o, &info);
+    layer_comm_init(&lc, &comm, &flags.comm);
+    if (rank == 0) print_header(o, &info, &lc);
 
     // 2-3. The rank's parameters and tokens; the layer (or the block).
     const int64_t T = layer_tokens(c), h = c->hidden, Tl = (sp && !flags.block) ? T / tp : T;
@@ -225,7 +261,7 @@ static int run_rank(void *arg) {
     } else {
         LayerParams shard;
         tp_shard_params(c, tp, rank, job->full, &shard);
-        tp_layer_init(&layer, c, tp, rank, &flags.variant, &shard);
+        tp_layer_init(&layer, c, tp, rank, &flags.variant, flags.sp_input, &shard);
         layer_params_free(&shard);
     }
 
@@ -263,9 +299,17 @@ static int run_rank(void *arg) {
            "%.1f MB in all, bus bandwidth %.1f GB/s); activations kept for backward %.0f MiB, peak device memory "
            "%.0f MiB\n", rank, t.ms, t.collective_ms, t.ms > 0 ? 100.0 * t.collective_ms / t.ms : 0.0,
            t.collectives, t.collective_mb, t.bus_gbps, t.activation_mib, t.peak_mib);
+    // The mode in the timing line itself, so that a log of several runs says which is which.
+    char sched[224] = "";
+    if (!flags.block) {
+        char name[96];
+        snprintf(sched, sizeof sched, "; backward's collectives %s%s%s", layer_comm_schedule_name(&lc, name, sizeof name),
+                 sp ? "; LayerNorm outputs " : "", sp ? sp_input_name() : "");
+    }
     if (rank == 0)
-        printf("Mean time: %.3f ms   (rank 0, %d steps after %d warm-up; fwd+bwd)\n%.1f TFLOP/s per GPU\n", t.ms,
-               o->iters, o->warmup, layer_train_flops(c) / tp / (t.ms * 1e-3) / 1e12);
+        printf("Mean time: %.3f ms   (rank 0, %d steps after %d warm-up; fwd+bwd; %s, %s%s)\n%.1f TFLOP/s per GPU\n",
+               t.ms, o->iters, o->warmup, flags.block ? "the block" : tp_variant_name(&flags.variant),
+               dtype_name(c->dtype), sched, layer_train_flops(c) / tp / (t.ms * 1e-3) / 1e12);
     fflush(stdout);
 
     // 5. --check, --save, --json, the sweep.
@@ -293,7 +337,7 @@ static int run_rank(void *arg) {
         }
         layer_results_free(&res);
     }
-    if (o->json_path && rank == 0) write_json(o->json_path, o, tp, &t, max_err, passed);
+    if (o->json_path && rank == 0) write_json(o->json_path, o, tp, &t, max_err, passed, &lc);
     if (flags.sweep) all_reduce_sweep(&comm, c->dtype, T * h);
 
     if (flags.block) tp_block_gpu_free(&block), tp_block_free(&block_params);
@@ -317,10 +361,17 @@ static int world_size(RankInfo *info, int *from_env) {
 
 static void refuse_what_cannot_run(const Options *o, int tp) {
     const LayerConfig *c = &o->layer;
+    if (!flags.comm.overlap && flags.overlap_flags_given)
+        fail_user("--overlap-priority and --overlap-ctas set up the overlap that --no-overlap turns off: give one or "
+                  "the other");
+    if (flags.sp_input == SP_KEEP_GATHERED && !flags.variant.sequence_parallel)
+        fail_user("--keep-gathered chooses what sequence parallelism keeps for backward: add --sequence-parallel");
     if (flags.block) {
         if (flags.variant.layer == TP_LAYER_PARALLEL || flags.variant.sequence_parallel)
             fail_user("--block runs the Linear -> LayerNorm -> Linear block alone: drop --parallel and "
                       "--sequence-parallel");
+        if (!flags.comm.overlap || flags.overlap_flags_given)
+            fail_user("--block overlaps no collective: drop --no-overlap, --overlap-priority and --overlap-ctas");
         if (o->weights_path || o->save_path)
             fail_user("--weights and --save are the layer's parameters and results; --block runs its own random block");
         const char *problem = tp_block_problem(c->hidden, c->ffn, tp);

@@ -3,14 +3,15 @@
 
 #include <string.h>
 
-void tp_layer_init(TpLayer *l, const LayerConfig *c, int tp, int rank, const TpVariant *v, const LayerParams *shard) {
+void tp_layer_init(TpLayer *l, const LayerConfig *c, int tp, int rank, const TpVariant *v, SpGatheredInput sp_input,
+                   const LayerParams *shard) {
     memset(l, 0, sizeof *l);
     l->variant = *v;
     if (v->layer == TP_LAYER_PARALLEL) {
-        tp_parallel_layer_init(&l->par, c, tp, rank, v->sequence_parallel, shard);
+        tp_parallel_layer_init(&l->par, c, tp, rank, v->sequence_parallel, sp_input, shard);
     } else {
-        tp_attention_init(&l->attn, c, tp, rank, v->sequence_parallel, shard);
-        tp_mlp_init(&l->mlp, c, tp, rank, v->sequence_parallel, shard);
+        tp_attention_init(&l->attn, c, tp, rank, v->sequence_parallel, sp_input, shard);
+        tp_mlp_init(&l->mlp, c, tp, rank, v->sequence_parallel, sp_input, shard);
     }
 }
 
@@ -29,6 +30,7 @@ void tp_layer_train_step(TpLayer *l, LayerComm *lc, const void *x, const void *d
         tp_mlp_backward(&l->mlp, lc, dout);
         tp_attention_backward(&l->attn, lc, l->mlp.dx, step);
     }
+    layer_join_side(lc);  // SP's gradient all-reduces: part of the step, done before the next writes
 }
 
 const void *tp_layer_output(const TpLayer *l) {
