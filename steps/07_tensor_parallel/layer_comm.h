@@ -45,7 +45,7 @@
 #include "common/core/layer.h"
 #include "steps/07_tensor_parallel/tp_comm.h"
 
-#define LAYER_COMM_MAX_CALLS 24  // collectives per training step
+#define LAYER_COMM_MAX_CALLS 64  // collectives per training step (--fprop-chunks 16: 32 in forward)
 
 typedef struct {
     int overlap;             // 1 (default): started collectives on the side stream; 0: --no-overlap
@@ -122,6 +122,16 @@ typedef enum {
     SP_KEEP_GATHERED = 1,  // forward keeps the gathered [T, h] (--keep-gathered): (tp-1)/tp of a [T, h]
                            // more per LayerNorm, one all-gather fewer each
 } SpGatheredInput;
+
+// How a layer schedules its work around the collectives (none of it changes a number the layer
+// computes; tp_check passes for every choice):
+typedef struct {
+    SpGatheredInput sp_input;  // sequence parallelism: the LayerNorm outputs gathered again (default) or kept
+    int fprop_chunks;          // plain TP: the row-parallel forward's GEMM and all-reduce pipelined in
+                               // this many row blocks (row_parallel.h); 1 (default): one GEMM, one all-reduce
+} TpSchedule;
+
+#define TP_SCHEDULE_DEFAULTS ((TpSchedule){SP_REGATHER, 1})
 
 // The two ends of the tensor-parallel region, plain TP or sequence parallelism (`sp`):
 // Entering, before a column-parallel GEMM, which needs all T tokens [T, h]:

@@ -11,6 +11,7 @@
 #include "kernels/naive/bias.h"
 #include "modules/gemm.h"
 #include "reference/tp_layer_reference.h"
+#include "steps/07_tensor_parallel/row_parallel.h"
 
 // A device tensor of `rows` x `cols` in the layer's dtype, counted as activation memory when
 // forward keeps it for backward.
@@ -29,13 +30,17 @@ static AttentionProblem attention_problem(const TpAttention *m) {
 }
 
 void tp_attention_init(TpAttention *m, const LayerConfig *c, int tp, int rank, int sequence_parallel,
-                       SpGatheredInput sp_input, const LayerParams *shard) {
+                       const TpSchedule *sched, const LayerParams *shard) {
     memset(m, 0, sizeof *m);
     const TpVariant v = {TP_LAYER_SERIAL, sequence_parallel, 0};
     const char *problem = tp_variant_problem(c, tp, &v);
     if (problem) fail_user("%s", problem);
+    if (sequence_parallel && sched->fprop_chunks != 1)
+        fail_user("--fprop-chunks pipelines plain TP's forward all-reduce; sequence parallelism has a reduce-scatter there");
+    problem = row_parallel_chunks_problem(layer_tokens(c), sched->fprop_chunks);
+    if (problem) fail_user("%s", problem);
     m->cfg = *c;
-    m->tp = tp, m->rank = rank, m->sequence_parallel = sequence_parallel, m->sp_input = sp_input;
+    m->tp = tp, m->rank = rank, m->sequence_parallel = sequence_parallel, m->sched = *sched;
     m->heads_local = c->heads / tp, m->first_head = rank * m->heads_local, m->hl = c->hidden / tp;
     const AttentionProblem ap = attention_problem(m);
     const char *why = attention_unsupported(&ap);
@@ -43,7 +48,7 @@ void tp_attention_init(TpAttention *m, const LayerConfig *c, int tp, int rank, i
     m->T = layer_tokens(c), m->Tl = sequence_parallel ? m->T / tp : m->T;
     const int h = c->hidden;
     const int64_t T = m->T, Tl = m->Tl;
-    const int keep_gathered = sequence_parallel && sp_input == SP_KEEP_GATHERED;
+    const int keep_gathered = sequence_parallel && sched->sp_input == SP_KEEP_GATHERED;
     float *const *w = shard->tensor;
     layernorm_init(&m->ln1, h, Tl, c->eps, w[P_LN1_WEIGHT], w[P_LN1_BIAS], c->dtype);
     linear_init(&m->qkv, h, 3 * m->hl, w[P_QKV_WEIGHT], w[P_QKV_BIAS], c->dtype);
@@ -105,8 +110,14 @@ void tp_attention_forward(TpAttention *m, LayerComm *lc, const void *x, uint64_t
     const AttentionProblem ap = attention_problem(m);
     const AttentionDropout drop = attention_layer_dropout(c, step);
     attention_forward(&ap, &drop, m->qkv_out, m->ctx, m->lse);  // this rank's heads
-    linear_forward(&m->proj, m->ctx, m->proj_out, m->T, NULL);  // row-parallel: a partial [T, h]
-    layer_leave_region(lc, sp, m->proj_out, m->proj_loc, m->Tl * h, c->dtype, 0);
+    // Row-parallel: a partial [T, h], summed over the ranks (plain TP: optionally in row blocks,
+    // each block's all-reduce beside the next block's GEMM, row_parallel.h).
+    if (sp) {
+        linear_forward(&m->proj, m->ctx, m->proj_out, m->T, NULL);
+        layer_leave_region(lc, sp, m->proj_out, m->proj_loc, m->Tl * h, c->dtype, 0);
+    } else {
+        row_parallel_forward_all_reduce(&m->proj, lc, m->ctx, m->proj_out, m->T, m->sched.fprop_chunks);
+    }
     // The bias once, and the unsharded layer's dropout mask on the rank's tokens.
     bias_dropout_add_forward_at(m->proj_loc, m->b_proj, x, m->y, m->Tl, h, c->hidden_dropout, c->seed,
                                 dropout_offset(step, DROPOUT_SITE_HIDDEN), first_element(m), c->dtype);
@@ -115,7 +126,7 @@ void tp_attention_forward(TpAttention *m, LayerComm *lc, const void *x, uint64_t
 void tp_attention_backward(TpAttention *m, LayerComm *lc, const void *dy, uint64_t step) {
     const LayerConfig *c = &m->cfg;
     const int h = c->hidden, sp = m->sequence_parallel;
-    const int regather = sp && m->sp_input == SP_REGATHER;
+    const int regather = sp && m->sched.sp_input == SP_REGATHER;
     add_dropout_backward_at(dy, NULL, NULL, m->d_proj_loc, m->Tl * h, c->hidden_dropout, c->seed,
                             dropout_offset(step, DROPOUT_SITE_HIDDEN), first_element(m), c->dtype);
     bias_grad(m->d_proj_loc, m->Tl, h, m->db_proj, c->dtype);  // SP: over the rank's tokens only

@@ -39,7 +39,7 @@ typedef struct {
     int tp, rank, sequence_parallel;
     int hl, heads_local, first_head;  // this rank's share of hidden (its heads * head_dim), its heads
     int64_t T, Tl;                    // tokens; tokens of the rank's slice (T/tp under SP, else T)
-    SpGatheredInput sp_input;         // SP: LN1's gathered output kept, or gathered again in backward
+    TpSchedule sched;                 // SP: LN1's gathered output kept or gathered again; forward's blocks
     LayerNorm ln1;                    // on Tl rows
     Linear qkv;                       // [3 hl, h] + bias
     Linear proj;                      // [h, hl], no bias: added after the sum
@@ -65,7 +65,7 @@ typedef struct {
 // shard: this rank's parameters (tp_shard_params). Fails with a message if the config cannot
 // be cut (tp_variant_problem) or attention cannot run it.
 void tp_attention_init(TpAttention *m, const LayerConfig *cfg, int tp, int rank, int sequence_parallel,
-                       SpGatheredInput sp_input, const LayerParams *shard);
+                       const TpSchedule *sched, const LayerParams *shard);
 void tp_attention_free(TpAttention *m);
 // x: [Tl, h] (the rank's tokens). Writes m->y.
 void tp_attention_forward(TpAttention *m, LayerComm *lc, const void *x, uint64_t step);

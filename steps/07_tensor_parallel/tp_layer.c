@@ -3,15 +3,17 @@
 
 #include <string.h>
 
-void tp_layer_init(TpLayer *l, const LayerConfig *c, int tp, int rank, const TpVariant *v, SpGatheredInput sp_input,
+void tp_layer_init(TpLayer *l, const LayerConfig *c, int tp, int rank, const TpVariant *v, const TpSchedule *sched,
                    const LayerParams *shard) {
+    const TpSchedule defaults = TP_SCHEDULE_DEFAULTS;
+    if (!sched) sched = &defaults;
     memset(l, 0, sizeof *l);
     l->variant = *v;
     if (v->layer == TP_LAYER_PARALLEL) {
-        tp_parallel_layer_init(&l->par, c, tp, rank, v->sequence_parallel, sp_input, shard);
+        tp_parallel_layer_init(&l->par, c, tp, rank, v->sequence_parallel, sched, shard);
     } else {
-        tp_attention_init(&l->attn, c, tp, rank, v->sequence_parallel, sp_input, shard);
-        tp_mlp_init(&l->mlp, c, tp, rank, v->sequence_parallel, sp_input, shard);
+        tp_attention_init(&l->attn, c, tp, rank, v->sequence_parallel, sched, shard);
+        tp_mlp_init(&l->mlp, c, tp, rank, v->sequence_parallel, sched, shard);
     }
 }
 

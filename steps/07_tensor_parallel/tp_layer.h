@@ -2,9 +2,10 @@
 // (reference/tp_layer_reference.h): the serial layer as its two halves (tp_attention.h,
 // tp_mlp.h), or step 06's parallel layer (tp_parallel_layer.h); plain TP or sequence
 // parallelism. x and the output gradient are the rank's tokens: [T/tp, h] under sequence
-// parallelism, all [T, h] otherwise. sp_input: under sequence parallelism, whether backward
-// gathers the LayerNorm outputs again (SP_REGATHER, the default) or forward keeps them gathered
-// (layer_comm.h); ignored under plain TP.
+// parallelism, all [T, h] otherwise. sched (NULL: TP_SCHEDULE_DEFAULTS, layer_comm.h): under
+// sequence parallelism whether backward gathers the LayerNorm outputs again (the default) or
+// forward keeps them gathered; under plain TP the row-parallel forwards' all-reduce pipelined
+// in row blocks or not.
 #ifndef STEPS_07_TENSOR_PARALLEL_TP_LAYER_H
 #define STEPS_07_TENSOR_PARALLEL_TP_LAYER_H
 
@@ -26,7 +27,7 @@ typedef struct {
 } TpLayer;
 
 // shard: rank `rank`'s parameters (tp_shard_params of the unsharded ones).
-void tp_layer_init(TpLayer *l, const LayerConfig *cfg, int tp, int rank, const TpVariant *v, SpGatheredInput sp_input,
+void tp_layer_init(TpLayer *l, const LayerConfig *cfg, int tp, int rank, const TpVariant *v, const TpSchedule *sched,
                    const LayerParams *shard);
 void tp_layer_free(TpLayer *l);
 // One training step: forward from x, backward from dout (both [Tl, h], device, cfg->dtype).

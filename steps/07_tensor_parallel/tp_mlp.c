@@ -9,6 +9,7 @@
 #include "kernels/naive/bias.h"
 #include "modules/gemm.h"
 #include "reference/tp_layer_reference.h"
+#include "steps/07_tensor_parallel/row_parallel.h"
 
 static void *tensor(TpMlp *m, int64_t rows, int64_t cols, int kept) {
     size_t bytes = (size_t)(rows * cols) * dtype_bytes(m->cfg.dtype);
@@ -16,18 +17,22 @@ static void *tensor(TpMlp *m, int64_t rows, int64_t cols, int kept) {
     return dev_alloc(bytes);
 }
 
-void tp_mlp_init(TpMlp *m, const LayerConfig *c, int tp, int rank, int sequence_parallel, SpGatheredInput sp_input,
+void tp_mlp_init(TpMlp *m, const LayerConfig *c, int tp, int rank, int sequence_parallel, const TpSchedule *sched,
                  const LayerParams *shard) {
     memset(m, 0, sizeof *m);
     const TpVariant v = {TP_LAYER_SERIAL, sequence_parallel, 0};
     const char *problem = tp_variant_problem(c, tp, &v);
     if (problem) fail_user("%s", problem);
+    if (sequence_parallel && sched->fprop_chunks != 1)
+        fail_user("--fprop-chunks pipelines plain TP's forward all-reduce; sequence parallelism has a reduce-scatter there");
+    problem = row_parallel_chunks_problem(layer_tokens(c), sched->fprop_chunks);
+    if (problem) fail_user("%s", problem);
     m->cfg = *c;
-    m->tp = tp, m->rank = rank, m->sequence_parallel = sequence_parallel, m->sp_input = sp_input;
+    m->tp = tp, m->rank = rank, m->sequence_parallel = sequence_parallel, m->sched = *sched;
     m->fl = c->ffn / tp, m->T = layer_tokens(c), m->Tl = sequence_parallel ? m->T / tp : m->T;
     const int h = c->hidden;
     const int64_t T = m->T, Tl = m->Tl;
-    const int keep_gathered = sequence_parallel && sp_input == SP_KEEP_GATHERED;
+    const int keep_gathered = sequence_parallel && sched->sp_input == SP_KEEP_GATHERED;
     float *const *w = shard->tensor;
     layernorm_init(&m->ln2, h, Tl, c->eps, w[P_LN2_WEIGHT], w[P_LN2_BIAS], c->dtype);
     linear_init(&m->fc1, h, m->fl, w[P_FC1_WEIGHT], w[P_FC1_BIAS], c->dtype);
@@ -68,8 +73,13 @@ void tp_mlp_forward(TpMlp *m, LayerComm *lc, const void *y) {
     const void *ln = layer_enter_region(lc, sp, m->ln_loc, m->ln, m->Tl * h, dt);
     linear_forward(&m->fc1, ln, m->fc1_out, m->T, NULL);  // column-parallel: [T, f/tp]
     gelu_forward_strided(m->fc1_out, m->fl, m->act, m->fl, m->T, m->fl, dt);
-    linear_forward(&m->fc2, m->act, m->fc2_out, m->T, NULL);  // row-parallel: a partial [T, h]
-    layer_leave_region(lc, sp, m->fc2_out, m->out, m->Tl * h, dt, 0);
+    // Row-parallel: a partial [T, h], summed over the ranks (plain TP: optionally in row blocks).
+    if (sp) {
+        linear_forward(&m->fc2, m->act, m->fc2_out, m->T, NULL);
+        layer_leave_region(lc, sp, m->fc2_out, m->out, m->Tl * h, dt, 0);
+    } else {
+        row_parallel_forward_all_reduce(&m->fc2, lc, m->act, m->fc2_out, m->T, m->sched.fprop_chunks);
+    }
     // The bias once (not tp times) and the residual, in one pass (dropout 0: FC2 has none).
     bias_dropout_add_forward(m->out, m->b2, y, m->out, m->Tl, h, 0.0f, 0, 0, dt);
 }
@@ -77,7 +87,7 @@ void tp_mlp_forward(TpMlp *m, LayerComm *lc, const void *y) {
 void tp_mlp_backward(TpMlp *m, LayerComm *lc, const void *dout) {
     const DType dt = m->cfg.dtype;
     const int h = m->cfg.hidden, sp = m->sequence_parallel;
-    const int regather = sp && m->sp_input == SP_REGATHER;
+    const int regather = sp && m->sched.sp_input == SP_REGATHER;
     bias_grad(dout, m->Tl, h, m->db2, dt);  // SP: over the rank's tokens only
     // SP_REGATHER: m->dout is the buffer that held LN2's gathered output in forward.
     const void *dout_all = layer_enter_region(lc, sp, dout, m->dout, m->Tl * h, dt);

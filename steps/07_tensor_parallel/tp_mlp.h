@@ -36,7 +36,7 @@ typedef struct {
     int tp, rank, sequence_parallel;
     int fl;                        // this rank's share of ffn
     int64_t T, Tl;                 // tokens; tokens of the rank's slice (T/tp under SP, else T)
-    SpGatheredInput sp_input;      // SP: LN2's gathered output kept, or gathered again in backward
+    TpSchedule sched;              // SP: LN2's gathered output kept or gathered again; forward's blocks
     LayerNorm ln2;                 // on Tl rows
     Linear fc1;                    // [fl, h] + bias
     Linear fc2;                    // [h, fl], no bias: added after the sum
@@ -56,7 +56,7 @@ typedef struct {
 } TpMlp;
 
 // shard: this rank's parameters (tp_shard_params).
-void tp_mlp_init(TpMlp *m, const LayerConfig *cfg, int tp, int rank, int sequence_parallel, SpGatheredInput sp_input,
+void tp_mlp_init(TpMlp *m, const LayerConfig *cfg, int tp, int rank, int sequence_parallel, const TpSchedule *sched,
                  const LayerParams *shard);
 void tp_mlp_free(TpMlp *m);
 // y: [Tl, h]. Writes m->out.

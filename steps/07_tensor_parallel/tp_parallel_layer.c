@@ -13,6 +13,7 @@
 #include "kernels/naive/bias.h"
 #include "modules/gemm.h"
 #include "reference/tp_layer_reference.h"
+#include "steps/07_tensor_parallel/row_parallel.h"
 #include "reference/tp_reference.h"
 
 static void *tensor(TpParallelLayer *m, int64_t rows, int64_t cols, int kept) {
@@ -32,13 +33,17 @@ static AttentionProblem attention_problem(const TpParallelLayer *m) {
 }
 
 void tp_parallel_layer_init(TpParallelLayer *m, const LayerConfig *c, int tp, int rank, int sequence_parallel,
-                            SpGatheredInput sp_input, const LayerParams *shard) {
+                            const TpSchedule *sched, const LayerParams *shard) {
     memset(m, 0, sizeof *m);
     const TpVariant v = {TP_LAYER_PARALLEL, sequence_parallel, 0};
     const char *problem = tp_variant_problem(c, tp, &v);
     if (problem) fail_user("%s", problem);
+    if (sequence_parallel && sched->fprop_chunks != 1)
+        fail_user("--fprop-chunks pipelines plain TP's forward all-reduce; sequence parallelism has a reduce-scatter there");
+    problem = row_parallel_chunks_problem(layer_tokens(c), sched->fprop_chunks);
+    if (problem) fail_user("%s", problem);
     m->cfg = *c;
-    m->tp = tp, m->rank = rank, m->sequence_parallel = sequence_parallel, m->sp_input = sp_input;
+    m->tp = tp, m->rank = rank, m->sequence_parallel = sequence_parallel, m->sched = *sched;
     m->hl = c->hidden / tp, m->fl = c->ffn / tp, m->heads_local = c->heads / tp, m->first_head = rank * m->heads_local;
     m->n_in = 3 * m->hl + m->fl, m->k_out = m->hl + m->fl;
     const AttentionProblem ap = attention_problem(m);
@@ -47,7 +52,7 @@ void tp_parallel_layer_init(TpParallelLayer *m, const LayerConfig *c, int tp, in
     m->T = layer_tokens(c), m->Tl = sequence_parallel ? m->T / tp : m->T;
     const int h = c->hidden;
     const int64_t T = m->T, Tl = m->Tl;
-    const int keep_gathered = sequence_parallel && sp_input == SP_KEEP_GATHERED;
+    const int keep_gathered = sequence_parallel && sched->sp_input == SP_KEEP_GATHERED;
     TpFusedShard f;
     tp_fused_shard_alloc(c, tp, &f);
     tp_fuse_shard(c, tp, shard, &f);
@@ -109,8 +114,13 @@ void tp_parallel_layer_forward(TpParallelLayer *m, LayerComm *lc, const void *x,
     const AttentionDropout drop = attention_layer_dropout(c, step);
     attention_forward(&ap, &drop, m->in_out, m->cat, m->lse);
     gelu_forward_strided((char *)m->in_out + 3 * hl * e, m->n_in, (char *)m->cat + hl * e, m->k_out, m->T, m->fl, dt);
-    linear_forward(&m->out, m->cat, m->z, m->T, NULL);  // row-parallel: both branches, partial
-    layer_leave_region(lc, sp, m->z, m->z_loc, m->Tl * h, dt, 0);
+    // Row-parallel: both branches' partial [T, h], summed (plain TP: optionally in row blocks).
+    if (sp) {
+        linear_forward(&m->out, m->cat, m->z, m->T, NULL);
+        layer_leave_region(lc, sp, m->z, m->z_loc, m->Tl * h, dt, 0);
+    } else {
+        row_parallel_forward_all_reduce(&m->out, lc, m->cat, m->z, m->T, m->sched.fprop_chunks);
+    }
     bias_dropout_add_forward_at(m->z_loc, m->b_out, x, m->y, m->Tl, h, c->hidden_dropout, c->seed,
                                 dropout_offset(step, DROPOUT_SITE_HIDDEN), first_element(m), dt);
 }
@@ -119,7 +129,7 @@ void tp_parallel_layer_backward(TpParallelLayer *m, LayerComm *lc, const void *d
     const LayerConfig *c = &m->cfg;
     const DType dt = c->dtype;
     const int h = c->hidden, sp = m->sequence_parallel, hl = m->hl;
-    const int regather = sp && m->sp_input == SP_REGATHER;
+    const int regather = sp && m->sched.sp_input == SP_REGATHER;
     const size_t e = dtype_bytes(dt);
     add_dropout_backward_at(dout, NULL, NULL, m->dz_loc, m->Tl * h, c->hidden_dropout, c->seed,
                             dropout_offset(step, DROPOUT_SITE_HIDDEN), first_element(m), dt);

@@ -44,7 +44,7 @@ typedef struct {
     int hl, fl, heads_local, first_head;
     int n_in, k_out;                   // 3 hl + fl, hl + fl
     int64_t T, Tl;                     // tokens; tokens of the rank's slice
-    SpGatheredInput sp_input;          // SP: LN's gathered output kept, or gathered again in backward
+    TpSchedule sched;                  // SP: LN's gathered output kept or gathered again; forward's blocks
     LayerNorm ln;                      // on Tl rows
     Linear in;                         // [n_in, h] + b_in
     Linear out;                        // [h, k_out], no bias: added after the sum
@@ -67,7 +67,7 @@ typedef struct {
 
 // shard: this rank's parameters in the separate layout (tp_shard_params); fused here.
 void tp_parallel_layer_init(TpParallelLayer *m, const LayerConfig *cfg, int tp, int rank, int sequence_parallel,
-                            SpGatheredInput sp_input, const LayerParams *shard);
+                            const TpSchedule *sched, const LayerParams *shard);
 void tp_parallel_layer_free(TpParallelLayer *m);
 // x: [Tl, h]. Writes m->y.
 void tp_parallel_layer_forward(TpParallelLayer *m, LayerComm *lc, const void *x, uint64_t step);

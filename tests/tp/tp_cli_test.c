@@ -90,9 +90,9 @@ static void test_shared_flags(void **state) {
            "cannot open '/nonexistent/x.safetensors'");
 }
 
-// The schedule's flags (--no-overlap and the overlap's knobs, --keep-gathered): each is taken,
-// as the refusal that follows from the configuration shows; the combinations that mean
-// nothing, and bad values, are refused with words that say which.
+// The schedule's flags (--no-overlap and the overlap's knobs, --keep-gathered, --fprop-chunks):
+// each is taken, as the refusal that follows from the configuration shows; the combinations
+// that mean nothing, and bad values, are refused with words that say which.
 static void test_schedule_flags(void **state) {
     (void)state;
     expect((char *const[]){TP_BIN, "--no-overlap", "--tp", "3", NULL}, NULL, "must divide the number of heads (32)");
@@ -108,9 +108,15 @@ static void test_schedule_flags(void **state) {
     expect((char *const[]){TP_BIN, "--overlap-priority", "normal", "--no-overlap", NULL}, NULL, "give one or the other");
     expect((char *const[]){TP_BIN, "--overlap-priority", "low", NULL}, NULL,
            "--overlap-priority expects normal or high, got 'low'");
-    expect((char *const[]){TP_BIN, "--overlap-ctas", "0", NULL}, NULL, "--overlap-ctas expects an integer in [1, 64], got '0'");
+    expect((char *const[]){TP_BIN, "--overlap-ctas", "0", NULL}, NULL, "--overlap-ctas expects an integer in [1, 32], got '0'");
     expect((char *const[]){TP_BIN, "--keep-gathered", "--preset", "tiny", NULL}, NULL, "add --sequence-parallel");
     expect((char *const[]){TP_BIN, "--block", "exact", "--no-overlap", NULL}, NULL, "--block overlaps no collective");
+    expect((char *const[]){TP_BIN, "--fprop-chunks", "4", "--tp", "3", NULL}, NULL, "must divide the number of heads (32)");
+    expect((char *const[]){TP_BIN, "--fprop-chunks", "4", "--sequence-parallel", NULL}, NULL,
+           "drop it with --sequence-parallel");
+    expect((char *const[]){TP_BIN, "--fprop-chunks", "3", "--preset", "tiny", NULL}, NULL,
+           "--fprop-chunks 3 must divide the 32 tokens (seq * batch)");
+    expect((char *const[]){TP_BIN, "--fprop-chunks", "17", NULL}, NULL, "--fprop-chunks expects an integer in [1, 16]");
 }
 
 // More ranks than GPUs: one clear message naming both numbers from the launcher, before any

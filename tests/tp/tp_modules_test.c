@@ -8,7 +8,8 @@
 //
 // Every schedule too: backward's collectives started on the side stream (the default) or in
 // line (--no-overlap), and under sequence parallelism the LayerNorm outputs gathered again in
-// backward (the default) or kept. At tp = 1 a "collective" is a copy on the stream it was
+// backward (the default) or kept; under plain TP the row-parallel forwards in one GEMM or in
+// row blocks (--fprop-chunks). At tp = 1 a "collective" is a copy on the stream it was
 // given, so the side stream's events and the gather buffer shared by the forward's input and
 // backward's output gradient are exercised: a wait in the wrong place, or a weight gradient
 // that read the gradient left in the shared buffer instead of the re-gathered input, fails.
@@ -29,7 +30,7 @@
 
 // One training step of a schedule against the reference `ref`; 1 if it passed.
 static int check_schedule(const LayerConfig *c, const TpVariant *v, const LayerParams *p, const LayerInputs *in,
-                          const LayerResults *ref, int overlap, SpGatheredInput sp_input) {
+                          const LayerResults *ref, int overlap, TpSchedule sched) {
     TpComm comm = {NULL, 0, 1, 10.0};  // the one rank of tp = 1: no communicator needed
     LayerCommOptions opt = LAYER_COMM_DEFAULTS;
     opt.overlap = overlap;
@@ -38,7 +39,7 @@ static int check_schedule(const LayerConfig *c, const TpVariant *v, const LayerP
     LayerParams shard;
     tp_shard_params(c, 1, 0, p, &shard);
     TpLayer l;
-    tp_layer_init(&l, c, 1, 0, v, sp_input, &shard);
+    tp_layer_init(&l, c, 1, 0, v, &sched, &shard);
     const int64_t n = layer_tokens(c) * c->hidden;
     void *x = dev_upload(in->x, n, c->dtype), *dy = dev_upload(in->dy, n, c->dtype);
     // Two steps: the second starts with every buffer as the first left it (the shared gather
@@ -52,9 +53,11 @@ static int check_schedule(const LayerConfig *c, const TpVariant *v, const LayerP
     dev_download(got.dx, tp_layer_dx(&l), n, c->dtype);
     tp_layer_read_grads(&l, &got.grad);
     double worst;
-    print_message("%s, %s, collectives %s%s:\n", tp_variant_name(v), dtype_name(c->dtype),
-                  overlap ? "overlapped" : "in line",
-                  !v->sequence_parallel ? "" : sp_input == SP_REGATHER ? ", LN outputs gathered again" : ", LN outputs kept");
+    print_message("%s, %s, collectives %s, forward in %d row block(s)%s:\n", tp_variant_name(v), dtype_name(c->dtype),
+                  overlap ? "overlapped" : "in line", sched.fprop_chunks,
+                  !v->sequence_parallel              ? ""
+                  : sched.sp_input == SP_REGATHER ? ", LN outputs gathered again"
+                                                   : ", LN outputs kept");
     int passed = compare_results(c, &got, ref, check_tolerance(c->dtype), stdout, &worst);
     tp_layer_free(&l);
     layer_comm_free(&lc);
@@ -82,9 +85,16 @@ static void check_variant(TpLayerKind layer, int sp, DType dtype) {
     layer_results_alloc(&c, &ref);
     tp_variant_reference(&v)(&c, &p, &in, 0, &ref);
     int failed = 0;
-    for (int overlap = 1; overlap >= 0; overlap--)
-        for (int keep = 0; keep <= sp; keep++)
-            failed += !check_schedule(&c, &v, &p, &in, &ref, overlap, keep ? SP_KEEP_GATHERED : SP_REGATHER);
+    for (int overlap = 1; overlap >= 0; overlap--) {
+        for (int keep = 0; keep <= sp; keep++) {
+            const TpSchedule sched = {keep ? SP_KEEP_GATHERED : SP_REGATHER, 1};
+            failed += !check_schedule(&c, &v, &p, &in, &ref, overlap, sched);
+        }
+        if (!sp) {  // plain TP: the row-parallel forwards in 4 blocks (each summed on its own)
+            const TpSchedule sched = {SP_REGATHER, 4};
+            failed += !check_schedule(&c, &v, &p, &in, &ref, overlap, sched);
+        }
+    }
     assert_int_equal(failed, 0);
     layer_params_free(&p);
     layer_inputs_free(&in);
