@@ -112,19 +112,33 @@ static void reduce_scatter_on(LayerComm *lc, TpComm *comm, const void *full, voi
     end_call(lc, i, stream);
 }
 
+// Before a collective on the main communicator: with a second communicator for the started
+// ones (side_ctas), nothing of it may still run. NCCL orders the kernels of ONE communicator
+// whatever their streams, but two communicators' kernels running at once can deadlock (each
+// rank's blocks of one waiting for the peer's blocks of the other, which CUDA does not promise
+// to schedule). Only SP's started gradient group can be outstanding here (the next half's
+// all-gather follows it): a small wait.
+static void before_main_comm(LayerComm *lc) {
+    if (lc->side_comm_owned) layer_join_side(lc);
+}
+
 void layer_all_reduce(LayerComm *lc, void *buf, int64_t n, DType dtype) {
+    before_main_comm(lc);
     all_reduce_on(lc, lc->comm, buf, n, nccl_type(dtype), 2, 0);
 }
 
 void layer_all_reduce_f32(LayerComm *lc, float *buf, int64_t n) {
+    before_main_comm(lc);
     all_reduce_on(lc, lc->comm, buf, n, ncclFloat32, 4, 0);
 }
 
 void layer_all_gather(LayerComm *lc, const void *slice, void *full, int64_t n, DType dtype) {
+    before_main_comm(lc);
     all_gather_on(lc, lc->comm, slice, full, n, dtype, 0);
 }
 
 void layer_reduce_scatter(LayerComm *lc, const void *full, void *slice, int64_t n, DType dtype) {
+    before_main_comm(lc);
     reduce_scatter_on(lc, lc->comm, full, slice, n, dtype, 0);
 }
 

@@ -24,7 +24,9 @@
 // blocks while its peer spins. With side_ctas > 0 the started collectives use a second
 // communicator pinned to that many thread blocks (tp_comm_split_ctas): fewer multiprocessors
 // taken from the GEMM, at the price of a slower collective. The default stream's
-// collectives always use the main communicator with NCCL's own choice.
+// collectives always use the main communicator with NCCL's own choice, and then first wait
+// for the side stream: two communicators' kernels must never run at once (they can deadlock;
+// one communicator's are ordered by NCCL itself, whatever their streams).
 //
 // Fault handling stays off this path: every collective only arms the watchdog around its
 // enqueue (tp_comm.h); nothing here polls or sleeps.
