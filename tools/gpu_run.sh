@@ -282,7 +282,8 @@ if wants tp && [ "$gpus" -ge 2 ] && [ -x "$S07" ]; then
   for dt in fp16 bf16; do
     s1=${tp_ms[tp1 $dt serial]:-}
     for v in serial parallel sp; do
-      note "tp goal $dt $v tp 2 over tp 1 serial: $(ratio "$s1" "${tp_ms[tp2 $dt $v overlap]:-}" )x overlapped, $(ratio "$s1" "${tp_ms[tp2 $dt $v no-overlap]:-}")x in line, $(ratio "$s1" "${tp_ms[tp2 $dt $v fprop-chunks 4]:-}")x overlapped with --fprop-chunks 4 (goal for serial: 1.90x); overlap's gain: $(ratio "${tp_ms[tp2 $dt $v no-overlap]:-}" "${tp_ms[tp2 $dt $v overlap]:-}")x"
+      chunks=""; [ $v != sp ] && chunks=", $(ratio "$s1" "${tp_ms[tp2 $dt $v fprop-chunks 4]:-}")x overlapped with --fprop-chunks 4"
+      note "tp goal $dt $v tp 2 over tp 1 serial: $(ratio "$s1" "${tp_ms[tp2 $dt $v overlap]:-}")x overlapped, $(ratio "$s1" "${tp_ms[tp2 $dt $v no-overlap]:-}")x in line$chunks (goal for serial: 1.90x); overlap's gain (in line / overlapped): $(ratio "${tp_ms[tp2 $dt $v no-overlap]:-}" "${tp_ms[tp2 $dt $v overlap]:-}")x"
     done
     note "tp goal $dt parallel vs serial at tp 2 (overlapped): serial / parallel = $(ratio "${tp_ms[tp2 $dt serial overlap]:-}" "${tp_ms[tp2 $dt parallel overlap]:-}"), with --fprop-chunks 4 on both $(ratio "${tp_ms[tp2 $dt serial fprop-chunks 4]:-}" "${tp_ms[tp2 $dt parallel fprop-chunks 4]:-}") (goal >= 1.08)"
     note "tp goal $dt sequence-parallel vs plain at tp 2 (overlapped): time sp / plain = $(ratio "${tp_ms[tp2 $dt sp overlap]:-}" "${tp_ms[tp2 $dt serial overlap]:-}") (goal <= 1), activations sp / plain = $(ratio "${tp_act[tp2 $dt sp overlap]:-}" "${tp_act[tp2 $dt serial overlap]:-}") (goal <= 0.60), kept-gathered sp / plain = $(ratio "${tp_act[tp2 $dt sp keep-gathered]:-}" "${tp_act[tp2 $dt serial overlap]:-}")"
