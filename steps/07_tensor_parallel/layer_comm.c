@@ -205,13 +205,7 @@ void layer_join_side(LayerComm *lc) {
     CUDA_CHECK(cudaStreamWaitEvent(0, lc->joined, 0));
 }
 
-// ---- The region's two ends ---------------------------------------------------------------------
-const void *layer_enter_region(LayerComm *lc, int sp, const void *loc, void *full, int64_t loc_n, DType dtype) {
-    if (!sp) return loc;
-    layer_all_gather(lc, loc, full, loc_n, dtype);
-    return full;
-}
-
+// ---- The region's end ---------------------------------------------------------------------
 void layer_leave_region(LayerComm *lc, int sp, void *partial, void *loc, int64_t loc_n, DType dtype, int start) {
     if (sp) {
         if (start) layer_reduce_scatter_start(lc, partial, loc, loc_n, dtype);

@@ -135,11 +135,8 @@ typedef struct {
 
 #define TP_SCHEDULE_DEFAULTS ((TpSchedule){SP_REGATHER, 1})
 
-// The two ends of the tensor-parallel region, plain TP or sequence parallelism (`sp`):
-// Entering, before a column-parallel GEMM, which needs all T tokens [T, h]:
-//   SP: all-gather the ranks' [T/tp, h] slices `loc` into `full`, return full;
-//   TP: `loc` already is [T, h]: return it (full is not touched).
-const void *layer_enter_region(LayerComm *lc, int sp, const void *loc, void *full, int64_t loc_n, DType dtype);
+// The end of the tensor-parallel region (its entry under sequence parallelism, the
+// all-gather, is sp_gather.h's, beside the GEMM that reads it):
 // Leaving, after a row-parallel GEMM whose [T, h] output `partial` is a partial sum:
 //   SP: reduce-scatter into the rank's slice `loc` [T/tp, h];
 //   TP: all-reduce `partial` in place (loc must then be partial).

@@ -12,6 +12,7 @@
 #include "modules/gemm.h"
 #include "reference/tp_layer_reference.h"
 #include "steps/07_tensor_parallel/row_parallel.h"
+#include "steps/07_tensor_parallel/sp_gather.h"
 
 // A device tensor of `rows` x `cols` in the layer's dtype, counted as activation memory when
 // forward keeps it for backward.
@@ -105,8 +106,9 @@ void tp_attention_forward(TpAttention *m, LayerComm *lc, const void *x, uint64_t
     const LayerConfig *c = &m->cfg;
     const int h = c->hidden, sp = m->sequence_parallel;
     layernorm_forward(&m->ln1, x, m->ln_loc, m->Tl);  // the rank's tokens
-    const void *ln = layer_enter_region(lc, sp, m->ln_loc, m->ln, m->Tl * h, c->dtype);
-    linear_forward(&m->qkv, ln, m->qkv_out, m->T, NULL);  // column-parallel: [T, 3h/tp]
+    // Column-parallel: [T, 3h/tp] from all T tokens (SP: gathered beside the GEMM on the rank's own)
+    if (sp) sp_gathered_gemm(&m->qkv, SP_GEMM_FPROP, lc, m->ln_loc, m->ln, m->qkv_out, m->T);
+    else linear_forward(&m->qkv, m->ln_loc, m->qkv_out, m->T, NULL);
     const AttentionProblem ap = attention_problem(m);
     const AttentionDropout drop = attention_layer_dropout(c, step);
     attention_forward(&ap, &drop, m->qkv_out, m->ctx, m->lse);  // this rank's heads
@@ -130,10 +132,12 @@ void tp_attention_backward(TpAttention *m, LayerComm *lc, const void *dy, uint64
     add_dropout_backward_at(dy, NULL, NULL, m->d_proj_loc, m->Tl * h, c->hidden_dropout, c->seed,
                             dropout_offset(step, DROPOUT_SITE_HIDDEN), first_element(m), c->dtype);
     bias_grad(m->d_proj_loc, m->Tl, h, m->db_proj, c->dtype);  // SP: over the rank's tokens only
-    // SP_REGATHER: d_proj is the buffer that held LN1's gathered output in forward.
-    const void *d_proj = layer_enter_region(lc, sp, m->d_proj_loc, m->d_proj, m->Tl * h, c->dtype);
-    linear_dgrad(&m->proj, d_proj, m->d_ctx, m->T);  // local
-    linear_wgrad(&m->proj, d_proj, m->T, 1);          // dW_proj shard
+    // Proj's dgrad (local) from the output gradient of all T tokens: SP gathers it into d_proj
+    // (under SP_REGATHER the buffer that held LN1's gathered output in forward) beside the
+    // dgrad of the rank's own tokens. Plain TP: d_proj is d_proj_loc.
+    if (sp) sp_gathered_gemm(&m->proj, SP_GEMM_DGRAD, lc, m->d_proj_loc, m->d_proj, m->d_ctx, m->T);
+    else linear_dgrad(&m->proj, m->d_proj_loc, m->d_ctx, m->T);
+    linear_wgrad(&m->proj, m->d_proj, m->T, 1);  // dW_proj shard
     const AttentionProblem ap = attention_problem(m);
     const AttentionDropout drop = attention_layer_dropout(c, step);
     attention_backward(&ap, &drop, m->qkv_out, m->ctx, m->d_ctx, m->lse, m->d_qkv, m->attn_scratch);

@@ -10,6 +10,7 @@
 #include "modules/gemm.h"
 #include "reference/tp_layer_reference.h"
 #include "steps/07_tensor_parallel/row_parallel.h"
+#include "steps/07_tensor_parallel/sp_gather.h"
 
 static void *tensor(TpMlp *m, int64_t rows, int64_t cols, int kept) {
     size_t bytes = (size_t)(rows * cols) * dtype_bytes(m->cfg.dtype);
@@ -70,8 +71,9 @@ void tp_mlp_forward(TpMlp *m, LayerComm *lc, const void *y) {
     const DType dt = m->cfg.dtype;
     const int h = m->cfg.hidden, sp = m->sequence_parallel;
     layernorm_forward(&m->ln2, y, m->ln_loc, m->Tl);  // the rank's tokens
-    const void *ln = layer_enter_region(lc, sp, m->ln_loc, m->ln, m->Tl * h, dt);
-    linear_forward(&m->fc1, ln, m->fc1_out, m->T, NULL);  // column-parallel: [T, f/tp]
+    // Column-parallel: [T, f/tp] from all T tokens (SP: gathered beside the GEMM on the rank's own)
+    if (sp) sp_gathered_gemm(&m->fc1, SP_GEMM_FPROP, lc, m->ln_loc, m->ln, m->fc1_out, m->T);
+    else linear_forward(&m->fc1, m->ln_loc, m->fc1_out, m->T, NULL);
     gelu_forward_strided(m->fc1_out, m->fl, m->act, m->fl, m->T, m->fl, dt);
     // Row-parallel: a partial [T, h], summed over the ranks (plain TP: optionally in row blocks).
     if (sp) {
@@ -89,10 +91,12 @@ void tp_mlp_backward(TpMlp *m, LayerComm *lc, const void *dout) {
     const int h = m->cfg.hidden, sp = m->sequence_parallel;
     const int regather = sp && m->sched.sp_input == SP_REGATHER;
     bias_grad(dout, m->Tl, h, m->db2, dt);  // SP: over the rank's tokens only
-    // SP_REGATHER: m->dout is the buffer that held LN2's gathered output in forward.
-    const void *dout_all = layer_enter_region(lc, sp, dout, m->dout, m->Tl * h, dt);
-    linear_dgrad(&m->fc2, dout_all, m->d_act, m->T);  // local
-    linear_wgrad(&m->fc2, dout_all, m->T, 1);          // dW2 shard
+    // FC2's dgrad (local) from the output gradient of all T tokens: SP gathers it into m->dout
+    // (under SP_REGATHER the buffer that held LN2's gathered output in forward) beside the
+    // dgrad of the rank's own tokens.
+    if (sp) sp_gathered_gemm(&m->fc2, SP_GEMM_DGRAD, lc, dout, m->dout, m->d_act, m->T);
+    else linear_dgrad(&m->fc2, dout, m->d_act, m->T);
+    linear_wgrad(&m->fc2, sp ? m->dout : dout, m->T, 1);  // dW2 shard
     gelu_backward_strided(m->d_act, m->fl, m->fc1_out, m->fl, m->d_act, m->fl, m->T, m->fl, dt);
     // FC1's backward: LN2's output gathered again beside the dgrad (SP_REGATHER; after the FC2
     // wgrad, the last reader of dout_all), the dgrad's all-reduce (reduce-scatter) beside the wgrad.

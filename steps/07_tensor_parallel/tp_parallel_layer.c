@@ -14,6 +14,7 @@
 #include "modules/gemm.h"
 #include "reference/tp_layer_reference.h"
 #include "steps/07_tensor_parallel/row_parallel.h"
+#include "steps/07_tensor_parallel/sp_gather.h"
 #include "reference/tp_reference.h"
 
 static void *tensor(TpParallelLayer *m, int64_t rows, int64_t cols, int kept) {
@@ -108,8 +109,10 @@ void tp_parallel_layer_forward(TpParallelLayer *m, LayerComm *lc, const void *x,
     const int h = c->hidden, sp = m->sequence_parallel, hl = m->hl;
     const size_t e = dtype_bytes(dt);
     layernorm_forward(&m->ln, x, m->a_loc, m->Tl);
-    const void *a = layer_enter_region(lc, sp, m->a_loc, m->a, m->Tl * h, dt);
-    linear_forward(&m->in, a, m->in_out, m->T, NULL);  // column-parallel: [T, 3h/tp + f/tp]
+    // Column-parallel: [T, 3h/tp + f/tp] from all T tokens (SP: gathered beside the GEMM on the
+    // rank's own)
+    if (sp) sp_gathered_gemm(&m->in, SP_GEMM_FPROP, lc, m->a_loc, m->a, m->in_out, m->T);
+    else linear_forward(&m->in, m->a_loc, m->in_out, m->T, NULL);
     const AttentionProblem ap = attention_problem(m);
     const AttentionDropout drop = attention_layer_dropout(c, step);
     attention_forward(&ap, &drop, m->in_out, m->cat, m->lse);
@@ -134,10 +137,12 @@ void tp_parallel_layer_backward(TpParallelLayer *m, LayerComm *lc, const void *d
     add_dropout_backward_at(dout, NULL, NULL, m->dz_loc, m->Tl * h, c->hidden_dropout, c->seed,
                             dropout_offset(step, DROPOUT_SITE_HIDDEN), first_element(m), dt);
     bias_grad(m->dz_loc, m->Tl, h, m->db_out, dt);
-    // SP_REGATHER: dz is the buffer that held LN's gathered output in forward.
-    const void *dz = layer_enter_region(lc, sp, m->dz_loc, m->dz, m->Tl * h, dt);
-    linear_dgrad(&m->out, dz, m->d_cat, m->T);  // local
-    linear_wgrad(&m->out, dz, m->T, 1);
+    // W_out's dgrad (local) from the output gradient of all T tokens: SP gathers it into dz
+    // (under SP_REGATHER the buffer that held LN's gathered output in forward) beside the dgrad
+    // of the rank's own tokens. Plain TP: dz is dz_loc.
+    if (sp) sp_gathered_gemm(&m->out, SP_GEMM_DGRAD, lc, m->dz_loc, m->dz, m->d_cat, m->T);
+    else linear_dgrad(&m->out, m->dz_loc, m->d_cat, m->T);
+    linear_wgrad(&m->out, m->dz, m->T, 1);
     const AttentionProblem ap = attention_problem(m);
     const AttentionDropout drop = attention_layer_dropout(c, step);
     attention_backward(&ap, &drop, m->in_out, m->cat, m->d_cat, m->lse, m->d_in, m->attn_scratch);
