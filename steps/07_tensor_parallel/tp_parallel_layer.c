@@ -13,9 +13,9 @@
 #include "kernels/naive/bias.h"
 #include "modules/gemm.h"
 #include "reference/tp_layer_reference.h"
+#include "reference/tp_reference.h"
 #include "steps/07_tensor_parallel/row_parallel.h"
 #include "steps/07_tensor_parallel/sp_gather.h"
-#include "reference/tp_reference.h"
 
 static void *tensor(TpParallelLayer *m, int64_t rows, int64_t cols, int kept) {
     size_t bytes = (size_t)(rows * cols) * dtype_bytes(m->cfg.dtype);
