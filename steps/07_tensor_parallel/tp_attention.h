@@ -19,7 +19,9 @@
 //                          overlapped with QKV's dgrad; reduce-scatter LN1's partial input
 //                          gradient, overlapped with QKV's wgrad; the gradients of gamma, beta
 //                          and b_proj are partial sums over the rank's tokens: all-reduced (one
-//                          NCCL group, started, joined at the end of the step).
+//                          NCCL group, started, joined at the end of the step). The all-gathers
+//                          before QKV's fprop and Proj's dgrad run beside the GEMM on the
+//                          rank's own tokens (sp_gather.h).
 //
 // Shapes: T = seq * batch tokens, h hidden; all activations in cfg->dtype. The CPU twin is
 // reference/tp_layer_reference.c (serial_train_step).

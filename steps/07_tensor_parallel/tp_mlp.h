@@ -16,7 +16,9 @@
 //                          gradient, all-gathers LN2's output again for FC1's wgrad
 //                          (SP_REGATHER; beside FC1's dgrad) and reduce-scatters FC1's partial
 //                          input gradient (beside FC1's wgrad); the gradients of LN2's gamma,
-//                          beta and of b2 are all-reduced (one NCCL group, started).
+//                          beta and of b2 are all-reduced (one NCCL group, started). The
+//                          all-gathers before FC1's fprop and FC2's dgrad run beside the GEMM
+//                          on the rank's own tokens (sp_gather.h).
 //
 // Shapes: T = seq * batch tokens, h hidden, f ffn; all activations in cfg->dtype. The CPU
 // twin is reference/tp_layer_reference.c (serial_train_step).

@@ -19,7 +19,8 @@
 // and a reduce-scatter after W_out (backward: all-gather of the output gradient, all-gather
 // of LN's output again for W_in's wgrad under SP_REGATHER, beside W_in's dgrad, and
 // reduce-scatter of LN's input gradient, beside W_in's wgrad), and the gradients of gamma,
-// beta, b_out all-reduced (one NCCL group, started).
+// beta, b_out all-reduced (one NCCL group, started). The all-gathers before W_in's fprop and
+// W_out's dgrad run beside the GEMM on the rank's own tokens (sp_gather.h).
 //
 // Attention reads its q, k, v columns in place (a row stride and a head range in one
 // AttentionProblem) and writes ctx straight into [ctx | g]; GELU reads and writes its columns
