@@ -11,7 +11,13 @@ MODEs (default: tests check bench fp8 tp pytorch compare breakdown, and baseline
   check      every step's --check at fp16 and bf16 (step 06 also --unfused and --fp8)
   bench      the micro-benchmarks
   fp8        step 05's amax/scale log of 40 steps (drawn as SVG) and the training demo
-  tp         step 07 (2 or more GPUs): --check at tp 2, then the timing at each tp
+  tp         step 07 (2 or more GPUs): --check at tp 2 for every variant and schedule (overlap
+             on/off, LayerNorm outputs gathered again/kept, --fprop-chunks 4), the schedules'
+             saved results compared bit for bit, then the quickstart timing at tp 1 and 2,
+             overlapped and --no-overlap, fp16 and bf16, activations kept per rank, and the
+             issue's goals as ratios (about 6 minutes on 2 H200s, estimated)
+  tpknobs    step 07 at tp 2, fp16: the overlap's knobs (--overlap-priority normal, --overlap-ctas
+             8 / 16, --fprop-chunks 2 / 4) beside the default and --no-overlap (TP_TURNS=2: twice)
   pytorch    the same layer in PyTorch (where torch is installed)
   compare    the per-step comparison, fp16 and bf16
   breakdown  where each step's time goes, by category, beside its floor (fp16; PyTorch's peers
@@ -38,7 +44,7 @@ set -uo pipefail
 for arg in "$@"; do
   case $arg in
     -h|--help) usage; exit 0 ;;
-    tests|check|bench|fp8|tp|pytorch|compare|breakdown|baseline|autotune|grade|determinism|sim80|sim89|portable|nocode|arch) ;;
+    tests|check|bench|fp8|tp|tpknobs|pytorch|compare|breakdown|baseline|autotune|grade|determinism|sim80|sim89|portable|nocode|arch) ;;
     *) echo "gpu_run.sh: unknown mode '$arg'" >&2; usage >&2; exit 2 ;;
   esac
 done
@@ -211,25 +217,114 @@ if wants bench; then
 fi
 
 gpus=$(nvidia-smi -L | wc -l)
-if wants tp && [ "$gpus" -ge 2 ] && [ -x "$BIN/step07_tensor_parallel" ]; then
+S07="$BIN/step07_tensor_parallel"
+declare -A tp_ms tp_act
+# tp_time KEY ARGS...: one run of step 07 at the quickstart size (20 timed steps after 3) with
+# ARGS; a summary row with rank 0's time, collectives, activations kept and peak memory; the
+# time and activations kept under KEY (tp_ms, tp_act) for the ratios below. Log: tp.log.
+tp_time() {
+  local key=$1; shift
+  local out rc line ms coll act peak
+  out=$("$S07" --iters 20 --warmup 3 "$@" 2>&1); rc=$?
+  { echo "==== step07_tensor_parallel --iters 20 --warmup 3 $*"; echo "$out"; } >> "$OUT/tp.log"
+  line=$(echo "$out" | grep -a "^rank 0:" | head -1)
+  if [ $rc -ne 0 ] || [ -z "$line" ]; then
+    note "tp time $key: FAILED (rc $rc): $(echo "$out" | grep -a error | head -1)"; return
+  fi
+  ms=$(echo "$line" | sed -E 's/^rank 0: ([0-9.]+) ms per.*/\1/')
+  coll=$(echo "$line" | sed -E 's/.*collectives running ([0-9.]+) ms.*/\1/')
+  act=$(echo "$line" | sed -E 's/.*activations kept for backward ([0-9]+) MiB.*/\1/')
+  peak=$(echo "$line" | sed -E 's/.*peak device memory ([0-9]+) MiB.*/\1/')
+  tp_ms[$key]=$ms tp_act[$key]=$act
+  note "$(printf 'tp time %-44s %8.3f ms  collectives running %6.3f ms  activations %5d MiB  peak %5d MiB' \
+    "$key" "$ms" "$coll" "$act" "$peak")"
+  echo "$out" | grep -a "^Mean time" >> "$OUT/tp_mean_lines.log"
+}
+# ratio A B: A / B from tp_ms or tp_act values ("-" if either is missing).
+ratio() { awk -v a="${1:-}" -v b="${2:-}" 'BEGIN { if (a == "" || b == "" || b == 0) print "-"; else printf "%.3f", a / b }'; }
+
+if wants tp && [ "$gpus" -ge 2 ] && [ -x "$S07" ]; then
   export NCCL_NVLS_ENABLE=0
-  S07="$BIN/step07_tensor_parallel"
-  # --check on every rank, each variant, both dtypes (the small preset).
+  # 1. --check on every rank (small preset): each variant, both dtypes, each schedule -
+  #    backward's collectives overlapped (default) or in line (--no-overlap); under sequence
+  #    parallelism the LayerNorm outputs gathered again in backward (default) or kept; under
+  #    plain TP the row-parallel forwards in 4 row blocks (--fprop-chunks 4).
   for v in "" "--parallel" "--sequence-parallel" "--parallel --sequence-parallel"; do
-    for dt in fp16 bf16; do
-      $S07 --tp 2 --preset small --check --no-sweep --dtype $dt $v 2>&1 | tee -a "$OUT/tp.log" |
-        grep -aE "check|error" | sed "s/^/tp check $dt ${v:-serial}: /" >> "$summary"
+    scheds=("" "--no-overlap")
+    if [[ $v == *sequence* ]]; then scheds+=("--keep-gathered"); else scheds+=("--fprop-chunks 4"); fi
+    for sched in "${scheds[@]}"; do
+      for dt in fp16 bf16; do
+        out=$($S07 --tp 2 --preset small --check --no-sweep --dtype $dt $v $sched 2>&1); rc=$?
+        echo "$out" >> "$OUT/tp.log"
+        echo "$out" | grep -aE "check:|error" | sed "s/^/tp check $dt ${v:-serial} ${sched:-(default)}: /;s/\$/ (rc $rc)/" >> "$summary"
+      done
     done
   done
-  # The quickstart layer at every tp, each variant (time, collectives, memory per rank); the
-  # all-reduce sweep beside NCCL's own at the widest tp.
-  for tp in 1 2 4 8; do
+  # 2. The schedule changes no number: with --deterministic (fixed GEMM algorithms and
+  #    attention's dQ order) the saved out, dx and gradients of --no-overlap and --keep-gathered
+  #    are the default's, bit for bit (at tp 2 each all-reduced element is one a + b).
+  #    (--fprop-chunks is not compared: GEMMs of T/N rows may be planned with another split of
+  #    K, which rounds differently; its --check above is what shows it right.)
+  for v in "" "--parallel" "--sequence-parallel" "--parallel --sequence-parallel"; do
+    scheds=("--no-overlap"); [[ $v == *sequence* ]] && scheds+=("--keep-gathered")
+    base="$OUT/tp_save_default.safetensors"
+    $S07 --tp 2 --preset small --deterministic --no-sweep --iters 2 --dtype bf16 $v --save "$base" >> "$OUT/tp.log" 2>&1
+    for sched in "${scheds[@]}"; do
+      other="$OUT/tp_save_other.safetensors"
+      $S07 --tp 2 --preset small --deterministic --no-sweep --iters 2 --dtype bf16 $v $sched --save "$other" >> "$OUT/tp.log" 2>&1
+      if cmp -s "$base" "$other"; then r="identical"; else r="DIFFERENT ($(cmp "$base" "$other" 2>&1 | head -1))"; fi
+      note "tp same numbers ${v:-serial} $sched vs default (bf16, --deterministic, saved results): $r"
+      rm -f "$other"
+    done
+    rm -f "$base"
+  done
+  # 3. The quickstart layer: tp 1, then tp 2 in every variant with backward's collectives
+  #    overlapped (default) and in line (--no-overlap), both dtypes; sequence parallelism also
+  #    with the gathered LayerNorm outputs kept (the memory the re-gather saves). The
+  #    all-reduce sweep beside NCCL's own once, at the widest tp.
+  for dt in fp16 bf16; do
+    tp_time "tp1 $dt serial" --tp 1 --no-sweep --dtype $dt
+    tp_time "tp1 $dt parallel" --tp 1 --no-sweep --dtype $dt --parallel
+    for v in serial parallel sp; do
+      case $v in serial) a="" ;; parallel) a="--parallel" ;; sp) a="--sequence-parallel" ;; esac
+      tp_time "tp2 $dt $v overlap" --tp 2 --no-sweep --dtype $dt $a
+      tp_time "tp2 $dt $v no-overlap" --tp 2 --no-sweep --dtype $dt $a --no-overlap
+      [ $v != sp ] && tp_time "tp2 $dt $v fprop-chunks 4" --tp 2 --no-sweep --dtype $dt $a --fprop-chunks 4
+    done
+    tp_time "tp2 $dt sp keep-gathered" --tp 2 --no-sweep --dtype $dt --sequence-parallel --keep-gathered
+  done
+  for dt in fp16 bf16; do
+    s1=${tp_ms[tp1 $dt serial]:-}
+    for v in serial parallel sp; do
+      chunks=""; [ $v != sp ] && chunks=", $(ratio "$s1" "${tp_ms[tp2 $dt $v fprop-chunks 4]:-}")x overlapped with --fprop-chunks 4"
+      note "tp goal $dt $v tp 2 over tp 1 serial: $(ratio "$s1" "${tp_ms[tp2 $dt $v overlap]:-}")x overlapped, $(ratio "$s1" "${tp_ms[tp2 $dt $v no-overlap]:-}")x in line$chunks (goal for serial: 1.90x); overlap's gain (in line / overlapped): $(ratio "${tp_ms[tp2 $dt $v no-overlap]:-}" "${tp_ms[tp2 $dt $v overlap]:-}")x"
+    done
+    note "tp goal $dt parallel vs serial at tp 2 (overlapped): serial / parallel = $(ratio "${tp_ms[tp2 $dt serial overlap]:-}" "${tp_ms[tp2 $dt parallel overlap]:-}"), with --fprop-chunks 4 on both $(ratio "${tp_ms[tp2 $dt serial fprop-chunks 4]:-}" "${tp_ms[tp2 $dt parallel fprop-chunks 4]:-}") (goal >= 1.08)"
+    note "tp goal $dt sequence-parallel vs plain at tp 2 (overlapped): time sp / plain = $(ratio "${tp_ms[tp2 $dt sp overlap]:-}" "${tp_ms[tp2 $dt serial overlap]:-}") (goal <= 1), activations sp / plain = $(ratio "${tp_act[tp2 $dt sp overlap]:-}" "${tp_act[tp2 $dt serial overlap]:-}") (goal <= 0.60), kept-gathered sp / plain = $(ratio "${tp_act[tp2 $dt sp keep-gathered]:-}" "${tp_act[tp2 $dt serial overlap]:-}")"
+  done
+  for tp in 4 8; do  # where lent: each variant at the wider tp
     [ "$tp" -le "$gpus" ] || break
-    for v in "" "--parallel" "--sequence-parallel"; do
-      [ "$tp" -eq 1 ] && [ -n "$v" ] && [ "$v" != "--parallel" ] && continue
-      sweep=--no-sweep; [ "$tp" -eq "$gpus" ] && [ -z "$v" ] && sweep=
-      $S07 --tp $tp $sweep --iters 20 $v 2>&1 | tee -a "$OUT/tp.log" |
-        grep -aE "^rank 0|error|<-|ours|NCCL|GB/s|memory|MiB" | sed "s/^/tp $tp ${v:-serial}: /" >> "$summary"
+    for a in "" "--parallel" "--sequence-parallel"; do tp_time "tp$tp fp16 ${a:-serial}" --tp $tp --no-sweep $a; done
+  done
+  $S07 --tp "$gpus" --iters 5 2>&1 | tee -a "$OUT/tp.log" | grep -aE "<-|ours \(us\)" | sed "s/^/tp sweep: /" >> "$summary"
+fi
+
+# The overlap's knobs at tp 2, fp16, beside the default and --no-overlap: the side stream at
+# normal priority, the overlapped collectives on a communicator of 8 or 16 CTAs, and (plain TP)
+# the forward's all-reduce pipelined in 2 or 4 row blocks. TP_TURNS=2 repeats the set (in
+# turns, so that both see the machine alike); one turn is 19 runs, about 3 minutes.
+if wants tpknobs && [ "$gpus" -ge 2 ] && [ -x "$S07" ]; then
+  export NCCL_NVLS_ENABLE=0
+  for turn in $(seq 1 "${TP_TURNS:-1}"); do
+    for v in serial parallel sp; do
+      case $v in serial) a="" ;; parallel) a="--parallel" ;; sp) a="--sequence-parallel" ;; esac
+      tp_time "tp2 fp16 $v default (turn $turn)" --tp 2 --no-sweep $a
+      tp_time "tp2 fp16 $v no-overlap (turn $turn)" --tp 2 --no-sweep $a --no-overlap
+      tp_time "tp2 fp16 $v priority normal (turn $turn)" --tp 2 --no-sweep $a --overlap-priority normal
+      for n in 8 16; do tp_time "tp2 fp16 $v ctas $n (turn $turn)" --tp 2 --no-sweep $a --overlap-ctas $n; done
+      if [ $v != sp ]; then
+        for n in 2 4; do tp_time "tp2 fp16 $v fprop-chunks $n (turn $turn)" --tp 2 --no-sweep $a --fprop-chunks $n; done
+      fi
     done
   done
 fi

@@ -1,6 +1,7 @@
 // Timed collectives for the tensor-parallel layer (see layer_comm.h).
 #include "steps/07_tensor_parallel/layer_comm.h"
 
+#include <stdio.h>
 #include <string.h>
 
 #include "common/core/errors.h"
@@ -8,27 +9,52 @@
 
 static ncclDataType_t nccl_type(DType d) { return d == DTYPE_BF16 ? ncclBfloat16 : ncclHalf; }
 
-void layer_comm_init(LayerComm *lc, TpComm *comm) {
+void layer_comm_init(LayerComm *lc, TpComm *comm, const LayerCommOptions *opt) {
     memset(lc, 0, sizeof *lc);
     lc->comm = comm;
+    lc->opt = opt ? *opt : LAYER_COMM_DEFAULTS;
     for (int i = 0; i < LAYER_COMM_MAX_CALLS; i++) {
         CUDA_CHECK(cudaEventCreate(&lc->start[i]));
         CUDA_CHECK(cudaEventCreate(&lc->stop[i]));
     }
     // Non-blocking: no implicit synchronisation with the default stream, where the layer runs.
-    CUDA_CHECK(cudaStreamCreateWithFlags(&lc->side, cudaStreamNonBlocking));
-    CUDA_CHECK(cudaEventCreateWithFlags(&lc->ready, cudaEventDisableTiming));
-    CUDA_CHECK(cudaEventCreateWithFlags(&lc->reduced, cudaEventDisableTiming));
+    // In CUDA's numbering a LOWER number is a higher priority; the default stream has the
+    // least (0).
+    int least, greatest;
+    CUDA_CHECK(cudaDeviceGetStreamPriorityRange(&least, &greatest));
+    CUDA_CHECK(cudaStreamCreateWithPriority(&lc->side, cudaStreamNonBlocking,
+                                            lc->opt.side_priority_high ? greatest : least));
+    cudaEvent_t *events[] = {&lc->ready, &lc->gathered, &lc->reduced, &lc->joined};
+    for (size_t i = 0; i < sizeof events / sizeof events[0]; i++)
+        CUDA_CHECK(cudaEventCreateWithFlags(events[i], cudaEventDisableTiming));
+    if (lc->opt.overlap && lc->opt.side_ctas > 0 && comm->world > 1) {
+        lc->side_comm = tp_comm_split_ctas(comm, lc->opt.side_ctas);
+        lc->side_comm_owned = 1;
+    }
 }
 
 void layer_comm_free(LayerComm *lc) {
     for (int i = 0; i < LAYER_COMM_MAX_CALLS; i++) cudaEventDestroy(lc->start[i]), cudaEventDestroy(lc->stop[i]);
     cudaStreamDestroy(lc->side);
-    cudaEventDestroy(lc->ready), cudaEventDestroy(lc->reduced);
+    cudaEventDestroy(lc->ready), cudaEventDestroy(lc->gathered), cudaEventDestroy(lc->reduced);
+    cudaEventDestroy(lc->joined);
+    if (lc->side_comm_owned) tp_comm_destroy(&lc->side_comm);
 }
 
 int layer_comm_world(const LayerComm *lc) { return lc->comm->world; }
 int layer_comm_rank(const LayerComm *lc) { return lc->comm->rank; }
+
+const char *layer_comm_schedule_name(const LayerComm *lc, char *buf, size_t size) {
+    if (!lc->opt.overlap) {
+        snprintf(buf, size, "not overlapped (--no-overlap: every collective in line)");
+        return buf;
+    }
+    char ctas[48] = "NCCL's own CTA count";
+    if (lc->opt.side_ctas > 0) snprintf(ctas, sizeof ctas, "a communicator of %d CTAs", lc->opt.side_ctas);
+    snprintf(buf, size, "overlapped (side stream at %s priority, %s)", lc->opt.side_priority_high ? "high" : "normal",
+             ctas);
+    return buf;
+}
 
 void layer_comm_step_begin(LayerComm *lc) { lc->calls = 0, lc->bytes = lc->bus_bytes = 0.0; }
 
@@ -53,87 +79,140 @@ static int begin_call(LayerComm *lc, cudaStream_t stream, double bytes, double b
 
 static void end_call(LayerComm *lc, int i, cudaStream_t stream) { CUDA_CHECK(cudaEventRecord(lc->stop[i], stream)); }
 
-static void all_reduce_on(LayerComm *lc, void *buf, int64_t n, ncclDataType_t type, size_t elem, cudaStream_t stream) {
-    const int w = lc->comm->world;
+static void all_reduce_on(LayerComm *lc, TpComm *comm, void *buf, int64_t n, ncclDataType_t type, size_t elem,
+                          cudaStream_t stream) {
+    const int w = comm->world;
     if (w == 1) return;
     int i = begin_call(lc, stream, (double)n * elem, 2.0 * (w - 1) / w);
-    tp_all_reduce(lc->comm, buf, (size_t)n, type, stream);
+    tp_all_reduce(comm, buf, (size_t)n, type, stream);
     end_call(lc, i, stream);
+}
+
+static void all_gather_on(LayerComm *lc, TpComm *comm, const void *slice, void *full, int64_t n, DType dtype,
+                          cudaStream_t stream) {
+    const int w = comm->world;
+    if (w == 1) {  // the gathered tensor is the slice
+        tp_all_gather(comm, slice, full, (size_t)n, nccl_type(dtype), stream);
+        return;
+    }
+    int i = begin_call(lc, stream, (double)n * w * 2, (double)(w - 1) / w);
+    tp_all_gather(comm, slice, full, (size_t)n, nccl_type(dtype), stream);
+    end_call(lc, i, stream);
+}
+
+static void reduce_scatter_on(LayerComm *lc, TpComm *comm, const void *full, void *slice, int64_t n, DType dtype,
+                              cudaStream_t stream) {
+    const int w = comm->world;
+    if (w == 1) {
+        tp_reduce_scatter(comm, full, slice, (size_t)n, nccl_type(dtype), stream);
+        return;
+    }
+    int i = begin_call(lc, stream, (double)n * w * 2, (double)(w - 1) / w);
+    tp_reduce_scatter(comm, full, slice, (size_t)n, nccl_type(dtype), stream);
+    end_call(lc, i, stream);
+}
+
+// Before a collective on the main communicator: with a second communicator for the started
+// ones (side_ctas), nothing of it may still run. NCCL orders the kernels of ONE communicator
+// whatever their streams, but two communicators' kernels running at once can deadlock (each
+// rank's blocks of one waiting for the peer's blocks of the other, which CUDA does not promise
+// to schedule). Only SP's started gradient group can be outstanding here (the next half's
+// all-gather follows it): a small wait.
+static void before_main_comm(LayerComm *lc) {
+    if (lc->side_comm_owned) layer_join_side(lc);
 }
 
 void layer_all_reduce(LayerComm *lc, void *buf, int64_t n, DType dtype) {
-    all_reduce_on(lc, buf, n, nccl_type(dtype), 2, 0);
+    before_main_comm(lc);
+    all_reduce_on(lc, lc->comm, buf, n, nccl_type(dtype), 2, 0);
 }
 
-void layer_all_reduce_f32(LayerComm *lc, float *buf, int64_t n) { all_reduce_on(lc, buf, n, ncclFloat32, 4, 0); }
-
-static void all_gather_on(LayerComm *lc, const void *slice, void *full, int64_t n, DType dtype, cudaStream_t stream) {
-    const int w = lc->comm->world;
-    if (w == 1) {  // the gathered tensor is the slice
-        tp_all_gather(lc->comm, slice, full, (size_t)n, nccl_type(dtype), stream);
-        return;
-    }
-    int i = begin_call(lc, stream, (double)n * w * 2, (double)(w - 1) / w);
-    tp_all_gather(lc->comm, slice, full, (size_t)n, nccl_type(dtype), stream);
-    end_call(lc, i, stream);
-}
-
-static void reduce_scatter_on(LayerComm *lc, const void *full, void *slice, int64_t n, DType dtype,
-                              cudaStream_t stream) {
-    const int w = lc->comm->world;
-    if (w == 1) {
-        tp_reduce_scatter(lc->comm, full, slice, (size_t)n, nccl_type(dtype), stream);
-        return;
-    }
-    int i = begin_call(lc, stream, (double)n * w * 2, (double)(w - 1) / w);
-    tp_reduce_scatter(lc->comm, full, slice, (size_t)n, nccl_type(dtype), stream);
-    end_call(lc, i, stream);
+void layer_all_reduce_f32(LayerComm *lc, float *buf, int64_t n) {
+    before_main_comm(lc);
+    all_reduce_on(lc, lc->comm, buf, n, ncclFloat32, 4, 0);
 }
 
 void layer_all_gather(LayerComm *lc, const void *slice, void *full, int64_t n, DType dtype) {
-    all_gather_on(lc, slice, full, n, dtype, 0);
+    before_main_comm(lc);
+    all_gather_on(lc, lc->comm, slice, full, n, dtype, 0);
 }
 
 void layer_reduce_scatter(LayerComm *lc, const void *full, void *slice, int64_t n, DType dtype) {
-    reduce_scatter_on(lc, full, slice, n, dtype, 0);
+    before_main_comm(lc);
+    reduce_scatter_on(lc, lc->comm, full, slice, n, dtype, 0);
 }
 
-// The side stream starts once the default stream has written the input.
-static void side_begin(LayerComm *lc) {
+// ---- Started collectives ------------------------------------------------------------------------
+// Where a started collective runs. Overlapped: the side stream, once the default stream has
+// done everything enqueued so far (the event `ready`). In line: the default stream, now.
+static cudaStream_t start_stream(LayerComm *lc) {
+    if (!lc->opt.overlap) return 0;
     CUDA_CHECK(cudaEventRecord(lc->ready, 0));
     CUDA_CHECK(cudaStreamWaitEvent(lc->side, lc->ready, 0));
+    return lc->side;
 }
 
-static void side_end(LayerComm *lc) { CUDA_CHECK(cudaEventRecord(lc->reduced, lc->side)); }
+static TpComm *start_comm(LayerComm *lc) { return lc->side_comm_owned ? &lc->side_comm : lc->comm; }
+
+// After a started collective: its completion event (nothing to record in line).
+static void started(LayerComm *lc, cudaEvent_t done) {
+    if (lc->opt.overlap) CUDA_CHECK(cudaEventRecord(done, lc->side));
+}
+
+// The default stream waits (on the GPU) for the side stream's `done` (in line: nothing to wait for).
+static void wait_for(LayerComm *lc, cudaEvent_t done) {
+    if (lc->opt.overlap) CUDA_CHECK(cudaStreamWaitEvent(0, done, 0));
+}
+
+void layer_all_gather_start(LayerComm *lc, const void *slice, void *full, int64_t n, DType dtype) {
+    all_gather_on(lc, start_comm(lc), slice, full, n, dtype, start_stream(lc));
+    started(lc, lc->gathered);
+}
 
 void layer_all_reduce_start(LayerComm *lc, void *buf, int64_t n, DType dtype) {
     if (lc->comm->world == 1) return;
-    side_begin(lc);
-    all_reduce_on(lc, buf, n, nccl_type(dtype), 2, lc->side);
-    side_end(lc);
+    all_reduce_on(lc, start_comm(lc), buf, n, nccl_type(dtype), 2, start_stream(lc));
+    started(lc, lc->reduced);
 }
 
 void layer_reduce_scatter_start(LayerComm *lc, const void *full, void *slice, int64_t n, DType dtype) {
-    side_begin(lc);
-    reduce_scatter_on(lc, full, slice, n, dtype, lc->side);
-    side_end(lc);
+    reduce_scatter_on(lc, start_comm(lc), full, slice, n, dtype, start_stream(lc));
+    started(lc, lc->reduced);
 }
 
-void layer_side_wait(LayerComm *lc) { CUDA_CHECK(cudaStreamWaitEvent(0, lc->reduced, 0)); }
-
-const void *layer_enter_region(LayerComm *lc, int sp, const void *loc, void *full, int64_t loc_n, DType dtype) {
-    if (!sp) return loc;
-    layer_all_gather(lc, loc, full, loc_n, dtype);
-    return full;
+void layer_all_reduce_group_start(LayerComm *lc, void *const *bufs, const int64_t *n, int k, DType dtype) {
+    const int w = lc->comm->world;
+    if (w == 1) return;
+    enum { MAX_GROUP = 8 };
+    if (k > MAX_GROUP) DIE("a group of %d all-reduces (at most %d)", k, MAX_GROUP);
+    size_t counts[MAX_GROUP];
+    double bytes = 0.0;
+    for (int j = 0; j < k; j++) counts[j] = (size_t)n[j], bytes += (double)n[j] * 2;
+    cudaStream_t stream = start_stream(lc);
+    int i = begin_call(lc, stream, bytes, 2.0 * (w - 1) / w);
+    tp_all_reduce_group(start_comm(lc), bufs, counts, k, nccl_type(dtype), stream);
+    end_call(lc, i, stream);
+    started(lc, lc->reduced);
 }
 
-void layer_leave_region(LayerComm *lc, int sp, void *partial, void *loc, int64_t loc_n, DType dtype, int overlap) {
+void layer_wait_gathered(LayerComm *lc) { wait_for(lc, lc->gathered); }
+
+void layer_wait_reduced(LayerComm *lc) { wait_for(lc, lc->reduced); }
+
+void layer_join_side(LayerComm *lc) {
+    if (!lc->opt.overlap) return;
+    CUDA_CHECK(cudaEventRecord(lc->joined, lc->side));
+    CUDA_CHECK(cudaStreamWaitEvent(0, lc->joined, 0));
+}
+
+// ---- The region's end ---------------------------------------------------------------------
+void layer_leave_region(LayerComm *lc, int sp, void *partial, void *loc, int64_t loc_n, DType dtype, int start) {
     if (sp) {
-        if (overlap) layer_reduce_scatter_start(lc, partial, loc, loc_n, dtype);
+        if (start) layer_reduce_scatter_start(lc, partial, loc, loc_n, dtype);
         else layer_reduce_scatter(lc, partial, loc, loc_n, dtype);
         return;
     }
     if (loc != partial) DIE("plain TP leaves the region in place: the slice is the whole tensor");
-    if (overlap) layer_all_reduce_start(lc, partial, loc_n, dtype);
+    if (start) layer_all_reduce_start(lc, partial, loc_n, dtype);
     else layer_all_reduce(lc, partial, loc_n, dtype);
 }

@@ -1,6 +1,6 @@
 // The collectives a tensor-parallel layer calls, in the layer's terms (device tensors of its
 // dtype, sizes in elements), each one timed, plus the side stream that lets backward's
-// all-reduces overlap independent GEMMs.
+// collectives overlap independent GEMMs.
 //
 //   all-reduce      after a row-parallel GEMM (plain TP): the partial [T, h] outputs summed
 //   all-gather      before a column-parallel GEMM (sequence parallelism): every rank's
@@ -8,35 +8,78 @@
 //   reduce-scatter  after a row-parallel GEMM (sequence parallelism): the partial [T, h]
 //                   outputs summed, each rank keeping its [T/tp, h] slice
 //
+// Overlap (Megatron-LM's async grad all-reduce, Transformer Engine's overlap of the same): a
+// collective whose result is not needed at once is STARTED - enqueued on a side stream behind
+// an event recorded on the default stream, so that it begins when the tensor it reads has
+// been written - and the default stream goes on with work that touches neither of its
+// buffers (a weight-gradient GEMM). Before the result is read, the default stream WAITS for
+// the event the collective recorded (layer_wait_gathered / layer_wait_reduced): a GPU-side
+// wait, the host never blocks. With overlap off (--no-overlap, LayerCommOptions.overlap = 0)
+// the same calls run on the default stream in program order and the waits do nothing: one
+// flag times both schedules, and both compute the same numbers.
+//
+// The side stream is created at the device's highest priority (unless side_priority_high =
+// 0): when the GEMM and the collective become ready together, the block scheduler hands
+// free multiprocessors to NCCL's blocks first, instead of NCCL waiting behind a wave of GEMM
+// blocks while its peer spins. With side_ctas > 0 the started collectives use a second
+// communicator pinned to that many thread blocks (tp_comm_split_ctas): fewer multiprocessors
+// taken from the GEMM, at the price of a slower collective. The default stream's
+// collectives always use the main communicator with NCCL's own choice, and then first wait
+// for the side stream: two communicators' kernels must never run at once (they can deadlock;
+// one communicator's are ordered by NCCL itself, whatever their streams).
+//
+// Fault handling stays off this path: every collective only arms the watchdog around its
+// enqueue (tp_comm.h); nothing here polls or sleeps.
+//
 // Timing: CUDA events around each collective, so that a step's time in communication can be
 // read after the step has been synchronised (layer_comm_step_stats). They also count the
-// time a rank waits for the slowest peer: part of what tensor parallelism costs.
+// time a rank waits for the slowest peer: part of what tensor parallelism costs. For a
+// started collective the time includes running beside the GEMM (slower than alone).
 // Bus bytes follow nccl-tests: an all-reduce moves 2 (n-1)/n of its bytes over each rank's
 // link, an all-gather or reduce-scatter (n-1)/n of the whole tensor's bytes.
 #ifndef STEPS_07_TENSOR_PARALLEL_LAYER_COMM_H
 #define STEPS_07_TENSOR_PARALLEL_LAYER_COMM_H
 
 #include <cuda_runtime.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "common/core/layer.h"
 #include "steps/07_tensor_parallel/tp_comm.h"
 
-#define LAYER_COMM_MAX_CALLS 16  // collectives per training step
+#define LAYER_COMM_MAX_CALLS 64  // collectives per training step (--fprop-chunks 16: 32 in forward)
+
+typedef struct {
+    int overlap;             // 1 (default): started collectives on the side stream; 0: --no-overlap
+    int side_priority_high;  // 1 (default): the side stream at the device's highest priority
+    int side_ctas;           // > 0: started collectives on a communicator of this many CTAs; 0: NCCL's
+} LayerCommOptions;
+
+#define LAYER_COMM_DEFAULTS ((LayerCommOptions){1, 1, 0})
 
 typedef struct {
     TpComm *comm;
-    cudaStream_t side;           // backward's overlapped all-reduces (non-blocking stream)
-    cudaEvent_t ready, reduced;  // side waits for `ready`; the main stream for `reduced`
+    LayerCommOptions opt;
+    TpComm side_comm;            // the started collectives' communicator when side_ctas > 0
+    int side_comm_owned;         // side_comm was split here (else the started ones use comm)
+    cudaStream_t side;           // started collectives (non-blocking stream)
+    cudaEvent_t ready;           // recorded on the default stream: what the side stream waits for
+    cudaEvent_t gathered;        // recorded on the side stream after a started all-gather
+    cudaEvent_t reduced;         // ... after a started all-reduce / reduce-scatter / group
+    cudaEvent_t joined;          // ... by layer_join_side
     cudaEvent_t start[LAYER_COMM_MAX_CALLS], stop[LAYER_COMM_MAX_CALLS];
     int calls;                   // collectives so far in this step
     double bytes, bus_bytes;     // their payload, and what it puts on each rank's link
 } LayerComm;
 
-void layer_comm_init(LayerComm *lc, TpComm *comm);
+// opt: NULL for LAYER_COMM_DEFAULTS. Collective (side_ctas > 0 splits the communicator:
+// every rank must call it with the same options).
+void layer_comm_init(LayerComm *lc, TpComm *comm, const LayerCommOptions *opt);
 void layer_comm_free(LayerComm *lc);
 int layer_comm_world(const LayerComm *lc);
 int layer_comm_rank(const LayerComm *lc);
+// "overlapped (side stream at high priority, NCCL's CTAs)", "not overlapped (--no-overlap)" ...
+const char *layer_comm_schedule_name(const LayerComm *lc, char *buf, size_t size);
 
 // Call before each training step; after it (synchronised), the step's collectives:
 // milliseconds spent in them (summed durations: overlapped ones included), count, bytes.
@@ -55,25 +98,49 @@ void layer_all_gather(LayerComm *lc, const void *slice, void *full, int64_t n, D
 // full [world * n], partial on every rank -> slice [n] = this rank's part of the sum.
 void layer_reduce_scatter(LayerComm *lc, const void *full, void *slice, int64_t n, DType dtype);
 
-// Overlap (Megatron-LM's, for the partial input gradient of a column-parallel Linear):
-//   layer_all_reduce_start(buf) or layer_reduce_scatter_start(...)   right after the GEMM
-//                                                                    that wrote the input
-//   ... work on the default stream that touches neither buffer (the weight-gradient GEMM) ...
-//   layer_side_wait()                                                before anything reads
-//                                                                    the result
+// Started collectives (see above). Each begins after everything the default stream has
+// enqueued so far; until its wait, the default stream must neither read its output nor
+// write its input.
+//   layer_all_gather_start      -> layer_wait_gathered
+//   layer_all_reduce_start      -> layer_wait_reduced
+//   layer_reduce_scatter_start  -> layer_wait_reduced
+//   layer_all_reduce_group_start (bufs[i][n[i]], one NCCL group) -> layer_join_side
+// A wait covers the latest started collective of its kind and everything started before it
+// (the side stream runs them in order). layer_join_side waits for all of them: call it before
+// the step's end, so that the step's time and the next step's writes include them.
+void layer_all_gather_start(LayerComm *lc, const void *slice, void *full, int64_t n, DType dtype);
 void layer_all_reduce_start(LayerComm *lc, void *buf, int64_t n, DType dtype);
 void layer_reduce_scatter_start(LayerComm *lc, const void *full, void *slice, int64_t n, DType dtype);
-void layer_side_wait(LayerComm *lc);
+void layer_all_reduce_group_start(LayerComm *lc, void *const *bufs, const int64_t *n, int k, DType dtype);
+void layer_wait_gathered(LayerComm *lc);
+void layer_wait_reduced(LayerComm *lc);
+void layer_join_side(LayerComm *lc);
 
-// The two ends of the tensor-parallel region, plain TP or sequence parallelism (`sp`):
-// Entering, before a column-parallel GEMM, which needs all T tokens [T, h]:
-//   SP: all-gather the ranks' [T/tp, h] slices `loc` into `full`, return full;
-//   TP: `loc` already is [T, h]: return it (full is not touched).
-const void *layer_enter_region(LayerComm *lc, int sp, const void *loc, void *full, int64_t loc_n, DType dtype);
+// Sequence parallelism: where the weight gradient of a column-parallel GEMM (QKV, FC1, the
+// parallel layer's fused W_in) finds the gathered [T, h] input it needs in backward.
+typedef enum {
+    SP_REGATHER = 0,       // forward keeps only the rank's [T/tp, h] slice of the LayerNorm's output;
+                           // backward all-gathers it again (Megatron-LM's sequence parallelism)
+    SP_KEEP_GATHERED = 1,  // forward keeps the gathered [T, h] (--keep-gathered): (tp-1)/tp of a [T, h]
+                           // more per LayerNorm, one all-gather fewer each
+} SpGatheredInput;
+
+// How a layer schedules its work around the collectives (none of it changes a number the layer
+// computes; tp_check passes for every choice):
+typedef struct {
+    SpGatheredInput sp_input;  // sequence parallelism: the LayerNorm outputs gathered again (default) or kept
+    int fprop_chunks;          // plain TP: the row-parallel forward's GEMM and all-reduce pipelined in
+                               // this many row blocks (row_parallel.h); 1 (default): one GEMM, one all-reduce
+} TpSchedule;
+
+#define TP_SCHEDULE_DEFAULTS ((TpSchedule){SP_REGATHER, 1})
+
+// The end of the tensor-parallel region (its entry under sequence parallelism, the
+// all-gather, is sp_gather.h's, beside the GEMM that reads it):
 // Leaving, after a row-parallel GEMM whose [T, h] output `partial` is a partial sum:
 //   SP: reduce-scatter into the rank's slice `loc` [T/tp, h];
 //   TP: all-reduce `partial` in place (loc must then be partial).
-// overlap: on the side stream (finish with layer_side_wait).
-void layer_leave_region(LayerComm *lc, int sp, void *partial, void *loc, int64_t loc_n, DType dtype, int overlap);
+// start: a started collective (finish with layer_wait_reduced).
+void layer_leave_region(LayerComm *lc, int sp, void *partial, void *loc, int64_t loc_n, DType dtype, int start);
 
 #endif  // STEPS_07_TENSOR_PARALLEL_LAYER_COMM_H

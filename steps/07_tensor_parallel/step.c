@@ -27,9 +27,11 @@
 #include "common/io/output_file.h"
 #include "common/io/weights_io.h"
 #include "kernels/attention/attention.h"
+#include "modules/gemm.h"
 #include "reference/tp_layer_reference.h"
 #include "reference/tp_reference.h"
 #include "steps/07_tensor_parallel/layer_comm.h"
+#include "steps/07_tensor_parallel/row_parallel.h"
 #include "steps/07_tensor_parallel/step07.h"
 #include "steps/07_tensor_parallel/tp_block.h"
 #include "steps/07_tensor_parallel/tp_check.h"
@@ -46,14 +48,30 @@ static struct {
     int block;          // --block local|exact: the Linear -> LayerNorm -> Linear block instead
     TpLnMode ln_mode;
     TpVariant variant;  // --parallel, --sequence-parallel
-} flags = {0, 0, 120.0, 1, 0, TP_LN_SHARD_LOCAL, {TP_LAYER_SERIAL, 0, 0}};
+    LayerCommOptions comm;       // --no-overlap, --overlap-priority, --overlap-ctas
+    TpSchedule sched;            // --keep-gathered, --fprop-chunks
+    int overlap_flags_given;     // --overlap-priority or --overlap-ctas (refused with --no-overlap)
+} flags = {0, 0, 120.0, 1, 0, TP_LN_SHARD_LOCAL, {TP_LAYER_SERIAL, 0, 0}, {1, 1, 0}, {SP_REGATHER, 1}, 0};
 
 static int parse_flag(const char *f, const char *v) {
     if (!v) {  // flags without a value
         if (!strcmp(f, "--no-sweep")) return flags.sweep = 0, 1;
         if (!strcmp(f, "--parallel")) return flags.variant.layer = TP_LAYER_PARALLEL, 1;
         if (!strcmp(f, "--sequence-parallel")) return flags.variant.sequence_parallel = 1, 1;
+        if (!strcmp(f, "--no-overlap")) return flags.comm.overlap = 0, 1;
+        if (!strcmp(f, "--keep-gathered")) return flags.sched.sp_input = SP_KEEP_GATHERED, 1;
         return 0;
+    }
+    if (!strcmp(f, "--overlap-priority")) {
+        static const char *const levels[] = {"normal", "high"};
+        flags.comm.side_priority_high = parse_choice_flag(f, v, levels, 2);
+        return flags.overlap_flags_given = 1, 1;
+    }
+    if (!strcmp(f, "--fprop-chunks"))
+        return flags.sched.fprop_chunks = (int)parse_int_flag(f, v, 1, ROW_PARALLEL_MAX_CHUNKS), 1;
+    if (!strcmp(f, "--overlap-ctas")) {
+        flags.comm.side_ctas = (int)parse_int_flag(f, v, 1, 32);
+        return flags.overlap_flags_given = 1, 1;
     }
     if (!strcmp(f, "--tp")) return flags.tp = (int)parse_int_flag(f, v, 1, TP_MAX_RANKS), 1;
     if (!strcmp(f, "--port")) return flags.port = (int)parse_int_flag(f, v, 1024, 65535), 1;
@@ -90,6 +108,17 @@ const StepOps STEP_07_TENSOR_PARALLEL = {
         "                       serial one (two each way)\n"
         "  --sequence-parallel  LayerNorm, dropout, residual on each rank's seq/tp tokens; all-gather\n"
         "                       before and reduce-scatter after the tensor-parallel GEMMs\n"
+        "  --no-overlap         run backward's collectives in line on the compute stream, instead of\n"
+        "                       starting each on a side stream beside the weight-gradient GEMM (default)\n"
+        "  --overlap-priority high|normal  the side stream's priority (default high: NCCL's blocks get\n"
+        "                       free multiprocessors before the GEMM's)\n"
+        "  --overlap-ctas N     the overlapped collectives on a second communicator of N CTAs (default:\n"
+        "                       the main communicator, NCCL's own count)\n"
+        "  --keep-gathered      with --sequence-parallel: keep the all-gathered LayerNorm outputs for the\n"
+        "                       weight gradients instead of all-gathering them again in backward\n"
+        "  --fprop-chunks N     plain TP: each row-parallel forward GEMM in N row blocks, each block's\n"
+        "                       all-reduce beside the next block's GEMM (default 1: one GEMM, then the\n"
+        "                       all-reduce)\n"
         "  --block local|exact  the block Linear(h->ffn) -> LayerNorm(ffn) -> Linear(ffn->h) instead,\n"
         "                       its LayerNorm shard-local (a GroupNorm) or exact (statistics all-reduced)\n"
         "  --no-sweep           skip the all-reduce sweep (ours against bare NCCL)\n"
@@ -112,13 +141,31 @@ typedef struct {
     double collective_mb;
 } RankTimes;
 
-static void print_header(const Options *o, const RankInfo *info) {
+// What the flags chose for the collectives, in words (the header, the timing line, --json).
+static const char *sp_input_name(void) {
+    if (flags.block || !flags.variant.sequence_parallel) return "-";
+    return flags.sched.sp_input == SP_KEEP_GATHERED ? "kept gathered" : "gathered again in backward";
+}
+
+// The whole schedule in words: "collectives overlapped (side stream at high priority, NCCL's own
+// CTA count); forward's all-reduces in 4 row blocks; LayerNorm outputs gathered again in backward".
+static const char *schedule_words(const LayerComm *lc, char *buf, size_t size) {
+    char comm[96], chunks[64] = "";
+    if (flags.sched.fprop_chunks > 1)
+        snprintf(chunks, sizeof chunks, "; forward's all-reduces in %d row blocks", flags.sched.fprop_chunks);
+    snprintf(buf, size, "collectives %s%s%s%s", layer_comm_schedule_name(lc, comm, sizeof comm), chunks,
+             flags.variant.sequence_parallel ? "; LayerNorm outputs " : "",
+             flags.variant.sequence_parallel ? sp_input_name() : "");
+    return buf;
+}
+
+static void print_header(const Options *o, const RankInfo *info, const LayerComm *lc) {
     const LayerConfig *c = &o->layer;
     const int tp = info->world;
     printf("step %s: %s\nGPU: %s\n", STEP_07_TENSOR_PARALLEL.id, STEP_07_TENSOR_PARALLEL.title, gpu_description());
-    printf("config: hidden %d, ffn %d, heads %d (head_dim %d), seq %d, batch %d, %s, dropout %.2g/%.2g%s\n",
+    printf("config: hidden %d, ffn %d, heads %d (head_dim %d), seq %d, batch %d, %s, dropout %.2g/%.2g%s%s\n",
            c->hidden, c->ffn, c->heads, layer_head_dim(c), c->seq, c->batch, dtype_name(c->dtype), c->attn_dropout,
-           c->hidden_dropout, c->causal ? ", causal" : "");
+           c->hidden_dropout, c->causal ? ", causal" : "", c->deterministic ? ", deterministic" : "");
     if (flags.block)
         printf("tensor-parallel over %d GPU(s) (%s): the block Linear(%d->%d) -> LayerNorm(%d, %s) -> "
                "Linear(%d->%d), tokens %lld\n", tp, info->source, c->hidden, c->ffn, c->ffn,
@@ -128,6 +175,8 @@ static void print_header(const Options *o, const RankInfo *info) {
                "features, %lld of %lld tokens outside the tensor-parallel GEMMs\n", tp, info->source,
                tp_variant_name(&flags.variant), c->heads / tp, c->heads, c->ffn / tp, c->ffn,
                (long long)(layer_tokens(c) / (flags.variant.sequence_parallel ? tp : 1)), (long long)layer_tokens(c));
+    char sched[224];
+    if (!flags.block) printf("schedule: %s\n", schedule_words(lc, sched, sizeof sched));
     fflush(stdout);
 }
 
@@ -167,20 +216,25 @@ static void gather_results(const LayerConfig *c, TpComm *comm, const TpLayer *l,
     free(shards);
 }
 
-static void write_json(const char *path, const Options *o, int tp, const RankTimes *t, double max_err, int passed) {
+static void write_json(const char *path, const Options *o, int tp, const RankTimes *t, double max_err, int passed,
+                       const LayerComm *lc) {
     const LayerConfig *c = &o->layer;
     FILE *f = output_open(path, "w");  // beside, then renamed: never a half-written file
     fprintf(f,
             "{\"step\": \"%s\", \"title\": \"%s\", \"gpu\": \"%s\", \"hidden\": %d, \"ffn\": %d, \"heads\": %d, "
             "\"seq\": %d, \"batch\": %d, \"dtype\": \"%s\", \"tp\": %d, \"variant\": \"%s\", \"mean_ms\": %.4f, "
             "\"collective_ms\": %.4f, \"collectives\": %d, \"bus_gbps\": %.1f, \"activation_mib\": %.1f, "
-            "\"peak_mib\": %.1f, \"tflops_per_gpu\": %.2f, \"max_rel_error\": %.4g, \"check_passed\": %d}\n",
+            "\"peak_mib\": %.1f, \"tflops_per_gpu\": %.2f, \"max_rel_error\": %.4g, \"check_passed\": %d, "
+            "\"overlap\": %d, \"overlap_priority\": \"%s\", \"overlap_ctas\": %d, \"fprop_chunks\": %d, "
+            "\"sp_layernorm_outputs\": \"%s\"}\n",
             STEP_07_TENSOR_PARALLEL.id, STEP_07_TENSOR_PARALLEL.title, gpu_description(), c->hidden, c->ffn, c->heads,
             c->seq, c->batch, dtype_name(c->dtype), tp,
             flags.block ? (flags.ln_mode == TP_LN_EXACT ? "block, exact" : "block, shard-local")
                         : tp_variant_name(&flags.variant),
             t->ms, t->collective_ms, t->collectives, t->bus_gbps, t->activation_mib, t->peak_mib,
-            layer_train_flops(c) / tp / (t->ms * 1e-3) / 1e12, max_err, passed);
+            layer_train_flops(c) / tp / (t->ms * 1e-3) / 1e12, max_err, passed, lc->opt.overlap,
+            lc->opt.side_priority_high ? "high" : "normal", lc->opt.side_ctas, flags.sched.fprop_chunks,
+            sp_input_name());
     output_commit(f, path);
 }
 
@@ -202,8 +256,14 @@ static int run_rank(void *arg) {
     TpComm comm = {NULL, rank, tp, flags.timeout_s};
     if (tp > 1) tp_comm_init(&comm, &info, flags.timeout_s);
     LayerComm lc;
-    layer_comm_init(&lc, &comm);
-    if (rank == 0) print_header(o, &info);
+    layer_comm_init(&lc, &comm, &flags.comm);
+    if (rank == 0) print_header(o, &info, &lc);
+
+    // --deterministic: the attention reads it from the config; the GEMMs' switch is the
+    // process's (their plans are), set before any is planned, as the driver does for the
+    // other steps (steps/driver/step_main.c). Two runs that differ only in how the
+    // collectives are scheduled then save the same bits at tp 2 (gpu_run.sh tp compares them).
+    gemm_set_deterministic(c->deterministic);
 
     // 2-3. The rank's parameters and tokens; the layer (or the block).
     const int64_t T = layer_tokens(c), h = c->hidden, Tl = (sp && !flags.block) ? T / tp : T;
@@ -225,7 +285,7 @@ static int run_rank(void *arg) {
     } else {
         LayerParams shard;
         tp_shard_params(c, tp, rank, job->full, &shard);
-        tp_layer_init(&layer, c, tp, rank, &flags.variant, &shard);
+        tp_layer_init(&layer, c, tp, rank, &flags.variant, &flags.sched, &shard);
         layer_params_free(&shard);
     }
 
@@ -263,9 +323,13 @@ static int run_rank(void *arg) {
            "%.1f MB in all, bus bandwidth %.1f GB/s); activations kept for backward %.0f MiB, peak device memory "
            "%.0f MiB\n", rank, t.ms, t.collective_ms, t.ms > 0 ? 100.0 * t.collective_ms / t.ms : 0.0,
            t.collectives, t.collective_mb, t.bus_gbps, t.activation_mib, t.peak_mib);
+    // The mode in the timing line itself, so that a log of several runs says which is which.
+    char sched[224] = "";
+    if (!flags.block) schedule_words(&lc, sched, sizeof sched);
     if (rank == 0)
-        printf("Mean time: %.3f ms   (rank 0, %d steps after %d warm-up; fwd+bwd)\n%.1f TFLOP/s per GPU\n", t.ms,
-               o->iters, o->warmup, layer_train_flops(c) / tp / (t.ms * 1e-3) / 1e12);
+        printf("Mean time: %.3f ms   (rank 0, %d steps after %d warm-up; fwd+bwd; %s, %s%s%s)\n%.1f TFLOP/s per GPU\n",
+               t.ms, o->iters, o->warmup, flags.block ? "the block" : tp_variant_name(&flags.variant),
+               dtype_name(c->dtype), flags.block ? "" : "; ", sched, layer_train_flops(c) / tp / (t.ms * 1e-3) / 1e12);
     fflush(stdout);
 
     // 5. --check, --save, --json, the sweep.
@@ -293,7 +357,7 @@ static int run_rank(void *arg) {
         }
         layer_results_free(&res);
     }
-    if (o->json_path && rank == 0) write_json(o->json_path, o, tp, &t, max_err, passed);
+    if (o->json_path && rank == 0) write_json(o->json_path, o, tp, &t, max_err, passed, &lc);
     if (flags.sweep) all_reduce_sweep(&comm, c->dtype, T * h);
 
     if (flags.block) tp_block_gpu_free(&block), tp_block_free(&block_params);
@@ -317,16 +381,28 @@ static int world_size(RankInfo *info, int *from_env) {
 
 static void refuse_what_cannot_run(const Options *o, int tp) {
     const LayerConfig *c = &o->layer;
+    if (!flags.comm.overlap && flags.overlap_flags_given)
+        fail_user("--overlap-priority and --overlap-ctas set up the overlap that --no-overlap turns off: give one or "
+                  "the other");
+    if (flags.sched.sp_input == SP_KEEP_GATHERED && !flags.variant.sequence_parallel)
+        fail_user("--keep-gathered chooses what sequence parallelism keeps for backward: add --sequence-parallel");
+    if (flags.sched.fprop_chunks > 1 && (flags.variant.sequence_parallel || flags.block))
+        fail_user("--fprop-chunks pipelines plain TP's forward all-reduce: drop it with --sequence-parallel (a "
+                  "reduce-scatter there) and --block");
     if (flags.block) {
         if (flags.variant.layer == TP_LAYER_PARALLEL || flags.variant.sequence_parallel)
             fail_user("--block runs the Linear -> LayerNorm -> Linear block alone: drop --parallel and "
                       "--sequence-parallel");
+        if (!flags.comm.overlap || flags.overlap_flags_given)
+            fail_user("--block overlaps no collective: drop --no-overlap, --overlap-priority and --overlap-ctas");
         if (o->weights_path || o->save_path)
             fail_user("--weights and --save are the layer's parameters and results; --block runs its own random block");
         const char *problem = tp_block_problem(c->hidden, c->ffn, tp);
         if (problem) fail_user("%s", problem);
     } else {
         const char *problem = tp_variant_problem(c, tp, &flags.variant);
+        if (problem) fail_user("%s", problem);
+        problem = row_parallel_chunks_problem(layer_tokens(c), flags.sched.fprop_chunks);
         if (problem) fail_user("%s", problem);
         const char *why = unsupported(c);
         if (why) fail_user("step %s cannot run this configuration: %s", STEP_07_TENSOR_PARALLEL.id, why);

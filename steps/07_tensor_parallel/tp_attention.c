@@ -11,6 +11,8 @@
 #include "kernels/naive/bias.h"
 #include "modules/gemm.h"
 #include "reference/tp_layer_reference.h"
+#include "steps/07_tensor_parallel/row_parallel.h"
+#include "steps/07_tensor_parallel/sp_gather.h"
 
 // A device tensor of `rows` x `cols` in the layer's dtype, counted as activation memory when
 // forward keeps it for backward.
@@ -29,13 +31,17 @@ static AttentionProblem attention_problem(const TpAttention *m) {
 }
 
 void tp_attention_init(TpAttention *m, const LayerConfig *c, int tp, int rank, int sequence_parallel,
-                       const LayerParams *shard) {
+                       const TpSchedule *sched, const LayerParams *shard) {
     memset(m, 0, sizeof *m);
     const TpVariant v = {TP_LAYER_SERIAL, sequence_parallel, 0};
     const char *problem = tp_variant_problem(c, tp, &v);
     if (problem) fail_user("%s", problem);
+    if (sequence_parallel && sched->fprop_chunks != 1)
+        fail_user("--fprop-chunks pipelines plain TP's forward all-reduce; sequence parallelism has a reduce-scatter there");
+    problem = row_parallel_chunks_problem(layer_tokens(c), sched->fprop_chunks);
+    if (problem) fail_user("%s", problem);
     m->cfg = *c;
-    m->tp = tp, m->rank = rank, m->sequence_parallel = sequence_parallel;
+    m->tp = tp, m->rank = rank, m->sequence_parallel = sequence_parallel, m->sched = *sched;
     m->heads_local = c->heads / tp, m->first_head = rank * m->heads_local, m->hl = c->hidden / tp;
     const AttentionProblem ap = attention_problem(m);
     const char *why = attention_unsupported(&ap);
@@ -43,15 +49,21 @@ void tp_attention_init(TpAttention *m, const LayerConfig *c, int tp, int rank, i
     m->T = layer_tokens(c), m->Tl = sequence_parallel ? m->T / tp : m->T;
     const int h = c->hidden;
     const int64_t T = m->T, Tl = m->Tl;
+    const int keep_gathered = sequence_parallel && sched->sp_input == SP_KEEP_GATHERED;
     float *const *w = shard->tensor;
     layernorm_init(&m->ln1, h, Tl, c->eps, w[P_LN1_WEIGHT], w[P_LN1_BIAS], c->dtype);
     linear_init(&m->qkv, h, 3 * m->hl, w[P_QKV_WEIGHT], w[P_QKV_BIAS], c->dtype);
     linear_init(&m->proj, m->hl, h, w[P_PROJ_WEIGHT], NULL, c->dtype);
     m->b_proj = dev_upload(w[P_PROJ_BIAS], h, c->dtype);
     m->db_proj = dev_alloc((size_t)h * dtype_bytes(c->dtype));
+    // What LN1's backward reads and did not allocate here: the layer's input x (the caller's
+    // buffer, LayerNorm.saved_x) and the per-row mean and rstd (fp32).
+    m->activation_bytes += (size_t)(Tl * h) * dtype_bytes(c->dtype) + 2 * (size_t)Tl * sizeof(float);
     // Forward's tensors; under plain TP the rank's slice is the whole, one buffer for both.
     m->ln_loc = tensor(m, Tl, h, 1);
-    m->ln = sequence_parallel ? tensor(m, T, h, 1) : m->ln_loc;  // QKV's input, kept for its wgrad
+    // QKV's input. SP: kept for its wgrad only under SP_KEEP_GATHERED; otherwise a buffer the
+    // backward gathers into again (so not an activation: a layer stack would share it).
+    m->ln = sequence_parallel ? tensor(m, T, h, keep_gathered) : m->ln_loc;
     m->qkv_out = tensor(m, T, 3 * m->hl, 1);
     m->ctx = tensor(m, T, m->hl, 1);
     m->lse = dev_alloc((size_t)c->batch * m->heads_local * c->seq * sizeof(float));
@@ -61,7 +73,7 @@ void tp_attention_init(TpAttention *m, const LayerConfig *c, int tp, int rank, i
     m->y = tensor(m, Tl, h, 1);  // LN2's input, kept for its backward
     // Backward's.
     m->d_proj_loc = tensor(m, Tl, h, 0);
-    m->d_proj = sequence_parallel ? tensor(m, T, h, 0) : m->d_proj_loc;
+    m->d_proj = !sequence_parallel ? m->d_proj_loc : keep_gathered ? tensor(m, T, h, 0) : m->ln;
     m->d_ctx = tensor(m, T, m->hl, 0);
     m->d_qkv = tensor(m, T, 3 * m->hl, 0);
     m->d_ln = tensor(m, T, h, 0);
@@ -76,8 +88,9 @@ void tp_attention_free(TpAttention *m) {
                     m->d_proj_loc, m->d_ctx, m->d_qkv, m->d_ln, m->dx, m->attn_scratch};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) dev_free(bufs[i]);
     if (m->sequence_parallel) {  // the slices' own buffers
-        void *sp[] = {m->ln, m->proj_loc, m->d_proj, m->d_ln_loc};
+        void *sp[] = {m->ln, m->proj_loc, m->d_ln_loc};
         for (size_t i = 0; i < sizeof sp / sizeof sp[0]; i++) dev_free(sp[i]);
+        if (m->d_proj != m->ln) dev_free(m->d_proj);
     }
     memset(m, 0, sizeof *m);
 }
@@ -93,13 +106,20 @@ void tp_attention_forward(TpAttention *m, LayerComm *lc, const void *x, uint64_t
     const LayerConfig *c = &m->cfg;
     const int h = c->hidden, sp = m->sequence_parallel;
     layernorm_forward(&m->ln1, x, m->ln_loc, m->Tl);  // the rank's tokens
-    const void *ln = layer_enter_region(lc, sp, m->ln_loc, m->ln, m->Tl * h, c->dtype);
-    linear_forward(&m->qkv, ln, m->qkv_out, m->T, NULL);  // column-parallel: [T, 3h/tp]
+    // Column-parallel: [T, 3h/tp] from all T tokens (SP: gathered beside the GEMM on the rank's own)
+    if (sp) sp_gathered_gemm(&m->qkv, SP_GEMM_FPROP, lc, m->ln_loc, m->ln, m->qkv_out, m->T);
+    else linear_forward(&m->qkv, m->ln_loc, m->qkv_out, m->T, NULL);
     const AttentionProblem ap = attention_problem(m);
     const AttentionDropout drop = attention_layer_dropout(c, step);
     attention_forward(&ap, &drop, m->qkv_out, m->ctx, m->lse);  // this rank's heads
-    linear_forward(&m->proj, m->ctx, m->proj_out, m->T, NULL);  // row-parallel: a partial [T, h]
-    layer_leave_region(lc, sp, m->proj_out, m->proj_loc, m->Tl * h, c->dtype, 0);
+    // Row-parallel: a partial [T, h], summed over the ranks (plain TP: optionally in row blocks,
+    // each block's all-reduce beside the next block's GEMM, row_parallel.h).
+    if (sp) {
+        linear_forward(&m->proj, m->ctx, m->proj_out, m->T, NULL);
+        layer_leave_region(lc, sp, m->proj_out, m->proj_loc, m->Tl * h, c->dtype, 0);
+    } else {
+        row_parallel_forward_all_reduce(&m->proj, lc, m->ctx, m->proj_out, m->T, m->sched.fprop_chunks);
+    }
     // The bias once, and the unsharded layer's dropout mask on the rank's tokens.
     bias_dropout_add_forward_at(m->proj_loc, m->b_proj, x, m->y, m->Tl, h, c->hidden_dropout, c->seed,
                                 dropout_offset(step, DROPOUT_SITE_HIDDEN), first_element(m), c->dtype);
@@ -108,24 +128,33 @@ void tp_attention_forward(TpAttention *m, LayerComm *lc, const void *x, uint64_t
 void tp_attention_backward(TpAttention *m, LayerComm *lc, const void *dy, uint64_t step) {
     const LayerConfig *c = &m->cfg;
     const int h = c->hidden, sp = m->sequence_parallel;
+    const int regather = sp && m->sched.sp_input == SP_REGATHER;
     add_dropout_backward_at(dy, NULL, NULL, m->d_proj_loc, m->Tl * h, c->hidden_dropout, c->seed,
                             dropout_offset(step, DROPOUT_SITE_HIDDEN), first_element(m), c->dtype);
     bias_grad(m->d_proj_loc, m->Tl, h, m->db_proj, c->dtype);  // SP: over the rank's tokens only
-    const void *d_proj = layer_enter_region(lc, sp, m->d_proj_loc, m->d_proj, m->Tl * h, c->dtype);
-    linear_dgrad(&m->proj, d_proj, m->d_ctx, m->T);  // local
-    linear_wgrad(&m->proj, d_proj, m->T, 1);          // dW_proj shard
+    // Proj's dgrad (local) from the output gradient of all T tokens: SP gathers it into d_proj
+    // (under SP_REGATHER the buffer that held LN1's gathered output in forward) beside the
+    // dgrad of the rank's own tokens. Plain TP: d_proj is d_proj_loc.
+    if (sp) sp_gathered_gemm(&m->proj, SP_GEMM_DGRAD, lc, m->d_proj_loc, m->d_proj, m->d_ctx, m->T);
+    else linear_dgrad(&m->proj, m->d_proj_loc, m->d_ctx, m->T);
+    linear_wgrad(&m->proj, m->d_proj, m->T, 1);  // dW_proj shard
     const AttentionProblem ap = attention_problem(m);
     const AttentionDropout drop = attention_layer_dropout(c, step);
     attention_backward(&ap, &drop, m->qkv_out, m->ctx, m->d_ctx, m->lse, m->d_qkv, m->attn_scratch);
+    // QKV's backward: dgrad first, its all-reduce (reduce-scatter) started at once, the wgrad
+    // beside it. Under SP_REGATHER LN1's output is gathered again for the wgrad, beside the
+    // dgrad (it starts after the proj wgrad, the last reader of the shared buffer's d_proj).
+    if (regather) layer_all_gather_start(lc, m->ln_loc, m->ln, m->Tl * h, c->dtype);
     linear_dgrad(&m->qkv, m->d_qkv, m->d_ln, m->T);  // partial
-    layer_leave_region(lc, sp, m->d_ln, m->d_ln_loc, m->Tl * h, c->dtype, 1);  // on the side stream...
-    linear_wgrad(&m->qkv, m->d_qkv, m->T, 1);  // ...while dW_qkv, db_qkv run (x = ln, recorded)
-    layer_side_wait(lc);
+    if (regather) layer_wait_gathered(lc);
+    layer_leave_region(lc, sp, m->d_ln, m->d_ln_loc, m->Tl * h, c->dtype, 1);  // started...
+    linear_wgrad(&m->qkv, m->d_qkv, m->T, 1);  // ...while dW_qkv, db_qkv run (x = ln, recorded in forward)
+    layer_wait_reduced(lc);
     layernorm_backward(&m->ln1, m->d_ln_loc, dy, m->dx, m->Tl);  // + the residual's gradient
     if (sp) {  // gamma, beta and b_proj saw only this rank's tokens: sum over the ranks
-        layer_all_reduce(lc, m->ln1.dgamma, h, c->dtype);
-        layer_all_reduce(lc, m->ln1.dbeta, h, c->dtype);
-        layer_all_reduce(lc, m->db_proj, h, c->dtype);
+        void *grads[] = {m->ln1.dgamma, m->ln1.dbeta, m->db_proj};
+        const int64_t n[] = {h, h, h};
+        layer_all_reduce_group_start(lc, grads, n, 3, c->dtype);  // joined by the step's end
     }
 }
 

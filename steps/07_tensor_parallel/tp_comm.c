@@ -237,6 +237,18 @@ ncclComm_t tp_comm_split_plain(TpComm *c) {
     return plain;
 }
 
+TpComm tp_comm_split_ctas(TpComm *c, int ctas) {
+    TpComm limited = *c;
+    ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
+    config.blocking = 1;
+    config.minCTAs = ctas, config.maxCTAs = ctas;
+    tp_watchdog_arm(c, "ncclCommSplit (the communicator of the overlapped collectives)");
+    ncclResult_t r = ncclCommSplit(c->comm, 0, c->rank, &limited.comm, &config);
+    tp_watchdog_disarm();
+    if (r != ncclSuccess) give_up(c, "ncclCommSplit with a CTA limit", ncclGetErrorString(r));
+    return limited;
+}
+
 // The hot path: arm (a clock read, three stores), enqueue, disarm. A first collective may
 // block in NCCL's lazy connection set-up until every peer joins: that is what the arm is for.
 void tp_all_reduce(TpComm *c, void *buf, size_t count, ncclDataType_t type, cudaStream_t stream) {
@@ -245,6 +257,19 @@ void tp_all_reduce(TpComm *c, void *buf, size_t count, ncclDataType_t type, cuda
     ncclResult_t r = ncclAllReduce(buf, buf, count, type, ncclSum, c->comm, stream);
     tp_watchdog_disarm();
     if (r != ncclSuccess) give_up(c, "ncclAllReduce", ncclGetErrorString(r));
+}
+
+void tp_all_reduce_group(TpComm *c, void *const *bufs, const size_t *counts, int k, ncclDataType_t type,
+                         cudaStream_t stream) {
+    if (c->world == 1) return;
+    tp_watchdog_arm(c, "a group of all-reduces");
+    ncclResult_t r = ncclGroupStart();
+    for (int i = 0; i < k && r == ncclSuccess; i++) r = ncclAllReduce(bufs[i], bufs[i], counts[i], type, ncclSum, c->comm, stream);
+    // Ended even after a failed call: NCCL's group must be closed before anything else.
+    ncclResult_t end = ncclGroupEnd();
+    tp_watchdog_disarm();
+    if (r == ncclSuccess) r = end;
+    if (r != ncclSuccess) give_up(c, "a group of ncclAllReduce", ncclGetErrorString(r));
 }
 
 static size_t type_bytes(ncclDataType_t t) { return t == ncclFloat32 ? 4 : t == ncclHalf || t == ncclBfloat16 ? 2 : 0; }

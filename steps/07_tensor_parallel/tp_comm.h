@@ -72,6 +72,11 @@ void tp_all_gather(TpComm *c, const void *send, void *recv, size_t count, ncclDa
                    cudaStream_t stream);
 void tp_reduce_scatter(TpComm *c, const void *send, void *recv, size_t count, ncclDataType_t type,
                        cudaStream_t stream);
+// k all-reduces in place, bufs[i][counts[i]], as ONE NCCL group (ncclGroupStart/End): one
+// launch and one latency for several small tensors (sequence parallelism's LayerNorm and bias
+// gradients, [h] each).
+void tp_all_reduce_group(TpComm *c, void *const *bufs, const size_t *counts, int k, ncclDataType_t type,
+                         cudaStream_t stream);
 
 // Waits for `stream` to drain while watching the communicator; aborts on error or timeout.
 void tp_sync(TpComm *c, cudaStream_t stream, const char *what);
@@ -80,6 +85,13 @@ void tp_sync(TpComm *c, cudaStream_t stream, const char *what);
 // yardstick of the all-reduce sweep: what ncclAllReduce costs without anything of ours.
 // Destroy with ncclCommDestroy.
 ncclComm_t tp_comm_split_plain(TpComm *c);
+
+// A second communicator over the same ranks whose collectives run on exactly `ctas` thread
+// blocks (ncclConfig_t minCTAs = maxCTAs = ctas; NCCL picks up to 32 or so by itself). For
+// collectives that run beside GEMMs: every block NCCL holds is a multiprocessor the GEMM
+// cannot use (Megatron-LM sets the same per process group: max_ctas, min_ctas). Blocking,
+// watched like c. Returns a TpComm to pass to the collectives above; tp_comm_destroy it.
+TpComm tp_comm_split_ctas(TpComm *c, int ctas);
 
 // Brackets a host-side NCCL call that may block (arm before, disarm after): if it has not
 // returned c->timeout_s after the arm, the watchdog ends the rank with a message naming

@@ -3,14 +3,17 @@
 
 #include <string.h>
 
-void tp_layer_init(TpLayer *l, const LayerConfig *c, int tp, int rank, const TpVariant *v, const LayerParams *shard) {
+void tp_layer_init(TpLayer *l, const LayerConfig *c, int tp, int rank, const TpVariant *v, const TpSchedule *sched,
+                   const LayerParams *shard) {
+    const TpSchedule defaults = TP_SCHEDULE_DEFAULTS;
+    if (!sched) sched = &defaults;
     memset(l, 0, sizeof *l);
     l->variant = *v;
     if (v->layer == TP_LAYER_PARALLEL) {
-        tp_parallel_layer_init(&l->par, c, tp, rank, v->sequence_parallel, shard);
+        tp_parallel_layer_init(&l->par, c, tp, rank, v->sequence_parallel, sched, shard);
     } else {
-        tp_attention_init(&l->attn, c, tp, rank, v->sequence_parallel, shard);
-        tp_mlp_init(&l->mlp, c, tp, rank, v->sequence_parallel, shard);
+        tp_attention_init(&l->attn, c, tp, rank, v->sequence_parallel, sched, shard);
+        tp_mlp_init(&l->mlp, c, tp, rank, v->sequence_parallel, sched, shard);
     }
 }
 
@@ -29,6 +32,7 @@ void tp_layer_train_step(TpLayer *l, LayerComm *lc, const void *x, const void *d
         tp_mlp_backward(&l->mlp, lc, dout);
         tp_attention_backward(&l->attn, lc, l->mlp.dx, step);
     }
+    layer_join_side(lc);  // SP's gradient all-reduces: part of the step, done before the next writes
 }
 
 const void *tp_layer_output(const TpLayer *l) {

@@ -9,6 +9,8 @@
 #include "kernels/naive/bias.h"
 #include "modules/gemm.h"
 #include "reference/tp_layer_reference.h"
+#include "steps/07_tensor_parallel/row_parallel.h"
+#include "steps/07_tensor_parallel/sp_gather.h"
 
 static void *tensor(TpMlp *m, int64_t rows, int64_t cols, int kept) {
     size_t bytes = (size_t)(rows * cols) * dtype_bytes(m->cfg.dtype);
@@ -16,29 +18,37 @@ static void *tensor(TpMlp *m, int64_t rows, int64_t cols, int kept) {
     return dev_alloc(bytes);
 }
 
-void tp_mlp_init(TpMlp *m, const LayerConfig *c, int tp, int rank, int sequence_parallel, const LayerParams *shard) {
+void tp_mlp_init(TpMlp *m, const LayerConfig *c, int tp, int rank, int sequence_parallel, const TpSchedule *sched,
+                 const LayerParams *shard) {
     memset(m, 0, sizeof *m);
     const TpVariant v = {TP_LAYER_SERIAL, sequence_parallel, 0};
     const char *problem = tp_variant_problem(c, tp, &v);
     if (problem) fail_user("%s", problem);
+    if (sequence_parallel && sched->fprop_chunks != 1)
+        fail_user("--fprop-chunks pipelines plain TP's forward all-reduce; sequence parallelism has a reduce-scatter there");
+    problem = row_parallel_chunks_problem(layer_tokens(c), sched->fprop_chunks);
+    if (problem) fail_user("%s", problem);
     m->cfg = *c;
-    m->tp = tp, m->rank = rank, m->sequence_parallel = sequence_parallel;
+    m->tp = tp, m->rank = rank, m->sequence_parallel = sequence_parallel, m->sched = *sched;
     m->fl = c->ffn / tp, m->T = layer_tokens(c), m->Tl = sequence_parallel ? m->T / tp : m->T;
     const int h = c->hidden;
     const int64_t T = m->T, Tl = m->Tl;
+    const int keep_gathered = sequence_parallel && sched->sp_input == SP_KEEP_GATHERED;
     float *const *w = shard->tensor;
     layernorm_init(&m->ln2, h, Tl, c->eps, w[P_LN2_WEIGHT], w[P_LN2_BIAS], c->dtype);
     linear_init(&m->fc1, h, m->fl, w[P_FC1_WEIGHT], w[P_FC1_BIAS], c->dtype);
     linear_init(&m->fc2, m->fl, h, w[P_FC2_WEIGHT], NULL, c->dtype);
     m->b2 = dev_upload(w[P_FC2_BIAS], h, c->dtype);
     m->db2 = dev_alloc((size_t)h * dtype_bytes(c->dtype));
+    m->activation_bytes += 2 * (size_t)Tl * sizeof(float);  // LN2's mean and rstd
     m->ln_loc = tensor(m, Tl, h, 1);
-    m->ln = sequence_parallel ? tensor(m, T, h, 1) : m->ln_loc;  // FC1's input, kept for its wgrad
+    // FC1's input: under SP kept for its wgrad only with SP_KEEP_GATHERED (else gathered again).
+    m->ln = sequence_parallel ? tensor(m, T, h, keep_gathered) : m->ln_loc;
     m->fc1_out = tensor(m, T, m->fl, 1);                         // GELU's input
     m->act = tensor(m, T, m->fl, 1);                             // FC2's input
     m->fc2_out = tensor(m, T, h, 0);
     m->out = sequence_parallel ? tensor(m, Tl, h, 0) : m->fc2_out;  // the sum lands in place
-    m->dout = sequence_parallel ? tensor(m, T, h, 0) : NULL;
+    m->dout = !sequence_parallel ? NULL : keep_gathered ? tensor(m, T, h, 0) : m->ln;
     m->d_act = tensor(m, T, m->fl, 0);
     m->d_ln = tensor(m, T, h, 0);
     m->d_ln_loc = sequence_parallel ? tensor(m, Tl, h, 0) : m->d_ln;
@@ -50,8 +60,9 @@ void tp_mlp_free(TpMlp *m) {
     void *bufs[] = {m->b2, m->db2, m->ln_loc, m->fc1_out, m->act, m->fc2_out, m->d_act, m->d_ln, m->dx};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) dev_free(bufs[i]);
     if (m->sequence_parallel) {
-        void *sp[] = {m->ln, m->out, m->dout, m->d_ln_loc};
+        void *sp[] = {m->ln, m->out, m->d_ln_loc};
         for (size_t i = 0; i < sizeof sp / sizeof sp[0]; i++) dev_free(sp[i]);
+        if (m->dout != m->ln) dev_free(m->dout);
     }
     memset(m, 0, sizeof *m);
 }
@@ -60,11 +71,17 @@ void tp_mlp_forward(TpMlp *m, LayerComm *lc, const void *y) {
     const DType dt = m->cfg.dtype;
     const int h = m->cfg.hidden, sp = m->sequence_parallel;
     layernorm_forward(&m->ln2, y, m->ln_loc, m->Tl);  // the rank's tokens
-    const void *ln = layer_enter_region(lc, sp, m->ln_loc, m->ln, m->Tl * h, dt);
-    linear_forward(&m->fc1, ln, m->fc1_out, m->T, NULL);  // column-parallel: [T, f/tp]
+    // Column-parallel: [T, f/tp] from all T tokens (SP: gathered beside the GEMM on the rank's own)
+    if (sp) sp_gathered_gemm(&m->fc1, SP_GEMM_FPROP, lc, m->ln_loc, m->ln, m->fc1_out, m->T);
+    else linear_forward(&m->fc1, m->ln_loc, m->fc1_out, m->T, NULL);
     gelu_forward_strided(m->fc1_out, m->fl, m->act, m->fl, m->T, m->fl, dt);
-    linear_forward(&m->fc2, m->act, m->fc2_out, m->T, NULL);  // row-parallel: a partial [T, h]
-    layer_leave_region(lc, sp, m->fc2_out, m->out, m->Tl * h, dt, 0);
+    // Row-parallel: a partial [T, h], summed over the ranks (plain TP: optionally in row blocks).
+    if (sp) {
+        linear_forward(&m->fc2, m->act, m->fc2_out, m->T, NULL);
+        layer_leave_region(lc, sp, m->fc2_out, m->out, m->Tl * h, dt, 0);
+    } else {
+        row_parallel_forward_all_reduce(&m->fc2, lc, m->act, m->fc2_out, m->T, m->sched.fprop_chunks);
+    }
     // The bias once (not tp times) and the residual, in one pass (dropout 0: FC2 has none).
     bias_dropout_add_forward(m->out, m->b2, y, m->out, m->Tl, h, 0.0f, 0, 0, dt);
 }
@@ -72,20 +89,29 @@ void tp_mlp_forward(TpMlp *m, LayerComm *lc, const void *y) {
 void tp_mlp_backward(TpMlp *m, LayerComm *lc, const void *dout) {
     const DType dt = m->cfg.dtype;
     const int h = m->cfg.hidden, sp = m->sequence_parallel;
+    const int regather = sp && m->sched.sp_input == SP_REGATHER;
     bias_grad(dout, m->Tl, h, m->db2, dt);  // SP: over the rank's tokens only
-    const void *dout_all = layer_enter_region(lc, sp, dout, m->dout, m->Tl * h, dt);
-    linear_dgrad(&m->fc2, dout_all, m->d_act, m->T);  // local
-    linear_wgrad(&m->fc2, dout_all, m->T, 1);          // dW2 shard
+    // FC2's dgrad (local) from the output gradient of all T tokens: SP gathers it into m->dout
+    // (under SP_REGATHER the buffer that held LN2's gathered output in forward) beside the
+    // dgrad of the rank's own tokens.
+    if (sp) sp_gathered_gemm(&m->fc2, SP_GEMM_DGRAD, lc, dout, m->dout, m->d_act, m->T);
+    else linear_dgrad(&m->fc2, dout, m->d_act, m->T);
+    linear_wgrad(&m->fc2, sp ? m->dout : dout, m->T, 1);  // dW2 shard
     gelu_backward_strided(m->d_act, m->fl, m->fc1_out, m->fl, m->d_act, m->fl, m->T, m->fl, dt);
+    // FC1's backward: LN2's output gathered again beside the dgrad (SP_REGATHER; after the FC2
+    // wgrad, the last reader of dout_all), the dgrad's all-reduce (reduce-scatter) beside the wgrad.
+    if (regather) layer_all_gather_start(lc, m->ln_loc, m->ln, m->Tl * h, dt);
     linear_dgrad(&m->fc1, m->d_act, m->d_ln, m->T);  // partial
-    layer_leave_region(lc, sp, m->d_ln, m->d_ln_loc, m->Tl * h, dt, 1);  // on the side stream...
-    linear_wgrad(&m->fc1, m->d_act, m->T, 1);  // ...while dW1, db1 run (x = ln, recorded)
-    layer_side_wait(lc);
+    if (regather) layer_wait_gathered(lc);
+    layer_leave_region(lc, sp, m->d_ln, m->d_ln_loc, m->Tl * h, dt, 1);  // started...
+    linear_wgrad(&m->fc1, m->d_act, m->T, 1);  // ...while dW1, db1 run (x = ln, recorded in forward)
+    layer_wait_reduced(lc);
     layernorm_backward(&m->ln2, m->d_ln_loc, dout, m->dx, m->Tl);  // + the residual's gradient
-    if (sp) {  // gamma, beta and b2 saw only this rank's tokens: sum over the ranks
-        layer_all_reduce(lc, m->ln2.dgamma, h, dt);
-        layer_all_reduce(lc, m->ln2.dbeta, h, dt);
-        layer_all_reduce(lc, m->db2, h, dt);
+    if (sp) {  // gamma, beta and b2 saw only this rank's tokens: sum over the ranks, beside the
+               // attention half's backward (nothing in this step reads them again)
+        void *grads[] = {m->ln2.dgamma, m->ln2.dbeta, m->db2};
+        const int64_t n[] = {h, h, h};
+        layer_all_reduce_group_start(lc, grads, n, 3, dt);
     }
 }
 

@@ -9,12 +9,16 @@
 //          across the ranks; the bias b2 (replicated) added once, after the sum
 //
 //   plain TP:              y, out are [T, h] on every rank; one all-reduce forward (after
-//                          FC2), one backward (FC1's partial input gradient, overlapped with
-//                          FC1's weight-gradient GEMM).
+//                          FC2), one backward (FC1's partial input gradient, started after
+//                          FC1's dgrad GEMM and overlapped with its wgrad GEMM).
 //   sequence parallelism:  y, out are the rank's [T/tp, h] slice: all-gather before FC1,
 //                          reduce-scatter after FC2; backward all-gathers the output
-//                          gradient and reduce-scatters FC1's partial input gradient; the
-//                          gradients of LN2's gamma, beta and of b2 are all-reduced.
+//                          gradient, all-gathers LN2's output again for FC1's wgrad
+//                          (SP_REGATHER; beside FC1's dgrad) and reduce-scatters FC1's partial
+//                          input gradient (beside FC1's wgrad); the gradients of LN2's gamma,
+//                          beta and of b2 are all-reduced (one NCCL group, started). The
+//                          all-gathers before FC1's fprop and FC2's dgrad run beside the GEMM
+//                          on the rank's own tokens (sp_gather.h).
 //
 // Shapes: T = seq * batch tokens, h hidden, f ffn; all activations in cfg->dtype. The CPU
 // twin is reference/tp_layer_reference.c (serial_train_step).
@@ -34,6 +38,7 @@ typedef struct {
     int tp, rank, sequence_parallel;
     int fl;                        // this rank's share of ffn
     int64_t T, Tl;                 // tokens; tokens of the rank's slice (T/tp under SP, else T)
+    TpSchedule sched;              // SP: LN2's gathered output kept or gathered again; forward's blocks
     LayerNorm ln2;                 // on Tl rows
     Linear fc1;                    // [fl, h] + bias
     Linear fc2;                    // [h, fl], no bias: added after the sum
@@ -43,19 +48,23 @@ typedef struct {
     void *fc1_out, *act;           // [T, fl]: FC1's output and GELU's
     void *fc2_out, *out;           // FC2's partial [T, h]; the output [Tl, h]
     // Backward.
-    void *dout;                    // the output gradient gathered [T, h] (SP only)
+    void *dout;                    // the output gradient gathered [T, h] (SP only; under SP_REGATHER
+                                   // the same buffer as ln, used in turns)
     void *d_act;                   // [T, fl]
     void *d_ln, *d_ln_loc;         // LN2's output gradient: partial [T, h]; summed [Tl, h]
     void *dx;                      // [Tl, h]
-    size_t activation_bytes;       // what forward keeps for backward
+    size_t activation_bytes;       // what forward keeps for backward (LN2's input y is counted by
+                                   // the attention half, which owns it)
 } TpMlp;
 
 // shard: this rank's parameters (tp_shard_params).
-void tp_mlp_init(TpMlp *m, const LayerConfig *cfg, int tp, int rank, int sequence_parallel, const LayerParams *shard);
+void tp_mlp_init(TpMlp *m, const LayerConfig *cfg, int tp, int rank, int sequence_parallel, const TpSchedule *sched,
+                 const LayerParams *shard);
 void tp_mlp_free(TpMlp *m);
 // y: [Tl, h]. Writes m->out.
 void tp_mlp_forward(TpMlp *m, LayerComm *lc, const void *y);
-// dout: [Tl, h]. Writes m->dx (the residual path included).
+// dout: [Tl, h]. Writes m->dx (the residual path included). Under SP the all-reduce of the
+// replicated parameters' gradients is still running when it returns (layer_join_side).
 void tp_mlp_backward(TpMlp *m, LayerComm *lc, const void *dout);
 // The gradients this rank holds, into shard-shaped host tensors (the MLP's 6 of the 12).
 void tp_mlp_read_grads(const TpMlp *m, LayerParams *grads);

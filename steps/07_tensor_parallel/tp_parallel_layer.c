@@ -14,6 +14,8 @@
 #include "modules/gemm.h"
 #include "reference/tp_layer_reference.h"
 #include "reference/tp_reference.h"
+#include "steps/07_tensor_parallel/row_parallel.h"
+#include "steps/07_tensor_parallel/sp_gather.h"
 
 static void *tensor(TpParallelLayer *m, int64_t rows, int64_t cols, int kept) {
     size_t bytes = (size_t)(rows * cols) * dtype_bytes(m->cfg.dtype);
@@ -32,13 +34,17 @@ static AttentionProblem attention_problem(const TpParallelLayer *m) {
 }
 
 void tp_parallel_layer_init(TpParallelLayer *m, const LayerConfig *c, int tp, int rank, int sequence_parallel,
-                            const LayerParams *shard) {
+                            const TpSchedule *sched, const LayerParams *shard) {
     memset(m, 0, sizeof *m);
     const TpVariant v = {TP_LAYER_PARALLEL, sequence_parallel, 0};
     const char *problem = tp_variant_problem(c, tp, &v);
     if (problem) fail_user("%s", problem);
+    if (sequence_parallel && sched->fprop_chunks != 1)
+        fail_user("--fprop-chunks pipelines plain TP's forward all-reduce; sequence parallelism has a reduce-scatter there");
+    problem = row_parallel_chunks_problem(layer_tokens(c), sched->fprop_chunks);
+    if (problem) fail_user("%s", problem);
     m->cfg = *c;
-    m->tp = tp, m->rank = rank, m->sequence_parallel = sequence_parallel;
+    m->tp = tp, m->rank = rank, m->sequence_parallel = sequence_parallel, m->sched = *sched;
     m->hl = c->hidden / tp, m->fl = c->ffn / tp, m->heads_local = c->heads / tp, m->first_head = rank * m->heads_local;
     m->n_in = 3 * m->hl + m->fl, m->k_out = m->hl + m->fl;
     const AttentionProblem ap = attention_problem(m);
@@ -47,6 +53,7 @@ void tp_parallel_layer_init(TpParallelLayer *m, const LayerConfig *c, int tp, in
     m->T = layer_tokens(c), m->Tl = sequence_parallel ? m->T / tp : m->T;
     const int h = c->hidden;
     const int64_t T = m->T, Tl = m->Tl;
+    const int keep_gathered = sequence_parallel && sched->sp_input == SP_KEEP_GATHERED;
     TpFusedShard f;
     tp_fused_shard_alloc(c, tp, &f);
     tp_fuse_shard(c, tp, shard, &f);
@@ -56,8 +63,12 @@ void tp_parallel_layer_init(TpParallelLayer *m, const LayerConfig *c, int tp, in
     m->b_out = dev_upload(f.b_out, h, c->dtype);
     m->db_out = dev_alloc((size_t)h * dtype_bytes(c->dtype));
     tp_fused_shard_free(&f);
+    // What LN's backward reads and did not allocate here: the layer's input x (the caller's
+    // buffer, LayerNorm.saved_x) and the per-row mean and rstd (fp32).
+    m->activation_bytes += (size_t)(Tl * h) * dtype_bytes(c->dtype) + 2 * (size_t)Tl * sizeof(float);
     m->a_loc = tensor(m, Tl, h, 1);
-    m->a = sequence_parallel ? tensor(m, T, h, 1) : m->a_loc;  // W_in's input, kept for its wgrad
+    // W_in's input: under SP kept for its wgrad only with SP_KEEP_GATHERED (else gathered again).
+    m->a = sequence_parallel ? tensor(m, T, h, keep_gathered) : m->a_loc;
     m->in_out = tensor(m, T, m->n_in, 1);                      // h1 for GELU's backward
     m->lse = dev_alloc((size_t)c->batch * m->heads_local * c->seq * sizeof(float));
     m->activation_bytes += (size_t)c->batch * m->heads_local * c->seq * sizeof(float);
@@ -66,7 +77,7 @@ void tp_parallel_layer_init(TpParallelLayer *m, const LayerConfig *c, int tp, in
     m->z_loc = sequence_parallel ? tensor(m, Tl, h, 0) : m->z;
     m->y = tensor(m, Tl, h, 0);
     m->dz_loc = tensor(m, Tl, h, 0);
-    m->dz = sequence_parallel ? tensor(m, T, h, 0) : m->dz_loc;
+    m->dz = !sequence_parallel ? m->dz_loc : keep_gathered ? tensor(m, T, h, 0) : m->a;
     m->d_cat = tensor(m, T, m->k_out, 0);
     m->d_in = tensor(m, T, m->n_in, 0);
     m->d_a = tensor(m, T, h, 0);
@@ -81,8 +92,9 @@ void tp_parallel_layer_free(TpParallelLayer *m) {
                     m->dz_loc, m->d_cat, m->d_in, m->d_a, m->dx, m->attn_scratch};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) dev_free(bufs[i]);
     if (m->sequence_parallel) {
-        void *sp[] = {m->a, m->z_loc, m->dz, m->d_a_loc};
+        void *sp[] = {m->a, m->z_loc, m->d_a_loc};
         for (size_t i = 0; i < sizeof sp / sizeof sp[0]; i++) dev_free(sp[i]);
+        if (m->dz != m->a) dev_free(m->dz);
     }
     memset(m, 0, sizeof *m);
 }
@@ -97,14 +109,21 @@ void tp_parallel_layer_forward(TpParallelLayer *m, LayerComm *lc, const void *x,
     const int h = c->hidden, sp = m->sequence_parallel, hl = m->hl;
     const size_t e = dtype_bytes(dt);
     layernorm_forward(&m->ln, x, m->a_loc, m->Tl);
-    const void *a = layer_enter_region(lc, sp, m->a_loc, m->a, m->Tl * h, dt);
-    linear_forward(&m->in, a, m->in_out, m->T, NULL);  // column-parallel: [T, 3h/tp + f/tp]
+    // Column-parallel: [T, 3h/tp + f/tp] from all T tokens (SP: gathered beside the GEMM on the
+    // rank's own)
+    if (sp) sp_gathered_gemm(&m->in, SP_GEMM_FPROP, lc, m->a_loc, m->a, m->in_out, m->T);
+    else linear_forward(&m->in, m->a_loc, m->in_out, m->T, NULL);
     const AttentionProblem ap = attention_problem(m);
     const AttentionDropout drop = attention_layer_dropout(c, step);
     attention_forward(&ap, &drop, m->in_out, m->cat, m->lse);
     gelu_forward_strided((char *)m->in_out + 3 * hl * e, m->n_in, (char *)m->cat + hl * e, m->k_out, m->T, m->fl, dt);
-    linear_forward(&m->out, m->cat, m->z, m->T, NULL);  // row-parallel: both branches, partial
-    layer_leave_region(lc, sp, m->z, m->z_loc, m->Tl * h, dt, 0);
+    // Row-parallel: both branches' partial [T, h], summed (plain TP: optionally in row blocks).
+    if (sp) {
+        linear_forward(&m->out, m->cat, m->z, m->T, NULL);
+        layer_leave_region(lc, sp, m->z, m->z_loc, m->Tl * h, dt, 0);
+    } else {
+        row_parallel_forward_all_reduce(&m->out, lc, m->cat, m->z, m->T, m->sched.fprop_chunks);
+    }
     bias_dropout_add_forward_at(m->z_loc, m->b_out, x, m->y, m->Tl, h, c->hidden_dropout, c->seed,
                                 dropout_offset(step, DROPOUT_SITE_HIDDEN), first_element(m), dt);
 }
@@ -113,27 +132,35 @@ void tp_parallel_layer_backward(TpParallelLayer *m, LayerComm *lc, const void *d
     const LayerConfig *c = &m->cfg;
     const DType dt = c->dtype;
     const int h = c->hidden, sp = m->sequence_parallel, hl = m->hl;
+    const int regather = sp && m->sched.sp_input == SP_REGATHER;
     const size_t e = dtype_bytes(dt);
     add_dropout_backward_at(dout, NULL, NULL, m->dz_loc, m->Tl * h, c->hidden_dropout, c->seed,
                             dropout_offset(step, DROPOUT_SITE_HIDDEN), first_element(m), dt);
     bias_grad(m->dz_loc, m->Tl, h, m->db_out, dt);
-    const void *dz = layer_enter_region(lc, sp, m->dz_loc, m->dz, m->Tl * h, dt);
-    linear_dgrad(&m->out, dz, m->d_cat, m->T);  // local
-    linear_wgrad(&m->out, dz, m->T, 1);
+    // W_out's dgrad (local) from the output gradient of all T tokens: SP gathers it into dz
+    // (under SP_REGATHER the buffer that held LN's gathered output in forward) beside the dgrad
+    // of the rank's own tokens. Plain TP: dz is dz_loc.
+    if (sp) sp_gathered_gemm(&m->out, SP_GEMM_DGRAD, lc, m->dz_loc, m->dz, m->d_cat, m->T);
+    else linear_dgrad(&m->out, m->dz_loc, m->d_cat, m->T);
+    linear_wgrad(&m->out, m->dz, m->T, 1);
     const AttentionProblem ap = attention_problem(m);
     const AttentionDropout drop = attention_layer_dropout(c, step);
     attention_backward(&ap, &drop, m->in_out, m->cat, m->d_cat, m->lse, m->d_in, m->attn_scratch);
     gelu_backward_strided((char *)m->d_cat + hl * e, m->k_out, (char *)m->in_out + 3 * hl * e, m->n_in,
                           (char *)m->d_in + 3 * hl * e, m->n_in, m->T, m->fl, dt);
+    // W_in's backward: LN's output gathered again beside the dgrad (SP_REGATHER; after W_out's
+    // wgrad, the last reader of dz), the dgrad's all-reduce (reduce-scatter) beside the wgrad.
+    if (regather) layer_all_gather_start(lc, m->a_loc, m->a, m->Tl * h, dt);
     linear_dgrad(&m->in, m->d_in, m->d_a, m->T);  // partial
-    layer_leave_region(lc, sp, m->d_a, m->d_a_loc, m->Tl * h, dt, 1);  // on the side stream...
-    linear_wgrad(&m->in, m->d_in, m->T, 1);  // ...while dW_in runs (x = a, recorded)
-    layer_side_wait(lc);
+    if (regather) layer_wait_gathered(lc);
+    layer_leave_region(lc, sp, m->d_a, m->d_a_loc, m->Tl * h, dt, 1);  // started...
+    linear_wgrad(&m->in, m->d_in, m->T, 1);  // ...while dW_in runs (x = a, recorded in forward)
+    layer_wait_reduced(lc);
     layernorm_backward(&m->ln, m->d_a_loc, dout, m->dx, m->Tl);  // + the residual's gradient
-    if (sp) {
-        layer_all_reduce(lc, m->ln.dgamma, h, dt);
-        layer_all_reduce(lc, m->ln.dbeta, h, dt);
-        layer_all_reduce(lc, m->db_out, h, dt);
+    if (sp) {  // gamma, beta and b_out saw only this rank's tokens: sum over the ranks
+        void *grads[] = {m->ln.dgamma, m->ln.dbeta, m->db_out};
+        const int64_t n[] = {h, h, h};
+        layer_all_reduce_group_start(lc, grads, n, 3, dt);  // joined by the step's end
     }
 }
 

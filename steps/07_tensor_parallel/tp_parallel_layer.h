@@ -14,10 +14,13 @@
 //           added; b_out = b_proj + b_fc2 once, after the sum
 //
 // Plain TP: one all-reduce forward (after W_out) and one backward (W_in's partial input
-// gradient, overlapped with W_in's weight-gradient GEMM) where the serial layer needs two
-// each. Sequence parallelism: the same with an all-gather before W_in and a reduce-scatter
-// after W_out (backward: all-gather of the output gradient, reduce-scatter of LN's input
-// gradient), and the gradients of gamma, beta, b_out all-reduced.
+// gradient, started after W_in's dgrad GEMM and overlapped with its wgrad GEMM) where the
+// serial layer needs two each. Sequence parallelism: the same with an all-gather before W_in
+// and a reduce-scatter after W_out (backward: all-gather of the output gradient, all-gather
+// of LN's output again for W_in's wgrad under SP_REGATHER, beside W_in's dgrad, and
+// reduce-scatter of LN's input gradient, beside W_in's wgrad), and the gradients of gamma,
+// beta, b_out all-reduced (one NCCL group, started). The all-gathers before W_in's fprop and
+// W_out's dgrad run beside the GEMM on the rank's own tokens (sp_gather.h).
 //
 // Attention reads its q, k, v columns in place (a row stride and a head range in one
 // AttentionProblem) and writes ctx straight into [ctx | g]; GELU reads and writes its columns
@@ -42,33 +45,35 @@ typedef struct {
     int hl, fl, heads_local, first_head;
     int n_in, k_out;                   // 3 hl + fl, hl + fl
     int64_t T, Tl;                     // tokens; tokens of the rank's slice
+    TpSchedule sched;                  // SP: LN's gathered output kept or gathered again; forward's blocks
     LayerNorm ln;                      // on Tl rows
     Linear in;                         // [n_in, h] + b_in
     Linear out;                        // [h, k_out], no bias: added after the sum
     void *b_out, *db_out;              // [h], replicated
     // Forward (the *_loc tensors are the whole ones under plain TP).
-    void *a_loc, *a;                   // LN's output [Tl, h]; gathered [T, h]
+    void *a_loc, *a;                   // LN's output [Tl, h]; gathered [T, h] (W_in's input)
     void *in_out;                      // [T, n_in] = [q k v | h1]
     float *lse;
     void *cat;                         // [T, k_out] = [ctx | GELU(h1)]
     void *z, *z_loc;                   // W_out's partial [T, h]; summed [Tl, h]
     void *y;                           // [Tl, h]: the output
     // Backward.
-    void *dz_loc, *dz;                 // [Tl, h]; gathered [T, h]
+    void *dz_loc, *dz;                 // [Tl, h]; gathered [T, h] (SP_REGATHER: the buffer of a, in turns)
     void *d_cat, *d_in;
     void *d_a, *d_a_loc;               // LN's output gradient: partial [T, h]; summed [Tl, h]
     void *dx;                          // [Tl, h]
     void *attn_scratch;
-    size_t activation_bytes;
+    size_t activation_bytes;           // kept for backward, the layer's input x included
 } TpParallelLayer;
 
 // shard: this rank's parameters in the separate layout (tp_shard_params); fused here.
 void tp_parallel_layer_init(TpParallelLayer *m, const LayerConfig *cfg, int tp, int rank, int sequence_parallel,
-                            const LayerParams *shard);
+                            const TpSchedule *sched, const LayerParams *shard);
 void tp_parallel_layer_free(TpParallelLayer *m);
 // x: [Tl, h]. Writes m->y.
 void tp_parallel_layer_forward(TpParallelLayer *m, LayerComm *lc, const void *x, uint64_t step);
-// dout: [Tl, h]. Writes m->dx.
+// dout: [Tl, h]. Writes m->dx. Under SP the all-reduce of the replicated parameters'
+// gradients is still running when it returns (layer_join_side).
 void tp_parallel_layer_backward(TpParallelLayer *m, LayerComm *lc, const void *dout, uint64_t step);
 // This rank's gradients in the separate layout, shard shapes (tp_unfuse_shard_grads: both
 // output biases get b_out's gradient, ln2's is zero), as ref_parallel_train_step gives them.

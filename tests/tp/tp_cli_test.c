@@ -90,6 +90,35 @@ static void test_shared_flags(void **state) {
            "cannot open '/nonexistent/x.safetensors'");
 }
 
+// The schedule's flags (--no-overlap and the overlap's knobs, --keep-gathered, --fprop-chunks):
+// each is taken, as the refusal that follows from the configuration shows; the combinations
+// that mean nothing, and bad values, are refused with words that say which.
+static void test_schedule_flags(void **state) {
+    (void)state;
+    expect((char *const[]){TP_BIN, "--no-overlap", "--tp", "3", NULL}, NULL, "must divide the number of heads (32)");
+    expect((char *const[]){TP_BIN, "--tp", "3", "--parallel", "--no-overlap", NULL}, NULL,
+           "must divide the number of heads (32)");
+    expect((char *const[]){TP_BIN, "--preset", "small", "--sequence-parallel", "--keep-gathered", "--overlap-priority",
+                           "normal", "--overlap-ctas", "8", "--seq", "131", "--tp", "2", NULL},
+           NULL, "must divide seq (131)");
+    expect((char *const[]){TP_BIN, "--overlap-priority=high", "--overlap-ctas=4", "--tp", "3", NULL}, NULL,
+           "must divide the number of heads (32)");
+    expect((char *const[]){TP_BIN, "--no-overlap=1", NULL}, NULL, "--no-overlap takes no value");
+    expect((char *const[]){TP_BIN, "--no-overlap", "--overlap-ctas", "8", NULL}, NULL, "give one or the other");
+    expect((char *const[]){TP_BIN, "--overlap-priority", "normal", "--no-overlap", NULL}, NULL, "give one or the other");
+    expect((char *const[]){TP_BIN, "--overlap-priority", "low", NULL}, NULL,
+           "--overlap-priority expects normal or high, got 'low'");
+    expect((char *const[]){TP_BIN, "--overlap-ctas", "0", NULL}, NULL, "--overlap-ctas expects an integer in [1, 32], got '0'");
+    expect((char *const[]){TP_BIN, "--keep-gathered", "--preset", "tiny", NULL}, NULL, "add --sequence-parallel");
+    expect((char *const[]){TP_BIN, "--block", "exact", "--no-overlap", NULL}, NULL, "--block overlaps no collective");
+    expect((char *const[]){TP_BIN, "--fprop-chunks", "4", "--tp", "3", NULL}, NULL, "must divide the number of heads (32)");
+    expect((char *const[]){TP_BIN, "--fprop-chunks", "4", "--sequence-parallel", NULL}, NULL,
+           "drop it with --sequence-parallel");
+    expect((char *const[]){TP_BIN, "--fprop-chunks", "3", "--preset", "tiny", NULL}, NULL,
+           "--fprop-chunks 3 must divide the 32 tokens (seq * batch)");
+    expect((char *const[]){TP_BIN, "--fprop-chunks", "17", NULL}, NULL, "--fprop-chunks expects an integer in [1, 16]");
+}
+
 // More ranks than GPUs: one clear message naming both numbers from the launcher, before any
 // rank starts (no rank reports a failure, none is left waiting). On any machine: twice as
 // many ranks as it has GPUs (or 2 where there are none).
@@ -122,6 +151,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_tp_from_environment_not_dividing_heads),
         cmocka_unit_test(test_bad_flags),
         cmocka_unit_test(test_shared_flags),
+        cmocka_unit_test(test_schedule_flags),
         cmocka_unit_test(test_more_ranks_than_gpus),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -6,6 +6,14 @@
 // position - on any one-GPU machine; the sharding itself is checked by the program's --check
 // on every rank of tp >= 2 (and on the CPU by tp_sim_test).
 //
+// Every schedule too: backward's collectives started on the side stream (the default) or in
+// line (--no-overlap), and under sequence parallelism the LayerNorm outputs gathered again in
+// backward (the default) or kept; under plain TP the row-parallel forwards in one GEMM or in
+// row blocks (--fprop-chunks). At tp = 1 a "collective" is a copy on the stream it was
+// given, so the side stream's events and the gather buffer shared by the forward's input and
+// backward's output gradient are exercised: a wait in the wrong place, or a weight gradient
+// that read the gradient left in the shared buffer instead of the re-gathered input, fails.
+//
 // Tolerance: check_tolerance(dtype), the one every step's --check meets.
 #include <stdlib.h>
 #include <string.h>
@@ -20,6 +28,45 @@
 #include "steps/07_tensor_parallel/tp_layer.h"
 #include "tests/test_util.h"
 
+// One training step of a schedule against the reference `ref`; 1 if it passed.
+static int check_schedule(const LayerConfig *c, const TpVariant *v, const LayerParams *p, const LayerInputs *in,
+                          const LayerResults *ref, int overlap, TpSchedule sched) {
+    TpComm comm = {NULL, 0, 1, 10.0};  // the one rank of tp = 1: no communicator needed
+    LayerCommOptions opt = LAYER_COMM_DEFAULTS;
+    opt.overlap = overlap;
+    LayerComm lc;
+    layer_comm_init(&lc, &comm, &opt);
+    LayerParams shard;
+    tp_shard_params(c, 1, 0, p, &shard);
+    TpLayer l;
+    tp_layer_init(&l, c, 1, 0, v, &sched, &shard);
+    const int64_t n = layer_tokens(c) * c->hidden;
+    void *x = dev_upload(in->x, n, c->dtype), *dy = dev_upload(in->dy, n, c->dtype);
+    // Two steps: the second starts with every buffer as the first left it (the shared gather
+    // buffer holds the output gradient), as in the program's timed loop.
+    tp_layer_train_step(&l, &lc, x, dy, 0);
+    tp_layer_train_step(&l, &lc, x, dy, 0);
+    CUDA_CHECK(cudaDeviceSynchronize());
+    LayerResults got;
+    layer_results_alloc(c, &got);
+    dev_download(got.out, tp_layer_output(&l), n, c->dtype);
+    dev_download(got.dx, tp_layer_dx(&l), n, c->dtype);
+    tp_layer_read_grads(&l, &got.grad);
+    double worst;
+    print_message("%s, %s, collectives %s, forward in %d row block(s)%s:\n", tp_variant_name(v), dtype_name(c->dtype),
+                  overlap ? "overlapped" : "in line", sched.fprop_chunks,
+                  !v->sequence_parallel              ? ""
+                  : sched.sp_input == SP_REGATHER ? ", LN outputs gathered again"
+                                                   : ", LN outputs kept");
+    int passed = compare_results(c, &got, ref, check_tolerance(c->dtype), stdout, &worst);
+    tp_layer_free(&l);
+    layer_comm_free(&lc);
+    dev_free(x), dev_free(dy);
+    layer_params_free(&shard);
+    layer_results_free(&got);
+    return passed;
+}
+
 static void check_variant(TpLayerKind layer, int sp, DType dtype) {
     LayerConfig c;
     layer_config_preset("small", &c);
@@ -28,7 +75,7 @@ static void check_variant(TpLayerKind layer, int sp, DType dtype) {
     const TpVariant v = {layer, sp, 0};
     LayerParams p;
     LayerInputs in;
-    LayerResults ref, got;
+    LayerResults ref;
     layer_params_alloc(&c, &p);
     layer_params_init_random(&c, c.seed, &p);
     layer_params_round(&c, &p);
@@ -36,33 +83,22 @@ static void check_variant(TpLayerKind layer, int sp, DType dtype) {
     layer_inputs_init_random(&c, c.seed + 1, &in);
     layer_inputs_round(&c, &in);
     layer_results_alloc(&c, &ref);
-    layer_results_alloc(&c, &got);
     tp_variant_reference(&v)(&c, &p, &in, 0, &ref);
-
-    TpComm comm = {NULL, 0, 1, 10.0};  // the one rank of tp = 1: no communicator needed
-    LayerComm lc;
-    layer_comm_init(&lc, &comm);
-    LayerParams shard;
-    tp_shard_params(&c, 1, 0, &p, &shard);
-    TpLayer l;
-    tp_layer_init(&l, &c, 1, 0, &v, &shard);
-    const int64_t n = layer_tokens(&c) * c.hidden;
-    void *x = dev_upload(in.x, n, dtype), *dy = dev_upload(in.dy, n, dtype);
-    tp_layer_train_step(&l, &lc, x, dy, 0);
-    CUDA_CHECK(cudaDeviceSynchronize());
-    dev_download(got.out, tp_layer_output(&l), n, dtype);
-    dev_download(got.dx, tp_layer_dx(&l), n, dtype);
-    tp_layer_read_grads(&l, &got.grad);
-    double worst;
-    print_message("%s, %s:\n", tp_variant_name(&v), dtype_name(dtype));
-    int passed = compare_results(&c, &got, &ref, check_tolerance(dtype), stdout, &worst);
-    assert_true(passed);
-    tp_layer_free(&l);
-    layer_comm_free(&lc);
-    dev_free(x), dev_free(dy);
-    layer_params_free(&p), layer_params_free(&shard);
+    int failed = 0;
+    for (int overlap = 1; overlap >= 0; overlap--) {
+        for (int keep = 0; keep <= sp; keep++) {
+            const TpSchedule sched = {keep ? SP_KEEP_GATHERED : SP_REGATHER, 1};
+            failed += !check_schedule(&c, &v, &p, &in, &ref, overlap, sched);
+        }
+        if (!sp) {  // plain TP: the row-parallel forwards in 4 blocks (each summed on its own)
+            const TpSchedule sched = {SP_REGATHER, 4};
+            failed += !check_schedule(&c, &v, &p, &in, &ref, overlap, sched);
+        }
+    }
+    assert_int_equal(failed, 0);
+    layer_params_free(&p);
     layer_inputs_free(&in);
-    layer_results_free(&ref), layer_results_free(&got);
+    layer_results_free(&ref);
 }
 
 static void test_every_variant_at_tp_1(void **state) {
