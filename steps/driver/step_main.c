@@ -83,6 +83,7 @@ StepReport step_time(const StepOps *step, const LayerConfig *cfg, const LayerPar
         step->train_step(state, d_x, d_dy, step_index++);
         r.breakdown_ms = gpu_phase_finish_step(r.category_ms);
         r.has_breakdown = 1;
+        r.breakdown_timer = gpu_phase_timer_key(gpu_phase_timer());
     }
     CUDA_CHECK(cudaEventSynchronize(events[iters]));
     CHECK_LAUNCH();

@@ -8,6 +8,7 @@
 //   - each category is where it belongs: the three GEMM passes have equal FLOPs, so none of
 //     them may take under a third of another's time; FP8 casts only in FP8 steps.
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "common/core/breakdown.h"
@@ -41,14 +42,22 @@ static StepReport recorded_step(const StepOps *step, const LayerConfig *cfg) {
     StepReport r = step_time(step, cfg, &p, &in, 3, 10, 1);
     layer_params_free(&p);
     layer_inputs_free(&in);
-    print_message("  step %s: mean %.3f ms, recorded %.3f ms\n", step->id, r.mean_ms, r.breakdown_ms);
+    print_message("  step %s: mean %.3f ms, recorded %.3f ms (%+.1f%%), timer %s\n", step->id, r.mean_ms,
+                  r.breakdown_ms, 100.0 * (r.breakdown_ms - r.mean_ms) / r.mean_ms, r.breakdown_timer);
     for (int c = 0; c < NUM_CATEGORIES; c++)
         print_message("    %-24s %8.3f ms\n", category_name((Category)c), r.category_ms[c]);
     return r;
 }
 
+// The timer GPU_PHASE_TIMER asks for (cupti unless it says events).
+static const char *timer_asked(void) {
+    const char *v = getenv("GPU_PHASE_TIMER");
+    return v && *v ? v : "cupti";
+}
+
 static void check_common(const StepReport *r, int fp8) {
     assert_true(r->has_breakdown);
+    assert_string_equal(r->breakdown_timer, timer_asked());  // no fallback (gpu_phase_prepare says why)
     double sum = 0;
     for (int c = 0; c < NUM_CATEGORIES; c++) {
         assert_true(r->category_ms[c] >= 0);
