@@ -84,8 +84,8 @@ void gpu_phase_prepare(void) {
     if (timer == GPU_PHASE_TIMER_CUPTI) {
         const char *why = gpu_phase_cupti_init();
         if (why) {
-            fprintf(stderr, "note: %s: the breakdown falls back to CUDA events between phases (GPU_PHASE_TIMER=events)\n",
-                    why);
+            fprintf(stderr, "note: %s: the breakdown falls back to CUDA events between phases "
+                            "(GPU_PHASE_TIMER=events)\n", why);
             timer = GPU_PHASE_TIMER_EVENTS;
         }
     }

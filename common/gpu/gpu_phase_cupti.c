@@ -29,16 +29,19 @@ static const char *cupti_words(CUptiResult st) {
     } while (0)
 
 // ---- buffers and records -------------------------------------------------------------------
-// A step of step 01 at a small shape launches a few hundred kernels; each costs CUPTI about
-// 0.5 KB of records (the kernel's, the runtime and driver calls' and their external
-// correlations). Four buffers of 8 MiB hold a step of over 50 000 launches, and are handed out
-// again once CUPTI returns them: CUPTI drops records only if all four are full at once.
-enum { BUFFER_BYTES = 8 << 20, BUFFER_COUNT = 4 };
+// A training step here launches a few hundred kernels; each costs CUPTI about 0.5 KB of
+// records (the kernel's, the runtime and driver calls' and their external correlations). Four
+// buffers of 8 MiB, allocated once, hold a step of over 50 000 launches, and are handed out
+// again once CUPTI returns them. Should CUPTI hold on to more at once, more are allocated (a
+// rare host-side malloc while the step is queued, not timed), up to MAX_BUFFERS; past that a
+// request is refused, CUPTI drops records and the breakdown dies saying so.
+enum { BUFFER_BYTES = 8 << 20, FIRST_BUFFERS = 4, MAX_BUFFERS = 64 };
 
 static struct {
     pthread_mutex_t lock;  // CUPTI may return a full buffer from a thread of its own
-    uint8_t *buffer[BUFFER_COUNT];
-    int lent[BUFFER_COUNT];  // held by CUPTI now
+    uint8_t *buffer[MAX_BUFFERS];
+    int buffers;             // allocated so far
+    int lent[MAX_BUFFERS];   // held by CUPTI now
     TimedActivity *activities;
     size_t count, capacity;
     CorrelationLink *links;
@@ -53,14 +56,20 @@ static void CUPTIAPI buffer_requested(uint8_t **buffer, size_t *size, size_t *ma
     *buffer = NULL;
     *size = 0;
     *max_records = 0;  // as many as fit
-    for (int i = 0; i < BUFFER_COUNT; i++)
-        if (!rec.lent[i]) {
-            rec.lent[i] = 1;
-            *buffer = rec.buffer[i];
-            *size = BUFFER_BYTES;
-            break;
-        }
-    if (!*buffer) rec.refused_buffers++;
+    int free_one = -1;
+    for (int i = 0; i < rec.buffers && free_one < 0; i++)
+        if (!rec.lent[i]) free_one = i;
+    if (free_one < 0 && rec.buffers < MAX_BUFFERS) {
+        rec.buffer[rec.buffers] = malloc(BUFFER_BYTES);  // 16-byte aligned; CUPTI needs 8
+        if (rec.buffer[rec.buffers]) free_one = rec.buffers++;
+    }
+    if (free_one >= 0) {
+        rec.lent[free_one] = 1;
+        *buffer = rec.buffer[free_one];
+        *size = BUFFER_BYTES;
+    } else {
+        rec.refused_buffers++;
+    }
     pthread_mutex_unlock(&rec.lock);
 }
 
@@ -123,7 +132,7 @@ static void CUPTIAPI buffer_completed(CUcontext context, uint32_t stream_id, uin
     }
     size_t dropped = 0;
     if (cuptiActivityGetNumDroppedRecords(NULL, 0, &dropped) == CUPTI_SUCCESS) rec.dropped += dropped;
-    for (int i = 0; i < BUFFER_COUNT; i++)
+    for (int i = 0; i < rec.buffers; i++)
         if (rec.buffer[i] == buffer) rec.lent[i] = 0;
     pthread_mutex_unlock(&rec.lock);
 }
@@ -177,7 +186,7 @@ static const char *cannot(const char *what, CUptiResult st) {
 }
 
 const char *gpu_phase_cupti_init(void) {
-    for (int i = 0; i < BUFFER_COUNT; i++) rec.buffer[i] = xmalloc(BUFFER_BYTES);  // malloc: 16-byte aligned
+    for (rec.buffers = 0; rec.buffers < FIRST_BUFFERS; rec.buffers++) rec.buffer[rec.buffers] = xmalloc(BUFFER_BYTES);
     rec.capacity = 1 << 16;
     rec.activities = xmalloc(rec.capacity * sizeof *rec.activities);
     rec.link_capacity = 1 << 17;
@@ -245,9 +254,9 @@ double gpu_phase_cupti_finish_step(double ms[NUM_CATEGORIES]) {
     pthread_mutex_lock(&rec.lock);
     if (rec.dropped || rec.refused_buffers || rec.unreadable)
         DIE("time breakdown: CUPTI lost records of the step (%zu dropped, %zu buffer requests refused, %zu "
-            "buffers unreadable; %zu activities kept): its times would be wrong. Raise BUFFER_BYTES in %s, or "
-            "time it with GPU_PHASE_TIMER=events",
-            rec.dropped, rec.refused_buffers, rec.unreadable, rec.count, __FILE__);
+            "buffers unreadable; %zu activities kept, %d buffers of %d MiB): its times would be wrong. Raise "
+            "BUFFER_BYTES in %s, or time it with GPU_PHASE_TIMER=events",
+            rec.dropped, rec.refused_buffers, rec.unreadable, rec.count, rec.buffers, BUFFER_BYTES >> 20, __FILE__);
     double total;
     const char *problem = activities_attribute(rec.activities, rec.count, rec.links, rec.link_count, ms, &total);
     pthread_mutex_unlock(&rec.lock);

@@ -88,7 +88,8 @@ json_t *step_breakdown_json(const StepOps *step, const LayerConfig *cfg, const M
     json_object_set_new(o, "mfu", number_or_null(step_mfu(step, cfg, rates, r->mean_ms)));
     json_object_set_new(o, "time_over_floor", number_or_null(time_over_floor(r->mean_ms, floor)));
     json_object_set_new(o, "recorded_step_ms", r->has_breakdown ? json_real(r->breakdown_ms) : json_null());
-    json_object_set_new(o, "timer", r->has_breakdown && r->breakdown_timer ? json_string(r->breakdown_timer) : json_null());
+    const int timed = r->has_breakdown && r->breakdown_timer;
+    json_object_set_new(o, "timer", timed ? json_string(r->breakdown_timer) : json_null());
     json_t *cats = json_object();
     for (int c = 0; c < NUM_CATEGORIES; c++) {
         json_t *cat = json_object();
