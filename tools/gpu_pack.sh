@@ -53,7 +53,7 @@ compress() {
 pack_libcupti() {
   local dir=$1 bin name path
   bin=$(ls "$dir"/step01_naive 2>/dev/null || ls "$dir"/* | head -1)
-  read -r name path < <(ldd "$bin" | awk '$1 ~ /^libcupti\.so/ {print $1, $3; exit}')
+  read -r name path < <(ldd "$bin" | awk '$1 ~ /^libcupti\.so/ {print $1, $3; exit}') || true
   if [ -z "${path:-}" ] || [ ! -f "$path" ]; then
     echo "gpu_pack: $bin does not find libcupti here (ldd: ${name:-no libcupti}): is CUPTI installed?" >&2
     exit 1
