@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Builds everything here and packs the binaries for the GPU machine, which has the CUDA
 # toolkit but no Bazel and no cmocka: every cc_binary and cc_test goes into .gpu/bin
-# (git-ignored) with libcmocka.so.0 beside them (our binaries carry rpath $ORIGIN), plus
-# tools/gpu_run.sh. Then, with the device tool: carry ".gpu", run "bash .gpu/gpu_run.sh".
+# (git-ignored) with libcmocka.so.0 and libcupti.so.13 beside them, plus tools/gpu_run.sh. Our
+# binaries look beside themselves first (rpath $ORIGIN, then the toolkit's lib64): they load
+# the packed libcupti, the one whose headers they were built with, wherever (or whether) the
+# GPU machine's toolkit keeps its own (extras/CUPTI/lib64 in the .run and .deb layouts). Then, with the device tool: carry ".gpu", run "bash .gpu/gpu_run.sh".
 #
 #   .gpu/bin.txz       the default build (.bazelrc: machine code for sm_80, sm_86, sm_89,
 #                      sm_90a and PTX for compute_90)
@@ -46,6 +48,19 @@ compress() {
   rm -rf ".gpu/$1"
 }
 
+# libcupti (the breakdown's timer, common/gpu/gpu_phase.h) into folder $1, under the name our
+# binaries ask for (libcupti.so.13), from where one of them finds it here.
+pack_libcupti() {
+  local dir=$1 bin name path
+  bin=$(ls "$dir"/step01_naive 2>/dev/null || ls "$dir"/* | head -1)
+  read -r name path < <(ldd "$bin" | awk '$1 ~ /^libcupti\.so/ {print $1, $3; exit}') || true
+  if [ -z "${path:-}" ] || [ ! -f "$path" ]; then
+    echo "gpu_pack: $bin does not find libcupti here (ldd: ${name:-no libcupti}): is CUPTI installed?" >&2
+    exit 1
+  fi
+  cp -L "$path" "$dir/$name"
+}
+
 # Builds //... with the given flags and copies every test and binary into .gpu/$1.
 build_into() {
   local name=$1 dir=.gpu/$1
@@ -59,6 +74,7 @@ build_into() {
     [ -x "$path" ] && cp "$path" "$dir/"
   done
   cp "$(ldconfig -p | awk '/libcmocka.so.0 /{print $NF; exit}')" "$dir/libcmocka.so.0"
+  pack_libcupti "$dir"
   echo "$name: $(ls "$dir" | wc -l) files, built with: bazel build //... $*" > "$dir/BUILT_WITH"
 }
 
@@ -68,6 +84,7 @@ if [ "${PORTABLE:-1}" != 0 ]; then
   build_into portable "$@" --config=portable
   bazel build //steps/01_naive:step01_naive "$@" --define=CUDA_ARCHS=86
   mkdir -p .gpu/portable/sm86_only && cp bazel-bin/steps/01_naive/step01_naive .gpu/portable/sm86_only/
+  pack_libcupti .gpu/portable/sm86_only
   compress portable
 fi
 build_into bin "$@"

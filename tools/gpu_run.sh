@@ -21,7 +21,7 @@ MODEs (default: tests check bench fp8 tp pytorch compare breakdown, and baseline
   pytorch    the same layer in PyTorch (where torch is installed)
   compare    the per-step comparison, fp16 and bf16
   breakdown  where each step's time goes, by category, beside its floor (fp16; PyTorch's peers
-             when pytorch ran first)
+             when pytorch ran first); timed with CUPTI, or CUDA events under GPU_PHASE_TIMER=events
   baseline   this version against the one packed with BASELINE=<rev> tools/gpu_pack.sh
   autotune   steps 02-04 and 06 with GEMM_AUTOTUNE=1 and 0 in turns
   determinism  --deterministic: two runs with one seed save identical files (steps 04-06),

@@ -89,6 +89,74 @@ const char *phase_marks_attribute(const PhaseMarks *m, const double *t_ms, doubl
     return NULL;
 }
 
+// ---- activity records ----------------------------------------------------------------------
+static int by_start(const void *a, const void *b) {
+    const TimedActivity *x = a, *y = b;
+    if (x->start_ns != y->start_ns) return x->start_ns < y->start_ns ? -1 : 1;
+    if (x->end_ns != y->end_ns) return x->end_ns < y->end_ns ? -1 : 1;
+    return (x->correlation_id > y->correlation_id) - (x->correlation_id < y->correlation_id);
+}
+
+static int by_correlation(const void *a, const void *b) {
+    const CorrelationLink *x = a, *y = b;
+    return (x->correlation_id > y->correlation_id) - (x->correlation_id < y->correlation_id);
+}
+
+// The external id the API call `correlation_id` was made under, or 0 for none (links sorted).
+static uint64_t linked_id(const CorrelationLink *links, size_t count, uint32_t correlation_id) {
+    const CorrelationLink key = {.correlation_id = correlation_id};
+    const CorrelationLink *hit = bsearch(&key, links, count, sizeof *links, by_correlation);
+    return hit ? hit->external_id : 0;
+}
+
+static int known_external_id(uint64_t id) {
+    return id == PHASE_EXTERNAL_ID_NOT_TIMED || (id >= 1 && id <= NUM_CATEGORIES);
+}
+
+const char *activities_attribute(TimedActivity *activities, size_t count, CorrelationLink *links,
+                                 size_t link_count, double ms[NUM_CATEGORIES], double *total_ms) {
+    for (int c = 0; c < NUM_CATEGORIES; c++) ms[c] = 0.0;
+    *total_ms = 0.0;
+    qsort(links, link_count, sizeof *links, by_correlation);
+    for (size_t i = 0; i < link_count; i++) {
+        if (!known_external_id(links[i].external_id))
+            return "an external correlation id that is no category's (was it pushed by gpu_phase?)";
+        if (i > 0 && links[i].correlation_id == links[i - 1].correlation_id &&
+            links[i].external_id != links[i - 1].external_id)
+            return "one API call linked to two phases (were phases pushed from two threads?)";
+    }
+    qsort(activities, count, sizeof *activities, by_start);
+    // Integer ns per category: the walk adds up exactly to last end - first start.
+    uint64_t ns[NUM_CATEGORIES] = {0};
+    uint64_t first_start = 0, covered_until = 0;  // the end of all the time walked so far
+    int started = 0;
+    for (size_t i = 0; i < count; i++) {
+        const TimedActivity *a = &activities[i];
+        if (a->start_ns == 0 || a->end_ns == 0)
+            return "an activity without a timestamp (CUPTI had no device memory left to time it)";
+        if (a->end_ns < a->start_ns) return "an activity that ends before it starts";
+        const uint64_t id = linked_id(links, link_count, a->correlation_id);
+        if (id == PHASE_EXTERNAL_ID_NOT_TIMED) continue;
+        const Category c = id ? (Category)(id - 1) : CAT_OTHER;
+        if (!started) {
+            first_start = covered_until = a->start_ns;
+            started = 1;
+        }
+        if (a->start_ns > covered_until) {  // the GPU ran none of the step's work in between
+            ns[CAT_OTHER] += a->start_ns - covered_until;
+            covered_until = a->start_ns;
+        }
+        if (a->end_ns > covered_until) {  // only what no earlier activity covered
+            ns[c] += a->end_ns - covered_until;
+            covered_until = a->end_ns;
+        }
+    }
+    if (!started) return "no kernel, memcpy or memset was recorded in the step";
+    for (int c = 0; c < NUM_CATEGORIES; c++) ms[c] = (double)ns[c] * 1e-6;
+    *total_ms = (double)(covered_until - first_start) * 1e-6;
+    return NULL;
+}
+
 // ---- work ----------------------------------------------------------------------------------
 typedef struct {
     double in, out;

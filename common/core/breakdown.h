@@ -1,19 +1,27 @@
-// Where a training step's time goes: the categories, how marks on the GPU's timeline become
+// Where a training step's time goes: the categories, how a recorded step's timeline becomes
 // per-category times, and each category's floor - its work at a rate measured on the GPU at
 // hand.
 //
-// This file is plain C and does no timing. The marks are recorded as CUDA events by
-// common/gpu/gpu_phase.h (gpu_phase(CAT_GEMM_FPROP) before a GEMM, gpu_phase_end() after
-// it); the rates are measured by steps/driver/floors.c. What is here - the nesting rule, the
-// attribution of intervals and the arithmetic of work and floors - is what a CPU test checks
-// (tests/common/breakdown_test.c).
+// This file is plain C and does no timing. The timeline is recorded by common/gpu/gpu_phase.h
+// (gpu_phase(CAT_GEMM_FPROP) before a GEMM, gpu_phase_end() after it), in one of two ways:
+//   - CUPTI activity records (the default): every kernel, memcpy and memset of the step with
+//     its start and end on the GPU, and the phase it was launched in. activities_attribute()
+//     walks them in order of start.
+//   - CUDA events at the phase boundaries (GPU_PHASE_TIMER=events): marks on the stream;
+//     phase_marks_attribute() gives each interval between two marks to one category.
+// The rates are measured by steps/driver/floors.c. What is here - the nesting rule, both
+// attributions and the arithmetic of work and floors - is what CPU tests check
+// (tests/common/breakdown_test.c, tests/breakdown/activity_walk_test.c).
 //
-// Why the sums are exact: every mark starts an interval that lasts until the next mark, and
-// each interval belongs to exactly one category (CAT_OTHER between phases). The intervals tile
-// the step from its first mark to its last, so the categories add up to the step's time; the
-// only error is the float rounding of the timestamps (CUDA events: about 0.5 us).
+// Why the sums are exact, both ways: each piece of the step's time, from its start to its end,
+// goes to exactly one category (CAT_OTHER between phases, or where the GPU ran nothing), so the
+// categories add up to the step's time; the only error is the rounding of the timestamps
+// (CUDA events: about 0.5 us; CUPTI: integer ns, summed exactly).
 #ifndef COMMON_CORE_BREAKDOWN_H
 #define COMMON_CORE_BREAKDOWN_H
+
+#include <stddef.h>
+#include <stdint.h>
 
 #include "common/core/layer.h"
 
@@ -42,6 +50,8 @@ const char *category_key(Category c);   // "gemm_fprop": for JSON
 // ---- marks: which calls open an interval, and what each interval is -------------------------
 // Phases may nest (step 01's attention calls a dropout kernel whose launcher marks
 // "elementwise"): only the outermost phase counts, so the attention's dropout stays attention.
+// Both timers keep this rule through PhaseMarks: the events timer records a mark, and the CUPTI
+// timer pushes (or pops) an external id, exactly where enter (leave) returns a mark.
 typedef struct {
     int depth;           // phases open now
     int count;           // marks so far
@@ -69,6 +79,39 @@ int phase_marks_finish(PhaseMarks *m);
 // goes backwards (events recorded on different streams).
 const char *phase_marks_attribute(const PhaseMarks *m, const double *t_ms, double ms[NUM_CATEGORIES],
                                   double *total_ms);
+
+// ---- activity records: per-kernel times, attributed by the phase that launched them ------
+// CUPTI gives each kernel, memcpy and memset its start and end on the GPU and the correlation
+// id of the API call that launched it; gpu_phase() pushes an external id (CUPTI's external
+// correlation) while the outermost phase is open, and CUPTI links each API call made under it
+// to that id. The external ids:
+static inline uint64_t phase_external_id(Category c) { return (uint64_t)c + 1; }  // 1 .. NUM_CATEGORIES
+// Work that is recorded but is not part of the step (the hold kernel the step is queued
+// behind, common/gpu/gpu_hold.h): left out of the walk.
+enum { PHASE_EXTERNAL_ID_NOT_TIMED = 1000 };
+
+typedef struct {
+    uint64_t start_ns, end_ns;  // on the GPU (CUPTI's clock); 0 means CUPTI could not time it
+    uint32_t correlation_id;    // the API call that launched it
+} TimedActivity;
+
+typedef struct {
+    uint32_t correlation_id;  // an API call ...
+    uint64_t external_id;     // ... made under this id: phase_external_id(c) or ..._NOT_TIMED
+} CorrelationLink;
+
+// Attributes a recorded step. Each activity's category comes from the link of its correlation
+// id (none: CAT_OTHER - a launch outside every phase). Activities are walked in order of start
+// (then end, then correlation id); each gets the part of [start, end] after the end of all
+// the time covered before it, so work overlapping on another stream (step 07's collectives) is
+// counted once, by whichever started first; the time between activities where nothing ran
+// goes to CAT_OTHER ("launch gaps"). The step runs from the first start to the last end:
+// *total_ms, which ms[] sums to exactly in ns (up to the rounding of ns to double ms).
+// Sorts both arrays in place. Returns NULL, or what is wrong: no activity in the step, a
+// timestamp of 0 (CUPTI ran out of device memory for it), an end before its start, an external
+// id that is neither a category's nor ..._NOT_TIMED, or one correlation id linked to two ids.
+const char *activities_attribute(TimedActivity *activities, size_t count, CorrelationLink *links,
+                                 size_t link_count, double ms[NUM_CATEGORIES], double *total_ms);
 
 // ---- work and floors ---------------------------------------------------------------------
 // Which layer a step computes, for the work each category must do.

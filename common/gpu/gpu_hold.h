@@ -7,7 +7,9 @@
 // 2.32 ms recorded against a 2.07 ms mean). So the driver closes the stream with a hold kernel
 // that spins on a flag in mapped host memory, queues the whole step behind it, and then opens
 // it: the GPU runs the recorded step back to back, as it runs a steady-state step whose
-// launches are queued well ahead.
+// launches are queued well ahead. The CUPTI timer (the default since) adds no commands, but
+// it adds host time to every launch (CUPTI records each runtime and driver call), so the hold
+// stays: both timers queue the recorded step behind it, and leave the hold itself out.
 //
 // The hold gives up by itself after timeout_ms (a launch queue that fills up before the step
 // is queued would otherwise never let the host reach gpu_hold_open): gpu_hold_open returns 1

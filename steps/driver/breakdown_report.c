@@ -3,8 +3,10 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "common/core/breakdown.h"
+#include "common/gpu/gpu_phase.h"
 #include "steps/driver/breakdown_report.h"
 #include "steps/driver/step.h"
 
@@ -20,6 +22,14 @@ double step_mfu(const StepOps *step, const LayerConfig *cfg, const MeasuredRates
     return model_flops_utilisation(layer_train_flops(cfg), step_ms, rate);
 }
 
+const char *breakdown_timer_words(const char *timer_key) {
+    if (!timer_key) return "none";
+    const GpuPhaseTimer t = strcmp(timer_key, "cupti") == 0 ? GPU_PHASE_TIMER_CUPTI : GPU_PHASE_TIMER_EVENTS;
+    static char words[2][96];
+    snprintf(words[t], sizeof words[t], "%s (GPU_PHASE_TIMER=%s)", gpu_phase_timer_words(t), gpu_phase_timer_key(t));
+    return words[t];
+}
+
 // "1.23" or "-" for a value that is not known.
 static const char *ms_or_dash(char *buf, size_t size, double v, const char *fmt) {
     if (isnan(v)) snprintf(buf, size, "-");
@@ -29,7 +39,8 @@ static const char *ms_or_dash(char *buf, size_t size, double v, const char *fmt)
 
 void print_step_breakdown(FILE *f, const StepReport *r, const CategoryWork *work, const double floor_ms[NUM_CATEGORIES]) {
     if (!r->has_breakdown) return;
-    fprintf(f, "\nWhere one step's time goes (one step after the timed ones, CUDA events at the GPU's clocks):\n");
+    fprintf(f, "\nWhere one step's time goes (one step after the timed ones, at the GPU's clocks; timer: %s):\n",
+            breakdown_timer_words(r->breakdown_timer));
     fprintf(f, "  %-24s %9s %7s %9s %8s   %s\n", "category", "ms", "share", "floor ms", "x floor", "work");
     for (int c = 0; c < NUM_CATEGORIES; c++) {
         const double ms = r->category_ms[c];
@@ -77,6 +88,8 @@ json_t *step_breakdown_json(const StepOps *step, const LayerConfig *cfg, const M
     json_object_set_new(o, "mfu", number_or_null(step_mfu(step, cfg, rates, r->mean_ms)));
     json_object_set_new(o, "time_over_floor", number_or_null(time_over_floor(r->mean_ms, floor)));
     json_object_set_new(o, "recorded_step_ms", r->has_breakdown ? json_real(r->breakdown_ms) : json_null());
+    const int timed = r->has_breakdown && r->breakdown_timer;
+    json_object_set_new(o, "timer", timed ? json_string(r->breakdown_timer) : json_null());
     json_t *cats = json_object();
     for (int c = 0; c < NUM_CATEGORIES; c++) {
         json_t *cat = json_object();

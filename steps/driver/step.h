@@ -107,6 +107,7 @@ typedef struct {
     int has_breakdown;
     double breakdown_ms;
     double category_ms[NUM_CATEGORIES];
+    const char *breakdown_timer;  // "cupti" or "events": the timer that recorded it (gpu_phase_timer_key)
 } StepReport;
 
 // Times the step: `warmup` untimed steps, then `iters` timed ones (CUDA events); with

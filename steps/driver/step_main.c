@@ -78,11 +78,12 @@ StepReport step_time(const StepOps *step, const LayerConfig *cfg, const LayerPar
         CUDA_CHECK(cudaEventRecord(events[i + 1], 0));
         if (i == iters - 1) CUDA_CHECK(cudaProfilerStop());
     }
-    if (breakdown) {  // queued behind the last timed step, so the GPU does not wait for it
+    if (breakdown) {  // after the last timed step's event: the timed steps' times are theirs alone
         gpu_phase_start_step();
         step->train_step(state, d_x, d_dy, step_index++);
         r.breakdown_ms = gpu_phase_finish_step(r.category_ms);
         r.has_breakdown = 1;
+        r.breakdown_timer = gpu_phase_timer_key(gpu_phase_timer());
     }
     CUDA_CHECK(cudaEventSynchronize(events[iters]));
     CHECK_LAUNCH();

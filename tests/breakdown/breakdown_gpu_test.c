@@ -2,12 +2,17 @@
 //
 // At a mid-sized layer (h 2048, ffn 8192, heads 16, s 2048, b 2: a few ms a step, so the GPU
 // rather than the host sets the pace), for steps 01, 04, 05 and 06:
+//   - the recorded step was timed by the timer GPU_PHASE_TIMER asks for (cupti by default: a
+//     fallback to events, which gpu_phase_prepare explains in a line, fails the case),
 //   - the categories add up to the recorded step (exact by construction, up to rounding),
-//   - the recorded step is within 5% of the timed steps' mean (the markers cost little),
+//   - the recorded step is within 3% of the timed steps' mean with CUPTI, which adds no command
+//     to the stream; within 5% with events, each of which costs the GPU a little (on an H200
+//     step 05 came out 6.5% slow here with events: 2.195 ms recorded, 2.062 ms mean),
 //   - "other / launch gaps" is under 10% of the step (every launch is marked),
 //   - each category is where it belongs: the three GEMM passes have equal FLOPs, so none of
 //     them may take under a third of another's time; FP8 casts only in FP8 steps.
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "common/core/breakdown.h"
@@ -41,21 +46,33 @@ static StepReport recorded_step(const StepOps *step, const LayerConfig *cfg) {
     StepReport r = step_time(step, cfg, &p, &in, 3, 10, 1);
     layer_params_free(&p);
     layer_inputs_free(&in);
-    print_message("  step %s: mean %.3f ms, recorded %.3f ms\n", step->id, r.mean_ms, r.breakdown_ms);
+    print_message("  step %s: mean %.3f ms, recorded %.3f ms (%+.1f%%), timer %s\n", step->id, r.mean_ms,
+                  r.breakdown_ms, 100.0 * (r.breakdown_ms - r.mean_ms) / r.mean_ms, r.breakdown_timer);
     for (int c = 0; c < NUM_CATEGORIES; c++)
         print_message("    %-24s %8.3f ms\n", category_name((Category)c), r.category_ms[c]);
     return r;
 }
 
+// The timer GPU_PHASE_TIMER asks for (cupti unless it says events).
+static const char *timer_asked(void) {
+    const char *v = getenv("GPU_PHASE_TIMER");
+    return v && *v ? v : "cupti";
+}
+
 static void check_common(const StepReport *r, int fp8) {
     assert_true(r->has_breakdown);
+    assert_string_equal(r->breakdown_timer, timer_asked());  // no fallback (gpu_phase_prepare says why)
     double sum = 0;
     for (int c = 0; c < NUM_CATEGORIES; c++) {
         assert_true(r->category_ms[c] >= 0);
         sum += r->category_ms[c];
     }
     assert_true(fabs(sum - r->breakdown_ms) <= 1e-6 * r->breakdown_ms + 1e-6);
-    assert_true(fabs(r->breakdown_ms - r->mean_ms) <= 0.05 * r->mean_ms);
+    const double bound = strcmp(r->breakdown_timer, "cupti") == 0 ? 0.03 : 0.05;
+    if (!(fabs(r->breakdown_ms - r->mean_ms) <= bound * r->mean_ms))
+        fail_msg("the recorded step (%.3f ms, %s) is %+.1f%% from the timed steps' mean (%.3f ms): over %.0f%%",
+                 r->breakdown_ms, r->breakdown_timer, 100.0 * (r->breakdown_ms - r->mean_ms) / r->mean_ms, r->mean_ms,
+                 100.0 * bound);
     assert_true(r->category_ms[CAT_OTHER] < 0.10 * r->breakdown_ms);
     const double fprop = r->category_ms[CAT_GEMM_FPROP], dgrad = r->category_ms[CAT_GEMM_DGRAD],
                  wgrad = r->category_ms[CAT_GEMM_WGRAD];
