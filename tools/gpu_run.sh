@@ -249,11 +249,14 @@ if wants tp && [ "$gpus" -ge 2 ] && [ -x "$S07" ]; then
   #    backward's collectives overlapped (default) or in line (--no-overlap); under sequence
   #    parallelism the LayerNorm outputs gathered again in backward (default) or kept; under
   #    plain TP the row-parallel forwards in 4 row blocks (--fprop-chunks 4).
+  # TP_DTYPES (default "fp16 bf16") and TP_QUICK=1 (no --fprop-chunks / --keep-gathered runs, no
+  # bit-for-bit comparison) shorten the run where device time is short.
+  tp_dtypes=${TP_DTYPES:-fp16 bf16} tp_quick=${TP_QUICK:-0}
   for v in "" "--parallel" "--sequence-parallel" "--parallel --sequence-parallel"; do
     scheds=("" "--no-overlap")
-    if [[ $v == *sequence* ]]; then scheds+=("--keep-gathered"); else scheds+=("--fprop-chunks 4"); fi
+    if [ "$tp_quick" = 1 ]; then :; elif [[ $v == *sequence* ]]; then scheds+=("--keep-gathered"); else scheds+=("--fprop-chunks 4"); fi
     for sched in "${scheds[@]}"; do
-      for dt in fp16 bf16; do
+      for dt in $tp_dtypes; do
         out=$($S07 --tp 2 --preset small --check --no-sweep --dtype $dt $v $sched 2>&1); rc=$?
         echo "$out" >> "$OUT/tp.log"
         echo "$out" | grep -aE "check:|error" | sed "s/^/tp check $dt ${v:-serial} ${sched:-(default)}: /;s/\$/ (rc $rc)/" >> "$summary"
@@ -266,6 +269,7 @@ if wants tp && [ "$gpus" -ge 2 ] && [ -x "$S07" ]; then
   #    (--fprop-chunks is not compared: GEMMs of T/N rows may be planned with another split of
   #    K, which rounds differently; its --check above is what shows it right.)
   for v in "" "--parallel" "--sequence-parallel" "--parallel --sequence-parallel"; do
+    [ "$tp_quick" = 1 ] && break
     scheds=("--no-overlap"); [[ $v == *sequence* ]] && scheds+=("--keep-gathered")
     base="$OUT/tp_save_default.safetensors"
     $S07 --tp 2 --preset small --deterministic --no-sweep --iters 2 --dtype bf16 $v --save "$base" >> "$OUT/tp.log" 2>&1
@@ -282,18 +286,18 @@ if wants tp && [ "$gpus" -ge 2 ] && [ -x "$S07" ]; then
   #    overlapped (default) and in line (--no-overlap), both dtypes; sequence parallelism also
   #    with the gathered LayerNorm outputs kept (the memory the re-gather saves). The
   #    all-reduce sweep beside NCCL's own once, at the widest tp.
-  for dt in fp16 bf16; do
+  for dt in $tp_dtypes; do
     tp_time "tp1 $dt serial" --tp 1 --no-sweep --dtype $dt
     tp_time "tp1 $dt parallel" --tp 1 --no-sweep --dtype $dt --parallel
     for v in serial parallel sp; do
       case $v in serial) a="" ;; parallel) a="--parallel" ;; sp) a="--sequence-parallel" ;; esac
       tp_time "tp2 $dt $v overlap" --tp 2 --no-sweep --dtype $dt $a
       tp_time "tp2 $dt $v no-overlap" --tp 2 --no-sweep --dtype $dt $a --no-overlap
-      [ $v != sp ] && tp_time "tp2 $dt $v fprop-chunks 4" --tp 2 --no-sweep --dtype $dt $a --fprop-chunks 4
+      [ $v != sp ] && [ "$tp_quick" != 1 ] && tp_time "tp2 $dt $v fprop-chunks 4" --tp 2 --no-sweep --dtype $dt $a --fprop-chunks 4
     done
     tp_time "tp2 $dt sp keep-gathered" --tp 2 --no-sweep --dtype $dt --sequence-parallel --keep-gathered
   done
-  for dt in fp16 bf16; do
+  for dt in $tp_dtypes; do
     s1=${tp_ms[tp1 $dt serial]:-}
     for v in serial parallel sp; do
       chunks=""; [ $v != sp ] && chunks=", $(ratio "$s1" "${tp_ms[tp2 $dt $v fprop-chunks 4]:-}")x overlapped with --fprop-chunks 4"
