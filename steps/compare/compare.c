@@ -340,7 +340,7 @@ static double svg_stack(FILE *f, const double ms[NUM_CATEGORIES], double x0, int
     return x;
 }
 
-// A stacked bar per step (the recorded step, by category) with a thin bar under it (the same
+// A stacked bar per step (the mean of the recorded steps, by category) with a thin bar under it (the same
 // categories' floors), then PyTorch's rows: stacked where its profiler gave categories.
 static void write_breakdown_svg(const char *path, const LayerConfig *c, const Row *rows, int n, const Baseline *base,
                                 int nbase) {
@@ -361,7 +361,7 @@ static void write_breakdown_svg(const char *path, const LayerConfig *c, const Ro
     fprintf(f, "<text x=\"10\" y=\"20\" font-size=\"15\" font-weight=\"bold\">Where a training step's time goes "
             "(fwd+bwd), %s, h%d ffn%d heads%d s%d b%d</text>\n", dtype_name(c->dtype), c->hidden, c->ffn, c->heads,
             c->seq, c->batch);
-    fprintf(f, "<text x=\"10\" y=\"37\" fill=\"#555\">%s; thick bar: one recorded step by category; thin bar "
+    fprintf(f, "<text x=\"10\" y=\"37\" fill=\"#555\">%s; thick bar: the mean of 5 recorded steps by category; thin bar "
             "under it: each category's floor (its work at rates measured in this run)</text>\n", gpu_description());
     int lx = 10;
     for (int k = 1; k <= NUM_CATEGORIES; k++) {

@@ -57,8 +57,8 @@ void print_step_breakdown(FILE *f, const StepReport *r, const CategoryWork *work
     const double floor = floor_total_ms(floor_ms);
     ms_or_dash(floor_s, sizeof floor_s, floor, "%.3f");
     ms_or_dash(over_s, sizeof over_s, time_over_floor(r->breakdown_ms, floor), "%.2f");
-    fprintf(f, "  %-24s %9.3f %6.1f%% %9s %8s\n", "sum (the recorded step)", r->breakdown_ms, 100.0, floor_s, over_s);
-    fprintf(f, "  the timed steps' mean was %.3f ms: the recorded step is %+.1f%% from it\n", r->mean_ms,
+    fprintf(f, "  %-24s %9.3f %6.1f%% %9s %8s\n", "sum (recorded steps)", r->breakdown_ms, 100.0, floor_s, over_s);
+    fprintf(f, "  the timed steps' mean was %.3f ms: the recorded steps are %+.1f%% from it\n", r->mean_ms,
             100.0 * (r->breakdown_ms - r->mean_ms) / r->mean_ms);
 }
 
