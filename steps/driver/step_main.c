@@ -21,7 +21,7 @@
 #include "steps/driver/step.h"
 #include "modules/gemm.h"
 
-// Steps recorded for the time breakdown (--breakdown), averaged: see run_step.
+// Steps recorded for the time breakdown (--breakdown), averaged: see step_time.
 enum { BREAKDOWN_STEPS = 5 };
 
 // ---- running a step ----------------------------------------------------------------------
@@ -68,50 +68,57 @@ StepReport step_time(const StepOps *step, const LayerConfig *cfg, const LayerPar
     uint64_t step_index = 0;
     for (int i = 0; i < warmup; i++) step->train_step(state, d_x, d_dy, step_index++);
 
-    cudaEvent_t *events = xmalloc(sizeof(cudaEvent_t) * (size_t)(iters + 1));
-    for (int i = 0; i <= iters; i++) CUDA_CHECK(cudaEventCreate(&events[i]));
+    // Each timed step between its own two events, so that recorded steps can sit between
+    // timed ones without being counted in the mean.
+    cudaEvent_t *events = xmalloc(sizeof(cudaEvent_t) * (size_t)(2 * iters));
+    for (int i = 0; i < 2 * iters; i++) CUDA_CHECK(cudaEventCreate(&events[i]));
     if (breakdown) gpu_phase_prepare();
-    CUDA_CHECK(cudaEventRecord(events[0], 0));
+    // The recorded steps (--breakdown) are spread among the timed ones, one after every
+    // `every` timed steps: a step's time drifts by a few percent over seconds (GPU clocks), so
+    // recorded and timed steps must sample the same stretch of time (H200, 2026-11-29: five
+    // recorded steps after the 20 timed ones came out 95.9% to 103.7% of the timed mean).
+    const int recorded_steps = breakdown ? (iters < BREAKDOWN_STEPS ? iters : BREAKDOWN_STEPS) : 0;
+    const int every = recorded_steps ? iters / recorded_steps : 0;
+    int recorded = 0;
     for (int i = 0; i < iters; i++) {
         // The last timed step is bracketed for profilers that start late, so that
         // `ncu --profile-from-start off <step>` measures one steady-state step's kernels
         // (not the GEMM autotuning or the warm-up). Without a profiler these do nothing.
         if (i == iters - 1) CUDA_CHECK(cudaProfilerStart());
+        CUDA_CHECK(cudaEventRecord(events[2 * i], 0));
         step->train_step(state, d_x, d_dy, step_index++);
-        CUDA_CHECK(cudaEventRecord(events[i + 1], 0));
+        CUDA_CHECK(cudaEventRecord(events[2 * i + 1], 0));
         if (i == iters - 1) CUDA_CHECK(cudaProfilerStop());
-    }
-    if (breakdown) {  // after the last timed step's event: the timed steps' times are theirs alone
-        // One recorded step differs from the timed steps' mean by a few percent either way, as
-        // steps do (H200, 2026-11-29, CUPTI, quickstart: 97.9% to 104.3% of the mean): the
-        // breakdown is the mean of BREAKDOWN_STEPS recorded steps, category by category.
-        for (int k = 0; k < BREAKDOWN_STEPS; k++) {
+        if (recorded < recorded_steps && (i + 1) % every == 0) {  // a recorded step, not timed
             double category_ms[NUM_CATEGORIES] = {0};
             gpu_phase_start_step();
             step->train_step(state, d_x, d_dy, step_index++);
-            r.breakdown_ms += gpu_phase_finish_step(category_ms) / BREAKDOWN_STEPS;
-            for (int c = 0; c < NUM_CATEGORIES; c++) r.category_ms[c] += category_ms[c] / BREAKDOWN_STEPS;
+            r.breakdown_ms += gpu_phase_finish_step(category_ms) / recorded_steps;
+            for (int c = 0; c < NUM_CATEGORIES; c++) r.category_ms[c] += category_ms[c] / recorded_steps;
+            recorded++;
         }
+    }
+    if (breakdown) {
         r.has_breakdown = 1;
         r.breakdown_timer = gpu_phase_timer_key(gpu_phase_timer());
     }
-    CUDA_CHECK(cudaEventSynchronize(events[iters]));
+    CUDA_CHECK(cudaEventSynchronize(events[2 * iters - 1]));
     CHECK_LAUNCH();
     double *ms = xmalloc(sizeof(double) * (size_t)iters);
+    double total = 0;
     for (int i = 0; i < iters; i++) {
         float t;
-        CUDA_CHECK(cudaEventElapsedTime(&t, events[i], events[i + 1]));
+        CUDA_CHECK(cudaEventElapsedTime(&t, events[2 * i], events[2 * i + 1]));
         ms[i] = t;
+        total += t;
     }
-    float total;
-    CUDA_CHECK(cudaEventElapsedTime(&total, events[0], events[iters]));
     qsort(ms, (size_t)iters, sizeof(double), compare_doubles);
     r.mean_ms = total / iters;
     r.median_ms = iters % 2 ? ms[iters / 2] : 0.5 * (ms[iters / 2 - 1] + ms[iters / 2]);
     r.min_ms = ms[0];
     r.tflops = layer_train_flops(cfg) / (r.mean_ms * 1e-3) / 1e12;
     r.peak_mib = (double)(dev_peak_bytes() - baseline) / 1048576.0;
-    for (int i = 0; i <= iters; i++) CUDA_CHECK(cudaEventDestroy(events[i]));
+    for (int i = 0; i < 2 * iters; i++) CUDA_CHECK(cudaEventDestroy(events[i]));
     free(events);
     free(ms);
     step->destroy(state);
