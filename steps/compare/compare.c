@@ -299,7 +299,7 @@ static void print_cells(const double ms[NUM_CATEGORIES], const int used[NUM_CATE
 static void print_breakdown_table(const Row *rows, int n, const Baseline *base, int nbase) {
     int used[NUM_CATEGORIES];
     used_categories(rows, n, base, nbase, used);
-    printf("\nWhere each step's time goes, ms (one step recorded after the timed ones, at the GPU's clocks; the\n"
+    printf("\nWhere each step's time goes, ms (the mean of five steps recorded among the timed ones, at the GPU's clocks; the\n"
            "floor row under it: the same work at the rates measured above)\ntimer: %s\n%-22s",
            breakdown_timer_words(n > 0 ? rows[0].report.breakdown_timer : NULL), "step");
     for (int c = 1; c <= NUM_CATEGORIES; c++)
