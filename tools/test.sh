@@ -11,7 +11,7 @@
 set -uo pipefail
 usage() {
   echo "usage: tools/test.sh [bazel test flags...]   run every test, list the skipped cases with their reasons"
-  echo "       tools/test.sh --summarize LOG         the same summary from a saved 'bazel test' output"
+  echo "       tools/test.sh --summarize LOG [STATUS] the same summary from a saved 'bazel test' output (and its exit status)"
 }
 case "${1:-}" in
   -h|--help) usage; exit 0 ;;
@@ -47,15 +47,19 @@ summarize() {
     passed=$((passed + p)); failed=$((failed + f)); skipped=$((skipped + s))
   done < <(grep -aE '^//[^ ]+ +(\(cached\) )?(PASSED|FAILED|TIMEOUT|NO STATUS|FLAKY)' "$log" |
            sed -E 's/\(cached\) //' | awk '{print $1, $2}')
+  if [ "$bazel_status" -ne 0 ] && [ $((passed + failed + skipped)) -eq 0 ]; then
+    echo "bazel test exited with status $bazel_status before any test ran (a bad flag or a build error: see above)"
+    return 1
+  fi
   if [ "$bazel_status" -ne 0 ] && [ "$failed" -eq 0 ]; then failed=1; fi  # e.g. build failure
   echo "$passed passed, $failed failed, $skipped skipped"
   [ "$failed" -eq 0 ]
 }
 
 if [ "${1:-}" = --summarize ]; then
-  [ $# -eq 2 ] || { usage >&2; exit 2; }
+  [ $# -eq 2 ] || [ $# -eq 3 ] || { usage >&2; exit 2; }
   [ -f "$2" ] || { echo "tools/test.sh --summarize: no such file '$2'" >&2; exit 2; }
-  summarize "$2"
+  summarize "$2" "${3:-0}"
   exit
 fi
 

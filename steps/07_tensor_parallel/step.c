@@ -426,7 +426,7 @@ int step07_run(const Options *o) {
     if (flags.tp > 1) {
         char why[320];
         int gpus = gpu_count_without_cuda(why, sizeof why);
-        if (gpus == 0) fail_user("--tp %d: this machine has no usable GPU (%s)", flags.tp, why);
+        if (gpus == 0) fail_user("--tp %d: this machine has no usable GPU: %s", flags.tp, why);
         if (flags.tp > gpus)
             fail_user("--tp %d needs %d GPUs, one per rank, but this machine has %d: use --tp %d or less", flags.tp,
                       flags.tp, gpus, gpus);

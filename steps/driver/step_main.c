@@ -76,7 +76,7 @@ StepReport step_time(const StepOps *step, const LayerConfig *cfg, const LayerPar
     // The recorded steps (--breakdown) are spread among the timed ones, one after every
     // `every` timed steps: a step's time drifts by a few percent over seconds (GPU clocks), so
     // recorded and timed steps must sample the same stretch of time (H200, 2026-11-29: five
-    // recorded steps after the 20 timed ones came out 95.9% to 103.7% of the timed mean).
+    // recorded steps after the 10 timed ones came out 95.9% to 101.7% of the timed mean).
     const int recorded_steps = breakdown ? (iters < BREAKDOWN_STEPS ? iters : BREAKDOWN_STEPS) : 0;
     const int every = recorded_steps ? iters / recorded_steps : 0;
     int recorded = 0;

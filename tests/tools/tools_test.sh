@@ -68,6 +68,11 @@ grep -qF "skipped //tests/x:gpu_test test_kernel: needs a CUDA GPU: no GPU (no N
 grep -qF "skipped //tests/x:gpu_test test_other: (the test printed no reason)" <<<"$out" ||
   fail "test.sh does not list a skipped case without a reason"
 grep -qF "2 passed, 0 failed, 2 skipped" <<<"$out" && [ $rc -eq 0 ] || fail "test.sh's counts: exit $rc"
+# bazel stopping before any test (a bad flag, a build error) is said as that, not as a failed test.
+: > "$tmp/empty.log"
+out=$(TESTLOGS="$tmp/testlogs" bash "$tools/test.sh" --summarize "$tmp/empty.log" 2 2>&1); rc=$?
+grep -qF "bazel test exited with status 2 before any test ran" <<<"$out" && [ $rc -ne 0 ] ||
+  fail "test.sh does not say that bazel stopped before any test ran: exit $rc, '$out'"
 rm -rf "$tmp"
 
 [ $failures -eq 0 ] && echo "all tools answered" || echo "$failures failure(s)"
