@@ -6,6 +6,15 @@
 #include "common/core/errors.h"
 #include "common/gpu/gpu.h"
 
+void tp_require_valid_schedule(const LayerConfig *c, int tp, const TpVariant *v, const TpSchedule *sched) {
+    const char *problem = tp_variant_problem(c, tp, v);
+    if (problem) fail_user("%s", problem);
+    if (v->sequence_parallel && sched->fprop_chunks != 1)
+        fail_user("--fprop-chunks pipelines plain TP's forward all-reduce; sequence parallelism has a reduce-scatter there");
+    problem = row_parallel_chunks_problem(layer_tokens(c), sched->fprop_chunks);
+    if (problem) fail_user("%s", problem);
+}
+
 const char *row_parallel_chunks_problem(int64_t tokens, int chunks) {
     static char why[160];
     if (chunks < 1 || chunks > ROW_PARALLEL_MAX_CHUNKS) {

@@ -22,13 +22,21 @@
 
 #include <stdint.h>
 
+#include "common/core/layer.h"
 #include "modules/linear.h"
+#include "reference/tp_layer_reference.h"
 #include "steps/07_tensor_parallel/layer_comm.h"
 
 #define ROW_PARALLEL_MAX_CHUNKS 16
 
 // NULL if T tokens can be cut in `chunks` blocks (T divisible by chunks), else why not.
 const char *row_parallel_chunks_problem(int64_t tokens, int chunks);
+
+// What every tensor-parallel module's init checks first: the layer can be cut into `tp` ranks
+// as variant v asks (tp_variant_problem), and the schedule fits it - --fprop-chunks is plain
+// TP's (sequence parallelism has a reduce-scatter there) and must divide the tokens. Stops
+// with a message naming what is wrong (fail_user) where not.
+void tp_require_valid_schedule(const LayerConfig *c, int tp, const TpVariant *v, const TpSchedule *sched);
 
 // x [T, l->in], partial [T, l->out], both in l->dtype; l has no bias.
 void row_parallel_forward_all_reduce(Linear *l, LayerComm *lc, const void *x, void *partial, int64_t tokens,

@@ -32,4 +32,11 @@ typedef enum { SP_GEMM_FPROP, SP_GEMM_DGRAD } SpGemm;
 // l->out, l->in for DGRAD. tokens T, divisible by the world size.
 void sp_gathered_gemm(Linear *l, SpGemm gemm, LayerComm *lc, const void *slice, void *full, void *y, int64_t tokens);
 
+// Where the rank's first token sits in the whole [T, h] tensor, as an element index (0 without
+// sequence parallelism, where every rank holds all T tokens): a dropout mask drawn from there
+// on is the unsharded layer's for the rank's tokens (Philox by element index).
+static inline uint64_t sp_first_element(int sequence_parallel, int rank, int64_t tokens_local, int hidden) {
+    return sequence_parallel ? (uint64_t)rank * (uint64_t)tokens_local * (uint64_t)hidden : 0;
+}
+
 #endif  // STEPS_07_TENSOR_PARALLEL_SP_GATHER_H

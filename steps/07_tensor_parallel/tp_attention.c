@@ -34,12 +34,7 @@ void tp_attention_init(TpAttention *m, const LayerConfig *c, int tp, int rank, i
                        const TpSchedule *sched, const LayerParams *shard) {
     memset(m, 0, sizeof *m);
     const TpVariant v = {TP_LAYER_SERIAL, sequence_parallel, 0};
-    const char *problem = tp_variant_problem(c, tp, &v);
-    if (problem) fail_user("%s", problem);
-    if (sequence_parallel && sched->fprop_chunks != 1)
-        fail_user("--fprop-chunks pipelines plain TP's forward all-reduce; sequence parallelism has a reduce-scatter there");
-    problem = row_parallel_chunks_problem(layer_tokens(c), sched->fprop_chunks);
-    if (problem) fail_user("%s", problem);
+    tp_require_valid_schedule(c, tp, &v, sched);
     m->cfg = *c;
     m->tp = tp, m->rank = rank, m->sequence_parallel = sequence_parallel, m->sched = *sched;
     m->heads_local = c->heads / tp, m->first_head = rank * m->heads_local, m->hl = c->hidden / tp;
@@ -95,10 +90,8 @@ void tp_attention_free(TpAttention *m) {
     memset(m, 0, sizeof *m);
 }
 
-// Where the rank's first token sits in the whole [T, h] tensor: its dropout mask is the
-// unsharded layer's from there on.
 static uint64_t first_element(const TpAttention *m) {
-    return m->sequence_parallel ? (uint64_t)(m->rank * m->Tl * m->cfg.hidden) : 0;
+    return sp_first_element(m->sequence_parallel, m->rank, m->Tl, m->cfg.hidden);
 }
 
 // y = x + dropout(sum_r ctx_r W_proj[:, r]^T + b_proj)

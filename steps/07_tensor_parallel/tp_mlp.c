@@ -22,12 +22,7 @@ void tp_mlp_init(TpMlp *m, const LayerConfig *c, int tp, int rank, int sequence_
                  const LayerParams *shard) {
     memset(m, 0, sizeof *m);
     const TpVariant v = {TP_LAYER_SERIAL, sequence_parallel, 0};
-    const char *problem = tp_variant_problem(c, tp, &v);
-    if (problem) fail_user("%s", problem);
-    if (sequence_parallel && sched->fprop_chunks != 1)
-        fail_user("--fprop-chunks pipelines plain TP's forward all-reduce; sequence parallelism has a reduce-scatter there");
-    problem = row_parallel_chunks_problem(layer_tokens(c), sched->fprop_chunks);
-    if (problem) fail_user("%s", problem);
+    tp_require_valid_schedule(c, tp, &v, sched);
     m->cfg = *c;
     m->tp = tp, m->rank = rank, m->sequence_parallel = sequence_parallel, m->sched = *sched;
     m->fl = c->ffn / tp, m->T = layer_tokens(c), m->Tl = sequence_parallel ? m->T / tp : m->T;

@@ -37,12 +37,7 @@ void tp_parallel_layer_init(TpParallelLayer *m, const LayerConfig *c, int tp, in
                             const TpSchedule *sched, const LayerParams *shard) {
     memset(m, 0, sizeof *m);
     const TpVariant v = {TP_LAYER_PARALLEL, sequence_parallel, 0};
-    const char *problem = tp_variant_problem(c, tp, &v);
-    if (problem) fail_user("%s", problem);
-    if (sequence_parallel && sched->fprop_chunks != 1)
-        fail_user("--fprop-chunks pipelines plain TP's forward all-reduce; sequence parallelism has a reduce-scatter there");
-    problem = row_parallel_chunks_problem(layer_tokens(c), sched->fprop_chunks);
-    if (problem) fail_user("%s", problem);
+    tp_require_valid_schedule(c, tp, &v, sched);
     m->cfg = *c;
     m->tp = tp, m->rank = rank, m->sequence_parallel = sequence_parallel, m->sched = *sched;
     m->hl = c->hidden / tp, m->fl = c->ffn / tp, m->heads_local = c->heads / tp, m->first_head = rank * m->heads_local;
@@ -100,7 +95,7 @@ void tp_parallel_layer_free(TpParallelLayer *m) {
 }
 
 static uint64_t first_element(const TpParallelLayer *m) {
-    return m->sequence_parallel ? (uint64_t)(m->rank * m->Tl * m->cfg.hidden) : 0;
+    return sp_first_element(m->sequence_parallel, m->rank, m->Tl, m->cfg.hidden);
 }
 
 void tp_parallel_layer_forward(TpParallelLayer *m, LayerComm *lc, const void *x, uint64_t step) {
