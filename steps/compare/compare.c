@@ -430,10 +430,11 @@ static void write_cpu_json(const char *path, const char *gpu, const LayerConfig 
 // Without a GPU: time the CPU reference at the tiny preset, so the command still shows
 // something real on a laptop or in CI, and write that to the --json and --svg files asked for.
 static int run_cpu_only(const Options *o) {
-    printf("No usable CUDA GPU here (%s).\n", gpu_unavailable_reason());
+    printf("No usable CUDA GPU here: %s.\n", gpu_unavailable_reason());
     printf("Running what can run on the CPU: the reference layer at the tiny preset.\n");
-    printf("(Without a GPU only --dtype, --json and --svg apply: the steps, their sizes, --breakdown and\n"
-           " --pytorch describe GPU runs.)\n\n");
+    printf("(Without a GPU only --json and --svg apply. The CPU reference computes in float32 with double\n"
+           " accumulation whatever --dtype says - it only labels the files; the steps, their sizes,\n"
+           " --breakdown and --pytorch describe GPU runs.)\n\n");
     LayerConfig cfg;
     layer_config_preset("tiny", &cfg);
     cfg.dtype = o->layer.dtype;
