@@ -39,7 +39,7 @@ void fp8_linear_init(Fp8Linear *l, int in, int out, int64_t max_tokens, const fl
 void fp8_linear_free(Fp8Linear *l) {
     linear_free(&l->base);
     void *bufs[] = {l->meta_x, l->meta_w, l->meta_dy, l->x8, l->xt8, l->w8, l->wt8, l->dy8, l->dyt8, l->dbias_workspace};
-    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) dev_free(bufs[i]);
+    dev_free_all(bufs, COUNT_OF(bufs));
 }
 
 // y = x8 W8^T (+ b), once x8 and xt8 hold this step's input: the weight's casts and the GEMM.

@@ -27,7 +27,7 @@ void layernorm_init(LayerNorm *ln, int cols, int64_t max_rows, float eps, const 
 
 void layernorm_free(LayerNorm *ln) {
     void *bufs[] = {ln->gamma, ln->beta, ln->dgamma, ln->dbeta, ln->mean, ln->rstd, ln->workspace};
-    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) dev_free(bufs[i]);
+    dev_free_all(bufs, COUNT_OF(bufs));
 }
 
 void layernorm_forward(LayerNorm *ln, const void *x, void *y, int64_t rows) {

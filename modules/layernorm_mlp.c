@@ -22,7 +22,7 @@ void layernorm_mlp_free(LayerNormMLP *m) {
     linear_free(&m->fc1);
     linear_free(&m->fc2);
     void *bufs[] = {m->ln_out, m->d_ln_out, m->fc1_pre, m->gelu_out, m->d_fc1_pre};
-    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) dev_free(bufs[i]);
+    dev_free_all(bufs, COUNT_OF(bufs));
 }
 
 void layernorm_mlp_load_params(LayerNormMLP *m, const LayerNormMLPTensors *p) {

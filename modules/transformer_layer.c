@@ -40,7 +40,7 @@ void transformer_layer_free(TransformerLayer *t) {
     layernorm_mlp_free(&t->mlp);
     void *bufs[] = {t->qkv, t->d_qkv, t->ctx, t->proj_out, t->y, t->d_y, t->d_proj, t->d_ctx, t->lse,
                     t->attn_workspace};
-    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) dev_free(bufs[i]);
+    dev_free_all(bufs, COUNT_OF(bufs));
 }
 
 void transformer_layer_forward(TransformerLayer *t, const void *x, void *out, uint64_t step) {

@@ -207,6 +207,10 @@ void *dev_alloc(size_t bytes) {
     return p;
 }
 
+void dev_free_all(void *const *ptrs, size_t n) {
+    for (size_t i = 0; i < n; i++) dev_free(ptrs[i]);
+}
+
 void dev_free(void *ptr) {
     if (!ptr) return;
     for (size_t i = 0; i < num_allocations; i++) {

@@ -71,7 +71,11 @@ const char *gpu_code_description(void);
 // Device memory, counted: every step allocates through these so that the driver can
 // report its peak device memory.
 void *dev_alloc(size_t bytes);
-void dev_free(void *ptr);
+void dev_free(void *ptr);  // NULL: nothing
+// Frees every pointer of an array (NULLs skipped): a module's free lists its buffers once,
+//     void *bufs[] = {m->a, m->b};  dev_free_all(bufs, COUNT_OF(bufs));
+void dev_free_all(void *const *ptrs, size_t n);
+#define COUNT_OF(array) (sizeof(array) / sizeof((array)[0]))
 size_t dev_bytes_in_use(void);
 size_t dev_peak_bytes(void);
 void dev_reset_peak(void);

@@ -185,7 +185,7 @@ static void naive_destroy(void *state) {
     void *bufs[] = {s->ln1_out, s->qkv, s->ctx, s->y, s->ln2_out, s->fc1_out, s->gelu_out,
                     s->out, s->ln1_mean, s->ln1_rstd, s->ln2_mean, s->ln2_rstd, s->d_ffn,
                     s->d_hidden, s->d_y, s->d_proj, s->d_ctx, s->d_qkv, s->dx};
-    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) dev_free(bufs[i]);
+    dev_free_all(bufs, COUNT_OF(bufs));
     naive_attention_free(&s->attn);
     free(s);
 }

@@ -110,7 +110,7 @@ static void destroy(void *state) {
     void *bufs[] = {s->ln1_out, s->qkv_out, s->ctx, s->proj_out, s->proj_dropped, s->y, s->ln2_out,
                     s->fc1_out, s->gelu_out, s->out, s->d_gelu, s->d_fc1, s->d_ln2, s->d_y,
                     s->d_proj, s->d_ctx, s->d_qkv, s->d_ln1, s->dx};
-    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) dev_free(bufs[i]);
+    dev_free_all(bufs, COUNT_OF(bufs));
     free(s);
 }
 

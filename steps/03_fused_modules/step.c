@@ -94,7 +94,7 @@ static void destroy(void *state) {
     naive_attention_free(&s->attn);
     void *bufs[] = {s->qkv_out, s->ctx, s->proj_out, s->proj_dropped, s->y, s->out, s->d_y, s->d_proj,
                     s->d_ctx, s->d_qkv, s->dx};
-    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) dev_free(bufs[i]);
+    dev_free_all(bufs, COUNT_OF(bufs));
     free(s);
 }
 

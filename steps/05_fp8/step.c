@@ -174,7 +174,7 @@ static void destroy(void *state) {
     for (int l = 0; l < NUM_LINEARS; l++) fp8_linear_free(&s->lin[l]);
     void *bufs[] = {s->qkv, s->ctx, s->proj, s->y, s->h1, s->out, s->d_g,
                     s->d_ln2, s->d_y, s->d_proj, s->d_ctx, s->d_qkv, s->d_ln1, s->dx, s->lse, s->attn_workspace};
-    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) dev_free(bufs[i]);
+    dev_free_all(bufs, COUNT_OF(bufs));
     if (s->log) output_commit(s->log, scaling_csv);
     free(s);
 }

@@ -228,7 +228,7 @@ static void destroy(void *state) {
     void *bufs[] = {s->a, s->in_out, s->cat, s->z, s->y, s->d_z, s->d_cat, s->d_in, s->d_a, s->dx, s->qkv_out,
                     s->h1, s->g, s->ctx, s->z2, s->d_ctx, s->d_g, s->d_h1, s->d_qkv, s->d_a2, s->lse,
                     s->attn_workspace};
-    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) dev_free(bufs[i]);
+    dev_free_all(bufs, COUNT_OF(bufs));
     free(s);
 }
 

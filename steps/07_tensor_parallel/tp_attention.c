@@ -81,10 +81,10 @@ void tp_attention_free(TpAttention *m) {
     layernorm_free(&m->ln1), linear_free(&m->qkv), linear_free(&m->proj);
     void *bufs[] = {m->b_proj, m->db_proj, m->ln_loc, m->qkv_out, m->ctx, m->lse, m->proj_out, m->y,
                     m->d_proj_loc, m->d_ctx, m->d_qkv, m->d_ln, m->dx, m->attn_scratch};
-    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) dev_free(bufs[i]);
+    dev_free_all(bufs, COUNT_OF(bufs));
     if (m->sequence_parallel) {  // the slices' own buffers
         void *sp[] = {m->ln, m->proj_loc, m->d_ln_loc};
-        for (size_t i = 0; i < sizeof sp / sizeof sp[0]; i++) dev_free(sp[i]);
+        dev_free_all(sp, COUNT_OF(sp));
         if (m->d_proj != m->ln) dev_free(m->d_proj);
     }
     memset(m, 0, sizeof *m);

@@ -48,8 +48,7 @@ void tp_block_gpu_free(TpBlockGpu *b) {
     if (b->mode == TP_LN_SHARD_LOCAL) layernorm_free(&b->ln);
     void *bufs[] = {b->gamma, b->beta, b->dgamma, b->dbeta, b->mean, b->rstd, b->sums, b->b2, b->db2,
                     b->z, b->n, b->out, b->dn, b->dz, b->dx};
-    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
-        if (bufs[i]) dev_free(bufs[i]);
+    dev_free_all(bufs, COUNT_OF(bufs));
     memset(b, 0, sizeof *b);
 }
 

@@ -53,10 +53,10 @@ void tp_mlp_init(TpMlp *m, const LayerConfig *c, int tp, int rank, int sequence_
 void tp_mlp_free(TpMlp *m) {
     layernorm_free(&m->ln2), linear_free(&m->fc1), linear_free(&m->fc2);
     void *bufs[] = {m->b2, m->db2, m->ln_loc, m->fc1_out, m->act, m->fc2_out, m->d_act, m->d_ln, m->dx};
-    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) dev_free(bufs[i]);
+    dev_free_all(bufs, COUNT_OF(bufs));
     if (m->sequence_parallel) {
         void *sp[] = {m->ln, m->out, m->d_ln_loc};
-        for (size_t i = 0; i < sizeof sp / sizeof sp[0]; i++) dev_free(sp[i]);
+        dev_free_all(sp, COUNT_OF(sp));
         if (m->dout != m->ln) dev_free(m->dout);
     }
     memset(m, 0, sizeof *m);

@@ -85,10 +85,10 @@ void tp_parallel_layer_free(TpParallelLayer *m) {
     layernorm_free(&m->ln), linear_free(&m->in), linear_free(&m->out);
     void *bufs[] = {m->b_out, m->db_out, m->a_loc, m->in_out, m->lse, m->cat, m->z, m->y,
                     m->dz_loc, m->d_cat, m->d_in, m->d_a, m->dx, m->attn_scratch};
-    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) dev_free(bufs[i]);
+    dev_free_all(bufs, COUNT_OF(bufs));
     if (m->sequence_parallel) {
         void *sp[] = {m->a, m->z_loc, m->d_a_loc};
-        for (size_t i = 0; i < sizeof sp / sizeof sp[0]; i++) dev_free(sp[i]);
+        dev_free_all(sp, COUNT_OF(sp));
         if (m->dz != m->a) dev_free(m->dz);
     }
     memset(m, 0, sizeof *m);

@@ -127,7 +127,7 @@ static void attention_tflops(const LayerConfig *c, double *fwd, double *bwd) {
     *fwd = w.flops[CAT_ATTN_FWD] / (fastest_ms(run_attention_forward, &a, 5, 1) * 1e-3) / 1e12;
     *bwd = w.flops[CAT_ATTN_BWD] / (fastest_ms(run_attention_backward, &a, 5, 1) * 1e-3) / 1e12;
     void *bufs[] = {a.qkv, a.dctx, a.ctx, a.dqkv, a.lse, a.scratch};
-    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) dev_free(bufs[i]);
+    dev_free_all(bufs, COUNT_OF(bufs));
 }
 
 typedef struct {

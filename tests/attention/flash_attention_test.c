@@ -243,7 +243,7 @@ static void check_view(AttentionKernels kernels, DType dt, int seq, int batch, i
     assert_true(extra_columns_hold(got, T, wq, view.qkv_row_stride, fill));
     free(want_wide);
     void *bufs[] = {p_qkv, p_dctx, p_ctx, p_dqkv, p_lse, p_ws, v_qkv, v_dctx, v_ctx, v_dqkv, v_lse, v_ws};
-    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) dev_free(bufs[i]);
+    dev_free_all(bufs, COUNT_OF(bufs));
     free(qkv), free(dctx), free(wide_qkv), free(wide_dctx), free(fills_q), free(fills_c), free(want), free(got);
 }
 

@@ -112,7 +112,7 @@ static void test_dropout_on_slices(void **state) {
                       (long long)slice_n);
         assert_true(differ > slice_n / 10);
         void *bufs[] = {dx, db, dr, whole, sliced, gsum_whole, gz_whole, gsum_sliced, gz_sliced};
-        for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) dev_free(bufs[i]);
+        dev_free_all(bufs, COUNT_OF(bufs));
         free(x), free(bias), free(res), free(a), free(b);
     }
 }

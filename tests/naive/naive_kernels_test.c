@@ -75,7 +75,7 @@ static void test_layernorm(void **state) {
         assert_rel_error(got_db, dbeta, cols, tol_out(dt));
 
         void *devs[] = {d_x, d_g, d_b, d_dy, d_y, d_dx, d_dg, d_db, d_mean, d_rstd};
-        for (size_t i = 0; i < sizeof devs / sizeof devs[0]; i++) dev_free(devs[i]);
+        dev_free_all(devs, COUNT_OF(devs));
         float *hs[] = {x, gamma, beta, dy, y, mean, rstd, dx, dgamma, dbeta, got_y, got_dx, got_dg, got_db, got_mean, got_rstd};
         for (size_t i = 0; i < sizeof hs / sizeof hs[0]; i++) free(hs[i]);
     }

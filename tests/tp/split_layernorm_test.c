@@ -87,7 +87,7 @@ static void check_split(DType dtype, int tp, double tol) {
     assert_rel_error(db, db_ref, F, tol);
     for (int r = 0; r < tp; r++) {
         void *all[] = {d_z[r], d_dy[r], d_g[r], d_b[r], d_y[r], d_dz[r], d_dg[r], d_db[r], d_stats[r], d_mean[r], d_rstd[r]};
-        for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) dev_free(all[i]);
+        dev_free_all(all, COUNT_OF(all));
     }
     free(z), free(dy), free(gamma), free(beta), free(y_ref), free(dz_ref), free(dg_ref), free(db_ref);
     free(y), free(dz), free(dg), free(db), free(part);
