@@ -5,6 +5,8 @@
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "common/core/gpu_arch.h"
 #include "common/core/philox.h"
@@ -87,10 +89,10 @@ extern "C" const char *attention_choose_kernel(const AttentionDevice *dev, Atten
         return why;
     }
     // Hopper's kernels: on compute capability 9.0 only, and only if the running code holds
-    // their sm_90a bodies; the forward at both head dims, the backward at 128.
-    if (kernels == ATTENTION_KERNELS_BEST && gpu_arch_has_wgmma(dev->cc) && dev->wgmma_image_loaded &&
-        (forward || head_dim == 128)) {
-        const size_t smem = forward ? flash_forward_wgmma_smem_bytes(head_dim) : flash_backward_wgmma_smem_bytes();
+    // their sm_90a bodies; both passes at both head dims.
+    if (kernels == ATTENTION_KERNELS_BEST && gpu_arch_has_wgmma(dev->cc) && dev->wgmma_image_loaded) {
+        const size_t smem =
+            forward ? flash_forward_wgmma_smem_bytes(head_dim) : flash_backward_wgmma_smem_bytes(head_dim);
         if (smem <= dev->max_smem_per_block) {
             *choice = AttentionKernelChoice{forward ? "wgmma forward" : "wgmma backward", 1, 0, smem};
             return NULL;
@@ -129,11 +131,27 @@ static AttentionDevice this_device(void) {
     return device;
 }
 
+// ATTENTION_D64_BACKWARD (attention.h): "mma" keeps the mma.sync backward at head dim 64 where
+// the wgmma one would run; unset, empty or "wgmma": the default choice. Read once.
+static bool d64_backward_on_mma_sync(void) {
+    static int on_mma = -1;
+    if (on_mma < 0) {
+        const char *v = getenv("ATTENTION_D64_BACKWARD");
+        if (v && *v && strcmp(v, "mma") != 0 && strcmp(v, "wgmma") != 0)
+            fail_user("ATTENTION_D64_BACKWARD must be \"mma\" or \"wgmma\" (or unset), not \"%s\"", v);
+        on_mma = v && strcmp(v, "mma") == 0;
+    }
+    return on_mma;
+}
+
 static AttentionKernelChoice choose(AttentionPass pass, int head_dim) {
     const AttentionDevice device = this_device();
+    AttentionKernels kernels = kernels_in_use;
+    if (kernels == ATTENTION_KERNELS_BEST && pass == ATTENTION_BACKWARD && head_dim == 64 && d64_backward_on_mma_sync())
+        kernels = ATTENTION_KERNELS_MMA_SYNC;  // what the best set ran at d 64 before the wgmma backward
     AttentionKernelChoice choice;
     char why[320];
-    if (attention_choose_kernel(&device, kernels_in_use, pass, head_dim, &choice, why, sizeof why))
+    if (attention_choose_kernel(&device, kernels, pass, head_dim, &choice, why, sizeof why))
         fail_user("%s (%s)", why, gpu_description());
     return choice;
 }
@@ -174,8 +192,12 @@ static void forward(const FwdArgs &a, const AttentionKernelChoice &k) {
         flash_forward_mma<T, D>(a, k.tile);
 }
 
-// Keys per block of the backward kernel `k`: the number of dQ slices it writes when deterministic.
-static int backward_block_keys(const AttentionKernelChoice &k) { return k.wgmma ? 128 : k.tile; }
+// Keys per dQ slice of the backward kernel `k` when deterministic (one slice per that many
+// keys): mma.sync, its keys per block; wgmma, 128 at d 128 (a block's), 64 at d 64 (a
+// warpgroup's).
+static int dq_slice_keys(const AttentionKernelChoice &k, int head_dim) {
+    return k.wgmma ? flash_backward_wgmma_slice_keys(head_dim) : k.tile;
+}
 
 // Dsum and dQ's zeroed accumulator first, then the kernel for dK, dV (and dQ's partial sums),
 // then dQ converted to T into dqkv. Deterministic: the accumulator is not zeroed (every block
@@ -184,15 +206,12 @@ template <typename T, int D>
 static void backward(const BwdArgs &a, const void *ctx, float *dsum, const AttentionKernelChoice &k) {
     flash_backward_prepare<T, D>(a, ctx, a.dctx, dsum, a.deterministic ? nullptr : a.dq_accum);
     if (k.wgmma) {
-        if constexpr (D == 128)
-            flash_backward_wgmma_d128<T>(a);
-        else
-            DIE("no wgmma backward at head dim %d", D);
+        flash_backward_wgmma<T, D>(a);
     } else {
         flash_backward_mma<T, D>(a, k.tile);
     }
     if (a.deterministic)
-        flash_backward_sum_dq_slices<T, D>(a, a.dq_accum, backward_block_keys(k), a.dqkv);
+        flash_backward_sum_dq_slices<T, D>(a, a.dq_accum, dq_slice_keys(k, D), a.dqkv);
     else
         flash_backward_write_dq<T, D>(a, a.dq_accum, a.dqkv);
 }
@@ -222,11 +241,11 @@ extern "C" void attention_forward(const AttentionProblem *p, const AttentionDrop
 
 // The workspace holds Dsum (one float per query) and then dQ's accumulator, which the vector
 // atomics and the TMA reductions need 16-byte aligned: Dsum's part is rounded up to a
-// multiple of 64 floats. Deterministic: one accumulator per block of keys, as many as the
-// kernel with the fewest keys per block (64) has blocks, whichever kernel runs.
+// multiple of 64 floats. Deterministic: one accumulator per slice of keys, as many as the
+// kernel with the fewest keys per slice (64) writes, whichever kernel runs.
 static size_t dsum_floats(const AttentionProblem *p) { return ((size_t)p->seq * p->batch * p->heads + 63) / 64 * 64; }
 
-static const int DQ_SLICE_KEYS = 64;  // the fewest keys per block of any backward kernel
+static const int DQ_SLICE_KEYS = 64;  // the fewest keys per dQ slice of any backward kernel
 
 static size_t dq_slices(const AttentionProblem *p) {
     return p->deterministic ? (size_t)(p->seq + DQ_SLICE_KEYS - 1) / DQ_SLICE_KEYS : 1;
@@ -243,8 +262,8 @@ extern "C" void attention_backward(const AttentionProblem *p, const AttentionDro
     const void *tensors[] = {qkv, ctx, dctx, lse, dqkv, workspace};
     require_aligned(tensors, 6, "attention_backward");
     const AttentionKernelChoice k = choose(ATTENTION_BACKWARD, p->head_dim);
-    if (p->deterministic && backward_block_keys(k) < DQ_SLICE_KEYS)  // more slices than the workspace holds
-        DIE("attention_backward: %s has fewer than %d keys per block", k.kernel, DQ_SLICE_KEYS);
+    if (p->deterministic && dq_slice_keys(k, p->head_dim) < DQ_SLICE_KEYS)  // more slices than the workspace holds
+        DIE("attention_backward: %s has fewer than %d keys per dQ slice", k.kernel, DQ_SLICE_KEYS);
     float *dsum = (float *)workspace;
     const BwdArgs a = {flash_params(p, dropout), qkv, dctx, lse, dsum, dsum + dsum_floats(p), dqkv, p->deterministic};
     gpu_phase(CAT_ATTN_BWD);

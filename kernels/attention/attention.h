@@ -11,7 +11,7 @@
 //   mma.sync (flash_mma.cu): any GPU since Ampere (compute capability 8.0); warps load their
 //     operands into registers. Their tiles shrink where shared memory is scarce (99 KiB per
 //     block on sm_86 / sm_89 against 163 KiB on an A100).
-//   wgmma (flash_forward_wgmma.cu, flash_backward_wgmma.cu at head dim 128): Hopper's
+//   wgmma (flash_forward_wgmma.cu, flash_backward_wgmma.cu, both head dims): Hopper's
 //     warpgroup MMA and TMA copies; only where the GPU is 9.0 (gpu_effective_cc(), which
 //     GPU_SIMULATE_CC can lower) AND the running code holds their sm_90a bodies (a build
 //     without sm_90a, e.g. PTX for compute_80 JIT-compiled on an H100, does not).
@@ -104,6 +104,11 @@ void attention_backward(const AttentionProblem *p, const AttentionDropout *dropo
 // tiles that fit (what an A100 runs). ATTENTION_KERNELS_MMA_SYNC_SMALL_TILES: the mma.sync
 // kernels with the tiles that fit 99 KiB per block (what sm_86 / sm_89 GPUs run). The last two
 // let the tests and the benchmark check every kernel on one GPU. Returns the previous choice.
+// The environment variable ATTENTION_D64_BACKWARD=mma (read once, at the first call that
+// chooses a kernel) makes the best set run the mma.sync backward at head dim 64 (with the
+// largest tiles that fit), as it did before the wgmma backward existed there: an A/B switch
+// for comparing the two in one run on a Hopper GPU (attention_kernel_name says which runs).
+// Unset, empty or "wgmma": the default; any other value stops with a message.
 typedef enum {
     ATTENTION_KERNELS_BEST,
     ATTENTION_KERNELS_MMA_SYNC,

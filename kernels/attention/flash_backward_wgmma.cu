@@ -1,21 +1,26 @@
-// Flash attention backward on Hopper's warpgroup MMA (wgmma), head dim 128: the same
-// algorithm as the mma.sync backward in flash_mma.cu (FlashAttention-2's), with the five
+// Flash attention backward on Hopper's warpgroup MMA (wgmma), head dims 128 and 64 (D): the
+// same algorithm as the mma.sync backward in flash_mma.cu (FlashAttention-2's), with the five
 // matrix products done by wgmmas reading their operands from 128-byte-swizzled shared memory
 // (wgmma.cuh) instead of by warps loading fragments into registers.
 //
 // Block: 128 keys of one head, two warpgroups; warpgroup w owns keys [64 w, 64 w + 64) and
 // keeps their dK and dV in registers while the block walks over the queries, 64 at a time.
-// Per query tile, warpgroup w:
+// K, V, Q and dO are D / 64 panels of 64 columns each. Per query tile, warpgroup w:
 //   S  = Q K_w^T, dP = dO V_w^T        64 queries x 64 keys, Q, K, dO, V all K-major
 //   P, dS in registers (as the mma.sync kernel), then stored to shared memory
 //   dV_w += P_w^T dO, dK_w += dS_w^T Q   A read transposed (keys are P's contiguous dimension)
-//   dQ[:, 64 w, + 64] = dS K            over all 128 keys (both warpgroups' dS), staged in
-//                                       shared memory and added into the float accumulator
-//                                       by the TMA unit (four tensor reductions per tile);
-//                                       DETERMINISTIC: stored, by four TMA stores, into the
-//                                       block's own slice (BwdArgs), summed later in order
+//   dQ, staged in shared memory and added into the float accumulator by the TMA unit (four
+//   tensor reductions of 64 rows x 32 floats per tile); DETERMINISTIC: stored, by four TMA
+//   stores, into a slice of its own (BwdArgs), summed later in order:
+//     D = 128: dQ[:, 64 w, + 64] = dS K   over all 128 keys (both warpgroups' dS), one slice
+//                                         per block (128 keys)
+//     D = 64:  dQ_w = dS_w K_w            the warpgroup's own 64 keys only (a wgmma of N = 32,
+//                                         half a swizzled panel, would be needed to split the
+//                                         64 columns instead); both warpgroups' shares are
+//                                         added into dQ, so no barrier between the warpgroups
+//                                         before it; one slice per warpgroup (64 keys)
 // Copies are TMA copies (hopper_pipeline.cuh): K and V once, by one thread; Q and dO of the
-// query tile after next, by four warps (a part each), into the stage the block has just
+// query tile after next, by 2 D / 64 warps (a panel each), into the stage the block has just
 // finished with.
 #include "common/gpu/cuda_check.h"
 #include "kernels/attention/flash_common.cuh"
@@ -26,7 +31,6 @@
 
 namespace {
 
-constexpr int D = 128;
 constexpr int BW_BLOCK_N = 128;  // keys per block
 constexpr int BW_BLOCK_M = 64;   // queries per step
 constexpr int BW_THREADS = 256;  // two warpgroups
@@ -34,20 +38,41 @@ constexpr int BW_THREADS = 256;  // two warpgroups
 constexpr int KV_PANEL = BW_BLOCK_N * 128;  // bytes of a 64-column panel of K or V (128 rows)
 constexpr int QO_PANEL = BW_BLOCK_M * 128;  // ... of Q or dO (64 rows)
 constexpr int PS_PANEL = BW_BLOCK_M * 128;  // ... of P or dS: 64 queries x one warpgroup's 64 keys
-constexpr int KV_BYTES = 2 * KV_PANEL, QO_BYTES = 2 * QO_PANEL, PS_BYTES = 2 * PS_PANEL;
+constexpr int PS_BYTES = 2 * PS_PANEL;
+// K and V tiles, Q and dO tiles: D / 64 panels each.
+template <int D>
+constexpr int kv_bytes() {
+    return D / 64 * KV_PANEL;
+}
+template <int D>
+constexpr int qo_bytes() {
+    return D / 64 * QO_PANEL;
+}
+// Keys per dQ slice of the deterministic backward: D = 128 a block's, D = 64 a warpgroup's.
+template <int D>
+constexpr int dq_slice_keys() {
+    return D == 128 ? BW_BLOCK_N : BW_BLOCK_N / 2;
+}
 // dQ of a query tile waits in shared memory and is added into the float accumulator by the TMA
 // unit, instead of by 8-byte atomics from every thread - those took a fifth of the kernel's
 // time (2.67 ms with them, 2.10 without, b4 h32 s2048 d128; FlashAttention-3 does the same).
 // The staged tile is four panels of 32 columns, [64 rows][128 bytes] each, with the 128-byte
 // swizzle (dq_stage_offset), added with four tensor reductions (tma_reduce_add_3d), one per
-// warp of the second warpgroup. (The version before staged plain rows and added each with a
+// warp of the second warpgroup (D = 64: two dQ tiles of 64 columns, one per warpgroup, each
+// added by two of its own warps). (The version before staged plain rows and added each with a
 // bulk copy issued by its own thread: 64 per tile, from two warps, which the compiler turns
 // into a loop of 32 turns per warp - Nsight Compute found those two warps spending about a
 // third of the kernel in it, their warpgroup late at every barrier and the other one waiting
 // there.)
 constexpr int DQ_PANEL = BW_BLOCK_M * 128;  // 64 rows x 32 floats
 constexpr int DQ_BYTES = 4 * DQ_PANEL;
-constexpr size_t SMEM_BYTES = 2 * KV_BYTES + 4 * QO_BYTES + 2 * PS_BYTES + DQ_BYTES + 1024;  // + alignment room
+// K, V, two stages of Q and dO, P, dS, staged dQ, + room for the 1024-byte alignment:
+// 193 KiB at D = 128, 129 KiB at D = 64.
+template <int D>
+constexpr size_t smem_bytes() {
+    return 2 * kv_bytes<D>() + 4 * qo_bytes<D>() + 2 * PS_BYTES + DQ_BYTES + 1024;
+}
+static_assert(smem_bytes<128>() <= 227 * 1024 && smem_bytes<64>() <= 227 * 1024, "Hopper's limit per block");
 
 #if WGMMA_AVAILABLE  // only the kernel's body uses it, and that exists where wgmma does
 // Byte offset of dQ's (row, col) in the staged tile. A warp's 8-byte stores of one step (8 rows
@@ -58,13 +83,17 @@ constexpr size_t SMEM_BYTES = 2 * KV_BYTES + 4 * QO_BYTES + 2 * PS_BYTES + DQ_BY
 }
 #endif
 
-template <typename T, bool DETERMINISTIC>
+template <typename T, int D, bool DETERMINISTIC>
 __global__ void __launch_bounds__(BW_THREADS, 1)
     flash_backward_wgmma_kernel(const __grid_constant__ CUtensorMap q_map, const __grid_constant__ CUtensorMap kv_map,
                                 const __grid_constant__ CUtensorMap do_map, const __grid_constant__ CUtensorMap dq_map,
                                 const __grid_constant__ BwdArgs a,
                                 float scale) {
 #if WGMMA_AVAILABLE
+    static_assert(D == 64 || D == 128, "head dims 64 and 128");
+    constexpr int PANELS = D / 64;  // 64-column panels of K, V, Q, dO
+    constexpr int KV_BYTES = kv_bytes<D>(), QO_BYTES = qo_bytes<D>();
+    constexpr int QUERY_PARTS = 2 * PANELS;  // TMA copies of a query tile: Q's panels, dO's
     extern __shared__ unsigned char smem_raw[];
     unsigned char *k_tile = smem_raw + ((1024 - (smem_addr(smem_raw) & 1023)) & 1023);
     unsigned char *v_tile = k_tile + KV_BYTES;
@@ -91,31 +120,32 @@ __global__ void __launch_bounds__(BW_THREADS, 1)
     const int steps = (seq - m_start + BW_BLOCK_M - 1) / BW_BLOCK_M;
 
     // The copies are TMA copies (hopper_pipeline.cuh): K and V once, by thread 0; Q and dO of
-    // query tile `step` into stage step % 2 as four parts (Q's two 64-column panels, dO's two),
+    // query tile `step` into stage step % 2 as QUERY_PARTS parts (Q's 64-column panels, dO's),
     // each part arriving on the stage's mbarrier with its bytes. In the loop the first
-    // warpgroup's four warps issue one part each: a thread issuing a TMA instruction waits until
-    // the unit takes it, and the wgmmas wait for all four warps of a warpgroup, so a warp that
-    // issued all four held up its warpgroup (Nsight Compute: 8% of the kernel's stall samples
-    // at the first wgmma of a tile). Columns: head h's q, k, v at h * 3d, + d, + 2d in qkv; its
+    // warpgroup's first QUERY_PARTS warps issue one part each: a thread issuing a TMA
+    // instruction waits until the unit takes it, and the wgmmas wait for all four warps of a
+    // warpgroup, so a warp that issued all four held up its warpgroup (Nsight Compute, d 128:
+    // 8% of the kernel's stall samples at the first wgmma of a tile). Columns: head h's q, k, v at h * 3d, + d, + 2d in qkv; its
     // dO at h * d.
     auto load_query_part = [&](int step, int part) {
         uint64_t *bar = &qdo_full[step % 2];
-        const int row = m_start + step * BW_BLOCK_M, panel = part % 2;
+        const int row = m_start + step * BW_BLOCK_M, panel = part % PANELS;
         mbarrier_arrive_expect_tx(bar, QO_PANEL);
-        if (part < 2)
+        if (part < PANELS)
             tma_load_3d(q_tiles + (step % 2) * QO_BYTES + panel * QO_PANEL, &q_map, h * 3 * D + 64 * panel, b, row,
                         bar);
         else
             tma_load_3d(do_tiles + (step % 2) * QO_BYTES + panel * QO_PANEL, &do_map, h * D + 64 * panel, b, row, bar);
     };
     auto load_query_tile = [&](int step) {
-        for (int part = 0; part < 4; part++) load_query_part(step, part);
+        for (int part = 0; part < QUERY_PARTS; part++) load_query_part(step, part);
     };
     if (threadIdx.x == 0) {
-        mbarrier_init(&kv_full, 1), mbarrier_init(&qdo_full[0], 4), mbarrier_init(&qdo_full[1], 4);
+        mbarrier_init(&kv_full, 1), mbarrier_init(&qdo_full[0], QUERY_PARTS);
+        mbarrier_init(&qdo_full[1], QUERY_PARTS);
         fence_shared_for_wgmma();  // the initialised barriers, for the TMA unit
         mbarrier_arrive_expect_tx(&kv_full, 2 * KV_BYTES);
-        for (int panel = 0; panel < 2; panel++) {
+        for (int panel = 0; panel < PANELS; panel++) {
             tma_load_3d(k_tile + panel * KV_PANEL, &kv_map, h * 3 * D + D + 64 * panel, b, k0, &kv_full);
             tma_load_3d(v_tile + panel * KV_PANEL, &kv_map, h * 3 * D + 2 * D + 64 * panel, b, k0, &kv_full);
         }
@@ -124,7 +154,7 @@ __global__ void __launch_bounds__(BW_THREADS, 1)
     }
     __syncthreads();  // the barriers are initialised
 
-    // dK and dV of keys key0 + 16 wq + g (+ 8): wgmma accumulators of 64 keys x 128 columns.
+    // dK and dV of keys key0 + 16 wq + g (+ 8): wgmma accumulators of 64 keys x D columns.
     float dk[D / 8][4], dv[D / 8][4];
 #pragma unroll
     for (int n = 0; n < D / 8; n++)
@@ -133,17 +163,29 @@ __global__ void __launch_bounds__(BW_THREADS, 1)
 
     const uint32_t k_addr = smem_addr(k_tile), v_addr = smem_addr(v_tile);
     const uint32_t p_addr = smem_addr(p_tile), ds_addr = smem_addr(ds_tile);
-    // The staged dQ of query tile q0 into the accumulator: warp wq of the second warpgroup adds
-    // panel wq (the first warpgroup's warps issue the copies). DETERMINISTIC: stores it into
-    // this block's slice, matrix blockIdx.x * batch * heads + bh of dq_map's.
+    // The staged dQ of query tile q0 into the accumulator. D = 128: warp wq of the second
+    // warpgroup adds panel wq (the first warpgroup's warps issue the copies); DETERMINISTIC:
+    // stores it into this block's slice, matrix blockIdx.x * batch * heads + bh of dq_map's.
+    // D = 64: warps 2 and 3 of warpgroup w add its panels 2w and 2w + 1 (warps 0 and 1 of the
+    // first warpgroup issue the copies); DETERMINISTIC: into the warpgroup's slice, 2
+    // blockIdx.x + w. A warpgroup whose keys all lie past seq adds nothing (its dS is zero),
+    // and has no slice: the workspace holds seq / 64 of them, rounded up.
     auto add_dq_tile = [&](int q0) {
-        if (warpgroup == 1 && lane == 0) {
-            const float *staged = reinterpret_cast<const float *>(dq_stage + wq * DQ_PANEL);
-            if constexpr (DETERMINISTIC)
-                tma_store_3d(&dq_map, 32 * wq, q0, blockIdx.x * gridDim.y + bh, staged);
-            else
-                tma_reduce_add_3d(&dq_map, 32 * wq, q0, bh, staged);
+        if (lane != 0) return;
+        int panel, slice;
+        if constexpr (D == 128) {
+            if (warpgroup != 1) return;
+            panel = wq, slice = blockIdx.x;
+        } else {
+            if (wq < 2 || key0 >= seq) return;
+            panel = 2 * warpgroup + wq - 2, slice = 2 * blockIdx.x + warpgroup;
         }
+        const float *staged = reinterpret_cast<const float *>(dq_stage + panel * DQ_PANEL);
+        const int col = 32 * (panel % (D / 32));
+        if constexpr (DETERMINISTIC)
+            tma_store_3d(&dq_map, col, q0, slice * gridDim.y + bh, staged);
+        else
+            tma_reduce_add_3d(&dq_map, col, q0, bh, staged);
     };
     // lse and Dsum of this thread's queries 16 wq + g (+ 8) of the tile starting at q0: loaded a
     // tile ahead (the loads' latency was in the way of the exponentials), and used only there
@@ -165,7 +207,7 @@ __global__ void __launch_bounds__(BW_THREADS, 1)
         const uint32_t q_addr = smem_addr(q_tiles + (step % 2) * QO_BYTES);
         const uint32_t do_addr = smem_addr(do_tiles + (step % 2) * QO_BYTES);
 
-        // S = Q K_w^T and dP = dO V_w^T, two groups: step kk takes 16 of the 128 columns (panel
+        // S = Q K_w^T and dP = dO V_w^T, two groups: step kk takes 16 of the D columns (panel
         // kk / 4); the warpgroup's keys start 64 rows (8192 bytes) into each panel of K and V.
         float s[8][4], dp[8][4];
         wgmma_fence();
@@ -258,21 +300,34 @@ __global__ void __launch_bounds__(BW_THREADS, 1)
         if (step + 1 < steps) load_row_stats(q0 + BW_BLOCK_M);  // dS was their last use in this tile
         bulk_wait_read();  // (the threads that added dQ) the staging buffer is free again
         fence_shared_for_wgmma();
-        __syncthreads();  // dQ needs both warpgroups' dS
+        if constexpr (D == 128)
+            __syncthreads();  // dQ needs both warpgroups' dS
+        else
+            warpgroup_barrier(warpgroup);  // the warpgroup's dS panel is complete (its dQ needs no other)
 
-        // dK_w += dS_w^T Q, as dV. dQ[:, 64 w, + 64] = dS K: A = dS, keys contiguous (panel
-        // kk / 4); B = K's panel w, read transposed, 16 keys (2048 bytes) per step.
+        // dK_w += dS_w^T Q, as dV. dQ: A = dS, keys contiguous (panel kk / 4); B = K read
+        // transposed, 16 keys (2048 bytes) per step. D = 128: dQ[:, 64 w, + 64] = dS K, over
+        // both warpgroups' dS panels and K's panel w. D = 64: dQ_w = dS_w K_w, the warpgroup's
+        // own dS panel and its 64 rows of K.
         float dq[8][4];
         wgmma_fence();
 #pragma unroll
         for (int kk = 0; kk < BW_BLOCK_M / 16; kk++)
             wgmma_ss<T, D, 1, 1>(dk, wgmma_descriptor(ds_addr + warpgroup * PS_PANEL + kk * 2048, PS_PANEL, 1024),
                                  wgmma_descriptor(q_addr + kk * 2048, QO_PANEL, 1024));
+        if constexpr (D == 128) {
 #pragma unroll
-        for (int kk = 0; kk < BW_BLOCK_N / 16; kk++)
-            wgmma_ss<T, 64, 0, 1>(dq, wgmma_descriptor(ds_addr + (kk / 4) * PS_PANEL + (kk % 4) * 32, 0, 1024),
-                                  wgmma_descriptor(k_addr + warpgroup * KV_PANEL + kk * 2048, KV_PANEL, 1024),
-                                  kk > 0);
+            for (int kk = 0; kk < BW_BLOCK_N / 16; kk++)
+                wgmma_ss<T, 64, 0, 1>(dq, wgmma_descriptor(ds_addr + (kk / 4) * PS_PANEL + (kk % 4) * 32, 0, 1024),
+                                      wgmma_descriptor(k_addr + warpgroup * KV_PANEL + kk * 2048, KV_PANEL, 1024),
+                                      kk > 0);
+        } else {
+#pragma unroll
+            for (int kk = 0; kk < 64 / 16; kk++)
+                wgmma_ss<T, 64, 0, 1>(dq, wgmma_descriptor(ds_addr + warpgroup * PS_PANEL + kk * 32, 0, 1024),
+                                      wgmma_descriptor(k_addr + warpgroup * 64 * 128 + kk * 2048, KV_PANEL, 1024),
+                                      kk > 0);
+        }
         wgmma_commit();
         wgmma_wait<0>();
         wgmma_settle(dv);
@@ -287,9 +342,12 @@ __global__ void __launch_bounds__(BW_THREADS, 1)
                                             dq_stage_offset(16 * wq + g + 8 * r, 64 * warpgroup + 8 * n + 2 * c)) =
                     make_float2(dq[n][2 * r] * scale, dq[n][2 * r + 1] * scale);
         fence_shared_for_wgmma();  // the staged dQ, for the TMA unit
-        __syncthreads();           // both warpgroups are done with this tile and have staged its dQ
-        add_dq_tile(q0);           // it is added while the next tile runs
-        if (warpgroup == 0 && lane == 0 && step + 2 < steps) load_query_part(step + 2, wq);  // the stage just freed
+        // Both warpgroups are done with this tile (its stage of Q and dO is free) and have
+        // staged its dQ (D = 64: columns 64 w + c are panel 2 w + c / 32, the warpgroup's own).
+        __syncthreads();
+        add_dq_tile(q0);  // it is added while the next tile runs
+        if (warpgroup == 0 && lane == 0 && wq < QUERY_PARTS && step + 2 < steps)
+            load_query_part(step + 2, wq);  // the stage just freed
     }
     bulk_wait_all();  // before the block's shared memory goes away
 
@@ -302,41 +360,50 @@ __global__ void __launch_bounds__(BW_THREADS, 1)
 }
 
 // One instantiation of the kernel, its shared-memory limit set on first use.
-template <typename T, bool DETERMINISTIC>
+template <typename T, int D, bool DETERMINISTIC>
 void launch_kernel(const BwdArgs &a, dim3 grid, const CUtensorMap &q_map, const CUtensorMap &kv_map,
                    const CUtensorMap &do_map, const CUtensorMap &dq_map) {
+    constexpr size_t smem = smem_bytes<D>();
     static bool configured = false;
     if (!configured) {
-        CUDA_CHECK(cudaFuncSetAttribute(flash_backward_wgmma_kernel<T, DETERMINISTIC>,
-                                        cudaFuncAttributeMaxDynamicSharedMemorySize, (int)SMEM_BYTES));
+        CUDA_CHECK(cudaFuncSetAttribute(flash_backward_wgmma_kernel<T, D, DETERMINISTIC>,
+                                        cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
         configured = true;
     }
-    flash_backward_wgmma_kernel<T, DETERMINISTIC>
-        <<<grid, BW_THREADS, SMEM_BYTES>>>(q_map, kv_map, do_map, dq_map, a, 1.0f / sqrtf((float)D));
+    flash_backward_wgmma_kernel<T, D, DETERMINISTIC>
+        <<<grid, BW_THREADS, smem>>>(q_map, kv_map, do_map, dq_map, a, 1.0f / sqrtf((float)D));
     CHECK_LAUNCH();
 }
 
 }  // namespace
 
-size_t flash_backward_wgmma_smem_bytes(void) { return SMEM_BYTES; }
+size_t flash_backward_wgmma_smem_bytes(int head_dim) {
+    return head_dim == 128 ? smem_bytes<128>() : smem_bytes<64>();
+}
 
-template <typename T>
-void flash_backward_wgmma_d128(const BwdArgs &a) {
+int flash_backward_wgmma_slice_keys(int head_dim) {
+    return head_dim == 128 ? dq_slice_keys<128>() : dq_slice_keys<64>();
+}
+
+template <typename T, int D>
+void flash_backward_wgmma(const BwdArgs &a) {
     dim3 grid(ceil_div(a.seq, BW_BLOCK_N), a.batch * a.heads);
     // The TMA sees qkv and dctx as [seq][batch][row] and copies boxes of 64 columns: 128 rows for
     // K and V, 64 for Q and dO.
     const CUtensorMap q_map = tensor_map_rows<T>(a.qkv, a.qkv_row, a.batch, a.seq, BW_BLOCK_M);
     const CUtensorMap kv_map = tensor_map_rows<T>(a.qkv, a.qkv_row, a.batch, a.seq, BW_BLOCK_N);
     const CUtensorMap do_map = tensor_map_rows<T>(a.dctx, a.ctx_row, a.batch, a.seq, BW_BLOCK_M);
-    // dQ's accumulator, [batch * heads][seq][128] floats (deterministic: one per key block,
-    // [key blocks * batch * heads][seq][128]), takes boxes of 64 rows x 32 floats.
-    const int dq_matrices = (a.deterministic ? (int)grid.x : 1) * a.batch * a.heads;
-    const CUtensorMap dq_map = tensor_map_float_rows(a.dq_accum, D, a.seq, dq_matrices, BW_BLOCK_M);
+    // dQ's accumulator, [batch * heads][seq][D] floats (deterministic: one per slice of
+    // dq_slice_keys keys, [slices * batch * heads][seq][D]), takes boxes of 64 rows x 32 floats.
+    const int slices = a.deterministic ? (int)ceil_div(a.seq, dq_slice_keys<D>()) : 1;
+    const CUtensorMap dq_map = tensor_map_float_rows(a.dq_accum, D, a.seq, slices * a.batch * a.heads, BW_BLOCK_M);
     if (a.deterministic)
-        launch_kernel<T, true>(a, grid, q_map, kv_map, do_map, dq_map);
+        launch_kernel<T, D, true>(a, grid, q_map, kv_map, do_map, dq_map);
     else
-        launch_kernel<T, false>(a, grid, q_map, kv_map, do_map, dq_map);
+        launch_kernel<T, D, false>(a, grid, q_map, kv_map, do_map, dq_map);
 }
 
-template void flash_backward_wgmma_d128<__half>(const BwdArgs &);
-template void flash_backward_wgmma_d128<__nv_bfloat16>(const BwdArgs &);
+template void flash_backward_wgmma<__half, 64>(const BwdArgs &);
+template void flash_backward_wgmma<__half, 128>(const BwdArgs &);
+template void flash_backward_wgmma<__nv_bfloat16, 64>(const BwdArgs &);
+template void flash_backward_wgmma<__nv_bfloat16, 128>(const BwdArgs &);

@@ -84,9 +84,13 @@ size_t flash_forward_wgmma_smem_bytes(int head_dim);
 template <typename T, int D>
 void flash_forward_wgmma(const FwdArgs &a);
 
-// Head dim 128 only.
-size_t flash_backward_wgmma_smem_bytes(void);
-template <typename T>
-void flash_backward_wgmma_d128(const BwdArgs &a);
+// Backward (dK, dV, dQ's partial sums), 128 keys per block. Deterministic, it writes one dQ
+// slice per flash_backward_wgmma_slice_keys(head_dim) keys: 128 at head dim 128 (a block's), 64
+// at head dim 64 (each of its two warpgroups adds up its own 64 keys' share of dQ) - the
+// block_keys that flash_backward_sum_dq_slices must be given.
+size_t flash_backward_wgmma_smem_bytes(int head_dim);
+int flash_backward_wgmma_slice_keys(int head_dim);
+template <typename T, int D>
+void flash_backward_wgmma(const BwdArgs &a);
 
 #endif  // KERNELS_ATTENTION_FLASH_KERNELS_CUH

@@ -140,9 +140,10 @@ __device__ __forceinline__ void wgmma_rs_mn(float (&d)[N / 8][4], const uint32_t
     WG_DEFINE_SS(TYPE, PTX_TYPE, 128, 0, 0, WG_REGS64, WG_ACC64, "%64", "%65", "%66")                        \
     WG_DEFINE_RS_MN(TYPE, PTX_TYPE, 128, WG_REGS64, WG_ACC64, "{%64, %65, %66, %67}", "%68", "%69")          \
     WG_DEFINE_RS_MN(TYPE, PTX_TYPE, 64, WG_REGS32, WG_ACC32, "{%32, %33, %34, %35}", "%36", "%37")           \
-    /* Backward: S and dP (N = 64 keys), dV and dK (A and B transposed), dQ (B transposed). */             \
+    /* Backward: S, dP (N = 64 keys); dV, dK (A, B transposed; N = d: 128, 64); dQ (B transposed). */ \
     WG_DEFINE_SS(TYPE, PTX_TYPE, 64, 0, 0, WG_REGS32, WG_ACC32, "%32", "%33", "%34")                         \
     WG_DEFINE_SS(TYPE, PTX_TYPE, 128, 1, 1, WG_REGS64, WG_ACC64, "%64", "%65", "%66")                        \
+    WG_DEFINE_SS(TYPE, PTX_TYPE, 64, 1, 1, WG_REGS32, WG_ACC32, "%32", "%33", "%34")                         \
     WG_DEFINE_SS(TYPE, PTX_TYPE, 64, 0, 1, WG_REGS32, WG_ACC32, "%32", "%33", "%34")
 
 WG_DEFINE_ALL(__half, "f16")

@@ -25,15 +25,19 @@ static AttentionKernelChoice choose(AttentionDevice dev, AttentionKernels set, A
     return k;
 }
 
-// An H100 / H200 with the default build: Hopper's kernels, except the backward at d = 64.
+// An H100 / H200 with the default build: Hopper's kernels, both passes, both head dims.
 static void test_hopper_with_sm90a_image(void **state) {
     (void)state;
     const AttentionDevice h100 = gpu(90, 1);
-    for (int d = 64; d <= 128; d += 64) assert_int_equal(choose(h100, ATTENTION_KERNELS_BEST, ATTENTION_FORWARD, d).wgmma, 1);
-    assert_int_equal(choose(h100, ATTENTION_KERNELS_BEST, ATTENTION_BACKWARD, 128).wgmma, 1);
-    AttentionKernelChoice k = choose(h100, ATTENTION_KERNELS_BEST, ATTENTION_BACKWARD, 64);
-    assert_int_equal(k.wgmma, 0);
-    assert_int_equal(k.tile, 64);
+    for (int d = 64; d <= 128; d += 64) {
+        AttentionKernelChoice f = choose(h100, ATTENTION_KERNELS_BEST, ATTENTION_FORWARD, d);
+        AttentionKernelChoice b = choose(h100, ATTENTION_KERNELS_BEST, ATTENTION_BACKWARD, d);
+        assert_int_equal(f.wgmma, 1);
+        assert_int_equal(b.wgmma, 1);
+        assert_string_equal(f.kernel, "wgmma forward");
+        assert_string_equal(b.kernel, "wgmma backward");
+        assert_true(b.smem_bytes <= h100.max_smem_per_block);
+    }
 }
 
 // The same GPU running a build without sm_90a code (PTX for compute_80, JIT-compiled): the
@@ -105,6 +109,10 @@ static void test_forced_sets(void **state) {
     b = choose(h100, ATTENTION_KERNELS_MMA_SYNC_SMALL_TILES, ATTENTION_BACKWARD, 128);
     assert_int_equal(f.wgmma, 0), assert_int_equal(f.tile, 1);
     assert_int_equal(b.wgmma, 0), assert_int_equal(b.tile, 64);
+    // What the best set's backward at d = 64 becomes with ATTENTION_D64_BACKWARD=mma.
+    b = choose(h100, ATTENTION_KERNELS_MMA_SYNC, ATTENTION_BACKWARD, 64);
+    assert_int_equal(b.wgmma, 0), assert_int_equal(b.tile, 64);
+    assert_string_equal(b.kernel, "mma.sync backward (64 keys per block)");
 }
 
 // Every combination: a chosen kernel fits the limit, and wgmma only where it can run.
