@@ -131,28 +131,45 @@ static AttentionDevice this_device(void) {
     return device;
 }
 
-// ATTENTION_D64_BACKWARD (attention.h): "mma" keeps the mma.sync backward at head dim 64 where
-// the wgmma one would run; unset, empty or "wgmma": the default choice. Read once.
-static bool d64_backward_on_mma_sync(void) {
-    static int on_mma = -1;
-    if (on_mma < 0) {
+// The best set's backward at head dim 64 (ATTENTION_D64_BACKWARD, attention.h; read once):
+// the wgmma kernel with dQ over each warpgroup's own keys (the default) or by turns, or the
+// mma.sync kernel.
+typedef enum { D64_WGMMA_OWN_KEYS, D64_WGMMA_BY_TURNS, D64_MMA_SYNC } D64Backward;
+
+static D64Backward d64_backward(void) {
+    static int known = 0;
+    static D64Backward which = D64_WGMMA_OWN_KEYS;
+    if (!known) {
         const char *v = getenv("ATTENTION_D64_BACKWARD");
-        if (v && *v && strcmp(v, "mma") != 0 && strcmp(v, "wgmma") != 0)
-            fail_user("ATTENTION_D64_BACKWARD must be \"mma\" or \"wgmma\" (or unset), not \"%s\"", v);
-        on_mma = v && strcmp(v, "mma") == 0;
+        if (v && strcmp(v, "mma") == 0)
+            which = D64_MMA_SYNC;
+        else if (v && strcmp(v, "wgmma-turns") == 0)
+            which = D64_WGMMA_BY_TURNS;
+        else if (v && *v && strcmp(v, "wgmma") != 0)
+            fail_user("ATTENTION_D64_BACKWARD must be wgmma, wgmma-turns or mma (or unset), not \"%s\"", v);
+        known = 1;
     }
-    return on_mma;
+    return which;
+}
+
+// How the wgmma backward at head dim 64 computes dQ (flash_kernels.cuh).
+static FlashDq64 wgmma_dq64(void) {
+    return d64_backward() == D64_WGMMA_BY_TURNS ? FLASH_DQ64_BY_TURNS : FLASH_DQ64_OWN_KEYS;
 }
 
 static AttentionKernelChoice choose(AttentionPass pass, int head_dim) {
     const AttentionDevice device = this_device();
-    AttentionKernels kernels = kernels_in_use;
-    if (kernels == ATTENTION_KERNELS_BEST && pass == ATTENTION_BACKWARD && head_dim == 64 && d64_backward_on_mma_sync())
-        kernels = ATTENTION_KERNELS_MMA_SYNC;  // what the best set ran at d 64 before the wgmma backward
+    const bool best_d64_backward =
+        kernels_in_use == ATTENTION_KERNELS_BEST && pass == ATTENTION_BACKWARD && head_dim == 64;
+    // ATTENTION_D64_BACKWARD=mma: what the best set ran at d 64 before the wgmma backward.
+    const AttentionKernels kernels =
+        best_d64_backward && d64_backward() == D64_MMA_SYNC ? ATTENTION_KERNELS_MMA_SYNC : kernels_in_use;
     AttentionKernelChoice choice;
     char why[320];
     if (attention_choose_kernel(&device, kernels, pass, head_dim, &choice, why, sizeof why))
         fail_user("%s (%s)", why, gpu_description());
+    if (best_d64_backward && choice.wgmma && wgmma_dq64() == FLASH_DQ64_BY_TURNS)
+        choice.kernel = "wgmma backward (dQ by turns)";  // for attention_kernel_name
     return choice;
 }
 
@@ -193,10 +210,10 @@ static void forward(const FwdArgs &a, const AttentionKernelChoice &k) {
 }
 
 // Keys per dQ slice of the backward kernel `k` when deterministic (one slice per that many
-// keys): mma.sync, its keys per block; wgmma, 128 at d 128 (a block's), 64 at d 64 (a
-// warpgroup's).
+// keys): mma.sync, its keys per block; wgmma, 128 (a block's), or 64 at d 64 with dQ over each
+// warpgroup's own keys (a warpgroup's).
 static int dq_slice_keys(const AttentionKernelChoice &k, int head_dim) {
-    return k.wgmma ? flash_backward_wgmma_slice_keys(head_dim) : k.tile;
+    return k.wgmma ? flash_backward_wgmma_slice_keys(head_dim, wgmma_dq64()) : k.tile;
 }
 
 // Dsum and dQ's zeroed accumulator first, then the kernel for dK, dV (and dQ's partial sums),
@@ -206,7 +223,7 @@ template <typename T, int D>
 static void backward(const BwdArgs &a, const void *ctx, float *dsum, const AttentionKernelChoice &k) {
     flash_backward_prepare<T, D>(a, ctx, a.dctx, dsum, a.deterministic ? nullptr : a.dq_accum);
     if (k.wgmma) {
-        flash_backward_wgmma<T, D>(a);
+        flash_backward_wgmma<T, D>(a, wgmma_dq64());
     } else {
         flash_backward_mma<T, D>(a, k.tile);
     }

@@ -104,11 +104,15 @@ void attention_backward(const AttentionProblem *p, const AttentionDropout *dropo
 // tiles that fit (what an A100 runs). ATTENTION_KERNELS_MMA_SYNC_SMALL_TILES: the mma.sync
 // kernels with the tiles that fit 99 KiB per block (what sm_86 / sm_89 GPUs run). The last two
 // let the tests and the benchmark check every kernel on one GPU. Returns the previous choice.
-// The environment variable ATTENTION_D64_BACKWARD=mma (read once, at the first call that
-// chooses a kernel) makes the best set run the mma.sync backward at head dim 64 (with the
-// largest tiles that fit), as it did before the wgmma backward existed there: an A/B switch
-// for comparing the two in one run on a Hopper GPU (attention_kernel_name says which runs).
-// Unset, empty or "wgmma": the default; any other value stops with a message.
+// The environment variable ATTENTION_D64_BACKWARD (read once, at the first call that chooses
+// a kernel) picks the best set's backward at head dim 64 on a GPU that runs wgmma, for
+// comparing them in one run (attention_kernel_name says which runs):
+//   unset, empty or "wgmma"  the wgmma backward, each warpgroup adding dQ over its own keys
+//   "wgmma-turns"            the wgmma backward, its warpgroups computing dQ by turns
+//                            ("wgmma backward (dQ by turns)"; flash_backward_wgmma.cu)
+//   "mma"                    the mma.sync backward with the largest tiles that fit, as before
+//                            the wgmma backward existed at d 64
+// Any other value stops with a message.
 typedef enum {
     ATTENTION_KERNELS_BEST,
     ATTENTION_KERNELS_MMA_SYNC,

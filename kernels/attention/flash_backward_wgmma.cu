@@ -9,16 +9,18 @@
 //   S  = Q K_w^T, dP = dO V_w^T        64 queries x 64 keys, Q, K, dO, V all K-major
 //   P, dS in registers (as the mma.sync kernel), then stored to shared memory
 //   dV_w += P_w^T dO, dK_w += dS_w^T Q   A read transposed (keys are P's contiguous dimension)
-//   dQ, staged in shared memory and added into the float accumulator by the TMA unit (four
-//   tensor reductions of 64 rows x 32 floats per tile); DETERMINISTIC: stored, by four TMA
-//   stores, into a slice of its own (BwdArgs), summed later in order:
-//     D = 128: dQ[:, 64 w, + 64] = dS K   over all 128 keys (both warpgroups' dS), one slice
-//                                         per block (128 keys)
-//     D = 64:  dQ_w = dS_w K_w            the warpgroup's own 64 keys only (a wgmma of N = 32,
-//                                         half a swizzled panel, would be needed to split the
-//                                         64 columns instead); both warpgroups' shares are
-//                                         added into dQ, so no barrier between the warpgroups
-//                                         before it; one slice per warpgroup (64 keys)
+//   dQ, staged in shared memory and added into the float accumulator by the TMA unit (tensor
+//   reductions of 64 rows x 32 floats); DETERMINISTIC: stored, by TMA stores, into a slice of
+//   its own (BwdArgs), summed later in order. Three ways (DqScheme):
+//     D = 128, COLUMN_HALVES: dQ[:, 64 w, + 64] = dS K over all 128 keys (both warpgroups'
+//       dS); four reductions per tile; one slice per block (128 keys)
+//     D = 64, OWN_KEYS (the default): dQ_w = dS_w K_w over the warpgroup's own 64 keys only
+//       (splitting the 64 columns would take wgmmas of N = 32, half a swizzled panel); both
+//       warpgroups' shares are added, so no barrier between the warpgroups before dQ, but
+//       twice the reductions per product (four per tile); one slice per warpgroup (64 keys)
+//     D = 64, BY_TURNS: warpgroup step % 2 computes dQ = dS K over all 128 keys, the other
+//       none (the tensor cores, shared, see the same work); two reductions per tile; one
+//       slice per block
 // Copies are TMA copies (hopper_pipeline.cuh): K and V once, by one thread; Q and dO of the
 // query tile after next, by 2 D / 64 warps (a panel each), into the stage the block has just
 // finished with.
@@ -48,11 +50,10 @@ template <int D>
 constexpr int qo_bytes() {
     return D / 64 * QO_PANEL;
 }
-// Keys per dQ slice of the deterministic backward: D = 128 a block's, D = 64 a warpgroup's.
-template <int D>
-constexpr int dq_slice_keys() {
-    return D == 128 ? BW_BLOCK_N : BW_BLOCK_N / 2;
-}
+// How dQ of a query tile is computed (above).
+enum DqScheme { COLUMN_HALVES, OWN_KEYS, BY_TURNS };
+// Keys per dQ slice of the deterministic backward: a warpgroup's (OWN_KEYS), else a block's.
+constexpr int dq_slice_keys(DqScheme dq) { return dq == OWN_KEYS ? BW_BLOCK_N / 2 : BW_BLOCK_N; }
 // dQ of a query tile waits in shared memory and is added into the float accumulator by the TMA
 // unit, instead of by 8-byte atomics from every thread - those took a fifth of the kernel's
 // time (2.67 ms with them, 2.10 without, b4 h32 s2048 d128; FlashAttention-3 does the same).
@@ -83,7 +84,7 @@ static_assert(smem_bytes<128>() <= 227 * 1024 && smem_bytes<64>() <= 227 * 1024,
 }
 #endif
 
-template <typename T, int D, bool DETERMINISTIC>
+template <typename T, int D, DqScheme DQ, bool DETERMINISTIC>
 __global__ void __launch_bounds__(BW_THREADS, 1)
     flash_backward_wgmma_kernel(const __grid_constant__ CUtensorMap q_map, const __grid_constant__ CUtensorMap kv_map,
                                 const __grid_constant__ CUtensorMap do_map, const __grid_constant__ CUtensorMap dq_map,
@@ -91,6 +92,7 @@ __global__ void __launch_bounds__(BW_THREADS, 1)
                                 float scale) {
 #if WGMMA_AVAILABLE
     static_assert(D == 64 || D == 128, "head dims 64 and 128");
+    static_assert((D == 128) == (DQ == COLUMN_HALVES), "column halves at D = 128, one of the others at 64");
     constexpr int PANELS = D / 64;  // 64-column panels of K, V, Q, dO
     constexpr int KV_BYTES = kv_bytes<D>(), QO_BYTES = qo_bytes<D>();
     constexpr int QUERY_PARTS = 2 * PANELS;  // TMA copies of a query tile: Q's panels, dO's
@@ -163,22 +165,26 @@ __global__ void __launch_bounds__(BW_THREADS, 1)
 
     const uint32_t k_addr = smem_addr(k_tile), v_addr = smem_addr(v_tile);
     const uint32_t p_addr = smem_addr(p_tile), ds_addr = smem_addr(ds_tile);
-    // The staged dQ of query tile q0 into the accumulator. D = 128: warp wq of the second
-    // warpgroup adds panel wq (the first warpgroup's warps issue the copies); DETERMINISTIC:
-    // stores it into this block's slice, matrix blockIdx.x * batch * heads + bh of dq_map's.
-    // D = 64: warps 2 and 3 of warpgroup w add its panels 2w and 2w + 1 (warps 0 and 1 of the
-    // first warpgroup issue the copies); DETERMINISTIC: into the warpgroup's slice, 2
-    // blockIdx.x + w. A warpgroup whose keys all lie past seq adds nothing (its dS is zero),
-    // and has no slice: the workspace holds seq / 64 of them, rounded up.
-    auto add_dq_tile = [&](int q0) {
+    // The staged dQ of query tile `step` (first query q0) into the accumulator; DETERMINISTIC:
+    // stored into the slice of its keys, matrix slice * batch * heads + bh of dq_map's.
+    // COLUMN_HALVES: warp wq of the second warpgroup adds panel wq (the first warpgroup's warps
+    // issue the copies); slice blockIdx.x. OWN_KEYS: warps 2 and 3 of warpgroup w add its
+    // panels 2w and 2w + 1 (warps 0 and 1 of the first warpgroup issue the copies); slice 2
+    // blockIdx.x + w. A warpgroup whose keys all lie past seq adds nothing (its dS is zero)
+    // and has no slice: the workspace holds seq / 64 of them, rounded up. BY_TURNS: warps 2
+    // and 3 of the warpgroup whose turn it was add panels 0 and 1; slice blockIdx.x.
+    auto add_dq_tile = [&](int step, int q0) {
         if (lane != 0) return;
         int panel, slice;
-        if constexpr (D == 128) {
+        if constexpr (DQ == COLUMN_HALVES) {
             if (warpgroup != 1) return;
             panel = wq, slice = blockIdx.x;
-        } else {
+        } else if constexpr (DQ == OWN_KEYS) {
             if (wq < 2 || key0 >= seq) return;
             panel = 2 * warpgroup + wq - 2, slice = 2 * blockIdx.x + warpgroup;
+        } else {
+            if (wq < 2 || warpgroup != step % 2) return;
+            panel = wq - 2, slice = blockIdx.x;
         }
         const float *staged = reinterpret_cast<const float *>(dq_stage + panel * DQ_PANEL);
         const int col = 32 * (panel % (D / 32));
@@ -300,33 +306,35 @@ __global__ void __launch_bounds__(BW_THREADS, 1)
         if (step + 1 < steps) load_row_stats(q0 + BW_BLOCK_M);  // dS was their last use in this tile
         bulk_wait_read();  // (the threads that added dQ) the staging buffer is free again
         fence_shared_for_wgmma();
-        if constexpr (D == 128)
-            __syncthreads();  // dQ needs both warpgroups' dS
-        else
+        if constexpr (DQ == OWN_KEYS)
             warpgroup_barrier(warpgroup);  // the warpgroup's dS panel is complete (its dQ needs no other)
+        else
+            __syncthreads();  // dQ needs both warpgroups' dS
 
         // dK_w += dS_w^T Q, as dV. dQ: A = dS, keys contiguous (panel kk / 4); B = K read
-        // transposed, 16 keys (2048 bytes) per step. D = 128: dQ[:, 64 w, + 64] = dS K, over
-        // both warpgroups' dS panels and K's panel w. D = 64: dQ_w = dS_w K_w, the warpgroup's
-        // own dS panel and its 64 rows of K.
+        // transposed, 16 keys (2048 bytes) per step. COLUMN_HALVES: dQ[:, 64 w, + 64] = dS K,
+        // over both warpgroups' dS panels and K's panel w. OWN_KEYS: dQ_w = dS_w K_w, the
+        // warpgroup's own dS panel and its 64 rows of K. BY_TURNS: dQ = dS K, both dS panels,
+        // by the warpgroup whose turn it is.
+        const bool computes_dq = DQ != BY_TURNS || warpgroup == step % 2;  // the same for a whole warpgroup
         float dq[8][4];
         wgmma_fence();
 #pragma unroll
         for (int kk = 0; kk < BW_BLOCK_M / 16; kk++)
             wgmma_ss<T, D, 1, 1>(dk, wgmma_descriptor(ds_addr + warpgroup * PS_PANEL + kk * 2048, PS_PANEL, 1024),
                                  wgmma_descriptor(q_addr + kk * 2048, QO_PANEL, 1024));
-        if constexpr (D == 128) {
-#pragma unroll
-            for (int kk = 0; kk < BW_BLOCK_N / 16; kk++)
-                wgmma_ss<T, 64, 0, 1>(dq, wgmma_descriptor(ds_addr + (kk / 4) * PS_PANEL + (kk % 4) * 32, 0, 1024),
-                                      wgmma_descriptor(k_addr + warpgroup * KV_PANEL + kk * 2048, KV_PANEL, 1024),
-                                      kk > 0);
-        } else {
+        if constexpr (DQ == OWN_KEYS) {
 #pragma unroll
             for (int kk = 0; kk < 64 / 16; kk++)
                 wgmma_ss<T, 64, 0, 1>(dq, wgmma_descriptor(ds_addr + warpgroup * PS_PANEL + kk * 32, 0, 1024),
                                       wgmma_descriptor(k_addr + warpgroup * 64 * 128 + kk * 2048, KV_PANEL, 1024),
                                       kk > 0);
+        } else if (computes_dq) {
+            const uint32_t k_panel = DQ == COLUMN_HALVES ? warpgroup * KV_PANEL : 0;
+#pragma unroll
+            for (int kk = 0; kk < BW_BLOCK_N / 16; kk++)
+                wgmma_ss<T, 64, 0, 1>(dq, wgmma_descriptor(ds_addr + (kk / 4) * PS_PANEL + (kk % 4) * 32, 0, 1024),
+                                      wgmma_descriptor(k_addr + k_panel + kk * 2048, KV_PANEL, 1024), kk > 0);
         }
         wgmma_commit();
         wgmma_wait<0>();
@@ -334,18 +342,21 @@ __global__ void __launch_bounds__(BW_THREADS, 1)
         wgmma_settle(dk);
         wgmma_settle(dq);
 
+        // Staged at columns 64 w + c (panel 2 w + c / 32: COLUMN_HALVES, columns 64 w + c of dQ;
+        // OWN_KEYS, column c of the warpgroup's share) or, BY_TURNS, c (panels 0 and 1).
+        if (computes_dq) {
+            const int col0 = DQ == BY_TURNS ? 0 : 64 * warpgroup;
 #pragma unroll
-        for (int r = 0; r < 2; r++)
+            for (int r = 0; r < 2; r++)
 #pragma unroll
-            for (int n = 0; n < 8; n++)
-                *reinterpret_cast<float2 *>(dq_stage +
-                                            dq_stage_offset(16 * wq + g + 8 * r, 64 * warpgroup + 8 * n + 2 * c)) =
-                    make_float2(dq[n][2 * r] * scale, dq[n][2 * r + 1] * scale);
+                for (int n = 0; n < 8; n++)
+                    *reinterpret_cast<float2 *>(dq_stage +
+                                                dq_stage_offset(16 * wq + g + 8 * r, col0 + 8 * n + 2 * c)) =
+                        make_float2(dq[n][2 * r] * scale, dq[n][2 * r + 1] * scale);
+        }
         fence_shared_for_wgmma();  // the staged dQ, for the TMA unit
-        // Both warpgroups are done with this tile (its stage of Q and dO is free) and have
-        // staged its dQ (D = 64: columns 64 w + c are panel 2 w + c / 32, the warpgroup's own).
-        __syncthreads();
-        add_dq_tile(q0);  // it is added while the next tile runs
+        __syncthreads();           // both warpgroups are done with this tile (its Q and dO stage is free); dQ is staged
+        add_dq_tile(step, q0);     // it is added while the next tile runs
         if (warpgroup == 0 && lane == 0 && wq < QUERY_PARTS && step + 2 < steps)
             load_query_part(step + 2, wq);  // the stage just freed
     }
@@ -360,17 +371,17 @@ __global__ void __launch_bounds__(BW_THREADS, 1)
 }
 
 // One instantiation of the kernel, its shared-memory limit set on first use.
-template <typename T, int D, bool DETERMINISTIC>
+template <typename T, int D, DqScheme DQ, bool DETERMINISTIC>
 void launch_kernel(const BwdArgs &a, dim3 grid, const CUtensorMap &q_map, const CUtensorMap &kv_map,
                    const CUtensorMap &do_map, const CUtensorMap &dq_map) {
     constexpr size_t smem = smem_bytes<D>();
     static bool configured = false;
     if (!configured) {
-        CUDA_CHECK(cudaFuncSetAttribute(flash_backward_wgmma_kernel<T, D, DETERMINISTIC>,
+        CUDA_CHECK(cudaFuncSetAttribute(flash_backward_wgmma_kernel<T, D, DQ, DETERMINISTIC>,
                                         cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
         configured = true;
     }
-    flash_backward_wgmma_kernel<T, D, DETERMINISTIC>
+    flash_backward_wgmma_kernel<T, D, DQ, DETERMINISTIC>
         <<<grid, BW_THREADS, smem>>>(q_map, kv_map, do_map, dq_map, a, 1.0f / sqrtf((float)D));
     CHECK_LAUNCH();
 }
@@ -381,12 +392,16 @@ size_t flash_backward_wgmma_smem_bytes(int head_dim) {
     return head_dim == 128 ? smem_bytes<128>() : smem_bytes<64>();
 }
 
-int flash_backward_wgmma_slice_keys(int head_dim) {
-    return head_dim == 128 ? dq_slice_keys<128>() : dq_slice_keys<64>();
+// The kernel's way of computing dQ: at D = 128 its only one, at D = 64 the caller's choice.
+static DqScheme dq_scheme(int head_dim, FlashDq64 dq64) {
+    return head_dim == 128 ? COLUMN_HALVES : dq64 == FLASH_DQ64_BY_TURNS ? BY_TURNS : OWN_KEYS;
 }
 
+int flash_backward_wgmma_slice_keys(int head_dim, FlashDq64 dq64) { return dq_slice_keys(dq_scheme(head_dim, dq64)); }
+
 template <typename T, int D>
-void flash_backward_wgmma(const BwdArgs &a) {
+void flash_backward_wgmma(const BwdArgs &a, FlashDq64 dq64) {
+    const DqScheme dq = dq_scheme(D, dq64);
     dim3 grid(ceil_div(a.seq, BW_BLOCK_N), a.batch * a.heads);
     // The TMA sees qkv and dctx as [seq][batch][row] and copies boxes of 64 columns: 128 rows for
     // K and V, 64 for Q and dO.
@@ -395,15 +410,27 @@ void flash_backward_wgmma(const BwdArgs &a) {
     const CUtensorMap do_map = tensor_map_rows<T>(a.dctx, a.ctx_row, a.batch, a.seq, BW_BLOCK_M);
     // dQ's accumulator, [batch * heads][seq][D] floats (deterministic: one per slice of
     // dq_slice_keys keys, [slices * batch * heads][seq][D]), takes boxes of 64 rows x 32 floats.
-    const int slices = a.deterministic ? (int)ceil_div(a.seq, dq_slice_keys<D>()) : 1;
+    const int slices = a.deterministic ? (int)ceil_div(a.seq, dq_slice_keys(dq)) : 1;
     const CUtensorMap dq_map = tensor_map_float_rows(a.dq_accum, D, a.seq, slices * a.batch * a.heads, BW_BLOCK_M);
-    if (a.deterministic)
-        launch_kernel<T, D, true>(a, grid, q_map, kv_map, do_map, dq_map);
-    else
-        launch_kernel<T, D, false>(a, grid, q_map, kv_map, do_map, dq_map);
+    if constexpr (D == 128) {
+        if (a.deterministic)
+            launch_kernel<T, D, COLUMN_HALVES, true>(a, grid, q_map, kv_map, do_map, dq_map);
+        else
+            launch_kernel<T, D, COLUMN_HALVES, false>(a, grid, q_map, kv_map, do_map, dq_map);
+    } else if (dq == BY_TURNS) {
+        if (a.deterministic)
+            launch_kernel<T, D, BY_TURNS, true>(a, grid, q_map, kv_map, do_map, dq_map);
+        else
+            launch_kernel<T, D, BY_TURNS, false>(a, grid, q_map, kv_map, do_map, dq_map);
+    } else {
+        if (a.deterministic)
+            launch_kernel<T, D, OWN_KEYS, true>(a, grid, q_map, kv_map, do_map, dq_map);
+        else
+            launch_kernel<T, D, OWN_KEYS, false>(a, grid, q_map, kv_map, do_map, dq_map);
+    }
 }
 
-template void flash_backward_wgmma<__half, 64>(const BwdArgs &);
-template void flash_backward_wgmma<__half, 128>(const BwdArgs &);
-template void flash_backward_wgmma<__nv_bfloat16, 64>(const BwdArgs &);
-template void flash_backward_wgmma<__nv_bfloat16, 128>(const BwdArgs &);
+template void flash_backward_wgmma<__half, 64>(const BwdArgs &, FlashDq64);
+template void flash_backward_wgmma<__half, 128>(const BwdArgs &, FlashDq64);
+template void flash_backward_wgmma<__nv_bfloat16, 64>(const BwdArgs &, FlashDq64);
+template void flash_backward_wgmma<__nv_bfloat16, 128>(const BwdArgs &, FlashDq64);

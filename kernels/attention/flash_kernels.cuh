@@ -84,13 +84,17 @@ size_t flash_forward_wgmma_smem_bytes(int head_dim);
 template <typename T, int D>
 void flash_forward_wgmma(const FwdArgs &a);
 
-// Backward (dK, dV, dQ's partial sums), 128 keys per block. Deterministic, it writes one dQ
-// slice per flash_backward_wgmma_slice_keys(head_dim) keys: 128 at head dim 128 (a block's), 64
-// at head dim 64 (each of its two warpgroups adds up its own 64 keys' share of dQ) - the
-// block_keys that flash_backward_sum_dq_slices must be given.
+// Backward (dK, dV, dQ's partial sums), 128 keys per block, two warpgroups of 64 keys each.
+// At head dim 64, dQ of a query tile is computed either by each warpgroup over its own 64 keys
+// (OWN_KEYS: both shares added into dQ) or by the warpgroups in turns over all 128 (BY_TURNS:
+// half the additions, a barrier between the warpgroups before dQ); head dim 128 has one way
+// and ignores dq64. Deterministic, the kernel writes one dQ slice per
+// flash_backward_wgmma_slice_keys keys: 64 for OWN_KEYS (a warpgroup's), else 128 (a block's) -
+// the block_keys that flash_backward_sum_dq_slices must be given.
+typedef enum { FLASH_DQ64_OWN_KEYS, FLASH_DQ64_BY_TURNS } FlashDq64;
 size_t flash_backward_wgmma_smem_bytes(int head_dim);
-int flash_backward_wgmma_slice_keys(int head_dim);
+int flash_backward_wgmma_slice_keys(int head_dim, FlashDq64 dq64);
 template <typename T, int D>
-void flash_backward_wgmma(const BwdArgs &a);
+void flash_backward_wgmma(const BwdArgs &a, FlashDq64 dq64);
 
 #endif  // KERNELS_ATTENTION_FLASH_KERNELS_CUH
