@@ -361,7 +361,8 @@ static void test_epilogues_in_kernels(void **state) {
             print_message("  %s=%s\n", epilogue_kind_variable((EpilogueKind)k),
                           epilogue_place_name(linear_epilogue_place((EpilogueKind)k)));
         test_linear(NULL);
-        test_layernorm_mlp_and_linear(NULL);  // LayerNormMLP reads the DGELU place at init (mode 0 here)
+        // (Its GELU' modes are set by the test; the steps below take init's, from EPILOGUE_DGELU.)
+        test_layernorm_mlp_and_linear(NULL);
         whole_step(&STEP_02_TE_MODULES, DTYPE_FP16, 0);
         whole_step(&STEP_03_FUSED_MODULES, DTYPE_BF16, 1);
         whole_step(&STEP_04_TRANSFORMER_LAYER, DTYPE_FP16, 0);
