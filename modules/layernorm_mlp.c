@@ -5,7 +5,9 @@
 
 void layernorm_mlp_init(LayerNormMLP *m, int hidden, int ffn, int64_t max_tokens, float eps,
                         const LayerNormMLPTensors *p, DType dtype) {
-    m->gelu_backward = GELU_BACKWARD_IN_EPILOGUE;
+    // EPILOGUE_DGELU=kernel (linear.h) moves GELU' out of FC2's dgrad into its own pass.
+    m->gelu_backward = linear_epilogue_place(EPILOGUE_KIND_DGELU) == EPILOGUE_IN_KERNEL ? GELU_BACKWARD_SEPARATE_PASS
+                                                                                       : GELU_BACKWARD_IN_EPILOGUE;
     layernorm_init(&m->ln, hidden, max_tokens, eps, p->layer_norm_weight, p->layer_norm_bias, dtype);
     linear_init(&m->fc1, hidden, ffn, p->fc1_weight, p->fc1_bias, dtype);
     linear_init(&m->fc2, ffn, hidden, p->fc2_weight, p->fc2_bias, dtype);

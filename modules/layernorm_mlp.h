@@ -1,6 +1,7 @@
 // LayerNormMLP: y = FC2(GELU(FC1(LayerNorm(x)))) (+ residual) as one module.
 //
-// The fusions, all in cuBLASLt epilogues:
+// The fusions, all in cuBLASLt epilogues (each can be moved into a kernel of its own for an
+// A/B timing: EPILOGUE_GELU, EPILOGUE_DGELU, EPILOGUE_BIAS, EPILOGUE_BGRAD in linear.h):
 //   forward   FC1's GEMM adds the bias, applies GELU and keeps GELU's input (its "aux"
 //             output) for backward: no separate bias and GELU kernels, no extra pass;
 //             FC2's GEMM adds its bias and, optionally, the residual (beta = 1).
@@ -40,7 +41,7 @@ typedef enum {
 typedef struct {
     LayerNorm ln;
     Linear fc1, fc2;
-    GeluBackward gelu_backward;  // set to GELU_BACKWARD_IN_EPILOGUE by init
+    GeluBackward gelu_backward;  // set by init: IN_EPILOGUE, or SEPARATE_PASS under EPILOGUE_DGELU=kernel
     void *ln_out;     // [tokens, hidden]
     void *fc1_pre;    // [tokens, ffn] FC1's output before GELU (the epilogue's aux)
     void *gelu_out;   // [tokens, ffn]

@@ -1,11 +1,55 @@
 #include "modules/linear.h"
 
 #include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "common/core/errors.h"
 #include "common/gpu/gpu.h"
 #include "common/gpu/gpu_phase.h"
+#include "kernels/fused/bias_epilogue.h"
 #include "modules/gemm.h"
+
+// ---- where each epilogue runs (linear.h) --------------------------------------------------------
+static const char *const kind_variables[EPILOGUE_KINDS] = {"EPILOGUE_BIAS", "EPILOGUE_GELU", "EPILOGUE_DGELU",
+                                                           "EPILOGUE_BGRAD"};
+static int place_set[EPILOGUE_KINDS] = {-1, -1, -1, -1};  // linear_set_epilogue_place's; -1: none
+static int place_from_env[EPILOGUE_KINDS] = {-1, -1, -1, -1};  // read once; -1: not yet
+
+const char *epilogue_kind_variable(EpilogueKind kind) {
+    if ((unsigned)kind >= EPILOGUE_KINDS) DIE("epilogue kind %d out of range", (int)kind);
+    return kind_variables[kind];
+}
+
+const char *epilogue_place_name(EpiloguePlace place) { return place == EPILOGUE_IN_KERNEL ? "kernel" : "gemm"; }
+
+static int read_place_from_env(EpilogueKind kind) {
+    const char *v = getenv(kind_variables[kind]);
+    if (!v || !*v || !strcmp(v, "gemm")) return EPILOGUE_IN_GEMM;
+    if (!strcmp(v, "kernel")) {  // said once, so that a timed run shows which way it ran
+        fprintf(stderr, "note: %s=kernel: that epilogue's work runs in a kernel of its own after a plain GEMM\n",
+                kind_variables[kind]);
+        return EPILOGUE_IN_KERNEL;
+    }
+    fail_user("%s=%s: expected gemm (the epilogue in the GEMM) or kernel (a kernel of its own after it)",
+              kind_variables[kind], v);
+}
+
+EpiloguePlace linear_epilogue_place(EpilogueKind kind) {
+    if ((unsigned)kind >= EPILOGUE_KINDS) DIE("epilogue kind %d out of range", (int)kind);
+    if (place_set[kind] >= 0) return (EpiloguePlace)place_set[kind];
+    if (place_from_env[kind] < 0) place_from_env[kind] = read_place_from_env(kind);
+    return (EpiloguePlace)place_from_env[kind];
+}
+
+void linear_set_epilogue_place(EpilogueKind kind, int place) {
+    if ((unsigned)kind >= EPILOGUE_KINDS) DIE("epilogue kind %d out of range", (int)kind);
+    if (place > EPILOGUE_IN_KERNEL) DIE("epilogue place %d: expected -1, EPILOGUE_IN_GEMM or EPILOGUE_IN_KERNEL", place);
+    place_set[kind] = place < 0 ? -1 : place;
+}
+
+static int in_kernel(EpilogueKind kind) { return linear_epilogue_place(kind) == EPILOGUE_IN_KERNEL; }
 
 void linear_init(Linear *l, int in, int out, const float *weight, const float *bias, DType dtype) {
     l->in = in;
@@ -15,6 +59,7 @@ void linear_init(Linear *l, int in, int out, const float *weight, const float *b
     l->dweight = dev_alloc((size_t)in * out * dtype_bytes(dtype));
     l->bias = bias ? dev_upload(bias, out, dtype) : NULL;
     l->dbias = bias ? dev_alloc((size_t)out * dtype_bytes(dtype)) : NULL;
+    l->dbias_workspace = bias ? dev_alloc(bias_grad_workspace_bytes(out)) : NULL;
     l->saved_x = NULL;
 }
 
@@ -23,6 +68,7 @@ void linear_free(Linear *l) {
     dev_free(l->dweight);
     dev_free(l->bias);
     dev_free(l->dbias);
+    dev_free(l->dbias_workspace);
 }
 
 // Row-major Y [T, out] = X [T, in] W^T is column-major Y^T [out x T] = W^T... in cuBLASLt's
@@ -41,6 +87,11 @@ static void fprop(Linear *l, const void *x, void *y, int64_t tokens, GemmEpilogu
 }
 
 void linear_forward(Linear *l, const void *x, void *y, int64_t tokens, const void *residual) {
+    if (l->bias && in_kernel(EPILOGUE_KIND_BIAS)) {  // y = x W^T (+ residual), then y += b
+        fprop(l, x, y, tokens, GEMM_EPILOGUE_NONE, NULL, residual);
+        bias_add_rows(y, l->bias, tokens, l->out, l->dtype);
+        return;
+    }
     fprop(l, x, y, tokens, l->bias ? GEMM_EPILOGUE_BIAS : GEMM_EPILOGUE_NONE, NULL, residual);
 }
 
@@ -51,6 +102,11 @@ const void *linear_forward_return_bias(Linear *l, const void *x, void *y, int64_
 
 void linear_forward_gelu(Linear *l, const void *x, void *y, void *pre_gelu, int64_t tokens) {
     if (!l->bias) DIE("linear_forward_gelu: the epilogue adds a bias, and this Linear has none");
+    if (in_kernel(EPILOGUE_KIND_GELU)) {  // pre_gelu = x W^T, then pre_gelu += b, y = GELU(pre_gelu)
+        fprop(l, x, pre_gelu, tokens, GEMM_EPILOGUE_NONE, NULL, NULL);
+        bias_gelu_forward(pre_gelu, l->bias, y, tokens, l->out, l->dtype);
+        return;
+    }
     fprop(l, x, y, tokens, GEMM_EPILOGUE_GELU_AUX_BIAS, pre_gelu, NULL);
 }
 
@@ -70,15 +126,17 @@ void linear_dgrad(const Linear *l, const void *dy, void *dx, int64_t tokens) {
 
 // Row-major dW [out, in] = dY^T X: column-major dW^T [in x out] = A B^T with A = X stored as
 // [in x T] and B = dY stored as [out x T]. BGRADB sums B over the k dimension (tokens): the
-// bias gradient, for free.
+// bias gradient, without a pass of its own (or, EPILOGUE_BGRAD=kernel, in one after the GEMM).
 void linear_wgrad(const Linear *l, const void *dy, int64_t tokens, int bias_grad) {
     if (!l->saved_x) DIE("linear_wgrad before a forward of this Linear");
     const int sum_db = bias_grad && l->bias;
+    const int db_in_kernel = sum_db && in_kernel(EPILOGUE_KIND_BGRAD);
     Gemm g = {.trans_a = 0, .trans_b = 1, .m = l->in, .n = l->out, .k = tokens,
               .a = l->saved_x, .lda = l->in, .b = dy, .ldb = l->out, .d = l->dweight, .ldd = l->in,
-              .epilogue = sum_db ? GEMM_EPILOGUE_BGRADB : GEMM_EPILOGUE_NONE, .bias = l->dbias,
-              .dtype = l->dtype};
+              .epilogue = sum_db && !db_in_kernel ? GEMM_EPILOGUE_BGRADB : GEMM_EPILOGUE_NONE,
+              .bias = sum_db && !db_in_kernel ? l->dbias : NULL, .dtype = l->dtype};
     GPU_PHASE(CAT_GEMM_WGRAD, gemm_run(&g));
+    if (db_in_kernel) bias_grad_columns(dy, tokens, l->out, l->dbias, l->dbias_workspace, l->dtype);
 }
 
 void linear_backward(Linear *l, const void *dy, void *dx, int64_t tokens) {

@@ -5,6 +5,7 @@
 //   backward   dx = dy W                    one GEMM
 //              dW = dy^T x, db = sum_t dy   one GEMM: the bias gradient comes out of its
 //                                           epilogue (BGRADB), not from a reduction kernel
+// (by default: the A/B switch below moves each epilogue's work into a kernel of its own).
 //
 // Row-major shapes: x [tokens, in], W [out, in] (PyTorch's layout), y [tokens, out].
 // The module owns W, b and their gradients (device, in the layer's dtype), and its state: it
@@ -28,7 +29,35 @@ typedef struct {
     void *weight, *bias;    // [out, in], [out]
     void *dweight, *dbias;  // gradients, overwritten by each backward
     const void *saved_x;    // the input of the last forward (set by the forwards below only)
+    void *dbias_workspace;  // fp32 partial sums for bias_grad_columns (with a bias only)
 } Linear;
+
+// ---- A/B switch: each epilogue in the GEMM or in a kernel of its own (issue 21) ----------------
+// cuBLASLt's epilogues save a pass over memory but can slow the GEMM they ride on (Nsight
+// Compute on the H200: the BGRADB wgrads ~1.24 ms, the DGELU dgrad 1.89 ms, each slower than
+// the plain GEMM). Per kind of epilogue, where its work runs:
+//   EPILOGUE_BIAS=gemm|kernel   a forward's bias (BIAS): in the GEMM, or bias_add_rows after it
+//   EPILOGUE_GELU=gemm|kernel   FC1's bias + GELU, keeping the pre-activation (GELU_AUX_BIAS),
+//                               or a plain GEMM into the pre-activation, then bias_gelu_forward
+//   EPILOGUE_DGELU=gemm|kernel  GELU' in FC2's dgrad (DGELU), or gelu_backward_strided after a
+//                               plain dgrad (LayerNormMLP's GELU_BACKWARD_SEPARATE_PASS)
+//   EPILOGUE_BGRAD=gemm|kernel  the bias gradient in the wgrad (BGRADB), or bias_grad_columns
+//                               (kernels/fused/bias_epilogue.h) after a plain wgrad
+// The environment is read once, at the first question; unset means gemm (today's choice). Any
+// other value stops the program with a message. Honoured by Linear, LayerNormLinear,
+// LayerNormMLP and TransformerLayer, i.e. steps 02, 03, 04 and 06 (not the FP8 modules).
+// Each setting computes the same result up to rounding; //modules:epilogue_bench times both
+// ways per GEMM.
+typedef enum { EPILOGUE_KIND_BIAS, EPILOGUE_KIND_GELU, EPILOGUE_KIND_DGELU, EPILOGUE_KIND_BGRAD, EPILOGUE_KINDS } EpilogueKind;
+typedef enum { EPILOGUE_IN_GEMM, EPILOGUE_IN_KERNEL } EpiloguePlace;
+// Where `kind` runs now: what linear_set_epilogue_place set, else the environment's.
+EpiloguePlace linear_epilogue_place(EpilogueKind kind);
+// For tests and benches: place >= 0 overrides the environment for `kind` in this process;
+// -1 returns it to the environment's setting. A LayerNormMLP reads the DGELU place at init.
+void linear_set_epilogue_place(EpilogueKind kind, int place);
+// "gemm" or "kernel"; the environment variable's name of a kind ("EPILOGUE_BGRAD").
+const char *epilogue_place_name(EpiloguePlace place);
+const char *epilogue_kind_variable(EpilogueKind kind);
 
 // Uploads the host weight [out, in] and bias [out] (bias may be NULL: no bias).
 void linear_init(Linear *l, int in, int out, const float *weight, const float *bias, DType dtype);

@@ -24,6 +24,9 @@ MODEs (default: tests check bench fp8 tp pytorch compare breakdown, and baseline
              when pytorch ran first); timed with CUPTI, or CUDA events under GPU_PHASE_TIMER=events
   baseline   this version against the one packed with BASELINE=<rev> tools/gpu_pack.sh
   autotune   steps 02-04 and 06 with GEMM_AUTOTUNE=1 and 0 in turns
+  epilogues  issue 21's A/B (modules/linear.h): epilogue_bench (fp16), then step 04's --check
+             (fp16, bf16) and its time (3 rounds in turns) with every EPILOGUE_<KIND>=kernel
+             alone, all four, and none (the default)
   determinism  --deterministic: two runs with one seed save identical files (steps 04-06),
              and what the flag costs step 04
   grade      the GPU exercises as packed: every reference solution passes all its cases (and
@@ -44,7 +47,7 @@ set -uo pipefail
 for arg in "$@"; do
   case $arg in
     -h|--help) usage; exit 0 ;;
-    tests|check|bench|fp8|tp|tpknobs|pytorch|compare|breakdown|baseline|autotune|grade|determinism|sim80|sim89|portable|nocode|arch) ;;
+    tests|check|bench|fp8|tp|tpknobs|pytorch|compare|breakdown|baseline|autotune|epilogues|grade|determinism|sim80|sim89|portable|nocode|arch) ;;
     *) echo "gpu_run.sh: unknown mode '$arg'" >&2; usage >&2; exit 2 ;;
   esac
 done
@@ -385,6 +388,30 @@ if wants autotune; then
           note "autotune round $round: $run $dt GEMM_AUTOTUNE=$tune: $ms"
         done
       done
+    done
+  done
+fi
+
+# Each epilogue in the GEMM or in a kernel of its own (modules/linear.h): per GEMM, then the
+# whole step 04 under each setting (an empty setting is the default, all in the GEMMs).
+if wants epilogues; then
+  "$BIN/epilogue_bench" 2>&1 | tee -a "$OUT/epilogues.log" | tee -a "$summary"
+  all_kernel="EPILOGUE_BIAS=kernel EPILOGUE_GELU=kernel EPILOGUE_DGELU=kernel EPILOGUE_BGRAD=kernel"
+  settings=("" EPILOGUE_BIAS=kernel EPILOGUE_GELU=kernel EPILOGUE_DGELU=kernel EPILOGUE_BGRAD=kernel "$all_kernel")
+  for setting in "${settings[@]}"; do
+    for dt in fp16 bf16; do
+      # shellcheck disable=SC2086  # the setting's words are separate variables
+      result=$(env $setting "$BIN/step04_transformer_layer" --check --dtype $dt 2>&1 | tee -a "$OUT/epilogues.log" |
+        grep -aE 'CHECK|error' | tail -1)
+      note "epilogues check step04 $dt ${setting:-default}: $result"
+    done
+  done
+  for round in 1 2 3; do
+    for setting in "${settings[@]}"; do
+      # shellcheck disable=SC2086
+      ms=$(env $setting "$BIN/step04_transformer_layer" --iters 20 2>&1 | tee -a "$OUT/epilogues.log" |
+        grep -aoE "Mean time: [0-9.]+ ms" | head -1)
+      note "epilogues round $round: step04 fp16 ${setting:-default}: $ms"
     done
   done
 fi

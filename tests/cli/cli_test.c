@@ -68,6 +68,7 @@ static char ATTN_BENCH[4096] = "kernels/attention/attention_bench";
 static char LN_BENCH[4096] = "kernels/layernorm/layernorm_bench";
 static char GEMM_BENCH[4096] = "modules/gemm_bench";
 static char FP8_BENCH[4096] = "modules/fp8_bench";
+static char EPILOGUE_BENCH[4096] = "modules/epilogue_bench";
 
 static void locate(char *path, size_t size, const char *argv0, const char *name) {
     if (access(path, X_OK) == 0) return;
@@ -208,6 +209,9 @@ static void test_strict_numbers(void **state) {
     expect((char *const[]){GEMM_BENCH, "8192", NULL}, 1, "unexpected argument '8192'");
     expect((char *const[]){FP8_BENCH, "--iters", "3", NULL}, 1, "unknown flag '--iters'");
     expect((char *const[]){GEMM_BENCH, "--help", NULL}, 0, "usage: gemm_bench");
+    expect((char *const[]){EPILOGUE_BENCH, "--help", NULL}, 0, "usage: epilogue_bench");
+    expect((char *const[]){EPILOGUE_BENCH, "--reps", "0", NULL}, 1, "--reps expects an integer in [1, 10000], got '0'");
+    expect((char *const[]){EPILOGUE_BENCH, "--dtype", "fp32", NULL}, 1, "--dtype");
     expect((char *const[]){ATTN_BENCH, "--help", NULL}, 0, "usage: attention_bench");
 }
 
@@ -334,6 +338,7 @@ int main(int argc, char **argv) {
     locate(LN_BENCH, sizeof LN_BENCH, argv[0], "layernorm_bench");
     locate(GEMM_BENCH, sizeof GEMM_BENCH, argv[0], "gemm_bench");
     locate(FP8_BENCH, sizeof FP8_BENCH, argv[0], "fp8_bench");
+    locate(EPILOGUE_BENCH, sizeof EPILOGUE_BENCH, argv[0], "epilogue_bench");
     const char *t = getenv("TEST_TMPDIR");
     snprintf(tmpdir, sizeof tmpdir, "%s/cli_XXXXXX", t ? t : "/tmp");
     if (!mkdtemp(tmpdir)) return 1;

@@ -341,6 +341,54 @@ static void test_deterministic_steps(void **state) {
     deterministic_step(&STEP_06_PARALLEL_LAYERS, DTYPE_FP16, 1);
 }
 
+// ---- the epilogues' work in kernels of their own (linear.h: EPILOGUE_<KIND>=kernel) -------------
+static void set_places(int setting) {  // setting < EPILOGUE_KINDS: that kind alone; == : all four
+    for (int k = 0; k < EPILOGUE_KINDS; k++)
+        linear_set_epilogue_place((EpilogueKind)k,
+                                  setting == EPILOGUE_KINDS || setting == k ? EPILOGUE_IN_KERNEL : EPILOGUE_IN_GEMM);
+}
+
+// Each kind of epilogue moved into its kernel alone, then all four: the modules' tests and
+// --check of every step that uses them must still pass (the lead's A/B runs any of these).
+static void test_epilogues_in_kernels(void **state) {
+    (void)state;
+    SKIP_WITHOUT_GPU();
+    for (int setting = 0; setting <= EPILOGUE_KINDS; setting++) {
+        set_places(setting);
+        print_message(" --- %s ---\n", setting == EPILOGUE_KINDS ? "every epilogue in a kernel"
+                                                                : epilogue_kind_variable((EpilogueKind)setting));
+        for (int k = 0; k < EPILOGUE_KINDS; k++)
+            print_message("  %s=%s\n", epilogue_kind_variable((EpilogueKind)k),
+                          epilogue_place_name(linear_epilogue_place((EpilogueKind)k)));
+        test_linear(NULL);
+        // (Its GELU' modes are set by the test; the steps below take init's, from EPILOGUE_DGELU.)
+        test_layernorm_mlp_and_linear(NULL);
+        whole_step(&STEP_02_TE_MODULES, DTYPE_FP16, 0);
+        whole_step(&STEP_03_FUSED_MODULES, DTYPE_BF16, 1);
+        whole_step(&STEP_04_TRANSFORMER_LAYER, DTYPE_FP16, 0);
+        whole_step(&STEP_04_TRANSFORMER_LAYER, DTYPE_BF16, 1);
+        whole_step(&STEP_06_PARALLEL_LAYERS, DTYPE_FP16, 1);
+        whole_step(&STEP_06_PARALLEL_UNFUSED, DTYPE_BF16, 0);
+    }
+    // The bias gradient's kernel adds in a fixed order: --deterministic still repeats its bits.
+    deterministic_step(&STEP_04_TRANSFORMER_LAYER, DTYPE_FP16, 1);
+    for (int k = 0; k < EPILOGUE_KINDS; k++) linear_set_epilogue_place((EpilogueKind)k, -1);
+}
+
+// The switch's words, and its default (no GPU needed).
+static void test_epilogue_places(void **state) {
+    (void)state;
+    assert_string_equal(epilogue_kind_variable(EPILOGUE_KIND_BGRAD), "EPILOGUE_BGRAD");
+    assert_string_equal(epilogue_place_name(EPILOGUE_IN_KERNEL), "kernel");
+    linear_set_epilogue_place(EPILOGUE_KIND_GELU, EPILOGUE_IN_KERNEL);
+    assert_int_equal(linear_epilogue_place(EPILOGUE_KIND_GELU), EPILOGUE_IN_KERNEL);
+    linear_set_epilogue_place(EPILOGUE_KIND_GELU, -1);
+    // Back to the environment's: gemm unless the test was started with EPILOGUE_GELU=kernel.
+    const char *env = getenv("EPILOGUE_GELU");
+    assert_int_equal(linear_epilogue_place(EPILOGUE_KIND_GELU),
+                     env && !strcmp(env, "kernel") ? EPILOGUE_IN_KERNEL : EPILOGUE_IN_GEMM);
+}
+
 // What the GEMMs may use: every reduction scheme by default, all but the in-place one when
 // deterministic (no GPU needed).
 static void test_gemm_reduction_schemes(void **state) {
@@ -363,6 +411,8 @@ int main(void) {
         cmocka_unit_test(test_layernorm_shared_memory_limit),
         cmocka_unit_test(test_layernorm_mlp_and_linear),
         cmocka_unit_test(test_steps),
+        cmocka_unit_test(test_epilogue_places),
+        cmocka_unit_test(test_epilogues_in_kernels),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
