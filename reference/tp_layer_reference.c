@@ -10,6 +10,7 @@
 // [T, ...].
 #include "reference/tp_layer_reference.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,6 +44,12 @@ LayerReferenceFn tp_variant_reference(const TpVariant *v) {
 }
 
 static float *fbuf(int64_t n) { return xcalloc((size_t)n, sizeof(float)); }
+
+// What recomputation does to a tensor that forward no longer keeps: its contents are gone
+// (NaN, which any read would carry into the results) until backward computes them again.
+static void discard(float *t, int64_t n) {
+    for (int64_t i = 0; i < n; i++) t[i] = NAN;
+}
 
 // ---- Helpers -------------------------------------------------------------------------------------
 // What crosses the boundary of the tensor-parallel region (tp_gather_tokens, tp_reduce_tokens),
@@ -145,6 +152,11 @@ static void serial_train_step(const LayerConfig *c, int tp, const TpVariant *v, 
         for (int64_t i = 0; i < Tl * h; i++) k->out_loc[i] += k->w.tensor[P_FC2_BIAS][i % h] + k->y_loc[i];
     }
 
+    if (v->recompute_gelu) {  // GELU's output not kept: again from FC1's, for FC2's wgrad, which opens backward
+        for (int r = 0; r < tp; r++) discard(ranks[r].gelu, T * fl);
+        for (int r = 0; r < tp; r++) ref_gelu_forward(ranks[r].fc1, T * fl, ranks[r].gelu);
+    }
+
     // ---- backward (a graded exercise: which buffers need an all-reduce, and where)
     tp_serial_backward(c, tp, sp, ranks, step);
     TP_RANK_BUFS(g_ln1w, ranks, tp, g.tensor[P_LN1_WEIGHT]);
@@ -225,6 +237,19 @@ static void parallel_train_step(const LayerConfig *c, int tp, const TpVariant *v
         for (int64_t i = 0; i < Tl * h; i++) k->z_loc[i] += k->w.b_out[i % h];
         tp_dropout_at(k->z_loc, Tl * h, c->hidden_dropout, c->seed, hid_off, first, k->out_loc);
         for (int64_t i = 0; i < Tl * h; i++) k->out_loc[i] += k->x_loc[i];
+    }
+
+    if (v->recompute_gelu) {  // g not kept: [ctx | g] keeps ctx only, g comes again from h1 for W_out's wgrad
+        for (int r = 0; r < tp; r++) {
+            ParallelRank *k = &ranks[r];
+            discard(k->gl, T * fl);
+            for (int64_t t = 0; t < T; t++) discard(k->cat + t * k_out + hl, fl);
+        }
+        for (int r = 0; r < tp; r++) {
+            ParallelRank *k = &ranks[r];
+            ref_gelu_forward(k->h1, T * fl, k->gl);
+            columns(k->cat, T, k_out, hl, fl, k->gl, 0);
+        }
     }
 
     // ---- backward: one collective

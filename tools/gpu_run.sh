@@ -12,12 +12,13 @@ MODEs (default: tests check bench fp8 tp pytorch compare breakdown, and baseline
   bench      the micro-benchmarks
   fp8        step 05's amax/scale log of 40 steps (drawn as SVG) and the training demo
   tp         step 07 (2 or more GPUs): --check at tp 2 for every variant and schedule (overlap
-             on/off, LayerNorm outputs gathered again/kept, --fprop-chunks 4), the schedules'
-             saved results compared bit for bit, then the quickstart timing at tp 1 and 2,
+             on/off, LayerNorm outputs gathered again/kept, --fprop-chunks 4, --recompute-gelu),
+             the schedules' saved results compared bit for bit, then the quickstart timing at tp 1 and 2,
              overlapped and --no-overlap, fp16 and bf16, activations kept per rank, and the
              issue's goals as ratios (about 6 minutes on 2 H200s, estimated)
   tpknobs    step 07 at tp 2, fp16: the overlap's knobs (--overlap-priority normal, --overlap-ctas
-             8 / 16, --fprop-chunks 2 / 4) beside the default and --no-overlap (TP_TURNS=2: twice)
+             8 / 16, --fprop-chunks 2 / 4) and --recompute-gelu beside the default and --no-overlap
+             (TP_TURNS=2: twice)
   pytorch    the same layer in PyTorch (where torch is installed)
   compare    the per-step comparison, fp16 and bf16
   breakdown  where each step's time goes, by category, beside its floor (fp16; PyTorch's peers
@@ -236,10 +237,10 @@ tp_time() {
   fi
   ms=$(echo "$line" | sed -E 's/^rank 0: ([0-9.]+) ms per.*/\1/')
   coll=$(echo "$line" | sed -E 's/.*collectives running ([0-9.]+) ms.*/\1/')
-  act=$(echo "$line" | sed -E 's/.*activations kept for backward ([0-9]+) MiB.*/\1/')
+  act=$(echo "$line" | sed -E 's/.*activations kept for backward ([0-9.]+) MiB.*/\1/')
   peak=$(echo "$line" | sed -E 's/.*peak device memory ([0-9]+) MiB.*/\1/')
   tp_ms[$key]=$ms tp_act[$key]=$act
-  note "$(printf 'tp time %-44s %8.3f ms  collectives running %6.3f ms  activations %5d MiB  peak %5d MiB' \
+  note "$(printf 'tp time %-44s %8.3f ms  collectives running %6.3f ms  activations %7.1f MiB  peak %5d MiB' \
     "$key" "$ms" "$coll" "$act" "$peak")"
   echo "$out" | grep -a "^Mean time" >> "$OUT/tp_mean_lines.log"
 }
@@ -257,6 +258,7 @@ if wants tp && [ "$gpus" -ge 2 ] && [ -x "$S07" ]; then
   tp_dtypes=${TP_DTYPES:-fp16 bf16} tp_quick=${TP_QUICK:-0}
   for v in "" "--parallel" "--sequence-parallel" "--parallel --sequence-parallel"; do
     scheds=("" "--no-overlap")
+    scheds+=("--recompute-gelu")
     if [ "$tp_quick" = 1 ]; then :; elif [[ $v == *sequence* ]]; then scheds+=("--keep-gathered"); else scheds+=("--fprop-chunks 4"); fi
     for sched in "${scheds[@]}"; do
       for dt in $tp_dtypes; do
@@ -267,13 +269,13 @@ if wants tp && [ "$gpus" -ge 2 ] && [ -x "$S07" ]; then
     done
   done
   # 2. The schedule changes no number: with --deterministic (fixed GEMM algorithms and
-  #    attention's dQ order) the saved out, dx and gradients of --no-overlap and --keep-gathered
-  #    are the default's, bit for bit (at tp 2 each all-reduced element is one a + b).
+  #    attention's dQ order) the saved out, dx and gradients of --no-overlap, --recompute-gelu and
+  #    --keep-gathered are the default's, bit for bit (at tp 2 each all-reduced element is one a + b).
   #    (--fprop-chunks is not compared: GEMMs of T/N rows may be planned with another split of
   #    K, which rounds differently; its --check above is what shows it right.)
   for v in "" "--parallel" "--sequence-parallel" "--parallel --sequence-parallel"; do
     [ "$tp_quick" = 1 ] && break
-    scheds=("--no-overlap"); [[ $v == *sequence* ]] && scheds+=("--keep-gathered")
+    scheds=("--no-overlap" "--recompute-gelu"); [[ $v == *sequence* ]] && scheds+=("--keep-gathered")
     base="$OUT/tp_save_default.safetensors"
     $S07 --tp 2 --preset small --deterministic --no-sweep --iters 2 --dtype bf16 $v --save "$base" >> "$OUT/tp.log" 2>&1
     for sched in "${scheds[@]}"; do
@@ -299,6 +301,9 @@ if wants tp && [ "$gpus" -ge 2 ] && [ -x "$S07" ]; then
       [ $v != sp ] && [ "$tp_quick" != 1 ] && tp_time "tp2 $dt $v fprop-chunks 4" --tp 2 --no-sweep --dtype $dt $a --fprop-chunks 4
     done
     tp_time "tp2 $dt sp keep-gathered" --tp 2 --no-sweep --dtype $dt --sequence-parallel --keep-gathered
+    tp_time "tp2 $dt serial recompute-gelu" --tp 2 --no-sweep --dtype $dt --recompute-gelu
+    tp_time "tp2 $dt sp recompute-gelu" --tp 2 --no-sweep --dtype $dt --sequence-parallel --recompute-gelu
+    tp_time "tp2 $dt parallel sp recompute-gelu" --tp 2 --no-sweep --dtype $dt --parallel --sequence-parallel --recompute-gelu
   done
   for dt in $tp_dtypes; do
     s1=${tp_ms[tp1 $dt serial]:-}
@@ -308,6 +313,7 @@ if wants tp && [ "$gpus" -ge 2 ] && [ -x "$S07" ]; then
     done
     note "tp goal $dt parallel vs serial at tp 2 (overlapped): serial / parallel = $(ratio "${tp_ms[tp2 $dt serial overlap]:-}" "${tp_ms[tp2 $dt parallel overlap]:-}"), with --fprop-chunks 4 on both $(ratio "${tp_ms[tp2 $dt serial fprop-chunks 4]:-}" "${tp_ms[tp2 $dt parallel fprop-chunks 4]:-}") (goal >= 1.08)"
     note "tp goal $dt sequence-parallel vs plain at tp 2 (overlapped): time sp / plain = $(ratio "${tp_ms[tp2 $dt sp overlap]:-}" "${tp_ms[tp2 $dt serial overlap]:-}") (goal <= 1), activations sp / plain = $(ratio "${tp_act[tp2 $dt sp overlap]:-}" "${tp_act[tp2 $dt serial overlap]:-}") (goal <= 0.60), kept-gathered sp / plain = $(ratio "${tp_act[tp2 $dt sp keep-gathered]:-}" "${tp_act[tp2 $dt serial overlap]:-}")"
+    note "tp goal $dt sequence-parallel + --recompute-gelu at tp 2: activations / plain = $(ratio "${tp_act[tp2 $dt sp recompute-gelu]:-}" "${tp_act[tp2 $dt serial overlap]:-}") (goal <= 0.60; predicted 0.600: 384.6 / 640.6 MiB), / plain + recompute = $(ratio "${tp_act[tp2 $dt sp recompute-gelu]:-}" "${tp_act[tp2 $dt serial recompute-gelu]:-}") (predicted 0.750); time / plain = $(ratio "${tp_ms[tp2 $dt sp recompute-gelu]:-}" "${tp_ms[tp2 $dt serial overlap]:-}"), recomputation's cost (time / sp without it) = $(ratio "${tp_ms[tp2 $dt sp recompute-gelu]:-}" "${tp_ms[tp2 $dt sp overlap]:-}")"
   done
   for tp in 4 8; do  # where lent: each variant at the wider tp
     [ "$tp" -le "$gpus" ] || break
@@ -319,7 +325,8 @@ fi
 # The overlap's knobs at tp 2, fp16, beside the default and --no-overlap: the side stream at
 # normal priority, the overlapped collectives on a communicator of 8 or 16 CTAs, and (plain TP)
 # the forward's all-reduce pipelined in 2 or 4 row blocks. TP_TURNS=2 repeats the set (in
-# turns, so that both see the machine alike); one turn is 19 runs, about 3 minutes.
+# turns, so that both see the machine alike); one turn is 22 runs, about 3.5 minutes. --recompute-gelu
+# too, in each variant (its time against the default's).
 if wants tpknobs && [ "$gpus" -ge 2 ] && [ -x "$S07" ]; then
   export NCCL_NVLS_ENABLE=0
   for turn in $(seq 1 "${TP_TURNS:-1}"); do
@@ -328,6 +335,7 @@ if wants tpknobs && [ "$gpus" -ge 2 ] && [ -x "$S07" ]; then
       tp_time "tp2 fp16 $v default (turn $turn)" --tp 2 --no-sweep $a
       tp_time "tp2 fp16 $v no-overlap (turn $turn)" --tp 2 --no-sweep $a --no-overlap
       tp_time "tp2 fp16 $v priority normal (turn $turn)" --tp 2 --no-sweep $a --overlap-priority normal
+      tp_time "tp2 fp16 $v recompute-gelu (turn $turn)" --tp 2 --no-sweep $a --recompute-gelu
       for n in 8 16; do tp_time "tp2 fp16 $v ctas $n (turn $turn)" --tp 2 --no-sweep $a --overlap-ctas $n; done
       if [ $v != sp ]; then
         for n in 2 4; do tp_time "tp2 fp16 $v fprop-chunks $n (turn $turn)" --tp 2 --no-sweep $a --fprop-chunks $n; done

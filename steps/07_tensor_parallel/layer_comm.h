@@ -46,6 +46,7 @@
 
 #include "common/core/layer.h"
 #include "steps/07_tensor_parallel/tp_comm.h"
+#include "steps/07_tensor_parallel/tp_schedule.h"
 
 #define LAYER_COMM_MAX_CALLS 64  // collectives per training step (--fprop-chunks 16: 32 in forward)
 
@@ -116,24 +117,7 @@ void layer_wait_gathered(LayerComm *lc);
 void layer_wait_reduced(LayerComm *lc);
 void layer_join_side(LayerComm *lc);
 
-// Sequence parallelism: where the weight gradient of a column-parallel GEMM (QKV, FC1, the
-// parallel layer's fused W_in) finds the gathered [T, h] input it needs in backward.
-typedef enum {
-    SP_REGATHER = 0,       // forward keeps only the rank's [T/tp, h] slice of the LayerNorm's output;
-                           // backward all-gathers it again (Megatron-LM's sequence parallelism)
-    SP_KEEP_GATHERED = 1,  // forward keeps the gathered [T, h] (--keep-gathered): (tp-1)/tp of a [T, h]
-                           // more per LayerNorm, one all-gather fewer each
-} SpGatheredInput;
-
-// How a layer schedules its work around the collectives (none of it changes a number the layer
-// computes; tp_check passes for every choice):
-typedef struct {
-    SpGatheredInput sp_input;  // sequence parallelism: the LayerNorm outputs gathered again (default) or kept
-    int fprop_chunks;          // plain TP: the row-parallel forward's GEMM and all-reduce pipelined in
-                               // this many row blocks (row_parallel.h); 1 (default): one GEMM, one all-reduce
-} TpSchedule;
-
-#define TP_SCHEDULE_DEFAULTS ((TpSchedule){SP_REGATHER, 1})
+// The schedule (SpGatheredInput, TpSchedule, TP_SCHEDULE_DEFAULTS) is tp_schedule.h's.
 
 // The end of the tensor-parallel region (its entry under sequence parallelism, the
 // all-gather, is sp_gather.h's, beside the GEMM that reads it):

@@ -32,6 +32,13 @@ typedef enum { SP_GEMM_FPROP, SP_GEMM_DGRAD } SpGemm;
 // l->out, l->in for DGRAD. tokens T, divisible by the world size.
 void sp_gathered_gemm(Linear *l, SpGemm gemm, LayerComm *lc, const void *slice, void *full, void *y, int64_t tokens);
 
+// The same GEMM in the same row blocks when full has been gathered already (the caller
+// started the all-gather and waited for it, having had other work to put beside it: FC2's and
+// W_out's backward under --recompute-gelu put GELU's recomputation there): the same bits as
+// sp_gathered_gemm.
+void sp_gemm_in_row_blocks(Linear *l, SpGemm gemm, LayerComm *lc, const void *slice, const void *full, void *y,
+                           int64_t tokens);
+
 // Where the rank's first token sits in the whole [T, h] tensor, as an element index (0 without
 // sequence parallelism, where every rank holds all T tokens): a dropout mask drawn from there
 // on is the unsharded layer's for the rank's tokens (Philox by element index).

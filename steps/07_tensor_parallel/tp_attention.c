@@ -33,7 +33,7 @@ static AttentionProblem attention_problem(const TpAttention *m) {
 void tp_attention_init(TpAttention *m, const LayerConfig *c, int tp, int rank, int sequence_parallel,
                        const TpSchedule *sched, const LayerParams *shard) {
     memset(m, 0, sizeof *m);
-    const TpVariant v = {TP_LAYER_SERIAL, sequence_parallel, 0};
+    const TpVariant v = {TP_LAYER_SERIAL, sequence_parallel, 0, 0};
     tp_require_valid_schedule(c, tp, &v, sched);
     m->cfg = *c;
     m->tp = tp, m->rank = rank, m->sequence_parallel = sequence_parallel, m->sched = *sched;

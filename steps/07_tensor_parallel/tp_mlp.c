@@ -21,7 +21,7 @@ static void *tensor(TpMlp *m, int64_t rows, int64_t cols, int kept) {
 void tp_mlp_init(TpMlp *m, const LayerConfig *c, int tp, int rank, int sequence_parallel, const TpSchedule *sched,
                  const LayerParams *shard) {
     memset(m, 0, sizeof *m);
-    const TpVariant v = {TP_LAYER_SERIAL, sequence_parallel, 0};
+    const TpVariant v = {TP_LAYER_SERIAL, sequence_parallel, 0, 0};
     tp_require_valid_schedule(c, tp, &v, sched);
     m->cfg = *c;
     m->tp = tp, m->rank = rank, m->sequence_parallel = sequence_parallel, m->sched = *sched;
@@ -40,11 +40,13 @@ void tp_mlp_init(TpMlp *m, const LayerConfig *c, int tp, int rank, int sequence_
     // FC1's input: under SP kept for its wgrad only with SP_KEEP_GATHERED (else gathered again).
     m->ln = sequence_parallel ? tensor(m, T, h, keep_gathered) : m->ln_loc;
     m->fc1_out = tensor(m, T, m->fl, 1);                         // GELU's input
-    m->act = tensor(m, T, m->fl, 1);                             // FC2's input
+    m->d_act = tensor(m, T, m->fl, 0);
+    // FC2's input, GELU's output: kept for FC2's wgrad, or (--recompute-gelu) written into the
+    // backward's d_act, which forward does not use, and computed there again in backward.
+    m->act = sched->recompute_gelu ? m->d_act : tensor(m, T, m->fl, 1);
     m->fc2_out = tensor(m, T, h, 0);
     m->out = sequence_parallel ? tensor(m, Tl, h, 0) : m->fc2_out;  // the sum lands in place
     m->dout = !sequence_parallel ? NULL : keep_gathered ? tensor(m, T, h, 0) : m->ln;
-    m->d_act = tensor(m, T, m->fl, 0);
     m->d_ln = tensor(m, T, h, 0);
     m->d_ln_loc = sequence_parallel ? tensor(m, Tl, h, 0) : m->d_ln;
     m->dx = tensor(m, Tl, h, 0);
@@ -52,8 +54,9 @@ void tp_mlp_init(TpMlp *m, const LayerConfig *c, int tp, int rank, int sequence_
 
 void tp_mlp_free(TpMlp *m) {
     layernorm_free(&m->ln2), linear_free(&m->fc1), linear_free(&m->fc2);
-    void *bufs[] = {m->b2, m->db2, m->ln_loc, m->fc1_out, m->act, m->fc2_out, m->d_act, m->d_ln, m->dx};
+    void *bufs[] = {m->b2, m->db2, m->ln_loc, m->fc1_out, m->fc2_out, m->d_act, m->d_ln, m->dx};
     dev_free_all(bufs, COUNT_OF(bufs));
+    if (m->act != m->d_act) dev_free(m->act);
     if (m->sequence_parallel) {
         void *sp[] = {m->ln, m->out, m->d_ln_loc};
         dev_free_all(sp, COUNT_OF(sp));
@@ -81,17 +84,38 @@ void tp_mlp_forward(TpMlp *m, LayerComm *lc, const void *y) {
     bias_dropout_add_forward(m->out, m->b2, y, m->out, m->Tl, h, 0.0f, 0, 0, dt);
 }
 
+// FC2's backward, GELU's output kept: the dgrad (local) from the output gradient of all T
+// tokens - SP gathers it into m->dout (under SP_REGATHER the buffer that held LN2's gathered
+// output in forward) beside the dgrad of the rank's own tokens - then the wgrad.
+static void fc2_backward(TpMlp *m, LayerComm *lc, const void *dout) {
+    const int sp = m->sequence_parallel;
+    if (sp) sp_gathered_gemm(&m->fc2, SP_GEMM_DGRAD, lc, dout, m->dout, m->d_act, m->T);
+    else linear_dgrad(&m->fc2, dout, m->d_act, m->T);
+    linear_wgrad(&m->fc2, sp ? m->dout : dout, m->T, 1);  // dW2 shard
+}
+
+// FC2's backward under --recompute-gelu: GELU's output computed again into d_act (where
+// forward wrote it, so it is the input the Linear recorded), the wgrad from it, and only then
+// the dgrad, which overwrites d_act with the gradient. Under SP the output gradient's
+// all-gather runs beside the recomputation, and the dgrad takes sp_gathered_gemm's row blocks
+// (the same bits).
+static void fc2_backward_recomputing_gelu(TpMlp *m, LayerComm *lc, const void *dout) {
+    const int sp = m->sequence_parallel;
+    if (sp) layer_all_gather_start(lc, dout, m->dout, m->Tl * m->cfg.hidden, m->cfg.dtype);
+    gelu_forward_strided(m->fc1_out, m->fl, m->d_act, m->fl, m->T, m->fl, m->cfg.dtype);  // as in forward
+    if (sp) layer_wait_gathered(lc);
+    linear_wgrad(&m->fc2, sp ? m->dout : dout, m->T, 1);  // dW2 shard
+    if (sp) sp_gemm_in_row_blocks(&m->fc2, SP_GEMM_DGRAD, lc, dout, m->dout, m->d_act, m->T);
+    else linear_dgrad(&m->fc2, dout, m->d_act, m->T);
+}
+
 void tp_mlp_backward(TpMlp *m, LayerComm *lc, const void *dout) {
     const DType dt = m->cfg.dtype;
     const int h = m->cfg.hidden, sp = m->sequence_parallel;
     const int regather = sp && m->sched.sp_input == SP_REGATHER;
     bias_grad(dout, m->Tl, h, m->db2, dt);  // SP: over the rank's tokens only
-    // FC2's dgrad (local) from the output gradient of all T tokens: SP gathers it into m->dout
-    // (under SP_REGATHER the buffer that held LN2's gathered output in forward) beside the
-    // dgrad of the rank's own tokens.
-    if (sp) sp_gathered_gemm(&m->fc2, SP_GEMM_DGRAD, lc, dout, m->dout, m->d_act, m->T);
-    else linear_dgrad(&m->fc2, dout, m->d_act, m->T);
-    linear_wgrad(&m->fc2, sp ? m->dout : dout, m->T, 1);  // dW2 shard
+    if (m->sched.recompute_gelu) fc2_backward_recomputing_gelu(m, lc, dout);
+    else fc2_backward(m, lc, dout);
     gelu_backward_strided(m->d_act, m->fl, m->fc1_out, m->fl, m->d_act, m->fl, m->T, m->fl, dt);
     // FC1's backward: LN2's output gathered again beside the dgrad (SP_REGATHER; after the FC2
     // wgrad, the last reader of dout_all), the dgrad's all-reduce (reduce-scatter) beside the wgrad.

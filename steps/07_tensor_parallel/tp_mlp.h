@@ -19,6 +19,11 @@
 //                          beta and of b2 are all-reduced (one NCCL group, started). The
 //                          all-gathers before FC1's fprop and FC2's dgrad run beside the GEMM
 //                          on the rank's own tokens (sp_gather.h).
+//   --recompute-gelu:      GELU's output is not kept: forward writes it into backward's d_act
+//                          buffer (FC2's fprop reads it there), backward computes it there again
+//                          from FC1's output (kept for GELU's backward anyway) and runs FC2's
+//                          wgrad before its dgrad, which then overwrites d_act. Kept: [T, fl]
+//                          less; the same numbers, bit for bit (the same kernel on the same input).
 //
 // Shapes: T = seq * batch tokens, h hidden, f ffn; all activations in cfg->dtype. The CPU
 // twin is reference/tp_layer_reference.c (serial_train_step).
@@ -45,7 +50,8 @@ typedef struct {
     void *b2, *db2;                // [h], replicated
     // Forward. Under plain TP the *_loc tensors are the whole ones (the same buffers).
     void *ln_loc, *ln;             // LN2's output: [Tl, h]; gathered [T, h]
-    void *fc1_out, *act;           // [T, fl]: FC1's output and GELU's
+    void *fc1_out, *act;           // [T, fl]: FC1's output and GELU's (--recompute-gelu: act is
+                                   // d_act, a buffer of backward's, not kept: computed again there)
     void *fc2_out, *out;           // FC2's partial [T, h]; the output [Tl, h]
     // Backward.
     void *dout;                    // the output gradient gathered [T, h] (SP only; under SP_REGATHER

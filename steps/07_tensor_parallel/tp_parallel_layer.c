@@ -26,17 +26,33 @@ static void *tensor(TpParallelLayer *m, int64_t rows, int64_t cols, int kept) {
 // Attention on this rank's heads, read in place: q, k, v are the first 3 h/tp columns of the
 // fused input GEMM's output (row stride n_in), and ctx goes straight into the first h/tp
 // columns of the fused output GEMM's input (row stride k_out); their gradients likewise.
+// Under --recompute-gelu ctx is a packed [T, h/tp] tensor of its own (the kept one), and its
+// gradient a packed copy (below).
 static AttentionProblem attention_problem(const TpParallelLayer *m) {
     AttentionProblem p = attention_layer_problem(&m->cfg);
     p.heads = m->heads_local, p.total_heads = m->cfg.heads, p.first_head = m->first_head;
-    p.qkv_row_stride = m->n_in, p.ctx_row_stride = m->k_out;
+    p.qkv_row_stride = m->n_in, p.ctx_row_stride = m->sched.recompute_gelu ? 0 : m->k_out;
     return p;
+}
+
+// Columns [0, h/tp) of the [T, k_out] tensor cat to or from the packed [T, h/tp] tensor ctx.
+static void ctx_columns(const TpParallelLayer *m, void *cat, void *ctx, int to_cat) {
+    const size_t e = dtype_bytes(m->cfg.dtype), row = (size_t)m->hl * e, cat_row = (size_t)m->k_out * e;
+    if (to_cat) CUDA_CHECK(cudaMemcpy2DAsync(cat, cat_row, ctx, row, row, (size_t)m->T, cudaMemcpyDeviceToDevice, 0));
+    else CUDA_CHECK(cudaMemcpy2DAsync(ctx, row, cat, cat_row, row, (size_t)m->T, cudaMemcpyDeviceToDevice, 0));
+}
+
+// g = GELU(h1) into columns [h/tp, k_out) of cat, h1 read in place from [q k v | h1].
+static void gelu_into_cat(const TpParallelLayer *m, void *cat) {
+    const size_t e = dtype_bytes(m->cfg.dtype);
+    gelu_forward_strided((char *)m->in_out + 3 * m->hl * e, m->n_in, (char *)cat + m->hl * e, m->k_out, m->T, m->fl,
+                         m->cfg.dtype);
 }
 
 void tp_parallel_layer_init(TpParallelLayer *m, const LayerConfig *c, int tp, int rank, int sequence_parallel,
                             const TpSchedule *sched, const LayerParams *shard) {
     memset(m, 0, sizeof *m);
-    const TpVariant v = {TP_LAYER_PARALLEL, sequence_parallel, 0};
+    const TpVariant v = {TP_LAYER_PARALLEL, sequence_parallel, 0, 0};
     tp_require_valid_schedule(c, tp, &v, sched);
     m->cfg = *c;
     m->tp = tp, m->rank = rank, m->sequence_parallel = sequence_parallel, m->sched = *sched;
@@ -67,13 +83,16 @@ void tp_parallel_layer_init(TpParallelLayer *m, const LayerConfig *c, int tp, in
     m->in_out = tensor(m, T, m->n_in, 1);                      // h1 for GELU's backward
     m->lse = dev_alloc((size_t)c->batch * m->heads_local * c->seq * sizeof(float));
     m->activation_bytes += (size_t)c->batch * m->heads_local * c->seq * sizeof(float);
-    m->cat = tensor(m, T, m->k_out, 1);                        // W_out's input
+    m->d_cat = tensor(m, T, m->k_out, 0);
+    // W_out's input [ctx | g]: kept; or (--recompute-gelu) ctx kept alone and [ctx | g] put
+    // together in backward's d_cat, in forward for W_out's fprop and again in backward for its wgrad.
+    m->ctx = sched->recompute_gelu ? tensor(m, T, m->hl, 1) : NULL;
+    m->cat = sched->recompute_gelu ? m->d_cat : tensor(m, T, m->k_out, 1);
     m->z = tensor(m, T, h, 0);
     m->z_loc = sequence_parallel ? tensor(m, Tl, h, 0) : m->z;
     m->y = tensor(m, Tl, h, 0);
     m->dz_loc = tensor(m, Tl, h, 0);
     m->dz = !sequence_parallel ? m->dz_loc : keep_gathered ? tensor(m, T, h, 0) : m->a;
-    m->d_cat = tensor(m, T, m->k_out, 0);
     m->d_in = tensor(m, T, m->n_in, 0);
     m->d_a = tensor(m, T, h, 0);
     m->d_a_loc = sequence_parallel ? tensor(m, Tl, h, 0) : m->d_a;
@@ -83,9 +102,11 @@ void tp_parallel_layer_init(TpParallelLayer *m, const LayerConfig *c, int tp, in
 
 void tp_parallel_layer_free(TpParallelLayer *m) {
     layernorm_free(&m->ln), linear_free(&m->in), linear_free(&m->out);
-    void *bufs[] = {m->b_out, m->db_out, m->a_loc, m->in_out, m->lse, m->cat, m->z, m->y,
+    void *bufs[] = {m->b_out, m->db_out, m->a_loc, m->in_out, m->lse, m->z, m->y,
                     m->dz_loc, m->d_cat, m->d_in, m->d_a, m->dx, m->attn_scratch};
     dev_free_all(bufs, COUNT_OF(bufs));
+    if (m->cat != m->d_cat) dev_free(m->cat);
+    if (m->ctx) dev_free(m->ctx);
     if (m->sequence_parallel) {
         void *sp[] = {m->a, m->z_loc, m->d_a_loc};
         dev_free_all(sp, COUNT_OF(sp));
@@ -101,8 +122,7 @@ static uint64_t first_element(const TpParallelLayer *m) {
 void tp_parallel_layer_forward(TpParallelLayer *m, LayerComm *lc, const void *x, uint64_t step) {
     const LayerConfig *c = &m->cfg;
     const DType dt = c->dtype;
-    const int h = c->hidden, sp = m->sequence_parallel, hl = m->hl;
-    const size_t e = dtype_bytes(dt);
+    const int h = c->hidden, sp = m->sequence_parallel;
     layernorm_forward(&m->ln, x, m->a_loc, m->Tl);
     // Column-parallel: [T, 3h/tp + f/tp] from all T tokens (SP: gathered beside the GEMM on the
     // rank's own)
@@ -110,8 +130,13 @@ void tp_parallel_layer_forward(TpParallelLayer *m, LayerComm *lc, const void *x,
     else linear_forward(&m->in, m->a_loc, m->in_out, m->T, NULL);
     const AttentionProblem ap = attention_problem(m);
     const AttentionDropout drop = attention_layer_dropout(c, step);
-    attention_forward(&ap, &drop, m->in_out, m->cat, m->lse);
-    gelu_forward_strided((char *)m->in_out + 3 * hl * e, m->n_in, (char *)m->cat + hl * e, m->k_out, m->T, m->fl, dt);
+    if (m->sched.recompute_gelu) {  // ctx into its kept tensor, and a copy beside g
+        attention_forward(&ap, &drop, m->in_out, m->ctx, m->lse);
+        ctx_columns(m, m->cat, m->ctx, 1);
+    } else {
+        attention_forward(&ap, &drop, m->in_out, m->cat, m->lse);
+    }
+    gelu_into_cat(m, m->cat);
     // Row-parallel: both branches' partial [T, h], summed (plain TP: optionally in row blocks).
     if (sp) {
         linear_forward(&m->out, m->cat, m->z, m->T, NULL);
@@ -123,6 +148,31 @@ void tp_parallel_layer_forward(TpParallelLayer *m, LayerComm *lc, const void *x,
                                 dropout_offset(step, DROPOUT_SITE_HIDDEN), first_element(m), dt);
 }
 
+// W_out's backward, [ctx | g] kept: the dgrad (local) from the output gradient of all T
+// tokens - SP gathers it into dz (under SP_REGATHER the buffer that held LN's gathered output
+// in forward) beside the dgrad of the rank's own tokens; plain TP: dz is dz_loc - then the wgrad.
+static void w_out_backward(TpParallelLayer *m, LayerComm *lc) {
+    if (m->sequence_parallel) sp_gathered_gemm(&m->out, SP_GEMM_DGRAD, lc, m->dz_loc, m->dz, m->d_cat, m->T);
+    else linear_dgrad(&m->out, m->dz_loc, m->d_cat, m->T);
+    linear_wgrad(&m->out, m->dz, m->T, 1);
+}
+
+// W_out's backward under --recompute-gelu: [ctx | g] put together again in d_cat (where forward
+// had it: the input the Linear recorded) from the kept ctx and GELU(h1), the wgrad from it,
+// and only then the dgrad, which overwrites d_cat with the gradient. Under SP the output
+// gradient's all-gather runs beside the recomputation, and the dgrad takes sp_gathered_gemm's
+// row blocks (the same bits).
+static void w_out_backward_recomputing_gelu(TpParallelLayer *m, LayerComm *lc) {
+    const int sp = m->sequence_parallel;
+    if (sp) layer_all_gather_start(lc, m->dz_loc, m->dz, m->Tl * m->cfg.hidden, m->cfg.dtype);
+    ctx_columns(m, m->d_cat, m->ctx, 1);
+    gelu_into_cat(m, m->d_cat);
+    if (sp) layer_wait_gathered(lc);
+    linear_wgrad(&m->out, m->dz, m->T, 1);
+    if (sp) sp_gemm_in_row_blocks(&m->out, SP_GEMM_DGRAD, lc, m->dz_loc, m->dz, m->d_cat, m->T);
+    else linear_dgrad(&m->out, m->dz_loc, m->d_cat, m->T);
+}
+
 void tp_parallel_layer_backward(TpParallelLayer *m, LayerComm *lc, const void *dout, uint64_t step) {
     const LayerConfig *c = &m->cfg;
     const DType dt = c->dtype;
@@ -132,19 +182,22 @@ void tp_parallel_layer_backward(TpParallelLayer *m, LayerComm *lc, const void *d
     add_dropout_backward_at(dout, NULL, NULL, m->dz_loc, m->Tl * h, c->hidden_dropout, c->seed,
                             dropout_offset(step, DROPOUT_SITE_HIDDEN), first_element(m), dt);
     bias_grad(m->dz_loc, m->Tl, h, m->db_out, dt);
-    // W_out's dgrad (local) from the output gradient of all T tokens: SP gathers it into dz
-    // (under SP_REGATHER the buffer that held LN's gathered output in forward) beside the dgrad
-    // of the rank's own tokens. Plain TP: dz is dz_loc.
-    if (sp) sp_gathered_gemm(&m->out, SP_GEMM_DGRAD, lc, m->dz_loc, m->dz, m->d_cat, m->T);
-    else linear_dgrad(&m->out, m->dz_loc, m->d_cat, m->T);
-    linear_wgrad(&m->out, m->dz, m->T, 1);
     const AttentionProblem ap = attention_problem(m);
     const AttentionDropout drop = attention_layer_dropout(c, step);
-    attention_backward(&ap, &drop, m->in_out, m->cat, m->d_cat, m->lse, m->d_in, m->attn_scratch);
+    if (m->sched.recompute_gelu) {
+        w_out_backward_recomputing_gelu(m, lc);
+        // attention's backward reads ctx and its gradient packed: the gradient's columns of
+        // d_cat copied into dz's buffer, which nothing reads any more in this step
+        ctx_columns(m, m->d_cat, m->dz, 0);
+        attention_backward(&ap, &drop, m->in_out, m->ctx, m->dz, m->lse, m->d_in, m->attn_scratch);
+    } else {
+        w_out_backward(m, lc);
+        attention_backward(&ap, &drop, m->in_out, m->cat, m->d_cat, m->lse, m->d_in, m->attn_scratch);
+    }
     gelu_backward_strided((char *)m->d_cat + hl * e, m->k_out, (char *)m->in_out + 3 * hl * e, m->n_in,
                           (char *)m->d_in + 3 * hl * e, m->n_in, m->T, m->fl, dt);
-    // W_in's backward: LN's output gathered again beside the dgrad (SP_REGATHER; after W_out's
-    // wgrad, the last reader of dz), the dgrad's all-reduce (reduce-scatter) beside the wgrad.
+    // W_in's backward: LN's output gathered again beside the dgrad (SP_REGATHER; after the last
+    // reader of dz: W_out's wgrad, or attention's backward under --recompute-gelu), the dgrad's all-reduce (reduce-scatter) beside the wgrad.
     if (regather) layer_all_gather_start(lc, m->a_loc, m->a, m->Tl * h, dt);
     linear_dgrad(&m->in, m->d_in, m->d_a, m->T);  // partial
     if (regather) layer_wait_gathered(lc);

@@ -25,6 +25,13 @@
 // Attention reads its q, k, v columns in place (a row stride and a head range in one
 // AttentionProblem) and writes ctx straight into [ctx | g]; GELU reads and writes its columns
 // in place too: no copies.
+//
+// --recompute-gelu: g = GELU(h1) is not kept. Attention writes ctx into a kept [T, h/tp] tensor
+// of its own; [ctx | g] is put together in backward's d_cat buffer (forward does not use it)
+// for W_out's fprop, and again in backward (ctx copied, g computed again from h1, which GELU's
+// backward keeps anyway) for W_out's wgrad, which then runs before its dgrad; attention's
+// backward reads its output gradient as a packed copy. Kept: [T, f/tp] less; three [T, h/tp]
+// copies more per step; the same numbers (expected bit for bit: gpu_run.sh tp compares).
 // Shapes: T tokens, h hidden, f ffn; activations in cfg->dtype. CPU twin:
 // reference/tp_layer_reference.c (parallel_train_step); weights: reference/tp_reference.h
 // (TpFusedShard).
@@ -54,7 +61,8 @@ typedef struct {
     void *a_loc, *a;                   // LN's output [Tl, h]; gathered [T, h] (W_in's input)
     void *in_out;                      // [T, n_in] = [q k v | h1]
     float *lse;
-    void *cat;                         // [T, k_out] = [ctx | GELU(h1)]
+    void *cat;                         // [T, k_out] = [ctx | GELU(h1)] (--recompute-gelu: d_cat, not kept)
+    void *ctx;                         // --recompute-gelu: ctx kept alone, packed [T, h/tp]; else NULL
     void *z, *z_loc;                   // W_out's partial [T, h]; summed [Tl, h]
     void *y;                           // [Tl, h]: the output
     // Backward.

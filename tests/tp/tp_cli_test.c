@@ -90,7 +90,8 @@ static void test_shared_flags(void **state) {
            "cannot open '/nonexistent/x.safetensors'");
 }
 
-// The schedule's flags (--no-overlap and the overlap's knobs, --keep-gathered, --fprop-chunks):
+// The schedule's flags (--no-overlap and the overlap's knobs, --keep-gathered, --fprop-chunks,
+// --recompute-gelu):
 // each is taken, as the refusal that follows from the configuration shows; the combinations
 // that mean nothing, and bad values, are refused with words that say which.
 static void test_schedule_flags(void **state) {
@@ -117,6 +118,12 @@ static void test_schedule_flags(void **state) {
     expect((char *const[]){TP_BIN, "--fprop-chunks", "3", "--preset", "tiny", NULL}, NULL,
            "--fprop-chunks 3 must divide the 32 tokens (seq * batch)");
     expect((char *const[]){TP_BIN, "--fprop-chunks", "17", NULL}, NULL, "--fprop-chunks expects an integer in [1, 16]");
+    // --recompute-gelu: taken with every variant, refused with --block (no GELU there) and with a value
+    expect((char *const[]){TP_BIN, "--recompute-gelu", "--tp", "3", NULL}, NULL, "must divide the number of heads (32)");
+    expect((char *const[]){TP_BIN, "--tp", "3", "--parallel", "--sequence-parallel", "--recompute-gelu", NULL}, NULL,
+           "must divide the number of heads (32)");
+    expect((char *const[]){TP_BIN, "--recompute-gelu", "--block", "exact", NULL}, NULL, "--block has no GELU");
+    expect((char *const[]){TP_BIN, "--recompute-gelu=1", NULL}, NULL, "--recompute-gelu takes no value");
 }
 
 // More ranks than GPUs: one clear message naming both numbers from the launcher, before any

@@ -14,6 +14,10 @@
 // backward's output gradient are exercised: a wait in the wrong place, or a weight gradient
 // that read the gradient left in the shared buffer instead of the re-gathered input, fails.
 //
+// --recompute-gelu too, in each of them (GELU's output computed again in backward's buffer,
+// FC2's / W_out's wgrad before its dgrad); and for every schedule the activations the modules
+// count as kept must equal tp_kept_activation_bytes (the chapter's table).
+//
 // Tolerance: check_tolerance(dtype), the one every step's --check meets.
 #include <stdlib.h>
 #include <string.h>
@@ -26,6 +30,7 @@
 #include "steps/07_tensor_parallel/layer_comm.h"
 #include "steps/07_tensor_parallel/tp_comm.h"
 #include "steps/07_tensor_parallel/tp_layer.h"
+#include "steps/07_tensor_parallel/tp_schedule.h"
 #include "tests/test_util.h"
 
 // One training step of a schedule against the reference `ref`; 1 if it passed.
@@ -40,6 +45,9 @@ static int check_schedule(const LayerConfig *c, const TpVariant *v, const LayerP
     tp_shard_params(c, 1, 0, p, &shard);
     TpLayer l;
     tp_layer_init(&l, c, 1, 0, v, &sched, &shard);
+    // What the modules count as kept (their allocations) is what the chapter's table says.
+    const size_t counted = tp_layer_activation_bytes(&l), predicted = tp_kept_activation_bytes(c, 1, v, &sched);
+    if (counted != predicted) print_message("activations kept: counted %zu bytes, predicted %zu\n", counted, predicted);
     const int64_t n = layer_tokens(c) * c->hidden;
     void *x = dev_upload(in->x, n, c->dtype), *dy = dev_upload(in->dy, n, c->dtype);
     // Two steps: the second starts with every buffer as the first left it (the shared gather
@@ -53,12 +61,13 @@ static int check_schedule(const LayerConfig *c, const TpVariant *v, const LayerP
     dev_download(got.dx, tp_layer_dx(&l), n, c->dtype);
     tp_layer_read_grads(&l, &got.grad);
     double worst;
-    print_message("%s, %s, collectives %s, forward in %d row block(s)%s:\n", tp_variant_name(v), dtype_name(c->dtype),
-                  overlap ? "overlapped" : "in line", sched.fprop_chunks,
+    print_message("%s, %s, collectives %s, forward in %d row block(s)%s%s:\n", tp_variant_name(v),
+                  dtype_name(c->dtype), overlap ? "overlapped" : "in line", sched.fprop_chunks,
                   !v->sequence_parallel              ? ""
                   : sched.sp_input == SP_REGATHER ? ", LN outputs gathered again"
-                                                   : ", LN outputs kept");
-    int passed = compare_results(c, &got, ref, check_tolerance(c->dtype), stdout, &worst);
+                                                   : ", LN outputs kept",
+                  sched.recompute_gelu ? ", GELU's output recomputed" : "");
+    int passed = compare_results(c, &got, ref, check_tolerance(c->dtype), stdout, &worst) && counted == predicted;
     tp_layer_free(&l);
     layer_comm_free(&lc);
     dev_free(x), dev_free(dy);
@@ -72,7 +81,7 @@ static void check_variant(TpLayerKind layer, int sp, DType dtype) {
     layer_config_preset("small", &c);
     c.dtype = dtype;
     c.seed = test_seed();
-    const TpVariant v = {layer, sp, 0};
+    const TpVariant v = {layer, sp, 0, 0};
     LayerParams p;
     LayerInputs in;
     LayerResults ref;
@@ -87,12 +96,15 @@ static void check_variant(TpLayerKind layer, int sp, DType dtype) {
     int failed = 0;
     for (int overlap = 1; overlap >= 0; overlap--) {
         for (int keep = 0; keep <= sp; keep++) {
-            const TpSchedule sched = {keep ? SP_KEEP_GATHERED : SP_REGATHER, 1};
-            failed += !check_schedule(&c, &v, &p, &in, &ref, overlap, sched);
+            for (int recompute = 0; recompute <= 1; recompute++) {  // GELU's output kept or recomputed
+                const TpSchedule sched = {keep ? SP_KEEP_GATHERED : SP_REGATHER, 1, recompute};
+                failed += !check_schedule(&c, &v, &p, &in, &ref, overlap, sched);
+            }
         }
         if (!sp) {  // plain TP: the row-parallel forwards in 4 blocks (each summed on its own)
-            const TpSchedule sched = {SP_REGATHER, 4};
+            const TpSchedule sched = {SP_REGATHER, 4, 0}, recomputing = {SP_REGATHER, 4, 1};
             failed += !check_schedule(&c, &v, &p, &in, &ref, overlap, sched);
+            failed += !check_schedule(&c, &v, &p, &in, &ref, overlap, recomputing);
         }
     }
     assert_int_equal(failed, 0);

@@ -125,8 +125,8 @@ static void test_reduce_scatter_then_all_gather_is_all_reduce(void **state) {
 }
 
 // ---- The whole layer, every variant ----------------------------------------------------------
-static const TpVariant SERIAL = {TP_LAYER_SERIAL, 0, 0}, PARALLEL = {TP_LAYER_PARALLEL, 0, 0};
-static const TpVariant SERIAL_SP = {TP_LAYER_SERIAL, 1, 0}, PARALLEL_SP = {TP_LAYER_PARALLEL, 1, 0};
+static const TpVariant SERIAL = {TP_LAYER_SERIAL, 0, 0, 0}, PARALLEL = {TP_LAYER_PARALLEL, 0, 0, 0};
+static const TpVariant SERIAL_SP = {TP_LAYER_SERIAL, 1, 0, 0}, PARALLEL_SP = {TP_LAYER_PARALLEL, 1, 0, 0};
 
 // 8 heads and seq 16, so that tp = 8 still gives every rank a head and two positions.
 static LayerConfig variant_config(void) {
@@ -193,6 +193,45 @@ static void test_sequence_parallel_serial_matches_unsharded(void **state) {
 static void test_sequence_parallel_parallel_matches_unsharded(void **state) {
     (void)state;
     check_variant_at_every_tp(&PARALLEL_SP);
+}
+
+// Activation recomputation (--recompute-gelu's twin, TpVariant.recompute_gelu): GELU's output
+// thrown away after the forward pass (NaN) and computed again before the backward pass gives
+// the same bits as keeping it - for every variant, at tp 1, 2 and 4, dropout on. A backward
+// that read the discarded tensor would carry NaN into dW2 (W_out) and everything after it.
+static void recomputed_equals_kept(const TpVariant *kept, int tp) {
+    LayerConfig c = variant_config();
+    TpVariant recomputed = *kept;
+    recomputed.recompute_gelu = 1;
+    LayerParams p;
+    LayerInputs in;
+    LayerResults a, b;
+    layer_params_alloc(&c, &p);
+    layer_params_init_random(&c, test_seed() + 1, &p);
+    layer_inputs_alloc(&c, &in);
+    layer_inputs_init_random(&c, test_seed() + 2, &in);
+    layer_results_alloc(&c, &a);
+    layer_results_alloc(&c, &b);
+    tp_sim_layer_train_step(&c, tp, kept, &p, &in, 3, &a, NULL);
+    tp_sim_layer_train_step(&c, tp, &recomputed, &p, &in, 3, &b, NULL);
+    const size_t n = (size_t)(layer_tokens(&c) * c.hidden) * sizeof(float);
+    assert_memory_equal(a.out, b.out, n);
+    assert_memory_equal(a.dx, b.dx, n);
+    for (int id = 0; id < NUM_PARAMS; id++)
+        assert_memory_equal(a.grad.tensor[id], b.grad.tensor[id], (size_t)param_numel(&c, id) * sizeof(float));
+    for (int64_t i = 0; i < param_numel(&c, P_FC2_WEIGHT); i++) assert_false(isnan(b.grad.tensor[P_FC2_WEIGHT][i]));
+    print_message("%s, tp %d: GELU's output recomputed = kept, bit for bit\n", tp_variant_name(kept), tp);
+    layer_params_free(&p);
+    layer_inputs_free(&in);
+    layer_results_free(&a);
+    layer_results_free(&b);
+}
+
+static void test_recomputed_gelu_changes_no_bit(void **state) {
+    (void)state;
+    const TpVariant *variants[] = {&SERIAL, &PARALLEL, &SERIAL_SP, &PARALLEL_SP};
+    for (int i = 0; i < 4; i++)
+        for (int tp = 1; tp <= 4; tp *= 2) recomputed_equals_kept(variants[i], tp);
 }
 
 // The cut must matter: the parallel layer checked against the SERIAL reference fails (so
@@ -329,7 +368,7 @@ static void sgd(LayerParams *w, const LayerParams *g, const LayerConfig *c, int 
 static double train_copies(TpLayerKind layer, int skip, double spread[3]) {
     LayerConfig c = variant_config();
     const int tp = 4, steps = 3;
-    const TpVariant v = {layer, 1, skip};
+    const TpVariant v = {layer, 1, skip, 0};
     LayerParams full, ref_params, gathered, shards[4], grads[4];
     LayerInputs in;
     LayerResults ref;
@@ -486,6 +525,7 @@ int main(void) {
         cmocka_unit_test(test_parallel_layer_matches_unsharded),
         cmocka_unit_test(test_sequence_parallel_serial_matches_unsharded),
         cmocka_unit_test(test_sequence_parallel_parallel_matches_unsharded),
+        cmocka_unit_test(test_recomputed_gelu_changes_no_bit),
         cmocka_unit_test(test_variants_are_different_functions),
         cmocka_unit_test(test_attention_shard_uses_global_heads),
         cmocka_unit_test(test_replicated_gradients_agree),
