@@ -157,6 +157,23 @@ static void serial_train_step(const LayerConfig *c, int tp, const TpVariant *v, 
         for (int r = 0; r < tp; r++) ref_gelu_forward(ranks[r].fc1, T * fl, ranks[r].gelu);
     }
 
+    if (v->recompute_layernorm) {  // LN1's and LN2's outputs not kept: again from x and y, gathered again
+        for (int r = 0; r < tp; r++) {
+            TpSerialRank *k = &ranks[r];
+            discard(k->a_loc, Tl * h), discard(k->a, T * h), discard(k->b_loc, Tl * h), discard(k->b, T * h);
+        }
+        for (int r = 0; r < tp; r++) {
+            TpSerialRank *k = &ranks[r];
+            float *const *w = k->w.tensor;
+            ref_layernorm_forward(k->x_loc, w[P_LN1_WEIGHT], w[P_LN1_BIAS], Tl, h, c->eps, k->a_loc, k->ln1_mean,
+                                  k->ln1_rstd);
+            ref_layernorm_forward(k->y_loc, w[P_LN2_WEIGHT], w[P_LN2_BIAS], Tl, h, c->eps, k->b_loc, k->ln2_mean,
+                                  k->ln2_rstd);
+        }
+        TP_GATHER_TOKENS(ranks, tp, sp, a_loc, a, Tl * h);
+        TP_GATHER_TOKENS(ranks, tp, sp, b_loc, b, Tl * h);
+    }
+
     // ---- backward (a graded exercise: which buffers need an all-reduce, and where)
     tp_serial_backward(c, tp, sp, ranks, step);
     TP_RANK_BUFS(g_ln1w, ranks, tp, g.tensor[P_LN1_WEIGHT]);
@@ -250,6 +267,15 @@ static void parallel_train_step(const LayerConfig *c, int tp, const TpVariant *v
             ref_gelu_forward(k->h1, T * fl, k->gl);
             columns(k->cat, T, k_out, hl, fl, k->gl, 0);
         }
+    }
+
+    if (v->recompute_layernorm) {  // LN's output not kept: again from x, gathered again for W_in's wgrad
+        for (int r = 0; r < tp; r++) discard(ranks[r].a_loc, Tl * h), discard(ranks[r].a, T * h);
+        for (int r = 0; r < tp; r++) {
+            ParallelRank *k = &ranks[r];
+            ref_layernorm_forward(k->x_loc, k->w.ln_weight, k->w.ln_bias, Tl, h, c->eps, k->a_loc, k->mean, k->rstd);
+        }
+        TP_GATHER_TOKENS(ranks, tp, sp, a_loc, a, Tl * h);
     }
 
     // ---- backward: one collective

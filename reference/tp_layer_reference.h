@@ -63,6 +63,12 @@ typedef struct {
     // first GEMM (FC2's, W_out's) reads it. The same function of the same input: the results
     // are bit for bit those without it (tp_sim_test checks that).
     int recompute_gelu;
+    // The same for every LayerNorm's output (step 07's --recompute-layernorm,
+    // TpSchedule.recompute_layernorm): LN1's and LN2's (the parallel layer: its one LN's) output
+    // slice and its gathered copy thrown away after the forward pass (NaN), computed again from
+    // the kept input by the same LayerNorm forward and gathered again before the backward pass,
+    // whose QKV / FC1 (W_in) weight gradient reads it. Bit for bit the same results.
+    int recompute_layernorm;
 } TpVariant;
 
 // "serial", "parallel", "serial, sequence-parallel", "parallel, sequence-parallel".

@@ -11,6 +11,8 @@ void tp_require_valid_schedule(const LayerConfig *c, int tp, const TpVariant *v,
     if (problem) fail_user("%s", problem);
     if (v->sequence_parallel && sched->fprop_chunks != 1)
         fail_user("--fprop-chunks pipelines plain TP's forward all-reduce; sequence parallelism has a reduce-scatter there");
+    problem = tp_schedule_problem(sched);
+    if (problem) fail_user("%s", problem);
     problem = row_parallel_chunks_problem(layer_tokens(c), sched->fprop_chunks);
     if (problem) fail_user("%s", problem);
 }

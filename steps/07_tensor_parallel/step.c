@@ -50,9 +50,9 @@ static struct {
     TpLnMode ln_mode;
     TpVariant variant;  // --parallel, --sequence-parallel
     LayerCommOptions comm;       // --no-overlap, --overlap-priority, --overlap-ctas
-    TpSchedule sched;            // --keep-gathered, --fprop-chunks, --recompute-gelu
+    TpSchedule sched;            // --keep-gathered, --fprop-chunks, --recompute-gelu, --recompute-layernorm
     int overlap_flags_given;     // --overlap-priority or --overlap-ctas (refused with --no-overlap)
-} flags = {0, 0, 120.0, 1, 0, TP_LN_SHARD_LOCAL, {TP_LAYER_SERIAL, 0, 0, 0}, {1, 1, 0}, {SP_REGATHER, 1, 0}, 0};
+} flags = {0, 0, 120.0, 1, 0, TP_LN_SHARD_LOCAL, {TP_LAYER_SERIAL, 0, 0, 0, 0}, {1, 1, 0}, {SP_REGATHER, 1, 0, 0}, 0};
 
 static int parse_flag(const char *f, const char *v) {
     if (!v) {  // flags without a value
@@ -62,6 +62,7 @@ static int parse_flag(const char *f, const char *v) {
         if (!strcmp(f, "--no-overlap")) return flags.comm.overlap = 0, 1;
         if (!strcmp(f, "--keep-gathered")) return flags.sched.sp_input = SP_KEEP_GATHERED, 1;
         if (!strcmp(f, "--recompute-gelu")) return flags.sched.recompute_gelu = 1, 1;
+        if (!strcmp(f, "--recompute-layernorm")) return flags.sched.recompute_layernorm = 1, 1;
         return 0;
     }
     if (!strcmp(f, "--overlap-priority")) {
@@ -120,6 +121,11 @@ const StepOps STEP_07_TENSOR_PARALLEL = {
         "                       weight gradients instead of all-gathering them again in backward\n"
         "  --recompute-gelu     keep FC1's output only: GELU's output is computed again in backward for\n"
         "                       FC2's weight gradient (the parallel layer: W_out's) instead of kept\n"
+        "  --recompute-layernorm\n"
+        "                       keep no LayerNorm output: each is computed again in backward from the\n"
+        "                       kept input (the same kernel, the same bits) for the QKV / FC1 (W_in)\n"
+        "                       weight gradient; under --sequence-parallel the rank's slice, gathered\n"
+        "                       again (not with --keep-gathered)\n"
         "  --fprop-chunks N     plain TP: each row-parallel forward GEMM in N row blocks, each block's\n"
         "                       all-reduce beside the next block's GEMM (default 1: one GEMM, then the\n"
         "                       all-reduce)\n"
@@ -154,15 +160,16 @@ static const char *sp_input_name(void) {
 
 // The whole schedule in words: "collectives overlapped (side stream at high priority, NCCL's own
 // CTA count); forward's all-reduces in 4 row blocks; LayerNorm outputs gathered again in backward;
-// GELU's output recomputed in backward".
+// GELU's output recomputed in backward; LayerNorm outputs recomputed in backward".
 static const char *schedule_words(const LayerComm *lc, char *buf, size_t size) {
     char comm[96], chunks[64] = "";
     if (flags.sched.fprop_chunks > 1)
         snprintf(chunks, sizeof chunks, "; forward's all-reduces in %d row blocks", flags.sched.fprop_chunks);
-    snprintf(buf, size, "collectives %s%s%s%s%s", layer_comm_schedule_name(lc, comm, sizeof comm), chunks,
+    snprintf(buf, size, "collectives %s%s%s%s%s%s", layer_comm_schedule_name(lc, comm, sizeof comm), chunks,
              flags.variant.sequence_parallel ? "; LayerNorm outputs " : "",
              flags.variant.sequence_parallel ? sp_input_name() : "",
-             flags.sched.recompute_gelu ? "; GELU's output recomputed in backward" : "");
+             flags.sched.recompute_gelu ? "; GELU's output recomputed in backward" : "",
+             flags.sched.recompute_layernorm ? "; LayerNorm outputs recomputed in backward" : "");
     return buf;
 }
 
@@ -182,7 +189,7 @@ static void print_header(const Options *o, const RankInfo *info, const LayerComm
                "features, %lld of %lld tokens outside the tensor-parallel GEMMs\n", tp, info->source,
                tp_variant_name(&flags.variant), c->heads / tp, c->heads, c->ffn / tp, c->ffn,
                (long long)(layer_tokens(c) / (flags.variant.sequence_parallel ? tp : 1)), (long long)layer_tokens(c));
-    char sched[224];
+    char sched[320];
     if (!flags.block) printf("schedule: %s\n", schedule_words(lc, sched, sizeof sched));
     fflush(stdout);
 }
@@ -233,7 +240,8 @@ static void write_json(const char *path, const Options *o, int tp, const RankTim
             "\"collective_ms\": %.4f, \"collectives\": %d, \"bus_gbps\": %.1f, \"activation_mib\": %.1f, "
             "\"peak_mib\": %.1f, \"tflops_per_gpu\": %.2f, \"max_rel_error\": %.4g, \"check_passed\": %d, "
             "\"overlap\": %d, \"overlap_priority\": \"%s\", \"overlap_ctas\": %d, \"fprop_chunks\": %d, "
-            "\"sp_layernorm_outputs\": \"%s\", \"recompute_gelu\": %d, \"activation_bytes\": %.0f, "
+            "\"sp_layernorm_outputs\": \"%s\", \"recompute_gelu\": %d, \"recompute_layernorm\": %d, "
+            "\"activation_bytes\": %.0f, "
             "\"plain_tp_activation_mib\": %.1f}\n",
             STEP_07_TENSOR_PARALLEL.id, STEP_07_TENSOR_PARALLEL.title, gpu_description(), c->hidden, c->ffn, c->heads,
             c->seq, c->batch, dtype_name(c->dtype), tp,
@@ -242,7 +250,8 @@ static void write_json(const char *path, const Options *o, int tp, const RankTim
             t->ms, t->collective_ms, t->collectives, t->bus_gbps, t->activation_mib, t->peak_mib,
             layer_train_flops(c) / tp / (t->ms * 1e-3) / 1e12, max_err, passed, lc->opt.overlap,
             lc->opt.side_priority_high ? "high" : "normal", lc->opt.side_ctas, flags.sched.fprop_chunks,
-            sp_input_name(), flags.sched.recompute_gelu, t->activation_mib * 1048576.0, t->plain_mib);
+            sp_input_name(), flags.sched.recompute_gelu, flags.sched.recompute_layernorm, t->activation_mib * 1048576.0,
+            t->plain_mib);
     output_commit(f, path);
 }
 
@@ -326,7 +335,7 @@ static int run_rank(void *arg) {
     t.peak_mib = (double)(dev_peak_bytes() - baseline) / 1048576.0;
     t.activation_mib = flags.block ? 0.0 : (double)tp_layer_activation_bytes(&layer) / 1048576.0;
     if (!flags.block) {  // the yardstick of the memory goals: this layer under plain TP, default schedule
-        const TpVariant plain = {flags.variant.layer, 0, 0, 0};
+        const TpVariant plain = {flags.variant.layer, 0, 0, 0, 0};
         t.plain_mib = (double)tp_kept_activation_bytes(c, tp, &plain, NULL) / 1048576.0;
     }
     // The backward's collectives run beside its weight-gradient GEMMs, so their time is not
@@ -339,7 +348,7 @@ static int run_rank(void *arg) {
         printf("activations kept per rank: %.4f of plain TP's %.1f MiB at tp %d (the same layer, default schedule)\n",
                t.activation_mib / t.plain_mib, t.plain_mib, tp);
     // The mode in the timing line itself, so that a log of several runs says which is which.
-    char sched[224] = "";
+    char sched[320] = "";
     if (!flags.block) schedule_words(&lc, sched, sizeof sched);
     if (rank == 0)
         printf("Mean time: %.3f ms   (rank 0, %d steps after %d warm-up; fwd+bwd; %s, %s%s%s)\n%.1f TFLOP/s per GPU\n",
@@ -403,6 +412,10 @@ static void refuse_what_cannot_run(const Options *o, int tp) {
         fail_user("--keep-gathered chooses what sequence parallelism keeps for backward: add --sequence-parallel");
     if (flags.sched.recompute_gelu && flags.block)
         fail_user("--recompute-gelu is the layer's (FC2's input): --block has no GELU; drop one of them");
+    if (flags.sched.recompute_layernorm && flags.block)
+        fail_user("--recompute-layernorm is the layer's (its LayerNorms' outputs): --block's LayerNorm keeps its "
+                  "output; drop one of them");
+    if (tp_schedule_problem(&flags.sched)) fail_user("%s", tp_schedule_problem(&flags.sched));
     if (flags.sched.fprop_chunks > 1 && (flags.variant.sequence_parallel || flags.block))
         fail_user("--fprop-chunks pipelines plain TP's forward all-reduce: drop it with --sequence-parallel (a "
                   "reduce-scatter there) and --block");

@@ -33,7 +33,7 @@ static AttentionProblem attention_problem(const TpAttention *m) {
 void tp_attention_init(TpAttention *m, const LayerConfig *c, int tp, int rank, int sequence_parallel,
                        const TpSchedule *sched, const LayerParams *shard) {
     memset(m, 0, sizeof *m);
-    const TpVariant v = {TP_LAYER_SERIAL, sequence_parallel, 0, 0};
+    const TpVariant v = {TP_LAYER_SERIAL, sequence_parallel, 0, 0, 0};
     tp_require_valid_schedule(c, tp, &v, sched);
     m->cfg = *c;
     m->tp = tp, m->rank = rank, m->sequence_parallel = sequence_parallel, m->sched = *sched;
@@ -54,8 +54,12 @@ void tp_attention_init(TpAttention *m, const LayerConfig *c, int tp, int rank, i
     // What LN1's backward reads and did not allocate here: the layer's input x (the caller's
     // buffer, LayerNorm.saved_x) and the per-row mean and rstd (fp32).
     m->activation_bytes += (size_t)(Tl * h) * dtype_bytes(c->dtype) + 2 * (size_t)Tl * sizeof(float);
+    // Backward's [Tl, h] output gradient first: under --recompute-layernorm LN1's output lives in it.
+    m->d_proj_loc = tensor(m, Tl, h, 0);
     // Forward's tensors; under plain TP the rank's slice is the whole, one buffer for both.
-    m->ln_loc = tensor(m, Tl, h, 1);
+    // --recompute-layernorm: LN1's output is not kept; it goes into d_proj_loc, which forward
+    // does not use, and backward computes it there again (after Proj's wgrad, its last reader).
+    m->ln_loc = sched->recompute_layernorm ? m->d_proj_loc : tensor(m, Tl, h, 1);
     // QKV's input. SP: kept for its wgrad only under SP_KEEP_GATHERED; otherwise a buffer the
     // backward gathers into again (so not an activation: a layer stack would share it).
     m->ln = sequence_parallel ? tensor(m, T, h, keep_gathered) : m->ln_loc;
@@ -66,8 +70,7 @@ void tp_attention_init(TpAttention *m, const LayerConfig *c, int tp, int rank, i
     m->proj_out = tensor(m, T, h, 0);
     m->proj_loc = sequence_parallel ? tensor(m, Tl, h, 0) : m->proj_out;
     m->y = tensor(m, Tl, h, 1);  // LN2's input, kept for its backward
-    // Backward's.
-    m->d_proj_loc = tensor(m, Tl, h, 0);
+    // Backward's (d_proj_loc above).
     m->d_proj = !sequence_parallel ? m->d_proj_loc : keep_gathered ? tensor(m, T, h, 0) : m->ln;
     m->d_ctx = tensor(m, T, m->hl, 0);
     m->d_qkv = tensor(m, T, 3 * m->hl, 0);
@@ -79,7 +82,8 @@ void tp_attention_init(TpAttention *m, const LayerConfig *c, int tp, int rank, i
 
 void tp_attention_free(TpAttention *m) {
     layernorm_free(&m->ln1), linear_free(&m->qkv), linear_free(&m->proj);
-    void *bufs[] = {m->b_proj, m->db_proj, m->ln_loc, m->qkv_out, m->ctx, m->lse, m->proj_out, m->y,
+    if (m->ln_loc != m->d_proj_loc) dev_free(m->ln_loc);
+    void *bufs[] = {m->b_proj, m->db_proj, m->qkv_out, m->ctx, m->lse, m->proj_out, m->y,
                     m->d_proj_loc, m->d_ctx, m->d_qkv, m->d_ln, m->dx, m->attn_scratch};
     dev_free_all(bufs, COUNT_OF(bufs));
     if (m->sequence_parallel) {  // the slices' own buffers
@@ -137,6 +141,9 @@ void tp_attention_backward(TpAttention *m, LayerComm *lc, const void *dy, uint64
     // QKV's backward: dgrad first, its all-reduce (reduce-scatter) started at once, the wgrad
     // beside it. Under SP_REGATHER LN1's output is gathered again for the wgrad, beside the
     // dgrad (it starts after the proj wgrad, the last reader of the shared buffer's d_proj).
+    // --recompute-layernorm: LN1's output first, again from x (LayerNorm.saved_x) by the same
+    // kernel - the same bits, and the same mean and rstd written over themselves.
+    if (m->sched.recompute_layernorm) layernorm_forward(&m->ln1, m->ln1.saved_x, m->ln_loc, m->Tl);
     if (regather) layer_all_gather_start(lc, m->ln_loc, m->ln, m->Tl * h, c->dtype);
     linear_dgrad(&m->qkv, m->d_qkv, m->d_ln, m->T);  // partial
     if (regather) layer_wait_gathered(lc);

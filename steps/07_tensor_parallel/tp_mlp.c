@@ -21,7 +21,7 @@ static void *tensor(TpMlp *m, int64_t rows, int64_t cols, int kept) {
 void tp_mlp_init(TpMlp *m, const LayerConfig *c, int tp, int rank, int sequence_parallel, const TpSchedule *sched,
                  const LayerParams *shard) {
     memset(m, 0, sizeof *m);
-    const TpVariant v = {TP_LAYER_SERIAL, sequence_parallel, 0, 0};
+    const TpVariant v = {TP_LAYER_SERIAL, sequence_parallel, 0, 0, 0};
     tp_require_valid_schedule(c, tp, &v, sched);
     m->cfg = *c;
     m->tp = tp, m->rank = rank, m->sequence_parallel = sequence_parallel, m->sched = *sched;
@@ -36,7 +36,10 @@ void tp_mlp_init(TpMlp *m, const LayerConfig *c, int tp, int rank, int sequence_
     m->b2 = dev_upload(w[P_FC2_BIAS], h, c->dtype);
     m->db2 = dev_alloc((size_t)h * dtype_bytes(c->dtype));
     m->activation_bytes += 2 * (size_t)Tl * sizeof(float);  // LN2's mean and rstd
-    m->ln_loc = tensor(m, Tl, h, 1);
+    m->dx = tensor(m, Tl, h, 0);
+    // LN2's output: kept, or (--recompute-layernorm) written into dx, which backward writes only
+    // at its end (LN2's backward), and computed there again in backward for FC1's wgrad.
+    m->ln_loc = sched->recompute_layernorm ? m->dx : tensor(m, Tl, h, 1);
     // FC1's input: under SP kept for its wgrad only with SP_KEEP_GATHERED (else gathered again).
     m->ln = sequence_parallel ? tensor(m, T, h, keep_gathered) : m->ln_loc;
     m->fc1_out = tensor(m, T, m->fl, 1);                         // GELU's input
@@ -49,12 +52,12 @@ void tp_mlp_init(TpMlp *m, const LayerConfig *c, int tp, int rank, int sequence_
     m->dout = !sequence_parallel ? NULL : keep_gathered ? tensor(m, T, h, 0) : m->ln;
     m->d_ln = tensor(m, T, h, 0);
     m->d_ln_loc = sequence_parallel ? tensor(m, Tl, h, 0) : m->d_ln;
-    m->dx = tensor(m, Tl, h, 0);
 }
 
 void tp_mlp_free(TpMlp *m) {
     layernorm_free(&m->ln2), linear_free(&m->fc1), linear_free(&m->fc2);
-    void *bufs[] = {m->b2, m->db2, m->ln_loc, m->fc1_out, m->fc2_out, m->d_act, m->d_ln, m->dx};
+    if (m->ln_loc != m->dx) dev_free(m->ln_loc);
+    void *bufs[] = {m->b2, m->db2, m->fc1_out, m->fc2_out, m->d_act, m->d_ln, m->dx};
     dev_free_all(bufs, COUNT_OF(bufs));
     if (m->act != m->d_act) dev_free(m->act);
     if (m->sequence_parallel) {
@@ -119,6 +122,10 @@ void tp_mlp_backward(TpMlp *m, LayerComm *lc, const void *dout) {
     gelu_backward_strided(m->d_act, m->fl, m->fc1_out, m->fl, m->d_act, m->fl, m->T, m->fl, dt);
     // FC1's backward: LN2's output gathered again beside the dgrad (SP_REGATHER; after the FC2
     // wgrad, the last reader of dout_all), the dgrad's all-reduce (reduce-scatter) beside the wgrad.
+    // --recompute-layernorm: LN2's output first, again from y (LayerNorm.saved_x) by the same
+    // kernel into dx - the same bits; FC1's wgrad reads it (plain TP) or its gathered copy (SP)
+    // before LN2's backward writes dx.
+    if (m->sched.recompute_layernorm) layernorm_forward(&m->ln2, m->ln2.saved_x, m->ln_loc, m->Tl);
     if (regather) layer_all_gather_start(lc, m->ln_loc, m->ln, m->Tl * h, dt);
     linear_dgrad(&m->fc1, m->d_act, m->d_ln, m->T);  // partial
     if (regather) layer_wait_gathered(lc);

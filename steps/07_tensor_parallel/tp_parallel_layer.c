@@ -52,7 +52,7 @@ static void gelu_into_cat(const TpParallelLayer *m, void *cat) {
 void tp_parallel_layer_init(TpParallelLayer *m, const LayerConfig *c, int tp, int rank, int sequence_parallel,
                             const TpSchedule *sched, const LayerParams *shard) {
     memset(m, 0, sizeof *m);
-    const TpVariant v = {TP_LAYER_PARALLEL, sequence_parallel, 0, 0};
+    const TpVariant v = {TP_LAYER_PARALLEL, sequence_parallel, 0, 0, 0};
     tp_require_valid_schedule(c, tp, &v, sched);
     m->cfg = *c;
     m->tp = tp, m->rank = rank, m->sequence_parallel = sequence_parallel, m->sched = *sched;
@@ -77,7 +77,11 @@ void tp_parallel_layer_init(TpParallelLayer *m, const LayerConfig *c, int tp, in
     // What LN's backward reads and did not allocate here: the layer's input x (the caller's
     // buffer, LayerNorm.saved_x) and the per-row mean and rstd (fp32).
     m->activation_bytes += (size_t)(Tl * h) * dtype_bytes(c->dtype) + 2 * (size_t)Tl * sizeof(float);
-    m->a_loc = tensor(m, Tl, h, 1);
+    m->dz_loc = tensor(m, Tl, h, 0);
+    // LN's output: kept, or (--recompute-layernorm) written into dz_loc, which forward does not
+    // use, and computed there again in backward for W_in's wgrad, after attention's backward
+    // (dz_loc's last reader: W_out's dgrad and wgrad, and under --recompute-gelu plain TP's dctx copy).
+    m->a_loc = sched->recompute_layernorm ? m->dz_loc : tensor(m, Tl, h, 1);
     // W_in's input: under SP kept for its wgrad only with SP_KEEP_GATHERED (else gathered again).
     m->a = sequence_parallel ? tensor(m, T, h, keep_gathered) : m->a_loc;
     m->in_out = tensor(m, T, m->n_in, 1);                      // h1 for GELU's backward
@@ -91,7 +95,6 @@ void tp_parallel_layer_init(TpParallelLayer *m, const LayerConfig *c, int tp, in
     m->z = tensor(m, T, h, 0);
     m->z_loc = sequence_parallel ? tensor(m, Tl, h, 0) : m->z;
     m->y = tensor(m, Tl, h, 0);
-    m->dz_loc = tensor(m, Tl, h, 0);
     m->dz = !sequence_parallel ? m->dz_loc : keep_gathered ? tensor(m, T, h, 0) : m->a;
     m->d_in = tensor(m, T, m->n_in, 0);
     m->d_a = tensor(m, T, h, 0);
@@ -102,7 +105,8 @@ void tp_parallel_layer_init(TpParallelLayer *m, const LayerConfig *c, int tp, in
 
 void tp_parallel_layer_free(TpParallelLayer *m) {
     layernorm_free(&m->ln), linear_free(&m->in), linear_free(&m->out);
-    void *bufs[] = {m->b_out, m->db_out, m->a_loc, m->in_out, m->lse, m->z, m->y,
+    if (m->a_loc != m->dz_loc) dev_free(m->a_loc);
+    void *bufs[] = {m->b_out, m->db_out, m->in_out, m->lse, m->z, m->y,
                     m->dz_loc, m->d_cat, m->d_in, m->d_a, m->dx, m->attn_scratch};
     dev_free_all(bufs, COUNT_OF(bufs));
     if (m->cat != m->d_cat) dev_free(m->cat);
@@ -198,6 +202,9 @@ void tp_parallel_layer_backward(TpParallelLayer *m, LayerComm *lc, const void *d
                           (char *)m->d_in + 3 * hl * e, m->n_in, m->T, m->fl, dt);
     // W_in's backward: LN's output gathered again beside the dgrad (SP_REGATHER; after the last
     // reader of dz: W_out's wgrad, or attention's backward under --recompute-gelu), the dgrad's all-reduce (reduce-scatter) beside the wgrad.
+    // --recompute-layernorm: LN's output first, again from x (LayerNorm.saved_x) by the same
+    // kernel - the same bits - into dz_loc, which nothing reads any more in this step.
+    if (m->sched.recompute_layernorm) layernorm_forward(&m->ln, m->ln.saved_x, m->a_loc, m->Tl);
     if (regather) layer_all_gather_start(lc, m->a_loc, m->a, m->Tl * h, dt);
     linear_dgrad(&m->in, m->d_in, m->d_a, m->T);  // partial
     if (regather) layer_wait_gathered(lc);

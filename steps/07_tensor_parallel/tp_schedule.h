@@ -42,13 +42,25 @@ typedef struct {
                                // row-parallel GEMM's wgrad (FC2, the parallel layer's W_out) gets it
                                // computed again from FC1's output, which GELU's backward keeps anyway
                                // (activation recomputation, Korthikanti et al. 2022's "selective" kind)
+    int recompute_layernorm;   // 1 (--recompute-layernorm): no LayerNorm's output is kept for backward
+                               // (LN1's, LN2's; the parallel layer's one): the column-parallel GEMM's
+                               // wgrad (QKV, FC1, W_in) gets it from the same LayerNorm forward run
+                               // again on the kept input (the same bits) into a buffer that holds
+                               // nothing between forward and backward - under SP the rank's slice,
+                               // then gathered again as without it; plain TP the whole [T, h].
+                               // Not with SP_KEEP_GATHERED (which keeps the gathered copy)
 } TpSchedule;
 
-#define TP_SCHEDULE_DEFAULTS ((TpSchedule){SP_REGATHER, 1, 0})
+#define TP_SCHEDULE_DEFAULTS ((TpSchedule){SP_REGATHER, 1, 0, 0})
+
+// NULL if the schedule's choices go together, else why not, in the flags' words
+// (--recompute-layernorm with --keep-gathered: one recomputes what the other keeps).
+const char *tp_schedule_problem(const TpSchedule *sched);
 
 // Bytes kept for backward on one rank of tp, in c->dtype (2 bytes) plus the fp32 statistics:
 // the layer's input x (LN1's backward reads it), each LayerNorm's output (its slice under
-// sequence parallelism, and the gathered [T, h] with SP_KEEP_GATHERED) and its mean and rstd,
+// sequence parallelism, and the gathered [T, h] with SP_KEEP_GATHERED; not with
+// recompute_layernorm) and its mean and rstd (kept either way: LayerNorm's backward reads them),
 // the column-parallel GEMMs' outputs (q, k, v and FC1's), attention's output and lse, LN2's
 // input y, and GELU's output unless recomputed. The parallel layer: x, LN's output and
 // statistics, [q k v | h1], lse and [ctx | g] (with recomputation ctx alone). sched: NULL for

@@ -91,7 +91,7 @@ static void test_shared_flags(void **state) {
 }
 
 // The schedule's flags (--no-overlap and the overlap's knobs, --keep-gathered, --fprop-chunks,
-// --recompute-gelu):
+// --recompute-gelu, --recompute-layernorm):
 // each is taken, as the refusal that follows from the configuration shows; the combinations
 // that mean nothing, and bad values, are refused with words that say which.
 static void test_schedule_flags(void **state) {
@@ -124,6 +124,20 @@ static void test_schedule_flags(void **state) {
            "must divide the number of heads (32)");
     expect((char *const[]){TP_BIN, "--recompute-gelu", "--block", "exact", NULL}, NULL, "--block has no GELU");
     expect((char *const[]){TP_BIN, "--recompute-gelu=1", NULL}, NULL, "--recompute-gelu takes no value");
+    // --recompute-layernorm: taken with every variant (plain TP too), with --recompute-gelu;
+    // refused with --block, with --keep-gathered (which keeps what it recomputes), with a value
+    expect((char *const[]){TP_BIN, "--recompute-layernorm", "--tp", "3", NULL}, NULL,
+           "must divide the number of heads (32)");
+    expect((char *const[]){TP_BIN, "--tp", "3", "--parallel", "--sequence-parallel", "--recompute-gelu",
+                           "--recompute-layernorm", NULL},
+           NULL, "must divide the number of heads (32)");
+    expect((char *const[]){TP_BIN, "--sequence-parallel", "--recompute-layernorm", "--tp", "3", NULL}, NULL,
+           "must divide the number of heads (32)");
+    expect((char *const[]){TP_BIN, "--recompute-layernorm", "--block", "local", NULL}, NULL,
+           "--block's LayerNorm keeps its output");
+    expect((char *const[]){TP_BIN, "--sequence-parallel", "--keep-gathered", "--recompute-layernorm", NULL}, NULL,
+           "--keep-gathered keeps them (gathered): drop one of them");
+    expect((char *const[]){TP_BIN, "--recompute-layernorm=1", NULL}, NULL, "--recompute-layernorm takes no value");
 }
 
 // More ranks than GPUs: one clear message naming both numbers from the launcher, before any

@@ -15,7 +15,9 @@
 // that read the gradient left in the shared buffer instead of the re-gathered input, fails.
 //
 // --recompute-gelu too, in each of them (GELU's output computed again in backward's buffer,
-// FC2's / W_out's wgrad before its dgrad); and for every schedule the activations the modules
+// FC2's / W_out's wgrad before its dgrad), and --recompute-layernorm with and without it (each
+// LayerNorm's output computed again, into a backward buffer, before the QKV / FC1 / W_in wgrad;
+// not with the kept gathered outputs, a refused pair); and for every schedule the activations the modules
 // count as kept must equal tp_kept_activation_bytes (the chapter's table).
 //
 // Tolerance: check_tolerance(dtype), the one every step's --check meets.
@@ -61,12 +63,13 @@ static int check_schedule(const LayerConfig *c, const TpVariant *v, const LayerP
     dev_download(got.dx, tp_layer_dx(&l), n, c->dtype);
     tp_layer_read_grads(&l, &got.grad);
     double worst;
-    print_message("%s, %s, collectives %s, forward in %d row block(s)%s%s:\n", tp_variant_name(v),
+    print_message("%s, %s, collectives %s, forward in %d row block(s)%s%s%s:\n", tp_variant_name(v),
                   dtype_name(c->dtype), overlap ? "overlapped" : "in line", sched.fprop_chunks,
                   !v->sequence_parallel              ? ""
                   : sched.sp_input == SP_REGATHER ? ", LN outputs gathered again"
                                                    : ", LN outputs kept",
-                  sched.recompute_gelu ? ", GELU's output recomputed" : "");
+                  sched.recompute_gelu ? ", GELU's output recomputed" : "",
+                  sched.recompute_layernorm ? ", LN outputs recomputed" : "");
     int passed = compare_results(c, &got, ref, check_tolerance(c->dtype), stdout, &worst) && counted == predicted;
     tp_layer_free(&l);
     layer_comm_free(&lc);
@@ -81,7 +84,7 @@ static void check_variant(TpLayerKind layer, int sp, DType dtype) {
     layer_config_preset("small", &c);
     c.dtype = dtype;
     c.seed = test_seed();
-    const TpVariant v = {layer, sp, 0, 0};
+    const TpVariant v = {layer, sp, 0, 0, 0};
     LayerParams p;
     LayerInputs in;
     LayerResults ref;
@@ -97,14 +100,19 @@ static void check_variant(TpLayerKind layer, int sp, DType dtype) {
     for (int overlap = 1; overlap >= 0; overlap--) {
         for (int keep = 0; keep <= sp; keep++) {
             for (int recompute = 0; recompute <= 1; recompute++) {  // GELU's output kept or recomputed
-                const TpSchedule sched = {keep ? SP_KEEP_GATHERED : SP_REGATHER, 1, recompute};
-                failed += !check_schedule(&c, &v, &p, &in, &ref, overlap, sched);
+                // the LayerNorm outputs kept or recomputed (not with --keep-gathered: refused)
+                for (int ln = 0; ln <= !keep; ln++) {
+                    const TpSchedule sched = {keep ? SP_KEEP_GATHERED : SP_REGATHER, 1, recompute, ln};
+                    failed += !check_schedule(&c, &v, &p, &in, &ref, overlap, sched);
+                }
             }
         }
         if (!sp) {  // plain TP: the row-parallel forwards in 4 blocks (each summed on its own)
-            const TpSchedule sched = {SP_REGATHER, 4, 0}, recomputing = {SP_REGATHER, 4, 1};
+            const TpSchedule sched = {SP_REGATHER, 4, 0, 0}, recomputing = {SP_REGATHER, 4, 1, 0};
+            const TpSchedule recomputing_all = {SP_REGATHER, 4, 1, 1};
             failed += !check_schedule(&c, &v, &p, &in, &ref, overlap, sched);
             failed += !check_schedule(&c, &v, &p, &in, &ref, overlap, recomputing);
+            failed += !check_schedule(&c, &v, &p, &in, &ref, overlap, recomputing_all);
         }
     }
     assert_int_equal(failed, 0);

@@ -125,8 +125,8 @@ static void test_reduce_scatter_then_all_gather_is_all_reduce(void **state) {
 }
 
 // ---- The whole layer, every variant ----------------------------------------------------------
-static const TpVariant SERIAL = {TP_LAYER_SERIAL, 0, 0, 0}, PARALLEL = {TP_LAYER_PARALLEL, 0, 0, 0};
-static const TpVariant SERIAL_SP = {TP_LAYER_SERIAL, 1, 0, 0}, PARALLEL_SP = {TP_LAYER_PARALLEL, 1, 0, 0};
+static const TpVariant SERIAL = {TP_LAYER_SERIAL, 0, 0, 0, 0}, PARALLEL = {TP_LAYER_PARALLEL, 0, 0, 0, 0};
+static const TpVariant SERIAL_SP = {TP_LAYER_SERIAL, 1, 0, 0, 0}, PARALLEL_SP = {TP_LAYER_PARALLEL, 1, 0, 0, 0};
 
 // 8 heads and seq 16, so that tp = 8 still gives every rank a head and two positions.
 static LayerConfig variant_config(void) {
@@ -199,10 +199,14 @@ static void test_sequence_parallel_parallel_matches_unsharded(void **state) {
 // thrown away after the forward pass (NaN) and computed again before the backward pass gives
 // the same bits as keeping it - for every variant, at tp 1, 2 and 4, dropout on. A backward
 // that read the discarded tensor would carry NaN into dW2 (W_out) and everything after it.
-static void recomputed_equals_kept(const TpVariant *kept, int tp) {
+//
+// The same for the LayerNorm outputs (--recompute-layernorm's twin, TpVariant.recompute_layernorm),
+// alone and with GELU's: a backward that read the discarded LN1 / LN2 output (or its gathered
+// copy) would carry NaN into dW_qkv and dW1 (W_in).
+static void recomputed_equals_kept(const TpVariant *kept, int tp, int gelu, int layernorm) {
     LayerConfig c = variant_config();
     TpVariant recomputed = *kept;
-    recomputed.recompute_gelu = 1;
+    recomputed.recompute_gelu = gelu, recomputed.recompute_layernorm = layernorm;
     LayerParams p;
     LayerInputs in;
     LayerResults a, b;
@@ -220,7 +224,10 @@ static void recomputed_equals_kept(const TpVariant *kept, int tp) {
     for (int id = 0; id < NUM_PARAMS; id++)
         assert_memory_equal(a.grad.tensor[id], b.grad.tensor[id], (size_t)param_numel(&c, id) * sizeof(float));
     for (int64_t i = 0; i < param_numel(&c, P_FC2_WEIGHT); i++) assert_false(isnan(b.grad.tensor[P_FC2_WEIGHT][i]));
-    print_message("%s, tp %d: GELU's output recomputed = kept, bit for bit\n", tp_variant_name(kept), tp);
+    for (int64_t i = 0; i < param_numel(&c, P_QKV_WEIGHT); i++) assert_false(isnan(b.grad.tensor[P_QKV_WEIGHT][i]));
+    for (int64_t i = 0; i < param_numel(&c, P_FC1_WEIGHT); i++) assert_false(isnan(b.grad.tensor[P_FC1_WEIGHT][i]));
+    print_message("%s, tp %d: %s%s%s recomputed = kept, bit for bit\n", tp_variant_name(kept), tp,
+                  gelu ? "GELU's output" : "", gelu && layernorm ? " and " : "", layernorm ? "LayerNorm outputs" : "");
     layer_params_free(&p);
     layer_inputs_free(&in);
     layer_results_free(&a);
@@ -231,7 +238,17 @@ static void test_recomputed_gelu_changes_no_bit(void **state) {
     (void)state;
     const TpVariant *variants[] = {&SERIAL, &PARALLEL, &SERIAL_SP, &PARALLEL_SP};
     for (int i = 0; i < 4; i++)
-        for (int tp = 1; tp <= 4; tp *= 2) recomputed_equals_kept(variants[i], tp);
+        for (int tp = 1; tp <= 4; tp *= 2) recomputed_equals_kept(variants[i], tp, 1, 0);
+}
+
+static void test_recomputed_layernorm_changes_no_bit(void **state) {
+    (void)state;
+    const TpVariant *variants[] = {&SERIAL, &PARALLEL, &SERIAL_SP, &PARALLEL_SP};
+    for (int i = 0; i < 4; i++)
+        for (int tp = 1; tp <= 4; tp *= 2) {
+            recomputed_equals_kept(variants[i], tp, 0, 1);
+            recomputed_equals_kept(variants[i], tp, 1, 1);
+        }
 }
 
 // The cut must matter: the parallel layer checked against the SERIAL reference fails (so
@@ -368,7 +385,7 @@ static void sgd(LayerParams *w, const LayerParams *g, const LayerConfig *c, int 
 static double train_copies(TpLayerKind layer, int skip, double spread[3]) {
     LayerConfig c = variant_config();
     const int tp = 4, steps = 3;
-    const TpVariant v = {layer, 1, skip, 0};
+    const TpVariant v = {layer, 1, skip, 0, 0};
     LayerParams full, ref_params, gathered, shards[4], grads[4];
     LayerInputs in;
     LayerResults ref;
@@ -526,6 +543,7 @@ int main(void) {
         cmocka_unit_test(test_sequence_parallel_serial_matches_unsharded),
         cmocka_unit_test(test_sequence_parallel_parallel_matches_unsharded),
         cmocka_unit_test(test_recomputed_gelu_changes_no_bit),
+        cmocka_unit_test(test_recomputed_layernorm_changes_no_bit),
         cmocka_unit_test(test_variants_are_different_functions),
         cmocka_unit_test(test_attention_shard_uses_global_heads),
         cmocka_unit_test(test_replicated_gradients_agree),
