@@ -12,12 +12,14 @@ MODEs (default: tests check bench fp8 tp pytorch compare breakdown, and baseline
   bench      the micro-benchmarks
   fp8        step 05's amax/scale log of 40 steps (drawn as SVG) and the training demo
   tp         step 07 (2 or more GPUs): --check at tp 2 for every variant and schedule (overlap
-             on/off, LayerNorm outputs gathered again/kept, --fprop-chunks 4, --recompute-gelu),
+             on/off, LayerNorm outputs gathered again/kept, --fprop-chunks 4, --recompute-gelu,
+             --recompute-gelu --recompute-layernorm),
              the schedules' saved results compared bit for bit, then the quickstart timing at tp 1 and 2,
              overlapped and --no-overlap, fp16 and bf16, activations kept per rank, and the
              issue's goals as ratios (about 6 minutes on 2 H200s, estimated)
   tpknobs    step 07 at tp 2, fp16: the overlap's knobs (--overlap-priority normal, --overlap-ctas
-             8 / 16, --fprop-chunks 2 / 4) and --recompute-gelu beside the default and --no-overlap
+             8 / 16, --fprop-chunks 2 / 4), --recompute-gelu and --recompute-gelu --recompute-layernorm
+             beside the default and --no-overlap
              (TP_TURNS=2: twice)
   pytorch    the same layer in PyTorch (where torch is installed)
   compare    the per-step comparison, fp16 and bf16
@@ -254,14 +256,21 @@ if wants tp && [ "$gpus" -ge 2 ] && [ -x "$S07" ]; then
   #    parallelism the LayerNorm outputs gathered again in backward (default) or kept; under
   #    plain TP the row-parallel forwards in 4 row blocks (--fprop-chunks 4).
   # TP_DTYPES (default "fp16 bf16") and TP_QUICK=1 (no --fprop-chunks / --keep-gathered runs, no
-  # bit-for-bit comparison) shorten the run where device time is short.
-  tp_dtypes=${TP_DTYPES:-fp16 bf16} tp_quick=${TP_QUICK:-0}
+  # bit-for-bit comparison) shorten the run where device time is short. Both recomputations
+  # (--recompute-gelu --recompute-layernorm) in every variant and dtype; under TP_QUICK=1 only
+  # under sequence parallelism, in the first dtype (2 runs).
+  tp_dtypes=${TP_DTYPES:-fp16 bf16} tp_quick=${TP_QUICK:-0} tp_dtype1=${TP_DTYPES:-fp16 bf16}
+  tp_dtype1=${tp_dtype1%% *}
+  tp_both="--recompute-gelu --recompute-layernorm"
   for v in "" "--parallel" "--sequence-parallel" "--parallel --sequence-parallel"; do
     scheds=("" "--no-overlap")
-    scheds+=("--recompute-gelu")
+    scheds+=("--recompute-gelu" "$tp_both")
     if [ "$tp_quick" = 1 ]; then :; elif [[ $v == *sequence* ]]; then scheds+=("--keep-gathered"); else scheds+=("--fprop-chunks 4"); fi
     for sched in "${scheds[@]}"; do
       for dt in $tp_dtypes; do
+        if [ "$tp_quick" = 1 ] && [ "$sched" = "$tp_both" ] && { [[ $v != *sequence* ]] || [ $dt != "$tp_dtype1" ]; }; then
+          continue
+        fi
         out=$($S07 --tp 2 --preset small --check --no-sweep --dtype $dt $v $sched 2>&1); rc=$?
         echo "$out" >> "$OUT/tp.log"
         echo "$out" | grep -aE "check:|error" | sed "s/^/tp check $dt ${v:-serial} ${sched:-(default)}: /;s/\$/ (rc $rc)/" >> "$summary"
@@ -269,13 +278,15 @@ if wants tp && [ "$gpus" -ge 2 ] && [ -x "$S07" ]; then
     done
   done
   # 2. The schedule changes no number: with --deterministic (fixed GEMM algorithms and
-  #    attention's dQ order) the saved out, dx and gradients of --no-overlap, --recompute-gelu and
-  #    --keep-gathered are the default's, bit for bit (at tp 2 each all-reduced element is one a + b).
+  #    attention's dQ order) the saved out, dx and gradients of --no-overlap, --recompute-gelu,
+  #    --recompute-layernorm (alone and with --recompute-gelu) and --keep-gathered are the
+  #    default's, bit for bit (at tp 2 each all-reduced element is one a + b).
   #    (--fprop-chunks is not compared: GEMMs of T/N rows may be planned with another split of
   #    K, which rounds differently; its --check above is what shows it right.)
   for v in "" "--parallel" "--sequence-parallel" "--parallel --sequence-parallel"; do
     [ "$tp_quick" = 1 ] && break
-    scheds=("--no-overlap" "--recompute-gelu"); [[ $v == *sequence* ]] && scheds+=("--keep-gathered")
+    scheds=("--no-overlap" "--recompute-gelu" "--recompute-layernorm" "$tp_both")
+    [[ $v == *sequence* ]] && scheds+=("--keep-gathered")
     base="$OUT/tp_save_default.safetensors"
     $S07 --tp 2 --preset small --deterministic --no-sweep --iters 2 --dtype bf16 $v --save "$base" >> "$OUT/tp.log" 2>&1
     for sched in "${scheds[@]}"; do
@@ -304,6 +315,13 @@ if wants tp && [ "$gpus" -ge 2 ] && [ -x "$S07" ]; then
     tp_time "tp2 $dt serial recompute-gelu" --tp 2 --no-sweep --dtype $dt --recompute-gelu
     tp_time "tp2 $dt sp recompute-gelu" --tp 2 --no-sweep --dtype $dt --sequence-parallel --recompute-gelu
     tp_time "tp2 $dt parallel sp recompute-gelu" --tp 2 --no-sweep --dtype $dt --parallel --sequence-parallel --recompute-gelu
+    # Both recomputations (GELU's and the LayerNorm outputs): SP in both layers (TP_QUICK=1: these
+    # two, first dtype only), plain serial TP with both too.
+    if [ "$tp_quick" != 1 ] || [ $dt = "$tp_dtype1" ]; then
+      tp_time "tp2 $dt sp recompute-both" --tp 2 --no-sweep --dtype $dt --sequence-parallel $tp_both
+      tp_time "tp2 $dt parallel sp recompute-both" --tp 2 --no-sweep --dtype $dt --parallel --sequence-parallel $tp_both
+    fi
+    [ "$tp_quick" != 1 ] && tp_time "tp2 $dt serial recompute-both" --tp 2 --no-sweep --dtype $dt $tp_both
   done
   for dt in $tp_dtypes; do
     s1=${tp_ms[tp1 $dt serial]:-}
@@ -314,6 +332,7 @@ if wants tp && [ "$gpus" -ge 2 ] && [ -x "$S07" ]; then
     note "tp goal $dt parallel vs serial at tp 2 (overlapped): serial / parallel = $(ratio "${tp_ms[tp2 $dt serial overlap]:-}" "${tp_ms[tp2 $dt parallel overlap]:-}"), with --fprop-chunks 4 on both $(ratio "${tp_ms[tp2 $dt serial fprop-chunks 4]:-}" "${tp_ms[tp2 $dt parallel fprop-chunks 4]:-}") (goal >= 1.08)"
     note "tp goal $dt sequence-parallel vs plain at tp 2 (overlapped): time sp / plain = $(ratio "${tp_ms[tp2 $dt sp overlap]:-}" "${tp_ms[tp2 $dt serial overlap]:-}") (goal <= 1), activations sp / plain = $(ratio "${tp_act[tp2 $dt sp overlap]:-}" "${tp_act[tp2 $dt serial overlap]:-}") (goal <= 0.60), kept-gathered sp / plain = $(ratio "${tp_act[tp2 $dt sp keep-gathered]:-}" "${tp_act[tp2 $dt serial overlap]:-}")"
     note "tp goal $dt sequence-parallel + --recompute-gelu at tp 2: activations / plain = $(ratio "${tp_act[tp2 $dt sp recompute-gelu]:-}" "${tp_act[tp2 $dt serial overlap]:-}") (goal <= 0.60; predicted 0.600: 384.6 / 640.6 MiB), / plain + recompute = $(ratio "${tp_act[tp2 $dt sp recompute-gelu]:-}" "${tp_act[tp2 $dt serial recompute-gelu]:-}") (predicted 0.750); time / plain = $(ratio "${tp_ms[tp2 $dt sp recompute-gelu]:-}" "${tp_ms[tp2 $dt serial overlap]:-}"), recomputation's cost (time / sp without it) = $(ratio "${tp_ms[tp2 $dt sp recompute-gelu]:-}" "${tp_ms[tp2 $dt sp overlap]:-}")"
+    note "tp goal $dt sequence-parallel + --recompute-gelu --recompute-layernorm at tp 2: activations sp / plain = $(ratio "${tp_act[tp2 $dt sp recompute-both]:-}" "${tp_act[tp2 $dt serial overlap]:-}") (goal <= 0.60; predicted 0.500: 320.6 / 640.6 MiB), / plain with both = $(ratio "${tp_act[tp2 $dt sp recompute-both]:-}" "${tp_act[tp2 $dt serial recompute-both]:-}") (predicted 0.833); parallel sp with both / parallel plain = $(ratio "${tp_act[tp2 $dt parallel sp recompute-both]:-}" "${tp_act[tp2 $dt parallel overlap]:-}") (predicted 0.563: 288.5 / 512.6 MiB); time / plain = $(ratio "${tp_ms[tp2 $dt sp recompute-both]:-}" "${tp_ms[tp2 $dt serial overlap]:-}"), the LayerNorms' recomputation's cost (time / sp + --recompute-gelu) = $(ratio "${tp_ms[tp2 $dt sp recompute-both]:-}" "${tp_ms[tp2 $dt sp recompute-gelu]:-}")"
   done
   for tp in 4 8; do  # where lent: each variant at the wider tp
     [ "$tp" -le "$gpus" ] || break
@@ -325,8 +344,8 @@ fi
 # The overlap's knobs at tp 2, fp16, beside the default and --no-overlap: the side stream at
 # normal priority, the overlapped collectives on a communicator of 8 or 16 CTAs, and (plain TP)
 # the forward's all-reduce pipelined in 2 or 4 row blocks. TP_TURNS=2 repeats the set (in
-# turns, so that both see the machine alike); one turn is 22 runs, about 3.5 minutes. --recompute-gelu
-# too, in each variant (its time against the default's).
+# turns, so that both see the machine alike); one turn is 25 runs, about 4 minutes. --recompute-gelu
+# and --recompute-gelu --recompute-layernorm too, in each variant (their time against the default's).
 if wants tpknobs && [ "$gpus" -ge 2 ] && [ -x "$S07" ]; then
   export NCCL_NVLS_ENABLE=0
   for turn in $(seq 1 "${TP_TURNS:-1}"); do
@@ -336,6 +355,7 @@ if wants tpknobs && [ "$gpus" -ge 2 ] && [ -x "$S07" ]; then
       tp_time "tp2 fp16 $v no-overlap (turn $turn)" --tp 2 --no-sweep $a --no-overlap
       tp_time "tp2 fp16 $v priority normal (turn $turn)" --tp 2 --no-sweep $a --overlap-priority normal
       tp_time "tp2 fp16 $v recompute-gelu (turn $turn)" --tp 2 --no-sweep $a --recompute-gelu
+      tp_time "tp2 fp16 $v recompute-both (turn $turn)" --tp 2 --no-sweep $a --recompute-gelu --recompute-layernorm
       for n in 8 16; do tp_time "tp2 fp16 $v ctas $n (turn $turn)" --tp 2 --no-sweep $a --overlap-ctas $n; done
       if [ $v != sp ]; then
         for n in 2 4; do tp_time "tp2 fp16 $v fprop-chunks $n (turn $turn)" --tp 2 --no-sweep $a --fprop-chunks $n; done
