@@ -48,6 +48,7 @@ typedef struct {
     void *b_proj, *db_proj;           // [h], replicated
     // Forward. Under plain TP the *_loc tensors are the whole ones (the same buffers).
     void *ln_loc, *ln;                // LN1's output: the rank's [Tl, h]; gathered [T, h] (QKV's input)
+                                      // (--recompute-layernorm: ln_loc IS d_proj_loc, recomputed in backward)
     void *qkv_out, *ctx;              // [T, 3 hl], [T, hl]
     float *lse;                       // [batch, heads_local, seq]
     void *proj_out, *proj_loc;        // Proj's partial [T, h]; summed [Tl, h]

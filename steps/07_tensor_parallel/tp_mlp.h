@@ -50,6 +50,7 @@ typedef struct {
     void *b2, *db2;                // [h], replicated
     // Forward. Under plain TP the *_loc tensors are the whole ones (the same buffers).
     void *ln_loc, *ln;             // LN2's output: [Tl, h]; gathered [T, h]
+                                   // (--recompute-layernorm: ln_loc IS dx, recomputed in backward)
     void *fc1_out, *act;           // [T, fl]: FC1's output and GELU's (--recompute-gelu: act is
                                    // d_act, a buffer of backward's, not kept: computed again there)
     void *fc2_out, *out;           // FC2's partial [T, h]; the output [Tl, h]

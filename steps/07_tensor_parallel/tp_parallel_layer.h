@@ -59,6 +59,7 @@ typedef struct {
     void *b_out, *db_out;              // [h], replicated
     // Forward (the *_loc tensors are the whole ones under plain TP).
     void *a_loc, *a;                   // LN's output [Tl, h]; gathered [T, h] (W_in's input)
+                                       // (--recompute-layernorm: a_loc IS dz_loc, recomputed in backward)
     void *in_out;                      // [T, n_in] = [q k v | h1]
     float *lse;
     void *cat;                         // [T, k_out] = [ctx | GELU(h1)] (--recompute-gelu: d_cat, not kept)
