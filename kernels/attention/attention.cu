@@ -132,29 +132,38 @@ static AttentionDevice this_device(void) {
 }
 
 // The best set's backward at head dim 64 (ATTENTION_D64_BACKWARD, attention.h; read once):
-// the wgmma kernel with dQ over each warpgroup's own keys (the default) or by turns, or the
-// mma.sync kernel.
-typedef enum { D64_WGMMA_OWN_KEYS, D64_WGMMA_BY_TURNS, D64_MMA_SYNC } D64Backward;
+// unset, each pass's faster wgmma kernel (below); or the wgmma kernel with dQ over each
+// warpgroup's own keys, or by turns, for every pass; or the mma.sync kernel.
+typedef enum { D64_WGMMA_FASTEST, D64_WGMMA_OWN_KEYS, D64_WGMMA_BY_TURNS, D64_MMA_SYNC } D64Backward;
 
 static D64Backward d64_backward(void) {
     static int known = 0;
-    static D64Backward which = D64_WGMMA_OWN_KEYS;
+    static D64Backward which = D64_WGMMA_FASTEST;
     if (!known) {
         const char *v = getenv("ATTENTION_D64_BACKWARD");
         if (v && strcmp(v, "mma") == 0)
             which = D64_MMA_SYNC;
         else if (v && strcmp(v, "wgmma-turns") == 0)
             which = D64_WGMMA_BY_TURNS;
-        else if (v && *v && strcmp(v, "wgmma") != 0)
+        else if (v && strcmp(v, "wgmma") == 0)
+            which = D64_WGMMA_OWN_KEYS;
+        else if (v && *v)
             fail_user("ATTENTION_D64_BACKWARD must be wgmma, wgmma-turns or mma (or unset), not \"%s\"", v);
         known = 1;
     }
     return which;
 }
 
-// How the wgmma backward at head dim 64 computes dQ (flash_kernels.cuh).
-static FlashDq64 wgmma_dq64(void) {
-    return d64_backward() == D64_WGMMA_BY_TURNS ? FLASH_DQ64_BY_TURNS : FLASH_DQ64_OWN_KEYS;
+// How the wgmma backward at head dim 64 computes dQ (flash_kernels.cuh). Unset, the faster
+// way for the pass measured on an H200 (2026-11-29, b 4, h 32, s 2048, fp16): own keys by
+// default (1.28 ms against 1.36 by turns), by turns when deterministic (1.60 ms against 1.76:
+// its slices hold 128 keys, so half as many are stored and summed).
+static FlashDq64 wgmma_dq64(int deterministic) {
+    switch (d64_backward()) {
+        case D64_WGMMA_BY_TURNS: return FLASH_DQ64_BY_TURNS;
+        case D64_WGMMA_FASTEST: return deterministic ? FLASH_DQ64_BY_TURNS : FLASH_DQ64_OWN_KEYS;
+        default: return FLASH_DQ64_OWN_KEYS;
+    }
 }
 
 static AttentionKernelChoice choose(AttentionPass pass, int head_dim) {
@@ -168,8 +177,8 @@ static AttentionKernelChoice choose(AttentionPass pass, int head_dim) {
     char why[320];
     if (attention_choose_kernel(&device, kernels, pass, head_dim, &choice, why, sizeof why))
         fail_user("%s (%s)", why, gpu_description());
-    if (best_d64_backward && choice.wgmma && wgmma_dq64() == FLASH_DQ64_BY_TURNS)
-        choice.kernel = "wgmma backward (dQ by turns)";  // for attention_kernel_name
+    if (best_d64_backward && choice.wgmma && wgmma_dq64(0) == FLASH_DQ64_BY_TURNS)
+        choice.kernel = "wgmma backward (dQ by turns)";  // for attention_kernel_name (not deterministic)
     return choice;
 }
 
@@ -212,8 +221,8 @@ static void forward(const FwdArgs &a, const AttentionKernelChoice &k) {
 // Keys per dQ slice of the backward kernel `k` when deterministic (one slice per that many
 // keys): mma.sync, its keys per block; wgmma, 128 (a block's), or 64 at d 64 with dQ over each
 // warpgroup's own keys (a warpgroup's).
-static int dq_slice_keys(const AttentionKernelChoice &k, int head_dim) {
-    return k.wgmma ? flash_backward_wgmma_slice_keys(head_dim, wgmma_dq64()) : k.tile;
+static int dq_slice_keys(const AttentionKernelChoice &k, int head_dim, int deterministic) {
+    return k.wgmma ? flash_backward_wgmma_slice_keys(head_dim, wgmma_dq64(deterministic)) : k.tile;
 }
 
 // Dsum and dQ's zeroed accumulator first, then the kernel for dK, dV (and dQ's partial sums),
@@ -223,12 +232,12 @@ template <typename T, int D>
 static void backward(const BwdArgs &a, const void *ctx, float *dsum, const AttentionKernelChoice &k) {
     flash_backward_prepare<T, D>(a, ctx, a.dctx, dsum, a.deterministic ? nullptr : a.dq_accum);
     if (k.wgmma) {
-        flash_backward_wgmma<T, D>(a, wgmma_dq64());
+        flash_backward_wgmma<T, D>(a, wgmma_dq64(a.deterministic));
     } else {
         flash_backward_mma<T, D>(a, k.tile);
     }
     if (a.deterministic)
-        flash_backward_sum_dq_slices<T, D>(a, a.dq_accum, dq_slice_keys(k, D), a.dqkv);
+        flash_backward_sum_dq_slices<T, D>(a, a.dq_accum, dq_slice_keys(k, D, 1), a.dqkv);
     else
         flash_backward_write_dq<T, D>(a, a.dq_accum, a.dqkv);
 }
@@ -279,7 +288,7 @@ extern "C" void attention_backward(const AttentionProblem *p, const AttentionDro
     const void *tensors[] = {qkv, ctx, dctx, lse, dqkv, workspace};
     require_aligned(tensors, 6, "attention_backward");
     const AttentionKernelChoice k = choose(ATTENTION_BACKWARD, p->head_dim);
-    if (p->deterministic && dq_slice_keys(k, p->head_dim) < DQ_SLICE_KEYS)  // more slices than the workspace holds
+    if (p->deterministic && dq_slice_keys(k, p->head_dim, 1) < DQ_SLICE_KEYS)  // more slices than the workspace holds
         DIE("attention_backward: %s has fewer than %d keys per dQ slice", k.kernel, DQ_SLICE_KEYS);
     float *dsum = (float *)workspace;
     const BwdArgs a = {flash_params(p, dropout), qkv, dctx, lse, dsum, dsum + dsum_floats(p), dqkv, p->deterministic};

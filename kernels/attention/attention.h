@@ -107,7 +107,9 @@ void attention_backward(const AttentionProblem *p, const AttentionDropout *dropo
 // The environment variable ATTENTION_D64_BACKWARD (read once, at the first call that chooses
 // a kernel) picks the best set's backward at head dim 64 on a GPU that runs wgmma, for
 // comparing them in one run (attention_kernel_name says which runs):
-//   unset, empty or "wgmma"  the wgmma backward, each warpgroup adding dQ over its own keys
+//   unset or empty           the wgmma backward, dQ over each warpgroup's own keys, or by
+//                            turns when deterministic (the faster way for each: attention.cu)
+//   "wgmma"                  the wgmma backward, each warpgroup adding dQ over its own keys
 //   "wgmma-turns"            the wgmma backward, its warpgroups computing dQ by turns
 //                            ("wgmma backward (dQ by turns)"; flash_backward_wgmma.cu)
 //   "mma"                    the mma.sync backward with the largest tiles that fit, as before
