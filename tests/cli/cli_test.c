@@ -293,6 +293,7 @@ static void test_compare(void **state) {
     }
     const char *json = tmp_file("c.json"), *svg = tmp_file("c.svg");
     expect((char *const[]){COMPARE, "--json", (char *)json, "--svg", (char *)svg, NULL}, 0, "No usable CUDA GPU here");
+    expect((char *const[]){COMPARE, "--breakdown", NULL}, 0, "--breakdown: not run (it times GPU kernels");
     FILE *f = fopen(json, "r");
     assert_non_null(f);
     char text[4096] = "";
@@ -300,11 +301,13 @@ static void test_compare(void **state) {
     fclose(f);
     if (!strstr(text, "\"step\": \"reference\"") || !strstr(text, "\"mean_ms\"") || !strstr(text, "\"gpu\": \"none"))
         fail_msg("compare's JSON without a GPU lacks the reference row:\n%s", text);
+    if (!strstr(text, "\"check_passed\": null") || !strstr(text, "\"computed_in\": \"float32"))
+        fail_msg("compare's JSON without a GPU gives stand-in numbers or omits what it computed in:\n%s", text);
     f = fopen(svg, "r");
     assert_non_null(f);
     text[fread(text, 1, sizeof text - 1, f)] = 0;
     fclose(f);
-    if (!strstr(text, "<svg") || !strstr(text, "reference CPU reference") || !strstr(text, "</svg>"))
+    if (!strstr(text, "<svg") || !strstr(text, "reference (CPU, float32)") || !strstr(text, "</svg>"))
         fail_msg("compare's SVG without a GPU lacks the reference bar:\n%s", text);
 }
 
