@@ -23,9 +23,11 @@ __global__ void __launch_bounds__(MASK_THREADS)
     draw_dropout_mask_kernel(const __grid_constant__ FlashParams a, uint32_t *mask) {
     const DropoutMaskLayout layout = {a.seq};
     const int tiles = layout.tiles(), bh = blockIdx.y;
-    const int64_t k = (int64_t)blockIdx.x * MASK_THREADS + threadIdx.x;  // (i, t, c) in the head
-    if (k >= (int64_t)a.seq * tiles * 4) return;
-    const int t = (int)(k / 4 % tiles), i = (int)(k / 4 / tiles);
+    // (i, t, c) in the head; 32-bit (the launcher checks that a head's words fit): a 64-bit
+    // division costs several times the 32-bit one.
+    const uint32_t k = blockIdx.x * MASK_THREADS + threadIdx.x;
+    if (k >= (uint32_t)layout.words(1)) return;
+    const int t = (int)(k / 4 % (uint32_t)tiles), i = (int)(k / 4 / (uint32_t)tiles);
     if (a.causal && t > i / 128) return;  // a tile neither kernel visits
     const int b = bh / a.heads, h = bh % a.heads;
     const uint64_t row_group = dropout_row_group(a.drop.global_bh(b, h), i, a.seq);
@@ -40,6 +42,9 @@ __global__ void __launch_bounds__(MASK_THREADS)
 void flash_draw_dropout_mask(const FlashParams &p, uint32_t *mask) {
     const DropoutMaskLayout layout = {p.seq};
     const int64_t words_per_head = layout.words(1);
+    if (words_per_head > INT32_MAX)
+        DIE("attention: the dropout mask drawn ahead is limited to 2^31 words per head (seq %d is too long for it)",
+            p.seq);
     dim3 grid(ceil_div(words_per_head, MASK_THREADS), p.batch * p.heads);
     draw_dropout_mask_kernel<<<grid, MASK_THREADS>>>(p, mask);
     CHECK_LAUNCH();
