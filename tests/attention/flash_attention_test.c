@@ -9,7 +9,9 @@
 // reproduce the plain run exactly. The deterministic backward (AttentionProblem.deterministic)
 // must match the reference too, and repeat its bits exactly from run to run. The best set's
 // backward at d 64 is the one ATTENTION_D64_BACKWARD picks (attention.h): run the test once
-// per value (unset, wgmma-turns) to check each.
+// per value (unset, wgmma-turns) to check each; likewise ATTENTION_DROPOUT_MASK (unset, memory:
+// the wgmma kernels then load the mask drawn ahead), whose two sources
+// test_dropout_mask_in_memory_matches_philox also compares bit for bit in one run.
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
