@@ -214,34 +214,4 @@ PHILOX_FN uint32_t dropout_word_mask(uint32_t flags4, int b) {
     return dropout_spread_flags(flags4, 0x8888u + (uint32_t)b * 0x1111u);
 }
 
-// ---- A group's keep flags as 16 bits --------------------------------------------------------
-// The attention kernels can instead read a mask drawn ahead by a kernel of its own
-// (kernels/attention: ATTENTION_DROPOUT_MASK=memory), which stores each group's 16 keep
-// decisions as 16 bits: bit k is the flag of byte k (bit 7 of byte k % 4 of flags word k / 4,
-// dropout_keep_flags4), i.e. element 16 group + k. These two turn the flags words into those
-// bits and back; only the flags' bits 7 count (the others are junk both ways), so the masks
-// built from the words that come back (dropout_pair_mask, dropout_word_mask) are the masks of
-// the words that went in.
-//
-// The flags of word w's four bytes as bits 4w .. 4w + 3 of the result, the other bits 0. The
-// multiply gathers bit 8b (the flag shifted down) to bit 24 + b for b = 0..3; its other
-// partial products land at distinct bits below 24 or past 31, so nothing carries into 24..27.
-PHILOX_FN uint32_t dropout_flags4_to_bits(uint32_t flags4, int word) {
-    const uint32_t ones = (flags4 >> 7) & 0x01010101u;  // flag b at bit 8b
-    return ((ones * 0x01020408u) >> 24) << (4 * word);
-}
-
-// All 16 flags of a group (its four flags words) as 16 bits.
-PHILOX_FN uint32_t dropout_flags_to_bits(const uint32_t flags[4]) {
-    return dropout_flags4_to_bits(flags[0], 0) | dropout_flags4_to_bits(flags[1], 1) |
-           dropout_flags4_to_bits(flags[2], 2) | dropout_flags4_to_bits(flags[3], 3);
-}
-
-// Flags word w (bit 7 of byte b = bit 4w + b of `bits`; bits past 15 are ignored) from the 16
-// bits. The multiply copies bit b of the nibble to bits b + 7, b + 14, b + 21, b + 28, of
-// which b + 7 (b + 1) = 8b + 7 is bit 7 of byte b; no two copies share a bit, so none carries.
-PHILOX_FN uint32_t dropout_bits_to_flags4(uint32_t bits, int word) {
-    return ((bits >> (4 * word)) & 0xfu) * 0x10204080u;
-}
-
 #endif  // COMMON_CORE_PHILOX_H

@@ -184,56 +184,6 @@ static AttentionKernelChoice choose(AttentionPass pass, int head_dim) {
 
 extern "C" const char *attention_kernel_name(AttentionPass pass, int head_dim) { return choose(pass, head_dim).kernel; }
 
-// ---- where the wgmma kernels' dropout mask comes from ----------------------------------------
-// ATTENTION_DROPOUT_MASK (attention.h), read once, at the first call that needs the choice;
-// attention_set_dropout_mask overrides it.
-static int dropout_mask_known = 0;
-static AttentionDropoutMask dropout_mask_in_use = ATTENTION_DROPOUT_MASK_PHILOX;
-
-static AttentionDropoutMask dropout_mask_choice(void) {
-    if (!dropout_mask_known) {
-        const char *v = getenv("ATTENTION_DROPOUT_MASK");
-        if (v && strcmp(v, "memory") == 0)
-            dropout_mask_in_use = ATTENTION_DROPOUT_MASK_MEMORY;
-        else if (v && *v && strcmp(v, "philox") != 0)
-            fail_user("ATTENTION_DROPOUT_MASK must be philox or memory (or unset), not \"%s\"", v);
-        dropout_mask_known = 1;
-    }
-    return dropout_mask_in_use;
-}
-
-extern "C" AttentionDropoutMask attention_set_dropout_mask(AttentionDropoutMask mask) {
-    const AttentionDropoutMask previous = dropout_mask_choice();
-    dropout_mask_in_use = mask;
-    return previous;
-}
-
-extern "C" AttentionDropoutMask attention_dropout_mask(void) { return dropout_mask_choice(); }
-
-extern "C" size_t attention_dropout_mask_bytes(const AttentionProblem *p) {
-    const DropoutMaskLayout layout = {p->seq};
-    return (size_t)layout.words((int)((int64_t)p->batch * p->heads)) * sizeof(uint32_t);
-}
-
-// Whether this pass loads the mask drawn ahead: the switch is on, something is dropped, and
-// the kernel is a wgmma one (the mma.sync kernels always draw it themselves).
-static bool mask_drawn_ahead(const AttentionDropout *dropout, const AttentionKernelChoice &k) {
-    return dropout && dropout->p > 0.0f && k.wgmma && dropout_mask_choice() == ATTENTION_DROPOUT_MASK_MEMORY;
-}
-
-// The forward's mask buffer: allocated at its first use, grown when a larger problem comes,
-// held until the process ends (the backward draws its own into its workspace).
-static uint32_t *forward_mask_buffer(size_t bytes) {
-    static void *buffer = NULL;
-    static size_t capacity = 0;
-    if (bytes > capacity) {
-        if (buffer) CUDA_CHECK(cudaFree(buffer));
-        CUDA_CHECK(cudaMalloc(&buffer, bytes));
-        capacity = bytes;
-    }
-    return (uint32_t *)buffer;
-}
-
 // ---- the passes -----------------------------------------------------------------------------
 static void require_supported(const AttentionProblem *p, const char *who) {
     const char *why = attention_unsupported(p);
@@ -257,7 +207,6 @@ static FlashParams flash_params(const AttentionProblem *p, const AttentionDropou
     f.p_drop = d->p, f.causal = p->causal;
     f.keys = philox_keys(d->seed), f.offset = d->offset;
     f.drop = HeadRange{p->total_heads ? p->total_heads : p->heads, p->first_head};
-    f.drop_mask = nullptr;  // set by the pass where it draws the mask ahead
     return f;
 }
 
@@ -310,13 +259,8 @@ extern "C" void attention_forward(const AttentionProblem *p, const AttentionDrop
     const void *tensors[] = {qkv, ctx, lse};
     require_aligned(tensors, 3, "attention_forward");
     const AttentionKernelChoice k = choose(ATTENTION_FORWARD, p->head_dim);
-    FwdArgs a = {flash_params(p, dropout), qkv, ctx, lse};
+    const FwdArgs a = {flash_params(p, dropout), qkv, ctx, lse};
     gpu_phase(CAT_ATTN_FWD);  // --breakdown's category (common/gpu/gpu_phase.h)
-    if (mask_drawn_ahead(dropout, k)) {
-        uint32_t *mask = forward_mask_buffer(attention_dropout_mask_bytes(p));
-        flash_draw_dropout_mask(a, mask);
-        a.drop_mask = mask;
-    }
     DISPATCH_DTYPE(p->dtype, T, DISPATCH_HEAD_DIM(p->head_dim, D, forward<T, D>(a, k)));
     gpu_phase_end();
 }
@@ -333,15 +277,8 @@ static size_t dq_slices(const AttentionProblem *p) {
     return p->deterministic ? (size_t)(p->seq + DQ_SLICE_KEYS - 1) / DQ_SLICE_KEYS : 1;
 }
 
-// Dsum and dQ's accumulator(s), in bytes; the mask drawn ahead follows them (16-byte aligned:
-// dsum_floats is a multiple of 64, the accumulators of head_dim floats per row).
-static size_t dsum_dq_bytes(const AttentionProblem *p) {
-    return (dsum_floats(p) + dq_slices(p) * p->seq * p->batch * p->heads * p->head_dim) * sizeof(float);
-}
-
 extern "C" size_t attention_backward_workspace_bytes(const AttentionProblem *p) {
-    const size_t mask = dropout_mask_choice() == ATTENTION_DROPOUT_MASK_MEMORY ? attention_dropout_mask_bytes(p) : 0;
-    return dsum_dq_bytes(p) + mask;
+    return (dsum_floats(p) + dq_slices(p) * p->seq * p->batch * p->heads * p->head_dim) * sizeof(float);
 }
 
 extern "C" void attention_backward(const AttentionProblem *p, const AttentionDropout *dropout, const void *qkv,
@@ -354,13 +291,8 @@ extern "C" void attention_backward(const AttentionProblem *p, const AttentionDro
     if (p->deterministic && dq_slice_keys(k, p->head_dim, 1) < DQ_SLICE_KEYS)  // more slices than the workspace holds
         DIE("attention_backward: %s has fewer than %d keys per dQ slice", k.kernel, DQ_SLICE_KEYS);
     float *dsum = (float *)workspace;
-    BwdArgs a = {flash_params(p, dropout), qkv, dctx, lse, dsum, dsum + dsum_floats(p), dqkv, p->deterministic};
+    const BwdArgs a = {flash_params(p, dropout), qkv, dctx, lse, dsum, dsum + dsum_floats(p), dqkv, p->deterministic};
     gpu_phase(CAT_ATTN_BWD);
-    if (mask_drawn_ahead(dropout, k)) {  // the workspace has room for it (attention_backward_workspace_bytes)
-        uint32_t *mask = (uint32_t *)((char *)workspace + dsum_dq_bytes(p));
-        flash_draw_dropout_mask(a, mask);
-        a.drop_mask = mask;
-    }
     DISPATCH_DTYPE(p->dtype, T, DISPATCH_HEAD_DIM(p->head_dim, D, backward<T, D>(a, ctx, dsum, k)));
     gpu_phase_end();
 }

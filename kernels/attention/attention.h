@@ -29,8 +29,6 @@
 // attention_dropout_index(b * total_heads + first_head + h, i, j, seq) (common/core/philox.h:
 // one random byte per element, one call per 16 values a thread holds), so the CPU reference
 // and step 01 draw the same mask, and a tensor-parallel rank the mask of the unsharded layer.
-// The wgmma kernels can instead load the same mask, drawn ahead by a kernel of its own into
-// device memory (ATTENTION_DROPOUT_MASK=memory, below): the same bits, so the same results.
 #ifndef KERNELS_ATTENTION_ATTENTION_H
 #define KERNELS_ATTENTION_ATTENTION_H
 
@@ -94,10 +92,6 @@ void attention_forward(const AttentionProblem *p, const AttentionDropout *dropou
 // for any kernel), each written with plain stores by its block, then summed in key-block
 // order 0, 1, 2, ... by a small kernel. That is seq / 64 times the memory (4 GiB at b 4,
 // heads 32, seq 2048, d 128) - the price of not depending on the order blocks finish in.
-// With the dropout mask drawn ahead (attention_dropout_mask() == ATTENTION_DROPOUT_MASK_MEMORY,
-// when this is called): also attention_dropout_mask_bytes(p), where the backward draws its
-// mask (64 MiB at b 4, heads 32, seq 2048). So ask for the bytes after choosing the mask's
-// source: a workspace sized with philox is too small for a backward run with memory.
 size_t attention_backward_workspace_bytes(const AttentionProblem *p);
 
 // dqkv from dctx, with ctx and lse as the forward left them (same problem, same dropout).
@@ -127,27 +121,6 @@ typedef enum {
     ATTENTION_KERNELS_MMA_SYNC_SMALL_TILES,
 } AttentionKernels;
 AttentionKernels attention_set_kernels(AttentionKernels kernels);
-
-// ---- Where the wgmma kernels' dropout mask comes from ---------------------------------------
-// PHILOX (the default): each kernel draws the bits it needs among its softmax, the forward and
-// again the backward. MEMORY: each pass first draws the whole mask with a kernel of its own
-// (kernels/attention/flash_dropout_mask.cu, full occupancy, the same Philox calls) into device
-// memory - 1 bit per probability: attention_dropout_mask_bytes(p), [batch * heads][seq]
-// [ceil(seq / 128)][4] 32-bit words (flash_common.cuh, DropoutMaskLayout); causal: only the
-// words of key tiles a query's block visits are drawn - and the wgmma kernels load it a tile
-// ahead. The results are the same bits either way. Where the mask lives: the forward's in a
-// buffer attention.cu allocates at its first use and grows (never shrinks) for larger problems,
-// held until the process ends; the backward draws it again into its workspace (no state
-// passes between the calls). The mma.sync kernels always draw from Philox (the choice is
-// ignored for them), and with p = 0 nothing is drawn. The environment variable
-// ATTENTION_DROPOUT_MASK ("philox" or "memory"; unset or empty: philox; anything else stops
-// with a message) sets the choice, read once, at the first call that needs it;
-// attention_set_dropout_mask overrides it and returns the previous choice.
-typedef enum { ATTENTION_DROPOUT_MASK_PHILOX, ATTENTION_DROPOUT_MASK_MEMORY } AttentionDropoutMask;
-AttentionDropoutMask attention_set_dropout_mask(AttentionDropoutMask mask);
-AttentionDropoutMask attention_dropout_mask(void);
-// Bytes of one drawn mask of problem p: batch * heads * seq * ceil(seq / 128) * 16. No GPU needed.
-size_t attention_dropout_mask_bytes(const AttentionProblem *p);
 
 typedef enum { ATTENTION_FORWARD, ATTENTION_BACKWARD } AttentionPass;
 

@@ -6,9 +6,6 @@
 // H100), the mma.sync ones with their largest tiles (an A100's), and the mma.sync ones with
 // the tiles of a 99 KiB GPU (sm_86, sm_89). For the first set also the deterministic backward
 // (AttentionProblem.deterministic: dQ summed in a fixed order), and its time over the default's.
-// With dropout, a second line for the first set with the mask drawn ahead into memory
-// (attention_set_dropout_mask, ATTENTION_DROPOUT_MASK=memory; the mask kernel's time included
-// in each pass), and both sources' times over the pass without dropout (the goal: <= 1.12).
 //
 //   attention_bench [--batch N] [--heads N] [--seq N]     default 4 32 2048
 #include <stdio.h>
@@ -92,9 +89,7 @@ int main(int argc, char **argv) {
     }
     free(flags);
     gpu_require();
-    printf("GPU: %s; flash attention, fp16, batch %d, heads %d, seq %d; dropout mask: %s (ATTENTION_DROPOUT_MASK)\n",
-           gpu_description(), batch, heads, seq,
-           attention_dropout_mask() == ATTENTION_DROPOUT_MASK_MEMORY ? "memory" : "philox");
+    printf("GPU: %s; flash attention, fp16, batch %d, heads %d, seq %d\n", gpu_description(), batch, heads, seq);
     int dims[2] = {128, 64};
     for (int di = 0; di < 2; di++) {
         for (int k = 0; k < NUM_SETS; k++) {
@@ -121,11 +116,7 @@ int main(int argc, char **argv) {
         c.lse = dev_alloc((size_t)seq * batch * heads * sizeof(float));
         AttentionProblem deterministic = c.problem;  // the larger workspace serves both backwards
         deterministic.deterministic = 1;
-        // ... and, sized with the mask drawn ahead, both sources of the mask.
-        const AttentionDropoutMask mask_source = attention_set_dropout_mask(ATTENTION_DROPOUT_MASK_MEMORY);
         c.workspace = dev_alloc(attention_backward_workspace_bytes(&deterministic));
-        attention_set_dropout_mask(mask_source);
-        double plain_f_ms = 0.0, plain_b_ms = 0.0;  // set A without dropout (variant 0)
         for (int variant = 0; variant < 3; variant++) {
             c.dropout = (AttentionDropout){.p = variant == 1 ? 0.1f : 0.0f, .seed = 1234, .offset = 0};
             c.problem.causal = variant == 2;
@@ -140,25 +131,6 @@ int main(int argc, char **argv) {
                    c.dropout.p, c.problem.causal, f_ms[0], flops / f_ms[0] / 1e9, b_ms[0], 2.5 * flops / b_ms[0] / 1e9,
                    flops / f_ms[1] / 1e9, 2.5 * flops / b_ms[1] / 1e9, flops / f_ms[2] / 1e9,
                    2.5 * flops / b_ms[2] / 1e9, det_ms, det_ms / b_ms[0]);
-            if (variant == 0) plain_f_ms = f_ms[0], plain_b_ms = b_ms[0];
-            if (variant == 1) {  // set A with the other source of the mask
-                attention_set_kernels(ATTENTION_KERNELS_BEST);
-                const AttentionDropoutMask other = mask_source == ATTENTION_DROPOUT_MASK_MEMORY
-                                                       ? ATTENTION_DROPOUT_MASK_PHILOX
-                                                       : ATTENTION_DROPOUT_MASK_MEMORY;
-                attention_set_dropout_mask(other);
-                const double of_ms = median_ms(fwd, &c), ob_ms = median_ms(bwd, &c);
-                attention_set_dropout_mask(mask_source);
-                const double mf = mask_source == ATTENTION_DROPOUT_MASK_MEMORY ? f_ms[0] : of_ms;
-                const double mb = mask_source == ATTENTION_DROPOUT_MASK_MEMORY ? b_ms[0] : ob_ms;
-                const double pf = mask_source == ATTENTION_DROPOUT_MASK_MEMORY ? of_ms : f_ms[0];
-                const double pb = mask_source == ATTENTION_DROPOUT_MASK_MEMORY ? ob_ms : b_ms[0];
-                printf("%4d %8.1f %7s | %11.3f %10.0f | %12.3f %9.0f | A, mask drawn ahead into memory (its kernel "
-                       "included)\n",
-                       d, c.dropout.p, "memory", mf, flops / mf / 1e9, mb, 2.5 * flops / mb / 1e9);
-                printf("%4s %8s %7s | over no dropout, fwd bwd: philox %.3f %.3f, memory %.3f %.3f (goal <= 1.12)\n", "",
-                       "", "", pf / plain_f_ms, pb / plain_b_ms, mf / plain_f_ms, mb / plain_b_ms);
-            }
         }
         dev_free(c.qkv), dev_free(c.dctx), dev_free(c.ctx), dev_free(c.dqkv), dev_free(c.lse), dev_free(c.workspace);
     }

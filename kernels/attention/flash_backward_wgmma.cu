@@ -84,8 +84,7 @@ static_assert(smem_bytes<128>() <= 227 * 1024 && smem_bytes<64>() <= 227 * 1024,
 }
 #endif
 
-// MASK: dropout from the mask drawn ahead (BwdArgs.drop_mask), else drawn here from Philox.
-template <typename T, int D, DqScheme DQ, bool DETERMINISTIC, bool MASK>
+template <typename T, int D, DqScheme DQ, bool DETERMINISTIC>
 __global__ void __launch_bounds__(BW_THREADS, 1)
     flash_backward_wgmma_kernel(const __grid_constant__ CUtensorMap q_map, const __grid_constant__ CUtensorMap kv_map,
                                 const __grid_constant__ CUtensorMap do_map, const __grid_constant__ CUtensorMap dq_map,
@@ -119,7 +118,6 @@ __global__ void __launch_bounds__(BW_THREADS, 1)
     const uint32_t drop_threshold = dropout_threshold(a.p_drop);
     const float keep_scale = dropout_keep_scale(a.p_drop);
     const uint64_t drop_bh = a.drop.global_bh(b, h);
-    (void)drop_threshold, (void)drop_bh;  // MASK: unused
     const int m_start = a.causal ? (k0 / BW_BLOCK_M) * BW_BLOCK_M : 0;
     const int steps = (seq - m_start + BW_BLOCK_M - 1) / BW_BLOCK_M;
 
@@ -197,22 +195,14 @@ __global__ void __launch_bounds__(BW_THREADS, 1)
     };
     // lse and Dsum of this thread's queries 16 wq + g (+ 8) of the tile starting at q0: loaded a
     // tile ahead (the loads' latency was in the way of the exponentials), and used only there
-    // (so that the thread does not wait for them where it loads them). MASK: so are their 16
-    // bits of the mask drawn ahead - the warpgroup's half (key block key0 / 64) of their word of
-    // tile blockIdx.x (DropoutMaskLayout); rows past seq read the last row's (all their
-    // probabilities are 0).
+    // (so that the thread does not wait for them where it loads them).
     float lse_i[2], dsum_i[2];
-    uint32_t mask_bits[2] = {0u, 0u};
-    const DropoutMaskLayout mask_layout = {seq};
-    const uint16_t *mask_halves = reinterpret_cast<const uint16_t *>(a.drop_mask);
     auto load_row_stats = [&](int q0) {
 #pragma unroll
         for (int r = 0; r < 2; r++) {
             const int i = q0 + 16 * wq + g + 8 * r;
             lse_i[r] = i < seq ? a.lse[(int64_t)bh * seq + i] : 0.0f;
             dsum_i[r] = i < seq ? a.dsum[(int64_t)bh * seq + i] : 0.0f;
-            if constexpr (MASK)
-                mask_bits[r] = __ldg(mask_halves + 2 * mask_layout.word(bh, min(i, seq - 1), blockIdx.x, c) + warpgroup);
         }
     };
     load_row_stats(m_start);
@@ -246,9 +236,7 @@ __global__ void __launch_bounds__(BW_THREADS, 1)
         // While the tensor cores work: the dropout mask of this thread's queries 16 wq + g (+ 8)
         // and keys 8n + 2c (+ 1) of the warpgroup's 64.
         TileDropout dropped;
-        if constexpr (MASK) {
-            dropped = {{RowDropout::from_bits(mask_bits[0]), RowDropout::from_bits(mask_bits[1])}};
-        } else if (dropping) {
+        if (dropping) {
             const uint64_t row_group[2] = {dropout_row_group(drop_bh, q0 + 16 * wq + g, seq),
                                            dropout_row_group(drop_bh, q0 + 16 * wq + g + 8, seq)};
             dropped = tile_dropout(row_group, key0 / 64, a.keys, a.offset, drop_threshold);
@@ -383,30 +371,19 @@ __global__ void __launch_bounds__(BW_THREADS, 1)
 }
 
 // One instantiation of the kernel, its shared-memory limit set on first use.
-template <typename T, int D, DqScheme DQ, bool DETERMINISTIC, bool MASK>
-void launch_kernel_with(const BwdArgs &a, dim3 grid, const CUtensorMap &q_map, const CUtensorMap &kv_map,
-                        const CUtensorMap &do_map, const CUtensorMap &dq_map) {
-    constexpr size_t smem = smem_bytes<D>();
-    static bool configured = false;
-    if (!configured) {
-        CUDA_CHECK(cudaFuncSetAttribute(flash_backward_wgmma_kernel<T, D, DQ, DETERMINISTIC, MASK>,
-                                        cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-        configured = true;
-    }
-    flash_backward_wgmma_kernel<T, D, DQ, DETERMINISTIC, MASK>
-        <<<grid, BW_THREADS, smem>>>(q_map, kv_map, do_map, dq_map, a, 1.0f / sqrtf((float)D));
-    CHECK_LAUNCH();
-}
-
-// The kernel that loads the mask drawn ahead where there is one (and dropout), else the one
-// that draws it.
 template <typename T, int D, DqScheme DQ, bool DETERMINISTIC>
 void launch_kernel(const BwdArgs &a, dim3 grid, const CUtensorMap &q_map, const CUtensorMap &kv_map,
                    const CUtensorMap &do_map, const CUtensorMap &dq_map) {
-    if (a.drop_mask && a.p_drop > 0.0f)
-        launch_kernel_with<T, D, DQ, DETERMINISTIC, true>(a, grid, q_map, kv_map, do_map, dq_map);
-    else
-        launch_kernel_with<T, D, DQ, DETERMINISTIC, false>(a, grid, q_map, kv_map, do_map, dq_map);
+    constexpr size_t smem = smem_bytes<D>();
+    static bool configured = false;
+    if (!configured) {
+        CUDA_CHECK(cudaFuncSetAttribute(flash_backward_wgmma_kernel<T, D, DQ, DETERMINISTIC>,
+                                        cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+        configured = true;
+    }
+    flash_backward_wgmma_kernel<T, D, DQ, DETERMINISTIC>
+        <<<grid, BW_THREADS, smem>>>(q_map, kv_map, do_map, dq_map, a, 1.0f / sqrtf((float)D));
+    CHECK_LAUNCH();
 }
 
 }  // namespace

@@ -50,16 +50,6 @@ struct RowDropout {
     __device__ __forceinline__ uint32_t element_mask(int n, int e) const {  // key 8n + 2c + e
         return dropout_word_mask(flags[n >> 1], 2 * (n & 1) + e);
     }
-    // The 16 flags as 16 bits (bit 2n + e: key 8n + 2c + e kept), as the mask drawn ahead
-    // stores them (DropoutMaskLayout), and the mask rebuilt from such bits (bits past 15 are
-    // ignored): its pair_mask and element_mask are those of the RowDropout that was stored.
-    __device__ __forceinline__ uint32_t bits() const { return dropout_flags_to_bits(flags); }
-    static __device__ __forceinline__ RowDropout from_bits(uint32_t bits) {
-        RowDropout d;
-#pragma unroll
-        for (int w = 0; w < 4; w++) d.flags[w] = dropout_bits_to_flags4(bits, w);
-        return d;
-    }
 };
 
 // The Philox group of this thread's keys of query i in key block 0 (attention_dropout_group,
@@ -77,29 +67,6 @@ __device__ __forceinline__ RowDropout row_dropout(uint64_t row_group, int key_bl
     for (int w = 0; w < 4; w++) d.flags[w] = dropout_keep_flags4(bytes.x[w], threshold);
     return d;
 }
-
-// The mask drawn ahead (ATTENTION_DROPOUT_MASK=memory, attention.h): the dropout kernel
-// (flash_dropout_mask.cu) runs row_dropout for every (head, query row, 64-key block, c) -
-// exactly the calls a wgmma kernel's thread would make - and stores the bits; the wgmma
-// kernels load them instead of running Philox. Layout, 32-bit words [bh][i][t][c] with bh the
-// call's local head index (b * heads + h), i the query, t the 128-key tile (keys [128 t,
-// 128 t + 128); tiles = ceil(seq / 128)) and c = lane % 4: the low 16 bits are key block 2t's
-// RowDropout::bits(), the high 16 block 2t + 1's. So the four threads of a quad read 16
-// contiguous bytes per row and tile, and a thread one word for both blocks of a forward tile.
-// Causal: only the tiles t <= i / 128 are drawn, the ones both kernels visit (the forward's
-// query block of 128 sees key tiles up to its own; the backward's key block of 128 starts at
-// its own first query); the rest of the buffer is never written nor read.
-struct DropoutMaskLayout {
-    int seq;
-    __host__ __device__ __forceinline__ int tiles() const { return (seq + 127) / 128; }
-    // The word of (bh, i, tile t, c).
-    __host__ __device__ __forceinline__ int64_t word(int bh, int i, int t, int c) const {
-        return (((int64_t)bh * seq + i) * tiles() + t) * 4 + c;
-    }
-    __host__ __device__ __forceinline__ int64_t words(int batch_heads) const {
-        return (int64_t)batch_heads * seq * tiles() * 4;
-    }
-};
 
 // Both rows' (g and g + 8) masks of a 16 x 64 tile.
 struct TileDropout {

@@ -50,8 +50,7 @@ struct Barriers {
     uint64_t q_full, k_full[2], v_full[2], k_empty[2], v_empty[2];
 };
 
-// MASK: dropout from the mask drawn ahead (FwdArgs.drop_mask), else drawn here from Philox.
-template <typename T, int D, bool MASK>
+template <typename T, int D>
 __global__ void __launch_bounds__(WG_THREADS, 1)
     flash_forward_wgmma_kernel(const __grid_constant__ CUtensorMap qkv_map, const __grid_constant__ FwdArgs a,
                                float scale) {
@@ -119,7 +118,6 @@ __global__ void __launch_bounds__(WG_THREADS, 1)
     const int row_i[2] = {q0 + 16 * warp + g, q0 + 16 * warp + g + 8};
     const uint64_t drop_bh = a.drop.global_bh(b, h);
     const uint64_t row_group[2] = {dropout_row_group(drop_bh, row_i[0], seq), dropout_row_group(drop_bh, row_i[1], seq)};
-    (void)row_group, (void)drop_threshold;  // MASK: unused
     float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
     float o[D / 8][4];
 #pragma unroll
@@ -151,42 +149,12 @@ __global__ void __launch_bounds__(WG_THREADS, 1)
             wgmma_rs_mn<T, D>(o, p[kk], wgmma_descriptor(v_addr + kk * 16 * 128, KV_PANEL, 1024));
         wgmma_commit();
     };
-    // MASK: this thread's words of the mask drawn ahead (DropoutMaskLayout: one per row and
-    // tile, both blocks of 64 keys) for the next tile, loaded a tile ahead so that their
-    // latency hides behind a whole tile's work. Rows past seq read the last row's (their
-    // output is never written).
-    static_assert(WG_BLOCK_N == 128, "a mask word covers a tile of 128 keys");
-    const DropoutMaskLayout mask_layout = {seq};
-    const uint32_t *mask_row[2] = {};
-    uint32_t mask_word[2] = {0u, 0u};
-    auto load_mask = [&](int t) {
-#pragma unroll
-        for (int r = 0; r < 2; r++) mask_word[r] = __ldg(mask_row[r] + 4 * t);
-    };
-    (void)mask_layout;  // !MASK: unused
-    if constexpr (MASK) {
-        if (dropping) {
-#pragma unroll
-            for (int r = 0; r < 2; r++)
-                mask_row[r] = a.drop_mask + mask_layout.word(bh, min(row_i[r], seq - 1), 0, lane % 4);
-            load_mask(0);
-        }
-    }
-    // The dropout masks of tile t's two blocks of 64 keys, drawn (or rebuilt from the words
-    // loaded ahead) while the tensor cores work.
+    // The dropout masks of tile t's two blocks of 64 keys, drawn while the tensor cores work.
     TileDropout drop[WG_BLOCK_N / 64];
     auto draw_dropout = [&](int t) {
-        if constexpr (MASK) {
 #pragma unroll
-            for (int part = 0; part < WG_BLOCK_N / 64; part++)
-                drop[part] = {{RowDropout::from_bits(mask_word[0] >> (16 * part)),
-                               RowDropout::from_bits(mask_word[1] >> (16 * part))}};
-            if (t + 1 < tiles) load_mask(t + 1);
-        } else {
-#pragma unroll
-            for (int part = 0; part < WG_BLOCK_N / 64; part++)
-                drop[part] = tile_dropout(row_group, t * (WG_BLOCK_N / 64) + part, a.keys, a.offset, drop_threshold);
-        }
+        for (int part = 0; part < WG_BLOCK_N / 64; part++)
+            drop[part] = tile_dropout(row_group, t * (WG_BLOCK_N / 64) + part, a.keys, a.offset, drop_threshold);
     };
     // P from the scores: register pairs of the score layout are the A operand's (as mma.sync's),
     // then dropped by ANDing them with the masks.
@@ -304,20 +272,14 @@ void flash_forward_wgmma(const FwdArgs &a) {
     constexpr size_t smem = forward_smem_bytes(D);
     static bool configured = false;
     if (!configured) {
-        CUDA_CHECK(cudaFuncSetAttribute(flash_forward_wgmma_kernel<T, D, false>,
-                                        cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-        CUDA_CHECK(cudaFuncSetAttribute(flash_forward_wgmma_kernel<T, D, true>,
+        CUDA_CHECK(cudaFuncSetAttribute(flash_forward_wgmma_kernel<T, D>,
                                         cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
         configured = true;
     }
     dim3 grid(ceil_div(a.seq, WG_BLOCK_M), a.batch * a.heads);
     // The TMA sees qkv as [seq][batch][qkv_row] and copies boxes of 128 rows x 64 columns.
     const CUtensorMap qkv_map = tensor_map_rows<T>(a.qkv, a.qkv_row, a.batch, a.seq, WG_BLOCK_N);
-    const float scale = 1.0f / sqrtf((float)D);
-    if (a.drop_mask && a.p_drop > 0.0f)
-        flash_forward_wgmma_kernel<T, D, true><<<grid, WG_THREADS, smem>>>(qkv_map, a, scale);
-    else
-        flash_forward_wgmma_kernel<T, D, false><<<grid, WG_THREADS, smem>>>(qkv_map, a, scale);
+    flash_forward_wgmma_kernel<T, D><<<grid, WG_THREADS, smem>>>(qkv_map, a, 1.0f / sqrtf((float)D));
     CHECK_LAUNCH();
 }
 

@@ -21,9 +21,6 @@ struct FlashParams {
     PhiloxKeys keys;  // the dropout seed's round keys (philox_keys)
     uint64_t offset;
     HeadRange drop;
-    // The mask drawn ahead (DropoutMaskLayout, flash_common.cuh), read by the wgmma kernels
-    // instead of drawing from Philox; nullptr: they draw it (the mma.sync kernels always do).
-    const uint32_t *drop_mask;
 };
 
 // A forward launch: q, k, v read from qkv, ctx written, lse [batch, heads, seq] saved.
@@ -77,12 +74,6 @@ void flash_backward_write_dq(const FlashParams &p, const float *dq_accum, void *
 // the row: when causal, those that start at or before it), into dqkv's q slots.
 template <typename T, int D>
 void flash_backward_sum_dq_slices(const FlashParams &p, const float *dq_slices, int block_keys, void *dqkv);
-
-// ---- flash_dropout_mask.cu: the mask drawn ahead, any GPU ----------------------------------
-// Draws p's dropout mask (p_drop > 0, its seed, offset, heads, causal) into mask
-// (DropoutMaskLayout{seq}.words(batch * heads) words; causal: the tiles no kernel reads are
-// left as they were) by the very calls the wgmma kernels make when they draw it themselves.
-void flash_draw_dropout_mask(const FlashParams &p, uint32_t *mask);
 
 // ---- flash_forward_wgmma.cu, flash_backward_wgmma.cu: Hopper (sm_90a) ------------------------
 // 1 if the code running on this GPU holds the wgmma kernels' bodies (they were compiled for

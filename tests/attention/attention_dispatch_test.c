@@ -208,7 +208,6 @@ static void test_unsupported_problems(void **state) {
 // accumulator per 64 keys (seq 300: 5), whichever kernel runs - the default's size unchanged.
 static void test_backward_workspace(void **state) {
     (void)state;
-    const AttentionDropoutMask previous = attention_set_dropout_mask(ATTENTION_DROPOUT_MASK_PHILOX);
     AttentionProblem p = {.seq = 300, .batch = 3, .heads = 8, .head_dim = 128, .dtype = DTYPE_FP16};
     const size_t dsum = (300 * 3 * 8 + 63) / 64 * 64, accumulator = (size_t)300 * 3 * 8 * 128;
     assert_int_equal(attention_backward_workspace_bytes(&p), (dsum + accumulator) * 4);
@@ -220,37 +219,6 @@ static void test_backward_workspace(void **state) {
     p.causal = 1, p.head_dim = 64;  // causal: the same (block kb writes rows 64 kb on of a whole slice)
     assert_int_equal(attention_backward_workspace_bytes(&p),
                      ((320 * 3 * 8 + 63) / 64 * 64 + 5 * (size_t)320 * 3 * 8 * 64) * 4);
-    attention_set_dropout_mask(previous);
-}
-
-// The dropout mask drawn ahead (ATTENTION_DROPOUT_MASK=memory): 16 bytes per query and tile of
-// 128 keys (1 bit per probability), the same causal or not, deterministic or not; the
-// backward's workspace holds it after the rest when the switch is on, and only then; the
-// setter returns the previous choice.
-static void test_dropout_mask_bytes(void **state) {
-    (void)state;
-    AttentionProblem p = {.seq = 2048, .batch = 4, .heads = 32, .head_dim = 128, .dtype = DTYPE_FP16};
-    assert_int_equal(attention_dropout_mask_bytes(&p), (size_t)64 << 20);  // the quickstart: 64 MiB
-    p.seq = 190;  // two tiles of 128 keys (three blocks of 64)
-    assert_int_equal(attention_dropout_mask_bytes(&p), (size_t)4 * 32 * 190 * 2 * 16);
-    p.causal = 1, p.deterministic = 1, p.head_dim = 64;
-    assert_int_equal(attention_dropout_mask_bytes(&p), (size_t)4 * 32 * 190 * 2 * 16);
-    p.seq = 128;
-    assert_int_equal(attention_dropout_mask_bytes(&p), (size_t)4 * 32 * 128 * 16);
-
-    const AttentionDropoutMask previous = attention_set_dropout_mask(ATTENTION_DROPOUT_MASK_PHILOX);
-    const size_t without = attention_backward_workspace_bytes(&p);
-    assert_int_equal(attention_set_dropout_mask(ATTENTION_DROPOUT_MASK_MEMORY), ATTENTION_DROPOUT_MASK_PHILOX);
-    assert_int_equal(attention_dropout_mask(), ATTENTION_DROPOUT_MASK_MEMORY);
-    assert_int_equal(attention_backward_workspace_bytes(&p), without + attention_dropout_mask_bytes(&p));
-    assert_int_equal(without % 16, 0);  // the mask starts 16-byte aligned
-    p.deterministic = 0, p.seq = 77;
-    attention_set_dropout_mask(ATTENTION_DROPOUT_MASK_PHILOX);
-    const size_t fast = attention_backward_workspace_bytes(&p);
-    attention_set_dropout_mask(ATTENTION_DROPOUT_MASK_MEMORY);
-    assert_int_equal(fast % 16, 0);
-    assert_int_equal(attention_backward_workspace_bytes(&p), fast + (size_t)4 * 32 * 77 * 16);
-    attention_set_dropout_mask(previous);
 }
 
 static void test_layer_problem(void **state) {
@@ -279,7 +247,6 @@ int main(void) {
         cmocka_unit_test(test_forced_sets),             cmocka_unit_test(test_every_choice_fits),
         cmocka_unit_test(test_refusals),                cmocka_unit_test(test_unsupported_problems),
         cmocka_unit_test(test_layer_problem),           cmocka_unit_test(test_backward_workspace),
-        cmocka_unit_test(test_dropout_mask_bytes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -83,38 +83,6 @@ static void test_dropout_keep_flags4(void **state) {
             }
 }
 
-// A group's keep flags as 16 bits and back (the attention mask drawn ahead,
-// ATTENTION_DROPOUT_MASK=memory): bit k of the bits is byte k >= threshold, and the flags
-// words rebuilt from them - junk above bit 15 ignored - give the same pair and word masks as
-// the words that went in, for every byte position and both branches of the keep test.
-static void test_dropout_flags_as_bits(void **state) {
-    (void)state;
-    uint64_t state64 = 0x243f6a8885a308d3ull;
-    const uint32_t thresholds[] = {0, 1, 26, 127, 128, 179, 255};
-    for (size_t t = 0; t < sizeof thresholds / sizeof thresholds[0]; t++)
-        for (int trial = 0; trial < 2000; trial++) {
-            uint32_t bytes[4], flags[4];
-            for (int w = 0; w < 4; w++) {
-                state64 = state64 * 6364136223846793005ull + 1442695040888963407ull;
-                bytes[w] = (uint32_t)(state64 >> 32);
-                flags[w] = dropout_keep_flags4(bytes[w], thresholds[t]);
-            }
-            const uint32_t bits = dropout_flags_to_bits(flags);
-            assert_int_equal(bits >> 16, 0u);
-            const uint32_t junk = (uint32_t)(state64 >> 7) << 16;
-            for (int k = 0; k < 16; k++) {
-                const uint32_t byte = (bytes[k / 4] >> (8 * (k % 4))) & 0xffu;
-                assert_int_equal((bits >> k) & 1u, byte >= thresholds[t]);
-            }
-            for (int w = 0; w < 4; w++) {
-                const uint32_t rebuilt = dropout_bits_to_flags4(bits | junk, w);
-                for (int b = 0; b < 4; b++) assert_int_equal(dropout_word_mask(rebuilt, b), dropout_word_mask(flags[w], b));
-                for (int b = 0; b < 4; b += 2)
-                    assert_int_equal(dropout_pair_mask(rebuilt, b), dropout_pair_mask(flags[w], b));
-            }
-        }
-}
-
 // What a fused attention kernel's thread does (kernels/attention/flash_common.cuh,
 // TileDropout) - one Philox call per row of a 64-key block, flags four bytes at a time, masks
 // by byte permutes - done here for every lane of a warp: each lane's masks must be
@@ -263,7 +231,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_philox_known_answers), cmocka_unit_test(test_dropout_keep_rate),
         cmocka_unit_test(test_attention_dropout_index_is_one_to_one), cmocka_unit_test(test_dropout_keep_flags4),
-        cmocka_unit_test(test_attention_dropout_lane_masks), cmocka_unit_test(test_dropout_flags_as_bits),
+        cmocka_unit_test(test_attention_dropout_lane_masks),
         cmocka_unit_test(test_fp16_round_trip),      cmocka_unit_test(test_bf16_rounding),
         cmocka_unit_test(test_config_problems),      cmocka_unit_test(test_param_shapes),
         cmocka_unit_test(test_dropout_representable), cmocka_unit_test(test_values_outside_dtype),
