@@ -119,8 +119,8 @@ const StepOps STEP_07_TENSOR_PARALLEL = {
         "                       the main communicator, NCCL's own count)\n"
         "  --keep-gathered      with --sequence-parallel: keep the all-gathered LayerNorm outputs for the\n"
         "                       weight gradients instead of all-gathering them again in backward\n"
-        "  --recompute-gelu     keep FC1's output only: GELU's output is computed again in backward for\n"
-        "                       FC2's weight gradient (the parallel layer: W_out's) instead of kept\n"
+        "  --recompute-gelu     keep FC1's output, not GELU's: GELU's output is computed again in\n"
+        "                       backward for FC2's weight gradient (the parallel layer: W_out's)\n"
         "  --recompute-layernorm\n"
         "                       keep no LayerNorm output: each is computed again in backward from the\n"
         "                       kept input (the same kernel, the same bits) for the QKV / FC1 (W_in)\n"
@@ -408,6 +408,9 @@ static void refuse_what_cannot_run(const Options *o, int tp) {
     if (!flags.comm.overlap && flags.overlap_flags_given)
         fail_user("--overlap-priority and --overlap-ctas set up the overlap that --no-overlap turns off: give one or "
                   "the other");
+    // The schedule's own conflicts first (--recompute-layernorm with --keep-gathered), so that
+    // following one message never leads straight to another.
+    if (tp_schedule_problem(&flags.sched)) fail_user("%s", tp_schedule_problem(&flags.sched));
     if (flags.sched.sp_input == SP_KEEP_GATHERED && !flags.variant.sequence_parallel)
         fail_user("--keep-gathered chooses what sequence parallelism keeps for backward: add --sequence-parallel");
     if (flags.sched.recompute_gelu && flags.block)
@@ -415,7 +418,6 @@ static void refuse_what_cannot_run(const Options *o, int tp) {
     if (flags.sched.recompute_layernorm && flags.block)
         fail_user("--recompute-layernorm is the layer's (its LayerNorms' outputs): --block's LayerNorm keeps its "
                   "output; drop one of them");
-    if (tp_schedule_problem(&flags.sched)) fail_user("%s", tp_schedule_problem(&flags.sched));
     if (flags.sched.fprop_chunks > 1 && (flags.variant.sequence_parallel || flags.block))
         fail_user("--fprop-chunks pipelines plain TP's forward all-reduce: drop it with --sequence-parallel (a "
                   "reduce-scatter there) and --block");

@@ -137,6 +137,10 @@ static void test_schedule_flags(void **state) {
            "--block's LayerNorm keeps its output");
     expect((char *const[]){TP_BIN, "--sequence-parallel", "--keep-gathered", "--recompute-layernorm", NULL}, NULL,
            "--keep-gathered keeps them (gathered): drop one of them");
+    // Without --sequence-parallel too: the conflict comes first, not "add --sequence-parallel",
+    // which would only lead to it.
+    expect((char *const[]){TP_BIN, "--keep-gathered", "--recompute-layernorm", NULL}, NULL,
+           "--keep-gathered keeps them (gathered): drop one of them");
     expect((char *const[]){TP_BIN, "--recompute-layernorm=1", NULL}, NULL, "--recompute-layernorm takes no value");
 }
 
