@@ -264,7 +264,7 @@ static int run_rank(void *arg) {
     const int tp = info.world, rank = info.rank, sp = flags.variant.sequence_parallel;
     // 1. The GPU and the communicator.
     const int gpus = gpu_count();
-    if (gpus == 0) fail_user("rank %d: no usable GPU (%s)", rank, gpu_unavailable_reason());
+    if (gpus == 0) fail_user("rank %d: no usable GPU here: %s", rank, gpu_unavailable_reason());
     if (info.local_rank >= gpus)
         fail_user("rank %d is rank %d on its machine, which has %d GPU%s: tensor-parallel size %d needs one GPU per "
                   "rank", rank, info.local_rank, gpus, gpus == 1 ? "" : "s", tp);
