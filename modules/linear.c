@@ -59,7 +59,9 @@ void linear_init(Linear *l, int in, int out, const float *weight, const float *b
     l->dweight = dev_alloc((size_t)in * out * dtype_bytes(dtype));
     l->bias = bias ? dev_upload(bias, out, dtype) : NULL;
     l->dbias = bias ? dev_alloc((size_t)out * dtype_bytes(dtype)) : NULL;
-    l->dbias_workspace = bias ? dev_alloc(bias_grad_workspace_bytes(out)) : NULL;
+    // Only where the bias gradient runs in its own kernel (EPILOGUE_BGRAD=kernel, as set now):
+    // the GEMM's BGRADB epilogue needs none.
+    l->dbias_workspace = bias && in_kernel(EPILOGUE_KIND_BGRAD) ? dev_alloc(bias_grad_workspace_bytes(out)) : NULL;
     l->saved_x = NULL;
 }
 
@@ -136,6 +138,9 @@ void linear_wgrad(const Linear *l, const void *dy, int64_t tokens, int bias_grad
               .epilogue = sum_db && !db_in_kernel ? GEMM_EPILOGUE_BGRADB : GEMM_EPILOGUE_NONE,
               .bias = sum_db && !db_in_kernel ? l->dbias : NULL, .dtype = l->dtype};
     GPU_PHASE(CAT_GEMM_WGRAD, gemm_run(&g));
+    if (db_in_kernel && !l->dbias_workspace)
+        DIE("linear_wgrad: EPILOGUE_BGRAD=kernel was set after this Linear was created (it has no workspace "
+            "for the bias gradient's kernel): set it before");
     if (db_in_kernel) bias_grad_columns(dy, tokens, l->out, l->dbias, l->dbias_workspace, l->dtype);
 }
 

@@ -29,7 +29,7 @@ typedef struct {
     void *weight, *bias;    // [out, in], [out]
     void *dweight, *dbias;  // gradients, overwritten by each backward
     const void *saved_x;    // the input of the last forward (set by the forwards below only)
-    void *dbias_workspace;  // fp32 partial sums for bias_grad_columns (with a bias only)
+    void *dbias_workspace;  // fp32 partial sums for bias_grad_columns (a bias and EPILOGUE_BGRAD=kernel at init only)
 } Linear;
 
 // ---- A/B switch: each epilogue in the GEMM or in a kernel of its own (issue 21) ----------------
@@ -53,7 +53,9 @@ typedef enum { EPILOGUE_IN_GEMM, EPILOGUE_IN_KERNEL } EpiloguePlace;
 // Where `kind` runs now: what linear_set_epilogue_place set, else the environment's.
 EpiloguePlace linear_epilogue_place(EpilogueKind kind);
 // For tests and benches: place >= 0 overrides the environment for `kind` in this process;
-// -1 returns it to the environment's setting. A LayerNormMLP reads the DGELU place at init.
+// -1 returns it to the environment's setting. A LayerNormMLP reads the DGELU place at init,
+// a Linear with a bias the BGRAD place (kernel: it holds the kernel's workspace; a wgrad
+// that finds BGRAD moved to kernel after init stops with a message).
 void linear_set_epilogue_place(EpilogueKind kind, int place);
 // "gemm" or "kernel"; the environment variable's name of a kind ("EPILOGUE_BGRAD").
 const char *epilogue_place_name(EpiloguePlace place);
