@@ -9,7 +9,7 @@ usage: bash .gpu/gpu_run.sh [MODE ...]      (from the folder that holds .gpu/)
 MODEs (default: tests check bench fp8 tp pytorch compare breakdown, and baseline when packed):
   tests      every GPU test program of the default build
   check      every step's --check at fp16 and bf16 (step 06 also --unfused and --fp8)
-  bench      the micro-benchmarks
+  bench      the micro-benchmarks (attention_bench at fp16 and bf16)
   fp8        step 05's amax/scale log of 40 steps (drawn as SVG) and the training demo
   tp         step 07 (2 or more GPUs): --check at tp 2 for every variant and schedule (overlap
              on/off, LayerNorm outputs gathered again/kept, --fprop-chunks 4, --recompute-gelu,
@@ -220,6 +220,8 @@ if wants bench; then
     [ -x "$b" ] || continue
     "$b" 2>&1 | tee -a "$OUT/bench.log" | tail -8 | tee -a "$summary"
   done
+  [ -x "$BIN/attention_bench" ] &&  # the issue's rows are asked of both dtypes
+    "$BIN/attention_bench" --dtype bf16 2>&1 | tee -a "$OUT/bench.log" | tail -8 | tee -a "$summary"
 fi
 
 gpus=$(nvidia-smi -L | wc -l)

@@ -7,7 +7,7 @@
 // the tiles of a 99 KiB GPU (sm_86, sm_89). For the first set also the deterministic backward
 // (AttentionProblem.deterministic: dQ summed in a fixed order), and its time over the default's.
 //
-//   attention_bench [--batch N] [--heads N] [--seq N]     default 4 32 2048
+//   attention_bench [--batch N] [--heads N] [--seq N] [--dtype fp16|bf16]   default 4 32 2048 fp16
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -65,17 +65,19 @@ static const AttentionKernels SETS[] = {ATTENTION_KERNELS_BEST, ATTENTION_KERNEL
 enum { NUM_SETS = 3 };
 
 static FlagKind bench_flag_kind(const char *name, void *ctx) {
-    static const char *const NAMES[] = {"--batch", "--heads", "--seq"};
+    static const char *const NAMES[] = {"--batch", "--heads", "--seq", "--dtype"};
     (void)ctx;
-    return flag_is_one_of(name, NAMES, 3) ? FLAG_VALUE : FLAG_UNKNOWN;
+    return flag_is_one_of(name, NAMES, 4) ? FLAG_VALUE : FLAG_UNKNOWN;
 }
 
 int main(int argc, char **argv) {
     int batch = 4, heads = 32, seq = 2048;
+    DType dtype = DTYPE_FP16;
+    static const char *const DTYPES[] = {"fp16", "bf16"};
     FlagArg *flags = xcalloc((size_t)argc, sizeof(FlagArg));
     const int n = flags_split(argc, argv, bench_flag_kind, NULL, flags);
     if (n < 0) {
-        printf("usage: attention_bench [--batch N] [--heads N] [--seq N]   (default 4 32 2048)\n"
+        printf("usage: attention_bench [--batch N] [--heads N] [--seq N] [--dtype fp16|bf16]   (default 4 32 2048 fp16)\n"
                "  Flash attention's forward and backward TFLOP/s at head dims 128 and 64, without and with\n"
                "  dropout and causal, for every set of kernels (A: the best here, B: mma.sync, C: mma.sync\n"
                "  with small tiles). Needs a CUDA GPU.\n");
@@ -85,11 +87,13 @@ int main(int argc, char **argv) {
         const char *f = flags[i].name, *v = flags[i].value;
         if (!strcmp(f, "--batch")) batch = (int)parse_int_flag(f, v, 1, 1 << 16);
         else if (!strcmp(f, "--heads")) heads = (int)parse_int_flag(f, v, 1, 1 << 12);
-        else seq = (int)parse_int_flag(f, v, 1, 1 << 20);
+        else if (!strcmp(f, "--seq")) seq = (int)parse_int_flag(f, v, 1, 1 << 20);
+        else dtype = (DType)parse_choice_flag(f, v, DTYPES, 2);
     }
     free(flags);
     gpu_require();
-    printf("GPU: %s; flash attention, fp16, batch %d, heads %d, seq %d\n", gpu_description(), batch, heads, seq);
+    printf("GPU: %s; flash attention, %s, batch %d, heads %d, seq %d\n", gpu_description(), dtype_name(dtype), batch,
+           heads, seq);
     int dims[2] = {128, 64};
     for (int di = 0; di < 2; di++) {
         for (int k = 0; k < NUM_SETS; k++) {
@@ -106,11 +110,11 @@ int main(int argc, char **argv) {
         int64_t nqkv = (int64_t)seq * batch * heads * 3 * d, nctx = nqkv / 3;
         float *h = xmalloc((size_t)nqkv * sizeof(float));
         fill_uniform(h, nqkv, -1.0f, 1.0f, 5, 1);
-        Case c = {.problem = {.seq = seq, .batch = batch, .heads = heads, .head_dim = d, .dtype = DTYPE_FP16}};
+        Case c = {.problem = {.seq = seq, .batch = batch, .heads = heads, .head_dim = d, .dtype = dtype}};
         const char *why = attention_unsupported(&c.problem);
         if (why) fail_user("%s", why);
-        c.qkv = dev_upload(h, nqkv, DTYPE_FP16);
-        c.dctx = dev_upload(h, nctx, DTYPE_FP16);
+        c.qkv = dev_upload(h, nqkv, dtype);
+        c.dctx = dev_upload(h, nctx, dtype);
         free(h);
         c.ctx = dev_alloc((size_t)nctx * 2), c.dqkv = dev_alloc((size_t)nqkv * 2);
         c.lse = dev_alloc((size_t)seq * batch * heads * sizeof(float));
