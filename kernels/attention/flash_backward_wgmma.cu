@@ -194,8 +194,9 @@ __global__ void __launch_bounds__(BW_THREADS, 1)
             tma_reduce_add_3d(&dq_map, col, q0, bh, staged);
     };
     // lse and Dsum of this thread's queries 16 wq + g (+ 8) of the tile starting at q0: loaded a
-    // tile ahead (the loads' latency was in the way of the exponentials), and used only there
-    // (so that the thread does not wait for them where it loads them).
+    // tile ahead (the loads' latency was in the way of the exponentials), at the end of the
+    // tile before (below), and used only there (so that the thread does not wait for them
+    // where it loads them).
     float lse_i[2], dsum_i[2];
     auto load_row_stats = [&](int q0) {
 #pragma unroll
@@ -303,7 +304,6 @@ __global__ void __launch_bounds__(BW_THREADS, 1)
                     pack2<T>(s[n][2 * r] * (dpd[0] - dsum_i[r]), s[n][2 * r + 1] * (dpd[1] - dsum_i[r]));
             }
         }
-        if (step + 1 < steps) load_row_stats(q0 + BW_BLOCK_M);  // dS was their last use in this tile
         bulk_wait_read();  // (the threads that added dQ) the staging buffer is free again
         fence_shared_for_wgmma();
         if constexpr (DQ == OWN_KEYS)
@@ -359,6 +359,13 @@ __global__ void __launch_bounds__(BW_THREADS, 1)
         add_dq_tile(step, q0);     // it is added while the next tile runs
         if (warpgroup == 0 && lane == 0 && wq < QUERY_PARTS && step + 2 < steps)
             load_query_part(step + 2, wq);  // the stage just freed
+        // The next tile's lse and Dsum (dS was their last use in this one), loaded here, after
+        // the tile's last fence: a proxy fence waits for the thread's loads still in flight, so
+        // loads issued before the fences above held each of them up by their whole latency
+        // (Nsight Compute, H200: the two fences and barriers of the tile were its most-sampled
+        // instructions, waiting on the long scoreboard). From here they have the next tile's
+        // S and dP products to land.
+        if (step + 1 < steps) load_row_stats(q0 + BW_BLOCK_M);
     }
     bulk_wait_all();  // before the block's shared memory goes away
 
