@@ -92,7 +92,7 @@ extern "C" const char *attention_choose_kernel(const AttentionDevice *dev, Atten
     // their sm_90a bodies; both passes at both head dims.
     if (kernels == ATTENTION_KERNELS_BEST && gpu_arch_has_wgmma(dev->cc) && dev->wgmma_image_loaded) {
         const size_t smem =
-            forward ? flash_forward_wgmma_smem_bytes(head_dim) : flash_backward_wgmma_smem_bytes(head_dim);
+            forward ? flash_forward_wgmma_smem_bytes(head_dim, 2) : flash_backward_wgmma_smem_bytes(head_dim);
         if (smem <= dev->max_smem_per_block) {
             *choice = AttentionKernelChoice{forward ? "wgmma forward" : "wgmma backward", 1, 0, smem};
             return NULL;
@@ -166,6 +166,61 @@ static FlashDq64 wgmma_dq64(int deterministic) {
     }
 }
 
+// The best set's forward at head dim 64 (ATTENTION_D64_FORWARD, attention.h): read once,
+// unless a setter came first. Two consumer warpgroups by default, until the three-consumer
+// kernel has been measured on an H200.
+static int d64_forward_known = 0;
+static AttentionD64Forward d64_forward_which = ATTENTION_D64_FORWARD_WG2;
+
+static AttentionD64Forward d64_forward(void) {
+    if (!d64_forward_known) {
+        const char *v = getenv("ATTENTION_D64_FORWARD");
+        if (v && strcmp(v, "wg3") == 0)
+            d64_forward_which = ATTENTION_D64_FORWARD_WG3;
+        else if (v && *v && strcmp(v, "wg2") != 0)
+            fail_user("ATTENTION_D64_FORWARD must be wg2 or wg3 (or unset), not \"%s\"", v);
+        d64_forward_known = 1;
+    }
+    return d64_forward_which;
+}
+
+extern "C" AttentionD64Forward attention_set_d64_forward(AttentionD64Forward which) {
+    const AttentionD64Forward previous = d64_forward();
+    d64_forward_which = which;
+    return previous;
+}
+
+// Consumer warpgroups of the wgmma forward at head dim d.
+static int wgmma_forward_consumers(int head_dim) {
+    return head_dim == 64 && d64_forward() == ATTENTION_D64_FORWARD_WG3 ? 3 : 2;
+}
+
+// The wgmma forward's order of causal query blocks (ATTENTION_CAUSAL_ORDER, attention.h): read
+// once, unless a setter came first.
+static int causal_order_known = 0;
+static AttentionCausalOrder causal_order_which = ATTENTION_CAUSAL_HEAVY_FIRST;
+
+static AttentionCausalOrder causal_order(void) {
+    if (!causal_order_known) {
+        const char *v = getenv("ATTENTION_CAUSAL_ORDER");
+        if (v && strcmp(v, "natural") == 0)
+            causal_order_which = ATTENTION_CAUSAL_NATURAL;
+        else if (v && strcmp(v, "heavy-first-per-head") == 0)
+            causal_order_which = ATTENTION_CAUSAL_HEAVY_FIRST_PER_HEAD;
+        else if (v && *v && strcmp(v, "heavy-first") != 0)
+            fail_user("ATTENTION_CAUSAL_ORDER must be heavy-first, natural or heavy-first-per-head (or unset), not "
+                      "\"%s\"", v);
+        causal_order_known = 1;
+    }
+    return causal_order_which;
+}
+
+extern "C" AttentionCausalOrder attention_set_causal_order(AttentionCausalOrder order) {
+    const AttentionCausalOrder previous = causal_order();
+    causal_order_which = order;
+    return previous;
+}
+
 static AttentionKernelChoice choose(AttentionPass pass, int head_dim) {
     const AttentionDevice device = this_device();
     const bool best_d64_backward =
@@ -179,6 +234,13 @@ static AttentionKernelChoice choose(AttentionPass pass, int head_dim) {
         fail_user("%s (%s)", why, gpu_description());
     if (best_d64_backward && choice.wgmma && wgmma_dq64(0) == FLASH_DQ64_BY_TURNS)
         choice.kernel = "wgmma backward (dQ by turns)";  // for attention_kernel_name (not deterministic)
+    if (pass == ATTENTION_FORWARD && choice.wgmma && wgmma_forward_consumers(head_dim) == 3) {
+        choice.kernel = "wgmma forward (3 consumers)";
+        choice.smem_bytes = flash_forward_wgmma_smem_bytes(head_dim, 3);
+        if (choice.smem_bytes > device.max_smem_per_block)  // not on a Hopper GPU (227 KiB)
+            fail_user("attention: the %s needs %zu bytes of shared memory per block; the limit here is %zu (%s)",
+                      choice.kernel, choice.smem_bytes, device.max_smem_per_block, gpu_description());
+    }
     return choice;
 }
 
@@ -213,7 +275,7 @@ static FlashParams flash_params(const AttentionProblem *p, const AttentionDropou
 template <typename T, int D>
 static void forward(const FwdArgs &a, const AttentionKernelChoice &k) {
     if (k.wgmma)
-        flash_forward_wgmma<T, D>(a);
+        flash_forward_wgmma<T, D>(a, wgmma_forward_consumers(D), causal_order());
     else
         flash_forward_mma<T, D>(a, k.tile);
 }

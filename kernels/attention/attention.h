@@ -122,6 +122,35 @@ typedef enum {
 } AttentionKernels;
 AttentionKernels attention_set_kernels(AttentionKernels kernels);
 
+// The best set's forward at head dim 64 on a GPU that runs wgmma: the wgmma forward with two
+// consumer warpgroups (128 queries per block, as at d 128) or three (192 queries per block;
+// flash_forward_wgmma.cu says why). The environment variable ATTENTION_D64_FORWARD gives the
+// first value (read once, at the first call that chooses a kernel or sets this):
+//   unset or empty, or "wg2"   two consumers ("wgmma forward")
+//   "wg3"                      three consumers ("wgmma forward (3 consumers)")
+// Any other value stops with a message. attention_set_d64_forward overrides it from then on
+// (the tests run both) and returns the previous value. Other head dims, sets and GPUs ignore it.
+typedef enum { ATTENTION_D64_FORWARD_WG2, ATTENTION_D64_FORWARD_WG3 } AttentionD64Forward;
+AttentionD64Forward attention_set_d64_forward(AttentionD64Forward which);
+
+// The order in which the wgmma forward runs its blocks of queries when causal (without the
+// mask every block costs the same and they run in the natural order). Query block x of a head
+// visits x + 1 tiles of keys, so the last blocks cost the most (block_order.h):
+//   HEAVY_FIRST           the heaviest blocks of a group of heads first (as many heads as
+//                         have their K and V in 32 MiB of L2), then the next heaviest, ...
+//   NATURAL               each head's blocks in ascending order, head after head
+//   HEAVY_FIRST_PER_HEAD  each head's blocks in descending order, head after head
+// The environment variable ATTENTION_CAUSAL_ORDER gives the first value (read once, as
+// ATTENTION_D64_FORWARD): unset or empty, or "heavy-first"; "natural"; "heavy-first-per-head".
+// Any other value stops with a message. attention_set_causal_order overrides it from then on
+// and returns the previous value. The mma.sync kernels ignore it.
+typedef enum {
+    ATTENTION_CAUSAL_HEAVY_FIRST,
+    ATTENTION_CAUSAL_NATURAL,
+    ATTENTION_CAUSAL_HEAVY_FIRST_PER_HEAD,
+} AttentionCausalOrder;
+AttentionCausalOrder attention_set_causal_order(AttentionCausalOrder order);
+
 typedef enum { ATTENTION_FORWARD, ATTENTION_BACKWARD } AttentionPass;
 
 // What the choice depends on: the GPU as dispatch sees it.

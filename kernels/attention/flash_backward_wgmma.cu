@@ -110,6 +110,9 @@ __global__ void __launch_bounds__(BW_THREADS, 1)
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, warpgroup = warp / 4, wq = warp % 4;
     const int g = lane / 4, c = lane % 4;
     const int bh = blockIdx.y, b = bh / a.heads, h = bh % a.heads, seq = a.seq;
+    // Causal, block x walks the queries from k0 to seq: the lower x, the more query steps, so
+    // each head's blocks already start heaviest first (the forward's concern, block_order.h).
+    // Across heads the order stays head after head: not reordered here.
     const int k0 = blockIdx.x * BW_BLOCK_N;
     const int key0 = k0 + 64 * warpgroup;  // this warpgroup's first key
     const QkvView view = {(int64_t)a.batch * a.qkv_row, (int64_t)b * a.qkv_row + (int64_t)h * 3 * D};

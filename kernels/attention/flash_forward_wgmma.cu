@@ -10,17 +10,27 @@
 // reads its B operand (and here also Q) from shared memory itself, for four warps at once,
 // and runs at Hopper's full tensor-core rate: this kernel reaches 520-540 TFLOP/s.
 //
-// Block: 128 queries of one head, three warpgroups with different jobs (FlashAttention-3's
-// layout):
+// Block: 64 * CONSUMERS queries of one head, 1 + CONSUMERS warpgroups with different jobs
+// (FlashAttention-3's layout):
 //   producer (warpgroup 0): one thread issues TMA copies of Q once and of K and V tile by tile
 //     into two stages each, as soon as the consumers have released a stage;
-//   consumers (warpgroups 1 and 2, 64 query rows each): per tile of 128 keys, S = Q K^T (d / 16
-//     wgmmas), the online softmax on S in registers (flash_common.cuh: the very step the
-//     mma.sync kernel uses, since both accumulator layouts agree per warp), and O += P V with
-//     P straight from the score registers as the A operand.
+//   consumers (warpgroups 1 .. CONSUMERS, 64 query rows each): per tile of 128 keys, S = Q K^T
+//     (d / 16 wgmmas), the online softmax on S in registers (flash_common.cuh: the very step
+//     the mma.sync kernel uses, since both accumulator layouts agree per warp), and O += P V
+//     with P straight from the score registers as the A operand.
 // The consumers never wait for each other's copies (no __syncthreads per tile) and take turns
-// to issue their products ("ping-pong"), so that one's softmax runs while the other's
-// products keep the tensor cores busy.
+// to issue their products (round robin; with two, "ping-pong"), so that one's softmax runs
+// while another's products keep the tensor cores busy.
+//
+// How many consumers: 2 at head dim 128 (128 queries per block; its consumers need 240
+// registers each, no room for a third). At head dim 64 a tile's products take half the
+// tensor-core time of d 128 while the softmax costs the same, so with two consumers the tensor
+// cores wait for softmaxes; a third consumer (192 queries per block, 160 registers each) keeps
+// them fed (FlashAttention-3's choice at d 64). attention.cu picks 2 or 3 at d 64
+// (ATTENTION_D64_FORWARD, attention.h).
+//
+// The order of the blocks (block_order.h): natural, or when causal the heaviest query blocks
+// first (ATTENTION_CAUSAL_ORDER, attention.h).
 #include "common/gpu/cuda_check.h"
 #include "common/gpu/gpu.h"
 #include "kernels/attention/flash_common.cuh"
@@ -28,15 +38,29 @@
 #include "kernels/attention/hopper_pipeline.cuh"
 #include "kernels/attention/wgmma.cuh"
 #include "kernels/device_utils.cuh"
+#include "kernels/attention/block_order.h"
 
 namespace {
 
-constexpr int WG_BLOCK_M = 128;  // queries per block
 constexpr int WG_BLOCK_N = 128;  // keys per tile
-constexpr int WG_THREADS = 384;  // a producer warpgroup and two consumer warpgroups
-// (maybe_unused: the stub compiled for other GPUs than sm_90a does not use them.)
-[[maybe_unused]] constexpr int CONSUMERS = 256;  // consumer threads
-[[maybe_unused]] constexpr int PINGPONG = 3;     // named barriers 3 and 4: consumer 0's, consumer 1's turn
+// (maybe_unused: the stub compiled for other GPUs than sm_90a does not use it.)
+[[maybe_unused]] constexpr int TURNS = 3;  // named barriers 3 .. 2 + CONSUMERS: consumer c's turn
+
+// The block's shape for CONSUMERS consumer warpgroups: 64 queries each, one producer
+// warpgroup; and how the 64K registers of the SM (one block per SM: 65536 / THREADS per
+// thread at launch, rounded down to a multiple of 8) are split: the producer keeps few, the consumers take the rest (setmaxnreg: 24 to
+// 256, multiples of 8; the consumers may claim at most what the producer gave back).
+template <int CONSUMERS>
+struct Shape {
+    static constexpr int BLOCK_M = 64 * CONSUMERS;          // queries per block
+    static constexpr int THREADS = 128 * (1 + CONSUMERS);   // 384 or 512
+    static constexpr int PRODUCER_REGS = 24;
+    static constexpr int CONSUMER_REGS = CONSUMERS == 2 ? 240 : 160;
+    static_assert(CONSUMERS == 2 || CONSUMERS == 3, "two or three consumer warpgroups");
+    static_assert(PRODUCER_REGS % 8 == 0 && CONSUMER_REGS % 8 == 0, "setmaxnreg takes multiples of 8");
+    static_assert(128 * (PRODUCER_REGS + CONSUMERS * CONSUMER_REGS) <= 65536, "the SM's 64K registers");
+    static_assert(CONSUMER_REGS >= 65536 / THREADS, "the consumers claim, never give back");
+};
 
 // A swizzled [rows x D] tile of 16-bit values is D / 64 panels of rows x 128 bytes.
 template <int D>
@@ -45,18 +69,27 @@ constexpr int tile_bytes(int rows) {
 }
 
 // The block's barriers: a stage's "full" completes when its copy has landed, "empty" when
-// both consumers are done with it.
+// all consumers are done with it.
 struct Barriers {
     uint64_t q_full, k_full[2], v_full[2], k_empty[2], v_empty[2];
 };
 
-template <typename T, int D>
-__global__ void __launch_bounds__(WG_THREADS, 1)
-    flash_forward_wgmma_kernel(const __grid_constant__ CUtensorMap qkv_map, const __grid_constant__ FwdArgs a,
-                               float scale) {
+// Which block computes what (block_order.h): query_blocks per head, group_heads 0 (natural)
+// or the heads per group of the heavy-first order.
+struct BlockOrder {
+    int query_blocks, group_heads;
+};
+
+template <typename T, int D, int CONSUMERS>
+__global__ void __launch_bounds__(Shape<CONSUMERS>::THREADS, 1)
+    flash_forward_wgmma_kernel(const __grid_constant__ CUtensorMap q_map, const __grid_constant__ CUtensorMap kv_map,
+                               const __grid_constant__ FwdArgs a, const BlockOrder order, float scale) {
 #if WGMMA_AVAILABLE
-    constexpr int Q_PANEL = WG_BLOCK_M * 128, KV_PANEL = WG_BLOCK_N * 128;  // bytes per 64-column panel
-    constexpr int Q_BYTES = tile_bytes<D>(WG_BLOCK_M), KV_BYTES = tile_bytes<D>(WG_BLOCK_N);
+    using S = Shape<CONSUMERS>;
+    constexpr int BLOCK_M = S::BLOCK_M;
+    constexpr int Q_PANEL = BLOCK_M * 128, KV_PANEL = WG_BLOCK_N * 128;  // bytes per 64-column panel
+    constexpr int Q_BYTES = tile_bytes<D>(BLOCK_M), KV_BYTES = tile_bytes<D>(WG_BLOCK_N);
+    static_assert(Q_PANEL % 1024 == 0 && KV_PANEL % 1024 == 0, "panels start on the swizzle's 1024-byte period");
     // The swizzle repeats every 1024 bytes, and the tiles must start on such a boundary.
     extern __shared__ unsigned char smem_raw[];
     __shared__ Barriers bars;
@@ -65,49 +98,51 @@ __global__ void __launch_bounds__(WG_THREADS, 1)
     unsigned char *v_tiles = k_tiles + 2 * KV_BYTES;  // two stages
 
     const int warpgroup = threadIdx.x / 128, lane = threadIdx.x % 32;
-    const int bh = blockIdx.y, b = bh / a.heads, h = bh % a.heads, seq = a.seq;
-    const int q0 = blockIdx.x * WG_BLOCK_M;
-    const int kv_end = a.causal ? min(seq, q0 + WG_BLOCK_M) : seq;
+    const FlashBlock blk = flash_block_at(blockIdx.x, order.query_blocks, a.batch * a.heads, order.group_heads);
+    const int bh = blk.bh, b = bh / a.heads, h = bh % a.heads, seq = a.seq;
+    const int q0 = blk.query_block * BLOCK_M;
+    const int kv_end = a.causal ? min(seq, q0 + BLOCK_M) : seq;
     const int tiles = (kv_end + WG_BLOCK_N - 1) / WG_BLOCK_N;  // >= 1: q0 < seq
 
     if (threadIdx.x == 0) {
         mbarrier_init(&bars.q_full, 1);
         for (int s = 0; s < 2; s++) {
             mbarrier_init(&bars.k_full[s], 1), mbarrier_init(&bars.v_full[s], 1);
-            mbarrier_init(&bars.k_empty[s], CONSUMERS), mbarrier_init(&bars.v_empty[s], CONSUMERS);
+            mbarrier_init(&bars.k_empty[s], 128 * CONSUMERS), mbarrier_init(&bars.v_empty[s], 128 * CONSUMERS);
         }
         fence_shared_for_wgmma();  // the initialised barriers, for the TMA unit
     }
     __syncthreads();  // the last block-wide barrier: from here on the warpgroups go their own ways
 
     if (warpgroup == 0) {  // ---- the producer
-        warpgroup_release_registers<24>();
+        warpgroup_release_registers<S::PRODUCER_REGS>();
         if (threadIdx.x != 0) return;
-        // The tensor map sees qkv as [seq][batch][qkv_row]; a box is 128 rows x 64 columns of
-        // one batch entry. Column of panel `panel` of part 0/1/2 (q/k/v) of head h:
+        // The tensor maps see qkv as [seq][batch][qkv_row]; a box is BLOCK_M (Q) or 128 (K, V)
+        // rows x 64 columns of one batch entry. Column of panel `panel` of part 0/1/2 (q/k/v)
+        // of head h:
         auto col = [&](int part, int panel) { return h * 3 * D + part * D + 64 * panel; };
         mbarrier_arrive_expect_tx(&bars.q_full, Q_BYTES);
         for (int panel = 0; panel < D / 64; panel++)
-            tma_load_3d(q_tile + panel * Q_PANEL, &qkv_map, col(0, panel), b, q0, &bars.q_full);
+            tma_load_3d(q_tile + panel * Q_PANEL, &q_map, col(0, panel), b, q0, &bars.q_full);
         for (int t = 0; t < tiles; t++) {
             const int s = t % 2, use = t / 2;  // stage, and how often it was filled before
             if (use > 0) mbarrier_wait(&bars.k_empty[s], (use - 1) & 1);
             mbarrier_arrive_expect_tx(&bars.k_full[s], KV_BYTES);
             for (int panel = 0; panel < D / 64; panel++)
-                tma_load_3d(k_tiles + s * KV_BYTES + panel * KV_PANEL, &qkv_map, col(1, panel), b,
+                tma_load_3d(k_tiles + s * KV_BYTES + panel * KV_PANEL, &kv_map, col(1, panel), b,
                             t * WG_BLOCK_N, &bars.k_full[s]);
             if (use > 0) mbarrier_wait(&bars.v_empty[s], (use - 1) & 1);
             mbarrier_arrive_expect_tx(&bars.v_full[s], KV_BYTES);
             for (int panel = 0; panel < D / 64; panel++)
-                tma_load_3d(v_tiles + s * KV_BYTES + panel * KV_PANEL, &qkv_map, col(2, panel), b,
+                tma_load_3d(v_tiles + s * KV_BYTES + panel * KV_PANEL, &kv_map, col(2, panel), b,
                             t * WG_BLOCK_N, &bars.v_full[s]);
         }
         return;
     }
 
     // ---- the consumers
-    warpgroup_claim_registers<240>();
-    const int consumer = warpgroup - 1, warp = threadIdx.x / 32 - 4;  // warp 0..7 of the consumers
+    warpgroup_claim_registers<S::CONSUMER_REGS>();
+    const int consumer = warpgroup - 1, warp = threadIdx.x / 32 - 4;  // warp 0 .. 4 CONSUMERS - 1 of the consumers
     const float scale_log2 = scale * LOG2E;
     const bool dropping = a.p_drop > 0.0f;
     const uint32_t drop_threshold = dropout_threshold(a.p_drop);
@@ -149,35 +184,51 @@ __global__ void __launch_bounds__(WG_THREADS, 1)
             wgmma_rs_mn<T, D>(o, p[kk], wgmma_descriptor(v_addr + kk * 16 * 128, KV_PANEL, 1024));
         wgmma_commit();
     };
-    // The dropout masks of tile t's two blocks of 64 keys, drawn while the tensor cores work.
-    TileDropout drop[WG_BLOCK_N / 64];
-    auto draw_dropout = [&](int t) {
-#pragma unroll
-        for (int part = 0; part < WG_BLOCK_N / 64; part++)
-            drop[part] = tile_dropout(row_group, t * (WG_BLOCK_N / 64) + part, a.keys, a.offset, drop_threshold);
+    // The dropout masks of tile t's two blocks of 64 keys. With two consumers they are drawn
+    // during the softmax, while the tensor cores still work on the previous P V, and live
+    // across that wait (16 registers); three consumers have 160 registers each, too few for
+    // that (ptxas spills), and draw each block's mask right before applying it (8 registers
+    // at a time) - the other consumers' products keep the tensor cores busy meanwhile.
+    constexpr bool DRAW_DURING_SOFTMAX = CONSUMERS == 2;
+    TileDropout drop[DRAW_DURING_SOFTMAX ? WG_BLOCK_N / 64 : 1];
+    auto draw_dropout = [&](int t, int part) {
+        return tile_dropout(row_group, t * (WG_BLOCK_N / 64) + part, a.keys, a.offset, drop_threshold);
     };
-    // P from the scores: register pairs of the score layout are the A operand's (as mma.sync's),
-    // then dropped by ANDing them with the masks.
-    auto pack_probabilities = [&]() {
+    // P from the scores of tile t: register pairs of the score layout are the A operand's (as
+    // mma.sync's), then dropped by ANDing them with the masks.
+    auto pack_probabilities = [&](int t) {
 #pragma unroll
-        for (int kk = 0; kk < WG_BLOCK_N / 16; kk++) {
-            p[kk][0] = pack2<T>(s[2 * kk][0], s[2 * kk][1]);
-            p[kk][1] = pack2<T>(s[2 * kk][2], s[2 * kk][3]);
-            p[kk][2] = pack2<T>(s[2 * kk + 1][0], s[2 * kk + 1][1]);
-            p[kk][3] = pack2<T>(s[2 * kk + 1][2], s[2 * kk + 1][3]);
-            if (dropping) drop_a_fragment(p[kk], drop[kk / 4], kk % 4);
+        for (int part = 0; part < WG_BLOCK_N / 64; part++) {
+            TileDropout late;
+            if (!DRAW_DURING_SOFTMAX && dropping) late = draw_dropout(t, part);
+#pragma unroll
+            for (int kk = part * 4; kk < part * 4 + 4; kk++) {
+                p[kk][0] = pack2<T>(s[2 * kk][0], s[2 * kk][1]);
+                p[kk][1] = pack2<T>(s[2 * kk][2], s[2 * kk][3]);
+                p[kk][2] = pack2<T>(s[2 * kk + 1][0], s[2 * kk + 1][1]);
+                p[kk][3] = pack2<T>(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+                if (dropping) drop_a_fragment(p[kk], DRAW_DURING_SOFTMAX ? drop[part] : late, kk % 4);
+            }
         }
     };
     auto softmax = [&](int t, float (&alpha)[2]) {
         online_softmax_step(s, m, l, alpha, row_i, t * WG_BLOCK_N, seq, a.causal, scale_log2);
-        if (dropping) draw_dropout(t);
+        if (DRAW_DURING_SOFTMAX && dropping) {
+#pragma unroll
+            for (int part = 0; part < WG_BLOCK_N / 64; part++) drop[part] = draw_dropout(t, part);
+        }
     };
-    // Ping-pong: consumer c issues its products only in its turn and then hands the turn over.
-    // Consumer 1 skips the hand-over after its last issue, and hands consumer 0 its first turn,
-    // so that every barrier use has 128 threads waiting and 128 arriving.
-    auto my_turn = [&]() { named_barrier_sync(PINGPONG + consumer, CONSUMERS); };
-    auto your_turn = [&]() { named_barrier_arrive(PINGPONG + 1 - consumer, CONSUMERS); };
-    if (consumer == 1) your_turn();
+    // Turns, round robin 0, 1, .., CONSUMERS - 1, 0, ..: consumer c issues its products only
+    // in its turn (named barrier TURNS + c) and then hands the turn to c + 1 (mod CONSUMERS).
+    // Every consumer of the block has the same number of turns (tiles + 1). The last consumer
+    // hands consumer 0 its first turn before any, and skips the hand-over after its own last
+    // turn, so that every use of every barrier has 128 threads waiting (its consumer) and 128
+    // arriving (the one before it). A hand-over for a barrier's next use can only come after
+    // the turn of its current use: the turns run strictly one after another.
+    auto my_turn = [&]() { named_barrier_sync(TURNS + consumer, 256); };
+    auto your_turn = [&]() { named_barrier_arrive(TURNS + (consumer + 1) % CONSUMERS, 256); };
+    const bool last_consumer = consumer == CONSUMERS - 1;
+    if (last_consumer) your_turn();
 
     // Tile 0: only its scores.
     mbarrier_wait(&bars.q_full, 0);
@@ -190,7 +241,7 @@ __global__ void __launch_bounds__(WG_THREADS, 1)
     mbarrier_arrive(&bars.k_empty[0]);
     float alpha[2];
     softmax(0, alpha);  // o is still zero: nothing to rescale
-    pack_probabilities();
+    pack_probabilities(0);
 
     // Tile t: the scores of t and the output of t - 1 are issued together, so the tensor cores
     // work on P_(t-1) V_(t-1) while this consumer runs the softmax of tile t (FlashAttention-3's
@@ -211,12 +262,12 @@ __global__ void __launch_bounds__(WG_THREADS, 1)
         wgmma_settle(p);  // P_(t-1)'s registers stay untouched until its product has landed
         mbarrier_arrive(&bars.v_empty[(t - 1) % 2]);
         rescale_output(o, alpha);
-        pack_probabilities();
+        pack_probabilities(t);
     }
     mbarrier_wait(&bars.v_full[(tiles - 1) % 2], ((tiles - 1) / 2) & 1);
     my_turn();
     issue_output(tiles - 1);
-    if (consumer == 0) your_turn();
+    if (!last_consumer) your_turn();
     wgmma_wait<0>();
     wgmma_settle(o);
     wgmma_settle(p);
@@ -226,7 +277,7 @@ __global__ void __launch_bounds__(WG_THREADS, 1)
     write_output_rows<T>(static_cast<T *>(a.ctx), a.lse + (int64_t)bh * seq, o, m, l, row_i, seq, token_stride,
                          head_offset, dropout_keep_scale(a.p_drop));
 #else
-    (void)qkv_map, (void)a, (void)scale;
+    (void)q_map, (void)kv_map, (void)a, (void)order, (void)scale;
     __trap();
 #endif
 }
@@ -238,10 +289,53 @@ __global__ void __launch_bounds__(WG_THREADS, 1)
 __device__ int wgmma_image_flag;
 __global__ void wgmma_image_probe_kernel() { wgmma_image_flag = WGMMA_AVAILABLE; }
 
-// Q, two K and two V stages (the swizzled 16-bit tiles of tile_bytes), and room to align
-// them to 1024 bytes.
-constexpr size_t forward_smem_bytes(int head_dim) {
-    return (size_t)WG_BLOCK_M * head_dim * 2 + 4 * (size_t)WG_BLOCK_N * head_dim * 2 + 1024;
+// Q (64 rows per consumer), two K and two V stages (the swizzled 16-bit tiles of tile_bytes),
+// and room to align them to 1024 bytes.
+constexpr size_t forward_smem_bytes(int head_dim, int consumers) {
+    return (size_t)64 * consumers * head_dim * 2 + 4 * (size_t)WG_BLOCK_N * head_dim * 2 + 1024;
+}
+
+// The heavy-first order's heads per group (block_order.h): as many heads as have their K and
+// V (seq x D each, 16-bit) in L2_BUDGET together, so that the blocks running at once, which
+// belong to different heads, still find their keys in L2 (an H100's or H200's L2 holds 50 MB;
+// FlashAttention-3 groups heads by the same reckoning). At least 1: one head's blocks in
+// descending order.
+constexpr int64_t L2_BUDGET = 32 << 20;
+
+int heavy_first_group_heads(int seq, int head_dim, int bh_count) {
+    const int64_t per_head = 2 * (int64_t)seq * head_dim * 2;
+    const int64_t fit = L2_BUDGET / per_head;
+    return (int)(fit < 1 ? 1 : fit > bh_count ? bh_count : fit);
+}
+
+template <typename T, int D, int CONSUMERS>
+void launch_forward(const FwdArgs &a, AttentionCausalOrder causal_order) {
+    using S = Shape<CONSUMERS>;
+    constexpr size_t smem = forward_smem_bytes(D, CONSUMERS);
+    static_assert(smem == (size_t)tile_bytes<D>(S::BLOCK_M) + 4 * tile_bytes<D>(WG_BLOCK_N) + 1024,
+                  "the kernel's carve-up");
+    static bool configured = false;
+    if (!configured) {
+        CUDA_CHECK(cudaFuncSetAttribute(flash_forward_wgmma_kernel<T, D, CONSUMERS>,
+                                        cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+        configured = true;
+    }
+    const int bh_count = a.batch * a.heads, query_blocks = ceil_div(a.seq, S::BLOCK_M);
+    if ((int64_t)query_blocks * bh_count > INT32_MAX)
+        DIE("flash attention: %d query blocks x %d heads is more blocks than one launch takes", query_blocks,
+            bh_count);
+    BlockOrder order = {query_blocks, 0};  // natural: without the mask, every block costs the same
+    if (a.causal && causal_order == ATTENTION_CAUSAL_HEAVY_FIRST)
+        order.group_heads = heavy_first_group_heads(a.seq, D, bh_count);
+    else if (a.causal && causal_order == ATTENTION_CAUSAL_HEAVY_FIRST_PER_HEAD)
+        order.group_heads = 1;
+    // The TMA sees qkv as [seq][batch][qkv_row] and copies boxes of 64 columns: BLOCK_M rows
+    // of Q, 128 of K and V.
+    const CUtensorMap q_map = tensor_map_rows<T>(a.qkv, a.qkv_row, a.batch, a.seq, S::BLOCK_M);
+    const CUtensorMap kv_map = tensor_map_rows<T>(a.qkv, a.qkv_row, a.batch, a.seq, WG_BLOCK_N);
+    flash_forward_wgmma_kernel<T, D, CONSUMERS>
+        <<<query_blocks * bh_count, S::THREADS, smem>>>(q_map, kv_map, a, order, 1.0f / sqrtf((float)D));
+    CHECK_LAUNCH();
 }
 
 }  // namespace
@@ -263,27 +357,18 @@ int flash_wgmma_image_loaded(void) {
     return loaded;
 }
 
-size_t flash_forward_wgmma_smem_bytes(int head_dim) { return forward_smem_bytes(head_dim); }
+size_t flash_forward_wgmma_smem_bytes(int head_dim, int consumers) { return forward_smem_bytes(head_dim, consumers); }
 
 template <typename T, int D>
-void flash_forward_wgmma(const FwdArgs &a) {
-    static_assert(WG_BLOCK_M == WG_BLOCK_N, "the tensor map's box serves Q and K/V tiles alike");
-    static_assert(forward_smem_bytes(D) == (size_t)5 * tile_bytes<D>(WG_BLOCK_N) + 1024, "the kernel's carve-up");
-    constexpr size_t smem = forward_smem_bytes(D);
-    static bool configured = false;
-    if (!configured) {
-        CUDA_CHECK(cudaFuncSetAttribute(flash_forward_wgmma_kernel<T, D>,
-                                        cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-        configured = true;
+void flash_forward_wgmma(const FwdArgs &a, int consumers, AttentionCausalOrder causal_order) {
+    if constexpr (D == 64) {
+        if (consumers == 3) return launch_forward<T, D, 3>(a, causal_order);
     }
-    dim3 grid(ceil_div(a.seq, WG_BLOCK_M), a.batch * a.heads);
-    // The TMA sees qkv as [seq][batch][qkv_row] and copies boxes of 128 rows x 64 columns.
-    const CUtensorMap qkv_map = tensor_map_rows<T>(a.qkv, a.qkv_row, a.batch, a.seq, WG_BLOCK_N);
-    flash_forward_wgmma_kernel<T, D><<<grid, WG_THREADS, smem>>>(qkv_map, a, 1.0f / sqrtf((float)D));
-    CHECK_LAUNCH();
+    if (consumers != 2) DIE("flash attention: the wgmma forward at head dim %d has no %d-consumer kernel", D, consumers);
+    launch_forward<T, D, 2>(a, causal_order);
 }
 
-template void flash_forward_wgmma<__half, 64>(const FwdArgs &);
-template void flash_forward_wgmma<__half, 128>(const FwdArgs &);
-template void flash_forward_wgmma<__nv_bfloat16, 64>(const FwdArgs &);
-template void flash_forward_wgmma<__nv_bfloat16, 128>(const FwdArgs &);
+template void flash_forward_wgmma<__half, 64>(const FwdArgs &, int, AttentionCausalOrder);
+template void flash_forward_wgmma<__half, 128>(const FwdArgs &, int, AttentionCausalOrder);
+template void flash_forward_wgmma<__nv_bfloat16, 64>(const FwdArgs &, int, AttentionCausalOrder);
+template void flash_forward_wgmma<__nv_bfloat16, 128>(const FwdArgs &, int, AttentionCausalOrder);

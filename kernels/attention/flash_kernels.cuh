@@ -8,6 +8,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "kernels/attention/attention.h"
 #include "kernels/attention/flash_common.cuh"
 
 // What every attention launch shares: the shape, the row strides of qkv and of ctx / dctx in
@@ -80,9 +81,12 @@ void flash_backward_sum_dq_slices(const FlashParams &p, const float *dq_slices, 
 // sm_90a and the driver loaded that image), else 0. Launches a one-thread probe once.
 int flash_wgmma_image_loaded(void);
 
-size_t flash_forward_wgmma_smem_bytes(int head_dim);
+// Forward with `consumers` consumer warpgroups of 64 queries each: 2 (both head dims) or 3
+// (head dim 64 only; any other pair stops with a message). When causal, the query blocks run
+// in causal_order (attention.h, block_order.h); without the mask, in the natural order.
+size_t flash_forward_wgmma_smem_bytes(int head_dim, int consumers);
 template <typename T, int D>
-void flash_forward_wgmma(const FwdArgs &a);
+void flash_forward_wgmma(const FwdArgs &a, int consumers, AttentionCausalOrder causal_order);
 
 // Backward (dK, dV, dQ's partial sums), 128 keys per block, two warpgroups of 64 keys each.
 // At head dim 64, dQ of a query tile is computed either by each warpgroup over its own 64 keys

@@ -3,11 +3,13 @@
 // every GPU generation the workshops meet. Shared-memory limits come from
 // common/core/gpu_arch.h, as on a real GPU of that compute capability.
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "common/core/gpu_arch.h"
 #include "common/core/philox.h"
 #include "kernels/attention/attention.h"
+#include "kernels/attention/block_order.h"
 #include "tests/test_util.h"
 
 static AttentionDevice gpu(int cc, int wgmma_image_loaded) {
@@ -240,6 +242,53 @@ static void test_layer_problem(void **state) {
     assert_int_equal(d.offset, dropout_offset(7, DROPOUT_SITE_ATTENTION));
 }
 
+// The wgmma forward's block orders (block_order.h): every (query block, head) exactly once;
+// natural is ascending, head after head; heavy first never starts a lighter query block of a
+// group before a heavier one, and its groups come in order of their heads. Ragged last groups
+// (bh not a multiple of the group) included.
+static void check_block_order(int query_blocks, int bh_count, int group_heads) {
+    const int n = query_blocks * bh_count;
+    char *seen = calloc((size_t)n, 1);
+    int previous_qb = query_blocks, previous_group = 0;
+    for (int linear = 0; linear < n; linear++) {
+        const FlashBlock blk = flash_block_at(linear, query_blocks, bh_count, group_heads);
+        assert_in_range(blk.query_block, 0, query_blocks - 1);
+        assert_in_range(blk.bh, 0, bh_count - 1);
+        const int index = blk.bh * query_blocks + blk.query_block;
+        assert_int_equal(seen[index], 0);
+        seen[index] = 1;
+        if (group_heads == 0) {
+            assert_int_equal(index, linear);
+            continue;
+        }
+        const int group = blk.bh / group_heads;
+        assert_true(group >= previous_group);
+        if (group > previous_group) previous_qb = query_blocks, previous_group = group;
+        assert_true(blk.query_block <= previous_qb);
+        previous_qb = blk.query_block;
+    }
+    free(seen);
+}
+
+static void test_block_order(void **state) {
+    (void)state;
+    const int shapes[][2] = {{1, 1}, {16, 128}, {11, 7}, {3, 5}, {1, 9}};
+    const int groups[] = {0, 1, 2, 3, 4, 32, 200};
+    for (int s = 0; s < 5; s++)
+        for (int g = 0; g < 7; g++) check_block_order(shapes[s][0], shapes[s][1], groups[g]);
+    // Heavy first, G = 1: each head's blocks in descending order.
+    assert_int_equal(flash_block_at(0, 4, 3, 1).query_block, 3);
+    assert_int_equal(flash_block_at(5, 4, 3, 1).query_block, 2);
+    assert_int_equal(flash_block_at(5, 4, 3, 1).bh, 1);
+    // G = 2 of 3 heads: the heaviest blocks of heads 0 and 1, then their next; head 2 alone last.
+    assert_int_equal(flash_block_at(1, 4, 3, 2).bh, 1);
+    assert_int_equal(flash_block_at(1, 4, 3, 2).query_block, 3);
+    assert_int_equal(flash_block_at(2, 4, 3, 2).bh, 0);
+    assert_int_equal(flash_block_at(2, 4, 3, 2).query_block, 2);
+    assert_int_equal(flash_block_at(8, 4, 3, 2).bh, 2);
+    assert_int_equal(flash_block_at(8, 4, 3, 2).query_block, 3);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_hopper_with_sm90a_image), cmocka_unit_test(test_hopper_without_sm90a_image),
@@ -247,6 +296,7 @@ int main(void) {
         cmocka_unit_test(test_forced_sets),             cmocka_unit_test(test_every_choice_fits),
         cmocka_unit_test(test_refusals),                cmocka_unit_test(test_unsupported_problems),
         cmocka_unit_test(test_layer_problem),           cmocka_unit_test(test_backward_workspace),
+        cmocka_unit_test(test_block_order),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

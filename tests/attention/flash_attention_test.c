@@ -71,9 +71,24 @@ static void run_case_with(AttentionKernels kernels, DType dt, int seq, int batch
 }
 
 // Every set of kernels: the best (wgmma on a GPU that runs it), mma.sync with the largest
-// tiles that fit, mma.sync with a 99 KiB GPU's tiles.
+// tiles that fit, mma.sync with a 99 KiB GPU's tiles. The best set at d 64 with both wgmma
+// forwards (two and three consumer warpgroups, ATTENTION_D64_FORWARD), and when causal in
+// every order of the query blocks (ATTENTION_CAUSAL_ORDER); both set back as they were after.
 static void run_case(DType dt, int seq, int batch, int heads, int d, float p, int causal) {
-    run_case_with(ATTENTION_KERNELS_BEST, dt, seq, batch, heads, d, p, causal);
+    const AttentionD64Forward forwards[] = {ATTENTION_D64_FORWARD_WG2, ATTENTION_D64_FORWARD_WG3};
+    const AttentionCausalOrder orders[] = {ATTENTION_CAUSAL_HEAVY_FIRST, ATTENTION_CAUSAL_NATURAL,
+                                           ATTENTION_CAUSAL_HEAVY_FIRST_PER_HEAD};
+    const AttentionD64Forward forward_was = attention_set_d64_forward(ATTENTION_D64_FORWARD_WG2);
+    const AttentionCausalOrder order_was = attention_set_causal_order(ATTENTION_CAUSAL_HEAVY_FIRST);
+    for (int f = 0; f < (d == 64 ? 2 : 1); f++)
+        for (int o = 0; o < (causal ? 3 : 1); o++) {
+            attention_set_d64_forward(forwards[f]);
+            attention_set_causal_order(orders[o]);
+            if (causal) print_message(" causal order %d (attention.h's AttentionCausalOrder):\n", o);
+            run_case_with(ATTENTION_KERNELS_BEST, dt, seq, batch, heads, d, p, causal);
+        }
+    attention_set_d64_forward(forward_was);
+    attention_set_causal_order(order_was);
     run_case_with(ATTENTION_KERNELS_MMA_SYNC, dt, seq, batch, heads, d, p, causal);
     run_case_with(ATTENTION_KERNELS_MMA_SYNC_SMALL_TILES, dt, seq, batch, heads, d, p, causal);
     attention_set_kernels(ATTENTION_KERNELS_BEST);
@@ -96,6 +111,12 @@ static void test_ragged_seq(void **state) {
     // a warpgroup without keys, which must add nothing to dQ).
     run_case(DTYPE_FP16, 60, 2, 2, 64, 0.1f, 0);
     run_case(DTYPE_BF16, 190, 1, 2, 64, 0.0f, 1);
+    // Three consumers at d 64 (192 queries per block): seq not a multiple of 192 or 128, a last
+    // block with one consumer's rows only (400 = 2 * 192 + 16), causal and dropout, both dtypes.
+    run_case(DTYPE_FP16, 400, 1, 3, 64, 0.1f, 1);
+    run_case(DTYPE_BF16, 400, 2, 2, 64, 0.1f, 1);
+    run_case(DTYPE_BF16, 330, 2, 2, 64, 0.1f, 0);  // 330 = 192 + 138: two consumers' rows in the last
+    run_case(DTYPE_FP16, 520, 1, 2, 64, 0.0f, 1);  // many key tiles, the last one ragged
 }
 
 static void test_causal(void **state) {

@@ -1,0 +1,52 @@
+// The order in which the Hopper forward's blocks run (flash_forward_wgmma.cu): which query
+// block of which (batch, head) the block with linear index `linear` computes. Plain C and CUDA
+// at once, so that the CPU test (tests/attention/attention_dispatch_test.c) checks the very
+// function the kernel uses.
+//
+// The GPU starts a grid's blocks roughly in order of their linear index, as SMs free up.
+// Without the causal mask every block of queries costs the same; with it, query block x of a
+// head has x + 1 tiles of keys to visit (fewer for the first), so the last blocks of a head cost
+// up to seq / 128 times the first. Started last, a heavy block leaves the other SMs idle while
+// it finishes alone; started first, the light ones fill the tail (FlashAttention-3 orders its
+// causal tiles so).
+//
+//   natural (group_heads = 0): linear = query_block + query_blocks * bh - query blocks of one
+//     head in ascending order, one head after another (as a grid of (query_blocks, bh)).
+//   heavy first (group_heads = G >= 1): the heads in groups of G (the last group may hold
+//     fewer); within a group the heaviest query block of each of its heads first, then the
+//     next heaviest of each, and so on. With G = 1 that is simply each head's query blocks in
+//     descending order; a larger G puts the heavy blocks of more heads ahead of the light
+//     ones, but every block that runs at once then reads a different head's K and V: G is
+//     chosen so that a group's K and V fit in L2 (flash_forward_wgmma.cu).
+#ifndef KERNELS_ATTENTION_BLOCK_ORDER_H
+#define KERNELS_ATTENTION_BLOCK_ORDER_H
+
+#if defined(__CUDACC__)
+#define BLOCK_ORDER_FN static __host__ __device__ __forceinline__
+#else
+#define BLOCK_ORDER_FN static inline
+#endif
+
+typedef struct {
+    int query_block;  // 0 .. query_blocks - 1
+    int bh;           // batch * heads index, 0 .. bh_count - 1
+} FlashBlock;
+
+// linear in [0, query_blocks * bh_count); group_heads 0 (natural) or >= 1 (heavy first).
+BLOCK_ORDER_FN FlashBlock flash_block_at(int linear, int query_blocks, int bh_count, int group_heads) {
+    FlashBlock blk;
+    if (group_heads <= 0) {
+        blk.query_block = linear % query_blocks;
+        blk.bh = linear / query_blocks;
+        return blk;
+    }
+    const int group = linear / (group_heads * query_blocks);  // which group of heads
+    const int first_bh = group * group_heads;
+    const int heads_here = bh_count - first_bh < group_heads ? bh_count - first_bh : group_heads;
+    const int within = linear - group * group_heads * query_blocks;  // < heads_here * query_blocks
+    blk.query_block = query_blocks - 1 - within / heads_here;
+    blk.bh = first_bh + within % heads_here;
+    return blk;
+}
+
+#endif  // KERNELS_ATTENTION_BLOCK_ORDER_H
