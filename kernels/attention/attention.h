@@ -126,8 +126,10 @@ AttentionKernels attention_set_kernels(AttentionKernels kernels);
 // consumer warpgroups (128 queries per block, as at d 128) or three (192 queries per block;
 // flash_forward_wgmma.cu says why). The environment variable ATTENTION_D64_FORWARD gives the
 // first value (read once, at the first call that chooses a kernel or sets this):
-//   unset or empty, or "wg2"   two consumers ("wgmma forward")
-//   "wg3"                      three consumers ("wgmma forward (3 consumers)")
+//   unset or empty, or "wg3"   three consumers ("wgmma forward (3 consumers)"), the default:
+//                              H200, fp16, b4 h32 s2048: 430 TFLOP/s against 361 for two
+//                              (dropout 281 / 248, causal 322 / 288; docs/results.md)
+//   "wg2"                      two consumers ("wgmma forward")
 // Any other value stops with a message. attention_set_d64_forward overrides it from then on
 // (the tests run both) and returns the previous value. Other head dims, sets and GPUs ignore it.
 typedef enum { ATTENTION_D64_FORWARD_WG2, ATTENTION_D64_FORWARD_WG3 } AttentionD64Forward;
