@@ -8,7 +8,7 @@
 #include "common/gpu/gpu.h"
 #include "kernels/attention/attention.h"
 #include "kernels/fused/elementwise.h"
-#include "kernels/naive/bias.h"
+#include "kernels/fused/bias_epilogue.h"
 #include "modules/gemm.h"
 #include "reference/tp_layer_reference.h"
 #include "steps/07_tensor_parallel/row_parallel.h"
@@ -51,6 +51,7 @@ void tp_attention_init(TpAttention *m, const LayerConfig *c, int tp, int rank, i
     linear_init(&m->proj, m->hl, h, w[P_PROJ_WEIGHT], NULL, c->dtype);
     m->b_proj = dev_upload(w[P_PROJ_BIAS], h, c->dtype);
     m->db_proj = dev_alloc((size_t)h * dtype_bytes(c->dtype));
+    m->db_workspace = dev_alloc(bias_grad_workspace_bytes(h));
     // What LN1's backward reads and did not allocate here: the layer's input x (the caller's
     // buffer, LayerNorm.saved_x) and the per-row mean and rstd (fp32).
     m->activation_bytes += (size_t)(Tl * h) * dtype_bytes(c->dtype) + 2 * (size_t)Tl * sizeof(float);
@@ -83,7 +84,7 @@ void tp_attention_init(TpAttention *m, const LayerConfig *c, int tp, int rank, i
 void tp_attention_free(TpAttention *m) {
     layernorm_free(&m->ln1), linear_free(&m->qkv), linear_free(&m->proj);
     if (m->ln_loc != m->d_proj_loc) dev_free(m->ln_loc);
-    void *bufs[] = {m->b_proj, m->db_proj, m->qkv_out, m->ctx, m->lse, m->proj_out, m->y,
+    void *bufs[] = {m->b_proj, m->db_proj, m->db_workspace, m->qkv_out, m->ctx, m->lse, m->proj_out, m->y,
                     m->d_proj_loc, m->d_ctx, m->d_qkv, m->d_ln, m->dx, m->attn_scratch};
     dev_free_all(bufs, COUNT_OF(bufs));
     if (m->sequence_parallel) {  // the slices' own buffers
@@ -128,7 +129,7 @@ void tp_attention_backward(TpAttention *m, LayerComm *lc, const void *dy, uint64
     const int regather = sp && m->sched.sp_input == SP_REGATHER;
     add_dropout_backward_at(dy, NULL, NULL, m->d_proj_loc, m->Tl * h, c->hidden_dropout, c->seed,
                             dropout_offset(step, DROPOUT_SITE_HIDDEN), first_element(m), c->dtype);
-    bias_grad(m->d_proj_loc, m->Tl, h, m->db_proj, c->dtype);  // SP: over the rank's tokens only
+    bias_grad_columns(m->d_proj_loc, m->Tl, h, m->db_proj, m->db_workspace, c->dtype);  // SP: the rank's tokens only
     // Proj's dgrad (local) from the output gradient of all T tokens: SP gathers it into d_proj
     // (under SP_REGATHER the buffer that held LN1's gathered output in forward) beside the
     // dgrad of the rank's own tokens. Plain TP: d_proj is d_proj_loc.

@@ -46,6 +46,7 @@ typedef struct {
     Linear qkv;                       // [3 hl, h] + bias
     Linear proj;                      // [h, hl], no bias: added after the sum
     void *b_proj, *db_proj;           // [h], replicated
+    void *db_workspace;               // bias_grad_columns' partial sums (bias_epilogue.h)
     // Forward. Under plain TP the *_loc tensors are the whole ones (the same buffers).
     void *ln_loc, *ln;                // LN1's output: the rank's [Tl, h]; gathered [T, h] (QKV's input)
                                       // (--recompute-layernorm: ln_loc IS d_proj_loc, recomputed in backward)

@@ -6,6 +6,7 @@
 
 #include "common/core/errors.h"
 #include "common/gpu/gpu.h"
+#include "kernels/fused/bias_epilogue.h"
 #include "kernels/naive/bias.h"
 #include "steps/07_tensor_parallel/split_layernorm.h"
 
@@ -38,6 +39,7 @@ void tp_block_gpu_init(TpBlockGpu *b, const TpBlock *p, int64_t T, int tp, int r
         b->sums = dev_alloc((size_t)T * 2 * sizeof(float));
     }
     b->b2 = dev_upload(p->b2, b->h, dtype), b->db2 = dev_alloc((size_t)b->h * e);
+    b->db_workspace = dev_alloc(bias_grad_workspace_bytes(b->h));
     size_t th = (size_t)(T * b->h) * e, tf = (size_t)(T * b->fl) * e;
     b->z = dev_alloc(tf), b->n = dev_alloc(tf), b->dn = dev_alloc(tf), b->dz = dev_alloc(tf);
     b->out = dev_alloc(th), b->dx = dev_alloc(th);
@@ -46,7 +48,7 @@ void tp_block_gpu_init(TpBlockGpu *b, const TpBlock *p, int64_t T, int tp, int r
 void tp_block_gpu_free(TpBlockGpu *b) {
     linear_free(&b->fc1), linear_free(&b->fc2);
     if (b->mode == TP_LN_SHARD_LOCAL) layernorm_free(&b->ln);
-    void *bufs[] = {b->gamma, b->beta, b->dgamma, b->dbeta, b->mean, b->rstd, b->sums, b->b2, b->db2,
+    void *bufs[] = {b->gamma, b->beta, b->dgamma, b->dbeta, b->mean, b->rstd, b->sums, b->b2, b->db2, b->db_workspace,
                     b->z, b->n, b->out, b->dn, b->dz, b->dx};
     dev_free_all(bufs, COUNT_OF(bufs));
     memset(b, 0, sizeof *b);
@@ -69,7 +71,7 @@ void tp_block_gpu_forward(TpBlockGpu *b, LayerComm *lc, const void *x) {
 
 void tp_block_gpu_backward(TpBlockGpu *b, LayerComm *lc, const void *dout) {
     linear_backward(&b->fc2, dout, b->dn, b->T);
-    bias_grad(dout, b->T, b->h, b->db2, b->dtype);
+    bias_grad_columns(dout, b->T, b->h, b->db2, b->db_workspace, b->dtype);
     if (b->mode == TP_LN_SHARD_LOCAL) {
         layernorm_backward(&b->ln, b->dn, NULL, b->dz, b->T);
     } else {

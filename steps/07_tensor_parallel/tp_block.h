@@ -36,6 +36,7 @@ typedef struct {
     float *mean, *rstd, *sums;            // exact: [T], [T], [T, 2] (all-reduced)
     Linear fc2;                           // columns of W2: [h, fl], no bias
     void *b2, *db2;                       // [h], replicated
+    void *db_workspace;                   // bias_grad_columns' partial sums (bias_epilogue.h)
     void *z, *n, *out, *dn, *dz, *dx;     // [T, fl] x2, [T, h], [T, fl] x2, [T, h]
 } TpBlockGpu;
 

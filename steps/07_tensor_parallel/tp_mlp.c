@@ -6,7 +6,7 @@
 #include "common/core/errors.h"
 #include "common/gpu/gpu.h"
 #include "kernels/fused/elementwise.h"
-#include "kernels/naive/bias.h"
+#include "kernels/fused/bias_epilogue.h"
 #include "modules/gemm.h"
 #include "reference/tp_layer_reference.h"
 #include "steps/07_tensor_parallel/row_parallel.h"
@@ -35,6 +35,7 @@ void tp_mlp_init(TpMlp *m, const LayerConfig *c, int tp, int rank, int sequence_
     linear_init(&m->fc2, m->fl, h, w[P_FC2_WEIGHT], NULL, c->dtype);
     m->b2 = dev_upload(w[P_FC2_BIAS], h, c->dtype);
     m->db2 = dev_alloc((size_t)h * dtype_bytes(c->dtype));
+    m->db_workspace = dev_alloc(bias_grad_workspace_bytes(h));
     m->activation_bytes += 2 * (size_t)Tl * sizeof(float);  // LN2's mean and rstd
     m->dx = tensor(m, Tl, h, 0);
     // LN2's output: kept, or (--recompute-layernorm) written into dx, which backward writes only
@@ -57,7 +58,7 @@ void tp_mlp_init(TpMlp *m, const LayerConfig *c, int tp, int rank, int sequence_
 void tp_mlp_free(TpMlp *m) {
     layernorm_free(&m->ln2), linear_free(&m->fc1), linear_free(&m->fc2);
     if (m->ln_loc != m->dx) dev_free(m->ln_loc);
-    void *bufs[] = {m->b2, m->db2, m->fc1_out, m->fc2_out, m->d_act, m->d_ln, m->dx};
+    void *bufs[] = {m->b2, m->db2, m->db_workspace, m->fc1_out, m->fc2_out, m->d_act, m->d_ln, m->dx};
     dev_free_all(bufs, COUNT_OF(bufs));
     if (m->act != m->d_act) dev_free(m->act);
     if (m->sequence_parallel) {
@@ -116,7 +117,7 @@ void tp_mlp_backward(TpMlp *m, LayerComm *lc, const void *dout) {
     const DType dt = m->cfg.dtype;
     const int h = m->cfg.hidden, sp = m->sequence_parallel;
     const int regather = sp && m->sched.sp_input == SP_REGATHER;
-    bias_grad(dout, m->Tl, h, m->db2, dt);  // SP: over the rank's tokens only
+    bias_grad_columns(dout, m->Tl, h, m->db2, m->db_workspace, dt);  // SP: over the rank's tokens only
     if (m->sched.recompute_gelu) fc2_backward_recomputing_gelu(m, lc, dout);
     else fc2_backward(m, lc, dout);
     gelu_backward_strided(m->d_act, m->fl, m->fc1_out, m->fl, m->d_act, m->fl, m->T, m->fl, dt);

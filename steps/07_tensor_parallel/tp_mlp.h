@@ -48,6 +48,7 @@ typedef struct {
     Linear fc1;                    // [fl, h] + bias
     Linear fc2;                    // [h, fl], no bias: added after the sum
     void *b2, *db2;                // [h], replicated
+    void *db_workspace;            // bias_grad_columns' partial sums (bias_epilogue.h)
     // Forward. Under plain TP the *_loc tensors are the whole ones (the same buffers).
     void *ln_loc, *ln;             // LN2's output: [Tl, h]; gathered [T, h]
                                    // (--recompute-layernorm: ln_loc IS dx, recomputed in backward)

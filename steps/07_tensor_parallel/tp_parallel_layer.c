@@ -10,7 +10,7 @@
 #include "common/gpu/gpu.h"
 #include "kernels/attention/attention.h"
 #include "kernels/fused/elementwise.h"
-#include "kernels/naive/bias.h"
+#include "kernels/fused/bias_epilogue.h"
 #include "modules/gemm.h"
 #include "reference/tp_layer_reference.h"
 #include "reference/tp_reference.h"
@@ -73,6 +73,7 @@ void tp_parallel_layer_init(TpParallelLayer *m, const LayerConfig *c, int tp, in
     linear_init(&m->out, m->k_out, h, f.w_out, NULL, c->dtype);
     m->b_out = dev_upload(f.b_out, h, c->dtype);
     m->db_out = dev_alloc((size_t)h * dtype_bytes(c->dtype));
+    m->db_workspace = dev_alloc(bias_grad_workspace_bytes(h));
     tp_fused_shard_free(&f);
     // What LN's backward reads and did not allocate here: the layer's input x (the caller's
     // buffer, LayerNorm.saved_x) and the per-row mean and rstd (fp32).
@@ -106,7 +107,7 @@ void tp_parallel_layer_init(TpParallelLayer *m, const LayerConfig *c, int tp, in
 void tp_parallel_layer_free(TpParallelLayer *m) {
     layernorm_free(&m->ln), linear_free(&m->in), linear_free(&m->out);
     if (m->a_loc != m->dz_loc) dev_free(m->a_loc);
-    void *bufs[] = {m->b_out, m->db_out, m->in_out, m->lse, m->z, m->y,
+    void *bufs[] = {m->b_out, m->db_out, m->db_workspace, m->in_out, m->lse, m->z, m->y,
                     m->dz_loc, m->d_cat, m->d_in, m->d_a, m->dx, m->attn_scratch};
     dev_free_all(bufs, COUNT_OF(bufs));
     if (m->cat != m->d_cat) dev_free(m->cat);
@@ -185,7 +186,7 @@ void tp_parallel_layer_backward(TpParallelLayer *m, LayerComm *lc, const void *d
     const size_t e = dtype_bytes(dt);
     add_dropout_backward_at(dout, NULL, NULL, m->dz_loc, m->Tl * h, c->hidden_dropout, c->seed,
                             dropout_offset(step, DROPOUT_SITE_HIDDEN), first_element(m), dt);
-    bias_grad(m->dz_loc, m->Tl, h, m->db_out, dt);
+    bias_grad_columns(m->dz_loc, m->Tl, h, m->db_out, m->db_workspace, dt);
     const AttentionProblem ap = attention_problem(m);
     const AttentionDropout drop = attention_layer_dropout(c, step);
     if (m->sched.recompute_gelu) {

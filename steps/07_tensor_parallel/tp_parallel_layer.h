@@ -57,6 +57,7 @@ typedef struct {
     Linear in;                         // [n_in, h] + b_in
     Linear out;                        // [h, k_out], no bias: added after the sum
     void *b_out, *db_out;              // [h], replicated
+    void *db_workspace;                // bias_grad_columns' partial sums (bias_epilogue.h)
     // Forward (the *_loc tensors are the whole ones under plain TP).
     void *a_loc, *a;                   // LN's output [Tl, h]; gathered [T, h] (W_in's input)
                                        // (--recompute-layernorm: a_loc IS dz_loc, recomputed in backward)
