@@ -24,7 +24,7 @@
 #   tools/gpu_pack.sh [bazel flags]       e.g. --define=CUDA_ARCHS=90a for a quicker build
 #   PORTABLE=0 tools/gpu_pack.sh          without the portable build (half the build time)
 #   BASELINE=<git revision> tools/gpu_pack.sh   also packs that revision's benchmarks and
-#       steps 04-06 (.gpu/baseline.txz), so that `gpu_run.sh baseline` times the two versions
+#       steps 04-07 (.gpu/baseline.txz), so that `gpu_run.sh baseline` times the two versions
 #       side by side in one run (a worktree of the revision, built with the same flags)
 # The GPU exercises' graded tests are also packed built with the untouched stubs and with each
 # planted bug (.gpu/bin/grade/<exercise>/), for `gpu_run.sh grade` (pack_graded_gpu_exercises).
@@ -32,7 +32,7 @@ set -euo pipefail
 case "${1:-}" in
   -h|--help)
     echo "usage: tools/gpu_pack.sh [bazel flags...]   build everything, pack the binaries into .gpu/ for the GPU machine"
-    echo "       BASELINE=<git revision> tools/gpu_pack.sh   also pack that revision's benchmarks and steps 04-06"
+    echo "       BASELINE=<git revision> tools/gpu_pack.sh   also pack that revision's benchmarks and steps 04-07"
     exit 0 ;;
 esac
 cd "$(dirname "$0")/.."
@@ -96,7 +96,7 @@ if [ -n "${BASELINE:-}" ]; then
   trap 'git worktree remove --force "$wt" 2>/dev/null || true' EXIT  # also when its build fails
   # Found by name, so that a revision from before or after a move of folders packs the same.
   mapfile -t baseline_targets < <(cd "$wt" && bazel query 'kind(cc_binary, //...)' 2>/dev/null |
-    grep -E ':(attention_bench|gemm_bench|step04_transformer_layer|step05_fp8|step06_parallel_layers)$')
+    grep -E ':(attention_bench|gemm_bench|step04_transformer_layer|step05_fp8|step06_parallel_layers|step07_tensor_parallel)$')
   (cd "$wt" && bazel build "${baseline_targets[@]}" "$@")
   mkdir -p .gpu/baseline
   for t in "${baseline_targets[@]}"; do
