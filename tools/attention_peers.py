@@ -10,7 +10,11 @@ inputs. A backend that cannot run a row (e.g. cuDNN with dropout in some version
 "n/a" with PyTorch's reason in the log, not a number.
 
     python3 tools/attention_peers.py [--batch 4 --heads 32 --seq 2048] [--dtype fp16|bf16|both]
-                                     [--json FILE]
+                                     [--json FILE] [--ours LOG [LOG ...]]
+
+--ours takes attention_bench's printout (one file per dtype, `attention_bench --dtype bf16 >
+LOG`) and ends with one table: each row, ours beside both backends, and whether ours is at or
+above cuDNN's forward and backward (`gpu_run.sh attention` runs all of it in one call).
 """
 import argparse
 import json
@@ -27,7 +31,57 @@ def parse_args():
     ap.add_argument("--seq", type=int, default=2048)
     ap.add_argument("--dtype", choices=["fp16", "bf16", "both"], default="both")
     ap.add_argument("--json", help="write the figures here as well")
+    ap.add_argument("--ours", nargs="+", metavar="LOG",
+                    help="attention_bench printouts to put beside the backends, one per dtype")
     return ap.parse_args()
+
+
+def read_ours(paths):
+    """{(dtype, d, dropout, causal): (fwd TFLOP/s, bwd TFLOP/s)} from attention_bench printouts
+    (its "A" columns: the best kernels on this GPU). A file that is missing or holds no rows
+    stops with a message naming it."""
+    ours = {}
+    for path in paths:
+        try:
+            text = open(path).read()
+        except OSError as e:
+            sys.exit(f"attention_peers: --ours {path}: {e.strerror}")
+        dtype, rows = None, 0
+        for line in text.splitlines():
+            if line.startswith("GPU:") and "flash attention, " in line:
+                dtype = line.split("flash attention, ")[1].split(",")[0]
+            fields = line.replace("|", " ").split()
+            if dtype and len(fields) >= 7 and fields[0] in ("64", "128"):
+                d, p, causal = int(fields[0]), float(fields[1]), fields[2] == "1"
+                ours[(dtype, d, p, causal)] = (float(fields[4]), float(fields[6]))
+                rows += 1
+        if rows == 0:
+            sys.exit(f"attention_peers: --ours {path}: no attention_bench rows in it")
+    return ours
+
+
+def print_side_by_side(ours, results):
+    """One table: ours, cuDNN, flash per row and dtype; 'yes' where ours >= cuDNN."""
+    peers = {(r["dtype"], r["head_dim"], r["dropout"], r["causal"], r["backend"]): r for r in results}
+
+    def cell(r):
+        return f"{r['forward_tflops']:5.0f} / {r['backward_tflops']:4.0f}" if r and "error" not in r else "   n/a     "
+    print("\nours beside PyTorch's SDPA, TFLOP/s forward / backward (same run)")
+    print(f"{'dtype':<5} {'d':>4} {'dropout':>7} {'causal':>6} | {'ours':>12} | {'SDPA cuDNN':>12} | "
+          f"{'SDPA flash':>12} | ours >= cuDNN (fwd, bwd)")
+    behind = 0
+    for (dtype, d, p, causal), (f, b) in sorted(ours.items(), key=lambda kv: (kv[0][0] != "fp16", -kv[0][1], kv[0][3], kv[0][2])):
+        cudnn = peers.get((dtype, d, p, causal, "SDPA cuDNN"))
+        flash = peers.get((dtype, d, p, causal, "SDPA flash"))
+        if cudnn and "error" not in cudnn:
+            verdict = ", ".join("yes" if a >= c else "no" for a, c in
+                                ((f, cudnn["forward_tflops"]), (b, cudnn["backward_tflops"])))
+            behind += verdict.count("no")
+        else:
+            verdict = "cuDNN did not run"
+        print(f"{dtype:<5} {d:>4} {p:>7.1f} {int(causal):>6} | {f:5.0f} / {b:4.0f} | {cell(cudnn):>12} | "
+              f"{cell(flash):>12} | {verdict}")
+    print(f"columns where ours is behind cuDNN: {behind}")
 
 
 def median_ms(torch, fn, iters=20, warmup=3):
@@ -70,6 +124,7 @@ def time_backend(torch, backend, dtype, b, h, s, d, p, causal):
 
 def main():
     args = parse_args()
+    ours = read_ours(args.ours) if args.ours else {}  # a bad file stops before the long timing
     try:
         import torch
         from torch.nn.attention import SDPBackend
@@ -110,6 +165,8 @@ def main():
                       indent=1)
         import os
         os.replace(args.json + ".tmp", args.json)
+    if ours:
+        print_side_by_side(ours, results)
     return 0
 
 

@@ -21,6 +21,9 @@ MODEs (default: tests check bench fp8 tp pytorch compare breakdown, and baseline
              8 / 16, --fprop-chunks 2 / 4), --recompute-gelu and --recompute-gelu --recompute-layernorm
              beside the default and --no-overlap
              (TP_TURNS=2: twice)
+  attention  issue 20's table: attention_bench at fp16 and bf16, PyTorch's SDPA backends (cuDNN,
+             flash) at the same rows, and every row side by side with ours >= cuDNN marked
+             (tools/attention_peers.py --ours; about 2 minutes on an H200)
   pytorch    the same layer in PyTorch (where torch is installed)
   compare    the per-step comparison, fp16 and bf16
   breakdown  where each step's time goes, by category, beside its floor (fp16; PyTorch's peers
@@ -50,7 +53,7 @@ set -uo pipefail
 for arg in "$@"; do
   case $arg in
     -h|--help) usage; exit 0 ;;
-    tests|check|bench|fp8|tp|tpknobs|pytorch|compare|breakdown|baseline|autotune|epilogues|grade|determinism|sim80|sim89|portable|nocode|arch) ;;
+    tests|check|bench|fp8|tp|tpknobs|attention|pytorch|compare|breakdown|baseline|autotune|epilogues|grade|determinism|sim80|sim89|portable|nocode|arch) ;;
     *) echo "gpu_run.sh: unknown mode '$arg'" >&2; usage >&2; exit 2 ;;
   esac
 done
@@ -222,6 +225,13 @@ if wants bench; then
   done
   [ -x "$BIN/attention_bench" ] &&  # the issue's rows are asked of both dtypes
     "$BIN/attention_bench" --dtype bf16 2>&1 | tee -a "$OUT/bench.log" | tail -8 | tee -a "$summary"
+fi
+
+if wants attention; then
+  for dt in fp16 bf16; do "$BIN/attention_bench" --dtype $dt > "$OUT/attention_$dt.log" 2>&1; done
+  python3 tools/attention_peers.py --dtype both --json "$OUT/attention_peers.json" \
+      --ours "$OUT/attention_fp16.log" "$OUT/attention_bf16.log" 2>&1 | tee "$OUT/attention_peers.log" |
+    sed -n '/^ours beside/,$p' | tee -a "$summary"
 fi
 
 gpus=$(nvidia-smi -L | wc -l)
