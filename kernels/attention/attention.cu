@@ -220,6 +220,29 @@ extern "C" AttentionCausalOrder attention_set_causal_order(AttentionCausalOrder 
     return previous;
 }
 
+// Who draws the wgmma forward's dropout masks (ATTENTION_DROPOUT_MASKS, attention.h): read
+// once, unless a setter came first.
+static int dropout_masks_known = 0;
+static AttentionDropoutMasks dropout_masks_which = ATTENTION_DROPOUT_MASKS_CONSUMERS;
+
+static AttentionDropoutMasks dropout_masks(void) {
+    if (!dropout_masks_known) {
+        const char *v = getenv("ATTENTION_DROPOUT_MASKS");
+        if (v && strcmp(v, "producer") == 0)
+            dropout_masks_which = ATTENTION_DROPOUT_MASKS_PRODUCER;
+        else if (v && *v && strcmp(v, "consumers") != 0)
+            fail_user("ATTENTION_DROPOUT_MASKS must be consumers or producer (or unset), not \"%s\"", v);
+        dropout_masks_known = 1;
+    }
+    return dropout_masks_which;
+}
+
+extern "C" AttentionDropoutMasks attention_set_dropout_masks(AttentionDropoutMasks which) {
+    const AttentionDropoutMasks previous = dropout_masks();
+    dropout_masks_which = which;
+    return previous;
+}
+
 static AttentionKernelChoice choose(AttentionPass pass, int head_dim) {
     const AttentionDevice device = this_device();
     const bool best_d64_backward =
@@ -240,6 +263,12 @@ static AttentionKernelChoice choose(AttentionPass pass, int head_dim) {
             fail_user("attention: the %s needs %zu bytes of shared memory per block; the limit here is %zu (%s)",
                       choice.kernel, choice.smem_bytes, device.max_smem_per_block, gpu_description());
     }
+    // The forward's masks from the producer (only when dropping), named for the tables: the
+    // benchmark and the tests show which setting ran. (Read first: a bad value stops on any GPU.)
+    if (dropout_masks() == ATTENTION_DROPOUT_MASKS_PRODUCER && pass == ATTENTION_FORWARD && choice.wgmma)
+        choice.kernel = wgmma_forward_consumers(head_dim) == 3
+                            ? "wgmma forward (3 consumers; dropout masks by the producer)"
+                            : "wgmma forward (dropout masks by the producer)";
     return choice;
 }
 
@@ -274,7 +303,7 @@ static FlashParams flash_params(const AttentionProblem *p, const AttentionDropou
 template <typename T, int D>
 static void forward(const FwdArgs &a, const AttentionKernelChoice &k) {
     if (k.wgmma)
-        flash_forward_wgmma<T, D>(a, wgmma_forward_consumers(D), causal_order());
+        flash_forward_wgmma<T, D>(a, wgmma_forward_consumers(D), causal_order(), dropout_masks());
     else
         flash_forward_mma<T, D>(a, k.tile);
 }

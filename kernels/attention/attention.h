@@ -153,6 +153,17 @@ typedef enum {
 } AttentionCausalOrder;
 AttentionCausalOrder attention_set_causal_order(AttentionCausalOrder order);
 
+// Who draws the wgmma forward's dropout masks (flash_forward_wgmma.cu says why it matters):
+//   CONSUMERS  each consumer warpgroup its own, between its tensor-core products
+//   PRODUCER   the producer warpgroup's idle warps, a tile ahead, into shared memory
+// The same masks either way (bit for bit); without dropout both run the same kernel. The
+// environment variable ATTENTION_DROPOUT_MASKS gives the first value (read once, as
+// ATTENTION_D64_FORWARD): unset or empty, or "consumers"; "producer". Any other value stops
+// with a message. attention_set_dropout_masks overrides it from then on (the tests run both)
+// and returns the previous value. The mma.sync kernels and the backward ignore it.
+typedef enum { ATTENTION_DROPOUT_MASKS_CONSUMERS, ATTENTION_DROPOUT_MASKS_PRODUCER } AttentionDropoutMasks;
+AttentionDropoutMasks attention_set_dropout_masks(AttentionDropoutMasks which);
+
 typedef enum { ATTENTION_FORWARD, ATTENTION_BACKWARD } AttentionPass;
 
 // What the choice depends on: the GPU as dispatch sees it.

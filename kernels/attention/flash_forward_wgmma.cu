@@ -31,6 +31,23 @@
 //
 // The order of the blocks (block_order.h): natural, or when causal the heaviest query blocks
 // first (ATTENTION_CAUSAL_ORDER, attention.h).
+//
+// Dropout masks: by the consumers, or by the producer's idle warps (ATTENTION_DROPOUT_MASKS,
+// attention.h; the template parameter MASKS_FROM_PRODUCER, used only when dropping). The
+// consumers' softmax is the critical path between their tensor-core products: whatever a
+// consumer computes there delays its next products. Drawing its own masks (one Philox4x32-10
+// call, about 40 multiplies and XORs, per 16 keys of a row) made the forward 32% slower at d
+// 128 and 53% at d 64 (H200, b 4, h 32, s 2048, fp16, p 0.1). Meanwhile the producer warpgroup is idle but for the one thread that issues the TMA
+// copies: its warps 1-3 (96 threads; warp 0 stays the copier's alone, so that its waits and
+// copies are never held up by Philox work in the same warp) draw the masks of tile t + 1 or
+// t + 2 while the consumers work on tile t, into a shared-memory ring of two stages like K and
+// V's, with mbarriers mask_full (96 arrivals: drawn) and mask_empty (every consumer thread:
+// read). A consumer then reads its 16 flag words of a tile (RowDropout.flags of its two rows
+// and two 64-key blocks) with four 16-byte loads instead of four Philox calls. The masks are
+// the very ones the consumers would draw (the same Philox groups, dropout_row_group + 4 key
+// block, the same dropout_keep_flags4 bytes): they depend on (row, key block) only, not on
+// the scores, which is why they can be drawn ahead. The price: 16 KiB (2 consumers) or 24 KiB
+// (3) of shared memory per stage, and registers for the drawing warps (Shape below).
 #include "common/gpu/cuda_check.h"
 #include "common/gpu/gpu.h"
 #include "kernels/attention/flash_common.cuh"
@@ -40,6 +57,8 @@
 #include "kernels/device_utils.cuh"
 #include "kernels/attention/block_order.h"
 
+#include <type_traits>
+
 namespace {
 
 constexpr int WG_BLOCK_N = 128;  // keys per tile
@@ -48,19 +67,40 @@ constexpr int WG_BLOCK_N = 128;  // keys per tile
 
 // The block's shape for CONSUMERS consumer warpgroups: 64 queries each, one producer
 // warpgroup; and how the 64K registers of the SM (one block per SM: 65536 / THREADS per
-// thread at launch, rounded down to a multiple of 8) are split: the producer keeps few, the consumers take the rest (setmaxnreg: 24 to
-// 256, multiples of 8; the consumers may claim at most what the producer gave back).
-template <int CONSUMERS>
+// thread at launch, rounded down to a multiple of 8) are split: the producer keeps few, the
+// consumers take the rest (setmaxnreg: 24 to 256, multiples of 8; the consumers may claim at
+// most what the producer gave back). When the producer draws the dropout masks
+// (MASKS_FROM_PRODUCER), its warps need registers for Philox (27 in the SASS of nvcc 13.0): 40
+// at 2 consumers, whose consumers then claim 232 instead of 240 (128 * 40 + 256 * 232 = 64512,
+// as 128 * 24 + 256 * 240), 32 at 3, whose consumers keep 160 (128 * 32 + 384 * 160 = 65536).
+template <int CONSUMERS, bool MASKS_FROM_PRODUCER = false>
 struct Shape {
     static constexpr int BLOCK_M = 64 * CONSUMERS;          // queries per block
     static constexpr int THREADS = 128 * (1 + CONSUMERS);   // 384 or 512
-    static constexpr int PRODUCER_REGS = 24;
-    static constexpr int CONSUMER_REGS = CONSUMERS == 2 ? 240 : 160;
+    static constexpr int PRODUCER_REGS = !MASKS_FROM_PRODUCER ? 24 : CONSUMERS == 2 ? 40 : 32;
+    static constexpr int CONSUMER_REGS = CONSUMERS == 2 ? (MASKS_FROM_PRODUCER ? 232 : 240) : 160;
     static_assert(CONSUMERS == 2 || CONSUMERS == 3, "two or three consumer warpgroups");
     static_assert(PRODUCER_REGS % 8 == 0 && CONSUMER_REGS % 8 == 0, "setmaxnreg takes multiples of 8");
-    static_assert(128 * (PRODUCER_REGS + CONSUMERS * CONSUMER_REGS) <= 65536, "the SM's 64K registers");
-    static_assert(CONSUMER_REGS >= 65536 / THREADS, "the consumers claim, never give back");
+    // What each thread holds at launch (what ptxas -v reports: 168 or 128), and so the block's
+    // pool, which setmaxnreg only redistributes: 384 * 168 = 64512 or 512 * 128 = 65536.
+    static constexpr int LAUNCH_REGS = 65536 / THREADS / 8 * 8;
+    static_assert(128 * (PRODUCER_REGS + CONSUMERS * CONSUMER_REGS) <= THREADS * LAUNCH_REGS, "the block's pool");
+    static_assert(CONSUMER_REGS >= LAUNCH_REGS, "the consumers claim, never give back");
+    static_assert(PRODUCER_REGS <= LAUNCH_REGS, "the producer gives back, never claims");
 };
+
+// The dropout-mask ring (MASKS_FROM_PRODUCER): per stage, for every consumer thread ct (0 ..
+// 128 CONSUMERS - 1, its index within the consumers), part (the tile's 64-key block, 0, 1) and
+// row r (its rows g, g + 8: 0, 1), the 4 flag words of RowDropout as one 16-byte slot
+//     slot = (2 part + r) * 128 CONSUMERS + ct
+// so that the 32 threads of a warp read (and the drawing threads write) 32 consecutive slots:
+// 512 contiguous bytes, one 16-byte load per thread without bank conflicts.
+[[maybe_unused]] constexpr int MASK_DRAWERS = 96;  // the producer's warps 1-3 (unused by the stub)
+template <int CONSUMERS>
+constexpr int mask_slots() {
+    return (WG_BLOCK_N / 64) * 2 * 128 * CONSUMERS;  // per stage
+}
+constexpr size_t mask_ring_bytes(int consumers) { return 2 * (size_t)(WG_BLOCK_N / 64) * 2 * 128 * consumers * 16; }
 
 // A swizzled [rows x D] tile of 16-bit values is D / 64 panels of rows x 128 bytes.
 template <int D>
@@ -73,6 +113,11 @@ constexpr int tile_bytes(int rows) {
 struct Barriers {
     uint64_t q_full, k_full[2], v_full[2], k_empty[2], v_empty[2];
 };
+// With the dropout-mask ring: a stage's "full" when its masks are drawn, "empty" when every
+// consumer thread has read its own.
+struct BarriersWithMasks : Barriers {
+    uint64_t mask_full[2], mask_empty[2];
+};
 
 // Which block computes what (block_order.h): query_blocks per head, group_heads 0 (natural)
 // or the heads per group of the heavy-first order.
@@ -80,22 +125,61 @@ struct BlockOrder {
     int query_blocks, group_heads;
 };
 
-template <typename T, int D, int CONSUMERS>
+#if WGMMA_AVAILABLE
+// The producer's warps 1-3 (MASKS_FROM_PRODUCER): the dropout masks of tiles 0 .. tiles - 1 of
+// the block whose first query is q0, each into stage t % 2 of the ring once every consumer
+// has read what that stage held (tile t - 2). Slot by slot, the 96 threads on consecutive
+// slots (mask_slots): the mask of consumer thread ct's row r in 64-key block 2t + part, exactly
+// as that thread would draw it itself (tile_dropout: its row q0 + rho with rho = 16 warp + g +
+// 8 r, its Philox group for quad = lane % 4, 4 groups further per key block). Rows past seq
+// are drawn too, and ignored.
+//
+// The groups, attention_dropout_group(bh, q0 + rho, kb, quad, seq) = ((bh seq + q0 + rho)
+// key_blocks + kb) 4 + quad, are summed from a part per block, one per slot (rho, quad) and
+// one per tile (kb): the same number modulo 2^64, without 64-bit multiplies in the loop.
+template <int CONSUMERS>
+__device__ __forceinline__ void draw_dropout_masks(uint4 *ring, BarriersWithMasks &bars, const FwdArgs &a,
+                                                   uint64_t drop_bh, int q0, int tiles) {
+    constexpr int CT = 128 * CONSUMERS, SLOTS = mask_slots<CONSUMERS>();
+    static_assert(MASK_DRAWERS < CT, "a step of the loop below moves on by at most one row of slots");
+    const uint32_t threshold = dropout_threshold(a.p_drop);
+    const uint32_t query_groups = 4 * (uint32_t)attention_key_blocks(a.seq);  // from one query's groups to the next's
+    const uint64_t block_groups = (drop_bh * (uint64_t)a.seq + (uint64_t)q0) * query_groups;
+    const int drawer = threadIdx.x - 32;  // 0 .. MASK_DRAWERS - 1
+    for (int t = 0; t < tiles; t++) {
+        const int stage = t % 2, use = t / 2;
+        if (use > 0) mbarrier_wait(&bars.mask_empty[stage], (use - 1) & 1);
+        uint32_t ct = drawer, rows = 0;  // slot = rows * CT + ct, rows = 2 part + r
+        for (int slot = drawer; slot < SLOTS; slot += MASK_DRAWERS) {
+            const uint32_t rho = 16 * (ct / 32) + ct % 32 / 4 + 8 * (rows % 2);
+            const uint64_t row_group = block_groups + (uint64_t)rho * query_groups + ct % 4;
+            const RowDropout d = row_dropout(row_group, t * (WG_BLOCK_N / 64) + rows / 2, a.keys, a.offset, threshold);
+            ring[stage * SLOTS + slot] = make_uint4(d.flags[0], d.flags[1], d.flags[2], d.flags[3]);
+            ct += MASK_DRAWERS;
+            if (ct >= CT) ct -= CT, rows++;
+        }
+        mbarrier_arrive(&bars.mask_full[stage]);  // release: the slots written are seen by the waiters
+    }
+}
+#endif
+
+template <typename T, int D, int CONSUMERS, bool MASKS_FROM_PRODUCER>
 __global__ void __launch_bounds__(Shape<CONSUMERS>::THREADS, 1)
     flash_forward_wgmma_kernel(const __grid_constant__ CUtensorMap q_map, const __grid_constant__ CUtensorMap kv_map,
                                const __grid_constant__ FwdArgs a, const BlockOrder order, float scale) {
 #if WGMMA_AVAILABLE
-    using S = Shape<CONSUMERS>;
+    using S = Shape<CONSUMERS, MASKS_FROM_PRODUCER>;
     constexpr int BLOCK_M = S::BLOCK_M;
     constexpr int Q_PANEL = BLOCK_M * 128, KV_PANEL = WG_BLOCK_N * 128;  // bytes per 64-column panel
     constexpr int Q_BYTES = tile_bytes<D>(BLOCK_M), KV_BYTES = tile_bytes<D>(WG_BLOCK_N);
     static_assert(Q_PANEL % 1024 == 0 && KV_PANEL % 1024 == 0, "panels start on the swizzle's 1024-byte period");
     // The swizzle repeats every 1024 bytes, and the tiles must start on such a boundary.
     extern __shared__ unsigned char smem_raw[];
-    __shared__ Barriers bars;
+    __shared__ std::conditional_t<MASKS_FROM_PRODUCER, BarriersWithMasks, Barriers> bars;
     unsigned char *q_tile = smem_raw + ((1024 - (smem_addr(smem_raw) & 1023)) & 1023);
     unsigned char *k_tiles = q_tile + Q_BYTES;        // two stages
     unsigned char *v_tiles = k_tiles + 2 * KV_BYTES;  // two stages
+    uint4 *mask_ring = reinterpret_cast<uint4 *>(v_tiles + 2 * KV_BYTES);  // MASKS_FROM_PRODUCER: two stages
 
     const int warpgroup = threadIdx.x / 128, lane = threadIdx.x % 32;
     const FlashBlock blk = flash_block_at(blockIdx.x, order.query_blocks, a.batch * a.heads, order.group_heads);
@@ -109,6 +193,8 @@ __global__ void __launch_bounds__(Shape<CONSUMERS>::THREADS, 1)
         for (int s = 0; s < 2; s++) {
             mbarrier_init(&bars.k_full[s], 1), mbarrier_init(&bars.v_full[s], 1);
             mbarrier_init(&bars.k_empty[s], 128 * CONSUMERS), mbarrier_init(&bars.v_empty[s], 128 * CONSUMERS);
+            if constexpr (MASKS_FROM_PRODUCER)
+                mbarrier_init(&bars.mask_full[s], MASK_DRAWERS), mbarrier_init(&bars.mask_empty[s], 128 * CONSUMERS);
         }
         fence_shared_for_wgmma();  // the initialised barriers, for the TMA unit
     }
@@ -116,6 +202,10 @@ __global__ void __launch_bounds__(Shape<CONSUMERS>::THREADS, 1)
 
     if (warpgroup == 0) {  // ---- the producer
         warpgroup_release_registers<S::PRODUCER_REGS>();
+        if constexpr (MASKS_FROM_PRODUCER) {
+            if (threadIdx.x >= 32)
+                return draw_dropout_masks<CONSUMERS>(mask_ring, bars, a, a.drop.global_bh(b, h), q0, tiles);
+        }
         if (threadIdx.x != 0) return;
         // The tensor maps see qkv as [seq][batch][qkv_row]; a box is BLOCK_M (Q) or 128 (K, V)
         // rows x 64 columns of one batch entry. Column of panel `panel` of part 0/1/2 (q/k/v)
@@ -144,7 +234,7 @@ __global__ void __launch_bounds__(Shape<CONSUMERS>::THREADS, 1)
     warpgroup_claim_registers<S::CONSUMER_REGS>();
     const int consumer = warpgroup - 1, warp = threadIdx.x / 32 - 4;  // warp 0 .. 4 CONSUMERS - 1 of the consumers
     const float scale_log2 = scale * LOG2E;
-    const bool dropping = a.p_drop > 0.0f;
+    const bool dropping = MASKS_FROM_PRODUCER || a.p_drop > 0.0f;  // launched with the masks when dropping only
     const uint32_t drop_threshold = dropout_threshold(a.p_drop);
 
     // This thread's rows (g and g + 8 of its warp's 16; consumer c has rows [64 c, 64 c + 64)),
@@ -185,14 +275,27 @@ __global__ void __launch_bounds__(Shape<CONSUMERS>::THREADS, 1)
         wgmma_commit();
     };
     // The dropout masks of tile t's two blocks of 64 keys. With two consumers they are drawn
-    // during the softmax, while the tensor cores still work on the previous P V, and live
-    // across that wait (16 registers); three consumers have 160 registers each, too few for
-    // that (ptxas spills), and draw each block's mask right before applying it (8 registers
-    // at a time) - the other consumers' products keep the tensor cores busy meanwhile.
+    // (or read from the ring) during the softmax, while the tensor cores still work on the
+    // previous P V, and live across that wait (16 registers); three consumers have 160
+    // registers each, too few for that (ptxas spills), and draw (read) each block's mask right
+    // before applying it (8 registers at a time) - the other consumers' products keep the
+    // tensor cores busy meanwhile.
     constexpr bool DRAW_DURING_SOFTMAX = CONSUMERS == 2;
     TileDropout drop[DRAW_DURING_SOFTMAX ? WG_BLOCK_N / 64 : 1];
-    auto draw_dropout = [&](int t, int part) {
-        return tile_dropout(row_group, t * (WG_BLOCK_N / 64) + part, a.keys, a.offset, drop_threshold);
+    // From the ring (MASKS_FROM_PRODUCER): this thread's slots (mask_slots), once the producer
+    // has drawn the tile's stage (waited for at the tile's first block of keys); the stage is
+    // released after pack_probabilities, which applies the tile's last.
+    const uint4 *my_masks = mask_ring + (threadIdx.x - 128);
+    auto draw_dropout = [&](int t, int part) -> TileDropout {
+        if constexpr (MASKS_FROM_PRODUCER) {
+            if (part == 0) mbarrier_wait(&bars.mask_full[t % 2], (t / 2) & 1);
+            constexpr int CT = 128 * CONSUMERS;  // consumer threads: from one row's slots to the next
+            const uint4 *slot = my_masks + (t % 2) * mask_slots<CONSUMERS>() + part * 2 * CT;
+            const uint4 r0 = slot[0], r1 = slot[CT];
+            return TileDropout{{{{r0.x, r0.y, r0.z, r0.w}}, {{r1.x, r1.y, r1.z, r1.w}}}};
+        } else {
+            return tile_dropout(row_group, t * (WG_BLOCK_N / 64) + part, a.keys, a.offset, drop_threshold);
+        }
     };
     // P from the scores of tile t: register pairs of the score layout are the A operand's (as
     // mma.sync's), then dropped by ANDing them with the masks.
@@ -210,6 +313,7 @@ __global__ void __launch_bounds__(Shape<CONSUMERS>::THREADS, 1)
                 if (dropping) drop_a_fragment(p[kk], DRAW_DURING_SOFTMAX ? drop[part] : late, kk % 4);
             }
         }
+        if constexpr (MASKS_FROM_PRODUCER) mbarrier_arrive(&bars.mask_empty[t % 2]);  // after the loads' uses
     };
     auto softmax = [&](int t, float (&alpha)[2]) {
         online_softmax_step(s, m, l, alpha, row_i, t * WG_BLOCK_N, seq, a.causal, scale_log2);
@@ -290,9 +394,11 @@ __device__ int wgmma_image_flag;
 __global__ void wgmma_image_probe_kernel() { wgmma_image_flag = WGMMA_AVAILABLE; }
 
 // Q (64 rows per consumer), two K and two V stages (the swizzled 16-bit tiles of tile_bytes),
-// and room to align them to 1024 bytes.
-constexpr size_t forward_smem_bytes(int head_dim, int consumers) {
-    return (size_t)64 * consumers * head_dim * 2 + 4 * (size_t)WG_BLOCK_N * head_dim * 2 + 1024;
+// and room to align them to 1024 bytes; with the dropout masks from the producer, their ring
+// after them (mask_ring_bytes: 32 KiB at 2 consumers, 48 KiB at 3).
+constexpr size_t forward_smem_bytes(int head_dim, int consumers, bool masks_from_producer = false) {
+    return (size_t)64 * consumers * head_dim * 2 + 4 * (size_t)WG_BLOCK_N * head_dim * 2 + 1024 +
+           (masks_from_producer ? mask_ring_bytes(consumers) : 0);
 }
 
 // The heavy-first order's heads per group (block_order.h): as many heads as have their K and
@@ -308,15 +414,16 @@ int heavy_first_group_heads(int seq, int head_dim, int bh_count) {
     return (int)(fit < 1 ? 1 : fit > bh_count ? bh_count : fit);
 }
 
-template <typename T, int D, int CONSUMERS>
+template <typename T, int D, int CONSUMERS, bool MASKS_FROM_PRODUCER>
 void launch_forward(const FwdArgs &a, AttentionCausalOrder causal_order) {
-    using S = Shape<CONSUMERS>;
-    constexpr size_t smem = forward_smem_bytes(D, CONSUMERS);
-    static_assert(smem == (size_t)tile_bytes<D>(S::BLOCK_M) + 4 * tile_bytes<D>(WG_BLOCK_N) + 1024,
+    using S = Shape<CONSUMERS, MASKS_FROM_PRODUCER>;
+    constexpr size_t smem = forward_smem_bytes(D, CONSUMERS, MASKS_FROM_PRODUCER);
+    static_assert(smem == (size_t)tile_bytes<D>(S::BLOCK_M) + 4 * tile_bytes<D>(WG_BLOCK_N) + 1024 +
+                              (MASKS_FROM_PRODUCER ? 2 * mask_slots<CONSUMERS>() * 16 : 0),
                   "the kernel's carve-up");
     static bool configured = false;
     if (!configured) {
-        CUDA_CHECK(cudaFuncSetAttribute(flash_forward_wgmma_kernel<T, D, CONSUMERS>,
+        CUDA_CHECK(cudaFuncSetAttribute(flash_forward_wgmma_kernel<T, D, CONSUMERS, MASKS_FROM_PRODUCER>,
                                         cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
         configured = true;
     }
@@ -333,7 +440,7 @@ void launch_forward(const FwdArgs &a, AttentionCausalOrder causal_order) {
     // of Q, 128 of K and V.
     const CUtensorMap q_map = tensor_map_rows<T>(a.qkv, a.qkv_row, a.batch, a.seq, S::BLOCK_M);
     const CUtensorMap kv_map = tensor_map_rows<T>(a.qkv, a.qkv_row, a.batch, a.seq, WG_BLOCK_N);
-    flash_forward_wgmma_kernel<T, D, CONSUMERS>
+    flash_forward_wgmma_kernel<T, D, CONSUMERS, MASKS_FROM_PRODUCER>
         <<<query_blocks * bh_count, S::THREADS, smem>>>(q_map, kv_map, a, order, 1.0f / sqrtf((float)D));
     CHECK_LAUNCH();
 }
@@ -359,16 +466,29 @@ int flash_wgmma_image_loaded(void) {
 
 size_t flash_forward_wgmma_smem_bytes(int head_dim, int consumers) { return forward_smem_bytes(head_dim, consumers); }
 
-template <typename T, int D>
-void flash_forward_wgmma(const FwdArgs &a, int consumers, AttentionCausalOrder causal_order) {
-    if constexpr (D == 64) {
-        if (consumers == 3) return launch_forward<T, D, 3>(a, causal_order);
-    }
-    if (consumers != 2) DIE("flash attention: the wgmma forward at head dim %d has no %d-consumer kernel", D, consumers);
-    launch_forward<T, D, 2>(a, causal_order);
+// The kernel with its dropout masks drawn by the producer only when dropping: without dropout
+// both settings run the very same kernel.
+template <typename T, int D, int CONSUMERS>
+void launch_forward(const FwdArgs &a, AttentionCausalOrder causal_order, AttentionDropoutMasks masks) {
+    if (a.p_drop > 0.0f && masks == ATTENTION_DROPOUT_MASKS_PRODUCER)
+        launch_forward<T, D, CONSUMERS, true>(a, causal_order);
+    else
+        launch_forward<T, D, CONSUMERS, false>(a, causal_order);
 }
 
-template void flash_forward_wgmma<__half, 64>(const FwdArgs &, int, AttentionCausalOrder);
-template void flash_forward_wgmma<__half, 128>(const FwdArgs &, int, AttentionCausalOrder);
-template void flash_forward_wgmma<__nv_bfloat16, 64>(const FwdArgs &, int, AttentionCausalOrder);
-template void flash_forward_wgmma<__nv_bfloat16, 128>(const FwdArgs &, int, AttentionCausalOrder);
+template <typename T, int D>
+void flash_forward_wgmma(const FwdArgs &a, int consumers, AttentionCausalOrder causal_order,
+                         AttentionDropoutMasks masks) {
+    if constexpr (D == 64) {
+        if (consumers == 3) return launch_forward<T, D, 3>(a, causal_order, masks);
+    }
+    if (consumers != 2) DIE("flash attention: the wgmma forward at head dim %d has no %d-consumer kernel", D, consumers);
+    launch_forward<T, D, 2>(a, causal_order, masks);
+}
+
+template void flash_forward_wgmma<__half, 64>(const FwdArgs &, int, AttentionCausalOrder, AttentionDropoutMasks);
+template void flash_forward_wgmma<__half, 128>(const FwdArgs &, int, AttentionCausalOrder, AttentionDropoutMasks);
+template void flash_forward_wgmma<__nv_bfloat16, 64>(const FwdArgs &, int, AttentionCausalOrder,
+                                                     AttentionDropoutMasks);
+template void flash_forward_wgmma<__nv_bfloat16, 128>(const FwdArgs &, int, AttentionCausalOrder,
+                                                      AttentionDropoutMasks);

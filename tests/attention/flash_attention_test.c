@@ -72,23 +72,31 @@ static void run_case_with(AttentionKernels kernels, DType dt, int seq, int batch
 
 // Every set of kernels: the best (wgmma on a GPU that runs it), mma.sync with the largest
 // tiles that fit, mma.sync with a 99 KiB GPU's tiles. The best set at d 64 with both wgmma
-// forwards (two and three consumer warpgroups, ATTENTION_D64_FORWARD), and when causal in
-// every order of the query blocks (ATTENTION_CAUSAL_ORDER); both set back as they were after.
+// forwards (two and three consumer warpgroups, ATTENTION_D64_FORWARD), when causal in every
+// order of the query blocks (ATTENTION_CAUSAL_ORDER), and when dropping with the masks drawn by
+// the consumers and by the producer (ATTENTION_DROPOUT_MASKS); all set back as they were after.
 static void run_case(DType dt, int seq, int batch, int heads, int d, float p, int causal) {
     const AttentionD64Forward forwards[] = {ATTENTION_D64_FORWARD_WG2, ATTENTION_D64_FORWARD_WG3};
     const AttentionCausalOrder orders[] = {ATTENTION_CAUSAL_HEAVY_FIRST, ATTENTION_CAUSAL_NATURAL,
                                            ATTENTION_CAUSAL_HEAVY_FIRST_PER_HEAD};
+    const AttentionDropoutMasks masks[] = {ATTENTION_DROPOUT_MASKS_CONSUMERS, ATTENTION_DROPOUT_MASKS_PRODUCER};
+    static const char *const MASK_NAMES[] = {"consumers", "producer"};
     const AttentionD64Forward forward_was = attention_set_d64_forward(ATTENTION_D64_FORWARD_WG2);
     const AttentionCausalOrder order_was = attention_set_causal_order(ATTENTION_CAUSAL_HEAVY_FIRST);
+    const AttentionDropoutMasks masks_was = attention_set_dropout_masks(ATTENTION_DROPOUT_MASKS_CONSUMERS);
     for (int f = 0; f < (d == 64 ? 2 : 1); f++)
-        for (int o = 0; o < (causal ? 3 : 1); o++) {
-            attention_set_d64_forward(forwards[f]);
-            attention_set_causal_order(orders[o]);
-            if (causal) print_message(" causal order %d (attention.h's AttentionCausalOrder):\n", o);
-            run_case_with(ATTENTION_KERNELS_BEST, dt, seq, batch, heads, d, p, causal);
-        }
+        for (int o = 0; o < (causal ? 3 : 1); o++)
+            for (int mk = 0; mk < (p > 0.0f ? 2 : 1); mk++) {
+                attention_set_d64_forward(forwards[f]);
+                attention_set_causal_order(orders[o]);
+                attention_set_dropout_masks(masks[mk]);
+                if (causal) print_message(" causal order %d (attention.h's AttentionCausalOrder):\n", o);
+                if (p > 0.0f) print_message(" dropout masks drawn by the %s (ATTENTION_DROPOUT_MASKS):\n", MASK_NAMES[mk]);
+                run_case_with(ATTENTION_KERNELS_BEST, dt, seq, batch, heads, d, p, causal);
+            }
     attention_set_d64_forward(forward_was);
     attention_set_causal_order(order_was);
+    attention_set_dropout_masks(masks_was);
     run_case_with(ATTENTION_KERNELS_MMA_SYNC, dt, seq, batch, heads, d, p, causal);
     run_case_with(ATTENTION_KERNELS_MMA_SYNC_SMALL_TILES, dt, seq, batch, heads, d, p, causal);
     attention_set_kernels(ATTENTION_KERNELS_BEST);
@@ -135,6 +143,7 @@ static void test_dropout(void **state) {
     run_case(DTYPE_FP16, 77, 2, 2, 64, 0.1f, 0);  // seq odd: Philox groups straddle the columns
     run_case(DTYPE_BF16, 77, 1, 1, 64, 0.0f, 0);  // an odd number of queries in all
     run_case(DTYPE_FP16, 520, 1, 2, 128, 0.1f, 1);  // many key tiles, the last one ragged
+    run_case(DTYPE_BF16, 333, 2, 2, 128, 0.1f, 1);  // bf16 at d 128, causal, ragged
 }
 
 // Heads [first, first + hl) of a [seq, batch, heads, width] tensor, as a tensor of their own.
@@ -441,6 +450,54 @@ static void test_deterministic_backward_large(void **state) {
     attention_set_kernels(ATTENTION_KERNELS_BEST);
 }
 
+// The wgmma forward's dropout masks drawn by the producer warpgroup (ATTENTION_DROPOUT_MASKS,
+// attention.h) must be the consumers' own, bit for bit: the same kernel otherwise, so ctx and
+// lse must come out with the same bits (memcmp), at d 64 (two and three consumers) and 128,
+// fp16 and bf16, causal or not, seq ragged (333: neither tile width divides it). Without
+// wgmma both settings run the same kernel and agree trivially.
+static void test_dropout_masks_bit_identical(void **state) {
+    (void)state;
+    SKIP_WITHOUT_GPU();
+    const int seq = 333, batch = 2, heads = 2;
+    const AttentionDropout dropout = {0.1f, test_seed(), 6};
+    const AttentionD64Forward forward_was = attention_set_d64_forward(ATTENTION_D64_FORWARD_WG2);
+    const AttentionDropoutMasks masks_was = attention_set_dropout_masks(ATTENTION_DROPOUT_MASKS_CONSUMERS);
+    for (int dti = 0; dti < 2; dti++)
+        for (int d = 64; d <= 128; d += 64)
+            for (int consumers = 2; consumers <= (d == 64 ? 3 : 2); consumers++)
+                for (int causal = 0; causal < 2; causal++) {
+                    const DType dt = dti ? DTYPE_BF16 : DTYPE_FP16;
+                    const AttentionProblem problem = {
+                        .seq = seq, .batch = batch, .heads = heads, .head_dim = d, .dtype = dt, .causal = causal};
+                    const int64_t nqkv = (int64_t)seq * batch * heads * 3 * d, nctx = nqkv / 3, nlse = nctx / d;
+                    float *qkv = random_floats(nqkv, -2.0f, 2.0f);
+                    void *d_qkv = dev_upload(qkv, nqkv, dt), *d_ctx = dev_alloc(nctx * 2);
+                    float *d_lse = dev_alloc(nlse * 4);
+                    attention_set_d64_forward(consumers == 3 ? ATTENTION_D64_FORWARD_WG3 : ATTENTION_D64_FORWARD_WG2);
+                    uint16_t *ctx[2];
+                    float *lse[2];
+                    for (int mk = 0; mk < 2; mk++) {
+                        attention_set_dropout_masks(mk ? ATTENTION_DROPOUT_MASKS_PRODUCER
+                                                       : ATTENTION_DROPOUT_MASKS_CONSUMERS);
+                        CUDA_CHECK(cudaMemset(d_ctx, 0xff, nctx * 2));
+                        attention_forward(&problem, &dropout, d_qkv, d_ctx, d_lse);
+                        ctx[mk] = download_bytes(d_ctx, nctx * 2);
+                        lse[mk] = download_bytes(d_lse, nlse * 4);
+                    }
+                    const int64_t ctx_differing = values_differing(ctx[0], ctx[1], nctx);
+                    print_message(" %s; %s d %d causal %d: masks by the producer against the consumers': %lld of "
+                                  "%lld ctx values differ\n",
+                                  attention_kernel_name(ATTENTION_FORWARD, d), dtype_name(dt), d, causal,
+                                  (long long)ctx_differing, (long long)nctx);
+                    assert_int_equal(ctx_differing, 0);
+                    assert_memory_equal(lse[0], lse[1], nlse * 4);
+                    dev_free(d_qkv), dev_free(d_ctx), dev_free(d_lse);
+                    free(qkv), free(ctx[0]), free(ctx[1]), free(lse[0]), free(lse[1]);
+                }
+    attention_set_d64_forward(forward_was);
+    attention_set_dropout_masks(masks_was);
+}
+
 // Bad problems stop with a message rather than running: checked on the CPU by
 // tests/attention/attention_dispatch_test.c; here only that the API's check and the
 // kernels agree on the head dims.
@@ -460,7 +517,7 @@ int main(void) {
         cmocka_unit_test(test_ragged_seq),           cmocka_unit_test(test_causal),
         cmocka_unit_test(test_dropout),              cmocka_unit_test(test_shard_draws_the_unsharded_mask),
         cmocka_unit_test(test_views),                cmocka_unit_test(test_deterministic_backward),
-        cmocka_unit_test(test_deterministic_backward_large),
+        cmocka_unit_test(test_deterministic_backward_large), cmocka_unit_test(test_dropout_masks_bit_identical),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
