@@ -92,7 +92,7 @@ extern "C" const char *attention_choose_kernel(const AttentionDevice *dev, Atten
     // their sm_90a bodies; both passes at both head dims.
     if (kernels == ATTENTION_KERNELS_BEST && gpu_arch_has_wgmma(dev->cc) && dev->wgmma_image_loaded) {
         const size_t smem =
-            forward ? flash_forward_wgmma_smem_bytes(head_dim, 2) : flash_backward_wgmma_smem_bytes(head_dim, 2);
+            forward ? flash_forward_wgmma_smem_bytes(head_dim, 2) : flash_backward_wgmma_smem_bytes(head_dim);
         if (smem <= dev->max_smem_per_block) {
             *choice = AttentionKernelChoice{forward ? "wgmma forward" : "wgmma backward", 1, 0, smem};
             return NULL;
@@ -131,47 +131,37 @@ static AttentionDevice this_device(void) {
     return device;
 }
 
-// The best set's backward at head dim 64 (ATTENTION_D64_BACKWARD, attention.h): read once,
-// unless a setter came first. Unset (DEFAULT), each pass's faster wgmma kernel (below); or the
-// wgmma kernel with dQ over each warpgroup's own keys, or by turns, for every pass; or with
-// three warpgroups (deterministic: by turns); or the mma.sync kernel.
-static int d64_backward_known = 0;
-static AttentionD64Backward d64_backward_which = ATTENTION_D64_BACKWARD_DEFAULT;
+// The best set's backward at head dim 64 (ATTENTION_D64_BACKWARD, attention.h; read once):
+// unset, each pass's faster wgmma kernel (below); or the wgmma kernel with dQ over each
+// warpgroup's own keys, or by turns, for every pass; or the mma.sync kernel.
+typedef enum { D64_WGMMA_FASTEST, D64_WGMMA_OWN_KEYS, D64_WGMMA_BY_TURNS, D64_MMA_SYNC } D64Backward;
 
-static AttentionD64Backward d64_backward(void) {
-    if (!d64_backward_known) {
+static D64Backward d64_backward(void) {
+    static int known = 0;
+    static D64Backward which = D64_WGMMA_FASTEST;
+    if (!known) {
         const char *v = getenv("ATTENTION_D64_BACKWARD");
         if (v && strcmp(v, "mma") == 0)
-            d64_backward_which = ATTENTION_D64_BACKWARD_MMA;
+            which = D64_MMA_SYNC;
         else if (v && strcmp(v, "wgmma-turns") == 0)
-            d64_backward_which = ATTENTION_D64_BACKWARD_WGMMA_TURNS;
-        else if (v && strcmp(v, "wgmma3") == 0)
-            d64_backward_which = ATTENTION_D64_BACKWARD_WGMMA3;
+            which = D64_WGMMA_BY_TURNS;
         else if (v && strcmp(v, "wgmma") == 0)
-            d64_backward_which = ATTENTION_D64_BACKWARD_WGMMA;
+            which = D64_WGMMA_OWN_KEYS;
         else if (v && *v)
-            fail_user("ATTENTION_D64_BACKWARD must be wgmma, wgmma3, wgmma-turns or mma (or unset), not \"%s\"", v);
-        d64_backward_known = 1;
+            fail_user("ATTENTION_D64_BACKWARD must be wgmma, wgmma-turns or mma (or unset), not \"%s\"", v);
+        known = 1;
     }
-    return d64_backward_which;
-}
-
-extern "C" AttentionD64Backward attention_set_d64_backward(AttentionD64Backward which) {
-    const AttentionD64Backward previous = d64_backward();
-    d64_backward_which = which;
-    return previous;
+    return which;
 }
 
 // How the wgmma backward at head dim 64 computes dQ (flash_kernels.cuh). Unset, the faster
 // way for the pass measured on an H200 (2026-11-29, b 4, h 32, s 2048, fp16): own keys by
 // default (1.28 ms against 1.36 by turns), by turns when deterministic (1.60 ms against 1.76:
-// its slices hold 128 keys, so half as many are stored and summed). Three warpgroups: not
-// deterministic only (deterministic, by turns, as unset).
+// its slices hold 128 keys, so half as many are stored and summed).
 static FlashDq64 wgmma_dq64(int deterministic) {
     switch (d64_backward()) {
-        case ATTENTION_D64_BACKWARD_WGMMA_TURNS: return FLASH_DQ64_BY_TURNS;
-        case ATTENTION_D64_BACKWARD_DEFAULT: return deterministic ? FLASH_DQ64_BY_TURNS : FLASH_DQ64_OWN_KEYS;
-        case ATTENTION_D64_BACKWARD_WGMMA3: return deterministic ? FLASH_DQ64_BY_TURNS : FLASH_DQ64_OWN_KEYS_WG3;
+        case D64_WGMMA_BY_TURNS: return FLASH_DQ64_BY_TURNS;
+        case D64_WGMMA_FASTEST: return deterministic ? FLASH_DQ64_BY_TURNS : FLASH_DQ64_OWN_KEYS;
         default: return FLASH_DQ64_OWN_KEYS;
     }
 }
@@ -259,20 +249,13 @@ static AttentionKernelChoice choose(AttentionPass pass, int head_dim) {
         kernels_in_use == ATTENTION_KERNELS_BEST && pass == ATTENTION_BACKWARD && head_dim == 64;
     // ATTENTION_D64_BACKWARD=mma: what the best set ran at d 64 before the wgmma backward.
     const AttentionKernels kernels =
-        best_d64_backward && d64_backward() == ATTENTION_D64_BACKWARD_MMA ? ATTENTION_KERNELS_MMA_SYNC : kernels_in_use;
+        best_d64_backward && d64_backward() == D64_MMA_SYNC ? ATTENTION_KERNELS_MMA_SYNC : kernels_in_use;
     AttentionKernelChoice choice;
     char why[320];
     if (attention_choose_kernel(&device, kernels, pass, head_dim, &choice, why, sizeof why))
         fail_user("%s (%s)", why, gpu_description());
     if (best_d64_backward && choice.wgmma && wgmma_dq64(0) == FLASH_DQ64_BY_TURNS)
         choice.kernel = "wgmma backward (dQ by turns)";  // for attention_kernel_name (not deterministic)
-    if (best_d64_backward && choice.wgmma && wgmma_dq64(0) == FLASH_DQ64_OWN_KEYS_WG3) {
-        choice.kernel = "wgmma backward (3 warpgroups)";  // (not deterministic, as above)
-        choice.smem_bytes = flash_backward_wgmma_smem_bytes(head_dim, 3);
-        if (choice.smem_bytes > device.max_smem_per_block)  // not on a Hopper GPU (227 KiB)
-            fail_user("attention: the %s needs %zu bytes of shared memory per block; the limit here is %zu (%s)",
-                      choice.kernel, choice.smem_bytes, device.max_smem_per_block, gpu_description());
-    }
     if (pass == ATTENTION_FORWARD && choice.wgmma && wgmma_forward_consumers(head_dim) == 3) {
         choice.kernel = "wgmma forward (3 consumers)";
         choice.smem_bytes = flash_forward_wgmma_smem_bytes(head_dim, 3);

@@ -104,38 +104,23 @@ void attention_backward(const AttentionProblem *p, const AttentionDropout *dropo
 // tiles that fit (what an A100 runs). ATTENTION_KERNELS_MMA_SYNC_SMALL_TILES: the mma.sync
 // kernels with the tiles that fit 99 KiB per block (what sm_86 / sm_89 GPUs run). The last two
 // let the tests and the benchmark check every kernel on one GPU. Returns the previous choice.
+// The environment variable ATTENTION_D64_BACKWARD (read once, at the first call that chooses
+// a kernel) picks the best set's backward at head dim 64 on a GPU that runs wgmma, for
+// comparing them in one run (attention_kernel_name says which runs):
+//   unset or empty           the wgmma backward, dQ over each warpgroup's own keys, or by
+//                            turns when deterministic (the faster way for each: attention.cu)
+//   "wgmma"                  the wgmma backward, each warpgroup adding dQ over its own keys
+//   "wgmma-turns"            the wgmma backward, its warpgroups computing dQ by turns
+//                            ("wgmma backward (dQ by turns)"; flash_backward_wgmma.cu)
+//   "mma"                    the mma.sync backward with the largest tiles that fit, as before
+//                            the wgmma backward existed at d 64
+// Any other value stops with a message.
 typedef enum {
     ATTENTION_KERNELS_BEST,
     ATTENTION_KERNELS_MMA_SYNC,
     ATTENTION_KERNELS_MMA_SYNC_SMALL_TILES,
 } AttentionKernels;
 AttentionKernels attention_set_kernels(AttentionKernels kernels);
-
-// The best set's backward at head dim 64 on a GPU that runs wgmma, for comparing them in one
-// run (attention_kernel_name says which runs). The environment variable ATTENTION_D64_BACKWARD
-// gives the first value (read once, at the first call that chooses a kernel or sets this):
-//   unset or empty (DEFAULT)  the wgmma backward, dQ over each warpgroup's own keys, or by
-//                             turns when deterministic (the faster way for each: attention.cu)
-//   "wgmma"                   the wgmma backward, each warpgroup adding dQ over its own keys
-//   "wgmma-turns"             the wgmma backward, its warpgroups computing dQ by turns
-//                             ("wgmma backward (dQ by turns)"; flash_backward_wgmma.cu)
-//   "wgmma3"                  the wgmma backward with three warpgroups (192 keys per block),
-//                             each adding dQ over its own keys ("wgmma backward (3
-//                             warpgroups)"); deterministic, the two-warpgroup kernel by turns
-//                             runs instead (the name does not say so: it has no problem to see)
-//   "mma"                     the mma.sync backward with the largest tiles that fit, as before
-//                             the wgmma backward existed at d 64
-// Any other value stops with a message. attention_set_d64_backward overrides it from then on
-// (the tests run the three-warpgroup kernel besides the default) and returns the previous
-// value. Other head dims, sets and GPUs ignore it.
-typedef enum {
-    ATTENTION_D64_BACKWARD_DEFAULT,
-    ATTENTION_D64_BACKWARD_WGMMA,
-    ATTENTION_D64_BACKWARD_WGMMA_TURNS,
-    ATTENTION_D64_BACKWARD_WGMMA3,
-    ATTENTION_D64_BACKWARD_MMA,
-} AttentionD64Backward;
-AttentionD64Backward attention_set_d64_backward(AttentionD64Backward which);
 
 // The best set's forward at head dim 64 on a GPU that runs wgmma: the wgmma forward with two
 // consumer warpgroups (128 queries per block, as at d 128) or three (192 queries per block;

@@ -95,14 +95,12 @@ void flash_forward_wgmma(const FwdArgs &a, int consumers, AttentionCausalOrder c
 // Backward (dK, dV, dQ's partial sums), 128 keys per block, two warpgroups of 64 keys each.
 // At head dim 64, dQ of a query tile is computed either by each warpgroup over its own 64 keys
 // (OWN_KEYS: both shares added into dQ) or by the warpgroups in turns over all 128 (BY_TURNS:
-// half the additions, a barrier between the warpgroups before dQ); or, OWN_KEYS_WG3, by three
-// warpgroups over their own keys, 192 keys per block (not deterministic: then it is OWN_KEYS);
-// head dim 128 has one way and ignores dq64. Deterministic, the kernel writes one dQ slice per
+// half the additions, a barrier between the warpgroups before dQ); head dim 128 has one way
+// and ignores dq64. Deterministic, the kernel writes one dQ slice per
 // flash_backward_wgmma_slice_keys keys: 64 for OWN_KEYS (a warpgroup's), else 128 (a block's) -
-// the block_keys that flash_backward_sum_dq_slices must be given. Shared memory per block with
-// `warpgroups` warpgroups (3: head dim 64 only; anything else is taken as 2).
-typedef enum { FLASH_DQ64_OWN_KEYS, FLASH_DQ64_BY_TURNS, FLASH_DQ64_OWN_KEYS_WG3 } FlashDq64;
-size_t flash_backward_wgmma_smem_bytes(int head_dim, int warpgroups);
+// the block_keys that flash_backward_sum_dq_slices must be given.
+typedef enum { FLASH_DQ64_OWN_KEYS, FLASH_DQ64_BY_TURNS } FlashDq64;
+size_t flash_backward_wgmma_smem_bytes(int head_dim);
 int flash_backward_wgmma_slice_keys(int head_dim, FlashDq64 dq64);
 template <typename T, int D>
 void flash_backward_wgmma(const BwdArgs &a, FlashDq64 dq64);

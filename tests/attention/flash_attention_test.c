@@ -9,8 +9,7 @@
 // reproduce the plain run exactly. The deterministic backward (AttentionProblem.deterministic)
 // must match the reference too, and repeat its bits exactly from run to run. The best set's
 // backward at d 64 is the one ATTENTION_D64_BACKWARD picks (attention.h): run the test once
-// per value (unset, wgmma-turns) to check each; every d 64 case also runs the three-warpgroup
-// wgmma backward (attention_set_d64_backward, "wgmma3") besides.
+// per value (unset, wgmma-turns) to check each.
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -75,9 +74,7 @@ static void run_case_with(AttentionKernels kernels, DType dt, int seq, int batch
 // tiles that fit, mma.sync with a 99 KiB GPU's tiles. The best set at d 64 with both wgmma
 // forwards (two and three consumer warpgroups, ATTENTION_D64_FORWARD), when causal in every
 // order of the query blocks (ATTENTION_CAUSAL_ORDER), and when dropping with the masks drawn by
-// the consumers and by the producer (ATTENTION_DROPOUT_MASKS); then once more with the
-// three-warpgroup backward (192 keys per block: the ragged cases below leave its last block
-// with one, two or three warpgroups' keys); all set back as they were after.
+// the consumers and by the producer (ATTENTION_DROPOUT_MASKS); all set back as they were after.
 static void run_case(DType dt, int seq, int batch, int heads, int d, float p, int causal) {
     const AttentionD64Forward forwards[] = {ATTENTION_D64_FORWARD_WG2, ATTENTION_D64_FORWARD_WG3};
     const AttentionCausalOrder orders[] = {ATTENTION_CAUSAL_HEAVY_FIRST, ATTENTION_CAUSAL_NATURAL,
@@ -100,11 +97,6 @@ static void run_case(DType dt, int seq, int batch, int heads, int d, float p, in
     attention_set_d64_forward(forward_was);
     attention_set_causal_order(order_was);
     attention_set_dropout_masks(masks_was);
-    if (d == 64) {
-        const AttentionD64Backward backward_was = attention_set_d64_backward(ATTENTION_D64_BACKWARD_WGMMA3);
-        run_case_with(ATTENTION_KERNELS_BEST, dt, seq, batch, heads, d, p, causal);
-        attention_set_d64_backward(backward_was);
-    }
     run_case_with(ATTENTION_KERNELS_MMA_SYNC, dt, seq, batch, heads, d, p, causal);
     run_case_with(ATTENTION_KERNELS_MMA_SYNC_SMALL_TILES, dt, seq, batch, heads, d, p, causal);
     attention_set_kernels(ATTENTION_KERNELS_BEST);
@@ -133,11 +125,6 @@ static void test_ragged_seq(void **state) {
     run_case(DTYPE_BF16, 400, 2, 2, 64, 0.1f, 1);
     run_case(DTYPE_BF16, 330, 2, 2, 64, 0.1f, 0);  // 330 = 192 + 138: two consumers' rows in the last
     run_case(DTYPE_FP16, 520, 1, 2, 64, 0.0f, 1);  // many key tiles, the last one ragged
-    // The three-warpgroup backward's blocks of 192 keys (every d 64 case runs it): a last block
-    // with 8 keys (200 = 192 + 8, above), 138 (330), 16 (400), 136 (520); here also causal with
-    // dropout in fp16 at 330, and 384 = 2 * 192 exactly, bf16, causal and dropout.
-    run_case(DTYPE_FP16, 330, 1, 2, 64, 0.1f, 1);
-    run_case(DTYPE_BF16, 384, 1, 2, 64, 0.1f, 1);
 }
 
 static void test_causal(void **state) {
