@@ -347,15 +347,23 @@ __global__ void __launch_bounds__(BW_THREADS, 1)
 
         // Staged at columns 64 w + c (panel 2 w + c / 32: COLUMN_HALVES, columns 64 w + c of dQ;
         // OWN_KEYS, column c of the warpgroup's share) or, BY_TURNS, c (panels 0 and 1).
+        // The threads of odd g store their column blocks in the order n ^ 2: a warp's 8-byte
+        // stores go out 16 lanes (rows g = 0..3, or 4..7) at a time, and in the same order the
+        // swizzle would send two of those lanes to the same bank (the XOR with g spans only
+        // two bits of the chunk there); Nsight Compute counted every store twice.
         if (computes_dq) {
             const int col0 = DQ == BY_TURNS ? 0 : 64 * warpgroup;
+            const bool odd_g = g & 1;
 #pragma unroll
             for (int r = 0; r < 2; r++)
 #pragma unroll
-                for (int n = 0; n < 8; n++)
-                    *reinterpret_cast<float2 *>(dq_stage +
-                                                dq_stage_offset(16 * wq + g + 8 * r, col0 + 8 * n + 2 * c)) =
-                        make_float2(dq[n][2 * r] * scale, dq[n][2 * r + 1] * scale);
+                for (int n = 0; n < 8; n++) {
+                    const int m = odd_g ? n ^ 2 : n;  // the column block this lane stores now
+                    const float2 v = odd_g ? make_float2(dq[n ^ 2][2 * r], dq[n ^ 2][2 * r + 1])
+                                           : make_float2(dq[n][2 * r], dq[n][2 * r + 1]);
+                    *reinterpret_cast<float2 *>(dq_stage + dq_stage_offset(16 * wq + g + 8 * r, col0 + 8 * m + 2 * c)) =
+                        make_float2(v.x * scale, v.y * scale);
+                }
         }
         fence_shared_for_wgmma();  // the staged dQ, for the TMA unit
         __syncthreads();           // both warpgroups are done with this tile (its Q and dO stage is free); dQ is staged
