@@ -322,7 +322,7 @@ template <typename T, int D>
 static void backward(const BwdArgs &a, const void *ctx, float *dsum, const AttentionKernelChoice &k) {
     flash_backward_prepare<T, D>(a, ctx, a.dctx, dsum, a.deterministic ? nullptr : a.dq_accum);
     if (k.wgmma) {
-        flash_backward_wgmma<T, D>(a, wgmma_dq64(a.deterministic));
+        flash_backward_wgmma<T, D>(a, wgmma_dq64(a.deterministic), causal_order());
     } else {
         flash_backward_mma<T, D>(a, k.tile);
     }

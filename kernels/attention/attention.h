@@ -135,7 +135,7 @@ AttentionKernels attention_set_kernels(AttentionKernels kernels);
 typedef enum { ATTENTION_D64_FORWARD_WG2, ATTENTION_D64_FORWARD_WG3 } AttentionD64Forward;
 AttentionD64Forward attention_set_d64_forward(AttentionD64Forward which);
 
-// The order in which the wgmma forward runs its blocks of queries when causal (without the
+// The order in which the wgmma kernels run their blocks when causal (without the
 // mask every block costs the same and they run in the natural order). Query block x of a head
 // visits x + 1 tiles of keys, so the last blocks cost the most (block_order.h):
 //   HEAVY_FIRST           the heaviest blocks of a group of heads first (as many heads as
@@ -145,7 +145,10 @@ AttentionD64Forward attention_set_d64_forward(AttentionD64Forward which);
 // The environment variable ATTENTION_CAUSAL_ORDER gives the first value (read once, as
 // ATTENTION_D64_FORWARD): unset or empty, or "heavy-first"; "natural"; "heavy-first-per-head".
 // Any other value stops with a message. attention_set_causal_order overrides it from then on
-// and returns the previous value. The mma.sync kernels ignore it.
+// and returns the previous value. The wgmma backward runs key blocks, of which the first is a
+// head's heaviest: HEAVY_FIRST is the same grouped order counted from that end; NATURAL and
+// HEAVY_FIRST_PER_HEAD both run each head's key blocks in ascending order (heaviest first
+// within the head). The mma.sync kernels ignore it.
 typedef enum {
     ATTENTION_CAUSAL_HEAVY_FIRST,
     ATTENTION_CAUSAL_NATURAL,

@@ -1,5 +1,7 @@
-// The order in which the Hopper forward's blocks run (flash_forward_wgmma.cu): which query
-// block of which (batch, head) the block with linear index `linear` computes. Plain C and CUDA
+// The order in which the Hopper kernels' blocks run (flash_forward_wgmma.cu; the backward,
+// flash_backward_wgmma.cu, counts its key blocks from the other end, as there the first key
+// block is the heaviest): which query block of which (batch, head) the block with linear
+// index `linear` computes. Plain C and CUDA
 // at once, so that the CPU test (tests/attention/attention_dispatch_test.c) checks the very
 // function the kernel uses.
 //
@@ -47,6 +49,17 @@ BLOCK_ORDER_FN FlashBlock flash_block_at(int linear, int query_blocks, int bh_co
     blk.query_block = query_blocks - 1 - within / heads_here;
     blk.bh = first_bh + within % heads_here;
     return blk;
+}
+
+// The heavy-first order's heads per group: as many heads as have two [seq x head_dim] 16-bit
+// tensors (the forward's K and V; the backward's Q and dO, which each of its blocks reads
+// whole) in 32 MiB of L2 together, so that the blocks running at once, which belong to
+// different heads, still find them in L2 (an H100's or H200's L2 holds 50 MB;
+// FlashAttention-3 groups heads by the same reckoning). At least 1, at most bh_count.
+BLOCK_ORDER_FN int flash_heavy_first_group_heads(int seq, int head_dim, int bh_count) {
+    const long long per_head = 2LL * seq * head_dim * 2, l2_budget = 32LL << 20;
+    const long long fit = l2_budget / per_head;
+    return (int)(fit < 1 ? 1 : fit > bh_count ? bh_count : fit);
 }
 
 #endif  // KERNELS_ATTENTION_BLOCK_ORDER_H

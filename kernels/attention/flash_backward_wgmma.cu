@@ -25,6 +25,7 @@
 // query tile after next, by 2 D / 64 warps (a panel each), into the stage the block has just
 // finished with.
 #include "common/gpu/cuda_check.h"
+#include "kernels/attention/block_order.h"
 #include "kernels/attention/flash_common.cuh"
 #include "kernels/attention/flash_kernels.cuh"
 #include "kernels/attention/hopper_pipeline.cuh"
@@ -84,11 +85,27 @@ static_assert(smem_bytes<128>() <= 227 * 1024 && smem_bytes<64>() <= 227 * 1024,
 }
 #endif
 
+// Which key block of which (batch, head) a block computes, from its linear index. When causal,
+// key block kb visits the query tiles from its own diagonal on, so key block 0 is a head's
+// heaviest: group_heads 0 runs each head's key blocks in ascending order (heaviest first
+// within a head, one head after another); group_heads G >= 1 runs block_order.h's heavy-first
+// order over groups of G heads, with key blocks counted from the other end.
+struct KeyBlockOrder {
+    int key_blocks, group_heads;
+};
+
+[[maybe_unused]] __device__ __forceinline__ FlashBlock key_block_at(int linear, const KeyBlockOrder &order, int bh_count) {
+    if (order.group_heads == 0) return {linear % order.key_blocks, linear / order.key_blocks};
+    FlashBlock blk = flash_block_at(linear, order.key_blocks, bh_count, order.group_heads);
+    blk.query_block = order.key_blocks - 1 - blk.query_block;  // here: the key block
+    return blk;
+}
+
 template <typename T, int D, DqScheme DQ, bool DETERMINISTIC>
 __global__ void __launch_bounds__(BW_THREADS, 1)
     flash_backward_wgmma_kernel(const __grid_constant__ CUtensorMap q_map, const __grid_constant__ CUtensorMap kv_map,
                                 const __grid_constant__ CUtensorMap do_map, const __grid_constant__ CUtensorMap dq_map,
-                                const __grid_constant__ BwdArgs a,
+                                const __grid_constant__ BwdArgs a, const KeyBlockOrder order,
                                 float scale) {
 #if WGMMA_AVAILABLE
     static_assert(D == 64 || D == 128, "head dims 64 and 128");
@@ -109,11 +126,13 @@ __global__ void __launch_bounds__(BW_THREADS, 1)
 
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, warpgroup = warp / 4, wq = warp % 4;
     const int g = lane / 4, c = lane % 4;
-    const int bh = blockIdx.y, b = bh / a.heads, h = bh % a.heads, seq = a.seq;
+    const int bh_count = a.batch * a.heads;
+    const FlashBlock blk = key_block_at(blockIdx.x, order, bh_count);
+    const int key_block = blk.query_block, bh = blk.bh, b = bh / a.heads, h = bh % a.heads, seq = a.seq;
     // Causal, block x walks the queries from k0 to seq: the lower x, the more query steps, so
     // each head's blocks already start heaviest first (the forward's concern, block_order.h).
     // Across heads the order stays head after head: not reordered here.
-    const int k0 = blockIdx.x * BW_BLOCK_N;
+    const int k0 = key_block * BW_BLOCK_N;
     const int key0 = k0 + 64 * warpgroup;  // this warpgroup's first key
     const QkvView view = {(int64_t)a.batch * a.qkv_row, (int64_t)b * a.qkv_row + (int64_t)h * 3 * D};
     const float scale_log2 = scale * LOG2E;
@@ -171,28 +190,28 @@ __global__ void __launch_bounds__(BW_THREADS, 1)
     // The staged dQ of query tile `step` (first query q0) into the accumulator; DETERMINISTIC:
     // stored into the slice of its keys, matrix slice * batch * heads + bh of dq_map's.
     // COLUMN_HALVES: warp wq of the second warpgroup adds panel wq (the first warpgroup's warps
-    // issue the copies); slice blockIdx.x. OWN_KEYS: warps 2 and 3 of warpgroup w add its
+    // issue the copies); slice key_block. OWN_KEYS: warps 2 and 3 of warpgroup w add its
     // panels 2w and 2w + 1 (warps 0 and 1 of the first warpgroup issue the copies); slice 2
-    // blockIdx.x + w. A warpgroup whose keys all lie past seq adds nothing (its dS is zero)
+    // key_block + w. A warpgroup whose keys all lie past seq adds nothing (its dS is zero)
     // and has no slice: the workspace holds seq / 64 of them, rounded up. BY_TURNS: warps 2
-    // and 3 of the warpgroup whose turn it was add panels 0 and 1; slice blockIdx.x.
+    // and 3 of the warpgroup whose turn it was add panels 0 and 1; slice key_block.
     auto add_dq_tile = [&](int step, int q0) {
         if (lane != 0) return;
         int panel, slice;
         if constexpr (DQ == COLUMN_HALVES) {
             if (warpgroup != 1) return;
-            panel = wq, slice = blockIdx.x;
+            panel = wq, slice = key_block;
         } else if constexpr (DQ == OWN_KEYS) {
             if (wq < 2 || key0 >= seq) return;
-            panel = 2 * warpgroup + wq - 2, slice = 2 * blockIdx.x + warpgroup;
+            panel = 2 * warpgroup + wq - 2, slice = 2 * key_block + warpgroup;
         } else {
             if (wq < 2 || warpgroup != step % 2) return;
-            panel = wq - 2, slice = blockIdx.x;
+            panel = wq - 2, slice = key_block;
         }
         const float *staged = reinterpret_cast<const float *>(dq_stage + panel * DQ_PANEL);
         const int col = 32 * (panel % (D / 32));
         if constexpr (DETERMINISTIC)
-            tma_store_3d(&dq_map, col, q0, slice * gridDim.y + bh, staged);
+            tma_store_3d(&dq_map, col, q0, slice * bh_count + bh, staged);
         else
             tma_reduce_add_3d(&dq_map, col, q0, bh, staged);
     };
@@ -383,14 +402,14 @@ __global__ void __launch_bounds__(BW_THREADS, 1)
     // dK (scaled) and dV of this thread's keys into dqkv's k and v slots.
     write_dk_dv_rows<T>(static_cast<T *>(a.dqkv), view, dk, dv, key0 + 16 * wq + g, seq, scale, keep_scale);
 #else
-    (void)q_map, (void)kv_map, (void)do_map, (void)dq_map, (void)a, (void)scale;
+    (void)q_map, (void)kv_map, (void)do_map, (void)dq_map, (void)a, (void)order, (void)scale;
     __trap();
 #endif
 }
 
 // One instantiation of the kernel, its shared-memory limit set on first use.
 template <typename T, int D, DqScheme DQ, bool DETERMINISTIC>
-void launch_kernel(const BwdArgs &a, dim3 grid, const CUtensorMap &q_map, const CUtensorMap &kv_map,
+void launch_kernel(const BwdArgs &a, const KeyBlockOrder &order, const CUtensorMap &q_map, const CUtensorMap &kv_map,
                    const CUtensorMap &do_map, const CUtensorMap &dq_map) {
     constexpr size_t smem = smem_bytes<D>();
     static bool configured = false;
@@ -399,8 +418,9 @@ void launch_kernel(const BwdArgs &a, dim3 grid, const CUtensorMap &q_map, const 
                                         cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
         configured = true;
     }
+    const int blocks = order.key_blocks * a.batch * a.heads;
     flash_backward_wgmma_kernel<T, D, DQ, DETERMINISTIC>
-        <<<grid, BW_THREADS, smem>>>(q_map, kv_map, do_map, dq_map, a, 1.0f / sqrtf((float)D));
+        <<<blocks, BW_THREADS, smem>>>(q_map, kv_map, do_map, dq_map, a, order, 1.0f / sqrtf((float)D));
     CHECK_LAUNCH();
 }
 
@@ -418,9 +438,18 @@ static DqScheme dq_scheme(int head_dim, FlashDq64 dq64) {
 int flash_backward_wgmma_slice_keys(int head_dim, FlashDq64 dq64) { return dq_slice_keys(dq_scheme(head_dim, dq64)); }
 
 template <typename T, int D>
-void flash_backward_wgmma(const BwdArgs &a, FlashDq64 dq64) {
+void flash_backward_wgmma(const BwdArgs &a, FlashDq64 dq64, AttentionCausalOrder causal_order) {
     const DqScheme dq = dq_scheme(D, dq64);
-    dim3 grid(ceil_div(a.seq, BW_BLOCK_N), a.batch * a.heads);
+    const int bh_count = a.batch * a.heads, key_blocks = ceil_div(a.seq, BW_BLOCK_N);
+    if ((int64_t)key_blocks * bh_count > INT32_MAX)
+        DIE("flash attention backward: %d key blocks x %d heads is more blocks than one launch takes", key_blocks,
+            bh_count);
+    // Without the mask every key block costs the same; with it, key block 0 costs the most, and
+    // the natural order (and ATTENTION_CAUSAL_HEAVY_FIRST_PER_HEAD, the same here) starts
+    // each head there already.
+    KeyBlockOrder order = {key_blocks, 0};
+    if (a.causal && causal_order == ATTENTION_CAUSAL_HEAVY_FIRST)
+        order.group_heads = flash_heavy_first_group_heads(a.seq, D, bh_count);
     // The TMA sees qkv and dctx as [seq][batch][row] and copies boxes of 64 columns: 128 rows for
     // K and V, 64 for Q and dO.
     const CUtensorMap q_map = tensor_map_rows<T>(a.qkv, a.qkv_row, a.batch, a.seq, BW_BLOCK_M);
@@ -432,23 +461,23 @@ void flash_backward_wgmma(const BwdArgs &a, FlashDq64 dq64) {
     const CUtensorMap dq_map = tensor_map_float_rows(a.dq_accum, D, a.seq, slices * a.batch * a.heads, BW_BLOCK_M);
     if constexpr (D == 128) {
         if (a.deterministic)
-            launch_kernel<T, D, COLUMN_HALVES, true>(a, grid, q_map, kv_map, do_map, dq_map);
+            launch_kernel<T, D, COLUMN_HALVES, true>(a, order, q_map, kv_map, do_map, dq_map);
         else
-            launch_kernel<T, D, COLUMN_HALVES, false>(a, grid, q_map, kv_map, do_map, dq_map);
+            launch_kernel<T, D, COLUMN_HALVES, false>(a, order, q_map, kv_map, do_map, dq_map);
     } else if (dq == BY_TURNS) {
         if (a.deterministic)
-            launch_kernel<T, D, BY_TURNS, true>(a, grid, q_map, kv_map, do_map, dq_map);
+            launch_kernel<T, D, BY_TURNS, true>(a, order, q_map, kv_map, do_map, dq_map);
         else
-            launch_kernel<T, D, BY_TURNS, false>(a, grid, q_map, kv_map, do_map, dq_map);
+            launch_kernel<T, D, BY_TURNS, false>(a, order, q_map, kv_map, do_map, dq_map);
     } else {
         if (a.deterministic)
-            launch_kernel<T, D, OWN_KEYS, true>(a, grid, q_map, kv_map, do_map, dq_map);
+            launch_kernel<T, D, OWN_KEYS, true>(a, order, q_map, kv_map, do_map, dq_map);
         else
-            launch_kernel<T, D, OWN_KEYS, false>(a, grid, q_map, kv_map, do_map, dq_map);
+            launch_kernel<T, D, OWN_KEYS, false>(a, order, q_map, kv_map, do_map, dq_map);
     }
 }
 
-template void flash_backward_wgmma<__half, 64>(const BwdArgs &, FlashDq64);
-template void flash_backward_wgmma<__half, 128>(const BwdArgs &, FlashDq64);
-template void flash_backward_wgmma<__nv_bfloat16, 64>(const BwdArgs &, FlashDq64);
-template void flash_backward_wgmma<__nv_bfloat16, 128>(const BwdArgs &, FlashDq64);
+template void flash_backward_wgmma<__half, 64>(const BwdArgs &, FlashDq64, AttentionCausalOrder);
+template void flash_backward_wgmma<__half, 128>(const BwdArgs &, FlashDq64, AttentionCausalOrder);
+template void flash_backward_wgmma<__nv_bfloat16, 64>(const BwdArgs &, FlashDq64, AttentionCausalOrder);
+template void flash_backward_wgmma<__nv_bfloat16, 128>(const BwdArgs &, FlashDq64, AttentionCausalOrder);

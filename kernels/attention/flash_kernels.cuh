@@ -98,11 +98,13 @@ void flash_forward_wgmma(const FwdArgs &a, int consumers, AttentionCausalOrder c
 // half the additions, a barrier between the warpgroups before dQ); head dim 128 has one way
 // and ignores dq64. Deterministic, the kernel writes one dQ slice per
 // flash_backward_wgmma_slice_keys keys: 64 for OWN_KEYS (a warpgroup's), else 128 (a block's) -
-// the block_keys that flash_backward_sum_dq_slices must be given.
+// the block_keys that flash_backward_sum_dq_slices must be given. When causal, key blocks run
+// in causal_order (heavy first: block_order.h's grouped order; the others: each head's key
+// blocks in ascending order, which there is heaviest first already).
 typedef enum { FLASH_DQ64_OWN_KEYS, FLASH_DQ64_BY_TURNS } FlashDq64;
 size_t flash_backward_wgmma_smem_bytes(int head_dim);
 int flash_backward_wgmma_slice_keys(int head_dim, FlashDq64 dq64);
 template <typename T, int D>
-void flash_backward_wgmma(const BwdArgs &a, FlashDq64 dq64);
+void flash_backward_wgmma(const BwdArgs &a, FlashDq64 dq64, AttentionCausalOrder causal_order);
 
 #endif  // KERNELS_ATTENTION_FLASH_KERNELS_CUH
