@@ -2,6 +2,7 @@
 // what this GPU can run, and launches it. The kernels live in flash_mma.cu (mma.sync) and
 // flash_forward_wgmma.cu / flash_backward_wgmma.cu (Hopper); flash_kernels.cuh is the line
 // between them and this file.
+#include <limits.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -243,6 +244,55 @@ extern "C" AttentionDropoutMasks attention_set_dropout_masks(AttentionDropoutMas
     return previous;
 }
 
+// The wgmma forward persistent or not (ATTENTION_FORWARD_PERSISTENT, attention.h): read once,
+// unless a setter came first; and the most CTAs it may use (0: one per SM; the setter's).
+static int forward_persistent_known = 0;
+static int forward_persistent_which = 0;
+static int forward_persistent_max_ctas = 0;
+
+static int forward_persistent(void) {
+    if (!forward_persistent_known) {
+        const char *v = getenv("ATTENTION_FORWARD_PERSISTENT");
+        if (v && strcmp(v, "1") == 0)
+            forward_persistent_which = 1;
+        else if (v && *v && strcmp(v, "0") != 0)
+            fail_user("ATTENTION_FORWARD_PERSISTENT must be 1 or 0 (or unset), not \"%s\"", v);
+        forward_persistent_known = 1;
+    }
+    return forward_persistent_which;
+}
+
+extern "C" int attention_set_forward_persistent(int persistent, int max_ctas) {
+    if ((persistent != 0 && persistent != 1) || max_ctas < 0)
+        fail_user("attention_set_forward_persistent: persistent must be 0 or 1 and max_ctas >= 0, not %d and %d",
+                  persistent, max_ctas);
+    const int previous = forward_persistent();
+    forward_persistent_which = persistent;
+    forward_persistent_max_ctas = max_ctas;
+    return previous;
+}
+
+// What flash_forward_wgmma takes: 0, not persistent; else the most CTAs (it also stops at one
+// per SM).
+static int forward_persistent_ctas(void) {
+    return !forward_persistent() ? 0 : forward_persistent_max_ctas > 0 ? forward_persistent_max_ctas : INT_MAX;
+}
+
+// The wgmma forward's name in tables and messages: which consumers, who draws the dropout masks,
+// persistent or not. At 3 consumers with the masks drawn by the consumers the persistent
+// setting runs the non-persistent kernel when dropping (flash_forward_wgmma.cu says why).
+static const char *wgmma_forward_name(int consumers, AttentionDropoutMasks masks, int persistent) {
+    static const char *const NAMES[2][2][2] = {
+        {{"wgmma forward", "wgmma forward (persistent)"},
+         {"wgmma forward (dropout masks by the producer)",
+          "wgmma forward (dropout masks by the producer; persistent)"}},
+        {{"wgmma forward (3 consumers)", "wgmma forward (3 consumers; persistent, not when dropping)"},
+         {"wgmma forward (3 consumers; dropout masks by the producer)",
+          "wgmma forward (3 consumers; dropout masks by the producer; persistent)"}},
+    };
+    return NAMES[consumers == 3][masks == ATTENTION_DROPOUT_MASKS_PRODUCER][persistent != 0];
+}
+
 static AttentionKernelChoice choose(AttentionPass pass, int head_dim) {
     const AttentionDevice device = this_device();
     const bool best_d64_backward =
@@ -263,12 +313,13 @@ static AttentionKernelChoice choose(AttentionPass pass, int head_dim) {
             fail_user("attention: the %s needs %zu bytes of shared memory per block; the limit here is %zu (%s)",
                       choice.kernel, choice.smem_bytes, device.max_smem_per_block, gpu_description());
     }
-    // The forward's masks from the producer (only when dropping), named for the tables: the
-    // benchmark and the tests show which setting ran. (Read first: a bad value stops on any GPU.)
-    if (dropout_masks() == ATTENTION_DROPOUT_MASKS_PRODUCER && pass == ATTENTION_FORWARD && choice.wgmma)
-        choice.kernel = wgmma_forward_consumers(head_dim) == 3
-                            ? "wgmma forward (3 consumers; dropout masks by the producer)"
-                            : "wgmma forward (dropout masks by the producer)";
+    // The forward's masks from the producer (only when dropping) and the persistent kernel,
+    // named for the tables: the benchmark and the tests show which setting ran. (Read first: a
+    // bad value stops on any GPU.)
+    const AttentionDropoutMasks masks = dropout_masks();
+    const int persistent = forward_persistent();
+    if (pass == ATTENTION_FORWARD && choice.wgmma)
+        choice.kernel = wgmma_forward_name(wgmma_forward_consumers(head_dim), masks, persistent);
     return choice;
 }
 
@@ -303,7 +354,8 @@ static FlashParams flash_params(const AttentionProblem *p, const AttentionDropou
 template <typename T, int D>
 static void forward(const FwdArgs &a, const AttentionKernelChoice &k) {
     if (k.wgmma)
-        flash_forward_wgmma<T, D>(a, wgmma_forward_consumers(D), causal_order(), dropout_masks());
+        flash_forward_wgmma<T, D>(a, wgmma_forward_consumers(D), causal_order(), dropout_masks(),
+                                  forward_persistent_ctas());
     else
         flash_forward_mma<T, D>(a, k.tile);
 }

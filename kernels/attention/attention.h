@@ -167,6 +167,21 @@ AttentionCausalOrder attention_set_causal_order(AttentionCausalOrder order);
 typedef enum { ATTENTION_DROPOUT_MASKS_CONSUMERS, ATTENTION_DROPOUT_MASKS_PRODUCER } AttentionDropoutMasks;
 AttentionDropoutMasks attention_set_dropout_masks(AttentionDropoutMasks which);
 
+// The wgmma forward persistent or not (flash_forward_wgmma.cu): persistent, one CTA per SM
+// loops over the work tiles (64 * consumers queries of a head each, in the order above), and
+// its producer loads the next tile's Q, K and V while the consumers still finish the current one
+// - hiding each block's start-up and epilogue. The same arithmetic per tile: the same bits. The
+// environment variable ATTENTION_FORWARD_PERSISTENT gives the first value (read once, as
+// ATTENTION_D64_FORWARD): unset or empty, or "0": not persistent; "1": persistent. Any other
+// value stops with a message. attention_set_forward_persistent(persistent, max_ctas) overrides
+// it from then on (persistent 0 or 1; max_ctas 0: one CTA per SM, n > 0: at most n CTAs, so
+// that the tests' small problems give every CTA several work tiles; anything else stops with a
+// message) and returns the previous `persistent`. One combination runs the non-persistent
+// kernel even so: 3 consumers (d 64), dropping, masks by the consumers (ptxas would spill;
+// attention_kernel_name says "persistent, not when dropping"). The mma.sync kernels and the
+// backward ignore it.
+int attention_set_forward_persistent(int persistent, int max_ctas);
+
 typedef enum { ATTENTION_FORWARD, ATTENTION_BACKWARD } AttentionPass;
 
 // What the choice depends on: the GPU as dispatch sees it.

@@ -32,6 +32,15 @@
 // The order of the blocks (block_order.h): natural, or when causal the heaviest query blocks
 // first (ATTENTION_CAUSAL_ORDER, attention.h).
 //
+// Persistent or not (ATTENTION_FORWARD_PERSISTENT, attention.h; the template parameter
+// PERSISTENT): not persistent, one block per 64 * CONSUMERS queries of a head, and every block
+// starts with its consumers waiting for Q and the first K and ends with its output written from
+// registers while its tensor-core work is over - a few % of a block with 16 tiles of keys
+// (H200, d 128, s 2048: 2.5% of Nsight Compute's samples wait for the first Q / K). Persistent
+// (FlashAttention-3's way), one CTA per SM loops over those blocks as work tiles, and its
+// producer loads the next work tile's K, Q and V while the consumers still finish the current
+// one; the kernel's comment says what carries over from one work tile to the next.
+//
 // Dropout masks: by the consumers, or by the producer's idle warps (ATTENTION_DROPOUT_MASKS,
 // attention.h; the template parameter MASKS_FROM_PRODUCER, used only when dropping). The
 // consumers' softmax is the critical path between their tensor-core products: whatever a
@@ -109,9 +118,11 @@ constexpr int tile_bytes(int rows) {
 }
 
 // The block's barriers: a stage's "full" completes when its copy has landed, "empty" when
-// all consumers are done with it.
+// all consumers are done with it. q_empty is the persistent kernel's only (PERSISTENT below):
+// there Q is refilled for each work tile, once every consumer has issued and finished its last
+// S = Q K^T of the tile before.
 struct Barriers {
-    uint64_t q_full, k_full[2], v_full[2], k_empty[2], v_empty[2];
+    uint64_t q_full, q_empty, k_full[2], v_full[2], k_empty[2], v_empty[2];
 };
 // With the dropout-mask ring: a stage's "full" when its masks are drawn, "empty" when every
 // consumer thread has read its own.
@@ -125,29 +136,52 @@ struct BlockOrder {
     int query_blocks, group_heads;
 };
 
+// A work tile: BLOCK_M queries of one (batch, head) - what one block of the non-persistent
+// launch computes. Work tile `work` (0 .. query_blocks * batch * heads - 1) is the block of
+// linear index `work` in block_order.h's order: the persistent kernel's CTA i computes work
+// tiles i, i + grid, i + 2 grid, ..., so that at any moment the tiles in flight are about the
+// ones the non-persistent launch would run at that moment (heaviest first when causal).
+struct WorkTile {
+    int b, h, bh;  // batch entry, head, b * heads + h
+    int q0;        // its first query
+    int tiles;     // tiles of keys it visits (>= 1: q0 < seq)
+};
+
+template <int BLOCK_M>
+__device__ __forceinline__ WorkTile work_tile_at(int work, const BlockOrder &order, const FwdArgs &a) {
+    const FlashBlock blk = flash_block_at(work, order.query_blocks, a.batch * a.heads, order.group_heads);
+    WorkTile w;
+    w.bh = blk.bh, w.b = blk.bh / a.heads, w.h = blk.bh % a.heads;
+    w.q0 = blk.query_block * BLOCK_M;
+    const int kv_end = a.causal ? min(a.seq, w.q0 + BLOCK_M) : a.seq;
+    w.tiles = (kv_end + WG_BLOCK_N - 1) / WG_BLOCK_N;
+    return w;
+}
+
 #if WGMMA_AVAILABLE
 // The producer's warps 1-3 (MASKS_FROM_PRODUCER): the dropout masks of tiles 0 .. tiles - 1 of
-// the block whose first query is q0, each into stage t % 2 of the ring once every consumer
-// has read what that stage held (tile t - 2). Slot by slot, the 96 threads on consecutive
-// slots (mask_slots): the mask of consumer thread ct's row r in 64-key block 2t + part, exactly
-// as that thread would draw it itself (tile_dropout: its row q0 + rho with rho = 16 warp + g +
-// 8 r, its Philox group for quad = lane % 4, 4 groups further per key block). Rows past seq
-// are drawn too, and ignored.
+// the work tile whose first query is q0, each into stage n % 2 of the ring (n: the ring's
+// running count of tiles, `ring_uses`, which goes on from one work tile to the next in the
+// persistent kernel) once every consumer has read what that stage held (ring use n - 2).
+// Slot by slot, the 96 threads on consecutive slots (mask_slots): the mask of consumer thread
+// ct's row r in 64-key block 2t + part, exactly as that thread would draw it itself
+// (tile_dropout: its row q0 + rho with rho = 16 warp + g + 8 r, its Philox group for quad =
+// lane % 4, 4 groups further per key block). Rows past seq are drawn too, and ignored.
 //
 // The groups, attention_dropout_group(bh, q0 + rho, kb, quad, seq) = ((bh seq + q0 + rho)
 // key_blocks + kb) 4 + quad, are summed from a part per block, one per slot (rho, quad) and
 // one per tile (kb): the same number modulo 2^64, without 64-bit multiplies in the loop.
 template <int CONSUMERS>
 __device__ __forceinline__ void draw_dropout_masks(uint4 *ring, BarriersWithMasks &bars, const FwdArgs &a,
-                                                   uint64_t drop_bh, int q0, int tiles) {
+                                                   uint64_t drop_bh, int q0, int tiles, int &ring_uses) {
     constexpr int CT = 128 * CONSUMERS, SLOTS = mask_slots<CONSUMERS>();
     static_assert(MASK_DRAWERS < CT, "a step of the loop below moves on by at most one row of slots");
     const uint32_t threshold = dropout_threshold(a.p_drop);
     const uint32_t query_groups = 4 * (uint32_t)attention_key_blocks(a.seq);  // from one query's groups to the next's
     const uint64_t block_groups = (drop_bh * (uint64_t)a.seq + (uint64_t)q0) * query_groups;
     const int drawer = threadIdx.x - 32;  // 0 .. MASK_DRAWERS - 1
-    for (int t = 0; t < tiles; t++) {
-        const int stage = t % 2, use = t / 2;
+    for (int t = 0; t < tiles; t++, ring_uses++) {
+        const int stage = ring_uses % 2, use = ring_uses / 2;
         if (use > 0) mbarrier_wait(&bars.mask_empty[stage], (use - 1) & 1);
         uint32_t ct = drawer, rows = 0;  // slot = rows * CT + ct, rows = 2 part + r
         for (int slot = drawer; slot < SLOTS; slot += MASK_DRAWERS) {
@@ -163,7 +197,20 @@ __device__ __forceinline__ void draw_dropout_masks(uint4 *ring, BarriersWithMask
 }
 #endif
 
-template <typename T, int D, int CONSUMERS, bool MASKS_FROM_PRODUCER>
+// PERSISTENT = false: one block per work tile (grid = query_blocks * batch * heads).
+// PERSISTENT = true: one CTA per SM (or fewer: the launcher's grid), each looping over its work
+// tiles (WorkTile) to hide a block's start-up (the consumers waiting for the first Q and K) and
+// its epilogue (the output written from registers while this consumer's tensor-core work is
+// over) behind the neighbouring work tiles: the producer loads the next tile's K, Q and V while
+// the consumers still finish the current one. Per work tile the consumers run exactly the
+// non-persistent algorithm (so the two give the same bits); what carries over from one work
+// tile to the next:
+//   - the K/V ring (and the dropout-mask ring): its running count of tiles n (stage n % 2,
+//     parity (n / 2) & 1) goes on, never reset, so the ring flows into the next work tile;
+//   - Q: one buffer, now with an "empty" barrier too (q_empty above); use j of q_full is work
+//     tile j of this CTA;
+//   - the consumers' turns: one continuous round robin over the CTA's whole life (see my_turn).
+template <typename T, int D, int CONSUMERS, bool MASKS_FROM_PRODUCER, bool PERSISTENT>
 __global__ void __launch_bounds__(Shape<CONSUMERS>::THREADS, 1)
     flash_forward_wgmma_kernel(const __grid_constant__ CUtensorMap q_map, const __grid_constant__ CUtensorMap kv_map,
                                const __grid_constant__ FwdArgs a, const BlockOrder order, float scale) {
@@ -182,14 +229,16 @@ __global__ void __launch_bounds__(Shape<CONSUMERS>::THREADS, 1)
     uint4 *mask_ring = reinterpret_cast<uint4 *>(v_tiles + 2 * KV_BYTES);  // MASKS_FROM_PRODUCER: two stages
 
     const int warpgroup = threadIdx.x / 128, lane = threadIdx.x % 32;
-    const FlashBlock blk = flash_block_at(blockIdx.x, order.query_blocks, a.batch * a.heads, order.group_heads);
-    const int bh = blk.bh, b = bh / a.heads, h = bh % a.heads, seq = a.seq;
-    const int q0 = blk.query_block * BLOCK_M;
-    const int kv_end = a.causal ? min(seq, q0 + BLOCK_M) : seq;
-    const int tiles = (kv_end + WG_BLOCK_N - 1) / WG_BLOCK_N;  // >= 1: q0 < seq
+    // This CTA's work tiles: blockIdx.x, + gridDim.x, ... below work_tiles. Not persistent, the
+    // grid is work_tiles blocks and each warpgroup's work on a tile (the lambdas below) is called
+    // once, for `first`, outside any loop: the non-persistent kernel as it was. `first` is
+    // computed here, before the warpgroups part, as it always was: computed after setmaxnreg,
+    // ptxas spilled 16 bytes at 3 consumers.
+    const int work_tiles = order.query_blocks * a.batch * a.heads;
+    const WorkTile first = work_tile_at<BLOCK_M>(blockIdx.x, order, a);
 
     if (threadIdx.x == 0) {
-        mbarrier_init(&bars.q_full, 1);
+        mbarrier_init(&bars.q_full, 1), mbarrier_init(&bars.q_empty, 128 * CONSUMERS);
         for (int s = 0; s < 2; s++) {
             mbarrier_init(&bars.k_full[s], 1), mbarrier_init(&bars.v_full[s], 1);
             mbarrier_init(&bars.k_empty[s], 128 * CONSUMERS), mbarrier_init(&bars.v_empty[s], 128 * CONSUMERS);
@@ -203,29 +252,62 @@ __global__ void __launch_bounds__(Shape<CONSUMERS>::THREADS, 1)
     if (warpgroup == 0) {  // ---- the producer
         warpgroup_release_registers<S::PRODUCER_REGS>();
         if constexpr (MASKS_FROM_PRODUCER) {
-            if (threadIdx.x >= 32)
-                return draw_dropout_masks<CONSUMERS>(mask_ring, bars, a, a.drop.global_bh(b, h), q0, tiles);
+            if (threadIdx.x >= 32) {
+                int ring_uses = 0;  // the mask ring's running count of tiles, over all work tiles
+                auto draw_work_tile = [&](int work) {
+                    const WorkTile w = PERSISTENT ? work_tile_at<BLOCK_M>(work, order, a) : first;
+                    draw_dropout_masks<CONSUMERS>(mask_ring, bars, a, a.drop.global_bh(w.b, w.h), w.q0, w.tiles,
+                                                  ring_uses);
+                };
+                if constexpr (PERSISTENT) {
+#pragma unroll 1
+                    for (int work = blockIdx.x; work < work_tiles; work += gridDim.x) draw_work_tile(work);
+                } else {
+                    draw_work_tile(blockIdx.x);
+                }
+                return;
+            }
         }
         if (threadIdx.x != 0) return;
-        // The tensor maps see qkv as [seq][batch][qkv_row]; a box is BLOCK_M (Q) or 128 (K, V)
-        // rows x 64 columns of one batch entry. Column of panel `panel` of part 0/1/2 (q/k/v)
-        // of head h:
-        auto col = [&](int part, int panel) { return h * 3 * D + part * D + 64 * panel; };
-        mbarrier_arrive_expect_tx(&bars.q_full, Q_BYTES);
-        for (int panel = 0; panel < D / 64; panel++)
-            tma_load_3d(q_tile + panel * Q_PANEL, &q_map, col(0, panel), b, q0, &bars.q_full);
-        for (int t = 0; t < tiles; t++) {
-            const int s = t % 2, use = t / 2;  // stage, and how often it was filled before
-            if (use > 0) mbarrier_wait(&bars.k_empty[s], (use - 1) & 1);
-            mbarrier_arrive_expect_tx(&bars.k_full[s], KV_BYTES);
-            for (int panel = 0; panel < D / 64; panel++)
-                tma_load_3d(k_tiles + s * KV_BYTES + panel * KV_PANEL, &kv_map, col(1, panel), b,
-                            t * WG_BLOCK_N, &bars.k_full[s]);
-            if (use > 0) mbarrier_wait(&bars.v_empty[s], (use - 1) & 1);
-            mbarrier_arrive_expect_tx(&bars.v_full[s], KV_BYTES);
-            for (int panel = 0; panel < D / 64; panel++)
-                tma_load_3d(v_tiles + s * KV_BYTES + panel * KV_PANEL, &kv_map, col(2, panel), b,
-                            t * WG_BLOCK_N, &bars.v_full[s]);
+        int n = 0;  // K/V tiles loaded so far: the ring's running count over all work tiles
+        // Work tile `work`, the CTA's j-th (a lambda: not persistent, called once, as before).
+        auto load_work_tile = [&](const int work, const int j) {
+            const WorkTile w = PERSISTENT ? work_tile_at<BLOCK_M>(work, order, a) : first;
+            // The tensor maps see qkv as [seq][batch][qkv_row]; a box is BLOCK_M (Q) or 128 (K,
+            // V) rows x 64 columns of one batch entry. Column of panel `panel` of part 0/1/2
+            // (q/k/v) of head h:
+            auto col = [&](int part, int panel) { return w.h * 3 * D + part * D + 64 * panel; };
+            // Use j of the Q buffer, once every consumer is done with use j - 1.
+            auto load_q = [&]() {
+                if (j > 0) mbarrier_wait(&bars.q_empty, (j - 1) & 1);
+                mbarrier_arrive_expect_tx(&bars.q_full, Q_BYTES);
+                for (int panel = 0; panel < D / 64; panel++)
+                    tma_load_3d(q_tile + panel * Q_PANEL, &q_map, col(0, panel), w.b, w.q0, &bars.q_full);
+            };
+            // The first work tile's Q first, as the non-persistent kernel does; a later one's
+            // after its first K, whose stage frees up earlier (after the consumers' last but one
+            // S of the tile before, Q's after their last).
+            if (j == 0) load_q();
+            for (int t = 0; t < w.tiles; t++, n++) {
+                const int s = n % 2, use = n / 2;  // stage, and how often it was filled before
+                if (use > 0) mbarrier_wait(&bars.k_empty[s], (use - 1) & 1);
+                mbarrier_arrive_expect_tx(&bars.k_full[s], KV_BYTES);
+                for (int panel = 0; panel < D / 64; panel++)
+                    tma_load_3d(k_tiles + s * KV_BYTES + panel * KV_PANEL, &kv_map, col(1, panel), w.b,
+                                t * WG_BLOCK_N, &bars.k_full[s]);
+                if (PERSISTENT && t == 0 && j > 0) load_q();
+                if (use > 0) mbarrier_wait(&bars.v_empty[s], (use - 1) & 1);
+                mbarrier_arrive_expect_tx(&bars.v_full[s], KV_BYTES);
+                for (int panel = 0; panel < D / 64; panel++)
+                    tma_load_3d(v_tiles + s * KV_BYTES + panel * KV_PANEL, &kv_map, col(2, panel), w.b,
+                                t * WG_BLOCK_N, &bars.v_full[s]);
+            }
+        };
+        if constexpr (PERSISTENT) {
+#pragma unroll 1
+            for (int work = blockIdx.x, j = 0; work < work_tiles; work += gridDim.x, j++) load_work_tile(work, j);
+        } else {
+            load_work_tile(blockIdx.x, 0);
         }
         return;
     }
@@ -234,152 +316,198 @@ __global__ void __launch_bounds__(Shape<CONSUMERS>::THREADS, 1)
     warpgroup_claim_registers<S::CONSUMER_REGS>();
     const int consumer = warpgroup - 1, warp = threadIdx.x / 32 - 4;  // warp 0 .. 4 CONSUMERS - 1 of the consumers
     const float scale_log2 = scale * LOG2E;
-    const bool dropping = MASKS_FROM_PRODUCER || a.p_drop > 0.0f;  // launched with the masks when dropping only
+    // Launched with the masks (MASKS_FROM_PRODUCER) when dropping only. The persistent kernel at
+    // 3 consumers never draws masks itself: that code, inside the loop over work tiles, made
+    // ptxas spill (160 registers per consumer thread); launch_forward runs the non-persistent
+    // kernel for that case instead.
+    constexpr bool CONSUMERS_MAY_DRAW = !(PERSISTENT && CONSUMERS == 3);
+    const bool dropping = MASKS_FROM_PRODUCER || (CONSUMERS_MAY_DRAW && a.p_drop > 0.0f);
     const uint32_t drop_threshold = dropout_threshold(a.p_drop);
-
-    // This thread's rows (g and g + 8 of its warp's 16; consumer c has rows [64 c, 64 c + 64)),
-    // their running max (log2 domain) and sum, and its part of their output.
-    const int g = lane / 4;
-    const int row_i[2] = {q0 + 16 * warp + g, q0 + 16 * warp + g + 8};
-    const uint64_t drop_bh = a.drop.global_bh(b, h);
-    const uint64_t row_group[2] = {dropout_row_group(drop_bh, row_i[0], seq), dropout_row_group(drop_bh, row_i[1], seq)};
-    float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
-    float o[D / 8][4];
-#pragma unroll
-    for (int n = 0; n < D / 8; n++) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
-    float s[WG_BLOCK_N / 8][4];
-    uint32_t p[WG_BLOCK_N / 16][4];  // the probabilities as A operands, 16 keys each
+    const int g = lane / 4, seq = a.seq;
     const uint32_t q_addr = smem_addr(q_tile) + consumer * 64 * 128;  // the consumer's rows, in each panel
-
-    // S = Q K_t^T, 64 x 128 per consumer, in d / 16 steps of 16 columns of Q and K: step kk
-    // reads 32 bytes into panel kk / 4 (the hardware applies the swizzle to the address).
-    auto issue_scores = [&](int t) {
-        const uint32_t k_addr = smem_addr(k_tiles + (t % 2) * KV_BYTES);
-        wgmma_fence();
-#pragma unroll
-        for (int kk = 0; kk < D / 16; kk++) {
-            const uint32_t col = (kk % 4) * 32;
-            wgmma_ss<T, WG_BLOCK_N>(s, wgmma_descriptor(q_addr + (kk / 4) * Q_PANEL + col, 0, 1024),
-                                    wgmma_descriptor(k_addr + (kk / 4) * KV_PANEL + col, 0, 1024), kk > 0);
-        }
-        wgmma_commit();
-    };
-    // O += P V_t: V's rows are keys, the reduction dimension, so it is read "MN-major": step kk
-    // starts 16 rows (2048 bytes) further, and the panels of 64 columns are KV_PANEL apart.
-    auto issue_output = [&](int t) {
-        const uint32_t v_addr = smem_addr(v_tiles + (t % 2) * KV_BYTES);
-        wgmma_fence();
-#pragma unroll
-        for (int kk = 0; kk < WG_BLOCK_N / 16; kk++)
-            wgmma_rs_mn<T, D>(o, p[kk], wgmma_descriptor(v_addr + kk * 16 * 128, KV_PANEL, 1024));
-        wgmma_commit();
-    };
-    // The dropout masks of tile t's two blocks of 64 keys. With two consumers they are drawn
-    // (or read from the ring) during the softmax, while the tensor cores still work on the
-    // previous P V, and live across that wait (16 registers); three consumers have 160
-    // registers each, too few for that (ptxas spills), and draw (read) each block's mask right
-    // before applying it (8 registers at a time) - the other consumers' products keep the
-    // tensor cores busy meanwhile.
-    constexpr bool DRAW_DURING_SOFTMAX = CONSUMERS == 2;
-    TileDropout drop[DRAW_DURING_SOFTMAX ? WG_BLOCK_N / 64 : 1];
-    // From the ring (MASKS_FROM_PRODUCER): this thread's slots (mask_slots), once the producer
-    // has drawn the tile's stage (waited for at the tile's first block of keys); the stage is
-    // released after pack_probabilities, which applies the tile's last.
+    // From the ring (MASKS_FROM_PRODUCER): this thread's slots (mask_slots).
     const uint4 *my_masks = mask_ring + (threadIdx.x - 128);
-    auto draw_dropout = [&](int t, int part) -> TileDropout {
-        if constexpr (MASKS_FROM_PRODUCER) {
-            if (part == 0) mbarrier_wait(&bars.mask_full[t % 2], (t / 2) & 1);
-            constexpr int CT = 128 * CONSUMERS;  // consumer threads: from one row's slots to the next
-            const uint4 *slot = my_masks + (t % 2) * mask_slots<CONSUMERS>() + part * 2 * CT;
-            const uint4 r0 = slot[0], r1 = slot[CT];
-            return TileDropout{{{{r0.x, r0.y, r0.z, r0.w}}, {{r1.x, r1.y, r1.z, r1.w}}}};
-        } else {
-            return tile_dropout(row_group, t * (WG_BLOCK_N / 64) + part, a.keys, a.offset, drop_threshold);
-        }
-    };
-    // P from the scores of tile t: register pairs of the score layout are the A operand's (as
-    // mma.sync's), then dropped by ANDing them with the masks.
-    auto pack_probabilities = [&](int t) {
-#pragma unroll
-        for (int part = 0; part < WG_BLOCK_N / 64; part++) {
-            TileDropout late;
-            if (!DRAW_DURING_SOFTMAX && dropping) late = draw_dropout(t, part);
-#pragma unroll
-            for (int kk = part * 4; kk < part * 4 + 4; kk++) {
-                p[kk][0] = pack2<T>(s[2 * kk][0], s[2 * kk][1]);
-                p[kk][1] = pack2<T>(s[2 * kk][2], s[2 * kk][3]);
-                p[kk][2] = pack2<T>(s[2 * kk + 1][0], s[2 * kk + 1][1]);
-                p[kk][3] = pack2<T>(s[2 * kk + 1][2], s[2 * kk + 1][3]);
-                if (dropping) drop_a_fragment(p[kk], DRAW_DURING_SOFTMAX ? drop[part] : late, kk % 4);
-            }
-        }
-        if constexpr (MASKS_FROM_PRODUCER) mbarrier_arrive(&bars.mask_empty[t % 2]);  // after the loads' uses
-    };
-    auto softmax = [&](int t, float (&alpha)[2]) {
-        online_softmax_step(s, m, l, alpha, row_i, t * WG_BLOCK_N, seq, a.causal, scale_log2);
-        if (DRAW_DURING_SOFTMAX && dropping) {
-#pragma unroll
-            for (int part = 0; part < WG_BLOCK_N / 64; part++) drop[part] = draw_dropout(t, part);
-        }
-    };
+
     // Turns, round robin 0, 1, .., CONSUMERS - 1, 0, ..: consumer c issues its products only
     // in its turn (named barrier TURNS + c) and then hands the turn to c + 1 (mod CONSUMERS).
-    // Every consumer of the block has the same number of turns (tiles + 1). The last consumer
-    // hands consumer 0 its first turn before any, and skips the hand-over after its own last
-    // turn, so that every use of every barrier has 128 threads waiting (its consumer) and 128
-    // arriving (the one before it). A hand-over for a barrier's next use can only come after
-    // the turn of its current use: the turns run strictly one after another.
+    // Every consumer of the block has the same number of turns (tiles + 1 per work tile, and
+    // every consumer works on every work tile of the CTA). The round robin is one token passed
+    // on: the last consumer puts it in, handing consumer 0 its first turn before any, and
+    // takes it out by skipping the hand-over after its own very last turn (of the CTA's last
+    // work tile; after the last turn of an earlier work tile it hands over as after any other,
+    // so that consumer 0 goes on with the next work tile). So every use of every barrier has
+    // 128 threads waiting (its consumer) and 128 arriving (the one before it), and a hand-over
+    // for a barrier's next use can only come after the turn of its current use: the turns run
+    // strictly one after another, from one work tile into the next.
     auto my_turn = [&]() { named_barrier_sync(TURNS + consumer, 256); };
     auto your_turn = [&]() { named_barrier_arrive(TURNS + (consumer + 1) % CONSUMERS, 256); };
     const bool last_consumer = consumer == CONSUMERS - 1;
     if (last_consumer) your_turn();
 
-    // Tile 0: only its scores.
-    mbarrier_wait(&bars.q_full, 0);
-    mbarrier_wait(&bars.k_full[0], 0);
-    my_turn();
-    issue_scores(0);
-    your_turn();
-    wgmma_wait<0>();
-    wgmma_settle(s);
-    mbarrier_arrive(&bars.k_empty[0]);
-    float alpha[2];
-    softmax(0, alpha);  // o is still zero: nothing to rescale
-    pack_probabilities(0);
+    // Work tile `work`, the CTA's j-th; its K/V tiles are tiles kv, kv + 1, ... of the rings
+    // (their running count, as the producer's n). A lambda, so that the non-persistent kernel
+    // calls it once, outside any loop, exactly as before the persistent one existed.
+    auto consume_work_tile = [&](const int work, const int j, const int kv) {
+        const WorkTile w = PERSISTENT ? work_tile_at<BLOCK_M>(work, order, a) : first;
+        const int b = w.b, h = w.h, bh = w.bh, q0 = w.q0, tiles = w.tiles;
 
-    // Tile t: the scores of t and the output of t - 1 are issued together, so the tensor cores
-    // work on P_(t-1) V_(t-1) while this consumer runs the softmax of tile t (FlashAttention-3's
-    // overlap within a warpgroup). o may be rescaled only once that product has landed.
-    for (int t = 1; t < tiles; t++) {
-        mbarrier_wait(&bars.k_full[t % 2], (t / 2) & 1);
-        mbarrier_wait(&bars.v_full[(t - 1) % 2], ((t - 1) / 2) & 1);
+        // This thread's rows (g and g + 8 of its warp's 16; consumer c has rows [64 c, 64 c +
+        // 64)), their running max (log2 domain) and sum, and its part of their output: afresh
+        // for every work tile.
+        const int row_i[2] = {q0 + 16 * warp + g, q0 + 16 * warp + g + 8};
+        const uint64_t drop_bh = a.drop.global_bh(b, h);
+        const uint64_t row_group[2] = {dropout_row_group(drop_bh, row_i[0], seq),
+                                       dropout_row_group(drop_bh, row_i[1], seq)};
+        float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
+        float o[D / 8][4];
+#pragma unroll
+        for (int n = 0; n < D / 8; n++) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
+        float s[WG_BLOCK_N / 8][4];
+        uint32_t p[WG_BLOCK_N / 16][4];  // the probabilities as A operands, 16 keys each
+
+        // Key tile t of this work tile is tile kv + t of the rings: its stage and its parity.
+        auto stage = [&](int t) { return (kv + t) % 2; };
+        auto parity = [&](int t) { return ((kv + t) / 2) & 1; };
+        // S = Q K_t^T, 64 x 128 per consumer, in d / 16 steps of 16 columns of Q and K: step kk
+        // reads 32 bytes into panel kk / 4 (the hardware applies the swizzle to the address).
+        auto issue_scores = [&](int t) {
+            const uint32_t k_addr = smem_addr(k_tiles + stage(t) * KV_BYTES);
+            wgmma_fence();
+#pragma unroll
+            for (int kk = 0; kk < D / 16; kk++) {
+                const uint32_t col = (kk % 4) * 32;
+                wgmma_ss<T, WG_BLOCK_N>(s, wgmma_descriptor(q_addr + (kk / 4) * Q_PANEL + col, 0, 1024),
+                                        wgmma_descriptor(k_addr + (kk / 4) * KV_PANEL + col, 0, 1024), kk > 0);
+            }
+            wgmma_commit();
+        };
+        // O += P V_t: V's rows are keys, the reduction dimension, so it is read "MN-major": step
+        // kk starts 16 rows (2048 bytes) further, and the panels of 64 columns are KV_PANEL apart.
+        auto issue_output = [&](int t) {
+            const uint32_t v_addr = smem_addr(v_tiles + stage(t) * KV_BYTES);
+            wgmma_fence();
+#pragma unroll
+            for (int kk = 0; kk < WG_BLOCK_N / 16; kk++)
+                wgmma_rs_mn<T, D>(o, p[kk], wgmma_descriptor(v_addr + kk * 16 * 128, KV_PANEL, 1024));
+            wgmma_commit();
+        };
+        // Q's use for this work tile is over once this thread's last S has landed (persistent:
+        // the producer may then load the next work tile's Q).
+        auto release_q = [&]() {
+            if constexpr (PERSISTENT) mbarrier_arrive(&bars.q_empty);
+        };
+        // The dropout masks of tile t's two blocks of 64 keys. With two consumers they are drawn
+        // (or read from the ring) during the softmax, while the tensor cores still work on the
+        // previous P V, and live across that wait (16 registers); three consumers have 160
+        // registers each, too few for that (ptxas spills), and draw (read) each block's mask
+        // right before applying it (8 registers at a time) - the other consumers' products keep
+        // the tensor cores busy meanwhile.
+        constexpr bool DRAW_DURING_SOFTMAX = CONSUMERS == 2;
+        TileDropout drop[DRAW_DURING_SOFTMAX ? WG_BLOCK_N / 64 : 1];
+        // From the ring (MASKS_FROM_PRODUCER): once the producer has drawn the tile's stage
+        // (waited for at the tile's first block of keys); the stage is released after
+        // pack_probabilities, which applies the tile's last.
+        auto draw_dropout = [&](int t, int part) -> TileDropout {
+            if constexpr (MASKS_FROM_PRODUCER) {
+                if (part == 0) mbarrier_wait(&bars.mask_full[stage(t)], parity(t));
+                constexpr int CT = 128 * CONSUMERS;  // consumer threads: from one row's slots to the next
+                const uint4 *slot = my_masks + stage(t) * mask_slots<CONSUMERS>() + part * 2 * CT;
+                const uint4 r0 = slot[0], r1 = slot[CT];
+                return TileDropout{{{{r0.x, r0.y, r0.z, r0.w}}, {{r1.x, r1.y, r1.z, r1.w}}}};
+            } else {
+                return tile_dropout(row_group, t * (WG_BLOCK_N / 64) + part, a.keys, a.offset, drop_threshold);
+            }
+        };
+        // P from the scores of tile t: register pairs of the score layout are the A operand's (as
+        // mma.sync's), then dropped by ANDing them with the masks.
+        auto pack_probabilities = [&](int t) {
+#pragma unroll
+            for (int part = 0; part < WG_BLOCK_N / 64; part++) {
+                TileDropout late;
+                if (!DRAW_DURING_SOFTMAX && dropping) late = draw_dropout(t, part);
+#pragma unroll
+                for (int kk = part * 4; kk < part * 4 + 4; kk++) {
+                    p[kk][0] = pack2<T>(s[2 * kk][0], s[2 * kk][1]);
+                    p[kk][1] = pack2<T>(s[2 * kk][2], s[2 * kk][3]);
+                    p[kk][2] = pack2<T>(s[2 * kk + 1][0], s[2 * kk + 1][1]);
+                    p[kk][3] = pack2<T>(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+                    if (dropping) drop_a_fragment(p[kk], DRAW_DURING_SOFTMAX ? drop[part] : late, kk % 4);
+                }
+            }
+            if constexpr (MASKS_FROM_PRODUCER) mbarrier_arrive(&bars.mask_empty[stage(t)]);  // after the loads' uses
+        };
+        auto softmax = [&](int t, float (&alpha)[2]) {
+            online_softmax_step(s, m, l, alpha, row_i, t * WG_BLOCK_N, seq, a.causal, scale_log2);
+            if (DRAW_DURING_SOFTMAX && dropping) {
+#pragma unroll
+                for (int part = 0; part < WG_BLOCK_N / 64; part++) drop[part] = draw_dropout(t, part);
+            }
+        };
+
+        // Tile 0: only its scores.
+        mbarrier_wait(&bars.q_full, j & 1);
+        mbarrier_wait(&bars.k_full[stage(0)], parity(0));
         my_turn();
-        issue_scores(t);
-        issue_output(t - 1);
+        issue_scores(0);
         your_turn();
-        wgmma_wait<1>();  // the scores
+        wgmma_wait<0>();
         wgmma_settle(s);
-        mbarrier_arrive(&bars.k_empty[t % 2]);
-        softmax(t, alpha);
-        wgmma_wait<0>();  // the output
-        wgmma_settle(o);
-        wgmma_settle(p);  // P_(t-1)'s registers stay untouched until its product has landed
-        mbarrier_arrive(&bars.v_empty[(t - 1) % 2]);
-        rescale_output(o, alpha);
-        pack_probabilities(t);
-    }
-    mbarrier_wait(&bars.v_full[(tiles - 1) % 2], ((tiles - 1) / 2) & 1);
-    my_turn();
-    issue_output(tiles - 1);
-    if (!last_consumer) your_turn();
-    wgmma_wait<0>();
-    wgmma_settle(o);
-    wgmma_settle(p);
+        mbarrier_arrive(&bars.k_empty[stage(0)]);
+        if (tiles == 1) release_q();
+        float alpha[2];
+        softmax(0, alpha);  // o is still zero: nothing to rescale
+        pack_probabilities(0);
 
-    const int64_t token_stride = (int64_t)a.batch * a.ctx_row;
-    const int64_t head_offset = (int64_t)b * a.ctx_row + (int64_t)h * D;
-    write_output_rows<T>(static_cast<T *>(a.ctx), a.lse + (int64_t)bh * seq, o, m, l, row_i, seq, token_stride,
-                         head_offset, dropout_keep_scale(a.p_drop));
+        // Tile t: the scores of t and the output of t - 1 are issued together, so the tensor
+        // cores work on P_(t-1) V_(t-1) while this consumer runs the softmax of tile t
+        // (FlashAttention-3's overlap within a warpgroup). o may be rescaled only once that
+        // product has landed.
+        for (int t = 1; t < tiles; t++) {
+            mbarrier_wait(&bars.k_full[stage(t)], parity(t));
+            mbarrier_wait(&bars.v_full[stage(t - 1)], parity(t - 1));
+            my_turn();
+            issue_scores(t);
+            issue_output(t - 1);
+            your_turn();
+            wgmma_wait<1>();  // the scores
+            wgmma_settle(s);
+            mbarrier_arrive(&bars.k_empty[stage(t)]);
+            if (t == tiles - 1) release_q();
+            softmax(t, alpha);
+            wgmma_wait<0>();  // the output
+            wgmma_settle(o);
+            wgmma_settle(p);  // P_(t-1)'s registers stay untouched until its product has landed
+            mbarrier_arrive(&bars.v_empty[stage(t - 1)]);
+            rescale_output(o, alpha);
+            pack_probabilities(t);
+        }
+        mbarrier_wait(&bars.v_full[stage(tiles - 1)], parity(tiles - 1));
+        my_turn();
+        issue_output(tiles - 1);
+        // The hand-over after this consumer's last turn of the work tile: skipped by the last
+        // consumer after its last turn of all (the CTA's last work tile; not persistent, the
+        // only one).
+        if (!last_consumer || (PERSISTENT && work + (int)gridDim.x < work_tiles)) your_turn();
+        wgmma_wait<0>();
+        wgmma_settle(o);
+        wgmma_settle(p);
+        // The last tile's V stage: not persistent, no one waits for it again; persistent, the
+        // producer refills it for a later work tile once every consumer has released it.
+        if constexpr (PERSISTENT) mbarrier_arrive(&bars.v_empty[stage(tiles - 1)]);
+
+        const int64_t token_stride = (int64_t)a.batch * a.ctx_row;
+        const int64_t head_offset = (int64_t)b * a.ctx_row + (int64_t)h * D;
+        write_output_rows<T>(static_cast<T *>(a.ctx), a.lse + (int64_t)bh * seq, o, m, l, row_i, seq, token_stride,
+                             head_offset, dropout_keep_scale(a.p_drop));
+        return tiles;
+    };
+    if constexpr (PERSISTENT) {
+#pragma unroll 1
+        for (int work = blockIdx.x, j = 0, kv = 0; work < work_tiles; work += gridDim.x, j++)
+            kv += consume_work_tile(work, j, kv);
+    } else {
+        consume_work_tile(blockIdx.x, 0, 0);
+    }
 #else
     (void)q_map, (void)kv_map, (void)a, (void)order, (void)scale;
     __trap();
@@ -414,8 +542,19 @@ int heavy_first_group_heads(int seq, int head_dim, int bh_count) {
     return (int)(fit < 1 ? 1 : fit > bh_count ? bh_count : fit);
 }
 
-template <typename T, int D, int CONSUMERS, bool MASKS_FROM_PRODUCER>
-void launch_forward(const FwdArgs &a, AttentionCausalOrder causal_order) {
+// The grid of the persistent kernel: one CTA per SM (one fits an SM: 160 KiB or more of shared
+// memory, 384 or 512 threads at 168 or 128 registers), at most persistent_ctas, and never more
+// than there are work tiles (every CTA has at least one: the consumers' turns need it).
+int persistent_grid(int work_tiles, int persistent_ctas) {
+    int device = 0, sms = 0;
+    CUDA_CHECK(cudaGetDevice(&device));
+    CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+    const int ctas = sms < persistent_ctas ? sms : persistent_ctas;
+    return ctas < work_tiles ? ctas : work_tiles;
+}
+
+template <typename T, int D, int CONSUMERS, bool MASKS_FROM_PRODUCER, bool PERSISTENT>
+void launch_forward(const FwdArgs &a, AttentionCausalOrder causal_order, int persistent_ctas) {
     using S = Shape<CONSUMERS, MASKS_FROM_PRODUCER>;
     constexpr size_t smem = forward_smem_bytes(D, CONSUMERS, MASKS_FROM_PRODUCER);
     static_assert(smem == (size_t)tile_bytes<D>(S::BLOCK_M) + 4 * tile_bytes<D>(WG_BLOCK_N) + 1024 +
@@ -423,7 +562,7 @@ void launch_forward(const FwdArgs &a, AttentionCausalOrder causal_order) {
                   "the kernel's carve-up");
     static bool configured = false;
     if (!configured) {
-        CUDA_CHECK(cudaFuncSetAttribute(flash_forward_wgmma_kernel<T, D, CONSUMERS, MASKS_FROM_PRODUCER>,
+        CUDA_CHECK(cudaFuncSetAttribute(flash_forward_wgmma_kernel<T, D, CONSUMERS, MASKS_FROM_PRODUCER, PERSISTENT>,
                                         cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
         configured = true;
     }
@@ -440,8 +579,10 @@ void launch_forward(const FwdArgs &a, AttentionCausalOrder causal_order) {
     // of Q, 128 of K and V.
     const CUtensorMap q_map = tensor_map_rows<T>(a.qkv, a.qkv_row, a.batch, a.seq, S::BLOCK_M);
     const CUtensorMap kv_map = tensor_map_rows<T>(a.qkv, a.qkv_row, a.batch, a.seq, WG_BLOCK_N);
-    flash_forward_wgmma_kernel<T, D, CONSUMERS, MASKS_FROM_PRODUCER>
-        <<<query_blocks * bh_count, S::THREADS, smem>>>(q_map, kv_map, a, order, 1.0f / sqrtf((float)D));
+    const int work_tiles = query_blocks * bh_count;
+    const int grid = PERSISTENT ? persistent_grid(work_tiles, persistent_ctas) : work_tiles;
+    flash_forward_wgmma_kernel<T, D, CONSUMERS, MASKS_FROM_PRODUCER, PERSISTENT>
+        <<<grid, S::THREADS, smem>>>(q_map, kv_map, a, order, 1.0f / sqrtf((float)D));
     CHECK_LAUNCH();
 }
 
@@ -467,28 +608,42 @@ int flash_wgmma_image_loaded(void) {
 size_t flash_forward_wgmma_smem_bytes(int head_dim, int consumers) { return forward_smem_bytes(head_dim, consumers); }
 
 // The kernel with its dropout masks drawn by the producer only when dropping: without dropout
-// both settings run the very same kernel.
-template <typename T, int D, int CONSUMERS>
-void launch_forward(const FwdArgs &a, AttentionCausalOrder causal_order, AttentionDropoutMasks masks) {
+// both settings run the very same kernel. persistent_ctas > 0: the persistent kernel.
+template <typename T, int D, int CONSUMERS, bool PERSISTENT>
+void launch_forward(const FwdArgs &a, AttentionCausalOrder causal_order, AttentionDropoutMasks masks,
+                    int persistent_ctas) {
     if (a.p_drop > 0.0f && masks == ATTENTION_DROPOUT_MASKS_PRODUCER)
-        launch_forward<T, D, CONSUMERS, true>(a, causal_order);
+        launch_forward<T, D, CONSUMERS, true, PERSISTENT>(a, causal_order, persistent_ctas);
     else
-        launch_forward<T, D, CONSUMERS, false>(a, causal_order);
+        launch_forward<T, D, CONSUMERS, false, PERSISTENT>(a, causal_order, persistent_ctas);
+}
+
+// Persistent (persistent_ctas > 0) or not; at 3 consumers, when dropping with the masks drawn by
+// the consumers, not persistent (the persistent kernel cannot draw them there: see `dropping` in
+// the kernel; attention_kernel_name says so).
+template <typename T, int D, int CONSUMERS>
+void launch_forward(const FwdArgs &a, AttentionCausalOrder causal_order, AttentionDropoutMasks masks,
+                    int persistent_ctas) {
+    const bool consumers_draw = a.p_drop > 0.0f && masks == ATTENTION_DROPOUT_MASKS_CONSUMERS;
+    if (persistent_ctas > 0 && !(CONSUMERS == 3 && consumers_draw))
+        launch_forward<T, D, CONSUMERS, true>(a, causal_order, masks, persistent_ctas);
+    else
+        launch_forward<T, D, CONSUMERS, false>(a, causal_order, masks, 0);
 }
 
 template <typename T, int D>
 void flash_forward_wgmma(const FwdArgs &a, int consumers, AttentionCausalOrder causal_order,
-                         AttentionDropoutMasks masks) {
+                         AttentionDropoutMasks masks, int persistent_ctas) {
     if constexpr (D == 64) {
-        if (consumers == 3) return launch_forward<T, D, 3>(a, causal_order, masks);
+        if (consumers == 3) return launch_forward<T, D, 3>(a, causal_order, masks, persistent_ctas);
     }
     if (consumers != 2) DIE("flash attention: the wgmma forward at head dim %d has no %d-consumer kernel", D, consumers);
-    launch_forward<T, D, 2>(a, causal_order, masks);
+    launch_forward<T, D, 2>(a, causal_order, masks, persistent_ctas);
 }
 
-template void flash_forward_wgmma<__half, 64>(const FwdArgs &, int, AttentionCausalOrder, AttentionDropoutMasks);
-template void flash_forward_wgmma<__half, 128>(const FwdArgs &, int, AttentionCausalOrder, AttentionDropoutMasks);
+template void flash_forward_wgmma<__half, 64>(const FwdArgs &, int, AttentionCausalOrder, AttentionDropoutMasks, int);
+template void flash_forward_wgmma<__half, 128>(const FwdArgs &, int, AttentionCausalOrder, AttentionDropoutMasks, int);
 template void flash_forward_wgmma<__nv_bfloat16, 64>(const FwdArgs &, int, AttentionCausalOrder,
-                                                     AttentionDropoutMasks);
+                                                     AttentionDropoutMasks, int);
 template void flash_forward_wgmma<__nv_bfloat16, 128>(const FwdArgs &, int, AttentionCausalOrder,
-                                                      AttentionDropoutMasks);
+                                                      AttentionDropoutMasks, int);
