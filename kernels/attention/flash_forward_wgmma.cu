@@ -529,19 +529,6 @@ constexpr size_t forward_smem_bytes(int head_dim, int consumers, bool masks_from
            (masks_from_producer ? mask_ring_bytes(consumers) : 0);
 }
 
-// The heavy-first order's heads per group (block_order.h): as many heads as have their K and
-// V (seq x D each, 16-bit) in L2_BUDGET together, so that the blocks running at once, which
-// belong to different heads, still find their keys in L2 (an H100's or H200's L2 holds 50 MB;
-// FlashAttention-3 groups heads by the same reckoning). At least 1: one head's blocks in
-// descending order.
-constexpr int64_t L2_BUDGET = 32 << 20;
-
-int heavy_first_group_heads(int seq, int head_dim, int bh_count) {
-    const int64_t per_head = 2 * (int64_t)seq * head_dim * 2;
-    const int64_t fit = L2_BUDGET / per_head;
-    return (int)(fit < 1 ? 1 : fit > bh_count ? bh_count : fit);
-}
-
 // The grid of the persistent kernel: one CTA per SM (one fits an SM: 160 KiB or more of shared
 // memory, 384 or 512 threads at 168 or 128 registers), at most persistent_ctas, and never more
 // than there are work tiles (every CTA has at least one: the consumers' turns need it).
@@ -572,7 +559,7 @@ void launch_forward(const FwdArgs &a, AttentionCausalOrder causal_order, int per
             bh_count);
     BlockOrder order = {query_blocks, 0};  // natural: without the mask, every block costs the same
     if (a.causal && causal_order == ATTENTION_CAUSAL_HEAVY_FIRST)
-        order.group_heads = heavy_first_group_heads(a.seq, D, bh_count);
+        order.group_heads = flash_heavy_first_group_heads(a.seq, D, bh_count);  // block_order.h
     else if (a.causal && causal_order == ATTENTION_CAUSAL_HEAVY_FIRST_PER_HEAD)
         order.group_heads = 1;
     // The TMA sees qkv as [seq][batch][qkv_row] and copies boxes of 64 columns: BLOCK_M rows
