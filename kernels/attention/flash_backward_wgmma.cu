@@ -366,13 +366,15 @@ __global__ void __launch_bounds__(BW_THREADS, 1)
 
         // Staged at columns 64 w + c (panel 2 w + c / 32: COLUMN_HALVES, columns 64 w + c of dQ;
         // OWN_KEYS, column c of the warpgroup's share) or, BY_TURNS, c (panels 0 and 1).
-        // The threads of odd g store their column blocks in the order n ^ 2: a warp's 8-byte
-        // stores go out 16 lanes (rows g = 0..3, or 4..7) at a time, and in the same order the
-        // swizzle would send two of those lanes to the same bank (the XOR with g spans only
-        // two bits of the chunk there); Nsight Compute counted every store twice.
+        // At D = 128 the threads of odd g store their column blocks in the order n ^ 2: a
+        // warp's 8-byte stores go out 16 lanes (rows g = 0..3, or 4..7) at a time, and in the
+        // same order the swizzle would send two of those lanes to the same bank (the XOR with
+        // g spans only two bits of the chunk there); Nsight Compute counted every store twice.
+        // (At D = 64, whose kernel is bound by its integer work, the selects this takes cost
+        // more than the conflicts: 268-271 against 274-275 TFLOP/s, H200, same call.)
         if (computes_dq) {
             const int col0 = DQ == BY_TURNS ? 0 : 64 * warpgroup;
-            const bool odd_g = g & 1;
+            const bool odd_g = D == 128 && (g & 1);
 #pragma unroll
             for (int r = 0; r < 2; r++)
 #pragma unroll
