@@ -222,12 +222,13 @@ extern "C" AttentionCausalOrder attention_set_causal_order(AttentionCausalOrder 
 }
 
 // Whether the wgmma forward runs persistent by default (ATTENTION_PERSISTENT_POLICY,
-// attention.h), as measured on an H200 (2026-11-30, b 4, h 32, s 2048, fp16, TFLOP/s,
-// non-persistent -> persistent, the same call): not dropping, d 128 568 -> 596, d 64 (3
-// consumers) 425 -> 487, d 64 causal 320 -> 343, but d 128 causal 463 -> 435 (with CTA i taking
-// tiles i, i + grid, ...: the zig-zag rounds since are to be measured; if causal stays slower,
-// add `&& !causal`); dropping, d 128 425 -> 398 (at d 64 the 3-consumer kernel has no
-// persistent variant).
+// attention.h). Measured on an H200 (b 4, h 32, s 2048, fp16, TFLOP/s, not persistent ->
+// persistent, in the same call), with CTA i taking tiles i, i + grid, i + 2 grid, ...:
+//   not dropping: d 128 568 -> 596 (bf16 persistent: 615), d 64 (3 consumers) 425 -> 487;
+//   causal:       d 64 320 -> 343, but d 128 463 -> 435 - before the zig-zag rounds
+//                 (block_order.h), which are to be measured; if d 128 causal stays slower,
+//                 `return !dropping && !(causal && head_dim == 128);` (or `&& !causal`);
+//   dropping:     d 128 425 -> 398 (d 64's 3-consumer kernel has no persistent variant).
 static bool forward_persistent_for(int head_dim, bool causal, bool dropping) {
     (void)head_dim, (void)causal;
     return !dropping;
