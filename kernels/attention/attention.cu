@@ -221,76 +221,90 @@ extern "C" AttentionCausalOrder attention_set_causal_order(AttentionCausalOrder 
     return previous;
 }
 
-// Who draws the wgmma forward's dropout masks (ATTENTION_DROPOUT_MASKS, attention.h): read
-// once, unless a setter came first.
-static int dropout_masks_known = 0;
-static AttentionDropoutMasks dropout_masks_which = ATTENTION_DROPOUT_MASKS_CONSUMERS;
-
-static AttentionDropoutMasks dropout_masks(void) {
-    if (!dropout_masks_known) {
-        const char *v = getenv("ATTENTION_DROPOUT_MASKS");
-        if (v && strcmp(v, "producer") == 0)
-            dropout_masks_which = ATTENTION_DROPOUT_MASKS_PRODUCER;
-        else if (v && *v && strcmp(v, "consumers") != 0)
-            fail_user("ATTENTION_DROPOUT_MASKS must be consumers or producer (or unset), not \"%s\"", v);
-        dropout_masks_known = 1;
-    }
-    return dropout_masks_which;
-}
-
-extern "C" AttentionDropoutMasks attention_set_dropout_masks(AttentionDropoutMasks which) {
-    const AttentionDropoutMasks previous = dropout_masks();
-    dropout_masks_which = which;
-    return previous;
+// Whether the wgmma forward runs persistent by default (ATTENTION_PERSISTENT_POLICY,
+// attention.h). Measured on an H200 (b 4, h 32, s 2048, fp16, TFLOP/s, not persistent ->
+// persistent, in the same call), with CTA i taking tiles i, i + grid, i + 2 grid, ...:
+//   not dropping: d 128 568 -> 596 (bf16 persistent: 615), d 64 (3 consumers) 425 -> 487;
+//   causal:       d 64 320 -> 343, but d 128 463 -> 435 - before the zig-zag rounds
+//                 (block_order.h), which are to be measured; if d 128 causal stays slower,
+//                 `return !dropping && !(causal && head_dim == 128);` (or `&& !causal`);
+//   dropping:     d 128 425 -> 398 (d 64's 3-consumer kernel has no persistent variant).
+static bool forward_persistent_for(int head_dim, bool causal, bool dropping) {
+    (void)head_dim, (void)causal;
+    return !dropping;
 }
 
 // The wgmma forward persistent or not (ATTENTION_FORWARD_PERSISTENT, attention.h): read once,
 // unless a setter came first; and the most CTAs it may use (0: one per SM; the setter's).
 static int forward_persistent_known = 0;
-static int forward_persistent_which = 0;
+static AttentionForwardPersistent forward_persistent_which = ATTENTION_PERSISTENT_POLICY;
 static int forward_persistent_max_ctas = 0;
 
-static int forward_persistent(void) {
+static AttentionForwardPersistent forward_persistent(void) {
     if (!forward_persistent_known) {
         const char *v = getenv("ATTENTION_FORWARD_PERSISTENT");
         if (v && strcmp(v, "1") == 0)
-            forward_persistent_which = 1;
-        else if (v && *v && strcmp(v, "0") != 0)
-            fail_user("ATTENTION_FORWARD_PERSISTENT must be 1 or 0 (or unset), not \"%s\"", v);
+            forward_persistent_which = ATTENTION_PERSISTENT_WHERE_SUPPORTED;
+        else if (v && strcmp(v, "0") == 0)
+            forward_persistent_which = ATTENTION_PERSISTENT_NEVER;
+        else if (v && *v)
+            fail_user("ATTENTION_FORWARD_PERSISTENT must be 1 or 0 (or unset: the measured policy), not \"%s\"", v);
         forward_persistent_known = 1;
     }
     return forward_persistent_which;
 }
 
-extern "C" int attention_set_forward_persistent(int persistent, int max_ctas) {
-    if ((persistent != 0 && persistent != 1) || max_ctas < 0)
-        fail_user("attention_set_forward_persistent: persistent must be 0 or 1 and max_ctas >= 0, not %d and %d",
-                  persistent, max_ctas);
-    const int previous = forward_persistent();
-    forward_persistent_which = persistent;
+extern "C" AttentionForwardPersistent attention_set_forward_persistent(AttentionForwardPersistent which,
+                                                                       int max_ctas) {
+    if ((which != ATTENTION_PERSISTENT_POLICY && which != ATTENTION_PERSISTENT_NEVER &&
+         which != ATTENTION_PERSISTENT_WHERE_SUPPORTED) ||
+        max_ctas < 0)
+        fail_user("attention_set_forward_persistent: which must be an AttentionForwardPersistent and max_ctas >= 0, "
+                  "not %d and %d",
+                  (int)which, max_ctas);
+    const AttentionForwardPersistent previous = forward_persistent();
+    forward_persistent_which = which;
     forward_persistent_max_ctas = max_ctas;
     return previous;
 }
 
-// What flash_forward_wgmma takes: 0, not persistent; else the most CTAs (it also stops at one
-// per SM).
-static int forward_persistent_ctas(void) {
-    return !forward_persistent() ? 0 : forward_persistent_max_ctas > 0 ? forward_persistent_max_ctas : INT_MAX;
+// Whether the wgmma forward with `consumers` consumers runs persistent for a problem causal or
+// not, dropping or not: as the setting says, where the kernel has the persistent variant.
+static bool forward_runs_persistent(int head_dim, int consumers, bool causal, bool dropping) {
+    if (!flash_forward_wgmma_has_persistent(consumers, dropping)) return false;
+    switch (forward_persistent()) {
+        case ATTENTION_PERSISTENT_NEVER: return false;
+        case ATTENTION_PERSISTENT_WHERE_SUPPORTED: return true;
+        default: return forward_persistent_for(head_dim, causal, dropping);
+    }
 }
 
-// The wgmma forward's name in tables and messages: which consumers, who draws the dropout masks,
-// persistent or not. At 3 consumers with the masks drawn by the consumers the persistent
-// setting runs the non-persistent kernel when dropping (flash_forward_wgmma.cu says why).
-static const char *wgmma_forward_name(int consumers, AttentionDropoutMasks masks, int persistent) {
-    static const char *const NAMES[2][2][2] = {
-        {{"wgmma forward", "wgmma forward (persistent)"},
-         {"wgmma forward (dropout masks by the producer)",
-          "wgmma forward (dropout masks by the producer; persistent)"}},
-        {{"wgmma forward (3 consumers)", "wgmma forward (3 consumers; persistent, not when dropping)"},
-         {"wgmma forward (3 consumers; dropout masks by the producer)",
-          "wgmma forward (3 consumers; dropout masks by the producer; persistent)"}},
+// What flash_forward_wgmma takes: 0, not persistent; else the most CTAs (it also stops at one
+// per SM).
+static int forward_persistent_ctas(int head_dim, int consumers, const FlashParams &p) {
+    if (!forward_runs_persistent(head_dim, consumers, p.causal != 0, p.p_drop > 0.0f)) return 0;
+    return forward_persistent_max_ctas > 0 ? forward_persistent_max_ctas : INT_MAX;
+}
+
+// The wgmma forward's name in tables and messages (attention_kernel_name knows the head dim but
+// not the problem): which consumers, and in which of the four cases (causal or not, dropping or
+// not) it runs persistent.
+static const char *wgmma_forward_name(int head_dim, int consumers) {
+    static const char *const NAMES[2][5] = {
+        {"wgmma forward", "wgmma forward (persistent)", "wgmma forward (persistent when not dropping)",
+         "wgmma forward (persistent when neither causal nor dropping)", "wgmma forward (persistent in some cases)"},
+        {"wgmma forward (3 consumers)", "wgmma forward (3 consumers; persistent)",
+         "wgmma forward (3 consumers; persistent when not dropping)",
+         "wgmma forward (3 consumers; persistent when neither causal nor dropping)",
+         "wgmma forward (3 consumers; persistent in some cases)"},
     };
-    return NAMES[consumers == 3][masks == ATTENTION_DROPOUT_MASKS_PRODUCER][persistent != 0];
+    // One bit per case: 1 plain, 2 causal, 4 dropping, 8 causal and dropping.
+    int cases = 0;
+    for (int causal = 0; causal < 2; causal++)
+        for (int dropping = 0; dropping < 2; dropping++)
+            if (forward_runs_persistent(head_dim, consumers, causal, dropping)) cases |= 1 << (causal + 2 * dropping);
+    const int which = cases == 0 ? 0 : cases == 15 ? 1 : cases == 3 ? 2 : cases == 1 ? 3 : 4;
+    return NAMES[consumers == 3][which];
 }
 
 static AttentionKernelChoice choose(AttentionPass pass, int head_dim) {
@@ -313,13 +327,11 @@ static AttentionKernelChoice choose(AttentionPass pass, int head_dim) {
             fail_user("attention: the %s needs %zu bytes of shared memory per block; the limit here is %zu (%s)",
                       choice.kernel, choice.smem_bytes, device.max_smem_per_block, gpu_description());
     }
-    // The forward's masks from the producer (only when dropping) and the persistent kernel,
-    // named for the tables: the benchmark and the tests show which setting ran. (Read first: a
-    // bad value stops on any GPU.)
-    const AttentionDropoutMasks masks = dropout_masks();
-    const int persistent = forward_persistent();
+    // The forward's persistent kernel, named for the tables: the benchmark and the tests show
+    // which setting ran. (Read first: a bad value stops on any GPU.)
+    forward_persistent();
     if (pass == ATTENTION_FORWARD && choice.wgmma)
-        choice.kernel = wgmma_forward_name(wgmma_forward_consumers(head_dim), masks, persistent);
+        choice.kernel = wgmma_forward_name(head_dim, wgmma_forward_consumers(head_dim));
     return choice;
 }
 
@@ -354,8 +366,8 @@ static FlashParams flash_params(const AttentionProblem *p, const AttentionDropou
 template <typename T, int D>
 static void forward(const FwdArgs &a, const AttentionKernelChoice &k) {
     if (k.wgmma)
-        flash_forward_wgmma<T, D>(a, wgmma_forward_consumers(D), causal_order(), dropout_masks(),
-                                  forward_persistent_ctas());
+        flash_forward_wgmma<T, D>(a, wgmma_forward_consumers(D), causal_order(),
+                                  forward_persistent_ctas(D, wgmma_forward_consumers(D), a));
     else
         flash_forward_mma<T, D>(a, k.tile);
 }

@@ -156,31 +156,31 @@ typedef enum {
 } AttentionCausalOrder;
 AttentionCausalOrder attention_set_causal_order(AttentionCausalOrder order);
 
-// Who draws the wgmma forward's dropout masks (flash_forward_wgmma.cu says why it matters):
-//   CONSUMERS  each consumer warpgroup its own, between its tensor-core products
-//   PRODUCER   the producer warpgroup's idle warps, a tile ahead, into shared memory
-// The same masks either way (bit for bit); without dropout both run the same kernel. The
-// environment variable ATTENTION_DROPOUT_MASKS gives the first value (read once, as
-// ATTENTION_D64_FORWARD): unset or empty, or "consumers"; "producer". Any other value stops
-// with a message. attention_set_dropout_masks overrides it from then on (the tests run both)
-// and returns the previous value. The mma.sync kernels and the backward ignore it.
-typedef enum { ATTENTION_DROPOUT_MASKS_CONSUMERS, ATTENTION_DROPOUT_MASKS_PRODUCER } AttentionDropoutMasks;
-AttentionDropoutMasks attention_set_dropout_masks(AttentionDropoutMasks which);
-
 // The wgmma forward persistent or not (flash_forward_wgmma.cu): persistent, one CTA per SM
-// loops over the work tiles (64 * consumers queries of a head each, in the order above), and
-// its producer loads the next tile's Q, K and V while the consumers still finish the current one
-// - hiding each block's start-up and epilogue. The same arithmetic per tile: the same bits. The
-// environment variable ATTENTION_FORWARD_PERSISTENT gives the first value (read once, as
-// ATTENTION_D64_FORWARD): unset or empty, or "0": not persistent; "1": persistent. Any other
-// value stops with a message. attention_set_forward_persistent(persistent, max_ctas) overrides
-// it from then on (persistent 0 or 1; max_ctas 0: one CTA per SM, n > 0: at most n CTAs, so
-// that the tests' small problems give every CTA several work tiles; anything else stops with a
-// message) and returns the previous `persistent`. One combination runs the non-persistent
-// kernel even so: 3 consumers (d 64), dropping, masks by the consumers (ptxas would spill;
-// attention_kernel_name says "persistent, not when dropping"). The mma.sync kernels and the
+// loops over the work tiles (64 * consumers queries of a head each, in the order above; when
+// causal the CTAs take each round of tiles in turn forwards and backwards, block_order.h), and
+// its producer loads the next tile's Q, K and V while the consumers still finish the current
+// one - hiding each block's start-up and epilogue. The same arithmetic per tile: the same bits.
+//   POLICY           persistent where it was measured faster (attention.cu's
+//                    forward_persistent_for): when not dropping, at both head dims, causal or
+//                    not; when dropping, not persistent.
+//   NEVER            never persistent.
+//   WHERE_SUPPORTED  persistent wherever the kernel has that variant: everywhere but at 3
+//                    consumers (d 64) when dropping (ptxas would spill).
+// The environment variable ATTENTION_FORWARD_PERSISTENT gives the first value (read once, as
+// ATTENTION_D64_FORWARD): unset or empty, POLICY; "0", NEVER; "1", WHERE_SUPPORTED (for A/B
+// measurements). Any other value stops with a message. attention_set_forward_persistent(which,
+// max_ctas) overrides it from then on (max_ctas 0: one CTA per SM, n > 0: at most n CTAs, so
+// that the tests' small problems give every CTA several work tiles; a negative max_ctas or
+// another value of `which` stops with a message) and returns the previous `which`.
+// attention_kernel_name says when the forward runs persistent. The mma.sync kernels and the
 // backward ignore it.
-int attention_set_forward_persistent(int persistent, int max_ctas);
+typedef enum {
+    ATTENTION_PERSISTENT_POLICY,
+    ATTENTION_PERSISTENT_NEVER,
+    ATTENTION_PERSISTENT_WHERE_SUPPORTED,
+} AttentionForwardPersistent;
+AttentionForwardPersistent attention_set_forward_persistent(AttentionForwardPersistent which, int max_ctas);
 
 typedef enum { ATTENTION_FORWARD, ATTENTION_BACKWARD } AttentionPass;
 

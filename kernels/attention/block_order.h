@@ -62,4 +62,30 @@ BLOCK_ORDER_FN int flash_heavy_first_group_heads(int seq, int head_dim, int bh_c
     return (int)(fit < 1 ? 1 : fit > bh_count ? bh_count : fit);
 }
 
+// The persistent forward's schedule: which work tiles (the linear indices above, 0 ..
+// work_tiles - 1) each of its `ctas` CTAs computes. In round r the CTAs take tiles r * ctas ..
+// r * ctas + ctas - 1, one each; only the last round may hold fewer tiles than CTAs.
+//   straight (zigzag = 0): CTA i takes tile r * ctas + i of every round - fine when every tile
+//     costs the same (no causal mask).
+//   zig-zag (zigzag = 1, boustrophedon): as straight in even rounds, reversed in odd ones (CTA
+//     i takes r * ctas + ctas - 1 - i). With the causal mask the tiles of a round come heaviest
+//     first, so the straight schedule gives CTA 0 the heaviest tile of every round; zig-zag
+//     pairs a round's heaviest with the next round's lightest, and the CTA that finished a
+//     round first (the lightest tile) starts the next round's heaviest.
+// A CTA's tiles, in the order it computes them, are its tiles of rounds 0, 1, ...: the j-th is
+// persistent_work_tile(j, ...) for j < persistent_tile_count(...). With ctas <= work_tiles
+// (the launcher's grid) round 0 is full, so every CTA has at least one tile (which the
+// kernel's turns between consumers need).
+BLOCK_ORDER_FN int persistent_work_tile(int j, int cta, int ctas, int zigzag) {
+    const int place = zigzag && j % 2 == 1 ? ctas - 1 - cta : cta;  // within round j
+    return j * ctas + place;
+}
+
+BLOCK_ORDER_FN int persistent_tile_count(int cta, int ctas, int work_tiles, int zigzag) {
+    const int full_rounds = work_tiles / ctas, last_round_tiles = work_tiles % ctas;
+    // Round full_rounds holds tiles of places 0 .. last_round_tiles - 1 only.
+    const int place = zigzag && full_rounds % 2 == 1 ? ctas - 1 - cta : cta;
+    return full_rounds + (place < last_round_tiles ? 1 : 0);
+}
+
 #endif  // KERNELS_ATTENTION_BLOCK_ORDER_H

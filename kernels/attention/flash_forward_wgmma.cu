@@ -41,22 +41,9 @@
 // producer loads the next work tile's K, Q and V while the consumers still finish the current
 // one; the kernel's comment says what carries over from one work tile to the next.
 //
-// Dropout masks: by the consumers, or by the producer's idle warps (ATTENTION_DROPOUT_MASKS,
-// attention.h; the template parameter MASKS_FROM_PRODUCER, used only when dropping). The
-// consumers' softmax is the critical path between their tensor-core products: whatever a
-// consumer computes there delays its next products. Drawing its own masks (one Philox4x32-10
-// call, about 40 multiplies and XORs, per 16 keys of a row) made the forward 32% slower at d
-// 128 and 53% at d 64 (H200, b 4, h 32, s 2048, fp16, p 0.1). Meanwhile the producer warpgroup is idle but for the one thread that issues the TMA
-// copies: its warps 1-3 (96 threads; warp 0 stays the copier's alone, so that its waits and
-// copies are never held up by Philox work in the same warp) draw the masks of tile t + 1 or
-// t + 2 while the consumers work on tile t, into a shared-memory ring of two stages like K and
-// V's, with mbarriers mask_full (96 arrivals: drawn) and mask_empty (every consumer thread:
-// read). A consumer then reads its 16 flag words of a tile (RowDropout.flags of its two rows
-// and two 64-key blocks) with four 16-byte loads instead of four Philox calls. The masks are
-// the very ones the consumers would draw (the same Philox groups, dropout_row_group + 4 key
-// block, the same dropout_keep_flags4 bytes): they depend on (row, key block) only, not on
-// the scores, which is why they can be drawn ahead. The price: 16 KiB (2 consumers) or 24 KiB
-// (3) of shared memory per stage, and registers for the drawing warps (Shape below).
+// Dropout: each consumer draws its own masks (Philox, flash_common.cuh) between its products.
+// Drawing them instead in the producer warpgroup's idle warps, a tile ahead into a shared-memory
+// ring, was measured slower on the H200 and reverted (docs/worklog.md).
 #include "common/gpu/cuda_check.h"
 #include "common/gpu/gpu.h"
 #include "kernels/attention/flash_common.cuh"
@@ -65,8 +52,6 @@
 #include "kernels/attention/wgmma.cuh"
 #include "kernels/device_utils.cuh"
 #include "kernels/attention/block_order.h"
-
-#include <type_traits>
 
 namespace {
 
@@ -78,16 +63,13 @@ constexpr int WG_BLOCK_N = 128;  // keys per tile
 // warpgroup; and how the 64K registers of the SM (one block per SM: 65536 / THREADS per
 // thread at launch, rounded down to a multiple of 8) are split: the producer keeps few, the
 // consumers take the rest (setmaxnreg: 24 to 256, multiples of 8; the consumers may claim at
-// most what the producer gave back). When the producer draws the dropout masks
-// (MASKS_FROM_PRODUCER), its warps need registers for Philox (27 in the SASS of nvcc 13.0): 40
-// at 2 consumers, whose consumers then claim 232 instead of 240 (128 * 40 + 256 * 232 = 64512,
-// as 128 * 24 + 256 * 240), 32 at 3, whose consumers keep 160 (128 * 32 + 384 * 160 = 65536).
-template <int CONSUMERS, bool MASKS_FROM_PRODUCER = false>
+// most what the producer gave back).
+template <int CONSUMERS>
 struct Shape {
     static constexpr int BLOCK_M = 64 * CONSUMERS;          // queries per block
     static constexpr int THREADS = 128 * (1 + CONSUMERS);   // 384 or 512
-    static constexpr int PRODUCER_REGS = !MASKS_FROM_PRODUCER ? 24 : CONSUMERS == 2 ? 40 : 32;
-    static constexpr int CONSUMER_REGS = CONSUMERS == 2 ? (MASKS_FROM_PRODUCER ? 232 : 240) : 160;
+    static constexpr int PRODUCER_REGS = 24;
+    static constexpr int CONSUMER_REGS = CONSUMERS == 2 ? 240 : 160;
     static_assert(CONSUMERS == 2 || CONSUMERS == 3, "two or three consumer warpgroups");
     static_assert(PRODUCER_REGS % 8 == 0 && CONSUMER_REGS % 8 == 0, "setmaxnreg takes multiples of 8");
     // What each thread holds at launch (what ptxas -v reports: 168 or 128), and so the block's
@@ -97,19 +79,6 @@ struct Shape {
     static_assert(CONSUMER_REGS >= LAUNCH_REGS, "the consumers claim, never give back");
     static_assert(PRODUCER_REGS <= LAUNCH_REGS, "the producer gives back, never claims");
 };
-
-// The dropout-mask ring (MASKS_FROM_PRODUCER): per stage, for every consumer thread ct (0 ..
-// 128 CONSUMERS - 1, its index within the consumers), part (the tile's 64-key block, 0, 1) and
-// row r (its rows g, g + 8: 0, 1), the 4 flag words of RowDropout as one 16-byte slot
-//     slot = (2 part + r) * 128 CONSUMERS + ct
-// so that the 32 threads of a warp read (and the drawing threads write) 32 consecutive slots:
-// 512 contiguous bytes, one 16-byte load per thread without bank conflicts.
-[[maybe_unused]] constexpr int MASK_DRAWERS = 96;  // the producer's warps 1-3 (unused by the stub)
-template <int CONSUMERS>
-constexpr int mask_slots() {
-    return (WG_BLOCK_N / 64) * 2 * 128 * CONSUMERS;  // per stage
-}
-constexpr size_t mask_ring_bytes(int consumers) { return 2 * (size_t)(WG_BLOCK_N / 64) * 2 * 128 * consumers * 16; }
 
 // A swizzled [rows x D] tile of 16-bit values is D / 64 panels of rows x 128 bytes.
 template <int D>
@@ -124,23 +93,21 @@ constexpr int tile_bytes(int rows) {
 struct Barriers {
     uint64_t q_full, q_empty, k_full[2], v_full[2], k_empty[2], v_empty[2];
 };
-// With the dropout-mask ring: a stage's "full" when its masks are drawn, "empty" when every
-// consumer thread has read its own.
-struct BarriersWithMasks : Barriers {
-    uint64_t mask_full[2], mask_empty[2];
-};
 
 // Which block computes what (block_order.h): query_blocks per head, group_heads 0 (natural)
-// or the heads per group of the heavy-first order.
+// or the heads per group of the heavy-first order; and the persistent kernel's schedule,
+// zigzag 1 (when causal) or 0 (persistent_work_tile).
 struct BlockOrder {
-    int query_blocks, group_heads;
+    int query_blocks, group_heads, zigzag;
 };
 
 // A work tile: BLOCK_M queries of one (batch, head) - what one block of the non-persistent
 // launch computes. Work tile `work` (0 .. query_blocks * batch * heads - 1) is the block of
-// linear index `work` in block_order.h's order: the persistent kernel's CTA i computes work
-// tiles i, i + grid, i + 2 grid, ..., so that at any moment the tiles in flight are about the
-// ones the non-persistent launch would run at that moment (heaviest first when causal).
+// linear index `work` in block_order.h's order. The persistent kernel's CTAs take them in rounds
+// of one tile each (block_order.h's persistent_work_tile: CTA i takes tile i, i + grid, ... of
+// rounds 0, 1, ..., or when causal zig-zag, ... 2 grid - 1 - i in odd rounds), so that at any
+// moment the tiles in flight are about the ones the non-persistent launch would run at that
+// moment (heaviest first when causal).
 struct WorkTile {
     int b, h, bh;  // batch entry, head, b * heads + h
     int q0;        // its first query
@@ -158,45 +125,6 @@ __device__ __forceinline__ WorkTile work_tile_at(int work, const BlockOrder &ord
     return w;
 }
 
-#if WGMMA_AVAILABLE
-// The producer's warps 1-3 (MASKS_FROM_PRODUCER): the dropout masks of tiles 0 .. tiles - 1 of
-// the work tile whose first query is q0, each into stage n % 2 of the ring (n: the ring's
-// running count of tiles, `ring_uses`, which goes on from one work tile to the next in the
-// persistent kernel) once every consumer has read what that stage held (ring use n - 2).
-// Slot by slot, the 96 threads on consecutive slots (mask_slots): the mask of consumer thread
-// ct's row r in 64-key block 2t + part, exactly as that thread would draw it itself
-// (tile_dropout: its row q0 + rho with rho = 16 warp + g + 8 r, its Philox group for quad =
-// lane % 4, 4 groups further per key block). Rows past seq are drawn too, and ignored.
-//
-// The groups, attention_dropout_group(bh, q0 + rho, kb, quad, seq) = ((bh seq + q0 + rho)
-// key_blocks + kb) 4 + quad, are summed from a part per block, one per slot (rho, quad) and
-// one per tile (kb): the same number modulo 2^64, without 64-bit multiplies in the loop.
-template <int CONSUMERS>
-__device__ __forceinline__ void draw_dropout_masks(uint4 *ring, BarriersWithMasks &bars, const FwdArgs &a,
-                                                   uint64_t drop_bh, int q0, int tiles, int &ring_uses) {
-    constexpr int CT = 128 * CONSUMERS, SLOTS = mask_slots<CONSUMERS>();
-    static_assert(MASK_DRAWERS < CT, "a step of the loop below moves on by at most one row of slots");
-    const uint32_t threshold = dropout_threshold(a.p_drop);
-    const uint32_t query_groups = 4 * (uint32_t)attention_key_blocks(a.seq);  // from one query's groups to the next's
-    const uint64_t block_groups = (drop_bh * (uint64_t)a.seq + (uint64_t)q0) * query_groups;
-    const int drawer = threadIdx.x - 32;  // 0 .. MASK_DRAWERS - 1
-    for (int t = 0; t < tiles; t++, ring_uses++) {
-        const int stage = ring_uses % 2, use = ring_uses / 2;
-        if (use > 0) mbarrier_wait(&bars.mask_empty[stage], (use - 1) & 1);
-        uint32_t ct = drawer, rows = 0;  // slot = rows * CT + ct, rows = 2 part + r
-        for (int slot = drawer; slot < SLOTS; slot += MASK_DRAWERS) {
-            const uint32_t rho = 16 * (ct / 32) + ct % 32 / 4 + 8 * (rows % 2);
-            const uint64_t row_group = block_groups + (uint64_t)rho * query_groups + ct % 4;
-            const RowDropout d = row_dropout(row_group, t * (WG_BLOCK_N / 64) + rows / 2, a.keys, a.offset, threshold);
-            ring[stage * SLOTS + slot] = make_uint4(d.flags[0], d.flags[1], d.flags[2], d.flags[3]);
-            ct += MASK_DRAWERS;
-            if (ct >= CT) ct -= CT, rows++;
-        }
-        mbarrier_arrive(&bars.mask_full[stage]);  // release: the slots written are seen by the waiters
-    }
-}
-#endif
-
 // PERSISTENT = false: one block per work tile (grid = query_blocks * batch * heads).
 // PERSISTENT = true: one CTA per SM (or fewer: the launcher's grid), each looping over its work
 // tiles (WorkTile) to hide a block's start-up (the consumers waiting for the first Q and K) and
@@ -205,36 +133,37 @@ __device__ __forceinline__ void draw_dropout_masks(uint4 *ring, BarriersWithMask
 // the consumers still finish the current one. Per work tile the consumers run exactly the
 // non-persistent algorithm (so the two give the same bits); what carries over from one work
 // tile to the next:
-//   - the K/V ring (and the dropout-mask ring): its running count of tiles n (stage n % 2,
-//     parity (n / 2) & 1) goes on, never reset, so the ring flows into the next work tile;
+//   - the K/V ring: its running count of tiles n (stage n % 2, parity (n / 2) & 1) goes on,
+//     never reset, so the ring flows into the next work tile;
 //   - Q: one buffer, now with an "empty" barrier too (q_empty above); use j of q_full is work
 //     tile j of this CTA;
 //   - the consumers' turns: one continuous round robin over the CTA's whole life (see my_turn).
-template <typename T, int D, int CONSUMERS, bool MASKS_FROM_PRODUCER, bool PERSISTENT>
+template <typename T, int D, int CONSUMERS, bool PERSISTENT>
 __global__ void __launch_bounds__(Shape<CONSUMERS>::THREADS, 1)
     flash_forward_wgmma_kernel(const __grid_constant__ CUtensorMap q_map, const __grid_constant__ CUtensorMap kv_map,
                                const __grid_constant__ FwdArgs a, const BlockOrder order, float scale) {
 #if WGMMA_AVAILABLE
-    using S = Shape<CONSUMERS, MASKS_FROM_PRODUCER>;
+    using S = Shape<CONSUMERS>;
     constexpr int BLOCK_M = S::BLOCK_M;
     constexpr int Q_PANEL = BLOCK_M * 128, KV_PANEL = WG_BLOCK_N * 128;  // bytes per 64-column panel
     constexpr int Q_BYTES = tile_bytes<D>(BLOCK_M), KV_BYTES = tile_bytes<D>(WG_BLOCK_N);
     static_assert(Q_PANEL % 1024 == 0 && KV_PANEL % 1024 == 0, "panels start on the swizzle's 1024-byte period");
     // The swizzle repeats every 1024 bytes, and the tiles must start on such a boundary.
     extern __shared__ unsigned char smem_raw[];
-    __shared__ std::conditional_t<MASKS_FROM_PRODUCER, BarriersWithMasks, Barriers> bars;
+    __shared__ Barriers bars;
     unsigned char *q_tile = smem_raw + ((1024 - (smem_addr(smem_raw) & 1023)) & 1023);
     unsigned char *k_tiles = q_tile + Q_BYTES;        // two stages
     unsigned char *v_tiles = k_tiles + 2 * KV_BYTES;  // two stages
-    uint4 *mask_ring = reinterpret_cast<uint4 *>(v_tiles + 2 * KV_BYTES);  // MASKS_FROM_PRODUCER: two stages
 
     const int warpgroup = threadIdx.x / 128, lane = threadIdx.x % 32;
-    // This CTA's work tiles: blockIdx.x, + gridDim.x, ... below work_tiles. Not persistent, the
-    // grid is work_tiles blocks and each warpgroup's work on a tile (the lambdas below) is called
-    // once, for `first`, outside any loop: the non-persistent kernel as it was. `first` is
-    // computed here, before the warpgroups part, as it always was: computed after setmaxnreg,
-    // ptxas spilled 16 bytes at 3 consumers.
+    // This CTA's work tiles: persistent, my_work_tiles of them (persistent_work_tile j = 0, 1,
+    // ...). Not persistent, the grid is work_tiles blocks and each warpgroup's work on a tile
+    // (the lambdas below) is called once, for `first`, outside any loop: the non-persistent
+    // kernel as it was. `first` is computed here, before the warpgroups part, as it always was:
+    // computed after setmaxnreg, ptxas spilled 16 bytes at 3 consumers.
     const int work_tiles = order.query_blocks * a.batch * a.heads;
+    const int my_work_tiles = persistent_tile_count(blockIdx.x, gridDim.x, work_tiles, order.zigzag);
+    auto my_work_tile = [&](int j) { return persistent_work_tile(j, blockIdx.x, gridDim.x, order.zigzag); };
     const WorkTile first = work_tile_at<BLOCK_M>(blockIdx.x, order, a);
 
     if (threadIdx.x == 0) {
@@ -242,8 +171,6 @@ __global__ void __launch_bounds__(Shape<CONSUMERS>::THREADS, 1)
         for (int s = 0; s < 2; s++) {
             mbarrier_init(&bars.k_full[s], 1), mbarrier_init(&bars.v_full[s], 1);
             mbarrier_init(&bars.k_empty[s], 128 * CONSUMERS), mbarrier_init(&bars.v_empty[s], 128 * CONSUMERS);
-            if constexpr (MASKS_FROM_PRODUCER)
-                mbarrier_init(&bars.mask_full[s], MASK_DRAWERS), mbarrier_init(&bars.mask_empty[s], 128 * CONSUMERS);
         }
         fence_shared_for_wgmma();  // the initialised barriers, for the TMA unit
     }
@@ -251,23 +178,6 @@ __global__ void __launch_bounds__(Shape<CONSUMERS>::THREADS, 1)
 
     if (warpgroup == 0) {  // ---- the producer
         warpgroup_release_registers<S::PRODUCER_REGS>();
-        if constexpr (MASKS_FROM_PRODUCER) {
-            if (threadIdx.x >= 32) {
-                int ring_uses = 0;  // the mask ring's running count of tiles, over all work tiles
-                auto draw_work_tile = [&](int work) {
-                    const WorkTile w = PERSISTENT ? work_tile_at<BLOCK_M>(work, order, a) : first;
-                    draw_dropout_masks<CONSUMERS>(mask_ring, bars, a, a.drop.global_bh(w.b, w.h), w.q0, w.tiles,
-                                                  ring_uses);
-                };
-                if constexpr (PERSISTENT) {
-#pragma unroll 1
-                    for (int work = blockIdx.x; work < work_tiles; work += gridDim.x) draw_work_tile(work);
-                } else {
-                    draw_work_tile(blockIdx.x);
-                }
-                return;
-            }
-        }
         if (threadIdx.x != 0) return;
         int n = 0;  // K/V tiles loaded so far: the ring's running count over all work tiles
         // Work tile `work`, the CTA's j-th (a lambda: not persistent, called once, as before).
@@ -305,7 +215,7 @@ __global__ void __launch_bounds__(Shape<CONSUMERS>::THREADS, 1)
         };
         if constexpr (PERSISTENT) {
 #pragma unroll 1
-            for (int work = blockIdx.x, j = 0; work < work_tiles; work += gridDim.x, j++) load_work_tile(work, j);
+            for (int j = 0; j < my_work_tiles; j++) load_work_tile(my_work_tile(j), j);
         } else {
             load_work_tile(blockIdx.x, 0);
         }
@@ -316,17 +226,14 @@ __global__ void __launch_bounds__(Shape<CONSUMERS>::THREADS, 1)
     warpgroup_claim_registers<S::CONSUMER_REGS>();
     const int consumer = warpgroup - 1, warp = threadIdx.x / 32 - 4;  // warp 0 .. 4 CONSUMERS - 1 of the consumers
     const float scale_log2 = scale * LOG2E;
-    // Launched with the masks (MASKS_FROM_PRODUCER) when dropping only. The persistent kernel at
-    // 3 consumers never draws masks itself: that code, inside the loop over work tiles, made
-    // ptxas spill (160 registers per consumer thread); launch_forward runs the non-persistent
-    // kernel for that case instead.
-    constexpr bool CONSUMERS_MAY_DRAW = !(PERSISTENT && CONSUMERS == 3);
-    const bool dropping = MASKS_FROM_PRODUCER || (CONSUMERS_MAY_DRAW && a.p_drop > 0.0f);
+    // The persistent kernel at 3 consumers never drops: the dropout code, inside the loop over
+    // work tiles, made ptxas spill (160 registers per consumer thread); launch_forward runs the
+    // non-persistent kernel for that case instead.
+    constexpr bool MAY_DROP = !(PERSISTENT && CONSUMERS == 3);
+    const bool dropping = MAY_DROP && a.p_drop > 0.0f;
     const uint32_t drop_threshold = dropout_threshold(a.p_drop);
     const int g = lane / 4, seq = a.seq;
     const uint32_t q_addr = smem_addr(q_tile) + consumer * 64 * 128;  // the consumer's rows, in each panel
-    // From the ring (MASKS_FROM_PRODUCER): this thread's slots (mask_slots).
-    const uint4 *my_masks = mask_ring + (threadIdx.x - 128);
 
     // Turns, round robin 0, 1, .., CONSUMERS - 1, 0, ..: consumer c issues its products only
     // in its turn (named barrier TURNS + c) and then hands the turn to c + 1 (mod CONSUMERS).
@@ -345,9 +252,10 @@ __global__ void __launch_bounds__(Shape<CONSUMERS>::THREADS, 1)
     if (last_consumer) your_turn();
 
     // Work tile `work`, the CTA's j-th; its K/V tiles are tiles kv, kv + 1, ... of the rings
-    // (their running count, as the producer's n). A lambda, so that the non-persistent kernel
-    // calls it once, outside any loop, exactly as before the persistent one existed.
-    auto consume_work_tile = [&](const int work, const int j, const int kv) {
+    // (their running count, as the producer's n); more_after: the CTA has work tiles after it.
+    // A lambda, so that the non-persistent kernel calls it once, outside any loop, exactly as
+    // before the persistent one existed.
+    auto consume_work_tile = [&](const int work, const int j, const int kv, const bool more_after) {
         const WorkTile w = PERSISTENT ? work_tile_at<BLOCK_M>(work, order, a) : first;
         const int b = w.b, h = w.h, bh = w.bh, q0 = w.q0, tiles = w.tiles;
 
@@ -397,26 +305,14 @@ __global__ void __launch_bounds__(Shape<CONSUMERS>::THREADS, 1)
             if constexpr (PERSISTENT) mbarrier_arrive(&bars.q_empty);
         };
         // The dropout masks of tile t's two blocks of 64 keys. With two consumers they are drawn
-        // (or read from the ring) during the softmax, while the tensor cores still work on the
-        // previous P V, and live across that wait (16 registers); three consumers have 160
-        // registers each, too few for that (ptxas spills), and draw (read) each block's mask
-        // right before applying it (8 registers at a time) - the other consumers' products keep
-        // the tensor cores busy meanwhile.
+        // during the softmax, while the tensor cores still work on the previous P V, and live
+        // across that wait (16 registers); three consumers have 160 registers each, too few for
+        // that (ptxas spills), and draw each block's mask right before applying it (8 registers
+        // at a time) - the other consumers' products keep the tensor cores busy meanwhile.
         constexpr bool DRAW_DURING_SOFTMAX = CONSUMERS == 2;
         TileDropout drop[DRAW_DURING_SOFTMAX ? WG_BLOCK_N / 64 : 1];
-        // From the ring (MASKS_FROM_PRODUCER): once the producer has drawn the tile's stage
-        // (waited for at the tile's first block of keys); the stage is released after
-        // pack_probabilities, which applies the tile's last.
-        auto draw_dropout = [&](int t, int part) -> TileDropout {
-            if constexpr (MASKS_FROM_PRODUCER) {
-                if (part == 0) mbarrier_wait(&bars.mask_full[stage(t)], parity(t));
-                constexpr int CT = 128 * CONSUMERS;  // consumer threads: from one row's slots to the next
-                const uint4 *slot = my_masks + stage(t) * mask_slots<CONSUMERS>() + part * 2 * CT;
-                const uint4 r0 = slot[0], r1 = slot[CT];
-                return TileDropout{{{{r0.x, r0.y, r0.z, r0.w}}, {{r1.x, r1.y, r1.z, r1.w}}}};
-            } else {
-                return tile_dropout(row_group, t * (WG_BLOCK_N / 64) + part, a.keys, a.offset, drop_threshold);
-            }
+        auto draw_dropout = [&](int t, int part) {
+            return tile_dropout(row_group, t * (WG_BLOCK_N / 64) + part, a.keys, a.offset, drop_threshold);
         };
         // P from the scores of tile t: register pairs of the score layout are the A operand's (as
         // mma.sync's), then dropped by ANDing them with the masks.
@@ -434,7 +330,6 @@ __global__ void __launch_bounds__(Shape<CONSUMERS>::THREADS, 1)
                     if (dropping) drop_a_fragment(p[kk], DRAW_DURING_SOFTMAX ? drop[part] : late, kk % 4);
                 }
             }
-            if constexpr (MASKS_FROM_PRODUCER) mbarrier_arrive(&bars.mask_empty[stage(t)]);  // after the loads' uses
         };
         auto softmax = [&](int t, float (&alpha)[2]) {
             online_softmax_step(s, m, l, alpha, row_i, t * WG_BLOCK_N, seq, a.causal, scale_log2);
@@ -487,7 +382,7 @@ __global__ void __launch_bounds__(Shape<CONSUMERS>::THREADS, 1)
         // The hand-over after this consumer's last turn of the work tile: skipped by the last
         // consumer after its last turn of all (the CTA's last work tile; not persistent, the
         // only one).
-        if (!last_consumer || (PERSISTENT && work + (int)gridDim.x < work_tiles)) your_turn();
+        if (!last_consumer || more_after) your_turn();
         wgmma_wait<0>();
         wgmma_settle(o);
         wgmma_settle(p);
@@ -503,10 +398,10 @@ __global__ void __launch_bounds__(Shape<CONSUMERS>::THREADS, 1)
     };
     if constexpr (PERSISTENT) {
 #pragma unroll 1
-        for (int work = blockIdx.x, j = 0, kv = 0; work < work_tiles; work += gridDim.x, j++)
-            kv += consume_work_tile(work, j, kv);
+        for (int j = 0, kv = 0; j < my_work_tiles; j++)
+            kv += consume_work_tile(my_work_tile(j), j, kv, j + 1 < my_work_tiles);
     } else {
-        consume_work_tile(blockIdx.x, 0, 0);
+        consume_work_tile(blockIdx.x, 0, 0, false);
     }
 #else
     (void)q_map, (void)kv_map, (void)a, (void)order, (void)scale;
@@ -522,11 +417,9 @@ __device__ int wgmma_image_flag;
 __global__ void wgmma_image_probe_kernel() { wgmma_image_flag = WGMMA_AVAILABLE; }
 
 // Q (64 rows per consumer), two K and two V stages (the swizzled 16-bit tiles of tile_bytes),
-// and room to align them to 1024 bytes; with the dropout masks from the producer, their ring
-// after them (mask_ring_bytes: 32 KiB at 2 consumers, 48 KiB at 3).
-constexpr size_t forward_smem_bytes(int head_dim, int consumers, bool masks_from_producer = false) {
-    return (size_t)64 * consumers * head_dim * 2 + 4 * (size_t)WG_BLOCK_N * head_dim * 2 + 1024 +
-           (masks_from_producer ? mask_ring_bytes(consumers) : 0);
+// and room to align them to 1024 bytes.
+constexpr size_t forward_smem_bytes(int head_dim, int consumers) {
+    return (size_t)64 * consumers * head_dim * 2 + 4 * (size_t)WG_BLOCK_N * head_dim * 2 + 1024;
 }
 
 // The grid of the persistent kernel: one CTA per SM (one fits an SM: 160 KiB or more of shared
@@ -540,16 +433,15 @@ int persistent_grid(int work_tiles, int persistent_ctas) {
     return ctas < work_tiles ? ctas : work_tiles;
 }
 
-template <typename T, int D, int CONSUMERS, bool MASKS_FROM_PRODUCER, bool PERSISTENT>
-void launch_forward(const FwdArgs &a, AttentionCausalOrder causal_order, int persistent_ctas) {
-    using S = Shape<CONSUMERS, MASKS_FROM_PRODUCER>;
-    constexpr size_t smem = forward_smem_bytes(D, CONSUMERS, MASKS_FROM_PRODUCER);
-    static_assert(smem == (size_t)tile_bytes<D>(S::BLOCK_M) + 4 * tile_bytes<D>(WG_BLOCK_N) + 1024 +
-                              (MASKS_FROM_PRODUCER ? 2 * mask_slots<CONSUMERS>() * 16 : 0),
+template <typename T, int D, int CONSUMERS, bool PERSISTENT>
+void launch_kernel(const FwdArgs &a, AttentionCausalOrder causal_order, int persistent_ctas) {
+    using S = Shape<CONSUMERS>;
+    constexpr size_t smem = forward_smem_bytes(D, CONSUMERS);
+    static_assert(smem == (size_t)tile_bytes<D>(S::BLOCK_M) + 4 * tile_bytes<D>(WG_BLOCK_N) + 1024,
                   "the kernel's carve-up");
     static bool configured = false;
     if (!configured) {
-        CUDA_CHECK(cudaFuncSetAttribute(flash_forward_wgmma_kernel<T, D, CONSUMERS, MASKS_FROM_PRODUCER, PERSISTENT>,
+        CUDA_CHECK(cudaFuncSetAttribute(flash_forward_wgmma_kernel<T, D, CONSUMERS, PERSISTENT>,
                                         cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
         configured = true;
     }
@@ -557,7 +449,9 @@ void launch_forward(const FwdArgs &a, AttentionCausalOrder causal_order, int per
     if ((int64_t)query_blocks * bh_count > INT32_MAX)
         DIE("flash attention: %d query blocks x %d heads is more blocks than one launch takes", query_blocks,
             bh_count);
-    BlockOrder order = {query_blocks, 0};  // natural: without the mask, every block costs the same
+    // Natural, and the persistent CTAs' rounds straight: without the mask, every block costs the
+    // same. When causal, the persistent CTAs' rounds zig-zag (block_order.h).
+    BlockOrder order = {query_blocks, 0, PERSISTENT && a.causal};
     if (a.causal && causal_order == ATTENTION_CAUSAL_HEAVY_FIRST)
         order.group_heads = flash_heavy_first_group_heads(a.seq, D, bh_count);  // block_order.h
     else if (a.causal && causal_order == ATTENTION_CAUSAL_HEAVY_FIRST_PER_HEAD)
@@ -568,7 +462,7 @@ void launch_forward(const FwdArgs &a, AttentionCausalOrder causal_order, int per
     const CUtensorMap kv_map = tensor_map_rows<T>(a.qkv, a.qkv_row, a.batch, a.seq, WG_BLOCK_N);
     const int work_tiles = query_blocks * bh_count;
     const int grid = PERSISTENT ? persistent_grid(work_tiles, persistent_ctas) : work_tiles;
-    flash_forward_wgmma_kernel<T, D, CONSUMERS, MASKS_FROM_PRODUCER, PERSISTENT>
+    flash_forward_wgmma_kernel<T, D, CONSUMERS, PERSISTENT>
         <<<grid, S::THREADS, smem>>>(q_map, kv_map, a, order, 1.0f / sqrtf((float)D));
     CHECK_LAUNCH();
 }
@@ -594,43 +488,29 @@ int flash_wgmma_image_loaded(void) {
 
 size_t flash_forward_wgmma_smem_bytes(int head_dim, int consumers) { return forward_smem_bytes(head_dim, consumers); }
 
-// The kernel with its dropout masks drawn by the producer only when dropping: without dropout
-// both settings run the very same kernel. persistent_ctas > 0: the persistent kernel.
-template <typename T, int D, int CONSUMERS, bool PERSISTENT>
-void launch_forward(const FwdArgs &a, AttentionCausalOrder causal_order, AttentionDropoutMasks masks,
-                    int persistent_ctas) {
-    if (a.p_drop > 0.0f && masks == ATTENTION_DROPOUT_MASKS_PRODUCER)
-        launch_forward<T, D, CONSUMERS, true, PERSISTENT>(a, causal_order, persistent_ctas);
-    else
-        launch_forward<T, D, CONSUMERS, false, PERSISTENT>(a, causal_order, persistent_ctas);
-}
+int flash_forward_wgmma_has_persistent(int consumers, int dropping) { return !(consumers == 3 && dropping); }
 
-// Persistent (persistent_ctas > 0) or not; at 3 consumers, when dropping with the masks drawn by
-// the consumers, not persistent (the persistent kernel cannot draw them there: see `dropping` in
-// the kernel; attention_kernel_name says so).
+// Persistent (persistent_ctas > 0) or not; persistent only where the kernel has that variant
+// (flash_forward_wgmma_has_persistent: not at 3 consumers when dropping, see MAY_DROP in the
+// kernel), else the non-persistent kernel.
 template <typename T, int D, int CONSUMERS>
-void launch_forward(const FwdArgs &a, AttentionCausalOrder causal_order, AttentionDropoutMasks masks,
-                    int persistent_ctas) {
-    const bool consumers_draw = a.p_drop > 0.0f && masks == ATTENTION_DROPOUT_MASKS_CONSUMERS;
-    if (persistent_ctas > 0 && !(CONSUMERS == 3 && consumers_draw))
-        launch_forward<T, D, CONSUMERS, true>(a, causal_order, masks, persistent_ctas);
+void launch_forward(const FwdArgs &a, AttentionCausalOrder causal_order, int persistent_ctas) {
+    if (persistent_ctas > 0 && flash_forward_wgmma_has_persistent(CONSUMERS, a.p_drop > 0.0f))
+        launch_kernel<T, D, CONSUMERS, true>(a, causal_order, persistent_ctas);
     else
-        launch_forward<T, D, CONSUMERS, false>(a, causal_order, masks, 0);
+        launch_kernel<T, D, CONSUMERS, false>(a, causal_order, 0);
 }
 
 template <typename T, int D>
-void flash_forward_wgmma(const FwdArgs &a, int consumers, AttentionCausalOrder causal_order,
-                         AttentionDropoutMasks masks, int persistent_ctas) {
+void flash_forward_wgmma(const FwdArgs &a, int consumers, AttentionCausalOrder causal_order, int persistent_ctas) {
     if constexpr (D == 64) {
-        if (consumers == 3) return launch_forward<T, D, 3>(a, causal_order, masks, persistent_ctas);
+        if (consumers == 3) return launch_forward<T, D, 3>(a, causal_order, persistent_ctas);
     }
     if (consumers != 2) DIE("flash attention: the wgmma forward at head dim %d has no %d-consumer kernel", D, consumers);
-    launch_forward<T, D, 2>(a, causal_order, masks, persistent_ctas);
+    launch_forward<T, D, 2>(a, causal_order, persistent_ctas);
 }
 
-template void flash_forward_wgmma<__half, 64>(const FwdArgs &, int, AttentionCausalOrder, AttentionDropoutMasks, int);
-template void flash_forward_wgmma<__half, 128>(const FwdArgs &, int, AttentionCausalOrder, AttentionDropoutMasks, int);
-template void flash_forward_wgmma<__nv_bfloat16, 64>(const FwdArgs &, int, AttentionCausalOrder,
-                                                     AttentionDropoutMasks, int);
-template void flash_forward_wgmma<__nv_bfloat16, 128>(const FwdArgs &, int, AttentionCausalOrder,
-                                                      AttentionDropoutMasks, int);
+template void flash_forward_wgmma<__half, 64>(const FwdArgs &, int, AttentionCausalOrder, int);
+template void flash_forward_wgmma<__half, 128>(const FwdArgs &, int, AttentionCausalOrder, int);
+template void flash_forward_wgmma<__nv_bfloat16, 64>(const FwdArgs &, int, AttentionCausalOrder, int);
+template void flash_forward_wgmma<__nv_bfloat16, 128>(const FwdArgs &, int, AttentionCausalOrder, int);

@@ -83,16 +83,15 @@ int flash_wgmma_image_loaded(void);
 
 // Forward with `consumers` consumer warpgroups of 64 queries each: 2 (both head dims) or 3
 // (head dim 64 only; any other pair stops with a message). When causal, the query blocks run
-// in causal_order (attention.h, block_order.h); without the mask, in the natural order. When
-// dropping, `masks` says who draws the dropout masks (attention.h); the producer's ring takes
-// 32 KiB (2 consumers) or 48 KiB (3) of shared memory more than the smem_bytes below, which
-// still fits a Hopper GPU's 227 KiB. persistent_ctas 0: one block per 64 * consumers queries of
-// a head; > 0: the persistent kernel (ATTENTION_FORWARD_PERSISTENT, attention.h) with at most
-// that many CTAs (and at most one per SM).
+// in causal_order (attention.h, block_order.h); without the mask, in the natural order.
+// persistent_ctas 0: one block per 64 * consumers queries of a head; > 0: the persistent
+// kernel (ATTENTION_FORWARD_PERSISTENT, attention.h) with at most that many CTAs (and at most
+// one per SM), where it exists: flash_forward_wgmma_has_persistent (1 or 0) says whether it
+// does for `consumers` and dropping (p > 0) or not; where not, the non-persistent kernel runs.
 size_t flash_forward_wgmma_smem_bytes(int head_dim, int consumers);
+int flash_forward_wgmma_has_persistent(int consumers, int dropping);
 template <typename T, int D>
-void flash_forward_wgmma(const FwdArgs &a, int consumers, AttentionCausalOrder causal_order,
-                         AttentionDropoutMasks masks, int persistent_ctas);
+void flash_forward_wgmma(const FwdArgs &a, int consumers, AttentionCausalOrder causal_order, int persistent_ctas);
 
 // Backward (dK, dV, dQ's partial sums), 128 keys per block, two warpgroups of 64 keys each.
 // At head dim 64, dQ of a query tile is computed either by each warpgroup over its own 64 keys

@@ -289,6 +289,50 @@ static void test_block_order(void **state) {
     assert_int_equal(flash_block_at(8, 4, 3, 2).query_block, 3);
 }
 
+// The persistent forward's schedule (block_order.h): straight and zig-zag, every work tile
+// taken by exactly one CTA, at least one per CTA, each CTA's tiles in ascending rounds; with
+// one round only, a partial last round (reversed or not, depending on its parity), and one
+// CTA.
+static void check_persistent_schedule(int work_tiles, int ctas, int zigzag) {
+    char *seen = calloc((size_t)work_tiles, 1);
+    for (int cta = 0; cta < ctas; cta++) {
+        const int count = persistent_tile_count(cta, ctas, work_tiles, zigzag);
+        assert_true(count >= 1);
+        for (int j = 0; j < count; j++) {
+            const int work = persistent_work_tile(j, cta, ctas, zigzag);
+            assert_in_range(work, 0, work_tiles - 1);
+            assert_int_equal(work / ctas, j);  // round j
+            assert_int_equal(seen[work], 0);
+            seen[work] = 1;
+        }
+    }
+    for (int work = 0; work < work_tiles; work++) assert_int_equal(seen[work], 1);
+    free(seen);
+}
+
+static void test_persistent_schedule(void **state) {
+    (void)state;
+    const int cases[][2] = {{1, 1}, {7, 7}, {8, 3}, {9, 3}, {10, 3}, {11, 3}, {13, 4}, {17, 4},
+                            {100, 1}, {2048, 132}, {2100, 132}, {2200, 132}, {513, 132}, {133, 132}};
+    for (int c = 0; c < (int)(sizeof cases / sizeof cases[0]); c++)
+        for (int zigzag = 0; zigzag < 2; zigzag++) check_persistent_schedule(cases[c][0], cases[c][1], zigzag);
+    // 10 tiles, 4 CTAs, zig-zag: rounds {0 1 2 3}, {7 6 5 4} reversed, {8 9} (even: straight).
+    assert_int_equal(persistent_work_tile(1, 0, 4, 1), 7);
+    assert_int_equal(persistent_work_tile(1, 3, 4, 1), 4);
+    assert_int_equal(persistent_work_tile(2, 1, 4, 1), 9);
+    assert_int_equal(persistent_tile_count(1, 4, 10, 1), 3);
+    assert_int_equal(persistent_tile_count(2, 4, 10, 1), 2);
+    // 6 tiles, 4 CTAs, zig-zag: the partial round 1 is reversed, so CTAs 3 and 2 take 4 and 5.
+    assert_int_equal(persistent_tile_count(0, 4, 6, 1), 1);
+    assert_int_equal(persistent_tile_count(3, 4, 6, 1), 2);
+    assert_int_equal(persistent_work_tile(1, 3, 4, 1), 4);
+    assert_int_equal(persistent_work_tile(1, 2, 4, 1), 5);
+    // Straight: CTA i takes i, i + ctas, ...
+    assert_int_equal(persistent_work_tile(1, 0, 4, 0), 4);
+    assert_int_equal(persistent_tile_count(0, 4, 6, 0), 2);
+    assert_int_equal(persistent_tile_count(3, 4, 6, 0), 1);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_hopper_with_sm90a_image), cmocka_unit_test(test_hopper_without_sm90a_image),
@@ -296,7 +340,7 @@ int main(void) {
         cmocka_unit_test(test_forced_sets),             cmocka_unit_test(test_every_choice_fits),
         cmocka_unit_test(test_refusals),                cmocka_unit_test(test_unsupported_problems),
         cmocka_unit_test(test_layer_problem),           cmocka_unit_test(test_backward_workspace),
-        cmocka_unit_test(test_block_order),
+        cmocka_unit_test(test_block_order),             cmocka_unit_test(test_persistent_schedule),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -9,9 +9,9 @@
 // reproduce the plain run exactly. The deterministic backward (AttentionProblem.deterministic)
 // must match the reference too, and repeat its bits exactly from run to run. The best set's
 // backward at d 64 is the one ATTENTION_D64_BACKWARD picks (attention.h): run the test once
-// per value (unset, wgmma-turns) to check each. The wgmma forward runs persistent and not
-// (ATTENTION_FORWARD_PERSISTENT), the persistent one with few CTAs so that each loops over
-// several work tiles, and must give the same bits both ways.
+// per value (unset, wgmma-turns) to check each. The wgmma forward runs persistent wherever it
+// can and never (ATTENTION_FORWARD_PERSISTENT), the persistent one with few CTAs so that each
+// loops over several work tiles, and must give the same bits both ways.
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -79,36 +79,28 @@ static const int TEST_PERSISTENT_CTAS = 3;
 // Every set of kernels: the best (wgmma on a GPU that runs it), mma.sync with the largest
 // tiles that fit, mma.sync with a 99 KiB GPU's tiles. The best set at d 64 with both wgmma
 // forwards (two and three consumer warpgroups, ATTENTION_D64_FORWARD), when causal in every
-// order of the query blocks (ATTENTION_CAUSAL_ORDER), when dropping with the masks drawn by
-// the consumers and by the producer (ATTENTION_DROPOUT_MASKS), and with the forward persistent
-// and not (ATTENTION_FORWARD_PERSISTENT); all set back as they were after.
+// order of the query blocks (ATTENTION_CAUSAL_ORDER), and with the forward persistent wherever
+// it can be and never (ATTENTION_FORWARD_PERSISTENT); all set back as they were after.
 static void run_case(DType dt, int seq, int batch, int heads, int d, float p, int causal) {
     const AttentionD64Forward forwards[] = {ATTENTION_D64_FORWARD_WG2, ATTENTION_D64_FORWARD_WG3};
     const AttentionCausalOrder orders[] = {ATTENTION_CAUSAL_HEAVY_FIRST, ATTENTION_CAUSAL_NATURAL,
                                            ATTENTION_CAUSAL_HEAVY_FIRST_PER_HEAD};
-    const AttentionDropoutMasks masks[] = {ATTENTION_DROPOUT_MASKS_CONSUMERS, ATTENTION_DROPOUT_MASKS_PRODUCER};
-    static const char *const MASK_NAMES[] = {"consumers", "producer"};
     const AttentionD64Forward forward_was = attention_set_d64_forward(ATTENTION_D64_FORWARD_WG2);
     const AttentionCausalOrder order_was = attention_set_causal_order(ATTENTION_CAUSAL_HEAVY_FIRST);
-    const AttentionDropoutMasks masks_was = attention_set_dropout_masks(ATTENTION_DROPOUT_MASKS_CONSUMERS);
-    const int persistent_was = attention_set_forward_persistent(0, 0);
+    const AttentionForwardPersistent persistent_was = attention_set_forward_persistent(ATTENTION_PERSISTENT_NEVER, 0);
     for (int f = 0; f < (d == 64 ? 2 : 1); f++)
         for (int o = 0; o < (causal ? 3 : 1); o++)
-            for (int mk = 0; mk < (p > 0.0f ? 2 : 1); mk++)
-                for (int pe = 0; pe < 2; pe++) {
-                    attention_set_d64_forward(forwards[f]);
-                    attention_set_causal_order(orders[o]);
-                    attention_set_dropout_masks(masks[mk]);
-                    attention_set_forward_persistent(pe, pe ? TEST_PERSISTENT_CTAS : 0);
-                    if (causal) print_message(" causal order %d (attention.h's AttentionCausalOrder):\n", o);
-                    if (p > 0.0f)
-                        print_message(" dropout masks drawn by the %s (ATTENTION_DROPOUT_MASKS):\n", MASK_NAMES[mk]);
-                    if (pe) print_message(" persistent forward, at most %d CTAs:\n", TEST_PERSISTENT_CTAS);
-                    run_case_with(ATTENTION_KERNELS_BEST, dt, seq, batch, heads, d, p, causal);
-                }
+            for (int pe = 0; pe < 2; pe++) {
+                attention_set_d64_forward(forwards[f]);
+                attention_set_causal_order(orders[o]);
+                attention_set_forward_persistent(pe ? ATTENTION_PERSISTENT_WHERE_SUPPORTED : ATTENTION_PERSISTENT_NEVER,
+                                                 pe ? TEST_PERSISTENT_CTAS : 0);
+                if (causal) print_message(" causal order %d (attention.h's AttentionCausalOrder):\n", o);
+                if (pe) print_message(" persistent forward where it can be, at most %d CTAs:\n", TEST_PERSISTENT_CTAS);
+                run_case_with(ATTENTION_KERNELS_BEST, dt, seq, batch, heads, d, p, causal);
+            }
     attention_set_d64_forward(forward_was);
     attention_set_causal_order(order_was);
-    attention_set_dropout_masks(masks_was);
     attention_set_forward_persistent(persistent_was, 0);
     run_case_with(ATTENTION_KERNELS_MMA_SYNC, dt, seq, batch, heads, d, p, causal);
     run_case_with(ATTENTION_KERNELS_MMA_SYNC_SMALL_TILES, dt, seq, batch, heads, d, p, causal);
@@ -463,93 +455,44 @@ static void test_deterministic_backward_large(void **state) {
     attention_set_kernels(ATTENTION_KERNELS_BEST);
 }
 
-// The wgmma forward's dropout masks drawn by the producer warpgroup (ATTENTION_DROPOUT_MASKS,
-// attention.h) must be the consumers' own, bit for bit: the same kernel otherwise, so ctx and
-// lse must come out with the same bits (memcmp), at d 64 (two and three consumers) and 128,
-// fp16 and bf16, causal or not, seq ragged (333: neither tile width divides it). Without
-// wgmma both settings run the same kernel and agree trivially.
-static void test_dropout_masks_bit_identical(void **state) {
-    (void)state;
-    SKIP_WITHOUT_GPU();
-    const int seq = 333, batch = 2, heads = 2;
-    const AttentionDropout dropout = {0.1f, test_seed(), 6};
-    const AttentionD64Forward forward_was = attention_set_d64_forward(ATTENTION_D64_FORWARD_WG2);
-    const AttentionDropoutMasks masks_was = attention_set_dropout_masks(ATTENTION_DROPOUT_MASKS_CONSUMERS);
-    for (int dti = 0; dti < 2; dti++)
-        for (int d = 64; d <= 128; d += 64)
-            for (int consumers = 2; consumers <= (d == 64 ? 3 : 2); consumers++)
-                for (int causal = 0; causal < 2; causal++) {
-                    const DType dt = dti ? DTYPE_BF16 : DTYPE_FP16;
-                    const AttentionProblem problem = {
-                        .seq = seq, .batch = batch, .heads = heads, .head_dim = d, .dtype = dt, .causal = causal};
-                    const int64_t nqkv = (int64_t)seq * batch * heads * 3 * d, nctx = nqkv / 3, nlse = nctx / d;
-                    float *qkv = random_floats(nqkv, -2.0f, 2.0f);
-                    void *d_qkv = dev_upload(qkv, nqkv, dt), *d_ctx = dev_alloc(nctx * 2);
-                    float *d_lse = dev_alloc(nlse * 4);
-                    attention_set_d64_forward(consumers == 3 ? ATTENTION_D64_FORWARD_WG3 : ATTENTION_D64_FORWARD_WG2);
-                    uint16_t *ctx[2];
-                    float *lse[2];
-                    for (int mk = 0; mk < 2; mk++) {
-                        attention_set_dropout_masks(mk ? ATTENTION_DROPOUT_MASKS_PRODUCER
-                                                       : ATTENTION_DROPOUT_MASKS_CONSUMERS);
-                        CUDA_CHECK(cudaMemset(d_ctx, 0xff, nctx * 2));
-                        attention_forward(&problem, &dropout, d_qkv, d_ctx, d_lse);
-                        ctx[mk] = download_bytes(d_ctx, nctx * 2);
-                        lse[mk] = download_bytes(d_lse, nlse * 4);
-                    }
-                    const int64_t ctx_differing = values_differing(ctx[0], ctx[1], nctx);
-                    print_message(" %s; %s d %d causal %d: masks by the producer against the consumers': %lld of "
-                                  "%lld ctx values differ\n",
-                                  attention_kernel_name(ATTENTION_FORWARD, d), dtype_name(dt), d, causal,
-                                  (long long)ctx_differing, (long long)nctx);
-                    assert_int_equal(ctx_differing, 0);
-                    assert_memory_equal(lse[0], lse[1], nlse * 4);
-                    dev_free(d_qkv), dev_free(d_ctx), dev_free(d_lse);
-                    free(qkv), free(ctx[0]), free(ctx[1]), free(lse[0]), free(lse[1]);
-                }
-    attention_set_d64_forward(forward_was);
-    attention_set_dropout_masks(masks_was);
-}
-
 // The persistent wgmma forward (ATTENTION_FORWARD_PERSISTENT, attention.h) computes each work
 // tile exactly as the non-persistent one computes its block: ctx and lse must come out with the
 // same bits, with a few CTAs (each looping over several work tiles, the rings and turns carried
-// from one to the next) and with one per SM, at d 64 (two and three consumers) and 128, fp16
-// and bf16, causal or not (every order of the query blocks), seq ragged (333), with and without
-// dropout (masks by the consumers and by the producer). Without wgmma every setting runs the
-// same kernel and agrees trivially.
+// from one to the next; when causal, the rounds zig-zag) and with one per SM, at d 64 (two and
+// three consumers) and 128, fp16 and bf16, causal or not (heavy first and natural order), seq
+// ragged (333), with and without dropout (at 3 consumers dropping, both runs are the
+// non-persistent kernel). Without wgmma every setting runs the same kernel and agrees trivially.
 static void test_persistent_forward_bit_identical(void **state) {
     (void)state;
     SKIP_WITHOUT_GPU();
     const int seq = 333, batch = 2, heads = 3;
     const AttentionD64Forward forward_was = attention_set_d64_forward(ATTENTION_D64_FORWARD_WG2);
-    const AttentionDropoutMasks masks_was = attention_set_dropout_masks(ATTENTION_DROPOUT_MASKS_CONSUMERS);
     const AttentionCausalOrder order_was = attention_set_causal_order(ATTENTION_CAUSAL_HEAVY_FIRST);
-    const int persistent_was = attention_set_forward_persistent(0, 0);
+    const AttentionForwardPersistent persistent_was = attention_set_forward_persistent(ATTENTION_PERSISTENT_NEVER, 0);
     const int max_ctas[3] = {0, TEST_PERSISTENT_CTAS, 0};  // run 0 not persistent, 1 and 2 persistent
     for (int dti = 0; dti < 2; dti++)
         for (int d = 64; d <= 128; d += 64)
             for (int consumers = 2; consumers <= (d == 64 ? 3 : 2); consumers++)
                 for (int causal = 0; causal < 2; causal++)
-                    for (int variant = 0; variant < 3; variant++) {  // no dropout; masks by consumers, by producer
+                    for (int variant = 0; variant < 3; variant++) {  // heavy first; natural; heavy first, dropping
                         const DType dt = dti ? DTYPE_BF16 : DTYPE_FP16;
                         const AttentionProblem problem = {
                             .seq = seq, .batch = batch, .heads = heads, .head_dim = d, .dtype = dt, .causal = causal};
-                        const AttentionDropout dropout = {variant ? 0.1f : 0.0f, test_seed(), 9};
+                        const AttentionDropout dropout = {variant == 2 ? 0.1f : 0.0f, test_seed(), 9};
                         const int64_t nqkv = (int64_t)seq * batch * heads * 3 * d, nctx = nqkv / 3, nlse = nctx / d;
                         float *qkv = random_floats(nqkv, -2.0f, 2.0f);
                         void *d_qkv = dev_upload(qkv, nqkv, dt), *d_ctx = dev_alloc(nctx * 2);
                         float *d_lse = dev_alloc(nlse * 4);
                         attention_set_d64_forward(consumers == 3 ? ATTENTION_D64_FORWARD_WG3
                                                                  : ATTENTION_D64_FORWARD_WG2);
-                        attention_set_dropout_masks(variant == 2 ? ATTENTION_DROPOUT_MASKS_PRODUCER
-                                                                 : ATTENTION_DROPOUT_MASKS_CONSUMERS);
                         attention_set_causal_order(causal && variant == 1 ? ATTENTION_CAUSAL_NATURAL
                                                                           : ATTENTION_CAUSAL_HEAVY_FIRST);
                         uint16_t *ctx[3];
                         float *lse[3];
                         for (int run = 0; run < 3; run++) {
-                            attention_set_forward_persistent(run > 0, max_ctas[run]);
+                            attention_set_forward_persistent(run > 0 ? ATTENTION_PERSISTENT_WHERE_SUPPORTED
+                                                                     : ATTENTION_PERSISTENT_NEVER,
+                                                             max_ctas[run]);
                             CUDA_CHECK(cudaMemset(d_ctx, 0xff, nctx * 2));
                             CUDA_CHECK(cudaMemset(d_lse, 0xff, nlse * 4));
                             attention_forward(&problem, &dropout, d_qkv, d_ctx, d_lse);
@@ -571,7 +514,6 @@ static void test_persistent_forward_bit_identical(void **state) {
                         for (int run = 0; run < 3; run++) free(ctx[run]), free(lse[run]);
                     }
     attention_set_d64_forward(forward_was);
-    attention_set_dropout_masks(masks_was);
     attention_set_causal_order(order_was);
     attention_set_forward_persistent(persistent_was, 0);
 }
@@ -595,8 +537,7 @@ int main(void) {
         cmocka_unit_test(test_ragged_seq),           cmocka_unit_test(test_causal),
         cmocka_unit_test(test_dropout),              cmocka_unit_test(test_shard_draws_the_unsharded_mask),
         cmocka_unit_test(test_views),                cmocka_unit_test(test_deterministic_backward),
-        cmocka_unit_test(test_deterministic_backward_large), cmocka_unit_test(test_dropout_masks_bit_identical),
-        cmocka_unit_test(test_persistent_forward_bit_identical),
+        cmocka_unit_test(test_deterministic_backward_large), cmocka_unit_test(test_persistent_forward_bit_identical),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
