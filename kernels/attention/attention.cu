@@ -222,16 +222,16 @@ extern "C" AttentionCausalOrder attention_set_causal_order(AttentionCausalOrder 
 }
 
 // Whether the wgmma forward runs persistent by default (ATTENTION_PERSISTENT_POLICY,
-// attention.h). Measured on an H200 (b 4, h 32, s 2048, fp16, TFLOP/s, not persistent ->
-// persistent, in the same call), with CTA i taking tiles i, i + grid, i + 2 grid, ...:
-//   not dropping: d 128 568 -> 596 (bf16 persistent: 615), d 64 (3 consumers) 425 -> 487;
-//   causal:       d 64 320 -> 343, but d 128 463 -> 435 - before the zig-zag rounds
-//                 (block_order.h), which are to be measured; if d 128 causal stays slower,
-//                 `return !dropping && !(causal && head_dim == 128);` (or `&& !causal`);
-//   dropping:     d 128 425 -> 398 (d 64's 3-consumer kernel has no persistent variant).
+// attention.h). Measured on an H200 (b 4, h 32, s 2048, TFLOP/s, not persistent -> persistent,
+// same call, `a18c98e`; docs/results.md):
+//   not dropping: d 128 564 -> 582 (bf16 573 -> 600), d 64 (3 consumers) 428 -> 485;
+//   dropping:     d 128 425 -> 435 (d 64's 3-consumer kernel has no persistent variant);
+//   causal:       d 64 317 -> 350, but d 128 460 -> 406 (bf16 469 -> 412), with the zig-zag
+//                 rounds too (block_order.h): there the hardware's own scheduling of blocks
+//                 of unequal length beats any fixed assignment tried, so d 128 causal is not.
 static bool forward_persistent_for(int head_dim, bool causal, bool dropping) {
-    (void)head_dim, (void)causal;
-    return !dropping;
+    (void)dropping;
+    return !(causal && head_dim == 128);
 }
 
 // The wgmma forward persistent or not (ATTENTION_FORWARD_PERSISTENT, attention.h): read once,
@@ -290,20 +290,22 @@ static int forward_persistent_ctas(int head_dim, int consumers, const FlashParam
 // not the problem): which consumers, and in which of the four cases (causal or not, dropping or
 // not) it runs persistent.
 static const char *wgmma_forward_name(int head_dim, int consumers) {
-    static const char *const NAMES[2][5] = {
+    static const char *const NAMES[2][6] = {
         {"wgmma forward", "wgmma forward (persistent)", "wgmma forward (persistent when not dropping)",
-         "wgmma forward (persistent when neither causal nor dropping)", "wgmma forward (persistent in some cases)"},
+         "wgmma forward (persistent when neither causal nor dropping)", "wgmma forward (persistent in some cases)",
+         "wgmma forward (persistent when not causal)"},
         {"wgmma forward (3 consumers)", "wgmma forward (3 consumers; persistent)",
          "wgmma forward (3 consumers; persistent when not dropping)",
          "wgmma forward (3 consumers; persistent when neither causal nor dropping)",
-         "wgmma forward (3 consumers; persistent in some cases)"},
+         "wgmma forward (3 consumers; persistent in some cases)",
+         "wgmma forward (3 consumers; persistent when not causal)"},
     };
     // One bit per case: 1 plain, 2 causal, 4 dropping, 8 causal and dropping.
     int cases = 0;
     for (int causal = 0; causal < 2; causal++)
         for (int dropping = 0; dropping < 2; dropping++)
             if (forward_runs_persistent(head_dim, consumers, causal, dropping)) cases |= 1 << (causal + 2 * dropping);
-    const int which = cases == 0 ? 0 : cases == 15 ? 1 : cases == 3 ? 2 : cases == 1 ? 3 : 4;
+    const int which = cases == 0 ? 0 : cases == 15 ? 1 : cases == 3 ? 2 : cases == 1 ? 3 : cases == 5 ? 5 : 4;
     return NAMES[consumers == 3][which];
 }
 

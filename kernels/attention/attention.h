@@ -162,8 +162,8 @@ AttentionCausalOrder attention_set_causal_order(AttentionCausalOrder order);
 // its producer loads the next tile's Q, K and V while the consumers still finish the current
 // one - hiding each block's start-up and epilogue. The same arithmetic per tile: the same bits.
 //   POLICY           persistent where it was measured faster (attention.cu's
-//                    forward_persistent_for): when not dropping, at both head dims, causal or
-//                    not; when dropping, not persistent.
+//                    forward_persistent_for): everywhere but causal at d 128 (and d 64 with
+//                    dropout, which has no persistent variant).
 //   NEVER            never persistent.
 //   WHERE_SUPPORTED  persistent wherever the kernel has that variant: everywhere but at 3
 //                    consumers (d 64) when dropping (ptxas would spill).
