@@ -268,6 +268,32 @@ extern "C" AttentionForwardPersistent attention_set_forward_persistent(Attention
     return previous;
 }
 
+// The persistent wgmma forward's schedule (ATTENTION_PERSISTENT_SCHEDULE, attention.h): read
+// once, unless a setter came first. Static by default until the dynamic one is measured.
+static int persistent_schedule_known = 0;
+static AttentionPersistentSchedule persistent_schedule_which = ATTENTION_SCHEDULE_STATIC;
+
+static AttentionPersistentSchedule persistent_schedule(void) {
+    if (!persistent_schedule_known) {
+        const char *v = getenv("ATTENTION_PERSISTENT_SCHEDULE");
+        if (v && strcmp(v, "dynamic") == 0)
+            persistent_schedule_which = ATTENTION_SCHEDULE_DYNAMIC;
+        else if (v && *v && strcmp(v, "static") != 0)
+            fail_user("ATTENTION_PERSISTENT_SCHEDULE must be static or dynamic (or unset), not \"%s\"", v);
+        persistent_schedule_known = 1;
+    }
+    return persistent_schedule_which;
+}
+
+extern "C" AttentionPersistentSchedule attention_set_persistent_schedule(AttentionPersistentSchedule which) {
+    if (which != ATTENTION_SCHEDULE_STATIC && which != ATTENTION_SCHEDULE_DYNAMIC)
+        fail_user("attention_set_persistent_schedule: which must be an AttentionPersistentSchedule, not %d",
+                  (int)which);
+    const AttentionPersistentSchedule previous = persistent_schedule();
+    persistent_schedule_which = which;
+    return previous;
+}
+
 // Whether the wgmma forward with `consumers` consumers runs persistent for a problem causal or
 // not, dropping or not: as the setting says, where the kernel has the persistent variant.
 static bool forward_runs_persistent(int head_dim, int consumers, bool causal, bool dropping) {
@@ -287,8 +313,8 @@ static int forward_persistent_ctas(int head_dim, int consumers, const FlashParam
 }
 
 // The wgmma forward's name in tables and messages (attention_kernel_name knows the head dim but
-// not the problem): which consumers, and in which of the four cases (causal or not, dropping or
-// not) it runs persistent.
+// not the problem): which consumers, in which of the four cases (causal or not, dropping or
+// not) it runs persistent, and with which schedule (nothing said: static).
 static const char *wgmma_forward_name(int head_dim, int consumers) {
     static const char *const NAMES[2][6] = {
         {"wgmma forward", "wgmma forward (persistent)", "wgmma forward (persistent when not dropping)",
@@ -306,7 +332,15 @@ static const char *wgmma_forward_name(int head_dim, int consumers) {
         for (int dropping = 0; dropping < 2; dropping++)
             if (forward_runs_persistent(head_dim, consumers, causal, dropping)) cases |= 1 << (causal + 2 * dropping);
     const int which = cases == 0 ? 0 : cases == 15 ? 1 : cases == 3 ? 2 : cases == 1 ? 3 : cases == 5 ? 5 : 4;
-    return NAMES[consumers == 3][which];
+    const char *name = NAMES[consumers == 3][which];
+    if (which == 0 || persistent_schedule() == ATTENTION_SCHEDULE_STATIC) return name;
+    // The same name with "; dynamic schedule" before its closing parenthesis, one buffer per
+    // name, so that names returned earlier stay valid.
+    static char dynamic_names[2][6][112];
+    char *dynamic = dynamic_names[consumers == 3][which];
+    if (!dynamic[0])
+        snprintf(dynamic, sizeof dynamic_names[0][0], "%.*s; dynamic schedule)", (int)strlen(name) - 1, name);
+    return dynamic;
 }
 
 static AttentionKernelChoice choose(AttentionPass pass, int head_dim) {
@@ -332,6 +366,7 @@ static AttentionKernelChoice choose(AttentionPass pass, int head_dim) {
     // The forward's persistent kernel, named for the tables: the benchmark and the tests show
     // which setting ran. (Read first: a bad value stops on any GPU.)
     forward_persistent();
+    persistent_schedule();
     if (pass == ATTENTION_FORWARD && choice.wgmma)
         choice.kernel = wgmma_forward_name(head_dim, wgmma_forward_consumers(head_dim));
     return choice;
@@ -369,7 +404,8 @@ template <typename T, int D>
 static void forward(const FwdArgs &a, const AttentionKernelChoice &k) {
     if (k.wgmma)
         flash_forward_wgmma<T, D>(a, wgmma_forward_consumers(D), causal_order(),
-                                  forward_persistent_ctas(D, wgmma_forward_consumers(D), a));
+                                  forward_persistent_ctas(D, wgmma_forward_consumers(D), a),
+                                  persistent_schedule() == ATTENTION_SCHEDULE_DYNAMIC);
     else
         flash_forward_mma<T, D>(a, k.tile);
 }

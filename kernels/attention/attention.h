@@ -182,6 +182,22 @@ typedef enum {
 } AttentionForwardPersistent;
 AttentionForwardPersistent attention_set_forward_persistent(AttentionForwardPersistent which, int max_ctas);
 
+// How the persistent wgmma forward's CTAs get their work tiles (flash_forward_wgmma.cu; wherever
+// it runs persistent, causal or not):
+//   STATIC   each CTA a fixed list: rounds of one tile per CTA, zig-zag when causal
+//            (block_order.h's persistent_work_tile).
+//   DYNAMIC  each CTA its first tile of the first round, then the next tile not yet taken, from
+//            a global counter, whenever its producer is about ready for one (FlashAttention-3's
+//            dynamic scheduler); the tiles in the same order (heaviest first when causal).
+// Both compute each tile as the non-persistent kernel does: the same bits. The environment
+// variable ATTENTION_PERSISTENT_SCHEDULE gives the first value (read once, as
+// ATTENTION_D64_FORWARD): unset or empty, or "static"; "dynamic". Any other value stops with a
+// message. attention_set_persistent_schedule overrides it from then on (another value of
+// `which` stops with a message) and returns the previous value. attention_kernel_name says
+// "dynamic schedule" when the forward runs persistent with it.
+typedef enum { ATTENTION_SCHEDULE_STATIC, ATTENTION_SCHEDULE_DYNAMIC } AttentionPersistentSchedule;
+AttentionPersistentSchedule attention_set_persistent_schedule(AttentionPersistentSchedule which);
+
 typedef enum { ATTENTION_FORWARD, ATTENTION_BACKWARD } AttentionPass;
 
 // What the choice depends on: the GPU as dispatch sees it.

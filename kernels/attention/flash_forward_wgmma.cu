@@ -95,10 +95,13 @@ struct Barriers {
 };
 
 // Which block computes what (block_order.h): query_blocks per head, group_heads 0 (natural)
-// or the heads per group of the heavy-first order; and the persistent kernel's schedule,
-// zigzag 1 (when causal) or 0 (persistent_work_tile).
+// or the heads per group of the heavy-first order; and the persistent kernel's schedule:
+// static, zigzag 1 (when causal) or 0 (persistent_work_tile); dynamic (the kernel's DYNAMIC),
+// handed_out, the launch's count of work tiles handed out after the first round (zeroed
+// before each launch; null when static).
 struct BlockOrder {
     int query_blocks, group_heads, zigzag;
+    int *handed_out;
 };
 
 // A work tile: BLOCK_M queries of one (batch, head) - what one block of the non-persistent
@@ -138,7 +141,40 @@ __device__ __forceinline__ WorkTile work_tile_at(int work, const BlockOrder &ord
 //   - Q: one buffer, now with an "empty" barrier too (q_empty above); use j of q_full is work
 //     tile j of this CTA;
 //   - the consumers' turns: one continuous round robin over the CTA's whole life (see my_turn).
-template <typename T, int D, int CONSUMERS, bool PERSISTENT>
+//
+// DYNAMIC (persistent only; ATTENTION_PERSISTENT_SCHEDULE=dynamic, attention.h): no fixed list
+// of work tiles per CTA; each CTA takes its next work tile when it is about ready for one, from
+// a counter in global memory (FlashAttention-3's dynamic scheduler for causal attention, where
+// work tiles differ in length and a fixed assignment leaves SMs idle at the end). The protocol:
+//   - CTA i's first work tile is tile i (the first round, as static); after it the producer
+//     takes tile gridDim.x + atomicAdd(handed_out, 1) (handed_out zeroed before the launch), so
+//     every tile is handed out exactly once, in block_order.h's order (heaviest first when
+//     causal). It fetches while it loads the current work tile's last V tile, about two tiles
+//     of keys before the consumers finish the current work tile: late enough that the CTA is
+//     about ready for more, early enough that the atomic's latency hides behind the producer's
+//     wait for that V stage (the atomic is issued before the wait, its result stored after).
+//   - The producer hands the indices to the consumers through two shared-memory slots,
+//     next_work[j % 2] for the CTA's j-th work tile (q_full's use j): slot 0 holds blockIdx.x
+//     before the first arrive on q_full; the index fetched during work tile j goes into slot
+//     (j + 1) % 2, and the producer's arrive (expect_tx) on q_full for use j + 1 comes after it
+//     (the arrive releases the store, the consumers' wait acquires it). Every consumer reads
+//     slot j % 2 right after its wait on q_full, the first thing of work tile j, and so before
+//     its arrive on q_empty (release_q) of that tile. The store into slot (j + 1) % 2 comes
+//     after the producer's wait for q_empty's use j - 1 (in work tile j's load_q, before the
+//     last V tile's loads), i.e. after every consumer read that slot for work tile j - 1: no
+//     index is overwritten before every consumer has read it.
+//   - No more work: the fetched index is >= work_tiles. The producer then waits for q_empty as
+//     for a next Q (so that q_full's previous use is over) and arrives on q_full without a copy
+//     (a plain arrive completes the phase: q_full counts 1 arrival); the consumers read the
+//     index, see it past the last work tile and finish.
+//   - The turns: the consumers learn only at the next work tile's q_full whether there is one,
+//     so the last consumer hands the turn on after every work tile, its last included (no
+//     more_after skip), and once the consumers have seen that there is no more work, consumer
+//     0 takes that last hand-over out with one more my_turn(): every use of every named barrier
+//     still has 128 threads waiting and 128 arriving, also at the very end.
+// Only the source of the indices changes: the index -> (query block, head) mapping
+// (work_tile_at) and the per-tile work are the static kernel's, so the bits are the same.
+template <typename T, int D, int CONSUMERS, bool PERSISTENT, bool DYNAMIC>
 __global__ void __launch_bounds__(Shape<CONSUMERS>::THREADS, 1)
     flash_forward_wgmma_kernel(const __grid_constant__ CUtensorMap q_map, const __grid_constant__ CUtensorMap kv_map,
                                const __grid_constant__ FwdArgs a, const BlockOrder order, float scale) {
@@ -148,9 +184,11 @@ __global__ void __launch_bounds__(Shape<CONSUMERS>::THREADS, 1)
     constexpr int Q_PANEL = BLOCK_M * 128, KV_PANEL = WG_BLOCK_N * 128;  // bytes per 64-column panel
     constexpr int Q_BYTES = tile_bytes<D>(BLOCK_M), KV_BYTES = tile_bytes<D>(WG_BLOCK_N);
     static_assert(Q_PANEL % 1024 == 0 && KV_PANEL % 1024 == 0, "panels start on the swizzle's 1024-byte period");
+    static_assert(PERSISTENT || !DYNAMIC, "the dynamic schedule is the persistent kernel's");
     // The swizzle repeats every 1024 bytes, and the tiles must start on such a boundary.
     extern __shared__ unsigned char smem_raw[];
     __shared__ Barriers bars;
+    __shared__ int next_work[2];  // DYNAMIC: slot j % 2, the work tile of q_full's use j (>= work_tiles: none)
     unsigned char *q_tile = smem_raw + ((1024 - (smem_addr(smem_raw) & 1023)) & 1023);
     unsigned char *k_tiles = q_tile + Q_BYTES;        // two stages
     unsigned char *v_tiles = k_tiles + 2 * KV_BYTES;  // two stages
@@ -206,14 +244,34 @@ __global__ void __launch_bounds__(Shape<CONSUMERS>::THREADS, 1)
                     tma_load_3d(k_tiles + s * KV_BYTES + panel * KV_PANEL, &kv_map, col(1, panel), w.b,
                                 t * WG_BLOCK_N, &bars.k_full[s]);
                 if (PERSISTENT && t == 0 && j > 0) load_q();
+                int handed = 0;  // DYNAMIC: the CTA's next work tile, less gridDim.x (see below)
+                if (DYNAMIC && t == w.tiles - 1) handed = atomicAdd(order.handed_out, 1);
                 if (use > 0) mbarrier_wait(&bars.v_empty[s], (use - 1) & 1);
                 mbarrier_arrive_expect_tx(&bars.v_full[s], KV_BYTES);
                 for (int panel = 0; panel < D / 64; panel++)
                     tma_load_3d(v_tiles + s * KV_BYTES + panel * KV_PANEL, &kv_map, col(2, panel), w.b,
                                 t * WG_BLOCK_N, &bars.v_full[s]);
+                // DYNAMIC: the CTA's next work tile, into slot (j + 1) % 2 (after this work
+                // tile's load_q, whose wait on q_empty means that every consumer read it for work
+                // tile j - 1).
+                if (DYNAMIC && t == w.tiles - 1)
+                    next_work[(j + 1) % 2] = (int)gridDim.x + handed;
             }
         };
-        if constexpr (PERSISTENT) {
+        if constexpr (DYNAMIC) {
+            next_work[0] = blockIdx.x;  // read by the consumers after q_full's use 0
+            int j = 0;
+#pragma unroll 1
+            for (int work = blockIdx.x; work < work_tiles;) {
+                load_work_tile(work, j);
+                j++;
+                work = next_work[j % 2];  // stored by load_work_tile (this thread)
+            }
+            // No more work: slot j says so; q_full's use j, without a copy, once its use j - 1 is
+            // over (a plain arrive completes it; j >= 1, since the grid is at most work_tiles CTAs).
+            mbarrier_wait(&bars.q_empty, (j - 1) & 1);
+            mbarrier_arrive(&bars.q_full);
+        } else if constexpr (PERSISTENT) {
 #pragma unroll 1
             for (int j = 0; j < my_work_tiles; j++) load_work_tile(my_work_tile(j), j);
         } else {
@@ -339,8 +397,8 @@ __global__ void __launch_bounds__(Shape<CONSUMERS>::THREADS, 1)
             }
         };
 
-        // Tile 0: only its scores.
-        mbarrier_wait(&bars.q_full, j & 1);
+        // Tile 0: only its scores. (DYNAMIC: the loop below waited for Q, to read `work`.)
+        if constexpr (!DYNAMIC) mbarrier_wait(&bars.q_full, j & 1);
         mbarrier_wait(&bars.k_full[stage(0)], parity(0));
         my_turn();
         issue_scores(0);
@@ -381,7 +439,8 @@ __global__ void __launch_bounds__(Shape<CONSUMERS>::THREADS, 1)
         issue_output(tiles - 1);
         // The hand-over after this consumer's last turn of the work tile: skipped by the last
         // consumer after its last turn of all (the CTA's last work tile; not persistent, the
-        // only one).
+        // only one). DYNAMIC: never skipped (more_after is always true; consumer 0 takes the
+        // last hand-over out at the end).
         if (!last_consumer || more_after) your_turn();
         wgmma_wait<0>();
         wgmma_settle(o);
@@ -396,7 +455,16 @@ __global__ void __launch_bounds__(Shape<CONSUMERS>::THREADS, 1)
                              head_offset, dropout_keep_scale(a.p_drop));
         return tiles;
     };
-    if constexpr (PERSISTENT) {
+    if constexpr (DYNAMIC) {
+#pragma unroll 1
+        for (int j = 0, kv = 0;; j++) {
+            mbarrier_wait(&bars.q_full, j & 1);
+            const int work = next_work[j % 2];  // read before this consumer's release_q of work tile j
+            if (work >= work_tiles) break;
+            kv += consume_work_tile(work, j, kv, true);
+        }
+        if (consumer == 0) my_turn();  // the last consumer's last hand-over (see DYNAMIC above)
+    } else if constexpr (PERSISTENT) {
 #pragma unroll 1
         for (int j = 0, kv = 0; j < my_work_tiles; j++)
             kv += consume_work_tile(my_work_tile(j), j, kv, j + 1 < my_work_tiles);
@@ -433,7 +501,24 @@ int persistent_grid(int work_tiles, int persistent_ctas) {
     return ctas < work_tiles ? ctas : work_tiles;
 }
 
-template <typename T, int D, int CONSUMERS, bool PERSISTENT>
+// The dynamic schedule's counter (BlockOrder::handed_out), one int per GPU: allocated at the
+// first dynamic launch on that GPU and kept for the process's life (never freed: 4 bytes, a
+// deliberate static buffer, not a leak that grows), zeroed on the launch's stream (the default
+// stream, as every launch in this file) right before each launch, so that launches one after
+// another on that stream each count from zero.
+int *zeroed_handed_out_counter() {
+    constexpr int MAX_DEVICES = 64;
+    static int *counters[MAX_DEVICES] = {};
+    int device = 0;
+    CUDA_CHECK(cudaGetDevice(&device));
+    if (device < 0 || device >= MAX_DEVICES)
+        DIE("flash attention: GPU %d is beyond the %d the dynamic schedule's counters cover", device, MAX_DEVICES);
+    if (!counters[device]) CUDA_CHECK(cudaMalloc(&counters[device], sizeof(int)));
+    CUDA_CHECK(cudaMemsetAsync(counters[device], 0, sizeof(int), 0));
+    return counters[device];
+}
+
+template <typename T, int D, int CONSUMERS, bool PERSISTENT, bool DYNAMIC>
 void launch_kernel(const FwdArgs &a, AttentionCausalOrder causal_order, int persistent_ctas) {
     using S = Shape<CONSUMERS>;
     constexpr size_t smem = forward_smem_bytes(D, CONSUMERS);
@@ -441,7 +526,7 @@ void launch_kernel(const FwdArgs &a, AttentionCausalOrder causal_order, int pers
                   "the kernel's carve-up");
     static bool configured = false;
     if (!configured) {
-        CUDA_CHECK(cudaFuncSetAttribute(flash_forward_wgmma_kernel<T, D, CONSUMERS, PERSISTENT>,
+        CUDA_CHECK(cudaFuncSetAttribute(flash_forward_wgmma_kernel<T, D, CONSUMERS, PERSISTENT, DYNAMIC>,
                                         cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
         configured = true;
     }
@@ -450,8 +535,8 @@ void launch_kernel(const FwdArgs &a, AttentionCausalOrder causal_order, int pers
         DIE("flash attention: %d query blocks x %d heads is more blocks than one launch takes", query_blocks,
             bh_count);
     // Natural, and the persistent CTAs' rounds straight: without the mask, every block costs the
-    // same. When causal, the persistent CTAs' rounds zig-zag (block_order.h).
-    BlockOrder order = {query_blocks, 0, PERSISTENT && a.causal};
+    // same. When causal, the static persistent CTAs' rounds zig-zag (block_order.h).
+    BlockOrder order = {query_blocks, 0, PERSISTENT && !DYNAMIC && a.causal, nullptr};
     if (a.causal && causal_order == ATTENTION_CAUSAL_HEAVY_FIRST)
         order.group_heads = flash_heavy_first_group_heads(a.seq, D, bh_count);  // block_order.h
     else if (a.causal && causal_order == ATTENTION_CAUSAL_HEAVY_FIRST_PER_HEAD)
@@ -462,7 +547,8 @@ void launch_kernel(const FwdArgs &a, AttentionCausalOrder causal_order, int pers
     const CUtensorMap kv_map = tensor_map_rows<T>(a.qkv, a.qkv_row, a.batch, a.seq, WG_BLOCK_N);
     const int work_tiles = query_blocks * bh_count;
     const int grid = PERSISTENT ? persistent_grid(work_tiles, persistent_ctas) : work_tiles;
-    flash_forward_wgmma_kernel<T, D, CONSUMERS, PERSISTENT>
+    if (DYNAMIC) order.handed_out = zeroed_handed_out_counter();
+    flash_forward_wgmma_kernel<T, D, CONSUMERS, PERSISTENT, DYNAMIC>
         <<<grid, S::THREADS, smem>>>(q_map, kv_map, a, order, 1.0f / sqrtf((float)D));
     CHECK_LAUNCH();
 }
@@ -492,25 +578,30 @@ int flash_forward_wgmma_has_persistent(int consumers, int dropping) { return !(c
 
 // Persistent (persistent_ctas > 0) or not; persistent only where the kernel has that variant
 // (flash_forward_wgmma_has_persistent: not at 3 consumers when dropping, see MAY_DROP in the
-// kernel), else the non-persistent kernel.
+// kernel), else the non-persistent kernel; persistent with the static or the dynamic schedule.
 template <typename T, int D, int CONSUMERS>
-void launch_forward(const FwdArgs &a, AttentionCausalOrder causal_order, int persistent_ctas) {
-    if (persistent_ctas > 0 && flash_forward_wgmma_has_persistent(CONSUMERS, a.p_drop > 0.0f))
-        launch_kernel<T, D, CONSUMERS, true>(a, causal_order, persistent_ctas);
-    else
-        launch_kernel<T, D, CONSUMERS, false>(a, causal_order, 0);
+void launch_forward(const FwdArgs &a, AttentionCausalOrder causal_order, int persistent_ctas, bool dynamic) {
+    if (persistent_ctas > 0 && flash_forward_wgmma_has_persistent(CONSUMERS, a.p_drop > 0.0f)) {
+        if (dynamic)
+            launch_kernel<T, D, CONSUMERS, true, true>(a, causal_order, persistent_ctas);
+        else
+            launch_kernel<T, D, CONSUMERS, true, false>(a, causal_order, persistent_ctas);
+    } else {
+        launch_kernel<T, D, CONSUMERS, false, false>(a, causal_order, 0);
+    }
 }
 
 template <typename T, int D>
-void flash_forward_wgmma(const FwdArgs &a, int consumers, AttentionCausalOrder causal_order, int persistent_ctas) {
+void flash_forward_wgmma(const FwdArgs &a, int consumers, AttentionCausalOrder causal_order, int persistent_ctas,
+                         int dynamic_schedule) {
     if constexpr (D == 64) {
-        if (consumers == 3) return launch_forward<T, D, 3>(a, causal_order, persistent_ctas);
+        if (consumers == 3) return launch_forward<T, D, 3>(a, causal_order, persistent_ctas, dynamic_schedule != 0);
     }
     if (consumers != 2) DIE("flash attention: the wgmma forward at head dim %d has no %d-consumer kernel", D, consumers);
-    launch_forward<T, D, 2>(a, causal_order, persistent_ctas);
+    launch_forward<T, D, 2>(a, causal_order, persistent_ctas, dynamic_schedule != 0);
 }
 
-template void flash_forward_wgmma<__half, 64>(const FwdArgs &, int, AttentionCausalOrder, int);
-template void flash_forward_wgmma<__half, 128>(const FwdArgs &, int, AttentionCausalOrder, int);
-template void flash_forward_wgmma<__nv_bfloat16, 64>(const FwdArgs &, int, AttentionCausalOrder, int);
-template void flash_forward_wgmma<__nv_bfloat16, 128>(const FwdArgs &, int, AttentionCausalOrder, int);
+template void flash_forward_wgmma<__half, 64>(const FwdArgs &, int, AttentionCausalOrder, int, int);
+template void flash_forward_wgmma<__half, 128>(const FwdArgs &, int, AttentionCausalOrder, int, int);
+template void flash_forward_wgmma<__nv_bfloat16, 64>(const FwdArgs &, int, AttentionCausalOrder, int, int);
+template void flash_forward_wgmma<__nv_bfloat16, 128>(const FwdArgs &, int, AttentionCausalOrder, int, int);

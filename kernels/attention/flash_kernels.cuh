@@ -88,10 +88,13 @@ int flash_wgmma_image_loaded(void);
 // kernel (ATTENTION_FORWARD_PERSISTENT, attention.h) with at most that many CTAs (and at most
 // one per SM), where it exists: flash_forward_wgmma_has_persistent (1 or 0) says whether it
 // does for `consumers` and dropping (p > 0) or not; where not, the non-persistent kernel runs.
+// dynamic_schedule 1: the persistent CTAs take their work tiles from a global counter as they
+// get ready for one; 0: each a fixed list (ATTENTION_PERSISTENT_SCHEDULE, attention.h).
 size_t flash_forward_wgmma_smem_bytes(int head_dim, int consumers);
 int flash_forward_wgmma_has_persistent(int consumers, int dropping);
 template <typename T, int D>
-void flash_forward_wgmma(const FwdArgs &a, int consumers, AttentionCausalOrder causal_order, int persistent_ctas);
+void flash_forward_wgmma(const FwdArgs &a, int consumers, AttentionCausalOrder causal_order, int persistent_ctas,
+                         int dynamic_schedule);
 
 // Backward (dK, dV, dQ's partial sums), 128 keys per block, two warpgroups of 64 keys each.
 // At head dim 64, dQ of a query tile is computed either by each warpgroup over its own 64 keys

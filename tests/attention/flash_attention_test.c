@@ -10,8 +10,9 @@
 // must match the reference too, and repeat its bits exactly from run to run. The best set's
 // backward at d 64 is the one ATTENTION_D64_BACKWARD picks (attention.h): run the test once
 // per value (unset, wgmma-turns) to check each. The wgmma forward runs persistent wherever it
-// can and never (ATTENTION_FORWARD_PERSISTENT), the persistent one with few CTAs so that each
-// loops over several work tiles, and must give the same bits both ways.
+// can and never (ATTENTION_FORWARD_PERSISTENT), the persistent one with both schedules
+// (ATTENTION_PERSISTENT_SCHEDULE) and few CTAs so that each loops over several work tiles, and
+// must give the same bits every way.
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -80,7 +81,8 @@ static const int TEST_PERSISTENT_CTAS = 3;
 // tiles that fit, mma.sync with a 99 KiB GPU's tiles. The best set at d 64 with both wgmma
 // forwards (two and three consumer warpgroups, ATTENTION_D64_FORWARD), when causal in every
 // order of the query blocks (ATTENTION_CAUSAL_ORDER), and with the forward persistent wherever
-// it can be and never (ATTENTION_FORWARD_PERSISTENT); all set back as they were after.
+// it can be, with the static and the dynamic schedule (ATTENTION_PERSISTENT_SCHEDULE), and never
+// (ATTENTION_FORWARD_PERSISTENT); all set back as they were after.
 static void run_case(DType dt, int seq, int batch, int heads, int d, float p, int causal) {
     const AttentionD64Forward forwards[] = {ATTENTION_D64_FORWARD_WG2, ATTENTION_D64_FORWARD_WG3};
     const AttentionCausalOrder orders[] = {ATTENTION_CAUSAL_HEAVY_FIRST, ATTENTION_CAUSAL_NATURAL,
@@ -88,20 +90,25 @@ static void run_case(DType dt, int seq, int batch, int heads, int d, float p, in
     const AttentionD64Forward forward_was = attention_set_d64_forward(ATTENTION_D64_FORWARD_WG2);
     const AttentionCausalOrder order_was = attention_set_causal_order(ATTENTION_CAUSAL_HEAVY_FIRST);
     const AttentionForwardPersistent persistent_was = attention_set_forward_persistent(ATTENTION_PERSISTENT_NEVER, 0);
+    const AttentionPersistentSchedule schedule_was = attention_set_persistent_schedule(ATTENTION_SCHEDULE_STATIC);
     for (int f = 0; f < (d == 64 ? 2 : 1); f++)
         for (int o = 0; o < (causal ? 3 : 1); o++)
-            for (int pe = 0; pe < 2; pe++) {
+            for (int pe = 0; pe < 3; pe++) {  // never persistent; persistent static; persistent dynamic
                 attention_set_d64_forward(forwards[f]);
                 attention_set_causal_order(orders[o]);
                 attention_set_forward_persistent(pe ? ATTENTION_PERSISTENT_WHERE_SUPPORTED : ATTENTION_PERSISTENT_NEVER,
                                                  pe ? TEST_PERSISTENT_CTAS : 0);
+                attention_set_persistent_schedule(pe == 2 ? ATTENTION_SCHEDULE_DYNAMIC : ATTENTION_SCHEDULE_STATIC);
                 if (causal) print_message(" causal order %d (attention.h's AttentionCausalOrder):\n", o);
-                if (pe) print_message(" persistent forward where it can be, at most %d CTAs:\n", TEST_PERSISTENT_CTAS);
+                if (pe)
+                    print_message(" persistent forward where it can be, %s schedule, at most %d CTAs:\n",
+                                  pe == 2 ? "dynamic" : "static", TEST_PERSISTENT_CTAS);
                 run_case_with(ATTENTION_KERNELS_BEST, dt, seq, batch, heads, d, p, causal);
             }
     attention_set_d64_forward(forward_was);
     attention_set_causal_order(order_was);
     attention_set_forward_persistent(persistent_was, 0);
+    attention_set_persistent_schedule(schedule_was);
     run_case_with(ATTENTION_KERNELS_MMA_SYNC, dt, seq, batch, heads, d, p, causal);
     run_case_with(ATTENTION_KERNELS_MMA_SYNC_SMALL_TILES, dt, seq, batch, heads, d, p, causal);
     attention_set_kernels(ATTENTION_KERNELS_BEST);
@@ -458,7 +465,8 @@ static void test_deterministic_backward_large(void **state) {
 // The persistent wgmma forward (ATTENTION_FORWARD_PERSISTENT, attention.h) computes each work
 // tile exactly as the non-persistent one computes its block: ctx and lse must come out with the
 // same bits, with a few CTAs (each looping over several work tiles, the rings and turns carried
-// from one to the next; when causal, the rounds zig-zag) and with one per SM, at d 64 (two and
+// from one to the next; when causal, the rounds zig-zag) and with one per SM, each with the
+// static and the dynamic schedule (ATTENTION_PERSISTENT_SCHEDULE), at d 64 (two and
 // three consumers) and 128, fp16 and bf16, causal or not (heavy first and natural order), seq
 // ragged (333), with and without dropout (at 3 consumers dropping, both runs are the
 // non-persistent kernel). Without wgmma every setting runs the same kernel and agrees trivially.
@@ -469,7 +477,10 @@ static void test_persistent_forward_bit_identical(void **state) {
     const AttentionD64Forward forward_was = attention_set_d64_forward(ATTENTION_D64_FORWARD_WG2);
     const AttentionCausalOrder order_was = attention_set_causal_order(ATTENTION_CAUSAL_HEAVY_FIRST);
     const AttentionForwardPersistent persistent_was = attention_set_forward_persistent(ATTENTION_PERSISTENT_NEVER, 0);
-    const int max_ctas[3] = {0, TEST_PERSISTENT_CTAS, 0};  // run 0 not persistent, 1 and 2 persistent
+    const AttentionPersistentSchedule schedule_was = attention_set_persistent_schedule(ATTENTION_SCHEDULE_STATIC);
+    // Run 0 not persistent; 1, 2 persistent static; 3, 4 persistent dynamic.
+    enum { RUNS = 5 };
+    const int max_ctas[RUNS] = {0, TEST_PERSISTENT_CTAS, 0, TEST_PERSISTENT_CTAS, 0};
     for (int dti = 0; dti < 2; dti++)
         for (int d = 64; d <= 128; d += 64)
             for (int consumers = 2; consumers <= (d == 64 ? 3 : 2); consumers++)
@@ -487,35 +498,40 @@ static void test_persistent_forward_bit_identical(void **state) {
                                                                  : ATTENTION_D64_FORWARD_WG2);
                         attention_set_causal_order(causal && variant == 1 ? ATTENTION_CAUSAL_NATURAL
                                                                           : ATTENTION_CAUSAL_HEAVY_FIRST);
-                        uint16_t *ctx[3];
-                        float *lse[3];
-                        for (int run = 0; run < 3; run++) {
+                        uint16_t *ctx[RUNS];
+                        float *lse[RUNS];
+                        for (int run = 0; run < RUNS; run++) {
                             attention_set_forward_persistent(run > 0 ? ATTENTION_PERSISTENT_WHERE_SUPPORTED
                                                                      : ATTENTION_PERSISTENT_NEVER,
                                                              max_ctas[run]);
+                            attention_set_persistent_schedule(run >= 3 ? ATTENTION_SCHEDULE_DYNAMIC
+                                                                       : ATTENTION_SCHEDULE_STATIC);
                             CUDA_CHECK(cudaMemset(d_ctx, 0xff, nctx * 2));
                             CUDA_CHECK(cudaMemset(d_lse, 0xff, nlse * 4));
                             attention_forward(&problem, &dropout, d_qkv, d_ctx, d_lse);
                             ctx[run] = download_bytes(d_ctx, nctx * 2);
                             lse[run] = download_bytes(d_lse, nlse * 4);
                         }
-                        for (int run = 1; run < 3; run++) {
+                        for (int run = 1; run < RUNS; run++) {
                             const int64_t ctx_differing = values_differing(ctx[0], ctx[run], nctx);
+                            attention_set_persistent_schedule(run >= 3 ? ATTENTION_SCHEDULE_DYNAMIC
+                                                                       : ATTENTION_SCHEDULE_STATIC);
                             print_message(" %s (%s CTAs); %s d %d causal %d dropout %.1f: %lld of %lld ctx values "
                                           "differ from the non-persistent kernel's\n",
                                           attention_kernel_name(ATTENTION_FORWARD, d),
-                                          run == 1 ? "3" : "one per SM", dtype_name(dt), d, causal, dropout.p,
+                                          run % 2 == 1 ? "3" : "one per SM", dtype_name(dt), d, causal, dropout.p,
                                           (long long)ctx_differing, (long long)nctx);
                             assert_int_equal(ctx_differing, 0);
                             assert_memory_equal(lse[0], lse[run], nlse * 4);
                         }
                         dev_free(d_qkv), dev_free(d_ctx), dev_free(d_lse);
                         free(qkv);
-                        for (int run = 0; run < 3; run++) free(ctx[run]), free(lse[run]);
+                        for (int run = 0; run < RUNS; run++) free(ctx[run]), free(lse[run]);
                     }
     attention_set_d64_forward(forward_was);
     attention_set_causal_order(order_was);
     attention_set_forward_persistent(persistent_was, 0);
+    attention_set_persistent_schedule(schedule_was);
 }
 
 // Bad problems stop with a message rather than running: checked on the CPU by
