@@ -222,16 +222,17 @@ extern "C" AttentionCausalOrder attention_set_causal_order(AttentionCausalOrder 
 }
 
 // Whether the wgmma forward runs persistent by default (ATTENTION_PERSISTENT_POLICY,
-// attention.h). Measured on an H200 (b 4, h 32, s 2048, TFLOP/s, not persistent -> persistent,
-// same call, `a18c98e`; docs/results.md):
-//   not dropping: d 128 564 -> 582 (bf16 573 -> 600), d 64 (3 consumers) 428 -> 485;
-//   dropping:     d 128 425 -> 435 (d 64's 3-consumer kernel has no persistent variant);
-//   causal:       d 64 317 -> 350, but d 128 460 -> 406 (bf16 469 -> 412), with the zig-zag
-//                 rounds too (block_order.h): there the hardware's own scheduling of blocks
-//                 of unequal length beats any fixed assignment tried, so d 128 causal is not.
+// attention.h), and with which schedule (persistent_schedule_for, below). Measured on an H200
+// (b 4, h 32, s 2048, TFLOP/s, fp16, not persistent -> persistent, same call; docs/results.md):
+//   not dropping: d 128 564 -> 582-593, d 64 (3 consumers) 430 -> 471-476;
+//   dropping:     d 128 425 -> 435-437 with the static schedule, 383 with the dynamic one
+//                 (d 64's 3-consumer kernel has no persistent variant);
+//   causal:       d 128 461 -> 409 with the static schedule (zig-zag rounds or not), 499 with
+//                 the dynamic one (bf16 470 -> 514); d 64 317 -> 342 static, 357 dynamic.
+// So: persistent wherever it exists, the dynamic schedule when causal.
 static bool forward_persistent_for(int head_dim, bool causal, bool dropping) {
-    (void)dropping;
-    return !(causal && head_dim == 128);
+    (void)head_dim, (void)causal, (void)dropping;
+    return true;
 }
 
 // The wgmma forward persistent or not (ATTENTION_FORWARD_PERSISTENT, attention.h): read once,
@@ -269,24 +270,33 @@ extern "C" AttentionForwardPersistent attention_set_forward_persistent(Attention
 }
 
 // The persistent wgmma forward's schedule (ATTENTION_PERSISTENT_SCHEDULE, attention.h): read
-// once, unless a setter came first. Static by default until the dynamic one is measured.
+// once, unless a setter came first. By default the policy: dynamic when causal (the measured
+// figures are above forward_persistent_for).
 static int persistent_schedule_known = 0;
-static AttentionPersistentSchedule persistent_schedule_which = ATTENTION_SCHEDULE_STATIC;
+static AttentionPersistentSchedule persistent_schedule_which = ATTENTION_SCHEDULE_POLICY;
 
 static AttentionPersistentSchedule persistent_schedule(void) {
     if (!persistent_schedule_known) {
         const char *v = getenv("ATTENTION_PERSISTENT_SCHEDULE");
         if (v && strcmp(v, "dynamic") == 0)
             persistent_schedule_which = ATTENTION_SCHEDULE_DYNAMIC;
-        else if (v && *v && strcmp(v, "static") != 0)
+        else if (v && strcmp(v, "static") == 0)
+            persistent_schedule_which = ATTENTION_SCHEDULE_STATIC;
+        else if (v && *v)
             fail_user("ATTENTION_PERSISTENT_SCHEDULE must be static or dynamic (or unset), not \"%s\"", v);
         persistent_schedule_known = 1;
     }
     return persistent_schedule_which;
 }
 
+// Whether a problem, causal or not, takes the dynamic schedule.
+static bool persistent_schedule_dynamic(bool causal) {
+    const AttentionPersistentSchedule s = persistent_schedule();
+    return s == ATTENTION_SCHEDULE_DYNAMIC || (s == ATTENTION_SCHEDULE_POLICY && causal);
+}
+
 extern "C" AttentionPersistentSchedule attention_set_persistent_schedule(AttentionPersistentSchedule which) {
-    if (which != ATTENTION_SCHEDULE_STATIC && which != ATTENTION_SCHEDULE_DYNAMIC)
+    if (which != ATTENTION_SCHEDULE_POLICY && which != ATTENTION_SCHEDULE_STATIC && which != ATTENTION_SCHEDULE_DYNAMIC)
         fail_user("attention_set_persistent_schedule: which must be an AttentionPersistentSchedule, not %d",
                   (int)which);
     const AttentionPersistentSchedule previous = persistent_schedule();
@@ -333,13 +343,16 @@ static const char *wgmma_forward_name(int head_dim, int consumers) {
             if (forward_runs_persistent(head_dim, consumers, causal, dropping)) cases |= 1 << (causal + 2 * dropping);
     const int which = cases == 0 ? 0 : cases == 15 ? 1 : cases == 3 ? 2 : cases == 1 ? 3 : cases == 5 ? 5 : 4;
     const char *name = NAMES[consumers == 3][which];
-    if (which == 0 || persistent_schedule() == ATTENTION_SCHEDULE_STATIC) return name;
-    // The same name with "; dynamic schedule" before its closing parenthesis, one buffer per
-    // name, so that names returned earlier stay valid.
-    static char dynamic_names[2][6][112];
-    char *dynamic = dynamic_names[consumers == 3][which];
+    const AttentionPersistentSchedule schedule = persistent_schedule();
+    if (which == 0 || schedule == ATTENTION_SCHEDULE_STATIC) return name;
+    // The same name with the schedule before its closing parenthesis, one buffer per name and
+    // schedule, so that names returned earlier stay valid.
+    static char dynamic_names[2][2][6][128];
+    const int policy = schedule == ATTENTION_SCHEDULE_POLICY;
+    char *dynamic = dynamic_names[policy][consumers == 3][which];
     if (!dynamic[0])
-        snprintf(dynamic, sizeof dynamic_names[0][0], "%.*s; dynamic schedule)", (int)strlen(name) - 1, name);
+        snprintf(dynamic, sizeof dynamic_names[0][0][0], "%.*s; %s)", (int)strlen(name) - 1, name,
+                 policy ? "dynamic schedule when causal" : "dynamic schedule");
     return dynamic;
 }
 
@@ -405,7 +418,7 @@ static void forward(const FwdArgs &a, const AttentionKernelChoice &k) {
     if (k.wgmma)
         flash_forward_wgmma<T, D>(a, wgmma_forward_consumers(D), causal_order(),
                                   forward_persistent_ctas(D, wgmma_forward_consumers(D), a),
-                                  persistent_schedule() == ATTENTION_SCHEDULE_DYNAMIC);
+                                  persistent_schedule_dynamic(a.causal != 0));
     else
         flash_forward_mma<T, D>(a, k.tile);
 }

@@ -162,8 +162,8 @@ AttentionCausalOrder attention_set_causal_order(AttentionCausalOrder order);
 // its producer loads the next tile's Q, K and V while the consumers still finish the current
 // one - hiding each block's start-up and epilogue. The same arithmetic per tile: the same bits.
 //   POLICY           persistent where it was measured faster (attention.cu's
-//                    forward_persistent_for): everywhere but causal at d 128 (and d 64 with
-//                    dropout, which has no persistent variant).
+//                    forward_persistent_for): wherever the kernel has the variant (not at
+//                    d 64 with dropout), causal problems with the dynamic schedule (below).
 //   NEVER            never persistent.
 //   WHERE_SUPPORTED  persistent wherever the kernel has that variant: everywhere but at 3
 //                    consumers (d 64) when dropping (ptxas would spill).
@@ -184,6 +184,8 @@ AttentionForwardPersistent attention_set_forward_persistent(AttentionForwardPers
 
 // How the persistent wgmma forward's CTAs get their work tiles (flash_forward_wgmma.cu; wherever
 // it runs persistent, causal or not):
+//   POLICY   dynamic when causal, static otherwise (measured: attention.cu,
+//            forward_persistent_for): the default.
 //   STATIC   each CTA a fixed list: rounds of one tile per CTA, zig-zag when causal
 //            (block_order.h's persistent_work_tile).
 //   DYNAMIC  each CTA its first tile of the first round, then the next tile not yet taken, from
@@ -191,11 +193,11 @@ AttentionForwardPersistent attention_set_forward_persistent(AttentionForwardPers
 //            dynamic scheduler); the tiles in the same order (heaviest first when causal).
 // Both compute each tile as the non-persistent kernel does: the same bits. The environment
 // variable ATTENTION_PERSISTENT_SCHEDULE gives the first value (read once, as
-// ATTENTION_D64_FORWARD): unset or empty, or "static"; "dynamic". Any other value stops with a
-// message. attention_set_persistent_schedule overrides it from then on (another value of
+// ATTENTION_D64_FORWARD): unset or empty (the policy), "static" or "dynamic". Any other value
+// stops with a message. attention_set_persistent_schedule overrides it from then on (another value of
 // `which` stops with a message) and returns the previous value. attention_kernel_name says
 // "dynamic schedule" when the forward runs persistent with it.
-typedef enum { ATTENTION_SCHEDULE_STATIC, ATTENTION_SCHEDULE_DYNAMIC } AttentionPersistentSchedule;
+typedef enum { ATTENTION_SCHEDULE_POLICY, ATTENTION_SCHEDULE_STATIC, ATTENTION_SCHEDULE_DYNAMIC } AttentionPersistentSchedule;
 AttentionPersistentSchedule attention_set_persistent_schedule(AttentionPersistentSchedule which);
 
 typedef enum { ATTENTION_FORWARD, ATTENTION_BACKWARD } AttentionPass;
