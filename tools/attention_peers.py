@@ -65,11 +65,13 @@ def print_side_by_side(ours, results):
     peers = {(r["dtype"], r["head_dim"], r["dropout"], r["causal"], r["backend"]): r for r in results}
 
     def cell(r):
-        return f"{r['forward_tflops']:5.0f} / {r['backward_tflops']:4.0f}" if r and "error" not in r else "   n/a     "
+        if not r:
+            return "not timed"
+        return f"{r['forward_tflops']:5.0f} / {r['backward_tflops']:4.0f}" if "error" not in r else "n/a"
     print("\nours beside PyTorch's SDPA, TFLOP/s forward / backward (same run)")
     print(f"{'dtype':<5} {'d':>4} {'dropout':>7} {'causal':>6} | {'ours':>12} | {'SDPA cuDNN':>12} | "
           f"{'SDPA flash':>12} | ours >= cuDNN (fwd, bwd)")
-    behind = 0
+    behind = compared = 0
     for (dtype, d, p, causal), (f, b) in sorted(ours.items(), key=lambda kv: (kv[0][0] != "fp16", -kv[0][1], kv[0][3], kv[0][2])):
         cudnn = peers.get((dtype, d, p, causal, "SDPA cuDNN"))
         flash = peers.get((dtype, d, p, causal, "SDPA flash"))
@@ -77,11 +79,12 @@ def print_side_by_side(ours, results):
             verdict = ", ".join("yes" if a >= c else "no" for a, c in
                                 ((f, cudnn["forward_tflops"]), (b, cudnn["backward_tflops"])))
             behind += verdict.count("no")
+            compared += 2
         else:
-            verdict = "cuDNN did not run"
+            verdict = "cuDNN not timed" if not cudnn else "cuDNN could not run this row"
         print(f"{dtype:<5} {d:>4} {p:>7.1f} {int(causal):>6} | {f:5.0f} / {b:4.0f} | {cell(cudnn):>12} | "
               f"{cell(flash):>12} | {verdict}")
-    print(f"columns where ours is behind cuDNN: {behind}")
+    print(f"columns where ours is behind cuDNN: {behind} of the {compared} compared")
 
 
 def median_ms(torch, fn, iters=20, warmup=3):
@@ -130,9 +133,13 @@ def main():
         from torch.nn.attention import SDPBackend
     except ImportError as e:
         print(f"attention_peers: PyTorch is not installed here ({e}); nothing to time")
+        if ours:
+            print_side_by_side(ours, [])  # ours alone, the peers "not timed"
         return 0
     if not torch.cuda.is_available():
         print("attention_peers: no CUDA GPU visible to PyTorch; nothing to time")
+        if ours:
+            print_side_by_side(ours, [])
         return 0
     backends = [("SDPA flash", SDPBackend.FLASH_ATTENTION), ("SDPA cuDNN", SDPBackend.CUDNN_ATTENTION)]
     dtypes = {"fp16": torch.float16, "bf16": torch.bfloat16}

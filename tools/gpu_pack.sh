@@ -89,7 +89,8 @@ if [ "${PORTABLE:-1}" != 0 ]; then
 fi
 build_into bin "$@"
 cp tools/gpu_run.sh .gpu/
-mkdir -p .gpu/tools && cp tools/pytorch_compare.py tools/torch_categories.py tools/profile_step.sh tools/profile_stalls.sh .gpu/tools/
+mkdir -p .gpu/tools && cp tools/pytorch_compare.py tools/torch_categories.py tools/attention_peers.py \
+  tools/plot_fp8_scaling.py tools/profile_step.sh tools/profile_stalls.sh .gpu/tools/
 if [ -n "${BASELINE:-}" ]; then
   wt=$(mktemp -d)/baseline
   git worktree add --detach "$wt" "$rev" >/dev/null

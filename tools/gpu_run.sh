@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs on the GPU machine, from the repository root, over binaries packed by
+# Runs on the GPU machine, from the folder that holds .gpu/ (the repository root, or wherever
+# .gpu/ was copied: the scripts it runs are packed into .gpu/tools/), over binaries packed by
 # tools/gpu_pack.sh: the GPU tests, every step's --check at fp16 and bf16, the
 # micro-benchmarks and the per-step comparison. Ends with a short table.
 usage() {
@@ -21,7 +22,7 @@ MODEs (default: tests check bench fp8 tp pytorch compare breakdown, and baseline
              8 / 16, --fprop-chunks 2 / 4), --recompute-gelu and --recompute-gelu --recompute-layernorm
              beside the default and --no-overlap
              (TP_TURNS=2: twice)
-  attention  issue 20's table: attention_bench at fp16 and bf16, PyTorch's SDPA backends (cuDNN,
+  attention  the attention table: attention_bench at fp16 and bf16, PyTorch's SDPA backends (cuDNN,
              flash) at the same rows, and every row side by side with ours >= cuDNN marked
              (tools/attention_peers.py --ours; about 2 minutes on an H200)
   pytorch    the same layer in PyTorch (where torch is installed)
@@ -46,7 +47,7 @@ capability 8.9 must refuse with a clear message, and count as "refused as expect
   nocode     a step built for sm_86 only, on a GPU of another major version: it must say
              that it holds no code for this GPU
   arch       tests check sim80 sim89 portable nocode
-Logs and JSON go to $OUT (the device tool brings them back) or ./out.
+Logs and JSON go to $OUT, or ./out (copy it back from the GPU machine).
 EOF
 }
 set -uo pipefail
@@ -82,6 +83,9 @@ mkdir -p "$OUT"
 summary="$OUT/summary.txt"
 : > "$summary"
 note() { echo "$*" | tee -a "$summary"; }
+# A script of tools/ as packed beside the binaries (.gpu/tools/, gpu_pack.sh), or else from the
+# repository this runs in.
+tool() { if [ -f ".gpu/tools/$1" ]; then echo ".gpu/tools/$1"; else echo "tools/$1"; fi; }
 nvidia-smi --query-gpu=name,driver_version,memory.total,compute_cap --format=csv,noheader | tee -a "$summary"
 device_cc=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader | head -1 | tr -d ' ')
 
@@ -213,7 +217,7 @@ fi
 
 if wants fp8 && [ -x "$BIN/step05_fp8" ]; then  # the scaling log of 40 steps, drawn
   "$BIN/step05_fp8" --iters 40 --fp8-log "$OUT/fp8_scaling.csv" | tail -2 | tee -a "$summary"
-  python3 tools/plot_fp8_scaling.py "$OUT/fp8_scaling.csv" "$OUT/fp8_scaling.svg"
+  python3 "$(tool plot_fp8_scaling.py)" "$OUT/fp8_scaling.csv" "$OUT/fp8_scaling.svg"
   "$BIN/step05_train_demo" > "$OUT/fp8_training.log" 2>&1  # does it still train: 16-bit vs FP8
   tail -3 "$OUT/fp8_training.log" | tee -a "$summary"
 fi
@@ -229,9 +233,9 @@ fi
 
 if wants attention; then
   for dt in fp16 bf16; do "$BIN/attention_bench" --dtype $dt > "$OUT/attention_$dt.log" 2>&1; done
-  python3 tools/attention_peers.py --dtype both --json "$OUT/attention_peers.json" \
+  python3 "$(tool attention_peers.py)" --dtype both --json "$OUT/attention_peers.json" \
       --ours "$OUT/attention_fp16.log" "$OUT/attention_bf16.log" 2>&1 | tee "$OUT/attention_peers.log" |
-    sed -n '/^ours beside/,$p' | tee -a "$summary"
+    sed -n '/^attention_peers:/p; /^ours beside/,$p' | tee -a "$summary"
 fi
 
 gpus=$(nvidia-smi -L | wc -l)
@@ -377,7 +381,7 @@ if wants tpknobs && [ "$gpus" -ge 2 ] && [ -x "$S07" ]; then
 fi
 
 if wants pytorch && python3 -c "import torch, safetensors" 2>/dev/null; then
-  PYTHONUNBUFFERED=1 python3 tools/pytorch_compare.py --bin "$BIN" --json "$OUT/pytorch.json" 2>&1 |
+  PYTHONUNBUFFERED=1 python3 "$(tool pytorch_compare.py)" --bin "$BIN" --json "$OUT/pytorch.json" 2>&1 |
     tee "$OUT/pytorch.log" | grep -E "PyTorch|max rel|PYTORCH" >> "$summary"
 fi
 

@@ -185,6 +185,8 @@ static AttentionD64Forward d64_forward(void) {
 }
 
 extern "C" AttentionD64Forward attention_set_d64_forward(AttentionD64Forward which) {
+    if (which != ATTENTION_D64_FORWARD_WG2 && which != ATTENTION_D64_FORWARD_WG3)
+        fail_user("attention_set_d64_forward: which must be an AttentionD64Forward, not %d", (int)which);
     const AttentionD64Forward previous = d64_forward();
     d64_forward_which = which;
     return previous;
@@ -216,6 +218,9 @@ static AttentionCausalOrder causal_order(void) {
 }
 
 extern "C" AttentionCausalOrder attention_set_causal_order(AttentionCausalOrder order) {
+    if (order != ATTENTION_CAUSAL_HEAVY_FIRST && order != ATTENTION_CAUSAL_NATURAL &&
+        order != ATTENTION_CAUSAL_HEAVY_FIRST_PER_HEAD)
+        fail_user("attention_set_causal_order: order must be an AttentionCausalOrder, not %d", (int)order);
     const AttentionCausalOrder previous = causal_order();
     causal_order_which = order;
     return previous;
@@ -225,11 +230,13 @@ extern "C" AttentionCausalOrder attention_set_causal_order(AttentionCausalOrder 
 // attention.h), and with which schedule (persistent_schedule_for, below). Measured on an H200
 // (b 4, h 32, s 2048, TFLOP/s, fp16, not persistent -> persistent, same call; docs/results.md):
 //   not dropping: d 128 564 -> 582-593, d 64 (3 consumers) 430 -> 471-476;
-//   dropping:     d 128 425 -> 435-437 with the static schedule, 383 with the dynamic one
-//                 (d 64's 3-consumer kernel has no persistent variant);
+//   dropping:     d 128 429 -> 437 with the static schedule, 383 with the dynamic one
+//                 (the 3-consumer kernel, d 64's default, has no persistent variant);
 //   causal:       d 128 461 -> 409 with the static schedule (zig-zag rounds or not), 499 with
 //                 the dynamic one (bf16 470 -> 514); d 64 317 -> 342 static, 357 dynamic.
-// So: persistent wherever it exists, the dynamic schedule when causal.
+// So: persistent wherever it exists, the dynamic schedule when causal - which makes POLICY the
+// same as WHERE_SUPPORTED today (ATTENTION_FORWARD_PERSISTENT=0 is the comparison that
+// remains). Causal with dropout was not measured; it takes the causal choice.
 static bool forward_persistent_for(int head_dim, bool causal, bool dropping) {
     (void)head_dim, (void)causal, (void)dropping;
     return true;
@@ -376,10 +383,15 @@ static AttentionKernelChoice choose(AttentionPass pass, int head_dim) {
             fail_user("attention: the %s needs %zu bytes of shared memory per block; the limit here is %zu (%s)",
                       choice.kernel, choice.smem_bytes, device.max_smem_per_block, gpu_description());
     }
-    // The forward's persistent kernel, named for the tables: the benchmark and the tests show
-    // which setting ran. (Read first: a bad value stops on any GPU.)
+    // Every switch read here, so that a bad value stops on any GPU and with any set of kernels,
+    // not only where it applies (attention.h: "Any other value stops with a message").
+    d64_forward();
+    d64_backward();
+    causal_order();
     forward_persistent();
     persistent_schedule();
+    // The forward's persistent kernel, named for the tables: the benchmark and the tests show
+    // which setting ran.
     if (pass == ATTENTION_FORWARD && choice.wgmma)
         choice.kernel = wgmma_forward_name(head_dim, wgmma_forward_consumers(head_dim));
     return choice;

@@ -137,7 +137,8 @@ AttentionD64Forward attention_set_d64_forward(AttentionD64Forward which);
 
 // The order in which the wgmma kernels run their blocks when causal (without the
 // mask every block costs the same and they run in the natural order). Query block x of a head
-// visits x + 1 tiles of keys, so the last blocks cost the most (block_order.h):
+// visits about (x + 1) * queries per block / 128 tiles of keys, so the last blocks cost the
+// most (block_order.h):
 //   HEAVY_FIRST           the heaviest blocks of a group of heads first (as many heads as
 //                         have their K and V in 32 MiB of L2), then the next heaviest, ...
 //   NATURAL               each head's blocks in ascending order, head after head
@@ -157,13 +158,15 @@ typedef enum {
 AttentionCausalOrder attention_set_causal_order(AttentionCausalOrder order);
 
 // The wgmma forward persistent or not (flash_forward_wgmma.cu): persistent, one CTA per SM
-// loops over the work tiles (64 * consumers queries of a head each, in the order above; when
-// causal the CTAs take each round of tiles in turn forwards and backwards, block_order.h), and
+// (a CTA: a block of threads) loops over the work tiles (64 * consumers queries of a head each,
+// in the order above; with the static schedule below, when causal, the CTAs take each round of
+// tiles in turn forwards and backwards, block_order.h), and
 // its producer loads the next tile's Q, K and V while the consumers still finish the current
 // one - hiding each block's start-up and epilogue. The same arithmetic per tile: the same bits.
 //   POLICY           persistent where it was measured faster (attention.cu's
-//                    forward_persistent_for): wherever the kernel has the variant (not at
-//                    d 64 with dropout), causal problems with the dynamic schedule (below).
+//                    forward_persistent_for): today wherever the kernel has the variant
+//                    (all but three consumers, d 64's default, with dropout), causal problems
+//                    with the dynamic schedule (below) - so the same as WHERE_SUPPORTED.
 //   NEVER            never persistent.
 //   WHERE_SUPPORTED  persistent wherever the kernel has that variant: everywhere but at 3
 //                    consumers (d 64) when dropping (ptxas would spill).

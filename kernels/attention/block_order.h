@@ -7,7 +7,7 @@
 //
 // The GPU starts a grid's blocks roughly in order of their linear index, as SMs free up.
 // Without the causal mask every block of queries costs the same; with it, query block x of a
-// head has x + 1 tiles of keys to visit (fewer for the first), so the last blocks of a head cost
+// head has about (x + 1) * queries per block / 128 tiles of keys to visit, so the last blocks of a head cost
 // up to seq / 128 times the first. Started last, a heavy block leaves the other SMs idle while
 // it finishes alone; started first, the light ones fill the tail (FlashAttention-3 orders its
 // causal tiles so).

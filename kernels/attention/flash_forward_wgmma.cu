@@ -8,7 +8,8 @@
 // TFLOP/s on an H100 (d 128), because every warp must first copy each K and V fragment from
 // shared memory into its own registers (ldmatrix) for the tensor cores to use it. A wgmma
 // reads its B operand (and here also Q) from shared memory itself, for four warps at once,
-// and runs at Hopper's full tensor-core rate: this kernel reaches 520-540 TFLOP/s.
+// and runs at Hopper's full tensor-core rate: this kernel reaches 564-598 TFLOP/s at d 128
+// (H200, 2026-11-29, fp16, b 4, h 32, s 2048; docs/results.md).
 //
 // Block: 64 * CONSUMERS queries of one head, 1 + CONSUMERS warpgroups with different jobs
 // (FlashAttention-3's layout):
@@ -22,8 +23,8 @@
 // to issue their products (round robin; with two, "ping-pong"), so that one's softmax runs
 // while another's products keep the tensor cores busy.
 //
-// How many consumers: 2 at head dim 128 (128 queries per block; its consumers need 240
-// registers each, no room for a third). At head dim 64 a tile's products take half the
+// How many consumers: 2 at head dim 128 (128 queries per block; setmaxnreg gives its consumers
+// 240 registers each, and their accumulators alone need more than the 160 a third would leave). At head dim 64 a tile's products take half the
 // tensor-core time of d 128 while the softmax costs the same, so with two consumers the tensor
 // cores wait for softmaxes; a third consumer (192 queries per block, 160 registers each) keeps
 // them fed (FlashAttention-3's choice at d 64). attention.cu picks 2 or 3 at d 64
@@ -106,10 +107,11 @@ struct BlockOrder {
 
 // A work tile: BLOCK_M queries of one (batch, head) - what one block of the non-persistent
 // launch computes. Work tile `work` (0 .. query_blocks * batch * heads - 1) is the block of
-// linear index `work` in block_order.h's order. The persistent kernel's CTAs take them in rounds
-// of one tile each (block_order.h's persistent_work_tile: CTA i takes tile i, i + grid, ... of
-// rounds 0, 1, ..., or when causal zig-zag, ... 2 grid - 1 - i in odd rounds), so that at any
-// moment the tiles in flight are about the ones the non-persistent launch would run at that
+// linear index `work` in block_order.h's order. With the static schedule the persistent
+// kernel's CTAs take them in rounds of one tile each (block_order.h's persistent_work_tile: CTA
+// i takes tile i, i + grid, ... of rounds 0, 1, ..., or when causal zig-zag, ... 2 grid - 1 - i
+// in odd rounds); with the dynamic one, the next tile not yet taken, from a global counter. In
+// either the tiles in flight are about the ones the non-persistent launch would run at that
 // moment (heaviest first when causal).
 struct WorkTile {
     int b, h, bh;  // batch entry, head, b * heads + h
