@@ -200,7 +200,11 @@ AttentionForwardPersistent attention_set_forward_persistent(AttentionForwardPers
 // stops with a message. attention_set_persistent_schedule overrides it from then on (another value of
 // `which` stops with a message) and returns the previous value. attention_kernel_name says
 // "dynamic schedule" when the forward runs persistent with it.
-typedef enum { ATTENTION_SCHEDULE_POLICY, ATTENTION_SCHEDULE_STATIC, ATTENTION_SCHEDULE_DYNAMIC } AttentionPersistentSchedule;
+typedef enum {
+    ATTENTION_SCHEDULE_POLICY,
+    ATTENTION_SCHEDULE_STATIC,
+    ATTENTION_SCHEDULE_DYNAMIC,
+} AttentionPersistentSchedule;
 AttentionPersistentSchedule attention_set_persistent_schedule(AttentionPersistentSchedule which);
 
 typedef enum { ATTENTION_FORWARD, ATTENTION_BACKWARD } AttentionPass;

@@ -94,7 +94,8 @@ struct KeyBlockOrder {
     int key_blocks, group_heads;
 };
 
-[[maybe_unused]] __device__ __forceinline__ FlashBlock key_block_at(int linear, const KeyBlockOrder &order, int bh_count) {
+[[maybe_unused]] __device__ __forceinline__ FlashBlock key_block_at(int linear, const KeyBlockOrder &order,
+                                                                     int bh_count) {
     if (order.group_heads == 0) return {linear % order.key_blocks, linear / order.key_blocks};
     FlashBlock blk = flash_block_at(linear, order.key_blocks, bh_count, order.group_heads);
     blk.query_block = order.key_blocks - 1 - blk.query_block;  // here: the key block
@@ -149,8 +150,8 @@ __global__ void __launch_bounds__(BW_THREADS, 1)
     // warpgroup's first QUERY_PARTS warps issue one part each: a thread issuing a TMA
     // instruction waits until the unit takes it, and the wgmmas wait for all four warps of a
     // warpgroup, so a warp that issued all four held up its warpgroup (Nsight Compute, d 128:
-    // 8% of the kernel's stall samples at the first wgmma of a tile). Columns: head h's q, k, v at h * 3d, + d, + 2d in qkv; its
-    // dO at h * d.
+    // 8% of the kernel's stall samples at the first wgmma of a tile). Columns: head h's q, k, v
+    // at h * 3d, + d, + 2d in qkv; its dO at h * d.
     auto load_query_part = [&](int step, int part) {
         uint64_t *bar = &qdo_full[step % 2];
         const int row = m_start + step * BW_BLOCK_M, panel = part % PANELS;

@@ -24,35 +24,37 @@
 // while another's products keep the tensor cores busy.
 //
 // How many consumers: 2 at head dim 128 (128 queries per block; setmaxnreg gives its consumers
-// 240 registers each, and their accumulators alone need more than the 160 a third would leave). At head dim 64 a tile's products take half the
-// tensor-core time of d 128 while the softmax costs the same, so with two consumers the tensor
-// cores wait for softmaxes; a third consumer (192 queries per block, 160 registers each) keeps
-// them fed (FlashAttention-3's choice at d 64). attention.cu picks 2 or 3 at d 64
-// (ATTENTION_D64_FORWARD, attention.h).
+// 240 registers each, and their accumulators alone need more than the 160 a third would
+// leave). At head dim 64 a tile's products take half the tensor-core time of d 128 while the
+// softmax costs the same, so with two consumers the tensor cores wait for softmaxes; a third
+// consumer (192 queries per block, 160 registers each) keeps them fed (FlashAttention-3's
+// choice at d 64). attention.cu picks 2 or 3 at d 64 (ATTENTION_D64_FORWARD, attention.h).
 //
 // The order of the blocks (block_order.h): natural, or when causal the heaviest query blocks
 // first (ATTENTION_CAUSAL_ORDER, attention.h).
 //
-// Persistent or not (ATTENTION_FORWARD_PERSISTENT, attention.h; the template parameter
-// PERSISTENT): not persistent, one block per 64 * CONSUMERS queries of a head, and every block
+// Persistent or not (ATTENTION_FORWARD_PERSISTENT and ATTENTION_PERSISTENT_SCHEDULE,
+// attention.h; the template parameter PERSISTENT): not persistent, one block per 64 * CONSUMERS
+// queries of a head, and every block
 // starts with its consumers waiting for Q and the first K and ends with its output written from
 // registers while its tensor-core work is over - a few % of a block with 16 tiles of keys
 // (H200, d 128, s 2048: 2.5% of Nsight Compute's samples wait for the first Q / K). Persistent
 // (FlashAttention-3's way), one CTA per SM loops over those blocks as work tiles, and its
 // producer loads the next work tile's K, Q and V while the consumers still finish the current
-// one; the kernel's comment says what carries over from one work tile to the next.
+// one; the kernel's comment says what carries over from one work tile to the next, and how
+// the CTAs get their work tiles (a fixed list, or the next one from a global counter).
 //
 // Dropout: each consumer draws its own masks (Philox, flash_common.cuh) between its products.
 // Drawing them instead in the producer warpgroup's idle warps, a tile ahead into a shared-memory
 // ring, was measured slower on the H200 and reverted (docs/worklog.md).
 #include "common/gpu/cuda_check.h"
 #include "common/gpu/gpu.h"
+#include "kernels/attention/block_order.h"
 #include "kernels/attention/flash_common.cuh"
 #include "kernels/attention/flash_kernels.cuh"
 #include "kernels/attention/hopper_pipeline.cuh"
 #include "kernels/attention/wgmma.cuh"
 #include "kernels/device_utils.cuh"
-#include "kernels/attention/block_order.h"
 
 namespace {
 
