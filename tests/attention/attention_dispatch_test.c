@@ -287,6 +287,13 @@ static void test_block_order(void **state) {
     assert_int_equal(flash_block_at(2, 4, 3, 2).query_block, 2);
     assert_int_equal(flash_block_at(8, 4, 3, 2).bh, 2);
     assert_int_equal(flash_block_at(8, 4, 3, 2).query_block, 3);
+    // The group: two [seq x d] 16-bit tensors a head in 32 MiB - 1 MiB a head at s 2048, d 128
+    // (32 heads), half that at d 64 (64); never more than the heads there are, never fewer
+    // than one.
+    assert_int_equal(flash_heavy_first_group_heads(2048, 128, 128), 32);
+    assert_int_equal(flash_heavy_first_group_heads(2048, 64, 128), 64);
+    assert_int_equal(flash_heavy_first_group_heads(2048, 128, 6), 6);
+    assert_int_equal(flash_heavy_first_group_heads(1 << 20, 128, 128), 1);
 }
 
 // The persistent forward's schedule (block_order.h): straight and zig-zag, every work tile
