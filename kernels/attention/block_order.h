@@ -51,6 +51,19 @@ BLOCK_ORDER_FN FlashBlock flash_block_at(int linear, int query_blocks, int bh_co
     return blk;
 }
 
+// The backward's order of key blocks (flash_backward_wgmma.cu): which key block of which
+// (batch, head) the block with linear index `linear` computes. When causal, key block kb
+// visits the query tiles from its own diagonal on, so key block 0 is a head's heaviest - the
+// mirror of the forward, whose last query block is. group_heads 0: each head's key blocks in
+// ascending order, one head after another (heaviest first within a head already); G >= 1:
+// flash_block_at's heavy-first order over groups of G heads, with key blocks counted from the
+// other end. The returned FlashBlock's query_block field holds the key block.
+BLOCK_ORDER_FN FlashBlock flash_key_block_at(int linear, int key_blocks, int bh_count, int group_heads) {
+    FlashBlock blk = flash_block_at(linear, key_blocks, bh_count, group_heads);
+    if (group_heads > 0) blk.query_block = key_blocks - 1 - blk.query_block;
+    return blk;
+}
+
 // The heavy-first order's heads per group: as many heads as have two [seq x head_dim] 16-bit
 // tensors (the forward's K and V; the backward's Q and dO, which each of its blocks reads
 // whole) in 32 MiB of L2 together, so that the blocks running at once, which belong to

@@ -85,22 +85,11 @@ static_assert(smem_bytes<128>() <= 227 * 1024 && smem_bytes<64>() <= 227 * 1024,
 }
 #endif
 
-// Which key block of which (batch, head) a block computes, from its linear index. When causal,
-// key block kb visits the query tiles from its own diagonal on, so key block 0 is a head's
-// heaviest: group_heads 0 runs each head's key blocks in ascending order (heaviest first
-// within a head, one head after another); group_heads G >= 1 runs block_order.h's heavy-first
-// order over groups of G heads, with key blocks counted from the other end.
+// The order of the key blocks (block_order.h's flash_key_block_at): key_blocks per head, and
+// group_heads 0 (natural) or G >= 1 (heavy first over groups of G heads).
 struct KeyBlockOrder {
     int key_blocks, group_heads;
 };
-
-[[maybe_unused]] __device__ __forceinline__ FlashBlock key_block_at(int linear, const KeyBlockOrder &order,
-                                                                     int bh_count) {
-    if (order.group_heads == 0) return {linear % order.key_blocks, linear / order.key_blocks};
-    FlashBlock blk = flash_block_at(linear, order.key_blocks, bh_count, order.group_heads);
-    blk.query_block = order.key_blocks - 1 - blk.query_block;  // here: the key block
-    return blk;
-}
 
 template <typename T, int D, DqScheme DQ, bool DETERMINISTIC>
 __global__ void __launch_bounds__(BW_THREADS, 1)
@@ -128,7 +117,7 @@ __global__ void __launch_bounds__(BW_THREADS, 1)
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, warpgroup = warp / 4, wq = warp % 4;
     const int g = lane / 4, c = lane % 4;
     const int bh_count = a.batch * a.heads;
-    const FlashBlock blk = key_block_at(blockIdx.x, order, bh_count);
+    const FlashBlock blk = flash_key_block_at(blockIdx.x, order.key_blocks, bh_count, order.group_heads);
     const int key_block = blk.query_block, bh = blk.bh, b = bh / a.heads, h = bh % a.heads, seq = a.seq;
     // Causal, block x walks the queries from k0 to seq: the lower x, the more query steps, so
     // each head's blocks already start heaviest first (the forward's concern, block_order.h).

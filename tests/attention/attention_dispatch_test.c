@@ -296,6 +296,42 @@ static void test_block_order(void **state) {
     assert_int_equal(flash_heavy_first_group_heads(1 << 20, 128, 128), 1);
 }
 
+// The backward's key-block order (block_order.h's flash_key_block_at): every (key block, head)
+// exactly once; natural (G = 0) as a (key_blocks, bh) grid; heavy first (G >= 1) the forward's
+// order mirrored, so a group starts with its heads' key block 0 (causal: the heaviest) and
+// each head's key blocks come in ascending order.
+static void test_key_block_order(void **state) {
+    (void)state;
+    const int shapes[][2] = {{1, 1}, {16, 128}, {11, 7}, {3, 5}};
+    const int groups[] = {0, 1, 2, 3, 32, 200};
+    for (int s = 0; s < 4; s++)
+        for (int g = 0; g < 6; g++) {
+            const int key_blocks = shapes[s][0], bh_count = shapes[s][1], total = key_blocks * bh_count;
+            int *seen = calloc((size_t)total, sizeof(int)), *last_kb = malloc((size_t)bh_count * sizeof(int));
+            assert_non_null(seen), assert_non_null(last_kb);
+            for (int bh = 0; bh < bh_count; bh++) last_kb[bh] = -1;
+            for (int linear = 0; linear < total; linear++) {
+                const FlashBlock blk = flash_key_block_at(linear, key_blocks, bh_count, groups[g]);
+                assert_in_range(blk.query_block, 0, key_blocks - 1);
+                assert_in_range(blk.bh, 0, bh_count - 1);
+                seen[blk.bh * key_blocks + blk.query_block]++;
+                assert_true(blk.query_block > last_kb[blk.bh]);  // a head's key blocks ascending
+                last_kb[blk.bh] = blk.query_block;
+                if (groups[g] == 0) assert_int_equal(blk.query_block, linear % key_blocks);
+            }
+            for (int i = 0; i < total; i++) assert_int_equal(seen[i], 1);
+            free(seen), free(last_kb);
+        }
+    // G = 2 of 3 heads, 4 key blocks: key block 0 of heads 0 and 1, then their key block 1, ...;
+    // head 2 alone last, from its key block 0.
+    assert_int_equal(flash_key_block_at(0, 4, 3, 2).query_block, 0);
+    assert_int_equal(flash_key_block_at(1, 4, 3, 2).bh, 1);
+    assert_int_equal(flash_key_block_at(1, 4, 3, 2).query_block, 0);
+    assert_int_equal(flash_key_block_at(2, 4, 3, 2).query_block, 1);
+    assert_int_equal(flash_key_block_at(8, 4, 3, 2).bh, 2);
+    assert_int_equal(flash_key_block_at(8, 4, 3, 2).query_block, 0);
+}
+
 // The persistent forward's schedule (block_order.h): straight and zig-zag, every work tile
 // taken by exactly one CTA, at least one per CTA, each CTA's tiles in ascending rounds; with
 // one round only, a partial last round (reversed or not, depending on its parity), and one
@@ -347,7 +383,9 @@ int main(void) {
         cmocka_unit_test(test_forced_sets),             cmocka_unit_test(test_every_choice_fits),
         cmocka_unit_test(test_refusals),                cmocka_unit_test(test_unsupported_problems),
         cmocka_unit_test(test_layer_problem),           cmocka_unit_test(test_backward_workspace),
-        cmocka_unit_test(test_block_order),             cmocka_unit_test(test_persistent_schedule),
+        cmocka_unit_test(test_block_order),
+        cmocka_unit_test(test_key_block_order),
+        cmocka_unit_test(test_persistent_schedule),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
