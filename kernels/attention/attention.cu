@@ -132,24 +132,42 @@ static AttentionDevice this_device(void) {
     return device;
 }
 
+// ---- the switches (attention.h): environment variables read once, each by env_choice -------
+// One of a switch's spellings and the value it stands for.
+struct EnvChoice {
+    const char *spelling;
+    int value;
+};
+
+// The value of the environment variable `name` among its `n` choices; `unset` when it is unset
+// or empty. Anything else stops the program, naming the variable, its choices and what it got.
+static int env_choice(const char *name, const EnvChoice *choices, int n, int unset) {
+    const char *v = getenv(name);
+    if (!v || !*v) return unset;
+    char spellings[160] = "";
+    for (int i = 0; i < n; i++) {
+        if (strcmp(v, choices[i].spelling) == 0) return choices[i].value;
+        const char *sep = i == 0 ? "" : i == n - 1 ? " or " : ", ";
+        strncat(spellings, sep, sizeof spellings - strlen(spellings) - 1);
+        strncat(spellings, choices[i].spelling, sizeof spellings - strlen(spellings) - 1);
+    }
+    fail_user("%s must be %s (or unset), not \"%s\"", name, spellings, v);
+}
+
+#define ENV_CHOICE(name, choices, unset) env_choice(name, choices, (int)(sizeof choices / sizeof choices[0]), unset)
+
 // The best set's backward at head dim 64 (ATTENTION_D64_BACKWARD, attention.h; read once):
 // unset, each pass's faster wgmma kernel (below); or the wgmma kernel with dQ over each
 // warpgroup's own keys, or by turns, for every pass; or the mma.sync kernel.
 typedef enum { D64_WGMMA_FASTEST, D64_WGMMA_OWN_KEYS, D64_WGMMA_BY_TURNS, D64_MMA_SYNC } D64Backward;
 
 static D64Backward d64_backward(void) {
+    static const EnvChoice choices[] = {
+        {"wgmma", D64_WGMMA_OWN_KEYS}, {"wgmma-turns", D64_WGMMA_BY_TURNS}, {"mma", D64_MMA_SYNC}};
     static int known = 0;
     static D64Backward which = D64_WGMMA_FASTEST;
     if (!known) {
-        const char *v = getenv("ATTENTION_D64_BACKWARD");
-        if (v && strcmp(v, "mma") == 0)
-            which = D64_MMA_SYNC;
-        else if (v && strcmp(v, "wgmma-turns") == 0)
-            which = D64_WGMMA_BY_TURNS;
-        else if (v && strcmp(v, "wgmma") == 0)
-            which = D64_WGMMA_OWN_KEYS;
-        else if (v && *v)
-            fail_user("ATTENTION_D64_BACKWARD must be wgmma, wgmma-turns or mma (or unset), not \"%s\"", v);
+        which = (D64Backward)ENV_CHOICE("ATTENTION_D64_BACKWARD", choices, D64_WGMMA_FASTEST);
         known = 1;
     }
     return which;
@@ -173,12 +191,9 @@ static int d64_forward_known = 0;
 static AttentionD64Forward d64_forward_which = ATTENTION_D64_FORWARD_WG3;
 
 static AttentionD64Forward d64_forward(void) {
+    static const EnvChoice choices[] = {{"wg2", ATTENTION_D64_FORWARD_WG2}, {"wg3", ATTENTION_D64_FORWARD_WG3}};
     if (!d64_forward_known) {
-        const char *v = getenv("ATTENTION_D64_FORWARD");
-        if (v && strcmp(v, "wg2") == 0)
-            d64_forward_which = ATTENTION_D64_FORWARD_WG2;
-        else if (v && *v && strcmp(v, "wg3") != 0)
-            fail_user("ATTENTION_D64_FORWARD must be wg2 or wg3 (or unset), not \"%s\"", v);
+        d64_forward_which = (AttentionD64Forward)ENV_CHOICE("ATTENTION_D64_FORWARD", choices, d64_forward_which);
         d64_forward_known = 1;
     }
     return d64_forward_which;
@@ -203,15 +218,11 @@ static int causal_order_known = 0;
 static AttentionCausalOrder causal_order_which = ATTENTION_CAUSAL_HEAVY_FIRST;
 
 static AttentionCausalOrder causal_order(void) {
+    static const EnvChoice choices[] = {{"heavy-first", ATTENTION_CAUSAL_HEAVY_FIRST},
+                                        {"natural", ATTENTION_CAUSAL_NATURAL},
+                                        {"heavy-first-per-head", ATTENTION_CAUSAL_HEAVY_FIRST_PER_HEAD}};
     if (!causal_order_known) {
-        const char *v = getenv("ATTENTION_CAUSAL_ORDER");
-        if (v && strcmp(v, "natural") == 0)
-            causal_order_which = ATTENTION_CAUSAL_NATURAL;
-        else if (v && strcmp(v, "heavy-first-per-head") == 0)
-            causal_order_which = ATTENTION_CAUSAL_HEAVY_FIRST_PER_HEAD;
-        else if (v && *v && strcmp(v, "heavy-first") != 0)
-            fail_user("ATTENTION_CAUSAL_ORDER must be heavy-first, natural or heavy-first-per-head (or unset), not "
-                      "\"%s\"", v);
+        causal_order_which = (AttentionCausalOrder)ENV_CHOICE("ATTENTION_CAUSAL_ORDER", choices, causal_order_which);
         causal_order_known = 1;
     }
     return causal_order_which;
@@ -249,14 +260,11 @@ static AttentionForwardPersistent forward_persistent_which = ATTENTION_PERSISTEN
 static int forward_persistent_max_ctas = 0;
 
 static AttentionForwardPersistent forward_persistent(void) {
+    // Unset: the measured policy (forward_persistent_for).
+    static const EnvChoice choices[] = {{"1", ATTENTION_PERSISTENT_WHERE_SUPPORTED}, {"0", ATTENTION_PERSISTENT_NEVER}};
     if (!forward_persistent_known) {
-        const char *v = getenv("ATTENTION_FORWARD_PERSISTENT");
-        if (v && strcmp(v, "1") == 0)
-            forward_persistent_which = ATTENTION_PERSISTENT_WHERE_SUPPORTED;
-        else if (v && strcmp(v, "0") == 0)
-            forward_persistent_which = ATTENTION_PERSISTENT_NEVER;
-        else if (v && *v)
-            fail_user("ATTENTION_FORWARD_PERSISTENT must be 1 or 0 (or unset: the measured policy), not \"%s\"", v);
+        forward_persistent_which =
+            (AttentionForwardPersistent)ENV_CHOICE("ATTENTION_FORWARD_PERSISTENT", choices, forward_persistent_which);
         forward_persistent_known = 1;
     }
     return forward_persistent_which;
@@ -283,14 +291,12 @@ static int persistent_schedule_known = 0;
 static AttentionPersistentSchedule persistent_schedule_which = ATTENTION_SCHEDULE_POLICY;
 
 static AttentionPersistentSchedule persistent_schedule(void) {
+    static const EnvChoice choices[] = {{"static", ATTENTION_SCHEDULE_STATIC},
+                                        {"dynamic", ATTENTION_SCHEDULE_DYNAMIC}};
     if (!persistent_schedule_known) {
-        const char *v = getenv("ATTENTION_PERSISTENT_SCHEDULE");
-        if (v && strcmp(v, "dynamic") == 0)
-            persistent_schedule_which = ATTENTION_SCHEDULE_DYNAMIC;
-        else if (v && strcmp(v, "static") == 0)
-            persistent_schedule_which = ATTENTION_SCHEDULE_STATIC;
-        else if (v && *v)
-            fail_user("ATTENTION_PERSISTENT_SCHEDULE must be static or dynamic (or unset), not \"%s\"", v);
+        persistent_schedule_which =
+            (AttentionPersistentSchedule)ENV_CHOICE("ATTENTION_PERSISTENT_SCHEDULE", choices,
+                                                    persistent_schedule_which);
         persistent_schedule_known = 1;
     }
     return persistent_schedule_which;

@@ -5,6 +5,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "common/core/gpu_arch.h"
 #include "common/core/philox.h"
@@ -376,6 +378,81 @@ static void test_persistent_schedule(void **state) {
     assert_int_equal(persistent_tile_count(3, 4, 6, 0), 1);
 }
 
+// ---- the switches (attention.h's ATTENTION_* environment variables) -------------------------
+// Each switch is read once, by the first call that needs it - here its setter, which returns
+// the value in force before it. Runs in a child: sets `name` to `value`, calls `read_switch`
+// and exits with the value the switch had (or with fail_user's 1, its message on stderr,
+// which comes back in `message`). Returns the child's exit status.
+static int switch_in_child(const char *name, const char *value, int (*read_switch)(void), char *message, size_t size) {
+    int pipe_fds[2];
+    assert_int_equal(pipe(pipe_fds), 0);
+    fflush(stdout), fflush(stderr);
+    const pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        dup2(pipe_fds[1], 2);
+        close(pipe_fds[0]);
+        setenv(name, value, 1);
+        _exit(10 + read_switch());
+    }
+    close(pipe_fds[1]);
+    size_t length = 0;  // read to the end: fail_user writes its message in several pieces
+    for (ssize_t got; length < size - 1 && (got = read(pipe_fds[0], message + length, size - 1 - length)) > 0;)
+        length += (size_t)got;
+    message[length] = 0;
+    close(pipe_fds[0]);
+    int status;
+    waitpid(pid, &status, 0);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+static int read_causal_order(void) { return (int)attention_set_causal_order(ATTENTION_CAUSAL_HEAVY_FIRST); }
+static int read_d64_forward(void) { return (int)attention_set_d64_forward(ATTENTION_D64_FORWARD_WG3); }
+static int read_persistent(void) { return (int)attention_set_forward_persistent(ATTENTION_PERSISTENT_POLICY, 0); }
+static int read_schedule(void) { return (int)attention_set_persistent_schedule(ATTENTION_SCHEDULE_POLICY); }
+
+// Every spelling gives its value (the child's exit status is 10 + the value); an empty
+// variable is as unset; anything else stops with a message naming the variable, every
+// spelling it takes and what it got.
+static void test_switches(void **state) {
+    (void)state;
+    const struct {
+        const char *name;
+        int (*read_switch)(void);
+        const char *spellings[3];
+        int values[3];
+        int unset;
+        const char *refusal;
+    } switches[] = {
+        {"ATTENTION_CAUSAL_ORDER", read_causal_order, {"heavy-first", "natural", "heavy-first-per-head"},
+         {ATTENTION_CAUSAL_HEAVY_FIRST, ATTENTION_CAUSAL_NATURAL, ATTENTION_CAUSAL_HEAVY_FIRST_PER_HEAD},
+         ATTENTION_CAUSAL_HEAVY_FIRST,
+         "ATTENTION_CAUSAL_ORDER must be heavy-first, natural or heavy-first-per-head (or unset), not \"zigzag\""},
+        {"ATTENTION_D64_FORWARD", read_d64_forward, {"wg2", "wg3"},
+         {ATTENTION_D64_FORWARD_WG2, ATTENTION_D64_FORWARD_WG3}, ATTENTION_D64_FORWARD_WG3,
+         "ATTENTION_D64_FORWARD must be wg2 or wg3 (or unset), not \"zigzag\""},
+        {"ATTENTION_FORWARD_PERSISTENT", read_persistent, {"1", "0"},
+         {ATTENTION_PERSISTENT_WHERE_SUPPORTED, ATTENTION_PERSISTENT_NEVER}, ATTENTION_PERSISTENT_POLICY,
+         "ATTENTION_FORWARD_PERSISTENT must be 1 or 0 (or unset), not \"zigzag\""},
+        {"ATTENTION_PERSISTENT_SCHEDULE", read_schedule, {"static", "dynamic"},
+         {ATTENTION_SCHEDULE_STATIC, ATTENTION_SCHEDULE_DYNAMIC}, ATTENTION_SCHEDULE_POLICY,
+         "ATTENTION_PERSISTENT_SCHEDULE must be static or dynamic (or unset), not \"zigzag\""},
+    };
+    char message[512];
+    for (size_t s = 0; s < sizeof switches / sizeof switches[0]; s++) {
+        for (int i = 0; i < 3 && switches[s].spellings[i]; i++)
+            assert_int_equal(switch_in_child(switches[s].name, switches[s].spellings[i], switches[s].read_switch,
+                                             message, sizeof message),
+                             10 + switches[s].values[i]);
+        assert_int_equal(switch_in_child(switches[s].name, "", switches[s].read_switch, message, sizeof message),
+                         10 + switches[s].unset);
+        assert_int_equal(
+            switch_in_child(switches[s].name, "zigzag", switches[s].read_switch, message, sizeof message), 1);
+        if (!strstr(message, switches[s].refusal))
+            fail_msg("%s=zigzag: expected \"%s\", got: %s", switches[s].name, switches[s].refusal, message);
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_hopper_with_sm90a_image), cmocka_unit_test(test_hopper_without_sm90a_image),
@@ -386,6 +463,7 @@ int main(void) {
         cmocka_unit_test(test_block_order),
         cmocka_unit_test(test_key_block_order),
         cmocka_unit_test(test_persistent_schedule),
+        cmocka_unit_test(test_switches),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
