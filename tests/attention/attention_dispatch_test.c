@@ -206,21 +206,27 @@ static void test_unsupported_problems(void **state) {
     assert_non_null(attention_unsupported(&p));
 }
 
-// The workspace: Dsum (rounded up to 64 floats) and dQ's float accumulator; deterministic, one
-// accumulator per 64 keys (seq 300: 5), whichever kernel runs - the default's size unchanged.
+// The workspace: Dsum (rounded up to 64 floats), the swapAB backward's tile statistics (2 floats
+// per query, each head's row padded to 128 queries: seq 300 -> 384, 320 -> 384) and dQ's float
+// accumulator; deterministic, one accumulator per 64 keys (seq 300: 5), whichever kernel runs -
+// the default's size unchanged by the switch.
 static void test_backward_workspace(void **state) {
     (void)state;
     AttentionProblem p = {.seq = 300, .batch = 3, .heads = 8, .head_dim = 128, .dtype = DTYPE_FP16};
-    const size_t dsum = (300 * 3 * 8 + 63) / 64 * 64, accumulator = (size_t)300 * 3 * 8 * 128;
-    assert_int_equal(attention_backward_workspace_bytes(&p), (dsum + accumulator) * 4);
+    const size_t dsum = (300 * 3 * 8 + 63) / 64 * 64, stats = 2 * (size_t)384 * 3 * 8;
+    const size_t accumulator = (size_t)300 * 3 * 8 * 128;
+    assert_int_equal(attention_backward_workspace_bytes(&p), (dsum + stats + accumulator) * 4);
     p.deterministic = 1;
-    assert_int_equal(attention_backward_workspace_bytes(&p), (dsum + 5 * accumulator) * 4);
+    assert_int_equal(attention_backward_workspace_bytes(&p), (dsum + stats + 5 * accumulator) * 4);
     p.seq = 320;  // 5 blocks of 64 exactly
     assert_int_equal(attention_backward_workspace_bytes(&p),
-                     ((320 * 3 * 8 + 63) / 64 * 64 + 5 * (size_t)320 * 3 * 8 * 128) * 4);
+                     ((320 * 3 * 8 + 63) / 64 * 64 + stats + 5 * (size_t)320 * 3 * 8 * 128) * 4);
     p.causal = 1, p.head_dim = 64;  // causal: the same (block kb writes rows 64 kb on of a whole slice)
     assert_int_equal(attention_backward_workspace_bytes(&p),
-                     ((320 * 3 * 8 + 63) / 64 * 64 + 5 * (size_t)320 * 3 * 8 * 64) * 4);
+                     ((320 * 3 * 8 + 63) / 64 * 64 + stats + 5 * (size_t)320 * 3 * 8 * 64) * 4);
+    p.seq = 256, p.deterministic = 0;  // a multiple of 128: no padding
+    assert_int_equal(attention_backward_workspace_bytes(&p),
+                     ((256 * 3 * 8 + 63) / 64 * 64 + 2 * (size_t)256 * 3 * 8 + (size_t)256 * 3 * 8 * 64) * 4);
 }
 
 static void test_layer_problem(void **state) {
@@ -332,6 +338,34 @@ static void test_key_block_order(void **state) {
     assert_int_equal(flash_key_block_at(8, 4, 3, 2).query_block, 0);
 }
 
+// A backward launch's key-block order (flash_backward_key_order, both wgmma backwards): seq /
+// 128 blocks rounded up; heavy first over groups only when causal and asked for (seq 2048, d
+// 128: two 512 KiB tensors per head, 32 heads per 32 MiB); natural otherwise.
+static void test_backward_key_order(void **state) {
+    (void)state;
+    KeyBlockOrder o = flash_backward_key_order(1000, 64, 8, 128, 0, 1);
+    assert_int_equal(o.key_blocks, 8), assert_int_equal(o.group_heads, 0);
+    o = flash_backward_key_order(1000, 64, 8, 128, 1, 0);
+    assert_int_equal(o.key_blocks, 8), assert_int_equal(o.group_heads, 0);
+    o = flash_backward_key_order(1000, 64, 8, 128, 1, 1);
+    assert_int_equal(o.group_heads, 8);  // all 8 heads fit
+    o = flash_backward_key_order(2048, 128, 128, 128, 1, 1);
+    assert_int_equal(o.key_blocks, 16), assert_int_equal(o.group_heads, 32);
+    assert_int_equal(flash_backward_key_order(128, 128, 2, 128, 1, 1).key_blocks, 1);
+    assert_int_equal(flash_backward_key_order(129, 128, 2, 128, 1, 1).key_blocks, 2);
+}
+
+// ATTENTION_BACKWARD_SWAPAB's setter returns the value before it (the variable is unset in the
+// test's environment: 0 at first), and leaves it as it was.
+static void test_backward_swapab_setter(void **state) {
+    (void)state;
+    const char *env = getenv("ATTENTION_BACKWARD_SWAPAB");
+    const int first = attention_set_backward_swapab(1);
+    if (!env || !*env) assert_int_equal(first, 0);
+    assert_int_equal(attention_set_backward_swapab(0), 1);
+    assert_int_equal(attention_set_backward_swapab(first), 0);
+}
+
 // The persistent forward's schedule (block_order.h): straight and zig-zag, every work tile
 // taken by exactly one CTA, at least one per CTA, each CTA's tiles in ascending rounds; with
 // one round only, a partial last round (reversed or not, depending on its parity), and one
@@ -385,6 +419,8 @@ int main(void) {
         cmocka_unit_test(test_layer_problem),           cmocka_unit_test(test_backward_workspace),
         cmocka_unit_test(test_block_order),
         cmocka_unit_test(test_key_block_order),
+        cmocka_unit_test(test_backward_key_order),
+        cmocka_unit_test(test_backward_swapab_setter),
         cmocka_unit_test(test_persistent_schedule),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
