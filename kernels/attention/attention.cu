@@ -563,7 +563,8 @@ extern "C" void attention_backward(const AttentionProblem *p, const AttentionDro
     require_aligned(tensors, 6, "attention_backward");
     const AttentionKernelChoice k = choose(ATTENTION_BACKWARD, p->head_dim);
     const float p_drop = dropout ? dropout->p : 0.0f;
-    if (p->deterministic && dq_slice_keys(k, p->head_dim, 1, p_drop) < DQ_SLICE_KEYS)  // more slices than the workspace holds
+    // More slices than the workspace holds:
+    if (p->deterministic && dq_slice_keys(k, p->head_dim, 1, p_drop) < DQ_SLICE_KEYS)
         DIE("attention_backward: %s has fewer than %d keys per dQ slice", k.kernel, DQ_SLICE_KEYS);
     float *dsum = (float *)workspace, *stats_area = dsum + dsum_floats(p);
     float *tile_stats = backward_runs_swapab(k, p_drop) ? stats_area : nullptr;

@@ -331,8 +331,8 @@ __global__ void __launch_bounds__(SW_THREADS, 1)
                 const int m = odd_g ? n ^ 2 : n;  // the column block this lane stores now
                 const float2 v = odd_g ? make_float2(dq[n ^ 2][2 * r], dq[n ^ 2][2 * r + 1])
                                        : make_float2(dq[n][2 * r], dq[n][2 * r + 1]);
-                *reinterpret_cast<float2 *>(dq_stage + dq_stage_offset(16 * wq + g + 8 * r, 64 * warpgroup + 8 * m + 2 * c)) =
-                    make_float2(v.x * scale, v.y * scale);
+                const uint32_t at = dq_stage_offset(16 * wq + g + 8 * r, 64 * warpgroup + 8 * m + 2 * c);
+                *reinterpret_cast<float2 *>(dq_stage + at) = make_float2(v.x * scale, v.y * scale);
             }
         fence_shared_for_wgmma();  // the staged dQ, for the TMA unit
         // 6. Both warpgroups are done with this tile: its Q, dO and statistics stage is free, dS^T
