@@ -185,6 +185,34 @@ static FlashDq64 wgmma_dq64(int deterministic) {
     }
 }
 
+// The swapAB backward (ATTENTION_BACKWARD_SWAPAB, attention.h): read once, unless a setter came
+// first. Off by default until it is measured against the other wgmma backward.
+static int backward_swapab_known = 0;
+static int backward_swapab_on = 0;
+
+static int backward_swapab(void) {
+    static const EnvChoice choices[] = {{"1", 1}, {"0", 0}};
+    if (!backward_swapab_known) {
+        backward_swapab_on = ENV_CHOICE("ATTENTION_BACKWARD_SWAPAB", choices, backward_swapab_on);
+        backward_swapab_known = 1;
+    }
+    return backward_swapab_on;
+}
+
+extern "C" int attention_set_backward_swapab(int on) {
+    if (on != 0 && on != 1) fail_user("attention_set_backward_swapab: on must be 1 or 0, not %d", on);
+    const int previous = backward_swapab();
+    backward_swapab_on = on;
+    return previous;
+}
+
+// Whether the backward of kernel choice `k` runs the swapAB kernel for a problem with dropout
+// probability p_drop: the wgmma backward with the switch on and no dropout (the swapAB kernel
+// has none).
+static bool backward_runs_swapab(const AttentionKernelChoice &k, float p_drop) {
+    return k.wgmma && backward_swapab() && !(p_drop > 0.0f);
+}
+
 // The best set's forward at head dim 64 (ATTENTION_D64_FORWARD, attention.h): read once,
 // unless a setter came first. Three consumer warpgroups by default (measured faster, attention.h).
 static int d64_forward_known = 0;
@@ -382,6 +410,14 @@ static AttentionKernelChoice choose(AttentionPass pass, int head_dim) {
         fail_user("%s (%s)", why, gpu_description());
     if (best_d64_backward && choice.wgmma && wgmma_dq64(0) == FLASH_DQ64_BY_TURNS)
         choice.kernel = "wgmma backward (dQ by turns)";  // for attention_kernel_name (not deterministic)
+    if (pass == ATTENTION_BACKWARD && choice.wgmma && backward_swapab()) {
+        choice.kernel = "wgmma backward (swapAB when not dropping)";
+        const size_t smem = flash_backward_swapab_smem_bytes(head_dim);
+        if (smem > device.max_smem_per_block)  // not on a Hopper GPU (227 KiB)
+            fail_user("attention: the %s needs %zu bytes of shared memory per block; the limit here is %zu (%s)",
+                      choice.kernel, smem, device.max_smem_per_block, gpu_description());
+        if (smem > choice.smem_bytes) choice.smem_bytes = smem;
+    }
     if (pass == ATTENTION_FORWARD && choice.wgmma && wgmma_forward_consumers(head_dim) == 3) {
         choice.kernel = "wgmma forward (3 consumers)";
         choice.smem_bytes = flash_forward_wgmma_smem_bytes(head_dim, 3);
@@ -396,6 +432,7 @@ static AttentionKernelChoice choose(AttentionPass pass, int head_dim) {
     causal_order();
     forward_persistent();
     persistent_schedule();
+    backward_swapab();
     // The forward's persistent kernel, named for the tables: the benchmark and the tests show
     // which setting ran.
     if (pass == ATTENTION_FORWARD && choice.wgmma)
@@ -442,25 +479,32 @@ static void forward(const FwdArgs &a, const AttentionKernelChoice &k) {
 }
 
 // Keys per dQ slice of the backward kernel `k` when deterministic (one slice per that many
-// keys): mma.sync, its keys per block; wgmma, 128 (a block's), or 64 at d 64 with dQ over each
+// keys) for a problem with dropout probability p_drop: mma.sync, its keys per block; swapAB,
+// 128 (a block's); the other wgmma backward, 128 (a block's), or 64 at d 64 with dQ over each
 // warpgroup's own keys (a warpgroup's).
-static int dq_slice_keys(const AttentionKernelChoice &k, int head_dim, int deterministic) {
+static int dq_slice_keys(const AttentionKernelChoice &k, int head_dim, int deterministic, float p_drop) {
+    if (backward_runs_swapab(k, p_drop)) return flash_backward_swapab_slice_keys();
     return k.wgmma ? flash_backward_wgmma_slice_keys(head_dim, wgmma_dq64(deterministic)) : k.tile;
 }
 
-// Dsum and dQ's zeroed accumulator first, then the kernel for dK, dV (and dQ's partial sums),
-// then dQ converted to T into dqkv. Deterministic: the accumulator is not zeroed (every block
-// overwrites its own slice), and the last pass sums the slices in key-block order.
+// Dsum and dQ's zeroed accumulator first (and, for the swapAB kernel, its padded tile
+// statistics: a.tile_stats, not NULL exactly when it runs), then the kernel for dK, dV (and
+// dQ's partial sums), then dQ converted to T into dqkv. Deterministic: the accumulator is not
+// zeroed (every block overwrites its own slice), and the last pass sums the slices in
+// key-block order.
 template <typename T, int D>
-static void backward(const BwdArgs &a, const void *ctx, float *dsum, const AttentionKernelChoice &k) {
-    flash_backward_prepare<T, D>(a, ctx, a.dctx, dsum, a.deterministic ? nullptr : a.dq_accum);
-    if (k.wgmma) {
+static void backward(const BwdArgs &a, const void *ctx, float *dsum, float *tile_stats,
+                     const AttentionKernelChoice &k) {
+    flash_backward_prepare<T, D>(a, ctx, a.dctx, dsum, a.deterministic ? nullptr : a.dq_accum, a.lse, tile_stats);
+    if (tile_stats) {
+        flash_backward_swapab<T, D>(a, causal_order());
+    } else if (k.wgmma) {
         flash_backward_wgmma<T, D>(a, wgmma_dq64(a.deterministic), causal_order());
     } else {
         flash_backward_mma<T, D>(a, k.tile);
     }
     if (a.deterministic)
-        flash_backward_sum_dq_slices<T, D>(a, a.dq_accum, dq_slice_keys(k, D, 1), a.dqkv);
+        flash_backward_sum_dq_slices<T, D>(a, a.dq_accum, dq_slice_keys(k, D, 1, a.p_drop), a.dqkv);
     else
         flash_backward_write_dq<T, D>(a, a.dq_accum, a.dqkv);
 }
@@ -488,11 +532,18 @@ extern "C" void attention_forward(const AttentionProblem *p, const AttentionDrop
     gpu_phase_end();
 }
 
-// The workspace holds Dsum (one float per query) and then dQ's accumulator, which the vector
-// atomics and the TMA reductions need 16-byte aligned: Dsum's part is rounded up to a
-// multiple of 64 floats. Deterministic: one accumulator per slice of keys, as many as the
-// kernel with the fewest keys per slice (64) writes, whichever kernel runs.
+// The workspace holds Dsum (one float per query), the swapAB backward's tile statistics (lse
+// log2(e) and Dsum per query again, each head's row padded to a multiple of 128 queries:
+// flash_kernels.cuh; there whichever kernel runs, so that the size does not depend on the
+// switch) and then dQ's accumulator, which the vector atomics, the TMA reductions and the bulk
+// copies need 16-byte aligned: Dsum's part is rounded up to a multiple of 64 floats (the
+// statistics' part is a multiple of 256). Deterministic: one accumulator per slice of keys, as
+// many as the kernel with the fewest keys per slice (64) writes, whichever kernel runs.
 static size_t dsum_floats(const AttentionProblem *p) { return ((size_t)p->seq * p->batch * p->heads + 63) / 64 * 64; }
+
+static size_t tile_stats_floats(const AttentionProblem *p) {
+    return flash_tile_stats_floats(p->seq, p->batch, p->heads);
+}
 
 static const int DQ_SLICE_KEYS = 64;  // the fewest keys per dQ slice of any backward kernel
 
@@ -501,7 +552,8 @@ static size_t dq_slices(const AttentionProblem *p) {
 }
 
 extern "C" size_t attention_backward_workspace_bytes(const AttentionProblem *p) {
-    return (dsum_floats(p) + dq_slices(p) * p->seq * p->batch * p->heads * p->head_dim) * sizeof(float);
+    return (dsum_floats(p) + tile_stats_floats(p) + dq_slices(p) * p->seq * p->batch * p->heads * p->head_dim) *
+           sizeof(float);
 }
 
 extern "C" void attention_backward(const AttentionProblem *p, const AttentionDropout *dropout, const void *qkv,
@@ -511,11 +563,15 @@ extern "C" void attention_backward(const AttentionProblem *p, const AttentionDro
     const void *tensors[] = {qkv, ctx, dctx, lse, dqkv, workspace};
     require_aligned(tensors, 6, "attention_backward");
     const AttentionKernelChoice k = choose(ATTENTION_BACKWARD, p->head_dim);
-    if (p->deterministic && dq_slice_keys(k, p->head_dim, 1) < DQ_SLICE_KEYS)  // more slices than the workspace holds
+    const float p_drop = dropout ? dropout->p : 0.0f;
+    // More slices than the workspace holds:
+    if (p->deterministic && dq_slice_keys(k, p->head_dim, 1, p_drop) < DQ_SLICE_KEYS)
         DIE("attention_backward: %s has fewer than %d keys per dQ slice", k.kernel, DQ_SLICE_KEYS);
-    float *dsum = (float *)workspace;
-    const BwdArgs a = {flash_params(p, dropout), qkv, dctx, lse, dsum, dsum + dsum_floats(p), dqkv, p->deterministic};
+    float *dsum = (float *)workspace, *stats_area = dsum + dsum_floats(p);
+    float *tile_stats = backward_runs_swapab(k, p_drop) ? stats_area : nullptr;
+    float *dq_accum = stats_area + tile_stats_floats(p);
+    const BwdArgs a = {flash_params(p, dropout), qkv, dctx, lse, dsum, dq_accum, dqkv, p->deterministic, tile_stats};
     gpu_phase(CAT_ATTN_BWD);
-    DISPATCH_DTYPE(p->dtype, T, DISPATCH_HEAD_DIM(p->head_dim, D, backward<T, D>(a, ctx, dsum, k)));
+    DISPATCH_DTYPE(p->dtype, T, DISPATCH_HEAD_DIM(p->head_dim, D, backward<T, D>(a, ctx, dsum, tile_stats, k)));
     gpu_phase_end();
 }

@@ -85,9 +85,11 @@ const char *attention_unsupported(const AttentionProblem *p);
 void attention_forward(const AttentionProblem *p, const AttentionDropout *dropout, const void *qkv, void *ctx,
                        float *lse);
 
-// Bytes of device workspace attention_backward needs: rowsum(dO * O) per query and a float
-// accumulator for dQ ([batch, heads, seq, head_dim] floats), into which every block of keys
-// adds its share. Deterministic: instead one such array per block of keys (the
+// Bytes of device workspace attention_backward needs: rowsum(dO * O) per query, the swapAB
+// backward's per-query statistics (lse * log2(e) and rowsum(dO * O) again, 2 * batch * heads *
+// (seq rounded up to 128) floats, reserved whichever backward runs) and a float accumulator
+// for dQ ([batch, heads, seq, head_dim] floats), into which every block of keys adds its
+// share. Deterministic: instead one such array per block of keys (the
 // [key_blocks][batch, heads, seq, head_dim] slices, key_blocks = seq / 64 rounded up, enough
 // for any kernel), each written with plain stores by its block, then summed in key-block
 // order 0, 1, 2, ... by a small kernel. That is seq / 64 times the memory (4 GiB at b 4,
@@ -121,6 +123,22 @@ typedef enum {
     ATTENTION_KERNELS_MMA_SYNC_SMALL_TILES,
 } AttentionKernels;
 AttentionKernels attention_set_kernels(AttentionKernels kernels);
+
+// The best set's wgmma backward with the scores computed transposed ("swapAB",
+// flash_backward_swapab.cu; FlashAttention-3's backward): each warpgroup computes S^T = K Q^T
+// and dP^T = V dO^T with its 64 keys as the wgmma's M dimension, so that dV += P^T dO and
+// dK += dS^T Q take P^T and dS^T straight from registers (the other wgmma backward stores P and
+// dS to shared memory and reads them back transposed); 128 queries per step at head dim 64, 64
+// at 128. It has no dropout: a problem with dropout runs the other wgmma backward whatever the
+// setting. Deterministic, it writes one dQ slice per 128 keys. The environment variable
+// ATTENTION_BACKWARD_SWAPAB gives the first value (read once, as ATTENTION_D64_FORWARD): "1"
+// on; "0", unset or empty off (for now: the default follows the measurements). Any other value
+// stops with a message. attention_set_backward_swapab(on) (1 or 0; another value stops with a
+// message) overrides it from then on and returns the previous value. It applies wherever the
+// best set runs a wgmma backward, both head dims (at head dim 64 not when ATTENTION_D64_BACKWARD
+// is "mma"; there it replaces the dQ scheme that variable picks, except when dropping);
+// attention_kernel_name then says "swapAB". The mma.sync kernels and the forward ignore it.
+int attention_set_backward_swapab(int on);
 
 // The best set's forward at head dim 64 on a GPU that runs wgmma: the wgmma forward with two
 // consumer warpgroups (128 queries per block, as at d 128) or three (192 queries per block;

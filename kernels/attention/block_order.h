@@ -64,6 +64,12 @@ BLOCK_ORDER_FN FlashBlock flash_key_block_at(int linear, int key_blocks, int bh_
     return blk;
 }
 
+// What a backward launch passes its kernel for flash_key_block_at: key_blocks per head and
+// group_heads (0: natural; G >= 1: heavy first over groups of G heads).
+typedef struct {
+    int key_blocks, group_heads;
+} KeyBlockOrder;
+
 // The heavy-first order's heads per group: as many heads as have two [seq x head_dim] 16-bit
 // tensors (the forward's K and V; the backward's Q and dO, which each of its blocks reads
 // whole) in 32 MiB of L2 together, so that the blocks running at once, which belong to
@@ -73,6 +79,19 @@ BLOCK_ORDER_FN int flash_heavy_first_group_heads(int seq, int head_dim, int bh_c
     const long long per_head = 2LL * seq * head_dim * 2, l2_budget = 32LL << 20;
     const long long fit = l2_budget / per_head;
     return (int)(fit < 1 ? 1 : fit > bh_count ? bh_count : fit);
+}
+
+// The key-block order of a backward launch with block_keys keys per block (both wgmma
+// backwards, flash_backward_wgmma.cu and flash_backward_swapab.cu): without the mask every key
+// block costs the same and they run in the natural order; causal with heavy_first (the
+// ATTENTION_CAUSAL_HEAVY_FIRST order) grouped heavy first; causal otherwise natural, which is
+// heaviest first within each head already (key block 0 visits the most query tiles).
+BLOCK_ORDER_FN KeyBlockOrder flash_backward_key_order(int seq, int head_dim, int bh_count, int block_keys, int causal,
+                                                      int heavy_first) {
+    KeyBlockOrder order;
+    order.key_blocks = (seq + block_keys - 1) / block_keys;
+    order.group_heads = causal && heavy_first ? flash_heavy_first_group_heads(seq, head_dim, bh_count) : 0;
+    return order;
 }
 
 // The persistent forward's schedule: which work tiles (the linear indices above, 0 ..

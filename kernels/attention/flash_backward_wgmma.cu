@@ -66,7 +66,7 @@ constexpr int dq_slice_keys(DqScheme dq) { return dq == OWN_KEYS ? BW_BLOCK_N / 
 // into a loop of 32 turns per warp - Nsight Compute found those two warps spending about a
 // third of the kernel in it, their warpgroup late at every barrier and the other one waiting
 // there.)
-constexpr int DQ_PANEL = BW_BLOCK_M * 128;  // 64 rows x 32 floats
+constexpr int DQ_PANEL = DQ_STAGE_PANEL;  // 64 rows x 32 floats (wgmma.cuh)
 constexpr int DQ_BYTES = 4 * DQ_PANEL;
 // K, V, two stages of Q and dO, P, dS, staged dQ, + room for the 1024-byte alignment:
 // 193 KiB at D = 128, 129 KiB at D = 64.
@@ -75,21 +75,6 @@ constexpr size_t smem_bytes() {
     return 2 * kv_bytes<D>() + 4 * qo_bytes<D>() + 2 * PS_BYTES + DQ_BYTES + 1024;
 }
 static_assert(smem_bytes<128>() <= 227 * 1024 && smem_bytes<64>() <= 227 * 1024, "Hopper's limit per block");
-
-#if WGMMA_AVAILABLE  // only the kernel's body uses it, and that exists where wgmma does
-// Byte offset of dQ's (row, col) in the staged tile. A warp's 8-byte stores of one step (8 rows
-// x 4 column pairs) land in 16-byte chunks that the swizzle spreads over all 32 banks.
-// (maybe_unused: the stub compiled for other GPUs than sm_90a does not use it.)
-[[maybe_unused]] __device__ __forceinline__ uint32_t dq_stage_offset(int row, int col) {
-    return (uint32_t)((col / 32) * DQ_PANEL) + swizzled_offset(row, (col % 32) / 4) + 4 * (col % 4);
-}
-#endif
-
-// The order of the key blocks (block_order.h's flash_key_block_at): key_blocks per head, and
-// group_heads 0 (natural) or G >= 1 (heavy first over groups of G heads).
-struct KeyBlockOrder {
-    int key_blocks, group_heads;
-};
 
 template <typename T, int D, DqScheme DQ, bool DETERMINISTIC>
 __global__ void __launch_bounds__(BW_THREADS, 1)
@@ -439,9 +424,8 @@ void flash_backward_wgmma(const BwdArgs &a, FlashDq64 dq64, AttentionCausalOrder
     // Without the mask every key block costs the same; with it, key block 0 costs the most, and
     // the natural order (and ATTENTION_CAUSAL_HEAVY_FIRST_PER_HEAD, the same here) starts
     // each head there already.
-    KeyBlockOrder order = {key_blocks, 0};
-    if (a.causal && causal_order == ATTENTION_CAUSAL_HEAVY_FIRST)
-        order.group_heads = flash_heavy_first_group_heads(a.seq, D, bh_count);
+    const KeyBlockOrder order = flash_backward_key_order(a.seq, D, bh_count, BW_BLOCK_N, a.causal,
+                                                         causal_order == ATTENTION_CAUSAL_HEAVY_FIRST);
     // The TMA sees qkv and dctx as [seq][batch][row] and copies boxes of 64 columns: 128 rows for
     // K and V, 64 for Q and dO.
     const CUtensorMap q_map = tensor_map_rows<T>(a.qkv, a.qkv_row, a.batch, a.seq, BW_BLOCK_M);

@@ -1,7 +1,7 @@
 // The attention kernels as the dispatch (attention.cu) sees them: what a launch is given,
 // each kernel's launcher and the shared memory it needs. Callers use attention.h; this header
 // is the line between the dispatch and the kernel files (flash_mma.cu for mma.sync,
-// flash_forward_wgmma.cu and flash_backward_wgmma.cu for Hopper).
+// flash_forward_wgmma.cu, flash_backward_wgmma.cu and flash_backward_swapab.cu for Hopper).
 #ifndef KERNELS_ATTENTION_FLASH_KERNELS_CUH
 #define KERNELS_ATTENTION_FLASH_KERNELS_CUH
 
@@ -38,13 +38,29 @@ struct FwdArgs : FlashParams {
 // instead one such accumulator per block of keys ([key block][batch * heads][seq][D], not
 // zeroed), into which block kb stores its share of the rows it visits - plain stores, no
 // additions - for flash_backward_sum_dq_slices to add up in a fixed order.
+// tile_stats (the swapAB backward only, else NULL): the prepare pass's per-query lse * log2(e)
+// and Dsum, padded (flash_tile_stats_floats, below).
 struct BwdArgs : FlashParams {
     const void *qkv, *dctx;
     const float *lse, *dsum;
     float *dq_accum;
     void *dqkv;
     int deterministic;
+    const float *tile_stats;
 };
+
+// The swapAB backward's per-query statistics, which each of its query tiles copies into shared
+// memory with two bulk copies: lse[i] * log2(e) as [batch * heads][stats_row] floats, then
+// Dsum[i] likewise, stats_row = seq rounded up to FLASH_TILE_STATS_QUERIES (every query
+// tile's copy, at most 128 queries from a multiple of its size, stays inside the row; the rows
+// start 16-byte aligned, as bulk copies need). The padding holds zeros.
+constexpr int FLASH_TILE_STATS_QUERIES = 128;
+__host__ __device__ inline int flash_tile_stats_row(int seq) {
+    return (seq + FLASH_TILE_STATS_QUERIES - 1) / FLASH_TILE_STATS_QUERIES * FLASH_TILE_STATS_QUERIES;
+}
+inline size_t flash_tile_stats_floats(int seq, int batch, int heads) {
+    return 2 * (size_t)flash_tile_stats_row(seq) * batch * heads;
+}
 
 // In every launcher below T is __half or __nv_bfloat16 and D the head dim, 64 or 128. Each
 // sets its kernel's shared-memory limit on first use; the dispatch has checked that the
@@ -62,12 +78,14 @@ size_t flash_backward_mma_smem_bytes(int head_dim, int block_keys);
 template <typename T, int D>
 void flash_backward_mma(const BwdArgs &a, int block_keys);
 
-// The passes around either backward kernel: first dsum = rowsum(dO * O) per query
+// The passes around every backward kernel: first dsum = rowsum(dO * O) per query
 // ([batch, heads, seq]) and dQ's float accumulator ([batch, heads, seq, D]) set to zero (not
-// when dq_accum is NULL: the deterministic slices need no zeroing); last dQ from the
-// accumulator into dqkv's q slots.
+// when dq_accum is NULL: the deterministic slices need no zeroing), and, when tile_stats is
+// not NULL (the swapAB backward), the padded statistics above from lse and Dsum; last dQ from
+// the accumulator into dqkv's q slots.
 template <typename T, int D>
-void flash_backward_prepare(const FlashParams &p, const void *ctx, const void *dctx, float *dsum, float *dq_accum);
+void flash_backward_prepare(const FlashParams &p, const void *ctx, const void *dctx, float *dsum, float *dq_accum,
+                            const float *lse, float *tile_stats);
 template <typename T, int D>
 void flash_backward_write_dq(const FlashParams &p, const float *dq_accum, void *dqkv);
 // The deterministic backward's last pass: dQ = the sum of the key blocks' slices
@@ -110,5 +128,16 @@ size_t flash_backward_wgmma_smem_bytes(int head_dim);
 int flash_backward_wgmma_slice_keys(int head_dim, FlashDq64 dq64);
 template <typename T, int D>
 void flash_backward_wgmma(const BwdArgs &a, FlashDq64 dq64, AttentionCausalOrder causal_order);
+
+// The swapAB backward (flash_backward_swapab.cu; ATTENTION_BACKWARD_SWAPAB, attention.h): the
+// scores computed transposed, keys as the wgmma M dimension, so that dV and dK take P and dS
+// from registers. 128 keys per block, 128 queries per step at head dim 64, 64 at 128. Needs
+// a.tile_stats (flash_backward_prepare's). No dropout: it stops with a message if a.p_drop > 0
+// (the dispatch keeps flash_backward_wgmma there). Deterministic, one dQ slice per 128 keys
+// (flash_backward_swapab_slice_keys). Key blocks in causal_order as flash_backward_wgmma's.
+size_t flash_backward_swapab_smem_bytes(int head_dim);
+int flash_backward_swapab_slice_keys(void);
+template <typename T, int D>
+void flash_backward_swapab(const BwdArgs &a, AttentionCausalOrder causal_order);
 
 #endif  // KERNELS_ATTENTION_FLASH_KERNELS_CUH

@@ -208,21 +208,37 @@ __global__ void __launch_bounds__(THREADS) flash_forward_kernel(
 // ---- backward -------------------------------------------------------------------------------
 // Pre-pass: Dsum[i] = rowsum(dO * O) for every query (one warp per query row), and dQ's
 // float accumulator cleared (CLEAR_DQ; the deterministic backward's slices need no clearing).
+// tile_stats not NULL (the swapAB backward, flash_backward_swapab.cu): also lse[i] * log2(e)
+// and Dsum[i] into its two [batch * heads][stats_row] arrays (stats_row = seq rounded up to
+// FLASH_TILE_STATS_QUERIES), the padding past seq included (zeros: every float there is read
+// by a query tile's bulk copy, and must not be NaN); the warps then run over stats_row queries
+// per head.
 template <typename T, int D, bool CLEAR_DQ = true>
 __global__ void flash_backward_prepare_kernel(const T *ctx, const T *dctx, float *dsum, float *dq_accum,
-                                              int seq, int batch, int heads, int64_t ctx_row) {
+                                              int seq, int batch, int heads, int64_t ctx_row, const float *lse,
+                                              float *tile_stats, int stats_row) {
     const int warp = (blockIdx.x * blockDim.x + threadIdx.x) / 32, lane = threadIdx.x % 32;
-    const int rows = seq * batch * heads;
+    const int row_len = tile_stats ? stats_row : seq;  // query rows per head that warps visit
+    const int rows = row_len * batch * heads;
     if (warp >= rows) return;
     // warp indexes (bh, i); ctx is [seq, batch, heads, d]
-    const int bh = warp / seq, i = warp % seq;
+    const int bh = warp / row_len, i = warp % row_len;
+    float *stats_lse = tile_stats ? tile_stats + (int64_t)bh * stats_row + i : nullptr;
+    float *stats_dsum = tile_stats ? stats_lse + (int64_t)batch * heads * stats_row : nullptr;
+    if (i >= seq) {  // the padding of the tile statistics
+        if (lane == 0) *stats_lse = 0.0f, *stats_dsum = 0.0f;
+        return;
+    }
     const int64_t at = ((int64_t)i * batch + bh / heads) * ctx_row + (int64_t)(bh % heads) * D;
     const T *o = ctx + at;
     const T *d_o = dctx + at;
     float acc = 0.0f;
     for (int t = lane; t < D; t += 32) acc += to_float(o[t]) * to_float(d_o[t]);
     acc = warp_sum(acc);
-    if (lane == 0) dsum[(int64_t)bh * seq + i] = acc;
+    if (lane == 0) {
+        dsum[(int64_t)bh * seq + i] = acc;
+        if (tile_stats) *stats_lse = lse[(int64_t)bh * seq + i] * LOG2E, *stats_dsum = acc;
+    }
     if constexpr (CLEAR_DQ) {
         float *dq = dq_accum + ((int64_t)bh * seq + i) * D;
         for (int t = lane; t < D; t += 32) dq[t] = 0.0f;
@@ -570,15 +586,18 @@ void flash_backward_mma(const BwdArgs &a, int block_keys) {
 }
 
 template <typename T, int D>
-void flash_backward_prepare(const FlashParams &p, const void *ctx, const void *dctx, float *dsum, float *dq_accum) {
-    const int rows = p.seq * p.batch * p.heads;
+void flash_backward_prepare(const FlashParams &p, const void *ctx, const void *dctx, float *dsum, float *dq_accum,
+                            const float *lse, float *tile_stats) {
+    const int stats_row = flash_tile_stats_row(p.seq);
+    const int rows = (tile_stats ? stats_row : p.seq) * p.batch * p.heads;
     const unsigned blocks = ceil_div((int64_t)rows * 32, 256);
     if (dq_accum)
         flash_backward_prepare_kernel<T, D><<<blocks, 256>>>((const T *)ctx, (const T *)dctx, dsum, dq_accum, p.seq,
-                                                             p.batch, p.heads, p.ctx_row);
+                                                             p.batch, p.heads, p.ctx_row, lse, tile_stats, stats_row);
     else
         flash_backward_prepare_kernel<T, D, false><<<blocks, 256>>>((const T *)ctx, (const T *)dctx, dsum, nullptr,
-                                                                    p.seq, p.batch, p.heads, p.ctx_row);
+                                                                    p.seq, p.batch, p.heads, p.ctx_row, lse,
+                                                                    tile_stats, stats_row);
     CHECK_LAUNCH();
 }
 
@@ -603,7 +622,7 @@ void flash_backward_sum_dq_slices(const FlashParams &p, const float *dq_slices, 
     template void flash_forward_mma<T, D>(const FwdArgs &, int);                                          \
     template void flash_backward_mma<T, D>(const BwdArgs &, int);                                         \
     template void flash_backward_prepare<T, D>(const FlashParams &, const void *, const void *, float *, \
-                                               float *);                                                  \
+                                               float *, const float *, float *);                          \
     template void flash_backward_write_dq<T, D>(const FlashParams &, const float *, void *);              \
     template void flash_backward_sum_dq_slices<T, D>(const FlashParams &, const float *, int, void *);
 INSTANTIATE(__half, 64)

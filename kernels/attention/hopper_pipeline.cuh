@@ -112,6 +112,17 @@ __device__ __forceinline__ void tma_load_3d(void *dst, const CUtensorMap *map, i
         : "memory");
 }
 
+// A plain bulk copy (no tensor map): `bytes` contiguous bytes from global memory into shared
+// memory, counted on bar as tma_load_3d's. Both addresses 16-byte aligned, bytes a multiple of
+// 16 (the swapAB backward's per-query lse and Dsum of a query tile).
+__device__ __forceinline__ void bulk_load_1d(void *dst, const void *src, int bytes, uint64_t *bar) {
+    asm volatile(
+        "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n" ::"r"(
+            smem_addr(dst)),
+        "l"(reinterpret_cast<uint64_t>(src)), "r"(bytes), "r"(smem_addr(bar))
+        : "memory");
+}
+
 // A TMA reduction, issued by one thread: the TMA unit reads a box of floats from shared memory
 // (laid out as the map's swizzle says) and adds it element by element into the tensor of `map`
 // at (c0, c1, c2), in L2. Committed as one of this thread's bulk groups, which bulk_wait_read

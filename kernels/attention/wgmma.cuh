@@ -39,6 +39,16 @@ __device__ __forceinline__ uint32_t swizzled_offset(int row, int chunk) {
     return (uint32_t)(row * 128 + ((chunk ^ (row % 8)) * 16));
 }
 
+// A float tile staged for TMA reductions or stores (the backwards' dQ, boxes of 64 rows x 32
+// floats, tensor_map_float_rows): panels of 64 rows x 32 floats (128 bytes a row, the same
+// 128-byte swizzle), panel p holding columns [32 p, 32 p + 32). Byte offset of (row, col),
+// row < 64. A warp's 8-byte stores of one accumulator step (8 rows x 4 column pairs) land in
+// 16-byte chunks that the swizzle spreads over the banks.
+constexpr int DQ_STAGE_PANEL = 64 * 128;
+__device__ __forceinline__ uint32_t dq_stage_offset(int row, int col) {
+    return (uint32_t)((col / 32) * DQ_STAGE_PANEL) + swizzled_offset(row, (col % 32) / 4) + 4 * (col % 4);
+}
+
 // The descriptor of a swizzled operand whose first element is at shared address `addr`.
 // K-major (the reduction dimension contiguous, like Q and K): stride = 1024, the step from
 // one 8-row group to the next; `leading` is unused. MN-major (like V, whose rows are keys,

@@ -208,21 +208,27 @@ static void test_unsupported_problems(void **state) {
     assert_non_null(attention_unsupported(&p));
 }
 
-// The workspace: Dsum (rounded up to 64 floats) and dQ's float accumulator; deterministic, one
-// accumulator per 64 keys (seq 300: 5), whichever kernel runs - the default's size unchanged.
+// The workspace: Dsum (rounded up to 64 floats), the swapAB backward's tile statistics (2 floats
+// per query, each head's row padded to 128 queries: seq 300 -> 384, 320 -> 384) and dQ's float
+// accumulator; deterministic, one accumulator per 64 keys (seq 300: 5), whichever kernel runs -
+// the default's size unchanged by the switch.
 static void test_backward_workspace(void **state) {
     (void)state;
     AttentionProblem p = {.seq = 300, .batch = 3, .heads = 8, .head_dim = 128, .dtype = DTYPE_FP16};
-    const size_t dsum = (300 * 3 * 8 + 63) / 64 * 64, accumulator = (size_t)300 * 3 * 8 * 128;
-    assert_int_equal(attention_backward_workspace_bytes(&p), (dsum + accumulator) * 4);
+    const size_t dsum = (300 * 3 * 8 + 63) / 64 * 64, stats = 2 * (size_t)384 * 3 * 8;
+    const size_t accumulator = (size_t)300 * 3 * 8 * 128;
+    assert_int_equal(attention_backward_workspace_bytes(&p), (dsum + stats + accumulator) * 4);
     p.deterministic = 1;
-    assert_int_equal(attention_backward_workspace_bytes(&p), (dsum + 5 * accumulator) * 4);
+    assert_int_equal(attention_backward_workspace_bytes(&p), (dsum + stats + 5 * accumulator) * 4);
     p.seq = 320;  // 5 blocks of 64 exactly
     assert_int_equal(attention_backward_workspace_bytes(&p),
-                     ((320 * 3 * 8 + 63) / 64 * 64 + 5 * (size_t)320 * 3 * 8 * 128) * 4);
+                     ((320 * 3 * 8 + 63) / 64 * 64 + stats + 5 * (size_t)320 * 3 * 8 * 128) * 4);
     p.causal = 1, p.head_dim = 64;  // causal: the same (block kb writes rows 64 kb on of a whole slice)
     assert_int_equal(attention_backward_workspace_bytes(&p),
-                     ((320 * 3 * 8 + 63) / 64 * 64 + 5 * (size_t)320 * 3 * 8 * 64) * 4);
+                     ((320 * 3 * 8 + 63) / 64 * 64 + stats + 5 * (size_t)320 * 3 * 8 * 64) * 4);
+    p.seq = 256, p.deterministic = 0;  // a multiple of 128: no padding
+    assert_int_equal(attention_backward_workspace_bytes(&p),
+                     ((256 * 3 * 8 + 63) / 64 * 64 + 2 * (size_t)256 * 3 * 8 + (size_t)256 * 3 * 8 * 64) * 4);
 }
 
 static void test_layer_problem(void **state) {
@@ -334,6 +340,34 @@ static void test_key_block_order(void **state) {
     assert_int_equal(flash_key_block_at(8, 4, 3, 2).query_block, 0);
 }
 
+// A backward launch's key-block order (flash_backward_key_order, both wgmma backwards): seq /
+// 128 blocks rounded up; heavy first over groups only when causal and asked for (seq 2048, d
+// 128: two 512 KiB tensors per head, 32 heads per 32 MiB); natural otherwise.
+static void test_backward_key_order(void **state) {
+    (void)state;
+    KeyBlockOrder o = flash_backward_key_order(1000, 64, 8, 128, 0, 1);
+    assert_int_equal(o.key_blocks, 8), assert_int_equal(o.group_heads, 0);
+    o = flash_backward_key_order(1000, 64, 8, 128, 1, 0);
+    assert_int_equal(o.key_blocks, 8), assert_int_equal(o.group_heads, 0);
+    o = flash_backward_key_order(1000, 64, 8, 128, 1, 1);
+    assert_int_equal(o.group_heads, 8);  // all 8 heads fit
+    o = flash_backward_key_order(2048, 128, 128, 128, 1, 1);
+    assert_int_equal(o.key_blocks, 16), assert_int_equal(o.group_heads, 32);
+    assert_int_equal(flash_backward_key_order(128, 128, 2, 128, 1, 1).key_blocks, 1);
+    assert_int_equal(flash_backward_key_order(129, 128, 2, 128, 1, 1).key_blocks, 2);
+}
+
+// ATTENTION_BACKWARD_SWAPAB's setter returns the value before it (the variable is unset in the
+// test's environment: 0 at first), and leaves it as it was.
+static void test_backward_swapab_setter(void **state) {
+    (void)state;
+    const char *env = getenv("ATTENTION_BACKWARD_SWAPAB");
+    const int first = attention_set_backward_swapab(1);
+    if (!env || !*env) assert_int_equal(first, 0);
+    assert_int_equal(attention_set_backward_swapab(0), 1);
+    assert_int_equal(attention_set_backward_swapab(first), 0);
+}
+
 // The persistent forward's schedule (block_order.h): straight and zig-zag, every work tile
 // taken by exactly one CTA, at least one per CTA, each CTA's tiles in ascending rounds; with
 // one round only, a partial last round (reversed or not, depending on its parity), and one
@@ -380,7 +414,7 @@ static void test_persistent_schedule(void **state) {
 
 // ---- the switches (attention.h's ATTENTION_* environment variables) -------------------------
 // Each switch is read once, by the first call that needs it - here its setter, which returns
-// the value in force before it. Runs in a child: sets `name` to `value`, calls `read_switch`
+// the value in force before it - so this test runs before any other has read one. Runs in a child: sets `name` to `value`, calls `read_switch`
 // and exits with the value the switch had (or with fail_user's 1, its message on stderr,
 // which comes back in `message`). Returns the child's exit status.
 static int switch_in_child(const char *name, const char *value, int (*read_switch)(void), char *message, size_t size) {
@@ -410,6 +444,7 @@ static int read_causal_order(void) { return (int)attention_set_causal_order(ATTE
 static int read_d64_forward(void) { return (int)attention_set_d64_forward(ATTENTION_D64_FORWARD_WG3); }
 static int read_persistent(void) { return (int)attention_set_forward_persistent(ATTENTION_PERSISTENT_POLICY, 0); }
 static int read_schedule(void) { return (int)attention_set_persistent_schedule(ATTENTION_SCHEDULE_POLICY); }
+static int read_swapab(void) { return attention_set_backward_swapab(0); }
 
 // Every spelling gives its value (the child's exit status is 10 + the value); an empty
 // variable is as unset; anything else stops with a message naming the variable, every
@@ -437,6 +472,8 @@ static void test_switches(void **state) {
         {"ATTENTION_PERSISTENT_SCHEDULE", read_schedule, {"static", "dynamic"},
          {ATTENTION_SCHEDULE_STATIC, ATTENTION_SCHEDULE_DYNAMIC}, ATTENTION_SCHEDULE_POLICY,
          "ATTENTION_PERSISTENT_SCHEDULE must be static or dynamic (or unset), not \"zigzag\""},
+        {"ATTENTION_BACKWARD_SWAPAB", read_swapab, {"1", "0"}, {1, 0}, 0,
+         "ATTENTION_BACKWARD_SWAPAB must be 1 or 0 (or unset), not \"zigzag\""},
     };
     char message[512];
     for (size_t s = 0; s < sizeof switches / sizeof switches[0]; s++) {
@@ -455,6 +492,9 @@ static void test_switches(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
+        // First: its children inherit this process's switches, which must still be unread
+        // (test_backward_swapab_setter reads one).
+        cmocka_unit_test(test_switches),
         cmocka_unit_test(test_hopper_with_sm90a_image), cmocka_unit_test(test_hopper_without_sm90a_image),
         cmocka_unit_test(test_a100),                    cmocka_unit_test(test_99_kib_gpus),
         cmocka_unit_test(test_forced_sets),             cmocka_unit_test(test_every_choice_fits),
@@ -462,8 +502,9 @@ int main(void) {
         cmocka_unit_test(test_layer_problem),           cmocka_unit_test(test_backward_workspace),
         cmocka_unit_test(test_block_order),
         cmocka_unit_test(test_key_block_order),
+        cmocka_unit_test(test_backward_key_order),
+        cmocka_unit_test(test_backward_swapab_setter),
         cmocka_unit_test(test_persistent_schedule),
-        cmocka_unit_test(test_switches),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

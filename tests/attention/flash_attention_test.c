@@ -12,7 +12,8 @@
 // per value (unset, wgmma-turns) to check each. The wgmma forward runs persistent wherever it
 // can and never (ATTENTION_FORWARD_PERSISTENT), the persistent one with both schedules
 // (ATTENTION_PERSISTENT_SCHEDULE) and few CTAs so that each loops over several work tiles, and
-// must give the same bits every way.
+// must give the same bits every way. The best set's backward runs with the swapAB kernel off and
+// on (ATTENTION_BACKWARD_SWAPAB, through its setter), deterministic too.
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -82,7 +83,8 @@ static const int TEST_PERSISTENT_CTAS = 3;
 // forwards (two and three consumer warpgroups, ATTENTION_D64_FORWARD), when causal in every
 // order of the query blocks (ATTENTION_CAUSAL_ORDER), and with the forward persistent wherever
 // it can be, with the static and the dynamic schedule (ATTENTION_PERSISTENT_SCHEDULE), and never
-// (ATTENTION_FORWARD_PERSISTENT); all set back as they were after.
+// (ATTENTION_FORWARD_PERSISTENT); then with the swapAB backward (ATTENTION_BACKWARD_SWAPAB), in
+// every causal order; all set back as they were after.
 static void run_case(DType dt, int seq, int batch, int heads, int d, float p, int causal) {
     const AttentionD64Forward forwards[] = {ATTENTION_D64_FORWARD_WG2, ATTENTION_D64_FORWARD_WG3};
     const AttentionCausalOrder orders[] = {ATTENTION_CAUSAL_HEAVY_FIRST, ATTENTION_CAUSAL_NATURAL,
@@ -105,6 +107,16 @@ static void run_case(DType dt, int seq, int batch, int heads, int d, float p, in
                                   pe == 2 ? "dynamic" : "static", TEST_PERSISTENT_CTAS);
                 run_case_with(ATTENTION_KERNELS_BEST, dt, seq, batch, heads, d, p, causal);
             }
+    // The swapAB backward (ATTENTION_BACKWARD_SWAPAB; with dropout the other wgmma backward runs
+    // all the same), when causal in every order of the key blocks.
+    const int swapab_was = attention_set_backward_swapab(1);
+    attention_set_forward_persistent(ATTENTION_PERSISTENT_NEVER, 0);
+    for (int o = 0; o < (causal ? 3 : 1); o++) {
+        attention_set_causal_order(orders[o]);
+        print_message(" swapAB backward%s:\n", causal ? ", causal order above" : "");
+        run_case_with(ATTENTION_KERNELS_BEST, dt, seq, batch, heads, d, p, causal);
+    }
+    attention_set_backward_swapab(swapab_was);
     attention_set_d64_forward(forward_was);
     attention_set_causal_order(order_was);
     attention_set_forward_persistent(persistent_was, 0);
@@ -156,6 +168,29 @@ static void test_dropout(void **state) {
     run_case(DTYPE_BF16, 77, 1, 1, 64, 0.0f, 0);  // an odd number of queries in all
     run_case(DTYPE_FP16, 520, 1, 2, 128, 0.1f, 1);  // many key tiles, the last one ragged
     run_case(DTYPE_BF16, 333, 2, 2, 128, 0.1f, 1);  // bf16 at d 128, causal, ragged
+}
+
+// The best set's backward with ATTENTION_BACKWARD_SWAPAB off and on (attention_set_backward_swapab,
+// set back after), against the reference: both head dims and dtypes, causal or not, seq a
+// multiple of the 128 keys of a block, ragged (1000 = 7 * 128 + 104; 333; 129, one key in the
+// second block), and shorter than a block (60: the second warpgroup's keys all past seq; at d 64
+// the second warpgroup's 64 queries of the 128-query tile too). Without the switch, and where
+// it does not apply (no wgmma), both runs are the same kernel.
+static void test_backward_swapab(void **state) {
+    (void)state;
+    SKIP_WITHOUT_GPU();
+    const int seqs[] = {256, 1000, 333, 129, 60};
+    const int swapab_was = attention_set_backward_swapab(0);
+    for (int si = 0; si < 5; si++)
+        for (int d = 64; d <= 128; d += 64)
+            for (int causal = 0; causal < 2; causal++)
+                for (int on = 0; on < 2; on++) {
+                    const DType dt = (si + causal) % 2 ? DTYPE_BF16 : DTYPE_FP16;
+                    attention_set_backward_swapab(on);
+                    run_case_with(ATTENTION_KERNELS_BEST, dt, seqs[si], 1, 2, d, 0.0f, causal);
+                }
+    attention_set_backward_swapab(swapab_was);
+    attention_set_kernels(ATTENTION_KERNELS_BEST);
 }
 
 // Heads [first, first + hl) of a [seq, batch, heads, width] tensor, as a tensor of their own.
@@ -348,8 +383,8 @@ static float *bits_to_floats(const uint16_t *bits, int64_t n, DType dt) {
     return x;
 }
 
-// One problem through every set of kernels: the deterministic backward against the CPU
-// reference at the usual tolerances, run twice from differently poisoned workspaces, dq, dk
+// One problem through every set of kernels (the best one with ATTENTION_BACKWARD_SWAPAB off and
+// on): the deterministic backward against the CPU reference at the usual tolerances, run twice from differently poisoned workspaces, dq, dk
 // and dv compared bit for bit (memcmp). Then the default backward twice, for contrast: how
 // many values its atomics' order changed (printed, not asserted: arrival order is up to the
 // GPU). seq 520: 9 blocks of 64 keys (5 of 128) add into most dQ rows, the last block ragged
@@ -374,10 +409,13 @@ static void check_deterministic(DType dt, int d, float p, int causal) {
 
     void *d_qkv = dev_upload(qkv, nqkv, dt), *d_dctx = dev_upload(dctx, nctx, dt), *d_ctx = dev_alloc(nctx * 2);
     float *d_lse = dev_alloc((size_t)seq * batch * heads * 4);
-    const AttentionKernels sets[] = {ATTENTION_KERNELS_BEST, ATTENTION_KERNELS_MMA_SYNC,
+    // The best set twice: ATTENTION_BACKWARD_SWAPAB off, then on.
+    const AttentionKernels sets[] = {ATTENTION_KERNELS_BEST, ATTENTION_KERNELS_BEST, ATTENTION_KERNELS_MMA_SYNC,
                                      ATTENTION_KERNELS_MMA_SYNC_SMALL_TILES};
-    for (int k = 0; k < 3; k++) {
+    const int swapab_was = attention_set_backward_swapab(0);
+    for (int k = 0; k < 4; k++) {
         attention_set_kernels(sets[k]);
+        attention_set_backward_swapab(k == 1);
         attention_forward(&problem, &dropout, d_qkv, d_ctx, d_lse);
         uint16_t *first = backward_bits(&problem, &dropout, d_qkv, d_ctx, d_dctx, d_lse, 0xff);
         uint16_t *second = backward_bits(&problem, &dropout, d_qkv, d_ctx, d_dctx, d_lse, 0x7f);
@@ -392,6 +430,7 @@ static void check_deterministic(DType dt, int d, float p, int causal) {
         assert_true(memcmp(first, second, (size_t)nqkv * 2) == 0);
         free(first), free(second), free(fast1), free(fast2), free(got);
     }
+    attention_set_backward_swapab(swapab_was);
     attention_set_kernels(ATTENTION_KERNELS_BEST);
     dev_free(d_qkv), dev_free(d_dctx), dev_free(d_ctx), dev_free(d_lse);
     free(qkv), free(dctx), free(ctx), free(dqkv), free(probs);
@@ -417,15 +456,17 @@ static void test_deterministic_backward(void **state) {
 // that close to a rounding boundary - about 2^-13 of the values that differ in fp16, 2^-16 in
 // bf16 - so it takes millions of values (here 4.2 M per dq) for an order that varies to show
 // in dq, dk, dv with near certainty. The cases above (seq 520) are too small to count on that.
-static void check_deterministic_large(AttentionKernels kernels, DType dt, int d, int causal) {
+static void check_deterministic_large(AttentionKernels kernels, int swapab, DType dt, int d, int causal) {
     attention_set_kernels(kernels);
+    const int swapab_was = attention_set_backward_swapab(swapab);
     const int seq = 2048, batch = 2, heads = 8 * 128 / d;
     const AttentionProblem problem = {.seq = seq, .batch = batch, .heads = heads, .head_dim = d, .dtype = dt,
                                       .causal = causal, .deterministic = 1};
     AttentionProblem fast = problem;
     fast.deterministic = 0;
     const int64_t nqkv = (int64_t)seq * batch * heads * 3 * d, nctx = nqkv / 3;
-    const AttentionDropout dropout = {0.1f, test_seed(), 4};
+    // With dropout, as the other kernels; without for the swapAB backward, which has none.
+    const AttentionDropout dropout = {swapab ? 0.0f : 0.1f, test_seed(), 4};
     float *qkv = random_floats(nqkv, -2.0f, 2.0f), *dctx = random_floats(nctx, -1.0f, 1.0f);
     void *d_qkv = dev_upload(qkv, nqkv, dt), *d_dctx = dev_upload(dctx, nctx, dt), *d_ctx = dev_alloc(nctx * 2);
     float *d_lse = dev_alloc((size_t)seq * batch * heads * 4);
@@ -446,19 +487,22 @@ static void check_deterministic_large(AttentionKernels kernels, DType dt, int d,
     assert_rel_error(det, def, nqkv, dt == DTYPE_BF16 ? 8e-3 : 1e-3);
     dev_free(d_qkv), dev_free(d_dctx), dev_free(d_ctx), dev_free(d_lse);
     free(qkv), free(dctx), free(first), free(second), free(fast1), free(fast2), free(det), free(def);
+    attention_set_backward_swapab(swapab_was);
 }
 
 static void test_deterministic_backward_large(void **state) {
     (void)state;
     SKIP_WITHOUT_GPU();
-    const AttentionKernels sets[] = {ATTENTION_KERNELS_BEST, ATTENTION_KERNELS_MMA_SYNC,
+    // The best set twice: ATTENTION_BACKWARD_SWAPAB off, then on (without dropout).
+    const AttentionKernels sets[] = {ATTENTION_KERNELS_BEST, ATTENTION_KERNELS_BEST, ATTENTION_KERNELS_MMA_SYNC,
                                      ATTENTION_KERNELS_MMA_SYNC_SMALL_TILES};
     const DType dtypes[] = {DTYPE_FP16, DTYPE_BF16};
     const int dims[] = {64, 128};
-    for (int k = 0; k < 3; k++)
+    for (int k = 0; k < 4; k++)
         for (int t = 0; t < 2; t++)
             for (int di = 0; di < 2; di++)
-                for (int causal = 0; causal < 2; causal++) check_deterministic_large(sets[k], dtypes[t], dims[di], causal);
+                for (int causal = 0; causal < 2; causal++)
+                    check_deterministic_large(sets[k], k == 1, dtypes[t], dims[di], causal);
     attention_set_kernels(ATTENTION_KERNELS_BEST);
 }
 
@@ -552,7 +596,8 @@ int main(void) {
         cmocka_unit_test(test_unsupported_head_dim), cmocka_unit_test(test_plain),
         cmocka_unit_test(test_ragged_seq),           cmocka_unit_test(test_causal),
         cmocka_unit_test(test_dropout),              cmocka_unit_test(test_shard_draws_the_unsharded_mask),
-        cmocka_unit_test(test_views),                cmocka_unit_test(test_deterministic_backward),
+        cmocka_unit_test(test_views),                cmocka_unit_test(test_backward_swapab),
+        cmocka_unit_test(test_deterministic_backward),
         cmocka_unit_test(test_deterministic_backward_large), cmocka_unit_test(test_persistent_forward_bit_identical),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

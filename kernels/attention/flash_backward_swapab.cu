@@ -1,0 +1,412 @@
+// Flash attention backward on Hopper with the scores computed transposed ("swapAB"), head dims
+// 64 and 128 (D): FlashAttention-3's backward (Shah et al., "FlashAttention-3", 2024; its
+// hopper/ code with SdP_swapAB and Mma_dKV_is_RS), written anew on this repository's wgmma,
+// TMA and mbarrier wrappers. No dropout (as FlashAttention-3): with dropout the dispatch runs
+// flash_backward_wgmma.cu.
+//
+// What swapAB means. A block owns 128 keys and walks over the queries a tile at a time; per
+// tile the backward needs, with P = softmax(S) recomputed from S = Q K^T and the saved lse,
+//   dV += P^T dO,  dP = dO V^T,  dS = P * (dP - Dsum),  dK += dS^T Q,  dQ += dS K.
+// A wgmma's A operand may come from registers, in the layout of its own accumulator (rows =
+// the M dimension, wgmma.cuh), but only as the matrix's rows, never transposed. dV and dK take
+// P and dS TRANSPOSED, keys as rows. flash_backward_wgmma.cu computes S with the queries as
+// the wgmma's M dimension, so a thread holds rows of P, not of P^T, and P and dS must go
+// through shared memory to be read back transposed. Here each warpgroup computes
+//   S^T = K_w Q^T and dP^T = V_w dO^T    (M = its 64 keys, N = the tile's queries)
+// instead: a thread's accumulator then holds rows of P^T and dS^T, which are exactly the A
+// fragments of dV_w += P^T dO and dK_w += dS^T Q (fragment kk = accumulator column blocks 2 kk
+// and 2 kk + 1, as the forward's P of O += P V). Those two products run from registers (RS
+// wgmmas): no P tile in shared memory, no barrier for it, no A operand read from shared
+// memory. Only dS^T goes to shared memory, for dQ = dS K, which needs every key of the block
+// (both warpgroups') and reads it as an MN-major A operand. A bonus at D = 64: the query tile
+// can be 128 wide (N = 128 for S^T and dP^T) where the queries-as-M kernel's score products
+// have N = 64 keys per warpgroup; wider wgmmas run closer to the tensor cores' peak.
+//
+// Block: 128 keys of one head (K and V loaded once by TMA), two warpgroups (256 threads, no
+// producer warpgroup: a few threads issue the TMA copies, as in flash_backward_wgmma.cu);
+// warpgroup w owns keys [64 w, 64 w + 64) and keeps their dK and dV in registers. Query tiles
+// of BLOCK_M = 128 queries (D = 64) or 64 (D = 128), Q and dO in two stages, each stage's
+// copies counted on its mbarrier. Per tile, warpgroup w:
+//   1. S^T = K_w Q^T, dP^T = V_w dO^T    wgmma SS, A = K_w / V_w and B = Q / dO, all K-major;
+//                                        two commit groups, 64 keys x BLOCK_M queries each
+//   2. P^T = exp2(S^T scale log2(e) - lse[i] log2(e)), masked (key j > query i when causal; j
+//      or i >= seq) to 0; packed to 16-bit A fragments; dV_w += P^T dO (RS, B = dO MN-major)
+//   3. dS^T = P^T * (dP^T - Dsum[i]); packed; dK_w += dS^T Q (RS, B = Q MN-major); dS^T stored
+//      to shared memory, [key][query] panels of 64 queries (128-byte swizzle)
+//   4. block barrier (dQ needs both warpgroups' keys); dQ = dS K over all 128 keys, wgmma SS
+//      with A = dS^T read MN-major and B = K MN-major: D = 64, warpgroup w the queries
+//      [64 w, 64 w + 64) x all 64 columns; D = 128, the 64 queries x columns [64 w, 64 w + 64)
+//   5. dQ (scaled) staged in shared memory as floats, added into the float accumulator by TMA
+//      tensor reductions (two boxes of 64 rows x 32 floats per warpgroup); DETERMINISTIC:
+//      stored into the block's own slice (one per 128 keys), flash_backward_sum_dq_slices
+//      adds the slices in order
+//   6. block barrier: the stage's Q and dO (and the dS^T tile) are free; the next-but-one
+//      tile's copies go into the stage
+// lse and Dsum are needed per QUERY (a thread's accumulator columns 8 n + 2 c, + 1: 2 N / 8
+// queries), so they are staged in shared memory per tile: the prepare pass writes lse log2(e)
+// and Dsum into padded rows of the workspace (flash_kernels.cuh's tile statistics) and the
+// thread that copies the tile's first Q panel adds two 1-D bulk copies of BLOCK_M floats to
+// the same stage mbarrier; threads read them as float2.
+//
+// Registers (per thread, 256 threads, one block per SM: at most 255): D = 64 holds S^T and dP^T
+// (64 floats each), dK and dV (32 each), P^T's fragments (32) at the peak, about 224 + the
+// addressing; D = 128 holds S^T, dP^T (32 each), dK, dV (64 each), the fragments (16 + 16).
+// The dQ accumulator (32) is live only once S^T and dP^T are dead.
+//
+// Shared memory (1024-byte aligned panels; + 1 KiB for the alignment):
+//   D = 64:  K, V 16 KiB each; Q, dO 2 x 16 KiB each; dS^T 2 panels x 16 KiB; dQ stage 32 KiB;
+//            statistics 2 x 1 KiB: 163 KiB
+//   D = 128: K, V 32 KiB each; Q, dO 2 x 16 KiB each; dS^T 1 panel, 16 KiB; dQ stage 32 KiB;
+//            statistics 2 x 0.5 KiB: 178 KiB
+#include "common/gpu/cuda_check.h"
+#include "kernels/attention/block_order.h"
+#include "kernels/attention/flash_common.cuh"
+#include "kernels/attention/flash_kernels.cuh"
+#include "kernels/attention/hopper_pipeline.cuh"
+#include "kernels/attention/wgmma.cuh"
+#include "kernels/device_utils.cuh"
+
+namespace {
+
+constexpr int SW_BLOCK_N = 128;  // keys per block
+constexpr int SW_THREADS = 256;  // two warpgroups
+constexpr int SW_KV_PANEL = SW_BLOCK_N * 128;  // bytes of a 64-column panel of K or V (128 rows)
+constexpr int SW_DS_PANEL = SW_BLOCK_N * 128;  // ... of dS^T: 128 keys x 64 queries
+
+// The tile sizes of head dim D.
+template <int D>
+struct SwapabTile {
+    static constexpr int BLOCK_M = D == 64 ? 128 : 64;  // queries per step
+    static constexpr int PANELS = D / 64;                // 64-column panels of K, V, Q, dO
+    static constexpr int KV_BYTES = PANELS * SW_KV_PANEL;
+    static constexpr int QO_PANEL = BLOCK_M * 128;  // a panel of Q or dO: BLOCK_M rows
+    static constexpr int QO_BYTES = PANELS * QO_PANEL;
+    static constexpr int DS_BYTES = BLOCK_M / 64 * SW_DS_PANEL;
+    static constexpr int DQ_BYTES = BLOCK_M * D * 4;  // four panels of 64 rows x 32 floats
+    static constexpr int STATS_FLOATS = 2 * BLOCK_M;  // lse log2(e), then Dsum, of one stage
+    // K, V, two stages of Q and dO, dS^T, the staged dQ, two stages of statistics, + room for
+    // the 1024-byte alignment.
+    static constexpr size_t SMEM =
+        2 * KV_BYTES + 4 * QO_BYTES + DS_BYTES + DQ_BYTES + 2 * STATS_FLOATS * 4 + 1024;
+    static_assert(DQ_BYTES == 4 * DQ_STAGE_PANEL, "dQ is staged as four panels");
+    static_assert(SMEM <= 227 * 1024, "Hopper's limit per block");
+};
+
+template <typename T, int D, bool DETERMINISTIC>
+__global__ void __launch_bounds__(SW_THREADS, 1)
+    flash_backward_swapab_kernel(const __grid_constant__ CUtensorMap q_map, const __grid_constant__ CUtensorMap kv_map,
+                                 const __grid_constant__ CUtensorMap do_map, const __grid_constant__ CUtensorMap dq_map,
+                                 const __grid_constant__ BwdArgs a, const KeyBlockOrder order, float scale) {
+#if WGMMA_AVAILABLE
+    static_assert(D == 64 || D == 128, "head dims 64 and 128");
+    using Tile = SwapabTile<D>;
+    constexpr int BLOCK_M = Tile::BLOCK_M, PANELS = Tile::PANELS, QO_PANEL = Tile::QO_PANEL;
+    constexpr int KV_BYTES = Tile::KV_BYTES, QO_BYTES = Tile::QO_BYTES;
+    constexpr int QUERY_PARTS = 2 * PANELS;  // TMA copies of a query tile: Q's panels, dO's
+    constexpr int NQ = BLOCK_M / 8;   // accumulator column blocks of S^T and dP^T (8 queries each)
+    constexpr int KQ = BLOCK_M / 16;  // A fragments of P^T and dS^T (16 queries each)
+    extern __shared__ unsigned char smem_raw[];
+    unsigned char *k_tile = smem_raw + ((1024 - (smem_addr(smem_raw) & 1023)) & 1023);
+    unsigned char *v_tile = k_tile + KV_BYTES;
+    unsigned char *q_tiles = v_tile + KV_BYTES;        // two stages
+    unsigned char *do_tiles = q_tiles + 2 * QO_BYTES;  // two stages
+    unsigned char *ds_tile = do_tiles + 2 * QO_BYTES;  // dS^T, [key][query], panels of 64 queries
+    unsigned char *dq_stage = ds_tile + Tile::DS_BYTES;  // dQ of a query tile, floats
+    float *stats = reinterpret_cast<float *>(dq_stage + Tile::DQ_BYTES);  // two stages of STATS_FLOATS
+
+    __shared__ uint64_t kv_full, qdo_full[2];  // mbarriers: K and V landed; a stage's Q, dO, statistics landed
+
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, warpgroup = warp / 4, wq = warp % 4;
+    const int g = lane / 4, c = lane % 4;
+    const int bh_count = a.batch * a.heads;
+    const FlashBlock blk = flash_key_block_at(blockIdx.x, order.key_blocks, bh_count, order.group_heads);
+    const int key_block = blk.query_block, bh = blk.bh, b = bh / a.heads, h = bh % a.heads, seq = a.seq;
+    const int k0 = key_block * SW_BLOCK_N;
+    const int key0 = k0 + 64 * warpgroup;  // this warpgroup's first key
+    const QkvView view = {(int64_t)a.batch * a.qkv_row, (int64_t)b * a.qkv_row + (int64_t)h * 3 * D};
+    const float scale_log2 = scale * LOG2E;
+    // Causal, the block starts at its diagonal query tile (k0 is a multiple of BLOCK_M).
+    const int m_start = a.causal ? k0 : 0;
+    const int steps = (seq - m_start + BLOCK_M - 1) / BLOCK_M;
+    // This head's rows of the tile statistics (flash_kernels.cuh): lse log2(e), then Dsum.
+    const int stats_row = flash_tile_stats_row(seq);
+    const float *lse_log2_row = a.tile_stats + (int64_t)bh * stats_row;
+    const float *dsum_row = lse_log2_row + (int64_t)bh_count * stats_row;
+
+    // Query tile `step` into stage step % 2 as QUERY_PARTS TMA copies (Q's 64-column panels,
+    // then dO's), each arriving on the stage's mbarrier with its bytes; the part of Q's panel
+    // 0 also brings the tile's statistics (two bulk copies of BLOCK_M floats). In the loop,
+    // part p is issued by lane 0 of warp p % 2 of warpgroup p / 2 (spreading the issuing
+    // threads, which wait until the TMA unit takes each copy). Columns: head h's q, k, v at
+    // h * 3d, + d, + 2d in qkv; its dO at h * d.
+    auto load_query_part = [&](int step, int part) {
+        uint64_t *bar = &qdo_full[step % 2];
+        const int row = m_start + step * BLOCK_M, panel = part % PANELS;
+        if (part < PANELS) {
+            mbarrier_arrive_expect_tx(bar, QO_PANEL + (panel == 0 ? Tile::STATS_FLOATS * 4 : 0));
+            tma_load_3d(q_tiles + (step % 2) * QO_BYTES + panel * QO_PANEL, &q_map, h * 3 * D + 64 * panel, b, row,
+                        bar);
+            if (panel == 0) {
+                float *stage_stats = stats + (step % 2) * Tile::STATS_FLOATS;
+                bulk_load_1d(stage_stats, lse_log2_row + row, BLOCK_M * 4, bar);
+                bulk_load_1d(stage_stats + BLOCK_M, dsum_row + row, BLOCK_M * 4, bar);
+            }
+        } else {
+            mbarrier_arrive_expect_tx(bar, QO_PANEL);
+            tma_load_3d(do_tiles + (step % 2) * QO_BYTES + panel * QO_PANEL, &do_map, h * D + 64 * panel, b, row, bar);
+        }
+    };
+    if (threadIdx.x == 0) {
+        mbarrier_init(&kv_full, 1), mbarrier_init(&qdo_full[0], QUERY_PARTS);
+        mbarrier_init(&qdo_full[1], QUERY_PARTS);
+        fence_shared_for_wgmma();  // the initialised barriers, for the TMA unit
+        mbarrier_arrive_expect_tx(&kv_full, 2 * KV_BYTES);
+        for (int panel = 0; panel < PANELS; panel++) {
+            tma_load_3d(k_tile + panel * SW_KV_PANEL, &kv_map, h * 3 * D + D + 64 * panel, b, k0, &kv_full);
+            tma_load_3d(v_tile + panel * SW_KV_PANEL, &kv_map, h * 3 * D + 2 * D + 64 * panel, b, k0, &kv_full);
+        }
+        for (int step = 0; step < 2 && step < steps; step++)
+            for (int part = 0; part < QUERY_PARTS; part++) load_query_part(step, part);
+    }
+    __syncthreads();  // the barriers are initialised
+
+    // dK and dV of keys key0 + 16 wq + g (+ 8): wgmma accumulators of 64 keys x D columns.
+    float dk[D / 8][4], dv[D / 8][4];
+#pragma unroll
+    for (int n = 0; n < D / 8; n++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) dk[n][e] = dv[n][e] = 0.0f;
+
+    const uint32_t k_addr = smem_addr(k_tile), v_addr = smem_addr(v_tile), ds_addr = smem_addr(ds_tile);
+    // The staged dQ of the tile starting at q0 into the accumulator (DETERMINISTIC: stored into
+    // slice key_block, matrix key_block * batch * heads + bh of dq_map's): lane 0 of warps 2
+    // and 3 of warpgroup w add its panels 2 w and 2 w + 1 (32 columns each). D = 64: the
+    // warpgroup's queries q0 + 64 w .. + 63, columns 0..63 (none if they all lie past seq);
+    // D = 128: queries q0 .. + 63, columns 64 w .. + 63. Rows past seq are clipped by the TMA.
+    auto add_dq_tile = [&](int q0) {
+        if (lane != 0 || wq < 2) return;
+        const int half = wq - 2, panel = 2 * warpgroup + half;
+        const int col = D == 64 ? 32 * half : 64 * warpgroup + 32 * half;
+        const int row = D == 64 ? q0 + 64 * warpgroup : q0;
+        if (row >= seq) return;
+        const float *staged = reinterpret_cast<const float *>(dq_stage + panel * DQ_STAGE_PANEL);
+        if constexpr (DETERMINISTIC)
+            tma_store_3d(&dq_map, col, row, key_block * bh_count + bh, staged);
+        else
+            tma_reduce_add_3d(&dq_map, col, row, bh, staged);
+    };
+
+    const int j_first = key0 + 16 * wq + g;  // this thread's keys: j_first and j_first + 8
+    mbarrier_wait(&kv_full, 0);
+    for (int step = 0; step < steps; step++) {
+        const int q0 = m_start + step * BLOCK_M;
+        mbarrier_wait(&qdo_full[step % 2], (step / 2) & 1);
+        const uint32_t q_addr = smem_addr(q_tiles + (step % 2) * QO_BYTES);
+        const uint32_t do_addr = smem_addr(do_tiles + (step % 2) * QO_BYTES);
+        // The tile's lse log2(e) and Dsum, per query; this thread's are at 8 n + 2 c, + 1.
+        const float2 *lse_log2 = reinterpret_cast<const float2 *>(stats + (step % 2) * Tile::STATS_FLOATS);
+        const float2 *dsum = lse_log2 + BLOCK_M / 2;
+
+        // 1. S^T = K_w Q^T and dP^T = V_w dO^T, two groups: step kk takes 16 of the D columns
+        // (panel kk / 4, 32 bytes into its rows); the warpgroup's keys start 64 rows (8192
+        // bytes) into each panel of K and V; B is the whole query tile (BLOCK_M rows).
+        float s[NQ][4], dp[NQ][4];
+        wgmma_fence();
+#pragma unroll
+        for (int kk = 0; kk < D / 16; kk++) {
+            const uint32_t kv = (kk / 4) * SW_KV_PANEL + warpgroup * 64 * 128 + (kk % 4) * 32;
+            const uint32_t qo = (kk / 4) * QO_PANEL + (kk % 4) * 32;
+            wgmma_ss<T, BLOCK_M>(s, wgmma_descriptor(k_addr + kv, 0, 1024), wgmma_descriptor(q_addr + qo, 0, 1024),
+                                 kk > 0);
+        }
+        wgmma_commit();
+#pragma unroll
+        for (int kk = 0; kk < D / 16; kk++) {
+            const uint32_t kv = (kk / 4) * SW_KV_PANEL + warpgroup * 64 * 128 + (kk % 4) * 32;
+            const uint32_t qo = (kk / 4) * QO_PANEL + (kk % 4) * 32;
+            wgmma_ss<T, BLOCK_M>(dp, wgmma_descriptor(v_addr + kv, 0, 1024), wgmma_descriptor(do_addr + qo, 0, 1024),
+                                 kk > 0);
+        }
+        wgmma_commit();
+
+        // 2. P^T = exp2(S^T scale log2(e) - lse[i] log2(e)) in s, masked scores -inf first
+        // (exp2: 0). s[n][e]: key j_first + 8 (e / 2), query q0 + 8 n + 2 c + e % 2. Only tiles
+        // at the edges or, when causal, on the diagonal need the mask; the test is per warp
+        // (its 16 keys against the tile's queries).
+        wgmma_wait<1>();
+        wgmma_settle(s);
+        const int warp_key0 = key0 + 16 * wq;
+        if (q0 + BLOCK_M > seq || warp_key0 + 16 > seq || (a.causal && warp_key0 + 15 > q0)) {
+#pragma unroll
+            for (int n = 0; n < NQ; n++)
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    const int i = q0 + 8 * n + 2 * c + (e & 1), j = j_first + 8 * (e >> 1);
+                    if (i >= seq || j >= seq || (a.causal && j > i)) s[n][e] = -INFINITY;
+                }
+        }
+        // P^T as A fragments (16-bit pairs): fragment kk = column blocks 2 kk and 2 kk + 1,
+        // registers 0, 1: key rows g, g + 8 of block 2 kk; 2, 3: of block 2 kk + 1.
+        uint32_t pt[KQ][4];
+#pragma unroll
+        for (int n = 0; n < NQ; n++) {
+            const float2 l = lse_log2[4 * n + c];
+            s[n][0] = exp2_approx(fmaf(s[n][0], scale_log2, -l.x));
+            s[n][1] = exp2_approx(fmaf(s[n][1], scale_log2, -l.y));
+            s[n][2] = exp2_approx(fmaf(s[n][2], scale_log2, -l.x));
+            s[n][3] = exp2_approx(fmaf(s[n][3], scale_log2, -l.y));
+            pt[n / 2][2 * (n % 2)] = pack2<T>(s[n][0], s[n][1]);
+            pt[n / 2][2 * (n % 2) + 1] = pack2<T>(s[n][2], s[n][3]);
+        }
+        // dV_w += P^T dO: B = dO read MN-major (its rows are queries, the reduction dimension;
+        // its columns the output's): step kk takes 16 queries, 16 rows (2048 bytes) further;
+        // D = 128: the two 64-column panels are QO_PANEL apart. It runs while dS^T is computed.
+        wgmma_fence();
+#pragma unroll
+        for (int kk = 0; kk < KQ; kk++)
+            wgmma_rs_mn<T, D>(dv, pt[kk], wgmma_descriptor(do_addr + kk * 2048, QO_PANEL, 1024));
+        wgmma_commit();
+
+        // 3. dS^T = P^T * (dP^T - Dsum[i]), packed as P^T; dK_w += dS^T Q as dV (B = Q MN-major).
+        wgmma_wait<1>();
+        wgmma_settle(dp);
+        uint32_t dst[KQ][4];
+#pragma unroll
+        for (int n = 0; n < NQ; n++) {
+            const float2 ds = dsum[4 * n + c];
+            dst[n / 2][2 * (n % 2)] = pack2<T>(s[n][0] * (dp[n][0] - ds.x), s[n][1] * (dp[n][1] - ds.y));
+            dst[n / 2][2 * (n % 2) + 1] = pack2<T>(s[n][2] * (dp[n][2] - ds.x), s[n][3] * (dp[n][3] - ds.y));
+        }
+        wgmma_fence();
+#pragma unroll
+        for (int kk = 0; kk < KQ; kk++)
+            wgmma_rs_mn<T, D>(dk, dst[kk], wgmma_descriptor(q_addr + kk * 2048, QO_PANEL, 1024));
+        wgmma_commit();
+        // dS^T into shared memory, row = the key's place in the block, 64 w + 16 wq + g (+ 8);
+        // column block n (queries 8 n .. + 7) is 16-byte chunk n % 8 of panel n / 8. A warp's
+        // stores of one n: 8 rows whose chunks the swizzle sends to 8 different bank groups.
+        {
+            const int row = 64 * warpgroup + 16 * wq + g;
+#pragma unroll
+            for (int n = 0; n < NQ; n++) {
+                unsigned char *panel = ds_tile + (n / 8) * SW_DS_PANEL;
+                *reinterpret_cast<uint32_t *>(panel + swizzled_offset(row, n % 8) + 4 * c) = dst[n / 2][2 * (n % 2)];
+                *reinterpret_cast<uint32_t *>(panel + swizzled_offset(row + 8, n % 8) + 4 * c) =
+                    dst[n / 2][2 * (n % 2) + 1];
+            }
+        }
+        bulk_wait_read();  // (the threads that added dQ) the staging buffer is free again
+        fence_shared_for_wgmma();
+        __syncthreads();  // dS^T complete: dQ needs both warpgroups' keys
+
+        // 4. dQ = dS K over the block's 128 keys: A = dS (queries x keys) read MN-major from
+        // dS^T (keys are its rows), B = K read MN-major; step kk takes 16 keys, 16 rows (2048
+        // bytes) further in both. D = 64: warpgroup w's queries are dS^T's panel w, all 64
+        // columns K's one panel; D = 128: the one dS^T panel, K's panel w.
+        float dq[8][4];
+        const uint32_t ds_panel = D == 64 ? warpgroup * SW_DS_PANEL : 0;
+        const uint32_t k_panel = D == 64 ? 0 : warpgroup * SW_KV_PANEL;
+        wgmma_fence();
+#pragma unroll
+        for (int kk = 0; kk < SW_BLOCK_N / 16; kk++)
+            wgmma_ss<T, 64, 1, 1>(dq, wgmma_descriptor(ds_addr + ds_panel + kk * 2048, SW_DS_PANEL, 1024),
+                                  wgmma_descriptor(k_addr + k_panel + kk * 2048, SW_KV_PANEL, 1024), kk > 0);
+        wgmma_commit();
+        wgmma_wait<0>();
+        wgmma_settle(dv);
+        wgmma_settle(dk);
+        wgmma_settle(dq);
+        wgmma_settle(pt);  // the fragments stay untouched until their products have landed
+        wgmma_settle(dst);
+
+        // 5. dQ (times the scale) staged: rows 16 wq + g (+ 8) of the warpgroup's 64, columns
+        // 64 w + 8 n + 2 c - panels 2 w and 2 w + 1 (D = 64: the warpgroup's queries, all
+        // columns; D = 128: its columns). At D = 128 the threads of odd g store their column
+        // blocks in the order n ^ 2 (flash_backward_wgmma.cu says why).
+        const bool odd_g = D == 128 && (g & 1);
+#pragma unroll
+        for (int r = 0; r < 2; r++)
+#pragma unroll
+            for (int n = 0; n < 8; n++) {
+                const int m = odd_g ? n ^ 2 : n;  // the column block this lane stores now
+                const float2 v = odd_g ? make_float2(dq[n ^ 2][2 * r], dq[n ^ 2][2 * r + 1])
+                                       : make_float2(dq[n][2 * r], dq[n][2 * r + 1]);
+                const uint32_t at = dq_stage_offset(16 * wq + g + 8 * r, 64 * warpgroup + 8 * m + 2 * c);
+                *reinterpret_cast<float2 *>(dq_stage + at) = make_float2(v.x * scale, v.y * scale);
+            }
+        fence_shared_for_wgmma();  // the staged dQ, for the TMA unit
+        // 6. Both warpgroups are done with this tile: its Q, dO and statistics stage is free, dS^T
+        // may be overwritten, dQ is staged.
+        __syncthreads();
+        add_dq_tile(q0);  // it is added while the next tile runs
+        if (lane == 0 && wq < 2 && 2 * warpgroup + wq < QUERY_PARTS && step + 2 < steps)
+            load_query_part(step + 2, 2 * warpgroup + wq);
+    }
+    bulk_wait_all();  // before the block's shared memory goes away
+
+    // dK (scaled) and dV of this thread's keys into dqkv's k and v slots.
+    write_dk_dv_rows<T>(static_cast<T *>(a.dqkv), view, dk, dv, j_first, seq, scale, 1.0f);
+#else
+    (void)q_map, (void)kv_map, (void)do_map, (void)dq_map, (void)a, (void)order, (void)scale;
+    __trap();
+#endif
+}
+
+// One instantiation of the kernel, its shared-memory limit set on first use.
+template <typename T, int D, bool DETERMINISTIC>
+void launch_kernel(const BwdArgs &a, const KeyBlockOrder &order, const CUtensorMap &q_map, const CUtensorMap &kv_map,
+                   const CUtensorMap &do_map, const CUtensorMap &dq_map) {
+    constexpr size_t smem = SwapabTile<D>::SMEM;
+    static bool configured = false;
+    if (!configured) {
+        CUDA_CHECK(cudaFuncSetAttribute(flash_backward_swapab_kernel<T, D, DETERMINISTIC>,
+                                        cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+        configured = true;
+    }
+    const int blocks = order.key_blocks * a.batch * a.heads;
+    flash_backward_swapab_kernel<T, D, DETERMINISTIC>
+        <<<blocks, SW_THREADS, smem>>>(q_map, kv_map, do_map, dq_map, a, order, 1.0f / sqrtf((float)D));
+    CHECK_LAUNCH();
+}
+
+}  // namespace
+
+size_t flash_backward_swapab_smem_bytes(int head_dim) {
+    return head_dim == 128 ? SwapabTile<128>::SMEM : SwapabTile<64>::SMEM;
+}
+
+int flash_backward_swapab_slice_keys(void) { return SW_BLOCK_N; }
+
+template <typename T, int D>
+void flash_backward_swapab(const BwdArgs &a, AttentionCausalOrder causal_order) {
+    constexpr int BLOCK_M = SwapabTile<D>::BLOCK_M;
+    if (a.p_drop > 0.0f)
+        DIE("flash attention backward: the swapAB kernel has no dropout (p = %g); the dispatch runs the other wgmma "
+            "backward there",
+            (double)a.p_drop);
+    if (!a.tile_stats) DIE("flash attention backward: the swapAB kernel needs the prepare pass's tile statistics");
+    const int bh_count = a.batch * a.heads, key_blocks = ceil_div(a.seq, SW_BLOCK_N);
+    if ((int64_t)key_blocks * bh_count > INT32_MAX)
+        DIE("flash attention backward: %d key blocks x %d heads is more blocks than one launch takes", key_blocks,
+            bh_count);
+    const KeyBlockOrder order = flash_backward_key_order(a.seq, D, bh_count, SW_BLOCK_N, a.causal,
+                                                         causal_order == ATTENTION_CAUSAL_HEAVY_FIRST);
+    // The TMA sees qkv and dctx as [seq][batch][row] and copies boxes of 64 columns: 128 rows for
+    // K and V, BLOCK_M for Q and dO (rows past seq read as zeros).
+    const CUtensorMap q_map = tensor_map_rows<T>(a.qkv, a.qkv_row, a.batch, a.seq, BLOCK_M);
+    const CUtensorMap kv_map = tensor_map_rows<T>(a.qkv, a.qkv_row, a.batch, a.seq, SW_BLOCK_N);
+    const CUtensorMap do_map = tensor_map_rows<T>(a.dctx, a.ctx_row, a.batch, a.seq, BLOCK_M);
+    // dQ's accumulator, [batch * heads][seq][D] floats (deterministic: one per 128 keys,
+    // [slices * batch * heads][seq][D]), takes boxes of 64 rows x 32 floats.
+    const int slices = a.deterministic ? (int)ceil_div(a.seq, SW_BLOCK_N) : 1;
+    const CUtensorMap dq_map = tensor_map_float_rows(a.dq_accum, D, a.seq, slices * bh_count, 64);
+    if (a.deterministic)
+        launch_kernel<T, D, true>(a, order, q_map, kv_map, do_map, dq_map);
+    else
+        launch_kernel<T, D, false>(a, order, q_map, kv_map, do_map, dq_map);
+}
+
+template void flash_backward_swapab<__half, 64>(const BwdArgs &, AttentionCausalOrder);
+template void flash_backward_swapab<__half, 128>(const BwdArgs &, AttentionCausalOrder);
+template void flash_backward_swapab<__nv_bfloat16, 64>(const BwdArgs &, AttentionCausalOrder);
+template void flash_backward_swapab<__nv_bfloat16, 128>(const BwdArgs &, AttentionCausalOrder);
