@@ -185,32 +185,45 @@ static FlashDq64 wgmma_dq64(int deterministic) {
     }
 }
 
-// The swapAB backward (ATTENTION_BACKWARD_SWAPAB, attention.h): read once, unless a setter came
-// first. Off by default until it is measured against the other wgmma backward.
+// The swapAB backward (ATTENTION_BACKWARD_SWAPAB, attention.h): read once, unless a setter
+// came first.
 static int backward_swapab_known = 0;
-static int backward_swapab_on = 0;
+static AttentionBackwardSwapAB backward_swapab_which = ATTENTION_SWAPAB_POLICY;
 
-static int backward_swapab(void) {
-    static const EnvChoice choices[] = {{"1", 1}, {"0", 0}};
+static AttentionBackwardSwapAB backward_swapab(void) {
+    static const EnvChoice choices[] = {{"1", ATTENTION_SWAPAB_WHERE_SUPPORTED}, {"0", ATTENTION_SWAPAB_NEVER}};
     if (!backward_swapab_known) {
-        backward_swapab_on = ENV_CHOICE("ATTENTION_BACKWARD_SWAPAB", choices, backward_swapab_on);
+        backward_swapab_which =
+            (AttentionBackwardSwapAB)ENV_CHOICE("ATTENTION_BACKWARD_SWAPAB", choices, backward_swapab_which);
         backward_swapab_known = 1;
     }
-    return backward_swapab_on;
+    return backward_swapab_which;
 }
 
-extern "C" int attention_set_backward_swapab(int on) {
-    if (on != 0 && on != 1) fail_user("attention_set_backward_swapab: on must be 1 or 0, not %d", on);
-    const int previous = backward_swapab();
-    backward_swapab_on = on;
+extern "C" AttentionBackwardSwapAB attention_set_backward_swapab(AttentionBackwardSwapAB which) {
+    if (which != ATTENTION_SWAPAB_POLICY && which != ATTENTION_SWAPAB_NEVER &&
+        which != ATTENTION_SWAPAB_WHERE_SUPPORTED)
+        fail_user("attention_set_backward_swapab: which must be an AttentionBackwardSwapAB, not %d", (int)which);
+    const AttentionBackwardSwapAB previous = backward_swapab();
+    backward_swapab_which = which;
     return previous;
 }
 
-// Whether the backward of kernel choice `k` runs the swapAB kernel for a problem with dropout
-// probability p_drop: the wgmma backward with the switch on and no dropout (the swapAB kernel
-// has none).
-static bool backward_runs_swapab(const AttentionKernelChoice &k, float p_drop) {
-    return k.wgmma && backward_swapab() && !(p_drop > 0.0f);
+// Whether the best set's wgmma backward at head dim d is the swapAB kernel when not dropping:
+// as the setting says; the policy (attention.h) where it was measured faster.
+static bool backward_swapab_at(int head_dim) {
+    switch (backward_swapab()) {
+        case ATTENTION_SWAPAB_NEVER: return false;
+        case ATTENTION_SWAPAB_WHERE_SUPPORTED: return true;
+        default: return head_dim == 64 && d64_backward() == D64_WGMMA_FASTEST;
+    }
+}
+
+// Whether the backward of kernel choice `k` at head dim d runs the swapAB kernel for a problem
+// with dropout probability p_drop: a wgmma backward where the setting puts it, without dropout
+// (the swapAB kernel has none).
+static bool backward_runs_swapab(const AttentionKernelChoice &k, int head_dim, float p_drop) {
+    return k.wgmma && backward_swapab_at(head_dim) && !(p_drop > 0.0f);
 }
 
 // The best set's forward at head dim 64 (ATTENTION_D64_FORWARD, attention.h): read once,
@@ -410,7 +423,7 @@ static AttentionKernelChoice choose(AttentionPass pass, int head_dim) {
         fail_user("%s (%s)", why, gpu_description());
     if (best_d64_backward && choice.wgmma && wgmma_dq64(0) == FLASH_DQ64_BY_TURNS)
         choice.kernel = "wgmma backward (dQ by turns)";  // for attention_kernel_name (not deterministic)
-    if (pass == ATTENTION_BACKWARD && choice.wgmma && backward_swapab()) {
+    if (pass == ATTENTION_BACKWARD && choice.wgmma && backward_swapab_at(head_dim)) {
         choice.kernel = "wgmma backward (swapAB when not dropping)";
         const size_t smem = flash_backward_swapab_smem_bytes(head_dim);
         if (smem > device.max_smem_per_block)  // not on a Hopper GPU (227 KiB)
@@ -483,7 +496,7 @@ static void forward(const FwdArgs &a, const AttentionKernelChoice &k) {
 // 128 (a block's); the other wgmma backward, 128 (a block's), or 64 at d 64 with dQ over each
 // warpgroup's own keys (a warpgroup's).
 static int dq_slice_keys(const AttentionKernelChoice &k, int head_dim, int deterministic, float p_drop) {
-    if (backward_runs_swapab(k, p_drop)) return flash_backward_swapab_slice_keys();
+    if (backward_runs_swapab(k, head_dim, p_drop)) return flash_backward_swapab_slice_keys();
     return k.wgmma ? flash_backward_wgmma_slice_keys(head_dim, wgmma_dq64(deterministic)) : k.tile;
 }
 
@@ -568,7 +581,7 @@ extern "C" void attention_backward(const AttentionProblem *p, const AttentionDro
     if (p->deterministic && dq_slice_keys(k, p->head_dim, 1, p_drop) < DQ_SLICE_KEYS)
         DIE("attention_backward: %s has fewer than %d keys per dQ slice", k.kernel, DQ_SLICE_KEYS);
     float *dsum = (float *)workspace, *stats_area = dsum + dsum_floats(p);
-    float *tile_stats = backward_runs_swapab(k, p_drop) ? stats_area : nullptr;
+    float *tile_stats = backward_runs_swapab(k, p->head_dim, p_drop) ? stats_area : nullptr;
     float *dq_accum = stats_area + tile_stats_floats(p);
     const BwdArgs a = {flash_params(p, dropout), qkv, dctx, lse, dsum, dq_accum, dqkv, p->deterministic, tile_stats};
     gpu_phase(CAT_ATTN_BWD);

@@ -358,14 +358,14 @@ static void test_backward_key_order(void **state) {
 }
 
 // ATTENTION_BACKWARD_SWAPAB's setter returns the value before it (the variable is unset in the
-// test's environment: 0 at first), and leaves it as it was.
+// test's environment: the policy at first), and leaves it as it was.
 static void test_backward_swapab_setter(void **state) {
     (void)state;
     const char *env = getenv("ATTENTION_BACKWARD_SWAPAB");
-    const int first = attention_set_backward_swapab(1);
-    if (!env || !*env) assert_int_equal(first, 0);
-    assert_int_equal(attention_set_backward_swapab(0), 1);
-    assert_int_equal(attention_set_backward_swapab(first), 0);
+    const AttentionBackwardSwapAB first = attention_set_backward_swapab(ATTENTION_SWAPAB_WHERE_SUPPORTED);
+    if (!env || !*env) assert_int_equal(first, ATTENTION_SWAPAB_POLICY);
+    assert_int_equal(attention_set_backward_swapab(ATTENTION_SWAPAB_NEVER), ATTENTION_SWAPAB_WHERE_SUPPORTED);
+    assert_int_equal(attention_set_backward_swapab(first), ATTENTION_SWAPAB_NEVER);
 }
 
 // The persistent forward's schedule (block_order.h): straight and zig-zag, every work tile
@@ -414,9 +414,10 @@ static void test_persistent_schedule(void **state) {
 
 // ---- the switches (attention.h's ATTENTION_* environment variables) -------------------------
 // Each switch is read once, by the first call that needs it - here its setter, which returns
-// the value in force before it - so this test runs before any other has read one. Runs in a child: sets `name` to `value`, calls `read_switch`
-// and exits with the value the switch had (or with fail_user's 1, its message on stderr,
-// which comes back in `message`). Returns the child's exit status.
+// the value in force before it - so this test runs before any other has read one. Runs in a
+// child: sets `name` to `value`, calls `read_switch` and exits with the value the switch had
+// (or with fail_user's 1, its message on stderr, which comes back in `message`). Returns the
+// child's exit status.
 static int switch_in_child(const char *name, const char *value, int (*read_switch)(void), char *message, size_t size) {
     int pipe_fds[2];
     assert_int_equal(pipe(pipe_fds), 0);
@@ -444,7 +445,7 @@ static int read_causal_order(void) { return (int)attention_set_causal_order(ATTE
 static int read_d64_forward(void) { return (int)attention_set_d64_forward(ATTENTION_D64_FORWARD_WG3); }
 static int read_persistent(void) { return (int)attention_set_forward_persistent(ATTENTION_PERSISTENT_POLICY, 0); }
 static int read_schedule(void) { return (int)attention_set_persistent_schedule(ATTENTION_SCHEDULE_POLICY); }
-static int read_swapab(void) { return attention_set_backward_swapab(0); }
+static int read_swapab(void) { return (int)attention_set_backward_swapab(ATTENTION_SWAPAB_POLICY); }
 
 // Every spelling gives its value (the child's exit status is 10 + the value); an empty
 // variable is as unset; anything else stops with a message naming the variable, every
@@ -472,7 +473,8 @@ static void test_switches(void **state) {
         {"ATTENTION_PERSISTENT_SCHEDULE", read_schedule, {"static", "dynamic"},
          {ATTENTION_SCHEDULE_STATIC, ATTENTION_SCHEDULE_DYNAMIC}, ATTENTION_SCHEDULE_POLICY,
          "ATTENTION_PERSISTENT_SCHEDULE must be static or dynamic (or unset), not \"zigzag\""},
-        {"ATTENTION_BACKWARD_SWAPAB", read_swapab, {"1", "0"}, {1, 0}, 0,
+        {"ATTENTION_BACKWARD_SWAPAB", read_swapab, {"1", "0"},
+         {ATTENTION_SWAPAB_WHERE_SUPPORTED, ATTENTION_SWAPAB_NEVER}, ATTENTION_SWAPAB_POLICY,
          "ATTENTION_BACKWARD_SWAPAB must be 1 or 0 (or unset), not \"zigzag\""},
     };
     char message[512];

@@ -109,7 +109,7 @@ static void run_case(DType dt, int seq, int batch, int heads, int d, float p, in
             }
     // The swapAB backward (ATTENTION_BACKWARD_SWAPAB; with dropout the other wgmma backward runs
     // all the same), when causal in every order of the key blocks.
-    const int swapab_was = attention_set_backward_swapab(1);
+    const AttentionBackwardSwapAB swapab_was = attention_set_backward_swapab(ATTENTION_SWAPAB_WHERE_SUPPORTED);
     attention_set_forward_persistent(ATTENTION_PERSISTENT_NEVER, 0);
     for (int o = 0; o < (causal ? 3 : 1); o++) {
         attention_set_causal_order(orders[o]);
@@ -170,23 +170,23 @@ static void test_dropout(void **state) {
     run_case(DTYPE_BF16, 333, 2, 2, 128, 0.1f, 1);  // bf16 at d 128, causal, ragged
 }
 
-// The best set's backward with ATTENTION_BACKWARD_SWAPAB off and on (attention_set_backward_swapab,
-// set back after), against the reference: both head dims and dtypes, causal or not, seq a
-// multiple of the 128 keys of a block, ragged (1000 = 7 * 128 + 104; 333; 129, one key in the
-// second block), and shorter than a block (60: the second warpgroup's keys all past seq; at d 64
-// the second warpgroup's 64 queries of the 128-query tile too). Without the switch, and where
-// it does not apply (no wgmma), both runs are the same kernel.
+// The best set's backward with ATTENTION_BACKWARD_SWAPAB never and where supported
+// (attention_set_backward_swapab, set back after), against the reference: both head dims and
+// dtypes, causal or not, seq a multiple of the 128 keys of a block, ragged (1000 = 7 * 128 +
+// 104; 333; 129, one key in the second block), and shorter than a block (60: the second
+// warpgroup's keys all past seq; at d 64 the second warpgroup's 64 queries of the 128-query
+// tile too). Where the switch does not apply (no wgmma), both runs are the same kernel.
 static void test_backward_swapab(void **state) {
     (void)state;
     SKIP_WITHOUT_GPU();
     const int seqs[] = {256, 1000, 333, 129, 60};
-    const int swapab_was = attention_set_backward_swapab(0);
+    const AttentionBackwardSwapAB swapab_was = attention_set_backward_swapab(ATTENTION_SWAPAB_NEVER);
     for (int si = 0; si < 5; si++)
         for (int d = 64; d <= 128; d += 64)
             for (int causal = 0; causal < 2; causal++)
                 for (int on = 0; on < 2; on++) {
                     const DType dt = (si + causal) % 2 ? DTYPE_BF16 : DTYPE_FP16;
-                    attention_set_backward_swapab(on);
+                    attention_set_backward_swapab(on ? ATTENTION_SWAPAB_WHERE_SUPPORTED : ATTENTION_SWAPAB_NEVER);
                     run_case_with(ATTENTION_KERNELS_BEST, dt, seqs[si], 1, 2, d, 0.0f, causal);
                 }
     attention_set_backward_swapab(swapab_was);
@@ -412,10 +412,10 @@ static void check_deterministic(DType dt, int d, float p, int causal) {
     // The best set twice: ATTENTION_BACKWARD_SWAPAB off, then on.
     const AttentionKernels sets[] = {ATTENTION_KERNELS_BEST, ATTENTION_KERNELS_BEST, ATTENTION_KERNELS_MMA_SYNC,
                                      ATTENTION_KERNELS_MMA_SYNC_SMALL_TILES};
-    const int swapab_was = attention_set_backward_swapab(0);
+    const AttentionBackwardSwapAB swapab_was = attention_set_backward_swapab(ATTENTION_SWAPAB_NEVER);
     for (int k = 0; k < 4; k++) {
         attention_set_kernels(sets[k]);
-        attention_set_backward_swapab(k == 1);
+        attention_set_backward_swapab(k == 1 ? ATTENTION_SWAPAB_WHERE_SUPPORTED : ATTENTION_SWAPAB_NEVER);
         attention_forward(&problem, &dropout, d_qkv, d_ctx, d_lse);
         uint16_t *first = backward_bits(&problem, &dropout, d_qkv, d_ctx, d_dctx, d_lse, 0xff);
         uint16_t *second = backward_bits(&problem, &dropout, d_qkv, d_ctx, d_dctx, d_lse, 0x7f);
@@ -458,7 +458,8 @@ static void test_deterministic_backward(void **state) {
 // in dq, dk, dv with near certainty. The cases above (seq 520) are too small to count on that.
 static void check_deterministic_large(AttentionKernels kernels, int swapab, DType dt, int d, int causal) {
     attention_set_kernels(kernels);
-    const int swapab_was = attention_set_backward_swapab(swapab);
+    const AttentionBackwardSwapAB swapab_was =
+        attention_set_backward_swapab(swapab ? ATTENTION_SWAPAB_WHERE_SUPPORTED : ATTENTION_SWAPAB_NEVER);
     const int seq = 2048, batch = 2, heads = 8 * 128 / d;
     const AttentionProblem problem = {.seq = seq, .batch = batch, .heads = heads, .head_dim = d, .dtype = dt,
                                       .causal = causal, .deterministic = 1};
