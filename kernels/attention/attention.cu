@@ -500,8 +500,8 @@ static int dq_slice_keys(const AttentionKernelChoice &k, int head_dim, int deter
     return k.wgmma ? flash_backward_wgmma_slice_keys(head_dim, wgmma_dq64(deterministic)) : k.tile;
 }
 
-// Dsum and dQ's zeroed accumulator first (and, for the wgmma kernels, their padded tile
-// statistics: a.tile_stats, not NULL exactly when one runs), then the kernel for dK, dV (and
+// Dsum and dQ's zeroed accumulator first (and, for the swapAB kernel, its padded tile
+// statistics: a.tile_stats, not NULL exactly when it runs), then the kernel for dK, dV (and
 // dQ's partial sums), then dQ converted to T into dqkv. Deterministic: the accumulator is not
 // zeroed (every block overwrites its own slice), and the last pass sums the slices in
 // key-block order.
@@ -509,7 +509,7 @@ template <typename T, int D>
 static void backward(const BwdArgs &a, const void *ctx, float *dsum, float *tile_stats,
                      const AttentionKernelChoice &k) {
     flash_backward_prepare<T, D>(a, ctx, a.dctx, dsum, a.deterministic ? nullptr : a.dq_accum, a.lse, tile_stats);
-    if (backward_runs_swapab(k, D, a.p_drop)) {
+    if (tile_stats) {
         flash_backward_swapab<T, D>(a, causal_order());
     } else if (k.wgmma) {
         flash_backward_wgmma<T, D>(a, wgmma_dq64(a.deterministic), causal_order());
@@ -581,7 +581,7 @@ extern "C" void attention_backward(const AttentionProblem *p, const AttentionDro
     if (p->deterministic && dq_slice_keys(k, p->head_dim, 1, p_drop) < DQ_SLICE_KEYS)
         DIE("attention_backward: %s has fewer than %d keys per dQ slice", k.kernel, DQ_SLICE_KEYS);
     float *dsum = (float *)workspace, *stats_area = dsum + dsum_floats(p);
-    float *tile_stats = k.wgmma ? stats_area : nullptr;  // both wgmma backwards read them
+    float *tile_stats = backward_runs_swapab(k, p->head_dim, p_drop) ? stats_area : nullptr;
     float *dq_accum = stats_area + tile_stats_floats(p);
     const BwdArgs a = {flash_params(p, dropout), qkv, dctx, lse, dsum, dq_accum, dqkv, p->deterministic, tile_stats};
     gpu_phase(CAT_ATTN_BWD);

@@ -85,8 +85,8 @@ const char *attention_unsupported(const AttentionProblem *p);
 void attention_forward(const AttentionProblem *p, const AttentionDropout *dropout, const void *qkv, void *ctx,
                        float *lse);
 
-// Bytes of device workspace attention_backward needs: rowsum(dO * O) per query, the wgmma
-// backwards' per-query statistics (lse * log2(e) and rowsum(dO * O) again, 2 * batch * heads *
+// Bytes of device workspace attention_backward needs: rowsum(dO * O) per query, the swapAB
+// backward's per-query statistics (lse * log2(e) and rowsum(dO * O) again, 2 * batch * heads *
 // (seq rounded up to 128) floats, reserved whichever backward runs) and a float accumulator
 // for dQ ([batch, heads, seq, head_dim] floats), into which every block of keys adds its
 // share. Deterministic: instead one such array per block of keys (the

@@ -68,13 +68,11 @@ constexpr int dq_slice_keys(DqScheme dq) { return dq == OWN_KEYS ? BW_BLOCK_N / 
 // there.)
 constexpr int DQ_PANEL = DQ_STAGE_PANEL;  // 64 rows x 32 floats (wgmma.cuh)
 constexpr int DQ_BYTES = 4 * DQ_PANEL;
-// K, V, two stages of Q and dO, P, dS, staged dQ, two stages of statistics, + room for the
-// 1024-byte alignment: 194 KiB at D = 128, 130 KiB at D = 64.
-// Two stages of a query tile's statistics (lse log2(e) and Dsum of its 64 queries).
-constexpr int STATS_BYTES = 2 * 2 * BW_BLOCK_M * 4;
+// K, V, two stages of Q and dO, P, dS, staged dQ, + room for the 1024-byte alignment:
+// 193 KiB at D = 128, 129 KiB at D = 64.
 template <int D>
 constexpr size_t smem_bytes() {
-    return 2 * kv_bytes<D>() + 4 * qo_bytes<D>() + 2 * PS_BYTES + DQ_BYTES + STATS_BYTES + 1024;
+    return 2 * kv_bytes<D>() + 4 * qo_bytes<D>() + 2 * PS_BYTES + DQ_BYTES + 1024;
 }
 static_assert(smem_bytes<128>() <= 227 * 1024 && smem_bytes<64>() <= 227 * 1024, "Hopper's limit per block");
 
@@ -98,7 +96,6 @@ __global__ void __launch_bounds__(BW_THREADS, 1)
     unsigned char *p_tile = do_tiles + 2 * QO_BYTES;   // dropped probabilities, [query][key]
     unsigned char *ds_tile = p_tile + PS_BYTES;        // dS, [query][key]
     unsigned char *dq_stage = ds_tile + PS_BYTES;      // dQ of a query tile, floats
-    float *stats = reinterpret_cast<float *>(dq_stage + DQ_BYTES);  // two stages: lse log2(e), Dsum
 
     __shared__ uint64_t kv_full, qdo_full[2];  // mbarriers: K and V landed; a stage's Q and dO landed
 
@@ -120,10 +117,6 @@ __global__ void __launch_bounds__(BW_THREADS, 1)
     const uint64_t drop_bh = a.drop.global_bh(b, h);
     const int m_start = a.causal ? (k0 / BW_BLOCK_M) * BW_BLOCK_M : 0;
     const int steps = (seq - m_start + BW_BLOCK_M - 1) / BW_BLOCK_M;
-    // This head's rows of the tile statistics (flash_kernels.cuh): lse log2(e), then Dsum.
-    const int stats_row = flash_tile_stats_row(seq);
-    const float *lse_log2_row = a.tile_stats + (int64_t)bh * stats_row;
-    const float *dsum_row = lse_log2_row + (int64_t)bh_count * stats_row;
 
     // The copies are TMA copies (hopper_pipeline.cuh): K and V once, by thread 0; Q and dO of
     // query tile `step` into stage step % 2 as QUERY_PARTS parts (Q's 64-column panels, dO's),
@@ -136,12 +129,7 @@ __global__ void __launch_bounds__(BW_THREADS, 1)
     auto load_query_part = [&](int step, int part) {
         uint64_t *bar = &qdo_full[step % 2];
         const int row = m_start + step * BW_BLOCK_M, panel = part % PANELS;
-        mbarrier_arrive_expect_tx(bar, QO_PANEL + (part == 0 ? 2 * BW_BLOCK_M * 4 : 0));
-        if (part == 0) {  // with Q's first panel, the tile's statistics
-            float *stage_stats = stats + (step % 2) * 2 * BW_BLOCK_M;
-            bulk_load_1d(stage_stats, lse_log2_row + row, BW_BLOCK_M * 4, bar);
-            bulk_load_1d(stage_stats + BW_BLOCK_M, dsum_row + row, BW_BLOCK_M * 4, bar);
-        }
+        mbarrier_arrive_expect_tx(bar, QO_PANEL);
         if (part < PANELS)
             tma_load_3d(q_tiles + (step % 2) * QO_BYTES + panel * QO_PANEL, &q_map, h * 3 * D + 64 * panel, b, row,
                         bar);
@@ -202,16 +190,26 @@ __global__ void __launch_bounds__(BW_THREADS, 1)
         else
             tma_reduce_add_3d(&dq_map, col, q0, bh, staged);
     };
+    // lse and Dsum of this thread's queries 16 wq + g (+ 8) of the tile starting at q0: loaded a
+    // tile ahead (the loads' latency was in the way of the exponentials), at the end of the
+    // tile before (below), and used only there (so that the thread does not wait for them
+    // where it loads them).
+    float lse_i[2], dsum_i[2];
+    auto load_row_stats = [&](int q0) {
+#pragma unroll
+        for (int r = 0; r < 2; r++) {
+            const int i = q0 + 16 * wq + g + 8 * r;
+            lse_i[r] = i < seq ? a.lse[(int64_t)bh * seq + i] : 0.0f;
+            dsum_i[r] = i < seq ? a.dsum[(int64_t)bh * seq + i] : 0.0f;
+        }
+    };
+    load_row_stats(m_start);
     mbarrier_wait(&kv_full, 0);
     for (int step = 0; step < steps; step++) {
         const int q0 = m_start + step * BW_BLOCK_M;
         mbarrier_wait(&qdo_full[step % 2], (step / 2) & 1);
         const uint32_t q_addr = smem_addr(q_tiles + (step % 2) * QO_BYTES);
         const uint32_t do_addr = smem_addr(do_tiles + (step % 2) * QO_BYTES);
-        // The tile's lse log2(e) and Dsum per query (copied with its Q: no load in the way of
-        // the exponentials, as the global loads a tile ahead were - Nsight Compute, H200: 3% of
-        // the d 128 kernel's samples waited for them).
-        const float *lse_log2 = stats + (step % 2) * 2 * BW_BLOCK_M, *dsum = lse_log2 + BW_BLOCK_M;
 
         // S = Q K_w^T and dP = dO V_w^T, two groups: step kk takes 16 of the D columns (panel
         // kk / 4); the warpgroup's keys start 64 rows (8192 bytes) into each panel of K and V.
@@ -263,11 +261,11 @@ __global__ void __launch_bounds__(BW_THREADS, 1)
 #pragma unroll
         for (int r = 0; r < 2; r++) {
             const int il = 16 * wq + g + 8 * r;
-            const float lse_i = lse_log2[il];
+            const float lse_log2 = lse_i[r] * LOG2E;
 #pragma unroll
             for (int n = 0; n < 8; n++) {
 #pragma unroll
-                for (int e = 0; e < 2; e++) s[n][2 * r + e] = exp2_approx(fmaf(s[n][2 * r + e], scale_log2, -lse_i));
+                for (int e = 0; e < 2; e++) s[n][2 * r + e] = exp2_approx(fmaf(s[n][2 * r + e], scale_log2, -lse_log2));
                 uint32_t pd = pack2<T>(s[n][2 * r], s[n][2 * r + 1]);
                 if (dropping) pd &= dropped.row[r].pair_mask(n);
                 *reinterpret_cast<uint32_t *>(p_tile + warpgroup * PS_PANEL + swizzled_offset(il, n) + 4 * c) = pd;
@@ -292,7 +290,6 @@ __global__ void __launch_bounds__(BW_THREADS, 1)
 #pragma unroll
         for (int r = 0; r < 2; r++) {
             const int il = 16 * wq + g + 8 * r;
-            const float dsum_i = dsum[il];
 #pragma unroll
             for (int n = 0; n < 8; n++) {
                 float dpd[2];
@@ -301,7 +298,7 @@ __global__ void __launch_bounds__(BW_THREADS, 1)
                     dpd[e] = dropping ? masked(dp[n][2 * r + e], dropped.row[r].element_mask(n, e)) * keep_scale
                                       : dp[n][2 * r + e];
                 *reinterpret_cast<uint32_t *>(ds_tile + warpgroup * PS_PANEL + swizzled_offset(il, n) + 4 * c) =
-                    pack2<T>(s[n][2 * r] * (dpd[0] - dsum_i), s[n][2 * r + 1] * (dpd[1] - dsum_i));
+                    pack2<T>(s[n][2 * r] * (dpd[0] - dsum_i[r]), s[n][2 * r + 1] * (dpd[1] - dsum_i[r]));
             }
         }
         bulk_wait_read();  // (the threads that added dQ) the staging buffer is free again
@@ -369,6 +366,13 @@ __global__ void __launch_bounds__(BW_THREADS, 1)
         add_dq_tile(step, q0);     // it is added while the next tile runs
         if (warpgroup == 0 && lane == 0 && wq < QUERY_PARTS && step + 2 < steps)
             load_query_part(step + 2, wq);  // the stage just freed
+        // The next tile's lse and Dsum (dS was their last use in this one), loaded here, after
+        // the tile's last fence: a proxy fence waits for the thread's loads still in flight, so
+        // loads issued before the fences above held each of them up by their whole latency
+        // (Nsight Compute, H200: the two fences and barriers of the tile were its most-sampled
+        // instructions, waiting on the long scoreboard). From here they have the next tile's
+        // S and dP products to land.
+        if (step + 1 < steps) load_row_stats(q0 + BW_BLOCK_M);
     }
     bulk_wait_all();  // before the block's shared memory goes away
 
@@ -413,7 +417,6 @@ int flash_backward_wgmma_slice_keys(int head_dim, FlashDq64 dq64) { return dq_sl
 template <typename T, int D>
 void flash_backward_wgmma(const BwdArgs &a, FlashDq64 dq64, AttentionCausalOrder causal_order) {
     const DqScheme dq = dq_scheme(D, dq64);
-    if (!a.tile_stats) DIE("flash attention backward: the wgmma kernel needs the prepare pass's tile statistics");
     const int bh_count = a.batch * a.heads, key_blocks = ceil_div(a.seq, BW_BLOCK_N);
     if ((int64_t)key_blocks * bh_count > INT32_MAX)
         DIE("flash attention backward: %d key blocks x %d heads is more blocks than one launch takes", key_blocks,

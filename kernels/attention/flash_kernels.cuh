@@ -38,7 +38,7 @@ struct FwdArgs : FlashParams {
 // instead one such accumulator per block of keys ([key block][batch * heads][seq][D], not
 // zeroed), into which block kb stores its share of the rows it visits - plain stores, no
 // additions - for flash_backward_sum_dq_slices to add up in a fixed order.
-// tile_stats (the wgmma backwards, else NULL): the prepare pass's per-query lse * log2(e)
+// tile_stats (the swapAB backward only, else NULL): the prepare pass's per-query lse * log2(e)
 // and Dsum, padded (flash_tile_stats_floats, below).
 struct BwdArgs : FlashParams {
     const void *qkv, *dctx;
@@ -49,7 +49,7 @@ struct BwdArgs : FlashParams {
     const float *tile_stats;
 };
 
-// The wgmma backwards' per-query statistics, which each of their query tiles copies into shared
+// The swapAB backward's per-query statistics, which each of its query tiles copies into shared
 // memory with two bulk copies: lse[i] * log2(e) as [batch * heads][stats_row] floats, then
 // Dsum[i] likewise, stats_row = seq rounded up to FLASH_TILE_STATS_QUERIES (every query
 // tile's copy, at most 128 queries from a multiple of its size, stays inside the row; the rows

@@ -208,7 +208,7 @@ __global__ void __launch_bounds__(THREADS) flash_forward_kernel(
 // ---- backward -------------------------------------------------------------------------------
 // Pre-pass: Dsum[i] = rowsum(dO * O) for every query (one warp per query row), and dQ's
 // float accumulator cleared (CLEAR_DQ; the deterministic backward's slices need no clearing).
-// tile_stats not NULL (the wgmma backwards, flash_backward_*.cu): also lse[i] * log2(e)
+// tile_stats not NULL (the swapAB backward, flash_backward_swapab.cu): also lse[i] * log2(e)
 // and Dsum[i] into its two [batch * heads][stats_row] arrays (stats_row = seq rounded up to
 // FLASH_TILE_STATS_QUERIES), the padding past seq included (zeros: every float there is read
 // by a query tile's bulk copy, and must not be NaN); the warps then run over stats_row queries
