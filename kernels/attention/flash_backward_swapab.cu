@@ -144,54 +144,51 @@ __device__ __forceinline__ void draw_mask_bits(uint32_t *wg_bits, uint64_t group
     for (int n = 0; n < 8; n++)
 #pragma unroll
         for (int e = 0; e < 2; e++) {
-            const int bit = 8 * (2 * (n % 2) + e) + 7;
+            const uint32_t flag = 0x80u << 8 * (2 * (n % 2) + e);
             uint32_t word[WORDS];
 #pragma unroll
-            for (int r = 0; r < WORDS; r++) word[r] = __ballot_sync(0xffffffffu, (flags[r][n / 2] >> bit) & 1u);
+            for (int r = 0; r < WORDS; r++) word[r] = __ballot_sync(0xffffffffu, (flags[r][n / 2] & flag) != 0u);
             if (stores) store_mask_words<WORDS>(wg_bits + (8 * n + 2 * quad + e) * WORDS, word);
         }
 }
 
-// prmt.b32 with both sources: byte k of the result is byte selector nibble k (0..3 of a, 4..7
-// of b); a nibble with bit 3 set copies that byte's top bit into all 8 bits.
-__device__ __forceinline__ uint32_t permute_bytes(uint32_t a, uint32_t b, uint32_t selector) {
+// prmt.b32, byte i of the result the byte that selector nibble i names (0..3 of `first`, 4..7
+// of `second`); a nibble with bit 3 set copies that byte's top bit into all 8 bits. Volatile,
+// so that it stays where it is used: the compiler would otherwise compute the masks of a whole
+// step as early as it could and keep them all (at D = 64 the 64 element masks of dS, which
+// spilled).
+__device__ __forceinline__ uint32_t permute_bytes(uint32_t first, uint32_t second, uint32_t selector) {
     uint32_t r;
-    asm("prmt.b32 %0, %1, %2, %3;" : "=r"(r) : "r"(a), "r"(b), "r"(selector));
+    asm volatile("prmt.b32 %0, %1, %2, %3;\n" : "=r"(r) : "r"(first), "r"(second), "r"(selector));
     return r;
 }
 
-// This thread's mask (lane c = lane % 4): its keys' (rows 0, 1: the warpgroup's keys 16 wq + g
-// and + 8) words of the bit matrix, and from them the AND masks of its accumulator columns:
-// column block n, queries 8 n + 2 c + e, are bits 8 (n % 4) + 2 c + e of word n / 4. Shifting
-// the word left by 7 - 2 c (6 - 2 c) brings bit 8 k + 2 c (+ 1) to the top of byte k for all
-// four k at once, and one byte permute with sign replication turns the top bits into masks.
-template <int WORDS>
+// This thread's mask (c = lane % 4) for 32 queries of a step: the words of its two keys (rows
+// 0, 1: the warpgroup's keys 16 wq + g and + 8) in the bit matrix, and from them the AND masks
+// of its accumulator columns: column block n, queries 8 n + 2 c + e, are bits 8 (n % 4) + 2 c
+// + e of word n / 4. A word shifted left by 7 - 2 c (6 - 2 c) has bit 8 k + 2 c (8 k + 2 c + 1)
+// at the top of byte k, for all four k at once; one byte permute with sign replication then
+// makes each mask. The words are read from shared memory where they are used, 32 queries at a
+// time, for P^T and again for dS^T (at D = 64 the eight words held through both spilled).
 struct KeyMaskBits {
-    uint32_t bits[2][WORDS];
+    uint32_t even[2], odd[2];  // rows 0, 1: the bits of queries 8 k + 2 c (+ 1) at the tops of bytes k
 
-    __device__ __forceinline__ void load(const uint32_t *wg_bits, int key) {
+    __device__ __forceinline__ void load(const uint32_t *row0_word, int row_stride, int c) {
 #pragma unroll
         for (int row = 0; row < 2; row++) {
-            const uint32_t *at = wg_bits + (key + 8 * row) * WORDS;
-            if constexpr (WORDS == 4) {
-                const uint4 v = *reinterpret_cast<const uint4 *>(at);
-                bits[row][0] = v.x, bits[row][1] = v.y, bits[row][2] = v.z, bits[row][3] = v.w;
-            } else {
-                const uint2 v = *reinterpret_cast<const uint2 *>(at);
-                bits[row][0] = v.x, bits[row][1] = v.y;
-            }
+            const uint32_t word = row0_word[row * row_stride];
+            even[row] = word << (7 - 2 * c);
+            odd[row] = word << (6 - 2 * c);
         }
     }
     // The AND mask of the 16-bit pair (queries 8 n + 2 c, + 1) of row `row`: 0xffff where kept.
-    __device__ __forceinline__ uint32_t pair_mask(int row, int n, int c) const {
-        const uint32_t word = bits[row][n / 4], k = n % 4;
-        const uint32_t lo = 8 | k, hi = 8 | (4 + k);  // byte k of the first source, of the second
-        return permute_bytes(word << (7 - 2 * c), word << (6 - 2 * c), lo | lo << 4 | hi << 8 | hi << 12);
+    __device__ __forceinline__ uint32_t pair_mask(int row, int n) const {
+        const uint32_t k = n % 4, lo = 8 | k, hi = 8 | (4 + k);  // byte k of even, of odd
+        return permute_bytes(even[row], odd[row], lo | lo << 4 | hi << 8 | hi << 12);
     }
     // The AND mask of the float of query 8 n + 2 c + e of row `row`: all ones where kept.
-    __device__ __forceinline__ uint32_t element_mask(int row, int n, int e, int c) const {
-        const uint32_t word = bits[row][n / 4], k = n % 4;
-        return permute_bytes(word << (7 - 2 * c), word << (6 - 2 * c), (8 | (4 * e + k)) * 0x1111u);
+    __device__ __forceinline__ uint32_t element_mask(int row, int n, int e) const {
+        return permute_bytes(even[row], odd[row], (8 | (4 * e + n % 4)) * 0x1111u);
     }
 };
 
@@ -237,14 +234,16 @@ __global__ void __launch_bounds__(SW_THREADS, 1)
     const int stats_row = flash_tile_stats_row(seq);
     const float *lse_log2_row = a.tile_stats + (int64_t)bh * stats_row;
     const float *dsum_row = lse_log2_row + (int64_t)bh_count * stats_row;
-    // Dropout (DROPOUT): the warpgroup's bit matrix; the Philox group of this lane's first query
-    // of a step is attention_dropout_group(drop_bh, q0 + lane, key0 / 64, wq, seq), of the query
-    // 32 further group_step more (4 groups per key block, key_blocks per query).
+    // Dropout (DROPOUT): the warpgroup's bit matrix; drop_group, the Philox group of this lane's
+    // first query of the step, attention_dropout_group(global bh, q0 + lane, key0 / 64, wq, seq)
+    // (global bh: the head's index in the unsharded layer, HeadRange); of the query 32 further
+    // group_step more (4 groups per key block, key_blocks per query).
     constexpr int MASK_WORDS = Tile::MASK_WORDS;
     uint32_t *wg_mask_bits = mask_bits + warpgroup * 64 * MASK_WORDS;
     const uint32_t drop_threshold = dropout_threshold(a.p_drop);
     const float keep_scale = DROPOUT ? dropout_keep_scale(a.p_drop) : 1.0f;
-    const uint64_t drop_bh = a.drop.global_bh(b, h), group_step = 32 * 4 * attention_key_blocks(seq);
+    const uint64_t group_step = 32 * 4 * attention_key_blocks(seq);
+    uint64_t drop_group = attention_dropout_group(a.drop.global_bh(b, h), m_start + lane, key0 / 64, wq, seq);
 
     // Query tile `step` into stage step % 2 as QUERY_PARTS TMA copies (Q's 64-column panels,
     // then dO's), each arriving on the stage's mbarrier with its bytes; the part of Q's panel
@@ -345,12 +344,12 @@ __global__ void __launch_bounds__(SW_THREADS, 1)
         // While the tensor cores work: the dropout bits of the warpgroup's keys x the tile's
         // queries into its bit matrix (the previous step's readers are past the barrier at its
         // end); once the warpgroup's four warps have stored theirs, this thread's two keys'.
-        KeyMaskBits<MASK_WORDS> keep;
+        KeyMaskBits keep;
+        const uint32_t *keep_words = wg_mask_bits + (16 * wq + g) * MASK_WORDS;  // row 1: 8 keys further
         if constexpr (DROPOUT) {
-            draw_mask_bits<MASK_WORDS>(wg_mask_bits, attention_dropout_group(drop_bh, q0 + lane, key0 / 64, wq, seq),
-                                       group_step, wq, a.keys, a.offset, drop_threshold);
+            draw_mask_bits<MASK_WORDS>(wg_mask_bits, drop_group, group_step, wq, a.keys, a.offset, drop_threshold);
+            drop_group += MASK_WORDS * group_step;  // the next step's first query: BLOCK_M further
             warpgroup_barrier(warpgroup);
-            keep.load(wg_mask_bits, 16 * wq + g);
         }
 
         // 2. P^T = exp2(S^T scale log2(e) - lse[i] log2(e)) in s, masked scores -inf first
@@ -382,8 +381,9 @@ __global__ void __launch_bounds__(SW_THREADS, 1)
             pt[n / 2][2 * (n % 2)] = pack2<T>(s[n][0], s[n][1]);
             pt[n / 2][2 * (n % 2) + 1] = pack2<T>(s[n][2], s[n][3]);
             if constexpr (DROPOUT) {  // Pd^T = P^T * mask (dV's factor 1 / (1 - p) comes at the end)
-                pt[n / 2][2 * (n % 2)] &= keep.pair_mask(0, n, c);
-                pt[n / 2][2 * (n % 2) + 1] &= keep.pair_mask(1, n, c);
+                if (n % 4 == 0) keep.load(keep_words + n / 4, 8 * MASK_WORDS, c);
+                pt[n / 2][2 * (n % 2)] &= keep.pair_mask(0, n);
+                pt[n / 2][2 * (n % 2) + 1] &= keep.pair_mask(1, n);
             }
         }
         // dV_w += P^T dO: B = dO read MN-major (its rows are queries, the reduction dimension;
@@ -404,9 +404,10 @@ __global__ void __launch_bounds__(SW_THREADS, 1)
         for (int n = 0; n < NQ; n++) {
             const float2 ds = dsum[4 * n + c];
             if constexpr (DROPOUT) {
+                if (n % 4 == 0) keep.load(keep_words + n / 4, 8 * MASK_WORDS, c);
 #pragma unroll
                 for (int e = 0; e < 4; e++)
-                    dp[n][e] = masked(dp[n][e], keep.element_mask(e >> 1, n, e & 1, c)) * keep_scale;
+                    dp[n][e] = masked(dp[n][e], keep.element_mask(e >> 1, n, e & 1)) * keep_scale;
             }
             dst[n / 2][2 * (n % 2)] = pack2<T>(s[n][0] * (dp[n][0] - ds.x), s[n][1] * (dp[n][1] - ds.y));
             dst[n / 2][2 * (n % 2) + 1] = pack2<T>(s[n][2] * (dp[n][2] - ds.x), s[n][3] * (dp[n][3] - ds.y));
