@@ -1,8 +1,9 @@
 // Flash attention backward on Hopper with the scores computed transposed ("swapAB"), head dims
 // 64 and 128 (D): FlashAttention-3's backward (Shah et al., "FlashAttention-3", 2024; its
 // hopper/ code with SdP_swapAB and Mma_dKV_is_RS), written anew on this repository's wgmma,
-// TMA and mbarrier wrappers. No dropout (as FlashAttention-3): with dropout the dispatch runs
-// flash_backward_wgmma.cu.
+// TMA and mbarrier wrappers. FlashAttention-3 has no dropout; this one has (DROPOUT, a template
+// parameter: without it the kernel is what it was), the forward's mask bit for bit, drawn
+// transposed - "dropout, transposed" below says how.
 //
 // What swapAB means. A block owns 128 keys and walks over the queries a tile at a time; per
 // tile the backward needs, with P = softmax(S) recomputed from S = Q K^T and the saved lse,
@@ -29,9 +30,13 @@
 // copies counted on its mbarrier. Per tile, warpgroup w:
 //   1. S^T = K_w Q^T, dP^T = V_w dO^T    wgmma SS, A = K_w / V_w and B = Q / dO, all K-major;
 //                                        two commit groups, 64 keys x BLOCK_M queries each
+//   1'. DROPOUT, while those run: the dropout bits of the warpgroup's keys x the tile's queries
+//      drawn into a bit matrix in shared memory; a warpgroup barrier (ids 1, 2)
 //   2. P^T = exp2(S^T scale log2(e) - lse[i] log2(e)), masked (key j > query i when causal; j
-//      or i >= seq) to 0; packed to 16-bit A fragments; dV_w += P^T dO (RS, B = dO MN-major)
-//   3. dS^T = P^T * (dP^T - Dsum[i]); packed; dK_w += dS^T Q (RS, B = Q MN-major); dS^T stored
+//      or i >= seq) to 0; packed to 16-bit A fragments (DROPOUT: ANDed with the mask, Pd^T);
+//      dV_w += P^T dO (RS, B = dO MN-major)
+//   3. dS^T = P^T * (dP^T - Dsum[i]) (DROPOUT: dP^T masked and times 1 / (1 - p) first, as
+//      flash_backward_wgmma.cu); packed; dK_w += dS^T Q (RS, B = Q MN-major); dS^T stored
 //      to shared memory, [key][query] panels of 64 queries (128-byte swizzle)
 //   4. block barrier (dQ needs both warpgroups' keys); dQ = dS K over all 128 keys, wgmma SS
 //      with A = dS^T read MN-major and B = K MN-major: D = 64, warpgroup w the queries
@@ -51,13 +56,15 @@
 // Registers (per thread, 256 threads, one block per SM: at most 255): D = 64 holds S^T and dP^T
 // (64 floats each), dK and dV (32 each), P^T's fragments (32) at the peak, about 224 + the
 // addressing; D = 128 holds S^T, dP^T (32 each), dK, dV (64 each), the fragments (16 + 16).
-// The dQ accumulator (32) is live only once S^T and dP^T are dead.
+// The dQ accumulator (32) is live only once S^T and dP^T are dead. ptxas -v, sm_90a (CUDA
+// 13.0): D = 64 250 without dropout, 255 with; D = 128 238, 247; no spills. (Held
+// through P^T and dS^T, the eight mask words of D = 64 spilled: they are read where used.)
 //
 // Shared memory (1024-byte aligned panels; + 1 KiB for the alignment):
 //   D = 64:  K, V 16 KiB each; Q, dO 2 x 16 KiB each; dS^T 2 panels x 16 KiB; dQ stage 32 KiB;
-//            statistics 2 x 1 KiB: 163 KiB
+//            statistics 2 x 1 KiB; dropout bits 4 KiB: 167 KiB
 //   D = 128: K, V 32 KiB each; Q, dO 2 x 16 KiB each; dS^T 1 panel, 16 KiB; dQ stage 32 KiB;
-//            statistics 2 x 0.5 KiB: 178 KiB
+//            statistics 2 x 0.5 KiB; dropout bits 2 KiB: 180 KiB
 #include "common/gpu/cuda_check.h"
 #include "kernels/attention/block_order.h"
 #include "kernels/attention/flash_common.cuh"
@@ -107,14 +114,17 @@ struct SwapabTile {
 // draws the groups of quad wq, lane L those of the queries q0 + 32 r + L (r = 0 ..
 // BLOCK_M / 32 - 1), one call each - as many calls per warpgroup and step as the query-row
 // kernels make for the same queries. Each of a group's 16 keep flags is then gathered across
-// the warp by a ballot into one word (bit L: lane L's query), and the words form the
-// warpgroup's bit matrix in shared memory, [key][word r] (MASK_WORDS words a key, 16 bytes at
-// D = 64, 8 at 128): bit q of word r of key k (the key's place in the warpgroup's 64) says
-// whether query q0 + 32 r + q is kept. After a warpgroup barrier each thread reads the words of
-// its two keys: one vector load per key, the 8 keys g = 0..7 of a warp's load in 8 consecutive
-// 16- (8-) byte slots, no bank conflicts; the ballots' words are stored by lane 0 as one vector
-// per key. Queries and keys past seq get bits like any other (Philox reads no memory); their
-// probabilities are zero anyway.
+// the warp by a ballot (vote.sync: the one instruction that moves a bit from each of 32 lanes
+// into one word) into one word, bit L = lane L's query, and the words form the warpgroup's bit
+// matrix in shared memory, [key][word r] (MASK_WORDS words a key, 16 bytes at D = 64, 8 at
+// 128): bit q of word r of key k (the key's place in the warpgroup's 64) says whether query
+// q0 + 32 r + q is kept. Lane 0 stores a key's words as one vector. After a warpgroup barrier
+// each thread reads the words of its two keys (KeyMaskBits): a warp's 32-bit load of word r
+// reads 8 keys g = 0..7 from 8 slots 16 (8) bytes apart, 8 different banks. Queries and keys
+// past seq get bits like any other (Philox reads no memory; every lane must vote anyway); their
+// probabilities are zero. One matrix per warpgroup serves every step: the next step's draw
+// comes after the barrier that ends this step, and every read of this step's bits (for P^T and
+// dS^T) comes before it.
 
 // Stores a key's words: one vector store.
 template <int WORDS>
@@ -152,6 +162,8 @@ __device__ __forceinline__ void draw_mask_bits(uint32_t *wg_bits, uint64_t group
         }
 }
 
+// (Compiled where the kernel is: elsewhere nothing calls them, and nvcc warns.)
+#if WGMMA_AVAILABLE
 // prmt.b32, byte i of the result the byte that selector nibble i names (0..3 of `first`, 4..7
 // of `second`); a nibble with bit 3 set copies that byte's top bit into all 8 bits. Volatile,
 // so that it stays where it is used: the compiler would otherwise compute the masks of a whole
@@ -191,6 +203,7 @@ struct KeyMaskBits {
         return permute_bytes(even[row], odd[row], (8 | (4 * e + n % 4)) * 0x1111u);
     }
 };
+#endif  // WGMMA_AVAILABLE
 
 template <typename T, int D, bool DETERMINISTIC, bool DROPOUT>
 __global__ void __launch_bounds__(SW_THREADS, 1)
