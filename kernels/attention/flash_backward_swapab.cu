@@ -356,7 +356,8 @@ __global__ void __launch_bounds__(SW_THREADS, 1)
 
         // While the tensor cores work: the dropout bits of the warpgroup's keys x the tile's
         // queries into its bit matrix (the previous step's readers are past the barrier at its
-        // end); once the warpgroup's four warps have stored theirs, this thread's two keys'.
+        // end), then the warpgroup's barrier: all four warps' bits are there before any thread
+        // reads its two keys' words (keep_words, where P^T and dS^T are masked).
         KeyMaskBits keep;
         const uint32_t *keep_words = wg_mask_bits + (16 * wq + g) * MASK_WORDS;  // row 1: 8 keys further
         if constexpr (DROPOUT) {
