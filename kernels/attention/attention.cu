@@ -209,8 +209,8 @@ extern "C" AttentionBackwardSwapAB attention_set_backward_swapab(AttentionBackwa
     return previous;
 }
 
-// Whether the best set's wgmma backward at head dim d is the swapAB kernel when not dropping:
-// as the setting says; the policy (attention.h) where it was measured faster.
+// Whether the best set's wgmma backward at head dim d is the swapAB kernel: as the setting
+// says; the policy (attention.h) where it was measured faster.
 static bool backward_swapab_at(int head_dim) {
     switch (backward_swapab()) {
         case ATTENTION_SWAPAB_NEVER: return false;
@@ -219,11 +219,10 @@ static bool backward_swapab_at(int head_dim) {
     }
 }
 
-// Whether the backward of kernel choice `k` at head dim d runs the swapAB kernel for a problem
-// with dropout probability p_drop: a wgmma backward where the setting puts it, without dropout
-// (the swapAB kernel has none).
-static bool backward_runs_swapab(const AttentionKernelChoice &k, int head_dim, float p_drop) {
-    return k.wgmma && backward_swapab_at(head_dim) && !(p_drop > 0.0f);
+// Whether the backward of kernel choice `k` at head dim d runs the swapAB kernel: a wgmma
+// backward where the setting puts it, dropping or not.
+static bool backward_runs_swapab(const AttentionKernelChoice &k, int head_dim) {
+    return k.wgmma && backward_swapab_at(head_dim);
 }
 
 // The best set's forward at head dim 64 (ATTENTION_D64_FORWARD, attention.h): read once,
@@ -424,7 +423,7 @@ static AttentionKernelChoice choose(AttentionPass pass, int head_dim) {
     if (best_d64_backward && choice.wgmma && wgmma_dq64(0) == FLASH_DQ64_BY_TURNS)
         choice.kernel = "wgmma backward (dQ by turns)";  // for attention_kernel_name (not deterministic)
     if (pass == ATTENTION_BACKWARD && choice.wgmma && backward_swapab_at(head_dim)) {
-        choice.kernel = "wgmma backward (swapAB when not dropping)";
+        choice.kernel = "wgmma backward (swapAB)";
         const size_t smem = flash_backward_swapab_smem_bytes(head_dim);
         if (smem > device.max_smem_per_block)  // not on a Hopper GPU (227 KiB)
             fail_user("attention: the %s needs %zu bytes of shared memory per block; the limit here is %zu (%s)",
@@ -492,11 +491,10 @@ static void forward(const FwdArgs &a, const AttentionKernelChoice &k) {
 }
 
 // Keys per dQ slice of the backward kernel `k` when deterministic (one slice per that many
-// keys) for a problem with dropout probability p_drop: mma.sync, its keys per block; swapAB,
-// 128 (a block's); the other wgmma backward, 128 (a block's), or 64 at d 64 with dQ over each
-// warpgroup's own keys (a warpgroup's).
-static int dq_slice_keys(const AttentionKernelChoice &k, int head_dim, int deterministic, float p_drop) {
-    if (backward_runs_swapab(k, head_dim, p_drop)) return flash_backward_swapab_slice_keys();
+// keys): mma.sync, its keys per block; swapAB, 128 (a block's); the other wgmma backward, 128
+// (a block's), or 64 at d 64 with dQ over each warpgroup's own keys (a warpgroup's).
+static int dq_slice_keys(const AttentionKernelChoice &k, int head_dim, int deterministic) {
+    if (backward_runs_swapab(k, head_dim)) return flash_backward_swapab_slice_keys();
     return k.wgmma ? flash_backward_wgmma_slice_keys(head_dim, wgmma_dq64(deterministic)) : k.tile;
 }
 
@@ -517,7 +515,7 @@ static void backward(const BwdArgs &a, const void *ctx, float *dsum, float *tile
         flash_backward_mma<T, D>(a, k.tile);
     }
     if (a.deterministic)
-        flash_backward_sum_dq_slices<T, D>(a, a.dq_accum, dq_slice_keys(k, D, 1, a.p_drop), a.dqkv);
+        flash_backward_sum_dq_slices<T, D>(a, a.dq_accum, dq_slice_keys(k, D, 1), a.dqkv);
     else
         flash_backward_write_dq<T, D>(a, a.dq_accum, a.dqkv);
 }
@@ -576,12 +574,11 @@ extern "C" void attention_backward(const AttentionProblem *p, const AttentionDro
     const void *tensors[] = {qkv, ctx, dctx, lse, dqkv, workspace};
     require_aligned(tensors, 6, "attention_backward");
     const AttentionKernelChoice k = choose(ATTENTION_BACKWARD, p->head_dim);
-    const float p_drop = dropout ? dropout->p : 0.0f;
     // More slices than the workspace holds:
-    if (p->deterministic && dq_slice_keys(k, p->head_dim, 1, p_drop) < DQ_SLICE_KEYS)
+    if (p->deterministic && dq_slice_keys(k, p->head_dim, 1) < DQ_SLICE_KEYS)
         DIE("attention_backward: %s has fewer than %d keys per dQ slice", k.kernel, DQ_SLICE_KEYS);
     float *dsum = (float *)workspace, *stats_area = dsum + dsum_floats(p);
-    float *tile_stats = backward_runs_swapab(k, p->head_dim, p_drop) ? stats_area : nullptr;
+    float *tile_stats = backward_runs_swapab(k, p->head_dim) ? stats_area : nullptr;
     float *dq_accum = stats_area + tile_stats_floats(p);
     const BwdArgs a = {flash_params(p, dropout), qkv, dctx, lse, dsum, dq_accum, dqkv, p->deterministic, tile_stats};
     gpu_phase(CAT_ATTN_BWD);

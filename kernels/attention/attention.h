@@ -129,19 +129,21 @@ AttentionKernels attention_set_kernels(AttentionKernels kernels);
 // and dP^T = V dO^T with its 64 keys as the wgmma's M dimension, so that dV += P^T dO and
 // dK += dS^T Q take P^T and dS^T straight from registers (the other wgmma backward stores P and
 // dS to shared memory and reads them back transposed); 128 queries per step at head dim 64, 64
-// at 128. It has no dropout: a problem with dropout runs the other wgmma backward whatever the
-// setting. Deterministic, it writes one dQ slice per 128 keys.
+// at 128. With dropout it draws the forward's mask bit for bit (each Philox group once per
+// warpgroup, its bits traded through shared memory by warp ballots: flash_backward_swapab.cu
+// says why). Deterministic, it writes one dQ slice per 128 keys.
 //   ATTENTION_SWAPAB_POLICY (the default): where it was measured faster - head dim 64 (H200,
 //     2026-11-30, b 4, h 32, s 2048, TFLOP/s fp16: 273 -> 371, causal 227 -> 287,
 //     deterministic 1.61 -> 1.16 ms), not 128 (434 -> 403); and at head dim 64 only while
-//     ATTENTION_D64_BACKWARD is unset (a dQ scheme asked for by name runs as asked).
+//     ATTENTION_D64_BACKWARD is unset (a dQ scheme asked for by name runs as asked); with
+//     dropout too, though measured without it.
 //   ATTENTION_SWAPAB_NEVER, ATTENTION_SWAPAB_WHERE_SUPPORTED: never; wherever the best set runs
-//     a wgmma backward without dropout, both head dims.
+//     a wgmma backward, both head dims, dropping or not.
 // The environment variable ATTENTION_BACKWARD_SWAPAB gives the first value (read once, as
 // ATTENTION_D64_FORWARD): "1" where supported, "0" never, unset or empty the policy; any other
 // value stops with a message. attention_set_backward_swapab overrides it from then on (a value
 // outside the enum stops with a message) and returns the previous value. attention_kernel_name
-// says "swapAB" where it runs (not dropping). The mma.sync kernels and the forward ignore it.
+// says "swapAB" where it runs. The mma.sync kernels and the forward ignore it.
 typedef enum {
     ATTENTION_SWAPAB_POLICY,
     ATTENTION_SWAPAB_NEVER,

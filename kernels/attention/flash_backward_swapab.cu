@@ -1,8 +1,9 @@
 // Flash attention backward on Hopper with the scores computed transposed ("swapAB"), head dims
 // 64 and 128 (D): FlashAttention-3's backward (Shah et al., "FlashAttention-3", 2024; its
 // hopper/ code with SdP_swapAB and Mma_dKV_is_RS), written anew on this repository's wgmma,
-// TMA and mbarrier wrappers. No dropout (as FlashAttention-3): with dropout the dispatch runs
-// flash_backward_wgmma.cu.
+// TMA and mbarrier wrappers. FlashAttention-3 has no dropout; this one has (DROPOUT, a template
+// parameter: without it the kernel is what it was), the forward's mask bit for bit, drawn
+// transposed - "dropout, transposed" below says how.
 //
 // What swapAB means. A block owns 128 keys and walks over the queries a tile at a time; per
 // tile the backward needs, with P = softmax(S) recomputed from S = Q K^T and the saved lse,
@@ -29,9 +30,13 @@
 // copies counted on its mbarrier. Per tile, warpgroup w:
 //   1. S^T = K_w Q^T, dP^T = V_w dO^T    wgmma SS, A = K_w / V_w and B = Q / dO, all K-major;
 //                                        two commit groups, 64 keys x BLOCK_M queries each
+//   1'. DROPOUT, while those run: the dropout bits of the warpgroup's keys x the tile's queries
+//      drawn into a bit matrix in shared memory; a warpgroup barrier (ids 1, 2)
 //   2. P^T = exp2(S^T scale log2(e) - lse[i] log2(e)), masked (key j > query i when causal; j
-//      or i >= seq) to 0; packed to 16-bit A fragments; dV_w += P^T dO (RS, B = dO MN-major)
-//   3. dS^T = P^T * (dP^T - Dsum[i]); packed; dK_w += dS^T Q (RS, B = Q MN-major); dS^T stored
+//      or i >= seq) to 0; packed to 16-bit A fragments (DROPOUT: ANDed with the mask, Pd^T);
+//      dV_w += P^T dO (RS, B = dO MN-major)
+//   3. dS^T = P^T * (dP^T - Dsum[i]) (DROPOUT: dP^T masked and times 1 / (1 - p) first, as
+//      flash_backward_wgmma.cu); packed; dK_w += dS^T Q (RS, B = Q MN-major); dS^T stored
 //      to shared memory, [key][query] panels of 64 queries (128-byte swizzle)
 //   4. block barrier (dQ needs both warpgroups' keys); dQ = dS K over all 128 keys, wgmma SS
 //      with A = dS^T read MN-major and B = K MN-major: D = 64, warpgroup w the queries
@@ -51,13 +56,15 @@
 // Registers (per thread, 256 threads, one block per SM: at most 255): D = 64 holds S^T and dP^T
 // (64 floats each), dK and dV (32 each), P^T's fragments (32) at the peak, about 224 + the
 // addressing; D = 128 holds S^T, dP^T (32 each), dK, dV (64 each), the fragments (16 + 16).
-// The dQ accumulator (32) is live only once S^T and dP^T are dead.
+// The dQ accumulator (32) is live only once S^T and dP^T are dead. ptxas -v, sm_90a (CUDA
+// 13.0): D = 64 250 without dropout, 255 with; D = 128 238, 247; no spills. (Held
+// through P^T and dS^T, the eight mask words of D = 64 spilled: they are read where used.)
 //
 // Shared memory (1024-byte aligned panels; + 1 KiB for the alignment):
 //   D = 64:  K, V 16 KiB each; Q, dO 2 x 16 KiB each; dS^T 2 panels x 16 KiB; dQ stage 32 KiB;
-//            statistics 2 x 1 KiB: 163 KiB
+//            statistics 2 x 1 KiB; dropout bits 4 KiB: 167 KiB
 //   D = 128: K, V 32 KiB each; Q, dO 2 x 16 KiB each; dS^T 1 panel, 16 KiB; dQ stage 32 KiB;
-//            statistics 2 x 0.5 KiB: 178 KiB
+//            statistics 2 x 0.5 KiB; dropout bits 2 KiB: 180 KiB
 #include "common/gpu/cuda_check.h"
 #include "kernels/attention/block_order.h"
 #include "kernels/attention/flash_common.cuh"
@@ -84,15 +91,121 @@ struct SwapabTile {
     static constexpr int DS_BYTES = BLOCK_M / 64 * SW_DS_PANEL;
     static constexpr int DQ_BYTES = BLOCK_M * D * 4;  // four panels of 64 rows x 32 floats
     static constexpr int STATS_FLOATS = 2 * BLOCK_M;  // lse log2(e), then Dsum, of one stage
-    // K, V, two stages of Q and dO, dS^T, the staged dQ, two stages of statistics, + room for
-    // the 1024-byte alignment.
+    // The dropout bit matrix of a step (KeyMaskBits): per warpgroup 64 keys x MASK_WORDS words
+    // of 32 queries.
+    static constexpr int MASK_WORDS = BLOCK_M / 32;
+    static constexpr int MASK_BYTES = 2 * 64 * MASK_WORDS * 4;
+    // K, V, two stages of Q and dO, dS^T, the staged dQ, two stages of statistics, the dropout
+    // bits (reserved whether or not the launch drops), + room for the 1024-byte alignment.
     static constexpr size_t SMEM =
-        2 * KV_BYTES + 4 * QO_BYTES + DS_BYTES + DQ_BYTES + 2 * STATS_FLOATS * 4 + 1024;
+        2 * KV_BYTES + 4 * QO_BYTES + DS_BYTES + DQ_BYTES + 2 * STATS_FLOATS * 4 + MASK_BYTES + 1024;
     static_assert(DQ_BYTES == 4 * DQ_STAGE_PANEL, "dQ is staged as four panels");
     static_assert(SMEM <= 227 * 1024, "Hopper's limit per block");
 };
 
-template <typename T, int D, bool DETERMINISTIC>
+// ---- dropout, transposed ------------------------------------------------------------------
+// The mask is common/core/philox.h's: probability (query i, key j) kept iff its Philox byte >=
+// the threshold, the bytes of the 16 keys 8 n + 2 quad + e (n = 0..7, e = 0, 1) of a 64-key
+// block and one query from one call (group attention_dropout_group(bh, i, j / 64, quad, seq)).
+// A thread here holds 2 keys x all BLOCK_M queries of a step, i.e. 2 of the 16 keys of
+// BLOCK_M / 4 groups: drawing its own would take 8 times the Philox calls of a thread that
+// holds query rows (the forward, flash_backward_wgmma.cu). So the warpgroup draws each group
+// once, by a thread that holds none of it, and trades the bits through shared memory: warp wq
+// draws the groups of quad wq, lane L those of the queries q0 + 32 r + L (r = 0 ..
+// BLOCK_M / 32 - 1), one call each - as many calls per warpgroup and step as the query-row
+// kernels make for the same queries. Each of a group's 16 keep flags is then gathered across
+// the warp by a ballot (vote.sync: the one instruction that moves a bit from each of 32 lanes
+// into one word) into one word, bit L = lane L's query, and the words form the warpgroup's bit
+// matrix in shared memory, [key][word r] (MASK_WORDS words a key, 16 bytes at D = 64, 8 at
+// 128): bit q of word r of key k (the key's place in the warpgroup's 64) says whether query
+// q0 + 32 r + q is kept. Lane 0 stores a key's words as one vector. After a warpgroup barrier
+// each thread reads the words of its two keys (KeyMaskBits): a warp's 32-bit load of word r
+// reads 8 keys g = 0..7 from 8 slots 16 (8) bytes apart, 8 different banks. Queries and keys
+// past seq get bits like any other (Philox reads no memory; every lane must vote anyway); their
+// probabilities are zero. One matrix per warpgroup serves every step: the next step's draw
+// comes after the barrier that ends this step, and every read of this step's bits (for P^T and
+// dS^T) comes before it.
+
+// Stores a key's words: one vector store.
+template <int WORDS>
+__device__ __forceinline__ void store_mask_words(uint32_t *at, const uint32_t (&word)[WORDS]) {
+    static_assert(WORDS == 2 || WORDS == 4, "64 or 128 queries a step");
+    if constexpr (WORDS == 4)
+        *reinterpret_cast<uint4 *>(at) = make_uint4(word[0], word[1], word[2], word[3]);
+    else
+        *reinterpret_cast<uint2 *>(at) = make_uint2(word[0], word[1]);
+}
+
+// A warp's share of its warpgroup's bit matrix (above) for one step: the keys 8 n + 2 quad + e
+// (quad = the warp's place in the warpgroup) x the queries of the group numbers group + r
+// group_step (lane L: query q0 + 32 r + L). Every lane of the warp must call it (the ballots).
+template <int WORDS>
+__device__ __forceinline__ void draw_mask_bits(uint32_t *wg_bits, uint64_t group, uint64_t group_step, int quad,
+                                               const PhiloxKeys &keys, uint64_t offset, uint32_t threshold) {
+    uint32_t flags[WORDS][4];  // bit 7 of byte 2 (n % 2) + e of word n / 2: key 8 n + 2 quad + e kept
+#pragma unroll
+    for (int r = 0; r < WORDS; r++) {
+        const Philox4 bytes = philox4x32_10_keyed(group + (uint64_t)r * group_step, offset, &keys);
+#pragma unroll
+        for (int w = 0; w < 4; w++) flags[r][w] = dropout_keep_flags4(bytes.x[w], threshold);
+    }
+    const bool stores = threadIdx.x % 32 == 0;
+#pragma unroll
+    for (int n = 0; n < 8; n++)
+#pragma unroll
+        for (int e = 0; e < 2; e++) {
+            const uint32_t flag = 0x80u << 8 * (2 * (n % 2) + e);
+            uint32_t word[WORDS];
+#pragma unroll
+            for (int r = 0; r < WORDS; r++) word[r] = __ballot_sync(0xffffffffu, (flags[r][n / 2] & flag) != 0u);
+            if (stores) store_mask_words<WORDS>(wg_bits + (8 * n + 2 * quad + e) * WORDS, word);
+        }
+}
+
+// (Compiled where the kernel is: elsewhere nothing calls them, and nvcc warns.)
+#if WGMMA_AVAILABLE
+// prmt.b32, byte i of the result the byte that selector nibble i names (0..3 of `first`, 4..7
+// of `second`); a nibble with bit 3 set copies that byte's top bit into all 8 bits. Volatile,
+// so that it stays where it is used: the compiler would otherwise compute the masks of a whole
+// step as early as it could and keep them all (at D = 64 the 64 element masks of dS, which
+// spilled).
+__device__ __forceinline__ uint32_t permute_bytes(uint32_t first, uint32_t second, uint32_t selector) {
+    uint32_t r;
+    asm volatile("prmt.b32 %0, %1, %2, %3;\n" : "=r"(r) : "r"(first), "r"(second), "r"(selector));
+    return r;
+}
+
+// This thread's mask (c = lane % 4) for 32 queries of a step: the words of its two keys (rows
+// 0, 1: the warpgroup's keys 16 wq + g and + 8) in the bit matrix, and from them the AND masks
+// of its accumulator columns: column block n, queries 8 n + 2 c + e, are bits 8 (n % 4) + 2 c
+// + e of word n / 4. A word shifted left by 7 - 2 c (6 - 2 c) has bit 8 k + 2 c (8 k + 2 c + 1)
+// at the top of byte k, for all four k at once; one byte permute with sign replication then
+// makes each mask. The words are read from shared memory where they are used, 32 queries at a
+// time, for P^T and again for dS^T (at D = 64 the eight words held through both spilled).
+struct KeyMaskBits {
+    uint32_t even[2], odd[2];  // rows 0, 1: the bits of queries 8 k + 2 c (+ 1) at the tops of bytes k
+
+    __device__ __forceinline__ void load(const uint32_t *row0_word, int row_stride, int c) {
+#pragma unroll
+        for (int row = 0; row < 2; row++) {
+            const uint32_t word = row0_word[row * row_stride];
+            even[row] = word << (7 - 2 * c);
+            odd[row] = word << (6 - 2 * c);
+        }
+    }
+    // The AND mask of the 16-bit pair (queries 8 n + 2 c, + 1) of row `row`: 0xffff where kept.
+    __device__ __forceinline__ uint32_t pair_mask(int row, int n) const {
+        const uint32_t k = n % 4, lo = 8 | k, hi = 8 | (4 + k);  // byte k of even, of odd
+        return permute_bytes(even[row], odd[row], lo | lo << 4 | hi << 8 | hi << 12);
+    }
+    // The AND mask of the float of query 8 n + 2 c + e of row `row`: all ones where kept.
+    __device__ __forceinline__ uint32_t element_mask(int row, int n, int e) const {
+        return permute_bytes(even[row], odd[row], (8 | (4 * e + n % 4)) * 0x1111u);
+    }
+};
+#endif  // WGMMA_AVAILABLE
+
+template <typename T, int D, bool DETERMINISTIC, bool DROPOUT>
 __global__ void __launch_bounds__(SW_THREADS, 1)
     flash_backward_swapab_kernel(const __grid_constant__ CUtensorMap q_map, const __grid_constant__ CUtensorMap kv_map,
                                  const __grid_constant__ CUtensorMap do_map, const __grid_constant__ CUtensorMap dq_map,
@@ -113,6 +226,8 @@ __global__ void __launch_bounds__(SW_THREADS, 1)
     unsigned char *ds_tile = do_tiles + 2 * QO_BYTES;  // dS^T, [key][query], panels of 64 queries
     unsigned char *dq_stage = ds_tile + Tile::DS_BYTES;  // dQ of a query tile, floats
     float *stats = reinterpret_cast<float *>(dq_stage + Tile::DQ_BYTES);  // two stages of STATS_FLOATS
+    // The dropout bit matrices (KeyMaskBits), [warpgroup][64 keys][MASK_WORDS]; 16-byte aligned.
+    uint32_t *mask_bits = reinterpret_cast<uint32_t *>(stats + 2 * Tile::STATS_FLOATS);
 
     __shared__ uint64_t kv_full, qdo_full[2];  // mbarriers: K and V landed; a stage's Q, dO, statistics landed
 
@@ -132,6 +247,16 @@ __global__ void __launch_bounds__(SW_THREADS, 1)
     const int stats_row = flash_tile_stats_row(seq);
     const float *lse_log2_row = a.tile_stats + (int64_t)bh * stats_row;
     const float *dsum_row = lse_log2_row + (int64_t)bh_count * stats_row;
+    // Dropout (DROPOUT): the warpgroup's bit matrix; drop_group, the Philox group of this lane's
+    // first query of the step, attention_dropout_group(global bh, q0 + lane, key0 / 64, wq, seq)
+    // (global bh: the head's index in the unsharded layer, HeadRange); of the query 32 further
+    // group_step more (4 groups per key block, key_blocks per query).
+    constexpr int MASK_WORDS = Tile::MASK_WORDS;
+    uint32_t *wg_mask_bits = mask_bits + warpgroup * 64 * MASK_WORDS;
+    const uint32_t drop_threshold = dropout_threshold(a.p_drop);
+    const float keep_scale = DROPOUT ? dropout_keep_scale(a.p_drop) : 1.0f;
+    const uint64_t group_step = 32 * 4 * attention_key_blocks(seq);
+    uint64_t drop_group = attention_dropout_group(a.drop.global_bh(b, h), m_start + lane, key0 / 64, wq, seq);
 
     // Query tile `step` into stage step % 2 as QUERY_PARTS TMA copies (Q's 64-column panels,
     // then dO's), each arriving on the stage's mbarrier with its bytes; the part of Q's panel
@@ -229,6 +354,18 @@ __global__ void __launch_bounds__(SW_THREADS, 1)
         }
         wgmma_commit();
 
+        // While the tensor cores work: the dropout bits of the warpgroup's keys x the tile's
+        // queries into its bit matrix (the previous step's readers are past the barrier at its
+        // end), then the warpgroup's barrier: all four warps' bits are there before any thread
+        // reads its two keys' words (keep_words, where P^T and dS^T are masked).
+        KeyMaskBits keep;
+        const uint32_t *keep_words = wg_mask_bits + (16 * wq + g) * MASK_WORDS;  // row 1: 8 keys further
+        if constexpr (DROPOUT) {
+            draw_mask_bits<MASK_WORDS>(wg_mask_bits, drop_group, group_step, wq, a.keys, a.offset, drop_threshold);
+            drop_group += MASK_WORDS * group_step;  // the next step's first query: BLOCK_M further
+            warpgroup_barrier(warpgroup);
+        }
+
         // 2. P^T = exp2(S^T scale log2(e) - lse[i] log2(e)) in s, masked scores -inf first
         // (exp2: 0). s[n][e]: key j_first + 8 (e / 2), query q0 + 8 n + 2 c + e % 2. Only tiles
         // at the edges or, when causal, on the diagonal need the mask; the test is per warp
@@ -257,6 +394,11 @@ __global__ void __launch_bounds__(SW_THREADS, 1)
             s[n][3] = exp2_approx(fmaf(s[n][3], scale_log2, -l.y));
             pt[n / 2][2 * (n % 2)] = pack2<T>(s[n][0], s[n][1]);
             pt[n / 2][2 * (n % 2) + 1] = pack2<T>(s[n][2], s[n][3]);
+            if constexpr (DROPOUT) {  // Pd^T = P^T * mask (dV's factor 1 / (1 - p) comes at the end)
+                if (n % 4 == 0) keep.load(keep_words + n / 4, 8 * MASK_WORDS, c);
+                pt[n / 2][2 * (n % 2)] &= keep.pair_mask(0, n);
+                pt[n / 2][2 * (n % 2) + 1] &= keep.pair_mask(1, n);
+            }
         }
         // dV_w += P^T dO: B = dO read MN-major (its rows are queries, the reduction dimension;
         // its columns the output's): step kk takes 16 queries, 16 rows (2048 bytes) further;
@@ -268,12 +410,19 @@ __global__ void __launch_bounds__(SW_THREADS, 1)
         wgmma_commit();
 
         // 3. dS^T = P^T * (dP^T - Dsum[i]), packed as P^T; dK_w += dS^T Q as dV (B = Q MN-major).
+        // Dropping, dP^T = dPd^T * mask / (1 - p) (as flash_backward_wgmma.cu) and P^T undropped.
         wgmma_wait<1>();
         wgmma_settle(dp);
         uint32_t dst[KQ][4];
 #pragma unroll
         for (int n = 0; n < NQ; n++) {
             const float2 ds = dsum[4 * n + c];
+            if constexpr (DROPOUT) {
+                if (n % 4 == 0) keep.load(keep_words + n / 4, 8 * MASK_WORDS, c);
+#pragma unroll
+                for (int e = 0; e < 4; e++)
+                    dp[n][e] = masked(dp[n][e], keep.element_mask(e >> 1, n, e & 1)) * keep_scale;
+            }
             dst[n / 2][2 * (n % 2)] = pack2<T>(s[n][0] * (dp[n][0] - ds.x), s[n][1] * (dp[n][1] - ds.y));
             dst[n / 2][2 * (n % 2) + 1] = pack2<T>(s[n][2] * (dp[n][2] - ds.x), s[n][3] * (dp[n][3] - ds.y));
         }
@@ -344,8 +493,8 @@ __global__ void __launch_bounds__(SW_THREADS, 1)
     }
     bulk_wait_all();  // before the block's shared memory goes away
 
-    // dK (scaled) and dV of this thread's keys into dqkv's k and v slots.
-    write_dk_dv_rows<T>(static_cast<T *>(a.dqkv), view, dk, dv, j_first, seq, scale, 1.0f);
+    // dK (scaled) and dV (dropping: times 1 / (1 - p)) of this thread's keys into dqkv's k and v slots.
+    write_dk_dv_rows<T>(static_cast<T *>(a.dqkv), view, dk, dv, j_first, seq, scale, keep_scale);
 #else
     (void)q_map, (void)kv_map, (void)do_map, (void)dq_map, (void)a, (void)order, (void)scale;
     __trap();
@@ -353,18 +502,18 @@ __global__ void __launch_bounds__(SW_THREADS, 1)
 }
 
 // One instantiation of the kernel, its shared-memory limit set on first use.
-template <typename T, int D, bool DETERMINISTIC>
+template <typename T, int D, bool DETERMINISTIC, bool DROPOUT>
 void launch_kernel(const BwdArgs &a, const KeyBlockOrder &order, const CUtensorMap &q_map, const CUtensorMap &kv_map,
                    const CUtensorMap &do_map, const CUtensorMap &dq_map) {
     constexpr size_t smem = SwapabTile<D>::SMEM;
     static bool configured = false;
     if (!configured) {
-        CUDA_CHECK(cudaFuncSetAttribute(flash_backward_swapab_kernel<T, D, DETERMINISTIC>,
+        CUDA_CHECK(cudaFuncSetAttribute(flash_backward_swapab_kernel<T, D, DETERMINISTIC, DROPOUT>,
                                         cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
         configured = true;
     }
     const int blocks = order.key_blocks * a.batch * a.heads;
-    flash_backward_swapab_kernel<T, D, DETERMINISTIC>
+    flash_backward_swapab_kernel<T, D, DETERMINISTIC, DROPOUT>
         <<<blocks, SW_THREADS, smem>>>(q_map, kv_map, do_map, dq_map, a, order, 1.0f / sqrtf((float)D));
     CHECK_LAUNCH();
 }
@@ -380,10 +529,6 @@ int flash_backward_swapab_slice_keys(void) { return SW_BLOCK_N; }
 template <typename T, int D>
 void flash_backward_swapab(const BwdArgs &a, AttentionCausalOrder causal_order) {
     constexpr int BLOCK_M = SwapabTile<D>::BLOCK_M;
-    if (a.p_drop > 0.0f)
-        DIE("flash attention backward: the swapAB kernel has no dropout (p = %g); the dispatch runs the other wgmma "
-            "backward there",
-            (double)a.p_drop);
     if (!a.tile_stats) DIE("flash attention backward: the swapAB kernel needs the prepare pass's tile statistics");
     const int bh_count = a.batch * a.heads, key_blocks = ceil_div(a.seq, SW_BLOCK_N);
     if ((int64_t)key_blocks * bh_count > INT32_MAX)
@@ -400,10 +545,15 @@ void flash_backward_swapab(const BwdArgs &a, AttentionCausalOrder causal_order) 
     // [slices * batch * heads][seq][D]), takes boxes of 64 rows x 32 floats.
     const int slices = a.deterministic ? (int)ceil_div(a.seq, SW_BLOCK_N) : 1;
     const CUtensorMap dq_map = tensor_map_float_rows(a.dq_accum, D, a.seq, slices * bh_count, 64);
-    if (a.deterministic)
-        launch_kernel<T, D, true>(a, order, q_map, kv_map, do_map, dq_map);
+    const bool dropping = a.p_drop > 0.0f;
+    if (a.deterministic && dropping)
+        launch_kernel<T, D, true, true>(a, order, q_map, kv_map, do_map, dq_map);
+    else if (a.deterministic)
+        launch_kernel<T, D, true, false>(a, order, q_map, kv_map, do_map, dq_map);
+    else if (dropping)
+        launch_kernel<T, D, false, true>(a, order, q_map, kv_map, do_map, dq_map);
     else
-        launch_kernel<T, D, false>(a, order, q_map, kv_map, do_map, dq_map);
+        launch_kernel<T, D, false, false>(a, order, q_map, kv_map, do_map, dq_map);
 }
 
 template void flash_backward_swapab<__half, 64>(const BwdArgs &, AttentionCausalOrder);

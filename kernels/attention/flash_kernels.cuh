@@ -132,8 +132,8 @@ void flash_backward_wgmma(const BwdArgs &a, FlashDq64 dq64, AttentionCausalOrder
 // The swapAB backward (flash_backward_swapab.cu; ATTENTION_BACKWARD_SWAPAB, attention.h): the
 // scores computed transposed, keys as the wgmma M dimension, so that dV and dK take P and dS
 // from registers. 128 keys per block, 128 queries per step at head dim 64, 64 at 128. Needs
-// a.tile_stats (flash_backward_prepare's). No dropout: it stops with a message if a.p_drop > 0
-// (the dispatch keeps flash_backward_wgmma there). Deterministic, one dQ slice per 128 keys
+// a.tile_stats (flash_backward_prepare's). Dropout (a.p_drop > 0) with the forward's mask, as
+// the other backwards. Deterministic, one dQ slice per 128 keys
 // (flash_backward_swapab_slice_keys). Key blocks in causal_order as flash_backward_wgmma's.
 size_t flash_backward_swapab_smem_bytes(int head_dim);
 int flash_backward_swapab_slice_keys(void);

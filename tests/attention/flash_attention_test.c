@@ -13,7 +13,7 @@
 // can and never (ATTENTION_FORWARD_PERSISTENT), the persistent one with both schedules
 // (ATTENTION_PERSISTENT_SCHEDULE) and few CTAs so that each loops over several work tiles, and
 // must give the same bits every way. The best set's backward runs with the swapAB kernel off and
-// on (ATTENTION_BACKWARD_SWAPAB, through its setter), deterministic too.
+// on (ATTENTION_BACKWARD_SWAPAB, through its setter), deterministic and dropping too.
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -107,8 +107,8 @@ static void run_case(DType dt, int seq, int batch, int heads, int d, float p, in
                                   pe == 2 ? "dynamic" : "static", TEST_PERSISTENT_CTAS);
                 run_case_with(ATTENTION_KERNELS_BEST, dt, seq, batch, heads, d, p, causal);
             }
-    // The swapAB backward (ATTENTION_BACKWARD_SWAPAB; with dropout the other wgmma backward runs
-    // all the same), when causal in every order of the key blocks.
+    // The swapAB backward (ATTENTION_BACKWARD_SWAPAB), dropping or not, when causal in every order
+    // of the key blocks.
     const AttentionBackwardSwapAB swapab_was = attention_set_backward_swapab(ATTENTION_SWAPAB_WHERE_SUPPORTED);
     attention_set_forward_persistent(ATTENTION_PERSISTENT_NEVER, 0);
     for (int o = 0; o < (causal ? 3 : 1); o++) {
@@ -175,20 +175,24 @@ static void test_dropout(void **state) {
 // dtypes, causal or not, seq a multiple of the 128 keys of a block, ragged (1000 = 7 * 128 +
 // 104; 333; 129, one key in the second block), and shorter than a block (60: the second
 // warpgroup's keys all past seq; at d 64 the second warpgroup's 64 queries of the 128-query
-// tile too). Where the switch does not apply (no wgmma), both runs are the same kernel.
+// tile too); without dropout, with p 0.1 and with p 0.5 (half the probabilities dropped: a mask
+// that differs from the forward's anywhere shows). Where the switch does not apply (no wgmma),
+// both runs are the same kernel.
 static void test_backward_swapab(void **state) {
     (void)state;
     SKIP_WITHOUT_GPU();
     const int seqs[] = {256, 1000, 333, 129, 60};
+    const float drops[] = {0.0f, 0.1f, 0.5f};
     const AttentionBackwardSwapAB swapab_was = attention_set_backward_swapab(ATTENTION_SWAPAB_NEVER);
     for (int si = 0; si < 5; si++)
         for (int d = 64; d <= 128; d += 64)
             for (int causal = 0; causal < 2; causal++)
-                for (int on = 0; on < 2; on++) {
-                    const DType dt = (si + causal) % 2 ? DTYPE_BF16 : DTYPE_FP16;
-                    attention_set_backward_swapab(on ? ATTENTION_SWAPAB_WHERE_SUPPORTED : ATTENTION_SWAPAB_NEVER);
-                    run_case_with(ATTENTION_KERNELS_BEST, dt, seqs[si], 1, 2, d, 0.0f, causal);
-                }
+                for (int pi = 0; pi < 3; pi++)
+                    for (int on = 0; on < 2; on++) {
+                        const DType dt = (si + causal + pi) % 2 ? DTYPE_BF16 : DTYPE_FP16;
+                        attention_set_backward_swapab(on ? ATTENTION_SWAPAB_WHERE_SUPPORTED : ATTENTION_SWAPAB_NEVER);
+                        run_case_with(ATTENTION_KERNELS_BEST, dt, seqs[si], 1, 2, d, drops[pi], causal);
+                    }
     attention_set_backward_swapab(swapab_was);
     attention_set_kernels(ATTENTION_KERNELS_BEST);
 }
@@ -205,12 +209,14 @@ static float *head_slice(const float *x, int64_t tokens, int heads, int width, i
 // own q, k, v. With total_heads and first_head set it must reproduce exactly those heads of
 // the unsharded run, dropout included; keyed by local head indices (no head range), rank 1
 // would draw rank 0's masks - the test shows that gives a different answer. (seq 77: at most
-// two key blocks add into each dQ row, so the atomics' order cannot change the sums.)
-static void test_shard_draws_the_unsharded_mask(void **state) {
-    (void)state;
-    SKIP_WITHOUT_GPU();
+// two key blocks add into each dQ row, so the atomics' order cannot change the sums.) Both
+// head dims, the best set's backward with the swapAB kernel off and on (it draws its mask
+// transposed, from the same global head index).
+static void check_shard_draws_the_unsharded_mask(int d, int swapab) {
+    const AttentionBackwardSwapAB swapab_was =
+        attention_set_backward_swapab(swapab ? ATTENTION_SWAPAB_WHERE_SUPPORTED : ATTENTION_SWAPAB_NEVER);
     const DType dt = DTYPE_FP16;
-    const int seq = 77, batch = 2, heads = 4, d = 64, tp = 2, hl = heads / tp;
+    const int seq = 77, batch = 2, heads = 4, tp = 2, hl = heads / tp;
     const uint64_t seed = test_seed();
     const AttentionDropout dropout = {0.1f, seed, 5};
     const int64_t T = (int64_t)seq * batch, nqkv = T * heads * 3 * d, nctx = nqkv / 3;
@@ -243,7 +249,8 @@ static void test_shard_draws_the_unsharded_mask(void **state) {
         attention_backward(&shard, &dropout, e_qkv, e_ctx, e_dctx, e_lse, e_dqkv, e_scratch);
         float *got = malloc(sq * 4);
         dev_download(got, e_ctx, sc, dt);
-        print_message(" rank %d of %d: heads [%d, %d)\n", rank, tp, first, first + hl);
+        print_message(" rank %d of %d: heads [%d, %d), d %d, %s\n", rank, tp, first, first + hl, d,
+                      attention_kernel_name(ATTENTION_BACKWARD, d));
         assert_rel_error(got, want_ctx, sc, 1e-6);
         dev_download(got, e_dqkv, sq, dt);
         assert_rel_error(got, want_dqkv, sq, 1e-6);
@@ -260,6 +267,14 @@ static void test_shard_draws_the_unsharded_mask(void **state) {
     }
     dev_free(d_qkv), dev_free(d_dctx), dev_free(d_ctx), dev_free(d_dqkv), dev_free(d_lse), dev_free(scratch);
     free(qkv), free(dctx), free(ctx), free(dqkv);
+    attention_set_backward_swapab(swapab_was);
+}
+
+static void test_shard_draws_the_unsharded_mask(void **state) {
+    (void)state;
+    SKIP_WITHOUT_GPU();
+    for (int d = 64; d <= 128; d += 64)
+        for (int swapab = 0; swapab < 2; swapab++) check_shard_draws_the_unsharded_mask(d, swapab);
 }
 
 // [tokens, width] rows embedded as the first columns of [tokens, wide] rows, the rest `fill`.
@@ -466,8 +481,7 @@ static void check_deterministic_large(AttentionKernels kernels, int swapab, DTyp
     AttentionProblem fast = problem;
     fast.deterministic = 0;
     const int64_t nqkv = (int64_t)seq * batch * heads * 3 * d, nctx = nqkv / 3;
-    // With dropout, as the other kernels; without for the swapAB backward, which has none.
-    const AttentionDropout dropout = {swapab ? 0.0f : 0.1f, test_seed(), 4};
+    const AttentionDropout dropout = {0.1f, test_seed(), 4};
     float *qkv = random_floats(nqkv, -2.0f, 2.0f), *dctx = random_floats(nctx, -1.0f, 1.0f);
     void *d_qkv = dev_upload(qkv, nqkv, dt), *d_dctx = dev_upload(dctx, nctx, dt), *d_ctx = dev_alloc(nctx * 2);
     float *d_lse = dev_alloc((size_t)seq * batch * heads * 4);
@@ -494,7 +508,7 @@ static void check_deterministic_large(AttentionKernels kernels, int swapab, DTyp
 static void test_deterministic_backward_large(void **state) {
     (void)state;
     SKIP_WITHOUT_GPU();
-    // The best set twice: ATTENTION_BACKWARD_SWAPAB off, then on (without dropout).
+    // The best set twice: ATTENTION_BACKWARD_SWAPAB off, then on.
     const AttentionKernels sets[] = {ATTENTION_KERNELS_BEST, ATTENTION_KERNELS_BEST, ATTENTION_KERNELS_MMA_SYNC,
                                      ATTENTION_KERNELS_MMA_SYNC_SMALL_TILES};
     const DType dtypes[] = {DTYPE_FP16, DTYPE_BF16};
