@@ -134,9 +134,9 @@ AttentionKernels attention_set_kernels(AttentionKernels kernels);
 // says why). Deterministic, it writes one dQ slice per 128 keys.
 //   ATTENTION_SWAPAB_POLICY (the default): where it was measured faster - head dim 64 (H200,
 //     2026-11-30, b 4, h 32, s 2048, TFLOP/s fp16: 273 -> 371, causal 227 -> 287,
-//     deterministic 1.61 -> 1.16 ms), not 128 (434 -> 403); and at head dim 64 only while
-//     ATTENTION_D64_BACKWARD is unset (a dQ scheme asked for by name runs as asked); with
-//     dropout too, though measured without it.
+//     deterministic 1.61 -> 1.16 ms; with dropout 0.1 236 -> 270), not 128 (434 -> 403-413;
+//     with dropout 369-372 -> 349-354); and at head dim 64 only while ATTENTION_D64_BACKWARD is
+//     unset (a dQ scheme asked for by name runs as asked).
 //   ATTENTION_SWAPAB_NEVER, ATTENTION_SWAPAB_WHERE_SUPPORTED: never; wherever the best set runs
 //     a wgmma backward, both head dims, dropping or not.
 // The environment variable ATTENTION_BACKWARD_SWAPAB gives the first value (read once, as
