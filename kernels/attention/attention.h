@@ -11,7 +11,8 @@
 //   mma.sync (flash_mma.cu): any GPU since Ampere (compute capability 8.0); warps load their
 //     operands into registers. Their tiles shrink where shared memory is scarce (99 KiB per
 //     block on sm_86 / sm_89 against 163 KiB on an A100).
-//   wgmma (flash_forward_wgmma.cu, flash_backward_wgmma.cu, both head dims): Hopper's
+//   wgmma (flash_forward_wgmma.cu, flash_backward_wgmma.cu, flash_backward_swapab.cu, both
+//     head dims): Hopper's
 //     warpgroup MMA and TMA copies; only where the GPU is 9.0 (gpu_effective_cc(), which
 //     GPU_SIMULATE_CC can lower) AND the running code holds their sm_90a bodies (a build
 //     without sm_90a, e.g. PTX for compute_80 JIT-compiled on an H100, does not).
@@ -109,11 +110,15 @@ void attention_backward(const AttentionProblem *p, const AttentionDropout *dropo
 // The environment variable ATTENTION_D64_BACKWARD (read once, at the first call that chooses
 // a kernel) picks the best set's backward at head dim 64 on a GPU that runs wgmma, for
 // comparing them in one run (attention_kernel_name says which runs):
-//   unset or empty           the wgmma backward, dQ over each warpgroup's own keys, or by
-//                            turns when deterministic (the faster way for each: attention.cu)
-//   "wgmma"                  the wgmma backward, each warpgroup adding dQ over its own keys
-//   "wgmma-turns"            the wgmma backward, its warpgroups computing dQ by turns
-//                            ("wgmma backward (dQ by turns)"; flash_backward_wgmma.cu)
+//   unset or empty           the swapAB wgmma backward (ATTENTION_BACKWARD_SWAPAB, below,
+//                            unless that says "0"; else the other wgmma backward, dQ over
+//                            each warpgroup's own keys, or by turns when deterministic: the
+//                            faster way for each, attention.cu)
+//   "wgmma"                  the other wgmma backward, each warpgroup adding dQ over its own
+//                            keys (unless ATTENTION_BACKWARD_SWAPAB is "1")
+//   "wgmma-turns"            the other wgmma backward, its warpgroups computing dQ by turns
+//                            ("wgmma backward (dQ by turns)"; flash_backward_wgmma.cu; unless
+//                            ATTENTION_BACKWARD_SWAPAB is "1")
 //   "mma"                    the mma.sync backward with the largest tiles that fit, as before
 //                            the wgmma backward existed at d 64
 // Any other value stops with a message.
@@ -136,9 +141,10 @@ AttentionKernels attention_set_kernels(AttentionKernels kernels);
 //     2026-11-30, b 4, h 32, s 2048, TFLOP/s fp16: 273 -> 371, causal 227 -> 287,
 //     deterministic 1.61 -> 1.16 ms; with dropout 0.1 236 -> 270), not 128 (434 -> 403-413;
 //     with dropout 369-372 -> 349-354); and at head dim 64 only while ATTENTION_D64_BACKWARD is
-//     unset (a dQ scheme asked for by name runs as asked).
+//     unset (under the policy a dQ scheme asked for by name runs as asked).
 //   ATTENTION_SWAPAB_NEVER, ATTENTION_SWAPAB_WHERE_SUPPORTED: never; wherever the best set runs
-//     a wgmma backward, both head dims, dropping or not.
+//     a wgmma backward, both head dims, dropping or not - then also in place of the dQ schemes
+//     ATTENTION_D64_BACKWARD names ("wgmma", "wgmma-turns"; its "mma" still runs mma.sync).
 // The environment variable ATTENTION_BACKWARD_SWAPAB gives the first value (read once, as
 // ATTENTION_D64_FORWARD): "1" where supported, "0" never, unset or empty the policy; any other
 // value stops with a message. attention_set_backward_swapab overrides it from then on (a value
