@@ -203,6 +203,158 @@ struct KeyMaskBits {
         return permute_bytes(even[row], odd[row], (8 | (4 * e + n % 4)) * 0x1111u);
     }
 };
+
+// ---- the per-step math of a consumer warpgroup, shared by both kernels ---------------------
+// Steps 1 to 3 of the header (S^T and dP^T issued, the dropout bits drawn, masked P^T, dV,
+// dS^T, dK, dS^T stored) are the same whether the two warpgroups then meet at a block barrier
+// (flash_backward_swapab_kernel) or never do (flash_backward_swapab_producer_kernel): what
+// differs is only how a step starts (which barrier says the stage landed) and what follows the
+// stored dS^T (dQ, its staging and who adds it). This struct holds what one thread needs for
+// them, fixed for the block; products() runs the steps of one query tile. Everything is
+// inlined into the kernels, so the fields live in registers as the kernel's own variables did.
+template <typename T, int D, bool DROPOUT>
+struct SwapabStepMath {
+    using Tile = SwapabTile<D>;
+    static constexpr int BLOCK_M = Tile::BLOCK_M, QO_PANEL = Tile::QO_PANEL, MASK_WORDS = Tile::MASK_WORDS;
+    static constexpr int NQ = BLOCK_M / 8;   // accumulator column blocks of S^T and dP^T (8 queries each)
+    static constexpr int KQ = BLOCK_M / 16;  // A fragments of P^T and dS^T (16 queries each)
+
+    uint32_t k_addr, v_addr;  // the block's K and V tiles (128 keys, swizzled panels)
+    unsigned char *ds_tile;   // dS^T, [key][query], panels of 64 queries (the block's 128 keys)
+    uint32_t *wg_mask_bits;   // DROPOUT: this warpgroup's bit matrix (KeyMaskBits)
+    int key_group;            // which 64 keys of the block the warpgroup owns: 0 or 1
+    int barrier_warpgroup;    // warpgroup_barrier's argument: the hardware warpgroup (ids 1 + it)
+    int wq, g, c;             // the warp in its warpgroup; lane / 4, lane % 4
+    int key0, j_first;        // the warpgroup's first key; this thread's keys j_first, j_first + 8
+    int ds_row;               // this thread's first row of dS^T: 64 key_group + 16 wq + g
+    int seq;                  // the sequence length
+    float scale_log2, keep_scale;
+    uint32_t drop_threshold;
+    uint64_t group_step, drop_group;  // DROPOUT: Philox groups (the kernel's "Dropout" comment)
+
+    // One query tile from q0: Q and dO at q_addr, do_addr (QO_PANEL between their 64-column
+    // panels), its statistics (lse log2(e), then Dsum, BLOCK_M floats each) at stage_stats.
+    // Returns with dV (the older) and dK (the newer) as the two wgmma groups still in flight,
+    // reading pt, dst, Q and dO; dS^T stored by this thread (no fence, no barrier: the caller's).
+    __device__ __forceinline__ void products(const BwdArgs &a, int q0, uint32_t q_addr, uint32_t do_addr,
+                                             const float *stage_stats, float (&s)[NQ][4], float (&dp)[NQ][4],
+                                             uint32_t (&pt)[KQ][4], uint32_t (&dst)[KQ][4], float (&dk)[D / 8][4],
+                                             float (&dv)[D / 8][4]) {
+        // The tile's lse log2(e) and Dsum, per query; this thread's are at 8 n + 2 c, + 1.
+        const float2 *lse_log2 = reinterpret_cast<const float2 *>(stage_stats);
+        const float2 *dsum = lse_log2 + BLOCK_M / 2;
+
+        // 1. S^T = K_w Q^T and dP^T = V_w dO^T, two groups: step kk takes 16 of the D columns
+        // (panel kk / 4, 32 bytes into its rows); the warpgroup's keys start 64 rows (8192
+        // bytes) into each panel of K and V; B is the whole query tile (BLOCK_M rows).
+        wgmma_fence();
+#pragma unroll
+        for (int kk = 0; kk < D / 16; kk++) {
+            const uint32_t kv = (kk / 4) * SW_KV_PANEL + key_group * 64 * 128 + (kk % 4) * 32;
+            const uint32_t qo = (kk / 4) * QO_PANEL + (kk % 4) * 32;
+            wgmma_ss<T, BLOCK_M>(s, wgmma_descriptor(k_addr + kv, 0, 1024), wgmma_descriptor(q_addr + qo, 0, 1024),
+                                 kk > 0);
+        }
+        wgmma_commit();
+#pragma unroll
+        for (int kk = 0; kk < D / 16; kk++) {
+            const uint32_t kv = (kk / 4) * SW_KV_PANEL + key_group * 64 * 128 + (kk % 4) * 32;
+            const uint32_t qo = (kk / 4) * QO_PANEL + (kk % 4) * 32;
+            wgmma_ss<T, BLOCK_M>(dp, wgmma_descriptor(v_addr + kv, 0, 1024), wgmma_descriptor(do_addr + qo, 0, 1024),
+                                 kk > 0);
+        }
+        wgmma_commit();
+
+        // While the tensor cores work: the dropout bits of the warpgroup's keys x the tile's
+        // queries into its bit matrix (the previous step's readers are past the barrier that
+        // ended it: the block's, or the producer kernel's warpgroup barrier after dQ), then the
+        // warpgroup's barrier: all four warps' bits are there before any thread reads its two
+        // keys' words (keep_words, where P^T and dS^T are masked).
+        KeyMaskBits keep;
+        const uint32_t *keep_words = wg_mask_bits + (16 * wq + g) * MASK_WORDS;  // row 1: 8 keys further
+        if constexpr (DROPOUT) {
+            draw_mask_bits<MASK_WORDS>(wg_mask_bits, drop_group, group_step, wq, a.keys, a.offset, drop_threshold);
+            drop_group += MASK_WORDS * group_step;  // the next step's first query: BLOCK_M further
+            warpgroup_barrier(barrier_warpgroup);
+        }
+
+        // 2. P^T = exp2(S^T scale log2(e) - lse[i] log2(e)) in s, masked scores -inf first
+        // (exp2: 0). s[n][e]: key j_first + 8 (e / 2), query q0 + 8 n + 2 c + e % 2. Only tiles
+        // at the edges or, when causal, on the diagonal need the mask; the test is per warp
+        // (its 16 keys against the tile's queries).
+        wgmma_wait<1>();
+        wgmma_settle(s);
+        const int warp_key0 = key0 + 16 * wq;
+        if (q0 + BLOCK_M > seq || warp_key0 + 16 > seq || (a.causal && warp_key0 + 15 > q0)) {
+#pragma unroll
+            for (int n = 0; n < NQ; n++)
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    const int i = q0 + 8 * n + 2 * c + (e & 1), j = j_first + 8 * (e >> 1);
+                    if (i >= seq || j >= seq || (a.causal && j > i)) s[n][e] = -INFINITY;
+                }
+        }
+        // P^T as A fragments (16-bit pairs): fragment kk = column blocks 2 kk and 2 kk + 1,
+        // registers 0, 1: key rows g, g + 8 of block 2 kk; 2, 3: of block 2 kk + 1.
+#pragma unroll
+        for (int n = 0; n < NQ; n++) {
+            const float2 l = lse_log2[4 * n + c];
+            s[n][0] = exp2_approx(fmaf(s[n][0], scale_log2, -l.x));
+            s[n][1] = exp2_approx(fmaf(s[n][1], scale_log2, -l.y));
+            s[n][2] = exp2_approx(fmaf(s[n][2], scale_log2, -l.x));
+            s[n][3] = exp2_approx(fmaf(s[n][3], scale_log2, -l.y));
+            pt[n / 2][2 * (n % 2)] = pack2<T>(s[n][0], s[n][1]);
+            pt[n / 2][2 * (n % 2) + 1] = pack2<T>(s[n][2], s[n][3]);
+            if constexpr (DROPOUT) {  // Pd^T = P^T * mask (dV's factor 1 / (1 - p) comes at the end)
+                if (n % 4 == 0) keep.load(keep_words + n / 4, 8 * MASK_WORDS, c);
+                pt[n / 2][2 * (n % 2)] &= keep.pair_mask(0, n);
+                pt[n / 2][2 * (n % 2) + 1] &= keep.pair_mask(1, n);
+            }
+        }
+        // dV_w += P^T dO: B = dO read MN-major (its rows are queries, the reduction dimension;
+        // its columns the output's): step kk takes 16 queries, 16 rows (2048 bytes) further;
+        // D = 128: the two 64-column panels are QO_PANEL apart. It runs while dS^T is computed.
+        wgmma_fence();
+#pragma unroll
+        for (int kk = 0; kk < KQ; kk++)
+            wgmma_rs_mn<T, D>(dv, pt[kk], wgmma_descriptor(do_addr + kk * 2048, QO_PANEL, 1024));
+        wgmma_commit();
+
+        // 3. dS^T = P^T * (dP^T - Dsum[i]), packed as P^T; dK_w += dS^T Q as dV (B = Q MN-major).
+        // Dropping, dP^T = dPd^T * mask / (1 - p) (as flash_backward_wgmma.cu) and P^T undropped.
+        wgmma_wait<1>();
+        wgmma_settle(dp);
+#pragma unroll
+        for (int n = 0; n < NQ; n++) {
+            const float2 ds = dsum[4 * n + c];
+            if constexpr (DROPOUT) {
+                if (n % 4 == 0) keep.load(keep_words + n / 4, 8 * MASK_WORDS, c);
+#pragma unroll
+                for (int e = 0; e < 4; e++)
+                    dp[n][e] = masked(dp[n][e], keep.element_mask(e >> 1, n, e & 1)) * keep_scale;
+            }
+            dst[n / 2][2 * (n % 2)] = pack2<T>(s[n][0] * (dp[n][0] - ds.x), s[n][1] * (dp[n][1] - ds.y));
+            dst[n / 2][2 * (n % 2) + 1] = pack2<T>(s[n][2] * (dp[n][2] - ds.x), s[n][3] * (dp[n][3] - ds.y));
+        }
+        wgmma_fence();
+#pragma unroll
+        for (int kk = 0; kk < KQ; kk++)
+            wgmma_rs_mn<T, D>(dk, dst[kk], wgmma_descriptor(q_addr + kk * 2048, QO_PANEL, 1024));
+        wgmma_commit();
+        // dS^T into shared memory, row = the key's place in the block, 64 w + 16 wq + g (+ 8);
+        // column block n (queries 8 n .. + 7) is 16-byte chunk n % 8 of panel n / 8. A warp's
+        // stores of one n: 8 rows whose chunks the swizzle sends to 8 different bank groups.
+        // (4 c | the swizzled offset, whose low 4 bits are 0: the code ptxas fits in 255 registers
+        // at D = 64 with dropout, where + spilled.)
+#pragma unroll
+        for (int n = 0; n < NQ; n++) {
+            unsigned char *panel = ds_tile + (n / 8) * SW_DS_PANEL;
+            *reinterpret_cast<uint32_t *>(panel + (swizzled_offset(ds_row, n % 8) | 4 * c)) = dst[n / 2][2 * (n % 2)];
+            *reinterpret_cast<uint32_t *>(panel + (swizzled_offset(ds_row + 8, n % 8) | 4 * c)) =
+                dst[n / 2][2 * (n % 2) + 1];
+        }
+    }
+};
 #endif  // WGMMA_AVAILABLE
 
 template <typename T, int D, bool DETERMINISTIC, bool DROPOUT>
@@ -322,128 +474,21 @@ __global__ void __launch_bounds__(SW_THREADS, 1)
     };
 
     const int j_first = key0 + 16 * wq + g;  // this thread's keys: j_first and j_first + 8
+    // Steps 1 to 3 of each tile (SwapabStepMath; the fields in its order).
+    SwapabStepMath<T, D, DROPOUT> math = {k_addr, v_addr, ds_tile, wg_mask_bits, warpgroup, warpgroup, wq, g, c,
+                                          key0, j_first, 64 * warpgroup + 16 * wq + g, seq, scale_log2, keep_scale,
+                                          drop_threshold, group_step, drop_group};
     mbarrier_wait(&kv_full, 0);
     for (int step = 0; step < steps; step++) {
         const int q0 = m_start + step * BLOCK_M;
         mbarrier_wait(&qdo_full[step % 2], (step / 2) & 1);
         const uint32_t q_addr = smem_addr(q_tiles + (step % 2) * QO_BYTES);
         const uint32_t do_addr = smem_addr(do_tiles + (step % 2) * QO_BYTES);
-        // The tile's lse log2(e) and Dsum, per query; this thread's are at 8 n + 2 c, + 1.
-        const float2 *lse_log2 = reinterpret_cast<const float2 *>(stats + (step % 2) * Tile::STATS_FLOATS);
-        const float2 *dsum = lse_log2 + BLOCK_M / 2;
 
-        // 1. S^T = K_w Q^T and dP^T = V_w dO^T, two groups: step kk takes 16 of the D columns
-        // (panel kk / 4, 32 bytes into its rows); the warpgroup's keys start 64 rows (8192
-        // bytes) into each panel of K and V; B is the whole query tile (BLOCK_M rows).
+        // 1 - 3: S^T, dP^T, P^T, dV, dS^T, dK; dV and dK still in flight, dS^T stored.
         float s[NQ][4], dp[NQ][4];
-        wgmma_fence();
-#pragma unroll
-        for (int kk = 0; kk < D / 16; kk++) {
-            const uint32_t kv = (kk / 4) * SW_KV_PANEL + warpgroup * 64 * 128 + (kk % 4) * 32;
-            const uint32_t qo = (kk / 4) * QO_PANEL + (kk % 4) * 32;
-            wgmma_ss<T, BLOCK_M>(s, wgmma_descriptor(k_addr + kv, 0, 1024), wgmma_descriptor(q_addr + qo, 0, 1024),
-                                 kk > 0);
-        }
-        wgmma_commit();
-#pragma unroll
-        for (int kk = 0; kk < D / 16; kk++) {
-            const uint32_t kv = (kk / 4) * SW_KV_PANEL + warpgroup * 64 * 128 + (kk % 4) * 32;
-            const uint32_t qo = (kk / 4) * QO_PANEL + (kk % 4) * 32;
-            wgmma_ss<T, BLOCK_M>(dp, wgmma_descriptor(v_addr + kv, 0, 1024), wgmma_descriptor(do_addr + qo, 0, 1024),
-                                 kk > 0);
-        }
-        wgmma_commit();
-
-        // While the tensor cores work: the dropout bits of the warpgroup's keys x the tile's
-        // queries into its bit matrix (the previous step's readers are past the barrier at its
-        // end), then the warpgroup's barrier: all four warps' bits are there before any thread
-        // reads its two keys' words (keep_words, where P^T and dS^T are masked).
-        KeyMaskBits keep;
-        const uint32_t *keep_words = wg_mask_bits + (16 * wq + g) * MASK_WORDS;  // row 1: 8 keys further
-        if constexpr (DROPOUT) {
-            draw_mask_bits<MASK_WORDS>(wg_mask_bits, drop_group, group_step, wq, a.keys, a.offset, drop_threshold);
-            drop_group += MASK_WORDS * group_step;  // the next step's first query: BLOCK_M further
-            warpgroup_barrier(warpgroup);
-        }
-
-        // 2. P^T = exp2(S^T scale log2(e) - lse[i] log2(e)) in s, masked scores -inf first
-        // (exp2: 0). s[n][e]: key j_first + 8 (e / 2), query q0 + 8 n + 2 c + e % 2. Only tiles
-        // at the edges or, when causal, on the diagonal need the mask; the test is per warp
-        // (its 16 keys against the tile's queries).
-        wgmma_wait<1>();
-        wgmma_settle(s);
-        const int warp_key0 = key0 + 16 * wq;
-        if (q0 + BLOCK_M > seq || warp_key0 + 16 > seq || (a.causal && warp_key0 + 15 > q0)) {
-#pragma unroll
-            for (int n = 0; n < NQ; n++)
-#pragma unroll
-                for (int e = 0; e < 4; e++) {
-                    const int i = q0 + 8 * n + 2 * c + (e & 1), j = j_first + 8 * (e >> 1);
-                    if (i >= seq || j >= seq || (a.causal && j > i)) s[n][e] = -INFINITY;
-                }
-        }
-        // P^T as A fragments (16-bit pairs): fragment kk = column blocks 2 kk and 2 kk + 1,
-        // registers 0, 1: key rows g, g + 8 of block 2 kk; 2, 3: of block 2 kk + 1.
-        uint32_t pt[KQ][4];
-#pragma unroll
-        for (int n = 0; n < NQ; n++) {
-            const float2 l = lse_log2[4 * n + c];
-            s[n][0] = exp2_approx(fmaf(s[n][0], scale_log2, -l.x));
-            s[n][1] = exp2_approx(fmaf(s[n][1], scale_log2, -l.y));
-            s[n][2] = exp2_approx(fmaf(s[n][2], scale_log2, -l.x));
-            s[n][3] = exp2_approx(fmaf(s[n][3], scale_log2, -l.y));
-            pt[n / 2][2 * (n % 2)] = pack2<T>(s[n][0], s[n][1]);
-            pt[n / 2][2 * (n % 2) + 1] = pack2<T>(s[n][2], s[n][3]);
-            if constexpr (DROPOUT) {  // Pd^T = P^T * mask (dV's factor 1 / (1 - p) comes at the end)
-                if (n % 4 == 0) keep.load(keep_words + n / 4, 8 * MASK_WORDS, c);
-                pt[n / 2][2 * (n % 2)] &= keep.pair_mask(0, n);
-                pt[n / 2][2 * (n % 2) + 1] &= keep.pair_mask(1, n);
-            }
-        }
-        // dV_w += P^T dO: B = dO read MN-major (its rows are queries, the reduction dimension;
-        // its columns the output's): step kk takes 16 queries, 16 rows (2048 bytes) further;
-        // D = 128: the two 64-column panels are QO_PANEL apart. It runs while dS^T is computed.
-        wgmma_fence();
-#pragma unroll
-        for (int kk = 0; kk < KQ; kk++)
-            wgmma_rs_mn<T, D>(dv, pt[kk], wgmma_descriptor(do_addr + kk * 2048, QO_PANEL, 1024));
-        wgmma_commit();
-
-        // 3. dS^T = P^T * (dP^T - Dsum[i]), packed as P^T; dK_w += dS^T Q as dV (B = Q MN-major).
-        // Dropping, dP^T = dPd^T * mask / (1 - p) (as flash_backward_wgmma.cu) and P^T undropped.
-        wgmma_wait<1>();
-        wgmma_settle(dp);
-        uint32_t dst[KQ][4];
-#pragma unroll
-        for (int n = 0; n < NQ; n++) {
-            const float2 ds = dsum[4 * n + c];
-            if constexpr (DROPOUT) {
-                if (n % 4 == 0) keep.load(keep_words + n / 4, 8 * MASK_WORDS, c);
-#pragma unroll
-                for (int e = 0; e < 4; e++)
-                    dp[n][e] = masked(dp[n][e], keep.element_mask(e >> 1, n, e & 1)) * keep_scale;
-            }
-            dst[n / 2][2 * (n % 2)] = pack2<T>(s[n][0] * (dp[n][0] - ds.x), s[n][1] * (dp[n][1] - ds.y));
-            dst[n / 2][2 * (n % 2) + 1] = pack2<T>(s[n][2] * (dp[n][2] - ds.x), s[n][3] * (dp[n][3] - ds.y));
-        }
-        wgmma_fence();
-#pragma unroll
-        for (int kk = 0; kk < KQ; kk++)
-            wgmma_rs_mn<T, D>(dk, dst[kk], wgmma_descriptor(q_addr + kk * 2048, QO_PANEL, 1024));
-        wgmma_commit();
-        // dS^T into shared memory, row = the key's place in the block, 64 w + 16 wq + g (+ 8);
-        // column block n (queries 8 n .. + 7) is 16-byte chunk n % 8 of panel n / 8. A warp's
-        // stores of one n: 8 rows whose chunks the swizzle sends to 8 different bank groups.
-        {
-            const int row = 64 * warpgroup + 16 * wq + g;
-#pragma unroll
-            for (int n = 0; n < NQ; n++) {
-                unsigned char *panel = ds_tile + (n / 8) * SW_DS_PANEL;
-                *reinterpret_cast<uint32_t *>(panel + swizzled_offset(row, n % 8) + 4 * c) = dst[n / 2][2 * (n % 2)];
-                *reinterpret_cast<uint32_t *>(panel + swizzled_offset(row + 8, n % 8) + 4 * c) =
-                    dst[n / 2][2 * (n % 2) + 1];
-            }
-        }
+        uint32_t pt[KQ][4], dst[KQ][4];
+        math.products(a, q0, q_addr, do_addr, stats + (step % 2) * Tile::STATS_FLOATS, s, dp, pt, dst, dk, dv);
         bulk_wait_read();  // (the threads that added dQ) the staging buffer is free again
         fence_shared_for_wgmma();
         __syncthreads();  // dS^T complete: dQ needs both warpgroups' keys
