@@ -212,7 +212,12 @@ struct KeyMaskBits {
 // stored dS^T (dQ, its staging and who adds it). This struct holds what one thread needs for
 // them, fixed for the block; products() runs the steps of one query tile. Everything is
 // inlined into the kernels, so the fields live in registers as the kernel's own variables did.
-template <typename T, int D, bool DROPOUT, bool DRAW_FIRST>
+// WARP_SPECIALISED (the producer kernel's consumers, 240 registers a thread instead of 255):
+// the caller draws the dropout bits before the tile (draw_dropout_bits), not products() while
+// S^T and dP^T run, and products() waits for dV before it computes dS^T, so that P^T's
+// fragments are dead by then (both alive, ptxas serialised the wgmmas to fit 240 registers, or
+// spilled when dropping); the other consumer's products keep the tensor cores busy meanwhile.
+template <typename T, int D, bool DROPOUT, bool WARP_SPECIALISED>
 struct SwapabStepMath {
     using Tile = SwapabTile<D>;
     static constexpr int BLOCK_M = Tile::BLOCK_M, QO_PANEL = Tile::QO_PANEL, MASK_WORDS = Tile::MASK_WORDS;
@@ -245,7 +250,8 @@ struct SwapabStepMath {
     // One query tile from q0: Q and dO at q_addr, do_addr (QO_PANEL between their 64-column
     // panels), its statistics (lse log2(e), then Dsum, BLOCK_M floats each) at stage_stats.
     // Returns with dV (the older) and dK (the newer) as the two wgmma groups still in flight,
-    // reading pt, dst, Q and dO; dS^T stored by this thread (no fence, no barrier: the caller's).
+    // reading pt, dst, Q and dO (WARP_SPECIALISED: dK only, reading dst and Q); dS^T stored by
+    // this thread (no fence, no barrier: the caller's).
     __device__ __forceinline__ void products(const BwdArgs &a, int q0, uint32_t q_addr, uint32_t do_addr,
                                              const float *stage_stats, float (&s)[NQ][4], float (&dp)[NQ][4],
                                              uint32_t (&pt)[KQ][4], uint32_t (&dst)[KQ][4], float (&dk)[D / 8][4],
@@ -282,7 +288,7 @@ struct SwapabStepMath {
         // keys' words (keep_words, where P^T and dS^T are masked).
         KeyMaskBits keep;
         const uint32_t *keep_words = wg_mask_bits + (16 * wq + g) * MASK_WORDS;  // row 1: 8 keys further
-        if constexpr (DROPOUT && !DRAW_FIRST) draw_dropout_bits(a);
+        if constexpr (DROPOUT && !WARP_SPECIALISED) draw_dropout_bits(a);
 
         // 2. P^T = exp2(S^T scale log2(e) - lse[i] log2(e)) in s, masked scores -inf first
         // (exp2: 0). s[n][e]: key j_first + 8 (e / 2), query q0 + 8 n + 2 c + e % 2. Only tiles
@@ -328,7 +334,7 @@ struct SwapabStepMath {
 
         // 3. dS^T = P^T * (dP^T - Dsum[i]), packed as P^T; dK_w += dS^T Q as dV (B = Q MN-major).
         // Dropping, dP^T = dPd^T * mask / (1 - p) (as flash_backward_wgmma.cu) and P^T undropped.
-        if constexpr (DRAW_FIRST) {
+        if constexpr (WARP_SPECIALISED) {  // dV too: P^T's fragments die here
             wgmma_wait<0>();
             wgmma_settle(dv);
             wgmma_settle(pt);
@@ -777,12 +783,14 @@ __global__ void __launch_bounds__(ProducerShape::THREADS, 1)
     mbarrier_wait(&kv_full, 0);
     for (int step = 0; step < steps; step++) {
         const int stage = step % STAGES, q0 = m_start + step * BLOCK_M;
+        // The dropout bits first (no data needed; the previous tile's readers are past its last
+        // warpgroup barrier), while the other consumer's products run.
         if constexpr (DROPOUT) math.draw_dropout_bits(a);
         mbarrier_wait(&full[stage], (step / STAGES) & 1);
         const uint32_t q_addr = smem_addr(q_tiles + stage * QO_BYTES);
         const uint32_t do_addr = smem_addr(do_tiles + stage * QO_BYTES);
 
-        // 1 - 3: S^T, dP^T, P^T, dV, dS^T, dK; dV and dK still in flight, dS^T stored.
+        // 1 - 3: S^T, dP^T, P^T, dV, dS^T, dK; dK still in flight, dS^T stored.
         float s[NQ][4], dp[NQ][4];
         uint32_t pt[KQ][4], dst[KQ][4];
         math.products(a, q0, q_addr, do_addr, stats + stage * Tile::STATS_FLOATS, s, dp, pt, dst, dk, dv);
@@ -792,11 +800,8 @@ __global__ void __launch_bounds__(ProducerShape::THREADS, 1)
         // 4. dQ_w = dS_w K_w (queries x 128 columns) over the consumer's 64 keys: A = dS read
         // MN-major from dS^T, B = K MN-major, N = 128 spanning K's two panels (SW_KV_PANEL
         // apart, as dV's B = dO); step kk takes 16 keys, 16 rows (2048 bytes) further in both.
-        // Issued once dV has landed, so that P^T's fragments make room for dQ's 64 floats
-        // (S^T and dP^T are dead already).
-        wgmma_wait<1>();
-        wgmma_settle(dv);
-        wgmma_settle(pt);
+        // Only dK is still in flight (products() waited for dV), so dQ's 64 floats take the
+        // registers of S^T, dP^T and P^T's fragments, all dead.
         float dq[D / 8][4];
         wgmma_fence();
 #pragma unroll
