@@ -65,6 +65,12 @@
 //            statistics 2 x 1 KiB; dropout bits 4 KiB: 167 KiB
 //   D = 128: K, V 32 KiB each; Q, dO 2 x 16 KiB each; dS^T 1 panel, 16 KiB; dQ stage 32 KiB;
 //            statistics 2 x 0.5 KiB; dropout bits 2 KiB: 180 KiB
+//
+// Two kernels. flash_backward_swapab_kernel is the one described above, both head dims.
+// flash_backward_swapab_producer_kernel (D = 128, ATTENTION_BACKWARD_PRODUCER) runs the same
+// per-tile math (SwapabStepMath, shared) warp-specialised, as FlashAttention-3 does: a producer
+// warpgroup issues every copy, and the two key warpgroups become consumers that never wait for
+// each other, each computing dQ over its own 64 keys. Its comment says what that costs and buys.
 #include "common/gpu/cuda_check.h"
 #include "kernels/attention/block_order.h"
 #include "kernels/attention/flash_common.cuh"
@@ -596,13 +602,14 @@ __global__ void __launch_bounds__(SW_THREADS, 1)
 // (flash_backward_swapab_slice_keys(1) is 64; the workspace holds that many slices).
 //
 // Per query tile `step` (stage step % 2), consumer w:
-//   wait full[stage]; SwapabStepMath::products (S^T, dP^T, P^T, dV, dS^T, dK, dS^T stored);
-//   fence + warpgroup barrier (its dS^T complete); wait for dV (P^T's registers free); issue
-//   dQ_w; wait for dK (Q and dO no longer read: every thread arrives on empty[stage], 256
-//   arrivals complete it); wait for dQ_w; wait dq_empty[w] (its staging buffer free); stage
-//   dQ_w (times the scale, the layout above); fence + warpgroup barrier (staged; and every
-//   warp's dQ wgmma, which read dS^T, has landed: the next tile may overwrite dS^T and the
-//   dropout bits); one thread arrives on dq_full[w].
+//   DROPOUT: draw the tile's bits (+ warpgroup barrier); wait full[stage];
+//   SwapabStepMath::products (S^T, dP^T, P^T, dV, then once dV has landed dS^T, dK; dS^T
+//   stored); fence + warpgroup barrier (its dS^T complete); issue dQ_w; wait for dK (Q and dO
+//   no longer read: every thread arrives on empty[stage], 256 arrivals complete it); wait for
+//   dQ_w; wait dq_empty[w] (its staging buffer free); stage dQ_w (times the scale, the layout
+//   above); fence + warpgroup barrier (staged; and every warp's dQ wgmma, which read dS^T, has
+//   landed: the next tile may overwrite dS^T and the dropout bits); one thread arrives on
+//   dq_full[w].
 // The mbarriers' phases, each completed once per use (parity = use & 1):
 //   kv_full      1 arrival + the bytes of K and V; used once (parity 0)
 //   full[s]      1 arrival (the producer's expect_tx) + the tile's bytes; use u = tile 2 u + s
@@ -616,12 +623,20 @@ __global__ void __launch_bounds__(SW_THREADS, 1)
 //   dq_empty[w]  1 arrival (the dQ thread, once the reductions have read the buffer) per
 //                tile; consumer w waits use step - 1 before staging tile step >= 1
 // Named barriers: 0 (__syncthreads, once, after the mbarriers are initialised), 2 and 3
-// (warpgroup_barrier of warpgroups 1 and 2: the dropout bits, dS^T, the staged dQ).
+// (warpgroup_barrier of warpgroups 1 and 2: the dropout bits, dS^T, the staged dQ); the
+// producer warpgroup uses none.
 //
 // Registers (setmaxnreg, as the forward's Shape): 384 threads x 168 at launch = 64512 =
-// 128 x 24 (producer) + 256 x 240 (consumers). A consumer holds at the peak (dS^T being
-// computed) S^T, dP^T (32 floats each), dK, dV (64 each) and the fragments (16 + 16), as the
-// kernel above; dQ_w (64 floats) is live only once S^T, dP^T and P^T's fragments are dead.
+// 128 x 24 (producer) + 256 x 240 (consumers). The kernel above holds, while it computes dS^T,
+// S^T, dP^T (32 floats each), dK, dV (64 each) and P^T's and dS^T's fragments (16 + 16), and
+// took 238 registers (247 dropping) where it had 255. In 240 ptxas serialised the wgmmas
+// (C7512, "insufficient register resources") and spilled when dropping, so here products()
+// waits for dV before dS^T (P^T's fragments dead: 16 fewer) and the dropout bits are drawn
+// before S^T and dP^T are issued, not while their 64 accumulators are in flight. dQ_w (64
+// floats) is live only once S^T, dP^T and P^T's fragments are dead. ptxas -v (CUDA 13.0,
+// sm_90a): 168 at launch for all four instantiations, no wgmma serialisation; no spills, but
+// deterministic and dropping 8 bytes, stored once before the warpgroups part and loaded once
+// after the consumers' loop (and in the producer), outside any loop.
 //
 // Shared memory: K, V 32 KiB each; 2 stages of Q and dO, 16 KiB each; dS^T 16 KiB (consumer
 // w's rows 64 w ..); dQ staging 2 x 32 KiB; statistics 2 x 0.5 KiB; dropout bits 2 KiB; + 1
@@ -842,8 +857,8 @@ __global__ void __launch_bounds__(ProducerShape::THREADS, 1)
     }
 
     // dK (scaled) and dV (dropping: times 1 / (1 - p)) of this thread's keys into dqkv's k and v
-    // slots. (The view's batch entry and head from the block's index again: held through the
-    // loop, they cost a dropping consumer registers it does not have.)
+    // slots. (The view's batch entry and head from the block's index again, not held through the
+    // loop: ptxas -v, deterministic and dropping, 8 bytes spilled instead of 12.)
     const FlashBlock again = flash_key_block_at(blockIdx.x, order.key_blocks, bh_count, order.group_heads);
     const QkvView view = {(int64_t)a.batch * a.qkv_row,
                           (int64_t)(again.bh / a.heads) * a.qkv_row + (int64_t)(again.bh % a.heads) * 3 * D};
