@@ -408,10 +408,11 @@ static float *bits_to_floats(const uint16_t *bits, int64_t n, DType dt) {
 }
 
 // One problem through every set of kernels (the best one with ATTENTION_BACKWARD_SWAPAB off and
-// on, and at d 128 on with ATTENTION_BACKWARD_PRODUCER, whose slices hold 64 keys): the deterministic backward against the CPU reference at the usual tolerances, run twice from differently poisoned workspaces, dq, dk
-// and dv compared bit for bit (memcmp). Then the default backward twice, for contrast: how
-// many values its atomics' order changed (printed, not asserted: arrival order is up to the
-// GPU). seq 520: 9 blocks of 64 keys (5 of 128) add into most dQ rows, the last block ragged
+// on, and at d 128 on with ATTENTION_BACKWARD_PRODUCER, whose slices hold 64 keys): the
+// deterministic backward against the CPU reference at the usual tolerances, run twice from
+// differently poisoned workspaces, dq, dk and dv compared bit for bit (memcmp). Then the
+// default backward twice, for contrast: how many values its atomics' order changed (printed,
+// not asserted: arrival order is up to the GPU). seq 520: 9 blocks of 64 keys (5 of 128) add into most dQ rows, the last block ragged
 // - with two, a + b == b + a would hide any order. (Too few values to catch a varying order
 // for certain: test_deterministic_backward_large is the case that would.)
 static void check_deterministic(DType dt, int d, float p, int causal) {
