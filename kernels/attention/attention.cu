@@ -209,32 +209,6 @@ extern "C" AttentionBackwardSwapAB attention_set_backward_swapab(AttentionBackwa
     return previous;
 }
 
-// The warp-specialised swapAB backward at head dim 128 (ATTENTION_BACKWARD_PRODUCER, attention.h):
-// read once, unless the setter came first. Unset: 0 until it is measured.
-static int backward_producer_known = 0;
-static int backward_producer_which = 0;
-
-static int backward_producer(void) {
-    static const EnvChoice choices[] = {{"1", 1}, {"0", 0}};
-    if (!backward_producer_known) {
-        backward_producer_which = ENV_CHOICE("ATTENTION_BACKWARD_PRODUCER", choices, backward_producer_which);
-        backward_producer_known = 1;
-    }
-    return backward_producer_which;
-}
-
-extern "C" int attention_set_backward_producer(int producer) {
-    if (producer != 0 && producer != 1)
-        fail_user("attention_set_backward_producer: producer must be 0 or 1, not %d", producer);
-    const int previous = backward_producer();
-    backward_producer_which = producer;
-    return previous;
-}
-
-// Whether the swapAB backward, where it runs at head dim d, is the warp-specialised kernel: at
-// head dim 128 as the setting says; at 64 never (the switch does not apply there).
-static bool backward_producer_at(int head_dim) { return head_dim == 128 && backward_producer() == 1; }
-
 // Whether the best set's wgmma backward at head dim d is the swapAB kernel: as the setting
 // says; the policy (attention.h) where it was measured faster.
 static bool backward_swapab_at(int head_dim) {
@@ -449,9 +423,8 @@ static AttentionKernelChoice choose(AttentionPass pass, int head_dim) {
     if (best_d64_backward && choice.wgmma && wgmma_dq64(0) == FLASH_DQ64_BY_TURNS)
         choice.kernel = "wgmma backward (dQ by turns)";  // for attention_kernel_name (not deterministic)
     if (pass == ATTENTION_BACKWARD && choice.wgmma && backward_swapab_at(head_dim)) {
-        const bool producer = backward_producer_at(head_dim);
-        choice.kernel = producer ? "wgmma backward (swapAB, producer warpgroup)" : "wgmma backward (swapAB)";
-        const size_t smem = flash_backward_swapab_smem_bytes(head_dim, producer);
+        choice.kernel = "wgmma backward (swapAB)";
+        const size_t smem = flash_backward_swapab_smem_bytes(head_dim);
         if (smem > device.max_smem_per_block)  // not on a Hopper GPU (227 KiB)
             fail_user("attention: the %s needs %zu bytes of shared memory per block; the limit here is %zu (%s)",
                       choice.kernel, smem, device.max_smem_per_block, gpu_description());
@@ -472,7 +445,6 @@ static AttentionKernelChoice choose(AttentionPass pass, int head_dim) {
     forward_persistent();
     persistent_schedule();
     backward_swapab();
-    backward_producer();
     // The forward's persistent kernel, named for the tables: the benchmark and the tests show
     // which setting ran.
     if (pass == ATTENTION_FORWARD && choice.wgmma)
@@ -519,11 +491,10 @@ static void forward(const FwdArgs &a, const AttentionKernelChoice &k) {
 }
 
 // Keys per dQ slice of the backward kernel `k` when deterministic (one slice per that many
-// keys): mma.sync, its keys per block; swapAB, 128 (a block's), or 64 warp-specialised (a
-// consumer's); the other wgmma backward, 128 (a block's), or 64 at d 64 with dQ over each
-// warpgroup's own keys (a warpgroup's).
+// keys): mma.sync, its keys per block; swapAB, 128 (a block's); the other wgmma backward, 128
+// (a block's), or 64 at d 64 with dQ over each warpgroup's own keys (a warpgroup's).
 static int dq_slice_keys(const AttentionKernelChoice &k, int head_dim, int deterministic) {
-    if (backward_runs_swapab(k, head_dim)) return flash_backward_swapab_slice_keys(backward_producer_at(head_dim));
+    if (backward_runs_swapab(k, head_dim)) return flash_backward_swapab_slice_keys();
     return k.wgmma ? flash_backward_wgmma_slice_keys(head_dim, wgmma_dq64(deterministic)) : k.tile;
 }
 
@@ -537,7 +508,7 @@ static void backward(const BwdArgs &a, const void *ctx, float *dsum, float *tile
                      const AttentionKernelChoice &k) {
     flash_backward_prepare<T, D>(a, ctx, a.dctx, dsum, a.deterministic ? nullptr : a.dq_accum, a.lse, tile_stats);
     if (tile_stats) {
-        flash_backward_swapab<T, D>(a, causal_order(), backward_producer_at(D));
+        flash_backward_swapab<T, D>(a, causal_order());
     } else if (k.wgmma) {
         flash_backward_wgmma<T, D>(a, wgmma_dq64(a.deterministic), causal_order());
     } else {

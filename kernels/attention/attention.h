@@ -157,19 +157,6 @@ typedef enum {
 } AttentionBackwardSwapAB;
 AttentionBackwardSwapAB attention_set_backward_swapab(AttentionBackwardSwapAB which);
 
-// Where the swapAB backward runs at head dim 128: 1, its warp-specialised kernel
-// (flash_backward_swapab.cu, FlashAttention-3's layout): a producer warpgroup issues every copy
-// (Q, dO and the statistics into a 2-stage ring; dQ's TMA reductions) and two consumer
-// warpgroups of 64 keys each never wait for each other, each adding dQ over its own keys (twice
-// the reduction traffic, no barrier between them); deterministic, one dQ slice per 64 keys.
-// 0: the two-warpgroup kernel. The environment variable ATTENTION_BACKWARD_PRODUCER gives the
-// first value (read once, as ATTENTION_BACKWARD_SWAPAB): "1" or "0"; unset or empty, 0 (not yet
-// measured against the two-warpgroup kernel); any other value stops with a message.
-// attention_set_backward_producer overrides it from then on (a value other than 0 or 1 stops with
-// a message) and returns the previous value. attention_kernel_name says "(swapAB, producer
-// warpgroup)" where it runs. Head dim 64, the other kernels and the forward ignore it.
-int attention_set_backward_producer(int producer);
-
 // The best set's forward at head dim 64 on a GPU that runs wgmma: the wgmma forward with two
 // consumer warpgroups (128 queries per block, as at d 128) or three (192 queries per block;
 // flash_forward_wgmma.cu says why). The environment variable ATTENTION_D64_FORWARD gives the

@@ -65,12 +65,6 @@
 //            statistics 2 x 1 KiB; dropout bits 4 KiB: 167 KiB
 //   D = 128: K, V 32 KiB each; Q, dO 2 x 16 KiB each; dS^T 1 panel, 16 KiB; dQ stage 32 KiB;
 //            statistics 2 x 0.5 KiB; dropout bits 2 KiB: 180 KiB
-//
-// Two kernels. flash_backward_swapab_kernel is the one described above, both head dims.
-// flash_backward_swapab_producer_kernel (D = 128, ATTENTION_BACKWARD_PRODUCER) runs the same
-// per-tile math (SwapabStepMath, shared) warp-specialised, as FlashAttention-3 does: a producer
-// warpgroup issues every copy, and the two key warpgroups become consumers that never wait for
-// each other, each computing dQ over its own 64 keys. Its comment says what that costs and buys.
 #include "common/gpu/cuda_check.h"
 #include "kernels/attention/block_order.h"
 #include "kernels/attention/flash_common.cuh"
@@ -210,20 +204,15 @@ struct KeyMaskBits {
     }
 };
 
-// ---- the per-step math of a consumer warpgroup, shared by both kernels ---------------------
+// ---- the per-step math of a warpgroup -------------------------------------------------------
 // Steps 1 to 3 of the header (S^T and dP^T issued, the dropout bits drawn, masked P^T, dV,
-// dS^T, dK, dS^T stored) are the same whether the two warpgroups then meet at a block barrier
-// (flash_backward_swapab_kernel) or never do (flash_backward_swapab_producer_kernel): what
-// differs is only how a step starts (which barrier says the stage landed) and what follows the
-// stored dS^T (dQ, its staging and who adds it). This struct holds what one thread needs for
-// them, fixed for the block; products() runs the steps of one query tile. Everything is
-// inlined into the kernels, so the fields live in registers as the kernel's own variables did.
-// WARP_SPECIALISED (the producer kernel's consumers, 240 registers a thread instead of 255):
-// the caller draws the dropout bits before the tile (draw_dropout_bits), not products() while
-// S^T and dP^T run, and products() waits for dV before it computes dS^T, so that P^T's
-// fragments are dead by then (both alive, ptxas serialised the wgmmas to fit 240 registers, or
-// spilled when dropping); the other consumer's products keep the tensor cores busy meanwhile.
-template <typename T, int D, bool DROPOUT, bool WARP_SPECIALISED>
+// dS^T, dK, dS^T stored), apart from how a step starts (which barrier says the stage landed)
+// and what follows the stored dS^T (dQ, its staging and who adds it). This struct holds what
+// one thread needs for them, fixed for the block; products() runs the steps of one query tile.
+// Everything is inlined into the kernel, so the fields live in registers as the kernel's own
+// variables would. (A warp-specialised kernel - a producer warpgroup, consumers that never meet
+// - shared it; measured slower on the H200 and kept on branch swapws: docs/worklog.md.)
+template <typename T, int D, bool DROPOUT>
 struct SwapabStepMath {
     using Tile = SwapabTile<D>;
     static constexpr int BLOCK_M = Tile::BLOCK_M, QO_PANEL = Tile::QO_PANEL, MASK_WORDS = Tile::MASK_WORDS;
@@ -243,21 +232,10 @@ struct SwapabStepMath {
     uint32_t drop_threshold;
     uint64_t group_step, drop_group;  // DROPOUT: Philox groups (the kernel's "Dropout" comment)
 
-    // DROPOUT: the bits of the warpgroup's keys x the next tile's queries into its bit matrix
-    // (KeyMaskBits), then the warpgroup's barrier: all four warps' bits are there before any
-    // thread reads its two keys' words. The previous tile's readers must be past a barrier
-    // already (the block's, or the warp-specialised kernel's warpgroup barrier after dQ).
-    __device__ __forceinline__ void draw_dropout_bits(const BwdArgs &a) {
-        draw_mask_bits<MASK_WORDS>(wg_mask_bits, drop_group, group_step, wq, a.keys, a.offset, drop_threshold);
-        drop_group += MASK_WORDS * group_step;  // the next tile's first query: BLOCK_M further
-        warpgroup_barrier(barrier_warpgroup);
-    }
-
     // One query tile from q0: Q and dO at q_addr, do_addr (QO_PANEL between their 64-column
     // panels), its statistics (lse log2(e), then Dsum, BLOCK_M floats each) at stage_stats.
     // Returns with dV (the older) and dK (the newer) as the two wgmma groups still in flight,
-    // reading pt, dst, Q and dO (WARP_SPECIALISED: dK only, reading dst and Q); dS^T stored by
-    // this thread (no fence, no barrier: the caller's).
+    // reading pt, dst, Q and dO; dS^T stored by this thread (no fence, no barrier: the caller's).
     __device__ __forceinline__ void products(const BwdArgs &a, int q0, uint32_t q_addr, uint32_t do_addr,
                                              const float *stage_stats, float (&s)[NQ][4], float (&dp)[NQ][4],
                                              uint32_t (&pt)[KQ][4], uint32_t (&dst)[KQ][4], float (&dk)[D / 8][4],
@@ -288,13 +266,16 @@ struct SwapabStepMath {
         wgmma_commit();
 
         // While the tensor cores work: the dropout bits of the warpgroup's keys x the tile's
-        // queries into its bit matrix (the previous step's readers are past the barrier that
-        // ended it: the block's, or the producer kernel's warpgroup barrier after dQ), then the
-        // warpgroup's barrier: all four warps' bits are there before any thread reads its two
-        // keys' words (keep_words, where P^T and dS^T are masked).
+        // queries into its bit matrix (the previous step's readers are past the block barrier
+        // that ended it), then the warpgroup's barrier: all four warps' bits are there before
+        // any thread reads its two keys' words (keep_words, where P^T and dS^T are masked).
         KeyMaskBits keep;
         const uint32_t *keep_words = wg_mask_bits + (16 * wq + g) * MASK_WORDS;  // row 1: 8 keys further
-        if constexpr (DROPOUT && !WARP_SPECIALISED) draw_dropout_bits(a);
+        if constexpr (DROPOUT) {
+            draw_mask_bits<MASK_WORDS>(wg_mask_bits, drop_group, group_step, wq, a.keys, a.offset, drop_threshold);
+            drop_group += MASK_WORDS * group_step;  // the next step's first query: BLOCK_M further
+            warpgroup_barrier(barrier_warpgroup);
+        }
 
         // 2. P^T = exp2(S^T scale log2(e) - lse[i] log2(e)) in s, masked scores -inf first
         // (exp2: 0). s[n][e]: key j_first + 8 (e / 2), query q0 + 8 n + 2 c + e % 2. Only tiles
@@ -340,13 +321,7 @@ struct SwapabStepMath {
 
         // 3. dS^T = P^T * (dP^T - Dsum[i]), packed as P^T; dK_w += dS^T Q as dV (B = Q MN-major).
         // Dropping, dP^T = dPd^T * mask / (1 - p) (as flash_backward_wgmma.cu) and P^T undropped.
-        if constexpr (WARP_SPECIALISED) {  // dV too: P^T's fragments die here
-            wgmma_wait<0>();
-            wgmma_settle(dv);
-            wgmma_settle(pt);
-        } else {
-            wgmma_wait<1>();
-        }
+        wgmma_wait<1>();
         wgmma_settle(dp);
 #pragma unroll
         for (int n = 0; n < NQ; n++) {
@@ -499,7 +474,7 @@ __global__ void __launch_bounds__(SW_THREADS, 1)
 
     const int j_first = key0 + 16 * wq + g;  // this thread's keys: j_first and j_first + 8
     // Steps 1 to 3 of each tile (SwapabStepMath; the fields in its order).
-    SwapabStepMath<T, D, DROPOUT, false> math = {k_addr, v_addr, ds_tile, wg_mask_bits, warpgroup, warpgroup, wq, g, c,
+    SwapabStepMath<T, D, DROPOUT> math = {k_addr, v_addr, ds_tile, wg_mask_bits, warpgroup, warpgroup, wq, g, c,
                                           key0, j_first, 64 * warpgroup + 16 * wq + g, seq, scale_log2, keep_scale,
                                           drop_threshold, group_step, drop_group};
     mbarrier_wait(&kv_full, 0);
@@ -570,305 +545,6 @@ __global__ void __launch_bounds__(SW_THREADS, 1)
 #endif
 }
 
-// ---- the warp-specialised variant at head dim 128 (ATTENTION_BACKWARD_PRODUCER, attention.h) --
-// What holds the kernel above back at D = 128: its two warpgroups meet at a block barrier
-// twice per query tile (before dQ, which needs both warpgroups' dS^T, and at the end, which
-// frees the stage). They issue their wgmmas to the same tensor cores at the same moments, so
-// one warpgroup's products run second and it arrives at the barrier late; meanwhile both do
-// their element-wise work (exp2, dS^T, packing) with the tensor cores idle (Nsight Compute on
-// an H200: 14% of warp samples at the barrier before dQ). FlashAttention-3's backward (Shah
-// et al., 2024; its hopper/ kernels) splits the block by job instead, as our forward does
-// (flash_forward_wgmma.cu):
-//   - a PRODUCER warpgroup (warpgroup 0, 24 registers a thread after setmaxnreg): lane 0 of
-//     warp 0 loads K and V once and then, per query tile, Q, dO and the tile statistics into a
-//     stage of a 2-stage ring as soon as both consumers have released it (mbarriers full[s],
-//     empty[s]); lane 0 of warp 1 + w adds consumer w's staged dQ into the accumulator by TMA
-//     reductions (mbarriers dq_full[w], dq_empty[w]). The consumers issue no copies at all,
-//     and no consumer thread waits until the TMA unit takes a copy.
-//   - two CONSUMER warpgroups (warpgroups 1, 2; 240 registers a thread), consumer w the keys
-//     [64 w, 64 w + 64) of the block, each running the per-step math above (SwapabStepMath)
-//     at its own pace. No block barrier after the start: a consumer waits only for data (the
-//     stage, its own dQ buffer) and for its own four warps (warpgroup barriers, ids 2 and 3).
-//     So while one consumer does its element-wise work the other's wgmmas keep the tensor
-//     cores busy, and they drift into alternating on their own.
-// The price: dQ. Above, dQ = dS K over all 128 keys is split by columns between the
-// warpgroups, which needs the other warpgroup's dS^T - the very barrier this variant drops.
-// Here consumer w computes dQ_w = dS_w K_w over ITS OWN 64 keys only (A = its dS^T rows read
-// MN-major, B = K's rows 64 w .. 64 w + 63 read MN-major, N = 128 columns spanning K's two
-// panels: 4 wgmmas of m64n128k16), and both partial sums are added into dQ's accumulator:
-// twice the TMA reduction traffic of the kernel above (64 rows x 128 floats per consumer and
-// tile instead of 64 x 64), and twice the staging memory, bought back by two consumers that
-// never wait for each other. DETERMINISTIC, each consumer stores into its own slice of 64 keys
-// (flash_backward_swapab_slice_keys(1) is 64; the workspace holds that many slices).
-//
-// Per query tile `step` (stage step % 2), consumer w:
-//   DROPOUT: draw the tile's bits (+ warpgroup barrier); wait full[stage];
-//   SwapabStepMath::products (S^T, dP^T, P^T, dV, then once dV has landed dS^T, dK; dS^T
-//   stored); fence + warpgroup barrier (its dS^T complete); issue dQ_w; wait for dK (Q and dO
-//   no longer read: every thread arrives on empty[stage], 256 arrivals complete it); wait for
-//   dQ_w; wait dq_empty[w] (its staging buffer free); stage dQ_w (times the scale, the layout
-//   above); fence + warpgroup barrier (staged; and every warp's dQ wgmma, which read dS^T, has
-//   landed: the next tile may overwrite dS^T and the dropout bits); one thread arrives on
-//   dq_full[w].
-// The mbarriers' phases, each completed once per use (parity = use & 1):
-//   kv_full      1 arrival + the bytes of K and V; used once (parity 0)
-//   full[s]      1 arrival (the producer's expect_tx) + the tile's bytes; use u = tile 2 u + s
-//                (consumers wait parity (step / 2) & 1)
-//   empty[s]     256 arrivals (every consumer thread, once per tile); the producer waits use
-//                u - 1 (parity (u - 1) & 1) before filling use u >= 1. Neither side can run two
-//                phases ahead of the other: a stage is refilled only after both consumers
-//                released it, and released only after it was filled.
-//   dq_full[w]   1 arrival (consumer w's elected thread) per tile: the dQ thread waits parity
-//                step & 1
-//   dq_empty[w]  1 arrival (the dQ thread, once the reductions have read the buffer) per
-//                tile; consumer w waits use step - 1 before staging tile step >= 1
-// Named barriers: 0 (__syncthreads, once, after the mbarriers are initialised), 2 and 3
-// (warpgroup_barrier of warpgroups 1 and 2: the dropout bits, dS^T, the staged dQ); the
-// producer warpgroup uses none.
-//
-// Registers (setmaxnreg, as the forward's Shape): 384 threads x 168 at launch = 64512 =
-// 128 x 24 (producer) + 256 x 240 (consumers). The kernel above holds, while it computes dS^T,
-// S^T, dP^T (32 floats each), dK, dV (64 each) and P^T's and dS^T's fragments (16 + 16), and
-// took 238 registers (247 dropping) where it had 255. In 240 ptxas serialised the wgmmas
-// (C7512, "insufficient register resources") and spilled when dropping, so here products()
-// waits for dV before dS^T (P^T's fragments dead: 16 fewer) and the dropout bits are drawn
-// before S^T and dP^T are issued, not while their 64 accumulators are in flight. dQ_w (64
-// floats) is live only once S^T, dP^T and P^T's fragments are dead. ptxas -v (CUDA 13.0,
-// sm_90a): 168 at launch for all four instantiations, no wgmma serialisation; no spills, but
-// deterministic and dropping 8 bytes, stored once before the warpgroups part and loaded once
-// after the consumers' loop (and in the producer), outside any loop.
-//
-// Shared memory: K, V 32 KiB each; 2 stages of Q and dO, 16 KiB each; dS^T 16 KiB (consumer
-// w's rows 64 w ..); dQ staging 2 x 32 KiB; statistics 2 x 0.5 KiB; dropout bits 2 KiB; + 1
-// KiB for the alignment: 212 KiB of Hopper's 227. A third stage (+32.5 KiB) would not fit.
-struct ProducerShape {
-    static constexpr int D = 128;
-    using Tile = SwapabTile<D>;
-    static constexpr int THREADS = 384;  // a producer warpgroup and two consumers
-    static constexpr int STAGES = 2;     // of Q, dO and the statistics
-    static constexpr int PRODUCER_REGS = 24, CONSUMER_REGS = 240;
-    // What each thread holds at launch (ptxas -v reports it: 168) and so the block's pool, which
-    // setmaxnreg only redistributes.
-    static constexpr int LAUNCH_REGS = 65536 / THREADS / 8 * 8;
-    static_assert(PRODUCER_REGS % 8 == 0 && CONSUMER_REGS % 8 == 0, "setmaxnreg takes multiples of 8");
-    static_assert(128 * (PRODUCER_REGS + 2 * CONSUMER_REGS) <= THREADS * LAUNCH_REGS, "the block's pool");
-    static_assert(CONSUMER_REGS >= LAUNCH_REGS && PRODUCER_REGS <= LAUNCH_REGS, "who gives, who takes");
-    // K, V, the stages of Q and dO, dS^T, one dQ staging buffer per consumer (Tile::DQ_BYTES: 64
-    // queries x 128 floats), the stages' statistics, the dropout bits, the alignment.
-    static constexpr size_t SMEM = 2 * Tile::KV_BYTES + 2 * STAGES * Tile::QO_BYTES + Tile::DS_BYTES +
-                                   2 * Tile::DQ_BYTES + STAGES * Tile::STATS_FLOATS * 4 + Tile::MASK_BYTES + 1024;
-    static_assert(SMEM <= 227 * 1024, "Hopper's limit per block");
-};
-
-template <typename T, bool DETERMINISTIC, bool DROPOUT>
-__global__ void __launch_bounds__(ProducerShape::THREADS, 1)
-    flash_backward_swapab_producer_kernel(const __grid_constant__ CUtensorMap q_map,
-                                          const __grid_constant__ CUtensorMap kv_map,
-                                          const __grid_constant__ CUtensorMap do_map,
-                                          const __grid_constant__ CUtensorMap dq_map, const __grid_constant__ BwdArgs a,
-                                          const KeyBlockOrder order, float scale) {
-#if WGMMA_AVAILABLE
-    using S = ProducerShape;
-    constexpr int D = S::D, STAGES = S::STAGES;
-    using Tile = SwapabTile<D>;
-    using Math = SwapabStepMath<T, D, DROPOUT, true>;
-    constexpr int BLOCK_M = Tile::BLOCK_M, PANELS = Tile::PANELS, QO_PANEL = Tile::QO_PANEL;
-    constexpr int KV_BYTES = Tile::KV_BYTES, QO_BYTES = Tile::QO_BYTES, MASK_WORDS = Tile::MASK_WORDS;
-    constexpr int NQ = Math::NQ, KQ = Math::KQ;
-    extern __shared__ unsigned char smem_raw[];
-    unsigned char *k_tile = smem_raw + ((1024 - (smem_addr(smem_raw) & 1023)) & 1023);
-    unsigned char *v_tile = k_tile + KV_BYTES;
-    unsigned char *q_tiles = v_tile + KV_BYTES;             // STAGES stages
-    unsigned char *do_tiles = q_tiles + STAGES * QO_BYTES;  // STAGES stages
-    unsigned char *ds_tile = do_tiles + STAGES * QO_BYTES;  // dS^T, [key][query]: consumer w's rows 64 w ..
-    unsigned char *dq_stages = ds_tile + Tile::DS_BYTES;    // consumer w's staged dQ at w * DQ_BYTES
-    float *stats = reinterpret_cast<float *>(dq_stages + 2 * Tile::DQ_BYTES);  // STAGES x STATS_FLOATS
-    // The dropout bit matrices (KeyMaskBits), [consumer][64 keys][MASK_WORDS]; 16-byte aligned.
-    uint32_t *mask_bits = reinterpret_cast<uint32_t *>(stats + STAGES * Tile::STATS_FLOATS);
-
-    // The mbarriers (the phases: the comment above the kernel).
-    __shared__ uint64_t kv_full, full[STAGES], empty[STAGES], dq_full[2], dq_empty[2];
-
-    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, warpgroup = warp / 4;
-    const int bh_count = a.batch * a.heads;
-    const FlashBlock blk = flash_key_block_at(blockIdx.x, order.key_blocks, bh_count, order.group_heads);
-    const int key_block = blk.query_block, bh = blk.bh, b = bh / a.heads, h = bh % a.heads, seq = a.seq;
-    const int k0 = key_block * SW_BLOCK_N;
-    // Causal, the block starts at its diagonal query tile (k0 is a multiple of BLOCK_M).
-    const int m_start = a.causal ? k0 : 0;
-    const int steps = (seq - m_start + BLOCK_M - 1) / BLOCK_M;  // >= 1: k0 < seq
-
-    if (threadIdx.x == 0) {
-        mbarrier_init(&kv_full, 1);
-        for (int s = 0; s < STAGES; s++) mbarrier_init(&full[s], 1), mbarrier_init(&empty[s], 256);
-        for (int w = 0; w < 2; w++) mbarrier_init(&dq_full[w], 1), mbarrier_init(&dq_empty[w], 1);
-        fence_shared_for_wgmma();  // the initialised barriers, for the TMA unit
-    }
-    __syncthreads();  // the only block-wide barrier: from here on the warpgroups go their own ways
-
-    if (warpgroup == 0) {  // ---- the producer
-        warpgroup_release_registers<S::PRODUCER_REGS>();
-        if (lane != 0 || warp > 2) return;
-        if (warp == 0) {
-            // K and V once; then query tile `step` into stage step % STAGES once both consumers
-            // have released the tile before it there: Q's and dO's 64-column panels (head h's q
-            // at h * 3d in qkv, its dO at h * d) and the tile's lse log2(e) and Dsum (two bulk
-            // copies of BLOCK_M floats from this head's rows of the tile statistics), all
-            // counted on the stage's full barrier.
-            const int stats_row = flash_tile_stats_row(seq);
-            const float *lse_log2_row = a.tile_stats + (int64_t)bh * stats_row;
-            const float *dsum_row = lse_log2_row + (int64_t)bh_count * stats_row;
-            mbarrier_arrive_expect_tx(&kv_full, 2 * KV_BYTES);
-            for (int panel = 0; panel < PANELS; panel++) {
-                tma_load_3d(k_tile + panel * SW_KV_PANEL, &kv_map, h * 3 * D + D + 64 * panel, b, k0, &kv_full);
-                tma_load_3d(v_tile + panel * SW_KV_PANEL, &kv_map, h * 3 * D + 2 * D + 64 * panel, b, k0, &kv_full);
-            }
-            for (int step = 0; step < steps; step++) {
-                const int stage = step % STAGES, use = step / STAGES;
-                if (use > 0) mbarrier_wait(&empty[stage], (use - 1) & 1);
-                const int row = m_start + step * BLOCK_M;
-                uint64_t *bar = &full[stage];
-                mbarrier_arrive_expect_tx(bar, 2 * QO_BYTES + Tile::STATS_FLOATS * 4);
-                for (int panel = 0; panel < PANELS; panel++) {
-                    tma_load_3d(q_tiles + stage * QO_BYTES + panel * QO_PANEL, &q_map, h * 3 * D + 64 * panel, b,
-                                row, bar);
-                    tma_load_3d(do_tiles + stage * QO_BYTES + panel * QO_PANEL, &do_map, h * D + 64 * panel, b, row,
-                                bar);
-                }
-                float *stage_stats = stats + stage * Tile::STATS_FLOATS;
-                bulk_load_1d(stage_stats, lse_log2_row + row, BLOCK_M * 4, bar);
-                bulk_load_1d(stage_stats + BLOCK_M, dsum_row + row, BLOCK_M * 4, bar);
-            }
-        } else {
-            // Consumer w's staged dQ of each tile into the accumulator: four boxes of 64 rows x
-            // 32 floats (rows past seq clipped by the TMA), or DETERMINISTIC stored into the
-            // consumer's slice of 64 keys (matrix (2 key_block + w) * batch * heads + bh of
-            // dq_map's). A consumer whose keys all lie past seq has dS = 0: nothing to add, and
-            // its slice does not exist (the launch has ceil(seq / 64) slices).
-            const int w = warp - 1;
-            const bool has_keys = k0 + 64 * w < seq;
-            const int matrix = DETERMINISTIC ? (2 * key_block + w) * bh_count + bh : bh;
-            const float *staged = reinterpret_cast<const float *>(dq_stages + w * Tile::DQ_BYTES);
-            for (int step = 0; step < steps; step++) {
-                mbarrier_wait(&dq_full[w], step & 1);
-                const int row = m_start + step * BLOCK_M;
-                if (has_keys) {
-                    for (int panel = 0; panel < D / 32; panel++) {
-                        const float *box = staged + panel * (DQ_STAGE_PANEL / 4);
-                        if constexpr (DETERMINISTIC)
-                            tma_store_3d(&dq_map, 32 * panel, row, matrix, box);
-                        else
-                            tma_reduce_add_3d(&dq_map, 32 * panel, row, matrix, box);
-                    }
-                }
-                bulk_wait_read();  // the TMA unit has read the buffer: the consumer may stage the next tile
-                mbarrier_arrive(&dq_empty[w]);
-            }
-            bulk_wait_all();  // before the block's shared memory goes away
-        }
-        return;
-    }
-
-    // ---- the consumers
-    warpgroup_claim_registers<S::CONSUMER_REGS>();
-    const int consumer = warpgroup - 1;  // its keys: [64 consumer, 64 consumer + 64) of the block
-    const int wq = warp % 4, g = lane / 4, c = lane % 4;
-    const int key0 = k0 + 64 * consumer;     // the consumer's first key
-    const int j_first = key0 + 16 * wq + g;  // this thread's keys: j_first and j_first + 8
-    const float keep_scale = DROPOUT ? dropout_keep_scale(a.p_drop) : 1.0f;
-    // Dropout: as the kernel above (its "Dropout" comment), per consumer.
-    const uint64_t group_step = 32 * 4 * attention_key_blocks(seq);
-    const uint64_t drop_group = attention_dropout_group(a.drop.global_bh(b, h), m_start + lane, key0 / 64, wq, seq);
-    // Steps 1 to 3 of each tile (SwapabStepMath; the fields in its order): keys 64 consumer ..
-    // of K, V and dS^T; warpgroup barriers of the hardware warpgroup (ids 2, 3).
-    Math math = {smem_addr(k_tile), smem_addr(v_tile), ds_tile, mask_bits + consumer * 64 * MASK_WORDS, consumer,
-                 warpgroup, wq, g, c, key0, j_first, 64 * consumer + 16 * wq + g, seq, scale * LOG2E, keep_scale,
-                 dropout_threshold(a.p_drop), group_step, drop_group};
-
-    // dK and dV of keys j_first, j_first + 8: wgmma accumulators of 64 keys x 128 columns.
-    float dk[D / 8][4], dv[D / 8][4];
-#pragma unroll
-    for (int n = 0; n < D / 8; n++)
-#pragma unroll
-        for (int e = 0; e < 4; e++) dk[n][e] = dv[n][e] = 0.0f;
-
-    // dQ_w = dS_w K_w: A = the consumer's 64 rows of dS^T, B = its 64 rows of K (in both panels).
-    const uint32_t ds_rows = smem_addr(ds_tile) + consumer * 64 * 128, k_rows = smem_addr(k_tile) + consumer * 64 * 128;
-    unsigned char *dq_stage = dq_stages + consumer * Tile::DQ_BYTES;
-    mbarrier_wait(&kv_full, 0);
-    for (int step = 0; step < steps; step++) {
-        const int stage = step % STAGES, q0 = m_start + step * BLOCK_M;
-        // The dropout bits first (no data needed; the previous tile's readers are past its last
-        // warpgroup barrier), while the other consumer's products run.
-        if constexpr (DROPOUT) math.draw_dropout_bits(a);
-        mbarrier_wait(&full[stage], (step / STAGES) & 1);
-        const uint32_t q_addr = smem_addr(q_tiles + stage * QO_BYTES);
-        const uint32_t do_addr = smem_addr(do_tiles + stage * QO_BYTES);
-
-        // 1 - 3: S^T, dP^T, P^T, dV, dS^T, dK; dK still in flight, dS^T stored.
-        float s[NQ][4], dp[NQ][4];
-        uint32_t pt[KQ][4], dst[KQ][4];
-        math.products(a, q0, q_addr, do_addr, stats + stage * Tile::STATS_FLOATS, s, dp, pt, dst, dk, dv);
-        fence_shared_for_wgmma();     // dS^T, for the tensor cores
-        warpgroup_barrier(warpgroup);  // all four warps' rows of it: this consumer's only
-
-        // 4. dQ_w = dS_w K_w (queries x 128 columns) over the consumer's 64 keys: A = dS read
-        // MN-major from dS^T, B = K MN-major, N = 128 spanning K's two panels (SW_KV_PANEL
-        // apart, as dV's B = dO); step kk takes 16 keys, 16 rows (2048 bytes) further in both.
-        // Only dK is still in flight (products() waited for dV), so dQ's 64 floats take the
-        // registers of S^T, dP^T and P^T's fragments, all dead.
-        float dq[D / 8][4];
-        wgmma_fence();
-#pragma unroll
-        for (int kk = 0; kk < 64 / 16; kk++)
-            wgmma_ss<T, D, 1, 1>(dq, wgmma_descriptor(ds_rows + kk * 2048, SW_DS_PANEL, 1024),
-                                 wgmma_descriptor(k_rows + kk * 2048, SW_KV_PANEL, 1024), kk > 0);
-        wgmma_commit();
-        // dK has landed: every wgmma that reads this stage's Q and dO is done (S^T, dP^T and
-        // dV before it), and this thread read the statistics long ago - it releases the stage.
-        wgmma_wait<1>();
-        wgmma_settle(dk);
-        wgmma_settle(dst);
-        mbarrier_arrive(&empty[stage]);
-        wgmma_wait<0>();
-        wgmma_settle(dq);
-
-        // 5. dQ_w (times the scale) staged once the previous tile's reductions have read the
-        // buffer: rows 16 wq + g (+ 8) of the 64 queries, columns 8 n + 2 c (four panels of 32
-        // columns); the threads of odd g store their column blocks in the order n ^ 2 (as the
-        // kernel above at D = 128, flash_backward_wgmma.cu says why).
-        if (step > 0) mbarrier_wait(&dq_empty[consumer], (step - 1) & 1);
-        const bool odd_g = g & 1;
-#pragma unroll
-        for (int r = 0; r < 2; r++)
-#pragma unroll
-            for (int n = 0; n < D / 8; n++) {
-                const int m = odd_g ? n ^ 2 : n;  // the column block this lane stores now
-                const float2 v = odd_g ? make_float2(dq[n ^ 2][2 * r], dq[n ^ 2][2 * r + 1])
-                                       : make_float2(dq[n][2 * r], dq[n][2 * r + 1]);
-                const uint32_t at = dq_stage_offset(16 * wq + g + 8 * r, 8 * m + 2 * c);
-                *reinterpret_cast<float2 *>(dq_stage + at) = make_float2(v.x * scale, v.y * scale);
-            }
-        fence_shared_for_wgmma();  // the staged dQ, for the TMA unit
-        // All four warps have staged their rows, and all four have waited for their part of
-        // the dQ wgmma: dS^T and the dropout bits may be overwritten by the next tile.
-        warpgroup_barrier(warpgroup);
-        if (threadIdx.x % 128 == 0) mbarrier_arrive(&dq_full[consumer]);  // the producer's dQ thread adds it
-    }
-
-    // dK (scaled) and dV (dropping: times 1 / (1 - p)) of this thread's keys into dqkv's k and v
-    // slots. (The view's batch entry and head from the block's index again, not held through the
-    // loop: ptxas -v, deterministic and dropping, 8 bytes spilled instead of 12.)
-    const FlashBlock again = flash_key_block_at(blockIdx.x, order.key_blocks, bh_count, order.group_heads);
-    const QkvView view = {(int64_t)a.batch * a.qkv_row,
-                          (int64_t)(again.bh / a.heads) * a.qkv_row + (int64_t)(again.bh % a.heads) * 3 * D};
-    write_dk_dv_rows<T>(static_cast<T *>(a.dqkv), view, dk, dv, j_first, seq, scale, keep_scale);
-#else
-    (void)q_map, (void)kv_map, (void)do_map, (void)dq_map, (void)a, (void)order, (void)scale;
-    __trap();
-#endif
-}
-
 // One instantiation of the kernel, its shared-memory limit set on first use.
 template <typename T, int D, bool DETERMINISTIC, bool DROPOUT>
 void launch_kernel(const BwdArgs &a, const KeyBlockOrder &order, const CUtensorMap &q_map, const CUtensorMap &kv_map,
@@ -886,36 +562,17 @@ void launch_kernel(const BwdArgs &a, const KeyBlockOrder &order, const CUtensorM
     CHECK_LAUNCH();
 }
 
-// The same for the warp-specialised kernel (head dim 128).
-template <typename T, bool DETERMINISTIC, bool DROPOUT>
-void launch_producer_kernel(const BwdArgs &a, const KeyBlockOrder &order, const CUtensorMap &q_map,
-                            const CUtensorMap &kv_map, const CUtensorMap &do_map, const CUtensorMap &dq_map) {
-    constexpr size_t smem = ProducerShape::SMEM;
-    static bool configured = false;
-    if (!configured) {
-        CUDA_CHECK(cudaFuncSetAttribute(flash_backward_swapab_producer_kernel<T, DETERMINISTIC, DROPOUT>,
-                                        cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-        configured = true;
-    }
-    const int blocks = order.key_blocks * a.batch * a.heads;
-    flash_backward_swapab_producer_kernel<T, DETERMINISTIC, DROPOUT><<<blocks, ProducerShape::THREADS, smem>>>(
-        q_map, kv_map, do_map, dq_map, a, order, 1.0f / sqrtf((float)ProducerShape::D));
-    CHECK_LAUNCH();
-}
-
 }  // namespace
 
-size_t flash_backward_swapab_smem_bytes(int head_dim, int producer) {
-    if (head_dim != 128) return SwapabTile<64>::SMEM;
-    return producer ? ProducerShape::SMEM : SwapabTile<128>::SMEM;
+size_t flash_backward_swapab_smem_bytes(int head_dim) {
+    return head_dim == 128 ? SwapabTile<128>::SMEM : SwapabTile<64>::SMEM;
 }
 
-int flash_backward_swapab_slice_keys(int producer) { return producer ? 64 : SW_BLOCK_N; }
+int flash_backward_swapab_slice_keys(void) { return SW_BLOCK_N; }
 
 template <typename T, int D>
-void flash_backward_swapab(const BwdArgs &a, AttentionCausalOrder causal_order, int producer) {
+void flash_backward_swapab(const BwdArgs &a, AttentionCausalOrder causal_order) {
     constexpr int BLOCK_M = SwapabTile<D>::BLOCK_M;
-    const bool warp_specialised = D == 128 && producer;  // (ignored at head dim 64)
     if (!a.tile_stats) DIE("flash attention backward: the swapAB kernel needs the prepare pass's tile statistics");
     const int bh_count = a.batch * a.heads, key_blocks = ceil_div(a.seq, SW_BLOCK_N);
     if ((int64_t)key_blocks * bh_count > INT32_MAX)
@@ -928,29 +585,11 @@ void flash_backward_swapab(const BwdArgs &a, AttentionCausalOrder causal_order, 
     const CUtensorMap q_map = tensor_map_rows<T>(a.qkv, a.qkv_row, a.batch, a.seq, BLOCK_M);
     const CUtensorMap kv_map = tensor_map_rows<T>(a.qkv, a.qkv_row, a.batch, a.seq, SW_BLOCK_N);
     const CUtensorMap do_map = tensor_map_rows<T>(a.dctx, a.ctx_row, a.batch, a.seq, BLOCK_M);
-    // dQ's accumulator, [batch * heads][seq][D] floats (deterministic: one per slice of keys,
-    // 128 or, warp-specialised, 64: [slices * batch * heads][seq][D]), takes boxes of 64 rows x
-    // 32 floats.
-    const int slice_keys = flash_backward_swapab_slice_keys(warp_specialised);
-    const int64_t slices = a.deterministic ? ceil_div(a.seq, slice_keys) : 1;
-    if (slices * bh_count > INT32_MAX)
-        DIE("flash attention backward: %lld dQ slices x %d heads is more matrices than a tensor map takes",
-            (long long)slices, bh_count);
-    const CUtensorMap dq_map = tensor_map_float_rows(a.dq_accum, D, a.seq, (int)slices * bh_count, 64);
+    // dQ's accumulator, [batch * heads][seq][D] floats (deterministic: one per 128 keys,
+    // [slices * batch * heads][seq][D]), takes boxes of 64 rows x 32 floats.
+    const int slices = a.deterministic ? (int)ceil_div(a.seq, SW_BLOCK_N) : 1;
+    const CUtensorMap dq_map = tensor_map_float_rows(a.dq_accum, D, a.seq, slices * bh_count, 64);
     const bool dropping = a.p_drop > 0.0f;
-    if constexpr (D == 128) {
-        if (warp_specialised) {
-            if (a.deterministic && dropping)
-                launch_producer_kernel<T, true, true>(a, order, q_map, kv_map, do_map, dq_map);
-            else if (a.deterministic)
-                launch_producer_kernel<T, true, false>(a, order, q_map, kv_map, do_map, dq_map);
-            else if (dropping)
-                launch_producer_kernel<T, false, true>(a, order, q_map, kv_map, do_map, dq_map);
-            else
-                launch_producer_kernel<T, false, false>(a, order, q_map, kv_map, do_map, dq_map);
-            return;
-        }
-    }
     if (a.deterministic && dropping)
         launch_kernel<T, D, true, true>(a, order, q_map, kv_map, do_map, dq_map);
     else if (a.deterministic)
@@ -961,7 +600,7 @@ void flash_backward_swapab(const BwdArgs &a, AttentionCausalOrder causal_order, 
         launch_kernel<T, D, false, false>(a, order, q_map, kv_map, do_map, dq_map);
 }
 
-template void flash_backward_swapab<__half, 64>(const BwdArgs &, AttentionCausalOrder, int);
-template void flash_backward_swapab<__half, 128>(const BwdArgs &, AttentionCausalOrder, int);
-template void flash_backward_swapab<__nv_bfloat16, 64>(const BwdArgs &, AttentionCausalOrder, int);
-template void flash_backward_swapab<__nv_bfloat16, 128>(const BwdArgs &, AttentionCausalOrder, int);
+template void flash_backward_swapab<__half, 64>(const BwdArgs &, AttentionCausalOrder);
+template void flash_backward_swapab<__half, 128>(const BwdArgs &, AttentionCausalOrder);
+template void flash_backward_swapab<__nv_bfloat16, 64>(const BwdArgs &, AttentionCausalOrder);
+template void flash_backward_swapab<__nv_bfloat16, 128>(const BwdArgs &, AttentionCausalOrder);

@@ -133,15 +133,11 @@ void flash_backward_wgmma(const BwdArgs &a, FlashDq64 dq64, AttentionCausalOrder
 // scores computed transposed, keys as the wgmma M dimension, so that dV and dK take P and dS
 // from registers. 128 keys per block, 128 queries per step at head dim 64, 64 at 128. Needs
 // a.tile_stats (flash_backward_prepare's). Dropout (a.p_drop > 0) with the forward's mask, as
-// the other backwards. Key blocks in causal_order as flash_backward_wgmma's. producer 1 (head
-// dim 128 only; ignored at 64; ATTENTION_BACKWARD_PRODUCER, attention.h): the warp-specialised
-// kernel, a producer warpgroup and two consumers that never wait for each other, each adding
-// dQ over its own 64 keys; 0: two warpgroups that share dQ's work. Deterministic, one dQ slice
-// per flash_backward_swapab_slice_keys(producer) keys: 128 (a block's), 64 warp-specialised (a
-// consumer's). The shared memory per block depends on both.
-size_t flash_backward_swapab_smem_bytes(int head_dim, int producer);
-int flash_backward_swapab_slice_keys(int producer);
+// the other backwards. Deterministic, one dQ slice per 128 keys
+// (flash_backward_swapab_slice_keys). Key blocks in causal_order as flash_backward_wgmma's.
+size_t flash_backward_swapab_smem_bytes(int head_dim);
+int flash_backward_swapab_slice_keys(void);
 template <typename T, int D>
-void flash_backward_swapab(const BwdArgs &a, AttentionCausalOrder causal_order, int producer);
+void flash_backward_swapab(const BwdArgs &a, AttentionCausalOrder causal_order);
 
 #endif  // KERNELS_ATTENTION_FLASH_KERNELS_CUH

@@ -446,7 +446,6 @@ static int read_d64_forward(void) { return (int)attention_set_d64_forward(ATTENT
 static int read_persistent(void) { return (int)attention_set_forward_persistent(ATTENTION_PERSISTENT_POLICY, 0); }
 static int read_schedule(void) { return (int)attention_set_persistent_schedule(ATTENTION_SCHEDULE_POLICY); }
 static int read_swapab(void) { return (int)attention_set_backward_swapab(ATTENTION_SWAPAB_POLICY); }
-static int read_producer(void) { return attention_set_backward_producer(0); }
 
 // Every spelling gives its value (the child's exit status is 10 + the value); an empty
 // variable is as unset; anything else stops with a message naming the variable, every
@@ -477,8 +476,6 @@ static void test_switches(void **state) {
         {"ATTENTION_BACKWARD_SWAPAB", read_swapab, {"1", "0"},
          {ATTENTION_SWAPAB_WHERE_SUPPORTED, ATTENTION_SWAPAB_NEVER}, ATTENTION_SWAPAB_POLICY,
          "ATTENTION_BACKWARD_SWAPAB must be 1 or 0 (or unset), not \"zigzag\""},
-        {"ATTENTION_BACKWARD_PRODUCER", read_producer, {"1", "0"}, {1, 0}, 0,
-         "ATTENTION_BACKWARD_PRODUCER must be 1 or 0 (or unset), not \"zigzag\""},
     };
     char message[512];
     for (size_t s = 0; s < sizeof switches / sizeof switches[0]; s++) {
@@ -495,24 +492,6 @@ static void test_switches(void **state) {
     }
 }
 
-// ATTENTION_BACKWARD_PRODUCER's setter returns the value before it (the variable is unset in the
-// test's environment: 0 at first) and leaves it as it was; a value other than 0 or 1 stops the
-// program with a message (in a child, whose exit status and stderr come back).
-static int set_producer_2(void) { return attention_set_backward_producer(2); }
-
-static void test_backward_producer_setter(void **state) {
-    (void)state;
-    const char *env = getenv("ATTENTION_BACKWARD_PRODUCER");
-    const int first = attention_set_backward_producer(1);
-    if (!env || !*env) assert_int_equal(first, 0);
-    assert_int_equal(attention_set_backward_producer(0), 1);
-    assert_int_equal(attention_set_backward_producer(first), 0);
-    char message[512];
-    assert_int_equal(switch_in_child("ATTENTION_BACKWARD_PRODUCER", "", set_producer_2, message, sizeof message), 1);
-    const char *refusal = "attention_set_backward_producer: producer must be 0 or 1, not 2";
-    if (!strstr(message, refusal)) fail_msg("expected \"%s\", got: %s", refusal, message);
-}
-
 int main(void) {
     const struct CMUnitTest tests[] = {
         // First: its children inherit this process's switches, which must still be unread
@@ -527,7 +506,6 @@ int main(void) {
         cmocka_unit_test(test_key_block_order),
         cmocka_unit_test(test_backward_key_order),
         cmocka_unit_test(test_backward_swapab_setter),
-        cmocka_unit_test(test_backward_producer_setter),
         cmocka_unit_test(test_persistent_schedule),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -13,8 +13,7 @@
 // can and never (ATTENTION_FORWARD_PERSISTENT), the persistent one with both schedules
 // (ATTENTION_PERSISTENT_SCHEDULE) and few CTAs so that each loops over several work tiles, and
 // must give the same bits every way. The best set's backward runs with the swapAB kernel off and
-// on (ATTENTION_BACKWARD_SWAPAB, through its setter), deterministic and dropping too, and at d 128
-// also as its warp-specialised kernel (ATTENTION_BACKWARD_PRODUCER, through its setter).
+// on (ATTENTION_BACKWARD_SWAPAB, through its setter), deterministic and dropping too.
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -177,29 +176,24 @@ static void test_dropout(void **state) {
 // 104; 333; 129, one key in the second block), and shorter than a block (60: the second
 // warpgroup's keys all past seq; at d 64 the second warpgroup's 64 queries of the 128-query
 // tile too); without dropout, with p 0.1 and with p 0.5 (half the probabilities dropped: a mask
-// that differs from the forward's anywhere shows). At d 128 a third run: the swapAB kernel
-// warp-specialised (attention_set_backward_producer(1), set back after; its consumers' keys
-// past seq at 60 and 129, a consumer with a single key at 129). Where the switches do not apply
-// (no wgmma), all runs are the same kernel.
+// that differs from the forward's anywhere shows). Where the switch does not apply (no wgmma),
+// both runs are the same kernel.
 static void test_backward_swapab(void **state) {
     (void)state;
     SKIP_WITHOUT_GPU();
     const int seqs[] = {256, 1000, 333, 129, 60};
     const float drops[] = {0.0f, 0.1f, 0.5f};
     const AttentionBackwardSwapAB swapab_was = attention_set_backward_swapab(ATTENTION_SWAPAB_NEVER);
-    const int producer_was = attention_set_backward_producer(0);
     for (int si = 0; si < 5; si++)
         for (int d = 64; d <= 128; d += 64)
             for (int causal = 0; causal < 2; causal++)
                 for (int pi = 0; pi < 3; pi++)
-                    for (int on = 0; on < (d == 128 ? 3 : 2); on++) {  // off; on; on, producer warpgroup
+                    for (int on = 0; on < 2; on++) {
                         const DType dt = (si + causal + pi) % 2 ? DTYPE_BF16 : DTYPE_FP16;
                         attention_set_backward_swapab(on ? ATTENTION_SWAPAB_WHERE_SUPPORTED : ATTENTION_SWAPAB_NEVER);
-                        attention_set_backward_producer(on == 2);
                         run_case_with(ATTENTION_KERNELS_BEST, dt, seqs[si], 1, 2, d, drops[pi], causal);
                     }
     attention_set_backward_swapab(swapab_was);
-    attention_set_backward_producer(producer_was);
     attention_set_kernels(ATTENTION_KERNELS_BEST);
 }
 
@@ -217,12 +211,10 @@ static float *head_slice(const float *x, int64_t tokens, int heads, int width, i
 // would draw rank 0's masks - the test shows that gives a different answer. (seq 77: at most
 // two key blocks add into each dQ row, so the atomics' order cannot change the sums.) Both
 // head dims, the best set's backward with the swapAB kernel off and on (it draws its mask
-// transposed, from the same global head index), at d 128 also warp-specialised (swapab 2: two
-// consumers of 64 keys add into each dQ row, still two sums).
+// transposed, from the same global head index).
 static void check_shard_draws_the_unsharded_mask(int d, int swapab) {
     const AttentionBackwardSwapAB swapab_was =
         attention_set_backward_swapab(swapab ? ATTENTION_SWAPAB_WHERE_SUPPORTED : ATTENTION_SWAPAB_NEVER);
-    const int producer_was = attention_set_backward_producer(swapab == 2);
     const DType dt = DTYPE_FP16;
     const int seq = 77, batch = 2, heads = 4, tp = 2, hl = heads / tp;
     const uint64_t seed = test_seed();
@@ -276,14 +268,13 @@ static void check_shard_draws_the_unsharded_mask(int d, int swapab) {
     dev_free(d_qkv), dev_free(d_dctx), dev_free(d_ctx), dev_free(d_dqkv), dev_free(d_lse), dev_free(scratch);
     free(qkv), free(dctx), free(ctx), free(dqkv);
     attention_set_backward_swapab(swapab_was);
-    attention_set_backward_producer(producer_was);
 }
 
 static void test_shard_draws_the_unsharded_mask(void **state) {
     (void)state;
     SKIP_WITHOUT_GPU();
     for (int d = 64; d <= 128; d += 64)
-        for (int swapab = 0; swapab < (d == 128 ? 3 : 2); swapab++) check_shard_draws_the_unsharded_mask(d, swapab);
+        for (int swapab = 0; swapab < 2; swapab++) check_shard_draws_the_unsharded_mask(d, swapab);
 }
 
 // [tokens, width] rows embedded as the first columns of [tokens, wide] rows, the rest `fill`.
@@ -408,11 +399,10 @@ static float *bits_to_floats(const uint16_t *bits, int64_t n, DType dt) {
 }
 
 // One problem through every set of kernels (the best one with ATTENTION_BACKWARD_SWAPAB off and
-// on, and at d 128 on with ATTENTION_BACKWARD_PRODUCER, whose slices hold 64 keys): the
-// deterministic backward against the CPU reference at the usual tolerances, run twice from
-// differently poisoned workspaces, dq, dk and dv compared bit for bit (memcmp). Then the
-// default backward twice, for contrast: how many values its atomics' order changed (printed,
-// not asserted: arrival order is up to the GPU). seq 520: 9 blocks of 64 keys (5 of 128) add into most dQ rows, the last block ragged
+// on): the deterministic backward against the CPU reference at the usual tolerances, run twice from differently poisoned workspaces, dq, dk
+// and dv compared bit for bit (memcmp). Then the default backward twice, for contrast: how
+// many values its atomics' order changed (printed, not asserted: arrival order is up to the
+// GPU). seq 520: 9 blocks of 64 keys (5 of 128) add into most dQ rows, the last block ragged
 // - with two, a + b == b + a would hide any order. (Too few values to catch a varying order
 // for certain: test_deterministic_backward_large is the case that would.)
 static void check_deterministic(DType dt, int d, float p, int causal) {
@@ -434,17 +424,13 @@ static void check_deterministic(DType dt, int d, float p, int causal) {
 
     void *d_qkv = dev_upload(qkv, nqkv, dt), *d_dctx = dev_upload(dctx, nctx, dt), *d_ctx = dev_alloc(nctx * 2);
     float *d_lse = dev_alloc((size_t)seq * batch * heads * 4);
-    // The best set three times: ATTENTION_BACKWARD_SWAPAB off, on, on with the producer warpgroup
-    // (ATTENTION_BACKWARD_PRODUCER; at d 128 only, where it applies).
-    const AttentionKernels sets[] = {ATTENTION_KERNELS_BEST, ATTENTION_KERNELS_BEST, ATTENTION_KERNELS_BEST,
-                                     ATTENTION_KERNELS_MMA_SYNC, ATTENTION_KERNELS_MMA_SYNC_SMALL_TILES};
+    // The best set twice: ATTENTION_BACKWARD_SWAPAB off, then on.
+    const AttentionKernels sets[] = {ATTENTION_KERNELS_BEST, ATTENTION_KERNELS_BEST, ATTENTION_KERNELS_MMA_SYNC,
+                                     ATTENTION_KERNELS_MMA_SYNC_SMALL_TILES};
     const AttentionBackwardSwapAB swapab_was = attention_set_backward_swapab(ATTENTION_SWAPAB_NEVER);
-    const int producer_was = attention_set_backward_producer(0);
-    for (int k = 0; k < 5; k++) {
-        if (k == 2 && d != 128) continue;
+    for (int k = 0; k < 4; k++) {
         attention_set_kernels(sets[k]);
-        attention_set_backward_swapab(k == 1 || k == 2 ? ATTENTION_SWAPAB_WHERE_SUPPORTED : ATTENTION_SWAPAB_NEVER);
-        attention_set_backward_producer(k == 2);
+        attention_set_backward_swapab(k == 1 ? ATTENTION_SWAPAB_WHERE_SUPPORTED : ATTENTION_SWAPAB_NEVER);
         attention_forward(&problem, &dropout, d_qkv, d_ctx, d_lse);
         uint16_t *first = backward_bits(&problem, &dropout, d_qkv, d_ctx, d_dctx, d_lse, 0xff);
         uint16_t *second = backward_bits(&problem, &dropout, d_qkv, d_ctx, d_dctx, d_lse, 0x7f);
@@ -460,7 +446,6 @@ static void check_deterministic(DType dt, int d, float p, int causal) {
         free(first), free(second), free(fast1), free(fast2), free(got);
     }
     attention_set_backward_swapab(swapab_was);
-    attention_set_backward_producer(producer_was);
     attention_set_kernels(ATTENTION_KERNELS_BEST);
     dev_free(d_qkv), dev_free(d_dctx), dev_free(d_ctx), dev_free(d_lse);
     free(qkv), free(dctx), free(ctx), free(dqkv), free(probs);
@@ -486,12 +471,10 @@ static void test_deterministic_backward(void **state) {
 // that close to a rounding boundary - about 2^-13 of the values that differ in fp16, 2^-16 in
 // bf16 - so it takes millions of values (here 4.2 M per dq) for an order that varies to show
 // in dq, dk, dv with near certainty. The cases above (seq 520) are too small to count on that.
-// swapab: 0 off, 1 on, 2 on with the producer warpgroup (ATTENTION_BACKWARD_PRODUCER).
 static void check_deterministic_large(AttentionKernels kernels, int swapab, DType dt, int d, int causal) {
     attention_set_kernels(kernels);
     const AttentionBackwardSwapAB swapab_was =
         attention_set_backward_swapab(swapab ? ATTENTION_SWAPAB_WHERE_SUPPORTED : ATTENTION_SWAPAB_NEVER);
-    const int producer_was = attention_set_backward_producer(swapab == 2);
     const int seq = 2048, batch = 2, heads = 8 * 128 / d;
     const AttentionProblem problem = {.seq = seq, .batch = batch, .heads = heads, .head_dim = d, .dtype = dt,
                                       .causal = causal, .deterministic = 1};
@@ -520,25 +503,21 @@ static void check_deterministic_large(AttentionKernels kernels, int swapab, DTyp
     dev_free(d_qkv), dev_free(d_dctx), dev_free(d_ctx), dev_free(d_lse);
     free(qkv), free(dctx), free(first), free(second), free(fast1), free(fast2), free(det), free(def);
     attention_set_backward_swapab(swapab_was);
-    attention_set_backward_producer(producer_was);
 }
 
 static void test_deterministic_backward_large(void **state) {
     (void)state;
     SKIP_WITHOUT_GPU();
-    // The best set three times: ATTENTION_BACKWARD_SWAPAB off, on, on with the producer warpgroup
-    // (at d 128 only, where it applies).
-    const AttentionKernels sets[] = {ATTENTION_KERNELS_BEST, ATTENTION_KERNELS_BEST, ATTENTION_KERNELS_BEST,
-                                     ATTENTION_KERNELS_MMA_SYNC, ATTENTION_KERNELS_MMA_SYNC_SMALL_TILES};
-    const int swapab[] = {0, 1, 2, 0, 0};
+    // The best set twice: ATTENTION_BACKWARD_SWAPAB off, then on.
+    const AttentionKernels sets[] = {ATTENTION_KERNELS_BEST, ATTENTION_KERNELS_BEST, ATTENTION_KERNELS_MMA_SYNC,
+                                     ATTENTION_KERNELS_MMA_SYNC_SMALL_TILES};
     const DType dtypes[] = {DTYPE_FP16, DTYPE_BF16};
     const int dims[] = {64, 128};
-    for (int k = 0; k < 5; k++)
+    for (int k = 0; k < 4; k++)
         for (int t = 0; t < 2; t++)
             for (int di = 0; di < 2; di++)
                 for (int causal = 0; causal < 2; causal++)
-                    if (swapab[k] < 2 || dims[di] == 128)
-                        check_deterministic_large(sets[k], swapab[k], dtypes[t], dims[di], causal);
+                    check_deterministic_large(sets[k], k == 1, dtypes[t], dims[di], causal);
     attention_set_kernels(ATTENTION_KERNELS_BEST);
 }
 
