@@ -7,7 +7,8 @@
 //
 // What swapAB means. A block owns 128 keys and walks over the queries a tile at a time; per
 // tile the backward needs, with P = softmax(S) recomputed from S = Q K^T and the saved lse,
-//   dV += P^T dO,  dP = dO V^T,  dS = P * (dP - Dsum),  dK += dS^T Q,  dQ += dS K.
+//   dV += P^T dO,  dP = dO V^T,  dS = P * (dP - Dsum),  dK += dS^T Q,  dQ += dS K
+// (dV and dK summed over the query tiles in registers, dQ over the key blocks in memory).
 // A wgmma's A operand may come from registers, in the layout of its own accumulator (rows =
 // the M dimension, wgmma.cuh), but only as the matrix's rows, never transposed. dV and dK take
 // P and dS TRANSPOSED, keys as rows. flash_backward_wgmma.cu computes S with the queries as
@@ -62,9 +63,9 @@
 //
 // Shared memory (1024-byte aligned panels; + 1 KiB for the alignment):
 //   D = 64:  K, V 16 KiB each; Q, dO 2 x 16 KiB each; dS^T 2 panels x 16 KiB; dQ stage 32 KiB;
-//            statistics 2 x 1 KiB; dropout bits 4 KiB: 167 KiB
+//            statistics 2 x 1 KiB; dropout bits 2 KiB: 165 KiB
 //   D = 128: K, V 32 KiB each; Q, dO 2 x 16 KiB each; dS^T 1 panel, 16 KiB; dQ stage 32 KiB;
-//            statistics 2 x 0.5 KiB; dropout bits 2 KiB: 180 KiB
+//            statistics 2 x 0.5 KiB; dropout bits 1 KiB: 179 KiB
 #include "common/gpu/cuda_check.h"
 #include "kernels/attention/block_order.h"
 #include "kernels/attention/flash_common.cuh"
@@ -107,11 +108,12 @@ struct SwapabTile {
 // The mask is common/core/philox.h's: probability (query i, key j) kept iff its Philox byte >=
 // the threshold, the bytes of the 16 keys 8 n + 2 quad + e (n = 0..7, e = 0, 1) of a 64-key
 // block and one query from one call (group attention_dropout_group(bh, i, j / 64, quad, seq)).
-// A thread here holds 2 keys x all BLOCK_M queries of a step, i.e. 2 of the 16 keys of
-// BLOCK_M / 4 groups: drawing its own would take 8 times the Philox calls of a thread that
-// holds query rows (the forward, flash_backward_wgmma.cu). So the warpgroup draws each group
-// once, by a thread that holds none of it, and trades the bits through shared memory: warp wq
-// draws the groups of quad wq, lane L those of the queries q0 + 32 r + L (r = 0 ..
+// A thread here holds 2 keys x BLOCK_M / 4 queries of a step (its columns 8 n + 2 c + e), i.e.
+// 2 of the 16 keys of BLOCK_M / 4 groups: drawing its own would take 8 times the Philox calls
+// of a thread that holds query rows (the forward and flash_backward_wgmma.cu). So the
+// warpgroup draws each group once, by one thread (which may hold none of its bits, or two),
+// and trades the bits through shared memory: warp wq draws the groups of quad wq (here the
+// quarter of the 64 keys, keys 8 n + 2 wq + e - not the lane's c), lane L those of the queries q0 + 32 r + L (r = 0 ..
 // BLOCK_M / 32 - 1), one call each - as many calls per warpgroup and step as the query-row
 // kernels make for the same queries. Each of a group's 16 keep flags is then gathered across
 // the warp by a ballot (vote.sync: the one instruction that moves a bit from each of 32 lanes
@@ -386,6 +388,7 @@ __global__ void __launch_bounds__(SW_THREADS, 1)
     const int g = lane / 4, c = lane % 4;
     const int bh_count = a.batch * a.heads;
     const FlashBlock blk = flash_key_block_at(blockIdx.x, order.key_blocks, bh_count, order.group_heads);
+    // (FlashBlock is the forward's, block_order.h: here its query_block field is the key block.)
     const int key_block = blk.query_block, bh = blk.bh, b = bh / a.heads, h = bh % a.heads, seq = a.seq;
     const int k0 = key_block * SW_BLOCK_N;
     const int key0 = k0 + 64 * warpgroup;  // this warpgroup's first key
