@@ -373,13 +373,6 @@ __global__ void __launch_bounds__(BW_THREADS, 1)
         // instructions, waiting on the long scoreboard). From here they have the next tile's
         // S and dP products to land.
         if (step + 1 < steps) load_row_stats(q0 + BW_BLOCK_M);
-        // ... and the tile after next's pulled into L1 (a cache line of 32 queries' lse or Dsum
-        // per lane 0 of the second warpgroup's warps), so that the loads above find them there
-        // instead of waiting on L2 (Nsight Compute, d 128: 3% of the samples waited for them).
-        if (warpgroup == 1 && lane == 0 && step + 2 < steps) {
-            const int i = q0 + 2 * BW_BLOCK_M + 32 * (wq % 2);
-            if (i < seq) prefetch_l1((wq < 2 ? a.lse : a.dsum) + (int64_t)bh * seq + i);
-        }
     }
     bulk_wait_all();  // before the block's shared memory goes away
 

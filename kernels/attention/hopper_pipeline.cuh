@@ -112,13 +112,6 @@ __device__ __forceinline__ void tma_load_3d(void *dst, const CUtensorMap *map, i
         : "memory");
 }
 
-// Asks for the cache line holding `p` to be brought into L1, without waiting for it and
-// without a register to land in (PTX prefetch.global.L1): a later ordinary load of it then
-// hits L1 instead of waiting on L2.
-__device__ __forceinline__ void prefetch_l1(const void *p) {
-    asm volatile("prefetch.global.L1 [%0];\n" ::"l"(p));
-}
-
 // A plain bulk copy (no tensor map): `bytes` contiguous bytes from global memory into shared
 // memory, counted on bar as tma_load_3d's. Both addresses 16-byte aligned, bytes a multiple of
 // 16 (the swapAB backward's per-query lse and Dsum of a query tile).
