@@ -553,12 +553,7 @@ template <typename T, int D, bool DETERMINISTIC, bool DROPOUT>
 void launch_kernel(const BwdArgs &a, const KeyBlockOrder &order, const CUtensorMap &q_map, const CUtensorMap &kv_map,
                    const CUtensorMap &do_map, const CUtensorMap &dq_map) {
     constexpr size_t smem = SwapabTile<D>::SMEM;
-    static bool configured = false;
-    if (!configured) {
-        CUDA_CHECK(cudaFuncSetAttribute(flash_backward_swapab_kernel<T, D, DETERMINISTIC, DROPOUT>,
-                                        cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-        configured = true;
-    }
+    allow_dynamic_smem<flash_backward_swapab_kernel<T, D, DETERMINISTIC, DROPOUT>>(smem);
     const int blocks = order.key_blocks * a.batch * a.heads;
     flash_backward_swapab_kernel<T, D, DETERMINISTIC, DROPOUT>
         <<<blocks, SW_THREADS, smem>>>(q_map, kv_map, do_map, dq_map, a, order, 1.0f / sqrtf((float)D));

@@ -389,12 +389,7 @@ template <typename T, int D, DqScheme DQ, bool DETERMINISTIC>
 void launch_kernel(const BwdArgs &a, const KeyBlockOrder &order, const CUtensorMap &q_map, const CUtensorMap &kv_map,
                    const CUtensorMap &do_map, const CUtensorMap &dq_map) {
     constexpr size_t smem = smem_bytes<D>();
-    static bool configured = false;
-    if (!configured) {
-        CUDA_CHECK(cudaFuncSetAttribute(flash_backward_wgmma_kernel<T, D, DQ, DETERMINISTIC>,
-                                        cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-        configured = true;
-    }
+    allow_dynamic_smem<flash_backward_wgmma_kernel<T, D, DQ, DETERMINISTIC>>(smem);
     const int blocks = order.key_blocks * a.batch * a.heads;
     flash_backward_wgmma_kernel<T, D, DQ, DETERMINISTIC>
         <<<blocks, BW_THREADS, smem>>>(q_map, kv_map, do_map, dq_map, a, order, 1.0f / sqrtf((float)D));

@@ -528,12 +528,7 @@ void launch_kernel(const FwdArgs &a, AttentionCausalOrder causal_order, int pers
     constexpr size_t smem = forward_smem_bytes(D, CONSUMERS);
     static_assert(smem == (size_t)tile_bytes<D>(S::BLOCK_M) + 4 * tile_bytes<D>(WG_BLOCK_N) + 1024,
                   "the kernel's carve-up");
-    static bool configured = false;
-    if (!configured) {
-        CUDA_CHECK(cudaFuncSetAttribute(flash_forward_wgmma_kernel<T, D, CONSUMERS, PERSISTENT, DYNAMIC>,
-                                        cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-        configured = true;
-    }
+    allow_dynamic_smem<flash_forward_wgmma_kernel<T, D, CONSUMERS, PERSISTENT, DYNAMIC>>(smem);
     const int bh_count = a.batch * a.heads, query_blocks = ceil_div(a.seq, S::BLOCK_M);
     if ((int64_t)query_blocks * bh_count > INT32_MAX)
         DIE("flash attention: %d query blocks x %d heads is more blocks than one launch takes", query_blocks,

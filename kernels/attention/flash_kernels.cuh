@@ -8,6 +8,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/gpu/cuda_check.h"
 #include "kernels/attention/attention.h"
 #include "kernels/attention/flash_common.cuh"
 
@@ -60,6 +61,18 @@ __host__ __device__ inline int flash_tile_stats_row(int seq) {
 }
 inline size_t flash_tile_stats_floats(int seq, int batch, int heads) {
     return 2 * (size_t)flash_tile_stats_row(seq) * batch * heads;
+}
+
+// Raises KERNEL's dynamic shared-memory limit to `bytes` on its first launch (CUDA's default is
+// 48 KiB per block; every kernel here needs more, up to Hopper's 227 KiB). KERNEL is a template
+// parameter, so each kernel instantiation keeps its own flag.
+template <auto KERNEL>
+inline void allow_dynamic_smem(size_t bytes) {
+    static bool done = false;
+    if (!done) {
+        CUDA_CHECK(cudaFuncSetAttribute(KERNEL, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
+        done = true;
+    }
 }
 
 // In every launcher below T is __half or __nv_bfloat16 and D the head dim, 64 or 128. Each

@@ -527,12 +527,7 @@ size_t flash_backward_mma_smem_bytes(int head_dim, int block_keys) {
 template <typename T, int D, int KV_STAGES>
 static void launch_forward(const FwdArgs &a) {
     constexpr size_t smem = forward_smem_bytes(D, KV_STAGES);
-    static bool configured = false;
-    if (!configured) {
-        CUDA_CHECK(cudaFuncSetAttribute(flash_forward_kernel<T, D, KV_STAGES>,
-                                        cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-        configured = true;
-    }
+    allow_dynamic_smem<flash_forward_kernel<T, D, KV_STAGES>>(smem);
     dim3 grid(ceil_div(a.seq, FWD_BLOCK_M), a.batch * a.heads);
     flash_forward_kernel<T, D, KV_STAGES><<<grid, THREADS, smem>>>(
         (const T *)a.qkv, (T *)a.ctx, a.lse, a.seq, a.batch, a.heads, a.qkv_row, a.ctx_row, 1.0f / sqrtf((float)D),
@@ -551,12 +546,7 @@ void flash_forward_mma(const FwdArgs &a, int kv_stages) {
 template <typename T, int D, int BLOCK_KEYS, bool DETERMINISTIC>
 static void launch_backward_kernel(const BwdArgs &a) {
     constexpr size_t smem = backward_smem_bytes(D, BLOCK_KEYS);
-    static bool configured = false;
-    if (!configured) {
-        CUDA_CHECK(cudaFuncSetAttribute(flash_backward_kernel<T, D, BLOCK_KEYS, DETERMINISTIC>,
-                                        cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-        configured = true;
-    }
+    allow_dynamic_smem<flash_backward_kernel<T, D, BLOCK_KEYS, DETERMINISTIC>>(smem);
     dim3 grid(ceil_div(a.seq, BLOCK_KEYS), a.batch * a.heads);
     flash_backward_kernel<T, D, BLOCK_KEYS, DETERMINISTIC><<<grid, BwdTile<BLOCK_KEYS>::THREADS, smem>>>(
         (const T *)a.qkv, (const T *)a.dctx, a.lse, a.dsum, a.dq_accum, (T *)a.dqkv, a.seq, a.batch, a.heads,
