@@ -550,13 +550,12 @@ __global__ void __launch_bounds__(SW_THREADS, 1)
 
 // One instantiation of the kernel, its shared-memory limit set on first use.
 template <typename T, int D, bool DETERMINISTIC, bool DROPOUT>
-void launch_kernel(const BwdArgs &a, const KeyBlockOrder &order, const CUtensorMap &q_map, const CUtensorMap &kv_map,
-                   const CUtensorMap &do_map, const CUtensorMap &dq_map) {
+void launch_kernel(const BwdArgs &a, const KeyBlockOrder &order, const BackwardTensorMaps &maps) {
     constexpr size_t smem = SwapabTile<D>::SMEM;
     allow_dynamic_smem<flash_backward_swapab_kernel<T, D, DETERMINISTIC, DROPOUT>>(smem);
     const int blocks = order.key_blocks * a.batch * a.heads;
     flash_backward_swapab_kernel<T, D, DETERMINISTIC, DROPOUT>
-        <<<blocks, SW_THREADS, smem>>>(q_map, kv_map, do_map, dq_map, a, order, 1.0f / sqrtf((float)D));
+        <<<blocks, SW_THREADS, smem>>>(maps.q, maps.kv, maps.d_o, maps.dq, a, order, 1.0f / sqrtf((float)D));
     CHECK_LAUNCH();
 }
 
@@ -578,24 +577,19 @@ void flash_backward_swapab(const BwdArgs &a, AttentionCausalOrder causal_order) 
             bh_count);
     const KeyBlockOrder order = flash_backward_key_order(a.seq, D, bh_count, SW_BLOCK_N, a.causal,
                                                          causal_order == ATTENTION_CAUSAL_HEAVY_FIRST);
-    // The TMA sees qkv and dctx as [seq][batch][row] and copies boxes of 64 columns: 128 rows for
-    // K and V, BLOCK_M for Q and dO (rows past seq read as zeros).
-    const CUtensorMap q_map = tensor_map_rows<T>(a.qkv, a.qkv_row, a.batch, a.seq, BLOCK_M);
-    const CUtensorMap kv_map = tensor_map_rows<T>(a.qkv, a.qkv_row, a.batch, a.seq, SW_BLOCK_N);
-    const CUtensorMap do_map = tensor_map_rows<T>(a.dctx, a.ctx_row, a.batch, a.seq, BLOCK_M);
-    // dQ's accumulator, [batch * heads][seq][D] floats (deterministic: one per 128 keys,
-    // [slices * batch * heads][seq][D]), takes boxes of 64 rows x 32 floats.
+    // Q and dO in boxes of BLOCK_M tokens, K and V of 128 (tokens past seq read as zeros); dQ's
+    // accumulator, deterministic one per 128 keys ([slices * batch * heads][seq][D] floats).
     const int slices = a.deterministic ? (int)ceil_div(a.seq, SW_BLOCK_N) : 1;
-    const CUtensorMap dq_map = tensor_map_float_rows(a.dq_accum, D, a.seq, slices * bh_count, 64);
+    const BackwardTensorMaps maps = backward_tensor_maps<T>(a, D, BLOCK_M, SW_BLOCK_N, slices * bh_count);
     const bool dropping = a.p_drop > 0.0f;
     if (a.deterministic && dropping)
-        launch_kernel<T, D, true, true>(a, order, q_map, kv_map, do_map, dq_map);
+        launch_kernel<T, D, true, true>(a, order, maps);
     else if (a.deterministic)
-        launch_kernel<T, D, true, false>(a, order, q_map, kv_map, do_map, dq_map);
+        launch_kernel<T, D, true, false>(a, order, maps);
     else if (dropping)
-        launch_kernel<T, D, false, true>(a, order, q_map, kv_map, do_map, dq_map);
+        launch_kernel<T, D, false, true>(a, order, maps);
     else
-        launch_kernel<T, D, false, false>(a, order, q_map, kv_map, do_map, dq_map);
+        launch_kernel<T, D, false, false>(a, order, maps);
 }
 
 template void flash_backward_swapab<__half, 64>(const BwdArgs &, AttentionCausalOrder);

@@ -386,13 +386,12 @@ __global__ void __launch_bounds__(BW_THREADS, 1)
 
 // One instantiation of the kernel, its shared-memory limit set on first use.
 template <typename T, int D, DqScheme DQ, bool DETERMINISTIC>
-void launch_kernel(const BwdArgs &a, const KeyBlockOrder &order, const CUtensorMap &q_map, const CUtensorMap &kv_map,
-                   const CUtensorMap &do_map, const CUtensorMap &dq_map) {
+void launch_kernel(const BwdArgs &a, const KeyBlockOrder &order, const BackwardTensorMaps &maps) {
     constexpr size_t smem = smem_bytes<D>();
     allow_dynamic_smem<flash_backward_wgmma_kernel<T, D, DQ, DETERMINISTIC>>(smem);
     const int blocks = order.key_blocks * a.batch * a.heads;
     flash_backward_wgmma_kernel<T, D, DQ, DETERMINISTIC>
-        <<<blocks, BW_THREADS, smem>>>(q_map, kv_map, do_map, dq_map, a, order, 1.0f / sqrtf((float)D));
+        <<<blocks, BW_THREADS, smem>>>(maps.q, maps.kv, maps.d_o, maps.dq, a, order, 1.0f / sqrtf((float)D));
     CHECK_LAUNCH();
 }
 
@@ -421,30 +420,25 @@ void flash_backward_wgmma(const BwdArgs &a, FlashDq64 dq64, AttentionCausalOrder
     // each head there already.
     const KeyBlockOrder order = flash_backward_key_order(a.seq, D, bh_count, BW_BLOCK_N, a.causal,
                                                          causal_order == ATTENTION_CAUSAL_HEAVY_FIRST);
-    // The TMA sees qkv and dctx as [seq][batch][row] and copies boxes of 64 columns: 128 rows for
-    // K and V, 64 for Q and dO.
-    const CUtensorMap q_map = tensor_map_rows<T>(a.qkv, a.qkv_row, a.batch, a.seq, BW_BLOCK_M);
-    const CUtensorMap kv_map = tensor_map_rows<T>(a.qkv, a.qkv_row, a.batch, a.seq, BW_BLOCK_N);
-    const CUtensorMap do_map = tensor_map_rows<T>(a.dctx, a.ctx_row, a.batch, a.seq, BW_BLOCK_M);
-    // dQ's accumulator, [batch * heads][seq][D] floats (deterministic: one per slice of
-    // dq_slice_keys keys, [slices * batch * heads][seq][D]), takes boxes of 64 rows x 32 floats.
+    // Q and dO in boxes of 64 tokens, K and V of 128; dQ's accumulator, deterministic one per
+    // slice of dq_slice_keys keys ([slices * batch * heads][seq][D] floats).
     const int slices = a.deterministic ? (int)ceil_div(a.seq, dq_slice_keys(dq)) : 1;
-    const CUtensorMap dq_map = tensor_map_float_rows(a.dq_accum, D, a.seq, slices * a.batch * a.heads, BW_BLOCK_M);
+    const BackwardTensorMaps maps = backward_tensor_maps<T>(a, D, BW_BLOCK_M, BW_BLOCK_N, slices * bh_count);
     if constexpr (D == 128) {
         if (a.deterministic)
-            launch_kernel<T, D, COLUMN_HALVES, true>(a, order, q_map, kv_map, do_map, dq_map);
+            launch_kernel<T, D, COLUMN_HALVES, true>(a, order, maps);
         else
-            launch_kernel<T, D, COLUMN_HALVES, false>(a, order, q_map, kv_map, do_map, dq_map);
+            launch_kernel<T, D, COLUMN_HALVES, false>(a, order, maps);
     } else if (dq == BY_TURNS) {
         if (a.deterministic)
-            launch_kernel<T, D, BY_TURNS, true>(a, order, q_map, kv_map, do_map, dq_map);
+            launch_kernel<T, D, BY_TURNS, true>(a, order, maps);
         else
-            launch_kernel<T, D, BY_TURNS, false>(a, order, q_map, kv_map, do_map, dq_map);
+            launch_kernel<T, D, BY_TURNS, false>(a, order, maps);
     } else {
         if (a.deterministic)
-            launch_kernel<T, D, OWN_KEYS, true>(a, order, q_map, kv_map, do_map, dq_map);
+            launch_kernel<T, D, OWN_KEYS, true>(a, order, maps);
         else
-            launch_kernel<T, D, OWN_KEYS, false>(a, order, q_map, kv_map, do_map, dq_map);
+            launch_kernel<T, D, OWN_KEYS, false>(a, order, maps);
     }
 }
 

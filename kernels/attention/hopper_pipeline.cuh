@@ -75,6 +75,25 @@ inline CUtensorMap tensor_map_float_rows(float *base, int row_floats, int seq, i
     return map;
 }
 
+// Host: the four tensor maps of a Hopper attention backward (flash_backward_wgmma.cu,
+// flash_backward_swapab.cu) for its arguments `a` (BwdArgs, flash_kernels.cuh): Q and dO in
+// boxes of query_rows tokens, K and V in boxes of key_rows (qkv and dctx seen as
+// [seq][batch][row]: head h's q, k, v at columns h * 3d, + d, + 2d of qkv, its dO at h * d of
+// dctx), and dQ's float accumulator - dq_matrices matrices of [seq][head_dim] (batch * heads,
+// times the slices when deterministic) - in boxes of 64 rows x 32 floats.
+struct BackwardTensorMaps {
+    CUtensorMap q, kv, d_o, dq;
+};
+
+template <typename T, typename Args>
+inline BackwardTensorMaps backward_tensor_maps(const Args &a, int head_dim, int query_rows, int key_rows,
+                                               int dq_matrices) {
+    return {tensor_map_rows<T>(a.qkv, a.qkv_row, a.batch, a.seq, query_rows),
+            tensor_map_rows<T>(a.qkv, a.qkv_row, a.batch, a.seq, key_rows),
+            tensor_map_rows<T>(a.dctx, a.ctx_row, a.batch, a.seq, query_rows),
+            tensor_map_float_rows(a.dq_accum, head_dim, a.seq, dq_matrices, 64)};
+}
+
 __device__ __forceinline__ void mbarrier_init(uint64_t *bar, int count) {
     asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(smem_addr(bar)), "r"(count) : "memory");
 }
