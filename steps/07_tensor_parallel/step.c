@@ -382,7 +382,7 @@ static int run_rank(void *arg) {
         layer_results_free(&res);
     }
     if (o->json_path && rank == 0) write_json(o->json_path, o, tp, &t, max_err, passed, &lc);
-    if (flags.sweep) all_reduce_sweep(&comm, c->dtype, T * h);
+    if (flags.sweep) collective_sweep(&comm, c);
 
     if (flags.block) tp_block_gpu_free(&block), tp_block_free(&block_params);
     else tp_layer_free(&layer);
