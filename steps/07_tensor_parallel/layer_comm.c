@@ -27,7 +27,21 @@ void layer_comm_init(LayerComm *lc, TpComm *comm, const LayerCommOptions *opt) {
     cudaEvent_t *events[] = {&lc->ready, &lc->gathered, &lc->reduced, &lc->joined};
     for (size_t i = 0; i < sizeof events / sizeof events[0]; i++)
         CUDA_CHECK(cudaEventCreateWithFlags(events[i], cudaEventDisableTiming));
-    if (lc->opt.overlap && lc->opt.side_ctas > 0 && comm->world > 1) {
+    if (!lc->opt.overlap || comm->world == 1) return;
+    if (lc->opt.side_cta_policy != TP_CTA_POLICY_UNSET) {
+        char why[320] = "";
+        int ok = !tp_comm_split_config(comm, lc->opt.side_cta_policy, lc->opt.side_ctas, &lc->side_comm, why, sizeof why);
+        if (tp_all_ranks_ok(comm, ok)) {
+            lc->side_comm_owned = 1;
+            return;
+        }
+        if (lc->side_comm.comm) tp_comm_destroy(&lc->side_comm);
+        if (comm->rank == 0)
+            printf("--nccl-cta-policy %s: %s; the overlapped collectives go on without it\n",
+                   tp_cta_policy_name(lc->opt.side_cta_policy), why[0] ? why : "refused on another rank");
+        lc->opt.side_cta_policy = TP_CTA_POLICY_UNSET;  // what the schedule's name then says
+    }
+    if (lc->opt.side_ctas > 0) {
         lc->side_comm = tp_comm_split_ctas(comm, lc->opt.side_ctas);
         lc->side_comm_owned = 1;
     }
@@ -49,8 +63,13 @@ const char *layer_comm_schedule_name(const LayerComm *lc, char *buf, size_t size
         snprintf(buf, size, "not overlapped (--no-overlap: every collective in line)");
         return buf;
     }
-    char ctas[48] = "NCCL's own CTA count";
-    if (lc->opt.side_ctas > 0) snprintf(ctas, sizeof ctas, "a communicator of %d CTAs", lc->opt.side_ctas);
+    char ctas[96] = "NCCL's own CTA count";
+    if (lc->opt.side_ctas > 0 && lc->opt.side_cta_policy != TP_CTA_POLICY_UNSET)
+        snprintf(ctas, sizeof ctas, "a communicator of %d CTAs, CTA policy %s", lc->opt.side_ctas,
+                 tp_cta_policy_name(lc->opt.side_cta_policy));
+    else if (lc->opt.side_ctas > 0) snprintf(ctas, sizeof ctas, "a communicator of %d CTAs", lc->opt.side_ctas);
+    else if (lc->opt.side_cta_policy != TP_CTA_POLICY_UNSET)
+        snprintf(ctas, sizeof ctas, "a communicator of CTA policy %s", tp_cta_policy_name(lc->opt.side_cta_policy));
     snprintf(buf, size, "overlapped (side stream at %s priority, %s)", lc->opt.side_priority_high ? "high" : "normal",
              ctas);
     return buf;

@@ -45,6 +45,7 @@
 #include <stdint.h>
 
 #include "common/core/layer.h"
+#include "steps/07_tensor_parallel/nccl_window.h"
 #include "steps/07_tensor_parallel/tp_comm.h"
 #include "steps/07_tensor_parallel/tp_schedule.h"
 
@@ -54,14 +55,15 @@ typedef struct {
     int overlap;             // 1 (default): started collectives on the side stream; 0: --no-overlap
     int side_priority_high;  // 1 (default): the side stream at the device's highest priority
     int side_ctas;           // > 0: started collectives on a communicator of this many CTAs; 0: NCCL's
+    TpCtaPolicy side_cta_policy;  // not UNSET: ... on a communicator of this CTA policy (nccl_window.h)
 } LayerCommOptions;
 
-#define LAYER_COMM_DEFAULTS ((LayerCommOptions){1, 1, 0})
+#define LAYER_COMM_DEFAULTS ((LayerCommOptions){1, 1, 0, TP_CTA_POLICY_UNSET})
 
 typedef struct {
     TpComm *comm;
     LayerCommOptions opt;
-    TpComm side_comm;            // the started collectives' communicator when side_ctas > 0
+    TpComm side_comm;            // the started collectives' communicator when side_ctas > 0 or a policy
     int side_comm_owned;         // side_comm was split here (else the started ones use comm)
     cudaStream_t side;           // started collectives (non-blocking stream)
     cudaEvent_t ready;           // recorded on the default stream: what the side stream waits for
@@ -73,8 +75,10 @@ typedef struct {
     double bytes, bus_bytes;     // their payload, and what it puts on each rank's link
 } LayerComm;
 
-// opt: NULL for LAYER_COMM_DEFAULTS. Collective (side_ctas > 0 splits the communicator:
-// every rank must call it with the same options).
+// opt: NULL for LAYER_COMM_DEFAULTS. Collective (side_ctas > 0 or a side_cta_policy splits the
+// communicator: every rank must call it with the same options). A CTA policy this NCCL lacks
+// or refuses is said on rank 0's stdout ("--nccl-cta-policy zero: ... needs NCCL 2.28.0; the
+// library loaded is 2.27.7") and the started collectives then use what side_ctas alone gives.
 void layer_comm_init(LayerComm *lc, TpComm *comm, const LayerCommOptions *opt);
 void layer_comm_free(LayerComm *lc);
 int layer_comm_world(const LayerComm *lc);

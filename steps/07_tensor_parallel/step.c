@@ -49,10 +49,11 @@ static struct {
     int block;          // --block local|exact: the Linear -> LayerNorm -> Linear block instead
     TpLnMode ln_mode;
     TpVariant variant;  // --parallel, --sequence-parallel
-    LayerCommOptions comm;       // --no-overlap, --overlap-priority, --overlap-ctas
+    LayerCommOptions comm;       // --no-overlap, --overlap-priority, --overlap-ctas, --nccl-cta-policy
     TpSchedule sched;            // --keep-gathered, --fprop-chunks, --recompute-gelu, --recompute-layernorm
-    int overlap_flags_given;     // --overlap-priority or --overlap-ctas (refused with --no-overlap)
-} flags = {0, 0, 120.0, 1, 0, TP_LN_SHARD_LOCAL, {TP_LAYER_SERIAL, 0, 0, 0, 0}, {1, 1, 0}, {SP_REGATHER, 1, 0, 0}, 0};
+    int overlap_flags_given;     // --overlap-priority, --overlap-ctas or --nccl-cta-policy (refused with --no-overlap)
+} flags = {0, 0, 120.0, 1, 0, TP_LN_SHARD_LOCAL, {TP_LAYER_SERIAL, 0, 0, 0, 0}, {1, 1, 0, TP_CTA_POLICY_UNSET},
+           {SP_REGATHER, 1, 0, 0}, 0};
 
 static int parse_flag(const char *f, const char *v) {
     if (!v) {  // flags without a value
@@ -74,6 +75,12 @@ static int parse_flag(const char *f, const char *v) {
         return flags.sched.fprop_chunks = (int)parse_int_flag(f, v, 1, ROW_PARALLEL_MAX_CHUNKS), 1;
     if (!strcmp(f, "--overlap-ctas")) {
         flags.comm.side_ctas = (int)parse_int_flag(f, v, 1, 32);
+        return flags.overlap_flags_given = 1, 1;
+    }
+    if (!strcmp(f, "--nccl-cta-policy")) {
+        // The words' order is NCCL's values' (NCCL_CTA_POLICY_DEFAULT 0, _EFFICIENCY 1, _ZERO 2).
+        static const char *const policies[] = {"default", "efficiency", "zero"};
+        flags.comm.side_cta_policy = (TpCtaPolicy)parse_choice_flag(f, v, policies, 3);
         return flags.overlap_flags_given = 1, 1;
     }
     if (!strcmp(f, "--tp")) return flags.tp = (int)parse_int_flag(f, v, 1, TP_MAX_RANKS), 1;
@@ -117,6 +124,11 @@ const StepOps STEP_07_TENSOR_PARALLEL = {
         "                       free multiprocessors before the GEMM's)\n"
         "  --overlap-ctas N     the overlapped collectives on a second communicator of N CTAs (default:\n"
         "                       the main communicator, NCCL's own count)\n"
+        "  --nccl-cta-policy default|efficiency|zero\n"
+        "                       the overlapped collectives on a second communicator of this CTA policy\n"
+        "                       (ncclConfig_t.CTAPolicy, NCCL >= 2.27; zero: >= 2.28, copy engines where\n"
+        "                       NCCL can); with --overlap-ctas, both. An NCCL without it says so and the\n"
+        "                       run goes on without it\n"
         "  --keep-gathered      with --sequence-parallel: keep the all-gathered LayerNorm outputs for the\n"
         "                       weight gradients instead of all-gathering them again in backward\n"
         "  --recompute-gelu     keep FC1's output, not GELU's: GELU's output is computed again in\n"
@@ -131,7 +143,8 @@ const StepOps STEP_07_TENSOR_PARALLEL = {
         "                       all-reduce)\n"
         "  --block local|exact  the block Linear(h->ffn) -> LayerNorm(ffn) -> Linear(ffn->h) instead,\n"
         "                       its LayerNorm shard-local (a GroupNorm) or exact (statistics all-reduced)\n"
-        "  --no-sweep           skip the all-reduce sweep (ours against bare NCCL)\n"
+        "  --no-sweep           skip the collectives' sweep (ours against bare NCCL, NCCL's registered\n"
+        "                       buffers, symmetric windows and CTA policies, each beside a GEMM)\n"
         "  --timeout S          seconds any rank waits for its peers before aborting (default 120)\n"
         "  --port P             where rank 0 listens for --tp (default 29500 + pid % 1000)\n"
         "  --check compares every rank's out, dx and gradient shards with the unsharded CPU reference.\n",
@@ -239,7 +252,8 @@ static void write_json(const char *path, const Options *o, int tp, const RankTim
             "\"seq\": %d, \"batch\": %d, \"dtype\": \"%s\", \"tp\": %d, \"variant\": \"%s\", \"mean_ms\": %.4f, "
             "\"collective_ms\": %.4f, \"collectives\": %d, \"bus_gbps\": %.1f, \"activation_mib\": %.1f, "
             "\"peak_mib\": %.1f, \"tflops_per_gpu\": %.2f, \"max_rel_error\": %.4g, \"check_passed\": %d, "
-            "\"overlap\": %d, \"overlap_priority\": \"%s\", \"overlap_ctas\": %d, \"fprop_chunks\": %d, "
+            "\"overlap\": %d, \"overlap_priority\": \"%s\", \"overlap_ctas\": %d, \"nccl_cta_policy\": \"%s\", "
+            "\"fprop_chunks\": %d, "
             "\"sp_layernorm_outputs\": \"%s\", \"recompute_gelu\": %d, \"recompute_layernorm\": %d, "
             "\"activation_bytes\": %.0f, "
             "\"plain_tp_activation_mib\": %.1f}\n",
@@ -249,7 +263,8 @@ static void write_json(const char *path, const Options *o, int tp, const RankTim
                         : tp_variant_name(&flags.variant),
             t->ms, t->collective_ms, t->collectives, t->bus_gbps, t->activation_mib, t->peak_mib,
             layer_train_flops(c) / tp / (t->ms * 1e-3) / 1e12, max_err, passed, lc->opt.overlap,
-            lc->opt.side_priority_high ? "high" : "normal", lc->opt.side_ctas, flags.sched.fprop_chunks,
+            lc->opt.side_priority_high ? "high" : "normal", lc->opt.side_ctas,
+            tp_cta_policy_name(lc->opt.side_cta_policy), flags.sched.fprop_chunks,
             sp_input_name(), flags.sched.recompute_gelu, flags.sched.recompute_layernorm, t->activation_mib * 1048576.0,
             t->plain_mib);
     output_commit(f, path);
@@ -382,7 +397,7 @@ static int run_rank(void *arg) {
         layer_results_free(&res);
     }
     if (o->json_path && rank == 0) write_json(o->json_path, o, tp, &t, max_err, passed, &lc);
-    if (flags.sweep) all_reduce_sweep(&comm, c->dtype, T * h);
+    if (flags.sweep) collective_sweep(&comm, c);
 
     if (flags.block) tp_block_gpu_free(&block), tp_block_free(&block_params);
     else tp_layer_free(&layer);
@@ -406,8 +421,8 @@ static int world_size(RankInfo *info, int *from_env) {
 static void refuse_what_cannot_run(const Options *o, int tp) {
     const LayerConfig *c = &o->layer;
     if (!flags.comm.overlap && flags.overlap_flags_given)
-        fail_user("--overlap-priority and --overlap-ctas set up the overlap that --no-overlap turns off: give one or "
-                  "the other");
+        fail_user("--overlap-priority, --overlap-ctas and --nccl-cta-policy set up the overlap that --no-overlap turns "
+                  "off: give one or the other");
     // The schedule's own conflicts first (--recompute-layernorm with --keep-gathered), so that
     // following one message never leads straight to another.
     if (tp_schedule_problem(&flags.sched)) fail_user("%s", tp_schedule_problem(&flags.sched));
@@ -426,7 +441,8 @@ static void refuse_what_cannot_run(const Options *o, int tp) {
             fail_user("--block runs the Linear -> LayerNorm -> Linear block alone: drop --parallel and "
                       "--sequence-parallel");
         if (!flags.comm.overlap || flags.overlap_flags_given)
-            fail_user("--block overlaps no collective: drop --no-overlap, --overlap-priority and --overlap-ctas");
+            fail_user("--block overlaps no collective: drop --no-overlap, --overlap-priority, --overlap-ctas and "
+                      "--nccl-cta-policy");
         if (o->weights_path || o->save_path)
             fail_user("--weights and --save are the layer's parameters and results; --block runs its own random block");
         const char *problem = tp_block_problem(c->hidden, c->ffn, tp);

@@ -110,6 +110,19 @@ static void test_schedule_flags(void **state) {
     expect((char *const[]){TP_BIN, "--overlap-priority", "low", NULL}, NULL,
            "--overlap-priority expects normal or high, got 'low'");
     expect((char *const[]){TP_BIN, "--overlap-ctas", "0", NULL}, NULL, "--overlap-ctas expects an integer in [1, 32], got '0'");
+    // --nccl-cta-policy: each word taken (alone and with --overlap-ctas), a bad word refused by
+    // name, refused with --no-overlap and with --block like the overlap's other knobs
+    expect((char *const[]){TP_BIN, "--nccl-cta-policy", "zero", "--tp", "3", NULL}, NULL,
+           "must divide the number of heads (32)");
+    expect((char *const[]){TP_BIN, "--nccl-cta-policy=efficiency", "--overlap-ctas", "8", "--tp", "3", NULL}, NULL,
+           "must divide the number of heads (32)");
+    expect((char *const[]){TP_BIN, "--nccl-cta-policy", "default", "--sequence-parallel", "--tp", "3", NULL}, NULL,
+           "must divide the number of heads (32)");
+    expect((char *const[]){TP_BIN, "--nccl-cta-policy", "fast", NULL}, NULL,
+           "--nccl-cta-policy expects default, efficiency or zero, got 'fast'");
+    expect((char *const[]){TP_BIN, "--nccl-cta-policy", "zero", "--no-overlap", NULL}, NULL, "give one or the other");
+    expect((char *const[]){TP_BIN, "--block", "local", "--nccl-cta-policy", "zero", NULL}, NULL,
+           "--block overlaps no collective");
     expect((char *const[]){TP_BIN, "--keep-gathered", "--preset", "tiny", NULL}, NULL, "add --sequence-parallel");
     expect((char *const[]){TP_BIN, "--block", "exact", "--no-overlap", NULL}, NULL, "--block overlaps no collective");
     expect((char *const[]){TP_BIN, "--fprop-chunks", "4", "--tp", "3", NULL}, NULL, "must divide the number of heads (32)");
