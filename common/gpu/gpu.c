@@ -184,27 +184,57 @@ const char *gpu_code_description(void) {
 typedef struct {
     void *ptr;
     size_t bytes;
+    const DevAllocator *by;  // NULL: cudaMalloc
 } Allocation;
 
 static Allocation *allocations;
 static size_t num_allocations, cap_allocations;
 static size_t bytes_in_use, peak_bytes;
+static const DevAllocator *allocator;  // dev_alloc's, when not cudaMalloc
+
+const DevAllocator *dev_set_allocator(const DevAllocator *a) {
+    const DevAllocator *before = allocator;
+    allocator = a;
+    return before;
+}
 
 void *dev_alloc(size_t bytes) {
     void *p = NULL;
-    cudaError_t err = cudaMalloc(&p, bytes ? bytes : 1);
-    if (err != cudaSuccess)
-        DIE("cudaMalloc of %.1f MiB failed (%s); %.1f MiB already in use by this program",
-            bytes / 1048576.0, cudaGetErrorString(err), bytes_in_use / 1048576.0);
+    if (allocator) {
+        char why[256] = "";
+        p = allocator->alloc(bytes ? bytes : 1, why, sizeof why);
+        if (!p)
+            DIE("%s of %.1f MiB failed (%s); %.1f MiB already in use by this program", allocator->name,
+                bytes / 1048576.0, why, bytes_in_use / 1048576.0);
+    } else {
+        cudaError_t err = cudaMalloc(&p, bytes ? bytes : 1);
+        if (err != cudaSuccess)
+            DIE("cudaMalloc of %.1f MiB failed (%s); %.1f MiB already in use by this program",
+                bytes / 1048576.0, cudaGetErrorString(err), bytes_in_use / 1048576.0);
+    }
     if (num_allocations == cap_allocations) {
         cap_allocations = cap_allocations ? 2 * cap_allocations : 64;
         allocations = realloc(allocations, cap_allocations * sizeof *allocations);
         if (!allocations) DIE("out of host memory");
     }
-    allocations[num_allocations++] = (Allocation){p, bytes};
+    allocations[num_allocations++] = (Allocation){p, bytes, allocator};
     bytes_in_use += bytes;
     if (bytes_in_use > peak_bytes) peak_bytes = bytes_in_use;
     return p;
+}
+
+int dev_find_allocation(const void *ptr, void **base, size_t *bytes, const DevAllocator **by) {
+    const char *p = ptr;
+    for (size_t i = 0; i < num_allocations; i++) {
+        const Allocation *a = &allocations[i];
+        if (p >= (const char *)a->ptr && p < (const char *)a->ptr + (a->bytes ? a->bytes : 1)) {
+            if (base) *base = a->ptr;
+            if (bytes) *bytes = a->bytes;
+            if (by) *by = a->by;
+            return 1;
+        }
+    }
+    return 0;
 }
 
 void dev_free_all(void *const *ptrs, size_t n) {
@@ -215,9 +245,11 @@ void dev_free(void *ptr) {
     if (!ptr) return;
     for (size_t i = 0; i < num_allocations; i++) {
         if (allocations[i].ptr == ptr) {
+            const DevAllocator *by = allocations[i].by;
             bytes_in_use -= allocations[i].bytes;
             allocations[i] = allocations[--num_allocations];
-            CUDA_CHECK(cudaFree(ptr));
+            if (by) by->free(ptr);
+            else CUDA_CHECK(cudaFree(ptr));
             return;
         }
     }

@@ -77,6 +77,21 @@ void dev_free(void *ptr);  // NULL: nothing
 void dev_free_all(void *const *ptrs, size_t n);
 #define COUNT_OF(array) (sizeof(array) / sizeof((array)[0]))
 size_t dev_bytes_in_use(void);
+
+// Where dev_alloc gets its memory: cudaMalloc, or an allocator a step installs (step 07's
+// --nccl-register: NCCL's ncclMemAlloc, which common/ may not call itself). Counted the same.
+typedef struct {
+    const char *name;                                      // "ncclMemAlloc": in the failure message
+    void *(*alloc)(size_t bytes, char *why, size_t size);  // NULL on failure, with the reason in why
+    void (*free)(void *ptr);                               // exits on failure
+} DevAllocator;
+// dev_alloc uses `a` from now on (NULL: cudaMalloc again); returns the one it used so far, for
+// the caller to put back. Each allocation remembers its allocator: dev_free frees by it.
+const DevAllocator *dev_set_allocator(const DevAllocator *a);
+// The live allocation holding ptr (base <= ptr < base + bytes): 1, with its base, its size as
+// asked of dev_alloc, and its allocator (NULL: cudaMalloc); 0 if dev_alloc made none that holds
+// it. Any out-pointer may be NULL.
+int dev_find_allocation(const void *ptr, void **base, size_t *bytes, const DevAllocator **by);
 size_t dev_peak_bytes(void);
 void dev_reset_peak(void);
 

@@ -6,6 +6,7 @@
 
 #include "common/core/errors.h"
 #include "common/gpu/cuda_check.h"
+#include "common/gpu/gpu.h"
 
 static ncclDataType_t nccl_type(DType d) { return d == DTYPE_BF16 ? ncclBfloat16 : ncclHalf; }
 
@@ -48,6 +49,9 @@ void layer_comm_init(LayerComm *lc, TpComm *comm, const LayerCommOptions *opt) {
 }
 
 void layer_comm_free(LayerComm *lc) {
+    // Deregistered while their communicators live, and before their owners free them.
+    for (int i = 0; i < lc->num_registered; i++) nccl_buffer_deregister(&lc->registered[i]);
+    lc->num_registered = 0;
     for (int i = 0; i < LAYER_COMM_MAX_CALLS; i++) cudaEventDestroy(lc->start[i]), cudaEventDestroy(lc->stop[i]);
     cudaStreamDestroy(lc->side);
     cudaEventDestroy(lc->ready), cudaEventDestroy(lc->gathered), cudaEventDestroy(lc->reduced);
@@ -72,6 +76,29 @@ const char *layer_comm_schedule_name(const LayerComm *lc, char *buf, size_t size
         snprintf(ctas, sizeof ctas, "a communicator of CTA policy %s", tp_cta_policy_name(lc->opt.side_cta_policy));
     snprintf(buf, size, "overlapped (side stream at %s priority, %s)", lc->opt.side_priority_high ? "high" : "normal",
              ctas);
+    return buf;
+}
+
+const char *layer_comm_registration_words(const LayerComm *lc, char *buf, size_t size) {
+    if (!lc->opt.nccl_register) {
+        snprintf(buf, size, "off");
+        return buf;
+    }
+    int on_main = 0, on_side = 0;
+    double bytes = 0.0;
+    for (int i = 0; i < lc->num_registered; i++) {
+        const NcclBuffer *b = &lc->registered[i];
+        bytes += (double)b->bytes;
+        for (int j = 0; j < b->regs; j++) {
+            if (b->reg[j].owner == lc->comm) on_main++;
+            else on_side++;
+        }
+    }
+    snprintf(buf, size,
+             "%d buffers (%.1f MiB) registered (%d on the main communicator, %d on the started collectives'); "
+             "all-gathers on registered buffers: %ld of %ld",
+             lc->num_registered, bytes / 1048576.0, on_main, on_side, lc->gathers_registered,
+             lc->gathers_registered + lc->gathers_unregistered);
     return buf;
 }
 
@@ -107,12 +134,44 @@ static void all_reduce_on(LayerComm *lc, TpComm *comm, void *buf, int64_t n, ncc
     end_call(lc, i, stream);
 }
 
+// --nccl-register: the NcclBuffer of the allocation that holds ptr, registered on comm (the
+// first time: ncclCommRegister of the whole allocation); NULL if ptr is not NCCL's memory. A
+// refusal by NCCL stops the run: the ranks must not go on disagreeing about a buffer.
+static NcclBuffer *registered_on(LayerComm *lc, TpComm *comm, const void *ptr) {
+    NcclBuffer *b = NULL;
+    for (int i = 0; i < lc->num_registered && !b; i++) {
+        NcclBuffer *r = &lc->registered[i];
+        if ((const char *)ptr >= (const char *)r->ptr && (const char *)ptr < (const char *)r->ptr + r->bytes) b = r;
+    }
+    if (!b) {
+        void *base;
+        size_t bytes;
+        const DevAllocator *by;
+        if (!dev_find_allocation(ptr, &base, &bytes, &by) || by != &NCCL_MEM_ALLOCATOR) return NULL;
+        if (lc->num_registered == LAYER_COMM_MAX_REGISTERED)
+            DIE("--nccl-register: more than %d buffers to register", LAYER_COMM_MAX_REGISTERED);
+        b = &lc->registered[lc->num_registered++];
+        nccl_buffer_adopt(b, base, bytes);
+    }
+    for (int j = 0; j < b->regs; j++)
+        if (b->reg[j].owner == comm) return b;
+    char why[320];
+    if (nccl_buffer_register(b, comm, why, sizeof why))
+        fail_user("rank %d: --nccl-register: %s (a buffer of %.1f MiB)", comm->rank, why, b->bytes / 1048576.0);
+    return b;
+}
+
 static void all_gather_on(LayerComm *lc, TpComm *comm, const void *slice, void *full, int64_t n, DType dtype,
                           cudaStream_t stream) {
     const int w = comm->world;
     if (w == 1) {  // the gathered tensor is the slice
         tp_all_gather(comm, slice, full, (size_t)n, nccl_type(dtype), stream);
         return;
+    }
+    if (lc->opt.nccl_register) {
+        const NcclBuffer *from = registered_on(lc, comm, slice), *to = registered_on(lc, comm, full);
+        if (from && to) lc->gathers_registered++;
+        else lc->gathers_unregistered++;
     }
     int i = begin_call(lc, stream, (double)n * w * 2, (double)(w - 1) / w);
     tp_all_gather(comm, slice, full, (size_t)n, nccl_type(dtype), stream);

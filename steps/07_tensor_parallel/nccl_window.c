@@ -221,7 +221,12 @@ int nccl_buffer_register(NcclBuffer *b, TpComm *c, char *why, size_t size) {
     return 0;
 }
 
-void nccl_buffer_free(NcclBuffer *b) {
+void nccl_buffer_adopt(NcclBuffer *b, void *ptr, size_t bytes) {
+    memset(b, 0, sizeof *b);
+    b->ptr = ptr, b->bytes = bytes;
+}
+
+void nccl_buffer_deregister(NcclBuffer *b) {
     if (!b->ptr) return;
     // Nothing may still read or write the buffer when it leaves NCCL's hands.
     CUDA_CHECK(cudaDeviceSynchronize());
@@ -236,7 +241,41 @@ void nccl_buffer_free(NcclBuffer *b) {
 #endif
         tp_watchdog_disarm();
     }
-    NCCL_CHECK(ncclMemFree(b->ptr));
 #endif
     memset(b, 0, sizeof *b);
 }
+
+void nccl_buffer_free(NcclBuffer *b) {
+    void *ptr = b->ptr;
+    if (!ptr) return;
+    nccl_buffer_deregister(b);
+#if TP_NCCL_HAS_MEM_ALLOC
+    NCCL_CHECK(ncclMemFree(ptr));
+#endif
+}
+
+// ---- dev_alloc's allocator for NCCL's memory ---------------------------------------------------
+static void *nccl_mem_alloc(size_t bytes, char *why, size_t size) {
+    if (nccl_register_unsupported(why, size)) return NULL;
+    void *ptr = NULL;
+#if TP_NCCL_HAS_MEM_ALLOC
+    ncclResult_t r = ncclMemAlloc(&ptr, bytes);
+    if (r != ncclSuccess) {
+        nccl_failed("ncclMemAlloc", r, why, size);
+        return NULL;
+    }
+#else
+    (void)bytes;
+#endif
+    return ptr;
+}
+
+static void nccl_mem_free(void *ptr) {
+#if TP_NCCL_HAS_MEM_ALLOC
+    NCCL_CHECK(ncclMemFree(ptr));
+#else
+    (void)ptr;
+#endif
+}
+
+const DevAllocator NCCL_MEM_ALLOCATOR = {"ncclMemAlloc", nccl_mem_alloc, nccl_mem_free};

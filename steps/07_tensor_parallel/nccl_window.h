@@ -1,6 +1,6 @@
 // NCCL's registered buffers and CTA policies, each feature tried and, where this NCCL lacks
 // it, reported and done without (never a crash): what the sweep measures (tp_sweep.h) and
-// what --nccl-windows / --nccl-cta-policy turn on in the layer (layer_comm.h).
+// what --nccl-cta-policy and --nccl-register turn on in the layer (layer_comm.h).
 //
 //   symmetric window  a buffer from ncclMemAlloc (CUDA VMM memory), registered on a
 //                     communicator with ncclCommWindowRegister(..., NCCL_WIN_COLL_SYMMETRIC).
@@ -30,6 +30,7 @@
 
 #include <stddef.h>
 
+#include "common/gpu/gpu.h"
 #include "steps/07_tensor_parallel/tp_comm.h"
 
 // The CTA policies by NCCL's values (NCCL_CTA_POLICY_*), or UNSET: the config field left to
@@ -87,8 +88,21 @@ int nccl_buffer_alloc(NcclBuffer *b, size_t bytes, char *why, size_t size);
 int nccl_buffer_register_window(NcclBuffer *b, TpComm *c, char *why, size_t size);
 // ncclCommRegister of the whole buffer on c. 0 or 1 with `why`.
 int nccl_buffer_register(NcclBuffer *b, TpComm *c, char *why, size_t size);
-// Deregisters from every communicator (in registration order, the same on every rank), then
-// ncclMemFree. Call before those communicators are destroyed. An empty buffer: nothing.
+// Deregisters from every communicator (in reverse registration order, the same on every rank),
+// then ncclMemFree. Call before those communicators are destroyed. An empty buffer: nothing.
 void nccl_buffer_free(NcclBuffer *b);
+
+// A buffer that dev_alloc took from NCCL_MEM_ALLOCATOR (below), made an NcclBuffer for
+// registering: ptr, bytes as dev_alloc gave them (its owner frees it, with dev_free).
+void nccl_buffer_adopt(NcclBuffer *b, void *ptr, size_t bytes);
+// Deregisters from every communicator, as nccl_buffer_free, and forgets the buffer without
+// freeing it: for adopted buffers, before their owner's dev_free.
+void nccl_buffer_deregister(NcclBuffer *b);
+
+// dev_alloc's allocator for NCCL's memory (gpu.h's DevAllocator): ncclMemAlloc / ncclMemFree,
+// for step 07's --nccl-register. Install it with dev_set_allocator once
+// nccl_register_unsupported has said NULL; where ncclMemAlloc is missing its alloc fails and
+// says why.
+extern const DevAllocator NCCL_MEM_ALLOCATOR;
 
 #endif  // STEPS_07_TENSOR_PARALLEL_NCCL_WINDOW_H

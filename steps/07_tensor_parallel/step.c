@@ -31,6 +31,7 @@
 #include "reference/tp_layer_reference.h"
 #include "reference/tp_reference.h"
 #include "steps/07_tensor_parallel/layer_comm.h"
+#include "steps/07_tensor_parallel/nccl_window.h"
 #include "steps/07_tensor_parallel/row_parallel.h"
 #include "steps/07_tensor_parallel/step07.h"
 #include "steps/07_tensor_parallel/tp_block.h"
@@ -49,10 +50,11 @@ static struct {
     int block;          // --block local|exact: the Linear -> LayerNorm -> Linear block instead
     TpLnMode ln_mode;
     TpVariant variant;  // --parallel, --sequence-parallel
-    LayerCommOptions comm;       // --no-overlap, --overlap-priority, --overlap-ctas, --nccl-cta-policy
+    LayerCommOptions comm;       // --no-overlap, --overlap-priority, --overlap-ctas, --nccl-cta-policy,
+                                 // --nccl-register
     TpSchedule sched;            // --keep-gathered, --fprop-chunks, --recompute-gelu, --recompute-layernorm
     int overlap_flags_given;     // --overlap-priority, --overlap-ctas or --nccl-cta-policy (refused with --no-overlap)
-} flags = {0, 0, 120.0, 1, 0, TP_LN_SHARD_LOCAL, {TP_LAYER_SERIAL, 0, 0, 0, 0}, {1, 1, 0, TP_CTA_POLICY_UNSET},
+} flags = {0, 0, 120.0, 1, 0, TP_LN_SHARD_LOCAL, {TP_LAYER_SERIAL, 0, 0, 0, 0}, {1, 1, 0, TP_CTA_POLICY_UNSET, 0},
            {SP_REGATHER, 1, 0, 0}, 0};
 
 static int parse_flag(const char *f, const char *v) {
@@ -64,6 +66,7 @@ static int parse_flag(const char *f, const char *v) {
         if (!strcmp(f, "--keep-gathered")) return flags.sched.sp_input = SP_KEEP_GATHERED, 1;
         if (!strcmp(f, "--recompute-gelu")) return flags.sched.recompute_gelu = 1, 1;
         if (!strcmp(f, "--recompute-layernorm")) return flags.sched.recompute_layernorm = 1, 1;
+        if (!strcmp(f, "--nccl-register")) return flags.comm.nccl_register = 1, 1;
         return 0;
     }
     if (!strcmp(f, "--overlap-priority")) {
@@ -129,6 +132,10 @@ const StepOps STEP_07_TENSOR_PARALLEL = {
         "                       (ncclConfig_t.CTAPolicy, NCCL >= 2.27; zero: >= 2.28, copy engines where\n"
         "                       NCCL can); with --overlap-ctas, both. An NCCL without it says so and the\n"
         "                       run goes on without it\n"
+        "  --nccl-register      with --sequence-parallel: the layer's buffers from ncclMemAlloc, and those\n"
+        "                       the all-gathers read and write registered with NCCL (ncclCommRegister,\n"
+        "                       NCCL >= 2.19) on the communicator that gathers with them: NCCL then copies\n"
+        "                       between the ranks' buffers directly (with or without --no-overlap)\n"
         "  --keep-gathered      with --sequence-parallel: keep the all-gathered LayerNorm outputs for the\n"
         "                       weight gradients instead of all-gathering them again in backward\n"
         "  --recompute-gelu     keep FC1's output, not GELU's: GELU's output is computed again in\n"
@@ -176,9 +183,11 @@ static const char *sp_input_name(void) {
 // GELU's output recomputed in backward; LayerNorm outputs recomputed in backward".
 static const char *schedule_words(const LayerComm *lc, char *buf, size_t size) {
     char comm[96], chunks[64] = "";
+    const char *registered = lc->opt.nccl_register ? "; all-gathers on NCCL-registered buffers" : "";
     if (flags.sched.fprop_chunks > 1)
         snprintf(chunks, sizeof chunks, "; forward's all-reduces in %d row blocks", flags.sched.fprop_chunks);
-    snprintf(buf, size, "collectives %s%s%s%s%s%s", layer_comm_schedule_name(lc, comm, sizeof comm), chunks,
+    snprintf(buf, size, "collectives %s%s%s%s%s%s%s", layer_comm_schedule_name(lc, comm, sizeof comm), registered,
+             chunks,
              flags.variant.sequence_parallel ? "; LayerNorm outputs " : "",
              flags.variant.sequence_parallel ? sp_input_name() : "",
              flags.sched.recompute_gelu ? "; GELU's output recomputed in backward" : "",
@@ -253,7 +262,7 @@ static void write_json(const char *path, const Options *o, int tp, const RankTim
             "\"collective_ms\": %.4f, \"collectives\": %d, \"bus_gbps\": %.1f, \"activation_mib\": %.1f, "
             "\"peak_mib\": %.1f, \"tflops_per_gpu\": %.2f, \"max_rel_error\": %.4g, \"check_passed\": %d, "
             "\"overlap\": %d, \"overlap_priority\": \"%s\", \"overlap_ctas\": %d, \"nccl_cta_policy\": \"%s\", "
-            "\"fprop_chunks\": %d, "
+            "\"nccl_register\": %d, \"nccl_registered_gathers\": %ld, \"fprop_chunks\": %d, "
             "\"sp_layernorm_outputs\": \"%s\", \"recompute_gelu\": %d, \"recompute_layernorm\": %d, "
             "\"activation_bytes\": %.0f, "
             "\"plain_tp_activation_mib\": %.1f}\n",
@@ -264,7 +273,8 @@ static void write_json(const char *path, const Options *o, int tp, const RankTim
             t->ms, t->collective_ms, t->collectives, t->bus_gbps, t->activation_mib, t->peak_mib,
             layer_train_flops(c) / tp / (t->ms * 1e-3) / 1e12, max_err, passed, lc->opt.overlap,
             lc->opt.side_priority_high ? "high" : "normal", lc->opt.side_ctas,
-            tp_cta_policy_name(lc->opt.side_cta_policy), flags.sched.fprop_chunks,
+            tp_cta_policy_name(lc->opt.side_cta_policy), lc->opt.nccl_register, lc->gathers_registered,
+            flags.sched.fprop_chunks,
             sp_input_name(), flags.sched.recompute_gelu, flags.sched.recompute_layernorm, t->activation_mib * 1048576.0,
             t->plain_mib);
     output_commit(f, path);
@@ -301,6 +311,9 @@ static int run_rank(void *arg) {
     const int64_t T = layer_tokens(c), h = c->hidden, Tl = (sp && !flags.block) ? T / tp : T;
     const size_t baseline = dev_bytes_in_use();
     dev_reset_peak();
+    // --nccl-register: the layer's buffers, x and dout too (an all-gather reads dout), from
+    // ncclMemAlloc; layer_comm registers those the all-gathers meet (layer_comm.h).
+    const DevAllocator *before = flags.comm.nccl_register ? dev_set_allocator(&NCCL_MEM_ALLOCATOR) : NULL;
     void *x = dev_upload(job->in->x + (sp ? rank * Tl * h : 0), Tl * h, c->dtype);
     void *dout = dev_upload(job->in->dy + (sp ? rank * Tl * h : 0), Tl * h, c->dtype);
     TpLayer layer;
@@ -320,6 +333,7 @@ static int run_rank(void *arg) {
         tp_layer_init(&layer, c, tp, rank, &flags.variant, &flags.sched, &shard);
         layer_params_free(&shard);
     }
+    if (flags.comm.nccl_register) dev_set_allocator(before);
 
     // 4. The speedometer.
     cudaEvent_t start, stop;
@@ -369,6 +383,10 @@ static int run_rank(void *arg) {
         printf("Mean time: %.3f ms   (rank 0, %d steps after %d warm-up; fwd+bwd; %s, %s%s%s)\n%.1f TFLOP/s per GPU\n",
                t.ms, o->iters, o->warmup, flags.block ? "the block" : tp_variant_name(&flags.variant),
                dtype_name(c->dtype), flags.block ? "" : "; ", sched, layer_train_flops(c) / tp / (t.ms * 1e-3) / 1e12);
+    if (rank == 0 && flags.comm.nccl_register) {
+        char words[320];
+        printf("--nccl-register: %s\n", layer_comm_registration_words(&lc, words, sizeof words));
+    }
     fflush(stdout);
 
     // 5. --check, --save, --json, the sweep.
@@ -399,9 +417,9 @@ static int run_rank(void *arg) {
     if (o->json_path && rank == 0) write_json(o->json_path, o, tp, &t, max_err, passed, &lc);
     if (flags.sweep) collective_sweep(&comm, c);
 
+    layer_comm_free(&lc);  // first: it deregisters (--nccl-register) the buffers freed below
     if (flags.block) tp_block_gpu_free(&block), tp_block_free(&block_params);
     else tp_layer_free(&layer);
-    layer_comm_free(&lc);
     dev_free(x), dev_free(dout);
     cudaEventDestroy(start), cudaEventDestroy(stop);
     if (tp > 1) tp_comm_destroy(&comm);
@@ -433,6 +451,16 @@ static void refuse_what_cannot_run(const Options *o, int tp) {
     if (flags.sched.recompute_layernorm && flags.block)
         fail_user("--recompute-layernorm is the layer's (its LayerNorms' outputs): --block's LayerNorm keeps its "
                   "output; drop one of them");
+    if (flags.comm.nccl_register) {
+        if (flags.block)
+            fail_user("--nccl-register registers the layer's all-gather buffers, and --block has no all-gather: "
+                      "drop one of them");
+        if (!flags.variant.sequence_parallel)
+            fail_user("--nccl-register registers the buffers of sequence parallelism's all-gathers (plain TP has "
+                      "none): add --sequence-parallel");
+        char why[320];
+        if (nccl_register_unsupported(why, sizeof why)) fail_user("--nccl-register: %s", why);
+    }
     if (flags.sched.fprop_chunks > 1 && (flags.variant.sequence_parallel || flags.block))
         fail_user("--fprop-chunks pipelines plain TP's forward all-reduce: drop it with --sequence-parallel (a "
                   "reduce-scatter there) and --block");

@@ -91,7 +91,7 @@ static void test_shared_flags(void **state) {
 }
 
 // The schedule's flags (--no-overlap and the overlap's knobs, --keep-gathered, --fprop-chunks,
-// --recompute-gelu, --recompute-layernorm):
+// --recompute-gelu, --recompute-layernorm, --nccl-register):
 // each is taken, as the refusal that follows from the configuration shows; the combinations
 // that mean nothing, and bad values, are refused with words that say which.
 static void test_schedule_flags(void **state) {
@@ -155,6 +155,19 @@ static void test_schedule_flags(void **state) {
     expect((char *const[]){TP_BIN, "--keep-gathered", "--recompute-layernorm", NULL}, NULL,
            "--keep-gathered keeps them (gathered): drop one of them");
     expect((char *const[]){TP_BIN, "--recompute-layernorm=1", NULL}, NULL, "--recompute-layernorm takes no value");
+    // --nccl-register: taken with --sequence-parallel (with or without the overlap, the parallel
+    // layer too); refused without it (plain TP has no all-gather), with --block, with a value
+    expect((char *const[]){TP_BIN, "--sequence-parallel", "--nccl-register", "--tp", "3", NULL}, NULL,
+           "must divide the number of heads (32)");
+    expect((char *const[]){TP_BIN, "--nccl-register", "--sequence-parallel", "--no-overlap", "--tp", "3", NULL}, NULL,
+           "must divide the number of heads (32)");
+    expect((char *const[]){TP_BIN, "--parallel", "--sequence-parallel", "--nccl-register", "--nccl-cta-policy",
+                           "efficiency", "--tp", "3", NULL},
+           NULL, "must divide the number of heads (32)");
+    expect((char *const[]){TP_BIN, "--nccl-register", "--preset", "tiny", NULL}, NULL, "add --sequence-parallel");
+    expect((char *const[]){TP_BIN, "--block", "local", "--nccl-register", NULL}, NULL,
+           "--block has no all-gather: drop one of them");
+    expect((char *const[]){TP_BIN, "--nccl-register=1", NULL}, NULL, "--nccl-register takes no value");
 }
 
 // More ranks than GPUs: one clear message naming both numbers from the launcher, before any
