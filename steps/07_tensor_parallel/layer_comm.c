@@ -95,8 +95,8 @@ const char *layer_comm_registration_words(const LayerComm *lc, char *buf, size_t
         }
     }
     snprintf(buf, size,
-             "%d buffers (%.1f MiB) registered (%d on the main communicator, %d on the started collectives'); "
-             "all-gathers on registered buffers: %ld of %ld",
+             "%d buffers (%.1f MiB) registered, %d times on the main communicator and %d on the side one "
+             "(--overlap-ctas, --nccl-cta-policy); all-gathers on registered buffers since set-up: %ld of %ld",
              lc->num_registered, bytes / 1048576.0, on_main, on_side, lc->gathers_registered,
              lc->gathers_registered + lc->gathers_unregistered);
     return buf;

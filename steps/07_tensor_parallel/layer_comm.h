@@ -105,9 +105,10 @@ int layer_comm_rank(const LayerComm *lc);
 // "overlapped (side stream at high priority, NCCL's CTAs)", "not overlapped (--no-overlap)" ...
 const char *layer_comm_schedule_name(const LayerComm *lc, char *buf, size_t size);
 
-// --nccl-register's state in words (for rank 0's report): "6 buffers (96.0 MiB) registered
-// (4 on the main communicator, 2 on the started collectives'); all-gathers on registered
-// buffers: 60 of 60"; "off" without it.
+// --nccl-register's state in words (for rank 0's report): "6 buffers (96.0 MiB) registered,
+// 6 times on the main communicator and 0 on the side one (--overlap-ctas, --nccl-cta-policy);
+// all-gathers on registered buffers since set-up: 60 of 60" (a buffer gathered on both
+// communicators is registered on each); "off" without it.
 const char *layer_comm_registration_words(const LayerComm *lc, char *buf, size_t size);
 
 // Call before each training step; after it (synchronised), the step's collectives:

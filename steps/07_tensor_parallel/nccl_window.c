@@ -28,7 +28,7 @@ const char *tp_cta_policy_name(TpCtaPolicy p) {
         case TP_CTA_POLICY_DEFAULT: return "default";
         case TP_CTA_POLICY_EFFICIENCY: return "efficiency";
         case TP_CTA_POLICY_ZERO: return "zero";
-        default: return "NCCL's";
+        default: return "unset";
     }
 }
 

@@ -22,9 +22,13 @@
 //
 // Build and run time: each feature is compiled only where the headers have it
 // (NCCL_VERSION_CODE), and asked of the library that is actually loaded: the window calls are
-// looked up by name (dlsym), so the same binary loads and runs against an older libnccl and
-// says which feature it lacks. Errors: the functions returning int give 0 on success and fill
+// looked up by name (dlsym), so the same binary runs against a libnccl without them and says
+// which feature it lacks. ncclMemAlloc, ncclCommRegister and their frees are linked directly:
+// the binary needs NCCL 2.19 or newer to start at all. Errors: the functions returning int give 0 on success and fill
 // `why` ("ncclCommWindowRegister: invalid usage (...)") otherwise; the caller goes on without.
+// Every rank is expected to get the same answer (one library, one machine); a rank that did
+// not would leave its peers waiting in a collective until the watchdog's deadline (tp_comm.h)
+// ends them with a message.
 #ifndef STEPS_07_TENSOR_PARALLEL_NCCL_WINDOW_H
 #define STEPS_07_TENSOR_PARALLEL_NCCL_WINDOW_H
 
@@ -77,7 +81,7 @@ typedef struct {
         ncclComm_t comm;
         void *handle;  // an ncclWindow_t or ncclCommRegister's handle
         int window;    // 1: a window (ncclCommWindowDeregister), 0: ncclCommDeregister
-        TpComm *owner; // for the watchdog around the (collective) deregistration
+        TpComm *owner; // for the watchdog around the deregistration (a call of this rank alone)
     } reg[NCCL_BUFFER_MAX_COMMS];
 } NcclBuffer;
 

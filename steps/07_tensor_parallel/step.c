@@ -129,13 +129,16 @@ const StepOps STEP_07_TENSOR_PARALLEL = {
         "                       the main communicator, NCCL's own count)\n"
         "  --nccl-cta-policy default|efficiency|zero\n"
         "                       the overlapped collectives on a second communicator of this CTA policy\n"
-        "                       (ncclConfig_t.CTAPolicy, NCCL >= 2.27; zero: >= 2.28, copy engines where\n"
-        "                       NCCL can); with --overlap-ctas, both. An NCCL without it says so and the\n"
-        "                       run goes on without it\n"
+        "                       (ncclConfig_t.CTAPolicy, NCCL >= 2.27; zero: >= 2.28; the layer's buffers\n"
+        "                       are not symmetric windows, so the policy only changes how many CTAs NCCL\n"
+        "                       takes); with --overlap-ctas, both. An NCCL without it says so and the run\n"
+        "                       goes on without it\n"
         "  --nccl-register      with --sequence-parallel: the layer's buffers from ncclMemAlloc, and those\n"
         "                       the all-gathers read and write registered with NCCL (ncclCommRegister,\n"
         "                       NCCL >= 2.19) on the communicator that gathers with them: NCCL then copies\n"
-        "                       between the ranks' buffers directly (with or without --no-overlap)\n"
+        "                       between the ranks' buffers directly (with or without --no-overlap). The\n"
+        "                       peak memory printed counts the bytes asked for, not ncclMemAlloc's rounding\n"
+        "                       up to its granularity\n"
         "  --keep-gathered      with --sequence-parallel: keep the all-gathered LayerNorm outputs for the\n"
         "                       weight gradients instead of all-gathering them again in backward\n"
         "  --recompute-gelu     keep FC1's output, not GELU's: GELU's output is computed again in\n"
@@ -487,6 +490,10 @@ static void refuse_what_cannot_run(const Options *o, int tp) {
             fail_user("sequence parallelism: each rank's %lld elements of [T, h] must be a multiple of 16 (the "
                       "dropout kernels draw 16 at a time)", (long long)slice);
     }
+    // Last: the flags' own conflicts above name the more useful fix.
+    if (tp == 1 && (flags.comm.nccl_register || flags.comm.side_cta_policy != TP_CTA_POLICY_UNSET))
+        fail_user("--nccl-register and --nccl-cta-policy change how the ranks' collectives run, and --tp 1 has "
+                  "none: drop them or use --tp 2 or more");
     if (o->check && (double)layer_tokens(c) * c->hidden * c->ffn > 1e10)
         fail_user("--check runs the CPU reference, which would take hours at this size: add --preset small");
 }

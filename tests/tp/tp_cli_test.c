@@ -168,6 +168,11 @@ static void test_schedule_flags(void **state) {
     expect((char *const[]){TP_BIN, "--block", "local", "--nccl-register", NULL}, NULL,
            "--block has no all-gather: drop one of them");
     expect((char *const[]){TP_BIN, "--nccl-register=1", NULL}, NULL, "--nccl-register takes no value");
+    // At --tp 1 (one process, no collective) both NCCL knobs would do nothing: refused, by name.
+    expect((char *const[]){TP_BIN, "--sequence-parallel", "--nccl-register", "--preset", "tiny", NULL}, NULL,
+           "--tp 1 has none");
+    expect((char *const[]){TP_BIN, "--nccl-cta-policy", "efficiency", "--tp", "1", "--preset", "tiny", NULL}, NULL,
+           "--tp 1 has none");
 }
 
 // More ranks than GPUs: one clear message naming both numbers from the launcher, before any
