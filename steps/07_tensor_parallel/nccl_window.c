@@ -185,6 +185,15 @@ static int next_slot(NcclBuffer *b, char *why, size_t size) {
     return b->regs;
 }
 
+#if TP_NCCL_HAS_MEM_ALLOC  // (windows need 2.27, so both callers compile only from 2.19 on)
+// Records a registration of b on c (handle: the window or ncclCommRegister's handle) in the
+// slot next_slot gave, for nccl_buffer_deregister to undo.
+static void remember_registration(NcclBuffer *b, int slot, TpComm *c, void *handle, int window) {
+    b->reg[slot].comm = c->comm, b->reg[slot].handle = handle, b->reg[slot].window = window, b->reg[slot].owner = c;
+    b->regs++;
+}
+#endif
+
 int nccl_buffer_register_window(NcclBuffer *b, TpComm *c, char *why, size_t size) {
     if (nccl_windows_unsupported(why, size)) return 1;
     const int slot = next_slot(b, why, size);
@@ -195,8 +204,7 @@ int nccl_buffer_register_window(NcclBuffer *b, TpComm *c, char *why, size_t size
     ncclResult_t r = window_register_fn()(c->comm, b->ptr, b->bytes, &win, NCCL_WIN_COLL_SYMMETRIC);
     tp_watchdog_disarm();
     if (r != ncclSuccess) return nccl_failed("ncclCommWindowRegister (NCCL_WIN_COLL_SYMMETRIC)", r, why, size);
-    b->reg[slot].comm = c->comm, b->reg[slot].handle = win, b->reg[slot].window = 1, b->reg[slot].owner = c;
-    b->regs++;
+    remember_registration(b, slot, c, win, 1);
 #else
     (void)c;
 #endif
@@ -213,8 +221,7 @@ int nccl_buffer_register(NcclBuffer *b, TpComm *c, char *why, size_t size) {
     ncclResult_t r = ncclCommRegister(c->comm, b->ptr, b->bytes, &handle);
     tp_watchdog_disarm();
     if (r != ncclSuccess) return nccl_failed("ncclCommRegister", r, why, size);
-    b->reg[slot].comm = c->comm, b->reg[slot].handle = handle, b->reg[slot].window = 0, b->reg[slot].owner = c;
-    b->regs++;
+    remember_registration(b, slot, c, handle, 0);
 #else
     (void)c;
 #endif
