@@ -67,7 +67,8 @@ typedef struct {
     int side_priority_high;  // 1 (default): the side stream at the device's highest priority
     int side_ctas;           // > 0: started collectives on a communicator of this many CTAs; 0: NCCL's
     TpCtaPolicy side_cta_policy;  // not UNSET: ... on a communicator of this CTA policy (nccl_window.h)
-    int nccl_register;       // 1 (--nccl-register): the all-gathers' buffers registered with NCCL (above)
+    int nccl_register;       // 1: the all-gathers' buffers registered with NCCL (above; step 07's default
+                             // under sequence parallelism, --no-nccl-register: 0)
 } LayerCommOptions;
 
 #define LAYER_COMM_DEFAULTS ((LayerCommOptions){1, 1, 0, TP_CTA_POLICY_UNSET, 0})

@@ -168,6 +168,15 @@ static void test_schedule_flags(void **state) {
     expect((char *const[]){TP_BIN, "--block", "local", "--nccl-register", NULL}, NULL,
            "--block has no all-gather: drop one of them");
     expect((char *const[]){TP_BIN, "--nccl-register=1", NULL}, NULL, "--nccl-register takes no value");
+    // --no-nccl-register: taken (with every variant); registration by default (sequence
+    // parallelism at tp 2 or more) is never refused where it does not apply: at --tp 1 the
+    // run goes on to the next refusal.
+    expect((char *const[]){TP_BIN, "--sequence-parallel", "--no-nccl-register", "--tp", "3", NULL}, NULL,
+           "must divide the number of heads (32)");
+    expect((char *const[]){TP_BIN, "--no-nccl-register", "--tp", "3", NULL}, NULL, "must divide the number of heads (32)");
+    expect((char *const[]){TP_BIN, "--no-nccl-register=1", NULL}, NULL, "--no-nccl-register takes no value");
+    expect((char *const[]){TP_BIN, "--sequence-parallel", "--check", "--preset", "quickstart", "--tp", "1", NULL}, NULL,
+           "add --preset small");
     // At --tp 1 (one process, no collective) both NCCL knobs would do nothing: refused, by name.
     expect((char *const[]){TP_BIN, "--sequence-parallel", "--nccl-register", "--preset", "tiny", NULL}, NULL,
            "--tp 1 has none");
