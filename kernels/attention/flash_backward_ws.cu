@@ -384,7 +384,8 @@ size_t flash_backward_ws_smem_bytes(void) { return ws_smem_bytes(); }
 template <typename T>
 void flash_backward_ws(const BwdArgs &a, AttentionCausalOrder causal_order) {
     if (a.deterministic) DIE("flash attention backward: the warp-specialised kernel is not deterministic");
-    if (!a.tile_stats) DIE("flash attention backward: the warp-specialised kernel needs the prepare pass's tile statistics");
+    if (!a.tile_stats)
+        DIE("flash attention backward: the warp-specialised kernel needs the prepare pass's tile statistics");
     const int bh_count = a.batch * a.heads, key_blocks = ceil_div(a.seq, WS_BLOCK_N);
     if ((int64_t)key_blocks * bh_count > INT32_MAX)
         DIE("flash attention backward: %d key blocks x %d heads is more blocks than one launch takes", key_blocks,
