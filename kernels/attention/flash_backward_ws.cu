@@ -80,7 +80,8 @@ constexpr int WS_DQ_BYTES = 4 * DQ_STAGE_PANEL;  // dQ of a tile: 64 rows x 128 
 constexpr int WS_STATS_FLOATS = 2 * WS_BLOCK_M;  // lse log2(e), then Dsum, of one stage's queries
 constexpr int WS_STATS_BYTES = WS_STATS_FLOATS * 4;
 // What the producer's copies of one query tile bring: Q's and dO's panels, the statistics.
-constexpr int WS_STAGE_TX = 2 * WS_QO_BYTES + WS_STATS_BYTES;
+// (maybe_unused: the stub compiled for other GPUs than sm_90a does not use it.)
+[[maybe_unused]] constexpr int WS_STAGE_TX = 2 * WS_QO_BYTES + WS_STATS_BYTES;
 
 // K, V, two stages of Q and dO, P, dS, two dQ buffers, two stages of statistics, alignment.
 constexpr size_t ws_smem_bytes() {
