@@ -328,25 +328,26 @@ __global__ void __launch_bounds__(WS_THREADS, 1)
         fence_shared_for_wgmma();
         named_barrier_sync(DS_READY, 256);  // dQ needs both consumers' dS
 
-        // dK_c += dS_c^T Q, as dV; dQ[:, 64 c, + 64] = dS K: A = dS, keys contiguous (panel
-        // kk / 4, both consumers'), B = K's panel c read transposed, 16 keys (2048 bytes) a step.
+        // dQ[:, 64 c, + 64] = dS K: A = dS, keys contiguous (panel kk / 4, both consumers'), B =
+        // K's panel c read transposed, 16 keys (2048 bytes) a step; then dK_c += dS_c^T Q, as dV.
+        // Two groups, dQ's first: once it has landed (and dV's, committed before) the thread stages
+        // dQ while the tensor cores still run dK.
         float dq[8][4];
         wgmma_fence();
-#pragma unroll
-        for (int kk = 0; kk < WS_BLOCK_M / 16; kk++)
-            wgmma_ss<T, D, 1, 1>(dk, wgmma_descriptor(ds_addr + cw * WS_PS_PANEL + kk * 2048, WS_PS_PANEL, 1024),
-                                 wgmma_descriptor(q_addr + kk * 2048, WS_QO_PANEL, 1024));
 #pragma unroll
         for (int kk = 0; kk < WS_BLOCK_N / 16; kk++)
             wgmma_ss<T, 64, 0, 1>(dq, wgmma_descriptor(ds_addr + (kk / 4) * WS_PS_PANEL + (kk % 4) * 32, 0, 1024),
                                   wgmma_descriptor(k_addr + cw * WS_KV_PANEL + kk * 2048, WS_KV_PANEL, 1024), kk > 0);
         wgmma_commit();
-        wgmma_wait<0>();
+#pragma unroll
+        for (int kk = 0; kk < WS_BLOCK_M / 16; kk++)
+            wgmma_ss<T, D, 1, 1>(dk, wgmma_descriptor(ds_addr + cw * WS_PS_PANEL + kk * 2048, WS_PS_PANEL, 1024),
+                                 wgmma_descriptor(q_addr + kk * 2048, WS_QO_PANEL, 1024));
+        wgmma_commit();
+        wgmma_wait<1>();
         wgmma_settle(dv);
-        wgmma_settle(dk);
         wgmma_settle(dq);
-        // This thread is done with the stage (Q, dO, statistics) and with both dS panels.
-        mbarrier_arrive(&bars.qdo_empty[s_stage]);
+        // Done with the other consumer's dS panel (dK reads only this consumer's).
         if (step + 1 < steps) named_barrier_arrive(DS_FREE + (1 - cw), 256);
 
         // dQ (times the scale) staged at columns 64 c + 8 m + 2 c' (c' = lane % 4) of buffer
@@ -374,6 +375,11 @@ __global__ void __launch_bounds__(WS_THREADS, 1)
             }
         fence_shared_for_wgmma();  // the staged dQ, for the TMA unit
         mbarrier_arrive(&bars.dq_full[cw][s_stage]);
+
+        // dK has landed: this thread is done with the stage (Q, dO, statistics).
+        wgmma_wait<0>();
+        wgmma_settle(dk);
+        mbarrier_arrive(&bars.qdo_empty[s_stage]);
     }
 
     // dK (scaled) and dV (dropping: times 1 / (1 - p)) of this thread's keys into dqkv's k and v slots.
