@@ -226,9 +226,11 @@ static bool backward_runs_swapab(const AttentionKernelChoice &k, int head_dim) {
 }
 
 // The warp-specialised backward at head dim 128 (ATTENTION_BACKWARD_WS, attention.h): read
-// once, unless a setter came first. Off by default: a candidate, not yet measured.
+// once, unless a setter came first. On by default: measured against flash_backward_wgmma.cu on
+// an H200 (docs/results.md, seventh session), as fast without a mask and faster with dropout
+// (+4-5%) and causal (+2-4%).
 static int backward_ws_known = 0;
-static AttentionBackwardWS backward_ws_which = ATTENTION_BACKWARD_WS_OFF;
+static AttentionBackwardWS backward_ws_which = ATTENTION_BACKWARD_WS_ON;
 
 static AttentionBackwardWS backward_ws(void) {
     static const EnvChoice choices[] = {{"1", ATTENTION_BACKWARD_WS_ON}, {"0", ATTENTION_BACKWARD_WS_OFF}};

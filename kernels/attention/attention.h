@@ -157,17 +157,17 @@ typedef enum {
 } AttentionBackwardSwapAB;
 AttentionBackwardSwapAB attention_set_backward_swapab(AttentionBackwardSwapAB which);
 
-// The best set's wgmma backward at head dim 128, warp-specialised (flash_backward_ws.cu), a
-// candidate under measurement: FlashAttention-3's layout - a producer warpgroup (24 registers:
-// the TMA copies, lse and Dsum into shared memory, the dQ reductions) beside two consumer
-// warpgroups (240 registers each) that run flash_backward_wgmma.cu's math and nothing else.
-// Not deterministic: a deterministic backward runs the kernel it would run without this switch.
-//   ATTENTION_BACKWARD_WS_OFF (the default): never.
-//   ATTENTION_BACKWARD_WS_ON: wherever the best set runs a wgmma backward at head dim 128 and
-//     the problem is not deterministic - in place of the swapAB kernel too, should
+// The best set's wgmma backward at head dim 128, warp-specialised (flash_backward_ws.cu):
+// FlashAttention-3's layout - a producer warpgroup (24 registers: the TMA copies, lse and Dsum
+// into shared memory, the dQ reductions) beside two consumer warpgroups (240 registers each)
+// that run flash_backward_wgmma.cu's math and nothing else. Not deterministic: a deterministic
+// backward runs the kernel it would run without this switch.
+//   ATTENTION_BACKWARD_WS_ON (the default): wherever the best set runs a wgmma backward at head
+//     dim 128 and the problem is not deterministic - in place of the swapAB kernel too, should
 //     ATTENTION_BACKWARD_SWAPAB put that there.
+//   ATTENTION_BACKWARD_WS_OFF: never (flash_backward_wgmma.cu runs, as before it; for A/B runs).
 // The environment variable ATTENTION_BACKWARD_WS gives the first value (read once, as
-// ATTENTION_D64_FORWARD): "1" on, "0" or unset or empty off; any other value stops with a
+// ATTENTION_D64_FORWARD): "1" or unset or empty on, "0" off; any other value stops with a
 // message. attention_set_backward_ws overrides it from then on (a value outside the enum stops
 // with a message) and returns the previous value. attention_kernel_name says
 // "warp-specialised" where it runs. Head dim 64, the mma.sync kernels and the forward ignore it.

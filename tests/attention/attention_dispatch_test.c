@@ -368,12 +368,12 @@ static void test_backward_swapab_setter(void **state) {
     assert_int_equal(attention_set_backward_swapab(first), ATTENTION_SWAPAB_NEVER);
 }
 
-// ATTENTION_BACKWARD_WS's setter likewise (off at first when the variable is unset).
+// ATTENTION_BACKWARD_WS's setter likewise (on at first when the variable is unset).
 static void test_backward_ws_setter(void **state) {
     (void)state;
     const char *env = getenv("ATTENTION_BACKWARD_WS");
     const AttentionBackwardWS first = attention_set_backward_ws(ATTENTION_BACKWARD_WS_ON);
-    if (!env || !*env) assert_int_equal(first, ATTENTION_BACKWARD_WS_OFF);
+    if (!env || !*env) assert_int_equal(first, ATTENTION_BACKWARD_WS_ON);
     assert_int_equal(attention_set_backward_ws(ATTENTION_BACKWARD_WS_OFF), ATTENTION_BACKWARD_WS_ON);
     assert_int_equal(attention_set_backward_ws(first), ATTENTION_BACKWARD_WS_OFF);
 }
@@ -488,7 +488,7 @@ static void test_switches(void **state) {
          {ATTENTION_SWAPAB_WHERE_SUPPORTED, ATTENTION_SWAPAB_NEVER}, ATTENTION_SWAPAB_POLICY,
          "ATTENTION_BACKWARD_SWAPAB must be 1 or 0 (or unset), not \"zigzag\""},
         {"ATTENTION_BACKWARD_WS", read_ws, {"1", "0"}, {ATTENTION_BACKWARD_WS_ON, ATTENTION_BACKWARD_WS_OFF},
-         ATTENTION_BACKWARD_WS_OFF, "ATTENTION_BACKWARD_WS must be 1 or 0 (or unset), not \"zigzag\""},
+         ATTENTION_BACKWARD_WS_ON, "ATTENTION_BACKWARD_WS must be 1 or 0 (or unset), not \"zigzag\""},
     };
     char message[512];
     for (size_t s = 0; s < sizeof switches / sizeof switches[0]; s++) {
