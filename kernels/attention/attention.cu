@@ -1,7 +1,7 @@
 // The attention API (attention.h): checks the problem, chooses a kernel for each pass from
 // what this GPU can run, and launches it. The kernels live in flash_mma.cu (mma.sync) and
-// flash_forward_wgmma.cu / flash_backward_wgmma.cu (Hopper); flash_kernels.cuh is the line
-// between them and this file.
+// flash_forward_wgmma.cu / flash_backward_wgmma.cu / flash_backward_swapab.cu /
+// flash_backward_ws.cu (Hopper); flash_kernels.cuh is the line between them and this file.
 #include <limits.h>
 #include <math.h>
 #include <stdint.h>
@@ -225,6 +225,37 @@ static bool backward_runs_swapab(const AttentionKernelChoice &k, int head_dim) {
     return k.wgmma && backward_swapab_at(head_dim);
 }
 
+// The warp-specialised backward at head dim 128 (ATTENTION_BACKWARD_WS, attention.h): read
+// once, unless a setter came first. On by default: measured against flash_backward_wgmma.cu on
+// an H200 (docs/results.md, seventh session), as fast without a mask and faster with dropout
+// (+4-5%) and causal (+2-4%).
+static int backward_ws_known = 0;
+static AttentionBackwardWS backward_ws_which = ATTENTION_BACKWARD_WS_ON;
+
+static AttentionBackwardWS backward_ws(void) {
+    static const EnvChoice choices[] = {{"1", ATTENTION_BACKWARD_WS_ON}, {"0", ATTENTION_BACKWARD_WS_OFF}};
+    if (!backward_ws_known) {
+        backward_ws_which = (AttentionBackwardWS)ENV_CHOICE("ATTENTION_BACKWARD_WS", choices, backward_ws_which);
+        backward_ws_known = 1;
+    }
+    return backward_ws_which;
+}
+
+extern "C" AttentionBackwardWS attention_set_backward_ws(AttentionBackwardWS which) {
+    if (which != ATTENTION_BACKWARD_WS_OFF && which != ATTENTION_BACKWARD_WS_ON)
+        fail_user("attention_set_backward_ws: which must be an AttentionBackwardWS, not %d", (int)which);
+    const AttentionBackwardWS previous = backward_ws();
+    backward_ws_which = which;
+    return previous;
+}
+
+// Whether the backward of kernel choice `k` at head dim d runs the warp-specialised kernel: a
+// wgmma backward at d 128, not deterministic (the kernel has no deterministic variant), where
+// the setting says so - before the swapAB kernel (backward_runs_swapab).
+static bool backward_runs_ws(const AttentionKernelChoice &k, int head_dim, int deterministic) {
+    return k.wgmma && head_dim == 128 && !deterministic && backward_ws() == ATTENTION_BACKWARD_WS_ON;
+}
+
 // The best set's forward at head dim 64 (ATTENTION_D64_FORWARD, attention.h): read once,
 // unless a setter came first. Three consumer warpgroups by default (measured faster, attention.h).
 static int d64_forward_known = 0;
@@ -430,6 +461,16 @@ static AttentionKernelChoice choose(AttentionPass pass, int head_dim) {
                       choice.kernel, smem, device.max_smem_per_block, gpu_description());
         if (smem > choice.smem_bytes) choice.smem_bytes = smem;
     }
+    // The warp-specialised kernel: named for the tables with what runs when deterministic.
+    if (pass == ATTENTION_BACKWARD && backward_runs_ws(choice, head_dim, 0)) {
+        choice.kernel = backward_swapab_at(head_dim) ? "wgmma backward (warp-specialised; swapAB when deterministic)"
+                                                     : "wgmma backward (warp-specialised; not when deterministic)";
+        const size_t smem = flash_backward_ws_smem_bytes();
+        if (smem > device.max_smem_per_block)  // not on a Hopper GPU (227 KiB)
+            fail_user("attention: the %s needs %zu bytes of shared memory per block; the limit here is %zu (%s)",
+                      choice.kernel, smem, device.max_smem_per_block, gpu_description());
+        if (smem > choice.smem_bytes) choice.smem_bytes = smem;
+    }
     if (pass == ATTENTION_FORWARD && choice.wgmma && wgmma_forward_consumers(head_dim) == 3) {
         choice.kernel = "wgmma forward (3 consumers)";
         choice.smem_bytes = flash_forward_wgmma_smem_bytes(head_dim, 3);
@@ -445,6 +486,7 @@ static AttentionKernelChoice choose(AttentionPass pass, int head_dim) {
     forward_persistent();
     persistent_schedule();
     backward_swapab();
+    backward_ws();
     // The forward's persistent kernel, named for the tables: the benchmark and the tests show
     // which setting ran.
     if (pass == ATTENTION_FORWARD && choice.wgmma)
@@ -498,16 +540,18 @@ static int dq_slice_keys(const AttentionKernelChoice &k, int head_dim, int deter
     return k.wgmma ? flash_backward_wgmma_slice_keys(head_dim, wgmma_dq64(deterministic)) : k.tile;
 }
 
-// Dsum and dQ's zeroed accumulator first (and, for the swapAB kernel, its padded tile
-// statistics: a.tile_stats, not NULL exactly when it runs), then the kernel for dK, dV (and
-// dQ's partial sums), then dQ converted to T into dqkv. Deterministic: the accumulator is not
-// zeroed (every block overwrites its own slice), and the last pass sums the slices in
-// key-block order.
+// Dsum and dQ's zeroed accumulator first (and, for the swapAB and the warp-specialised
+// kernels, their padded tile statistics: a.tile_stats, not NULL exactly when one of them runs),
+// then the kernel for dK, dV (and dQ's partial sums), then dQ converted to T into dqkv.
+// Deterministic: the accumulator is not zeroed (every block overwrites its own slice), and the
+// last pass sums the slices in key-block order.
 template <typename T, int D>
 static void backward(const BwdArgs &a, const void *ctx, float *dsum, float *tile_stats,
                      const AttentionKernelChoice &k) {
     flash_backward_prepare<T, D>(a, ctx, a.dctx, dsum, a.deterministic ? nullptr : a.dq_accum, a.lse, tile_stats);
-    if (tile_stats) {
+    if (backward_runs_ws(k, D, a.deterministic)) {
+        if constexpr (D == 128) flash_backward_ws<T>(a, causal_order());
+    } else if (tile_stats) {
         flash_backward_swapab<T, D>(a, causal_order());
     } else if (k.wgmma) {
         flash_backward_wgmma<T, D>(a, wgmma_dq64(a.deterministic), causal_order());
@@ -543,12 +587,12 @@ extern "C" void attention_forward(const AttentionProblem *p, const AttentionDrop
     gpu_phase_end();
 }
 
-// The workspace holds Dsum (one float per query), the swapAB backward's tile statistics (lse
-// log2(e) and Dsum per query again, each head's row padded to a multiple of 128 queries:
-// flash_kernels.cuh; there whichever kernel runs, so that the size does not depend on the
-// switch) and then dQ's accumulator, which the vector atomics, the TMA reductions and the bulk
-// copies need 16-byte aligned: Dsum's part is rounded up to a multiple of 64 floats (the
-// statistics' part is a multiple of 256). Deterministic: one accumulator per slice of keys, as
+// The workspace holds Dsum (one float per query), the swapAB and warp-specialised backwards'
+// tile statistics (lse log2(e) and Dsum per query again, each head's row padded to a multiple
+// of 128 queries: flash_kernels.cuh; there whichever kernel runs, so that the size does not
+// depend on the switches) and then dQ's accumulator, which the vector atomics, the TMA
+// reductions and the bulk copies need 16-byte aligned: Dsum's part is rounded up to a multiple
+// of 64 floats (the statistics' part is a multiple of 256). Deterministic: one accumulator per slice of keys, as
 // many as the kernel with the fewest keys per slice (64) writes, whichever kernel runs.
 static size_t dsum_floats(const AttentionProblem *p) { return ((size_t)p->seq * p->batch * p->heads + 63) / 64 * 64; }
 
@@ -578,7 +622,9 @@ extern "C" void attention_backward(const AttentionProblem *p, const AttentionDro
     if (p->deterministic && dq_slice_keys(k, p->head_dim, 1) < DQ_SLICE_KEYS)
         DIE("attention_backward: %s has fewer than %d keys per dQ slice", k.kernel, DQ_SLICE_KEYS);
     float *dsum = (float *)workspace, *stats_area = dsum + dsum_floats(p);
-    float *tile_stats = backward_runs_swapab(k, p->head_dim) ? stats_area : nullptr;
+    const bool needs_tile_stats =
+        backward_runs_ws(k, p->head_dim, p->deterministic) || backward_runs_swapab(k, p->head_dim);
+    float *tile_stats = needs_tile_stats ? stats_area : nullptr;
     float *dq_accum = stats_area + tile_stats_floats(p);
     const BwdArgs a = {flash_params(p, dropout), qkv, dctx, lse, dsum, dq_accum, dqkv, p->deterministic, tile_stats};
     gpu_phase(CAT_ATTN_BWD);

@@ -12,7 +12,7 @@
 //     operands into registers. Their tiles shrink where shared memory is scarce (99 KiB per
 //     block on sm_86 / sm_89 against 163 KiB on an A100).
 //   wgmma (flash_forward_wgmma.cu, flash_backward_wgmma.cu, flash_backward_swapab.cu, both
-//     head dims): Hopper's
+//     head dims; flash_backward_ws.cu, head dim 128): Hopper's
 //     warpgroup MMA and TMA copies; only where the GPU is 9.0 (gpu_effective_cc(), which
 //     GPU_SIMULATE_CC can lower) AND the running code holds their sm_90a bodies (a build
 //     without sm_90a, e.g. PTX for compute_80 JIT-compiled on an H100, does not).
@@ -87,10 +87,10 @@ void attention_forward(const AttentionProblem *p, const AttentionDropout *dropou
                        float *lse);
 
 // Bytes of device workspace attention_backward needs: rowsum(dO * O) per query, the swapAB
-// backward's per-query statistics (lse * log2(e) and rowsum(dO * O) again, 2 * batch * heads *
-// (seq rounded up to 128) floats, reserved whichever backward runs) and a float accumulator
-// for dQ ([batch, heads, seq, head_dim] floats), into which every block of keys adds its
-// share. Deterministic: instead one such array per block of keys (the
+// and warp-specialised backwards' per-query statistics (lse * log2(e) and rowsum(dO * O)
+// again, 2 * batch * heads * (seq rounded up to 128) floats, reserved whichever backward runs)
+// and a float accumulator for dQ ([batch, heads, seq, head_dim] floats), into which every
+// block of keys adds its share. Deterministic: instead one such array per block of keys (the
 // [key_blocks][batch, heads, seq, head_dim] slices, key_blocks = seq / 64 rounded up, enough
 // for any kernel), each written with plain stores by its block, then summed in key-block
 // order 0, 1, 2, ... by a small kernel. That is seq / 64 times the memory (4 GiB at b 4,
@@ -156,6 +156,23 @@ typedef enum {
     ATTENTION_SWAPAB_WHERE_SUPPORTED,
 } AttentionBackwardSwapAB;
 AttentionBackwardSwapAB attention_set_backward_swapab(AttentionBackwardSwapAB which);
+
+// The best set's wgmma backward at head dim 128, warp-specialised (flash_backward_ws.cu):
+// FlashAttention-3's layout - a producer warpgroup (24 registers: the TMA copies, lse and Dsum
+// into shared memory, the dQ reductions) beside two consumer warpgroups (240 registers each)
+// that run flash_backward_wgmma.cu's math and nothing else. Not deterministic: a deterministic
+// backward runs the kernel it would run without this switch.
+//   ATTENTION_BACKWARD_WS_ON (the default): wherever the best set runs a wgmma backward at head
+//     dim 128 and the problem is not deterministic - in place of the swapAB kernel too, should
+//     ATTENTION_BACKWARD_SWAPAB put that there.
+//   ATTENTION_BACKWARD_WS_OFF: never (flash_backward_wgmma.cu runs, as before it; for A/B runs).
+// The environment variable ATTENTION_BACKWARD_WS gives the first value (read once, as
+// ATTENTION_D64_FORWARD): "1" or unset or empty on, "0" off; any other value stops with a
+// message. attention_set_backward_ws overrides it from then on (a value outside the enum stops
+// with a message) and returns the previous value. attention_kernel_name says
+// "warp-specialised" where it runs. Head dim 64, the mma.sync kernels and the forward ignore it.
+typedef enum { ATTENTION_BACKWARD_WS_OFF, ATTENTION_BACKWARD_WS_ON } AttentionBackwardWS;
+AttentionBackwardWS attention_set_backward_ws(AttentionBackwardWS which);
 
 // The best set's forward at head dim 64 on a GPU that runs wgmma: the wgmma forward with two
 // consumer warpgroups (128 queries per block, as at d 128) or three (192 queries per block;

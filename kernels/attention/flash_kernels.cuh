@@ -39,7 +39,7 @@ struct FwdArgs : FlashParams {
 // instead one such accumulator per block of keys ([key block][batch * heads][seq][D], not
 // zeroed), into which block kb stores its share of the rows it visits - plain stores, no
 // additions - for flash_backward_sum_dq_slices to add up in a fixed order.
-// tile_stats (the swapAB backward only, else NULL): the prepare pass's per-query lse * log2(e)
+// tile_stats (the swapAB and the warp-specialised backwards only, else NULL): the prepare pass's per-query lse * log2(e)
 // and Dsum, padded (flash_tile_stats_floats, below).
 struct BwdArgs : FlashParams {
     const void *qkv, *dctx;
@@ -152,5 +152,15 @@ size_t flash_backward_swapab_smem_bytes(int head_dim);
 int flash_backward_swapab_slice_keys(void);
 template <typename T, int D>
 void flash_backward_swapab(const BwdArgs &a, AttentionCausalOrder causal_order);
+
+// The warp-specialised backward at head dim 128 (flash_backward_ws.cu; ATTENTION_BACKWARD_WS,
+// attention.h): flash_backward_wgmma.cu's math in two consumer warpgroups of 240 registers
+// beside a producer warpgroup (the copies, lse and Dsum into shared memory, the dQ
+// reductions). 128 keys per block, 64 queries per step. Needs a.tile_stats
+// (flash_backward_prepare's); not deterministic (stops with a message if asked). Key blocks in
+// causal_order as flash_backward_wgmma's.
+size_t flash_backward_ws_smem_bytes(void);
+template <typename T>
+void flash_backward_ws(const BwdArgs &a, AttentionCausalOrder causal_order);
 
 #endif  // KERNELS_ATTENTION_FLASH_KERNELS_CUH

@@ -368,6 +368,16 @@ static void test_backward_swapab_setter(void **state) {
     assert_int_equal(attention_set_backward_swapab(first), ATTENTION_SWAPAB_NEVER);
 }
 
+// ATTENTION_BACKWARD_WS's setter likewise (on at first when the variable is unset).
+static void test_backward_ws_setter(void **state) {
+    (void)state;
+    const char *env = getenv("ATTENTION_BACKWARD_WS");
+    const AttentionBackwardWS first = attention_set_backward_ws(ATTENTION_BACKWARD_WS_ON);
+    if (!env || !*env) assert_int_equal(first, ATTENTION_BACKWARD_WS_ON);
+    assert_int_equal(attention_set_backward_ws(ATTENTION_BACKWARD_WS_OFF), ATTENTION_BACKWARD_WS_ON);
+    assert_int_equal(attention_set_backward_ws(first), ATTENTION_BACKWARD_WS_OFF);
+}
+
 // The persistent forward's schedule (block_order.h): straight and zig-zag, every work tile
 // taken by exactly one CTA, at least one per CTA, each CTA's tiles in ascending rounds; with
 // one round only, a partial last round (reversed or not, depending on its parity), and one
@@ -446,6 +456,7 @@ static int read_d64_forward(void) { return (int)attention_set_d64_forward(ATTENT
 static int read_persistent(void) { return (int)attention_set_forward_persistent(ATTENTION_PERSISTENT_POLICY, 0); }
 static int read_schedule(void) { return (int)attention_set_persistent_schedule(ATTENTION_SCHEDULE_POLICY); }
 static int read_swapab(void) { return (int)attention_set_backward_swapab(ATTENTION_SWAPAB_POLICY); }
+static int read_ws(void) { return (int)attention_set_backward_ws(ATTENTION_BACKWARD_WS_OFF); }
 
 // Every spelling gives its value (the child's exit status is 10 + the value); an empty
 // variable is as unset; anything else stops with a message naming the variable, every
@@ -476,6 +487,8 @@ static void test_switches(void **state) {
         {"ATTENTION_BACKWARD_SWAPAB", read_swapab, {"1", "0"},
          {ATTENTION_SWAPAB_WHERE_SUPPORTED, ATTENTION_SWAPAB_NEVER}, ATTENTION_SWAPAB_POLICY,
          "ATTENTION_BACKWARD_SWAPAB must be 1 or 0 (or unset), not \"zigzag\""},
+        {"ATTENTION_BACKWARD_WS", read_ws, {"1", "0"}, {ATTENTION_BACKWARD_WS_ON, ATTENTION_BACKWARD_WS_OFF},
+         ATTENTION_BACKWARD_WS_ON, "ATTENTION_BACKWARD_WS must be 1 or 0 (or unset), not \"zigzag\""},
     };
     char message[512];
     for (size_t s = 0; s < sizeof switches / sizeof switches[0]; s++) {
@@ -495,7 +508,7 @@ static void test_switches(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         // First: its children inherit this process's switches, which must still be unread
-        // (test_backward_swapab_setter reads one).
+        // (test_backward_swapab_setter and test_backward_ws_setter read two).
         cmocka_unit_test(test_switches),
         cmocka_unit_test(test_hopper_with_sm90a_image), cmocka_unit_test(test_hopper_without_sm90a_image),
         cmocka_unit_test(test_a100),                    cmocka_unit_test(test_99_kib_gpus),
@@ -506,6 +519,7 @@ int main(void) {
         cmocka_unit_test(test_key_block_order),
         cmocka_unit_test(test_backward_key_order),
         cmocka_unit_test(test_backward_swapab_setter),
+        cmocka_unit_test(test_backward_ws_setter),
         cmocka_unit_test(test_persistent_schedule),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -13,7 +13,10 @@
 // can and never (ATTENTION_FORWARD_PERSISTENT), the persistent one with both schedules
 // (ATTENTION_PERSISTENT_SCHEDULE) and few CTAs so that each loops over several work tiles, and
 // must give the same bits every way. The best set's backward runs with the swapAB kernel off and
-// on (ATTENTION_BACKWARD_SWAPAB, through its setter), deterministic and dropping too.
+// on (ATTENTION_BACKWARD_SWAPAB, through its setter), deterministic and dropping too; at d 128
+// also with the warp-specialised kernel (ATTENTION_BACKWARD_WS, through its setter) wherever
+// the wgmma backward runs, dropping, causal, ragged, on views and shards, and against the
+// deterministic kernel at training size.
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -84,7 +87,8 @@ static const int TEST_PERSISTENT_CTAS = 3;
 // order of the query blocks (ATTENTION_CAUSAL_ORDER), and with the forward persistent wherever
 // it can be, with the static and the dynamic schedule (ATTENTION_PERSISTENT_SCHEDULE), and never
 // (ATTENTION_FORWARD_PERSISTENT); then with the swapAB backward (ATTENTION_BACKWARD_SWAPAB), in
-// every causal order; all set back as they were after.
+// every causal order, and at d 128 with the warp-specialised backward (ATTENTION_BACKWARD_WS),
+// in every causal order; all set back as they were after.
 static void run_case(DType dt, int seq, int batch, int heads, int d, float p, int causal) {
     const AttentionD64Forward forwards[] = {ATTENTION_D64_FORWARD_WG2, ATTENTION_D64_FORWARD_WG3};
     const AttentionCausalOrder orders[] = {ATTENTION_CAUSAL_HEAVY_FIRST, ATTENTION_CAUSAL_NATURAL,
@@ -117,6 +121,14 @@ static void run_case(DType dt, int seq, int batch, int heads, int d, float p, in
         run_case_with(ATTENTION_KERNELS_BEST, dt, seq, batch, heads, d, p, causal);
     }
     attention_set_backward_swapab(swapab_was);
+    // The warp-specialised backward (ATTENTION_BACKWARD_WS, d 128 only), in every causal order.
+    const AttentionBackwardWS ws_was = attention_set_backward_ws(ATTENTION_BACKWARD_WS_ON);
+    for (int o = 0; o < (d == 128 ? (causal ? 3 : 1) : 0); o++) {
+        attention_set_causal_order(orders[o]);
+        print_message(" warp-specialised backward%s:\n", causal ? ", causal order above" : "");
+        run_case_with(ATTENTION_KERNELS_BEST, dt, seq, batch, heads, d, p, causal);
+    }
+    attention_set_backward_ws(ws_was);
     attention_set_d64_forward(forward_was);
     attention_set_causal_order(order_was);
     attention_set_forward_persistent(persistent_was, 0);
@@ -176,24 +188,29 @@ static void test_dropout(void **state) {
 // 104; 333; 129, one key in the second block), and shorter than a block (60: the second
 // warpgroup's keys all past seq; at d 64 the second warpgroup's 64 queries of the 128-query
 // tile too); without dropout, with p 0.1 and with p 0.5 (half the probabilities dropped: a mask
-// that differs from the forward's anywhere shows). Where the switch does not apply (no wgmma),
-// both runs are the same kernel.
+// that differs from the forward's anywhere shows). At d 128 a third run with the
+// warp-specialised backward (ATTENTION_BACKWARD_WS). Where the switches do not apply (no
+// wgmma), every run is the same kernel.
 static void test_backward_swapab(void **state) {
     (void)state;
     SKIP_WITHOUT_GPU();
     const int seqs[] = {256, 1000, 333, 129, 60};
     const float drops[] = {0.0f, 0.1f, 0.5f};
     const AttentionBackwardSwapAB swapab_was = attention_set_backward_swapab(ATTENTION_SWAPAB_NEVER);
+    const AttentionBackwardWS ws_was = attention_set_backward_ws(ATTENTION_BACKWARD_WS_OFF);
     for (int si = 0; si < 5; si++)
         for (int d = 64; d <= 128; d += 64)
             for (int causal = 0; causal < 2; causal++)
                 for (int pi = 0; pi < 3; pi++)
-                    for (int on = 0; on < 2; on++) {
+                    for (int run = 0; run < (d == 128 ? 3 : 2); run++) {  // swapAB off; on; warp-specialised
                         const DType dt = (si + causal + pi) % 2 ? DTYPE_BF16 : DTYPE_FP16;
-                        attention_set_backward_swapab(on ? ATTENTION_SWAPAB_WHERE_SUPPORTED : ATTENTION_SWAPAB_NEVER);
+                        attention_set_backward_swapab(run == 1 ? ATTENTION_SWAPAB_WHERE_SUPPORTED
+                                                               : ATTENTION_SWAPAB_NEVER);
+                        attention_set_backward_ws(run == 2 ? ATTENTION_BACKWARD_WS_ON : ATTENTION_BACKWARD_WS_OFF);
                         run_case_with(ATTENTION_KERNELS_BEST, dt, seqs[si], 1, 2, d, drops[pi], causal);
                     }
     attention_set_backward_swapab(swapab_was);
+    attention_set_backward_ws(ws_was);
     attention_set_kernels(ATTENTION_KERNELS_BEST);
 }
 
@@ -211,10 +228,12 @@ static float *head_slice(const float *x, int64_t tokens, int heads, int width, i
 // would draw rank 0's masks - the test shows that gives a different answer. (seq 77: at most
 // two key blocks add into each dQ row, so the atomics' order cannot change the sums.) Both
 // head dims, the best set's backward with the swapAB kernel off and on (it draws its mask
-// transposed, from the same global head index).
-static void check_shard_draws_the_unsharded_mask(int d, int swapab) {
+// transposed, from the same global head index), and at d 128 the warp-specialised one (ws).
+static void check_shard_draws_the_unsharded_mask(int d, int swapab, int ws) {
     const AttentionBackwardSwapAB swapab_was =
         attention_set_backward_swapab(swapab ? ATTENTION_SWAPAB_WHERE_SUPPORTED : ATTENTION_SWAPAB_NEVER);
+    const AttentionBackwardWS ws_was =
+        attention_set_backward_ws(ws ? ATTENTION_BACKWARD_WS_ON : ATTENTION_BACKWARD_WS_OFF);
     const DType dt = DTYPE_FP16;
     const int seq = 77, batch = 2, heads = 4, tp = 2, hl = heads / tp;
     const uint64_t seed = test_seed();
@@ -268,13 +287,15 @@ static void check_shard_draws_the_unsharded_mask(int d, int swapab) {
     dev_free(d_qkv), dev_free(d_dctx), dev_free(d_ctx), dev_free(d_dqkv), dev_free(d_lse), dev_free(scratch);
     free(qkv), free(dctx), free(ctx), free(dqkv);
     attention_set_backward_swapab(swapab_was);
+    attention_set_backward_ws(ws_was);
 }
 
 static void test_shard_draws_the_unsharded_mask(void **state) {
     (void)state;
     SKIP_WITHOUT_GPU();
     for (int d = 64; d <= 128; d += 64)
-        for (int swapab = 0; swapab < 2; swapab++) check_shard_draws_the_unsharded_mask(d, swapab);
+        for (int swapab = 0; swapab < 2; swapab++) check_shard_draws_the_unsharded_mask(d, swapab, 0);
+    check_shard_draws_the_unsharded_mask(128, 0, 1);
 }
 
 // [tokens, width] rows embedded as the first columns of [tokens, wide] rows, the rest `fill`.
@@ -296,7 +317,8 @@ static int extra_columns_hold(const float *x, int64_t tokens, int64_t width, int
 // Views (step 06): qkv the first columns of a wider tensor, ctx, dctx and dqkv likewise, given
 // by row strides. The results must be the packed run's, and the columns past the views must
 // stay untouched. Every set of kernels, both head dims (seq <= 128: at most two key blocks add
-// into a dQ row, so the atomics' order cannot change the sums).
+// into a dQ row, so the atomics' order cannot change the sums); at d 128 also the best set with
+// the warp-specialised backward (ATTENTION_BACKWARD_WS).
 static void check_view(AttentionKernels kernels, DType dt, int seq, int batch, int heads, int d, float p, int causal) {
     attention_set_kernels(kernels);
     const AttentionProblem packed = {
@@ -354,6 +376,11 @@ static void test_views(void **state) {
         check_view(sets[k], DTYPE_FP16, 77, 2, 2, 64, 0.1f, 0);
         check_view(sets[k], DTYPE_BF16, 120, 1, 2, 128, 0.1f, 1);
     }
+    const AttentionBackwardWS ws_was = attention_set_backward_ws(ATTENTION_BACKWARD_WS_ON);
+    print_message(" warp-specialised backward:\n");
+    check_view(ATTENTION_KERNELS_BEST, DTYPE_BF16, 120, 1, 2, 128, 0.1f, 1);
+    check_view(ATTENTION_KERNELS_BEST, DTYPE_FP16, 77, 2, 2, 128, 0.0f, 0);
+    attention_set_backward_ws(ws_was);
     attention_set_kernels(ATTENTION_KERNELS_BEST);
 }
 
@@ -471,10 +498,15 @@ static void test_deterministic_backward(void **state) {
 // that close to a rounding boundary - about 2^-13 of the values that differ in fp16, 2^-16 in
 // bf16 - so it takes millions of values (here 4.2 M per dq) for an order that varies to show
 // in dq, dk, dv with near certainty. The cases above (seq 520) are too small to count on that.
-static void check_deterministic_large(AttentionKernels kernels, int swapab, DType dt, int d, int causal) {
+// ws: the default path is the warp-specialised backward (d 128; ATTENTION_BACKWARD_WS), which
+// has no deterministic variant - the deterministic runs are the other wgmma kernel's, so the
+// comparison of the two paths checks the warp-specialised kernel at training size.
+static void check_deterministic_large(AttentionKernels kernels, int swapab, int ws, DType dt, int d, int causal) {
     attention_set_kernels(kernels);
     const AttentionBackwardSwapAB swapab_was =
         attention_set_backward_swapab(swapab ? ATTENTION_SWAPAB_WHERE_SUPPORTED : ATTENTION_SWAPAB_NEVER);
+    const AttentionBackwardWS ws_was =
+        attention_set_backward_ws(ws ? ATTENTION_BACKWARD_WS_ON : ATTENTION_BACKWARD_WS_OFF);
     const int seq = 2048, batch = 2, heads = 8 * 128 / d;
     const AttentionProblem problem = {.seq = seq, .batch = batch, .heads = heads, .head_dim = d, .dtype = dt,
                                       .causal = causal, .deterministic = 1};
@@ -503,21 +535,23 @@ static void check_deterministic_large(AttentionKernels kernels, int swapab, DTyp
     dev_free(d_qkv), dev_free(d_dctx), dev_free(d_ctx), dev_free(d_lse);
     free(qkv), free(dctx), free(first), free(second), free(fast1), free(fast2), free(det), free(def);
     attention_set_backward_swapab(swapab_was);
+    attention_set_backward_ws(ws_was);
 }
 
 static void test_deterministic_backward_large(void **state) {
     (void)state;
     SKIP_WITHOUT_GPU();
-    // The best set twice: ATTENTION_BACKWARD_SWAPAB off, then on.
+    // The best set three times: ATTENTION_BACKWARD_SWAPAB off, then on; then (d 128 only)
+    // ATTENTION_BACKWARD_WS on.
     const AttentionKernels sets[] = {ATTENTION_KERNELS_BEST, ATTENTION_KERNELS_BEST, ATTENTION_KERNELS_MMA_SYNC,
-                                     ATTENTION_KERNELS_MMA_SYNC_SMALL_TILES};
+                                     ATTENTION_KERNELS_MMA_SYNC_SMALL_TILES, ATTENTION_KERNELS_BEST};
     const DType dtypes[] = {DTYPE_FP16, DTYPE_BF16};
     const int dims[] = {64, 128};
-    for (int k = 0; k < 4; k++)
+    for (int k = 0; k < 5; k++)
         for (int t = 0; t < 2; t++)
-            for (int di = 0; di < 2; di++)
+            for (int di = (k == 4 ? 1 : 0); di < 2; di++)
                 for (int causal = 0; causal < 2; causal++)
-                    check_deterministic_large(sets[k], k == 1, dtypes[t], dims[di], causal);
+                    check_deterministic_large(sets[k], k == 1, k == 4, dtypes[t], dims[di], causal);
     attention_set_kernels(ATTENTION_KERNELS_BEST);
 }
 
