@@ -42,7 +42,9 @@ typedef struct {
     TpComm zero;         // split with CTAPolicy ZERO (the window+zero column)
     void *plain_a, *plain_b;               // cudaMalloc'd (dev_alloc)
     NcclBuffer registered_a, registered_b; // ncclMemAlloc'd, ncclCommRegister'd on plain
-    NcclBuffer window_a, window_b;         // ncclMemAlloc'd, windows on plain, efficiency and zero
+    // ncclMemAlloc'd, a pair per window column (plain, efficiency, zero): NCCL leaves host calls on
+    // a buffer registered as a symmetric window on more than one communicator undefined.
+    NcclBuffer window_a[3], window_b[3];
     Variant v[NUM_VARIANTS];
     ncclDataType_t type;
     DType dtype;
@@ -119,11 +121,7 @@ static void set_up(Sweep *s, size_t bytes) {
         else refuse(&s->v[V_REGISTERED], why[0] ? why : "ncclCommRegister failed on another rank");
     }
 
-    // The window columns: one pair of ncclMemAlloc buffers, a window on each communicator.
-    why[0] = 0;
-    ok = !nccl_buffer_alloc(&s->window_a, bytes, why, sizeof why) &&
-         !nccl_buffer_alloc(&s->window_b, bytes, why, sizeof why);
-    const int have_buffers = tp_all_ranks_ok(c, ok);
+    // The window columns: a pair of ncclMemAlloc buffers each, a window on its own communicator.
     struct { VariantId id; TpCtaPolicy policy; TpComm *comm; } windows[] = {
         {V_WINDOW, TP_CTA_POLICY_UNSET, &s->plain},
         {V_WINDOW_EFFICIENCY, TP_CTA_POLICY_EFFICIENCY, &s->efficiency},
@@ -131,11 +129,13 @@ static void set_up(Sweep *s, size_t bytes) {
     };
     for (size_t i = 0; i < sizeof windows / sizeof windows[0]; i++) {
         Variant *v = &s->v[windows[i].id];
-        if (!have_buffers) {
-            refuse(v, why[0] ? why : "ncclMemAlloc failed on another rank");
+        NcclBuffer *a = &s->window_a[i], *b = &s->window_b[i];
+        char cwhy[320] = "";
+        ok = !nccl_buffer_alloc(a, bytes, cwhy, sizeof cwhy) && !nccl_buffer_alloc(b, bytes, cwhy, sizeof cwhy);
+        if (!tp_all_ranks_ok(c, ok)) {
+            refuse(v, cwhy[0] ? cwhy : "ncclMemAlloc failed on another rank");
             continue;
         }
-        char cwhy[320] = "";
         if (windows[i].comm != &s->plain) {  // a communicator of this CTA policy
             ok = !tp_comm_split_config(c, windows[i].policy, 0, windows[i].comm, cwhy, sizeof cwhy);
             if (!tp_all_ranks_ok(c, ok)) {
@@ -144,16 +144,16 @@ static void set_up(Sweep *s, size_t bytes) {
                 continue;
             }
         }
-        ok = !nccl_buffer_register_window(&s->window_a, windows[i].comm, cwhy, sizeof cwhy) &&
-             !nccl_buffer_register_window(&s->window_b, windows[i].comm, cwhy, sizeof cwhy);
-        if (tp_all_ranks_ok(c, ok)) offer(v, windows[i].comm->comm, s->window_a.ptr, s->window_b.ptr);
+        ok = !nccl_buffer_register_window(a, windows[i].comm, cwhy, sizeof cwhy) &&
+             !nccl_buffer_register_window(b, windows[i].comm, cwhy, sizeof cwhy);
+        if (tp_all_ranks_ok(c, ok)) offer(v, windows[i].comm->comm, a->ptr, b->ptr);
         else refuse(v, cwhy[0] ? cwhy : "ncclCommWindowRegister failed on another rank");
     }
 }
 
 static void tear_down(Sweep *s) {
     // Buffers leave NCCL before their communicators are destroyed.
-    nccl_buffer_free(&s->window_b), nccl_buffer_free(&s->window_a);
+    for (int i = 0; i < 3; i++) nccl_buffer_free(&s->window_b[i]), nccl_buffer_free(&s->window_a[i]);
     nccl_buffer_free(&s->registered_b), nccl_buffer_free(&s->registered_a);
     dev_free(s->plain_a), dev_free(s->plain_b);
     if (s->zero.comm) tp_comm_destroy(&s->zero);
@@ -415,7 +415,7 @@ static void print_setup(const Sweep *s) {
     printf("\nNCCL: built with %s's headers, running %s; NCCL_NVLS_ENABLE=%s. Columns (each a bare NCCL call): "
            "plain = cudaMalloc'd buffers, a split of our communicator (the yardstick); registered = ncclMemAlloc'd "
            "buffers, ncclCommRegister'd on it; window = ncclMemAlloc'd, registered on it as symmetric windows "
-           "(ncclCommWindowRegister, NCCL_WIN_COLL_SYMMETRIC); win+effic. / win+zero = the same buffers as windows of "
+           "(ncclCommWindowRegister, NCCL_WIN_COLL_SYMMETRIC); win+effic. / win+zero = their own such buffers as windows of "
            "a communicator split with CTAPolicy EFFICIENCY / ZERO. Every column's output was checked against the "
            "exact sum at 2^16 elements and the layer's [T, h] (at most 2^25) first; '!' marks a wrong one.\n",
            nccl_build_version(built, sizeof built), nccl_runtime_version(loaded, sizeof loaded), nvls ? nvls : "(unset)");
