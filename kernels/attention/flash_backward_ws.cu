@@ -1,7 +1,8 @@
 // Flash attention backward on Hopper, head dim 128, warp-specialised (ATTENTION_BACKWARD_WS,
 // attention.h): flash_backward_wgmma.cu's math with FlashAttention-3's division of labour and
-// register budget. A candidate: measured against flash_backward_wgmma.cu before it becomes a
-// default anywhere.
+// register budget. The default at head dim 128 when not deterministic (attention.h): on an H200
+// 434-474 TFLOP/s against flash_backward_wgmma.cu's 422-438, 389-400 against 361-372 with
+// dropout, 364-382 against 350-358 causal (docs/results.md, seventh session).
 //
 // Why. flash_backward_wgmma.cu's two warpgroups each hold dK and dV of their 64 keys (128
 // floats a thread) for the whole block and also issue the copies, prefetch lse and Dsum into
@@ -26,8 +27,9 @@
 //   warpgroups 1 and 2, consumers c = 0, 1 (setmaxnreg.inc to 240): keys [64 c, 64 c + 64) of
 //     the block, per query tile of 64 queries exactly flash_backward_wgmma.cu's COLUMN_HALVES
 //     math: S = Q K_c^T, dP = dO V_c^T; P (dropped) into its panel of the P tile; dV_c += P^T
-//     dO; dS into its panel of the dS tile; dK_c += dS^T Q; dQ[:, 64 c, + 64] = dS K over both
-//     consumers' dS; dQ staged. lse and Dsum are read from the stage's shared memory where they
+//     dO; dS into its panel of the dS tile; dQ[:, 64 c, + 64] = dS K over both consumers' dS,
+//     then dK_c += dS^T Q; dQ staged while dK's product runs (in this order dQ lands first:
+//     the order that made this kernel faster than flash_backward_wgmma.cu). lse and Dsum are read from the stage's shared memory where they
 //     are used (no registers held for them across the tile).
 //
 // How the consumers meet. No __syncthreads after the start (the producer's threads have left).
