@@ -227,8 +227,9 @@ static bool backward_runs_swapab(const AttentionKernelChoice &k, int head_dim) {
 
 // The warp-specialised backward at head dim 128 (ATTENTION_BACKWARD_WS, attention.h): read
 // once, unless a setter came first. On by default: measured against flash_backward_wgmma.cu on
-// an H200 (docs/results.md, seventh session), as fast without a mask and faster with dropout
-// (+4-5%) and causal (+2-4%).
+// an H200 (docs/results.md, seventh session), faster in every row (fp16 / bf16 TFLOP/s: 434-466
+// / 472-474 against 423-438 / 422-436; dropout 389-400 against 361-372; causal 364-382 against
+// 350-358).
 static int backward_ws_known = 0;
 static AttentionBackwardWS backward_ws_which = ATTENTION_BACKWARD_WS_ON;
 
