@@ -154,24 +154,39 @@ static int env_choice(const char *name, const EnvChoice *choices, int n, int uns
     fail_user("%s must be %s (or unset), not \"%s\"", name, spellings, v);
 }
 
-#define ENV_CHOICE(name, choices, unset) env_choice(name, choices, (int)(sizeof choices / sizeof choices[0]), unset)
+// A switch: its environment variable read once, at the first use, unless a setter (where it
+// has one) came first. `value` holds the default until then.
+struct Switch {
+    const char *name;  // the environment variable
+    const EnvChoice *choices;
+    int count;
+    int value;
+    bool known;
+};
+#define SWITCH(name, choices, default_value) {name, choices, (int)(sizeof choices / sizeof choices[0]), default_value, false}
+
+static int switch_value(Switch &s) {
+    if (!s.known) s.value = env_choice(s.name, s.choices, s.count, s.value), s.known = true;
+    return s.value;
+}
+
+// The setters' common part: the switch takes `value` from now on; returns the previous value.
+static int switch_set(Switch &s, int value) {
+    const int previous = switch_value(s);
+    s.value = value;
+    return previous;
+}
 
 // The best set's backward at head dim 64 (ATTENTION_D64_BACKWARD, attention.h; read once):
 // unset, each pass's faster wgmma kernel (below); or the wgmma kernel with dQ over each
 // warpgroup's own keys, or by turns, for every pass; or the mma.sync kernel.
 typedef enum { D64_WGMMA_FASTEST, D64_WGMMA_OWN_KEYS, D64_WGMMA_BY_TURNS, D64_MMA_SYNC } D64Backward;
 
-static D64Backward d64_backward(void) {
-    static const EnvChoice choices[] = {
-        {"wgmma", D64_WGMMA_OWN_KEYS}, {"wgmma-turns", D64_WGMMA_BY_TURNS}, {"mma", D64_MMA_SYNC}};
-    static int known = 0;
-    static D64Backward which = D64_WGMMA_FASTEST;
-    if (!known) {
-        which = (D64Backward)ENV_CHOICE("ATTENTION_D64_BACKWARD", choices, D64_WGMMA_FASTEST);
-        known = 1;
-    }
-    return which;
-}
+static const EnvChoice d64_backward_choices[] = {
+    {"wgmma", D64_WGMMA_OWN_KEYS}, {"wgmma-turns", D64_WGMMA_BY_TURNS}, {"mma", D64_MMA_SYNC}};
+static Switch d64_backward_switch = SWITCH("ATTENTION_D64_BACKWARD", d64_backward_choices, D64_WGMMA_FASTEST);
+
+static D64Backward d64_backward(void) { return (D64Backward)switch_value(d64_backward_switch); }
 
 // How the wgmma backward at head dim 64 computes dQ (flash_kernels.cuh). Unset, the faster
 // way for the pass measured on an H200 (2026-11-29, b 4, h 32, s 2048, fp16): own keys by
@@ -187,26 +202,20 @@ static FlashDq64 wgmma_dq64(int deterministic) {
 
 // The swapAB backward (ATTENTION_BACKWARD_SWAPAB, attention.h): read once, unless a setter
 // came first.
-static int backward_swapab_known = 0;
-static AttentionBackwardSwapAB backward_swapab_which = ATTENTION_SWAPAB_POLICY;
+static const EnvChoice backward_swapab_choices[] = {{"1", ATTENTION_SWAPAB_WHERE_SUPPORTED},
+                                                     {"0", ATTENTION_SWAPAB_NEVER}};
+static Switch backward_swapab_switch = SWITCH("ATTENTION_BACKWARD_SWAPAB", backward_swapab_choices,
+                                              ATTENTION_SWAPAB_POLICY);
 
 static AttentionBackwardSwapAB backward_swapab(void) {
-    static const EnvChoice choices[] = {{"1", ATTENTION_SWAPAB_WHERE_SUPPORTED}, {"0", ATTENTION_SWAPAB_NEVER}};
-    if (!backward_swapab_known) {
-        backward_swapab_which =
-            (AttentionBackwardSwapAB)ENV_CHOICE("ATTENTION_BACKWARD_SWAPAB", choices, backward_swapab_which);
-        backward_swapab_known = 1;
-    }
-    return backward_swapab_which;
+    return (AttentionBackwardSwapAB)switch_value(backward_swapab_switch);
 }
 
 extern "C" AttentionBackwardSwapAB attention_set_backward_swapab(AttentionBackwardSwapAB which) {
     if (which != ATTENTION_SWAPAB_POLICY && which != ATTENTION_SWAPAB_NEVER &&
         which != ATTENTION_SWAPAB_WHERE_SUPPORTED)
         fail_user("attention_set_backward_swapab: which must be an AttentionBackwardSwapAB, not %d", (int)which);
-    const AttentionBackwardSwapAB previous = backward_swapab();
-    backward_swapab_which = which;
-    return previous;
+    return (AttentionBackwardSwapAB)switch_set(backward_swapab_switch, which);
 }
 
 // Whether the best set's wgmma backward at head dim d is the swapAB kernel: as the setting
@@ -230,24 +239,15 @@ static bool backward_runs_swapab(const AttentionKernelChoice &k, int head_dim) {
 // an H200 (docs/results.md, seventh session), faster in every row (fp16 / bf16 TFLOP/s: 434-466
 // / 472-474 against 423-438 / 422-436; dropout 389-400 against 361-372; causal 364-382 against
 // 350-358).
-static int backward_ws_known = 0;
-static AttentionBackwardWS backward_ws_which = ATTENTION_BACKWARD_WS_ON;
+static const EnvChoice backward_ws_choices[] = {{"1", ATTENTION_BACKWARD_WS_ON}, {"0", ATTENTION_BACKWARD_WS_OFF}};
+static Switch backward_ws_switch = SWITCH("ATTENTION_BACKWARD_WS", backward_ws_choices, ATTENTION_BACKWARD_WS_ON);
 
-static AttentionBackwardWS backward_ws(void) {
-    static const EnvChoice choices[] = {{"1", ATTENTION_BACKWARD_WS_ON}, {"0", ATTENTION_BACKWARD_WS_OFF}};
-    if (!backward_ws_known) {
-        backward_ws_which = (AttentionBackwardWS)ENV_CHOICE("ATTENTION_BACKWARD_WS", choices, backward_ws_which);
-        backward_ws_known = 1;
-    }
-    return backward_ws_which;
-}
+static AttentionBackwardWS backward_ws(void) { return (AttentionBackwardWS)switch_value(backward_ws_switch); }
 
 extern "C" AttentionBackwardWS attention_set_backward_ws(AttentionBackwardWS which) {
     if (which != ATTENTION_BACKWARD_WS_OFF && which != ATTENTION_BACKWARD_WS_ON)
         fail_user("attention_set_backward_ws: which must be an AttentionBackwardWS, not %d", (int)which);
-    const AttentionBackwardWS previous = backward_ws();
-    backward_ws_which = which;
-    return previous;
+    return (AttentionBackwardWS)switch_set(backward_ws_switch, which);
 }
 
 // Whether the backward of kernel choice `k` at head dim d runs the warp-specialised kernel: a
@@ -259,24 +259,15 @@ static bool backward_runs_ws(const AttentionKernelChoice &k, int head_dim, int d
 
 // The best set's forward at head dim 64 (ATTENTION_D64_FORWARD, attention.h): read once,
 // unless a setter came first. Three consumer warpgroups by default (measured faster, attention.h).
-static int d64_forward_known = 0;
-static AttentionD64Forward d64_forward_which = ATTENTION_D64_FORWARD_WG3;
+static const EnvChoice d64_forward_choices[] = {{"wg2", ATTENTION_D64_FORWARD_WG2}, {"wg3", ATTENTION_D64_FORWARD_WG3}};
+static Switch d64_forward_switch = SWITCH("ATTENTION_D64_FORWARD", d64_forward_choices, ATTENTION_D64_FORWARD_WG3);
 
-static AttentionD64Forward d64_forward(void) {
-    static const EnvChoice choices[] = {{"wg2", ATTENTION_D64_FORWARD_WG2}, {"wg3", ATTENTION_D64_FORWARD_WG3}};
-    if (!d64_forward_known) {
-        d64_forward_which = (AttentionD64Forward)ENV_CHOICE("ATTENTION_D64_FORWARD", choices, d64_forward_which);
-        d64_forward_known = 1;
-    }
-    return d64_forward_which;
-}
+static AttentionD64Forward d64_forward(void) { return (AttentionD64Forward)switch_value(d64_forward_switch); }
 
 extern "C" AttentionD64Forward attention_set_d64_forward(AttentionD64Forward which) {
     if (which != ATTENTION_D64_FORWARD_WG2 && which != ATTENTION_D64_FORWARD_WG3)
         fail_user("attention_set_d64_forward: which must be an AttentionD64Forward, not %d", (int)which);
-    const AttentionD64Forward previous = d64_forward();
-    d64_forward_which = which;
-    return previous;
+    return (AttentionD64Forward)switch_set(d64_forward_switch, which);
 }
 
 // Consumer warpgroups of the wgmma forward at head dim d.
@@ -286,27 +277,18 @@ static int wgmma_forward_consumers(int head_dim) {
 
 // The wgmma forward's order of causal query blocks (ATTENTION_CAUSAL_ORDER, attention.h): read
 // once, unless a setter came first.
-static int causal_order_known = 0;
-static AttentionCausalOrder causal_order_which = ATTENTION_CAUSAL_HEAVY_FIRST;
+static const EnvChoice causal_order_choices[] = {{"heavy-first", ATTENTION_CAUSAL_HEAVY_FIRST},
+                                                  {"natural", ATTENTION_CAUSAL_NATURAL},
+                                                  {"heavy-first-per-head", ATTENTION_CAUSAL_HEAVY_FIRST_PER_HEAD}};
+static Switch causal_order_switch = SWITCH("ATTENTION_CAUSAL_ORDER", causal_order_choices, ATTENTION_CAUSAL_HEAVY_FIRST);
 
-static AttentionCausalOrder causal_order(void) {
-    static const EnvChoice choices[] = {{"heavy-first", ATTENTION_CAUSAL_HEAVY_FIRST},
-                                        {"natural", ATTENTION_CAUSAL_NATURAL},
-                                        {"heavy-first-per-head", ATTENTION_CAUSAL_HEAVY_FIRST_PER_HEAD}};
-    if (!causal_order_known) {
-        causal_order_which = (AttentionCausalOrder)ENV_CHOICE("ATTENTION_CAUSAL_ORDER", choices, causal_order_which);
-        causal_order_known = 1;
-    }
-    return causal_order_which;
-}
+static AttentionCausalOrder causal_order(void) { return (AttentionCausalOrder)switch_value(causal_order_switch); }
 
 extern "C" AttentionCausalOrder attention_set_causal_order(AttentionCausalOrder order) {
     if (order != ATTENTION_CAUSAL_HEAVY_FIRST && order != ATTENTION_CAUSAL_NATURAL &&
         order != ATTENTION_CAUSAL_HEAVY_FIRST_PER_HEAD)
         fail_user("attention_set_causal_order: order must be an AttentionCausalOrder, not %d", (int)order);
-    const AttentionCausalOrder previous = causal_order();
-    causal_order_which = order;
-    return previous;
+    return (AttentionCausalOrder)switch_set(causal_order_switch, order);
 }
 
 // Whether the wgmma forward runs persistent by default (ATTENTION_PERSISTENT_POLICY,
@@ -327,19 +309,15 @@ static bool forward_persistent_for(int head_dim, bool causal, bool dropping) {
 
 // The wgmma forward persistent or not (ATTENTION_FORWARD_PERSISTENT, attention.h): read once,
 // unless a setter came first; and the most CTAs it may use (0: one per SM; the setter's).
-static int forward_persistent_known = 0;
-static AttentionForwardPersistent forward_persistent_which = ATTENTION_PERSISTENT_POLICY;
+// Unset: the measured policy (forward_persistent_for).
+static const EnvChoice forward_persistent_choices[] = {{"1", ATTENTION_PERSISTENT_WHERE_SUPPORTED},
+                                                        {"0", ATTENTION_PERSISTENT_NEVER}};
+static Switch forward_persistent_switch = SWITCH("ATTENTION_FORWARD_PERSISTENT", forward_persistent_choices,
+                                                 ATTENTION_PERSISTENT_POLICY);
 static int forward_persistent_max_ctas = 0;
 
 static AttentionForwardPersistent forward_persistent(void) {
-    // Unset: the measured policy (forward_persistent_for).
-    static const EnvChoice choices[] = {{"1", ATTENTION_PERSISTENT_WHERE_SUPPORTED}, {"0", ATTENTION_PERSISTENT_NEVER}};
-    if (!forward_persistent_known) {
-        forward_persistent_which =
-            (AttentionForwardPersistent)ENV_CHOICE("ATTENTION_FORWARD_PERSISTENT", choices, forward_persistent_which);
-        forward_persistent_known = 1;
-    }
-    return forward_persistent_which;
+    return (AttentionForwardPersistent)switch_value(forward_persistent_switch);
 }
 
 extern "C" AttentionForwardPersistent attention_set_forward_persistent(AttentionForwardPersistent which,
@@ -350,28 +328,20 @@ extern "C" AttentionForwardPersistent attention_set_forward_persistent(Attention
         fail_user("attention_set_forward_persistent: which must be an AttentionForwardPersistent and max_ctas >= 0, "
                   "not %d and %d",
                   (int)which, max_ctas);
-    const AttentionForwardPersistent previous = forward_persistent();
-    forward_persistent_which = which;
     forward_persistent_max_ctas = max_ctas;
-    return previous;
+    return (AttentionForwardPersistent)switch_set(forward_persistent_switch, which);
 }
 
 // The persistent wgmma forward's schedule (ATTENTION_PERSISTENT_SCHEDULE, attention.h): read
 // once, unless a setter came first. By default the policy: dynamic when causal (the measured
 // figures are above forward_persistent_for).
-static int persistent_schedule_known = 0;
-static AttentionPersistentSchedule persistent_schedule_which = ATTENTION_SCHEDULE_POLICY;
+static const EnvChoice persistent_schedule_choices[] = {{"static", ATTENTION_SCHEDULE_STATIC},
+                                                         {"dynamic", ATTENTION_SCHEDULE_DYNAMIC}};
+static Switch persistent_schedule_switch = SWITCH("ATTENTION_PERSISTENT_SCHEDULE", persistent_schedule_choices,
+                                                  ATTENTION_SCHEDULE_POLICY);
 
 static AttentionPersistentSchedule persistent_schedule(void) {
-    static const EnvChoice choices[] = {{"static", ATTENTION_SCHEDULE_STATIC},
-                                        {"dynamic", ATTENTION_SCHEDULE_DYNAMIC}};
-    if (!persistent_schedule_known) {
-        persistent_schedule_which =
-            (AttentionPersistentSchedule)ENV_CHOICE("ATTENTION_PERSISTENT_SCHEDULE", choices,
-                                                    persistent_schedule_which);
-        persistent_schedule_known = 1;
-    }
-    return persistent_schedule_which;
+    return (AttentionPersistentSchedule)switch_value(persistent_schedule_switch);
 }
 
 // Whether a problem, causal or not, takes the dynamic schedule.
@@ -384,9 +354,7 @@ extern "C" AttentionPersistentSchedule attention_set_persistent_schedule(Attenti
     if (which != ATTENTION_SCHEDULE_POLICY && which != ATTENTION_SCHEDULE_STATIC && which != ATTENTION_SCHEDULE_DYNAMIC)
         fail_user("attention_set_persistent_schedule: which must be an AttentionPersistentSchedule, not %d",
                   (int)which);
-    const AttentionPersistentSchedule previous = persistent_schedule();
-    persistent_schedule_which = which;
-    return previous;
+    return (AttentionPersistentSchedule)switch_set(persistent_schedule_switch, which);
 }
 
 // Whether the wgmma forward with `consumers` consumers runs persistent for a problem causal or
