@@ -234,22 +234,7 @@ __global__ void __launch_bounds__(WS_THREADS, 1)
         // S = Q K_c^T and dP = dO V_c^T, two groups: step kk takes 16 of the D columns (panel
         // kk / 4); the consumer's keys start 64 rows (8192 bytes) into each panel of K and V.
         float s[8][4], dp[8][4];
-        wgmma_fence();
-#pragma unroll
-        for (int kk = 0; kk < D / 16; kk++) {
-            const uint32_t qo = (kk / 4) * WS_QO_PANEL + (kk % 4) * 32;
-            const uint32_t kv = (kk / 4) * WS_KV_PANEL + cw * 64 * 128 + (kk % 4) * 32;
-            wgmma_ss<T, 64>(s, wgmma_descriptor(q_addr + qo, 0, 1024), wgmma_descriptor(k_addr + kv, 0, 1024), kk > 0);
-        }
-        wgmma_commit();
-#pragma unroll
-        for (int kk = 0; kk < D / 16; kk++) {
-            const uint32_t qo = (kk / 4) * WS_QO_PANEL + (kk % 4) * 32;
-            const uint32_t kv = (kk / 4) * WS_KV_PANEL + cw * 64 * 128 + (kk % 4) * 32;
-            wgmma_ss<T, 64>(dp, wgmma_descriptor(do_addr + qo, 0, 1024), wgmma_descriptor(v_addr + kv, 0, 1024),
-                            kk > 0);
-        }
-        wgmma_commit();
+        wgmma_backward_scores<T, D>(s, dp, q_addr, do_addr, k_addr, v_addr, cw * 64 * 128, WS_QO_PANEL, WS_KV_PANEL);
 
         // While the tensor cores work: the dropout mask of this thread's queries 16 wq + g (+ 8)
         // and keys 8n + 2c (+ 1) of the consumer's 64.

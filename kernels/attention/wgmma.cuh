@@ -168,4 +168,31 @@ WG_DEFINE_ALL(__nv_bfloat16, "bf16")
 #undef WG_REGS32
 #undef WG_REGS64
 
+// The backward's two score products of one query tile, shared by flash_backward_wgmma.cu and
+// flash_backward_ws.cu: S = Q K_w^T and dP = dO V_w^T, 64 queries x the 64 keys of one
+// warpgroup, K = D in steps of 16 columns, as two commit groups (S's first, so that a
+// wgmma_wait<1> waits for S alone). Q and dO are panels of 64 columns `qo_panel` bytes apart, K
+// and V panels `kv_panel` apart; the warpgroup's keys start `key_offset` bytes into K's and V's.
+template <typename T, int D>
+__device__ __forceinline__ void wgmma_backward_scores(float (&s)[8][4], float (&dp)[8][4], uint32_t q_addr,
+                                                      uint32_t do_addr, uint32_t k_addr, uint32_t v_addr,
+                                                      uint32_t key_offset, uint32_t qo_panel, uint32_t kv_panel) {
+    wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < D / 16; kk++) {
+        const uint32_t qo = (kk / 4) * qo_panel + (kk % 4) * 32;
+        const uint32_t kv = (kk / 4) * kv_panel + key_offset + (kk % 4) * 32;
+        wgmma_ss<T, 64>(s, wgmma_descriptor(q_addr + qo, 0, 1024), wgmma_descriptor(k_addr + kv, 0, 1024), kk > 0);
+    }
+    wgmma_commit();
+#pragma unroll
+    for (int kk = 0; kk < D / 16; kk++) {
+        const uint32_t qo = (kk / 4) * qo_panel + (kk % 4) * 32;
+        const uint32_t kv = (kk / 4) * kv_panel + key_offset + (kk % 4) * 32;
+        wgmma_ss<T, 64>(dp, wgmma_descriptor(do_addr + qo, 0, 1024), wgmma_descriptor(v_addr + kv, 0, 1024), kk > 0);
+    }
+    wgmma_commit();
+}
+
+
 #endif  // KERNELS_ATTENTION_WGMMA_CUH
