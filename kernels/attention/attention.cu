@@ -518,7 +518,8 @@ static AttentionKernelChoice choose(AttentionPass pass, int head_dim) {
         choice.kernel = wgmma_forward_name(head_dim, wgmma_forward_consumers(head_dim));
     // The wide tiles (ATTENTION_FORWARD_BLOCK_N), named likewise; the shared memory, the larger
     // of the two kernels' (which one runs depends on the problem).
-    if (pass == ATTENTION_FORWARD && choice.wgmma && forward_wide_tiles_at(head_dim, wgmma_forward_consumers(head_dim))) {
+    if (pass == ATTENTION_FORWARD && choice.wgmma &&
+        forward_wide_tiles_at(head_dim, wgmma_forward_consumers(head_dim))) {
         choice.kernel = with_wide_tiles(choice.kernel);
         const size_t smem = flash_forward_wgmma_smem_bytes(head_dim, 2, 176);
         if (smem > device.max_smem_per_block)  // not on a Hopper GPU (227 KiB)

@@ -15,7 +15,7 @@
 // (FlashAttention-3's layout):
 //   producer (warpgroup 0): one thread issues TMA copies of Q once and of K and V tile by tile
 //     into two stages each, as soon as the consumers have released a stage;
-//   consumers (warpgroups 1 .. CONSUMERS, 64 query rows each): per tile of 128 keys, S = Q K^T
+//   consumers (warpgroups 1 .. CONSUMERS, 64 query rows each): per tile of keys, S = Q K^T
 //     (d / 16 wgmmas), the online softmax on S in registers (flash_common.cuh: the very step
 //     the mma.sync kernel uses, since both accumulator layouts agree per warp), and O += P V
 //     with P straight from the score registers as the A operand.
@@ -29,6 +29,18 @@
 // softmax costs the same, so with two consumers the tensor cores wait for softmaxes; a third
 // consumer (192 queries per block, 160 registers each) keeps them fed (FlashAttention-3's
 // choice at d 64). attention.cu picks 2 or 3 at d 64 (ATTENTION_D64_FORWARD, attention.h).
+//
+// Keys per tile (the template parameter BLOCK_N): 128, or 176 at head dim 128 when neither
+// causal nor dropping (ATTENTION_FORWARD_BLOCK_N, attention.h; FlashAttention-3's kBlockN there).
+// Every tile has its fixed costs - the row max and sum shuffles, rescaling the 64 output
+// accumulators by alpha, the consumers' turns, the waits on barriers - which 176-key tiles
+// spread over 37% more keys than 128-key ones. It fits: per consumer thread S is 88 floats, P 44
+// registers, O 64 (the SASS uses registers up to R236 of the 240, and ptxas spills none); shared
+// memory holds Q (32 KiB) and 2 stages x (K + V) x 176 rows x 256 bytes (176 KiB): 209 KiB with
+// the alignment. 176 is no multiple of the 64 keys per dropout draw, and the causal code (the
+// tiles a query block visits, the diagonal masks) was written and measured for 128: those
+// problems keep 128, and the 176 kernels have neither compiled in (MAY_DROP, MAY_BE_CAUSAL; the
+// 128 kernels' code is unchanged). Head dim 64 (two or three consumers) keeps 128 as well.
 //
 // The order of the blocks (block_order.h): natural, or when causal the heaviest query blocks
 // first (ATTENTION_CAUSAL_ORDER, attention.h).
