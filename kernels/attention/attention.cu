@@ -93,7 +93,7 @@ extern "C" const char *attention_choose_kernel(const AttentionDevice *dev, Atten
     // their sm_90a bodies; both passes at both head dims.
     if (kernels == ATTENTION_KERNELS_BEST && gpu_arch_has_wgmma(dev->cc) && dev->wgmma_image_loaded) {
         const size_t smem =
-            forward ? flash_forward_wgmma_smem_bytes(head_dim, 2) : flash_backward_wgmma_smem_bytes(head_dim);
+            forward ? flash_forward_wgmma_smem_bytes(head_dim, 2, 128) : flash_backward_wgmma_smem_bytes(head_dim);
         if (smem <= dev->max_smem_per_block) {
             *choice = AttentionKernelChoice{forward ? "wgmma forward" : "wgmma backward", 1, 0, smem};
             return NULL;
@@ -409,6 +409,61 @@ static const char *wgmma_forward_name(int head_dim, int consumers) {
     return dynamic;
 }
 
+// The wgmma forward's keys per tile at head dim 128 (ATTENTION_FORWARD_BLOCK_N, attention.h):
+// read once, unless a setter came first. 128 by default; 176 a candidate until measured.
+static const EnvChoice forward_block_n_choices[] = {{"128", ATTENTION_FORWARD_BLOCK_N_128},
+                                                     {"176", ATTENTION_FORWARD_BLOCK_N_176}};
+static Switch forward_block_n_switch = SWITCH("ATTENTION_FORWARD_BLOCK_N", forward_block_n_choices,
+                                              ATTENTION_FORWARD_BLOCK_N_128);
+
+static AttentionForwardBlockN forward_block_n_setting(void) {
+    return (AttentionForwardBlockN)switch_value(forward_block_n_switch);
+}
+
+extern "C" AttentionForwardBlockN attention_set_forward_block_n(AttentionForwardBlockN which) {
+    if (which != ATTENTION_FORWARD_BLOCK_N_128 && which != ATTENTION_FORWARD_BLOCK_N_176)
+        fail_user("attention_set_forward_block_n: which must be an AttentionForwardBlockN (128 or 176), not %d",
+                  (int)which);
+    return (AttentionForwardBlockN)switch_set(forward_block_n_switch, which);
+}
+
+// Whether the wide tiles can run at all for the wgmma forward at head dim d (with its
+// consumers): d 128 with two consumers, where the setting asks for them.
+static bool forward_wide_tiles_at(int head_dim, int consumers) {
+    return head_dim == 128 && consumers == 2 && forward_block_n_setting() == ATTENTION_FORWARD_BLOCK_N_176;
+}
+
+// What flash_forward_wgmma takes: the keys per tile for this problem - 176 where the setting
+// asks and the problem is neither causal nor dropping, else 128.
+static int forward_block_n(int head_dim, int consumers, const FlashParams &p) {
+    return forward_wide_tiles_at(head_dim, consumers) && !p.causal && !(p.p_drop > 0.0f) ? 176 : 128;
+}
+
+// A wgmma forward's name with the wide tiles said (attention_kernel_name): "wgmma forward" ->
+// "wgmma forward (176-key tiles when neither causal nor dropping)", "wgmma forward (persistent)"
+// -> "wgmma forward (persistent; 176-key tiles ...)". Each name's buffer is kept (a few names
+// in all), so that names returned earlier stay valid.
+static const char *with_wide_tiles(const char *name) {
+    static const char WIDE[] = "176-key tiles when neither causal nor dropping";
+    enum { NAMES = 32 };
+    static struct {
+        const char *from;
+        char to[192];
+    } made[NAMES];
+    for (int i = 0; i < NAMES; i++) {
+        if (made[i].from == name) return made[i].to;
+        if (made[i].from) continue;
+        const size_t length = strlen(name);
+        if (length > 0 && name[length - 1] == ')')
+            snprintf(made[i].to, sizeof made[i].to, "%.*s; %s)", (int)length - 1, name, WIDE);
+        else
+            snprintf(made[i].to, sizeof made[i].to, "%s (%s)", name, WIDE);
+        made[i].from = name;
+        return made[i].to;
+    }
+    fail_user("attention: more wgmma forward names than with_wide_tiles keeps (%d)", NAMES);
+}
+
 static AttentionKernelChoice choose(AttentionPass pass, int head_dim) {
     const AttentionDevice device = this_device();
     const bool best_d64_backward =
@@ -442,7 +497,7 @@ static AttentionKernelChoice choose(AttentionPass pass, int head_dim) {
     }
     if (pass == ATTENTION_FORWARD && choice.wgmma && wgmma_forward_consumers(head_dim) == 3) {
         choice.kernel = "wgmma forward (3 consumers)";
-        choice.smem_bytes = flash_forward_wgmma_smem_bytes(head_dim, 3);
+        choice.smem_bytes = flash_forward_wgmma_smem_bytes(head_dim, 3, 128);
         if (choice.smem_bytes > device.max_smem_per_block)  // not on a Hopper GPU (227 KiB)
             fail_user("attention: the %s needs %zu bytes of shared memory per block; the limit here is %zu (%s)",
                       choice.kernel, choice.smem_bytes, device.max_smem_per_block, gpu_description());
@@ -456,10 +511,22 @@ static AttentionKernelChoice choose(AttentionPass pass, int head_dim) {
     persistent_schedule();
     backward_swapab();
     backward_ws();
+    forward_block_n_setting();
     // The forward's persistent kernel, named for the tables: the benchmark and the tests show
     // which setting ran.
     if (pass == ATTENTION_FORWARD && choice.wgmma)
         choice.kernel = wgmma_forward_name(head_dim, wgmma_forward_consumers(head_dim));
+    // The wide tiles (ATTENTION_FORWARD_BLOCK_N), named likewise; the shared memory, the larger
+    // of the two kernels' (which one runs depends on the problem).
+    if (pass == ATTENTION_FORWARD && choice.wgmma &&
+        forward_wide_tiles_at(head_dim, wgmma_forward_consumers(head_dim))) {
+        choice.kernel = with_wide_tiles(choice.kernel);
+        const size_t smem = flash_forward_wgmma_smem_bytes(head_dim, 2, 176);
+        if (smem > device.max_smem_per_block)  // not on a Hopper GPU (227 KiB)
+            fail_user("attention: the %s needs %zu bytes of shared memory per block; the limit here is %zu (%s)",
+                      choice.kernel, smem, device.max_smem_per_block, gpu_description());
+        if (smem > choice.smem_bytes) choice.smem_bytes = smem;
+    }
     return choice;
 }
 
@@ -494,8 +561,8 @@ static FlashParams flash_params(const AttentionProblem *p, const AttentionDropou
 template <typename T, int D>
 static void forward(const FwdArgs &a, const AttentionKernelChoice &k) {
     if (k.wgmma)
-        flash_forward_wgmma<T, D>(a, wgmma_forward_consumers(D), causal_order(),
-                                  forward_persistent_ctas(D, wgmma_forward_consumers(D), a),
+        flash_forward_wgmma<T, D>(a, wgmma_forward_consumers(D), forward_block_n(D, wgmma_forward_consumers(D), a),
+                                  causal_order(), forward_persistent_ctas(D, wgmma_forward_consumers(D), a),
                                   persistent_schedule_dynamic(a.causal != 0));
     else
         flash_forward_mma<T, D>(a, k.tile);

@@ -15,7 +15,7 @@
 // (FlashAttention-3's layout):
 //   producer (warpgroup 0): one thread issues TMA copies of Q once and of K and V tile by tile
 //     into two stages each, as soon as the consumers have released a stage;
-//   consumers (warpgroups 1 .. CONSUMERS, 64 query rows each): per tile of 128 keys, S = Q K^T
+//   consumers (warpgroups 1 .. CONSUMERS, 64 query rows each): per tile of keys, S = Q K^T
 //     (d / 16 wgmmas), the online softmax on S in registers (flash_common.cuh: the very step
 //     the mma.sync kernel uses, since both accumulator layouts agree per warp), and O += P V
 //     with P straight from the score registers as the A operand.
@@ -29,6 +29,18 @@
 // softmax costs the same, so with two consumers the tensor cores wait for softmaxes; a third
 // consumer (192 queries per block, 160 registers each) keeps them fed (FlashAttention-3's
 // choice at d 64). attention.cu picks 2 or 3 at d 64 (ATTENTION_D64_FORWARD, attention.h).
+//
+// Keys per tile (the template parameter BLOCK_N): 128, or 176 at head dim 128 when neither
+// causal nor dropping (ATTENTION_FORWARD_BLOCK_N, attention.h; FlashAttention-3's kBlockN there).
+// Every tile has its fixed costs - the row max and sum shuffles, rescaling the 64 output
+// accumulators by alpha, the consumers' turns, the waits on barriers - which 176-key tiles
+// spread over 37% more keys than 128-key ones. It fits: per consumer thread S is 88 floats, P 44
+// registers, O 64 (the SASS uses registers up to R236 of the 240, and ptxas spills none); shared
+// memory holds Q (32 KiB) and 2 stages x (K + V) x 176 rows x 256 bytes (176 KiB): 209 KiB with
+// the alignment. 176 is no multiple of the 64 keys per dropout draw, and the causal code (the
+// tiles a query block visits, the diagonal masks) was written and measured for 128: those
+// problems keep 128, and the 176 kernels have neither compiled in (MAY_DROP, MAY_BE_CAUSAL; the
+// 128 kernels' code is unchanged). Head dim 64 (two or three consumers) keeps 128 as well.
 //
 // The order of the blocks (block_order.h): natural, or when causal the heaviest query blocks
 // first (ATTENTION_CAUSAL_ORDER, attention.h).
@@ -58,7 +70,9 @@
 
 namespace {
 
-constexpr int WG_BLOCK_N = 128;  // keys per tile
+// Keys per tile (BLOCK_N, the kernel's template parameter): 128, or 176 at head dim 128 when
+// neither causal nor dropping (the header says why).
+constexpr int BLOCK_N_DEFAULT = 128, BLOCK_N_WIDE = 176;
 // (maybe_unused: the stub compiled for other GPUs than sm_90a does not use it.)
 [[maybe_unused]] constexpr int TURNS = 3;  // named barriers 3 .. 2 + CONSUMERS: consumer c's turn
 
@@ -121,14 +135,15 @@ struct WorkTile {
     int tiles;     // tiles of keys it visits (>= 1: q0 < seq)
 };
 
-template <int BLOCK_M>
+template <int BLOCK_M, int BLOCK_N>
 __device__ __forceinline__ WorkTile work_tile_at(int work, const BlockOrder &order, const FwdArgs &a) {
     const FlashBlock blk = flash_block_at(work, order.query_blocks, a.batch * a.heads, order.group_heads);
     WorkTile w;
     w.bh = blk.bh, w.b = blk.bh / a.heads, w.h = blk.bh % a.heads;
     w.q0 = blk.query_block * BLOCK_M;
-    const int kv_end = a.causal ? min(a.seq, w.q0 + BLOCK_M) : a.seq;
-    w.tiles = (kv_end + WG_BLOCK_N - 1) / WG_BLOCK_N;
+    // The wide tiles never see the causal mask (the launcher refuses it): their kv_end is seq.
+    const int kv_end = BLOCK_N == BLOCK_N_DEFAULT && a.causal ? min(a.seq, w.q0 + BLOCK_M) : a.seq;
+    w.tiles = (kv_end + BLOCK_N - 1) / BLOCK_N;
     return w;
 }
 
@@ -178,15 +193,17 @@ __device__ __forceinline__ WorkTile work_tile_at(int work, const BlockOrder &ord
 //     still has 128 threads waiting and 128 arriving, also at the very end.
 // Only the source of the indices changes: the index -> (query block, head) mapping
 // (work_tile_at) and the per-tile work are the static kernel's, so the bits are the same.
-template <typename T, int D, int CONSUMERS, bool PERSISTENT, bool DYNAMIC>
+template <typename T, int D, int CONSUMERS, int BLOCK_N, bool PERSISTENT, bool DYNAMIC>
 __global__ void __launch_bounds__(Shape<CONSUMERS>::THREADS, 1)
     flash_forward_wgmma_kernel(const __grid_constant__ CUtensorMap q_map, const __grid_constant__ CUtensorMap kv_map,
                                const __grid_constant__ FwdArgs a, const BlockOrder order, float scale) {
 #if WGMMA_AVAILABLE
     using S = Shape<CONSUMERS>;
     constexpr int BLOCK_M = S::BLOCK_M;
-    constexpr int Q_PANEL = BLOCK_M * 128, KV_PANEL = WG_BLOCK_N * 128;  // bytes per 64-column panel
-    constexpr int Q_BYTES = tile_bytes<D>(BLOCK_M), KV_BYTES = tile_bytes<D>(WG_BLOCK_N);
+    constexpr int Q_PANEL = BLOCK_M * 128, KV_PANEL = BLOCK_N * 128;  // bytes per 64-column panel
+    constexpr int Q_BYTES = tile_bytes<D>(BLOCK_M), KV_BYTES = tile_bytes<D>(BLOCK_N);
+    static_assert(BLOCK_N == BLOCK_N_DEFAULT || (BLOCK_N == BLOCK_N_WIDE && D == 128 && CONSUMERS == 2),
+                  "176-key tiles at head dim 128 with two consumers only");
     static_assert(Q_PANEL % 1024 == 0 && KV_PANEL % 1024 == 0, "panels start on the swizzle's 1024-byte period");
     static_assert(PERSISTENT || !DYNAMIC, "the dynamic schedule is the persistent kernel's");
     // The swizzle repeats every 1024 bytes, and the tiles must start on such a boundary.
@@ -206,7 +223,7 @@ __global__ void __launch_bounds__(Shape<CONSUMERS>::THREADS, 1)
     const int work_tiles = order.query_blocks * a.batch * a.heads;
     const int my_work_tiles = persistent_tile_count(blockIdx.x, gridDim.x, work_tiles, order.zigzag);
     auto my_work_tile = [&](int j) { return persistent_work_tile(j, blockIdx.x, gridDim.x, order.zigzag); };
-    const WorkTile first = work_tile_at<BLOCK_M>(blockIdx.x, order, a);
+    const WorkTile first = work_tile_at<BLOCK_M, BLOCK_N>(blockIdx.x, order, a);
 
     if (threadIdx.x == 0) {
         mbarrier_init(&bars.q_full, 1), mbarrier_init(&bars.q_empty, 128 * CONSUMERS);
@@ -224,9 +241,9 @@ __global__ void __launch_bounds__(Shape<CONSUMERS>::THREADS, 1)
         int n = 0;  // K/V tiles loaded so far: the ring's running count over all work tiles
         // Work tile `work`, the CTA's j-th (a lambda: not persistent, called once, as before).
         auto load_work_tile = [&](const int work, const int j) {
-            const WorkTile w = PERSISTENT ? work_tile_at<BLOCK_M>(work, order, a) : first;
-            // The tensor maps see qkv as [seq][batch][qkv_row]; a box is BLOCK_M (Q) or 128 (K,
-            // V) rows x 64 columns of one batch entry. Column of panel `panel` of part 0/1/2
+            const WorkTile w = PERSISTENT ? work_tile_at<BLOCK_M, BLOCK_N>(work, order, a) : first;
+            // The tensor maps see qkv as [seq][batch][qkv_row]; a box is BLOCK_M (Q) or BLOCK_N
+            // (K, V) rows x 64 columns of one batch entry. Column of panel `panel` of part 0/1/2
             // (q/k/v) of head h:
             auto col = [&](int part, int panel) { return w.h * 3 * D + part * D + 64 * panel; };
             // Use j of the Q buffer, once every consumer is done with use j - 1.
@@ -246,7 +263,7 @@ __global__ void __launch_bounds__(Shape<CONSUMERS>::THREADS, 1)
                 mbarrier_arrive_expect_tx(&bars.k_full[s], KV_BYTES);
                 for (int panel = 0; panel < D / 64; panel++)
                     tma_load_3d(k_tiles + s * KV_BYTES + panel * KV_PANEL, &kv_map, col(1, panel), w.b,
-                                t * WG_BLOCK_N, &bars.k_full[s]);
+                                t * BLOCK_N, &bars.k_full[s]);
                 if (PERSISTENT && t == 0 && j > 0) load_q();
                 int handed = 0;  // DYNAMIC: the CTA's next work tile, less gridDim.x (see below)
                 if (DYNAMIC && t == w.tiles - 1) handed = atomicAdd(order.handed_out, 1);
@@ -254,7 +271,7 @@ __global__ void __launch_bounds__(Shape<CONSUMERS>::THREADS, 1)
                 mbarrier_arrive_expect_tx(&bars.v_full[s], KV_BYTES);
                 for (int panel = 0; panel < D / 64; panel++)
                     tma_load_3d(v_tiles + s * KV_BYTES + panel * KV_PANEL, &kv_map, col(2, panel), w.b,
-                                t * WG_BLOCK_N, &bars.v_full[s]);
+                                t * BLOCK_N, &bars.v_full[s]);
                 // DYNAMIC: the CTA's next work tile, into slot (j + 1) % 2 (after this work
                 // tile's load_q, whose wait on q_empty means that every consumer read it for work
                 // tile j - 1).
@@ -291,7 +308,11 @@ __global__ void __launch_bounds__(Shape<CONSUMERS>::THREADS, 1)
     // The persistent kernel at 3 consumers never drops: the dropout code, inside the loop over
     // work tiles, made ptxas spill (160 registers per consumer thread); launch_forward runs the
     // non-persistent kernel for that case instead.
-    constexpr bool MAY_DROP = !(PERSISTENT && CONSUMERS == 3);
+    // Nor do the wide tiles (BLOCK_N = 176): the masks are drawn per 64 keys, and 176 is no
+    // multiple of 64; the launcher refuses them a dropping (or causal) problem, and the dropout
+    // and causal code is compiled out of them (MAY_DROP, MAY_BE_CAUSAL).
+    constexpr bool MAY_DROP = !(PERSISTENT && CONSUMERS == 3) && BLOCK_N % 64 == 0;
+    constexpr bool MAY_BE_CAUSAL = BLOCK_N == BLOCK_N_DEFAULT;
     const bool dropping = MAY_DROP && a.p_drop > 0.0f;
     const uint32_t drop_threshold = dropout_threshold(a.p_drop);
     const int g = lane / 4, seq = a.seq;
@@ -318,7 +339,7 @@ __global__ void __launch_bounds__(Shape<CONSUMERS>::THREADS, 1)
     // A lambda, so that the non-persistent kernel calls it once, outside any loop, exactly as
     // before the persistent one existed.
     auto consume_work_tile = [&](const int work, const int j, const int kv, const bool more_after) {
-        const WorkTile w = PERSISTENT ? work_tile_at<BLOCK_M>(work, order, a) : first;
+        const WorkTile w = PERSISTENT ? work_tile_at<BLOCK_M, BLOCK_N>(work, order, a) : first;
         const int b = w.b, h = w.h, bh = w.bh, q0 = w.q0, tiles = w.tiles;
 
         // This thread's rows (g and g + 8 of its warp's 16; consumer c has rows [64 c, 64 c +
@@ -332,13 +353,13 @@ __global__ void __launch_bounds__(Shape<CONSUMERS>::THREADS, 1)
         float o[D / 8][4];
 #pragma unroll
         for (int n = 0; n < D / 8; n++) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
-        float s[WG_BLOCK_N / 8][4];
-        uint32_t p[WG_BLOCK_N / 16][4];  // the probabilities as A operands, 16 keys each
+        float s[BLOCK_N / 8][4];
+        uint32_t p[BLOCK_N / 16][4];  // the probabilities as A operands, 16 keys each
 
         // Key tile t of this work tile is tile kv + t of the rings: its stage and its parity.
         auto stage = [&](int t) { return (kv + t) % 2; };
         auto parity = [&](int t) { return ((kv + t) / 2) & 1; };
-        // S = Q K_t^T, 64 x 128 per consumer, in d / 16 steps of 16 columns of Q and K: step kk
+        // S = Q K_t^T, 64 x BLOCK_N per consumer, in d / 16 steps of 16 columns of Q and K: step kk
         // reads 32 bytes into panel kk / 4 (the hardware applies the swizzle to the address).
         auto issue_scores = [&](int t) {
             const uint32_t k_addr = smem_addr(k_tiles + stage(t) * KV_BYTES);
@@ -346,8 +367,8 @@ __global__ void __launch_bounds__(Shape<CONSUMERS>::THREADS, 1)
 #pragma unroll
             for (int kk = 0; kk < D / 16; kk++) {
                 const uint32_t col = (kk % 4) * 32;
-                wgmma_ss<T, WG_BLOCK_N>(s, wgmma_descriptor(q_addr + (kk / 4) * Q_PANEL + col, 0, 1024),
-                                        wgmma_descriptor(k_addr + (kk / 4) * KV_PANEL + col, 0, 1024), kk > 0);
+                wgmma_ss<T, BLOCK_N>(s, wgmma_descriptor(q_addr + (kk / 4) * Q_PANEL + col, 0, 1024),
+                                     wgmma_descriptor(k_addr + (kk / 4) * KV_PANEL + col, 0, 1024), kk > 0);
             }
             wgmma_commit();
         };
@@ -357,7 +378,7 @@ __global__ void __launch_bounds__(Shape<CONSUMERS>::THREADS, 1)
             const uint32_t v_addr = smem_addr(v_tiles + stage(t) * KV_BYTES);
             wgmma_fence();
 #pragma unroll
-            for (int kk = 0; kk < WG_BLOCK_N / 16; kk++)
+            for (int kk = 0; kk < BLOCK_N / 16; kk++)
                 wgmma_rs_mn<T, D>(o, p[kk], wgmma_descriptor(v_addr + kk * 16 * 128, KV_PANEL, 1024));
             wgmma_commit();
         };
@@ -372,32 +393,46 @@ __global__ void __launch_bounds__(Shape<CONSUMERS>::THREADS, 1)
         // that (ptxas spills), and draw each block's mask right before applying it (8 registers
         // at a time) - the other consumers' products keep the tensor cores busy meanwhile.
         constexpr bool DRAW_DURING_SOFTMAX = CONSUMERS == 2;
-        TileDropout drop[DRAW_DURING_SOFTMAX ? WG_BLOCK_N / 64 : 1];
+        TileDropout drop[DRAW_DURING_SOFTMAX && MAY_DROP ? BLOCK_N / 64 : 1];
         auto draw_dropout = [&](int t, int part) {
-            return tile_dropout(row_group, t * (WG_BLOCK_N / 64) + part, a.keys, a.offset, drop_threshold);
+            return tile_dropout(row_group, t * (BLOCK_N / 64) + part, a.keys, a.offset, drop_threshold);
         };
         // P from the scores of tile t: register pairs of the score layout are the A operand's (as
         // mma.sync's), then dropped by ANDing them with the masks.
+        // The wide tiles (never dropping) pack their BLOCK_N / 16 fragments in one plain loop.
         auto pack_probabilities = [&](int t) {
+            if constexpr (BLOCK_N % 64 != 0) {  // the wide tiles: never dropping
 #pragma unroll
-            for (int part = 0; part < WG_BLOCK_N / 64; part++) {
-                TileDropout late;
-                if (!DRAW_DURING_SOFTMAX && dropping) late = draw_dropout(t, part);
-#pragma unroll
-                for (int kk = part * 4; kk < part * 4 + 4; kk++) {
+                for (int kk = 0; kk < BLOCK_N / 16; kk++) {
                     p[kk][0] = pack2<T>(s[2 * kk][0], s[2 * kk][1]);
                     p[kk][1] = pack2<T>(s[2 * kk][2], s[2 * kk][3]);
                     p[kk][2] = pack2<T>(s[2 * kk + 1][0], s[2 * kk + 1][1]);
                     p[kk][3] = pack2<T>(s[2 * kk + 1][2], s[2 * kk + 1][3]);
-                    if (dropping) drop_a_fragment(p[kk], DRAW_DURING_SOFTMAX ? drop[part] : late, kk % 4);
+                }
+                (void)t;
+            } else {
+#pragma unroll
+                for (int part = 0; part < BLOCK_N / 64; part++) {
+                    TileDropout late;
+                    if (!DRAW_DURING_SOFTMAX && dropping) late = draw_dropout(t, part);
+#pragma unroll
+                    for (int kk = part * 4; kk < part * 4 + 4; kk++) {
+                        p[kk][0] = pack2<T>(s[2 * kk][0], s[2 * kk][1]);
+                        p[kk][1] = pack2<T>(s[2 * kk][2], s[2 * kk][3]);
+                        p[kk][2] = pack2<T>(s[2 * kk + 1][0], s[2 * kk + 1][1]);
+                        p[kk][3] = pack2<T>(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+                        if (dropping) drop_a_fragment(p[kk], DRAW_DURING_SOFTMAX ? drop[part] : late, kk % 4);
+                    }
                 }
             }
         };
         auto softmax = [&](int t, float (&alpha)[2]) {
-            online_softmax_step(s, m, l, alpha, row_i, t * WG_BLOCK_N, seq, a.causal, scale_log2);
-            if (DRAW_DURING_SOFTMAX && dropping) {
+            online_softmax_step(s, m, l, alpha, row_i, t * BLOCK_N, seq, MAY_BE_CAUSAL ? a.causal : 0, scale_log2);
+            if constexpr (DRAW_DURING_SOFTMAX && MAY_DROP) {
+                if (dropping) {
 #pragma unroll
-                for (int part = 0; part < WG_BLOCK_N / 64; part++) drop[part] = draw_dropout(t, part);
+                    for (int part = 0; part < BLOCK_N / 64; part++) drop[part] = draw_dropout(t, part);
+                }
             }
         };
 
@@ -488,10 +523,11 @@ __global__ void __launch_bounds__(Shape<CONSUMERS>::THREADS, 1)
 __device__ int wgmma_image_flag;
 __global__ void wgmma_image_probe_kernel() { wgmma_image_flag = WGMMA_AVAILABLE; }
 
-// Q (64 rows per consumer), two K and two V stages (the swizzled 16-bit tiles of tile_bytes),
-// and room to align them to 1024 bytes.
-constexpr size_t forward_smem_bytes(int head_dim, int consumers) {
-    return (size_t)64 * consumers * head_dim * 2 + 4 * (size_t)WG_BLOCK_N * head_dim * 2 + 1024;
+// Q (64 rows per consumer), two K and two V stages of block_n keys (the swizzled 16-bit tiles
+// of tile_bytes), and room to align them to 1024 bytes. At d 128, two consumers: 32 KiB + 128
+// KiB + 1 KiB = 161 KiB with 128-key tiles, 32 + 176 + 1 = 209 KiB with 176-key ones.
+constexpr size_t forward_smem_bytes(int head_dim, int consumers, int block_n) {
+    return (size_t)64 * consumers * head_dim * 2 + 4 * (size_t)block_n * head_dim * 2 + 1024;
 }
 
 // The grid of the persistent kernel: one CTA per SM (one fits an SM: 160 KiB or more of shared
@@ -522,13 +558,17 @@ int *zeroed_handed_out_counter() {
     return counters[device];
 }
 
-template <typename T, int D, int CONSUMERS, bool PERSISTENT, bool DYNAMIC>
+template <typename T, int D, int CONSUMERS, int BLOCK_N, bool PERSISTENT, bool DYNAMIC>
 void launch_kernel(const FwdArgs &a, AttentionCausalOrder causal_order, int persistent_ctas) {
     using S = Shape<CONSUMERS>;
-    constexpr size_t smem = forward_smem_bytes(D, CONSUMERS);
-    static_assert(smem == (size_t)tile_bytes<D>(S::BLOCK_M) + 4 * tile_bytes<D>(WG_BLOCK_N) + 1024,
+    constexpr size_t smem = forward_smem_bytes(D, CONSUMERS, BLOCK_N);
+    static_assert(smem == (size_t)tile_bytes<D>(S::BLOCK_M) + 4 * tile_bytes<D>(BLOCK_N) + 1024,
                   "the kernel's carve-up");
-    allow_dynamic_smem<flash_forward_wgmma_kernel<T, D, CONSUMERS, PERSISTENT, DYNAMIC>>(smem);
+    // The wide tiles' kernel has no dropout and no causal mask compiled in (the kernel's MAY_DROP,
+    // MAY_BE_CAUSAL): the dispatch never sends it such a problem; should it, stop.
+    if (BLOCK_N != BLOCK_N_DEFAULT && (a.causal || a.p_drop > 0.0f))
+        DIE("flash attention: the wgmma forward with %d-key tiles takes neither the causal mask nor dropout", BLOCK_N);
+    allow_dynamic_smem<flash_forward_wgmma_kernel<T, D, CONSUMERS, BLOCK_N, PERSISTENT, DYNAMIC>>(smem);
     const int bh_count = a.batch * a.heads, query_blocks = ceil_div(a.seq, S::BLOCK_M);
     if ((int64_t)query_blocks * bh_count > INT32_MAX)
         DIE("flash attention: %d query blocks x %d heads is more blocks than one launch takes", query_blocks,
@@ -541,13 +581,13 @@ void launch_kernel(const FwdArgs &a, AttentionCausalOrder causal_order, int pers
     else if (a.causal && causal_order == ATTENTION_CAUSAL_HEAVY_FIRST_PER_HEAD)
         order.group_heads = 1;
     // The TMA sees qkv as [seq][batch][qkv_row] and copies boxes of 64 columns: BLOCK_M rows
-    // of Q, 128 of K and V.
+    // of Q, BLOCK_N of K and V.
     const CUtensorMap q_map = tensor_map_rows<T>(a.qkv, a.qkv_row, a.batch, a.seq, S::BLOCK_M);
-    const CUtensorMap kv_map = tensor_map_rows<T>(a.qkv, a.qkv_row, a.batch, a.seq, WG_BLOCK_N);
+    const CUtensorMap kv_map = tensor_map_rows<T>(a.qkv, a.qkv_row, a.batch, a.seq, BLOCK_N);
     const int work_tiles = query_blocks * bh_count;
     const int grid = PERSISTENT ? persistent_grid(work_tiles, persistent_ctas) : work_tiles;
     if (DYNAMIC) order.handed_out = zeroed_handed_out_counter();
-    flash_forward_wgmma_kernel<T, D, CONSUMERS, PERSISTENT, DYNAMIC>
+    flash_forward_wgmma_kernel<T, D, CONSUMERS, BLOCK_N, PERSISTENT, DYNAMIC>
         <<<grid, S::THREADS, smem>>>(q_map, kv_map, a, order, 1.0f / sqrtf((float)D));
     CHECK_LAUNCH();
 }
@@ -571,36 +611,47 @@ int flash_wgmma_image_loaded(void) {
     return loaded;
 }
 
-size_t flash_forward_wgmma_smem_bytes(int head_dim, int consumers) { return forward_smem_bytes(head_dim, consumers); }
+size_t flash_forward_wgmma_smem_bytes(int head_dim, int consumers, int block_n) {
+    return forward_smem_bytes(head_dim, consumers, block_n);
+}
 
 int flash_forward_wgmma_has_persistent(int consumers, int dropping) { return !(consumers == 3 && dropping); }
 
 // Persistent (persistent_ctas > 0) or not; persistent only where the kernel has that variant
 // (flash_forward_wgmma_has_persistent: not at 3 consumers when dropping, see MAY_DROP in the
 // kernel), else the non-persistent kernel; persistent with the static or the dynamic schedule.
-template <typename T, int D, int CONSUMERS>
+template <typename T, int D, int CONSUMERS, int BLOCK_N>
 void launch_forward(const FwdArgs &a, AttentionCausalOrder causal_order, int persistent_ctas, bool dynamic) {
     if (persistent_ctas > 0 && flash_forward_wgmma_has_persistent(CONSUMERS, a.p_drop > 0.0f)) {
         if (dynamic)
-            launch_kernel<T, D, CONSUMERS, true, true>(a, causal_order, persistent_ctas);
+            launch_kernel<T, D, CONSUMERS, BLOCK_N, true, true>(a, causal_order, persistent_ctas);
         else
-            launch_kernel<T, D, CONSUMERS, true, false>(a, causal_order, persistent_ctas);
+            launch_kernel<T, D, CONSUMERS, BLOCK_N, true, false>(a, causal_order, persistent_ctas);
     } else {
-        launch_kernel<T, D, CONSUMERS, false, false>(a, causal_order, 0);
+        launch_kernel<T, D, CONSUMERS, BLOCK_N, false, false>(a, causal_order, 0);
     }
 }
 
 template <typename T, int D>
-void flash_forward_wgmma(const FwdArgs &a, int consumers, AttentionCausalOrder causal_order, int persistent_ctas,
-                         int dynamic_schedule) {
+void flash_forward_wgmma(const FwdArgs &a, int consumers, int block_n, AttentionCausalOrder causal_order,
+                         int persistent_ctas, int dynamic_schedule) {
+    if (block_n != BLOCK_N_DEFAULT && (block_n != BLOCK_N_WIDE || D != 128 || consumers != 2))
+        DIE("flash attention: the wgmma forward has no %d-key tiles at head dim %d with %d consumers (176: d 128, 2 "
+            "consumers only)",
+            block_n, D, consumers);
     if constexpr (D == 64) {
-        if (consumers == 3) return launch_forward<T, D, 3>(a, causal_order, persistent_ctas, dynamic_schedule != 0);
+        if (consumers == 3)
+            return launch_forward<T, D, 3, BLOCK_N_DEFAULT>(a, causal_order, persistent_ctas, dynamic_schedule != 0);
     }
     if (consumers != 2) DIE("flash attention: the wgmma forward at head dim %d has no %d-consumer kernel", D, consumers);
-    launch_forward<T, D, 2>(a, causal_order, persistent_ctas, dynamic_schedule != 0);
+    if constexpr (D == 128) {
+        if (block_n == BLOCK_N_WIDE)
+            return launch_forward<T, D, 2, BLOCK_N_WIDE>(a, causal_order, persistent_ctas, dynamic_schedule != 0);
+    }
+    launch_forward<T, D, 2, BLOCK_N_DEFAULT>(a, causal_order, persistent_ctas, dynamic_schedule != 0);
 }
 
-template void flash_forward_wgmma<__half, 64>(const FwdArgs &, int, AttentionCausalOrder, int, int);
-template void flash_forward_wgmma<__half, 128>(const FwdArgs &, int, AttentionCausalOrder, int, int);
-template void flash_forward_wgmma<__nv_bfloat16, 64>(const FwdArgs &, int, AttentionCausalOrder, int, int);
-template void flash_forward_wgmma<__nv_bfloat16, 128>(const FwdArgs &, int, AttentionCausalOrder, int, int);
+template void flash_forward_wgmma<__half, 64>(const FwdArgs &, int, int, AttentionCausalOrder, int, int);
+template void flash_forward_wgmma<__half, 128>(const FwdArgs &, int, int, AttentionCausalOrder, int, int);
+template void flash_forward_wgmma<__nv_bfloat16, 64>(const FwdArgs &, int, int, AttentionCausalOrder, int, int);
+template void flash_forward_wgmma<__nv_bfloat16, 128>(const FwdArgs &, int, int, AttentionCausalOrder, int, int);

@@ -95,12 +95,14 @@ __device__ __forceinline__ void wgmma_settle(uint32_t (&a)[NK][4]) {
     for (int k = 0; k < NK; k++) asm volatile("" : "+r"(a[k][0]), "+r"(a[k][1]), "+r"(a[k][2]), "+r"(a[k][3])::"memory");
 }
 
-// The accumulator operand lists: N / 2 floats per thread (N = 64: 32, N = 128: 64).
+// The accumulator operand lists: N / 2 floats per thread (N = 64: 32, N = 128: 64, N = 176: 88).
 #define WG_ACC4(n) "+f"(d[n][0]), "+f"(d[n][1]), "+f"(d[n][2]), "+f"(d[n][3])
 #define WG_ACC32 WG_ACC4(0), WG_ACC4(1), WG_ACC4(2), WG_ACC4(3), WG_ACC4(4), WG_ACC4(5), WG_ACC4(6), WG_ACC4(7)
 #define WG_ACC64                                                                                              \
     WG_ACC32, WG_ACC4(8), WG_ACC4(9), WG_ACC4(10), WG_ACC4(11), WG_ACC4(12), WG_ACC4(13), WG_ACC4(14), \
         WG_ACC4(15)
+#define WG_ACC88                                                                                              \
+    WG_ACC64, WG_ACC4(16), WG_ACC4(17), WG_ACC4(18), WG_ACC4(19), WG_ACC4(20), WG_ACC4(21)
 #define WG_REGS32                                                                                            \
     "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, " \
     "%22, %23, %24, %25, %26, %27, %28, %29, %30, %31}"
@@ -109,6 +111,12 @@ __device__ __forceinline__ void wgmma_settle(uint32_t (&a)[NK][4]) {
     "%22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, "   \
     "%42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, "   \
     "%62, %63}"
+#define WG_REGS88                                                                                             \
+    "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, "   \
+    "%22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, "    \
+    "%42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, "    \
+    "%62, %63, %64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, %79, %80, %81, "    \
+    "%82, %83, %84, %85, %86, %87}"
 
 // D[64 x N] += A B (D = A B when accumulate is 0: D need not be initialised), A and B in
 // shared memory, each K-major (TRANS = 0: the reduction dimension contiguous) or MN-major
@@ -145,9 +153,10 @@ __device__ __forceinline__ void wgmma_rs_mn(float (&d)[N / 8][4], const uint32_t
                      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b_desc), "r"(1));                 \
     }
 
-// Forward: S = Q K^T (N = 128 keys), O += P V (N = d).
+// Forward: S = Q K^T (N = 128 keys, or 176: the wide tiles at d 128), O += P V (N = d).
 #define WG_DEFINE_ALL(TYPE, PTX_TYPE)                                                                       \
     WG_DEFINE_SS(TYPE, PTX_TYPE, 128, 0, 0, WG_REGS64, WG_ACC64, "%64", "%65", "%66")                        \
+    WG_DEFINE_SS(TYPE, PTX_TYPE, 176, 0, 0, WG_REGS88, WG_ACC88, "%88", "%89", "%90")                        \
     WG_DEFINE_RS_MN(TYPE, PTX_TYPE, 128, WG_REGS64, WG_ACC64, "{%64, %65, %66, %67}", "%68", "%69")          \
     WG_DEFINE_RS_MN(TYPE, PTX_TYPE, 64, WG_REGS32, WG_ACC32, "{%32, %33, %34, %35}", "%36", "%37")           \
     /* Backward: S, dP (N = 64 keys); dV, dK (A, B transposed; N = d: 128, 64); dQ (B transposed). */ \
@@ -165,8 +174,10 @@ WG_DEFINE_ALL(__nv_bfloat16, "bf16")
 #undef WG_ACC4
 #undef WG_ACC32
 #undef WG_ACC64
+#undef WG_ACC88
 #undef WG_REGS32
 #undef WG_REGS64
+#undef WG_REGS88
 
 // The backward's two score products of one query tile, shared by flash_backward_wgmma.cu and
 // flash_backward_ws.cu: S = Q K_w^T and dP = dO V_w^T, 64 queries x the 64 keys of one

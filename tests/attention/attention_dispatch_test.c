@@ -378,6 +378,16 @@ static void test_backward_ws_setter(void **state) {
     assert_int_equal(attention_set_backward_ws(first), ATTENTION_BACKWARD_WS_OFF);
 }
 
+// ATTENTION_FORWARD_BLOCK_N's setter likewise (128 at first when the variable is unset).
+static void test_forward_block_n_setter(void **state) {
+    (void)state;
+    const char *env = getenv("ATTENTION_FORWARD_BLOCK_N");
+    const AttentionForwardBlockN first = attention_set_forward_block_n(ATTENTION_FORWARD_BLOCK_N_176);
+    if (!env || !*env) assert_int_equal(first, ATTENTION_FORWARD_BLOCK_N_128);
+    assert_int_equal(attention_set_forward_block_n(ATTENTION_FORWARD_BLOCK_N_128), ATTENTION_FORWARD_BLOCK_N_176);
+    assert_int_equal(attention_set_forward_block_n(first), ATTENTION_FORWARD_BLOCK_N_128);
+}
+
 // The persistent forward's schedule (block_order.h): straight and zig-zag, every work tile
 // taken by exactly one CTA, at least one per CTA, each CTA's tiles in ascending rounds; with
 // one round only, a partial last round (reversed or not, depending on its parity), and one
@@ -457,6 +467,9 @@ static int read_persistent(void) { return (int)attention_set_forward_persistent(
 static int read_schedule(void) { return (int)attention_set_persistent_schedule(ATTENTION_SCHEDULE_POLICY); }
 static int read_swapab(void) { return (int)attention_set_backward_swapab(ATTENTION_SWAPAB_POLICY); }
 static int read_ws(void) { return (int)attention_set_backward_ws(ATTENTION_BACKWARD_WS_OFF); }
+static int read_block_n(void) { return (int)attention_set_forward_block_n(ATTENTION_FORWARD_BLOCK_N_128); }
+// The setter given a value outside its enum (160: a tile width the kernel does not have).
+static int set_block_n_160(void) { return (int)attention_set_forward_block_n((AttentionForwardBlockN)160); }
 
 // Every spelling gives its value (the child's exit status is 10 + the value); an empty
 // variable is as unset; anything else stops with a message naming the variable, every
@@ -489,6 +502,9 @@ static void test_switches(void **state) {
          "ATTENTION_BACKWARD_SWAPAB must be 1 or 0 (or unset), not \"zigzag\""},
         {"ATTENTION_BACKWARD_WS", read_ws, {"1", "0"}, {ATTENTION_BACKWARD_WS_ON, ATTENTION_BACKWARD_WS_OFF},
          ATTENTION_BACKWARD_WS_ON, "ATTENTION_BACKWARD_WS must be 1 or 0 (or unset), not \"zigzag\""},
+        {"ATTENTION_FORWARD_BLOCK_N", read_block_n, {"128", "176"},
+         {ATTENTION_FORWARD_BLOCK_N_128, ATTENTION_FORWARD_BLOCK_N_176}, ATTENTION_FORWARD_BLOCK_N_128,
+         "ATTENTION_FORWARD_BLOCK_N must be 128 or 176 (or unset), not \"zigzag\""},
     };
     char message[512];
     for (size_t s = 0; s < sizeof switches / sizeof switches[0]; s++) {
@@ -503,12 +519,19 @@ static void test_switches(void **state) {
         if (!strstr(message, switches[s].refusal))
             fail_msg("%s=zigzag: expected \"%s\", got: %s", switches[s].name, switches[s].refusal, message);
     }
+    // A setter refuses a value outside its enum (ATTENTION_FORWARD_BLOCK_N's: 160).
+    assert_int_equal(switch_in_child("ATTENTION_FORWARD_BLOCK_N", "", set_block_n_160, message, sizeof message), 1);
+    static const char refusal[] =
+        "attention_set_forward_block_n: which must be an AttentionForwardBlockN (128 or 176), not 160";
+    if (!strstr(message, refusal))
+        fail_msg("attention_set_forward_block_n(160): got: %s", message);
 }
 
 int main(void) {
     const struct CMUnitTest tests[] = {
         // First: its children inherit this process's switches, which must still be unread
-        // (test_backward_swapab_setter and test_backward_ws_setter read two).
+        // (test_backward_swapab_setter, test_backward_ws_setter and test_forward_block_n_setter
+        // read three).
         cmocka_unit_test(test_switches),
         cmocka_unit_test(test_hopper_with_sm90a_image), cmocka_unit_test(test_hopper_without_sm90a_image),
         cmocka_unit_test(test_a100),                    cmocka_unit_test(test_99_kib_gpus),
@@ -520,6 +543,7 @@ int main(void) {
         cmocka_unit_test(test_backward_key_order),
         cmocka_unit_test(test_backward_swapab_setter),
         cmocka_unit_test(test_backward_ws_setter),
+        cmocka_unit_test(test_forward_block_n_setter),
         cmocka_unit_test(test_persistent_schedule),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -16,7 +16,11 @@
 // on (ATTENTION_BACKWARD_SWAPAB, through its setter), deterministic and dropping too; at d 128
 // also with the warp-specialised kernel (ATTENTION_BACKWARD_WS, through its setter) wherever
 // the wgmma backward runs, dropping, causal, ragged, on views and shards, and against the
-// deterministic kernel at training size.
+// deterministic kernel at training size. The wgmma forward at d 128 also with 176-key tiles
+// (ATTENTION_FORWARD_BLOCK_N, through its setter): never persistent and persistent with both
+// schedules, seq ragged against 176 (test_forward_wide_tiles), bit for bit between its
+// persistent and non-persistent kernels; where the tiles do not apply (causal, dropout) the
+// 128-key kernel must run (the 176-key one stops on such a problem).
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -88,7 +92,9 @@ static const int TEST_PERSISTENT_CTAS = 3;
 // it can be, with the static and the dynamic schedule (ATTENTION_PERSISTENT_SCHEDULE), and never
 // (ATTENTION_FORWARD_PERSISTENT); then with the swapAB backward (ATTENTION_BACKWARD_SWAPAB), in
 // every causal order, and at d 128 with the warp-specialised backward (ATTENTION_BACKWARD_WS),
-// in every causal order; all set back as they were after.
+// in every causal order; at d 128 with 176-key tiles asked for (ATTENTION_FORWARD_BLOCK_N: run
+// where neither causal nor dropping, else the 128-key kernel), never persistent and persistent
+// with both schedules; all set back as they were after.
 static void run_case(DType dt, int seq, int batch, int heads, int d, float p, int causal) {
     const AttentionD64Forward forwards[] = {ATTENTION_D64_FORWARD_WG2, ATTENTION_D64_FORWARD_WG3};
     const AttentionCausalOrder orders[] = {ATTENTION_CAUSAL_HEAVY_FIRST, ATTENTION_CAUSAL_NATURAL,
@@ -121,6 +127,21 @@ static void run_case(DType dt, int seq, int batch, int heads, int d, float p, in
         run_case_with(ATTENTION_KERNELS_BEST, dt, seq, batch, heads, d, p, causal);
     }
     attention_set_backward_swapab(swapab_was);
+    // The 176-key tiles (ATTENTION_FORWARD_BLOCK_N, d 128 only): never persistent; persistent,
+    // static; persistent, dynamic.
+    const AttentionForwardBlockN block_n_was = attention_set_forward_block_n(ATTENTION_FORWARD_BLOCK_N_176);
+    attention_set_causal_order(ATTENTION_CAUSAL_HEAVY_FIRST);
+    for (int pe = 0; pe < (d == 128 ? 3 : 0); pe++) {
+        attention_set_forward_persistent(pe ? ATTENTION_PERSISTENT_WHERE_SUPPORTED : ATTENTION_PERSISTENT_NEVER,
+                                         pe ? TEST_PERSISTENT_CTAS : 0);
+        attention_set_persistent_schedule(pe == 2 ? ATTENTION_SCHEDULE_DYNAMIC : ATTENTION_SCHEDULE_STATIC);
+        print_message(" 176-key tiles asked for, %s:\n", pe == 0 ? "never persistent" : pe == 1 ? "persistent static"
+                                                                                         : "persistent dynamic");
+        run_case_with(ATTENTION_KERNELS_BEST, dt, seq, batch, heads, d, p, causal);
+    }
+    attention_set_forward_block_n(block_n_was);
+    attention_set_forward_persistent(ATTENTION_PERSISTENT_NEVER, 0);
+    attention_set_persistent_schedule(ATTENTION_SCHEDULE_STATIC);
     // The warp-specialised backward (ATTENTION_BACKWARD_WS, d 128 only), in every causal order.
     const AttentionBackwardWS ws_was = attention_set_backward_ws(ATTENTION_BACKWARD_WS_ON);
     for (int o = 0; o < (d == 128 ? (causal ? 3 : 1) : 0); o++) {
@@ -211,6 +232,34 @@ static void test_backward_swapab(void **state) {
                     }
     attention_set_backward_swapab(swapab_was);
     attention_set_backward_ws(ws_was);
+    attention_set_kernels(ATTENTION_KERNELS_BEST);
+}
+
+// The wgmma forward with 176-key tiles (ATTENTION_FORWARD_BLOCK_N, attention_set_forward_block_n;
+// set back after) at d 128, neither causal nor dropping, against the reference: seq shorter than
+// a tile (60), one key into the second 128-key tile (129), exactly one tile (176), one key past
+// it (177), ragged against 176 (333 = 176 + 157; 1000 = 5 * 176 + 120) and many tiles (2048 =
+// 11 * 176 + 112), fp16 and bf16, each never persistent and persistent with the static and the
+// dynamic schedule (few CTAs: several work tiles each). Without wgmma every run is the same
+// mma.sync kernel.
+static void test_forward_wide_tiles(void **state) {
+    (void)state;
+    SKIP_WITHOUT_GPU();
+    const int seqs[] = {60, 129, 176, 177, 333, 1000, 2048};
+    const AttentionForwardBlockN block_n_was = attention_set_forward_block_n(ATTENTION_FORWARD_BLOCK_N_176);
+    const AttentionForwardPersistent persistent_was = attention_set_forward_persistent(ATTENTION_PERSISTENT_NEVER, 0);
+    const AttentionPersistentSchedule schedule_was = attention_set_persistent_schedule(ATTENTION_SCHEDULE_STATIC);
+    for (int si = 0; si < (int)(sizeof seqs / sizeof seqs[0]); si++)
+        for (int pe = 0; pe < 3; pe++) {  // never persistent; persistent static; persistent dynamic
+            const DType dt = (si + pe) % 2 ? DTYPE_BF16 : DTYPE_FP16;
+            attention_set_forward_persistent(pe ? ATTENTION_PERSISTENT_WHERE_SUPPORTED : ATTENTION_PERSISTENT_NEVER,
+                                             pe ? TEST_PERSISTENT_CTAS : 0);
+            attention_set_persistent_schedule(pe == 2 ? ATTENTION_SCHEDULE_DYNAMIC : ATTENTION_SCHEDULE_STATIC);
+            run_case_with(ATTENTION_KERNELS_BEST, dt, seqs[si], 1, 2, 128, 0.0f, 0);
+        }
+    attention_set_forward_block_n(block_n_was);
+    attention_set_forward_persistent(persistent_was, 0);
+    attention_set_persistent_schedule(schedule_was);
     attention_set_kernels(ATTENTION_KERNELS_BEST);
 }
 
@@ -562,7 +611,9 @@ static void test_deterministic_backward_large(void **state) {
 // static and the dynamic schedule (ATTENTION_PERSISTENT_SCHEDULE), at d 64 (two and
 // three consumers) and 128, fp16 and bf16, causal or not (heavy first and natural order), seq
 // ragged (333), with and without dropout (at 3 consumers dropping, both runs are the
-// non-persistent kernel). Without wgmma every setting runs the same kernel and agrees trivially.
+// non-persistent kernel). At d 128 all that again with 176-key tiles asked for
+// (ATTENTION_FORWARD_BLOCK_N): the 176-key kernels where neither causal nor dropping, against each
+// other. Without wgmma every setting runs the same kernel and agrees trivially.
 static void test_persistent_forward_bit_identical(void **state) {
     (void)state;
     SKIP_WITHOUT_GPU();
@@ -571,60 +622,67 @@ static void test_persistent_forward_bit_identical(void **state) {
     const AttentionCausalOrder order_was = attention_set_causal_order(ATTENTION_CAUSAL_HEAVY_FIRST);
     const AttentionForwardPersistent persistent_was = attention_set_forward_persistent(ATTENTION_PERSISTENT_NEVER, 0);
     const AttentionPersistentSchedule schedule_was = attention_set_persistent_schedule(ATTENTION_SCHEDULE_STATIC);
+    const AttentionForwardBlockN block_n_was = attention_set_forward_block_n(ATTENTION_FORWARD_BLOCK_N_128);
     // Run 0 not persistent; 1, 2 persistent static; 3, 4 persistent dynamic.
     enum { RUNS = 5 };
     const int max_ctas[RUNS] = {0, TEST_PERSISTENT_CTAS, 0, TEST_PERSISTENT_CTAS, 0};
     for (int dti = 0; dti < 2; dti++)
         for (int d = 64; d <= 128; d += 64)
             for (int consumers = 2; consumers <= (d == 64 ? 3 : 2); consumers++)
-                for (int causal = 0; causal < 2; causal++)
-                    for (int variant = 0; variant < 3; variant++) {  // heavy first; natural; heavy first, dropping
-                        const DType dt = dti ? DTYPE_BF16 : DTYPE_FP16;
-                        const AttentionProblem problem = {
-                            .seq = seq, .batch = batch, .heads = heads, .head_dim = d, .dtype = dt, .causal = causal};
-                        const AttentionDropout dropout = {variant == 2 ? 0.1f : 0.0f, test_seed(), 9};
-                        const int64_t nqkv = (int64_t)seq * batch * heads * 3 * d, nctx = nqkv / 3, nlse = nctx / d;
-                        float *qkv = random_floats(nqkv, -2.0f, 2.0f);
-                        void *d_qkv = dev_upload(qkv, nqkv, dt), *d_ctx = dev_alloc(nctx * 2);
-                        float *d_lse = dev_alloc(nlse * 4);
-                        attention_set_d64_forward(consumers == 3 ? ATTENTION_D64_FORWARD_WG3
-                                                                 : ATTENTION_D64_FORWARD_WG2);
-                        attention_set_causal_order(causal && variant == 1 ? ATTENTION_CAUSAL_NATURAL
-                                                                          : ATTENTION_CAUSAL_HEAVY_FIRST);
-                        uint16_t *ctx[RUNS];
-                        float *lse[RUNS];
-                        for (int run = 0; run < RUNS; run++) {
-                            attention_set_forward_persistent(run > 0 ? ATTENTION_PERSISTENT_WHERE_SUPPORTED
-                                                                     : ATTENTION_PERSISTENT_NEVER,
-                                                             max_ctas[run]);
-                            attention_set_persistent_schedule(run >= 3 ? ATTENTION_SCHEDULE_DYNAMIC
-                                                                       : ATTENTION_SCHEDULE_STATIC);
-                            CUDA_CHECK(cudaMemset(d_ctx, 0xff, nctx * 2));
-                            CUDA_CHECK(cudaMemset(d_lse, 0xff, nlse * 4));
-                            attention_forward(&problem, &dropout, d_qkv, d_ctx, d_lse);
-                            ctx[run] = download_bytes(d_ctx, nctx * 2);
-                            lse[run] = download_bytes(d_lse, nlse * 4);
+                for (int wide = 0; wide < (d == 128 ? 2 : 1); wide++)  // 128-key tiles; 176 asked for
+                    for (int causal = 0; causal < 2; causal++)
+                        // Heavy first; natural; heavy first, dropping.
+                        for (int variant = 0; variant < 3; variant++) {
+                            const DType dt = dti ? DTYPE_BF16 : DTYPE_FP16;
+                            const AttentionProblem problem = {.seq = seq, .batch = batch, .heads = heads,
+                                                              .head_dim = d, .dtype = dt, .causal = causal};
+                            const AttentionDropout dropout = {variant == 2 ? 0.1f : 0.0f, test_seed(), 9};
+                            const int64_t nqkv = (int64_t)seq * batch * heads * 3 * d, nctx = nqkv / 3;
+                            const int64_t nlse = nctx / d;
+                            float *qkv = random_floats(nqkv, -2.0f, 2.0f);
+                            void *d_qkv = dev_upload(qkv, nqkv, dt), *d_ctx = dev_alloc(nctx * 2);
+                            float *d_lse = dev_alloc(nlse * 4);
+                            attention_set_d64_forward(consumers == 3 ? ATTENTION_D64_FORWARD_WG3
+                                                                     : ATTENTION_D64_FORWARD_WG2);
+                            attention_set_causal_order(causal && variant == 1 ? ATTENTION_CAUSAL_NATURAL
+                                                                              : ATTENTION_CAUSAL_HEAVY_FIRST);
+                            attention_set_forward_block_n(wide ? ATTENTION_FORWARD_BLOCK_N_176
+                                                               : ATTENTION_FORWARD_BLOCK_N_128);
+                            uint16_t *ctx[RUNS];
+                            float *lse[RUNS];
+                            for (int run = 0; run < RUNS; run++) {
+                                attention_set_forward_persistent(run > 0 ? ATTENTION_PERSISTENT_WHERE_SUPPORTED
+                                                                         : ATTENTION_PERSISTENT_NEVER,
+                                                                 max_ctas[run]);
+                                attention_set_persistent_schedule(run >= 3 ? ATTENTION_SCHEDULE_DYNAMIC
+                                                                           : ATTENTION_SCHEDULE_STATIC);
+                                CUDA_CHECK(cudaMemset(d_ctx, 0xff, nctx * 2));
+                                CUDA_CHECK(cudaMemset(d_lse, 0xff, nlse * 4));
+                                attention_forward(&problem, &dropout, d_qkv, d_ctx, d_lse);
+                                ctx[run] = download_bytes(d_ctx, nctx * 2);
+                                lse[run] = download_bytes(d_lse, nlse * 4);
+                            }
+                            for (int run = 1; run < RUNS; run++) {
+                                const int64_t ctx_differing = values_differing(ctx[0], ctx[run], nctx);
+                                attention_set_persistent_schedule(run >= 3 ? ATTENTION_SCHEDULE_DYNAMIC
+                                                                           : ATTENTION_SCHEDULE_STATIC);
+                                print_message(" %s (%s CTAs); %s d %d causal %d dropout %.1f: %lld of %lld ctx values "
+                                              "differ from the non-persistent kernel's\n",
+                                              attention_kernel_name(ATTENTION_FORWARD, d),
+                                              run % 2 == 1 ? "3" : "one per SM", dtype_name(dt), d, causal, dropout.p,
+                                              (long long)ctx_differing, (long long)nctx);
+                                assert_int_equal(ctx_differing, 0);
+                                assert_memory_equal(lse[0], lse[run], nlse * 4);
+                            }
+                            dev_free(d_qkv), dev_free(d_ctx), dev_free(d_lse);
+                            free(qkv);
+                            for (int run = 0; run < RUNS; run++) free(ctx[run]), free(lse[run]);
                         }
-                        for (int run = 1; run < RUNS; run++) {
-                            const int64_t ctx_differing = values_differing(ctx[0], ctx[run], nctx);
-                            attention_set_persistent_schedule(run >= 3 ? ATTENTION_SCHEDULE_DYNAMIC
-                                                                       : ATTENTION_SCHEDULE_STATIC);
-                            print_message(" %s (%s CTAs); %s d %d causal %d dropout %.1f: %lld of %lld ctx values "
-                                          "differ from the non-persistent kernel's\n",
-                                          attention_kernel_name(ATTENTION_FORWARD, d),
-                                          run % 2 == 1 ? "3" : "one per SM", dtype_name(dt), d, causal, dropout.p,
-                                          (long long)ctx_differing, (long long)nctx);
-                            assert_int_equal(ctx_differing, 0);
-                            assert_memory_equal(lse[0], lse[run], nlse * 4);
-                        }
-                        dev_free(d_qkv), dev_free(d_ctx), dev_free(d_lse);
-                        free(qkv);
-                        for (int run = 0; run < RUNS; run++) free(ctx[run]), free(lse[run]);
-                    }
     attention_set_d64_forward(forward_was);
     attention_set_causal_order(order_was);
     attention_set_forward_persistent(persistent_was, 0);
     attention_set_persistent_schedule(schedule_was);
+    attention_set_forward_block_n(block_n_was);
 }
 
 // Bad problems stop with a message rather than running: checked on the CPU by
@@ -648,6 +706,7 @@ int main(void) {
         cmocka_unit_test(test_views),                cmocka_unit_test(test_backward_swapab),
         cmocka_unit_test(test_deterministic_backward),
         cmocka_unit_test(test_deterministic_backward_large), cmocka_unit_test(test_persistent_forward_bit_identical),
+        cmocka_unit_test(test_forward_wide_tiles),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
