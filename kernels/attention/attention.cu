@@ -410,11 +410,12 @@ static const char *wgmma_forward_name(int head_dim, int consumers) {
 }
 
 // The wgmma forward's keys per tile at head dim 128 (ATTENTION_FORWARD_BLOCK_N, attention.h):
-// read once, unless a setter came first. 128 by default; 176 a candidate until measured.
+// read once, unless a setter came first. 176 by default since it was measured faster (H200,
+// 2026-11-30: fp16 618-625 vs 584-586 TFLOP/s, bf16 646 vs 597; docs/results.md #h200-eighth).
 static const EnvChoice forward_block_n_choices[] = {{"128", ATTENTION_FORWARD_BLOCK_N_128},
                                                      {"176", ATTENTION_FORWARD_BLOCK_N_176}};
 static Switch forward_block_n_switch = SWITCH("ATTENTION_FORWARD_BLOCK_N", forward_block_n_choices,
-                                              ATTENTION_FORWARD_BLOCK_N_128);
+                                              ATTENTION_FORWARD_BLOCK_N_176);
 
 static AttentionForwardBlockN forward_block_n_setting(void) {
     return (AttentionForwardBlockN)switch_value(forward_block_n_switch);

@@ -264,12 +264,12 @@ AttentionPersistentSchedule attention_set_persistent_schedule(AttentionPersisten
 // output accumulators, the consumers' turns and barrier waits - over more keys
 // (FlashAttention-3's tile at d 128 without the causal mask); shared memory 209 KiB per block
 // instead of 161.
-//   ATTENTION_FORWARD_BLOCK_N_128 (the default): 128-key tiles everywhere, as before.
-//   ATTENTION_FORWARD_BLOCK_N_176: 176-key tiles where the problem is neither causal nor
-//     dropping (the dropout mask is drawn per 64 keys, and the causal tile logic assumes 128);
-//     128 elsewhere. A candidate until measured.
+//   ATTENTION_FORWARD_BLOCK_N_176 (the default): 176-key tiles where the problem is neither
+//     causal nor dropping (the dropout mask is drawn per 64 keys, and the causal tile logic
+//     assumes 128); 128 elsewhere. Measured faster on an H200 (docs/results.md #h200-eighth).
+//   ATTENTION_FORWARD_BLOCK_N_128: 128-key tiles everywhere, as before.
 // The environment variable ATTENTION_FORWARD_BLOCK_N gives the first value (read once, as
-// ATTENTION_D64_FORWARD): unset or empty, or "128"; "176". Any other value stops with a
+// ATTENTION_D64_FORWARD): unset or empty, or "176"; "128". Any other value stops with a
 // message. attention_set_forward_block_n overrides it from then on (a value outside the enum
 // stops with a message) and returns the previous value. attention_kernel_name says "176-key
 // tiles" where it runs. Head dim 64, the mma.sync kernels, GPUs without wgmma and the backward

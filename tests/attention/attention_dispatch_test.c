@@ -378,14 +378,14 @@ static void test_backward_ws_setter(void **state) {
     assert_int_equal(attention_set_backward_ws(first), ATTENTION_BACKWARD_WS_OFF);
 }
 
-// ATTENTION_FORWARD_BLOCK_N's setter likewise (128 at first when the variable is unset).
+// ATTENTION_FORWARD_BLOCK_N's setter likewise (176 at first when the variable is unset).
 static void test_forward_block_n_setter(void **state) {
     (void)state;
     const char *env = getenv("ATTENTION_FORWARD_BLOCK_N");
-    const AttentionForwardBlockN first = attention_set_forward_block_n(ATTENTION_FORWARD_BLOCK_N_176);
-    if (!env || !*env) assert_int_equal(first, ATTENTION_FORWARD_BLOCK_N_128);
-    assert_int_equal(attention_set_forward_block_n(ATTENTION_FORWARD_BLOCK_N_128), ATTENTION_FORWARD_BLOCK_N_176);
-    assert_int_equal(attention_set_forward_block_n(first), ATTENTION_FORWARD_BLOCK_N_128);
+    const AttentionForwardBlockN first = attention_set_forward_block_n(ATTENTION_FORWARD_BLOCK_N_128);
+    if (!env || !*env) assert_int_equal(first, ATTENTION_FORWARD_BLOCK_N_176);
+    assert_int_equal(attention_set_forward_block_n(ATTENTION_FORWARD_BLOCK_N_176), ATTENTION_FORWARD_BLOCK_N_128);
+    assert_int_equal(attention_set_forward_block_n(first), ATTENTION_FORWARD_BLOCK_N_176);
 }
 
 // The persistent forward's schedule (block_order.h): straight and zig-zag, every work tile
@@ -503,7 +503,7 @@ static void test_switches(void **state) {
         {"ATTENTION_BACKWARD_WS", read_ws, {"1", "0"}, {ATTENTION_BACKWARD_WS_ON, ATTENTION_BACKWARD_WS_OFF},
          ATTENTION_BACKWARD_WS_ON, "ATTENTION_BACKWARD_WS must be 1 or 0 (or unset), not \"zigzag\""},
         {"ATTENTION_FORWARD_BLOCK_N", read_block_n, {"128", "176"},
-         {ATTENTION_FORWARD_BLOCK_N_128, ATTENTION_FORWARD_BLOCK_N_176}, ATTENTION_FORWARD_BLOCK_N_128,
+         {ATTENTION_FORWARD_BLOCK_N_128, ATTENTION_FORWARD_BLOCK_N_176}, ATTENTION_FORWARD_BLOCK_N_176,
          "ATTENTION_FORWARD_BLOCK_N must be 128 or 176 (or unset), not \"zigzag\""},
     };
     char message[512];
