@@ -74,7 +74,9 @@ void gemm_stream_free(GemmStream *s);
 // stream), so the result has the same bits. The call only enqueues: the caller orders it
 // (events) after the work that writes A, B, C, aux and before any that reads D or the bias
 // gradient or overwrites the inputs. Under autotuning (gemm_autotune), the first call of a
-// shape times its candidates on this stream, and waits for them on the host.
+// shape times its candidates on this stream, and waits for them on the host; they are then
+// timed beside whatever the other streams run, so the pick (and the bits) may differ from a
+// one-stream run's (not under gemm_set_deterministic, which turns autotuning off).
 void gemm_run_on(const Gemm *g, const GemmStream *where);
 
 // Which algorithm a shape gets when it is first seen. 0: cuBLASLt's heuristic's first choice;
