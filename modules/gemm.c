@@ -72,26 +72,27 @@ uint32_t gemm_reduction_schemes(void) {
                          : CUBLASLT_REDUCTION_SCHEME_MASK;
 }
 
-static void run_plan(const Plan *p, const Gemm *g, const cublasLtMatmulAlgo_t *algo);
+static void run_plan(const Plan *p, const Gemm *g, const cublasLtMatmulAlgo_t *algo, const GemmStream *where);
 
 // Times each candidate (the fastest of 5 runs after two warm-ups: the minimum is the most
 // repeatable statistic for a kernel this long) and returns the fastest.
 static cublasLtMatmulAlgo_t fastest(const Plan *p, const Gemm *g, const cublasLtMatmulHeuristicResult_t *r,
-                                    int n) {
+                                    int n, const GemmStream *where) {
+    const cudaStream_t stream = where ? where->stream : 0;
     cudaEvent_t start, stop;
     CUDA_CHECK(cudaEventCreate(&start));
     CUDA_CHECK(cudaEventCreate(&stop));
     int best = 0;
     float best_ms = 1e30f;
     for (int i = 0; i < n; i++) {
-        run_plan(p, g, &r[i].algo);
-        run_plan(p, g, &r[i].algo);
+        run_plan(p, g, &r[i].algo, where);
+        run_plan(p, g, &r[i].algo, where);
         float fastest_run = 1e30f;
         for (int k = 0; k < 5; k++) {
             float t;
-            CUDA_CHECK(cudaEventRecord(start, 0));
-            run_plan(p, g, &r[i].algo);
-            CUDA_CHECK(cudaEventRecord(stop, 0));
+            CUDA_CHECK(cudaEventRecord(start, stream));
+            run_plan(p, g, &r[i].algo, where);
+            CUDA_CHECK(cudaEventRecord(stop, stream));
             CUDA_CHECK(cudaEventSynchronize(stop));
             CUDA_CHECK(cudaEventElapsedTime(&t, start, stop));
             if (t < fastest_run) fastest_run = t;
@@ -127,7 +128,7 @@ void gemm_require_reduction_scheme(const cublasLtMatmulAlgo_t *algo) {
         DIE("cuBLASLt chose an algorithm with reduction scheme %u, which the preference excluded", scheme);
 }
 
-static Plan *make_plan(const PlanKey *key, const Gemm *g) {
+static Plan *make_plan(const PlanKey *key, const Gemm *g, const GemmStream *where) {
     if (num_plans == MAX_PLANS) DIE("more than %d GEMM shapes: raise MAX_PLANS", MAX_PLANS);
     Plan *p = &plans[num_plans];
     p->key = *key;
@@ -172,13 +173,13 @@ static Plan *make_plan(const PlanKey *key, const Gemm *g) {
     // The heuristic's first choice is good, not always best (notably with epilogues): if
     // asked, time its candidates once on the real operands and keep the fastest. Not when D
     // is also C: the trial runs would add the residual more than once.
-    if (tune && found > 1 && g->c != g->d) p->algo = fastest(p, g, results, found);
+    if (tune && found > 1 && g->c != g->d) p->algo = fastest(p, g, results, found, where);
     if (deterministic) gemm_require_reduction_scheme(&p->algo);
     num_plans++;
     return p;
 }
 
-static Plan *find_plan(const Gemm *g) {
+static Plan *find_plan(const Gemm *g, const GemmStream *where) {
     PlanKey key;
     memset(&key, 0, sizeof key);  // padding too: keys are compared with memcmp
     key.trans_a = g->trans_a, key.trans_b = g->trans_b, key.has_c = g->c != NULL;
@@ -192,21 +193,53 @@ static Plan *find_plan(const Gemm *g) {
             return &plans[i];
         }
     }
-    return make_plan(&key, g);
+    return make_plan(&key, g, where);
 }
 
-static void run_plan(const Plan *p, const Gemm *g, const cublasLtMatmulAlgo_t *algo) {
+// Enqueues the product on `where`'s stream with its workspace, or (NULL) on the default
+// stream with the shared one. (set_pointers changes the plan's descriptor, which cuBLASLt
+// reads while it enqueues: a later call with other pointers cannot change this one's.)
+static void run_plan(const Plan *p, const Gemm *g, const cublasLtMatmulAlgo_t *algo, const GemmStream *where) {
     set_pointers(p->desc, g);
     const float alpha = 1.0f, beta = g->c ? 1.0f : 0.0f;
     size_t ws_bytes;
     void *ws = gpu_workspace(&ws_bytes);
+    cudaStream_t stream = 0;
+    if (where) {
+        // Every plan's algorithm was chosen for gpu_workspace's size: a smaller workspace
+        // could be too small for it.
+        if (where->workspace_bytes < ws_bytes)
+            DIE("gemm_run_on: a workspace of %zu bytes, less than the %zu every plan may use", where->workspace_bytes,
+                ws_bytes);
+        ws = where->workspace, ws_bytes = where->workspace_bytes, stream = where->stream;
+    }
     CUBLAS_CHECK(cublasLtMatmul((cublasLtHandle_t)gpu_cublaslt_handle(), p->desc, &alpha, g->a, p->a, g->b,
-                                p->b, &beta, g->c ? g->c : g->d, p->c, g->d, p->d, algo, ws, ws_bytes, 0));
+                                p->b, &beta, g->c ? g->c : g->d, p->c, g->d, p->d, algo, ws, ws_bytes, stream));
 }
 
-void gemm_run(const Gemm *g) {
-    Plan *p = find_plan(g);
-    run_plan(p, g, &p->algo);
+void gemm_run(const Gemm *g) { gemm_run_on(g, NULL); }
+
+void gemm_run_on(const Gemm *g, const GemmStream *where) {
+    Plan *p = find_plan(g, where);
+    run_plan(p, g, &p->algo, where);
+}
+
+void gemm_stream_init(GemmStream *s, int high_priority) {
+    // In CUDA's numbering a lower number is a higher priority; "least" is the default
+    // stream's (normal) priority.
+    int least = 0, greatest = 0;
+    CUDA_CHECK(cudaDeviceGetStreamPriorityRange(&least, &greatest));
+    CUDA_CHECK(cudaStreamCreateWithPriority(&s->stream, cudaStreamNonBlocking, high_priority ? greatest : least));
+    gpu_workspace(&s->workspace_bytes);
+    s->workspace = dev_alloc(s->workspace_bytes);
+}
+
+void gemm_stream_free(GemmStream *s) {
+    if (!s->stream) return;
+    CUDA_CHECK(cudaStreamSynchronize(s->stream));
+    CUDA_CHECK(cudaStreamDestroy(s->stream));
+    dev_free(s->workspace);
+    s->stream = NULL, s->workspace = NULL, s->workspace_bytes = 0;
 }
 
 void gemm_clear_plans(void) {

@@ -13,6 +13,7 @@
 #define MODULES_GEMM_H
 
 #include <cublasLt.h>
+#include <cuda_runtime_api.h>  // cudaStream_t (GemmStream)
 #include <stdint.h>
 
 #include "common/core/layer.h"
@@ -47,8 +48,36 @@ typedef struct {
     DType dtype;  // of A, B, C, D, bias and aux; accumulation is float32
 } Gemm;
 
-// Runs the product on the default stream.
+// Runs the product on the default stream, with the shared cuBLASLt workspace (gpu_workspace).
 void gemm_run(const Gemm *g);
+
+// ---- a product on another stream (issue 21: work that could overlap) ----------------------
+// Where a product runs: a CUDA stream and a cuBLASLt workspace of its own. Two products that
+// may run at the same time must never share a workspace (cuBLASLt keeps split-K partial sums
+// and counters there), so every stream other than the default one brings its own.
+typedef struct {
+    cudaStream_t stream;
+    void *workspace;         // device, workspace_bytes
+    size_t workspace_bytes;  // at least gpu_workspace's size (the size every plan is chosen for)
+} GemmStream;
+
+// A non-blocking stream (cudaStreamNonBlocking: no implicit synchronisation with the legacy
+// default stream, which all our other work uses) at normal priority - the default stream's -
+// or, with high_priority, at the device's highest (the block scheduler then prefers its
+// blocks; step 07's collectives use that), and a workspace of gpu_workspace's size, so that a
+// product planned on either stream gets the same algorithm and the same bits.
+void gemm_stream_init(GemmStream *s, int high_priority);
+// Waits for the stream's work, then frees the stream and its workspace.
+void gemm_stream_free(GemmStream *s);
+// gemm_run on `where`'s stream and workspace (NULL: exactly gemm_run). The plan - algorithm
+// included - is the one gemm_run would use for the same Gemm (the cache does not look at the
+// stream), so the result has the same bits. The call only enqueues: the caller orders it
+// (events) after the work that writes A, B, C, aux and before any that reads D or the bias
+// gradient or overwrites the inputs. Under autotuning (gemm_autotune), the first call of a
+// shape times its candidates on this stream, and waits for them on the host; they are then
+// timed beside whatever the other streams run, so the pick (and the bits) may differ from a
+// one-stream run's (not under gemm_set_deterministic, which turns autotuning off).
+void gemm_run_on(const Gemm *g, const GemmStream *where);
 
 // Which algorithm a shape gets when it is first seen. 0: cuBLASLt's heuristic's first choice;
 // 1: time the heuristic's candidates on the real operands and keep the fastest ("autotuning").

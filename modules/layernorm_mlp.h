@@ -38,10 +38,26 @@ typedef enum {
     GELU_BACKWARD_IN_EPILOGUE_WITH_BGRAD,
 } GeluBackward;
 
+// The two weight-gradient GEMMs (FC2's dW2/db2, FC1's dW1/db1) on a second stream (issue 21;
+// TransformerLayer's overlap_wgrad, step 04's --overlap-wgrad). Nothing later in a training
+// step reads their results, so while they run the default stream goes on with FC1's dgrad,
+// LN2's backward and whatever its caller runs next (TransformerLayer: the projection's and
+// attention's backward). Order, per backward:
+//   default stream: [fc2_input_ready] FC2 dgrad (+GELU') [fc1_input_ready] FC1 dgrad, LN2 bwd ...
+//   side stream:    wait fc2_input_ready, FC2 wgrad, wait fc1_input_ready, FC1 wgrad [done]
+// and layernorm_mlp_wait_for_wgrads makes the default stream wait for `done`.
+typedef struct {
+    GemmStream side;  // non-blocking, normal priority, its own cuBLASLt workspace (gemm.h)
+    cudaEvent_t fc2_input_ready;  // on the default stream: dy and gelu_out are there (backward's start)
+    cudaEvent_t fc1_input_ready;  // on the default stream: d_fc1_pre is written (after FC2's dgrad, GELU')
+    cudaEvent_t done;             // on the side stream: dW1, db1, dW2, db2 written
+} MlpWgradStream;
+
 typedef struct {
     LayerNorm ln;
     Linear fc1, fc2;
     GeluBackward gelu_backward;  // set by init: IN_EPILOGUE, or SEPARATE_PASS under EPILOGUE_DGELU=kernel
+    MlpWgradStream *wgrad_stream;  // NULL (init's default): the wgrads on the default stream
     void *ln_out;     // [tokens, hidden]
     void *fc1_pre;    // [tokens, ffn] FC1's output before GELU (the epilogue's aux)
     void *gelu_out;   // [tokens, ffn]
@@ -69,8 +85,22 @@ void layernorm_mlp_read_grads(const LayerNormMLP *m, const LayerNormMLPTensors *
 // y = FC2(GELU(FC1(LN(x)))) + residual (residual may be NULL).
 void layernorm_mlp_forward(LayerNormMLP *m, const void *x, void *y, int64_t tokens, const void *residual);
 // dx = d/dx of the above applied to dy, + dresidual (may be NULL or alias dx).
+// With the wgrad stream on, the weight and bias gradients of FC1 and FC2 may still be being
+// computed on return, reading dy, gelu_out, ln_out and d_fc1_pre: the caller must keep dy
+// unchanged and call layernorm_mlp_wait_for_wgrads before it reads those gradients or
+// overwrites dy (forward and read_grads below wait by themselves).
 void layernorm_mlp_backward(LayerNormMLP *m, const void *dy, const void *dresidual, void *dx,
                             int64_t tokens);
+
+// Moves the two weight-gradient GEMMs to a side stream (on = 1; MlpWgradStream above) or back
+// to the default stream (on = 0, after waiting for any still running). The stream, its
+// events and workspace are created at the first `on` and freed by `on = 0` or
+// layernorm_mlp_free. Same algorithms, same bits: only where they run changes.
+void layernorm_mlp_set_wgrad_stream(LayerNormMLP *m, int on);
+// The default stream waits (cudaStreamWaitEvent, the host does not) until the last backward's
+// wgrads are done; nothing without the side stream. After it, everything the side stream read
+// or wrote is ordered before whatever the default stream runs next.
+void layernorm_mlp_wait_for_wgrads(const LayerNormMLP *m);
 
 #ifdef __cplusplus
 }

@@ -130,6 +130,10 @@ void linear_dgrad(const Linear *l, const void *dy, void *dx, int64_t tokens) {
 // [in x T] and B = dY stored as [out x T]. BGRADB sums B over the k dimension (tokens): the
 // bias gradient, without a pass of its own (or, EPILOGUE_BGRAD=kernel, in one after the GEMM).
 void linear_wgrad(const Linear *l, const void *dy, int64_t tokens, int bias_grad) {
+    linear_wgrad_on(l, dy, tokens, bias_grad, NULL);
+}
+
+void linear_wgrad_on(const Linear *l, const void *dy, int64_t tokens, int bias_grad, const GemmStream *where) {
     if (!l->saved_x) DIE("linear_wgrad before a forward of this Linear");
     const int sum_db = bias_grad && l->bias;
     const int db_in_kernel = sum_db && in_kernel(EPILOGUE_KIND_BGRAD);
@@ -137,11 +141,12 @@ void linear_wgrad(const Linear *l, const void *dy, int64_t tokens, int bias_grad
               .a = l->saved_x, .lda = l->in, .b = dy, .ldb = l->out, .d = l->dweight, .ldd = l->in,
               .epilogue = sum_db && !db_in_kernel ? GEMM_EPILOGUE_BGRADB : GEMM_EPILOGUE_NONE,
               .bias = sum_db && !db_in_kernel ? l->dbias : NULL, .dtype = l->dtype};
-    GPU_PHASE(CAT_GEMM_WGRAD, gemm_run(&g));
+    GPU_PHASE(CAT_GEMM_WGRAD, gemm_run_on(&g, where));
     if (db_in_kernel && !l->dbias_workspace)
         DIE("linear_wgrad: EPILOGUE_BGRAD=kernel was set after this Linear was created (it has no workspace "
             "for the bias gradient's kernel): set it before");
-    if (db_in_kernel) bias_grad_columns(dy, tokens, l->out, l->dbias, l->dbias_workspace, l->dtype);
+    if (db_in_kernel)
+        bias_grad_columns_on(dy, tokens, l->out, l->dbias, l->dbias_workspace, l->dtype, where ? where->stream : NULL);
 }
 
 void linear_backward(Linear *l, const void *dy, void *dx, int64_t tokens) {

@@ -93,6 +93,14 @@ void linear_dgrad_epilogue(const Linear *l, const void *dy, void *dx, int64_t to
 // db = the sum over tokens of dy, in the same GEMM's epilogue (BGRADB). bias_grad = 0 when
 // an earlier epilogue summed db already (GEMM_EPILOGUE_DGELU_BGRAD). Dies before a forward.
 void linear_wgrad(const Linear *l, const void *dy, int64_t tokens, int bias_grad);
+// linear_wgrad on `where`'s stream with its own cuBLASLt workspace (gemm.h's GemmStream;
+// NULL: exactly linear_wgrad, on the default stream). Everything the wgrad launches goes
+// there: the GEMM and, under EPILOGUE_BGRAD=kernel, the bias-gradient kernel (with this
+// Linear's own dbias_workspace). Same algorithm, same bits as on the default stream. The call
+// only enqueues; the caller must order it (cudaStreamWaitEvent) after the work that writes dy
+// and the saved x, keep both unchanged until it has finished, and make every reader of
+// dweight/dbias (read_grads, an optimizer) wait for it (LayerNormMLP's wgrad side stream).
+void linear_wgrad_on(const Linear *l, const void *dy, int64_t tokens, int bias_grad, const GemmStream *where);
 
 #ifdef __cplusplus
 }

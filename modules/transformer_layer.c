@@ -32,6 +32,12 @@ void transformer_layer_init(TransformerLayer *t, const LayerConfig *c, const Lay
     for (size_t i = 0; i < sizeof hs / sizeof hs[0]; i++) *hs[i] = dev_alloc((size_t)n * h * e);
     t->lse = dev_alloc((size_t)c->batch * c->heads * c->seq * sizeof(float));
     t->attn_workspace = dev_alloc(attention_backward_workspace_bytes(&t->attn));
+    t->overlap_wgrad = 0;
+}
+
+void transformer_layer_set_overlap_wgrad(TransformerLayer *t, int on) {
+    layernorm_mlp_set_wgrad_stream(&t->mlp, on);
+    t->overlap_wgrad = on != 0;
 }
 
 void transformer_layer_free(TransformerLayer *t) {
@@ -67,6 +73,12 @@ void transformer_layer_backward(TransformerLayer *t, const void *dout, void *dx,
     const AttentionDropout attn_dropout = attention_layer_dropout(c, step);
     attention_backward(&t->attn, &attn_dropout, t->qkv, t->ctx, t->d_ctx, t->lse, t->d_qkv, t->attn_workspace);
     layernorm_linear_backward(&t->ln_qkv, t->d_qkv, t->d_y, dx, n);
+    // With overlap_wgrad the MLP's wgrads ran on a side stream from the MLP backward on; as
+    // late as possible, the default stream waits for them, so that the step's end (the
+    // driver's event, a check's read_grads, the next forward over ln_out and gelu_out, a
+    // caller's new dout) comes after them. Nothing above wrote what they read: dout is only
+    // read here (the MLP's dresidual), and ln_out, gelu_out and d_fc1_pre belong to the MLP.
+    layernorm_mlp_wait_for_wgrads(&t->mlp);
 }
 
 void transformer_layer_read_grads(const TransformerLayer *t, LayerParams *g) {

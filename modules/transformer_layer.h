@@ -33,6 +33,7 @@ typedef struct {
     float *lse;                       // [batch, heads, seq] from the attention forward
     void *d_y, *d_proj, *d_ctx, *d_qkv;
     void *attn_workspace;  // attention_backward_workspace_bytes(&attn)
+    int overlap_wgrad;     // transformer_layer_set_overlap_wgrad's; 0 (init's default): one stream
 } TransformerLayer;
 
 // NULL if the layer can run this configuration, else why not.
@@ -42,6 +43,15 @@ void transformer_layer_free(TransformerLayer *t);
 // `step` selects the dropout masks (dropout_offset(step, site)).
 void transformer_layer_forward(TransformerLayer *t, const void *x, void *out, uint64_t step);
 void transformer_layer_backward(TransformerLayer *t, const void *dout, void *dx, uint64_t step);
+// Off by default. On: the MLP's two weight-gradient GEMMs (dW2/db2, dW1/db1) run on a second
+// stream (LayerNormMLP's wgrad stream, layernorm_mlp.h) beside FC1's dgrad, LN2's backward,
+// the dropout and projection backward, attention's backward and the QKV backward, which go on
+// on the default stream (issue 21: serial work that could overlap; step 04's --overlap-wgrad).
+// Every result has the same bits as with one stream (the same GEMM algorithms). The backward
+// ends with the default stream waiting for the side stream, so for the caller everything is
+// ordered on the default stream as before: the step's end events, read_grads, the next forward.
+// Call between steps (off waits for the side stream, then frees it).
+void transformer_layer_set_overlap_wgrad(TransformerLayer *t, int on);
 // Every parameter's gradient to host floats, in LayerParams order.
 void transformer_layer_read_grads(const TransformerLayer *t, LayerParams *grads);
 // New parameter values (host floats, LayerParams order).

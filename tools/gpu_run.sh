@@ -36,6 +36,10 @@ MODEs (default: tests check bench fp8 tp pytorch compare breakdown, and baseline
              alone, all four, and none (the default)
   determinism  --deterministic: two runs with one seed save identical files (steps 04-06),
              and what the flag costs step 04
+  wgrad      step 04's --overlap-wgrad (the MLP's wgrads on a second stream, issue 21): --check at
+             fp16 and bf16 (also under EPILOGUE_BGRAD=kernel), the saved results with and without
+             it compared bit for bit (--deterministic, seq 1024), then the quickstart's time with
+             and without, in turns (WGRAD_TURNS rounds, default 3)
   grade      the GPU exercises as packed: every reference solution passes all its cases (and
              prints its speed line), every untouched stub fails all, every planted bug at least one
 Every GPU generation on one GPU (each runs tests + check; FP8 runs below compute
@@ -54,7 +58,7 @@ set -uo pipefail
 for arg in "$@"; do
   case $arg in
     -h|--help) usage; exit 0 ;;
-    tests|check|bench|fp8|tp|tpknobs|attention|pytorch|compare|breakdown|baseline|autotune|epilogues|grade|determinism|sim80|sim89|portable|nocode|arch) ;;
+    tests|check|bench|fp8|tp|tpknobs|attention|pytorch|compare|breakdown|baseline|autotune|epilogues|grade|determinism|wgrad|sim80|sim89|portable|nocode|arch) ;;
     *) echo "gpu_run.sh: unknown mode '$arg'" >&2; usage >&2; exit 2 ;;
   esac
 done
@@ -529,6 +533,36 @@ if wants determinism; then
     for flag in "" --deterministic; do
       ms=$("$BIN/step04_transformer_layer" --iters 20 $flag 2>&1 | grep -aoE "Mean time: [0-9.]+ ms" | head -1)
       note "determinism cost round $round: step04 ${flag:-default}: $ms"
+    done
+  done
+fi
+
+# Step 04's --overlap-wgrad (steps/04_transformer_layer/README.md): right first (the check,
+# and the same bits as one stream: the same GEMM algorithms; --deterministic so that attention's
+# dQ sums repeat too), then whether it pays at the power cap: the time with and without, in turns.
+if wants wgrad; then
+  s=step04_transformer_layer
+  for setting in "" EPILOGUE_BGRAD=kernel; do
+    for dt in fp16 bf16; do
+      # shellcheck disable=SC2086  # the setting's words are separate variables
+      result=$(env $setting "$BIN/$s" --check --overlap-wgrad --dtype $dt 2>&1 | tee -a "$OUT/wgrad.log" |
+        grep -aE 'CHECK|error' | tail -1)
+      note "wgrad check step04 --overlap-wgrad $dt ${setting:-default}: $result"
+    done
+  done
+  for dt in fp16 bf16; do
+    for flag in "" --overlap-wgrad; do
+      "$BIN/$s" --preset small --seq 1024 --dtype $dt --warmup 0 --iters 1 --deterministic $flag \
+        --save "$OUT/wgrad_${flag:+overlap}.safetensors" >> "$OUT/wgrad.log" 2>&1 || note "wgrad $dt $flag: the run failed"
+    done
+    same=DIFFERENT; cmp -s "$OUT/wgrad_.safetensors" "$OUT/wgrad_overlap.safetensors" && same=identical
+    note "wgrad $dt: --deterministic results with and without --overlap-wgrad are $same"
+  done
+  rm -f "$OUT"/wgrad_*.safetensors
+  for round in $(seq "${WGRAD_TURNS:-3}"); do
+    for flag in "" --overlap-wgrad; do
+      ms=$("$BIN/$s" --iters 20 $flag 2>&1 | tee -a "$OUT/wgrad.log" | grep -aoE "Mean time: [0-9.]+ ms" | head -1)
+      note "wgrad round $round: step04 fp16 ${flag:-one stream}: $ms"
     done
   done
 fi

@@ -161,6 +161,11 @@ static int row_chunks(int64_t rows, int col_blocks) {
 
 extern "C" void bias_grad_columns(const void *dy, int64_t rows, int cols, void *dbias, void *workspace,
                                   DType dtype) {
+    bias_grad_columns_on(dy, rows, cols, dbias, workspace, dtype, NULL);
+}
+
+extern "C" void bias_grad_columns_on(const void *dy, int64_t rows, int cols, void *dbias, void *workspace,
+                                     DType dtype, cudaStream_t stream) {
     if (cols < 1) DIE("bias_grad_columns: cols %d < 1", cols);
     if (!workspace) DIE("bias_grad_columns: no workspace (bias_grad_workspace_bytes(%d) bytes)", cols);
     const int v = vector_width(cols, dy, workspace, NULL);
@@ -174,17 +179,17 @@ extern "C" void bias_grad_columns(const void *dy, int64_t rows, int cols, void *
         const dim3 grid(col_blocks, chunks), block(GRAD_X, GRAD_Y);
         if (v == 8)
             DISPATCH_DTYPE(dtype, T,
-                           bias_grad_partial_kernel<T, 8><<<grid, block>>>((const T *)dy, rows, cols, rows_per_chunk,
-                                                                          (float *)workspace));
+                           bias_grad_partial_kernel<T, 8><<<grid, block, 0, stream>>>(
+                               (const T *)dy, rows, cols, rows_per_chunk, (float *)workspace));
         else
             DISPATCH_DTYPE(dtype, T,
-                           bias_grad_partial_kernel<T, 1><<<grid, block>>>((const T *)dy, rows, cols, rows_per_chunk,
-                                                                          (float *)workspace));
+                           bias_grad_partial_kernel<T, 1><<<grid, block, 0, stream>>>(
+                               (const T *)dy, rows, cols, rows_per_chunk, (float *)workspace));
         CHECK_LAUNCH();
     }
     DISPATCH_DTYPE(dtype, T,
-                   bias_grad_finish_kernel<T><<<ceil_div(cols, THREADS), THREADS>>>((const float *)workspace, chunks,
-                                                                                    cols, (T *)dbias));
+                   bias_grad_finish_kernel<T><<<ceil_div(cols, THREADS), THREADS, 0, stream>>>(
+                       (const float *)workspace, chunks, cols, (T *)dbias));
     CHECK_LAUNCH();
     gpu_phase_end();
 }

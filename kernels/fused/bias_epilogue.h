@@ -36,6 +36,12 @@ void bias_gelu_forward(void *pre, const void *bias, void *out, int64_t rows, int
 // atomics, so the bits depend only on the shape (as --deterministic wants). workspace:
 // bias_grad_workspace_bytes(cols) bytes of device memory, 256-byte aligned.
 void bias_grad_columns(const void *dy, int64_t rows, int cols, void *dbias, void *workspace, DType dtype);
+// The same on `stream` (a cudaStream_t; NULL: the default stream, i.e. bias_grad_columns), for
+// a weight gradient that runs on a stream of its own (modules/linear.h, linear_wgrad_on). The
+// workspace must not be in use by work on another stream meanwhile.
+struct CUstream_st;  // what a cudaStream_t points to (driver_types.h), so that no CUDA header is needed here
+void bias_grad_columns_on(const void *dy, int64_t rows, int cols, void *dbias, void *workspace, DType dtype,
+                          struct CUstream_st *stream);
 size_t bias_grad_workspace_bytes(int cols);
 
 #ifdef __cplusplus

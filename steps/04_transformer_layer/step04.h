@@ -4,5 +4,8 @@
 #include "steps/driver/step.h"
 
 extern const StepOps STEP_04_TRANSFORMER_LAYER;
+// What --overlap-wgrad sets (for tests): the layers the step creates from now on run the
+// MLP's weight-gradient GEMMs on a second stream (transformer_layer_set_overlap_wgrad).
+void step04_set_overlap_wgrad(int on);
 
 #endif

@@ -63,6 +63,7 @@ static char STEP01[4096] = "steps/01_naive/step01_naive";
 static char STEP05[4096] = "steps/05_fp8/step05_fp8";
 static char STEP06[4096] = "steps/06_parallel_layers/step06_parallel_layers";
 static char STEP02[4096] = "steps/02_te_modules/step02_te_modules";
+static char STEP04[4096] = "steps/04_transformer_layer/step04_transformer_layer";
 static char DEMO[4096] = "steps/05_fp8/step05_train_demo";
 static char ATTN_BENCH[4096] = "kernels/attention/attention_bench";
 static char LN_BENCH[4096] = "kernels/layernorm/layernorm_bench";
@@ -153,6 +154,29 @@ static void test_step_flags(void **state) {
            "support head_dim 64 and 128, not 96");
     expect((char *const[]){STEP06, "--hidden", "96", "--heads", "1", "--ffn", "64", NULL}, 1,
            "hidden 96 / heads 1 = head_dim 96");
+}
+
+// What a run that passed the flags says next: without a GPU it stops there; with one it runs.
+static void expect_accepted(char *const argv[]);
+
+// Step 04's --overlap-wgrad (the MLP's wgrads on a second stream): a switch of step 04 only,
+// listed by its --help, accepted with --check and --deterministic, refused elsewhere.
+static void test_overlap_wgrad_flag(void **state) {
+    (void)state;
+    expect((char *const[]){STEP04, "--help", NULL}, 0, "--overlap-wgrad");
+    expect((char *const[]){STEP04, "--overlap-wgrad=1", NULL}, 1, "--overlap-wgrad takes no value");
+    expect((char *const[]){STEP04, "--overlap-wgrad", "--bogus", NULL}, 1, "unknown flag '--bogus'");
+    // The steps whose layer is not step 04's TransformerLayer do not know it.
+    expect((char *const[]){STEP01, "--overlap-wgrad", NULL}, 1, "unknown flag '--overlap-wgrad'");
+    expect((char *const[]){STEP05, "--overlap-wgrad", NULL}, 1, "unknown flag '--overlap-wgrad'");
+    expect((char *const[]){STEP06, "--overlap-wgrad", NULL}, 1, "unknown flag '--overlap-wgrad'");
+    expect((char *const[]){COMPARE, "--overlap-wgrad", NULL}, 1, "unknown flag '--overlap-wgrad'");
+    // The shared rules still hold with it: --check with --breakdown is refused.
+    expect((char *const[]){STEP04, "--overlap-wgrad", "--check", "--breakdown", NULL}, 1,
+           "--breakdown times a step and --check checks one");
+    expect_accepted((char *const[]){STEP04, "--overlap-wgrad", "--preset", "tiny", "--iters", "2", NULL});
+    expect_accepted((char *const[]){STEP04, "--preset", "tiny", "--check", "--overlap-wgrad", NULL});
+    expect_accepted((char *const[]){STEP04, "--deterministic", "--overlap-wgrad", "--check", NULL});
 }
 
 static void test_no_gpu(void **state) {
@@ -336,6 +360,7 @@ int main(int argc, char **argv) {
     locate(STEP05, sizeof STEP05, argv[0], "step05_fp8");
     locate(STEP06, sizeof STEP06, argv[0], "step06_parallel_layers");
     locate(STEP02, sizeof STEP02, argv[0], "step02_te_modules");
+    locate(STEP04, sizeof STEP04, argv[0], "step04_transformer_layer");
     locate(DEMO, sizeof DEMO, argv[0], "step05_train_demo");
     locate(ATTN_BENCH, sizeof ATTN_BENCH, argv[0], "attention_bench");
     locate(LN_BENCH, sizeof LN_BENCH, argv[0], "layernorm_bench");
@@ -349,6 +374,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_missing_weights_file),
         cmocka_unit_test(test_weights_of_another_shape),
         cmocka_unit_test(test_step_flags),
+        cmocka_unit_test(test_overlap_wgrad_flag),
         cmocka_unit_test(test_no_gpu),
         cmocka_unit_test(test_gpu_too_old),
         cmocka_unit_test(test_unknown_flag),

@@ -1,6 +1,7 @@
 // The TE-style modules (modules/) against the CPU reference, fp16 and bf16, on fresh random
 // data, through their own API (forward, backward, load_params, read_grads); then steps 02,
-// 03, 04 and 06 as a whole; and --deterministic's steps, which must repeat their bits.
+// 03, 04 and 06 as a whole; --deterministic's steps, which must repeat their bits; and step
+// 04's --overlap-wgrad, which must give one stream's bits.
 #include <stdlib.h>
 #include <string.h>
 
@@ -341,6 +342,81 @@ static void test_deterministic_steps(void **state) {
     deterministic_step(&STEP_06_PARALLEL_LAYERS, DTYPE_FP16, 1);
 }
 
+// ---- step 04's --overlap-wgrad: the MLP's wgrads on a second stream (layernorm_mlp.h) ----------
+// Two training steps in a row from other inputs (and other dropout masks), without a host
+// wait between them, then the results of the second: its forward overwrites the activations the
+// first step's side-stream wgrads read, so the join at the end of each backward must hold.
+static void two_gpu_steps(const StepOps *step, const LayerConfig *cfg, const LayerParams *p, const LayerInputs *first,
+                          const LayerInputs *second, LayerResults *res) {
+    const int64_t n = layer_tokens(cfg) * cfg->hidden;
+    void *x1 = dev_upload(first->x, n, cfg->dtype), *dy1 = dev_upload(first->dy, n, cfg->dtype);
+    void *x2 = dev_upload(second->x, n, cfg->dtype), *dy2 = dev_upload(second->dy, n, cfg->dtype);
+    void *state = step->create(cfg, p);
+    step->train_step(state, x1, dy1, 0);
+    step->train_step(state, x2, dy2, 1);
+    step->read_results(state, res);  // read_grads orders itself after the wgrads; no device-wide wait first
+    step->destroy(state);
+    dev_free(x1), dev_free(dy1), dev_free(x2), dev_free(dy2);
+}
+
+// Deterministic (attention's dQ summed in a fixed order), so that one stream repeats its bits:
+// with the wgrads on the side stream every result must have exactly those bits (the same GEMM
+// algorithms, only another stream), at seq 512; then --check passes with it at the small preset.
+static void overlap_wgrad_step(DType dt, int causal) {
+    LayerConfig cfg;
+    layer_config_preset("small", &cfg);
+    cfg.dtype = dt, cfg.causal = causal, cfg.seed = test_seed(), cfg.deterministic = 1, cfg.seq = 512;
+    gemm_set_deterministic(1);
+    LayerParams p;
+    LayerInputs in1, in2;
+    layer_params_alloc(&cfg, &p);
+    layer_params_init_random(&cfg, cfg.seed, &p);
+    layer_params_round(&cfg, &p);
+    layer_inputs_alloc(&cfg, &in1);
+    layer_inputs_alloc(&cfg, &in2);
+    layer_inputs_init_random(&cfg, cfg.seed + 1, &in1);
+    layer_inputs_init_random(&cfg, cfg.seed + 2, &in2);
+    layer_inputs_round(&cfg, &in1);
+    layer_inputs_round(&cfg, &in2);
+    LayerResults one, two;
+    layer_results_alloc(&cfg, &one);
+    layer_results_alloc(&cfg, &two);
+    step04_set_overlap_wgrad(0);
+    two_gpu_steps(&STEP_04_TRANSFORMER_LAYER, &cfg, &p, &in1, &in2, &one);
+    step04_set_overlap_wgrad(1);
+    two_gpu_steps(&STEP_04_TRANSFORMER_LAYER, &cfg, &p, &in1, &in2, &two);
+    const int64_t n = layer_tokens(&cfg) * cfg.hidden;
+    int same = same_bits(one.out, two.out, n) && same_bits(one.dx, two.dx, n);
+    for (int i = 0; i < NUM_PARAMS; i++) {
+        const int same_grad = same_bits(one.grad.tensor[i], two.grad.tensor[i], param_numel(&cfg, i));
+        if (!same_grad) print_message("  grad %s differs\n", PARAM_NAMES[i]);
+        same &= same_grad;
+    }
+    print_message(" step 04 %s causal %d seq %d, BGRAD %s: --overlap-wgrad against one stream: %s\n", dtype_name(dt),
+                  causal, cfg.seq, epilogue_place_name(linear_epilogue_place(EPILOGUE_KIND_BGRAD)),
+                  same ? "bit-identical" : "DIFFER");
+    layer_results_free(&one);
+    layer_results_free(&two);
+    layer_params_free(&p);
+    layer_inputs_free(&in1);
+    layer_inputs_free(&in2);
+    gemm_set_deterministic(0);
+    whole_step(&STEP_04_TRANSFORMER_LAYER, dt, causal);  // --check --overlap-wgrad
+    step04_set_overlap_wgrad(0);
+    assert_true(same);
+}
+
+static void test_overlap_wgrad(void **state) {
+    (void)state;
+    SKIP_WITHOUT_GPU();
+    overlap_wgrad_step(DTYPE_FP16, 0);
+    overlap_wgrad_step(DTYPE_BF16, 1);
+    // The bias gradients as kernels after plain wgrads: those kernels go to the side stream too.
+    linear_set_epilogue_place(EPILOGUE_KIND_BGRAD, EPILOGUE_IN_KERNEL);
+    overlap_wgrad_step(DTYPE_FP16, 1);
+    linear_set_epilogue_place(EPILOGUE_KIND_BGRAD, -1);
+}
+
 // ---- the epilogues' work in kernels of their own (linear.h: EPILOGUE_<KIND>=kernel) -------------
 static void set_places(int setting) {  // setting < EPILOGUE_KINDS: that kind alone; == : all four
     for (int k = 0; k < EPILOGUE_KINDS; k++)
@@ -413,6 +489,7 @@ int main(void) {
         cmocka_unit_test(test_steps),
         cmocka_unit_test(test_epilogue_places),
         cmocka_unit_test(test_epilogues_in_kernels),
+        cmocka_unit_test(test_overlap_wgrad),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
