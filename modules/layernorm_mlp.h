@@ -39,10 +39,10 @@ typedef enum {
 } GeluBackward;
 
 // The two weight-gradient GEMMs (FC2's dW2/db2, FC1's dW1/db1) on a second stream (issue 21;
-// TransformerLayer's overlap_wgrad, step 04's --overlap-wgrad). Nothing later in a training
-// step reads their results, so while they run the default stream goes on with FC1's dgrad,
-// LN2's backward and whatever its caller runs next (TransformerLayer: the projection's and
-// attention's backward). Order, per backward:
+// TransformerLayer's overlap_wgrad, on in step 04 unless --no-overlap-wgrad). Nothing later in
+// a training step reads their results, so while they run the default stream goes on with
+// FC1's dgrad, LN2's backward and whatever its caller runs next (TransformerLayer: the
+// projection's and attention's backward). Order, per backward:
 //   default stream: [fc2_input_ready] FC2 dgrad (+GELU') [fc1_input_ready] FC1 dgrad, LN2 bwd ...
 //   side stream:    wait fc2_input_ready, FC2 wgrad, wait fc1_input_ready, FC1 wgrad [done]
 // and layernorm_mlp_wait_for_wgrads makes the default stream wait for `done`.

@@ -43,10 +43,11 @@ void transformer_layer_free(TransformerLayer *t);
 // `step` selects the dropout masks (dropout_offset(step, site)).
 void transformer_layer_forward(TransformerLayer *t, const void *x, void *out, uint64_t step);
 void transformer_layer_backward(TransformerLayer *t, const void *dout, void *dx, uint64_t step);
-// Off by default. On: the MLP's two weight-gradient GEMMs (dW2/db2, dW1/db1) run on a second
-// stream (LayerNormMLP's wgrad stream, layernorm_mlp.h) beside FC1's dgrad, LN2's backward,
-// the dropout and projection backward, attention's backward and the QKV backward, which go on
-// on the default stream (issue 21: serial work that could overlap; step 04's --overlap-wgrad).
+// Off after transformer_layer_init (step 04 turns it on unless --no-overlap-wgrad). On: the
+// MLP's two weight-gradient GEMMs (dW2/db2, dW1/db1) run on a second stream (LayerNormMLP's
+// wgrad stream, layernorm_mlp.h) beside FC1's dgrad, LN2's backward, the dropout and
+// projection backward, attention's backward and the QKV backward, which go on on the default
+// stream (issue 21: serial work that could overlap).
 // Every result has the same bits as with one stream (the same GEMM algorithms). The backward
 // ends with the default stream waiting for the side stream, so for the caller everything is
 // ordered on the default stream as before: the step's end events, read_grads, the next forward.

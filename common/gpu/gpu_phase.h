@@ -34,7 +34,7 @@
 // forward and a weight-gradient GEMM, and only the caller knows which it was.
 //
 // Streams: our kernels and cuBLAS calls run on the default (legacy) stream. Work on other
-// streams (step 07's NCCL, step 04's --overlap-wgrad GEMMs) is timed where it runs by CUPTI - time two streams overlap is
+// streams (step 07's NCCL, step 04's wgrad stream) is timed where it runs by CUPTI - time two streams overlap is
 // counted once - and by events only where the default stream waits for it. Host threads: one
 // (the phase pushed on one thread does not mark launches from another).
 #ifndef COMMON_GPU_GPU_PHASE_H

@@ -159,24 +159,24 @@ static void test_step_flags(void **state) {
 // What a run that passed the flags says next: without a GPU it stops there; with one it runs.
 static void expect_accepted(char *const argv[]);
 
-// Step 04's --overlap-wgrad (the MLP's wgrads on a second stream): a switch of step 04 only,
+// Step 04's --no-overlap-wgrad (the MLP's wgrads on one stream, not a second): a switch of step 04 only,
 // listed by its --help, accepted with --check and --deterministic, refused elsewhere.
 static void test_overlap_wgrad_flag(void **state) {
     (void)state;
-    expect((char *const[]){STEP04, "--help", NULL}, 0, "--overlap-wgrad");
-    expect((char *const[]){STEP04, "--overlap-wgrad=1", NULL}, 1, "--overlap-wgrad takes no value");
-    expect((char *const[]){STEP04, "--overlap-wgrad", "--bogus", NULL}, 1, "unknown flag '--bogus'");
+    expect((char *const[]){STEP04, "--help", NULL}, 0, "--no-overlap-wgrad");
+    expect((char *const[]){STEP04, "--no-overlap-wgrad=1", NULL}, 1, "--no-overlap-wgrad takes no value");
+    expect((char *const[]){STEP04, "--no-overlap-wgrad", "--bogus", NULL}, 1, "unknown flag '--bogus'");
     // The steps whose layer is not step 04's TransformerLayer do not know it.
-    expect((char *const[]){STEP01, "--overlap-wgrad", NULL}, 1, "unknown flag '--overlap-wgrad'");
-    expect((char *const[]){STEP05, "--overlap-wgrad", NULL}, 1, "unknown flag '--overlap-wgrad'");
-    expect((char *const[]){STEP06, "--overlap-wgrad", NULL}, 1, "unknown flag '--overlap-wgrad'");
-    expect((char *const[]){COMPARE, "--overlap-wgrad", NULL}, 1, "unknown flag '--overlap-wgrad'");
+    expect((char *const[]){STEP01, "--no-overlap-wgrad", NULL}, 1, "unknown flag '--no-overlap-wgrad'");
+    expect((char *const[]){STEP05, "--no-overlap-wgrad", NULL}, 1, "unknown flag '--no-overlap-wgrad'");
+    expect((char *const[]){STEP06, "--no-overlap-wgrad", NULL}, 1, "unknown flag '--no-overlap-wgrad'");
+    expect((char *const[]){COMPARE, "--no-overlap-wgrad", NULL}, 1, "unknown flag '--no-overlap-wgrad'");
     // The shared rules still hold with it: --check with --breakdown is refused.
-    expect((char *const[]){STEP04, "--overlap-wgrad", "--check", "--breakdown", NULL}, 1,
+    expect((char *const[]){STEP04, "--no-overlap-wgrad", "--check", "--breakdown", NULL}, 1,
            "--breakdown times a step and --check checks one");
-    expect_accepted((char *const[]){STEP04, "--overlap-wgrad", "--preset", "tiny", "--iters", "2", NULL});
-    expect_accepted((char *const[]){STEP04, "--preset", "tiny", "--check", "--overlap-wgrad", NULL});
-    expect_accepted((char *const[]){STEP04, "--deterministic", "--overlap-wgrad", "--check", NULL});
+    expect_accepted((char *const[]){STEP04, "--no-overlap-wgrad", "--preset", "tiny", "--iters", "2", NULL});
+    expect_accepted((char *const[]){STEP04, "--preset", "tiny", "--check", "--no-overlap-wgrad", NULL});
+    expect_accepted((char *const[]){STEP04, "--deterministic", "--no-overlap-wgrad", "--check", NULL});
 }
 
 static void test_no_gpu(void **state) {

@@ -1,7 +1,7 @@
 // The TE-style modules (modules/) against the CPU reference, fp16 and bf16, on fresh random
 // data, through their own API (forward, backward, load_params, read_grads); then steps 02,
 // 03, 04 and 06 as a whole; --deterministic's steps, which must repeat their bits; and step
-// 04's --overlap-wgrad, which must give one stream's bits.
+// 04's wgrads on a second stream (its default), which must give one stream's bits.
 #include <stdlib.h>
 #include <string.h>
 
@@ -342,7 +342,7 @@ static void test_deterministic_steps(void **state) {
     deterministic_step(&STEP_06_PARALLEL_LAYERS, DTYPE_FP16, 1);
 }
 
-// ---- step 04's --overlap-wgrad: the MLP's wgrads on a second stream (layernorm_mlp.h) ----------
+// ---- step 04's wgrads on a second stream (the default; layernorm_mlp.h) ----------------------------
 // Two training steps in a row from other inputs (and other dropout masks), without a host
 // wait between them, then the results of the second: its forward overwrites the activations the
 // first step's side-stream wgrads read, so the join at the end of each backward must hold.
@@ -392,7 +392,7 @@ static void overlap_wgrad_step(DType dt, int causal) {
         if (!same_grad) print_message("  grad %s differs\n", PARAM_NAMES[i]);
         same &= same_grad;
     }
-    print_message(" step 04 %s causal %d seq %d, BGRAD %s: --overlap-wgrad against one stream: %s\n", dtype_name(dt),
+    print_message(" step 04 %s causal %d seq %d, BGRAD %s: wgrads on a second stream against one: %s\n", dtype_name(dt),
                   causal, cfg.seq, epilogue_place_name(linear_epilogue_place(EPILOGUE_KIND_BGRAD)),
                   same ? "bit-identical" : "DIFFER");
     layer_results_free(&one);
@@ -401,8 +401,10 @@ static void overlap_wgrad_step(DType dt, int causal) {
     layer_inputs_free(&in1);
     layer_inputs_free(&in2);
     gemm_set_deterministic(0);
-    whole_step(&STEP_04_TRANSFORMER_LAYER, dt, causal);  // --check --overlap-wgrad
+    whole_step(&STEP_04_TRANSFORMER_LAYER, dt, causal);  // --check with the second stream
     step04_set_overlap_wgrad(0);
+    whole_step(&STEP_04_TRANSFORMER_LAYER, dt, causal);  // --check --no-overlap-wgrad
+    step04_set_overlap_wgrad(1);                          // the default again
     assert_true(same);
 }
 
