@@ -33,6 +33,11 @@ static int parse_flag(const char *flag, const char *value) {
 static void *create(const LayerConfig *c, const LayerParams *p) {
     Step04 *s = xcalloc(1, sizeof *s);
     transformer_layer_init(&s->layer, c, p);
+    static int told;  // once per process: create runs for the check, the timing and --save
+    if (!told)
+        fprintf(stderr, "note: step 04: the MLP's wgrad GEMMs on %s\n",
+                overlap_wgrad ? "a second stream (--no-overlap-wgrad: one stream)" : "the default stream (--no-overlap-wgrad)");
+    told = 1;
     if (overlap_wgrad) transformer_layer_set_overlap_wgrad(&s->layer, 1);
     size_t bytes = (size_t)layer_tokens(c) * c->hidden * dtype_bytes(c->dtype);
     s->out = dev_alloc(bytes);
