@@ -43,7 +43,8 @@
 // 1 - c / 2: for c / 2 = 0 it reads chunk j0 from the even lane (keys 4c, 4c + 1) in the first
 // and from the odd lane (keys 4c + 2, 4c + 3) in the second; for c / 2 = 1 chunk j1 from the
 // odd lane (keys 4c + 2, 4c + 3) first, from the even lane (keys 4c, 4c + 1) second. One byte
-// permute per register then puts the pairs in key order. 16 shuffles per 128-key tile and
+// permute per register then puts the pairs in key order (the lanes and selectors:
+// fp8_operand.h, which tests/attention/flash_fp8_test.c replays on the host for every lane). 16 shuffles per 128-key tile and
 // thread (against 16 for the row maxima and sums). The alternative - leave P's keys where the
 // accumulator has them and permute V^T's keys to match - would need the caller (or an extra
 // pass through shared memory) to write V^T in that permuted order; the shuffles keep the
@@ -62,6 +63,7 @@
 #include "kernels/attention/attention_fp8.h"
 #include "kernels/attention/flash_common.cuh"
 #include "kernels/attention/flash_kernels.cuh"
+#include "kernels/attention/fp8_operand.h"
 #include "kernels/attention/hopper_pipeline.cuh"
 #include "kernels/attention/wgmma.cuh"
 #include "kernels/device_utils.cuh"
@@ -135,29 +137,8 @@ __device__ __forceinline__ uint32_t e4m3x2(float lo, float hi) {
     return r;
 }
 
-// The lane-dependent parts of the accumulator -> operand permutation (the file's comment),
-// computed once per thread.
-struct PermuteLanes {
-    int src_first, src_second;   // the lanes this lane reads its two words from
-    uint32_t send_first, send_second;  // byte selectors: which chunk's word this lane sends
-    uint32_t order_g, order_g8;        // byte selectors putting the received pairs in key order
-};
-
-__device__ __forceinline__ PermuteLanes permute_lanes(int lane) {
-    const int c = lane % 4, quad = lane - c, odd = c & 1, upper = c >> 1;
-    PermuteLanes pl;
-    pl.src_first = quad + 2 * odd + upper;
-    pl.src_second = quad + 2 * odd + 1 - upper;
-    // __byte_perm(x, y, s): result byte i = byte (s >> 4 i) & 7 of {y:x} (x bytes 0-3, y 4-7).
-    pl.send_first = odd ? 0x7632u : 0x5410u;   // odd: the j1 halves of rows g, g + 8; even: j0
-    pl.send_second = odd ? 0x5410u : 0x7632u;
-    pl.order_g = upper ? 0x1054u : 0x5410u;    // row g: (x.lo, y.lo), or (y.lo, x.lo)
-    pl.order_g8 = upper ? 0x3276u : 0x7632u;   // row g + 8: the high halves
-    return pl;
-}
-
 // P's 32-key step kk (s[4 kk .. 4 kk + 3], probabilities times 256) as the e4m3 A operand a.
-__device__ __forceinline__ void probabilities_to_operand(const float (&s)[16][4], int kk, const PermuteLanes &pl,
+__device__ __forceinline__ void probabilities_to_operand(const float (&s)[16][4], int kk, const Fp8OperandLanes &pl,
                                                          uint32_t (&a)[4]) {
 #pragma unroll
     for (int half = 0; half < 2; half++) {
@@ -277,7 +258,7 @@ __global__ void __launch_bounds__(THREADS, 1)
     const float scale_log2 = a.softmax_scale * *a.q_scale_inv * *a.k_scale_inv * LOG2E;
     const float v_scale_inv = *a.v_scale_inv;
     const uint32_t q_addr = smem_addr(q_tile) + consumer * 64 * 128;  // this consumer's 64 rows
-    const PermuteLanes pl = permute_lanes(lane);
+    const Fp8OperandLanes pl = fp8_operand_lanes(lane);
 
     // Turns (flash_forward_wgmma.cu's round robin, non-persistent): consumer c issues only in its
     // turn and then hands it to the other; consumer 1 hands consumer 0 its first turn and skips

@@ -47,6 +47,7 @@
 #include "common/gpu/cuda_check.h"
 #include "common/gpu/gpu.h"
 #include "kernels/attention/attention_fp8.h"
+#include "kernels/attention/fp8_operand.h"
 #include "reference/attention_reference.h"
 #include "tests/test_util.h"
 
@@ -267,6 +268,54 @@ static void test_a_planted_bug_fails(void **state) {
     free_case(&cs);
 }
 
+// The kernel's accumulator -> operand permutation (fp8_operand.h), replayed on the host for one
+// warp and one 32-key chunk, exactly as probabilities_to_operand in flash_forward_fp8.cu runs it
+// (packing, the two sends, the shuffles as reads of another lane's word, the byte permutes):
+// every byte of every lane's four operand registers must hold the code of the (row, key) that
+// the e4m3 A operand's layout puts there. The codes name their place: key | (row is g + 8) << 5.
+static uint8_t code_of(int upper_row, int key) { return (uint8_t)(key | upper_row << 5); }
+
+static void test_operand_permutation(void **state) {
+    (void)state;
+    uint32_t first[2][32], second[2][32];  // [half][lane]: the words each lane sends
+    for (int lane = 0; lane < 32; lane++) {
+        const int c = lane % 4;
+        const Fp8OperandLanes pl = fp8_operand_lanes(lane);
+        for (int half = 0; half < 2; half++) {
+            uint32_t row[2];  // rows g and g + 8: the pairs of chunks j0 = 2 half (low) and j1 (high)
+            for (int r = 0; r < 2; r++) {
+                uint32_t pair[2];
+                for (int jj = 0; jj < 2; jj++) {
+                    const int key = 8 * (2 * half + jj) + 2 * c;  // the accumulator's keys 8 j + 2c, + 1
+                    pair[jj] = code_of(r, key) | (uint32_t)code_of(r, key + 1) << 8;
+                }
+                row[r] = pair[0] | pair[1] << 16;
+            }
+            first[half][lane] = fp8_byte_perm(row[0], row[1], pl.send_first);
+            second[half][lane] = fp8_byte_perm(row[0], row[1], pl.send_second);
+        }
+    }
+    for (int lane = 0; lane < 32; lane++) {
+        const int c = lane % 4;
+        const Fp8OperandLanes pl = fp8_operand_lanes(lane);
+        assert_int_equal(pl.src_first / 4, lane / 4);  // shuffles stay within the quad (same rows)
+        assert_int_equal(pl.src_second / 4, lane / 4);
+        for (int half = 0; half < 2; half++) {
+            const uint32_t x = first[half][pl.src_first], y = second[half][pl.src_second];
+            const uint32_t a[2] = {fp8_byte_perm(x, y, pl.order_g), fp8_byte_perm(x, y, pl.order_g8)};
+            // a[0] is register 2 half (row g), a[1] register 2 half + 1 (row g + 8): byte i holds
+            // key 16 half + 4c + i.
+            for (int r = 0; r < 2; r++)
+                for (int i = 0; i < 4; i++) {
+                    const int want = code_of(r, 16 * half + 4 * c + i), got = (a[r] >> (8 * i)) & 0xff;
+                    if (got != want)
+                        fail_msg("lane %d register %d byte %d: code %#x (key %d, row g%s), want key %d", lane,
+                                 2 * half + r, i, got, got & 31, got >> 5 ? " + 8" : "", 16 * half + 4 * c + i);
+                }
+        }
+    }
+}
+
 // The problems the kernel refuses (no GPU needed).
 static void test_unsupported(void **state) {
     (void)state;
@@ -289,7 +338,8 @@ static void test_unsupported(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_unsupported),       cmocka_unit_test(test_a_planted_bug_fails),
+        cmocka_unit_test(test_unsupported),       cmocka_unit_test(test_operand_permutation),
+        cmocka_unit_test(test_a_planted_bug_fails),
         cmocka_unit_test(test_seq128_fp16),       cmocka_unit_test(test_seq128_bf16),
         cmocka_unit_test(test_ragged_seq129_fp16), cmocka_unit_test(test_ragged_seq129_bf16),
         cmocka_unit_test(test_seq1000_fp16),      cmocka_unit_test(test_seq1000_bf16),
