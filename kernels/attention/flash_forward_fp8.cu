@@ -30,7 +30,7 @@
 // key k in the accumulator, and which needs it in the operand:
 //   key      0 1 | 2 3 | 4 5 | 6 7 | 8 9 | 10 11 | 12 13 | 14 15
 //   holds    c0  | c1  | c2  | c3  | c0  |  c1   |  c2   |  c3      (j = 0 for keys 0..7, 1 for 8..15)
-//   needs    c0    c0  | c1    c1  | c2    c2    |  c3      c3
+//   needs    c0  . c0  | c1  . c1  | c2  .  c2   |  c3   .  c3
 // So lane c's operand register takes a pair of keys (16 bits: two e4m3 codes) from lane
 // 2 (c % 2) and the next pair from lane 2 (c % 2) + 1, both of chunk j = c / 2. Byte permutes
 // inside one thread cannot do it (the keys live in other lanes), so two shuffles per pair of
@@ -44,8 +44,9 @@
 // and from the odd lane (keys 4c + 2, 4c + 3) in the second; for c / 2 = 1 chunk j1 from the
 // odd lane (keys 4c + 2, 4c + 3) first, from the even lane (keys 4c, 4c + 1) second. One byte
 // permute per register then puts the pairs in key order (the lanes and selectors:
-// fp8_operand.h, which tests/attention/flash_fp8_test.c replays on the host for every lane). 16 shuffles per 128-key tile and
-// thread (against 16 for the row maxima and sums). The alternative - leave P's keys where the
+// fp8_operand.h, which tests/attention/flash_fp8_test.c replays on the host for every lane).
+// 16 shuffles per 128-key tile and thread (against 8 for the row maxima and sums), and 64
+// conversions (cvt ... e4m3x2, two values each). The alternative - leave P's keys where the
 // accumulator has them and permute V^T's keys to match - would need the caller (or an extra
 // pass through shared memory) to write V^T in that permuted order; the shuffles keep the
 // interface the plain transpose.
