@@ -26,6 +26,8 @@
 // Either tensor may be a view into a wider one (AttentionProblem's row strides): step 06
 // reads qkv from the first 3 * hidden columns of its fused input GEMM's output.
 //
+// An opt-in FP8 (E4M3) forward, Hopper only, has its own header: attention_fp8.h.
+//
 // Dropout is drawn inside the kernels from Philox: probability (b, h, i, j) is keyed by
 // attention_dropout_index(b * total_heads + first_head + h, i, j, seq) (common/core/philox.h:
 // one random byte per element, one call per 16 values a thread holds), so the CPU reference

@@ -8,6 +8,9 @@
 // (AttentionProblem.deterministic: dQ summed in a fixed order), and its time over the default's.
 //
 //   attention_bench [--batch N] [--heads N] [--seq N] [--dtype fp16|bf16]   default 4 32 2048 fp16
+//   attention_bench --fp8 [same flags]   only d 128 without dropout or mask: the opt-in FP8 forward
+//       (attention_fp8.h; E4M3 Q, K, V^T, ctx in --dtype) beside the best 16-bit forward, TFLOP/s
+//       counted the same way (4 b s^2 heads d)
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,8 +18,10 @@
 #include "common/core/errors.h"
 #include "common/core/flags.h"
 #include "common/gpu/cuda_check.h"
+#include "common/fp8/fp8_format.h"
 #include "common/gpu/gpu.h"
 #include "kernels/attention/attention.h"
+#include "kernels/attention/attention_fp8.h"
 
 typedef struct {
     AttentionProblem problem;
@@ -67,25 +72,93 @@ enum { NUM_SETS = 3 };
 static FlagKind bench_flag_kind(const char *name, void *ctx) {
     static const char *const NAMES[] = {"--batch", "--heads", "--seq", "--dtype"};
     (void)ctx;
+    if (!strcmp(name, "--fp8")) return FLAG_SWITCH;
     return flag_is_one_of(name, NAMES, 4) ? FLAG_VALUE : FLAG_UNKNOWN;
+}
+
+// The FP8 forward's arguments (attention_forward_fp8), for median_ms through a Case.
+static struct {
+    AttentionFp8Problem problem;
+    uint8_t *q, *k, *vt;
+    float *scale_inv;  // device: q's, k's, v's
+    void *ctx;
+    float *lse;
+} fp8_case;
+
+static void fwd_fp8(const Case *c) {
+    (void)c;
+    attention_forward_fp8(&fp8_case.problem, fp8_case.q, fp8_case.k, fp8_case.vt, fp8_case.scale_inv,
+                          fp8_case.scale_inv + 1, fp8_case.scale_inv + 2, fp8_case.ctx, fp8_case.lse);
+}
+
+// E4M3 codes of uniform values in [-1, 1) times 448 (the whole range; no NaN codes).
+static uint8_t *random_e4m3_device(int64_t n, uint64_t seed) {
+    float *x = xmalloc((size_t)n * sizeof(float));
+    fill_uniform(x, n, -448.0f, 448.0f, seed, 1);
+    uint8_t *codes = xmalloc((size_t)n);
+    for (int64_t i = 0; i < n; i++) codes[i] = fp8_encode(x[i], FP8_E4M3);
+    uint8_t *dev = dev_alloc((size_t)n);
+    CUDA_CHECK(cudaMemcpy(dev, codes, (size_t)n, cudaMemcpyHostToDevice));
+    free(x), free(codes);
+    return dev;
+}
+
+// --fp8: the 16-bit forward (set A, d 128, neither dropping nor causal) and the FP8 forward.
+static void bench_fp8(int batch, int heads, int seq, DType dtype) {
+    const int d = 128;
+    const double flops = 4.0 * batch * (double)seq * seq * heads * d;
+    int64_t nqkv = (int64_t)seq * batch * heads * 3 * d, nctx = nqkv / 3;
+    float *h = xmalloc((size_t)nqkv * sizeof(float));
+    fill_uniform(h, nqkv, -1.0f, 1.0f, 5, 1);
+    Case c = {.problem = {.seq = seq, .batch = batch, .heads = heads, .head_dim = d, .dtype = dtype}};
+    const char *why = attention_unsupported(&c.problem);
+    if (why) fail_user("%s", why);
+    c.qkv = dev_upload(h, nqkv, dtype);
+    free(h);
+    c.ctx = dev_alloc((size_t)nctx * 2);
+    c.lse = dev_alloc((size_t)seq * batch * heads * sizeof(float));
+    attention_set_kernels(ATTENTION_KERNELS_BEST);
+    const double ms16 = median_ms(fwd, &c);
+
+    fp8_case.problem = (AttentionFp8Problem){.seq = seq, .batch = batch, .heads = heads, .head_dim = d, .dtype = dtype};
+    why = attention_fp8_unsupported(&fp8_case.problem);
+    if (why) fail_user("%s", why);
+    const int64_t vt_row = attention_fp8_vt_row_stride(&fp8_case.problem);
+    fp8_case.q = random_e4m3_device(nctx, 6), fp8_case.k = random_e4m3_device(nctx, 7);
+    fp8_case.vt = random_e4m3_device((int64_t)batch * heads * d * vt_row, 8);
+    const float scale_inv[3] = {1.0f / 448.0f, 1.0f / 448.0f, 1.0f / 448.0f};  // values in [-1, 1)
+    fp8_case.scale_inv = dev_alloc(sizeof scale_inv);
+    CUDA_CHECK(cudaMemcpy(fp8_case.scale_inv, scale_inv, sizeof scale_inv, cudaMemcpyHostToDevice));
+    fp8_case.ctx = c.ctx, fp8_case.lse = c.lse;
+    const double ms8 = median_ms(fwd_fp8, &c);
+    printf("d 128, no dropout, not causal, ctx in %s: forward ms TFLOP/s\n", dtype_name(dtype));
+    printf("  %-40s %8.3f %7.0f\n", attention_kernel_name(ATTENTION_FORWARD, d), ms16, flops / ms16 / 1e9);
+    printf("  %-40s %8.3f %7.0f   (%.2fx the 16-bit forward's speed)\n", "FP8 E4M3 forward (flash_forward_fp8.cu)", ms8,
+           flops / ms8 / 1e9, ms16 / ms8);
+    dev_free(c.qkv), dev_free(c.ctx), dev_free(c.lse);
+    dev_free(fp8_case.q), dev_free(fp8_case.k), dev_free(fp8_case.vt), dev_free(fp8_case.scale_inv);
 }
 
 int main(int argc, char **argv) {
     int batch = 4, heads = 32, seq = 2048;
     DType dtype = DTYPE_FP16;
+    int fp8 = 0;
     static const char *const DTYPES[] = {"fp16", "bf16"};
     FlagArg *flags = xcalloc((size_t)argc, sizeof(FlagArg));
     const int n = flags_split(argc, argv, bench_flag_kind, NULL, flags);
     if (n < 0) {
-        printf("usage: attention_bench [--batch N] [--heads N] [--seq N] [--dtype fp16|bf16]   (default 4 32 2048 fp16)\n"
+        printf("usage: attention_bench [--batch N] [--heads N] [--seq N] [--dtype fp16|bf16] [--fp8]   (default 4 32 2048 "
+               "fp16)\n"
                "  Flash attention's forward and backward TFLOP/s at head dims 128 and 64, without and with\n"
                "  dropout and causal, for every set of kernels (A: the best here, B: mma.sync, C: mma.sync\n"
-               "  with small tiles). Needs a CUDA GPU.\n");
+               "  with small tiles). Needs a CUDA GPU.\n"
+               "  --fp8: only the FP8 (E4M3) forward beside the 16-bit one, d 128 (needs an sm_90a GPU).\n");
         return 0;
     }
     for (int i = 0; i < n; i++) {
         const char *f = flags[i].name, *v = flags[i].value;
-        if (!strcmp(f, "--batch")) batch = (int)parse_int_flag(f, v, 1, 1 << 16);
+        if (!strcmp(f, "--fp8")) fp8 = 1;
+        else if (!strcmp(f, "--batch")) batch = (int)parse_int_flag(f, v, 1, 1 << 16);
         else if (!strcmp(f, "--heads")) heads = (int)parse_int_flag(f, v, 1, 1 << 12);
         else if (!strcmp(f, "--seq")) seq = (int)parse_int_flag(f, v, 1, 1 << 20);
         else dtype = (DType)parse_choice_flag(f, v, DTYPES, 2);
@@ -94,6 +167,10 @@ int main(int argc, char **argv) {
     gpu_require();
     printf("GPU: %s; flash attention, %s, batch %d, heads %d, seq %d\n", gpu_description(), dtype_name(dtype), batch,
            heads, seq);
+    if (fp8) {
+        bench_fp8(batch, heads, seq, dtype);
+        return 0;
+    }
     int dims[2] = {128, 64};
     for (int di = 0; di < 2; di++) {
         for (int k = 0; k < NUM_SETS; k++) {

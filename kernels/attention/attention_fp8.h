@@ -1,0 +1,91 @@
+// An FP8 (E4M3) flash-attention forward for Hopper (sm_90a): opt-in, head dim 128, neither
+// causal nor dropping. Not wired into any step yet (step 05 would call it, once a GPU run has
+// shown that it works: tests/attention/flash_fp8_test.c, attention_bench --fp8).
+//
+// What it computes, per batch entry b, head h and query i (d = 128):
+//   S[i][j] = (Q8[i] . K8[j]) * q_scale_inv * k_scale_inv             (FP8 products, float sums)
+//   P[i][j] = exp(S[i][j] / sqrt(d) - max_j) (the online softmax, in float)
+//   O[i]    = sum_j fp8(P[i][j] * 256) * V8[j] * v_scale_inv / sum_j (P[i][j] * 256)
+//   lse[i]  = ln(sum_j exp(S[i][j] / sqrt(d)))
+// Q8, K8, V8 are the E4M3 codes, x ~ code * scale_inv (common/fp8/fp8_format.h: an FP8 tensor is
+// codes plus a float scale). Both matrix products run on the tensor cores in FP8 (wgmma
+// .e4m3.e4m3, k 32, float accumulators): S = Q K^T, then O += P V with P converted to E4M3 in
+// registers. P's values lie in [0, 1] (relative to the row's running maximum); they are
+// multiplied by 256 (2^8, folded into the exponent, so it costs nothing) before the conversion,
+// so that probabilities down to 2^-14 of the row's largest stay normal E4M3 numbers (E4M3's
+// smallest normal is 2^-6, its largest 448 > 256): without it, keys whose scores lie more than
+// ln 64 ~ 4.2 below the row's maximum would become subnormals with steps of 2^-9 (1 to 3
+// significant bits). On random test data this changes O by only ~0.4% (the rows' mass lies near
+// their maxima; tests/attention/flash_fp8_test.c prints it), but it is free (TE's FP8 attention
+// likewise gives P a scale of its own before its cast, its "S" scale). The row sum is taken over the float
+// probabilities (times the same 256), so the factor cancels in O = acc / sum. What remains is
+// P's rounding to 3 mantissa bits (relative error <= 2^-4 per element, random in sign), which
+// is what distinguishes this from float attention on the dequantised Q, K, V.
+//
+// Tensors (row-major, token (s, b) = row s * batch + b, as attention.h's):
+//   q, k   [seq, batch, heads, 128] E4M3 codes (uint8), packed (row of a token: heads * 128 bytes)
+//   vt     V TRANSPOSED: [batch, heads, 128, vt_row_stride] E4M3 codes; element (b, h, c, j) is
+//          V[token j][c] of head h. The tensor cores take FP8 operands only with the reduction
+//          dimension contiguous ("K-major"), and the reduction of P V runs over keys, so V must
+//          come with its keys contiguous; the caller casts V into this layout (step 05's cast
+//          kernels write such transposed copies, kernels/fp8/fp8_cast.h). vt_row_stride >= seq,
+//          a multiple of 16 (the TMA's stride alignment); keys seq .. vt_row_stride - 1 are
+//          never read.
+//   ctx    [seq, batch, heads, 128] fp16 or bf16 (dtype): O, packed.
+//   lse    [batch, heads, seq] float, the natural-log logsumexp of each query's scaled scores
+//          (exactly what attention_forward writes, so the 16-bit backward could use it).
+//   q_scale_inv, k_scale_inv, v_scale_inv: DEVICE pointers to one float each (the scale_inv of
+//          each tensor, FP8_META_SCALE_INV of kernels/fp8/fp8_cast.h's meta arrays: delayed
+//          scaling keeps them on the GPU, so the launch needs no copy to the host).
+// All device pointers 16-byte aligned.
+//
+// Errors (clear message, non-zero exit): head_dim other than 128, causal, dtype other than fp16
+// or bf16, seq / batch / heads < 1, a bad vt_row_stride, misaligned pointers; a GPU without
+// wgmma (compute capability 9.0) or a build without sm_90a code: fail_user, saying so.
+//
+// Sources: FlashAttention-3 (Shah et al., 2024, arXiv 2407.08608), section 3.3 (FP8: the
+// accumulator-to-operand layout conversion, V transposed); NVIDIA Transformer Engine's FP8
+// dot-product attention (per-tensor scale_inv of Q, K, V; O written in the model's dtype).
+// The kernel: kernels/attention/flash_forward_fp8.cu.
+#ifndef KERNELS_ATTENTION_ATTENTION_FP8_H
+#define KERNELS_ATTENTION_ATTENTION_FP8_H
+
+#include <stdint.h>
+
+#include "common/core/layer.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct {
+    int seq, batch, heads;
+    int head_dim;           // 128 only
+    DType dtype;            // ctx's: DTYPE_FP16 or DTYPE_BF16
+    int causal;             // 0 only (kept so that a caller's causal problem is refused, not ignored)
+    int64_t vt_row_stride;  // vt's row, in elements (bytes); 0: seq rounded up to 16
+} AttentionFp8Problem;
+
+// The log2 of the factor P is multiplied by before its conversion to E4M3 (above).
+enum { ATTENTION_FP8_P_LOG2_SCALE = 8 };
+
+// vt's row stride for this problem (vt_row_stride, or its default).
+int64_t attention_fp8_vt_row_stride(const AttentionFp8Problem *p);
+
+// NULL if the kernel takes this problem (shapes and fields only; no GPU needed), else why not.
+const char *attention_fp8_unsupported(const AttentionFp8Problem *p);
+
+// 1 if this GPU and this build run the FP8 forward (wgmma and sm_90a code), else 0.
+int attention_fp8_available(void);
+
+// ctx and lse from the E4M3 q, k, vt (layouts above). Stops with a clear message if anything is
+// unsupported. Runs on the default stream.
+void attention_forward_fp8(const AttentionFp8Problem *p, const uint8_t *q, const uint8_t *k, const uint8_t *vt,
+                           const float *q_scale_inv, const float *k_scale_inv, const float *v_scale_inv, void *ctx,
+                           float *lse);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif  // KERNELS_ATTENTION_ATTENTION_FP8_H

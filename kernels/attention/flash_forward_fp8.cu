@@ -1,0 +1,456 @@
+// The FP8 (E4M3) flash-attention forward on Hopper: attention_fp8.h says what it computes and
+// takes; flash_forward_wgmma.cu is the 16-bit kernel whose structure this one follows, in a
+// reduced form (it is opt-in and new: correctness first, then speed):
+//   block: 128 queries of one head (grid: query blocks x batch * heads), 384 threads;
+//   producer (warpgroup 0): one thread issues the TMA copies of Q once and of K and V^T tile by
+//     tile (128 keys) into two stages each, as soon as both consumers have released a stage;
+//   consumers (warpgroups 1, 2; 64 queries each): per tile of keys, S = Q K^T (4 wgmmas of k 32,
+//     e4m3 x e4m3, float accumulators), the online softmax in registers, P converted to E4M3
+//     and permuted into the A operand's layout (below), O += P V (4 wgmmas, A from registers,
+//     B = V^T from shared memory). As in the 16-bit kernel, S of tile t and P V of tile t - 1 are
+//     issued together, and the two consumers take turns to issue (ping-pong).
+// What it leaves out against the 16-bit kernel: causal masks, dropout, persistent CTAs, 176-key
+// tiles, head dim 64.
+//
+// Shared memory: each operand tile is 128 rows x 128 bytes (one 128-byte-swizzled panel, FP8:
+// one byte per value): Q (128 queries x 128 dims), K (128 keys x 128 dims), V^T (128 dims x 128
+// keys). All three are "K-major" - the reduction dimension contiguous: d for S = Q K^T, the keys
+// for O = P V - the only layout wgmma takes for FP8 operands. 16 KiB + 2 stages x (16 + 16) KiB +
+// 1 KiB alignment = 81 KiB.
+//
+// P from the score accumulator to the FP8 A operand (FlashAttention-3, section 3.3). Per warp
+// (16 rows of the warpgroup's 64), lane = 4 g + c, one 32-key step kk of the tile:
+//   accumulator (float), n = 4 kk + j, j = 0..3:  s[n][0..1] = row g,     keys 8 j + 2c, +1
+//                                                  s[n][2..3] = row g + 8, keys 8 j + 2c, +1
+//   A operand (e4m3, 4 per register, lowest key in the lowest byte; PTX ISA, "Register
+//   fragments" of wgmma .e4m3 with K = 32):
+//        a[0] = row g,     keys 4c .. 4c + 3        a[2] = row g,     keys 16 + 4c .. 16 + 4c + 3
+//        a[1] = row g + 8, keys 4c .. 4c + 3        a[3] = row g + 8, keys 16 + 4c .. 16 + 4c + 3
+// Picture for row g, keys 0..15 (a[0]; keys 16..31, a[2], alike with j + 2): which lane c holds
+// key k in the accumulator, and which needs it in the operand:
+//   key      0 1 | 2 3 | 4 5 | 6 7 | 8 9 | 10 11 | 12 13 | 14 15
+//   holds    c0  | c1  | c2  | c3  | c0  |  c1   |  c2   |  c3      (j = 0 for keys 0..7, 1 for 8..15)
+//   needs    c0  . c0  | c1  . c1  | c2  .  c2   |  c3   .  c3
+// So lane c's operand register takes a pair of keys (16 bits: two e4m3 codes) from lane
+// 2 (c % 2) and the next pair from lane 2 (c % 2) + 1, both of chunk j = c / 2. Byte permutes
+// inside one thread cannot do it (the keys live in other lanes), so two shuffles per pair of
+// operand registers do: every lane packs its 16-bit pairs of chunks j0, j1 (= 2 half, 2 half +
+// 1) for rows g and g + 8 into two words, and sends in the first shuffle the word of chunk
+// j0 if it is even, j1 if odd, in the second the other one:
+//   even lane: first = (row g j0 | row g+8 j0), second = (row g j1 | row g+8 j1)
+//   odd lane:  first = (row g j1 | row g+8 j1), second = (row g j0 | row g+8 j0)
+// Lane c reads the first word from lane 2 (c % 2) + c / 2 and the second from lane 2 (c % 2) +
+// 1 - c / 2: for c / 2 = 0 it reads chunk j0 from the even lane (keys 4c, 4c + 1) in the first
+// and from the odd lane (keys 4c + 2, 4c + 3) in the second; for c / 2 = 1 chunk j1 from the
+// odd lane (keys 4c + 2, 4c + 3) first, from the even lane (keys 4c, 4c + 1) second. One byte
+// permute per register then puts the pairs in key order (the lanes and selectors:
+// fp8_operand.h, which tests/attention/flash_fp8_test.c replays on the host for every lane).
+// 16 shuffles per 128-key tile and thread (against 8 for the row maxima and sums), and 64
+// conversions (cvt ... e4m3x2, two values each). The alternative - leave P's keys where the
+// accumulator has them and permute V^T's keys to match - would need the caller (or an extra
+// pass through shared memory) to write V^T in that permuted order; the shuffles keep the
+// interface the plain transpose.
+//
+// P is multiplied by 2^ATTENTION_FP8_P_LOG2_SCALE (256) before the conversion (attention_fp8.h
+// says why): the exponent's shift is 8 smaller, which costs nothing; the row sum carries the same
+// factor, so O = acc / sum is unchanged, and lse subtracts 8 from the log2 of the sum.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include "common/core/errors.h"
+#include "common/core/gpu_arch.h"
+#include "common/gpu/cuda_check.h"
+#include "common/gpu/gpu.h"
+#include "kernels/attention/attention_fp8.h"
+#include "kernels/attention/flash_common.cuh"
+#include "kernels/attention/flash_kernels.cuh"
+#include "kernels/attention/fp8_operand.h"
+#include "kernels/attention/hopper_pipeline.cuh"
+#include "kernels/attention/wgmma.cuh"
+#include "kernels/device_utils.cuh"
+
+namespace {
+
+constexpr int HEAD_DIM = 128;                 // the only head dim
+constexpr int BLOCK_M = 128, BLOCK_N = 128;   // queries per block (64 per consumer), keys per tile
+constexpr int THREADS = 384;                  // producer + two consumer warpgroups
+constexpr int PRODUCER_REGS = 24, CONSUMER_REGS = 240;  // as the 16-bit kernel's (setmaxnreg)
+constexpr int TILE_BYTES = 128 * 128;         // one operand tile: 128 rows x 128 one-byte values
+constexpr int SMEM_BYTES = 5 * TILE_BYTES + 1024;  // Q, 2 x K, 2 x V^T, alignment to the swizzle period
+[[maybe_unused]] constexpr int TURNS = 3;    // named barriers 3, 4: consumer c's turn to issue
+static_assert(SMEM_BYTES <= 227 * 1024, "shared memory per block");
+static_assert(128 * (PRODUCER_REGS + 2 * CONSUMER_REGS) <= THREADS * (65536 / THREADS / 8 * 8), "register pool");
+
+struct Fp8Barriers {
+    uint64_t q_full, k_full[2], v_full[2], k_empty[2], v_empty[2];
+};
+
+struct Fp8Args {
+    int seq, batch, heads;
+    void *ctx;
+    float *lse;
+    const float *q_scale_inv, *k_scale_inv, *v_scale_inv;  // device, one float each
+    float softmax_scale;                                   // 1 / sqrt(d)
+};
+
+// The device helpers exist only where the kernel's body does (other targets compile it to a
+// trap, and would warn about helpers nothing calls).
+#if WGMMA_AVAILABLE
+// ---- FP8 wgmma (m64 n128 k32, e4m3 x e4m3, float accumulators) ----------------------------
+// FP8 operands have no transpose flags: both K-major (the descriptors of wgmma.cuh, 128-byte
+// swizzle; a k-step of 32 one-byte values is 32 bytes, as a 16-bit k16 step).
+#define F8_ACC4(n) "+f"(d[n][0]), "+f"(d[n][1]), "+f"(d[n][2]), "+f"(d[n][3])
+#define F8_ACC64                                                                                               \
+    F8_ACC4(0), F8_ACC4(1), F8_ACC4(2), F8_ACC4(3), F8_ACC4(4), F8_ACC4(5), F8_ACC4(6), F8_ACC4(7), F8_ACC4(8), \
+        F8_ACC4(9), F8_ACC4(10), F8_ACC4(11), F8_ACC4(12), F8_ACC4(13), F8_ACC4(14), F8_ACC4(15)
+#define F8_REGS64                                                                                             \
+    "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, "  \
+    "%22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, "   \
+    "%42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, "   \
+    "%62, %63}"
+
+// D[64 x 128] (+)= A B^T, A and B in shared memory (D = A B^T when accumulate is 0).
+__device__ __forceinline__ void wgmma_e4m3_ss(float (&d)[16][4], uint64_t a_desc, uint64_t b_desc, int accumulate) {
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n128k32.f32.e4m3.e4m3 " F8_REGS64 ", %64, %65, p, 1, 1;\n}\n"
+                 : F8_ACC64
+                 : "l"(a_desc), "l"(b_desc), "r"(accumulate));
+}
+
+// D[64 x 128] += A B^T, A in registers (the layout in the file's comment), B in shared memory.
+__device__ __forceinline__ void wgmma_e4m3_rs(float (&d)[16][4], const uint32_t (&a)[4], uint64_t b_desc) {
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n128k32.f32.e4m3.e4m3 " F8_REGS64
+                 ", {%64, %65, %66, %67}, %68, p, 1, 1;\n}\n"
+                 : F8_ACC64
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b_desc), "r"(1));
+}
+
+#undef F8_ACC4
+#undef F8_ACC64
+#undef F8_REGS64
+
+// Two floats as two E4M3 codes (round to nearest even, saturating to +-448): lo in the low byte.
+// (PTX's cvt puts its first source in the upper byte.)
+__device__ __forceinline__ uint32_t e4m3x2(float lo, float hi) {
+    uint16_t r;
+    asm("cvt.rn.satfinite.e4m3x2.f32 %0, %1, %2;" : "=h"(r) : "f"(hi), "f"(lo));
+    return r;
+}
+
+// P's 32-key step kk (s[4 kk .. 4 kk + 3], probabilities times 256) as the e4m3 A operand a.
+__device__ __forceinline__ void probabilities_to_operand(const float (&s)[16][4], int kk, const Fp8OperandLanes &pl,
+                                                         uint32_t (&a)[4]) {
+#pragma unroll
+    for (int half = 0; half < 2; half++) {
+        const int n0 = 4 * kk + 2 * half, n1 = n0 + 1;  // chunks j0 = 2 half, j1 = 2 half + 1
+        const uint32_t row_g = e4m3x2(s[n0][0], s[n0][1]) | (e4m3x2(s[n1][0], s[n1][1]) << 16);
+        const uint32_t row_g8 = e4m3x2(s[n0][2], s[n0][3]) | (e4m3x2(s[n1][2], s[n1][3]) << 16);
+        const uint32_t first = __byte_perm(row_g, row_g8, pl.send_first);
+        const uint32_t second = __byte_perm(row_g, row_g8, pl.send_second);
+        const uint32_t x = __shfl_sync(0xffffffffu, first, pl.src_first);
+        const uint32_t y = __shfl_sync(0xffffffffu, second, pl.src_second);
+        a[2 * half] = __byte_perm(x, y, pl.order_g);
+        a[2 * half + 1] = __byte_perm(x, y, pl.order_g8);
+    }
+}
+
+// The online-softmax step of flash_common.cuh (online_softmax_step), without the causal mask,
+// for one warp's rows g, g + 8 of a tile of 128 keys from k0, with P multiplied by 2^8: the
+// exponent subtracts m - 8 instead of m. m stays the true running max (log2 domain); l sums the
+// scaled probabilities. (Its own function, so that the 16-bit kernels' code stays as it is.)
+__device__ __forceinline__ void online_softmax_step_fp8(float (&s)[16][4], float (&m)[2], float (&l)[2],
+                                                        float (&alpha)[2], int k0, int seq, float scale_log2) {
+    const int c2 = (threadIdx.x % 4) * 2;
+    if (k0 + BLOCK_N > seq) {  // the last tile of a ragged sequence: keys past seq do not count
+#pragma unroll
+        for (int n = 0; n < 16; n++)
+#pragma unroll
+            for (int e = 0; e < 4; e++)
+                if (k0 + n * 8 + c2 + (e & 1) >= seq) s[n][e] = -INFINITY;
+    }
+    float tile_max[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+    for (int n = 0; n < 16; n++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) tile_max[e / 2] = fmaxf(tile_max[e / 2], s[n][e]);
+    float shift[2];
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 1));
+        tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 2));
+        const float m_new = fmaxf(m[r], tile_max[r] * scale_log2);
+        const float m_use = m_new == -INFINITY ? 0.0f : m_new;
+        alpha[r] = exp2_approx(m[r] - m_use);
+        m[r] = m_new;
+        shift[r] = m_use - (float)ATTENTION_FP8_P_LOG2_SCALE;
+    }
+    float row_sum[2] = {0.0f, 0.0f};
+#pragma unroll
+    for (int n = 0; n < 16; n++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            const float p = exp2_approx(fmaf(s[n][e], scale_log2, -shift[e / 2]));
+            s[n][e] = p;
+            row_sum[e / 2] += p;
+        }
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        row_sum[r] += __shfl_xor_sync(0xffffffffu, row_sum[r], 1);
+        row_sum[r] += __shfl_xor_sync(0xffffffffu, row_sum[r], 2);
+        l[r] = l[r] * alpha[r] + row_sum[r];
+    }
+}
+
+#endif  // WGMMA_AVAILABLE
+
+// One block: queries [128 blockIdx.x, + 128) of head blockIdx.y (= b * heads + h).
+template <typename T>
+__global__ void __launch_bounds__(THREADS, 1)
+    flash_forward_fp8_kernel(const __grid_constant__ CUtensorMap q_map, const __grid_constant__ CUtensorMap k_map,
+                             const __grid_constant__ CUtensorMap vt_map, const __grid_constant__ Fp8Args a) {
+#if WGMMA_AVAILABLE
+    extern __shared__ unsigned char smem_raw[];
+    __shared__ Fp8Barriers bars;
+    // The swizzle repeats every 1024 bytes: the tiles start on such a boundary.
+    unsigned char *q_tile = smem_raw + ((1024 - (smem_addr(smem_raw) & 1023)) & 1023);
+    unsigned char *k_tiles = q_tile + TILE_BYTES;        // two stages
+    unsigned char *v_tiles = k_tiles + 2 * TILE_BYTES;   // two stages of V^T
+
+    const int warpgroup = threadIdx.x / 128, lane = threadIdx.x % 32;
+    const int bh = blockIdx.y, b = bh / a.heads, h = bh % a.heads, seq = a.seq;
+    const int q0 = blockIdx.x * BLOCK_M, tiles = (seq + BLOCK_N - 1) / BLOCK_N;
+
+    if (threadIdx.x == 0) {
+        mbarrier_init(&bars.q_full, 1);
+        for (int s = 0; s < 2; s++) {
+            mbarrier_init(&bars.k_full[s], 1), mbarrier_init(&bars.v_full[s], 1);
+            mbarrier_init(&bars.k_empty[s], 256), mbarrier_init(&bars.v_empty[s], 256);
+        }
+        fence_shared_for_wgmma();  // the initialised barriers, for the TMA unit
+    }
+    __syncthreads();
+
+    if (warpgroup == 0) {  // ---- the producer
+        warpgroup_release_registers<PRODUCER_REGS>();
+        if (threadIdx.x != 0) return;
+        // Q and K: maps of [seq][batch][heads * 128] bytes, boxes of 128 columns (head h) x 128
+        // tokens of batch entry b. V^T: [batch * heads][128][seq], boxes of 128 keys x 128 dims.
+        // Rows or keys past seq arrive as zeros (and count their bytes all the same).
+        mbarrier_arrive_expect_tx(&bars.q_full, TILE_BYTES);
+        tma_load_3d(q_tile, &q_map, h * HEAD_DIM, b, q0, &bars.q_full);
+        for (int t = 0; t < tiles; t++) {
+            const int s = t % 2, use = t / 2;  // stage, and how often it was filled before
+            if (use > 0) mbarrier_wait(&bars.k_empty[s], (use - 1) & 1);
+            mbarrier_arrive_expect_tx(&bars.k_full[s], TILE_BYTES);
+            tma_load_3d(k_tiles + s * TILE_BYTES, &k_map, h * HEAD_DIM, b, t * BLOCK_N, &bars.k_full[s]);
+            if (use > 0) mbarrier_wait(&bars.v_empty[s], (use - 1) & 1);
+            mbarrier_arrive_expect_tx(&bars.v_full[s], TILE_BYTES);
+            tma_load_3d(v_tiles + s * TILE_BYTES, &vt_map, t * BLOCK_N, 0, bh, &bars.v_full[s]);
+        }
+        return;
+    }
+
+    // ---- the consumers
+    warpgroup_claim_registers<CONSUMER_REGS>();
+    const int consumer = warpgroup - 1, warp = threadIdx.x / 32 - 4;  // warp 0 .. 7 of the consumers
+    const int g = lane / 4;
+    // The scores' scale, in the log2 domain, with Q's and K's descales (S is in code units).
+    const float scale_log2 = a.softmax_scale * *a.q_scale_inv * *a.k_scale_inv * LOG2E;
+    const float v_scale_inv = *a.v_scale_inv;
+    const uint32_t q_addr = smem_addr(q_tile) + consumer * 64 * 128;  // this consumer's 64 rows
+    const Fp8OperandLanes pl = fp8_operand_lanes(lane);
+
+    // Turns (flash_forward_wgmma.cu's round robin, non-persistent): consumer c issues only in its
+    // turn and then hands it to the other; consumer 1 hands consumer 0 its first turn and skips
+    // the hand-over after its own last one.
+    auto my_turn = [&]() { named_barrier_sync(TURNS + consumer, 256); };
+    auto your_turn = [&]() { named_barrier_arrive(TURNS + (consumer + 1) % 2, 256); };
+    const bool last_consumer = consumer == 1;
+    if (last_consumer) your_turn();
+
+    const int row_i[2] = {q0 + 16 * warp + g, q0 + 16 * warp + g + 8};
+    float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
+    float o[16][4];
+#pragma unroll
+    for (int n = 0; n < 16; n++) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
+    float s[16][4];
+    uint32_t p[4][4];  // P as e4m3 A operands, 32 keys each
+
+    auto stage = [](int t) { return t % 2; };
+    auto parity = [](int t) { return (t / 2) & 1; };
+    // S = Q K_t^T: 4 steps of 32 dims (32 bytes into the rows; the hardware applies the swizzle).
+    auto issue_scores = [&](int t) {
+        const uint32_t k_addr = smem_addr(k_tiles + stage(t) * TILE_BYTES);
+        wgmma_fence();
+#pragma unroll
+        for (int kk = 0; kk < HEAD_DIM / 32; kk++)
+            wgmma_e4m3_ss(s, wgmma_descriptor(q_addr + kk * 32, 0, 1024), wgmma_descriptor(k_addr + kk * 32, 0, 1024),
+                          kk > 0);
+        wgmma_commit();
+    };
+    // O += P V_t: 4 steps of 32 keys; V^T's rows are the 128 output columns, its keys contiguous.
+    auto issue_output = [&](int t) {
+        const uint32_t v_addr = smem_addr(v_tiles + stage(t) * TILE_BYTES);
+        wgmma_fence();
+#pragma unroll
+        for (int kk = 0; kk < BLOCK_N / 32; kk++) wgmma_e4m3_rs(o, p[kk], wgmma_descriptor(v_addr + kk * 32, 0, 1024));
+        wgmma_commit();
+    };
+    auto pack_probabilities = [&]() {
+#pragma unroll
+        for (int kk = 0; kk < BLOCK_N / 32; kk++) probabilities_to_operand(s, kk, pl, p[kk]);
+    };
+
+    // Tile 0: only its scores.
+    mbarrier_wait(&bars.q_full, 0);
+    mbarrier_wait(&bars.k_full[0], 0);
+    my_turn();
+    issue_scores(0);
+    your_turn();
+    wgmma_wait<0>();
+    wgmma_settle(s);
+    mbarrier_arrive(&bars.k_empty[0]);
+    float alpha[2];
+    online_softmax_step_fp8(s, m, l, alpha, 0, seq, scale_log2);  // o is still zero
+    pack_probabilities();
+
+    // Tile t: S_t and P_(t-1) V_(t-1) issued together; the softmax of t runs while the tensor
+    // cores work on the product.
+    for (int t = 1; t < tiles; t++) {
+        mbarrier_wait(&bars.k_full[stage(t)], parity(t));
+        mbarrier_wait(&bars.v_full[stage(t - 1)], parity(t - 1));
+        my_turn();
+        issue_scores(t);
+        issue_output(t - 1);
+        your_turn();
+        wgmma_wait<1>();  // the scores
+        wgmma_settle(s);
+        mbarrier_arrive(&bars.k_empty[stage(t)]);
+        online_softmax_step_fp8(s, m, l, alpha, t * BLOCK_N, seq, scale_log2);
+        wgmma_wait<0>();  // the output
+        wgmma_settle(o);
+        wgmma_settle(p);  // P_(t-1)'s registers stay untouched until its product has landed
+        mbarrier_arrive(&bars.v_empty[stage(t - 1)]);
+        rescale_output(o, alpha);
+        pack_probabilities();
+    }
+    mbarrier_wait(&bars.v_full[stage(tiles - 1)], parity(tiles - 1));
+    my_turn();
+    issue_output(tiles - 1);
+    if (!last_consumer) your_turn();
+    wgmma_wait<0>();
+    wgmma_settle(o);
+    wgmma_settle(p);
+
+    // ctx = acc * v_scale_inv / l; lse = (m + log2 l - 8) ln 2 (l carries P's factor 2^8).
+    const float m_out[2] = {m[0] - (float)ATTENTION_FP8_P_LOG2_SCALE, m[1] - (float)ATTENTION_FP8_P_LOG2_SCALE};
+    const int64_t token_stride = (int64_t)a.batch * a.heads * HEAD_DIM, head_offset = (int64_t)bh * HEAD_DIM;
+    write_output_rows<T>(static_cast<T *>(a.ctx), a.lse + (int64_t)bh * seq, o, m_out, l, row_i, seq, token_stride,
+                         head_offset, v_scale_inv);
+#else
+    (void)q_map, (void)k_map, (void)vt_map, (void)a;
+    __trap();
+#endif
+}
+
+// Whether this image holds the kernel's body (flash_forward_wgmma.cu's probe, for this file:
+// the same test in the same translation unit).
+__device__ int fp8_image_flag;
+__global__ void fp8_image_probe_kernel() { fp8_image_flag = WGMMA_AVAILABLE; }
+
+int fp8_image_loaded() {
+    static int loaded = -1;
+    if (loaded < 0) {
+        fp8_image_probe_kernel<<<1, 1>>>();
+        const cudaError_t err = cudaGetLastError();
+        if (err == cudaErrorNoKernelImageForDevice) {
+            (void)cudaGetLastError();
+            loaded = 0;
+            return loaded;
+        }
+        CUDA_CHECK(err);
+        CUDA_CHECK(cudaMemcpyFromSymbol(&loaded, fp8_image_flag, sizeof loaded));
+    }
+    return loaded;
+}
+
+// A TMA map of bytes: dims[0] x dims[1] x dims[2] (dims[0] contiguous), strides in bytes of
+// dims 1 and 2, boxes of 128 x box1 x box2, written to shared memory with the 128-byte swizzle;
+// out-of-range elements read as zeros.
+CUtensorMap byte_tensor_map(const void *base, const cuuint64_t (&dims)[3], const cuuint64_t (&strides)[2],
+                            cuuint32_t box1, cuuint32_t box2, const char *what) {
+    CUtensorMap map;
+    const cuuint32_t box[3] = {128, box1, box2}, element_strides[3] = {1, 1, 1};
+    const CUresult r = tensor_map_encoder()(&map, CU_TENSOR_MAP_DATA_TYPE_UINT8, 3, const_cast<void *>(base), dims,
+                                            strides, box, element_strides, CU_TENSOR_MAP_INTERLEAVE_NONE,
+                                            CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_128B,
+                                            CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+    if (r != CUDA_SUCCESS) fail_user("FP8 attention: cannot describe %s for the TMA (error %d)", what, (int)r);
+    return map;
+}
+
+template <typename T>
+void launch_fp8_forward(const AttentionFp8Problem *p, const uint8_t *q, const uint8_t *k, const uint8_t *vt,
+                        const Fp8Args &a) {
+    allow_dynamic_smem<flash_forward_fp8_kernel<T>>(SMEM_BYTES);
+    const cuuint64_t row = (cuuint64_t)p->heads * HEAD_DIM, vt_row = (cuuint64_t)attention_fp8_vt_row_stride(p);
+    const cuuint64_t qk_dims[3] = {row, (cuuint64_t)p->batch, (cuuint64_t)p->seq};
+    const cuuint64_t qk_strides[2] = {row, row * p->batch};
+    const cuuint64_t vt_dims[3] = {(cuuint64_t)p->seq, HEAD_DIM, (cuuint64_t)p->batch * p->heads};
+    const cuuint64_t vt_strides[2] = {vt_row, vt_row * HEAD_DIM};
+    const CUtensorMap q_map = byte_tensor_map(q, qk_dims, qk_strides, 1, BLOCK_M, "q");
+    const CUtensorMap k_map = byte_tensor_map(k, qk_dims, qk_strides, 1, BLOCK_N, "k");
+    const CUtensorMap vt_map = byte_tensor_map(vt, vt_dims, vt_strides, HEAD_DIM, 1, "vt");
+    const dim3 grid(ceil_div(p->seq, BLOCK_M), p->batch * p->heads);
+    flash_forward_fp8_kernel<T><<<grid, THREADS, SMEM_BYTES>>>(q_map, k_map, vt_map, a);
+    CHECK_LAUNCH();
+}
+
+bool aligned16(const void *ptr) { return ((uintptr_t)ptr & 15) == 0; }
+
+}  // namespace
+
+int64_t attention_fp8_vt_row_stride(const AttentionFp8Problem *p) {
+    return p->vt_row_stride ? p->vt_row_stride : ((int64_t)p->seq + 15) / 16 * 16;
+}
+
+const char *attention_fp8_unsupported(const AttentionFp8Problem *p) {
+    if (p->head_dim != HEAD_DIM) return "FP8 attention: head_dim must be 128";
+    if (p->causal) return "FP8 attention: the causal mask is not supported (causal must be 0)";
+    if (p->dtype != DTYPE_FP16 && p->dtype != DTYPE_BF16) return "FP8 attention: dtype (ctx's) must be fp16 or bf16";
+    if (p->seq < 1 || p->batch < 1 || p->heads < 1) return "FP8 attention: seq, batch and heads must be >= 1";
+    if ((int64_t)p->batch * p->heads > 65535) return "FP8 attention: batch * heads must be at most 65535";
+    const int64_t vt_row = attention_fp8_vt_row_stride(p);
+    if (vt_row < p->seq || vt_row % 16 != 0)
+        return "FP8 attention: vt_row_stride must be >= seq and a multiple of 16 (or 0: seq rounded up to 16)";
+    return NULL;
+}
+
+int attention_fp8_available(void) {
+    gpu_require();
+    return gpu_arch_has_wgmma(gpu_effective_cc()) && fp8_image_loaded();
+}
+
+void attention_forward_fp8(const AttentionFp8Problem *p, const uint8_t *q, const uint8_t *k, const uint8_t *vt,
+                           const float *q_scale_inv, const float *k_scale_inv, const float *v_scale_inv, void *ctx,
+                           float *lse) {
+    const char *why = attention_fp8_unsupported(p);
+    if (why) fail_user("%s", why);
+    if (!q || !k || !vt || !q_scale_inv || !k_scale_inv || !v_scale_inv || !ctx || !lse)
+        fail_user("FP8 attention: a pointer argument is NULL");
+    if (!aligned16(q) || !aligned16(k) || !aligned16(vt) || !aligned16(ctx) || !aligned16(lse))
+        fail_user("FP8 attention: q, k, vt, ctx and lse must be 16-byte aligned");
+    if (!attention_fp8_available()) {
+        const int cc = gpu_effective_cc();
+        fail_user("FP8 attention needs Hopper's wgmma (compute capability 9.0, and a build with sm_90a code); this "
+                  "GPU is %d.%d%s",
+                  cc / 10, cc % 10, gpu_arch_has_wgmma(cc) ? " but this build holds no sm_90a code" : "");
+    }
+    const Fp8Args a = {p->seq,      p->batch,    p->heads,    ctx, lse, q_scale_inv, k_scale_inv, v_scale_inv,
+                       1.0f / sqrtf((float)HEAD_DIM)};
+    if (p->dtype == DTYPE_FP16)
+        launch_fp8_forward<__half>(p, q, k, vt, a);
+    else
+        launch_fp8_forward<__nv_bfloat16>(p, q, k, vt, a);
+}
