@@ -15,8 +15,9 @@
 // Shared memory: each operand tile is 128 rows x 128 bytes (one 128-byte-swizzled panel, FP8:
 // one byte per value): Q (128 queries x 128 dims), K (128 keys x 128 dims), V^T (128 dims x 128
 // keys). All three are "K-major" - the reduction dimension contiguous: d for S = Q K^T, the keys
-// for O = P V - the only layout wgmma takes for FP8 operands. 16 KiB + 2 stages x (16 + 16) KiB +
-// 1 KiB alignment = 81 KiB.
+// for O = P V - the only layout wgmma takes for FP8 operands. 16 KiB + stages x (16 + 16) KiB +
+// 1 KiB alignment = 81 KiB with 2 stages (the default), 113 with 3, 145 with 4
+// (ATTENTION_FP8_STAGES, attention_fp8.h: a deeper K/V ring, to be measured).
 //
 // P from the score accumulator to the FP8 A operand (FlashAttention-3, section 3.3). Per warp
 // (16 rows of the warpgroup's 64), lane = 4 g + c, one 32-key step kk of the tile:
@@ -56,6 +57,8 @@
 // factor, so O = acc / sum is unchanged, and lse subtracts 8 from the log2 of the sum.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "common/core/errors.h"
 #include "common/core/gpu_arch.h"
@@ -76,13 +79,15 @@ constexpr int BLOCK_M = 128, BLOCK_N = 128;   // queries per block (64 per consu
 constexpr int THREADS = 384;                  // producer + two consumer warpgroups
 constexpr int PRODUCER_REGS = 24, CONSUMER_REGS = 240;  // as the 16-bit kernel's (setmaxnreg)
 constexpr int TILE_BYTES = 128 * 128;         // one operand tile: 128 rows x 128 one-byte values
-constexpr int SMEM_BYTES = 5 * TILE_BYTES + 1024;  // Q, 2 x K, 2 x V^T, alignment to the swizzle period
+constexpr int MAX_STAGES = 4;                 // K/V ring depth: 2 (the default), 3 or 4 (ATTENTION_FP8_STAGES)
+// Q, a ring of K and one of V^T, and the alignment to the swizzle period.
+constexpr int smem_bytes(int stages) { return (1 + 2 * stages) * TILE_BYTES + 1024; }
 [[maybe_unused]] constexpr int TURNS = 3;    // named barriers 3, 4: consumer c's turn to issue
-static_assert(SMEM_BYTES <= 227 * 1024, "shared memory per block");
+static_assert(smem_bytes(MAX_STAGES) <= 227 * 1024, "shared memory per block");
 static_assert(128 * (PRODUCER_REGS + 2 * CONSUMER_REGS) <= THREADS * (65536 / THREADS / 8 * 8), "register pool");
 
 struct Fp8Barriers {
-    uint64_t q_full, k_full[2], v_full[2], k_empty[2], v_empty[2];
+    uint64_t q_full, k_full[MAX_STAGES], v_full[MAX_STAGES], k_empty[MAX_STAGES], v_empty[MAX_STAGES];
 };
 
 struct Fp8Args {
@@ -205,7 +210,7 @@ __device__ __forceinline__ void online_softmax_step_fp8(float (&s)[16][4], float
 #endif  // WGMMA_AVAILABLE
 
 // One block: queries [128 blockIdx.x, + 128) of head blockIdx.y (= b * heads + h).
-template <typename T>
+template <typename T, int STAGES>
 __global__ void __launch_bounds__(THREADS, 1)
     flash_forward_fp8_kernel(const __grid_constant__ CUtensorMap q_map, const __grid_constant__ CUtensorMap k_map,
                              const __grid_constant__ CUtensorMap vt_map, const __grid_constant__ Fp8Args a) {
@@ -214,8 +219,8 @@ __global__ void __launch_bounds__(THREADS, 1)
     __shared__ Fp8Barriers bars;
     // The swizzle repeats every 1024 bytes: the tiles start on such a boundary.
     unsigned char *q_tile = smem_raw + ((1024 - (smem_addr(smem_raw) & 1023)) & 1023);
-    unsigned char *k_tiles = q_tile + TILE_BYTES;        // two stages
-    unsigned char *v_tiles = k_tiles + 2 * TILE_BYTES;   // two stages of V^T
+    unsigned char *k_tiles = q_tile + TILE_BYTES;             // STAGES tiles of K
+    unsigned char *v_tiles = k_tiles + STAGES * TILE_BYTES;   // STAGES tiles of V^T
 
     const int warpgroup = threadIdx.x / 128, lane = threadIdx.x % 32;
     const int bh = blockIdx.y, b = bh / a.heads, h = bh % a.heads, seq = a.seq;
@@ -223,7 +228,7 @@ __global__ void __launch_bounds__(THREADS, 1)
 
     if (threadIdx.x == 0) {
         mbarrier_init(&bars.q_full, 1);
-        for (int s = 0; s < 2; s++) {
+        for (int s = 0; s < STAGES; s++) {
             mbarrier_init(&bars.k_full[s], 1), mbarrier_init(&bars.v_full[s], 1);
             mbarrier_init(&bars.k_empty[s], 256), mbarrier_init(&bars.v_empty[s], 256);
         }
@@ -240,7 +245,7 @@ __global__ void __launch_bounds__(THREADS, 1)
         mbarrier_arrive_expect_tx(&bars.q_full, TILE_BYTES);
         tma_load_3d(q_tile, &q_map, h * HEAD_DIM, b, q0, &bars.q_full);
         for (int t = 0; t < tiles; t++) {
-            const int s = t % 2, use = t / 2;  // stage, and how often it was filled before
+            const int s = t % STAGES, use = t / STAGES;  // stage, and how often it was filled before
             if (use > 0) mbarrier_wait(&bars.k_empty[s], (use - 1) & 1);
             mbarrier_arrive_expect_tx(&bars.k_full[s], TILE_BYTES);
             tma_load_3d(k_tiles + s * TILE_BYTES, &k_map, h * HEAD_DIM, b, t * BLOCK_N, &bars.k_full[s]);
@@ -277,8 +282,8 @@ __global__ void __launch_bounds__(THREADS, 1)
     float s[16][4];
     uint32_t p[4][4];  // P as e4m3 A operands, 32 keys each
 
-    auto stage = [](int t) { return t % 2; };
-    auto parity = [](int t) { return (t / 2) & 1; };
+    auto stage = [](int t) { return t % STAGES; };
+    auto parity = [](int t) { return (t / STAGES) & 1; };
     // S = Q K_t^T: 4 steps of 32 dims (32 bytes into the rows; the hardware applies the swizzle).
     auto issue_scores = [&](int t) {
         const uint32_t k_addr = smem_addr(k_tiles + stage(t) * TILE_BYTES);
@@ -390,10 +395,22 @@ CUtensorMap byte_tensor_map(const void *base, const cuuint64_t (&dims)[3], const
     return map;
 }
 
-template <typename T>
+// The K/V ring's depth (ATTENTION_FP8_STAGES, attention_fp8.h): read once.
+int fp8_stages() {
+    static int stages = 0;
+    if (!stages) {
+        const char *env = getenv("ATTENTION_FP8_STAGES");
+        if (!env || !*env) stages = 2;
+        else if (!strcmp(env, "2") || !strcmp(env, "3") || !strcmp(env, "4")) stages = env[0] - '0';
+        else fail_user("ATTENTION_FP8_STAGES must be 2, 3 or 4 (or unset), not \"%s\"", env);
+    }
+    return stages;
+}
+
+template <typename T, int STAGES>
 void launch_fp8_forward(const AttentionFp8Problem *p, const uint8_t *q, const uint8_t *k, const uint8_t *vt,
                         const Fp8Args &a) {
-    allow_dynamic_smem<flash_forward_fp8_kernel<T>>(SMEM_BYTES);
+    allow_dynamic_smem<flash_forward_fp8_kernel<T, STAGES>>(smem_bytes(STAGES));
     const cuuint64_t row = (cuuint64_t)p->heads * HEAD_DIM, vt_row = (cuuint64_t)attention_fp8_vt_row_stride(p);
     const cuuint64_t qk_dims[3] = {row, (cuuint64_t)p->batch, (cuuint64_t)p->seq};
     const cuuint64_t qk_strides[2] = {row, row * p->batch};
@@ -403,7 +420,7 @@ void launch_fp8_forward(const AttentionFp8Problem *p, const uint8_t *q, const ui
     const CUtensorMap k_map = byte_tensor_map(k, qk_dims, qk_strides, 1, BLOCK_N, "k");
     const CUtensorMap vt_map = byte_tensor_map(vt, vt_dims, vt_strides, HEAD_DIM, 1, "vt");
     const dim3 grid(ceil_div(p->seq, BLOCK_M), p->batch * p->heads);
-    flash_forward_fp8_kernel<T><<<grid, THREADS, SMEM_BYTES>>>(q_map, k_map, vt_map, a);
+    flash_forward_fp8_kernel<T, STAGES><<<grid, THREADS, smem_bytes(STAGES)>>>(q_map, k_map, vt_map, a);
     CHECK_LAUNCH();
 }
 
@@ -449,8 +466,10 @@ void attention_forward_fp8(const AttentionFp8Problem *p, const uint8_t *q, const
     }
     const Fp8Args a = {p->seq,      p->batch,    p->heads,    ctx, lse, q_scale_inv, k_scale_inv, v_scale_inv,
                        1.0f / sqrtf((float)HEAD_DIM)};
-    if (p->dtype == DTYPE_FP16)
-        launch_fp8_forward<__half>(p, q, k, vt, a);
-    else
-        launch_fp8_forward<__nv_bfloat16>(p, q, k, vt, a);
+    const bool fp16 = p->dtype == DTYPE_FP16;
+    switch (fp8_stages()) {
+    case 2: fp16 ? launch_fp8_forward<__half, 2>(p, q, k, vt, a) : launch_fp8_forward<__nv_bfloat16, 2>(p, q, k, vt, a); break;
+    case 3: fp16 ? launch_fp8_forward<__half, 3>(p, q, k, vt, a) : launch_fp8_forward<__nv_bfloat16, 3>(p, q, k, vt, a); break;
+    default: fp16 ? launch_fp8_forward<__half, 4>(p, q, k, vt, a) : launch_fp8_forward<__nv_bfloat16, 4>(p, q, k, vt, a); break;
+    }
 }
