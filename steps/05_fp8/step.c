@@ -41,14 +41,6 @@ static const char *scaling_csv;  // --fp8-log FILE: per step, every FP8 tensor's
 // setting lives here (as step 04's --no-overlap-wgrad).
 static int fp8_attention;
 
-// How far --check's result may lie from the reference beyond fp8_check_tolerance, with
-// --fp8-attention: the reference's attention is exact (float on the unrounded Q, K, V), the
-// GPU's rounds Q, K, V and P to E4M3. The FP8 forward's ctx lies about 2.5e-2 (relative)
-// from float attention on its dequantised inputs (tests/attention/flash_fp8_test.c), and
-// every result of the step depends on ctx (proj's weight gradient directly, as ctx's own
-// error): twice that, 5e-2, on top. A first bound, not yet measured on the whole step
-// (README: "FP8 attention forward").
-#define FP8_ATTENTION_EXTRA_TOLERANCE 5e-2
 
 enum { ATTN_Q, ATTN_K, ATTN_V, NUM_ATTN_TENSORS };
 static const char *const ATTN_TENSOR_NAMES[NUM_ATTN_TENSORS] = {"q", "k", "v"};
@@ -292,7 +284,8 @@ static void destroy(void *state) {
     free(s);
 }
 
-// fp8_check_tolerance, and more with --fp8-attention (FP8_ATTENTION_EXTRA_TOLERANCE).
+// fp8_check_tolerance, and more with --fp8-attention (FP8_ATTENTION_EXTRA_TOLERANCE,
+// steps/driver/fp8_step.h: where it comes from).
 static double tolerance(const LayerConfig *cfg, int which) {
     const double base = fp8_step_tolerance(cfg, which);
     return fp8_attention ? base + FP8_ATTENTION_EXTRA_TOLERANCE : base;
