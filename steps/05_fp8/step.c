@@ -23,6 +23,7 @@
 #include "common/fp8/fp8_recipe.h"
 #include "steps/driver/fp8_step.h"
 #include "common/gpu/gpu.h"
+#include "common/gpu/gpu_phase.h"
 #include "common/io/output_file.h"
 #include "modules/fp8_linear.h"
 #include "modules/layernorm.h"
@@ -183,9 +184,12 @@ static void attention_forward_in_fp8(Step05 *s) {
                                    .dtype = c->dtype};
     fp8_cast_qkv_for_attention(&cast, s->qkv, s->q8, s->k8, s->vt8, s->attn_meta[ATTN_Q], s->attn_meta[ATTN_K],
                                s->attn_meta[ATTN_V]);
+    // --breakdown: the cast counts as an FP8 cast (its own phase), the forward as attention's.
+    gpu_phase(CAT_ATTN_FWD);
     attention_forward_fp8(&s->attn8, s->q8, s->k8, s->vt8, s->attn_meta[ATTN_Q] + FP8_META_SCALE_INV,
                           s->attn_meta[ATTN_K] + FP8_META_SCALE_INV, s->attn_meta[ATTN_V] + FP8_META_SCALE_INV, s->ctx,
                           s->lse);
+    gpu_phase_end();
 }
 
 static void forward(void *state, const void *x, uint64_t step) {
