@@ -85,7 +85,7 @@ static const char *fp8_attention_unsupported(const LayerConfig *c) {
     const AttentionFp8Problem p = fp8_attention_problem(c);
     if (p.head_dim != 128) {
         snprintf(why, sizeof why, "--fp8-attention: the FP8 attention forward needs head_dim 128 (hidden / heads), "
-                 "not %d (for --check: --preset small --heads 2, head_dim 256 / 2)", p.head_dim);
+                 "not %d (for --check: --preset small --heads 2 gives 256 / 2 = 128)", p.head_dim);
         return why;
     }
     const char *kernel_why = attention_fp8_unsupported(&p);
