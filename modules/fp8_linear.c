@@ -11,7 +11,7 @@
 #include "modules/fp8_gemm.h"
 #include "kernels/fp8/fp8_cast.h"
 
-static float *new_meta(int history_len) {
+float *fp8_meta_new(int history_len) {
     int n = FP8_META_HISTORY + history_len;
     float *host = xcalloc((size_t)n, sizeof(float));
     host[FP8_META_SCALE] = host[FP8_META_SCALE_INV] = 1.0f;  // the first step casts unscaled
@@ -27,9 +27,9 @@ void fp8_linear_init(Fp8Linear *l, int in, int out, int64_t max_tokens, const fl
     l->recipe = *recipe;
     l->fwd_format = FP8_E4M3;
     l->bwd_format = recipe->format == FP8_RECIPE_HYBRID ? FP8_E5M2 : FP8_E4M3;
-    l->meta_x = new_meta(recipe->history_len);
-    l->meta_w = new_meta(recipe->history_len);
-    l->meta_dy = new_meta(recipe->history_len);
+    l->meta_x = fp8_meta_new(recipe->history_len);
+    l->meta_w = fp8_meta_new(recipe->history_len);
+    l->meta_dy = fp8_meta_new(recipe->history_len);
     l->x8 = dev_alloc((size_t)max_tokens * in), l->xt8 = dev_alloc((size_t)max_tokens * in);
     l->w8 = dev_alloc((size_t)in * out), l->wt8 = dev_alloc((size_t)in * out);
     l->dy8 = dev_alloc((size_t)max_tokens * out), l->dyt8 = dev_alloc((size_t)max_tokens * out);

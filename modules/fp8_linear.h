@@ -69,6 +69,11 @@ void fp8_linear_update_scales(Fp8Linear *l);
 // before fp8_linear_update_scales), for the scaling chart.
 void fp8_linear_read_scaling(const Fp8Linear *l, float scale[3], float amax[3]);
 
+// A new scaling state on the GPU (kernels/fp8/fp8_cast.h's layout: scale and scale_inv 1, an
+// amax history of history_len zeros), for an FP8 tensor outside a Linear (step 05's
+// --fp8-attention: Q, K and V). Free with dev_free.
+float *fp8_meta_new(int history_len);
+
 #ifdef __cplusplus
 }
 #endif

@@ -397,8 +397,10 @@ static void layer_forward(const LayerConfig *c, const LayerParams *p, const floa
     ref_store(q, "ln1_out", s->ln1_out, T * h);
     ref_linear_forward_quantized(q, s->ln1_out, w[P_QKV_WEIGHT], w[P_QKV_BIAS], T, h, 3 * h, s->qkv);
     ref_store(q, "qkv", s->qkv, T * 3 * h);
-    ref_attention_forward(s->qkv, c->seq, c->batch, c->heads, layer_head_dim(c), c->attn_dropout,
-                          c->causal, c->seed, dropout_offset(step, DROPOUT_SITE_ATTENTION), s->ctx, s->probs);
+    if (q && q->attention_forward) q->attention_forward(q, c, s->qkv, s->ctx, s->probs);
+    else
+        ref_attention_forward(s->qkv, c->seq, c->batch, c->heads, layer_head_dim(c), c->attn_dropout, c->causal,
+                              c->seed, dropout_offset(step, DROPOUT_SITE_ATTENTION), s->ctx, s->probs);
     ref_store(q, "ctx", s->ctx, T * h);
     ref_linear_forward_quantized(q, s->ctx, w[P_PROJ_WEIGHT], w[P_PROJ_BIAS], T, h, h, s->proj);
     ref_store(q, "proj", s->proj, T * h);

@@ -77,7 +77,7 @@ void ref_attention_backward_heads(const float *dctx, const float *qkv, const flo
 void ref_layer_train_step(const LayerConfig *cfg, const LayerParams *params,
                           const LayerInputs *in, uint64_t step, LayerResults *res);
 
-// The same training step with rounding where a GPU rounds. Two hooks, each optional:
+// The same training step with rounding where a GPU rounds. Hooks, each optional:
 //   quantize: applied to a copy of each Linear's input and weight (is_gradient 0) before its
 //     products, and to each Linear's output gradient (is_gradient 1) before the input- and
 //     weight-gradient products; bias gradients use the unrounded gradient. An FP8 step's
@@ -94,11 +94,18 @@ void ref_layer_train_step(const LayerConfig *cfg, const LayerParams *params,
 //     weight, sum_t |dy_t,o| for its bias, sum_t |dy_t,c| |xhat_t,c| and sum_t |dy_t,c| for a
 //     LayerNorm's gamma and beta - from the exact (unrounded) operands. The scale that the
 //     rounding error of each sum is bounded by (--check's rule, common/core/tolerance.h).
+//   attention_forward: computes the attention forward in place of ref_attention_forward:
+//     ctx [seq, batch, hidden] and the probabilities the backward then uses, probs [batch,
+//     heads, seq, seq], from qkv (layouts as ref_attention_forward's). For an attention that
+//     rounds (step 05's --fp8-attention, emulated in tests/fp8/fp8_check_tolerance_test.c).
+//     The serial layer's reference only (ref_layer_train_step_quantized).
 typedef struct RefQuantizer {
     void (*quantize)(const struct RefQuantizer *q, float *x, int64_t n, int is_gradient);
     const void *ctx;
     void (*store)(const struct RefQuantizer *q, const char *name, float *x, int64_t n);
     int grad_magnitudes;
+    void (*attention_forward)(const struct RefQuantizer *q, const LayerConfig *cfg, const float *qkv, float *ctx,
+                              float *probs);
 } RefQuantizer;
 
 // The RefQuantizer of a magnitude run: grad_magnitudes 1, no rounding.

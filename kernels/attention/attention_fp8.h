@@ -1,6 +1,7 @@
 // An FP8 (E4M3) flash-attention forward for Hopper (sm_90a): opt-in, head dim 128, neither
-// causal nor dropping. Not wired into any step yet (step 05 would call it, once a GPU run has
-// shown that it works: tests/attention/flash_fp8_test.c, attention_bench --fp8).
+// causal nor dropping. Step 05 calls it with --fp8-attention (steps/05_fp8/README.md; the cast
+// of Q, K and V into these layouts: kernels/fp8/fp8_attention_cast.h). Tested on its own in
+// tests/attention/flash_fp8_test.c; timed by attention_bench --fp8.
 //
 // What it computes, per batch entry b, head h and query i (d = 128):
 //   S[i][j] = (Q8[i] . K8[j]) * q_scale_inv * k_scale_inv             (FP8 products, float sums)
@@ -27,8 +28,8 @@
 //   vt     V TRANSPOSED: [batch, heads, 128, vt_row_stride] E4M3 codes; element (b, h, c, j) is
 //          V[token j][c] of head h. The tensor cores take FP8 operands only with the reduction
 //          dimension contiguous ("K-major"), and the reduction of P V runs over keys, so V must
-//          come with its keys contiguous; the caller casts V into this layout (step 05's cast
-//          kernels write such transposed copies, kernels/fp8/fp8_cast.h). vt_row_stride >= seq,
+//          come with its keys contiguous; the caller casts V into this layout (step 05:
+//          kernels/fp8/fp8_attention_cast.h, from the fused qkv tensor). vt_row_stride >= seq,
 //          a multiple of 16 (the TMA's stride alignment); keys seq .. vt_row_stride - 1 are
 //          never read.
 //   ctx    [seq, batch, heads, 128] fp16 or bf16 (dtype): O, packed.

@@ -1,5 +1,9 @@
 // Step 05: step 04's layer with its four Linears in FP8, scaled by delayed scaling - as TE's
-// fp8_autocast(recipe=DelayedScaling(...)). Attention stays in fp16/bf16 (TE's default).
+// fp8_autocast(recipe=DelayedScaling(...)). Attention stays in fp16/bf16 (TE's default), unless
+// --fp8-attention (opt-in, Hopper, head dim 128, no dropout, not causal): then Q, K and V are
+// cast to E4M3 with delayed scaling (their own scaling states) and the FP8 flash forward
+// (kernels/attention/attention_fp8.h) writes ctx and lse; the backward stays the 16-bit flash
+// backward on the 16-bit Q, K, V with that ctx and lse (README: what that means).
 //
 //   x -> LN1 -> [FP8 Linear qkv] -> flash attention -> [FP8 Linear proj] -> bias+dropout+x -> y
 //   y -> LN2 -> [FP8 Linear fc1] -> GELU -> [FP8 Linear fc2] -> +y -> out
@@ -9,6 +13,7 @@
 // round their operands to FP8 with the same scales (1 at the first step), so FP8's own error
 // is not waved through a loose tolerance.
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -18,17 +23,28 @@
 #include "common/fp8/fp8_recipe.h"
 #include "steps/driver/fp8_step.h"
 #include "common/gpu/gpu.h"
+#include "common/gpu/gpu_phase.h"
 #include "common/io/output_file.h"
 #include "modules/fp8_linear.h"
 #include "modules/layernorm.h"
 #include "common/core/philox.h"
 #include "reference/reference.h"
 #include "kernels/attention/attention.h"
+#include "kernels/attention/attention_fp8.h"
+#include "kernels/fp8/fp8_attention_cast.h"
+#include "kernels/fp8/fp8_cast.h"
 #include "kernels/fused/elementwise.h"
 #include "steps/05_fp8/step05.h"
 
 static DelayedScaling recipe = {FP8_RECIPE_HYBRID, 0, 16, AMAX_ALGO_MAX};
 static const char *scaling_csv;  // --fp8-log FILE: per step, every FP8 tensor's amax and scale
+// --fp8-attention: the FP8 attention forward. StepOps.parse_flag has no context, so the
+// setting lives here (as step 04's --no-overlap-wgrad).
+static int fp8_attention;
+
+
+enum { ATTN_Q, ATTN_K, ATTN_V, NUM_ATTN_TENSORS };
+static const char *const ATTN_TENSOR_NAMES[NUM_ATTN_TENSORS] = {"q", "k", "v"};
 
 enum { QKV, PROJ, FC1, FC2, NUM_LINEARS };
 static const char *const LINEAR_NAMES[NUM_LINEARS] = {"qkv", "proj", "fc1", "fc2"};
@@ -41,16 +57,66 @@ typedef struct {
     void *d_g, *d_ln2, *d_y, *d_proj, *d_ctx, *d_qkv, *d_ln1, *dx;
     AttentionProblem attn;
     float *lse;
+    // --fp8-attention only (else NULL): Q, K, V in E4M3 (V transposed) and their scaling states.
+    AttentionFp8Problem attn8;
+    uint8_t *q8, *k8, *vt8;
+    float *attn_meta[NUM_ATTN_TENSORS];
     void *attn_workspace;
     FILE *log;
     uint64_t steps_done;
 } Step05;
 
+// The FP8 forward's problem for this layer: packed Q and K, Vt rows of seq rounded up to 16.
+static AttentionFp8Problem fp8_attention_problem(const LayerConfig *c) {
+    AttentionFp8Problem p = {.seq = c->seq, .batch = c->batch, .heads = c->heads, .head_dim = layer_head_dim(c),
+                             .dtype = c->dtype, .causal = c->causal, .vt_row_stride = 0};
+    return p;
+}
+
+// What --fp8-attention cannot run, before any GPU work (NULL: nothing).
+static const char *fp8_attention_unsupported(const LayerConfig *c) {
+    static char why[400];
+    if (c->attn_dropout > 0.0f) {
+        snprintf(why, sizeof why, "--fp8-attention: the FP8 attention forward has no dropout, and attention dropout "
+                 "is %g (the quickstart's default is 0.1): add --dropout 0", c->attn_dropout);
+        return why;
+    }
+    if (c->causal) return "--fp8-attention: the FP8 attention forward has no causal mask: drop --causal";
+    const AttentionFp8Problem p = fp8_attention_problem(c);
+    if (p.head_dim != 128) {
+        snprintf(why, sizeof why, "--fp8-attention: the FP8 attention forward needs head_dim 128 (hidden / heads), "
+                 "not %d (for --check: --preset small --heads 2 gives 256 / 2 = 128)", p.head_dim);
+        return why;
+    }
+    const char *kernel_why = attention_fp8_unsupported(&p);
+    if (kernel_why) {
+        snprintf(why, sizeof why, "--fp8-attention: %s", kernel_why);
+        return why;
+    }
+    return NULL;
+}
+
 static const char *unsupported(const LayerConfig *c) {
     const AttentionProblem attn = attention_layer_problem(c);
     const char *why = attention_unsupported(&attn);
     if (!why) why = layernorm_unsupported(c->hidden);
-    return why ? why : fp8_layer_unsupported(c);
+    if (!why) why = fp8_layer_unsupported(c);
+    if (!why && fp8_attention) why = fp8_attention_unsupported(c);
+    return why;
+}
+
+// With --fp8-attention: wgmma (compute capability 9.0, exactly) and the sm_90a code of the FP8
+// forward, asked by the driver before any work (StepOps.flag_gpu_refusal).
+static const char *fp8_attention_gpu_refusal(void) {
+    if (!fp8_attention) return NULL;
+    const char *what = "step 05_fp8's --fp8-attention (the FP8 attention forward, wgmma on E4M3)";
+    const char *why = gpu_refusal(what, GPU_ARCH_HOPPER);
+    if (why) return why;
+    if (attention_fp8_available()) return NULL;
+    static char sentence[512];
+    snprintf(sentence, sizeof sentence, "%s needs Hopper's wgmma (compute capability 9.0) and this build's sm_90a "
+             "code; this GPU is %s, running %s", what, gpu_description(), gpu_code_description());
+    return sentence;
 }
 
 static void *create(const LayerConfig *c, const LayerParams *p) {
@@ -75,9 +141,17 @@ static void *create(const LayerConfig *c, const LayerParams *p) {
     s->qkv = dev_alloc((size_t)t * 3 * h * e), s->d_qkv = dev_alloc((size_t)t * 3 * h * e);
     s->lse = dev_alloc((size_t)c->batch * c->heads * c->seq * sizeof(float));
     s->attn_workspace = dev_alloc(attention_backward_workspace_bytes(&s->attn));
+    if (fp8_attention) {
+        s->attn8 = fp8_attention_problem(c);
+        const char *why = attention_fp8_unsupported(&s->attn8);
+        if (why) DIE("step 05: %s", why);  // unsupported() refused it before
+        s->q8 = dev_alloc((size_t)t * h), s->k8 = dev_alloc((size_t)t * h);
+        s->vt8 = dev_alloc((size_t)c->batch * c->heads * 128 * attention_fp8_vt_row_stride(&s->attn8));
+        for (int i = 0; i < NUM_ATTN_TENSORS; i++) s->attn_meta[i] = fp8_meta_new(recipe.history_len);
+    }
     if (scaling_csv) {  // written beside and renamed at destroy: whole or not at all
         s->log = output_open(scaling_csv, "w");
-        fprintf(s->log, "step,linear,tensor,amax,scale\n");
+        fprintf(s->log, "step,linear,tensor,amax,scale\n");  // --fp8-attention: linear "attention", q k v
     }
     return s;
 }
@@ -92,6 +166,30 @@ static void log_scaling(Step05 *s) {
             fprintf(s->log, "%llu,%s,%s,%g,%g\n", (unsigned long long)s->steps_done, LINEAR_NAMES[l], tensors[k],
                     amax[k], scale[k]);
     }
+    if (!s->q8) return;
+    for (int i = 0; i < NUM_ATTN_TENSORS; i++) {
+        float m[FP8_META_HISTORY + 1];
+        dev_download_f32(m, s->attn_meta[i], FP8_META_HISTORY + 1);
+        fprintf(s->log, "%llu,attention,%s,%g,%g\n", (unsigned long long)s->steps_done, ATTN_TENSOR_NAMES[i],
+                m[FP8_META_HISTORY], m[FP8_META_SCALE]);
+    }
+}
+
+// --fp8-attention's forward: Q, K, V of the 16-bit qkv to E4M3 (V transposed, each recording its
+// amax), then the FP8 flash forward: ctx and lse, as attention_forward writes them.
+static void attention_forward_in_fp8(Step05 *s) {
+    const LayerConfig *c = &s->cfg;
+    const Fp8AttentionCast cast = {.seq = c->seq, .batch = c->batch, .heads = c->heads, .head_dim = s->attn8.head_dim,
+                                   .qkv_row_stride = 0, .vt_row_stride = attention_fp8_vt_row_stride(&s->attn8),
+                                   .dtype = c->dtype};
+    fp8_cast_qkv_for_attention(&cast, s->qkv, s->q8, s->k8, s->vt8, s->attn_meta[ATTN_Q], s->attn_meta[ATTN_K],
+                               s->attn_meta[ATTN_V]);
+    // --breakdown: the cast counts as an FP8 cast (its own phase), the forward as attention's.
+    gpu_phase(CAT_ATTN_FWD);
+    attention_forward_fp8(&s->attn8, s->q8, s->k8, s->vt8, s->attn_meta[ATTN_Q] + FP8_META_SCALE_INV,
+                          s->attn_meta[ATTN_K] + FP8_META_SCALE_INV, s->attn_meta[ATTN_V] + FP8_META_SCALE_INV, s->ctx,
+                          s->lse);
+    gpu_phase_end();
 }
 
 static void forward(void *state, const void *x, uint64_t step) {
@@ -104,7 +202,8 @@ static void forward(void *state, const void *x, uint64_t step) {
     const Fp8Input qkv_in = fp8_linear_input(&s->lin[QKV]), fc1_in = fp8_linear_input(&s->lin[FC1]);
     layernorm_forward_fp8(&s->ln1, x, qkv_in.data, qkv_in.scale, qkv_in.amax, qkv_in.format, t);
     fp8_linear_forward_fp8_input(&s->lin[QKV], s->qkv, t, 1);
-    attention_forward(&s->attn, &attn_dropout, s->qkv, s->ctx, s->lse);
+    if (s->q8) attention_forward_in_fp8(s);
+    else attention_forward(&s->attn, &attn_dropout, s->qkv, s->ctx, s->lse);
     const void *proj_bias = fp8_linear_forward_return_bias(&s->lin[PROJ], s->ctx, s->proj, t);
     bias_dropout_add_forward(s->proj, proj_bias, x, s->y, t, (int)h, c->hidden_dropout, c->seed, hid_off, c->dtype);
     layernorm_forward_fp8(&s->ln2, s->y, fc1_in.data, fc1_in.scale, fc1_in.amax, fc1_in.format, t);
@@ -124,12 +223,20 @@ static void backward(void *state, const void *dout, uint64_t step) {
     layernorm_backward(&s->ln2, s->d_ln2, dout, s->d_y, t);
     add_dropout_backward(s->d_y, NULL, NULL, s->d_proj, t * h, c->hidden_dropout, c->seed, hid_off, c->dtype);
     fp8_linear_backward(&s->lin[PROJ], s->d_proj, s->d_ctx, t);
+    // With --fp8-attention too: the 16-bit backward on the 16-bit qkv, with the FP8 forward's
+    // ctx and lse (P recomputed in 16 bits from that lse).
     attention_backward(&s->attn, &attn_dropout, s->qkv, s->ctx, s->d_ctx, s->lse, s->d_qkv, s->attn_workspace);
     fp8_linear_backward(&s->lin[QKV], s->d_qkv, s->d_ln1, t);
     layernorm_backward(&s->ln1, s->d_ln1, s->d_y, s->dx, t);
     // Delayed scaling: the next step's scales from this step's (and earlier) amaxes.
     if (s->log) log_scaling(s);
     for (int l = 0; l < NUM_LINEARS; l++) fp8_linear_update_scales(&s->lin[l]);
+    if (s->q8) {
+        const int most_recent = recipe.amax_algo == AMAX_ALGO_MOST_RECENT;
+        for (int i = 0; i < NUM_ATTN_TENSORS; i++)
+            fp8_update_scale_device(s->attn_meta[i], recipe.history_len, fp8_max(FP8_E4M3), recipe.margin,
+                                    most_recent);
+    }
     s->steps_done++;
 }
 
@@ -175,8 +282,17 @@ static void destroy(void *state) {
     void *bufs[] = {s->qkv, s->ctx, s->proj, s->y, s->h1, s->out, s->d_g,
                     s->d_ln2, s->d_y, s->d_proj, s->d_ctx, s->d_qkv, s->d_ln1, s->dx, s->lse, s->attn_workspace};
     dev_free_all(bufs, COUNT_OF(bufs));
+    void *attn8_bufs[] = {s->q8, s->k8, s->vt8, s->attn_meta[ATTN_Q], s->attn_meta[ATTN_K], s->attn_meta[ATTN_V]};
+    dev_free_all(attn8_bufs, COUNT_OF(attn8_bufs));  // NULLs without --fp8-attention: nothing
     if (s->log) output_commit(s->log, scaling_csv);
     free(s);
+}
+
+// fp8_check_tolerance, and more with --fp8-attention (FP8_ATTENTION_EXTRA_TOLERANCE,
+// steps/driver/fp8_step.h: where it comes from).
+static double tolerance(const LayerConfig *cfg, int which) {
+    const double base = fp8_step_tolerance(cfg, which);
+    return fp8_attention ? base + FP8_ATTENTION_EXTRA_TOLERANCE : base;
 }
 
 static void reference(const LayerConfig *cfg, const LayerParams *p, const LayerInputs *in, uint64_t step,
@@ -186,7 +302,11 @@ static void reference(const LayerConfig *cfg, const LayerParams *p, const LayerI
 }
 
 static int parse_flag(const char *flag, const char *value) {
-    if (!value) return 0;
+    if (!value) {  // the step's one switch
+        if (strcmp(flag, "--fp8-attention") != 0) return 0;
+        fp8_attention = 1;
+        return 1;
+    }
     if (fp8_recipe_parse_flag(&recipe, flag, value)) return 1;
     if (!strcmp(flag, "--fp8-log")) {
         output_check_writable(flag, value);  // now, not after the GPU work
@@ -211,9 +331,14 @@ const StepOps STEP_05_FP8 = {
     .output = output,
     .load_params = load_params,
     .flags_help = FP8_RECIPE_FLAGS_HELP
-                  "  --fp8-log FILE             write every FP8 tensor's amax and scale per step (CSV)\n",
-    .tolerance = fp8_step_tolerance,
+                  "  --fp8-log FILE             write every FP8 tensor's amax and scale per step (CSV)\n"
+                  "  --fp8-attention            attention's forward in FP8 too (opt-in): Q, K, V cast to E4M3\n"
+                  "                             with delayed scaling, the FP8 flash forward (Hopper, compute\n"
+                  "                             capability 9.0; head_dim 128; needs --dropout 0; not --causal);\n"
+                  "                             the backward stays 16-bit. --check's tolerance grows by 5e-2\n",
+    .tolerance = tolerance,
     .min_cc = GPU_ARCH_MIN_FP8,
+    .flag_gpu_refusal = fp8_attention_gpu_refusal,
     .reference = reference,
     .variant = {LAYER_SERIAL, 1, 1},  // its four GEMMs in FP8, for --breakdown's floors
 };

@@ -71,6 +71,11 @@ typedef struct StepOps {
     // which gpu_require checks): GPU_ARCH_MIN_FP8 (common/core/gpu_arch.h) for the FP8 steps.
     // 0: nothing more. The driver refuses an older GPU before any work (step_gpu_refusal).
     int min_cc;
+    // Optional: what the step's own flags need of the GPU beyond min_cc (step 05's
+    // --fp8-attention: wgmma, compute capability 9.0): NULL where this GPU will do, else the
+    // sentence saying why not. step_gpu_refusal asks it after min_cc, so the driver refuses
+    // such a GPU before any work too. NULL: nothing more.
+    const char *(*flag_gpu_refusal)(void);
 } StepOps;
 
 // Command line shared by all steps (see `--help`, and options.c for the rules).
@@ -133,7 +138,7 @@ void step_check(const StepOps *step, const LayerConfig *cfg, const LayerParams *
 // NULL if this GPU (gpu_effective_cc: GPU_SIMULATE_CC=8.0 makes a Hopper GPU act as an A100)
 // can run the step, else the sentence saying why not, e.g. "step 05_fp8 (FP8 with delayed
 // scaling) needs FP8 tensor cores (compute capability 8.9 or newer: ...); this NVIDIA
-// A100-SXM4-80GB is compute capability 8.0". After gpu_require.
+// A100-SXM4-80GB is compute capability 8.0"; then the step's flag_gpu_refusal. After gpu_require.
 const char *step_gpu_refusal(const StepOps *step);
 
 // The whole program of a step binary.

@@ -245,10 +245,13 @@ static void require_runnable(const StepOps *step, const Options *o) {
 }
 
 const char *step_gpu_refusal(const StepOps *step) {
-    if (!step->min_cc) return NULL;
-    char what[160];
-    snprintf(what, sizeof what, "step %s (%s)", step->id, step->title);
-    return gpu_refusal(what, step->min_cc);
+    if (step->min_cc) {
+        char what[160];
+        snprintf(what, sizeof what, "step %s (%s)", step->id, step->title);
+        const char *why = gpu_refusal(what, step->min_cc);
+        if (why) return why;
+    }
+    return step->flag_gpu_refusal ? step->flag_gpu_refusal() : NULL;
 }
 
 int step_main(int argc, char **argv, const StepOps *step) {

@@ -159,6 +159,39 @@ static void test_step_flags(void **state) {
 // What a run that passed the flags says next: without a GPU it stops there; with one it runs.
 static void expect_accepted(char *const argv[]);
 
+// Step 05's --fp8-attention (the FP8 attention forward): listed by its --help; what the FP8
+// forward cannot run is refused with the flag named, before any GPU is looked for (so these run
+// anywhere), in either order of the flags; the other steps do not know it.
+static void test_fp8_attention_flag(void **state) {
+    (void)state;
+    expect((char *const[]){STEP05, "--help", NULL}, 0, "--fp8-attention");
+    expect((char *const[]){STEP05, "--fp8-attention=1", NULL}, 1, "--fp8-attention takes no value");
+    // The quickstart's dropout is 0.1: the message says how to turn it off.
+    expect((char *const[]){STEP05, "--fp8-attention", NULL}, 1,
+           "--fp8-attention: the FP8 attention forward has no dropout");
+    expect((char *const[]){STEP05, "--fp8-attention", NULL}, 1, "add --dropout 0");
+    expect((char *const[]){STEP05, "--fp8-attention", "--dropout", "0", "--attn-dropout", "0.1", NULL}, 1,
+           "add --dropout 0");
+    expect((char *const[]){STEP05, "--dropout", "0", "--causal", "--fp8-attention", NULL}, 1,
+           "--fp8-attention: the FP8 attention forward has no causal mask");
+    // --check's small preset has head_dim 64.
+    expect((char *const[]){STEP05, "--check", "--fp8-attention", "--dropout", "0", NULL}, 1,
+           "needs head_dim 128 (hidden / heads), not 64");
+    expect((char *const[]){STEP05, "--dropout", "0", "--fp8-attention", "--hidden", "512", "--heads", "8", "--ffn",
+                           "1024", NULL}, 1, "needs head_dim 128 (hidden / heads), not 64");
+    // Without dropout, at head_dim 128, the flags pass: without a GPU the run stops only there.
+    // (With one it would run, or be refused for a GPU or build without wgmma: test_gpu_too_old,
+    // and tests/fp8/fp8_attention_step_test runs it.)
+    if (!test_have_gpu())
+        expect((char *const[]){STEP05, "--check", "--preset", "small", "--heads", "2", "--fp8-attention", "--dropout",
+                               "0", NULL}, 1, "needs a CUDA GPU");
+    // The steps that have no FP8 attention do not know the flag.
+    expect((char *const[]){STEP01, "--fp8-attention", NULL}, 1, "unknown flag '--fp8-attention'");
+    expect((char *const[]){STEP04, "--fp8-attention", NULL}, 1, "unknown flag '--fp8-attention'");
+    expect((char *const[]){STEP06, "--fp8", "--fp8-attention", NULL}, 1, "unknown flag '--fp8-attention'");
+    expect((char *const[]){COMPARE, "--fp8-attention", NULL}, 1, "unknown flag '--fp8-attention'");
+}
+
 // Step 04's --no-overlap-wgrad (the MLP's wgrads on one stream, not a second): a switch of step 04 only,
 // listed by its --help, accepted with --check and --deterministic, refused elsewhere.
 static void test_overlap_wgrad_flag(void **state) {
@@ -343,6 +376,13 @@ static void test_gpu_too_old(void **state) {
     expect_as("8.0", (char *const[]){STEP05, "--check", NULL}, 1,
               "needs FP8 tensor cores (compute capability 8.9 or newer");
     expect_as("8.6", (char *const[]){STEP06, "--fp8", "--check", NULL}, 1, "(GPU_SIMULATE_CC=8.6) is compute capability 8.6");
+    // --fp8-attention needs wgmma (9.0) beyond step 05's 8.9: refused on an FP8 GPU without it.
+    expect_as("8.9", (char *const[]){STEP05, "--check", "--preset", "small", "--heads", "2", "--fp8-attention",
+                                     "--dropout", "0", NULL}, 1,
+              "step 05_fp8's --fp8-attention (the FP8 attention forward, wgmma on E4M3) needs wgmma and TMA "
+              "(compute capability 9.0");
+    expect_as("8.9", (char *const[]){STEP05, "--check", "--preset", "small", "--heads", "2", "--fp8-attention",
+                                     "--dropout", "0", NULL}, 1, "(GPU_SIMULATE_CC=8.9) is compute capability 8.9");
     expect_as("8.0", (char *const[]){COMPARE, "--steps", "05", "--skip-check", "--iters", "1", NULL}, 0,
               "step 05_fp8 skipped: step 05_fp8 (FP8 with delayed scaling) needs FP8 tensor cores");
     expect_as("7.5", (char *const[]){STEP01, "--preset", "tiny", NULL}, 1,
@@ -375,6 +415,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_weights_of_another_shape),
         cmocka_unit_test(test_step_flags),
         cmocka_unit_test(test_overlap_wgrad_flag),
+        cmocka_unit_test(test_fp8_attention_flag),
         cmocka_unit_test(test_no_gpu),
         cmocka_unit_test(test_gpu_too_old),
         cmocka_unit_test(test_unknown_flag),

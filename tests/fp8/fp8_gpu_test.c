@@ -10,6 +10,7 @@
 #include "common/gpu/gpu.h"
 #include "reference/reference.h"
 #include "modules/fp8_gemm.h"
+#include "kernels/fp8/fp8_attention_cast.h"
 #include "kernels/fp8/fp8_cast.h"
 #include "kernels/layernorm/fast_layernorm.h"
 #include "tests/test_util.h"
@@ -303,6 +304,75 @@ static void fp8_gemm_case(Fp8Format bf, int fast, int with_bias) {
     free(x), free(y), free(bias), free(a), free(b), free(ref), free(got);
 }
 
+// Step 05's --fp8-attention cast: Q, K, V read from the fused qkv (a strided view: its rows
+// padded here beyond 3 * heads * 128) to E4M3 with three scales, bit-exact with the C encoder:
+// q8 and k8 packed [seq, batch, heads, 128], V transposed into vt8 [batch, heads, 128,
+// vt_row_stride] with the keys past seq zero; and each tensor's amax in its own history slot.
+static void cast_qkv_for_attention_case(DType dtype) {
+    const int seq = 100, batch = 3, heads = 2, d = 128;  // seq: not a multiple of the 64-key blocks
+    const int64_t tokens = (int64_t)seq * batch, qkv_row = 3LL * heads * d + 8, vt_row = 128;
+    const int64_t n_qkv = tokens * qkv_row, n_qk = tokens * heads * d, n_vt = (int64_t)batch * heads * d * vt_row;
+    float *qkv = random_floats(n_qkv, -4.0f, 4.0f);
+    qkv[5 * qkv_row + 1 * 3 * d + 0 * d + 17] = -7.25f;  // q's amax (token 5, head 1)
+    qkv[9 * qkv_row + 0 * 3 * d + 1 * d + 3] = 6.5f;     // k's
+    qkv[299 * qkv_row + 1 * 3 * d + 2 * d + 127] = -9.0f;  // v's (the last token)
+    round_to_dtype(qkv, n_qkv, dtype);
+    // 9 * 60 = 540 > 448: V's largest value saturates (to 448, as the C encoder's).
+    const float scale[3] = {2.0f, 0.5f, 60.0f}, expect_amax[3] = {7.25f, 6.5f, 9.0f};
+    static const char *const names[3] = {"q", "k", "v"};
+    float *meta_host = calloc(FP8_META_HISTORY + 4, sizeof(float)), *meta[3];
+    for (int t = 0; t < 3; t++) {
+        meta_host[FP8_META_SCALE] = scale[t], meta_host[FP8_META_SCALE_INV] = 1.0f / scale[t];
+        meta[t] = dev_upload_f32(meta_host, FP8_META_HISTORY + 4);
+    }
+    void *d_qkv = dev_upload(qkv, n_qkv, dtype);
+    uint8_t *d_q8 = dev_alloc((size_t)n_qk), *d_k8 = dev_alloc((size_t)n_qk), *d_vt8 = dev_alloc((size_t)n_vt);
+    CUDA_CHECK(cudaMemset(d_vt8, 0xAB, (size_t)n_vt));  // the padding keys must be overwritten
+    const Fp8AttentionCast p = {.seq = seq, .batch = batch, .heads = heads, .head_dim = d, .qkv_row_stride = qkv_row,
+                                .vt_row_stride = vt_row, .dtype = dtype};
+    fp8_cast_qkv_for_attention(&p, d_qkv, d_q8, d_k8, d_vt8, meta[0], meta[1], meta[2]);
+    uint8_t *q8 = malloc((size_t)n_qk), *k8 = malloc((size_t)n_qk), *vt8 = malloc((size_t)n_vt);
+    CUDA_CHECK(cudaMemcpy(q8, d_q8, (size_t)n_qk, cudaMemcpyDeviceToHost));
+    CUDA_CHECK(cudaMemcpy(k8, d_k8, (size_t)n_qk, cudaMemcpyDeviceToHost));
+    CUDA_CHECK(cudaMemcpy(vt8, d_vt8, (size_t)n_vt, cudaMemcpyDeviceToHost));
+    int64_t bad[3] = {0, 0, 0}, bad_padding = 0;
+    for (int s = 0; s < seq; s++)
+        for (int b = 0; b < batch; b++)
+            for (int h = 0; h < heads; h++)
+                for (int c = 0; c < d; c++) {
+                    const int64_t token = (int64_t)s * batch + b;
+                    const float *x = qkv + token * qkv_row + (int64_t)h * 3 * d + c;
+                    const int64_t packed = (token * heads + h) * d + c;
+                    const int64_t transposed = (((int64_t)b * heads + h) * d + c) * vt_row + s;
+                    bad[0] += q8[packed] != fp8_encode(x[0] * scale[0], FP8_E4M3);
+                    bad[1] += k8[packed] != fp8_encode(x[d] * scale[1], FP8_E4M3);
+                    bad[2] += vt8[transposed] != fp8_encode(x[2 * d] * scale[2], FP8_E4M3);
+                }
+    for (int64_t row = 0; row < (int64_t)batch * heads * d; row++)
+        for (int64_t j = seq; j < vt_row; j++) bad_padding += vt8[row * vt_row + j] != 0;
+    print_message("  %s: mismatches q %lld, k %lld, vt %lld; nonzero padding keys %lld\n", dtype_name(dtype),
+                  (long long)bad[0], (long long)bad[1], (long long)bad[2], (long long)bad_padding);
+    assert_int_equal(bad[0] + bad[1] + bad[2] + bad_padding, 0);
+    for (int t = 0; t < 3; t++) {
+        float m[FP8_META_HISTORY + 1];
+        dev_download_f32(m, meta[t], FP8_META_HISTORY + 1);
+        print_message("  %s: amax %g (expected %g), scale %g\n", names[t], m[FP8_META_HISTORY], expect_amax[t],
+                      m[FP8_META_SCALE]);
+        assert_true(m[FP8_META_HISTORY] == expect_amax[t]);
+        assert_true(m[FP8_META_SCALE] == scale[t]);  // read, not written
+    }
+    for (int t = 0; t < 3; t++) dev_free(meta[t]);
+    dev_free(d_qkv), dev_free(d_q8), dev_free(d_k8), dev_free(d_vt8);
+    free(q8), free(k8), free(vt8), free(qkv), free(meta_host);
+}
+
+static void test_cast_qkv_for_attention(void **state) {
+    (void)state;
+    SKIP_WITHOUT_GPU();
+    cast_qkv_for_attention_case(DTYPE_FP16);
+    cast_qkv_for_attention_case(DTYPE_BF16);
+}
+
 static void test_fp8_gemm(void **state) {
     (void)state;
     SKIP_WITHOUT_GPU();
@@ -318,6 +388,7 @@ int main(void) {
         cmocka_unit_test(test_cast_transpose), cmocka_unit_test(test_cast_transpose_dbias),
         cmocka_unit_test(test_gelu_cast_transpose), cmocka_unit_test(test_dgelu_cast_transpose_dbias),
         cmocka_unit_test(test_fp8_transpose),
+        cmocka_unit_test(test_cast_qkv_for_attention),
         cmocka_unit_test(test_layernorm_fp8),
         cmocka_unit_test(test_fp8_gemm),
     };
