@@ -82,7 +82,8 @@ int attention_fp8_available(void);
 // ctx and lse from the E4M3 q, k, vt (layouts above). Stops with a clear message if anything is
 // unsupported. Runs on the default stream. The environment variable ATTENTION_FP8_STAGES (read
 // once: "2", the default when unset or empty; "3"; "4"; anything else stops with a message)
-// sets the depth of the kernel's K/V ring in shared memory, for comparisons.
+// sets the depth of the kernel's K/V ring in shared memory, for comparisons (3 and 4 were no
+// faster than 2 on an H200: docs/results.md#h200-eighth).
 void attention_forward_fp8(const AttentionFp8Problem *p, const uint8_t *q, const uint8_t *k, const uint8_t *vt,
                            const float *q_scale_inv, const float *k_scale_inv, const float *v_scale_inv, void *ctx,
                            float *lse);

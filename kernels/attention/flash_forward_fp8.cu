@@ -17,7 +17,8 @@
 // keys). All three are "K-major" - the reduction dimension contiguous: d for S = Q K^T, the keys
 // for O = P V - the only layout wgmma takes for FP8 operands. 16 KiB + stages x (16 + 16) KiB +
 // 1 KiB alignment = 81 KiB with 2 stages (the default), 113 with 3, 145 with 4
-// (ATTENTION_FP8_STAGES, attention_fp8.h: a deeper K/V ring, to be measured).
+// (ATTENTION_FP8_STAGES, attention_fp8.h: a deeper K/V ring was no faster on an H200,
+// docs/results.md#h200-eighth, so 2 stays the default).
 //
 // P from the score accumulator to the FP8 A operand (FlashAttention-3, section 3.3). Per warp
 // (16 rows of the warpgroup's 64), lane = 4 g + c, one 32-key step kk of the tile:
@@ -79,7 +80,7 @@ constexpr int BLOCK_M = 128, BLOCK_N = 128;   // queries per block (64 per consu
 constexpr int THREADS = 384;                  // producer + two consumer warpgroups
 constexpr int PRODUCER_REGS = 24, CONSUMER_REGS = 240;  // as the 16-bit kernel's (setmaxnreg)
 constexpr int TILE_BYTES = 128 * 128;         // one operand tile: 128 rows x 128 one-byte values
-constexpr int MAX_STAGES = 4;                 // K/V ring depth: 2 (the default), 3 or 4 (ATTENTION_FP8_STAGES)
+constexpr int MAX_STAGES = 4;  // K/V ring depth: 2 (the default), 3 or 4 (ATTENTION_FP8_STAGES)
 // Q, a ring of K and one of V^T, and the alignment to the swizzle period.
 constexpr int smem_bytes(int stages) { return (1 + 2 * stages) * TILE_BYTES + 1024; }
 [[maybe_unused]] constexpr int TURNS = 3;    // named barriers 3, 4: consumer c's turn to issue
