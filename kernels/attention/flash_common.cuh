@@ -110,7 +110,12 @@ __device__ __forceinline__ float exp2_approx(float x) {
 // the (not yet dropped) probabilities exp(s - m) and returns in alpha the factor by which the
 // output accumulated so far must be rescaled (rescale_output). Dropout comes after, on the
 // packed probabilities: the normaliser l counts dropped keys too.
-template <int NB>
+// P_LOG2_SCALE (0 for the 16-bit kernels): the probabilities come out multiplied by
+// 2^P_LOG2_SCALE (the FP8 forward's 2^8, attention_fp8.h), for free - the exponent subtracts
+// m - P_LOG2_SCALE instead of m; m stays the true running max, l sums the scaled
+// probabilities. At 0 the subtraction is compiled out (if constexpr), so the 16-bit kernels'
+// code is what it was before the parameter existed.
+template <int NB, int P_LOG2_SCALE = 0>
 __device__ __forceinline__ void online_softmax_step(float (&s)[NB][4], float (&m)[2], float (&l)[2],
                                                     float (&alpha)[2], const int (&row_i)[2], int k0, int seq,
                                                     int causal, float scale_log2) {
@@ -143,6 +148,7 @@ __device__ __forceinline__ void online_softmax_step(float (&s)[NB][4], float (&m
         m_use[r] = m_new == -INFINITY ? 0.0f : m_new;  // a fully masked row so far: exp2(-inf) = 0
         alpha[r] = exp2_approx(m[r] - m_use[r]);
         m[r] = m_new;
+        if constexpr (P_LOG2_SCALE != 0) m_use[r] -= (float)P_LOG2_SCALE;  // the exponent's shift from here on
     }
     float row_sum[2] = {0.0f, 0.0f};
 #pragma unroll
