@@ -88,6 +88,17 @@ void attention_forward_fp8(const AttentionFp8Problem *p, const uint8_t *q, const
                            const float *q_scale_inv, const float *k_scale_inv, const float *v_scale_inv, void *ctx,
                            float *lse);
 
+// Whether attention_forward_fp8 launches persistent CTAs (1: one per SM, each looping over
+// blocks of 128 queries of one head, its producer loading the next block's Q, K and V while
+// the consumers finish the current one) or one block per 128 queries (0). Both compute every
+// block the same way, so they give the same bits. The setting starts as the environment
+// variable ATTENTION_FP8_PERSISTENT says (read at the first launch or call here: "1"; "0", the
+// default when unset or empty; anything else stops with a message). Sets it to `persistent`
+// (0 or 1; anything else stops with a message) and returns the previous setting, so that a
+// caller (tests/attention/flash_fp8_test.c, attention_bench --fp8) can run both and restore it.
+// Not thread-safe: set it between launches from one host thread.
+int attention_fp8_set_persistent(int persistent);
+
 #ifdef __cplusplus
 }
 #endif

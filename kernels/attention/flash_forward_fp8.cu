@@ -9,8 +9,11 @@
 //     and permuted into the A operand's layout (below), O += P V (4 wgmmas, A from registers,
 //     B = V^T from shared memory). As in the 16-bit kernel, S of tile t and P V of tile t - 1 are
 //     issued together, and the two consumers take turns to issue (ping-pong).
-// What it leaves out against the 16-bit kernel: causal masks, dropout, persistent CTAs, 176-key
-// tiles, head dim 64.
+// Persistent CTAs (one per SM, looping over the blocks above as work tiles) or not:
+// ATTENTION_FP8_PERSISTENT or attention_fp8_set_persistent (attention_fp8.h; the kernel's
+// comment says what carries over from one work tile to the next).
+// What it leaves out against the 16-bit kernel: causal masks, dropout, 176-key tiles, head dim
+// 64, a dynamic schedule.
 //
 // Shared memory: each operand tile is 128 rows x 128 bytes (one 128-byte-swizzled panel, FP8:
 // one byte per value): Q (128 queries x 128 dims), K (128 keys x 128 dims), V^T (128 dims x 128
@@ -66,6 +69,7 @@
 #include "common/gpu/cuda_check.h"
 #include "common/gpu/gpu.h"
 #include "kernels/attention/attention_fp8.h"
+#include "kernels/attention/block_order.h"
 #include "kernels/attention/flash_common.cuh"
 #include "kernels/attention/flash_kernels.cuh"
 #include "kernels/attention/fp8_operand.h"
@@ -88,7 +92,7 @@ static_assert(smem_bytes(MAX_STAGES) <= 227 * 1024, "shared memory per block");
 static_assert(128 * (PRODUCER_REGS + 2 * CONSUMER_REGS) <= THREADS * (65536 / THREADS / 8 * 8), "register pool");
 
 struct Fp8Barriers {
-    uint64_t q_full, k_full[MAX_STAGES], v_full[MAX_STAGES], k_empty[MAX_STAGES], v_empty[MAX_STAGES];
+    uint64_t q_full, q_empty, k_full[MAX_STAGES], v_full[MAX_STAGES], k_empty[MAX_STAGES], v_empty[MAX_STAGES];
 };
 
 struct Fp8Args {
@@ -161,57 +165,27 @@ __device__ __forceinline__ void probabilities_to_operand(const float (&s)[16][4]
     }
 }
 
-// The online-softmax step of flash_common.cuh (online_softmax_step), without the causal mask,
-// for one warp's rows g, g + 8 of a tile of 128 keys from k0, with P multiplied by 2^8: the
-// exponent subtracts m - 8 instead of m. m stays the true running max (log2 domain); l sums the
-// scaled probabilities. (Its own function, so that the 16-bit kernels' code stays as it is.)
-__device__ __forceinline__ void online_softmax_step_fp8(float (&s)[16][4], float (&m)[2], float (&l)[2],
-                                                        float (&alpha)[2], int k0, int seq, float scale_log2) {
-    const int c2 = (threadIdx.x % 4) * 2;
-    if (k0 + BLOCK_N > seq) {  // the last tile of a ragged sequence: keys past seq do not count
-#pragma unroll
-        for (int n = 0; n < 16; n++)
-#pragma unroll
-            for (int e = 0; e < 4; e++)
-                if (k0 + n * 8 + c2 + (e & 1) >= seq) s[n][e] = -INFINITY;
-    }
-    float tile_max[2] = {-INFINITY, -INFINITY};
-#pragma unroll
-    for (int n = 0; n < 16; n++)
-#pragma unroll
-        for (int e = 0; e < 4; e++) tile_max[e / 2] = fmaxf(tile_max[e / 2], s[n][e]);
-    float shift[2];
-#pragma unroll
-    for (int r = 0; r < 2; r++) {
-        tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 1));
-        tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 2));
-        const float m_new = fmaxf(m[r], tile_max[r] * scale_log2);
-        const float m_use = m_new == -INFINITY ? 0.0f : m_new;
-        alpha[r] = exp2_approx(m[r] - m_use);
-        m[r] = m_new;
-        shift[r] = m_use - (float)ATTENTION_FP8_P_LOG2_SCALE;
-    }
-    float row_sum[2] = {0.0f, 0.0f};
-#pragma unroll
-    for (int n = 0; n < 16; n++)
-#pragma unroll
-        for (int e = 0; e < 4; e++) {
-            const float p = exp2_approx(fmaf(s[n][e], scale_log2, -shift[e / 2]));
-            s[n][e] = p;
-            row_sum[e / 2] += p;
-        }
-#pragma unroll
-    for (int r = 0; r < 2; r++) {
-        row_sum[r] += __shfl_xor_sync(0xffffffffu, row_sum[r], 1);
-        row_sum[r] += __shfl_xor_sync(0xffffffffu, row_sum[r], 2);
-        l[r] = l[r] * alpha[r] + row_sum[r];
-    }
-}
-
 #endif  // WGMMA_AVAILABLE
 
-// One block: queries [128 blockIdx.x, + 128) of head blockIdx.y (= b * heads + h).
-template <typename T, int STAGES>
+// PERSISTENT = false: one block per work tile - queries [128 blockIdx.x, + 128) of head
+// blockIdx.y (= b * heads + h); grid: query blocks x batch * heads.
+// PERSISTENT = true (ATTENTION_FP8_PERSISTENT, attention_fp8.h): one CTA per SM (the launcher's
+// grid: at most the number of work tiles, so that every CTA has one), each looping over its
+// work tiles - the same tiles, numbered as block_order.h's natural order (linear = query block
+// + query blocks * bh, flash_block_at with group_heads 0) and handed out by its static
+// schedule without zig-zag (persistent_work_tile: round r, CTA i takes tile r * ctas + i;
+// every tile costs the same, as the FP8 forward is never causal). Per work tile the work is
+// the non-persistent block's, in the same order, so the two give the same bits. What carries
+// over from one work tile to the next (as in flash_forward_wgmma.cu's persistent kernel):
+//   - the K/V ring: its stages and parities follow a running count of K/V tiles over all the
+//     CTA's work tiles (the producer's n, the consumers' kv), and the consumers also release
+//     the V stage of a work tile's last tile (the non-persistent block never refills it);
+//   - Q: one buffer with a full and an empty barrier; use j is work tile j. The consumers
+//     release it once their last S of the work tile has landed; the producer loads the next
+//     work tile's Q right after that work tile's first K (whose stage frees up earlier), so
+//     Q, K and the first V of the next work tile arrive while the consumers finish this one;
+//   - the consumers' turns: one round robin over the CTA's whole life (my_turn below).
+template <typename T, int STAGES, bool PERSISTENT>
 __global__ void __launch_bounds__(THREADS, 1)
     flash_forward_fp8_kernel(const __grid_constant__ CUtensorMap q_map, const __grid_constant__ CUtensorMap k_map,
                              const __grid_constant__ CUtensorMap vt_map, const __grid_constant__ Fp8Args a) {
@@ -224,11 +198,18 @@ __global__ void __launch_bounds__(THREADS, 1)
     unsigned char *v_tiles = k_tiles + STAGES * TILE_BYTES;   // STAGES tiles of V^T
 
     const int warpgroup = threadIdx.x / 128, lane = threadIdx.x % 32;
-    const int bh = blockIdx.y, b = bh / a.heads, h = bh % a.heads, seq = a.seq;
-    const int q0 = blockIdx.x * BLOCK_M, tiles = (seq + BLOCK_N - 1) / BLOCK_N;
+    const int seq = a.seq, tiles = (seq + BLOCK_N - 1) / BLOCK_N;  // tiles of keys per work tile
+    // Persistent: this CTA's work tiles, my_work_tiles of them; the j-th is my_work_tile(j).
+    const int query_blocks = (seq + BLOCK_M - 1) / BLOCK_M, work_tiles = query_blocks * a.batch * a.heads;
+    const int my_work_tiles = PERSISTENT ? persistent_tile_count(blockIdx.x, gridDim.x, work_tiles, 0) : 1;
+    auto my_work_tile = [&](int j) -> FlashBlock {
+        if constexpr (PERSISTENT) return flash_block_at(persistent_work_tile(j, blockIdx.x, gridDim.x, 0), query_blocks,
+                                                        a.batch * a.heads, 0);
+        return FlashBlock{(int)blockIdx.x, (int)blockIdx.y};
+    };
 
     if (threadIdx.x == 0) {
-        mbarrier_init(&bars.q_full, 1);
+        mbarrier_init(&bars.q_full, 1), mbarrier_init(&bars.q_empty, 256);
         for (int s = 0; s < STAGES; s++) {
             mbarrier_init(&bars.k_full[s], 1), mbarrier_init(&bars.v_full[s], 1);
             mbarrier_init(&bars.k_empty[s], 256), mbarrier_init(&bars.v_empty[s], 256);
@@ -240,20 +221,32 @@ __global__ void __launch_bounds__(THREADS, 1)
     if (warpgroup == 0) {  // ---- the producer
         warpgroup_release_registers<PRODUCER_REGS>();
         if (threadIdx.x != 0) return;
+        int n = 0;  // K/V tiles loaded so far: the ring's running count over all work tiles
         // Q and K: maps of [seq][batch][heads * 128] bytes, boxes of 128 columns (head h) x 128
         // tokens of batch entry b. V^T: [batch * heads][128][seq], boxes of 128 keys x 128 dims.
         // Rows or keys past seq arrive as zeros (and count their bytes all the same).
-        mbarrier_arrive_expect_tx(&bars.q_full, TILE_BYTES);
-        tma_load_3d(q_tile, &q_map, h * HEAD_DIM, b, q0, &bars.q_full);
-        for (int t = 0; t < tiles; t++) {
-            const int s = t % STAGES, use = t / STAGES;  // stage, and how often it was filled before
-            if (use > 0) mbarrier_wait(&bars.k_empty[s], (use - 1) & 1);
-            mbarrier_arrive_expect_tx(&bars.k_full[s], TILE_BYTES);
-            tma_load_3d(k_tiles + s * TILE_BYTES, &k_map, h * HEAD_DIM, b, t * BLOCK_N, &bars.k_full[s]);
-            if (use > 0) mbarrier_wait(&bars.v_empty[s], (use - 1) & 1);
-            mbarrier_arrive_expect_tx(&bars.v_full[s], TILE_BYTES);
-            tma_load_3d(v_tiles + s * TILE_BYTES, &vt_map, t * BLOCK_N, 0, bh, &bars.v_full[s]);
-        }
+        auto load_work_tile = [&](const FlashBlock w, const int j) {
+            const int bh = w.bh, b = bh / a.heads, h = bh % a.heads, q0 = w.query_block * BLOCK_M;
+            // Use j of the Q buffer, once both consumers are done with use j - 1.
+            auto load_q = [&]() {
+                if (j > 0) mbarrier_wait(&bars.q_empty, (j - 1) & 1);
+                mbarrier_arrive_expect_tx(&bars.q_full, TILE_BYTES);
+                tma_load_3d(q_tile, &q_map, h * HEAD_DIM, b, q0, &bars.q_full);
+            };
+            if (j == 0) load_q();  // a later work tile's Q: after its first K (above)
+            for (int t = 0; t < tiles; t++, n++) {
+                const int s = n % STAGES, use = n / STAGES;  // stage, and how often it was filled before
+                if (use > 0) mbarrier_wait(&bars.k_empty[s], (use - 1) & 1);
+                mbarrier_arrive_expect_tx(&bars.k_full[s], TILE_BYTES);
+                tma_load_3d(k_tiles + s * TILE_BYTES, &k_map, h * HEAD_DIM, b, t * BLOCK_N, &bars.k_full[s]);
+                if (PERSISTENT && t == 0 && j > 0) load_q();
+                if (use > 0) mbarrier_wait(&bars.v_empty[s], (use - 1) & 1);
+                mbarrier_arrive_expect_tx(&bars.v_full[s], TILE_BYTES);
+                tma_load_3d(v_tiles + s * TILE_BYTES, &vt_map, t * BLOCK_N, 0, bh, &bars.v_full[s]);
+            }
+        };
+#pragma unroll 1
+        for (int j = 0; j < my_work_tiles; j++) load_work_tile(my_work_tile(j), j);
         return;
     }
 
@@ -267,93 +260,119 @@ __global__ void __launch_bounds__(THREADS, 1)
     const uint32_t q_addr = smem_addr(q_tile) + consumer * 64 * 128;  // this consumer's 64 rows
     const Fp8OperandLanes pl = fp8_operand_lanes(lane);
 
-    // Turns (flash_forward_wgmma.cu's round robin, non-persistent): consumer c issues only in its
-    // turn and then hands it to the other; consumer 1 hands consumer 0 its first turn and skips
-    // the hand-over after its own last one.
+    // Turns (flash_forward_wgmma.cu's round robin): consumer c issues only in its turn and then
+    // hands it to the other. Consumer 1 puts the token in, handing consumer 0 its first turn,
+    // and takes it out by skipping the hand-over after its very last turn (of the CTA's last
+    // work tile; after an earlier work tile's last turn it hands over as after any other).
     auto my_turn = [&]() { named_barrier_sync(TURNS + consumer, 256); };
     auto your_turn = [&]() { named_barrier_arrive(TURNS + (consumer + 1) % 2, 256); };
     const bool last_consumer = consumer == 1;
     if (last_consumer) your_turn();
 
-    const int row_i[2] = {q0 + 16 * warp + g, q0 + 16 * warp + g + 8};
-    float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
-    float o[16][4];
+    // Work tile w, the CTA's j-th; its K/V tiles are tiles kv, kv + 1, ... of the ring (the
+    // producer's n); more_after: the CTA has work tiles after it.
+    auto consume_work_tile = [&](const FlashBlock w, const int j, const int kv, const bool more_after) {
+        const int bh = w.bh, q0 = w.query_block * BLOCK_M;
+        const int row_i[2] = {q0 + 16 * warp + g, q0 + 16 * warp + g + 8};
+        float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
+        float o[16][4];
 #pragma unroll
-    for (int n = 0; n < 16; n++) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
-    float s[16][4];
-    uint32_t p[4][4];  // P as e4m3 A operands, 32 keys each
+        for (int n = 0; n < 16; n++) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
+        float s[16][4];
+        uint32_t p[4][4];  // P as e4m3 A operands, 32 keys each
 
-    auto stage = [](int t) { return t % STAGES; };
-    auto parity = [](int t) { return (t / STAGES) & 1; };
-    // S = Q K_t^T: 4 steps of 32 dims (32 bytes into the rows; the hardware applies the swizzle).
-    auto issue_scores = [&](int t) {
-        const uint32_t k_addr = smem_addr(k_tiles + stage(t) * TILE_BYTES);
-        wgmma_fence();
+        // Key tile t of this work tile is tile kv + t of the ring: its stage and its parity.
+        auto stage = [&](int t) { return (kv + t) % STAGES; };
+        auto parity = [&](int t) { return ((kv + t) / STAGES) & 1; };
+        // S = Q K_t^T: 4 steps of 32 dims (32 bytes into the rows; the hardware applies the swizzle).
+        auto issue_scores = [&](int t) {
+            const uint32_t k_addr = smem_addr(k_tiles + stage(t) * TILE_BYTES);
+            wgmma_fence();
 #pragma unroll
-        for (int kk = 0; kk < HEAD_DIM / 32; kk++)
-            wgmma_e4m3_ss(s, wgmma_descriptor(q_addr + kk * 32, 0, 1024), wgmma_descriptor(k_addr + kk * 32, 0, 1024),
-                          kk > 0);
-        wgmma_commit();
-    };
-    // O += P V_t: 4 steps of 32 keys; V^T's rows are the 128 output columns, its keys contiguous.
-    auto issue_output = [&](int t) {
-        const uint32_t v_addr = smem_addr(v_tiles + stage(t) * TILE_BYTES);
-        wgmma_fence();
+            for (int kk = 0; kk < HEAD_DIM / 32; kk++)
+                wgmma_e4m3_ss(s, wgmma_descriptor(q_addr + kk * 32, 0, 1024),
+                              wgmma_descriptor(k_addr + kk * 32, 0, 1024), kk > 0);
+            wgmma_commit();
+        };
+        // O += P V_t: 4 steps of 32 keys; V^T's rows are the 128 output columns, its keys contiguous.
+        auto issue_output = [&](int t) {
+            const uint32_t v_addr = smem_addr(v_tiles + stage(t) * TILE_BYTES);
+            wgmma_fence();
 #pragma unroll
-        for (int kk = 0; kk < BLOCK_N / 32; kk++) wgmma_e4m3_rs(o, p[kk], wgmma_descriptor(v_addr + kk * 32, 0, 1024));
-        wgmma_commit();
-    };
-    auto pack_probabilities = [&]() {
+            for (int kk = 0; kk < BLOCK_N / 32; kk++)
+                wgmma_e4m3_rs(o, p[kk], wgmma_descriptor(v_addr + kk * 32, 0, 1024));
+            wgmma_commit();
+        };
+        // flash_common.cuh's online-softmax step, never causal, with P multiplied by 2^8 (the
+        // file's comment).
+        auto softmax = [&](int t, float (&alpha)[2]) {
+            online_softmax_step<BLOCK_N / 8, ATTENTION_FP8_P_LOG2_SCALE>(s, m, l, alpha, row_i, t * BLOCK_N, seq, 0,
+                                                                         scale_log2);
+        };
+        auto pack_probabilities = [&]() {
 #pragma unroll
-        for (int kk = 0; kk < BLOCK_N / 32; kk++) probabilities_to_operand(s, kk, pl, p[kk]);
-    };
+            for (int kk = 0; kk < BLOCK_N / 32; kk++) probabilities_to_operand(s, kk, pl, p[kk]);
+        };
+        // Q's use for this work tile is over once this thread's last S has landed (persistent:
+        // the producer may then load the next work tile's Q).
+        auto release_q = [&]() {
+            if constexpr (PERSISTENT) mbarrier_arrive(&bars.q_empty);
+        };
 
-    // Tile 0: only its scores.
-    mbarrier_wait(&bars.q_full, 0);
-    mbarrier_wait(&bars.k_full[0], 0);
-    my_turn();
-    issue_scores(0);
-    your_turn();
-    wgmma_wait<0>();
-    wgmma_settle(s);
-    mbarrier_arrive(&bars.k_empty[0]);
-    float alpha[2];
-    online_softmax_step_fp8(s, m, l, alpha, 0, seq, scale_log2);  // o is still zero
-    pack_probabilities();
-
-    // Tile t: S_t and P_(t-1) V_(t-1) issued together; the softmax of t runs while the tensor
-    // cores work on the product.
-    for (int t = 1; t < tiles; t++) {
-        mbarrier_wait(&bars.k_full[stage(t)], parity(t));
-        mbarrier_wait(&bars.v_full[stage(t - 1)], parity(t - 1));
+        // Tile 0: only its scores.
+        mbarrier_wait(&bars.q_full, j & 1);
+        mbarrier_wait(&bars.k_full[stage(0)], parity(0));
         my_turn();
-        issue_scores(t);
-        issue_output(t - 1);
+        issue_scores(0);
         your_turn();
-        wgmma_wait<1>();  // the scores
+        wgmma_wait<0>();
         wgmma_settle(s);
-        mbarrier_arrive(&bars.k_empty[stage(t)]);
-        online_softmax_step_fp8(s, m, l, alpha, t * BLOCK_N, seq, scale_log2);
-        wgmma_wait<0>();  // the output
-        wgmma_settle(o);
-        wgmma_settle(p);  // P_(t-1)'s registers stay untouched until its product has landed
-        mbarrier_arrive(&bars.v_empty[stage(t - 1)]);
-        rescale_output(o, alpha);
+        mbarrier_arrive(&bars.k_empty[stage(0)]);
+        if (tiles == 1) release_q();
+        float alpha[2];
+        softmax(0, alpha);  // o is still zero
         pack_probabilities();
-    }
-    mbarrier_wait(&bars.v_full[stage(tiles - 1)], parity(tiles - 1));
-    my_turn();
-    issue_output(tiles - 1);
-    if (!last_consumer) your_turn();
-    wgmma_wait<0>();
-    wgmma_settle(o);
-    wgmma_settle(p);
 
-    // ctx = acc * v_scale_inv / l; lse = (m + log2 l - 8) ln 2 (l carries P's factor 2^8).
-    const float m_out[2] = {m[0] - (float)ATTENTION_FP8_P_LOG2_SCALE, m[1] - (float)ATTENTION_FP8_P_LOG2_SCALE};
-    const int64_t token_stride = (int64_t)a.batch * a.heads * HEAD_DIM, head_offset = (int64_t)bh * HEAD_DIM;
-    write_output_rows<T>(static_cast<T *>(a.ctx), a.lse + (int64_t)bh * seq, o, m_out, l, row_i, seq, token_stride,
-                         head_offset, v_scale_inv);
+        // Tile t: S_t and P_(t-1) V_(t-1) issued together; the softmax of t runs while the
+        // tensor cores work on the product.
+        for (int t = 1; t < tiles; t++) {
+            mbarrier_wait(&bars.k_full[stage(t)], parity(t));
+            mbarrier_wait(&bars.v_full[stage(t - 1)], parity(t - 1));
+            my_turn();
+            issue_scores(t);
+            issue_output(t - 1);
+            your_turn();
+            wgmma_wait<1>();  // the scores
+            wgmma_settle(s);
+            mbarrier_arrive(&bars.k_empty[stage(t)]);
+            if (t == tiles - 1) release_q();
+            softmax(t, alpha);
+            wgmma_wait<0>();  // the output
+            wgmma_settle(o);
+            wgmma_settle(p);  // P_(t-1)'s registers stay untouched until its product has landed
+            mbarrier_arrive(&bars.v_empty[stage(t - 1)]);
+            rescale_output(o, alpha);
+            pack_probabilities();
+        }
+        mbarrier_wait(&bars.v_full[stage(tiles - 1)], parity(tiles - 1));
+        my_turn();
+        issue_output(tiles - 1);
+        if (!last_consumer || more_after) your_turn();
+        wgmma_wait<0>();
+        wgmma_settle(o);
+        wgmma_settle(p);
+        // The last tile's V stage: not persistent, no one waits for it again; persistent, the
+        // producer refills it for a later work tile once both consumers have released it.
+        if constexpr (PERSISTENT) mbarrier_arrive(&bars.v_empty[stage(tiles - 1)]);
+
+        // ctx = acc * v_scale_inv / l; lse = (m + log2 l - 8) ln 2 (l carries P's factor 2^8).
+        const float m_out[2] = {m[0] - (float)ATTENTION_FP8_P_LOG2_SCALE, m[1] - (float)ATTENTION_FP8_P_LOG2_SCALE};
+        const int64_t token_stride = (int64_t)a.batch * a.heads * HEAD_DIM, head_offset = (int64_t)bh * HEAD_DIM;
+        write_output_rows<T>(static_cast<T *>(a.ctx), a.lse + (int64_t)bh * seq, o, m_out, l, row_i, seq,
+                             token_stride, head_offset, v_scale_inv);
+    };
+#pragma unroll 1
+    for (int j = 0; j < my_work_tiles; j++) consume_work_tile(my_work_tile(j), j, j * tiles, j + 1 < my_work_tiles);
 #else
     (void)q_map, (void)k_map, (void)vt_map, (void)a;
     __trap();
@@ -408,10 +427,33 @@ int fp8_stages() {
     return stages;
 }
 
-template <typename T, int STAGES>
+// Persistent CTAs or not: -1 until ATTENTION_FP8_PERSISTENT was read (attention_fp8.h), then 0
+// or 1 (attention_fp8_set_persistent may change it).
+int fp8_persistent_setting = -1;
+
+int fp8_persistent() {
+    if (fp8_persistent_setting < 0) {
+        const char *env = getenv("ATTENTION_FP8_PERSISTENT");
+        if (!env || !*env || !strcmp(env, "0")) fp8_persistent_setting = 0;
+        else if (!strcmp(env, "1")) fp8_persistent_setting = 1;
+        else fail_user("ATTENTION_FP8_PERSISTENT must be 0 or 1 (or unset), not \"%s\"", env);
+    }
+    return fp8_persistent_setting;
+}
+
+// The persistent grid: one CTA per SM (one is all an SM holds: 384 threads at 168 registers on
+// average), never more than there are work tiles (every CTA needs one: the consumers' turns).
+int fp8_persistent_grid(int work_tiles) {
+    int device = 0, sms = 0;
+    CUDA_CHECK(cudaGetDevice(&device));
+    CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+    return sms < work_tiles ? sms : work_tiles;
+}
+
+template <typename T, int STAGES, bool PERSISTENT>
 void launch_fp8_forward(const AttentionFp8Problem *p, const uint8_t *q, const uint8_t *k, const uint8_t *vt,
                         const Fp8Args &a) {
-    allow_dynamic_smem<flash_forward_fp8_kernel<T, STAGES>>(smem_bytes(STAGES));
+    allow_dynamic_smem<flash_forward_fp8_kernel<T, STAGES, PERSISTENT>>(smem_bytes(STAGES));
     const cuuint64_t row = (cuuint64_t)p->heads * HEAD_DIM, vt_row = (cuuint64_t)attention_fp8_vt_row_stride(p);
     const cuuint64_t qk_dims[3] = {row, (cuuint64_t)p->batch, (cuuint64_t)p->seq};
     const cuuint64_t qk_strides[2] = {row, row * p->batch};
@@ -420,9 +462,23 @@ void launch_fp8_forward(const AttentionFp8Problem *p, const uint8_t *q, const ui
     const CUtensorMap q_map = byte_tensor_map(q, qk_dims, qk_strides, 1, BLOCK_M, "q");
     const CUtensorMap k_map = byte_tensor_map(k, qk_dims, qk_strides, 1, BLOCK_N, "k");
     const CUtensorMap vt_map = byte_tensor_map(vt, vt_dims, vt_strides, HEAD_DIM, 1, "vt");
-    const dim3 grid(ceil_div(p->seq, BLOCK_M), p->batch * p->heads);
-    flash_forward_fp8_kernel<T, STAGES><<<grid, THREADS, smem_bytes(STAGES)>>>(q_map, k_map, vt_map, a);
+    const int query_blocks = ceil_div(p->seq, BLOCK_M);
+    const dim3 grid = PERSISTENT ? dim3(fp8_persistent_grid(query_blocks * p->batch * p->heads))
+                                 : dim3(query_blocks, p->batch * p->heads);
+    flash_forward_fp8_kernel<T, STAGES, PERSISTENT><<<grid, THREADS, smem_bytes(STAGES)>>>(q_map, k_map, vt_map, a);
     CHECK_LAUNCH();
+}
+
+// launch_fp8_forward for the ring depth and the persistence asked for.
+template <typename T>
+void launch_fp8_forward_as_set(const AttentionFp8Problem *p, const uint8_t *q, const uint8_t *k, const uint8_t *vt,
+                               const Fp8Args &a) {
+    const bool persistent = fp8_persistent();
+    switch (fp8_stages()) {
+    case 2: persistent ? launch_fp8_forward<T, 2, true>(p, q, k, vt, a) : launch_fp8_forward<T, 2, false>(p, q, k, vt, a); break;
+    case 3: persistent ? launch_fp8_forward<T, 3, true>(p, q, k, vt, a) : launch_fp8_forward<T, 3, false>(p, q, k, vt, a); break;
+    default: persistent ? launch_fp8_forward<T, 4, true>(p, q, k, vt, a) : launch_fp8_forward<T, 4, false>(p, q, k, vt, a); break;
+    }
 }
 
 bool aligned16(const void *ptr) { return ((uintptr_t)ptr & 15) == 0; }
@@ -467,10 +523,14 @@ void attention_forward_fp8(const AttentionFp8Problem *p, const uint8_t *q, const
     }
     const Fp8Args a = {p->seq,      p->batch,    p->heads,    ctx, lse, q_scale_inv, k_scale_inv, v_scale_inv,
                        1.0f / sqrtf((float)HEAD_DIM)};
-    const bool fp16 = p->dtype == DTYPE_FP16;
-    switch (fp8_stages()) {
-    case 2: fp16 ? launch_fp8_forward<__half, 2>(p, q, k, vt, a) : launch_fp8_forward<__nv_bfloat16, 2>(p, q, k, vt, a); break;
-    case 3: fp16 ? launch_fp8_forward<__half, 3>(p, q, k, vt, a) : launch_fp8_forward<__nv_bfloat16, 3>(p, q, k, vt, a); break;
-    default: fp16 ? launch_fp8_forward<__half, 4>(p, q, k, vt, a) : launch_fp8_forward<__nv_bfloat16, 4>(p, q, k, vt, a); break;
-    }
+    if (p->dtype == DTYPE_FP16) launch_fp8_forward_as_set<__half>(p, q, k, vt, a);
+    else launch_fp8_forward_as_set<__nv_bfloat16>(p, q, k, vt, a);
+}
+
+int attention_fp8_set_persistent(int persistent) {
+    if (persistent != 0 && persistent != 1)
+        fail_user("attention_fp8_set_persistent: persistent must be 0 or 1, not %d", persistent);
+    const int previous = fp8_persistent();
+    fp8_persistent_setting = persistent;
+    return previous;
 }

@@ -35,6 +35,11 @@
 // peaked rows: ~4e-3 on these data, too little to assert on (the factor only matters for rows
 // whose mass lies mostly far below their largest probability).
 //
+// Every GPU case runs the kernel twice (attention_fp8_set_persistent): one block per 128
+// queries, compared with both references, and persistent CTAs, whose ctx and lse must have the
+// very same bits (each work tile is computed the same way; the test_persistent_ cases have
+// more work tiles than an H200 has SMs).
+//
 // ctx and lse are poisoned with NaN before each launch, and V^T's row padding (keys seq ..
 // vt_row_stride - 1) with E4M3 NaN codes, so an element the kernel forgets to write, or a key
 // it reads past seq, fails the comparison.
@@ -212,10 +217,34 @@ static void run_case(int seq, int batch, int heads, DType dt, float q_range) {
     float *d_scale_inv = upload_bytes(scale_inv, sizeof scale_inv);
     void *d_ctx = dev_alloc(n * 2);
     float *d_lse = dev_alloc(nlse * 4);
+    // Both launches (attention_fp8_set_persistent): one block per 128 queries, compared with the
+    // references below, then persistent CTAs, which must give the very same bits.
+    const int previous_persistent = attention_fp8_set_persistent(0);
     CUDA_CHECK(cudaMemset(d_ctx, 0xff, n * 2));  // NaN in fp16 and bf16
     CUDA_CHECK(cudaMemset(d_lse, 0xff, nlse * 4));
     attention_forward_fp8(&problem, d_q, d_k, d_vt, d_scale_inv, d_scale_inv + 1, d_scale_inv + 2, d_ctx, d_lse);
     CUDA_CHECK(cudaDeviceSynchronize());
+    uint8_t *ctx_bits = malloc(n * 2), *lse_bits = malloc(nlse * 4);
+    CUDA_CHECK(cudaMemcpy(ctx_bits, d_ctx, n * 2, cudaMemcpyDeviceToHost));
+    CUDA_CHECK(cudaMemcpy(lse_bits, d_lse, nlse * 4, cudaMemcpyDeviceToHost));
+    attention_fp8_set_persistent(1);
+    void *d_ctx_persistent = dev_alloc(n * 2);
+    float *d_lse_persistent = dev_alloc(nlse * 4);
+    CUDA_CHECK(cudaMemset(d_ctx_persistent, 0xff, n * 2));
+    CUDA_CHECK(cudaMemset(d_lse_persistent, 0xff, nlse * 4));
+    attention_forward_fp8(&problem, d_q, d_k, d_vt, d_scale_inv, d_scale_inv + 1, d_scale_inv + 2, d_ctx_persistent,
+                          d_lse_persistent);
+    CUDA_CHECK(cudaDeviceSynchronize());
+    attention_fp8_set_persistent(previous_persistent);
+    uint8_t *ctx_bits_persistent = malloc(n * 2), *lse_bits_persistent = malloc(nlse * 4);
+    CUDA_CHECK(cudaMemcpy(ctx_bits_persistent, d_ctx_persistent, n * 2, cudaMemcpyDeviceToHost));
+    CUDA_CHECK(cudaMemcpy(lse_bits_persistent, d_lse_persistent, nlse * 4, cudaMemcpyDeviceToHost));
+    int64_t ctx_differ = 0, lse_differ = 0;  // 16-bit elements of ctx, floats of lse, not bit-identical
+    for (int64_t i = 0; i < n; i++) ctx_differ += memcmp(ctx_bits + 2 * i, ctx_bits_persistent + 2 * i, 2) != 0;
+    for (int64_t i = 0; i < nlse; i++) lse_differ += memcmp(lse_bits + 4 * i, lse_bits_persistent + 4 * i, 4) != 0;
+    print_message("  persistent CTAs vs one block per 128 queries: %lld of %lld ctx and %lld of %lld lse values differ "
+                  "in their bits (must be 0)\n",
+                  (long long)ctx_differ, (long long)n, (long long)lse_differ, (long long)nlse);
 
     float *got = malloc(n * 4), *got_lse = malloc(nlse * 4);
     dev_download(got, d_ctx, n, dt);
@@ -230,9 +259,13 @@ static void run_case(int seq, int batch, int heads, DType dt, float q_range) {
     assert_rel_error(got_lse, cs.ref_lse, nlse, TOL_LSE);
     assert_rel_error(got, cs.ref_ctx, n, TOL_CTX);
     assert_rel_error(got, cs.emulated_ctx, n, TOL_EMULATED);
+    assert_int_equal(ctx_differ, 0);
+    assert_int_equal(lse_differ, 0);
 
     dev_free(d_q), dev_free(d_k), dev_free(d_vt), dev_free(d_scale_inv), dev_free(d_ctx), dev_free(d_lse);
+    dev_free(d_ctx_persistent), dev_free(d_lse_persistent);
     free(vt), free(got), free(got_lse);
+    free(ctx_bits), free(lse_bits), free(ctx_bits_persistent), free(lse_bits_persistent);
     free_case(&cs);
 }
 
@@ -246,6 +279,17 @@ static void test_seq2048_fp16(void **state) { (void)state, run_case(2048, 1, 2, 
 static void test_seq2048_bf16(void **state) { (void)state, run_case(2048, 1, 2, DTYPE_BF16, 2.0f); }
 // Peaked rows: most probabilities far below the row's largest (where the factor 256 matters).
 static void test_peaked_seq1000_bf16(void **state) { (void)state, run_case(1000, 1, 2, DTYPE_BF16, 6.0f); }
+// More work tiles (blocks of 128 queries of one head) than an H200 has SMs (132), so that the
+// persistent CTAs each compute two or three of them in a row - the K/V ring's stages and
+// parities running on from one work tile into the next (with 3 or 1 key tiles per work tile,
+// an odd number, a work tile's first key tile lands in either stage of the default 2), Q
+// reloaded while the consumers finish, the turns handed on between work tiles - at 1, 2, 3 and
+// 8 key tiles per work tile, two of them ragged (keys and queries past seq in every head's
+// last work tile). The cases above have fewer work tiles than SMs (one work tile per CTA).
+static void test_persistent_ragged_seq300_bf16(void **state) { (void)state, run_case(300, 4, 24, DTYPE_BF16, 2.0f); }
+static void test_persistent_ragged_seq129_fp16(void **state) { (void)state, run_case(129, 8, 20, DTYPE_FP16, 2.0f); }
+static void test_persistent_seq1000_fp16(void **state) { (void)state, run_case(1000, 2, 12, DTYPE_FP16, 2.0f); }
+static void test_persistent_seq128_bf16(void **state) { (void)state, run_case(128, 4, 70, DTYPE_BF16, 2.0f); }
 
 // The comparison's power, on the CPU: the planted bugs' outputs miss the tolerances.
 static void test_a_planted_bug_fails(void **state) {
@@ -350,6 +394,8 @@ int main(void) {
         cmocka_unit_test(test_seq1000_fp16),      cmocka_unit_test(test_seq1000_bf16),
         cmocka_unit_test(test_seq2048_fp16),      cmocka_unit_test(test_seq2048_bf16),
         cmocka_unit_test(test_peaked_seq1000_bf16),
+        cmocka_unit_test(test_persistent_ragged_seq300_bf16), cmocka_unit_test(test_persistent_ragged_seq129_fp16),
+        cmocka_unit_test(test_persistent_seq1000_fp16),       cmocka_unit_test(test_persistent_seq128_bf16),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
