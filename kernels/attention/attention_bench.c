@@ -9,9 +9,10 @@
 //
 //   attention_bench [--batch N] [--heads N] [--seq N] [--dtype fp16|bf16]   default 4 32 2048 fp16
 //   attention_bench --fp8 [same flags]   only d 128 without dropout or mask: the opt-in FP8 forward
-//       (attention_fp8.h; E4M3 Q, K, V^T, ctx in --dtype), one block per 128 queries and with
-//       persistent CTAs (attention_fp8_set_persistent), beside the best 16-bit forward, TFLOP/s
-//       counted the same way (4 b s^2 heads d)
+//       (attention_fp8.h; E4M3 Q, K, V^T, ctx in --dtype) with 128- and 192-key tiles, each with
+//       one block per 128 queries and with persistent CTAs (attention_fp8_set_block_n,
+//       attention_fp8_set_persistent), beside the best 16-bit forward, TFLOP/s counted the same
+//       way (4 b s^2 heads d)
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -131,19 +132,30 @@ static void bench_fp8(int batch, int heads, int seq, DType dtype) {
     fp8_case.scale_inv = dev_alloc(sizeof scale_inv);
     CUDA_CHECK(cudaMemcpy(fp8_case.scale_inv, scale_inv, sizeof scale_inv, cudaMemcpyHostToDevice));
     fp8_case.ctx = c.ctx, fp8_case.lse = c.lse;
-    // Both launches of the FP8 forward: one block per 128 queries, and persistent CTAs
-    // (attention_fp8_set_persistent); the setting is restored afterwards.
-    const int previous = attention_fp8_set_persistent(0);
-    const double ms8 = median_ms(fwd_fp8, &c);
-    attention_fp8_set_persistent(1);
-    const double ms8_persistent = median_ms(fwd_fp8, &c);
-    attention_fp8_set_persistent(previous);
     printf("d 128, no dropout, not causal, ctx in %s: forward ms TFLOP/s\n", dtype_name(dtype));
-    printf("  %-46s %8.3f %7.0f\n", attention_kernel_name(ATTENTION_FORWARD, d), ms16, flops / ms16 / 1e9);
-    printf("  %-46s %8.3f %7.0f   (%.2fx the 16-bit forward's speed)\n", "FP8 E4M3 forward (flash_forward_fp8.cu)", ms8,
-           flops / ms8 / 1e9, ms16 / ms8);
-    printf("  %-46s %8.3f %7.0f   (%.2fx the 16-bit forward's speed)\n", "FP8 E4M3 forward, persistent CTAs",
-           ms8_persistent, flops / ms8_persistent / 1e9, ms16 / ms8_persistent);
+    printf("  %-52s %8.3f %7.0f\n", attention_kernel_name(ATTENTION_FORWARD, d), ms16, flops / ms16 / 1e9);
+    // The FP8 forward's launches: 128- and 192-key tiles (attention_fp8_set_block_n; 192 not
+    // under ATTENTION_FP8_STAGES=4, which it does not fit), each with one block per 128 queries
+    // and with persistent CTAs (attention_fp8_set_persistent); the settings are restored after.
+    const char *stages = getenv("ATTENTION_FP8_STAGES");
+    const int wide_fits = !(stages && !strcmp(stages, "4"));
+    const int previous_block_n = attention_fp8_set_block_n(128), previous_persistent = attention_fp8_set_persistent(0);
+    for (int block_n = 128; block_n <= 192; block_n += 64) {
+        if (block_n == 192 && !wide_fits) {
+            printf("  (192-key tiles: not with ATTENTION_FP8_STAGES=4)\n");
+            continue;
+        }
+        attention_fp8_set_block_n(block_n);
+        for (int persistent = 0; persistent <= 1; persistent++) {
+            attention_fp8_set_persistent(persistent);
+            const double ms8 = median_ms(fwd_fp8, &c);
+            char name[64];
+            snprintf(name, sizeof name, "FP8 E4M3 forward, %d-key tiles%s", block_n, persistent ? ", persistent" : "");
+            printf("  %-52s %8.3f %7.0f   (%.2fx the 16-bit forward's speed)\n", name, ms8, flops / ms8 / 1e9,
+                   ms16 / ms8);
+        }
+    }
+    attention_fp8_set_block_n(previous_block_n), attention_fp8_set_persistent(previous_persistent);
     dev_free(c.qkv), dev_free(c.ctx), dev_free(c.lse);
     dev_free(fp8_case.q), dev_free(fp8_case.k), dev_free(fp8_case.vt), dev_free(fp8_case.scale_inv);
 }

@@ -99,6 +99,16 @@ void attention_forward_fp8(const AttentionFp8Problem *p, const uint8_t *q, const
 // Not thread-safe: set it between launches from one host thread.
 int attention_fp8_set_persistent(int persistent);
 
+// Keys per tile of the kernel: 128 (the default) or 192 (S's accumulators 1.5 times as wide,
+// half as many online-softmax rescales and turns per key; 185 KiB of shared memory at 3
+// stages, so with 192 ATTENTION_FP8_STAGES=4 stops with a message). The tile width changes
+// where the running maximum is taken, so it changes P's E4M3 rounding and ctx's low bits (not
+// lse beyond float rounding). The setting starts as the environment variable
+// ATTENTION_FP8_BLOCK_N says ("128", the default when unset or empty; "192"; anything else stops
+// with a message). Sets it to block_n (128 or 192; anything else stops with a message) and
+// returns the previous setting. Not thread-safe, as attention_fp8_set_persistent.
+int attention_fp8_set_block_n(int block_n);
+
 #ifdef __cplusplus
 }
 #endif

@@ -3,7 +3,8 @@
 // reduced form (it is opt-in and new: correctness first, then speed):
 //   block: 128 queries of one head (grid: query blocks x batch * heads), 384 threads;
 //   producer (warpgroup 0): one thread issues the TMA copies of Q once and of K and V^T tile by
-//     tile (128 keys) into two stages each, as soon as both consumers have released a stage;
+//     tile (128 keys; 192 with ATTENTION_FP8_BLOCK_N=192) into two stages each (or 3 or 4:
+//     ATTENTION_FP8_STAGES), as soon as both consumers have released a stage;
 //   consumers (warpgroups 1, 2; 64 queries each): per tile of keys, S = Q K^T (4 wgmmas of k 32,
 //     e4m3 x e4m3, float accumulators), the online softmax in registers, P converted to E4M3
 //     and permuted into the A operand's layout (below), O += P V (4 wgmmas, A from registers,
@@ -21,7 +22,9 @@
 // for O = P V - the only layout wgmma takes for FP8 operands. 16 KiB + stages x (16 + 16) KiB +
 // 1 KiB alignment = 81 KiB with 2 stages (the default), 113 with 3, 145 with 4
 // (ATTENTION_FP8_STAGES, attention_fp8.h: a deeper K/V ring was no faster on an H200,
-// docs/results.md#h200-eighth, so 2 stays the default).
+// docs/results.md#h200-eighth, so 2 stays the default). With 192-key tiles (ATTENTION_FP8_BLOCK_N,
+// not yet measured) K is 192 rows (24 KiB) and V^T two panels of 128 keys (32 KiB, its last 64
+// keys unused: k_tile_bytes below): 129 KiB at 2 stages, 185 at 3; 4 do not fit.
 //
 // P from the score accumulator to the FP8 A operand (FlashAttention-3, section 3.3). Per warp
 // (16 rows of the warpgroup's 64), lane = 4 g + c, one 32-key step kk of the tile:
@@ -80,15 +83,34 @@
 namespace {
 
 constexpr int HEAD_DIM = 128;                 // the only head dim
-constexpr int BLOCK_M = 128, BLOCK_N = 128;   // queries per block (64 per consumer), keys per tile
+constexpr int BLOCK_M = 128;                  // queries per block (64 per consumer)
+// Keys per tile (the kernel's BLOCK_N): 128 (the default) or 192 (ATTENTION_FP8_BLOCK_N,
+// attention_fp8.h). S's accumulators grow with it (BLOCK_N / 2 floats per consumer thread: 96
+// at 192, with O's 64 and P's BLOCK_N / 8 registers well inside the 240; 256 keys would need
+// 128 + 64 + 32 at once, while S of tile t and P_(t-1) V are in flight together: too many).
+constexpr int BLOCK_N_DEFAULT = 128, BLOCK_N_WIDE = 192;
 constexpr int THREADS = 384;                  // producer + two consumer warpgroups
 constexpr int PRODUCER_REGS = 24, CONSUMER_REGS = 240;  // as the 16-bit kernel's (setmaxnreg)
 constexpr int TILE_BYTES = 128 * 128;         // one operand tile: 128 rows x 128 one-byte values
 constexpr int MAX_STAGES = 4;  // K/V ring depth: 2 (the default), 3 or 4 (ATTENTION_FP8_STAGES)
-// Q, a ring of K and one of V^T, and the alignment to the swizzle period.
-constexpr int smem_bytes(int stages) { return (1 + 2 * stages) * TILE_BYTES + 1024; }
+// A K tile: block_n rows of 128 bytes (one 128-byte-swizzled panel, any number of rows). A V^T
+// tile: its rows are the 128 dims and its keys contiguous, and a 128-byte-swizzled row holds
+// 128 keys, so block_n keys take block_n / 128 panels rounded up, one TMA box of 128 keys each.
+// At 192 keys the second panel's last 64 keys are loaded but never read (keys of the next
+// tile, or zeros past seq): 1/6 more V traffic, for a layout the 128-key panels already have.
+constexpr int k_tile_bytes(int block_n) { return block_n * 128; }
+constexpr int vt_panels(int block_n) { return (block_n + 127) / 128; }
+constexpr int vt_tile_bytes(int block_n) { return vt_panels(block_n) * TILE_BYTES; }
+// Q, a ring of K and one of V^T, and the alignment to the swizzle period: with 128-key tiles
+// 16 KiB + stages x 32 KiB + 1 KiB; with 192-key tiles 16 + stages x (24 + 32) + 1 (185 KiB at
+// 3 stages; 4 do not fit).
+constexpr int smem_bytes(int stages, int block_n) {
+    return TILE_BYTES + stages * (k_tile_bytes(block_n) + vt_tile_bytes(block_n)) + 1024;
+}
+constexpr bool fits_smem(int stages, int block_n) { return smem_bytes(stages, block_n) <= 227 * 1024; }
 [[maybe_unused]] constexpr int TURNS = 3;    // named barriers 3, 4: consumer c's turn to issue
-static_assert(smem_bytes(MAX_STAGES) <= 227 * 1024, "shared memory per block");
+static_assert(fits_smem(MAX_STAGES, BLOCK_N_DEFAULT) && fits_smem(3, BLOCK_N_WIDE), "shared memory per block");
+static_assert(k_tile_bytes(BLOCK_N_WIDE) % 1024 == 0, "tiles start on the swizzle's 1024-byte period");
 static_assert(128 * (PRODUCER_REGS + 2 * CONSUMER_REGS) <= THREADS * (65536 / THREADS / 8 * 8), "register pool");
 
 struct Fp8Barriers {
@@ -113,17 +135,40 @@ struct Fp8Args {
 #define F8_ACC64                                                                                               \
     F8_ACC4(0), F8_ACC4(1), F8_ACC4(2), F8_ACC4(3), F8_ACC4(4), F8_ACC4(5), F8_ACC4(6), F8_ACC4(7), F8_ACC4(8), \
         F8_ACC4(9), F8_ACC4(10), F8_ACC4(11), F8_ACC4(12), F8_ACC4(13), F8_ACC4(14), F8_ACC4(15)
+#define F8_ACC96                                                                                               \
+    F8_ACC64, F8_ACC4(16), F8_ACC4(17), F8_ACC4(18), F8_ACC4(19), F8_ACC4(20), F8_ACC4(21), F8_ACC4(22), F8_ACC4(23)
 #define F8_REGS64                                                                                             \
     "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, "  \
     "%22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, "   \
     "%42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, "   \
     "%62, %63}"
+#define F8_REGS96                                                                                             \
+    "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, "  \
+    "%22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, "   \
+    "%42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, "   \
+    "%62, %63, %64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, %79, %80, %81, "   \
+    "%82, %83, %84, %85, %86, %87, %88, %89, %90, %91, %92, %93, %94, %95}"
 
-// D[64 x 128] (+)= A B^T, A and B in shared memory (D = A B^T when accumulate is 0).
-__device__ __forceinline__ void wgmma_e4m3_ss(float (&d)[16][4], uint64_t a_desc, uint64_t b_desc, int accumulate) {
+// D[64 x N] (+)= A B^T, A and B in shared memory (D = A B^T when accumulate is 0); N = 128 or
+// 192 (the keys of a tile of S).
+template <int N>
+__device__ __forceinline__ void wgmma_e4m3_ss(float (&d)[N / 8][4], uint64_t a_desc, uint64_t b_desc, int accumulate);
+
+template <>
+__device__ __forceinline__ void wgmma_e4m3_ss<128>(float (&d)[16][4], uint64_t a_desc, uint64_t b_desc,
+                                                   int accumulate) {
     asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
                  "wgmma.mma_async.sync.aligned.m64n128k32.f32.e4m3.e4m3 " F8_REGS64 ", %64, %65, p, 1, 1;\n}\n"
                  : F8_ACC64
+                 : "l"(a_desc), "l"(b_desc), "r"(accumulate));
+}
+
+template <>
+__device__ __forceinline__ void wgmma_e4m3_ss<192>(float (&d)[24][4], uint64_t a_desc, uint64_t b_desc,
+                                                   int accumulate) {
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %98, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n192k32.f32.e4m3.e4m3 " F8_REGS96 ", %96, %97, p, 1, 1;\n}\n"
+                 : F8_ACC96
                  : "l"(a_desc), "l"(b_desc), "r"(accumulate));
 }
 
@@ -138,7 +183,9 @@ __device__ __forceinline__ void wgmma_e4m3_rs(float (&d)[16][4], const uint32_t 
 
 #undef F8_ACC4
 #undef F8_ACC64
+#undef F8_ACC96
 #undef F8_REGS64
+#undef F8_REGS96
 
 // Two floats as two E4M3 codes (round to nearest even, saturating to +-448): lo in the low byte.
 // (PTX's cvt puts its first source in the upper byte.)
@@ -149,7 +196,8 @@ __device__ __forceinline__ uint32_t e4m3x2(float lo, float hi) {
 }
 
 // P's 32-key step kk (s[4 kk .. 4 kk + 3], probabilities times 256) as the e4m3 A operand a.
-__device__ __forceinline__ void probabilities_to_operand(const float (&s)[16][4], int kk, const Fp8OperandLanes &pl,
+template <int NB>
+__device__ __forceinline__ void probabilities_to_operand(const float (&s)[NB][4], int kk, const Fp8OperandLanes &pl,
                                                          uint32_t (&a)[4]) {
 #pragma unroll
     for (int half = 0; half < 2; half++) {
@@ -185,7 +233,8 @@ __device__ __forceinline__ void probabilities_to_operand(const float (&s)[16][4]
 //     work tile's Q right after that work tile's first K (whose stage frees up earlier), so
 //     Q, K and the first V of the next work tile arrive while the consumers finish this one;
 //   - the consumers' turns: one round robin over the CTA's whole life (my_turn below).
-template <typename T, int STAGES, bool PERSISTENT>
+// BLOCK_N: keys per tile, 128 or 192 (k_tile_bytes above).
+template <typename T, int STAGES, bool PERSISTENT, int BLOCK_N>
 __global__ void __launch_bounds__(THREADS, 1)
     flash_forward_fp8_kernel(const __grid_constant__ CUtensorMap q_map, const __grid_constant__ CUtensorMap k_map,
                              const __grid_constant__ CUtensorMap vt_map, const __grid_constant__ Fp8Args a) {
@@ -194,8 +243,11 @@ __global__ void __launch_bounds__(THREADS, 1)
     __shared__ Fp8Barriers bars;
     // The swizzle repeats every 1024 bytes: the tiles start on such a boundary.
     unsigned char *q_tile = smem_raw + ((1024 - (smem_addr(smem_raw) & 1023)) & 1023);
-    unsigned char *k_tiles = q_tile + TILE_BYTES;             // STAGES tiles of K
-    unsigned char *v_tiles = k_tiles + STAGES * TILE_BYTES;   // STAGES tiles of V^T
+    static_assert(BLOCK_N == BLOCK_N_DEFAULT || BLOCK_N == BLOCK_N_WIDE, "128 or 192 keys per tile");
+    static_assert(fits_smem(STAGES, BLOCK_N), "shared memory per block");
+    constexpr int K_BYTES = k_tile_bytes(BLOCK_N), VT_BYTES = vt_tile_bytes(BLOCK_N);
+    unsigned char *k_tiles = q_tile + TILE_BYTES;          // STAGES tiles of K
+    unsigned char *v_tiles = k_tiles + STAGES * K_BYTES;   // STAGES tiles of V^T
 
     const int warpgroup = threadIdx.x / 128, lane = threadIdx.x % 32;
     const int seq = a.seq, tiles = (seq + BLOCK_N - 1) / BLOCK_N;  // tiles of keys per work tile
@@ -237,12 +289,14 @@ __global__ void __launch_bounds__(THREADS, 1)
             for (int t = 0; t < tiles; t++, n++) {
                 const int s = n % STAGES, use = n / STAGES;  // stage, and how often it was filled before
                 if (use > 0) mbarrier_wait(&bars.k_empty[s], (use - 1) & 1);
-                mbarrier_arrive_expect_tx(&bars.k_full[s], TILE_BYTES);
-                tma_load_3d(k_tiles + s * TILE_BYTES, &k_map, h * HEAD_DIM, b, t * BLOCK_N, &bars.k_full[s]);
+                mbarrier_arrive_expect_tx(&bars.k_full[s], K_BYTES);
+                tma_load_3d(k_tiles + s * K_BYTES, &k_map, h * HEAD_DIM, b, t * BLOCK_N, &bars.k_full[s]);
                 if (PERSISTENT && t == 0 && j > 0) load_q();
                 if (use > 0) mbarrier_wait(&bars.v_empty[s], (use - 1) & 1);
-                mbarrier_arrive_expect_tx(&bars.v_full[s], TILE_BYTES);
-                tma_load_3d(v_tiles + s * TILE_BYTES, &vt_map, t * BLOCK_N, 0, bh, &bars.v_full[s]);
+                mbarrier_arrive_expect_tx(&bars.v_full[s], VT_BYTES);
+                for (int panel = 0; panel < vt_panels(BLOCK_N); panel++)  // 128 keys each
+                    tma_load_3d(v_tiles + s * VT_BYTES + panel * TILE_BYTES, &vt_map, t * BLOCK_N + 128 * panel, 0,
+                                bh, &bars.v_full[s]);
             }
         };
 #pragma unroll 1
@@ -278,29 +332,30 @@ __global__ void __launch_bounds__(THREADS, 1)
         float o[16][4];
 #pragma unroll
         for (int n = 0; n < 16; n++) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
-        float s[16][4];
-        uint32_t p[4][4];  // P as e4m3 A operands, 32 keys each
+        float s[BLOCK_N / 8][4];
+        uint32_t p[BLOCK_N / 32][4];  // P as e4m3 A operands, 32 keys each
 
         // Key tile t of this work tile is tile kv + t of the ring: its stage and its parity.
         auto stage = [&](int t) { return (kv + t) % STAGES; };
         auto parity = [&](int t) { return ((kv + t) / STAGES) & 1; };
         // S = Q K_t^T: 4 steps of 32 dims (32 bytes into the rows; the hardware applies the swizzle).
         auto issue_scores = [&](int t) {
-            const uint32_t k_addr = smem_addr(k_tiles + stage(t) * TILE_BYTES);
+            const uint32_t k_addr = smem_addr(k_tiles + stage(t) * K_BYTES);
             wgmma_fence();
 #pragma unroll
             for (int kk = 0; kk < HEAD_DIM / 32; kk++)
-                wgmma_e4m3_ss(s, wgmma_descriptor(q_addr + kk * 32, 0, 1024),
+                wgmma_e4m3_ss<BLOCK_N>(s, wgmma_descriptor(q_addr + kk * 32, 0, 1024),
                               wgmma_descriptor(k_addr + kk * 32, 0, 1024), kk > 0);
             wgmma_commit();
         };
-        // O += P V_t: 4 steps of 32 keys; V^T's rows are the 128 output columns, its keys contiguous.
+        // O += P V_t: BLOCK_N / 32 steps of 32 keys; V^T's rows are the 128 output columns, its
+        // keys contiguous, 128 per panel (step kk: panel kk / 4, 32 (kk % 4) bytes into its rows).
         auto issue_output = [&](int t) {
-            const uint32_t v_addr = smem_addr(v_tiles + stage(t) * TILE_BYTES);
+            const uint32_t v_addr = smem_addr(v_tiles + stage(t) * VT_BYTES);
             wgmma_fence();
 #pragma unroll
             for (int kk = 0; kk < BLOCK_N / 32; kk++)
-                wgmma_e4m3_rs(o, p[kk], wgmma_descriptor(v_addr + kk * 32, 0, 1024));
+                wgmma_e4m3_rs(o, p[kk], wgmma_descriptor(v_addr + (kk / 4) * TILE_BYTES + (kk % 4) * 32, 0, 1024));
             wgmma_commit();
         };
         // flash_common.cuh's online-softmax step, never causal, with P multiplied by 2^8 (the
@@ -441,6 +496,20 @@ int fp8_persistent() {
     return fp8_persistent_setting;
 }
 
+// Keys per tile: 0 until ATTENTION_FP8_BLOCK_N was read (attention_fp8.h), then 128 or 192
+// (attention_fp8_set_block_n may change it).
+int fp8_block_n_setting = 0;
+
+int fp8_block_n() {
+    if (!fp8_block_n_setting) {
+        const char *env = getenv("ATTENTION_FP8_BLOCK_N");
+        if (!env || !*env || !strcmp(env, "128")) fp8_block_n_setting = BLOCK_N_DEFAULT;
+        else if (!strcmp(env, "192")) fp8_block_n_setting = BLOCK_N_WIDE;
+        else fail_user("ATTENTION_FP8_BLOCK_N must be 128 or 192 (or unset), not \"%s\"", env);
+    }
+    return fp8_block_n_setting;
+}
+
 // The persistent grid: one CTA per SM (one is all an SM holds: 384 threads at 168 registers on
 // average), never more than there are work tiles (every CTA needs one: the consumers' turns).
 int fp8_persistent_grid(int work_tiles) {
@@ -450,10 +519,10 @@ int fp8_persistent_grid(int work_tiles) {
     return sms < work_tiles ? sms : work_tiles;
 }
 
-template <typename T, int STAGES, bool PERSISTENT>
+template <typename T, int STAGES, bool PERSISTENT, int BLOCK_N>
 void launch_fp8_forward(const AttentionFp8Problem *p, const uint8_t *q, const uint8_t *k, const uint8_t *vt,
                         const Fp8Args &a) {
-    allow_dynamic_smem<flash_forward_fp8_kernel<T, STAGES, PERSISTENT>>(smem_bytes(STAGES));
+    allow_dynamic_smem<flash_forward_fp8_kernel<T, STAGES, PERSISTENT, BLOCK_N>>(smem_bytes(STAGES, BLOCK_N));
     const cuuint64_t row = (cuuint64_t)p->heads * HEAD_DIM, vt_row = (cuuint64_t)attention_fp8_vt_row_stride(p);
     const cuuint64_t qk_dims[3] = {row, (cuuint64_t)p->batch, (cuuint64_t)p->seq};
     const cuuint64_t qk_strides[2] = {row, row * p->batch};
@@ -465,19 +534,39 @@ void launch_fp8_forward(const AttentionFp8Problem *p, const uint8_t *q, const ui
     const int query_blocks = ceil_div(p->seq, BLOCK_M);
     const dim3 grid = PERSISTENT ? dim3(fp8_persistent_grid(query_blocks * p->batch * p->heads))
                                  : dim3(query_blocks, p->batch * p->heads);
-    flash_forward_fp8_kernel<T, STAGES, PERSISTENT><<<grid, THREADS, smem_bytes(STAGES)>>>(q_map, k_map, vt_map, a);
+    flash_forward_fp8_kernel<T, STAGES, PERSISTENT, BLOCK_N>
+        <<<grid, THREADS, smem_bytes(STAGES, BLOCK_N)>>>(q_map, k_map, vt_map, a);
     CHECK_LAUNCH();
 }
 
-// launch_fp8_forward for the ring depth and the persistence asked for.
+// launch_fp8_forward for the persistence asked for.
+template <typename T, int STAGES, int BLOCK_N>
+void launch_fp8_forward_persistent_as_set(const AttentionFp8Problem *p, const uint8_t *q, const uint8_t *k,
+                                          const uint8_t *vt, const Fp8Args &a) {
+    if (fp8_persistent()) launch_fp8_forward<T, STAGES, true, BLOCK_N>(p, q, k, vt, a);
+    else launch_fp8_forward<T, STAGES, false, BLOCK_N>(p, q, k, vt, a);
+}
+
+// launch_fp8_forward for the tile width, ring depth and persistence asked for.
 template <typename T>
 void launch_fp8_forward_as_set(const AttentionFp8Problem *p, const uint8_t *q, const uint8_t *k, const uint8_t *vt,
                                const Fp8Args &a) {
-    const bool persistent = fp8_persistent();
-    switch (fp8_stages()) {
-    case 2: persistent ? launch_fp8_forward<T, 2, true>(p, q, k, vt, a) : launch_fp8_forward<T, 2, false>(p, q, k, vt, a); break;
-    case 3: persistent ? launch_fp8_forward<T, 3, true>(p, q, k, vt, a) : launch_fp8_forward<T, 3, false>(p, q, k, vt, a); break;
-    default: persistent ? launch_fp8_forward<T, 4, true>(p, q, k, vt, a) : launch_fp8_forward<T, 4, false>(p, q, k, vt, a); break;
+    const int stages = fp8_stages();
+    if (fp8_block_n() == BLOCK_N_WIDE) {
+        switch (stages) {
+        case 2: launch_fp8_forward_persistent_as_set<T, 2, BLOCK_N_WIDE>(p, q, k, vt, a); break;
+        case 3: launch_fp8_forward_persistent_as_set<T, 3, BLOCK_N_WIDE>(p, q, k, vt, a); break;
+        default:
+            fail_user("FP8 attention: 192-key tiles (ATTENTION_FP8_BLOCK_N) take 2 or 3 stages (ATTENTION_FP8_STAGES), "
+                      "not %d: 4 do not fit in shared memory",
+                      stages);
+        }
+        return;
+    }
+    switch (stages) {
+    case 2: launch_fp8_forward_persistent_as_set<T, 2, BLOCK_N_DEFAULT>(p, q, k, vt, a); break;
+    case 3: launch_fp8_forward_persistent_as_set<T, 3, BLOCK_N_DEFAULT>(p, q, k, vt, a); break;
+    default: launch_fp8_forward_persistent_as_set<T, 4, BLOCK_N_DEFAULT>(p, q, k, vt, a); break;
     }
 }
 
@@ -532,5 +621,13 @@ int attention_fp8_set_persistent(int persistent) {
         fail_user("attention_fp8_set_persistent: persistent must be 0 or 1, not %d", persistent);
     const int previous = fp8_persistent();
     fp8_persistent_setting = persistent;
+    return previous;
+}
+
+int attention_fp8_set_block_n(int block_n) {
+    if (block_n != BLOCK_N_DEFAULT && block_n != BLOCK_N_WIDE)
+        fail_user("attention_fp8_set_block_n: block_n must be 128 or 192, not %d", block_n);
+    const int previous = fp8_block_n();
+    fp8_block_n_setting = block_n;
     return previous;
 }

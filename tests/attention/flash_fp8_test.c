@@ -57,7 +57,7 @@
 #include "tests/test_util.h"
 
 static const double TOL_CTX = 6e-2, TOL_LSE = 1e-4, TOL_EMULATED = 1e-2;
-enum { D = 128, KEY_TILE = 128, CHUNK = 32 };
+enum { D = 128, KEY_TILE = 128, WIDE_KEY_TILE = 192, CHUNK = 32 };  // the kernel's tile widths
 
 // An E4M3 tensor on the host: its codes, its scale_inv, and the dequantised values.
 typedef struct {
@@ -93,11 +93,11 @@ static int key_of_slot(int k) {
 }
 
 // The kernel's arithmetic for one (b, h) on the host, in double except where the kernel rounds:
-// keys in tiles of 128, the running max m (log2 domain) over the tiles so far, P * 2^8 of tile
+// keys in tiles of key_tile (the kernel's: 128 or 192), the running max m (log2 domain) over the tiles so far, P * 2^8 of tile
 // t relative to that max rounded to E4M3, the output rescaled as the max grows; the row sum of
 // the unrounded P. q, k, v: the dequantised values of [seq, batch, heads, D]. ctx likewise.
 static void emulate_fp8_forward(const float *q, const float *k, const float *v, int seq, int batch, int heads,
-                                PRounding rounding, float *ctx) {
+                                int key_tile, PRounding rounding, float *ctx) {
     const double scale_log2 = 1.0 / sqrt((double)D) * 1.4426950408889634;
     const double p_factor = rounding == P_WITHOUT_SCALE ? 1.0 : 256.0;
     double *s = malloc((size_t)seq * sizeof(double)), acc[D];
@@ -115,8 +115,8 @@ static void emulate_fp8_forward(const float *q, const float *k, const float *v, 
                 }
                 double m = -INFINITY, l = 0.0;
                 memset(acc, 0, sizeof acc);
-                for (int t0 = 0; t0 < seq; t0 += KEY_TILE) {
-                    const int t1 = t0 + KEY_TILE < seq ? t0 + KEY_TILE : seq;
+                for (int t0 = 0; t0 < seq; t0 += key_tile) {
+                    const int t1 = t0 + key_tile < seq ? t0 + key_tile : seq;
                     double m_new = m;
                     for (int j = t0; j < t1; j++) m_new = fmax(m_new, s[j]);
                     const double alpha = exp2(m - m_new);
@@ -154,7 +154,7 @@ typedef struct {
 // Q uniform in [-q_range, q_range): the larger, the wider the scores spread (2: standard
 // deviation ~1.3 at d 128, the rows' softmax moderately peaked; 6: ~4, a few keys dominate and
 // most probabilities lie far below the row's largest, where P's E4M3 rounding is coarsest).
-static Case make_case(int seq, int batch, int heads, float q_range) {
+static Case make_case(int seq, int batch, int heads, float q_range, int key_tile) {
     Case cs = {.seq = seq, .batch = batch, .heads = heads};
     const int64_t n = (int64_t)seq * batch * heads * D;
     // Different ranges, so that the three scales differ.
@@ -172,7 +172,8 @@ static Case make_case(int seq, int batch, int heads, float q_range) {
     ref_flash_attention_forward(qkv, seq, batch, heads, D, 0.0f, 0, 0, 0, 64, cs.ref_ctx, cs.ref_lse);
     free(qkv);
     cs.emulated_ctx = malloc((size_t)n * 4);
-    emulate_fp8_forward(cs.q.values, cs.k.values, cs.v.values, seq, batch, heads, P_AS_KERNEL, cs.emulated_ctx);
+    emulate_fp8_forward(cs.q.values, cs.k.values, cs.v.values, seq, batch, heads, key_tile, P_AS_KERNEL,
+                        cs.emulated_ctx);
     return cs;
 }
 
@@ -187,17 +188,19 @@ static void *upload_bytes(const void *host, size_t bytes) {
     return dev;
 }
 
-// One case on the GPU, ctx in dtype dt.
-static void run_case(int seq, int batch, int heads, DType dt, float q_range) {
+// One case on the GPU, ctx in dtype dt, block_n keys per tile (attention_fp8_set_block_n; the
+// emulation takes the same tiles).
+static void run_case_tiles(int seq, int batch, int heads, DType dt, float q_range, int block_n) {
     SKIP_WITHOUT_GPU();
     SKIP_BELOW_CC(90, "the FP8 attention forward (wgmma)");
     if (!attention_fp8_available()) {
         print_message("[ SKIP     ] %s: this build holds no sm_90a code for the FP8 forward\n", __func__);
         skip();
     }
-    print_message(" seed %llu: %s seq %d batch %d heads %d d %d, q in [-%g, %g)\n", (unsigned long long)test_seed(),
-                  dtype_name(dt), seq, batch, heads, D, q_range, q_range);
-    Case cs = make_case(seq, batch, heads, q_range);
+    print_message(" seed %llu: %s seq %d batch %d heads %d d %d, q in [-%g, %g), %d keys per tile\n",
+                  (unsigned long long)test_seed(), dtype_name(dt), seq, batch, heads, D, q_range, q_range, block_n);
+    Case cs = make_case(seq, batch, heads, q_range, block_n);
+    const int previous_block_n = attention_fp8_set_block_n(block_n);
     const AttentionFp8Problem problem = {.seq = seq, .batch = batch, .heads = heads, .head_dim = D, .dtype = dt};
     assert_null(attention_fp8_unsupported(&problem));
     const int64_t n = (int64_t)seq * batch * heads * D, nlse = (int64_t)seq * batch * heads;
@@ -236,6 +239,7 @@ static void run_case(int seq, int batch, int heads, DType dt, float q_range) {
                           d_lse_persistent);
     CUDA_CHECK(cudaDeviceSynchronize());
     attention_fp8_set_persistent(previous_persistent);
+    attention_fp8_set_block_n(previous_block_n);
     uint8_t *ctx_bits_persistent = malloc(n * 2), *lse_bits_persistent = malloc(nlse * 4);
     CUDA_CHECK(cudaMemcpy(ctx_bits_persistent, d_ctx_persistent, n * 2, cudaMemcpyDeviceToHost));
     CUDA_CHECK(cudaMemcpy(lse_bits_persistent, d_lse_persistent, nlse * 4, cudaMemcpyDeviceToHost));
@@ -269,6 +273,19 @@ static void run_case(int seq, int batch, int heads, DType dt, float q_range) {
     free_case(&cs);
 }
 
+static void run_case(int seq, int batch, int heads, DType dt, float q_range) {
+    run_case_tiles(seq, batch, heads, dt, q_range, KEY_TILE);
+}
+
+static void run_wide_case(int seq, int batch, int heads, DType dt, float q_range) {
+    const char *stages = getenv("ATTENTION_FP8_STAGES");
+    if (stages && !strcmp(stages, "4")) {
+        print_message("[ SKIP     ] %s: 192-key tiles take 2 or 3 stages, not ATTENTION_FP8_STAGES=4\n", __func__);
+        skip();
+    }
+    run_case_tiles(seq, batch, heads, dt, q_range, WIDE_KEY_TILE);
+}
+
 static void test_seq128_fp16(void **state) { (void)state, run_case(128, 1, 2, DTYPE_FP16, 2.0f); }
 static void test_seq128_bf16(void **state) { (void)state, run_case(128, 2, 2, DTYPE_BF16, 2.0f); }
 static void test_ragged_seq129_fp16(void **state) { (void)state, run_case(129, 2, 3, DTYPE_FP16, 2.0f); }
@@ -288,8 +305,19 @@ static void test_peaked_seq1000_bf16(void **state) { (void)state, run_case(1000,
 // last work tile). The cases above have fewer work tiles than SMs (one work tile per CTA).
 static void test_persistent_ragged_seq300_bf16(void **state) { (void)state, run_case(300, 4, 24, DTYPE_BF16, 2.0f); }
 static void test_persistent_ragged_seq129_fp16(void **state) { (void)state, run_case(129, 8, 20, DTYPE_FP16, 2.0f); }
-static void test_persistent_seq1000_fp16(void **state) { (void)state, run_case(1000, 2, 12, DTYPE_FP16, 2.0f); }
+static void test_persistent_seq1000_fp16(void **state) { (void)state, run_case(1000, 2, 9, DTYPE_FP16, 2.0f); }
 static void test_persistent_seq128_bf16(void **state) { (void)state, run_case(128, 4, 70, DTYPE_BF16, 2.0f); }
+// 192-key tiles (ATTENTION_FP8_BLOCK_N): seqs ragged against 192 - one tile shorter than 192
+// (129: its second V^T panel partly past seq), a last tile of 1 key (193), of 108 keys (300:
+// its second V^T panel wholly past seq, zeros), of 40 (1000), of 128 (2048, peaked rows) - and
+// one multiple of 192 (384); the persistent comparison in each, more work tiles than SMs in
+// two. 192-key tiles do not fit 4 stages: under ATTENTION_FP8_STAGES=4 these cases skip.
+static void test_wide_ragged_seq129_fp16(void **state) { (void)state, run_wide_case(129, 2, 3, DTYPE_FP16, 2.0f); }
+static void test_wide_ragged_seq193_bf16(void **state) { (void)state, run_wide_case(193, 1, 4, DTYPE_BF16, 2.0f); }
+static void test_wide_ragged_seq300_bf16(void **state) { (void)state, run_wide_case(300, 4, 24, DTYPE_BF16, 2.0f); }
+static void test_wide_seq384_fp16(void **state) { (void)state, run_wide_case(384, 1, 2, DTYPE_FP16, 2.0f); }
+static void test_wide_ragged_seq1000_fp16(void **state) { (void)state, run_wide_case(1000, 2, 9, DTYPE_FP16, 2.0f); }
+static void test_wide_peaked_seq2048_bf16(void **state) { (void)state, run_wide_case(2048, 1, 2, DTYPE_BF16, 6.0f); }
 
 // The comparison's power, on the CPU: the planted bugs' outputs miss the tolerances.
 static void test_a_planted_bug_fails(void **state) {
@@ -300,17 +328,17 @@ static void test_a_planted_bug_fails(void **state) {
     for (int k = 0; k < CHUNK; k++) assert_int_equal(seen[k], 1);
     const int seq = 200, batch = 1, heads = 2;
     const int64_t n = (int64_t)seq * batch * heads * D;
-    Case cs = make_case(seq, batch, heads, 6.0f);  // peaked rows (make_case)
+    Case cs = make_case(seq, batch, heads, 6.0f, KEY_TILE);  // peaked rows (make_case)
     // The correct emulation passes both comparisons, with room to spare.
     const double err_right = rel_error(cs.emulated_ctx, cs.ref_ctx, n);
     print_message("  emulated kernel vs float reference: rel.err %.3e (tol %.1e)\n", err_right, TOL_CTX);
     assert_true(err_right < TOL_CTX / 2);
     float *bad = malloc(n * 4);
-    emulate_fp8_forward(cs.q.values, cs.k.values, cs.v.values, seq, batch, heads, P_KEYS_NOT_PERMUTED, bad);
+    emulate_fp8_forward(cs.q.values, cs.k.values, cs.v.values, seq, batch, heads, KEY_TILE, P_KEYS_NOT_PERMUTED, bad);
     const double err_perm = rel_error(bad, cs.ref_ctx, n);
     print_message("  P's keys not permuted:  rel.err %.3e against the reference, must exceed %.1e\n", err_perm, TOL_CTX);
     assert_true(err_perm > 4 * TOL_CTX);
-    emulate_fp8_forward(cs.q.values, cs.k.values, cs.v.values, seq, batch, heads, P_WITHOUT_SCALE, bad);
+    emulate_fp8_forward(cs.q.values, cs.k.values, cs.v.values, seq, batch, heads, KEY_TILE, P_WITHOUT_SCALE, bad);
     const double err_scale = rel_error(bad, cs.emulated_ctx, n);
     print_message("  (information) P without the factor 256: rel.err %.3e against the emulation\n", err_scale);
     free(bad);
@@ -396,6 +424,9 @@ int main(void) {
         cmocka_unit_test(test_peaked_seq1000_bf16),
         cmocka_unit_test(test_persistent_ragged_seq300_bf16), cmocka_unit_test(test_persistent_ragged_seq129_fp16),
         cmocka_unit_test(test_persistent_seq1000_fp16),       cmocka_unit_test(test_persistent_seq128_bf16),
+        cmocka_unit_test(test_wide_ragged_seq129_fp16),       cmocka_unit_test(test_wide_ragged_seq193_bf16),
+        cmocka_unit_test(test_wide_ragged_seq300_bf16),       cmocka_unit_test(test_wide_seq384_fp16),
+        cmocka_unit_test(test_wide_ragged_seq1000_fp16),      cmocka_unit_test(test_wide_peaked_seq2048_bf16),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
