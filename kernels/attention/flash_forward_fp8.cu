@@ -294,9 +294,18 @@ __global__ void __launch_bounds__(THREADS, 1)
                 if (PERSISTENT && t == 0 && j > 0) load_q();
                 if (use > 0) mbarrier_wait(&bars.v_empty[s], (use - 1) & 1);
                 mbarrier_arrive_expect_tx(&bars.v_full[s], VT_BYTES);
-                for (int panel = 0; panel < vt_panels(BLOCK_N); panel++)  // 128 keys each
-                    tma_load_3d(v_tiles + s * VT_BYTES + panel * TILE_BYTES, &vt_map, t * BLOCK_N + 128 * panel, 0,
-                                bh, &bars.v_full[s]);
+#pragma unroll
+                for (int panel = 0; panel < vt_panels(BLOCK_N); panel++) {  // 128 keys each
+                    // A panel that starts at or past seq (192-key tiles: the second panel of a
+                    // last tile of at most 128 keys) holds only keys whose P is 0: it is loaded
+                    // from the tile's first key instead, so that every box overlaps the tensor
+                    // (its values, finite, are multiplied by zeros and add nothing; a box wholly
+                    // out of bounds is avoided rather than relied on).
+                    // (Panel 0 starts at the tile's first key, < seq.)
+                    const int key0 = t * BLOCK_N + 128 * panel;
+                    tma_load_3d(v_tiles + s * VT_BYTES + panel * TILE_BYTES, &vt_map,
+                                panel == 0 || key0 < seq ? key0 : t * BLOCK_N, 0, bh, &bars.v_full[s]);
+                }
             }
         };
 #pragma unroll 1

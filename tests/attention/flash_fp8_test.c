@@ -309,7 +309,8 @@ static void test_persistent_seq1000_fp16(void **state) { (void)state, run_case(1
 static void test_persistent_seq128_bf16(void **state) { (void)state, run_case(128, 4, 70, DTYPE_BF16, 2.0f); }
 // 192-key tiles (ATTENTION_FP8_BLOCK_N): seqs ragged against 192 - one tile shorter than 192
 // (129: its second V^T panel partly past seq), a last tile of 1 key (193), of 108 keys (300:
-// its second V^T panel wholly past seq, zeros), of 40 (1000), of 128 (2048, peaked rows) - and
+// its second V^T panel would lie wholly past seq and is loaded from the tile's first key
+// instead), of 40 (1000), of 128 (2048, peaked rows; the same as 300) - and
 // one multiple of 192 (384); the persistent comparison in each, more work tiles than SMs in
 // two. 192-key tiles do not fit 4 stages: under ATTENTION_FP8_STAGES=4 these cases skip.
 static void test_wide_ragged_seq129_fp16(void **state) { (void)state, run_wide_case(129, 2, 3, DTYPE_FP16, 2.0f); }
