@@ -247,3 +247,12 @@ void layer_inputs_round(const LayerConfig *c, LayerInputs *in) {
     round_to_dtype(in->x, n, c->dtype);
     round_to_dtype(in->dy, n, c->dtype);
 }
+
+void layer_problem_init_random(const LayerConfig *c, LayerParams *p, LayerInputs *in) {
+    layer_params_alloc(c, p);
+    layer_params_init_random(c, c->seed, p);
+    layer_params_round(c, p);
+    layer_inputs_alloc(c, in);
+    layer_inputs_init_random(c, c->seed + 1, in);
+    layer_inputs_round(c, in);
+}

@@ -140,6 +140,10 @@ void layer_results_free(LayerResults *r);
 void round_to_dtype(float *x, int64_t n, DType dtype);
 void layer_params_round(const LayerConfig *cfg, LayerParams *p);
 void layer_inputs_round(const LayerConfig *cfg, LayerInputs *in);
+// The random problem every check and timing uses: parameters drawn from cfg->seed and inputs
+// from cfg->seed + 1 (layer_*_init_random), each allocated here and rounded to cfg->dtype.
+// Free with layer_params_free and layer_inputs_free.
+void layer_problem_init_random(const LayerConfig *cfg, LayerParams *p, LayerInputs *in);
 
 // Fill with uniform values in [lo, hi) from a Philox stream keyed by (seed, stream).
 void fill_uniform(float *x, int64_t n, float lo, float hi, uint64_t seed, uint64_t stream);

@@ -105,25 +105,34 @@ static uint8_t *random_e4m3_device(int64_t n, uint64_t seed) {
     return dev;
 }
 
-// --fp8: the 16-bit forward (set A, d 128, neither dropping nor causal) and the FP8 forward.
-static void bench_fp8(int batch, int heads, int seq, DType dtype) {
-    const int d = 128;
-    const double flops = 4.0 * batch * (double)seq * seq * heads * d;
-    int64_t nqkv = (int64_t)seq * batch * heads * 3 * d, nctx = nqkv / 3;
+// A case's problem (stops with a message if attention cannot run it) and its buffers: qkv of
+// uniform values in [-1, 1), ctx and lse; with_backward also dctx (qkv's first values) and dqkv.
+static Case new_case(int batch, int heads, int seq, int d, DType dtype, int with_backward) {
+    const int64_t nqkv = (int64_t)seq * batch * heads * 3 * d, nctx = nqkv / 3;
     float *h = xmalloc((size_t)nqkv * sizeof(float));
     fill_uniform(h, nqkv, -1.0f, 1.0f, 5, 1);
     Case c = {.problem = {.seq = seq, .batch = batch, .heads = heads, .head_dim = d, .dtype = dtype}};
     const char *why = attention_unsupported(&c.problem);
     if (why) fail_user("%s", why);
     c.qkv = dev_upload(h, nqkv, dtype);
+    if (with_backward) c.dctx = dev_upload(h, nctx, dtype), c.dqkv = dev_alloc((size_t)nqkv * 2);
     free(h);
     c.ctx = dev_alloc((size_t)nctx * 2);
     c.lse = dev_alloc((size_t)seq * batch * heads * sizeof(float));
+    return c;
+}
+
+// --fp8: the 16-bit forward (set A, d 128, neither dropping nor causal) and the FP8 forward.
+static void bench_fp8(int batch, int heads, int seq, DType dtype) {
+    const int d = 128;
+    const double flops = 4.0 * batch * (double)seq * seq * heads * d;
+    const int64_t nctx = (int64_t)seq * batch * heads * d;
+    Case c = new_case(batch, heads, seq, d, dtype, 0);
     attention_set_kernels(ATTENTION_KERNELS_BEST);
     const double ms16 = median_ms(fwd, &c);
 
     fp8_case.problem = (AttentionFp8Problem){.seq = seq, .batch = batch, .heads = heads, .head_dim = d, .dtype = dtype};
-    why = attention_fp8_unsupported(&fp8_case.problem);
+    const char *why = attention_fp8_unsupported(&fp8_case.problem);
     if (why) fail_user("%s", why);
     const int64_t vt_row = attention_fp8_vt_row_stride(&fp8_case.problem);
     fp8_case.q = random_e4m3_device(nctx, 6), fp8_case.k = random_e4m3_device(nctx, 7);
@@ -205,17 +214,7 @@ int main(int argc, char **argv) {
     printf("%4s %8s %7s |\n", "d", "dropout", "causal");
     for (int di = 0; di < 2; di++) {
         int d = dims[di];
-        int64_t nqkv = (int64_t)seq * batch * heads * 3 * d, nctx = nqkv / 3;
-        float *h = xmalloc((size_t)nqkv * sizeof(float));
-        fill_uniform(h, nqkv, -1.0f, 1.0f, 5, 1);
-        Case c = {.problem = {.seq = seq, .batch = batch, .heads = heads, .head_dim = d, .dtype = dtype}};
-        const char *why = attention_unsupported(&c.problem);
-        if (why) fail_user("%s", why);
-        c.qkv = dev_upload(h, nqkv, dtype);
-        c.dctx = dev_upload(h, nctx, dtype);
-        free(h);
-        c.ctx = dev_alloc((size_t)nctx * 2), c.dqkv = dev_alloc((size_t)nqkv * 2);
-        c.lse = dev_alloc((size_t)seq * batch * heads * sizeof(float));
+        Case c = new_case(batch, heads, seq, d, dtype, 1);
         AttentionProblem deterministic = c.problem;  // the larger workspace serves both backwards
         deterministic.deterministic = 1;
         c.workspace = dev_alloc(attention_backward_workspace_bytes(&deterministic));

@@ -5,7 +5,8 @@
 //
 // What it computes, per batch entry b, head h and query i (d = 128):
 //   S[i][j] = (Q8[i] . K8[j]) * q_scale_inv * k_scale_inv             (FP8 products, float sums)
-//   P[i][j] = exp(S[i][j] / sqrt(d) - max_j) (the online softmax, in float)
+//   P[i][j] = exp(S[i][j] / sqrt(d) - m_i), m_i = max over keys j' of S[i][j'] / sqrt(d)
+//             (the online softmax's running maximum, in float)
 //   O[i]    = sum_j fp8(P[i][j] * 256) * V8[j] * v_scale_inv / sum_j (P[i][j] * 256)
 //   lse[i]  = ln(sum_j exp(S[i][j] / sqrt(d)))
 // Q8, K8, V8 are the E4M3 codes, x ~ code * scale_inv (common/fp8/fp8_format.h: an FP8 tensor is
@@ -16,12 +17,13 @@
 // so that probabilities down to 2^-14 of the row's largest stay normal E4M3 numbers (E4M3's
 // smallest normal is 2^-6, its largest 448 > 256): without it, keys whose scores lie more than
 // ln 64 ~ 4.2 below the row's maximum would become subnormals with steps of 2^-9 (1 to 3
-// significant bits). On random test data this changes O by only ~0.4% (the rows' mass lies near
-// their maxima; tests/attention/flash_fp8_test.c prints it), but it is free (TE's FP8 attention
-// likewise gives P a scale of its own before its cast, its "S" scale). The row sum is taken over the float
-// probabilities (times the same 256), so the factor cancels in O = acc / sum. What remains is
-// P's rounding to 3 mantissa bits (relative error <= 2^-4 per element, random in sign), which
-// is what distinguishes this from float attention on the dequantised Q, K, V.
+// significant bits). On random test data this changes O by only ~0.4% (the rows' mass lies
+// near their maxima; tests/attention/flash_fp8_test.c prints it: 3.8e-3 on an H200,
+// docs/results.md#h200-eighth), but it is free (TE's FP8 attention likewise gives P a scale of
+// its own before its cast, its "S" scale). The row sum is taken over the float probabilities
+// (times the same 256), so the factor cancels in O = acc / sum. What remains is P's rounding
+// to 3 mantissa bits (relative error <= 2^-4 per element, random in sign), which is what
+// distinguishes this from float attention on the dequantised Q, K, V.
 //
 // Tensors (row-major, token (s, b) = row s * batch + b, as attention.h's):
 //   q, k   [seq, batch, heads, 128] E4M3 codes (uint8), packed (row of a token: heads * 128 bytes)
@@ -34,7 +36,7 @@
 //          never read.
 //   ctx    [seq, batch, heads, 128] fp16 or bf16 (dtype): O, packed.
 //   lse    [batch, heads, seq] float, the natural-log logsumexp of each query's scaled scores
-//          (exactly what attention_forward writes, so the 16-bit backward could use it).
+//          (exactly what attention_forward writes; step 05's 16-bit backward uses it).
 //   q_scale_inv, k_scale_inv, v_scale_inv: DEVICE pointers to one float each (the scale_inv of
 //          each tensor, FP8_META_SCALE_INV of kernels/fp8/fp8_cast.h's meta arrays: delayed
 //          scaling keeps them on the GPU, so the launch needs no copy to the host).

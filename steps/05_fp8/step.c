@@ -78,14 +78,15 @@ static const char *fp8_attention_unsupported(const LayerConfig *c) {
     static char why[400];
     if (c->attn_dropout > 0.0f) {
         snprintf(why, sizeof why, "--fp8-attention: the FP8 attention forward has no dropout, and attention dropout "
-                 "is %g (the quickstart's default is 0.1): add --dropout 0", c->attn_dropout);
+                 "is %g: set it to 0 (--dropout 0, or --attn-dropout 0 to keep the hidden dropout; the "
+                 "quickstart's default for both is 0.1)", c->attn_dropout);
         return why;
     }
     if (c->causal) return "--fp8-attention: the FP8 attention forward has no causal mask: drop --causal";
     const AttentionFp8Problem p = fp8_attention_problem(c);
     if (p.head_dim != 128) {
         snprintf(why, sizeof why, "--fp8-attention: the FP8 attention forward needs head_dim 128 (hidden / heads), "
-                 "not %d (for --check: --preset small --heads 2 gives 256 / 2 = 128)", p.head_dim);
+                 "not %d (e.g. --preset small --heads 2 gives 256 / 2 = 128)", p.head_dim);
         return why;
     }
     const char *kernel_why = attention_fp8_unsupported(&p);
@@ -334,7 +335,8 @@ const StepOps STEP_05_FP8 = {
                   "  --fp8-log FILE             write every FP8 tensor's amax and scale per step (CSV)\n"
                   "  --fp8-attention            attention's forward in FP8 too (opt-in): Q, K, V cast to E4M3\n"
                   "                             with delayed scaling, the FP8 flash forward (Hopper, compute\n"
-                  "                             capability 9.0; head_dim 128; needs --dropout 0; not --causal);\n"
+                  "                             capability 9.0, a build with sm_90a code; head_dim 128; attention\n"
+                  "                             dropout 0: --dropout 0 or --attn-dropout 0; not --causal);\n"
                   "                             the backward stays 16-bit. --check's tolerance grows by 5e-2\n",
     .tolerance = tolerance,
     .min_cc = GPU_ARCH_MIN_FP8,

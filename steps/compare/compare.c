@@ -552,24 +552,14 @@ int main(int argc, char **argv) {
         if (!flags.skip_check) {
             LayerParams p;
             LayerInputs in;
-            layer_params_alloc(&check_cfg, &p);
-            layer_params_init_random(&check_cfg, check_cfg.seed, &p);
-            layer_params_round(&check_cfg, &p);
-            layer_inputs_alloc(&check_cfg, &in);
-            layer_inputs_init_random(&check_cfg, check_cfg.seed + 1, &in);
-            layer_inputs_round(&check_cfg, &in);
+            layer_problem_init_random(&check_cfg, &p, &in);
             step_check(step, &check_cfg, &p, &in, NULL, &check);
             layer_params_free(&p);
             layer_inputs_free(&in);
         }
         LayerParams params;
         LayerInputs inputs;
-        layer_params_alloc(cfg, &params);
-        layer_params_init_random(cfg, cfg->seed, &params);
-        layer_params_round(cfg, &params);
-        layer_inputs_alloc(cfg, &inputs);
-        layer_inputs_init_random(cfg, cfg->seed + 1, &inputs);
-        layer_inputs_round(cfg, &inputs);
+        layer_problem_init_random(cfg, &params, &inputs);
         row->report = step_time(step, cfg, &params, &inputs, o.warmup, o.iters, o.breakdown);
         CategoryWork work;
         row->floor_total_ms = step_floors(step, cfg, &rates, &work, row->floor_ms);

@@ -57,12 +57,7 @@ static void measure(const char *layer, TrainStepQ step, DType dtype) {
     c.dtype = dtype;
     LayerParams p;
     LayerInputs in;
-    layer_params_alloc(&c, &p);
-    layer_params_init_random(&c, c.seed, &p);
-    layer_params_round(&c, &p);
-    layer_inputs_alloc(&c, &in);
-    layer_inputs_init_random(&c, c.seed + 1, &in);
-    layer_inputs_round(&c, &in);
+    layer_problem_init_random(&c, &p, &in);
     LayerResults fp8, perturbed, exact;
     layer_results_alloc(&c, &fp8), layer_results_alloc(&c, &perturbed), layer_results_alloc(&c, &exact);
     RefQuantizer q = fp8_first_step_quantizer(&recipe);
@@ -161,12 +156,7 @@ static void measure_fp8_attention(DType dtype) {
     c.heads = 2, c.attn_dropout = c.hidden_dropout = 0.0f, c.dtype = dtype;  // --check's for the flag
     LayerParams p;
     LayerInputs in;
-    layer_params_alloc(&c, &p);
-    layer_params_init_random(&c, c.seed, &p);
-    layer_params_round(&c, &p);
-    layer_inputs_alloc(&c, &in);
-    layer_inputs_init_random(&c, c.seed + 1, &in);
-    layer_inputs_round(&c, &in);
+    layer_problem_init_random(&c, &p, &in);
     LayerResults plain, emulated;
     layer_results_alloc(&c, &plain), layer_results_alloc(&c, &emulated);
     RefQuantizer q = fp8_first_step_quantizer(&recipe), q_attn = q;

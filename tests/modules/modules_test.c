@@ -245,12 +245,7 @@ static void whole_step(const StepOps *step, DType dt, int causal) {
     cfg.dtype = dt, cfg.causal = causal, cfg.seed = test_seed();
     LayerParams p;
     LayerInputs in;
-    layer_params_alloc(&cfg, &p);
-    layer_params_init_random(&cfg, cfg.seed, &p);
-    layer_params_round(&cfg, &p);
-    layer_inputs_alloc(&cfg, &in);
-    layer_inputs_init_random(&cfg, cfg.seed + 1, &in);
-    layer_inputs_round(&cfg, &in);
+    layer_problem_init_random(&cfg, &p, &in);
     StepReport r = {0};
     step_check(step, &cfg, &p, &in, stdout, &r);
     print_message(" step %s %s causal %d: max rel.err %.3e\n", step->id, dtype_name(dt), causal, r.max_rel_error);
@@ -301,12 +296,7 @@ static void deterministic_step(const StepOps *step, DType dt, int causal) {
         cfg.seq = seq;
         LayerParams p;
         LayerInputs in;
-        layer_params_alloc(&cfg, &p);
-        layer_params_init_random(&cfg, cfg.seed, &p);
-        layer_params_round(&cfg, &p);
-        layer_inputs_alloc(&cfg, &in);
-        layer_inputs_init_random(&cfg, cfg.seed + 1, &in);
-        layer_inputs_round(&cfg, &in);
+        layer_problem_init_random(&cfg, &p, &in);
         if (seq == 128) {
             StepReport r = {0};
             step_check(step, &cfg, &p, &in, stdout, &r);

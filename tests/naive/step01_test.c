@@ -18,13 +18,8 @@ static void run_case(const char *preset, DType dt, int causal) {
     print_message("  %s %s%s\n", preset, dtype_name(dt), causal ? " causal" : "");
 
     LayerParams params;
-    layer_params_alloc(&cfg, &params);
-    layer_params_init_random(&cfg, cfg.seed, &params);
-    layer_params_round(&cfg, &params);
     LayerInputs in;
-    layer_inputs_alloc(&cfg, &in);
-    layer_inputs_init_random(&cfg, cfg.seed + 1, &in);
-    layer_inputs_round(&cfg, &in);
+    layer_problem_init_random(&cfg, &params, &in);
 
     // Step index 2: dropout masks other than step 0's (what --check uses).
     const uint64_t step = 2;

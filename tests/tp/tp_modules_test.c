@@ -88,12 +88,7 @@ static void check_variant(TpLayerKind layer, int sp, DType dtype) {
     LayerParams p;
     LayerInputs in;
     LayerResults ref;
-    layer_params_alloc(&c, &p);
-    layer_params_init_random(&c, c.seed, &p);
-    layer_params_round(&c, &p);
-    layer_inputs_alloc(&c, &in);
-    layer_inputs_init_random(&c, c.seed + 1, &in);
-    layer_inputs_round(&c, &in);
+    layer_problem_init_random(&c, &p, &in);
     layer_results_alloc(&c, &ref);
     tp_variant_reference(&v)(&c, &p, &in, 0, &ref);
     int failed = 0;
