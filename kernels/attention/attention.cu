@@ -15,6 +15,7 @@
 #include "common/gpu/gpu.h"
 #include "common/gpu/gpu_phase.h"
 #include "kernels/attention/attention.h"
+#include "kernels/attention/env_switch.h"
 #include "kernels/attention/flash_kernels.cuh"
 #include "kernels/device_utils.cuh"
 
@@ -132,51 +133,7 @@ static AttentionDevice this_device(void) {
     return device;
 }
 
-// ---- the switches (attention.h): environment variables read once, each by env_choice -------
-// One of a switch's spellings and the value it stands for.
-struct EnvChoice {
-    const char *spelling;
-    int value;
-};
-
-// The value of the environment variable `name` among its `n` choices; `unset` when it is unset
-// or empty. Anything else stops the program, naming the variable, its choices and what it got.
-static int env_choice(const char *name, const EnvChoice *choices, int n, int unset) {
-    const char *v = getenv(name);
-    if (!v || !*v) return unset;
-    char spellings[160] = "";
-    for (int i = 0; i < n; i++) {
-        if (strcmp(v, choices[i].spelling) == 0) return choices[i].value;
-        const char *sep = i == 0 ? "" : i == n - 1 ? " or " : ", ";
-        strncat(spellings, sep, sizeof spellings - strlen(spellings) - 1);
-        strncat(spellings, choices[i].spelling, sizeof spellings - strlen(spellings) - 1);
-    }
-    fail_user("%s must be %s (or unset), not \"%s\"", name, spellings, v);
-}
-
-// A switch: its environment variable read once, at the first use, unless a setter (where it
-// has one) came first. `value` holds the default until then.
-struct Switch {
-    const char *name;  // the environment variable
-    const EnvChoice *choices;
-    int count;
-    int value;
-    bool known;
-};
-#define SWITCH(name, choices, default_value) {name, choices, (int)(sizeof choices / sizeof choices[0]), default_value, false}
-
-static int switch_value(Switch &s) {
-    if (!s.known) s.value = env_choice(s.name, s.choices, s.count, s.value), s.known = true;
-    return s.value;
-}
-
-// The setters' common part: the switch takes `value` from now on; returns the previous value.
-static int switch_set(Switch &s, int value) {
-    const int previous = switch_value(s);
-    s.value = value;
-    return previous;
-}
-
+// ---- the switches (attention.h): environment variables read once (env_switch.h) -----------
 // The best set's backward at head dim 64 (ATTENTION_D64_BACKWARD, attention.h; read once):
 // unset, each pass's faster wgmma kernel (below); or the wgmma kernel with dQ over each
 // warpgroup's own keys, or by turns, for every pass; or the mma.sync kernel.

@@ -83,9 +83,9 @@ int attention_fp8_available(void);
 
 // ctx and lse from the E4M3 q, k, vt (layouts above). Stops with a clear message if anything is
 // unsupported. Runs on the default stream. The environment variable ATTENTION_FP8_STAGES (read
-// once: "2", the default when unset or empty; "3"; "4"; anything else stops with a message)
-// sets the depth of the kernel's K/V ring in shared memory, for comparisons (3 and 4 were no
-// faster than 2 on an H200: docs/results.md#h200-eighth).
+// once: "2", the default when unset or empty; "3"; "4", with 128-key tiles only; anything else
+// stops with a message) sets the depth of the kernel's K/V ring in shared memory, for
+// comparisons (3 and 4 were no faster than 2 on an H200: docs/results.md#h200-eighth).
 void attention_forward_fp8(const AttentionFp8Problem *p, const uint8_t *q, const uint8_t *k, const uint8_t *vt,
                            const float *q_scale_inv, const float *k_scale_inv, const float *v_scale_inv, void *ctx,
                            float *lse);
@@ -94,19 +94,22 @@ void attention_forward_fp8(const AttentionFp8Problem *p, const uint8_t *q, const
 // blocks of 128 queries of one head, its producer loading the next block's Q, K and V while
 // the consumers finish the current one) or one block per 128 queries (0). Both compute every
 // block the same way, so they give the same bits. The setting starts as the environment
-// variable ATTENTION_FP8_PERSISTENT says (read at the first launch or call here: "1"; "0", the
-// default when unset or empty; anything else stops with a message). Sets it to `persistent`
+// variable ATTENTION_FP8_PERSISTENT says (read at the first launch or call here: "1", the
+// default when unset or empty; "0"; anything else stops with a message). Persistent CTAs were
+// 4-6% faster on an H200 (docs/results.md#h200-ninth). Sets it to `persistent`
 // (0 or 1; anything else stops with a message) and returns the previous setting, so that a
 // caller (tests/attention/flash_fp8_test.c, attention_bench --fp8) can run both and restore it.
 // Not thread-safe: set it between launches from one host thread.
 int attention_fp8_set_persistent(int persistent);
 
-// Keys per tile of the kernel: 128 (the default) or 192 (S's accumulators 1.5 times as wide,
-// half as many online-softmax rescales and turns per key; 185 KiB of shared memory at 3
-// stages, so with 192 ATTENTION_FP8_STAGES=4 stops with a message). The tile width changes
+// Keys per tile of the kernel: 192 (the default) or 128. 192 gives S's accumulators 1.5 times
+// the width and takes two thirds as many online-softmax rescales and turns per key; it needs
+// 185 KiB of shared memory at 3 stages, so with 192 ATTENTION_FP8_STAGES=4 stops with a message.
+// With persistent CTAs 192 was 1-3% faster than 128 on an H200, without them up to 2% slower
+// (docs/results.md#h200-ninth). The tile width changes
 // where the running maximum is taken, so it changes P's E4M3 rounding and ctx's low bits (not
 // lse beyond float rounding). The setting starts as the environment variable
-// ATTENTION_FP8_BLOCK_N says ("128", the default when unset or empty; "192"; anything else stops
+// ATTENTION_FP8_BLOCK_N says ("192", the default when unset or empty; "128"; anything else stops
 // with a message). Sets it to block_n (128 or 192; anything else stops with a message) and
 // returns the previous setting. Not thread-safe, as attention_fp8_set_persistent.
 int attention_fp8_set_block_n(int block_n);

@@ -3,14 +3,14 @@
 // reduced form (it is opt-in and new: correctness first, then speed):
 //   block: 128 queries of one head (grid: query blocks x batch * heads), 384 threads;
 //   producer (warpgroup 0): one thread issues the TMA copies of Q once and of K and V^T tile by
-//     tile (128 keys; 192 with ATTENTION_FP8_BLOCK_N=192) into two stages each (or 3 or 4:
-//     ATTENTION_FP8_STAGES), as soon as both consumers have released a stage;
+//     tile (192 keys by default; 128 with ATTENTION_FP8_BLOCK_N=128) into two stages each (or 3,
+//     or 4 at 128 keys: ATTENTION_FP8_STAGES), as soon as both consumers have released a stage;
 //   consumers (warpgroups 1, 2; 64 queries each): per tile of keys, S = Q K^T (4 wgmmas of k 32,
 //     e4m3 x e4m3, float accumulators), the online softmax in registers, P converted to E4M3
 //     and permuted into the A operand's layout (below), O += P V (4 wgmmas, A from registers,
 //     B = V^T from shared memory). As in the 16-bit kernel, S of tile t and P V of tile t - 1 are
 //     issued together, and the two consumers take turns to issue (ping-pong).
-// Persistent CTAs (one per SM, looping over the blocks above as work tiles) or not:
+// Persistent CTAs (one per SM, looping over the blocks above as work tiles; the default) or not:
 // ATTENTION_FP8_PERSISTENT or attention_fp8_set_persistent (attention_fp8.h; the kernel's
 // comment says what carries over from one work tile to the next).
 // What it leaves out against the 16-bit kernel: causal masks, dropout, 176-key tiles, head dim
@@ -23,8 +23,9 @@
 // 1 KiB alignment = 81 KiB with 2 stages (the default), 113 with 3, 145 with 4
 // (ATTENTION_FP8_STAGES, attention_fp8.h: a deeper K/V ring was no faster on an H200,
 // docs/results.md#h200-eighth, so 2 stays the default). With 192-key tiles (ATTENTION_FP8_BLOCK_N,
-// not yet measured) K is 192 rows (24 KiB) and V^T two panels of 128 keys (32 KiB, its last 64
-// keys unused: k_tile_bytes below): 129 KiB at 2 stages, 185 at 3; 4 do not fit.
+// the default: with persistent CTAs the fastest pair on an H200, docs/results.md#h200-ninth) K is
+// 192 rows (24 KiB) and V^T two panels of 128 keys (32 KiB, its last 64 keys unused: k_tile_bytes
+// below): 129 KiB at 2 stages, 185 at 3; 4 do not fit.
 //
 // P from the score accumulator to the FP8 A operand (FlashAttention-3, section 3.3). Per warp
 // (16 rows of the warpgroup's 64), lane = 4 g + c, one 32-key step kk of the tile:
@@ -73,6 +74,7 @@
 #include "common/gpu/gpu.h"
 #include "kernels/attention/attention_fp8.h"
 #include "kernels/attention/block_order.h"
+#include "kernels/attention/env_switch.h"
 #include "kernels/attention/flash_common.cuh"
 #include "kernels/attention/flash_kernels.cuh"
 #include "kernels/attention/fp8_operand.h"
@@ -84,11 +86,11 @@ namespace {
 
 constexpr int HEAD_DIM = 128;                 // the only head dim
 constexpr int BLOCK_M = 128;                  // queries per block (64 per consumer)
-// Keys per tile (the kernel's BLOCK_N): 128 (the default) or 192 (ATTENTION_FP8_BLOCK_N,
+// Keys per tile (the kernel's BLOCK_N): 192 (the default) or 128 (ATTENTION_FP8_BLOCK_N,
 // attention_fp8.h). S's accumulators grow with it (BLOCK_N / 2 floats per consumer thread: 96
 // at 192, with O's 64 and P's BLOCK_N / 8 registers well inside the 240; 256 keys would need
 // 128 + 64 + 32 at once, while S of tile t and P_(t-1) V are in flight together: too many).
-constexpr int BLOCK_N_DEFAULT = 128, BLOCK_N_WIDE = 192;
+constexpr int BLOCK_N_NARROW = 128, BLOCK_N_WIDE = 192;
 constexpr int THREADS = 384;                  // producer + two consumer warpgroups
 constexpr int PRODUCER_REGS = 24, CONSUMER_REGS = 240;  // as the 16-bit kernel's (setmaxnreg)
 constexpr int TILE_BYTES = 128 * 128;         // one operand tile: 128 rows x 128 one-byte values
@@ -109,7 +111,7 @@ constexpr int smem_bytes(int stages, int block_n) {
 }
 constexpr bool fits_smem(int stages, int block_n) { return smem_bytes(stages, block_n) <= 227 * 1024; }
 [[maybe_unused]] constexpr int TURNS = 3;    // named barriers 3, 4: consumer c's turn to issue
-static_assert(fits_smem(MAX_STAGES, BLOCK_N_DEFAULT) && fits_smem(3, BLOCK_N_WIDE), "shared memory per block");
+static_assert(fits_smem(MAX_STAGES, BLOCK_N_NARROW) && fits_smem(3, BLOCK_N_WIDE), "shared memory per block");
 static_assert(k_tile_bytes(BLOCK_N_WIDE) % 1024 == 0, "tiles start on the swizzle's 1024-byte period");
 static_assert(128 * (PRODUCER_REGS + 2 * CONSUMER_REGS) <= THREADS * (65536 / THREADS / 8 * 8), "register pool");
 
@@ -243,7 +245,7 @@ __global__ void __launch_bounds__(THREADS, 1)
     __shared__ Fp8Barriers bars;
     // The swizzle repeats every 1024 bytes: the tiles start on such a boundary.
     unsigned char *q_tile = smem_raw + ((1024 - (smem_addr(smem_raw) & 1023)) & 1023);
-    static_assert(BLOCK_N == BLOCK_N_DEFAULT || BLOCK_N == BLOCK_N_WIDE, "128 or 192 keys per tile");
+    static_assert(BLOCK_N == BLOCK_N_NARROW || BLOCK_N == BLOCK_N_WIDE, "128 or 192 keys per tile");
     static_assert(fits_smem(STAGES, BLOCK_N), "shared memory per block");
     constexpr int K_BYTES = k_tile_bytes(BLOCK_N), VT_BYTES = vt_tile_bytes(BLOCK_N);
     unsigned char *k_tiles = q_tile + TILE_BYTES;          // STAGES tiles of K
@@ -479,45 +481,19 @@ CUtensorMap byte_tensor_map(const void *base, const cuuint64_t (&dims)[3], const
     return map;
 }
 
-// The K/V ring's depth (ATTENTION_FP8_STAGES, attention_fp8.h): read once.
-int fp8_stages() {
-    static int stages = 0;
-    if (!stages) {
-        const char *env = getenv("ATTENTION_FP8_STAGES");
-        if (!env || !*env) stages = 2;
-        else if (!strcmp(env, "2") || !strcmp(env, "3") || !strcmp(env, "4")) stages = env[0] - '0';
-        else fail_user("ATTENTION_FP8_STAGES must be 2, 3 or 4 (or unset), not \"%s\"", env);
-    }
-    return stages;
-}
+// The settings (attention_fp8.h), each an environment variable read once (env_switch.h) unless
+// its setter came first. The defaults are what measured fastest on an H200
+// (docs/results.md#h200-ninth): 192-key tiles, persistent CTAs, a ring of 2 stages.
+const EnvChoice stages_choices[] = {{"2", 2}, {"3", 3}, {"4", 4}};
+Switch stages_switch = SWITCH("ATTENTION_FP8_STAGES", stages_choices, 2);
+const EnvChoice persistent_choices[] = {{"1", 1}, {"0", 0}};
+Switch persistent_switch = SWITCH("ATTENTION_FP8_PERSISTENT", persistent_choices, 1);
+const EnvChoice block_n_choices[] = {{"192", BLOCK_N_WIDE}, {"128", BLOCK_N_NARROW}};
+Switch block_n_switch = SWITCH("ATTENTION_FP8_BLOCK_N", block_n_choices, BLOCK_N_WIDE);
 
-// Persistent CTAs or not: -1 until ATTENTION_FP8_PERSISTENT was read (attention_fp8.h), then 0
-// or 1 (attention_fp8_set_persistent may change it).
-int fp8_persistent_setting = -1;
-
-int fp8_persistent() {
-    if (fp8_persistent_setting < 0) {
-        const char *env = getenv("ATTENTION_FP8_PERSISTENT");
-        if (!env || !*env || !strcmp(env, "0")) fp8_persistent_setting = 0;
-        else if (!strcmp(env, "1")) fp8_persistent_setting = 1;
-        else fail_user("ATTENTION_FP8_PERSISTENT must be 0 or 1 (or unset), not \"%s\"", env);
-    }
-    return fp8_persistent_setting;
-}
-
-// Keys per tile: 0 until ATTENTION_FP8_BLOCK_N was read (attention_fp8.h), then 128 or 192
-// (attention_fp8_set_block_n may change it).
-int fp8_block_n_setting = 0;
-
-int fp8_block_n() {
-    if (!fp8_block_n_setting) {
-        const char *env = getenv("ATTENTION_FP8_BLOCK_N");
-        if (!env || !*env || !strcmp(env, "128")) fp8_block_n_setting = BLOCK_N_DEFAULT;
-        else if (!strcmp(env, "192")) fp8_block_n_setting = BLOCK_N_WIDE;
-        else fail_user("ATTENTION_FP8_BLOCK_N must be 128 or 192 (or unset), not \"%s\"", env);
-    }
-    return fp8_block_n_setting;
-}
+int fp8_stages() { return switch_value(stages_switch); }
+int fp8_persistent() { return switch_value(persistent_switch); }
+int fp8_block_n() { return switch_value(block_n_switch); }
 
 // The persistent grid: one CTA per SM (one is all an SM holds: 384 threads at 168 registers on
 // average), never more than there are work tiles (every CTA needs one: the consumers' turns).
@@ -566,16 +542,16 @@ void launch_fp8_forward_as_set(const AttentionFp8Problem *p, const uint8_t *q, c
         case 2: launch_fp8_forward_persistent_as_set<T, 2, BLOCK_N_WIDE>(p, q, k, vt, a); break;
         case 3: launch_fp8_forward_persistent_as_set<T, 3, BLOCK_N_WIDE>(p, q, k, vt, a); break;
         default:
-            fail_user("FP8 attention: 192-key tiles (ATTENTION_FP8_BLOCK_N) take 2 or 3 stages (ATTENTION_FP8_STAGES), "
-                      "not %d: 4 do not fit in shared memory",
+            fail_user("FP8 attention: ATTENTION_FP8_STAGES=%d needs 128-key tiles (ATTENTION_FP8_BLOCK_N=128): "
+                      "192-key tiles (the default) fit 2 or 3 stages in shared memory, not 4",
                       stages);
         }
         return;
     }
     switch (stages) {
-    case 2: launch_fp8_forward_persistent_as_set<T, 2, BLOCK_N_DEFAULT>(p, q, k, vt, a); break;
-    case 3: launch_fp8_forward_persistent_as_set<T, 3, BLOCK_N_DEFAULT>(p, q, k, vt, a); break;
-    default: launch_fp8_forward_persistent_as_set<T, 4, BLOCK_N_DEFAULT>(p, q, k, vt, a); break;
+    case 2: launch_fp8_forward_persistent_as_set<T, 2, BLOCK_N_NARROW>(p, q, k, vt, a); break;
+    case 3: launch_fp8_forward_persistent_as_set<T, 3, BLOCK_N_NARROW>(p, q, k, vt, a); break;
+    default: launch_fp8_forward_persistent_as_set<T, 4, BLOCK_N_NARROW>(p, q, k, vt, a); break;
     }
 }
 
@@ -628,15 +604,11 @@ void attention_forward_fp8(const AttentionFp8Problem *p, const uint8_t *q, const
 int attention_fp8_set_persistent(int persistent) {
     if (persistent != 0 && persistent != 1)
         fail_user("attention_fp8_set_persistent: persistent must be 0 or 1, not %d", persistent);
-    const int previous = fp8_persistent();
-    fp8_persistent_setting = persistent;
-    return previous;
+    return switch_set(persistent_switch, persistent);
 }
 
 int attention_fp8_set_block_n(int block_n) {
-    if (block_n != BLOCK_N_DEFAULT && block_n != BLOCK_N_WIDE)
+    if (block_n != BLOCK_N_NARROW && block_n != BLOCK_N_WIDE)
         fail_user("attention_fp8_set_block_n: block_n must be 128 or 192, not %d", block_n);
-    const int previous = fp8_block_n();
-    fp8_block_n_setting = block_n;
-    return previous;
+    return switch_set(block_n_switch, block_n);
 }
