@@ -4,15 +4,12 @@
 #include <string.h>
 
 #include "common/core/errors.h"
-#include "common/core/philox.h"
 #include "common/gpu/gpu.h"
 #include "kernels/attention/attention.h"
-#include "kernels/fused/elementwise.h"
 #include "kernels/fused/bias_epilogue.h"
 #include "modules/gemm.h"
 #include "reference/tp_layer_reference.h"
 #include "steps/07_tensor_parallel/row_parallel.h"
-#include "steps/07_tensor_parallel/sp_gather.h"
 #include "steps/07_tensor_parallel/tp_region.h"
 
 // A device tensor of `rows` x `cols` in the layer's dtype, counted as activation memory when
@@ -94,14 +91,10 @@ void tp_attention_free(TpAttention *m) {
     memset(m, 0, sizeof *m);
 }
 
-static uint64_t first_element(const TpAttention *m) {
-    return sp_first_element(m->sequence_parallel, m->rank, m->Tl, m->cfg.hidden);
-}
-
 // y = x + dropout(sum_r ctx_r W_proj[:, r]^T + b_proj)
 void tp_attention_forward(TpAttention *m, LayerComm *lc, const void *x, uint64_t step) {
     const LayerConfig *c = &m->cfg;
-    const int h = c->hidden, sp = m->sequence_parallel;
+    const int sp = m->sequence_parallel;
     layernorm_forward(&m->ln1, x, m->ln_loc, m->Tl);  // the rank's tokens
     // Column-parallel: [T, 3h/tp] from all T tokens (SP: gathered beside the GEMM on the rank's own)
     column_parallel_forward(&m->qkv, lc, sp, m->ln_loc, m->ln, m->qkv_out, m->T);
@@ -112,17 +105,14 @@ void tp_attention_forward(TpAttention *m, LayerComm *lc, const void *x, uint64_t
     // each block's all-reduce beside the next block's GEMM, row_parallel.h).
     row_parallel_forward(&m->proj, lc, sp, m->ctx, m->proj_out, m->proj_loc, m->T, m->Tl, m->sched.fprop_chunks);
     // The bias once, and the unsharded layer's dropout mask on the rank's tokens.
-    bias_dropout_add_forward_at(m->proj_loc, m->b_proj, x, m->y, m->Tl, h, c->hidden_dropout, c->seed,
-                                dropout_offset(step, DROPOUT_SITE_HIDDEN), first_element(m), c->dtype);
+    hidden_bias_dropout_add_forward(c, step, sp, m->rank, m->Tl, m->proj_loc, m->b_proj, x, m->y);
 }
 
 void tp_attention_backward(TpAttention *m, LayerComm *lc, const void *dy, uint64_t step) {
     const LayerConfig *c = &m->cfg;
     const int h = c->hidden, sp = m->sequence_parallel;
     const int regather = sp && m->sched.sp_input == SP_REGATHER;
-    add_dropout_backward_at(dy, NULL, NULL, m->d_proj_loc, m->Tl * h, c->hidden_dropout, c->seed,
-                            dropout_offset(step, DROPOUT_SITE_HIDDEN), first_element(m), c->dtype);
-    bias_grad_columns(m->d_proj_loc, m->Tl, h, m->db_proj, m->db_workspace, c->dtype);  // SP: the rank's tokens only
+    hidden_bias_dropout_backward(c, step, sp, m->rank, m->Tl, dy, m->d_proj_loc, m->db_proj, m->db_workspace);
     // Proj's dgrad (local) from the output gradient of all T tokens: SP gathers it into d_proj
     // (under SP_REGATHER the buffer that held LN1's gathered output in forward) beside the
     // dgrad of the rank's own tokens. Plain TP: d_proj is d_proj_loc.

@@ -5,7 +5,6 @@
 #include <string.h>
 
 #include "common/core/errors.h"
-#include "common/core/philox.h"
 #include "common/gpu/cuda_check.h"
 #include "common/gpu/gpu.h"
 #include "kernels/attention/attention.h"
@@ -15,7 +14,6 @@
 #include "reference/tp_layer_reference.h"
 #include "reference/tp_reference.h"
 #include "steps/07_tensor_parallel/row_parallel.h"
-#include "steps/07_tensor_parallel/sp_gather.h"
 #include "steps/07_tensor_parallel/tp_region.h"
 
 static void *tensor(TpParallelLayer *m, int64_t rows, int64_t cols, int kept) {
@@ -119,14 +117,9 @@ void tp_parallel_layer_free(TpParallelLayer *m) {
     memset(m, 0, sizeof *m);
 }
 
-static uint64_t first_element(const TpParallelLayer *m) {
-    return sp_first_element(m->sequence_parallel, m->rank, m->Tl, m->cfg.hidden);
-}
-
 void tp_parallel_layer_forward(TpParallelLayer *m, LayerComm *lc, const void *x, uint64_t step) {
     const LayerConfig *c = &m->cfg;
-    const DType dt = c->dtype;
-    const int h = c->hidden, sp = m->sequence_parallel;
+    const int sp = m->sequence_parallel;
     layernorm_forward(&m->ln, x, m->a_loc, m->Tl);
     // Column-parallel: [T, 3h/tp + f/tp] from all T tokens (SP: gathered beside the GEMM on the
     // rank's own)
@@ -142,8 +135,7 @@ void tp_parallel_layer_forward(TpParallelLayer *m, LayerComm *lc, const void *x,
     gelu_into_cat(m, m->cat);
     // Row-parallel: both branches' partial [T, h], summed (plain TP: optionally in row blocks).
     row_parallel_forward(&m->out, lc, sp, m->cat, m->z, m->z_loc, m->T, m->Tl, m->sched.fprop_chunks);
-    bias_dropout_add_forward_at(m->z_loc, m->b_out, x, m->y, m->Tl, h, c->hidden_dropout, c->seed,
-                                dropout_offset(step, DROPOUT_SITE_HIDDEN), first_element(m), dt);
+    hidden_bias_dropout_add_forward(c, step, sp, m->rank, m->Tl, m->z_loc, m->b_out, x, m->y);
 }
 
 // --recompute-gelu: W_out's input [ctx | g] put together again in d_cat (where forward had it:
@@ -160,9 +152,7 @@ void tp_parallel_layer_backward(TpParallelLayer *m, LayerComm *lc, const void *d
     const int h = c->hidden, sp = m->sequence_parallel, hl = m->hl;
     const int regather = sp && m->sched.sp_input == SP_REGATHER;
     const size_t e = dtype_bytes(dt);
-    add_dropout_backward_at(dout, NULL, NULL, m->dz_loc, m->Tl * h, c->hidden_dropout, c->seed,
-                            dropout_offset(step, DROPOUT_SITE_HIDDEN), first_element(m), dt);
-    bias_grad_columns(m->dz_loc, m->Tl, h, m->db_out, m->db_workspace, dt);
+    hidden_bias_dropout_backward(c, step, sp, m->rank, m->Tl, dout, m->dz_loc, m->db_out, m->db_workspace);
     const AttentionProblem ap = attention_problem(m);
     const AttentionDropout drop = attention_layer_dropout(c, step);
     // W_out's backward (tp_region.h): under SP the output gradient is gathered into dz (under

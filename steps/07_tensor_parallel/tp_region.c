@@ -1,7 +1,10 @@
 // The pieces of one tensor-parallel region on one rank: see tp_region.h.
 #include "steps/07_tensor_parallel/tp_region.h"
 
+#include "common/core/philox.h"
 #include "common/gpu/gpu.h"
+#include "kernels/fused/bias_epilogue.h"
+#include "kernels/fused/elementwise.h"
 #include "steps/07_tensor_parallel/row_parallel.h"
 #include "steps/07_tensor_parallel/sp_gather.h"
 
@@ -63,4 +66,21 @@ void replicated_grads_all_reduce_start(LayerComm *lc, int sequence_parallel, Lay
     void *grads[] = {ln->dgamma, ln->dbeta, d_bias};
     const int64_t n[] = {hidden, hidden, hidden};
     layer_all_reduce_group_start(lc, grads, n, 3, dtype);
+}
+
+void hidden_bias_dropout_add_forward(const LayerConfig *c, uint64_t step, int sequence_parallel, int rank,
+                                     int64_t tokens_local, const void *out_loc, const void *bias, const void *x,
+                                     void *y) {
+    const uint64_t first = sp_first_element(sequence_parallel, rank, tokens_local, c->hidden);
+    bias_dropout_add_forward_at(out_loc, bias, x, y, tokens_local, c->hidden, c->hidden_dropout, c->seed,
+                                dropout_offset(step, DROPOUT_SITE_HIDDEN), first, c->dtype);
+}
+
+void hidden_bias_dropout_backward(const LayerConfig *c, uint64_t step, int sequence_parallel, int rank,
+                                  int64_t tokens_local, const void *dy, void *d_out_loc, void *d_bias,
+                                  void *workspace) {
+    const uint64_t first = sp_first_element(sequence_parallel, rank, tokens_local, c->hidden);
+    add_dropout_backward_at(dy, NULL, NULL, d_out_loc, tokens_local * c->hidden, c->hidden_dropout, c->seed,
+                            dropout_offset(step, DROPOUT_SITE_HIDDEN), first, c->dtype);
+    bias_grad_columns(d_out_loc, tokens_local, c->hidden, d_bias, workspace, c->dtype);  // SP: the rank's tokens only
 }

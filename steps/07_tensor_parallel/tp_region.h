@@ -86,4 +86,20 @@ void row_parallel_backward_recomputing_input(Linear *l, LayerComm *lc, int seque
 void replicated_grads_all_reduce_start(LayerComm *lc, int sequence_parallel, LayerNorm *ln, void *d_bias, int hidden,
                                        DType dtype);
 
+// The region's output where a dropout follows it (the attention half, the parallel layer):
+// y [Tl, h] = x + Dropout(out_loc + bias), out_loc [Tl, h] the summed row-parallel output, the
+// bias [h] (replicated) added once, after the sum. The hidden dropout's mask is the unsharded
+// layer's on this rank's tokens: Philox by element index from the rank's first token
+// (sp_first_element), keyed by step and DROPOUT_SITE_HIDDEN. h = c->hidden, dtype c->dtype.
+void hidden_bias_dropout_add_forward(const LayerConfig *c, uint64_t step, int sequence_parallel, int rank,
+                                     int64_t tokens_local, const void *out_loc, const void *bias, const void *x,
+                                     void *y);
+
+// Its backward from dy [Tl, h], the gradient at y: d_out_loc [Tl, h] = dy through the same
+// mask, and d_bias [h] = its column sums over this rank's tokens (under SP a partial sum:
+// replicated_grads_all_reduce_start). workspace: bias_grad_columns' (bias_epilogue.h).
+void hidden_bias_dropout_backward(const LayerConfig *c, uint64_t step, int sequence_parallel, int rank,
+                                  int64_t tokens_local, const void *dy, void *d_out_loc, void *d_bias,
+                                  void *workspace);
+
 #endif  // STEPS_07_TENSOR_PARALLEL_TP_REGION_H
