@@ -4,22 +4,18 @@
 #include <string.h>
 
 #include "common/core/errors.h"
-#include "common/core/philox.h"
 #include "common/gpu/gpu.h"
 #include "kernels/attention/attention.h"
-#include "kernels/fused/elementwise.h"
 #include "kernels/fused/bias_epilogue.h"
 #include "modules/gemm.h"
 #include "reference/tp_layer_reference.h"
 #include "steps/07_tensor_parallel/row_parallel.h"
-#include "steps/07_tensor_parallel/sp_gather.h"
+#include "steps/07_tensor_parallel/tp_region.h"
 
 // A device tensor of `rows` x `cols` in the layer's dtype, counted as activation memory when
 // forward keeps it for backward.
 static void *tensor(TpAttention *m, int64_t rows, int64_t cols, int kept) {
-    size_t bytes = (size_t)(rows * cols) * dtype_bytes(m->cfg.dtype);
-    if (kept) m->activation_bytes += bytes;
-    return dev_alloc(bytes);
+    return tp_activation_tensor(&m->activation_bytes, rows, cols, m->cfg.dtype, kept);
 }
 
 // This rank's heads, [first_head, first_head + heads_local) of the layer's: the dropout mask is
@@ -95,47 +91,32 @@ void tp_attention_free(TpAttention *m) {
     memset(m, 0, sizeof *m);
 }
 
-static uint64_t first_element(const TpAttention *m) {
-    return sp_first_element(m->sequence_parallel, m->rank, m->Tl, m->cfg.hidden);
-}
-
 // y = x + dropout(sum_r ctx_r W_proj[:, r]^T + b_proj)
 void tp_attention_forward(TpAttention *m, LayerComm *lc, const void *x, uint64_t step) {
     const LayerConfig *c = &m->cfg;
-    const int h = c->hidden, sp = m->sequence_parallel;
+    const int sp = m->sequence_parallel;
     layernorm_forward(&m->ln1, x, m->ln_loc, m->Tl);  // the rank's tokens
     // Column-parallel: [T, 3h/tp] from all T tokens (SP: gathered beside the GEMM on the rank's own)
-    if (sp) sp_gathered_gemm(&m->qkv, SP_GEMM_FPROP, lc, m->ln_loc, m->ln, m->qkv_out, m->T);
-    else linear_forward(&m->qkv, m->ln_loc, m->qkv_out, m->T, NULL);
+    column_parallel_forward(&m->qkv, lc, sp, m->ln_loc, m->ln, m->qkv_out, m->T);
     const AttentionProblem ap = attention_problem(m);
     const AttentionDropout drop = attention_layer_dropout(c, step);
     attention_forward(&ap, &drop, m->qkv_out, m->ctx, m->lse);  // this rank's heads
     // Row-parallel: a partial [T, h], summed over the ranks (plain TP: optionally in row blocks,
     // each block's all-reduce beside the next block's GEMM, row_parallel.h).
-    if (sp) {
-        linear_forward(&m->proj, m->ctx, m->proj_out, m->T, NULL);
-        layer_leave_region(lc, sp, m->proj_out, m->proj_loc, m->Tl * h, c->dtype, 0);
-    } else {
-        row_parallel_forward_all_reduce(&m->proj, lc, m->ctx, m->proj_out, m->T, m->sched.fprop_chunks);
-    }
+    row_parallel_forward(&m->proj, lc, sp, m->ctx, m->proj_out, m->proj_loc, m->T, m->Tl, m->sched.fprop_chunks);
     // The bias once, and the unsharded layer's dropout mask on the rank's tokens.
-    bias_dropout_add_forward_at(m->proj_loc, m->b_proj, x, m->y, m->Tl, h, c->hidden_dropout, c->seed,
-                                dropout_offset(step, DROPOUT_SITE_HIDDEN), first_element(m), c->dtype);
+    hidden_bias_dropout_add_forward(c, step, sp, m->rank, m->Tl, m->proj_loc, m->b_proj, x, m->y);
 }
 
 void tp_attention_backward(TpAttention *m, LayerComm *lc, const void *dy, uint64_t step) {
     const LayerConfig *c = &m->cfg;
     const int h = c->hidden, sp = m->sequence_parallel;
     const int regather = sp && m->sched.sp_input == SP_REGATHER;
-    add_dropout_backward_at(dy, NULL, NULL, m->d_proj_loc, m->Tl * h, c->hidden_dropout, c->seed,
-                            dropout_offset(step, DROPOUT_SITE_HIDDEN), first_element(m), c->dtype);
-    bias_grad_columns(m->d_proj_loc, m->Tl, h, m->db_proj, m->db_workspace, c->dtype);  // SP: the rank's tokens only
+    hidden_bias_dropout_backward(c, step, sp, m->rank, m->Tl, dy, m->d_proj_loc, m->db_proj, m->db_workspace);
     // Proj's dgrad (local) from the output gradient of all T tokens: SP gathers it into d_proj
     // (under SP_REGATHER the buffer that held LN1's gathered output in forward) beside the
     // dgrad of the rank's own tokens. Plain TP: d_proj is d_proj_loc.
-    if (sp) sp_gathered_gemm(&m->proj, SP_GEMM_DGRAD, lc, m->d_proj_loc, m->d_proj, m->d_ctx, m->T);
-    else linear_dgrad(&m->proj, m->d_proj_loc, m->d_ctx, m->T);
-    linear_wgrad(&m->proj, m->d_proj, m->T, 1);  // dW_proj shard
+    row_parallel_backward(&m->proj, lc, sp, m->d_proj_loc, m->d_proj, m->d_ctx, m->T);  // + dW_proj shard
     const AttentionProblem ap = attention_problem(m);
     const AttentionDropout drop = attention_layer_dropout(c, step);
     attention_backward(&ap, &drop, m->qkv_out, m->ctx, m->d_ctx, m->lse, m->d_qkv, m->attn_scratch);
@@ -145,18 +126,10 @@ void tp_attention_backward(TpAttention *m, LayerComm *lc, const void *dy, uint64
     // --recompute-layernorm: LN1's output first, again from x (LayerNorm.saved_x) by the same
     // kernel - the same bits, and the same mean and rstd written over themselves.
     if (m->sched.recompute_layernorm) layernorm_forward(&m->ln1, m->ln1.saved_x, m->ln_loc, m->Tl);
-    if (regather) layer_all_gather_start(lc, m->ln_loc, m->ln, m->Tl * h, c->dtype);
-    linear_dgrad(&m->qkv, m->d_qkv, m->d_ln, m->T);  // partial
-    if (regather) layer_wait_gathered(lc);
-    layer_leave_region(lc, sp, m->d_ln, m->d_ln_loc, m->Tl * h, c->dtype, 1);  // started...
-    linear_wgrad(&m->qkv, m->d_qkv, m->T, 1);  // ...while dW_qkv, db_qkv run (x = ln, recorded in forward)
-    layer_wait_reduced(lc);
+    column_parallel_backward(&m->qkv, lc, sp, regather, m->ln_loc, m->ln, m->d_qkv, m->d_ln, m->d_ln_loc, m->T, m->Tl);
     layernorm_backward(&m->ln1, m->d_ln_loc, dy, m->dx, m->Tl);  // + the residual's gradient
-    if (sp) {  // gamma, beta and b_proj saw only this rank's tokens: sum over the ranks
-        void *grads[] = {m->ln1.dgamma, m->ln1.dbeta, m->db_proj};
-        const int64_t n[] = {h, h, h};
-        layer_all_reduce_group_start(lc, grads, n, 3, c->dtype);  // joined by the step's end
-    }
+    // gamma, beta and b_proj saw only this rank's tokens under SP: summed over the ranks
+    replicated_grads_all_reduce_start(lc, sp, &m->ln1, m->db_proj, h, c->dtype);  // joined by the step's end
 }
 
 void tp_attention_read_grads(const TpAttention *m, LayerParams *grads) {

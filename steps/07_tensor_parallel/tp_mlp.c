@@ -10,12 +10,10 @@
 #include "modules/gemm.h"
 #include "reference/tp_layer_reference.h"
 #include "steps/07_tensor_parallel/row_parallel.h"
-#include "steps/07_tensor_parallel/sp_gather.h"
+#include "steps/07_tensor_parallel/tp_region.h"
 
 static void *tensor(TpMlp *m, int64_t rows, int64_t cols, int kept) {
-    size_t bytes = (size_t)(rows * cols) * dtype_bytes(m->cfg.dtype);
-    if (kept) m->activation_bytes += bytes;
-    return dev_alloc(bytes);
+    return tp_activation_tensor(&m->activation_bytes, rows, cols, m->cfg.dtype, kept);
 }
 
 void tp_mlp_init(TpMlp *m, const LayerConfig *c, int tp, int rank, int sequence_parallel, const TpSchedule *sched,
@@ -74,43 +72,19 @@ void tp_mlp_forward(TpMlp *m, LayerComm *lc, const void *y) {
     const int h = m->cfg.hidden, sp = m->sequence_parallel;
     layernorm_forward(&m->ln2, y, m->ln_loc, m->Tl);  // the rank's tokens
     // Column-parallel: [T, f/tp] from all T tokens (SP: gathered beside the GEMM on the rank's own)
-    if (sp) sp_gathered_gemm(&m->fc1, SP_GEMM_FPROP, lc, m->ln_loc, m->ln, m->fc1_out, m->T);
-    else linear_forward(&m->fc1, m->ln_loc, m->fc1_out, m->T, NULL);
+    column_parallel_forward(&m->fc1, lc, sp, m->ln_loc, m->ln, m->fc1_out, m->T);
     gelu_forward_strided(m->fc1_out, m->fl, m->act, m->fl, m->T, m->fl, dt);
     // Row-parallel: a partial [T, h], summed over the ranks (plain TP: optionally in row blocks).
-    if (sp) {
-        linear_forward(&m->fc2, m->act, m->fc2_out, m->T, NULL);
-        layer_leave_region(lc, sp, m->fc2_out, m->out, m->Tl * h, dt, 0);
-    } else {
-        row_parallel_forward_all_reduce(&m->fc2, lc, m->act, m->fc2_out, m->T, m->sched.fprop_chunks);
-    }
+    row_parallel_forward(&m->fc2, lc, sp, m->act, m->fc2_out, m->out, m->T, m->Tl, m->sched.fprop_chunks);
     // The bias once (not tp times) and the residual, in one pass (dropout 0: FC2 has none).
     bias_dropout_add_forward(m->out, m->b2, y, m->out, m->Tl, h, 0.0f, 0, 0, dt);
 }
 
-// FC2's backward, GELU's output kept: the dgrad (local) from the output gradient of all T
-// tokens - SP gathers it into m->dout (under SP_REGATHER the buffer that held LN2's gathered
-// output in forward) beside the dgrad of the rank's own tokens - then the wgrad.
-static void fc2_backward(TpMlp *m, LayerComm *lc, const void *dout) {
-    const int sp = m->sequence_parallel;
-    if (sp) sp_gathered_gemm(&m->fc2, SP_GEMM_DGRAD, lc, dout, m->dout, m->d_act, m->T);
-    else linear_dgrad(&m->fc2, dout, m->d_act, m->T);
-    linear_wgrad(&m->fc2, sp ? m->dout : dout, m->T, 1);  // dW2 shard
-}
-
-// FC2's backward under --recompute-gelu: GELU's output computed again into d_act (where
-// forward wrote it, so it is the input the Linear recorded), the wgrad from it, and only then
-// the dgrad, which overwrites d_act with the gradient. Under SP the output gradient's
-// all-gather runs beside the recomputation, and the dgrad takes sp_gathered_gemm's row blocks
-// (the same bits).
-static void fc2_backward_recomputing_gelu(TpMlp *m, LayerComm *lc, const void *dout) {
-    const int sp = m->sequence_parallel;
-    if (sp) layer_all_gather_start(lc, dout, m->dout, m->Tl * m->cfg.hidden, m->cfg.dtype);
-    gelu_forward_strided(m->fc1_out, m->fl, m->d_act, m->fl, m->T, m->fl, m->cfg.dtype);  // as in forward
-    if (sp) layer_wait_gathered(lc);
-    linear_wgrad(&m->fc2, sp ? m->dout : dout, m->T, 1);  // dW2 shard
-    if (sp) sp_gemm_in_row_blocks(&m->fc2, SP_GEMM_DGRAD, lc, dout, m->dout, m->d_act, m->T);
-    else linear_dgrad(&m->fc2, dout, m->d_act, m->T);
+// --recompute-gelu: GELU's output computed again into d_act, where forward wrote it (so it is
+// the input FC2 recorded), by the same kernel on the same input as in forward: the same bits.
+static void recompute_gelu_output(void *module) {
+    TpMlp *m = module;
+    gelu_forward_strided(m->fc1_out, m->fl, m->d_act, m->fl, m->T, m->fl, m->cfg.dtype);
 }
 
 void tp_mlp_backward(TpMlp *m, LayerComm *lc, const void *dout) {
@@ -118,28 +92,26 @@ void tp_mlp_backward(TpMlp *m, LayerComm *lc, const void *dout) {
     const int h = m->cfg.hidden, sp = m->sequence_parallel;
     const int regather = sp && m->sched.sp_input == SP_REGATHER;
     bias_grad_columns(dout, m->Tl, h, m->db2, m->db_workspace, dt);  // SP: over the rank's tokens only
-    if (m->sched.recompute_gelu) fc2_backward_recomputing_gelu(m, lc, dout);
-    else fc2_backward(m, lc, dout);
+    // FC2's backward (tp_region.h): under SP the output gradient is gathered into m->dout
+    // (under SP_REGATHER the buffer that held LN2's gathered output in forward). Under
+    // --recompute-gelu the wgrad runs first, on GELU's output computed again into d_act, and
+    // the dgrad then overwrites d_act with the gradient.
+    if (m->sched.recompute_gelu)
+        row_parallel_backward_recomputing_input(&m->fc2, lc, sp, dout, m->dout, m->d_act, m->T, m->Tl,
+                                                recompute_gelu_output, m);
+    else row_parallel_backward(&m->fc2, lc, sp, dout, m->dout, m->d_act, m->T);  // + dW2 shard
     gelu_backward_strided(m->d_act, m->fl, m->fc1_out, m->fl, m->d_act, m->fl, m->T, m->fl, dt);
     // FC1's backward: LN2's output gathered again beside the dgrad (SP_REGATHER; after the FC2
-    // wgrad, the last reader of dout_all), the dgrad's all-reduce (reduce-scatter) beside the wgrad.
+    // wgrad, the last reader of m->dout), the dgrad's all-reduce (reduce-scatter) beside the wgrad.
     // --recompute-layernorm: LN2's output first, again from y (LayerNorm.saved_x) by the same
     // kernel into dx - the same bits; FC1's wgrad reads it (plain TP) or its gathered copy (SP)
     // before LN2's backward writes dx.
     if (m->sched.recompute_layernorm) layernorm_forward(&m->ln2, m->ln2.saved_x, m->ln_loc, m->Tl);
-    if (regather) layer_all_gather_start(lc, m->ln_loc, m->ln, m->Tl * h, dt);
-    linear_dgrad(&m->fc1, m->d_act, m->d_ln, m->T);  // partial
-    if (regather) layer_wait_gathered(lc);
-    layer_leave_region(lc, sp, m->d_ln, m->d_ln_loc, m->Tl * h, dt, 1);  // started...
-    linear_wgrad(&m->fc1, m->d_act, m->T, 1);  // ...while dW1, db1 run (x = ln, recorded in forward)
-    layer_wait_reduced(lc);
+    column_parallel_backward(&m->fc1, lc, sp, regather, m->ln_loc, m->ln, m->d_act, m->d_ln, m->d_ln_loc, m->T, m->Tl);
     layernorm_backward(&m->ln2, m->d_ln_loc, dout, m->dx, m->Tl);  // + the residual's gradient
-    if (sp) {  // gamma, beta and b2 saw only this rank's tokens: sum over the ranks, beside the
-               // attention half's backward (nothing in this step reads them again)
-        void *grads[] = {m->ln2.dgamma, m->ln2.dbeta, m->db2};
-        const int64_t n[] = {h, h, h};
-        layer_all_reduce_group_start(lc, grads, n, 3, dt);
-    }
+    // gamma, beta and b2 saw only this rank's tokens under SP: summed over the ranks, beside the
+    // attention half's backward (nothing in this step reads them again)
+    replicated_grads_all_reduce_start(lc, sp, &m->ln2, m->db2, h, dt);
 }
 
 void tp_mlp_read_grads(const TpMlp *m, LayerParams *grads) {

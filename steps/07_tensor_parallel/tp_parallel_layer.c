@@ -5,7 +5,6 @@
 #include <string.h>
 
 #include "common/core/errors.h"
-#include "common/core/philox.h"
 #include "common/gpu/cuda_check.h"
 #include "common/gpu/gpu.h"
 #include "kernels/attention/attention.h"
@@ -15,12 +14,10 @@
 #include "reference/tp_layer_reference.h"
 #include "reference/tp_reference.h"
 #include "steps/07_tensor_parallel/row_parallel.h"
-#include "steps/07_tensor_parallel/sp_gather.h"
+#include "steps/07_tensor_parallel/tp_region.h"
 
 static void *tensor(TpParallelLayer *m, int64_t rows, int64_t cols, int kept) {
-    size_t bytes = (size_t)(rows * cols) * dtype_bytes(m->cfg.dtype);
-    if (kept) m->activation_bytes += bytes;
-    return dev_alloc(bytes);
+    return tp_activation_tensor(&m->activation_bytes, rows, cols, m->cfg.dtype, kept);
 }
 
 // Attention on this rank's heads, read in place: q, k, v are the first 3 h/tp columns of the
@@ -120,19 +117,13 @@ void tp_parallel_layer_free(TpParallelLayer *m) {
     memset(m, 0, sizeof *m);
 }
 
-static uint64_t first_element(const TpParallelLayer *m) {
-    return sp_first_element(m->sequence_parallel, m->rank, m->Tl, m->cfg.hidden);
-}
-
 void tp_parallel_layer_forward(TpParallelLayer *m, LayerComm *lc, const void *x, uint64_t step) {
     const LayerConfig *c = &m->cfg;
-    const DType dt = c->dtype;
-    const int h = c->hidden, sp = m->sequence_parallel;
+    const int sp = m->sequence_parallel;
     layernorm_forward(&m->ln, x, m->a_loc, m->Tl);
     // Column-parallel: [T, 3h/tp + f/tp] from all T tokens (SP: gathered beside the GEMM on the
     // rank's own)
-    if (sp) sp_gathered_gemm(&m->in, SP_GEMM_FPROP, lc, m->a_loc, m->a, m->in_out, m->T);
-    else linear_forward(&m->in, m->a_loc, m->in_out, m->T, NULL);
+    column_parallel_forward(&m->in, lc, sp, m->a_loc, m->a, m->in_out, m->T);
     const AttentionProblem ap = attention_problem(m);
     const AttentionDropout drop = attention_layer_dropout(c, step);
     if (m->sched.recompute_gelu) {  // ctx into its kept tensor, and a copy beside g
@@ -143,39 +134,16 @@ void tp_parallel_layer_forward(TpParallelLayer *m, LayerComm *lc, const void *x,
     }
     gelu_into_cat(m, m->cat);
     // Row-parallel: both branches' partial [T, h], summed (plain TP: optionally in row blocks).
-    if (sp) {
-        linear_forward(&m->out, m->cat, m->z, m->T, NULL);
-        layer_leave_region(lc, sp, m->z, m->z_loc, m->Tl * h, dt, 0);
-    } else {
-        row_parallel_forward_all_reduce(&m->out, lc, m->cat, m->z, m->T, m->sched.fprop_chunks);
-    }
-    bias_dropout_add_forward_at(m->z_loc, m->b_out, x, m->y, m->Tl, h, c->hidden_dropout, c->seed,
-                                dropout_offset(step, DROPOUT_SITE_HIDDEN), first_element(m), dt);
+    row_parallel_forward(&m->out, lc, sp, m->cat, m->z, m->z_loc, m->T, m->Tl, m->sched.fprop_chunks);
+    hidden_bias_dropout_add_forward(c, step, sp, m->rank, m->Tl, m->z_loc, m->b_out, x, m->y);
 }
 
-// W_out's backward, [ctx | g] kept: the dgrad (local) from the output gradient of all T
-// tokens - SP gathers it into dz (under SP_REGATHER the buffer that held LN's gathered output
-// in forward) beside the dgrad of the rank's own tokens; plain TP: dz is dz_loc - then the wgrad.
-static void w_out_backward(TpParallelLayer *m, LayerComm *lc) {
-    if (m->sequence_parallel) sp_gathered_gemm(&m->out, SP_GEMM_DGRAD, lc, m->dz_loc, m->dz, m->d_cat, m->T);
-    else linear_dgrad(&m->out, m->dz_loc, m->d_cat, m->T);
-    linear_wgrad(&m->out, m->dz, m->T, 1);
-}
-
-// W_out's backward under --recompute-gelu: [ctx | g] put together again in d_cat (where forward
-// had it: the input the Linear recorded) from the kept ctx and GELU(h1), the wgrad from it,
-// and only then the dgrad, which overwrites d_cat with the gradient. Under SP the output
-// gradient's all-gather runs beside the recomputation, and the dgrad takes sp_gathered_gemm's
-// row blocks (the same bits).
-static void w_out_backward_recomputing_gelu(TpParallelLayer *m, LayerComm *lc) {
-    const int sp = m->sequence_parallel;
-    if (sp) layer_all_gather_start(lc, m->dz_loc, m->dz, m->Tl * m->cfg.hidden, m->cfg.dtype);
+// --recompute-gelu: W_out's input [ctx | g] put together again in d_cat (where forward had it:
+// the input the Linear recorded) from the kept ctx and GELU(h1), as in forward.
+static void recompute_w_out_input(void *module) {
+    TpParallelLayer *m = module;
     ctx_columns(m, m->d_cat, m->ctx, 1);
     gelu_into_cat(m, m->d_cat);
-    if (sp) layer_wait_gathered(lc);
-    linear_wgrad(&m->out, m->dz, m->T, 1);
-    if (sp) sp_gemm_in_row_blocks(&m->out, SP_GEMM_DGRAD, lc, m->dz_loc, m->dz, m->d_cat, m->T);
-    else linear_dgrad(&m->out, m->dz_loc, m->d_cat, m->T);
 }
 
 void tp_parallel_layer_backward(TpParallelLayer *m, LayerComm *lc, const void *dout, uint64_t step) {
@@ -184,19 +152,22 @@ void tp_parallel_layer_backward(TpParallelLayer *m, LayerComm *lc, const void *d
     const int h = c->hidden, sp = m->sequence_parallel, hl = m->hl;
     const int regather = sp && m->sched.sp_input == SP_REGATHER;
     const size_t e = dtype_bytes(dt);
-    add_dropout_backward_at(dout, NULL, NULL, m->dz_loc, m->Tl * h, c->hidden_dropout, c->seed,
-                            dropout_offset(step, DROPOUT_SITE_HIDDEN), first_element(m), dt);
-    bias_grad_columns(m->dz_loc, m->Tl, h, m->db_out, m->db_workspace, dt);
+    hidden_bias_dropout_backward(c, step, sp, m->rank, m->Tl, dout, m->dz_loc, m->db_out, m->db_workspace);
     const AttentionProblem ap = attention_problem(m);
     const AttentionDropout drop = attention_layer_dropout(c, step);
+    // W_out's backward (tp_region.h): under SP the output gradient is gathered into dz (under
+    // SP_REGATHER the buffer that held LN's gathered output in forward); plain TP: dz is dz_loc.
+    // Under --recompute-gelu the wgrad runs first, on [ctx | g] put together again in d_cat,
+    // and the dgrad then overwrites d_cat with the gradient.
     if (m->sched.recompute_gelu) {
-        w_out_backward_recomputing_gelu(m, lc);
+        row_parallel_backward_recomputing_input(&m->out, lc, sp, m->dz_loc, m->dz, m->d_cat, m->T, m->Tl,
+                                                recompute_w_out_input, m);
         // attention's backward reads ctx and its gradient packed: the gradient's columns of
         // d_cat copied into dz's buffer, which nothing reads any more in this step
         ctx_columns(m, m->d_cat, m->dz, 0);
         attention_backward(&ap, &drop, m->in_out, m->ctx, m->dz, m->lse, m->d_in, m->attn_scratch);
     } else {
-        w_out_backward(m, lc);
+        row_parallel_backward(&m->out, lc, sp, m->dz_loc, m->dz, m->d_cat, m->T);
         attention_backward(&ap, &drop, m->in_out, m->cat, m->d_cat, m->lse, m->d_in, m->attn_scratch);
     }
     gelu_backward_strided((char *)m->d_cat + hl * e, m->k_out, (char *)m->in_out + 3 * hl * e, m->n_in,
@@ -206,18 +177,10 @@ void tp_parallel_layer_backward(TpParallelLayer *m, LayerComm *lc, const void *d
     // --recompute-layernorm: LN's output first, again from x (LayerNorm.saved_x) by the same
     // kernel - the same bits - into dz_loc, which nothing reads any more in this step.
     if (m->sched.recompute_layernorm) layernorm_forward(&m->ln, m->ln.saved_x, m->a_loc, m->Tl);
-    if (regather) layer_all_gather_start(lc, m->a_loc, m->a, m->Tl * h, dt);
-    linear_dgrad(&m->in, m->d_in, m->d_a, m->T);  // partial
-    if (regather) layer_wait_gathered(lc);
-    layer_leave_region(lc, sp, m->d_a, m->d_a_loc, m->Tl * h, dt, 1);  // started...
-    linear_wgrad(&m->in, m->d_in, m->T, 1);  // ...while dW_in runs (x = a, recorded in forward)
-    layer_wait_reduced(lc);
+    column_parallel_backward(&m->in, lc, sp, regather, m->a_loc, m->a, m->d_in, m->d_a, m->d_a_loc, m->T, m->Tl);
     layernorm_backward(&m->ln, m->d_a_loc, dout, m->dx, m->Tl);  // + the residual's gradient
-    if (sp) {  // gamma, beta and b_out saw only this rank's tokens: sum over the ranks
-        void *grads[] = {m->ln.dgamma, m->ln.dbeta, m->db_out};
-        const int64_t n[] = {h, h, h};
-        layer_all_reduce_group_start(lc, grads, n, 3, dt);  // joined by the step's end
-    }
+    // gamma, beta and b_out saw only this rank's tokens under SP: summed over the ranks
+    replicated_grads_all_reduce_start(lc, sp, &m->ln, m->db_out, h, dt);  // joined by the step's end
 }
 
 void tp_parallel_layer_read_grads(const TpParallelLayer *m, LayerParams *grads) {

@@ -135,33 +135,51 @@ static LayerConfig variant_config(void) {
     return c;
 }
 
-// Returns the worst relative error of out, dx and the 12 gathered gradients.
-static double check_layer(LayerConfig c, int tp, const TpVariant *v) {
+// The random problem the layer checks below share, and room for the results of the two runs
+// each one compares (the reference and the simulation, or the kept and the recomputed
+// variant): parameters from test_seed() + 1, inputs from test_seed() + 2, all fp32 (the
+// simulation computes in float). Not layer.h's layer_problem_init_random, which seeds from
+// cfg->seed and rounds to a 16-bit dtype.
+typedef struct {
     LayerParams p;
     LayerInputs in;
-    LayerResults ref, sim;
-    layer_params_alloc(&c, &p);
-    layer_params_init_random(&c, test_seed() + 1, &p);
-    layer_inputs_alloc(&c, &in);
-    layer_inputs_init_random(&c, test_seed() + 2, &in);
-    layer_results_alloc(&c, &ref);
-    layer_results_alloc(&c, &sim);
+    LayerResults first, second;
+} TwoRuns;
+
+static void two_runs_alloc(const LayerConfig *c, TwoRuns *t) {
+    layer_params_alloc(c, &t->p);
+    layer_params_init_random(c, test_seed() + 1, &t->p);
+    layer_inputs_alloc(c, &t->in);
+    layer_inputs_init_random(c, test_seed() + 2, &t->in);
+    layer_results_alloc(c, &t->first);
+    layer_results_alloc(c, &t->second);
+}
+
+static void two_runs_free(TwoRuns *t) {
+    layer_params_free(&t->p);
+    layer_inputs_free(&t->in);
+    layer_results_free(&t->first);
+    layer_results_free(&t->second);
+}
+
+// Returns the worst relative error of out, dx and the 12 gathered gradients.
+static double check_layer(LayerConfig c, int tp, const TpVariant *v) {
+    TwoRuns t;
+    two_runs_alloc(&c, &t);
+    LayerResults *ref = &t.first, *sim = &t.second;
     const uint64_t step = 3;
-    tp_variant_reference(v)(&c, &p, &in, step, &ref);
-    tp_sim_layer_train_step(&c, tp, v, &p, &in, step, &sim, NULL);
+    tp_variant_reference(v)(&c, &t.p, &t.in, step, ref);
+    tp_sim_layer_train_step(&c, tp, v, &t.p, &t.in, step, sim, NULL);
     int64_t n = layer_tokens(&c) * c.hidden;
-    double e_out = rel_err(sim.out, ref.out, n), e_dx = rel_err(sim.dx, ref.dx, n), worst = fmax(e_out, e_dx);
+    double e_out = rel_err(sim->out, ref->out, n), e_dx = rel_err(sim->dx, ref->dx, n), worst = fmax(e_out, e_dx);
     const char *worst_name = e_out > e_dx ? "out" : "dx";
     for (int id = 0; id < NUM_PARAMS; id++) {
-        double e = rel_err(sim.grad.tensor[id], ref.grad.tensor[id], param_numel(&c, id));
+        double e = rel_err(sim->grad.tensor[id], ref->grad.tensor[id], param_numel(&c, id));
         if (e > worst) worst = e, worst_name = PARAM_NAMES[id];
     }
     print_message("| %-27s | %d | %d | %.1e | %.1e | %.1e (%s)\n", tp_variant_name(v), tp, c.causal, e_out, e_dx,
                   worst, worst_name);
-    layer_params_free(&p);
-    layer_inputs_free(&in);
-    layer_results_free(&ref);
-    layer_results_free(&sim);
+    two_runs_free(&t);
     return worst;
 }
 
@@ -173,27 +191,11 @@ static void check_variant_at_every_tp(const TpVariant *v) {
     assert_true(check_layer(c, 2, v) <= TP_TOL);
 }
 
-static void test_serial_layer_matches_unsharded(void **state) {
-    (void)state;
-    check_variant_at_every_tp(&SERIAL);
-}
-
-// Step 06's parallel layer under TP: one fused column-parallel GEMM, one fused row-parallel
-// GEMM, one all-reduce each way - against ref_parallel_train_step.
-static void test_parallel_layer_matches_unsharded(void **state) {
-    (void)state;
-    check_variant_at_every_tp(&PARALLEL);
-}
-
-static void test_sequence_parallel_serial_matches_unsharded(void **state) {
-    (void)state;
-    check_variant_at_every_tp(&SERIAL_SP);
-}
-
-static void test_sequence_parallel_parallel_matches_unsharded(void **state) {
-    (void)state;
-    check_variant_at_every_tp(&PARALLEL_SP);
-}
+// One test per variant (main's table names each, VARIANT_TEST): the state is the TpVariant.
+// The parallel ones are step 06's parallel layer under TP: one fused column-parallel GEMM, one
+// fused row-parallel GEMM, one all-reduce each way - against ref_parallel_train_step.
+static void test_variant_matches_unsharded(void **state) { check_variant_at_every_tp(*state); }
+#define VARIANT_TEST(name, variant) {#name, test_variant_matches_unsharded, NULL, NULL, (void *)&(variant)}
 
 // Activation recomputation (--recompute-gelu's twin, TpVariant.recompute_gelu): GELU's output
 // thrown away after the forward pass (NaN) and computed again before the backward pass gives
@@ -207,31 +209,22 @@ static void recomputed_equals_kept(const TpVariant *kept, int tp, int gelu, int 
     LayerConfig c = variant_config();
     TpVariant recomputed = *kept;
     recomputed.recompute_gelu = gelu, recomputed.recompute_layernorm = layernorm;
-    LayerParams p;
-    LayerInputs in;
-    LayerResults a, b;
-    layer_params_alloc(&c, &p);
-    layer_params_init_random(&c, test_seed() + 1, &p);
-    layer_inputs_alloc(&c, &in);
-    layer_inputs_init_random(&c, test_seed() + 2, &in);
-    layer_results_alloc(&c, &a);
-    layer_results_alloc(&c, &b);
-    tp_sim_layer_train_step(&c, tp, kept, &p, &in, 3, &a, NULL);
-    tp_sim_layer_train_step(&c, tp, &recomputed, &p, &in, 3, &b, NULL);
+    TwoRuns t;
+    two_runs_alloc(&c, &t);
+    const LayerResults *a = &t.first, *b = &t.second;
+    tp_sim_layer_train_step(&c, tp, kept, &t.p, &t.in, 3, &t.first, NULL);
+    tp_sim_layer_train_step(&c, tp, &recomputed, &t.p, &t.in, 3, &t.second, NULL);
     const size_t n = (size_t)(layer_tokens(&c) * c.hidden) * sizeof(float);
-    assert_memory_equal(a.out, b.out, n);
-    assert_memory_equal(a.dx, b.dx, n);
+    assert_memory_equal(a->out, b->out, n);
+    assert_memory_equal(a->dx, b->dx, n);
     for (int id = 0; id < NUM_PARAMS; id++)
-        assert_memory_equal(a.grad.tensor[id], b.grad.tensor[id], (size_t)param_numel(&c, id) * sizeof(float));
-    for (int64_t i = 0; i < param_numel(&c, P_FC2_WEIGHT); i++) assert_false(isnan(b.grad.tensor[P_FC2_WEIGHT][i]));
-    for (int64_t i = 0; i < param_numel(&c, P_QKV_WEIGHT); i++) assert_false(isnan(b.grad.tensor[P_QKV_WEIGHT][i]));
-    for (int64_t i = 0; i < param_numel(&c, P_FC1_WEIGHT); i++) assert_false(isnan(b.grad.tensor[P_FC1_WEIGHT][i]));
+        assert_memory_equal(a->grad.tensor[id], b->grad.tensor[id], (size_t)param_numel(&c, id) * sizeof(float));
+    for (int64_t i = 0; i < param_numel(&c, P_FC2_WEIGHT); i++) assert_false(isnan(b->grad.tensor[P_FC2_WEIGHT][i]));
+    for (int64_t i = 0; i < param_numel(&c, P_QKV_WEIGHT); i++) assert_false(isnan(b->grad.tensor[P_QKV_WEIGHT][i]));
+    for (int64_t i = 0; i < param_numel(&c, P_FC1_WEIGHT); i++) assert_false(isnan(b->grad.tensor[P_FC1_WEIGHT][i]));
     print_message("%s, tp %d: %s%s%s recomputed = kept, bit for bit\n", tp_variant_name(kept), tp,
                   gelu ? "GELU's output" : "", gelu && layernorm ? " and " : "", layernorm ? "LayerNorm outputs" : "");
-    layer_params_free(&p);
-    layer_inputs_free(&in);
-    layer_results_free(&a);
-    layer_results_free(&b);
+    two_runs_free(&t);
 }
 
 static void test_recomputed_gelu_changes_no_bit(void **state) {
@@ -258,18 +251,11 @@ static void test_recomputed_layernorm_changes_no_bit(void **state) {
 static void test_variants_are_different_functions(void **state) {
     (void)state;
     LayerConfig c = variant_config();
-    LayerParams p;
-    LayerInputs in;
-    LayerResults ref, sim;
-    layer_params_alloc(&c, &p);
-    layer_params_init_random(&c, test_seed() + 1, &p);
-    layer_inputs_alloc(&c, &in);
-    layer_inputs_init_random(&c, test_seed() + 2, &in);
-    layer_results_alloc(&c, &ref);
-    layer_results_alloc(&c, &sim);
-    ref_layer_train_step(&c, &p, &in, 0, &ref);
-    tp_sim_layer_train_step(&c, 2, &PARALLEL, &p, &in, 0, &sim, NULL);
-    double e = rel_err(sim.out, ref.out, layer_tokens(&c) * c.hidden);
+    TwoRuns t;
+    two_runs_alloc(&c, &t);
+    ref_layer_train_step(&c, &t.p, &t.in, 0, &t.first);
+    tp_sim_layer_train_step(&c, 2, &PARALLEL, &t.p, &t.in, 0, &t.second, NULL);
+    double e = rel_err(t.second.out, t.first.out, layer_tokens(&c) * c.hidden);
     print_message("parallel layer (tp 2) against the serial reference: out %.2e (must be large)\n", e);
     assert_true(e > 1e-2);
     const int64_t half = layer_tokens(&c) * c.hidden / 2;
@@ -279,10 +265,7 @@ static void test_variants_are_different_functions(void **state) {
     print_message("second half's dropout mask keyed from 0: agrees with its own on %.0f%% of elements\n",
                   100.0 * same / half);
     assert_true(same < half * 0.6);
-    layer_params_free(&p);
-    layer_inputs_free(&in);
-    layer_results_free(&ref);
-    layer_results_free(&sim);
+    two_runs_free(&t);
 }
 
 // Attention dropout must be keyed by the GLOBAL head index: rank 1 of 2 holds heads 2 and 3,
@@ -319,15 +302,10 @@ static void test_attention_shard_uses_global_heads(void **state) {
 static void replicated_gradients_agree(const TpVariant *v) {
     LayerConfig c = variant_config();
     const int tp = 4;
-    LayerParams p, rank_grads[4];
-    LayerInputs in;
-    LayerResults sim;
-    layer_params_alloc(&c, &p);
-    layer_params_init_random(&c, test_seed() + 1, &p);
-    layer_inputs_alloc(&c, &in);
-    layer_inputs_init_random(&c, test_seed() + 2, &in);
-    layer_results_alloc(&c, &sim);
-    tp_sim_layer_train_step(&c, tp, v, &p, &in, 0, &sim, rank_grads);
+    LayerParams rank_grads[4];
+    TwoRuns t;  // one run: t.second unused
+    two_runs_alloc(&c, &t);
+    tp_sim_layer_train_step(&c, tp, v, &t.p, &t.in, 0, &t.first, rank_grads);
     print_message("%s:\n", tp_variant_name(v));
     for (int id = 0; id < NUM_PARAMS; id++) {
         TpSplit s = tp_param_split(id);
@@ -343,9 +321,7 @@ static void replicated_gradients_agree(const TpVariant *v) {
                       tp_split_name(s), (long long)n, (long long)param_numel(&c, id), same_everywhere ? "yes" : "no");
     }
     for (int r = 0; r < tp; r++) layer_params_free(&rank_grads[r]);
-    layer_params_free(&p);
-    layer_inputs_free(&in);
-    layer_results_free(&sim);
+    two_runs_free(&t);
 }
 
 static void test_replicated_gradients_agree(void **state) {
@@ -538,10 +514,10 @@ int main(void) {
         cmocka_unit_test(test_shard_gather_round_trip),
         cmocka_unit_test(test_checkpoint_round_trip),
         cmocka_unit_test(test_reduce_scatter_then_all_gather_is_all_reduce),
-        cmocka_unit_test(test_serial_layer_matches_unsharded),
-        cmocka_unit_test(test_parallel_layer_matches_unsharded),
-        cmocka_unit_test(test_sequence_parallel_serial_matches_unsharded),
-        cmocka_unit_test(test_sequence_parallel_parallel_matches_unsharded),
+        VARIANT_TEST(test_serial_layer_matches_unsharded, SERIAL),
+        VARIANT_TEST(test_parallel_layer_matches_unsharded, PARALLEL),
+        VARIANT_TEST(test_sequence_parallel_serial_matches_unsharded, SERIAL_SP),
+        VARIANT_TEST(test_sequence_parallel_parallel_matches_unsharded, PARALLEL_SP),
         cmocka_unit_test(test_recomputed_gelu_changes_no_bit),
         cmocka_unit_test(test_recomputed_layernorm_changes_no_bit),
         cmocka_unit_test(test_variants_are_different_functions),
