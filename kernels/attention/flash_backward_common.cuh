@@ -10,7 +10,10 @@
 // 64-row accumulator, columns 8 n + 2 c and 8 n + 2 c + 1 of column block n.
 //
 // All inline: the kernels' generated code is what it was when each spelled these out (the
-// SASS of every backward kernel was compared before and after, sm_90a, CUDA 13.0).
+// SASS of every backward kernel was compared before and after, sm_90a, CUDA 13.0). Not here,
+// for that reason: the edge / causal mask of the scores, which flash_backward_ws.cu writes as
+// one bound per row (its register budget) and flash_backward_wgmma.cu as three tests per
+// score - the ws form in the wgmma kernel changed its SASS throughout.
 #ifndef KERNELS_ATTENTION_FLASH_BACKWARD_COMMON_CUH
 #define KERNELS_ATTENTION_FLASH_BACKWARD_COMMON_CUH
 
