@@ -68,6 +68,7 @@
 //            statistics 2 x 0.5 KiB; dropout bits 1 KiB: 179 KiB
 #include "common/gpu/cuda_check.h"
 #include "kernels/attention/block_order.h"
+#include "kernels/attention/flash_backward_common.cuh"
 #include "kernels/attention/flash_common.cuh"
 #include "kernels/attention/flash_kernels.cuh"
 #include "kernels/attention/hopper_pipeline.cuh"
@@ -234,6 +235,20 @@ struct SwapabStepMath {
     uint32_t drop_threshold;
     uint64_t group_step, drop_group;  // DROPOUT: Philox groups (the kernel's "Dropout" comment)
 
+    // acc = X_w Y^T, 64 keys x BLOCK_M queries (S^T: X = K, Y = Q; dP^T: X = V, Y = dO), issued
+    // only: X (at x_addr, the block's 128 rows) and Y (y_addr, BLOCK_M rows) both K-major; step
+    // kk takes 16 of the D columns (panel kk / 4, 32 bytes into its rows); the warpgroup's keys
+    // start 64 rows (8192 bytes) into each panel of X.
+    __device__ __forceinline__ void key_rows_product(float (&acc)[NQ][4], uint32_t x_addr, uint32_t y_addr) const {
+#pragma unroll
+        for (int kk = 0; kk < D / 16; kk++) {
+            const uint32_t kv = (kk / 4) * SW_KV_PANEL + key_group * 64 * 128 + (kk % 4) * 32;
+            const uint32_t qo = (kk / 4) * QO_PANEL + (kk % 4) * 32;
+            wgmma_ss<T, BLOCK_M>(acc, wgmma_descriptor(x_addr + kv, 0, 1024), wgmma_descriptor(y_addr + qo, 0, 1024),
+                                 kk > 0);
+        }
+    }
+
     // One query tile from q0: Q and dO at q_addr, do_addr (QO_PANEL between their 64-column
     // panels), its statistics (lse log2(e), then Dsum, BLOCK_M floats each) at stage_stats.
     // Returns with dV (the older) and dK (the newer) as the two wgmma groups still in flight,
@@ -246,25 +261,11 @@ struct SwapabStepMath {
         const float2 *lse_log2 = reinterpret_cast<const float2 *>(stage_stats);
         const float2 *dsum = lse_log2 + BLOCK_M / 2;
 
-        // 1. S^T = K_w Q^T and dP^T = V_w dO^T, two groups: step kk takes 16 of the D columns
-        // (panel kk / 4, 32 bytes into its rows); the warpgroup's keys start 64 rows (8192
-        // bytes) into each panel of K and V; B is the whole query tile (BLOCK_M rows).
+        // 1. S^T = K_w Q^T and dP^T = V_w dO^T, two groups (B is the whole query tile).
         wgmma_fence();
-#pragma unroll
-        for (int kk = 0; kk < D / 16; kk++) {
-            const uint32_t kv = (kk / 4) * SW_KV_PANEL + key_group * 64 * 128 + (kk % 4) * 32;
-            const uint32_t qo = (kk / 4) * QO_PANEL + (kk % 4) * 32;
-            wgmma_ss<T, BLOCK_M>(s, wgmma_descriptor(k_addr + kv, 0, 1024), wgmma_descriptor(q_addr + qo, 0, 1024),
-                                 kk > 0);
-        }
+        key_rows_product(s, k_addr, q_addr);
         wgmma_commit();
-#pragma unroll
-        for (int kk = 0; kk < D / 16; kk++) {
-            const uint32_t kv = (kk / 4) * SW_KV_PANEL + key_group * 64 * 128 + (kk % 4) * 32;
-            const uint32_t qo = (kk / 4) * QO_PANEL + (kk % 4) * 32;
-            wgmma_ss<T, BLOCK_M>(dp, wgmma_descriptor(v_addr + kv, 0, 1024), wgmma_descriptor(do_addr + qo, 0, 1024),
-                                 kk > 0);
-        }
+        key_rows_product(dp, v_addr, do_addr);
         wgmma_commit();
 
         // While the tensor cores work: the dropout bits of the warpgroup's keys x the tile's
@@ -439,11 +440,7 @@ __global__ void __launch_bounds__(SW_THREADS, 1)
         mbarrier_init(&kv_full, 1), mbarrier_init(&qdo_full[0], QUERY_PARTS);
         mbarrier_init(&qdo_full[1], QUERY_PARTS);
         fence_shared_for_wgmma();  // the initialised barriers, for the TMA unit
-        mbarrier_arrive_expect_tx(&kv_full, 2 * KV_BYTES);
-        for (int panel = 0; panel < PANELS; panel++) {
-            tma_load_3d(k_tile + panel * SW_KV_PANEL, &kv_map, h * 3 * D + D + 64 * panel, b, k0, &kv_full);
-            tma_load_3d(v_tile + panel * SW_KV_PANEL, &kv_map, h * 3 * D + 2 * D + 64 * panel, b, k0, &kv_full);
-        }
+        load_key_value_tiles<D>(k_tile, v_tile, &kv_map, &kv_full, h, b, k0, SW_KV_PANEL);
         for (int step = 0; step < 2 && step < steps; step++)
             for (int part = 0; part < QUERY_PARTS; part++) load_query_part(step, part);
     }
@@ -451,10 +448,7 @@ __global__ void __launch_bounds__(SW_THREADS, 1)
 
     // dK and dV of keys key0 + 16 wq + g (+ 8): wgmma accumulators of 64 keys x D columns.
     float dk[D / 8][4], dv[D / 8][4];
-#pragma unroll
-    for (int n = 0; n < D / 8; n++)
-#pragma unroll
-        for (int e = 0; e < 4; e++) dk[n][e] = dv[n][e] = 0.0f;
+    zero_key_accumulators(dk, dv);
 
     const uint32_t k_addr = smem_addr(k_tile), v_addr = smem_addr(v_tile), ds_addr = smem_addr(ds_tile);
     // The staged dQ of the tile starting at q0 into the accumulator (DETERMINISTIC: stored into
@@ -519,17 +513,7 @@ __global__ void __launch_bounds__(SW_THREADS, 1)
         // 64 w + 8 n + 2 c - panels 2 w and 2 w + 1 (D = 64: the warpgroup's queries, all
         // columns; D = 128: its columns). At D = 128 the threads of odd g store their column
         // blocks in the order n ^ 2 (flash_backward_wgmma.cu says why).
-        const bool odd_g = D == 128 && (g & 1);
-#pragma unroll
-        for (int r = 0; r < 2; r++)
-#pragma unroll
-            for (int n = 0; n < 8; n++) {
-                const int m = odd_g ? n ^ 2 : n;  // the column block this lane stores now
-                const float2 v = odd_g ? make_float2(dq[n ^ 2][2 * r], dq[n ^ 2][2 * r + 1])
-                                       : make_float2(dq[n][2 * r], dq[n][2 * r + 1]);
-                const uint32_t at = dq_stage_offset(16 * wq + g + 8 * r, 64 * warpgroup + 8 * m + 2 * c);
-                *reinterpret_cast<float2 *>(dq_stage + at) = make_float2(v.x * scale, v.y * scale);
-            }
+        stage_dq_rows(dq_stage, dq, 16 * wq + g, 64 * warpgroup, D == 128 && (g & 1), scale, c);
         fence_shared_for_wgmma();  // the staged dQ, for the TMA unit
         // 6. Both warpgroups are done with this tile: its Q, dO and statistics stage is free, dS^T
         // may be overwritten, dQ is staged.

@@ -26,6 +26,7 @@
 // finished with.
 #include "common/gpu/cuda_check.h"
 #include "kernels/attention/block_order.h"
+#include "kernels/attention/flash_backward_common.cuh"
 #include "kernels/attention/flash_common.cuh"
 #include "kernels/attention/flash_kernels.cuh"
 #include "kernels/attention/hopper_pipeline.cuh"
@@ -143,11 +144,7 @@ __global__ void __launch_bounds__(BW_THREADS, 1)
         mbarrier_init(&kv_full, 1), mbarrier_init(&qdo_full[0], QUERY_PARTS);
         mbarrier_init(&qdo_full[1], QUERY_PARTS);
         fence_shared_for_wgmma();  // the initialised barriers, for the TMA unit
-        mbarrier_arrive_expect_tx(&kv_full, 2 * KV_BYTES);
-        for (int panel = 0; panel < PANELS; panel++) {
-            tma_load_3d(k_tile + panel * KV_PANEL, &kv_map, h * 3 * D + D + 64 * panel, b, k0, &kv_full);
-            tma_load_3d(v_tile + panel * KV_PANEL, &kv_map, h * 3 * D + 2 * D + 64 * panel, b, k0, &kv_full);
-        }
+        load_key_value_tiles<D>(k_tile, v_tile, &kv_map, &kv_full, h, b, k0, KV_PANEL);
         load_query_tile(0);
         if (steps > 1) load_query_tile(1);
     }
@@ -155,10 +152,7 @@ __global__ void __launch_bounds__(BW_THREADS, 1)
 
     // dK and dV of keys key0 + 16 wq + g (+ 8): wgmma accumulators of 64 keys x D columns.
     float dk[D / 8][4], dv[D / 8][4];
-#pragma unroll
-    for (int n = 0; n < D / 8; n++)
-#pragma unroll
-        for (int e = 0; e < 4; e++) dk[n][e] = dv[n][e] = 0.0f;
+    zero_key_accumulators(dk, dv);
 
     const uint32_t k_addr = smem_addr(k_tile), v_addr = smem_addr(v_tile);
     const uint32_t p_addr = smem_addr(p_tile), ds_addr = smem_addr(ds_tile);
@@ -219,11 +213,8 @@ __global__ void __launch_bounds__(BW_THREADS, 1)
         // While the tensor cores work: the dropout mask of this thread's queries 16 wq + g (+ 8)
         // and keys 8n + 2c (+ 1) of the warpgroup's 64.
         TileDropout dropped;
-        if (dropping) {
-            const uint64_t row_group[2] = {dropout_row_group(drop_bh, q0 + 16 * wq + g, seq),
-                                           dropout_row_group(drop_bh, q0 + 16 * wq + g + 8, seq)};
-            dropped = tile_dropout(row_group, key0 / 64, a.keys, a.offset, drop_threshold);
-        }
+        if (dropping)
+            dropped = query_rows_dropout(drop_bh, q0 + 16 * wq + g, seq, key0 / 64, a.keys, a.offset, drop_threshold);
 
         // P = exp(S scale - lse) (kept in s) and Pd = P * mask (the factor 1 / (1 - p) is applied
         // to dV at the end), stored as 16-bit pairs into the warpgroup's panel of the P tile
@@ -243,19 +234,8 @@ __global__ void __launch_bounds__(BW_THREADS, 1)
                         if (i >= seq || j >= seq || (a.causal && j > i)) s[n][2 * r + e] = -INFINITY;
                     }
         }
-#pragma unroll
-        for (int r = 0; r < 2; r++) {
-            const int il = 16 * wq + g + 8 * r;
-            const float lse_log2 = lse_i[r] * LOG2E;
-#pragma unroll
-            for (int n = 0; n < 8; n++) {
-#pragma unroll
-                for (int e = 0; e < 2; e++) s[n][2 * r + e] = exp2_approx(fmaf(s[n][2 * r + e], scale_log2, -lse_log2));
-                uint32_t pd = pack2<T>(s[n][2 * r], s[n][2 * r + 1]);
-                if (dropping) pd &= dropped.row[r].pair_mask(n);
-                *reinterpret_cast<uint32_t *>(p_tile + warpgroup * PS_PANEL + swizzled_offset(il, n) + 4 * c) = pd;
-            }
-        }
+        store_probabilities<T>(s, [&](int r, int) { return lse_i[r] * LOG2E; }, scale_log2, dropping, dropped,
+                               p_tile + warpgroup * PS_PANEL, 16 * wq + g, c);
         fence_shared_for_wgmma();
         warpgroup_barrier(warpgroup);  // the warpgroup's P panel is complete
 
@@ -263,29 +243,14 @@ __global__ void __launch_bounds__(BW_THREADS, 1)
         // dimension), B = dO read transposed (its columns are the output's); step kk takes 16
         // queries, 16 rows (2048 bytes) further. It runs while dS is computed.
         wgmma_fence();
-#pragma unroll
-        for (int kk = 0; kk < BW_BLOCK_M / 16; kk++)
-            wgmma_ss<T, D, 1, 1>(dv, wgmma_descriptor(p_addr + warpgroup * PS_PANEL + kk * 2048, PS_PANEL, 1024),
-                                 wgmma_descriptor(do_addr + kk * 2048, QO_PANEL, 1024));
+        wgmma_backward_key_update<T, D>(dv, p_addr + warpgroup * PS_PANEL, PS_PANEL, do_addr, QO_PANEL);
         wgmma_commit();
 
         // dS = P * (dP - Dsum) with dP = dPd * mask / (1 - p), into the dS tile.
         wgmma_wait<1>();
         wgmma_settle(dp);
-#pragma unroll
-        for (int r = 0; r < 2; r++) {
-            const int il = 16 * wq + g + 8 * r;
-#pragma unroll
-            for (int n = 0; n < 8; n++) {
-                float dpd[2];
-#pragma unroll
-                for (int e = 0; e < 2; e++)
-                    dpd[e] = dropping ? masked(dp[n][2 * r + e], dropped.row[r].element_mask(n, e)) * keep_scale
-                                      : dp[n][2 * r + e];
-                *reinterpret_cast<uint32_t *>(ds_tile + warpgroup * PS_PANEL + swizzled_offset(il, n) + 4 * c) =
-                    pack2<T>(s[n][2 * r] * (dpd[0] - dsum_i[r]), s[n][2 * r + 1] * (dpd[1] - dsum_i[r]));
-            }
-        }
+        store_score_gradients<T>(ds_tile + warpgroup * PS_PANEL, s, dp, [&](int r, int) { return dsum_i[r]; }, dropping,
+                                 dropped, keep_scale, 16 * wq + g, c);
         bulk_wait_read();  // (the threads that added dQ) the staging buffer is free again
         fence_shared_for_wgmma();
         if constexpr (DQ == OWN_KEYS)
@@ -301,10 +266,7 @@ __global__ void __launch_bounds__(BW_THREADS, 1)
         const bool computes_dq = DQ != BY_TURNS || warpgroup == step % 2;  // the same for a whole warpgroup
         float dq[8][4];
         wgmma_fence();
-#pragma unroll
-        for (int kk = 0; kk < BW_BLOCK_M / 16; kk++)
-            wgmma_ss<T, D, 1, 1>(dk, wgmma_descriptor(ds_addr + warpgroup * PS_PANEL + kk * 2048, PS_PANEL, 1024),
-                                 wgmma_descriptor(q_addr + kk * 2048, QO_PANEL, 1024));
+        wgmma_backward_key_update<T, D>(dk, ds_addr + warpgroup * PS_PANEL, PS_PANEL, q_addr, QO_PANEL);
         if constexpr (DQ == OWN_KEYS) {
 #pragma unroll
             for (int kk = 0; kk < 64 / 16; kk++)
@@ -334,17 +296,7 @@ __global__ void __launch_bounds__(BW_THREADS, 1)
         // more than the conflicts: 268-271 against 274-275 TFLOP/s, H200, same call.)
         if (computes_dq) {
             const int col0 = DQ == BY_TURNS ? 0 : 64 * warpgroup;
-            const bool odd_g = D == 128 && (g & 1);
-#pragma unroll
-            for (int r = 0; r < 2; r++)
-#pragma unroll
-                for (int n = 0; n < 8; n++) {
-                    const int m = odd_g ? n ^ 2 : n;  // the column block this lane stores now
-                    const float2 v = odd_g ? make_float2(dq[n ^ 2][2 * r], dq[n ^ 2][2 * r + 1])
-                                           : make_float2(dq[n][2 * r], dq[n][2 * r + 1]);
-                    *reinterpret_cast<float2 *>(dq_stage + dq_stage_offset(16 * wq + g + 8 * r, col0 + 8 * m + 2 * c)) =
-                        make_float2(v.x * scale, v.y * scale);
-                }
+            stage_dq_rows(dq_stage, dq, 16 * wq + g, col0, D == 128 && (g & 1), scale, c);
         }
         fence_shared_for_wgmma();  // the staged dQ, for the TMA unit
         __syncthreads();           // both warpgroups are done with this tile (its Q and dO stage is free); dQ is staged

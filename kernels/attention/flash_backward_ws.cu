@@ -58,6 +58,7 @@
 // mask as there (flash_common.cuh's mask, drawn per row).
 #include "common/gpu/cuda_check.h"
 #include "kernels/attention/block_order.h"
+#include "kernels/attention/flash_backward_common.cuh"
 #include "kernels/attention/flash_common.cuh"
 #include "kernels/attention/flash_kernels.cuh"
 #include "kernels/attention/hopper_pipeline.cuh"
@@ -152,12 +153,7 @@ __global__ void __launch_bounds__(WS_THREADS, 1)
         if (warp == 0) {
             // Columns: head h's q, k, v at h * 3d, + d, + 2d of qkv; its dO at h * d of dctx.
             const int b = bh / a.heads, h = bh % a.heads;
-            mbarrier_arrive_expect_tx(&bars.kv_full, 2 * WS_KV_BYTES);
-            for (int panel = 0; panel < WS_PANELS; panel++) {
-                tma_load_3d(k_tile + panel * WS_KV_PANEL, &kv_map, h * 3 * D + D + 64 * panel, b, k0, &bars.kv_full);
-                tma_load_3d(v_tile + panel * WS_KV_PANEL, &kv_map, h * 3 * D + 2 * D + 64 * panel, b, k0,
-                            &bars.kv_full);
-            }
+            load_key_value_tiles<D>(k_tile, v_tile, &kv_map, &bars.kv_full, h, b, k0, WS_KV_PANEL);
             // This head's row of the tile statistics: lse log2(e), then Dsum (padded with zeros
             // to a multiple of 128 queries, so a tile's 64 floats never leave the row).
             const int stats_row = flash_tile_stats_row(seq);
@@ -215,10 +211,7 @@ __global__ void __launch_bounds__(WS_THREADS, 1)
 
     // dK and dV of keys key0 + 16 wq + g (+ 8): wgmma accumulators of 64 keys x D columns.
     float dk[D / 8][4], dv[D / 8][4];
-#pragma unroll
-    for (int n = 0; n < D / 8; n++)
-#pragma unroll
-        for (int e = 0; e < 4; e++) dk[n][e] = dv[n][e] = 0.0f;
+    zero_key_accumulators(dk, dv);
 
     const uint32_t k_addr = smem_addr(k_tile), v_addr = smem_addr(v_tile);
     const uint32_t p_addr = smem_addr(p_tile), ds_addr = smem_addr(ds_tile);
@@ -239,11 +232,8 @@ __global__ void __launch_bounds__(WS_THREADS, 1)
         // While the tensor cores work: the dropout mask of this thread's queries 16 wq + g (+ 8)
         // and keys 8n + 2c (+ 1) of the consumer's 64.
         TileDropout dropped;
-        if (dropping) {
-            const uint64_t row_group[2] = {dropout_row_group(drop_bh, q0 + 16 * wq + g, seq),
-                                           dropout_row_group(drop_bh, q0 + 16 * wq + g + 8, seq)};
-            dropped = tile_dropout(row_group, key0 / 64, a.keys, a.offset, drop_threshold);
-        }
+        if (dropping)
+            dropped = query_rows_dropout(drop_bh, q0 + 16 * wq + g, seq, key0 / 64, a.keys, a.offset, drop_threshold);
 
         // P = exp(S scale - lse) (kept in s) and Pd = P * mask, into the consumer's panel of the
         // P tile (flash_backward_wgmma.cu: the same steps). Masked scores (query i or key j past
@@ -268,28 +258,14 @@ __global__ void __launch_bounds__(WS_THREADS, 1)
                         if (8 * n + e >= room) s[n][2 * r + e] = -INFINITY;
             }
         }
-#pragma unroll
-        for (int r = 0; r < 2; r++) {
-            const int il = 16 * wq + g + 8 * r;
-            const float lse_log2 = stage_stats[il];
-#pragma unroll
-            for (int n = 0; n < 8; n++) {
-#pragma unroll
-                for (int e = 0; e < 2; e++) s[n][2 * r + e] = exp2_approx(fmaf(s[n][2 * r + e], scale_log2, -lse_log2));
-                uint32_t pd = pack2<T>(s[n][2 * r], s[n][2 * r + 1]);
-                if (dropping) pd &= dropped.row[r].pair_mask(n);
-                *reinterpret_cast<uint32_t *>(p_tile + cw * WS_PS_PANEL + swizzled_offset(il, n) + 4 * c) = pd;
-            }
-        }
+        store_probabilities<T>(s, [&](int, int il) { return stage_stats[il]; }, scale_log2, dropping,
+                               dropped, p_tile + cw * WS_PS_PANEL, 16 * wq + g, c);
         fence_shared_for_wgmma();
         warpgroup_barrier(cw);  // the consumer's P panel is complete
 
         // dV_c += Pd_c^T dO, running while dS is computed.
         wgmma_fence();
-#pragma unroll
-        for (int kk = 0; kk < WS_BLOCK_M / 16; kk++)
-            wgmma_ss<T, D, 1, 1>(dv, wgmma_descriptor(p_addr + cw * WS_PS_PANEL + kk * 2048, WS_PS_PANEL, 1024),
-                                 wgmma_descriptor(do_addr + kk * 2048, WS_QO_PANEL, 1024));
+        wgmma_backward_key_update<T, D>(dv, p_addr + cw * WS_PS_PANEL, WS_PS_PANEL, do_addr, WS_QO_PANEL);
         wgmma_commit();
 
         // dS = P * (dP - Dsum) with dP = dPd * mask / (1 - p), into the consumer's dS panel -
@@ -297,21 +273,9 @@ __global__ void __launch_bounds__(WS_THREADS, 1)
         wgmma_wait<1>();
         wgmma_settle(dp);
         if (step > 0) named_barrier_sync(DS_FREE + cw, 256);
-#pragma unroll
-        for (int r = 0; r < 2; r++) {
-            const int il = 16 * wq + g + 8 * r;
-            const float dsum = stage_stats[WS_BLOCK_M + il];
-#pragma unroll
-            for (int n = 0; n < 8; n++) {
-                float dpd[2];
-#pragma unroll
-                for (int e = 0; e < 2; e++)
-                    dpd[e] = dropping ? masked(dp[n][2 * r + e], dropped.row[r].element_mask(n, e)) * keep_scale
-                                      : dp[n][2 * r + e];
-                *reinterpret_cast<uint32_t *>(ds_tile + cw * WS_PS_PANEL + swizzled_offset(il, n) + 4 * c) =
-                    pack2<T>(s[n][2 * r] * (dpd[0] - dsum), s[n][2 * r + 1] * (dpd[1] - dsum));
-            }
-        }
+        store_score_gradients<T>(ds_tile + cw * WS_PS_PANEL, s, dp,
+                                 [&](int, int il) { return stage_stats[WS_BLOCK_M + il]; }, dropping, dropped,
+                                 keep_scale, 16 * wq + g, c);
         fence_shared_for_wgmma();
         named_barrier_sync(DS_READY, 256);  // dQ needs both consumers' dS
 
@@ -326,10 +290,7 @@ __global__ void __launch_bounds__(WS_THREADS, 1)
             wgmma_ss<T, 64, 0, 1>(dq, wgmma_descriptor(ds_addr + (kk / 4) * WS_PS_PANEL + (kk % 4) * 32, 0, 1024),
                                   wgmma_descriptor(k_addr + cw * WS_KV_PANEL + kk * 2048, WS_KV_PANEL, 1024), kk > 0);
         wgmma_commit();
-#pragma unroll
-        for (int kk = 0; kk < WS_BLOCK_M / 16; kk++)
-            wgmma_ss<T, D, 1, 1>(dk, wgmma_descriptor(ds_addr + cw * WS_PS_PANEL + kk * 2048, WS_PS_PANEL, 1024),
-                                 wgmma_descriptor(q_addr + kk * 2048, WS_QO_PANEL, 1024));
+        wgmma_backward_key_update<T, D>(dk, ds_addr + cw * WS_PS_PANEL, WS_PS_PANEL, q_addr, WS_QO_PANEL);
         wgmma_commit();
         wgmma_wait<1>();
         wgmma_settle(dv);

@@ -205,5 +205,19 @@ __device__ __forceinline__ void wgmma_backward_scores(float (&s)[8][4], float (&
     wgmma_commit();
 }
 
+// The backward's products into dV and dK of one query tile, shared likewise: acc (64 keys x D)
+// += A^T B over the tile's 64 queries, A = a warpgroup's [query][key] panel of Pd or dS (64 x
+// 64, keys contiguous) at a_addr read transposed, B = the tile's dO or Q (64 queries x D,
+// 64-column panels b_leading bytes apart) at b_addr read transposed; step kk takes 16
+// queries, 16 rows (2048 bytes) further in both. a_leading is A's descriptor's leading offset.
+// Issued only: the caller fences, commits and waits.
+template <typename T, int D>
+__device__ __forceinline__ void wgmma_backward_key_update(float (&acc)[D / 8][4], uint32_t a_addr, uint32_t a_leading,
+                                                          uint32_t b_addr, uint32_t b_leading) {
+#pragma unroll
+    for (int kk = 0; kk < 64 / 16; kk++)
+        wgmma_ss<T, D, 1, 1>(acc, wgmma_descriptor(a_addr + kk * 2048, a_leading, 1024),
+                             wgmma_descriptor(b_addr + kk * 2048, b_leading, 1024));
+}
 
 #endif  // KERNELS_ATTENTION_WGMMA_CUH

@@ -1,0 +1,139 @@
+// What the three Hopper attention backwards share - flash_backward_wgmma.cu (two warpgroups,
+// queries as the wgmma's M), flash_backward_ws.cu (the same math, warp-specialised) and
+// flash_backward_swapab.cu (scores computed transposed) - written once: the start of a block
+// (K and V copied in, dK and dV zeroed), the per-thread steps of a query tile that the two
+// queries-as-M kernels do alike (dropout draw, P and dS into their swizzled panels), and dQ
+// staged for the TMA unit.
+//
+// Thread layout throughout (wgmma.cuh's accumulator fragments): warp wq of a warpgroup,
+// g = lane / 4, c = lane % 4; a thread holds rows 16 wq + g and 16 wq + g + 8 (r = 0, 1) of a
+// 64-row accumulator, columns 8 n + 2 c and 8 n + 2 c + 1 of column block n.
+//
+// All inline: the kernels' generated code is what it was when each spelled these out (the
+// SASS of every backward kernel was compared before and after, sm_90a, CUDA 13.0). Not here,
+// for that reason: the edge / causal mask of the scores, which flash_backward_ws.cu writes as
+// one bound per row (its register budget) and flash_backward_wgmma.cu as three tests per
+// score - the ws form in the wgmma kernel changed its SASS throughout.
+#ifndef KERNELS_ATTENTION_FLASH_BACKWARD_COMMON_CUH
+#define KERNELS_ATTENTION_FLASH_BACKWARD_COMMON_CUH
+
+#include <math.h>
+#include <stdint.h>
+
+#include "kernels/attention/flash_common.cuh"
+#include "kernels/attention/hopper_pipeline.cuh"
+#include "kernels/attention/wgmma.cuh"
+
+// K and V of a block's keys [k0, k0 + 128) of head h (batch b) into k_tile and v_tile, by one
+// thread: D / 64 TMA copies each of a 64-column panel (128 keys x 128 bytes, 128-byte swizzle,
+// kv_panel bytes apart), all counted on the mbarrier kv_full. kv_map is the fused qkv tensor's
+// map: head h's k at column h * 3D + D, its v at h * 3D + 2D.
+template <int D>
+__device__ __forceinline__ void load_key_value_tiles(unsigned char *k_tile, unsigned char *v_tile,
+                                                     const CUtensorMap *kv_map, uint64_t *kv_full, int h, int b,
+                                                     int k0, int kv_panel) {
+    mbarrier_arrive_expect_tx(kv_full, 2 * (D / 64 * kv_panel));
+    for (int panel = 0; panel < D / 64; panel++) {
+        tma_load_3d(k_tile + panel * kv_panel, kv_map, h * 3 * D + D + 64 * panel, b, k0, kv_full);
+        tma_load_3d(v_tile + panel * kv_panel, kv_map, h * 3 * D + 2 * D + 64 * panel, b, k0, kv_full);
+    }
+}
+
+// dK and dV, the accumulators a block keeps over all its query tiles (NB column blocks of
+// 8 floats, 4 per thread each), set to zero.
+template <int NB>
+__device__ __forceinline__ void zero_key_accumulators(float (&dk)[NB][4], float (&dv)[NB][4]) {
+#pragma unroll
+    for (int n = 0; n < NB; n++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) dk[n][e] = dv[n][e] = 0.0f;
+}
+
+// The dropout mask of this thread's two query rows, i_first and i_first + 8, in the 64-key
+// block key_block (keys 8 n + 2 c + e of it): TileDropout, flash_common.cuh, drawn for head
+// global_bh (HeadRange::global_bh).
+__device__ __forceinline__ TileDropout query_rows_dropout(uint64_t global_bh, int i_first, int seq, int key_block,
+                                                          const PhiloxKeys &keys, uint64_t offset,
+                                                          uint32_t threshold) {
+    const uint64_t row_group[2] = {dropout_row_group(global_bh, i_first, seq),
+                                   dropout_row_group(global_bh, i_first + 8, seq)};
+    return tile_dropout(row_group, key_block, keys, offset, threshold);
+}
+
+// P = exp(S scale - lse) of one warpgroup's 64 queries x 64 keys, kept in s (as floats, for
+// dS), and Pd = P * dropout mask, stored as 16-bit pairs into the warpgroup's panel of the
+// P tile: p_panel, [query][key], 128 bytes a row, 128-byte swizzle. s: wgmma's accumulator
+// of the scores (rows = queries), masked scores already -inf. row0 = 16 wq + g, this thread's
+// first row in the panel; row_lse_log2(r, il) is lse log2(e) of its row r (= 0, 1), row il =
+// row0 + 8 r of the tile: a kernel that keeps the statistics in registers picks by r, one that
+// reads them from the tile's shared memory indexes by il (the index computed once: computed
+// again inside its lambda, it changed ptxas's schedule of the ws kernel). The lse is asked for
+// row by row where it is used, so that a load from shared memory stays after the stores before
+// it. The factor 1 / (1 - p) of the kept probabilities is left to dV's end.
+template <typename T, typename RowLseLog2>
+__device__ __forceinline__ void store_probabilities(float (&s)[8][4], RowLseLog2 row_lse_log2, float scale_log2,
+                                                    bool dropping, const TileDropout &dropped,
+                                                    unsigned char *p_panel, int row0, int c) {
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        const int il = row0 + 8 * r;
+        const float lse_log2 = row_lse_log2(r, il);
+#pragma unroll
+        for (int n = 0; n < 8; n++) {
+#pragma unroll
+            for (int e = 0; e < 2; e++) s[n][2 * r + e] = exp2_approx(fmaf(s[n][2 * r + e], scale_log2, -lse_log2));
+            uint32_t pd = pack2<T>(s[n][2 * r], s[n][2 * r + 1]);
+            if (dropping) pd &= dropped.row[r].pair_mask(n);
+            *reinterpret_cast<uint32_t *>(p_panel + swizzled_offset(il, n) + 4 * c) = pd;
+        }
+    }
+}
+
+// dS = P * (dP - Dsum) of the same 64 queries x 64 keys, stored as 16-bit pairs into the
+// warpgroup's panel of the dS tile (ds_panel, laid out as P's). s holds P (store_probabilities),
+// dp the accumulator of dPd = dO V^T; dropping, dP = dPd * mask * keep_scale (1 / (1 - p)).
+// row_dsum(r, il) is Dsum of this thread's row r (tile row il), asked for as the lse above.
+template <typename T, typename RowDsum>
+__device__ __forceinline__ void store_score_gradients(unsigned char *ds_panel, const float (&s)[8][4],
+                                                      const float (&dp)[8][4], RowDsum row_dsum, bool dropping,
+                                                      const TileDropout &dropped, float keep_scale, int row0, int c) {
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        const int il = row0 + 8 * r;
+        const float dsum = row_dsum(r, il);
+#pragma unroll
+        for (int n = 0; n < 8; n++) {
+            float dpd[2];
+#pragma unroll
+            for (int e = 0; e < 2; e++)
+                dpd[e] = dropping ? masked(dp[n][2 * r + e], dropped.row[r].element_mask(n, e)) * keep_scale
+                                  : dp[n][2 * r + e];
+            *reinterpret_cast<uint32_t *>(ds_panel + swizzled_offset(il, n) + 4 * c) =
+                pack2<T>(s[n][2 * r] * (dpd[0] - dsum), s[n][2 * r + 1] * (dpd[1] - dsum));
+        }
+    }
+}
+
+// dQ of one warpgroup (a 64-row wgmma accumulator of 64 columns, as floats) times `scale`,
+// staged for the TMA unit at rows row0 (= 16 wq + g) and row0 + 8, columns col0 + 8 n + 2 c
+// of the staging tile (dq_stage_offset: panels of 64 rows x 32 floats, 128-byte swizzle).
+// odd_g: this thread stores its column blocks in the order n ^ 2, which at D = 128 keeps a
+// warp's 8-byte stores clear of bank conflicts (flash_backward_wgmma.cu says why and when).
+template <int NB>
+__device__ __forceinline__ void stage_dq_rows(unsigned char *dq_stage, const float (&dq)[NB][4], int row0, int col0,
+                                              bool odd_g, float scale, int c) {
+#pragma unroll
+    for (int r = 0; r < 2; r++)
+#pragma unroll
+        for (int n = 0; n < NB; n++) {
+            const int m = odd_g ? n ^ 2 : n;  // the column block this lane stores now
+            // (y before x: in this order the code is what the kernels' own loops compiled to;
+            // the other order, or one float2 select, swaps two instructions in the SASS.)
+            const float y = odd_g ? dq[n ^ 2][2 * r + 1] : dq[n][2 * r + 1];
+            const float x = odd_g ? dq[n ^ 2][2 * r] : dq[n][2 * r];
+            *reinterpret_cast<float2 *>(dq_stage + dq_stage_offset(row0 + 8 * r, col0 + 8 * m + 2 * c)) =
+                make_float2(x * scale, y * scale);
+        }
+}
+
+#endif  // KERNELS_ATTENTION_FLASH_BACKWARD_COMMON_CUH
