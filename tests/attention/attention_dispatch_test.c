@@ -11,6 +11,7 @@
 #include "common/core/gpu_arch.h"
 #include "common/core/philox.h"
 #include "kernels/attention/attention.h"
+#include "kernels/attention/attention_fp8.h"
 #include "kernels/attention/block_order.h"
 #include "tests/test_util.h"
 
@@ -432,7 +433,7 @@ static void test_persistent_schedule(void **state) {
     assert_int_equal(persistent_tile_count(3, 4, 6, 0), 1);
 }
 
-// ---- the switches (attention.h's ATTENTION_* environment variables) -------------------------
+// ---- the switches (attention.h's and attention_fp8.h's ATTENTION_* environment variables) ---
 // Each switch is read once, by the first call that needs it - here its setter, which returns
 // the value in force before it - so this test runs before any other has read one. Runs in a
 // child: sets `name` to `value`, calls `read_switch` and exits with the value the switch had
@@ -470,6 +471,11 @@ static int read_ws(void) { return (int)attention_set_backward_ws(ATTENTION_BACKW
 static int read_block_n(void) { return (int)attention_set_forward_block_n(ATTENTION_FORWARD_BLOCK_N_128); }
 // The setter given a value outside its enum (160: a tile width the kernel does not have).
 static int set_block_n_160(void) { return (int)attention_set_forward_block_n((AttentionForwardBlockN)160); }
+// The FP8 forward's switches (attention_fp8.h): keys per tile (128 or 192) and persistent CTAs
+// (0 or 1), each read by its setter; and the tile setter given a width the kernel does not have.
+static int read_fp8_block_n(void) { return attention_fp8_set_block_n(128); }
+static int read_fp8_persistent(void) { return attention_fp8_set_persistent(0); }
+static int set_fp8_block_n_160(void) { return attention_fp8_set_block_n(160); }
 
 // Every spelling gives its value (the child's exit status is 10 + the value); an empty
 // variable is as unset; anything else stops with a message naming the variable, every
@@ -505,6 +511,10 @@ static void test_switches(void **state) {
         {"ATTENTION_FORWARD_BLOCK_N", read_block_n, {"128", "176"},
          {ATTENTION_FORWARD_BLOCK_N_128, ATTENTION_FORWARD_BLOCK_N_176}, ATTENTION_FORWARD_BLOCK_N_176,
          "ATTENTION_FORWARD_BLOCK_N must be 128 or 176 (or unset), not \"zigzag\""},
+        {"ATTENTION_FP8_BLOCK_N", read_fp8_block_n, {"192", "128"}, {192, 128}, 192,
+         "ATTENTION_FP8_BLOCK_N must be 192 or 128 (or unset), not \"zigzag\""},
+        {"ATTENTION_FP8_PERSISTENT", read_fp8_persistent, {"1", "0"}, {1, 0}, 1,
+         "ATTENTION_FP8_PERSISTENT must be 1 or 0 (or unset), not \"zigzag\""},
     };
     char message[512];
     for (size_t s = 0; s < sizeof switches / sizeof switches[0]; s++) {
@@ -525,6 +535,10 @@ static void test_switches(void **state) {
         "attention_set_forward_block_n: which must be an AttentionForwardBlockN (128 or 176), not 160";
     if (!strstr(message, refusal))
         fail_msg("attention_set_forward_block_n(160): got: %s", message);
+    assert_int_equal(switch_in_child("ATTENTION_FP8_BLOCK_N", "", set_fp8_block_n_160, message, sizeof message), 1);
+    static const char fp8_refusal[] = "attention_fp8_set_block_n: block_n must be 128 or 192, not 160";
+    if (!strstr(message, fp8_refusal))
+        fail_msg("attention_fp8_set_block_n(160): got: %s", message);
 }
 
 int main(void) {
