@@ -5,8 +5,10 @@
 //
 // What it computes, per batch entry b, head h and query i (d = 128):
 //   S[i][j] = (Q8[i] . K8[j]) * q_scale_inv * k_scale_inv             (FP8 products, float sums)
-//   P[i][j] = exp(S[i][j] / sqrt(d) - m_i), m_i = max over keys j' of S[i][j'] / sqrt(d)
-//             (the online softmax's running maximum, in float)
+//   P[i][j] = exp(S[i][j] / sqrt(d) - m_i(t)), m_i(t) = max of S[i][j'] / sqrt(d) over the keys
+//             j' of the tiles up to j's tile t (the online softmax's running maximum, in float;
+//             the products of earlier tiles are rescaled when it grows, so O is exact up to
+//             rounding - but where it stood when P was converted to E4M3 sets P's rounding)
 //   O[i]    = sum_j fp8(P[i][j] * 256) * V8[j] * v_scale_inv / sum_j (P[i][j] * 256)
 //   lse[i]  = ln(sum_j exp(S[i][j] / sqrt(d)))
 // Q8, K8, V8 are the E4M3 codes, x ~ code * scale_inv (common/fp8/fp8_format.h: an FP8 tensor is
@@ -43,8 +45,9 @@
 // All device pointers 16-byte aligned.
 //
 // Errors (clear message, non-zero exit): head_dim other than 128, causal, dtype other than fp16
-// or bf16, seq / batch / heads < 1, a bad vt_row_stride, misaligned pointers; a GPU without
-// wgmma (compute capability 9.0) or a build without sm_90a code: fail_user, saying so.
+// or bf16, seq / batch / heads < 1, a bad vt_row_stride, misaligned pointers; a GPU other than
+// compute capability 9.0 (the only one with wgmma) or a build without sm_90a code: fail_user,
+// saying so.
 //
 // Sources: FlashAttention-3 (Shah et al., 2024, arXiv 2407.08608), section 3.3 (FP8: the
 // accumulator-to-operand layout conversion, V transposed); NVIDIA Transformer Engine's FP8
@@ -96,15 +99,18 @@ void attention_forward_fp8(const AttentionFp8Problem *p, const uint8_t *q, const
 // block the same way, so they give the same bits. The setting starts as the environment
 // variable ATTENTION_FP8_PERSISTENT says (read at the first launch or call here: "1", the
 // default when unset or empty; "0"; anything else stops with a message). Persistent CTAs were
-// 4-6% faster on an H200 (docs/results.md#h200-ninth). Sets it to `persistent`
+// 7-10% faster with 192-key tiles and 4-6% with 128-key ones on an H200
+// (docs/results.md#h200-ninth). Sets it to `persistent`
 // (0 or 1; anything else stops with a message) and returns the previous setting, so that a
 // caller (tests/attention/flash_fp8_test.c, attention_bench --fp8) can run both and restore it.
 // Not thread-safe: set it between launches from one host thread.
 int attention_fp8_set_persistent(int persistent);
 
 // Keys per tile of the kernel: 192 (the default) or 128. 192 gives S's accumulators 1.5 times
-// the width and takes two thirds as many online-softmax rescales and turns per key; it needs
-// 185 KiB of shared memory at 3 stages, so with 192 ATTENTION_FP8_STAGES=4 stops with a message.
+// the width and takes two thirds as many online-softmax rescales per key, and two thirds as
+// many turns (the two consumer warpgroups take turns to issue their products: ping-pong). Its
+// shared memory is 16 KiB (Q) + 56 KiB (K and V^T) per stage + 1 KiB: 185 KiB at 3 stages, 241
+// at 4, more than Hopper's 227 - so with 192 ATTENTION_FP8_STAGES=4 stops with a message.
 // With persistent CTAs 192 was 1-3% faster than 128 on an H200, without them up to 2% slower
 // (docs/results.md#h200-ninth). The tile width changes
 // where the running maximum is taken, so it changes P's E4M3 rounding and ctx's low bits (not

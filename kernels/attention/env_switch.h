@@ -1,9 +1,10 @@
 // A switch read from an environment variable once, for the attention kernels' A/B settings
 // (attention.h's ATTENTION_* variables, attention_fp8.h's ATTENTION_FP8_*): each names its
 // variable, the spellings it takes and the value each stands for, and a default for when the
-// variable is unset or empty. The first use reads it, unless a setter came first; anything
-// else than its spellings stops the program (fail_user, exit 1) naming the variable, what it
-// takes and what it got. C++ (the .cu files); not thread-safe: set and read from one host thread.
+// variable is unset or empty. The first use or setter reads it (a setter too, so that it can
+// return the value in force before it); anything else than its spellings stops the program
+// (fail_user, exit 1) naming the variable, what it takes and what it got. C++ (the .cu files);
+// not thread-safe: set and read from one host thread.
 #ifndef KERNELS_ATTENTION_ENV_SWITCH_H
 #define KERNELS_ATTENTION_ENV_SWITCH_H
 
@@ -33,8 +34,8 @@ static inline int env_choice(const char *name, const EnvChoice *choices, int n, 
     fail_user("%s must be %s (or unset), not \"%s\"", name, spellings, v);
 }
 
-// A switch: its environment variable read once, at the first use, unless a setter (where it
-// has one) came first. `value` holds the default until then.
+// A switch: its environment variable read once, at the first use or setter call (a setter
+// then replaces the value). `value` holds the default until then.
 struct Switch {
     const char *name;  // the environment variable
     const EnvChoice *choices;

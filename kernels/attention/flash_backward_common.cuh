@@ -3,17 +3,17 @@
 // flash_backward_swapab.cu (scores computed transposed) - written once: the start of a block
 // (K and V copied in, dK and dV zeroed), the per-thread steps of a query tile that the two
 // queries-as-M kernels do alike (dropout draw, P and dS into their swizzled panels), and dQ
-// staged for the TMA unit.
+// staged for the TMA unit (stage_dq_rows: the wgmma and swapAB kernels; the warp-specialised
+// one stages dQ its own way, in fewer registers - flash_backward_ws.cu).
 //
 // Thread layout throughout (wgmma.cuh's accumulator fragments): warp wq of a warpgroup,
 // g = lane / 4, c = lane % 4; a thread holds rows 16 wq + g and 16 wq + g + 8 (r = 0, 1) of a
 // 64-row accumulator, columns 8 n + 2 c and 8 n + 2 c + 1 of column block n.
 //
-// All inline: the kernels' generated code is what it was when each spelled these out (the
-// SASS of every backward kernel was compared before and after, sm_90a, CUDA 13.0). Not here,
-// for that reason: the edge / causal mask of the scores, which flash_backward_ws.cu writes as
-// one bound per row (its register budget) and flash_backward_wgmma.cu as three tests per
-// score - the ws form in the wgmma kernel changed its SASS throughout.
+// All forceinline, so that each kernel compiles to the code it would have with these written
+// out in it. Not here: the edge / causal mask of the scores, which flash_backward_ws.cu writes
+// as one bound per row (its register budget) and flash_backward_wgmma.cu as three tests per
+// score - two forms, each the better one for its kernel.
 #ifndef KERNELS_ATTENTION_FLASH_BACKWARD_COMMON_CUH
 #define KERNELS_ATTENTION_FLASH_BACKWARD_COMMON_CUH
 
@@ -66,8 +66,8 @@ __device__ __forceinline__ TileDropout query_rows_dropout(uint64_t global_bh, in
 // of the scores (rows = queries), masked scores already -inf. row0 = 16 wq + g, this thread's
 // first row in the panel; row_lse_log2(r, il) is lse log2(e) of its row r (= 0, 1), row il =
 // row0 + 8 r of the tile: a kernel that keeps the statistics in registers picks by r, one that
-// reads them from the tile's shared memory indexes by il (the index computed once: computed
-// again inside its lambda, it changed ptxas's schedule of the ws kernel). The lse is asked for
+// reads them from the tile's shared memory indexes by il (the index computed once, here, and
+// passed in: the ws kernel keeps its register budget that way). The lse is asked for
 // row by row where it is used, so that a load from shared memory stays after the stores before
 // it. The factor 1 / (1 - p) of the kept probabilities is left to dV's end.
 template <typename T, typename RowLseLog2>

@@ -2,7 +2,7 @@
 // attention.h): flash_backward_wgmma.cu's math with FlashAttention-3's division of labour and
 // register budget. The default at head dim 128 when not deterministic (attention.h): on an H200
 // 434-474 TFLOP/s against flash_backward_wgmma.cu's 422-438, 389-400 against 361-372 with
-// dropout, 364-382 against 350-358 causal (docs/results.md, seventh session).
+// dropout, 364-382 against 350-358 causal (docs/results.md#h200-seventh).
 //
 // Why. flash_backward_wgmma.cu's two warpgroups each hold dK and dV of their 64 keys (128
 // floats a thread) for the whole block and also issue the copies, prefetch lse and Dsum into
@@ -24,13 +24,15 @@
 //       The staging buffer is double-buffered (by tile parity), so a consumer never waits for
 //       the reduction of the tile it has just staged.
 //     warp 3: nothing (it exits after setmaxnreg, which the whole warpgroup must execute).
-//   warpgroups 1 and 2, consumers c = 0, 1 (setmaxnreg.inc to 240): keys [64 c, 64 c + 64) of
-//     the block, per query tile of 64 queries exactly flash_backward_wgmma.cu's COLUMN_HALVES
-//     math: S = Q K_c^T, dP = dO V_c^T; P (dropped) into its panel of the P tile; dV_c += P^T
-//     dO; dS into its panel of the dS tile; dQ[:, 64 c, + 64] = dS K over both consumers' dS,
-//     then dK_c += dS^T Q; dQ staged while dK's product runs (in this order dQ lands first:
-//     the order that made this kernel faster than flash_backward_wgmma.cu). lse and Dsum are read from the stage's shared memory where they
-//     are used (no registers held for them across the tile).
+//   warpgroups 1 and 2, consumers cw = 0, 1 (setmaxnreg.inc to 240): keys [64 cw, 64 cw + 64)
+//     of the block, per query tile of 64 queries exactly the math of flash_backward_wgmma.cu
+//     with dQ's columns split between its two warpgroups (its COLUMN_HALVES scheme): S = Q
+//     K_cw^T, dP = dO V_cw^T; P (dropped) into its panel of the P tile; dV_cw += P^T dO; dS into
+//     its panel of the dS tile; dQ[:, 64 cw, + 64] = dS K over both consumers' dS, then dK_cw +=
+//     dS^T Q; dQ staged while dK's product runs (in this order dQ lands first: the order that
+//     made this kernel faster than flash_backward_wgmma.cu). lse and Dsum are read from the
+//     stage's shared memory where they are used (no registers held for them across the tile).
+//     (In the code c is lane % 4, as in every kernel here.)
 //
 // How the consumers meet. No __syncthreads after the start (the producer's threads have left).
 //   - Before dQ (it reads both dS panels): named barrier DS_READY, 256 threads.
@@ -141,7 +143,7 @@ __global__ void __launch_bounds__(WS_THREADS, 1)
         mbarrier_init(&bars.kv_full, 1);
         for (int s = 0; s < 2; s++) {
             mbarrier_init(&bars.qdo_full[s], 1), mbarrier_init(&bars.qdo_empty[s], 256);
-            for (int c = 0; c < 2; c++) mbarrier_init(&bars.dq_full[c][s], 128), mbarrier_init(&bars.dq_empty[c][s], 1);
+            for (int cw = 0; cw < 2; cw++) mbarrier_init(&bars.dq_full[cw][s], 128), mbarrier_init(&bars.dq_empty[cw][s], 1);
         }
         fence_shared_for_wgmma();  // the initialised barriers, for the TMA unit
     }
@@ -176,22 +178,22 @@ __global__ void __launch_bounds__(WS_THREADS, 1)
                 bulk_load_1d(stage_stats + WS_BLOCK_M, dsum_row + row, WS_BLOCK_M * 4, full);
             }
         } else {
-            // Warp 1 + c: consumer c's dQ columns [64 c, 64 c + 64), staged as panels 2 c and
-            // 2 c + 1 of the tile's buffer, added into the accumulator. Rows past seq are
+            // Warp 1 + cw: consumer cw's dQ columns [64 cw, 64 cw + 64), staged as panels 2 cw
+            // and 2 cw + 1 of the tile's buffer, added into the accumulator. Rows past seq are
             // clipped by the TMA unit.
-            const int c = warp - 1;
+            const int cw = warp - 1;
 #pragma unroll 1
             for (int step = 0; step < steps; step++) {
                 const int s = step % 2, q0 = m_start + step * WS_BLOCK_M;
-                mbarrier_wait(&bars.dq_full[c][s], (step / 2) & 1);
+                mbarrier_wait(&bars.dq_full[cw][s], (step / 2) & 1);
                 for (int half = 0; half < 2; half++) {
-                    const int panel = 2 * c + half;
+                    const int panel = 2 * cw + half;
                     const float *staged =
                         reinterpret_cast<const float *>(dq_stages + s * WS_DQ_BYTES + panel * DQ_STAGE_PANEL);
                     tma_reduce_add_3d(&dq_map, 32 * panel, q0, bh, staged);
                 }
                 bulk_wait_read();  // the TMA unit has read the buffer: the consumer may refill it
-                mbarrier_arrive(&bars.dq_empty[c][s]);
+                mbarrier_arrive(&bars.dq_empty[cw][s]);
             }
             bulk_wait_all();  // before the block's shared memory goes away
         }
@@ -279,8 +281,8 @@ __global__ void __launch_bounds__(WS_THREADS, 1)
         fence_shared_for_wgmma();
         named_barrier_sync(DS_READY, 256);  // dQ needs both consumers' dS
 
-        // dQ[:, 64 c, + 64] = dS K: A = dS, keys contiguous (panel kk / 4, both consumers'), B =
-        // K's panel c read transposed, 16 keys (2048 bytes) a step; then dK_c += dS_c^T Q, as dV.
+        // dQ[:, 64 cw, + 64] = dS K: A = dS, keys contiguous (panel kk / 4, both consumers'), B =
+        // K's panel cw read transposed, 16 keys (2048 bytes) a step; then dK_cw += dS_cw^T Q, as dV.
         // Two groups, dQ's first: once it has landed (and dV's, committed before) the thread stages
         // dQ while the tensor cores still run dK.
         float dq[8][4];
@@ -298,7 +300,7 @@ __global__ void __launch_bounds__(WS_THREADS, 1)
         // Done with the other consumer's dS panel (dK reads only this consumer's).
         if (step + 1 < steps) named_barrier_arrive(DS_FREE + (1 - cw), 256);
 
-        // dQ (times the scale) staged at columns 64 c + 8 m + 2 c' (c' = lane % 4) of buffer
+        // dQ (times the scale) staged at columns 64 cw + 8 m + 2 c (c = lane % 4) of buffer
         // step % 2, once the TMA unit has read what was staged there two tiles ago. Threads of
         // odd g store their column blocks in the order m = n ^ 2 (flash_backward_wgmma.cu: bank
         // conflicts otherwise). The address is dq_stage_offset's, taken apart so that what the

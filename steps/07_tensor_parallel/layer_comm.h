@@ -151,10 +151,12 @@ void layer_join_side(LayerComm *lc);
 
 // The end of the tensor-parallel region (its entry under sequence parallelism, the
 // all-gather, is sp_gather.h's, beside the GEMM that reads it):
-// Leaving, after a row-parallel GEMM whose [T, h] output `partial` is a partial sum:
+// Leaving, after a GEMM whose [T, h] output `partial` is a partial sum over the ranks - in
+// forward a row-parallel Linear's output, in backward (the region run in reverse) a
+// column-parallel Linear's dgrad:
 //   SP: reduce-scatter into the rank's slice `loc` [T/tp, h];
 //   TP: all-reduce `partial` in place (loc must then be partial).
-// start: a started collective (finish with layer_wait_reduced).
+// start: 1, a started collective (finish with layer_wait_reduced); 0, finished on return.
 void layer_leave_region(LayerComm *lc, int sp, void *partial, void *loc, int64_t loc_n, DType dtype, int start);
 
 #endif  // STEPS_07_TENSOR_PARALLEL_LAYER_COMM_H

@@ -29,7 +29,8 @@ static AttentionProblem attention_problem(const TpAttention *m) {
 void tp_attention_init(TpAttention *m, const LayerConfig *c, int tp, int rank, int sequence_parallel,
                        const TpSchedule *sched, const LayerParams *shard) {
     memset(m, 0, sizeof *m);
-    const TpVariant v = {TP_LAYER_SERIAL, sequence_parallel, 0, 0, 0};
+    // The variant, for the schedule's check only: recomputation is the schedule's (sched).
+    const TpVariant v = {.layer = TP_LAYER_SERIAL, .sequence_parallel = sequence_parallel};
     tp_require_valid_schedule(c, tp, &v, sched);
     m->cfg = *c;
     m->tp = tp, m->rank = rank, m->sequence_parallel = sequence_parallel, m->sched = *sched;

@@ -7,7 +7,6 @@
 #include "common/gpu/gpu.h"
 #include "kernels/fused/elementwise.h"
 #include "kernels/fused/bias_epilogue.h"
-#include "modules/gemm.h"
 #include "reference/tp_layer_reference.h"
 #include "steps/07_tensor_parallel/row_parallel.h"
 #include "steps/07_tensor_parallel/tp_region.h"
@@ -19,7 +18,8 @@ static void *tensor(TpMlp *m, int64_t rows, int64_t cols, int kept) {
 void tp_mlp_init(TpMlp *m, const LayerConfig *c, int tp, int rank, int sequence_parallel, const TpSchedule *sched,
                  const LayerParams *shard) {
     memset(m, 0, sizeof *m);
-    const TpVariant v = {TP_LAYER_SERIAL, sequence_parallel, 0, 0, 0};
+    // The variant, for the schedule's check only: recomputation is the schedule's (sched).
+    const TpVariant v = {.layer = TP_LAYER_SERIAL, .sequence_parallel = sequence_parallel};
     tp_require_valid_schedule(c, tp, &v, sched);
     m->cfg = *c;
     m->tp = tp, m->rank = rank, m->sequence_parallel = sequence_parallel, m->sched = *sched;
@@ -48,7 +48,7 @@ void tp_mlp_init(TpMlp *m, const LayerConfig *c, int tp, int rank, int sequence_
     m->act = sched->recompute_gelu ? m->d_act : tensor(m, T, m->fl, 1);
     m->fc2_out = tensor(m, T, h, 0);
     m->out = sequence_parallel ? tensor(m, Tl, h, 0) : m->fc2_out;  // the sum lands in place
-    m->dout = !sequence_parallel ? NULL : keep_gathered ? tensor(m, T, h, 0) : m->ln;
+    m->dout_gathered = !sequence_parallel ? NULL : keep_gathered ? tensor(m, T, h, 0) : m->ln;
     m->d_ln = tensor(m, T, h, 0);
     m->d_ln_loc = sequence_parallel ? tensor(m, Tl, h, 0) : m->d_ln;
 }
@@ -62,7 +62,7 @@ void tp_mlp_free(TpMlp *m) {
     if (m->sequence_parallel) {
         void *sp[] = {m->ln, m->out, m->d_ln_loc};
         dev_free_all(sp, COUNT_OF(sp));
-        if (m->dout != m->ln) dev_free(m->dout);
+        if (m->dout_gathered != m->ln) dev_free(m->dout_gathered);
     }
     memset(m, 0, sizeof *m);
 }
@@ -76,7 +76,8 @@ void tp_mlp_forward(TpMlp *m, LayerComm *lc, const void *y) {
     gelu_forward_strided(m->fc1_out, m->fl, m->act, m->fl, m->T, m->fl, dt);
     // Row-parallel: a partial [T, h], summed over the ranks (plain TP: optionally in row blocks).
     row_parallel_forward(&m->fc2, lc, sp, m->act, m->fc2_out, m->out, m->T, m->Tl, m->sched.fprop_chunks);
-    // The bias once (not tp times) and the residual, in one pass (dropout 0: FC2 has none).
+    // The bias once (not tp times) and the residual, in one pass (dropout 0: FC2 has none; so
+    // the dropout seed and offset, the two zeros after it, are unused).
     bias_dropout_add_forward(m->out, m->b2, y, m->out, m->Tl, h, 0.0f, 0, 0, dt);
 }
 
@@ -92,17 +93,19 @@ void tp_mlp_backward(TpMlp *m, LayerComm *lc, const void *dout) {
     const int h = m->cfg.hidden, sp = m->sequence_parallel;
     const int regather = sp && m->sched.sp_input == SP_REGATHER;
     bias_grad_columns(dout, m->Tl, h, m->db2, m->db_workspace, dt);  // SP: over the rank's tokens only
-    // FC2's backward (tp_region.h): under SP the output gradient is gathered into m->dout
-    // (under SP_REGATHER the buffer that held LN2's gathered output in forward). Under
+    // FC2's backward (tp_region.h): under SP the output gradient dout [Tl, h] is gathered into
+    // m->dout_gathered [T, h] (under SP_REGATHER the buffer that held LN2's gathered output in
+    // forward). Under
     // --recompute-gelu the wgrad runs first, on GELU's output computed again into d_act, and
     // the dgrad then overwrites d_act with the gradient.
     if (m->sched.recompute_gelu)
-        row_parallel_backward_recomputing_input(&m->fc2, lc, sp, dout, m->dout, m->d_act, m->T, m->Tl,
+        row_parallel_backward_recomputing_input(&m->fc2, lc, sp, dout, m->dout_gathered, m->d_act, m->T, m->Tl,
                                                 recompute_gelu_output, m);
-    else row_parallel_backward(&m->fc2, lc, sp, dout, m->dout, m->d_act, m->T);  // + dW2 shard
+    else row_parallel_backward(&m->fc2, lc, sp, dout, m->dout_gathered, m->d_act, m->T);  // + dW2 shard
     gelu_backward_strided(m->d_act, m->fl, m->fc1_out, m->fl, m->d_act, m->fl, m->T, m->fl, dt);
     // FC1's backward: LN2's output gathered again beside the dgrad (SP_REGATHER; after the FC2
-    // wgrad, the last reader of m->dout), the dgrad's all-reduce (reduce-scatter) beside the wgrad.
+    // wgrad, the last reader of m->dout_gathered), the dgrad's all-reduce (reduce-scatter) beside
+    // the wgrad.
     // --recompute-layernorm: LN2's output first, again from y (LayerNorm.saved_x) by the same
     // kernel into dx - the same bits; FC1's wgrad reads it (plain TP) or its gathered copy (SP)
     // before LN2's backward writes dx.

@@ -56,8 +56,8 @@ typedef struct {
                                    // d_act, a buffer of backward's, not kept: computed again there)
     void *fc2_out, *out;           // FC2's partial [T, h]; the output [Tl, h]
     // Backward.
-    void *dout;                    // the output gradient gathered [T, h] (SP only; under SP_REGATHER
-                                   // the same buffer as ln, used in turns)
+    void *dout_gathered;           // the output gradient gathered [T, h] (SP only; under
+                                   // SP_REGATHER the same buffer as ln, used in turns)
     void *d_act;                   // [T, fl]
     void *d_ln, *d_ln_loc;         // LN2's output gradient: partial [T, h]; summed [Tl, h]
     void *dx;                      // [Tl, h]

@@ -36,7 +36,7 @@ void row_parallel_forward(Linear *l, LayerComm *lc, int sequence_parallel, const
                           void *out_loc, int64_t tokens, int64_t tokens_local, int chunks) {
     if (sequence_parallel) {
         linear_forward(l, x, partial, tokens, NULL);
-        layer_leave_region(lc, 1, partial, out_loc, tokens_local * l->out, l->dtype, 0);
+        layer_leave_region(lc, 1, partial, out_loc, tokens_local * l->out, l->dtype, 0);  // finished on return
     } else {
         row_parallel_forward_all_reduce(l, lc, x, partial, tokens, chunks);
     }
@@ -46,7 +46,7 @@ void row_parallel_backward(Linear *l, LayerComm *lc, int sequence_parallel, cons
                            int64_t tokens) {
     if (sequence_parallel) sp_gathered_gemm(l, SP_GEMM_DGRAD, lc, dy_loc, dy, dx, tokens);
     else linear_dgrad(l, dy_loc, dx, tokens);
-    linear_wgrad(l, sequence_parallel ? dy : dy_loc, tokens, 1);  // this rank's shard of dW
+    linear_wgrad(l, sequence_parallel ? dy : dy_loc, tokens, 0);  // this rank's dW shard (no bias: bias_grad 0)
 }
 
 void row_parallel_backward_recomputing_input(Linear *l, LayerComm *lc, int sequence_parallel, const void *dy_loc,
@@ -55,7 +55,7 @@ void row_parallel_backward_recomputing_input(Linear *l, LayerComm *lc, int seque
     if (sequence_parallel) layer_all_gather_start(lc, dy_loc, dy, tokens_local * l->out, l->dtype);
     recompute_input(module);  // beside the all-gather
     if (sequence_parallel) layer_wait_gathered(lc);
-    linear_wgrad(l, sequence_parallel ? dy : dy_loc, tokens, 1);  // this rank's shard of dW
+    linear_wgrad(l, sequence_parallel ? dy : dy_loc, tokens, 0);  // this rank's dW shard (no bias: bias_grad 0)
     if (sequence_parallel) sp_gemm_in_row_blocks(l, SP_GEMM_DGRAD, lc, dy_loc, dy, dx, tokens);
     else linear_dgrad(l, dy_loc, dx, tokens);
 }

@@ -14,8 +14,10 @@
 //                          an all-gather enters it (sp_gather.h, beside the GEMM on the rank's
 //                          own rows), a reduce-scatter leaves it (layer_comm.h).
 //
-// The order of the collectives here is each module's order before these were shared (every
-// rank calls the same functions, so NCCL sees the same calls in the same order on every rank).
+// Every rank calls these functions in the same order, so NCCL sees the same collectives in the
+// same order on every rank - which it requires (a rank calling another collective first would
+// wait forever for its peers). Backward goes through the region in reverse: the column-parallel
+// Linear's dgrad is where the gradient leaves it (its all-reduce, or reduce-scatter under SP).
 // Shapes: T tokens, Tl tokens of the rank's slice (T/tp under SP, else T); tensors in the
 // Linear's dtype (the layer's); sizes in elements. No bias here on a row-parallel Linear: the
 // caller adds it once, after the sum.
@@ -43,8 +45,9 @@ void column_parallel_forward(Linear *l, LayerComm *lc, int sequence_parallel, co
 
 // A column-parallel Linear's backward, leaving the region: from dy [T, l->out] (the gradient at
 // its output, this rank's columns) to the gradient at its input, summed over the ranks.
-//   regather_input (SP_REGATHER under SP): the input gathered again, x_loc [Tl, l->in] -> x
-//     [T, l->in], beside the dgrad (forward kept only the slice; the wgrad reads x)
+//   regather_input (SP_REGATHER under SP, tp_schedule.h): the input gathered again, x_loc
+//     [Tl, l->in] -> x [T, l->in], beside the dgrad (forward kept only the slice; the wgrad
+//     reads x)
 //   dgrad: the partial [T, l->in] into dx_partial; its all-reduce (plain TP: in place,
 //     dx_loc == dx_partial) or reduce-scatter (SP: into dx_loc [Tl, l->in]) STARTED, and the
 //     wgrad (weight and bias) beside it; then the default stream waits for the sum.
