@@ -6,7 +6,9 @@
 // across lanes).
 //
 // All inline: the kernels' generated code is what it was when each spelled the pipeline out (the
-// SASS of every kernel of both files was compared before and after: sm_80, 86, 89, 90a, CUDA 13.0).
+// SASS of every kernel of both files was compared before and after: sm_80, 86, 89, 90a, CUDA
+// 13.0). The last turn's hand-over is tested as `!last_consumer || more_after` here, from two
+// flags, because a single flag computed by the caller changed the persistent kernels' SASS.
 #ifndef KERNELS_ATTENTION_FLASH_FORWARD_COMMON_CUH
 #define KERNELS_ATTENTION_FLASH_FORWARD_COMMON_CUH
 
@@ -36,7 +38,7 @@
 // the tiles before it, since P_(t-1) was taken against the old maxima. So: wait, then rescale.
 //
 // Why P's registers stay untouched meanwhile: the running product reads its A operand, P_(t-1),
-// from this thread's registers while it runs. The softmax of t therefore works in s alone, and
+// from this thread's registers while it runs. The softmax of t therefore leaves p alone, and
 // P_t is packed into p only after wgmma_wait<0>; wgmma_settle(p) there tells the compiler that
 // p is in use until that point, so that it neither moves the packing earlier nor gives those
 // registers to anything else.

@@ -376,14 +376,14 @@ __global__ void __launch_bounds__(THREADS, 1)
             online_softmax_step<BLOCK_N / 8, ATTENTION_FP8_P_LOG2_SCALE>(s, m, l, alpha, row_i, t * BLOCK_N, seq, 0,
                                                                          scale_log2);
         };
-        // P as e4m3 A operands, 32 keys at a time (the file's comment); the same for every tile t.
+        // P as e4m3 A operands, 32 keys at a time (the file's comment); t unused (no dropout).
         auto pack_probabilities = [&](int /* t */) {
 #pragma unroll
             for (int kk = 0; kk < BLOCK_N / 32; kk++) probabilities_to_operand(s, kk, pl, p[kk]);
         };
 
-        // Q first, then the pipeline over the key tiles (flash_forward_common.cuh) with this
-        // kernel's FP8 products, softmax with P times 2^8 and P shuffled into e4m3 operands.
+        // Q first, then the pipeline over the key tiles (flash_forward_common.cuh), with FP8
+        // products, the softmax with P times 2^8, and P shuffled into e4m3 operands.
         mbarrier_wait(&bars.q_full, j & 1);
         consume_key_tiles<PERSISTENT>(bars, tiles, stage, parity, my_turn, your_turn, last_consumer, more_after,
                                       issue_scores, issue_output, softmax, pack_probabilities, s, o, p);

@@ -179,10 +179,10 @@ __device__ __forceinline__ WorkTile work_tile_at(int work, const BlockOrder &ord
 //     (j + 1) % 2, and the producer's arrive (expect_tx) on q_full for use j + 1 comes after it
 //     (the arrive releases the store, the consumers' wait acquires it). Every consumer reads
 //     slot j % 2 right after its wait on q_full, the first thing of work tile j, and so before
-//     its arrive on q_empty (release_q) of that tile. The store into slot (j + 1) % 2 comes
-//     after the producer's wait for q_empty's use j - 1 (in work tile j's load_q, before the
-//     last V tile's loads), i.e. after every consumer read that slot for work tile j - 1: no
-//     index is overwritten before every consumer has read it.
+//     its arrive on q_empty (consume_key_tiles' release_q) of that tile. The store into slot
+//     (j + 1) % 2 comes after the producer's wait for q_empty's use j - 1 (in work tile j's
+//     load_q, before the last V tile's loads), i.e. after every consumer read that slot for
+//     work tile j - 1: no index is overwritten before every consumer has read it.
 //   - No more work: the fetched index is >= work_tiles. The producer then waits for q_empty as
 //     for a next Q (so that q_full's previous use is over) and arrives on q_full without a copy
 //     (a plain arrive completes the phase: q_full counts 1 arrival); the consumers read the
@@ -434,11 +434,8 @@ __global__ void __launch_bounds__(Shape<CONSUMERS>::THREADS, 1)
 
         // Q first. (DYNAMIC: the loop below waited for it, to read `work`.)
         if constexpr (!DYNAMIC) mbarrier_wait(&bars.q_full, j & 1);
-        // The pipeline over the key tiles (flash_forward_common.cuh) with this kernel's 16-bit
-        // products, masked softmax, dropout and P packed as pairs. The hand-over after this
-        // consumer's last turn of the work tile: skipped by the last consumer after its last turn
-        // of all (the CTA's last work tile; not persistent, the only one). DYNAMIC: never skipped
-        // (more_after is always true; consumer 0 takes the last hand-over out at the end).
+        // The pipeline over the key tiles (flash_forward_common.cuh), with 16-bit products, the
+        // masked softmax, dropout and P packed as pairs. (DYNAMIC: more_after always true, above.)
         consume_key_tiles<PERSISTENT>(bars, tiles, stage, parity, my_turn, your_turn, last_consumer, more_after,
                                       issue_scores, issue_output, softmax, pack_probabilities, s, o, p);
 
@@ -452,7 +449,7 @@ __global__ void __launch_bounds__(Shape<CONSUMERS>::THREADS, 1)
 #pragma unroll 1
         for (int j = 0, kv = 0;; j++) {
             mbarrier_wait(&bars.q_full, j & 1);
-            const int work = next_work[j % 2];  // read before this consumer's release_q of work tile j
+            const int work = next_work[j % 2];  // read before this consumer releases Q (q_empty) in work tile j
             if (work >= work_tiles) break;
             kv += consume_work_tile(work, j, kv, true);
         }
