@@ -76,6 +76,7 @@
 #include "kernels/attention/block_order.h"
 #include "kernels/attention/env_switch.h"
 #include "kernels/attention/flash_common.cuh"
+#include "kernels/attention/flash_forward_common.cuh"
 #include "kernels/attention/flash_kernels.cuh"
 #include "kernels/attention/fp8_operand.h"
 #include "kernels/attention/hopper_pipeline.cuh"
@@ -375,61 +376,17 @@ __global__ void __launch_bounds__(THREADS, 1)
             online_softmax_step<BLOCK_N / 8, ATTENTION_FP8_P_LOG2_SCALE>(s, m, l, alpha, row_i, t * BLOCK_N, seq, 0,
                                                                          scale_log2);
         };
-        auto pack_probabilities = [&]() {
+        // P as e4m3 A operands, 32 keys at a time (the file's comment); t unused (no dropout).
+        auto pack_probabilities = [&](int /* t */) {
 #pragma unroll
             for (int kk = 0; kk < BLOCK_N / 32; kk++) probabilities_to_operand(s, kk, pl, p[kk]);
         };
-        // Q's use for this work tile is over once this thread's last S has landed (persistent:
-        // the producer may then load the next work tile's Q).
-        auto release_q = [&]() {
-            if constexpr (PERSISTENT) mbarrier_arrive(&bars.q_empty);
-        };
 
-        // Tile 0: only its scores.
+        // Q first, then the pipeline over the key tiles (flash_forward_common.cuh), with FP8
+        // products, the softmax with P times 2^8, and P shuffled into e4m3 operands.
         mbarrier_wait(&bars.q_full, j & 1);
-        mbarrier_wait(&bars.k_full[stage(0)], parity(0));
-        my_turn();
-        issue_scores(0);
-        your_turn();
-        wgmma_wait<0>();
-        wgmma_settle(s);
-        mbarrier_arrive(&bars.k_empty[stage(0)]);
-        if (tiles == 1) release_q();
-        float alpha[2];
-        softmax(0, alpha);  // o is still zero
-        pack_probabilities();
-
-        // Tile t: S_t and P_(t-1) V_(t-1) issued together; the softmax of t runs while the
-        // tensor cores work on the product.
-        for (int t = 1; t < tiles; t++) {
-            mbarrier_wait(&bars.k_full[stage(t)], parity(t));
-            mbarrier_wait(&bars.v_full[stage(t - 1)], parity(t - 1));
-            my_turn();
-            issue_scores(t);
-            issue_output(t - 1);
-            your_turn();
-            wgmma_wait<1>();  // the scores
-            wgmma_settle(s);
-            mbarrier_arrive(&bars.k_empty[stage(t)]);
-            if (t == tiles - 1) release_q();
-            softmax(t, alpha);
-            wgmma_wait<0>();  // the output
-            wgmma_settle(o);
-            wgmma_settle(p);  // P_(t-1)'s registers stay untouched until its product has landed
-            mbarrier_arrive(&bars.v_empty[stage(t - 1)]);
-            rescale_output(o, alpha);
-            pack_probabilities();
-        }
-        mbarrier_wait(&bars.v_full[stage(tiles - 1)], parity(tiles - 1));
-        my_turn();
-        issue_output(tiles - 1);
-        if (!last_consumer || more_after) your_turn();
-        wgmma_wait<0>();
-        wgmma_settle(o);
-        wgmma_settle(p);
-        // The last tile's V stage: not persistent, no one waits for it again; persistent, the
-        // producer refills it for a later work tile once both consumers have released it.
-        if constexpr (PERSISTENT) mbarrier_arrive(&bars.v_empty[stage(tiles - 1)]);
+        consume_key_tiles<PERSISTENT>(bars, tiles, stage, parity, my_turn, your_turn, last_consumer, more_after,
+                                      issue_scores, issue_output, softmax, pack_probabilities, s, o, p);
 
         // ctx = acc * v_scale_inv / l; lse = (m + log2 l - 8) ln 2 (l carries P's factor 2^8).
         const float m_out[2] = {m[0] - (float)ATTENTION_FP8_P_LOG2_SCALE, m[1] - (float)ATTENTION_FP8_P_LOG2_SCALE};

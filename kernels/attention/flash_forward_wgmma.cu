@@ -63,6 +63,7 @@
 #include "common/gpu/gpu.h"
 #include "kernels/attention/block_order.h"
 #include "kernels/attention/flash_common.cuh"
+#include "kernels/attention/flash_forward_common.cuh"
 #include "kernels/attention/flash_kernels.cuh"
 #include "kernels/attention/hopper_pipeline.cuh"
 #include "kernels/attention/wgmma.cuh"
@@ -178,10 +179,10 @@ __device__ __forceinline__ WorkTile work_tile_at(int work, const BlockOrder &ord
 //     (j + 1) % 2, and the producer's arrive (expect_tx) on q_full for use j + 1 comes after it
 //     (the arrive releases the store, the consumers' wait acquires it). Every consumer reads
 //     slot j % 2 right after its wait on q_full, the first thing of work tile j, and so before
-//     its arrive on q_empty (release_q) of that tile. The store into slot (j + 1) % 2 comes
-//     after the producer's wait for q_empty's use j - 1 (in work tile j's load_q, before the
-//     last V tile's loads), i.e. after every consumer read that slot for work tile j - 1: no
-//     index is overwritten before every consumer has read it.
+//     its arrive on q_empty (consume_key_tiles' release_q) of that tile. The store into slot
+//     (j + 1) % 2 comes after the producer's wait for q_empty's use j - 1 (in work tile j's
+//     load_q, before the last V tile's loads), i.e. after every consumer read that slot for
+//     work tile j - 1: no index is overwritten before every consumer has read it.
 //   - No more work: the fetched index is >= work_tiles. The producer then waits for q_empty as
 //     for a next Q (so that q_full's previous use is over) and arrives on q_full without a copy
 //     (a plain arrive completes the phase: q_full counts 1 arrival); the consumers read the
@@ -382,11 +383,6 @@ __global__ void __launch_bounds__(Shape<CONSUMERS>::THREADS, 1)
                 wgmma_rs_mn<T, D>(o, p[kk], wgmma_descriptor(v_addr + kk * 16 * 128, KV_PANEL, 1024));
             wgmma_commit();
         };
-        // Q's use for this work tile is over once this thread's last S has landed (persistent:
-        // the producer may then load the next work tile's Q).
-        auto release_q = [&]() {
-            if constexpr (PERSISTENT) mbarrier_arrive(&bars.q_empty);
-        };
         // The dropout masks of tile t's two blocks of 64 keys. With two consumers they are drawn
         // during the softmax, while the tensor cores still work on the previous P V, and live
         // across that wait (16 registers); three consumers have 160 registers each, too few for
@@ -436,57 +432,12 @@ __global__ void __launch_bounds__(Shape<CONSUMERS>::THREADS, 1)
             }
         };
 
-        // Tile 0: only its scores. (DYNAMIC: the loop below waited for Q, to read `work`.)
+        // Q first. (DYNAMIC: the loop below waited for it, to read `work`.)
         if constexpr (!DYNAMIC) mbarrier_wait(&bars.q_full, j & 1);
-        mbarrier_wait(&bars.k_full[stage(0)], parity(0));
-        my_turn();
-        issue_scores(0);
-        your_turn();
-        wgmma_wait<0>();
-        wgmma_settle(s);
-        mbarrier_arrive(&bars.k_empty[stage(0)]);
-        if (tiles == 1) release_q();
-        float alpha[2];
-        softmax(0, alpha);  // o is still zero: nothing to rescale
-        pack_probabilities(0);
-
-        // Tile t: the scores of t and the output of t - 1 are issued together, so the tensor
-        // cores work on P_(t-1) V_(t-1) while this consumer runs the softmax of tile t
-        // (FlashAttention-3's overlap within a warpgroup). o may be rescaled only once that
-        // product has landed.
-        for (int t = 1; t < tiles; t++) {
-            mbarrier_wait(&bars.k_full[stage(t)], parity(t));
-            mbarrier_wait(&bars.v_full[stage(t - 1)], parity(t - 1));
-            my_turn();
-            issue_scores(t);
-            issue_output(t - 1);
-            your_turn();
-            wgmma_wait<1>();  // the scores
-            wgmma_settle(s);
-            mbarrier_arrive(&bars.k_empty[stage(t)]);
-            if (t == tiles - 1) release_q();
-            softmax(t, alpha);
-            wgmma_wait<0>();  // the output
-            wgmma_settle(o);
-            wgmma_settle(p);  // P_(t-1)'s registers stay untouched until its product has landed
-            mbarrier_arrive(&bars.v_empty[stage(t - 1)]);
-            rescale_output(o, alpha);
-            pack_probabilities(t);
-        }
-        mbarrier_wait(&bars.v_full[stage(tiles - 1)], parity(tiles - 1));
-        my_turn();
-        issue_output(tiles - 1);
-        // The hand-over after this consumer's last turn of the work tile: skipped by the last
-        // consumer after its last turn of all (the CTA's last work tile; not persistent, the
-        // only one). DYNAMIC: never skipped (more_after is always true; consumer 0 takes the
-        // last hand-over out at the end).
-        if (!last_consumer || more_after) your_turn();
-        wgmma_wait<0>();
-        wgmma_settle(o);
-        wgmma_settle(p);
-        // The last tile's V stage: not persistent, no one waits for it again; persistent, the
-        // producer refills it for a later work tile once every consumer has released it.
-        if constexpr (PERSISTENT) mbarrier_arrive(&bars.v_empty[stage(tiles - 1)]);
+        // The pipeline over the key tiles (flash_forward_common.cuh), with 16-bit products, the
+        // masked softmax, dropout and P packed as pairs. (DYNAMIC: more_after always true, above.)
+        consume_key_tiles<PERSISTENT>(bars, tiles, stage, parity, my_turn, your_turn, last_consumer, more_after,
+                                      issue_scores, issue_output, softmax, pack_probabilities, s, o, p);
 
         const int64_t token_stride = (int64_t)a.batch * a.ctx_row;
         const int64_t head_offset = (int64_t)b * a.ctx_row + (int64_t)h * D;
@@ -498,7 +449,7 @@ __global__ void __launch_bounds__(Shape<CONSUMERS>::THREADS, 1)
 #pragma unroll 1
         for (int j = 0, kv = 0;; j++) {
             mbarrier_wait(&bars.q_full, j & 1);
-            const int work = next_work[j % 2];  // read before this consumer's release_q of work tile j
+            const int work = next_work[j % 2];  // read before this consumer releases Q (q_empty) in work tile j
             if (work >= work_tiles) break;
             kv += consume_work_tile(work, j, kv, true);
         }
