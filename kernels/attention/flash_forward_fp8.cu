@@ -1,31 +1,31 @@
 // The FP8 (E4M3) flash-attention forward on Hopper: attention_fp8.h says what it computes and
-// takes; flash_forward_wgmma.cu is the 16-bit kernel whose structure this one follows, in a
-// reduced form (it is opt-in and new: correctness first, then speed):
-//   block: 128 queries of one head (grid: query blocks x batch * heads), 384 threads;
-//   producer (warpgroup 0): one thread issues the TMA copies of Q once and of K and V^T tile by
-//     tile (192 keys by default; 128 with ATTENTION_FP8_BLOCK_N=128) into two stages each (or 3,
-//     or 4 at 128 keys: ATTENTION_FP8_STAGES), as soon as both consumers have released a stage;
+// takes; flash_forward_wgmma.cu is the 16-bit kernel whose structure this one follows, with
+// less in it (no causal mask, no dropout, head dim 128 only, a static schedule only):
+//   CTAs: by default persistent - one per SM, each looping over work tiles of 128 queries of one
+//     head, its producer loading the next work tile's Q, K and V^T while the consumers finish
+//     the current one (the kernel's comment says what carries over); or one block per work tile
+//     (grid: query blocks x batch * heads; ATTENTION_FP8_PERSISTENT=0 or
+//     attention_fp8_set_persistent, attention_fp8.h). 384 threads either way;
+//   producer (warpgroup 0): one thread issues the TMA copies of Q once per work tile and of K and
+//     V^T tile by tile (192 keys by default; 128 with ATTENTION_FP8_BLOCK_N=128) into a ring of
+//     two stages each (or 3; or 4 at 128 keys: ATTENTION_FP8_STAGES), as soon as both consumers
+//     have released a stage;
 //   consumers (warpgroups 1, 2; 64 queries each): per tile of keys, S = Q K^T (4 wgmmas of k 32,
 //     e4m3 x e4m3, float accumulators), the online softmax in registers, P converted to E4M3
-//     and permuted into the A operand's layout (below), O += P V (4 wgmmas, A from registers,
-//     B = V^T from shared memory). As in the 16-bit kernel, S of tile t and P V of tile t - 1 are
-//     issued together, and the two consumers take turns to issue (ping-pong).
-// Persistent CTAs (one per SM, looping over the blocks above as work tiles; the default) or not:
-// ATTENTION_FP8_PERSISTENT or attention_fp8_set_persistent (attention_fp8.h; the kernel's
-// comment says what carries over from one work tile to the next).
-// What it leaves out against the 16-bit kernel: causal masks, dropout, 176-key tiles, head dim
-// 64, a dynamic schedule.
+//     and permuted into the A operand's layout (below), O += P V (4 wgmmas per 128 keys, A from
+//     registers, B = V^T from shared memory). As in the 16-bit kernel (and by the same code,
+//     flash_forward_common.cuh), S of tile t and P V of tile t - 1 are issued together, and the
+//     two consumers take turns to issue (ping-pong).
 //
-// Shared memory: each operand tile is 128 rows x 128 bytes (one 128-byte-swizzled panel, FP8:
-// one byte per value): Q (128 queries x 128 dims), K (128 keys x 128 dims), V^T (128 dims x 128
-// keys). All three are "K-major" - the reduction dimension contiguous: d for S = Q K^T, the keys
-// for O = P V - the only layout wgmma takes for FP8 operands. 16 KiB + stages x (16 + 16) KiB +
-// 1 KiB alignment = 81 KiB with 2 stages (the default), 113 with 3, 145 with 4
-// (ATTENTION_FP8_STAGES, attention_fp8.h: a deeper K/V ring was no faster on an H200,
-// docs/results.md#h200-eighth, so 2 stays the default). With 192-key tiles (ATTENTION_FP8_BLOCK_N,
-// the default: with persistent CTAs the fastest pair on an H200, docs/results.md#h200-ninth) K is
-// 192 rows (24 KiB) and V^T two panels of 128 keys (32 KiB, its last 64 keys unused: k_tile_bytes
-// below): 129 KiB at 2 stages, 185 at 3; 4 do not fit.
+// Shared memory: each operand tile is rows x 128 bytes (128-byte-swizzled panels, FP8: one byte
+// per value). All three operands are "K-major" - the reduction dimension contiguous: d for S =
+// Q K^T, the keys for O = P V - the only layout wgmma takes for FP8 operands. Q: 128 queries x
+// 128 dims (16 KiB). With 192-key tiles (the default: with persistent CTAs the fastest on an
+// H200, docs/results.md#h200-ninth) a stage holds K (192 keys x 128 dims, 24 KiB) and V^T as
+// two panels of 128 dims x 128 keys (32 KiB, the second's last 64 keys unused: vt_tile_bytes
+// below): 16 + 2 x 56 + 1 KiB (alignment) = 129 KiB at 2 stages (the default), 185 at 3; 4 do
+// not fit in Hopper's 227. With 128-key tiles a stage is 16 + 16 KiB: 81 KiB at 2 stages, 113 at
+// 3, 145 at 4 (a deeper ring was no faster on an H200, docs/results.md#h200-eighth).
 //
 // P from the score accumulator to the FP8 A operand (FlashAttention-3, section 3.3). Per warp
 // (16 rows of the warpgroup's 64), lane = 4 g + c, one 32-key step kk of the tile:
@@ -54,8 +54,8 @@
 // odd lane (keys 4c + 2, 4c + 3) first, from the even lane (keys 4c, 4c + 1) second. One byte
 // permute per register then puts the pairs in key order (the lanes and selectors:
 // fp8_operand.h, which tests/attention/flash_fp8_test.c replays on the host for every lane).
-// 16 shuffles per 128-key tile and thread (against 8 for the row maxima and sums), and 64
-// conversions (cvt ... e4m3x2, two values each). The alternative - leave P's keys where the
+// 16 shuffles and 64 conversions (cvt ... e4m3x2, two values each) per 128 keys and thread (24
+// and 96 per 192-key tile), against 8 shuffles per tile for the row maxima and sums. The alternative - leave P's keys where the
 // accumulator has them and permute V^T's keys to match - would need the caller (or an extra
 // pass through shared memory) to write V^T in that permuted order; the shuffles keep the
 // interface the plain transpose.
