@@ -157,8 +157,8 @@ static FlashDq64 wgmma_dq64(int deterministic) {
     }
 }
 
-// The swapAB backward (ATTENTION_BACKWARD_SWAPAB, attention.h): read once, unless a setter
-// came first.
+// The swapAB backward (ATTENTION_BACKWARD_SWAPAB, attention.h): read once, at the first use or
+// setter call.
 static const EnvChoice backward_swapab_choices[] = {{"1", ATTENTION_SWAPAB_WHERE_SUPPORTED},
                                                      {"0", ATTENTION_SWAPAB_NEVER}};
 static Switch backward_swapab_switch = SWITCH("ATTENTION_BACKWARD_SWAPAB", backward_swapab_choices,
@@ -192,7 +192,7 @@ static bool backward_runs_swapab(const AttentionKernelChoice &k, int head_dim) {
 }
 
 // The warp-specialised backward at head dim 128 (ATTENTION_BACKWARD_WS, attention.h): read
-// once, unless a setter came first. On by default: measured against flash_backward_wgmma.cu on
+// once, at the first use or setter call. On by default: measured against flash_backward_wgmma.cu on
 // an H200 (docs/results.md, seventh session), faster in every row (fp16 / bf16 TFLOP/s: 434-466
 // / 472-474 against 423-438 / 422-436; dropout 389-400 against 361-372; causal 364-382 against
 // 350-358).
@@ -215,7 +215,7 @@ static bool backward_runs_ws(const AttentionKernelChoice &k, int head_dim, int d
 }
 
 // The best set's forward at head dim 64 (ATTENTION_D64_FORWARD, attention.h): read once,
-// unless a setter came first. Three consumer warpgroups by default (measured faster, attention.h).
+// at the first use or setter call. Three consumer warpgroups by default (measured faster, attention.h).
 static const EnvChoice d64_forward_choices[] = {{"wg2", ATTENTION_D64_FORWARD_WG2}, {"wg3", ATTENTION_D64_FORWARD_WG3}};
 static Switch d64_forward_switch = SWITCH("ATTENTION_D64_FORWARD", d64_forward_choices, ATTENTION_D64_FORWARD_WG3);
 
@@ -233,7 +233,7 @@ static int wgmma_forward_consumers(int head_dim) {
 }
 
 // The wgmma forward's order of causal query blocks (ATTENTION_CAUSAL_ORDER, attention.h): read
-// once, unless a setter came first.
+// once, at the first use or setter call.
 static const EnvChoice causal_order_choices[] = {{"heavy-first", ATTENTION_CAUSAL_HEAVY_FIRST},
                                                   {"natural", ATTENTION_CAUSAL_NATURAL},
                                                   {"heavy-first-per-head", ATTENTION_CAUSAL_HEAVY_FIRST_PER_HEAD}};
@@ -265,7 +265,7 @@ static bool forward_persistent_for(int head_dim, bool causal, bool dropping) {
 }
 
 // The wgmma forward persistent or not (ATTENTION_FORWARD_PERSISTENT, attention.h): read once,
-// unless a setter came first; and the most CTAs it may use (0: one per SM; the setter's).
+// at the first use or setter call; and the most CTAs it may use (0: one per SM; the setter's).
 // Unset: the measured policy (forward_persistent_for).
 static const EnvChoice forward_persistent_choices[] = {{"1", ATTENTION_PERSISTENT_WHERE_SUPPORTED},
                                                         {"0", ATTENTION_PERSISTENT_NEVER}};
@@ -290,7 +290,7 @@ extern "C" AttentionForwardPersistent attention_set_forward_persistent(Attention
 }
 
 // The persistent wgmma forward's schedule (ATTENTION_PERSISTENT_SCHEDULE, attention.h): read
-// once, unless a setter came first. By default the policy: dynamic when causal (the measured
+// once, at the first use or setter call. By default the policy: dynamic when causal (the measured
 // figures are above forward_persistent_for).
 static const EnvChoice persistent_schedule_choices[] = {{"static", ATTENTION_SCHEDULE_STATIC},
                                                          {"dynamic", ATTENTION_SCHEDULE_DYNAMIC}};
@@ -367,7 +367,7 @@ static const char *wgmma_forward_name(int head_dim, int consumers) {
 }
 
 // The wgmma forward's keys per tile at head dim 128 (ATTENTION_FORWARD_BLOCK_N, attention.h):
-// read once, unless a setter came first. 176 by default since it was measured faster (H200,
+// read once, at the first use or setter call. 176 by default since it was measured faster (H200,
 // 2026-11-30: fp16 618-625 vs 584-586 TFLOP/s, bf16 646 vs 597; docs/results.md #h200-eighth).
 static const EnvChoice forward_block_n_choices[] = {{"128", ATTENTION_FORWARD_BLOCK_N_128},
                                                      {"176", ATTENTION_FORWARD_BLOCK_N_176}};

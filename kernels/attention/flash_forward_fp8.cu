@@ -438,8 +438,8 @@ CUtensorMap byte_tensor_map(const void *base, const cuuint64_t (&dims)[3], const
     return map;
 }
 
-// The settings (attention_fp8.h), each an environment variable read once (env_switch.h) unless
-// its setter came first. The defaults are what measured fastest on an H200
+// The settings (attention_fp8.h), each an environment variable read once, at the first use or
+// setter call (env_switch.h). The defaults are what measured fastest on an H200
 // (docs/results.md#h200-ninth): 192-key tiles, persistent CTAs, a ring of 2 stages.
 const EnvChoice stages_choices[] = {{"2", 2}, {"3", 3}, {"4", 4}};
 Switch stages_switch = SWITCH("ATTENTION_FP8_STAGES", stages_choices, 2);
