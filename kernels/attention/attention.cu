@@ -193,7 +193,7 @@ static bool backward_runs_swapab(const AttentionKernelChoice &k, int head_dim) {
 
 // The warp-specialised backward at head dim 128 (ATTENTION_BACKWARD_WS, attention.h): read
 // once, at the first use or setter call. On by default: measured against flash_backward_wgmma.cu on
-// an H200 (docs/results.md, seventh session), faster in every row (fp16 / bf16 TFLOP/s: 434-466
+// an H200 (docs/results.md#h200-seventh), faster in every row (fp16 / bf16 TFLOP/s: 434-466
 // / 472-474 against 423-438 / 422-436; dropout 389-400 against 361-372; causal 364-382 against
 // 350-358).
 static const EnvChoice backward_ws_choices[] = {{"1", ATTENTION_BACKWARD_WS_ON}, {"0", ATTENTION_BACKWARD_WS_OFF}};

@@ -55,10 +55,10 @@
 // permute per register then puts the pairs in key order (the lanes and selectors:
 // fp8_operand.h, which tests/attention/flash_fp8_test.c replays on the host for every lane).
 // 16 shuffles and 64 conversions (cvt ... e4m3x2, two values each) per 128 keys and thread (24
-// and 96 per 192-key tile), against 8 shuffles per tile for the row maxima and sums. The alternative - leave P's keys where the
-// accumulator has them and permute V^T's keys to match - would need the caller (or an extra
-// pass through shared memory) to write V^T in that permuted order; the shuffles keep the
-// interface the plain transpose.
+// and 96 per 192-key tile), against 8 shuffles per tile for the row maxima and sums. The
+// alternative - leave P's keys where the accumulator has them and permute V^T's keys to match -
+// would need the caller (or an extra pass through shared memory) to write V^T in that permuted
+// order; the shuffles keep the interface the plain transpose.
 //
 // P is multiplied by 2^ATTENTION_FP8_P_LOG2_SCALE (256) before the conversion (attention_fp8.h
 // says why): the exponent's shift is 8 smaller, which costs nothing; the row sum carries the same
