@@ -184,25 +184,28 @@ WG_DEFINE_ALL(__nv_bfloat16, "bf16")
 // warpgroup, K = D in steps of 16 columns, as two commit groups (S's first, so that a
 // wgmma_wait<1> waits for S alone). Q and dO are panels of 64 columns `qo_panel` bytes apart, K
 // and V panels `kv_panel` apart; the warpgroup's keys start `key_offset` bytes into K's and V's.
+// One of them: acc (64 rows x 64 keys) = A B^T, A's rows at a_addr, B's at b_addr + key_offset,
+// both reduced over D columns, one commit group.
+template <typename T, int D>
+__device__ __forceinline__ void wgmma_backward_score_product(float (&acc)[8][4], uint32_t a_addr, uint32_t b_addr,
+                                                             uint32_t key_offset, uint32_t qo_panel,
+                                                             uint32_t kv_panel) {
+#pragma unroll
+    for (int kk = 0; kk < D / 16; kk++) {
+        const uint32_t qo = (kk / 4) * qo_panel + (kk % 4) * 32;
+        const uint32_t kv = (kk / 4) * kv_panel + key_offset + (kk % 4) * 32;
+        wgmma_ss<T, 64>(acc, wgmma_descriptor(a_addr + qo, 0, 1024), wgmma_descriptor(b_addr + kv, 0, 1024), kk > 0);
+    }
+    wgmma_commit();
+}
+
 template <typename T, int D>
 __device__ __forceinline__ void wgmma_backward_scores(float (&s)[8][4], float (&dp)[8][4], uint32_t q_addr,
                                                       uint32_t do_addr, uint32_t k_addr, uint32_t v_addr,
                                                       uint32_t key_offset, uint32_t qo_panel, uint32_t kv_panel) {
     wgmma_fence();
-#pragma unroll
-    for (int kk = 0; kk < D / 16; kk++) {
-        const uint32_t qo = (kk / 4) * qo_panel + (kk % 4) * 32;
-        const uint32_t kv = (kk / 4) * kv_panel + key_offset + (kk % 4) * 32;
-        wgmma_ss<T, 64>(s, wgmma_descriptor(q_addr + qo, 0, 1024), wgmma_descriptor(k_addr + kv, 0, 1024), kk > 0);
-    }
-    wgmma_commit();
-#pragma unroll
-    for (int kk = 0; kk < D / 16; kk++) {
-        const uint32_t qo = (kk / 4) * qo_panel + (kk % 4) * 32;
-        const uint32_t kv = (kk / 4) * kv_panel + key_offset + (kk % 4) * 32;
-        wgmma_ss<T, 64>(dp, wgmma_descriptor(do_addr + qo, 0, 1024), wgmma_descriptor(v_addr + kv, 0, 1024), kk > 0);
-    }
-    wgmma_commit();
+    wgmma_backward_score_product<T, D>(s, q_addr, k_addr, key_offset, qo_panel, kv_panel);    // S = Q K_w^T
+    wgmma_backward_score_product<T, D>(dp, do_addr, v_addr, key_offset, qo_panel, kv_panel);  // dP = dO V_w^T
 }
 
 // The backward's products into dV and dK of one query tile, shared likewise: acc (64 keys x D)
