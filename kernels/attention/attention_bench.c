@@ -143,15 +143,14 @@ static void bench_fp8(int batch, int heads, int seq, DType dtype) {
     fp8_case.ctx = c.ctx, fp8_case.lse = c.lse;
     printf("d 128, no dropout, not causal, ctx in %s: forward ms TFLOP/s\n", dtype_name(dtype));
     printf("  %-52s %8.3f %7.0f\n", attention_kernel_name(ATTENTION_FORWARD, d), ms16, flops / ms16 / 1e9);
-    // The FP8 forward's launches: 128- and 192-key tiles (attention_fp8_set_block_n; 192 not
-    // under ATTENTION_FP8_STAGES=4, which it does not fit), each with one block per 128 queries
-    // and with persistent CTAs (attention_fp8_set_persistent); the settings are restored after.
-    const char *stages = getenv("ATTENTION_FP8_STAGES");
-    const int wide_fits = !(stages && !strcmp(stages, "4"));
+    // The FP8 forward's launches: 128- and 192-key tiles (attention_fp8_set_block_n; a width
+    // that does not fit the ring depth in force is skipped: attention_fp8_block_n_fits), each with
+    // one block per 128 queries and with persistent CTAs (attention_fp8_set_persistent); the
+    // settings are restored after.
     const int previous_block_n = attention_fp8_set_block_n(128), previous_persistent = attention_fp8_set_persistent(0);
     for (int block_n = 128; block_n <= 192; block_n += 64) {
-        if (block_n == 192 && !wide_fits) {
-            printf("  (192-key tiles: not with ATTENTION_FP8_STAGES=4)\n");
+        if (!attention_fp8_block_n_fits(block_n)) {
+            printf("  (%d-key tiles: do not fit the K/V ring depth ATTENTION_FP8_STAGES sets)\n", block_n);
             continue;
         }
         attention_fp8_set_block_n(block_n);

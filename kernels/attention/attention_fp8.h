@@ -120,6 +120,12 @@ int attention_fp8_set_persistent(int persistent);
 // returns the previous setting. Not thread-safe, as attention_fp8_set_persistent.
 int attention_fp8_set_block_n(int block_n);
 
+// 1 if the kernel with block_n keys per tile (128 or 192; anything else stops with a message)
+// fits in shared memory at the K/V ring depth in force (ATTENTION_FP8_STAGES, read here if not
+// yet), else 0 - the launch stops with a message then. No GPU needed: callers that try every
+// tile width (tests/attention/flash_fp8_test.c, attention_bench --fp8) skip one that does not fit.
+int attention_fp8_block_n_fits(int block_n);
+
 #ifdef __cplusplus
 }
 #endif

@@ -494,15 +494,13 @@ template <typename T>
 void launch_fp8_forward_as_set(const AttentionFp8Problem *p, const uint8_t *q, const uint8_t *k, const uint8_t *vt,
                                const Fp8Args &a) {
     const int stages = fp8_stages();
+    if (!attention_fp8_block_n_fits(fp8_block_n()))
+        fail_user("FP8 attention: ATTENTION_FP8_STAGES=%d needs 128-key tiles (ATTENTION_FP8_BLOCK_N=128): "
+                  "192-key tiles (the default) fit 2 or 3 stages in shared memory, not 4",
+                  stages);
     if (fp8_block_n() == BLOCK_N_WIDE) {
-        switch (stages) {
-        case 2: launch_fp8_forward_persistent_as_set<T, 2, BLOCK_N_WIDE>(p, q, k, vt, a); break;
-        case 3: launch_fp8_forward_persistent_as_set<T, 3, BLOCK_N_WIDE>(p, q, k, vt, a); break;
-        default:
-            fail_user("FP8 attention: ATTENTION_FP8_STAGES=%d needs 128-key tiles (ATTENTION_FP8_BLOCK_N=128): "
-                      "192-key tiles (the default) fit 2 or 3 stages in shared memory, not 4",
-                      stages);
-        }
+        if (stages == 2) launch_fp8_forward_persistent_as_set<T, 2, BLOCK_N_WIDE>(p, q, k, vt, a);
+        else launch_fp8_forward_persistent_as_set<T, 3, BLOCK_N_WIDE>(p, q, k, vt, a);
         return;
     }
     switch (stages) {
@@ -530,6 +528,12 @@ const char *attention_fp8_unsupported(const AttentionFp8Problem *p) {
     if (vt_row < p->seq || vt_row % 16 != 0)
         return "FP8 attention: vt_row_stride must be >= seq and a multiple of 16 (or 0: seq rounded up to 16)";
     return NULL;
+}
+
+int attention_fp8_block_n_fits(int block_n) {
+    if (block_n != BLOCK_N_NARROW && block_n != BLOCK_N_WIDE)
+        fail_user("attention_fp8_block_n_fits: block_n must be 128 or 192, not %d", block_n);
+    return fits_smem(fp8_stages(), block_n);
 }
 
 int attention_fp8_available(void) {

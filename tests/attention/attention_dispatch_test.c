@@ -476,6 +476,9 @@ static int set_block_n_160(void) { return (int)attention_set_forward_block_n((At
 static int read_fp8_block_n(void) { return attention_fp8_set_block_n(128); }
 static int read_fp8_persistent(void) { return attention_fp8_set_persistent(0); }
 static int set_fp8_block_n_160(void) { return attention_fp8_set_block_n(160); }
+// Whether 192- and 128-key tiles fit the K/V ring depth ATTENTION_FP8_STAGES sets.
+static int fp8_192_fits(void) { return attention_fp8_block_n_fits(192); }
+static int fp8_128_fits(void) { return attention_fp8_block_n_fits(128); }
 
 // Every spelling gives its value (the child's exit status is 10 + the value); an empty
 // variable is as unset; anything else stops with a message naming the variable, every
@@ -539,6 +542,20 @@ static void test_switches(void **state) {
     static const char fp8_refusal[] = "attention_fp8_set_block_n: block_n must be 128 or 192, not 160";
     if (!strstr(message, fp8_refusal))
         fail_msg("attention_fp8_set_block_n(160): got: %s", message);
+    // 192-key tiles fit 2 or 3 stages (2 when unset), not 4; 128-key tiles fit all three; a
+    // depth outside the list stops with a message.
+    const struct {
+        const char *stages;
+        int (*fits)(void);
+        int expected;
+    } fits[] = {{"", fp8_192_fits, 1},  {"2", fp8_192_fits, 1}, {"3", fp8_192_fits, 1},
+                {"4", fp8_192_fits, 0}, {"4", fp8_128_fits, 1}};
+    for (size_t i = 0; i < sizeof fits / sizeof fits[0]; i++)
+        assert_int_equal(switch_in_child("ATTENTION_FP8_STAGES", fits[i].stages, fits[i].fits, message, sizeof message),
+                         10 + fits[i].expected);
+    assert_int_equal(switch_in_child("ATTENTION_FP8_STAGES", "zigzag", fp8_192_fits, message, sizeof message), 1);
+    if (!strstr(message, "ATTENTION_FP8_STAGES must be 2, 3 or 4 (or unset), not \"zigzag\""))
+        fail_msg("ATTENTION_FP8_STAGES=zigzag: got: %s", message);
 }
 
 int main(void) {

@@ -278,8 +278,7 @@ static void run_case(int seq, int batch, int heads, DType dt, float q_range) {
 }
 
 static void run_wide_case(int seq, int batch, int heads, DType dt, float q_range) {
-    const char *stages = getenv("ATTENTION_FP8_STAGES");
-    if (stages && !strcmp(stages, "4")) {
+    if (!attention_fp8_block_n_fits(WIDE_KEY_TILE)) {
         print_message("[ SKIP     ] %s: 192-key tiles take 2 or 3 stages, not ATTENTION_FP8_STAGES=4\n", __func__);
         skip();
     }
