@@ -3,6 +3,8 @@
 #ifndef KERNELS_DEVICE_UTILS_CUH
 #define KERNELS_DEVICE_UTILS_CUH
 
+#include <stdint.h>
+
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -66,5 +68,8 @@ __device__ __forceinline__ float warp_max(float x) {
 }
 
 static inline unsigned int ceil_div(long long a, long long b) { return (unsigned int)((a + b - 1) / b); }
+
+// Whether ptr is 16-byte aligned (what 16-byte vector loads and TMA copies need).
+static inline bool aligned16(const void *ptr) { return ((uintptr_t)ptr & 15) == 0; }
 
 #endif  // KERNELS_DEVICE_UTILS_CUH

@@ -510,8 +510,6 @@ void launch_fp8_forward_as_set(const AttentionFp8Problem *p, const uint8_t *q, c
     }
 }
 
-bool aligned16(const void *ptr) { return ((uintptr_t)ptr & 15) == 0; }
-
 }  // namespace
 
 int64_t attention_fp8_vt_row_stride(const AttentionFp8Problem *p) {

@@ -98,8 +98,6 @@ __global__ void __launch_bounds__(THREADS) cast_qkv_kernel(const T *qkv, CastArg
     }
 }
 
-bool aligned16(const void *ptr) { return ((uintptr_t)ptr & 15) == 0; }
-
 }  // namespace
 
 extern "C" void fp8_cast_qkv_for_attention(const Fp8AttentionCast *p, const void *qkv, uint8_t *q8, uint8_t *k8,

@@ -44,8 +44,6 @@ __global__ void bias_act_kernel(T *pre, const T *bias, T *out, int64_t rows, int
 
 enum { THREADS = 256, TARGET_BLOCKS = 2048 };
 
-static bool aligned16(const void *p) { return ((uintptr_t)p & 15) == 0; }
-
 // 8 values per access when every row starts 16-byte aligned, else 1.
 static int vector_width(int cols, const void *a, const void *b, const void *c) {
     return cols % 8 == 0 && aligned16(a) && aligned16(b) && (!c || aligned16(c)) ? 8 : 1;
