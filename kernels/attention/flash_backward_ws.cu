@@ -226,59 +226,74 @@ __global__ void __launch_bounds__(WS_THREADS, 1)
         const uint32_t do_addr = smem_addr(do_tiles + s_stage * WS_QO_BYTES);
         const float *stage_stats = stats + s_stage * WS_STATS_FLOATS;  // lse log2(e), then Dsum
 
-        // S = Q K_c^T and dP = dO V_c^T, two groups: step kk takes 16 of the D columns (panel
-        // kk / 4); the consumer's keys start 64 rows (8192 bytes) into each panel of K and V.
-        float s[8][4], dp[8][4];
-        wgmma_backward_scores<T, D>(s, dp, q_addr, do_addr, k_addr, v_addr, cw * 64 * 128, WS_QO_PANEL, WS_KV_PANEL);
+        // Causal, the block's first query tile (q0 = k0) comes before every key of consumer 1
+        // (k0 + 64 ..): the mask hides them all, so P and dS are 0 there and consumer 1 has
+        // nothing to add to dV or dK, nor its dS panel to dQ. It skips its S, dP, dV and dK products
+        // and its softmax on that tile (the upper 64 keys' turn of the 128 x 64 products: a
+        // quarter of the diagonal tiles' tensor-core work) and stages its dQ columns from
+        // consumer 0's dS alone; both consumers' dQ products read dS panel 0 only (panel 1 was
+        // never written for this tile). Adding the skipped zeros would change no bit.
+        const bool upper_keys_masked = a.causal && k0 + 64 > q0 + WS_BLOCK_M - 1;
+        const bool skip = upper_keys_masked && cw == 1;
+        if (!skip) {
+            // S = Q K_c^T and dP = dO V_c^T, two groups: step kk takes 16 of the D columns (panel
+            // kk / 4); the consumer's keys start 64 rows (8192 bytes) into each panel of K and V.
+            float s[8][4], dp[8][4];
+            wgmma_backward_scores<T, D>(s, dp, q_addr, do_addr, k_addr, v_addr, cw * 64 * 128, WS_QO_PANEL,
+                                        WS_KV_PANEL);
 
-        // While the tensor cores work: the dropout mask of this thread's queries 16 wq + g (+ 8)
-        // and keys 8n + 2c (+ 1) of the consumer's 64.
-        TileDropout dropped;
-        if (dropping)
-            dropped = query_rows_dropout(drop_bh, q0 + 16 * wq + g, seq, key0 / 64, a.keys, a.offset, drop_threshold);
+            // While the tensor cores work: the dropout mask of this thread's queries 16 wq + g (+ 8)
+            // and keys 8n + 2c (+ 1) of the consumer's 64.
+            TileDropout dropped;
+            if (dropping)
+                dropped =
+                    query_rows_dropout(drop_bh, q0 + 16 * wq + g, seq, key0 / 64, a.keys, a.offset, drop_threshold);
 
-        // P = exp(S scale - lse) (kept in s) and Pd = P * mask, into the consumer's panel of the
-        // P tile (flash_backward_wgmma.cu: the same steps). Masked scores (query i or key j past
-        // seq, or j > i when causal) become -inf, on edge and diagonal tiles only. The mask is
-        // written as one bound per row - key j is kept iff j < limit, limit = 0 for i >= seq,
-        // else seq or, causal, min(seq, i + 1) - so that each score takes one compare against
-        // a register and a select: written as the three tests per score, ptxas kept the 32
-        // outcomes as predicates moved into registers and spilled others to make room.
-        wgmma_wait<1>();
-        wgmma_settle(s);
-        const int i_first = q0 + 16 * wq + g;  // this thread's rows: i_first and i_first + 8
-        if (i_first + 8 >= seq || key0 + 64 > seq || (a.causal && key0 + 63 > i_first)) {
+            // P = exp(S scale - lse) (kept in s) and Pd = P * mask, into the consumer's panel of the
+            // P tile (flash_backward_wgmma.cu: the same steps). Masked scores (query i or key j past
+            // seq, or j > i when causal) become -inf, on edge and diagonal tiles only. The mask is
+            // written as one bound per row - key j is kept iff j < limit, limit = 0 for i >= seq,
+            // else seq or, causal, min(seq, i + 1) - so that each score takes one compare against
+            // a register and a select: written as the three tests per score, ptxas kept the 32
+            // outcomes as predicates moved into registers and spilled others to make room.
+            wgmma_wait<1>();
+            wgmma_settle(s);
+            const int i_first = q0 + 16 * wq + g;  // this thread's rows: i_first and i_first + 8
+            if (i_first + 8 >= seq || key0 + 64 > seq || (a.causal && key0 + 63 > i_first)) {
 #pragma unroll
-            for (int r = 0; r < 2; r++) {
-                const int i = i_first + 8 * r;
-                const int limit = i >= seq ? 0 : a.causal ? min(seq, i + 1) : seq;
-                const int room = limit - key0 - 2 * c;  // key 8 n + 2 c + e of the 64 kept iff 8 n + e < room
+                for (int r = 0; r < 2; r++) {
+                    const int i = i_first + 8 * r;
+                    const int limit = i >= seq ? 0 : a.causal ? min(seq, i + 1) : seq;
+                    const int room = limit - key0 - 2 * c;  // key 8 n + 2 c + e of the 64 kept iff 8 n + e < room
 #pragma unroll
-                for (int n = 0; n < 8; n++)
+                    for (int n = 0; n < 8; n++)
 #pragma unroll
-                    for (int e = 0; e < 2; e++)
-                        if (8 * n + e >= room) s[n][2 * r + e] = -INFINITY;
+                        for (int e = 0; e < 2; e++)
+                            if (8 * n + e >= room) s[n][2 * r + e] = -INFINITY;
+                }
             }
+            store_probabilities<T>(s, [&](int, int il) { return stage_stats[il]; }, scale_log2, dropping,
+                                   dropped, p_tile + cw * WS_PS_PANEL, 16 * wq + g, c);
+            fence_shared_for_wgmma();
+            warpgroup_barrier(cw);  // the consumer's P panel is complete
+
+            // dV_c += Pd_c^T dO, running while dS is computed.
+            wgmma_fence();
+            wgmma_backward_key_update<T, D>(dv, p_addr + cw * WS_PS_PANEL, WS_PS_PANEL, do_addr, WS_QO_PANEL);
+            wgmma_commit();
+
+            // dS = P * (dP - Dsum) with dP = dPd * mask / (1 - p), into the consumer's dS panel -
+            // once the other consumer has read the tile before's (its dQ).
+            wgmma_wait<1>();
+            wgmma_settle(dp);
+            if (step > 0) named_barrier_sync(DS_FREE + cw, 256);
+            store_score_gradients<T>(ds_tile + cw * WS_PS_PANEL, s, dp,
+                                     [&](int, int il) { return stage_stats[WS_BLOCK_M + il]; }, dropping, dropped,
+                                     keep_scale, 16 * wq + g, c);
+            fence_shared_for_wgmma();
+        } else if (step > 0) {
+            named_barrier_sync(DS_FREE + cw, 256);  // as above: the barrier's uses stay paired
         }
-        store_probabilities<T>(s, [&](int, int il) { return stage_stats[il]; }, scale_log2, dropping,
-                               dropped, p_tile + cw * WS_PS_PANEL, 16 * wq + g, c);
-        fence_shared_for_wgmma();
-        warpgroup_barrier(cw);  // the consumer's P panel is complete
-
-        // dV_c += Pd_c^T dO, running while dS is computed.
-        wgmma_fence();
-        wgmma_backward_key_update<T, D>(dv, p_addr + cw * WS_PS_PANEL, WS_PS_PANEL, do_addr, WS_QO_PANEL);
-        wgmma_commit();
-
-        // dS = P * (dP - Dsum) with dP = dPd * mask / (1 - p), into the consumer's dS panel -
-        // once the other consumer has read the tile before's (its dQ).
-        wgmma_wait<1>();
-        wgmma_settle(dp);
-        if (step > 0) named_barrier_sync(DS_FREE + cw, 256);
-        store_score_gradients<T>(ds_tile + cw * WS_PS_PANEL, s, dp,
-                                 [&](int, int il) { return stage_stats[WS_BLOCK_M + il]; }, dropping, dropped,
-                                 keep_scale, 16 * wq + g, c);
-        fence_shared_for_wgmma();
         named_barrier_sync(DS_READY, 256);  // dQ needs both consumers' dS
 
         // dQ[:, 64 cw, + 64] = dS K: A = dS, keys contiguous (panel kk / 4, both consumers'), B =
@@ -286,14 +301,37 @@ __global__ void __launch_bounds__(WS_THREADS, 1)
         // Two groups, dQ's first: once it has landed (and dV's, committed before) the thread stages
         // dQ while the tensor cores still run dK.
         float dq[8][4];
-        wgmma_fence();
+        auto ds_desc = [&](int kk) {
+            return wgmma_descriptor(ds_addr + (kk / 4) * WS_PS_PANEL + (kk % 4) * 32, 0, 1024);
+        };
+        auto kt_desc = [&](int kk) {
+            return wgmma_descriptor(k_addr + cw * WS_KV_PANEL + kk * 2048, WS_KV_PANEL, 1024);
+        };
+        // Each path whole groups, fence to commit (a branch inside a group made ptxas serialise
+        // every wgmma of the kernel: its warning C7520); skipping, dK's group is empty, so that
+        // the waits below count the same groups in every path.
+        if (!upper_keys_masked) {
+            wgmma_fence();
 #pragma unroll
-        for (int kk = 0; kk < WS_BLOCK_N / 16; kk++)
-            wgmma_ss<T, 64, 0, 1>(dq, wgmma_descriptor(ds_addr + (kk / 4) * WS_PS_PANEL + (kk % 4) * 32, 0, 1024),
-                                  wgmma_descriptor(k_addr + cw * WS_KV_PANEL + kk * 2048, WS_KV_PANEL, 1024), kk > 0);
-        wgmma_commit();
-        wgmma_backward_key_update<T, D>(dk, ds_addr + cw * WS_PS_PANEL, WS_PS_PANEL, q_addr, WS_QO_PANEL);
-        wgmma_commit();
+            for (int kk = 0; kk < WS_BLOCK_N / 16; kk++)
+                wgmma_ss<T, 64, 0, 1>(dq, ds_desc(kk), kt_desc(kk), kk > 0);
+            wgmma_commit();
+            wgmma_backward_key_update<T, D>(dk, ds_addr + cw * WS_PS_PANEL, WS_PS_PANEL, q_addr, WS_QO_PANEL);
+            wgmma_commit();
+        } else if (!skip) {
+            wgmma_fence();
+#pragma unroll
+            for (int kk = 0; kk < 64 / 16; kk++) wgmma_ss<T, 64, 0, 1>(dq, ds_desc(kk), kt_desc(kk), kk > 0);
+            wgmma_commit();
+            wgmma_backward_key_update<T, D>(dk, ds_addr + cw * WS_PS_PANEL, WS_PS_PANEL, q_addr, WS_QO_PANEL);
+            wgmma_commit();
+        } else {
+            wgmma_fence();
+#pragma unroll
+            for (int kk = 0; kk < 64 / 16; kk++) wgmma_ss<T, 64, 0, 1>(dq, ds_desc(kk), kt_desc(kk), kk > 0);
+            wgmma_commit();
+            wgmma_commit();
+        }
         wgmma_wait<1>();
         wgmma_settle(dv);
         wgmma_settle(dq);
