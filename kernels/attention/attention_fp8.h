@@ -78,7 +78,9 @@ enum { ATTENTION_FP8_P_LOG2_SCALE = 8 };
 // vt's row stride for this problem (vt_row_stride, or its default).
 int64_t attention_fp8_vt_row_stride(const AttentionFp8Problem *p);
 
-// NULL if the kernel takes this problem (shapes and fields only; no GPU needed), else why not.
+// NULL if the kernel takes this problem (shapes and fields only; no GPU needed) with the settings
+// in force - ATTENTION_FP8_STAGES and the tile width (attention_fp8_block_n_fits; the variables
+// are read here if not yet, and a value outside their lists stops with a message) - else why not.
 const char *attention_fp8_unsupported(const AttentionFp8Problem *p);
 
 // 1 if this GPU and this build run the FP8 forward (wgmma and sm_90a code), else 0.
