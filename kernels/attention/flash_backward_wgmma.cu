@@ -263,24 +263,35 @@ __global__ void __launch_bounds__(BW_THREADS, 1)
         // over both warpgroups' dS panels and K's panel w. OWN_KEYS: dQ_w = dS_w K_w, the
         // warpgroup's own dS panel and its 64 rows of K. BY_TURNS: dQ = dS K, both dS panels,
         // by the warpgroup whose turn it is.
+        // BY_TURNS, the warpgroup whose turn it is not issues dK's product alone. Each path is
+        // a whole group, fence to commit: with the branch inside one group (dQ's products issued
+        // or not after dK's) ptxas serialised every wgmma of the BY_TURNS kernels (its warning
+        // C7520).
         const bool computes_dq = DQ != BY_TURNS || warpgroup == step % 2;  // the same for a whole warpgroup
         float dq[8][4];
-        wgmma_fence();
-        wgmma_backward_key_update<T, D>(dk, ds_addr + warpgroup * PS_PANEL, PS_PANEL, q_addr, QO_PANEL);
-        if constexpr (DQ == OWN_KEYS) {
+        if (!computes_dq) {
+            wgmma_fence();
+            wgmma_backward_key_update<T, D>(dk, ds_addr + warpgroup * PS_PANEL, PS_PANEL, q_addr, QO_PANEL);
+            wgmma_commit();
+        } else {
+            wgmma_fence();
+            wgmma_backward_key_update<T, D>(dk, ds_addr + warpgroup * PS_PANEL, PS_PANEL, q_addr, QO_PANEL);
+            if constexpr (DQ == OWN_KEYS) {
 #pragma unroll
-            for (int kk = 0; kk < 64 / 16; kk++)
-                wgmma_ss<T, 64, 0, 1>(dq, wgmma_descriptor(ds_addr + warpgroup * PS_PANEL + kk * 32, 0, 1024),
-                                      wgmma_descriptor(k_addr + warpgroup * 64 * 128 + kk * 2048, KV_PANEL, 1024),
-                                      kk > 0);
-        } else if (computes_dq) {
-            const uint32_t k_panel = DQ == COLUMN_HALVES ? warpgroup * KV_PANEL : 0;
+                for (int kk = 0; kk < 64 / 16; kk++)
+                    wgmma_ss<T, 64, 0, 1>(dq, wgmma_descriptor(ds_addr + warpgroup * PS_PANEL + kk * 32, 0, 1024),
+                                          wgmma_descriptor(k_addr + warpgroup * 64 * 128 + kk * 2048, KV_PANEL, 1024),
+                                          kk > 0);
+            } else {
+                const uint32_t k_panel = DQ == COLUMN_HALVES ? warpgroup * KV_PANEL : 0;
 #pragma unroll
-            for (int kk = 0; kk < BW_BLOCK_N / 16; kk++)
-                wgmma_ss<T, 64, 0, 1>(dq, wgmma_descriptor(ds_addr + (kk / 4) * PS_PANEL + (kk % 4) * 32, 0, 1024),
-                                      wgmma_descriptor(k_addr + k_panel + kk * 2048, KV_PANEL, 1024), kk > 0);
+                for (int kk = 0; kk < BW_BLOCK_N / 16; kk++)
+                    wgmma_ss<T, 64, 0, 1>(dq,
+                                          wgmma_descriptor(ds_addr + (kk / 4) * PS_PANEL + (kk % 4) * 32, 0, 1024),
+                                          wgmma_descriptor(k_addr + k_panel + kk * 2048, KV_PANEL, 1024), kk > 0);
+            }
+            wgmma_commit();
         }
-        wgmma_commit();
         wgmma_wait<0>();
         wgmma_settle(dv);
         wgmma_settle(dk);
