@@ -78,10 +78,16 @@ enum { ATTENTION_FP8_P_LOG2_SCALE = 8 };
 // vt's row stride for this problem (vt_row_stride, or its default).
 int64_t attention_fp8_vt_row_stride(const AttentionFp8Problem *p);
 
-// NULL if the kernel takes this problem (shapes and fields only; no GPU needed) with the settings
-// in force - ATTENTION_FP8_STAGES and the tile width (attention_fp8_block_n_fits; the variables
-// are read here if not yet, and a value outside their lists stops with a message) - else why not.
+// NULL if the kernel takes this problem (shapes and fields only; no GPU needed), else why not.
 const char *attention_fp8_unsupported(const AttentionFp8Problem *p);
+
+// NULL if the settings in force fit together - the K/V ring depth ATTENTION_FP8_STAGES and the
+// tile width (attention_fp8_block_n_fits: 4 stages of 192-key tiles do not) - else why not, naming
+// both variables. The variables are read here if not yet (a value outside their lists stops with
+// a message). No GPU needed: step 05's --fp8-attention asks it with its configuration checks,
+// before any GPU work; attention_forward_fp8 asks it too. Callers that try every tile width
+// (flash_fp8_test, attention_bench --fp8) ask attention_fp8_block_n_fits per width instead.
+const char *attention_fp8_settings_unsupported(void);
 
 // 1 if this GPU and this build run the FP8 forward (wgmma and sm_90a code), else 0.
 int attention_fp8_available(void);

@@ -2,7 +2,8 @@
 // attention.h): flash_backward_wgmma.cu's math with FlashAttention-3's division of labour and
 // register budget. The default at head dim 128 when not deterministic (attention.h): on an H200
 // 434-474 TFLOP/s against flash_backward_wgmma.cu's 422-438, 389-400 against 361-372 with
-// dropout, 364-382 against 350-358 causal (docs/results.md#h200-seventh).
+// dropout, 364-382 against 350-358 causal (docs/results.md#h200-seventh); causal 382-387
+// against 371-384 since consumer 1 skips its fully masked tiles (below; #h200-tenth).
 //
 // Why. flash_backward_wgmma.cu's two warpgroups each hold dK and dV of their 64 keys (128
 // floats a thread) for the whole block and also issue the copies, prefetch lse and Dsum into
@@ -36,6 +37,8 @@
 //
 // How the consumers meet. No __syncthreads after the start (the producer's threads have left).
 //   - Before dQ (it reads both dS panels): named barrier DS_READY, 256 threads.
+//   Causal, on each block's first query tile consumer 1's keys are all masked: it skips its
+//   products there but keeps every barrier and mbarrier (the loop's comment says how).
 //   - Before a consumer overwrites its dS panel with the next tile's, the other one must have
 //     finished reading it (its dQ of this tile): named barrier DS_FREE + c, on which the other
 //     consumer only arrives (bar.arrive) once its dQ has landed and consumer c waits (bar.sync)
@@ -229,10 +232,13 @@ __global__ void __launch_bounds__(WS_THREADS, 1)
         // Causal, the block's first query tile (q0 = k0) comes before every key of consumer 1
         // (k0 + 64 ..): the mask hides them all, so P and dS are 0 there and consumer 1 has
         // nothing to add to dV or dK, nor its dS panel to dQ. It skips its S, dP, dV and dK products
-        // and its softmax on that tile (the upper 64 keys' turn of the 128 x 64 products: a
-        // quarter of the diagonal tiles' tensor-core work) and stages its dQ columns from
-        // consumer 0's dS alone; both consumers' dQ products read dS panel 0 only (panel 1 was
-        // never written for this tile). Adding the skipped zeros would change no bit.
+        // and its softmax on that tile and stages its dQ columns from consumer 0's dS alone; both
+        // consumers' dQ products read dS panel 0 only (panel 1 was never written for this tile):
+        // half of that tile's products (a quarter of the 128 x 128 diagonal block), about 3% of
+        // a causal backward's at s = 2048. Adding the skipped zeros would change no bit. The
+        // test: the tile's last query (q0 + 63) comes before consumer 1's first key (k0 + 64),
+        // which under the mask (q0 >= k0) holds at the first tile only.
+        static_assert(WS_BLOCK_M == 64 && WS_BLOCK_N == 128, "64-query tiles, a consumer's 64 keys");
         const bool upper_keys_masked = a.causal && k0 + 64 > q0 + WS_BLOCK_M - 1;
         const bool skip = upper_keys_masked && cw == 1;
         if (!skip) {

@@ -526,10 +526,11 @@ const char *attention_fp8_unsupported(const AttentionFp8Problem *p) {
     const int64_t vt_row = attention_fp8_vt_row_stride(p);
     if (vt_row < p->seq || vt_row % 16 != 0)
         return "FP8 attention: vt_row_stride must be >= seq and a multiple of 16 (or 0: seq rounded up to 16)";
-    // The settings in force (read here if not yet), so that a caller asking before any GPU work
-    // (step 05's --fp8-attention) hears of a tile width that does not fit the ring depth then.
-    if (!attention_fp8_block_n_fits(fp8_block_n())) return FP8_STAGES_REFUSAL;
     return NULL;
+}
+
+const char *attention_fp8_settings_unsupported(void) {
+    return attention_fp8_block_n_fits(fp8_block_n()) ? NULL : FP8_STAGES_REFUSAL;
 }
 
 int attention_fp8_block_n_fits(int block_n) {
@@ -547,6 +548,7 @@ void attention_forward_fp8(const AttentionFp8Problem *p, const uint8_t *q, const
                            const float *q_scale_inv, const float *k_scale_inv, const float *v_scale_inv, void *ctx,
                            float *lse) {
     const char *why = attention_fp8_unsupported(p);
+    if (!why) why = attention_fp8_settings_unsupported();
     if (why) fail_user("%s", why);
     if (!q || !k || !vt || !q_scale_inv || !k_scale_inv || !v_scale_inv || !ctx || !lse)
         fail_user("FP8 attention: a pointer argument is NULL");

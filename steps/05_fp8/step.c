@@ -90,6 +90,7 @@ static const char *fp8_attention_unsupported(const LayerConfig *c) {
         return why;
     }
     const char *kernel_why = attention_fp8_unsupported(&p);
+    if (!kernel_why) kernel_why = attention_fp8_settings_unsupported();
     if (kernel_why) {
         snprintf(why, sizeof why, "--fp8-attention: %s", kernel_why);
         return why;

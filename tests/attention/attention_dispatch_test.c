@@ -479,12 +479,19 @@ static int set_fp8_block_n_160(void) { return attention_fp8_set_block_n(160); }
 // Whether 192- and 128-key tiles fit the K/V ring depth ATTENTION_FP8_STAGES sets.
 static int fp8_192_fits(void) { return attention_fp8_block_n_fits(192); }
 static int fp8_128_fits(void) { return attention_fp8_block_n_fits(128); }
-// attention_fp8_unsupported on a problem the kernel takes: 0 if it takes it with the settings in
-// force, 1 if it refuses the ring depth, 2 if it refuses anything else.
-static int fp8_problem_refused_for_stages(void) {
-    const AttentionFp8Problem p = {.seq = 2048, .batch = 4, .heads = 32, .head_dim = 128, .dtype = DTYPE_FP16};
-    const char *why = attention_fp8_unsupported(&p);
+// attention_fp8_settings_unsupported with the tile width unset (the default, 192) or set to 128:
+// 0 if the settings fit together, 1 if it refuses the ring depth, 2 if it says anything else.
+static int fp8_settings_refusal(void) {
+    const char *why = attention_fp8_settings_unsupported();
     return !why ? 0 : strstr(why, "ATTENTION_FP8_STAGES=4 needs 128-key tiles (ATTENTION_FP8_BLOCK_N=128)") ? 1 : 2;
+}
+static int fp8_settings_refusal_default_tiles(void) {
+    unsetenv("ATTENTION_FP8_BLOCK_N");  // the default whatever this test's environment says
+    return fp8_settings_refusal();
+}
+static int fp8_settings_refusal_128_tiles(void) {
+    attention_fp8_set_block_n(128);
+    return fp8_settings_refusal();
 }
 
 // Every spelling gives its value (the child's exit status is 10 + the value); an empty
@@ -560,12 +567,21 @@ static void test_switches(void **state) {
     for (size_t i = 0; i < sizeof fits / sizeof fits[0]; i++)
         assert_int_equal(switch_in_child("ATTENTION_FP8_STAGES", fits[i].stages, fits[i].fits, message, sizeof message),
                          10 + fits[i].expected);
-    // ... and the problem check says so, before any GPU work (step 05's --fp8-attention asks it
-    // then): refused at 4 stages with the default 192-key tiles, taken at 3.
-    assert_int_equal(
-        switch_in_child("ATTENTION_FP8_STAGES", "4", fp8_problem_refused_for_stages, message, sizeof message), 11);
-    assert_int_equal(
-        switch_in_child("ATTENTION_FP8_STAGES", "3", fp8_problem_refused_for_stages, message, sizeof message), 10);
+    // ... and the settings check says so, before any GPU work (step 05's --fp8-attention asks it
+    // then): refused at 4 stages with the default 192-key tiles, taken at 4 with 128-key ones
+    // and at 3 with the default.
+    const struct {
+        const char *stages;
+        int (*refusal)(void);
+        int expected;
+    } settings[] = {{"4", fp8_settings_refusal_default_tiles, 1},
+                    {"4", fp8_settings_refusal_128_tiles, 0},
+                    {"3", fp8_settings_refusal_default_tiles, 0},
+                    {"", fp8_settings_refusal_default_tiles, 0}};
+    for (size_t i = 0; i < sizeof settings / sizeof settings[0]; i++)
+        assert_int_equal(switch_in_child("ATTENTION_FP8_STAGES", settings[i].stages, settings[i].refusal, message,
+                                         sizeof message),
+                         10 + settings[i].expected);
     assert_int_equal(switch_in_child("ATTENTION_FP8_STAGES", "zigzag", fp8_192_fits, message, sizeof message), 1);
     if (!strstr(message, "ATTENTION_FP8_STAGES must be 2, 3 or 4 (or unset), not \"zigzag\""))
         fail_msg("ATTENTION_FP8_STAGES=zigzag: got: %s", message);
