@@ -14,13 +14,14 @@
 //   its own (BwdArgs), summed later in order. Three ways (DqScheme):
 //     D = 128, COLUMN_HALVES: dQ[:, 64 w, + 64] = dS K over all 128 keys (both warpgroups'
 //       dS); four reductions per tile; one slice per block (128 keys)
-//     D = 64, OWN_KEYS (the default when not deterministic): dQ_w = dS_w K_w over the warpgroup's own 64 keys only
-//       (splitting the 64 columns would take wgmmas of N = 32, half a swizzled panel); both
-//       warpgroups' shares are added, so no barrier between the warpgroups before dQ, but
-//       twice the reductions per product (four per tile); one slice per warpgroup (64 keys)
-//     D = 64, BY_TURNS (the deterministic default): warpgroup step % 2 computes dQ = dS K over all 128 keys, the other
-//       none (the tensor cores, shared, see the same work); two reductions per tile; one
-//       slice per block
+//     D = 64, OWN_KEYS (the default when not deterministic): dQ_w = dS_w K_w over the
+//       warpgroup's own 64 keys only (splitting the 64 columns would take wgmmas of N = 32,
+//       half a swizzled panel); both warpgroups' shares are added, so no barrier between the
+//       warpgroups before dQ, but twice the reductions per product (four per tile); one slice
+//       per warpgroup (64 keys)
+//     D = 64, BY_TURNS (the deterministic default): warpgroup step % 2 computes dQ = dS K over
+//       all 128 keys, the other none (the tensor cores, shared, see the same work); two
+//       reductions per tile; one slice per block
 // Copies are TMA copies (hopper_pipeline.cuh): K and V once, by one thread; Q and dO of the
 // query tile after next, by 2 D / 64 warps (a panel each), into the stage the block has just
 // finished with.

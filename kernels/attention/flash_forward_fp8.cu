@@ -449,12 +449,12 @@ const EnvChoice block_n_choices[] = {{"192", BLOCK_N_WIDE}, {"128", BLOCK_N_NARR
 Switch block_n_switch = SWITCH("ATTENTION_FP8_BLOCK_N", block_n_choices, BLOCK_N_WIDE);
 
 int fp8_stages() { return switch_value(stages_switch); }
+int fp8_persistent() { return switch_value(persistent_switch); }
+int fp8_block_n() { return switch_value(block_n_switch); }
 // The one combination of the settings that does not fit: 4 stages of 192-key tiles (241 KiB).
 constexpr const char *FP8_STAGES_REFUSAL =
     "FP8 attention: ATTENTION_FP8_STAGES=4 needs 128-key tiles (ATTENTION_FP8_BLOCK_N=128): 192-key tiles (the "
     "default) fit 2 or 3 stages in shared memory, not 4";
-int fp8_persistent() { return switch_value(persistent_switch); }
-int fp8_block_n() { return switch_value(block_n_switch); }
 
 // The persistent grid: one CTA per SM (one is all an SM holds: 384 threads at 168 registers on
 // average), never more than there are work tiles (every CTA needs one: the consumers' turns).
@@ -497,8 +497,7 @@ void launch_fp8_forward_persistent_as_set(const AttentionFp8Problem *p, const ui
 template <typename T>
 void launch_fp8_forward_as_set(const AttentionFp8Problem *p, const uint8_t *q, const uint8_t *k, const uint8_t *vt,
                                const Fp8Args &a) {
-    const int stages = fp8_stages();
-    if (!attention_fp8_block_n_fits(fp8_block_n())) fail_user("%s", FP8_STAGES_REFUSAL);
+    const int stages = fp8_stages();  // with the tile width, checked by attention_forward_fp8
     if (fp8_block_n() == BLOCK_N_WIDE) {
         if (stages == 2) launch_fp8_forward_persistent_as_set<T, 2, BLOCK_N_WIDE>(p, q, k, vt, a);
         else launch_fp8_forward_persistent_as_set<T, 3, BLOCK_N_WIDE>(p, q, k, vt, a);
