@@ -230,6 +230,15 @@ void category_floors(const CategoryWork *w, const LayerVariant *v, const Measure
     floor_ms[CAT_COMM] = at_rate_ms(w->bytes[CAT_COMM], r->allreduce_gbps * 1e9);
 }
 
+MeasuredRates rates_at_power_limit(const MeasuredRates *r) {
+    MeasuredRates at_limit = *r;
+    at_limit.gemm_tflops = r->limit_gemm_tflops;
+    at_limit.fp8_gemm_tflops = r->limit_fp8_gemm_tflops;
+    at_limit.attn_fwd_tflops = r->limit_attn_fwd_tflops;
+    at_limit.attn_bwd_tflops = r->limit_attn_bwd_tflops;
+    return at_limit;
+}
+
 double floor_total_ms(const double floor_ms[NUM_CATEGORIES]) {
     double sum = 0.0;
     for (int c = 0; c < NUM_CATEGORIES; c++) sum += floor_ms[c];  // a NAN makes the sum NAN

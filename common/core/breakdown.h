@@ -157,7 +157,18 @@ typedef struct {
     double attn_bwd_tflops;
     double copy_gbps;        // cudaMemcpy device to device: bytes read + written per second / 1e9
     double allreduce_gbps;   // all-reduce: message bytes per second / 1e9 (step 07)
+    // The compute rates again, at the power limit: each product run back to back until the GPU
+    // has lowered its clocks to keep its board under the power limit, then timed (floors.c says
+    // how long). A training step of the large layer runs there (the H200: 700 W, about 1.5 GHz
+    // instead of 1.98). 0: not measured (only --breakdown measures them).
+    double limit_gemm_tflops, limit_fp8_gemm_tflops, limit_attn_fwd_tflops, limit_attn_bwd_tflops;
 } MeasuredRates;
+
+// The rates of a step that holds the GPU at its power limit: *r with the compute rates replaced
+// by their limit_ twins (0 where those were not measured, so those floors become unknown). The
+// bandwidth rates stay: a copy does not reach the limit, and its rate hardly depends on the SM
+// clock. category_floors over these gives the floors at the power limit.
+MeasuredRates rates_at_power_limit(const MeasuredRates *r);
 
 // floor_ms[c]: the category's work at its rate - FLOPs at the GEMM rate (the FP8 rate when
 // v->fp8_gemms) or at the attention rates, bytes at the copy or all-reduce bandwidth. 0 for no

@@ -171,6 +171,8 @@ typedef struct {
     StepReport report;
     double floor_ms[NUM_CATEGORIES];  // the step's floor per category (its work at the measured rates)
     double floor_total_ms;            // their sum; NAN where a rate is missing
+    double limit_floor_ms[NUM_CATEGORIES];  // the same at the rates held at the power limit (--breakdown)
+    double limit_floor_total_ms;
     double mfu;                       // model FLOPs / mean time / the GEMM rate of its precision
 } Row;
 
@@ -297,11 +299,22 @@ static void print_cells(const double ms[NUM_CATEGORIES], const int used[NUM_CATE
     }
 }
 
+// A floor row of the breakdown table: the categories' floors, their sum and the sum over the
+// step's mean time ("-" where a rate was not measured).
+static void print_floor_row(const char *name, const double floor_ms[NUM_CATEGORIES], double total_ms,
+                            double mean_ms, const int used[NUM_CATEGORIES]) {
+    printf("%-22s", name);
+    print_cells(floor_ms, used);
+    if (isnan(total_ms)) printf(" %9s\n", "-");
+    else printf(" %9.3f %9s %7.1f%%\n", total_ms, "", 100.0 * total_ms / mean_ms);
+}
+
 static void print_breakdown_table(const Row *rows, int n, const Baseline *base, int nbase) {
     int used[NUM_CATEGORIES];
     used_categories(rows, n, base, nbase, used);
     printf("\nWhere each step's time goes, ms (the mean of five steps recorded among the timed ones, at the GPU's clocks; the\n"
-           "floor row under it: the same work at the rates measured above)\ntimer: %s\n%-22s",
+           "floor rows under it: the same work at the rates measured above, in a burst and held at the power\n"
+           "limit; their last column: floor / mean)\ntimer: %s\n%-22s",
            breakdown_timer_words(n > 0 ? rows[0].report.breakdown_timer : NULL), "step");
     for (int c = 1; c <= NUM_CATEGORIES; c++)
         if (used[c % NUM_CATEGORIES]) printf(" %8s", SHORT[c % NUM_CATEGORIES]);
@@ -311,9 +324,8 @@ static void print_breakdown_table(const Row *rows, int n, const Baseline *base, 
         printf("%-22s", rows[i].step->id);
         print_cells(r->category_ms, used);
         printf(" %9.3f %9.3f %7.1f%%\n", r->breakdown_ms, r->mean_ms, 100.0 * r->breakdown_ms / r->mean_ms);
-        printf("%-22s", "  floor");
-        print_cells(rows[i].floor_ms, used);
-        printf(" %9.3f\n", rows[i].floor_total_ms);
+        print_floor_row("  floor", rows[i].floor_ms, rows[i].floor_total_ms, r->mean_ms, used);
+        print_floor_row("  at power limit", rows[i].limit_floor_ms, rows[i].limit_floor_total_ms, r->mean_ms, used);
     }
     for (int i = 0; i < nbase; i++) {
         if (!base[i].has_categories) continue;
@@ -527,7 +539,7 @@ int main(int argc, char **argv) {
                check_cfg.hidden, check_cfg.seq);
     int any_fp8 = 0;
     for (int s = 0; s < NUM_STEPS; s++) any_fp8 |= step_selected(s) && ALL_STEPS[s]->variant.fp8_gemms;
-    const MeasuredRates rates = measure_rates(cfg, any_fp8);
+    const MeasuredRates rates = measure_rates(cfg, any_fp8, o.breakdown);
     print_rates(stdout, cfg, &rates);
     double floor_ms = layer_train_flops(cfg) / (rates.gemm_tflops * 1e12) * 1e3;
     printf("all the layer's FLOPs at the %s GEMM rate: %.2f ms\n\n", dtype_name(cfg->dtype), floor_ms);
@@ -563,6 +575,8 @@ int main(int argc, char **argv) {
         row->report = step_time(step, cfg, &params, &inputs, o.warmup, o.iters, o.breakdown);
         CategoryWork work;
         row->floor_total_ms = step_floors(step, cfg, &rates, &work, row->floor_ms);
+        const MeasuredRates at_limit = rates_at_power_limit(&rates);
+        row->limit_floor_total_ms = step_floors(step, cfg, &at_limit, &work, row->limit_floor_ms);
         row->mfu = step_mfu(step, cfg, &rates, row->report.mean_ms);
         row->report.max_rel_error = check.max_rel_error;
         row->report.check_passed = check.check_passed;

@@ -37,27 +37,37 @@ static const char *ms_or_dash(char *buf, size_t size, double v, const char *fmt)
     return buf;
 }
 
-void print_step_breakdown(FILE *f, const StepReport *r, const CategoryWork *work, const double floor_ms[NUM_CATEGORIES]) {
+// A floor and the time over it as two cells: "1.234" "1.10", or "-" where not known.
+static void fprint_floor_cells(FILE *f, double ms, double floor) {
+    char floor_s[32], over_s[32];
+    ms_or_dash(floor_s, sizeof floor_s, floor, "%.3f");
+    ms_or_dash(over_s, sizeof over_s, time_over_floor(ms, floor), "%.2f");
+    fprintf(f, " %9s %8s", floor_s, over_s);
+}
+
+void print_step_breakdown(FILE *f, const StepReport *r, const CategoryWork *work, const double floor_ms[NUM_CATEGORIES],
+                          const double *limit_floor_ms) {
     if (!r->has_breakdown) return;
     fprintf(f, "\nWhere one step's time goes (one step after the timed ones, at the GPU's clocks; timer: %s):\n",
             breakdown_timer_words(r->breakdown_timer));
-    fprintf(f, "  %-24s %9s %7s %9s %8s   %s\n", "category", "ms", "share", "floor ms", "x floor", "work");
+    fprintf(f, "  %-24s %9s %7s %9s %8s", "category", "ms", "share", "floor ms", "x floor");
+    if (limit_floor_ms) fprintf(f, " %9s %8s", "at limit", "x limit");
+    fprintf(f, "   %s\n", "work");
     for (int c = 0; c < NUM_CATEGORIES; c++) {
         const double ms = r->category_ms[c];
         if (ms == 0 && floor_ms[c] == 0) continue;  // nothing of it in this step (FP8 casts in 16 bits)
-        char floor_s[32], over_s[32], work_s[48] = "";
-        ms_or_dash(floor_s, sizeof floor_s, floor_ms[c], "%.3f");
-        ms_or_dash(over_s, sizeof over_s, floor_ms[c] > 0 ? ms / floor_ms[c] : NAN, "%.2f");
+        char work_s[48] = "";
         if (work->flops[c] > 0) snprintf(work_s, sizeof work_s, "%.3g TFLOP", work->flops[c] / 1e12);
         else if (work->bytes[c] > 0) snprintf(work_s, sizeof work_s, "%.0f MiB", work->bytes[c] / 1048576.0);
-        fprintf(f, "  %-24s %9.3f %6.1f%% %9s %8s   %s\n", category_name((Category)c), ms,
-                100.0 * ms / r->breakdown_ms, floor_s, over_s, work_s);
+        fprintf(f, "  %-24s %9.3f %6.1f%%", category_name((Category)c), ms, 100.0 * ms / r->breakdown_ms);
+        fprint_floor_cells(f, ms, floor_ms[c]);
+        if (limit_floor_ms) fprint_floor_cells(f, ms, limit_floor_ms[c]);
+        fprintf(f, "   %s\n", work_s);
     }
-    char floor_s[32], over_s[32];
-    const double floor = floor_total_ms(floor_ms);
-    ms_or_dash(floor_s, sizeof floor_s, floor, "%.3f");
-    ms_or_dash(over_s, sizeof over_s, time_over_floor(r->breakdown_ms, floor), "%.2f");
-    fprintf(f, "  %-24s %9.3f %6.1f%% %9s %8s\n", "sum (recorded steps)", r->breakdown_ms, 100.0, floor_s, over_s);
+    fprintf(f, "  %-24s %9.3f %6.1f%%", "sum (recorded steps)", r->breakdown_ms, 100.0);
+    fprint_floor_cells(f, r->breakdown_ms, floor_total_ms(floor_ms));
+    if (limit_floor_ms) fprint_floor_cells(f, r->breakdown_ms, floor_total_ms(limit_floor_ms));
+    fprintf(f, "\n");
     fprintf(f, "  the timed steps' mean was %.3f ms: the recorded steps are %+.1f%% from it\n", r->mean_ms,
             100.0 * (r->breakdown_ms - r->mean_ms) / r->mean_ms);
 }
@@ -75,6 +85,12 @@ json_t *rates_json(const MeasuredRates *r) {
     json_object_set_new(o, "attention_bwd_tflops", rate_or_null(r->attn_bwd_tflops));
     json_object_set_new(o, "copy_gbps", rate_or_null(r->copy_gbps));
     json_object_set_new(o, "allreduce_gbps", rate_or_null(r->allreduce_gbps));
+    json_t *limit = json_object();
+    json_object_set_new(limit, "gemm_tflops", rate_or_null(r->limit_gemm_tflops));
+    json_object_set_new(limit, "fp8_gemm_tflops", rate_or_null(r->limit_fp8_gemm_tflops));
+    json_object_set_new(limit, "attention_fwd_tflops", rate_or_null(r->limit_attn_fwd_tflops));
+    json_object_set_new(limit, "attention_bwd_tflops", rate_or_null(r->limit_attn_bwd_tflops));
+    json_object_set_new(o, "at_power_limit", limit);
     return o;
 }
 
@@ -83,8 +99,13 @@ json_t *step_breakdown_json(const StepOps *step, const LayerConfig *cfg, const M
     CategoryWork work;
     double floor_ms[NUM_CATEGORIES];
     const double floor = step_floors(step, cfg, rates, &work, floor_ms);
+    const MeasuredRates at_limit = rates_at_power_limit(rates);
+    double limit_floor_ms[NUM_CATEGORIES];
+    const double limit_floor = step_floors(step, cfg, &at_limit, &work, limit_floor_ms);
     json_t *o = json_object();
     json_object_set_new(o, "floor_ms", number_or_null(floor));
+    json_object_set_new(o, "floor_at_power_limit_ms", number_or_null(limit_floor));
+    json_object_set_new(o, "time_over_floor_at_power_limit", number_or_null(time_over_floor(r->mean_ms, limit_floor)));
     json_object_set_new(o, "mfu", number_or_null(step_mfu(step, cfg, rates, r->mean_ms)));
     json_object_set_new(o, "time_over_floor", number_or_null(time_over_floor(r->mean_ms, floor)));
     json_object_set_new(o, "recorded_step_ms", r->has_breakdown ? json_real(r->breakdown_ms) : json_null());
@@ -96,6 +117,7 @@ json_t *step_breakdown_json(const StepOps *step, const LayerConfig *cfg, const M
         json_object_set_new(cat, "name", json_string(category_name((Category)c)));
         json_object_set_new(cat, "ms", r->has_breakdown ? json_real(r->category_ms[c]) : json_null());
         json_object_set_new(cat, "floor_ms", number_or_null(floor_ms[c]));
+        json_object_set_new(cat, "floor_at_power_limit_ms", number_or_null(limit_floor_ms[c]));
         json_object_set_new(cat, "flops", json_real(work.flops[c]));
         json_object_set_new(cat, "bytes", json_real(work.bytes[c]));
         json_object_set_new(cats, category_key((Category)c), cat);

@@ -1,10 +1,12 @@
 // The time breakdown as JSON, shared by the step driver (--breakdown --json) and compare.
 //
-// step_breakdown_json(): {"floor_ms", "mfu", "time_over_floor", "recorded_step_ms", "timer",
-// "categories": {"gemm_fprop": {"name", "ms", "floor_ms", "flops", "bytes"}, ...}} - ms is null
-// without a recorded step, a floor null where its rate was not measured; timer is "cupti" or
-// "events" (common/gpu/gpu_phase.h), null without a recorded step.
-// rates_json(): the measured rates ({"gemm_tflops", ..., "copy_gbps"}, null where not measured).
+// step_breakdown_json(): {"floor_ms", "floor_at_power_limit_ms", "time_over_floor_at_power_limit",
+// "mfu", "time_over_floor", "recorded_step_ms", "timer", "categories": {"gemm_fprop": {"name",
+// "ms", "floor_ms", "floor_at_power_limit_ms", "flops", "bytes"}, ...}} - ms is null without a
+// recorded step, a floor null where its rate was not measured (the power-limit ones without
+// --breakdown); timer is "cupti" or "events" (common/gpu/gpu_phase.h), null without a recorded step.
+// rates_json(): the measured rates ({"gemm_tflops", ..., "copy_gbps", "at_power_limit":
+// {"gemm_tflops", ...}}, null where not measured).
 #ifndef STEPS_DRIVER_BREAKDOWN_REPORT_H
 #define STEPS_DRIVER_BREAKDOWN_REPORT_H
 

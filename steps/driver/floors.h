@@ -10,7 +10,10 @@
 //   - copy bandwidth: cudaMemcpy device to device of 256 MiB, counted as bytes read + written
 //     (the way the categories' bytes are counted); the fastest of 5 runs of 4 copies.
 //   - all-reduce bandwidth: 0 - only step 07 communicates, and it is not measured here.
-// About 0.2 s on an H100. Needs gpu_require() first.
+//   - at_power_limit: the GEMM, FP8 GEMM and attention rates again, each product run back to back
+//     for 1 s and then timed over 1 s more, when the GPU's clocks have come down to what its
+//     power limit allows (MeasuredRates' limit_ fields; about 2 s per rate, 6-8 s in all).
+// About 0.2 s on an H100 without at_power_limit. Needs gpu_require() first.
 #ifndef STEPS_DRIVER_FLOORS_H
 #define STEPS_DRIVER_FLOORS_H
 
@@ -23,8 +26,9 @@
 extern "C" {
 #endif
 
-// fp8: also measure the FP8 GEMM rate (ignored on a GPU without FP8).
-MeasuredRates measure_rates(const LayerConfig *cfg, int fp8);
+// fp8: also measure the FP8 GEMM rate (ignored on a GPU without FP8); at_power_limit: also the
+// compute rates at the power limit (above).
+MeasuredRates measure_rates(const LayerConfig *cfg, int fp8, int at_power_limit);
 
 // One line per rate: "GEMM fp16 (cuBLASLt 8192^3): 745 TFLOP/s", ... ("not measured" for 0).
 void print_rates(FILE *f, const LayerConfig *cfg, const MeasuredRates *r);

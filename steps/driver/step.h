@@ -127,9 +127,10 @@ double step_floors(const StepOps *step, const LayerConfig *cfg, const MeasuredRa
 // Model FLOPs utilisation of a step that took step_ms: against the FP8 GEMM rate for a step
 // whose GEMMs are FP8, else the 16-bit one (NAN where that rate was not measured).
 double step_mfu(const StepOps *step, const LayerConfig *cfg, const MeasuredRates *rates, double step_ms);
-// The table of one step's breakdown: per category its time, share, floor and time over floor.
+// The table of one step's breakdown: per category its time, share, floor and time over floor,
+// and where limit_floor_ms is not NULL its floor at the power limit (rates_at_power_limit).
 void print_step_breakdown(FILE *f, const StepReport *r, const CategoryWork *work,
-                          const double floor_ms[NUM_CATEGORIES]);
+                          const double floor_ms[NUM_CATEGORIES], const double *limit_floor_ms);
 // Runs one step on the GPU and the CPU reference from the same inputs and compares out, dx
 // and every gradient; prints a table to `log` (may be NULL). Fills max_rel_error/check_passed.
 void step_check(const StepOps *step, const LayerConfig *cfg, const LayerParams *params,

@@ -298,17 +298,20 @@ int step_main(int argc, char **argv, const StepOps *step) {
                "fwd+bwd)\n", report.mean_ms, report.median_ms, o.iters, o.warmup);
         printf("%.1f TFLOP/s, peak device memory %.0f MiB\n", report.tflops, report.peak_mib);
         if (o.breakdown) {
-            rates = measure_rates(cfg, step->variant.fp8_gemms);
+            rates = measure_rates(cfg, step->variant.fp8_gemms, 1);
             CategoryWork work;
-            double floor_ms[NUM_CATEGORIES];
+            double floor_ms[NUM_CATEGORIES], limit_floor_ms[NUM_CATEGORIES];
             const double floor = step_floors(step, cfg, &rates, &work, floor_ms);
-            print_step_breakdown(stdout, &report, &work, floor_ms);
+            const MeasuredRates at_limit = rates_at_power_limit(&rates);
+            const double limit_floor = step_floors(step, cfg, &at_limit, &work, limit_floor_ms);
+            print_step_breakdown(stdout, &report, &work, floor_ms, limit_floor_ms);
             printf("\n");
             print_rates(stdout, cfg, &rates);
             printf("model FLOPs utilisation %.1f%% of the measured %s GEMM rate; mean step %.2fx its floor "
-                   "(%.3f ms)\n", 100.0 * step_mfu(step, cfg, &rates, report.mean_ms),
+                   "(%.3f ms), %.2fx its floor at the power limit (%.3f ms)\n",
+                   100.0 * step_mfu(step, cfg, &rates, report.mean_ms),
                    step->variant.fp8_gemms ? "FP8" : dtype_name(cfg->dtype), time_over_floor(report.mean_ms, floor),
-                   floor);
+                   floor, time_over_floor(report.mean_ms, limit_floor), limit_floor);
         }
     }
     if (o.save_path) {

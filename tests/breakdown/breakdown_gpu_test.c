@@ -130,9 +130,15 @@ static void test_rates_and_floors(void **state) {
     (void)state;
     SKIP_WITHOUT_GPU();
     LayerConfig c = mid_config();
-    MeasuredRates r = measure_rates(&c, 1);
+    MeasuredRates r = measure_rates(&c, 1, 1);
     print_rates(stdout, &c, &r);
     assert_true(r.gemm_tflops > 1);
+    // Held at the power limit a product runs at most as fast as in the fastest burst (a small
+    // one may never reach the limit: within 10%).
+    const double burst[] = {r.gemm_tflops, r.attn_fwd_tflops, r.attn_bwd_tflops};
+    const double held[] = {r.limit_gemm_tflops, r.limit_attn_fwd_tflops, r.limit_attn_bwd_tflops};
+    for (int i = 0; i < 3; i++) assert_true(held[i] > 0.2 * burst[i] && held[i] < 1.1 * burst[i]);
+    assert_int_equal(r.limit_fp8_gemm_tflops > 0, r.fp8_gemm_tflops > 0);
     assert_true(r.copy_gbps > 10);
     assert_true(r.attn_fwd_tflops > 1 && r.attn_bwd_tflops > 1);
     assert_int_equal(r.fp8_gemm_tflops > 0, gpu_arch_has_fp8(gpu_effective_cc()));

@@ -232,6 +232,39 @@ static void test_floors(void **state) {
     assert_near(floor[CAT_COMM], 4 * 8192.0 * 4096 * 2 / 100e9 * 1e3, 1e-9);  // 2.68 ms
 }
 
+// The floors at the power limit: the compute categories at the limit_ rates, the bandwidth ones
+// as before; not measured, those floors are unknown.
+static void test_floors_at_power_limit(void **state) {
+    (void)state;
+    LayerConfig c = quickstart();
+    LayerVariant v8 = {LAYER_SERIAL, 1, 1};
+    CategoryWork w;
+    layer_category_work(&c, &v8, &w);
+    MeasuredRates r = {.gemm_tflops = 800, .fp8_gemm_tflops = 1600, .attn_fwd_tflops = 500, .attn_bwd_tflops = 400,
+                       .copy_gbps = 4000};
+    double burst[NUM_CATEGORIES], held[NUM_CATEGORIES];
+    category_floors(&w, &v8, &r, burst);
+    MeasuredRates at_limit = rates_at_power_limit(&r);  // nothing measured at the limit
+    category_floors(&w, &v8, &at_limit, held);
+    assert_true(isnan(held[CAT_GEMM_FPROP]) && isnan(held[CAT_ATTN_FWD]) && isnan(held[CAT_ATTN_BWD]));
+    assert_near(held[CAT_LAYERNORM], burst[CAT_LAYERNORM], 0);
+    r.limit_gemm_tflops = 700, r.limit_fp8_gemm_tflops = 1200, r.limit_attn_fwd_tflops = 400;
+    r.limit_attn_bwd_tflops = 320;
+    at_limit = rates_at_power_limit(&r);
+    category_floors(&w, &v8, &at_limit, held);
+    assert_near(held[CAT_GEMM_WGRAD], burst[CAT_GEMM_WGRAD] * 1600 / 1200, 1e-9);  // FP8 GEMMs: the FP8 rate
+    assert_near(held[CAT_ATTN_FWD], burst[CAT_ATTN_FWD] * 500 / 400, 1e-9);
+    assert_near(held[CAT_ATTN_BWD], burst[CAT_ATTN_BWD] * 400 / 320, 1e-9);
+    assert_near(held[CAT_FP8_CAST], burst[CAT_FP8_CAST], 0);
+    assert_near(held[CAT_ELEMENTWISE], burst[CAT_ELEMENTWISE], 0);
+    LayerVariant v = {LAYER_SERIAL, 0, 1};
+    layer_category_work(&c, &v, &w);
+    category_floors(&w, &v, &r, burst);
+    category_floors(&w, &v, &at_limit, held);
+    assert_near(held[CAT_GEMM_FPROP], burst[CAT_GEMM_FPROP] * 800 / 700, 1e-9);
+    assert_near(at_limit.copy_gbps, 4000, 0);
+}
+
 static void test_fractions(void **state) {
     (void)state;
     assert_near(model_flops_utilisation(1e12, 2.0, 1000), 0.5, 1e-12);
@@ -261,6 +294,7 @@ int main(void) {
         cmocka_unit_test(test_attribution_by_hand), cmocka_unit_test(test_attribution_random),
         cmocka_unit_test(test_attribution_errors),  cmocka_unit_test(test_work_quickstart),
         cmocka_unit_test(test_work_variants),       cmocka_unit_test(test_floors),
+        cmocka_unit_test(test_floors_at_power_limit),
         cmocka_unit_test(test_fractions),           cmocka_unit_test(test_names),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
