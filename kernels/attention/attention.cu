@@ -207,6 +207,28 @@ extern "C" AttentionBackwardWS attention_set_backward_ws(AttentionBackwardWS whi
     return (AttentionBackwardWS)switch_set(backward_ws_switch, which);
 }
 
+// The warp-specialised backward persistent when not causal (ATTENTION_BACKWARD_PERSISTENT,
+// attention.h, which gives the figures): read once, at the first use or setter call.
+static const EnvChoice backward_persistent_choices[] = {{"1", ATTENTION_BACKWARD_PERSISTENT_ON},
+                                                        {"0", ATTENTION_BACKWARD_PERSISTENT_OFF}};
+static Switch backward_persistent_switch =
+    SWITCH("ATTENTION_BACKWARD_PERSISTENT", backward_persistent_choices, ATTENTION_BACKWARD_PERSISTENT_ON);
+
+static AttentionBackwardPersistent backward_persistent(void) {
+    return (AttentionBackwardPersistent)switch_value(backward_persistent_switch);
+}
+
+static int backward_persistent_max_ctas = 0;  // 0: one CTA per SM
+
+extern "C" AttentionBackwardPersistent attention_set_backward_persistent(AttentionBackwardPersistent which,
+                                                                         int max_ctas) {
+    if ((which != ATTENTION_BACKWARD_PERSISTENT_OFF && which != ATTENTION_BACKWARD_PERSISTENT_ON) || max_ctas < 0)
+        fail_user("attention_set_backward_persistent: which must be an AttentionBackwardPersistent and max_ctas >= 0, "
+                  "not %d and %d", (int)which, max_ctas);
+    backward_persistent_max_ctas = max_ctas;
+    return (AttentionBackwardPersistent)switch_set(backward_persistent_switch, which);
+}
+
 // Whether the backward of kernel choice `k` at head dim d runs the warp-specialised kernel: a
 // wgmma backward at d 128, not deterministic (the kernel has no deterministic variant), where
 // the setting says so - before the swapAB kernel (backward_runs_swapab).
@@ -445,8 +467,14 @@ static AttentionKernelChoice choose(AttentionPass pass, int head_dim) {
     }
     // The warp-specialised kernel: named for the tables with what runs when deterministic.
     if (pass == ATTENTION_BACKWARD && backward_runs_ws(choice, head_dim, 0)) {
-        choice.kernel = backward_swapab_at(head_dim) ? "wgmma backward (warp-specialised; swapAB when deterministic)"
-                                                     : "wgmma backward (warp-specialised; not when deterministic)";
+        const bool persistent = backward_persistent() == ATTENTION_BACKWARD_PERSISTENT_ON;
+        choice.kernel = backward_swapab_at(head_dim)
+                            ? (persistent ? "wgmma backward (warp-specialised, persistent when not causal; swapAB when "
+                                            "deterministic)"
+                                          : "wgmma backward (warp-specialised; swapAB when deterministic)")
+                            : (persistent ? "wgmma backward (warp-specialised, persistent when not causal; not when "
+                                            "deterministic)"
+                                          : "wgmma backward (warp-specialised; not when deterministic)");
         const size_t smem = flash_backward_ws_smem_bytes();
         if (smem > device.max_smem_per_block)  // not on a Hopper GPU (227 KiB)
             fail_user("attention: the %s needs %zu bytes of shared memory per block; the limit here is %zu (%s)",
@@ -469,6 +497,7 @@ static AttentionKernelChoice choose(AttentionPass pass, int head_dim) {
     persistent_schedule();
     backward_swapab();
     backward_ws();
+    backward_persistent();
     forward_block_n_setting();
     // The forward's persistent kernel, named for the tables: the benchmark and the tests show
     // which setting ran.
@@ -544,7 +573,11 @@ static void backward(const BwdArgs &a, const void *ctx, float *dsum, float *tile
                      const AttentionKernelChoice &k) {
     flash_backward_prepare<T, D>(a, ctx, a.dctx, dsum, a.deterministic ? nullptr : a.dq_accum, a.lse, tile_stats);
     if (backward_runs_ws(k, D, a.deterministic)) {
-        if constexpr (D == 128) flash_backward_ws<T>(a, causal_order());
+        // Persistent when not causal (attention.h): at most this many CTAs (0: no launch of its own).
+        const int persistent_ctas = !a.causal && backward_persistent() == ATTENTION_BACKWARD_PERSISTENT_ON
+                                        ? (backward_persistent_max_ctas > 0 ? backward_persistent_max_ctas : INT_MAX)
+                                        : 0;
+        if constexpr (D == 128) flash_backward_ws<T>(a, causal_order(), persistent_ctas);
     } else if (tile_stats) {
         flash_backward_swapab<T, D>(a, causal_order());
     } else if (k.wgmma) {

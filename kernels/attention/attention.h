@@ -176,6 +176,26 @@ AttentionBackwardSwapAB attention_set_backward_swapab(AttentionBackwardSwapAB wh
 typedef enum { ATTENTION_BACKWARD_WS_OFF, ATTENTION_BACKWARD_WS_ON } AttentionBackwardWS;
 AttentionBackwardWS attention_set_backward_ws(AttentionBackwardWS which);
 
+// The warp-specialised backward persistent or not (flash_backward_ws.cu says how):
+//   ATTENTION_BACKWARD_PERSISTENT_ON (the default): when not causal, one CTA per SM runs block
+//     after block, loading the next block's K and V while it writes the last one's dK and dV.
+//     H200, 2026-11-30, backward TFLOP/s in turns against one block per CTA, 10 pairs in three
+//     calls (docs/results.md#h200-eleventh): without dropout 467-484 against 419-471 (faster in
+//     9, even in 1), with dropout 0.1 388-409 against 380-400 (faster in 7, even in 2, slower
+//     in 1).
+//     Causal keeps one block per CTA (persistent it was 11-13% slower: its blocks differ in
+//     length, and a fixed assignment leaves SMs idle).
+//   ATTENTION_BACKWARD_PERSISTENT_OFF: one block per CTA always (as before; for A/B runs).
+// The environment variable ATTENTION_BACKWARD_PERSISTENT gives the first value (read once, as
+// ATTENTION_BACKWARD_WS): "1" or unset or empty on, "0" off; any other value stops with a
+// message. attention_set_backward_persistent overrides it from then on (a value outside the enum,
+// or max_ctas < 0, stops with a message) and returns the previous value; max_ctas > 0 caps the
+// persistent launch at that many CTAs (tests: several blocks per CTA at small shapes), 0 one
+// per SM. Only the warp-specialised kernel reads it; its results are the same bits either way
+// (the same products per block, in the same order).
+typedef enum { ATTENTION_BACKWARD_PERSISTENT_OFF, ATTENTION_BACKWARD_PERSISTENT_ON } AttentionBackwardPersistent;
+AttentionBackwardPersistent attention_set_backward_persistent(AttentionBackwardPersistent which, int max_ctas);
+
 // The best set's forward at head dim 64 on a GPU that runs wgmma: the wgmma forward with two
 // consumer warpgroups (128 queries per block, as at d 128) or three (192 queries per block;
 // flash_forward_wgmma.cu says why). The environment variable ATTENTION_D64_FORWARD gives the

@@ -3,7 +3,9 @@
 // register budget. The default at head dim 128 when not deterministic (attention.h): on an H200
 // 434-474 TFLOP/s against flash_backward_wgmma.cu's 422-438, 389-400 against 361-372 with
 // dropout, 364-382 against 350-358 causal (docs/results.md#h200-seventh); causal 382-387
-// against 371-384 since consumer 1 skips its fully masked tiles (below; #h200-tenth).
+// against 371-384 since consumer 1 skips its fully masked tiles (below; #h200-tenth); when not
+// causal, persistent (PERSISTENT, below): 467-484 against 419-471 one block per CTA, 388-409
+// against 380-400 with dropout (#h200-eleventh).
 //
 // Why. flash_backward_wgmma.cu's two warpgroups each hold dK and dV of their 64 keys (128
 // floats a thread) for the whole block and also issue the copies, prefetch lse and Dsum into
@@ -52,7 +54,10 @@
 // 24. Two things had to go for that: the dQ staging offsets, which the compiler hoisted out of
 // the tile loop as sixteen live registers (now a row base and one chunk phase, below), and the
 // edge tiles' mask as three tests per score, whose 32 outcomes ptxas kept in registers (now one
-// bound per row). Before those two: 84 bytes spilled at 240 (32 even at 256).
+// bound per row). Before those two: 84 bytes spilled at 240 (32 even at 256). The persistent
+// kernel's producer spills 40 bytes at its 24 registers (the block walk's indices, stored once
+// per block and read a few times per tile, by one thread that mostly waits); its consumers
+// none.
 //
 // Shared memory (1024-byte aligned panels; + 1 KiB for the alignment): K, V 32 KiB each; Q, dO
 // 2 stages x 16 KiB each; P, dS 16 KiB each; dQ staged 2 buffers x 32 KiB; statistics 2 stages
@@ -113,9 +118,21 @@ static_assert(ws_smem_bytes() + 256 <= 227 * 1024, "Hopper's limit per block");
 // consumers; a consumer's dQ buffer staged / read by the TMA unit.
 struct WsBarriers {
     uint64_t kv_full, qdo_full[2], qdo_empty[2], dq_full[2][2], dq_empty[2][2];
+    uint64_t kv_empty;  // PERSISTENT: the consumers are done with the block's K and V
 };
 
-template <typename T>
+// PERSISTENT (ATTENTION_BACKWARD_PERSISTENT, attention.h; not when causal): one CTA per SM runs
+// the blocks blockIdx.x, + gridDim.x, + 2 gridDim.x, ... of block_order.h's order, and its
+// producer loads a block's K and V as soon as the consumers have finished the last products
+// that read the previous block's (kv_empty), while they still write its dK and dV into dqkv -
+// where one block per CTA leaves the tensor cores idle from its last product until the next
+// CTA's first Q, K and V have landed. The rings (Q / dO stages, dQ buffers, dS panels) run on
+// across blocks: their indices and phases count the CTA's query tiles (tile), not the block's
+// (step). Not when causal: its blocks differ in length (the first key block of a head has 32
+// query tiles at s = 2048, the last 2), and a fixed assignment left SMs idle (causal backward
+// 333-338 against 376-383 TFLOP/s, H200; one block per CTA lets the hardware hand out the next
+// block to whichever SM is free).
+template <typename T, bool PERSISTENT>
 __global__ void __launch_bounds__(WS_THREADS, 1)
     flash_backward_ws_kernel(const __grid_constant__ CUtensorMap q_map, const __grid_constant__ CUtensorMap kv_map,
                              const __grid_constant__ CUtensorMap do_map, const __grid_constant__ CUtensorMap dq_map,
@@ -134,16 +151,25 @@ __global__ void __launch_bounds__(WS_THREADS, 1)
     __shared__ WsBarriers bars;
 
     const int warpgroup = threadIdx.x / 128, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-    const int bh_count = a.batch * a.heads;
-    const FlashBlock blk = flash_key_block_at(blockIdx.x, order.key_blocks, bh_count, order.group_heads);
-    const int key_block = blk.query_block, bh = blk.bh, seq = a.seq;
-    const int k0 = key_block * WS_BLOCK_N;
-    // Causal, the block's first query tile is its diagonal one (k0 is a multiple of 64).
-    const int m_start = a.causal ? k0 : 0;
-    const int steps = (seq - m_start + WS_BLOCK_M - 1) / WS_BLOCK_M;
+    const int bh_count = a.batch * a.heads, seq = a.seq;
+    const int total_blocks = order.key_blocks * bh_count;
+    // The block at linear index idx: its keys from k0, its head bh, its query tiles from m_start
+    // (causal: the diagonal one; k0 is a multiple of 64), steps of them.
+    struct Work {
+        int k0, bh, m_start, steps;
+    };
+    auto work_at = [&](int idx) {
+        const FlashBlock blk = flash_key_block_at(idx, order.key_blocks, bh_count, order.group_heads);
+        Work w;
+        w.k0 = blk.query_block * WS_BLOCK_N, w.bh = blk.bh;
+        w.m_start = a.causal ? w.k0 : 0;
+        w.steps = (seq - w.m_start + WS_BLOCK_M - 1) / WS_BLOCK_M;
+        return w;
+    };
 
     if (threadIdx.x == 0) {
         mbarrier_init(&bars.kv_full, 1);
+        mbarrier_init(&bars.kv_empty, 256);
         for (int s = 0; s < 2; s++) {
             mbarrier_init(&bars.qdo_full[s], 1), mbarrier_init(&bars.qdo_empty[s], 256);
             for (int cw = 0; cw < 2; cw++) mbarrier_init(&bars.dq_full[cw][s], 128), mbarrier_init(&bars.dq_empty[cw][s], 1);
@@ -156,47 +182,69 @@ __global__ void __launch_bounds__(WS_THREADS, 1)
         warpgroup_release_registers<WS_PRODUCER_REGS>();
         if (lane != 0 || warp == 3) return;
         if (warp == 0) {
-            // Columns: head h's q, k, v at h * 3d, + d, + 2d of qkv; its dO at h * d of dctx.
-            const int b = bh / a.heads, h = bh % a.heads;
-            load_key_value_tiles<D>(k_tile, v_tile, &kv_map, &bars.kv_full, h, b, k0, WS_KV_PANEL);
-            // This head's row of the tile statistics: lse log2(e), then Dsum (padded with zeros
-            // to a multiple of 128 queries, so a tile's 64 floats never leave the row).
-            const int stats_row = flash_tile_stats_row(seq);
-            const float *lse_log2_row = a.tile_stats + (int64_t)bh * stats_row;
-            const float *dsum_row = lse_log2_row + (int64_t)bh_count * stats_row;
+            int tile = 0;  // the CTA's query tiles so far: the Q / dO ring's count
 #pragma unroll 1
-            for (int step = 0; step < steps; step++) {
-                const int s = step % 2, row = m_start + step * WS_BLOCK_M;
-                if (step >= 2) mbarrier_wait(&bars.qdo_empty[s], (step / 2 - 1) & 1);
-                uint64_t *full = &bars.qdo_full[s];
-                mbarrier_arrive_expect_tx(full, WS_STAGE_TX);
-                for (int panel = 0; panel < WS_PANELS; panel++) {
-                    tma_load_3d(q_tiles + s * WS_QO_BYTES + panel * WS_QO_PANEL, &q_map, h * 3 * D + 64 * panel, b,
-                                row, full);
-                    tma_load_3d(do_tiles + s * WS_QO_BYTES + panel * WS_QO_PANEL, &do_map, h * D + 64 * panel, b, row,
-                                full);
+            for (int idx = blockIdx.x, j = 0; idx < total_blocks;) {
+                const Work w = work_at(idx);
+                // Columns: head h's q, k, v at h * 3d, + d, + 2d of qkv; its dO at h * d of dctx.
+                const int b = w.bh / a.heads, h = w.bh % a.heads;
+                if (j == 0) load_key_value_tiles<D>(k_tile, v_tile, &kv_map, &bars.kv_full, h, b, w.k0, WS_KV_PANEL);
+                // The block's query tiles from m_start, 64 queries each, while they start before seq
+                // (w.steps of them; the loop counts rows: one register fewer at the producer's 24).
+#pragma unroll 1
+                for (int row = w.m_start; row < seq; row += WS_BLOCK_M, tile++) {
+                    const int s = tile % 2;
+                    if (tile >= 2) mbarrier_wait(&bars.qdo_empty[s], (tile / 2 - 1) & 1);
+                    uint64_t *full = &bars.qdo_full[s];
+                    mbarrier_arrive_expect_tx(full, WS_STAGE_TX);
+                    for (int panel = 0; panel < WS_PANELS; panel++) {
+                        tma_load_3d(q_tiles + s * WS_QO_BYTES + panel * WS_QO_PANEL, &q_map, h * 3 * D + 64 * panel,
+                                    b, row, full);
+                        tma_load_3d(do_tiles + s * WS_QO_BYTES + panel * WS_QO_PANEL, &do_map, h * D + 64 * panel, b,
+                                    row, full);
+                    }
+                    // The tile's lse log2(e) and Dsum from this head's rows of the tile statistics
+                    // (padded with zeros to a multiple of 128 queries, so a tile's 64 floats never
+                    // leave the row; Dsum's rows follow all heads' lse rows).
+                    const int64_t stats_row = flash_tile_stats_row(seq);
+                    const float *lse_log2 = a.tile_stats + w.bh * stats_row + row;
+                    float *stage_stats = stats + s * WS_STATS_FLOATS;
+                    bulk_load_1d(stage_stats, lse_log2, WS_BLOCK_M * 4, full);
+                    bulk_load_1d(stage_stats + WS_BLOCK_M, lse_log2 + bh_count * stats_row, WS_BLOCK_M * 4, full);
+                    // PERSISTENT, a later block's K and V after its first Q / dO tile, which may
+                    // go while the consumers still finish the block before: once they are done
+                    // with that block's K and V.
+                    if (row == w.m_start && j > 0) {
+                        mbarrier_wait(&bars.kv_empty, (j - 1) & 1);
+                        load_key_value_tiles<D>(k_tile, v_tile, &kv_map, &bars.kv_full, h, b, w.k0, WS_KV_PANEL);
+                    }
                 }
-                float *stage_stats = stats + s * WS_STATS_FLOATS;
-                bulk_load_1d(stage_stats, lse_log2_row + row, WS_BLOCK_M * 4, full);
-                bulk_load_1d(stage_stats + WS_BLOCK_M, dsum_row + row, WS_BLOCK_M * 4, full);
+                if constexpr (!PERSISTENT) break;  // one block: the compiler sees no loop
+                idx += gridDim.x, j++;
             }
         } else {
             // Warp 1 + cw: consumer cw's dQ columns [64 cw, 64 cw + 64), staged as panels 2 cw
             // and 2 cw + 1 of the tile's buffer, added into the accumulator. Rows past seq are
             // clipped by the TMA unit.
             const int cw = warp - 1;
+            int tile = 0;
 #pragma unroll 1
-            for (int step = 0; step < steps; step++) {
-                const int s = step % 2, q0 = m_start + step * WS_BLOCK_M;
-                mbarrier_wait(&bars.dq_full[cw][s], (step / 2) & 1);
-                for (int half = 0; half < 2; half++) {
-                    const int panel = 2 * cw + half;
-                    const float *staged =
-                        reinterpret_cast<const float *>(dq_stages + s * WS_DQ_BYTES + panel * DQ_STAGE_PANEL);
-                    tma_reduce_add_3d(&dq_map, 32 * panel, q0, bh, staged);
+            for (int idx = blockIdx.x; idx < total_blocks; idx += gridDim.x) {
+                const Work w = work_at(idx);
+#pragma unroll 1
+                for (int step = 0; step < w.steps; step++, tile++) {
+                    const int s = tile % 2, q0 = w.m_start + step * WS_BLOCK_M;
+                    mbarrier_wait(&bars.dq_full[cw][s], (tile / 2) & 1);
+                    for (int half = 0; half < 2; half++) {
+                        const int panel = 2 * cw + half;
+                        const float *staged =
+                            reinterpret_cast<const float *>(dq_stages + s * WS_DQ_BYTES + panel * DQ_STAGE_PANEL);
+                        tma_reduce_add_3d(&dq_map, 32 * panel, q0, w.bh, staged);
+                    }
+                    bulk_wait_read();  // the TMA unit has read the buffer: the consumer may refill it
+                    mbarrier_arrive(&bars.dq_empty[cw][s]);
                 }
-                bulk_wait_read();  // the TMA unit has read the buffer: the consumer may refill it
-                mbarrier_arrive(&bars.dq_empty[cw][s]);
+                if constexpr (!PERSISTENT) break;
             }
             bulk_wait_all();  // before the block's shared memory goes away
         }
@@ -206,25 +254,30 @@ __global__ void __launch_bounds__(WS_THREADS, 1)
     // ---- the consumers
     warpgroup_claim_registers<WS_CONSUMER_REGS>();
     const int cw = warpgroup - 1, wq = warp % 4, g = lane / 4, c = lane % 4;
-    const int b = bh / a.heads, h = bh % a.heads;
-    const int key0 = k0 + 64 * cw;  // this consumer's first key
     const float scale_log2 = scale * LOG2E;
     const bool dropping = a.p_drop > 0.0f;
     const uint32_t drop_threshold = dropout_threshold(a.p_drop);
     const float keep_scale = dropout_keep_scale(a.p_drop);
+    const uint32_t k_addr = smem_addr(k_tile), v_addr = smem_addr(v_tile);
+    const uint32_t p_addr = smem_addr(p_tile), ds_addr = smem_addr(ds_tile);
+    int tile = 0;  // the CTA's query tiles so far: the rings' count
+#pragma unroll 1
+    for (int idx = blockIdx.x, j = 0; idx < total_blocks; idx += gridDim.x, j++) {
+    const Work w = work_at(idx);
+    const int k0 = w.k0, bh = w.bh, m_start = w.m_start, steps = w.steps;
+    const int b = bh / a.heads, h = bh % a.heads;
+    const int key0 = k0 + 64 * cw;  // this consumer's first key
     const uint64_t drop_bh = a.drop.global_bh(b, h);
 
     // dK and dV of keys key0 + 16 wq + g (+ 8): wgmma accumulators of 64 keys x D columns.
     float dk[D / 8][4], dv[D / 8][4];
     zero_key_accumulators(dk, dv);
 
-    const uint32_t k_addr = smem_addr(k_tile), v_addr = smem_addr(v_tile);
-    const uint32_t p_addr = smem_addr(p_tile), ds_addr = smem_addr(ds_tile);
-    mbarrier_wait(&bars.kv_full, 0);
+    mbarrier_wait(&bars.kv_full, j & 1);
 #pragma unroll 1
-    for (int step = 0; step < steps; step++) {
-        const int s_stage = step % 2, q0 = m_start + step * WS_BLOCK_M;
-        mbarrier_wait(&bars.qdo_full[s_stage], (step / 2) & 1);
+    for (int step = 0; step < steps; step++, tile++) {
+        const int s_stage = tile % 2, q0 = m_start + step * WS_BLOCK_M;
+        mbarrier_wait(&bars.qdo_full[s_stage], (tile / 2) & 1);
         const uint32_t q_addr = smem_addr(q_tiles + s_stage * WS_QO_BYTES);
         const uint32_t do_addr = smem_addr(do_tiles + s_stage * WS_QO_BYTES);
         const float *stage_stats = stats + s_stage * WS_STATS_FLOATS;  // lse log2(e), then Dsum
@@ -292,12 +345,12 @@ __global__ void __launch_bounds__(WS_THREADS, 1)
             // once the other consumer has read the tile before's (its dQ).
             wgmma_wait<1>();
             wgmma_settle(dp);
-            if (step > 0) named_barrier_sync(DS_FREE + cw, 256);
+            if (tile > 0) named_barrier_sync(DS_FREE + cw, 256);
             store_score_gradients<T>(ds_tile + cw * WS_PS_PANEL, s, dp,
                                      [&](int, int il) { return stage_stats[WS_BLOCK_M + il]; }, dropping, dropped,
                                      keep_scale, 16 * wq + g, c);
             fence_shared_for_wgmma();
-        } else if (step > 0) {
+        } else if (tile > 0) {
             named_barrier_sync(DS_FREE + cw, 256);  // as above: the barrier's uses stay paired
         }
         named_barrier_sync(DS_READY, 256);  // dQ needs both consumers' dS
@@ -341,8 +394,13 @@ __global__ void __launch_bounds__(WS_THREADS, 1)
         wgmma_wait<1>();
         wgmma_settle(dv);
         wgmma_settle(dq);
-        // Done with the other consumer's dS panel (dK reads only this consumer's).
-        if (step + 1 < steps) named_barrier_arrive(DS_FREE + (1 - cw), 256);
+        // PERSISTENT, the block's last tile: dQ's product was the last to read K (V: dP's), so
+        // the producer may load the next block's.
+        if (PERSISTENT && step + 1 == steps) mbarrier_arrive(&bars.kv_empty);
+        // Done with the other consumer's dS panel (dK reads only this consumer's). Persistent:
+        // after every tile, the CTA's last too (the consumer learns only later that no block
+        // follows); the final sync after the loop takes that last arrival.
+        if (PERSISTENT || step + 1 < steps) named_barrier_arrive(DS_FREE + (1 - cw), 256);
 
         // dQ (times the scale) staged at columns 64 cw + 8 m + 2 c (c = lane % 4) of buffer
         // step % 2, once the TMA unit has read what was staged there two tiles ago. Threads of
@@ -353,7 +411,7 @@ __global__ void __launch_bounds__(WS_THREADS, 1)
         // 8 m + 2 c' of the consumer's 64 is panel 2 c + m / 4, 16-byte chunk 2 (m % 4) + c' / 2
         // (XORed with g), byte 8 (c' % 2) of it. With m % 4 = (n % 4) ^ (odd g ? 2 : 0) the chunk
         // is chunk_phase ^ 2 (n % 4), chunk_phase = (c' / 2) ^ g ^ (odd g ? 4 : 0).
-        if (step >= 2) mbarrier_wait(&bars.dq_empty[cw][s_stage], (step / 2 - 1) & 1);
+        if (tile >= 2) mbarrier_wait(&bars.dq_empty[cw][s_stage], (tile / 2 - 1) & 1);
         const bool odd_g = g & 1;
         const uint32_t chunk_phase = (uint32_t)((c >> 1) ^ g ^ (odd_g ? 4 : 0));
         unsigned char *dq_rows = dq_stages + s_stage * WS_DQ_BYTES + 2 * cw * DQ_STAGE_PANEL + (16 * wq + g) * 128 +
@@ -379,6 +437,9 @@ __global__ void __launch_bounds__(WS_THREADS, 1)
     // dK (scaled) and dV (dropping: times 1 / (1 - p)) of this thread's keys into dqkv's k and v slots.
     const QkvView view = {(int64_t)a.batch * a.qkv_row, (int64_t)b * a.qkv_row + (int64_t)h * 3 * D};
     write_dk_dv_rows<T>(static_cast<T *>(a.dqkv), view, dk, dv, key0 + 16 * wq + g, seq, scale, keep_scale);
+    if constexpr (!PERSISTENT) break;  // one block: the compiler sees no loop
+    }
+    if constexpr (PERSISTENT) named_barrier_sync(DS_FREE + cw, 256);  // the other consumer's last arrival
 #else
     (void)q_map, (void)kv_map, (void)do_map, (void)dq_map, (void)a, (void)order, (void)scale;
     __trap();
@@ -390,7 +451,7 @@ __global__ void __launch_bounds__(WS_THREADS, 1)
 size_t flash_backward_ws_smem_bytes(void) { return ws_smem_bytes(); }
 
 template <typename T>
-void flash_backward_ws(const BwdArgs &a, AttentionCausalOrder causal_order) {
+void flash_backward_ws(const BwdArgs &a, AttentionCausalOrder causal_order, int persistent_ctas) {
     if (a.deterministic) DIE("flash attention backward: the warp-specialised kernel is not deterministic");
     if (!a.tile_stats)
         DIE("flash attention backward: the warp-specialised kernel needs the prepare pass's tile statistics");
@@ -404,11 +465,23 @@ void flash_backward_ws(const BwdArgs &a, AttentionCausalOrder causal_order) {
     // Q and dO in boxes of 64 tokens, K and V of 128; dQ's accumulator one [seq][D] per head.
     const BackwardTensorMaps maps = backward_tensor_maps<T>(a, WS_D, WS_BLOCK_M, WS_BLOCK_N, bh_count);
     constexpr size_t smem = ws_smem_bytes();
-    allow_dynamic_smem<flash_backward_ws_kernel<T>>(smem);
-    flash_backward_ws_kernel<T><<<key_blocks * bh_count, WS_THREADS, smem>>>(maps.q, maps.kv, maps.d_o, maps.dq, a,
-                                                                             order, 1.0f / sqrtf((float)WS_D));
+    const float scale = 1.0f / sqrtf((float)WS_D);
+    const int blocks = key_blocks * bh_count;
+    if (persistent_ctas > 0) {  // at most one CTA per SM (its shared memory allows one), one per block
+        int device, sms;
+        CUDA_CHECK(cudaGetDevice(&device));
+        CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+        const int ctas = min(min(blocks, sms), persistent_ctas);
+        allow_dynamic_smem<flash_backward_ws_kernel<T, true>>(smem);
+        flash_backward_ws_kernel<T, true><<<ctas, WS_THREADS, smem>>>(maps.q, maps.kv, maps.d_o, maps.dq, a, order,
+                                                                       scale);
+    } else {
+        allow_dynamic_smem<flash_backward_ws_kernel<T, false>>(smem);
+        flash_backward_ws_kernel<T, false><<<blocks, WS_THREADS, smem>>>(maps.q, maps.kv, maps.d_o, maps.dq, a, order,
+                                                                         scale);
+    }
     CHECK_LAUNCH();
 }
 
-template void flash_backward_ws<__half>(const BwdArgs &, AttentionCausalOrder);
-template void flash_backward_ws<__nv_bfloat16>(const BwdArgs &, AttentionCausalOrder);
+template void flash_backward_ws<__half>(const BwdArgs &, AttentionCausalOrder, int);
+template void flash_backward_ws<__nv_bfloat16>(const BwdArgs &, AttentionCausalOrder, int);

@@ -161,9 +161,11 @@ void flash_backward_swapab(const BwdArgs &a, AttentionCausalOrder causal_order);
 // beside a producer warpgroup (the copies, lse and Dsum into shared memory, the dQ
 // reductions). 128 keys per block, 64 queries per step. Needs a.tile_stats
 // (flash_backward_prepare's); not deterministic (stops with a message if asked). Key blocks in
-// causal_order as flash_backward_wgmma's.
+// causal_order as flash_backward_wgmma's. persistent_ctas > 0: the persistent kernel (its
+// PERSISTENT) on at most that many CTAs, one per SM at most; 0: one block per CTA. The caller
+// asks for it only when not causal.
 size_t flash_backward_ws_smem_bytes(void);
 template <typename T>
-void flash_backward_ws(const BwdArgs &a, AttentionCausalOrder causal_order);
+void flash_backward_ws(const BwdArgs &a, AttentionCausalOrder causal_order, int persistent_ctas);
 
 #endif  // KERNELS_ATTENTION_FLASH_KERNELS_CUH

@@ -379,6 +379,17 @@ static void test_backward_ws_setter(void **state) {
     assert_int_equal(attention_set_backward_ws(first), ATTENTION_BACKWARD_WS_OFF);
 }
 
+// ATTENTION_BACKWARD_PERSISTENT's setter likewise (on at first when the variable is unset).
+static void test_backward_persistent_setter(void **state) {
+    (void)state;
+    const char *env = getenv("ATTENTION_BACKWARD_PERSISTENT");
+    const AttentionBackwardPersistent first = attention_set_backward_persistent(ATTENTION_BACKWARD_PERSISTENT_ON, 3);
+    if (!env || !*env) assert_int_equal(first, ATTENTION_BACKWARD_PERSISTENT_ON);
+    assert_int_equal(attention_set_backward_persistent(ATTENTION_BACKWARD_PERSISTENT_OFF, 0),
+                     ATTENTION_BACKWARD_PERSISTENT_ON);
+    assert_int_equal(attention_set_backward_persistent(first, 0), ATTENTION_BACKWARD_PERSISTENT_OFF);
+}
+
 // ATTENTION_FORWARD_BLOCK_N's setter likewise (176 at first when the variable is unset).
 static void test_forward_block_n_setter(void **state) {
     (void)state;
@@ -468,6 +479,9 @@ static int read_persistent(void) { return (int)attention_set_forward_persistent(
 static int read_schedule(void) { return (int)attention_set_persistent_schedule(ATTENTION_SCHEDULE_POLICY); }
 static int read_swapab(void) { return (int)attention_set_backward_swapab(ATTENTION_SWAPAB_POLICY); }
 static int read_ws(void) { return (int)attention_set_backward_ws(ATTENTION_BACKWARD_WS_OFF); }
+static int read_backward_persistent(void) {
+    return (int)attention_set_backward_persistent(ATTENTION_BACKWARD_PERSISTENT_OFF, 0);
+}
 static int read_block_n(void) { return (int)attention_set_forward_block_n(ATTENTION_FORWARD_BLOCK_N_128); }
 // The setter given a value outside its enum (160: a tile width the kernel does not have).
 static int set_block_n_160(void) { return (int)attention_set_forward_block_n((AttentionForwardBlockN)160); }
@@ -525,6 +539,9 @@ static void test_switches(void **state) {
          "ATTENTION_BACKWARD_SWAPAB must be 1 or 0 (or unset), not \"zigzag\""},
         {"ATTENTION_BACKWARD_WS", read_ws, {"1", "0"}, {ATTENTION_BACKWARD_WS_ON, ATTENTION_BACKWARD_WS_OFF},
          ATTENTION_BACKWARD_WS_ON, "ATTENTION_BACKWARD_WS must be 1 or 0 (or unset), not \"zigzag\""},
+        {"ATTENTION_BACKWARD_PERSISTENT", read_backward_persistent, {"1", "0"},
+         {ATTENTION_BACKWARD_PERSISTENT_ON, ATTENTION_BACKWARD_PERSISTENT_OFF}, ATTENTION_BACKWARD_PERSISTENT_ON,
+         "ATTENTION_BACKWARD_PERSISTENT must be 1 or 0 (or unset), not \"zigzag\""},
         {"ATTENTION_FORWARD_BLOCK_N", read_block_n, {"128", "176"},
          {ATTENTION_FORWARD_BLOCK_N_128, ATTENTION_FORWARD_BLOCK_N_176}, ATTENTION_FORWARD_BLOCK_N_176,
          "ATTENTION_FORWARD_BLOCK_N must be 128 or 176 (or unset), not \"zigzag\""},
@@ -602,7 +619,7 @@ int main(void) {
         cmocka_unit_test(test_key_block_order),
         cmocka_unit_test(test_backward_key_order),
         cmocka_unit_test(test_backward_swapab_setter),
-        cmocka_unit_test(test_backward_ws_setter),
+        cmocka_unit_test(test_backward_ws_setter), cmocka_unit_test(test_backward_persistent_setter),
         cmocka_unit_test(test_forward_block_n_setter),
         cmocka_unit_test(test_persistent_schedule),
     };

@@ -142,13 +142,22 @@ static void run_case(DType dt, int seq, int batch, int heads, int d, float p, in
     attention_set_forward_block_n(block_n_was);
     attention_set_forward_persistent(ATTENTION_PERSISTENT_NEVER, 0);
     attention_set_persistent_schedule(ATTENTION_SCHEDULE_STATIC);
-    // The warp-specialised backward (ATTENTION_BACKWARD_WS, d 128 only), in every causal order.
+    // The warp-specialised backward (ATTENTION_BACKWARD_WS, d 128 only), in every causal order;
+    // not causal, one block per CTA and persistent (ATTENTION_BACKWARD_PERSISTENT) on
+    // TEST_PERSISTENT_CTAS CTAs, so that each runs several blocks.
     const AttentionBackwardWS ws_was = attention_set_backward_ws(ATTENTION_BACKWARD_WS_ON);
-    for (int o = 0; o < (d == 128 ? (causal ? 3 : 1) : 0); o++) {
-        attention_set_causal_order(orders[o]);
-        print_message(" warp-specialised backward%s:\n", causal ? ", causal order above" : "");
-        run_case_with(ATTENTION_KERNELS_BEST, dt, seq, batch, heads, d, p, causal);
-    }
+    const AttentionBackwardPersistent bp_was =
+        attention_set_backward_persistent(ATTENTION_BACKWARD_PERSISTENT_OFF, 0);
+    for (int o = 0; o < (d == 128 ? (causal ? 3 : 1) : 0); o++)
+        for (int bp = 0; bp < (causal ? 1 : 2); bp++) {
+            attention_set_causal_order(orders[o]);
+            attention_set_backward_persistent(bp ? ATTENTION_BACKWARD_PERSISTENT_ON : ATTENTION_BACKWARD_PERSISTENT_OFF,
+                                              bp ? TEST_PERSISTENT_CTAS : 0);
+            print_message(" warp-specialised backward%s%s:\n", causal ? ", causal order above" : "",
+                          bp ? ", persistent on a few CTAs" : "");
+            run_case_with(ATTENTION_KERNELS_BEST, dt, seq, batch, heads, d, p, causal);
+        }
+    attention_set_backward_persistent(bp_was, 0);
     attention_set_backward_ws(ws_was);
     attention_set_d64_forward(forward_was);
     attention_set_causal_order(order_was);
@@ -210,8 +219,9 @@ static void test_dropout(void **state) {
 // warpgroup's keys all past seq; at d 64 the second warpgroup's 64 queries of the 128-query
 // tile too); without dropout, with p 0.1 and with p 0.5 (half the probabilities dropped: a mask
 // that differs from the forward's anywhere shows). At d 128 a third run with the
-// warp-specialised backward (ATTENTION_BACKWARD_WS). Where the switches do not apply (no
-// wgmma), every run is the same kernel.
+// warp-specialised backward (ATTENTION_BACKWARD_WS), one block per CTA, and a fourth with it
+// persistent on TEST_PERSISTENT_CTAS CTAs (ATTENTION_BACKWARD_PERSISTENT; causal: the same
+// kernel as the third). Where the switches do not apply (no wgmma), every run is the same kernel.
 static void test_backward_swapab(void **state) {
     (void)state;
     SKIP_WITHOUT_GPU();
@@ -219,19 +229,26 @@ static void test_backward_swapab(void **state) {
     const float drops[] = {0.0f, 0.1f, 0.5f};
     const AttentionBackwardSwapAB swapab_was = attention_set_backward_swapab(ATTENTION_SWAPAB_NEVER);
     const AttentionBackwardWS ws_was = attention_set_backward_ws(ATTENTION_BACKWARD_WS_OFF);
+    const AttentionBackwardPersistent bp_was =
+        attention_set_backward_persistent(ATTENTION_BACKWARD_PERSISTENT_OFF, 0);
     for (int si = 0; si < 5; si++)
         for (int d = 64; d <= 128; d += 64)
             for (int causal = 0; causal < 2; causal++)
                 for (int pi = 0; pi < 3; pi++)
-                    for (int run = 0; run < (d == 128 ? 3 : 2); run++) {  // swapAB off; on; warp-specialised
+                    // swapAB off; on; warp-specialised; warp-specialised persistent
+                    for (int run = 0; run < (d == 128 ? 4 : 2); run++) {
                         const DType dt = (si + causal + pi) % 2 ? DTYPE_BF16 : DTYPE_FP16;
                         attention_set_backward_swapab(run == 1 ? ATTENTION_SWAPAB_WHERE_SUPPORTED
                                                                : ATTENTION_SWAPAB_NEVER);
-                        attention_set_backward_ws(run == 2 ? ATTENTION_BACKWARD_WS_ON : ATTENTION_BACKWARD_WS_OFF);
+                        attention_set_backward_ws(run >= 2 ? ATTENTION_BACKWARD_WS_ON : ATTENTION_BACKWARD_WS_OFF);
+                        attention_set_backward_persistent(
+                            run == 3 ? ATTENTION_BACKWARD_PERSISTENT_ON : ATTENTION_BACKWARD_PERSISTENT_OFF,
+                            run == 3 ? TEST_PERSISTENT_CTAS : 0);
                         run_case_with(ATTENTION_KERNELS_BEST, dt, seqs[si], 1, 2, d, drops[pi], causal);
                     }
     attention_set_backward_swapab(swapab_was);
     attention_set_backward_ws(ws_was);
+    attention_set_backward_persistent(bp_was, 0);
     attention_set_kernels(ATTENTION_KERNELS_BEST);
 }
 
