@@ -263,181 +263,181 @@ __global__ void __launch_bounds__(WS_THREADS, 1)
     int tile = 0;  // the CTA's query tiles so far: the rings' count
 #pragma unroll 1
     for (int idx = blockIdx.x, j = 0; idx < total_blocks; idx += gridDim.x, j++) {
-    const Work w = work_at(idx);
-    const int k0 = w.k0, bh = w.bh, m_start = w.m_start, steps = w.steps;
-    const int b = bh / a.heads, h = bh % a.heads;
-    const int key0 = k0 + 64 * cw;  // this consumer's first key
-    const uint64_t drop_bh = a.drop.global_bh(b, h);
+        const Work w = work_at(idx);
+        const int k0 = w.k0, bh = w.bh, m_start = w.m_start, steps = w.steps;
+        const int b = bh / a.heads, h = bh % a.heads;
+        const int key0 = k0 + 64 * cw;  // this consumer's first key
+        const uint64_t drop_bh = a.drop.global_bh(b, h);
 
-    // dK and dV of keys key0 + 16 wq + g (+ 8): wgmma accumulators of 64 keys x D columns.
-    float dk[D / 8][4], dv[D / 8][4];
-    zero_key_accumulators(dk, dv);
+        // dK and dV of keys key0 + 16 wq + g (+ 8): wgmma accumulators of 64 keys x D columns.
+        float dk[D / 8][4], dv[D / 8][4];
+        zero_key_accumulators(dk, dv);
 
-    mbarrier_wait(&bars.kv_full, j & 1);
-#pragma unroll 1
-    for (int step = 0; step < steps; step++, tile++) {
-        const int s_stage = tile % 2, q0 = m_start + step * WS_BLOCK_M;
-        mbarrier_wait(&bars.qdo_full[s_stage], (tile / 2) & 1);
-        const uint32_t q_addr = smem_addr(q_tiles + s_stage * WS_QO_BYTES);
-        const uint32_t do_addr = smem_addr(do_tiles + s_stage * WS_QO_BYTES);
-        const float *stage_stats = stats + s_stage * WS_STATS_FLOATS;  // lse log2(e), then Dsum
+        mbarrier_wait(&bars.kv_full, j & 1);
+    #pragma unroll 1
+        for (int step = 0; step < steps; step++, tile++) {
+            const int s_stage = tile % 2, q0 = m_start + step * WS_BLOCK_M;
+            mbarrier_wait(&bars.qdo_full[s_stage], (tile / 2) & 1);
+            const uint32_t q_addr = smem_addr(q_tiles + s_stage * WS_QO_BYTES);
+            const uint32_t do_addr = smem_addr(do_tiles + s_stage * WS_QO_BYTES);
+            const float *stage_stats = stats + s_stage * WS_STATS_FLOATS;  // lse log2(e), then Dsum
 
-        // Causal, the block's first query tile (q0 = k0) comes before every key of consumer 1
-        // (k0 + 64 ..): the mask hides them all, so P and dS are 0 there and consumer 1 has
-        // nothing to add to dV or dK, nor its dS panel to dQ. It skips its S, dP, dV and dK products
-        // and its softmax on that tile and stages its dQ columns from consumer 0's dS alone; both
-        // consumers' dQ products read dS panel 0 only (panel 1 was never written for this tile):
-        // half of that tile's products (a quarter of the 128 x 128 diagonal block), about 3% of
-        // a causal backward's at s = 2048. Adding the skipped zeros would change no bit. The
-        // test: the tile's last query (q0 + 63) comes before consumer 1's first key (k0 + 64),
-        // which under the mask (q0 >= k0) holds at the first tile only.
-        static_assert(WS_BLOCK_M == 64 && WS_BLOCK_N == 128, "64-query tiles, a consumer's 64 keys");
-        const bool upper_keys_masked = a.causal && k0 + 64 > q0 + WS_BLOCK_M - 1;
-        const bool skip = upper_keys_masked && cw == 1;
-        if (!skip) {
-            // S = Q K_c^T and dP = dO V_c^T, two groups: step kk takes 16 of the D columns (panel
-            // kk / 4); the consumer's keys start 64 rows (8192 bytes) into each panel of K and V.
-            float s[8][4], dp[8][4];
-            wgmma_backward_scores<T, D>(s, dp, q_addr, do_addr, k_addr, v_addr, cw * 64 * 128, WS_QO_PANEL,
-                                        WS_KV_PANEL);
+            // Causal, the block's first query tile (q0 = k0) comes before every key of consumer 1
+            // (k0 + 64 ..): the mask hides them all, so P and dS are 0 there and consumer 1 has
+            // nothing to add to dV or dK, nor its dS panel to dQ. It skips its S, dP, dV and dK products
+            // and its softmax on that tile and stages its dQ columns from consumer 0's dS alone; both
+            // consumers' dQ products read dS panel 0 only (panel 1 was never written for this tile):
+            // half of that tile's products (a quarter of the 128 x 128 diagonal block), about 3% of
+            // a causal backward's at s = 2048. Adding the skipped zeros would change no bit. The
+            // test: the tile's last query (q0 + 63) comes before consumer 1's first key (k0 + 64),
+            // which under the mask (q0 >= k0) holds at the first tile only.
+            static_assert(WS_BLOCK_M == 64 && WS_BLOCK_N == 128, "64-query tiles, a consumer's 64 keys");
+            const bool upper_keys_masked = a.causal && k0 + 64 > q0 + WS_BLOCK_M - 1;
+            const bool skip = upper_keys_masked && cw == 1;
+            if (!skip) {
+                // S = Q K_c^T and dP = dO V_c^T, two groups: step kk takes 16 of the D columns (panel
+                // kk / 4); the consumer's keys start 64 rows (8192 bytes) into each panel of K and V.
+                float s[8][4], dp[8][4];
+                wgmma_backward_scores<T, D>(s, dp, q_addr, do_addr, k_addr, v_addr, cw * 64 * 128, WS_QO_PANEL,
+                                            WS_KV_PANEL);
 
-            // While the tensor cores work: the dropout mask of this thread's queries 16 wq + g (+ 8)
-            // and keys 8n + 2c (+ 1) of the consumer's 64.
-            TileDropout dropped;
-            if (dropping)
-                dropped =
-                    query_rows_dropout(drop_bh, q0 + 16 * wq + g, seq, key0 / 64, a.keys, a.offset, drop_threshold);
+                // While the tensor cores work: the dropout mask of this thread's queries 16 wq + g (+ 8)
+                // and keys 8n + 2c (+ 1) of the consumer's 64.
+                TileDropout dropped;
+                if (dropping)
+                    dropped =
+                        query_rows_dropout(drop_bh, q0 + 16 * wq + g, seq, key0 / 64, a.keys, a.offset, drop_threshold);
 
-            // P = exp(S scale - lse) (kept in s) and Pd = P * mask, into the consumer's panel of the
-            // P tile (flash_backward_wgmma.cu: the same steps). Masked scores (query i or key j past
-            // seq, or j > i when causal) become -inf, on edge and diagonal tiles only. The mask is
-            // written as one bound per row - key j is kept iff j < limit, limit = 0 for i >= seq,
-            // else seq or, causal, min(seq, i + 1) - so that each score takes one compare against
-            // a register and a select: written as the three tests per score, ptxas kept the 32
-            // outcomes as predicates moved into registers and spilled others to make room.
-            wgmma_wait<1>();
-            wgmma_settle(s);
-            const int i_first = q0 + 16 * wq + g;  // this thread's rows: i_first and i_first + 8
-            if (i_first + 8 >= seq || key0 + 64 > seq || (a.causal && key0 + 63 > i_first)) {
-#pragma unroll
-                for (int r = 0; r < 2; r++) {
-                    const int i = i_first + 8 * r;
-                    const int limit = i >= seq ? 0 : a.causal ? min(seq, i + 1) : seq;
-                    const int room = limit - key0 - 2 * c;  // key 8 n + 2 c + e of the 64 kept iff 8 n + e < room
-#pragma unroll
-                    for (int n = 0; n < 8; n++)
-#pragma unroll
-                        for (int e = 0; e < 2; e++)
-                            if (8 * n + e >= room) s[n][2 * r + e] = -INFINITY;
+                // P = exp(S scale - lse) (kept in s) and Pd = P * mask, into the consumer's panel of the
+                // P tile (flash_backward_wgmma.cu: the same steps). Masked scores (query i or key j past
+                // seq, or j > i when causal) become -inf, on edge and diagonal tiles only. The mask is
+                // written as one bound per row - key j is kept iff j < limit, limit = 0 for i >= seq,
+                // else seq or, causal, min(seq, i + 1) - so that each score takes one compare against
+                // a register and a select: written as the three tests per score, ptxas kept the 32
+                // outcomes as predicates moved into registers and spilled others to make room.
+                wgmma_wait<1>();
+                wgmma_settle(s);
+                const int i_first = q0 + 16 * wq + g;  // this thread's rows: i_first and i_first + 8
+                if (i_first + 8 >= seq || key0 + 64 > seq || (a.causal && key0 + 63 > i_first)) {
+    #pragma unroll
+                    for (int r = 0; r < 2; r++) {
+                        const int i = i_first + 8 * r;
+                        const int limit = i >= seq ? 0 : a.causal ? min(seq, i + 1) : seq;
+                        const int room = limit - key0 - 2 * c;  // key 8 n + 2 c + e of the 64 kept iff 8 n + e < room
+    #pragma unroll
+                        for (int n = 0; n < 8; n++)
+    #pragma unroll
+                            for (int e = 0; e < 2; e++)
+                                if (8 * n + e >= room) s[n][2 * r + e] = -INFINITY;
+                    }
                 }
+                store_probabilities<T>(s, [&](int, int il) { return stage_stats[il]; }, scale_log2, dropping,
+                                       dropped, p_tile + cw * WS_PS_PANEL, 16 * wq + g, c);
+                fence_shared_for_wgmma();
+                warpgroup_barrier(cw);  // the consumer's P panel is complete
+
+                // dV_c += Pd_c^T dO, running while dS is computed.
+                wgmma_fence();
+                wgmma_backward_key_update<T, D>(dv, p_addr + cw * WS_PS_PANEL, WS_PS_PANEL, do_addr, WS_QO_PANEL);
+                wgmma_commit();
+
+                // dS = P * (dP - Dsum) with dP = dPd * mask / (1 - p), into the consumer's dS panel -
+                // once the other consumer has read the tile before's (its dQ).
+                wgmma_wait<1>();
+                wgmma_settle(dp);
+                if (tile > 0) named_barrier_sync(DS_FREE + cw, 256);
+                store_score_gradients<T>(ds_tile + cw * WS_PS_PANEL, s, dp,
+                                         [&](int, int il) { return stage_stats[WS_BLOCK_M + il]; }, dropping, dropped,
+                                         keep_scale, 16 * wq + g, c);
+                fence_shared_for_wgmma();
+            } else if (tile > 0) {
+                named_barrier_sync(DS_FREE + cw, 256);  // as above: the barrier's uses stay paired
             }
-            store_probabilities<T>(s, [&](int, int il) { return stage_stats[il]; }, scale_log2, dropping,
-                                   dropped, p_tile + cw * WS_PS_PANEL, 16 * wq + g, c);
-            fence_shared_for_wgmma();
-            warpgroup_barrier(cw);  // the consumer's P panel is complete
+            named_barrier_sync(DS_READY, 256);  // dQ needs both consumers' dS
 
-            // dV_c += Pd_c^T dO, running while dS is computed.
-            wgmma_fence();
-            wgmma_backward_key_update<T, D>(dv, p_addr + cw * WS_PS_PANEL, WS_PS_PANEL, do_addr, WS_QO_PANEL);
-            wgmma_commit();
-
-            // dS = P * (dP - Dsum) with dP = dPd * mask / (1 - p), into the consumer's dS panel -
-            // once the other consumer has read the tile before's (its dQ).
+            // dQ[:, 64 cw, + 64] = dS K: A = dS, keys contiguous (panel kk / 4, both consumers'), B =
+            // K's panel cw read transposed, 16 keys (2048 bytes) a step; then dK_cw += dS_cw^T Q, as dV.
+            // Two groups, dQ's first: once it has landed (and dV's, committed before) the thread stages
+            // dQ while the tensor cores still run dK.
+            float dq[8][4];
+            auto ds_desc = [&](int kk) {
+                return wgmma_descriptor(ds_addr + (kk / 4) * WS_PS_PANEL + (kk % 4) * 32, 0, 1024);
+            };
+            auto kt_desc = [&](int kk) {
+                return wgmma_descriptor(k_addr + cw * WS_KV_PANEL + kk * 2048, WS_KV_PANEL, 1024);
+            };
+            // Each path whole groups, fence to commit (a branch inside a group made ptxas serialise
+            // every wgmma of the kernel: its warning C7520); skipping, dK's group is empty, so that
+            // the waits below count the same groups in every path.
+            if (!upper_keys_masked) {
+                wgmma_fence();
+    #pragma unroll
+                for (int kk = 0; kk < WS_BLOCK_N / 16; kk++)
+                    wgmma_ss<T, 64, 0, 1>(dq, ds_desc(kk), kt_desc(kk), kk > 0);
+                wgmma_commit();
+                wgmma_backward_key_update<T, D>(dk, ds_addr + cw * WS_PS_PANEL, WS_PS_PANEL, q_addr, WS_QO_PANEL);
+                wgmma_commit();
+            } else if (!skip) {
+                wgmma_fence();
+    #pragma unroll
+                for (int kk = 0; kk < 64 / 16; kk++) wgmma_ss<T, 64, 0, 1>(dq, ds_desc(kk), kt_desc(kk), kk > 0);
+                wgmma_commit();
+                wgmma_backward_key_update<T, D>(dk, ds_addr + cw * WS_PS_PANEL, WS_PS_PANEL, q_addr, WS_QO_PANEL);
+                wgmma_commit();
+            } else {
+                wgmma_fence();
+    #pragma unroll
+                for (int kk = 0; kk < 64 / 16; kk++) wgmma_ss<T, 64, 0, 1>(dq, ds_desc(kk), kt_desc(kk), kk > 0);
+                wgmma_commit();
+                wgmma_commit();
+            }
             wgmma_wait<1>();
-            wgmma_settle(dp);
-            if (tile > 0) named_barrier_sync(DS_FREE + cw, 256);
-            store_score_gradients<T>(ds_tile + cw * WS_PS_PANEL, s, dp,
-                                     [&](int, int il) { return stage_stats[WS_BLOCK_M + il]; }, dropping, dropped,
-                                     keep_scale, 16 * wq + g, c);
-            fence_shared_for_wgmma();
-        } else if (tile > 0) {
-            named_barrier_sync(DS_FREE + cw, 256);  // as above: the barrier's uses stay paired
+            wgmma_settle(dv);
+            wgmma_settle(dq);
+            // PERSISTENT, the block's last tile: dQ's product was the last to read K (V: dP's), so
+            // the producer may load the next block's.
+            if (PERSISTENT && step + 1 == steps) mbarrier_arrive(&bars.kv_empty);
+            // Done with the other consumer's dS panel (dK reads only this consumer's). Persistent:
+            // after every tile, the CTA's last too, and the final sync after the loop takes that last
+            // arrival (rather than asking at each tile whether another block follows).
+            if (PERSISTENT || step + 1 < steps) named_barrier_arrive(DS_FREE + (1 - cw), 256);
+
+            // dQ (times the scale) staged at columns 64 cw + 8 m + 2 c (c = lane % 4) of buffer
+            // step % 2, once the TMA unit has read what was staged there two tiles ago. Threads of
+            // odd g store their column blocks in the order m = n ^ 2 (flash_backward_wgmma.cu: bank
+            // conflicts otherwise). The address is dq_stage_offset's, taken apart so that what the
+            // compiler keeps across the loop is two registers, not the sixteen offsets (hoisted out
+            // of the loop, those spilled): row 16 wq + g + 8 r has the swizzle's row phase g; column
+            // 8 m + 2 c' of the consumer's 64 is panel 2 c + m / 4, 16-byte chunk 2 (m % 4) + c' / 2
+            // (XORed with g), byte 8 (c' % 2) of it. With m % 4 = (n % 4) ^ (odd g ? 2 : 0) the chunk
+            // is chunk_phase ^ 2 (n % 4), chunk_phase = (c' / 2) ^ g ^ (odd g ? 4 : 0).
+            if (tile >= 2) mbarrier_wait(&bars.dq_empty[cw][s_stage], (tile / 2 - 1) & 1);
+            const bool odd_g = g & 1;
+            const uint32_t chunk_phase = (uint32_t)((c >> 1) ^ g ^ (odd_g ? 4 : 0));
+            unsigned char *dq_rows = dq_stages + s_stage * WS_DQ_BYTES + 2 * cw * DQ_STAGE_PANEL + (16 * wq + g) * 128 +
+                                     8 * (c & 1);
+    #pragma unroll
+            for (int r = 0; r < 2; r++)
+    #pragma unroll
+                for (int n = 0; n < 8; n++) {
+                    const float2 v = odd_g ? make_float2(dq[n ^ 2][2 * r], dq[n ^ 2][2 * r + 1])
+                                           : make_float2(dq[n][2 * r], dq[n][2 * r + 1]);
+                    const uint32_t at = (n / 4) * DQ_STAGE_PANEL + 8 * r * 128 + 16 * (chunk_phase ^ (2 * (n % 4)));
+                    *reinterpret_cast<float2 *>(dq_rows + at) = make_float2(v.x * scale, v.y * scale);
+                }
+            fence_shared_for_wgmma();  // the staged dQ, for the TMA unit
+            mbarrier_arrive(&bars.dq_full[cw][s_stage]);
+
+            // dK has landed: this thread is done with the stage (Q, dO, statistics).
+            wgmma_wait<0>();
+            wgmma_settle(dk);
+            mbarrier_arrive(&bars.qdo_empty[s_stage]);
         }
-        named_barrier_sync(DS_READY, 256);  // dQ needs both consumers' dS
 
-        // dQ[:, 64 cw, + 64] = dS K: A = dS, keys contiguous (panel kk / 4, both consumers'), B =
-        // K's panel cw read transposed, 16 keys (2048 bytes) a step; then dK_cw += dS_cw^T Q, as dV.
-        // Two groups, dQ's first: once it has landed (and dV's, committed before) the thread stages
-        // dQ while the tensor cores still run dK.
-        float dq[8][4];
-        auto ds_desc = [&](int kk) {
-            return wgmma_descriptor(ds_addr + (kk / 4) * WS_PS_PANEL + (kk % 4) * 32, 0, 1024);
-        };
-        auto kt_desc = [&](int kk) {
-            return wgmma_descriptor(k_addr + cw * WS_KV_PANEL + kk * 2048, WS_KV_PANEL, 1024);
-        };
-        // Each path whole groups, fence to commit (a branch inside a group made ptxas serialise
-        // every wgmma of the kernel: its warning C7520); skipping, dK's group is empty, so that
-        // the waits below count the same groups in every path.
-        if (!upper_keys_masked) {
-            wgmma_fence();
-#pragma unroll
-            for (int kk = 0; kk < WS_BLOCK_N / 16; kk++)
-                wgmma_ss<T, 64, 0, 1>(dq, ds_desc(kk), kt_desc(kk), kk > 0);
-            wgmma_commit();
-            wgmma_backward_key_update<T, D>(dk, ds_addr + cw * WS_PS_PANEL, WS_PS_PANEL, q_addr, WS_QO_PANEL);
-            wgmma_commit();
-        } else if (!skip) {
-            wgmma_fence();
-#pragma unroll
-            for (int kk = 0; kk < 64 / 16; kk++) wgmma_ss<T, 64, 0, 1>(dq, ds_desc(kk), kt_desc(kk), kk > 0);
-            wgmma_commit();
-            wgmma_backward_key_update<T, D>(dk, ds_addr + cw * WS_PS_PANEL, WS_PS_PANEL, q_addr, WS_QO_PANEL);
-            wgmma_commit();
-        } else {
-            wgmma_fence();
-#pragma unroll
-            for (int kk = 0; kk < 64 / 16; kk++) wgmma_ss<T, 64, 0, 1>(dq, ds_desc(kk), kt_desc(kk), kk > 0);
-            wgmma_commit();
-            wgmma_commit();
-        }
-        wgmma_wait<1>();
-        wgmma_settle(dv);
-        wgmma_settle(dq);
-        // PERSISTENT, the block's last tile: dQ's product was the last to read K (V: dP's), so
-        // the producer may load the next block's.
-        if (PERSISTENT && step + 1 == steps) mbarrier_arrive(&bars.kv_empty);
-        // Done with the other consumer's dS panel (dK reads only this consumer's). Persistent:
-        // after every tile, the CTA's last too (the consumer learns only later that no block
-        // follows); the final sync after the loop takes that last arrival.
-        if (PERSISTENT || step + 1 < steps) named_barrier_arrive(DS_FREE + (1 - cw), 256);
-
-        // dQ (times the scale) staged at columns 64 cw + 8 m + 2 c (c = lane % 4) of buffer
-        // step % 2, once the TMA unit has read what was staged there two tiles ago. Threads of
-        // odd g store their column blocks in the order m = n ^ 2 (flash_backward_wgmma.cu: bank
-        // conflicts otherwise). The address is dq_stage_offset's, taken apart so that what the
-        // compiler keeps across the loop is two registers, not the sixteen offsets (hoisted out
-        // of the loop, those spilled): row 16 wq + g + 8 r has the swizzle's row phase g; column
-        // 8 m + 2 c' of the consumer's 64 is panel 2 c + m / 4, 16-byte chunk 2 (m % 4) + c' / 2
-        // (XORed with g), byte 8 (c' % 2) of it. With m % 4 = (n % 4) ^ (odd g ? 2 : 0) the chunk
-        // is chunk_phase ^ 2 (n % 4), chunk_phase = (c' / 2) ^ g ^ (odd g ? 4 : 0).
-        if (tile >= 2) mbarrier_wait(&bars.dq_empty[cw][s_stage], (tile / 2 - 1) & 1);
-        const bool odd_g = g & 1;
-        const uint32_t chunk_phase = (uint32_t)((c >> 1) ^ g ^ (odd_g ? 4 : 0));
-        unsigned char *dq_rows = dq_stages + s_stage * WS_DQ_BYTES + 2 * cw * DQ_STAGE_PANEL + (16 * wq + g) * 128 +
-                                 8 * (c & 1);
-#pragma unroll
-        for (int r = 0; r < 2; r++)
-#pragma unroll
-            for (int n = 0; n < 8; n++) {
-                const float2 v = odd_g ? make_float2(dq[n ^ 2][2 * r], dq[n ^ 2][2 * r + 1])
-                                       : make_float2(dq[n][2 * r], dq[n][2 * r + 1]);
-                const uint32_t at = (n / 4) * DQ_STAGE_PANEL + 8 * r * 128 + 16 * (chunk_phase ^ (2 * (n % 4)));
-                *reinterpret_cast<float2 *>(dq_rows + at) = make_float2(v.x * scale, v.y * scale);
-            }
-        fence_shared_for_wgmma();  // the staged dQ, for the TMA unit
-        mbarrier_arrive(&bars.dq_full[cw][s_stage]);
-
-        // dK has landed: this thread is done with the stage (Q, dO, statistics).
-        wgmma_wait<0>();
-        wgmma_settle(dk);
-        mbarrier_arrive(&bars.qdo_empty[s_stage]);
-    }
-
-    // dK (scaled) and dV (dropping: times 1 / (1 - p)) of this thread's keys into dqkv's k and v slots.
-    const QkvView view = {(int64_t)a.batch * a.qkv_row, (int64_t)b * a.qkv_row + (int64_t)h * 3 * D};
-    write_dk_dv_rows<T>(static_cast<T *>(a.dqkv), view, dk, dv, key0 + 16 * wq + g, seq, scale, keep_scale);
-    if constexpr (!PERSISTENT) break;  // one block: the compiler sees no loop
+        // dK (scaled) and dV (dropping: times 1 / (1 - p)) of this thread's keys into dqkv's k and v slots.
+        const QkvView view = {(int64_t)a.batch * a.qkv_row, (int64_t)b * a.qkv_row + (int64_t)h * 3 * D};
+        write_dk_dv_rows<T>(static_cast<T *>(a.dqkv), view, dk, dv, key0 + 16 * wq + g, seq, scale, keep_scale);
+        if constexpr (!PERSISTENT) break;  // one block: the compiler sees no loop
     }
     if constexpr (PERSISTENT) named_barrier_sync(DS_FREE + cw, 256);  // the other consumer's last arrival
 #else
