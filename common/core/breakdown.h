@@ -166,8 +166,9 @@ typedef struct {
 
 // The rates of a step that holds the GPU at its power limit: *r with the compute rates replaced
 // by their limit_ twins (0 where those were not measured, so those floors become unknown). The
-// bandwidth rates stay: a copy does not reach the limit, and its rate hardly depends on the SM
-// clock. category_floors over these gives the floors at the power limit.
+// bandwidth rates stay as measured in a burst (a copy's speed is set by the memory, which the
+// lower SM clock at the limit hardly slows; not measured held). category_floors over these
+// gives the floors at the power limit.
 MeasuredRates rates_at_power_limit(const MeasuredRates *r);
 
 // floor_ms[c]: the category's work at its rate - FLOPs at the GEMM rate (the FP8 rate when
