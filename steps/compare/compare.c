@@ -10,8 +10,9 @@
 //
 // Each step's fraction of its floor (model FLOPs utilisation against the GEMM rate measured
 // here, and time over floor: common/core/breakdown.h) is in the table. With --breakdown, each
-// step also runs one more step timed by category; the table of categories beside their floors
-// follows, and the SVG becomes a stacked bar per step with its floor's bar under it.
+// step also records five of its timed steps by category; the table of categories beside their
+// floors (in a burst and at the power limit) follows, and the SVG becomes a stacked bar per step
+// with its burst floor's bar under it.
 //
 // The chart is drawn here, in C, rather than with a plotting library: it is a few rectangles,
 // and this way the one binary writes table, JSON and chart on any machine, Python or not.
@@ -113,7 +114,9 @@ static void select_steps(const char *list) {
                 short_id(ALL_STEPS[s], id);
                 used += (size_t)snprintf(known + used, sizeof known - used, "%s%s", s ? ", " : "", id);
             }
-            fail_user("--steps %s: there is no step '%s' (the steps: %s)", list, item, known);
+            fail_user("--steps %s: compare has no step '%s' (it runs %s; step 07, tensor parallel, runs on its own: "
+                      "step07_tensor_parallel, chapter 07)",
+                      list, item, known);
         }
     }
     free(copy);

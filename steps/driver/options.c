@@ -52,8 +52,9 @@ static void print_help(const char *prog, const StepOps *step) {
         "  --weights FILE       load the 12 parameters from safetensors (PyTorch names)\n"
         "  --input FILE         load x and dy from safetensors (else random)\n"
         "  --save FILE          save out, dx and grad.<name> after one step (safetensors)\n"
-        "  --breakdown          then one more step timed by category (GEMM fprop/dgrad/wgrad,\n"
-        "                       attention, LayerNorm, ...), each beside its floor measured here\n"
+        "  --breakdown          also five steps among the timed ones recorded by category (GEMM\n"
+        "                       fprop/dgrad/wgrad, attention, LayerNorm, ...), each beside its floors\n"
+        "                       measured here, in a burst and held at the power limit (about 8 s more)\n"
         "  --json FILE          write the results as JSON\n"
         "  --help\n"
         "Every flag takes --flag VALUE or --flag=VALUE; numbers must be whole and in range.\n");

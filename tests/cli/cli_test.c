@@ -342,7 +342,8 @@ static void test_outputs_checked_first(void **state) {
 // 6. compare without a GPU writes what it says; compare refuses what it cannot do.
 static void test_compare(void **state) {
     (void)state;
-    expect((char *const[]){COMPARE, "--steps", "99", NULL}, 1, "there is no step '99'");
+    expect((char *const[]){COMPARE, "--steps", "99", NULL}, 1, "compare has no step '99'");
+    expect((char *const[]){COMPARE, "--steps", "07", NULL}, 1, "runs on its own: step07_tensor_parallel");
     expect((char *const[]){COMPARE, "--pytorch", "/nonexistent", NULL}, 1, "--pytorch /nonexistent");
     expect((char *const[]){COMPARE, "--json", "/nonexistent/dir/c.json", NULL}, 1, "cannot write there");
     expect((char *const[]){COMPARE, "--check", NULL}, 1, "drop --check");
