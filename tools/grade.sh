@@ -10,6 +10,9 @@
 #   tools/grade.sh --expect-stubs-fail   CI: every graded case must FAIL on the untouched stubs
 #   tools/grade.sh --bugs [NAME]         CI: every planted bug (tools/solutions/bugs/) must fail a case
 #   tools/grade.sh --help
+# Exit status: 0 when every graded case that ran passed (CI modes: when their check held); 1 when
+# a case failed or an exercise did not build (so a script can test a grade); 2 for a bad option
+# or exercise name.
 #
 # Each exercise is built and graded on its own (--define=EXERCISES=<name>: its stub, every other
 # exercise's reference solution), so one that does not build scores 0 by itself and says so, with
@@ -168,6 +171,8 @@ learner | expect_fail)
       summary+=("$(printf "%-22s %-7s %-4s %d/%d" "$n" "$(field "$n" 2)" "$(field "$n" 3)" "$score_pass" "$score_cases")")
       total_pass=$((total_pass + score_pass)); total_cases=$((total_cases + score_cases))
     fi
+    # The learner's grade as the exit status: 1 if anything that ran failed or did not build.
+    [ "$mode" = learner ] && { [ "$built" -eq 0 ] || [ "$n_fail" -ne 0 ]; } && bad=1
     if [ "$mode" = expect_fail ]; then
       [ "$built" -eq 0 ] && { echo "   ERROR: the untouched stub of $n does not build"; bad=1; }
       [ "$n_pass" -ne 0 ] && { echo "   ERROR: $n_pass graded case(s) of $n pass on the untouched stub: they do not bite"; bad=1; }
