@@ -444,6 +444,18 @@ static const char *with_wide_tiles(const char *name) {
     fail_user("attention: more wgmma forward names than with_wide_tiles keeps (%d)", NAMES);
 }
 
+extern "C" void attention_require_valid_switches(void) {
+    d64_forward();
+    d64_backward();
+    causal_order();
+    forward_persistent();
+    persistent_schedule();
+    backward_swapab();
+    backward_ws();
+    backward_persistent();
+    forward_block_n_setting();
+}
+
 static AttentionKernelChoice choose(AttentionPass pass, int head_dim) {
     const AttentionDevice device = this_device();
     const bool best_d64_backward =
@@ -490,15 +502,7 @@ static AttentionKernelChoice choose(AttentionPass pass, int head_dim) {
     }
     // Every switch read here, so that a bad value stops on any GPU and with any set of kernels,
     // not only where it applies (attention.h: "Any other value stops with a message").
-    d64_forward();
-    d64_backward();
-    causal_order();
-    forward_persistent();
-    persistent_schedule();
-    backward_swapab();
-    backward_ws();
-    backward_persistent();
-    forward_block_n_setting();
+    attention_require_valid_switches();
     // The forward's persistent kernel, named for the tables: the benchmark and the tests show
     // which setting ran.
     if (pass == ATTENTION_FORWARD && choice.wgmma)

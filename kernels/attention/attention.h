@@ -196,6 +196,12 @@ AttentionBackwardWS attention_set_backward_ws(AttentionBackwardWS which);
 typedef enum { ATTENTION_BACKWARD_PERSISTENT_OFF, ATTENTION_BACKWARD_PERSISTENT_ON } AttentionBackwardPersistent;
 AttentionBackwardPersistent attention_set_backward_persistent(AttentionBackwardPersistent which, int max_ctas);
 
+// Reads every ATTENTION_* switch of this header now (each stops the program with its message on
+// a value it does not take: see each switch above). Host code only, no CUDA call: the step
+// binaries and compare call it before they look for a GPU, so that a bad value is reported on
+// any machine, as a bad flag is. (Without this call each is read at the first attention call.)
+void attention_require_valid_switches(void);
+
 // The best set's forward at head dim 64 on a GPU that runs wgmma: the wgmma forward with two
 // consumer warpgroups (128 queries per block, as at d 128) or three (192 queries per block;
 // flash_forward_wgmma.cu says why). The environment variable ATTENTION_D64_FORWARD gives the

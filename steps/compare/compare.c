@@ -29,6 +29,7 @@
 #include "common/core/breakdown.h"
 #include "common/gpu/gpu.h"
 #include "common/io/output_file.h"
+#include "kernels/attention/attention.h"
 #include "reference/reference.h"
 #include "steps/driver/breakdown_report.h"
 #include "steps/driver/floors.h"
@@ -523,6 +524,7 @@ int main(int argc, char **argv) {
             fail_user("step %s cannot run this configuration (hidden %d / heads %d = head_dim %d): %s", step->id,
                       cfg->hidden, cfg->heads, layer_head_dim(cfg), why);
     }
+    attention_require_valid_switches();  // a bad ATTENTION_* value is refused on any machine
     if (gpu_count() == 0) return run_cpu_only(&o);
     gpu_require();
     LayerConfig check_cfg;

@@ -14,6 +14,7 @@
 #include "common/gpu/gpu.h"
 #include "common/io/output_file.h"
 #include "common/io/weights_io.h"
+#include "kernels/attention/attention.h"
 #include "common/gpu/gpu_phase.h"
 #include "reference/reference.h"
 #include "steps/driver/breakdown_report.h"
@@ -272,7 +273,9 @@ int step_main(int argc, char **argv, const StepOps *step) {
     else layer_inputs_init_random(cfg, cfg->seed + 1, &inputs);
     layer_inputs_round(cfg, &inputs);
 
-    // Files are read before looking for a GPU: a bad file is reported on any machine.
+    // Files and the attention switches are read before looking for a GPU: a bad file or switch
+    // value is reported on any machine.
+    attention_require_valid_switches();
     gpu_require();
     const char *refusal = step_gpu_refusal(step);
     if (refusal) fail_user("%s", refusal);

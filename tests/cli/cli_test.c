@@ -16,9 +16,9 @@ typedef struct {
     char output[32768];
 } RunResult;
 
-// Runs argv (NULL-terminated), capturing stdout and stderr together; with GPU_SIMULATE_CC set
-// to simulate_cc in its environment unless that is NULL.
-static RunResult run_as(const char *simulate_cc, char *const argv[]) {
+// Runs argv (NULL-terminated), capturing stdout and stderr together; with the environment
+// variable `name` set to `value` unless either is NULL.
+static RunResult run_env(const char *name, const char *value, char *const argv[]) {
     RunResult r = {0};
     int pipefd[2];
     assert_int_equal(pipe(pipefd), 0);
@@ -28,7 +28,7 @@ static RunResult run_as(const char *simulate_cc, char *const argv[]) {
         dup2(pipefd[1], 1);
         dup2(pipefd[1], 2);
         close(pipefd[0]);
-        if (simulate_cc) setenv("GPU_SIMULATE_CC", simulate_cc, 1);
+        if (name && value) setenv(name, value, 1);
         execv(argv[0], argv);
         perror("execv");
         _exit(127);
@@ -42,6 +42,11 @@ static RunResult run_as(const char *simulate_cc, char *const argv[]) {
     waitpid(pid, &status, 0);
     r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
     return r;
+}
+
+// run_env with GPU_SIMULATE_CC set to simulate_cc (unless NULL).
+static RunResult run_as(const char *simulate_cc, char *const argv[]) {
+    return run_env("GPU_SIMULATE_CC", simulate_cc, argv);
 }
 
 static void expect_as(const char *simulate_cc, char *const argv[], int exit_code, const char *message) {
@@ -195,6 +200,28 @@ static void test_fp8_attention_flag(void **state) {
     expect((char *const[]){STEP04, "--fp8-attention", NULL}, 1, "unknown flag '--fp8-attention'");
     expect((char *const[]){STEP06, "--fp8", "--fp8-attention", NULL}, 1, "unknown flag '--fp8-attention'");
     expect((char *const[]){COMPARE, "--fp8-attention", NULL}, 1, "unknown flag '--fp8-attention'");
+}
+
+// A bad value of an attention switch (kernels/attention/attention.h's ATTENTION_* variables) is
+// refused with the variable's own message before any GPU work, on any machine, as a bad flag is.
+static void test_attention_switch_values(void **state) {
+    (void)state;
+    const struct {
+        const char *name, *value, *message;
+    } bad[] = {
+        {"ATTENTION_BACKWARD_PERSISTENT", "2", "ATTENTION_BACKWARD_PERSISTENT must be 1 or 0 (or unset), not \"2\""},
+        {"ATTENTION_CAUSAL_ORDER", "zigzag", "ATTENTION_CAUSAL_ORDER must be heavy-first, natural or"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char *const step[] = {STEP04, "--iters", "1", NULL}, *const cmp[] = {COMPARE, "--iters", "1", NULL};
+        for (int which = 0; which < 2; which++) {
+            RunResult r = run_env(bad[i].name, bad[i].value, which ? cmp : step);
+            print_message("  $ %s=%s %s ...  -> exit %d\n", bad[i].name, bad[i].value, which ? cmp[0] : step[0],
+                          r.exit_code);
+            if (r.exit_code != 1 || !strstr(r.output, bad[i].message))
+                fail_msg("expected exit 1 and '%s'; got exit %d and:\n%s", bad[i].message, r.exit_code, r.output);
+        }
+    }
 }
 
 // Step 04's --no-overlap-wgrad (the MLP's wgrads on one stream, not a second): a switch of step 04 only,
@@ -422,6 +449,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_step_flags),
         cmocka_unit_test(test_overlap_wgrad_flag),
         cmocka_unit_test(test_fp8_attention_flag),
+        cmocka_unit_test(test_attention_switch_values),
         cmocka_unit_test(test_no_gpu),
         cmocka_unit_test(test_gpu_too_old),
         cmocka_unit_test(test_unknown_flag),
