@@ -14,25 +14,31 @@
 
 typedef void (*Work)(const void *ctx);
 
-// The fastest of `runs` timings of `reps` calls, in ms per call, after one untimed call.
-static double fastest_ms(Work work, const void *ctx, int runs, int reps) {
+// ms that `reps` calls of `work` take back to back on the default stream (CUDA events).
+static double calls_ms(Work work, const void *ctx, int reps) {
     cudaEvent_t start, stop;
     CUDA_CHECK(cudaEventCreate(&start));
     CUDA_CHECK(cudaEventCreate(&stop));
-    work(ctx);
-    float best = 1e30f;
-    for (int r = 0; r < runs; r++) {
-        CUDA_CHECK(cudaEventRecord(start, 0));
-        for (int i = 0; i < reps; i++) work(ctx);
-        CUDA_CHECK(cudaEventRecord(stop, 0));
-        CUDA_CHECK(cudaEventSynchronize(stop));
-        float ms;
-        CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
-        if (ms < best) best = ms;
-    }
+    CUDA_CHECK(cudaEventRecord(start, 0));
+    for (int i = 0; i < reps; i++) work(ctx);
+    CUDA_CHECK(cudaEventRecord(stop, 0));
+    CUDA_CHECK(cudaEventSynchronize(stop));
     CHECK_LAUNCH();
+    float ms;
+    CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
     CUDA_CHECK(cudaEventDestroy(start));
     CUDA_CHECK(cudaEventDestroy(stop));
+    return ms;
+}
+
+// The fastest of `runs` timings of `reps` calls, in ms per call, after one untimed call.
+static double fastest_ms(Work work, const void *ctx, int runs, int reps) {
+    work(ctx);
+    double best = 1e30;
+    for (int r = 0; r < runs; r++) {
+        const double ms = calls_ms(work, ctx, reps);
+        if (ms < best) best = ms;
+    }
     return best / reps;
 }
 
@@ -43,23 +49,12 @@ static double fastest_ms(Work work, const void *ctx, int runs, int reps) {
 enum { LIMIT_WARM_MS = 1000, LIMIT_TIMED_MS = 1000 };
 
 // ms per call of `work` held at the power limit as above; one_call_ms (a burst's time per call)
-// sets how many calls fill each period.
+// sets how many calls fill each period. (The untimed calls are queued right before the timed
+// ones: the GPU runs them all back to back.)
 static double at_limit_ms(Work work, const void *ctx, double one_call_ms) {
     const int warm = (int)(LIMIT_WARM_MS / one_call_ms) + 1, timed = (int)(LIMIT_TIMED_MS / one_call_ms) + 1;
-    cudaEvent_t start, stop;
-    CUDA_CHECK(cudaEventCreate(&start));
-    CUDA_CHECK(cudaEventCreate(&stop));
     for (int i = 0; i < warm; i++) work(ctx);
-    CUDA_CHECK(cudaEventRecord(start, 0));
-    for (int i = 0; i < timed; i++) work(ctx);
-    CUDA_CHECK(cudaEventRecord(stop, 0));
-    CUDA_CHECK(cudaEventSynchronize(stop));
-    CHECK_LAUNCH();
-    float ms;
-    CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
-    CUDA_CHECK(cudaEventDestroy(start));
-    CUDA_CHECK(cudaEventDestroy(stop));
-    return ms / timed;
+    return calls_ms(work, ctx, timed) / timed;
 }
 
 static void *random_device(int64_t n, DType dtype, uint64_t stream) {
