@@ -149,6 +149,8 @@ void linear_wgrad_on(const Linear *l, const void *dy, int64_t tokens, int bias_g
         bias_grad_columns_on(dy, tokens, l->out, l->dbias, l->dbias_workspace, l->dtype, where ? where->stream : NULL);
 }
 
+void linear_set_saved_input(Linear *l, const void *x) { l->saved_x = x; }
+
 void linear_backward(Linear *l, const void *dy, void *dx, int64_t tokens) {
     if (dx) linear_dgrad(l, dy, dx, tokens);
     linear_wgrad(l, dy, tokens, 1);

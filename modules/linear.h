@@ -28,7 +28,7 @@ typedef struct {
     DType dtype;
     void *weight, *bias;    // [out, in], [out]
     void *dweight, *dbias;  // gradients, overwritten by each backward
-    const void *saved_x;    // the input of the last forward (set by the forwards below only)
+    const void *saved_x;    // the input of the last forward (or linear_set_saved_input's)
     void *dbias_workspace;  // fp32 partial sums for bias_grad_columns (a bias and EPILOGUE_BGRAD=kernel at init only)
 } Linear;
 
@@ -101,6 +101,9 @@ void linear_wgrad(const Linear *l, const void *dy, int64_t tokens, int bias_grad
 // and the saved x, keep both unchanged until it has finished, and make every reader of
 // dweight/dbias (read_grads, an optimizer) wait for it (LayerNormMLP's wgrad side stream).
 void linear_wgrad_on(const Linear *l, const void *dy, int64_t tokens, int bias_grad, const GemmStream *where);
+// Activation recomputation: the input the next wgrad reads was computed again into x [tokens,
+// in] (the same values as the last forward's input, which was not kept).
+void linear_set_saved_input(Linear *l, const void *x);
 
 #ifdef __cplusplus
 }

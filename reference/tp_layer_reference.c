@@ -152,7 +152,7 @@ static void serial_train_step(const LayerConfig *c, int tp, const TpVariant *v, 
         for (int64_t i = 0; i < Tl * h; i++) k->out_loc[i] += k->w.tensor[P_FC2_BIAS][i % h] + k->y_loc[i];
     }
 
-    if (v->recompute_gelu) {  // GELU's output not kept: again from FC1's, for FC2's wgrad, which opens backward
+    if (v->recompute_gelu) {  // GELU's output not kept: again from FC1's, for FC2's wgrad
         for (int r = 0; r < tp; r++) discard(ranks[r].gelu, T * fl);
         for (int r = 0; r < tp; r++) ref_gelu_forward(ranks[r].fc1, T * fl, ranks[r].gelu);
     }

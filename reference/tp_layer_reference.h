@@ -59,8 +59,8 @@ typedef struct {
     // Activation recomputation (the simulation's twin of step 07's --recompute-gelu,
     // TpSchedule.recompute_gelu): after the forward pass every rank throws GELU's output away
     // (overwritten with NaN, so that a read of the stale tensor shows), and computes it again
-    // from FC1's output (the parallel layer: from h1) just before the backward pass, whose
-    // first GEMM (FC2's, W_out's) reads it. The same function of the same input: the results
+    // from FC1's output (the parallel layer: from h1) before the backward pass, for FC2's
+    // (W_out's) wgrad. The same function of the same input: the results
     // are bit for bit those without it (tp_sim_test checks that).
     int recompute_gelu;
     // The same for every LayerNorm's output (step 07's --recompute-layernorm,

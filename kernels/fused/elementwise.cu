@@ -166,10 +166,14 @@ extern "C" void add_inplace(void *a, const void *b, int64_t n, DType dtype) {
 }
 
 // ---- GELU on strided views ---------------------------------------------------------------
-// One thread per 8 columns of a row (cols % 8 == 0, rows 16-byte aligned).
+// One thread per 8 columns of a row (cols % 8 == 0, rows 16-byte aligned). dy NULL: forward,
+// out = GELU(x). Else backward, out = dy * GELU'(x), and where y is not NULL also y = GELU(x)
+// (activation recomputation: GELU's output again, by the same gelu_tanh as forward's - the same
+// bits). Each thread reads its 8 elements of dy and x before it writes any output, so out may
+// be dy and y may be x (in place).
 template <typename T>
 __global__ void gelu_strided_kernel(const T *dy, int64_t dy_row, const T *x, int64_t x_row, T *out,
-                                    int64_t out_row, int64_t rows, int cols) {
+                                    int64_t out_row, T *y, int64_t y_row, int64_t rows, int cols) {
     const int packs = cols / 8;
     for (int64_t p = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; p < rows * packs;
          p += (int64_t)gridDim.x * blockDim.x) {
@@ -180,6 +184,12 @@ __global__ void gelu_strided_kernel(const T *dy, int64_t dy_row, const T *x, int
             Pack8<T> g = *reinterpret_cast<const Pack8<T> *>(dy + r * dy_row + c);
 #pragma unroll
             for (int j = 0; j < 8; j++) o.v[j] = from_float<T>(to_float(g.v[j]) * gelu_tanh_grad(to_float(xv.v[j])));
+            if (y) {
+                Pack8<T> a;
+#pragma unroll
+                for (int j = 0; j < 8; j++) a.v[j] = from_float<T>(gelu_tanh(to_float(xv.v[j])));
+                *reinterpret_cast<Pack8<T> *>(y + r * y_row + c) = a;
+            }
         } else {
 #pragma unroll
             for (int j = 0; j < 8; j++) o.v[j] = from_float<T>(gelu_tanh(to_float(xv.v[j])));
@@ -194,18 +204,25 @@ extern "C" void gelu_forward_strided(const void *x, int64_t x_row, void *y, int6
     gpu_phase(CAT_ELEMENTWISE);
     DISPATCH_DTYPE(dtype, T,
                    gelu_strided_kernel<T><<<grid_for(rows * cols, 8), 256>>>(NULL, 0, (const T *)x, x_row, (T *)y,
-                                                                          y_row, rows, cols));
+                                                                          y_row, NULL, 0, rows, cols));
+    CHECK_LAUNCH();
+    gpu_phase_end();
+}
+
+extern "C" void gelu_backward_recomputing_strided(const void *dy, int64_t dy_row, const void *x, int64_t x_row,
+                                                  void *dx, int64_t dx_row, void *y, int64_t y_row, int64_t rows,
+                                                  int cols, DType dtype) {
+    require_multiple_of_8(cols, "gelu_backward_strided");
+    gpu_phase(CAT_ELEMENTWISE);
+    DISPATCH_DTYPE(dtype, T,
+                   gelu_strided_kernel<T><<<grid_for(rows * cols, 8), 256>>>((const T *)dy, dy_row, (const T *)x,
+                                                                          x_row, (T *)dx, dx_row, (T *)y, y_row,
+                                                                          rows, cols));
     CHECK_LAUNCH();
     gpu_phase_end();
 }
 
 extern "C" void gelu_backward_strided(const void *dy, int64_t dy_row, const void *x, int64_t x_row, void *dx,
                                       int64_t dx_row, int64_t rows, int cols, DType dtype) {
-    require_multiple_of_8(cols, "gelu_backward_strided");
-    gpu_phase(CAT_ELEMENTWISE);
-    DISPATCH_DTYPE(dtype, T,
-                   gelu_strided_kernel<T><<<grid_for(rows * cols, 8), 256>>>((const T *)dy, dy_row, (const T *)x,
-                                                                          x_row, (T *)dx, dx_row, rows, cols));
-    CHECK_LAUNCH();
-    gpu_phase_end();
+    gelu_backward_recomputing_strided(dy, dy_row, x, x_row, dx, dx_row, NULL, 0, rows, cols, dtype);
 }

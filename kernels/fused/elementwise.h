@@ -51,6 +51,13 @@ void gelu_forward_strided(const void *x, int64_t x_row, void *y, int64_t y_row, 
 // dx = dy * GELU'(x), all three strided views.
 void gelu_backward_strided(const void *dy, int64_t dy_row, const void *x, int64_t x_row, void *dx,
                            int64_t dx_row, int64_t rows, int cols, DType dtype);
+// The same, and y = GELU(x) in the same pass (a fourth strided view; NULL: none): the output
+// of GELU's forward computed again for a wgrad that did not keep it (step 07's
+// --recompute-gelu), bit for bit forward's (the same device function on the same input), for
+// one more write and no more reads. In place allowed: dx may be dy, y may be x (x is then
+// overwritten by GELU(x) once its old values are read).
+void gelu_backward_recomputing_strided(const void *dy, int64_t dy_row, const void *x, int64_t x_row, void *dx,
+                                       int64_t dx_row, void *y, int64_t y_row, int64_t rows, int cols, DType dtype);
 
 #ifdef __cplusplus
 }

@@ -44,7 +44,8 @@ void tp_mlp_init(TpMlp *m, const LayerConfig *c, int tp, int rank, int sequence_
     m->fc1_out = tensor(m, T, m->fl, 1);                         // GELU's input
     m->d_act = tensor(m, T, m->fl, 0);
     // FC2's input, GELU's output: kept for FC2's wgrad, or (--recompute-gelu) written into the
-    // backward's d_act, which forward does not use, and computed there again in backward.
+    // backward's d_act, which forward does not use, and computed again in backward over FC1's
+    // output (tp_mlp_backward).
     m->act = sched->recompute_gelu ? m->d_act : tensor(m, T, m->fl, 1);
     m->fc2_out = tensor(m, T, h, 0);
     m->out = sequence_parallel ? tensor(m, Tl, h, 0) : m->fc2_out;  // the sum lands in place
@@ -81,13 +82,6 @@ void tp_mlp_forward(TpMlp *m, LayerComm *lc, const void *y) {
     bias_dropout_add_forward(m->out, m->b2, y, m->out, m->Tl, h, 0.0f, 0, 0, dt);
 }
 
-// --recompute-gelu: GELU's output computed again into d_act, where forward wrote it (so it is
-// the input FC2 recorded), by the same kernel on the same input as in forward: the same bits.
-static void recompute_gelu_output(void *module) {
-    TpMlp *m = module;
-    gelu_forward_strided(m->fc1_out, m->fl, m->d_act, m->fl, m->T, m->fl, m->cfg.dtype);
-}
-
 void tp_mlp_backward(TpMlp *m, LayerComm *lc, const void *dout) {
     const DType dt = m->cfg.dtype;
     const int h = m->cfg.hidden, sp = m->sequence_parallel;
@@ -95,14 +89,21 @@ void tp_mlp_backward(TpMlp *m, LayerComm *lc, const void *dout) {
     bias_grad_columns(dout, m->Tl, h, m->db2, m->db_workspace, dt);  // SP: over the rank's tokens only
     // FC2's backward (tp_region.h): under SP the output gradient dout [Tl, h] is gathered into
     // m->dout_gathered [T, h] (under SP_REGATHER the buffer that held LN2's gathered output in
-    // forward). Under
-    // --recompute-gelu the wgrad runs first, on GELU's output computed again into d_act, and
-    // the dgrad then overwrites d_act with the gradient.
-    if (m->sched.recompute_gelu)
-        row_parallel_backward_recomputing_input(&m->fc2, lc, sp, dout, m->dout_gathered, m->d_act, m->T, m->Tl,
-                                                recompute_gelu_output, m);
-    else row_parallel_backward(&m->fc2, lc, sp, dout, m->dout_gathered, m->d_act, m->T);  // + dW2 shard
-    gelu_backward_strided(m->d_act, m->fl, m->fc1_out, m->fl, m->d_act, m->fl, m->T, m->fl, dt);
+    // forward) beside the dgrad of the rank's own rows. Then GELU's backward in place in d_act.
+    if (m->sched.recompute_gelu) {
+        // --recompute-gelu: forward kept FC1's output, not GELU's. The dgrad comes first, as
+        // without the flag; GELU's backward, the last reader of FC1's output, also writes GELU's
+        // output again over it (the same device function on the same input as forward: the same
+        // bits), and FC2's wgrad reads it there.
+        row_parallel_dgrad(&m->fc2, lc, sp, dout, m->dout_gathered, m->d_act, m->T);
+        gelu_backward_recomputing_strided(m->d_act, m->fl, m->fc1_out, m->fl, m->d_act, m->fl, m->fc1_out, m->fl,
+                                          m->T, m->fl, dt);
+        linear_set_saved_input(&m->fc2, m->fc1_out);
+        row_parallel_wgrad(&m->fc2, sp, dout, m->dout_gathered, m->T);  // + dW2 shard
+    } else {
+        row_parallel_backward(&m->fc2, lc, sp, dout, m->dout_gathered, m->d_act, m->T);  // + dW2 shard
+        gelu_backward_strided(m->d_act, m->fl, m->fc1_out, m->fl, m->d_act, m->fl, m->T, m->fl, dt);
+    }
     // FC1's backward: LN2's output gathered again beside the dgrad (SP_REGATHER; after the FC2
     // wgrad, the last reader of m->dout_gathered), the dgrad's all-reduce (reduce-scatter) beside
     // the wgrad.

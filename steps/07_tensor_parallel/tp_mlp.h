@@ -20,10 +20,12 @@
 //                          all-gathers before FC1's fprop and FC2's dgrad run beside the GEMM
 //                          on the rank's own tokens (sp_gather.h).
 //   --recompute-gelu:      GELU's output is not kept: forward writes it into backward's d_act
-//                          buffer (FC2's fprop reads it there), backward computes it there again
-//                          from FC1's output (kept for GELU's backward anyway) and runs FC2's
-//                          wgrad before its dgrad, which then overwrites d_act. Kept: [T, fl]
-//                          less; the same numbers, bit for bit (the same kernel on the same input).
+//                          buffer (FC2's fprop reads it there); backward runs FC2's dgrad as
+//                          without the flag, then GELU's backward, which also writes GELU's
+//                          output again over FC1's (kept for GELU's backward anyway, read there
+//                          for the last time), where FC2's wgrad reads it. Kept: [T, fl] less;
+//                          the same numbers, bit for bit (the same device function on the same
+//                          input).
 //
 // Shapes: T = seq * batch tokens, h hidden, f ffn; all activations in cfg->dtype. The CPU
 // twin is reference/tp_layer_reference.c (serial_train_step).

@@ -42,11 +42,20 @@ void row_parallel_forward(Linear *l, LayerComm *lc, int sequence_parallel, const
     }
 }
 
-void row_parallel_backward(Linear *l, LayerComm *lc, int sequence_parallel, const void *dy_loc, void *dy, void *dx,
-                           int64_t tokens) {
+void row_parallel_dgrad(Linear *l, LayerComm *lc, int sequence_parallel, const void *dy_loc, void *dy, void *dx,
+                        int64_t tokens) {
     if (sequence_parallel) sp_gathered_gemm(l, SP_GEMM_DGRAD, lc, dy_loc, dy, dx, tokens);
     else linear_dgrad(l, dy_loc, dx, tokens);
+}
+
+void row_parallel_wgrad(Linear *l, int sequence_parallel, const void *dy_loc, const void *dy, int64_t tokens) {
     linear_wgrad(l, sequence_parallel ? dy : dy_loc, tokens, 0);  // this rank's dW shard (no bias: bias_grad 0)
+}
+
+void row_parallel_backward(Linear *l, LayerComm *lc, int sequence_parallel, const void *dy_loc, void *dy, void *dx,
+                           int64_t tokens) {
+    row_parallel_dgrad(l, lc, sequence_parallel, dy_loc, dy, dx, tokens);
+    row_parallel_wgrad(l, sequence_parallel, dy_loc, dy, tokens);
 }
 
 void row_parallel_backward_recomputing_input(Linear *l, LayerComm *lc, int sequence_parallel, const void *dy_loc,

@@ -71,9 +71,17 @@ void row_parallel_forward(Linear *l, LayerComm *lc, int sequence_parallel, const
 // it (dy unused) - then the wgrad from the same whole gradient.
 void row_parallel_backward(Linear *l, LayerComm *lc, int sequence_parallel, const void *dy_loc, void *dy, void *dx,
                            int64_t tokens);
+// Its two halves apart, for a caller that runs something between them (the serial MLP under
+// --recompute-gelu computes FC2's input again there): row_parallel_dgrad writes dx (under SP
+// leaving the gathered gradient in dy), row_parallel_wgrad then reads that gradient and the
+// Linear's saved input. row_parallel_backward is the one, then the other.
+void row_parallel_dgrad(Linear *l, LayerComm *lc, int sequence_parallel, const void *dy_loc, void *dy, void *dx,
+                        int64_t tokens);
+void row_parallel_wgrad(Linear *l, int sequence_parallel, const void *dy_loc, const void *dy, int64_t tokens);
 
-// The same backward when forward did not keep the Linear's input (--recompute-gelu): the input
-// is put together again by recompute_input(module) into the buffer forward had it in (the
+// The same backward when forward did not keep the Linear's input and it must be put together
+// again in the buffer the dgrad writes (the parallel layer's [ctx | g] under --recompute-gelu):
+// the input is put together again by recompute_input(module) into the buffer forward had it in (the
 // input the Linear recorded), then the wgrad reads it, and only then the dgrad writes dx - which
 // may be that same buffer. Under SP the output gradient's all-gather runs beside the
 // recomputation, and the dgrad takes sp_gathered_gemm's row blocks (sp_gemm_in_row_blocks: the

@@ -14,11 +14,18 @@
 // backward's output gradient are exercised: a wait in the wrong place, or a weight gradient
 // that read the gradient left in the shared buffer instead of the re-gathered input, fails.
 //
-// --recompute-gelu too, in each of them (GELU's output computed again in backward's buffer,
-// FC2's / W_out's wgrad before its dgrad), and --recompute-layernorm with and without it (each
+// --recompute-gelu too, in each of them (GELU's output computed again: the serial MLP over
+// FC1's output in GELU's backward, after FC2's dgrad; the parallel layer in backward's d_cat,
+// W_out's wgrad before its dgrad), and --recompute-layernorm with and without it (each
 // LayerNorm's output computed again, into a backward buffer, before the QKV / FC1 / W_in wgrad;
 // not with the kept gathered outputs, a refused pair); and for every schedule the activations the modules
 // count as kept must equal tp_kept_activation_bytes (the chapter's table).
+//
+// And none of the schedule's choices changes a number (tp_schedule.h): with --deterministic
+// (attention's dQ in a fixed order, the GEMMs' deterministic algorithms) every schedule's
+// results must equal the default schedule's bit for bit - recomputed GELU and LayerNorm
+// outputs included. The fast path (not deterministic) is checked once per variant, against the
+// reference only.
 //
 // Tolerance: check_tolerance(dtype), the one every step's --check meets.
 #include <stdlib.h>
@@ -27,6 +34,7 @@
 #include "common/core/tolerance.h"
 #include "common/gpu/cuda_check.h"
 #include "common/gpu/gpu.h"
+#include "modules/gemm.h"
 #include "reference/tp_layer_reference.h"
 #include "reference/tp_reference.h"
 #include "steps/07_tensor_parallel/layer_comm.h"
@@ -35,9 +43,32 @@
 #include "steps/07_tensor_parallel/tp_schedule.h"
 #include "tests/test_util.h"
 
-// One training step of a schedule against the reference `ref`; 1 if it passed.
+// 1 if a and b hold the same bits in every tensor (out, dx, every gradient); else 0, naming the first
+// tensor that differs.
+static int results_identical(const LayerConfig *c, const LayerResults *a, const LayerResults *b) {
+    const int64_t n = layer_tokens(c) * c->hidden;
+    if (memcmp(a->out, b->out, (size_t)n * sizeof(float))) return print_message("  out differs in its bits\n"), 0;
+    if (memcmp(a->dx, b->dx, (size_t)n * sizeof(float))) return print_message("  dx differs in its bits\n"), 0;
+    for (int i = 0; i < NUM_PARAMS; i++)
+        if (memcmp(a->grad.tensor[i], b->grad.tensor[i], (size_t)param_numel(c, i) * sizeof(float)))
+            return print_message("  the gradient of %s differs in its bits\n", PARAM_NAMES[i]), 0;
+    return 1;
+}
+
+static void results_copy(const LayerConfig *c, const LayerResults *from, LayerResults *to) {
+    const int64_t n = layer_tokens(c) * c->hidden;
+    memcpy(to->out, from->out, (size_t)n * sizeof(float));
+    memcpy(to->dx, from->dx, (size_t)n * sizeof(float));
+    for (int i = 0; i < NUM_PARAMS; i++)
+        memcpy(to->grad.tensor[i], from->grad.tensor[i], (size_t)param_numel(c, i) * sizeof(float));
+}
+
+// One training step of a schedule against the reference `ref`; 1 if it passed. With `first`
+// (c->deterministic), also bit for bit against the first schedule checked: the first call
+// (*have_first 0) records its results in `first`, later ones must equal them.
 static int check_schedule(const LayerConfig *c, const TpVariant *v, const LayerParams *p, const LayerInputs *in,
-                          const LayerResults *ref, int overlap, TpSchedule sched) {
+                          const LayerResults *ref, int overlap, TpSchedule sched, LayerResults *first,
+                          int *have_first) {
     TpComm comm = {NULL, 0, 1, 10.0};  // the one rank of tp = 1: no communicator needed
     LayerCommOptions opt = LAYER_COMM_DEFAULTS;
     opt.overlap = overlap;
@@ -71,6 +102,13 @@ static int check_schedule(const LayerConfig *c, const TpVariant *v, const LayerP
                   sched.recompute_gelu ? ", GELU's output recomputed" : "",
                   sched.recompute_layernorm ? ", LN outputs recomputed" : "");
     int passed = compare_results(c, &got, ref, check_tolerance(c->dtype), stdout, &worst) && counted == predicted;
+    if (first && *have_first) {
+        const int same = results_identical(c, &got, first);
+        print_message("  bit for bit the default schedule's: %s\n", same ? "yes" : "NO");
+        passed = passed && same;
+    } else if (first) {
+        results_copy(c, &got, first), *have_first = 1;
+    }
     tp_layer_free(&l);
     layer_comm_free(&lc);
     dev_free(x), dev_free(dy);
@@ -91,25 +129,34 @@ static void check_variant(TpLayerKind layer, int sp, DType dtype) {
     layer_problem_init_random(&c, &p, &in);
     layer_results_alloc(&c, &ref);
     tp_variant_reference(&v)(&c, &p, &in, 0, &ref);
-    int failed = 0;
+    // The fast path (dQ by atomics: not bit-reproducible), default schedule, against the reference.
+    int failed = !check_schedule(&c, &v, &p, &in, &ref, 1, TP_SCHEDULE_DEFAULTS, NULL, NULL);
+    // Every schedule, deterministic: against the reference and bit for bit the first (the default).
+    c.deterministic = 1;
+    gemm_set_deterministic(1);
+    LayerResults first;
+    layer_results_alloc(&c, &first);
+    int have_first = 0;
     for (int overlap = 1; overlap >= 0; overlap--) {
         for (int keep = 0; keep <= sp; keep++) {
             for (int recompute = 0; recompute <= 1; recompute++) {  // GELU's output kept or recomputed
                 // the LayerNorm outputs kept or recomputed (not with --keep-gathered: refused)
                 for (int ln = 0; ln <= !keep; ln++) {
                     const TpSchedule sched = {keep ? SP_KEEP_GATHERED : SP_REGATHER, 1, recompute, ln};
-                    failed += !check_schedule(&c, &v, &p, &in, &ref, overlap, sched);
+                    failed += !check_schedule(&c, &v, &p, &in, &ref, overlap, sched, &first, &have_first);
                 }
             }
         }
         if (!sp) {  // plain TP: the row-parallel forwards in 4 blocks (each summed on its own)
             const TpSchedule sched = {SP_REGATHER, 4, 0, 0}, recomputing = {SP_REGATHER, 4, 1, 0};
             const TpSchedule recomputing_all = {SP_REGATHER, 4, 1, 1};
-            failed += !check_schedule(&c, &v, &p, &in, &ref, overlap, sched);
-            failed += !check_schedule(&c, &v, &p, &in, &ref, overlap, recomputing);
-            failed += !check_schedule(&c, &v, &p, &in, &ref, overlap, recomputing_all);
+            failed += !check_schedule(&c, &v, &p, &in, &ref, overlap, sched, &first, &have_first);
+            failed += !check_schedule(&c, &v, &p, &in, &ref, overlap, recomputing, &first, &have_first);
+            failed += !check_schedule(&c, &v, &p, &in, &ref, overlap, recomputing_all, &first, &have_first);
         }
     }
+    gemm_set_deterministic(0);
+    layer_results_free(&first);
     assert_int_equal(failed, 0);
     layer_params_free(&p);
     layer_inputs_free(&in);
