@@ -220,6 +220,14 @@ static AttentionBackwardPersistent backward_persistent(void) {
 
 static int backward_persistent_max_ctas = 0;  // 0: one CTA per SM
 
+// The most CTAs a persistent backward launch may take (attention.h), INT_MAX for one per SM; 0
+// when ATTENTION_BACKWARD_PERSISTENT is off. The kernels add their own conditions (the
+// warp-specialised: not causal; swapAB: d 64, none of causal, dropout, deterministic).
+static int backward_persistent_ctas(void) {
+    if (backward_persistent() != ATTENTION_BACKWARD_PERSISTENT_ON) return 0;
+    return backward_persistent_max_ctas > 0 ? backward_persistent_max_ctas : INT_MAX;
+}
+
 extern "C" AttentionBackwardPersistent attention_set_backward_persistent(AttentionBackwardPersistent which,
                                                                          int max_ctas) {
     if ((which != ATTENTION_BACKWARD_PERSISTENT_OFF && which != ATTENTION_BACKWARD_PERSISTENT_ON) || max_ctas < 0)
@@ -470,7 +478,9 @@ static AttentionKernelChoice choose(AttentionPass pass, int head_dim) {
     if (best_d64_backward && choice.wgmma && wgmma_dq64(0) == FLASH_DQ64_BY_TURNS)
         choice.kernel = "wgmma backward (dQ by turns)";  // for attention_kernel_name (not deterministic)
     if (pass == ATTENTION_BACKWARD && choice.wgmma && backward_swapab_at(head_dim)) {
-        choice.kernel = "wgmma backward (swapAB)";
+        choice.kernel = head_dim == 64 && backward_persistent() == ATTENTION_BACKWARD_PERSISTENT_ON
+                            ? "wgmma backward (swapAB; persistent when neither causal, dropping nor deterministic)"
+                            : "wgmma backward (swapAB)";
         const size_t smem = flash_backward_swapab_smem_bytes(head_dim);
         if (smem > device.max_smem_per_block)  // not on a Hopper GPU (227 KiB)
             fail_user("attention: the %s needs %zu bytes of shared memory per block; the limit here is %zu (%s)",
@@ -578,12 +588,10 @@ static void backward(const BwdArgs &a, const void *ctx, float *dsum, float *tile
     flash_backward_prepare<T, D>(a, ctx, a.dctx, dsum, a.deterministic ? nullptr : a.dq_accum, a.lse, tile_stats);
     if (backward_runs_ws(k, D, a.deterministic)) {
         // Persistent when not causal (attention.h): at most this many CTAs (0: no launch of its own).
-        const int persistent_ctas = !a.causal && backward_persistent() == ATTENTION_BACKWARD_PERSISTENT_ON
-                                        ? (backward_persistent_max_ctas > 0 ? backward_persistent_max_ctas : INT_MAX)
-                                        : 0;
-        if constexpr (D == 128) flash_backward_ws<T>(a, causal_order(), persistent_ctas);
+        if constexpr (D == 128) flash_backward_ws<T>(a, causal_order(), a.causal ? 0 : backward_persistent_ctas());
     } else if (tile_stats) {
-        flash_backward_swapab<T, D>(a, causal_order());
+        // Persistent at d 64 on the fast path (attention.h): at most this many CTAs (0: none).
+        flash_backward_swapab<T, D>(a, causal_order(), backward_persistent_ctas());
     } else if (k.wgmma) {
         flash_backward_wgmma<T, D>(a, wgmma_dq64(a.deterministic), causal_order());
     } else {

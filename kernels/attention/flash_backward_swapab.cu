@@ -359,104 +359,126 @@ struct SwapabStepMath {
 };
 #endif  // WGMMA_AVAILABLE
 
-template <typename T, int D, bool DETERMINISTIC, bool DROPOUT>
+// PERSISTENT (head dim 64, neither causal, dropping nor deterministic): one CTA per SM walks
+// the blocks blockIdx.x, + gridDim.x, ... (every block the same length without the causal
+// mask). K and V are double-buffered (block j's in buffer j % 2; + 32 KiB of shared memory,
+// 197 KiB in all): the next block's are loaded as soon as a block starts, since the other
+// buffer's last reader (the previous block's last dQ product) has finished by then. The Q /
+// dO ring counts query tiles across blocks, so the last two tiles of a block load the next
+// block's first two; dK and dV are written while all of those copies land. Each block's
+// products are the one-block-per-CTA kernel's, in the same order: the same bits.
+template <typename T, int D, bool DETERMINISTIC, bool DROPOUT, bool PERSISTENT>
 __global__ void __launch_bounds__(SW_THREADS, 1)
     flash_backward_swapab_kernel(const __grid_constant__ CUtensorMap q_map, const __grid_constant__ CUtensorMap kv_map,
                                  const __grid_constant__ CUtensorMap do_map, const __grid_constant__ CUtensorMap dq_map,
                                  const __grid_constant__ BwdArgs a, const KeyBlockOrder order, float scale) {
 #if WGMMA_AVAILABLE
     static_assert(D == 64 || D == 128, "head dims 64 and 128");
+    static_assert(!PERSISTENT || (D == 64 && !DETERMINISTIC && !DROPOUT), "persistent: d 64, the fast path only");
     using Tile = SwapabTile<D>;
     constexpr int BLOCK_M = Tile::BLOCK_M, PANELS = Tile::PANELS, QO_PANEL = Tile::QO_PANEL;
     constexpr int KV_BYTES = Tile::KV_BYTES, QO_BYTES = Tile::QO_BYTES;
+    constexpr int KV_BUFFERS = PERSISTENT ? 2 : 1;
     constexpr int QUERY_PARTS = 2 * PANELS;  // TMA copies of a query tile: Q's panels, dO's
     constexpr int NQ = BLOCK_M / 8;   // accumulator column blocks of S^T and dP^T (8 queries each)
     constexpr int KQ = BLOCK_M / 16;  // A fragments of P^T and dS^T (16 queries each)
     extern __shared__ unsigned char smem_raw[];
-    unsigned char *k_tile = smem_raw + ((1024 - (smem_addr(smem_raw) & 1023)) & 1023);
-    unsigned char *v_tile = k_tile + KV_BYTES;
-    unsigned char *q_tiles = v_tile + KV_BYTES;        // two stages
+    unsigned char *k_tile0 = smem_raw + ((1024 - (smem_addr(smem_raw) & 1023)) & 1023);
+    unsigned char *v_tile0 = k_tile0 + KV_BYTES;
+    unsigned char *q_tiles = v_tile0 + KV_BYTES;       // two stages
     unsigned char *do_tiles = q_tiles + 2 * QO_BYTES;  // two stages
     unsigned char *ds_tile = do_tiles + 2 * QO_BYTES;  // dS^T, [key][query], panels of 64 queries
     unsigned char *dq_stage = ds_tile + Tile::DS_BYTES;  // dQ of a query tile, floats
     float *stats = reinterpret_cast<float *>(dq_stage + Tile::DQ_BYTES);  // two stages of STATS_FLOATS
     // The dropout bit matrices (KeyMaskBits), [warpgroup][64 keys][MASK_WORDS]; 16-byte aligned.
     uint32_t *mask_bits = reinterpret_cast<uint32_t *>(stats + 2 * Tile::STATS_FLOATS);
+    // PERSISTENT: the second K, V buffer after everything else (1024-byte aligned: what comes
+    // before it is a multiple of 1 KiB at D = 64).
+    unsigned char *kv_tiles1 = reinterpret_cast<unsigned char *>(mask_bits) + Tile::MASK_BYTES;
+    static_assert(!PERSISTENT || (4 * QO_BYTES + Tile::DS_BYTES + Tile::DQ_BYTES + 2 * Tile::STATS_FLOATS * 4 +
+                                  Tile::MASK_BYTES) % 1024 == 0,
+                  "the second K, V buffer must start 1024-byte aligned");
 
-    __shared__ uint64_t kv_full, qdo_full[2];  // mbarriers: K and V landed; a stage's Q, dO, statistics landed
+    // mbarriers: a K and V buffer landed; a stage's Q, dO, statistics landed
+    __shared__ uint64_t kv_full[KV_BUFFERS], qdo_full[2];
 
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, warpgroup = warp / 4, wq = warp % 4;
     const int g = lane / 4, c = lane % 4;
-    const int bh_count = a.batch * a.heads;
-    const FlashBlock blk = flash_key_block_at(blockIdx.x, order.key_blocks, bh_count, order.group_heads);
-    // (FlashBlock is the forward's, block_order.h: here its query_block field is the key block.)
-    const int key_block = blk.query_block, bh = blk.bh, b = bh / a.heads, h = bh % a.heads, seq = a.seq;
-    const int k0 = key_block * SW_BLOCK_N;
-    const int key0 = k0 + 64 * warpgroup;  // this warpgroup's first key
-    const QkvView view = {(int64_t)a.batch * a.qkv_row, (int64_t)b * a.qkv_row + (int64_t)h * 3 * D};
+    const int bh_count = a.batch * a.heads, seq = a.seq;
+    const int total_blocks = order.key_blocks * bh_count;
     const float scale_log2 = scale * LOG2E;
-    // Causal, the block starts at its diagonal query tile (k0 is a multiple of BLOCK_M).
-    const int m_start = a.causal ? k0 : 0;
-    const int steps = (seq - m_start + BLOCK_M - 1) / BLOCK_M;
-    // This head's rows of the tile statistics (flash_kernels.cuh): lse log2(e), then Dsum.
-    const int stats_row = flash_tile_stats_row(seq);
-    const float *lse_log2_row = a.tile_stats + (int64_t)bh * stats_row;
-    const float *dsum_row = lse_log2_row + (int64_t)bh_count * stats_row;
-    // Dropout (DROPOUT): the warpgroup's bit matrix; drop_group, the Philox group of this lane's
-    // first query of the step, attention_dropout_group(global bh, q0 + lane, key0 / 64, wq, seq)
-    // (global bh: the head's index in the unsharded layer, HeadRange); of the query 32 further
-    // group_step more (4 groups per key block, key_blocks per query).
-    constexpr int MASK_WORDS = Tile::MASK_WORDS;
-    uint32_t *wg_mask_bits = mask_bits + warpgroup * 64 * MASK_WORDS;
-    const uint32_t drop_threshold = dropout_threshold(a.p_drop);
-    const float keep_scale = DROPOUT ? dropout_keep_scale(a.p_drop) : 1.0f;
-    const uint64_t group_step = 32 * 4 * attention_key_blocks(seq);
-    uint64_t drop_group = attention_dropout_group(a.drop.global_bh(b, h), m_start + lane, key0 / 64, wq, seq);
+    // Persistent: this CTA's blocks and its query tiles (every block has the same steps).
+    const int cta_blocks = PERSISTENT ? (total_blocks - (int)blockIdx.x + (int)gridDim.x - 1) / (int)gridDim.x : 1;
+    const int stats_row = flash_tile_stats_row(seq);  // a head's row of the tile statistics (flash_kernels.cuh)
 
-    // Query tile `step` into stage step % 2 as QUERY_PARTS TMA copies (Q's 64-column panels,
-    // then dO's), each arriving on the stage's mbarrier with its bytes; the part of Q's panel
-    // 0 also brings the tile's statistics (two bulk copies of BLOCK_M floats). In the loop,
-    // part p is issued by lane 0 of warp p % 2 of warpgroup p / 2 (spreading the issuing
-    // threads, which wait until the TMA unit takes each copy). Columns: head h's q, k, v at
-    // h * 3d, + d, + 2d in qkv; its dO at h * d.
-    auto load_query_part = [&](int step, int part) {
-        uint64_t *bar = &qdo_full[step % 2];
-        const int row = m_start + step * BLOCK_M, panel = part % PANELS;
+    // The block this CTA runs j-th, and what the kernel needs of it.
+    struct Block {
+        int key_block, bh, b, h, k0, m_start, steps;
+    };
+    auto block_at = [&](int j) {
+        const FlashBlock blk = flash_key_block_at((int)blockIdx.x + j * (int)gridDim.x, order.key_blocks, bh_count,
+                                                  order.group_heads);
+        // (FlashBlock is the forward's, block_order.h: here its query_block field is the key block.)
+        Block w;
+        w.key_block = blk.query_block, w.bh = blk.bh, w.b = blk.bh / a.heads, w.h = blk.bh % a.heads;
+        w.k0 = w.key_block * SW_BLOCK_N;
+        // Causal, the block starts at its diagonal query tile (k0 is a multiple of BLOCK_M).
+        w.m_start = a.causal ? w.k0 : 0;
+        w.steps = (seq - w.m_start + BLOCK_M - 1) / BLOCK_M;
+        return w;
+    };
+    auto k_tile_of = [&](int j) { return PERSISTENT && (j & 1) ? kv_tiles1 : k_tile0; };
+
+    // The CTA's query tile t (PERSISTENT: block t / steps, its step t % steps; else the one
+    // block's step t), w the CTA's j-th block, the one running, into stage t % 2 as QUERY_PARTS TMA copies (Q's 64-column panels, then
+    // dO's), each arriving on the stage's mbarrier with its bytes; the part of Q's panel 0 also
+    // brings the tile's statistics (two bulk copies of BLOCK_M floats). In the loop, part p is
+    // issued by lane 0 of warp p % 2 of warpgroup p / 2 (spreading the issuing threads, which
+    // wait until the TMA unit takes each copy). Columns: head h's q, k, v at h * 3d, + d, + 2d
+    // in qkv; its dO at h * d.
+    auto load_query_part = [&](const Block &running, int j, int t, int part) {
+        const int jt = PERSISTENT ? t / running.steps : 0;  // (persistent: every block has the same steps)
+        const Block w = PERSISTENT && jt != j ? block_at(jt) : running;
+        const int step = t - jt * running.steps;
+        uint64_t *bar = &qdo_full[t % 2];
+        const int row = w.m_start + step * BLOCK_M, panel = part % PANELS;
         if (part < PANELS) {
             mbarrier_arrive_expect_tx(bar, QO_PANEL + (panel == 0 ? Tile::STATS_FLOATS * 4 : 0));
-            tma_load_3d(q_tiles + (step % 2) * QO_BYTES + panel * QO_PANEL, &q_map, h * 3 * D + 64 * panel, b, row,
+            tma_load_3d(q_tiles + (t % 2) * QO_BYTES + panel * QO_PANEL, &q_map, w.h * 3 * D + 64 * panel, w.b, row,
                         bar);
             if (panel == 0) {
-                float *stage_stats = stats + (step % 2) * Tile::STATS_FLOATS;
+                float *stage_stats = stats + (t % 2) * Tile::STATS_FLOATS;
+                const float *lse_log2_row = a.tile_stats + (int64_t)w.bh * stats_row;
+                const float *dsum_row = lse_log2_row + (int64_t)bh_count * stats_row;
                 bulk_load_1d(stage_stats, lse_log2_row + row, BLOCK_M * 4, bar);
                 bulk_load_1d(stage_stats + BLOCK_M, dsum_row + row, BLOCK_M * 4, bar);
             }
         } else {
             mbarrier_arrive_expect_tx(bar, QO_PANEL);
-            tma_load_3d(do_tiles + (step % 2) * QO_BYTES + panel * QO_PANEL, &do_map, h * D + 64 * panel, b, row, bar);
+            tma_load_3d(do_tiles + (t % 2) * QO_BYTES + panel * QO_PANEL, &do_map, w.h * D + 64 * panel, w.b, row,
+                        bar);
         }
     };
+    const Block first = block_at(0);
+    // The CTA's query tiles: the one block's steps, or PERSISTENT every block's.
+    const int cta_tiles = first.steps * cta_blocks;
     if (threadIdx.x == 0) {
-        mbarrier_init(&kv_full, 1), mbarrier_init(&qdo_full[0], QUERY_PARTS);
-        mbarrier_init(&qdo_full[1], QUERY_PARTS);
+        for (int i = 0; i < KV_BUFFERS; i++) mbarrier_init(&kv_full[i], 1);
+        mbarrier_init(&qdo_full[0], QUERY_PARTS), mbarrier_init(&qdo_full[1], QUERY_PARTS);
         fence_shared_for_wgmma();  // the initialised barriers, for the TMA unit
-        load_key_value_tiles<D>(k_tile, v_tile, &kv_map, &kv_full, h, b, k0, SW_KV_PANEL);
-        for (int step = 0; step < 2 && step < steps; step++)
-            for (int part = 0; part < QUERY_PARTS; part++) load_query_part(step, part);
+        load_key_value_tiles<D>(k_tile0, k_tile0 + KV_BYTES, &kv_map, &kv_full[0], first.h, first.b, first.k0,
+                                SW_KV_PANEL);
+        for (int t = 0; t < 2 && t < cta_tiles; t++)
+            for (int part = 0; part < QUERY_PARTS; part++) load_query_part(first, 0, t, part);
     }
     __syncthreads();  // the barriers are initialised
 
-    // dK and dV of keys key0 + 16 wq + g (+ 8): wgmma accumulators of 64 keys x D columns.
-    float dk[D / 8][4], dv[D / 8][4];
-    zero_key_accumulators(dk, dv);
-
-    const uint32_t k_addr = smem_addr(k_tile), v_addr = smem_addr(v_tile), ds_addr = smem_addr(ds_tile);
     // The staged dQ of the tile starting at q0 into the accumulator (DETERMINISTIC: stored into
     // slice key_block, matrix key_block * batch * heads + bh of dq_map's): lane 0 of warps 2
     // and 3 of warpgroup w add its panels 2 w and 2 w + 1 (32 columns each). D = 64: the
     // warpgroup's queries q0 + 64 w .. + 63, columns 0..63 (none if they all lie past seq);
     // D = 128: queries q0 .. + 63, columns 64 w .. + 63. Rows past seq are clipped by the TMA.
-    auto add_dq_tile = [&](int q0) {
+    auto add_dq_tile = [&](const Block &w, int q0) {
         if (lane != 0 || wq < 2) return;
         const int half = wq - 2, panel = 2 * warpgroup + half;
         const int col = D == 64 ? 32 * half : 64 * warpgroup + 32 * half;
@@ -464,95 +486,138 @@ __global__ void __launch_bounds__(SW_THREADS, 1)
         if (row >= seq) return;
         const float *staged = reinterpret_cast<const float *>(dq_stage + panel * DQ_STAGE_PANEL);
         if constexpr (DETERMINISTIC)
-            tma_store_3d(&dq_map, col, row, key_block * bh_count + bh, staged);
+            tma_store_3d(&dq_map, col, row, w.key_block * bh_count + w.bh, staged);
         else
-            tma_reduce_add_3d(&dq_map, col, row, bh, staged);
+            tma_reduce_add_3d(&dq_map, col, row, w.bh, staged);
     };
 
-    const int j_first = key0 + 16 * wq + g;  // this thread's keys: j_first and j_first + 8
-    // Steps 1 to 3 of each tile (SwapabStepMath; the fields in its order).
-    SwapabStepMath<T, D, DROPOUT> math = {k_addr, v_addr, ds_tile, wg_mask_bits, warpgroup, warpgroup, wq, g, c,
-                                          key0, j_first, 64 * warpgroup + 16 * wq + g, seq, scale_log2, keep_scale,
-                                          drop_threshold, group_step, drop_group};
-    mbarrier_wait(&kv_full, 0);
-    for (int step = 0; step < steps; step++) {
-        const int q0 = m_start + step * BLOCK_M;
-        mbarrier_wait(&qdo_full[step % 2], (step / 2) & 1);
-        const uint32_t q_addr = smem_addr(q_tiles + (step % 2) * QO_BYTES);
-        const uint32_t do_addr = smem_addr(do_tiles + (step % 2) * QO_BYTES);
+    constexpr int MASK_WORDS = Tile::MASK_WORDS;
+    uint32_t *wg_mask_bits = mask_bits + warpgroup * 64 * MASK_WORDS;
+    const uint32_t drop_threshold = dropout_threshold(a.p_drop);
+    const float keep_scale = DROPOUT ? dropout_keep_scale(a.p_drop) : 1.0f;
+    const uint64_t group_step = 32 * 4 * attention_key_blocks(seq);
+    const uint32_t ds_addr = smem_addr(ds_tile);
+    int tile = 0;  // the CTA's query tiles so far: the Q / dO ring's count
+#pragma unroll 1
+    for (int j = 0; j < cta_blocks; j++) {
+        const Block w = PERSISTENT && j > 0 ? block_at(j) : first;
+        const int b = w.b, h = w.h, k0 = w.k0, m_start = w.m_start, steps = w.steps;
+        const int key0 = k0 + 64 * warpgroup;  // this warpgroup's first key
+        const QkvView view = {(int64_t)a.batch * a.qkv_row, (int64_t)b * a.qkv_row + (int64_t)h * 3 * D};
+        unsigned char *k_tile = k_tile_of(j);
+        // PERSISTENT: the next block's K and V into the other buffer, whose readers (the last
+        // block's products) all finished before the barrier that ended its last tile.
+        if (PERSISTENT && threadIdx.x == 0 && j + 1 < cta_blocks) {
+            const Block next = block_at(j + 1);
+            unsigned char *k_next = k_tile_of(j + 1);
+            load_key_value_tiles<D>(k_next, k_next + KV_BYTES, &kv_map, &kv_full[(j + 1) % KV_BUFFERS], next.h,
+                                    next.b, next.k0, SW_KV_PANEL);
+        }
+        // Dropout (DROPOUT): the warpgroup's bit matrix; drop_group, the Philox group of this
+        // lane's first query of the step, attention_dropout_group(global bh, q0 + lane, key0 /
+        // 64, wq, seq) (global bh: the head's index in the unsharded layer, HeadRange); of the
+        // query 32 further group_step more (4 groups per key block, key_blocks per query).
+        const uint64_t drop_group = attention_dropout_group(a.drop.global_bh(b, h), m_start + lane, key0 / 64, wq, seq);
 
-        // 1 - 3: S^T, dP^T, P^T, dV, dS^T, dK; dV and dK still in flight, dS^T stored.
-        float s[NQ][4], dp[NQ][4];
-        uint32_t pt[KQ][4], dst[KQ][4];
-        math.products(a, q0, q_addr, do_addr, stats + (step % 2) * Tile::STATS_FLOATS, s, dp, pt, dst, dk, dv);
-        bulk_wait_read();  // (the threads that added dQ) the staging buffer is free again
-        fence_shared_for_wgmma();
-        __syncthreads();  // dS^T complete: dQ needs both warpgroups' keys
+        // dK and dV of keys key0 + 16 wq + g (+ 8): wgmma accumulators of 64 keys x D columns.
+        float dk[D / 8][4], dv[D / 8][4];
+        zero_key_accumulators(dk, dv);
 
-        // 4. dQ = dS K over the block's 128 keys: A = dS (queries x keys) read MN-major from
-        // dS^T (keys are its rows), B = K read MN-major; step kk takes 16 keys, 16 rows (2048
-        // bytes) further in both. D = 64: warpgroup w's queries are dS^T's panel w, all 64
-        // columns K's one panel; D = 128: the one dS^T panel, K's panel w.
-        float dq[8][4];
-        const uint32_t ds_panel = D == 64 ? warpgroup * SW_DS_PANEL : 0;
-        const uint32_t k_panel = D == 64 ? 0 : warpgroup * SW_KV_PANEL;
-        wgmma_fence();
+        const uint32_t k_addr = smem_addr(k_tile), v_addr = smem_addr(k_tile + KV_BYTES);
+        const int j_first = key0 + 16 * wq + g;  // this thread's keys: j_first and j_first + 8
+        // Steps 1 to 3 of each tile (SwapabStepMath; the fields in its order).
+        SwapabStepMath<T, D, DROPOUT> math = {k_addr, v_addr, ds_tile, wg_mask_bits, warpgroup, warpgroup, wq, g, c,
+                                              key0, j_first, 64 * warpgroup + 16 * wq + g, seq, scale_log2, keep_scale,
+                                              drop_threshold, group_step, drop_group};
+        mbarrier_wait(&kv_full[j % KV_BUFFERS], (j / KV_BUFFERS) & 1);
+#pragma unroll 1
+        for (int step = 0; step < steps; step++, tile++) {
+            const int q0 = m_start + step * BLOCK_M;
+            mbarrier_wait(&qdo_full[tile % 2], (tile / 2) & 1);
+            const uint32_t q_addr = smem_addr(q_tiles + (tile % 2) * QO_BYTES);
+            const uint32_t do_addr = smem_addr(do_tiles + (tile % 2) * QO_BYTES);
+
+            // 1 - 3: S^T, dP^T, P^T, dV, dS^T, dK; dV and dK still in flight, dS^T stored.
+            float s[NQ][4], dp[NQ][4];
+            uint32_t pt[KQ][4], dst[KQ][4];
+            math.products(a, q0, q_addr, do_addr, stats + (tile % 2) * Tile::STATS_FLOATS, s, dp, pt, dst, dk, dv);
+            bulk_wait_read();  // (the threads that added dQ) the staging buffer is free again
+            fence_shared_for_wgmma();
+            __syncthreads();  // dS^T complete: dQ needs both warpgroups' keys
+
+            // 4. dQ = dS K over the block's 128 keys: A = dS (queries x keys) read MN-major from
+            // dS^T (keys are its rows), B = K read MN-major; step kk takes 16 keys, 16 rows (2048
+            // bytes) further in both. D = 64: warpgroup w's queries are dS^T's panel w, all 64
+            // columns K's one panel; D = 128: the one dS^T panel, K's panel w.
+            float dq[8][4];
+            const uint32_t ds_panel = D == 64 ? warpgroup * SW_DS_PANEL : 0;
+            const uint32_t k_panel = D == 64 ? 0 : warpgroup * SW_KV_PANEL;
+            wgmma_fence();
 #pragma unroll
-        for (int kk = 0; kk < SW_BLOCK_N / 16; kk++)
-            wgmma_ss<T, 64, 1, 1>(dq, wgmma_descriptor(ds_addr + ds_panel + kk * 2048, SW_DS_PANEL, 1024),
-                                  wgmma_descriptor(k_addr + k_panel + kk * 2048, SW_KV_PANEL, 1024), kk > 0);
-        wgmma_commit();
-        wgmma_wait<0>();
-        wgmma_settle(dv);
-        wgmma_settle(dk);
-        wgmma_settle(dq);
-        wgmma_settle(pt);  // the fragments stay untouched until their products have landed
-        wgmma_settle(dst);
+            for (int kk = 0; kk < SW_BLOCK_N / 16; kk++)
+                wgmma_ss<T, 64, 1, 1>(dq, wgmma_descriptor(ds_addr + ds_panel + kk * 2048, SW_DS_PANEL, 1024),
+                                      wgmma_descriptor(k_addr + k_panel + kk * 2048, SW_KV_PANEL, 1024), kk > 0);
+            wgmma_commit();
+            wgmma_wait<0>();
+            wgmma_settle(dv);
+            wgmma_settle(dk);
+            wgmma_settle(dq);
+            wgmma_settle(pt);  // the fragments stay untouched until their products have landed
+            wgmma_settle(dst);
 
-        // 5. dQ (times the scale) staged: rows 16 wq + g (+ 8) of the warpgroup's 64, columns
-        // 64 w + 8 n + 2 c - panels 2 w and 2 w + 1 (D = 64: the warpgroup's queries, all
-        // columns; D = 128: its columns). At D = 128 the threads of odd g store their column
-        // blocks in the order n ^ 2 (flash_backward_wgmma.cu says why).
-        stage_dq_rows(dq_stage, dq, 16 * wq + g, 64 * warpgroup, D == 128 && (g & 1), scale, c);
-        fence_shared_for_wgmma();  // the staged dQ, for the TMA unit
-        // 6. Both warpgroups are done with this tile: its Q, dO and statistics stage is free, dS^T
-        // may be overwritten, dQ is staged.
-        __syncthreads();
-        add_dq_tile(q0);  // it is added while the next tile runs
-        if (lane == 0 && wq < 2 && 2 * warpgroup + wq < QUERY_PARTS && step + 2 < steps)
-            load_query_part(step + 2, 2 * warpgroup + wq);
+            // 5. dQ (times the scale) staged: rows 16 wq + g (+ 8) of the warpgroup's 64, columns
+            // 64 w + 8 n + 2 c - panels 2 w and 2 w + 1 (D = 64: the warpgroup's queries, all
+            // columns; D = 128: its columns). At D = 128 the threads of odd g store their column
+            // blocks in the order n ^ 2 (flash_backward_wgmma.cu says why).
+            stage_dq_rows(dq_stage, dq, 16 * wq + g, 64 * warpgroup, D == 128 && (g & 1), scale, c);
+            fence_shared_for_wgmma();  // the staged dQ, for the TMA unit
+            // 6. Both warpgroups are done with this tile: its Q, dO and statistics stage is free,
+            // dS^T may be overwritten, dQ is staged.
+            __syncthreads();
+            add_dq_tile(w, q0);  // it is added while the next tile runs
+            // The CTA's next-but-one tile (PERSISTENT: perhaps the next block's) into the stage.
+            if (lane == 0 && wq < 2 && 2 * warpgroup + wq < QUERY_PARTS && tile + 2 < cta_tiles)
+                load_query_part(w, j, tile + 2, 2 * warpgroup + wq);
+        }
+        // dK (scaled) and dV (dropping: times 1 / (1 - p)) of this thread's keys into dqkv's k
+        // and v slots (PERSISTENT: while the next block's first copies land).
+        write_dk_dv_rows<T>(static_cast<T *>(a.dqkv), view, dk, dv, j_first, seq, scale, keep_scale);
     }
     bulk_wait_all();  // before the block's shared memory goes away
-
-    // dK (scaled) and dV (dropping: times 1 / (1 - p)) of this thread's keys into dqkv's k and v slots.
-    write_dk_dv_rows<T>(static_cast<T *>(a.dqkv), view, dk, dv, j_first, seq, scale, keep_scale);
 #else
     (void)q_map, (void)kv_map, (void)do_map, (void)dq_map, (void)a, (void)order, (void)scale;
     __trap();
 #endif
 }
 
-// One instantiation of the kernel, its shared-memory limit set on first use.
-template <typename T, int D, bool DETERMINISTIC, bool DROPOUT>
-void launch_kernel(const BwdArgs &a, const KeyBlockOrder &order, const BackwardTensorMaps &maps) {
-    constexpr size_t smem = SwapabTile<D>::SMEM;
-    allow_dynamic_smem<flash_backward_swapab_kernel<T, D, DETERMINISTIC, DROPOUT>>(smem);
-    const int blocks = order.key_blocks * a.batch * a.heads;
-    flash_backward_swapab_kernel<T, D, DETERMINISTIC, DROPOUT>
-        <<<blocks, SW_THREADS, smem>>>(maps.q, maps.kv, maps.d_o, maps.dq, a, order, 1.0f / sqrtf((float)D));
+// Shared memory of a launch: the tile's, and PERSISTENT the second K, V buffer.
+template <int D, bool PERSISTENT>
+constexpr size_t swapab_smem() {
+    return SwapabTile<D>::SMEM + (PERSISTENT ? 2 * SwapabTile<D>::KV_BYTES : 0);
+}
+static_assert(swapab_smem<64, true>() <= 227 * 1024, "Hopper's limit per block");
+
+// One instantiation of the kernel, its shared-memory limit set on first use; `ctas` CTAs
+// (without PERSISTENT, one per block).
+template <typename T, int D, bool DETERMINISTIC, bool DROPOUT, bool PERSISTENT = false>
+void launch_kernel(const BwdArgs &a, const KeyBlockOrder &order, const BackwardTensorMaps &maps, int ctas) {
+    constexpr size_t smem = swapab_smem<D, PERSISTENT>();
+    allow_dynamic_smem<flash_backward_swapab_kernel<T, D, DETERMINISTIC, DROPOUT, PERSISTENT>>(smem);
+    flash_backward_swapab_kernel<T, D, DETERMINISTIC, DROPOUT, PERSISTENT>
+        <<<ctas, SW_THREADS, smem>>>(maps.q, maps.kv, maps.d_o, maps.dq, a, order, 1.0f / sqrtf((float)D));
     CHECK_LAUNCH();
 }
 
 }  // namespace
 
 size_t flash_backward_swapab_smem_bytes(int head_dim) {
-    return head_dim == 128 ? SwapabTile<128>::SMEM : SwapabTile<64>::SMEM;
+    return head_dim == 128 ? swapab_smem<128, false>() : swapab_smem<64, true>();
 }
 
 int flash_backward_swapab_slice_keys(void) { return SW_BLOCK_N; }
 
 template <typename T, int D>
-void flash_backward_swapab(const BwdArgs &a, AttentionCausalOrder causal_order) {
+void flash_backward_swapab(const BwdArgs &a, AttentionCausalOrder causal_order, int persistent_ctas) {
     constexpr int BLOCK_M = SwapabTile<D>::BLOCK_M;
     if (!a.tile_stats) DIE("flash attention backward: the swapAB kernel needs the prepare pass's tile statistics");
     const int bh_count = a.batch * a.heads, key_blocks = ceil_div(a.seq, SW_BLOCK_N);
@@ -566,17 +631,30 @@ void flash_backward_swapab(const BwdArgs &a, AttentionCausalOrder causal_order) 
     const int slices = a.deterministic ? (int)ceil_div(a.seq, SW_BLOCK_N) : 1;
     const BackwardTensorMaps maps = backward_tensor_maps<T>(a, D, BLOCK_M, SW_BLOCK_N, slices * bh_count);
     const bool dropping = a.p_drop > 0.0f;
-    if (a.deterministic && dropping)
-        launch_kernel<T, D, true, true>(a, order, maps);
-    else if (a.deterministic)
-        launch_kernel<T, D, true, false>(a, order, maps);
-    else if (dropping)
-        launch_kernel<T, D, false, true>(a, order, maps);
-    else
-        launch_kernel<T, D, false, false>(a, order, maps);
+    const int blocks = key_blocks * bh_count;
+    if (persistent_ctas > 0 && flash_backward_swapab_runs_persistent(D, a.causal, dropping, a.deterministic)) {
+        if constexpr (D == 64) {  // at most one CTA per SM (its shared memory allows one), one per block
+            int device, sms;
+            CUDA_CHECK(cudaGetDevice(&device));
+            CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+            launch_kernel<T, D, false, false, true>(a, order, maps, min(min(blocks, sms), persistent_ctas));
+        }
+    } else if (a.deterministic && dropping) {
+        launch_kernel<T, D, true, true>(a, order, maps, blocks);
+    } else if (a.deterministic) {
+        launch_kernel<T, D, true, false>(a, order, maps, blocks);
+    } else if (dropping) {
+        launch_kernel<T, D, false, true>(a, order, maps, blocks);
+    } else {
+        launch_kernel<T, D, false, false>(a, order, maps, blocks);
+    }
 }
 
-template void flash_backward_swapab<__half, 64>(const BwdArgs &, AttentionCausalOrder);
-template void flash_backward_swapab<__half, 128>(const BwdArgs &, AttentionCausalOrder);
-template void flash_backward_swapab<__nv_bfloat16, 64>(const BwdArgs &, AttentionCausalOrder);
-template void flash_backward_swapab<__nv_bfloat16, 128>(const BwdArgs &, AttentionCausalOrder);
+int flash_backward_swapab_runs_persistent(int head_dim, int causal, int dropping, int deterministic) {
+    return head_dim == 64 && !causal && !dropping && !deterministic;
+}
+
+template void flash_backward_swapab<__half, 64>(const BwdArgs &, AttentionCausalOrder, int);
+template void flash_backward_swapab<__half, 128>(const BwdArgs &, AttentionCausalOrder, int);
+template void flash_backward_swapab<__nv_bfloat16, 64>(const BwdArgs &, AttentionCausalOrder, int);
+template void flash_backward_swapab<__nv_bfloat16, 128>(const BwdArgs &, AttentionCausalOrder, int);

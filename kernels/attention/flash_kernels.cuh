@@ -151,10 +151,14 @@ void flash_backward_wgmma(const BwdArgs &a, FlashDq64 dq64, AttentionCausalOrder
 // a.tile_stats (flash_backward_prepare's). Dropout (a.p_drop > 0) with the forward's mask, as
 // the other backwards. Deterministic, one dQ slice per 128 keys
 // (flash_backward_swapab_slice_keys). Key blocks in causal_order as flash_backward_wgmma's.
-size_t flash_backward_swapab_smem_bytes(int head_dim);
+// Persistent (persistent_ctas > 0, at most that many CTAs, one per SM; 0: one CTA per block)
+// where flash_backward_swapab_runs_persistent says: head dim 64 without the causal mask,
+// dropout or the deterministic dQ (the same bits either way).
+size_t flash_backward_swapab_smem_bytes(int head_dim);  // the most a launch of it takes
 int flash_backward_swapab_slice_keys(void);
+int flash_backward_swapab_runs_persistent(int head_dim, int causal, int dropping, int deterministic);
 template <typename T, int D>
-void flash_backward_swapab(const BwdArgs &a, AttentionCausalOrder causal_order);
+void flash_backward_swapab(const BwdArgs &a, AttentionCausalOrder causal_order, int persistent_ctas);
 
 // The warp-specialised backward at head dim 128 (flash_backward_ws.cu; ATTENTION_BACKWARD_WS,
 // attention.h): flash_backward_wgmma.cu's math in two consumer warpgroups of 240 registers
