@@ -176,9 +176,13 @@ AttentionBackwardSwapAB attention_set_backward_swapab(AttentionBackwardSwapAB wh
 typedef enum { ATTENTION_BACKWARD_WS_OFF, ATTENTION_BACKWARD_WS_ON } AttentionBackwardWS;
 AttentionBackwardWS attention_set_backward_ws(AttentionBackwardWS which);
 
-// The warp-specialised backward persistent or not (flash_backward_ws.cu says how):
+// The backward persistent or not: the warp-specialised kernel at d 128 (flash_backward_ws.cu
+// says how) and the swapAB kernel at d 64 (flash_backward_swapab.cu):
 //   ATTENTION_BACKWARD_PERSISTENT_ON (the default): when not causal, one CTA per SM runs block
 //     after block, loading the next block's K and V while it writes the last one's dK and dV.
+//     At d 64 only without dropout and not deterministic (with dropout the swapAB kernel holds
+//     255 registers already). H200, 2026-11-30 (docs/results.md#h200-twelfth), d 64 backward
+//     in turns: 375-377 TFLOP/s against 366-367 one block per CTA.
 //     H200, 2026-11-30, backward TFLOP/s in turns against one block per CTA, 10 pairs in three
 //     calls (docs/results.md#h200-eleventh): without dropout 467-484 against 419-471 (faster in
 //     9, even in 1), with dropout 0.1 388-409 against 380-400 (faster in 7, even in 2, slower
@@ -191,8 +195,8 @@ AttentionBackwardWS attention_set_backward_ws(AttentionBackwardWS which);
 // message. attention_set_backward_persistent overrides it from then on (a value outside the enum,
 // or max_ctas < 0, stops with a message) and returns the previous value; max_ctas > 0 caps the
 // persistent launch at that many CTAs (tests: several blocks per CTA at small shapes), 0 one
-// per SM. Only the warp-specialised kernel reads it; its results are the same bits either way
-// (the same products per block, in the same order).
+// per SM. Only those two kernels read it; their results are the same bits either way (the same
+// products per block, in the same order).
 typedef enum { ATTENTION_BACKWARD_PERSISTENT_OFF, ATTENTION_BACKWARD_PERSISTENT_ON } AttentionBackwardPersistent;
 AttentionBackwardPersistent attention_set_backward_persistent(AttentionBackwardPersistent which, int max_ctas);
 

@@ -63,7 +63,8 @@
 //
 // Shared memory (1024-byte aligned panels; + 1 KiB for the alignment):
 //   D = 64:  K, V 16 KiB each; Q, dO 2 x 16 KiB each; dS^T 2 panels x 16 KiB; dQ stage 32 KiB;
-//            statistics 2 x 1 KiB; dropout bits 2 KiB: 165 KiB
+//            statistics 2 x 1 KiB; dropout bits 2 KiB: 165 KiB; persistent (below) a second K,
+//            V buffer, 197 KiB
 //   D = 128: K, V 32 KiB each; Q, dO 2 x 16 KiB each; dS^T 1 panel, 16 KiB; dQ stage 32 KiB;
 //            statistics 2 x 0.5 KiB; dropout bits 1 KiB: 179 KiB
 #include "common/gpu/cuda_check.h"
