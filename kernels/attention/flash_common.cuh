@@ -115,15 +115,7 @@ __device__ __forceinline__ float exp2_approx(float x) {
 // m - P_LOG2_SCALE instead of m; m stays the true running max, l sums the scaled
 // probabilities. At 0 the subtraction is compiled out (if constexpr), so the 16-bit kernels'
 // code is what it was before the parameter existed.
-// STALE_MAX_LOG2 (0: exact running maxima): a row keeps its running max m while the tile's
-// maximum exceeds it by at most 2^STALE_MAX_LOG2 (in the exponent's log2 units), so alpha is
-// exactly 1 and the output need not be rescaled; its probabilities are then up to
-// 2^STALE_MAX_LOG2 instead of at most 1, and l and the lse (m + log2 l) stay exact in meaning,
-// since m is only the reference every term of the row is taken against. (FlashAttention-4's
-// conditional rescaling, Blackwell; here it lets consume_key_tiles skip most rescales.) The
-// 16-bit forward takes 8: probabilities up to 256 fit fp16 and bf16 with room to spare; the FP8
-// forward keeps 0 (its probabilities are scaled to E4M3's range already).
-template <int NB, int P_LOG2_SCALE = 0, int STALE_MAX_LOG2 = 0>
+template <int NB, int P_LOG2_SCALE = 0>
 __device__ __forceinline__ void online_softmax_step(float (&s)[NB][4], float (&m)[2], float (&l)[2],
                                                     float (&alpha)[2], const int (&row_i)[2], int k0, int seq,
                                                     int causal, float scale_log2) {
@@ -153,9 +145,6 @@ __device__ __forceinline__ void online_softmax_step(float (&s)[NB][4], float (&m
         tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 1));
         tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 2));
         float m_new = fmaxf(m[r], tile_max[r] * scale_log2);
-        // (m = -inf: m_new - m is +inf or NaN, never <= the bound, so a first max is taken.)
-        if constexpr (STALE_MAX_LOG2 > 0)
-            if (m_new - m[r] <= (float)STALE_MAX_LOG2) m_new = m[r];
         m_use[r] = m_new == -INFINITY ? 0.0f : m_new;  // a fully masked row so far: exp2(-inf) = 0
         alpha[r] = exp2_approx(m[r] - m_use[r]);
         m[r] = m_new;

@@ -105,9 +105,7 @@ __device__ __forceinline__ void consume_key_tiles(Barriers &bars, const int tile
         wgmma_settle(o);
         wgmma_settle(p);  // P_(t-1)'s registers stay untouched until its product has landed
         mbarrier_arrive(&bars.v_empty[stage(t - 1)]);
-        // Only where a row of this warp took a new max (alpha 1 exactly elsewhere: a no-op);
-        // once the maxima settle, most tiles skip it (online_softmax_step's STALE_MAX_LOG2).
-        if (__any_sync(0xffffffffu, alpha[0] != 1.0f || alpha[1] != 1.0f)) rescale_output(o, alpha);
+        rescale_output(o, alpha);
         pack_probabilities(t);
     }
 

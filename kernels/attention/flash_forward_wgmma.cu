@@ -76,9 +76,6 @@ namespace {
 constexpr int BLOCK_N_DEFAULT = 128, BLOCK_N_WIDE = 176;
 // (maybe_unused: the stub compiled for other GPUs than sm_90a does not use it.)
 [[maybe_unused]] constexpr int TURNS = 3;  // named barriers 3 .. 2 + CONSUMERS: consumer c's turn
-// A row's running max may stay this far (log2 units) below its true max before the output is
-// rescaled (flash_common.cuh's online_softmax_step): probabilities up to 2^8.
-[[maybe_unused]] constexpr int STALE_MAX_LOG2 = 8;
 
 // The block's shape for CONSUMERS consumer warpgroups: 64 queries each, one producer
 // warpgroup; and how the 64K registers of the SM (one block per SM: 65536 / THREADS per
@@ -426,8 +423,7 @@ __global__ void __launch_bounds__(Shape<CONSUMERS>::THREADS, 1)
             }
         };
         auto softmax = [&](int t, float (&alpha)[2]) {
-            online_softmax_step<BLOCK_N / 8, 0, STALE_MAX_LOG2>(s, m, l, alpha, row_i, t * BLOCK_N, seq,
-                                                                MAY_BE_CAUSAL ? a.causal : 0, scale_log2);
+            online_softmax_step(s, m, l, alpha, row_i, t * BLOCK_N, seq, MAY_BE_CAUSAL ? a.causal : 0, scale_log2);
             if constexpr (DRAW_DURING_SOFTMAX && MAY_DROP) {
                 if (dropping) {
 #pragma unroll
