@@ -222,7 +222,7 @@ static int backward_persistent_max_ctas = 0;  // 0: one CTA per SM
 
 // The most CTAs a persistent backward launch may take (attention.h), INT_MAX for one per SM; 0
 // when ATTENTION_BACKWARD_PERSISTENT is off. The kernels add their own conditions (the
-// warp-specialised: not causal; swapAB: d 64, none of causal, dropout, deterministic).
+// warp-specialised: not causal; swapAB: d 64, neither causal nor deterministic).
 static int backward_persistent_ctas(void) {
     if (backward_persistent() != ATTENTION_BACKWARD_PERSISTENT_ON) return 0;
     return backward_persistent_max_ctas > 0 ? backward_persistent_max_ctas : INT_MAX;
@@ -479,7 +479,7 @@ static AttentionKernelChoice choose(AttentionPass pass, int head_dim) {
         choice.kernel = "wgmma backward (dQ by turns)";  // for attention_kernel_name (not deterministic)
     if (pass == ATTENTION_BACKWARD && choice.wgmma && backward_swapab_at(head_dim)) {
         choice.kernel = head_dim == 64 && backward_persistent() == ATTENTION_BACKWARD_PERSISTENT_ON
-                            ? "wgmma backward (swapAB; persistent when neither causal, dropping nor deterministic)"
+                            ? "wgmma backward (swapAB; persistent when neither causal nor deterministic)"
                             : "wgmma backward (swapAB)";
         const size_t smem = flash_backward_swapab_smem_bytes(head_dim);
         if (smem > device.max_smem_per_block)  // not on a Hopper GPU (227 KiB)

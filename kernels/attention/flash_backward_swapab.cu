@@ -360,7 +360,7 @@ struct SwapabStepMath {
 };
 #endif  // WGMMA_AVAILABLE
 
-// PERSISTENT (head dim 64, neither causal, dropping nor deterministic): one CTA per SM walks
+// PERSISTENT (head dim 64, neither causal nor deterministic): one CTA per SM walks
 // the blocks blockIdx.x, + gridDim.x, ... (every block the same length without the causal
 // mask). K and V are double-buffered (block j's in buffer j % 2; + 32 KiB of shared memory,
 // 197 KiB in all): the next block's are loaded as soon as a block starts, since the other
@@ -375,7 +375,7 @@ __global__ void __launch_bounds__(SW_THREADS, 1)
                                  const __grid_constant__ BwdArgs a, const KeyBlockOrder order, float scale) {
 #if WGMMA_AVAILABLE
     static_assert(D == 64 || D == 128, "head dims 64 and 128");
-    static_assert(!PERSISTENT || (D == 64 && !DETERMINISTIC && !DROPOUT), "persistent: d 64, the fast path only");
+    static_assert(!PERSISTENT || (D == 64 && !DETERMINISTIC), "persistent: d 64, not deterministic");
     using Tile = SwapabTile<D>;
     constexpr int BLOCK_M = Tile::BLOCK_M, PANELS = Tile::PANELS, QO_PANEL = Tile::QO_PANEL;
     constexpr int KV_BYTES = Tile::KV_BYTES, QO_BYTES = Tile::QO_BYTES;
@@ -633,12 +633,14 @@ void flash_backward_swapab(const BwdArgs &a, AttentionCausalOrder causal_order, 
     const BackwardTensorMaps maps = backward_tensor_maps<T>(a, D, BLOCK_M, SW_BLOCK_N, slices * bh_count);
     const bool dropping = a.p_drop > 0.0f;
     const int blocks = key_blocks * bh_count;
-    if (persistent_ctas > 0 && flash_backward_swapab_runs_persistent(D, a.causal, dropping, a.deterministic)) {
+    if (persistent_ctas > 0 && flash_backward_swapab_runs_persistent(D, a.causal, a.deterministic)) {
         if constexpr (D == 64) {  // at most one CTA per SM (its shared memory allows one), one per block
             int device, sms;
             CUDA_CHECK(cudaGetDevice(&device));
             CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
-            launch_kernel<T, D, false, false, true>(a, order, maps, min(min(blocks, sms), persistent_ctas));
+            const int ctas = min(min(blocks, sms), persistent_ctas);
+            if (dropping) launch_kernel<T, D, false, true, true>(a, order, maps, ctas);
+            else launch_kernel<T, D, false, false, true>(a, order, maps, ctas);
         }
     } else if (a.deterministic && dropping) {
         launch_kernel<T, D, true, true>(a, order, maps, blocks);
@@ -651,8 +653,8 @@ void flash_backward_swapab(const BwdArgs &a, AttentionCausalOrder causal_order, 
     }
 }
 
-int flash_backward_swapab_runs_persistent(int head_dim, int causal, int dropping, int deterministic) {
-    return head_dim == 64 && !causal && !dropping && !deterministic;
+int flash_backward_swapab_runs_persistent(int head_dim, int causal, int deterministic) {
+    return head_dim == 64 && !causal && !deterministic;
 }
 
 template void flash_backward_swapab<__half, 64>(const BwdArgs &, AttentionCausalOrder, int);

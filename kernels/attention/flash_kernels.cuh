@@ -152,11 +152,11 @@ void flash_backward_wgmma(const BwdArgs &a, FlashDq64 dq64, AttentionCausalOrder
 // the other backwards. Deterministic, one dQ slice per 128 keys
 // (flash_backward_swapab_slice_keys). Key blocks in causal_order as flash_backward_wgmma's.
 // Persistent (persistent_ctas > 0, at most that many CTAs, one per SM; 0: one CTA per block)
-// where flash_backward_swapab_runs_persistent says: head dim 64 without the causal mask,
-// dropout or the deterministic dQ (the same bits either way).
+// where flash_backward_swapab_runs_persistent says: head dim 64 without the causal mask or the
+// deterministic dQ (the same bits either way).
 size_t flash_backward_swapab_smem_bytes(int head_dim);  // the most a launch of it takes
 int flash_backward_swapab_slice_keys(void);
-int flash_backward_swapab_runs_persistent(int head_dim, int causal, int dropping, int deterministic);
+int flash_backward_swapab_runs_persistent(int head_dim, int causal, int deterministic);
 template <typename T, int D>
 void flash_backward_swapab(const BwdArgs &a, AttentionCausalOrder causal_order, int persistent_ctas);
 
