@@ -55,7 +55,8 @@ typedef struct {
     void *ln_loc, *ln;             // LN2's output: [Tl, h]; gathered [T, h]
                                    // (--recompute-layernorm: ln_loc IS dx, recomputed in backward)
     void *fc1_out, *act;           // [T, fl]: FC1's output and GELU's (--recompute-gelu: act is
-                                   // d_act, a buffer of backward's, not kept: computed again there)
+                                   // d_act, a buffer of backward's, not kept; backward computes
+                                   // GELU's output again over fc1_out)
     void *fc2_out, *out;           // FC2's partial [T, h]; the output [Tl, h]
     // Backward.
     void *dout_gathered;           // the output gradient gathered [T, h] (SP only; under

@@ -40,7 +40,7 @@ typedef struct {
                                // this many row blocks (row_parallel.h); 1 (default): one GEMM, one all-reduce
     int recompute_gelu;        // 1 (--recompute-gelu): GELU's output is not kept for backward; the
                                // row-parallel GEMM's wgrad (FC2, the parallel layer's W_out) gets it
-                               // computed again from FC1's output, which GELU's backward keeps anyway
+                               // computed again from FC1's output, kept for GELU's backward anyway
                                // (activation recomputation, Korthikanti et al. 2022's "selective" kind)
     int recompute_layernorm;   // 1 (--recompute-layernorm): no LayerNorm's output is kept for backward
                                // (LN1's, LN2's; the parallel layer's one): the column-parallel GEMM's
