@@ -181,7 +181,8 @@ AttentionBackwardWS attention_set_backward_ws(AttentionBackwardWS which);
 //   ATTENTION_BACKWARD_PERSISTENT_ON (the default): when not causal, one CTA per SM runs block
 //     after block, loading the next block's K and V while it writes the last one's dK and dV.
 //     At d 64 only when not deterministic. H200, 2026-11-30 (docs/results.md#h200-twelfth),
-//     d 64 backward in turns: 375-377 TFLOP/s against 366-367 one block per CTA.
+//     d 64 backward in turns: 375-377 TFLOP/s against 366-367 one block per CTA; with dropout
+//     0.1, 0.4-0.5% faster.
 //     H200, 2026-11-30, backward TFLOP/s in turns against one block per CTA, 10 pairs in three
 //     calls (docs/results.md#h200-eleventh): without dropout 467-484 against 419-471 (faster in
 //     9, even in 1), with dropout 0.1 388-409 against 380-400 (faster in 7, even in 2, slower
