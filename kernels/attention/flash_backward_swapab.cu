@@ -430,13 +430,14 @@ __global__ void __launch_bounds__(SW_THREADS, 1)
     };
     auto k_tile_of = [&](int j) { return PERSISTENT && (j & 1) ? kv_tiles1 : k_tile0; };
 
-    // The CTA's query tile t (PERSISTENT: block t / steps, its step t % steps; else the one
-    // block's step t), w the CTA's j-th block, the one running, into stage t % 2 as QUERY_PARTS TMA copies (Q's 64-column panels, then
-    // dO's), each arriving on the stage's mbarrier with its bytes; the part of Q's panel 0 also
-    // brings the tile's statistics (two bulk copies of BLOCK_M floats). In the loop, part p is
-    // issued by lane 0 of warp p % 2 of warpgroup p / 2 (spreading the issuing threads, which
-    // wait until the TMA unit takes each copy). Columns: head h's q, k, v at h * 3d, + d, + 2d
-    // in qkv; its dO at h * d.
+    // Part `part` of the CTA's query tile t (PERSISTENT: block t / steps, its step t % steps;
+    // else the one block's step t; `running` is the CTA's j-th block, the one it runs now) into
+    // stage t % 2. A tile is QUERY_PARTS TMA copies (Q's 64-column panels, then dO's), each
+    // arriving on the stage's mbarrier with its bytes; the part of Q's panel 0 also brings the
+    // tile's statistics (two bulk copies of BLOCK_M floats). In the loop, part p is issued by
+    // lane 0 of warp p % 2 of warpgroup p / 2 (spreading the issuing threads, which wait until
+    // the TMA unit takes each copy). Columns: head h's q, k, v at h * 3d, + d, + 2d in qkv; its
+    // dO at h * d.
     auto load_query_part = [&](const Block &running, int j, int t, int part) {
         const int jt = PERSISTENT ? t / running.steps : 0;  // (persistent: every block has the same steps)
         const Block w = PERSISTENT && jt != j ? block_at(jt) : running;
