@@ -22,6 +22,12 @@ MODEs (default: tests check bench fp8 tp pytorch compare breakdown, and baseline
              8 / 16, --fprop-chunks 2 / 4), --recompute-gelu and --recompute-gelu --recompute-layernorm
              beside the default and --no-overlap
              (TP_TURNS=2: twice)
+  tpsp       step 07 at tp 2 (2 or more GPUs), issue 22's sequence-parallel line: plain TP, SP, SP
+             --recompute-gelu, SP with both recomputations, fp16 and bf16, in turns (TP_TURNS
+             rounds, default 3); each turn's time over plain TP's of the same turn, and the median
+  envab      an A/B of environment switches in turns (ENVAB="VAR=VALUE ...", ENVAB_TURNS
+             rounds, default 3): attention_bench's d 128 and d 64 rows at fp16 and bf16, then
+             step 04's time (--iters 20), each with the variables set and without
   attention  the attention table: attention_bench at fp16 and bf16, PyTorch's SDPA backends (cuDNN,
              flash) at the same rows, and every row side by side with ours >= cuDNN marked
              (tools/attention_peers.py --ours; about 2 minutes on an H200)
@@ -59,7 +65,7 @@ set -uo pipefail
 for arg in "$@"; do
   case $arg in
     -h|--help) usage; exit 0 ;;
-    tests|check|bench|fp8|tp|tpknobs|attention|pytorch|compare|breakdown|baseline|autotune|epilogues|grade|determinism|wgrad|sim80|sim89|portable|nocode|arch) ;;
+    tests|check|bench|fp8|tp|tpknobs|tpsp|envab|attention|pytorch|compare|breakdown|baseline|autotune|epilogues|grade|determinism|wgrad|sim80|sim89|portable|nocode|arch) ;;
     *) echo "gpu_run.sh: unknown mode '$arg'" >&2; usage >&2; exit 2 ;;
   esac
 done
@@ -386,6 +392,58 @@ if wants tpknobs && [ "$gpus" -ge 2 ] && [ -x "$S07" ]; then
   done
 fi
 
+# Issue 22's sequence-parallel line: SP (alone and with recomputation) against plain TP, each
+# turn's ratio to plain TP's time in the same turn (the machine's drift cancels), and the median
+# of the turns. Activations kept per rank are on each line (tp_time).
+if wants tpsp && [ "$gpus" -ge 2 ] && [ -x "$S07" ]; then
+  export NCCL_NVLS_ENABLE=0
+  for dt in fp16 bf16; do
+    declare -A ratios=()
+    for turn in $(seq 1 "${TP_TURNS:-3}"); do
+      tp_time "tpsp $dt plain (turn $turn)" --tp 2 --no-sweep --dtype $dt
+      plain=${tp_ms["tpsp $dt plain (turn $turn)"]:-}
+      for v in "sp" "sp recompute-gelu" "sp recompute-both"; do
+        case $v in
+          sp) a="--sequence-parallel" ;;
+          "sp recompute-gelu") a="--sequence-parallel --recompute-gelu" ;;
+          *) a="--sequence-parallel --recompute-gelu --recompute-layernorm" ;;
+        esac
+        key="tpsp $dt $v (turn $turn)"
+        tp_time "$key" --tp 2 --no-sweep --dtype $dt $a
+        ms=${tp_ms[$key]:-}
+        [ -n "$plain" ] && [ -n "$ms" ] && ratios[$v]+="$(awk -v a="$ms" -v b="$plain" 'BEGIN {printf "%.4f ", a / b}')"
+      done
+    done
+    for v in "sp" "sp recompute-gelu" "sp recompute-both"; do
+      r=${ratios[$v]:-}
+      [ -n "$r" ] || continue
+      med=$(echo $r | tr ' ' '\n' | sort -n | awk '{x[NR] = $1} END {print (NR % 2) ? x[(NR + 1) / 2] : (x[NR / 2] + x[NR / 2 + 1]) / 2}')
+      note "tpsp $dt $v / plain TP, per turn: $r- median $med"
+    done
+    unset ratios
+  done
+fi
+
+# An A/B of environment switches (ENVAB, e.g. "ATTENTION_BACKWARD_CAUSAL_DYNAMIC=1"), in turns.
+if wants envab; then
+  if [ -z "${ENVAB:-}" ]; then
+    note "envab: skipped: set ENVAB to the variables to compare (VAR=VALUE ...)"
+  else
+    for turn in $(seq 1 "${ENVAB_TURNS:-3}"); do
+      for side in set unset; do
+        run_env=(); [ $side = set ] && read -r -a run_env <<< "$ENVAB"
+        for dt in fp16 bf16; do
+          env "${run_env[@]}" "$BIN/attention_bench" --dtype $dt 2>&1 | tee -a "$OUT/envab.log" |
+            grep -E "^ *(128|64) " | sed "s/^/envab turn $turn $dt ${side}: /" >> "$summary"
+        done
+        ms=$(env "${run_env[@]}" "$BIN/step04_transformer_layer" --iters 20 2>&1 | tee -a "$OUT/envab.log" |
+               grep -aoE "Mean time: [0-9.]+ ms" | head -1)
+        note "envab turn $turn step04 ${side}: $ms"
+      done
+    done
+  fi
+fi
+
 if wants pytorch && python3 -c "import torch, safetensors" 2>/dev/null; then
   PYTHONUNBUFFERED=1 python3 "$(tool pytorch_compare.py)" --bin "$BIN" --json "$OUT/pytorch.json" 2>&1 |
     tee "$OUT/pytorch.log" | grep -E "PyTorch|max rel|PYTORCH" >> "$summary"
@@ -413,7 +471,7 @@ if { wants baseline || [ -z "$*" ]; } && unpack baseline; then
   for round in 1 2; do
     for who in new $rev; do
       dir=$BIN; [ "$who" = new ] || dir=$BASE
-      "$dir/attention_bench" 2>&1 | tee -a "$OUT/baseline.log" | grep -E "^ *128 " | sed "s/^/attention $who: /" >> "$summary"
+      "$dir/attention_bench" 2>&1 | tee -a "$OUT/baseline.log" | grep -E "^ *(128|64) " | sed "s/^/attention $who: /" >> "$summary"
     done
   done
   for round in 1 2 3; do
