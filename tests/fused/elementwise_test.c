@@ -117,11 +117,68 @@ static void test_dropout_on_slices(void **state) {
     }
 }
 
+// The strided GELU kernels (elementwise.h) on views of wider rows: forward and backward against
+// the reference ops, and the backward that also writes GELU's output again
+// (gelu_backward_recomputing_strided, step 07's --recompute-gelu), in place both ways - dx over
+// dy, y over x - as step 07 calls it: dx as the plain backward's, y bit for bit
+// gelu_forward_strided's output (the same function on the same input; the bits are what
+// --recompute-gelu promises).
+static void test_gelu_strided(void **state) {
+    (void)state;
+    SKIP_WITHOUT_GPU();
+    const int rows = 77, cols = 200, row = 264;  // each row of the views inside a wider row
+    const int64_t n = (int64_t)rows * row;
+    for (int d = 0; d < 2; d++) {
+        DType dt = d ? DTYPE_BF16 : DTYPE_FP16;
+        float *x = random_floats(n, -4, 4), *dy = random_floats(n, -1, 1);
+        round_to_dtype(x, n, dt);
+        round_to_dtype(dy, n, dt);
+        float *ref_y = calloc(n, sizeof(float)), *ref_dx = calloc(n, sizeof(float));
+        for (int r = 0; r < rows; r++) {
+            ref_gelu_forward(x + (int64_t)r * row, cols, ref_y + (int64_t)r * row);
+            ref_gelu_backward(dy + (int64_t)r * row, x + (int64_t)r * row, cols, ref_dx + (int64_t)r * row);
+        }
+        void *d_x = dev_upload(x, n, dt), *d_dy = dev_upload(dy, n, dt);
+        void *d_y = dev_upload(x, n, dt), *d_dx = dev_upload(dy, n, dt);  // outside the views: as uploaded
+        gelu_forward_strided(d_x, row, d_y, row, rows, cols, dt);
+        gelu_backward_strided(d_dy, row, d_x, row, d_dx, row, rows, cols, dt);
+        float *y = malloc(n * sizeof(float)), *dx = malloc(n * sizeof(float));
+        float *y2 = malloc(n * sizeof(float)), *dx2 = malloc(n * sizeof(float));
+        dev_download(y, d_y, n, dt);
+        dev_download(dx, d_dx, n, dt);
+        // Compared inside the views only (the columns past cols: left as they were).
+        float *got_y = malloc((size_t)rows * cols * sizeof(float)), *want_y = malloc((size_t)rows * cols * sizeof(float));
+        float *got_dx = malloc((size_t)rows * cols * sizeof(float)), *want_dx = malloc((size_t)rows * cols * sizeof(float));
+        for (int r = 0; r < rows; r++)
+            for (int c = 0; c < cols; c++) {
+                const int64_t i = (int64_t)r * row + c, k = (int64_t)r * cols + c;
+                got_y[k] = y[i], want_y[k] = ref_y[i], got_dx[k] = dx[i], want_dx[k] = ref_dx[i];
+            }
+        assert_rel_error(got_y, want_y, (int64_t)rows * cols, tolerance(dt));
+        assert_rel_error(got_dx, want_dx, (int64_t)rows * cols, tolerance(dt));
+        for (int r = 0; r < rows; r++)  // outside the views nothing was written
+            for (int c = cols; c < row; c++) {
+                const int64_t i = (int64_t)r * row + c;
+                assert_true(y[i] == x[i] && dx[i] == dy[i]);
+            }
+        // In place, as step 07: dx over dy, GELU's output over x.
+        gelu_backward_recomputing_strided(d_dy, row, d_x, row, d_dy, row, d_x, row, rows, cols, dt);
+        dev_download(dx2, d_dy, n, dt);
+        dev_download(y2, d_x, n, dt);
+        assert_memory_equal(dx2, dx, (size_t)n * sizeof(float));  // the plain backward's, bit for bit
+        assert_memory_equal(y2, y, (size_t)n * sizeof(float));    // forward's output, bit for bit
+        dev_free(d_x); dev_free(d_dy); dev_free(d_y); dev_free(d_dx);
+        free(x); free(dy); free(ref_y); free(ref_dx); free(y); free(dx); free(y2); free(dx2);
+        free(got_y); free(want_y); free(got_dx); free(want_dx);
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_bias_dropout_add),
         cmocka_unit_test(test_add_dropout_backward),
         cmocka_unit_test(test_dropout_on_slices),
+        cmocka_unit_test(test_gelu_strided),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
