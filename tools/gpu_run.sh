@@ -426,8 +426,13 @@ fi
 
 # An A/B of environment switches (ENVAB, e.g. "ATTENTION_BACKWARD_CAUSAL_DYNAMIC=1"), in turns.
 if wants envab; then
+  envab_bad=""
+  read -r -a envab_words <<< "${ENVAB:-}"  # split on blanks, no globbing
+  for word in "${envab_words[@]}"; do [[ $word =~ ^[A-Za-z_][A-Za-z0-9_]*= ]] || envab_bad+=" '$word'"; done
   if [ -z "${ENVAB:-}" ]; then
     note "envab: skipped: set ENVAB to the variables to compare (VAR=VALUE ...)"
+  elif [ -n "$envab_bad" ]; then
+    note "envab: skipped: ENVAB takes VAR=VALUE words; not one:$envab_bad"
   else
     for turn in $(seq 1 "${ENVAB_TURNS:-3}"); do
       for side in set unset; do
