@@ -69,6 +69,15 @@ for arg in "$@"; do
     *) echo "gpu_run.sh: unknown mode '$arg'" >&2; usage >&2; exit 2 ;;
   esac
 done
+# envab's variables, checked before any work: VAR=VALUE words, at least one.
+read -r -a envab_words <<< "${ENVAB:-}"  # split on blanks, no globbing
+if [[ " $* " == *" envab "* ]]; then
+  [ ${#envab_words[@]} -gt 0 ] || { echo "gpu_run.sh envab: set ENVAB to the variables to compare (VAR=VALUE ...)" >&2; exit 2; }
+  for word in "${envab_words[@]}"; do
+    [[ $word =~ ^[A-Za-z_][A-Za-z0-9_]*= ]] ||
+      { echo "gpu_run.sh envab: ENVAB takes VAR=VALUE words; '$word' is not one" >&2; exit 2; }
+  done
+fi
 what=" ${*:-tests check bench fp8 tp pytorch compare breakdown} "
 what=${what/ arch / tests check sim80 sim89 portable nocode }
 wants() { [[ $what == *" $1 "* ]]; }
@@ -425,28 +434,19 @@ if wants tpsp && [ "$gpus" -ge 2 ] && [ -x "$S07" ]; then
 fi
 
 # An A/B of environment switches (ENVAB, e.g. "ATTENTION_BACKWARD_CAUSAL_DYNAMIC=1"), in turns.
-if wants envab; then
-  envab_bad=""
-  read -r -a envab_words <<< "${ENVAB:-}"  # split on blanks, no globbing
-  for word in "${envab_words[@]}"; do [[ $word =~ ^[A-Za-z_][A-Za-z0-9_]*= ]] || envab_bad+=" '$word'"; done
-  if [ -z "${ENVAB:-}" ]; then
-    note "envab: skipped: set ENVAB to the variables to compare (VAR=VALUE ...)"
-  elif [ -n "$envab_bad" ]; then
-    note "envab: skipped: ENVAB takes VAR=VALUE words; not one:$envab_bad"
-  else
-    for turn in $(seq 1 "${ENVAB_TURNS:-3}"); do
-      for side in set unset; do
-        run_env=(); [ $side = set ] && read -r -a run_env <<< "$ENVAB"
-        for dt in fp16 bf16; do
-          env "${run_env[@]}" "$BIN/attention_bench" --dtype $dt 2>&1 | tee -a "$OUT/envab.log" |
-            grep -E "^ *(128|64) " | sed "s/^/envab turn $turn $dt ${side}: /" >> "$summary"
-        done
-        ms=$(env "${run_env[@]}" "$BIN/step04_transformer_layer" --iters 20 2>&1 | tee -a "$OUT/envab.log" |
-               grep -aoE "Mean time: [0-9.]+ ms" | head -1)
-        note "envab turn $turn step04 ${side}: $ms"
+if wants envab; then  # (ENVAB was checked at the start: VAR=VALUE words, at least one)
+  for turn in $(seq 1 "${ENVAB_TURNS:-3}"); do
+    for side in set unset; do
+      run_env=(); [ $side = set ] && run_env=("${envab_words[@]}")
+      for dt in fp16 bf16; do
+        env "${run_env[@]}" "$BIN/attention_bench" --dtype $dt 2>&1 | tee -a "$OUT/envab.log" |
+          grep -E "^ *(128|64) " | sed "s/^/envab turn $turn $dt ${side}: /" >> "$summary"
       done
+      ms=$(env "${run_env[@]}" "$BIN/step04_transformer_layer" --iters 20 2>&1 | tee -a "$OUT/envab.log" |
+             grep -aoE "Mean time: [0-9.]+ ms" | head -1)
+      note "envab turn $turn step04 ${side}: $ms"
     done
-  fi
+  done
 fi
 
 if wants pytorch && python3 -c "import torch, safetensors" 2>/dev/null; then
