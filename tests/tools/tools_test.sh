@@ -38,6 +38,15 @@ done
 out=$(bash "$tools/profile_stalls.sh" /bin/true 2>&1); rc=$?
 [ $rc -ne 0 ] && grep -qi usage <<<"$out" || fail "profile_stalls.sh with one argument: exit $rc: $out"
 
+# gpu_run.sh refuses bad input before any work (no GPU needed to see it): an unknown mode, and
+# envab without ENVAB or with a word that is not VAR=VALUE - exit 2, naming what is wrong.
+out=$(bash "$tools/gpu_run.sh" nosuchmode 2>&1); rc=$?
+[ $rc -eq 2 ] && grep -qF "unknown mode 'nosuchmode'" <<<"$out" || fail "gpu_run.sh nosuchmode: exit $rc: $out"
+out=$(env -u ENVAB bash "$tools/gpu_run.sh" envab 2>&1); rc=$?
+[ $rc -eq 2 ] && grep -qF "set ENVAB" <<<"$out" || fail "gpu_run.sh envab without ENVAB: exit $rc: $out"
+out=$(ENVAB="A=1 oops" bash "$tools/gpu_run.sh" envab 2>&1); rc=$?
+[ $rc -eq 2 ] && grep -qF "'oops' is not one" <<<"$out" || fail "gpu_run.sh envab with ENVAB='A=1 oops': exit $rc: $out"
+
 # tools/test.sh's summary lists every skipped case with its reason.
 tmp=${TEST_TMPDIR:-/tmp}/tools_test.$$
 mkdir -p "$tmp/testlogs/tests/x/gpu_test" "$tmp/testlogs/tests/x/cpu_test"
