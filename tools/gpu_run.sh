@@ -19,7 +19,8 @@ MODEs (default: tests check bench fp8 tp pytorch compare breakdown, and baseline
              overlapped and --no-overlap, fp16 and bf16, activations kept per rank, and the
              issue's goals as ratios (about 6 minutes on 2 H200s, estimated)
   tpknobs    step 07 at tp 2, fp16: the overlap's knobs (--overlap-priority normal, --overlap-ctas
-             8 / 16, --fprop-chunks 2 / 4), --recompute-gelu and --recompute-gelu --recompute-layernorm
+             8 / 16, --fprop-chunks 2 / 4, each --fprop-chunks with --overlap-ctas 8), --recompute-gelu
+             and --recompute-gelu --recompute-layernorm
              beside the default and --no-overlap
              (TP_TURNS=2: twice)
   tpsp       step 07 at tp 2 (2 or more GPUs), issue 22's sequence-parallel line: plain TP, SP, SP
@@ -396,6 +397,11 @@ if wants tpknobs && [ "$gpus" -ge 2 ] && [ -x "$S07" ]; then
       for n in 8 16; do tp_time "tp2 fp16 $v ctas $n (turn $turn)" --tp 2 --no-sweep $a --overlap-ctas $n; done
       if [ $v != sp ]; then
         for n in 2 4; do tp_time "tp2 fp16 $v fprop-chunks $n (turn $turn)" --tp 2 --no-sweep $a --fprop-chunks $n; done
+        # The forward's pipelined all-reduces on a side communicator of few CTAs (the GEMM's
+        # row blocks keep more SMs): the two knobs together.
+        for n in 2 4; do
+          tp_time "tp2 fp16 $v fprop-chunks $n ctas 8 (turn $turn)" --tp 2 --no-sweep $a --fprop-chunks $n --overlap-ctas 8
+        done
       fi
     done
   done
