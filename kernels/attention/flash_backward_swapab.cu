@@ -635,11 +635,8 @@ void flash_backward_swapab(const BwdArgs &a, AttentionCausalOrder causal_order, 
     const bool dropping = a.p_drop > 0.0f;
     const int blocks = key_blocks * bh_count;
     if (persistent_ctas > 0 && flash_backward_swapab_runs_persistent(D, a.causal, a.deterministic)) {
-        if constexpr (D == 64) {  // at most one CTA per SM (its shared memory allows one), one per block
-            int device, sms;
-            CUDA_CHECK(cudaGetDevice(&device));
-            CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
-            const int ctas = min(min(blocks, sms), persistent_ctas);
+        if constexpr (D == 64) {  // one CTA per SM at most (its shared memory allows one), one per block
+            const int ctas = flash_persistent_grid(blocks, persistent_ctas);
             if (dropping) launch_kernel<T, D, false, true, true>(a, order, maps, ctas);
             else launch_kernel<T, D, false, false, true>(a, order, maps, ctas);
         }

@@ -468,10 +468,7 @@ void flash_backward_ws(const BwdArgs &a, AttentionCausalOrder causal_order, int 
     const float scale = 1.0f / sqrtf((float)WS_D);
     const int blocks = key_blocks * bh_count;
     if (persistent_ctas > 0) {  // at most one CTA per SM (its shared memory allows one), one per block
-        int device, sms;
-        CUDA_CHECK(cudaGetDevice(&device));
-        CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
-        const int ctas = min(min(blocks, sms), persistent_ctas);
+        const int ctas = flash_persistent_grid(blocks, persistent_ctas);
         allow_dynamic_smem<flash_backward_ws_kernel<T, true>>(smem);
         flash_backward_ws_kernel<T, true><<<ctas, WS_THREADS, smem>>>(maps.q, maps.kv, maps.d_o, maps.dq, a, order,
                                                                        scale);

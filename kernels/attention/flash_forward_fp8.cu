@@ -65,6 +65,7 @@
 // factor, so O = acc / sum is unchanged, and lse subtracts 8 from the log2 of the sum.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -456,15 +457,6 @@ constexpr const char *FP8_STAGES_REFUSAL =
     "FP8 attention: ATTENTION_FP8_STAGES=4 needs 128-key tiles (ATTENTION_FP8_BLOCK_N=128): 192-key tiles (the "
     "default) fit 2 or 3 stages in shared memory, not 4";
 
-// The persistent grid: one CTA per SM (one is all an SM holds: 384 threads at 168 registers on
-// average), never more than there are work tiles (every CTA needs one: the consumers' turns).
-int fp8_persistent_grid(int work_tiles) {
-    int device = 0, sms = 0;
-    CUDA_CHECK(cudaGetDevice(&device));
-    CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
-    return sms < work_tiles ? sms : work_tiles;
-}
-
 template <typename T, int STAGES, bool PERSISTENT, int BLOCK_N>
 void launch_fp8_forward(const AttentionFp8Problem *p, const uint8_t *q, const uint8_t *k, const uint8_t *vt,
                         const Fp8Args &a) {
@@ -478,7 +470,7 @@ void launch_fp8_forward(const AttentionFp8Problem *p, const uint8_t *q, const ui
     const CUtensorMap k_map = byte_tensor_map(k, qk_dims, qk_strides, 1, BLOCK_N, "k");
     const CUtensorMap vt_map = byte_tensor_map(vt, vt_dims, vt_strides, HEAD_DIM, 1, "vt");
     const int query_blocks = ceil_div(p->seq, BLOCK_M);
-    const dim3 grid = PERSISTENT ? dim3(fp8_persistent_grid(query_blocks * p->batch * p->heads))
+    const dim3 grid = PERSISTENT ? dim3(flash_persistent_grid(query_blocks * p->batch * p->heads, INT_MAX))
                                  : dim3(query_blocks, p->batch * p->heads);
     flash_forward_fp8_kernel<T, STAGES, PERSISTENT, BLOCK_N>
         <<<grid, THREADS, smem_bytes(STAGES, BLOCK_N)>>>(q_map, k_map, vt_map, a);

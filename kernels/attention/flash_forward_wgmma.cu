@@ -481,17 +481,6 @@ constexpr size_t forward_smem_bytes(int head_dim, int consumers, int block_n) {
     return (size_t)64 * consumers * head_dim * 2 + 4 * (size_t)block_n * head_dim * 2 + 1024;
 }
 
-// The grid of the persistent kernel: one CTA per SM (one fits an SM: 160 KiB or more of shared
-// memory, 384 or 512 threads at 168 or 128 registers), at most persistent_ctas, and never more
-// than there are work tiles (every CTA has at least one: the consumers' turns need it).
-int persistent_grid(int work_tiles, int persistent_ctas) {
-    int device = 0, sms = 0;
-    CUDA_CHECK(cudaGetDevice(&device));
-    CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
-    const int ctas = sms < persistent_ctas ? sms : persistent_ctas;
-    return ctas < work_tiles ? ctas : work_tiles;
-}
-
 // The dynamic schedule's counter (BlockOrder::handed_out), one int per GPU: allocated at the
 // first dynamic launch on that GPU and kept for the process's life (never freed: 4 bytes, a
 // deliberate static buffer, not a leak that grows), zeroed on the launch's stream (the default
@@ -536,7 +525,7 @@ void launch_kernel(const FwdArgs &a, AttentionCausalOrder causal_order, int pers
     const CUtensorMap q_map = tensor_map_rows<T>(a.qkv, a.qkv_row, a.batch, a.seq, S::BLOCK_M);
     const CUtensorMap kv_map = tensor_map_rows<T>(a.qkv, a.qkv_row, a.batch, a.seq, BLOCK_N);
     const int work_tiles = query_blocks * bh_count;
-    const int grid = PERSISTENT ? persistent_grid(work_tiles, persistent_ctas) : work_tiles;
+    const int grid = PERSISTENT ? flash_persistent_grid(work_tiles, persistent_ctas) : work_tiles;
     if (DYNAMIC) order.handed_out = zeroed_handed_out_counter();
     flash_forward_wgmma_kernel<T, D, CONSUMERS, BLOCK_N, PERSISTENT, DYNAMIC>
         <<<grid, S::THREADS, smem>>>(q_map, kv_map, a, order, 1.0f / sqrtf((float)D));

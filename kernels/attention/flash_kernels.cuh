@@ -12,6 +12,18 @@
 #include "kernels/attention/attention.h"
 #include "kernels/attention/flash_common.cuh"
 
+// The grid of a persistent kernel: one CTA per SM of the current GPU (each of these kernels
+// fills an SM with one CTA: its shared memory or its threads), at most `cap` (tests: a few
+// CTAs, so that each runs several work items), never more than there are work items (every CTA
+// needs at least one). Host code.
+inline int flash_persistent_grid(int work_items, int cap) {
+    int device = 0, sms = 0;
+    CUDA_CHECK(cudaGetDevice(&device));
+    CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+    const int ctas = sms < cap ? sms : cap;
+    return ctas < work_items ? ctas : work_items;
+}
+
 // What every attention launch shares: the shape, the row strides of qkv and of ctx / dctx in
 // elements (batch * qkv_row and batch * ctx_row between tokens, see attention.h), the causal
 // mask and dropout (probability, the seed's round keys, the step's offset, which heads).

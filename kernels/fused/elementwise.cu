@@ -212,7 +212,7 @@ extern "C" void gelu_forward_strided(const void *x, int64_t x_row, void *y, int6
 extern "C" void gelu_backward_recomputing_strided(const void *dy, int64_t dy_row, const void *x, int64_t x_row,
                                                   void *dx, int64_t dx_row, void *y, int64_t y_row, int64_t rows,
                                                   int cols, DType dtype) {
-    require_multiple_of_8(cols, "gelu_backward_strided");
+    require_multiple_of_8(cols, y ? "gelu_backward_recomputing_strided" : "gelu_backward_strided");
     gpu_phase(CAT_ELEMENTWISE);
     DISPATCH_DTYPE(dtype, T,
                    gelu_strided_kernel<T><<<grid_for(rows * cols, 8), 256>>>((const T *)dy, dy_row, (const T *)x,
