@@ -90,7 +90,25 @@ void tp_mlp_backward(TpMlp *m, LayerComm *lc, const void *dout) {
     // FC2's backward (tp_region.h): under SP the output gradient dout [Tl, h] is gathered into
     // m->dout_gathered [T, h] (under SP_REGATHER the buffer that held LN2's gathered output in
     // forward) beside the dgrad of the rank's own rows. Then GELU's backward in place in d_act.
-    if (m->sched.recompute_gelu) {
+    // (Branch earlyrg, TP_EARLY_REGATHER=1: LN2's output gathered again into fc2_out, which
+    // holds nothing in backward, right after FC2's dgrad - beside GELU's backward and FC2's
+    // wgrad instead of FC1's dgrad.)
+    const int early = regather && tp_early_regather();
+    if (early) {
+        row_parallel_dgrad(&m->fc2, lc, sp, dout, m->dout_gathered, m->d_act, m->T);
+        if (m->sched.recompute_layernorm) layernorm_forward(&m->ln2, m->ln2.saved_x, m->ln_loc, m->Tl);
+        layer_all_gather_start(lc, m->ln_loc, m->fc2_out, m->Tl * h, dt);
+        linear_set_saved_input(&m->fc1, m->fc2_out);
+        if (m->sched.recompute_gelu) {
+            gelu_backward_recomputing_strided(m->d_act, m->fl, m->fc1_out, m->fl, m->d_act, m->fl, m->fc1_out,
+                                              m->fl, m->T, m->fl, dt);
+            linear_set_saved_input(&m->fc2, m->fc1_out);
+            row_parallel_wgrad(&m->fc2, sp, dout, m->dout_gathered, m->T);
+        } else {
+            row_parallel_wgrad(&m->fc2, sp, dout, m->dout_gathered, m->T);
+            gelu_backward_strided(m->d_act, m->fl, m->fc1_out, m->fl, m->d_act, m->fl, m->T, m->fl, dt);
+        }
+    } else if (m->sched.recompute_gelu) {
         // --recompute-gelu: forward kept FC1's output, not GELU's. The dgrad comes first, as
         // without the flag; GELU's backward, the last reader of FC1's output, also writes GELU's
         // output again over it (the same device function on the same input as forward: the same
@@ -110,8 +128,8 @@ void tp_mlp_backward(TpMlp *m, LayerComm *lc, const void *dout) {
     // --recompute-layernorm: LN2's output first, again from y (LayerNorm.saved_x) by the same
     // kernel into dx - the same bits; FC1's wgrad reads it (plain TP) or its gathered copy (SP)
     // before LN2's backward writes dx.
-    if (m->sched.recompute_layernorm) layernorm_forward(&m->ln2, m->ln2.saved_x, m->ln_loc, m->Tl);
-    column_parallel_backward(&m->fc1, lc, sp, regather, m->ln_loc, m->ln, m->d_act, m->d_ln, m->d_ln_loc, m->T, m->Tl);
+    if (m->sched.recompute_layernorm && !early) layernorm_forward(&m->ln2, m->ln2.saved_x, m->ln_loc, m->Tl);
+    column_parallel_backward(&m->fc1, lc, sp, early ? REGATHER_STARTED : regather ? REGATHER_HERE : REGATHER_NONE, m->ln_loc, m->ln, m->d_act, m->d_ln, m->d_ln_loc, m->T, m->Tl);
     layernorm_backward(&m->ln2, m->d_ln_loc, dout, m->dx, m->Tl);  // + the residual's gradient
     // gamma, beta and b2 saw only this rank's tokens under SP: summed over the ranks, beside the
     // attention half's backward (nothing in this step reads them again)

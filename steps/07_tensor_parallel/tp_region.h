@@ -45,13 +45,18 @@ void column_parallel_forward(Linear *l, LayerComm *lc, int sequence_parallel, co
 
 // A column-parallel Linear's backward, leaving the region: from dy [T, l->out] (the gradient at
 // its output, this rank's columns) to the gradient at its input, summed over the ranks.
-//   regather_input (SP_REGATHER under SP, tp_schedule.h): the input gathered again, x_loc
-//     [Tl, l->in] -> x [T, l->in], beside the dgrad (forward kept only the slice; the wgrad
-//     reads x)
+//   regather_input (SP_REGATHER under SP, tp_schedule.h): REGATHER_HERE: the input gathered
+//     again, x_loc [Tl, l->in] -> x [T, l->in], beside the dgrad (forward kept only the slice;
+//     the wgrad reads x); REGATHER_STARTED: the caller started that all-gather earlier
+//     (layer_all_gather_start, into the buffer l->saved_x points at), and the wgrad waits for it;
+//     REGATHER_NONE: the input is there (plain TP, SP_KEEP_GATHERED)
 //   dgrad: the partial [T, l->in] into dx_partial; its all-reduce (plain TP: in place,
 //     dx_loc == dx_partial) or reduce-scatter (SP: into dx_loc [Tl, l->in]) STARTED, and the
 //     wgrad (weight and bias) beside it; then the default stream waits for the sum.
 // tokens_local: Tl.
+enum { REGATHER_NONE = 0, REGATHER_HERE = 1, REGATHER_STARTED = 2 };
+// (Branch earlyrg) TP_EARLY_REGATHER=1: the serial layer starts its re-gathers earlier.
+int tp_early_regather(void);
 void column_parallel_backward(Linear *l, LayerComm *lc, int sequence_parallel, int regather_input, const void *x_loc,
                               void *x, const void *dy, void *dx_partial, void *dx_loc, int64_t tokens,
                               int64_t tokens_local);
