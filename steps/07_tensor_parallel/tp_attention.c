@@ -118,24 +118,23 @@ void tp_attention_backward(TpAttention *m, LayerComm *lc, const void *dy, uint64
     // (under SP_REGATHER the buffer that held LN1's gathered output in forward) beside the
     // dgrad of the rank's own tokens. Plain TP: d_proj is d_proj_loc.
     row_parallel_backward(&m->proj, lc, sp, m->d_proj_loc, m->d_proj, m->d_ctx, m->T);  // + dW_proj shard
-    // (Branch earlyrg, TP_EARLY_REGATHER=1: LN1's output gathered again from here, beside
-    // attention's backward, instead of beside QKV's dgrad; the proj wgrad above was the shared
-    // buffer's last reader.)
-    const int early = regather && tp_early_regather();
-    if (early) {
-        if (m->sched.recompute_layernorm) layernorm_forward(&m->ln1, m->ln1.saved_x, m->ln_loc, m->Tl);
-        layer_all_gather_start(lc, m->ln_loc, m->ln, m->Tl * h, c->dtype);
-    }
+    // --recompute-layernorm: LN1's output again, from x (LayerNorm.saved_x) by the same kernel
+    // into ln_loc (d_proj_loc, whose last reader was the proj backward above): the same bits, and
+    // the same mean and rstd written over themselves.
+    if (m->sched.recompute_layernorm) layernorm_forward(&m->ln1, m->ln1.saved_x, m->ln_loc, m->Tl);
+    // SP_REGATHER: QKV's wgrad needs LN1's output of all T tokens again. Its all-gather starts now,
+    // into m->ln (free again: the proj wgrad above was the last reader of d_proj, which shares
+    // it), so that it runs beside attention's backward; QKV's wgrad waits for it. (Started beside
+    // QKV's dgrad instead, as until 2026-11-30, the step took 0.5-1.5% longer with the
+    // recomputations and about as long without them: docs/results.md#h200-thirteenth.)
+    if (regather) layer_all_gather_start(lc, m->ln_loc, m->ln, m->Tl * h, c->dtype);
     const AttentionProblem ap = attention_problem(m);
     const AttentionDropout drop = attention_layer_dropout(c, step);
     attention_backward(&ap, &drop, m->qkv_out, m->ctx, m->d_ctx, m->lse, m->d_qkv, m->attn_scratch);
     // QKV's backward: dgrad first, its all-reduce (reduce-scatter) started at once, the wgrad
-    // beside it. Under SP_REGATHER LN1's output is gathered again for the wgrad, beside the
-    // dgrad (it starts after the proj wgrad, the last reader of the shared buffer's d_proj).
-    // --recompute-layernorm: LN1's output first, again from x (LayerNorm.saved_x) by the same
-    // kernel - the same bits, and the same mean and rstd written over themselves.
-    if (m->sched.recompute_layernorm && !early) layernorm_forward(&m->ln1, m->ln1.saved_x, m->ln_loc, m->Tl);
-    column_parallel_backward(&m->qkv, lc, sp, early ? REGATHER_STARTED : regather ? REGATHER_HERE : REGATHER_NONE, m->ln_loc, m->ln, m->d_qkv, m->d_ln, m->d_ln_loc, m->T, m->Tl);
+    // beside it.
+    column_parallel_backward(&m->qkv, lc, sp, regather ? REGATHER_STARTED : REGATHER_NONE, m->ln_loc, m->ln, m->d_qkv,
+                             m->d_ln, m->d_ln_loc, m->T, m->Tl);
     layernorm_backward(&m->ln1, m->d_ln_loc, dy, m->dx, m->Tl);  // + the residual's gradient
     // gamma, beta and b_proj saw only this rank's tokens under SP: summed over the ranks
     replicated_grads_all_reduce_start(lc, sp, &m->ln1, m->db_proj, h, c->dtype);  // joined by the step's end

@@ -87,49 +87,39 @@ void tp_mlp_backward(TpMlp *m, LayerComm *lc, const void *dout) {
     const int h = m->cfg.hidden, sp = m->sequence_parallel;
     const int regather = sp && m->sched.sp_input == SP_REGATHER;
     bias_grad_columns(dout, m->Tl, h, m->db2, m->db_workspace, dt);  // SP: over the rank's tokens only
-    // FC2's backward (tp_region.h): under SP the output gradient dout [Tl, h] is gathered into
+    // FC2's dgrad (tp_region.h): under SP the output gradient dout [Tl, h] is gathered into
     // m->dout_gathered [T, h] (under SP_REGATHER the buffer that held LN2's gathered output in
-    // forward) beside the dgrad of the rank's own rows. Then GELU's backward in place in d_act.
-    // (Branch earlyrg, TP_EARLY_REGATHER=1: LN2's output gathered again into fc2_out, which
-    // holds nothing in backward, right after FC2's dgrad - beside GELU's backward and FC2's
-    // wgrad instead of FC1's dgrad.)
-    const int early = regather && tp_early_regather();
-    if (early) {
-        row_parallel_dgrad(&m->fc2, lc, sp, dout, m->dout_gathered, m->d_act, m->T);
-        if (m->sched.recompute_layernorm) layernorm_forward(&m->ln2, m->ln2.saved_x, m->ln_loc, m->Tl);
+    // forward) beside the dgrad of the rank's own rows.
+    row_parallel_dgrad(&m->fc2, lc, sp, dout, m->dout_gathered, m->d_act, m->T);
+    // --recompute-layernorm: LN2's output again, from y (LayerNorm.saved_x) by the same kernel into
+    // ln_loc (the MLP's dx, which LN2's backward writes only at the end): the same bits.
+    if (m->sched.recompute_layernorm) layernorm_forward(&m->ln2, m->ln2.saved_x, m->ln_loc, m->Tl);
+    // SP_REGATHER: FC1's wgrad needs LN2's output of all T tokens again. Its all-gather starts
+    // now, into fc2_out (forward's partial [T, h], which holds nothing in backward; the buffer
+    // LN2's output was gathered into in forward holds dout_gathered, which FC2's wgrad still
+    // reads), so that it runs beside GELU's backward and FC2's wgrad; FC1's wgrad waits for it.
+    // (Started beside FC1's dgrad instead, as until 2026-11-30, the step took 0.5-1.5% longer
+    // with the recomputations and about as long without them: docs/results.md#h200-thirteenth.)
+    if (regather) {
         layer_all_gather_start(lc, m->ln_loc, m->fc2_out, m->Tl * h, dt);
         linear_set_saved_input(&m->fc1, m->fc2_out);
-        if (m->sched.recompute_gelu) {
-            gelu_backward_recomputing_strided(m->d_act, m->fl, m->fc1_out, m->fl, m->d_act, m->fl, m->fc1_out,
-                                              m->fl, m->T, m->fl, dt);
-            linear_set_saved_input(&m->fc2, m->fc1_out);
-            row_parallel_wgrad(&m->fc2, sp, dout, m->dout_gathered, m->T);
-        } else {
-            row_parallel_wgrad(&m->fc2, sp, dout, m->dout_gathered, m->T);
-            gelu_backward_strided(m->d_act, m->fl, m->fc1_out, m->fl, m->d_act, m->fl, m->T, m->fl, dt);
-        }
-    } else if (m->sched.recompute_gelu) {
-        // --recompute-gelu: forward kept FC1's output, not GELU's. The dgrad comes first, as
-        // without the flag; GELU's backward, the last reader of FC1's output, also writes GELU's
-        // output again over it (the same device function on the same input as forward: the same
-        // bits), and FC2's wgrad reads it there.
-        row_parallel_dgrad(&m->fc2, lc, sp, dout, m->dout_gathered, m->d_act, m->T);
+    }
+    if (m->sched.recompute_gelu) {
+        // --recompute-gelu: forward kept FC1's output, not GELU's. GELU's backward, the last reader
+        // of FC1's output, also writes GELU's output again over it (the same device function on
+        // the same input as forward: the same bits), and FC2's wgrad reads it there.
         gelu_backward_recomputing_strided(m->d_act, m->fl, m->fc1_out, m->fl, m->d_act, m->fl, m->fc1_out, m->fl,
                                           m->T, m->fl, dt);
         linear_set_saved_input(&m->fc2, m->fc1_out);
         row_parallel_wgrad(&m->fc2, sp, dout, m->dout_gathered, m->T);  // + dW2 shard
     } else {
-        row_parallel_backward(&m->fc2, lc, sp, dout, m->dout_gathered, m->d_act, m->T);  // + dW2 shard
-        gelu_backward_strided(m->d_act, m->fl, m->fc1_out, m->fl, m->d_act, m->fl, m->T, m->fl, dt);
+        row_parallel_wgrad(&m->fc2, sp, dout, m->dout_gathered, m->T);  // + dW2 shard
+        gelu_backward_strided(m->d_act, m->fl, m->fc1_out, m->fl, m->d_act, m->fl, m->T, m->fl, dt);  // in place
     }
-    // FC1's backward: LN2's output gathered again beside the dgrad (SP_REGATHER; after the FC2
-    // wgrad, the last reader of m->dout_gathered), the dgrad's all-reduce (reduce-scatter) beside
-    // the wgrad.
-    // --recompute-layernorm: LN2's output first, again from y (LayerNorm.saved_x) by the same
-    // kernel into dx - the same bits; FC1's wgrad reads it (plain TP) or its gathered copy (SP)
-    // before LN2's backward writes dx.
-    if (m->sched.recompute_layernorm && !early) layernorm_forward(&m->ln2, m->ln2.saved_x, m->ln_loc, m->Tl);
-    column_parallel_backward(&m->fc1, lc, sp, early ? REGATHER_STARTED : regather ? REGATHER_HERE : REGATHER_NONE, m->ln_loc, m->ln, m->d_act, m->d_ln, m->d_ln_loc, m->T, m->Tl);
+    // FC1's backward: the dgrad, its all-reduce (reduce-scatter) beside the wgrad, which reads
+    // LN2's output (plain TP: kept or recomputed in ln_loc; SP: gathered, above, or kept gathered).
+    column_parallel_backward(&m->fc1, lc, sp, regather ? REGATHER_STARTED : REGATHER_NONE, m->ln_loc, m->ln, m->d_act,
+                             m->d_ln, m->d_ln_loc, m->T, m->Tl);
     layernorm_backward(&m->ln2, m->d_ln_loc, dout, m->dx, m->Tl);  // + the residual's gradient
     // gamma, beta and b2 saw only this rank's tokens under SP: summed over the ranks, beside the
     // attention half's backward (nothing in this step reads them again)

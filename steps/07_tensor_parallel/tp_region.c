@@ -1,9 +1,6 @@
 // The pieces of one tensor-parallel region on one rank: see tp_region.h.
 #include "steps/07_tensor_parallel/tp_region.h"
 
-#include <stdlib.h>
-#include <string.h>
-
 #include "common/core/philox.h"
 #include "common/gpu/gpu.h"
 #include "kernels/fused/bias_epilogue.h"
@@ -23,9 +20,9 @@ void column_parallel_forward(Linear *l, LayerComm *lc, int sequence_parallel, co
     else linear_forward(l, x_loc, y, tokens, NULL);
 }
 
-void column_parallel_backward(Linear *l, LayerComm *lc, int sequence_parallel, int regather_input, const void *x_loc,
-                              void *x, const void *dy, void *dx_partial, void *dx_loc, int64_t tokens,
-                              int64_t tokens_local) {
+void column_parallel_backward(Linear *l, LayerComm *lc, int sequence_parallel, RegatherInput regather_input,
+                              const void *x_loc, void *x, const void *dy, void *dx_partial, void *dx_loc,
+                              int64_t tokens, int64_t tokens_local) {
     const int64_t n_loc = tokens_local * l->in;
     if (regather_input == REGATHER_HERE) layer_all_gather_start(lc, x_loc, x, n_loc, l->dtype);
     linear_dgrad(l, dy, dx_partial, tokens);  // partial
@@ -95,13 +92,4 @@ void hidden_bias_dropout_backward(const LayerConfig *c, uint64_t step, int seque
     add_dropout_backward_at(dy, NULL, NULL, d_out_loc, tokens_local * c->hidden, c->hidden_dropout, c->seed,
                             dropout_offset(step, DROPOUT_SITE_HIDDEN), first, c->dtype);
     bias_grad_columns(d_out_loc, tokens_local, c->hidden, d_bias, workspace, c->dtype);  // SP: the rank's tokens only
-}
-
-int tp_early_regather(void) {
-    static int value = -1;
-    if (value < 0) {
-        const char *v = getenv("TP_EARLY_REGATHER");
-        value = v && !strcmp(v, "1");
-    }
-    return value;
 }

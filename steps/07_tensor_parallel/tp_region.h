@@ -54,12 +54,10 @@ void column_parallel_forward(Linear *l, LayerComm *lc, int sequence_parallel, co
 //     dx_loc == dx_partial) or reduce-scatter (SP: into dx_loc [Tl, l->in]) STARTED, and the
 //     wgrad (weight and bias) beside it; then the default stream waits for the sum.
 // tokens_local: Tl.
-enum { REGATHER_NONE = 0, REGATHER_HERE = 1, REGATHER_STARTED = 2 };
-// (Branch earlyrg) TP_EARLY_REGATHER=1: the serial layer starts its re-gathers earlier.
-int tp_early_regather(void);
-void column_parallel_backward(Linear *l, LayerComm *lc, int sequence_parallel, int regather_input, const void *x_loc,
-                              void *x, const void *dy, void *dx_partial, void *dx_loc, int64_t tokens,
-                              int64_t tokens_local);
+typedef enum { REGATHER_NONE = 0, REGATHER_HERE = 1, REGATHER_STARTED = 2 } RegatherInput;
+void column_parallel_backward(Linear *l, LayerComm *lc, int sequence_parallel, RegatherInput regather_input,
+                              const void *x_loc, void *x, const void *dy, void *dx_partial, void *dx_loc,
+                              int64_t tokens, int64_t tokens_local);
 
 // A row-parallel Linear's forward, leaving the region: partial [T, l->out] = x [T, l->in] W^T,
 // summed over the ranks.
