@@ -16,7 +16,8 @@
 //                          all-gather LN1's output before QKV, reduce-scatter after Proj.
 //                          Backward: all-gather Proj's output gradient; all-gather LN1's
 //                          output again (SP_REGATHER: forward kept only the rank's slice),
-//                          overlapped with QKV's dgrad; reduce-scatter LN1's partial input
+//                          started after Proj's backward, beside attention's backward and
+//                          QKV's dgrad; reduce-scatter LN1's partial input
 //                          gradient, overlapped with QKV's wgrad; the gradients of gamma, beta
 //                          and b_proj are partial sums over the rank's tokens: all-reduced (one
 //                          NCCL group, started, joined at the end of the step). The all-gathers

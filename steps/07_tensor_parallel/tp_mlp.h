@@ -14,7 +14,8 @@
 //   sequence parallelism:  y, out are the rank's [T/tp, h] slice: all-gather before FC1,
 //                          reduce-scatter after FC2; backward all-gathers the output
 //                          gradient, all-gathers LN2's output again for FC1's wgrad
-//                          (SP_REGATHER; beside FC1's dgrad) and reduce-scatters FC1's partial
+//                          (SP_REGATHER: into fc2_out, started after FC2's dgrad, beside GELU's
+//                          backward and FC2's wgrad) and reduce-scatters FC1's partial
 //                          input gradient (beside FC1's wgrad); the gradients of LN2's gamma,
 //                          beta and of b2 are all-reduced (one NCCL group, started). The
 //                          all-gathers before FC1's fprop and FC2's dgrad run beside the GEMM
@@ -57,7 +58,8 @@ typedef struct {
     void *fc1_out, *act;           // [T, fl]: FC1's output and GELU's (--recompute-gelu: act is
                                    // d_act, a buffer of backward's, not kept; backward computes
                                    // GELU's output again over fc1_out)
-    void *fc2_out, *out;           // FC2's partial [T, h]; the output [Tl, h]
+    void *fc2_out, *out;           // FC2's partial [T, h] (SP_REGATHER: in backward, LN2's output
+                                   // gathered again); the output [Tl, h]
     // Backward.
     void *dout_gathered;           // the output gradient gathered [T, h] (SP only; under
                                    // SP_REGATHER the same buffer as ln, used in turns)
