@@ -56,7 +56,7 @@ void tp_attention_init(TpAttention *m, const LayerConfig *c, int tp, int rank, i
     m->d_proj_loc = tensor(m, Tl, h, 0);
     // Forward's tensors; under plain TP the rank's slice is the whole, one buffer for both.
     // --recompute-layernorm: LN1's output is not kept; it goes into d_proj_loc, which forward
-    // does not use, and backward computes it there again (after Proj's wgrad, its last reader).
+    // does not use, and backward computes it there again (after Proj's backward, its last reader).
     m->ln_loc = sched->recompute_layernorm ? m->d_proj_loc : tensor(m, Tl, h, 1);
     // QKV's input. SP: kept for its wgrad only under SP_KEEP_GATHERED; otherwise a buffer the
     // backward gathers into again (so not an activation: a layer stack would share it).

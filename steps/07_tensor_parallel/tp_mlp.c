@@ -100,10 +100,7 @@ void tp_mlp_backward(TpMlp *m, LayerComm *lc, const void *dout) {
     // reads), so that it runs beside GELU's backward and FC2's wgrad; FC1's wgrad waits for it.
     // (Started beside FC1's dgrad instead, as until 2026-11-30, the step took 0.5-1.5% longer
     // with the recomputations and about as long without them: docs/results.md#h200-thirteenth.)
-    if (regather) {
-        layer_all_gather_start(lc, m->ln_loc, m->fc2_out, m->Tl * h, dt);
-        linear_set_saved_input(&m->fc1, m->fc2_out);
-    }
+    if (regather) layer_all_gather_start(lc, m->ln_loc, m->fc2_out, m->Tl * h, dt);
     if (m->sched.recompute_gelu) {
         // --recompute-gelu: forward kept FC1's output, not GELU's. GELU's backward, the last reader
         // of FC1's output, also writes GELU's output again over it (the same device function on
@@ -118,8 +115,8 @@ void tp_mlp_backward(TpMlp *m, LayerComm *lc, const void *dout) {
     }
     // FC1's backward: the dgrad, its all-reduce (reduce-scatter) beside the wgrad, which reads
     // LN2's output (plain TP: kept or recomputed in ln_loc; SP: gathered, above, or kept gathered).
-    column_parallel_backward(&m->fc1, lc, sp, regather ? REGATHER_STARTED : REGATHER_NONE, m->ln_loc, m->ln, m->d_act,
-                             m->d_ln, m->d_ln_loc, m->T, m->Tl);
+    column_parallel_backward(&m->fc1, lc, sp, regather ? REGATHER_STARTED : REGATHER_NONE, m->ln_loc,
+                             regather ? m->fc2_out : m->ln, m->d_act, m->d_ln, m->d_ln_loc, m->T, m->Tl);
     layernorm_backward(&m->ln2, m->d_ln_loc, dout, m->dx, m->Tl);  // + the residual's gradient
     // gamma, beta and b2 saw only this rank's tokens under SP: summed over the ranks, beside the
     // attention half's backward (nothing in this step reads them again)

@@ -15,7 +15,7 @@
 //                          reduce-scatter after FC2; backward all-gathers the output
 //                          gradient, all-gathers LN2's output again for FC1's wgrad
 //                          (SP_REGATHER: into fc2_out, started after FC2's dgrad, beside GELU's
-//                          backward and FC2's wgrad) and reduce-scatters FC1's partial
+//                          backward, FC2's wgrad and FC1's dgrad) and reduce-scatters FC1's partial
 //                          input gradient (beside FC1's wgrad); the gradients of LN2's gamma,
 //                          beta and of b2 are all-reduced (one NCCL group, started). The
 //                          all-gathers before FC1's fprop and FC2's dgrad run beside the GEMM

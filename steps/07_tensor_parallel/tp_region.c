@@ -26,7 +26,10 @@ void column_parallel_backward(Linear *l, LayerComm *lc, int sequence_parallel, R
     const int64_t n_loc = tokens_local * l->in;
     if (regather_input == REGATHER_HERE) layer_all_gather_start(lc, x_loc, x, n_loc, l->dtype);
     linear_dgrad(l, dy, dx_partial, tokens);  // partial
-    if (regather_input != REGATHER_NONE) layer_wait_gathered(lc);
+    if (regather_input != REGATHER_NONE) {
+        layer_wait_gathered(lc);
+        linear_set_saved_input(l, x);  // the wgrad reads the gathered input
+    }
     layer_leave_region(lc, sequence_parallel, dx_partial, dx_loc, n_loc, l->dtype, 1);  // started...
     linear_wgrad(l, dy, tokens, 1);  // ...while dW, db run (the input recorded in forward, or gathered again)
     layer_wait_reduced(lc);

@@ -46,10 +46,10 @@ void column_parallel_forward(Linear *l, LayerComm *lc, int sequence_parallel, co
 // A column-parallel Linear's backward, leaving the region: from dy [T, l->out] (the gradient at
 // its output, this rank's columns) to the gradient at its input, summed over the ranks.
 //   regather_input (SP_REGATHER under SP, tp_schedule.h): REGATHER_HERE: the input gathered
-//     again, x_loc [Tl, l->in] -> x [T, l->in], beside the dgrad (forward kept only the slice;
-//     the wgrad reads x); REGATHER_STARTED: the caller started that all-gather earlier
-//     (layer_all_gather_start, into the buffer l->saved_x points at), and the wgrad waits for it;
-//     REGATHER_NONE: the input is there (plain TP, SP_KEEP_GATHERED)
+//     again, x_loc [Tl, l->in] -> x [T, l->in], beside the dgrad (forward kept only the slice);
+//     REGATHER_STARTED: the caller started that all-gather into x earlier
+//     (layer_all_gather_start); either way the wgrad waits for it and reads x.
+//     REGATHER_NONE: the wgrad reads the input recorded in forward (plain TP, SP_KEEP_GATHERED)
 //   dgrad: the partial [T, l->in] into dx_partial; its all-reduce (plain TP: in place,
 //     dx_loc == dx_partial) or reduce-scatter (SP: into dx_loc [Tl, l->in]) STARTED, and the
 //     wgrad (weight and bias) beside it; then the default stream waits for the sum.
