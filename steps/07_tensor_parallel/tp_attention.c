@@ -125,8 +125,9 @@ void tp_attention_backward(TpAttention *m, LayerComm *lc, const void *dy, uint64
     // SP_REGATHER: QKV's wgrad needs LN1's output of all T tokens again. Its all-gather starts now,
     // into m->ln (free again: the proj wgrad above was the last reader of d_proj, which shares
     // it), so that it runs beside attention's backward; QKV's wgrad waits for it. (Started beside
-    // QKV's dgrad instead, as until 2026-11-30, the step took 0.5-1.5% longer with the
-    // recomputations and about as long without them: docs/results.md#h200-thirteenth.)
+    // QKV's dgrad only - Megatron-LM's place, and this step's before the thirteenth session -
+    // the step took 0.5-1.5% longer with the recomputations and about as long without them:
+    // docs/results.md#h200-thirteenth.)
     if (regather) layer_all_gather_start(lc, m->ln_loc, m->ln, m->Tl * h, c->dtype);
     const AttentionProblem ap = attention_problem(m);
     const AttentionDropout drop = attention_layer_dropout(c, step);

@@ -98,8 +98,9 @@ void tp_mlp_backward(TpMlp *m, LayerComm *lc, const void *dout) {
     // now, into fc2_out (forward's partial [T, h], which holds nothing in backward; the buffer
     // LN2's output was gathered into in forward holds dout_gathered, which FC2's wgrad still
     // reads), so that it runs beside GELU's backward and FC2's wgrad; FC1's wgrad waits for it.
-    // (Started beside FC1's dgrad instead, as until 2026-11-30, the step took 0.5-1.5% longer
-    // with the recomputations and about as long without them: docs/results.md#h200-thirteenth.)
+    // (Started beside FC1's dgrad only - Megatron-LM's place, and this step's before the
+    // thirteenth session - the step took 0.5-1.5% longer with the recomputations and about as
+    // long without them: docs/results.md#h200-thirteenth.)
     if (regather) layer_all_gather_start(lc, m->ln_loc, m->fc2_out, m->Tl * h, dt);
     if (m->sched.recompute_gelu) {
         // --recompute-gelu: forward kept FC1's output, not GELU's. GELU's backward, the last reader
