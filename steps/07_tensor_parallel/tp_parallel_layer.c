@@ -178,7 +178,8 @@ void tp_parallel_layer_backward(TpParallelLayer *m, LayerComm *lc, const void *d
     // --recompute-layernorm: LN's output first, again from x (LayerNorm.saved_x) by the same
     // kernel - the same bits - into dz_loc, which nothing reads any more in this step.
     if (m->sched.recompute_layernorm) layernorm_forward(&m->ln, m->ln.saved_x, m->a_loc, m->Tl);
-    column_parallel_backward(&m->in, lc, sp, regather ? REGATHER_HERE : REGATHER_NONE, m->a_loc, m->a, m->d_in, m->d_a, m->d_a_loc, m->T, m->Tl);
+    column_parallel_backward(&m->in, lc, sp, regather ? REGATHER_HERE : REGATHER_NONE, m->a_loc, m->a, m->d_in, m->d_a,
+                             m->d_a_loc, m->T, m->Tl);
     layernorm_backward(&m->ln, m->d_a_loc, dout, m->dx, m->Tl);  // + the residual's gradient
     // gamma, beta and b_out saw only this rank's tokens under SP: summed over the ranks
     replicated_grads_all_reduce_start(lc, sp, &m->ln, m->db_out, h, dt);  // joined by the step's end
