@@ -12,6 +12,7 @@
 typedef struct {
     int trans_a, trans_b, has_c, epilogue, dtype;
     int deterministic;  // planned under gemm_set_deterministic(1)
+    int sm_count_target;  // planned for this many SMs (gemm_set_sm_count_target; 0: the device's)
     int64_t m, n, k, lda, ldb, ldd, aux_ld;
 } PlanKey;
 
@@ -63,6 +64,10 @@ static void set_pointers(cublasLtMatmulDesc_t desc, const Gemm *g) {
 enum { MAX_CANDIDATES = 8 };
 int gemm_autotune = -1;
 static int deterministic;
+static int sm_count_target;
+
+void gemm_set_sm_count_target(int sms) { sm_count_target = sms > 0 ? sms : 0; }
+int gemm_sm_count_target(void) { return sm_count_target; }
 
 void gemm_set_deterministic(int on) { deterministic = on != 0; }
 int gemm_deterministic(void) { return deterministic; }
@@ -142,6 +147,9 @@ static Plan *make_plan(const PlanKey *key, const Gemm *g, const GemmStream *wher
     if (reads_or_writes_aux(g->epilogue))
         CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD,
                                                     &g->aux_ld, sizeof g->aux_ld));
+    if (key->sm_count_target > 0)
+        CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_SM_COUNT_TARGET,
+                                                    &key->sm_count_target, sizeof key->sm_count_target));
     set_pointers(p->desc, g);
     // Stored shapes: op(A) is m x k, so A itself is m x k or k x m; likewise B.
     CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p->a, t, g->trans_a ? g->k : g->m, g->trans_a ? g->m : g->k, g->lda));
@@ -184,6 +192,9 @@ static Plan *find_plan(const Gemm *g, const GemmStream *where) {
     memset(&key, 0, sizeof key);  // padding too: keys are compared with memcmp
     key.trans_a = g->trans_a, key.trans_b = g->trans_b, key.has_c = g->c != NULL;
     key.deterministic = deterministic;
+    // Not under deterministic mode: another SM count may mean another algorithm, and
+    // another split of K rounds differently - the overlapped and in-line schedules must agree.
+    key.sm_count_target = deterministic ? 0 : sm_count_target;
     key.epilogue = g->epilogue, key.dtype = g->dtype;
     key.m = g->m, key.n = g->n, key.k = g->k;
     key.lda = g->lda, key.ldb = g->ldb, key.ldd = g->ldd, key.aux_ld = g->aux_ld;

@@ -79,6 +79,19 @@ void gemm_stream_free(GemmStream *s);
 // one-stream run's (not under gemm_set_deterministic, which turns autotuning off).
 void gemm_run_on(const Gemm *g, const GemmStream *where);
 
+// ---- products that share the GPU with other kernels -----------------------------------------
+// Plans made from now on are chosen for `sms` multiprocessors (cuBLASLt's
+// CUBLASLT_MATMUL_DESC_SM_COUNT_TARGET; 0: the device's count, the default), as Transformer
+// Engine does for the GEMMs it runs beside communication (its math_sm_count). Why it matters:
+// cuBLASLt's Hopper kernels are often persistent - one CTA per SM, each taking a fixed share of
+// the tiles - so when a collective's CTAs hold some SMs, the GEMM's CTAs that find no SM wait
+// for the collective to end and their share of the tiles ends that much later. Planned for the
+// SMs left, every CTA starts at once. The target is part of a plan's key (a shape planned both
+// ways has two plans); it is ignored under gemm_set_deterministic(1), so that a schedule that
+// overlaps and one that does not give the same bits.
+void gemm_set_sm_count_target(int sms);
+int gemm_sm_count_target(void);
+
 // Which algorithm a shape gets when it is first seen. 0: cuBLASLt's heuristic's first choice;
 // 1: time the heuristic's candidates on the real operands and keep the fastest ("autotuning").
 // -1 (the default): what the environment says, GEMM_AUTOTUNE=1 or 0, else 0 - so any step can

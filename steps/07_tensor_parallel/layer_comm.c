@@ -7,6 +7,7 @@
 #include "common/core/errors.h"
 #include "common/gpu/cuda_check.h"
 #include "common/gpu/gpu.h"
+#include "modules/gemm.h"
 
 static ncclDataType_t nccl_type(DType d) { return d == DTYPE_BF16 ? ncclBfloat16 : ncclHalf; }
 
@@ -14,6 +15,15 @@ void layer_comm_init(LayerComm *lc, TpComm *comm, const LayerCommOptions *opt) {
     memset(lc, 0, sizeof *lc);
     lc->comm = comm;
     lc->opt = opt ? *opt : LAYER_COMM_DEFAULTS;
+    if (lc->opt.overlap && lc->opt.sm_margin > 0 && comm->world > 1) {
+        int device = 0, sms = 0;  // the rank's own GPU: current since its set-up
+        CUDA_CHECK(cudaGetDevice(&device));
+        CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+        if (lc->opt.sm_margin >= sms)
+            fail_user("--overlap-sm-margin %d leaves the GEMMs no multiprocessor: this GPU has %d", lc->opt.sm_margin,
+                      sms);
+        lc->gemm_sms_beside = sms - lc->opt.sm_margin;
+    }
     for (int i = 0; i < LAYER_COMM_MAX_CALLS; i++) {
         CUDA_CHECK(cudaEventCreate(&lc->start[i]));
         CUDA_CHECK(cudaEventCreate(&lc->stop[i]));
@@ -74,8 +84,11 @@ const char *layer_comm_schedule_name(const LayerComm *lc, char *buf, size_t size
     else if (lc->opt.side_ctas > 0) snprintf(ctas, sizeof ctas, "a communicator of %d CTAs", lc->opt.side_ctas);
     else if (lc->opt.side_cta_policy != TP_CTA_POLICY_UNSET)
         snprintf(ctas, sizeof ctas, "a communicator of CTA policy %s", tp_cta_policy_name(lc->opt.side_cta_policy));
-    snprintf(buf, size, "overlapped (side stream at %s priority, %s)", lc->opt.side_priority_high ? "high" : "normal",
-             ctas);
+    char margin[96] = "";
+    if (lc->gemm_sms_beside)
+        snprintf(margin, sizeof margin, "; GEMMs beside a gradient collective planned for %d SMs", lc->gemm_sms_beside);
+    snprintf(buf, size, "overlapped (side stream at %s priority, %s%s)", lc->opt.side_priority_high ? "high" : "normal",
+             ctas, margin);
     return buf;
 }
 
@@ -237,9 +250,20 @@ static void started(LayerComm *lc, cudaEvent_t done) {
     if (lc->opt.overlap) CUDA_CHECK(cudaEventRecord(done, lc->side));
 }
 
+// A started gradient collective (all-reduce, reduce-scatter): the GEMM enqueued next runs
+// beside it, so (--overlap-sm-margin) it is planned for the SMs the collective leaves, until
+// the wait. Not the started all-gathers: under sequence parallelism they run beside a GEMM
+// on the rank's own rows or start long before their GEMM (the re-gathers), and planning those
+// for fewer SMs cost more than it saved (2 x H200, 2026-11-30: SP 10.08 -> 10.72 ms).
+static void started_beside_gemm(LayerComm *lc, cudaEvent_t done) {
+    started(lc, done);
+    if (lc->gemm_sms_beside) gemm_set_sm_count_target(lc->gemm_sms_beside);
+}
+
 // The default stream waits (on the GPU) for the side stream's `done` (in line: nothing to wait for).
 static void wait_for(LayerComm *lc, cudaEvent_t done) {
     if (lc->opt.overlap) CUDA_CHECK(cudaStreamWaitEvent(0, done, 0));
+    if (lc->gemm_sms_beside) gemm_set_sm_count_target(0);
 }
 
 void layer_all_gather_start(LayerComm *lc, const void *slice, void *full, int64_t n, DType dtype) {
@@ -250,12 +274,12 @@ void layer_all_gather_start(LayerComm *lc, const void *slice, void *full, int64_
 void layer_all_reduce_start(LayerComm *lc, void *buf, int64_t n, DType dtype) {
     if (lc->comm->world == 1) return;
     all_reduce_on(lc, start_comm(lc), buf, n, nccl_type(dtype), 2, start_stream(lc));
-    started(lc, lc->reduced);
+    started_beside_gemm(lc, lc->reduced);
 }
 
 void layer_reduce_scatter_start(LayerComm *lc, const void *full, void *slice, int64_t n, DType dtype) {
     reduce_scatter_on(lc, start_comm(lc), full, slice, n, dtype, start_stream(lc));
-    started(lc, lc->reduced);
+    started_beside_gemm(lc, lc->reduced);
 }
 
 void layer_all_reduce_group_start(LayerComm *lc, void *const *bufs, const int64_t *n, int k, DType dtype) {
@@ -270,7 +294,7 @@ void layer_all_reduce_group_start(LayerComm *lc, void *const *bufs, const int64_
     int i = begin_call(lc, stream, bytes, 2.0 * (w - 1) / w);
     tp_all_reduce_group(start_comm(lc), bufs, counts, k, nccl_type(dtype), stream);
     end_call(lc, i, stream);
-    started(lc, lc->reduced);
+    started_beside_gemm(lc, lc->reduced);
 }
 
 void layer_wait_gathered(LayerComm *lc) { wait_for(lc, lc->gathered); }
@@ -278,6 +302,7 @@ void layer_wait_gathered(LayerComm *lc) { wait_for(lc, lc->gathered); }
 void layer_wait_reduced(LayerComm *lc) { wait_for(lc, lc->reduced); }
 
 void layer_join_side(LayerComm *lc) {
+    if (lc->gemm_sms_beside) gemm_set_sm_count_target(0);
     if (!lc->opt.overlap) return;
     CUDA_CHECK(cudaEventRecord(lc->joined, lc->side));
     CUDA_CHECK(cudaStreamWaitEvent(0, lc->joined, 0));

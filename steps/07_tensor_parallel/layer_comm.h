@@ -39,6 +39,16 @@
 // and reduce-scatter gain nothing from it (the sweep), so they are left alone too.
 // layer_comm_free deregisters: call it before the layer's buffers are freed.
 //
+// --overlap-sm-margin N (LayerCommOptions.sm_margin): the GEMMs enqueued while a started
+// all-reduce or reduce-scatter may run (backward's wgrads) are planned for the device's SMs
+// less N (gemm_set_sm_count_target; Transformer Engine's math_sm_count beside its comm-GEMM
+// overlap). cuBLASLt's Hopper GEMMs are often persistent, one CTA per SM: while NCCL's blocks
+// hold N SMs, N of the GEMM's CTAs cannot start, and the tiles they own finish late. Measured
+// (2 x H200, 2026-11-30): the collectives then run as fast beside the GEMM as in line (plain
+// tp 2: 2.02 -> 1.29 ms in all, 1.30 in line), but the GEMM on fewer SMs is slower by about what
+// that saves: the step 0-1% faster. Ignored under --deterministic (gemm.h), where the bits of
+// both schedules must agree.
+//
 // Fault handling stays off this path: every collective only arms the watchdog around its
 // enqueue (tp_comm.h); nothing here polls or sleeps.
 //
@@ -69,9 +79,11 @@ typedef struct {
     TpCtaPolicy side_cta_policy;  // not UNSET: ... on a communicator of this CTA policy (nccl_window.h)
     int nccl_register;       // 1: the all-gathers' buffers registered with NCCL (above; step 07's default
                              // under sequence parallelism, --no-nccl-register: 0)
+    int sm_margin;           // > 0: GEMMs beside a started gradient collective planned for the device's
+                             // SMs less this many (--overlap-sm-margin, below); 0: all of them
 } LayerCommOptions;
 
-#define LAYER_COMM_DEFAULTS ((LayerCommOptions){1, 1, 0, TP_CTA_POLICY_UNSET, 0})
+#define LAYER_COMM_DEFAULTS ((LayerCommOptions){1, 1, 0, TP_CTA_POLICY_UNSET, 0, 0})
 #define LAYER_COMM_MAX_REGISTERED 32  // buffers --nccl-register may register (the layer has under 10)
 
 typedef struct {
@@ -85,6 +97,7 @@ typedef struct {
     cudaEvent_t reduced;         // ... after a started all-reduce / reduce-scatter / group
     cudaEvent_t joined;          // ... by layer_join_side
     cudaEvent_t start[LAYER_COMM_MAX_CALLS], stop[LAYER_COMM_MAX_CALLS];
+    int gemm_sms_beside;         // sm_margin > 0: the SMs those GEMMs are planned for; else 0
     int calls;                   // collectives so far in this step
     double bytes, bus_bytes;     // their payload, and what it puts on each rank's link
     // --nccl-register: the all-gathers' buffers, each registered on the communicators that

@@ -50,11 +50,12 @@ static struct {
     int block;          // --block local|exact: the Linear -> LayerNorm -> Linear block instead
     TpLnMode ln_mode;
     TpVariant variant;  // --parallel, --sequence-parallel
-    LayerCommOptions comm;       // --no-overlap, --overlap-priority, --overlap-ctas, --nccl-cta-policy,
+    LayerCommOptions comm;       // --no-overlap, --overlap-priority, --overlap-ctas, --nccl-cta-policy, --overlap-sm-margin,
                                  // --nccl-register / --no-nccl-register (-1 until resolved: auto)
     TpSchedule sched;            // --keep-gathered, --fprop-chunks, --recompute-gelu, --recompute-layernorm
-    int overlap_flags_given;     // --overlap-priority, --overlap-ctas or --nccl-cta-policy (refused with --no-overlap)
-} flags = {0, 0, 120.0, 1, 0, TP_LN_SHARD_LOCAL, {TP_LAYER_SERIAL, 0, 0, 0, 0}, {1, 1, 0, TP_CTA_POLICY_UNSET, -1},
+    int overlap_flags_given;     // --overlap-priority, --overlap-ctas, --nccl-cta-policy or --overlap-sm-margin
+                                 // (refused with --no-overlap)
+} flags = {0, 0, 120.0, 1, 0, TP_LN_SHARD_LOCAL, {TP_LAYER_SERIAL, 0, 0, 0, 0}, {1, 1, 0, TP_CTA_POLICY_UNSET, -1, 0},
            {SP_REGATHER, 1, 0, 0}, 0};
 
 static int parse_flag(const char *f, const char *v) {
@@ -79,6 +80,10 @@ static int parse_flag(const char *f, const char *v) {
         return flags.sched.fprop_chunks = (int)parse_int_flag(f, v, 1, ROW_PARALLEL_MAX_CHUNKS), 1;
     if (!strcmp(f, "--overlap-ctas")) {
         flags.comm.side_ctas = (int)parse_int_flag(f, v, 1, 32);
+        return flags.overlap_flags_given = 1, 1;
+    }
+    if (!strcmp(f, "--overlap-sm-margin")) {
+        flags.comm.sm_margin = (int)parse_int_flag(f, v, 1, 128);
         return flags.overlap_flags_given = 1, 1;
     }
     if (!strcmp(f, "--nccl-cta-policy")) {
@@ -128,6 +133,9 @@ const StepOps STEP_07_TENSOR_PARALLEL = {
         "                       free multiprocessors before the GEMM's)\n"
         "  --overlap-ctas N     the overlapped collectives on a second communicator of N CTAs (default:\n"
         "                       the main communicator, NCCL's own count)\n"
+        "  --overlap-sm-margin N  plan the GEMMs that run beside a started all-reduce or reduce-scatter\n"
+        "                       for N fewer SMs than the GPU has (cuBLASLt's SM count target), so that\n"
+        "                       none of their CTAs waits for the SMs NCCL holds (default: all SMs)\n"
         "  --nccl-cta-policy default|efficiency|zero\n"
         "                       the overlapped collectives on a second communicator of this CTA policy\n"
         "                       (ncclConfig_t.CTAPolicy, NCCL >= 2.27; zero: >= 2.28; the layer's buffers\n"
@@ -269,7 +277,8 @@ static void write_json(const char *path, const Options *o, int tp, const RankTim
             "\"seq\": %d, \"batch\": %d, \"dtype\": \"%s\", \"tp\": %d, \"variant\": \"%s\", \"mean_ms\": %.4f, "
             "\"collective_ms\": %.4f, \"collectives\": %d, \"bus_gbps\": %.1f, \"activation_mib\": %.1f, "
             "\"peak_mib\": %.1f, \"tflops_per_gpu\": %.2f, \"max_rel_error\": %.4g, \"check_passed\": %d, "
-            "\"overlap\": %d, \"overlap_priority\": \"%s\", \"overlap_ctas\": %d, \"nccl_cta_policy\": \"%s\", "
+            "\"overlap\": %d, \"overlap_priority\": \"%s\", \"overlap_ctas\": %d, \"overlap_sm_margin\": %d, "
+            "\"nccl_cta_policy\": \"%s\", "
             "\"nccl_register\": %d, \"nccl_registered_gathers\": %ld, \"fprop_chunks\": %d, "
             "\"sp_layernorm_outputs\": \"%s\", \"recompute_gelu\": %d, \"recompute_layernorm\": %d, "
             "\"activation_bytes\": %.0f, "
@@ -280,7 +289,7 @@ static void write_json(const char *path, const Options *o, int tp, const RankTim
                         : tp_variant_name(&flags.variant),
             t->ms, t->collective_ms, t->collectives, t->bus_gbps, t->activation_mib, t->peak_mib,
             layer_train_flops(c) / tp / (t->ms * 1e-3) / 1e12, max_err, passed, lc->opt.overlap,
-            lc->opt.side_priority_high ? "high" : "normal", lc->opt.side_ctas,
+            lc->opt.side_priority_high ? "high" : "normal", lc->opt.side_ctas, lc->opt.sm_margin,
             tp_cta_policy_name(lc->opt.side_cta_policy), lc->opt.nccl_register, lc->gathers_registered,
             flags.sched.fprop_chunks,
             sp_input_name(), flags.sched.recompute_gelu, flags.sched.recompute_layernorm, t->activation_mib * 1048576.0,
@@ -461,8 +470,8 @@ static int register_by_default(int tp) {
 static void refuse_what_cannot_run(const Options *o, int tp) {
     const LayerConfig *c = &o->layer;
     if (!flags.comm.overlap && flags.overlap_flags_given)
-        fail_user("--overlap-priority, --overlap-ctas and --nccl-cta-policy set up the overlap that --no-overlap turns "
-                  "off: give one or the other");
+        fail_user("--overlap-priority, --overlap-ctas, --overlap-sm-margin and --nccl-cta-policy set up the overlap that "
+                  "--no-overlap turns off: give one or the other");
     // The schedule's own conflicts first (--recompute-layernorm with --keep-gathered), so that
     // following one message never leads straight to another.
     if (tp_schedule_problem(&flags.sched)) fail_user("%s", tp_schedule_problem(&flags.sched));
@@ -491,8 +500,8 @@ static void refuse_what_cannot_run(const Options *o, int tp) {
             fail_user("--block runs the Linear -> LayerNorm -> Linear block alone: drop --parallel and "
                       "--sequence-parallel");
         if (!flags.comm.overlap || flags.overlap_flags_given)
-            fail_user("--block overlaps no collective: drop --no-overlap, --overlap-priority, --overlap-ctas and "
-                      "--nccl-cta-policy");
+            fail_user("--block overlaps no collective: drop --no-overlap, --overlap-priority, --overlap-ctas, "
+                      "--overlap-sm-margin and --nccl-cta-policy");
         if (o->weights_path || o->save_path)
             fail_user("--weights and --save are the layer's parameters and results; --block runs its own random block");
         const char *problem = tp_block_problem(c->hidden, c->ffn, tp);

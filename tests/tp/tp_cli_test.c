@@ -110,6 +110,14 @@ static void test_schedule_flags(void **state) {
     expect((char *const[]){TP_BIN, "--overlap-priority", "low", NULL}, NULL,
            "--overlap-priority expects normal or high, got 'low'");
     expect((char *const[]){TP_BIN, "--overlap-ctas", "0", NULL}, NULL, "--overlap-ctas expects an integer in [1, 32], got '0'");
+    // --overlap-sm-margin: taken, refused with --no-overlap and --block, a bad value by name
+    expect((char *const[]){TP_BIN, "--overlap-sm-margin", "16", "--tp", "3", NULL}, NULL,
+           "must divide the number of heads (32)");
+    expect((char *const[]){TP_BIN, "--overlap-sm-margin", "16", "--no-overlap", NULL}, NULL, "give one or the other");
+    expect((char *const[]){TP_BIN, "--block", "exact", "--overlap-sm-margin", "8", NULL}, NULL,
+           "--block overlaps no collective");
+    expect((char *const[]){TP_BIN, "--overlap-sm-margin", "-1", NULL}, NULL,
+           "--overlap-sm-margin expects an integer in [1, 128], got '-1'");
     // --nccl-cta-policy: each word taken (alone and with --overlap-ctas), a bad word refused by
     // name, refused with --no-overlap and with --block like the overlap's other knobs
     expect((char *const[]){TP_BIN, "--nccl-cta-policy", "zero", "--tp", "3", NULL}, NULL,
