@@ -67,7 +67,6 @@ static int deterministic;
 static int sm_count_target;
 
 void gemm_set_sm_count_target(int sms) { sm_count_target = sms > 0 ? sms : 0; }
-int gemm_sm_count_target(void) { return sm_count_target; }
 
 void gemm_set_deterministic(int on) { deterministic = on != 0; }
 int gemm_deterministic(void) { return deterministic; }

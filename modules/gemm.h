@@ -90,7 +90,6 @@ void gemm_run_on(const Gemm *g, const GemmStream *where);
 // ways has two plans); it is ignored under gemm_set_deterministic(1), so that a schedule that
 // overlaps and one that does not give the same bits.
 void gemm_set_sm_count_target(int sms);
-int gemm_sm_count_target(void);
 
 // Which algorithm a shape gets when it is first seen. 0: cuBLASLt's heuristic's first choice;
 // 1: time the heuristic's candidates on the real operands and keep the fastest ("autotuning").
