@@ -46,8 +46,9 @@
 // hold N SMs, N of the GEMM's CTAs cannot start, and the tiles they own finish late. Measured
 // (2 x H200, 2026-11-30): the collectives then run as fast beside the GEMM as in line (plain
 // tp 2: 2.02 -> 1.29 ms in all, 1.30 in line), but the GEMM on fewer SMs is slower by about what
-// that saves: the step 0-1% faster. Ignored under --deterministic (gemm.h), where the bits of
-// both schedules must agree.
+// that saves: the step 0-2% faster. Step 07 refuses it with --deterministic (and the GEMM
+// module ignores the target in deterministic mode: gemm.h), where the bits of both schedules
+// must agree.
 //
 // Fault handling stays off this path: every collective only arms the watchdog around its
 // enqueue (tp_comm.h); nothing here polls or sleeps.

@@ -53,10 +53,16 @@ static struct {
     LayerCommOptions comm;       // --no-overlap, --overlap-priority, --overlap-ctas, --nccl-cta-policy, --overlap-sm-margin,
                                  // --nccl-register / --no-nccl-register (-1 until resolved: auto)
     TpSchedule sched;            // --keep-gathered, --fprop-chunks, --recompute-gelu, --recompute-layernorm
-    int overlap_flags_given;     // --overlap-priority, --overlap-ctas, --nccl-cta-policy or --overlap-sm-margin
-                                 // (refused with --no-overlap)
+    const char *overlap_flag_given;  // the first of --overlap-priority, --overlap-ctas, --nccl-cta-policy,
+                                     // --overlap-sm-margin given (refused with --no-overlap and --block)
 } flags = {0, 0, 120.0, 1, 0, TP_LN_SHARD_LOCAL, {TP_LAYER_SERIAL, 0, 0, 0, 0}, {1, 1, 0, TP_CTA_POLICY_UNSET, -1, 0},
-           {SP_REGATHER, 1, 0, 0}, 0};
+           {SP_REGATHER, 1, 0, 0}, NULL};
+
+// Notes the first of the overlap's knobs given (named in a refusal); returns 1: taken.
+static int overlap_flag(const char *f) {
+    if (!flags.overlap_flag_given) flags.overlap_flag_given = f;
+    return 1;
+}
 
 static int parse_flag(const char *f, const char *v) {
     if (!v) {  // flags without a value
@@ -74,23 +80,23 @@ static int parse_flag(const char *f, const char *v) {
     if (!strcmp(f, "--overlap-priority")) {
         static const char *const levels[] = {"normal", "high"};
         flags.comm.side_priority_high = parse_choice_flag(f, v, levels, 2);
-        return flags.overlap_flags_given = 1, 1;
+        return overlap_flag(f);
     }
     if (!strcmp(f, "--fprop-chunks"))
         return flags.sched.fprop_chunks = (int)parse_int_flag(f, v, 1, ROW_PARALLEL_MAX_CHUNKS), 1;
     if (!strcmp(f, "--overlap-ctas")) {
         flags.comm.side_ctas = (int)parse_int_flag(f, v, 1, 32);
-        return flags.overlap_flags_given = 1, 1;
+        return overlap_flag(f);
     }
     if (!strcmp(f, "--overlap-sm-margin")) {
-        flags.comm.sm_margin = (int)parse_int_flag(f, v, 1, 128);
-        return flags.overlap_flags_given = 1, 1;
+        flags.comm.sm_margin = (int)parse_int_flag(f, v, 0, 128);  // 0: all SMs, as without the flag
+        return flags.comm.sm_margin > 0 ? overlap_flag(f) : 1;
     }
     if (!strcmp(f, "--nccl-cta-policy")) {
         // The words' order is NCCL's values' (NCCL_CTA_POLICY_DEFAULT 0, _EFFICIENCY 1, _ZERO 2).
         static const char *const policies[] = {"default", "efficiency", "zero"};
         flags.comm.side_cta_policy = (TpCtaPolicy)parse_choice_flag(f, v, policies, 3);
-        return flags.overlap_flags_given = 1, 1;
+        return overlap_flag(f);
     }
     if (!strcmp(f, "--tp")) return flags.tp = (int)parse_int_flag(f, v, 1, TP_MAX_RANKS), 1;
     if (!strcmp(f, "--port")) return flags.port = (int)parse_int_flag(f, v, 1024, 65535), 1;
@@ -135,7 +141,8 @@ const StepOps STEP_07_TENSOR_PARALLEL = {
         "                       the main communicator, NCCL's own count)\n"
         "  --overlap-sm-margin N  plan the GEMMs that run beside a started all-reduce or reduce-scatter\n"
         "                       for N fewer SMs than the GPU has (cuBLASLt's SM count target), so that\n"
-        "                       none of their CTAs waits for the SMs NCCL holds (default: all SMs)\n"
+        "                       none of their CTAs waits for the SMs NCCL holds (N in [0, 128]; default 0:\n"
+        "                       all SMs; not with --deterministic, whose GEMM algorithms are fixed)\n"
         "  --nccl-cta-policy default|efficiency|zero\n"
         "                       the overlapped collectives on a second communicator of this CTA policy\n"
         "                       (ncclConfig_t.CTAPolicy, NCCL >= 2.27; zero: >= 2.28; the layer's buffers\n"
@@ -469,9 +476,14 @@ static int register_by_default(int tp) {
 
 static void refuse_what_cannot_run(const Options *o, int tp) {
     const LayerConfig *c = &o->layer;
-    if (!flags.comm.overlap && flags.overlap_flags_given)
-        fail_user("--overlap-priority, --overlap-ctas, --overlap-sm-margin and --nccl-cta-policy set up the overlap that "
-                  "--no-overlap turns off: give one or the other");
+    if (o->breakdown)
+        fail_user("--breakdown times one GPU's step by category (steps 01-06); step 07 reports each rank's time in "
+                  "collectives instead (its timing line): drop --breakdown");
+    if (!flags.comm.overlap && flags.overlap_flag_given)
+        fail_user("%s sets up the overlap that --no-overlap turns off: give one or the other", flags.overlap_flag_given);
+    if (flags.comm.sm_margin > 0 && c->deterministic)
+        fail_user("--overlap-sm-margin lets cuBLASLt pick other GEMM algorithms beside the collectives, which "
+                  "--deterministic fixes (so that every schedule gives the same bits): drop one of them");
     // The schedule's own conflicts first (--recompute-layernorm with --keep-gathered), so that
     // following one message never leads straight to another.
     if (tp_schedule_problem(&flags.sched)) fail_user("%s", tp_schedule_problem(&flags.sched));
@@ -499,9 +511,9 @@ static void refuse_what_cannot_run(const Options *o, int tp) {
         if (flags.variant.layer == TP_LAYER_PARALLEL || flags.variant.sequence_parallel)
             fail_user("--block runs the Linear -> LayerNorm -> Linear block alone: drop --parallel and "
                       "--sequence-parallel");
-        if (!flags.comm.overlap || flags.overlap_flags_given)
-            fail_user("--block overlaps no collective: drop --no-overlap, --overlap-priority, --overlap-ctas, "
-                      "--overlap-sm-margin and --nccl-cta-policy");
+        if (!flags.comm.overlap || flags.overlap_flag_given)
+            fail_user("--block overlaps no collective: drop %s",
+                      flags.overlap_flag_given ? flags.overlap_flag_given : "--no-overlap");
         if (o->weights_path || o->save_path)
             fail_user("--weights and --save are the layer's parameters and results; --block runs its own random block");
         const char *problem = tp_block_problem(c->hidden, c->ffn, tp);
@@ -539,7 +551,9 @@ int step07_run(const Options *o) {
     if (flags.tp > 1) {
         char why[320];
         int gpus = gpu_count_without_cuda(why, sizeof why);
-        if (gpus == 0) fail_user("--tp %d: this machine has no usable GPU: %s", flags.tp, why);
+        if (gpus == 0)
+            fail_user("--tp %d: this machine has no usable GPU: %s (without GPUs, `bazel test //tests/tp/...` runs "
+                      "this step's tensor-parallel proof on the CPU)", flags.tp, why);
         if (flags.tp > gpus)
             fail_user("--tp %d needs %d GPUs, one per rank, but this machine has %d: use --tp %d or less", flags.tp,
                       flags.tp, gpus, gpus);

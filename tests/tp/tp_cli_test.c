@@ -113,11 +113,18 @@ static void test_schedule_flags(void **state) {
     // --overlap-sm-margin: taken, refused with --no-overlap and --block, a bad value by name
     expect((char *const[]){TP_BIN, "--overlap-sm-margin", "16", "--tp", "3", NULL}, NULL,
            "must divide the number of heads (32)");
-    expect((char *const[]){TP_BIN, "--overlap-sm-margin", "16", "--no-overlap", NULL}, NULL, "give one or the other");
+    expect((char *const[]){TP_BIN, "--overlap-sm-margin", "16", "--no-overlap", NULL}, NULL,
+           "--overlap-sm-margin sets up the overlap that --no-overlap turns off: give one or the other");
     expect((char *const[]){TP_BIN, "--block", "exact", "--overlap-sm-margin", "8", NULL}, NULL,
-           "--block overlaps no collective");
+           "--block overlaps no collective: drop --overlap-sm-margin");
+    expect((char *const[]){TP_BIN, "--overlap-sm-margin", "16", "--deterministic", NULL}, NULL,
+           "which --deterministic fixes");
+    expect((char *const[]){TP_BIN, "--overlap-sm-margin", "0", "--no-overlap", "--tp", "3", NULL}, NULL,
+           "must divide the number of heads (32)");  // 0: all SMs, the default - no overlap set up
+    // A shared flag this step has no use for is refused, not ignored
+    expect((char *const[]){TP_BIN, "--breakdown", "--tp", "2", NULL}, NULL, "drop --breakdown");
     expect((char *const[]){TP_BIN, "--overlap-sm-margin", "-1", NULL}, NULL,
-           "--overlap-sm-margin expects an integer in [1, 128], got '-1'");
+           "--overlap-sm-margin expects an integer in [0, 128], got '-1'");
     // --nccl-cta-policy: each word taken (alone and with --overlap-ctas), a bad word refused by
     // name, refused with --no-overlap and with --block like the overlap's other knobs
     expect((char *const[]){TP_BIN, "--nccl-cta-policy", "zero", "--tp", "3", NULL}, NULL,
@@ -130,7 +137,7 @@ static void test_schedule_flags(void **state) {
            "--nccl-cta-policy expects default, efficiency or zero, got 'fast'");
     expect((char *const[]){TP_BIN, "--nccl-cta-policy", "zero", "--no-overlap", NULL}, NULL, "give one or the other");
     expect((char *const[]){TP_BIN, "--block", "local", "--nccl-cta-policy", "zero", NULL}, NULL,
-           "--block overlaps no collective");
+           "--block overlaps no collective: drop --nccl-cta-policy");
     expect((char *const[]){TP_BIN, "--keep-gathered", "--preset", "tiny", NULL}, NULL, "add --sequence-parallel");
     expect((char *const[]){TP_BIN, "--block", "exact", "--no-overlap", NULL}, NULL, "--block overlaps no collective");
     expect((char *const[]){TP_BIN, "--fprop-chunks", "4", "--tp", "3", NULL}, NULL, "must divide the number of heads (32)");
