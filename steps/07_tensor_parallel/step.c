@@ -366,6 +366,7 @@ static int run_rank(void *arg) {
     RankTimes t = {0};
     for (int it = 0; it < o->warmup + o->iters; it++) {
         layer_comm_step_begin(&lc);
+        tp_watchdog_begin_region(&comm, "enqueuing a training step");
         CUDA_CHECK(cudaEventRecord(start, 0));
         if (flags.block) {
             tp_block_gpu_forward(&block, &lc, x);
@@ -374,6 +375,7 @@ static int run_rank(void *arg) {
             tp_layer_train_step(&layer, &lc, x, dout, (uint64_t)it);
         }
         CUDA_CHECK(cudaEventRecord(stop, 0));
+        tp_watchdog_end_region();
         tp_sync(&comm, 0, "a training step");
         if (it < o->warmup) continue;
         float ms;
@@ -419,14 +421,18 @@ static int run_rank(void *arg) {
     if (o->check && flags.block) {
         passed = tp_check_block_rank(c, tp, rank, &block, &block_params, job->in->x, job->in->dy, &max_err);
     } else if (o->check) {
+        tp_watchdog_begin_region(&comm, "enqueuing the checked step");
         tp_layer_train_step(&layer, &lc, x, dout, 0);  // step 0, as the reference draws dropout
+        tp_watchdog_end_region();
         tp_sync(&comm, 0, "the checked step");
         passed = tp_check_layer_rank(c, tp, rank, &layer, job->full, job->in, &max_err);
     }
     fflush(stdout);
     if (o->save_path) {
         if (!o->check) {
+            tp_watchdog_begin_region(&comm, "enqueuing the saved step");
             tp_layer_train_step(&layer, &lc, x, dout, 0);
+            tp_watchdog_end_region();
             tp_sync(&comm, 0, "the saved step");
         }
         LayerResults res;

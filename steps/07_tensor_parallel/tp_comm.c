@@ -157,9 +157,31 @@ static struct {
     _Atomic(ncclComm_t) comm;     // aborted on a timeout, if it exists yet
     _Atomic int rank;
     _Atomic int64_t timeout_ns;
+    // The region (tp_watchdog_begin_region) an arm inside it hands back to when disarmed:
+    // its deadline (0: no region) and what the watchdog then names and aborts.
+    _Atomic int64_t region_deadline_ns;
+    _Atomic(const char *) region_what;
+    _Atomic(ncclComm_t) region_comm;
     pthread_t thread;
     int started;
 } watchdog;
+
+// The watchdog's last resort: the rank ends ABORT_GRACE_S after the abort began, whether or
+// not ncclCommAbort returned.
+enum { ABORT_GRACE_S = 10 };
+static void *exit_after_abort_grace(void *arg) {
+    (void)arg;
+    sleep_us(ABORT_GRACE_S * 1000000L);
+    fprintf(stderr, "rank %d: ncclCommAbort did not return within %d s; ending the rank without it\n",
+            atomic_load(&watchdog.rank), ABORT_GRACE_S);
+    _exit(1);
+}
+
+// Before an ncclCommAbort: the thread that ends the rank if the abort does not return.
+static void start_last_resort(void) {
+    pthread_t t;
+    if (pthread_create(&t, NULL, exit_after_abort_grace, NULL) == 0) pthread_detach(t);
+}
 
 static void *watchdog_main(void *arg) {
     (void)arg;
@@ -171,7 +193,11 @@ static void *watchdog_main(void *arg) {
                 "aborting the communicator\n", atomic_load(&watchdog.rank), 1e-9 * (double)atomic_load(&watchdog.timeout_ns),
                 atomic_load(&watchdog.what));
         ncclComm_t comm = atomic_load(&watchdog.comm);
-        if (comm) ncclCommAbort(comm);  // releases the NCCL calls blocked on it
+        // The abort releases the NCCL calls blocked on the communicator, so that the peers see
+        // a failure rather than wait for ever; if it hangs itself (a kernel stuck on the GPU),
+        // a second thread ends the rank anyway.
+        start_last_resort();
+        if (comm) ncclCommAbort(comm);
         _exit(1);  // not exit(): the main thread is still inside NCCL
     }
     return NULL;
@@ -191,14 +217,37 @@ void tp_watchdog_arm(TpComm *c, const char *what) {
     atomic_store(&watchdog.deadline_ns, now_ns() + timeout_ns);  // last: arms the rest
 }
 
-void tp_watchdog_disarm(void) { atomic_store(&watchdog.deadline_ns, 0); }
+// Back to the region's deadline, or none outside a region.
+void tp_watchdog_disarm(void) {
+    const int64_t region = atomic_load(&watchdog.region_deadline_ns);
+    if (region) {
+        atomic_store(&watchdog.what, atomic_load(&watchdog.region_what));
+        atomic_store(&watchdog.comm, atomic_load(&watchdog.region_comm));
+    }
+    atomic_store(&watchdog.deadline_ns, region);
+}
+
+void tp_watchdog_begin_region(TpComm *c, const char *what) {
+    tp_watchdog_arm(c, what);
+    atomic_store(&watchdog.region_what, what);
+    atomic_store(&watchdog.region_comm, c->comm);
+    atomic_store(&watchdog.region_deadline_ns, atomic_load(&watchdog.deadline_ns));
+}
+
+void tp_watchdog_end_region(void) {
+    atomic_store(&watchdog.region_deadline_ns, 0);
+    tp_watchdog_disarm();
+}
 
 // ---- The communicator -----------------------------------------------------------------------
 // Gives up: abort the communicator (its peers see the failure instead of waiting forever).
 static void give_up(TpComm *c, const char *what, const char *why) __attribute__((noreturn));
 static void give_up(TpComm *c, const char *what, const char *why) {
     fprintf(stderr, "rank %d: %s: %s\n", c->rank, what, why);
+    atomic_store(&watchdog.region_deadline_ns, 0);
     tp_watchdog_disarm();
+    atomic_store(&watchdog.rank, c->rank);
+    start_last_resort();
     if (c->comm) ncclCommAbort(c->comm);
     c->comm = NULL;
     exit(1);

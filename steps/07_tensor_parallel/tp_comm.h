@@ -99,4 +99,13 @@ TpComm tp_comm_split_ctas(TpComm *c, int ctas);
 void tp_watchdog_arm(TpComm *c, const char *what);
 void tp_watchdog_disarm(void);
 
+// A region under the watchdog: the host's work from begin to end - every kernel launch in it
+// too - must be done within c->timeout_s. Why: when a kernel waits on the GPU for a peer that
+// never comes, the host goes on enqueueing until CUDA's launch queue is full, and the next plain
+// kernel launch (no NCCL call, so nothing armed) then blocks for ever. A training step's
+// enqueue is one region (its wait, tp_sync, has its own deadline). The arms inside a region
+// (each NCCL call's) take over its deadline and, disarmed, hand it back. One region at a time.
+void tp_watchdog_begin_region(TpComm *c, const char *what);
+void tp_watchdog_end_region(void);
+
 #endif  // STEPS_07_TENSOR_PARALLEL_TP_COMM_H

@@ -70,6 +70,7 @@ static int64_t op_elems(const Sweep *s, Op op, int64_t n) {
 // Microseconds per call of `SWEEP_ITERS` back-to-back calls (after SWEEP_WARMUP untimed ones,
 // under the watchdog: a first call at a size may set up connections). v NULL: ours.
 static double time_calls(Sweep *s, const Variant *v, Op op, int64_t n) {
+    tp_watchdog_begin_region(s->ours, "enqueuing the sweep's collectives");
     for (int i = 0; i < SWEEP_WARMUP + SWEEP_ITERS; i++) {
         if (i == SWEEP_WARMUP) CUDA_CHECK(cudaEventRecord(s->start, 0));
         if (!v) {
@@ -84,6 +85,7 @@ static double time_calls(Sweep *s, const Variant *v, Op op, int64_t n) {
                 VARIANT_NAMES[v - s->v], (long long)n, ncclGetErrorString(r), ncclGetLastError(NULL));
     }
     CUDA_CHECK(cudaEventRecord(s->stop, 0));
+    tp_watchdog_end_region();
     tp_sync(s->ours, 0, "the collectives' sweep");
     float ms;
     CUDA_CHECK(cudaEventElapsedTime(&ms, s->start, s->stop));
@@ -345,6 +347,7 @@ typedef struct { double gemm_us, coll_us, both_us; } Together;
 // together (the side stream first: it waits for an event of the default stream, as a started
 // collective of the layer does). Per GEMM, per collective, and until both are done.
 static Together run_together(Sweep *s, Beside *g, const Variant *v, Op op, int64_t n, int calls, int gemms) {
+    tp_watchdog_begin_region(s->ours, "enqueuing a collective beside the GEMMs");
     CUDA_CHECK(cudaEventRecord(g->begin, 0));
     CUDA_CHECK(cudaStreamWaitEvent(g->side, g->begin, 0));
     CUDA_CHECK(cudaEventRecord(g->side_begin, g->side));
@@ -354,6 +357,7 @@ static Together run_together(Sweep *s, Beside *g, const Variant *v, Op op, int64
     CUDA_CHECK(cudaEventRecord(g->gemms_done, 0));
     CUDA_CHECK(cudaStreamWaitEvent(0, g->side_done, 0));
     CUDA_CHECK(cudaEventRecord(g->all_done, 0));
+    tp_watchdog_end_region();
     tp_sync(s->ours, 0, "a collective beside the GEMMs");
     return (Together){elapsed_us(g->begin, g->gemms_done) / gemms, elapsed_us(g->side_begin, g->side_done) / calls,
                       elapsed_us(g->begin, g->all_done)};
