@@ -53,14 +53,16 @@ static struct {
     LayerCommOptions comm;       // --no-overlap, --overlap-priority, --overlap-ctas, --nccl-cta-policy, --overlap-sm-margin,
                                  // --nccl-register / --no-nccl-register (-1 until resolved: auto)
     TpSchedule sched;            // --keep-gathered, --fprop-chunks, --recompute-gelu, --recompute-layernorm
-    const char *overlap_flag_given;  // the first of --overlap-priority, --overlap-ctas, --nccl-cta-policy,
-                                     // --overlap-sm-margin given (refused with --no-overlap and --block)
+    char overlap_flag_given[32];  // the first of --overlap-priority, --overlap-ctas, --nccl-cta-policy,
+                                  // --overlap-sm-margin given, "" if none (refused with --no-overlap, --block)
 } flags = {0, 0, 120.0, 1, 0, TP_LN_SHARD_LOCAL, {TP_LAYER_SERIAL, 0, 0, 0, 0}, {1, 1, 0, TP_CTA_POLICY_UNSET, -1, 0},
-           {SP_REGATHER, 1, 0, 0}, NULL};
+           {SP_REGATHER, 1, 0, 0}, ""};
 
-// Notes the first of the overlap's knobs given (named in a refusal); returns 1: taken.
+// Notes the first of the overlap's knobs given (named in a refusal; copied: the parser's
+// names do not outlive the parse); returns 1: taken.
 static int overlap_flag(const char *f) {
-    if (!flags.overlap_flag_given) flags.overlap_flag_given = f;
+    if (!flags.overlap_flag_given[0])
+        snprintf(flags.overlap_flag_given, sizeof flags.overlap_flag_given, "%s", f);
     return 1;
 }
 
@@ -485,7 +487,7 @@ static void refuse_what_cannot_run(const Options *o, int tp) {
     if (o->breakdown)
         fail_user("--breakdown times one GPU's step by category (steps 01-06); step 07 reports each rank's time in "
                   "collectives instead (its timing line): drop --breakdown");
-    if (!flags.comm.overlap && flags.overlap_flag_given)
+    if (!flags.comm.overlap && flags.overlap_flag_given[0])
         fail_user("%s sets up the overlap that --no-overlap turns off: give one or the other", flags.overlap_flag_given);
     if (flags.comm.sm_margin > 0 && c->deterministic)
         fail_user("--overlap-sm-margin lets cuBLASLt pick other GEMM algorithms beside the collectives, which "
@@ -517,9 +519,9 @@ static void refuse_what_cannot_run(const Options *o, int tp) {
         if (flags.variant.layer == TP_LAYER_PARALLEL || flags.variant.sequence_parallel)
             fail_user("--block runs the Linear -> LayerNorm -> Linear block alone: drop --parallel and "
                       "--sequence-parallel");
-        if (!flags.comm.overlap || flags.overlap_flag_given)
+        if (!flags.comm.overlap || flags.overlap_flag_given[0])
             fail_user("--block overlaps no collective: drop %s",
-                      flags.overlap_flag_given ? flags.overlap_flag_given : "--no-overlap");
+                      flags.overlap_flag_given[0] ? flags.overlap_flag_given : "--no-overlap");
         if (o->weights_path || o->save_path)
             fail_user("--weights and --save are the layer's parameters and results; --block runs its own random block");
         const char *problem = tp_block_problem(c->hidden, c->ffn, tp);
