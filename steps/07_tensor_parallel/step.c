@@ -306,6 +306,16 @@ static void write_json(const char *path, const Options *o, int tp, const RankTim
     output_commit(f, path);
 }
 
+// One more training step, step 0 (the reference's dropout draw), run to its end: its enqueue
+// under the watchdog's region, then the wait (tp_sync) under its own deadline. `what` names it
+// in a timeout's message.
+static void step_zero(TpLayer *layer, LayerComm *lc, TpComm *comm, void *x, void *dout, const char *what) {
+    tp_watchdog_begin_region(comm, "enqueuing a step after the timed ones");
+    tp_layer_train_step(layer, lc, x, dout, 0);
+    tp_watchdog_end_region();
+    tp_sync(comm, 0, what);
+}
+
 static int run_rank(void *arg) {
     const RankJob *job = arg;
     const Options *o = job->o;
@@ -423,19 +433,13 @@ static int run_rank(void *arg) {
     if (o->check && flags.block) {
         passed = tp_check_block_rank(c, tp, rank, &block, &block_params, job->in->x, job->in->dy, &max_err);
     } else if (o->check) {
-        tp_watchdog_begin_region(&comm, "enqueuing the checked step");
-        tp_layer_train_step(&layer, &lc, x, dout, 0);  // step 0, as the reference draws dropout
-        tp_watchdog_end_region();
-        tp_sync(&comm, 0, "the checked step");
+        step_zero(&layer, &lc, &comm, x, dout, "the checked step");  // step 0, as the reference draws dropout
         passed = tp_check_layer_rank(c, tp, rank, &layer, job->full, job->in, &max_err);
     }
     fflush(stdout);
     if (o->save_path) {
         if (!o->check) {
-            tp_watchdog_begin_region(&comm, "enqueuing the saved step");
-            tp_layer_train_step(&layer, &lc, x, dout, 0);
-            tp_watchdog_end_region();
-            tp_sync(&comm, 0, "the saved step");
+            step_zero(&layer, &lc, &comm, x, dout, "the saved step");
         }
         LayerResults res;
         layer_results_alloc(c, &res);
