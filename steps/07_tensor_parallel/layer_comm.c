@@ -11,18 +11,21 @@
 
 static ncclDataType_t nccl_type(DType d) { return d == DTYPE_BF16 ? ncclBfloat16 : ncclHalf; }
 
+int layer_comm_default_sm_margin(int sms) { return sms / 8 < 16 ? sms / 8 : 16; }
+
 void layer_comm_init(LayerComm *lc, TpComm *comm, const LayerCommOptions *opt) {
     memset(lc, 0, sizeof *lc);
     lc->comm = comm;
     lc->opt = opt ? *opt : LAYER_COMM_DEFAULTS;
-    if (lc->opt.overlap && lc->opt.sm_margin > 0 && comm->world > 1) {
+    if (lc->opt.overlap && lc->opt.sm_margin != 0 && comm->world > 1) {
         int device = 0, sms = 0;  // the rank's own GPU: current since its set-up
         CUDA_CHECK(cudaGetDevice(&device));
         CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
-        if (lc->opt.sm_margin >= sms)
-            fail_user("--overlap-sm-margin %d leaves the GEMMs no multiprocessor: this GPU has %d", lc->opt.sm_margin,
-                      sms);
-        lc->gemm_sms_beside = sms - lc->opt.sm_margin;
+        const int margin =
+            lc->opt.sm_margin == LAYER_COMM_SM_MARGIN_AUTO ? layer_comm_default_sm_margin(sms) : lc->opt.sm_margin;
+        if (margin >= sms)
+            fail_user("--overlap-sm-margin %d leaves the GEMMs no multiprocessor: this GPU has %d", margin, sms);
+        if (margin > 0) lc->sm_margin_applied = margin, lc->gemm_sms_beside = sms - margin;
     }
     for (int i = 0; i < LAYER_COMM_MAX_CALLS; i++) {
         CUDA_CHECK(cudaEventCreate(&lc->start[i]));
@@ -84,7 +87,7 @@ const char *layer_comm_schedule_name(const LayerComm *lc, char *buf, size_t size
     else if (lc->opt.side_ctas > 0) snprintf(ctas, sizeof ctas, "a communicator of %d CTAs", lc->opt.side_ctas);
     else if (lc->opt.side_cta_policy != TP_CTA_POLICY_UNSET)
         snprintf(ctas, sizeof ctas, "a communicator of CTA policy %s", tp_cta_policy_name(lc->opt.side_cta_policy));
-    char margin[96] = "";
+    char margin[80] = "";
     if (lc->gemm_sms_beside)
         snprintf(margin, sizeof margin, "; GEMMs beside a gradient collective planned for %d SMs", lc->gemm_sms_beside);
     snprintf(buf, size, "overlapped (side stream at %s priority, %s%s)", lc->opt.side_priority_high ? "high" : "normal",

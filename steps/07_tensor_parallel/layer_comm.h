@@ -46,9 +46,13 @@
 // hold N SMs, N of the GEMM's CTAs cannot start, and the tiles they own finish late. Measured
 // (2 x H200, 2026-11-30): the collectives then run as fast beside the GEMM as in line (plain
 // tp 2: 2.02 -> 1.29 ms in all, 1.30 in line), but the GEMM on fewer SMs is slower by about what
-// that saves: the step 0-2% faster. Step 07 refuses it with --deterministic (and the GEMM
-// module ignores the target in deterministic mode: gemm.h), where the bits of both schedules
-// must agree.
+// that saves: the serial layer 1% faster (median; faster in 8 of 8 turns over three runs
+// at N = 16), the parallel and sequence-parallel layers even. Hence the default
+// (LAYER_COMM_SM_MARGIN_AUTO): N = 16 - TE's userbuffers also give their communication 16 SMs
+// (num_sm = 16) - or an eighth of the SMs on a GPU of fewer than 128 (an A100: 13, an L4: 7;
+// those untimed). Step 07 refuses a margin given with --deterministic and leaves the default
+// at 0 there (the GEMM module ignores the target in deterministic mode too: gemm.h), where the
+// bits of every schedule must agree.
 //
 // Fault handling stays off this path: every collective only arms the watchdog around its
 // enqueue (tp_comm.h); nothing here polls or sleeps.
@@ -81,10 +85,12 @@ typedef struct {
     int nccl_register;       // 1: the all-gathers' buffers registered with NCCL (above; step 07's default
                              // under sequence parallelism, --no-nccl-register: 0)
     int sm_margin;           // > 0: GEMMs beside a started gradient collective planned for the device's
-                             // SMs less this many (--overlap-sm-margin, below); 0: all of them
+                             // SMs less this many (--overlap-sm-margin, below); 0: all of them;
+                             // LAYER_COMM_SM_MARGIN_AUTO (the default): layer_comm_default_sm_margin
 } LayerCommOptions;
 
-#define LAYER_COMM_DEFAULTS ((LayerCommOptions){1, 1, 0, TP_CTA_POLICY_UNSET, 0, 0})
+#define LAYER_COMM_SM_MARGIN_AUTO (-1)
+#define LAYER_COMM_DEFAULTS ((LayerCommOptions){1, 1, 0, TP_CTA_POLICY_UNSET, 0, LAYER_COMM_SM_MARGIN_AUTO})
 #define LAYER_COMM_MAX_REGISTERED 32  // buffers --nccl-register may register (the layer has under 10)
 
 typedef struct {
@@ -98,7 +104,8 @@ typedef struct {
     cudaEvent_t reduced;         // ... after a started all-reduce / reduce-scatter / group
     cudaEvent_t joined;          // ... by layer_join_side
     cudaEvent_t start[LAYER_COMM_MAX_CALLS], stop[LAYER_COMM_MAX_CALLS];
-    int gemm_sms_beside;         // sm_margin > 0: the SMs those GEMMs are planned for; else 0
+    int sm_margin_applied;       // the SMs left to the started collectives (opt.sm_margin resolved); 0: none
+    int gemm_sms_beside;         // sm_margin_applied > 0: the SMs those GEMMs are planned for; else 0
     int calls;                   // collectives so far in this step
     double bytes, bus_bytes;     // their payload, and what it puts on each rank's link
     // --nccl-register: the all-gathers' buffers, each registered on the communicators that
@@ -114,6 +121,9 @@ typedef struct {
 // or refuses is said on rank 0's stdout ("--nccl-cta-policy zero: ... needs NCCL 2.28.0; the
 // library loaded is 2.27.7") and the started collectives then use what side_ctas alone gives.
 void layer_comm_init(LayerComm *lc, TpComm *comm, const LayerCommOptions *opt);
+// The SMs the default (LAYER_COMM_SM_MARGIN_AUTO) leaves to NCCL on a GPU of `sms` SMs:
+// 16, or sms / 8 where that is fewer.
+int layer_comm_default_sm_margin(int sms);
 void layer_comm_free(LayerComm *lc);
 int layer_comm_world(const LayerComm *lc);
 int layer_comm_rank(const LayerComm *lc);

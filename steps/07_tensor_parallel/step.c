@@ -55,7 +55,7 @@ static struct {
     TpSchedule sched;            // --keep-gathered, --fprop-chunks, --recompute-gelu, --recompute-layernorm
     char overlap_flag_given[32];  // the first of --overlap-priority, --overlap-ctas, --nccl-cta-policy,
                                   // --overlap-sm-margin given, "" if none (refused with --no-overlap, --block)
-} flags = {0, 0, 120.0, 1, 0, TP_LN_SHARD_LOCAL, {TP_LAYER_SERIAL, 0, 0, 0, 0}, {1, 1, 0, TP_CTA_POLICY_UNSET, -1, 0},
+} flags = {0, 0, 120.0, 1, 0, TP_LN_SHARD_LOCAL, {TP_LAYER_SERIAL, 0, 0, 0, 0}, {1, 1, 0, TP_CTA_POLICY_UNSET, -1, LAYER_COMM_SM_MARGIN_AUTO},
            {SP_REGATHER, 1, 0, 0}, ""};
 
 // Notes the first of the overlap's knobs given (named in a refusal; copied: the parser's
@@ -91,7 +91,7 @@ static int parse_flag(const char *f, const char *v) {
         return overlap_flag(f);
     }
     if (!strcmp(f, "--overlap-sm-margin")) {
-        flags.comm.sm_margin = (int)parse_int_flag(f, v, 0, 128);  // 0: all SMs, as without the flag
+        flags.comm.sm_margin = (int)parse_int_flag(f, v, 0, 128);  // 0: all SMs
         return flags.comm.sm_margin > 0 ? overlap_flag(f) : 1;
     }
     if (!strcmp(f, "--nccl-cta-policy")) {
@@ -143,8 +143,9 @@ const StepOps STEP_07_TENSOR_PARALLEL = {
         "                       the main communicator, NCCL's own count)\n"
         "  --overlap-sm-margin N  plan the GEMMs that run beside a started all-reduce or reduce-scatter\n"
         "                       for N fewer SMs than the GPU has (cuBLASLt's SM count target), so that\n"
-        "                       none of their CTAs waits for the SMs NCCL holds (N in [0, 128]; default 0:\n"
-        "                       all SMs; not with --deterministic, whose GEMM algorithms are fixed)\n"
+        "                       none of their CTAs waits for the SMs NCCL holds (N in [0, 128]; 0: all\n"
+        "                       SMs; default 16, or an eighth of a GPU's SMs where fewer; not with\n"
+        "                       --deterministic, whose GEMM algorithms are fixed: there the default is 0)\n"
         "  --nccl-cta-policy default|efficiency|zero\n"
         "                       the overlapped collectives on a second communicator of this CTA policy\n"
         "                       (ncclConfig_t.CTAPolicy, NCCL >= 2.27; zero: >= 2.28; the layer's buffers\n"
@@ -207,7 +208,7 @@ static const char *sp_input_name(void) {
 // CTA count); forward's all-reduces in 4 row blocks; LayerNorm outputs gathered again in backward;
 // GELU's output recomputed in backward; LayerNorm outputs recomputed in backward".
 static const char *schedule_words(const LayerComm *lc, char *buf, size_t size) {
-    char comm[96], chunks[64] = "";
+    char comm[192], chunks[64] = "";
     const char *registered = lc->opt.nccl_register ? "; all-gathers on NCCL-registered buffers" : "";
     if (flags.sched.fprop_chunks > 1)
         snprintf(chunks, sizeof chunks, "; forward's all-reduces in %d row blocks", flags.sched.fprop_chunks);
@@ -236,7 +237,7 @@ static void print_header(const Options *o, const RankInfo *info, const LayerComm
                "features, %lld of %lld tokens outside the tensor-parallel GEMMs\n", tp, info->source,
                tp_variant_name(&flags.variant), c->heads / tp, c->heads, c->ffn / tp, c->ffn,
                (long long)(layer_tokens(c) / (flags.variant.sequence_parallel ? tp : 1)), (long long)layer_tokens(c));
-    char sched[320];
+    char sched[512];
     if (!flags.block) printf("schedule: %s\n", schedule_words(lc, sched, sizeof sched));
     fflush(stdout);
 }
@@ -298,7 +299,7 @@ static void write_json(const char *path, const Options *o, int tp, const RankTim
                         : tp_variant_name(&flags.variant),
             t->ms, t->collective_ms, t->collectives, t->bus_gbps, t->activation_mib, t->peak_mib,
             layer_train_flops(c) / tp / (t->ms * 1e-3) / 1e12, max_err, passed, lc->opt.overlap,
-            lc->opt.side_priority_high ? "high" : "normal", lc->opt.side_ctas, lc->opt.sm_margin,
+            lc->opt.side_priority_high ? "high" : "normal", lc->opt.side_ctas, lc->sm_margin_applied,
             tp_cta_policy_name(lc->opt.side_cta_policy), lc->opt.nccl_register, lc->gathers_registered,
             flags.sched.fprop_chunks,
             sp_input_name(), flags.sched.recompute_gelu, flags.sched.recompute_layernorm, t->activation_mib * 1048576.0,
@@ -415,7 +416,7 @@ static int run_rank(void *arg) {
         printf("activations kept per rank: %.4f of plain TP's %.1f MiB at tp %d (the same layer, default schedule)\n",
                t.activation_mib / t.plain_mib, t.plain_mib, tp);
     // The mode in the timing line itself, so that a log of several runs says which is which.
-    char sched[320] = "";
+    char sched[512] = "";
     if (!flags.block) schedule_words(&lc, sched, sizeof sched);
     if (rank == 0)
         printf("Mean time: %.3f ms   (rank 0, %d steps after %d warm-up; fwd+bwd; %s, %s%s%s)\n%.1f TFLOP/s per GPU\n",
@@ -496,6 +497,10 @@ static void refuse_what_cannot_run(const Options *o, int tp) {
     if (flags.comm.sm_margin > 0 && c->deterministic)
         fail_user("--overlap-sm-margin lets cuBLASLt pick other GEMM algorithms beside the collectives, which "
                   "--deterministic fixes (so that every schedule gives the same bits): drop one of them");
+    // The default margin where it cannot apply: fixed GEMM algorithms, or nothing beside a
+    // collective (--no-overlap, --block).
+    if (flags.comm.sm_margin == LAYER_COMM_SM_MARGIN_AUTO && (c->deterministic || !flags.comm.overlap || flags.block))
+        flags.comm.sm_margin = 0;
     // The schedule's own conflicts first (--recompute-layernorm with --keep-gathered), so that
     // following one message never leads straight to another.
     if (tp_schedule_problem(&flags.sched)) fail_user("%s", tp_schedule_problem(&flags.sched));

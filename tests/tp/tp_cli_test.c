@@ -120,7 +120,10 @@ static void test_schedule_flags(void **state) {
     expect((char *const[]){TP_BIN, "--overlap-sm-margin", "16", "--deterministic", NULL}, NULL,
            "which --deterministic fixes");
     expect((char *const[]){TP_BIN, "--overlap-sm-margin", "0", "--no-overlap", "--tp", "3", NULL}, NULL,
-           "must divide the number of heads (32)");  // 0: all SMs, the default - no overlap set up
+           "must divide the number of heads (32)");  // 0: all SMs - no overlap set up
+    // The default margin is no refusal where it cannot apply: it falls to 0 there
+    expect((char *const[]){TP_BIN, "--deterministic", "--tp", "3", NULL}, NULL, "must divide the number of heads (32)");
+    expect((char *const[]){TP_BIN, "--block", "exact", "--tp", "3", NULL}, NULL, "must divide");
     // A shared flag this step has no use for is refused, not ignored
     expect((char *const[]){TP_BIN, "--breakdown", "--tp", "2", NULL}, NULL, "drop --breakdown");
     expect((char *const[]){TP_BIN, "--overlap-sm-margin", "-1", NULL}, NULL,

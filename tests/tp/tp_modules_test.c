@@ -171,8 +171,21 @@ static void test_every_variant_at_tp_1(void **state) {
             for (int sp = 0; sp <= 1; sp++) check_variant((TpLayerKind)layer, sp, d ? DTYPE_BF16 : DTYPE_FP16);
 }
 
+// The SMs --overlap-sm-margin's default leaves to NCCL (no GPU needed): 16 on an H100/H200
+// (132 SMs) and an L40S (142), an eighth of the SMs below 128 (an A100's 108: 13, an L4's 58: 7).
+static void test_default_sm_margin(void **state) {
+    (void)state;
+    assert_int_equal(layer_comm_default_sm_margin(132), 16);
+    assert_int_equal(layer_comm_default_sm_margin(142), 16);
+    assert_int_equal(layer_comm_default_sm_margin(128), 16);
+    assert_int_equal(layer_comm_default_sm_margin(108), 13);
+    assert_int_equal(layer_comm_default_sm_margin(58), 7);
+    assert_int_equal(layer_comm_default_sm_margin(4), 0);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_default_sm_margin),
         cmocka_unit_test(test_every_variant_at_tp_1),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
