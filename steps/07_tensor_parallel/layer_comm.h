@@ -46,7 +46,7 @@
 // hold N SMs, N of the GEMM's CTAs cannot start, and the tiles they own finish late. Measured
 // (2 x H200, 2026-11-30): the collectives then run as fast beside the GEMM as in line (plain
 // tp 2: 2.02 -> 1.29 ms in all, 1.30 in line), but the GEMM on fewer SMs is slower by about what
-// that saves: the serial layer 1% faster (median; faster in 8 of 8 turns over three runs
+// that saves: the serial layer 1% faster (median; faster in 10 of 10 turns over four calls
 // at N = 16), the parallel and sequence-parallel layers even. Hence the default
 // (LAYER_COMM_SM_MARGIN_AUTO): N = 16 - TE's userbuffers also give their communication 16 SMs
 // (num_sm = 16) - or an eighth of the SMs on a GPU of fewer than 128 (an A100: 13, an L4: 7;
