@@ -313,7 +313,7 @@ if wants tp && [ "$gpus" -ge 2 ] && [ -x "$S07" ]; then
         fi
         out=$($S07 --tp 2 --preset small --check --no-sweep --dtype $dt $v $sched 2>&1); rc=$?
         echo "$out" >> "$OUT/tp.log"
-        echo "$out" | grep -aE "check:|error" | sed "s/^/tp check $dt ${v:-serial} ${sched:-(default)}: /;s/\$/ (rc $rc)/" >> "$summary"
+        echo "$out" | grep -aE "check:|error:|timed out|did not return" | sed "s/^/tp check $dt ${v:-serial} ${sched:-(default)}: /;s/\$/ (rc $rc)/" >> "$summary"
       done
     done
   done
