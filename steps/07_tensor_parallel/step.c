@@ -53,17 +53,27 @@ static struct {
     LayerCommOptions comm;       // --no-overlap, --overlap-priority, --overlap-ctas, --nccl-cta-policy, --overlap-sm-margin,
                                  // --nccl-register / --no-nccl-register (-1 until resolved: auto)
     TpSchedule sched;            // --keep-gathered, --fprop-chunks, --recompute-gelu, --recompute-layernorm
-    char overlap_flag_given[32];  // the first of --overlap-priority, --overlap-ctas, --nccl-cta-policy,
-                                  // --overlap-sm-margin given, "" if none (refused with --no-overlap, --block)
+    unsigned overlap_knobs;  // the overlap's knobs given (OverlapKnob bits; refused with --no-overlap, --block)
 } flags = {0, 0, 120.0, 1, 0, TP_LN_SHARD_LOCAL, {TP_LAYER_SERIAL, 0, 0, 0, 0}, {1, 1, 0, TP_CTA_POLICY_UNSET, -1, LAYER_COMM_SM_MARGIN_AUTO},
-           {SP_REGATHER, 1, 0, 0}, ""};
+           {SP_REGATHER, 1, 0, 0}, 0};
 
-// Notes the first of the overlap's knobs given (named in a refusal; copied: the parser's
-// names do not outlive the parse); returns 1: taken.
-static int overlap_flag(const char *f) {
-    if (!flags.overlap_flag_given[0])
-        snprintf(flags.overlap_flag_given, sizeof flags.overlap_flag_given, "%s", f);
+// The knobs that only set up the overlap, in the order a refusal names them.
+typedef enum { KNOB_PRIORITY, KNOB_CTAS, KNOB_CTA_POLICY, KNOB_SM_MARGIN, NUM_KNOBS } OverlapKnob;
+static const char *const KNOB_FLAGS[NUM_KNOBS] = {"--overlap-priority", "--overlap-ctas", "--nccl-cta-policy",
+                                                 "--overlap-sm-margin"};
+
+// Notes knob k given (on) or, for a margin given again as 0, no longer (a flag's last value
+// counts); returns 1: taken.
+static int overlap_knob(OverlapKnob k, int on) {
+    flags.overlap_knobs = on ? flags.overlap_knobs | 1u << k : flags.overlap_knobs & ~(1u << k);
     return 1;
+}
+
+// The first of the overlap's knobs given, NULL if none.
+static const char *overlap_knob_given(void) {
+    for (int k = 0; k < NUM_KNOBS; k++)
+        if (flags.overlap_knobs & 1u << k) return KNOB_FLAGS[k];
+    return NULL;
 }
 
 static int parse_flag(const char *f, const char *v) {
@@ -82,23 +92,23 @@ static int parse_flag(const char *f, const char *v) {
     if (!strcmp(f, "--overlap-priority")) {
         static const char *const levels[] = {"normal", "high"};
         flags.comm.side_priority_high = parse_choice_flag(f, v, levels, 2);
-        return overlap_flag(f);
+        return overlap_knob(KNOB_PRIORITY, 1);
     }
     if (!strcmp(f, "--fprop-chunks"))
         return flags.sched.fprop_chunks = (int)parse_int_flag(f, v, 1, ROW_PARALLEL_MAX_CHUNKS), 1;
     if (!strcmp(f, "--overlap-ctas")) {
         flags.comm.side_ctas = (int)parse_int_flag(f, v, 1, 32);
-        return overlap_flag(f);
+        return overlap_knob(KNOB_CTAS, 1);
     }
     if (!strcmp(f, "--overlap-sm-margin")) {
         flags.comm.sm_margin = (int)parse_int_flag(f, v, 0, 128);  // 0: all SMs
-        return flags.comm.sm_margin > 0 ? overlap_flag(f) : 1;
+        return overlap_knob(KNOB_SM_MARGIN, flags.comm.sm_margin > 0);
     }
     if (!strcmp(f, "--nccl-cta-policy")) {
         // The words' order is NCCL's values' (NCCL_CTA_POLICY_DEFAULT 0, _EFFICIENCY 1, _ZERO 2).
         static const char *const policies[] = {"default", "efficiency", "zero"};
         flags.comm.side_cta_policy = (TpCtaPolicy)parse_choice_flag(f, v, policies, 3);
-        return overlap_flag(f);
+        return overlap_knob(KNOB_CTA_POLICY, 1);
     }
     if (!strcmp(f, "--tp")) return flags.tp = (int)parse_int_flag(f, v, 1, TP_MAX_RANKS), 1;
     if (!strcmp(f, "--port")) return flags.port = (int)parse_int_flag(f, v, 1024, 65535), 1;
@@ -144,8 +154,8 @@ const StepOps STEP_07_TENSOR_PARALLEL = {
         "  --overlap-sm-margin N  plan the GEMMs that run beside a started all-reduce or reduce-scatter\n"
         "                       for N fewer SMs than the GPU has (cuBLASLt's SM count target), so that\n"
         "                       none of their CTAs waits for the SMs NCCL holds (N in [0, 128]; 0: all\n"
-        "                       SMs; default 16, or an eighth of a GPU's SMs where fewer; not with\n"
-        "                       --deterministic, whose GEMM algorithms are fixed: there the default is 0)\n"
+        "                       SMs; default 16, or an eighth of a GPU's SMs where fewer; 0 under\n"
+        "                       --deterministic, --no-overlap and --block, which refuse N > 0)\n"
         "  --nccl-cta-policy default|efficiency|zero\n"
         "                       the overlapped collectives on a second communicator of this CTA policy\n"
         "                       (ncclConfig_t.CTAPolicy, NCCL >= 2.27; zero: >= 2.28; the layer's buffers\n"
@@ -492,8 +502,8 @@ static void refuse_what_cannot_run(const Options *o, int tp) {
     if (o->breakdown)
         fail_user("--breakdown times one GPU's step by category (steps 01-06); step 07 reports each rank's time in "
                   "collectives instead (its timing line): drop --breakdown");
-    if (!flags.comm.overlap && flags.overlap_flag_given[0])
-        fail_user("%s sets up the overlap that --no-overlap turns off: give one or the other", flags.overlap_flag_given);
+    if (!flags.comm.overlap && overlap_knob_given())
+        fail_user("%s sets up the overlap that --no-overlap turns off: give one or the other", overlap_knob_given());
     if (flags.comm.sm_margin > 0 && c->deterministic)
         fail_user("--overlap-sm-margin lets cuBLASLt pick other GEMM algorithms beside the collectives, which "
                   "--deterministic fixes (so that every schedule gives the same bits): drop one of them");
@@ -528,9 +538,8 @@ static void refuse_what_cannot_run(const Options *o, int tp) {
         if (flags.variant.layer == TP_LAYER_PARALLEL || flags.variant.sequence_parallel)
             fail_user("--block runs the Linear -> LayerNorm -> Linear block alone: drop --parallel and "
                       "--sequence-parallel");
-        if (!flags.comm.overlap || flags.overlap_flag_given[0])
-            fail_user("--block overlaps no collective: drop %s",
-                      flags.overlap_flag_given[0] ? flags.overlap_flag_given : "--no-overlap");
+        if (!flags.comm.overlap || overlap_knob_given())
+            fail_user("--block overlaps no collective: drop %s", overlap_knob_given() ? overlap_knob_given() : "--no-overlap");
         if (o->weights_path || o->save_path)
             fail_user("--weights and --save are the layer's parameters and results; --block runs its own random block");
         const char *problem = tp_block_problem(c->hidden, c->ffn, tp);

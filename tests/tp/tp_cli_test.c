@@ -121,6 +121,15 @@ static void test_schedule_flags(void **state) {
            "which --deterministic fixes");
     expect((char *const[]){TP_BIN, "--overlap-sm-margin", "0", "--no-overlap", "--tp", "3", NULL}, NULL,
            "must divide the number of heads (32)");  // 0: all SMs - no overlap set up
+    // A flag's last value counts: a margin given again as 0 sets up nothing, another knob still does
+    expect((char *const[]){TP_BIN, "--overlap-sm-margin", "16", "--overlap-sm-margin", "0", "--no-overlap", "--tp", "3", NULL},
+           NULL, "must divide the number of heads (32)");
+    expect((char *const[]){TP_BIN, "--block", "exact", "--overlap-sm-margin", "8", "--overlap-sm-margin", "0", "--tp", "3",
+                           NULL},
+           NULL, "must divide");
+    expect((char *const[]){TP_BIN, "--overlap-sm-margin", "16", "--overlap-ctas", "8", "--overlap-sm-margin", "0",
+                           "--no-overlap", NULL},
+           NULL, "--overlap-ctas sets up the overlap that --no-overlap turns off");
     // The default margin is no refusal where it cannot apply: it falls to 0 there
     expect((char *const[]){TP_BIN, "--deterministic", "--tp", "3", NULL}, NULL, "must divide the number of heads (32)");
     expect((char *const[]){TP_BIN, "--block", "exact", "--tp", "3", NULL}, NULL, "must divide");
