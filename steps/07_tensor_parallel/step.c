@@ -54,8 +54,8 @@ static struct {
                                  // --nccl-register / --no-nccl-register (-1 until resolved: auto)
     TpSchedule sched;            // --keep-gathered, --fprop-chunks, --recompute-gelu, --recompute-layernorm
     unsigned overlap_knobs;  // the overlap's knobs given (OverlapKnob bits; refused with --no-overlap, --block)
-} flags = {0, 0, 120.0, 1, 0, TP_LN_SHARD_LOCAL, {TP_LAYER_SERIAL, 0, 0, 0, 0}, {1, 1, 0, TP_CTA_POLICY_UNSET, -1, LAYER_COMM_SM_MARGIN_AUTO},
-           {SP_REGATHER, 1, 0, 0}, 0};
+} flags = {0, 0, 120.0, 1, 0, TP_LN_SHARD_LOCAL, {TP_LAYER_SERIAL, 0, 0, 0, 0},
+           {1, 1, 0, TP_CTA_POLICY_UNSET, -1, LAYER_COMM_SM_MARGIN_AUTO}, {SP_REGATHER, 1, 0, 0}, 0};
 
 // The knobs that only set up the overlap, in the order a refusal names them.
 typedef enum { KNOB_PRIORITY, KNOB_CTAS, KNOB_CTA_POLICY, KNOB_SM_MARGIN, NUM_KNOBS } OverlapKnob;
