@@ -18,7 +18,9 @@ MODEs (default: tests check bench fp8 tp pytorch compare breakdown, and baseline
              --recompute-gelu --recompute-layernorm),
              the schedules' saved results compared bit for bit, then the quickstart timing at tp 1 and 2,
              overlapped and --no-overlap, fp16 and bf16, activations kept per rank, and the
-             issue's goals as ratios (about 6 minutes on 2 H200s, estimated)
+             issue's goals as ratios (measured on 2 H200s: TP_DTYPES=fp16 alone over 5.5 minutes,
+             TP_QUICK=1 with both dtypes over 6.5; the full set at both dtypes does not fit one
+             10-minute device call: run the dtypes apart)
   tpknobs    step 07 at tp 2, fp16: the overlap's knobs (--overlap-priority normal, --overlap-ctas
              8 / 16, --overlap-sm-margin 0 / 24, --fprop-chunks 2 / 4, each --fprop-chunks with
              --overlap-ctas 8), --recompute-gelu
