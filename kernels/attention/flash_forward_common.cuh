@@ -14,6 +14,8 @@
 
 #include <stdint.h>
 
+#include <type_traits>
+
 #include "kernels/attention/flash_common.cuh"
 #include "kernels/attention/hopper_pipeline.cuh"
 #include "kernels/attention/wgmma.cuh"
@@ -59,22 +61,34 @@
 // and V_t, each as one committed group; softmax(t, alpha) turns S_t in s into probabilities,
 // updating the row maxima and sums, and sets alpha to the factor for o; pack_probabilities(t)
 // turns the probabilities in s into P_t in p.
+// The last tile's products: issue_last_scores and issue_last_output, the same two objects as
+// issue_scores and issue_output where every tile is alike. Where they are others (products over
+// fewer keys, those past seq left out: flash_forward_wgmma.cu's LAST_N), the loop's last turn is
+// written out after it, so that each stretch of code issues products of one shape: a branch
+// between two shapes inside the loop made ptxas serialise every wgmma of the kernel (its C7511,
+// "insufficient register resources for the wgmma pipeline").
 template <bool PERSISTENT, typename Barriers, typename Stage, typename Parity, typename MyTurn, typename YourTurn,
-          typename IssueScores, typename IssueOutput, typename Softmax, typename PackProbabilities, int NS, int NO,
-          int NP>
+          typename IssueScores, typename IssueOutput, typename IssueLastScores, typename IssueLastOutput,
+          typename Softmax, typename PackProbabilities, int NS, int NO, int NP>
 __device__ __forceinline__ void consume_key_tiles(Barriers &bars, const int tiles, const Stage &stage,
                                                   const Parity &parity, const MyTurn &my_turn,
                                                   const YourTurn &your_turn, const bool last_consumer,
                                                   const bool more_after,
                                                   const IssueScores &issue_scores, const IssueOutput &issue_output,
+                                                  const IssueLastScores &issue_last_scores,
+                                                  const IssueLastOutput &issue_last_output,
                                                   const Softmax &softmax, const PackProbabilities &pack_probabilities,
                                                   float (&s)[NS][4], float (&o)[NO][4], uint32_t (&p)[NP][4]) {
+    constexpr bool LAST_ALIKE =
+        std::is_same<IssueScores, IssueLastScores>::value && std::is_same<IssueOutput, IssueLastOutput>::value;
     // Q's use for this work tile is over once this thread's last S has landed.
     auto release_q = [&]() {
         if constexpr (PERSISTENT) mbarrier_arrive(&bars.q_empty);
     };
 
-    // Tile 0: only its scores.
+    // Tile 0: only its scores. (Also when it is the last tile: issue_last_scores is only ever
+    // narrower, over keys the mask sets to -inf; a branch here between the two made ptxas
+    // serialise the wgmmas too.)
     mbarrier_wait(&bars.k_full[stage(0)], parity(0));
     my_turn();
     issue_scores(0);
@@ -89,11 +103,11 @@ __device__ __forceinline__ void consume_key_tiles(Barriers &bars, const int tile
 
     // Tile t: S_t and P_(t-1) V_(t-1) issued together; the softmax of t while the tensor cores
     // work on the product.
-    for (int t = 1; t < tiles; t++) {
+    auto turn = [&](const int t, const auto &issue_scores_of_t) {
         mbarrier_wait(&bars.k_full[stage(t)], parity(t));
         mbarrier_wait(&bars.v_full[stage(t - 1)], parity(t - 1));
         my_turn();
-        issue_scores(t);
+        issue_scores_of_t(t);
         issue_output(t - 1);
         your_turn();
         wgmma_wait<1>();  // the scores
@@ -107,12 +121,18 @@ __device__ __forceinline__ void consume_key_tiles(Barriers &bars, const int tile
         mbarrier_arrive(&bars.v_empty[stage(t - 1)]);
         rescale_output(o, alpha);
         pack_probabilities(t);
+    };
+    if constexpr (LAST_ALIKE) {
+        for (int t = 1; t < tiles; t++) turn(t, issue_scores);
+    } else {
+        for (int t = 1; t < tiles - 1; t++) turn(t, issue_scores);
+        if (tiles > 1) turn(tiles - 1, issue_last_scores);
     }
 
     // The last tile's output, issued alone.
     mbarrier_wait(&bars.v_full[stage(tiles - 1)], parity(tiles - 1));
     my_turn();
-    issue_output(tiles - 1);
+    issue_last_output(tiles - 1);
     if (!last_consumer || more_after) your_turn();
     wgmma_wait<0>();
     wgmma_settle(o);

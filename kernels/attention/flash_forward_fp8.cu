@@ -387,7 +387,8 @@ __global__ void __launch_bounds__(THREADS, 1)
         // products, the softmax with P times 2^8, and P shuffled into e4m3 operands.
         mbarrier_wait(&bars.q_full, j & 1);
         consume_key_tiles<PERSISTENT>(bars, tiles, stage, parity, my_turn, your_turn, last_consumer, more_after,
-                                      issue_scores, issue_output, softmax, pack_probabilities, s, o, p);
+                                      issue_scores, issue_output, issue_scores, issue_output, softmax,
+                                      pack_probabilities, s, o, p);
 
         // ctx = acc * v_scale_inv / l; lse = (m + log2 l - 8) ln 2 (l carries P's factor 2^8).
         const float m_out[2] = {m[0] - (float)ATTENTION_FP8_P_LOG2_SCALE, m[1] - (float)ATTENTION_FP8_P_LOG2_SCALE};

@@ -194,7 +194,15 @@ __device__ __forceinline__ WorkTile work_tile_at(int work, const BlockOrder &ord
 //     still has 128 threads waiting and 128 arriving, also at the very end.
 // Only the source of the indices changes: the index -> (query block, head) mapping
 // (work_tile_at) and the per-tile work are the static kernel's, so the bits are the same.
-template <typename T, int D, int CONSUMERS, int BLOCK_N, bool PERSISTENT, bool DYNAMIC>
+//
+// LAST_N: the width of the products of a row's last key tile (BLOCK_N, or 112 or 64 with the
+// wide tiles; launch_wide's choice, below). That tile holds seq - (tiles - 1) BLOCK_N keys, and
+// products as wide as BLOCK_N compute scores for the keys past seq only to mask them away: at
+// s = 2048 the last of twelve 176-key tiles has 112 keys, and 64 of every 2112 keys' products
+// (3%) were such waste. A narrower S = Q K^T writes only the first LAST_N / 8 column blocks of
+// the score registers; the softmax's mask sets the others (all past seq) to -inf as before, so
+// their P is 0 and O += P V skips their k-steps.
+template <typename T, int D, int CONSUMERS, int BLOCK_N, int LAST_N, bool PERSISTENT, bool DYNAMIC>
 __global__ void __launch_bounds__(Shape<CONSUMERS>::THREADS, 1)
     flash_forward_wgmma_kernel(const __grid_constant__ CUtensorMap q_map, const __grid_constant__ CUtensorMap kv_map,
                                const __grid_constant__ FwdArgs a, const BlockOrder order, float scale) {
@@ -207,6 +215,8 @@ __global__ void __launch_bounds__(Shape<CONSUMERS>::THREADS, 1)
                   "176-key tiles at head dim 128 with two consumers only");
     static_assert(Q_PANEL % 1024 == 0 && KV_PANEL % 1024 == 0, "panels start on the swizzle's 1024-byte period");
     static_assert(PERSISTENT || !DYNAMIC, "the dynamic schedule is the persistent kernel's");
+    static_assert(LAST_N == BLOCK_N || (BLOCK_N == BLOCK_N_WIDE && (LAST_N == 112 || LAST_N == 64)),
+                  "a narrower last tile with the wide tiles only, 112 or 64 keys");
     // The swizzle repeats every 1024 bytes, and the tiles must start on such a boundary.
     extern __shared__ unsigned char smem_raw[];
     __shared__ Barriers bars;
@@ -383,6 +393,32 @@ __global__ void __launch_bounds__(Shape<CONSUMERS>::THREADS, 1)
                 wgmma_rs_mn<T, D>(o, p[kk], wgmma_descriptor(v_addr + kk * 16 * 128, KV_PANEL, 1024));
             wgmma_commit();
         };
+        // The last tile's two products, LAST_N keys wide (LAST_N < BLOCK_N only; the kernel's
+        // comment says why). S's column blocks past LAST_N hold keys past seq: set to -inf here
+        // (the mask would anyway), so that their old values are dead (kept, the persistent
+        // kernels spilled up to 416 bytes).
+        auto issue_last_scores = [&](int t) {
+            const uint32_t k_addr = smem_addr(k_tiles + stage(t) * KV_BYTES);
+#pragma unroll
+            for (int n = LAST_N / 8; n < BLOCK_N / 8; n++) s[n][0] = s[n][1] = s[n][2] = s[n][3] = -INFINITY;
+            wgmma_fence();
+#pragma unroll
+            for (int kk = 0; kk < D / 16; kk++) {
+                const uint32_t col = (kk % 4) * 32;
+                wgmma_ss<T, LAST_N>(leading_column_blocks<LAST_N / 8>(s),
+                                    wgmma_descriptor(q_addr + (kk / 4) * Q_PANEL + col, 0, 1024),
+                                    wgmma_descriptor(k_addr + (kk / 4) * KV_PANEL + col, 0, 1024), kk > 0);
+            }
+            wgmma_commit();
+        };
+        auto issue_last_output = [&](int t) {
+            const uint32_t v_addr = smem_addr(v_tiles + stage(t) * KV_BYTES);
+            wgmma_fence();
+#pragma unroll
+            for (int kk = 0; kk < LAST_N / 16; kk++)
+                wgmma_rs_mn<T, D>(o, p[kk], wgmma_descriptor(v_addr + kk * 16 * 128, KV_PANEL, 1024));
+            wgmma_commit();
+        };
         // The dropout masks of tile t's two blocks of 64 keys. With two consumers they are drawn
         // during the softmax, while the tensor cores still work on the previous P V, and live
         // across that wait (16 registers); three consumers have 160 registers each, too few for
@@ -436,8 +472,14 @@ __global__ void __launch_bounds__(Shape<CONSUMERS>::THREADS, 1)
         if constexpr (!DYNAMIC) mbarrier_wait(&bars.q_full, j & 1);
         // The pipeline over the key tiles (flash_forward_common.cuh), with 16-bit products, the
         // masked softmax, dropout and P packed as pairs. (DYNAMIC: more_after always true, above.)
-        consume_key_tiles<PERSISTENT>(bars, tiles, stage, parity, my_turn, your_turn, last_consumer, more_after,
-                                      issue_scores, issue_output, softmax, pack_probabilities, s, o, p);
+        if constexpr (LAST_N == BLOCK_N)
+            consume_key_tiles<PERSISTENT>(bars, tiles, stage, parity, my_turn, your_turn, last_consumer, more_after,
+                                          issue_scores, issue_output, issue_scores, issue_output, softmax,
+                                          pack_probabilities, s, o, p);
+        else
+            consume_key_tiles<PERSISTENT>(bars, tiles, stage, parity, my_turn, your_turn, last_consumer, more_after,
+                                          issue_scores, issue_output, issue_last_scores, issue_last_output, softmax,
+                                          pack_probabilities, s, o, p);
 
         const int64_t token_stride = (int64_t)a.batch * a.ctx_row;
         const int64_t head_offset = (int64_t)b * a.ctx_row + (int64_t)h * D;
@@ -498,7 +540,7 @@ int *zeroed_handed_out_counter() {
     return counters[device];
 }
 
-template <typename T, int D, int CONSUMERS, int BLOCK_N, bool PERSISTENT, bool DYNAMIC>
+template <typename T, int D, int CONSUMERS, int BLOCK_N, int LAST_N, bool PERSISTENT, bool DYNAMIC>
 void launch_kernel(const FwdArgs &a, AttentionCausalOrder causal_order, int persistent_ctas) {
     using S = Shape<CONSUMERS>;
     constexpr size_t smem = forward_smem_bytes(D, CONSUMERS, BLOCK_N);
@@ -508,7 +550,7 @@ void launch_kernel(const FwdArgs &a, AttentionCausalOrder causal_order, int pers
     // MAY_BE_CAUSAL): the dispatch never sends it such a problem; should it, stop.
     if (BLOCK_N != BLOCK_N_DEFAULT && (a.causal || a.p_drop > 0.0f))
         DIE("flash attention: the wgmma forward with %d-key tiles takes neither the causal mask nor dropout", BLOCK_N);
-    allow_dynamic_smem<flash_forward_wgmma_kernel<T, D, CONSUMERS, BLOCK_N, PERSISTENT, DYNAMIC>>(smem);
+    allow_dynamic_smem<flash_forward_wgmma_kernel<T, D, CONSUMERS, BLOCK_N, LAST_N, PERSISTENT, DYNAMIC>>(smem);
     const int bh_count = a.batch * a.heads, query_blocks = ceil_div(a.seq, S::BLOCK_M);
     if ((int64_t)query_blocks * bh_count > INT32_MAX)
         DIE("flash attention: %d query blocks x %d heads is more blocks than one launch takes", query_blocks,
@@ -527,7 +569,7 @@ void launch_kernel(const FwdArgs &a, AttentionCausalOrder causal_order, int pers
     const int work_tiles = query_blocks * bh_count;
     const int grid = PERSISTENT ? flash_persistent_grid(work_tiles, persistent_ctas) : work_tiles;
     if (DYNAMIC) order.handed_out = zeroed_handed_out_counter();
-    flash_forward_wgmma_kernel<T, D, CONSUMERS, BLOCK_N, PERSISTENT, DYNAMIC>
+    flash_forward_wgmma_kernel<T, D, CONSUMERS, BLOCK_N, LAST_N, PERSISTENT, DYNAMIC>
         <<<grid, S::THREADS, smem>>>(q_map, kv_map, a, order, 1.0f / sqrtf((float)D));
     CHECK_LAUNCH();
 }
@@ -560,15 +602,32 @@ int flash_forward_wgmma_has_persistent(int consumers, int dropping) { return !(c
 // Persistent (persistent_ctas > 0) or not; persistent only where the kernel has that variant
 // (flash_forward_wgmma_has_persistent: not at 3 consumers when dropping, see MAY_DROP in the
 // kernel), else the non-persistent kernel; persistent with the static or the dynamic schedule.
-template <typename T, int D, int CONSUMERS, int BLOCK_N>
+template <typename T, int D, int CONSUMERS, int BLOCK_N, int LAST_N = BLOCK_N>
 void launch_forward(const FwdArgs &a, AttentionCausalOrder causal_order, int persistent_ctas, bool dynamic) {
     if (persistent_ctas > 0 && flash_forward_wgmma_has_persistent(CONSUMERS, a.p_drop > 0.0f)) {
-        if (dynamic)
-            launch_kernel<T, D, CONSUMERS, BLOCK_N, true, true>(a, causal_order, persistent_ctas);
+        if (dynamic)  // full-width last tiles: narrower ones made ptxas serialise this kernel's wgmmas (C7511)
+            launch_kernel<T, D, CONSUMERS, BLOCK_N, BLOCK_N, true, true>(a, causal_order, persistent_ctas);
         else
-            launch_kernel<T, D, CONSUMERS, BLOCK_N, true, false>(a, causal_order, persistent_ctas);
+            launch_kernel<T, D, CONSUMERS, BLOCK_N, LAST_N, true, false>(a, causal_order, persistent_ctas);
     } else {
-        launch_kernel<T, D, CONSUMERS, BLOCK_N, false, false>(a, causal_order, 0);
+        launch_kernel<T, D, CONSUMERS, BLOCK_N, LAST_N, false, false>(a, causal_order, 0);
+    }
+}
+
+// The wide tiles at d 128, with the last tile of a row as narrow as the keys it holds allow
+// (the kernel's LAST_N): 64 keys or fewer left, a 64-key product; 65-112 (s = 2048: 112), 112;
+// else 176. Three widths, not one per multiple of 16, to keep the kernels compiled few.
+static int flash_forward_wide_last_n(int seq) {
+    const int left = seq - (ceil_div(seq, BLOCK_N_WIDE) - 1) * BLOCK_N_WIDE;  // 1 .. 176
+    return left <= 64 ? 64 : left <= 112 ? 112 : BLOCK_N_WIDE;
+}
+
+template <typename T>
+void launch_wide(const FwdArgs &a, AttentionCausalOrder causal_order, int persistent_ctas, bool dynamic) {
+    switch (flash_forward_wide_last_n(a.seq)) {
+    case 64: return launch_forward<T, 128, 2, BLOCK_N_WIDE, 64>(a, causal_order, persistent_ctas, dynamic);
+    case 112: return launch_forward<T, 128, 2, BLOCK_N_WIDE, 112>(a, causal_order, persistent_ctas, dynamic);
+    default: return launch_forward<T, 128, 2, BLOCK_N_WIDE>(a, causal_order, persistent_ctas, dynamic);
     }
 }
 
@@ -585,8 +644,7 @@ void flash_forward_wgmma(const FwdArgs &a, int consumers, int block_n, Attention
     }
     if (consumers != 2) DIE("flash attention: the wgmma forward at head dim %d has no %d-consumer kernel", D, consumers);
     if constexpr (D == 128) {
-        if (block_n == BLOCK_N_WIDE)
-            return launch_forward<T, D, 2, BLOCK_N_WIDE>(a, causal_order, persistent_ctas, dynamic_schedule != 0);
+        if (block_n == BLOCK_N_WIDE) return launch_wide<T>(a, causal_order, persistent_ctas, dynamic_schedule != 0);
     }
     launch_forward<T, D, 2, BLOCK_N_DEFAULT>(a, causal_order, persistent_ctas, dynamic_schedule != 0);
 }

@@ -95,9 +95,11 @@ __device__ __forceinline__ void wgmma_settle(uint32_t (&a)[NK][4]) {
     for (int k = 0; k < NK; k++) asm volatile("" : "+r"(a[k][0]), "+r"(a[k][1]), "+r"(a[k][2]), "+r"(a[k][3])::"memory");
 }
 
-// The accumulator operand lists: N / 2 floats per thread (N = 64: 32, N = 128: 64, N = 176: 88).
+// The accumulator operand lists: N / 2 floats per thread (N = 64: 32, N = 112: 56, N = 128: 64,
+// N = 176: 88).
 #define WG_ACC4(n) "+f"(d[n][0]), "+f"(d[n][1]), "+f"(d[n][2]), "+f"(d[n][3])
 #define WG_ACC32 WG_ACC4(0), WG_ACC4(1), WG_ACC4(2), WG_ACC4(3), WG_ACC4(4), WG_ACC4(5), WG_ACC4(6), WG_ACC4(7)
+#define WG_ACC56 WG_ACC32, WG_ACC4(8), WG_ACC4(9), WG_ACC4(10), WG_ACC4(11), WG_ACC4(12), WG_ACC4(13)
 #define WG_ACC64                                                                                              \
     WG_ACC32, WG_ACC4(8), WG_ACC4(9), WG_ACC4(10), WG_ACC4(11), WG_ACC4(12), WG_ACC4(13), WG_ACC4(14), \
         WG_ACC4(15)
@@ -106,6 +108,10 @@ __device__ __forceinline__ void wgmma_settle(uint32_t (&a)[NK][4]) {
 #define WG_REGS32                                                                                            \
     "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, " \
     "%22, %23, %24, %25, %26, %27, %28, %29, %30, %31}"
+#define WG_REGS56                                                                                            \
+    "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, " \
+    "%22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, "  \
+    "%42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55}"
 #define WG_REGS64                                                                                             \
     "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, "  \
     "%22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, "   \
@@ -117,6 +123,14 @@ __device__ __forceinline__ void wgmma_settle(uint32_t (&a)[NK][4]) {
     "%42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, "    \
     "%62, %63, %64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, %79, %80, %81, "    \
     "%82, %83, %84, %85, %86, %87}"
+
+// The first NB_PART column blocks (8 columns each) of an NB-block accumulator: what a product
+// narrower than the accumulator writes (flash_forward_wgmma.cu's last key tile of a row).
+template <int NB_PART, int NB>
+__device__ __forceinline__ float (&leading_column_blocks(float (&d)[NB][4]))[NB_PART][4] {
+    static_assert(NB_PART <= NB, "a part of the accumulator");
+    return *reinterpret_cast<float(*)[NB_PART][4]>(&d);
+}
 
 // D[64 x N] += A B (D = A B when accumulate is 0: D need not be initialised), A and B in
 // shared memory, each K-major (TRANS = 0: the reduction dimension contiguous) or MN-major
@@ -153,10 +167,12 @@ __device__ __forceinline__ void wgmma_rs_mn(float (&d)[N / 8][4], const uint32_t
                      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b_desc), "r"(1));                 \
     }
 
-// Forward: S = Q K^T (N = 128 keys, or 176: the wide tiles at d 128), O += P V (N = d).
+// Forward: S = Q K^T (N = 128 keys, or 176: the wide tiles at d 128, whose last tile of a row
+// may be 112 or 64 keys wide: flash_forward_wgmma.cu's LAST_N), O += P V (N = d).
 #define WG_DEFINE_ALL(TYPE, PTX_TYPE)                                                                       \
     WG_DEFINE_SS(TYPE, PTX_TYPE, 128, 0, 0, WG_REGS64, WG_ACC64, "%64", "%65", "%66")                        \
     WG_DEFINE_SS(TYPE, PTX_TYPE, 176, 0, 0, WG_REGS88, WG_ACC88, "%88", "%89", "%90")                        \
+    WG_DEFINE_SS(TYPE, PTX_TYPE, 112, 0, 0, WG_REGS56, WG_ACC56, "%56", "%57", "%58")                        \
     WG_DEFINE_RS_MN(TYPE, PTX_TYPE, 128, WG_REGS64, WG_ACC64, "{%64, %65, %66, %67}", "%68", "%69")          \
     WG_DEFINE_RS_MN(TYPE, PTX_TYPE, 64, WG_REGS32, WG_ACC32, "{%32, %33, %34, %35}", "%36", "%37")           \
     /* Backward: S, dP (N = 64 keys); dV, dK (A, B transposed; N = d: 128, 64); dQ (B transposed). */ \
@@ -173,9 +189,11 @@ WG_DEFINE_ALL(__nv_bfloat16, "bf16")
 #undef WG_DEFINE_RS_MN
 #undef WG_ACC4
 #undef WG_ACC32
+#undef WG_ACC56
 #undef WG_ACC64
 #undef WG_ACC88
 #undef WG_REGS32
+#undef WG_REGS56
 #undef WG_REGS64
 #undef WG_REGS88
 

@@ -708,6 +708,61 @@ static void test_persistent_forward_bit_identical(void **state) {
     attention_set_forward_block_n(block_n_was);
 }
 
+// The 176-key forward's last tile of a row, narrower where few keys are left (64 keys for 1-64
+// left, 112 for 65-112: flash_forward_wgmma.cu's LAST_N; test_forward_wide_tiles checks each
+// against the reference): its scores over fewer keys and its P V over fewer k-steps must leave
+// every bit as the full-width tile would. The dynamic schedule keeps full-width last tiles, so
+// at seq 177 (1 key left: 64 wide) and 464 (2 x 176 + 112: 112 wide), not persistent and
+// persistent static (narrow) against persistent dynamic (full width): ctx and lse bit for bit,
+// fp16 and bf16. A product that read past its keys or a k-step dropped would differ here.
+static void test_wide_last_tile_bits(void **state) {
+    (void)state;
+    SKIP_WITHOUT_GPU();
+    const int seqs[] = {177, 464}, batch = 2, heads = 3, d = 128;
+    const AttentionForwardBlockN block_n_was = attention_set_forward_block_n(ATTENTION_FORWARD_BLOCK_N_176);
+    const AttentionForwardPersistent persistent_was = attention_set_forward_persistent(ATTENTION_PERSISTENT_NEVER, 0);
+    const AttentionPersistentSchedule schedule_was = attention_set_persistent_schedule(ATTENTION_SCHEDULE_STATIC);
+    enum { RUNS = 3 };  // not persistent; persistent static; persistent dynamic (full width)
+    for (int dti = 0; dti < 2; dti++)
+        for (int si = 0; si < 2; si++) {
+            const int seq = seqs[si];
+            const DType dt = dti ? DTYPE_BF16 : DTYPE_FP16;
+            const AttentionProblem problem = {.seq = seq, .batch = batch, .heads = heads, .head_dim = d, .dtype = dt};
+            const AttentionDropout dropout = {0.0f, test_seed(), 0};
+            const int64_t nqkv = (int64_t)seq * batch * heads * 3 * d, nctx = nqkv / 3, nlse = nctx / d;
+            float *qkv = random_floats(nqkv, -2.0f, 2.0f);
+            void *d_qkv = dev_upload(qkv, nqkv, dt), *d_ctx = dev_alloc(nctx * 2);
+            float *d_lse = dev_alloc(nlse * 4);
+            uint16_t *ctx[RUNS];
+            float *lse[RUNS];
+            for (int run = 0; run < RUNS; run++) {
+                attention_set_forward_persistent(run ? ATTENTION_PERSISTENT_WHERE_SUPPORTED : ATTENTION_PERSISTENT_NEVER,
+                                                 run ? TEST_PERSISTENT_CTAS : 0);
+                attention_set_persistent_schedule(run == 2 ? ATTENTION_SCHEDULE_DYNAMIC : ATTENTION_SCHEDULE_STATIC);
+                CUDA_CHECK(cudaMemset(d_ctx, 0xff, nctx * 2));
+                CUDA_CHECK(cudaMemset(d_lse, 0xff, nlse * 4));
+                attention_forward(&problem, &dropout, d_qkv, d_ctx, d_lse);
+                ctx[run] = download_bytes(d_ctx, nctx * 2);
+                lse[run] = download_bytes(d_lse, nlse * 4);
+            }
+            for (int run = 0; run < 2; run++) {
+                const int64_t differing = values_differing(ctx[run], ctx[2], nctx);
+                print_message(" 176-key tiles, %s, seq %d: %lld of %lld ctx values differ from the full-width "
+                              "last tile's\n",
+                              run ? "persistent static" : "not persistent", seq, (long long)differing,
+                              (long long)nctx);
+                assert_int_equal(differing, 0);
+                assert_memory_equal(lse[run], lse[2], nlse * 4);
+            }
+            dev_free(d_qkv), dev_free(d_ctx), dev_free(d_lse);
+            free(qkv);
+            for (int run = 0; run < RUNS; run++) free(ctx[run]), free(lse[run]);
+        }
+    attention_set_forward_block_n(block_n_was);
+    attention_set_forward_persistent(persistent_was, 0);
+    attention_set_persistent_schedule(schedule_was);
+}
+
 // Bad problems stop with a message rather than running: checked on the CPU by
 // tests/attention/attention_dispatch_test.c; here only that the API's check and the
 // kernels agree on the head dims.
@@ -729,7 +784,7 @@ int main(void) {
         cmocka_unit_test(test_views),                cmocka_unit_test(test_backward_swapab),
         cmocka_unit_test(test_deterministic_backward),
         cmocka_unit_test(test_deterministic_backward_large), cmocka_unit_test(test_persistent_forward_bit_identical),
-        cmocka_unit_test(test_forward_wide_tiles),
+        cmocka_unit_test(test_forward_wide_tiles),   cmocka_unit_test(test_wide_last_tile_bits),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
