@@ -19,8 +19,9 @@
 // deterministic kernel at training size. The wgmma forward at d 128 also with 176-key tiles
 // (ATTENTION_FORWARD_BLOCK_N, through its setter): never persistent and persistent with both
 // schedules, seq ragged against 176 (test_forward_wide_tiles), bit for bit between its
-// persistent and non-persistent kernels; where the tiles do not apply (causal, dropout) the
-// 128-key kernel must run (the 176-key one stops on such a problem).
+// persistent and non-persistent kernels, and with a row's last tile narrower than 176 keys bit
+// for bit as with a full-width one (test_wide_last_tile_bits); where the tiles do not apply
+// (causal, dropout) the 128-key kernel must run (the 176-key one stops on such a problem).
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
