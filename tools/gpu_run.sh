@@ -12,8 +12,8 @@ MODEs (default: tests check bench fp8 tp pytorch compare breakdown, and baseline
   check      every step's --check at fp16 and bf16 (step 06 also --unfused and --fp8)
   bench      the micro-benchmarks (attention_bench at fp16 and bf16)
   fp8        step 05's amax/scale log of 40 steps (drawn as SVG) and the training demo
-  tp         step 07 (2 or more GPUs): --check at tp 2 for every variant and schedule (overlap
-             on/off, LayerNorm outputs gathered again/kept, --fprop-chunks 4, the serial layer with
+  tp         step 07 (2 or more GPUs): the collectives' sweep at the small preset, --check at tp 2
+             for every variant and schedule (overlap on/off, LayerNorm outputs gathered again/kept, --fprop-chunks 4, the serial layer with
              --overlap-sm-margin 0 (all SMs; the default leaves 16 to NCCL), --recompute-gelu,
              --recompute-gelu --recompute-layernorm),
              the schedules' saved results compared bit for bit, then the quickstart timing at tp 1 and 2,
@@ -319,6 +319,12 @@ if wants tp && [ "$gpus" -ge 2 ] && [ -x "$S07" ]; then
       done
     done
   done
+  # 1b. The collectives' sweep at the small preset, on every rank: its calls beside a GEMM were
+  #    counted from each rank's own timings and hung there (a call of about 10 us, hundreds per
+  #    window, one rank a call ahead) until the ranks agreed on the count (tp_max_over_ranks).
+  out=$($S07 --tp 2 --preset small --iters 2 --dtype fp16 2>&1); rc=$?
+  echo "$out" >> "$OUT/tp.log"
+  echo "tp sweep at the small preset: rc $rc$(echo "$out" | grep -aE "error:|timed out|did not return" | head -1 | sed 's/^/: /')" >> "$summary"
   # 2. The schedule changes no number: with --deterministic (fixed GEMM algorithms and
   #    attention's dQ order) the saved out, dx and gradients of --no-overlap, --recompute-gelu,
   #    --recompute-layernorm (alone and with --recompute-gelu) and --keep-gathered are the

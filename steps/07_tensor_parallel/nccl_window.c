@@ -139,18 +139,28 @@ int tp_comm_split_config(TpComm *c, TpCtaPolicy policy, int ctas, TpComm *out, c
     return 0;
 }
 
+// One int reduced over the ranks with `op` (ncclMin, ncclMax), every rank getting the result;
+// `what` (a static string) names the wait for the watchdog.
+static int32_t reduce_int_over_ranks(TpComm *c, int32_t value, ncclRedOp_t op, const char *what) {
+    int32_t *dev = dev_alloc(sizeof *dev);
+    CUDA_CHECK(cudaMemcpy(dev, &value, sizeof value, cudaMemcpyHostToDevice));
+    tp_watchdog_arm(c, what);
+    NCCL_CHECK(ncclAllReduce(dev, dev, 1, ncclInt32, op, c->comm, 0));
+    tp_watchdog_disarm();
+    tp_sync(c, 0, what);
+    CUDA_CHECK(cudaMemcpy(&value, dev, sizeof value, cudaMemcpyDeviceToHost));
+    dev_free(dev);
+    return value;
+}
+
 int tp_all_ranks_ok(TpComm *c, int ok) {
     if (c->world == 1) return ok;
-    int32_t *flag = dev_alloc(sizeof *flag);
-    int32_t host = ok ? 1 : 0;
-    CUDA_CHECK(cudaMemcpy(flag, &host, sizeof host, cudaMemcpyHostToDevice));
-    tp_watchdog_arm(c, "agreeing on an NCCL feature (a min-all-reduce)");
-    NCCL_CHECK(ncclAllReduce(flag, flag, 1, ncclInt32, ncclMin, c->comm, 0));
-    tp_watchdog_disarm();
-    tp_sync(c, 0, "agreeing on an NCCL feature");
-    CUDA_CHECK(cudaMemcpy(&host, flag, sizeof host, cudaMemcpyDeviceToHost));
-    dev_free(flag);
-    return host == 1;
+    return reduce_int_over_ranks(c, ok ? 1 : 0, ncclMin, "agreeing on an NCCL feature (a min-all-reduce)") == 1;
+}
+
+int tp_max_over_ranks(TpComm *c, int value) {
+    if (c->world == 1) return value;
+    return reduce_int_over_ranks(c, value, ncclMax, "agreeing on a count (a max-all-reduce)");
 }
 
 // ---- Buffers ---------------------------------------------------------------------------------

@@ -68,6 +68,10 @@ int tp_comm_split_config(TpComm *c, TpCtaPolicy policy, int ctas, TpComm *out, c
 // a feature set up on one rank and refused on another is then used by none, so that the
 // ranks never disagree on which collective they call. Collective.
 int tp_all_ranks_ok(TpComm *c, int ok);
+// The largest `value` over the ranks, on every rank (a max-all-reduce on c): for a count of
+// collectives each rank derived from its own timings (tp_sweep.c's calls beside a GEMM), so
+// that every rank calls the same number of them. Collective.
+int tp_max_over_ranks(TpComm *c, int value);
 
 #define NCCL_BUFFER_MAX_COMMS 4
 

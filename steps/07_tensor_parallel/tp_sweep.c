@@ -391,7 +391,12 @@ static void beside_gemm_table(Sweep *s, const LayerConfig *c, int64_t layer_elem
                 continue;
             }
             const double coll_us = time_calls(s, v, (Op)op, n);
-            const int calls = (int)fmax(4.0, ceil(OVERLAP_WINDOW_US / coll_us));
+            // Each rank timed the collective itself, and the times differ a little: the count
+            // taken from them could differ by one between ranks, and then one rank would wait
+            // for ever for a collective the other never calls (seen on 2 H200s at --preset
+            // small, where a call takes about 10 us and a window holds hundreds). So the
+            // ranks agree on the largest count.
+            const int calls = tp_max_over_ranks(s->ours, (int)fmax(4.0, ceil(OVERLAP_WINDOW_US / coll_us)));
             const int gemms = (int)fmax(1.0, round(calls * coll_us / gemm_us));
             const double gemm_alone = gemm_alone_us(s, &g, gemms);
             run_together(s, &g, v, (Op)op, n, calls, gemms);  // untimed: the side stream's first use
