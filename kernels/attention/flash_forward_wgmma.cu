@@ -61,6 +61,8 @@
 // Dropout: each consumer draws its own masks (Philox, flash_common.cuh) between its products.
 // Drawing them instead in the producer warpgroup's idle warps, a tile ahead into a shared-memory
 // ring, was measured slower on the H200 and reverted (docs/worklog.md).
+#include <type_traits>
+
 #include "common/gpu/cuda_check.h"
 #include "common/gpu/gpu.h"
 #include "kernels/attention/block_order.h"
@@ -372,55 +374,49 @@ __global__ void __launch_bounds__(Shape<CONSUMERS>::THREADS, 1)
         // Key tile t of this work tile is tile kv + t of the rings: its stage and its parity.
         auto stage = [&](int t) { return (kv + t) % 2; };
         auto parity = [&](int t) { return ((kv + t) / 2) & 1; };
-        // S = Q K_t^T, 64 x BLOCK_N per consumer, in d / 16 steps of 16 columns of Q and K: step kk
-        // reads 32 bytes into panel kk / 4 (the hardware applies the swizzle to the address).
-        auto issue_scores = [&](int t) {
+        // S = Q K_t^T, 64 x KEYS per consumer (KEYS: a std::integral_constant, BLOCK_N or the last
+        // tile's LAST_N), in d / 16 steps of 16 columns of Q and K: step kk reads 32 bytes into
+        // panel kk / 4 (the hardware applies the swizzle to the address). Narrower than BLOCK_N,
+        // it writes the first KEYS / 8 column blocks of s.
+        auto scores_product = [&](int t, auto keys) {
+            constexpr int KEYS = decltype(keys)::value;
             const uint32_t k_addr = smem_addr(k_tiles + stage(t) * KV_BYTES);
             wgmma_fence();
 #pragma unroll
             for (int kk = 0; kk < D / 16; kk++) {
                 const uint32_t col = (kk % 4) * 32;
-                wgmma_ss<T, BLOCK_N>(s, wgmma_descriptor(q_addr + (kk / 4) * Q_PANEL + col, 0, 1024),
-                                     wgmma_descriptor(k_addr + (kk / 4) * KV_PANEL + col, 0, 1024), kk > 0);
+                wgmma_ss<T, KEYS>(leading_column_blocks<KEYS / 8>(s),
+                                  wgmma_descriptor(q_addr + (kk / 4) * Q_PANEL + col, 0, 1024),
+                                  wgmma_descriptor(k_addr + (kk / 4) * KV_PANEL + col, 0, 1024), kk > 0);
             }
             wgmma_commit();
         };
-        // O += P V_t: V's rows are keys, the reduction dimension, so it is read "MN-major": step
-        // kk starts 16 rows (2048 bytes) further, and the panels of 64 columns are KV_PANEL apart.
-        auto issue_output = [&](int t) {
+        // O += P V_t over KEYS keys: V's rows are keys, the reduction dimension, so it is read
+        // "MN-major": step kk starts 16 rows (2048 bytes) further, and the panels of 64 columns
+        // are KV_PANEL apart.
+        auto output_product = [&](int t, auto keys) {
+            constexpr int KEYS = decltype(keys)::value;
             const uint32_t v_addr = smem_addr(v_tiles + stage(t) * KV_BYTES);
             wgmma_fence();
 #pragma unroll
-            for (int kk = 0; kk < BLOCK_N / 16; kk++)
+            for (int kk = 0; kk < KEYS / 16; kk++)
                 wgmma_rs_mn<T, D>(o, p[kk], wgmma_descriptor(v_addr + kk * 16 * 128, KV_PANEL, 1024));
             wgmma_commit();
         };
+        using AllKeys = std::integral_constant<int, BLOCK_N>;
+        using LastKeys = std::integral_constant<int, LAST_N>;
+        auto issue_scores = [&](int t) { scores_product(t, AllKeys{}); };
+        auto issue_output = [&](int t) { output_product(t, AllKeys{}); };
         // The last tile's two products, LAST_N keys wide (LAST_N < BLOCK_N only; the kernel's
         // comment says why). S's column blocks past LAST_N hold keys past seq: set to -inf here
         // (the mask would anyway), so that their old values are dead (kept, the persistent
         // kernels spilled up to 416 bytes).
         auto issue_last_scores = [&](int t) {
-            const uint32_t k_addr = smem_addr(k_tiles + stage(t) * KV_BYTES);
 #pragma unroll
             for (int n = LAST_N / 8; n < BLOCK_N / 8; n++) s[n][0] = s[n][1] = s[n][2] = s[n][3] = -INFINITY;
-            wgmma_fence();
-#pragma unroll
-            for (int kk = 0; kk < D / 16; kk++) {
-                const uint32_t col = (kk % 4) * 32;
-                wgmma_ss<T, LAST_N>(leading_column_blocks<LAST_N / 8>(s),
-                                    wgmma_descriptor(q_addr + (kk / 4) * Q_PANEL + col, 0, 1024),
-                                    wgmma_descriptor(k_addr + (kk / 4) * KV_PANEL + col, 0, 1024), kk > 0);
-            }
-            wgmma_commit();
+            scores_product(t, LastKeys{});
         };
-        auto issue_last_output = [&](int t) {
-            const uint32_t v_addr = smem_addr(v_tiles + stage(t) * KV_BYTES);
-            wgmma_fence();
-#pragma unroll
-            for (int kk = 0; kk < LAST_N / 16; kk++)
-                wgmma_rs_mn<T, D>(o, p[kk], wgmma_descriptor(v_addr + kk * 16 * 128, KV_PANEL, 1024));
-            wgmma_commit();
-        };
+        auto issue_last_output = [&](int t) { output_product(t, LastKeys{}); };
         // The dropout masks of tile t's two blocks of 64 keys. With two consumers they are drawn
         // during the softmax, while the tensor cores still work on the previous P V, and live
         // across that wait (16 registers); three consumers have 160 registers each, too few for
