@@ -12,10 +12,10 @@ MODEs (default: tests check bench fp8 tp pytorch compare breakdown, and baseline
   check      every step's --check at fp16 and bf16 (step 06 also --unfused and --fp8)
   bench      the micro-benchmarks (attention_bench at fp16 and bf16)
   fp8        step 05's amax/scale log of 40 steps (drawn as SVG) and the training demo
-  tp         step 07 (2 or more GPUs): the collectives' sweep at the small preset, --check at tp 2
-             for every variant and schedule (overlap on/off, LayerNorm outputs gathered again/kept, --fprop-chunks 4, the serial layer with
+  tp         step 07 (2 or more GPUs): --check at tp 2 for every variant and schedule (overlap
+             on/off, LayerNorm outputs gathered again/kept, --fprop-chunks 4, the serial layer with
              --overlap-sm-margin 0 (all SMs; the default leaves 16 to NCCL), --recompute-gelu,
-             --recompute-gelu --recompute-layernorm),
+             --recompute-gelu --recompute-layernorm), the collectives' sweep at the small preset,
              the schedules' saved results compared bit for bit, then the quickstart timing at tp 1 and 2,
              overlapped and --no-overlap, fp16 and bf16, activations kept per rank, and the
              issue's goals as ratios (measured on 2 H200s: TP_DTYPES=fp16 alone over 5.5 minutes,

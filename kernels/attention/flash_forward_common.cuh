@@ -62,7 +62,7 @@
 // updating the row maxima and sums, and sets alpha to the factor for o; pack_probabilities(t)
 // turns the probabilities in s into P_t in p.
 // The last tile's products: issue_last_scores and issue_last_output, the same two objects as
-// issue_scores and issue_output where every tile is alike. Where they are others (products over
+// issue_scores and issue_output where every tile is alike. Where they differ (products over
 // fewer keys, those past seq left out: flash_forward_wgmma.cu's LAST_N), the loop's last turn is
 // written out after it, so that each stretch of code issues products of one shape: a branch
 // between two shapes inside the loop made ptxas serialise every wgmma of the kernel (its C7511,

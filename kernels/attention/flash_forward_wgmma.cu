@@ -8,8 +8,9 @@
 // TFLOP/s on an H100 (d 128), because every warp must first copy each K and V fragment from
 // shared memory into its own registers (ldmatrix) for the tensor cores to use it. A wgmma
 // reads its B operand (and here also Q) from shared memory itself, for four warps at once,
-// and runs at Hopper's full tensor-core rate: this kernel reaches 564-598 TFLOP/s at d 128
-// (H200, 2026-11-29, fp16, b 4, h 32, s 2048; docs/results.md).
+// and runs at Hopper's full tensor-core rate: this kernel reached 564-598 TFLOP/s at d 128
+// (H200, 2026-11-29, fp16, b 4, h 32, s 2048) and 628-653 since the 176-key tiles and their
+// narrow last tile (2026-11-30, fp16 and bf16; docs/results.md).
 //
 // Block: 64 * CONSUMERS queries of one head, 1 + CONSUMERS warpgroups with different jobs
 // (FlashAttention-3's layout):
@@ -41,8 +42,8 @@
 // tiles a query block visits, the diagonal masks) was written and measured for 128: those
 // problems keep 128, and the 176 kernels have neither compiled in (MAY_DROP, MAY_BE_CAUSAL; the
 // 128 kernels' code is unchanged). Head dim 64 (two or three consumers) keeps 128 as well. A
-// row's last 176-key tile runs narrower products where few keys are left (LAST_N, at the
-// kernel): at s = 2048, 112 keys wide (H200: fp16 624 -> 631 TFLOP/s, bf16 645 -> 648).
+// row's last 176-key tile runs narrower products where few keys are left (LAST_N, explained
+// at the kernel): at s = 2048, 112 keys wide (H200: fp16 624 -> 631 TFLOP/s, bf16 645 -> 648).
 //
 // The order of the blocks (block_order.h): natural, or when causal the heaviest query blocks
 // first (ATTENTION_CAUSAL_ORDER, attention.h).
@@ -204,8 +205,8 @@ __device__ __forceinline__ WorkTile work_tile_at(int work, const BlockOrder &ord
 // products as wide as BLOCK_N compute scores for the keys past seq only to mask them away: at
 // s = 2048 the last of twelve 176-key tiles has 112 keys, and 64 of every 2112 keys' products
 // (3%) were such waste. A narrower S = Q K^T writes only the first LAST_N / 8 column blocks of
-// the score registers; the softmax's mask sets the others (all past seq) to -inf as before, so
-// their P is 0 and O += P V skips their k-steps.
+// the score registers; the others (all past seq) are set to -inf before it (issue_last_scores;
+// the softmax's mask would set them so too), so their P is 0 and O += P V skips their k-steps.
 template <typename T, int D, int CONSUMERS, int BLOCK_N, int LAST_N, bool PERSISTENT, bool DYNAMIC>
 __global__ void __launch_bounds__(Shape<CONSUMERS>::THREADS, 1)
     flash_forward_wgmma_kernel(const __grid_constant__ CUtensorMap q_map, const __grid_constant__ CUtensorMap kv_map,
@@ -409,8 +410,8 @@ __global__ void __launch_bounds__(Shape<CONSUMERS>::THREADS, 1)
         auto issue_output = [&](int t) { output_product(t, AllKeys{}); };
         // The last tile's two products, LAST_N keys wide (LAST_N < BLOCK_N only; the kernel's
         // comment says why). S's column blocks past LAST_N hold keys past seq: set to -inf here
-        // (the mask would anyway), so that their old values are dead (kept, the persistent
-        // kernels spilled up to 416 bytes).
+        // (the mask would anyway), so that their old values are dead (left to hold the last
+        // tile's values, they stayed live and the persistent kernels spilled up to 416 bytes).
         auto issue_last_scores = [&](int t) {
 #pragma unroll
             for (int n = LAST_N / 8; n < BLOCK_N / 8; n++) s[n][0] = s[n][1] = s[n][2] = s[n][3] = -INFINITY;
