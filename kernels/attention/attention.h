@@ -173,7 +173,10 @@ AttentionBackwardSwapAB attention_set_backward_swapab(AttentionBackwardSwapAB wh
 // message. attention_set_backward_ws overrides it from then on (a value outside the enum stops
 // with a message) and returns the previous value. attention_kernel_name says
 // "warp-specialised" where it runs. Head dim 64, the mma.sync kernels and the forward ignore it.
-typedef enum { ATTENTION_BACKWARD_WS_OFF, ATTENTION_BACKWARD_WS_ON } AttentionBackwardWS;
+//   ATTENTION_BACKWARD_WS_SWAPAB80 ("swapab80"): as ON, but where the problem is neither causal
+//     nor dropping, flash_backward_ws_swapab.cu (FlashAttention-3's 80-query tiles with S^T, dP^T
+//     and dQ^T computed transposed, dK and dV from registers).
+typedef enum { ATTENTION_BACKWARD_WS_OFF, ATTENTION_BACKWARD_WS_ON, ATTENTION_BACKWARD_WS_SWAPAB80 } AttentionBackwardWS;
 AttentionBackwardWS attention_set_backward_ws(AttentionBackwardWS which);
 
 // The backward persistent or not: the warp-specialised kernel at d 128 (flash_backward_ws.cu
