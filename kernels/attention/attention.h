@@ -159,24 +159,29 @@ typedef enum {
 } AttentionBackwardSwapAB;
 AttentionBackwardSwapAB attention_set_backward_swapab(AttentionBackwardSwapAB which);
 
-// The best set's wgmma backward at head dim 128, warp-specialised (flash_backward_ws.cu):
-// FlashAttention-3's layout - a producer warpgroup (24 registers: the TMA copies, lse and Dsum
-// into shared memory, the dQ reductions) beside two consumer warpgroups (240 registers each)
-// that run flash_backward_wgmma.cu's math and nothing else. Not deterministic: a deterministic
-// backward runs the kernel it would run without this switch.
+// The best set's wgmma backward at head dim 128, warp-specialised: FlashAttention-3's layout - a
+// producer warpgroup (24 registers: the TMA copies, lse and Dsum into shared memory, the dQ
+// reductions) beside two consumer warpgroups (240 registers each) that do the math and nothing
+// else - in two kernels:
+//   flash_backward_ws_swapab.cu: FlashAttention-3's tiles too - 80 queries a step, S^T, dP^T and
+//     dQ^T computed transposed, dK and dV from registers (RS); not when dropping.
+//   flash_backward_ws.cu: flash_backward_wgmma.cu's math (64 queries a step, the queries as M);
+//     dropping too.
+// Not deterministic: a deterministic backward runs the kernel it would run without this switch.
 //   ATTENTION_BACKWARD_WS_ON (the default): wherever the best set runs a wgmma backward at head
 //     dim 128 and the problem is not deterministic - in place of the swapAB kernel too, should
-//     ATTENTION_BACKWARD_SWAPAB put that there.
-//   ATTENTION_BACKWARD_WS_OFF: never (flash_backward_wgmma.cu runs, as before it; for A/B runs).
+//     ATTENTION_BACKWARD_SWAPAB put that there: the 80-query kernel when not dropping, else the
+//     64-query one. H200, 2026-11-30 (docs/results.md#h200-seventeenth), d 128 backward in
+//     turns: 502-509 TFLOP/s against the 64-query kernel's 475-482.
+//   ATTENTION_BACKWARD_WS_64: the 64-query kernel wherever ON runs either (for A/B runs).
+//   ATTENTION_BACKWARD_WS_OFF: never (flash_backward_wgmma.cu runs, as before them; for A/B runs).
 // The environment variable ATTENTION_BACKWARD_WS gives the first value (read once, as
-// ATTENTION_D64_FORWARD): "1" or unset or empty on, "0" off; any other value stops with a
-// message. attention_set_backward_ws overrides it from then on (a value outside the enum stops
-// with a message) and returns the previous value. attention_kernel_name says
-// "warp-specialised" where it runs. Head dim 64, the mma.sync kernels and the forward ignore it.
-//   ATTENTION_BACKWARD_WS_SWAPAB80 ("swapab80"): as ON, but where the problem is neither causal
-//     nor dropping, flash_backward_ws_swapab.cu (FlashAttention-3's 80-query tiles with S^T, dP^T
-//     and dQ^T computed transposed, dK and dV from registers).
-typedef enum { ATTENTION_BACKWARD_WS_OFF, ATTENTION_BACKWARD_WS_ON, ATTENTION_BACKWARD_WS_SWAPAB80 } AttentionBackwardWS;
+// ATTENTION_D64_FORWARD): "1" or unset or empty on, "64" the 64-query kernel, "0" off; any other
+// value stops with a message. attention_set_backward_ws overrides it from then on (a value
+// outside the enum stops with a message) and returns the previous value.
+// attention_kernel_name says "warp-specialised" where it runs. Head dim 64, the mma.sync kernels
+// and the forward ignore it.
+typedef enum { ATTENTION_BACKWARD_WS_OFF, ATTENTION_BACKWARD_WS_ON, ATTENTION_BACKWARD_WS_64 } AttentionBackwardWS;
 AttentionBackwardWS attention_set_backward_ws(AttentionBackwardWS which);
 
 // The backward persistent or not: the warp-specialised kernel at d 128 (flash_backward_ws.cu

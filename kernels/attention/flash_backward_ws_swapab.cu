@@ -1,6 +1,6 @@
 // Flash attention backward on Hopper, head dim 128, warp-specialised with the scores computed
-// transposed in tiles of 80 queries (ATTENTION_BACKWARD_WS=swapab80, attention.h; neither
-// causal, dropping nor deterministic - those run flash_backward_ws.cu). FlashAttention-3's own
+// transposed in tiles of 80 queries (ATTENTION_BACKWARD_WS on, attention.h; neither dropping nor
+// deterministic - a dropping backward runs flash_backward_ws.cu). FlashAttention-3's own
 // layout at this head dim (Shah et al., "FlashAttention-3", 2024; its hopper/ backward with
 // kBlockM = 80, kBlockN = 128, SdP_swapAB and dQ_swapAB, dK and dV from registers), written anew
 // on this repository's wgmma, TMA and mbarrier wrappers.
@@ -107,7 +107,9 @@ __device__ __forceinline__ void stmatrix_x4_trans(uint32_t row_addr, const uint3
 
 // PERSISTENT as flash_backward_ws.cu: one CTA per SM runs blocks blockIdx.x, + gridDim.x, ...;
 // the producer loads a block's K and V once the consumers are done with the previous block's.
-template <typename T, bool PERSISTENT>
+// Not when CAUSAL (a template parameter, so that the kernel without the mask's tests keeps the
+// registers they take: 0 bytes spilled without, 32 with, ptxas -v).
+template <typename T, bool PERSISTENT, bool CAUSAL>
 __global__ void __launch_bounds__(SA_THREADS, 1)
     flash_backward_ws_swapab_kernel(const __grid_constant__ CUtensorMap q_map,
                                     const __grid_constant__ CUtensorMap kv_map,
@@ -115,6 +117,7 @@ __global__ void __launch_bounds__(SA_THREADS, 1)
                                     const __grid_constant__ CUtensorMap dq_map, const __grid_constant__ BwdArgs a,
                                     const KeyBlockOrder order, float scale) {
 #if WGMMA_AVAILABLE
+    static_assert(!(PERSISTENT && CAUSAL), "persistent only when not causal");
     constexpr int D = SA_D;
     extern __shared__ unsigned char smem_raw[];
     unsigned char *k_tile = smem_raw + ((1024 - (smem_addr(smem_raw) & 1023)) & 1023);
@@ -129,13 +132,18 @@ __global__ void __launch_bounds__(SA_THREADS, 1)
     const int warpgroup = threadIdx.x / 128, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int bh_count = a.batch * a.heads, seq = a.seq;
     const int total_blocks = order.key_blocks * bh_count;
-    const int steps = (seq + SA_BLOCK_M - 1) / SA_BLOCK_M;  // query tiles of every block (not causal)
+    // The block at linear index idx: its keys from k0, its head bh, its query tiles from m_start
+    // (causal: the tile that holds query k0, the first any of its keys sees), steps of them.
     struct Work {
-        int k0, bh;
+        int k0, bh, m_start, steps;
     };
     auto work_at = [&](int idx) {
         const FlashBlock blk = flash_key_block_at(idx, order.key_blocks, bh_count, order.group_heads);
-        return Work{blk.query_block * SA_BLOCK_N, blk.bh};
+        Work w;
+        w.k0 = blk.query_block * SA_BLOCK_N, w.bh = blk.bh;
+        w.m_start = CAUSAL ? w.k0 / SA_BLOCK_M * SA_BLOCK_M : 0;
+        w.steps = (seq - w.m_start + SA_BLOCK_M - 1) / SA_BLOCK_M;
+        return w;
     };
 
     if (threadIdx.x == 0) {
@@ -160,7 +168,7 @@ __global__ void __launch_bounds__(SA_THREADS, 1)
                 const int b = w.bh / a.heads, h = w.bh % a.heads;
                 if (j == 0) load_key_value_tiles<D>(k_tile, v_tile, &kv_map, &bars.kv_full, h, b, w.k0, SA_KV_PANEL);
 #pragma unroll 1
-                for (int row = 0; row < seq; row += SA_BLOCK_M, tile++) {
+                for (int row = w.m_start; row < seq; row += SA_BLOCK_M, tile++) {
                     const int s = tile % 2;
                     if (tile >= 2) mbarrier_wait(&bars.qdo_empty[s], (tile / 2 - 1) & 1);
                     uint64_t *full = &bars.qdo_full[s];
@@ -178,7 +186,7 @@ __global__ void __launch_bounds__(SA_THREADS, 1)
                     float *stage_stats = stats + s * SA_STATS_FLOATS;
                     bulk_load_1d(stage_stats, lse_log2, SA_BLOCK_M * 4, full);
                     bulk_load_1d(stage_stats + SA_BLOCK_M, lse_log2 + bh_count * stats_row, SA_BLOCK_M * 4, full);
-                    if (row == 0 && j > 0) {
+                    if (row == w.m_start && j > 0) {
                         mbarrier_wait(&bars.kv_empty, (j - 1) & 1);
                         load_key_value_tiles<D>(k_tile, v_tile, &kv_map, &bars.kv_full, h, b, w.k0, SA_KV_PANEL);
                     }
@@ -194,11 +202,11 @@ __global__ void __launch_bounds__(SA_THREADS, 1)
             for (int idx = blockIdx.x; idx < total_blocks; idx += gridDim.x) {
                 const Work w = work_at(idx);
 #pragma unroll 1
-                for (int step = 0; step < steps; step++, tile++) {
+                for (int step = 0; step < w.steps; step++, tile++) {
                     mbarrier_wait(&bars.dq_full[cw], tile & 1);
                     for (int half = 0; half < 2; half++) {
                         const int panel = 2 * cw + half;
-                        tma_reduce_add_3d(&dq_map, 32 * panel, step * SA_BLOCK_M, w.bh,
+                        tma_reduce_add_3d(&dq_map, 32 * panel, w.m_start + step * SA_BLOCK_M, w.bh,
                                           reinterpret_cast<const float *>(dq_stage + panel * SA_DQ_PANEL));
                     }
                     bulk_wait_read();
@@ -233,7 +241,7 @@ __global__ void __launch_bounds__(SA_THREADS, 1)
 #pragma unroll 1
     for (int idx = blockIdx.x, j = 0; idx < total_blocks; idx += gridDim.x, j++) {
         const Work w = work_at(idx);
-        const int k0 = w.k0, bh = w.bh, b = bh / a.heads, h = bh % a.heads;
+        const int k0 = w.k0, bh = w.bh, b = bh / a.heads, h = bh % a.heads, steps = w.steps;
         const int key0 = k0 + 64 * cw;                // this consumer's first key
         const int j_first = key0 + 16 * wq + g;        // this thread's keys: j_first, j_first + 8
         float dk[D / 8][4], dv[D / 8][4];
@@ -242,7 +250,7 @@ __global__ void __launch_bounds__(SA_THREADS, 1)
         mbarrier_wait(&bars.kv_full, j & 1);
 #pragma unroll 1
         for (int step = 0; step < steps; step++, tile++) {
-            const int s_stage = tile % 2, q0 = step * SA_BLOCK_M;
+            const int s_stage = tile % 2, q0 = w.m_start + step * SA_BLOCK_M;
             mbarrier_wait(&bars.qdo_full[s_stage], (tile / 2) & 1);
             const uint32_t q_addr = smem_addr(q_tiles + s_stage * SA_QO_BYTES);
             const uint32_t do_addr = smem_addr(do_tiles + s_stage * SA_QO_BYTES);
@@ -271,15 +279,18 @@ __global__ void __launch_bounds__(SA_THREADS, 1)
             wgmma_commit();
 
             // P^T: s[n][e] is key j_first + 8 (e / 2), query q0 + 8 n + 2 c + e % 2. Keys or queries
-            // past seq are masked (-inf, so P = 0) on the edge tiles; the test is per warp.
+            // past seq, and causal keys after their query, are masked (-inf, so P = 0) on the tiles
+            // at the edges or the diagonal; the test is per warp (its 16 keys).
             wgmma_wait<1>();
             wgmma_settle(s);
-            if (q0 + SA_BLOCK_M > seq || key0 + 16 * wq + 16 > seq) {
+            if (q0 + SA_BLOCK_M > seq || key0 + 16 * wq + 16 > seq || (CAUSAL && key0 + 16 * wq + 15 > q0)) {
 #pragma unroll
                 for (int n = 0; n < SA_NQ; n++)
 #pragma unroll
-                    for (int e = 0; e < 4; e++)
-                        if (q0 + 8 * n + 2 * c + (e & 1) >= seq || j_first + 8 * (e >> 1) >= seq) s[n][e] = -INFINITY;
+                    for (int e = 0; e < 4; e++) {
+                        const int i = q0 + 8 * n + 2 * c + (e & 1), jj = j_first + 8 * (e >> 1);
+                        if (i >= seq || jj >= seq || (CAUSAL && jj > i)) s[n][e] = -INFINITY;
+                    }
             }
             uint32_t pt[SA_KQ][4];
 #pragma unroll
@@ -382,14 +393,16 @@ size_t flash_backward_ws_swapab_smem_bytes(void) { return sa_smem_bytes(); }
 
 template <typename T>
 void flash_backward_ws_swapab(const BwdArgs &a, AttentionCausalOrder causal_order, int persistent_ctas) {
-    if (a.deterministic || a.causal || a.p_drop > 0.0f)
-        DIE("flash attention backward: the 80-query swapAB kernel is neither deterministic, causal nor dropping");
+    if (a.deterministic || a.p_drop > 0.0f)
+        DIE("flash attention backward: the 80-query swapAB kernel is neither deterministic nor dropping");
+    if (a.causal && persistent_ctas > 0)
+        DIE("flash attention backward: the 80-query swapAB kernel is not persistent when causal");
     if (!a.tile_stats) DIE("flash attention backward: the 80-query swapAB kernel needs the tile statistics");
     const int bh_count = a.batch * a.heads, key_blocks = ceil_div(a.seq, SA_BLOCK_N);
     if ((int64_t)key_blocks * bh_count > INT32_MAX)
         DIE("flash attention backward: %d key blocks x %d heads is more blocks than one launch takes", key_blocks,
             bh_count);
-    const KeyBlockOrder order = flash_backward_key_order(a.seq, SA_D, bh_count, SA_BLOCK_N, false,
+    const KeyBlockOrder order = flash_backward_key_order(a.seq, SA_D, bh_count, SA_BLOCK_N, a.causal,
                                                          causal_order == ATTENTION_CAUSAL_HEAVY_FIRST);
     const CUtensorMap q_map = tensor_map_rows<T>(a.qkv, a.qkv_row, a.batch, a.seq, SA_BLOCK_M);
     const CUtensorMap kv_map = tensor_map_rows<T>(a.qkv, a.qkv_row, a.batch, a.seq, SA_BLOCK_N);
@@ -398,14 +411,18 @@ void flash_backward_ws_swapab(const BwdArgs &a, AttentionCausalOrder causal_orde
     constexpr size_t smem = sa_smem_bytes();
     const float scale = 1.0f / sqrtf((float)SA_D);
     const int blocks = key_blocks * bh_count;
-    if (persistent_ctas > 0) {
+    if (a.causal) {
+        allow_dynamic_smem<flash_backward_ws_swapab_kernel<T, false, true>>(smem);
+        flash_backward_ws_swapab_kernel<T, false, true>
+            <<<blocks, SA_THREADS, smem>>>(q_map, kv_map, do_map, dq_map, a, order, scale);
+    } else if (persistent_ctas > 0) {
         const int ctas = flash_persistent_grid(blocks, persistent_ctas);
-        allow_dynamic_smem<flash_backward_ws_swapab_kernel<T, true>>(smem);
-        flash_backward_ws_swapab_kernel<T, true>
+        allow_dynamic_smem<flash_backward_ws_swapab_kernel<T, true, false>>(smem);
+        flash_backward_ws_swapab_kernel<T, true, false>
             <<<ctas, SA_THREADS, smem>>>(q_map, kv_map, do_map, dq_map, a, order, scale);
     } else {
-        allow_dynamic_smem<flash_backward_ws_swapab_kernel<T, false>>(smem);
-        flash_backward_ws_swapab_kernel<T, false>
+        allow_dynamic_smem<flash_backward_ws_swapab_kernel<T, false, false>>(smem);
+        flash_backward_ws_swapab_kernel<T, false, false>
             <<<blocks, SA_THREADS, smem>>>(q_map, kv_map, do_map, dq_map, a, order, scale);
     }
     CHECK_LAUNCH();

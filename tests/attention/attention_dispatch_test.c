@@ -376,7 +376,8 @@ static void test_backward_ws_setter(void **state) {
     const AttentionBackwardWS first = attention_set_backward_ws(ATTENTION_BACKWARD_WS_ON);
     if (!env || !*env) assert_int_equal(first, ATTENTION_BACKWARD_WS_ON);
     assert_int_equal(attention_set_backward_ws(ATTENTION_BACKWARD_WS_OFF), ATTENTION_BACKWARD_WS_ON);
-    assert_int_equal(attention_set_backward_ws(first), ATTENTION_BACKWARD_WS_OFF);
+    assert_int_equal(attention_set_backward_ws(ATTENTION_BACKWARD_WS_64), ATTENTION_BACKWARD_WS_OFF);
+    assert_int_equal(attention_set_backward_ws(first), ATTENTION_BACKWARD_WS_64);
 }
 
 // ATTENTION_BACKWARD_PERSISTENT's setter likewise (on at first when the variable is unset).
@@ -537,8 +538,9 @@ static void test_switches(void **state) {
         {"ATTENTION_BACKWARD_SWAPAB", read_swapab, {"1", "0"},
          {ATTENTION_SWAPAB_WHERE_SUPPORTED, ATTENTION_SWAPAB_NEVER}, ATTENTION_SWAPAB_POLICY,
          "ATTENTION_BACKWARD_SWAPAB must be 1 or 0 (or unset), not \"zigzag\""},
-        {"ATTENTION_BACKWARD_WS", read_ws, {"1", "0"}, {ATTENTION_BACKWARD_WS_ON, ATTENTION_BACKWARD_WS_OFF},
-         ATTENTION_BACKWARD_WS_ON, "ATTENTION_BACKWARD_WS must be 1 or 0 (or unset), not \"zigzag\""},
+        {"ATTENTION_BACKWARD_WS", read_ws, {"1", "0", "64"},
+         {ATTENTION_BACKWARD_WS_ON, ATTENTION_BACKWARD_WS_OFF, ATTENTION_BACKWARD_WS_64}, ATTENTION_BACKWARD_WS_ON,
+         "ATTENTION_BACKWARD_WS must be 1, 0 or 64 (or unset), not \"zigzag\""},
         {"ATTENTION_BACKWARD_PERSISTENT", read_backward_persistent, {"1", "0"},
          {ATTENTION_BACKWARD_PERSISTENT_ON, ATTENTION_BACKWARD_PERSISTENT_OFF}, ATTENTION_BACKWARD_PERSISTENT_ON,
          "ATTENTION_BACKWARD_PERSISTENT must be 1 or 0 (or unset), not \"zigzag\""},
