@@ -90,7 +90,8 @@ void attention_forward(const AttentionProblem *p, const AttentionDropout *dropou
 
 // Bytes of device workspace attention_backward needs: rowsum(dO * O) per query, the swapAB
 // and warp-specialised backwards' per-query statistics (lse * log2(e) and rowsum(dO * O)
-// again, 2 * batch * heads * (seq rounded up to 128) floats, reserved whichever backward runs)
+// again, 2 * batch * heads * (seq rounded up to a multiple of 128 or of 80, whichever is longer)
+// floats, reserved whichever backward runs)
 // and a float accumulator for dQ ([batch, heads, seq, head_dim] floats), into which every
 // block of keys adds its share. Deterministic: instead one such array per block of keys (the
 // [key_blocks][batch, heads, seq, head_dim] slices, key_blocks = seq / 64 rounded up, enough

@@ -227,9 +227,14 @@ static void test_backward_workspace(void **state) {
     p.causal = 1, p.head_dim = 64;  // causal: the same (block kb writes rows 64 kb on of a whole slice)
     assert_int_equal(attention_backward_workspace_bytes(&p),
                      ((320 * 3 * 8 + 63) / 64 * 64 + stats + 5 * (size_t)320 * 3 * 8 * 64) * 4);
-    p.seq = 256, p.deterministic = 0;  // a multiple of 128: no padding
+    // The statistics' rows: seq rounded up to a multiple of 128 or of 80 (the 80-query backward's
+    // tiles), whichever is longer. 256, a multiple of 128 only: 320; 640, of both: no padding.
+    p.seq = 256, p.deterministic = 0;
     assert_int_equal(attention_backward_workspace_bytes(&p),
-                     ((256 * 3 * 8 + 63) / 64 * 64 + 2 * (size_t)256 * 3 * 8 + (size_t)256 * 3 * 8 * 64) * 4);
+                     ((256 * 3 * 8 + 63) / 64 * 64 + 2 * (size_t)320 * 3 * 8 + (size_t)256 * 3 * 8 * 64) * 4);
+    p.seq = 640;
+    assert_int_equal(attention_backward_workspace_bytes(&p),
+                     ((640 * 3 * 8 + 63) / 64 * 64 + 2 * (size_t)640 * 3 * 8 + (size_t)640 * 3 * 8 * 64) * 4);
 }
 
 static void test_layer_problem(void **state) {
