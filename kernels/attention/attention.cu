@@ -500,14 +500,14 @@ static AttentionKernelChoice choose(AttentionPass pass, int head_dim) {
                                           : "wgmma backward (warp-specialised; not when deterministic)");
         if (backward_ws() == ATTENTION_BACKWARD_WS_ON)
             choice.kernel = backward_swapab_at(head_dim)
-                                ? (persistent ? "wgmma backward (warp-specialised, 80-query swapAB when not dropping, "
-                                                "persistent when not causal; swapAB when deterministic)"
-                                              : "wgmma backward (warp-specialised, 80-query swapAB when not dropping; "
-                                                "swapAB when deterministic)")
-                                : (persistent ? "wgmma backward (warp-specialised, 80-query swapAB when not dropping, "
-                                                "persistent when not causal; not when deterministic)"
-                                              : "wgmma backward (warp-specialised, 80-query swapAB when not dropping; "
-                                                "not when deterministic)");
+                                ? (persistent ? "wgmma backward (warp-specialised, 80-query swapAB, persistent when "
+                                                "not causal; swapAB when deterministic)"
+                                              : "wgmma backward (warp-specialised, 80-query swapAB; swapAB when "
+                                                "deterministic)")
+                                : (persistent ? "wgmma backward (warp-specialised, 80-query swapAB, persistent when "
+                                                "not causal; not when deterministic)"
+                                              : "wgmma backward (warp-specialised, 80-query swapAB; not when "
+                                                "deterministic)");
         const size_t smem = flash_backward_ws_smem_bytes();
         if (smem > device.max_smem_per_block)  // not on a Hopper GPU (227 KiB)
             fail_user("attention: the %s needs %zu bytes of shared memory per block; the limit here is %zu (%s)",
@@ -600,7 +600,7 @@ static void backward(const BwdArgs &a, const void *ctx, float *dsum, float *tile
     if (backward_runs_ws(k, D, a.deterministic)) {
         // Persistent when not causal (attention.h): at most this many CTAs (0: no launch of its own).
         if constexpr (D == 128) {
-            if (backward_ws() == ATTENTION_BACKWARD_WS_ON && a.p_drop == 0.0f)
+            if (backward_ws() == ATTENTION_BACKWARD_WS_ON)
                 flash_backward_ws_swapab<T>(a, causal_order(), a.causal ? 0 : backward_persistent_ctas());
             else
                 flash_backward_ws<T>(a, causal_order(), a.causal ? 0 : backward_persistent_ctas());

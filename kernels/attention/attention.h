@@ -165,16 +165,15 @@ AttentionBackwardSwapAB attention_set_backward_swapab(AttentionBackwardSwapAB wh
 // reductions) beside two consumer warpgroups (240 registers each) that do the math and nothing
 // else - in two kernels:
 //   flash_backward_ws_swapab.cu: FlashAttention-3's tiles too - 80 queries a step, S^T, dP^T and
-//     dQ^T computed transposed, dK and dV from registers (RS); not when dropping.
-//   flash_backward_ws.cu: flash_backward_wgmma.cu's math (64 queries a step, the queries as M);
-//     dropping too.
+//     dQ^T computed transposed, dK and dV from registers (RS), the dropout mask drawn transposed.
+//   flash_backward_ws.cu: flash_backward_wgmma.cu's math (64 queries a step, the queries as M).
 // Not deterministic: a deterministic backward runs the kernel it would run without this switch.
 //   ATTENTION_BACKWARD_WS_ON (the default): wherever the best set runs a wgmma backward at head
 //     dim 128 and the problem is not deterministic - in place of the swapAB kernel too, should
-//     ATTENTION_BACKWARD_SWAPAB put that there: the 80-query kernel when not dropping, else the
-//     64-query one. H200, 2026-11-30 (docs/results.md#h200-seventeenth), d 128 backward in
-//     turns: 502-509 TFLOP/s against the 64-query kernel's 475-482.
-//   ATTENTION_BACKWARD_WS_64: the 64-query kernel wherever ON runs either (for A/B runs).
+//     ATTENTION_BACKWARD_SWAPAB put that there: the 80-query kernel. H200, 2026-11-30
+//     (docs/results.md#h200-seventeenth), d 128 backward in turns: 502-516 TFLOP/s against the
+//     64-query kernel's 435-482; causal 387-396 against 378-383.
+//   ATTENTION_BACKWARD_WS_64: the 64-query kernel wherever ON runs the 80-query one (for A/B runs).
 //   ATTENTION_BACKWARD_WS_OFF: never (flash_backward_wgmma.cu runs, as before them; for A/B runs).
 // The environment variable ATTENTION_BACKWARD_WS gives the first value (read once, as
 // ATTENTION_D64_FORWARD): "1" or unset or empty on, "64" the 64-query kernel, "0" off; any other

@@ -1,9 +1,11 @@
 // Flash attention backward on Hopper, head dim 128, warp-specialised with the scores computed
-// transposed in tiles of 80 queries (ATTENTION_BACKWARD_WS on, attention.h; neither dropping nor
-// deterministic - a dropping backward runs flash_backward_ws.cu). FlashAttention-3's own
+// transposed in tiles of 80 queries (ATTENTION_BACKWARD_WS on, attention.h; not deterministic).
+// FlashAttention-3's own
 // layout at this head dim (Shah et al., "FlashAttention-3", 2024; its hopper/ backward with
 // kBlockM = 80, kBlockN = 128, SdP_swapAB and dQ_swapAB, dK and dV from registers), written anew
-// on this repository's wgmma, TMA and mbarrier wrappers.
+// on this repository's wgmma, TMA and mbarrier wrappers; FlashAttention-3 has no dropout, this
+// one has (DROPOUT: the forward's mask bit for bit, drawn transposed as flash_backward_swapab.cu
+// draws it - flash_backward_common.cuh's "dropout, transposed").
 //
 // Why another d 128 backward. flash_backward_ws.cu computes S and dP with the queries as the
 // wgmma's M dimension (64 queries a tile); dV += P^T dO and dK += dS^T Q need P and dS
@@ -79,15 +81,21 @@ constexpr int SA_DS_BYTES = 2 * SA_DS_PANEL;
 constexpr int SA_DQ_BYTES = 4 * SA_DQ_PANEL;
 constexpr int SA_STATS_FLOATS = 2 * SA_BLOCK_M;  // lse log2(e), then Dsum, of one stage's queries
 static_assert(SA_QO_PANEL % 1024 == 0 && SA_DQ_PANEL % 1024 == 0, "panels on the swizzle's 1024-byte period");
+// DROPOUT: the dropout bit matrices (flash_backward_common.cuh's "dropout, transposed"), two
+// buffers (by tile parity) x two consumers x 64 keys x 4 words (3 drawn: 96 queries, 80 read).
+constexpr int SA_MASK_WORDS = 3, SA_MASK_STRIDE = 4;
+constexpr int SA_MASK_BYTES = 2 * 2 * 64 * SA_MASK_STRIDE * 4;
 [[maybe_unused]] constexpr int SA_STAGE_TX = 2 * SA_QO_BYTES + SA_STATS_FLOATS * 4;
 
 constexpr size_t sa_smem_bytes() {
-    return 2 * SA_KV_BYTES + 4 * SA_QO_BYTES + SA_DS_BYTES + SA_DQ_BYTES + 2 * SA_STATS_FLOATS * 4 + 1024;
+    return 2 * SA_KV_BYTES + 4 * SA_QO_BYTES + SA_DS_BYTES + SA_DQ_BYTES + 2 * SA_STATS_FLOATS * 4 + SA_MASK_BYTES +
+           1024;
 }
 static_assert(sa_smem_bytes() + 256 <= 227 * 1024, "Hopper's limit per block");
 
 [[maybe_unused]] constexpr int DS_READY = 3;  // both dS panels of the tile stored
 [[maybe_unused]] constexpr int DS_FREE = 4;   // + c: the other consumer has finished reading dS panel c
+[[maybe_unused]] constexpr int MASK_READY = 6;  // + c: consumer c's four warps have drawn the tile's bits
 
 struct SaBarriers {
     uint64_t kv_full, qdo_full[2], qdo_empty[2], dq_full[2], dq_empty[2];
@@ -109,7 +117,7 @@ __device__ __forceinline__ void stmatrix_x4_trans(uint32_t row_addr, const uint3
 // the producer loads a block's K and V once the consumers are done with the previous block's.
 // Not when CAUSAL (a template parameter, so that the kernel without the mask's tests keeps the
 // registers they take: 0 bytes spilled without, 32 with, ptxas -v).
-template <typename T, bool PERSISTENT, bool CAUSAL>
+template <typename T, bool PERSISTENT, bool CAUSAL, bool DROPOUT>
 __global__ void __launch_bounds__(SA_THREADS, 1)
     flash_backward_ws_swapab_kernel(const __grid_constant__ CUtensorMap q_map,
                                     const __grid_constant__ CUtensorMap kv_map,
@@ -127,6 +135,7 @@ __global__ void __launch_bounds__(SA_THREADS, 1)
     unsigned char *ds_tile = do_tiles + 2 * SA_QO_BYTES;  // dS, [query][key], a panel per consumer
     unsigned char *dq_stage = ds_tile + SA_DS_BYTES;      // a tile's dQ, floats, four panels of 32 columns
     float *stats = reinterpret_cast<float *>(dq_stage + SA_DQ_BYTES);  // two stages of SA_STATS_FLOATS
+    uint32_t *mask_bits = reinterpret_cast<uint32_t *>(stats + 2 * SA_STATS_FLOATS);  // [buffer][consumer][key][word]
     __shared__ SaBarriers bars;
 
     const int warpgroup = threadIdx.x / 128, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -224,6 +233,9 @@ __global__ void __launch_bounds__(SA_THREADS, 1)
     const int cw = warpgroup - 1, wq = warp % 4, g = lane / 4, c = lane % 4;
     const float scale_log2 = scale * LOG2E;
     const uint32_t k_addr = smem_addr(k_tile), v_addr = smem_addr(v_tile), ds_addr = smem_addr(ds_tile);
+    const uint32_t drop_threshold = dropout_threshold(a.p_drop);
+    const float keep_scale = DROPOUT ? dropout_keep_scale(a.p_drop) : 1.0f;
+    const uint64_t drop_group_step = 32 * 4 * attention_key_blocks(seq);  // Philox groups, 32 queries on
     // stmatrix's row addresses: lane 8 i + r writes row r of matrix i of each group of four, i.e.
     // dS row (query) 16 kk + 8 (i / 2) + r, the 8 keys 16 wq + 8 (i % 2) of this consumer's 64
     // (16-byte chunk 2 wq + i % 2 of the panel's row, swizzled); + kk 16 rows (2048 bytes), which
@@ -246,6 +258,19 @@ __global__ void __launch_bounds__(SA_THREADS, 1)
         const int j_first = key0 + 16 * wq + g;        // this thread's keys: j_first, j_first + 8
         float dk[D / 8][4], dv[D / 8][4];
         zero_key_accumulators(dk, dv);
+        // DROPOUT: the bits of tile t (the CTA's count), starting at query q, into buffer t % 2 by
+        // this consumer's four warps (warp wq the keys 8 n + 2 wq + e of its 64, lane L the queries q +
+        // 32 r + L); read after the barrier MASK_READY + cw at the start of that tile. The first
+        // tile's here, each next one's while the tile before's dK runs (when S^T and dP^T are dead:
+        // drawn beside them, their 12 flag registers did not fit).
+        const uint64_t drop_bh = a.drop.global_bh(b, h);
+        auto draw_tile_bits = [&](int t, int q) {
+            draw_mask_bits<SA_MASK_WORDS, SA_MASK_STRIDE>(
+                mask_bits + ((t % 2) * 2 + cw) * 64 * SA_MASK_STRIDE,
+                attention_dropout_group(drop_bh, q + lane, key0 / 64, wq, seq), drop_group_step, wq, a.keys, a.offset,
+                drop_threshold);
+        };
+        if constexpr (DROPOUT) draw_tile_bits(tile, w.m_start);
 
         mbarrier_wait(&bars.kv_full, j & 1);
 #pragma unroll 1
@@ -277,6 +302,11 @@ __global__ void __launch_bounds__(SA_THREADS, 1)
                                         wgmma_descriptor(do_addr + qo, 0, 1024), kk > 0);
             }
             wgmma_commit();
+            // DROPOUT: this thread's two keys' words of the tile's bits (KeyMaskBits), once all four
+            // warps have drawn them.
+            const uint32_t *keep_words = mask_bits + ((tile % 2) * 2 + cw) * 64 * SA_MASK_STRIDE +
+                                         (16 * wq + g) * SA_MASK_STRIDE;  // key row 1: 8 keys further
+            if constexpr (DROPOUT) named_barrier_sync(MASK_READY + cw, 128);
 
             // P^T: s[n][e] is key j_first + 8 (e / 2), query q0 + 8 n + 2 c + e % 2. Keys or queries
             // past seq, and causal keys after their query, are masked (-inf, so P = 0) on the tiles
@@ -303,11 +333,24 @@ __global__ void __launch_bounds__(SA_THREADS, 1)
                 pt[n / 2][2 * (n % 2)] = pack2<T>(s[n][0], s[n][1]);
                 pt[n / 2][2 * (n % 2) + 1] = pack2<T>(s[n][2], s[n][3]);
             }
-            // dV_cw += P^T dO: B = dO MN-major, 16 queries (2048 bytes) a step, panels QO_PANEL apart.
+            // DROPOUT: Pd^T = P^T * mask for dV (its factor 1 / (1 - p) comes at the end); P^T itself
+            // stays for dS^T.
+            KeyMaskBits keep;
+            uint32_t pd[SA_KQ][4];
+            if constexpr (DROPOUT) {
+#pragma unroll
+                for (int n = 0; n < SA_NQ; n++) {
+                    if (n % 4 == 0) keep.load(keep_words + n / 4, 8 * SA_MASK_STRIDE, c);
+                    pd[n / 2][2 * (n % 2)] = pt[n / 2][2 * (n % 2)] & keep.pair_mask(0, n);
+                    pd[n / 2][2 * (n % 2) + 1] = pt[n / 2][2 * (n % 2) + 1] & keep.pair_mask(1, n);
+                }
+            }
+            // dV_cw += P^T dO (dropping, Pd^T): B = dO MN-major, 16 queries (2048 bytes) a step, panels
+            // QO_PANEL apart.
             wgmma_fence();
 #pragma unroll
             for (int kk = 0; kk < SA_KQ; kk++)
-                wgmma_rs_mn<T, D>(dv, pt[kk], wgmma_descriptor(do_addr + kk * 2048, SA_QO_PANEL, 1024));
+                wgmma_rs_mn<T, D>(dv, DROPOUT ? pd[kk] : pt[kk], wgmma_descriptor(do_addr + kk * 2048, SA_QO_PANEL, 1024));
             wgmma_commit();
 
             // dS^T = P^T (dP^T - Dsum), packed as P^T. P is read back from its 16-bit fragments (the
@@ -319,6 +362,12 @@ __global__ void __launch_bounds__(SA_THREADS, 1)
 #pragma unroll
             for (int n = 0; n < SA_NQ; n++) {
                 const float2 ds = dsum[4 * n + c];
+                if constexpr (DROPOUT) {  // dP^T = dPd^T * mask / (1 - p)
+                    if (n % 4 == 0) keep.load(keep_words + n / 4, 8 * SA_MASK_STRIDE, c);
+#pragma unroll
+                    for (int e = 0; e < 4; e++)
+                        dp[n][e] = masked(dp[n][e], keep.element_mask(e >> 1, n, e & 1)) * keep_scale;
+                }
                 const float2 p0 = unpack2<T>(pt[n / 2][2 * (n % 2)]), p1 = unpack2<T>(pt[n / 2][2 * (n % 2) + 1]);
                 dst[n / 2][2 * (n % 2)] = pack2<T>(p0.x * (dp[n][0] - ds.x), p0.y * (dp[n][1] - ds.y));
                 dst[n / 2][2 * (n % 2) + 1] = pack2<T>(p1.x * (dp[n][2] - ds.x), p1.y * (dp[n][3] - ds.y));
@@ -353,6 +402,7 @@ __global__ void __launch_bounds__(SA_THREADS, 1)
             wgmma_settle(dv);
             wgmma_settle(dq);
             wgmma_settle(pt);
+            if constexpr (DROPOUT) wgmma_settle(pd);
             if (PERSISTENT && step + 1 == steps) mbarrier_arrive(&bars.kv_empty);  // dQ read K last
             if (PERSISTENT || step + 1 < steps) named_barrier_arrive(DS_FREE + (1 - cw), 256);
 
@@ -369,6 +419,7 @@ __global__ void __launch_bounds__(SA_THREADS, 1)
                 }
             fence_shared_for_wgmma();
             mbarrier_arrive(&bars.dq_full[cw]);
+            if (DROPOUT && step + 1 < steps) draw_tile_bits(tile + 1, q0 + SA_BLOCK_M);
 
             wgmma_wait<0>();
             wgmma_settle(dk);
@@ -377,7 +428,7 @@ __global__ void __launch_bounds__(SA_THREADS, 1)
         }
 
         const QkvView view = {(int64_t)a.batch * a.qkv_row, (int64_t)b * a.qkv_row + (int64_t)h * 3 * D};
-        write_dk_dv_rows<T>(static_cast<T *>(a.dqkv), view, dk, dv, j_first, seq, scale, 1.0f);
+        write_dk_dv_rows<T>(static_cast<T *>(a.dqkv), view, dk, dv, j_first, seq, scale, keep_scale);
         if constexpr (!PERSISTENT) break;
     }
     if constexpr (PERSISTENT) named_barrier_sync(DS_FREE + cw, 256);
@@ -387,14 +438,28 @@ __global__ void __launch_bounds__(SA_THREADS, 1)
 #endif
 }
 
+// The four tensor maps of a launch: Q and dO in boxes of 80 tokens, K and V of 128, dQ's float
+// accumulator in boxes of 80 rows x 32 floats.
+struct SaMaps {
+    CUtensorMap q, kv, d_o, dq;
+};
+
+// One instantiation on `ctas` CTAs, its shared-memory limit set on first use.
+template <typename T, bool PERSISTENT, bool CAUSAL, bool DROPOUT>
+void launch_kernel(const SaMaps &m, const BwdArgs &a, const KeyBlockOrder &order, float scale, int ctas) {
+    constexpr size_t smem = sa_smem_bytes();
+    allow_dynamic_smem<flash_backward_ws_swapab_kernel<T, PERSISTENT, CAUSAL, DROPOUT>>(smem);
+    flash_backward_ws_swapab_kernel<T, PERSISTENT, CAUSAL, DROPOUT>
+        <<<ctas, SA_THREADS, smem>>>(m.q, m.kv, m.d_o, m.dq, a, order, scale);
+}
+
 }  // namespace
 
 size_t flash_backward_ws_swapab_smem_bytes(void) { return sa_smem_bytes(); }
 
 template <typename T>
 void flash_backward_ws_swapab(const BwdArgs &a, AttentionCausalOrder causal_order, int persistent_ctas) {
-    if (a.deterministic || a.p_drop > 0.0f)
-        DIE("flash attention backward: the 80-query swapAB kernel is neither deterministic nor dropping");
+    if (a.deterministic) DIE("flash attention backward: the 80-query swapAB kernel is not deterministic");
     if (a.causal && persistent_ctas > 0)
         DIE("flash attention backward: the 80-query swapAB kernel is not persistent when causal");
     if (!a.tile_stats) DIE("flash attention backward: the 80-query swapAB kernel needs the tile statistics");
@@ -404,27 +469,21 @@ void flash_backward_ws_swapab(const BwdArgs &a, AttentionCausalOrder causal_orde
             bh_count);
     const KeyBlockOrder order = flash_backward_key_order(a.seq, SA_D, bh_count, SA_BLOCK_N, a.causal,
                                                          causal_order == ATTENTION_CAUSAL_HEAVY_FIRST);
-    const CUtensorMap q_map = tensor_map_rows<T>(a.qkv, a.qkv_row, a.batch, a.seq, SA_BLOCK_M);
-    const CUtensorMap kv_map = tensor_map_rows<T>(a.qkv, a.qkv_row, a.batch, a.seq, SA_BLOCK_N);
-    const CUtensorMap do_map = tensor_map_rows<T>(a.dctx, a.ctx_row, a.batch, a.seq, SA_BLOCK_M);
-    const CUtensorMap dq_map = tensor_map_float_rows(a.dq_accum, SA_D, a.seq, bh_count, SA_BLOCK_M);
-    constexpr size_t smem = sa_smem_bytes();
+    const SaMaps maps = {tensor_map_rows<T>(a.qkv, a.qkv_row, a.batch, a.seq, SA_BLOCK_M),
+                         tensor_map_rows<T>(a.qkv, a.qkv_row, a.batch, a.seq, SA_BLOCK_N),
+                         tensor_map_rows<T>(a.dctx, a.ctx_row, a.batch, a.seq, SA_BLOCK_M),
+                         tensor_map_float_rows(a.dq_accum, SA_D, a.seq, bh_count, SA_BLOCK_M)};
     const float scale = 1.0f / sqrtf((float)SA_D);
     const int blocks = key_blocks * bh_count;
-    if (a.causal) {
-        allow_dynamic_smem<flash_backward_ws_swapab_kernel<T, false, true>>(smem);
-        flash_backward_ws_swapab_kernel<T, false, true>
-            <<<blocks, SA_THREADS, smem>>>(q_map, kv_map, do_map, dq_map, a, order, scale);
-    } else if (persistent_ctas > 0) {
-        const int ctas = flash_persistent_grid(blocks, persistent_ctas);
-        allow_dynamic_smem<flash_backward_ws_swapab_kernel<T, true, false>>(smem);
-        flash_backward_ws_swapab_kernel<T, true, false>
-            <<<ctas, SA_THREADS, smem>>>(q_map, kv_map, do_map, dq_map, a, order, scale);
-    } else {
-        allow_dynamic_smem<flash_backward_ws_swapab_kernel<T, false, false>>(smem);
-        flash_backward_ws_swapab_kernel<T, false, false>
-            <<<blocks, SA_THREADS, smem>>>(q_map, kv_map, do_map, dq_map, a, order, scale);
-    }
+    const bool dropping = a.p_drop > 0.0f;
+    if (a.causal && dropping) launch_kernel<T, false, true, true>(maps, a, order, scale, blocks);
+    else if (a.causal) launch_kernel<T, false, true, false>(maps, a, order, scale, blocks);
+    else if (persistent_ctas > 0 && dropping)
+        launch_kernel<T, true, false, true>(maps, a, order, scale, flash_persistent_grid(blocks, persistent_ctas));
+    else if (persistent_ctas > 0)
+        launch_kernel<T, true, false, false>(maps, a, order, scale, flash_persistent_grid(blocks, persistent_ctas));
+    else if (dropping) launch_kernel<T, false, false, true>(maps, a, order, scale, blocks);
+    else launch_kernel<T, false, false, false>(maps, a, order, scale, blocks);
     CHECK_LAUNCH();
 }
 

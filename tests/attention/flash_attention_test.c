@@ -288,14 +288,13 @@ static void test_forward_wide_tiles(void **state) {
 }
 
 // The warp-specialised backward with 80-query swapAB tiles (ATTENTION_BACKWARD_WS on, its default;
-// set back after) at d 128 without dropout against the reference: seq shorter than a tile (60),
+// set back after) at d 128 against the reference, first without dropout: seq shorter than a tile (60),
 // exactly one (80), one query into the second (81), ragged against both 80 and 128 (333 = 4 * 80
 // + 13; 1000 = 12 * 80 + 40), and many tiles (2048), fp16 and bf16; not causal, one block per CTA
 // and persistent on TEST_PERSISTENT_CTAS CTAs (several blocks each, the rings counted across
 // blocks); causal (one block per CTA, a block's first tile the one holding its first key, tiles
 // across the diagonal masked). Then the same shapes with ATTENTION_BACKWARD_WS=64 (the 64-query
-// kernel, which runs when dropping), and with dropout, where that one must run. Without wgmma
-// every run is the same mma.sync kernel.
+// kernel), and both kernels dropping. Without wgmma every run is the same mma.sync kernel.
 static void test_backward_ws_swapab80(void **state) {
     (void)state;
     SKIP_WITHOUT_GPU();
@@ -314,10 +313,18 @@ static void test_backward_ws_swapab80(void **state) {
                 run_case_with(ATTENTION_KERNELS_BEST, dt, seqs[si], 1, 2, 128, 0.0f, run == 2);
             }
     }
-    attention_set_backward_ws(ATTENTION_BACKWARD_WS_ON);
-    attention_set_backward_persistent(ATTENTION_BACKWARD_PERSISTENT_ON, TEST_PERSISTENT_CTAS);
-    run_case_with(ATTENTION_KERNELS_BEST, DTYPE_FP16, 333, 1, 2, 128, 0.1f, 0);
-    run_case_with(ATTENTION_KERNELS_BEST, DTYPE_BF16, 333, 1, 2, 128, 0.1f, 1);
+    // Dropping (p 0.1, and 0.5: half the probabilities dropped, a mask that differs from the
+    // forward's anywhere shows): 81 and 333 queries, persistent and one block per CTA, causal.
+    for (int kernel = 0; kernel < 2; kernel++) {
+        attention_set_backward_ws(kernel ? ATTENTION_BACKWARD_WS_64 : ATTENTION_BACKWARD_WS_ON);
+        for (int run = 0; run < 3; run++) {
+            attention_set_backward_persistent(
+                run == 1 ? ATTENTION_BACKWARD_PERSISTENT_ON : ATTENTION_BACKWARD_PERSISTENT_OFF,
+                run == 1 ? TEST_PERSISTENT_CTAS : 0);
+            run_case_with(ATTENTION_KERNELS_BEST, run % 2 ? DTYPE_BF16 : DTYPE_FP16, 81, 1, 2, 128, 0.5f, run == 2);
+            run_case_with(ATTENTION_KERNELS_BEST, run % 2 ? DTYPE_FP16 : DTYPE_BF16, 333, 1, 2, 128, 0.1f, run == 2);
+        }
+    }
     attention_set_backward_ws(ws_was);
     attention_set_backward_persistent(bp_was, 0);
     attention_set_kernels(ATTENTION_KERNELS_BEST);
