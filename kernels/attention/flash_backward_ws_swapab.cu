@@ -69,8 +69,8 @@ constexpr int SA_CONSUMER_REGS = 240;
 constexpr int SA_LAUNCH_REGS = 65536 / SA_THREADS / 8 * 8;
 static_assert(128 * (SA_PRODUCER_REGS + 2 * SA_CONSUMER_REGS) <= SA_THREADS * SA_LAUNCH_REGS, "the block's pool");
 
-constexpr int SA_NQ = SA_BLOCK_M / 8;   // accumulator column blocks of S^T, dP^T, dQ^T (8 queries each)
-constexpr int SA_KQ = SA_BLOCK_M / 16;  // A fragments of P^T and dS^T (16 queries each)
+[[maybe_unused]] constexpr int SA_NQ = SA_BLOCK_M / 8;   // accumulator column blocks of S^T, dP^T, dQ^T (8 queries each)
+[[maybe_unused]] constexpr int SA_KQ = SA_BLOCK_M / 16;  // A fragments of P^T and dS^T (16 queries each)
 constexpr int SA_KV_PANEL = SA_BLOCK_N * 128;  // bytes of a 64-column panel of K or V (128 rows)
 constexpr int SA_QO_PANEL = SA_BLOCK_M * 128;  // ... of Q or dO (80 rows)
 constexpr int SA_DS_PANEL = SA_BLOCK_M * 128;  // ... of dS: 80 queries x one consumer's 64 keys
@@ -83,7 +83,8 @@ constexpr int SA_STATS_FLOATS = 2 * SA_BLOCK_M;  // lse log2(e), then Dsum, of o
 static_assert(SA_QO_PANEL % 1024 == 0 && SA_DQ_PANEL % 1024 == 0, "panels on the swizzle's 1024-byte period");
 // DROPOUT: the dropout bit matrices (flash_backward_common.cuh's "dropout, transposed"), two
 // buffers (by tile parity) x two consumers x 64 keys x 4 words (3 drawn: 96 queries, 80 read).
-constexpr int SA_MASK_WORDS = 3, SA_MASK_STRIDE = 4;
+[[maybe_unused]] constexpr int SA_MASK_WORDS = 3;
+constexpr int SA_MASK_STRIDE = 4;
 constexpr int SA_MASK_BYTES = 2 * 2 * 64 * SA_MASK_STRIDE * 4;
 [[maybe_unused]] constexpr int SA_STAGE_TX = 2 * SA_QO_BYTES + SA_STATS_FLOATS * 4;
 
