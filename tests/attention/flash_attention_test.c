@@ -294,7 +294,8 @@ static void test_forward_wide_tiles(void **state) {
 // and persistent on TEST_PERSISTENT_CTAS CTAs (several blocks each, the rings counted across
 // blocks); causal (one block per CTA, a block's first tile the one holding its first key, tiles
 // across the diagonal masked). Then the same shapes with ATTENTION_BACKWARD_WS=64 (the 64-query
-// kernel), and both kernels dropping. Without wgmma every run is the same mma.sync kernel.
+// kernel), and both kernels dropping (the 80-query one as ATTENTION_BACKWARD_WS=80). Without wgmma
+// every run is the same mma.sync kernel.
 static void test_backward_ws_swapab80(void **state) {
     (void)state;
     SKIP_WITHOUT_GPU();
@@ -314,9 +315,11 @@ static void test_backward_ws_swapab80(void **state) {
             }
     }
     // Dropping (p 0.1, and 0.5: half the probabilities dropped, a mask that differs from the
-    // forward's anywhere shows): 81 and 333 queries, persistent and one block per CTA, causal.
+    // forward's anywhere shows): 81 and 333 queries, persistent and one block per CTA, causal;
+    // the 80-query kernel (ATTENTION_BACKWARD_WS=80; "on" runs the 64-query one when dropping)
+    // and the 64-query one.
     for (int kernel = 0; kernel < 2; kernel++) {
-        attention_set_backward_ws(kernel ? ATTENTION_BACKWARD_WS_64 : ATTENTION_BACKWARD_WS_ON);
+        attention_set_backward_ws(kernel ? ATTENTION_BACKWARD_WS_64 : ATTENTION_BACKWARD_WS_80);
         for (int run = 0; run < 3; run++) {
             attention_set_backward_persistent(
                 run == 1 ? ATTENTION_BACKWARD_PERSISTENT_ON : ATTENTION_BACKWARD_PERSISTENT_OFF,
@@ -831,5 +834,9 @@ int main(void) {
         cmocka_unit_test(test_forward_wide_tiles),   cmocka_unit_test(test_wide_last_tile_bits),
         cmocka_unit_test(test_backward_ws_swapab80),
     };
+    // FLASH_TEST_ONLY=<pattern>: only the tests whose names match (cmocka's filter, * a wildcard),
+    // for a quick run of one kernel's test on a GPU - a full run takes minutes.
+    const char *only = getenv("FLASH_TEST_ONLY");
+    if (only && *only) cmocka_set_test_filter(only);
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
