@@ -1,6 +1,9 @@
 // Flash attention backward on Hopper, head dim 128, warp-specialised (ATTENTION_BACKWARD_WS,
 // attention.h): flash_backward_wgmma.cu's math with FlashAttention-3's division of labour and
-// register budget. The default at head dim 128 when not deterministic (attention.h): on an H200
+// register budget. The default at head dim 128 when dropping and not deterministic (attention.h;
+// without dropout flash_backward_ws_swapab.cu, FlashAttention-3's 80-query tiles, is faster: 482-520
+// against 435-482 TFLOP/s, docs/results.md#h200-seventeenth, and with it this kernel's 64-query
+// tiles were measured as ATTENTION_BACKWARD_WS=64). Before that, the default wherever it ran: on an H200
 // 434-474 TFLOP/s against flash_backward_wgmma.cu's 422-438, 389-400 against 361-372 with
 // dropout, 364-382 against 350-358 causal (docs/results.md#h200-seventh); causal 382-387
 // against 371-384 since consumer 1 skips its fully masked tiles (below; #h200-tenth); when not

@@ -48,7 +48,19 @@
 //     of the tile before has read panel c.
 //
 // Shared memory (1024-byte aligned panels; + 1 KiB for the alignment): K, V 32 KiB each; Q, dO 2
-// stages x 20 KiB each; dS 20 KiB; dQ staged, 40 KiB; statistics 2 stages x 640 bytes: 206 KiB.
+// stages x 20 KiB each; dS 20 KiB; dQ staged, 40 KiB; statistics 2 stages x 640 bytes; the
+// dropout bits 4 KiB: 210 KiB.
+//
+// Registers (ptxas -v, sm_90a, CUDA 13.0, bytes spilled): one block per CTA 0, causal 0, dropping
+// 4-16, causal and dropping 16-24; persistent 36, dropping 40-48. Without dropout the consumers
+// spill nothing (checked with the producer's code removed: the persistent kernel's 36 bytes are
+// its producer's, at 24 registers, as in flash_backward_ws.cu); where the dropping kernels'
+// bytes sit was not checked.
+//
+// Measured (H200, 2026-11-30, docs/results.md#h200-seventeenth; b 4, h 32, s 2048, TFLOP/s, in
+// turns against flash_backward_ws.cu's 64-query tiles): 482-520 against 435-482, causal 387-398
+// against 378-384; dropping 355-371 against 392-399 - slower, so a dropping backward runs the
+// 64-query kernel by default (ATTENTION_BACKWARD_WS=80 runs this one).
 #include "common/gpu/cuda_check.h"
 #include "kernels/attention/block_order.h"
 #include "kernels/attention/flash_backward_common.cuh"
