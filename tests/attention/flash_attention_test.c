@@ -14,7 +14,8 @@
 // (ATTENTION_PERSISTENT_SCHEDULE) and few CTAs so that each loops over several work tiles, and
 // must give the same bits every way. The best set's backward runs with the swapAB kernel off and
 // on (ATTENTION_BACKWARD_SWAPAB, through its setter), deterministic and dropping too; at d 128
-// also with the warp-specialised kernel (ATTENTION_BACKWARD_WS, through its setter) wherever
+// also with the warp-specialised kernels (ATTENTION_BACKWARD_WS, through its setter: 80-query
+// tiles, 64 when dropping; test_backward_ws_swapab80 runs each kernel in every case) wherever
 // the wgmma backward runs, dropping, causal, ragged, on views and shards, and against the
 // deterministic kernel at training size. The wgmma forward at d 128 also with 176-key tiles
 // (ATTENTION_FORWARD_BLOCK_N, through its setter): never persistent and persistent with both
