@@ -21,6 +21,7 @@
 #include <stdint.h>
 
 #include "kernels/attention/flash_common.cuh"
+#include "kernels/attention/flash_kernels.cuh"
 #include "kernels/attention/hopper_pipeline.cuh"
 #include "kernels/attention/wgmma.cuh"
 
@@ -37,6 +38,30 @@ __device__ __forceinline__ void load_key_value_tiles(unsigned char *k_tile, unsi
         tma_load_3d(k_tile + panel * kv_panel, kv_map, h * 3 * D + D + 64 * panel, b, k0, kv_full);
         tma_load_3d(v_tile + panel * kv_panel, kv_map, h * 3 * D + 2 * D + 64 * panel, b, k0, kv_full);
     }
+}
+
+// One query tile's copies into a stage of a warp-specialised backward's ring (flash_backward_ws.cu,
+// flash_backward_ws_swapab.cu), by the producer's one thread: Q's and dO's D / 64 panels of 64
+// columns (qo_panel bytes apart) of the BLOCK_M queries from `row` (TMA; rows past seq read as
+// zeros), then the tile's lse log2(e) and Dsum from head bh's rows of the prepare pass's tile
+// statistics (two 1-D bulk copies of BLOCK_M floats; the rows are padded with zeros so that a
+// tile never leaves its row, flash_tile_stats_row; Dsum's rows follow all bh_count heads' lse
+// rows), all counted on the stage's mbarrier `full`. Head h of batch b: its q at column h * 3D
+// of qkv (q_map), its dO at h * D of dctx (do_map).
+template <int D, int BLOCK_M>
+__device__ __forceinline__ void load_query_tile(unsigned char *q_stage, unsigned char *do_stage, float *stage_stats,
+                                                const CUtensorMap *q_map, const CUtensorMap *do_map, uint64_t *full,
+                                                int h, int b, int row, int qo_panel, const float *tile_stats, int bh,
+                                                int bh_count, int seq) {
+    mbarrier_arrive_expect_tx(full, 2 * (D / 64) * qo_panel + 2 * BLOCK_M * 4);
+    for (int panel = 0; panel < D / 64; panel++) {
+        tma_load_3d(q_stage + panel * qo_panel, q_map, h * 3 * D + 64 * panel, b, row, full);
+        tma_load_3d(do_stage + panel * qo_panel, do_map, h * D + 64 * panel, b, row, full);
+    }
+    const int64_t stats_row = flash_tile_stats_row(seq);
+    const float *lse_log2 = tile_stats + bh * stats_row + row;
+    bulk_load_1d(stage_stats, lse_log2, BLOCK_M * 4, full);
+    bulk_load_1d(stage_stats + BLOCK_M, lse_log2 + bh_count * stats_row, BLOCK_M * 4, full);
 }
 
 // dK and dV, the accumulators a block keeps over all its query tiles (NB column blocks of

@@ -98,7 +98,6 @@ static_assert(SA_QO_PANEL % 1024 == 0 && SA_DQ_PANEL % 1024 == 0, "panels on the
 [[maybe_unused]] constexpr int SA_MASK_WORDS = 3;
 constexpr int SA_MASK_STRIDE = 4;
 constexpr int SA_MASK_BYTES = 2 * 2 * 64 * SA_MASK_STRIDE * 4;
-[[maybe_unused]] constexpr int SA_STAGE_TX = 2 * SA_QO_BYTES + SA_STATS_FLOATS * 4;
 
 constexpr size_t sa_smem_bytes() {
     return 2 * SA_KV_BYTES + 4 * SA_QO_BYTES + SA_DS_BYTES + SA_DQ_BYTES + 2 * SA_STATS_FLOATS * 4 + SA_MASK_BYTES +
@@ -193,21 +192,11 @@ __global__ void __launch_bounds__(SA_THREADS, 1)
                 for (int row = w.m_start; row < seq; row += SA_BLOCK_M, tile++) {
                     const int s = tile % 2;
                     if (tile >= 2) mbarrier_wait(&bars.qdo_empty[s], (tile / 2 - 1) & 1);
-                    uint64_t *full = &bars.qdo_full[s];
-                    mbarrier_arrive_expect_tx(full, SA_STAGE_TX);
-                    for (int panel = 0; panel < 2; panel++) {
-                        tma_load_3d(q_tiles + s * SA_QO_BYTES + panel * SA_QO_PANEL, &q_map, h * 3 * D + 64 * panel,
-                                    b, row, full);
-                        tma_load_3d(do_tiles + s * SA_QO_BYTES + panel * SA_QO_PANEL, &do_map, h * D + 64 * panel, b,
-                                    row, full);
-                    }
-                    // lse log2(e) and Dsum of the tile's 80 queries (the rows are padded with zeros to
-                    // a multiple of 80 too: flash_tile_stats_row).
-                    const int64_t stats_row = flash_tile_stats_row(seq);
-                    const float *lse_log2 = a.tile_stats + w.bh * stats_row + row;
-                    float *stage_stats = stats + s * SA_STATS_FLOATS;
-                    bulk_load_1d(stage_stats, lse_log2, SA_BLOCK_M * 4, full);
-                    bulk_load_1d(stage_stats + SA_BLOCK_M, lse_log2 + bh_count * stats_row, SA_BLOCK_M * 4, full);
+                    // Q, dO, and lse log2(e) and Dsum of the tile's 80 queries (the statistics' rows
+                    // are padded with zeros to a multiple of 80 too: flash_tile_stats_row).
+                    load_query_tile<D, SA_BLOCK_M>(q_tiles + s * SA_QO_BYTES, do_tiles + s * SA_QO_BYTES,
+                                                   stats + s * SA_STATS_FLOATS, &q_map, &do_map, &bars.qdo_full[s], h,
+                                                   b, row, SA_QO_PANEL, a.tile_stats, w.bh, bh_count, seq);
                     if (row == w.m_start && j > 0) {
                         mbarrier_wait(&bars.kv_empty, (j - 1) & 1);
                         load_key_value_tiles<D>(k_tile, v_tile, &kv_map, &bars.kv_full, h, b, w.k0, SA_KV_PANEL);
