@@ -196,13 +196,18 @@ static bool backward_runs_swapab(const AttentionKernelChoice &k, int head_dim) {
 // an H200 (docs/results.md#h200-seventh), faster in every row (fp16 / bf16 TFLOP/s: 434-466
 // / 472-474 against 423-438 / 422-436; dropout 389-400 against 361-372; causal 364-382 against
 // 350-358).
-static const EnvChoice backward_ws_choices[] = {{"1", ATTENTION_BACKWARD_WS_ON}, {"0", ATTENTION_BACKWARD_WS_OFF}};
+static const EnvChoice backward_ws_choices[] = {
+    {"1", ATTENTION_BACKWARD_WS_ON},
+    {"0", ATTENTION_BACKWARD_WS_OFF},
+    {"64", ATTENTION_BACKWARD_WS_64},
+    {"80", ATTENTION_BACKWARD_WS_80}};
 static Switch backward_ws_switch = SWITCH("ATTENTION_BACKWARD_WS", backward_ws_choices, ATTENTION_BACKWARD_WS_ON);
 
 static AttentionBackwardWS backward_ws(void) { return (AttentionBackwardWS)switch_value(backward_ws_switch); }
 
 extern "C" AttentionBackwardWS attention_set_backward_ws(AttentionBackwardWS which) {
-    if (which != ATTENTION_BACKWARD_WS_OFF && which != ATTENTION_BACKWARD_WS_ON)
+    if (which != ATTENTION_BACKWARD_WS_OFF && which != ATTENTION_BACKWARD_WS_ON && which != ATTENTION_BACKWARD_WS_64 &&
+        which != ATTENTION_BACKWARD_WS_80)
         fail_user("attention_set_backward_ws: which must be an AttentionBackwardWS, not %d", (int)which);
     return (AttentionBackwardWS)switch_set(backward_ws_switch, which);
 }
@@ -237,11 +242,17 @@ extern "C" AttentionBackwardPersistent attention_set_backward_persistent(Attenti
     return (AttentionBackwardPersistent)switch_set(backward_persistent_switch, which);
 }
 
+// Whether a warp-specialised backward runs the 80-query kernel (flash_backward_ws_swapab.cu) rather
+// than the 64-query one (flash_backward_ws.cu): ON, when not dropping; 80, always.
+static bool backward_ws_runs_80(bool dropping) {
+    return backward_ws() == ATTENTION_BACKWARD_WS_80 || (backward_ws() == ATTENTION_BACKWARD_WS_ON && !dropping);
+}
+
 // Whether the backward of kernel choice `k` at head dim d runs the warp-specialised kernel: a
 // wgmma backward at d 128, not deterministic (the kernel has no deterministic variant), where
 // the setting says so - before the swapAB kernel (backward_runs_swapab).
 static bool backward_runs_ws(const AttentionKernelChoice &k, int head_dim, int deterministic) {
-    return k.wgmma && head_dim == 128 && !deterministic && backward_ws() == ATTENTION_BACKWARD_WS_ON;
+    return k.wgmma && head_dim == 128 && !deterministic && backward_ws() != ATTENTION_BACKWARD_WS_OFF;
 }
 
 // The best set's forward at head dim 64 (ATTENTION_D64_FORWARD, attention.h): read once,
@@ -497,6 +508,25 @@ static AttentionKernelChoice choose(AttentionPass pass, int head_dim) {
                             : (persistent ? "wgmma backward (warp-specialised, persistent when not causal; not when "
                                             "deterministic)"
                                           : "wgmma backward (warp-specialised; not when deterministic)");
+        if (backward_ws() == ATTENTION_BACKWARD_WS_ON || backward_ws() == ATTENTION_BACKWARD_WS_80) {
+            // [dropping too][persistent][swapAB when deterministic]
+            static const char *const names80[2][2][2] = {
+                {{"wgmma backward (warp-specialised, 80-query swapAB, 64-query when dropping; not when deterministic)",
+                  "wgmma backward (warp-specialised, 80-query swapAB, 64-query when dropping; swapAB when "
+                  "deterministic)"},
+                 {"wgmma backward (warp-specialised, 80-query swapAB, 64-query when dropping, persistent when not "
+                  "causal; not when deterministic)",
+                  "wgmma backward (warp-specialised, 80-query swapAB, 64-query when dropping, persistent when not "
+                  "causal; swapAB when deterministic)"}},
+                {{"wgmma backward (warp-specialised, 80-query swapAB; not when deterministic)",
+                  "wgmma backward (warp-specialised, 80-query swapAB; swapAB when deterministic)"},
+                 {"wgmma backward (warp-specialised, 80-query swapAB, persistent when not causal; not when "
+                  "deterministic)",
+                  "wgmma backward (warp-specialised, 80-query swapAB, persistent when not causal; swapAB when "
+                  "deterministic)"}}};
+            choice.kernel =
+                names80[backward_ws() == ATTENTION_BACKWARD_WS_80][persistent][backward_swapab_at(head_dim)];
+        }
         const size_t smem = flash_backward_ws_smem_bytes();
         if (smem > device.max_smem_per_block)  // not on a Hopper GPU (227 KiB)
             fail_user("attention: the %s needs %zu bytes of shared memory per block; the limit here is %zu (%s)",
@@ -588,7 +618,12 @@ static void backward(const BwdArgs &a, const void *ctx, float *dsum, float *tile
     flash_backward_prepare<T, D>(a, ctx, a.dctx, dsum, a.deterministic ? nullptr : a.dq_accum, a.lse, tile_stats);
     if (backward_runs_ws(k, D, a.deterministic)) {
         // Persistent when not causal (attention.h): at most this many CTAs (0: no launch of its own).
-        if constexpr (D == 128) flash_backward_ws<T>(a, causal_order(), a.causal ? 0 : backward_persistent_ctas());
+        if constexpr (D == 128) {
+            if (backward_ws_runs_80(a.p_drop > 0.0f))
+                flash_backward_ws_swapab<T>(a, causal_order(), a.causal ? 0 : backward_persistent_ctas());
+            else
+                flash_backward_ws<T>(a, causal_order(), a.causal ? 0 : backward_persistent_ctas());
+        }
     } else if (tile_stats) {
         // Persistent at d 64 on the fast path (attention.h): at most this many CTAs (0: none).
         flash_backward_swapab<T, D>(a, causal_order(), backward_persistent_ctas());

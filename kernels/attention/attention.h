@@ -90,7 +90,8 @@ void attention_forward(const AttentionProblem *p, const AttentionDropout *dropou
 
 // Bytes of device workspace attention_backward needs: rowsum(dO * O) per query, the swapAB
 // and warp-specialised backwards' per-query statistics (lse * log2(e) and rowsum(dO * O)
-// again, 2 * batch * heads * (seq rounded up to 128) floats, reserved whichever backward runs)
+// again, 2 * batch * heads * (seq rounded up to a multiple of 128 or of 80, whichever is longer)
+// floats, reserved whichever backward runs)
 // and a float accumulator for dQ ([batch, heads, seq, head_dim] floats), into which every
 // block of keys adds its share. Deterministic: instead one such array per block of keys (the
 // [key_blocks][batch, heads, seq, head_dim] slices, key_blocks = seq / 64 rounded up, enough
@@ -159,21 +160,36 @@ typedef enum {
 } AttentionBackwardSwapAB;
 AttentionBackwardSwapAB attention_set_backward_swapab(AttentionBackwardSwapAB which);
 
-// The best set's wgmma backward at head dim 128, warp-specialised (flash_backward_ws.cu):
-// FlashAttention-3's layout - a producer warpgroup (24 registers: the TMA copies, lse and Dsum
-// into shared memory, the dQ reductions) beside two consumer warpgroups (240 registers each)
-// that run flash_backward_wgmma.cu's math and nothing else. Not deterministic: a deterministic
-// backward runs the kernel it would run without this switch.
+// The best set's wgmma backward at head dim 128, warp-specialised: FlashAttention-3's layout - a
+// producer warpgroup (24 registers: the TMA copies, lse and Dsum into shared memory, the dQ
+// reductions) beside two consumer warpgroups (240 registers each) that do the math and nothing
+// else - in two kernels:
+//   flash_backward_ws_swapab.cu: FlashAttention-3's tiles too - 80 queries a step, S^T, dP^T and
+//     dQ^T computed transposed, dK and dV from registers (RS); dropping, the mask drawn transposed.
+//   flash_backward_ws.cu: flash_backward_wgmma.cu's math (64 queries a step, the queries as M).
+// Not deterministic: a deterministic backward runs the kernel it would run without this switch.
 //   ATTENTION_BACKWARD_WS_ON (the default): wherever the best set runs a wgmma backward at head
 //     dim 128 and the problem is not deterministic - in place of the swapAB kernel too, should
-//     ATTENTION_BACKWARD_SWAPAB put that there.
-//   ATTENTION_BACKWARD_WS_OFF: never (flash_backward_wgmma.cu runs, as before it; for A/B runs).
+//     ATTENTION_BACKWARD_SWAPAB put that there: the 80-query kernel, or the 64-query one when
+//     dropping. H200, 2026-11-30 (docs/results.md#h200-seventeenth), d 128 backward in turns:
+//     502-520 TFLOP/s against the 64-query kernel's 435-482, causal 387-398 against 378-384;
+//     dropping, the 80-query kernel is the slower (355-371 against 392-399: its mask, drawn
+//     transposed by warp ballots, costs more than the other's drawn in rows).
+//   ATTENTION_BACKWARD_WS_64: the 64-query kernel wherever ON runs either (for A/B runs).
+//   ATTENTION_BACKWARD_WS_80: the 80-query kernel wherever ON runs either, dropping too.
+//   ATTENTION_BACKWARD_WS_OFF: never (flash_backward_wgmma.cu runs, as before them; for A/B runs).
 // The environment variable ATTENTION_BACKWARD_WS gives the first value (read once, as
-// ATTENTION_D64_FORWARD): "1" or unset or empty on, "0" off; any other value stops with a
-// message. attention_set_backward_ws overrides it from then on (a value outside the enum stops
-// with a message) and returns the previous value. attention_kernel_name says
-// "warp-specialised" where it runs. Head dim 64, the mma.sync kernels and the forward ignore it.
-typedef enum { ATTENTION_BACKWARD_WS_OFF, ATTENTION_BACKWARD_WS_ON } AttentionBackwardWS;
+// ATTENTION_D64_FORWARD): "1" or unset or empty on, "64" or "80" that kernel, "0" off; any other
+// value stops with a message. attention_set_backward_ws overrides it from then on (a value
+// outside the enum stops with a message) and returns the previous value.
+// attention_kernel_name says "warp-specialised" where it runs. Head dim 64, the mma.sync kernels
+// and the forward ignore it.
+typedef enum {
+    ATTENTION_BACKWARD_WS_OFF,
+    ATTENTION_BACKWARD_WS_ON,
+    ATTENTION_BACKWARD_WS_64,
+    ATTENTION_BACKWARD_WS_80
+} AttentionBackwardWS;
 AttentionBackwardWS attention_set_backward_ws(AttentionBackwardWS which);
 
 // The backward persistent or not: the warp-specialised kernel at d 128 (flash_backward_ws.cu

@@ -21,6 +21,7 @@
 #include <stdint.h>
 
 #include "kernels/attention/flash_common.cuh"
+#include "kernels/attention/flash_kernels.cuh"
 #include "kernels/attention/hopper_pipeline.cuh"
 #include "kernels/attention/wgmma.cuh"
 
@@ -37,6 +38,30 @@ __device__ __forceinline__ void load_key_value_tiles(unsigned char *k_tile, unsi
         tma_load_3d(k_tile + panel * kv_panel, kv_map, h * 3 * D + D + 64 * panel, b, k0, kv_full);
         tma_load_3d(v_tile + panel * kv_panel, kv_map, h * 3 * D + 2 * D + 64 * panel, b, k0, kv_full);
     }
+}
+
+// One query tile's copies into a stage of a warp-specialised backward's ring (flash_backward_ws.cu,
+// flash_backward_ws_swapab.cu), by the producer's one thread: Q's and dO's D / 64 panels of 64
+// columns (qo_panel bytes apart) of the BLOCK_M queries from `row` (TMA; rows past seq read as
+// zeros), then the tile's lse log2(e) and Dsum from head bh's rows of the prepare pass's tile
+// statistics (two 1-D bulk copies of BLOCK_M floats; the rows are padded with zeros so that a
+// tile never leaves its row, flash_tile_stats_row; Dsum's rows follow all bh_count heads' lse
+// rows), all counted on the stage's mbarrier `full`. Head h of batch b: its q at column h * 3D
+// of qkv (q_map), its dO at h * D of dctx (do_map).
+template <int D, int BLOCK_M>
+__device__ __forceinline__ void load_query_tile(unsigned char *q_stage, unsigned char *do_stage, float *stage_stats,
+                                                const CUtensorMap *q_map, const CUtensorMap *do_map, uint64_t *full,
+                                                int h, int b, int row, int qo_panel, const float *tile_stats, int bh,
+                                                int bh_count, int seq) {
+    mbarrier_arrive_expect_tx(full, 2 * (D / 64) * qo_panel + 2 * BLOCK_M * 4);
+    for (int panel = 0; panel < D / 64; panel++) {
+        tma_load_3d(q_stage + panel * qo_panel, q_map, h * 3 * D + 64 * panel, b, row, full);
+        tma_load_3d(do_stage + panel * qo_panel, do_map, h * D + 64 * panel, b, row, full);
+    }
+    const int64_t stats_row = flash_tile_stats_row(seq);
+    const float *lse_log2 = tile_stats + bh * stats_row + row;
+    bulk_load_1d(stage_stats, lse_log2, BLOCK_M * 4, full);
+    bulk_load_1d(stage_stats + BLOCK_M, lse_log2 + bh_count * stats_row, BLOCK_M * 4, full);
 }
 
 // dK and dV, the accumulators a block keeps over all its query tiles (NB column blocks of
@@ -135,5 +160,109 @@ __device__ __forceinline__ void stage_dq_rows(unsigned char *dq_stage, const flo
                 make_float2(x * scale, y * scale);
         }
 }
+
+// ---- dropout, transposed: the swapAB backwards (flash_backward_swapab.cu, flash_backward_ws_swapab.cu)
+// The mask is common/core/philox.h's: probability (query i, key j) kept iff its Philox byte >=
+// the threshold, the bytes of the 16 keys 8 n + 2 quad + e (n = 0..7, e = 0, 1) of a 64-key
+// block and one query from one call (group attention_dropout_group(bh, i, j / 64, quad, seq)).
+// A thread here holds 2 keys x BLOCK_M / 4 queries of a step (its columns 8 n + 2 c + e), i.e.
+// 2 of the 16 keys of BLOCK_M / 4 groups: drawing its own would take 8 times the Philox calls
+// of a thread that holds query rows (the forward and flash_backward_wgmma.cu). So the
+// warpgroup draws each group once, by one thread (which may hold none of its bits, or two),
+// and trades the bits through shared memory: warp wq draws the groups of quad wq (here the
+// quarter of the 64 keys, keys 8 n + 2 wq + e - not the lane's c), lane L those of the queries q0 + 32 r + L (r = 0 ..
+// BLOCK_M / 32 - 1, rounded up: 80 queries take 3 words, whose last 16 bits are the next tile's
+// queries, drawn and not read), one call each - as many calls per warpgroup and step as the
+// query-row kernels make for the same queries (80 queries: 96). Each of a group's 16 keep flags is then gathered across
+// the warp by a ballot (vote.sync: the one instruction that moves a bit from each of 32 lanes
+// into one word) into one word, bit L = lane L's query, and the words form the warpgroup's bit
+// matrix in shared memory, [key][word r] (STRIDE words a key: 16 bytes for 128 or 80 queries,
+// 8 for 64): bit q of word r of key k (the key's place in the warpgroup's 64) says whether query
+// q0 + 32 r + q is kept. Lane 0 stores a key's words as one vector. After a warpgroup barrier
+// each thread reads the words of its two keys (KeyMaskBits): a warp's 32-bit load of word r
+// reads 8 keys g = 0..7 from 8 slots 16 (8) bytes apart, 8 different banks. Queries and keys
+// past seq get bits like any other (Philox reads no memory; every lane must vote anyway); their
+// probabilities are zero. One matrix per warpgroup serves every step: the next step's draw
+// comes after the barrier that ends this step, and every read of this step's bits (for P^T and
+// dS^T) comes before it.
+
+// Stores a key's words: one vector store.
+template <int WORDS>
+__device__ __forceinline__ void store_mask_words(uint32_t *at, const uint32_t (&word)[WORDS]) {
+    static_assert(WORDS == 2 || WORDS == 4, "a key's words, 8 or 16 bytes");
+    if constexpr (WORDS == 4)
+        *reinterpret_cast<uint4 *>(at) = make_uint4(word[0], word[1], word[2], word[3]);
+    else
+        *reinterpret_cast<uint2 *>(at) = make_uint2(word[0], word[1]);
+}
+
+// A warp's share of its warpgroup's bit matrix (above) for one step: the keys 8 n + 2 quad + e
+// (quad = the warp's place in the warpgroup) x the queries of the group numbers group + r
+// group_step (lane L: query q0 + 32 r + L), r < WORDS, stored STRIDE words a key (the words past
+// WORDS zero). Every lane of the warp must call it (the ballots).
+template <int WORDS, int STRIDE = WORDS>
+__device__ __forceinline__ void draw_mask_bits(uint32_t *wg_bits, uint64_t group, uint64_t group_step, int quad,
+                                               const PhiloxKeys &keys, uint64_t offset, uint32_t threshold) {
+    static_assert(WORDS <= STRIDE, "the drawn words fit a key's slot");
+    uint32_t flags[WORDS][4];  // bit 7 of byte 2 (n % 2) + e of word n / 2: key 8 n + 2 quad + e kept
+#pragma unroll
+    for (int r = 0; r < WORDS; r++) {
+        const Philox4 bytes = philox4x32_10_keyed(group + (uint64_t)r * group_step, offset, &keys);
+#pragma unroll
+        for (int w = 0; w < 4; w++) flags[r][w] = dropout_keep_flags4(bytes.x[w], threshold);
+    }
+    const bool stores = threadIdx.x % 32 == 0;
+#pragma unroll
+    for (int n = 0; n < 8; n++)
+#pragma unroll
+        for (int e = 0; e < 2; e++) {
+            const uint32_t flag = 0x80u << 8 * (2 * (n % 2) + e);
+            uint32_t word[STRIDE];
+#pragma unroll
+            for (int r = 0; r < STRIDE; r++)
+                word[r] = r < WORDS ? __ballot_sync(0xffffffffu, (flags[r][n / 2] & flag) != 0u) : 0u;
+            if (stores) store_mask_words<STRIDE>(wg_bits + (8 * n + 2 * quad + e) * STRIDE, word);
+        }
+}
+
+// prmt.b32, byte i of the result the byte that selector nibble i names (0..3 of `first`, 4..7
+// of `second`); a nibble with bit 3 set copies that byte's top bit into all 8 bits. Volatile,
+// so that it stays where it is used: the compiler would otherwise compute the masks of a whole
+// step as early as it could and keep them all (at D = 64 the 64 element masks of dS, which
+// spilled).
+__device__ __forceinline__ uint32_t permute_bytes(uint32_t first, uint32_t second, uint32_t selector) {
+    uint32_t r;
+    asm volatile("prmt.b32 %0, %1, %2, %3;\n" : "=r"(r) : "r"(first), "r"(second), "r"(selector));
+    return r;
+}
+
+// This thread's mask (c = lane % 4) for 32 queries of a step: the words of its two keys (rows
+// 0, 1: the warpgroup's keys 16 wq + g and + 8) in the bit matrix, and from them the AND masks
+// of its accumulator columns: column block n, queries 8 n + 2 c + e, are bits 8 (n % 4) + 2 c
+// + e of word n / 4. A word shifted left by 7 - 2 c (6 - 2 c) has bit 8 k + 2 c (8 k + 2 c + 1)
+// at the top of byte k, for all four k at once; one byte permute with sign replication then
+// makes each mask. The words are read from shared memory where they are used, 32 queries at a
+// time, for P^T and again for dS^T (at D = 64 the eight words held through both spilled).
+struct KeyMaskBits {
+    uint32_t even[2], odd[2];  // rows 0, 1: the bits of queries 8 k + 2 c (+ 1) at the tops of bytes k
+
+    __device__ __forceinline__ void load(const uint32_t *row0_word, int row_stride, int c) {
+#pragma unroll
+        for (int row = 0; row < 2; row++) {
+            const uint32_t word = row0_word[row * row_stride];
+            even[row] = word << (7 - 2 * c);
+            odd[row] = word << (6 - 2 * c);
+        }
+    }
+    // The AND mask of the 16-bit pair (queries 8 n + 2 c, + 1) of row `row`: 0xffff where kept.
+    __device__ __forceinline__ uint32_t pair_mask(int row, int n) const {
+        const uint32_t k = n % 4, lo = 8 | k, hi = 8 | (4 + k);  // byte k of even, of odd
+        return permute_bytes(even[row], odd[row], lo | lo << 4 | hi << 8 | hi << 12);
+    }
+    // The AND mask of the float of query 8 n + 2 c + e of row `row`: all ones where kept.
+    __device__ __forceinline__ uint32_t element_mask(int row, int n, int e) const {
+        return permute_bytes(even[row], odd[row], (8 | (4 * e + n % 4)) * 0x1111u);
+    }
+};
 
 #endif  // KERNELS_ATTENTION_FLASH_BACKWARD_COMMON_CUH

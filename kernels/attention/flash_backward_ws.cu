@@ -1,6 +1,9 @@
 // Flash attention backward on Hopper, head dim 128, warp-specialised (ATTENTION_BACKWARD_WS,
 // attention.h): flash_backward_wgmma.cu's math with FlashAttention-3's division of labour and
-// register budget. The default at head dim 128 when not deterministic (attention.h): on an H200
+// register budget. The default at head dim 128 when dropping and not deterministic (attention.h;
+// without dropout flash_backward_ws_swapab.cu, FlashAttention-3's 80-query tiles, is faster: 482-520
+// against 435-482 TFLOP/s, docs/results.md#h200-seventeenth, and with it this kernel's 64-query
+// tiles were measured as ATTENTION_BACKWARD_WS=64). Before that, the default wherever it ran: on an H200
 // 434-474 TFLOP/s against flash_backward_wgmma.cu's 422-438, 389-400 against 361-372 with
 // dropout, 364-382 against 350-358 causal (docs/results.md#h200-seventh); causal 382-387
 // against 371-384 since consumer 1 skips its fully masked tiles (below; #h200-tenth); when not
@@ -99,9 +102,6 @@ constexpr int WS_PS_BYTES = 2 * WS_PS_PANEL;
 constexpr int WS_DQ_BYTES = 4 * DQ_STAGE_PANEL;  // dQ of a tile: 64 rows x 128 floats, four panels of 32
 constexpr int WS_STATS_FLOATS = 2 * WS_BLOCK_M;  // lse log2(e), then Dsum, of one stage's queries
 constexpr int WS_STATS_BYTES = WS_STATS_FLOATS * 4;
-// What the producer's copies of one query tile bring: Q's and dO's panels, the statistics.
-// (maybe_unused: the stub compiled for other GPUs than sm_90a does not use it.)
-[[maybe_unused]] constexpr int WS_STAGE_TX = 2 * WS_QO_BYTES + WS_STATS_BYTES;
 
 // K, V, two stages of Q and dO, P, dS, two dQ buffers, two stages of statistics, alignment.
 constexpr size_t ws_smem_bytes() {
@@ -195,22 +195,12 @@ __global__ void __launch_bounds__(WS_THREADS, 1)
                 for (int row = w.m_start; row < seq; row += WS_BLOCK_M, tile++) {
                     const int s = tile % 2;
                     if (tile >= 2) mbarrier_wait(&bars.qdo_empty[s], (tile / 2 - 1) & 1);
-                    uint64_t *full = &bars.qdo_full[s];
-                    mbarrier_arrive_expect_tx(full, WS_STAGE_TX);
-                    for (int panel = 0; panel < WS_PANELS; panel++) {
-                        tma_load_3d(q_tiles + s * WS_QO_BYTES + panel * WS_QO_PANEL, &q_map, h * 3 * D + 64 * panel,
-                                    b, row, full);
-                        tma_load_3d(do_tiles + s * WS_QO_BYTES + panel * WS_QO_PANEL, &do_map, h * D + 64 * panel, b,
-                                    row, full);
-                    }
-                    // The tile's lse log2(e) and Dsum from this head's rows of the tile statistics
-                    // (padded with zeros to a multiple of 128 queries, so a tile's 64 floats never
-                    // leave the row; Dsum's rows follow all heads' lse rows).
-                    const int64_t stats_row = flash_tile_stats_row(seq);
-                    const float *lse_log2 = a.tile_stats + w.bh * stats_row + row;
-                    float *stage_stats = stats + s * WS_STATS_FLOATS;
-                    bulk_load_1d(stage_stats, lse_log2, WS_BLOCK_M * 4, full);
-                    bulk_load_1d(stage_stats + WS_BLOCK_M, lse_log2 + bh_count * stats_row, WS_BLOCK_M * 4, full);
+                    // Q, dO and the tile's lse log2(e) and Dsum from this head's rows of the tile
+                    // statistics (padded with zeros to a multiple of 128 queries, so a tile's 64
+                    // floats never leave the row; Dsum's rows follow all heads' lse rows).
+                    load_query_tile<D, WS_BLOCK_M>(q_tiles + s * WS_QO_BYTES, do_tiles + s * WS_QO_BYTES,
+                                                   stats + s * WS_STATS_FLOATS, &q_map, &do_map, &bars.qdo_full[s], h,
+                                                   b, row, WS_QO_PANEL, a.tile_stats, w.bh, bh_count, seq);
                     // PERSISTENT, a later block's K and V after its first Q / dO tile, which may
                     // go while the consumers still finish the block before: once they are done
                     // with that block's K and V.

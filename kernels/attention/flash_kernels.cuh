@@ -68,8 +68,14 @@ struct BwdArgs : FlashParams {
 // tile's copy, at most 128 queries from a multiple of its size, stays inside the row; the rows
 // start 16-byte aligned, as bulk copies need). The padding holds zeros.
 constexpr int FLASH_TILE_STATS_QUERIES = 128;
+// The 80-query backward (flash_backward_ws_swapab.cu) reads 80 floats from a multiple of 80, so
+// the row is seq rounded up to a multiple of 128 or of 80, whichever is longer (both multiples of
+// 16 bytes).
+constexpr int FLASH_TILE_STATS_QUERIES_80 = 80;
 __host__ __device__ inline int flash_tile_stats_row(int seq) {
-    return (seq + FLASH_TILE_STATS_QUERIES - 1) / FLASH_TILE_STATS_QUERIES * FLASH_TILE_STATS_QUERIES;
+    const int by128 = (seq + FLASH_TILE_STATS_QUERIES - 1) / FLASH_TILE_STATS_QUERIES * FLASH_TILE_STATS_QUERIES;
+    const int by80 = (seq + FLASH_TILE_STATS_QUERIES_80 - 1) / FLASH_TILE_STATS_QUERIES_80 * FLASH_TILE_STATS_QUERIES_80;
+    return by128 > by80 ? by128 : by80;
 }
 inline size_t flash_tile_stats_floats(int seq, int batch, int heads) {
     return 2 * (size_t)flash_tile_stats_row(seq) * batch * heads;
@@ -181,6 +187,13 @@ void flash_backward_swapab(const BwdArgs &a, AttentionCausalOrder causal_order, 
 // PERSISTENT) on at most that many CTAs, one per SM at most; 0: one block per CTA. The caller
 // asks for it only when not causal.
 size_t flash_backward_ws_smem_bytes(void);
+// The 80-query swapAB kernel (flash_backward_ws_swapab.cu; ATTENTION_BACKWARD_WS on): the same
+// producer and consumers, FlashAttention-3's tiles (80 queries a step, S^T, dP^T and dQ^T
+// computed transposed). Needs a.tile_stats; not deterministic (stops with a message if asked);
+// persistent as flash_backward_ws, and likewise only when not causal.
+size_t flash_backward_ws_swapab_smem_bytes(void);
+template <typename T>
+void flash_backward_ws_swapab(const BwdArgs &a, AttentionCausalOrder causal_order, int persistent_ctas);
 template <typename T>
 void flash_backward_ws(const BwdArgs &a, AttentionCausalOrder causal_order, int persistent_ctas);
 

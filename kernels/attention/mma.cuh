@@ -70,6 +70,20 @@ __device__ __forceinline__ uint32_t pack2<__nv_bfloat16>(float lo, float hi) {
     return *reinterpret_cast<uint32_t *>(&h);
 }
 
+// The pair back as two floats (x the low half): pack2's inverse, exact.
+template <typename T>
+__device__ __forceinline__ float2 unpack2(uint32_t pair);
+
+template <>
+__device__ __forceinline__ float2 unpack2<__half>(uint32_t pair) {
+    return __half22float2(*reinterpret_cast<const __half2 *>(&pair));
+}
+
+template <>
+__device__ __forceinline__ float2 unpack2<__nv_bfloat16>(uint32_t pair) {
+    return make_float2(__uint_as_float(pair << 16), __uint_as_float(pair & 0xffff0000u));
+}
+
 // 16-byte asynchronous copy global -> shared; copies zeros when !valid (rows past seq).
 __device__ __forceinline__ void cp_async_16(void *smem, const void *gmem, bool valid) {
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_addr(smem)), "l"(gmem),

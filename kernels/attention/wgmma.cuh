@@ -95,10 +95,11 @@ __device__ __forceinline__ void wgmma_settle(uint32_t (&a)[NK][4]) {
     for (int k = 0; k < NK; k++) asm volatile("" : "+r"(a[k][0]), "+r"(a[k][1]), "+r"(a[k][2]), "+r"(a[k][3])::"memory");
 }
 
-// The accumulator operand lists: N / 2 floats per thread (N = 64: 32, N = 112: 56, N = 128: 64,
-// N = 176: 88).
+// The accumulator operand lists: N / 2 floats per thread (N = 64: 32, N = 80: 40, N = 112: 56,
+// N = 128: 64, N = 176: 88).
 #define WG_ACC4(n) "+f"(d[n][0]), "+f"(d[n][1]), "+f"(d[n][2]), "+f"(d[n][3])
 #define WG_ACC32 WG_ACC4(0), WG_ACC4(1), WG_ACC4(2), WG_ACC4(3), WG_ACC4(4), WG_ACC4(5), WG_ACC4(6), WG_ACC4(7)
+#define WG_ACC40 WG_ACC32, WG_ACC4(8), WG_ACC4(9)
 #define WG_ACC56 WG_ACC32, WG_ACC4(8), WG_ACC4(9), WG_ACC4(10), WG_ACC4(11), WG_ACC4(12), WG_ACC4(13)
 #define WG_ACC64                                                                                              \
     WG_ACC32, WG_ACC4(8), WG_ACC4(9), WG_ACC4(10), WG_ACC4(11), WG_ACC4(12), WG_ACC4(13), WG_ACC4(14), \
@@ -108,6 +109,9 @@ __device__ __forceinline__ void wgmma_settle(uint32_t (&a)[NK][4]) {
 #define WG_REGS32                                                                                            \
     "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, " \
     "%22, %23, %24, %25, %26, %27, %28, %29, %30, %31}"
+#define WG_REGS40                                                                                            \
+    "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, " \
+    "%22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39}"
 #define WG_REGS56                                                                                            \
     "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, " \
     "%22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, "  \
@@ -179,7 +183,11 @@ __device__ __forceinline__ void wgmma_rs_mn(float (&d)[N / 8][4], const uint32_t
     WG_DEFINE_SS(TYPE, PTX_TYPE, 64, 0, 0, WG_REGS32, WG_ACC32, "%32", "%33", "%34")                         \
     WG_DEFINE_SS(TYPE, PTX_TYPE, 128, 1, 1, WG_REGS64, WG_ACC64, "%64", "%65", "%66")                        \
     WG_DEFINE_SS(TYPE, PTX_TYPE, 64, 1, 1, WG_REGS32, WG_ACC32, "%32", "%33", "%34")                         \
-    WG_DEFINE_SS(TYPE, PTX_TYPE, 64, 0, 1, WG_REGS32, WG_ACC32, "%32", "%33", "%34")
+    WG_DEFINE_SS(TYPE, PTX_TYPE, 64, 0, 1, WG_REGS32, WG_ACC32, "%32", "%33", "%34")                         \
+    /* The 80-query backward (flash_backward_ws_swapab.cu): S^T, dP^T (N = 80 queries, both          \
+       K-major) and dQ^T (A = K read MN-major, B = dS K-major). */                                    \
+    WG_DEFINE_SS(TYPE, PTX_TYPE, 80, 0, 0, WG_REGS40, WG_ACC40, "%40", "%41", "%42")                         \
+    WG_DEFINE_SS(TYPE, PTX_TYPE, 80, 1, 0, WG_REGS40, WG_ACC40, "%40", "%41", "%42")
 
 WG_DEFINE_ALL(__half, "f16")
 WG_DEFINE_ALL(__nv_bfloat16, "bf16")
@@ -189,10 +197,12 @@ WG_DEFINE_ALL(__nv_bfloat16, "bf16")
 #undef WG_DEFINE_RS_MN
 #undef WG_ACC4
 #undef WG_ACC32
+#undef WG_ACC40
 #undef WG_ACC56
 #undef WG_ACC64
 #undef WG_ACC88
 #undef WG_REGS32
+#undef WG_REGS40
 #undef WG_REGS56
 #undef WG_REGS64
 #undef WG_REGS88

@@ -227,9 +227,14 @@ static void test_backward_workspace(void **state) {
     p.causal = 1, p.head_dim = 64;  // causal: the same (block kb writes rows 64 kb on of a whole slice)
     assert_int_equal(attention_backward_workspace_bytes(&p),
                      ((320 * 3 * 8 + 63) / 64 * 64 + stats + 5 * (size_t)320 * 3 * 8 * 64) * 4);
-    p.seq = 256, p.deterministic = 0;  // a multiple of 128: no padding
+    // The statistics' rows: seq rounded up to a multiple of 128 or of 80 (the 80-query backward's
+    // tiles), whichever is longer. 256, a multiple of 128 only: 320; 640, of both: no padding.
+    p.seq = 256, p.deterministic = 0;
     assert_int_equal(attention_backward_workspace_bytes(&p),
-                     ((256 * 3 * 8 + 63) / 64 * 64 + 2 * (size_t)256 * 3 * 8 + (size_t)256 * 3 * 8 * 64) * 4);
+                     ((256 * 3 * 8 + 63) / 64 * 64 + 2 * (size_t)320 * 3 * 8 + (size_t)256 * 3 * 8 * 64) * 4);
+    p.seq = 640;
+    assert_int_equal(attention_backward_workspace_bytes(&p),
+                     ((640 * 3 * 8 + 63) / 64 * 64 + 2 * (size_t)640 * 3 * 8 + (size_t)640 * 3 * 8 * 64) * 4);
 }
 
 static void test_layer_problem(void **state) {
@@ -376,7 +381,9 @@ static void test_backward_ws_setter(void **state) {
     const AttentionBackwardWS first = attention_set_backward_ws(ATTENTION_BACKWARD_WS_ON);
     if (!env || !*env) assert_int_equal(first, ATTENTION_BACKWARD_WS_ON);
     assert_int_equal(attention_set_backward_ws(ATTENTION_BACKWARD_WS_OFF), ATTENTION_BACKWARD_WS_ON);
-    assert_int_equal(attention_set_backward_ws(first), ATTENTION_BACKWARD_WS_OFF);
+    assert_int_equal(attention_set_backward_ws(ATTENTION_BACKWARD_WS_64), ATTENTION_BACKWARD_WS_OFF);
+    assert_int_equal(attention_set_backward_ws(ATTENTION_BACKWARD_WS_80), ATTENTION_BACKWARD_WS_64);
+    assert_int_equal(attention_set_backward_ws(first), ATTENTION_BACKWARD_WS_80);
 }
 
 // ATTENTION_BACKWARD_PERSISTENT's setter likewise (on at first when the variable is unset).
@@ -516,8 +523,8 @@ static void test_switches(void **state) {
     const struct {
         const char *name;
         int (*read_switch)(void);
-        const char *spellings[3];
-        int values[3];
+        const char *spellings[4];
+        int values[4];
         int unset;
         const char *refusal;
     } switches[] = {
@@ -537,8 +544,10 @@ static void test_switches(void **state) {
         {"ATTENTION_BACKWARD_SWAPAB", read_swapab, {"1", "0"},
          {ATTENTION_SWAPAB_WHERE_SUPPORTED, ATTENTION_SWAPAB_NEVER}, ATTENTION_SWAPAB_POLICY,
          "ATTENTION_BACKWARD_SWAPAB must be 1 or 0 (or unset), not \"zigzag\""},
-        {"ATTENTION_BACKWARD_WS", read_ws, {"1", "0"}, {ATTENTION_BACKWARD_WS_ON, ATTENTION_BACKWARD_WS_OFF},
-         ATTENTION_BACKWARD_WS_ON, "ATTENTION_BACKWARD_WS must be 1 or 0 (or unset), not \"zigzag\""},
+        {"ATTENTION_BACKWARD_WS", read_ws, {"1", "0", "64", "80"},
+         {ATTENTION_BACKWARD_WS_ON, ATTENTION_BACKWARD_WS_OFF, ATTENTION_BACKWARD_WS_64, ATTENTION_BACKWARD_WS_80},
+         ATTENTION_BACKWARD_WS_ON,
+         "ATTENTION_BACKWARD_WS must be 1, 0, 64 or 80 (or unset), not \"zigzag\""},
         {"ATTENTION_BACKWARD_PERSISTENT", read_backward_persistent, {"1", "0"},
          {ATTENTION_BACKWARD_PERSISTENT_ON, ATTENTION_BACKWARD_PERSISTENT_OFF}, ATTENTION_BACKWARD_PERSISTENT_ON,
          "ATTENTION_BACKWARD_PERSISTENT must be 1 or 0 (or unset), not \"zigzag\""},
@@ -552,7 +561,7 @@ static void test_switches(void **state) {
     };
     char message[512];
     for (size_t s = 0; s < sizeof switches / sizeof switches[0]; s++) {
-        for (int i = 0; i < 3 && switches[s].spellings[i]; i++)
+        for (int i = 0; i < 4 && switches[s].spellings[i]; i++)
             assert_int_equal(switch_in_child(switches[s].name, switches[s].spellings[i], switches[s].read_switch,
                                              message, sizeof message),
                              10 + switches[s].values[i]);

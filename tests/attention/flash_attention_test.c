@@ -14,7 +14,8 @@
 // (ATTENTION_PERSISTENT_SCHEDULE) and few CTAs so that each loops over several work tiles, and
 // must give the same bits every way. The best set's backward runs with the swapAB kernel off and
 // on (ATTENTION_BACKWARD_SWAPAB, through its setter), deterministic and dropping too; at d 128
-// also with the warp-specialised kernel (ATTENTION_BACKWARD_WS, through its setter) wherever
+// also with the warp-specialised kernels (ATTENTION_BACKWARD_WS, through its setter: 80-query
+// tiles, 64 when dropping; test_backward_ws_swapab80 runs each kernel in every case) wherever
 // the wgmma backward runs, dropping, causal, ragged, on views and shards, and against the
 // deterministic kernel at training size. The wgmma forward at d 128 also with 176-key tiles
 // (ATTENTION_FORWARD_BLOCK_N, through its setter): never persistent and persistent with both
@@ -284,6 +285,52 @@ static void test_forward_wide_tiles(void **state) {
     attention_set_forward_block_n(block_n_was);
     attention_set_forward_persistent(persistent_was, 0);
     attention_set_persistent_schedule(schedule_was);
+    attention_set_kernels(ATTENTION_KERNELS_BEST);
+}
+
+// The warp-specialised backward with 80-query swapAB tiles (ATTENTION_BACKWARD_WS on, its default;
+// set back after) at d 128 against the reference, first without dropout: seq shorter than a tile (60),
+// exactly one (80), one query into the second (81), ragged against both 80 and 128 (333 = 4 * 80
+// + 13; 1000 = 12 * 80 + 40), and many tiles (2048), fp16 and bf16; not causal, one block per CTA
+// and persistent on TEST_PERSISTENT_CTAS CTAs (several blocks each, the rings counted across
+// blocks); causal (one block per CTA, a block's first tile the one holding its first key, tiles
+// across the diagonal masked). Then the same shapes with ATTENTION_BACKWARD_WS=64 (the 64-query
+// kernel), and both kernels dropping (the 80-query one as ATTENTION_BACKWARD_WS=80). Without wgmma
+// every run is the same mma.sync kernel.
+static void test_backward_ws_swapab80(void **state) {
+    (void)state;
+    SKIP_WITHOUT_GPU();
+    const int seqs[] = {60, 80, 81, 333, 1000, 2048};
+    const AttentionBackwardWS ws_was = attention_set_backward_ws(ATTENTION_BACKWARD_WS_ON);
+    const AttentionBackwardPersistent bp_was =
+        attention_set_backward_persistent(ATTENTION_BACKWARD_PERSISTENT_OFF, 0);
+    for (int kernel = 0; kernel < 2; kernel++) {
+        attention_set_backward_ws(kernel ? ATTENTION_BACKWARD_WS_64 : ATTENTION_BACKWARD_WS_ON);
+        for (int si = 0; si < (int)(sizeof seqs / sizeof seqs[0]); si++)
+            for (int run = 0; run < 3; run++) {  // one block per CTA; persistent; causal
+                const DType dt = (si + run) % 2 ? DTYPE_BF16 : DTYPE_FP16;
+                attention_set_backward_persistent(
+                    run == 1 ? ATTENTION_BACKWARD_PERSISTENT_ON : ATTENTION_BACKWARD_PERSISTENT_OFF,
+                    run == 1 ? TEST_PERSISTENT_CTAS : 0);
+                run_case_with(ATTENTION_KERNELS_BEST, dt, seqs[si], 1, 2, 128, 0.0f, run == 2);
+            }
+    }
+    // Dropping (p 0.1, and 0.5: half the probabilities dropped, a mask that differs from the
+    // forward's anywhere shows): 81 and 333 queries, persistent and one block per CTA, causal;
+    // the 80-query kernel (ATTENTION_BACKWARD_WS=80; "on" runs the 64-query one when dropping)
+    // and the 64-query one.
+    for (int kernel = 0; kernel < 2; kernel++) {
+        attention_set_backward_ws(kernel ? ATTENTION_BACKWARD_WS_64 : ATTENTION_BACKWARD_WS_80);
+        for (int run = 0; run < 3; run++) {
+            attention_set_backward_persistent(
+                run == 1 ? ATTENTION_BACKWARD_PERSISTENT_ON : ATTENTION_BACKWARD_PERSISTENT_OFF,
+                run == 1 ? TEST_PERSISTENT_CTAS : 0);
+            run_case_with(ATTENTION_KERNELS_BEST, run % 2 ? DTYPE_BF16 : DTYPE_FP16, 81, 1, 2, 128, 0.5f, run == 2);
+            run_case_with(ATTENTION_KERNELS_BEST, run % 2 ? DTYPE_FP16 : DTYPE_BF16, 333, 1, 2, 128, 0.1f, run == 2);
+        }
+    }
+    attention_set_backward_ws(ws_was);
+    attention_set_backward_persistent(bp_was, 0);
     attention_set_kernels(ATTENTION_KERNELS_BEST);
 }
 
@@ -786,6 +833,11 @@ int main(void) {
         cmocka_unit_test(test_deterministic_backward),
         cmocka_unit_test(test_deterministic_backward_large), cmocka_unit_test(test_persistent_forward_bit_identical),
         cmocka_unit_test(test_forward_wide_tiles),   cmocka_unit_test(test_wide_last_tile_bits),
+        cmocka_unit_test(test_backward_ws_swapab80),
     };
+    // FLASH_TEST_ONLY=<pattern>: only the tests whose names match (cmocka's filter, * a wildcard),
+    // for a quick run of one kernel's test on a GPU - a full run takes minutes.
+    const char *only = getenv("FLASH_TEST_ONLY");
+    if (only && *only) cmocka_set_test_filter(only);
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

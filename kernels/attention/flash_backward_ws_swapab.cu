@@ -1,0 +1,493 @@
+// Flash attention backward on Hopper, head dim 128, warp-specialised with the scores computed
+// transposed in tiles of 80 queries (ATTENTION_BACKWARD_WS on, attention.h; not deterministic).
+// FlashAttention-3's own
+// layout at this head dim (Shah et al., "FlashAttention-3", 2024; its hopper/ backward with
+// kBlockM = 80, kBlockN = 128, SdP_swapAB and dQ_swapAB, dK and dV from registers), written anew
+// on this repository's wgmma, TMA and mbarrier wrappers; FlashAttention-3 has no dropout, this
+// one has (DROPOUT: the forward's mask bit for bit, drawn transposed as flash_backward_swapab.cu
+// draws it - flash_backward_common.cuh's "dropout, transposed").
+//
+// Why another d 128 backward. flash_backward_ws.cu computes S and dP with the queries as the
+// wgmma's M dimension (64 queries a tile); dV += P^T dO and dK += dS^T Q need P and dS
+// transposed, which registers cannot give, so both go through shared memory and are read back
+// as MN-major operands - two 16 KiB round trips a tile and two SS products. Computing S^T = K
+// Q^T and dP^T = V dO^T instead (keys as M, flash_backward_swapab.cu's "swapAB") leaves P^T and
+// dS^T in registers in exactly the layout of a wgmma's A operand, so dV and dK run from
+// registers (RS) and only dS goes to shared memory, for dQ. With the keys as M the queries are
+// the N dimension and need not be a multiple of 64: 80 queries a tile, the most that fit
+// FlashAttention-3's 240-register consumers (S^T and dP^T 40 floats each, dK and dV 64 each).
+// dQ = dS K has the queries as M, so it is computed transposed too, dQ^T = K^T dS^T (M = the
+// head dim, N = 80 queries). (flash_backward_swapab.cu at d 128 keeps 64 queries and no
+// producer warpgroup; the branch swapws had both but 64 queries and dQ over each consumer's
+// own keys, and was slower: docs/worklog.md.)
+//
+// Block: 128 keys of one head, 384 threads = three warpgroups, as flash_backward_ws.cu.
+//   warpgroup 0, the producer (setmaxnreg.dec to 24 registers):
+//     warp 0 (one thread): K and V once; per query tile Q, dO (two 64-column panels of 80 rows
+//       each, TMA) and the tile's lse log2(e) and Dsum (two 1-D bulk copies of 80 floats from
+//       the prepare pass's padded tile statistics) into a two-stage ring (qdo_full / qdo_empty).
+//     warps 1 and 2 (one thread each): consumer 0's and 1's dQ columns - wait until the consumer
+//       has staged them (dq_full), two TMA reduce-adds of 80 rows x 32 floats, wait until the
+//       TMA unit has read them, hand the buffer back (dq_empty). One buffer per consumer (two
+//       would not fit beside everything else; the reduction is read long before the next
+//       tile's dQ is ready).
+//     warp 3: nothing.
+//   warpgroups 1 and 2, consumers cw = 0, 1 (setmaxnreg.inc to 240): keys [64 cw, 64 cw + 64) of
+//     the block. Per query tile of 80 queries:
+//       S^T = K_cw Q^T, dP^T = V_cw dO^T     SS, 64 keys x 80 queries, two commit groups
+//       P^T = exp2(S^T scale log2(e) - lse log2(e)) (edge tiles masked), packed as A fragments
+//       dV_cw += P^T dO                     RS, B = dO MN-major (5 steps of 16 queries)
+//       dS^T = P^T (dP^T - Dsum), packed; stored to the dS tile TRANSPOSED (stmatrix.trans):
+//         dS is [query][key], a 64-key panel per consumer, K-major for dQ^T's B
+//       both consumers' dS stored (named barrier DS_READY)
+//       dQ^T[64 cw + .., :] = K_{:, 64 cw ..}^T dS^T   SS, A = K's panel cw MN-major, B = dS,
+//         over all 128 keys (8 steps); then dK_cw += dS^T Q (RS, B = Q MN-major)
+//       dQ^T (times the scale) staged as dQ rows for the TMA once dV and dQ have landed, while
+//         dK runs; the stage's Q, dO and statistics released once dK has.
+//     dS is single-buffered as in flash_backward_ws.cu: DS_FREE + c says the other consumer's dQ
+//     of the tile before has read panel c.
+//
+// Shared memory (1024-byte aligned panels; + 1 KiB for the alignment): K, V 32 KiB each; Q, dO 2
+// stages x 20 KiB each; dS 20 KiB; dQ staged, 40 KiB; statistics 2 stages x 640 bytes; the
+// dropout bits 4 KiB: 210 KiB.
+//
+// Registers (ptxas -v, sm_90a, CUDA 13.0, bytes spilled): one block per CTA 0, causal 0, dropping
+// 4-16, causal and dropping 16-24; persistent 36, dropping 40-48. Without dropout the consumers
+// spill nothing (checked with the producer's code removed: the persistent kernel's 36 bytes are
+// its producer's, at 24 registers, as in flash_backward_ws.cu); where the dropping kernels'
+// bytes sit was not checked.
+//
+// Measured (H200, 2026-11-30, docs/results.md#h200-seventeenth; b 4, h 32, s 2048, TFLOP/s, in
+// turns against flash_backward_ws.cu's 64-query tiles): 482-520 against 435-482, causal 387-398
+// against 378-384; dropping 355-371 against 392-399 - slower, so a dropping backward runs the
+// 64-query kernel by default (ATTENTION_BACKWARD_WS=80 runs this one).
+#include "common/gpu/cuda_check.h"
+#include "kernels/attention/block_order.h"
+#include "kernels/attention/flash_backward_common.cuh"
+#include "kernels/attention/flash_common.cuh"
+#include "kernels/attention/flash_kernels.cuh"
+#include "kernels/attention/hopper_pipeline.cuh"
+#include "kernels/attention/wgmma.cuh"
+#include "kernels/device_utils.cuh"
+
+namespace {
+
+constexpr int SA_D = 128;        // the head dim
+constexpr int SA_BLOCK_N = 128;  // keys per block
+constexpr int SA_BLOCK_M = 80;   // queries per tile
+constexpr int SA_THREADS = 384;  // producer + two consumers
+constexpr int SA_PRODUCER_REGS = 24;
+constexpr int SA_CONSUMER_REGS = 240;
+constexpr int SA_LAUNCH_REGS = 65536 / SA_THREADS / 8 * 8;
+static_assert(128 * (SA_PRODUCER_REGS + 2 * SA_CONSUMER_REGS) <= SA_THREADS * SA_LAUNCH_REGS, "the block's pool");
+
+[[maybe_unused]] constexpr int SA_NQ = SA_BLOCK_M / 8;   // accumulator column blocks of S^T, dP^T, dQ^T (8 queries each)
+[[maybe_unused]] constexpr int SA_KQ = SA_BLOCK_M / 16;  // A fragments of P^T and dS^T (16 queries each)
+constexpr int SA_KV_PANEL = SA_BLOCK_N * 128;  // bytes of a 64-column panel of K or V (128 rows)
+constexpr int SA_QO_PANEL = SA_BLOCK_M * 128;  // ... of Q or dO (80 rows)
+constexpr int SA_DS_PANEL = SA_BLOCK_M * 128;  // ... of dS: 80 queries x one consumer's 64 keys
+constexpr int SA_DQ_PANEL = SA_BLOCK_M * 128;  // ... of the staged dQ: 80 rows x 32 floats
+constexpr int SA_KV_BYTES = 2 * SA_KV_PANEL;
+constexpr int SA_QO_BYTES = 2 * SA_QO_PANEL;
+constexpr int SA_DS_BYTES = 2 * SA_DS_PANEL;
+constexpr int SA_DQ_BYTES = 4 * SA_DQ_PANEL;
+constexpr int SA_STATS_FLOATS = 2 * SA_BLOCK_M;  // lse log2(e), then Dsum, of one stage's queries
+static_assert(SA_QO_PANEL % 1024 == 0 && SA_DQ_PANEL % 1024 == 0, "panels on the swizzle's 1024-byte period");
+// DROPOUT: the dropout bit matrices (flash_backward_common.cuh's "dropout, transposed"), two
+// buffers (by tile parity) x two consumers x 64 keys x 4 words (3 drawn: 96 queries, 80 read).
+[[maybe_unused]] constexpr int SA_MASK_WORDS = 3;
+constexpr int SA_MASK_STRIDE = 4;
+constexpr int SA_MASK_BYTES = 2 * 2 * 64 * SA_MASK_STRIDE * 4;
+
+constexpr size_t sa_smem_bytes() {
+    return 2 * SA_KV_BYTES + 4 * SA_QO_BYTES + SA_DS_BYTES + SA_DQ_BYTES + 2 * SA_STATS_FLOATS * 4 + SA_MASK_BYTES +
+           1024;
+}
+static_assert(sa_smem_bytes() + 256 <= 227 * 1024, "Hopper's limit per block");
+
+[[maybe_unused]] constexpr int DS_READY = 3;  // both dS panels of the tile stored
+[[maybe_unused]] constexpr int DS_FREE = 4;   // + c: the other consumer has finished reading dS panel c
+[[maybe_unused]] constexpr int MASK_READY = 6;  // + c: consumer c's four warps have drawn the tile's bits
+
+struct SaBarriers {
+    uint64_t kv_full, qdo_full[2], qdo_empty[2], dq_full[2], dq_empty[2];
+    uint64_t kv_empty;  // PERSISTENT: the consumers are done with the block's K and V
+};
+
+#if WGMMA_AVAILABLE
+// Four 8 x 8 matrices of 16-bit values from registers to shared memory, each transposed: the
+// register matrix's row g, columns 2 c and 2 c + 1 (lane 4 g + c's register i) land in rows 2 c
+// and 2 c + 1, column g, of memory matrix i, whose row r lane 8 i + r addresses (16 bytes).
+__device__ __forceinline__ void stmatrix_x4_trans(uint32_t row_addr, const uint32_t (&r)[4]) {
+    asm volatile("stmatrix.sync.aligned.m8n8.x4.trans.shared.b16 [%0], {%1, %2, %3, %4};\n" ::"r"(row_addr),
+                 "r"(r[0]), "r"(r[1]), "r"(r[2]), "r"(r[3])
+                 : "memory");
+}
+#endif
+
+// PERSISTENT as flash_backward_ws.cu: one CTA per SM runs blocks blockIdx.x, + gridDim.x, ...;
+// the producer loads a block's K and V once the consumers are done with the previous block's.
+// Not when CAUSAL (a template parameter, so that the kernel without the mask's tests keeps the
+// registers they take: 0 bytes spilled without, 32 with, ptxas -v).
+template <typename T, bool PERSISTENT, bool CAUSAL, bool DROPOUT>
+__global__ void __launch_bounds__(SA_THREADS, 1)
+    flash_backward_ws_swapab_kernel(const __grid_constant__ CUtensorMap q_map,
+                                    const __grid_constant__ CUtensorMap kv_map,
+                                    const __grid_constant__ CUtensorMap do_map,
+                                    const __grid_constant__ CUtensorMap dq_map, const __grid_constant__ BwdArgs a,
+                                    const KeyBlockOrder order, float scale) {
+#if WGMMA_AVAILABLE
+    static_assert(!(PERSISTENT && CAUSAL), "persistent only when not causal");
+    constexpr int D = SA_D;
+    extern __shared__ unsigned char smem_raw[];
+    unsigned char *k_tile = smem_raw + ((1024 - (smem_addr(smem_raw) & 1023)) & 1023);
+    unsigned char *v_tile = k_tile + SA_KV_BYTES;
+    unsigned char *q_tiles = v_tile + SA_KV_BYTES;        // two stages
+    unsigned char *do_tiles = q_tiles + 2 * SA_QO_BYTES;  // two stages
+    unsigned char *ds_tile = do_tiles + 2 * SA_QO_BYTES;  // dS, [query][key], a panel per consumer
+    unsigned char *dq_stage = ds_tile + SA_DS_BYTES;      // a tile's dQ, floats, four panels of 32 columns
+    float *stats = reinterpret_cast<float *>(dq_stage + SA_DQ_BYTES);  // two stages of SA_STATS_FLOATS
+    uint32_t *mask_bits = reinterpret_cast<uint32_t *>(stats + 2 * SA_STATS_FLOATS);  // [buffer][consumer][key][word]
+    __shared__ SaBarriers bars;
+
+    const int warpgroup = threadIdx.x / 128, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int bh_count = a.batch * a.heads, seq = a.seq;
+    const int total_blocks = order.key_blocks * bh_count;
+    // The block at linear index idx: its keys from k0, its head bh, its query tiles from m_start
+    // (causal: the tile that holds query k0, the first any of its keys sees), steps of them.
+    struct Work {
+        int k0, bh, m_start, steps;
+    };
+    auto work_at = [&](int idx) {
+        const FlashBlock blk = flash_key_block_at(idx, order.key_blocks, bh_count, order.group_heads);
+        Work w;
+        w.k0 = blk.query_block * SA_BLOCK_N, w.bh = blk.bh;
+        w.m_start = CAUSAL ? w.k0 / SA_BLOCK_M * SA_BLOCK_M : 0;
+        w.steps = (seq - w.m_start + SA_BLOCK_M - 1) / SA_BLOCK_M;
+        return w;
+    };
+
+    if (threadIdx.x == 0) {
+        mbarrier_init(&bars.kv_full, 1);
+        mbarrier_init(&bars.kv_empty, 256);
+        for (int s = 0; s < 2; s++) {
+            mbarrier_init(&bars.qdo_full[s], 1), mbarrier_init(&bars.qdo_empty[s], 256);
+            mbarrier_init(&bars.dq_full[s], 128), mbarrier_init(&bars.dq_empty[s], 1);
+        }
+        fence_shared_for_wgmma();
+    }
+    __syncthreads();
+
+    if (warpgroup == 0) {  // ---- the producer
+        warpgroup_release_registers<SA_PRODUCER_REGS>();
+        if (lane != 0 || warp == 3) return;
+        if (warp == 0) {
+            int tile = 0;
+#pragma unroll 1
+            for (int idx = blockIdx.x, j = 0; idx < total_blocks;) {
+                const Work w = work_at(idx);
+                const int b = w.bh / a.heads, h = w.bh % a.heads;
+                if (j == 0) load_key_value_tiles<D>(k_tile, v_tile, &kv_map, &bars.kv_full, h, b, w.k0, SA_KV_PANEL);
+#pragma unroll 1
+                for (int row = w.m_start; row < seq; row += SA_BLOCK_M, tile++) {
+                    const int s = tile % 2;
+                    if (tile >= 2) mbarrier_wait(&bars.qdo_empty[s], (tile / 2 - 1) & 1);
+                    // Q, dO, and lse log2(e) and Dsum of the tile's 80 queries (the statistics' rows
+                    // are padded with zeros to a multiple of 80 too: flash_tile_stats_row).
+                    load_query_tile<D, SA_BLOCK_M>(q_tiles + s * SA_QO_BYTES, do_tiles + s * SA_QO_BYTES,
+                                                   stats + s * SA_STATS_FLOATS, &q_map, &do_map, &bars.qdo_full[s], h,
+                                                   b, row, SA_QO_PANEL, a.tile_stats, w.bh, bh_count, seq);
+                    if (row == w.m_start && j > 0) {
+                        mbarrier_wait(&bars.kv_empty, (j - 1) & 1);
+                        load_key_value_tiles<D>(k_tile, v_tile, &kv_map, &bars.kv_full, h, b, w.k0, SA_KV_PANEL);
+                    }
+                }
+                if constexpr (!PERSISTENT) break;
+                idx += gridDim.x, j++;
+            }
+        } else {
+            // Warp 1 + cw: consumer cw's dQ columns [64 cw, 64 cw + 64), staged panels 2 cw, 2 cw + 1.
+            const int cw = warp - 1;
+            int tile = 0;
+#pragma unroll 1
+            for (int idx = blockIdx.x; idx < total_blocks; idx += gridDim.x) {
+                const Work w = work_at(idx);
+#pragma unroll 1
+                for (int step = 0; step < w.steps; step++, tile++) {
+                    mbarrier_wait(&bars.dq_full[cw], tile & 1);
+                    for (int half = 0; half < 2; half++) {
+                        const int panel = 2 * cw + half;
+                        tma_reduce_add_3d(&dq_map, 32 * panel, w.m_start + step * SA_BLOCK_M, w.bh,
+                                          reinterpret_cast<const float *>(dq_stage + panel * SA_DQ_PANEL));
+                    }
+                    bulk_wait_read();
+                    mbarrier_arrive(&bars.dq_empty[cw]);
+                }
+                if constexpr (!PERSISTENT) break;
+            }
+            bulk_wait_all();
+        }
+        return;
+    }
+
+    // ---- the consumers
+    warpgroup_claim_registers<SA_CONSUMER_REGS>();
+    const int cw = warpgroup - 1, wq = warp % 4, g = lane / 4, c = lane % 4;
+    const float scale_log2 = scale * LOG2E;
+    const uint32_t k_addr = smem_addr(k_tile), v_addr = smem_addr(v_tile), ds_addr = smem_addr(ds_tile);
+    const uint32_t drop_threshold = dropout_threshold(a.p_drop);
+    const float keep_scale = DROPOUT ? dropout_keep_scale(a.p_drop) : 1.0f;
+    const uint64_t drop_group_step = 32 * 4 * attention_key_blocks(seq);  // Philox groups, 32 queries on
+    // stmatrix's row addresses: lane 8 i + r writes row r of matrix i of each group of four, i.e.
+    // dS row (query) 16 kk + 8 (i / 2) + r, the 8 keys 16 wq + 8 (i % 2) of this consumer's 64
+    // (16-byte chunk 2 wq + i % 2 of the panel's row, swizzled); + kk 16 rows (2048 bytes), which
+    // leaves the row's phase mod 8 alone.
+    const int st_row = 8 * ((lane / 8) / 2) + lane % 8;
+    const uint32_t st_addr = ds_addr + cw * SA_DS_PANEL + swizzled_offset(st_row, 2 * wq + (lane / 8) % 2);
+    // dQ^T staging (rows of the accumulator = head-dim columns 64 cw + 16 wq + g (+ 8 r), columns =
+    // queries 8 n + 2 c + e) into dQ rows: column 16 wq + 8 r + g of the consumer's 64 is panel 2 cw
+    // + wq / 2, float g % 4 of 16-byte chunk 4 (wq % 2) + 2 r + g / 4; query q's row has the
+    // swizzle phase q % 8 = 2 c + e, so the chunk is dq_phase ^ (2 r + e) with dq_phase below. A
+    // warp's store of one (n, r, e): 8 chunks x 4 floats, 32 different banks.
+    const uint32_t dq_phase = (uint32_t)((4 * (wq % 2) + g / 4) ^ (2 * c));
+    unsigned char *dq_rows = dq_stage + (2 * cw + wq / 2) * SA_DQ_PANEL + 2 * c * 128 + 4 * (g % 4);
+    int tile = 0;
+#pragma unroll 1
+    for (int idx = blockIdx.x, j = 0; idx < total_blocks; idx += gridDim.x, j++) {
+        const Work w = work_at(idx);
+        const int k0 = w.k0, bh = w.bh, b = bh / a.heads, h = bh % a.heads, steps = w.steps;
+        const int key0 = k0 + 64 * cw;                // this consumer's first key
+        const int j_first = key0 + 16 * wq + g;        // this thread's keys: j_first, j_first + 8
+        float dk[D / 8][4], dv[D / 8][4];
+        zero_key_accumulators(dk, dv);
+        // DROPOUT: the bits of tile t (the CTA's count), starting at query q, into buffer t % 2 by
+        // this consumer's four warps (warp wq the keys 8 n + 2 wq + e of its 64, lane L the queries q +
+        // 32 r + L); read after the barrier MASK_READY + cw at the start of that tile. The first
+        // tile's here, each next one's while the tile before's dK runs (when S^T and dP^T are dead:
+        // drawn beside them, their 12 flag registers did not fit).
+        const uint64_t drop_bh = a.drop.global_bh(b, h);
+        auto draw_tile_bits = [&](int t, int q) {
+            draw_mask_bits<SA_MASK_WORDS, SA_MASK_STRIDE>(
+                mask_bits + ((t % 2) * 2 + cw) * 64 * SA_MASK_STRIDE,
+                attention_dropout_group(drop_bh, q + lane, key0 / 64, wq, seq), drop_group_step, wq, a.keys, a.offset,
+                drop_threshold);
+        };
+        if constexpr (DROPOUT) draw_tile_bits(tile, w.m_start);
+
+        mbarrier_wait(&bars.kv_full, j & 1);
+#pragma unroll 1
+        for (int step = 0; step < steps; step++, tile++) {
+            const int s_stage = tile % 2, q0 = w.m_start + step * SA_BLOCK_M;
+            mbarrier_wait(&bars.qdo_full[s_stage], (tile / 2) & 1);
+            const uint32_t q_addr = smem_addr(q_tiles + s_stage * SA_QO_BYTES);
+            const uint32_t do_addr = smem_addr(do_tiles + s_stage * SA_QO_BYTES);
+            const float2 *lse_log2 = reinterpret_cast<const float2 *>(stats + s_stage * SA_STATS_FLOATS);
+            const float2 *dsum = lse_log2 + SA_BLOCK_M / 2;
+
+            // S^T = K_cw Q^T and dP^T = V_cw dO^T: step kk takes 16 of the D columns (panel kk / 4);
+            // the consumer's keys start 64 rows (8192 bytes) into each panel of K and V.
+            float s[SA_NQ][4], dp[SA_NQ][4];
+            wgmma_fence();
+#pragma unroll
+            for (int kk = 0; kk < D / 16; kk++) {
+                const uint32_t kv = (kk / 4) * SA_KV_PANEL + cw * 64 * 128 + (kk % 4) * 32;
+                const uint32_t qo = (kk / 4) * SA_QO_PANEL + (kk % 4) * 32;
+                wgmma_ss<T, SA_BLOCK_M>(s, wgmma_descriptor(k_addr + kv, 0, 1024),
+                                        wgmma_descriptor(q_addr + qo, 0, 1024), kk > 0);
+            }
+            wgmma_commit();
+#pragma unroll
+            for (int kk = 0; kk < D / 16; kk++) {
+                const uint32_t kv = (kk / 4) * SA_KV_PANEL + cw * 64 * 128 + (kk % 4) * 32;
+                const uint32_t qo = (kk / 4) * SA_QO_PANEL + (kk % 4) * 32;
+                wgmma_ss<T, SA_BLOCK_M>(dp, wgmma_descriptor(v_addr + kv, 0, 1024),
+                                        wgmma_descriptor(do_addr + qo, 0, 1024), kk > 0);
+            }
+            wgmma_commit();
+            // DROPOUT: this thread's two keys' words of the tile's bits (KeyMaskBits), once all four
+            // warps have drawn them.
+            const uint32_t *keep_words = mask_bits + ((tile % 2) * 2 + cw) * 64 * SA_MASK_STRIDE +
+                                         (16 * wq + g) * SA_MASK_STRIDE;  // key row 1: 8 keys further
+            if constexpr (DROPOUT) named_barrier_sync(MASK_READY + cw, 128);
+
+            // P^T: s[n][e] is key j_first + 8 (e / 2), query q0 + 8 n + 2 c + e % 2. Keys or queries
+            // past seq, and causal keys after their query, are masked (-inf, so P = 0) on the tiles
+            // at the edges or the diagonal; the test is per warp (its 16 keys).
+            wgmma_wait<1>();
+            wgmma_settle(s);
+            if (q0 + SA_BLOCK_M > seq || key0 + 16 * wq + 16 > seq || (CAUSAL && key0 + 16 * wq + 15 > q0)) {
+#pragma unroll
+                for (int n = 0; n < SA_NQ; n++)
+#pragma unroll
+                    for (int e = 0; e < 4; e++) {
+                        const int i = q0 + 8 * n + 2 * c + (e & 1), jj = j_first + 8 * (e >> 1);
+                        if (i >= seq || jj >= seq || (CAUSAL && jj > i)) s[n][e] = -INFINITY;
+                    }
+            }
+            uint32_t pt[SA_KQ][4];
+#pragma unroll
+            for (int n = 0; n < SA_NQ; n++) {
+                const float2 l = lse_log2[4 * n + c];
+                s[n][0] = exp2_approx(fmaf(s[n][0], scale_log2, -l.x));
+                s[n][1] = exp2_approx(fmaf(s[n][1], scale_log2, -l.y));
+                s[n][2] = exp2_approx(fmaf(s[n][2], scale_log2, -l.x));
+                s[n][3] = exp2_approx(fmaf(s[n][3], scale_log2, -l.y));
+                pt[n / 2][2 * (n % 2)] = pack2<T>(s[n][0], s[n][1]);
+                pt[n / 2][2 * (n % 2) + 1] = pack2<T>(s[n][2], s[n][3]);
+            }
+            // DROPOUT: Pd^T = P^T * mask for dV (its factor 1 / (1 - p) comes at the end); P^T itself
+            // stays for dS^T.
+            KeyMaskBits keep;
+            uint32_t pd[SA_KQ][4];
+            if constexpr (DROPOUT) {
+#pragma unroll
+                for (int n = 0; n < SA_NQ; n++) {
+                    if (n % 4 == 0) keep.load(keep_words + n / 4, 8 * SA_MASK_STRIDE, c);
+                    pd[n / 2][2 * (n % 2)] = pt[n / 2][2 * (n % 2)] & keep.pair_mask(0, n);
+                    pd[n / 2][2 * (n % 2) + 1] = pt[n / 2][2 * (n % 2) + 1] & keep.pair_mask(1, n);
+                }
+            }
+            // dV_cw += P^T dO (dropping, Pd^T): B = dO MN-major, 16 queries (2048 bytes) a step, panels
+            // QO_PANEL apart.
+            wgmma_fence();
+#pragma unroll
+            for (int kk = 0; kk < SA_KQ; kk++)
+                wgmma_rs_mn<T, D>(dv, DROPOUT ? pd[kk] : pt[kk], wgmma_descriptor(do_addr + kk * 2048, SA_QO_PANEL, 1024));
+            wgmma_commit();
+
+            // dS^T = P^T (dP^T - Dsum), packed as P^T. P is read back from its 16-bit fragments (the
+            // value dV was given): the float P^T held through dV's product as well pushed the
+            // consumers past their 240 registers (spills, and ptxas serialised every wgmma).
+            wgmma_wait<1>();
+            wgmma_settle(dp);
+            uint32_t dst[SA_KQ][4];
+#pragma unroll
+            for (int n = 0; n < SA_NQ; n++) {
+                const float2 ds = dsum[4 * n + c];
+                if constexpr (DROPOUT) {  // dP^T = dPd^T * mask / (1 - p)
+                    if (n % 4 == 0) keep.load(keep_words + n / 4, 8 * SA_MASK_STRIDE, c);
+#pragma unroll
+                    for (int e = 0; e < 4; e++)
+                        dp[n][e] = masked(dp[n][e], keep.element_mask(e >> 1, n, e & 1)) * keep_scale;
+                }
+                const float2 p0 = unpack2<T>(pt[n / 2][2 * (n % 2)]), p1 = unpack2<T>(pt[n / 2][2 * (n % 2) + 1]);
+                dst[n / 2][2 * (n % 2)] = pack2<T>(p0.x * (dp[n][0] - ds.x), p0.y * (dp[n][1] - ds.y));
+                dst[n / 2][2 * (n % 2) + 1] = pack2<T>(p1.x * (dp[n][2] - ds.x), p1.y * (dp[n][3] - ds.y));
+            }
+            // dS into the consumer's panel, transposed ([query][key]), once the other consumer's dQ
+            // of the tile before has read it: fragment kk's four registers are the 8 x 8 matrices
+            // (keys 8 (i % 2), queries 16 kk + 8 (i / 2)) that stmatrix_x4_trans stores as rows of
+            // queries.
+            if (tile > 0) named_barrier_sync(DS_FREE + cw, 256);
+#pragma unroll
+            for (int kk = 0; kk < SA_KQ; kk++) stmatrix_x4_trans(st_addr + kk * 2048, dst[kk]);
+            fence_shared_for_wgmma();
+            named_barrier_sync(DS_READY, 256);  // dQ needs both consumers' dS
+
+            // dQ^T[64 cw .. + 63][queries] = K^T dS^T over the 128 keys: A = K's panel cw read MN-major
+            // (its rows are keys, the reduction), B = dS K-major (its rows are queries, keys
+            // contiguous; panel kk / 4); 16 keys a step. Then dK_cw += dS^T Q as dV. Two groups, dQ's
+            // first, so that dQ is staged while dK runs.
+            float dq[SA_NQ][4];
+            wgmma_fence();
+#pragma unroll
+            for (int kk = 0; kk < SA_BLOCK_N / 16; kk++)
+                wgmma_ss<T, SA_BLOCK_M, 1, 0>(
+                    dq, wgmma_descriptor(k_addr + cw * SA_KV_PANEL + kk * 2048, SA_KV_PANEL, 1024),
+                    wgmma_descriptor(ds_addr + (kk / 4) * SA_DS_PANEL + (kk % 4) * 32, 0, 1024), kk > 0);
+            wgmma_commit();
+#pragma unroll
+            for (int kk = 0; kk < SA_KQ; kk++)
+                wgmma_rs_mn<T, D>(dk, dst[kk], wgmma_descriptor(q_addr + kk * 2048, SA_QO_PANEL, 1024));
+            wgmma_commit();
+            wgmma_wait<1>();
+            wgmma_settle(dv);
+            wgmma_settle(dq);
+            wgmma_settle(pt);
+            if constexpr (DROPOUT) wgmma_settle(pd);
+            if (PERSISTENT && step + 1 == steps) mbarrier_arrive(&bars.kv_empty);  // dQ read K last
+            if (PERSISTENT || step + 1 < steps) named_barrier_arrive(DS_FREE + (1 - cw), 256);
+
+            // dQ (times the scale) staged once the TMA unit has read the tile before's.
+            if (tile > 0) mbarrier_wait(&bars.dq_empty[cw], (tile - 1) & 1);
+#pragma unroll
+            for (int n = 0; n < SA_NQ; n++)
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    const int r = e >> 1, odd = e & 1;
+                    const uint32_t at = (8 * n + odd) * 128 + 16 * (dq_phase ^ (uint32_t)(2 * r + odd));
+                    // accumulator element e: head-dim row + 8 r, query 8 n + 2 c + odd
+                    *reinterpret_cast<float *>(dq_rows + at) = dq[n][e] * scale;
+                }
+            fence_shared_for_wgmma();
+            mbarrier_arrive(&bars.dq_full[cw]);
+            if (DROPOUT && step + 1 < steps) draw_tile_bits(tile + 1, q0 + SA_BLOCK_M);
+
+            wgmma_wait<0>();
+            wgmma_settle(dk);
+            wgmma_settle(dst);
+            mbarrier_arrive(&bars.qdo_empty[s_stage]);
+        }
+
+        const QkvView view = {(int64_t)a.batch * a.qkv_row, (int64_t)b * a.qkv_row + (int64_t)h * 3 * D};
+        write_dk_dv_rows<T>(static_cast<T *>(a.dqkv), view, dk, dv, j_first, seq, scale, keep_scale);
+        if constexpr (!PERSISTENT) break;
+    }
+    if constexpr (PERSISTENT) named_barrier_sync(DS_FREE + cw, 256);
+#else
+    (void)q_map, (void)kv_map, (void)do_map, (void)dq_map, (void)a, (void)order, (void)scale;
+    __trap();
+#endif
+}
+
+// The four tensor maps of a launch: Q and dO in boxes of 80 tokens, K and V of 128, dQ's float
+// accumulator in boxes of 80 rows x 32 floats.
+struct SaMaps {
+    CUtensorMap q, kv, d_o, dq;
+};
+
+// One instantiation on `ctas` CTAs, its shared-memory limit set on first use.
+template <typename T, bool PERSISTENT, bool CAUSAL, bool DROPOUT>
+void launch_kernel(const SaMaps &m, const BwdArgs &a, const KeyBlockOrder &order, float scale, int ctas) {
+    constexpr size_t smem = sa_smem_bytes();
+    allow_dynamic_smem<flash_backward_ws_swapab_kernel<T, PERSISTENT, CAUSAL, DROPOUT>>(smem);
+    flash_backward_ws_swapab_kernel<T, PERSISTENT, CAUSAL, DROPOUT>
+        <<<ctas, SA_THREADS, smem>>>(m.q, m.kv, m.d_o, m.dq, a, order, scale);
+}
+
+}  // namespace
+
+size_t flash_backward_ws_swapab_smem_bytes(void) { return sa_smem_bytes(); }
+
+template <typename T>
+void flash_backward_ws_swapab(const BwdArgs &a, AttentionCausalOrder causal_order, int persistent_ctas) {
+    if (a.deterministic) DIE("flash attention backward: the 80-query swapAB kernel is not deterministic");
+    if (a.causal && persistent_ctas > 0)
+        DIE("flash attention backward: the 80-query swapAB kernel is not persistent when causal");
+    if (!a.tile_stats) DIE("flash attention backward: the 80-query swapAB kernel needs the tile statistics");
+    const int bh_count = a.batch * a.heads, key_blocks = ceil_div(a.seq, SA_BLOCK_N);
+    if ((int64_t)key_blocks * bh_count > INT32_MAX)
+        DIE("flash attention backward: %d key blocks x %d heads is more blocks than one launch takes", key_blocks,
+            bh_count);
+    const KeyBlockOrder order = flash_backward_key_order(a.seq, SA_D, bh_count, SA_BLOCK_N, a.causal,
+                                                         causal_order == ATTENTION_CAUSAL_HEAVY_FIRST);
+    const SaMaps maps = {tensor_map_rows<T>(a.qkv, a.qkv_row, a.batch, a.seq, SA_BLOCK_M),
+                         tensor_map_rows<T>(a.qkv, a.qkv_row, a.batch, a.seq, SA_BLOCK_N),
+                         tensor_map_rows<T>(a.dctx, a.ctx_row, a.batch, a.seq, SA_BLOCK_M),
+                         tensor_map_float_rows(a.dq_accum, SA_D, a.seq, bh_count, SA_BLOCK_M)};
+    const float scale = 1.0f / sqrtf((float)SA_D);
+    const int blocks = key_blocks * bh_count;
+    const bool dropping = a.p_drop > 0.0f;
+    if (a.causal && dropping) launch_kernel<T, false, true, true>(maps, a, order, scale, blocks);
+    else if (a.causal) launch_kernel<T, false, true, false>(maps, a, order, scale, blocks);
+    else if (persistent_ctas > 0 && dropping)
+        launch_kernel<T, true, false, true>(maps, a, order, scale, flash_persistent_grid(blocks, persistent_ctas));
+    else if (persistent_ctas > 0)
+        launch_kernel<T, true, false, false>(maps, a, order, scale, flash_persistent_grid(blocks, persistent_ctas));
+    else if (dropping) launch_kernel<T, false, false, true>(maps, a, order, scale, blocks);
+    else launch_kernel<T, false, false, false>(maps, a, order, scale, blocks);
+    CHECK_LAUNCH();
+}
+
+template void flash_backward_ws_swapab<__half>(const BwdArgs &, AttentionCausalOrder, int);
+template void flash_backward_ws_swapab<__nv_bfloat16>(const BwdArgs &, AttentionCausalOrder, int);
