@@ -663,10 +663,10 @@ extern "C" void attention_forward(const AttentionProblem *p, const AttentionDrop
 
 // The workspace holds Dsum (one float per query), the swapAB and warp-specialised backwards'
 // tile statistics (lse log2(e) and Dsum per query again, each head's row padded to a multiple
-// of 128 queries: flash_kernels.cuh; there whichever kernel runs, so that the size does not
+// of 128 or of 80 queries, whichever is longer: flash_tile_stats_row; there whichever kernel runs, so that the size does not
 // depend on the switches) and then dQ's accumulator, which the vector atomics, the TMA
 // reductions and the bulk copies need 16-byte aligned: Dsum's part is rounded up to a multiple
-// of 64 floats (the statistics' part is a multiple of 256). Deterministic: one accumulator per slice of keys, as
+// of 64 floats (the statistics' part is a multiple of 16: each row is a multiple of 16 floats). Deterministic: one accumulator per slice of keys, as
 // many as the kernel with the fewest keys per slice (64) writes, whichever kernel runs.
 static size_t dsum_floats(const AttentionProblem *p) { return ((size_t)p->seq * p->batch * p->heads + 63) / 64 * 64; }
 

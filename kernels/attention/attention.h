@@ -172,7 +172,7 @@ AttentionBackwardSwapAB attention_set_backward_swapab(AttentionBackwardSwapAB wh
 //     dim 128 and the problem is not deterministic - in place of the swapAB kernel too, should
 //     ATTENTION_BACKWARD_SWAPAB put that there: the 80-query kernel, or the 64-query one when
 //     dropping. H200, 2026-11-30 (docs/results.md#h200-seventeenth), d 128 backward in turns:
-//     502-520 TFLOP/s against the 64-query kernel's 435-482, causal 387-398 against 378-384;
+//     482-520 TFLOP/s against the 64-query kernel's 435-482, causal 387-398 against 378-384;
 //     dropping, the 80-query kernel is the slower (355-371 against 392-399: its mask, drawn
 //     transposed by warp ballots, costs more than the other's drawn in rows).
 //   ATTENTION_BACKWARD_WS_64: the 64-query kernel wherever ON runs either (for A/B runs).
@@ -192,8 +192,9 @@ typedef enum {
 } AttentionBackwardWS;
 AttentionBackwardWS attention_set_backward_ws(AttentionBackwardWS which);
 
-// The backward persistent or not: the warp-specialised kernel at d 128 (flash_backward_ws.cu
-// says how) and the swapAB kernel at d 64 (flash_backward_swapab.cu):
+// The backward persistent or not: the warp-specialised kernels at d 128 (flash_backward_ws.cu
+// says how; flash_backward_ws_swapab.cu does the same) and the swapAB kernel at d 64
+// (flash_backward_swapab.cu):
 //   ATTENTION_BACKWARD_PERSISTENT_ON (the default): when not causal, one CTA per SM runs block
 //     after block, loading the next block's K and V while it writes the last one's dK and dV.
 //     At d 64 only when not deterministic. H200, 2026-11-30 (docs/results.md#h200-twelfth),
@@ -211,7 +212,7 @@ AttentionBackwardWS attention_set_backward_ws(AttentionBackwardWS which);
 // message. attention_set_backward_persistent overrides it from then on (a value outside the enum,
 // or max_ctas < 0, stops with a message) and returns the previous value; max_ctas > 0 caps the
 // persistent launch at that many CTAs (tests: several blocks per CTA at small shapes), 0 one
-// per SM. Only those two kernels read it; their results are the same bits either way (the same
+// per SM. Only those three kernels read it; their results are the same bits either way (the same
 // products per block, in the same order).
 typedef enum { ATTENTION_BACKWARD_PERSISTENT_OFF, ATTENTION_BACKWARD_PERSISTENT_ON } AttentionBackwardPersistent;
 AttentionBackwardPersistent attention_set_backward_persistent(AttentionBackwardPersistent which, int max_ctas);

@@ -1,10 +1,12 @@
-// What the three Hopper attention backwards share - flash_backward_wgmma.cu (two warpgroups,
-// queries as the wgmma's M), flash_backward_ws.cu (the same math, warp-specialised) and
-// flash_backward_swapab.cu (scores computed transposed) - written once: the start of a block
-// (K and V copied in, dK and dV zeroed), the per-thread steps of a query tile that the two
-// queries-as-M kernels do alike (dropout draw, P and dS into their swizzled panels), and dQ
-// staged for the TMA unit (stage_dq_rows: the wgmma and swapAB kernels; the warp-specialised
-// one stages dQ its own way, in fewer registers - flash_backward_ws.cu).
+// What the four Hopper attention backwards share - flash_backward_wgmma.cu (two warpgroups,
+// queries as the wgmma's M), flash_backward_ws.cu (the same math, warp-specialised),
+// flash_backward_swapab.cu (scores computed transposed) and flash_backward_ws_swapab.cu (both:
+// 80-query tiles) - written once: the start of a block (K and V copied in, dK and dV zeroed), a
+// warp-specialised producer's copies of one query tile (load_query_tile), the per-thread steps
+// of a query tile that the two queries-as-M kernels do alike (dropout draw, P and dS into their
+// swizzled panels), dQ staged for the TMA unit (stage_dq_rows: the wgmma and swapAB kernels; the
+// warp-specialised ones stage dQ their own ways, in fewer registers), and the dropout mask drawn
+// transposed for the two swapAB kernels (draw_mask_bits, KeyMaskBits).
 //
 // Thread layout throughout (wgmma.cuh's accumulator fragments): warp wq of a warpgroup,
 // g = lane / 4, c = lane % 4; a thread holds rows 16 wq + g and 16 wq + g + 8 (r = 0, 1) of a
@@ -173,7 +175,7 @@ __device__ __forceinline__ void stage_dq_rows(unsigned char *dq_stage, const flo
 // quarter of the 64 keys, keys 8 n + 2 wq + e - not the lane's c), lane L those of the queries q0 + 32 r + L (r = 0 ..
 // BLOCK_M / 32 - 1, rounded up: 80 queries take 3 words, whose last 16 bits are the next tile's
 // queries, drawn and not read), one call each - as many calls per warpgroup and step as the
-// query-row kernels make for the same queries (80 queries: 96). Each of a group's 16 keep flags is then gathered across
+// query-row kernels make for the same queries (for 80 queries 20% more: 96 queries drawn). Each of a group's 16 keep flags is then gathered across
 // the warp by a ballot (vote.sync: the one instruction that moves a bit from each of 32 lanes
 // into one word) into one word, bit L = lane L's query, and the words form the warpgroup's bit
 // matrix in shared memory, [key][word r] (STRIDE words a key: 16 bytes for 128 or 80 queries,
@@ -182,9 +184,9 @@ __device__ __forceinline__ void stage_dq_rows(unsigned char *dq_stage, const flo
 // each thread reads the words of its two keys (KeyMaskBits): a warp's 32-bit load of word r
 // reads 8 keys g = 0..7 from 8 slots 16 (8) bytes apart, 8 different banks. Queries and keys
 // past seq get bits like any other (Philox reads no memory; every lane must vote anyway); their
-// probabilities are zero. One matrix per warpgroup serves every step: the next step's draw
-// comes after the barrier that ends this step, and every read of this step's bits (for P^T and
-// dS^T) comes before it.
+// probabilities are zero. In flash_backward_swapab.cu one matrix per warpgroup serves every step:
+// the next step's draw comes after the barrier that ends this step, and every read of this
+// step's bits (for P^T and dS^T) comes before it (flash_backward_ws_swapab.cu: its own comment).
 
 // Stores a key's words: one vector store.
 template <int WORDS>

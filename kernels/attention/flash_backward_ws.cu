@@ -196,8 +196,8 @@ __global__ void __launch_bounds__(WS_THREADS, 1)
                     const int s = tile % 2;
                     if (tile >= 2) mbarrier_wait(&bars.qdo_empty[s], (tile / 2 - 1) & 1);
                     // Q, dO and the tile's lse log2(e) and Dsum from this head's rows of the tile
-                    // statistics (padded with zeros to a multiple of 128 queries, so a tile's 64
-                    // floats never leave the row; Dsum's rows follow all heads' lse rows).
+                    // statistics (padded with zeros, flash_tile_stats_row, so a tile's 64 floats
+                    // never leave the row; Dsum's rows follow all heads' lse rows).
                     load_query_tile<D, WS_BLOCK_M>(q_tiles + s * WS_QO_BYTES, do_tiles + s * WS_QO_BYTES,
                                                    stats + s * WS_STATS_FLOATS, &q_map, &do_map, &bars.qdo_full[s], h,
                                                    b, row, WS_QO_PANEL, a.tile_stats, w.bh, bh_count, seq);

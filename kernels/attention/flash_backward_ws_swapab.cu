@@ -1,7 +1,6 @@
 // Flash attention backward on Hopper, head dim 128, warp-specialised with the scores computed
-// transposed in tiles of 80 queries (ATTENTION_BACKWARD_WS on, attention.h; not deterministic).
-// FlashAttention-3's own
-// layout at this head dim (Shah et al., "FlashAttention-3", 2024; its hopper/ backward with
+// transposed in tiles of 80 queries (attention.h's ATTENTION_BACKWARD_WS: on, when not dropping;
+// 80, always; never deterministic). FlashAttention-3's own layout at this head dim (Shah et al., "FlashAttention-3", 2024; its hopper/ backward with
 // kBlockM = 80, kBlockN = 128, SdP_swapAB and dQ_swapAB, dK and dV from registers), written anew
 // on this repository's wgmma, TMA and mbarrier wrappers; FlashAttention-3 has no dropout, this
 // one has (DROPOUT: the forward's mask bit for bit, drawn transposed as flash_backward_swapab.cu
@@ -10,12 +9,14 @@
 // Why another d 128 backward. flash_backward_ws.cu computes S and dP with the queries as the
 // wgmma's M dimension (64 queries a tile); dV += P^T dO and dK += dS^T Q need P and dS
 // transposed, which registers cannot give, so both go through shared memory and are read back
-// as MN-major operands - two 16 KiB round trips a tile and two SS products. Computing S^T = K
+// as MN-major operands - two 16 KiB round trips a tile and two SS products (SS: a wgmma reading
+// both operands from shared memory; RS: its A operand from registers). Computing S^T = K
 // Q^T and dP^T = V dO^T instead (keys as M, flash_backward_swapab.cu's "swapAB") leaves P^T and
 // dS^T in registers in exactly the layout of a wgmma's A operand, so dV and dK run from
 // registers (RS) and only dS goes to shared memory, for dQ. With the keys as M the queries are
-// the N dimension and need not be a multiple of 64: 80 queries a tile, the most that fit
-// FlashAttention-3's 240-register consumers (S^T and dP^T 40 floats each, dK and dV 64 each).
+// the N dimension and need not be a multiple of 64 (a multiple of 16: they are the K of dV's
+// and dK's products): 80 queries a tile, FlashAttention-3's choice at d 128 (not varied here),
+// in its 240-register consumers (S^T and dP^T 40 floats each, dK and dV 64 each).
 // dQ = dS K has the queries as M, so it is computed transposed too, dQ^T = K^T dS^T (M = the
 // head dim, N = 80 queries). (flash_backward_swapab.cu at d 128 keeps 64 queries and no
 // producer warpgroup; the branch swapws had both but 64 queries and dQ over each consumer's
@@ -31,7 +32,7 @@
 //       TMA unit has read them, hand the buffer back (dq_empty). One buffer per consumer (two
 //       would not fit beside everything else; the reduction is read long before the next
 //       tile's dQ is ready).
-//     warp 3: nothing.
+//     warp 3: nothing (it exits after setmaxnreg, which the whole warpgroup must execute).
 //   warpgroups 1 and 2, consumers cw = 0, 1 (setmaxnreg.inc to 240): keys [64 cw, 64 cw + 64) of
 //     the block. Per query tile of 80 queries:
 //       S^T = K_cw Q^T, dP^T = V_cw dO^T     SS, 64 keys x 80 queries, two commit groups
@@ -78,6 +79,8 @@ constexpr int SA_BLOCK_M = 80;   // queries per tile
 constexpr int SA_THREADS = 384;  // producer + two consumers
 constexpr int SA_PRODUCER_REGS = 24;
 constexpr int SA_CONSUMER_REGS = 240;
+// The block's register pool at launch (65536 / 384, rounded down to a multiple of 8), which only
+// setmaxnreg redistributes: 24 to the producer, 240 to each consumer.
 constexpr int SA_LAUNCH_REGS = 65536 / SA_THREADS / 8 * 8;
 static_assert(128 * (SA_PRODUCER_REGS + 2 * SA_CONSUMER_REGS) <= SA_THREADS * SA_LAUNCH_REGS, "the block's pool");
 
@@ -95,6 +98,8 @@ constexpr int SA_STATS_FLOATS = 2 * SA_BLOCK_M;  // lse log2(e), then Dsum, of o
 static_assert(SA_QO_PANEL % 1024 == 0 && SA_DQ_PANEL % 1024 == 0, "panels on the swizzle's 1024-byte period");
 // DROPOUT: the dropout bit matrices (flash_backward_common.cuh's "dropout, transposed"), two
 // buffers (by tile parity) x two consumers x 64 keys x 4 words (3 drawn: 96 queries, 80 read).
+// One buffer would do - every read of a tile's bits comes before its DS_READY barrier, the next
+// tile's draw after it - but the kernel was tested and measured with two.
 [[maybe_unused]] constexpr int SA_MASK_WORDS = 3;
 constexpr int SA_MASK_STRIDE = 4;
 constexpr int SA_MASK_BYTES = 2 * 2 * 64 * SA_MASK_STRIDE * 4;
@@ -109,6 +114,9 @@ static_assert(sa_smem_bytes() + 256 <= 227 * 1024, "Hopper's limit per block");
 [[maybe_unused]] constexpr int DS_FREE = 4;   // + c: the other consumer has finished reading dS panel c
 [[maybe_unused]] constexpr int MASK_READY = 6;  // + c: consumer c's four warps have drawn the tile's bits
 
+// The mbarriers: K and V landed; a stage's Q, dO and statistics landed / released by the
+// consumers; consumer cw's dQ buffer staged / read by the TMA unit (dq_full[cw], dq_empty[cw]:
+// per consumer, one buffer each).
 struct SaBarriers {
     uint64_t kv_full, qdo_full[2], qdo_empty[2], dq_full[2], dq_empty[2];
     uint64_t kv_empty;  // PERSISTENT: the consumers are done with the block's K and V
@@ -127,8 +135,8 @@ __device__ __forceinline__ void stmatrix_x4_trans(uint32_t row_addr, const uint3
 
 // PERSISTENT as flash_backward_ws.cu: one CTA per SM runs blocks blockIdx.x, + gridDim.x, ...;
 // the producer loads a block's K and V once the consumers are done with the previous block's.
-// Not when CAUSAL (a template parameter, so that the kernel without the mask's tests keeps the
-// registers they take: 0 bytes spilled without, 32 with, ptxas -v).
+// Not when CAUSAL. CAUSAL is a template parameter: as runtime tests the causal mask cost the plain
+// kernel 32 bytes of spills (ptxas -v); compiled into the causal kernel only, neither spills.
 template <typename T, bool PERSISTENT, bool CAUSAL, bool DROPOUT>
 __global__ void __launch_bounds__(SA_THREADS, 1)
     flash_backward_ws_swapab_kernel(const __grid_constant__ CUtensorMap q_map,
@@ -182,21 +190,24 @@ __global__ void __launch_bounds__(SA_THREADS, 1)
         warpgroup_release_registers<SA_PRODUCER_REGS>();
         if (lane != 0 || warp == 3) return;
         if (warp == 0) {
-            int tile = 0;
+            int tile = 0;  // the CTA's query tiles so far: the Q / dO ring's count
 #pragma unroll 1
-            for (int idx = blockIdx.x, j = 0; idx < total_blocks;) {
+            for (int idx = blockIdx.x, j = 0; idx < total_blocks;) {  // j: the CTA's blocks so far
                 const Work w = work_at(idx);
                 const int b = w.bh / a.heads, h = w.bh % a.heads;
                 if (j == 0) load_key_value_tiles<D>(k_tile, v_tile, &kv_map, &bars.kv_full, h, b, w.k0, SA_KV_PANEL);
 #pragma unroll 1
                 for (int row = w.m_start; row < seq; row += SA_BLOCK_M, tile++) {
-                    const int s = tile % 2;
-                    if (tile >= 2) mbarrier_wait(&bars.qdo_empty[s], (tile / 2 - 1) & 1);
+                    const int stage = tile % 2;
+                    if (tile >= 2) mbarrier_wait(&bars.qdo_empty[stage], (tile / 2 - 1) & 1);
                     // Q, dO, and lse log2(e) and Dsum of the tile's 80 queries (the statistics' rows
                     // are padded with zeros to a multiple of 80 too: flash_tile_stats_row).
-                    load_query_tile<D, SA_BLOCK_M>(q_tiles + s * SA_QO_BYTES, do_tiles + s * SA_QO_BYTES,
-                                                   stats + s * SA_STATS_FLOATS, &q_map, &do_map, &bars.qdo_full[s], h,
+                    load_query_tile<D, SA_BLOCK_M>(q_tiles + stage * SA_QO_BYTES, do_tiles + stage * SA_QO_BYTES,
+                                                   stats + stage * SA_STATS_FLOATS, &q_map, &do_map, &bars.qdo_full[stage], h,
                                                    b, row, SA_QO_PANEL, a.tile_stats, w.bh, bh_count, seq);
+                    // PERSISTENT, a later block's K and V after its first Q / dO tile (which may go
+                    // while the consumers still finish the block before), once they are done with
+                    // the block before's.
                     if (row == w.m_start && j > 0) {
                         mbarrier_wait(&bars.kv_empty, (j - 1) & 1);
                         load_key_value_tiles<D>(k_tile, v_tile, &kv_map, &bars.kv_full, h, b, w.k0, SA_KV_PANEL);
@@ -237,7 +248,9 @@ __global__ void __launch_bounds__(SA_THREADS, 1)
     const uint32_t k_addr = smem_addr(k_tile), v_addr = smem_addr(v_tile), ds_addr = smem_addr(ds_tile);
     const uint32_t drop_threshold = dropout_threshold(a.p_drop);
     const float keep_scale = DROPOUT ? dropout_keep_scale(a.p_drop) : 1.0f;
-    const uint64_t drop_group_step = 32 * 4 * attention_key_blocks(seq);  // Philox groups, 32 queries on
+    // The Philox group number's step from a query to the query 32 further (4 groups per 64-key
+    // block, attention_key_blocks per query).
+    const uint64_t drop_group_step = 32 * 4 * attention_key_blocks(seq);
     // stmatrix's row addresses: lane 8 i + r writes row r of matrix i of each group of four, i.e.
     // dS row (query) 16 kk + 8 (i / 2) + r, the 8 keys 16 wq + 8 (i % 2) of this consumer's 64
     // (16-byte chunk 2 wq + i % 2 of the panel's row, swizzled); + kk 16 rows (2048 bytes), which
@@ -262,7 +275,7 @@ __global__ void __launch_bounds__(SA_THREADS, 1)
         zero_key_accumulators(dk, dv);
         // DROPOUT: the bits of tile t (the CTA's count), starting at query q, into buffer t % 2 by
         // this consumer's four warps (warp wq the keys 8 n + 2 wq + e of its 64, lane L the queries q +
-        // 32 r + L); read after the barrier MASK_READY + cw at the start of that tile. The first
+        // 32 r + L); read after the barrier MASK_READY + cw, once that tile's S^T and dP^T are issued. The first
         // tile's here, each next one's while the tile before's dK runs (when S^T and dP^T are dead:
         // drawn beside them, their 12 flag registers did not fit).
         const uint64_t drop_bh = a.drop.global_bh(b, h);
@@ -306,8 +319,9 @@ __global__ void __launch_bounds__(SA_THREADS, 1)
             wgmma_commit();
             // DROPOUT: this thread's two keys' words of the tile's bits (KeyMaskBits), once all four
             // warps have drawn them.
+            // (Key row 0's words; row 1's are 8 keys, 8 * SA_MASK_STRIDE words, further: keep.load's stride.)
             const uint32_t *keep_words = mask_bits + ((tile % 2) * 2 + cw) * 64 * SA_MASK_STRIDE +
-                                         (16 * wq + g) * SA_MASK_STRIDE;  // key row 1: 8 keys further
+                                         (16 * wq + g) * SA_MASK_STRIDE;
             if constexpr (DROPOUT) named_barrier_sync(MASK_READY + cw, 128);
 
             // P^T: s[n][e] is key j_first + 8 (e / 2), query q0 + 8 n + 2 c + e % 2. Keys or queries
@@ -440,15 +454,9 @@ __global__ void __launch_bounds__(SA_THREADS, 1)
 #endif
 }
 
-// The four tensor maps of a launch: Q and dO in boxes of 80 tokens, K and V of 128, dQ's float
-// accumulator in boxes of 80 rows x 32 floats.
-struct SaMaps {
-    CUtensorMap q, kv, d_o, dq;
-};
-
 // One instantiation on `ctas` CTAs, its shared-memory limit set on first use.
 template <typename T, bool PERSISTENT, bool CAUSAL, bool DROPOUT>
-void launch_kernel(const SaMaps &m, const BwdArgs &a, const KeyBlockOrder &order, float scale, int ctas) {
+void launch_kernel(const BackwardTensorMaps &m, const BwdArgs &a, const KeyBlockOrder &order, float scale, int ctas) {
     constexpr size_t smem = sa_smem_bytes();
     allow_dynamic_smem<flash_backward_ws_swapab_kernel<T, PERSISTENT, CAUSAL, DROPOUT>>(smem);
     flash_backward_ws_swapab_kernel<T, PERSISTENT, CAUSAL, DROPOUT>
@@ -471,10 +479,8 @@ void flash_backward_ws_swapab(const BwdArgs &a, AttentionCausalOrder causal_orde
             bh_count);
     const KeyBlockOrder order = flash_backward_key_order(a.seq, SA_D, bh_count, SA_BLOCK_N, a.causal,
                                                          causal_order == ATTENTION_CAUSAL_HEAVY_FIRST);
-    const SaMaps maps = {tensor_map_rows<T>(a.qkv, a.qkv_row, a.batch, a.seq, SA_BLOCK_M),
-                         tensor_map_rows<T>(a.qkv, a.qkv_row, a.batch, a.seq, SA_BLOCK_N),
-                         tensor_map_rows<T>(a.dctx, a.ctx_row, a.batch, a.seq, SA_BLOCK_M),
-                         tensor_map_float_rows(a.dq_accum, SA_D, a.seq, bh_count, SA_BLOCK_M)};
+    // Q and dO in boxes of 80 tokens, K and V of 128; dQ's accumulator in boxes of 80 rows.
+    const BackwardTensorMaps maps = backward_tensor_maps<T>(a, SA_D, SA_BLOCK_M, SA_BLOCK_N, bh_count, SA_BLOCK_M);
     const float scale = 1.0f / sqrtf((float)SA_D);
     const int blocks = key_blocks * bh_count;
     const bool dropping = a.p_drop > 0.0f;

@@ -80,18 +80,19 @@ inline CUtensorMap tensor_map_float_rows(float *base, int row_floats, int seq, i
 // boxes of query_rows tokens, K and V in boxes of key_rows (qkv and dctx seen as
 // [seq][batch][row]: head h's q, k, v at columns h * 3d, + d, + 2d of qkv, its dO at h * d of
 // dctx), and dQ's float accumulator - dq_matrices matrices of [seq][head_dim] (batch * heads,
-// times the slices when deterministic) - in boxes of 64 rows x 32 floats.
+// times the slices when deterministic) - in boxes of dq_rows rows x 32 floats (64, or the 80-query
+// backward's 80).
 struct BackwardTensorMaps {
     CUtensorMap q, kv, d_o, dq;
 };
 
 template <typename T, typename Args>
 inline BackwardTensorMaps backward_tensor_maps(const Args &a, int head_dim, int query_rows, int key_rows,
-                                               int dq_matrices) {
+                                               int dq_matrices, int dq_rows = 64) {
     return {tensor_map_rows<T>(a.qkv, a.qkv_row, a.batch, a.seq, query_rows),
             tensor_map_rows<T>(a.qkv, a.qkv_row, a.batch, a.seq, key_rows),
             tensor_map_rows<T>(a.dctx, a.ctx_row, a.batch, a.seq, query_rows),
-            tensor_map_float_rows(a.dq_accum, head_dim, a.seq, dq_matrices, 64)};
+            tensor_map_float_rows(a.dq_accum, head_dim, a.seq, dq_matrices, dq_rows)};
 }
 
 __device__ __forceinline__ void mbarrier_init(uint64_t *bar, int count) {
