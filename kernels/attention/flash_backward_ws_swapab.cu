@@ -264,7 +264,7 @@ __global__ void __launch_bounds__(SA_THREADS, 1)
     // warp's store of one (n, r, e): 8 chunks x 4 floats, 32 different banks.
     const uint32_t dq_phase = (uint32_t)((4 * (wq % 2) + g / 4) ^ (2 * c));
     unsigned char *dq_rows = dq_stage + (2 * cw + wq / 2) * SA_DQ_PANEL + 2 * c * 128 + 4 * (g % 4);
-    int tile = 0;
+    int tile = 0;  // the CTA's query tiles so far: the rings' count (stages, dQ buffer, mask bits)
 #pragma unroll 1
     for (int idx = blockIdx.x, j = 0; idx < total_blocks; idx += gridDim.x, j++) {
         const Work w = work_at(idx);
