@@ -297,26 +297,23 @@ __global__ void __launch_bounds__(SA_THREADS, 1)
             const float2 *lse_log2 = reinterpret_cast<const float2 *>(stats + s_stage * SA_STATS_FLOATS);
             const float2 *dsum = lse_log2 + SA_BLOCK_M / 2;
 
-            // S^T = K_cw Q^T and dP^T = V_cw dO^T: step kk takes 16 of the D columns (panel kk / 4);
-            // the consumer's keys start 64 rows (8192 bytes) into each panel of K and V.
+            // S^T = K_cw Q^T and dP^T = V_cw dO^T, one commit group each: acc = X_cw Y^T with X (K or
+            // V) and Y (Q or dO) K-major; step kk takes 16 of the D columns (panel kk / 4); the
+            // consumer's keys start 64 rows (8192 bytes) into each panel of X.
+            auto key_rows_product = [&](float(&acc)[SA_NQ][4], uint32_t x_addr, uint32_t y_addr) {
+#pragma unroll
+                for (int kk = 0; kk < D / 16; kk++) {
+                    const uint32_t kv = (kk / 4) * SA_KV_PANEL + cw * 64 * 128 + (kk % 4) * 32;
+                    const uint32_t qo = (kk / 4) * SA_QO_PANEL + (kk % 4) * 32;
+                    wgmma_ss<T, SA_BLOCK_M>(acc, wgmma_descriptor(x_addr + kv, 0, 1024),
+                                            wgmma_descriptor(y_addr + qo, 0, 1024), kk > 0);
+                }
+                wgmma_commit();
+            };
             float s[SA_NQ][4], dp[SA_NQ][4];
             wgmma_fence();
-#pragma unroll
-            for (int kk = 0; kk < D / 16; kk++) {
-                const uint32_t kv = (kk / 4) * SA_KV_PANEL + cw * 64 * 128 + (kk % 4) * 32;
-                const uint32_t qo = (kk / 4) * SA_QO_PANEL + (kk % 4) * 32;
-                wgmma_ss<T, SA_BLOCK_M>(s, wgmma_descriptor(k_addr + kv, 0, 1024),
-                                        wgmma_descriptor(q_addr + qo, 0, 1024), kk > 0);
-            }
-            wgmma_commit();
-#pragma unroll
-            for (int kk = 0; kk < D / 16; kk++) {
-                const uint32_t kv = (kk / 4) * SA_KV_PANEL + cw * 64 * 128 + (kk % 4) * 32;
-                const uint32_t qo = (kk / 4) * SA_QO_PANEL + (kk % 4) * 32;
-                wgmma_ss<T, SA_BLOCK_M>(dp, wgmma_descriptor(v_addr + kv, 0, 1024),
-                                        wgmma_descriptor(do_addr + qo, 0, 1024), kk > 0);
-            }
-            wgmma_commit();
+            key_rows_product(s, k_addr, q_addr);
+            key_rows_product(dp, v_addr, do_addr);
             // DROPOUT: this thread's two keys' words of the tile's bits (KeyMaskBits), once all four
             // warps have drawn them.
             // (Key row 0's words; row 1's are 8 keys, 8 * SA_MASK_STRIDE words, further: keep.load's stride.)
