@@ -227,6 +227,22 @@ __device__ __forceinline__ void draw_mask_bits(uint32_t *wg_bits, uint64_t group
         }
 }
 
+// The swapAB backwards' P^T, one accumulator column block n of S^T at a time (s_n: keys g, g + 8
+// of the warp's 16 x queries 8 n + 2 c, + 1; lse: those two queries' lse log2(e)): P^T = exp2(S^T
+// scale log2(e) - lse log2(e)) in place, packed as 16-bit pairs into registers 2 half and 2 half + 1
+// of A fragment n / 2 (half = n % 2): a fragment holds column blocks 2 kk and 2 kk + 1, registers
+// 0, 1 key rows g, g + 8 of the first, 2, 3 of the second.
+template <typename T>
+__device__ __forceinline__ void transposed_probabilities(float (&s_n)[4], float2 lse, float scale_log2,
+                                                         uint32_t (&frag)[4], int half) {
+    s_n[0] = exp2_approx(fmaf(s_n[0], scale_log2, -lse.x));
+    s_n[1] = exp2_approx(fmaf(s_n[1], scale_log2, -lse.y));
+    s_n[2] = exp2_approx(fmaf(s_n[2], scale_log2, -lse.x));
+    s_n[3] = exp2_approx(fmaf(s_n[3], scale_log2, -lse.y));
+    frag[2 * half] = pack2<T>(s_n[0], s_n[1]);
+    frag[2 * half + 1] = pack2<T>(s_n[2], s_n[3]);
+}
+
 // prmt.b32, byte i of the result the byte that selector nibble i names (0..3 of `first`, 4..7
 // of `second`); a nibble with bit 3 set copies that byte's top bit into all 8 bits. Volatile,
 // so that it stays where it is used: the compiler would otherwise compute the masks of a whole

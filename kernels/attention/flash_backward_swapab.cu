@@ -199,17 +199,10 @@ struct SwapabStepMath {
                     if (i >= seq || j >= seq || (a.causal && j > i)) s[n][e] = -INFINITY;
                 }
         }
-        // P^T as A fragments (16-bit pairs): fragment kk = column blocks 2 kk and 2 kk + 1,
-        // registers 0, 1: key rows g, g + 8 of block 2 kk; 2, 3: of block 2 kk + 1.
+        // P^T as A fragments (16-bit pairs, transposed_probabilities).
 #pragma unroll
         for (int n = 0; n < NQ; n++) {
-            const float2 l = lse_log2[4 * n + c];
-            s[n][0] = exp2_approx(fmaf(s[n][0], scale_log2, -l.x));
-            s[n][1] = exp2_approx(fmaf(s[n][1], scale_log2, -l.y));
-            s[n][2] = exp2_approx(fmaf(s[n][2], scale_log2, -l.x));
-            s[n][3] = exp2_approx(fmaf(s[n][3], scale_log2, -l.y));
-            pt[n / 2][2 * (n % 2)] = pack2<T>(s[n][0], s[n][1]);
-            pt[n / 2][2 * (n % 2) + 1] = pack2<T>(s[n][2], s[n][3]);
+            transposed_probabilities<T>(s[n], lse_log2[4 * n + c], scale_log2, pt[n / 2], n % 2);
             if constexpr (DROPOUT) {  // Pd^T = P^T * mask (dV's factor 1 / (1 - p) comes at the end)
                 if (n % 4 == 0) keep.load(keep_words + n / 4, 8 * MASK_WORDS, c);
                 pt[n / 2][2 * (n % 2)] &= keep.pair_mask(0, n);

@@ -338,13 +338,7 @@ __global__ void __launch_bounds__(SA_THREADS, 1)
             uint32_t pt[SA_KQ][4];
 #pragma unroll
             for (int n = 0; n < SA_NQ; n++) {
-                const float2 l = lse_log2[4 * n + c];
-                s[n][0] = exp2_approx(fmaf(s[n][0], scale_log2, -l.x));
-                s[n][1] = exp2_approx(fmaf(s[n][1], scale_log2, -l.y));
-                s[n][2] = exp2_approx(fmaf(s[n][2], scale_log2, -l.x));
-                s[n][3] = exp2_approx(fmaf(s[n][3], scale_log2, -l.y));
-                pt[n / 2][2 * (n % 2)] = pack2<T>(s[n][0], s[n][1]);
-                pt[n / 2][2 * (n % 2) + 1] = pack2<T>(s[n][2], s[n][3]);
+                transposed_probabilities<T>(s[n], lse_log2[4 * n + c], scale_log2, pt[n / 2], n % 2);
             }
             // DROPOUT: Pd^T = P^T * mask for dV (its factor 1 / (1 - p) comes at the end); P^T itself
             // stays for dS^T.
