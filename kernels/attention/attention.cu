@@ -511,13 +511,14 @@ static AttentionKernelChoice choose(AttentionPass pass, int head_dim) {
         if (backward_ws() == ATTENTION_BACKWARD_WS_ON || backward_ws() == ATTENTION_BACKWARD_WS_80) {
             // [dropping too][persistent][swapAB when deterministic]
             static const char *const names80[2][2][2] = {
-                {{"wgmma backward (warp-specialised, 80-query swapAB, 64-query when dropping; not when deterministic)",
-                  "wgmma backward (warp-specialised, 80-query swapAB, 64-query when dropping; swapAB when "
-                  "deterministic)"},
-                 {"wgmma backward (warp-specialised, 80-query swapAB, 64-query when dropping, persistent when not "
-                  "causal; not when deterministic)",
-                  "wgmma backward (warp-specialised, 80-query swapAB, 64-query when dropping, persistent when not "
-                  "causal; swapAB when deterministic)"}},
+                {{"wgmma backward (warp-specialised, 80-query swapAB (64 when causal), 64-query when dropping; not "
+                  "when deterministic)",
+                  "wgmma backward (warp-specialised, 80-query swapAB (64 when causal), 64-query when dropping; swapAB "
+                  "when deterministic)"},
+                 {"wgmma backward (warp-specialised, 80-query swapAB (64 when causal), 64-query when dropping, "
+                  "persistent when not causal; not when deterministic)",
+                  "wgmma backward (warp-specialised, 80-query swapAB (64 when causal), 64-query when dropping, "
+                  "persistent when not causal; swapAB when deterministic)"}},
                 {{"wgmma backward (warp-specialised, 80-query swapAB; not when deterministic)",
                   "wgmma backward (warp-specialised, 80-query swapAB; swapAB when deterministic)"},
                  {"wgmma backward (warp-specialised, 80-query swapAB, persistent when not causal; not when "
@@ -620,7 +621,8 @@ static void backward(const BwdArgs &a, const void *ctx, float *dsum, float *tile
         // Persistent when not causal (attention.h): at most this many CTAs (0: no launch of its own).
         if constexpr (D == 128) {
             if (backward_ws_runs_80(a.p_drop > 0.0f))
-                flash_backward_ws_swapab<T>(a, causal_order(), a.causal ? 0 : backward_persistent_ctas());
+                flash_backward_ws_swapab<T>(a, causal_order(), a.causal ? 0 : backward_persistent_ctas(),
+                                            backward_ws() == ATTENTION_BACKWARD_WS_80);
             else
                 flash_backward_ws<T>(a, causal_order(), a.causal ? 0 : backward_persistent_ctas());
         }

@@ -15,8 +15,8 @@
 // dS^T in registers in exactly the layout of a wgmma's A operand, so dV and dK run from
 // registers (RS) and only dS goes to shared memory, for dQ. With the keys as M the queries are
 // the N dimension and need not be a multiple of 64 (a multiple of 16: they are the K of dV's
-// and dK's products): 80 queries a tile, FlashAttention-3's choice at d 128 (not varied here),
-// in its 240-register consumers (S^T and dP^T 40 floats each, dK and dV 64 each).
+// and dK's products): 80 queries a tile, FlashAttention-3's choice at d 128 (64 when causal, its
+// choice there too: SaTile below), in its 240-register consumers (S^T and dP^T 40 floats each, dK and dV 64 each).
 // dQ = dS K has the queries as M, so it is computed transposed too, dQ^T = K^T dS^T (M = the
 // head dim, N = 80 queries). (flash_backward_swapab.cu at d 128 keeps 64 queries and no
 // producer warpgroup; the branch swapws had both but 64 queries and dQ over each consumer's
@@ -50,10 +50,11 @@
 //
 // Shared memory (1024-byte aligned panels; + 1 KiB for the alignment): K, V 32 KiB each; Q, dO 2
 // stages x 20 KiB each; dS 20 KiB; dQ staged, 40 KiB; statistics 2 stages x 640 bytes; the
-// dropout bits 4 KiB: 210 KiB.
+// dropout bits 4 KiB: 210 KiB (with 64-query tiles 182 KiB).
 //
-// Registers (ptxas -v, sm_90a, CUDA 13.0, bytes spilled): one block per CTA 0, causal 0, dropping
-// 4-16, causal and dropping 16-24; persistent 36, dropping 40-48. Without dropout the consumers
+// Registers (ptxas -v, sm_90a, CUDA 13.0, bytes spilled): one block per CTA 0, dropping 4-16;
+// persistent 36, dropping 40-48; causal in 64-query tiles 0, dropping 0 (in 80-query tiles,
+// ATTENTION_BACKWARD_WS=80: 0, dropping 16-24). Without dropout the consumers
 // spill nothing (checked with the producer's code removed: the persistent kernel's 36 bytes are
 // its producer's, at 24 registers, as in flash_backward_ws.cu); where the dropping kernels'
 // bytes sit was not checked.
@@ -75,7 +76,6 @@ namespace {
 
 constexpr int SA_D = 128;        // the head dim
 constexpr int SA_BLOCK_N = 128;  // keys per block
-constexpr int SA_BLOCK_M = 80;   // queries per tile
 constexpr int SA_THREADS = 384;  // producer + two consumers
 constexpr int SA_PRODUCER_REGS = 24;
 constexpr int SA_CONSUMER_REGS = 240;
@@ -84,31 +84,44 @@ constexpr int SA_CONSUMER_REGS = 240;
 constexpr int SA_LAUNCH_REGS = 65536 / SA_THREADS / 8 * 8;
 static_assert(128 * (SA_PRODUCER_REGS + 2 * SA_CONSUMER_REGS) <= SA_THREADS * SA_LAUNCH_REGS, "the block's pool");
 
-[[maybe_unused]] constexpr int SA_NQ = SA_BLOCK_M / 8;   // accumulator column blocks of S^T, dP^T, dQ^T (8 queries each)
-[[maybe_unused]] constexpr int SA_KQ = SA_BLOCK_M / 16;  // A fragments of P^T and dS^T (16 queries each)
 constexpr int SA_KV_PANEL = SA_BLOCK_N * 128;  // bytes of a 64-column panel of K or V (128 rows)
-constexpr int SA_QO_PANEL = SA_BLOCK_M * 128;  // ... of Q or dO (80 rows)
-constexpr int SA_DS_PANEL = SA_BLOCK_M * 128;  // ... of dS: 80 queries x one consumer's 64 keys
-constexpr int SA_DQ_PANEL = SA_BLOCK_M * 128;  // ... of the staged dQ: 80 rows x 32 floats
 constexpr int SA_KV_BYTES = 2 * SA_KV_PANEL;
-constexpr int SA_QO_BYTES = 2 * SA_QO_PANEL;
-constexpr int SA_DS_BYTES = 2 * SA_DS_PANEL;
-constexpr int SA_DQ_BYTES = 4 * SA_DQ_PANEL;
-constexpr int SA_STATS_FLOATS = 2 * SA_BLOCK_M;  // lse log2(e), then Dsum, of one stage's queries
-static_assert(SA_QO_PANEL % 1024 == 0 && SA_DQ_PANEL % 1024 == 0, "panels on the swizzle's 1024-byte period");
 // DROPOUT: the dropout bit matrices (flash_backward_common.cuh's "dropout, transposed"), two
-// buffers (by tile parity) x two consumers x 64 keys x 4 words (3 drawn: 96 queries, 80 read).
-// One buffer would do - every read of a tile's bits comes before its DS_READY barrier, the next
-// tile's draw after it - but the kernel was tested and measured with two.
-[[maybe_unused]] constexpr int SA_MASK_WORDS = 3;
+// buffers (by tile parity) x two consumers x 64 keys x 4 words (of 32 queries; 3 drawn for 80
+// queries, 2 for 64). One buffer would do - every read of a tile's bits comes before its
+// DS_READY barrier, the next tile's draw after it - but the kernel was tested and measured with
+// two.
 constexpr int SA_MASK_STRIDE = 4;
 constexpr int SA_MASK_BYTES = 2 * 2 * 64 * SA_MASK_STRIDE * 4;
 
-constexpr size_t sa_smem_bytes() {
-    return 2 * SA_KV_BYTES + 4 * SA_QO_BYTES + SA_DS_BYTES + SA_DQ_BYTES + 2 * SA_STATS_FLOATS * 4 + SA_MASK_BYTES +
-           1024;
-}
-static_assert(sa_smem_bytes() + 256 <= 227 * 1024, "Hopper's limit per block");
+// The query tile's sizes: BLOCK_M queries a tile, 80 (FlashAttention-3's choice at d 128) or,
+// when causal, 64 (also FlashAttention-3's). Causal, a block's first tile is the one holding its
+// first key k0 (a multiple of 128): a tile of 80 starts k0 mod 80 = 0, 48, 16, 64 or 32 queries
+// before it (32 on average), rows whose scores are all masked; a tile of 64 starts at k0.
+template <int BLOCK_M>
+struct SaTile {
+    static_assert(BLOCK_M % 16 == 0 && BLOCK_M <= 96, "a multiple of 16 queries, at most 3 mask words");
+    static constexpr int M = BLOCK_M;
+    static constexpr int NQ = BLOCK_M / 8;   // accumulator column blocks of S^T, dP^T, dQ^T (8 queries each)
+    static constexpr int KQ = BLOCK_M / 16;  // A fragments of P^T and dS^T (16 queries each)
+    static constexpr int QO_PANEL = BLOCK_M * 128;  // bytes of a 64-column panel of Q or dO (BLOCK_M rows)
+    static constexpr int DS_PANEL = BLOCK_M * 128;  // ... of dS: BLOCK_M queries x one consumer's 64 keys
+    static constexpr int DQ_PANEL = BLOCK_M * 128;  // ... of the staged dQ: BLOCK_M rows x 32 floats
+    static constexpr int QO_BYTES = 2 * QO_PANEL;
+    static constexpr int DS_BYTES = 2 * DS_PANEL;
+    static constexpr int DQ_BYTES = 4 * DQ_PANEL;
+    static constexpr int STATS_FLOATS = 2 * BLOCK_M;         // lse log2(e), then Dsum, of one stage's queries
+    static constexpr int MASK_WORDS = (BLOCK_M + 31) / 32;  // DROPOUT: words of 32 queries drawn a key
+    static_assert(QO_PANEL % 1024 == 0 && DQ_PANEL % 1024 == 0, "panels on the swizzle's 1024-byte period");
+    static_assert(MASK_WORDS <= SA_MASK_STRIDE, "the mask's row");
+
+    static constexpr size_t smem_bytes() {
+        return 2 * SA_KV_BYTES + 4 * QO_BYTES + DS_BYTES + DQ_BYTES + 2 * STATS_FLOATS * 4 + SA_MASK_BYTES + 1024;
+    }
+    static_assert(smem_bytes() + 256 <= 227 * 1024, "Hopper's limit per block");
+};
+using SaWide = SaTile<80>;    // not causal
+using SaCausal = SaTile<64>;  // causal
 
 [[maybe_unused]] constexpr int DS_READY = 3;  // both dS panels of the tile stored
 [[maybe_unused]] constexpr int DS_FREE = 4;   // + c: the other consumer has finished reading dS panel c
@@ -137,7 +150,7 @@ __device__ __forceinline__ void stmatrix_x4_trans(uint32_t row_addr, const uint3
 // the producer loads a block's K and V once the consumers are done with the previous block's.
 // Not when CAUSAL. CAUSAL is a template parameter: as runtime tests the causal mask cost the plain
 // kernel 32 bytes of spills (ptxas -v); compiled into the causal kernel only, neither spills.
-template <typename T, bool PERSISTENT, bool CAUSAL, bool DROPOUT>
+template <typename T, typename Tile, bool PERSISTENT, bool CAUSAL, bool DROPOUT>
 __global__ void __launch_bounds__(SA_THREADS, 1)
     flash_backward_ws_swapab_kernel(const __grid_constant__ CUtensorMap q_map,
                                     const __grid_constant__ CUtensorMap kv_map,
@@ -151,11 +164,11 @@ __global__ void __launch_bounds__(SA_THREADS, 1)
     unsigned char *k_tile = smem_raw + ((1024 - (smem_addr(smem_raw) & 1023)) & 1023);
     unsigned char *v_tile = k_tile + SA_KV_BYTES;
     unsigned char *q_tiles = v_tile + SA_KV_BYTES;        // two stages
-    unsigned char *do_tiles = q_tiles + 2 * SA_QO_BYTES;  // two stages
-    unsigned char *ds_tile = do_tiles + 2 * SA_QO_BYTES;  // dS, [query][key], a panel per consumer
-    unsigned char *dq_stage = ds_tile + SA_DS_BYTES;      // a tile's dQ, floats, four panels of 32 columns
-    float *stats = reinterpret_cast<float *>(dq_stage + SA_DQ_BYTES);  // two stages of SA_STATS_FLOATS
-    uint32_t *mask_bits = reinterpret_cast<uint32_t *>(stats + 2 * SA_STATS_FLOATS);  // [buffer][consumer][key][word]
+    unsigned char *do_tiles = q_tiles + 2 * Tile::QO_BYTES;  // two stages
+    unsigned char *ds_tile = do_tiles + 2 * Tile::QO_BYTES;  // dS, [query][key], a panel per consumer
+    unsigned char *dq_stage = ds_tile + Tile::DS_BYTES;      // a tile's dQ, floats, four panels of 32 columns
+    float *stats = reinterpret_cast<float *>(dq_stage + Tile::DQ_BYTES);  // two stages of Tile::STATS_FLOATS
+    uint32_t *mask_bits = reinterpret_cast<uint32_t *>(stats + 2 * Tile::STATS_FLOATS);  // [buffer][consumer][key][word]
     __shared__ SaBarriers bars;
 
     const int warpgroup = threadIdx.x / 128, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -170,8 +183,8 @@ __global__ void __launch_bounds__(SA_THREADS, 1)
         const FlashBlock blk = flash_key_block_at(idx, order.key_blocks, bh_count, order.group_heads);
         Work w;
         w.k0 = blk.query_block * SA_BLOCK_N, w.bh = blk.bh;
-        w.m_start = CAUSAL ? w.k0 / SA_BLOCK_M * SA_BLOCK_M : 0;
-        w.steps = (seq - w.m_start + SA_BLOCK_M - 1) / SA_BLOCK_M;
+        w.m_start = CAUSAL ? w.k0 / Tile::M * Tile::M : 0;
+        w.steps = (seq - w.m_start + Tile::M - 1) / Tile::M;
         return w;
     };
 
@@ -197,14 +210,14 @@ __global__ void __launch_bounds__(SA_THREADS, 1)
                 const int b = w.bh / a.heads, h = w.bh % a.heads;
                 if (j == 0) load_key_value_tiles<D>(k_tile, v_tile, &kv_map, &bars.kv_full, h, b, w.k0, SA_KV_PANEL);
 #pragma unroll 1
-                for (int row = w.m_start; row < seq; row += SA_BLOCK_M, tile++) {
+                for (int row = w.m_start; row < seq; row += Tile::M, tile++) {
                     const int stage = tile % 2;
                     if (tile >= 2) mbarrier_wait(&bars.qdo_empty[stage], (tile / 2 - 1) & 1);
                     // Q, dO, and lse log2(e) and Dsum of the tile's 80 queries (the statistics' rows
                     // are padded with zeros to a multiple of 80 too: flash_tile_stats_row).
-                    load_query_tile<D, SA_BLOCK_M>(q_tiles + stage * SA_QO_BYTES, do_tiles + stage * SA_QO_BYTES,
-                                                   stats + stage * SA_STATS_FLOATS, &q_map, &do_map, &bars.qdo_full[stage], h,
-                                                   b, row, SA_QO_PANEL, a.tile_stats, w.bh, bh_count, seq);
+                    load_query_tile<D, Tile::M>(q_tiles + stage * Tile::QO_BYTES, do_tiles + stage * Tile::QO_BYTES,
+                                                   stats + stage * Tile::STATS_FLOATS, &q_map, &do_map, &bars.qdo_full[stage], h,
+                                                   b, row, Tile::QO_PANEL, a.tile_stats, w.bh, bh_count, seq);
                     // PERSISTENT, a later block's K and V after its first Q / dO tile (which may go
                     // while the consumers still finish the block before), once they are done with
                     // the block before's.
@@ -228,8 +241,8 @@ __global__ void __launch_bounds__(SA_THREADS, 1)
                     mbarrier_wait(&bars.dq_full[cw], tile & 1);
                     for (int half = 0; half < 2; half++) {
                         const int panel = 2 * cw + half;
-                        tma_reduce_add_3d(&dq_map, 32 * panel, w.m_start + step * SA_BLOCK_M, w.bh,
-                                          reinterpret_cast<const float *>(dq_stage + panel * SA_DQ_PANEL));
+                        tma_reduce_add_3d(&dq_map, 32 * panel, w.m_start + step * Tile::M, w.bh,
+                                          reinterpret_cast<const float *>(dq_stage + panel * Tile::DQ_PANEL));
                     }
                     bulk_wait_read();
                     mbarrier_arrive(&bars.dq_empty[cw]);
@@ -256,14 +269,14 @@ __global__ void __launch_bounds__(SA_THREADS, 1)
     // (16-byte chunk 2 wq + i % 2 of the panel's row, swizzled); + kk 16 rows (2048 bytes), which
     // leaves the row's phase mod 8 alone.
     const int st_row = 8 * ((lane / 8) / 2) + lane % 8;
-    const uint32_t st_addr = ds_addr + cw * SA_DS_PANEL + swizzled_offset(st_row, 2 * wq + (lane / 8) % 2);
+    const uint32_t st_addr = ds_addr + cw * Tile::DS_PANEL + swizzled_offset(st_row, 2 * wq + (lane / 8) % 2);
     // dQ^T staging (rows of the accumulator = head-dim columns 64 cw + 16 wq + g (+ 8 r), columns =
     // queries 8 n + 2 c + e) into dQ rows: column 16 wq + 8 r + g of the consumer's 64 is panel 2 cw
     // + wq / 2, float g % 4 of 16-byte chunk 4 (wq % 2) + 2 r + g / 4; query q's row has the
     // swizzle phase q % 8 = 2 c + e, so the chunk is dq_phase ^ (2 r + e) with dq_phase below. A
     // warp's store of one (n, r, e): 8 chunks x 4 floats, 32 different banks.
     const uint32_t dq_phase = (uint32_t)((4 * (wq % 2) + g / 4) ^ (2 * c));
-    unsigned char *dq_rows = dq_stage + (2 * cw + wq / 2) * SA_DQ_PANEL + 2 * c * 128 + 4 * (g % 4);
+    unsigned char *dq_rows = dq_stage + (2 * cw + wq / 2) * Tile::DQ_PANEL + 2 * c * 128 + 4 * (g % 4);
     int tile = 0;  // the CTA's query tiles so far: the rings' count (stages, dQ buffer, mask bits)
 #pragma unroll 1
     for (int idx = blockIdx.x, j = 0; idx < total_blocks; idx += gridDim.x, j++) {
@@ -280,7 +293,7 @@ __global__ void __launch_bounds__(SA_THREADS, 1)
         // drawn beside them, their 12 flag registers did not fit).
         const uint64_t drop_bh = a.drop.global_bh(b, h);
         auto draw_tile_bits = [&](int t, int q) {
-            draw_mask_bits<SA_MASK_WORDS, SA_MASK_STRIDE>(
+            draw_mask_bits<Tile::MASK_WORDS, SA_MASK_STRIDE>(
                 mask_bits + ((t % 2) * 2 + cw) * 64 * SA_MASK_STRIDE,
                 attention_dropout_group(drop_bh, q + lane, key0 / 64, wq, seq), drop_group_step, wq, a.keys, a.offset,
                 drop_threshold);
@@ -290,27 +303,27 @@ __global__ void __launch_bounds__(SA_THREADS, 1)
         mbarrier_wait(&bars.kv_full, j & 1);
 #pragma unroll 1
         for (int step = 0; step < steps; step++, tile++) {
-            const int s_stage = tile % 2, q0 = w.m_start + step * SA_BLOCK_M;
+            const int s_stage = tile % 2, q0 = w.m_start + step * Tile::M;
             mbarrier_wait(&bars.qdo_full[s_stage], (tile / 2) & 1);
-            const uint32_t q_addr = smem_addr(q_tiles + s_stage * SA_QO_BYTES);
-            const uint32_t do_addr = smem_addr(do_tiles + s_stage * SA_QO_BYTES);
-            const float2 *lse_log2 = reinterpret_cast<const float2 *>(stats + s_stage * SA_STATS_FLOATS);
-            const float2 *dsum = lse_log2 + SA_BLOCK_M / 2;
+            const uint32_t q_addr = smem_addr(q_tiles + s_stage * Tile::QO_BYTES);
+            const uint32_t do_addr = smem_addr(do_tiles + s_stage * Tile::QO_BYTES);
+            const float2 *lse_log2 = reinterpret_cast<const float2 *>(stats + s_stage * Tile::STATS_FLOATS);
+            const float2 *dsum = lse_log2 + Tile::M / 2;
 
             // S^T = K_cw Q^T and dP^T = V_cw dO^T, one commit group each: acc = X_cw Y^T with X (K or
             // V) and Y (Q or dO) K-major; step kk takes 16 of the D columns (panel kk / 4); the
             // consumer's keys start 64 rows (8192 bytes) into each panel of X.
-            auto key_rows_product = [&](float(&acc)[SA_NQ][4], uint32_t x_addr, uint32_t y_addr) {
+            auto key_rows_product = [&](float(&acc)[Tile::NQ][4], uint32_t x_addr, uint32_t y_addr) {
 #pragma unroll
                 for (int kk = 0; kk < D / 16; kk++) {
                     const uint32_t kv = (kk / 4) * SA_KV_PANEL + cw * 64 * 128 + (kk % 4) * 32;
-                    const uint32_t qo = (kk / 4) * SA_QO_PANEL + (kk % 4) * 32;
-                    wgmma_ss<T, SA_BLOCK_M>(acc, wgmma_descriptor(x_addr + kv, 0, 1024),
+                    const uint32_t qo = (kk / 4) * Tile::QO_PANEL + (kk % 4) * 32;
+                    wgmma_ss<T, Tile::M>(acc, wgmma_descriptor(x_addr + kv, 0, 1024),
                                             wgmma_descriptor(y_addr + qo, 0, 1024), kk > 0);
                 }
                 wgmma_commit();
             };
-            float s[SA_NQ][4], dp[SA_NQ][4];
+            float s[Tile::NQ][4], dp[Tile::NQ][4];
             wgmma_fence();
             key_rows_product(s, k_addr, q_addr);
             key_rows_product(dp, v_addr, do_addr);
@@ -326,27 +339,27 @@ __global__ void __launch_bounds__(SA_THREADS, 1)
             // at the edges or the diagonal; the test is per warp (its 16 keys).
             wgmma_wait<1>();
             wgmma_settle(s);
-            if (q0 + SA_BLOCK_M > seq || key0 + 16 * wq + 16 > seq || (CAUSAL && key0 + 16 * wq + 15 > q0)) {
+            if (q0 + Tile::M > seq || key0 + 16 * wq + 16 > seq || (CAUSAL && key0 + 16 * wq + 15 > q0)) {
 #pragma unroll
-                for (int n = 0; n < SA_NQ; n++)
+                for (int n = 0; n < Tile::NQ; n++)
 #pragma unroll
                     for (int e = 0; e < 4; e++) {
                         const int i = q0 + 8 * n + 2 * c + (e & 1), jj = j_first + 8 * (e >> 1);
                         if (i >= seq || jj >= seq || (CAUSAL && jj > i)) s[n][e] = -INFINITY;
                     }
             }
-            uint32_t pt[SA_KQ][4];
+            uint32_t pt[Tile::KQ][4];
 #pragma unroll
-            for (int n = 0; n < SA_NQ; n++) {
+            for (int n = 0; n < Tile::NQ; n++) {
                 transposed_probabilities<T>(s[n], lse_log2[4 * n + c], scale_log2, pt[n / 2], n % 2);
             }
             // DROPOUT: Pd^T = P^T * mask for dV (its factor 1 / (1 - p) comes at the end); P^T itself
             // stays for dS^T.
             KeyMaskBits keep;
-            uint32_t pd[SA_KQ][4];
+            uint32_t pd[Tile::KQ][4];
             if constexpr (DROPOUT) {
 #pragma unroll
-                for (int n = 0; n < SA_NQ; n++) {
+                for (int n = 0; n < Tile::NQ; n++) {
                     if (n % 4 == 0) keep.load(keep_words + n / 4, 8 * SA_MASK_STRIDE, c);
                     pd[n / 2][2 * (n % 2)] = pt[n / 2][2 * (n % 2)] & keep.pair_mask(0, n);
                     pd[n / 2][2 * (n % 2) + 1] = pt[n / 2][2 * (n % 2) + 1] & keep.pair_mask(1, n);
@@ -356,8 +369,8 @@ __global__ void __launch_bounds__(SA_THREADS, 1)
             // QO_PANEL apart.
             wgmma_fence();
 #pragma unroll
-            for (int kk = 0; kk < SA_KQ; kk++)
-                wgmma_rs_mn<T, D>(dv, DROPOUT ? pd[kk] : pt[kk], wgmma_descriptor(do_addr + kk * 2048, SA_QO_PANEL, 1024));
+            for (int kk = 0; kk < Tile::KQ; kk++)
+                wgmma_rs_mn<T, D>(dv, DROPOUT ? pd[kk] : pt[kk], wgmma_descriptor(do_addr + kk * 2048, Tile::QO_PANEL, 1024));
             wgmma_commit();
 
             // dS^T = P^T (dP^T - Dsum), packed as P^T. P is read back from its 16-bit fragments (the
@@ -365,9 +378,9 @@ __global__ void __launch_bounds__(SA_THREADS, 1)
             // consumers past their 240 registers (spills, and ptxas serialised every wgmma).
             wgmma_wait<1>();
             wgmma_settle(dp);
-            uint32_t dst[SA_KQ][4];
+            uint32_t dst[Tile::KQ][4];
 #pragma unroll
-            for (int n = 0; n < SA_NQ; n++) {
+            for (int n = 0; n < Tile::NQ; n++) {
                 const float2 ds = dsum[4 * n + c];
                 if constexpr (DROPOUT) {  // dP^T = dPd^T * mask / (1 - p)
                     if (n % 4 == 0) keep.load(keep_words + n / 4, 8 * SA_MASK_STRIDE, c);
@@ -385,7 +398,7 @@ __global__ void __launch_bounds__(SA_THREADS, 1)
             // queries.
             if (tile > 0) named_barrier_sync(DS_FREE + cw, 256);
 #pragma unroll
-            for (int kk = 0; kk < SA_KQ; kk++) stmatrix_x4_trans(st_addr + kk * 2048, dst[kk]);
+            for (int kk = 0; kk < Tile::KQ; kk++) stmatrix_x4_trans(st_addr + kk * 2048, dst[kk]);
             fence_shared_for_wgmma();
             named_barrier_sync(DS_READY, 256);  // dQ needs both consumers' dS
 
@@ -393,17 +406,17 @@ __global__ void __launch_bounds__(SA_THREADS, 1)
             // (its rows are keys, the reduction), B = dS K-major (its rows are queries, keys
             // contiguous; panel kk / 4); 16 keys a step. Then dK_cw += dS^T Q as dV. Two groups, dQ's
             // first, so that dQ is staged while dK runs.
-            float dq[SA_NQ][4];
+            float dq[Tile::NQ][4];
             wgmma_fence();
 #pragma unroll
             for (int kk = 0; kk < SA_BLOCK_N / 16; kk++)
-                wgmma_ss<T, SA_BLOCK_M, 1, 0>(
+                wgmma_ss<T, Tile::M, 1, 0>(
                     dq, wgmma_descriptor(k_addr + cw * SA_KV_PANEL + kk * 2048, SA_KV_PANEL, 1024),
-                    wgmma_descriptor(ds_addr + (kk / 4) * SA_DS_PANEL + (kk % 4) * 32, 0, 1024), kk > 0);
+                    wgmma_descriptor(ds_addr + (kk / 4) * Tile::DS_PANEL + (kk % 4) * 32, 0, 1024), kk > 0);
             wgmma_commit();
 #pragma unroll
-            for (int kk = 0; kk < SA_KQ; kk++)
-                wgmma_rs_mn<T, D>(dk, dst[kk], wgmma_descriptor(q_addr + kk * 2048, SA_QO_PANEL, 1024));
+            for (int kk = 0; kk < Tile::KQ; kk++)
+                wgmma_rs_mn<T, D>(dk, dst[kk], wgmma_descriptor(q_addr + kk * 2048, Tile::QO_PANEL, 1024));
             wgmma_commit();
             wgmma_wait<1>();
             wgmma_settle(dv);
@@ -416,7 +429,7 @@ __global__ void __launch_bounds__(SA_THREADS, 1)
             // dQ (times the scale) staged once the TMA unit has read the tile before's.
             if (tile > 0) mbarrier_wait(&bars.dq_empty[cw], (tile - 1) & 1);
 #pragma unroll
-            for (int n = 0; n < SA_NQ; n++)
+            for (int n = 0; n < Tile::NQ; n++)
 #pragma unroll
                 for (int e = 0; e < 4; e++) {
                     const int r = e >> 1, odd = e & 1;
@@ -426,7 +439,7 @@ __global__ void __launch_bounds__(SA_THREADS, 1)
                 }
             fence_shared_for_wgmma();
             mbarrier_arrive(&bars.dq_full[cw]);
-            if (DROPOUT && step + 1 < steps) draw_tile_bits(tile + 1, q0 + SA_BLOCK_M);
+            if (DROPOUT && step + 1 < steps) draw_tile_bits(tile + 1, q0 + Tile::M);
 
             wgmma_wait<0>();
             wgmma_settle(dk);
@@ -445,21 +458,25 @@ __global__ void __launch_bounds__(SA_THREADS, 1)
 #endif
 }
 
-// One instantiation on `ctas` CTAs, its shared-memory limit set on first use.
-template <typename T, bool PERSISTENT, bool CAUSAL, bool DROPOUT>
-void launch_kernel(const BackwardTensorMaps &m, const BwdArgs &a, const KeyBlockOrder &order, float scale, int ctas) {
-    constexpr size_t smem = sa_smem_bytes();
-    allow_dynamic_smem<flash_backward_ws_swapab_kernel<T, PERSISTENT, CAUSAL, DROPOUT>>(smem);
-    flash_backward_ws_swapab_kernel<T, PERSISTENT, CAUSAL, DROPOUT>
+// One instantiation on `ctas` CTAs, its shared-memory limit set on first use; Q, dO and dQ's
+// tensor maps in boxes of Tile::M rows, K and V of 128.
+template <typename T, typename Tile, bool PERSISTENT, bool CAUSAL, bool DROPOUT>
+void launch_kernel(const BwdArgs &a, const KeyBlockOrder &order, float scale, int ctas) {
+    constexpr size_t smem = Tile::smem_bytes();
+    const int bh_count = a.batch * a.heads;
+    const BackwardTensorMaps m = backward_tensor_maps<T>(a, SA_D, Tile::M, SA_BLOCK_N, bh_count, Tile::M);
+    allow_dynamic_smem<flash_backward_ws_swapab_kernel<T, Tile, PERSISTENT, CAUSAL, DROPOUT>>(smem);
+    flash_backward_ws_swapab_kernel<T, Tile, PERSISTENT, CAUSAL, DROPOUT>
         <<<ctas, SA_THREADS, smem>>>(m.q, m.kv, m.d_o, m.dq, a, order, scale);
 }
 
 }  // namespace
 
-size_t flash_backward_ws_swapab_smem_bytes(void) { return sa_smem_bytes(); }
+size_t flash_backward_ws_swapab_smem_bytes(void) { return SaWide::smem_bytes(); }
 
 template <typename T>
-void flash_backward_ws_swapab(const BwdArgs &a, AttentionCausalOrder causal_order, int persistent_ctas) {
+void flash_backward_ws_swapab(const BwdArgs &a, AttentionCausalOrder causal_order, int persistent_ctas,
+                              bool causal_wide_tiles) {
     if (a.deterministic) DIE("flash attention backward: the 80-query swapAB kernel is not deterministic");
     if (a.causal && persistent_ctas > 0)
         DIE("flash attention backward: the 80-query swapAB kernel is not persistent when causal");
@@ -470,21 +487,21 @@ void flash_backward_ws_swapab(const BwdArgs &a, AttentionCausalOrder causal_orde
             bh_count);
     const KeyBlockOrder order = flash_backward_key_order(a.seq, SA_D, bh_count, SA_BLOCK_N, a.causal,
                                                          causal_order == ATTENTION_CAUSAL_HEAVY_FIRST);
-    // Q and dO in boxes of 80 tokens, K and V of 128; dQ's accumulator in boxes of 80 rows.
-    const BackwardTensorMaps maps = backward_tensor_maps<T>(a, SA_D, SA_BLOCK_M, SA_BLOCK_N, bh_count, SA_BLOCK_M);
     const float scale = 1.0f / sqrtf((float)SA_D);
     const int blocks = key_blocks * bh_count;
     const bool dropping = a.p_drop > 0.0f;
-    if (a.causal && dropping) launch_kernel<T, false, true, true>(maps, a, order, scale, blocks);
-    else if (a.causal) launch_kernel<T, false, true, false>(maps, a, order, scale, blocks);
+    if (a.causal && causal_wide_tiles && dropping) launch_kernel<T, SaWide, false, true, true>(a, order, scale, blocks);
+    else if (a.causal && causal_wide_tiles) launch_kernel<T, SaWide, false, true, false>(a, order, scale, blocks);
+    else if (a.causal && dropping) launch_kernel<T, SaCausal, false, true, true>(a, order, scale, blocks);
+    else if (a.causal) launch_kernel<T, SaCausal, false, true, false>(a, order, scale, blocks);
     else if (persistent_ctas > 0 && dropping)
-        launch_kernel<T, true, false, true>(maps, a, order, scale, flash_persistent_grid(blocks, persistent_ctas));
+        launch_kernel<T, SaWide, true, false, true>(a, order, scale, flash_persistent_grid(blocks, persistent_ctas));
     else if (persistent_ctas > 0)
-        launch_kernel<T, true, false, false>(maps, a, order, scale, flash_persistent_grid(blocks, persistent_ctas));
-    else if (dropping) launch_kernel<T, false, false, true>(maps, a, order, scale, blocks);
-    else launch_kernel<T, false, false, false>(maps, a, order, scale, blocks);
+        launch_kernel<T, SaWide, true, false, false>(a, order, scale, flash_persistent_grid(blocks, persistent_ctas));
+    else if (dropping) launch_kernel<T, SaWide, false, false, true>(a, order, scale, blocks);
+    else launch_kernel<T, SaWide, false, false, false>(a, order, scale, blocks);
     CHECK_LAUNCH();
 }
 
-template void flash_backward_ws_swapab<__half>(const BwdArgs &, AttentionCausalOrder, int);
-template void flash_backward_ws_swapab<__nv_bfloat16>(const BwdArgs &, AttentionCausalOrder, int);
+template void flash_backward_ws_swapab<__half>(const BwdArgs &, AttentionCausalOrder, int, bool);
+template void flash_backward_ws_swapab<__nv_bfloat16>(const BwdArgs &, AttentionCausalOrder, int, bool);

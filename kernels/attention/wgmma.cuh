@@ -187,7 +187,9 @@ __device__ __forceinline__ void wgmma_rs_mn(float (&d)[N / 8][4], const uint32_t
     /* The 80-query backward (flash_backward_ws_swapab.cu): S^T, dP^T (N = 80 queries, both          \
        K-major) and dQ^T (A = K read MN-major, B = dS K-major). */                                    \
     WG_DEFINE_SS(TYPE, PTX_TYPE, 80, 0, 0, WG_REGS40, WG_ACC40, "%40", "%41", "%42")                         \
-    WG_DEFINE_SS(TYPE, PTX_TYPE, 80, 1, 0, WG_REGS40, WG_ACC40, "%40", "%41", "%42")
+    WG_DEFINE_SS(TYPE, PTX_TYPE, 80, 1, 0, WG_REGS40, WG_ACC40, "%40", "%41", "%42")                         \
+    /* ... and its causal tiles of 64 queries: dQ^T. */                                               \
+    WG_DEFINE_SS(TYPE, PTX_TYPE, 64, 1, 0, WG_REGS32, WG_ACC32, "%32", "%33", "%34")
 
 WG_DEFINE_ALL(__half, "f16")
 WG_DEFINE_ALL(__nv_bfloat16, "bf16")

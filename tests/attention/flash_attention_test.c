@@ -293,9 +293,10 @@ static void test_forward_wide_tiles(void **state) {
 // exactly one (80), one query into the second (81), ragged against both 80 and 128 (333 = 4 * 80
 // + 13; 1000 = 12 * 80 + 40), and many tiles (2048), fp16 and bf16; not causal, one block per CTA
 // and persistent on TEST_PERSISTENT_CTAS CTAs (several blocks each, the rings counted across
-// blocks); causal (one block per CTA, a block's first tile the one holding its first key, tiles
-// across the diagonal masked). Then the same shapes with ATTENTION_BACKWARD_WS=64 (the 64-query
-// kernel), and both kernels dropping (the 80-query one as ATTENTION_BACKWARD_WS=80). Without wgmma
+// blocks); causal, in 64-query tiles (one block per CTA, a block's first tile the one holding its
+// first key, tiles across the diagonal masked). Then the same shapes with ATTENTION_BACKWARD_WS=64
+// (the 64-query kernel), causal with ATTENTION_BACKWARD_WS=80 (80-query tiles), and both kernels
+// dropping (the 80-query one as ATTENTION_BACKWARD_WS=80, causal in 80-query tiles). Without wgmma
 // every run is the same mma.sync kernel.
 static void test_backward_ws_swapab80(void **state) {
     (void)state;
@@ -304,10 +305,11 @@ static void test_backward_ws_swapab80(void **state) {
     const AttentionBackwardWS ws_was = attention_set_backward_ws(ATTENTION_BACKWARD_WS_ON);
     const AttentionBackwardPersistent bp_was =
         attention_set_backward_persistent(ATTENTION_BACKWARD_PERSISTENT_OFF, 0);
-    for (int kernel = 0; kernel < 2; kernel++) {
-        attention_set_backward_ws(kernel ? ATTENTION_BACKWARD_WS_64 : ATTENTION_BACKWARD_WS_ON);
+    const AttentionBackwardWS kernels[] = {ATTENTION_BACKWARD_WS_ON, ATTENTION_BACKWARD_WS_64, ATTENTION_BACKWARD_WS_80};
+    for (int kernel = 0; kernel < 3; kernel++) {
+        attention_set_backward_ws(kernels[kernel]);
         for (int si = 0; si < (int)(sizeof seqs / sizeof seqs[0]); si++)
-            for (int run = 0; run < 3; run++) {  // one block per CTA; persistent; causal
+            for (int run = kernel == 2 ? 2 : 0; run < 3; run++) {  // one block per CTA; persistent; causal
                 const DType dt = (si + run) % 2 ? DTYPE_BF16 : DTYPE_FP16;
                 attention_set_backward_persistent(
                     run == 1 ? ATTENTION_BACKWARD_PERSISTENT_ON : ATTENTION_BACKWARD_PERSISTENT_OFF,
