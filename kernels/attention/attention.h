@@ -177,7 +177,8 @@ AttentionBackwardSwapAB attention_set_backward_swapab(AttentionBackwardSwapAB wh
 //     transposed by warp ballots, costs more than the other's drawn in rows).
 //   ATTENTION_BACKWARD_WS_64: the 64-query kernel wherever ON runs either (for A/B runs).
 //   ATTENTION_BACKWARD_WS_80: the 80-query kernel wherever ON runs either, dropping too, and in
-//     80-query tiles when causal too (ON: 64-query tiles when causal, FlashAttention-3's choice).
+//     80-query tiles when causal too (ON: 64-query tiles when causal, FlashAttention-3's choice
+//     there).
 //   ATTENTION_BACKWARD_WS_OFF: never (flash_backward_wgmma.cu runs, as before them; for A/B runs).
 // The environment variable ATTENTION_BACKWARD_WS gives the first value (read once, as
 // ATTENTION_D64_FORWARD): "1" or unset or empty on, "64" or "80" that kernel, "0" off; any other

@@ -53,7 +53,7 @@
 // dropout bits 4 KiB: 210 KiB (with 64-query tiles 182 KiB).
 //
 // Registers (ptxas -v, sm_90a, CUDA 13.0, bytes spilled): one block per CTA 0, dropping 4-16;
-// persistent 36, dropping 40-48; causal in 64-query tiles 0, dropping 0 (in 80-query tiles,
+// persistent 36, dropping 40-48; causal in 64-query tiles 0 (in 80-query tiles, dropping or as
 // ATTENTION_BACKWARD_WS=80: 0, dropping 16-24). Without dropout the consumers
 // spill nothing (checked with the producer's code removed: the persistent kernel's 36 bytes are
 // its producer's, at 24 registers, as in flash_backward_ws.cu); where the dropping kernels'
@@ -95,7 +95,7 @@ constexpr int SA_MASK_STRIDE = 4;
 constexpr int SA_MASK_BYTES = 2 * 2 * 64 * SA_MASK_STRIDE * 4;
 
 // The query tile's sizes: BLOCK_M queries a tile, 80 (FlashAttention-3's choice at d 128) or,
-// when causal, 64 (also FlashAttention-3's). Causal, a block's first tile is the one holding its
+// when causal and not dropping, 64 (also FlashAttention-3's). Causal, a block's first tile is the one holding its
 // first key k0 (a multiple of 128): a tile of 80 starts k0 mod 80 = 0, 48, 16, 64 or 32 queries
 // before it (32 on average), rows whose scores are all masked; a tile of 64 starts at k0.
 template <int BLOCK_M>
@@ -490,9 +490,10 @@ void flash_backward_ws_swapab(const BwdArgs &a, AttentionCausalOrder causal_orde
     const float scale = 1.0f / sqrtf((float)SA_D);
     const int blocks = key_blocks * bh_count;
     const bool dropping = a.p_drop > 0.0f;
-    if (a.causal && causal_wide_tiles && dropping) launch_kernel<T, SaWide, false, true, true>(a, order, scale, blocks);
+    // Causal in 64-query tiles when not dropping (dropping, the 80-query kernel runs only as
+    // ATTENTION_BACKWARD_WS=80, which keeps 80-query tiles throughout).
+    if (a.causal && dropping) launch_kernel<T, SaWide, false, true, true>(a, order, scale, blocks);
     else if (a.causal && causal_wide_tiles) launch_kernel<T, SaWide, false, true, false>(a, order, scale, blocks);
-    else if (a.causal && dropping) launch_kernel<T, SaCausal, false, true, true>(a, order, scale, blocks);
     else if (a.causal) launch_kernel<T, SaCausal, false, true, false>(a, order, scale, blocks);
     else if (persistent_ctas > 0 && dropping)
         launch_kernel<T, SaWide, true, false, true>(a, order, scale, flash_persistent_grid(blocks, persistent_ctas));

@@ -289,47 +289,73 @@ static void test_forward_wide_tiles(void **state) {
 }
 
 // The warp-specialised backward with 80-query swapAB tiles (ATTENTION_BACKWARD_WS on, its default;
-// set back after) at d 128 against the reference, first without dropout: seq shorter than a tile (60),
-// exactly one (80), one query into the second (81), ragged against both 80 and 128 (333 = 4 * 80
-// + 13; 1000 = 12 * 80 + 40), and many tiles (2048), fp16 and bf16; not causal, one block per CTA
-// and persistent on TEST_PERSISTENT_CTAS CTAs (several blocks each, the rings counted across
-// blocks); causal, in 64-query tiles (one block per CTA, a block's first tile the one holding its
-// first key, tiles across the diagonal masked). Then the same shapes with ATTENTION_BACKWARD_WS=64
-// (the 64-query kernel), causal with ATTENTION_BACKWARD_WS=80 (80-query tiles), and both kernels
-// dropping (the 80-query one as ATTENTION_BACKWARD_WS=80, causal in 80-query tiles). Without wgmma
-// every run is the same mma.sync kernel.
+// set back after) at d 128 against the reference, not causal (test_backward_ws_causal has the
+// causal cases), first without dropout: seq shorter than a tile (60), exactly one (80), one query
+// into the second (81), ragged against both 80 and 128 (333 = 4 * 80 + 13; 1000 = 12 * 80 + 40),
+// and many tiles (2048), fp16 and bf16; one block per CTA and persistent on TEST_PERSISTENT_CTAS
+// CTAs (several blocks each, the rings counted across blocks). Then the same shapes with
+// ATTENTION_BACKWARD_WS=64 (the 64-query kernel), and both kernels dropping (the 80-query one as
+// ATTENTION_BACKWARD_WS=80). Without wgmma every run is the same mma.sync kernel.
+static const int WS_SEQS[] = {60, 80, 81, 333, 1000, 2048};
+enum { WS_SEQ_COUNT = sizeof WS_SEQS / sizeof WS_SEQS[0] };
+
 static void test_backward_ws_swapab80(void **state) {
     (void)state;
     SKIP_WITHOUT_GPU();
-    const int seqs[] = {60, 80, 81, 333, 1000, 2048};
     const AttentionBackwardWS ws_was = attention_set_backward_ws(ATTENTION_BACKWARD_WS_ON);
     const AttentionBackwardPersistent bp_was =
         attention_set_backward_persistent(ATTENTION_BACKWARD_PERSISTENT_OFF, 0);
-    const AttentionBackwardWS kernels[] = {ATTENTION_BACKWARD_WS_ON, ATTENTION_BACKWARD_WS_64, ATTENTION_BACKWARD_WS_80};
-    for (int kernel = 0; kernel < 3; kernel++) {
-        attention_set_backward_ws(kernels[kernel]);
-        for (int si = 0; si < (int)(sizeof seqs / sizeof seqs[0]); si++)
-            for (int run = kernel == 2 ? 2 : 0; run < 3; run++) {  // one block per CTA; persistent; causal
+    for (int kernel = 0; kernel < 2; kernel++) {
+        attention_set_backward_ws(kernel ? ATTENTION_BACKWARD_WS_64 : ATTENTION_BACKWARD_WS_ON);
+        for (int si = 0; si < WS_SEQ_COUNT; si++)
+            for (int run = 0; run < 2; run++) {  // one block per CTA; persistent
                 const DType dt = (si + run) % 2 ? DTYPE_BF16 : DTYPE_FP16;
-                attention_set_backward_persistent(
-                    run == 1 ? ATTENTION_BACKWARD_PERSISTENT_ON : ATTENTION_BACKWARD_PERSISTENT_OFF,
-                    run == 1 ? TEST_PERSISTENT_CTAS : 0);
-                run_case_with(ATTENTION_KERNELS_BEST, dt, seqs[si], 1, 2, 128, 0.0f, run == 2);
+                attention_set_backward_persistent(run ? ATTENTION_BACKWARD_PERSISTENT_ON : ATTENTION_BACKWARD_PERSISTENT_OFF,
+                                                  run ? TEST_PERSISTENT_CTAS : 0);
+                run_case_with(ATTENTION_KERNELS_BEST, dt, WS_SEQS[si], 1, 2, 128, 0.0f, 0);
             }
     }
     // Dropping (p 0.1, and 0.5: half the probabilities dropped, a mask that differs from the
-    // forward's anywhere shows): 81 and 333 queries, persistent and one block per CTA, causal;
-    // the 80-query kernel (ATTENTION_BACKWARD_WS=80; "on" runs the 64-query one when dropping)
-    // and the 64-query one.
+    // forward's anywhere shows): 81 and 333 queries, persistent and one block per CTA; the
+    // 80-query kernel (ATTENTION_BACKWARD_WS=80; "on" runs the 64-query one when dropping) and
+    // the 64-query one.
     for (int kernel = 0; kernel < 2; kernel++) {
         attention_set_backward_ws(kernel ? ATTENTION_BACKWARD_WS_64 : ATTENTION_BACKWARD_WS_80);
-        for (int run = 0; run < 3; run++) {
-            attention_set_backward_persistent(
-                run == 1 ? ATTENTION_BACKWARD_PERSISTENT_ON : ATTENTION_BACKWARD_PERSISTENT_OFF,
-                run == 1 ? TEST_PERSISTENT_CTAS : 0);
-            run_case_with(ATTENTION_KERNELS_BEST, run % 2 ? DTYPE_BF16 : DTYPE_FP16, 81, 1, 2, 128, 0.5f, run == 2);
-            run_case_with(ATTENTION_KERNELS_BEST, run % 2 ? DTYPE_FP16 : DTYPE_BF16, 333, 1, 2, 128, 0.1f, run == 2);
+        for (int run = 0; run < 2; run++) {
+            attention_set_backward_persistent(run ? ATTENTION_BACKWARD_PERSISTENT_ON : ATTENTION_BACKWARD_PERSISTENT_OFF,
+                                              run ? TEST_PERSISTENT_CTAS : 0);
+            run_case_with(ATTENTION_KERNELS_BEST, run ? DTYPE_BF16 : DTYPE_FP16, 81, 1, 2, 128, 0.5f, 0);
+            run_case_with(ATTENTION_KERNELS_BEST, run ? DTYPE_FP16 : DTYPE_BF16, 333, 1, 2, 128, 0.1f, 0);
         }
+    }
+    attention_set_backward_ws(ws_was);
+    attention_set_backward_persistent(bp_was, 0);
+    attention_set_kernels(ATTENTION_KERNELS_BEST);
+}
+
+// The warp-specialised backward at d 128, causal (one block per CTA; a block's first query tile
+// the one holding its first key, tiles across the diagonal masked), the shapes of
+// test_backward_ws_swapab80: the 80-query kernel in 64-query tiles (ATTENTION_BACKWARD_WS on) and
+// in 80-query tiles (=80), and the 64-query kernel (=64); then dropping (p 0.5 at 81 queries, 0.1
+// at 333), the 80-query kernel (=80: 80-query tiles, the only ones it drops in) and the 64-query
+// kernel (=64, as on).
+static void test_backward_ws_causal(void **state) {
+    (void)state;
+    SKIP_WITHOUT_GPU();
+    const AttentionBackwardWS ws_was = attention_set_backward_ws(ATTENTION_BACKWARD_WS_ON);
+    const AttentionBackwardPersistent bp_was =
+        attention_set_backward_persistent(ATTENTION_BACKWARD_PERSISTENT_OFF, 0);
+    const AttentionBackwardWS kernels[] = {ATTENTION_BACKWARD_WS_ON, ATTENTION_BACKWARD_WS_80, ATTENTION_BACKWARD_WS_64};
+    for (int kernel = 0; kernel < 3; kernel++) {
+        attention_set_backward_ws(kernels[kernel]);
+        for (int si = 0; si < WS_SEQ_COUNT; si++)
+            run_case_with(ATTENTION_KERNELS_BEST, (si + kernel) % 2 ? DTYPE_BF16 : DTYPE_FP16, WS_SEQS[si], 1, 2, 128,
+                          0.0f, 1);
+    }
+    for (int kernel = 1; kernel < 3; kernel++) {
+        attention_set_backward_ws(kernels[kernel]);
+        run_case_with(ATTENTION_KERNELS_BEST, kernel % 2 ? DTYPE_BF16 : DTYPE_FP16, 81, 1, 2, 128, 0.5f, 1);
+        run_case_with(ATTENTION_KERNELS_BEST, kernel % 2 ? DTYPE_FP16 : DTYPE_BF16, 333, 1, 2, 128, 0.1f, 1);
     }
     attention_set_backward_ws(ws_was);
     attention_set_backward_persistent(bp_was, 0);
@@ -835,7 +861,7 @@ int main(void) {
         cmocka_unit_test(test_deterministic_backward),
         cmocka_unit_test(test_deterministic_backward_large), cmocka_unit_test(test_persistent_forward_bit_identical),
         cmocka_unit_test(test_forward_wide_tiles),   cmocka_unit_test(test_wide_last_tile_bits),
-        cmocka_unit_test(test_backward_ws_swapab80),
+        cmocka_unit_test(test_backward_ws_swapab80), cmocka_unit_test(test_backward_ws_causal),
     };
     // FLASH_TEST_ONLY=<pattern>: only the tests whose names match (cmocka's filter, * a wildcard),
     // for a quick run of one kernel's test on a GPU - a full run takes minutes.
