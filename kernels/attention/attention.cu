@@ -212,6 +212,25 @@ extern "C" AttentionBackwardWS attention_set_backward_ws(AttentionBackwardWS whi
     return (AttentionBackwardWS)switch_set(backward_ws_switch, which);
 }
 
+// The 80-query backward's tile when causal and not dropping (ATTENTION_BACKWARD_CAUSAL_TILE,
+// attention.h): read once, at the first use or setter call. 80 by default: the 64-query tiles
+// have not run on a GPU yet.
+static const EnvChoice backward_causal_tile_choices[] = {{"80", ATTENTION_BACKWARD_CAUSAL_TILE_80},
+                                                         {"64", ATTENTION_BACKWARD_CAUSAL_TILE_64}};
+static Switch backward_causal_tile_switch =
+    SWITCH("ATTENTION_BACKWARD_CAUSAL_TILE", backward_causal_tile_choices, ATTENTION_BACKWARD_CAUSAL_TILE_80);
+
+static AttentionBackwardCausalTile backward_causal_tile(void) {
+    return (AttentionBackwardCausalTile)switch_value(backward_causal_tile_switch);
+}
+
+extern "C" AttentionBackwardCausalTile attention_set_backward_causal_tile(AttentionBackwardCausalTile which) {
+    if (which != ATTENTION_BACKWARD_CAUSAL_TILE_80 && which != ATTENTION_BACKWARD_CAUSAL_TILE_64)
+        fail_user("attention_set_backward_causal_tile: which must be an AttentionBackwardCausalTile, not %d",
+                  (int)which);
+    return (AttentionBackwardCausalTile)switch_set(backward_causal_tile_switch, which);
+}
+
 // The warp-specialised backward persistent when not causal (ATTENTION_BACKWARD_PERSISTENT,
 // attention.h, which gives the figures): read once, at the first use or setter call.
 static const EnvChoice backward_persistent_choices[] = {{"1", ATTENTION_BACKWARD_PERSISTENT_ON},
@@ -438,30 +457,32 @@ static int forward_block_n(int head_dim, int consumers, const FlashParams &p) {
     return forward_wide_tiles_at(head_dim, consumers) && !p.causal && !(p.p_drop > 0.0f) ? 176 : 128;
 }
 
-// A wgmma forward's name with the wide tiles said (attention_kernel_name): "wgmma forward" ->
+// A kernel's name with a note on its tiles added (attention_kernel_name): "wgmma forward" ->
 // "wgmma forward (176-key tiles when neither causal nor dropping)", "wgmma forward (persistent)"
 // -> "wgmma forward (persistent; 176-key tiles ...)". Each name's buffer is kept (a few names
 // in all), so that names returned earlier stay valid.
-static const char *with_wide_tiles(const char *name) {
-    static const char WIDE[] = "176-key tiles when neither causal nor dropping";
+static const char *with_note(const char *name, const char *note) {
     enum { NAMES = 32 };
     static struct {
-        const char *from;
-        char to[192];
+        const char *from, *note;
+        char to[224];
     } made[NAMES];
     for (int i = 0; i < NAMES; i++) {
-        if (made[i].from == name) return made[i].to;
+        if (made[i].from == name && made[i].note == note) return made[i].to;
         if (made[i].from) continue;
         const size_t length = strlen(name);
         if (length > 0 && name[length - 1] == ')')
-            snprintf(made[i].to, sizeof made[i].to, "%.*s; %s)", (int)length - 1, name, WIDE);
+            snprintf(made[i].to, sizeof made[i].to, "%.*s; %s)", (int)length - 1, name, note);
         else
-            snprintf(made[i].to, sizeof made[i].to, "%s (%s)", name, WIDE);
-        made[i].from = name;
+            snprintf(made[i].to, sizeof made[i].to, "%s (%s)", name, note);
+        made[i].from = name, made[i].note = note;
         return made[i].to;
     }
-    fail_user("attention: more wgmma forward names than with_wide_tiles keeps (%d)", NAMES);
+    fail_user("attention: more kernel names with notes than with_note keeps (%d)", NAMES);
 }
+
+static const char WIDE_FORWARD_TILES[] = "176-key tiles when neither causal nor dropping";
+static const char CAUSAL_BACKWARD_TILES[] = "64-query tiles when causal, not dropping";
 
 extern "C" void attention_require_valid_switches(void) {
     d64_forward();
@@ -471,6 +492,7 @@ extern "C" void attention_require_valid_switches(void) {
     persistent_schedule();
     backward_swapab();
     backward_ws();
+    backward_causal_tile();
     backward_persistent();
     forward_block_n_setting();
 }
@@ -511,14 +533,13 @@ static AttentionKernelChoice choose(AttentionPass pass, int head_dim) {
         if (backward_ws() == ATTENTION_BACKWARD_WS_ON || backward_ws() == ATTENTION_BACKWARD_WS_80) {
             // [dropping too][persistent][swapAB when deterministic]
             static const char *const names80[2][2][2] = {
-                {{"wgmma backward (warp-specialised, 80-query swapAB (64 when causal), 64-query when dropping; not "
-                  "when deterministic)",
-                  "wgmma backward (warp-specialised, 80-query swapAB (64 when causal), 64-query when dropping; swapAB "
-                  "when deterministic)"},
-                 {"wgmma backward (warp-specialised, 80-query swapAB (64 when causal), 64-query when dropping, "
-                  "persistent when not causal; not when deterministic)",
-                  "wgmma backward (warp-specialised, 80-query swapAB (64 when causal), 64-query when dropping, "
-                  "persistent when not causal; swapAB when deterministic)"}},
+                {{"wgmma backward (warp-specialised, 80-query swapAB, 64-query when dropping; not when deterministic)",
+                  "wgmma backward (warp-specialised, 80-query swapAB, 64-query when dropping; swapAB when "
+                  "deterministic)"},
+                 {"wgmma backward (warp-specialised, 80-query swapAB, 64-query when dropping, persistent when not "
+                  "causal; not when deterministic)",
+                  "wgmma backward (warp-specialised, 80-query swapAB, 64-query when dropping, persistent when not "
+                  "causal; swapAB when deterministic)"}},
                 {{"wgmma backward (warp-specialised, 80-query swapAB; not when deterministic)",
                   "wgmma backward (warp-specialised, 80-query swapAB; swapAB when deterministic)"},
                  {"wgmma backward (warp-specialised, 80-query swapAB, persistent when not causal; not when "
@@ -527,6 +548,8 @@ static AttentionKernelChoice choose(AttentionPass pass, int head_dim) {
                   "deterministic)"}}};
             choice.kernel =
                 names80[backward_ws() == ATTENTION_BACKWARD_WS_80][persistent][backward_swapab_at(head_dim)];
+            if (backward_causal_tile() == ATTENTION_BACKWARD_CAUSAL_TILE_64)
+                choice.kernel = with_note(choice.kernel, CAUSAL_BACKWARD_TILES);
         }
         const size_t smem = flash_backward_ws_smem_bytes();
         if (smem > device.max_smem_per_block)  // not on a Hopper GPU (227 KiB)
@@ -552,7 +575,7 @@ static AttentionKernelChoice choose(AttentionPass pass, int head_dim) {
     // of the two kernels' (which one runs depends on the problem).
     if (pass == ATTENTION_FORWARD && choice.wgmma &&
         forward_wide_tiles_at(head_dim, wgmma_forward_consumers(head_dim))) {
-        choice.kernel = with_wide_tiles(choice.kernel);
+        choice.kernel = with_note(choice.kernel, WIDE_FORWARD_TILES);
         const size_t smem = flash_forward_wgmma_smem_bytes(head_dim, 2, 176);
         if (smem > device.max_smem_per_block)  // not on a Hopper GPU (227 KiB)
             fail_user("attention: the %s needs %zu bytes of shared memory per block; the limit here is %zu (%s)",
@@ -622,7 +645,7 @@ static void backward(const BwdArgs &a, const void *ctx, float *dsum, float *tile
         if constexpr (D == 128) {
             if (backward_ws_runs_80(a.p_drop > 0.0f))
                 flash_backward_ws_swapab<T>(a, causal_order(), a.causal ? 0 : backward_persistent_ctas(),
-                                            backward_ws() == ATTENTION_BACKWARD_WS_80);
+                                            backward_causal_tile() == ATTENTION_BACKWARD_CAUSAL_TILE_64 ? 64 : 80);
             else
                 flash_backward_ws<T>(a, causal_order(), a.causal ? 0 : backward_persistent_ctas());
         }

@@ -176,9 +176,7 @@ AttentionBackwardSwapAB attention_set_backward_swapab(AttentionBackwardSwapAB wh
 //     dropping, the 80-query kernel is the slower (355-371 against 392-399: its mask, drawn
 //     transposed by warp ballots, costs more than the other's drawn in rows).
 //   ATTENTION_BACKWARD_WS_64: the 64-query kernel wherever ON runs either (for A/B runs).
-//   ATTENTION_BACKWARD_WS_80: the 80-query kernel wherever ON runs either, dropping too, and in
-//     80-query tiles when causal too (ON: 64-query tiles when causal, FlashAttention-3's choice
-//     there).
+//   ATTENTION_BACKWARD_WS_80: the 80-query kernel wherever ON runs either, dropping too.
 //   ATTENTION_BACKWARD_WS_OFF: never (flash_backward_wgmma.cu runs, as before them; for A/B runs).
 // The environment variable ATTENTION_BACKWARD_WS gives the first value (read once, as
 // ATTENTION_D64_FORWARD): "1" or unset or empty on, "64" or "80" that kernel, "0" off; any other
@@ -193,6 +191,23 @@ typedef enum {
     ATTENTION_BACKWARD_WS_80
 } AttentionBackwardWS;
 AttentionBackwardWS attention_set_backward_ws(AttentionBackwardWS which);
+
+// The 80-query backward's query tile when causal and not dropping (flash_backward_ws_swapab.cu,
+// wherever ATTENTION_BACKWARD_WS runs it):
+//   ATTENTION_BACKWARD_CAUSAL_TILE_80 (the default): 80 queries, as when not causal (H200,
+//     2026-11-30: 387-398 TFLOP/s, docs/results.md#h200-seventeenth).
+//   ATTENTION_BACKWARD_CAUSAL_TILE_64: 64 queries, FlashAttention-3's tile when causal: a block's
+//     first tile then starts at its first key (a tile of 80 starts 0-64 queries before it, rows
+//     whose scores are all masked). Compiled (no spills), NOT YET RUN ON A GPU (2026-11-30: no
+//     device time left): flash_attention_test's test_backward_ws_causal checks it, and
+//     attention_bench with ATTENTION_BACKWARD_CAUSAL_TILE=64 against 80 times it.
+// The environment variable ATTENTION_BACKWARD_CAUSAL_TILE gives the first value (read once):
+// "80" or unset or empty, "64"; any other value stops with a message.
+// attention_set_backward_causal_tile overrides it from then on (a value outside the enum stops
+// with a message) and returns the previous value. attention_kernel_name says "64-query tiles
+// when causal" where they run.
+typedef enum { ATTENTION_BACKWARD_CAUSAL_TILE_80, ATTENTION_BACKWARD_CAUSAL_TILE_64 } AttentionBackwardCausalTile;
+AttentionBackwardCausalTile attention_set_backward_causal_tile(AttentionBackwardCausalTile which);
 
 // The backward persistent or not: the warp-specialised kernels at d 128 (flash_backward_ws.cu
 // says how; flash_backward_ws_swapab.cu does the same) and the swapAB kernel at d 64

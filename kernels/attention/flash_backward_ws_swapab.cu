@@ -15,8 +15,9 @@
 // dS^T in registers in exactly the layout of a wgmma's A operand, so dV and dK run from
 // registers (RS) and only dS goes to shared memory, for dQ. With the keys as M the queries are
 // the N dimension and need not be a multiple of 64 (a multiple of 16: they are the K of dV's
-// and dK's products): 80 queries a tile, FlashAttention-3's choice at d 128 (64 when causal, its
-// choice there too: SaTile below), in its 240-register consumers (S^T and dP^T 40 floats each, dK and dV 64 each).
+// and dK's products): 80 queries a tile, FlashAttention-3's choice at d 128 (not varied here;
+// causal, also 64 as ATTENTION_BACKWARD_CAUSAL_TILE=64: SaTile below), in its 240-register
+// consumers (S^T and dP^T 40 floats each, dK and dV 64 each).
 // dQ = dS K has the queries as M, so it is computed transposed too, dQ^T = K^T dS^T (M = the
 // head dim, N = 80 queries). (flash_backward_swapab.cu at d 128 keeps 64 queries and no
 // producer warpgroup; the branch swapws had both but 64 queries and dQ over each consumer's
@@ -53,8 +54,7 @@
 // dropout bits 4 KiB: 210 KiB (with 64-query tiles 182 KiB).
 //
 // Registers (ptxas -v, sm_90a, CUDA 13.0, bytes spilled): one block per CTA 0, dropping 4-16;
-// persistent 36, dropping 40-48; causal in 64-query tiles 0 (in 80-query tiles, dropping or as
-// ATTENTION_BACKWARD_WS=80: 0, dropping 16-24). Without dropout the consumers
+// persistent 36, dropping 40-48; causal 0, dropping 16-24; causal in 64-query tiles 0. Without dropout the consumers
 // spill nothing (checked with the producer's code removed: the persistent kernel's 36 bytes are
 // its producer's, at 24 registers, as in flash_backward_ws.cu); where the dropping kernels'
 // bytes sit was not checked.
@@ -95,9 +95,11 @@ constexpr int SA_MASK_STRIDE = 4;
 constexpr int SA_MASK_BYTES = 2 * 2 * 64 * SA_MASK_STRIDE * 4;
 
 // The query tile's sizes: BLOCK_M queries a tile, 80 (FlashAttention-3's choice at d 128) or,
-// when causal and not dropping, 64 (also FlashAttention-3's). Causal, a block's first tile is the one holding its
-// first key k0 (a multiple of 128): a tile of 80 starts k0 mod 80 = 0, 48, 16, 64 or 32 queries
-// before it (32 on average), rows whose scores are all masked; a tile of 64 starts at k0.
+// when causal and not dropping as ATTENTION_BACKWARD_CAUSAL_TILE=64 (attention.h), 64
+// (FlashAttention-3's causal choice; not yet run on a GPU). Causal, a block's first tile is the
+// one holding its first key k0 (a multiple of 128): a tile of 80 starts k0 mod 80 = 0, 48, 16,
+// 64 or 32 queries before it (32 on average), rows whose scores are all masked; a tile of 64
+// starts at k0.
 template <int BLOCK_M>
 struct SaTile {
     static_assert(BLOCK_M % 16 == 0 && BLOCK_M <= 96, "a multiple of 16 queries, at most 3 mask words");
@@ -114,14 +116,18 @@ struct SaTile {
     static constexpr int MASK_WORDS = (BLOCK_M + 31) / 32;  // DROPOUT: words of 32 queries drawn a key
     static_assert(QO_PANEL % 1024 == 0 && DQ_PANEL % 1024 == 0, "panels on the swizzle's 1024-byte period");
     static_assert(MASK_WORDS <= SA_MASK_STRIDE, "the mask's row");
+    // (NQ and KQ named here too, so that builds for GPUs without wgmma, whose kernel body is a
+    // stub, do not stop on nvcc's "declared but never referenced".)
+    static_assert(NQ == 2 * KQ, "two accumulator column blocks a fragment");
 
     static constexpr size_t smem_bytes() {
         return 2 * SA_KV_BYTES + 4 * QO_BYTES + DS_BYTES + DQ_BYTES + 2 * STATS_FLOATS * 4 + SA_MASK_BYTES + 1024;
     }
-    static_assert(smem_bytes() + 256 <= 227 * 1024, "Hopper's limit per block");
 };
-using SaWide = SaTile<80>;    // not causal
-using SaCausal = SaTile<64>;  // causal
+using SaWide = SaTile<80>;    // the default
+using SaCausal = SaTile<64>;  // causal, as ATTENTION_BACKWARD_CAUSAL_TILE=64
+static_assert(SaWide::smem_bytes() + 256 <= 227 * 1024 && SaCausal::smem_bytes() <= SaWide::smem_bytes(),
+              "Hopper's limit per block");
 
 [[maybe_unused]] constexpr int DS_READY = 3;  // both dS panels of the tile stored
 [[maybe_unused]] constexpr int DS_FREE = 4;   // + c: the other consumer has finished reading dS panel c
@@ -476,11 +482,14 @@ size_t flash_backward_ws_swapab_smem_bytes(void) { return SaWide::smem_bytes(); 
 
 template <typename T>
 void flash_backward_ws_swapab(const BwdArgs &a, AttentionCausalOrder causal_order, int persistent_ctas,
-                              bool causal_wide_tiles) {
+                              int causal_tile) {
     if (a.deterministic) DIE("flash attention backward: the 80-query swapAB kernel is not deterministic");
     if (a.causal && persistent_ctas > 0)
         DIE("flash attention backward: the 80-query swapAB kernel is not persistent when causal");
     if (!a.tile_stats) DIE("flash attention backward: the 80-query swapAB kernel needs the tile statistics");
+    if (causal_tile != 80 && causal_tile != 64)
+        DIE("flash attention backward: the 80-query swapAB kernel's causal tile is 80 or 64 queries, not %d",
+            causal_tile);
     const int bh_count = a.batch * a.heads, key_blocks = ceil_div(a.seq, SA_BLOCK_N);
     if ((int64_t)key_blocks * bh_count > INT32_MAX)
         DIE("flash attention backward: %d key blocks x %d heads is more blocks than one launch takes", key_blocks,
@@ -490,10 +499,10 @@ void flash_backward_ws_swapab(const BwdArgs &a, AttentionCausalOrder causal_orde
     const float scale = 1.0f / sqrtf((float)SA_D);
     const int blocks = key_blocks * bh_count;
     const bool dropping = a.p_drop > 0.0f;
-    // Causal in 64-query tiles when not dropping (dropping, the 80-query kernel runs only as
-    // ATTENTION_BACKWARD_WS=80, which keeps 80-query tiles throughout).
+    // Causal in 64-query tiles only when not dropping (dropping, this kernel runs only as
+    // ATTENTION_BACKWARD_WS=80, measured in 80-query tiles).
     if (a.causal && dropping) launch_kernel<T, SaWide, false, true, true>(a, order, scale, blocks);
-    else if (a.causal && causal_wide_tiles) launch_kernel<T, SaWide, false, true, false>(a, order, scale, blocks);
+    else if (a.causal && causal_tile == 80) launch_kernel<T, SaWide, false, true, false>(a, order, scale, blocks);
     else if (a.causal) launch_kernel<T, SaCausal, false, true, false>(a, order, scale, blocks);
     else if (persistent_ctas > 0 && dropping)
         launch_kernel<T, SaWide, true, false, true>(a, order, scale, flash_persistent_grid(blocks, persistent_ctas));
@@ -504,5 +513,5 @@ void flash_backward_ws_swapab(const BwdArgs &a, AttentionCausalOrder causal_orde
     CHECK_LAUNCH();
 }
 
-template void flash_backward_ws_swapab<__half>(const BwdArgs &, AttentionCausalOrder, int, bool);
-template void flash_backward_ws_swapab<__nv_bfloat16>(const BwdArgs &, AttentionCausalOrder, int, bool);
+template void flash_backward_ws_swapab<__half>(const BwdArgs &, AttentionCausalOrder, int, int);
+template void flash_backward_ws_swapab<__nv_bfloat16>(const BwdArgs &, AttentionCausalOrder, int, int);

@@ -188,14 +188,14 @@ void flash_backward_swapab(const BwdArgs &a, AttentionCausalOrder causal_order, 
 // asks for it only when not causal.
 size_t flash_backward_ws_smem_bytes(void);
 // The 80-query swapAB kernel (flash_backward_ws_swapab.cu; ATTENTION_BACKWARD_WS on): the same
-// producer and consumers, FlashAttention-3's tiles (80 queries a step; 64 when causal, not
-// dropping and not causal_wide_tiles; S^T, dP^T and dQ^T computed transposed). Needs a.tile_stats; not
+// producer and consumers, FlashAttention-3's tiles (80 queries a step; causal_tile, 80 or 64,
+// when causal and not dropping; S^T, dP^T and dQ^T computed transposed). Needs a.tile_stats; not
 // deterministic (stops with a message if asked); persistent as flash_backward_ws, and likewise
 // only when not causal. The shared memory: the 80-query tiles' (the larger).
 size_t flash_backward_ws_swapab_smem_bytes(void);
 template <typename T>
 void flash_backward_ws_swapab(const BwdArgs &a, AttentionCausalOrder causal_order, int persistent_ctas,
-                              bool causal_wide_tiles);
+                              int causal_tile);
 template <typename T>
 void flash_backward_ws(const BwdArgs &a, AttentionCausalOrder causal_order, int persistent_ctas);
 

@@ -386,6 +386,17 @@ static void test_backward_ws_setter(void **state) {
     assert_int_equal(attention_set_backward_ws(first), ATTENTION_BACKWARD_WS_80);
 }
 
+// ATTENTION_BACKWARD_CAUSAL_TILE's setter likewise (80 at first when the variable is unset).
+static void test_backward_causal_tile_setter(void **state) {
+    (void)state;
+    const char *env = getenv("ATTENTION_BACKWARD_CAUSAL_TILE");
+    const AttentionBackwardCausalTile first = attention_set_backward_causal_tile(ATTENTION_BACKWARD_CAUSAL_TILE_80);
+    if (!env || !*env) assert_int_equal(first, ATTENTION_BACKWARD_CAUSAL_TILE_80);
+    assert_int_equal(attention_set_backward_causal_tile(ATTENTION_BACKWARD_CAUSAL_TILE_64),
+                     ATTENTION_BACKWARD_CAUSAL_TILE_80);
+    assert_int_equal(attention_set_backward_causal_tile(first), ATTENTION_BACKWARD_CAUSAL_TILE_64);
+}
+
 // ATTENTION_BACKWARD_PERSISTENT's setter likewise (on at first when the variable is unset).
 static void test_backward_persistent_setter(void **state) {
     (void)state;
@@ -486,6 +497,9 @@ static int read_persistent(void) { return (int)attention_set_forward_persistent(
 static int read_schedule(void) { return (int)attention_set_persistent_schedule(ATTENTION_SCHEDULE_POLICY); }
 static int read_swapab(void) { return (int)attention_set_backward_swapab(ATTENTION_SWAPAB_POLICY); }
 static int read_ws(void) { return (int)attention_set_backward_ws(ATTENTION_BACKWARD_WS_OFF); }
+static int read_causal_tile(void) {
+    return (int)attention_set_backward_causal_tile(ATTENTION_BACKWARD_CAUSAL_TILE_80);
+}
 static int read_backward_persistent(void) {
     return (int)attention_set_backward_persistent(ATTENTION_BACKWARD_PERSISTENT_OFF, 0);
 }
@@ -548,6 +562,9 @@ static void test_switches(void **state) {
          {ATTENTION_BACKWARD_WS_ON, ATTENTION_BACKWARD_WS_OFF, ATTENTION_BACKWARD_WS_64, ATTENTION_BACKWARD_WS_80},
          ATTENTION_BACKWARD_WS_ON,
          "ATTENTION_BACKWARD_WS must be 1, 0, 64 or 80 (or unset), not \"zigzag\""},
+        {"ATTENTION_BACKWARD_CAUSAL_TILE", read_causal_tile, {"80", "64"},
+         {ATTENTION_BACKWARD_CAUSAL_TILE_80, ATTENTION_BACKWARD_CAUSAL_TILE_64}, ATTENTION_BACKWARD_CAUSAL_TILE_80,
+         "ATTENTION_BACKWARD_CAUSAL_TILE must be 80 or 64 (or unset), not \"zigzag\""},
         {"ATTENTION_BACKWARD_PERSISTENT", read_backward_persistent, {"1", "0"},
          {ATTENTION_BACKWARD_PERSISTENT_ON, ATTENTION_BACKWARD_PERSISTENT_OFF}, ATTENTION_BACKWARD_PERSISTENT_ON,
          "ATTENTION_BACKWARD_PERSISTENT must be 1 or 0 (or unset), not \"zigzag\""},
@@ -628,7 +645,8 @@ int main(void) {
         cmocka_unit_test(test_key_block_order),
         cmocka_unit_test(test_backward_key_order),
         cmocka_unit_test(test_backward_swapab_setter),
-        cmocka_unit_test(test_backward_ws_setter), cmocka_unit_test(test_backward_persistent_setter),
+        cmocka_unit_test(test_backward_ws_setter), cmocka_unit_test(test_backward_causal_tile_setter),
+        cmocka_unit_test(test_backward_persistent_setter),
         cmocka_unit_test(test_forward_block_n_setter),
         cmocka_unit_test(test_persistent_schedule),
     };

@@ -335,29 +335,38 @@ static void test_backward_ws_swapab80(void **state) {
 
 // The warp-specialised backward at d 128, causal (one block per CTA; a block's first query tile
 // the one holding its first key, tiles across the diagonal masked), the shapes of
-// test_backward_ws_swapab80: the 80-query kernel in 64-query tiles (ATTENTION_BACKWARD_WS on) and
-// in 80-query tiles (=80), and the 64-query kernel (=64); then dropping (p 0.5 at 81 queries, 0.1
-// at 333), the 80-query kernel (=80: 80-query tiles, the only ones it drops in) and the 64-query
-// kernel (=64, as on).
+// test_backward_ws_swapab80: the 80-query kernel (ATTENTION_BACKWARD_WS on) in 80-query tiles and
+// in 64-query tiles (ATTENTION_BACKWARD_CAUSAL_TILE=64), and the 64-query kernel (=64); then
+// dropping (p 0.5 at 81 queries, 0.1 at 333), the 80-query kernel (=80; in 80-query tiles, the
+// only ones it drops in) and the 64-query kernel.
 static void test_backward_ws_causal(void **state) {
     (void)state;
     SKIP_WITHOUT_GPU();
     const AttentionBackwardWS ws_was = attention_set_backward_ws(ATTENTION_BACKWARD_WS_ON);
+    const AttentionBackwardCausalTile tile_was = attention_set_backward_causal_tile(ATTENTION_BACKWARD_CAUSAL_TILE_80);
     const AttentionBackwardPersistent bp_was =
         attention_set_backward_persistent(ATTENTION_BACKWARD_PERSISTENT_OFF, 0);
-    const AttentionBackwardWS kernels[] = {ATTENTION_BACKWARD_WS_ON, ATTENTION_BACKWARD_WS_80, ATTENTION_BACKWARD_WS_64};
+    const struct {
+        AttentionBackwardWS ws;
+        AttentionBackwardCausalTile tile;
+    } kernels[] = {{ATTENTION_BACKWARD_WS_ON, ATTENTION_BACKWARD_CAUSAL_TILE_80},
+                   {ATTENTION_BACKWARD_WS_ON, ATTENTION_BACKWARD_CAUSAL_TILE_64},
+                   {ATTENTION_BACKWARD_WS_64, ATTENTION_BACKWARD_CAUSAL_TILE_80}};
     for (int kernel = 0; kernel < 3; kernel++) {
-        attention_set_backward_ws(kernels[kernel]);
+        attention_set_backward_ws(kernels[kernel].ws);
+        attention_set_backward_causal_tile(kernels[kernel].tile);
         for (int si = 0; si < WS_SEQ_COUNT; si++)
             run_case_with(ATTENTION_KERNELS_BEST, (si + kernel) % 2 ? DTYPE_BF16 : DTYPE_FP16, WS_SEQS[si], 1, 2, 128,
                           0.0f, 1);
     }
-    for (int kernel = 1; kernel < 3; kernel++) {
-        attention_set_backward_ws(kernels[kernel]);
-        run_case_with(ATTENTION_KERNELS_BEST, kernel % 2 ? DTYPE_BF16 : DTYPE_FP16, 81, 1, 2, 128, 0.5f, 1);
-        run_case_with(ATTENTION_KERNELS_BEST, kernel % 2 ? DTYPE_FP16 : DTYPE_BF16, 333, 1, 2, 128, 0.1f, 1);
+    attention_set_backward_causal_tile(ATTENTION_BACKWARD_CAUSAL_TILE_80);
+    for (int kernel = 0; kernel < 2; kernel++) {
+        attention_set_backward_ws(kernel ? ATTENTION_BACKWARD_WS_64 : ATTENTION_BACKWARD_WS_80);
+        run_case_with(ATTENTION_KERNELS_BEST, kernel ? DTYPE_BF16 : DTYPE_FP16, 81, 1, 2, 128, 0.5f, 1);
+        run_case_with(ATTENTION_KERNELS_BEST, kernel ? DTYPE_FP16 : DTYPE_BF16, 333, 1, 2, 128, 0.1f, 1);
     }
     attention_set_backward_ws(ws_was);
+    attention_set_backward_causal_tile(tile_was);
     attention_set_backward_persistent(bp_was, 0);
     attention_set_kernels(ATTENTION_KERNELS_BEST);
 }
