@@ -1,8 +1,10 @@
 // What the four Hopper attention backwards share - flash_backward_wgmma.cu (two warpgroups,
 // queries as the wgmma's M), flash_backward_ws.cu (the same math, warp-specialised),
 // flash_backward_swapab.cu (scores computed transposed) and flash_backward_ws_swapab.cu (both:
-// 80-query tiles) - written once: the start of a block (K and V copied in, dK and dV zeroed), a
-// warp-specialised producer's copies of one query tile (load_query_tile), the per-thread steps
+// 80-query tiles) - written once: the start of a block (K and V copied in, dK and dV zeroed), the
+// two warp-specialised kernels' walk over their blocks (key_block_work) and their producer's two
+// loops (produce_key_and_query_tiles, its copies of a query tile load_query_tile; reduce_dq_tiles),
+// the per-thread steps
 // of a query tile that the two queries-as-M kernels do alike (dropout draw, P and dS into their
 // swizzled panels), dQ staged for the TMA unit (stage_dq_rows: the wgmma and swapAB kernels; the
 // warp-specialised ones stage dQ their own ways, in fewer registers), and the dropout mask drawn
@@ -22,6 +24,7 @@
 #include <math.h>
 #include <stdint.h>
 
+#include "kernels/attention/block_order.h"
 #include "kernels/attention/flash_common.cuh"
 #include "kernels/attention/flash_kernels.cuh"
 #include "kernels/attention/hopper_pipeline.cuh"
@@ -64,6 +67,104 @@ __device__ __forceinline__ void load_query_tile(unsigned char *q_stage, unsigned
     const float *lse_log2 = tile_stats + bh * stats_row + row;
     bulk_load_1d(stage_stats, lse_log2, BLOCK_M * 4, full);
     bulk_load_1d(stage_stats + BLOCK_M, lse_log2 + bh_count * stats_row, BLOCK_M * 4, full);
+}
+
+// The warp-specialised backwards' blocks (flash_backward_ws.cu, flash_backward_ws_swapab.cu):
+// the block at linear index idx (flash_key_block_at's order) holds keys [k0, k0 + BLOCK_N) of
+// head bh; its query tiles of BLOCK_M queries start at m_start (causal: the tile holding query
+// k0, the first that any of its keys sees; else 0), `steps` of them up to seq.
+struct KeyBlockWork {
+    int k0, bh, m_start, steps;
+};
+// The launch's heads (batch x heads), tokens and blocks (key blocks x heads), as the kernel
+// computed them for its consumers.
+struct BlockCount {
+    int bh_count, seq, total_blocks;
+};
+template <int BLOCK_N, int BLOCK_M>
+__device__ __forceinline__ KeyBlockWork key_block_work(int idx, const KeyBlockOrder &order, int bh_count, int seq,
+                                                       bool causal) {
+    const FlashBlock blk = flash_key_block_at(idx, order.key_blocks, bh_count, order.group_heads);
+    KeyBlockWork w;
+    w.k0 = blk.query_block * BLOCK_N, w.bh = blk.bh;
+    // (k0 itself where tiles of BLOCK_M divide BLOCK_N: no division in the code.)
+    w.m_start = !causal ? 0 : BLOCK_N % BLOCK_M == 0 ? w.k0 : w.k0 / BLOCK_M * BLOCK_M;
+    w.steps = (seq - w.m_start + BLOCK_M - 1) / BLOCK_M;
+    return w;
+}
+
+// A warp-specialised backward's producer, its first warp (one thread), over the CTA's blocks
+// (one, or PERSISTENT every gridDim.x-th from blockIdx.x): a block's K and V (load_key_value_tiles,
+// on kv_full; a later block's once the consumers have released the one before's on kv_empty,
+// after the block's first query tile so that it overlaps their last), then each of its query
+// tiles (load_query_tile) into a two-stage ring of Q, dO (D / 64 panels of qo_panel bytes a
+// stage) and statistics (2 BLOCK_M floats a stage), stage s once the consumers have released it
+// (qdo_empty[s]) and counted on qdo_full[s].
+template <int D, int BLOCK_N, int BLOCK_M, bool PERSISTENT>
+__device__ __forceinline__ void produce_key_and_query_tiles(
+    const BwdArgs &a, const KeyBlockOrder &order, const BlockCount &count, bool causal, unsigned char *k_tile,
+    unsigned char *v_tile, int kv_panel, unsigned char *q_tiles, unsigned char *do_tiles, int qo_panel, float *stats,
+    const CUtensorMap *q_map, const CUtensorMap *kv_map, const CUtensorMap *do_map, uint64_t *kv_full,
+    uint64_t *kv_empty, uint64_t *qdo_full, uint64_t *qdo_empty) {
+    constexpr int STATS_FLOATS = 2 * BLOCK_M;
+    const int qo_bytes = D / 64 * qo_panel;
+    const int bh_count = count.bh_count, seq = count.seq, total_blocks = count.total_blocks;
+    int tile = 0;  // the CTA's query tiles so far: the ring's count
+#pragma unroll 1
+    for (int idx = blockIdx.x, j = 0; idx < total_blocks;) {  // j: the CTA's blocks so far
+        const KeyBlockWork w = key_block_work<BLOCK_N, BLOCK_M>(idx, order, bh_count, seq, causal);
+        const int b = w.bh / a.heads, h = w.bh % a.heads;
+        if (j == 0) load_key_value_tiles<D>(k_tile, v_tile, kv_map, kv_full, h, b, w.k0, kv_panel);
+        // The block's query tiles from m_start while they start before seq (w.steps of them; the
+        // loop counts rows: one register fewer at a producer's 24).
+#pragma unroll 1
+        for (int row = w.m_start; row < seq; row += BLOCK_M, tile++) {
+            const int stage = tile % 2;
+            if (tile >= 2) mbarrier_wait(&qdo_empty[stage], (tile / 2 - 1) & 1);
+            load_query_tile<D, BLOCK_M>(q_tiles + stage * qo_bytes, do_tiles + stage * qo_bytes,
+                                        stats + stage * STATS_FLOATS, q_map, do_map, &qdo_full[stage], h, b, row,
+                                        qo_panel, a.tile_stats, w.bh, bh_count, seq);
+            if (row == w.m_start && j > 0) {  // PERSISTENT: a later block's K and V
+                mbarrier_wait(kv_empty, (j - 1) & 1);
+                load_key_value_tiles<D>(k_tile, v_tile, kv_map, kv_full, h, b, w.k0, kv_panel);
+            }
+        }
+        if constexpr (!PERSISTENT) break;  // one block: the compiler sees no loop
+        idx += gridDim.x, j++;
+    }
+}
+
+// A warp-specialised backward's producer, warp 1 + cw (one thread): consumer cw's dQ columns
+// [64 cw, 64 cw + 64) of each query tile, staged by the consumer as two panels (2 cw, 2 cw + 1,
+// panel_bytes apart) of 32 float columns in buffer tile % BUFFERS (buffer_bytes apart), added
+// into the float accumulator by two TMA reduce-adds (rows past seq clipped by the TMA unit):
+// once the consumer has staged it (dq_full[buffer]); handed back once the TMA unit has read it
+// (dq_empty[buffer]).
+template <int BLOCK_N, int BLOCK_M, int BUFFERS, bool PERSISTENT>
+__device__ __forceinline__ void reduce_dq_tiles(const KeyBlockOrder &order, const BlockCount &count, bool causal,
+                                                int cw, const unsigned char *dq_buffers, int buffer_bytes,
+                                                int panel_bytes, const CUtensorMap *dq_map, uint64_t *dq_full,
+                                                uint64_t *dq_empty) {
+    const int bh_count = count.bh_count, seq = count.seq, total_blocks = count.total_blocks;
+    int tile = 0;
+#pragma unroll 1
+    for (int idx = blockIdx.x; idx < total_blocks; idx += gridDim.x) {
+        const KeyBlockWork w = key_block_work<BLOCK_N, BLOCK_M>(idx, order, bh_count, seq, causal);
+#pragma unroll 1
+        for (int step = 0; step < w.steps; step++, tile++) {
+            const int buffer = tile % BUFFERS, q0 = w.m_start + step * BLOCK_M;
+            mbarrier_wait(&dq_full[buffer], (tile / BUFFERS) & 1);
+            for (int half = 0; half < 2; half++) {
+                const int panel = 2 * cw + half;
+                const unsigned char *staged = dq_buffers + buffer * buffer_bytes + panel * panel_bytes;
+                tma_reduce_add_3d(dq_map, 32 * panel, q0, w.bh, reinterpret_cast<const float *>(staged));
+            }
+            bulk_wait_read();  // the TMA unit has read the buffer: the consumer may refill it
+            mbarrier_arrive(&dq_empty[buffer]);
+        }
+        if constexpr (!PERSISTENT) break;
+    }
+    bulk_wait_all();  // before the block's shared memory goes away
 }
 
 // dK and dV, the accumulators a block keeps over all its query tiles (NB column blocks of

@@ -153,19 +153,7 @@ __global__ void __launch_bounds__(WS_THREADS, 1)
     const int warpgroup = threadIdx.x / 128, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int bh_count = a.batch * a.heads, seq = a.seq;
     const int total_blocks = order.key_blocks * bh_count;
-    // The block at linear index idx: its keys from k0, its head bh, its query tiles from m_start
-    // (causal: the diagonal one; k0 is a multiple of 64), steps of them.
-    struct Work {
-        int k0, bh, m_start, steps;
-    };
-    auto work_at = [&](int idx) {
-        const FlashBlock blk = flash_key_block_at(idx, order.key_blocks, bh_count, order.group_heads);
-        Work w;
-        w.k0 = blk.query_block * WS_BLOCK_N, w.bh = blk.bh;
-        w.m_start = a.causal ? w.k0 : 0;
-        w.steps = (seq - w.m_start + WS_BLOCK_M - 1) / WS_BLOCK_M;
-        return w;
-    };
+    const BlockCount count = {bh_count, seq, total_blocks};  // for the producer's helpers
 
     if (threadIdx.x == 0) {
         mbarrier_init(&bars.kv_full, 1);
@@ -182,61 +170,17 @@ __global__ void __launch_bounds__(WS_THREADS, 1)
         warpgroup_release_registers<WS_PRODUCER_REGS>();
         if (lane != 0 || warp == 3) return;
         if (warp == 0) {
-            int tile = 0;  // the CTA's query tiles so far: the Q / dO ring's count
-#pragma unroll 1
-            for (int idx = blockIdx.x, j = 0; idx < total_blocks;) {
-                const Work w = work_at(idx);
-                // Columns: head h's q, k, v at h * 3d, + d, + 2d of qkv; its dO at h * d of dctx.
-                const int b = w.bh / a.heads, h = w.bh % a.heads;
-                if (j == 0) load_key_value_tiles<D>(k_tile, v_tile, &kv_map, &bars.kv_full, h, b, w.k0, WS_KV_PANEL);
-                // The block's query tiles from m_start, 64 queries each, while they start before seq
-                // (w.steps of them; the loop counts rows: one register fewer at the producer's 24).
-#pragma unroll 1
-                for (int row = w.m_start; row < seq; row += WS_BLOCK_M, tile++) {
-                    const int s = tile % 2;
-                    if (tile >= 2) mbarrier_wait(&bars.qdo_empty[s], (tile / 2 - 1) & 1);
-                    // Q, dO and the tile's lse log2(e) and Dsum from this head's rows of the tile
-                    // statistics (padded with zeros, flash_tile_stats_row, so a tile's 64 floats
-                    // never leave the row; Dsum's rows follow all heads' lse rows).
-                    load_query_tile<D, WS_BLOCK_M>(q_tiles + s * WS_QO_BYTES, do_tiles + s * WS_QO_BYTES,
-                                                   stats + s * WS_STATS_FLOATS, &q_map, &do_map, &bars.qdo_full[s], h,
-                                                   b, row, WS_QO_PANEL, a.tile_stats, w.bh, bh_count, seq);
-                    // PERSISTENT, a later block's K and V after its first Q / dO tile, which may
-                    // go while the consumers still finish the block before: once they are done
-                    // with that block's K and V.
-                    if (row == w.m_start && j > 0) {
-                        mbarrier_wait(&bars.kv_empty, (j - 1) & 1);
-                        load_key_value_tiles<D>(k_tile, v_tile, &kv_map, &bars.kv_full, h, b, w.k0, WS_KV_PANEL);
-                    }
-                }
-                if constexpr (!PERSISTENT) break;  // one block: the compiler sees no loop
-                idx += gridDim.x, j++;
-            }
+            // K and V of each block; Q, dO and the statistics of each of its 64-query tiles.
+            produce_key_and_query_tiles<D, WS_BLOCK_N, WS_BLOCK_M, PERSISTENT>(
+                a, order, count, a.causal, k_tile, v_tile, WS_KV_PANEL, q_tiles, do_tiles, WS_QO_PANEL, stats,
+                &q_map, &kv_map, &do_map, &bars.kv_full, &bars.kv_empty, bars.qdo_full, bars.qdo_empty);
         } else {
-            // Warp 1 + cw: consumer cw's dQ columns [64 cw, 64 cw + 64), staged as panels 2 cw
-            // and 2 cw + 1 of the tile's buffer, added into the accumulator. Rows past seq are
-            // clipped by the TMA unit.
+            // Warp 1 + cw: consumer cw's dQ columns, double-buffered (by tile parity), so that a
+            // consumer never waits for the reduction of the tile it has just staged.
             const int cw = warp - 1;
-            int tile = 0;
-#pragma unroll 1
-            for (int idx = blockIdx.x; idx < total_blocks; idx += gridDim.x) {
-                const Work w = work_at(idx);
-#pragma unroll 1
-                for (int step = 0; step < w.steps; step++, tile++) {
-                    const int s = tile % 2, q0 = w.m_start + step * WS_BLOCK_M;
-                    mbarrier_wait(&bars.dq_full[cw][s], (tile / 2) & 1);
-                    for (int half = 0; half < 2; half++) {
-                        const int panel = 2 * cw + half;
-                        const float *staged =
-                            reinterpret_cast<const float *>(dq_stages + s * WS_DQ_BYTES + panel * DQ_STAGE_PANEL);
-                        tma_reduce_add_3d(&dq_map, 32 * panel, q0, w.bh, staged);
-                    }
-                    bulk_wait_read();  // the TMA unit has read the buffer: the consumer may refill it
-                    mbarrier_arrive(&bars.dq_empty[cw][s]);
-                }
-                if constexpr (!PERSISTENT) break;
-            }
-            bulk_wait_all();  // before the block's shared memory goes away
+            reduce_dq_tiles<WS_BLOCK_N, WS_BLOCK_M, 2, PERSISTENT>(order, count, a.causal, cw, dq_stages, WS_DQ_BYTES,
+                                                                   DQ_STAGE_PANEL, &dq_map, bars.dq_full[cw],
+                                                                   bars.dq_empty[cw]);
         }
         return;
     }
@@ -253,7 +197,7 @@ __global__ void __launch_bounds__(WS_THREADS, 1)
     int tile = 0;  // the CTA's query tiles so far: the rings' count
 #pragma unroll 1
     for (int idx = blockIdx.x, j = 0; idx < total_blocks; idx += gridDim.x, j++) {
-        const Work w = work_at(idx);
+        const KeyBlockWork w = key_block_work<WS_BLOCK_N, WS_BLOCK_M>(idx, order, bh_count, seq, a.causal);
         const int k0 = w.k0, bh = w.bh, m_start = w.m_start, steps = w.steps;
         const int b = bh / a.heads, h = bh % a.heads;
         const int key0 = k0 + 64 * cw;  // this consumer's first key

@@ -180,19 +180,7 @@ __global__ void __launch_bounds__(SA_THREADS, 1)
     const int warpgroup = threadIdx.x / 128, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int bh_count = a.batch * a.heads, seq = a.seq;
     const int total_blocks = order.key_blocks * bh_count;
-    // The block at linear index idx: its keys from k0, its head bh, its query tiles from m_start
-    // (causal: the tile that holds query k0, the first any of its keys sees), steps of them.
-    struct Work {
-        int k0, bh, m_start, steps;
-    };
-    auto work_at = [&](int idx) {
-        const FlashBlock blk = flash_key_block_at(idx, order.key_blocks, bh_count, order.group_heads);
-        Work w;
-        w.k0 = blk.query_block * SA_BLOCK_N, w.bh = blk.bh;
-        w.m_start = CAUSAL ? w.k0 / Tile::M * Tile::M : 0;
-        w.steps = (seq - w.m_start + Tile::M - 1) / Tile::M;
-        return w;
-    };
+    const BlockCount count = {bh_count, seq, total_blocks};  // for the producer's helpers
 
     if (threadIdx.x == 0) {
         mbarrier_init(&bars.kv_full, 1);
@@ -209,53 +197,19 @@ __global__ void __launch_bounds__(SA_THREADS, 1)
         warpgroup_release_registers<SA_PRODUCER_REGS>();
         if (lane != 0 || warp == 3) return;
         if (warp == 0) {
-            int tile = 0;  // the CTA's query tiles so far: the Q / dO ring's count
-#pragma unroll 1
-            for (int idx = blockIdx.x, j = 0; idx < total_blocks;) {  // j: the CTA's blocks so far
-                const Work w = work_at(idx);
-                const int b = w.bh / a.heads, h = w.bh % a.heads;
-                if (j == 0) load_key_value_tiles<D>(k_tile, v_tile, &kv_map, &bars.kv_full, h, b, w.k0, SA_KV_PANEL);
-#pragma unroll 1
-                for (int row = w.m_start; row < seq; row += Tile::M, tile++) {
-                    const int stage = tile % 2;
-                    if (tile >= 2) mbarrier_wait(&bars.qdo_empty[stage], (tile / 2 - 1) & 1);
-                    // Q, dO, and lse log2(e) and Dsum of the tile's 80 queries (the statistics' rows
-                    // are padded with zeros to a multiple of 80 too: flash_tile_stats_row).
-                    load_query_tile<D, Tile::M>(q_tiles + stage * Tile::QO_BYTES, do_tiles + stage * Tile::QO_BYTES,
-                                                   stats + stage * Tile::STATS_FLOATS, &q_map, &do_map, &bars.qdo_full[stage], h,
-                                                   b, row, Tile::QO_PANEL, a.tile_stats, w.bh, bh_count, seq);
-                    // PERSISTENT, a later block's K and V after its first Q / dO tile (which may go
-                    // while the consumers still finish the block before), once they are done with
-                    // the block before's.
-                    if (row == w.m_start && j > 0) {
-                        mbarrier_wait(&bars.kv_empty, (j - 1) & 1);
-                        load_key_value_tiles<D>(k_tile, v_tile, &kv_map, &bars.kv_full, h, b, w.k0, SA_KV_PANEL);
-                    }
-                }
-                if constexpr (!PERSISTENT) break;
-                idx += gridDim.x, j++;
-            }
+            // K and V of each block; Q, dO (two 64-column panels of Tile::M rows each) and the
+            // statistics of each of its query tiles (the statistics' rows are padded with zeros
+            // to a multiple of 80 too: flash_tile_stats_row).
+            produce_key_and_query_tiles<D, SA_BLOCK_N, Tile::M, PERSISTENT>(
+                a, order, count, CAUSAL, k_tile, v_tile, SA_KV_PANEL, q_tiles, do_tiles, Tile::QO_PANEL, stats,
+                &q_map, &kv_map, &do_map, &bars.kv_full, &bars.kv_empty, bars.qdo_full, bars.qdo_empty);
         } else {
-            // Warp 1 + cw: consumer cw's dQ columns [64 cw, 64 cw + 64), staged panels 2 cw, 2 cw + 1.
+            // Warp 1 + cw: consumer cw's dQ columns, one buffer (two would not fit beside
+            // everything else; the reduction is read long before the next tile's dQ is ready).
             const int cw = warp - 1;
-            int tile = 0;
-#pragma unroll 1
-            for (int idx = blockIdx.x; idx < total_blocks; idx += gridDim.x) {
-                const Work w = work_at(idx);
-#pragma unroll 1
-                for (int step = 0; step < w.steps; step++, tile++) {
-                    mbarrier_wait(&bars.dq_full[cw], tile & 1);
-                    for (int half = 0; half < 2; half++) {
-                        const int panel = 2 * cw + half;
-                        tma_reduce_add_3d(&dq_map, 32 * panel, w.m_start + step * Tile::M, w.bh,
-                                          reinterpret_cast<const float *>(dq_stage + panel * Tile::DQ_PANEL));
-                    }
-                    bulk_wait_read();
-                    mbarrier_arrive(&bars.dq_empty[cw]);
-                }
-                if constexpr (!PERSISTENT) break;
-            }
-            bulk_wait_all();
+            reduce_dq_tiles<SA_BLOCK_N, Tile::M, 1, PERSISTENT>(order, count, CAUSAL, cw, dq_stage, Tile::DQ_BYTES,
+                                                                Tile::DQ_PANEL, &dq_map, &bars.dq_full[cw],
+                                                                &bars.dq_empty[cw]);
         }
         return;
     }
@@ -286,7 +240,7 @@ __global__ void __launch_bounds__(SA_THREADS, 1)
     int tile = 0;  // the CTA's query tiles so far: the rings' count (stages, dQ buffer, mask bits)
 #pragma unroll 1
     for (int idx = blockIdx.x, j = 0; idx < total_blocks; idx += gridDim.x, j++) {
-        const Work w = work_at(idx);
+        const KeyBlockWork w = key_block_work<SA_BLOCK_N, Tile::M>(idx, order, bh_count, seq, CAUSAL);
         const int k0 = w.k0, bh = w.bh, b = bh / a.heads, h = bh % a.heads, steps = w.steps;
         const int key0 = k0 + 64 * cw;                // this consumer's first key
         const int j_first = key0 + 16 * wq + g;        // this thread's keys: j_first, j_first + 8
