@@ -174,7 +174,8 @@ AttentionBackwardSwapAB attention_set_backward_swapab(AttentionBackwardSwapAB wh
 //     dropping. H200, 2026-11-30 (docs/results.md#h200-seventeenth), d 128 backward in turns:
 //     482-520 TFLOP/s against the 64-query kernel's 435-482, causal 387-398 against 378-384;
 //     dropping, the 80-query kernel is the slower (355-371 against 392-399: its mask, drawn
-//     transposed by warp ballots, costs more than the other's drawn in rows).
+//     transposed by warp ballots, costs more than the other's drawn in rows). Its mask has since
+//     been moved beside S^T and dP^T (drawn while their wgmmas run; not yet run on a GPU).
 //   ATTENTION_BACKWARD_WS_64: the 64-query kernel wherever ON runs either (for A/B runs).
 //   ATTENTION_BACKWARD_WS_80: the 80-query kernel wherever ON runs either, dropping too.
 //   ATTENTION_BACKWARD_WS_OFF: never (flash_backward_wgmma.cu runs, as before them; for A/B runs).

@@ -328,6 +328,35 @@ __device__ __forceinline__ void draw_mask_bits(uint32_t *wg_bits, uint64_t group
         }
 }
 
+// draw_mask_bits one word (32 queries) at a time: the 4 flag registers of one Philox call live
+// at once instead of 4 WORDS, and each key's word is stored alone (a 32-bit store per key and
+// word, by lane 0). For a kernel that draws while its accumulators are in flight
+// (flash_backward_ws_swapab.cu: beside S^T and dP^T, whose registers leave no room for 12
+// flags). The same bits in the same places as draw_mask_bits<WORDS, STRIDE>; the words past
+// WORDS are not written (no reader reads them).
+template <int WORDS, int STRIDE>
+__device__ __forceinline__ void draw_mask_bits_by_word(uint32_t *wg_bits, uint64_t group, uint64_t group_step,
+                                                       int quad, const PhiloxKeys &keys, uint64_t offset,
+                                                       uint32_t threshold) {
+    static_assert(WORDS <= STRIDE, "the drawn words fit a key's slot");
+    const bool stores = threadIdx.x % 32 == 0;
+#pragma unroll
+    for (int r = 0; r < WORDS; r++) {
+        const Philox4 bytes = philox4x32_10_keyed(group + (uint64_t)r * group_step, offset, &keys);
+        uint32_t flags[4];  // bit 7 of byte 2 (n % 2) + e of flags[n / 2]: key 8 n + 2 quad + e kept
+#pragma unroll
+        for (int w = 0; w < 4; w++) flags[w] = dropout_keep_flags4(bytes.x[w], threshold);
+#pragma unroll
+        for (int n = 0; n < 8; n++)
+#pragma unroll
+            for (int e = 0; e < 2; e++) {
+                const uint32_t flag = 0x80u << 8 * (2 * (n % 2) + e);
+                const uint32_t word = __ballot_sync(0xffffffffu, (flags[n / 2] & flag) != 0u);
+                if (stores) wg_bits[(8 * n + 2 * quad + e) * STRIDE + r] = word;
+            }
+    }
+}
+
 // The swapAB backwards' P^T, one accumulator column block n of S^T at a time (s_n: keys g, g + 8
 // of the warp's 16 x queries 8 n + 2 c, + 1; lse: those two queries' lse log2(e)): P^T = exp2(S^T
 // scale log2(e) - lse log2(e)) in place, packed as 16-bit pairs into registers 2 half and 2 half + 1

@@ -1,10 +1,11 @@
 // Flash attention backward on Hopper, head dim 128, warp-specialised with the scores computed
 // transposed in tiles of 80 queries (attention.h's ATTENTION_BACKWARD_WS: on, when not dropping;
-// 80, always; never deterministic). FlashAttention-3's own layout at this head dim (Shah et al., "FlashAttention-3", 2024; its hopper/ backward with
-// kBlockM = 80, kBlockN = 128, SdP_swapAB and dQ_swapAB, dK and dV from registers), written anew
-// on this repository's wgmma, TMA and mbarrier wrappers; FlashAttention-3 has no dropout, this
-// one has (DROPOUT: the forward's mask bit for bit, drawn transposed as flash_backward_swapab.cu
-// draws it - flash_backward_common.cuh's "dropout, transposed").
+// 80, always; never deterministic). FlashAttention-3's own layout at this head dim (Shah et al.,
+// "FlashAttention-3", 2024; its hopper/ backward with kBlockM = 80, kBlockN = 128, SdP_swapAB
+// and dQ_swapAB, dK and dV from registers), written anew on this repository's wgmma, TMA and
+// mbarrier wrappers; FlashAttention-3 has no dropout, this one has (DROPOUT: the forward's mask
+// bit for bit, drawn transposed as flash_backward_swapab.cu draws it - flash_backward_common.cuh's
+// "dropout, transposed" - a word of 32 queries at a time, while the tile's S^T and dP^T run).
 //
 // Why another d 128 backward. flash_backward_ws.cu computes S and dP with the queries as the
 // wgmma's M dimension (64 queries a tile); dV += P^T dO and dK += dS^T Q need P and dS
@@ -53,16 +54,21 @@
 // stages x 20 KiB each; dS 20 KiB; dQ staged, 40 KiB; statistics 2 stages x 640 bytes; the
 // dropout bits 4 KiB: 210 KiB (with 64-query tiles 182 KiB).
 //
-// Registers (ptxas -v, sm_90a, CUDA 13.0, bytes spilled): one block per CTA 0, dropping 4-16;
-// persistent 36, dropping 40-48; causal 0, dropping 16-24; causal in 64-query tiles 0. Without dropout the consumers
-// spill nothing (checked with the producer's code removed: the persistent kernel's 36 bytes are
-// its producer's, at 24 registers, as in flash_backward_ws.cu); where the dropping kernels'
-// bytes sit was not checked.
+// Registers (ptxas -v, sm_90a, CUDA 13.0, bytes spilled): one block per CTA 0, dropping 20;
+// persistent 36, dropping 44-52; causal 0, dropping 56; causal in 64-query tiles 0 (with the mask
+// drawn a tile ahead, while dK ran, the dropping kernels spilled 4-16, 40-48 and 16-24 bytes).
+// Without dropout the consumers spill nothing (checked with the producer's code removed: the
+// persistent kernel's 36 bytes are its producer's, at 24 registers, as in flash_backward_ws.cu);
+// where the dropping kernels' bytes sit was not checked.
 //
 // Measured (H200, 2026-11-30, docs/results.md#h200-seventeenth; b 4, h 32, s 2048, TFLOP/s, in
 // turns against flash_backward_ws.cu's 64-query tiles): 482-520 against 435-482, causal 387-398
 // against 378-384; dropping 355-371 against 392-399 - slower, so a dropping backward runs the
-// 64-query kernel by default (ATTENTION_BACKWARD_WS=80 runs this one).
+// 64-query kernel by default (ATTENTION_BACKWARD_WS=80 runs this one). That dropping figure is
+// the mask drawn a tile ahead, while dK ran; drawn beside S^T and dP^T instead (2026-11-30, in
+// the shadow of their wgmmas) it has NOT YET RUN ON A GPU:
+// FLASH_TEST_ONLY=test_backward_ws_* checks it, attention_bench's dropout rows with
+// ATTENTION_BACKWARD_WS=80 against 64 time it.
 #include "common/gpu/cuda_check.h"
 #include "kernels/attention/block_order.h"
 #include "kernels/attention/flash_backward_common.cuh"
@@ -248,17 +254,16 @@ __global__ void __launch_bounds__(SA_THREADS, 1)
         zero_key_accumulators(dk, dv);
         // DROPOUT: the bits of tile t (the CTA's count), starting at query q, into buffer t % 2 by
         // this consumer's four warps (warp wq the keys 8 n + 2 wq + e of its 64, lane L the queries q +
-        // 32 r + L); read after the barrier MASK_READY + cw, once that tile's S^T and dP^T are issued. The first
-        // tile's here, each next one's while the tile before's dK runs (when S^T and dP^T are dead:
-        // drawn beside them, their 12 flag registers did not fit).
+        // 32 r + L), while the tile's S^T and dP^T run on the tensor cores, a word (32 queries) at a
+        // time (the flags of all three words at once did not fit beside the two accumulators);
+        // read after the barrier MASK_READY + cw.
         const uint64_t drop_bh = a.drop.global_bh(b, h);
         auto draw_tile_bits = [&](int t, int q) {
-            draw_mask_bits<Tile::MASK_WORDS, SA_MASK_STRIDE>(
+            draw_mask_bits_by_word<Tile::MASK_WORDS, SA_MASK_STRIDE>(
                 mask_bits + ((t % 2) * 2 + cw) * 64 * SA_MASK_STRIDE,
                 attention_dropout_group(drop_bh, q + lane, key0 / 64, wq, seq), drop_group_step, wq, a.keys, a.offset,
                 drop_threshold);
         };
-        if constexpr (DROPOUT) draw_tile_bits(tile, w.m_start);
 
         mbarrier_wait(&bars.kv_full, j & 1);
 #pragma unroll 1
@@ -287,6 +292,7 @@ __global__ void __launch_bounds__(SA_THREADS, 1)
             wgmma_fence();
             key_rows_product(s, k_addr, q_addr);
             key_rows_product(dp, v_addr, do_addr);
+            if constexpr (DROPOUT) draw_tile_bits(tile, q0);
             // DROPOUT: this thread's two keys' words of the tile's bits (KeyMaskBits), once all four
             // warps have drawn them.
             // (Key row 0's words; row 1's are 8 keys, 8 * SA_MASK_STRIDE words, further: keep.load's stride.)
@@ -399,7 +405,6 @@ __global__ void __launch_bounds__(SA_THREADS, 1)
                 }
             fence_shared_for_wgmma();
             mbarrier_arrive(&bars.dq_full[cw]);
-            if (DROPOUT && step + 1 < steps) draw_tile_bits(tile + 1, q0 + Tile::M);
 
             wgmma_wait<0>();
             wgmma_settle(dk);
