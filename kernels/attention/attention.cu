@@ -482,7 +482,7 @@ static const char *with_note(const char *name, const char *note) {
 }
 
 static const char WIDE_FORWARD_TILES[] = "176-key tiles when neither causal nor dropping";
-static const char CAUSAL_BACKWARD_TILES[] = "64-query tiles when causal, not dropping";
+static const char CAUSAL_BACKWARD_TILES[] = "swapAB tiles of 64 queries when causal, not dropping";
 
 extern "C" void attention_require_valid_switches(void) {
     d64_forward();

@@ -205,8 +205,8 @@ AttentionBackwardWS attention_set_backward_ws(AttentionBackwardWS which);
 // The environment variable ATTENTION_BACKWARD_CAUSAL_TILE gives the first value (read once):
 // "80" or unset or empty, "64"; any other value stops with a message.
 // attention_set_backward_causal_tile overrides it from then on (a value outside the enum stops
-// with a message) and returns the previous value. attention_kernel_name says "64-query tiles
-// when causal" where they run.
+// with a message) and returns the previous value. attention_kernel_name adds "swapAB tiles of 64
+// queries when causal, not dropping" where they run.
 typedef enum { ATTENTION_BACKWARD_CAUSAL_TILE_80, ATTENTION_BACKWARD_CAUSAL_TILE_64 } AttentionBackwardCausalTile;
 AttentionBackwardCausalTile attention_set_backward_causal_tile(AttentionBackwardCausalTile which);
 

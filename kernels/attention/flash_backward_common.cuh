@@ -8,7 +8,7 @@
 // of a query tile that the two queries-as-M kernels do alike (dropout draw, P and dS into their
 // swizzled panels), dQ staged for the TMA unit (stage_dq_rows: the wgmma and swapAB kernels; the
 // warp-specialised ones stage dQ their own ways, in fewer registers), and the dropout mask drawn
-// transposed for the two swapAB kernels (draw_mask_bits, KeyMaskBits).
+// transposed for the two swapAB kernels (draw_mask_bits, draw_mask_bits_by_word, KeyMaskBits).
 //
 // Thread layout throughout (wgmma.cuh's accumulator fragments): warp wq of a warpgroup,
 // g = lane / 4, c = lane % 4; a thread holds rows 16 wq + g and 16 wq + g + 8 (r = 0, 1) of a
@@ -281,7 +281,8 @@ __device__ __forceinline__ void stage_dq_rows(unsigned char *dq_stage, const flo
 // into one word) into one word, bit L = lane L's query, and the words form the warpgroup's bit
 // matrix in shared memory, [key][word r] (STRIDE words a key: 16 bytes for 128 or 80 queries,
 // 8 for 64): bit q of word r of key k (the key's place in the warpgroup's 64) says whether query
-// q0 + 32 r + q is kept. Lane 0 stores a key's words as one vector. After a warpgroup barrier
+// q0 + 32 r + q is kept. Lane 0 stores a key's words as one vector (draw_mask_bits; or one
+// word at a time, draw_mask_bits_by_word). After a warpgroup barrier
 // each thread reads the words of its two keys (KeyMaskBits): a warp's 32-bit load of word r
 // reads 8 keys g = 0..7 from 8 slots 16 (8) bytes apart, 8 different banks. Queries and keys
 // past seq get bits like any other (Philox reads no memory; every lane must vote anyway); their

@@ -24,7 +24,9 @@
 // producer warpgroup; the branch swapws had both but 64 queries and dQ over each consumer's
 // own keys, and was slower: docs/worklog.md.)
 //
-// Block: 128 keys of one head, 384 threads = three warpgroups, as flash_backward_ws.cu.
+// Block: 128 keys of one head, 384 threads = three warpgroups, as flash_backward_ws.cu. (Query
+// tiles of 80 below; in the causal tiles of ATTENTION_BACKWARD_CAUSAL_TILE=64 read 64 for 80,
+// and 4 steps of 16 queries for 5.)
 //   warpgroup 0, the producer (setmaxnreg.dec to 24 registers):
 //     warp 0 (one thread): K and V once; per query tile Q, dO (two 64-column panels of 80 rows
 //       each, TMA) and the tile's lse log2(e) and Dsum (two 1-D bulk copies of 80 floats from
@@ -94,9 +96,9 @@ constexpr int SA_KV_PANEL = SA_BLOCK_N * 128;  // bytes of a 64-column panel of 
 constexpr int SA_KV_BYTES = 2 * SA_KV_PANEL;
 // DROPOUT: the dropout bit matrices (flash_backward_common.cuh's "dropout, transposed"), two
 // buffers (by tile parity) x two consumers x 64 keys x 4 words (of 32 queries; 3 drawn for 80
-// queries, 2 for 64). One buffer would do - every read of a tile's bits comes before its
-// DS_READY barrier, the next tile's draw after it - but the kernel was tested and measured with
-// two.
+// queries: the 64-query tiles never drop). One buffer would do - every read of a tile's bits
+// comes before its DS_READY barrier, the next tile's draw after it - but the kernel was first
+// tested and measured with two.
 constexpr int SA_MASK_STRIDE = 4;
 constexpr int SA_MASK_BYTES = 2 * 2 * 64 * SA_MASK_STRIDE * 4;
 
@@ -205,13 +207,15 @@ __global__ void __launch_bounds__(SA_THREADS, 1)
         if (warp == 0) {
             // K and V of each block; Q, dO (two 64-column panels of Tile::M rows each) and the
             // statistics of each of its query tiles (the statistics' rows are padded with zeros
-            // to a multiple of 80 too: flash_tile_stats_row).
+            // to a multiple of 128 and of 80, so that neither tile leaves its row:
+            // flash_tile_stats_row).
             produce_key_and_query_tiles<D, SA_BLOCK_N, Tile::M, PERSISTENT>(
                 a, order, count, CAUSAL, k_tile, v_tile, SA_KV_PANEL, q_tiles, do_tiles, Tile::QO_PANEL, stats,
                 &q_map, &kv_map, &do_map, &bars.kv_full, &bars.kv_empty, bars.qdo_full, bars.qdo_empty);
         } else {
             // Warp 1 + cw: consumer cw's dQ columns, one buffer (two would not fit beside
-            // everything else; the reduction is read long before the next tile's dQ is ready).
+            // everything else; the reduction is read long before the next tile's dQ is ready):
+            // dq_full[cw] and dq_empty[cw] are that buffer's barriers.
             const int cw = warp - 1;
             reduce_dq_tiles<SA_BLOCK_N, Tile::M, 1, PERSISTENT>(order, count, CAUSAL, cw, dq_stage, Tile::DQ_BYTES,
                                                                 Tile::DQ_PANEL, &dq_map, &bars.dq_full[cw],
@@ -255,7 +259,8 @@ __global__ void __launch_bounds__(SA_THREADS, 1)
         // DROPOUT: the bits of tile t (the CTA's count), starting at query q, into buffer t % 2 by
         // this consumer's four warps (warp wq the keys 8 n + 2 wq + e of its 64, lane L the queries q +
         // 32 r + L), while the tile's S^T and dP^T run on the tensor cores, a word (32 queries) at a
-        // time (the flags of all three words at once did not fit beside the two accumulators);
+        // time (draw_mask_bits's 12 flag registers of three words at once did not fit beside the
+        // two accumulators in flight; a word at a time the dropping kernels spill 20-56 bytes);
         // read after the barrier MASK_READY + cw.
         const uint64_t drop_bh = a.drop.global_bh(b, h);
         auto draw_tile_bits = [&](int t, int q) {
