@@ -15,7 +15,9 @@
 //
 // 2. No two headers share a file name (three `layernorm.h` once made "which one?" a question
 //    every reader had to answer).
-// 3. Every relative link in a Markdown file points at a file or folder that exists.
+// 3. Every relative link in a Markdown file points at a file or folder that exists, and a link's
+//    #anchor into a Markdown file (or within its own) at an anchor that file has: an HTML
+//    id="..." or a heading's GitHub slug (results.md's sections are linked from every chapter).
 //
 // A violation is reported with its file and line. Each rule is also run on a small tree
 // made in a temporary folder with a planted violation, so the test shows that it can fail.
@@ -198,8 +200,48 @@ typedef struct {
     int links;
 } Links;
 
-// Every "](target)" whose target is not a URL or an anchor: the path must exist, relative
-// to the Markdown file's folder (an "#anchor" tail is ignored).
+// A heading's anchor as GitHub makes it: lower case; letters, digits, '_' and '-' kept (bytes
+// of UTF-8 characters too); spaces become '-'; everything else dropped.
+static void heading_slug(const char *heading, char *slug, size_t n) {
+    size_t k = 0;
+    for (const unsigned char *c = (const unsigned char *)heading; *c && *c != '\n' && k + 1 < n; c++) {
+        if (*c >= 'A' && *c <= 'Z') slug[k++] = (char)(*c - 'A' + 'a');
+        else if ((*c >= 'a' && *c <= 'z') || (*c >= '0' && *c <= '9') || *c == '_' || *c == '-' || *c >= 0x80)
+            slug[k++] = (char)*c;
+        else if (*c == ' ') slug[k++] = '-';
+    }
+    slug[k] = 0;
+}
+
+// Whether the Markdown file at `path` has `anchor`: an HTML id="anchor", or a heading whose slug
+// is the anchor (GitHub numbers a repeated heading's slug -1, -2, ...: accepted too).
+static int has_anchor(const char *path, const char *anchor) {
+    FILE *f = fopen(path, "r");
+    if (!f) return 0;
+    char id[512];
+    snprintf(id, sizeof id, "id=\"%s\"", anchor);
+    char line[8192], slug[8192];
+    int found = 0, in_code = 0;
+    while (!found && fgets(line, sizeof line, f)) {
+        if (strncmp(line, "```", 3) == 0) in_code = !in_code;
+        if (in_code) continue;
+        if (strstr(line, id)) found = 1;
+        if (line[0] != '#') continue;
+        const char *text = line + strspn(line, "#");
+        heading_slug(text + strspn(text, " "), slug, sizeof slug);
+        const size_t length = strlen(slug);
+        if (strcmp(slug, anchor) == 0) found = 1;
+        else if (strncmp(slug, anchor, length) == 0 && anchor[length] == '-' && anchor[length + 1] &&
+                 strspn(anchor + length + 1, "0123456789") == strlen(anchor + length + 1))
+            found = 1;
+    }
+    fclose(f);
+    return found;
+}
+
+// Every "](target)" whose target is not a URL: the path must exist, relative to the Markdown
+// file's folder; an "#anchor" tail into a Markdown file (or, alone, into this one) must name an
+// anchor that file has.
 static void check_links(const char *root, const char *rel, void *ctx) {
     Links *l = ctx;
     if (!has_suffix(rel, ".md")) return;
@@ -225,16 +267,22 @@ static void check_links(const char *root, const char *rel, void *ctx) {
             if (!end || end == start) continue;
             char target[PATH_MAX];
             snprintf(target, sizeof target, "%.*s", (int)(end - start), start);
-            if (strstr(target, "://") || target[0] == '#' || strncmp(target, "mailto:", 7) == 0) continue;
+            if (strstr(target, "://") || strncmp(target, "mailto:", 7) == 0) continue;
             char *hash = strchr(target, '#');
+            const char *anchor = hash ? hash + 1 : NULL;
             if (hash) *hash = 0;
             char in_dir[PATH_MAX], full[PATH_MAX];
             join(in_dir, sizeof in_dir, root, dir);
-            join(full, sizeof full, in_dir, target);
+            if (target[0]) join(full, sizeof full, in_dir, target);
+            else snprintf(full, sizeof full, "%s", path);  // "#anchor": this file
             l->links++;
             struct stat st;
             if (stat(full, &st) != 0) {
                 print_error("%s:%d: the link (%s) points at nothing\n", rel, lineno, target);
+                l->broken++;
+            } else if (anchor && *anchor && has_suffix(full, ".md") && !has_anchor(full, anchor)) {
+                print_error("%s:%d: the link (%s#%s) names an anchor that file does not have\n", rel, lineno,
+                            target, anchor);
                 l->broken++;
             }
         }
@@ -315,8 +363,8 @@ static void test_planted_violations_are_found(void **state) {
     write_file(root, "modules/m.h", "#include \"kernels/x/k.h\"\n");
     write_file(root, "kernels/x/k.h", "\n");
     write_file(root, "docs/a.md", "[b](b.md) [web](https://example.com) [top](../README.md#x)\n");
-    write_file(root, "docs/b.md", "\n");
-    write_file(root, "README.md", "[a](docs/a.md)\n");
+    write_file(root, "README.md", "# X\n[a](docs/a.md) [runs](docs/b.md#h200-runs)\n");
+    write_file(root, "docs/b.md", "## Two words\n<a id=\"h200-runs\"></a>\n[up](#two-words)\n");
     assert_int_equal(check_floors(root).violations, 0);
     assert_int_equal(check_header_names(root), 0);
     assert_int_equal(check_markdown(root), 0);
@@ -336,6 +384,11 @@ static void test_planted_violations_are_found(void **state) {
     // A link to a chapter that moved.
     write_file(root, "docs/a.md", "see [the chapter](01_naive.md)\n");
     assert_int_equal(check_markdown(root), 1);
+    // A link to a section whose anchor was renamed, and one within a file to a heading it lacks.
+    write_file(root, "README.md", "# X\n[a](docs/a.md) [runs](docs/b.md#h200-run)\n");
+    assert_int_equal(check_markdown(root), 2);
+    write_file(root, "docs/b.md", "## Two words\n<a id=\"h200-runs\"></a>\n[up](#three-words)\n");
+    assert_int_equal(check_markdown(root), 3);
 
     char cmd[PATH_MAX + 16];
     snprintf(cmd, sizeof cmd, "rm -rf %s", root);
