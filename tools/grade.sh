@@ -40,7 +40,10 @@ fp8_cast_gpu            05  GPU  exercises/fp8_cast_gpu.cu           //tests/exe
 fused_weights           06  CPU  exercises/fused_weights.c           //tests/exercises:fused_weights_test
 tp_backward             07  CPU  exercises/tp_backward.c             //tests/exercises:tp_backward_test"
 
-usage() { sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() {  # the header above
+  echo "usage: tools/grade.sh [--strict] [NAME ...] | --list | --solutions [NAME] | --expect-stubs-fail | --bugs [NAME]"
+  sed -n '2,/^# Full logs/p' "$0" | sed 's/^# \{0,1\}//'
+}
 mode=learner
 strict=()  # --strict: the define that makes the learner's warnings errors (tools/exercises.bzl)
 names=()
