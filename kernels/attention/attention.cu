@@ -551,7 +551,10 @@ static AttentionKernelChoice choose(AttentionPass pass, int head_dim) {
             if (backward_causal_tile() == ATTENTION_BACKWARD_CAUSAL_TILE_64)
                 choice.kernel = with_note(choice.kernel, CAUSAL_BACKWARD_TILES);
         }
-        const size_t smem = flash_backward_ws_smem_bytes();
+        // Either warp-specialised kernel may run (the 80-query one, or the 64-query one when
+        // dropping): the larger's shared memory.
+        const size_t ws64 = flash_backward_ws_smem_bytes(), ws80 = flash_backward_ws_swapab_smem_bytes();
+        const size_t smem = ws64 > ws80 ? ws64 : ws80;
         if (smem > device.max_smem_per_block)  // not on a Hopper GPU (227 KiB)
             fail_user("attention: the %s needs %zu bytes of shared memory per block; the limit here is %zu (%s)",
                       choice.kernel, smem, device.max_smem_per_block, gpu_description());
