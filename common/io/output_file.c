@@ -5,8 +5,17 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "common/core/errors.h"
+
+void enter_invoking_directory(void) {
+    const char *dir = getenv("BUILD_WORKING_DIRECTORY");
+    if (!dir || !*dir) return;
+    if (chdir(dir) != 0)
+        fail_user("cannot enter the folder `bazel run` was started from (BUILD_WORKING_DIRECTORY=%s): %s", dir,
+                  strerror(errno));
+}
 
 // "<path>.tmp" in a buffer the caller frees.
 static char *tmp_name(const char *path) {

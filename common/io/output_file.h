@@ -19,6 +19,14 @@ extern "C" {
 // the file output_open() will write.
 void output_check_writable(const char *flag, const char *path);
 
+// Under `bazel run` a program starts in its runfiles folder, and Bazel names the folder it was
+// run from in the environment variable BUILD_WORKING_DIRECTORY: this changes into that folder, so
+// that a relative path on the command line (--save out/x, --weights w.safetensors, --fp8-log,
+// --json) means what it means in the user's shell. Nothing outside `bazel run` (the variable
+// unset or empty). Stops (fail_user) if the folder cannot be entered. The steps' and compare's
+// flag parsing calls it first (steps/driver/options.c).
+void enter_invoking_directory(void);
+
 // Opens "<path>.tmp" for writing ("w" or "wb"); fails (fail_user) if it cannot.
 FILE *output_open(const char *path, const char *mode);
 // Closes f and renames "<path>.tmp" to path; on any write error removes the .tmp file and

@@ -116,6 +116,7 @@ static int apply_shared(Options *o, const FlagArg *f) {
 enum { MAX_ARGUMENTS = 256 };
 
 void options_parse(int argc, char **argv, Options *o, const StepOps *step) {
+    enter_invoking_directory();  // `bazel run`: relative paths from where the user stands
     if (argc > MAX_ARGUMENTS) fail_user("%d arguments: at most %d are taken", argc - 1, MAX_ARGUMENTS - 1);
     FlagArg flags[MAX_ARGUMENTS];
     const int n = flags_split(argc, argv, flag_kind, (void *)step, flags);

@@ -5,6 +5,7 @@
 // file ends the program through fail_user, exit status 1), and the test checks the exit
 // status and that the message names the file and the problem.
 #include <fcntl.h>
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,6 +15,7 @@
 
 #include "common/core/half.h"
 #include "common/core/layer.h"
+#include "common/io/output_file.h"
 #include "common/io/safetensors.h"
 #include "common/io/weights_io.h"
 #include "tests/test_util.h"
@@ -490,6 +492,36 @@ static void test_bad_offsets(void **state) {
     expect_failure(run_open, path, path, "'w'", "impossibly large", NULL);
 }
 
+// `bazel run`'s folder (enter_invoking_directory): entered when BUILD_WORKING_DIRECTORY names
+// it, refused with the variable and the reason when it names nothing.
+static void run_enter_directory(const char *path) {
+    setenv("BUILD_WORKING_DIRECTORY", path, 1);
+    enter_invoking_directory();
+}
+
+static void test_invoking_directory(void **state) {
+    (void)state;
+    char was[PATH_MAX], now[PATH_MAX], want[PATH_MAX];
+    assert_non_null(getcwd(was, sizeof was));
+    const char *env_was = getenv("BUILD_WORKING_DIRECTORY");
+    char *saved = env_was ? strdup(env_was) : NULL;
+    unsetenv("BUILD_WORKING_DIRECTORY");
+    enter_invoking_directory();  // outside `bazel run`: stays
+    assert_non_null(getcwd(now, sizeof now));
+    assert_string_equal(now, was);
+    run_enter_directory(tmp_dir);
+    assert_non_null(getcwd(now, sizeof now));
+    assert_non_null(realpath(tmp_dir, want));
+    assert_string_equal(now, want);
+    assert_int_equal(chdir(was), 0);
+    char missing[600];
+    snprintf(missing, sizeof missing, "%s/no_such_folder", tmp_dir);
+    expect_failure(run_enter_directory, missing, "BUILD_WORKING_DIRECTORY", missing, "No such file", NULL);
+    if (saved) setenv("BUILD_WORKING_DIRECTORY", saved, 1);
+    else unsetenv("BUILD_WORKING_DIRECTORY");
+    free(saved);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_params_round_trip),
@@ -505,6 +537,7 @@ int main(void) {
         cmocka_unit_test(test_unknown_dtype),
         cmocka_unit_test(test_missing_tensor),
         cmocka_unit_test(test_bad_offsets),
+        cmocka_unit_test(test_invoking_directory),
     };
     return cmocka_run_group_tests(tests, make_tmp_dir, remove_tmp_dir);
 }
