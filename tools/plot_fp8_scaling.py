@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Draws step 05's FP8 scaling log as an SVG: one panel per FP8 tensor (x, w, dy of each
-Linear), its amax per training step (dots) and the scale each step used (line), both on a
+Linear; q, k, v of attention under --fp8-attention), its amax per training step (dots) and the scale each step used (line), both on a
 log axis. The delay is visible: a step's scale comes from the amaxes of the steps before it.
 
   step05_fp8 --iters 40 --fp8-log out/fp8.csv && python3 tools/plot_fp8_scaling.py out/fp8.csv out/fp8.svg
@@ -23,7 +23,11 @@ def main(src, dst):
             s["step"].append(int(row["step"]))
             s["amax"].append(float(row["amax"]))
             s["scale"].append(float(row["scale"]))
-    keys = sorted(series, key=lambda k: (["qkv", "proj", "fc1", "fc2"].index(k[0]), ["x", "w", "dy"].index(k[1])))
+    # The layer's order: the four Linears, then attention's Q, K, V (--fp8-attention); a name
+    # the log may gain later goes last rather than stopping the plot.
+    modules, tensors = ["qkv", "proj", "fc1", "fc2", "attention"], ["x", "w", "dy", "q", "k", "v"]
+    rank = lambda name, order: (order.index(name) if name in order else len(order), name)
+    keys = sorted(series, key=lambda k: (rank(k[0], modules), rank(k[1], tensors)))
     cols, pw, ph, pad = 3, 300, 150, 45
     rows = (len(keys) + cols - 1) // cols
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{cols * (pw + pad) + pad}" '
