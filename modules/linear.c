@@ -24,16 +24,25 @@ const char *epilogue_kind_variable(EpilogueKind kind) {
 
 const char *epilogue_place_name(EpiloguePlace place) { return place == EPILOGUE_IN_KERNEL ? "kernel" : "gemm"; }
 
-static int read_place_from_env(EpilogueKind kind) {
+// The environment's value for `kind`; any value but gemm, kernel or none stops the program.
+static EpiloguePlace place_in_env(EpilogueKind kind) {
     const char *v = getenv(kind_variables[kind]);
     if (!v || !*v || !strcmp(v, "gemm")) return EPILOGUE_IN_GEMM;
-    if (!strcmp(v, "kernel")) {  // said once, so that a timed run shows which way it ran
-        fprintf(stderr, "note: %s=kernel: that epilogue's work runs in a kernel of its own after a plain GEMM\n",
-                kind_variables[kind]);
-        return EPILOGUE_IN_KERNEL;
-    }
+    if (!strcmp(v, "kernel")) return EPILOGUE_IN_KERNEL;
     fail_user("%s=%s: expected gemm (the epilogue in the GEMM) or kernel (a kernel of its own after it)",
               kind_variables[kind], v);
+}
+
+static int read_place_from_env(EpilogueKind kind) {
+    const EpiloguePlace place = place_in_env(kind);
+    if (place == EPILOGUE_IN_KERNEL)  // said once, so that a timed run shows which way it ran
+        fprintf(stderr, "note: %s=kernel: that epilogue's work runs in a kernel of its own after a plain GEMM\n",
+                kind_variables[kind]);
+    return place;
+}
+
+void linear_require_valid_switches(void) {
+    for (int kind = 0; kind < EPILOGUE_KINDS; kind++) place_in_env((EpilogueKind)kind);
 }
 
 EpiloguePlace linear_epilogue_place(EpilogueKind kind) {

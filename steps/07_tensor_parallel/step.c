@@ -28,6 +28,7 @@
 #include "common/io/weights_io.h"
 #include "kernels/attention/attention.h"
 #include "modules/gemm.h"
+#include "modules/linear.h"
 #include "reference/tp_layer_reference.h"
 #include "reference/tp_reference.h"
 #include "steps/07_tensor_parallel/layer_comm.h"
@@ -572,6 +573,7 @@ int step07_run(const Options *o) {
     const int tp = world_size(&info, &from_env);
     refuse_what_cannot_run(o, tp);
     attention_require_valid_switches();  // a bad ATTENTION_* value, before any GPU (no CUDA call)
+    linear_require_valid_switches();     // and EPILOGUE_*
     // The ranks need one GPU each. Asked in a child process: the ranks are forked from this
     // one, which must stay free of CUDA.
     if (flags.tp > 1) {

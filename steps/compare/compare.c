@@ -30,6 +30,7 @@
 #include "common/gpu/gpu.h"
 #include "common/io/output_file.h"
 #include "kernels/attention/attention.h"
+#include "modules/linear.h"
 #include "reference/reference.h"
 #include "steps/driver/breakdown_report.h"
 #include "steps/driver/floors.h"
@@ -525,6 +526,7 @@ int main(int argc, char **argv) {
                       cfg->hidden, cfg->heads, layer_head_dim(cfg), why);
     }
     attention_require_valid_switches();  // a bad ATTENTION_* value is refused on any machine
+    linear_require_valid_switches();     // and a bad EPILOGUE_* one
     if (gpu_count() == 0) return run_cpu_only(&o);
     gpu_require();
     LayerConfig check_cfg;

@@ -21,6 +21,7 @@
 #include "steps/driver/floors.h"
 #include "steps/driver/step.h"
 #include "modules/gemm.h"
+#include "modules/linear.h"
 
 // Steps recorded for the time breakdown (--breakdown), averaged: see step_time.
 enum { BREAKDOWN_STEPS = 5 };
@@ -273,9 +274,10 @@ int step_main(int argc, char **argv, const StepOps *step) {
     else layer_inputs_init_random(cfg, cfg->seed + 1, &inputs);
     layer_inputs_round(cfg, &inputs);
 
-    // Files and the attention switches are read before looking for a GPU: a bad file or switch
-    // value is reported on any machine.
+    // Files and the attention and epilogue switches are read before looking for a GPU: a bad
+    // file or switch value is reported on any machine.
     attention_require_valid_switches();
+    linear_require_valid_switches();
     gpu_require();
     const char *refusal = step_gpu_refusal(step);
     if (refusal) fail_user("%s", refusal);

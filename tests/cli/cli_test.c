@@ -202,8 +202,9 @@ static void test_fp8_attention_flag(void **state) {
     expect((char *const[]){COMPARE, "--fp8-attention", NULL}, 1, "unknown flag '--fp8-attention'");
 }
 
-// A bad value of an attention switch (kernels/attention/attention.h's ATTENTION_* variables) is
-// refused with the variable's own message before any GPU work, on any machine, as a bad flag is.
+// A bad value of an attention switch (kernels/attention/attention.h's ATTENTION_* variables) or
+// an epilogue switch (modules/linear.h's EPILOGUE_*) is refused with the variable's own message
+// before any GPU work, on any machine, as a bad flag is.
 static void test_attention_switch_values(void **state) {
     (void)state;
     const struct {
@@ -211,6 +212,7 @@ static void test_attention_switch_values(void **state) {
     } bad[] = {
         {"ATTENTION_BACKWARD_PERSISTENT", "2", "ATTENTION_BACKWARD_PERSISTENT must be 1 or 0 (or unset), not \"2\""},
         {"ATTENTION_CAUSAL_ORDER", "zigzag", "ATTENTION_CAUSAL_ORDER must be heavy-first, natural or"},
+        {"EPILOGUE_DGELU", "bogus", "EPILOGUE_DGELU=bogus: expected gemm (the epilogue in the GEMM) or kernel"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         char *const step[] = {STEP04, "--iters", "1", NULL}, *const cmp[] = {COMPARE, "--iters", "1", NULL};
