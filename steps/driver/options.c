@@ -54,7 +54,8 @@ static void print_help(const char *prog, const StepOps *step) {
         "  --save FILE          save out, dx and grad.<name> after one step (safetensors)\n"
         "  --breakdown          also five steps among the timed ones recorded by category (GEMM\n"
         "                       fprop/dgrad/wgrad, attention, LayerNorm, ...), each beside its floors\n"
-        "                       measured here, in a burst and held at the power limit (about 8 s more)\n"
+        "                       measured here, in a burst and held at the power limit (about 8 s more;\n"
+        "                       steps 01-06 and compare: step 07 refuses it)\n"
         "  --json FILE          write the results as JSON\n"
         "  --help\n"
         "Every flag takes --flag VALUE or --flag=VALUE; numbers must be whole and in range.\n");
