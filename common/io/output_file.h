@@ -15,7 +15,8 @@ extern "C" {
 #endif
 
 // Refuses (fail_user, naming `flag`) a path that cannot be written: its folder is missing or
-// not writable, or the path is a folder. It creates and removes "<path>.tmp" to find out,
+// not writable, the path is a folder or not a regular file (a link to a pipe), or "<path>.tmp"
+// is there already (not ours to overwrite). It creates and removes "<path>.tmp" to find out,
 // the file output_open() will write.
 void output_check_writable(const char *flag, const char *path);
 
@@ -27,7 +28,15 @@ void output_check_writable(const char *flag, const char *path);
 // flag parsing calls it first (steps/driver/options.c).
 void enter_invoking_directory(void);
 
-// Opens "<path>.tmp" for writing ("w" or "wb"); fails (fail_user) if it cannot.
+// Refuses (fail_user, naming both flags) two paths that name the same file - an output over an
+// input (compare --pytorch P --json P), or two outputs over each other - checked while the flags
+// are read. A NULL path is no path. Files that exist are compared by identity (a link or another
+// spelling of the same file is the same file), others by their spelling.
+void output_check_distinct(const char *flag_a, const char *a, const char *flag_b, const char *b);
+
+// Opens "<path>.tmp" for writing ("w" or "wb"), which must not exist yet (another run's, or the
+// user's: refused); fails (fail_user) if it cannot. A path that is a symbolic link is written
+// through: the link's file is replaced, the link stays.
 FILE *output_open(const char *path, const char *mode);
 // Closes f and renames "<path>.tmp" to path; on any write error removes the .tmp file and
 // fails (fail_user) with the system's reason.

@@ -52,6 +52,8 @@ enum { MAX_BASELINES = 8 };
 // compare's own flags (StepOps.parse_flag has no context, so they live here).
 static struct {
     const char *svg_path;
+    const char *pytorch_paths[MAX_BASELINES];  // --pytorch, as given (none may be overwritten)
+    int npytorch;
     int skip_check;
     int selected[16];  // by index into ALL_STEPS; all of them when --steps is not given
     int steps_given;
@@ -137,6 +139,7 @@ static int parse_compare_flag(const char *flag, const char *value) {
         select_steps(value);
     } else if (!strcmp(flag, "--pytorch")) {
         load_baselines(value);
+        if (flags.npytorch < MAX_BASELINES) flags.pytorch_paths[flags.npytorch++] = value;
     } else {
         return 0;
     }
@@ -515,6 +518,12 @@ int main(int argc, char **argv) {
     options_defaults(&o);
     options_parse(argc, argv, &o, &COMPARE);
     refuse_step_only_flags(&o);
+    // No output over an input (a --pytorch file) or over the other output.
+    output_check_distinct("--json", o.json_path, "--svg", flags.svg_path);
+    for (int i = 0; i < flags.npytorch; i++) {
+        output_check_distinct("--json", o.json_path, "--pytorch", flags.pytorch_paths[i]);
+        output_check_distinct("--svg", flags.svg_path, "--pytorch", flags.pytorch_paths[i]);
+    }
     const LayerConfig *cfg = &o.layer;
     // A step the user named that cannot run this configuration is refused now; of all steps
     // (no --steps), those that cannot are skipped below with the reason.

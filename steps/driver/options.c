@@ -160,4 +160,10 @@ void options_parse(int argc, char **argv, Options *o, const StepOps *step) {
     if (problem) fail_user("bad configuration: %s", problem);
     if (o->save_path) output_check_writable("--save", o->save_path);
     if (o->json_path) output_check_writable("--json", o->json_path);
+    // No output over an input or over the other output.
+    output_check_distinct("--save", o->save_path, "--json", o->json_path);
+    output_check_distinct("--save", o->save_path, "--weights", o->weights_path);
+    output_check_distinct("--save", o->save_path, "--input", o->input_path);
+    output_check_distinct("--json", o->json_path, "--weights", o->weights_path);
+    output_check_distinct("--json", o->json_path, "--input", o->input_path);
 }

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -492,6 +493,68 @@ static void test_bad_offsets(void **state) {
     expect_failure(run_open, path, path, "'w'", "impossibly large", NULL);
 }
 
+// Output files (output_file.h): nothing the user had is lost. A "<path>.tmp" of the user's stops
+// the run and is left as it was; a link is written through (its file replaced, the link kept);
+// a link to a folder is refused; an output over an input is refused, also when spelt as a link.
+static void run_check_writable(const char *path) { output_check_writable("--json", path); }
+static void run_open_output(const char *path) { output_commit(output_open(path, "w"), path); }
+static void run_same_file(const char *path) { output_check_distinct("--json", path, "--pytorch", path); }
+static char link_path[700];
+static void run_link_and_target(const char *path) { output_check_distinct("--json", link_path, "--pytorch", path); }
+
+static void write_text(const char *path, const char *text) {
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(text, f);
+    assert_int_equal(fclose(f), 0);
+}
+
+static void read_text(const char *path, char *buf, size_t n) {
+    FILE *f = fopen(path, "r");
+    assert_non_null(f);
+    const size_t len = fread(buf, 1, n - 1, f);
+    buf[len] = 0;
+    fclose(f);
+}
+
+static void test_outputs_keep_what_was_there(void **state) {
+    (void)state;
+    char out[600], tmp[620], target[600], text[64];
+    snprintf(out, sizeof out, "%s/r.json", tmp_dir);
+    snprintf(tmp, sizeof tmp, "%s.tmp", out);
+    write_text(tmp, "the user's own\n");
+    expect_failure(run_check_writable, out, tmp, "is there already", NULL);
+    expect_failure(run_open_output, out, tmp, "is there already", NULL);
+    read_text(tmp, text, sizeof text);
+    assert_string_equal(text, "the user's own\n");
+    assert_int_equal(remove(tmp), 0);
+    run_check_writable(out);  // now it may
+    // A link: written through.
+    snprintf(target, sizeof target, "%s/target.json", tmp_dir);
+    snprintf(link_path, sizeof link_path, "%s/link.json", tmp_dir);
+    write_text(target, "old\n");
+    assert_int_equal(symlink(target, link_path), 0);
+    run_check_writable(link_path);
+    FILE *f = output_open(link_path, "w");
+    fputs("new\n", f);
+    output_commit(f, link_path);
+    struct stat sb;
+    assert_int_equal(lstat(link_path, &sb), 0);
+    assert_true(S_ISLNK(sb.st_mode));
+    read_text(target, text, sizeof text);
+    assert_string_equal(text, "new\n");
+    // The same file twice, and a link beside its file.
+    expect_failure(run_same_file, target, "--json", "--pytorch", "name the same file", NULL);
+    expect_failure(run_link_and_target, target, "name the same file", NULL);
+    output_check_distinct("--json", out, "--pytorch", target);  // two files: fine
+    // A link to a folder.
+    assert_int_equal(remove(link_path), 0);
+    assert_int_equal(symlink(tmp_dir, link_path), 0);
+    expect_failure(run_check_writable, link_path, "not a file", NULL);
+    assert_int_equal(remove(link_path), 0);
+    assert_int_equal(remove(target), 0);
+}
+
 // `bazel run`'s folder (enter_invoking_directory): entered when BUILD_WORKING_DIRECTORY names
 // it, refused with the variable and the reason when it names nothing.
 static void run_enter_directory(const char *path) {
@@ -538,6 +601,7 @@ int main(void) {
         cmocka_unit_test(test_missing_tensor),
         cmocka_unit_test(test_bad_offsets),
         cmocka_unit_test(test_invoking_directory),
+        cmocka_unit_test(test_outputs_keep_what_was_there),
     };
     return cmocka_run_group_tests(tests, make_tmp_dir, remove_tmp_dir);
 }
