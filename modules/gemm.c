@@ -110,9 +110,17 @@ static cublasLtMatmulAlgo_t fastest(const Plan *p, const Gemm *g, const cublasLt
 
 // gemm_autotune if set, else the environment's GEMM_AUTOTUNE (off unless it is 1). Never when
 // deterministic: timing may pick another algorithm on another run (said once).
-static int autotuning(void) {
+static int autotune_in_env(void) {
     const char *env = getenv("GEMM_AUTOTUNE");
-    const int asked = gemm_autotune >= 0 ? gemm_autotune : env && !strcmp(env, "1");
+    if (!env || !*env || !strcmp(env, "0")) return 0;
+    if (!strcmp(env, "1")) return 1;
+    fail_user("GEMM_AUTOTUNE=%s: expected 1 (time the heuristic's candidates) or 0 (its first choice)", env);
+}
+
+void gemm_require_valid_switches(void) { (void)autotune_in_env(); }
+
+static int autotuning(void) {
+    const int asked = gemm_autotune >= 0 ? gemm_autotune : autotune_in_env();
     if (asked && deterministic) {
         static int told;
         if (!told) fprintf(stderr, "note: GEMM autotuning is off in deterministic mode (timing may pick another "

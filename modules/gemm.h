@@ -98,6 +98,9 @@ void gemm_set_sm_count_target(int sms);
 // Off by default: on the H100, step 04 was faster with the heuristic's choices in each of 5
 // paired runs (docs/results.md); the timing of single candidates picked worse ones.
 extern int gemm_autotune;
+// Checks GEMM_AUTOTUNE's value now (1, 0 or unset; anything else stops with a message), so that
+// a program refuses a bad value before it looks for a GPU.
+void gemm_require_valid_switches(void);
 // Forget every plan (the next call of each shape plans again).
 void gemm_clear_plans(void);
 

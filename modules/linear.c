@@ -43,6 +43,7 @@ static int read_place_from_env(EpilogueKind kind) {
 
 void linear_require_valid_switches(void) {
     for (int kind = 0; kind < EPILOGUE_KINDS; kind++) place_in_env((EpilogueKind)kind);
+    gemm_require_valid_switches();  // the GEMMs under every Linear
 }
 
 EpiloguePlace linear_epilogue_place(EpilogueKind kind) {

@@ -57,7 +57,8 @@ EpiloguePlace linear_epilogue_place(EpilogueKind kind);
 // a Linear with a bias the BGRAD place (kernel: it holds the kernel's workspace; a wgrad
 // that finds BGRAD moved to kernel after init stops with a message).
 void linear_set_epilogue_place(EpilogueKind kind, int place);
-// Checks the four variables' values now (stops with the message above on a bad one), so that
+// Checks the four variables' values now, and GEMM_AUTOTUNE's (gemm.h) (stops with the message
+// above on a bad one), so that
 // the steps refuse a bad value before they look for a GPU, as a bad flag; their note comes
 // where they are first used.
 void linear_require_valid_switches(void);

@@ -1,5 +1,6 @@
 #include "tests/test_util.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
@@ -31,12 +32,24 @@ void assert_rel_error_at(const float *a, const float *ref, int64_t n, double tol
 }
 
 static uint64_t seed_value;
+static int seed_read;  // (TEST_SEED=0 is a seed too)
 static uint64_t stream_counter;
 
 uint64_t test_seed(void) {
-    if (!seed_value) {
+    if (!seed_read) {
+        seed_read = 1;
         const char *env = getenv("TEST_SEED");
-        seed_value = env ? strtoull(env, NULL, 10) : (uint64_t)time(NULL);
+        if (env && *env) {  // a whole number, as a test printed it; anything else replays nothing
+            char *end;
+            errno = 0;
+            seed_value = strtoull(env, &end, 10);
+            if (*end || errno || env[0] == '-') {
+                fprintf(stderr, "TEST_SEED=%s: expected the whole number a test printed (\"random seed N\")\n", env);
+                exit(2);
+            }
+        } else {
+            seed_value = (uint64_t)time(NULL);
+        }
         printf("random seed %llu (set TEST_SEED to replay)\n", (unsigned long long)seed_value);
     }
     return seed_value;

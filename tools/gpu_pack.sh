@@ -78,6 +78,16 @@ build_into() {
   echo "$name: $(ls "$dir" | wc -l) files, built with: bazel build //... $*" > "$dir/BUILT_WITH"
 }
 
+# The flags are checked before .gpu is emptied, so that a bad one leaves the last pack as it was
+# (Bazel analyses without building: --nobuild).
+case "${PORTABLE:-1}" in 0|1) ;; *) echo "gpu_pack: PORTABLE=$PORTABLE: 0 (no portable build) or 1 (the default)" >&2; exit 2 ;; esac
+flag_log=$(mktemp)
+if ! bazel build --nobuild //... "$@" >"$flag_log" 2>&1; then
+  tail -5 "$flag_log"; rm -f "$flag_log"
+  echo "gpu_pack: Bazel refused the flags ($*); .gpu is left as it was" >&2
+  exit 2
+fi
+rm -f "$flag_log"
 rm -rf .gpu && mkdir -p .gpu
 if [ "${PORTABLE:-1}" != 0 ]; then
   # First, so that the default build is the one left in bazel-bin.

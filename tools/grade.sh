@@ -50,10 +50,14 @@ names=()
 for arg in "$@"; do
   case "$arg" in
     -h|--help) usage; exit 0 ;;
-    --list) mode=list ;;
-    --solutions) mode=solutions ;;
-    --expect-stubs-fail) mode=expect_fail ;;
-    --bugs) mode=bugs ;;
+    --list|--solutions|--expect-stubs-fail|--bugs)
+      [ "$mode" = learner ] || { echo "grade: one of --list, --solutions, --expect-stubs-fail, --bugs at a time" >&2; exit 2; }
+      case "$arg" in
+        --list) mode=list ;;
+        --solutions) mode=solutions ;;
+        --expect-stubs-fail) mode=expect_fail ;;
+        --bugs) mode=bugs ;;
+      esac ;;
     --strict) strict=(--define=GRADE_STRICT=1) ;;
     -*) echo "grade: unknown option $arg" >&2; usage >&2; exit 2 ;;
     *) echo "$EXERCISES" | awk '{print $1}' | grep -qx -- "$arg" ||
@@ -61,6 +65,8 @@ for arg in "$@"; do
        names+=("$arg") ;;
   esac
 done
+[ -n "${TEST_SEED:-}" ] && ! [[ $TEST_SEED =~ ^[0-9]+$ ]] &&
+  { echo "grade: TEST_SEED=$TEST_SEED: expected the whole number a run printed (\"random seed N\")" >&2; exit 2; }
 [ ${#strict[@]} -gt 0 ] && [ "$mode" != learner ] &&
   { echo "grade: --strict grades your own files: not with --list, --solutions, --expect-stubs-fail, --bugs" >&2
     exit 2; }

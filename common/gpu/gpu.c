@@ -45,6 +45,12 @@ static int effective_cc, cc_simulated;
 static int code_arch, code_sm90a;
 static char code_description[160];
 
+void gpu_require_valid_switches(void) {
+    const char *sim = getenv("GPU_SIMULATE_CC");
+    if (sim && *sim && gpu_arch_parse_cc(sim) < 0)
+        fail_user("GPU_SIMULATE_CC=%s: expected a compute capability such as 8.0, 8.6 or 8.9", sim);
+}
+
 // The compute capability GPU_SIMULATE_CC asks for, checked against the device's own.
 static int simulated_cc(int device_cc) {
     const char *sim = getenv("GPU_SIMULATE_CC");

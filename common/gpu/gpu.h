@@ -21,6 +21,9 @@ int gpu_count(void);
 const char *gpu_unavailable_reason(void);
 // Exits with a clear message if there is no GPU; otherwise gpu_select(0).
 void gpu_require(void);
+// Checks GPU_SIMULATE_CC's spelling now, before any GPU is asked for (whether the GPU can act as
+// that one is checked once there is a GPU: gpu_require).
+void gpu_require_valid_switches(void);
 // The same for device `device` (one process per GPU: step 07's ranks); exits with a message
 // naming both numbers if there are not that many GPUs.
 void gpu_require_device(int device);

@@ -193,6 +193,8 @@ int main(int argc, char **argv) {
         else dtype = (DType)parse_choice_flag(f, v, DTYPES, 2);
     }
     free(flags);
+    attention_require_valid_switches();  // a bad ATTENTION_* value, before the GPU
+    gpu_require_valid_switches();
     gpu_require();
     printf("GPU: %s; flash attention, %s, batch %d, heads %d, seq %d\n", gpu_description(), dtype_name(dtype), batch,
            heads, seq);

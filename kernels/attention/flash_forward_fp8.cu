@@ -522,6 +522,7 @@ const char *attention_fp8_unsupported(const AttentionFp8Problem *p) {
 }
 
 const char *attention_fp8_settings_unsupported(void) {
+    (void)fp8_persistent();  // read now too: a bad value stops here, with the others
     return attention_fp8_block_n_fits(fp8_block_n()) ? NULL : FP8_STAGES_REFUSAL;
 }
 

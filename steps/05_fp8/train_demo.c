@@ -126,9 +126,11 @@ int main(int argc, char **argv) {
     Demo d = parse_args(argc, argv);
     const StepOps *fp16 = &STEP_04_TRANSFORMER_LAYER, *fp8 = &STEP_05_FP8;
     const char *why = fp8->unsupported(&d.cfg);
-    if (!why) why = step_gpu_refusal(fp8);  // before the teacher is even built
     if (why) fail_user("%s", why);
-    gpu_require();
+    require_valid_environment();
+    gpu_require();  // a machine without a GPU is told so in a sentence, before the GPU is asked anything
+    why = step_gpu_refusal(fp8);  // before the teacher is even built
+    if (why) fail_user("%s", why);
     printf("GPU: %s\n", gpu_description());
     printf("student learns a random teacher: hidden %d, ffn %d, heads %d, seq %d, batch %d, %s, no dropout; "
            "SGD lr %g, %d steps\n", d.cfg.hidden, d.cfg.ffn, d.cfg.heads, d.cfg.seq, d.cfg.batch,

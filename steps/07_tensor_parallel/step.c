@@ -572,8 +572,7 @@ int step07_run(const Options *o) {
     int from_env;
     const int tp = world_size(&info, &from_env);
     refuse_what_cannot_run(o, tp);
-    attention_require_valid_switches();  // a bad ATTENTION_* value, before any GPU (no CUDA call)
-    linear_require_valid_switches();     // and EPILOGUE_*
+    require_valid_environment();  // a bad switch value, before any GPU (no CUDA call)
     // The ranks need one GPU each. Asked in a child process: the ranks are forked from this
     // one, which must stay free of CUDA.
     if (flags.tp > 1) {

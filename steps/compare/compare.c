@@ -534,8 +534,7 @@ int main(int argc, char **argv) {
             fail_user("step %s cannot run this configuration (hidden %d / heads %d = head_dim %d): %s", step->id,
                       cfg->hidden, cfg->heads, layer_head_dim(cfg), why);
     }
-    attention_require_valid_switches();  // a bad ATTENTION_* value is refused on any machine
-    linear_require_valid_switches();     // and a bad EPILOGUE_* one
+    require_valid_environment();  // a bad switch value is refused on any machine
     if (gpu_count() == 0) return run_cpu_only(&o);
     gpu_require();
     LayerConfig check_cfg;

@@ -142,6 +142,12 @@ void step_check(const StepOps *step, const LayerConfig *cfg, const LayerParams *
 // A100-SXM4-80GB is compute capability 8.0"; then the step's flag_gpu_refusal. After gpu_require.
 const char *step_gpu_refusal(const StepOps *step);
 
+// Every environment switch the steps read (ATTENTION_*, EPILOGUE_*, GEMM_AUTOTUNE,
+// GPU_SIMULATE_CC's spelling, GPU_PHASE_TIMER), checked now: a bad value stops with a message
+// naming the variable, before any GPU is asked for, on any machine. Called by every step
+// binary, step 07 and compare after their flags.
+void require_valid_environment(void);
+
 // The whole program of a step binary.
 int step_main(int argc, char **argv, const StepOps *step);
 

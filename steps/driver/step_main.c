@@ -256,6 +256,13 @@ const char *step_gpu_refusal(const StepOps *step) {
     return step->flag_gpu_refusal ? step->flag_gpu_refusal() : NULL;
 }
 
+void require_valid_environment(void) {
+    attention_require_valid_switches();  // ATTENTION_*
+    linear_require_valid_switches();     // EPILOGUE_*, GEMM_AUTOTUNE
+    gpu_require_valid_switches();        // GPU_SIMULATE_CC's spelling
+    (void)gpu_phase_timer();             // GPU_PHASE_TIMER
+}
+
 int step_main(int argc, char **argv, const StepOps *step) {
     Options o;
     options_defaults(&o);
@@ -274,10 +281,9 @@ int step_main(int argc, char **argv, const StepOps *step) {
     else layer_inputs_init_random(cfg, cfg->seed + 1, &inputs);
     layer_inputs_round(cfg, &inputs);
 
-    // Files and the attention and epilogue switches are read before looking for a GPU: a bad
-    // file or switch value is reported on any machine.
-    attention_require_valid_switches();
-    linear_require_valid_switches();
+    // Files and the switches are read before looking for a GPU: a bad file or switch value is
+    // reported on any machine.
+    require_valid_environment();
     gpu_require();
     const char *refusal = step_gpu_refusal(step);
     if (refusal) fail_user("%s", refusal);

@@ -202,9 +202,9 @@ static void test_fp8_attention_flag(void **state) {
     expect((char *const[]){COMPARE, "--fp8-attention", NULL}, 1, "unknown flag '--fp8-attention'");
 }
 
-// A bad value of an attention switch (kernels/attention/attention.h's ATTENTION_* variables) or
-// an epilogue switch (modules/linear.h's EPILOGUE_*) is refused with the variable's own message
-// before any GPU work, on any machine, as a bad flag is.
+// A bad value of an environment switch (ATTENTION_*, EPILOGUE_*, GEMM_AUTOTUNE, GPU_SIMULATE_CC,
+// GPU_PHASE_TIMER: require_valid_environment) is refused with the variable's own message before
+// any GPU work, on any machine, as a bad flag is.
 static void test_attention_switch_values(void **state) {
     (void)state;
     const struct {
@@ -213,6 +213,9 @@ static void test_attention_switch_values(void **state) {
         {"ATTENTION_BACKWARD_PERSISTENT", "2", "ATTENTION_BACKWARD_PERSISTENT must be 1 or 0 (or unset), not \"2\""},
         {"ATTENTION_CAUSAL_ORDER", "zigzag", "ATTENTION_CAUSAL_ORDER must be heavy-first, natural or"},
         {"EPILOGUE_DGELU", "bogus", "EPILOGUE_DGELU=bogus: expected gemm (the epilogue in the GEMM) or kernel"},
+        {"GEMM_AUTOTUNE", "maybe", "GEMM_AUTOTUNE=maybe: expected 1"},
+        {"GPU_SIMULATE_CC", "banana", "GPU_SIMULATE_CC=banana: expected a compute capability"},
+        {"GPU_PHASE_TIMER", "banana", "GPU_PHASE_TIMER=banana: expected cupti"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         char *const step[] = {STEP04, "--iters", "1", NULL}, *const cmp[] = {COMPARE, "--iters", "1", NULL};
