@@ -33,7 +33,17 @@ def parse_args():
     ap.add_argument("--json", help="write the figures here as well")
     ap.add_argument("--ours", nargs="+", metavar="LOG",
                     help="attention_bench printouts to put beside the backends, one per dtype")
-    return ap.parse_args()
+    args = ap.parse_args()
+    # Checked before PyTorch is looked for: a bad value says so on any machine.
+    for name in ("batch", "heads", "seq"):
+        if getattr(args, name) < 1:
+            ap.error(f"--{name} {getattr(args, name)}: at least 1")
+    if args.json:
+        import os
+        folder = os.path.dirname(args.json) or "."
+        if os.path.isdir(args.json) or not os.path.isdir(folder) or not os.access(folder, os.W_OK):
+            ap.error(f"--json {args.json}: cannot write there (a missing or unwritable folder, or a folder)")
+    return args
 
 
 def read_ours(paths):
@@ -43,9 +53,12 @@ def read_ours(paths):
     ours = {}
     for path in paths:
         try:
-            text = open(path).read()
+            with open(path) as fh:
+                text = fh.read()
         except OSError as e:
             sys.exit(f"attention_peers: --ours {path}: {e.strerror}")
+        except UnicodeDecodeError:
+            sys.exit(f"attention_peers: --ours {path}: not text (an attention_bench printout is expected)")
         dtype, rows = None, 0
         for line in text.splitlines():
             if line.startswith("GPU:") and "flash attention, " in line:

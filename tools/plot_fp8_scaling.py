@@ -15,14 +15,44 @@ import sys
 from collections import defaultdict
 
 
-def main(src, dst):
+COLUMNS = ("step", "linear", "tensor", "amax", "scale")
+
+
+def fail(message):
+    sys.exit(f"plot_fp8_scaling.py: {message}")
+
+
+def read_log(src):
+    """The log's rows by (linear, tensor); stops with a message naming the file (and the line)
+    for a file that cannot be read, is not an --fp8-log CSV, holds no rows, or holds a value
+    that is not a number (a step below 0, an amax or scale below 0 or not finite)."""
     series = defaultdict(lambda: {"step": [], "amax": [], "scale": []})
-    with open(src) as fh:
-        for row in csv.DictReader(fh):
-            s = series[(row["linear"], row["tensor"])]
-            s["step"].append(int(row["step"]))
-            s["amax"].append(float(row["amax"]))
-            s["scale"].append(float(row["scale"]))
+    try:
+        with open(src, newline="") as fh:
+            reader = csv.DictReader(fh)
+            if reader.fieldnames is None or any(c not in reader.fieldnames for c in COLUMNS):
+                fail(f"{src}: not step05_fp8 --fp8-log's CSV (its header: {','.join(COLUMNS)})")
+            for row in reader:
+                try:
+                    step, amax, scale = int(row["step"]), float(row["amax"]), float(row["scale"])
+                except (TypeError, ValueError):
+                    fail(f"{src} line {reader.line_num}: step, amax and scale must be numbers: {row}")
+                if step < 0 or not (math.isfinite(amax) and amax >= 0 and math.isfinite(scale) and scale >= 0):
+                    fail(f"{src} line {reader.line_num}: step {step}, amax {amax}, scale {scale}: a step >= 0 and "
+                         f"a finite amax and scale >= 0 expected")
+                s = series[(row["linear"], row["tensor"])]
+                s["step"].append(step)
+                s["amax"].append(amax)
+                s["scale"].append(scale)
+    except (OSError, UnicodeDecodeError) as e:
+        fail(f"cannot read {src}: {e.strerror if isinstance(e, OSError) and e.strerror else e}")
+    if not series:
+        fail(f"{src}: no rows (did the step run any training step?)")
+    return series
+
+
+def main(src, dst):
+    series = read_log(src)
     # The layer's order: the four Linears, then attention's Q, K, V (--fp8-attention); a name
     # the log may gain later goes last rather than stopping the plot.
     modules, tensors = ["qkv", "proj", "fc1", "fc2", "attention"], ["x", "w", "dy", "q", "k", "v"]
@@ -58,9 +88,16 @@ def main(src, dst):
         out.append(f'<text x="{x0 + pw - 4}" y="{y0 + 12}" fill="#1f5fbf" text-anchor="end">'
                    f'scale {10**lo_s:.3g}..{10**hi_s:.3g}</text>')
     out.append("</svg>")
-    with open(dst + ".tmp", "w") as fh:  # written beside and renamed: whole or not at all
-        fh.write("\n".join(out))
-    os.replace(dst + ".tmp", dst)
+    if os.path.isdir(dst):
+        fail(f"{dst}: that is a folder; give a file name")
+    try:
+        with open(dst + ".tmp", "x") as fh:  # written beside and renamed: whole or not at all
+            fh.write("\n".join(out))
+        os.replace(dst + ".tmp", dst)
+    except FileExistsError:
+        fail(f"{dst}.tmp is there already (a run writing it now, or a file of yours); move or remove it first")
+    except OSError as e:
+        fail(f"cannot write {dst}: {e.strerror or e}")
 
 
 if __name__ == "__main__":
