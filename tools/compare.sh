@@ -8,6 +8,7 @@ set -euo pipefail
 case "${1:-}" in
   -h|--help)
     echo "usage: tools/compare.sh [compare's flags...]   every step side by side; writes out/compare.json and out/compare.svg"
+    echo "  (or where --json FILE / --svg FILE say)"
     echo "  e.g. tools/compare.sh --dtype bf16 --steps 01,04 --iters 20"
     echo "  Without a GPU: the CPU reference at the tiny preset, written to the same files."
     echo "  All the flags: bazel run //steps/compare:compare -- --help"
@@ -16,5 +17,12 @@ esac
 cd "$(dirname "$0")/.."
 tools/bootstrap.sh
 bazel build //steps/compare:compare
-mkdir -p out
-bazel-bin/steps/compare/compare --json out/compare.json --svg out/compare.svg "$@"
+# out/compare.json and out/compare.svg unless the flags name files of their own.
+defaults=()
+[[ " $* " == *" --json"* ]] || defaults+=(--json out/compare.json)
+[[ " $* " == *" --svg"* ]] || defaults+=(--svg out/compare.svg)
+if [ ${#defaults[@]} -gt 0 ]; then
+  [ -e out ] && [ ! -d out ] && { echo "compare.sh: out is a file here; the table goes into the folder out/: move the file" >&2; exit 1; }
+  mkdir -p out
+fi
+bazel-bin/steps/compare/compare "${defaults[@]}" "$@"
