@@ -573,6 +573,14 @@ int step07_run(const Options *o) {
     const int tp = world_size(&info, &from_env);
     refuse_what_cannot_run(o, tp);
     require_valid_environment();  // a bad switch value, before any GPU (no CUDA call)
+    // Files are read once, here, before any rank starts (the forked ranks share them), and before
+    // the GPUs are counted: a bad file is reported once, as such, on any machine.
+    LayerParams full;
+    LayerInputs in;
+    layer_params_alloc(c, &full);
+    layer_inputs_alloc(c, &in);
+    if (o->weights_path) load_layer_params(o->weights_path, c, &full);
+    if (o->input_path) load_layer_inputs(o->input_path, c, &in);
     // The ranks need one GPU each. Asked in a child process: the ranks are forked from this
     // one, which must stay free of CUDA.
     if (flags.tp > 1) {
@@ -585,17 +593,9 @@ int step07_run(const Options *o) {
             fail_user("--tp %d needs %d GPUs, one per rank, but this machine has %d: use --tp %d or less", flags.tp,
                       flags.tp, gpus, gpus);
     }
-    // Files are read once, here, before any rank starts (the forked ranks share them): a bad
-    // file is reported once, as such.
-    LayerParams full;
-    LayerInputs in;
-    layer_params_alloc(c, &full);
-    if (o->weights_path) load_layer_params(o->weights_path, c, &full);
-    else layer_params_init_random(c, c->seed, &full);
+    if (!o->weights_path) layer_params_init_random(c, c->seed, &full);
     layer_params_round(c, &full);
-    layer_inputs_alloc(c, &in);
-    if (o->input_path) load_layer_inputs(o->input_path, c, &in);
-    else layer_inputs_init_random(c, c->seed + 1, &in);
+    if (!o->input_path) layer_inputs_init_random(c, c->seed + 1, &in);
     layer_inputs_round(c, &in);
     RankJob job = {o, &full, &in};
     int status;

@@ -228,6 +228,9 @@ static void test_more_ranks_than_gpus(void **state) {
     if (!strstr(out, want)) fail_msg("expected '%s' in:\n%s", want, out);
     assert_null(strstr(out, "rank 0"));  // said before any rank started: no rank's lines
     assert_null(strstr(out, "rank 1"));
+    // A bad file is said as such before the GPUs are counted (here too many ranks for them).
+    expect((char *const[]){TP_BIN, "--tp", tp, "--preset", "tiny", "--weights", "/nonexistent/w.safetensors", NULL},
+           NULL, "cannot open '/nonexistent/w.safetensors'");
 }
 
 int main(int argc, char **argv) {
