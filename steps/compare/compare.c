@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include <jansson.h>
@@ -63,6 +64,9 @@ static struct {
 
 // Read while the flags are: a bad --pytorch file is reported before any work.
 static void load_baselines(const char *path) {
+    struct stat sb;
+    if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode))
+        fail_user("--pytorch %s: that is a folder; give the JSON file tools/pytorch_compare.py wrote", path);
     json_error_t err;
     json_t *root = json_load_file(path, 0, &err);
     if (!root && err.line > 0) fail_user("--pytorch %s: %s (line %d)", path, err.text, err.line);
