@@ -86,8 +86,13 @@ static int parse_flag(const char *f, const char *v) {
         if (!strcmp(f, "--keep-gathered")) return flags.sched.sp_input = SP_KEEP_GATHERED, 1;
         if (!strcmp(f, "--recompute-gelu")) return flags.sched.recompute_gelu = 1, 1;
         if (!strcmp(f, "--recompute-layernorm")) return flags.sched.recompute_layernorm = 1, 1;
-        if (!strcmp(f, "--nccl-register")) return flags.comm.nccl_register = 1, 1;
-        if (!strcmp(f, "--no-nccl-register")) return flags.comm.nccl_register = 0, 1;
+        // The pair contradicts itself: refused (one flag given twice takes its last value).
+        if (!strcmp(f, "--nccl-register") || !strcmp(f, "--no-nccl-register")) {
+            const int on = !strcmp(f, "--nccl-register");
+            if (flags.comm.nccl_register == !on)
+                fail_user("--nccl-register and --no-nccl-register contradict each other: give one of them");
+            return flags.comm.nccl_register = on, 1;
+        }
         return 0;
     }
     if (!strcmp(f, "--overlap-priority")) {

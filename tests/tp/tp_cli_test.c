@@ -110,6 +110,11 @@ static void test_schedule_flags(void **state) {
     expect((char *const[]){TP_BIN, "--overlap-priority", "low", NULL}, NULL,
            "--overlap-priority expects normal or high, got 'low'");
     expect((char *const[]){TP_BIN, "--overlap-ctas", "0", NULL}, NULL, "--overlap-ctas expects an integer in [1, 32], got '0'");
+    // The registration pair contradicts itself, in either order.
+    expect((char *const[]){TP_BIN, "--nccl-register", "--no-nccl-register", NULL}, NULL,
+           "--nccl-register and --no-nccl-register contradict each other");
+    expect((char *const[]){TP_BIN, "--no-nccl-register", "--tp", "2", "--nccl-register", NULL}, NULL,
+           "--nccl-register and --no-nccl-register contradict each other");
     // --overlap-sm-margin: taken, refused with --no-overlap and --block, a bad value by name
     expect((char *const[]){TP_BIN, "--overlap-sm-margin", "16", "--tp", "3", NULL}, NULL,
            "must divide the number of heads (32)");
