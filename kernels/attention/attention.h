@@ -174,8 +174,9 @@ AttentionBackwardSwapAB attention_set_backward_swapab(AttentionBackwardSwapAB wh
 //     dropping. H200, 2026-11-30 (docs/results.md#h200-seventeenth), d 128 backward in turns:
 //     482-520 TFLOP/s against the 64-query kernel's 435-482, causal 387-398 against 378-384;
 //     dropping, the 80-query kernel is the slower (355-371 against 392-399: its mask, drawn
-//     transposed by warp ballots, costs more than the other's drawn in rows). Its mask has since
-//     been moved beside S^T and dP^T (drawn while their wgmmas run; not yet run on a GPU).
+//     transposed by warp ballots, costs more than the other's drawn in rows). With its mask drawn
+//     beside S^T and dP^T instead (while their wgmmas run), still slower: 363-372 against 389-404
+//     (docs/results.md#h200-nineteenth).
 //   ATTENTION_BACKWARD_WS_64: the 64-query kernel wherever ON runs either (for A/B runs).
 //   ATTENTION_BACKWARD_WS_80: the 80-query kernel wherever ON runs either, dropping too.
 //   ATTENTION_BACKWARD_WS_OFF: never (flash_backward_wgmma.cu runs, as before them; for A/B runs).
@@ -199,9 +200,9 @@ AttentionBackwardWS attention_set_backward_ws(AttentionBackwardWS which);
 //     2026-11-30: 387-398 TFLOP/s, docs/results.md#h200-seventeenth).
 //   ATTENTION_BACKWARD_CAUSAL_TILE_64: 64 queries, FlashAttention-3's tile when causal: a block's
 //     first tile then starts at its first key (a tile of 80 starts 0-64 queries before it, rows
-//     whose scores are all masked). Compiled (no spills), NOT YET RUN ON A GPU (2026-11-30: no
-//     device time left): flash_attention_test's test_backward_ws_causal checks it, and
-//     attention_bench with ATTENTION_BACKWARD_CAUSAL_TILE=64 against 80 times it.
+//     whose scores are all masked). Checked by flash_attention_test's test_backward_ws_causal;
+//     H200, 2026-11-30, in turns against 80: 385-398 TFLOP/s against 382-400, even
+//     (docs/results.md#h200-nineteenth), so it is not the default.
 // The environment variable ATTENTION_BACKWARD_CAUSAL_TILE gives the first value (read once):
 // "80" or unset or empty, "64"; any other value stops with a message.
 // attention_set_backward_causal_tile overrides it from then on (a value outside the enum stops

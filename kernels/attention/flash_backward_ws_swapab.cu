@@ -67,10 +67,12 @@
 // turns against flash_backward_ws.cu's 64-query tiles): 482-520 against 435-482, causal 387-398
 // against 378-384; dropping 355-371 against 392-399 - slower, so a dropping backward runs the
 // 64-query kernel by default (ATTENTION_BACKWARD_WS=80 runs this one). That dropping figure is
-// the mask drawn a tile ahead, while dK ran; drawn beside S^T and dP^T instead (2026-11-30, in
-// the shadow of their wgmmas) it has NOT YET RUN ON A GPU:
-// FLASH_TEST_ONLY=test_backward_ws_* checks it, attention_bench's dropout rows with
-// ATTENTION_BACKWARD_WS=80 against 64 time it.
+// the mask drawn a tile ahead, while dK ran; drawn beside S^T and dP^T instead, in the shadow of
+// their wgmmas, 363-372 against 389-404 (docs/results.md#h200-nineteenth): still slower. Causal
+// in 64-query tiles (ATTENTION_BACKWARD_CAUSAL_TILE=64) 385-398 against 382-400: even, so causal
+// keeps 80. Consumer 1 skipping its all-masked first tile (as flash_backward_ws.cu does) was
+// tried on both tile sizes and not kept: even with 64-query tiles, 3-7% slower with 80 (whose
+// causal kernel then spilled 12-20 bytes).
 #include "common/gpu/cuda_check.h"
 #include "kernels/attention/block_order.h"
 #include "kernels/attention/flash_backward_common.cuh"
@@ -104,7 +106,7 @@ constexpr int SA_MASK_BYTES = 2 * 2 * 64 * SA_MASK_STRIDE * 4;
 
 // The query tile's sizes: BLOCK_M queries a tile, 80 (FlashAttention-3's choice at d 128) or,
 // when causal and not dropping as ATTENTION_BACKWARD_CAUSAL_TILE=64 (attention.h), 64
-// (FlashAttention-3's causal choice; not yet run on a GPU). Causal, a block's first tile is the
+// (FlashAttention-3's causal choice; measured even with 80, so not the default). Causal, a block's first tile is the
 // one holding its first key k0 (a multiple of 128): a tile of 80 starts k0 mod 80 = 0, 48, 16,
 // 64 or 32 queries before it (32 on average), rows whose scores are all masked; a tile of 64
 // starts at k0.
