@@ -134,6 +134,27 @@ __device__ __forceinline__ void produce_key_and_query_tiles(
     }
 }
 
+// A warp-specialised backward's mbarriers (its producer warpgroup, two consumer warpgroups of 128
+// threads): K and V landed (kv_full) and, PERSISTENT, released by both consumers (kv_empty); a
+// stage's Q, dO and statistics landed / released (qdo_full[s], qdo_empty[s]); consumer cw's dQ
+// buffer b staged by its 128 threads / read by the TMA unit (dq_full[cw][b], dq_empty[cw][b]):
+// DQ_BUFFERS per consumer, 2 for the 64-query kernel, 1 for the 80-query one.
+template <int DQ_BUFFERS>
+struct WsBackwardBarriers {
+    uint64_t kv_full, qdo_full[2], qdo_empty[2], dq_full[2][DQ_BUFFERS], dq_empty[2][DQ_BUFFERS];
+    uint64_t kv_empty;
+
+    // By one thread, before the block's one __syncthreads (fenced for the TMA unit).
+    __device__ __forceinline__ void init() {
+        mbarrier_init(&kv_full, 1);
+        mbarrier_init(&kv_empty, 256);
+        for (int s = 0; s < 2; s++) mbarrier_init(&qdo_full[s], 1), mbarrier_init(&qdo_empty[s], 256);
+        for (int cw = 0; cw < 2; cw++)
+            for (int b = 0; b < DQ_BUFFERS; b++) mbarrier_init(&dq_full[cw][b], 128), mbarrier_init(&dq_empty[cw][b], 1);
+        fence_shared_for_wgmma();
+    }
+};
+
 // A warp-specialised backward's producer, warp 1 + cw (one thread): consumer cw's dQ columns
 // [64 cw, 64 cw + 64) of each query tile, staged by the consumer as two panels (2 cw, 2 cw + 1,
 // panel_bytes apart) of 32 float columns in buffer tile % BUFFERS (buffer_bytes apart), added

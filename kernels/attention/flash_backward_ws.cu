@@ -116,10 +116,7 @@ static_assert(ws_smem_bytes() + 256 <= 227 * 1024, "Hopper's limit per block");
 
 // The mbarriers: K and V landed; a stage's Q, dO and statistics landed / released by the
 // consumers; a consumer's dQ buffer staged / read by the TMA unit.
-struct WsBarriers {
-    uint64_t kv_full, qdo_full[2], qdo_empty[2], dq_full[2][2], dq_empty[2][2];
-    uint64_t kv_empty;  // PERSISTENT: the consumers are done with the block's K and V
-};
+using WsBarriers = WsBackwardBarriers<2>;  // two dQ buffers per consumer
 
 // PERSISTENT (ATTENTION_BACKWARD_PERSISTENT, attention.h; not when causal): one CTA per SM runs
 // the blocks blockIdx.x, + gridDim.x, + 2 gridDim.x, ... of block_order.h's order, and its
@@ -155,15 +152,7 @@ __global__ void __launch_bounds__(WS_THREADS, 1)
     const int total_blocks = order.key_blocks * bh_count;
     const BlockCount count = {bh_count, seq, total_blocks};  // for the producer's helpers
 
-    if (threadIdx.x == 0) {
-        mbarrier_init(&bars.kv_full, 1);
-        mbarrier_init(&bars.kv_empty, 256);
-        for (int s = 0; s < 2; s++) {
-            mbarrier_init(&bars.qdo_full[s], 1), mbarrier_init(&bars.qdo_empty[s], 256);
-            for (int cw = 0; cw < 2; cw++) mbarrier_init(&bars.dq_full[cw][s], 128), mbarrier_init(&bars.dq_empty[cw][s], 1);
-        }
-        fence_shared_for_wgmma();  // the initialised barriers, for the TMA unit
-    }
+    if (threadIdx.x == 0) bars.init();
     __syncthreads();  // the last block-wide barrier: from here on the warpgroups go their own ways
 
     if (warpgroup == 0) {  // ---- the producer

@@ -143,13 +143,8 @@ static_assert(SaWide::smem_bytes() + 256 <= 227 * 1024 && SaCausal::smem_bytes()
 [[maybe_unused]] constexpr int DS_FREE = 4;   // + c: the other consumer has finished reading dS panel c
 [[maybe_unused]] constexpr int MASK_READY = 6;  // + c: consumer c's four warps have drawn the tile's bits
 
-// The mbarriers: K and V landed; a stage's Q, dO and statistics landed / released by the
-// consumers; consumer cw's dQ buffer staged / read by the TMA unit (dq_full[cw], dq_empty[cw]:
-// per consumer, one buffer each).
-struct SaBarriers {
-    uint64_t kv_full, qdo_full[2], qdo_empty[2], dq_full[2], dq_empty[2];
-    uint64_t kv_empty;  // PERSISTENT: the consumers are done with the block's K and V
-};
+// The mbarriers (flash_backward_common.cuh), one dQ buffer per consumer.
+using SaBarriers = WsBackwardBarriers<1>;
 
 #if WGMMA_AVAILABLE
 // Four 8 x 8 matrices of 16-bit values from registers to shared memory, each transposed: the
@@ -192,15 +187,7 @@ __global__ void __launch_bounds__(SA_THREADS, 1)
     const int total_blocks = order.key_blocks * bh_count;
     const BlockCount count = {bh_count, seq, total_blocks};  // for the producer's helpers
 
-    if (threadIdx.x == 0) {
-        mbarrier_init(&bars.kv_full, 1);
-        mbarrier_init(&bars.kv_empty, 256);
-        for (int s = 0; s < 2; s++) {
-            mbarrier_init(&bars.qdo_full[s], 1), mbarrier_init(&bars.qdo_empty[s], 256);
-            mbarrier_init(&bars.dq_full[s], 128), mbarrier_init(&bars.dq_empty[s], 1);
-        }
-        fence_shared_for_wgmma();
-    }
+    if (threadIdx.x == 0) bars.init();
     __syncthreads();
 
     if (warpgroup == 0) {  // ---- the producer
@@ -220,8 +207,8 @@ __global__ void __launch_bounds__(SA_THREADS, 1)
             // dq_full[cw] and dq_empty[cw] are that buffer's barriers.
             const int cw = warp - 1;
             reduce_dq_tiles<SA_BLOCK_N, Tile::M, 1, PERSISTENT>(order, count, CAUSAL, cw, dq_stage, Tile::DQ_BYTES,
-                                                                Tile::DQ_PANEL, &dq_map, &bars.dq_full[cw],
-                                                                &bars.dq_empty[cw]);
+                                                                Tile::DQ_PANEL, &dq_map, bars.dq_full[cw],
+                                                                bars.dq_empty[cw]);
         }
         return;
     }
@@ -400,7 +387,7 @@ __global__ void __launch_bounds__(SA_THREADS, 1)
             if (PERSISTENT || step + 1 < steps) named_barrier_arrive(DS_FREE + (1 - cw), 256);
 
             // dQ (times the scale) staged once the TMA unit has read the tile before's.
-            if (tile > 0) mbarrier_wait(&bars.dq_empty[cw], (tile - 1) & 1);
+            if (tile > 0) mbarrier_wait(&bars.dq_empty[cw][0], (tile - 1) & 1);
 #pragma unroll
             for (int n = 0; n < Tile::NQ; n++)
 #pragma unroll
@@ -411,7 +398,7 @@ __global__ void __launch_bounds__(SA_THREADS, 1)
                     *reinterpret_cast<float *>(dq_rows + at) = dq[n][e] * scale;
                 }
             fence_shared_for_wgmma();
-            mbarrier_arrive(&bars.dq_full[cw]);
+            mbarrier_arrive(&bars.dq_full[cw][0]);
 
             wgmma_wait<0>();
             wgmma_settle(dk);
