@@ -8,7 +8,8 @@
 #   tools/profile_stalls.sh BINARY KERNEL_REGEX [step flags...]
 #   e.g. tools/profile_stalls.sh .gpu/bin/step04_transformer_layer flash_backward_wgmma
 # Profiles the kernel's first launch inside the step's profiled region (step_time brackets
-# its last timed step with cudaProfilerStart/Stop). The report stays in $OUT (or /tmp).
+# its last timed step with cudaProfilerStart/Stop), and ends with how busy it kept the tensor
+# cores, the issue slots and the other pipes. The report stays in $OUT (or /tmp).
 set -euo pipefail
 usage() {
   echo "usage: tools/profile_stalls.sh BINARY KERNEL_REGEX [step flags...]"
@@ -46,4 +47,24 @@ for r in sorted(lines, key=samples, reverse=True)[:25]:
     main = sorted(((int(r[at[c]] or 0), c[6:]) for c in reasons), reverse=True)[:2]
     why = ", ".join(f"{name} {n}" for n, name in main if n)
     print(f"  {100 * samples(r) / total:5.1f}%  {r[0][-5:]}  {r[1].strip()[:58]:58s} {why}")
+PY
+# How busy the kernel kept the SM, from the same report: its duration (at Nsight Compute's
+# locked base clocks, so longer than in a timed run), the shared pipe (the tensor cores and
+# 16-bit math), the issue slots and the ALU / FMA / XU (exp2) pipes, as % of their peak over the
+# active cycles.
+ncu --import "$report.ncu-rep" --page raw --csv > "$report.raw.csv"
+python3 - "$report.raw.csv" <<'PY'
+import csv, sys
+rows = list(csv.reader(open(sys.argv[1])))
+names, values = rows[0], rows[2]  # row 1 holds the units
+wanted = [("gpu__time_duration.sum", "duration (us)"),
+          ("sm__pipe_shared_cycles_active.avg.pct_of_peak_sustained_active", "shared pipe (tensor cores) busy %"),
+          ("smsp__issue_active.avg.pct_of_peak_sustained_active", "issue slots busy %"),
+          ("sm__pipe_alu_cycles_active.avg.pct_of_peak_sustained_active", "ALU pipe busy %"),
+          ("sm__pipe_fma_cycles_active.avg.pct_of_peak_sustained_active", "FMA pipe busy %"),
+          ("sm__inst_executed_pipe_xu.avg.pct_of_peak_sustained_active", "XU (exp2) pipe busy %")]
+at = {n: i for i, n in enumerate(names)}
+print("how busy:")
+for metric, label in wanted:
+    if metric in at: print(f"  {label:30s} {values[at[metric]]}")
 PY
