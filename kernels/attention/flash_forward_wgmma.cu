@@ -661,7 +661,10 @@ void launch_forward(const FwdArgs &a, AttentionCausalOrder causal_order, int per
                 return launch_kernel<T, D, CONSUMERS, BLOCK_N, BLOCK_N, true, true, true>(a, causal_order,
                                                                                           persistent_ctas);
         }
-        if (dynamic)  // full-width last tiles: narrower ones made ptxas serialise this kernel's wgmmas (C7511)
+        // Dynamic: full-width last tiles - narrower ones made ptxas serialise this kernel's wgmmas
+        // (C7511); NARROW_DIAGONAL's kernel shows a way around it (no final my_turn: the next work
+        // tile asked at the last turn), not yet applied here.
+        if (dynamic)
             launch_kernel<T, D, CONSUMERS, BLOCK_N, BLOCK_N, true, true>(a, causal_order, persistent_ctas);
         else
             launch_kernel<T, D, CONSUMERS, BLOCK_N, LAST_N, true, false>(a, causal_order, persistent_ctas);
