@@ -501,28 +501,27 @@ __global__ void __launch_bounds__(Shape<CONSUMERS>::THREADS, 1)
     };
     // The CTA's work tiles, their last key tiles' products last_keys wide.
     auto consume_all = [&](auto last_keys) {
-        if constexpr (NARROW_DIAGONAL) {
-            // The dynamic schedule, the next work tile's index asked at the last turn (the
-            // producer stored it before that tile's V arrived), so that the last consumer hands
-            // the turn on only if there is one, as in the static schedule - no final my_turn: in
-            // each of the two copies below, that wait made ptxas serialise the wgmmas (C7511).
-#pragma unroll 1
-            for (int j = 0, kv = 0;; j++) {
-                mbarrier_wait(&bars.q_full, j & 1);
-                const int work = next_work[j % 2];  // read before this consumer releases Q in work tile j
-                if (work >= work_tiles) break;
-                auto more_after = [&]() { return next_work[(j + 1) % 2] < work_tiles; };
-                kv += consume_work_tile(work, j, kv, more_after, last_keys);
-            }
-        } else if constexpr (DYNAMIC) {
+        if constexpr (DYNAMIC) {
 #pragma unroll 1
             for (int j = 0, kv = 0;; j++) {
                 mbarrier_wait(&bars.q_full, j & 1);
                 const int work = next_work[j % 2];  // read before this consumer releases Q (q_empty) in work tile j
                 if (work >= work_tiles) break;
-                kv += consume_work_tile(work, j, kv, true, last_keys);
+                if constexpr (NARROW_DIAGONAL) {
+                    // Whether another work tile follows, asked at the last turn (the producer
+                    // stored its index before this work tile's last V arrived): the last consumer
+                    // hands the turn on only if one does, as in the static schedule, and no final
+                    // my_turn is needed - in each of NARROW_DIAGONAL's two copies of this loop,
+                    // that wait made ptxas serialise the wgmmas (C7511).
+                    auto more_after = [&]() { return next_work[(j + 1) % 2] < work_tiles; };
+                    kv += consume_work_tile(work, j, kv, more_after, last_keys);
+                } else {
+                    kv += consume_work_tile(work, j, kv, true, last_keys);
+                }
             }
-            if (consumer == 0) my_turn();  // the last consumer's last hand-over (see DYNAMIC above)
+            if constexpr (!NARROW_DIAGONAL) {
+                if (consumer == 0) my_turn();  // the last consumer's last hand-over (see DYNAMIC above)
+            }
         } else if constexpr (PERSISTENT) {
 #pragma unroll 1
             for (int j = 0, kv = 0; j < my_work_tiles; j++)
@@ -597,8 +596,8 @@ void launch_kernel(const FwdArgs &a, AttentionCausalOrder causal_order, int pers
     // The narrow diagonal tiles assume the causal mask (the keys they leave out are masked).
     if (NARROW_DIAGONAL && !a.causal)
         DIE("flash attention: the wgmma forward's narrow diagonal tiles are for the causal mask only");
-    allow_dynamic_smem<flash_forward_wgmma_kernel<T, D, CONSUMERS, BLOCK_N, LAST_N, PERSISTENT, DYNAMIC, NARROW_DIAGONAL>>(
-        smem);
+    allow_dynamic_smem<
+        flash_forward_wgmma_kernel<T, D, CONSUMERS, BLOCK_N, LAST_N, PERSISTENT, DYNAMIC, NARROW_DIAGONAL>>(smem);
     const int bh_count = a.batch * a.heads, query_blocks = ceil_div(a.seq, S::BLOCK_M);
     if ((int64_t)query_blocks * bh_count > INT32_MAX)
         DIE("flash attention: %d query blocks x %d heads is more blocks than one launch takes", query_blocks,
