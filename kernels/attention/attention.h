@@ -353,7 +353,7 @@ AttentionForwardBlockN attention_set_forward_block_n(AttentionForwardBlockN whic
 //     keys of the diagonal tile (the masked scores computed, then set to -inf).
 //   ATTENTION_FORWARD_CAUSAL_DIAGONAL_NARROW: consumer 0's take the first 64 - a quarter of the
 //     diagonal tile's products, about 3% of a causal forward's at s = 2048 - where the persistent
-//     kernel runs the dynamic schedule (the causal default); the same bits. Written 2026-12-01
+//     kernel runs the dynamic schedule (the causal default); the same bits. Written 2026-11-30
 //     without a GPU (ptxas: no spills, no serialised wgmmas; the other kernels' PTX unchanged);
 //     NOT YET RUN ON A GPU: flash_attention_test's test_causal_narrow_diagonal checks it, and
 //     attention_bench with ATTENTION_FORWARD_CAUSAL_DIAGONAL=narrow against full times it.

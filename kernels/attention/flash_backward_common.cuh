@@ -150,7 +150,8 @@ struct WsBackwardBarriers {
         mbarrier_init(&kv_empty, 256);
         for (int s = 0; s < 2; s++) mbarrier_init(&qdo_full[s], 1), mbarrier_init(&qdo_empty[s], 256);
         for (int cw = 0; cw < 2; cw++)
-            for (int b = 0; b < DQ_BUFFERS; b++) mbarrier_init(&dq_full[cw][b], 128), mbarrier_init(&dq_empty[cw][b], 1);
+            for (int b = 0; b < DQ_BUFFERS; b++)
+                mbarrier_init(&dq_full[cw][b], 128), mbarrier_init(&dq_empty[cw][b], 1);
         fence_shared_for_wgmma();
     }
 };

@@ -55,8 +55,9 @@
 // Turns: my_turn() waits for this consumer's turn to issue, your_turn() hands it to the next.
 // After its last turn of this work tile a consumer hands on too, except the last consumer
 // (last_consumer) when the CTA has no work tiles after this one (more_after false, or a
-// callable returning false): that takes the token out of the round robin (the kernels' comments on their turns say why; the dynamic
-// schedule passes more_after true always, and takes it out itself).
+// callable returning false): that takes the token out of the round robin (the kernels' comments
+// on their turns say why; the dynamic schedule passes more_after true always and takes it out
+// itself, except NARROW_DIAGONAL's kernel, which asks at the last turn).
 // The kernel's steps: issue_scores(t) issues S_t into s and issue_output(t) O += P_t V_t from p
 // and V_t, each as one committed group; softmax(t, alpha) turns S_t in s into probabilities,
 // updating the row maxima and sums, and sets alpha to the factor for o; pack_probabilities(t)

@@ -885,7 +885,8 @@ static void test_causal_narrow_diagonal(void **state) {
                     attention_set_forward_causal_diagonal(narrow ? ATTENTION_FORWARD_CAUSAL_DIAGONAL_NARROW
                                                                  : ATTENTION_FORWARD_CAUSAL_DIAGONAL_FULL);
                     const char *name = attention_kernel_name(ATTENTION_FORWARD, d);
-                    if (narrow && !strstr(name, "64-key diagonal tiles")) fail_msg("the narrow tiles did not run: %s", name);
+                    if (narrow && !strstr(name, "64-key diagonal tiles"))
+                        fail_msg("the narrow tiles did not run: %s", name);
                     CUDA_CHECK(cudaMemset(d_ctx, 0xff, nctx * 2));
                     CUDA_CHECK(cudaMemset(d_lse, 0xff, nlse * 4));
                     attention_forward(&problem, &dropout, d_qkv, d_ctx, d_lse);
