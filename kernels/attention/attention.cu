@@ -214,7 +214,7 @@ extern "C" AttentionBackwardWS attention_set_backward_ws(AttentionBackwardWS whi
 
 // The 80-query backward's tile when causal and not dropping (ATTENTION_BACKWARD_CAUSAL_TILE,
 // attention.h): read once, at the first use or setter call. 80 by default: the 64-query tiles
-// measured even (H200, docs/results.md#h200-nineteenth).
+// have not run on a GPU yet.
 static const EnvChoice backward_causal_tile_choices[] = {{"80", ATTENTION_BACKWARD_CAUSAL_TILE_80},
                                                          {"64", ATTENTION_BACKWARD_CAUSAL_TILE_64}};
 static Switch backward_causal_tile_switch =
@@ -445,24 +445,6 @@ extern "C" AttentionForwardBlockN attention_set_forward_block_n(AttentionForward
     return (AttentionForwardBlockN)switch_set(forward_block_n_switch, which);
 }
 
-// The causal wgmma forward's diagonal tiles (ATTENTION_FORWARD_CAUSAL_DIAGONAL, attention.h):
-// read once, at the first use or setter call. Full by default until the narrow ones are measured.
-static const EnvChoice forward_causal_diagonal_choices[] = {{"full", ATTENTION_FORWARD_CAUSAL_DIAGONAL_FULL},
-                                                            {"narrow", ATTENTION_FORWARD_CAUSAL_DIAGONAL_NARROW}};
-static Switch forward_causal_diagonal_switch = SWITCH(
-    "ATTENTION_FORWARD_CAUSAL_DIAGONAL", forward_causal_diagonal_choices, ATTENTION_FORWARD_CAUSAL_DIAGONAL_FULL);
-
-static AttentionForwardCausalDiagonal forward_causal_diagonal(void) {
-    return (AttentionForwardCausalDiagonal)switch_value(forward_causal_diagonal_switch);
-}
-
-extern "C" AttentionForwardCausalDiagonal attention_set_forward_causal_diagonal(AttentionForwardCausalDiagonal which) {
-    if (which != ATTENTION_FORWARD_CAUSAL_DIAGONAL_FULL && which != ATTENTION_FORWARD_CAUSAL_DIAGONAL_NARROW)
-        fail_user("attention_set_forward_causal_diagonal: which must be an AttentionForwardCausalDiagonal, not %d",
-                  (int)which);
-    return (AttentionForwardCausalDiagonal)switch_set(forward_causal_diagonal_switch, which);
-}
-
 // Whether the wide tiles can run at all for the wgmma forward at head dim d (with its
 // consumers): d 128 with two consumers, where the setting asks for them.
 static bool forward_wide_tiles_at(int head_dim, int consumers) {
@@ -501,7 +483,6 @@ static const char *with_note(const char *name, const char *note) {
 
 static const char WIDE_FORWARD_TILES[] = "176-key tiles when neither causal nor dropping";
 static const char CAUSAL_BACKWARD_TILES[] = "swapAB tiles of 64 queries when causal, not dropping";
-static const char NARROW_DIAGONAL_TILES[] = "64-key diagonal tiles for consumer 0 when causal, dynamic";
 
 extern "C" void attention_require_valid_switches(void) {
     d64_forward();
@@ -514,7 +495,6 @@ extern "C" void attention_require_valid_switches(void) {
     backward_causal_tile();
     backward_persistent();
     forward_block_n_setting();
-    forward_causal_diagonal();
 }
 
 static AttentionKernelChoice choose(AttentionPass pass, int head_dim) {
@@ -605,11 +585,6 @@ static AttentionKernelChoice choose(AttentionPass pass, int head_dim) {
                       choice.kernel, smem, device.max_smem_per_block, gpu_description());
         if (smem > choice.smem_bytes) choice.smem_bytes = smem;
     }
-    // The narrow diagonal tiles (ATTENTION_FORWARD_CAUSAL_DIAGONAL), where they can run: d 128,
-    // two consumers, persistent with the dynamic schedule when causal.
-    if (pass == ATTENTION_FORWARD && choice.wgmma && head_dim == 128 && wgmma_forward_consumers(head_dim) == 2 &&
-        forward_causal_diagonal() == ATTENTION_FORWARD_CAUSAL_DIAGONAL_NARROW)
-        choice.kernel = with_note(choice.kernel, NARROW_DIAGONAL_TILES);
     return choice;
 }
 
@@ -646,8 +621,7 @@ static void forward(const FwdArgs &a, const AttentionKernelChoice &k) {
     if (k.wgmma)
         flash_forward_wgmma<T, D>(a, wgmma_forward_consumers(D), forward_block_n(D, wgmma_forward_consumers(D), a),
                                   causal_order(), forward_persistent_ctas(D, wgmma_forward_consumers(D), a),
-                                  persistent_schedule_dynamic(a.causal != 0),
-                                  forward_causal_diagonal() == ATTENTION_FORWARD_CAUSAL_DIAGONAL_NARROW);
+                                  persistent_schedule_dynamic(a.causal != 0));
     else
         flash_forward_mma<T, D>(a, k.tile);
 }

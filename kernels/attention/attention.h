@@ -345,30 +345,6 @@ AttentionPersistentSchedule attention_set_persistent_schedule(AttentionPersisten
 typedef enum { ATTENTION_FORWARD_BLOCK_N_128 = 128, ATTENTION_FORWARD_BLOCK_N_176 = 176 } AttentionForwardBlockN;
 AttentionForwardBlockN attention_set_forward_block_n(AttentionForwardBlockN which);
 
-// The causal wgmma forward's diagonal tiles at head dim 128 (flash_forward_wgmma.cu's
-// NARROW_DIAGONAL). A work tile is 128 queries (two consumers of 64) and its last 128-key tile
-// is the diagonal one, where consumer 0's queries come before the tile's last 64 keys, which the
-// mask hides.
-//   ATTENTION_FORWARD_CAUSAL_DIAGONAL_FULL (the default): both consumers' products take all 128
-//     keys of the diagonal tile (the masked scores computed, then set to -inf).
-//   ATTENTION_FORWARD_CAUSAL_DIAGONAL_NARROW: consumer 0's take the first 64 - a quarter of the
-//     diagonal tile's products, about 3% of a causal forward's at s = 2048 - where the persistent
-//     kernel runs the dynamic schedule (the causal default); the same bits. Written 2026-11-30
-//     without a GPU (ptxas: no spills, no serialised wgmmas; the other kernels' PTX unchanged);
-//     NOT YET RUN ON A GPU: flash_attention_test's test_causal_narrow_diagonal checks it, and
-//     attention_bench with ATTENTION_FORWARD_CAUSAL_DIAGONAL=narrow against full times it.
-// The environment variable ATTENTION_FORWARD_CAUSAL_DIAGONAL gives the first value (read once):
-// "full" or unset or empty, "narrow"; any other value stops with a message.
-// attention_set_forward_causal_diagonal overrides it from then on (a value outside the enum stops
-// with a message) and returns the previous value. attention_kernel_name adds "64-key diagonal
-// tiles for consumer 0 when causal, dynamic" where it is set. Head dim 64, the static schedule,
-// the non-persistent kernel, the mma.sync kernels and the backward ignore it.
-typedef enum {
-    ATTENTION_FORWARD_CAUSAL_DIAGONAL_FULL,
-    ATTENTION_FORWARD_CAUSAL_DIAGONAL_NARROW
-} AttentionForwardCausalDiagonal;
-AttentionForwardCausalDiagonal attention_set_forward_causal_diagonal(AttentionForwardCausalDiagonal which);
-
 typedef enum { ATTENTION_FORWARD, ATTENTION_BACKWARD } AttentionPass;
 
 // What the choice depends on: the GPU as dispatch sees it.

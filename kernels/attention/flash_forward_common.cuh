@@ -54,10 +54,9 @@
 // is released too (not persistent, no one waits for either again).
 // Turns: my_turn() waits for this consumer's turn to issue, your_turn() hands it to the next.
 // After its last turn of this work tile a consumer hands on too, except the last consumer
-// (last_consumer) when the CTA has no work tiles after this one (more_after false, or a
-// callable returning false): that takes the token out of the round robin (the kernels' comments
-// on their turns say why; the dynamic schedule passes more_after true always and takes it out
-// itself, except NARROW_DIAGONAL's kernel, which asks at the last turn).
+// (last_consumer) when the CTA has no work tiles after this one (more_after false): that takes
+// the token out of the round robin (the kernels' comments on their turns say why; the dynamic
+// schedule passes more_after true always, and takes it out itself).
 // The kernel's steps: issue_scores(t) issues S_t into s and issue_output(t) O += P_t V_t from p
 // and V_t, each as one committed group; softmax(t, alpha) turns S_t in s into probabilities,
 // updating the row maxima and sums, and sets alpha to the factor for o; pack_probabilities(t)
@@ -68,21 +67,13 @@
 // written out after it, so that each stretch of code issues products of one shape: a branch
 // between two shapes inside the loop made ptxas serialise every wgmma of the kernel (its C7511,
 // "insufficient register resources for the wgmma pipeline").
-// more_after: a flag, or a callable asked at the last turn (when the CTA learns only then
-// whether it has more work: flash_forward_wgmma.cu's NARROW_DIAGONAL).
-__device__ __forceinline__ bool more_work_after(bool more_after) { return more_after; }
-template <typename F>
-__device__ __forceinline__ bool more_work_after(const F &more_after) {
-    return more_after();
-}
-
 template <bool PERSISTENT, typename Barriers, typename Stage, typename Parity, typename MyTurn, typename YourTurn,
           typename IssueScores, typename IssueOutput, typename IssueLastScores, typename IssueLastOutput,
-          typename Softmax, typename PackProbabilities, typename MoreAfter, int NS, int NO, int NP>
+          typename Softmax, typename PackProbabilities, int NS, int NO, int NP>
 __device__ __forceinline__ void consume_key_tiles(Barriers &bars, const int tiles, const Stage &stage,
                                                   const Parity &parity, const MyTurn &my_turn,
                                                   const YourTurn &your_turn, const bool last_consumer,
-                                                  const MoreAfter &more_after,
+                                                  const bool more_after,
                                                   const IssueScores &issue_scores, const IssueOutput &issue_output,
                                                   const IssueLastScores &issue_last_scores,
                                                   const IssueLastOutput &issue_last_output,
@@ -142,7 +133,7 @@ __device__ __forceinline__ void consume_key_tiles(Barriers &bars, const int tile
     mbarrier_wait(&bars.v_full[stage(tiles - 1)], parity(tiles - 1));
     my_turn();
     issue_last_output(tiles - 1);
-    if (!last_consumer || more_work_after(more_after)) your_turn();
+    if (!last_consumer || more_after) your_turn();
     wgmma_wait<0>();
     wgmma_settle(o);
     wgmma_settle(p);

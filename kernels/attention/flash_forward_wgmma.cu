@@ -207,8 +207,7 @@ __device__ __forceinline__ WorkTile work_tile_at(int work, const BlockOrder &ord
 // (3%) were such waste. A narrower S = Q K^T writes only the first LAST_N / 8 column blocks of
 // the score registers; the others (all past seq) are set to -inf before it (issue_last_scores;
 // the softmax's mask would set them so too), so their P is 0 and O += P V skips their k-steps.
-template <typename T, int D, int CONSUMERS, int BLOCK_N, int LAST_N, bool PERSISTENT, bool DYNAMIC,
-          bool NARROW_DIAGONAL = false>
+template <typename T, int D, int CONSUMERS, int BLOCK_N, int LAST_N, bool PERSISTENT, bool DYNAMIC>
 __global__ void __launch_bounds__(Shape<CONSUMERS>::THREADS, 1)
     flash_forward_wgmma_kernel(const __grid_constant__ CUtensorMap q_map, const __grid_constant__ CUtensorMap kv_map,
                                const __grid_constant__ FwdArgs a, const BlockOrder order, float scale) {
@@ -221,8 +220,6 @@ __global__ void __launch_bounds__(Shape<CONSUMERS>::THREADS, 1)
                   "176-key tiles at head dim 128 with two consumers only");
     static_assert(Q_PANEL % 1024 == 0 && KV_PANEL % 1024 == 0, "panels start on the swizzle's 1024-byte period");
     static_assert(PERSISTENT || !DYNAMIC, "the dynamic schedule is the persistent kernel's");
-    static_assert(!NARROW_DIAGONAL || (DYNAMIC && BLOCK_M == BLOCK_N && LAST_N == BLOCK_N && CONSUMERS == 2),
-                  "narrow diagonal tiles: the dynamic schedule, the diagonal as a work tile's last key tile");
     static_assert(LAST_N == BLOCK_N || (BLOCK_N == BLOCK_N_WIDE && (LAST_N == 112 || LAST_N == 64)),
                   "a narrower last tile with the wide tiles only, 112 or 64 keys");
     // The swizzle repeats every 1024 bytes, and the tiles must start on such a boundary.
@@ -287,10 +284,6 @@ __global__ void __launch_bounds__(Shape<CONSUMERS>::THREADS, 1)
                 int handed = 0;  // DYNAMIC: the CTA's next work tile, less gridDim.x (see below)
                 if (DYNAMIC && t == w.tiles - 1) handed = atomicAdd(order.handed_out, 1);
                 if (use > 0) mbarrier_wait(&bars.v_empty[s], (use - 1) & 1);
-                // NARROW_DIAGONAL: the next work tile's index stored before the last V tile's
-                // arrival, which releases it: the consumers read it at their last turn of this
-                // work tile (consume_all below).
-                if (NARROW_DIAGONAL && t == w.tiles - 1) next_work[(j + 1) % 2] = (int)gridDim.x + handed;
                 mbarrier_arrive_expect_tx(&bars.v_full[s], KV_BYTES);
                 for (int panel = 0; panel < D / 64; panel++)
                     tma_load_3d(v_tiles + s * KV_BYTES + panel * KV_PANEL, &kv_map, col(2, panel), w.b,
@@ -298,7 +291,7 @@ __global__ void __launch_bounds__(Shape<CONSUMERS>::THREADS, 1)
                 // DYNAMIC: the CTA's next work tile, into slot (j + 1) % 2 (after this work
                 // tile's load_q, whose wait on q_empty means that every consumer read it for work
                 // tile j - 1).
-                if (DYNAMIC && !NARROW_DIAGONAL && t == w.tiles - 1)
+                if (DYNAMIC && t == w.tiles - 1)
                     next_work[(j + 1) % 2] = (int)gridDim.x + handed;
             }
         };
@@ -361,10 +354,7 @@ __global__ void __launch_bounds__(Shape<CONSUMERS>::THREADS, 1)
     // (their running count, as the producer's n); more_after: the CTA has work tiles after it.
     // A lambda, so that the non-persistent kernel calls it once, outside any loop, exactly as
     // before the persistent one existed.
-    // more_after: a flag, or a callable asked at the last turn (consume_key_tiles); last_keys: the
-    // width of the last key tile's products (LAST_N, or with NARROW_DIAGONAL 64 for consumer 0),
-    // a std::integral_constant.
-    auto consume_work_tile = [&](const int work, const int j, const int kv, const auto &more_after, auto last_keys) {
+    auto consume_work_tile = [&](const int work, const int j, const int kv, const bool more_after) {
         const WorkTile w = PERSISTENT ? work_tile_at<BLOCK_M, BLOCK_N>(work, order, a) : first;
         const int b = w.b, h = w.h, bh = w.bh, q0 = w.q0, tiles = w.tiles;
 
@@ -415,18 +405,16 @@ __global__ void __launch_bounds__(Shape<CONSUMERS>::THREADS, 1)
             wgmma_commit();
         };
         using AllKeys = std::integral_constant<int, BLOCK_N>;
-        using LastKeys = decltype(last_keys);
-        constexpr int LAST = LastKeys::value;
+        using LastKeys = std::integral_constant<int, LAST_N>;
         auto issue_scores = [&](int t) { scores_product(t, AllKeys{}); };
         auto issue_output = [&](int t) { output_product(t, AllKeys{}); };
-        // The last tile's two products, LAST keys wide (LAST < BLOCK_N only; the kernel's comment
-        // says why: LAST_N and NARROW_DIAGONAL). S's column blocks past LAST hold keys past seq
-        // or, NARROW_DIAGONAL, after every query of consumer 0: set to -inf here
+        // The last tile's two products, LAST_N keys wide (LAST_N < BLOCK_N only; the kernel's
+        // comment says why). S's column blocks past LAST_N hold keys past seq: set to -inf here
         // (the mask would anyway), so that their old values are dead (left to hold the last
         // tile's values, they stayed live and the persistent kernels spilled up to 416 bytes).
         auto issue_last_scores = [&](int t) {
 #pragma unroll
-            for (int n = LAST / 8; n < BLOCK_N / 8; n++) s[n][0] = s[n][1] = s[n][2] = s[n][3] = -INFINITY;
+            for (int n = LAST_N / 8; n < BLOCK_N / 8; n++) s[n][0] = s[n][1] = s[n][2] = s[n][3] = -INFINITY;
             scores_product(t, LastKeys{});
         };
         auto issue_last_output = [&](int t) { output_product(t, LastKeys{}); };
@@ -437,7 +425,6 @@ __global__ void __launch_bounds__(Shape<CONSUMERS>::THREADS, 1)
         // at a time) - the other consumers' products keep the tensor cores busy meanwhile.
         constexpr bool DRAW_DURING_SOFTMAX = CONSUMERS == 2;
         TileDropout drop[DRAW_DURING_SOFTMAX && MAY_DROP ? BLOCK_N / 64 : 1];
-        (void)drop;  // (not read where the kernel never drops: nvcc's "declared but never referenced")
         auto draw_dropout = [&](int t, int part) {
             return tile_dropout(row_group, t * (BLOCK_N / 64) + part, a.keys, a.offset, drop_threshold);
         };
@@ -484,7 +471,7 @@ __global__ void __launch_bounds__(Shape<CONSUMERS>::THREADS, 1)
         if constexpr (!DYNAMIC) mbarrier_wait(&bars.q_full, j & 1);
         // The pipeline over the key tiles (flash_forward_common.cuh), with 16-bit products, the
         // masked softmax, dropout and P packed as pairs. (DYNAMIC: more_after always true, above.)
-        if constexpr (LAST == BLOCK_N)
+        if constexpr (LAST_N == BLOCK_N)
             consume_key_tiles<PERSISTENT>(bars, tiles, stage, parity, my_turn, your_turn, last_consumer, more_after,
                                           issue_scores, issue_output, issue_scores, issue_output, softmax,
                                           pack_probabilities, s, o, p);
@@ -499,51 +486,21 @@ __global__ void __launch_bounds__(Shape<CONSUMERS>::THREADS, 1)
                              head_offset, dropout_keep_scale(a.p_drop));
         return tiles;
     };
-    // The CTA's work tiles, their last key tiles' products last_keys wide.
-    auto consume_all = [&](auto last_keys) {
-        if constexpr (DYNAMIC) {
+    if constexpr (DYNAMIC) {
 #pragma unroll 1
-            for (int j = 0, kv = 0;; j++) {
-                mbarrier_wait(&bars.q_full, j & 1);
-                const int work = next_work[j % 2];  // read before this consumer releases Q (q_empty) in work tile j
-                if (work >= work_tiles) break;
-                if constexpr (NARROW_DIAGONAL) {
-                    // Whether another work tile follows, asked at the last turn (the producer
-                    // stored its index before this work tile's last V arrived): the last consumer
-                    // hands the turn on only if one does, as in the static schedule, and no final
-                    // my_turn is needed - in each of NARROW_DIAGONAL's two copies of this loop,
-                    // that wait made ptxas serialise the wgmmas (C7511).
-                    auto more_after = [&]() { return next_work[(j + 1) % 2] < work_tiles; };
-                    kv += consume_work_tile(work, j, kv, more_after, last_keys);
-                } else {
-                    kv += consume_work_tile(work, j, kv, true, last_keys);
-                }
-            }
-            if constexpr (!NARROW_DIAGONAL) {
-                if (consumer == 0) my_turn();  // the last consumer's last hand-over (see DYNAMIC above)
-            }
-        } else if constexpr (PERSISTENT) {
-#pragma unroll 1
-            for (int j = 0, kv = 0; j < my_work_tiles; j++)
-                kv += consume_work_tile(my_work_tile(j), j, kv, j + 1 < my_work_tiles, last_keys);
-        } else {
-            consume_work_tile(blockIdx.x, 0, 0, false, last_keys);
+        for (int j = 0, kv = 0;; j++) {
+            mbarrier_wait(&bars.q_full, j & 1);
+            const int work = next_work[j % 2];  // read before this consumer releases Q (q_empty) in work tile j
+            if (work >= work_tiles) break;
+            kv += consume_work_tile(work, j, kv, true);
         }
-    };
-    // NARROW_DIAGONAL (causal; 128 queries a work tile, 128 keys a tile, so a work tile's last key
-    // tile is its diagonal one, keys q0 .. q0 + 127): consumer 0's queries q0 .. q0 + 63 come
-    // before keys q0 + 64 .., which the mask hides, so its last tile's two products take the
-    // first 64 keys only (LAST_N's narrow products); consumer 1's take all 128. A quarter of the
-    // diagonal tile's products, about 3% of a causal forward's at s = 2048. The two consumers run
-    // separate copies of the loop, each with products of fixed widths (a branch between widths
-    // inside one loop made ptxas serialise the wgmmas).
-    if constexpr (NARROW_DIAGONAL) {
-        if (consumer == 0)
-            consume_all(std::integral_constant<int, 64>{});
-        else
-            consume_all(std::integral_constant<int, LAST_N>{});
+        if (consumer == 0) my_turn();  // the last consumer's last hand-over (see DYNAMIC above)
+    } else if constexpr (PERSISTENT) {
+#pragma unroll 1
+        for (int j = 0, kv = 0; j < my_work_tiles; j++)
+            kv += consume_work_tile(my_work_tile(j), j, kv, j + 1 < my_work_tiles);
     } else {
-        consume_all(std::integral_constant<int, LAST_N>{});
+        consume_work_tile(blockIdx.x, 0, 0, false);
     }
 #else
     (void)q_map, (void)kv_map, (void)a, (void)order, (void)scale;
@@ -582,8 +539,7 @@ int *zeroed_handed_out_counter() {
     return counters[device];
 }
 
-template <typename T, int D, int CONSUMERS, int BLOCK_N, int LAST_N, bool PERSISTENT, bool DYNAMIC,
-          bool NARROW_DIAGONAL = false>
+template <typename T, int D, int CONSUMERS, int BLOCK_N, int LAST_N, bool PERSISTENT, bool DYNAMIC>
 void launch_kernel(const FwdArgs &a, AttentionCausalOrder causal_order, int persistent_ctas) {
     using S = Shape<CONSUMERS>;
     constexpr size_t smem = forward_smem_bytes(D, CONSUMERS, BLOCK_N);
@@ -593,11 +549,7 @@ void launch_kernel(const FwdArgs &a, AttentionCausalOrder causal_order, int pers
     // MAY_BE_CAUSAL): the dispatch never sends it such a problem; should it, stop.
     if (BLOCK_N != BLOCK_N_DEFAULT && (a.causal || a.p_drop > 0.0f))
         DIE("flash attention: the wgmma forward with %d-key tiles takes neither the causal mask nor dropout", BLOCK_N);
-    // The narrow diagonal tiles assume the causal mask (the keys they leave out are masked).
-    if (NARROW_DIAGONAL && !a.causal)
-        DIE("flash attention: the wgmma forward's narrow diagonal tiles are for the causal mask only");
-    allow_dynamic_smem<
-        flash_forward_wgmma_kernel<T, D, CONSUMERS, BLOCK_N, LAST_N, PERSISTENT, DYNAMIC, NARROW_DIAGONAL>>(smem);
+    allow_dynamic_smem<flash_forward_wgmma_kernel<T, D, CONSUMERS, BLOCK_N, LAST_N, PERSISTENT, DYNAMIC>>(smem);
     const int bh_count = a.batch * a.heads, query_blocks = ceil_div(a.seq, S::BLOCK_M);
     if ((int64_t)query_blocks * bh_count > INT32_MAX)
         DIE("flash attention: %d query blocks x %d heads is more blocks than one launch takes", query_blocks,
@@ -616,7 +568,7 @@ void launch_kernel(const FwdArgs &a, AttentionCausalOrder causal_order, int pers
     const int work_tiles = query_blocks * bh_count;
     const int grid = PERSISTENT ? flash_persistent_grid(work_tiles, persistent_ctas) : work_tiles;
     if (DYNAMIC) order.handed_out = zeroed_handed_out_counter();
-    flash_forward_wgmma_kernel<T, D, CONSUMERS, BLOCK_N, LAST_N, PERSISTENT, DYNAMIC, NARROW_DIAGONAL>
+    flash_forward_wgmma_kernel<T, D, CONSUMERS, BLOCK_N, LAST_N, PERSISTENT, DYNAMIC>
         <<<grid, S::THREADS, smem>>>(q_map, kv_map, a, order, 1.0f / sqrtf((float)D));
     CHECK_LAUNCH();
 }
@@ -649,21 +601,10 @@ int flash_forward_wgmma_has_persistent(int consumers, int dropping) { return !(c
 // Persistent (persistent_ctas > 0) or not; persistent only where the kernel has that variant
 // (flash_forward_wgmma_has_persistent: not at 3 consumers when dropping, see MAY_DROP in the
 // kernel), else the non-persistent kernel; persistent with the static or the dynamic schedule.
-// narrow_diagonal (causal, dynamic, d 128 with two consumers and 128-key tiles only; elsewhere
-// ignored): the kernel whose consumer 0 takes 64 keys of the diagonal tile (NARROW_DIAGONAL).
 template <typename T, int D, int CONSUMERS, int BLOCK_N, int LAST_N = BLOCK_N>
-void launch_forward(const FwdArgs &a, AttentionCausalOrder causal_order, int persistent_ctas, bool dynamic,
-                    bool narrow_diagonal = false) {
+void launch_forward(const FwdArgs &a, AttentionCausalOrder causal_order, int persistent_ctas, bool dynamic) {
     if (persistent_ctas > 0 && flash_forward_wgmma_has_persistent(CONSUMERS, a.p_drop > 0.0f)) {
-        if constexpr (D == 128 && CONSUMERS == 2 && BLOCK_N == BLOCK_N_DEFAULT) {
-            if (dynamic && narrow_diagonal && a.causal)
-                return launch_kernel<T, D, CONSUMERS, BLOCK_N, BLOCK_N, true, true, true>(a, causal_order,
-                                                                                          persistent_ctas);
-        }
-        // Dynamic: full-width last tiles - narrower ones made ptxas serialise this kernel's wgmmas
-        // (C7511); NARROW_DIAGONAL's kernel shows a way around it (no final my_turn: the next work
-        // tile asked at the last turn), not yet applied here.
-        if (dynamic)
+        if (dynamic)  // full-width last tiles: narrower ones made ptxas serialise this kernel's wgmmas (C7511)
             launch_kernel<T, D, CONSUMERS, BLOCK_N, BLOCK_N, true, true>(a, causal_order, persistent_ctas);
         else
             launch_kernel<T, D, CONSUMERS, BLOCK_N, LAST_N, true, false>(a, causal_order, persistent_ctas);
@@ -691,7 +632,7 @@ void launch_wide(const FwdArgs &a, AttentionCausalOrder causal_order, int persis
 
 template <typename T, int D>
 void flash_forward_wgmma(const FwdArgs &a, int consumers, int block_n, AttentionCausalOrder causal_order,
-                         int persistent_ctas, int dynamic_schedule, int narrow_diagonal) {
+                         int persistent_ctas, int dynamic_schedule) {
     if (block_n != BLOCK_N_DEFAULT && (block_n != BLOCK_N_WIDE || D != 128 || consumers != 2))
         DIE("flash attention: the wgmma forward has no %d-key tiles at head dim %d with %d consumers (176: d 128, 2 "
             "consumers only)",
@@ -704,11 +645,10 @@ void flash_forward_wgmma(const FwdArgs &a, int consumers, int block_n, Attention
     if constexpr (D == 128) {
         if (block_n == BLOCK_N_WIDE) return launch_wide<T>(a, causal_order, persistent_ctas, dynamic_schedule != 0);
     }
-    launch_forward<T, D, 2, BLOCK_N_DEFAULT>(a, causal_order, persistent_ctas, dynamic_schedule != 0,
-                                             narrow_diagonal != 0);
+    launch_forward<T, D, 2, BLOCK_N_DEFAULT>(a, causal_order, persistent_ctas, dynamic_schedule != 0);
 }
 
-template void flash_forward_wgmma<__half, 64>(const FwdArgs &, int, int, AttentionCausalOrder, int, int, int);
-template void flash_forward_wgmma<__half, 128>(const FwdArgs &, int, int, AttentionCausalOrder, int, int, int);
-template void flash_forward_wgmma<__nv_bfloat16, 64>(const FwdArgs &, int, int, AttentionCausalOrder, int, int, int);
-template void flash_forward_wgmma<__nv_bfloat16, 128>(const FwdArgs &, int, int, AttentionCausalOrder, int, int, int);
+template void flash_forward_wgmma<__half, 64>(const FwdArgs &, int, int, AttentionCausalOrder, int, int);
+template void flash_forward_wgmma<__half, 128>(const FwdArgs &, int, int, AttentionCausalOrder, int, int);
+template void flash_forward_wgmma<__nv_bfloat16, 64>(const FwdArgs &, int, int, AttentionCausalOrder, int, int);
+template void flash_forward_wgmma<__nv_bfloat16, 128>(const FwdArgs &, int, int, AttentionCausalOrder, int, int);

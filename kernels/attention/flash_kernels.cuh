@@ -141,15 +141,12 @@ int flash_wgmma_image_loaded(void);
 // get ready for one; 0: each a fixed list (ATTENTION_PERSISTENT_SCHEDULE, attention.h).
 // block_n: keys per K/V tile, 128, or 176 (ATTENTION_FORWARD_BLOCK_N, attention.h) at head dim
 // 128 with 2 consumers, neither causal nor dropping only (anything else stops with a message).
-// narrow_diagonal 1 (ATTENTION_FORWARD_CAUSAL_DIAGONAL, attention.h): where causal, dynamic, at
-// head dim 128 with 2 consumers and 128-key tiles, consumer 0's diagonal tile takes 64 keys
-// (flash_forward_wgmma.cu's NARROW_DIAGONAL); elsewhere ignored. 0: the full tile.
 // flash_forward_wgmma_smem_bytes: the dynamic shared memory per block of that kernel.
 size_t flash_forward_wgmma_smem_bytes(int head_dim, int consumers, int block_n);
 int flash_forward_wgmma_has_persistent(int consumers, int dropping);
 template <typename T, int D>
 void flash_forward_wgmma(const FwdArgs &a, int consumers, int block_n, AttentionCausalOrder causal_order,
-                         int persistent_ctas, int dynamic_schedule, int narrow_diagonal);
+                         int persistent_ctas, int dynamic_schedule);
 
 // Backward (dK, dV, dQ's partial sums), 128 keys per block, two warpgroups of 64 keys each.
 // At head dim 64, dQ of a query tile is computed either by each warpgroup over its own 64 keys

@@ -397,18 +397,6 @@ static void test_backward_causal_tile_setter(void **state) {
     assert_int_equal(attention_set_backward_causal_tile(first), ATTENTION_BACKWARD_CAUSAL_TILE_64);
 }
 
-// ATTENTION_FORWARD_CAUSAL_DIAGONAL's setter likewise (full at first when the variable is unset).
-static void test_forward_causal_diagonal_setter(void **state) {
-    (void)state;
-    const char *env = getenv("ATTENTION_FORWARD_CAUSAL_DIAGONAL");
-    const AttentionForwardCausalDiagonal first =
-        attention_set_forward_causal_diagonal(ATTENTION_FORWARD_CAUSAL_DIAGONAL_FULL);
-    if (!env || !*env) assert_int_equal(first, ATTENTION_FORWARD_CAUSAL_DIAGONAL_FULL);
-    assert_int_equal(attention_set_forward_causal_diagonal(ATTENTION_FORWARD_CAUSAL_DIAGONAL_NARROW),
-                     ATTENTION_FORWARD_CAUSAL_DIAGONAL_FULL);
-    assert_int_equal(attention_set_forward_causal_diagonal(first), ATTENTION_FORWARD_CAUSAL_DIAGONAL_NARROW);
-}
-
 // ATTENTION_BACKWARD_PERSISTENT's setter likewise (on at first when the variable is unset).
 static void test_backward_persistent_setter(void **state) {
     (void)state;
@@ -512,9 +500,6 @@ static int read_ws(void) { return (int)attention_set_backward_ws(ATTENTION_BACKW
 static int read_causal_tile(void) {
     return (int)attention_set_backward_causal_tile(ATTENTION_BACKWARD_CAUSAL_TILE_80);
 }
-static int read_causal_diagonal(void) {
-    return (int)attention_set_forward_causal_diagonal(ATTENTION_FORWARD_CAUSAL_DIAGONAL_FULL);
-}
 static int read_backward_persistent(void) {
     return (int)attention_set_backward_persistent(ATTENTION_BACKWARD_PERSISTENT_OFF, 0);
 }
@@ -586,10 +571,6 @@ static void test_switches(void **state) {
         {"ATTENTION_FORWARD_BLOCK_N", read_block_n, {"128", "176"},
          {ATTENTION_FORWARD_BLOCK_N_128, ATTENTION_FORWARD_BLOCK_N_176}, ATTENTION_FORWARD_BLOCK_N_176,
          "ATTENTION_FORWARD_BLOCK_N must be 128 or 176 (or unset), not \"zigzag\""},
-        {"ATTENTION_FORWARD_CAUSAL_DIAGONAL", read_causal_diagonal, {"full", "narrow"},
-         {ATTENTION_FORWARD_CAUSAL_DIAGONAL_FULL, ATTENTION_FORWARD_CAUSAL_DIAGONAL_NARROW},
-         ATTENTION_FORWARD_CAUSAL_DIAGONAL_FULL,
-         "ATTENTION_FORWARD_CAUSAL_DIAGONAL must be full or narrow (or unset), not \"zigzag\""},
         {"ATTENTION_FP8_BLOCK_N", read_fp8_block_n, {"192", "128"}, {192, 128}, 192,
          "ATTENTION_FP8_BLOCK_N must be 192 or 128 (or unset), not \"zigzag\""},
         {"ATTENTION_FP8_PERSISTENT", read_fp8_persistent, {"1", "0"}, {1, 0}, 1,
@@ -665,7 +646,6 @@ int main(void) {
         cmocka_unit_test(test_backward_key_order),
         cmocka_unit_test(test_backward_swapab_setter),
         cmocka_unit_test(test_backward_ws_setter), cmocka_unit_test(test_backward_causal_tile_setter),
-        cmocka_unit_test(test_forward_causal_diagonal_setter),
         cmocka_unit_test(test_backward_persistent_setter),
         cmocka_unit_test(test_forward_block_n_setter),
         cmocka_unit_test(test_persistent_schedule),

@@ -848,66 +848,6 @@ static void test_wide_last_tile_bits(void **state) {
     attention_set_persistent_schedule(schedule_was);
 }
 
-// The causal d 128 forward with consumer 0's diagonal tiles 64 keys wide
-// (ATTENTION_FORWARD_CAUSAL_DIAGONAL=narrow, attention.h) against the full tiles, both persistent
-// with the dynamic schedule on TEST_PERSISTENT_CTAS CTAs (a CTA runs many work tiles, so the
-// hand-overs between them are exercised): ctx and lse bit for bit, fp16 and bf16, seq a multiple
-// of 128, ragged (177: the last work tile's diagonal past seq; 1000), with and without dropout.
-// The narrow products leave out only keys the mask hides, so a product that dropped a key it
-// needed, or read a wrong stage, would differ here; the full tiles are checked against the
-// reference by test_causal and test_dropout.
-static void test_causal_narrow_diagonal(void **state) {
-    (void)state;
-    SKIP_WITHOUT_GPU();
-    const int seqs[] = {256, 177, 1000}, batch = 2, heads = 3, d = 128;
-    const float drops[] = {0.0f, 0.1f};
-    const AttentionForwardPersistent persistent_was =
-        attention_set_forward_persistent(ATTENTION_PERSISTENT_WHERE_SUPPORTED, TEST_PERSISTENT_CTAS);
-    const AttentionPersistentSchedule schedule_was = attention_set_persistent_schedule(ATTENTION_SCHEDULE_DYNAMIC);
-    const AttentionForwardCausalDiagonal diagonal_was =
-        attention_set_forward_causal_diagonal(ATTENTION_FORWARD_CAUSAL_DIAGONAL_FULL);
-    attention_set_kernels(ATTENTION_KERNELS_BEST);
-    for (int dti = 0; dti < 2; dti++)
-        for (int si = 0; si < 3; si++)
-            for (int pi = 0; pi < 2; pi++) {
-                const int seq = seqs[si];
-                const DType dt = dti ? DTYPE_BF16 : DTYPE_FP16;
-                const AttentionProblem problem = {
-                    .seq = seq, .batch = batch, .heads = heads, .head_dim = d, .dtype = dt, .causal = 1};
-                const AttentionDropout dropout = {drops[pi], test_seed(), 5};
-                const int64_t nqkv = (int64_t)seq * batch * heads * 3 * d, nctx = nqkv / 3, nlse = nctx / d;
-                float *qkv = random_floats(nqkv, -2.0f, 2.0f);
-                void *d_qkv = dev_upload(qkv, nqkv, dt), *d_ctx = dev_alloc(nctx * 2);
-                float *d_lse = dev_alloc(nlse * 4);
-                uint16_t *ctx[2];
-                float *lse[2];
-                for (int narrow = 0; narrow < 2; narrow++) {
-                    attention_set_forward_causal_diagonal(narrow ? ATTENTION_FORWARD_CAUSAL_DIAGONAL_NARROW
-                                                                 : ATTENTION_FORWARD_CAUSAL_DIAGONAL_FULL);
-                    const char *name = attention_kernel_name(ATTENTION_FORWARD, d);
-                    if (narrow && !strstr(name, "64-key diagonal tiles"))
-                        fail_msg("the narrow tiles did not run: %s", name);
-                    CUDA_CHECK(cudaMemset(d_ctx, 0xff, nctx * 2));
-                    CUDA_CHECK(cudaMemset(d_lse, 0xff, nlse * 4));
-                    attention_forward(&problem, &dropout, d_qkv, d_ctx, d_lse);
-                    ctx[narrow] = download_bytes(d_ctx, nctx * 2);
-                    lse[narrow] = download_bytes(d_lse, nlse * 4);
-                }
-                const int64_t differing = values_differing(ctx[1], ctx[0], nctx);
-                print_message(" narrow diagonal, %s seq %d dropout %.1f: %lld of %lld ctx values differ from the "
-                              "full tiles'\n",
-                              dtype_name(dt), seq, drops[pi], (long long)differing, (long long)nctx);
-                assert_int_equal(differing, 0);
-                assert_memory_equal(lse[1], lse[0], nlse * 4);
-                dev_free(d_qkv), dev_free(d_ctx), dev_free(d_lse);
-                free(qkv);
-                for (int i = 0; i < 2; i++) free(ctx[i]), free(lse[i]);
-            }
-    attention_set_forward_persistent(persistent_was, 0);
-    attention_set_persistent_schedule(schedule_was);
-    attention_set_forward_causal_diagonal(diagonal_was);
-}
-
 // Bad problems stop with a message rather than running: checked on the CPU by
 // tests/attention/attention_dispatch_test.c; here only that the API's check and the
 // kernels agree on the head dims.
@@ -931,7 +871,6 @@ int main(void) {
         cmocka_unit_test(test_deterministic_backward_large), cmocka_unit_test(test_persistent_forward_bit_identical),
         cmocka_unit_test(test_forward_wide_tiles),   cmocka_unit_test(test_wide_last_tile_bits),
         cmocka_unit_test(test_backward_ws_swapab80), cmocka_unit_test(test_backward_ws_causal),
-        cmocka_unit_test(test_causal_narrow_diagonal),
     };
     // FLASH_TEST_ONLY=<pattern>: only the tests whose names match (cmocka's filter, * a wildcard),
     // for a quick run of one kernel's test on a GPU - a full run takes minutes.
