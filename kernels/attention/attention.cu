@@ -214,7 +214,7 @@ extern "C" AttentionBackwardWS attention_set_backward_ws(AttentionBackwardWS whi
 
 // The 80-query backward's tile when causal and not dropping (ATTENTION_BACKWARD_CAUSAL_TILE,
 // attention.h): read once, at the first use or setter call. 80 by default: the 64-query tiles
-// have not run on a GPU yet.
+// measured even (H200, docs/results.md#h200-nineteenth).
 static const EnvChoice backward_causal_tile_choices[] = {{"80", ATTENTION_BACKWARD_CAUSAL_TILE_80},
                                                          {"64", ATTENTION_BACKWARD_CAUSAL_TILE_64}};
 static Switch backward_causal_tile_switch =
