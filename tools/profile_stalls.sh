@@ -56,15 +56,16 @@ ncu --import "$report.ncu-rep" --page raw --csv > "$report.raw.csv"
 python3 - "$report.raw.csv" <<'PY'
 import csv, sys
 rows = list(csv.reader(open(sys.argv[1])))
-names, values = rows[0], rows[2]  # row 1 holds the units
-wanted = [("gpu__time_duration.sum", "duration (us)"),
-          ("sm__pipe_shared_cycles_active.avg.pct_of_peak_sustained_active", "shared pipe (tensor cores) busy %"),
-          ("smsp__issue_active.avg.pct_of_peak_sustained_active", "issue slots busy %"),
-          ("sm__pipe_alu_cycles_active.avg.pct_of_peak_sustained_active", "ALU pipe busy %"),
-          ("sm__pipe_fma_cycles_active.avg.pct_of_peak_sustained_active", "FMA pipe busy %"),
-          ("sm__inst_executed_pipe_xu.avg.pct_of_peak_sustained_active", "XU (exp2) pipe busy %")]
+names, units, values = rows[0], rows[1], rows[2]
+wanted = [("gpu__time_duration.sum", "duration"),
+          ("sm__pipe_shared_cycles_active.avg.pct_of_peak_sustained_active", "shared pipe (tensor cores) busy"),
+          ("smsp__issue_active.avg.pct_of_peak_sustained_active", "issue slots busy"),
+          ("sm__pipe_alu_cycles_active.avg.pct_of_peak_sustained_active", "ALU pipe busy"),
+          ("sm__pipe_fma_cycles_active.avg.pct_of_peak_sustained_active", "FMA pipe busy"),
+          ("sm__inst_executed_pipe_xu.avg.pct_of_peak_sustained_active", "XU (exp2) pipe busy")]
 at = {n: i for i, n in enumerate(names)}
 print("how busy:")
 for metric, label in wanted:
-    if metric in at: print(f"  {label:30s} {values[at[metric]]}")
+    # ncu scales a duration's unit with its size (us, ms): printed as the report gives it.
+    if metric in at: print(f"  {label + ' (' + units[at[metric]] + ')':38s} {values[at[metric]]}")
 PY
