@@ -13,7 +13,7 @@
 //     dx[r,c]   = ?   (derive it: xhat depends on x through mean and rstd too)
 // Hints: write g = dy * gamma. Both mean_r and rstd_r depend on every x in the row, so each
 // dx[r,c] picks up two row-wide terms: one from mean(g), one from mean(g * xhat).
-// Accumulate in double. Check yourself with `tools/grade.sh`.
+// Accumulate in double. Check yourself with `tools/grade.sh layernorm_backward`.
 #include "reference/reference.h"
 
 void ref_layernorm_backward(const float *dy, const float *x, const float *gamma, const float *mean,

@@ -7,13 +7,15 @@
 // (kernels/naive/naive_attention.h). Later steps fuse what this one keeps apart.
 //
 //   forward                                  backward (in reverse)
-//   a    = LN1(x)                            dx  = LN1'(dqkv W_qkv) + dy
+//   a    = LN1(x)                            dx  = LN1'(dqkv W_qkv) + d_y
 //   qkv  = a W_qkv^T + b_qkv                 dqkv = attention'(dctx)
 //   ctx  = attention(qkv)                    dctx = dproj W_proj
-//   proj = ctx W_proj^T + b_proj             dproj = dropout'(dy)
-//   y    = x + dropout(proj)                 dy  = LN2'(dln2) + dout
+//   proj = ctx W_proj^T + b_proj             dproj = dropout'(d_y)
+//   y    = x + dropout(proj)                 d_y = LN2'(dln2) + dout
 //   h1   = LN2(y) W_fc1^T + b_fc1            dln2 = dh1 W_fc1,  dh1 = GELU'(dgelu)
 //   out  = y + GELU(h1) W_fc2^T + b_fc2      dgelu = dout W_fc2
+// (dout: the gradient reaching the layer's output, which the README and the files call dy;
+// d_y: the gradient reaching y.)
 #include <stdlib.h>
 #include <string.h>
 
