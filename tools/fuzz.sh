@@ -11,6 +11,8 @@
 #   tools/fuzz.sh --target weights     one of: flags, weights, all (default)
 #   tools/fuzz.sh --workdir DIR        keep the corpora and any crash inputs there
 set -euo pipefail
+# A bad argument: what is wrong, then the usage, exit 2.
+bad() { echo "fuzz.sh: $1" >&2; usage >&2; exit 2; }
 usage() {
   echo "usage: tools/fuzz.sh [--seconds N] [--target flags|weights|all] [--workdir DIR]"
   echo "  libFuzzer (clang -fsanitize=fuzzer,address,undefined) on the flag parser and the weights reader"
@@ -19,9 +21,13 @@ seconds=20 target=all workdir=${TMPDIR:-/tmp}/te_c_fuzz
 while [ $# -gt 0 ]; do
   case $1 in
     -h|--help) usage; exit 0 ;;
-    --seconds) [ $# -ge 2 ] && [[ $2 =~ ^[0-9]+$ ]] && [ "$2" -ge 1 ] || { usage >&2; exit 2; }; seconds=$2; shift 2 ;;
-    --target) [ $# -ge 2 ] && [[ $2 =~ ^(flags|weights|all)$ ]] || { usage >&2; exit 2; }; target=$2; shift 2 ;;
-    --workdir) [ $# -ge 2 ] || { usage >&2; exit 2; }; workdir=$2; shift 2 ;;
+    --seconds) [ $# -ge 2 ] && [[ $2 =~ ^[0-9]+$ ]] && [ "$2" -ge 1 ] ||
+                 bad "--seconds expects a whole number of seconds, 1 or more, got '${2-}'"
+               seconds=$2; shift 2 ;;
+    --target) [ $# -ge 2 ] && [[ $2 =~ ^(flags|weights|all)$ ]] ||
+                bad "--target expects flags, weights or all, got '${2-}'"
+              target=$2; shift 2 ;;
+    --workdir) [ $# -ge 2 ] || bad "--workdir expects a folder"; workdir=$2; shift 2 ;;
     *) echo "fuzz.sh: unknown argument '$1'" >&2; usage >&2; exit 2 ;;
   esac
 done

@@ -46,6 +46,16 @@ static void refuse_existing_tmp(const char *flag, const char *path, const char *
               flag, path, tmp);
 }
 
+void input_check_readable(const char *flag, const char *path) {
+    if (!path || !*path) fail_user("%s needs a file name", flag);
+    FILE *f = fopen(path, "rb");
+    if (!f) fail_user("%s: cannot open '%s': %s", flag, path, strerror(errno));
+    struct stat sb;
+    const int regular = fstat(fileno(f), &sb) == 0 && S_ISREG(sb.st_mode);
+    fclose(f);
+    if (!regular) fail_user("%s: '%s' is not a regular file", flag, path);
+}
+
 void output_check_writable(const char *flag, const char *path) {
     if (!path || !*path) fail_user("%s needs a file name", flag);
     if (strlen(path) >= PATH_MAX - 8) fail_user("%s: a path of %zu characters is too long", flag, strlen(path));

@@ -1,4 +1,5 @@
-// Output files (--save, --json, --svg, --fp8-log): checked before any work, written whole.
+// Output files (--save, --json, --svg, --fp8-log): checked before any work, written whole; and
+// the input files a flag names (--weights, --input): checked readable before any work.
 //
 // A run that is told to write a file should say at once if it cannot, not after minutes of
 // GPU work: output_check_writable() is called while the flags are read. And a file should
@@ -19,6 +20,11 @@ extern "C" {
 // is there already (not ours to overwrite). It creates and removes "<path>.tmp" to find out,
 // the file output_open() will write.
 void output_check_writable(const char *flag, const char *path);
+
+// Refuses (fail_user, naming `flag` and the reason: "--weights: cannot open 'w.safetensors': No
+// such file or directory") a path that cannot be opened for reading or is not a regular file.
+// What the file holds is its reader's to check (safetensors.h).
+void input_check_readable(const char *flag, const char *path);
 
 // Under `bazel run` a program starts in its runfiles folder, and Bazel names the folder it was
 // run from in the environment variable BUILD_WORKING_DIRECTORY: this changes into that folder, so

@@ -342,7 +342,10 @@ static int run_rank(void *arg) {
     const int tp = info.world, rank = info.rank, sp = flags.variant.sequence_parallel;
     // 1. The GPU and the communicator.
     const int gpus = gpu_count();
-    if (gpus == 0) fail_user("rank %d: no usable GPU here: %s", rank, gpu_unavailable_reason());
+    if (gpus == 0)
+        fail_user("rank %d: no usable GPU here: %s (without GPUs, `bazel test //tests/tp/...` runs this step's "
+                  "tensor-parallel proof on the CPU)",
+                  rank, gpu_unavailable_reason());
     if (info.local_rank >= gpus)
         fail_user("rank %d is rank %d on its machine, which has %d GPU%s: tensor-parallel size %d needs one GPU per "
                   "rank", rank, info.local_rank, gpus, gpus == 1 ? "" : "s", tp);
@@ -584,8 +587,14 @@ int step07_run(const Options *o) {
     LayerInputs in;
     layer_params_alloc(c, &full);
     layer_inputs_alloc(c, &in);
-    if (o->weights_path) load_layer_params(o->weights_path, c, &full);
-    if (o->input_path) load_layer_inputs(o->input_path, c, &in);
+    if (o->weights_path) {
+        input_check_readable("--weights", o->weights_path);
+        load_layer_params(o->weights_path, c, &full);
+    }
+    if (o->input_path) {
+        input_check_readable("--input", o->input_path);
+        load_layer_inputs(o->input_path, c, &in);
+    }
     // The ranks need one GPU each. Asked in a child process: the ranks are forked from this
     // one, which must stay free of CUDA.
     if (flags.tp > 1) {

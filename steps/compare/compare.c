@@ -100,34 +100,47 @@ static void short_id(const StepOps *s, char out[8]) {
     snprintf(out, 8, "%.*s", (int)(n < 7 ? n : 7), s->id);
 }
 
+// The steps compare knows, by short name ("01, 02, ..., 06f"), for its messages.
+static const char *known_steps(void) {
+    static char known[256];
+    size_t used = 0;
+    known[0] = '\0';
+    for (int s = 0; s < NUM_STEPS && used < sizeof known; s++) {
+        char id[8];
+        short_id(ALL_STEPS[s], id);
+        used += (size_t)snprintf(known + used, sizeof known - used, "%s%s", s ? ", " : "", id);
+    }
+    return known;
+}
+
 // --steps 01,04,06u: each item names a step by its number (all of its variants: "06" is 06,
-// 06u and 06f), its short name ("06u") or its full id. One that names no step is refused.
+// 06u and 06f; "4" is "04"), its short name ("06u") or its full id. One that names no step is
+// refused, and so is a list that names none at all ("--steps=" or "--steps ,").
 static void select_steps(const char *list) {
     flags.steps_given = 1;
     char *copy = strdup(list);
     if (!copy) DIE("out of memory");
+    int any = 0;
     for (char *save = NULL, *item = strtok_r(copy, ",", &save); item; item = strtok_r(NULL, ",", &save)) {
+        char number[3] = "";
+        if (strlen(item) == 1 && item[0] >= '1' && item[0] <= '9') snprintf(number, sizeof number, "0%c", item[0]);
+        const char *want = number[0] ? number : item;
         int found = 0;
         for (int s = 0; s < NUM_STEPS; s++) {
             char id[8];
             short_id(ALL_STEPS[s], id);
-            if (!strcmp(item, id) || !strcmp(item, ALL_STEPS[s]->id) || (strlen(item) == 2 && !strncmp(item, id, 2)))
+            if (!strcmp(want, id) || !strcmp(want, ALL_STEPS[s]->id) || (strlen(want) == 2 && !strncmp(want, id, 2)))
                 flags.selected[s] = found = 1;
         }
-        if (!found) {
-            char known[256] = "";
-            size_t used = 0;
-            for (int s = 0; s < NUM_STEPS && used < sizeof known; s++) {
-                char id[8];
-                short_id(ALL_STEPS[s], id);
-                used += (size_t)snprintf(known + used, sizeof known - used, "%s%s", s ? ", " : "", id);
-            }
+        if (!found)
             fail_user("--steps %s: compare has no step '%s' (it runs %s; step 07, tensor parallel, runs on its own: "
                       "step07_tensor_parallel, chapter 07)",
-                      list, item, known);
-        }
+                      list, item, known_steps());
+        any = 1;
     }
     free(copy);
+    if (!any) fail_user("--steps '%s' names no step: give a comma-separated list, e.g. --steps 01,04 (of %s)", list,
+                        known_steps());
 }
 
 static int parse_compare_flag(const char *flag, const char *value) {
@@ -153,7 +166,7 @@ static int parse_compare_flag(const char *flag, const char *value) {
 static const StepOps COMPARE = {
     .parse_flag = parse_compare_flag,
     .flags_help =
-        "  --steps LIST         the steps to run, e.g. 01,04 (06 is all three variants; 06u, 06f one)\n"
+        "  --steps LIST         the steps to run, e.g. 01,04 or 1,4 (06 is all three variants; 06u, 06f one)\n"
         "  --skip-check         time only; no check at the small preset\n"
         "  --json FILE          the table as JSON (also without a GPU: the CPU reference's time)\n"
         "  --svg FILE           the table as an SVG bar chart (also without a GPU); with --breakdown,\n"

@@ -272,13 +272,21 @@ int step_main(int argc, char **argv, const StepOps *step) {
     require_host_memory(cfg, o.check);
     LayerParams params;
     layer_params_alloc(cfg, &params);
-    if (o.weights_path) load_layer_params(o.weights_path, cfg, &params);
-    else layer_params_init_random(cfg, cfg->seed, &params);
+    if (o.weights_path) {
+        input_check_readable("--weights", o.weights_path);
+        load_layer_params(o.weights_path, cfg, &params);
+    } else {
+        layer_params_init_random(cfg, cfg->seed, &params);
+    }
     layer_params_round(cfg, &params);
     LayerInputs inputs;
     layer_inputs_alloc(cfg, &inputs);
-    if (o.input_path) load_layer_inputs(o.input_path, cfg, &inputs);
-    else layer_inputs_init_random(cfg, cfg->seed + 1, &inputs);
+    if (o.input_path) {
+        input_check_readable("--input", o.input_path);
+        load_layer_inputs(o.input_path, cfg, &inputs);
+    } else {
+        layer_inputs_init_random(cfg, cfg->seed + 1, &inputs);
+    }
     layer_inputs_round(cfg, &inputs);
 
     // Files and the switches are read before looking for a GPU: a bad file or switch value is

@@ -23,6 +23,7 @@
 // persistent and non-persistent kernels, and with a row's last tile narrower than 176 keys bit
 // for bit as with a full-width one (test_wide_last_tile_bits); where the tiles do not apply
 // (causal, dropout) the 128-key kernel must run (the 176-key one stops on such a problem).
+#include <fnmatch.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -874,7 +875,18 @@ int main(void) {
     };
     // FLASH_TEST_ONLY=<pattern>: only the tests whose names match (cmocka's filter, * a wildcard),
     // for a quick run of one kernel's test on a GPU - a full run takes minutes.
+    // A pattern that matches no test stops with a message (else cmocka runs 0 tests and says PASSED).
     const char *only = getenv("FLASH_TEST_ONLY");
-    if (only && *only) cmocka_set_test_filter(only);
+    if (only && *only) {
+        int matches = 0;
+        for (size_t i = 0; i < sizeof tests / sizeof tests[0]; i++) matches += fnmatch(only, tests[i].name, 0) == 0;
+        if (!matches) {
+            fprintf(stderr, "FLASH_TEST_ONLY='%s' matches none of this program's %zu tests (names: test_plain, "
+                            "test_causal, ...; * matches any run of characters)\n",
+                    only, sizeof tests / sizeof tests[0]);
+            return 1;
+        }
+        cmocka_set_test_filter(only);
+    }
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

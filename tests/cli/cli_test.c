@@ -118,7 +118,7 @@ static void test_bad_values(void **state) {
 static void test_missing_weights_file(void **state) {
     (void)state;
     expect((char *const[]){STEP01, "--preset", "tiny", "--weights", "/nonexistent/w.safetensors", NULL}, 1,
-           "cannot open '/nonexistent/w.safetensors'");
+           "--weights: cannot open '/nonexistent/w.safetensors'");
 }
 
 static void test_weights_of_another_shape(void **state) {
@@ -376,6 +376,9 @@ static void test_compare(void **state) {
     (void)state;
     expect((char *const[]){COMPARE, "--steps", "99", NULL}, 1, "compare has no step '99'");
     expect((char *const[]){COMPARE, "--steps", "07", NULL}, 1, "runs on its own: step07_tensor_parallel");
+    expect((char *const[]){COMPARE, "--steps=", NULL}, 1, "--steps '' names no step");
+    expect((char *const[]){COMPARE, "--steps", ",", NULL}, 1, "--steps ',' names no step");
+    expect((char *const[]){COMPARE, "--steps", "7", NULL}, 1, "runs on its own: step07_tensor_parallel");
     expect((char *const[]){COMPARE, "--pytorch", "/nonexistent", NULL}, 1, "--pytorch /nonexistent");
     expect((char *const[]){COMPARE, "--json", "/nonexistent/dir/c.json", NULL}, 1, "cannot write there");
     expect((char *const[]){COMPARE, "--check", NULL}, 1, "drop --check");
