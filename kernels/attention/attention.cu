@@ -452,7 +452,8 @@ static bool forward_wide_tiles_at(int head_dim, int consumers) {
 }
 
 // What flash_forward_wgmma takes: the keys per tile for this problem - 176 where the setting
-// asks and the problem is neither causal nor dropping, else 128.
+// asks and the problem is neither causal nor dropping, else 128 (flash_forward_wgmma.cu says
+// why neither mask takes the wide tiles).
 static int forward_block_n(int head_dim, int consumers, const FlashParams &p) {
     return forward_wide_tiles_at(head_dim, consumers) && !p.causal && !(p.p_drop > 0.0f) ? 176 : 128;
 }

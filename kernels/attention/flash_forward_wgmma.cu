@@ -38,10 +38,12 @@
 // spread over 37% more keys than 128-key ones. It fits: per consumer thread S is 88 floats, P 44
 // registers, O 64 (the SASS uses registers up to R236 of the 240, and ptxas spills none); shared
 // memory holds Q (32 KiB) and 2 stages x (K + V) x 176 rows x 256 bytes (176 KiB): 209 KiB with
-// the alignment. 176 is no multiple of the 64 keys per dropout draw, and the causal code (the
-// tiles a query block visits, the diagonal masks) was written and measured for 128: those
-// problems keep 128, and the 176 kernels have neither compiled in (MAY_DROP, MAY_BE_CAUSAL; the
-// 128 kernels' code is unchanged). Head dim 64 (two or three consumers) keeps 128 as well. A
+// the alignment. 176 is no multiple of the 64 keys per dropout draw; and with the causal mask a
+// query block's keys end on a multiple of 128, so its last 176-key tile is partly empty: at
+// s = 2048 the wide tiles compute 7.2% more keys, about what they save per key, and measured
+// even (H200, 2026-12-01, branch causal176; narrowing that tile per block made ptxas serialise
+// the wgmmas). Those problems keep 128, and the 176 kernels have neither compiled in (MAY_DROP,
+// MAY_BE_CAUSAL; the 128 kernels' code is unchanged). Head dim 64 (two or three consumers) keeps 128 as well. A
 // row's last 176-key tile runs narrower products where few keys are left (LAST_N, explained
 // at the kernel): at s = 2048, 112 keys wide (H200: fp16 624 -> 631 TFLOP/s, bf16 645 -> 648).
 //
