@@ -43,9 +43,10 @@
 // s = 2048 the wide tiles compute 7.2% more keys, about what they save per key, and measured
 // even (H200, 2026-12-01, branch causal176; narrowing that tile per block made ptxas serialise
 // the wgmmas). Those problems keep 128, and the 176 kernels have neither compiled in (MAY_DROP,
-// MAY_BE_CAUSAL; the 128 kernels' code is unchanged). Head dim 64 (two or three consumers) keeps 128 as well. A
-// row's last 176-key tile runs narrower products where few keys are left (LAST_N, explained
-// at the kernel): at s = 2048, 112 keys wide (H200: fp16 624 -> 631 TFLOP/s, bf16 645 -> 648).
+// MAY_BE_CAUSAL; the 128 kernels' code is unchanged). Head dim 64 (two or three consumers)
+// keeps 128 as well. A row's last 176-key tile runs narrower products where few keys are left
+// (LAST_N, explained at the kernel): at s = 2048, 112 keys wide (H200: fp16 624 -> 631 TFLOP/s,
+// bf16 645 -> 648).
 //
 // The order of the blocks (block_order.h): natural, or when causal the heaviest query blocks
 // first (ATTENTION_CAUSAL_ORDER, attention.h).
