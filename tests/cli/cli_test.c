@@ -75,6 +75,7 @@ static char LN_BENCH[4096] = "kernels/layernorm/layernorm_bench";
 static char GEMM_BENCH[4096] = "modules/gemm_bench";
 static char FP8_BENCH[4096] = "modules/fp8_bench";
 static char EPILOGUE_BENCH[4096] = "modules/epilogue_bench";
+static char FLASH_TEST[4096] = "tests/attention/flash_attention_test";
 
 static void locate(char *path, size_t size, const char *argv0, const char *name) {
     if (access(path, X_OK) == 0) return;
@@ -119,6 +120,22 @@ static void test_missing_weights_file(void **state) {
     (void)state;
     expect((char *const[]){STEP01, "--preset", "tiny", "--weights", "/nonexistent/w.safetensors", NULL}, 1,
            "--weights: cannot open '/nonexistent/w.safetensors'");
+}
+
+// An input flag's path that is no file: named with the flag, before any work.
+static void test_input_not_a_file(void **state) {
+    (void)state;
+    expect((char *const[]){STEP01, "--preset", "tiny", "--input", "/tmp", NULL}, 1,
+           "--input: '/tmp' is not a regular file");
+}
+
+// A test filter that matches no test: a message and exit 1, not "0 tests PASSED" (any machine:
+// the filter is checked before the GPU is looked for).
+static void test_flash_test_filter_matches_nothing(void **state) {
+    (void)state;
+    RunResult r = run_env("FLASH_TEST_ONLY", "no_such_test*", (char *const[]){FLASH_TEST, NULL});
+    if (r.exit_code != 1 || !strstr(r.output, "FLASH_TEST_ONLY='no_such_test*' matches none"))
+        fail_msg("expected exit 1 and the no-match message; got exit %d and:\n%s", r.exit_code, r.output);
 }
 
 static void test_weights_of_another_shape(void **state) {
@@ -448,11 +465,14 @@ int main(int argc, char **argv) {
     locate(GEMM_BENCH, sizeof GEMM_BENCH, argv[0], "gemm_bench");
     locate(FP8_BENCH, sizeof FP8_BENCH, argv[0], "fp8_bench");
     locate(EPILOGUE_BENCH, sizeof EPILOGUE_BENCH, argv[0], "epilogue_bench");
+    locate(FLASH_TEST, sizeof FLASH_TEST, argv[0], "flash_attention_test");
     const char *t = getenv("TEST_TMPDIR");
     snprintf(tmpdir, sizeof tmpdir, "%s/cli_XXXXXX", t ? t : "/tmp");
     if (!mkdtemp(tmpdir)) return 1;
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_missing_weights_file),
+        cmocka_unit_test(test_input_not_a_file),
+        cmocka_unit_test(test_flash_test_filter_matches_nothing),
         cmocka_unit_test(test_weights_of_another_shape),
         cmocka_unit_test(test_step_flags),
         cmocka_unit_test(test_overlap_wgrad_flag),
